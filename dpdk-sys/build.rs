@@ -1,0 +1,79 @@
+//! Generates the DPDK bindings from the headers pkg-config reports for
+//! `libdpdk`, and compiles `shim/shim.c`, which gives the `static inline`
+//! functions and the thread-local `rte_errno` a linkable symbol.
+//!
+//! Linking is dynamic: the Debian build of the EAL loads its driver plugins
+//! (net_af_packet, net_pcap, ...) from its plugin folder by itself.
+
+use std::env;
+use std::path::PathBuf;
+
+fn main() {
+    println!("cargo:rerun-if-changed=shim/shim.c");
+    println!("cargo:rerun-if-changed=shim/shim.h");
+    println!("cargo:rerun-if-changed=build.rs");
+
+    let dpdk = match pkg_config::Config::new()
+        .atleast_version("21.11")
+        .probe("libdpdk")
+    {
+        Ok(lib) => lib,
+        Err(e) => panic!(
+            "DPDK not found by pkg-config ({e}).\n\
+             Install it with: apt-get install libdpdk-dev dpdk pkg-config clang libclang-dev\n\
+             (or run scripts/install-deps.sh)"
+        ),
+    };
+
+    // `pkg-config --cflags libdpdk` carries `-include rte_config.h` and
+    // `-march=...`: every flag must reach both clang (bindgen) and cc.
+    let raw_cflags = std::process::Command::new("pkg-config")
+        .args(["--cflags", "libdpdk"])
+        .output()
+        .expect("pkg-config --cflags libdpdk");
+    let raw_cflags = String::from_utf8(raw_cflags.stdout).expect("pkg-config output is UTF-8");
+    let flags = split_flags(&raw_cflags);
+
+    let mut build = cc::Build::new();
+    build.file("shim/shim.c").include("shim").warnings(false);
+    for f in &flags {
+        build.flag(f);
+    }
+    for p in &dpdk.include_paths {
+        build.include(p);
+    }
+    build.compile("lbdpdkshim");
+
+    let bindings = bindgen::Builder::default()
+        .header("shim/shim.h")
+        .clang_args(&flags)
+        .clang_args(dpdk.include_paths.iter().map(|p| format!("-I{}", p.display())))
+        .allowlist_function("rte_.*")
+        .allowlist_function("lb_.*")
+        .allowlist_type("rte_.*")
+        .allowlist_var("RTE_.*")
+        // Both fail to compile as generated: a packed type containing an
+        // aligned one, and a type without Debug. We never touch them.
+        .opaque_type("rte_l2tpv2_combined_msg_hdr")
+        .opaque_type("rte_gtp_psc_generic_hdr")
+        .opaque_type("rte_arp_hdr")
+        .opaque_type("rte_arp_ipv4")
+        .derive_default(true)
+        .layout_tests(false)
+        .generate_comments(false)
+        .prepend_enum_name(false)
+        .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()))
+        .generate()
+        .expect("bindgen could not generate the DPDK bindings");
+
+    let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
+    bindings
+        .write_to_file(out.join("bindings.rs"))
+        .expect("write bindings.rs");
+}
+
+/// Splits the cflags string, keeping `-include rte_config.h` as two
+/// arguments, which both clang and cc accept.
+fn split_flags(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_owned).collect()
+}
