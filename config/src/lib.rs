@@ -1,0 +1,430 @@
+//! The `lb.toml` contract: schema, validation, and the validated runtime form.
+//!
+//! Design: text is parsed into a loose private serde schema (`schema`), then
+//! `validate` checks everything and reports every problem at once, each with
+//! its key path, and only a fully valid file becomes the typed [`Config`].
+#![deny(unsafe_code)]
+
+mod cidr;
+mod duration;
+mod lcores;
+mod mac;
+mod schema;
+mod validate;
+
+use std::fmt;
+
+pub use cidr::Ipv4Cidr;
+pub use duration::{format_duration, parse_duration};
+pub use lcores::{parse_core_list, parse_core_mask, parse_lcores_map};
+pub use mac::MacAddr;
+pub use std::net::{Ipv4Addr, SocketAddr};
+pub use std::time::Duration;
+
+/// The name used as the error path for syntax errors when text is not read from a file.
+pub const DEFAULT_SOURCE: &str = "lb.toml";
+
+/// Transport protocol of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+/// Real-server scheduler of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SchedulerKind {
+    /// `rr`
+    RoundRobin,
+    /// `wrr`
+    WeightedRoundRobin,
+    /// `lc`
+    LeastConnection,
+    /// `wlc`
+    WeightedLeastConnection,
+    /// `sh`
+    SourceHash,
+    /// `mh` (Maglev hashing)
+    Maglev,
+}
+
+/// How packets reach a real server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ForwardingMethod {
+    /// `nat`: destination rewritten, replies come back through the balancer.
+    Nat,
+    /// `tun`: IP-in-IP encapsulation.
+    Tunnel,
+    /// `dr`: MAC rewrite on a connected network.
+    DirectRoute,
+}
+
+/// Health check of a service's reals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HealthCheckKind {
+    Tcp,
+    Http,
+    None,
+}
+
+/// Implements the `lb.toml` words for an enum: `Display`, `FromStr` and the accepted list.
+macro_rules! config_words {
+    ($ty:ty { $($variant:ident => $word:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The words accepted in `lb.toml`, in order.
+            pub const WORDS: &'static [&'static str] = &[$($word),+];
+
+            /// The `lb.toml` word for this value.
+            pub fn as_str(&self) -> &'static str {
+                match self {
+                    $(Self::$variant => $word),+
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($word => Ok(Self::$variant),)+
+                    _ => Err(format!(
+                        "unknown value {s:?}; accepted values: {}",
+                        Self::WORDS.join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+config_words!(Protocol { Tcp => "tcp", Udp => "udp" });
+config_words!(SchedulerKind {
+    RoundRobin => "rr",
+    WeightedRoundRobin => "wrr",
+    LeastConnection => "lc",
+    WeightedLeastConnection => "wlc",
+    SourceHash => "sh",
+    Maglev => "mh",
+});
+config_words!(ForwardingMethod { Nat => "nat", Tunnel => "tun", DirectRoute => "dr" });
+config_words!(HealthCheckKind { Tcp => "tcp", Http => "http", None => "none" });
+
+/// A validated `lb.toml`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub dpdk: DpdkConfig,
+    pub workers: WorkersConfig,
+    pub ports: Vec<PortConfig>,
+    pub neighbors: Vec<NeighborConfig>,
+    pub flows: FlowsConfig,
+    pub metrics: MetricsConfig,
+    pub services: Vec<ServiceConfig>,
+}
+
+/// `[dpdk]`
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DpdkConfig {
+    /// Passed to `rte_eal_init` as given.
+    pub eal_args: Vec<String>,
+    /// Mempool size.
+    pub mbufs: u32,
+    /// Rx/tx burst size.
+    pub burst: u16,
+}
+
+/// `[workers]`
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WorkersConfig {
+    /// Lcores running pinned poll-mode workers.
+    pub lcores: Vec<u32>,
+}
+
+/// One `[[ports]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PortConfig {
+    pub name: String,
+    /// PCI address or DPDK vdev string.
+    pub device: String,
+    /// The appliance's own address and connected network.
+    pub address: Ipv4Cidr,
+    pub gateway: Option<Ipv4Addr>,
+    pub mtu: u16,
+}
+
+/// One static `[[neighbors]]` ARP entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NeighborConfig {
+    pub address: Ipv4Addr,
+    pub mac: MacAddr,
+}
+
+/// `[flows]`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowsConfig {
+    /// Flow entries per worker.
+    pub capacity: u32,
+    pub tcp_timeout: Duration,
+    pub tcp_fin_timeout: Duration,
+    pub tcp_syn_timeout: Duration,
+    pub udp_timeout: Duration,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
+}
+
+/// One `[[services]]` entry (a virtual service).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub scheduler: SchedulerKind,
+    /// Default forwarding of this service's reals (already applied to each real).
+    pub forwarding: ForwardingMethod,
+    /// Zero: no persistence.
+    pub persistence: Duration,
+    /// `None`: every real counts as up.
+    pub health_check: Option<HealthCheckConfig>,
+    pub reals: Vec<RealConfig>,
+}
+
+/// `[services.health_check]`
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthCheckConfig {
+    pub kind: HealthCheckKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// HTTP only (default `/`).
+    pub path: String,
+    /// HTTP only (default 200).
+    pub expect_status: u16,
+}
+
+/// One `[[services.reals]]` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RealConfig {
+    pub address: Ipv4Addr,
+    pub port: u16,
+    /// 0 drains the real.
+    pub weight: u32,
+    /// Resolved: the real's own setting or the service default.
+    pub forwarding: ForwardingMethod,
+}
+
+/// One problem in a configuration: the key path and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ConfigError {
+    /// Key path such as `services[0].reals[1].port`, or the file for syntax errors.
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    /// The errors whose path is exactly `path`.
+    pub fn at<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a ConfigError> + 'a {
+        self.0.iter().filter(move |e| e.path == path)
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
+}
+
+impl Config {
+    /// Parses and validates `lb.toml` text.
+    pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        Self::parse_named(text, DEFAULT_SOURCE)
+    }
+
+    /// Like [`Config::parse`], naming `source` in syntax errors.
+    pub fn parse_named(text: &str, source: &str) -> Result<Config, ConfigErrors> {
+        let (raw, mut errors) = schema::read(text, source)?;
+        let config = validate::validate(raw, &mut errors);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// Reads, parses and validates a file; a read error is reported on the file path.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigErrors> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(name.clone(), format!("cannot read: {e}")))?;
+        Self::parse_named(&text, &name)
+    }
+
+    /// The EAL main lcore (runs the control thread): `--main-lcore`, else the
+    /// lowest lcore of the EAL core list; `None` when `eal_args` name neither.
+    pub fn eal_main_lcore(&self) -> Option<u32> {
+        lcores::eal_main_lcore(&self.dpdk.eal_args)
+    }
+
+    /// Index of the port whose connected network contains `addr`.
+    pub fn port_for(&self, addr: Ipv4Addr) -> Option<usize> {
+        self.ports.iter().position(|p| p.address.contains(addr))
+    }
+
+    /// Names of the settings that differ from `new` and can only change with a
+    /// restart: `dpdk`, `ports`, `workers.lcores`, `flows.capacity`,
+    /// `metrics.listen`. Everything else (services, neighbors, flow timeouts)
+    /// may be reloaded.
+    pub fn restart_required_changes(&self, new: &Config) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.dpdk != new.dpdk {
+            out.push("dpdk");
+        }
+        if self.ports != new.ports {
+            out.push("ports");
+        }
+        if self.workers.lcores != new.workers.lcores {
+            out.push("workers.lcores");
+        }
+        if self.flows.capacity != new.flows.capacity {
+            out.push("flows.capacity");
+        }
+        if self.metrics.listen != new.metrics.listen {
+            out.push("metrics.listen");
+        }
+        out
+    }
+
+    /// A human summary for `--check`.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let lcores: Vec<String> = self.workers.lcores.iter().map(u32::to_string).collect();
+        let main = match self.eal_main_lcore() {
+            Some(m) => format!("main lcore {m}"),
+            None => "main lcore chosen by EAL".to_string(),
+        };
+        let _ = writeln!(
+            s,
+            "dpdk: {} mbufs, burst {}, eal args: {}",
+            self.dpdk.mbufs,
+            self.dpdk.burst,
+            self.dpdk.eal_args.join(" ")
+        );
+        let _ = writeln!(s, "workers: lcores {} ({main})", lcores.join(", "));
+        let _ = writeln!(s, "ports: {}", self.ports.len());
+        for p in &self.ports {
+            let gateway = match p.gateway {
+                Some(g) => format!("gateway {g}"),
+                None => "no gateway".to_string(),
+            };
+            let _ = writeln!(
+                s,
+                "  {} {} {} {gateway} mtu {}",
+                p.name, p.device, p.address, p.mtu
+            );
+        }
+        if !self.neighbors.is_empty() {
+            let _ = writeln!(s, "neighbors: {}", self.neighbors.len());
+            for n in &self.neighbors {
+                let _ = writeln!(s, "  {} is-at {}", n.address, n.mac);
+            }
+        }
+        let f = &self.flows;
+        let _ = writeln!(
+            s,
+            "flows: capacity {} per worker, tcp {} (fin {}, syn {}), udp {}",
+            f.capacity,
+            format_duration(f.tcp_timeout),
+            format_duration(f.tcp_fin_timeout),
+            format_duration(f.tcp_syn_timeout),
+            format_duration(f.udp_timeout)
+        );
+        let _ = writeln!(s, "metrics: listen {}", self.metrics.listen);
+        let _ = writeln!(s, "services: {}", self.services.len());
+        for svc in &self.services {
+            let reals = match svc.reals.len() {
+                1 => "1 real".to_string(),
+                n => format!("{n} reals"),
+            };
+            let health = match &svc.health_check {
+                Some(h) if h.kind != HealthCheckKind::None => {
+                    let what = match h.kind {
+                        HealthCheckKind::Http => {
+                            format!("http {} expect {}", h.path, h.expect_status)
+                        }
+                        k => k.to_string(),
+                    };
+                    format!("health {what} every {}", format_duration(h.interval))
+                }
+                _ => "no health check".to_string(),
+            };
+            let persistence = if svc.persistence.is_zero() {
+                String::new()
+            } else {
+                format!(", persistence {}", format_duration(svc.persistence))
+            };
+            let _ = writeln!(
+                s,
+                "  {} {} {}:{} {} {}, {reals} ({health}){persistence}",
+                svc.name, svc.protocol, svc.vip, svc.port, svc.scheduler, svc.forwarding
+            );
+            for r in &svc.reals {
+                let _ = writeln!(
+                    s,
+                    "    -> {}:{} weight {} {}",
+                    r.address, r.port, r.weight, r.forwarding
+                );
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,261 @@
+//! The raw serde schema of `lb.toml`. Every key is optional here and every
+//! value that needs checking (addresses, durations, enum words, integers) is
+//! read loosely, so that validation can report all problems at once.
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawConfig {
+    pub dpdk: Option<RawDpdk>,
+    pub workers: Option<RawWorkers>,
+    pub ports: Option<Vec<RawPort>>,
+    pub neighbors: Option<Vec<RawNeighbor>>,
+    pub flows: Option<RawFlows>,
+    pub metrics: Option<RawMetrics>,
+    pub services: Option<Vec<RawService>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawDpdk {
+    pub eal_args: Option<Vec<String>>,
+    pub mbufs: Option<i64>,
+    pub burst: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawWorkers {
+    pub lcores: Option<Vec<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawPort {
+    pub name: Option<String>,
+    pub device: Option<String>,
+    pub address: Option<String>,
+    pub gateway: Option<String>,
+    pub mtu: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawNeighbor {
+    pub address: Option<String>,
+    pub mac: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawFlows {
+    pub capacity: Option<i64>,
+    pub tcp_timeout: Option<String>,
+    pub tcp_fin_timeout: Option<String>,
+    pub tcp_syn_timeout: Option<String>,
+    pub udp_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawMetrics {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawService {
+    pub name: Option<String>,
+    pub vip: Option<String>,
+    pub port: Option<i64>,
+    pub protocol: Option<String>,
+    pub scheduler: Option<String>,
+    pub forwarding: Option<String>,
+    pub persistence: Option<String>,
+    pub health_check: Option<RawHealthCheck>,
+    pub reals: Option<Vec<RawReal>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawHealthCheck {
+    pub kind: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub rise: Option<i64>,
+    pub fall: Option<i64>,
+    pub path: Option<String>,
+    pub expect_status: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawReal {
+    pub address: Option<String>,
+    pub port: Option<i64>,
+    pub weight: Option<i64>,
+    pub forwarding: Option<String>,
+}
+
+/// The keys each table accepts, by table path with indices removed
+/// (`""` is the top level, `"services.reals"` a real). Used for
+/// "did you mean" hints on unknown keys; keep in step with the structs above.
+pub(crate) fn known_keys(table: &str) -> &'static [&'static str] {
+    match table {
+        "" => &[
+            "dpdk",
+            "workers",
+            "ports",
+            "neighbors",
+            "flows",
+            "metrics",
+            "services",
+        ],
+        "dpdk" => &["eal_args", "mbufs", "burst"],
+        "workers" => &["lcores"],
+        "ports" => &["name", "device", "address", "gateway", "mtu"],
+        "neighbors" => &["address", "mac"],
+        "flows" => &[
+            "capacity",
+            "tcp_timeout",
+            "tcp_fin_timeout",
+            "tcp_syn_timeout",
+            "udp_timeout",
+        ],
+        "metrics" => &["listen"],
+        "services" => &[
+            "name",
+            "vip",
+            "port",
+            "protocol",
+            "scheduler",
+            "forwarding",
+            "persistence",
+            "health_check",
+            "reals",
+        ],
+        "services.health_check" => &[
+            "kind",
+            "interval",
+            "timeout",
+            "rise",
+            "fall",
+            "path",
+            "expect_status",
+        ],
+        "services.reals" => &["address", "port", "weight", "forwarding"],
+        _ => &[],
+    }
+}
+
+/// A key path as `services[0].reals[1].foo`, from serde_ignored's path.
+pub(crate) fn path_string(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", path_string(parent)),
+        Path::Map { parent, key } => {
+            let parent = path_string(parent);
+            if parent.is_empty() {
+                key.clone()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => path_string(parent),
+    }
+}
+
+/// 1-based line and column of a byte offset in `text`.
+pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text.as_bytes()[..offset];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let column = match text.get(line_start..offset) {
+        Some(s) => s.chars().count() + 1,
+        None => offset - line_start + 1,
+    };
+    (line, column)
+}
+
+/// Removes `[N]` indices: `services[0].reals[1]` -> `services.reals`.
+fn table_shape(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut in_index = false;
+    for c in path.chars() {
+        match c {
+            '[' => in_index = true,
+            ']' => in_index = false,
+            c if !in_index => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The message for an unknown key at `path`, with a hint when a known key is close.
+pub(crate) fn unknown_key_message(path: &str) -> String {
+    let (parent, key) = match path.rfind('.') {
+        Some(dot) => (&path[..dot], &path[dot + 1..]),
+        None => ("", path),
+    };
+    let hint = known_keys(&table_shape(parent))
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, k)| *d <= 2 && *d < k.len())
+        .min();
+    match hint {
+        Some((_, k)) => format!("unknown key (did you mean \"{k}\"?)"),
+        None => "unknown key".to_string(),
+    }
+}
+
+/// Deserializes `text` into the raw schema. Unknown keys come back as errors
+/// alongside the raw config; a syntax or type error is returned alone, with
+/// `source` as its path and its line and column.
+pub(crate) fn read(
+    text: &str,
+    source: &str,
+) -> Result<(RawConfig, Vec<crate::ConfigError>), crate::ConfigError> {
+    let mut unknown = Vec::new();
+    let raw: RawConfig = serde_ignored::deserialize(toml::Deserializer::new(text), |path| {
+        unknown.push(path_string(&path));
+    })
+    .map_err(|e| {
+        // One error per line in reports: fold toml's multi-line messages.
+        let message = e
+            .message()
+            .trim()
+            .lines()
+            .collect::<Vec<_>>()
+            .join("; ")
+            .replace("expected i64", "expected an integer");
+        let message = match e.span() {
+            Some(span) => {
+                let (line, column) = line_column(text, span.start);
+                format!("invalid TOML at line {line}, column {column}: {message}")
+            }
+            None => format!("invalid TOML: {message}"),
+        };
+        crate::ConfigError::new(source, message)
+    })?;
+    let errors = unknown
+        .into_iter()
+        .map(|path| {
+            let message = unknown_key_message(&path);
+            crate::ConfigError::new(path, message)
+        })
+        .collect();
+    Ok((raw, errors))
+}

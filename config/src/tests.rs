@@ -1,0 +1,970 @@
+//! Tests of the whole pipeline: parse -> validate -> typed config.
+
+use super::*;
+
+const EXAMPLE: &str = r#"
+[dpdk]
+eal_args = ["-l", "0-1", "--no-huge", "-m", "512", "--no-pci", "--no-shconf"]
+mbufs = 16383
+burst = 32
+
+[workers]
+lcores = [1]
+
+[[ports]]
+name = "wan"
+device = "net_af_packet0,iface=lb0"
+address = "198.18.0.2/24"
+gateway = "198.18.0.1"
+mtu = 1500
+
+[[neighbors]]
+address = "198.18.0.20"
+mac = "02:00:00:00:00:20"
+
+[flows]
+capacity = 1048576
+tcp_timeout = "15m"
+tcp_fin_timeout = "2m"
+tcp_syn_timeout = "30s"
+udp_timeout = "5m"
+
+[metrics]
+listen = "127.0.0.1:9101"
+
+[[services]]
+name = "web"
+vip = "198.18.1.100"
+port = 80
+protocol = "tcp"
+scheduler = "wrr"
+forwarding = "nat"
+persistence = "0s"
+
+[services.health_check]
+kind = "tcp"
+interval = "2s"
+timeout = "1s"
+rise = 2
+fall = 3
+
+[[services.reals]]
+address = "198.18.2.11"
+port = 8080
+weight = 1
+forwarding = "nat"
+
+[[services.reals]]
+address = "198.18.0.12"
+weight = 0
+forwarding = "dr"
+"#;
+
+/// The smallest valid file, to which tests append.
+const MINIMAL: &str = r#"
+[workers]
+lcores = [1]
+
+[[ports]]
+name = "wan"
+device = "0000:3b:00.0"
+address = "198.18.0.2/24"
+"#;
+
+fn with(extra: &str) -> String {
+    format!("{MINIMAL}\n{extra}")
+}
+
+fn errors(text: &str) -> ConfigErrors {
+    match Config::parse(text) {
+        Ok(c) => panic!("expected errors, got {c:#?}"),
+        Err(e) => e,
+    }
+}
+
+/// Asserts that exactly one error sits at `path` and that it mentions `needle`.
+#[track_caller]
+fn assert_error(text: &str, path: &str, needle: &str) {
+    let errs = errors(text);
+    let at: Vec<&ConfigError> = errs.at(path).collect();
+    assert_eq!(at.len(), 1, "expected one error at {path}, got:\n{errs}");
+    assert!(
+        at[0].message.contains(needle),
+        "error at {path} lacks {needle:?}:\n{errs}"
+    );
+}
+
+fn service(extra: &str) -> String {
+    with(&format!(
+        "[[services]]\nname = \"web\"\nvip = \"198.18.1.100\"\nport = 80\n{extra}"
+    ))
+}
+
+#[test]
+fn example_parses_into_expected_values() {
+    let c = Config::parse(EXAMPLE).unwrap();
+    let expected = Config {
+        dpdk: DpdkConfig {
+            eal_args: [
+                "-l",
+                "0-1",
+                "--no-huge",
+                "-m",
+                "512",
+                "--no-pci",
+                "--no-shconf",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            mbufs: 16383,
+            burst: 32,
+        },
+        workers: WorkersConfig { lcores: vec![1] },
+        ports: vec![PortConfig {
+            name: "wan".into(),
+            device: "net_af_packet0,iface=lb0".into(),
+            address: Ipv4Cidr {
+                address: Ipv4Addr::new(198, 18, 0, 2),
+                prefix_len: 24,
+            },
+            gateway: Some(Ipv4Addr::new(198, 18, 0, 1)),
+            mtu: 1500,
+        }],
+        neighbors: vec![NeighborConfig {
+            address: Ipv4Addr::new(198, 18, 0, 20),
+            mac: MacAddr([2, 0, 0, 0, 0, 0x20]),
+        }],
+        flows: FlowsConfig {
+            capacity: 1_048_576,
+            tcp_timeout: Duration::from_secs(900),
+            tcp_fin_timeout: Duration::from_secs(120),
+            tcp_syn_timeout: Duration::from_secs(30),
+            udp_timeout: Duration::from_secs(300),
+        },
+        metrics: MetricsConfig {
+            listen: "127.0.0.1:9101".parse().unwrap(),
+        },
+        services: vec![ServiceConfig {
+            name: "web".into(),
+            vip: Ipv4Addr::new(198, 18, 1, 100),
+            port: 80,
+            protocol: Protocol::Tcp,
+            scheduler: SchedulerKind::WeightedRoundRobin,
+            forwarding: ForwardingMethod::Nat,
+            persistence: Duration::ZERO,
+            health_check: Some(HealthCheckConfig {
+                kind: HealthCheckKind::Tcp,
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_secs(1),
+                rise: 2,
+                fall: 3,
+                path: "/".into(),
+                expect_status: 200,
+            }),
+            reals: vec![
+                RealConfig {
+                    address: Ipv4Addr::new(198, 18, 2, 11),
+                    port: 8080,
+                    weight: 1,
+                    forwarding: ForwardingMethod::Nat,
+                },
+                RealConfig {
+                    address: Ipv4Addr::new(198, 18, 0, 12),
+                    port: 80,
+                    weight: 0,
+                    forwarding: ForwardingMethod::DirectRoute,
+                },
+            ],
+        }],
+    };
+    assert_eq!(c, expected);
+    assert_eq!(c.eal_main_lcore(), Some(0));
+    assert_eq!(c.port_for(Ipv4Addr::new(198, 18, 0, 77)), Some(0));
+    assert_eq!(c.port_for(Ipv4Addr::new(198, 18, 1, 77)), None);
+}
+
+#[test]
+fn http_health_check_fields() {
+    let text = EXAMPLE.replace(
+        "kind = \"tcp\"",
+        "kind = \"http\"\npath = \"/healthz\"\nexpect_status = 204",
+    );
+    let c = Config::parse(&text).unwrap();
+    let h = c.services[0].health_check.as_ref().unwrap();
+    assert_eq!(h.kind, HealthCheckKind::Http);
+    assert_eq!(h.path, "/healthz");
+    assert_eq!(h.expect_status, 204);
+}
+
+#[test]
+fn defaults_apply() {
+    let c = Config::parse(&service(
+        "[[services.reals]]\naddress = \"10.1.0.5\"\n[services.health_check]\nkind = \"http\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.dpdk,
+        DpdkConfig {
+            eal_args: vec![],
+            mbufs: 16383,
+            burst: 32
+        }
+    );
+    assert_eq!(c.ports[0].gateway, None);
+    assert_eq!(c.ports[0].mtu, 1500);
+    assert!(c.neighbors.is_empty());
+    assert_eq!(
+        c.flows,
+        FlowsConfig {
+            capacity: 1 << 20,
+            tcp_timeout: Duration::from_secs(15 * 60),
+            tcp_fin_timeout: Duration::from_secs(2 * 60),
+            tcp_syn_timeout: Duration::from_secs(30),
+            udp_timeout: Duration::from_secs(5 * 60),
+        }
+    );
+    assert_eq!(c.metrics.listen, SocketAddr::from(([127, 0, 0, 1], 9101)));
+    let s = &c.services[0];
+    assert_eq!(s.protocol, Protocol::Tcp);
+    assert_eq!(s.scheduler, SchedulerKind::WeightedRoundRobin);
+    assert_eq!(s.forwarding, ForwardingMethod::Nat);
+    assert_eq!(s.persistence, Duration::ZERO);
+    assert_eq!(
+        s.health_check,
+        Some(HealthCheckConfig {
+            kind: HealthCheckKind::Http,
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 3,
+            path: "/".into(),
+            expect_status: 200,
+        })
+    );
+    assert_eq!(
+        s.reals,
+        vec![RealConfig {
+            address: Ipv4Addr::new(10, 1, 0, 5),
+            port: 80,
+            weight: 1,
+            forwarding: ForwardingMethod::Nat,
+        }]
+    );
+    assert_eq!(c.eal_main_lcore(), None);
+}
+
+#[test]
+fn zero_services_and_empty_reals_are_valid() {
+    let c = Config::parse(MINIMAL).unwrap();
+    assert!(c.services.is_empty());
+    let c = Config::parse(&service("")).unwrap();
+    assert!(c.services[0].reals.is_empty());
+    assert_eq!(c.services[0].health_check, None);
+}
+
+#[test]
+fn service_forwarding_default_applies_to_reals() {
+    let c = Config::parse(&service(
+        "forwarding = \"tun\"\n[[services.reals]]\naddress = \"10.1.0.5\"\n[[services.reals]]\naddress = \"198.18.0.9\"\nforwarding = \"dr\"",
+    ))
+    .unwrap();
+    let r = &c.services[0].reals;
+    assert_eq!(r[0].forwarding, ForwardingMethod::Tunnel);
+    assert_eq!(r[1].forwarding, ForwardingMethod::DirectRoute);
+}
+
+/// The contract's sample, verbatim, breaks two of the contract's own rules
+/// (its `dr` real uses another port and sits outside the connected
+/// network); this pins down exactly what is reported for it.
+#[test]
+fn contract_sample_verbatim_reports_its_rule_breaks() {
+    let text = EXAMPLE
+        .replace(
+            "fall = 3",
+            "fall = 3\npath = \"/healthz\"\nexpect_status = 200",
+        )
+        .replace(
+            "port = 8080\nweight = 1\nforwarding = \"nat\"",
+            "port = 8080\nweight = 1\nforwarding = \"dr\"",
+        );
+    let errs = errors(&text);
+    let paths: Vec<&str> = errs.0.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "services[0].reals[0].port",
+            "services[0].reals[0].address",
+        ],
+        "{errs}"
+    );
+}
+
+// ---- errors: unknown keys and TOML problems ----
+
+#[test]
+fn unknown_keys_everywhere_are_all_reported() {
+    let text = service(
+        "colour = \"red\"\n[[services.reals]]\naddress = \"10.1.0.5\"\n[[services.reals]]\naddress = \"10.1.0.6\"\nfoo = 1\n",
+    )
+    .replace("[workers]", "[workers]\nthreads = 4")
+    .replace("[[ports]]", "[dpdk]\nbursts = 64\n[[ports]]");
+    let errs = errors(&text);
+    for path in [
+        "workers.threads",
+        "services[0].colour",
+        "services[0].reals[1].foo",
+        "dpdk.bursts",
+    ] {
+        assert_eq!(errs.at(path).count(), 1, "{path} missing in:\n{errs}");
+        assert!(
+            errs.at(path).all(|e| e.message.contains("unknown key")),
+            "{errs}"
+        );
+    }
+    assert!(errs
+        .at("dpdk.bursts")
+        .all(|e| e.message.contains("did you mean \"burst\"")));
+    assert_eq!(errs.0.len(), 4, "{errs}");
+}
+
+#[test]
+fn misspelled_section() {
+    let text = with("[[service]]\nname = \"web\"");
+    assert_error(&text, "service", "unknown key");
+    assert_error(&text, "service", "did you mean \"services\"");
+    assert_error(
+        &with("[metric]\nlisten = \"0.0.0.0:1\""),
+        "metric",
+        "unknown key",
+    );
+}
+
+#[test]
+fn toml_syntax_error_has_line_and_column() {
+    let text = "[workers]\nlcores = [1]\n[[ports]\nname = \"wan\"\n";
+    let errs = errors(text);
+    assert_eq!(errs.0.len(), 1, "{errs}");
+    assert_eq!(errs.0[0].path, "lb.toml");
+    assert!(errs.0[0].message.contains("line 3, column"), "{errs}");
+    let errs = errors("[workers]\nlcores = [1 2]\n");
+    assert!(errs.0[0].message.contains("line 2, column 13"), "{errs}");
+    assert!(!errs.0[0].message.contains('\n'), "{errs}");
+    let errs = errors("a = = 1");
+    assert!(errs.0[0].message.contains("line 1, column 5"), "{errs}");
+}
+
+#[test]
+fn type_error_reported_once_with_line_and_column() {
+    let text = service("").replace("port = 80", "port = \"eighty\"");
+    let errs = errors(&text);
+    assert_eq!(errs.0.len(), 1, "{errs}");
+    assert_eq!(errs.0[0].path, "lb.toml");
+    let line = text.lines().position(|l| l.contains("eighty")).unwrap() + 1;
+    assert!(
+        errs.0[0]
+            .message
+            .contains(&format!("line {line}, column 8")),
+        "{errs}"
+    );
+    assert!(errs.0[0].message.contains("eighty"), "{errs}");
+}
+
+#[test]
+fn line_column_counts_chars() {
+    assert_eq!(schema::line_column("ab\ncdé f", 8), (2, 5));
+    assert_eq!(schema::line_column("x", 0), (1, 1));
+    assert_eq!(schema::line_column("x", 99), (1, 2));
+}
+
+// ---- errors: values ----
+
+#[test]
+fn bad_ipv4_addresses() {
+    assert_error(
+        &service("").replace("198.18.1.100", "198.18.1.300"),
+        "services[0].vip",
+        "invalid IPv4 address",
+    );
+    assert_error(
+        &service("").replace("198.18.1.100", "0.0.0.0"),
+        "services[0].vip",
+        "unicast",
+    );
+    assert_error(
+        &with("[[neighbors]]\naddress = \"1.2.3\"\nmac = \"02:00:00:00:00:01\""),
+        "neighbors[0].address",
+        "a.b.c.d",
+    );
+    assert_error(
+        &service("[[services.reals]]\naddress = \"10.1.0\""),
+        "services[0].reals[0].address",
+        "invalid IPv4",
+    );
+    assert_error(
+        &with("").replace("/24\"", "/24\"\ngateway = \"x\""),
+        "ports[0].gateway",
+        "invalid IPv4",
+    );
+}
+
+#[test]
+fn bad_cidrs() {
+    let port = |a: &str| with("").replace("198.18.0.2/24", a);
+    assert_error(&port("198.18.0.2"), "ports[0].address", "a.b.c.d/len");
+    assert_error(&port("198.18.0.2/33"), "ports[0].address", "at most 32");
+    assert_error(&port("198.18.0.2/0"), "ports[0].address", "1..=32");
+    assert_error(
+        &port("198.18.0.0/24"),
+        "ports[0].address",
+        "network address",
+    );
+    assert_error(
+        &port("198.18.0.255/24"),
+        "ports[0].address",
+        "broadcast address",
+    );
+    assert!(Config::parse(&port("198.18.0.0/31")).is_ok());
+    assert!(Config::parse(&port("198.18.0.1/32")).is_ok());
+}
+
+#[test]
+fn bad_durations() {
+    let e = "one or more <integer><unit> groups";
+    assert_error(
+        &with("[flows]\ntcp_timeout = \"15\""),
+        "flows.tcp_timeout",
+        e,
+    );
+    assert_error(
+        &with("[flows]\nudp_timeout = \"1.5m\""),
+        "flows.udp_timeout",
+        e,
+    );
+    assert_error(
+        &with("[flows]\ntcp_syn_timeout = \"0s\""),
+        "flows.tcp_syn_timeout",
+        "greater than 0",
+    );
+    assert_error(
+        &service("persistence = \"1d\""),
+        "services[0].persistence",
+        e,
+    );
+    assert_error(
+        &service("[services.health_check]\nkind = \"tcp\"\ninterval = \"2 s\""),
+        "services[0].health_check.interval",
+        e,
+    );
+}
+
+#[test]
+fn bad_macs() {
+    let n = |m: &str| {
+        with(&format!(
+            "[[neighbors]]\naddress = \"198.18.0.20\"\nmac = \"{m}\""
+        ))
+    };
+    assert_error(&n("02:00:00:00:20"), "neighbors[0].mac", "invalid MAC");
+    assert_error(&n("zz:00:00:00:00:20"), "neighbors[0].mac", "invalid MAC");
+    assert_error(&n("01:00:5e:00:00:01"), "neighbors[0].mac", "multicast");
+    assert_error(&n("ff:ff:ff:ff:ff:ff"), "neighbors[0].mac", "unicast");
+    assert_error(&n("00:00:00:00:00:00"), "neighbors[0].mac", "zero");
+    assert!(Config::parse(&n("02:AB:00:00:00:20")).is_ok());
+}
+
+#[test]
+fn bad_enum_values_list_accepted_values() {
+    assert_error(
+        &service("protocol = \"sctp\""),
+        "services[0].protocol",
+        "tcp, udp",
+    );
+    assert_error(
+        &service("scheduler = \"random\""),
+        "services[0].scheduler",
+        "rr, wrr, lc, wlc, sh, mh",
+    );
+    assert_error(
+        &service("forwarding = \"gre\""),
+        "services[0].forwarding",
+        "nat, tun, dr",
+    );
+    assert_error(
+        &service("[services.health_check]\nkind = \"icmp\""),
+        "services[0].health_check.kind",
+        "tcp, http, none",
+    );
+    assert_error(
+        &service("[[services.reals]]\naddress = \"10.1.0.5\"\nforwarding = \"DR\""),
+        "services[0].reals[0].forwarding",
+        "accepted values: nat, tun, dr",
+    );
+}
+
+#[test]
+fn integer_ranges() {
+    assert_error(
+        &with("[dpdk]\nburst = 0"),
+        "dpdk.burst",
+        "out of range (1..=128)",
+    );
+    assert_error(&with("[dpdk]\nburst = 129"), "dpdk.burst", "1..=128");
+    assert_error(
+        &with("[dpdk]\nmbufs = 1000"),
+        "dpdk.mbufs",
+        "1023..=16777216",
+    );
+    assert_error(
+        &with("[flows]\ncapacity = 0"),
+        "flows.capacity",
+        "out of range",
+    );
+    assert_error(
+        &with("[flows]\ncapacity = 268435457"),
+        "flows.capacity",
+        "out of range",
+    );
+    assert!(Config::parse(&with("[flows]\ncapacity = 268435456")).is_ok());
+    assert_error(
+        &with("").replace("/24\"", "/24\"\nmtu = 67"),
+        "ports[0].mtu",
+        "68..=9600",
+    );
+    assert_error(
+        &with("").replace("/24\"", "/24\"\nmtu = 9601"),
+        "ports[0].mtu",
+        "68..=9600",
+    );
+    assert_error(
+        &service("").replace("port = 80", "port = 0"),
+        "services[0].port",
+        "1..=65535",
+    );
+    assert_error(
+        &service("").replace("port = 80", "port = 65536"),
+        "services[0].port",
+        "1..=65535",
+    );
+    let real = |kv: &str| service(&format!("[[services.reals]]\naddress = \"10.1.0.5\"\n{kv}"));
+    assert_error(
+        &real("weight = 65536"),
+        "services[0].reals[0].weight",
+        "0..=65535",
+    );
+    assert_error(
+        &real("weight = -1"),
+        "services[0].reals[0].weight",
+        "0..=65535",
+    );
+    assert_error(&real("port = 0"), "services[0].reals[0].port", "1..=65535");
+    assert!(Config::parse(&real("weight = 0")).is_ok());
+    assert_error(
+        &MINIMAL.replace("[1]", "[-1]"),
+        "workers.lcores[0]",
+        "out of range",
+    );
+}
+
+#[test]
+fn missing_required_keys() {
+    assert_error(
+        &MINIMAL.replace("[workers]\nlcores = [1]", ""),
+        "workers",
+        "missing required section",
+    );
+    assert_error(
+        &MINIMAL.replace("lcores = [1]", ""),
+        "workers.lcores",
+        "missing required key",
+    );
+    assert_error(
+        &MINIMAL.replace("[1]", "[]"),
+        "workers.lcores",
+        "at least one",
+    );
+    assert_error("[workers]\nlcores = [1]", "ports", "at least one [[ports]]");
+    let no_port_keys = "[workers]\nlcores = [1]\n[[ports]]\nmtu = 1500";
+    let errs = errors(no_port_keys);
+    for key in ["name", "device", "address"] {
+        assert_eq!(errs.at(&format!("ports[0].{key}")).count(), 1, "{errs}");
+    }
+    assert_error(
+        &with("[[services]]\nname = \"x\"\nport = 80"),
+        "services[0].vip",
+        "missing required key",
+    );
+    assert_error(
+        &with("[[services]]\nname = \"x\"\nvip = \"10.9.9.9\""),
+        "services[0].port",
+        "missing required key",
+    );
+    assert_error(
+        &with("[[services]]\nvip = \"10.9.9.9\"\nport = 80"),
+        "services[0].name",
+        "missing required key",
+    );
+    assert_error(
+        &service("[[services.reals]]\nweight = 1"),
+        "services[0].reals[0].address",
+        "missing required key",
+    );
+    assert_error(
+        &service("[services.health_check]\nrise = 1"),
+        "services[0].health_check.kind",
+        "missing required key",
+    );
+    assert_error(
+        &with("[[neighbors]]\naddress = \"198.18.0.5\""),
+        "neighbors[0].mac",
+        "missing required key",
+    );
+}
+
+#[test]
+fn health_check_rules() {
+    let hc = |kv: &str| service(&format!("[services.health_check]\n{kv}"));
+    assert_error(
+        &hc("kind = \"tcp\"\ninterval = \"1s\"\ntimeout = \"2s\""),
+        "services[0].health_check.timeout",
+        "<= interval",
+    );
+    assert_error(
+        &hc("kind = \"tcp\"\ntimeout = \"0s\""),
+        "services[0].health_check.timeout",
+        "greater than 0",
+    );
+    assert_error(
+        &hc("kind = \"tcp\"\nrise = 0"),
+        "services[0].health_check.rise",
+        "1..=100",
+    );
+    assert_error(
+        &hc("kind = \"tcp\"\nfall = 101"),
+        "services[0].health_check.fall",
+        "1..=100",
+    );
+    // http-only keys are accepted (and unused) with other kinds.
+    assert!(Config::parse(&hc("kind = \"tcp\"\npath = \"/x\"\nexpect_status = 204")).is_ok());
+    assert_error(
+        &hc("kind = \"http\"\npath = \"healthz\""),
+        "services[0].health_check.path",
+        "must start with '/'",
+    );
+    assert_error(
+        &hc("kind = \"http\"\nexpect_status = 99"),
+        "services[0].health_check.expect_status",
+        "100..=599",
+    );
+    assert_error(
+        &hc("kind = \"http\"\nexpect_status = 600"),
+        "services[0].health_check.expect_status",
+        "100..=599",
+    );
+    assert!(Config::parse(&hc("kind = \"http\"\ninterval = \"1s\"\ntimeout = \"1s\"")).is_ok());
+}
+
+#[test]
+fn bad_metrics_listen() {
+    assert_error(
+        &with("[metrics]\nlisten = \"127.0.0.1\""),
+        "metrics.listen",
+        "ip:port",
+    );
+}
+
+// ---- errors: duplicates and cross-references ----
+
+#[test]
+fn duplicate_service_endpoint_names_earlier_index() {
+    let text = service(
+        "[[services]]\nname = \"web2\"\nvip = \"198.18.1.100\"\nport = 80\nprotocol = \"tcp\"",
+    );
+    assert_error(&text, "services[1]", "duplicate of services[0]");
+    // Same vip and port over udp is a different service.
+    let text = service(
+        "[[services]]\nname = \"dns\"\nvip = \"198.18.1.100\"\nport = 80\nprotocol = \"udp\"",
+    );
+    assert!(Config::parse(&text).is_ok());
+}
+
+#[test]
+fn duplicate_service_name() {
+    let text = service("[[services]]\nname = \"web\"\nvip = \"198.18.1.101\"\nport = 80");
+    assert_error(
+        &text,
+        "services[1].name",
+        "duplicate service name \"web\" (also services[0])",
+    );
+}
+
+#[test]
+fn duplicate_real() {
+    let text = service(
+        "[[services.reals]]\naddress = \"10.1.0.5\"\n[[services.reals]]\naddress = \"10.1.0.6\"\n[[services.reals]]\naddress = \"10.1.0.5\"\nport = 80",
+    );
+    assert_error(
+        &text,
+        "services[0].reals[2]",
+        "duplicate of services[0].reals[0]",
+    );
+}
+
+#[test]
+fn duplicate_port_name_and_neighbor() {
+    let text =
+        with("[[ports]]\nname = \"wan\"\ndevice = \"0000:3b:00.1\"\naddress = \"10.0.0.1/8\"");
+    assert_error(
+        &text,
+        "ports[1].name",
+        "duplicate port name \"wan\" (also ports[0])",
+    );
+    let n = "[[neighbors]]\naddress = \"198.18.0.20\"\nmac = \"02:00:00:00:00:20\"\n";
+    assert_error(
+        &with(&format!("{n}{n}")),
+        "neighbors[1].address",
+        "duplicate neighbor 198.18.0.20 (also neighbors[0])",
+    );
+}
+
+#[test]
+fn vip_equal_to_port_address() {
+    assert_error(
+        &service("").replace("198.18.1.100", "198.18.0.2"),
+        "services[0].vip",
+        "address of port wan",
+    );
+}
+
+#[test]
+fn dr_real_outside_connected_networks() {
+    let text = service("forwarding = \"dr\"\n[[services.reals]]\naddress = \"198.18.2.11\"\n[[services.reals]]\naddress = \"198.18.0.11\"");
+    let errs = errors(&text);
+    assert_eq!(errs.0.len(), 1, "{errs}");
+    assert_eq!(
+        errs.0[0].to_string(),
+        "services[0].reals[0].address: a dr real must be on a connected network (198.18.0.0/24 on port wan)"
+    );
+    // A nat real may be anywhere; an explicit dr override is checked too.
+    let text = service("[[services.reals]]\naddress = \"10.2.0.1\"\nforwarding = \"dr\"");
+    assert_error(
+        &text,
+        "services[0].reals[0].address",
+        "a dr real must be on a connected network",
+    );
+}
+
+#[test]
+fn real_port_differs_without_nat() {
+    let text =
+        service("forwarding = \"tun\"\n[[services.reals]]\naddress = \"10.1.0.5\"\nport = 8080");
+    assert_error(
+        &text,
+        "services[0].reals[0].port",
+        "differs from the service port (80), which only nat allows",
+    );
+    let text =
+        service("[[services.reals]]\naddress = \"198.18.0.5\"\nport = 8080\nforwarding = \"dr\"");
+    assert_error(&text, "services[0].reals[0].port", "which only nat allows");
+    let text =
+        service("forwarding = \"dr\"\n[[services.reals]]\naddress = \"198.18.0.5\"\nport = 80");
+    assert!(Config::parse(&text).is_ok());
+    let text = service("[[services.reals]]\naddress = \"10.1.0.5\"\nport = 8080");
+    assert!(Config::parse(&text).is_ok());
+}
+
+#[test]
+fn gateway_outside_connected_network() {
+    let text = with("").replace("/24\"", "/24\"\ngateway = \"198.18.1.1\"");
+    assert_error(
+        &text,
+        "ports[0].gateway",
+        "not inside the port's connected network 198.18.0.0/24",
+    );
+}
+
+#[test]
+fn worker_lcores_against_eal_core_list() {
+    let eal = |args: &str, lcores: &str| {
+        MINIMAL.replace(
+            "[workers]\nlcores = [1]",
+            &format!("[dpdk]\neal_args = {args}\n[workers]\nlcores = {lcores}"),
+        )
+    };
+    assert_error(
+        &eal(r#"["-l", "0-1"]"#, "[1, 2]"),
+        "workers.lcores[1]",
+        "not in the EAL core list (0-1)",
+    );
+    assert_error(
+        &eal(r#"["-l", "0-1"]"#, "[0, 1]"),
+        "workers.lcores[0]",
+        "EAL main lcore",
+    );
+    assert_error(
+        &eal(r#"["-l", "0-3", "--main-lcore", "3"]"#, "[1, 3]"),
+        "workers.lcores[1]",
+        "EAL main lcore",
+    );
+    assert_error(
+        &eal(r#"["--lcores=1@0,(2,3)@1"]"#, "[2, 3, 4]"),
+        "workers.lcores[2]",
+        "not in the EAL core list",
+    );
+    assert_error(
+        &eal(r#"["-c", "0x3"]"#, "[2]"),
+        "workers.lcores[0]",
+        "not in the EAL core list (0x3)",
+    );
+    assert_error(
+        &eal(r#"["-l0-3"]"#, "[1, 2, 1]"),
+        "workers.lcores[2]",
+        "duplicate of workers.lcores[0]",
+    );
+    assert_error(
+        &eal(r#"["-l", "0-1", "--main-lcore", "7"]"#, "[1]"),
+        "dpdk.eal_args[3]",
+        "main lcore 7 is not in the EAL core list",
+    );
+    assert_error(
+        &eal(r#"["-l", "zero"]"#, "[1]"),
+        "dpdk.eal_args[1]",
+        "invalid lcore id",
+    );
+    // No core list: nothing to check against.
+    assert!(Config::parse(&eal(r#"["--no-huge"]"#, "[0, 5]")).is_ok());
+    assert!(Config::parse(&eal(r#"["-l", "0-3", "--main-lcore=3"]"#, "[0, 1, 2]")).is_ok());
+}
+
+#[test]
+fn several_errors_are_all_reported() {
+    let text = r#"
+[dpdk]
+burst = 500
+[workers]
+lcores = []
+[[ports]]
+name = "wan"
+device = "0000:3b:00.0"
+address = "198.18.0.2"
+mtu = 20
+[[services]]
+name = "web"
+vip = "1.2.3.999"
+port = 80
+scheduler = "fastest"
+[[services.reals]]
+address = "10.0.0.1"
+weight = 70000
+bogus = true
+"#;
+    let errs = errors(text);
+    let paths: Vec<&str> = errs.0.iter().map(|e| e.path.as_str()).collect();
+    for p in [
+        "services[0].reals[0].bogus",
+        "dpdk.burst",
+        "workers.lcores",
+        "ports[0].address",
+        "ports[0].mtu",
+        "services[0].vip",
+        "services[0].scheduler",
+        "services[0].reals[0].weight",
+    ] {
+        assert!(paths.contains(&p), "{p} missing in {paths:?}");
+    }
+    assert_eq!(errs.0.len(), 8, "{errs}");
+}
+
+#[test]
+fn error_display_format() {
+    let e = ConfigError::new("services[0].port", "0 is out of range (1..=65535)");
+    assert_eq!(
+        e.to_string(),
+        "services[0].port: 0 is out of range (1..=65535)"
+    );
+    let errs = ConfigErrors(vec![e.clone(), ConfigError::new("dpdk.burst", "x")]);
+    assert_eq!(
+        errs.to_string(),
+        "services[0].port: 0 is out of range (1..=65535)\ndpdk.burst: x"
+    );
+    let boxed: Box<dyn std::error::Error> = Box::new(errs);
+    assert!(boxed.to_string().contains("dpdk.burst: x"));
+}
+
+// ---- load, summary, reload ----
+
+#[test]
+fn load_reads_file_and_reports_read_errors() {
+    let dir = std::env::temp_dir().join(format!("lb-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("lb.toml");
+    std::fs::write(&file, EXAMPLE).unwrap();
+    assert_eq!(
+        Config::load(&file).unwrap(),
+        Config::parse(EXAMPLE).unwrap()
+    );
+    std::fs::write(&file, "[workers\n").unwrap();
+    let errs = Config::load(&file).unwrap_err();
+    assert_eq!(errs.0[0].path, file.display().to_string());
+    assert!(errs.0[0].message.contains("line 1, column"), "{errs}");
+    let missing = dir.join("missing.toml");
+    let errs = Config::load(&missing).unwrap_err();
+    assert_eq!(errs.0.len(), 1);
+    assert_eq!(errs.0[0].path, missing.display().to_string());
+    assert!(errs.0[0].message.contains("cannot read"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn summary_lists_everything() {
+    let c = Config::parse(EXAMPLE).unwrap();
+    let s = c.summary();
+    for needle in [
+        "wan net_af_packet0,iface=lb0 198.18.0.2/24 gateway 198.18.0.1 mtu 1500",
+        "workers: lcores 1 (main lcore 0)",
+        "capacity 1048576",
+        "metrics: listen 127.0.0.1:9101",
+        "web tcp 198.18.1.100:80 wrr nat, 2 reals (health tcp every 2s)",
+        "-> 198.18.2.11:8080 weight 1 nat",
+        "-> 198.18.0.12:80 weight 0 dr",
+    ] {
+        assert!(s.contains(needle), "{needle:?} missing from:\n{s}");
+    }
+}
+
+#[test]
+fn restart_required_changes_names_sections() {
+    let old = Config::parse(EXAMPLE).unwrap();
+    assert!(old.restart_required_changes(&old).is_empty());
+    let mut new = old.clone();
+    new.services[0].reals[0].weight = 5;
+    new.neighbors.clear();
+    new.flows.tcp_timeout = Duration::from_secs(1);
+    assert!(old.restart_required_changes(&new).is_empty());
+    new.dpdk.burst = 64;
+    new.ports[0].mtu = 9000;
+    new.workers.lcores = vec![1, 2];
+    new.flows.capacity = 10;
+    new.metrics.listen = "0.0.0.0:9000".parse().unwrap();
+    assert_eq!(
+        old.restart_required_changes(&new),
+        vec![
+            "dpdk",
+            "ports",
+            "workers.lcores",
+            "flows.capacity",
+            "metrics.listen"
+        ]
+    );
+}
+
+#[test]
+fn words_display_and_parse() {
+    assert_eq!(Protocol::Udp.to_string(), "udp");
+    assert_eq!(SchedulerKind::Maglev.to_string(), "mh");
+    assert_eq!(SchedulerKind::WeightedLeastConnection.to_string(), "wlc");
+    assert_eq!(ForwardingMethod::Tunnel.to_string(), "tun");
+    assert_eq!(ForwardingMethod::DirectRoute.to_string(), "dr");
+    assert_eq!(HealthCheckKind::None.to_string(), "none");
+    assert_eq!("sh".parse::<SchedulerKind>(), Ok(SchedulerKind::SourceHash));
+}
