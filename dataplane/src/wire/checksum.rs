@@ -1,0 +1,266 @@
+//! The Internet checksum (RFC 1071) and its incremental update (RFC 1624).
+//!
+//! Sums are carried in a `u32` that is kept folded to 16 bits, so partial sums (pseudo
+//! header + header + payload) can be added freely. This is the NAT hot path: no allocation.
+
+use std::net::Ipv4Addr;
+
+/// Ones-complement sum of `data` as big-endian 16-bit words; an odd trailing byte is
+/// padded with a zero byte. The result is folded to at most `0xffff`, so a handful of
+/// sums can be added together and passed to [`fold`] without overflow.
+#[inline]
+pub fn sum(data: &[u8]) -> u32 {
+    // 32-bit words summed into a u64 are congruent, modulo 0xffff, to the sum of their
+    // 16-bit halves (2^16 = 1 mod 0xffff), and need far fewer additions.
+    let mut acc: u64 = 0;
+    let mut words = data.chunks_exact(4);
+    for w in &mut words {
+        acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    let rest = words.remainder();
+    let mut pairs = rest.chunks_exact(2);
+    for p in &mut pairs {
+        acc += u64::from(u16::from_be_bytes([p[0], p[1]]));
+    }
+    if let [last] = pairs.remainder() {
+        acc += u64::from(*last) << 8;
+    }
+    acc = (acc & 0xffff_ffff) + (acc >> 32);
+    acc = (acc & 0xffff_ffff) + (acc >> 32);
+    u32::from(fold(acc as u32))
+}
+
+/// Folds a 32-bit ones-complement accumulator into 16 bits (end-around carry).
+#[inline]
+pub fn fold(sum: u32) -> u16 {
+    let s = (sum & 0xffff) + (sum >> 16);
+    let s = (s & 0xffff) + (s >> 16);
+    s as u16
+}
+
+/// The Internet checksum of `data`: the complement of its folded ones-complement sum.
+/// Computing it over data that already contains a correct checksum yields 0.
+#[inline]
+pub fn checksum(data: &[u8]) -> u16 {
+    !fold(sum(data))
+}
+
+/// Ones-complement sum of the TCP/UDP IPv4 pseudo header: source and destination
+/// address, zero byte + protocol, and the transport `length` (header + payload).
+#[inline]
+pub fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, length: u16) -> u32 {
+    let s = u32::from(src);
+    let d = u32::from(dst);
+    (s >> 16) + (s & 0xffff) + (d >> 16) + (d & 0xffff) + u32::from(protocol) + u32::from(length)
+}
+
+/// RFC 1624 eqn. 3 incremental update, `HC' = ~(~HC + ~m + m')`, for a 16-bit field of the
+/// checksummed data changing from `old` to `new`. Returns the new checksum.
+///
+/// The result equals a full recomputation, except that where a full recomputation gives
+/// `0xffff` (only when all checksummed data is zero) this gives the equivalent `0x0000`.
+/// A UDP checksum of 0 means "no checksum": callers must not update it, and must write
+/// `0xffff` if the update yields 0.
+#[inline]
+pub fn update16(check: u16, old: u16, new: u16) -> u16 {
+    let s = u32::from(!check) + u32::from(!old) + u32::from(new);
+    !fold(s)
+}
+
+/// RFC 1624 incremental update for a 32-bit field (an IPv4 address, as
+/// `u32::from(addr)`) changing from `old` to `new`; same caveats as [`update16`].
+/// The field must start at an even offset of the checksummed data, which holds for the
+/// addresses in both the IPv4 header and the TCP/UDP pseudo header.
+#[inline]
+pub fn update32(check: u16, old: u32, new: u32) -> u16 {
+    let s = u32::from(!check)
+        + u32::from(!(old >> 16) as u16)
+        + u32::from(!(old as u16))
+        + (new >> 16)
+        + (new & 0xffff);
+    !fold(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// `0x0000` and `0xffff` are the two ones-complement zeros; an incremental update may
+    /// give the one a full recomputation does not (see [`update16`]).
+    fn norm(c: u16) -> u16 {
+        if c == 0xffff {
+            0
+        } else {
+            c
+        }
+    }
+
+    #[test]
+    fn rfc1071_example() {
+        // RFC 1071 section 3 example: sum of these words is 0xddf2.
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(fold(sum(&data)), 0xddf2);
+        assert_eq!(checksum(&data), !0xddf2);
+    }
+
+    #[test]
+    fn odd_length_is_zero_padded() {
+        assert_eq!(sum(&[0x12]), 0x1200);
+        assert_eq!(sum(&[0x12, 0x34, 0x56]), 0x1234 + 0x5600);
+        assert_eq!(checksum(&[]), 0xffff);
+    }
+
+    #[test]
+    fn ipv4_header_checksum() {
+        // IPv4 header 198.18.0.1 -> 198.18.0.2, ICMP, checksum 0xefb9 at 10..12.
+        let mut hdr = [
+            0x45, 0x00, 0x00, 0x2c, 0xbe, 0xef, 0x40, 0x00, 0x40, 0x01, 0xef, 0xb9, 0xc6, 0x12,
+            0x00, 0x01, 0xc6, 0x12, 0x00, 0x02,
+        ];
+        assert_eq!(checksum(&hdr), 0);
+        hdr[10] = 0;
+        hdr[11] = 0;
+        assert_eq!(checksum(&hdr), 0xefb9);
+    }
+
+    #[test]
+    fn pseudo_header() {
+        let s = pseudo_header_sum(
+            Ipv4Addr::new(198, 18, 0, 1),
+            Ipv4Addr::new(198, 18, 0, 2),
+            17,
+            18,
+        );
+        assert_eq!(s, 0xc612 + 0x0001 + 0xc612 + 0x0002 + 17 + 18);
+    }
+
+    #[test]
+    fn incremental_ttl_decrement() {
+        let mut hdr = [
+            0x45, 0x00, 0x00, 0x2c, 0xbe, 0xef, 0x40, 0x00, 0x40, 0x01, 0xef, 0xb9, 0xc6, 0x12,
+            0x00, 0x01, 0xc6, 0x12, 0x00, 0x02,
+        ];
+        let old = u16::from_be_bytes([hdr[8], hdr[9]]);
+        hdr[8] -= 1;
+        let new = u16::from_be_bytes([hdr[8], hdr[9]]);
+        let c = update16(0xefb9, old, new);
+        hdr[10..12].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(checksum(&hdr), 0);
+        assert_eq!(c, 0xf0b9);
+    }
+
+    /// Even-length data, an even offset with room for a `width`-byte field.
+    fn data_and_offset(width: usize) -> impl Strategy<Value = (Vec<u8>, usize)> {
+        (width / 2..400usize)
+            .prop_flat_map(move |words| {
+                (
+                    proptest::collection::vec(any::<u8>(), words * 2),
+                    0..=(words - width / 2),
+                )
+            })
+            .prop_map(|(data, word)| (data, word * 2))
+    }
+
+    proptest! {
+        #[test]
+        fn update16_matches_full_recompute((mut data, off) in data_and_offset(2), new in any::<u16>()) {
+            let before = checksum(&data);
+            let old = u16::from_be_bytes([data[off], data[off + 1]]);
+            data[off..off + 2].copy_from_slice(&new.to_be_bytes());
+            let after = checksum(&data);
+            prop_assert_eq!(norm(update16(before, old, new)), norm(after));
+            // The incremental result is never 0xffff unless the data is all zero.
+            if data.iter().any(|&b| b != 0) {
+                prop_assert_eq!(update16(before, old, new), after);
+            }
+        }
+
+        #[test]
+        fn update32_matches_full_recompute((mut data, off) in data_and_offset(4), new in any::<u32>()) {
+            let before = checksum(&data);
+            let old = u32::from_be_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]]);
+            data[off..off + 4].copy_from_slice(&new.to_be_bytes());
+            let after = checksum(&data);
+            prop_assert_eq!(norm(update32(before, old, new)), norm(after));
+            if data.iter().any(|&b| b != 0) {
+                prop_assert_eq!(update32(before, old, new), after);
+            }
+        }
+
+        /// The field holding the checksum is itself part of the data (as in a real header):
+        /// after an incremental update the data must still verify.
+        #[test]
+        fn update_keeps_embedded_checksum_valid(
+            (mut data, off) in data_and_offset(4),
+            check_word in any::<prop::sample::Index>(),
+            new in any::<u32>(),
+        ) {
+            prop_assume!(data.len() >= 6);
+            let words = data.len() / 2;
+            // Pick a checksum word that does not overlap the changed field.
+            let cw = (0..words).filter(|w| w * 2 + 1 < off || w * 2 >= off + 4).collect::<Vec<_>>();
+            prop_assume!(!cw.is_empty());
+            let c_at = cw[check_word.index(cw.len())] * 2;
+            data[c_at] = 0;
+            data[c_at + 1] = 0;
+            let c = checksum(&data);
+            data[c_at..c_at + 2].copy_from_slice(&c.to_be_bytes());
+            prop_assert_eq!(checksum(&data), 0);
+            let old = u32::from_be_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]]);
+            data[off..off + 4].copy_from_slice(&new.to_be_bytes());
+            let c2 = update32(c, old, new);
+            data[c_at..c_at + 2].copy_from_slice(&c2.to_be_bytes());
+            prop_assert_eq!(norm(checksum(&data)), 0);
+        }
+
+        #[test]
+        fn sum_of_parts_equals_sum_of_whole(data in proptest::collection::vec(any::<u8>(), 0..300), split in any::<prop::sample::Index>()) {
+            // Splitting at an even offset must not change the checksum.
+            let at = split.index(data.len() / 2 + 1) * 2;
+            let (a, b) = data.split_at(at);
+            prop_assert_eq!(norm(!fold(sum(a) + sum(b))), norm(checksum(&data)));
+        }
+
+        /// `new_checked` never panics on arbitrary bytes, and neither does any accessor of
+        /// a view it accepted.
+        #[test]
+        fn new_checked_never_panics(data in proptest::collection::vec(any::<u8>(), 0..128)) {
+            use crate::wire::*;
+            let a = Ipv4Addr::new(10, 0, 0, 1);
+            let b = Ipv4Addr::new(10, 0, 0, 2);
+            if let Ok(p) = EthernetFrame::new_checked(&data[..]) {
+                let _ = (p.dst_addr(), p.src_addr(), p.ethertype(), p.payload().len());
+                let _ = EthernetRepr::parse(&p);
+            }
+            if let Ok(p) = ArpPacket::new_checked(&data[..]) {
+                let _ = (p.hardware_type(), p.protocol_type(), p.hardware_len(), p.protocol_len());
+                let _ = (p.operation(), p.source_hardware_addr(), p.source_protocol_addr());
+                let _ = (p.target_hardware_addr(), p.target_protocol_addr());
+                let _ = ArpRepr::parse(&p);
+            }
+            if let Ok(p) = Ipv4Packet::new_checked(&data[..]) {
+                let _ = (p.version(), p.header_len(), p.dscp_ecn(), p.total_len(), p.ident());
+                let _ = (p.dont_fragment(), p.more_fragments(), p.frag_offset(), p.is_fragment());
+                let _ = (p.ttl(), p.protocol(), p.checksum(), p.src_addr(), p.dst_addr());
+                let _ = (p.options().len(), p.payload().len(), p.verify_checksum());
+                if let Ok(r) = Ipv4Repr::parse(&p) {
+                    prop_assert_eq!(r.payload_len, p.payload().len());
+                }
+            }
+            if let Ok(p) = Icmpv4Packet::new_checked(&data[..]) {
+                let _ = (p.msg_type(), p.code(), p.checksum(), p.echo_ident(), p.echo_seq());
+                let _ = (p.next_hop_mtu(), p.payload().len(), p.verify_checksum());
+            }
+            if let Ok(p) = TcpPacket::new_checked(&data[..]) {
+                let _ = (p.src_port(), p.dst_port(), p.seq_number(), p.ack_number());
+                let _ = (p.header_len(), p.flags(), p.window(), p.checksum(), p.urgent());
+                let _ = (p.options().len(), p.payload().len(), p.verify_checksum(a, b));
+            }
+            if let Ok(p) = UdpPacket::new_checked(&data[..]) {
+                let _ = (p.src_port(), p.dst_port(), p.len(), p.checksum());
+                let _ = (p.payload().len(), p.verify_checksum(a, b));
+            }
+        }
+    }
+}
