@@ -1,0 +1,69 @@
+use std::ffi::CStr;
+use std::fmt;
+
+/// A failed DPDK call: which operation, DPDK's errno and its text, and, where
+/// we know one, what the operator can try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpdkError {
+    pub op: String,
+    pub errno: i32,
+    pub hint: &'static str,
+}
+
+impl DpdkError {
+    /// Builds an error from a negative return code (`-errno`) or, when the
+    /// call returned only -1 or NULL, from `rte_errno`.
+    pub(crate) fn from_ret(op: impl Into<String>, ret: i32) -> Self {
+        let errno = if ret < -1 { -ret } else { current_errno() };
+        DpdkError {
+            op: op.into(),
+            errno,
+            hint: "",
+        }
+    }
+
+    pub(crate) fn from_errno(op: impl Into<String>) -> Self {
+        DpdkError {
+            op: op.into(),
+            errno: current_errno(),
+            hint: "",
+        }
+    }
+
+    pub(crate) fn with_hint(mut self, hint: &'static str) -> Self {
+        self.hint = hint;
+        self
+    }
+
+    /// DPDK's text for the errno (it knows its own codes beyond libc's).
+    pub fn reason(&self) -> String {
+        // SAFETY: rte_strerror returns a pointer to a NUL-terminated string
+        // owned by DPDK (static or thread-local), valid until the next call
+        // on this thread; we copy it at once.
+        let s = unsafe { CStr::from_ptr(dpdk_sys::rte_strerror(self.errno)) };
+        s.to_string_lossy().into_owned()
+    }
+}
+
+fn current_errno() -> i32 {
+    // SAFETY: reads the calling thread's rte_errno; no preconditions.
+    unsafe { dpdk_sys::lb_rte_errno() }
+}
+
+impl fmt::Display for DpdkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} failed: {} (errno {})",
+            self.op,
+            self.reason(),
+            self.errno
+        )?;
+        if !self.hint.is_empty() {
+            write!(f, "; {}", self.hint)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for DpdkError {}

@@ -1,0 +1,275 @@
+use std::ptr::NonNull;
+
+use crate::buffer::PacketBuf;
+
+/// The most packets one burst holds.
+pub const MAX_BURST: usize = 128;
+
+/// One owned packet buffer. Only its first segment is exposed: the
+/// dataplane drops multi-segment packets before it looks at them.
+///
+/// The mbuf is owned exclusively (refcount 1, never cloned or attached), so
+/// `&mut Mbuf` is the only way to write its bytes.
+#[derive(Debug)]
+pub struct Mbuf(NonNull<dpdk_sys::rte_mbuf>);
+
+// SAFETY: an Mbuf is the sole owner of its buffer; moving it to another
+// thread moves that ownership. The pool it returns to is thread-safe.
+unsafe impl Send for Mbuf {}
+
+impl Mbuf {
+    /// # Safety
+    /// `m` must be a valid mbuf that nobody else owns or will free.
+    pub(crate) unsafe fn from_raw(m: NonNull<dpdk_sys::rte_mbuf>) -> Mbuf {
+        Mbuf(m)
+    }
+
+    pub(crate) fn into_raw(self) -> *mut dpdk_sys::rte_mbuf {
+        let p = self.0.as_ptr();
+        std::mem::forget(self);
+        p
+    }
+
+    fn raw(&self) -> &dpdk_sys::rte_mbuf {
+        // SAFETY: we own a valid mbuf; shared access to its header.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// Number of segments; anything but 1 is a chained packet.
+    pub fn segments(&self) -> u16 {
+        self.raw().nb_segs
+    }
+
+    /// Length of the whole packet (all segments).
+    pub fn packet_len(&self) -> u32 {
+        self.raw().pkt_len
+    }
+
+    /// The RSS hash the NIC computed, when it did (0 otherwise).
+    pub fn rss_hash(&self) -> u32 {
+        // SAFETY: `hash` is a union of plain integers; reading `rss` is
+        // reading initialised memory of the right size.
+        unsafe { self.raw().__bindgen_anon_2.hash.rss }
+    }
+
+    /// Hints the CPU to fetch the first cache line of the packet data.
+    #[inline]
+    pub fn prefetch_data(&self) {
+        let r = self.raw();
+        let p = (r.buf_addr as *const u8).wrapping_add(r.data_off as usize);
+        // SAFETY: prefetching never faults, whatever the address.
+        unsafe { dpdk_sys::lb_rte_prefetch0(p.cast()) }
+    }
+}
+
+impl PacketBuf for Mbuf {
+    #[inline]
+    fn data(&self) -> &[u8] {
+        let r = self.raw();
+        // SAFETY: buf_addr + data_off .. + data_len lies inside the mbuf's
+        // data room (DPDK's invariant for the first segment), and we own it.
+        unsafe {
+            std::slice::from_raw_parts(
+                (r.buf_addr as *const u8).add(r.data_off as usize),
+                r.data_len as usize,
+            )
+        }
+    }
+
+    #[inline]
+    fn data_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `data`; `&mut self` gives exclusive access and the
+        // mbuf is never shared (refcount 1).
+        unsafe {
+            let r = self.0.as_mut();
+            std::slice::from_raw_parts_mut(
+                (r.buf_addr as *mut u8).add(r.data_off as usize),
+                r.data_len as usize,
+            )
+        }
+    }
+
+    fn headroom(&self) -> usize {
+        self.raw().data_off as usize
+    }
+
+    fn prepend(&mut self, n: usize) -> bool {
+        let Ok(n) = u16::try_from(n) else {
+            return false;
+        };
+        // SAFETY: valid owned mbuf; returns NULL (and changes nothing) when
+        // the headroom is too small.
+        !unsafe { dpdk_sys::lb_rte_pktmbuf_prepend(self.0.as_ptr(), n) }.is_null()
+    }
+
+    fn adj(&mut self, n: usize) -> bool {
+        let Ok(n) = u16::try_from(n) else {
+            return false;
+        };
+        // SAFETY: valid owned mbuf; returns NULL (no change) if n > data_len.
+        !unsafe { dpdk_sys::lb_rte_pktmbuf_adj(self.0.as_ptr(), n) }.is_null()
+    }
+
+    fn trim(&mut self, n: usize) -> bool {
+        let Ok(n) = u16::try_from(n) else {
+            return false;
+        };
+        // SAFETY: valid owned mbuf; returns -1 (no change) if n > data_len.
+        unsafe { dpdk_sys::lb_rte_pktmbuf_trim(self.0.as_ptr(), n) == 0 }
+    }
+
+    fn append(&mut self, n: usize) -> bool {
+        let Ok(n) = u16::try_from(n) else {
+            return false;
+        };
+        // SAFETY: valid owned mbuf; returns NULL (no change) if the tailroom
+        // is too small.
+        !unsafe { dpdk_sys::lb_rte_pktmbuf_append(self.0.as_ptr(), n) }.is_null()
+    }
+}
+
+impl Drop for Mbuf {
+    fn drop(&mut self) {
+        // SAFETY: we own the mbuf; it goes back to its pool exactly once.
+        unsafe { dpdk_sys::lb_rte_pktmbuf_free(self.0.as_ptr()) }
+    }
+}
+
+/// A fixed-capacity array of owned mbufs: what one rx or tx burst carries.
+/// No allocation: it lives on the worker's stack or in its state.
+pub struct MbufBurst {
+    ptrs: [*mut dpdk_sys::rte_mbuf; MAX_BURST],
+    len: usize,
+}
+
+// SAFETY: it owns the mbufs it holds, exactly like a Vec<Mbuf>.
+unsafe impl Send for MbufBurst {}
+
+impl Default for MbufBurst {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for MbufBurst {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MbufBurst({} mbufs)", self.len)
+    }
+}
+
+impl MbufBurst {
+    pub const fn new() -> Self {
+        MbufBurst {
+            ptrs: [std::ptr::null_mut(); MAX_BURST],
+            len: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.len == MAX_BURST
+    }
+
+    /// Adds an mbuf; gives it back when the burst is full.
+    pub fn push(&mut self, m: Mbuf) -> Result<(), Mbuf> {
+        if self.len == MAX_BURST {
+            return Err(m);
+        }
+        self.ptrs[self.len] = m.into_raw();
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Takes every mbuf out, in order, leaving the burst empty. Mbufs the
+    /// iterator is dropped before yielding are freed.
+    pub fn drain(&mut self) -> Drain<'_> {
+        let end = std::mem::replace(&mut self.len, 0);
+        Drain {
+            ptrs: &self.ptrs[..end],
+            next: 0,
+        }
+    }
+
+    /// The mbuf pointers for an rx burst to fill, after the current ones.
+    pub(crate) fn spare_raw(&mut self) -> (*mut *mut dpdk_sys::rte_mbuf, usize) {
+        (self.ptrs[self.len..].as_mut_ptr(), MAX_BURST - self.len)
+    }
+
+    /// Records that the rx burst put `n` mbufs after the current ones.
+    ///
+    /// # Safety
+    /// The `n` slots after `len` must now hold valid owned mbufs.
+    pub(crate) unsafe fn commit(&mut self, n: usize) {
+        debug_assert!(self.len + n <= MAX_BURST);
+        self.len += n;
+    }
+
+    /// The owned pointers, for a tx burst.
+    pub(crate) fn raw_mut(&mut self) -> (*mut *mut dpdk_sys::rte_mbuf, usize) {
+        (self.ptrs.as_mut_ptr(), self.len)
+    }
+
+    /// Forgets the first `n` mbufs, which the NIC now owns, and moves the
+    /// rest to the front.
+    pub(crate) fn consume_front(&mut self, n: usize) {
+        let n = n.min(self.len);
+        self.ptrs.copy_within(n..self.len, 0);
+        self.len -= n;
+    }
+
+    /// Frees every mbuf still held. Returns how many.
+    pub fn free_all(&mut self) -> usize {
+        let n = std::mem::replace(&mut self.len, 0);
+        if n > 0 {
+            // SAFETY: the first n slots hold owned valid mbufs, and len is
+            // already 0 so none is freed twice.
+            unsafe { dpdk_sys::rte_pktmbuf_free_bulk(self.ptrs.as_mut_ptr(), n as u32) }
+        }
+        n
+    }
+}
+
+impl Drop for MbufBurst {
+    fn drop(&mut self) {
+        self.free_all();
+    }
+}
+
+/// The iterator of [`MbufBurst::drain`]: owns the mbufs not yet yielded.
+pub struct Drain<'a> {
+    ptrs: &'a [*mut dpdk_sys::rte_mbuf],
+    next: usize,
+}
+
+impl Iterator for Drain<'_> {
+    type Item = Mbuf;
+
+    #[inline]
+    fn next(&mut self) -> Option<Mbuf> {
+        let p = *self.ptrs.get(self.next)?;
+        self.next += 1;
+        // SAFETY: slots of a drained burst hold owned, valid, non-null mbufs,
+        // and each slot is yielded at most once (next only grows).
+        Some(unsafe { Mbuf::from_raw(NonNull::new_unchecked(p)) })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.ptrs.len() - self.next;
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Drain<'_> {}
+
+impl Drop for Drain<'_> {
+    fn drop(&mut self) {
+        for _ in self.by_ref() {}
+    }
+}

@@ -1,0 +1,75 @@
+use std::ffi::CString;
+use std::ptr::NonNull;
+
+use super::eal::Eal;
+use super::error::DpdkError;
+use super::mbuf::Mbuf;
+
+/// A packet-buffer pool (`rte_pktmbuf_pool_create`). Pools are never freed:
+/// an mbuf keeps a raw pointer to its pool, so the pool must outlive every
+/// mbuf, and the simplest proof of that is to keep it until the process ends.
+#[derive(Debug, Clone, Copy)]
+pub struct Mempool(NonNull<dpdk_sys::rte_mempool>);
+
+// SAFETY: DPDK mempools are safe for concurrent get/put from several threads
+// (per-lcore caches, lock-free ring underneath); the pointer is never freed.
+unsafe impl Send for Mempool {}
+// SAFETY: as above; all shared-reference operations are thread-safe in DPDK.
+unsafe impl Sync for Mempool {}
+
+impl Mempool {
+    /// Creates a pool of `count` mbufs with `data_room` bytes each (headroom
+    /// included) on the EAL's socket.
+    pub fn create(eal: &Eal, name: &str, count: u32, data_room: u16) -> Result<Mempool, DpdkError> {
+        let cname = CString::new(name).map_err(|_| DpdkError {
+            op: format!("mempool name {name:?}"),
+            errno: 22,
+            hint: "no NUL bytes in names",
+        })?;
+        // A per-lcore cache makes get/put cheap; DPDK wants it at most
+        // count / 1.5 and at most RTE_MEMPOOL_CACHE_MAX_SIZE (512).
+        let cache = (count / 2).min(256);
+        // SAFETY: the EAL is initialised (we hold &Eal), the name is a valid C
+        // string that DPDK copies.
+        let p = unsafe {
+            dpdk_sys::rte_pktmbuf_pool_create(
+                cname.as_ptr(),
+                count,
+                cache,
+                0,
+                data_room,
+                eal.info().socket_id as i32,
+            )
+        };
+        NonNull::new(p).map(Mempool).ok_or_else(|| {
+            DpdkError::from_errno(format!("creating mempool {name} of {count} mbufs")).with_hint(
+                "lower [dpdk] mbufs, or give the EAL more memory (-m, or more hugepages)",
+            )
+        })
+    }
+
+    /// Takes one mbuf, empty, with the default headroom.
+    pub fn alloc(&self) -> Option<Mbuf> {
+        // SAFETY: the pool is valid for the process's life; alloc is
+        // thread-safe and returns NULL when the pool is empty.
+        let m = unsafe { dpdk_sys::lb_rte_pktmbuf_alloc(self.0.as_ptr()) };
+        // SAFETY: a fresh mbuf from the pool is owned by nobody else.
+        NonNull::new(m).map(|m| unsafe { Mbuf::from_raw(m) })
+    }
+
+    /// Mbufs currently in the pool (not in use).
+    pub fn available(&self) -> u32 {
+        // SAFETY: a read-only counter query on a valid pool.
+        unsafe { dpdk_sys::rte_mempool_avail_count(self.0.as_ptr()) }
+    }
+
+    /// Mbufs currently out of the pool.
+    pub fn in_use(&self) -> u32 {
+        // SAFETY: a read-only counter query on a valid pool.
+        unsafe { dpdk_sys::rte_mempool_in_use_count(self.0.as_ptr()) }
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut dpdk_sys::rte_mempool {
+        self.0.as_ptr()
+    }
+}

@@ -1,0 +1,48 @@
+//! The only caller of `dpdk-sys`: safe, owning wrappers over the EAL,
+//! mempools, mbufs, ports and lcores.
+//!
+//! Soundness rests on three choices, each stated where it is made: EAL
+//! memory and mempools live until the process exits (so an `Mbuf` can never
+//! outlive its pool); every rx or tx queue is a non-`Clone` token owned by
+//! exactly one worker (so no queue is polled from two threads); and a port
+//! is stopped and closed only when its last queue token is gone.
+#![allow(unsafe_code)]
+
+mod eal;
+mod error;
+mod lcore;
+mod mbuf;
+mod mempool;
+mod port;
+
+pub use eal::{Eal, EalInfo};
+pub use error::DpdkError;
+pub use lcore::{LaunchedLcore, LcoreId};
+pub use mbuf::{Drain, Mbuf, MbufBurst, MAX_BURST};
+pub use mempool::Mempool;
+pub use port::{Port, PortId, PortSetup, PortStats, QueueId, RxQueue, TxQueue};
+
+/// The CPU's time-stamp counter: cheap, monotonic per core, in `tsc_hz` ticks.
+#[inline]
+pub fn rdtsc() -> u64 {
+    // SAFETY: reads the TSC register; no memory is touched and no EAL state
+    // is needed.
+    unsafe { dpdk_sys::lb_rte_rdtsc() }
+}
+
+/// Hints the CPU to load the cache line at `p`. Any address is allowed: a
+/// prefetch never faults.
+#[inline]
+pub fn prefetch<T>(p: &T) {
+    // SAFETY: a prefetch instruction reads nothing architecturally and cannot
+    // fault; `p` is a valid reference anyway.
+    unsafe { dpdk_sys::lb_rte_prefetch0((p as *const T).cast()) }
+}
+
+/// The DPDK version string, such as `DPDK 22.11.11`.
+pub fn version() -> String {
+    // SAFETY: rte_version returns a pointer to a static NUL-terminated string
+    // and needs no EAL initialisation.
+    let s = unsafe { std::ffi::CStr::from_ptr(dpdk_sys::lb_rte_version()) };
+    s.to_string_lossy().into_owned()
+}

@@ -1,0 +1,379 @@
+use std::ffi::CString;
+use std::fmt;
+use std::sync::Arc;
+
+use lb_config::MacAddr;
+
+use super::eal::Eal;
+use super::error::DpdkError;
+use super::mbuf::MbufBurst;
+use super::mempool::Mempool;
+
+/// A DPDK ethdev port id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortId(pub u16);
+
+/// A queue index on a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct QueueId(pub u16);
+
+impl fmt::Display for PortId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "port {}", self.0)
+    }
+}
+
+/// The counters DPDK keeps for a port (`rte_eth_stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortStats {
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    /// Packets the NIC dropped because no rx descriptor was free.
+    pub rx_missed: u64,
+    pub rx_errors: u64,
+    pub tx_errors: u64,
+    pub rx_nombuf: u64,
+}
+
+/// A started port. Shared by the control thread (stats) and, through its
+/// queue tokens, by the workers; stopped and closed when the last holder
+/// drops it.
+#[derive(Debug, Clone)]
+pub struct Port {
+    inner: Arc<PortInner>,
+}
+
+#[derive(Debug)]
+struct PortInner {
+    id: PortId,
+    name: String,
+    mac: MacAddr,
+    driver: String,
+}
+
+/// The right to receive on one queue of one port. Not `Clone`: exactly one
+/// thread polls a queue.
+#[derive(Debug)]
+pub struct RxQueue {
+    port: Port,
+    queue: QueueId,
+}
+
+/// The right to transmit on one queue of one port. Not `Clone`.
+#[derive(Debug)]
+pub struct TxQueue {
+    port: Port,
+    queue: QueueId,
+}
+
+/// How a port is to be set up.
+#[derive(Debug, Clone)]
+pub struct PortSetup<'a> {
+    /// The device name DPDK knows it by: the vdev name (`net_af_packet0`)
+    /// or the PCI address.
+    pub device_name: &'a str,
+    pub queues: u16,
+    pub mtu: u16,
+    pub mempool: Mempool,
+    pub rx_descriptors: u16,
+    pub tx_descriptors: u16,
+    /// A MAC address to set instead of the device's own.
+    pub mac: Option<MacAddr>,
+}
+
+impl Port {
+    /// Finds the device, configures `queues` rx and tx queues (RSS across
+    /// them when more than one), and starts it. Returns the port and its
+    /// queue tokens, index i for worker i.
+    pub fn start(
+        _eal: &Eal,
+        setup: &PortSetup<'_>,
+    ) -> Result<(Port, Vec<RxQueue>, Vec<TxQueue>), DpdkError> {
+        let name = setup.device_name;
+        let cname = CString::new(name).map_err(|_| DpdkError {
+            op: format!("device name {name:?}"),
+            errno: 22,
+            hint: "no NUL bytes in device names",
+        })?;
+        let mut id = 0u16;
+        // SAFETY: EAL initialised (&Eal); cname is a valid C string; id is a
+        // valid out-pointer.
+        let ret = unsafe { dpdk_sys::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) };
+        if ret != 0 {
+            return Err(
+                DpdkError::from_ret(format!("finding device {name}"), ret).with_hint(
+                    "check the port's device string: a PCI address bound to vfio-pci \
+                 (scripts/bind-nics.sh --status) or a vdev such as net_af_packet0,iface=eth1",
+                ),
+            );
+        }
+        let port = PortId(id);
+
+        let mut info = dpdk_sys::rte_eth_dev_info::default();
+        // SAFETY: valid port id; info is a valid out-pointer.
+        let ret = unsafe { dpdk_sys::rte_eth_dev_info_get(id, &mut info) };
+        if ret != 0 {
+            return Err(DpdkError::from_ret(
+                format!("reading device info of {name}"),
+                ret,
+            ));
+        }
+        let driver = if info.driver_name.is_null() {
+            String::from("unknown")
+        } else {
+            // SAFETY: driver_name is a static C string owned by the driver.
+            unsafe { std::ffi::CStr::from_ptr(info.driver_name) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        if setup.queues > info.max_rx_queues || setup.queues > info.max_tx_queues {
+            return Err(DpdkError {
+                op: format!(
+                    "configuring {} queues on {name} ({driver} allows {} rx, {} tx)",
+                    setup.queues, info.max_rx_queues, info.max_tx_queues
+                ),
+                errno: 22,
+                hint: "use fewer worker lcores, or give the device more queues \
+                       (net_af_packet: qpairs=N; net_pcap: one rx_pcap/tx_pcap per queue)",
+            });
+        }
+
+        let mut conf = dpdk_sys::rte_eth_conf::default();
+        if setup.queues > 1 {
+            conf.rxmode.mq_mode = dpdk_sys::RTE_ETH_MQ_RX_RSS;
+            // SAFETY: a pure function returning a constant.
+            let wanted = unsafe { dpdk_sys::lb_rss_hf_ip_tcp_udp() };
+            conf.rx_adv_conf.rss_conf.rss_hf = wanted & info.flow_type_rss_offloads;
+        }
+        let mtu_ok = setup.mtu >= info.min_mtu && setup.mtu <= info.max_mtu;
+        if mtu_ok {
+            conf.rxmode.mtu = u32::from(setup.mtu);
+        }
+        // SAFETY: valid port, stopped; conf is a valid, fully initialised
+        // configuration that DPDK copies.
+        let ret = unsafe { dpdk_sys::rte_eth_dev_configure(id, setup.queues, setup.queues, &conf) };
+        if ret != 0 {
+            return Err(DpdkError::from_ret(format!("configuring {name}"), ret));
+        }
+        let mut nb_rx = setup.rx_descriptors;
+        let mut nb_tx = setup.tx_descriptors;
+        // SAFETY: valid configured port; valid out-pointers.
+        let ret = unsafe { dpdk_sys::rte_eth_dev_adjust_nb_rx_tx_desc(id, &mut nb_rx, &mut nb_tx) };
+        if ret != 0 {
+            return Err(DpdkError::from_ret(
+                format!("sizing the rings of {name}"),
+                ret,
+            ));
+        }
+        // SAFETY: valid port.
+        let socket = unsafe { dpdk_sys::rte_eth_dev_socket_id(id) };
+        let socket = if socket < 0 { 0 } else { socket as u32 };
+        for q in 0..setup.queues {
+            // SAFETY: valid configured port, queue index below the configured
+            // count; a NULL rxconf means the driver's defaults; the mempool
+            // lives for the process.
+            let ret = unsafe {
+                dpdk_sys::rte_eth_rx_queue_setup(
+                    id,
+                    q,
+                    nb_rx,
+                    socket,
+                    std::ptr::null(),
+                    setup.mempool.as_ptr(),
+                )
+            };
+            if ret != 0 {
+                return Err(
+                    DpdkError::from_ret(format!("setting up rx queue {q} of {name}"), ret)
+                        .with_hint("more [dpdk] mbufs may be needed for the rx rings"),
+                );
+            }
+            // SAFETY: as above, for the tx queue; NULL txconf = defaults.
+            let ret =
+                unsafe { dpdk_sys::rte_eth_tx_queue_setup(id, q, nb_tx, socket, std::ptr::null()) };
+            if ret != 0 {
+                return Err(DpdkError::from_ret(
+                    format!("setting up tx queue {q} of {name}"),
+                    ret,
+                ));
+            }
+        }
+        if let Some(mac) = setup.mac {
+            let mut addr = dpdk_sys::rte_ether_addr { addr_bytes: mac.0 };
+            // SAFETY: valid configured port; addr is a valid pointer that
+            // DPDK copies.
+            let ret = unsafe { dpdk_sys::rte_eth_dev_default_mac_addr_set(id, &mut addr) };
+            if ret != 0 {
+                return Err(
+                    DpdkError::from_ret(format!("setting MAC {mac} on {name}"), ret).with_hint(
+                        "this driver may not allow a MAC change: remove the port's mac key",
+                    ),
+                );
+            }
+        }
+        // SAFETY: valid, fully configured port.
+        let ret = unsafe { dpdk_sys::rte_eth_dev_start(id) };
+        if ret != 0 {
+            return Err(DpdkError::from_ret(format!("starting {name}"), ret));
+        }
+        if !mtu_ok {
+            log::warn!(
+                "{name}: MTU {} outside what {driver} accepts ({}..={}); left at the driver's default",
+                setup.mtu,
+                info.min_mtu,
+                info.max_mtu
+            );
+        }
+        let mut mac = dpdk_sys::rte_ether_addr::default();
+        // SAFETY: valid started port; valid out-pointer.
+        let ret = unsafe { dpdk_sys::rte_eth_macaddr_get(id, &mut mac) };
+        if ret != 0 {
+            return Err(DpdkError::from_ret(
+                format!("reading the MAC address of {name}"),
+                ret,
+            ));
+        }
+        let port = Port {
+            inner: Arc::new(PortInner {
+                id: port,
+                name: name.to_owned(),
+                mac: MacAddr(mac.addr_bytes),
+                driver,
+            }),
+        };
+        let rx = (0..setup.queues)
+            .map(|q| RxQueue {
+                port: port.clone(),
+                queue: QueueId(q),
+            })
+            .collect();
+        let tx = (0..setup.queues)
+            .map(|q| TxQueue {
+                port: port.clone(),
+                queue: QueueId(q),
+            })
+            .collect();
+        Ok((port, rx, tx))
+    }
+
+    pub fn id(&self) -> PortId {
+        self.inner.id
+    }
+
+    pub fn device_name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub fn mac(&self) -> MacAddr {
+        self.inner.mac
+    }
+
+    pub fn driver(&self) -> &str {
+        &self.inner.driver
+    }
+
+    /// The port's counters, as the driver keeps them.
+    pub fn stats(&self) -> Result<PortStats, DpdkError> {
+        let mut s = dpdk_sys::rte_eth_stats::default();
+        // SAFETY: valid started port; valid out-pointer. Drivers read their
+        // counters without side effects.
+        let ret = unsafe { dpdk_sys::rte_eth_stats_get(self.inner.id.0, &mut s) };
+        if ret != 0 {
+            return Err(DpdkError::from_ret(
+                format!("reading stats of {}", self.inner.name),
+                ret,
+            ));
+        }
+        Ok(PortStats {
+            rx_packets: s.ipackets,
+            tx_packets: s.opackets,
+            rx_bytes: s.ibytes,
+            tx_bytes: s.obytes,
+            rx_missed: s.imissed,
+            rx_errors: s.ierrors,
+            tx_errors: s.oerrors,
+            rx_nombuf: s.rx_nombuf,
+        })
+    }
+}
+
+impl Drop for PortInner {
+    fn drop(&mut self) {
+        // No queue token and no Port handle is left: nobody polls this port
+        // any more, so it can be stopped and closed (which also flushes
+        // drivers such as net_pcap's tx file).
+        // SAFETY: valid started port with no remaining users.
+        let ret = unsafe { dpdk_sys::rte_eth_dev_stop(self.id.0) };
+        if ret != 0 {
+            log::warn!(
+                "stopping {}: {}",
+                self.name,
+                DpdkError::from_ret("rte_eth_dev_stop", ret)
+            );
+        }
+        // SAFETY: stopped port with no remaining users; closed once.
+        let ret = unsafe { dpdk_sys::rte_eth_dev_close(self.id.0) };
+        if ret != 0 {
+            log::warn!(
+                "closing {}: {}",
+                self.name,
+                DpdkError::from_ret("rte_eth_dev_close", ret)
+            );
+        }
+    }
+}
+
+impl RxQueue {
+    pub fn port(&self) -> &Port {
+        &self.port
+    }
+
+    pub fn queue(&self) -> QueueId {
+        self.queue
+    }
+
+    /// Receives up to the burst's free space (and at most `max`) packets,
+    /// appending them. Returns how many arrived.
+    #[inline]
+    pub fn rx_burst(&mut self, burst: &mut MbufBurst, max: usize) -> usize {
+        let (ptr, spare) = burst.spare_raw();
+        let want = spare.min(max).min(u16::MAX as usize) as u16;
+        // SAFETY: this token is the only poller of (port, queue) (&mut self,
+        // not Clone); ptr has room for `want` pointers.
+        let n =
+            unsafe { dpdk_sys::lb_rte_eth_rx_burst(self.port.inner.id.0, self.queue.0, ptr, want) };
+        // SAFETY: the driver filled the first n slots with owned mbufs.
+        unsafe { burst.commit(n as usize) };
+        n as usize
+    }
+}
+
+impl TxQueue {
+    pub fn port(&self) -> &Port {
+        &self.port
+    }
+
+    pub fn queue(&self) -> QueueId {
+        self.queue
+    }
+
+    /// Offers every packet of the burst to the NIC. Those it took are gone
+    /// from the burst; the rest stay (the caller retries or frees them).
+    /// Returns how many were sent.
+    #[inline]
+    pub fn tx_burst(&mut self, burst: &mut MbufBurst) -> usize {
+        let (ptr, len) = burst.raw_mut();
+        if len == 0 {
+            return 0;
+        }
+        // SAFETY: this token is the only sender on (port, queue); ptr holds
+        // len owned mbufs; the driver takes ownership of the first n.
+        let n = unsafe {
+            dpdk_sys::lb_rte_eth_tx_burst(self.port.inner.id.0, self.queue.0, ptr, len as u16)
+        };
+        burst.consume_front(n as usize);
+        n as usize
+    }
+}
