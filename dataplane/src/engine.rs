@@ -1,0 +1,278 @@
+//! Starting and stopping the whole dataplane: EAL, the mbuf pool, every
+//! port with one queue pair per worker, and one pinned worker per lcore.
+#![deny(unsafe_code)]
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crossbeam::channel::{bounded, Sender};
+use lb_config::Config;
+
+use crate::dpdk::{
+    self, DpdkError, Eal, LaunchedLcore, LcoreId, Mempool, Port, PortSetup, PortStats,
+};
+use crate::snapshot::Snapshot;
+use crate::stats::WorkerStats;
+use crate::worker::Worker;
+
+/// Why the dataplane could not start: always one line, naming the cause and
+/// what to try.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<DpdkError> for StartError {
+    fn from(e: DpdkError) -> Self {
+        StartError(e.to_string())
+    }
+}
+
+/// A running dataplane.
+pub struct Dataplane {
+    eal: Eal,
+    ports: Vec<(String, Port)>,
+    workers: Vec<RunningWorker>,
+    stop: Arc<AtomicBool>,
+    snapshot: Arc<Snapshot>,
+    mempool: Mempool,
+}
+
+struct RunningWorker {
+    lcore: LcoreId,
+    launched: Option<LaunchedLcore>,
+    stats: Arc<WorkerStats>,
+    updates: Sender<Arc<Snapshot>>,
+}
+
+/// The EAL arguments for `config`: `[dpdk] eal_args` as given, then one
+/// device argument per port (`-a` for a PCI address, `--vdev` otherwise).
+pub fn eal_args(config: &Config) -> Vec<String> {
+    let mut args = config.dpdk.eal_args.clone();
+    for p in &config.ports {
+        if is_pci_address(&p.device) {
+            args.push("-a".into());
+        } else {
+            args.push("--vdev".into());
+        }
+        args.push(p.device.clone());
+    }
+    args
+}
+
+/// The name DPDK gives the device: the vdev name before its first comma,
+/// or the PCI address.
+pub fn device_name(device: &str) -> &str {
+    device.split(',').next().unwrap_or(device)
+}
+
+fn is_pci_address(device: &str) -> bool {
+    // 0000:3b:00.0 or 3b:00.0, optionally followed by ,devargs
+    let d = device_name(device);
+    let parts: Vec<&str> = d.split(':').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.chars().all(|c| c.is_ascii_hexdigit());
+    let (bus, devfn) = match parts.as_slice() {
+        [dom, bus, devfn] if hex(dom, 4) => (*bus, *devfn),
+        [bus, devfn] => (*bus, *devfn),
+        _ => return false,
+    };
+    let Some((dev, func)) = devfn.split_once('.') else {
+        return false;
+    };
+    hex(bus, 2) && hex(dev, 2) && func.len() == 1 && func.chars().all(|c| ('0'..='7').contains(&c))
+}
+
+impl Dataplane {
+    /// Brings everything up and launches the workers. On error, what was
+    /// started is stopped again (ports close when dropped).
+    pub fn start(config: &Config) -> Result<Dataplane, StartError> {
+        let eal = Eal::init(&eal_args(config))?;
+        log::info!(
+            "{} up: main {}, {} lcore(s), socket {}",
+            dpdk::version(),
+            eal.info().main_lcore,
+            eal.info().lcore_count,
+            eal.info().socket_id
+        );
+        let queues = u16::try_from(config.workers.lcores.len())
+            .map_err(|_| StartError("too many worker lcores".into()))?;
+        for &l in &config.workers.lcores {
+            let lcore = LcoreId(l);
+            if !eal.lcore_enabled(lcore) || lcore == eal.info().main_lcore {
+                return Err(StartError(format!(
+                    "workers.lcores: {lcore} is not a worker lcore of the EAL (main {}); \
+                     list it in the EAL core list (-l) of [dpdk] eal_args, apart from the main lcore",
+                    eal.info().main_lcore
+                )));
+            }
+        }
+        // Data room: the largest frame (MTU + Ethernet + VLAN) plus headroom,
+        // never below DPDK's default.
+        let max_mtu = config.ports.iter().map(|p| p.mtu).max().unwrap_or(1500);
+        let room = (usize::from(max_mtu) + 18 + dpdk_sys::RTE_PKTMBUF_HEADROOM as usize)
+            .max(dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE as usize);
+        let room = u16::try_from(room).map_err(|_| StartError("MTU too large".into()))?;
+        let mempool = Mempool::create(&eal, "lb_mbufs", config.dpdk.mbufs, room)?;
+
+        let mut ports = Vec::new();
+        let mut rx_by_port = Vec::new();
+        let mut tx_by_port = Vec::new();
+        for p in &config.ports {
+            let setup = PortSetup {
+                device_name: device_name(&p.device),
+                queues,
+                mtu: p.mtu,
+                mempool,
+                rx_descriptors: 1024,
+                tx_descriptors: 1024,
+                mac: p.mac,
+            };
+            let (port, rx, tx) = Port::start(&eal, &setup)
+                .map_err(|e| StartError(format!("port {} ({}): {e}", p.name, p.device)))?;
+            log::info!(
+                "port {} ({}, driver {}): {} up, mac {}, {} queue pair(s)",
+                p.name,
+                p.device,
+                port.driver(),
+                p.address,
+                port.mac(),
+                queues
+            );
+            ports.push((p.name.clone(), port));
+            rx_by_port.push(rx.into_iter());
+            tx_by_port.push(tx.into_iter());
+        }
+        let macs: Vec<_> = ports.iter().map(|(_, p)| p.mac()).collect();
+        let snapshot = Arc::new(Snapshot::compile(config, &macs, 1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut dp = Dataplane {
+            eal,
+            ports,
+            workers: Vec::new(),
+            stop: Arc::clone(&stop),
+            snapshot: Arc::clone(&snapshot),
+            mempool,
+        };
+        for (index, &l) in config.workers.lcores.iter().enumerate() {
+            let (tx_updates, rx_updates) = bounded(4);
+            let stats = Arc::new(WorkerStats::default());
+            let worker = Worker {
+                index,
+                rx: rx_by_port
+                    .iter_mut()
+                    .map(|q| q.next().expect("one rx queue per worker"))
+                    .collect(),
+                tx: tx_by_port
+                    .iter_mut()
+                    .map(|q| q.next().expect("one tx queue per worker"))
+                    .collect(),
+                burst: usize::from(config.dpdk.burst),
+                snapshot: Arc::clone(&snapshot),
+                updates: rx_updates,
+                stats: Arc::clone(&stats),
+                stop: Arc::clone(&stop),
+            };
+            let launched = dp.eal.launch(LcoreId(l), move || worker.run());
+            match launched {
+                Ok(launched) => dp.workers.push(RunningWorker {
+                    lcore: LcoreId(l),
+                    launched: Some(launched),
+                    stats,
+                    updates: tx_updates,
+                }),
+                Err(e) => {
+                    dp.shutdown();
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(dp)
+    }
+
+    pub fn port_names(&self) -> impl Iterator<Item = &str> {
+        self.ports.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// Each port's name and counters.
+    pub fn port_stats(&self) -> Vec<(String, PortStats)> {
+        self.ports
+            .iter()
+            .map(|(n, p)| (n.clone(), p.stats().unwrap_or_default()))
+            .collect()
+    }
+
+    /// Each worker's lcore and counters.
+    pub fn worker_stats(&self) -> Vec<(LcoreId, Arc<WorkerStats>)> {
+        self.workers
+            .iter()
+            .map(|w| (w.lcore, Arc::clone(&w.stats)))
+            .collect()
+    }
+
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snapshot
+    }
+
+    pub fn mempool(&self) -> Mempool {
+        self.mempool
+    }
+
+    /// Hands `snapshot` to every worker, which switches to it between
+    /// bursts. A worker that still has older ones queued skips to the newest.
+    pub fn publish(&mut self, snapshot: Snapshot) {
+        let snapshot = Arc::new(snapshot);
+        for w in &self.workers {
+            // The queue holds a few: if it is full, the worker is far behind
+            // and the newest will still reach it after the ones queued.
+            if w.updates.try_send(Arc::clone(&snapshot)).is_err() {
+                let _ = w.updates.send(Arc::clone(&snapshot));
+            }
+        }
+        self.snapshot = snapshot;
+    }
+
+    /// Stops the workers (each finishes its burst) and returns the final
+    /// port counters; the ports are stopped and closed when `self` drops.
+    pub fn shutdown(&mut self) -> Vec<(String, PortStats)> {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in &mut self.workers {
+            if let Some(l) = w.launched.take() {
+                let rc = l.wait();
+                if rc != 0 {
+                    log::warn!("worker on {} ended with {rc}", w.lcore);
+                }
+            }
+        }
+        self.port_stats()
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pci_addresses_are_told_from_vdevs() {
+        assert!(is_pci_address("0000:3b:00.0"));
+        assert!(is_pci_address("3b:00.1"));
+        assert!(is_pci_address("0000:af:1f.7,rxq_pkt_pad_en=1"));
+        assert!(!is_pci_address("net_af_packet0,iface=lb0"));
+        assert!(!is_pci_address("net_pcap0,rx_pcap=a.pcap"));
+        assert!(!is_pci_address("0000:3b:00.8"));
+        assert_eq!(device_name("net_af_packet0,iface=lb0"), "net_af_packet0");
+        assert_eq!(device_name("0000:3b:00.0"), "0000:3b:00.0");
+    }
+}

@@ -1,0 +1,177 @@
+//! Per-worker counters. Each worker is the only writer of its own block, so
+//! an increment is a relaxed load and store (a plain `add`, no locked
+//! instruction, no cache line shared between cores); the control thread
+//! reads the blocks and sums them for the metrics.
+#![deny(unsafe_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why the dataplane dropped a packet. Every reason has its own counter and
+/// its own `reason` label in `lb_packets_dropped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum DropReason {
+    /// Shorter than the headers it claims to have.
+    Truncated,
+    /// A chained (multi-segment) mbuf; ports are configured so that none
+    /// should arrive.
+    MultiSegment,
+    /// An Ethernet destination that is neither ours nor broadcast/multicast.
+    NotOurMac,
+    /// An ethertype we do not handle (IPv6, VLAN-tagged, ...).
+    UnsupportedEthertype,
+    /// An ARP packet that is not Ethernet/IPv4, or a request not for us.
+    ArpIgnored,
+    /// An IPv4 header that does not check out: version, IHL, total length.
+    BadIpHeader,
+    /// An IPv4 header checksum that does not verify.
+    BadIpChecksum,
+    /// IPv4 options, which the fast path does not handle.
+    IpOptions,
+    /// An IPv4 fragment.
+    Fragment,
+    /// TTL would reach zero.
+    TtlExceeded,
+    /// ICMP addressed to us that we do not answer.
+    IcmpNotHandled,
+    /// An ICMP, TCP or UDP checksum that does not verify, on a packet we
+    /// terminate ourselves (forwarded packets keep their checksum's fate).
+    BadL4Checksum,
+    /// Addressed to a VIP, but no service listens on that protocol and port.
+    NoService,
+    /// Neither for one of our addresses nor for a flow we know.
+    NotForUs,
+    /// The transmit queue did not take the packet.
+    TxFull,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 15] = [
+        DropReason::Truncated,
+        DropReason::MultiSegment,
+        DropReason::NotOurMac,
+        DropReason::UnsupportedEthertype,
+        DropReason::ArpIgnored,
+        DropReason::BadIpHeader,
+        DropReason::BadIpChecksum,
+        DropReason::IpOptions,
+        DropReason::Fragment,
+        DropReason::TtlExceeded,
+        DropReason::IcmpNotHandled,
+        DropReason::BadL4Checksum,
+        DropReason::NoService,
+        DropReason::NotForUs,
+        DropReason::TxFull,
+    ];
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// The `reason` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Truncated => "truncated",
+            DropReason::MultiSegment => "multi_segment",
+            DropReason::NotOurMac => "not_our_mac",
+            DropReason::UnsupportedEthertype => "unsupported_ethertype",
+            DropReason::ArpIgnored => "arp_ignored",
+            DropReason::BadIpHeader => "bad_ip_header",
+            DropReason::BadIpChecksum => "bad_ip_checksum",
+            DropReason::IpOptions => "ip_options",
+            DropReason::Fragment => "fragment",
+            DropReason::TtlExceeded => "ttl_exceeded",
+            DropReason::IcmpNotHandled => "icmp_not_handled",
+            DropReason::BadL4Checksum => "bad_l4_checksum",
+            DropReason::NoService => "no_service",
+            DropReason::NotForUs => "not_for_us",
+            DropReason::TxFull => "tx_full",
+        }
+    }
+}
+
+/// A counter with one writer. `add` must only be called by the owning
+/// worker; anyone may `get`.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub fn add(&self, n: u64) {
+        // Single writer: load + store is exact and compiles to a plain add.
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    #[inline]
+    pub fn incr(&self) {
+        self.add(1)
+    }
+
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One worker's counters, on cache lines of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct WorkerStats {
+    pub rx_packets: Counter,
+    pub tx_packets: Counter,
+    /// Poll-loop iterations, and those that received at least one packet.
+    pub polls: Counter,
+    pub busy_polls: Counter,
+    pub arp_replies: Counter,
+    pub icmp_echo_replies: Counter,
+    /// The snapshot generation this worker runs.
+    pub generation: Counter,
+    drops: [Counter; DropReason::COUNT],
+}
+
+impl WorkerStats {
+    #[inline]
+    pub fn drop_packet(&self, reason: DropReason) {
+        self.drops[reason as usize].incr()
+    }
+
+    #[inline]
+    pub fn drop_packets(&self, reason: DropReason, n: u64) {
+        self.drops[reason as usize].add(n)
+    }
+
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize].get()
+    }
+
+    pub fn dropped_total(&self) -> u64 {
+        self.drops.iter().map(Counter::get).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_reason_labels_are_distinct_and_indexed_in_order() {
+        let mut labels: Vec<_> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+        labels.sort();
+        labels.dedup();
+        assert_eq!(labels.len(), DropReason::COUNT);
+    }
+
+    #[test]
+    fn counters_count() {
+        let s = WorkerStats::default();
+        s.drop_packet(DropReason::Fragment);
+        s.drop_packets(DropReason::Fragment, 2);
+        s.rx_packets.add(5);
+        assert_eq!(s.dropped(DropReason::Fragment), 3);
+        assert_eq!(s.dropped_total(), 3);
+        assert_eq!(s.rx_packets.get(), 5);
+    }
+}
