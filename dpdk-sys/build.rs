@@ -47,7 +47,11 @@ fn main() {
     let bindings = bindgen::Builder::default()
         .header("shim/shim.h")
         .clang_args(&flags)
-        .clang_args(dpdk.include_paths.iter().map(|p| format!("-I{}", p.display())))
+        .clang_args(
+            dpdk.include_paths
+                .iter()
+                .map(|p| format!("-I{}", p.display())),
+        )
         .allowlist_function("rte_.*")
         .allowlist_function("lb_.*")
         .allowlist_type("rte_.*")

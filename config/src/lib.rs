@@ -156,6 +156,10 @@ pub struct PortConfig {
     pub address: Ipv4Cidr,
     pub gateway: Option<Ipv4Addr>,
     pub mtu: u16,
+    /// Optional: the MAC address to give the port instead of the device's
+    /// own (set at start; for vdevs whose MAC is made up, and for pinning a
+    /// replacement NIC to the address the neighbors already know).
+    pub mac: Option<MacAddr>,
 }
 
 /// One static `[[neighbors]]` ARP entry.

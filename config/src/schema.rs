@@ -34,6 +34,7 @@ pub(crate) struct RawPort {
     pub address: Option<String>,
     pub gateway: Option<String>,
     pub mtu: Option<i64>,
+    pub mac: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -104,7 +105,7 @@ pub(crate) fn known_keys(table: &str) -> &'static [&'static str] {
         ],
         "dpdk" => &["eal_args", "mbufs", "burst"],
         "workers" => &["lcores"],
-        "ports" => &["name", "device", "address", "gateway", "mtu"],
+        "ports" => &["name", "device", "address", "gateway", "mtu", "mac"],
         "neighbors" => &["address", "mac"],
         "flows" => &[
             "capacity",

@@ -130,6 +130,7 @@ fn example_parses_into_expected_values() {
             },
             gateway: Some(Ipv4Addr::new(198, 18, 0, 1)),
             mtu: 1500,
+            mac: None,
         }],
         neighbors: vec![NeighborConfig {
             address: Ipv4Addr::new(198, 18, 0, 20),
@@ -292,10 +293,7 @@ fn contract_sample_verbatim_reports_its_rule_breaks() {
     let paths: Vec<&str> = errs.0.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
         paths,
-        [
-            "services[0].reals[0].port",
-            "services[0].reals[0].address",
-        ],
+        ["services[0].reals[0].port", "services[0].reals[0].address",],
         "{errs}"
     );
 }

@@ -306,6 +306,9 @@ fn ports(c: &mut Checker<'_>, raw: Option<Vec<RawPort>>) -> (Vec<PortConfig>, Ve
             Some(gw)
         });
         let mtu = c.opt_int(&path("mtu"), p.mtu, DEFAULT_MTU, 68, 9600);
+        let mac = p
+            .mac
+            .and_then(|m| unicast_mac(c, &path("mac"), &m, "a port"));
         if let (Some(name), Some(net)) = (&name, address) {
             nets.push((i, name.clone(), net));
         }
@@ -318,9 +321,35 @@ fn ports(c: &mut Checker<'_>, raw: Option<Vec<RawPort>>) -> (Vec<PortConfig>, Ve
             }),
             gateway,
             mtu: mtu.unwrap_or(DEFAULT_MTU),
+            mac,
         });
     }
     (out, nets)
+}
+
+/// A MAC address that may be assigned to one host: unicast and not zero.
+fn unicast_mac(c: &mut Checker<'_>, path: &str, text: &str, what: &str) -> Option<MacAddr> {
+    match text.parse::<MacAddr>() {
+        Ok(mac) if mac.is_zero() => {
+            c.err(
+                path.to_string(),
+                format!("{mac} is the zero address; {what} needs a unicast MAC"),
+            );
+            None
+        }
+        Ok(mac) if mac.is_multicast() => {
+            c.err(
+                path.to_string(),
+                format!("{mac} is a multicast address; {what} needs a unicast MAC"),
+            );
+            None
+        }
+        Ok(mac) => Some(mac),
+        Err(e) => {
+            c.err(path.to_string(), e);
+            None
+        }
+    }
 }
 
 fn neighbors(c: &mut Checker<'_>, raw: Vec<RawNeighbor>) -> Vec<NeighborConfig> {
@@ -343,27 +372,7 @@ fn neighbors(c: &mut Checker<'_>, raw: Vec<RawNeighbor>) -> Vec<NeighborConfig> 
         }
         let mac = c
             .required(&path("mac"), n.mac)
-            .and_then(|m| match m.parse::<MacAddr>() {
-                Ok(mac) if mac.is_zero() => {
-                    c.err(
-                        path("mac"),
-                        format!("{mac} is the zero address; a neighbor needs a unicast MAC"),
-                    );
-                    None
-                }
-                Ok(mac) if mac.is_multicast() => {
-                    c.err(
-                        path("mac"),
-                        format!("{mac} is a multicast address; a neighbor needs a unicast MAC"),
-                    );
-                    None
-                }
-                Ok(mac) => Some(mac),
-                Err(e) => {
-                    c.err(path("mac"), e);
-                    None
-                }
-            });
+            .and_then(|m| unicast_mac(c, &path("mac"), &m, "a neighbor"));
         out.push(NeighborConfig {
             address: address.unwrap_or(Ipv4Addr::UNSPECIFIED),
             mac: mac.unwrap_or(MacAddr::ZERO),
