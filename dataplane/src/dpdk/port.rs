@@ -9,6 +9,8 @@ use super::error::DpdkError;
 use super::mbuf::MbufBurst;
 use super::mempool::Mempool;
 
+const ENOTSUP: i32 = 95;
+
 /// A DPDK ethdev port id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PortId(pub u16);
@@ -200,16 +202,29 @@ impl Port {
                 ));
             }
         }
+        let mut software_mac = None;
         if let Some(mac) = setup.mac {
             let mut addr = dpdk_sys::rte_ether_addr { addr_bytes: mac.0 };
             // SAFETY: valid configured port; addr is a valid pointer that
             // DPDK copies.
             let ret = unsafe { dpdk_sys::rte_eth_dev_default_mac_addr_set(id, &mut addr) };
-            if ret != 0 {
+            if ret == -ENOTSUP {
+                // The device keeps its own MAC: receive everything and let
+                // the pipeline filter on the configured one.
+                // SAFETY: valid configured port.
+                let ret = unsafe { dpdk_sys::rte_eth_promiscuous_enable(id) };
+                if ret != 0 && ret != -ENOTSUP {
+                    return Err(DpdkError::from_ret(
+                        format!("enabling promiscuous mode on {name}"),
+                        ret,
+                    ));
+                }
+                log::warn!("{name}: {driver} cannot change its MAC; receiving promiscuously and answering as {mac}");
+                software_mac = Some(mac);
+            } else if ret != 0 {
                 return Err(
-                    DpdkError::from_ret(format!("setting MAC {mac} on {name}"), ret).with_hint(
-                        "this driver may not allow a MAC change: remove the port's mac key",
-                    ),
+                    DpdkError::from_ret(format!("setting MAC {mac} on {name}"), ret)
+                        .with_hint("remove the port's mac key to keep the device's own address"),
                 );
             }
         }
@@ -239,7 +254,7 @@ impl Port {
             inner: Arc::new(PortInner {
                 id: port,
                 name: name.to_owned(),
-                mac: MacAddr(mac.addr_bytes),
+                mac: software_mac.unwrap_or(MacAddr(mac.addr_bytes)),
                 driver,
             }),
         };

@@ -1,0 +1,174 @@
+//! The command-line contract of `lb-appliance`: flags, `--check`, exit
+//! statuses, and one-line errors (no panic, no backtrace) when DPDK cannot
+//! start.
+
+mod common;
+
+use std::process::Command;
+
+use common::{TempDir, BIN};
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run lb-appliance");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const VALID: &str = r#"
+[dpdk]
+eal_args = ["-l", "0-1", "--no-huge", "-m", "256", "--no-pci", "--no-shconf"]
+[workers]
+lcores = [1]
+[[ports]]
+name = "wan"
+device = "net_null0"
+address = "198.18.0.2/24"
+[[services]]
+name = "web"
+vip = "198.18.1.100"
+port = 80
+[[services.reals]]
+address = "198.18.0.11"
+"#;
+
+#[test]
+fn help_explains_every_flag() {
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    for needle in ["-c, --config <FILE>", "--check", "--help", "--version"] {
+        assert!(out.contains(needle), "--help lacks {needle}:\n{out}");
+    }
+}
+
+#[test]
+fn check_validates_and_summarises_without_starting_dpdk() {
+    let dir = TempDir::new("cli-check");
+    let path = dir.path("lb.toml");
+    std::fs::write(&path, VALID).unwrap();
+    let (code, out, err) = run(&["-c", path.to_str().unwrap(), "--check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("valid"), "{out}");
+    assert!(out.contains("web tcp 198.18.1.100:80 wrr nat"), "{out}");
+    assert!(
+        !out.contains("EAL") && !err.contains("EAL"),
+        "--check must not start EAL:\n{out}{err}"
+    );
+}
+
+#[test]
+fn the_example_configs_are_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "toml") {
+            let (code, out, err) = run(&["-c", p.to_str().unwrap(), "--check"]);
+            assert_eq!(code, 0, "{}: {out}{err}", p.display());
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "examples/ holds the example configs");
+}
+
+#[test]
+fn an_invalid_config_names_every_error_and_exits_2() {
+    let dir = TempDir::new("cli-invalid");
+    let path = dir.path("lb.toml");
+    let text = VALID
+        .replace(
+            "address = \"198.18.0.11\"",
+            "address = \"198.18.0.300\"\nweight = 70000",
+        )
+        .replace("[workers]", "[workers]\nthreads = 2");
+    std::fs::write(&path, text).unwrap();
+    for args in [
+        vec!["-c", path.to_str().unwrap(), "--check"],
+        vec!["-c", path.to_str().unwrap()],
+    ] {
+        let (code, out, err) = run(&args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        for path in [
+            "workers.threads",
+            "services[0].reals[0].address",
+            "services[0].reals[0].weight",
+        ] {
+            assert!(err.contains(path), "{args:?}: no error for {path}:\n{err}");
+        }
+        assert!(
+            !err.contains("EAL:") && !out.contains("EAL:"),
+            "nothing may start:\n{out}{err}"
+        );
+    }
+}
+
+#[test]
+fn a_toml_syntax_error_gives_line_and_column() {
+    let dir = TempDir::new("cli-syntax");
+    let path = dir.path("lb.toml");
+    std::fs::write(&path, "[workers]\nlcores = [1,,2]\n").unwrap();
+    let (code, _, err) = run(&["-c", path.to_str().unwrap(), "--check"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("line 2"), "{err}");
+    assert!(err.contains("column"), "{err}");
+}
+
+#[test]
+fn a_missing_file_is_a_clear_error() {
+    let (code, _, err) = run(&["-c", "/nonexistent/lb.toml", "--check"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/lb.toml"), "{err}");
+}
+
+/// The last line of stderr is ours: one line, the cause, no panic.
+fn assert_one_line_start_error(err: &str, needle: &str) {
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.starts_with("lb-appliance: "), "{err}");
+    assert!(last.contains(needle), "last line lacks {needle:?}: {last}");
+}
+
+#[test]
+fn a_bad_eal_argument_fails_in_one_line() {
+    let dir = TempDir::new("cli-eal");
+    let path = dir.path("lb.toml");
+    let prefix = format!(
+        "\"--file-prefix\", \"lbt-eal-{}\", \"--no-such-eal-flag\"]",
+        std::process::id()
+    );
+    std::fs::write(
+        &path,
+        VALID.replace("\"--no-shconf\"]", &format!("\"--no-shconf\", {prefix}")),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["-c", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert_one_line_start_error(&err, "EAL initialisation");
+}
+
+#[test]
+fn an_unknown_device_fails_in_one_line() {
+    let dir = TempDir::new("cli-dev");
+    let path = dir.path("lb.toml");
+    let text = VALID
+        .replace(
+            "\"--no-shconf\"]",
+            &format!(
+                "\"--no-shconf\", \"--file-prefix\", \"lbt-dev-{}\"]",
+                std::process::id()
+            ),
+        )
+        .replace("net_null0", "net_nosuchdriver0");
+    std::fs::write(&path, text).unwrap();
+    let (code, _, err) = run(&["-c", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert_one_line_start_error(&err, "failed");
+}
