@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{TempDir, BIN};
+use common::{DpdkPrefix, TempDir, BIN};
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(BIN)
@@ -140,9 +140,10 @@ fn assert_one_line_start_error(err: &str, needle: &str) {
 fn a_bad_eal_argument_fails_in_one_line() {
     let dir = TempDir::new("cli-eal");
     let path = dir.path("lb.toml");
+    let guard = DpdkPrefix::new("eal");
     let prefix = format!(
-        "\"--file-prefix\", \"lbt-eal-{}\", \"--no-such-eal-flag\"]",
-        std::process::id()
+        "\"--file-prefix\", \"{}\", \"--no-such-eal-flag\"]",
+        guard.0
     );
     std::fs::write(
         &path,
@@ -158,13 +159,11 @@ fn a_bad_eal_argument_fails_in_one_line() {
 fn an_unknown_device_fails_in_one_line() {
     let dir = TempDir::new("cli-dev");
     let path = dir.path("lb.toml");
+    let guard = DpdkPrefix::new("dev");
     let text = VALID
         .replace(
             "\"--no-shconf\"]",
-            &format!(
-                "\"--no-shconf\", \"--file-prefix\", \"lbt-dev-{}\"]",
-                std::process::id()
-            ),
+            &format!("\"--no-shconf\", \"--file-prefix\", \"{}\"]", guard.0),
         )
         .replace("net_null0", "net_nosuchdriver0");
     std::fs::write(&path, text).unwrap();

@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{read_pcap, write_pcap, Proc, TempDir, BIN};
+use common::{read_pcap, write_pcap, DpdkPrefix, Proc, TempDir, BIN};
 
 #[path = "../dataplane/src/pipeline/fixtures.rs"]
 mod fixtures;
@@ -21,12 +21,13 @@ fn arp_and_echo_replies_through_the_binary_are_byte_exact() {
     let frames: Vec<&[u8]> = fixtures::CASES.iter().map(|c| c.input).collect();
     write_pcap(&input, &frames);
     let config = dir.path("lb.toml");
+    let prefix = DpdkPrefix::new("pcap");
     std::fs::write(
         &config,
         format!(
             r#"
 [dpdk]
-eal_args = ["-l", "0-1", "--no-huge", "-m", "256", "--no-pci", "--no-shconf", "--file-prefix", "lbt-pcap-{pid}"]
+eal_args = ["-l", "0-1", "--no-huge", "-m", "256", "--no-pci", "--no-shconf", "--file-prefix", "{prefix}"]
 mbufs = 2047
 [workers]
 lcores = [1]
@@ -42,7 +43,7 @@ port = 80
 [[services.reals]]
 address = "198.18.0.11"
 "#,
-            pid = std::process::id(),
+            prefix = prefix.0,
             input = input.display(),
             output = output.display()
         ),

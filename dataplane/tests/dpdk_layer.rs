@@ -16,7 +16,9 @@ struct Lab {
 fn lab() -> &'static Lab {
     static LAB: OnceLock<Lab> = OnceLock::new();
     LAB.get_or_init(|| {
-        let prefix = format!("--file-prefix=lbtest-{}", std::process::id());
+        // A fixed prefix: its runtime folder is reused, not left behind
+        // once per run.
+        let prefix = "--file-prefix=lbt-dataplane-tests";
         let eal = Eal::init(&[
             "--no-huge",
             "-m",
@@ -24,7 +26,7 @@ fn lab() -> &'static Lab {
             "--no-pci",
             "--no-shconf",
             "--log-level=lib.eal:warning",
-            &prefix,
+            prefix,
             // Two lcores on CPU 0, so the test also runs on a one-CPU box.
             "--lcores",
             "0@0,1@0",

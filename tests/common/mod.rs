@@ -289,3 +289,24 @@ pub fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
     }
     frames
 }
+
+/// A unique EAL `--file-prefix` whose runtime folder (`/var/run/dpdk/NAME`,
+/// which the EAL creates even in memory-only modes) is removed when dropped.
+pub struct DpdkPrefix(pub String);
+
+impl DpdkPrefix {
+    pub fn new(tag: &str) -> DpdkPrefix {
+        DpdkPrefix(format!("lbt-{tag}-{}", std::process::id()))
+    }
+}
+
+impl Drop for DpdkPrefix {
+    fn drop(&mut self) {
+        for root in ["/var/run/dpdk", "/run/dpdk"] {
+            let _ = std::fs::remove_dir_all(Path::new(root).join(&self.0));
+        }
+        if let Ok(home) = std::env::var("XDG_RUNTIME_DIR") {
+            let _ = std::fs::remove_dir_all(Path::new(&home).join("dpdk").join(&self.0));
+        }
+    }
+}

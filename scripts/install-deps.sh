@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs everything lb-appliance needs to build, test and run its demo on a
+# fresh Debian 12 / Ubuntu 22.04+ machine, as root. Safe to run again: it only
+# installs what is missing.
+set -euo pipefail
+
+log() { printf 'install-deps: %s\n' "$*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    log "run as root (apt-get needs it): sudo $0"
+    exit 1
+fi
+
+# Debian packages: DPDK 22.11 and what bindgen needs, plus the tools the
+# tests and the demo use (network namespaces, arping/ping, a dissector).
+packages=(
+    build-essential pkg-config clang libclang-dev
+    libdpdk-dev dpdk dpdk-dev
+    iproute2 iputils-ping iputils-arping ethtool procps
+    tshark python3 python3-scapy
+    curl ca-certificates
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # tshark asks whether non-root users may capture: answer no, quietly.
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Rust: use the toolchain on PATH; otherwise install rustup's stable one.
+if ! command -v cargo >/dev/null 2>&1; then
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    else
+        log "installing the Rust toolchain (rustup, stable)"
+        if ! command -v rustup >/dev/null 2>&1; then
+            apt-get install -y -qq --no-install-recommends rustup >/dev/null 2>&1 ||
+                { curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt; }
+        fi
+        export PATH="$HOME/.cargo/bin:$PATH"
+        rustup toolchain install stable --profile minimal --component clippy,rustfmt >/dev/null
+        rustup default stable >/dev/null
+    fi
+fi
+for c in clippy rustfmt; do
+    if ! cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1 && command -v rustup >/dev/null 2>&1; then
+        rustup component add "$c" >/dev/null
+    fi
+done
+
+pkg-config --modversion libdpdk >/dev/null || { log "libdpdk not found by pkg-config after install"; exit 1; }
+log "ready: DPDK $(pkg-config --modversion libdpdk), $(cargo --version)"

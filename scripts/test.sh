@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is missing, then formatting, lints,
+# and every test (unit, golden packets, the DPDK layer on virtual devices,
+# the binary on net_pcap, and end-to-end tests in network namespaces, which
+# need root). Run from anywhere, as root: scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+# Tests that need root fail instead of skipping when this is set (CI runs
+# as root and must run them all).
+export LB_REQUIRE_PRIVILEGED_TESTS="${LB_REQUIRE_PRIVILEGED_TESTS:-$([ "$(id -u)" -eq 0 ] && echo 1 || echo 0)}"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --workspace --all-targets -- --test-threads="${LB_TEST_THREADS:-2}"
