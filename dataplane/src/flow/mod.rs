@@ -1,0 +1,16 @@
+//! Where a flow is looked up: the per-worker connection table.
+//!
+//! Each worker owns its table outright (no lock, no atomics); entries live
+//! in a slab allocated once at start, and one open-addressed index maps both
+//! the client-side key and, for NAT, the real-side key of the reply to the
+//! same entry. Expired entries are reclaimed by a sweep of a bounded number
+//! of slots per poll, never by scanning the whole table on the fast path.
+#![deny(unsafe_code)]
+
+mod hash;
+mod state;
+mod table;
+
+pub use hash::{flow_hash, mix64, owner_of, reply_hash, source_hash};
+pub use state::{FlowState, Timeouts};
+pub use table::{Flow, FlowKey, FlowTable, InsertError, NewFlow, ReplyKey, FLOW_TEMPLATE};

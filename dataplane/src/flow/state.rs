@@ -1,0 +1,128 @@
+//! The state of a flow and how long each state lives, as IPVS tracks TCP:
+//! from the packets it sees (for TUN and DR only the client's side).
+
+use crate::wire::TcpFlags;
+
+/// The life stage of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FlowState {
+    /// TCP: a SYN was seen, the handshake is not complete.
+    SynSent = 0,
+    /// TCP: the client acknowledged; data flows.
+    Established = 1,
+    /// TCP: a FIN was seen from either side.
+    FinWait = 2,
+    /// TCP: a RST was seen.
+    Closed = 3,
+    /// UDP (or any datagram flow).
+    Datagram = 4,
+    /// A persistence template: no packets, it remembers the real of a client.
+    Template = 5,
+}
+
+impl FlowState {
+    pub fn from_u8(v: u8) -> FlowState {
+        match v {
+            0 => FlowState::SynSent,
+            1 => FlowState::Established,
+            2 => FlowState::FinWait,
+            3 => FlowState::Closed,
+            5 => FlowState::Template,
+            _ => FlowState::Datagram,
+        }
+    }
+
+    /// The next state after a TCP segment with `flags`, from the client
+    /// (`from_client`) or the real.
+    #[inline]
+    pub fn on_tcp(self, flags: TcpFlags, from_client: bool) -> FlowState {
+        if flags.contains(TcpFlags::RST) {
+            return FlowState::Closed;
+        }
+        if flags.contains(TcpFlags::FIN) {
+            return FlowState::FinWait;
+        }
+        match self {
+            FlowState::SynSent
+                if from_client
+                    && flags.contains(TcpFlags::ACK)
+                    && !flags.contains(TcpFlags::SYN) =>
+            {
+                FlowState::Established
+            }
+            s => s,
+        }
+    }
+}
+
+/// Timeouts in milliseconds, per state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub syn: u32,
+    pub established: u32,
+    pub fin: u32,
+    pub closed: u32,
+    pub datagram: u32,
+}
+
+impl Timeouts {
+    /// How long a flow in `state` lives after its last packet.
+    #[inline]
+    pub fn of(&self, state: FlowState) -> u32 {
+        match state {
+            FlowState::SynSent => self.syn,
+            FlowState::Established => self.established,
+            FlowState::FinWait => self.fin,
+            FlowState::Closed => self.closed,
+            FlowState::Datagram => self.datagram,
+            // Templates carry their own (the service's persistence).
+            FlowState::Template => 0,
+        }
+    }
+
+    pub fn from_config(f: &lb_config::FlowsConfig) -> Timeouts {
+        let ms = |d: std::time::Duration| {
+            u32::try_from(d.as_millis())
+                .unwrap_or(u32::MAX / 2)
+                .min(u32::MAX / 2)
+        };
+        let fin = ms(f.tcp_fin_timeout);
+        Timeouts {
+            syn: ms(f.tcp_syn_timeout),
+            established: ms(f.tcp_timeout),
+            fin,
+            // IPVS keeps a reset connection 10 s so that stray segments
+            // still find it.
+            closed: fin.min(10_000),
+            datagram: ms(f.udp_timeout),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_states_follow_the_handshake_and_the_close() {
+        let syn = TcpFlags::SYN;
+        let ack = TcpFlags::ACK;
+        let s = FlowState::SynSent;
+        assert_eq!(
+            s.on_tcp(syn | ack, false),
+            FlowState::SynSent,
+            "SYN-ACK from the real"
+        );
+        assert_eq!(s.on_tcp(syn, true), FlowState::SynSent, "retransmitted SYN");
+        let e = s.on_tcp(ack, true);
+        assert_eq!(e, FlowState::Established);
+        assert_eq!(e.on_tcp(ack | TcpFlags::PSH, false), FlowState::Established);
+        assert_eq!(e.on_tcp(ack | TcpFlags::FIN, false), FlowState::FinWait);
+        assert_eq!(e.on_tcp(TcpFlags::RST, true), FlowState::Closed);
+        assert_eq!(FlowState::FinWait.on_tcp(ack, true), FlowState::FinWait);
+        for v in 0..=5u8 {
+            assert_eq!(FlowState::from_u8(v) as u8, v);
+        }
+    }
+}

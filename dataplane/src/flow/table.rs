@@ -1,0 +1,619 @@
+//! The flow table: a slab of 64-byte entries and one index over them.
+//!
+//! The index is open-addressed with linear probing and backward-shift
+//! deletion (no tombstones, so probe chains never rot). A slot is one u64:
+//! the high 32 bits of the key's hash as a tag, the entry number, and
+//! whether the slot holds the entry's client-side key or its reply key.
+
+use std::net::Ipv4Addr;
+
+use super::hash::{flow_hash, reply_hash};
+use super::state::{FlowState, Timeouts};
+
+/// Marks a persistence template's protocol byte, so that a template key
+/// never equals a flow key.
+pub const FLOW_TEMPLATE: u8 = 0x80;
+
+/// A flow's client-side key: (protocol, client address and port, VIP and
+/// port). Templates use `proto | FLOW_TEMPLATE` and client port 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub proto: u8,
+    pub client: Ipv4Addr,
+    pub client_port: u16,
+    pub vip: Ipv4Addr,
+    pub vip_port: u16,
+}
+
+impl FlowKey {
+    #[inline]
+    pub fn hash(&self) -> u64 {
+        flow_hash(
+            self.proto,
+            self.client,
+            self.client_port,
+            self.vip,
+            self.vip_port,
+        )
+    }
+}
+
+/// The key a NAT reply is found by: (protocol, real address and port,
+/// client address and port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReplyKey {
+    pub proto: u8,
+    pub real: Ipv4Addr,
+    pub real_port: u16,
+    pub client: Ipv4Addr,
+    pub client_port: u16,
+}
+
+impl ReplyKey {
+    #[inline]
+    pub fn hash(&self) -> u64 {
+        reply_hash(
+            self.proto,
+            self.real,
+            self.real_port,
+            self.client,
+            self.client_port,
+        )
+    }
+}
+
+/// One flow. 64 bytes, one cache line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, align(64))]
+pub struct Flow {
+    client: u32,
+    vip: u32,
+    client_port: u16,
+    vip_port: u16,
+    proto: u8,
+    state: u8,
+    /// The forwarding method, as `ForwardingMethod as u8` of the snapshot.
+    pub method: u8,
+    /// Whether the reply key is indexed too (NAT).
+    has_reply: bool,
+    real: u32,
+    real_port: u16,
+    /// Spare, keeps the layout explicit.
+    _pad: u16,
+    /// Stable id of the real (counters, liveness across reloads).
+    pub real_id: u32,
+    /// Stable id of the service.
+    pub service_id: u32,
+    /// Milliseconds (worker clock) of the last packet.
+    pub last_seen: u32,
+    /// For templates: the persistence timeout; for flows: unused.
+    pub template_timeout: u32,
+    /// For templates: flows currently placed by it.
+    pub children: u32,
+    /// Whether this flow was placed through a persistence template.
+    pub templated: bool,
+}
+
+const _: () = assert!(std::mem::size_of::<Flow>() == 64);
+
+impl Flow {
+    pub fn key(&self) -> FlowKey {
+        FlowKey {
+            proto: self.proto,
+            client: Ipv4Addr::from(self.client),
+            client_port: self.client_port,
+            vip: Ipv4Addr::from(self.vip),
+            vip_port: self.vip_port,
+        }
+    }
+
+    pub fn reply_key(&self) -> ReplyKey {
+        ReplyKey {
+            proto: self.proto,
+            real: Ipv4Addr::from(self.real),
+            real_port: self.real_port,
+            client: Ipv4Addr::from(self.client),
+            client_port: self.client_port,
+        }
+    }
+
+    #[inline]
+    pub fn real(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.real)
+    }
+
+    #[inline]
+    pub fn real_port(&self) -> u16 {
+        self.real_port
+    }
+
+    #[inline]
+    pub fn vip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.vip)
+    }
+
+    #[inline]
+    pub fn vip_port(&self) -> u16 {
+        self.vip_port
+    }
+
+    #[inline]
+    pub fn client(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.client)
+    }
+
+    #[inline]
+    pub fn client_port(&self) -> u16 {
+        self.client_port
+    }
+
+    #[inline]
+    pub fn state(&self) -> FlowState {
+        FlowState::from_u8(self.state)
+    }
+
+    #[inline]
+    pub fn set_state(&mut self, s: FlowState) {
+        self.state = s as u8;
+    }
+
+    pub fn is_template(&self) -> bool {
+        self.proto & FLOW_TEMPLATE != 0
+    }
+
+    /// Whether the flow has outlived its timeout at `now`.
+    #[inline]
+    pub fn expired(&self, now: u32, timeouts: &Timeouts) -> bool {
+        let timeout = if self.is_template() {
+            if self.children > 0 {
+                return false;
+            }
+            self.template_timeout
+        } else {
+            timeouts.of(self.state())
+        };
+        now.wrapping_sub(self.last_seen) > timeout
+    }
+}
+
+/// What a new flow is to be created with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewFlow {
+    pub key: FlowKey,
+    pub real: Ipv4Addr,
+    pub real_port: u16,
+    pub real_id: u32,
+    pub service_id: u32,
+    pub method: u8,
+    pub state: FlowState,
+    /// Index the reply key too (NAT).
+    pub index_reply: bool,
+    pub now: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertError {
+    /// No free entry: the table is at capacity.
+    Full,
+}
+
+const EMPTY: u64 = 0;
+const DIR_REPLY: u64 = 1;
+
+#[inline]
+fn slot_value(tag: u32, entry: u32, reply: bool) -> u64 {
+    (u64::from(tag) << 32) | (u64::from(entry + 1) << 1) | u64::from(reply)
+}
+
+#[inline]
+fn slot_entry(v: u64) -> u32 {
+    (((v & 0xffff_ffff) >> 1) as u32) - 1
+}
+
+/// A worker's flow table. Everything is allocated in `with_capacity`.
+pub struct FlowTable {
+    flows: Vec<Flow>,
+    live: Vec<bool>,
+    free: Vec<u32>,
+    index: Vec<u64>,
+    mask: usize,
+    sweep_cursor: usize,
+}
+
+impl std::fmt::Debug for FlowTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FlowTable({}/{})", self.len(), self.capacity())
+    }
+}
+
+impl FlowTable {
+    /// A table for `capacity` flows (at least 1). The index has room for
+    /// two keys per flow at a load of at most one half.
+    pub fn with_capacity(capacity: usize) -> FlowTable {
+        let capacity = capacity.clamp(1, (u32::MAX >> 2) as usize);
+        let slots = (capacity * 4).next_power_of_two();
+        FlowTable {
+            flows: vec![Flow::default_entry(); capacity],
+            live: vec![false; capacity],
+            free: (0..capacity as u32).rev().collect(),
+            index: vec![EMPTY; slots],
+            mask: slots - 1,
+            sweep_cursor: 0,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len() - self.free.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.free.is_empty()
+    }
+
+    /// Hints the CPU to load the index slot for `hash`.
+    #[inline]
+    pub fn prefetch(&self, hash: u64) {
+        let i = (hash as usize) & self.mask;
+        crate::dpdk::prefetch(&self.index[i]);
+    }
+
+    /// The entry number of the flow with client-side `key` (hash given).
+    #[inline]
+    pub fn lookup(&self, key: &FlowKey, hash: u64) -> Option<u32> {
+        self.find(hash, |f, reply| !reply && f.key() == *key)
+    }
+
+    /// The entry number of the NAT flow whose reply key is `key`.
+    #[inline]
+    pub fn lookup_reply(&self, key: &ReplyKey, hash: u64) -> Option<u32> {
+        self.find(hash, |f, reply| {
+            reply && f.has_reply && f.reply_key() == *key
+        })
+    }
+
+    #[inline]
+    fn find(&self, hash: u64, matches: impl Fn(&Flow, bool) -> bool) -> Option<u32> {
+        let tag = (hash >> 32) as u32;
+        let mut i = (hash as usize) & self.mask;
+        loop {
+            let v = self.index[i];
+            if v == EMPTY {
+                return None;
+            }
+            if (v >> 32) as u32 == tag {
+                let e = slot_entry(v);
+                if matches(&self.flows[e as usize], v & DIR_REPLY != 0) {
+                    return Some(e);
+                }
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    #[inline]
+    pub fn get(&self, entry: u32) -> &Flow {
+        &self.flows[entry as usize]
+    }
+
+    #[inline]
+    pub fn get_mut(&mut self, entry: u32) -> &mut Flow {
+        &mut self.flows[entry as usize]
+    }
+
+    /// Creates a flow. The caller has checked that the key is absent.
+    pub fn insert(&mut self, new: &NewFlow) -> Result<u32, InsertError> {
+        let e = self.free.pop().ok_or(InsertError::Full)?;
+        let k = &new.key;
+        self.flows[e as usize] = Flow {
+            client: k.client.into(),
+            vip: k.vip.into(),
+            client_port: k.client_port,
+            vip_port: k.vip_port,
+            proto: k.proto,
+            state: new.state as u8,
+            method: new.method,
+            has_reply: new.index_reply,
+            real: new.real.into(),
+            real_port: new.real_port,
+            _pad: 0,
+            real_id: new.real_id,
+            service_id: new.service_id,
+            last_seen: new.now,
+            template_timeout: 0,
+            children: 0,
+            templated: false,
+        };
+        self.live[e as usize] = true;
+        self.index_insert(k.hash(), e, false);
+        if new.index_reply {
+            let rk = self.flows[e as usize].reply_key();
+            self.index_insert(rk.hash(), e, true);
+        }
+        Ok(e)
+    }
+
+    /// Removes a flow and returns it.
+    pub fn remove(&mut self, entry: u32) -> Flow {
+        let f = self.flows[entry as usize];
+        debug_assert!(self.live[entry as usize]);
+        self.index_remove(f.key().hash(), entry, false);
+        if f.has_reply {
+            self.index_remove(f.reply_key().hash(), entry, true);
+        }
+        self.live[entry as usize] = false;
+        self.free.push(entry);
+        f
+    }
+
+    fn index_insert(&mut self, hash: u64, entry: u32, reply: bool) {
+        let mut i = (hash as usize) & self.mask;
+        while self.index[i] != EMPTY {
+            i = (i + 1) & self.mask;
+        }
+        self.index[i] = slot_value((hash >> 32) as u32, entry, reply);
+    }
+
+    fn index_remove(&mut self, hash: u64, entry: u32, reply: bool) {
+        let want = slot_value((hash >> 32) as u32, entry, reply);
+        let mut i = (hash as usize) & self.mask;
+        while self.index[i] != want {
+            if self.index[i] == EMPTY {
+                debug_assert!(false, "index entry missing");
+                return;
+            }
+            i = (i + 1) & self.mask;
+        }
+        // Backward-shift deletion: pull later members of the probe chain
+        // into the hole when their home slot allows it.
+        let mut hole = i;
+        let mut j = (i + 1) & self.mask;
+        loop {
+            let v = self.index[j];
+            if v == EMPTY {
+                break;
+            }
+            let e = slot_entry(v);
+            let f = &self.flows[e as usize];
+            let h = if v & DIR_REPLY != 0 {
+                f.reply_key().hash()
+            } else {
+                f.key().hash()
+            };
+            let home = (h as usize) & self.mask;
+            // Move v to the hole if its home is not strictly inside (hole, j].
+            let dist_home = j.wrapping_sub(home) & self.mask;
+            let dist_hole = j.wrapping_sub(hole) & self.mask;
+            if dist_home >= dist_hole {
+                self.index[hole] = v;
+                hole = j;
+            }
+            j = (j + 1) & self.mask;
+        }
+        self.index[hole] = EMPTY;
+    }
+
+    /// Looks at up to `budget` entries after the last one looked at and
+    /// removes those `expired` says are over, calling `on_remove` for each.
+    /// Returns how many were removed.
+    pub fn sweep(
+        &mut self,
+        budget: usize,
+        mut expired: impl FnMut(&Flow) -> bool,
+        mut on_remove: impl FnMut(&Flow),
+    ) -> usize {
+        let n = self.flows.len();
+        let mut removed = 0;
+        for _ in 0..budget.min(n) {
+            let e = self.sweep_cursor;
+            self.sweep_cursor = if e + 1 == n { 0 } else { e + 1 };
+            if self.live[e] && expired(&self.flows[e]) {
+                let f = self.remove(e as u32);
+                on_remove(&f);
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Every live entry number (for tests and diagnostics; allocates).
+    pub fn entries(&self) -> Vec<u32> {
+        (0..self.flows.len() as u32)
+            .filter(|&e| self.live[e as usize])
+            .collect()
+    }
+}
+
+impl Flow {
+    fn default_entry() -> Flow {
+        Flow {
+            client: 0,
+            vip: 0,
+            client_port: 0,
+            vip_port: 0,
+            proto: 0,
+            state: 0,
+            method: 0,
+            has_reply: false,
+            real: 0,
+            real_port: 0,
+            _pad: 0,
+            real_id: 0,
+            service_id: 0,
+            last_seen: 0,
+            template_timeout: 0,
+            children: 0,
+            templated: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    fn key(i: u32) -> FlowKey {
+        FlowKey {
+            proto: 6,
+            client: Ipv4Addr::from(0xc613_0000 + (i >> 8)),
+            client_port: 1024 + (i & 0xff) as u16,
+            vip: Ipv4Addr::new(198, 18, 1, 100),
+            vip_port: 80,
+        }
+    }
+
+    fn new(i: u32, nat: bool, now: u32) -> NewFlow {
+        NewFlow {
+            key: key(i),
+            real: Ipv4Addr::new(198, 18, 2, (i % 200) as u8 + 1),
+            real_port: 8080,
+            real_id: i % 7,
+            service_id: 1,
+            method: 0,
+            state: FlowState::SynSent,
+            index_reply: nat,
+            now,
+        }
+    }
+
+    #[test]
+    fn an_entry_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Flow>(), 64);
+        assert_eq!(std::mem::align_of::<Flow>(), 64);
+    }
+
+    #[test]
+    fn both_keys_of_a_nat_flow_find_it() {
+        let mut t = FlowTable::with_capacity(16);
+        let e = t.insert(&new(1, true, 0)).unwrap();
+        let k = key(1);
+        assert_eq!(t.lookup(&k, k.hash()), Some(e));
+        let rk = t.get(e).reply_key();
+        assert_eq!(t.lookup_reply(&rk, rk.hash()), Some(e));
+        let e2 = t.insert(&new(2, false, 0)).unwrap();
+        let rk2 = t.get(e2).reply_key();
+        assert_eq!(
+            t.lookup_reply(&rk2, rk2.hash()),
+            None,
+            "no reply key without NAT"
+        );
+        t.remove(e);
+        assert_eq!(t.lookup(&k, k.hash()), None);
+        assert_eq!(t.lookup_reply(&rk, rk.hash()), None);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn a_full_table_refuses_and_recovers() {
+        let mut t = FlowTable::with_capacity(4);
+        for i in 0..4 {
+            t.insert(&new(i, true, 0)).unwrap();
+        }
+        assert!(t.is_full());
+        assert_eq!(t.insert(&new(9, true, 0)), Err(InsertError::Full));
+        let k = key(2);
+        let e = t.lookup(&k, k.hash()).unwrap();
+        t.remove(e);
+        assert!(t.insert(&new(9, true, 0)).is_ok());
+    }
+
+    #[test]
+    fn the_sweep_reclaims_expired_flows_a_budget_at_a_time() {
+        let timeouts = Timeouts {
+            syn: 100,
+            established: 1000,
+            fin: 50,
+            closed: 10,
+            datagram: 500,
+        };
+        let mut t = FlowTable::with_capacity(64);
+        for i in 0..64 {
+            let e = t.insert(&new(i, true, 0)).unwrap();
+            if i % 2 == 0 {
+                t.get_mut(e).set_state(FlowState::Established);
+            }
+        }
+        let mut gone = 0;
+        let removed = t.sweep(16, |f| f.expired(500, &timeouts), |_| gone += 1);
+        assert_eq!(
+            removed, 8,
+            "16 looked at, half of them SYN-only and expired"
+        );
+        assert_eq!(gone, 8);
+        t.sweep(64, |f| f.expired(500, &timeouts), |_| {});
+        assert_eq!(t.len(), 32, "established flows stay");
+        for i in (0..64).step_by(2) {
+            let k = key(i);
+            assert!(t.lookup(&k, k.hash()).is_some());
+        }
+    }
+
+    #[test]
+    fn templates_wait_for_their_children() {
+        let timeouts = Timeouts {
+            syn: 1,
+            established: 1,
+            fin: 1,
+            closed: 1,
+            datagram: 1,
+        };
+        let mut t = FlowTable::with_capacity(4);
+        let mut spec = new(1, false, 0);
+        spec.key.proto |= FLOW_TEMPLATE;
+        spec.key.client_port = 0;
+        spec.state = FlowState::Template;
+        let e = t.insert(&spec).unwrap();
+        t.get_mut(e).template_timeout = 100;
+        t.get_mut(e).children = 1;
+        assert!(!t.get(e).expired(1000, &timeouts));
+        t.get_mut(e).children = 0;
+        assert!(!t.get(e).expired(100, &timeouts));
+        assert!(t.get(e).expired(101, &timeouts));
+    }
+
+    proptest! {
+        /// Random inserts and removes agree with a HashMap model, including
+        /// after backward-shift deletions in a crowded index.
+        #[test]
+        fn the_index_agrees_with_a_model(ops in proptest::collection::vec((0u32..300, any::<bool>(), any::<bool>()), 1..600)) {
+            let mut t = FlowTable::with_capacity(128);
+            let mut model: HashMap<FlowKey, (u32, bool)> = HashMap::new();
+            for (i, insert, nat) in ops {
+                let k = key(i);
+                match (model.get(&k).copied(), insert) {
+                    (None, true) => {
+                        if let Ok(e) = t.insert(&new(i, nat, 0)) {
+                            model.insert(k, (e, nat));
+                        } else {
+                            prop_assert_eq!(model.len(), 128);
+                        }
+                    }
+                    (Some((e, _)), false) => {
+                        t.remove(e);
+                        model.remove(&k);
+                    }
+                    _ => {}
+                }
+                prop_assert_eq!(t.len(), model.len());
+            }
+            for i in 0..300 {
+                let k = key(i);
+                let found = t.lookup(&k, k.hash());
+                prop_assert_eq!(found, model.get(&k).map(|v| v.0));
+                if let Some((e, nat)) = model.get(&k).copied() {
+                    let rk = t.get(e).reply_key();
+                    prop_assert_eq!(t.lookup_reply(&rk, rk.hash()).is_some(), nat);
+                }
+            }
+        }
+    }
+}
