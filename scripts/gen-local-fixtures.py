@@ -37,7 +37,7 @@ cases = [
     ("arp request for the port address", raw(arp_req(OUR_IP)), raw(arp_rep(OUR_IP)), None),
     ("arp request for a vip", raw(arp_req(VIP)), raw(arp_rep(VIP)), None),
     ("arp request for someone else", raw(arp_req("198.18.0.99")), None, "arp_ignored"),
-    ("arp reply is not answered", raw(Ether(dst=OUR_MAC, src=CLI_MAC) / ARP(op=2, hwsrc=CLI_MAC, psrc=CLI_IP, hwdst=OUR_MAC, pdst=OUR_IP)), None, "arp_ignored"),
+    ("arp reply to us is learned, not answered", raw(Ether(dst=OUR_MAC, src=CLI_MAC) / ARP(op=2, hwsrc=CLI_MAC, psrc=CLI_IP, hwdst=OUR_MAC, pdst=OUR_IP)), None, "consumed"),
     ("icmp echo to the port address", raw(echo_req(OUR_IP)), raw(echo_rep(OUR_IP)), None),
     ("icmp echo to a vip", raw(echo_req(VIP)), raw(echo_rep(VIP)), None),
     ("icmp echo with a bad icmp checksum", corrupt(echo_req(OUR_IP), 14 + 20 + 2, 0x00), None, "bad_l4_checksum"),
@@ -69,7 +69,7 @@ print()
 print("pub struct Case {")
 print("    pub description: &'static str,")
 print("    pub input: &'static [u8],")
-print("    /// The frame sent back, or the drop reason's metric label.")
+print("    /// The frame sent back, or the drop reason's metric label (\"consumed\": used, not sent).")
 print("    pub output: Result<&'static [u8], &'static str>,")
 print("}")
 print()

@@ -10,7 +10,12 @@
 pub mod buffer;
 pub mod dpdk;
 pub mod engine;
+pub mod flow;
+pub mod forward;
+pub mod neighbor;
 pub mod pipeline;
+pub mod route;
+pub mod scheduler;
 pub mod snapshot;
 pub mod stats;
 pub mod wire;

@@ -43,10 +43,29 @@ pub enum DropReason {
     NotForUs,
     /// The transmit queue did not take the packet.
     TxFull,
+    /// A TCP or UDP header whose fields do not fit the packet.
+    BadL4Header,
+    /// A TCP segment other than a SYN, or a NAT reply, for no known flow.
+    NoFlow,
+    /// Every real of the service is down or drained.
+    NoReal,
+    /// The flow's real was removed by a reload.
+    RealRemoved,
+    /// Larger than the outgoing port's MTU (and not answered with ICMP).
+    TooBig,
+    /// No connected network and no gateway for the destination.
+    NoRoute,
+    /// The next hop's MAC address did not resolve in time, or too many
+    /// packets were waiting for resolutions.
+    NeighborUnresolved,
+    /// The ring to the worker that owns the flow was full.
+    HandoffFull,
+    /// No headroom to add the IPIP header.
+    NoHeadroom,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 24] = [
         DropReason::Truncated,
         DropReason::MultiSegment,
         DropReason::NotOurMac,
@@ -62,6 +81,15 @@ impl DropReason {
         DropReason::NoService,
         DropReason::NotForUs,
         DropReason::TxFull,
+        DropReason::BadL4Header,
+        DropReason::NoFlow,
+        DropReason::NoReal,
+        DropReason::RealRemoved,
+        DropReason::TooBig,
+        DropReason::NoRoute,
+        DropReason::NeighborUnresolved,
+        DropReason::HandoffFull,
+        DropReason::NoHeadroom,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -83,6 +111,15 @@ impl DropReason {
             DropReason::NoService => "no_service",
             DropReason::NotForUs => "not_for_us",
             DropReason::TxFull => "tx_full",
+            DropReason::BadL4Header => "bad_l4_header",
+            DropReason::NoFlow => "no_flow",
+            DropReason::NoReal => "no_real",
+            DropReason::RealRemoved => "real_removed",
+            DropReason::TooBig => "too_big",
+            DropReason::NoRoute => "no_route",
+            DropReason::NeighborUnresolved => "neighbor_unresolved",
+            DropReason::HandoffFull => "handoff_full",
+            DropReason::NoHeadroom => "no_headroom",
         }
     }
 }
@@ -107,14 +144,28 @@ impl Counter {
         self.add(1)
     }
 
+    /// Sets a gauge (single writer).
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed)
+    }
+
     #[inline]
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
 }
 
-/// One worker's counters, on cache lines of its own.
+/// Traffic of one real (indexed by its stable id) on one worker.
 #[derive(Debug, Default)]
+pub struct RealCounters {
+    pub flows_created: Counter,
+    pub packets: Counter,
+    pub bytes: Counter,
+}
+
+/// One worker's counters, on cache lines of its own.
+#[derive(Debug)]
 #[repr(align(128))]
 pub struct WorkerStats {
     pub rx_packets: Counter,
@@ -126,7 +177,50 @@ pub struct WorkerStats {
     pub icmp_echo_replies: Counter,
     /// The snapshot generation this worker runs.
     pub generation: Counter,
+    /// Flows in this worker's table now (a gauge the worker sets).
+    pub active_flows: Counter,
+    pub flow_capacity: Counter,
+    /// New flows forwarded without an entry because the table was full.
+    pub flow_table_full: Counter,
+    pub flows_expired: Counter,
+    /// Packets handed to / received from the worker that owns their flow.
+    pub handoffs_out: Counter,
+    pub handoffs_in: Counter,
+    pub arp_requests: Counter,
+    /// Packets held while their next hop was being resolved.
+    pub held: Counter,
+    pub icmp_frag_needed: Counter,
+    pub icmp_errors_forwarded: Counter,
     drops: [Counter; DropReason::COUNT],
+    reals: Box<[RealCounters]>,
+}
+
+impl Default for WorkerStats {
+    fn default() -> Self {
+        WorkerStats {
+            rx_packets: Counter::default(),
+            tx_packets: Counter::default(),
+            polls: Counter::default(),
+            busy_polls: Counter::default(),
+            arp_replies: Counter::default(),
+            icmp_echo_replies: Counter::default(),
+            generation: Counter::default(),
+            active_flows: Counter::default(),
+            flow_capacity: Counter::default(),
+            flow_table_full: Counter::default(),
+            flows_expired: Counter::default(),
+            handoffs_out: Counter::default(),
+            handoffs_in: Counter::default(),
+            arp_requests: Counter::default(),
+            held: Counter::default(),
+            icmp_frag_needed: Counter::default(),
+            icmp_errors_forwarded: Counter::default(),
+            drops: Default::default(),
+            reals: (0..crate::snapshot::MAX_REALS)
+                .map(|_| RealCounters::default())
+                .collect(),
+        }
+    }
 }
 
 impl WorkerStats {
@@ -142,6 +236,12 @@ impl WorkerStats {
 
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize].get()
+    }
+
+    /// The counters of the real with stable id `id`.
+    #[inline]
+    pub fn real(&self, id: u32) -> &RealCounters {
+        &self.reals[(id as usize).min(self.reals.len() - 1)]
     }
 
     pub fn dropped_total(&self) -> u64 {

@@ -1,17 +1,38 @@
 //! Traffic for the appliance itself: ARP requests for a port address or a
-//! VIP, and ICMP echo requests to them. Replies are built in place in the
-//! received buffer and sent back out of the port they came in on.
+//! VIP, ICMP echo requests to them, and the ARP requests we send to resolve
+//! next hops. Replies are built in place in the received buffer and sent
+//! back out of the port they came in on.
 #![deny(unsafe_code)]
 
+use std::net::Ipv4Addr;
+
+use lb_config::MacAddr;
+
 use super::Verdict;
+use crate::buffer::PacketBuf;
 use crate::snapshot::Snapshot;
 use crate::stats::{DropReason, WorkerStats};
 use crate::wire::checksum;
-use crate::wire::{ArpOperation, ArpPacket, EthernetFrame, Icmpv4Packet, Icmpv4Type, Ipv4Packet};
+use crate::wire::{
+    ArpOperation, ArpPacket, EtherType, EthernetFrame, Icmpv4Packet, Icmpv4Type, Ipv4Packet,
+};
 
 /// The TTL of packets we originate, as Linux uses.
 pub const DEFAULT_TTL: u8 = 64;
 
+/// The sender of a well-formed Ethernet/IPv4 ARP packet, if it is one a
+/// neighbor cache may learn (unicast MAC, non-zero address).
+pub(super) fn arp_sender(frame: &EthernetFrame<&mut [u8]>) -> Option<(Ipv4Addr, MacAddr)> {
+    let arp = ArpPacket::new_checked(frame.payload()).ok()?;
+    if !arp.is_ethernet_ipv4() {
+        return None;
+    }
+    let (ip, mac) = (arp.source_protocol_addr(), arp.source_hardware_addr());
+    (!ip.is_unspecified() && mac.is_unicast() && !mac.is_zero()).then_some((ip, mac))
+}
+
+/// Answers ARP requests for our addresses; an ARP reply to us has been
+/// learned from already and is consumed; anything else is ignored.
 pub(super) fn arp(
     snap: &Snapshot,
     port: usize,
@@ -26,8 +47,13 @@ pub(super) fn arp(
         return Verdict::Drop(DropReason::ArpIgnored);
     }
     let target = arp.target_protocol_addr();
-    if arp.operation() != ArpOperation::Request || !snap.is_local(port, target) {
+    if !snap.is_local(port, target) {
         return Verdict::Drop(DropReason::ArpIgnored);
+    }
+    match arp.operation() {
+        ArpOperation::Request => {}
+        ArpOperation::Reply => return Verdict::Consumed,
+        _ => return Verdict::Drop(DropReason::ArpIgnored),
     }
     let asker_mac = arp.source_hardware_addr();
     let asker_ip = arp.source_protocol_addr();
@@ -41,6 +67,38 @@ pub(super) fn arp(
     frame.set_src_addr(our_mac);
     stats.arp_replies.incr();
     Verdict::Transmit(port)
+}
+
+/// The length of the ARP request [`build_arp_request`] writes.
+pub const ARP_REQUEST_LEN: usize = 14 + 28;
+
+/// Writes a broadcast ARP request "who has `target`, tell `ip`" into an
+/// empty buffer. False if the buffer has no room.
+pub fn build_arp_request<B: PacketBuf>(
+    buf: &mut B,
+    mac: MacAddr,
+    ip: Ipv4Addr,
+    target: Ipv4Addr,
+) -> bool {
+    if !buf.set_len(ARP_REQUEST_LEN) {
+        return false;
+    }
+    let data = buf.data_mut();
+    let mut frame = EthernetFrame::new_unchecked(&mut data[..]);
+    frame.set_dst_addr(MacAddr::BROADCAST);
+    frame.set_src_addr(mac);
+    frame.set_ethertype(EtherType::Arp);
+    let mut arp = ArpPacket::new_unchecked(frame.payload_mut());
+    arp.set_hardware_type(1);
+    arp.set_protocol_type(EtherType::Ipv4);
+    arp.set_hardware_len(6);
+    arp.set_protocol_len(4);
+    arp.set_operation(ArpOperation::Request);
+    arp.set_source_hardware_addr(mac);
+    arp.set_source_protocol_addr(ip);
+    arp.set_target_hardware_addr(MacAddr::ZERO);
+    arp.set_target_protocol_addr(target);
+    true
 }
 
 pub(super) fn icmp(
@@ -72,9 +130,9 @@ pub(super) fn icmp(
     let dst = ip.dst_addr();
     ip.set_src_addr(dst);
     ip.set_dst_addr(src);
-    let old_ttl_word = u16::from(ip.ttl()) << 8 | u16::from(u8::from(ip.protocol()));
+    let old_ttl_word = (u16::from(ip.ttl()) << 8) | u16::from(u8::from(ip.protocol()));
     ip.set_ttl(DEFAULT_TTL);
-    let new_ttl_word = u16::from(DEFAULT_TTL) << 8 | u16::from(u8::from(ip.protocol()));
+    let new_ttl_word = (u16::from(DEFAULT_TTL) << 8) | u16::from(u8::from(ip.protocol()));
     let c = ip.checksum();
     ip.set_checksum(checksum::update16(c, old_ttl_word, new_ttl_word));
 

@@ -1,18 +1,35 @@
-//! What happens to one received frame: check the headers once, then either
-//! answer it ourselves (ARP and ICMP echo for our addresses, in `local`) or
-//! drop it with a counted reason. Works on any [`PacketBuf`], so the same
-//! code runs on mbufs, on pcap replays and in unit tests.
+//! What happens to one received frame. Headers are checked once; then the
+//! frame is answered here (ARP and ICMP echo for our addresses, in
+//! `local`), forwarded to a real (a new flow is scheduled, a known one
+//! looked up in the worker's `flow` table, and the `forward` method
+//! rewrites it), handed to the worker that owns its flow, or dropped with a
+//! counted reason. Works on any [`PacketBuf`], so the same code runs on
+//! mbufs, on pcap replays and in unit tests.
 #![deny(unsafe_code)]
 
 mod local;
 
 #[cfg(test)]
 mod fixtures;
+#[cfg(test)]
+mod forwarding_fixtures;
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use lb_config::{ForwardingMethod, MacAddr, SchedulerKind};
+
+pub use local::{build_arp_request, ARP_REQUEST_LEN, DEFAULT_TTL};
 
 use crate::buffer::PacketBuf;
-use crate::snapshot::Snapshot;
+use crate::flow::{self, FlowKey, FlowState, FlowTable, NewFlow, ReplyKey, FLOW_TEMPLATE};
+use crate::forward::{self, icmp, nat, tunnel, IP, L4};
+use crate::neighbor::{Lookup, NeighborCache};
+use crate::route;
+use crate::scheduler::{PickInput, SchedulerState};
+use crate::snapshot::{method_code, method_from_code, Snapshot, MAX_REALS};
 use crate::stats::{DropReason, WorkerStats};
-use crate::wire::{self, EtherType, EthernetFrame, IpProtocol, Ipv4Packet};
+use crate::wire::{self, EtherType, EthernetFrame, IpProtocol, Ipv4Packet, TcpFlags};
 
 /// The fate of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,63 +38,809 @@ pub enum Verdict {
     Transmit(usize),
     /// Drop it, counting the reason.
     Drop(DropReason),
+    /// Give it, untouched, to this worker: it owns the flow.
+    HandOff(usize),
+    /// Rewritten except for the destination MAC, which is being resolved:
+    /// hold it, then send it out of `port` to `next_hop`'s MAC.
+    Hold { port: usize, next_hop: Ipv4Addr },
+    /// Used up here (an ARP reply we learned from).
+    Consumed,
 }
 
-/// Runs one frame received on port index `port` through the pipeline,
-/// rewriting it in place when it is to be sent.
+/// An ARP request the worker is to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArpRequest {
+    pub port: usize,
+    pub target: Ipv4Addr,
+}
+
+/// How many entries the sweep looks at per call.
+pub const SWEEP_BUDGET: usize = 256;
+
+/// One worker's packet state: its flow table, neighbor cache, scheduler
+/// states and per-real flow counts. Owned by the worker; nothing shared.
+pub struct Pipeline {
+    index: usize,
+    workers: usize,
+    flows: FlowTable,
+    neighbors: NeighborCache,
+    sched: Vec<SchedulerState>,
+    sched_generation: u64,
+    /// Active flows per real id (least-connection schedulers).
+    active: Vec<u32>,
+    stats: Arc<WorkerStats>,
+    /// Neighbors learned since the worker last drained them (to tell the
+    /// other workers).
+    learned: Vec<(Ipv4Addr, MacAddr)>,
+    /// ARP requests to send.
+    arp_out: Vec<ArpRequest>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Pipeline(worker {}/{}, {:?})",
+            self.index, self.workers, self.flows
+        )
+    }
+}
+
+const OUTBOX: usize = 64;
+
+impl Pipeline {
+    pub fn new(
+        index: usize,
+        workers: usize,
+        flow_capacity: usize,
+        stats: Arc<WorkerStats>,
+    ) -> Pipeline {
+        stats.flow_capacity.set(flow_capacity as u64);
+        Pipeline {
+            index,
+            workers: workers.max(1),
+            flows: FlowTable::with_capacity(flow_capacity),
+            neighbors: NeighborCache::new(),
+            sched: Vec::new(),
+            sched_generation: u64::MAX,
+            active: vec![0; MAX_REALS],
+            stats,
+            learned: Vec::with_capacity(OUTBOX),
+            arp_out: Vec::with_capacity(OUTBOX),
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<WorkerStats> {
+        &self.stats
+    }
+
+    pub fn flows(&self) -> &FlowTable {
+        &self.flows
+    }
+
+    /// Adopts a new snapshot: fresh scheduler states for its services.
+    /// Called between bursts (it allocates).
+    pub fn adopt(&mut self, snap: &Snapshot) {
+        if self.sched_generation == snap.generation {
+            return;
+        }
+        self.sched = snap
+            .services
+            .iter()
+            .map(|s| s.scheduler.new_state())
+            .collect();
+        self.sched_generation = snap.generation;
+    }
+
+    /// Neighbors learned since the last call (for the other workers).
+    pub fn take_learned(&mut self) -> impl Iterator<Item = (Ipv4Addr, MacAddr)> + '_ {
+        self.learned.drain(..)
+    }
+
+    /// ARP requests to send since the last call.
+    pub fn take_arp_requests(&mut self) -> impl Iterator<Item = ArpRequest> + '_ {
+        self.arp_out.drain(..)
+    }
+
+    /// Records a neighbor another worker learned.
+    pub fn learn_neighbor(&mut self, ip: Ipv4Addr, mac: MacAddr, now: u32) {
+        self.neighbors.learn(ip, mac, now);
+    }
+
+    /// The MAC address to send to `next_hop`, if known now (static entries
+    /// first).
+    pub fn resolved(&self, snap: &Snapshot, next_hop: Ipv4Addr) -> Option<MacAddr> {
+        snap.static_neighbor(next_hop)
+            .or_else(|| self.neighbors.get(next_hop))
+    }
+
+    /// Reclaims expired flows, looking at up to `budget` entries.
+    pub fn sweep(&mut self, snap: &Snapshot, now: u32, budget: usize) -> usize {
+        let timeouts = snap.timeouts;
+        let active = &mut self.active;
+        let stats = &self.stats;
+        let mut closed_templates: [(FlowKey, u32); 16] = [(
+            FlowKey {
+                proto: 0,
+                client: Ipv4Addr::UNSPECIFIED,
+                client_port: 0,
+                vip: Ipv4Addr::UNSPECIFIED,
+                vip_port: 0,
+            },
+            0,
+        ); 16];
+        let mut n_closed = 0;
+        let removed = self.flows.sweep(
+            budget,
+            |f| f.expired(now, &timeouts),
+            |f| {
+                if !f.is_template() {
+                    let a = &mut active[f.real_id as usize % MAX_REALS];
+                    *a = a.saturating_sub(1);
+                    if f.templated && n_closed < closed_templates.len() {
+                        closed_templates[n_closed] = (template_key(&f.key()), f.last_seen);
+                        n_closed += 1;
+                    }
+                }
+                stats.flows_expired.incr();
+            },
+        );
+        // A template lives on for its persistence after its last flow.
+        for (k, _) in &closed_templates[..n_closed] {
+            if let Some(t) = self.flows.lookup(k, k.hash()) {
+                let t = self.flows.get_mut(t);
+                t.children = t.children.saturating_sub(1);
+                t.last_seen = now;
+            }
+        }
+        self.stats.active_flows.set(self.flows.len() as u64);
+        removed
+    }
+
+    /// Runs one frame received on port index `in_port` at time `now` (ms),
+    /// rewriting it in place when it is to be sent.
+    #[inline]
+    pub fn process<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        in_port: usize,
+        pkt: &mut B,
+        now: u32,
+    ) -> Verdict {
+        let Some(me) = snap.ports.get(in_port) else {
+            return Verdict::Drop(DropReason::NotForUs);
+        };
+        let our_mac = me.mac;
+        let data = pkt.data_mut();
+        let Ok(frame) = EthernetFrame::new_checked(&mut data[..]) else {
+            return Verdict::Drop(DropReason::Truncated);
+        };
+        let dst = frame.dst_addr();
+        if dst != our_mac && !dst.is_broadcast() && !dst.is_multicast() {
+            return Verdict::Drop(DropReason::NotOurMac);
+        }
+        match frame.ethertype() {
+            EtherType::Arp => self.arp(snap, in_port, frame, now),
+            EtherType::Ipv4 => self.ipv4(snap, in_port, pkt, now),
+            _ => Verdict::Drop(DropReason::UnsupportedEthertype),
+        }
+    }
+
+    fn arp(
+        &mut self,
+        snap: &Snapshot,
+        in_port: usize,
+        frame: EthernetFrame<&mut [u8]>,
+        now: u32,
+    ) -> Verdict {
+        if let Some((ip, mac)) = local::arp_sender(&frame) {
+            // Learn who asks or answers on our segments (not from a static
+            // entry's address: those win).
+            if snap.ports[in_port].address.contains(ip)
+                && snap.static_neighbor(ip).is_none()
+                && self.neighbors.learn(ip, mac, now)
+                && self.learned.len() < OUTBOX
+            {
+                self.learned.push((ip, mac));
+            }
+        }
+        local::arp(snap, in_port, frame, &self.stats)
+    }
+
+    fn ipv4<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        in_port: usize,
+        pkt: &mut B,
+        now: u32,
+    ) -> Verdict {
+        let data = pkt.data_mut();
+        let ip = match Ipv4Packet::new_checked(&data[IP..]) {
+            Ok(ip) => ip,
+            Err(wire::Error::Truncated) => return Verdict::Drop(DropReason::Truncated),
+            Err(wire::Error::Malformed) => return Verdict::Drop(DropReason::BadIpHeader),
+        };
+        if !ip.verify_checksum() {
+            return Verdict::Drop(DropReason::BadIpChecksum);
+        }
+        let dst = ip.dst_addr();
+        let src = ip.src_addr();
+        let proto: u8 = ip.protocol().into();
+        let total = usize::from(ip.total_len());
+        let header_len = ip.header_len();
+        let fragment = ip.is_fragment();
+        let ttl = ip.ttl();
+        let for_us = snap.is_local(in_port, dst);
+        if fragment {
+            return Verdict::Drop(DropReason::Fragment);
+        }
+        if header_len != 20 {
+            return Verdict::Drop(DropReason::IpOptions);
+        }
+        let ip_end = IP + total;
+        if for_us {
+            if proto == u8::from(IpProtocol::Icmp) {
+                return self.icmp_to_us(snap, in_port, pkt, ip_end, dst, now);
+            }
+            if !snap.is_vip(dst) {
+                return Verdict::Drop(DropReason::NotForUs);
+            }
+            if proto != u8::from(IpProtocol::Tcp) && proto != u8::from(IpProtocol::Udp) {
+                return Verdict::Drop(DropReason::NoService);
+            }
+            let l4 = match transport(&pkt.data()[L4..ip_end], proto) {
+                Ok(l4) => l4,
+                Err(r) => return Verdict::Drop(r),
+            };
+            let Some(service) = snap.service_for(proto, dst, l4.dst_port) else {
+                return Verdict::Drop(DropReason::NoService);
+            };
+            if ttl <= 1 {
+                return Verdict::Drop(DropReason::TtlExceeded);
+            }
+            return self.request(snap, service, pkt, proto, src, l4, ip_end, now);
+        }
+        // Transit: only NAT replies and ICMP errors from NAT reals.
+        if proto == u8::from(IpProtocol::Icmp) && snap.is_nat_real(src) {
+            return self.icmp_from_real(snap, pkt, ip_end, ttl, now);
+        }
+        if proto != u8::from(IpProtocol::Tcp) && proto != u8::from(IpProtocol::Udp) {
+            return Verdict::Drop(DropReason::NotForUs);
+        }
+        let l4 = match transport(&pkt.data()[L4..ip_end], proto) {
+            Ok(l4) => l4,
+            Err(r) => return Verdict::Drop(r),
+        };
+        if !snap.is_nat_endpoint(proto, src, l4.src_port) {
+            return Verdict::Drop(DropReason::NotForUs);
+        }
+        if ttl <= 1 {
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
+        self.reply(snap, pkt, proto, src, dst, l4, ip_end, now)
+    }
+
+    /// A packet from a client to a service's VIP.
+    #[allow(clippy::too_many_arguments)]
+    fn request<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        service: usize,
+        pkt: &mut B,
+        proto: u8,
+        client: Ipv4Addr,
+        l4: Transport,
+        ip_end: usize,
+        now: u32,
+    ) -> Verdict {
+        let owner = flow::owner_of(client, self.workers);
+        if owner != self.index {
+            self.stats.handoffs_out.incr();
+            return Verdict::HandOff(owner);
+        }
+        let svc = &snap.services[service];
+        let key = FlowKey {
+            proto,
+            client,
+            client_port: l4.src_port,
+            vip: svc.vip,
+            vip_port: svc.port,
+        };
+        let hash = key.hash();
+        let tcp = proto == u8::from(IpProtocol::Tcp);
+        let syn = tcp && l4.flags.contains(TcpFlags::SYN) && !l4.flags.contains(TcpFlags::ACK);
+        let mut entry = self.flows.lookup(&key, hash);
+        if let Some(e) = entry {
+            let f = self.flows.get(e);
+            let stale = f.expired(now, &snap.timeouts)
+                || (syn && matches!(f.state(), FlowState::FinWait | FlowState::Closed));
+            if stale {
+                self.end_flow(e);
+                entry = None;
+            } else if !snap.real_present(f.real_id) {
+                self.end_flow(e);
+                return Verdict::Drop(DropReason::RealRemoved);
+            }
+        }
+        let (real, real_port, method, real_id) = match entry {
+            Some(e) => {
+                let f = self.flows.get_mut(e);
+                f.last_seen = now;
+                if tcp {
+                    let s = f.state().on_tcp(l4.flags, true);
+                    f.set_state(s);
+                }
+                (
+                    f.real(),
+                    f.real_port(),
+                    method_from_code(f.method),
+                    f.real_id,
+                )
+            }
+            None => {
+                if tcp && !syn && svc.kind != SchedulerKind::Maglev {
+                    return Verdict::Drop(DropReason::NoFlow);
+                }
+                let Some((ri, templated)) = self.schedule(snap, service, &key, hash, now) else {
+                    return Verdict::Drop(DropReason::NoReal);
+                };
+                let r = &svc.reals[ri];
+                let state = if !tcp {
+                    FlowState::Datagram
+                } else if syn {
+                    FlowState::SynSent
+                } else {
+                    // A Maglev flow picked up mid-stream (after a restart).
+                    FlowState::Established.on_tcp(l4.flags, true)
+                };
+                let spec = NewFlow {
+                    key,
+                    real: r.address,
+                    real_port: r.port,
+                    real_id: r.id,
+                    service_id: svc.id,
+                    method: method_code(r.method),
+                    state,
+                    index_reply: r.method == ForwardingMethod::Nat,
+                    now,
+                };
+                match self.flows.insert(&spec) {
+                    Ok(e) => {
+                        self.flows.get_mut(e).templated = templated;
+                        self.active[r.id as usize % MAX_REALS] += 1;
+                        self.stats.active_flows.set(self.flows.len() as u64);
+                    }
+                    Err(_) => self.stats.flow_table_full.incr(),
+                }
+                self.stats.real(r.id).flows_created.incr();
+                (r.address, r.port, r.method, r.id)
+            }
+        };
+        let len = pkt.len() as u64;
+        let verdict = match method {
+            ForwardingMethod::Nat => {
+                nat::rewrite_request(pkt.data_mut(), proto, real, real_port);
+                self.send(snap, pkt, real, ip_end, now)
+            }
+            ForwardingMethod::DirectRoute => self.send_direct(snap, pkt, real, now),
+            ForwardingMethod::Tunnel => self.send_tunnel(
+                snap,
+                pkt,
+                real,
+                client,
+                snap.services[service].vip,
+                ip_end,
+                now,
+            ),
+        };
+        if matches!(verdict, Verdict::Transmit(_) | Verdict::Hold { .. }) {
+            let c = self.stats.real(real_id);
+            c.packets.incr();
+            c.bytes.add(len);
+        }
+        verdict
+    }
+
+    /// Picks a real for a new flow: the persistence template's if the
+    /// service has one and its real can still take flows, else the
+    /// scheduler's. Returns the index into the service's reals and whether
+    /// a template placed it.
+    fn schedule(
+        &mut self,
+        snap: &Snapshot,
+        service: usize,
+        key: &FlowKey,
+        hash: u64,
+        now: u32,
+    ) -> Option<(usize, bool)> {
+        let svc = &snap.services[service];
+        if svc.persistence_ms > 0 {
+            let tk = template_key(key);
+            let th = tk.hash();
+            if let Some(t) = self.flows.lookup(&tk, th) {
+                let f = self.flows.get(t);
+                let live = !f.expired(now, &snap.timeouts);
+                let real = svc
+                    .reals
+                    .iter()
+                    .position(|r| r.id == f.real_id && r.eligible());
+                match (live, real) {
+                    (true, Some(ri)) => {
+                        let f = self.flows.get_mut(t);
+                        f.children += 1;
+                        f.last_seen = now;
+                        return Some((ri, true));
+                    }
+                    _ => {
+                        self.flows.remove(t);
+                    }
+                }
+            }
+            let ri = self.pick(snap, service, key, hash)?;
+            let r = &svc.reals[ri];
+            let spec = NewFlow {
+                key: tk,
+                real: r.address,
+                real_port: r.port,
+                real_id: r.id,
+                service_id: svc.id,
+                method: method_code(r.method),
+                state: FlowState::Template,
+                index_reply: false,
+                now,
+            };
+            if let Ok(t) = self.flows.insert(&spec) {
+                let f = self.flows.get_mut(t);
+                f.template_timeout = svc.persistence_ms;
+                f.children = 1;
+                return Some((ri, true));
+            }
+            return Some((ri, false));
+        }
+        self.pick(snap, service, key, hash).map(|ri| (ri, false))
+    }
+
+    fn pick(&mut self, snap: &Snapshot, service: usize, key: &FlowKey, hash: u64) -> Option<usize> {
+        let svc = &snap.services[service];
+        let state = self.sched.get_mut(service)?;
+        let input = PickInput {
+            flow_hash: hash,
+            source_hash: flow::source_hash(key.client),
+        };
+        let active = &self.active;
+        let eligible = &svc.eligible;
+        let reals = &svc.reals;
+        let i = svc.scheduler.pick(state, &input, |b| {
+            active[reals[eligible[b]].id as usize % MAX_REALS]
+        })?;
+        eligible.get(i).copied()
+    }
+
+    fn end_flow(&mut self, e: u32) {
+        let f = self.flows.remove(e);
+        if !f.is_template() {
+            let a = &mut self.active[f.real_id as usize % MAX_REALS];
+            *a = a.saturating_sub(1);
+        }
+        self.stats.active_flows.set(self.flows.len() as u64);
+    }
+
+    /// A packet from a NAT real back to a client.
+    #[allow(clippy::too_many_arguments)]
+    fn reply<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        proto: u8,
+        real: Ipv4Addr,
+        client: Ipv4Addr,
+        l4: Transport,
+        ip_end: usize,
+        now: u32,
+    ) -> Verdict {
+        let owner = flow::owner_of(client, self.workers);
+        if owner != self.index {
+            self.stats.handoffs_out.incr();
+            return Verdict::HandOff(owner);
+        }
+        let key = ReplyKey {
+            proto,
+            real,
+            real_port: l4.src_port,
+            client,
+            client_port: l4.dst_port,
+        };
+        let Some(e) = self.flows.lookup_reply(&key, key.hash()) else {
+            return Verdict::Drop(DropReason::NoFlow);
+        };
+        let f = self.flows.get(e);
+        if f.expired(now, &snap.timeouts) {
+            self.end_flow(e);
+            return Verdict::Drop(DropReason::NoFlow);
+        }
+        if !snap.real_present(f.real_id) {
+            self.end_flow(e);
+            return Verdict::Drop(DropReason::RealRemoved);
+        }
+        let f = self.flows.get_mut(e);
+        f.last_seen = now;
+        if proto == u8::from(IpProtocol::Tcp) {
+            let s = f.state().on_tcp(l4.flags, false);
+            f.set_state(s);
+        }
+        let (vip, vip_port, real_id) = (f.vip(), f.vip_port(), f.real_id);
+        let len = pkt.len() as u64;
+        nat::rewrite_reply(pkt.data_mut(), proto, vip, vip_port);
+        let v = self.send(snap, pkt, client, ip_end, now);
+        if matches!(v, Verdict::Transmit(_) | Verdict::Hold { .. }) {
+            let c = self.stats.real(real_id);
+            c.packets.incr();
+            c.bytes.add(len);
+        }
+        v
+    }
+
+    /// ICMP to one of our addresses: echo is answered; an error about a
+    /// flow of a VIP goes to that flow's real.
+    fn icmp_to_us<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        in_port: usize,
+        pkt: &mut B,
+        ip_end: usize,
+        dst: Ipv4Addr,
+        now: u32,
+    ) -> Verdict {
+        let b = pkt.data();
+        if b.len() < L4 + icmp::HEADER || ip_end < L4 + icmp::HEADER {
+            return Verdict::Drop(DropReason::Truncated);
+        }
+        let icmp_type = b[L4];
+        if icmp_type != 3 && icmp_type != 11 {
+            let data = pkt.data_mut();
+            let frame = EthernetFrame::new_unchecked(&mut data[..]);
+            return local::icmp(snap, in_port, frame, &self.stats);
+        }
+        if !snap.is_vip(dst) {
+            return Verdict::Drop(DropReason::IcmpNotHandled);
+        }
+        let Some(q) = icmp::quoted(&b[..ip_end], L4) else {
+            return Verdict::Drop(DropReason::IcmpNotHandled);
+        };
+        // The quoted packet went from the VIP to the client.
+        let key = FlowKey {
+            proto: q.proto,
+            client: q.dst,
+            client_port: q.dst_port,
+            vip: q.src,
+            vip_port: q.src_port,
+        };
+        let owner = flow::owner_of(key.client, self.workers);
+        if owner != self.index {
+            self.stats.handoffs_out.incr();
+            return Verdict::HandOff(owner);
+        }
+        let Some(e) = self.flows.lookup(&key, key.hash()) else {
+            return Verdict::Drop(DropReason::NoFlow);
+        };
+        let f = *self.flows.get(e);
+        if !snap.real_present(f.real_id) {
+            return Verdict::Drop(DropReason::RealRemoved);
+        }
+        self.stats.icmp_errors_forwarded.incr();
+        let ttl = pkt.data()[IP + 8];
+        match method_from_code(f.method) {
+            ForwardingMethod::Nat => {
+                if ttl <= 1 {
+                    return Verdict::Drop(DropReason::TtlExceeded);
+                }
+                icmp::rewrite_nat_error(pkt.data_mut(), ip_end, &q, false, f.real(), f.real_port());
+                self.send(snap, pkt, f.real(), ip_end, now)
+            }
+            ForwardingMethod::DirectRoute => self.send_direct(snap, pkt, f.real(), now),
+            ForwardingMethod::Tunnel => {
+                let src = pkt.data();
+                let sender = Ipv4Addr::from(forward::get32(src, IP + 12));
+                self.send_tunnel(snap, pkt, f.real(), sender, dst, ip_end, now)
+            }
+        }
+    }
+
+    /// An ICMP error from a NAT real to a client about the client's packet.
+    fn icmp_from_real<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        ip_end: usize,
+        ttl: u8,
+        now: u32,
+    ) -> Verdict {
+        let b = pkt.data();
+        if ip_end < L4 + icmp::HEADER || b.len() < ip_end {
+            return Verdict::Drop(DropReason::Truncated);
+        }
+        if b[L4] != 3 && b[L4] != 11 {
+            return Verdict::Drop(DropReason::NotForUs);
+        }
+        let Some(q) = icmp::quoted(&b[..ip_end], L4) else {
+            return Verdict::Drop(DropReason::IcmpNotHandled);
+        };
+        // The quoted packet went from the client to the real.
+        let key = ReplyKey {
+            proto: q.proto,
+            real: q.dst,
+            real_port: q.dst_port,
+            client: q.src,
+            client_port: q.src_port,
+        };
+        let owner = flow::owner_of(key.client, self.workers);
+        if owner != self.index {
+            self.stats.handoffs_out.incr();
+            return Verdict::HandOff(owner);
+        }
+        let Some(e) = self.flows.lookup_reply(&key, key.hash()) else {
+            return Verdict::Drop(DropReason::NoFlow);
+        };
+        if ttl <= 1 {
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
+        let f = *self.flows.get(e);
+        self.stats.icmp_errors_forwarded.incr();
+        icmp::rewrite_nat_error(pkt.data_mut(), ip_end, &q, true, f.vip(), f.vip_port());
+        self.send(snap, pkt, f.client(), ip_end, now)
+    }
+
+    /// Routes an (already rewritten) IPv4 packet to `dst`: picks the port
+    /// and next hop, checks the MTU, and sets the MACs.
+    fn send<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        dst: Ipv4Addr,
+        ip_end: usize,
+        now: u32,
+    ) -> Verdict {
+        let Some(r) = route::lookup(snap, dst) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        if ip_end - IP > usize::from(snap.ports[r.port].mtu) {
+            return Verdict::Drop(DropReason::TooBig);
+        }
+        self.finish(snap, pkt, r.port, r.next_hop, now)
+    }
+
+    /// DR: the real must be on a connected segment.
+    fn send_direct<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        real: Ipv4Addr,
+        now: u32,
+    ) -> Verdict {
+        match route::lookup(snap, real) {
+            Some(r) if r.connected => self.finish(snap, pkt, r.port, real, now),
+            _ => Verdict::Drop(DropReason::NoRoute),
+        }
+    }
+
+    /// TUN: wrap and send to the real, or answer "fragmentation needed".
+    #[allow(clippy::too_many_arguments)]
+    fn send_tunnel<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        real: Ipv4Addr,
+        client: Ipv4Addr,
+        vip: Ipv4Addr,
+        ip_end: usize,
+        now: u32,
+    ) -> Verdict {
+        let Some(r) = route::lookup(snap, real) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let mtu = usize::from(snap.ports[r.port].mtu);
+        let inner = ip_end - IP;
+        if inner + tunnel::OVERHEAD > mtu {
+            let df = pkt.data()[IP + 6] & 0x40 != 0;
+            if !df {
+                return Verdict::Drop(DropReason::TooBig);
+            }
+            let announced = (mtu - tunnel::OVERHEAD) as u16;
+            if !icmp::frag_needed(pkt, vip, announced) {
+                return Verdict::Drop(DropReason::Truncated);
+            }
+            self.stats.icmp_frag_needed.incr();
+            let Some(back) = route::lookup(snap, client) else {
+                return Verdict::Drop(DropReason::NoRoute);
+            };
+            return self.finish(snap, pkt, back.port, back.next_hop, now);
+        }
+        let src = snap.ports[r.port].address.address;
+        if !tunnel::encapsulate(pkt, inner, src, real) {
+            return Verdict::Drop(DropReason::NoHeadroom);
+        }
+        self.finish(snap, pkt, r.port, r.next_hop, now)
+    }
+
+    /// Sets the MACs for `next_hop` on `port`, or asks for them.
+    #[inline]
+    fn finish<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        port: usize,
+        next_hop: Ipv4Addr,
+        now: u32,
+    ) -> Verdict {
+        let src = snap.ports[port].mac;
+        let mac = match snap.static_neighbor(next_hop) {
+            Some(m) => m,
+            None => match self.neighbors.lookup(next_hop, now) {
+                Lookup::Found(m) => m,
+                Lookup::Refresh(m) => {
+                    self.ask(port, next_hop);
+                    m
+                }
+                Lookup::Missing { ask } => {
+                    if ask {
+                        self.ask(port, next_hop);
+                    }
+                    forward::set_macs(pkt.data_mut(), MacAddr::ZERO, src);
+                    return Verdict::Hold { port, next_hop };
+                }
+            },
+        };
+        forward::set_macs(pkt.data_mut(), mac, src);
+        Verdict::Transmit(port)
+    }
+
+    fn ask(&mut self, port: usize, target: Ipv4Addr) {
+        if self.arp_out.len() < OUTBOX {
+            self.arp_out.push(ArpRequest { port, target });
+        }
+    }
+}
+
+/// The persistence template's key for a flow key.
+fn template_key(k: &FlowKey) -> FlowKey {
+    FlowKey {
+        proto: k.proto | FLOW_TEMPLATE,
+        client_port: 0,
+        ..*k
+    }
+}
+
+/// The transport fields the pipeline needs.
+#[derive(Debug, Clone, Copy)]
+struct Transport {
+    src_port: u16,
+    dst_port: u16,
+    flags: TcpFlags,
+}
+
+/// Checks the TCP or UDP header at the start of `l4` (the IP payload).
 #[inline]
-pub fn process<B: PacketBuf>(
-    snap: &Snapshot,
-    port: usize,
-    pkt: &mut B,
-    stats: &WorkerStats,
-) -> Verdict {
-    let Some(me) = snap.ports.get(port) else {
-        return Verdict::Drop(DropReason::NotForUs);
-    };
-    let data = pkt.data_mut();
-    let Ok(frame) = EthernetFrame::new_checked(&mut data[..]) else {
-        return Verdict::Drop(DropReason::Truncated);
-    };
-    let dst = frame.dst_addr();
-    if dst != me.mac && !dst.is_broadcast() && !dst.is_multicast() {
-        return Verdict::Drop(DropReason::NotOurMac);
-    }
-    match frame.ethertype() {
-        EtherType::Arp => local::arp(snap, port, frame, stats),
-        EtherType::Ipv4 => ipv4(snap, port, frame, stats),
-        _ => Verdict::Drop(DropReason::UnsupportedEthertype),
-    }
-}
-
-fn ipv4(
-    snap: &Snapshot,
-    port: usize,
-    mut frame: EthernetFrame<&mut [u8]>,
-    stats: &WorkerStats,
-) -> Verdict {
-    let ip = match Ipv4Packet::new_checked(frame.payload_mut()) {
-        Ok(ip) => ip,
-        Err(wire::Error::Truncated) => return Verdict::Drop(DropReason::Truncated),
-        Err(wire::Error::Malformed) => return Verdict::Drop(DropReason::BadIpHeader),
-    };
-    if !ip.verify_checksum() {
-        return Verdict::Drop(DropReason::BadIpChecksum);
-    }
-    if ip.is_fragment() {
-        return Verdict::Drop(DropReason::Fragment);
-    }
-    if ip.header_len() != 20 {
-        return Verdict::Drop(DropReason::IpOptions);
-    }
-    let dst = ip.dst_addr();
-    if !snap.is_local(port, dst) {
-        return Verdict::Drop(DropReason::NotForUs);
-    }
-    match ip.protocol() {
-        IpProtocol::Icmp => local::icmp(snap, port, frame, stats),
-        IpProtocol::Tcp | IpProtocol::Udp => Verdict::Drop(DropReason::NoService),
-        _ => Verdict::Drop(DropReason::NotForUs),
+fn transport(l4: &[u8], proto: u8) -> Result<Transport, DropReason> {
+    if proto == u8::from(IpProtocol::Tcp) {
+        if l4.len() < 20 {
+            return Err(DropReason::Truncated);
+        }
+        let p = wire::TcpPacket::new_checked(l4).map_err(|_| DropReason::BadL4Header)?;
+        Ok(Transport {
+            src_port: p.src_port(),
+            dst_port: p.dst_port(),
+            flags: p.flags(),
+        })
+    } else {
+        if l4.len() < 8 {
+            return Err(DropReason::Truncated);
+        }
+        let p = wire::UdpPacket::new_checked(l4).map_err(|_| DropReason::BadL4Header)?;
+        Ok(Transport {
+            src_port: p.src_port(),
+            dst_port: p.dst_port(),
+            flags: TcpFlags::default(),
+        })
     }
 }
 

@@ -1,15 +1,18 @@
 //! Golden tests: `{description, input frame, expected frame or drop reason}`
-//! through the real pipeline on plain buffers. The frames come from scapy
-//! (see `fixtures.rs`), not from our own encoder.
+//! run in order through one stateful pipeline. The frames come from scapy
+//! (`fixtures.rs`, `forwarding_fixtures.rs`), not from our own encoder.
+//! Then the behaviours golden frames cannot show: hand-off between two
+//! workers, holding for ARP, persistence, draining, removal, a full table.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use lb_config::{Config, MacAddr};
 
-use super::{fixtures, process, Verdict};
+use super::{fixtures, forwarding_fixtures, Pipeline, Verdict};
 use crate::buffer::{PacketBuf, VecBuf};
-use crate::snapshot::Snapshot;
-use crate::stats::WorkerStats;
+use crate::snapshot::{Ids, Snapshot};
+use crate::stats::{DropReason, WorkerStats};
 
 pub(crate) const OUR_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x02]);
 
@@ -33,56 +36,395 @@ address = "198.18.0.11"
     .expect("test config is valid")
 }
 
-pub(crate) fn test_snapshot() -> Snapshot {
-    Snapshot::compile(&test_config(), &[OUR_MAC], 1)
+fn compile(config: &Config, macs: &[MacAddr]) -> Snapshot {
+    Snapshot::compile(config, macs, 1, &mut Ids::default(), |_, _, _| true).expect("compiles")
+}
+
+fn pipeline(snap: &Snapshot, index: usize, workers: usize, capacity: usize) -> Pipeline {
+    let mut p = Pipeline::new(index, workers, capacity, Arc::new(WorkerStats::default()));
+    p.adopt(snap);
+    p
+}
+
+/// What a verdict looks like in a fixture.
+fn outcome(v: Verdict, buf: &VecBuf) -> Result<(usize, Vec<u8>), String> {
+    match v {
+        Verdict::Transmit(p) => Ok((p, buf.to_vec())),
+        Verdict::Drop(r) => Err(r.as_str().to_string()),
+        Verdict::Consumed => Err("consumed".into()),
+        other => Err(format!("{other:?}")),
+    }
 }
 
 #[test]
 fn golden_local_responder() {
-    let snap = test_snapshot();
-    assert!(snap.is_vip(Ipv4Addr::new(198, 18, 1, 100)));
+    let snap = compile(&test_config(), &[OUR_MAC]);
+    let mut p = pipeline(&snap, 0, 1, 64);
     let mut failures = Vec::new();
     for case in fixtures::CASES {
-        let stats = WorkerStats::default();
         let mut buf = VecBuf::from_bytes(case.input);
-        let verdict = process(&snap, 0, &mut buf, &stats);
-        let got = match verdict {
-            Verdict::Transmit(0) => Ok(buf.data()),
-            Verdict::Transmit(p) => {
-                failures.push(format!("{}: sent to port {p}", case.description));
-                continue;
-            }
-            Verdict::Drop(r) => Err(r.as_str()),
-        };
-        if got != case.output {
+        let got = outcome(p.process(&snap, 0, &mut buf, 0), &buf);
+        let want = case.output.map(|f| (0, f.to_vec())).map_err(str::to_string);
+        if got != want {
             failures.push(format!(
-                "{}:\n  expected {:02x?}\n  got      {:02x?}",
-                case.description, case.output, got
+                "{}:\n  expected {want:02x?}\n  got      {got:02x?}",
+                case.description
             ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(p.stats().arp_replies.get(), 2);
+    assert_eq!(p.stats().icmp_echo_replies.get(), 2);
 }
 
 #[test]
-fn replies_are_counted() {
-    let snap = test_snapshot();
-    let stats = WorkerStats::default();
-    for case in fixtures::CASES {
-        let mut buf = VecBuf::from_bytes(case.input);
-        process(&snap, 0, &mut buf, &stats);
+fn golden_forwarding_nat_tun_dr() {
+    for scenario in forwarding_fixtures::SCENARIOS {
+        let config =
+            Config::parse(scenario.config).unwrap_or_else(|e| panic!("{}: {e}", scenario.name));
+        let macs: Vec<MacAddr> = scenario.port_macs.iter().map(|m| MacAddr(*m)).collect();
+        let snap = compile(&config, &macs);
+        let mut p = pipeline(&snap, 0, 1, 1024);
+        let mut failures = Vec::new();
+        for (i, step) in scenario.steps.iter().enumerate() {
+            let mut buf = VecBuf::from_bytes(step.input);
+            let got = outcome(
+                p.process(&snap, step.in_port, &mut buf, 1000 + i as u32),
+                &buf,
+            );
+            let want = step
+                .output
+                .map(|(port, f)| (port, f.to_vec()))
+                .map_err(str::to_string);
+            if got != want {
+                failures.push(format!(
+                    "{} step {i} {}:\n  expected {want:02x?}\n  got      {got:02x?}",
+                    scenario.name, step.description
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
-    assert_eq!(stats.arp_replies.get(), 2);
-    assert_eq!(stats.icmp_echo_replies.get(), 2);
+}
+
+// ---- behaviour beyond single frames --------------------------------------
+
+const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const NAT_CONFIG: &str = r#"
+[workers]
+lcores = [1, 2]
+[[ports]]
+name = "wan"
+device = "net_null0"
+address = "198.18.0.2/24"
+mac = "02:00:00:00:00:02"
+gateway = "198.18.0.1"
+[[neighbors]]
+address = "198.18.0.1"
+mac = "02:00:00:00:00:01"
+[[neighbors]]
+address = "198.18.0.11"
+mac = "02:00:00:00:00:11"
+[[neighbors]]
+address = "198.18.0.12"
+mac = "02:00:00:00:00:12"
+[[services]]
+name = "web"
+vip = "198.18.1.100"
+port = 80
+scheduler = "rr"
+[[services.reals]]
+address = "198.18.0.11"
+port = 8080
+[[services.reals]]
+address = "198.18.0.12"
+port = 8080
+"#;
+
+/// A TCP segment as raw bytes (checksums right; built here because these
+/// tests are about state, not bytes).
+fn tcp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8, dst_mac: [u8; 6]) -> Vec<u8> {
+    use crate::wire::checksum;
+    let mut f = vec![0u8; 14 + 20 + 20];
+    f[0..6].copy_from_slice(&dst_mac);
+    f[6..12].copy_from_slice(&CLIENT_MAC);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    let ip = &mut f[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 6;
+    ip[12..16].copy_from_slice(&src.0.octets());
+    ip[16..20].copy_from_slice(&dst.0.octets());
+    let c = checksum::checksum(ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let t = &mut f[34..54];
+    t[0..2].copy_from_slice(&src.1.to_be_bytes());
+    t[2..4].copy_from_slice(&dst.1.to_be_bytes());
+    t[12] = 0x50;
+    t[13] = flags;
+    t[14..16].copy_from_slice(&1024u16.to_be_bytes());
+    let sum = checksum::pseudo_header_sum(src.0, dst.0, 6, 20) + checksum::sum(&f[34..54]);
+    let c = !checksum::fold(sum);
+    f[50..52].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const SYNACK: u8 = 0x12;
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 100);
+const OUR: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+/// A client whose flows worker `w` of 2 owns.
+fn client_owned_by(w: usize) -> Ipv4Addr {
+    (0..1000u32)
+        .map(|i| Ipv4Addr::from(0xc613_0000 + i))
+        .find(|&c| crate::flow::owner_of(c, 2) == w)
+        .unwrap()
+}
+
+#[test]
+fn a_nat_reply_arriving_at_the_other_worker_is_handed_to_the_owner_and_translated() {
+    let config = Config::parse(NAT_CONFIG).unwrap();
+    let snap = compile(&config, &[MacAddr(OUR)]);
+    let mut workers = [pipeline(&snap, 0, 2, 64), pipeline(&snap, 1, 2, 64)];
+    let client = client_owned_by(1);
+    // The SYN arrives on worker 0's queue: handed to worker 1, which owns it.
+    let mut syn = VecBuf::from_bytes(&tcp((client, 5555), (VIP, 80), SYN, OUR));
+    assert_eq!(
+        workers[0].process(&snap, 0, &mut syn, 0),
+        Verdict::HandOff(1)
+    );
+    assert_eq!(
+        workers[1].process(&snap, 0, &mut syn, 0),
+        Verdict::Transmit(0)
+    );
+    let real = Ipv4Addr::new(
+        syn.data()[30],
+        syn.data()[31],
+        syn.data()[32],
+        syn.data()[33],
+    );
+    // The real's SYN-ACK arrives on worker 0 again: handed over, translated.
+    let mut reply = VecBuf::from_bytes(&tcp((real, 8080), (client, 5555), SYNACK, OUR));
+    assert_eq!(
+        workers[0].process(&snap, 0, &mut reply, 1),
+        Verdict::HandOff(1)
+    );
+    assert_eq!(
+        workers[1].process(&snap, 0, &mut reply, 1),
+        Verdict::Transmit(0)
+    );
+    assert_eq!(
+        &reply.data()[26..30],
+        &VIP.octets(),
+        "source back to the VIP"
+    );
+    assert_eq!(&reply.data()[34..36], &80u16.to_be_bytes());
+    assert_eq!(
+        workers[0].flows().len(),
+        0,
+        "worker 0 holds no state for it"
+    );
+    assert_eq!(workers[1].flows().len(), 1);
+    assert_eq!(workers[0].stats().handoffs_out.get(), 2);
+}
+
+#[test]
+fn rr_spreads_flows_and_each_flow_keeps_its_real() {
+    let config = Config::parse(NAT_CONFIG).unwrap();
+    let snap = compile(&config, &[MacAddr(OUR)]);
+    let client = client_owned_by(0);
+    let mut p = pipeline(&snap, 0, 2, 64);
+    let mut reals = Vec::new();
+    for port in 1000..1010u16 {
+        let mut b = VecBuf::from_bytes(&tcp((client, port), (VIP, 80), SYN, OUR));
+        assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::Transmit(0));
+        reals.push(b.data()[33]);
+        let mut again = VecBuf::from_bytes(&tcp((client, port), (VIP, 80), ACK, OUR));
+        assert_eq!(p.process(&snap, 0, &mut again, 1), Verdict::Transmit(0));
+        assert_eq!(again.data()[33], b.data()[33], "the flow keeps its real");
+    }
+    assert_eq!(reals.iter().filter(|&&r| r == 11).count(), 5);
+    assert_eq!(reals.iter().filter(|&&r| r == 12).count(), 5);
+}
+
+#[test]
+fn a_drained_real_keeps_its_flows_and_gets_no_new_ones() {
+    let config = Config::parse(NAT_CONFIG).unwrap();
+    let mut ids = Ids::default();
+    let snap = Snapshot::compile(&config, &[MacAddr(OUR)], 1, &mut ids, |_, _, _| true).unwrap();
+    let client = client_owned_by(0);
+    let mut p = pipeline(&snap, 0, 2, 64);
+    let mut first = VecBuf::from_bytes(&tcp((client, 2000), (VIP, 80), SYN, OUR));
+    p.process(&snap, 0, &mut first, 0);
+    let drained_real = first.data()[33];
+    let text = NAT_CONFIG.replace(
+        &format!("address = \"198.18.0.{drained_real}\"\nport = 8080"),
+        &format!("address = \"198.18.0.{drained_real}\"\nport = 8080\nweight = 0"),
+    );
+    let snap2 = Snapshot::compile(
+        &Config::parse(&text).unwrap(),
+        &[MacAddr(OUR)],
+        2,
+        &mut ids,
+        |_, _, _| true,
+    )
+    .unwrap();
+    p.adopt(&snap2);
+    let mut old = VecBuf::from_bytes(&tcp((client, 2000), (VIP, 80), ACK, OUR));
+    assert_eq!(p.process(&snap2, 0, &mut old, 1), Verdict::Transmit(0));
+    assert_eq!(old.data()[33], drained_real, "the open flow stays");
+    for port in 2001..2010 {
+        let mut b = VecBuf::from_bytes(&tcp((client, port), (VIP, 80), SYN, OUR));
+        assert_eq!(p.process(&snap2, 0, &mut b, 1), Verdict::Transmit(0));
+        assert_ne!(b.data()[33], drained_real, "no new flow to a drained real");
+    }
+}
+
+#[test]
+fn flows_to_a_removed_real_end() {
+    let config = Config::parse(NAT_CONFIG).unwrap();
+    let mut ids = Ids::default();
+    let snap = Snapshot::compile(&config, &[MacAddr(OUR)], 1, &mut ids, |_, _, _| true).unwrap();
+    let client = client_owned_by(0);
+    let mut p = pipeline(&snap, 0, 2, 64);
+    let mut first = VecBuf::from_bytes(&tcp((client, 3000), (VIP, 80), SYN, OUR));
+    p.process(&snap, 0, &mut first, 0);
+    let gone = first.data()[33];
+    let keep = if gone == 11 { 12 } else { 11 };
+    let text = NAT_CONFIG.replace(
+        &format!("[[services.reals]]\naddress = \"198.18.0.{gone}\"\nport = 8080\n"),
+        "",
+    );
+    assert!(
+        text.contains(&format!("198.18.0.{keep}"))
+            && !text.contains(&format!("address = \"198.18.0.{gone}\"\nport"))
+    );
+    let snap2 = Snapshot::compile(
+        &Config::parse(&text).unwrap(),
+        &[MacAddr(OUR)],
+        2,
+        &mut ids,
+        |_, _, _| true,
+    )
+    .unwrap();
+    p.adopt(&snap2);
+    let mut old = VecBuf::from_bytes(&tcp((client, 3000), (VIP, 80), ACK, OUR));
+    assert_eq!(
+        p.process(&snap2, 0, &mut old, 1),
+        Verdict::Drop(DropReason::RealRemoved)
+    );
+    assert_eq!(p.flows().len(), 0);
+}
+
+#[test]
+fn persistence_keeps_a_client_on_one_real() {
+    let text = NAT_CONFIG.replace(
+        "scheduler = \"rr\"",
+        "scheduler = \"rr\"\npersistence = \"60s\"",
+    );
+    let snap = compile(&Config::parse(&text).unwrap(), &[MacAddr(OUR)]);
+    let client = client_owned_by(0);
+    let other = (0..1000u32)
+        .map(|i| Ipv4Addr::from(0xc613_1000 + i))
+        .find(|&c| crate::flow::owner_of(c, 2) == 0)
+        .unwrap();
+    let mut p = pipeline(&snap, 0, 2, 64);
+    let mut seen = std::collections::HashSet::new();
+    for port in 4000..4010 {
+        let mut b = VecBuf::from_bytes(&tcp((client, port), (VIP, 80), SYN, OUR));
+        p.process(&snap, 0, &mut b, 0);
+        seen.insert(b.data()[33]);
+    }
+    assert_eq!(seen.len(), 1, "one client, one real");
+    let mut b = VecBuf::from_bytes(&tcp((other, 4000), (VIP, 80), SYN, OUR));
+    p.process(&snap, 0, &mut b, 0);
+    assert!(
+        !seen.contains(&b.data()[33]),
+        "rr gives the next client the other real"
+    );
+}
+
+#[test]
+fn a_full_table_still_forwards_new_flows_and_counts_it() {
+    let config = Config::parse(NAT_CONFIG).unwrap();
+    let snap = compile(&config, &[MacAddr(OUR)]);
+    let client = client_owned_by(0);
+    let mut p = pipeline(&snap, 0, 2, 4);
+    for port in 5000..5006 {
+        let mut b = VecBuf::from_bytes(&tcp((client, port), (VIP, 80), SYN, OUR));
+        assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::Transmit(0));
+    }
+    assert_eq!(p.flows().len(), 4);
+    assert_eq!(p.stats().flow_table_full.get(), 2);
+    // Established flows are never disturbed.
+    for port in 5000..5004 {
+        let mut b = VecBuf::from_bytes(&tcp((client, port), (VIP, 80), ACK, OUR));
+        assert_eq!(p.process(&snap, 0, &mut b, 1), Verdict::Transmit(0));
+    }
+}
+
+#[test]
+fn expired_flows_are_swept_and_syn_only_flows_go_first() {
+    let config = Config::parse(NAT_CONFIG).unwrap();
+    let snap = compile(&config, &[MacAddr(OUR)]);
+    let client = client_owned_by(0);
+    let mut p = pipeline(&snap, 0, 2, 64);
+    let mut b = VecBuf::from_bytes(&tcp((client, 6000), (VIP, 80), SYN, OUR));
+    p.process(&snap, 0, &mut b, 0);
+    let mut b = VecBuf::from_bytes(&tcp((client, 6001), (VIP, 80), SYN, OUR));
+    p.process(&snap, 0, &mut b, 0);
+    let mut b = VecBuf::from_bytes(&tcp((client, 6001), (VIP, 80), ACK, OUR));
+    p.process(&snap, 0, &mut b, 0);
+    let syn_timeout = snap.timeouts.syn;
+    p.sweep(&snap, syn_timeout + 1, 1024);
+    assert_eq!(
+        p.flows().len(),
+        1,
+        "the SYN-only flow expired, the established one stays"
+    );
+    p.sweep(&snap, snap.timeouts.established + 1, 1024);
+    assert_eq!(p.flows().len(), 0);
+    assert_eq!(p.stats().flows_expired.get(), 2);
+}
+
+#[test]
+fn an_unresolved_next_hop_holds_the_packet_and_asks_once() {
+    let text = NAT_CONFIG.replace(
+        "[[neighbors]]\naddress = \"198.18.0.11\"\nmac = \"02:00:00:00:00:11\"\n",
+        "",
+    );
+    let snap = compile(&Config::parse(&text).unwrap(), &[MacAddr(OUR)]);
+    let client = client_owned_by(0);
+    let mut p = pipeline(&snap, 0, 2, 64);
+    let mut held = 0;
+    for port in 7000..7004 {
+        let mut b = VecBuf::from_bytes(&tcp((client, port), (VIP, 80), SYN, OUR));
+        if let Verdict::Hold { port: 0, next_hop } = p.process(&snap, 0, &mut b, 0) {
+            assert_eq!(next_hop, Ipv4Addr::new(198, 18, 0, 11));
+            held += 1;
+        }
+    }
+    assert_eq!(held, 2, "rr sends half of them to the unresolved real");
+    let asked: Vec<_> = p.take_arp_requests().collect();
+    assert_eq!(asked.len(), 1, "asked once, not per packet: {asked:?}");
+    p.learn_neighbor(
+        Ipv4Addr::new(198, 18, 0, 11),
+        MacAddr([2, 0, 0, 0, 0, 0x11]),
+        5,
+    );
+    assert_eq!(
+        p.resolved(&snap, Ipv4Addr::new(198, 18, 0, 11)),
+        Some(MacAddr([2, 0, 0, 0, 0, 0x11]))
+    );
 }
 
 #[test]
 fn an_unknown_port_index_is_dropped_not_panicked() {
-    let snap = test_snapshot();
-    let stats = WorkerStats::default();
+    let snap = compile(&test_config(), &[OUR_MAC]);
+    let mut p = pipeline(&snap, 0, 1, 8);
     let mut buf = VecBuf::from_bytes(fixtures::CASES[0].input);
-    assert!(matches!(
-        process(&snap, 7, &mut buf, &stats),
-        Verdict::Drop(_)
-    ));
+    assert!(matches!(p.process(&snap, 7, &mut buf, 0), Verdict::Drop(_)));
 }

@@ -1,0 +1,37 @@
+//! Where a packet leaves: the connected network of a port, else the first
+//! port with a `gateway`. A handful of ports, so a linear scan is the fast
+//! path.
+#![deny(unsafe_code)]
+
+use std::net::Ipv4Addr;
+
+use crate::snapshot::Snapshot;
+
+/// The port to send by and the neighbor to send to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub port: usize,
+    pub next_hop: Ipv4Addr,
+    /// Whether `dst` itself is on the port's segment.
+    pub connected: bool,
+}
+
+#[inline]
+pub fn lookup(snap: &Snapshot, dst: Ipv4Addr) -> Option<Route> {
+    for (i, p) in snap.ports.iter().enumerate() {
+        if p.address.contains(dst) {
+            return Some(Route {
+                port: i,
+                next_hop: dst,
+                connected: true,
+            });
+        }
+    }
+    snap.ports.iter().enumerate().find_map(|(i, p)| {
+        p.gateway.map(|gw| Route {
+            port: i,
+            next_hop: gw,
+            connected: false,
+        })
+    })
+}
