@@ -56,6 +56,7 @@ fn main() {
         .allowlist_function("lb_.*")
         .allowlist_type("rte_.*")
         .allowlist_var("RTE_.*")
+        .allowlist_var("RING_F_.*")
         // Both fail to compile as generated: a packed type containing an
         // aligned one, and a type without Debug. We never touch them.
         .opaque_type("rte_l2tpv2_combined_msg_hdr")

@@ -10,11 +10,15 @@ use crossbeam::channel::{bounded, Sender};
 use lb_config::Config;
 
 use crate::dpdk::{
-    self, DpdkError, Eal, LaunchedLcore, LcoreId, Mempool, Port, PortSetup, PortStats,
+    self, spsc_ring, DpdkError, Eal, LaunchedLcore, LcoreId, Mempool, Port, PortSetup, PortStats,
 };
-use crate::snapshot::Snapshot;
+use crate::pipeline::Pipeline;
+use crate::snapshot::{CompileError, Ids, Snapshot};
 use crate::stats::WorkerStats;
 use crate::worker::Worker;
+
+/// Slots of each hand-off ring between two workers (a power of two).
+const HANDOFF_RING: u32 = 4096;
 
 /// Why the dataplane could not start: always one line, naming the cause and
 /// what to try.
@@ -28,6 +32,12 @@ impl fmt::Display for StartError {
 }
 
 impl std::error::Error for StartError {}
+
+impl From<CompileError> for StartError {
+    fn from(e: CompileError) -> Self {
+        StartError(e.to_string())
+    }
+}
 
 impl From<DpdkError> for StartError {
     fn from(e: DpdkError) -> Self {
@@ -43,6 +53,8 @@ pub struct Dataplane {
     stop: Arc<AtomicBool>,
     snapshot: Arc<Snapshot>,
     mempool: Mempool,
+    ids: Ids,
+    macs: Vec<lb_config::MacAddr>,
 }
 
 struct RunningWorker {
@@ -150,8 +162,29 @@ impl Dataplane {
             tx_by_port.push(tx.into_iter());
         }
         let macs: Vec<_> = ports.iter().map(|(_, p)| p.mac()).collect();
-        let snapshot = Arc::new(Snapshot::compile(config, &macs, 1));
+        let mut ids = Ids::default();
+        // Health checks start with every checked real down (issue: control);
+        // until the control thread reports, reals without a check are up.
+        let snapshot = Arc::new(Snapshot::compile(config, &macs, 1, &mut ids, |_, _, _| {
+            true
+        })?);
         let stop = Arc::new(AtomicBool::new(false));
+        let n = config.workers.lcores.len();
+        // Hand-off rings for every ordered pair of workers.
+        let mut producers: Vec<Vec<Option<dpdk::RingProducer>>> =
+            (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+        let mut consumers: Vec<Vec<dpdk::RingConsumer>> = (0..n).map(|_| Vec::new()).collect();
+        for (from, row) in producers.iter_mut().enumerate() {
+            for (to, slot) in row.iter_mut().enumerate() {
+                if from != to {
+                    let (p, c) = spsc_ring(&eal, &format!("lb_handoff_{from}_{to}"), HANDOFF_RING)?;
+                    *slot = Some(p);
+                    consumers[to].push(c);
+                }
+            }
+        }
+        let (neighbor_tx, neighbor_rx): (Vec<_>, Vec<_>) = (0..n).map(|_| bounded(256)).unzip();
+        let tsc_per_ms = eal.tsc_hz() / 1000;
         let mut dp = Dataplane {
             eal,
             ports,
@@ -159,8 +192,17 @@ impl Dataplane {
             stop: Arc::clone(&stop),
             snapshot: Arc::clone(&snapshot),
             mempool,
+            ids,
+            macs,
         };
-        for (index, &l) in config.workers.lcores.iter().enumerate() {
+        let capacity = config.flows.capacity as usize;
+        for (index, (&l, (handoff_out, handoff_in))) in config
+            .workers
+            .lcores
+            .iter()
+            .zip(producers.into_iter().zip(consumers))
+            .enumerate()
+        {
             let (tx_updates, rx_updates) = bounded(4);
             let stats = Arc::new(WorkerStats::default());
             let worker = Worker {
@@ -178,6 +220,16 @@ impl Dataplane {
                 updates: rx_updates,
                 stats: Arc::clone(&stats),
                 stop: Arc::clone(&stop),
+                pipeline: Pipeline::new(index, n, capacity, Arc::clone(&stats)),
+                mempool,
+                handoff_out,
+                handoff_in,
+                neighbors_out: (0..n)
+                    .filter(|&j| j != index)
+                    .map(|j| neighbor_tx[j].clone())
+                    .collect(),
+                neighbors_in: neighbor_rx[index].clone(),
+                tsc_per_ms,
             };
             let launched = dp.eal.launch(LcoreId(l), move || worker.run());
             match launched {
@@ -222,6 +274,21 @@ impl Dataplane {
 
     pub fn mempool(&self) -> Mempool {
         self.mempool
+    }
+
+    /// Compiles `config` against the running ports, keeping the ids of
+    /// services and reals that remain. `is_up` gives each checked real's
+    /// health. Does not publish.
+    pub fn compile(
+        &mut self,
+        config: &Config,
+        is_up: impl Fn(&str, std::net::Ipv4Addr, u16) -> bool,
+    ) -> Result<Snapshot, CompileError> {
+        let generation = self.snapshot.generation + 1;
+        let mut ids = self.ids.clone();
+        let snap = Snapshot::compile(config, &self.macs, generation, &mut ids, is_up)?;
+        self.ids = ids;
+        Ok(snap)
     }
 
     /// Hands `snapshot` to every worker, which switches to it between

@@ -1,20 +1,40 @@
-//! The poll-mode worker: one per worker lcore, pinned by the EAL. It owns one
-//! rx and one tx queue on every port, receives bursts, runs each packet
-//! through the pipeline and transmits the results in bursts per port.
-//! Between bursts (never per packet) it checks for a new config snapshot and
-//! for the stop flag.
+//! The poll-mode worker: one per worker lcore, pinned by the EAL. It owns
+//! one rx and one tx queue on every port, receives bursts, runs each packet
+//! through its [`Pipeline`] and transmits the results in bursts per port.
+//!
+//! Flows are owned by worker `flow::owner_of(client address)`: a packet
+//! that arrives at another worker (a NAT reply hashed by the NIC to another
+//! queue, say) is handed, untouched, to the owner through a single-producer
+//! single-consumer ring, so each flow's state lives on exactly one core and
+//! needs no lock. ARP answers reach one queue only, so what a worker learns
+//! is passed to the others the same way (a small channel, per ARP event).
+//! Between bursts (never per packet) the worker picks up a new config
+//! snapshot, sends the ARP requests its pipeline asked for, releases
+//! packets whose next hop resolved, sweeps a slice of its flow table, and
+//! checks the stop flag.
 #![deny(unsafe_code)]
 
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crossbeam::channel::Receiver;
+use crossbeam::channel::{Receiver, Sender};
+use lb_config::MacAddr;
 
 use crate::buffer::PacketBuf;
-use crate::dpdk::{MbufBurst, RxQueue, TxQueue};
-use crate::pipeline::{self, Verdict};
+use crate::dpdk::{self, Mbuf, MbufBurst, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue};
+use crate::forward;
+use crate::pipeline::{build_arp_request, Pipeline, Verdict, SWEEP_BUDGET};
 use crate::snapshot::Snapshot;
 use crate::stats::{DropReason, WorkerStats};
+
+/// How many packets may wait for ARP at once, per worker.
+pub const HOLD_SLOTS: usize = 64;
+/// How long a packet waits for its next hop to resolve.
+pub const HOLD_MS: u32 = 3_000;
+
+/// A neighbor learned by one worker, for the others.
+pub type NeighborUpdate = (Ipv4Addr, MacAddr);
 
 /// What a worker is handed when it is launched.
 pub struct Worker {
@@ -26,16 +46,49 @@ pub struct Worker {
     pub updates: Receiver<Arc<Snapshot>>,
     pub stats: Arc<WorkerStats>,
     pub stop: Arc<AtomicBool>,
+    pub pipeline: Pipeline,
+    pub mempool: Mempool,
+    /// Rings to each other worker (None at our own index).
+    pub handoff_out: Vec<Option<RingProducer>>,
+    /// Rings from the other workers.
+    pub handoff_in: Vec<RingConsumer>,
+    pub neighbors_out: Vec<Sender<NeighborUpdate>>,
+    pub neighbors_in: Receiver<NeighborUpdate>,
+    /// Ticks of `dpdk::rdtsc` per millisecond.
+    pub tsc_per_ms: u64,
+}
+
+struct Held {
+    mbuf: Mbuf,
+    port: usize,
+    next_hop: Ipv4Addr,
+    since: u32,
 }
 
 impl Worker {
     /// Polls until the stop flag is set; finishes the burst in hand first.
     pub fn run(mut self) -> i32 {
         let ports = self.tx.len();
+        let workers = self.handoff_out.len();
         let mut rx_burst = MbufBurst::new();
         let mut out: Vec<MbufBurst> = (0..ports).map(|_| MbufBurst::new()).collect();
+        let mut handoff: Vec<MbufBurst> = (0..workers).map(|_| MbufBurst::new()).collect();
+        let mut held: Vec<Option<Held>> = (0..HOLD_SLOTS).map(|_| None).collect();
+        let mut n_held = 0usize;
+        // DPDK port id -> our port index.
+        let port_index = {
+            let max = self.rx.iter().map(|q| q.port().id().0).max().unwrap_or(0) as usize;
+            let mut v = vec![usize::MAX; max + 1];
+            for (i, q) in self.rx.iter().enumerate() {
+                v[q.port().id().0 as usize] = i;
+            }
+            v
+        };
         let stats = Arc::clone(&self.stats);
-        stats.generation.add(self.snapshot.generation);
+        stats.generation.set(self.snapshot.generation);
+        self.pipeline.adopt(&self.snapshot);
+        let start = dpdk::rdtsc();
+        let tsc_per_ms = self.tsc_per_ms.max(1);
         log::info!(
             "worker {} polling {} port(s), burst {}",
             self.index,
@@ -43,40 +96,130 @@ impl Worker {
             self.burst
         );
         while !self.stop.load(Ordering::Relaxed) {
+            let now = ((dpdk::rdtsc() - start) / tsc_per_ms) as u32;
             if let Ok(next) = self.updates.try_recv() {
-                let latest = self.updates.try_iter().last().unwrap_or(next);
-                let old = std::mem::replace(&mut self.snapshot, latest);
-                stats
-                    .generation
-                    .add(self.snapshot.generation.wrapping_sub(old.generation));
+                self.snapshot = self.updates.try_iter().last().unwrap_or(next);
+                self.pipeline.adopt(&self.snapshot);
+                stats.generation.set(self.snapshot.generation);
+            }
+            for (ip, mac) in self.neighbors_in.try_iter() {
+                self.pipeline.learn_neighbor(ip, mac, now);
             }
             let mut received = 0;
-            for (port, rxq) in self.rx.iter_mut().enumerate() {
-                let n = rxq.rx_burst(&mut rx_burst, self.burst);
+            // Packets other workers handed to us, then our own queues.
+            for ring in self.handoff_in.iter_mut() {
+                let n = ring.dequeue(&mut rx_burst, self.burst);
+                if n == 0 {
+                    continue;
+                }
+                stats.handoffs_in.add(n as u64);
+                for m in rx_burst.drain() {
+                    let port = port_index
+                        .get(usize::from(m.port_id()))
+                        .copied()
+                        .unwrap_or(usize::MAX);
+                    let verdict = dispatch(
+                        &mut self.pipeline,
+                        &self.snapshot,
+                        port,
+                        m,
+                        now,
+                        &mut out,
+                        &mut self.tx,
+                        &stats,
+                    );
+                    if let Some((m, v)) = verdict {
+                        // A handed-off packet is never handed off again.
+                        hold_or_drop(&mut held, &mut n_held, m, v, now, &stats);
+                    }
+                }
+            }
+            for port in 0..ports {
+                let n = self.rx[port].rx_burst(&mut rx_burst, self.burst);
                 if n == 0 {
                     continue;
                 }
                 received += n;
-                for mut m in rx_burst.drain() {
+                for m in rx_burst.drain() {
+                    m.prefetch_data();
                     if m.segments() != 1 {
                         stats.drop_packet(DropReason::MultiSegment);
                         continue;
                     }
-                    match pipeline::process(&self.snapshot, port, &mut m, &stats) {
-                        Verdict::Transmit(to) => {
-                            if let Err(m) = out[to].push(m) {
-                                // Full: flush, then queue it.
-                                flush(&mut self.tx[to], &mut out[to], &stats);
-                                let _ = out[to].push(m);
+                    if let Some((m, v)) = dispatch(
+                        &mut self.pipeline,
+                        &self.snapshot,
+                        port,
+                        m,
+                        now,
+                        &mut out,
+                        &mut self.tx,
+                        &stats,
+                    ) {
+                        match v {
+                            Verdict::HandOff(w) if w < workers && self.handoff_out[w].is_some() => {
+                                if let Err(m) = handoff[w].push(m) {
+                                    stats.drop_packet(DropReason::HandoffFull);
+                                    drop(m);
+                                }
                             }
+                            v => hold_or_drop(&mut held, &mut n_held, m, v, now, &stats),
                         }
-                        Verdict::Drop(reason) => stats.drop_packet(reason),
                     }
                 }
+            }
+            for (w, burst) in handoff.iter_mut().enumerate() {
+                if let Some(ring) = self.handoff_out[w].as_mut() {
+                    if !burst.is_empty() {
+                        ring.enqueue(burst);
+                        let failed = burst.free_all();
+                        if failed > 0 {
+                            stats.drop_packets(DropReason::HandoffFull, failed as u64);
+                        }
+                    }
+                }
+            }
+            // Tell the other workers what we learned; ask for what we miss.
+            for (ip, mac) in self.pipeline.take_learned() {
+                for tx in &self.neighbors_out {
+                    let _ = tx.try_send((ip, mac));
+                }
+            }
+            for req in self.pipeline.take_arp_requests() {
+                let Some(view) = self.snapshot.ports.get(req.port) else {
+                    continue;
+                };
+                if let Some(mut m) = self.mempool.alloc() {
+                    if build_arp_request(&mut m, view.mac, view.address.address, req.target) {
+                        stats.arp_requests.incr();
+                        enqueue(&mut out, &mut self.tx, req.port, m, &stats);
+                    }
+                }
+            }
+            if n_held > 0 {
+                release_held(
+                    &self.pipeline,
+                    &self.snapshot,
+                    &mut held,
+                    &mut n_held,
+                    now,
+                    &mut out,
+                    &mut self.tx,
+                    &stats,
+                );
             }
             for (to, burst) in out.iter_mut().enumerate() {
                 flush(&mut self.tx[to], burst, &stats);
             }
+            self.pipeline.sweep(
+                &self.snapshot,
+                now,
+                if received > 0 {
+                    SWEEP_BUDGET / 4
+                } else {
+                    SWEEP_BUDGET
+                },
+            );
             stats.polls.incr();
             if received > 0 {
                 stats.rx_packets.add(received as u64);
@@ -85,6 +228,103 @@ impl Worker {
         }
         log::info!("worker {} stopped", self.index);
         0
+    }
+}
+
+/// Runs one packet through the pipeline. Transmits and drops are handled
+/// here; a packet to hold or hand off is given back with its verdict.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn dispatch(
+    pipeline: &mut Pipeline,
+    snap: &Snapshot,
+    port: usize,
+    mut m: Mbuf,
+    now: u32,
+    out: &mut [MbufBurst],
+    tx: &mut [TxQueue],
+    stats: &WorkerStats,
+) -> Option<(Mbuf, Verdict)> {
+    match pipeline.process(snap, port, &mut m, now) {
+        Verdict::Transmit(to) if to < out.len() => {
+            enqueue(out, tx, to, m, stats);
+            None
+        }
+        Verdict::Transmit(_) => {
+            stats.drop_packet(DropReason::NoRoute);
+            None
+        }
+        Verdict::Drop(reason) => {
+            stats.drop_packet(reason);
+            None
+        }
+        Verdict::Consumed => None,
+        v @ (Verdict::HandOff(_) | Verdict::Hold { .. }) => Some((m, v)),
+    }
+}
+
+fn hold_or_drop(
+    held: &mut [Option<Held>],
+    n_held: &mut usize,
+    m: Mbuf,
+    v: Verdict,
+    now: u32,
+    stats: &WorkerStats,
+) {
+    match v {
+        Verdict::Hold { port, next_hop } => match held.iter_mut().find(|h| h.is_none()) {
+            Some(slot) => {
+                *slot = Some(Held {
+                    mbuf: m,
+                    port,
+                    next_hop,
+                    since: now,
+                });
+                *n_held += 1;
+                stats.held.incr();
+            }
+            None => stats.drop_packet(DropReason::NeighborUnresolved),
+        },
+        // A packet handed off twice would be a bug in ownership: count it.
+        _ => stats.drop_packet(DropReason::HandoffFull),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn release_held(
+    pipeline: &Pipeline,
+    snap: &Snapshot,
+    held: &mut [Option<Held>],
+    n_held: &mut usize,
+    now: u32,
+    out: &mut [MbufBurst],
+    tx: &mut [TxQueue],
+    stats: &WorkerStats,
+) {
+    for slot in held.iter_mut() {
+        let Some(h) = slot.as_ref() else { continue };
+        let (next_hop, port, since) = (h.next_hop, h.port, h.since);
+        if let Some(mac) = pipeline.resolved(snap, next_hop) {
+            let mut h = slot.take().expect("slot checked above");
+            *n_held -= 1;
+            if port < out.len() {
+                let src = snap.ports[port].mac;
+                forward::set_macs(h.mbuf.data_mut(), mac, src);
+                enqueue(out, tx, port, h.mbuf, stats);
+            }
+        } else if now.wrapping_sub(since) > HOLD_MS {
+            slot.take();
+            *n_held -= 1;
+            stats.drop_packet(DropReason::NeighborUnresolved);
+        }
+    }
+}
+
+#[inline]
+fn enqueue(out: &mut [MbufBurst], tx: &mut [TxQueue], to: usize, m: Mbuf, stats: &WorkerStats) {
+    if let Err(m) = out[to].push(m) {
+        flush(&mut tx[to], &mut out[to], stats);
+        let _ = out[to].push(m);
     }
 }
 
@@ -102,10 +342,4 @@ fn flush(txq: &mut TxQueue, burst: &mut MbufBurst, stats: &WorkerStats) {
     if failed > 0 {
         stats.drop_packets(DropReason::TxFull, failed as u64);
     }
-}
-
-/// `PacketBuf` must be implemented by the mbuf for the pipeline to run on it.
-#[allow(dead_code)]
-fn assert_mbuf_is_packet_buf(m: &crate::dpdk::Mbuf) -> &dyn PacketBuf {
-    m
 }

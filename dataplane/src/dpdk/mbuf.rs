@@ -45,6 +45,12 @@ impl Mbuf {
         self.raw().pkt_len
     }
 
+    /// The DPDK port id the packet was received on.
+    #[inline]
+    pub fn port_id(&self) -> u16 {
+        self.raw().port
+    }
+
     /// The RSS hash the NIC computed, when it did (0 otherwise).
     pub fn rss_hash(&self) -> u32 {
         // SAFETY: `hash` is a union of plain integers; reading `rss` is

@@ -14,6 +14,7 @@ mod lcore;
 mod mbuf;
 mod mempool;
 mod port;
+mod ring;
 
 pub use eal::{Eal, EalInfo};
 pub use error::DpdkError;
@@ -21,6 +22,7 @@ pub use lcore::{LaunchedLcore, LcoreId};
 pub use mbuf::{Drain, Mbuf, MbufBurst, MAX_BURST};
 pub use mempool::Mempool;
 pub use port::{Port, PortId, PortSetup, PortStats, QueueId, RxQueue, TxQueue};
+pub use ring::{spsc_ring, RingConsumer, RingProducer};
 
 /// The CPU's time-stamp counter: cheap, monotonic per core, in `tsc_hz` ticks.
 #[inline]
