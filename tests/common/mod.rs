@@ -310,3 +310,116 @@ impl Drop for DpdkPrefix {
         }
     }
 }
+
+/// What a run of the appliance on a `net_pcap` port produced.
+pub struct PcapRun {
+    pub sent: Vec<Vec<u8>>,
+    pub log: String,
+    pub out_path: PathBuf,
+    _dir: TempDir,
+}
+
+/// Runs `lb-appliance` with `config` (whose only port's device is replaced
+/// by a `net_pcap` reading `frames` in order), stops it with SIGTERM once
+/// the file is consumed, and returns what it transmitted and its log.
+pub fn run_on_pcap(tag: &str, config: &str, frames: &[&[u8]]) -> PcapRun {
+    let dir = TempDir::new(tag);
+    let input = dir.path("in.pcap");
+    let output = dir.path("out.pcap");
+    write_pcap(&input, frames);
+    let prefix = DpdkPrefix::new(tag);
+    let device = format!(
+        "net_pcap0,rx_pcap={},tx_pcap={}",
+        input.display(),
+        output.display()
+    );
+    let mut text = String::new();
+    for line in config.lines() {
+        if line.trim_start().starts_with("device") {
+            text.push_str(&format!("device = \"{device}\"\n"));
+        } else if line.trim_start().starts_with("eal_args") {
+            text.push_str(&format!(
+                "eal_args = [\"-l\", \"0-1\", \"--no-huge\", \"-m\", \"256\", \"--no-pci\", \"--no-shconf\", \"--file-prefix\", \"{}\"]\n",
+                prefix.0
+            ));
+        } else {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    let path = dir.path("lb.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["-c", path.to_str().unwrap()])
+        .env("RUST_LOG", "info");
+    let mut app = Proc::spawn(cmd, &dir.path("lb.log"));
+    assert!(
+        app.wait_for_log("polling", Duration::from_secs(20)),
+        "the appliance did not start:\n{}",
+        app.log_text()
+    );
+    // net_pcap reads its whole file in the first polls; give it time, then
+    // stop (which closes the port and flushes the output file).
+    std::thread::sleep(Duration::from_millis(1500));
+    let code = app.stop("TERM", Duration::from_secs(20));
+    let log = app.log_text();
+    assert_eq!(code, Some(0), "clean exit on SIGTERM:\n{log}");
+    assert!(
+        log.contains("port wan: rx"),
+        "final port counters are logged:\n{log}"
+    );
+    let sent = read_pcap(&output);
+    PcapRun {
+        sent,
+        log,
+        out_path: output,
+        _dir: dir,
+    }
+}
+
+/// Asks tshark, an independent dissector, to validate every IP, TCP, UDP
+/// and ICMP checksum in `pcap`; returns the frames it flags. Quoted,
+/// truncated segments inside ICMP errors cannot be verified and are not
+/// flagged. Skips (or fails under LB_REQUIRE_PRIVILEGED_TESTS) without it.
+pub fn tshark_bad_checksums(pcap: &Path) -> Option<String> {
+    let out = Command::new("tshark")
+        .args(["-r", pcap.to_str().unwrap()])
+        .args(["-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE"])
+        .args([
+            "-Y",
+            "ip.checksum.status == \"Bad\" || tcp.checksum.status == \"Bad\" || udp.checksum.status == \"Bad\" || icmp.checksum.status == \"Bad\" || (_ws.malformed && !dns)",
+        ])
+        .output();
+    match out {
+        Ok(out) => {
+            assert!(
+                out.status.success(),
+                "tshark: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Some(String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+        Err(e) if std::env::var("LB_REQUIRE_PRIVILEGED_TESTS").as_deref() == Ok("1") => {
+            panic!("tshark is needed (scripts/install-deps.sh installs it): {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED the tshark cross-check: {e}");
+            None
+        }
+    }
+}
+
+/// Checks that every drop label expected `n` times appears as `label=n` in
+/// the appliance's final log.
+pub fn assert_drops_logged<'a>(log: &str, labels: impl Iterator<Item = &'a str>) {
+    let mut want = std::collections::BTreeMap::<&str, usize>::new();
+    for l in labels {
+        *want.entry(l).or_default() += 1;
+    }
+    for (reason, n) in want {
+        assert!(
+            log.contains(&format!("{reason}={n}")),
+            "{reason}={n} missing in:\n{log}"
+        );
+    }
+}
