@@ -71,11 +71,23 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
             .map(|r| format!("{}={}", r.as_str(), w.dropped(*r)))
             .collect();
         log::info!(
-            "worker on {lcore}: rx {}, tx {}, arp replies {}, echo replies {}, dropped {} [{}]",
+            "worker on {lcore}: rx {}, tx {}, arp replies {}, echo replies {}, arp requests {}, \
+             flows active {} created {} expired {} table-full {}, handoffs out {} in {}, held {}, \
+             frag-needed sent {}, icmp errors forwarded {}, dropped {} [{}]",
             w.rx_packets.get(),
             w.tx_packets.get(),
             w.arp_replies.get(),
             w.icmp_echo_replies.get(),
+            w.arp_requests.get(),
+            w.active_flows.get(),
+            w.flows_created.get(),
+            w.flows_expired.get(),
+            w.flow_table_full.get(),
+            w.handoffs_out.get(),
+            w.handoffs_in.get(),
+            w.held.get(),
+            w.icmp_frag_needed.get(),
+            w.icmp_errors_forwarded.get(),
             w.dropped_total(),
             drops.join(" ")
         );

@@ -180,6 +180,8 @@ pub struct WorkerStats {
     /// Flows in this worker's table now (a gauge the worker sets).
     pub active_flows: Counter,
     pub flow_capacity: Counter,
+    /// Flows scheduled (with or without a table entry).
+    pub flows_created: Counter,
     /// New flows forwarded without an entry because the table was full.
     pub flow_table_full: Counter,
     pub flows_expired: Counter,
@@ -207,6 +209,7 @@ impl Default for WorkerStats {
             generation: Counter::default(),
             active_flows: Counter::default(),
             flow_capacity: Counter::default(),
+            flows_created: Counter::default(),
             flow_table_full: Counter::default(),
             flows_expired: Counter::default(),
             handoffs_out: Counter::default(),

@@ -413,6 +413,7 @@ impl Pipeline {
                     Err(_) => self.stats.flow_table_full.incr(),
                 }
                 self.stats.real(r.id).flows_created.incr();
+                self.stats.flows_created.incr();
                 (r.address, r.port, r.method, r.id)
             }
         };

@@ -428,3 +428,63 @@ fn an_unknown_port_index_is_dropped_not_panicked() {
     let mut buf = VecBuf::from_bytes(fixtures::CASES[0].input);
     assert!(matches!(p.process(&snap, 7, &mut buf, 0), Verdict::Drop(_)));
 }
+
+mod robustness {
+    //! Bad input never panics: random bytes, and every golden frame with
+    //! random bytes changed or cut short, through a stateful pipeline with
+    //! flows already in it.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn primed() -> (Snapshot, Pipeline, Vec<&'static [u8]>) {
+        let scenario = &forwarding_fixtures::TWO_ARM;
+        let config = Config::parse(scenario.config).unwrap();
+        let macs: Vec<MacAddr> = scenario.port_macs.iter().map(|m| MacAddr(*m)).collect();
+        let snap = compile(&config, &macs);
+        let mut p = pipeline(&snap, 0, 1, 256);
+        for s in scenario.steps {
+            p.process(&snap, s.in_port, &mut VecBuf::from_bytes(s.input), 0);
+        }
+        let frames = scenario
+            .steps
+            .iter()
+            .map(|s| s.input)
+            .chain(fixtures::CASES.iter().map(|c| c.input))
+            .collect();
+        (snap, p, frames)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(600))]
+
+        #[test]
+        fn mutated_frames_never_panic(
+            which in any::<prop::sample::Index>(),
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+            cut in any::<prop::sample::Index>(),
+            port in 0usize..3,
+        ) {
+            let (snap, mut p, frames) = primed();
+            let mut bytes = which.get(&frames).to_vec();
+            for (at, v) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = v;
+            }
+            let len = cut.index(bytes.len() + 1);
+            bytes.truncate(len.max(bytes.len().saturating_sub(40)).min(bytes.len()));
+            let mut buf = VecBuf::from_bytes(&bytes);
+            let v = p.process(&snap, port, &mut buf, 5);
+            if let Verdict::Transmit(out) = v {
+                prop_assert!(out < snap.ports.len());
+                prop_assert!(buf.len() >= 14);
+            }
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200), port in 0usize..2) {
+            let (snap, mut p, _) = primed();
+            let mut buf = VecBuf::from_bytes(&bytes);
+            let _ = p.process(&snap, port, &mut buf, 5);
+        }
+    }
+}
