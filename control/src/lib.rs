@@ -1,8 +1,12 @@
 //! The control thread. It runs on the main lcore, never on a worker core,
-//! and is the only place that changes what the workers see: it loads the
-//! config, starts the dataplane, and watches for signals.
+//! and is the only place that changes what the workers see: it loads and
+//! reloads the config, runs the health checks, and exports metrics.
 #![deny(unsafe_code)]
 
+pub mod exporter;
+pub mod health;
+pub mod http;
+pub mod status;
 pub mod supervisor;
 
 pub use supervisor::{run, RunError};

@@ -1,17 +1,25 @@
-//! The main loop of the control thread: start the dataplane, then wake a
-//! few times a second to act on signals, until SIGINT or SIGTERM.
+//! The main loop of the control thread, on the main lcore: start the
+//! dataplane, then act on health reports, SIGHUP (reload) and the clock,
+//! until SIGINT or SIGTERM. It is the only place that changes what the
+//! workers see, always by publishing a whole new compiled snapshot.
 #![deny(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use lb_config::Config;
+use lb_config::{Config, HealthCheckKind};
 use lb_dataplane::{Dataplane, DropReason, StartError};
 
-/// How often the control loop wakes up.
+use crate::exporter::{Exporter, Shared};
+use crate::health::{HealthCheckers, Hysteresis, Outcome, RealKey, Report};
+use crate::http;
+
+/// How often the control loop wakes up without a health report.
 const TICK: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
@@ -20,6 +28,8 @@ pub enum RunError {
     Start(StartError),
     /// Signal handlers could not be installed.
     Signals(std::io::Error),
+    /// The metrics listener could not be opened.
+    Metrics(std::net::SocketAddr, std::io::Error),
 }
 
 impl fmt::Display for RunError {
@@ -27,11 +37,184 @@ impl fmt::Display for RunError {
         match self {
             RunError::Start(e) => write!(f, "{e}"),
             RunError::Signals(e) => write!(f, "installing signal handlers: {e}"),
+            RunError::Metrics(a, e) => write!(
+                f,
+                "metrics.listen {a}: {e}; choose a free address in [metrics] listen"
+            ),
         }
     }
 }
 
 impl std::error::Error for RunError {}
+
+/// The health state of every checked real.
+#[derive(Debug, Default)]
+struct Health {
+    states: BTreeMap<RealKey, Hysteresis>,
+}
+
+impl Health {
+    /// Keeps the state of reals that remain checked in `config`, starts new
+    /// ones down, forgets the rest.
+    fn sync(&mut self, config: &Config) {
+        let mut next = BTreeMap::new();
+        for s in &config.services {
+            let Some(h) = &s.health_check else { continue };
+            if h.kind == HealthCheckKind::None {
+                continue;
+            }
+            for r in &s.reals {
+                let key = RealKey {
+                    service: s.name.clone(),
+                    address: r.address,
+                    port: r.port,
+                };
+                let mut st = self
+                    .states
+                    .remove(&key)
+                    .unwrap_or_else(|| Hysteresis::new(h.rise, h.fall));
+                st.retune(h.rise, h.fall);
+                next.insert(key, st);
+            }
+        }
+        self.states = next;
+    }
+
+    fn is_up(&self, config: &Config, service: &str, address: Ipv4Addr, port: u16) -> bool {
+        let checked = config
+            .services
+            .iter()
+            .find(|s| s.name == service)
+            .and_then(|s| s.health_check.as_ref())
+            .is_some_and(|h| h.kind != HealthCheckKind::None);
+        if !checked {
+            return true;
+        }
+        let key = RealKey {
+            service: service.to_string(),
+            address,
+            port,
+        };
+        self.states.get(&key).is_some_and(|h| h.up)
+    }
+}
+
+struct Control {
+    config: Config,
+    path: PathBuf,
+    dataplane: Dataplane,
+    health: Health,
+    checkers: HealthCheckers,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl Control {
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Compiles the current config with the current health and hands it to
+    /// the workers.
+    fn publish(&mut self) -> Result<u64, String> {
+        let health = &self.health;
+        let config = &self.config;
+        let snap = self
+            .dataplane
+            .compile(config, |s, a, p| health.is_up(config, s, a, p))
+            .map_err(|e| e.to_string())?;
+        let generation = snap.generation;
+        self.dataplane.publish(snap);
+        let snap = Arc::clone(self.dataplane.snapshot());
+        self.shared().snapshot = snap;
+        Ok(generation)
+    }
+
+    fn on_report(&mut self, r: Report) -> bool {
+        let label = format!("{}:{}", r.real.address, r.real.port);
+        let key = (r.real.service.clone(), label.clone());
+        {
+            let mut sh = self.shared();
+            let counts = sh.health_checks.entry(key.clone()).or_default();
+            counts[usize::from(!r.outcome.is_success())] += 1;
+            match &r.outcome {
+                Outcome::Success => {
+                    sh.last_errors.remove(&key);
+                }
+                Outcome::Failure(e) => {
+                    sh.last_errors.insert(key.clone(), e.clone());
+                }
+            }
+        }
+        let Some(state) = self.health.states.get_mut(&r.real) else {
+            return false; // a report from a real that a reload removed
+        };
+        match state.record(r.outcome.is_success()) {
+            Some(up) => {
+                let (old, new) = if up { ("down", "up") } else { ("up", "down") };
+                let last_error = match &r.outcome {
+                    Outcome::Failure(e) => e.as_str(),
+                    Outcome::Success => "none",
+                };
+                log::info!(
+                    "health: service {} real {label}: {old} -> {new} (last error: {last_error})",
+                    r.real.service
+                );
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Re-reads the config file; applies it only if it is valid in full
+    /// and changes nothing that needs a restart.
+    fn reload(&mut self) {
+        let new = match Config::load(&self.path) {
+            Ok(c) => c,
+            Err(errors) => {
+                log::error!(
+                    "reload of {} refused, the running config is unchanged:\n{errors}",
+                    self.path.display()
+                );
+                self.shared().reloads_failure += 1;
+                return;
+            }
+        };
+        let restart = self.config.restart_required_changes(&new);
+        if !restart.is_empty() {
+            log::error!(
+                "reload of {} refused: {} changed, which needs a restart; nothing of it was applied",
+                self.path.display(),
+                restart.join(", ")
+            );
+            self.shared().reloads_failure += 1;
+            return;
+        }
+        let old = std::mem::replace(&mut self.config, new);
+        let old_health = std::mem::take(&mut self.health.states);
+        self.health.states = old_health.clone();
+        self.health.sync(&self.config);
+        match self.publish() {
+            Ok(generation) => {
+                self.checkers.sync(&self.config);
+                self.shared().reloads_success += 1;
+                log::info!(
+                    "reloaded {}: generation {generation}, {} service(s)",
+                    self.path.display(),
+                    self.config.services.len()
+                );
+            }
+            Err(e) => {
+                self.config = old;
+                self.health.states = old_health;
+                self.shared().reloads_failure += 1;
+                log::error!(
+                    "reload of {} refused: {e}; the running config is unchanged",
+                    self.path.display()
+                );
+            }
+        }
+    }
+}
 
 /// Runs the appliance with `config` (loaded from `config_path`) until
 /// SIGINT or SIGTERM, then stops it cleanly and logs the final counters.
@@ -40,18 +223,87 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(RunError::Signals)?;
     }
-    let mut dataplane = Dataplane::start(&config).map_err(RunError::Start)?;
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+        .map_err(RunError::Signals)?;
+
+    let mut health = Health::default();
+    health.sync(&config);
+    let dataplane = Dataplane::start(&config, |s, a, p| health.is_up(&config, s, a, p))
+        .map_err(RunError::Start)?;
+    let workers = dataplane.worker_stats();
+    let shared = Arc::new(Mutex::new(Shared {
+        snapshot: Arc::clone(dataplane.snapshot()),
+        health_checks: BTreeMap::new(),
+        last_errors: BTreeMap::new(),
+        reloads_success: 0,
+        reloads_failure: 0,
+        busy: vec![0.0; workers.len()],
+    }));
+    let exporter = Exporter::new(
+        Arc::clone(&shared),
+        dataplane.ports(),
+        workers.clone(),
+        lb_dataplane::dpdk::version(),
+    );
+    let listen = config.metrics.listen;
+    let server = http::Server::start(listen, exporter).map_err(|e| RunError::Metrics(listen, e))?;
+    let mut checkers = HealthCheckers::new();
+    checkers.sync(&config);
     log::info!(
-        "running {} with {} worker(s) from {}",
+        "running {} with {} worker(s) from {}; metrics on http://{}/metrics",
         env!("CARGO_PKG_VERSION"),
         config.workers.lcores.len(),
-        config_path.display()
+        config_path.display(),
+        server.addr
     );
+    let mut control = Control {
+        config,
+        path: config_path,
+        dataplane,
+        health,
+        checkers,
+        shared,
+    };
+
+    let mut last_busy = Instant::now();
+    let mut polls: Vec<(u64, u64)> = workers
+        .iter()
+        .map(|(_, w)| (w.polls.get(), w.busy_polls.get()))
+        .collect();
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(TICK);
+        let mut changed = false;
+        if let Some(r) = control.checkers.next_report(TICK) {
+            changed |= control.on_report(r);
+            let more: Vec<Report> = control.checkers.reports().collect();
+            for r in more {
+                changed |= control.on_report(r);
+            }
+        }
+        if changed {
+            if let Err(e) = control.publish() {
+                log::error!("publishing the health change: {e}");
+            }
+        }
+        if reload.swap(false, Ordering::Relaxed) {
+            log::info!("SIGHUP: reloading {}", control.path.display());
+            control.reload();
+        }
+        if last_busy.elapsed() >= Duration::from_secs(1) {
+            last_busy = Instant::now();
+            let mut sh = control.shared();
+            for (i, (_, w)) in workers.iter().enumerate() {
+                let (p, b) = (w.polls.get(), w.busy_polls.get());
+                let (dp, db) = (p - polls[i].0, b - polls[i].1);
+                sh.busy[i] = if dp == 0 { 0.0 } else { db as f64 / dp as f64 };
+                polls[i] = (p, b);
+            }
+        }
     }
     log::info!("stopping: waiting for the workers to finish their burst");
-    let ports = dataplane.shutdown();
+    drop(server);
+    control.checkers.stop();
+    let ports = control.dataplane.shutdown();
     for (name, s) in &ports {
         log::info!(
             "port {name}: rx {} packets {} bytes, tx {} packets {} bytes, rx missed {}, rx errors {}, tx errors {}",
@@ -64,7 +316,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
             s.tx_errors
         );
     }
-    for (lcore, w) in dataplane.worker_stats() {
+    for (lcore, w) in control.dataplane.worker_stats() {
         let drops: Vec<String> = DropReason::ALL
             .iter()
             .filter(|r| w.dropped(**r) > 0)
@@ -92,7 +344,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
             drops.join(" ")
         );
     }
-    drop(dataplane);
+    drop(control);
     log::info!("stopped");
     Ok(())
 }

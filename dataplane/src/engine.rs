@@ -104,7 +104,10 @@ fn is_pci_address(device: &str) -> bool {
 impl Dataplane {
     /// Brings everything up and launches the workers. On error, what was
     /// started is stopped again (ports close when dropped).
-    pub fn start(config: &Config) -> Result<Dataplane, StartError> {
+    pub fn start(
+        config: &Config,
+        is_up: impl Fn(&str, std::net::Ipv4Addr, u16) -> bool,
+    ) -> Result<Dataplane, StartError> {
         let eal = Eal::init(&eal_args(config))?;
         log::info!(
             "{} up: main {}, {} lcore(s), socket {}",
@@ -163,11 +166,9 @@ impl Dataplane {
         }
         let macs: Vec<_> = ports.iter().map(|(_, p)| p.mac()).collect();
         let mut ids = Ids::default();
-        // Health checks start with every checked real down (issue: control);
-        // until the control thread reports, reals without a check are up.
-        let snapshot = Arc::new(Snapshot::compile(config, &macs, 1, &mut ids, |_, _, _| {
-            true
-        })?);
+        // `is_up` gives each checked real's health (reals under a check start
+        // down, the control thread decides).
+        let snapshot = Arc::new(Snapshot::compile(config, &macs, 1, &mut ids, is_up)?);
         let stop = Arc::new(AtomicBool::new(false));
         let n = config.workers.lcores.len();
         // Hand-off rings for every ordered pair of workers.
@@ -250,6 +251,12 @@ impl Dataplane {
 
     pub fn port_names(&self) -> impl Iterator<Item = &str> {
         self.ports.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// The ports with their names (handles share the port; it closes when
+    /// the last one is dropped).
+    pub fn ports(&self) -> Vec<(String, Port)> {
+        self.ports.clone()
     }
 
     /// Each port's name and counters.

@@ -162,7 +162,12 @@ pub struct RealCounters {
     pub flows_created: Counter,
     pub packets: Counter,
     pub bytes: Counter,
+    /// Flows of this real in the worker's table now (a gauge).
+    pub active: Counter,
 }
+
+/// The most ports per-port worker counters are kept for.
+pub const MAX_PORTS: usize = 32;
 
 /// One worker's counters, on cache lines of its own.
 #[derive(Debug)]
@@ -193,6 +198,8 @@ pub struct WorkerStats {
     pub held: Counter,
     pub icmp_frag_needed: Counter,
     pub icmp_errors_forwarded: Counter,
+    /// Packets the tx queue of each port did not take.
+    pub tx_failed: [Counter; MAX_PORTS],
     drops: [Counter; DropReason::COUNT],
     reals: Box<[RealCounters]>,
 }
@@ -218,6 +225,7 @@ impl Default for WorkerStats {
             held: Counter::default(),
             icmp_frag_needed: Counter::default(),
             icmp_errors_forwarded: Counter::default(),
+            tx_failed: Default::default(),
             drops: Default::default(),
             reals: (0..crate::snapshot::MAX_REALS)
                 .map(|_| RealCounters::default())

@@ -341,5 +341,8 @@ fn flush(txq: &mut TxQueue, burst: &mut MbufBurst, stats: &WorkerStats) {
     let failed = burst.free_all();
     if failed > 0 {
         stats.drop_packets(DropReason::TxFull, failed as u64);
+        if let Some(c) = stats.tx_failed.get(txq.port().id().0 as usize) {
+            c.add(failed as u64);
+        }
     }
 }

@@ -423,3 +423,56 @@ pub fn assert_drops_logged<'a>(log: &str, labels: impl Iterator<Item = &'a str>)
         );
     }
 }
+
+/// Like [`veth`], but creates each end directly inside its namespace (no
+/// temporary names in the root namespace, so topologies built at the same
+/// time by several tests of one binary cannot collide); offloads off.
+pub fn veth_direct(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
+    assert!(
+        a_if.len() <= 15 && b_if.len() <= 15,
+        "interface names <= 15 chars"
+    );
+    sh(&[
+        "ip", "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns",
+        &b.name,
+    ]);
+    for (ns, ifname) in [(a, a_if), (b, b_if)] {
+        ns.exec(&["ip", "link", "set", ifname, "up"]);
+        let _ = ns.try_exec(&[
+            "ethtool", "-K", ifname, "gro", "off", "gso", "off", "tso", "off", "tx", "off", "rx",
+            "off",
+        ]);
+    }
+}
+
+/// Polls `cond` every 100 ms until it holds or `timeout` passes; returns
+/// whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The last `n` lines of `text`, for failure messages.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The number right after `label` in `line` (such as `handoffs out ` in
+/// `..., handoffs out 12 in 3, ...`).
+pub fn number_after(line: &str, label: &str) -> Option<u64> {
+    let at = line.find(label)? + label.len();
+    let digits: String = line[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}

@@ -177,6 +177,7 @@ impl Pipeline {
                 if !f.is_template() {
                     let a = &mut active[f.real_id as usize % MAX_REALS];
                     *a = a.saturating_sub(1);
+                    stats.real(f.real_id).active.set(u64::from(*a));
                     if f.templated && n_closed < closed_templates.len() {
                         closed_templates[n_closed] = (template_key(&f.key()), f.last_seen);
                         n_closed += 1;
@@ -408,6 +409,10 @@ impl Pipeline {
                     Ok(e) => {
                         self.flows.get_mut(e).templated = templated;
                         self.active[r.id as usize % MAX_REALS] += 1;
+                        self.stats
+                            .real(r.id)
+                            .active
+                            .set(u64::from(self.active[r.id as usize % MAX_REALS]));
                         self.stats.active_flows.set(self.flows.len() as u64);
                     }
                     Err(_) => self.stats.flow_table_full.incr(),
@@ -522,6 +527,7 @@ impl Pipeline {
         if !f.is_template() {
             let a = &mut self.active[f.real_id as usize % MAX_REALS];
             *a = a.saturating_sub(1);
+            self.stats.real(f.real_id).active.set(u64::from(*a));
         }
         self.stats.active_flows.set(self.flows.len() as u64);
     }

@@ -1,0 +1,312 @@
+//! Prometheus metrics and the status view. Workers keep their own counters
+//! (one writer each, no shared cache lines); at every scrape the exporter
+//! sums them per port, reason, real and worker, together with what the
+//! control thread keeps (health, reloads, generation), and encodes the
+//! result with the `prometheus` crate.
+#![deny(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use lb_dataplane::dpdk::{LcoreId, Port};
+use lb_dataplane::snapshot::{ServiceView, Snapshot};
+use lb_dataplane::{DropReason, WorkerStats};
+use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::status::{RealStatus, ServiceStatus, Status, WorkerStatus};
+
+/// What the control thread knows and the exporter reads.
+#[derive(Debug)]
+pub struct Shared {
+    pub snapshot: Arc<Snapshot>,
+    /// (service, real) -> [successes, failures] of health checks.
+    pub health_checks: BTreeMap<(String, String), [u64; 2]>,
+    /// (service, real) -> the last failed check's error, while failing.
+    pub last_errors: BTreeMap<(String, String), String>,
+    pub reloads_success: u64,
+    pub reloads_failure: u64,
+    /// Per worker: share of polls that found packets, over the last second.
+    pub busy: Vec<f64>,
+}
+
+/// The metric names (the public contract) with their help text.
+pub const METRICS: &[(&str, &str)] = &[
+    ("lb_port_rx_packets_total", "Packets received by the port."),
+    (
+        "lb_port_tx_packets_total",
+        "Packets transmitted by the port.",
+    ),
+    ("lb_port_rx_bytes_total", "Bytes received by the port."),
+    ("lb_port_tx_bytes_total", "Bytes transmitted by the port."),
+    (
+        "lb_port_rx_missed_total",
+        "Packets the NIC dropped for lack of rx descriptors (imissed).",
+    ),
+    (
+        "lb_port_tx_failed_total",
+        "Packets the port did not transmit (driver errors and full tx queues).",
+    ),
+    (
+        "lb_packets_dropped_total",
+        "Packets the dataplane dropped, by reason.",
+    ),
+    ("lb_flows_created_total", "New flows scheduled to the real."),
+    (
+        "lb_packets_forwarded_total",
+        "Packets forwarded for flows of the real, both directions.",
+    ),
+    (
+        "lb_bytes_forwarded_total",
+        "Bytes forwarded for flows of the real, both directions.",
+    ),
+    ("lb_active_flows", "Flows in the worker's table."),
+    (
+        "lb_flow_table_capacity",
+        "Flow entries the worker's table holds.",
+    ),
+    (
+        "lb_real_up",
+        "1 if the real may take new flows by its health, else 0.",
+    ),
+    ("lb_real_weight", "The real's configured weight."),
+    ("lb_health_checks_total", "Health checks run, by result."),
+    (
+        "lb_config_reloads_total",
+        "Configuration reloads, by result.",
+    ),
+    (
+        "lb_config_generation",
+        "Generation of the configuration snapshot the workers run.",
+    ),
+    (
+        "lb_worker_busy_ratio",
+        "Share of the worker's polls that found packets, over the last second.",
+    ),
+    ("lb_build_info", "Version of lb-appliance and of DPDK."),
+];
+
+fn help(name: &str) -> &'static str {
+    METRICS
+        .iter()
+        .find(|m| m.0 == name)
+        .map(|m| m.1)
+        .unwrap_or("")
+}
+
+/// Reads the dataplane's counters and the shared state.
+pub struct Exporter {
+    shared: Arc<Mutex<Shared>>,
+    ports: Vec<(String, Port)>,
+    workers: Vec<(LcoreId, Arc<WorkerStats>)>,
+    dpdk: String,
+}
+
+fn real_label(address: std::net::Ipv4Addr, port: u16) -> String {
+    format!("{address}:{port}")
+}
+
+impl Exporter {
+    pub fn new(
+        shared: Arc<Mutex<Shared>>,
+        ports: Vec<(String, Port)>,
+        workers: Vec<(LcoreId, Arc<WorkerStats>)>,
+        dpdk: String,
+    ) -> Exporter {
+        Exporter {
+            shared,
+            ports,
+            workers,
+            dpdk,
+        }
+    }
+
+    fn shared(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sums a real's counter over the workers.
+    fn real_sum(&self, id: u32, f: impl Fn(&lb_dataplane::stats::RealCounters) -> u64) -> u64 {
+        self.workers.iter().map(|(_, w)| f(w.real(id))).sum()
+    }
+
+    /// The Prometheus text exposition.
+    pub fn metrics_text(&self) -> String {
+        let reg = Registry::new();
+        let counter = |name: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help(name)), labels).expect("valid metric");
+            reg.register(Box::new(c.clone())).expect("registered once");
+            c
+        };
+        let gauge = |name: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help(name)), labels).expect("valid metric");
+            reg.register(Box::new(g.clone())).expect("registered once");
+            g
+        };
+
+        let rx_p = counter("lb_port_rx_packets_total", &["port"]);
+        let tx_p = counter("lb_port_tx_packets_total", &["port"]);
+        let rx_b = counter("lb_port_rx_bytes_total", &["port"]);
+        let tx_b = counter("lb_port_tx_bytes_total", &["port"]);
+        let missed = counter("lb_port_rx_missed_total", &["port"]);
+        let tx_failed = counter("lb_port_tx_failed_total", &["port"]);
+        for (name, port) in &self.ports {
+            let s = port.stats().unwrap_or_default();
+            let l = &[name.as_str()];
+            rx_p.with_label_values(l).inc_by(s.rx_packets);
+            tx_p.with_label_values(l).inc_by(s.tx_packets);
+            rx_b.with_label_values(l).inc_by(s.rx_bytes);
+            tx_b.with_label_values(l).inc_by(s.tx_bytes);
+            missed.with_label_values(l).inc_by(s.rx_missed);
+            let ours: u64 = self
+                .workers
+                .iter()
+                .map(|(_, w)| w.tx_failed.get(port.id().0 as usize).map_or(0, |c| c.get()))
+                .sum();
+            tx_failed.with_label_values(l).inc_by(s.tx_errors + ours);
+        }
+
+        let dropped = counter("lb_packets_dropped_total", &["reason"]);
+        for r in DropReason::ALL {
+            let n: u64 = self.workers.iter().map(|(_, w)| w.dropped(r)).sum();
+            dropped.with_label_values(&[r.as_str()]).inc_by(n);
+        }
+
+        let shared = self.shared();
+        let snap = Arc::clone(&shared.snapshot);
+        let created = counter("lb_flows_created_total", &["service", "real"]);
+        let packets = counter("lb_packets_forwarded_total", &["service", "real"]);
+        let bytes = counter("lb_bytes_forwarded_total", &["service", "real"]);
+        let up = gauge("lb_real_up", &["service", "real"]);
+        let weight = gauge("lb_real_weight", &["service", "real"]);
+        for s in &snap.services {
+            for r in &s.reals {
+                let real = real_label(r.address, r.port);
+                let l = &[s.name.as_str(), real.as_str()];
+                created
+                    .with_label_values(l)
+                    .inc_by(self.real_sum(r.id, |c| c.flows_created.get()));
+                packets
+                    .with_label_values(l)
+                    .inc_by(self.real_sum(r.id, |c| c.packets.get()));
+                bytes
+                    .with_label_values(l)
+                    .inc_by(self.real_sum(r.id, |c| c.bytes.get()));
+                up.with_label_values(l).set(i64::from(r.up));
+                weight.with_label_values(l).set(i64::from(r.weight));
+            }
+        }
+
+        let checks = counter("lb_health_checks_total", &["service", "real", "result"]);
+        for ((service, real), [ok, failed]) in &shared.health_checks {
+            checks
+                .with_label_values(&[service, real, "success"])
+                .inc_by(*ok);
+            checks
+                .with_label_values(&[service, real, "failure"])
+                .inc_by(*failed);
+        }
+        let reloads = counter("lb_config_reloads_total", &["result"]);
+        reloads
+            .with_label_values(&["success"])
+            .inc_by(shared.reloads_success);
+        reloads
+            .with_label_values(&["failure"])
+            .inc_by(shared.reloads_failure);
+        let generation = IntGaugeVec::new(
+            Opts::new("lb_config_generation", help("lb_config_generation")),
+            &[],
+        )
+        .expect("valid metric");
+        reg.register(Box::new(generation.clone()))
+            .expect("registered once");
+        generation
+            .with_label_values(&[])
+            .set(snap.generation as i64);
+
+        let active = gauge("lb_active_flows", &["worker"]);
+        let capacity = gauge("lb_flow_table_capacity", &["worker"]);
+        let busy = GaugeVec::new(
+            Opts::new("lb_worker_busy_ratio", help("lb_worker_busy_ratio")),
+            &["worker"],
+        )
+        .expect("valid metric");
+        reg.register(Box::new(busy.clone()))
+            .expect("registered once");
+        for (i, (lcore, w)) in self.workers.iter().enumerate() {
+            let l = lcore.0.to_string();
+            active
+                .with_label_values(&[&l])
+                .set(w.active_flows.get() as i64);
+            capacity
+                .with_label_values(&[&l])
+                .set(w.flow_capacity.get() as i64);
+            busy.with_label_values(&[&l])
+                .set(shared.busy.get(i).copied().unwrap_or(0.0));
+        }
+        drop(shared);
+
+        let build = gauge("lb_build_info", &["version", "dpdk"]);
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), &self.dpdk])
+            .set(1);
+
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&reg.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The `/status` view.
+    pub fn status(&self) -> Status {
+        let shared = self.shared();
+        let snap = Arc::clone(&shared.snapshot);
+        let services = snap
+            .services
+            .iter()
+            .map(|s: &ServiceView| ServiceStatus {
+                name: s.name.clone(),
+                protocol: s.protocol.to_string(),
+                vip: s.vip.to_string(),
+                port: s.port,
+                scheduler: s.kind.to_string(),
+                persistence_ms: s.persistence_ms,
+                reals: s
+                    .reals
+                    .iter()
+                    .map(|r| {
+                        let label = real_label(r.address, r.port);
+                        RealStatus {
+                            address: r.address.to_string(),
+                            port: r.port,
+                            forwarding: r.method.to_string(),
+                            weight: r.weight,
+                            up: r.up,
+                            last_error: shared.last_errors.get(&(s.name.clone(), label)).cloned(),
+                            active_flows: self.real_sum(r.id, |c| c.active.get()),
+                            flows_created: self.real_sum(r.id, |c| c.flows_created.get()),
+                            packets: self.real_sum(r.id, |c| c.packets.get()),
+                            bytes: self.real_sum(r.id, |c| c.bytes.get()),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        let workers = self
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, (lcore, w))| WorkerStatus {
+                lcore: lcore.0,
+                active_flows: w.active_flows.get(),
+                flow_capacity: w.flow_capacity.get(),
+                busy_ratio: shared.busy.get(i).copied().unwrap_or(0.0),
+            })
+            .collect();
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            dpdk: self.dpdk.clone(),
+            generation: snap.generation,
+            services,
+            workers,
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The JSON served at `/status` and read back by `lb-appliance status`:
+//! services, reals, health, weights, flows and traffic.
+#![deny(unsafe_code)]
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub dpdk: String,
+    pub generation: u64,
+    pub services: Vec<ServiceStatus>,
+    pub workers: Vec<WorkerStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub protocol: String,
+    pub vip: String,
+    pub port: u16,
+    pub scheduler: String,
+    pub persistence_ms: u32,
+    pub reals: Vec<RealStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RealStatus {
+    pub address: String,
+    pub port: u16,
+    pub forwarding: String,
+    pub weight: u32,
+    pub up: bool,
+    /// The last health-check error, if the last check failed.
+    pub last_error: Option<String>,
+    pub active_flows: u64,
+    pub flows_created: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    pub lcore: u32,
+    pub active_flows: u64,
+    pub flow_capacity: u64,
+    pub busy_ratio: f64,
+}
+
+impl Status {
+    /// A table in the manner of `ipvsadm -L -n --stats`.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "lb-appliance {} ({}), config generation {}\n",
+            self.version, self.dpdk, self.generation
+        );
+        out.push_str(&format!(
+            "{:<5}{:<28}{:<10}{:>7}{:>8}{:>10}{:>12}{:>14}\n",
+            "Prot", "LocalAddress:Port", "Scheduler", "Weight", "Active", "Conns", "Pkts", "Bytes"
+        ));
+        out.push_str(&format!(
+            "  {:<31}{:<10}{:>7}{:>8}{:>10}{:>12}{:>14}\n",
+            "-> RemoteAddress:Port", "Forward", "", "", "", "", ""
+        ));
+        for s in &self.services {
+            let active: u64 = s.reals.iter().map(|r| r.active_flows).sum();
+            let conns: u64 = s.reals.iter().map(|r| r.flows_created).sum();
+            let pkts: u64 = s.reals.iter().map(|r| r.packets).sum();
+            let bytes: u64 = s.reals.iter().map(|r| r.bytes).sum();
+            let sched = if s.persistence_ms > 0 {
+                format!("{} persistent {}s", s.scheduler, s.persistence_ms / 1000)
+            } else {
+                s.scheduler.clone()
+            };
+            out.push_str(&format!(
+                "{:<5}{:<28}{:<10}{:>7}{:>8}{:>10}{:>12}{:>14}\n",
+                s.protocol.to_uppercase(),
+                format!("{}:{}", s.vip, s.port),
+                sched,
+                "",
+                active,
+                conns,
+                pkts,
+                bytes
+            ));
+            for r in &s.reals {
+                let state = if r.up { "" } else { " (down)" };
+                out.push_str(&format!(
+                    "  -> {:<28}{:<10}{:>7}{:>8}{:>10}{:>12}{:>14}{}\n",
+                    format!("{}:{}", r.address, r.port),
+                    match r.forwarding.as_str() {
+                        "nat" => "Masq",
+                        "tun" => "Tunnel",
+                        _ => "Route",
+                    },
+                    r.weight,
+                    r.active_flows,
+                    r.flows_created,
+                    r.packets,
+                    r.bytes,
+                    state
+                ));
+            }
+        }
+        out
+    }
+}
