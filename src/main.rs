@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use lb_config::Config;
 
 /// A Layer-4 load balancer on DPDK: VS/NAT, VS/TUN (IPIP) and VS/DR.
@@ -25,10 +25,61 @@ struct Cli {
     /// starting DPDK or touching any device (exit status 2 if invalid).
     #[arg(long)]
     check: bool,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the services, reals, health, weights and traffic of a running
+    /// appliance, in the manner of `ipvsadm -L -n --stats`.
+    Status {
+        /// Address of the appliance's metrics listener (default: [metrics]
+        /// listen of the config file, else 127.0.0.1:9101).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
+        /// Print the JSON of /status instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn status(cli: &Cli, metrics: Option<&str>, json: bool) -> ExitCode {
+    let addr = match metrics {
+        Some(a) => a.to_string(),
+        None => Config::load(&cli.config)
+            .map(|c| c.metrics.listen.to_string())
+            .unwrap_or_else(|_| "127.0.0.1:9101".to_string()),
+    };
+    let body = match lb_control::http::get(&addr, "/status", std::time::Duration::from_secs(5)) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("lb-appliance status: cannot read http://{addr}/status: {e}; is the appliance running, and is --metrics its [metrics] listen?");
+            return ExitCode::from(1);
+        }
+    };
+    if json {
+        println!("{body}");
+        return ExitCode::SUCCESS;
+    }
+    match serde_json::from_str::<lb_control::status::Status>(&body) {
+        Ok(s) => {
+            print!("{}", s.table());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lb-appliance status: http://{addr}/status is not a status document: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Status { metrics, json }) = &cli.command {
+        return status(&cli, metrics.as_deref(), *json);
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();
