@@ -1,0 +1,428 @@
+//! `/metrics`, `/status`, `lb-appliance status`, health and reload on a
+//! running appliance, without root: its port is a DPDK `net_pcap` reading
+//! from a named pipe (with `burst = 1`), so the test feeds packets while it
+//! runs. The text must parse with the Prometheus client library's parser,
+//! and every metric of the contract must be seen to move (or, for the two
+//! that a virtual device cannot provoke, be present for every port).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{write_pcap, DpdkPrefix, Proc, TempDir, BIN};
+
+#[path = "../dataplane/src/pipeline/forwarding_fixtures.rs"]
+mod forwarding_fixtures;
+
+/// Series name with its sorted labels -> value.
+type Scrape = BTreeMap<String, f64>;
+
+/// Parses exposition text with prometheus_client's parser (which rejects
+/// invalid text) and returns every sample.
+fn parse(text: &str) -> Scrape {
+    let script = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        print(f"{s.name}{{{labels}}} {s.value!r}")
+"#;
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 with prometheus_client (scripts/install-deps.sh)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "not valid Prometheus text: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(k, v)| (k.to_string(), v.parse::<f64>().unwrap_or(f64::NAN)))
+        .collect()
+}
+
+fn get(addr: &str, path: &str) -> String {
+    lb_control_get(addr, path)
+}
+
+/// A plain HTTP GET (the test must not trust our own client alone, so it
+/// uses curl when present and falls back to a socket).
+fn lb_control_get(addr: &str, path: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "5", &format!("http://{addr}{path}")])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        _ => {
+            use std::io::Read;
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            c.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .unwrap();
+            let mut s = String::new();
+            c.read_to_string(&mut s).unwrap();
+            s.split_once("\r\n\r\n")
+                .map(|x| x.1.to_string())
+                .unwrap_or_default()
+        }
+    }
+}
+
+fn series<'a>(s: &'a Scrape, name: &str) -> impl Iterator<Item = (&'a String, &'a f64)> + 'a {
+    let prefix = format!("{name}{{");
+    s.iter().filter(move |(k, _)| k.starts_with(&prefix))
+}
+
+fn value(s: &Scrape, key: &str) -> f64 {
+    *s.get(key).unwrap_or_else(|| {
+        panic!(
+            "{key} missing; have:\n{}",
+            s.keys().cloned().collect::<Vec<_>>().join("\n")
+        )
+    })
+}
+
+/// Polls the scrape until `cond` holds (bounded), returning the last one.
+fn wait_for(addr: &str, what: &str, mut cond: impl FnMut(&Scrape) -> bool) -> Scrape {
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = parse(&get(addr, "/metrics"));
+        if cond(&s) {
+            return s;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+const CHECKED: &str = r#"
+[[services]]
+name = "checked"
+vip = "198.18.1.110"
+port = 80
+forwarding = "nat"
+[services.health_check]
+kind = "tcp"
+interval = "200ms"
+timeout = "200ms"
+rise = 2
+fall = 1
+[[services.reals]]
+address = "127.0.0.1"
+port = CHECKPORT
+weight = 5
+"#;
+
+#[test]
+fn metrics_status_health_and_reload_on_a_running_appliance() {
+    let scenario = &forwarding_fixtures::ONE_ARM;
+    let dir = TempDir::new("metrics");
+    let fifo = dir.path("rx.fifo");
+    let out = dir.path("tx.pcap");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let prefix = DpdkPrefix::new("metrics");
+    // A port that is closed now and opened later, for the checked real.
+    let check_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+
+    let mut base = String::new();
+    for line in scenario.config.lines() {
+        let t = line.trim_start();
+        if t.starts_with("device") {
+            base.push_str(&format!(
+                "device = \"net_pcap0,rx_pcap={},tx_pcap={}\"\n",
+                fifo.display(),
+                out.display()
+            ));
+        } else if t.starts_with("eal_args") {
+            base.push_str(&format!(
+                "eal_args = [\"-l\", \"0-1\", \"--no-huge\", \"-m\", \"256\", \"--no-pci\", \"--no-shconf\", \"--file-prefix\", \"{}\"]\nburst = 1\n",
+                prefix.0
+            ));
+        } else {
+            base.push_str(line);
+            base.push('\n');
+        }
+    }
+    base.push_str("[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    base.push_str(&CHECKED.replace("CHECKPORT", &check_port.to_string()));
+    let config = dir.path("lb.toml");
+    std::fs::write(&config, &base).unwrap();
+
+    let mut cmd = Command::new(BIN);
+    cmd.args(["-c", config.to_str().unwrap()])
+        .env("RUST_LOG", "info");
+    let mut app = Proc::spawn(cmd, &dir.path("lb.log"));
+    // The EAL opens the pipe while it probes the device: feed the header.
+    let fifo_path = fifo.clone();
+    let writer = std::thread::spawn(move || {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&fifo_path)
+            .unwrap();
+        let header = dir_free_pcap_header();
+        f.write_all(&header).unwrap();
+        f.flush().unwrap();
+        f
+    });
+    assert!(
+        app.wait_for_log("metrics on http://", Duration::from_secs(30)),
+        "{}",
+        app.log_text()
+    );
+    let mut fifo_w = writer.join().unwrap();
+    let log = app.log_text();
+    let addr = log
+        .split("metrics on http://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+
+    // Before any traffic: the checked real is down, nothing forwarded.
+    let s0 = parse(&get(&addr, "/metrics"));
+    assert_eq!(
+        value(
+            &s0,
+            "lb_real_up{real=127.0.0.1:CHECKPORT,service=checked}"
+                .replace("CHECKPORT", &check_port.to_string())
+                .as_str()
+        ),
+        0.0,
+        "a checked real starts down"
+    );
+    assert_eq!(
+        value(
+            &s0,
+            "lb_build_info{dpdk=DPDK 22.11.11,version=0.1.0}"
+                .replace("DPDK 22.11.11", &lb_dpdk_version())
+                .as_str()
+        ),
+        1.0
+    );
+
+    // Traffic: the golden one-arm steps.
+    let frames: Vec<&[u8]> = scenario.steps.iter().map(|s| s.input).collect();
+    for f in &frames {
+        f_write_record(&mut fifo_w, f);
+    }
+    fifo_w.flush().unwrap();
+    let n = frames.len() as f64;
+    let mut busy_seen = false;
+    let s1 = wait_for(&addr, "all frames received", |s| {
+        busy_seen |= series(s, "lb_worker_busy_ratio").any(|(_, v)| *v > 0.0);
+        s.get("lb_port_rx_packets_total{port=wan}") == Some(&n)
+    });
+
+    // The ratio is computed once a second over that second's polls.
+    if !busy_seen && !series(&s1, "lb_worker_busy_ratio").any(|(_, v)| *v > 0.0) {
+        wait_for(&addr, "lb_worker_busy_ratio to show the traffic", |s| {
+            series(s, "lb_worker_busy_ratio").any(|(_, v)| *v > 0.0)
+        });
+    }
+
+    // Health: open the port; the real rises after 2 checks.
+    let listener = TcpListener::bind(("127.0.0.1", check_port)).unwrap();
+    let up_key = format!("lb_real_up{{real=127.0.0.1:{check_port},service=checked}}");
+    let s2 = wait_for(&addr, "the checked real to come up", |s| {
+        s.get(&up_key) == Some(&1.0)
+    });
+    drop(listener);
+    wait_for(&addr, "the checked real to go down", |s| {
+        s.get(&up_key) == Some(&0.0)
+    });
+
+    // A valid reload: a weight changes.
+    let gen_before = value(&s2, "lb_config_generation{}");
+    std::fs::write(&config, base.replace("weight = 5", "weight = 7")).unwrap();
+    kill(app.pid(), "HUP");
+    let weight_key = format!("lb_real_weight{{real=127.0.0.1:{check_port},service=checked}}");
+    let s3 = wait_for(&addr, "a successful reload", |s| {
+        s.get("lb_config_reloads_total{result=success}") == Some(&1.0)
+    });
+    assert_eq!(value(&s3, &weight_key), 7.0);
+    assert!(value(&s3, "lb_config_generation{}") > gen_before);
+
+    // An invalid file, then a change that needs a restart: both refused,
+    // nothing changes.
+    std::fs::write(&config, base.replace("weight = 5", "weight = -3")).unwrap();
+    kill(app.pid(), "HUP");
+    let s4 = wait_for(&addr, "a failed reload", |s| {
+        s.get("lb_config_reloads_total{result=failure}") == Some(&1.0)
+    });
+    std::fs::write(
+        &config,
+        base.replace("weight = 5", "weight = 7")
+            .replace("burst = 1", "burst = 2"),
+    )
+    .unwrap();
+    kill(app.pid(), "HUP");
+    let s5 = wait_for(&addr, "a refused reload", |s| {
+        s.get("lb_config_reloads_total{result=failure}") == Some(&2.0)
+    });
+    for s in [&s4, &s5] {
+        assert_eq!(
+            value(s, &weight_key),
+            7.0,
+            "a refused reload changes nothing"
+        );
+        assert_eq!(
+            value(s, "lb_config_generation{}"),
+            value(&s3, "lb_config_generation{}")
+        );
+    }
+    let log = app.log_text();
+    assert!(
+        log.contains("services[5].reals[0].weight: -3 is out of range"),
+        "the error names the key:\n{log}"
+    );
+    assert!(
+        log.contains("dpdk") && log.contains("needs a restart"),
+        "the refusal names the setting:\n{log}"
+    );
+
+    // Every metric of the contract moved between the first and last scrape.
+    let last = parse(&get(&addr, "/metrics"));
+    let moved = |name: &str| series(&last, name).any(|(k, v)| s0.get(k) != Some(v));
+    for name in [
+        "lb_port_rx_packets_total",
+        "lb_port_tx_packets_total",
+        "lb_port_rx_bytes_total",
+        "lb_port_tx_bytes_total",
+        "lb_packets_dropped_total",
+        "lb_flows_created_total",
+        "lb_packets_forwarded_total",
+        "lb_bytes_forwarded_total",
+        "lb_active_flows",
+        "lb_real_weight",
+        "lb_health_checks_total",
+        "lb_config_reloads_total",
+        "lb_config_generation",
+    ] {
+        assert!(moved(name), "{name} did not move");
+    }
+    // lb_real_up moved (0 -> 1 -> 0 above); capacity and build info are set.
+    assert_eq!(
+        value(&last, "lb_flow_table_capacity{worker=1}"),
+        1_048_576.0
+    );
+    // A virtual device cannot drop on its rx ring or refuse a transmit:
+    // these are read from the driver (imissed, oerrors) and the workers'
+    // tx-full counts, and must exist for every port.
+    for name in ["lb_port_rx_missed_total", "lb_port_tx_failed_total"] {
+        assert_eq!(value(&last, &format!("{name}{{port=wan}}")), 0.0);
+    }
+
+    // /status matches the config, and the status command prints it.
+    let status: serde_json::Value = serde_json::from_str(&get(&addr, "/status")).unwrap();
+    let services = status["services"].as_array().unwrap();
+    let cfg = lb_config::Config::parse(&base.replace("weight = 5", "weight = 7")).unwrap();
+    assert_eq!(services.len(), cfg.services.len());
+    for (got, want) in services.iter().zip(&cfg.services) {
+        assert_eq!(got["name"], want.name.as_str());
+        assert_eq!(got["vip"], want.vip.to_string().as_str());
+        assert_eq!(got["port"], want.port);
+        assert_eq!(got["scheduler"], want.scheduler.to_string().as_str());
+        let reals = got["reals"].as_array().unwrap();
+        assert_eq!(reals.len(), want.reals.len());
+        for (r, w) in reals.iter().zip(&want.reals) {
+            assert_eq!(r["address"], w.address.to_string().as_str());
+            assert_eq!(r["port"], w.port);
+            assert_eq!(r["weight"], w.weight);
+            assert_eq!(r["forwarding"], w.forwarding.to_string().as_str());
+        }
+    }
+    let table = Command::new(BIN)
+        .args(["status", "--metrics", &addr])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.status.success(),
+        "{}",
+        String::from_utf8_lossy(&table.stderr)
+    );
+    assert!(
+        text.contains("198.18.1.100:80")
+            && text.contains("-> 198.18.0.11:8080")
+            && text.contains("Masq"),
+        "{text}"
+    );
+    assert!(
+        text.contains("(down)"),
+        "the checked real is down again:\n{text}"
+    );
+
+    drop(fifo_w);
+    assert_eq!(
+        app.stop("TERM", Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        app.log_text()
+    );
+}
+
+fn kill(pid: u32, sig: &str) {
+    assert!(Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+fn lb_dpdk_version() -> String {
+    String::from_utf8(
+        Command::new("pkg-config")
+            .args(["--modversion", "libdpdk"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .map(|v| format!("DPDK {}", v.trim()))
+    .unwrap()
+}
+
+/// The 24-byte header of a pcap file (what `write_pcap` writes first).
+fn dir_free_pcap_header() -> Vec<u8> {
+    let dir = TempDir::new("metrics-hdr");
+    let p = dir.path("h.pcap");
+    write_pcap(&p, &[]);
+    std::fs::read(p).unwrap()
+}
+
+fn f_write_record(f: &mut std::fs::File, frame: &[u8]) {
+    let mut rec = Vec::with_capacity(16 + frame.len());
+    rec.extend_from_slice(&0u32.to_le_bytes());
+    rec.extend_from_slice(&0u32.to_le_bytes());
+    rec.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+    rec.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+    rec.extend_from_slice(frame);
+    f.write_all(&rec).unwrap();
+}
