@@ -105,7 +105,7 @@ fn an_http_check_wants_the_expected_status_and_times_out_a_hung_server() {
 fn rise_and_fall_with_a_live_server() {
     let s = http_server();
     let mut h = Hysteresis::new(2, 3);
-    let mut run = |h: &mut Hysteresis| {
+    let run = |h: &mut Hysteresis| {
         h.record(check_once(&http("/"), s.addr, Duration::from_secs(1)).is_success())
     };
     assert_eq!(run(&mut h), None);
