@@ -1,0 +1,816 @@
+//! End to end: a client, the appliance and real servers, each in a network
+//! namespace of its own, wired by veth pairs (and a Linux bridge in an
+//! "sw" namespace where several hosts share a segment). The appliance runs
+//! on DPDK's `net_af_packet` driver; the reals run Python's HTTP server (or
+//! a UDP echo) and the client uses `curl`. What is checked is what a user
+//! sees: answers through the VIP, the weights of the scheduler, a 5 MB file
+//! arriving intact, and in the final log that NAT replies crossed workers
+//! (hand-offs) and that DR replies bypassed the appliance.
+//!
+//! Needs root; skipped with the reason otherwise, and a failure where
+//! LB_REQUIRE_PRIVILEGED_TESTS=1. Addresses from 198.18.0.0/15 only, inside
+//! the namespaces the test creates; everything is removed again by guards,
+//! also when a test fails.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{
+    number_after, privileged, sh, tail, veth_direct, wait_until, DpdkPrefix, Netns, Proc, TempDir,
+    BIN,
+};
+
+const VIP: &str = "198.18.1.100";
+/// The size of `big.bin` on every real.
+const BIG: usize = 5 * 1024 * 1024;
+/// How long the appliance may take to start (EAL init without hugepages).
+const START: Duration = Duration::from_secs(60);
+/// How long the first request may take to get through: the appliance
+/// resolves the real (and the client) by ARP on the first packets.
+const FIRST_ANSWER: Duration = Duration::from_secs(15);
+
+/// A test topology. Fields drop in order: the servers are killed before
+/// their namespaces are deleted, and the scratch folder goes last.
+struct Lab {
+    servers: Vec<Proc>,
+    client: Netns,
+    lb: Netns,
+    _sw: Netns,
+    reals: Vec<Netns>,
+    dir: TempDir,
+}
+
+/// A real server's web root: `index.html` holding its name and a random
+/// `big.bin`; returns the root and the sha256 of `big.bin`.
+fn web_root(dir: &TempDir, name: &str) -> (PathBuf, String) {
+    let root = dir.path(&format!("www-{name}"));
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("index.html"), format!("{name}\n")).unwrap();
+    let mut data = vec![0u8; BIG];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut data))
+        .expect("/dev/urandom");
+    std::fs::write(root.join("big.bin"), &data).unwrap();
+    let sha = sha256(&root.join("big.bin"));
+    (root, sha)
+}
+
+fn sha256(path: &Path) -> String {
+    let out = sh(&["sha256sum", path.to_str().unwrap()]);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("sha256sum output")
+        .to_string()
+}
+
+/// `curl -s` of `url` inside `ns`: the body, or why it failed.
+fn curl(ns: &Netns, url: &str, max_time: u32) -> Result<String, String> {
+    let out = ns.try_exec(&["curl", "-s", "-S", "--max-time", &max_time.to_string(), url]);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "curl {url}: exit {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Starts `python3 -m http.server` in `ns` serving `root`, and waits until
+/// it answers at `check_url` from inside `ns`.
+fn http_server(
+    ns: &Netns,
+    bind: &str,
+    port: u16,
+    root: &Path,
+    check_url: &str,
+    log: &Path,
+) -> Proc {
+    let mut cmd = ns.command("/usr/bin/python3");
+    cmd.args(["-m", "http.server", &port.to_string(), "--bind", bind])
+        .arg("--directory")
+        .arg(root);
+    let server = Proc::spawn(cmd, log);
+    assert!(
+        wait_until(Duration::from_secs(20), || curl(ns, check_url, 2).is_ok()),
+        "the HTTP server in {} did not come up at {check_url}:\n{}",
+        ns.name,
+        server.log_text()
+    );
+    server
+}
+
+/// A UDP echo server: answers every datagram with `NAME:` + the datagram.
+const UDP_ECHO: &str = r#"
+import socket, sys
+name, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((addr, port))
+while True:
+    d, a = s.recvfrom(65535)
+    s.sendto(name.encode() + b":" + d, a)
+"#;
+
+/// A UDP client: `n` datagrams to ADDR:PORT, each from a fresh socket (so
+/// a fresh source port and a new flow), one line per datagram:
+/// `OK <src addr> <src port> <reply>` or `TIMEOUT <i>`.
+const UDP_CLIENT: &str = r#"
+import socket, sys
+addr, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(3)
+    s.sendto(b"msg-%d" % i, (addr, port))
+    try:
+        d, a = s.recvfrom(2048)
+        print("OK", a[0], a[1], d.decode(), flush=True)
+    except socket.timeout:
+        print("TIMEOUT", i, flush=True)
+    s.close()
+"#;
+
+fn udp_exchange(ns: &Netns, addr: &str, port: u16, n: usize) -> Vec<String> {
+    let out = ns.try_exec(&[
+        "/usr/bin/python3",
+        "-c",
+        UDP_CLIENT,
+        addr,
+        &port.to_string(),
+        &n.to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "udp client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The two-arm NAT topology: client --veth-- lb(wan) ; lb(lan) --veth--
+/// bridge in "sw" --veth-- real1, real2. `t` prefixes every interface name.
+///
+///   client 198.18.0.10/24 (route 198.18.1.0/24 via 198.18.0.2)
+///   lb: port wan 198.18.0.2/24 on `{t}wan`, port lan 198.18.2.1/24 on `{t}lan`
+///   reals 198.18.2.11/24, 198.18.2.12/24 (default via 198.18.2.1)
+fn nat_lab(tag: &str, t: &str) -> Lab {
+    let dir = TempDir::new(&format!("e2e-{tag}"));
+    let client = Netns::new(&format!("{tag}-cl"));
+    let lb = Netns::new(&format!("{tag}-lb"));
+    let sw = Netns::new(&format!("{tag}-sw"));
+    let reals = vec![
+        Netns::new(&format!("{tag}-r1")),
+        Netns::new(&format!("{tag}-r2")),
+    ];
+    let br = format!("{t}br");
+    sw.exec(&["ip", "link", "add", &br, "type", "bridge", "stp_state", "0"]);
+    sw.exec(&["ip", "link", "set", &br, "up"]);
+
+    veth_direct(&client, &format!("{t}c0"), &lb, &format!("{t}wan"));
+    veth_direct(&lb, &format!("{t}lan"), &sw, &format!("{t}s0"));
+    sw.exec(&["ip", "link", "set", &format!("{t}s0"), "master", &br]);
+    for (i, real) in reals.iter().enumerate() {
+        let (r_if, s_if) = (format!("{t}r{}", i + 1), format!("{t}s{}", i + 1));
+        veth_direct(real, &r_if, &sw, &s_if);
+        sw.exec(&["ip", "link", "set", &s_if, "master", &br]);
+        let addr = format!("198.18.2.{}/24", 11 + i);
+        real.exec(&["ip", "addr", "add", &addr, "dev", &r_if]);
+        real.exec(&["ip", "route", "add", "default", "via", "198.18.2.1"]);
+    }
+    let c0 = format!("{t}c0");
+    client.exec(&["ip", "addr", "add", "198.18.0.10/24", "dev", &c0]);
+    client.exec(&["ip", "route", "add", "198.18.1.0/24", "via", "198.18.0.2"]);
+    Lab {
+        servers: Vec::new(),
+        client,
+        lb,
+        _sw: sw,
+        reals,
+        dir,
+    }
+}
+
+/// The NAT config: two workers on 2 CPUs (`--lcores 0@0,1@0,2@1`), two
+/// queue pairs per af_packet port (the kernel fans packets out to both
+/// sockets by flow hash, so a reply often reaches the other worker).
+fn nat_config(prefix: &DpdkPrefix, t: &str, service: &str) -> String {
+    format!(
+        r#"
+[dpdk]
+eal_args = ["--lcores", "0@0,1@0,2@1", "--no-huge", "-m", "512", "--no-pci", "--no-shconf",
+            "--file-prefix", "{prefix}"]
+mbufs = 16383
+
+[workers]
+lcores = [1, 2]
+
+[flows]
+capacity = 65536
+
+[[ports]]
+name = "wan"
+device = "net_af_packet0,iface={t}wan,qpairs=2"
+address = "198.18.0.2/24"
+
+[[ports]]
+name = "lan"
+device = "net_af_packet1,iface={t}lan,qpairs=2"
+address = "198.18.2.1/24"
+
+{service}
+"#,
+        prefix = prefix.0
+    )
+}
+
+/// Writes `config`, checks it with `--check`, starts the appliance in `lb`
+/// and waits until each of its `workers` polls.
+fn start_appliance(lab: &Lab, config: &str, workers: usize) -> Proc {
+    let path = lab.dir.path("lb.toml");
+    std::fs::write(&path, config).unwrap();
+    let check = std::process::Command::new(BIN)
+        .args(["-c", path.to_str().unwrap(), "--check"])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "the test's config is invalid:\n{config}\n{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let mut cmd = lab.lb.command(BIN);
+    cmd.args(["-c", path.to_str().unwrap()])
+        .env("RUST_LOG", "info");
+    let mut app = Proc::spawn(cmd, &lab.dir.path("lb.log"));
+    for w in 0..workers {
+        assert!(
+            app.wait_for_log(&format!("worker {w} polling"), START),
+            "the appliance did not start (worker {w} never polled):\n{}",
+            tail(&app.log_text(), 60)
+        );
+    }
+    app
+}
+
+/// Stops the appliance (so that its final counters are logged) and fails
+/// with `what` and the tail of its log.
+fn fail(app: &mut Proc, what: &str) -> ! {
+    let code = app.stop("TERM", Duration::from_secs(20));
+    panic!(
+        "{what}\n--- appliance exit code {code:?}, log tail ---\n{}",
+        tail(&app.log_text(), 60)
+    );
+}
+
+/// SIGTERM, a clean exit (code 0), and the whole log.
+fn stop_cleanly(app: &mut Proc) -> String {
+    let code = app.stop("TERM", Duration::from_secs(30));
+    let log = app.log_text();
+    // Shown with --nocapture: the final counters, for whoever reads along.
+    for l in log
+        .lines()
+        .filter(|l| l.contains("port ") && l.contains(": rx ") || l.contains("worker on lcore"))
+    {
+        eprintln!("{l}");
+    }
+    assert_eq!(
+        code,
+        Some(0),
+        "clean exit on SIGTERM expected:\n{}",
+        tail(&log, 60)
+    );
+    log
+}
+
+/// Polls until `curl url` from the client answers (the appliance resolves
+/// next hops by ARP on the first packets).
+fn wait_for_vip(lab: &Lab, app: &mut Proc, url: &str) {
+    let mut last = String::new();
+    if !wait_until(FIRST_ANSWER, || match curl(&lab.client, url, 3) {
+        Ok(_) => true,
+        Err(e) => {
+            last = e;
+            false
+        }
+    }) {
+        fail(
+            app,
+            &format!("the VIP never answered within {FIRST_ANSWER:?}; last: {last}"),
+        );
+    }
+}
+
+/// `(rx packets, rx bytes, tx packets, tx bytes)` of port `name` from the
+/// final log line `port NAME: rx N packets N bytes, tx N packets N bytes, ...`.
+fn port_counters(log: &str, name: &str) -> (u64, u64, u64, u64) {
+    let head = format!("port {name}: rx ");
+    let line = log
+        .lines()
+        .find(|l| l.contains(&head))
+        .unwrap_or_else(|| panic!("no final counters of port {name} in:\n{}", tail(log, 60)));
+    let words: Vec<&str> = line[line.find(&head).unwrap()..]
+        .split_whitespace()
+        .collect();
+    let num = |i: usize| -> u64 {
+        words
+            .get(i)
+            .and_then(|w| w.trim_end_matches(',').parse().ok())
+            .unwrap_or_else(|| panic!("cannot read port counters from {line:?}"))
+    };
+    let rx = words.iter().position(|w| *w == "rx").unwrap();
+    let tx = words.iter().position(|w| *w == "tx").unwrap();
+    (num(rx + 1), num(rx + 3), num(tx + 1), num(tx + 3))
+}
+
+/// The final `worker on lcore N: ...` lines.
+fn worker_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("worker on lcore"))
+        .collect()
+}
+
+/// Sums a counter of every final worker line, read as the number after
+/// `label` (after `within`, if given, so that `in ` reads the hand-offs').
+fn sum_workers(log: &str, within: &str, label: &str) -> u64 {
+    let lines = worker_lines(log);
+    assert!(
+        !lines.is_empty(),
+        "no final worker counters in:\n{}",
+        tail(log, 60)
+    );
+    lines
+        .iter()
+        .map(|l| {
+            let from = l
+                .find(within)
+                .unwrap_or_else(|| panic!("{within:?} missing in the final worker line {l:?}"));
+            number_after(&l[from..], label)
+                .unwrap_or_else(|| panic!("{label:?} missing after {within:?} in {l:?}"))
+        })
+        .sum()
+}
+
+/// Reads an interface counter inside `ns` (`ip netns exec` mounts that
+/// namespace's sysfs).
+fn if_stat(ns: &Netns, ifname: &str, stat: &str) -> u64 {
+    let out = ns.exec(&["cat", &format!("/sys/class/net/{ifname}/statistics/{stat}")]);
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{ifname} {stat}: {:?}", out.stdout))
+}
+
+/// Downloads `big.bin` through the VIP and compares it with the served one.
+fn download_intact(lab: &Lab, app: &mut Proc, url: &str, served: &[String]) {
+    let target = lab.dir.path("download.bin");
+    let out = lab.client.try_exec(&[
+        "curl",
+        "-s",
+        "-S",
+        "--max-time",
+        "120",
+        "-o",
+        target.to_str().unwrap(),
+        url,
+    ]);
+    if !out.status.success() {
+        fail(
+            app,
+            &format!(
+                "downloading {url} failed: exit {:?}: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        );
+    }
+    let len = std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
+    let got = sha256(&target);
+    if len != BIG as u64 || !served.contains(&got) {
+        fail(
+            app,
+            &format!(
+                "the download of {url} is not intact: {len} bytes (want {BIG}), sha256 {got}, \
+                 served files have {served:?}"
+            ),
+        );
+    }
+}
+
+#[test]
+fn nat_two_arm_real_tcp() {
+    if !privileged("nat_two_arm_real_tcp") {
+        return;
+    }
+    let mut lab = nat_lab("nat", "n");
+    let mut served = Vec::new();
+    for (i, real) in lab.reals.iter().enumerate() {
+        let name = format!("real-{}", 11 + i);
+        let addr = format!("198.18.2.{}", 11 + i);
+        let (root, sha) = web_root(&lab.dir, &name);
+        served.push(sha);
+        let server = http_server(
+            real,
+            &addr,
+            8080,
+            &root,
+            &format!("http://{addr}:8080/"),
+            &lab.dir.path(&format!("{name}.log")),
+        );
+        lab.servers.push(server);
+    }
+    let prefix = DpdkPrefix::new("e2e-nat");
+    let config = nat_config(
+        &prefix,
+        "n",
+        r#"
+[[services]]
+name = "web"
+vip = "198.18.1.100"
+port = 80
+protocol = "tcp"
+scheduler = "wrr"
+forwarding = "nat"
+
+[[services.reals]]
+address = "198.18.2.11"
+port = 8080
+weight = 3
+
+[[services.reals]]
+address = "198.18.2.12"
+port = 8080
+weight = 1
+"#,
+    );
+    let mut app = start_appliance(&lab, &config, 2);
+    let url = format!("http://{VIP}/");
+    wait_for_vip(&lab, &mut app, &url);
+
+    // 80 connections, one after the other, each a new flow.
+    const N: usize = 80;
+    let (mut r11, mut r12) = (0usize, 0usize);
+    for i in 0..N {
+        match curl(&lab.client, &url, 10) {
+            Ok(body) if body.contains("real-11") => r11 += 1,
+            Ok(body) if body.contains("real-12") => r12 += 1,
+            Ok(body) => fail(
+                &mut app,
+                &format!("request {i}: unexpected answer {body:?}"),
+            ),
+            Err(e) => fail(
+                &mut app,
+                &format!("request {i} of {N} failed ({r11} + {r12} answered before): {e}"),
+            ),
+        }
+    }
+    // Weights 3:1. All the client's flows belong to one worker (the owner
+    // is chosen by client address), whose smooth wrr is exact over every 4
+    // picks; requests reaching the other worker's queue are handed over,
+    // not scheduled there. Allow ±0.1 anyway: two workers each run their
+    // own wrr, should ownership ever change.
+    let share = r11 as f64 / N as f64;
+    eprintln!("nat: real-11 answered {r11}, real-12 {r12} of {N}");
+    if (share - 0.75).abs() > 0.1 {
+        fail(
+            &mut app,
+            &format!(
+                "wrr 3:1: real-11 answered {r11}, real-12 {r12} of {N}; \
+                 share {share:.2} not within 0.75 ± 0.1"
+            ),
+        );
+    }
+
+    download_intact(&lab, &mut app, &format!("http://{VIP}/big.bin"), &served);
+
+    let log = stop_cleanly(&mut app);
+    let workers = worker_lines(&log);
+    assert_eq!(
+        workers.len(),
+        2,
+        "two final worker lines expected:\n{}",
+        tail(&log, 60)
+    );
+    let out = sum_workers(&log, "handoffs out ", "handoffs out ");
+    let inn = sum_workers(&log, "handoffs out ", " in ");
+    assert!(
+        out > 0 && inn > 0,
+        "with two queue pairs, some packets should reach the worker that does not own \
+         their flow and be handed over (handoffs out {out}, in {inn}):\n{}",
+        workers.join("\n")
+    );
+    assert!(
+        inn <= out,
+        "more hand-offs in ({inn}) than out ({out}):\n{}",
+        workers.join("\n")
+    );
+    let created = sum_workers(&log, "flows active ", " created ");
+    assert!(
+        created > N as u64,
+        "at least {} flows created expected (80 requests, the download), got {created}:\n{}",
+        N + 1,
+        workers.join("\n")
+    );
+    // NAT: the 5 MB answer came back through the appliance, lan in, wan out.
+    let (_, lan_rx_bytes, _, _) = port_counters(&log, "lan");
+    let (_, _, _, wan_tx_bytes) = port_counters(&log, "wan");
+    assert!(
+        lan_rx_bytes >= BIG as u64 && wan_tx_bytes >= BIG as u64,
+        "NAT replies cross the appliance: lan rx {lan_rx_bytes} bytes, \
+         wan tx {wan_tx_bytes} bytes, both should be >= {BIG}:\n{}",
+        tail(&log, 20)
+    );
+}
+
+#[test]
+fn dr_one_arm_real_tcp() {
+    if !privileged("dr_one_arm_real_tcp") {
+        return;
+    }
+    let t = "d";
+    let dir = TempDir::new("e2e-dr");
+    let client = Netns::new("dr-cl");
+    let lb = Netns::new("dr-lb");
+    let sw = Netns::new("dr-sw");
+    let reals = vec![Netns::new("dr-r1"), Netns::new("dr-r2")];
+    let br = format!("{t}br");
+    sw.exec(&["ip", "link", "add", &br, "type", "bridge", "stp_state", "0"]);
+    sw.exec(&["ip", "link", "set", &br, "up"]);
+    let c0 = format!("{t}c0");
+    let wan = format!("{t}wan");
+    veth_direct(&client, &c0, &sw, &format!("{t}sc"));
+    veth_direct(&lb, &wan, &sw, &format!("{t}sl"));
+    sw.exec(&["ip", "link", "set", &format!("{t}sc"), "master", &br]);
+    sw.exec(&["ip", "link", "set", &format!("{t}sl"), "master", &br]);
+    client.exec(&["ip", "addr", "add", "198.18.0.10/24", "dev", &c0]);
+    client.exec(&["ip", "route", "add", "198.18.1.0/24", "via", "198.18.0.2"]);
+    let mut real_ifs = Vec::new();
+    for (i, real) in reals.iter().enumerate() {
+        let (r_if, s_if) = (format!("{t}r{}", i + 1), format!("{t}s{}", i + 1));
+        veth_direct(real, &r_if, &sw, &s_if);
+        sw.exec(&["ip", "link", "set", &s_if, "master", &br]);
+        real.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("198.18.0.{}/24", 11 + i),
+            "dev",
+            &r_if,
+        ]);
+        // The VIP is local to the real, but it neither answers ARP for it
+        // nor uses it as the source of its own ARP requests.
+        real.exec(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
+        for kv in [
+            "net.ipv4.conf.all.arp_ignore=1".to_string(),
+            "net.ipv4.conf.all.arp_announce=2".to_string(),
+            "net.ipv4.conf.all.rp_filter=0".to_string(),
+            "net.ipv4.conf.default.rp_filter=0".to_string(),
+            format!("net.ipv4.conf.{r_if}.rp_filter=0"),
+        ] {
+            real.exec(&["sysctl", "-q", "-w", &kv]);
+        }
+        real_ifs.push(r_if);
+    }
+    let mut lab = Lab {
+        servers: Vec::new(),
+        client,
+        lb,
+        _sw: sw,
+        reals,
+        dir,
+    };
+    let mut served = Vec::new();
+    for (i, real) in lab.reals.iter().enumerate() {
+        let name = format!("real-{}", 11 + i);
+        let (root, sha) = web_root(&lab.dir, &name);
+        served.push(sha);
+        // DR keeps the port, and the real answers for the VIP: any address.
+        let server = http_server(
+            real,
+            "0.0.0.0",
+            80,
+            &root,
+            &format!("http://198.18.0.{}/", 11 + i),
+            &lab.dir.path(&format!("{name}.log")),
+        );
+        lab.servers.push(server);
+    }
+    let prefix = DpdkPrefix::new("e2e-dr");
+    let config = format!(
+        r#"
+[dpdk]
+eal_args = ["-l", "0-1", "--no-huge", "-m", "512", "--no-pci", "--no-shconf",
+            "--file-prefix", "{prefix}"]
+mbufs = 8191
+
+[workers]
+lcores = [1]
+
+[flows]
+capacity = 65536
+
+[[ports]]
+name = "wan"
+device = "net_af_packet0,iface={wan}"
+address = "198.18.0.2/24"
+
+[[services]]
+name = "web"
+vip = "198.18.1.100"
+port = 80
+protocol = "tcp"
+scheduler = "wrr"
+forwarding = "dr"
+
+[[services.reals]]
+address = "198.18.0.11"
+weight = 1
+
+[[services.reals]]
+address = "198.18.0.12"
+weight = 1
+"#,
+        prefix = prefix.0
+    );
+    let mut app = start_appliance(&lab, &config, 1);
+    let url = format!("http://{VIP}/");
+    wait_for_vip(&lab, &mut app, &url);
+
+    const N: usize = 40;
+    let (mut r11, mut r12) = (0usize, 0usize);
+    for i in 0..N {
+        match curl(&lab.client, &url, 10) {
+            Ok(body) if body.contains("real-11") => r11 += 1,
+            Ok(body) if body.contains("real-12") => r12 += 1,
+            Ok(body) => fail(
+                &mut app,
+                &format!("request {i}: unexpected answer {body:?}"),
+            ),
+            Err(e) => fail(
+                &mut app,
+                &format!("request {i} of {N} failed ({r11} + {r12} answered before): {e}"),
+            ),
+        }
+    }
+    eprintln!("dr: real-11 answered {r11}, real-12 {r12} of {N}");
+    if r11 * 4 < N || r12 * 4 < N {
+        fail(
+            &mut app,
+            &format!("both reals should answer at least 25%: real-11 {r11}, real-12 {r12} of {N}"),
+        );
+    }
+
+    let client_rx_before = if_stat(&lab.client, &c0, "rx_bytes");
+    let reals_tx_before: u64 = lab
+        .reals
+        .iter()
+        .zip(&real_ifs)
+        .map(|(ns, i)| if_stat(ns, i, "tx_bytes"))
+        .sum();
+    download_intact(&lab, &mut app, &format!("http://{VIP}/big.bin"), &served);
+    let client_rx = if_stat(&lab.client, &c0, "rx_bytes") - client_rx_before;
+    let reals_tx: u64 = lab
+        .reals
+        .iter()
+        .zip(&real_ifs)
+        .map(|(ns, i)| if_stat(ns, i, "tx_bytes"))
+        .sum::<u64>()
+        - reals_tx_before;
+
+    let log = stop_cleanly(&mut app);
+    let (rx_packets, rx_bytes, tx_packets, tx_bytes) = port_counters(&log, "wan");
+    // The appliance only carries the client's side (requests and ACKs);
+    // the answers went from the reals straight to the client.
+    assert!(
+        client_rx >= BIG as u64 && reals_tx >= BIG as u64,
+        "the 5 MB answer should have reached the client from the reals: client rx {client_rx} \
+         bytes, reals tx {reals_tx} bytes during the download"
+    );
+    assert!(
+        tx_bytes < 1024 * 1024,
+        "DR replies must bypass the appliance: its port sent {tx_packets} packets {tx_bytes} bytes \
+         (want < 1 MB) while the client received {client_rx} bytes during the download \
+         (port rx {rx_packets} packets {rx_bytes} bytes):\n{}",
+        tail(&log, 20)
+    );
+    let created = sum_workers(&log, "flows active ", " created ");
+    assert!(
+        created > N as u64,
+        "at least {} flows created expected, got {created}:\n{}",
+        N + 1,
+        worker_lines(&log).join("\n")
+    );
+}
+
+#[test]
+fn udp_nat_echo() {
+    if !privileged("udp_nat_echo") {
+        return;
+    }
+    let mut lab = nat_lab("udp", "u");
+    for (i, real) in lab.reals.iter().enumerate() {
+        let name = format!("real-{}", 11 + i);
+        let addr = format!("198.18.2.{}", 11 + i);
+        let mut cmd = real.command("/usr/bin/python3");
+        cmd.args(["-c", UDP_ECHO, &name, &addr, "5353"]);
+        let server = Proc::spawn(cmd, &lab.dir.path(&format!("{name}.log")));
+        let mut last = Vec::new();
+        assert!(
+            wait_until(Duration::from_secs(20), || {
+                last = udp_exchange(real, &addr, 5353, 1);
+                last.first().is_some_and(|l| l.starts_with("OK"))
+            }),
+            "the UDP echo in {} did not come up: {last:?}\n{}",
+            real.name,
+            server.log_text()
+        );
+        lab.servers.push(server);
+    }
+    let prefix = DpdkPrefix::new("e2e-udp");
+    let config = nat_config(
+        &prefix,
+        "u",
+        r#"
+[[services]]
+name = "echo"
+vip = "198.18.1.100"
+port = 53
+protocol = "udp"
+scheduler = "wrr"
+forwarding = "nat"
+
+[[services.reals]]
+address = "198.18.2.11"
+port = 5353
+weight = 1
+
+[[services.reals]]
+address = "198.18.2.12"
+port = 5353
+weight = 1
+"#,
+    );
+    let mut app = start_appliance(&lab, &config, 2);
+    let mut last = Vec::new();
+    if !wait_until(FIRST_ANSWER, || {
+        last = udp_exchange(&lab.client, VIP, 53, 1);
+        last.first().is_some_and(|l| l.starts_with("OK"))
+    }) {
+        fail(
+            &mut app,
+            &format!("the VIP never echoed within {FIRST_ANSWER:?}: {last:?}"),
+        );
+    }
+
+    const N: usize = 40;
+    let lines = udp_exchange(&lab.client, VIP, 53, N);
+    let (mut r11, mut r12) = (0usize, 0usize);
+    for (i, line) in lines.iter().enumerate() {
+        // OK <src addr> <src port> <name>:msg-<i>
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let want = format!(":msg-{i}");
+        let ok = words.len() == 4
+            && words[0] == "OK"
+            && words[1] == VIP
+            && words[2] == "53"
+            && words[3].ends_with(&want);
+        if !ok {
+            fail(
+                &mut app,
+                &format!(
+                    "datagram {i}: want an echo of msg-{i} from {VIP}:53, got {line:?}; all:\n{}",
+                    lines.join("\n")
+                ),
+            );
+        }
+        if words[3].starts_with("real-11:") {
+            r11 += 1;
+        } else if words[3].starts_with("real-12:") {
+            r12 += 1;
+        }
+    }
+    if lines.len() != N || r11 * 4 < N || r12 * 4 < N {
+        fail(
+            &mut app,
+            &format!(
+                "{} of {N} echoes; both reals should answer at least 25%: \
+                 real-11 {r11}, real-12 {r12}",
+                lines.len()
+            ),
+        );
+    }
+    let log = stop_cleanly(&mut app);
+    let created = sum_workers(&log, "flows active ", " created ");
+    assert!(
+        created > N as u64,
+        "every datagram from a new socket is a new flow: want >= {} created, got {created}:\n{}",
+        N + 1,
+        worker_lines(&log).join("\n")
+    );
+}
