@@ -18,8 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use lb_config::{Config, MacAddr};
-use lb_dataplane::dpdk::prefetch;
-use lb_dataplane::flow::{Flow, FlowKey};
+use lb_dataplane::flow::Flow;
 use lb_dataplane::pipeline::{Pipeline, Verdict};
 use lb_dataplane::snapshot::{Ids, Snapshot};
 use lb_dataplane::stats::DropReason;
@@ -149,6 +148,8 @@ const ACK: u8 = 0x10;
 
 /// Ethernet + IPv4 + TCP, no payload.
 const FRAME_LEN: usize = 54;
+/// Frames per burst, as a worker receives them (`[dpdk] burst`).
+const BURST: usize = 32;
 /// Frames are stored one per cache line.
 const STRIDE: usize = 64;
 
@@ -251,6 +252,8 @@ struct Bench {
     capacity: usize,
     snap: Snapshot,
     rows: Vec<Row>,
+    /// Only cases whose name contains this.
+    filter: Option<String>,
 }
 
 struct Row {
@@ -267,6 +270,12 @@ fn median(v: &[f64]) -> f64 {
 }
 
 impl Bench {
+    fn wanted(&self, name: &str) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|f| name.contains(f.as_str()))
+    }
+
     fn pipeline(&self) -> Pipeline {
         let mut p = Pipeline::new(0, 1, self.capacity, Arc::new(WorkerStats::default()));
         p.adopt(&self.snap);
@@ -287,14 +296,14 @@ impl Bench {
         pool: &Pool,
         passes: usize,
         want: Verdict,
-        ahead: Option<&[(FlowKey, u64)]>,
+        burst: bool,
     ) -> f64 {
         let n = pool.len();
         let mut buf = VecBuf::from_bytes(pool.frame(0));
         let mut good = 0usize;
         let start = Instant::now();
-        match (p, ahead) {
-            (Some(p), None) => {
+        match (p, burst) {
+            (Some(p), false) => {
                 for _ in 0..passes {
                     for k in 0..n {
                         restore(&mut buf, pool.frame(k));
@@ -303,22 +312,29 @@ impl Bench {
                     }
                 }
             }
-            (Some(p), Some(keys)) => {
-                // What a worker that prefetches a burst ahead could get: the
-                // index slot 16 packets ahead, the entry 8 ahead.
+            (Some(p), true) => {
+                // As the worker runs: bursts of BURST frames through
+                // process_burst, which prefetches the burst's flow entries.
+                let mut bufs: Vec<VecBuf> = (0..BURST)
+                    .map(|_| VecBuf::from_bytes(pool.frame(0)))
+                    .collect();
+                let mut verdicts = [Verdict::Consumed; BURST];
                 for _ in 0..passes {
-                    for k in 0..n {
-                        if let Some(&(_, h)) = keys.get(k + 16) {
-                            p.flows().prefetch(h);
+                    let mut k = 0;
+                    while k < n {
+                        let m = BURST.min(n - k);
+                        for (j, b) in bufs[..m].iter_mut().enumerate() {
+                            restore(b, pool.frame(k + j));
                         }
-                        if let Some((key, h)) = keys.get(k + 8) {
-                            if let Some(e) = p.flows().lookup(key, *h) {
-                                prefetch(p.flows().get(e));
-                            }
-                        }
-                        restore(&mut buf, pool.frame(k));
-                        let v = p.process(&self.snap, 0, black_box(&mut buf), NOW);
-                        good += usize::from(black_box(v) == want);
+                        p.process_burst(
+                            &self.snap,
+                            0,
+                            black_box(&mut bufs[..m]),
+                            &mut verdicts[..m],
+                            NOW,
+                        );
+                        good += verdicts[..m].iter().filter(|v| **v == want).count();
+                        k += m;
                     }
                 }
             }
@@ -344,12 +360,12 @@ impl Bench {
         mut p: Option<&mut Pipeline>,
         pool: &Pool,
         want: Verdict,
-        ahead: Option<&[(FlowKey, u64)]>,
+        burst: bool,
     ) -> Vec<f64> {
         let passes = self.passes(pool.len());
-        self.time(p.as_deref_mut(), pool, passes, want, ahead);
+        self.time(p.as_deref_mut(), pool, passes, want, burst);
         (0..self.runs)
-            .map(|_| self.time(p.as_deref_mut(), pool, passes, want, ahead))
+            .map(|_| self.time(p.as_deref_mut(), pool, passes, want, burst))
             .collect()
     }
 
@@ -364,7 +380,7 @@ impl Bench {
     /// Restore only, over a pool of `n` frames in random order.
     fn baseline(&mut self, n: usize) -> f64 {
         let pool = Pool::new(&shuffled(n, 1), VIP_NAT, 80, ACK);
-        let s = self.repeat(None, &pool, Verdict::Consumed, None);
+        let s = self.repeat(None, &pool, Verdict::Consumed, false);
         let m = median(&s);
         self.row(&format!("baseline: copy frame only, {}", label(n)), s, None);
         m
@@ -372,6 +388,9 @@ impl Bench {
 
     /// Parse, find no service, drop.
     fn parse_only(&mut self, baseline: f64) {
+        if !self.wanted("parse only") {
+            return;
+        }
         let n = self.small;
         let pool = Pool::new(&shuffled(n, 1), VIP_NAT, 81, ACK);
         let mut p = self.pipeline();
@@ -379,21 +398,19 @@ impl Bench {
             Some(&mut p),
             &pool,
             Verdict::Drop(DropReason::NoService),
-            None,
+            true,
         );
         self.row("parse only (no service: drop)", s, Some(baseline));
     }
 
     /// Opens `n` flows with SYNs, then times ACKs of those flows. With
     /// `prefetch`, the bench also prefetches the flow table ahead.
-    fn established(
-        &mut self,
-        method: &str,
-        vip: Ipv4Addr,
-        n: usize,
-        baseline: f64,
-        prefetch: bool,
-    ) {
+    fn established(&mut self, method: &str, vip: Ipv4Addr, n: usize, baseline: f64, burst: bool) {
+        let extra = if burst { "" } else { ", one packet at a time" };
+        let name = format!("{method} established, {}{extra}", label(n));
+        if !self.wanted(&name) {
+            return;
+        }
         let mut p = self.pipeline();
         let order = shuffled(n, 1);
         {
@@ -438,54 +455,30 @@ impl Bench {
             }
             _ => unreachable!(),
         }
-        let keys: Vec<(FlowKey, u64)> = order
-            .iter()
-            .map(|&i| {
-                let (client, client_port) = client(i);
-                let key = FlowKey {
-                    proto: 6,
-                    client,
-                    client_port,
-                    vip,
-                    vip_port: 80,
-                };
-                (key, key.hash())
-            })
-            .collect();
-        let ahead = prefetch.then_some(&keys[..]);
-        let s = self.repeat(Some(&mut p), &acks, Verdict::Transmit(0), ahead);
+        let s = self.repeat(Some(&mut p), &acks, Verdict::Transmit(0), burst);
         assert_eq!(p.flows().len(), n);
-        let extra = if prefetch {
-            " + bench-side prefetch"
-        } else {
-            ""
-        };
-        self.row(
-            &format!("{method} established, {}{extra}", label(n)),
-            s,
-            Some(baseline),
-        );
+        self.row(&name, s, Some(baseline));
     }
 
     /// SYNs of `large` distinct flows into an empty table, averaged over
     /// the whole fill; a fresh pipeline for every run.
     fn new_flows(&mut self, sched: &str, vip: Ipv4Addr, baseline: f64) {
+        let name = format!("new flow (SYN), {sched}, NAT, 0->{}", label(self.large));
+        if !self.wanted(&name) {
+            return;
+        }
         let n = self.large;
         let pool = Pool::new(&shuffled(n, 1), vip, 80, SYN);
         let mut samples = Vec::new();
         for run in 0..=self.runs {
             let mut p = self.pipeline();
-            let ns = self.time(Some(&mut p), &pool, 1, Verdict::Transmit(0), None);
+            let ns = self.time(Some(&mut p), &pool, 1, Verdict::Transmit(0), true);
             assert_eq!(p.flows().len(), n);
             if run > 0 {
                 samples.push(ns);
             }
         }
-        self.row(
-            &format!("new flow (SYN), {sched}, NAT, 0->{}", label(n)),
-            samples,
-            Some(baseline),
-        );
+        self.row(&name, samples, Some(baseline));
     }
 
     fn print(&self) {
@@ -525,6 +518,9 @@ fn label(n: usize) -> String {
 
 fn main() {
     let measure = std::env::args().any(|a| a == "--bench");
+    // `cargo bench -p lb-dataplane --bench pipeline -- NAT` runs only the
+    // cases whose name contains "NAT" (baselines always run).
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let config = Config::parse(CONFIG).expect("bench config is valid");
     let snap = Snapshot::compile(
         &config,
@@ -544,6 +540,7 @@ fn main() {
             capacity: 1 << 21,
             snap,
             rows: Vec::new(),
+            filter: filter.clone(),
         }
     } else {
         Bench {
@@ -555,6 +552,7 @@ fn main() {
             capacity: 2048,
             snap,
             rows: Vec::new(),
+            filter: None,
         }
     };
     let started = Instant::now();
@@ -563,10 +561,11 @@ fn main() {
     let base_large = b.baseline(large);
     b.parse_only(base_small);
     for (method, vip) in [("NAT", VIP_NAT), ("TUN", VIP_TUN), ("DR", VIP_DR)] {
-        b.established(method, vip, small, base_small, false);
-        b.established(method, vip, large, base_large, false);
+        b.established(method, vip, small, base_small, true);
+        b.established(method, vip, large, base_large, true);
     }
-    b.established("NAT", VIP_NAT, large, base_large, true);
+    b.established("NAT", VIP_NAT, small, base_small, false);
+    b.established("NAT", VIP_NAT, large, base_large, false);
     b.new_flows("wrr", VIP_NAT, base_large);
     b.new_flows("mh", VIP_MH, base_large);
     if b.measure {

@@ -12,6 +12,7 @@ pub mod dpdk;
 pub mod engine;
 pub mod flow;
 pub mod forward;
+pub mod keymap;
 pub mod neighbor;
 pub mod pipeline;
 pub mod route;

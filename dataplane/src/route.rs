@@ -19,7 +19,7 @@ pub struct Route {
 #[inline]
 pub fn lookup(snap: &Snapshot, dst: Ipv4Addr) -> Option<Route> {
     for (i, p) in snap.ports.iter().enumerate() {
-        if p.address.contains(dst) {
+        if p.connected(dst) {
             return Some(Route {
                 port: i,
                 next_hop: dst,

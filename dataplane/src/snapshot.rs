@@ -12,6 +12,7 @@ use std::net::Ipv4Addr;
 use lb_config::{Config, ForwardingMethod, Ipv4Cidr, MacAddr, Protocol, SchedulerKind};
 
 use crate::flow::{mix64, Timeouts};
+use crate::keymap::KeyMap;
 use crate::scheduler::{Backend, Scheduler};
 use crate::wire::IpProtocol;
 
@@ -26,6 +27,17 @@ pub struct PortView {
     pub address: Ipv4Cidr,
     pub gateway: Option<Ipv4Addr>,
     pub mtu: u16,
+    /// The connected network and its mask, as integers (route lookups).
+    pub net: u32,
+    pub mask: u32,
+}
+
+impl PortView {
+    /// Whether `addr` is on this port's connected network.
+    #[inline]
+    pub fn connected(&self, addr: Ipv4Addr) -> bool {
+        u32::from(addr) & self.mask == self.net
+    }
 }
 
 /// A real server of a service.
@@ -164,17 +176,19 @@ pub struct Snapshot {
     /// Every VIP, sorted and without duplicates.
     pub vips: Vec<Ipv4Addr>,
     pub services: Vec<ServiceView>,
-    /// (protocol, VIP, port) key -> index in `services`, sorted by key.
-    service_keys: Vec<(u64, usize)>,
-    /// (protocol, address, port) keys of NAT reals, sorted: a packet from
-    /// one of them is a reply to translate back.
-    nat_endpoints: Vec<u64>,
-    /// Addresses of NAT reals, sorted (ICMP errors they send).
-    nat_reals: Vec<u32>,
+    vip_set: KeyMap,
+    /// (protocol, VIP, port) key -> index in `services`.
+    service_keys: KeyMap,
+    /// (protocol, address, port) keys of NAT reals: a packet from one of
+    /// them is a reply to translate back.
+    nat_endpoints: KeyMap,
+    /// Addresses of NAT reals (ICMP errors they send).
+    nat_reals: KeyMap,
     /// Indexed by real id: whether the real is still configured.
     real_present: Vec<bool>,
-    /// Static neighbors, sorted by address.
+    /// Static neighbors, and an index of them by address.
     static_neighbors: Vec<(Ipv4Addr, MacAddr)>,
+    neighbor_index: KeyMap,
     pub timeouts: Timeouts,
     /// Number of workers (flows are owned by `flow::owner_of`).
     pub workers: usize,
@@ -212,6 +226,8 @@ impl Snapshot {
                 address: p.address,
                 gateway: p.gateway,
                 mtu: p.mtu,
+                net: u32::from(p.address.network()),
+                mask: u32::from(p.address.netmask()),
             })
             .collect();
         let mut services = Vec::with_capacity(config.services.len());
@@ -261,16 +277,14 @@ impl Snapshot {
                 scheduler: Scheduler::build(s.scheduler, &backends),
             });
         }
-        let mut service_keys: Vec<(u64, usize)> = services
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (endpoint_key(s.ip_protocol(), s.vip, s.port), i))
-            .collect();
-        service_keys.sort_unstable();
-        nat_endpoints.sort_unstable();
-        nat_endpoints.dedup();
-        nat_reals.sort_unstable();
-        nat_reals.dedup();
+        let service_keys = KeyMap::build(
+            services
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (endpoint_key(s.ip_protocol(), s.vip, s.port), i as u32)),
+        );
+        let nat_endpoints = KeyMap::build(nat_endpoints.into_iter().map(|k| (k, 0)));
+        let nat_reals = KeyMap::build(nat_reals.into_iter().map(|a| (u64::from(a), 0)));
         let mut vips: Vec<Ipv4Addr> = config.services.iter().map(|s| s.vip).collect();
         vips.sort_unstable();
         vips.dedup();
@@ -280,16 +294,25 @@ impl Snapshot {
             .map(|n| (n.address, n.mac))
             .collect();
         static_neighbors.sort_unstable_by_key(|n| n.0);
+        let neighbor_index = KeyMap::build(
+            static_neighbors
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (u64::from(u32::from(n.0)), i as u32)),
+        );
+        let vip_set = KeyMap::build(vips.iter().map(|v| (u64::from(u32::from(*v)), 0)));
         Ok(Snapshot {
             generation,
             ports,
             vips,
             services,
+            vip_set,
             service_keys,
             nat_endpoints,
             nat_reals,
             real_present,
             static_neighbors,
+            neighbor_index,
             timeouts: Timeouts::from_config(&config.flows),
             workers: config.workers.lcores.len().max(1),
         })
@@ -307,7 +330,7 @@ impl Snapshot {
 
     #[inline]
     pub fn is_vip(&self, addr: Ipv4Addr) -> bool {
-        self.vips.binary_search(&addr).is_ok()
+        self.vip_set.contains(u64::from(u32::from(addr)))
     }
 
     /// Whether `addr` is the address of any port.
@@ -319,25 +342,21 @@ impl Snapshot {
     /// The service index for (protocol, VIP, port).
     #[inline]
     pub fn service_for(&self, proto: u8, vip: Ipv4Addr, port: u16) -> Option<usize> {
-        let k = endpoint_key(proto, vip, port);
         self.service_keys
-            .binary_search_by_key(&k, |e| e.0)
-            .ok()
-            .map(|i| self.service_keys[i].1)
+            .get(endpoint_key(proto, vip, port))
+            .map(|i| i as usize)
     }
 
     /// Whether (protocol, address, port) is a NAT real's endpoint.
     #[inline]
     pub fn is_nat_endpoint(&self, proto: u8, addr: Ipv4Addr, port: u16) -> bool {
-        self.nat_endpoints
-            .binary_search(&endpoint_key(proto, addr, port))
-            .is_ok()
+        self.nat_endpoints.contains(endpoint_key(proto, addr, port))
     }
 
     /// Whether `addr` is the address of a NAT real.
     #[inline]
     pub fn is_nat_real(&self, addr: Ipv4Addr) -> bool {
-        self.nat_reals.binary_search(&u32::from(addr)).is_ok()
+        self.nat_reals.contains(u64::from(u32::from(addr)))
     }
 
     /// Whether the real with this id is still configured.
@@ -349,10 +368,9 @@ impl Snapshot {
     /// The static neighbor entry for `ip`.
     #[inline]
     pub fn static_neighbor(&self, ip: Ipv4Addr) -> Option<MacAddr> {
-        self.static_neighbors
-            .binary_search_by_key(&ip, |n| n.0)
-            .ok()
-            .map(|i| self.static_neighbors[i].1)
+        self.neighbor_index
+            .get(u64::from(u32::from(ip)))
+            .map(|i| self.static_neighbors[i as usize].1)
     }
 
     /// The service with a stable id (linear: only used off the fast path).

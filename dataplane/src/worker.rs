@@ -22,7 +22,9 @@ use crossbeam::channel::{Receiver, Sender};
 use lb_config::MacAddr;
 
 use crate::buffer::PacketBuf;
-use crate::dpdk::{self, Mbuf, MbufBurst, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue};
+use crate::dpdk::{
+    self, Mbuf, MbufBurst, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue, MAX_BURST,
+};
 use crate::forward;
 use crate::pipeline::{build_arp_request, Pipeline, Verdict, SWEEP_BUDGET};
 use crate::snapshot::Snapshot;
@@ -65,16 +67,27 @@ struct Held {
     since: u32,
 }
 
+/// What the loop keeps besides the worker's own parts.
+struct Loop {
+    out: Vec<MbufBurst>,
+    handoff: Vec<MbufBurst>,
+    held: Vec<Option<Held>>,
+    n_held: usize,
+}
+
 impl Worker {
     /// Polls until the stop flag is set; finishes the burst in hand first.
     pub fn run(mut self) -> i32 {
         let ports = self.tx.len();
         let workers = self.handoff_out.len();
         let mut rx_burst = MbufBurst::new();
-        let mut out: Vec<MbufBurst> = (0..ports).map(|_| MbufBurst::new()).collect();
-        let mut handoff: Vec<MbufBurst> = (0..workers).map(|_| MbufBurst::new()).collect();
-        let mut held: Vec<Option<Held>> = (0..HOLD_SLOTS).map(|_| None).collect();
-        let mut n_held = 0usize;
+        let mut verdicts = [Verdict::Consumed; MAX_BURST];
+        let mut l = Loop {
+            out: (0..ports).map(|_| MbufBurst::new()).collect(),
+            handoff: (0..workers).map(|_| MbufBurst::new()).collect(),
+            held: (0..HOLD_SLOTS).map(|_| None).collect(),
+            n_held: 0,
+        };
         // DPDK port id -> our port index.
         let port_index = {
             let max = self.rx.iter().map(|q| q.port().id().0).max().unwrap_or(0) as usize;
@@ -105,70 +118,64 @@ impl Worker {
             for (ip, mac) in self.neighbors_in.try_iter() {
                 self.pipeline.learn_neighbor(ip, mac, now);
             }
-            let mut received = 0;
-            // Packets other workers handed to us, then our own queues.
-            for ring in self.handoff_in.iter_mut() {
-                let n = ring.dequeue(&mut rx_burst, self.burst);
+            // Packets other workers handed to us: we own their flows.
+            for ring in 0..self.handoff_in.len() {
+                let n = self.handoff_in[ring].dequeue(&mut rx_burst, self.burst);
                 if n == 0 {
                     continue;
                 }
                 stats.handoffs_in.add(n as u64);
-                for m in rx_burst.drain() {
+                for mut m in rx_burst.drain() {
                     let port = port_index
                         .get(usize::from(m.port_id()))
                         .copied()
                         .unwrap_or(usize::MAX);
-                    let verdict = dispatch(
-                        &mut self.pipeline,
-                        &self.snapshot,
-                        port,
-                        m,
-                        now,
-                        &mut out,
-                        &mut self.tx,
-                        &stats,
-                    );
-                    if let Some((m, v)) = verdict {
-                        // A handed-off packet is never handed off again.
-                        hold_or_drop(&mut held, &mut n_held, m, v, now, &stats);
+                    let v = self.pipeline.process(&self.snapshot, port, &mut m, now);
+                    if let Some((m, v)) = route(v, m, &mut l.out, &mut self.tx, &stats) {
+                        // Never handed on again: only held, or counted.
+                        hold(&mut l, m, v, now, &stats);
                     }
                 }
             }
+            // Our own queues, a burst at a time.
+            let mut received = 0;
             for port in 0..ports {
                 let n = self.rx[port].rx_burst(&mut rx_burst, self.burst);
                 if n == 0 {
                     continue;
                 }
                 received += n;
-                for m in rx_burst.drain() {
-                    m.prefetch_data();
-                    if m.segments() != 1 {
-                        stats.drop_packet(DropReason::MultiSegment);
-                        continue;
+                if !rx_burst.as_mut_slice().iter().all(|m| m.segments() == 1) {
+                    // Ports are set up without scatter; a chained mbuf must
+                    // not reach the pipeline, which sees one segment.
+                    let mut single = MbufBurst::new();
+                    for m in rx_burst.drain() {
+                        if m.segments() == 1 {
+                            let _ = single.push(m);
+                        } else {
+                            stats.drop_packet(DropReason::MultiSegment);
+                        }
                     }
-                    if let Some((m, v)) = dispatch(
-                        &mut self.pipeline,
-                        &self.snapshot,
-                        port,
-                        m,
-                        now,
-                        &mut out,
-                        &mut self.tx,
-                        &stats,
-                    ) {
+                    std::mem::swap(&mut single, &mut rx_burst);
+                }
+                let n = rx_burst.len();
+                let v = &mut verdicts[..n];
+                self.pipeline
+                    .process_burst(&self.snapshot, port, rx_burst.as_mut_slice(), v, now);
+                for (m, v) in rx_burst.drain().zip(v.iter()) {
+                    if let Some((m, v)) = route(*v, m, &mut l.out, &mut self.tx, &stats) {
                         match v {
                             Verdict::HandOff(w) if w < workers && self.handoff_out[w].is_some() => {
-                                if let Err(m) = handoff[w].push(m) {
+                                if l.handoff[w].push(m).is_err() {
                                     stats.drop_packet(DropReason::HandoffFull);
-                                    drop(m);
                                 }
                             }
-                            v => hold_or_drop(&mut held, &mut n_held, m, v, now, &stats),
+                            v => hold(&mut l, m, v, now, &stats),
                         }
                     }
                 }
             }
-            for (w, burst) in handoff.iter_mut().enumerate() {
+            for (w, burst) in l.handoff.iter_mut().enumerate() {
                 if let Some(ring) = self.handoff_out[w].as_mut() {
                     if !burst.is_empty() {
                         ring.enqueue(burst);
@@ -192,23 +199,21 @@ impl Worker {
                 if let Some(mut m) = self.mempool.alloc() {
                     if build_arp_request(&mut m, view.mac, view.address.address, req.target) {
                         stats.arp_requests.incr();
-                        enqueue(&mut out, &mut self.tx, req.port, m, &stats);
+                        enqueue(&mut l.out, &mut self.tx, req.port, m, &stats);
                     }
                 }
             }
-            if n_held > 0 {
+            if l.n_held > 0 {
                 release_held(
                     &self.pipeline,
                     &self.snapshot,
-                    &mut held,
-                    &mut n_held,
+                    &mut l,
                     now,
-                    &mut out,
                     &mut self.tx,
                     &stats,
                 );
             }
-            for (to, burst) in out.iter_mut().enumerate() {
+            for (to, burst) in l.out.iter_mut().enumerate() {
                 flush(&mut self.tx[to], burst, &stats);
             }
             self.pipeline.sweep(
@@ -231,21 +236,17 @@ impl Worker {
     }
 }
 
-/// Runs one packet through the pipeline. Transmits and drops are handled
-/// here; a packet to hold or hand off is given back with its verdict.
-#[allow(clippy::too_many_arguments)]
+/// Acts on a verdict: transmits and drops are done here; a packet to hold
+/// or hand off is given back.
 #[inline]
-fn dispatch(
-    pipeline: &mut Pipeline,
-    snap: &Snapshot,
-    port: usize,
-    mut m: Mbuf,
-    now: u32,
+fn route(
+    v: Verdict,
+    m: Mbuf,
     out: &mut [MbufBurst],
     tx: &mut [TxQueue],
     stats: &WorkerStats,
 ) -> Option<(Mbuf, Verdict)> {
-    match pipeline.process(snap, port, &mut m, now) {
+    match v {
         Verdict::Transmit(to) if to < out.len() => {
             enqueue(out, tx, to, m, stats);
             None
@@ -263,16 +264,9 @@ fn dispatch(
     }
 }
 
-fn hold_or_drop(
-    held: &mut [Option<Held>],
-    n_held: &mut usize,
-    m: Mbuf,
-    v: Verdict,
-    now: u32,
-    stats: &WorkerStats,
-) {
+fn hold(l: &mut Loop, m: Mbuf, v: Verdict, now: u32, stats: &WorkerStats) {
     match v {
-        Verdict::Hold { port, next_hop } => match held.iter_mut().find(|h| h.is_none()) {
+        Verdict::Hold { port, next_hop } => match l.held.iter_mut().find(|h| h.is_none()) {
             Some(slot) => {
                 *slot = Some(Held {
                     mbuf: m,
@@ -280,7 +274,7 @@ fn hold_or_drop(
                     next_hop,
                     since: now,
                 });
-                *n_held += 1;
+                l.n_held += 1;
                 stats.held.incr();
             }
             None => stats.drop_packet(DropReason::NeighborUnresolved),
@@ -290,31 +284,30 @@ fn hold_or_drop(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Sends held packets whose next hop resolved; drops those that waited
+/// too long.
 fn release_held(
     pipeline: &Pipeline,
     snap: &Snapshot,
-    held: &mut [Option<Held>],
-    n_held: &mut usize,
+    l: &mut Loop,
     now: u32,
-    out: &mut [MbufBurst],
     tx: &mut [TxQueue],
     stats: &WorkerStats,
 ) {
-    for slot in held.iter_mut() {
+    for slot in l.held.iter_mut() {
         let Some(h) = slot.as_ref() else { continue };
         let (next_hop, port, since) = (h.next_hop, h.port, h.since);
         if let Some(mac) = pipeline.resolved(snap, next_hop) {
             let mut h = slot.take().expect("slot checked above");
-            *n_held -= 1;
-            if port < out.len() {
+            l.n_held -= 1;
+            if port < l.out.len() {
                 let src = snap.ports[port].mac;
                 forward::set_macs(h.mbuf.data_mut(), mac, src);
-                enqueue(out, tx, port, h.mbuf, stats);
+                enqueue(&mut l.out, tx, port, h.mbuf, stats);
             }
         } else if now.wrapping_sub(since) > HOLD_MS {
             slot.take();
-            *n_held -= 1;
+            l.n_held -= 1;
             stats.drop_packet(DropReason::NeighborUnresolved);
         }
     }

@@ -3,6 +3,7 @@
 #ifndef LB_DPDK_SHIM_H
 #define LB_DPDK_SHIM_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
@@ -38,6 +39,11 @@ unsigned int lb_rte_ring_dequeue_burst(struct rte_ring *r, void **objs,
 				       unsigned int n);
 
 
+
+/* Asks for transparent huge pages over the 2 MB-aligned part of a range
+ * (no change to its contents). Not DPDK, but the one other libc call the
+ * dataplane makes, kept here so that all foreign calls sit in one place. */
+int lb_madvise_hugepage(void *addr, size_t len);
 
 /* RSS hash types (function-like macros that bindgen cannot evaluate). */
 uint64_t lb_rss_hf_ip_tcp_udp(void);

@@ -11,6 +11,7 @@ pub const MAX_BURST: usize = 128;
 /// The mbuf is owned exclusively (refcount 1, never cloned or attached), so
 /// `&mut Mbuf` is the only way to write its bytes.
 #[derive(Debug)]
+#[repr(transparent)]
 pub struct Mbuf(NonNull<dpdk_sys::rte_mbuf>);
 
 // SAFETY: an Mbuf is the sole owner of its buffer; moving it to another
@@ -61,10 +62,9 @@ impl Mbuf {
     /// Hints the CPU to fetch the first cache line of the packet data.
     #[inline]
     pub fn prefetch_data(&self) {
-        let r = self.raw();
-        let p = (r.buf_addr as *const u8).wrapping_add(r.data_off as usize);
-        // SAFETY: prefetching never faults, whatever the address.
-        unsafe { dpdk_sys::lb_rte_prefetch0(p.cast()) }
+        if let Some(first) = self.data().first() {
+            super::prefetch(first);
+        }
     }
 }
 
@@ -201,6 +201,17 @@ impl MbufBurst {
             ptrs: &self.ptrs[..end],
             next: 0,
         }
+    }
+
+    /// The mbufs held, as a slice (to run a burst through the pipeline).
+    pub fn as_mut_slice(&mut self) -> &mut [Mbuf] {
+        let held = &mut self.ptrs[..self.len];
+        // SAFETY: Mbuf is repr(transparent) over NonNull<rte_mbuf>, which has
+        // the layout of *mut rte_mbuf; every slot below len holds a valid,
+        // non-null, owned mbuf. The slice borrows the burst mutably, so the
+        // mbufs can be neither freed nor moved out while it lives, and Mbuf
+        // values in it are never dropped through it (a slice drops nothing).
+        unsafe { std::slice::from_raw_parts_mut(held.as_mut_ptr().cast::<Mbuf>(), held.len()) }
     }
 
     /// The mbuf pointers for an rx burst to fill, after the current ones.

@@ -210,6 +210,15 @@ fn slot_entry(v: u64) -> u32 {
     (((v & 0xffff_ffff) >> 1) as u32) - 1
 }
 
+/// A vector of `n` copies of `v`, backed by transparent huge pages where
+/// the kernel allows (the table is read at random).
+fn huge_vec<T: Clone>(n: usize, v: T) -> Vec<T> {
+    let mut out = Vec::with_capacity(n);
+    crate::dpdk::advise_huge_pages(out.spare_capacity_mut());
+    out.resize(n, v);
+    out
+}
+
 /// A worker's flow table. Everything is allocated in `with_capacity`.
 pub struct FlowTable {
     flows: Vec<Flow>,
@@ -233,10 +242,10 @@ impl FlowTable {
         let capacity = capacity.clamp(1, (u32::MAX >> 2) as usize);
         let slots = (capacity * 4).next_power_of_two();
         FlowTable {
-            flows: vec![Flow::default_entry(); capacity],
-            live: vec![false; capacity],
+            flows: huge_vec(capacity, Flow::default_entry()),
+            live: huge_vec(capacity, false),
             free: (0..capacity as u32).rev().collect(),
-            index: vec![EMPTY; slots],
+            index: huge_vec(slots, EMPTY),
             mask: slots - 1,
             sweep_cursor: 0,
         }
@@ -263,6 +272,17 @@ impl FlowTable {
     pub fn prefetch(&self, hash: u64) {
         let i = (hash as usize) & self.mask;
         crate::dpdk::prefetch(&self.index[i]);
+    }
+
+    /// Hints the CPU to load the entry the index slot for `hash` points to,
+    /// if that slot's tag matches (call after [`Self::prefetch`] had time
+    /// to bring the slot in).
+    #[inline]
+    pub fn prefetch_entry(&self, hash: u64) {
+        let v = self.index[(hash as usize) & self.mask];
+        if v != EMPTY && (v >> 32) as u32 == (hash >> 32) as u32 {
+            crate::dpdk::prefetch(&self.flows[slot_entry(v) as usize]);
+        }
     }
 
     /// The entry number of the flow with client-side `key` (hash given).

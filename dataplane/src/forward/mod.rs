@@ -28,7 +28,8 @@ pub fn set_macs(frame: &mut [u8], dst: MacAddr, src: MacAddr) {
 
 #[inline]
 pub(crate) fn get16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
+    let a: [u8; 2] = b[at..at + 2].try_into().expect("a 2-byte slice");
+    u16::from_be_bytes(a)
 }
 
 #[inline]
@@ -38,7 +39,8 @@ pub(crate) fn put16(b: &mut [u8], at: usize, v: u16) {
 
 #[inline]
 pub(crate) fn get32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    let a: [u8; 4] = b[at..at + 4].try_into().expect("a 4-byte slice");
+    u32::from_be_bytes(a)
 }
 
 #[inline]

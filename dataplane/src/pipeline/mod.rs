@@ -198,6 +198,41 @@ impl Pipeline {
         removed
     }
 
+    /// Runs a burst of frames received on `in_port`: first every frame's
+    /// flow-table slot is prefetched, then the entries those slots point
+    /// to, then the frames are processed, so that the cache misses of a
+    /// burst overlap instead of queueing. `verdicts[i]` is frame i's fate.
+    pub fn process_burst<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        in_port: usize,
+        pkts: &mut [B],
+        verdicts: &mut [Verdict],
+        now: u32,
+    ) {
+        /// Frames prefetched together (a typical rx burst).
+        const CHUNK: usize = 32;
+        let n = pkts.len().min(verdicts.len());
+        let mut base = 0;
+        while base < n {
+            let m = CHUNK.min(n - base);
+            let mut hints: [Option<Hint>; CHUNK] = [None; CHUNK];
+            for (i, h) in hints[..m].iter_mut().enumerate() {
+                *h = flow_hint(snap, pkts[base + i].data());
+                if let Some(h) = h {
+                    self.flows.prefetch(h.hash);
+                }
+            }
+            for h in hints[..m].iter().flatten() {
+                self.flows.prefetch_entry(h.hash);
+            }
+            for (i, h) in hints[..m].iter().enumerate() {
+                verdicts[base + i] = self.run(snap, in_port, &mut pkts[base + i], now, *h);
+            }
+            base += m;
+        }
+    }
+
     /// Runs one frame received on port index `in_port` at time `now` (ms),
     /// rewriting it in place when it is to be sent.
     #[inline]
@@ -207,6 +242,20 @@ impl Pipeline {
         in_port: usize,
         pkt: &mut B,
         now: u32,
+    ) -> Verdict {
+        self.run(snap, in_port, pkt, now, None)
+    }
+
+    /// `process`, with the flow-table hash of the frame when the burst
+    /// already computed it (see `flow_hint`).
+    #[inline]
+    fn run<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        in_port: usize,
+        pkt: &mut B,
+        now: u32,
+        hint: Option<Hint>,
     ) -> Verdict {
         let Some(me) = snap.ports.get(in_port) else {
             return Verdict::Drop(DropReason::NotForUs);
@@ -222,7 +271,7 @@ impl Pipeline {
         }
         match frame.ethertype() {
             EtherType::Arp => self.arp(snap, in_port, frame, now),
-            EtherType::Ipv4 => self.ipv4(snap, in_port, pkt, now),
+            EtherType::Ipv4 => self.ipv4(snap, in_port, pkt, now, hint),
             _ => Verdict::Drop(DropReason::UnsupportedEthertype),
         }
     }
@@ -237,7 +286,7 @@ impl Pipeline {
         if let Some((ip, mac)) = local::arp_sender(&frame) {
             // Learn who asks or answers on our segments (not from a static
             // entry's address: those win).
-            if snap.ports[in_port].address.contains(ip)
+            if snap.ports[in_port].connected(ip)
                 && snap.static_neighbor(ip).is_none()
                 && self.neighbors.learn(ip, mac, now)
                 && self.learned.len() < OUTBOX
@@ -254,6 +303,7 @@ impl Pipeline {
         in_port: usize,
         pkt: &mut B,
         now: u32,
+        hint: Option<Hint>,
     ) -> Verdict {
         let data = pkt.data_mut();
         let ip = match Ipv4Packet::new_checked(&data[IP..]) {
@@ -271,7 +321,12 @@ impl Pipeline {
         let header_len = ip.header_len();
         let fragment = ip.is_fragment();
         let ttl = ip.ttl();
-        let for_us = snap.is_local(in_port, dst);
+        // A burst hint already looked: a request's destination is a VIP, a
+        // NAT reply's is not ours.
+        let for_us = match hint {
+            Some(h) => h.request,
+            None => snap.is_local(in_port, dst),
+        };
         if fragment {
             return Verdict::Drop(DropReason::Fragment);
         }
@@ -299,7 +354,7 @@ impl Pipeline {
             if ttl <= 1 {
                 return Verdict::Drop(DropReason::TtlExceeded);
             }
-            return self.request(snap, service, pkt, proto, src, l4, ip_end, now);
+            return self.request(snap, service, pkt, proto, src, l4, ip_end, now, hint);
         }
         // Transit: only NAT replies and ICMP errors from NAT reals.
         if proto == u8::from(IpProtocol::Icmp) && snap.is_nat_real(src) {
@@ -318,7 +373,7 @@ impl Pipeline {
         if ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        self.reply(snap, pkt, proto, src, dst, l4, ip_end, now)
+        self.reply(snap, pkt, proto, src, dst, l4, ip_end, now, hint)
     }
 
     /// A packet from a client to a service's VIP.
@@ -333,6 +388,7 @@ impl Pipeline {
         l4: Transport,
         ip_end: usize,
         now: u32,
+        hint: Option<Hint>,
     ) -> Verdict {
         let owner = flow::owner_of(client, self.workers);
         if owner != self.index {
@@ -347,7 +403,8 @@ impl Pipeline {
             vip: svc.vip,
             vip_port: svc.port,
         };
-        let hash = key.hash();
+        let hash = hint.map_or_else(|| key.hash(), |h| h.hash);
+        debug_assert_eq!(hash, key.hash(), "the burst's hint is this key's hash");
         let tcp = proto == u8::from(IpProtocol::Tcp);
         let syn = tcp && l4.flags.contains(TcpFlags::SYN) && !l4.flags.contains(TcpFlags::ACK);
         let mut entry = self.flows.lookup(&key, hash);
@@ -544,6 +601,7 @@ impl Pipeline {
         l4: Transport,
         ip_end: usize,
         now: u32,
+        hint: Option<Hint>,
     ) -> Verdict {
         let owner = flow::owner_of(client, self.workers);
         if owner != self.index {
@@ -557,7 +615,9 @@ impl Pipeline {
             client,
             client_port: l4.dst_port,
         };
-        let Some(e) = self.flows.lookup_reply(&key, key.hash()) else {
+        let hash = hint.map_or_else(|| key.hash(), |h| h.hash);
+        debug_assert_eq!(hash, key.hash(), "the burst's hint is this key's hash");
+        let Some(e) = self.flows.lookup_reply(&key, hash) else {
             return Verdict::Drop(DropReason::NoFlow);
         };
         let f = self.flows.get(e);
@@ -808,6 +868,45 @@ impl Pipeline {
     }
 }
 
+/// What a quick look at a frame found out, before it is processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Hint {
+    /// The hash of the flow-table key it will be looked up by.
+    hash: u64,
+    /// A request to a VIP (else a NAT reply).
+    request: bool,
+}
+
+/// The flow-table key hash of a plain TCP or UDP over IPv4 frame to a VIP
+/// or from a NAT real (anything else: None, and the pipeline proper sorts
+/// it out).
+#[inline]
+fn flow_hint(snap: &Snapshot, d: &[u8]) -> Option<Hint> {
+    if d.len() < L4 + 4 || d[12] != 0x08 || d[13] != 0x00 || d[IP] != 0x45 {
+        return None;
+    }
+    let proto = d[IP + 9];
+    if proto != 6 && proto != 17 {
+        return None;
+    }
+    let src = Ipv4Addr::from(forward::get32(d, IP + 12));
+    let dst = Ipv4Addr::from(forward::get32(d, IP + 16));
+    let (sport, dport) = (forward::get16(d, L4), forward::get16(d, L4 + 2));
+    if snap.is_vip(dst) {
+        Some(Hint {
+            hash: flow::flow_hash(proto, src, sport, dst, dport),
+            request: true,
+        })
+    } else if snap.is_nat_endpoint(proto, src, sport) {
+        Some(Hint {
+            hash: flow::reply_hash(proto, src, sport, dst, dport),
+            request: false,
+        })
+    } else {
+        None
+    }
+}
+
 /// The persistence template's key for a flow key.
 fn template_key(k: &FlowKey) -> FlowKey {
     FlowKey {
@@ -832,20 +931,27 @@ fn transport(l4: &[u8], proto: u8) -> Result<Transport, DropReason> {
         if l4.len() < 20 {
             return Err(DropReason::Truncated);
         }
-        let p = wire::TcpPacket::new_checked(l4).map_err(|_| DropReason::BadL4Header)?;
+        // Data offset: at least the 20-byte header, at most the segment.
+        let header = usize::from(l4[12] >> 4) * 4;
+        if header < 20 || header > l4.len() {
+            return Err(DropReason::BadL4Header);
+        }
         Ok(Transport {
-            src_port: p.src_port(),
-            dst_port: p.dst_port(),
-            flags: p.flags(),
+            src_port: forward::get16(l4, 0),
+            dst_port: forward::get16(l4, 2),
+            flags: TcpFlags(l4[13]),
         })
     } else {
         if l4.len() < 8 {
             return Err(DropReason::Truncated);
         }
-        let p = wire::UdpPacket::new_checked(l4).map_err(|_| DropReason::BadL4Header)?;
+        let len = usize::from(forward::get16(l4, 4));
+        if len < 8 || len > l4.len() {
+            return Err(DropReason::BadL4Header);
+        }
         Ok(Transport {
-            src_port: p.src_port(),
-            dst_port: p.dst_port(),
+            src_port: forward::get16(l4, 0),
+            dst_port: forward::get16(l4, 2),
             flags: TcpFlags::default(),
         })
     }

@@ -49,13 +49,15 @@ pub type Result<T> = core::result::Result<T, Error>;
 /// Reads a big-endian `u16` at `at`. Callers guarantee the range is in bounds.
 #[inline]
 pub(crate) fn read_u16(data: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([data[at], data[at + 1]])
+    let b: [u8; 2] = data[at..at + 2].try_into().expect("a 2-byte slice");
+    u16::from_be_bytes(b)
 }
 
 /// Reads a big-endian `u32` at `at`. Callers guarantee the range is in bounds.
 #[inline]
 pub(crate) fn read_u32(data: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]])
+    let b: [u8; 4] = data[at..at + 4].try_into().expect("a 4-byte slice");
+    u32::from_be_bytes(b)
 }
 
 /// Writes a big-endian `u16` at `at`.
