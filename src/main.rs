@@ -45,6 +45,16 @@ enum Command {
     },
 }
 
+/// Writes to stdout. A reader that went away (`| head`) is not an error
+/// worth a panic: what it did not read, it did not want.
+fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+}
+
 fn status(cli: &Cli, metrics: Option<&str>, json: bool) -> ExitCode {
     let addr = match metrics {
         Some(a) => a.to_string(),
@@ -60,12 +70,12 @@ fn status(cli: &Cli, metrics: Option<&str>, json: bool) -> ExitCode {
         }
     };
     if json {
-        println!("{body}");
+        out(&format!("{body}\n"));
         return ExitCode::SUCCESS;
     }
     match serde_json::from_str::<lb_control::status::Status>(&body) {
         Ok(s) => {
-            print!("{}", s.table());
+            out(&s.table());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -95,8 +105,11 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
-        println!("{}: valid", cli.config.display());
-        print!("{}", config.summary());
+        out(&format!(
+            "{}: valid\n{}",
+            cli.config.display(),
+            config.summary()
+        ));
         return ExitCode::SUCCESS;
     }
     match lb_control::run(config, cli.config) {

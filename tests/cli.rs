@@ -171,3 +171,22 @@ fn an_unknown_device_fails_in_one_line() {
     assert_eq!(code, 1, "{err}");
     assert_one_line_start_error(&err, "failed");
 }
+
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let dir = TempDir::new("cli-pipe");
+    let path = dir.path("lb.toml");
+    std::fs::write(&path, VALID).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["-c", path.to_str().unwrap(), "--check"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the reading end at once, as `| head -0` would.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0));
+}
