@@ -476,3 +476,53 @@ pub fn number_after(line: &str, label: &str) -> Option<u64> {
         .collect();
     digits.parse().ok()
 }
+
+/// One scrape of Prometheus text: every sample as `name{k=v,...}` (labels
+/// sorted by name, values unquoted) -> value.
+pub type Scrape = std::collections::BTreeMap<String, f64>;
+
+/// Parses Prometheus exposition text into a [`Scrape`]. Enough for our own
+/// exporter's output (label values hold no `,`, `"` or `\`); the metrics
+/// test checks the text itself with the Prometheus client's parser.
+pub fn parse_metrics(text: &str) -> Scrape {
+    let mut out = Scrape::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let key = match series.split_once('{') {
+            None => format!("{series}{{}}"),
+            Some((name, labels)) => {
+                let mut pairs: Vec<String> = labels
+                    .trim_end_matches('}')
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(|p| p.replace('"', ""))
+                    .collect();
+                pairs.sort();
+                format!("{name}{{{}}}", pairs.join(","))
+            }
+        };
+        out.insert(key, value);
+    }
+    out
+}
+
+/// The key of a sample in a [`Scrape`]: `name` with `labels` (any order).
+pub fn metric_key(name: &str, labels: &[(&str, &str)]) -> String {
+    let mut pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.sort();
+    format!("{name}{{{}}}", pairs.join(","))
+}
+
+/// The value of a sample, if the scrape has it.
+pub fn metric(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    s.get(&metric_key(name, labels)).copied()
+}
