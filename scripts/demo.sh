@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# lb-appliance's demo on a machine without DPDK NICs: installs what is
-# missing, builds in release mode, and runs the appliance inside a network
-# namespace on a veth interface through DPDK's af_packet driver. A client in
-# another namespace resolves and pings the appliance's address and a VIP.
-# Cleans up everything it made, also on failure or Ctrl-C. Run as root.
-#
-# (The load-balancing demo of NAT, TUN and DR through a lab of real servers
-# comes with scripts/lab.sh.)
+# lb-appliance's demo, on a machine without DPDK NICs: installs what is
+# missing, builds in release mode, brings the lab up (scripts/lab.sh: a
+# client, a router, the appliance and three real servers in network
+# namespaces), and in turn for NAT, TUN and DR starts lb-appliance with the
+# example config examples/lab-<method>.toml, sends a few hundred HTTP
+# requests from the client to the VIP, shows which real answered how many
+# (the configured weights are 3:2:1) and a few lines of /metrics. Cleans
+# everything up, also on failure or Ctrl-C, and ends with one line saying
+# whether it worked (exit status 0) or not. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+REQUESTS=${REQUESTS:-300}
+export LAB_PREFIX=${LAB_PREFIX:-lbdemo}
+export LAB_STATE=${LAB_STATE:-/run/lb-demo-lab}
+LB_NS=$LAB_PREFIX-lb
+CLIENT_NS=$LAB_PREFIX-client
 
 say() { printf '\n== %s\n' "$*"; }
 
@@ -18,81 +24,110 @@ export PATH="$HOME/.cargo/bin:$PATH"
 say "building (release)"
 cargo build --release --quiet
 BIN=$ROOT/target/release/lb-appliance
-CONFIG=$ROOT/examples/local-responder.toml
 
-NS_CL=lbdemo-client
-NS_LB=lbdemo-lb
-WORK=""
 PID=""
-
+WORK=""
 cleanup() {
     if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
         kill -TERM "$PID" 2>/dev/null || true
         for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$PID" 2>/dev/null || true
     fi
-    ip netns del "$NS_CL" 2>/dev/null || true
-    ip netns del "$NS_LB" 2>/dev/null || true
-    rm -rf /var/run/dpdk/lb-demo
+    scripts/lab.sh down >/dev/null 2>&1 || true
     [ -z "$WORK" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-cleanup  # leftovers of an interrupted run
 WORK=$(mktemp -d /tmp/lb-demo.XXXXXX)
 
-say "network: $NS_CL (198.18.0.1) <-veth-> $NS_LB (lb-appliance on lb0 = 198.18.0.2, VIP 198.18.1.100)"
-ip netns add "$NS_CL"
-ip netns add "$NS_LB"
-ip link add lbdemo-a type veth peer name lbdemo-b
-ip link set lbdemo-a netns "$NS_CL"
-ip link set lbdemo-b netns "$NS_LB"
-ip -n "$NS_CL" link set lbdemo-a name cl0
-ip -n "$NS_LB" link set lbdemo-b name lb0
-for pair in "$NS_CL cl0" "$NS_LB lb0"; do
-    set -- $pair
-    ip -n "$1" link set lo up
-    ip -n "$1" link set "$2" up
-    # af_packet must see wire-sized frames with finished checksums.
-    ip netns exec "$1" ethtool -K "$2" gro off gso off tso off tx off rx off >/dev/null 2>&1 || true
-done
-ip -n "$NS_CL" addr add 198.18.0.1/24 dev cl0
-ip -n "$NS_CL" route add 198.18.1.0/24 via 198.18.0.2
+say "lab: scripts/lab.sh up"
+scripts/lab.sh up
 
-say "starting: lb-appliance -c examples/local-responder.toml (inside $NS_LB)"
-ip netns exec "$NS_LB" "$BIN" -c "$CONFIG" >"$WORK/lb.log" 2>&1 &
-PID=$!
-for _ in $(seq 300); do
-    grep -q polling "$WORK/lb.log" && break
-    kill -0 "$PID" 2>/dev/null || break
-    sleep 0.1
-done
-if ! grep -q polling "$WORK/lb.log"; then
-    cat "$WORK/lb.log"
-    echo "DEMO FAILED: the appliance did not start"
-    exit 1
-fi
-grep -E "INFO" "$WORK/lb.log" | sed 's/^/  /'
+metrics() { ip netns exec "$LB_NS" curl -s --max-time 2 http://127.0.0.1:9101/metrics; }
 
-failed=0
-for target in 198.18.0.2 198.18.1.100; do
-    say "arping $target (from $NS_CL)"
-    ip netns exec "$NS_CL" arping -c 2 -w 5 -I cl0 "$target" | sed 's/^/  /' || failed=1
-    say "ping $target (from $NS_CL)"
-    ip netns exec "$NS_CL" ping -c 3 -W 2 "$target" | sed 's/^/  /' || failed=1
+# Sends $REQUESTS requests, each on a new connection, and prints "name count".
+requests() {
+    ip netns exec "$CLIENT_NS" /usr/bin/python3 - "$REQUESTS" <<'PY'
+import collections, http.client, sys
+n = int(sys.argv[1])
+seen = collections.Counter()
+for _ in range(n):
+    try:
+        c = http.client.HTTPConnection("198.18.1.100", 80, timeout=5)
+        c.request("GET", "/")
+        seen[c.getresponse().read().decode().strip()] += 1
+        c.close()
+    except Exception as e:
+        seen["failed"] += 1
+for name in sorted(seen):
+    print(name, seen[name])
+PY
+}
+
+failed=()
+for method in nat tun dr; do
+    M=$(echo "$method" | tr a-z A-Z)
+    say "$M: scripts/lab.sh method $method; lb-appliance -c examples/lab-$method.toml (in $LB_NS)"
+    scripts/lab.sh method "$method"
+    sed "s/\"lb-lab\"/\"lb-demo-$method\"/" "examples/lab-$method.toml" >"$WORK/lb-$method.toml"
+    ip netns exec "$LB_NS" "$BIN" -c "$WORK/lb-$method.toml" >"$WORK/lb-$method.log" 2>&1 &
+    PID=$!
+    up=0
+    for _ in $(seq 150); do
+        up=$(metrics | grep -c '^lb_real_up{.*service="web"} 1' || true)
+        [ "$up" = 3 ] && break
+        kill -0 "$PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [ "$up" != 3 ]; then
+        tail -20 "$WORK/lb-$method.log"
+        echo "$M: the health checks did not bring the three reals up"
+        failed+=("$M")
+        kill -TERM "$PID" 2>/dev/null || true
+        wait "$PID" || true
+        PID=""
+        continue
+    fi
+    echo "  health checks: 3 reals up"
+    echo "  $REQUESTS requests to http://198.18.1.100/ (weights real1:real2:real3 = 3:2:1):"
+    requests >"$WORK/counts-$method"
+    ok=1
+    for r in "real1 3" "real2 2" "real3 1"; do
+        set -- $r
+        got=$(awk -v n="$1" '$1 == n {print $2}' "$WORK/counts-$method")
+        got=${got:-0}
+        want=$((REQUESTS * $2 / 6))
+        # Tolerance: 5 % of all requests (one worker runs exact smooth wrr).
+        tol=$((REQUESTS / 20))
+        diff=$((got > want ? got - want : want - got))
+        mark=ok
+        [ "$diff" -le "$tol" ] || { mark="OFF (expected $want ± $tol)"; ok=0; }
+        printf '    %-6s %4d  (expected %d)  %s\n' "$1" "$got" "$want" "$mark"
+    done
+    if grep -q '^failed' "$WORK/counts-$method"; then
+        echo "    failed requests: $(awk '$1 == "failed" {print $2}' "$WORK/counts-$method")"
+        ok=0
+    fi
+    echo "  a few lines of /metrics:"
+    metrics | grep -E '^lb_(flows_created_total|real_up)\{.*service="web"|^lb_port_(rx|tx)_packets_total|^lb_config_generation' | sed 's/^/    /'
+    kill -TERM "$PID"
+    status=0
+    wait "$PID" || status=$?
+    PID=""
+    grep -E "port wan:" "$WORK/lb-$method.log" | sed 's/.*port wan: /  appliance port counters: /'
+    if [ "$ok" = 1 ] && [ "$status" = 0 ]; then
+        echo "  $M: ok"
+    else
+        echo "  $M: FAILED (exit status $status)"
+        failed+=("$M")
+    fi
 done
 
-say "stopping (SIGTERM)"
-kill -TERM "$PID"
-status=0
-wait "$PID" || status=$?
-PID=""
-grep -E "port wan|worker on|stopped" "$WORK/lb.log" | sed 's/^/  /'
-if [ "$failed" -eq 0 ] && [ "$status" -eq 0 ]; then
+if [ "${#failed[@]}" -eq 0 ]; then
     echo
-    echo "DEMO PASSED: lb-appliance answered ARP and ping for its address and the VIP, and stopped cleanly"
+    echo "DEMO PASSED: NAT, TUN and DR each balanced $REQUESTS HTTP requests by weight 3:2:1 through lb-appliance"
 else
     echo
-    echo "DEMO FAILED: arping/ping failed or the appliance exited with $status"
+    echo "DEMO FAILED: ${failed[*]}"
     exit 1
 fi

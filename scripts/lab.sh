@@ -118,7 +118,7 @@ up() {
         echo "real$i" >"$www/index.html"
         [ -f "$STATE/www/big.bin" ] || head -c 5242880 /dev/urandom >"$STATE/www/big.bin"
         ln -sf ../big.bin "$www/big.bin"
-        start "http$i" "$ns" "$PY" -m http.server 80 --bind 0.0.0.0 --directory "$www"
+        start "http$i" "$ns" "$PY" -m http.server 80 --bind 0.0.0.0 --directory "$www" --protocol HTTP/1.1
         # One socket per address, so that each reply leaves from the address
         # the request came to: the VIP (DR, TUN) or the real's own (NAT). A
         # UDP server bound to 0.0.0.0 would answer a DR request from the
