@@ -390,10 +390,8 @@ impl Pipeline {
         now: u32,
         hint: Option<Hint>,
     ) -> Verdict {
-        let owner = flow::owner_of(client, self.workers);
-        if owner != self.index {
-            self.stats.handoffs_out.incr();
-            return Verdict::HandOff(owner);
+        if let Some(v) = self.hand_off(client) {
+            return v;
         }
         let svc = &snap.services[service];
         let key = FlowKey {
@@ -496,11 +494,7 @@ impl Pipeline {
                 now,
             ),
         };
-        if matches!(verdict, Verdict::Transmit(_) | Verdict::Hold { .. }) {
-            let c = self.stats.real(real_id);
-            c.packets.incr();
-            c.bytes.add(len);
-        }
+        self.count_forwarded(verdict, real_id, len);
         verdict
     }
 
@@ -579,6 +573,27 @@ impl Pipeline {
         eligible.get(i).copied()
     }
 
+    /// The hand-off verdict when another worker owns `client`'s flows.
+    #[inline]
+    fn hand_off(&self, client: Ipv4Addr) -> Option<Verdict> {
+        let owner = flow::owner_of(client, self.workers);
+        (owner != self.index).then(|| {
+            self.stats.handoffs_out.incr();
+            Verdict::HandOff(owner)
+        })
+    }
+
+    /// Counts a packet of a real's flow that is on its way (sent now, or
+    /// held for its next hop).
+    #[inline]
+    fn count_forwarded(&self, v: Verdict, real_id: u32, len: u64) {
+        if matches!(v, Verdict::Transmit(_) | Verdict::Hold { .. }) {
+            let c = self.stats.real(real_id);
+            c.packets.incr();
+            c.bytes.add(len);
+        }
+    }
+
     fn end_flow(&mut self, e: u32) {
         let f = self.flows.remove(e);
         if !f.is_template() {
@@ -603,10 +618,8 @@ impl Pipeline {
         now: u32,
         hint: Option<Hint>,
     ) -> Verdict {
-        let owner = flow::owner_of(client, self.workers);
-        if owner != self.index {
-            self.stats.handoffs_out.incr();
-            return Verdict::HandOff(owner);
+        if let Some(v) = self.hand_off(client) {
+            return v;
         }
         let key = ReplyKey {
             proto,
@@ -639,11 +652,7 @@ impl Pipeline {
         let len = pkt.len() as u64;
         nat::rewrite_reply(pkt.data_mut(), proto, vip, vip_port);
         let v = self.send(snap, pkt, client, ip_end, now);
-        if matches!(v, Verdict::Transmit(_) | Verdict::Hold { .. }) {
-            let c = self.stats.real(real_id);
-            c.packets.incr();
-            c.bytes.add(len);
-        }
+        self.count_forwarded(v, real_id, len);
         v
     }
 
@@ -682,10 +691,8 @@ impl Pipeline {
             vip: q.src,
             vip_port: q.src_port,
         };
-        let owner = flow::owner_of(key.client, self.workers);
-        if owner != self.index {
-            self.stats.handoffs_out.incr();
-            return Verdict::HandOff(owner);
+        if let Some(v) = self.hand_off(key.client) {
+            return v;
         }
         let Some(e) = self.flows.lookup(&key, key.hash()) else {
             return Verdict::Drop(DropReason::NoFlow);
@@ -740,10 +747,8 @@ impl Pipeline {
             client: q.src,
             client_port: q.src_port,
         };
-        let owner = flow::owner_of(key.client, self.workers);
-        if owner != self.index {
-            self.stats.handoffs_out.incr();
-            return Verdict::HandOff(owner);
+        if let Some(v) = self.hand_off(key.client) {
+            return v;
         }
         let Some(e) = self.flows.lookup_reply(&key, key.hash()) else {
             return Verdict::Drop(DropReason::NoFlow);
