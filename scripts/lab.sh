@@ -76,6 +76,9 @@ up() {
     for ns in "$NS_CLIENT" "$NS_ROUTER" "$NS_SW" "$NS_LB" $(for i in "${REALS[@]}"; do echo "$P-real$i"; done); do
         ip netns add "$ns"
         inns "$ns" ip link set lo up
+        # IPv4 only: keeps IPv6 chatter off the segment (and out of the
+        # appliance's drop counters).
+        inns "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
     done
     inns "$NS_SW" ip link add br0 type bridge
     inns "$NS_SW" ip link set br0 up
@@ -137,12 +140,19 @@ while True:
 "
     done
     method nat
-    # wait for the servers
+    # wait for the servers; a lab with a dead server is no lab
     for i in "${REALS[@]}"; do
+        local ok=""
         for _ in $(seq 100); do
-            inns "$P-real$i" "$PY" -c "import socket; socket.create_connection(('127.0.0.1', 80), 1)" 2>/dev/null && break
+            if inns "$P-real$i" "$PY" -c "import socket; socket.create_connection(('127.0.0.1', 80), 1)" 2>/dev/null; then
+                ok=1
+                break
+            fi
             sleep 0.1
         done
+        [ -n "$ok" ] || die "the HTTP server of real$i did not start: $(tail -3 "$STATE/http$i.log" 2>/dev/null)"
+        kill -0 "$(cat "$STATE/udp$i.pid")" 2>/dev/null ||
+            die "the UDP echo of real$i did not start: $(tail -3 "$STATE/udp$i.log" 2>/dev/null)"
     done
     say "up: client $NS_CLIENT, router $NS_ROUTER, appliance $NS_LB (lb0 for DPDK, mgmt0 198.18.0.254), reals $P-real1..3"
 }
@@ -169,6 +179,12 @@ down() {
         for f in "$STATE"/*.pid; do
             [ -e "$f" ] || continue
             local pid; pid=$(cat "$f")
+            # Only a process still living in one of our namespaces is ours:
+            # a server that died may have had its PID reused.
+            case "$(ip netns identify "$pid" 2>/dev/null)" in
+                "$P"-*) ;;
+                *) rm -f "$f"; continue ;;
+            esac
             kill "$pid" 2>/dev/null || true
             for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
             kill -9 "$pid" 2>/dev/null || true

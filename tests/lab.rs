@@ -1,0 +1,1065 @@
+//! End to end on the lab of `scripts/lab.sh`: a client, a router, the
+//! appliance and three real servers in network namespaces, brought up by the
+//! script itself, with the appliance run from the lab's example configs
+//! (`examples/lab-{nat,tun,dr}.toml`). What is checked is what the lab
+//! demonstrates to a user:
+//!
+//! - for each of NAT, TUN and DR: 120 new connections through the VIP are
+//!   spread 3:2:1 as the weights say, a 5 MB file arrives intact, replies
+//!   cross the appliance for NAT and bypass it for TUN and DR, UDP answers
+//!   come from the VIP, and the appliance stops cleanly;
+//! - long-lived keep-alive connections survive a reload that drains their
+//!   real (weight 0) and one that restores it, while new connections avoid
+//!   the drained real;
+//! - a real whose HTTP server is stopped is taken out by the health check.
+//!
+//! Each test runs a lab of its own (`LAB_PREFIX=lt...`, `LAB_STATE` in a
+//! scratch folder), so it never touches a user's lab (`lbl`) or another
+//! test's, and a guard runs `scripts/lab.sh down` with the same environment
+//! when the test ends, also when it fails. The tests take turns (a lock):
+//! each appliance busy-polls a CPU, and the machines that run this may have
+//! only two.
+//!
+//! Needs root; skipped with the reason otherwise, and a failure where
+//! LB_REQUIRE_PRIVILEGED_TESTS=1. Addresses from 198.18.0.0/15 only, inside
+//! the lab's namespaces. Only processes the test started are killed, by
+//! their PIDs, plus, in the health test, real3's HTTP server, by the PID the
+//! lab recorded (stopping it is the scenario). No timing assertions: every
+//! wait is a bounded poll.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::{metric, parse_metrics, privileged, sh, tail, DpdkPrefix, Proc, Scrape, TempDir, BIN};
+
+const LAB_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lab.sh");
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+/// The EAL `--file-prefix` of the example configs, replaced by a private one.
+const EXAMPLE_FILE_PREFIX: &str = "\"lb-lab\"";
+const VIP: &str = "198.18.1.100";
+const UDP_PORT: u16 = 9000;
+/// The lab's reals: address, name (as their HTTP and UDP servers answer),
+/// and weight in the example configs.
+const REALS: [(&str, &str, u32); 3] = [
+    ("198.18.0.11", "real1", 3),
+    ("198.18.0.12", "real2", 2),
+    ("198.18.0.13", "real3", 1),
+];
+/// The size of the lab's `big.bin`.
+const BIG: u64 = 5 * 1024 * 1024;
+/// TUN and DR: what the appliance may send while 5 MB of replies bypass it.
+const BYPASS_MAX_TX: u64 = 1024 * 1024;
+/// Where the appliance serves metrics, inside the lab's lb namespace.
+const METRICS_URL: &str = "http://127.0.0.1:9101/metrics";
+/// How long the appliance may take to start (EAL init without hugepages).
+const START: Duration = Duration::from_secs(60);
+/// The bound of every poll for a metric, a log line or an answer.
+const POLL: Duration = Duration::from_secs(15);
+
+/// The tests take turns: each appliance busy-polls lcore 1.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A lab of `scripts/lab.sh` with a private prefix and state folder. Its
+/// `Drop` runs `lab.sh down` with the same environment (before the fields
+/// drop: the scratch folder holding LAB_STATE and the DPDK runtime folder).
+/// Appliances and client helpers are locals declared after it, so they are
+/// killed before the namespaces go.
+struct Lab {
+    /// LAB_PREFIX: the namespaces are `{prefix}-client`, `{prefix}-lb`, ...
+    prefix: String,
+    /// LAB_STATE: PIDs, logs and the web roots of the lab.
+    state: PathBuf,
+    dir: TempDir,
+    dpdk: DpdkPrefix,
+}
+
+impl Lab {
+    /// Brings a lab up (`lab.sh up`, NAT routes), under a prefix no
+    /// existing namespace uses. `tag` tells the tests apart.
+    fn up(tag: char) -> Lab {
+        let dir = TempDir::new(&format!("lab-{tag}"));
+        let lab = Lab {
+            prefix: free_prefix(tag),
+            state: dir.path("lab"),
+            dir,
+            dpdk: DpdkPrefix::new(&format!("lab-{tag}")),
+        };
+        // The guard exists before `up` runs: a half-made lab is removed too.
+        lab.script(&["up"]);
+        eprintln!("lab: up as {} in {}", lab.prefix, lab.state.display());
+        lab
+    }
+
+    fn script_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(LAB_SH);
+        cmd.args(args)
+            .env("LAB_PREFIX", &self.prefix)
+            .env("LAB_STATE", &self.state);
+        cmd
+    }
+
+    /// Runs `lab.sh ARGS`, panicking with its output if it fails.
+    fn script(&self, args: &[&str]) {
+        let out = self
+            .script_command(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{LAB_SH} {args:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "lab.sh {args:?} (LAB_PREFIX={}) failed: {:?}\n{}{}",
+            self.prefix,
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The name of the lab's namespace `role` (client, lb, real1, ...).
+    fn ns(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
+    }
+
+    /// `ip netns exec {prefix}-{role} ARGS`, whatever its exit status.
+    fn exec(&self, role: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(role)])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    }
+
+    /// An interface counter inside a namespace of the lab.
+    fn if_stat(&self, role: &str, ifname: &str, stat: &str) -> u64 {
+        let path = format!("/sys/class/net/{ifname}/statistics/{stat}");
+        let out = self.exec(role, &["cat", &path]);
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{} {path}: {out:?}", self.ns(role)))
+    }
+
+    /// The bytes sent by all three reals' eth0.
+    fn reals_tx_bytes(&self) -> u64 {
+        (1..=3)
+            .map(|i| self.if_stat(&format!("real{i}"), "eth0", "tx_bytes"))
+            .sum()
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path("lb.toml")
+    }
+
+    /// The lab's example config for `method`, with the private EAL prefix.
+    fn example_config(&self, method: &str) -> String {
+        let path = format!("{EXAMPLES}/lab-{method}.toml");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(
+            text.contains(EXAMPLE_FILE_PREFIX),
+            "{path} no longer sets --file-prefix {EXAMPLE_FILE_PREFIX}"
+        );
+        text.replace(EXAMPLE_FILE_PREFIX, &format!("\"{}\"", self.dpdk.0))
+    }
+
+    /// Checks `config` with `--check` (in a file of its own).
+    fn check(&self, config: &str) -> Result<(), String> {
+        let path = self.dir.path("check.toml");
+        std::fs::write(&path, config).unwrap();
+        let out = Command::new(BIN)
+            .args(["-c", path.to_str().unwrap(), "--check"])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    /// Writes and checks `config`, starts the appliance in the lb namespace,
+    /// waits until its worker polls, its metrics answer and every real of
+    /// "web" is up (the checks start them down).
+    fn start_appliance(&self, method: &str, config: &str) -> Proc {
+        if let Err(e) = self.check(config) {
+            panic!("[{method}] the test's config is invalid:\n{config}\n{e}");
+        }
+        std::fs::write(self.config_path(), config).unwrap();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns("lb"), BIN, "-c"])
+            .arg(self.config_path())
+            .env("RUST_LOG", "info");
+        let mut app = Proc::spawn(cmd, &self.dir.path(&format!("lb-{method}.log")));
+        if !app.wait_for_log("worker 0 polling", START) {
+            fail(
+                &mut app,
+                &format!("[{method}] the appliance did not start (its worker never polled)"),
+            );
+        }
+        self.wait_metrics(&mut app, &format!("[{method}] every real of web up"), |s| {
+            REALS.iter().all(|(addr, ..)| web_up(s, addr) == Some(1.0))
+        });
+        app
+    }
+
+    /// One scrape of the appliance's metrics, if it answers.
+    fn scrape(&self) -> Option<Scrape> {
+        let out = self.exec("lb", &["curl", "-s", "--max-time", "3", METRICS_URL]);
+        if !out.status.success() {
+            return None;
+        }
+        let s = parse_metrics(&String::from_utf8_lossy(&out.stdout));
+        (!s.is_empty()).then_some(s)
+    }
+
+    /// Polls the metrics until `cond` holds (bounded); fails with `what`,
+    /// the series that matter and the appliance's log tail otherwise.
+    fn wait_metrics(
+        &self,
+        app: &mut Proc,
+        what: &str,
+        mut cond: impl FnMut(&Scrape) -> bool,
+    ) -> Scrape {
+        let end = Instant::now() + POLL;
+        let mut last = None;
+        loop {
+            if let Some(s) = self.scrape() {
+                if cond(&s) {
+                    return s;
+                }
+                last = Some(s);
+            }
+            if Instant::now() >= end {
+                let shown = last
+                    .as_ref()
+                    .map(interesting)
+                    .unwrap_or_else(|| "no scrape".into());
+                fail(
+                    app,
+                    &format!("timed out ({POLL:?}) waiting for {what}; metrics:\n{shown}"),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Rewrites the config file, sends SIGHUP to the appliance and waits
+    /// until `lb_config_reloads_total` reads `success` (and no failure).
+    fn reload(&self, app: &mut Proc, config: &str, success: u64, what: &str) -> Scrape {
+        if let Err(e) = self.check(config) {
+            fail(app, &format!("{what}: the test's config is invalid:\n{e}"));
+        }
+        std::fs::write(self.config_path(), config).unwrap();
+        sh(&["kill", "-HUP", &app.pid().to_string()]);
+        self.wait_metrics(
+            app,
+            &format!("{what}: lb_config_reloads_total success {success}, failure 0"),
+            |s| reloads(s, "success") == success as f64 && reloads(s, "failure") == 0.0,
+        )
+    }
+
+    /// `n` sequential `curl`s of `http://VIP/` from the client, each on a
+    /// new connection: per request the body (the real's name) or why not.
+    fn curls(&self, n: usize) -> Vec<Result<String, String>> {
+        const LOOP: &str = r#"
+i=0
+while [ "$i" -lt "$1" ]; do
+    i=$((i + 1))
+    if b=$(curl -s -S --max-time 5 "$2" 2>&1); then echo "OK $b"; else echo "FAIL $? $b"; fi
+done
+"#;
+        let url = format!("http://{VIP}/");
+        let out = self.exec("client", &["sh", "-c", LOOP, "sh", &n.to_string(), &url]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut res: Vec<Result<String, String>> = text
+            .lines()
+            .map(|l| match l.strip_prefix("OK ") {
+                Some(body) => Ok(body.trim().to_string()),
+                None => Err(l.to_string()),
+            })
+            .collect();
+        if res.len() != n {
+            res.push(Err(format!(
+                "the curl loop printed {} lines for {n} requests (exit {:?}): {}",
+                res.len(),
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        res
+    }
+
+    /// Polls until one `curl` of the VIP answers (the appliance resolves the
+    /// next hops by ARP on the first packets).
+    fn wait_for_vip(&self, app: &mut Proc, method: &str) {
+        let end = Instant::now() + POLL;
+        loop {
+            match self.curls(1).pop() {
+                Some(Ok(_)) => return,
+                last if Instant::now() >= end => fail(
+                    app,
+                    &format!("[{method}] the VIP never answered within {POLL:?}; last: {last:?}"),
+                ),
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    /// Starts the keep-alive client helper in the client namespace.
+    fn client(&self, method: &str) -> Client {
+        Client::start(
+            &self.ns("client"),
+            &self.dir.path(&format!("client-{method}.log")),
+        )
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        match self.script_command(&["down"]).output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "lab.sh down (LAB_PREFIX={}) failed: {}{}",
+                self.prefix,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => eprintln!("lab.sh down: {e}"),
+        }
+    }
+}
+
+/// A LAB_PREFIX of at most 6 characters (`lt`, the test's tag, 3 base-36
+/// digits from the PID) whose namespaces do not exist yet: `lab.sh up`
+/// first tears down whatever lab has its prefix.
+fn free_prefix(tag: char) -> String {
+    let listed = sh(&["ip", "netns", "list"]);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    let pid = std::process::id();
+    for k in 0..100u32 {
+        let mut n = pid.wrapping_add(k.wrapping_mul(7919)) % (36 * 36 * 36);
+        let mut digits = String::new();
+        for _ in 0..3 {
+            digits.insert(0, char::from_digit(n % 36, 36).unwrap());
+            n /= 36;
+        }
+        let prefix = format!("lt{tag}{digits}");
+        let head = format!("{prefix}-");
+        if !listed.lines().any(|l| l.starts_with(&head)) {
+            return prefix;
+        }
+    }
+    panic!("no free lab prefix lt{tag}...: {listed}");
+}
+
+/// Stops the appliance (so that its final counters are logged) and fails
+/// with `what` and the tail of its log.
+fn fail(app: &mut Proc, what: &str) -> ! {
+    let code = app.stop("TERM", Duration::from_secs(20));
+    panic!(
+        "{what}\n--- appliance exit code {code:?}, log tail ---\n{}",
+        tail(&app.log_text(), 60)
+    );
+}
+
+/// SIGTERM, a clean exit (code 0), and the whole log.
+fn stop_cleanly(app: &mut Proc, method: &str) -> String {
+    let code = app.stop("TERM", Duration::from_secs(30));
+    let log = app.log_text();
+    for l in log
+        .lines()
+        .filter(|l| l.contains("port ") && l.contains(": rx ") || l.contains("worker on lcore"))
+    {
+        eprintln!("[{method}] {l}");
+    }
+    assert_eq!(
+        code,
+        Some(0),
+        "[{method}] clean exit on SIGTERM expected:\n{}",
+        tail(&log, 60)
+    );
+    log
+}
+
+/// `(rx packets, rx bytes, tx packets, tx bytes)` of port `name` from the
+/// final log line `port NAME: rx N packets N bytes, tx N packets N bytes, ...`.
+fn port_counters(log: &str, name: &str) -> (u64, u64, u64, u64) {
+    let head = format!("port {name}: rx ");
+    let line = log
+        .lines()
+        .find(|l| l.contains(&head))
+        .unwrap_or_else(|| panic!("no final counters of port {name} in:\n{}", tail(log, 60)));
+    let words: Vec<&str> = line[line.find(&head).unwrap()..]
+        .split_whitespace()
+        .collect();
+    let num = |i: usize| -> u64 {
+        words
+            .get(i)
+            .and_then(|w| w.trim_end_matches(',').parse().ok())
+            .unwrap_or_else(|| panic!("cannot read port counters from {line:?}"))
+    };
+    let rx = words.iter().position(|w| *w == "rx").unwrap();
+    let tx = words.iter().position(|w| *w == "tx").unwrap();
+    (num(rx + 1), num(rx + 3), num(tx + 1), num(tx + 3))
+}
+
+fn sha256(path: &Path) -> String {
+    let out = sh(&["sha256sum", path.to_str().unwrap()]);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("sha256sum output")
+        .to_string()
+}
+
+fn reloads(s: &Scrape, result: &str) -> f64 {
+    metric(s, "lb_config_reloads_total", &[("result", result)]).unwrap_or(f64::NAN)
+}
+
+/// `lb_real_up` of a real of "web".
+fn web_up(s: &Scrape, address: &str) -> Option<f64> {
+    let real = format!("{address}:80");
+    metric(s, "lb_real_up", &[("service", "web"), ("real", &real)])
+}
+
+fn web_weight(s: &Scrape, address: &str) -> Option<f64> {
+    let real = format!("{address}:80");
+    metric(s, "lb_real_weight", &[("service", "web"), ("real", &real)])
+}
+
+/// The series a failure message shows: reloads, generation, health and
+/// weights of the reals, flows per real, and the drop reasons that counted.
+fn interesting(s: &Scrape) -> String {
+    s.iter()
+        .filter(|(k, v)| {
+            k.starts_with("lb_config_")
+                || k.starts_with("lb_real_")
+                || k.starts_with("lb_flows_created_total")
+                || (k.starts_with("lb_packets_dropped_total") && **v > 0.0)
+        })
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// How many answers came from each real, in the order of [`REALS`]; fails
+/// on any failed request or unknown answer.
+fn count_by_real(app: &mut Proc, what: &str, answers: &[Result<String, String>]) -> [usize; 3] {
+    let mut counts = [0; 3];
+    for (i, a) in answers.iter().enumerate() {
+        match a {
+            Ok(body) => match REALS.iter().position(|(_, name, _)| name == body) {
+                Some(k) => counts[k] += 1,
+                None => fail(app, &format!("{what}: request {i} answered {body:?}")),
+            },
+            Err(e) => fail(
+                app,
+                &format!(
+                    "{what}: request {i} of {} failed: {e}; all: {answers:?}",
+                    answers.len()
+                ),
+            ),
+        }
+    }
+    counts
+}
+
+/// A UDP client: `n` datagrams to ADDR:PORT, each from a fresh socket (so
+/// a new flow), one line per datagram: `OK <src addr> <src port> <reply>`
+/// or `TIMEOUT <i>`.
+const UDP_CLIENT: &str = r#"
+import socket, sys
+addr, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    s.sendto(b"msg-%d" % i, (addr, port))
+    try:
+        d, a = s.recvfrom(2048)
+        print("OK", a[0], a[1], d.decode(errors="replace"), flush=True)
+    except socket.timeout:
+        print("TIMEOUT", i, flush=True)
+    s.close()
+"#;
+
+/// The keep-alive HTTP client, driven over stdin; every command's answer
+/// ends with a line `END`.
+///
+/// - `open N ADDR PORT TIMEOUT`: opens N more connections, one line each:
+///   `OPEN i` or `FAIL i <why>`;
+/// - `get TIMEOUT`: sends `GET / HTTP/1.1` on every connection in turn and
+///   reads the response (by its Content-Length): `i BODY <body>` or
+///   `i DEAD <why>` (a dead connection is closed and stays dead).
+const KEEPALIVE_CLIENT: &str = r#"
+import socket, sys
+socks = []
+def out(*a):
+    print(*a, flush=True)
+def get(s, timeout):
+    s.settimeout(timeout)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = s.recv(4096)
+        if not d:
+            raise OSError("closed by the peer (headers: %r)" % buf)
+        buf += d
+    head, body = buf.split(b"\r\n\r\n", 1)
+    lines = head.split(b"\r\n")
+    if lines[0].split()[1:2] != [b"200"]:
+        raise OSError("status line %r" % lines[0])
+    n = None
+    for l in lines[1:]:
+        k, _, v = l.partition(b":")
+        if k.strip().lower() == b"content-length":
+            n = int(v)
+    if n is None:
+        raise OSError("no Content-Length in %r" % head)
+    while len(body) < n:
+        d = s.recv(4096)
+        if not d:
+            raise OSError("closed by the peer in the body")
+        body += d
+    return body[:n].decode(errors="replace").strip()
+for cmd in sys.stdin:
+    cmd = cmd.split()
+    if not cmd:
+        continue
+    if cmd[0] == "open":
+        n, addr, port, timeout = int(cmd[1]), cmd[2], int(cmd[3]), float(cmd[4])
+        for _ in range(n):
+            i = len(socks)
+            try:
+                socks.append(socket.create_connection((addr, port), timeout=timeout))
+                out("OPEN", i)
+            except OSError as e:
+                socks.append(None)
+                out("FAIL", i, repr(e))
+    elif cmd[0] == "get":
+        timeout = float(cmd[1])
+        for i, s in enumerate(socks):
+            if s is None:
+                out(i, "DEAD", "earlier")
+                continue
+            try:
+                out(i, "BODY", get(s, timeout))
+            except (OSError, ValueError) as e:
+                s.close()
+                socks[i] = None
+                out(i, "DEAD", repr(e))
+    out("END")
+"#;
+
+/// The keep-alive client helper: a Python process in the client namespace,
+/// fed commands on stdin; its stdout lines arrive through a reader thread
+/// so that every wait is bounded. Killed (by its PID) when dropped.
+struct Client {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+    log: PathBuf,
+    count: usize,
+}
+
+impl Client {
+    fn start(ns: &str, log: &Path) -> Client {
+        let err = std::fs::File::create(log).expect("client log");
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "/usr/bin/python3", "-u", "-c"])
+            .arg(KEEPALIVE_CLIENT)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .expect("spawn the client helper");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Client {
+            child,
+            stdin,
+            lines,
+            log: log.to_owned(),
+            count: 0,
+        }
+    }
+
+    /// Sends one command and returns its answer lines (before `END`).
+    fn command(&mut self, cmd: &str, timeout: Duration) -> Result<Vec<String>, String> {
+        writeln!(self.stdin, "{cmd}")
+            .and_then(|_| self.stdin.flush())
+            .map_err(|e| format!("client helper: writing {cmd:?}: {e}"))?;
+        let end = Instant::now() + timeout;
+        let mut out = Vec::new();
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l == "END" => return Ok(out),
+                Ok(l) => out.push(l),
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(format!(
+                        "client helper: no END for {cmd:?} within {timeout:?}; got {out:?}"
+                    ))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(format!(
+                        "client helper exited during {cmd:?}; got {out:?}; stderr:\n{}",
+                        std::fs::read_to_string(&self.log).unwrap_or_default()
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Opens `n` connections to the VIP's port 80; Err unless all open.
+    fn open(&mut self, n: usize) -> Result<(), String> {
+        let lines = self.command(
+            &format!("open {n} {VIP} 80 8"),
+            Duration::from_secs(8 * n as u64 + 10),
+        )?;
+        let want: Vec<String> = (self.count..self.count + n)
+            .map(|i| format!("OPEN {i}"))
+            .collect();
+        self.count += n;
+        if lines != want {
+            return Err(format!("opening {n} connections to {VIP}:80: {lines:?}"));
+        }
+        Ok(())
+    }
+
+    /// One request on every connection: per connection, the body (the
+    /// real's name) or why not.
+    fn get(&mut self) -> Result<Vec<Result<String, String>>, String> {
+        let lines = self.command("get 3", Duration::from_secs(3 * self.count as u64 + 10))?;
+        if lines.len() != self.count {
+            return Err(format!(
+                "get: {} answer lines for {} connections: {lines:?}",
+                lines.len(),
+                self.count
+            ));
+        }
+        Ok(lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let rest = l.strip_prefix(&format!("{i} ")).unwrap_or(l);
+                match rest.strip_prefix("BODY ") {
+                    Some(body) => Ok(body.to_string()),
+                    None => Err(rest.to_string()),
+                }
+            })
+            .collect())
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Asks every keep-alive connection once; fails unless each answers from
+/// a known real. Returns the real's name per connection.
+fn get_all(client: &mut Client, app: &mut Proc, when: &str) -> Vec<String> {
+    let answers = client
+        .get()
+        .unwrap_or_else(|e| fail(app, &format!("{when}: {e}")));
+    let mut names = Vec::new();
+    for (i, a) in answers.iter().enumerate() {
+        match a {
+            Ok(body) if REALS.iter().any(|(_, name, _)| name == body) => names.push(body.clone()),
+            _ => fail(
+                app,
+                &format!("{when}: connection {i} answered {a:?}; all: {answers:?}"),
+            ),
+        }
+    }
+    names
+}
+
+#[test]
+fn each_method_balances_by_weight_and_replies_take_the_right_path() {
+    let test = "each_method_balances_by_weight_and_replies_take_the_right_path";
+    if !privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::up('w');
+    let served = sha256(&lab.state.join("www/big.bin"));
+    for method in ["nat", "tun", "dr"] {
+        lab.script(&["method", method]);
+        let client_rx_before = lab.if_stat("client", "eth0", "rx_bytes");
+        let reals_tx_before = lab.reals_tx_bytes();
+        let mut app = lab.start_appliance(method, &lab.example_config(method));
+        lab.wait_for_vip(&mut app, method);
+
+        // 120 new connections, one after the other. One worker runs exact
+        // smooth weighted round robin, so 3:2:1 gives 60/40/20 (the warm-up
+        // request above shifts that by one at most); each count may be off
+        // by TOLERANCE.
+        const N: usize = 120;
+        const TOLERANCE: usize = 6;
+        let answers = lab.curls(N);
+        let what = format!("[{method}] {N} curls of http://{VIP}/");
+        let counts = count_by_real(&mut app, &what, &answers);
+        let total_weight: u32 = REALS.iter().map(|r| r.2).sum();
+        eprintln!("[{method}] {N} connections by real (weights 3:2:1): {counts:?}");
+        for (k, (addr, name, weight)) in REALS.iter().enumerate() {
+            let want = N * *weight as usize / total_weight as usize;
+            if counts[k].abs_diff(want) > TOLERANCE {
+                fail(
+                    &mut app,
+                    &format!(
+                        "{what}: {name} ({addr}, weight {weight}) answered {} times, want \
+                         {want} ± {TOLERANCE}; counts {counts:?}",
+                        counts[k]
+                    ),
+                );
+            }
+        }
+
+        // The 5 MB file arrives intact.
+        let target = lab.dir.path(&format!("big-{method}.bin"));
+        let url = format!("http://{VIP}/big.bin");
+        let out = lab.exec(
+            "client",
+            &[
+                "curl",
+                "-s",
+                "-S",
+                "--max-time",
+                "60",
+                "-o",
+                target.to_str().unwrap(),
+                &url,
+            ],
+        );
+        if !out.status.success() {
+            fail(
+                &mut app,
+                &format!(
+                    "[{method}] downloading {url} failed: exit {:?}: {}",
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            );
+        }
+        let len = std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
+        let got = sha256(&target);
+        if len != BIG || got != served {
+            fail(
+                &mut app,
+                &format!(
+                    "[{method}] the download of {url} is not intact: {len} bytes (want {BIG}), \
+                     sha256 {got}, served {served}"
+                ),
+            );
+        }
+
+        // UDP: every datagram is a new flow; each reply comes from the VIP
+        // (for TUN and DR the real answers from the address the request was
+        // sent to), and every real takes a share.
+        const UDP_N: usize = 30;
+        let out = lab.exec(
+            "client",
+            &[
+                "/usr/bin/python3",
+                "-c",
+                UDP_CLIENT,
+                VIP,
+                &UDP_PORT.to_string(),
+                &UDP_N.to_string(),
+            ],
+        );
+        let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        if !out.status.success() || lines.len() != UDP_N {
+            fail(
+                &mut app,
+                &format!(
+                    "[{method}] the UDP client: exit {:?}, {} lines for {UDP_N} datagrams: \
+                     {lines:?}\n{}",
+                    out.status.code(),
+                    lines.len(),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            );
+        }
+        let mut udp_counts = [0usize; 3];
+        for (i, l) in lines.iter().enumerate() {
+            let words: Vec<&str> = l.splitn(4, ' ').collect();
+            let from_vip = words.len() == 4
+                && words[0] == "OK"
+                && words[1] == VIP
+                && words[2] == UDP_PORT.to_string();
+            let real = REALS.iter().position(|(_, name, _)| {
+                words.get(3) == Some(&format!("{name}: msg-{i}").as_str())
+            });
+            match real {
+                Some(k) if from_vip => udp_counts[k] += 1,
+                _ => fail(
+                    &mut app,
+                    &format!(
+                        "[{method}] UDP datagram {i}: want a reply `realN: msg-{i}` from \
+                         {VIP}:{UDP_PORT}, got {l:?}; all: {lines:?}"
+                    ),
+                ),
+            }
+        }
+        eprintln!("[{method}] {UDP_N} UDP flows by real: {udp_counts:?}");
+        // Loosely 15/10/5: every real answers, each within 5 of its share.
+        for (k, (addr, name, weight)) in REALS.iter().enumerate() {
+            let want = UDP_N * *weight as usize / total_weight as usize;
+            if udp_counts[k] == 0 || udp_counts[k].abs_diff(want) > 5 {
+                fail(
+                    &mut app,
+                    &format!(
+                        "[{method}] UDP: {name} ({addr}, weight {weight}) answered {} of \
+                         {UDP_N}, want {want} ± 5 and at least one; counts {udp_counts:?}",
+                        udp_counts[k]
+                    ),
+                );
+            }
+        }
+
+        // The reply path, from the final counters of the appliance's port
+        // and the interfaces of the client and the reals.
+        let log = stop_cleanly(&mut app, method);
+        let (_, rx_bytes, _, tx_bytes) = port_counters(&log, "wan");
+        let client_rx = lab.if_stat("client", "eth0", "rx_bytes") - client_rx_before;
+        let reals_tx = lab.reals_tx_bytes() - reals_tx_before;
+        eprintln!(
+            "[{method}] appliance wan rx {rx_bytes} tx {tx_bytes} bytes; client received \
+             {client_rx}, reals sent {reals_tx} bytes"
+        );
+        let counters = format!(
+            "appliance port wan rx {rx_bytes} bytes, tx {tx_bytes} bytes; client eth0 received \
+             {client_rx} bytes, reals' eth0 sent {reals_tx} bytes\n--- log tail ---\n{}",
+            tail(&log, 30)
+        );
+        assert!(
+            client_rx >= BIG && reals_tx >= BIG,
+            "[{method}] the client should have received, and the reals sent, >= {BIG} bytes: \
+             {counters}"
+        );
+        if method == "nat" {
+            assert!(
+                rx_bytes >= BIG && tx_bytes >= BIG,
+                "[nat] the replies (>= {BIG} bytes) should pass through the appliance: {counters}"
+            );
+        } else {
+            assert!(
+                tx_bytes < BYPASS_MAX_TX,
+                "[{method}] the replies should bypass the appliance (tx < {BYPASS_MAX_TX} \
+                 bytes): {counters}"
+            );
+        }
+    }
+}
+
+#[test]
+fn long_lived_connections_survive_reload_and_drain() {
+    let test = "long_lived_connections_survive_reload_and_drain";
+    if !privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::up('r');
+    let (real1, name1, _) = REALS[0];
+    for method in ["nat", "dr"] {
+        lab.script(&["method", method]);
+        let config = lab.example_config(method);
+        let mut app = lab.start_appliance(method, &config);
+        lab.wait_for_vip(&mut app, method);
+
+        // Six keep-alive connections, held by one client process.
+        const CONNS: usize = 6;
+        let mut client = lab.client(method);
+        if let Err(e) = client.open(CONNS) {
+            fail(&mut app, &format!("[{method}] {e}"));
+        }
+        let owners = get_all(
+            &mut client,
+            &mut app,
+            &format!("[{method}] before any reload"),
+        );
+        eprintln!("[{method}] keep-alive connections are served by {owners:?}");
+        if !owners.iter().any(|o| o == name1) {
+            fail(
+                &mut app,
+                &format!(
+                    "[{method}] wrr 3:2:1 should give {name1} some of the {CONNS} connections: \
+                     {owners:?}"
+                ),
+            );
+        }
+
+        // Drain real1 of "web": its weight (the first `weight = 3` of the
+        // file) goes to 0.
+        let drained = config.replacen("weight = 3", "weight = 0", 1);
+        assert_ne!(drained, config, "the example config has a real of weight 3");
+        let what = format!("[{method}] reload draining {real1}");
+        let s = lab.reload(&mut app, &drained, 1, &what);
+        if web_weight(&s, real1) != Some(0.0) || web_weight(&s, REALS[1].0) != Some(2.0) {
+            fail(
+                &mut app,
+                &format!(
+                    "{what}: want web weights 0 and 2 for real1 and real2:\n{}",
+                    interesting(&s)
+                ),
+            );
+        }
+        let now = get_all(&mut client, &mut app, &format!("{what}, old connections"));
+        if now != owners {
+            fail(
+                &mut app,
+                &format!("{what}: connections moved between reals: before {owners:?}, now {now:?}"),
+            );
+        }
+        let answers = lab.curls(20);
+        let counts = count_by_real(&mut app, &format!("{what}, 20 new curls"), &answers);
+        eprintln!("[{method}] with {name1} drained, 20 new connections by real: {counts:?}");
+        if counts[0] != 0 {
+            fail(
+                &mut app,
+                &format!(
+                    "{what}: {name1} took {} new connections: {counts:?}",
+                    counts[0]
+                ),
+            );
+        }
+        // The old connections are still there after that traffic.
+        let now = get_all(&mut client, &mut app, &format!("{what}, after new curls"));
+        if now != owners {
+            fail(
+                &mut app,
+                &format!("{what}: connections moved: before {owners:?}, now {now:?}"),
+            );
+        }
+
+        // Restore weight 3: the connections still answer, and real1 takes
+        // new connections again.
+        let what = format!("[{method}] reload restoring {real1}'s weight");
+        let s = lab.reload(&mut app, &config, 2, &what);
+        if web_weight(&s, real1) != Some(3.0) {
+            fail(
+                &mut app,
+                &format!(
+                    "{what}: want web weight 3 for {real1}:\n{}",
+                    interesting(&s)
+                ),
+            );
+        }
+        let now = get_all(&mut client, &mut app, &what);
+        if now != owners {
+            fail(
+                &mut app,
+                &format!("{what}: connections moved: before {owners:?}, now {now:?}"),
+            );
+        }
+        let answers = lab.curls(12);
+        let counts = count_by_real(&mut app, &format!("{what}, 12 new curls"), &answers);
+        eprintln!("[{method}] with {name1} restored, 12 new connections by real: {counts:?}");
+        if counts[0] == 0 {
+            fail(
+                &mut app,
+                &format!("{what}: {name1} took none of 12 new connections: {counts:?}"),
+            );
+        }
+        drop(client);
+        stop_cleanly(&mut app, method);
+    }
+}
+
+#[test]
+fn a_stopped_real_is_taken_out_by_the_health_check() {
+    let test = "a_stopped_real_is_taken_out_by_the_health_check";
+    if !privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::up('h');
+    let method = "nat";
+    let mut app = lab.start_appliance(method, &lab.example_config(method));
+    lab.wait_for_vip(&mut app, method);
+    let (real3, name3, _) = REALS[2];
+
+    // Stop real3's HTTP server, by the PID the lab recorded, and wait until
+    // it is gone (it may stay a zombie if nothing reaps the lab's servers).
+    let pid_file = lab.state.join("http3.pid");
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()))
+        .trim()
+        .to_string();
+    assert!(
+        pid.parse::<u32>().is_ok(),
+        "{}: not a PID: {pid:?}",
+        pid_file.display()
+    );
+    sh(&["kill", "-TERM", &pid]);
+    let gone = common::wait_until(POLL, || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true)
+    });
+    if !gone {
+        fail(
+            &mut app,
+            &format!("real3's HTTP server (PID {pid}) did not exit on SIGTERM"),
+        );
+    }
+
+    let what = format!("lb_real_up of {real3}:80 0 (the others 1)");
+    lab.wait_metrics(&mut app, &what, |s| {
+        web_up(s, real3) == Some(0.0)
+            && web_up(s, REALS[0].0) == Some(1.0)
+            && web_up(s, REALS[1].0) == Some(1.0)
+    });
+    let line = format!("health: service web real {real3}:80: up -> down");
+    if !app.wait_for_log(&line, POLL) {
+        fail(&mut app, &format!("no log line containing {line:?}"));
+    }
+    if let Some(l) = app.log_text().lines().find(|l| l.contains(&line)) {
+        eprintln!("health: {l}");
+    }
+
+    let answers = lab.curls(30);
+    let counts = count_by_real(&mut app, &format!("30 curls with {name3} down"), &answers);
+    eprintln!("health: with {name3} down, 30 new connections by real: {counts:?}");
+    if counts[2] != 0 {
+        fail(
+            &mut app,
+            &format!(
+                "{name3} is down but took {} new connections: {counts:?}",
+                counts[2]
+            ),
+        );
+    }
+    stop_cleanly(&mut app, method);
+}
