@@ -16,7 +16,7 @@ fi
 packages=(
     build-essential pkg-config clang libclang-dev
     libdpdk-dev dpdk dpdk-dev
-    iproute2 iputils-ping iputils-arping ethtool procps libbpf-dev linux-libc-dev
+    iproute2 iputils-ping iputils-arping ethtool procps libbpf-dev linux-libc-dev systemd
     tshark python3 python3-scapy python3-prometheus-client
     curl ca-certificates
 )

@@ -1,0 +1,553 @@
+#!/usr/bin/env bash
+# Gives a box's data-plane NICs and hugepages to DPDK, for lb-appliance.
+#
+#   scripts/bind-nics.sh [options] [PCI|IFACE ...]
+#
+# In this order: checks the NICs (a PCI address such as 0000:3b:00.0, or a
+# kernel interface name such as enp59s0f0) and refuses the one that carries
+# the route of the operator's SSH session (unless --force); reserves the
+# hugepages (and, with --persist, keeps them across a reboot) and mounts
+# hugetlbfs if no mount of that page size exists; loads the driver
+# (vfio-pci, or uio_pci_generic); checks that the IOMMU is on (vfio-pci);
+# records each NIC's kernel driver in $STATE_DIR/nic-drivers and binds the
+# NICs with dpdk-devbind.py. --status shows the bindings, --unbind gives the
+# NICs back to their kernel driver. Run `scripts/bind-nics.sh --help`.
+#
+# Exit status: 0 done, 1 something failed (the message says what and what to
+# run), 2 bad arguments. Messages go to stderr and start with "bind-nics: ".
+#
+# Environment (defaults in brackets), so that tests can replace the tools and
+# the system files this script reads and writes:
+#   DPDK_DEVBIND   [dpdk-devbind.py]     the binding tool
+#   MODPROBE       [modprobe]            the module loader
+#   SYSFS          [/sys]                root of sysfs: NICs, drivers, IOMMU
+#                                        groups, hugepage counts
+#   STATE_DIR      [/var/lib/lb-appliance]  where nic-drivers is kept
+#   SYSCTL_DIR     [/etc/sysctl.d]       where --persist writes (2M pages)
+#   IP_ROUTE_GET   [empty]               if set, taken as the output of
+#                                        `ip route get <ssh client>` instead
+#                                        of running it (e.g. "dev eth9")
+set -euo pipefail
+
+DPDK_DEVBIND=${DPDK_DEVBIND:-dpdk-devbind.py}
+MODPROBE=${MODPROBE:-modprobe}
+SYSFS=${SYSFS:-/sys}
+STATE_DIR=${STATE_DIR:-/var/lib/lb-appliance}
+SYSCTL_DIR=${SYSCTL_DIR:-/etc/sysctl.d}
+IP_ROUTE_GET=${IP_ROUTE_GET:-}
+
+SYSCTL_FILE=80-lb-appliance-hugepages.conf
+PROG=${0##*/}
+
+say() { printf 'bind-nics: %s\n' "$*" >&2; }
+die() {
+    say "$@"
+    exit 1
+}
+bad_usage() {
+    say "$*"
+    say "see: $PROG --help"
+    exit 2
+}
+
+usage() {
+    cat <<EOF
+Usage: $PROG [options] [PCI|IFACE ...]
+
+Reserves hugepages, loads the DPDK driver, checks the IOMMU and binds the
+named NICs (PCI addresses such as 0000:3b:00.0, or interface names such as
+enp59s0f0) to it with dpdk-devbind.py, for lb-appliance. With no NIC, only
+the hugepages are set up.
+
+Options:
+  --hugepages N          hugepages to reserve (default 1024: 2 GB of 2M pages)
+  --hugepage-size SIZE   2M (default) or 1G
+  --persist              keep the hugepages across a reboot: for 2M pages,
+                         writes vm.nr_hugepages (applied early at boot,
+                         before memory fragments) to
+                           $SYSCTL_DIR/$SYSCTL_FILE;
+                         for 1G pages,
+                         prints the kernel command line to add
+                         (default_hugepagesz=1G hugepagesz=1G hugepages=N in
+                         GRUB_CMDLINE_LINUX of /etc/default/grub, then
+                         update-grub), since 1G pages are best reserved at boot
+  --no-hugepages         leave hugepages and hugetlbfs alone
+  --driver DRIVER        vfio-pci (default; needs the IOMMU) or
+                         uio_pci_generic (no IOMMU, no DMA isolation)
+  --force                bind even the NIC that carries this SSH session's
+                         route (the session will drop; have a console)
+  --status               show the NIC bindings (dpdk-devbind.py --status),
+                         the hugepages and the recorded kernel drivers
+  --unbind               give the named NICs back to their kernel driver
+                         (default: every NIC recorded in
+                           $STATE_DIR/nic-drivers)
+  --dry-run              print the commands that change the system instead
+                         of running them
+  -h, --help             this text
+
+Each NIC's kernel driver is recorded in $STATE_DIR/nic-drivers
+before it is bound, so that --unbind can restore it.
+
+Environment: DPDK_DEVBIND, MODPROBE, SYSFS, STATE_DIR, SYSCTL_DIR and
+IP_ROUTE_GET replace the tools and paths used (see the top of the script).
+
+Examples:
+  $PROG --persist 0000:3b:00.0 0000:3b:00.1
+  $PROG --hugepages 4 --hugepage-size 1G --persist enp59s0f0
+  $PROG --status
+  $PROG --unbind
+EOF
+}
+
+# ---------------------------------------------------------------- arguments
+
+hugepages=1024
+size=2M
+persist=0
+do_hugepages=1
+driver=vfio-pci
+force=0
+mode=bind
+dry_run=0
+nics=()
+
+need_value() {
+    [ "$2" -ge 2 ] || bad_usage "$1 needs a value"
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --hugepages)
+        need_value "$1" $#
+        hugepages=$2
+        shift 2
+        ;;
+    --hugepages=*)
+        hugepages=${1#*=}
+        shift
+        ;;
+    --hugepage-size)
+        need_value "$1" $#
+        size=$2
+        shift 2
+        ;;
+    --hugepage-size=*)
+        size=${1#*=}
+        shift
+        ;;
+    --driver)
+        need_value "$1" $#
+        driver=$2
+        shift 2
+        ;;
+    --driver=*)
+        driver=${1#*=}
+        shift
+        ;;
+    --persist) persist=1 && shift ;;
+    --no-hugepages) do_hugepages=0 && shift ;;
+    --force) force=1 && shift ;;
+    --status)
+        [ "$mode" = bind ] || bad_usage "--status and --unbind exclude each other"
+        mode=status && shift
+        ;;
+    --unbind)
+        [ "$mode" = bind ] || bad_usage "--status and --unbind exclude each other"
+        mode=unbind && shift
+        ;;
+    --dry-run) dry_run=1 && shift ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    --)
+        shift
+        nics+=("$@")
+        break
+        ;;
+    -*) bad_usage "unknown option $1" ;;
+    *) nics+=("$1") && shift ;;
+    esac
+done
+
+case "$hugepages" in
+'' | *[!0-9]*) bad_usage "--hugepages needs a whole number of pages, not '$hugepages'" ;;
+esac
+hugepages=$((10#$hugepages))
+case "$size" in
+2M | 2m | 2MB | 2mb | 2048k | 2048kB) size=2M kb=2048 ;;
+1G | 1g | 1GB | 1gb | 1048576k | 1048576kB) size=1G kb=1048576 ;;
+*) bad_usage "--hugepage-size must be 2M or 1G, not '$size'" ;;
+esac
+case "$driver" in
+vfio-pci | uio_pci_generic) ;;
+*) bad_usage "--driver must be vfio-pci or uio_pci_generic, not '$driver'" ;;
+esac
+if [ "$mode" = status ] && [ "${#nics[@]}" -gt 0 ]; then
+    bad_usage "--status takes no NIC"
+fi
+if [ "$mode" = bind ] && [ "$do_hugepages" -eq 0 ] && [ "${#nics[@]}" -eq 0 ]; then
+    bad_usage "nothing to do: name the NICs to bind, or drop --no-hugepages"
+fi
+
+# ---------------------------------------------------------------- helpers
+
+# Runs a command that changes the system, or prints it under --dry-run.
+run() {
+    if [ "$dry_run" -eq 1 ]; then
+        printf '+ %s\n' "$*"
+    else
+        "$@"
+    fi
+}
+
+# Writes VALUE to FILE (a sysfs or /etc file), or prints it under --dry-run.
+write_file() {
+    local value=$1 file=$2
+    if [ "$dry_run" -eq 1 ]; then
+        printf '+ echo %s > %s\n' "$value" "$file"
+        return 0
+    fi
+    local err
+    if ! err=$( { printf '%s\n' "$value" >"$file"; } 2>&1); then
+        say "cannot write $value to $file: ${err##*: }"
+        return 1
+    fi
+}
+
+is_pci() {
+    [[ "$1" =~ ^([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$ ]]
+}
+
+# The driver a PCI device is bound to now (empty if none).
+current_driver() {
+    local link=$SYSFS/bus/pci/devices/$1/driver
+    if [ -L "$link" ]; then
+        basename "$(readlink "$link")"
+    fi
+}
+
+# The kernel interfaces of a PCI device (empty if it has none now).
+ifaces_of() {
+    local d out=
+    for d in "$SYSFS/bus/pci/devices/$1/net/"*; do
+        [ -e "$d" ] && out=${out:+$out }${d##*/}
+    done
+    printf '%s' "$out"
+}
+
+is_dpdk_driver() {
+    case "$1" in
+    vfio-pci | uio_pci_generic | igb_uio) return 0 ;;
+    *) return 1 ;;
+    esac
+}
+
+# The PCI address under a kernel interface (empty if none): its device, or
+# the device's parent for a NIC behind a bus of its own (virtio-net:
+# device -> virtio0, whose parent is the virtio-pci function DPDK binds).
+pci_of_iface() {
+    local dev
+    [ -e "$SYSFS/class/net/$1/device" ] || return 0
+    dev=$(readlink -f "$SYSFS/class/net/$1/device")
+    if is_pci "${dev##*/}"; then
+        printf '%s\n' "${dev##*/}"
+    elif dev=${dev%/*} && is_pci "${dev##*/}"; then
+        printf '%s\n' "${dev##*/}"
+    fi
+}
+
+# Resolves a PCI address or interface name to the full PCI address.
+resolve_nic() {
+    local arg=$1 pci
+    if is_pci "$arg"; then
+        pci=$(printf '%s' "$arg" | tr 'A-F' 'a-f')
+        [ "${#pci}" -eq 12 ] || pci=0000:$pci
+        if [ ! -e "$SYSFS/bus/pci/devices/$pci" ]; then
+            die "no PCI device $pci on this machine: list the NICs with $PROG --status (or lspci -D | grep -i ethernet)"
+        fi
+    elif [ -e "$SYSFS/class/net/$arg" ]; then
+        if [ ! -e "$SYSFS/class/net/$arg/device" ]; then
+            die "$arg is not a PCI NIC (a virtual or software interface): DPDK can only take PCI NICs here; list them with $PROG --status"
+        fi
+        pci=$(pci_of_iface "$arg")
+        if [ -z "$pci" ]; then
+            die "$arg is not on the PCI bus ($(readlink -f "$SYSFS/class/net/$arg/device")): DPDK cannot bind it; use a vdev (net_af_packet0,iface=$arg) in lb.toml instead"
+        fi
+    else
+        die "$arg is neither a PCI address (such as 0000:3b:00.0) nor an interface on this machine (a NIC bound to DPDK has no interface any more: name it by its PCI address): list the NICs with $PROG --status"
+    fi
+    printf '%s\n' "$pci"
+}
+
+STATE_FILE=$STATE_DIR/nic-drivers
+
+# The kernel driver recorded for a PCI device (empty if none).
+recorded_driver() {
+    [ -f "$STATE_FILE" ] || return 0
+    awk -v pci="$1" '$1 == pci { d = $2 } END { if (d != "") print d }' "$STATE_FILE"
+}
+
+# Records (or, with an empty driver, forgets) a device's kernel driver.
+record_driver() {
+    local pci=$1 drv=$2 tmp
+    if [ "$dry_run" -eq 1 ]; then
+        if [ -n "$drv" ]; then
+            printf '+ echo "%s %s" >> %s\n' "$pci" "$drv" "$STATE_FILE"
+        else
+            printf '+ sed -i "/^%s /d" %s\n' "$pci" "$STATE_FILE"
+        fi
+        return 0
+    fi
+    if ! mkdir -p "$STATE_DIR" 2>/dev/null; then
+        die "cannot create $STATE_DIR (are you root?): run as root, or set STATE_DIR to a writable folder"
+    fi
+    tmp=$STATE_FILE.tmp.$$
+    {
+        [ -f "$STATE_FILE" ] && awk -v pci="$pci" '$1 != pci' "$STATE_FILE"
+        [ -z "$drv" ] || printf '%s %s\n' "$pci" "$drv"
+    } >"$tmp" || die "cannot write $tmp: check that $STATE_DIR is writable"
+    mv "$tmp" "$STATE_FILE"
+}
+
+# ---------------------------------------------------------------- --status
+
+if [ "$mode" = status ]; then
+    rc=0
+    "$DPDK_DEVBIND" --status || rc=$?
+    echo
+    echo "Hugepages"
+    echo "========="
+    for d in "$SYSFS/kernel/mm/hugepages/hugepages-"*; do
+        [ -d "$d" ] || continue
+        printf '%s: %s reserved, %s free\n' "${d##*hugepages-}" \
+            "$(cat "$d/nr_hugepages" 2>/dev/null || echo '?')" \
+            "$(cat "$d/free_hugepages" 2>/dev/null || echo '?')"
+    done
+    if [ -r /proc/mounts ]; then
+        awk '$3 == "hugetlbfs" { print "hugetlbfs mounted at " $2 " (" $4 ")" }' /proc/mounts
+    fi
+    if [ -s "$STATE_FILE" ]; then
+        echo
+        echo "Kernel drivers recorded in $STATE_FILE (restored by --unbind)"
+        cat "$STATE_FILE"
+    fi
+    if [ "$rc" -ne 0 ]; then
+        say "$DPDK_DEVBIND --status failed (exit $rc): is the dpdk package installed (apt-get install dpdk)?"
+        exit 1
+    fi
+    exit 0
+fi
+
+need_devbind() {
+    command -v "$DPDK_DEVBIND" >/dev/null 2>&1 ||
+        die "$DPDK_DEVBIND not found: install it (apt-get install dpdk), or set DPDK_DEVBIND to its path"
+}
+
+# ---------------------------------------------------------------- --unbind
+
+if [ "$mode" = unbind ]; then
+    need_devbind
+    pcis=()
+    if [ "${#nics[@]}" -eq 0 ]; then
+        [ -s "$STATE_FILE" ] ||
+            die "no NIC named and none recorded in $STATE_FILE: name the NICs to give back (see $PROG --status)"
+        while read -r pci _; do
+            [ -n "$pci" ] && pcis+=("$pci")
+        done <"$STATE_FILE"
+    else
+        for n in "${nics[@]}"; do
+            pcis+=("$(resolve_nic "$n")")
+        done
+    fi
+    failed=0
+    for pci in "${pcis[@]}"; do
+        drv=$(recorded_driver "$pci")
+        if [ -z "$drv" ]; then
+            # Not recorded (bound by hand?): dpdk-devbind.py lists the
+            # kernel drivers that can take the device as unused=A,B.
+            drv=$("$DPDK_DEVBIND" --status 2>/dev/null |
+                awk -v pci="$pci" '$1 == pci {
+                    for (i = 2; i <= NF; i++) if ($i ~ /^unused=/) {
+                        n = split(substr($i, 8), d, ",")
+                        for (j = 1; j <= n; j++)
+                            if (d[j] != "vfio-pci" && d[j] != "uio_pci_generic" && d[j] != "igb_uio") { print d[j]; exit }
+                    } }')
+        fi
+        if [ -z "$drv" ]; then
+            say "$pci: its kernel driver is not recorded in $STATE_FILE nor listed by $DPDK_DEVBIND --status: find it (lspci -k -s $pci, 'Kernel modules:') and run: $DPDK_DEVBIND -b DRIVER $pci"
+            failed=1
+            continue
+        fi
+        now=$(current_driver "$pci")
+        if [ "$now" = "$drv" ]; then
+            say "$pci is already on its kernel driver $drv"
+            record_driver "$pci" ""
+            continue
+        fi
+        if ! run "$DPDK_DEVBIND" -b "$drv" "$pci"; then
+            say "$DPDK_DEVBIND -b $drv $pci failed (see above): is the $drv module loaded (modprobe $drv)? Is lb-appliance still running on $pci (systemctl stop lb-appliance)?"
+            failed=1
+            continue
+        fi
+        record_driver "$pci" ""
+        [ "$dry_run" -eq 1 ] || say "$pci is back on $drv${now:+ (was $now)}; bring its interface up again (ip link set IFACE up, or restart networking)"
+    done
+    exit "$failed"
+fi
+
+# ---------------------------------------------------------------- bind
+
+# 1. The NICs, and the SSH session's route (before anything changes).
+pcis=()
+for n in "${nics[@]}"; do
+    pcis+=("$(resolve_nic "$n")")
+done
+
+if [ "${#pcis[@]}" -gt 0 ] && [ -n "${SSH_CONNECTION:-}" ]; then
+    client=${SSH_CONNECTION%% *}
+    if [ -n "$IP_ROUTE_GET" ]; then
+        route=$IP_ROUTE_GET
+    else
+        route=$(ip route get "$client" 2>/dev/null | head -n 1 | sed 's/ *$//') || route=
+    fi
+    ssh_if=$(printf '%s\n' "$route" | awk '{ for (i = 1; i < NF; i++) if ($i == "dev") { print $(i + 1); exit } }')
+    if [ -n "$ssh_if" ]; then
+        # The route's interface, and the members of a bond or bridge under it.
+        ssh_pcis=()
+        for ifdir in "$SYSFS/class/net/$ssh_if" "$SYSFS/class/net/$ssh_if/lower_"* "$SYSFS/class/net/$ssh_if/brif/"*; do
+            [ -e "$ifdir" ] || continue
+            ifname=$(basename "$(readlink -f "$ifdir")")
+            sp=$(pci_of_iface "$ifname")
+            [ -z "$sp" ] || ssh_pcis+=("$sp")
+        done
+        for pci in "${pcis[@]}"; do
+            for sp in "${ssh_pcis[@]+"${ssh_pcis[@]}"}"; do
+                [ "$pci" = "$sp" ] || continue
+                if [ "$force" -eq 1 ]; then
+                    say "warning: $pci carries this SSH session's route ($client via $ssh_if); binding it anyway (--force): the session will drop"
+                else
+                    die "refusing $pci: it carries the route of this SSH session through $ssh_if (ip route get $client: $route). Binding it to $driver takes it from the kernel and cuts the session. Name another NIC, connect through another interface, or add --force if you have a console."
+                fi
+            done
+        done
+    fi
+fi
+
+# 2. Hugepages.
+if [ "$do_hugepages" -eq 1 ]; then
+    hp_dir=$SYSFS/kernel/mm/hugepages/hugepages-${kb}kB
+    if [ ! -d "$hp_dir" ]; then
+        if [ "$size" = 1G ]; then
+            die "this machine has no 1G hugepages ($hp_dir is missing; the CPU needs the pdpe1gb flag): use --hugepage-size 2M"
+        fi
+        die "$hp_dir is missing: this kernel has no 2M hugepages (CONFIG_HUGETLBFS); use a kernel with them"
+    fi
+    write_file "$hugepages" "$hp_dir/nr_hugepages" ||
+        die "cannot reserve hugepages: run as root (sudo $PROG ...)"
+    if [ "$dry_run" -eq 0 ]; then
+        got=$(cat "$hp_dir/nr_hugepages")
+        if [ "$got" -lt "$hugepages" ]; then
+            die "asked for $hugepages hugepages of $size, the kernel granted $got: memory is too fragmented (or too small). Ask for fewer (--hugepages $got), or reserve them at boot: $PROG --persist --hugepages $hugepages --hugepage-size $size, then reboot"
+        fi
+        say "$got hugepages of $size reserved ($((got * kb / 1024)) MB)"
+    fi
+
+    if [ "$persist" -eq 1 ]; then
+        if [ "$size" = 2M ]; then
+            conf=$SYSCTL_DIR/$SYSCTL_FILE
+            content="# Written by lb-appliance's scripts/bind-nics.sh: 2M hugepages for DPDK,
+# reserved by systemd-sysctl early at boot, before memory fragments.
+# vm.nr_hugepages counts pages of the default hugepage size (2M on x86).
+vm.nr_hugepages = $hugepages"
+            if [ "$dry_run" -eq 1 ]; then
+                printf '+ cat > %s <<EOF\n%s\nEOF\n' "$conf" "$content"
+            else
+                mkdir -p "$SYSCTL_DIR" 2>/dev/null || die "cannot create $SYSCTL_DIR: run as root"
+                printf '%s\n' "$content" >"$conf" 2>/dev/null ||
+                    die "cannot write $conf: run as root"
+                say "wrote $conf: $hugepages hugepages of 2M are reserved at every boot (sysctl --system applies it now; remove the file to stop)"
+            fi
+        else
+            say "1G hugepages are best reserved on the kernel command line, at boot, before memory fragments:"
+            say "  add  default_hugepagesz=1G hugepagesz=1G hugepages=$hugepages  to GRUB_CMDLINE_LINUX in /etc/default/grub,"
+            say "  then run  update-grub  and reboot (check with: cat /proc/cmdline)."
+            say "  Also mount them at boot: echo 'nodev /dev/hugepages-1G hugetlbfs pagesize=1G 0 0' >> /etc/fstab"
+        fi
+    fi
+
+    # hugetlbfs: a mount of this page size, at /dev/hugepages if free.
+    if ! awk -v ps="pagesize=$size" '$3 == "hugetlbfs" && ("," $4 ",") ~ ("," ps ",") { found = 1 } END { exit !found }' /proc/mounts; then
+        mnt=/dev/hugepages
+        if awk -v m="$mnt" '$2 == m { found = 1 } END { exit !found }' /proc/mounts; then
+            mnt=/dev/hugepages-$size
+        fi
+        if [ "$dry_run" -eq 1 ]; then
+            run mkdir -p "$mnt"
+            run mount -t hugetlbfs -o "pagesize=$size" nodev "$mnt"
+        else
+            mkdir -p "$mnt" 2>/dev/null || die "cannot create $mnt: run as root"
+            if ! err=$(mount -t hugetlbfs -o "pagesize=$size" nodev "$mnt" 2>&1); then
+                die "cannot mount hugetlbfs on $mnt: $err. Run as root: mount -t hugetlbfs -o pagesize=$size nodev $mnt"
+            fi
+            say "mounted hugetlbfs (pagesize=$size) on $mnt"
+        fi
+    fi
+fi
+
+[ "${#pcis[@]}" -gt 0 ] || exit 0
+need_devbind
+
+# 3. The driver.
+if [ -d "$SYSFS/bus/pci/drivers/$driver" ]; then
+    : # loaded already, or built into the kernel
+elif [ "$dry_run" -eq 1 ]; then
+    run "$MODPROBE" "$driver"
+elif ! err=$("$MODPROBE" "$driver" 2>&1); then
+    die "cannot load $driver ($MODPROBE $driver: ${err:-failed}). Check that the kernel has it (grep -E 'VFIO_PCI|UIO_PCI_GENERIC' /boot/config-\$(uname -r)), that this kernel's modules are installed (apt-get install linux-image-\$(uname -r) on Debian, linux-modules-extra-\$(uname -r) on Ubuntu), and that module loading is allowed (cat /proc/sys/kernel/modules_disabled is 0)"
+fi
+
+# 4. The IOMMU (vfio-pci only).
+if [ "$driver" = vfio-pci ]; then
+    groups=$SYSFS/kernel/iommu_groups
+    noiommu=$SYSFS/module/vfio/parameters/enable_unsafe_noiommu_mode
+    if [ -d "$groups" ] && [ -n "$(ls -A "$groups" 2>/dev/null)" ]; then
+        : # IOMMU on
+    elif [ -r "$noiommu" ] && grep -qE '^(Y|1)' "$noiommu"; then
+        say "warning: no IOMMU; vfio runs in unsafe no-IOMMU mode ($noiommu is on): the NICs can DMA anywhere in memory. Fine for a test box, not for production."
+    else
+        die "the IOMMU is off ($groups is empty), and vfio-pci needs it. Turn on VT-d (Intel) or AMD-Vi (AMD) in the firmware, add  intel_iommu=on iommu=pt  (Intel) or  amd_iommu=on iommu=pt  (AMD) to GRUB_CMDLINE_LINUX in /etc/default/grub, run update-grub and reboot. Only on a test box, knowing that the NICs can then DMA anywhere in memory: echo 1 > /sys/module/vfio/parameters/enable_unsafe_noiommu_mode (after modprobe vfio-pci), or use --driver uio_pci_generic."
+    fi
+else
+    say "note: $driver gives the NICs no DMA isolation and no interrupts per queue; prefer vfio-pci with the IOMMU on"
+fi
+
+# 5. Bind, recording each NIC's kernel driver first.
+devbind_force=()
+[ "$force" -eq 0 ] || devbind_force=(--force)
+failed=0
+for pci in "${pcis[@]}"; do
+    now=$(current_driver "$pci")
+    if [ "$now" = "$driver" ]; then
+        say "$pci is already bound to $driver"
+        continue
+    fi
+    if [ -n "$now" ] && ! is_dpdk_driver "$now"; then
+        record_driver "$pci" "$now"
+    fi
+    ifs=$(ifaces_of "$pci")
+    if ! run "$DPDK_DEVBIND" "${devbind_force[@]+"${devbind_force[@]}"}" -b "$driver" "$pci"; then
+        say "$DPDK_DEVBIND -b $driver $pci failed (see above). If it says the interface is active (it has addresses or routes): ip addr flush dev ${ifs:-IFACE}; ip link set ${ifs:-IFACE} down, then run this again"
+        failed=1
+        continue
+    fi
+    [ "$dry_run" -eq 0 ] || continue
+    after=$(current_driver "$pci")
+    if [ "$after" != "$driver" ]; then
+        say "$pci is still on ${after:-no driver} after $DPDK_DEVBIND -b $driver $pci (see its warnings above: it skips an active interface): ip addr flush dev ${ifs:-IFACE}; ip link set ${ifs:-IFACE} down, then run this again, or add --force"
+        failed=1
+        continue
+    fi
+    say "$pci${ifs:+ (was $ifs)} is bound to $driver${now:+; $PROG --unbind gives it back to $now}"
+done
+exit "$failed"

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Installs lb-appliance as a systemd service, from a clone of this repository:
+#
+#   scripts/install-service.sh [--prefix /usr/local] [--no-enable]
+#
+#   PREFIX/bin/lb-appliance                  the binary (built with
+#                                            `cargo build --release` if missing)
+#   /etc/lb-appliance/lb.toml                examples/lb.toml, only if there is
+#                                            no lb.toml yet (never overwritten)
+#   PREFIX/share/lb-appliance/examples/      every example configuration
+#   /etc/systemd/system/lb-appliance.service packaging/systemd/lb-appliance.service
+#                                            (its paths follow --prefix)
+#
+# then `systemctl daemon-reload` and `systemctl enable lb-appliance` when
+# systemd runs this machine (else it says what to run). It does not start
+# the service: bind the NICs (scripts/bind-nics.sh) and edit lb.toml first.
+#
+# Environment:
+#   DESTDIR     stage everything under this folder instead of / (packaging,
+#               tests); systemctl is then not run
+#   LB_BINARY   the binary to install [CARGO_TARGET_DIR or target, then
+#               release/lb-appliance]
+#
+# Exit status: 0 done, 1 something failed, 2 bad arguments.
+set -euo pipefail
+
+say() { printf 'install-service: %s\n' "$*" >&2; }
+die() {
+    say "$@"
+    exit 1
+}
+
+usage() {
+    cat <<EOF
+Usage: ${0##*/} [--prefix DIR] [--no-enable]
+
+Installs lb-appliance as a systemd service: the binary to DIR/bin, the
+example configurations to DIR/share/lb-appliance/examples,
+/etc/lb-appliance/lb.toml (only if absent) and
+/etc/systemd/system/lb-appliance.service; then reloads systemd and enables
+the service (not with --no-enable). It does not start it.
+
+Options:
+  --prefix DIR   installation prefix (default /usr/local)
+  --no-enable    do not enable the service
+  -h, --help     this text
+
+Environment: DESTDIR stages the files under a folder instead of /;
+LB_BINARY names the binary to install (default: target/release/lb-appliance,
+built with cargo build --release if missing).
+EOF
+}
+
+prefix=/usr/local
+enable=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --prefix)
+        [ $# -ge 2 ] || {
+            say "--prefix needs a folder"
+            exit 2
+        }
+        prefix=$2
+        shift 2
+        ;;
+    --prefix=*)
+        prefix=${1#*=}
+        shift
+        ;;
+    --no-enable) enable=0 && shift ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    *)
+        say "unknown argument $1 (see --help)"
+        exit 2
+        ;;
+    esac
+done
+case "$prefix" in
+/*) ;;
+*)
+    say "--prefix must be an absolute path, not '$prefix'"
+    exit 2
+    ;;
+esac
+# Without its trailing slash ("" for /), so that "$p/bin" is right.
+p=${prefix%/}
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+destdir=${DESTDIR:-}
+destdir=${destdir%/}
+unit_src=$root/packaging/systemd/lb-appliance.service
+[ -f "$unit_src" ] || die "$unit_src is missing: run this script from a clone of the repository"
+
+if [ -z "$destdir" ] && [ "$(id -u)" -ne 0 ]; then
+    die "run as root (it writes $prefix, /etc and /etc/systemd/system): sudo $0, or stage with DESTDIR=DIR"
+fi
+
+# The binary.
+binary=${LB_BINARY:-${CARGO_TARGET_DIR:-$root/target}/release/lb-appliance}
+if [ ! -x "$binary" ]; then
+    if [ -n "${LB_BINARY:-}" ]; then
+        die "LB_BINARY=$binary is not an executable file"
+    fi
+    command -v cargo >/dev/null 2>&1 ||
+        die "$binary is missing and cargo is not on PATH: run scripts/install-deps.sh, then cargo build --release"
+    say "$binary is missing: building it (cargo build --release)"
+    (cd "$root" && cargo build --release -p lb-appliance) ||
+        die "cargo build --release failed (see above); scripts/install-deps.sh installs what the build needs"
+fi
+
+bindir=$destdir$p/bin
+etcdir=$destdir/etc/lb-appliance
+sharedir=$destdir$p/share/lb-appliance/examples
+unitdir=$destdir/etc/systemd/system
+
+install -d -m 0755 "$bindir" "$etcdir" "$sharedir" "$unitdir"
+install -m 0755 "$binary" "$bindir/lb-appliance"
+say "installed $bindir/lb-appliance"
+
+if [ -e "$etcdir/lb.toml" ]; then
+    say "kept the existing $etcdir/lb.toml (never overwritten; the reference is in $sharedir/lb.toml)"
+else
+    install -m 0644 "$root/examples/lb.toml" "$etcdir/lb.toml"
+    say "installed $etcdir/lb.toml from examples/lb.toml: edit its ports and services"
+fi
+
+for f in "$root"/examples/*.toml; do
+    install -m 0644 "$f" "$sharedir/"
+done
+say "installed the examples in $sharedir"
+
+# The unit names /usr/local; follow --prefix.
+sed "s#/usr/local/#$p/#g" "$unit_src" >"$unitdir/lb-appliance.service.tmp"
+chmod 0644 "$unitdir/lb-appliance.service.tmp"
+mv "$unitdir/lb-appliance.service.tmp" "$unitdir/lb-appliance.service"
+say "installed $unitdir/lb-appliance.service"
+
+# Is the installed configuration valid? (Touches no device.)
+if ! check=$("$bindir/lb-appliance" -c "$etcdir/lb.toml" --check 2>&1); then
+    say "warning: $etcdir/lb.toml does not validate yet; the service will not start until it does:"
+    printf '%s\n' "$check" >&2
+fi
+
+next="edit /etc/lb-appliance/lb.toml, bind the NICs (scripts/bind-nics.sh --persist PCI...), then: systemctl start lb-appliance; journalctl -u lb-appliance -f"
+if [ -n "$destdir" ]; then
+    say "staged in $destdir; on the target machine run: systemctl daemon-reload && systemctl enable lb-appliance"
+elif [ -d /run/systemd/system ]; then
+    systemctl daemon-reload || die "systemctl daemon-reload failed (see above)"
+    if [ "$enable" -eq 1 ]; then
+        systemctl enable lb-appliance || die "systemctl enable lb-appliance failed (see above)"
+        say "enabled lb-appliance (it starts at boot); $next"
+    else
+        say "not enabled (--no-enable): systemctl enable lb-appliance to start it at boot; $next"
+    fi
+else
+    say "systemd is not running this machine (PID 1 is $(cat /proc/1/comm 2>/dev/null || echo unknown)): once it is, run: systemctl daemon-reload && systemctl enable lb-appliance"
+fi
