@@ -17,7 +17,7 @@ packages=(
     build-essential pkg-config clang libclang-dev
     libdpdk-dev dpdk dpdk-dev
     iproute2 iputils-ping iputils-arping ethtool procps libbpf-dev linux-libc-dev systemd
-    tshark python3 python3-scapy python3-prometheus-client
+    tshark python3 python3-scapy python3-prometheus-client prometheus
     curl ca-certificates
 )
 missing=()
