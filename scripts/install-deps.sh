@@ -11,15 +11,20 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-# Debian packages: DPDK 22.11 and what bindgen needs, plus the tools the
-# tests and the demo use (network namespaces, arping/ping, a dissector).
+# Debian packages: DPDK 22.11 and what bindgen needs, and what the demo
+# and the lab use (network namespaces, tc-BPF, curl, Python's HTTP server).
 packages=(
     build-essential pkg-config clang libclang-dev
     libdpdk-dev dpdk dpdk-dev
-    iproute2 iputils-ping iputils-arping ethtool procps libbpf-dev linux-libc-dev systemd
-    tshark python3 python3-scapy python3-prometheus-client prometheus
-    curl ca-certificates
+    iproute2 iputils-ping iputils-arping ethtool procps libbpf-dev linux-libc-dev
+    python3 curl ca-certificates
 )
+# With --test (scripts/test.sh): what only the tests use: dissectors and
+# scapy for golden packets, Prometheus and its client for the monitoring
+# tests, systemd-analyze for the unit.
+if [ "${1:-}" = "--test" ]; then
+    packages+=(tshark python3-scapy python3-prometheus-client prometheus systemd)
+fi
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,6 +36,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # The tests run their own Prometheus; one we just installed must not
+    # stay running as a service on this machine.
+    if printf '%s\n' "${missing[@]}" | grep -qx prometheus && [ -d /run/systemd/system ]; then
+        systemctl disable --now prometheus >/dev/null 2>&1 || true
+        log "stopped and disabled the packaged prometheus service (the tests start their own)"
+    fi
 fi
 
 # Rust: use the toolchain on PATH; otherwise install rustup's stable one.

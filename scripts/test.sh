@@ -5,7 +5,7 @@
 # need root). Run from anywhere, as root: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
+scripts/install-deps.sh --test
 export PATH="$HOME/.cargo/bin:$PATH"
 # Tests that need root fail instead of skipping when this is set (CI runs
 # as root and must run them all).
