@@ -23,7 +23,7 @@ packages=(
 # scapy for golden packets, Prometheus and its client for the monitoring
 # tests, systemd-analyze for the unit.
 if [ "${1:-}" = "--test" ]; then
-    packages+=(tshark python3-scapy python3-prometheus-client prometheus systemd)
+    packages+=(tshark python3-scapy python3-prometheus-client prometheus systemd lua5.4)
 fi
 missing=()
 for p in "${packages[@]}"; do

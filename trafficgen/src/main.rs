@@ -1,0 +1,570 @@
+//! `lb-trafficgen`: a DPDK traffic generator for lb-appliance.
+//!
+//! It sends TCP flows the way a client population does (per flow a SYN,
+//! then data segments, from many distinct client addresses and ports) or
+//! UDP datagrams, at a TSC-paced rate or as fast as the port takes them,
+//! through one DPDK port; it receives on the same port and counts what comes
+//! back by kind. On this machine it runs over `net_memif` (or
+//! vhost-user/virtio-user) facing the appliance or `dpdk-testpmd` in another
+//! process; see `scripts/bench-throughput.sh` and `tests/loadgen.rs`.
+#![deny(unsafe_code)]
+
+mod counters;
+mod frames;
+
+use std::net::Ipv4Addr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use lb_config::{parse_duration, MacAddr};
+use lb_dataplane::dpdk::{
+    rdtsc, Eal, LcoreId, MbufBurst, Mempool, Port, PortSetup, PortStats, RxQueue, TxQueue,
+    MAX_BURST,
+};
+use lb_dataplane::wire::TcpFlags;
+use lb_dataplane::PacketBuf;
+use serde_json::json;
+
+use counters::RxCounts;
+use frames::{Clients, Endpoints, Kind, Schedule, Template};
+
+/// Sends TCP flows (SYN, then ACK|PSH data) or UDP datagrams from many
+/// clients to a VIP through a DPDK port, and counts what comes back.
+#[derive(Debug, Parser)]
+#[command(name = "lb-trafficgen", version, about, long_about = None)]
+struct Cli {
+    /// EAL arguments as one string, split at whitespace, such as
+    /// "--lcores 0@1 --no-huge -m 256 --no-pci --no-shconf --file-prefix tg".
+    /// With one lcore it sends and receives; with two or more, the first
+    /// worker lcore sends and the main lcore receives.
+    #[arg(long, allow_hyphen_values = true, value_name = "ARGS")]
+    eal: String,
+
+    /// The port: a vdev string (given to the EAL as --vdev), such as
+    /// net_memif0,role=client,socket=/tmp/lb.sock,socket-abstract=no, or a
+    /// PCI address (given as -a).
+    #[arg(long, value_name = "DEVICE")]
+    device: String,
+
+    /// Source MAC of the frames (default: the port's own).
+    #[arg(long, value_name = "MAC")]
+    src_mac: Option<MacAddr>,
+
+    /// Destination MAC of the frames: the appliance port's MAC.
+    #[arg(long, value_name = "MAC", default_value = "ff:ff:ff:ff:ff:ff")]
+    dst_mac: MacAddr,
+
+    /// The address to send to (the service's VIP).
+    #[arg(long, default_value = "198.18.1.100")]
+    vip: Ipv4Addr,
+
+    /// The destination port (the service's port).
+    #[arg(long, default_value_t = 80)]
+    port: u16,
+
+    /// The clients' block: flow i comes from its i-th host address, then,
+    /// once every address has a flow, from the next source port (from 1024).
+    #[arg(long, value_name = "CIDR", default_value = "198.19.0.0/16")]
+    clients: Clients,
+
+    /// Distinct flows, sent to in turn.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    flows: u64,
+
+    /// Packets per flow, its SYN included; 0 = until --duration or a signal.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    packets_per_flow: u64,
+
+    /// Packets per second (suffixes k, M); 0 = as fast as the port takes them.
+    #[arg(long, value_name = "PPS", default_value = "0", value_parser = parse_rate)]
+    rate: u64,
+
+    /// How long to send, from the first packet the port takes; 0s = no limit.
+    #[arg(long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+
+    /// Payload bytes of a data segment or datagram (SYNs carry none); 10
+    /// makes 64-byte TCP frames, 22 64-byte UDP frames.
+    #[arg(long, value_name = "BYTES", default_value_t = 64)]
+    payload: u16,
+
+    /// What to send.
+    #[arg(long, value_enum, default_value_t = Mode::Tcp)]
+    mode: Mode,
+
+    /// Packets per transmit burst (at most 128).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=128))]
+    burst: u16,
+
+    /// How long to keep receiving after the last packet is sent.
+    #[arg(long, value_name = "TIME", default_value = "500ms", value_parser = parse_duration)]
+    drain: Duration,
+
+    /// Give up when the port has taken no packet after this long (a memif
+    /// or virtio peer that never connected).
+    #[arg(long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
+    link_timeout: Duration,
+
+    /// Size of the mbuf pool.
+    #[arg(long, default_value_t = 8191)]
+    mbufs: u32,
+
+    /// Check the IPv4 and TCP/UDP checksums of what comes back (counted as
+    /// bad checksums).
+    #[arg(long)]
+    verify_checksums: bool,
+
+    /// Also print the summary as one line of JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Tcp,
+    Udp,
+}
+
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let (digits, mult) = match s.strip_suffix(['k', 'K']) {
+        Some(d) => (d, 1_000),
+        None => match s.strip_suffix('M') {
+            Some(d) => (d, 1_000_000),
+            None => (s, 1),
+        },
+    };
+    let v: f64 = digits.parse().map_err(|_| {
+        format!("invalid rate {s:?}: expected packets per second such as 500000, 500k or 2.5M")
+    })?;
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(format!("invalid rate {s:?}: must be 0 or more"));
+    }
+    Ok((v * f64::from(mult)).round() as u64)
+}
+
+/// What the sending side did.
+#[derive(Debug, Clone, Default)]
+struct TxResult {
+    sent: u64,
+    first: Option<u64>,
+    last: u64,
+    no_mbuf: u64,
+    timed_out: bool,
+}
+
+/// The sending side: builds bursts from the schedule, paces them by the
+/// TSC, and retries what the port did not take.
+struct Sender {
+    txq: TxQueue,
+    pool: Mempool,
+    schedule: Schedule,
+    syn: Template,
+    data: Template,
+    udp: Template,
+    burst: MbufBurst,
+    burst_size: usize,
+    rate: u64,
+    hz: u64,
+    duration: u64,
+    link_timeout: u64,
+    began: u64,
+    exhausted: bool,
+    done: bool,
+    res: TxResult,
+}
+
+impl Sender {
+    /// One round of the send loop; false once sending is over.
+    #[inline]
+    fn step(&mut self, now: u64, stop: &AtomicBool) -> bool {
+        if self.done {
+            return false;
+        }
+        let over_time = match self.res.first {
+            Some(first) => self.duration != 0 && now.wrapping_sub(first) >= self.duration,
+            None => {
+                let late = now.wrapping_sub(self.began) >= self.link_timeout;
+                self.res.timed_out = late;
+                late
+            }
+        };
+        if over_time || stop.load(Ordering::Relaxed) || (self.exhausted && self.burst.is_empty()) {
+            self.burst.free_all();
+            self.done = true;
+            return false;
+        }
+        if self.burst.is_empty() && !self.exhausted {
+            let n = self.due(now);
+            self.fill(n);
+        }
+        if !self.burst.is_empty() {
+            let k = self.txq.tx_burst(&mut self.burst);
+            if k > 0 {
+                self.res.first.get_or_insert(now);
+                self.res.sent += k as u64;
+                self.res.last = now;
+            }
+        }
+        true
+    }
+
+    /// How many packets to build now: a whole burst when unpaced; when
+    /// paced, a burst of about a millisecond's worth once that many are due.
+    fn due(&self, now: u64) -> usize {
+        if self.rate == 0 {
+            return self.burst_size;
+        }
+        let size = (self.rate / 1000).clamp(1, self.burst_size as u64);
+        let Some(first) = self.res.first else {
+            return size as usize;
+        };
+        let elapsed = u128::from(now.wrapping_sub(first));
+        let due = (elapsed * u128::from(self.rate) / u128::from(self.hz)) as u64;
+        // The first burst went out at `first`: it is the one due at time 0.
+        let allowed = (due + size).saturating_sub(self.res.sent);
+        if allowed >= size {
+            size as usize
+        } else {
+            0
+        }
+    }
+
+    fn fill(&mut self, n: usize) {
+        for _ in 0..n {
+            let Some(mut m) = self.pool.alloc() else {
+                self.res.no_mbuf += 1;
+                return;
+            };
+            let Some(p) = self.schedule.next_packet() else {
+                self.exhausted = true;
+                return;
+            };
+            let t = match p.kind {
+                Kind::Syn => &self.syn,
+                Kind::Data => &self.data,
+                Kind::Udp => &self.udp,
+            };
+            if !m.append(t.frame_len()) {
+                self.res.no_mbuf += 1;
+                return;
+            }
+            t.write(m.data_mut(), p.src, p.sport, p.seq);
+            if self.burst.push(m).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn finish(mut self) -> TxResult {
+        self.burst.free_all();
+        self.res
+    }
+}
+
+/// The receiving side.
+struct Receiver {
+    rxq: RxQueue,
+    burst: MbufBurst,
+    vip: Ipv4Addr,
+    verify: bool,
+    counts: RxCounts,
+    first: Option<u64>,
+    last: u64,
+}
+
+impl Receiver {
+    #[inline]
+    fn poll(&mut self, now: u64) -> usize {
+        let n = self.rxq.rx_burst(&mut self.burst, MAX_BURST);
+        if n > 0 {
+            for m in self.burst.as_mut_slice() {
+                self.counts.count(m.data(), self.vip, self.verify);
+            }
+            self.burst.free_all();
+            self.first.get_or_insert(now);
+            self.last = now;
+        }
+        n
+    }
+}
+
+/// The first lcore the EAL runs other than the main one.
+fn worker_lcore(eal: &Eal) -> Option<LcoreId> {
+    (0..1024)
+        .map(LcoreId)
+        .find(|l| *l != eal.info().main_lcore && eal.lcore_enabled(*l))
+}
+
+fn secs(ticks: u64, hz: u64) -> f64 {
+    ticks as f64 / hz as f64
+}
+
+fn mpps(packets: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        packets as f64 / seconds / 1e6
+    } else {
+        0.0
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("lb-trafficgen: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<ExitCode, String> {
+    let mut eal_args: Vec<String> = cli.eal.split_whitespace().map(str::to_owned).collect();
+    let is_pci = cli.device.contains(':') && !cli.device.contains('=');
+    eal_args.push(if is_pci { "-a" } else { "--vdev" }.to_owned());
+    eal_args.push(cli.device.clone());
+    let device_name = cli.device.split(',').next().unwrap_or_default().to_owned();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| format!("installing the signal handlers: {e}"))?;
+    }
+
+    let eal = Eal::init(&eal_args).map_err(|e| e.to_string())?;
+    let hz = eal.tsc_hz();
+    let pool =
+        Mempool::create(&eal, "trafficgen", cli.mbufs, 2048 + 128).map_err(|e| e.to_string())?;
+    let (port, mut rxs, mut txs) = Port::start(
+        &eal,
+        &PortSetup {
+            device_name: &device_name,
+            queues: 1,
+            mtu: 1500,
+            mempool: pool,
+            rx_descriptors: 1024,
+            tx_descriptors: 1024,
+            mac: None,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let (Some(rxq), Some(txq)) = (rxs.pop(), txs.pop()) else {
+        return Err(format!("{device_name}: no queue"));
+    };
+
+    let ep = Endpoints {
+        src_mac: cli.src_mac.unwrap_or_else(|| port.mac()),
+        dst_mac: cli.dst_mac,
+        vip: cli.vip,
+        port: cli.port,
+    };
+    let payload = usize::from(cli.payload);
+    let udp = cli.mode == Mode::Udp;
+    let ticks = |d: Duration| (d.as_secs_f64() * hz as f64) as u64;
+    let began = rdtsc();
+    let sender = Sender {
+        txq,
+        pool,
+        schedule: Schedule::new(
+            cli.clients,
+            cli.flows,
+            cli.packets_per_flow,
+            udp,
+            u32::from(cli.payload),
+        ),
+        syn: Template::tcp(&ep, TcpFlags::SYN, 0),
+        data: Template::tcp(&ep, TcpFlags::ACK | TcpFlags::PSH, payload),
+        udp: Template::udp(&ep, payload),
+        burst: MbufBurst::new(),
+        burst_size: usize::from(cli.burst),
+        rate: cli.rate,
+        hz,
+        duration: ticks(cli.duration),
+        link_timeout: ticks(cli.link_timeout),
+        began,
+        exhausted: false,
+        done: false,
+        res: TxResult::default(),
+    };
+    let mut receiver = Receiver {
+        rxq,
+        burst: MbufBurst::new(),
+        vip: cli.vip,
+        verify: cli.verify_checksums,
+        counts: RxCounts::default(),
+        first: None,
+        last: 0,
+    };
+    if cli.flows > cli.clients.capacity() {
+        log::warn!(
+            "{} flows but only {} distinct client (address, port) pairs: flows repeat",
+            cli.flows,
+            cli.clients.capacity()
+        );
+    }
+    let tx_lcore = worker_lcore(&eal);
+    eprintln!(
+        "lb-trafficgen: {} {} flows from {} to {}:{} on {} ({}), rate {}, {}",
+        cli.flows,
+        if udp { "UDP" } else { "TCP" },
+        cli.clients,
+        cli.vip,
+        cli.port,
+        device_name,
+        port.driver(),
+        if cli.rate == 0 {
+            "as fast as possible".to_owned()
+        } else {
+            format!("{} pps", cli.rate)
+        },
+        match tx_lcore {
+            Some(l) => format!("sending on {l}, receiving on {}", eal.info().main_lcore),
+            None => format!("sending and receiving on {}", eal.info().main_lcore),
+        }
+    );
+
+    let drain = ticks(cli.drain);
+    let tx = match tx_lcore {
+        None => {
+            let mut sender = sender;
+            let mut sending = true;
+            let mut ended = 0;
+            loop {
+                let now = rdtsc();
+                if sending {
+                    sending = sender.step(now, &stop);
+                    if !sending {
+                        ended = now;
+                    }
+                }
+                receiver.poll(now);
+                if !sending && (now.wrapping_sub(ended) >= drain || sender.res.timed_out) {
+                    break;
+                }
+            }
+            sender.finish()
+        }
+        Some(lcore) => {
+            let (done_tx, done_rx) = mpsc::channel();
+            let stop_tx = Arc::clone(&stop);
+            let mut sender = sender;
+            let launched = eal
+                .launch(lcore, move || {
+                    while sender.step(rdtsc(), &stop_tx) {}
+                    let _ = done_tx.send(sender.finish());
+                    0
+                })
+                .map_err(|e| e.to_string())?;
+            let mut result = None;
+            let mut ended = 0;
+            loop {
+                let now = rdtsc();
+                receiver.poll(now);
+                if result.is_none() {
+                    if let Ok(r) = done_rx.try_recv() {
+                        result = Some(r);
+                        ended = now;
+                    }
+                }
+                if let Some(r) = &result {
+                    if now.wrapping_sub(ended) >= drain || r.timed_out {
+                        break;
+                    }
+                }
+            }
+            launched.wait();
+            result.unwrap_or_default()
+        }
+    };
+    let stats = port.stats().unwrap_or_default();
+    let rx_secs = secs(
+        receiver.last.saturating_sub(receiver.first.unwrap_or(0)),
+        hz,
+    );
+    let counts = std::mem::take(&mut receiver.counts);
+    drop(receiver);
+    drop(port);
+    if tx.timed_out {
+        return Err(format!(
+            "{device_name} took no packet in {:?}: is the peer up (a memif server, a vhost-user \
+             backend) and is the link connected?",
+            cli.link_timeout
+        ));
+    }
+    let tx_secs = tx
+        .first
+        .map_or(0.0, |f| secs(tx.last.saturating_sub(f), hz));
+    let syn = if udp { 0 } else { tx.sent.min(cli.flows) };
+    let data = if udp { 0 } else { tx.sent - syn };
+    let udp_sent = if udp { tx.sent } else { 0 };
+    let flows = tx.sent.min(cli.flows);
+    let dests: Vec<String> = counts
+        .destinations
+        .iter()
+        .map(|(a, n)| format!("{a}={n}"))
+        .collect();
+    println!(
+        "sent {} packets ({:.3} Mpps), received {} packets ({:.3} Mpps), to-real {}, to-vip {}, \
+         ipip {}, arp {}, other {}, bad-checksum {}; flows {}, syn {}, data {}, udp {}; \
+         send time {:.3} s, no-mbuf {}, port rx-missed {}; destinations {}",
+        tx.sent,
+        mpps(tx.sent, tx_secs),
+        counts.packets,
+        mpps(counts.packets, rx_secs),
+        counts.to_real,
+        counts.to_vip,
+        counts.ipip,
+        counts.arp,
+        counts.other,
+        counts.bad_checksum,
+        flows,
+        syn,
+        data,
+        udp_sent,
+        tx_secs,
+        tx.no_mbuf,
+        stats.rx_missed,
+        if dests.is_empty() {
+            "none".to_owned()
+        } else {
+            dests.join(" ")
+        }
+    );
+    if cli.json {
+        let out = json!({
+            "sent": {
+                "packets": tx.sent,
+                "mpps": mpps(tx.sent, tx_secs),
+                "seconds": tx_secs,
+                "flows": flows,
+                "syn": syn,
+                "data": data,
+                "udp": udp_sent,
+                "no_mbuf": tx.no_mbuf,
+            },
+            "received": {
+                "mpps": mpps(counts.packets, rx_secs),
+                "seconds": rx_secs,
+                "counts": counts.to_json(),
+            },
+            "port": port_json(&stats),
+        });
+        println!("{out}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn port_json(s: &PortStats) -> serde_json::Value {
+    json!({
+        "rx_packets": s.rx_packets,
+        "tx_packets": s.tx_packets,
+        "rx_missed": s.rx_missed,
+        "rx_errors": s.rx_errors,
+        "tx_errors": s.tx_errors,
+        "rx_nombuf": s.rx_nombuf,
+    })
+}
