@@ -37,6 +37,10 @@ impl DpdkError {
 
     /// DPDK's text for the errno (it knows its own codes beyond libc's).
     pub fn reason(&self) -> String {
+        if self.errno == 0 {
+            // Some drivers fail with -1 and leave rte_errno alone.
+            return "the driver gave no reason (see the EAL log above)".to_string();
+        }
         // SAFETY: rte_strerror returns a pointer to a NUL-terminated string
         // owned by DPDK (static or thread-local), valid until the next call
         // on this thread; we copy it at once.
