@@ -13,7 +13,7 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{write_pcap, DpdkPrefix, Proc, TempDir, BIN};
+use common::{PipeAppliance, BIN};
 
 #[path = "../dataplane/src/pipeline/forwarding_fixtures.rs"]
 mod forwarding_fixtures;
@@ -134,77 +134,19 @@ weight = 5
 #[test]
 fn metrics_status_health_and_reload_on_a_running_appliance() {
     let scenario = &forwarding_fixtures::ONE_ARM;
-    let dir = TempDir::new("metrics");
-    let fifo = dir.path("rx.fifo");
-    let out = dir.path("tx.pcap");
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
-    let prefix = DpdkPrefix::new("metrics");
     // A port that is closed now and opened later, for the checked real.
     let check_port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-
-    let mut base = String::new();
-    for line in scenario.config.lines() {
-        let t = line.trim_start();
-        if t.starts_with("device") {
-            base.push_str(&format!(
-                "device = \"net_pcap0,rx_pcap={},tx_pcap={}\"\n",
-                fifo.display(),
-                out.display()
-            ));
-        } else if t.starts_with("eal_args") {
-            base.push_str(&format!(
-                "eal_args = [\"-l\", \"0-1\", \"--no-huge\", \"-m\", \"256\", \"--no-pci\", \"--no-shconf\", \"--file-prefix\", \"{}\"]\nburst = 1\n",
-                prefix.0
-            ));
-        } else {
-            base.push_str(line);
-            base.push('\n');
-        }
-    }
-    base.push_str("[metrics]\nlisten = \"127.0.0.1:0\"\n");
-    base.push_str(&CHECKED.replace("CHECKPORT", &check_port.to_string()));
-    let config = dir.path("lb.toml");
-    std::fs::write(&config, &base).unwrap();
-
-    let mut cmd = Command::new(BIN);
-    cmd.args(["-c", config.to_str().unwrap()])
-        .env("RUST_LOG", "info");
-    let mut app = Proc::spawn(cmd, &dir.path("lb.log"));
-    // The EAL opens the pipe while it probes the device: feed the header.
-    let fifo_path = fifo.clone();
-    let writer = std::thread::spawn(move || {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&fifo_path)
-            .unwrap();
-        let header = dir_free_pcap_header();
-        f.write_all(&header).unwrap();
-        f.flush().unwrap();
-        f
-    });
-    assert!(
-        app.wait_for_log("metrics on http://", Duration::from_secs(30)),
-        "{}",
-        app.log_text()
+    let mut lb = PipeAppliance::start(
+        "metrics",
+        scenario.config,
+        &CHECKED.replace("CHECKPORT", &check_port.to_string()),
     );
-    let mut fifo_w = writer.join().unwrap();
-    let log = app.log_text();
-    let addr = log
-        .split("metrics on http://")
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let base = lb.text.clone();
+    let addr = lb.addr.clone();
 
     // Before any traffic: the checked real is down, nothing forwarded.
     let s0 = parse(&get(&addr, "/metrics"));
@@ -230,10 +172,7 @@ fn metrics_status_health_and_reload_on_a_running_appliance() {
 
     // Traffic: the golden one-arm steps.
     let frames: Vec<&[u8]> = scenario.steps.iter().map(|s| s.input).collect();
-    for f in &frames {
-        f_write_record(&mut fifo_w, f);
-    }
-    fifo_w.flush().unwrap();
+    lb.feed(&frames);
     let n = frames.len() as f64;
     let mut busy_seen = false;
     let s1 = wait_for(&addr, "all frames received", |s| {
@@ -261,8 +200,7 @@ fn metrics_status_health_and_reload_on_a_running_appliance() {
 
     // A valid reload: a weight changes.
     let gen_before = value(&s2, "lb_config_generation{}");
-    std::fs::write(&config, base.replace("weight = 5", "weight = 7")).unwrap();
-    kill(app.pid(), "HUP");
+    lb.reload_with(&base.replace("weight = 5", "weight = 7"));
     let weight_key = format!("lb_real_weight{{real=127.0.0.1:{check_port},service=checked}}");
     let s3 = wait_for(&addr, "a successful reload", |s| {
         s.get("lb_config_reloads_total{result=success}") == Some(&1.0)
@@ -272,18 +210,15 @@ fn metrics_status_health_and_reload_on_a_running_appliance() {
 
     // An invalid file, then a change that needs a restart: both refused,
     // nothing changes.
-    std::fs::write(&config, base.replace("weight = 5", "weight = -3")).unwrap();
-    kill(app.pid(), "HUP");
+    lb.reload_with(&base.replace("weight = 5", "weight = -3"));
     let s4 = wait_for(&addr, "a failed reload", |s| {
         s.get("lb_config_reloads_total{result=failure}") == Some(&1.0)
     });
-    std::fs::write(
-        &config,
-        base.replace("weight = 5", "weight = 7")
+    lb.reload_with(
+        &base
+            .replace("weight = 5", "weight = 7")
             .replace("burst = 1", "burst = 2"),
-    )
-    .unwrap();
-    kill(app.pid(), "HUP");
+    );
     let s5 = wait_for(&addr, "a refused reload", |s| {
         s.get("lb_config_reloads_total{result=failure}") == Some(&2.0)
     });
@@ -298,7 +233,7 @@ fn metrics_status_health_and_reload_on_a_running_appliance() {
             value(&s3, "lb_config_generation{}")
         );
     }
-    let log = app.log_text();
+    let log = lb.app.log_text();
     assert!(
         log.contains("services[5].reals[0].weight: -3 is out of range"),
         "the error names the key:\n{log}"
@@ -380,21 +315,8 @@ fn metrics_status_health_and_reload_on_a_running_appliance() {
         "the checked real is down again:\n{text}"
     );
 
-    drop(fifo_w);
-    assert_eq!(
-        app.stop("TERM", Duration::from_secs(20)),
-        Some(0),
-        "{}",
-        app.log_text()
-    );
-}
-
-fn kill(pid: u32, sig: &str) {
-    assert!(Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
+    let log = lb.app.log_text();
+    assert_eq!(lb.stop(), Some(0), "{log}");
 }
 
 fn lb_dpdk_version() -> String {
@@ -407,22 +329,4 @@ fn lb_dpdk_version() -> String {
     )
     .map(|v| format!("DPDK {}", v.trim()))
     .unwrap()
-}
-
-/// The 24-byte header of a pcap file (what `write_pcap` writes first).
-fn dir_free_pcap_header() -> Vec<u8> {
-    let dir = TempDir::new("metrics-hdr");
-    let p = dir.path("h.pcap");
-    write_pcap(&p, &[]);
-    std::fs::read(p).unwrap()
-}
-
-fn f_write_record(f: &mut std::fs::File, frame: &[u8]) {
-    let mut rec = Vec::with_capacity(16 + frame.len());
-    rec.extend_from_slice(&0u32.to_le_bytes());
-    rec.extend_from_slice(&0u32.to_le_bytes());
-    rec.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-    rec.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-    rec.extend_from_slice(frame);
-    f.write_all(&rec).unwrap();
 }

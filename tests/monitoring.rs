@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{tail, write_pcap, DpdkPrefix, Proc, TempDir, BIN};
+use common::{tail, PipeAppliance, Proc, TempDir};
 use serde_json::Value;
 
 #[path = "../dataplane/src/pipeline/forwarding_fixtures.rs"]
@@ -70,146 +70,58 @@ port = CHECKPORT
 weight = 5
 "#;
 
-/// A running appliance on a `net_pcap` port fed through a FIFO.
+/// A running appliance on a `net_pcap` port fed through a FIFO
+/// (`common::PipeAppliance`), with the checked service.
 struct Appliance {
-    app: Proc,
-    /// The FIFO's write end (the port's rx).
-    fifo: Option<std::fs::File>,
+    lb: PipeAppliance,
     /// `[metrics] listen` as bound: `127.0.0.1:PORT`.
     addr: String,
     check_port: u16,
-    config: PathBuf,
-    base: String,
-    _prefix: DpdkPrefix,
-    _dir: TempDir,
 }
 
 impl Appliance {
     fn start(tag: &str) -> Appliance {
-        let scenario = &forwarding_fixtures::ONE_ARM;
-        let dir = TempDir::new(tag);
-        let fifo = dir.path("rx.fifo");
-        let out = dir.path("tx.pcap");
-        assert!(Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success());
-        let prefix = DpdkPrefix::new(tag);
         // A free port that stays closed: the checked real is down.
         let check_port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-
-        let mut base = String::new();
-        for line in scenario.config.lines() {
-            let t = line.trim_start();
-            if t.starts_with("device") {
-                base.push_str(&format!(
-                    "device = \"net_pcap0,rx_pcap={},tx_pcap={}\"\n",
-                    fifo.display(),
-                    out.display()
-                ));
-            } else if t.starts_with("eal_args") {
-                base.push_str(&format!(
-                    "eal_args = [\"-l\", \"0-1\", \"--no-huge\", \"-m\", \"256\", \"--no-pci\", \"--no-shconf\", \"--file-prefix\", \"{}\"]\nburst = 1\n",
-                    prefix.0
-                ));
-            } else {
-                base.push_str(line);
-                base.push('\n');
-            }
-        }
-        base.push_str("[metrics]\nlisten = \"127.0.0.1:0\"\n");
-        base.push_str(&CHECKED.replace("CHECKPORT", &check_port.to_string()));
-        let config = dir.path("lb.toml");
-        std::fs::write(&config, &base).unwrap();
-
-        let mut cmd = Command::new(BIN);
-        cmd.args(["-c", config.to_str().unwrap()])
-            .env("RUST_LOG", "info");
-        let mut app = Proc::spawn(cmd, &dir.path("lb.log"));
-        // The EAL opens the pipe while it probes the device: feed the header.
-        let fifo_path = fifo.clone();
-        let writer = std::thread::spawn(move || {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&fifo_path)
-                .unwrap();
-            f.write_all(&pcap_header()).unwrap();
-            f.flush().unwrap();
-            f
-        });
-        assert!(
-            app.wait_for_log("metrics on http://", Duration::from_secs(30)),
-            "the appliance did not start:\n{}",
-            app.log_text()
+        let lb = PipeAppliance::start(
+            tag,
+            forwarding_fixtures::ONE_ARM.config,
+            &CHECKED.replace("CHECKPORT", &check_port.to_string()),
         );
-        let fifo_w = writer.join().unwrap();
-        let addr = app
-            .log_text()
-            .split("metrics on http://")
-            .nth(1)
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap()
-            .to_string();
+        let addr = lb.addr.clone();
         Appliance {
-            app,
-            fifo: Some(fifo_w),
+            lb,
             addr,
             check_port,
-            config,
-            base,
-            _prefix: prefix,
-            _dir: dir,
         }
     }
 
     /// Feeds the golden one-arm frames; returns how many.
     fn feed_traffic(&mut self) -> usize {
-        let f = self.fifo.as_mut().expect("fifo open");
-        let steps = forwarding_fixtures::ONE_ARM.steps;
-        for s in steps {
-            let mut rec = Vec::with_capacity(16 + s.input.len());
-            rec.extend_from_slice(&0u32.to_le_bytes());
-            rec.extend_from_slice(&0u32.to_le_bytes());
-            rec.extend_from_slice(&(s.input.len() as u32).to_le_bytes());
-            rec.extend_from_slice(&(s.input.len() as u32).to_le_bytes());
-            rec.extend_from_slice(s.input);
-            f.write_all(&rec).unwrap();
-        }
-        f.flush().unwrap();
-        steps.len()
+        let frames: Vec<&[u8]> = forwarding_fixtures::ONE_ARM
+            .steps
+            .iter()
+            .map(|s| s.input)
+            .collect();
+        self.lb.feed(&frames);
+        frames.len()
     }
 
     /// Writes an invalid file and sends SIGHUP: a failed reload.
     fn fail_a_reload(&self) {
-        std::fs::write(&self.config, self.base.replace("weight = 5", "weight = -3")).unwrap();
-        assert!(Command::new("kill")
-            .args(["-HUP", &self.app.pid().to_string()])
-            .status()
-            .unwrap()
-            .success());
+        self.lb
+            .reload_with(&self.lb.text.replace("weight = 5", "weight = -3"));
     }
 
     /// Stops the appliance with SIGTERM; it must exit cleanly.
-    fn stop(mut self) {
-        drop(self.fifo.take());
-        let code = self.app.stop("TERM", Duration::from_secs(20));
-        assert_eq!(code, Some(0), "{}", tail(&self.app.log_text(), 30));
+    fn stop(self) {
+        let log = self.lb.app.log_text();
+        assert_eq!(self.lb.stop(), Some(0), "{}", tail(&log, 30));
     }
-}
-
-/// The 24-byte header of a pcap file (what `write_pcap` writes first).
-fn pcap_header() -> Vec<u8> {
-    let dir = TempDir::new("mon-hdr");
-    let p = dir.path("h.pcap");
-    write_pcap(&p, &[]);
-    std::fs::read(p).unwrap()
 }
 
 /// A plain HTTP/1.0 GET (no chunked replies); returns status and body.

@@ -333,19 +333,10 @@ pub fn run_on_pcap(tag: &str, config: &str, frames: &[&[u8]]) -> PcapRun {
         input.display(),
         output.display()
     );
-    let mut text = String::new();
-    for line in config.lines() {
-        if line.trim_start().starts_with("device") {
-            text.push_str(&format!("device = \"{device}\"\n"));
-        } else if line.trim_start().starts_with("eal_args") {
-            text.push_str(&format!(
-                "eal_args = [\"-l\", \"0-1\", \"--no-huge\", \"-m\", \"256\", \"--no-pci\", \"--no-shconf\", \"--file-prefix\", \"{}\"]\n",
-                prefix.0
-            ));
-        } else {
-            text.push_str(line);
-            text.push('\n');
-        }
+    let mut text = pcap_config(config, &device, &prefix, "");
+    if !text.contains("[metrics]") {
+        // Tests run side by side: let the kernel pick a free port.
+        text.push_str("[metrics]\nlisten = \"127.0.0.1:0\"\n");
     }
     let path = dir.path("lb.toml");
     std::fs::write(&path, text).unwrap();
@@ -525,4 +516,142 @@ pub fn metric_key(name: &str, labels: &[(&str, &str)]) -> String {
 /// The value of a sample, if the scrape has it.
 pub fn metric(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     s.get(&metric_key(name, labels)).copied()
+}
+
+/// `config` (one `[[ports]]`) rewritten to run here on a `net_pcap` port:
+/// the port's device becomes `device`, the EAL arguments a no-hugepage set
+/// with its own `--file-prefix`, and `dpdk_extra` lines (such as
+/// `burst = 1`) follow them.
+pub fn pcap_config(config: &str, device: &str, prefix: &DpdkPrefix, dpdk_extra: &str) -> String {
+    let mut text = String::new();
+    for line in config.lines() {
+        let t = line.trim_start();
+        if t.starts_with("device") {
+            text.push_str(&format!("device = \"{device}\"\n"));
+        } else if t.starts_with("eal_args") {
+            text.push_str(&format!(
+                "eal_args = [\"-l\", \"0-1\", \"--no-huge\", \"-m\", \"256\", \"--no-pci\", \"--no-shconf\", \"--file-prefix\", \"{}\"]\n{dpdk_extra}",
+                prefix.0
+            ));
+        } else {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    text
+}
+
+/// The appliance on a `net_pcap` port that reads a named pipe (with
+/// `burst = 1`), so that a test can feed it packets while it runs, without
+/// root; its metrics listen on a free loopback port.
+pub struct PipeAppliance {
+    pub app: Proc,
+    /// The metrics listener, `127.0.0.1:PORT`.
+    pub addr: String,
+    /// The config file, and the text it was started with.
+    pub config: PathBuf,
+    pub text: String,
+    pipe: Option<std::fs::File>,
+    _prefix: DpdkPrefix,
+    pub dir: TempDir,
+}
+
+impl PipeAppliance {
+    /// Starts it with `config` (one port; its device and EAL arguments are
+    /// replaced) plus `extra` appended (more services, say).
+    pub fn start(tag: &str, config: &str, extra: &str) -> PipeAppliance {
+        let dir = TempDir::new(tag);
+        let fifo = dir.path("rx.fifo");
+        let out = dir.path("tx.pcap");
+        assert!(Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let prefix = DpdkPrefix::new(tag);
+        let device = format!(
+            "net_pcap0,rx_pcap={},tx_pcap={}",
+            fifo.display(),
+            out.display()
+        );
+        let mut text = pcap_config(config, &device, &prefix, "burst = 1\n");
+        text.push_str("[metrics]\nlisten = \"127.0.0.1:0\"\n");
+        text.push_str(extra);
+        let path = dir.path("lb.toml");
+        std::fs::write(&path, &text).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["-c", path.to_str().unwrap()])
+            .env("RUST_LOG", "info");
+        let mut app = Proc::spawn(cmd, &dir.path("lb.log"));
+        // The EAL opens the pipe while it probes the device: feed the pcap
+        // header from another thread (opening a pipe blocks until both
+        // ends are open).
+        let writer = std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+            let header = {
+                let d = TempDir::new("pipe-header");
+                let p = d.path("h.pcap");
+                write_pcap(&p, &[]);
+                std::fs::read(p).unwrap()
+            };
+            f.write_all(&header).unwrap();
+            f.flush().unwrap();
+            f
+        });
+        assert!(
+            app.wait_for_log("metrics on http://", Duration::from_secs(30)),
+            "the appliance did not start:\n{}",
+            app.log_text()
+        );
+        let pipe = writer.join().unwrap();
+        let log = app.log_text();
+        let addr = log
+            .split("metrics on http://")
+            .nth(1)
+            .and_then(|s| s.split('/').next())
+            .expect("the metrics address in the log")
+            .to_string();
+        PipeAppliance {
+            app,
+            addr,
+            config: path,
+            text,
+            pipe: Some(pipe),
+            _prefix: prefix,
+            dir,
+        }
+    }
+
+    /// Sends frames into the appliance's port, in order.
+    pub fn feed(&mut self, frames: &[&[u8]]) {
+        let f = self.pipe.as_mut().expect("the pipe is open");
+        for frame in frames {
+            let mut rec = Vec::with_capacity(16 + frame.len());
+            rec.extend_from_slice(&0u32.to_le_bytes());
+            rec.extend_from_slice(&0u32.to_le_bytes());
+            rec.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+            rec.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+            rec.extend_from_slice(frame);
+            f.write_all(&rec).unwrap();
+        }
+        f.flush().unwrap();
+    }
+
+    /// Rewrites the config file and sends SIGHUP.
+    pub fn reload_with(&self, text: &str) {
+        std::fs::write(&self.config, text).unwrap();
+        let pid = self.app.pid().to_string();
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// Closes the pipe and stops the appliance with SIGTERM; returns its
+    /// exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        drop(self.pipe.take());
+        self.app.stop("TERM", Duration::from_secs(20))
+    }
 }
