@@ -130,6 +130,9 @@ impl Control {
     }
 
     fn on_report(&mut self, r: Report) -> bool {
+        if !self.health.states.contains_key(&r.real) {
+            return false; // the last word of a checker a reload stopped
+        }
         let label = format!("{}:{}", r.real.address, r.real.port);
         let key = (r.real.service.clone(), label.clone());
         {
@@ -196,6 +199,17 @@ impl Control {
         match self.publish() {
             Ok(generation) => {
                 self.checkers.sync(&self.config);
+                // Health series of reals no longer checked go away.
+                let checked: std::collections::BTreeSet<(String, String)> = self
+                    .health
+                    .states
+                    .keys()
+                    .map(|k| (k.service.clone(), format!("{}:{}", k.address, k.port)))
+                    .collect();
+                let mut sh = self.shared();
+                sh.health_checks.retain(|k, _| checked.contains(k));
+                sh.last_errors.retain(|k, _| checked.contains(k));
+                drop(sh);
                 self.shared().reloads_success += 1;
                 log::info!(
                     "reloaded {}: generation {generation}, {} service(s)",
@@ -324,7 +338,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
             .collect();
         log::info!(
             "worker on {lcore}: rx {}, tx {}, arp replies {}, echo replies {}, arp requests {}, \
-             flows active {} created {} expired {} table-full {}, handoffs out {} in {}, held {}, \
+             flows active {} created {} expired {} evicted {} table-full {}, handoffs out {} in {}, held {}, \
              frag-needed sent {}, icmp errors forwarded {}, dropped {} [{}]",
             w.rx_packets.get(),
             w.tx_packets.get(),
@@ -334,6 +348,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
             w.active_flows.get(),
             w.flows_created.get(),
             w.flows_expired.get(),
+            w.flows_evicted.get(),
             w.flow_table_full.get(),
             w.handoffs_out.get(),
             w.handoffs_in.get(),

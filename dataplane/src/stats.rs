@@ -62,10 +62,14 @@ pub enum DropReason {
     HandoffFull,
     /// No headroom to add the IPIP header.
     NoHeadroom,
+    /// A new flow that could not get a table entry (the table was full of
+    /// established flows) and whose later packets would not find their
+    /// real without one (NAT, or a scheduler that does not hash).
+    FlowTableFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 24] = [
+    pub const ALL: [DropReason; 25] = [
         DropReason::Truncated,
         DropReason::MultiSegment,
         DropReason::NotOurMac,
@@ -90,6 +94,7 @@ impl DropReason {
         DropReason::NeighborUnresolved,
         DropReason::HandoffFull,
         DropReason::NoHeadroom,
+        DropReason::FlowTableFull,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -120,6 +125,7 @@ impl DropReason {
             DropReason::NeighborUnresolved => "neighbor_unresolved",
             DropReason::HandoffFull => "handoff_full",
             DropReason::NoHeadroom => "no_headroom",
+            DropReason::FlowTableFull => "flow_table_full",
         }
     }
 }
@@ -190,6 +196,8 @@ pub struct WorkerStats {
     /// New flows forwarded without an entry because the table was full.
     pub flow_table_full: Counter,
     pub flows_expired: Counter,
+    /// Flows (never established ones) evicted to make room for new flows.
+    pub flows_evicted: Counter,
     /// Packets handed to / received from the worker that owns their flow.
     pub handoffs_out: Counter,
     pub handoffs_in: Counter,
@@ -219,6 +227,7 @@ impl Default for WorkerStats {
             flows_created: Counter::default(),
             flow_table_full: Counter::default(),
             flows_expired: Counter::default(),
+            flows_evicted: Counter::default(),
             handoffs_out: Counter::default(),
             handoffs_in: Counter::default(),
             arp_requests: Counter::default(),

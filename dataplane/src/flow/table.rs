@@ -157,6 +157,14 @@ impl Flow {
         self.state = s as u8;
     }
 
+    /// Points a persistence template at another real.
+    pub fn retarget(&mut self, real: Ipv4Addr, real_port: u16, real_id: u32, method: u8) {
+        self.real = real.into();
+        self.real_port = real_port;
+        self.real_id = real_id;
+        self.method = method;
+    }
+
     pub fn is_template(&self) -> bool {
         self.proto & FLOW_TEMPLATE != 0
     }
@@ -441,6 +449,26 @@ impl FlowTable {
             }
         }
         removed
+    }
+
+    /// Among up to `scan` entries after the sweep cursor (which moves on),
+    /// the live one that `pred` accepts and that has been idle longest at
+    /// `now`: a candidate to evict when the table is full.
+    pub fn stalest(&mut self, now: u32, scan: usize, pred: impl Fn(&Flow) -> bool) -> Option<u32> {
+        let n = self.flows.len();
+        let mut best: Option<(u32, u32)> = None;
+        for _ in 0..scan.min(n) {
+            let e = self.sweep_cursor;
+            self.sweep_cursor = if e + 1 == n { 0 } else { e + 1 };
+            if !self.live[e] || !pred(&self.flows[e]) {
+                continue;
+            }
+            let idle = now.wrapping_sub(self.flows[e].last_seen);
+            if best.is_none_or(|(_, b)| idle > b) {
+                best = Some((e as u32, idle));
+            }
+        }
+        best.map(|(e, _)| e)
     }
 
     /// Every live entry number (for tests and diagnostics; allocates).

@@ -22,7 +22,7 @@ use lb_config::{ForwardingMethod, MacAddr, SchedulerKind};
 pub use local::{build_arp_request, ARP_REQUEST_LEN, DEFAULT_TTL};
 
 use crate::buffer::PacketBuf;
-use crate::flow::{self, FlowKey, FlowState, FlowTable, NewFlow, ReplyKey, FLOW_TEMPLATE};
+use crate::flow::{self, Flow, FlowKey, FlowState, FlowTable, NewFlow, ReplyKey, FLOW_TEMPLATE};
 use crate::forward::{self, icmp, nat, tunnel, IP, L4};
 use crate::neighbor::{Lookup, NeighborCache};
 use crate::route;
@@ -56,6 +56,8 @@ pub struct ArpRequest {
 
 /// How many entries the sweep looks at per call.
 pub const SWEEP_BUDGET: usize = 256;
+/// How many entries a full table looks at for one to evict.
+pub const EVICTION_SCAN: usize = 64;
 
 /// One worker's packet state: its flow table, neighbor cache, scheduler
 /// states and per-real flow counts. Owned by the worker; nothing shared.
@@ -74,6 +76,8 @@ pub struct Pipeline {
     learned: Vec<(Ipv4Addr, MacAddr)>,
     /// ARP requests to send.
     arp_out: Vec<ArpRequest>,
+    /// Flows the last sweep removed (reused, so sweeping does not allocate).
+    ended: Vec<Flow>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -107,6 +111,7 @@ impl Pipeline {
             stats,
             learned: Vec::with_capacity(OUTBOX),
             arp_out: Vec::with_capacity(OUTBOX),
+            ended: Vec::with_capacity(SWEEP_BUDGET),
         }
     }
 
@@ -157,45 +162,55 @@ impl Pipeline {
     /// Reclaims expired flows, looking at up to `budget` entries.
     pub fn sweep(&mut self, snap: &Snapshot, now: u32, budget: usize) -> usize {
         let timeouts = snap.timeouts;
-        let active = &mut self.active;
+        let mut ended = std::mem::take(&mut self.ended);
+        ended.clear();
         let stats = &self.stats;
-        let mut closed_templates: [(FlowKey, u32); 16] = [(
-            FlowKey {
-                proto: 0,
-                client: Ipv4Addr::UNSPECIFIED,
-                client_port: 0,
-                vip: Ipv4Addr::UNSPECIFIED,
-                vip_port: 0,
-            },
-            0,
-        ); 16];
-        let mut n_closed = 0;
         let removed = self.flows.sweep(
             budget,
             |f| f.expired(now, &timeouts),
             |f| {
-                if !f.is_template() {
-                    let a = &mut active[f.real_id as usize % MAX_REALS];
-                    *a = a.saturating_sub(1);
-                    stats.real(f.real_id).active.set(u64::from(*a));
-                    if f.templated && n_closed < closed_templates.len() {
-                        closed_templates[n_closed] = (template_key(&f.key()), f.last_seen);
-                        n_closed += 1;
-                    }
-                }
                 stats.flows_expired.incr();
+                if !f.is_template() {
+                    ended.push(*f);
+                }
             },
         );
-        // A template lives on for its persistence after its last flow.
-        for (k, _) in &closed_templates[..n_closed] {
-            if let Some(t) = self.flows.lookup(k, k.hash()) {
-                let t = self.flows.get_mut(t);
-                t.children = t.children.saturating_sub(1);
+        for f in &ended {
+            self.flow_ended(f, now);
+        }
+        self.ended = ended;
+        self.stats.active_flows.set(self.flows.len() as u64);
+        removed
+    }
+
+    /// Bookkeeping for a flow that is gone, whatever ended it: its real's
+    /// active count, and its persistence template, which lives on for the
+    /// service's persistence after its last flow.
+    fn flow_ended(&mut self, f: &Flow, now: u32) {
+        let a = &mut self.active[f.real_id as usize % MAX_REALS];
+        *a = a.saturating_sub(1);
+        self.stats.real(f.real_id).active.set(u64::from(*a));
+        if f.templated {
+            self.template_child(&f.key(), f.real_id, now, false);
+        }
+    }
+
+    /// Counts a flow in (`add`) or out of its persistence template. A flow
+    /// counts only for a template that still points at its real: one that
+    /// was moved to another real no longer waits for it.
+    fn template_child(&mut self, key: &FlowKey, real_id: u32, now: u32, add: bool) {
+        let tk = template_key(key);
+        if let Some(t) = self.flows.lookup(&tk, tk.hash()) {
+            let t = self.flows.get_mut(t);
+            if t.real_id == real_id {
+                t.children = if add {
+                    t.children + 1
+                } else {
+                    t.children.saturating_sub(1)
+                };
                 t.last_seen = now;
             }
         }
-        self.stats.active_flows.set(self.flows.len() as u64);
-        removed
     }
 
     /// Runs a burst of frames received on `in_port`: first every frame's
@@ -411,10 +426,10 @@ impl Pipeline {
             let stale = f.expired(now, &snap.timeouts)
                 || (syn && matches!(f.state(), FlowState::FinWait | FlowState::Closed));
             if stale {
-                self.end_flow(e);
+                self.end_flow(e, now);
                 entry = None;
             } else if !snap.real_present(f.real_id) {
-                self.end_flow(e);
+                self.end_flow(e, now);
                 return Verdict::Drop(DropReason::RealRemoved);
             }
         }
@@ -460,9 +475,25 @@ impl Pipeline {
                     index_reply: r.method == ForwardingMethod::Nat,
                     now,
                 };
-                match self.flows.insert(&spec) {
+                let mut inserted = self.flows.insert(&spec);
+                if inserted.is_err() {
+                    // Make room: the flow idle longest among a few that
+                    // never got established (those are never disturbed).
+                    let victim = self.flows.stalest(now, EVICTION_SCAN, |f| {
+                        !f.is_template() && f.state() != FlowState::Established
+                    });
+                    if let Some(v) = victim {
+                        self.end_flow(v, now);
+                        self.stats.flows_evicted.incr();
+                        inserted = self.flows.insert(&spec);
+                    }
+                }
+                match inserted {
                     Ok(e) => {
                         self.flows.get_mut(e).templated = templated;
+                        if templated {
+                            self.template_child(&key, r.id, now, true);
+                        }
                         self.active[r.id as usize % MAX_REALS] += 1;
                         self.stats
                             .real(r.id)
@@ -470,7 +501,16 @@ impl Pipeline {
                             .set(u64::from(self.active[r.id as usize % MAX_REALS]));
                         self.stats.active_flows.set(self.flows.len() as u64);
                     }
-                    Err(_) => self.stats.flow_table_full.incr(),
+                    Err(_) => {
+                        self.stats.flow_table_full.incr();
+                        // Without an entry, later packets find the same real
+                        // only by hashing, and NAT replies not at all.
+                        let stable =
+                            matches!(svc.kind, SchedulerKind::Maglev | SchedulerKind::SourceHash);
+                        if !stable || r.method == ForwardingMethod::Nat {
+                            return Verdict::Drop(DropReason::FlowTableFull);
+                        }
+                    }
                 }
                 self.stats.real(r.id).flows_created.incr();
                 self.stats.flows_created.incr();
@@ -516,21 +556,23 @@ impl Pipeline {
             let th = tk.hash();
             if let Some(t) = self.flows.lookup(&tk, th) {
                 let f = self.flows.get(t);
-                let live = !f.expired(now, &snap.timeouts);
-                let real = svc
-                    .reals
-                    .iter()
-                    .position(|r| r.id == f.real_id && r.eligible());
-                match (live, real) {
-                    (true, Some(ri)) => {
-                        let f = self.flows.get_mut(t);
-                        f.children += 1;
-                        f.last_seen = now;
+                if f.expired(now, &snap.timeouts) {
+                    self.flows.remove(t);
+                } else {
+                    let old = f.real_id;
+                    if let Some(ri) = svc.reals.iter().position(|r| r.id == old && r.eligible()) {
                         return Some((ri, true));
                     }
-                    _ => {
-                        self.flows.remove(t);
-                    }
+                    // Its real can take no new flows: the client moves, and
+                    // the template with it (flows on the old real no longer
+                    // count for it).
+                    let ri = self.pick(snap, service, key, hash)?;
+                    let r = &svc.reals[ri];
+                    let t = self.flows.get_mut(t);
+                    t.retarget(r.address, r.port, r.id, method_code(r.method));
+                    t.children = 0;
+                    t.last_seen = now;
+                    return Some((ri, true));
                 }
             }
             let ri = self.pick(snap, service, key, hash)?;
@@ -546,13 +588,16 @@ impl Pipeline {
                 index_reply: false,
                 now,
             };
-            if let Ok(t) = self.flows.insert(&spec) {
-                let f = self.flows.get_mut(t);
-                f.template_timeout = svc.persistence_ms;
-                f.children = 1;
-                return Some((ri, true));
-            }
-            return Some((ri, false));
+            // Its children are counted as they get entries; without one it
+            // still remembers the client for the persistence time.
+            let placed = match self.flows.insert(&spec) {
+                Ok(t) => {
+                    self.flows.get_mut(t).template_timeout = svc.persistence_ms;
+                    true
+                }
+                Err(_) => false,
+            };
+            return Some((ri, placed));
         }
         self.pick(snap, service, key, hash).map(|ri| (ri, false))
     }
@@ -594,12 +639,10 @@ impl Pipeline {
         }
     }
 
-    fn end_flow(&mut self, e: u32) {
+    fn end_flow(&mut self, e: u32, now: u32) {
         let f = self.flows.remove(e);
         if !f.is_template() {
-            let a = &mut self.active[f.real_id as usize % MAX_REALS];
-            *a = a.saturating_sub(1);
-            self.stats.real(f.real_id).active.set(u64::from(*a));
+            self.flow_ended(&f, now);
         }
         self.stats.active_flows.set(self.flows.len() as u64);
     }
@@ -635,11 +678,11 @@ impl Pipeline {
         };
         let f = self.flows.get(e);
         if f.expired(now, &snap.timeouts) {
-            self.end_flow(e);
+            self.end_flow(e, now);
             return Verdict::Drop(DropReason::NoFlow);
         }
         if !snap.real_present(f.real_id) {
-            self.end_flow(e);
+            self.end_flow(e, now);
             return Verdict::Drop(DropReason::RealRemoved);
         }
         let f = self.flows.get_mut(e);

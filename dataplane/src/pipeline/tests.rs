@@ -348,22 +348,151 @@ fn persistence_keeps_a_client_on_one_real() {
 }
 
 #[test]
-fn a_full_table_still_forwards_new_flows_and_counts_it() {
+fn a_full_table_evicts_a_flow_that_never_got_established() {
     let config = Config::parse(NAT_CONFIG).unwrap();
     let snap = compile(&config, &[MacAddr(OUR)]);
     let client = client_owned_by(0);
     let mut p = pipeline(&snap, 0, 2, 4);
     for port in 5000..5006 {
         let mut b = VecBuf::from_bytes(&tcp((client, port), (VIP, 80), SYN, OUR));
-        assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::Transmit(0));
+        assert_eq!(
+            p.process(&snap, 0, &mut b, port as u32),
+            Verdict::Transmit(0)
+        );
     }
     assert_eq!(p.flows().len(), 4);
-    assert_eq!(p.stats().flow_table_full.get(), 2);
-    // Established flows are never disturbed.
+    assert_eq!(
+        p.stats().flows_evicted.get(),
+        2,
+        "the two stalest SYN-only flows made room"
+    );
+    // The newest flows kept their entries: their ACKs pass.
+    for port in 5002..5006 {
+        let mut b = VecBuf::from_bytes(&tcp((client, port), (VIP, 80), ACK, OUR));
+        assert_eq!(p.process(&snap, 0, &mut b, 6000), Verdict::Transmit(0));
+    }
+}
+
+#[test]
+fn a_table_full_of_established_flows_refuses_new_nat_flows_and_keeps_the_old() {
+    let config = Config::parse(NAT_CONFIG).unwrap();
+    let snap = compile(&config, &[MacAddr(OUR)]);
+    let client = client_owned_by(0);
+    let mut p = pipeline(&snap, 0, 2, 4);
+    for port in 5000..5004 {
+        let mut b = VecBuf::from_bytes(&tcp((client, port), (VIP, 80), SYN, OUR));
+        p.process(&snap, 0, &mut b, 0);
+        let mut b = VecBuf::from_bytes(&tcp((client, port), (VIP, 80), ACK, OUR));
+        p.process(&snap, 0, &mut b, 0);
+    }
+    // NAT needs the entry for the replies: without room, the new flow is
+    // refused and counted, rather than half-opened on a real.
+    let mut b = VecBuf::from_bytes(&tcp((client, 5009), (VIP, 80), SYN, OUR));
+    assert_eq!(
+        p.process(&snap, 0, &mut b, 1),
+        Verdict::Drop(DropReason::FlowTableFull)
+    );
+    assert_eq!(p.stats().flow_table_full.get(), 1);
+    assert_eq!(
+        p.stats().flows_evicted.get(),
+        0,
+        "established flows are never evicted"
+    );
     for port in 5000..5004 {
         let mut b = VecBuf::from_bytes(&tcp((client, port), (VIP, 80), ACK, OUR));
-        assert_eq!(p.process(&snap, 0, &mut b, 1), Verdict::Transmit(0));
+        assert_eq!(p.process(&snap, 0, &mut b, 2), Verdict::Transmit(0));
     }
+}
+
+#[test]
+fn a_full_table_still_forwards_maglev_dr_flows_without_an_entry() {
+    let text = NAT_CONFIG
+        .replace(
+            "scheduler = \"rr\"",
+            "scheduler = \"mh\"\nforwarding = \"dr\"",
+        )
+        .replace("port = 8080\n", "");
+    let snap = compile(&Config::parse(&text).unwrap(), &[MacAddr(OUR)]);
+    let client = client_owned_by(0);
+    let mut p = pipeline(&snap, 0, 2, 2);
+    for port in 5000..5002 {
+        for flags in [SYN, ACK] {
+            let mut b = VecBuf::from_bytes(&tcp((client, port), (VIP, 80), flags, OUR));
+            p.process(&snap, 0, &mut b, 0);
+        }
+    }
+    let mut first = VecBuf::from_bytes(&tcp((client, 5009), (VIP, 80), SYN, OUR));
+    assert_eq!(p.process(&snap, 0, &mut first, 1), Verdict::Transmit(0));
+    let mut later = VecBuf::from_bytes(&tcp((client, 5009), (VIP, 80), ACK, OUR));
+    assert_eq!(p.process(&snap, 0, &mut later, 1), Verdict::Transmit(0));
+    assert_eq!(
+        &first.data()[..6],
+        &later.data()[..6],
+        "Maglev sends it to the same real"
+    );
+    assert_eq!(p.stats().flow_table_full.get(), 2);
+}
+
+#[test]
+fn persistence_templates_expire_after_their_last_flow_however_flows_end() {
+    let text = NAT_CONFIG.replace(
+        "scheduler = \"rr\"",
+        "scheduler = \"rr\"\npersistence = \"1s\"",
+    );
+    let snap = compile(&Config::parse(&text).unwrap(), &[MacAddr(OUR)]);
+    let mut p = pipeline(&snap, 0, 1, 512);
+    // Many clients at once: more than any fixed batch in the sweep.
+    for i in 0..100u32 {
+        let c = Ipv4Addr::from(0xc613_0000 + i);
+        let mut b = VecBuf::from_bytes(&tcp((c, 7000), (VIP, 80), SYN, OUR));
+        p.process(&snap, 0, &mut b, 0);
+    }
+    assert_eq!(p.flows().len(), 200, "100 flows and 100 templates");
+    let late = snap.timeouts.syn + 2_000;
+    p.sweep(&snap, late, 4096);
+    p.sweep(&snap, late + 2_000, 4096);
+    assert_eq!(p.flows().len(), 0, "every template expired after its flow");
+
+    // A flow replaced by a new SYN on the same client port, then reset.
+    let c = Ipv4Addr::from(0xc613_1000);
+    let fin = 0x11;
+    for (flags, t) in [(SYN, 0), (fin, 1), (SYN, 2), (0x04, 3)] {
+        let mut b = VecBuf::from_bytes(&tcp((c, 7001), (VIP, 80), flags, OUR));
+        p.process(&snap, 0, &mut b, t);
+    }
+    p.sweep(&snap, 100_000, 4096);
+    p.sweep(&snap, 200_000, 4096);
+    assert_eq!(
+        p.flows().len(),
+        0,
+        "the template does not outlive its flows"
+    );
+}
+
+#[test]
+fn a_template_whose_flow_never_got_an_entry_still_expires() {
+    let text = NAT_CONFIG.replace(
+        "scheduler = \"rr\"",
+        "scheduler = \"rr\"\npersistence = \"1s\"",
+    );
+    let snap = compile(&Config::parse(&text).unwrap(), &[MacAddr(OUR)]);
+    let mut p = pipeline(&snap, 0, 1, 3);
+    let c = Ipv4Addr::from(0xc613_2000);
+    for port in 7000..7002 {
+        for flags in [SYN, ACK] {
+            let mut b = VecBuf::from_bytes(&tcp((c, port), (VIP, 80), flags, OUR));
+            p.process(&snap, 0, &mut b, 0);
+        }
+    }
+    // Template + 2 established flows: a third flow finds no room.
+    let mut b = VecBuf::from_bytes(&tcp((c, 7009), (VIP, 80), SYN, OUR));
+    assert_eq!(
+        p.process(&snap, 0, &mut b, 0),
+        Verdict::Drop(DropReason::FlowTableFull)
+    );
+    p.sweep(&snap, snap.timeouts.established + 5_000, 64);
+    p.sweep(&snap, snap.timeouts.established + 10_000, 64);
+    assert_eq!(p.flows().len(), 0);
 }
 
 #[test]
