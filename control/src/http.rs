@@ -62,13 +62,25 @@ impl Drop for Server {
     }
 }
 
+/// How long one request may take to arrive, in all: a client that trickles
+/// bytes must not hold the one server thread (nor a clean stop).
+const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+
 fn serve(mut conn: TcpStream, exporter: &Exporter) -> std::io::Result<()> {
     conn.set_nonblocking(false)?;
-    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
     conn.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let deadline = std::time::Instant::now() + REQUEST_DEADLINE;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "request too slow",
+            ));
+        }
+        conn.set_read_timeout(Some(left))?;
         let n = conn.read(&mut chunk)?;
         if n == 0 {
             break;

@@ -128,7 +128,9 @@ pub fn method_from_code(c: u8) -> ForwardingMethod {
 #[derive(Debug, Default, Clone)]
 pub struct Ids {
     services: HashMap<(u8, Ipv4Addr, u16), u32>,
-    reals: HashMap<(u32, Ipv4Addr, u16), u32>,
+    /// (service, address, port, forwarding method): a real whose method
+    /// changes is a new real, since its flows cannot continue the old way.
+    reals: HashMap<(u32, Ipv4Addr, u16, u8), u32>,
     next_real: u32,
 }
 
@@ -138,7 +140,7 @@ impl Ids {
         *self.services.entry(key).or_insert(n)
     }
 
-    fn real(&mut self, key: (u32, Ipv4Addr, u16)) -> Result<u32, CompileError> {
+    fn real(&mut self, key: (u32, Ipv4Addr, u16, u8)) -> Result<u32, CompileError> {
         if let Some(&id) = self.reals.get(&key) {
             return Ok(id);
         }
@@ -239,7 +241,7 @@ impl Snapshot {
             let sid = ids.service((proto, s.vip, s.port));
             let mut reals = Vec::with_capacity(s.reals.len());
             for r in &s.reals {
-                let id = ids.real((sid, r.address, r.port))?;
+                let id = ids.real((sid, r.address, r.port, method_code(r.forwarding)))?;
                 real_present[id as usize] = true;
                 if r.forwarding == ForwardingMethod::Nat {
                     nat_endpoints.push(endpoint_key(proto, r.address, r.port));

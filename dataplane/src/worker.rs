@@ -166,8 +166,17 @@ impl Worker {
                     if let Some((m, v)) = route(*v, m, &mut l.out, &mut self.tx, &stats) {
                         match v {
                             Verdict::HandOff(w) if w < workers && self.handoff_out[w].is_some() => {
-                                if l.handoff[w].push(m).is_err() {
-                                    stats.drop_packet(DropReason::HandoffFull);
+                                if let Err(m) = l.handoff[w].push(m) {
+                                    // The burst is full: pass it on now and
+                                    // start another.
+                                    if let Some(ring) = self.handoff_out[w].as_mut() {
+                                        ring.enqueue(&mut l.handoff[w]);
+                                    }
+                                    if l.handoff[w].is_full() {
+                                        stats.drop_packet(DropReason::HandoffFull);
+                                    } else {
+                                        let _ = l.handoff[w].push(m);
+                                    }
                                 }
                             }
                             v => hold(&mut l, m, v, now, &stats),
