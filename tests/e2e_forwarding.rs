@@ -807,10 +807,14 @@ weight = 1
     }
     let log = stop_cleanly(&mut app);
     let created = sum_workers(&log, "flows active ", " created ");
+    // Every datagram comes from a new socket, so nearly every one is a new
+    // flow. Nearly: the kernel picks each socket's port at random, and two
+    // of N sockets share one with a few per cent odds (and then, rightly,
+    // one flow); allow for a few such collisions.
+    let want = N as u64 + 1 - 3;
     assert!(
-        created > N as u64,
-        "every datagram from a new socket is a new flow: want >= {} created, got {created}:\n{}",
-        N + 1,
+        created >= want,
+        "every datagram from a new socket is a new flow: want >= {want} created, got {created}:\n{}",
         worker_lines(&log).join("\n")
     );
 }

@@ -519,11 +519,11 @@ fn integer_ranges() {
         "out of range",
     );
     assert_error(
-        &with("[flows]\ncapacity = 268435457"),
+        &with("[flows]\ncapacity = 16777217"),
         "flows.capacity",
         "out of range",
     );
-    assert!(Config::parse(&with("[flows]\ncapacity = 268435456")).is_ok());
+    assert!(Config::parse(&with("[flows]\ncapacity = 16777216")).is_ok());
     assert_error(
         &with("").replace("/24\"", "/24\"\nmtu = 67"),
         "ports[0].mtu",
@@ -965,4 +965,44 @@ fn words_display_and_parse() {
     assert_eq!(ForwardingMethod::DirectRoute.to_string(), "dr");
     assert_eq!(HealthCheckKind::None.to_string(), "none");
     assert_eq!("sh".parse::<SchedulerKind>(), Ok(SchedulerKind::SourceHash));
+}
+
+#[test]
+fn rules_across_sections() {
+    let two_ports = |second: &str| {
+        format!(
+            "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\ndevice = \"net_null0\"\naddress = \"198.18.0.2/24\"\ngateway = \"198.18.0.1\"\n[[ports]]\nname = \"lan\"\n{second}"
+        )
+    };
+    assert_error(
+        &two_ports("device = \"net_null0\"\naddress = \"198.18.2.1/24\""),
+        "ports[1].device",
+        "the same device as ports[0]",
+    );
+    assert_error(
+        &two_ports("device = \"net_null1\"\naddress = \"198.18.0.3/25\""),
+        "ports[1].address",
+        "overlaps that of ports[0]",
+    );
+    assert_error(
+        &two_ports(
+            "device = \"net_null1\"\naddress = \"198.18.2.1/24\"\ngateway = \"198.18.2.254\"",
+        ),
+        "ports[1].gateway",
+        "only one port may have one",
+    );
+    assert!(Config::parse(&two_ports(
+        "device = \"net_null1\"\naddress = \"198.18.2.1/24\""
+    ))
+    .is_ok());
+    // Two services may share a NAT real, as with IPVS: replies are told
+    // apart by the client's address and port.
+    let nat_twice = "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\ndevice = \"net_null0\"\naddress = \"198.18.0.2/24\"\n\
+        [[services]]\nname = \"a\"\nvip = \"198.18.1.1\"\nport = 80\n[[services.reals]]\naddress = \"198.18.0.11\"\nport = 8080\n\
+        [[services]]\nname = \"b\"\nvip = \"198.18.1.2\"\nport = 80\n[[services.reals]]\naddress = \"198.18.0.11\"\nport = 8080\n";
+    assert!(
+        Config::parse(nat_twice).is_ok(),
+        "{:?}",
+        Config::parse(nat_twice).err()
+    );
 }

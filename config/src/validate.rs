@@ -16,7 +16,9 @@ const DEFAULT_MBUFS: u32 = 16383;
 const DEFAULT_BURST: u16 = 32;
 const DEFAULT_MTU: u16 = 1500;
 const DEFAULT_CAPACITY: u32 = 1 << 20;
-const MAX_CAPACITY: i64 = 1 << 28;
+/// 16 Mi entries per worker (about 1.6 GB of table each): more would
+/// rather fail to allocate at start than serve.
+const MAX_CAPACITY: i64 = 1 << 24;
 const DEFAULT_LISTEN: &str = "127.0.0.1:9101";
 
 /// Collects errors; each check returns `None` when it recorded one.
@@ -145,7 +147,7 @@ pub(crate) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config 
     let flows = flows(&mut c, raw.flows.unwrap_or_default());
     let metrics = metrics(&mut c, raw.metrics.unwrap_or_default());
     let services = services(&mut c, raw.services.unwrap_or_default(), &port_nets);
-    Config {
+    let config = Config {
         dpdk,
         workers,
         ports,
@@ -153,6 +155,54 @@ pub(crate) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config 
         flows,
         metrics,
         services,
+    };
+    across(&mut c, &config);
+    config
+}
+
+/// Rules that look at several sections at once, on the typed values.
+fn across(c: &mut Checker<'_>, config: &Config) {
+    let mut devices: HashMap<&str, usize> = HashMap::new();
+    let mut gateway: Option<usize> = None;
+    for (i, p) in config.ports.iter().enumerate() {
+        if p.device.is_empty() {
+            continue;
+        }
+        match devices.get(p.device.as_str()) {
+            Some(&first) => c.err(
+                format!("ports[{i}].device"),
+                format!("the same device as ports[{first}]"),
+            ),
+            None => {
+                devices.insert(p.device.as_str(), i);
+            }
+        }
+        if p.address.prefix_len > 0 {
+            for (k, q) in config.ports.iter().enumerate().take(i) {
+                let overlap = q.address.prefix_len > 0
+                    && (p.address.contains(q.address.network())
+                        || q.address.contains(p.address.network()));
+                if overlap {
+                    c.err(
+                        format!("ports[{i}].address"),
+                        format!(
+                            "its network {} overlaps that of ports[{k}] ({}): a destination must have one port",
+                            p.address.network_cidr(),
+                            q.address.network_cidr()
+                        ),
+                    );
+                }
+            }
+        }
+        if p.gateway.is_some() {
+            match gateway {
+                Some(first) => c.err(
+                    format!("ports[{i}].gateway"),
+                    format!("ports[{first}] has the gateway already; only one port may have one"),
+                ),
+                None => gateway = Some(i),
+            }
+        }
     }
 }
 
