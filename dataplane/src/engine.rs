@@ -55,6 +55,17 @@ pub struct Dataplane {
     mempool: Mempool,
     ids: Ids,
     macs: Vec<lb_config::MacAddr>,
+    /// The MTU each port really has.
+    mtus: Vec<u16>,
+}
+
+/// The snapshot with each port's MTU as the device has it (the config's
+/// unless the driver refused it): MTU checks must match the wire.
+fn with_port_mtus(mut snap: Snapshot, mtus: &[u16]) -> Snapshot {
+    for (view, &mtu) in snap.ports.iter_mut().zip(mtus) {
+        view.mtu = mtu;
+    }
+    snap
 }
 
 struct RunningWorker {
@@ -165,10 +176,14 @@ impl Dataplane {
             tx_by_port.push(tx.into_iter());
         }
         let macs: Vec<_> = ports.iter().map(|(_, p)| p.mac()).collect();
+        let mtus: Vec<u16> = ports.iter().map(|(_, p)| p.mtu()).collect();
         let mut ids = Ids::default();
         // `is_up` gives each checked real's health (reals under a check start
         // down, the control thread decides).
-        let snapshot = Arc::new(Snapshot::compile(config, &macs, 1, &mut ids, is_up)?);
+        let snapshot = Arc::new(with_port_mtus(
+            Snapshot::compile(config, &macs, 1, &mut ids, is_up)?,
+            &mtus,
+        ));
         let stop = Arc::new(AtomicBool::new(false));
         let n = config.workers.lcores.len();
         // Hand-off rings for every ordered pair of workers.
@@ -195,6 +210,7 @@ impl Dataplane {
             mempool,
             ids,
             macs,
+            mtus,
         };
         let capacity = config.flows.capacity as usize;
         for (index, (&l, (handoff_out, handoff_in))) in config
@@ -295,7 +311,7 @@ impl Dataplane {
         let mut ids = self.ids.clone();
         let snap = Snapshot::compile(config, &self.macs, generation, &mut ids, is_up)?;
         self.ids = ids;
-        Ok(snap)
+        Ok(with_port_mtus(snap, &self.mtus))
     }
 
     /// Hands `snapshot` to every worker, which switches to it between

@@ -122,6 +122,7 @@ fn net_ring_loops_transmitted_frames_back_byte_for_byte() {
     };
     let (port, mut rx, mut tx) = Port::start(&lab.eal, &setup).expect("net_ring0 starts");
     assert_eq!(port.driver(), "net_ring");
+    assert_eq!(port.mtu(), 1500, "the MTU it was set up with");
     let mut out = MbufBurst::new();
     for i in 0..8u8 {
         let mut m = lab.pool.alloc().unwrap();

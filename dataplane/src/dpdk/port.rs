@@ -53,6 +53,9 @@ struct PortInner {
     name: String,
     mac: MacAddr,
     driver: String,
+    /// The MTU the device really has (the configured one, unless the
+    /// driver refused it).
+    mtu: u16,
 }
 
 /// The right to receive on one queue of one port. Not `Clone`: exactly one
@@ -235,7 +238,8 @@ impl Port {
         }
         if !mtu_ok {
             log::warn!(
-                "{name}: MTU {} outside what {driver} accepts ({}..={}); left at the driver's default",
+                "{name}: MTU {} outside what {driver} accepts ({}..={}); the port keeps the driver's own, \
+                 and the dataplane uses that",
                 setup.mtu,
                 info.min_mtu,
                 info.max_mtu
@@ -250,12 +254,21 @@ impl Port {
                 ret,
             ));
         }
+        let mut mtu = setup.mtu;
+        if !mtu_ok {
+            let mut actual = 0u16;
+            // SAFETY: valid started port; valid out-pointer.
+            if unsafe { dpdk_sys::rte_eth_dev_get_mtu(id, &mut actual) } == 0 && actual > 0 {
+                mtu = actual;
+            }
+        }
         let port = Port {
             inner: Arc::new(PortInner {
                 id: port,
                 name: name.to_owned(),
                 mac: software_mac.unwrap_or(MacAddr(mac.addr_bytes)),
                 driver,
+                mtu,
             }),
         };
         let rx = (0..setup.queues)
@@ -287,6 +300,12 @@ impl Port {
 
     pub fn driver(&self) -> &str {
         &self.inner.driver
+    }
+
+    /// The MTU the port has: the configured one, or the driver's when it
+    /// refused that.
+    pub fn mtu(&self) -> u16 {
+        self.inner.mtu
     }
 
     /// The port's counters, as the driver keeps them.
