@@ -35,6 +35,8 @@ cleanup() {
     fi
     scripts/lab.sh down >/dev/null 2>&1 || true
     [ -z "$WORK" ] || rm -rf "$WORK"
+    # The EAL's runtime folders of the appliances the demo ran.
+    rm -rf /var/run/dpdk/lb-demo-nat /var/run/dpdk/lb-demo-tun /var/run/dpdk/lb-demo-dr
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
