@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{PipeAppliance, BIN};
@@ -21,41 +21,10 @@ mod forwarding_fixtures;
 /// Series name with its sorted labels -> value.
 type Scrape = BTreeMap<String, f64>;
 
-/// Parses exposition text with prometheus_client's parser (which rejects
-/// invalid text) and returns every sample.
+/// Parses exposition text with prometheus_client's parser (see
+/// `common::parse_prometheus_strictly`).
 fn parse(text: &str) -> Scrape {
-    let script = r#"
-import sys
-from prometheus_client.parser import text_string_to_metric_families
-for fam in text_string_to_metric_families(sys.stdin.read()):
-    for s in fam.samples:
-        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-        print(f"{s.name}{{{labels}}} {s.value!r}")
-"#;
-    let mut child = Command::new("/usr/bin/python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 with prometheus_client (scripts/install-deps.sh)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "not valid Prometheus text: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.rsplit_once(' '))
-        .map(|(k, v)| (k.to_string(), v.parse::<f64>().unwrap_or(f64::NAN)))
-        .collect()
+    common::parse_prometheus_strictly(text)
 }
 
 fn get(addr: &str, path: &str) -> String {

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{tail, PipeAppliance, Proc, TempDir};
@@ -144,35 +144,9 @@ fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
 /// The names of every sample in exposition text, parsed by the Prometheus
 /// client library's parser (which rejects invalid text).
 fn exported_names(text: &str) -> BTreeSet<String> {
-    let script = r#"
-import sys
-from prometheus_client.parser import text_string_to_metric_families
-for fam in text_string_to_metric_families(sys.stdin.read()):
-    for s in fam.samples:
-        print(s.name)
-"#;
-    let mut child = Command::new("/usr/bin/python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 with prometheus_client (scripts/install-deps.sh)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "not valid Prometheus text: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
+    common::parse_prometheus_strictly(text)
+        .keys()
+        .map(|k| k.split('{').next().unwrap_or(k).to_string())
         .collect()
 }
 
