@@ -7,7 +7,7 @@
 
 mod common;
 
-#[path = "../dataplane/src/pipeline/forwarding_fixtures.rs"]
+#[path = "../core/src/pipeline/forwarding_fixtures.rs"]
 mod forwarding_fixtures;
 
 #[test]

@@ -5,7 +5,7 @@
 
 mod common;
 
-#[path = "../dataplane/src/pipeline/fixtures.rs"]
+#[path = "../core/src/pipeline/fixtures.rs"]
 mod fixtures;
 
 const CONFIG: &str = r#"

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::{PipeAppliance, BIN};
 
-#[path = "../dataplane/src/pipeline/forwarding_fixtures.rs"]
+#[path = "../core/src/pipeline/forwarding_fixtures.rs"]
 mod forwarding_fixtures;
 
 /// Series name with its sorted labels -> value.

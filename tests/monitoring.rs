@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use common::{tail, PipeAppliance, Proc, TempDir};
 use serde_json::Value;
 
-#[path = "../dataplane/src/pipeline/forwarding_fixtures.rs"]
+#[path = "../core/src/pipeline/forwarding_fixtures.rs"]
 mod forwarding_fixtures;
 
 /// The five alerts the monitoring kit must define.

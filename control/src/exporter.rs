@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use lb_core::snapshot::{ServiceView, Snapshot};
+use lb_core::{DropReason, WorkerStats};
 use lb_dataplane::dpdk::{LcoreId, Port};
-use lb_dataplane::snapshot::{ServiceView, Snapshot};
-use lb_dataplane::{DropReason, WorkerStats};
 use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::status::{RealStatus, ServiceStatus, Status, WorkerStatus};
@@ -125,7 +125,7 @@ impl Exporter {
     }
 
     /// Sums a real's counter over the workers.
-    fn real_sum(&self, id: u32, f: impl Fn(&lb_dataplane::stats::RealCounters) -> u64) -> u64 {
+    fn real_sum(&self, id: u32, f: impl Fn(&lb_core::stats::RealCounters) -> u64) -> u64 {
         self.workers.iter().map(|(_, w)| f(w.real(id))).sum()
     }
 

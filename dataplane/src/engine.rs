@@ -12,10 +12,10 @@ use lb_config::Config;
 use crate::dpdk::{
     self, spsc_ring, DpdkError, Eal, LaunchedLcore, LcoreId, Mempool, Port, PortSetup, PortStats,
 };
-use crate::pipeline::Pipeline;
-use crate::snapshot::{CompileError, Ids, Snapshot};
-use crate::stats::WorkerStats;
 use crate::worker::Worker;
+use lb_core::pipeline::Pipeline;
+use lb_core::snapshot::{CompileError, Ids, Snapshot};
+use lb_core::stats::WorkerStats;
 
 /// Slots of each hand-off ring between two workers (a power of two).
 const HANDOFF_RING: u32 = 4096;

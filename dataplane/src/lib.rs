@@ -1,28 +1,17 @@
-//! Everything that runs on a worker core.
+//! The DPDK side of the appliance: the wrapper over DPDK, the poll-mode
+//! worker loop and the engine that starts them.
 //!
-//! A packet's path through the tree: `dpdk` (receive a burst) -> `worker`
-//! (the poll loop) -> `pipeline` (parse with `wire`, answer or forward) ->
-//! `dpdk` (transmit). `dpdk` is the only module that talks to DPDK and the
-//! only one allowed `unsafe`; everything else works on plain byte buffers
-//! (`buffer::PacketBuf`) so that it runs the same in unit tests.
+//! A packet's path: `dpdk` (receive a burst) -> `worker` (the poll loop)
+//! -> `lb_core::pipeline` (classify, answer or forward) -> `dpdk`
+//! (transmit). `dpdk` is the only module that talks to DPDK and the only one
+//! allowed `unsafe`; every decision about a packet is made in `lb-core`, on
+//! plain byte buffers, so that it runs the same in tests and fuzzing.
 #![deny(unsafe_code)]
 
-pub mod buffer;
 pub mod dpdk;
 pub mod engine;
-pub mod flow;
-pub mod forward;
-pub mod keymap;
-pub mod neighbor;
-pub mod pipeline;
-pub mod route;
-pub mod scheduler;
-pub mod snapshot;
-pub mod stats;
-pub mod wire;
 pub mod worker;
 
-pub use buffer::{PacketBuf, VecBuf};
 pub use engine::{Dataplane, StartError};
-pub use snapshot::Snapshot;
-pub use stats::{DropReason, WorkerStats};
+pub use lb_core::{DropReason, WorkerStats};
+pub use lb_core::{PacketBuf, Snapshot, VecBuf};

@@ -21,14 +21,14 @@ use std::sync::Arc;
 use crossbeam::channel::{Receiver, Sender};
 use lb_config::MacAddr;
 
-use crate::buffer::PacketBuf;
 use crate::dpdk::{
     self, Mbuf, MbufBurst, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue, MAX_BURST,
 };
-use crate::forward;
-use crate::pipeline::{build_arp_request, Pipeline, Verdict, SWEEP_BUDGET};
-use crate::snapshot::Snapshot;
-use crate::stats::{DropReason, WorkerStats};
+use lb_core::buffer::PacketBuf;
+use lb_core::forward;
+use lb_core::pipeline::{build_arp_request, Pipeline, Verdict, SWEEP_BUDGET};
+use lb_core::snapshot::Snapshot;
+use lb_core::stats::{DropReason, WorkerStats};
 
 /// How many packets may wait for ARP at once, per worker.
 pub const HOLD_SLOTS: usize = 64;

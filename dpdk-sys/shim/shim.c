@@ -1,6 +1,5 @@
 /* Out-of-line copies of DPDK's static inline functions, so that Rust can
  * link against them. Each is a one-line forward; keep them that way. */
-#include <sys/mman.h>
 
 #include "shim.h"
 
@@ -70,13 +69,3 @@ uint64_t lb_rss_hf_ip_tcp_udp(void)
 	return RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP;
 }
 
-int lb_madvise_hugepage(void *addr, size_t len)
-{
-	const uintptr_t huge = (uintptr_t)2 << 20;
-	uintptr_t start = ((uintptr_t)addr + huge - 1) & ~(huge - 1);
-	uintptr_t end = ((uintptr_t)addr + len) & ~(huge - 1);
-
-	if (end <= start)
-		return 0;
-	return madvise((void *)start, end - start, MADV_HUGEPAGE);
-}

@@ -40,11 +40,6 @@ unsigned int lb_rte_ring_dequeue_burst(struct rte_ring *r, void **objs,
 
 
 
-/* Asks for transparent huge pages over the 2 MB-aligned part of a range
- * (no change to its contents). Not DPDK, but the one other libc call the
- * dataplane makes, kept here so that all foreign calls sit in one place. */
-int lb_madvise_hugepage(void *addr, size_t len);
-
 /* RSS hash types (function-like macros that bindgen cannot evaluate). */
 uint64_t lb_rss_hf_ip_tcp_udp(void);
 #endif

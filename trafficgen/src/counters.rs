@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use lb_dataplane::wire::{EtherType, EthernetFrame, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
+use lb_core::wire::{EtherType, EthernetFrame, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
 use serde_json::{json, Value};
 
 /// How many destination addresses are counted one by one; packets to
@@ -131,7 +131,7 @@ fn checksums_ok<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>) -> bool {
 mod tests {
     use super::*;
     use crate::frames::{Endpoints, Template};
-    use lb_dataplane::wire::{MacAddr, TcpFlags};
+    use lb_core::wire::{MacAddr, TcpFlags};
 
     const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 100);
 

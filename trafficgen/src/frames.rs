@@ -10,16 +10,16 @@
 
 use std::net::Ipv4Addr;
 
-use lb_dataplane::wire::checksum;
-use lb_dataplane::wire::ethernet::HEADER_LEN as ETH_LEN;
-use lb_dataplane::wire::ipv4::HEADER_LEN as IP_LEN;
-use lb_dataplane::wire::{
+use lb_core::wire::checksum;
+use lb_core::wire::ethernet::HEADER_LEN as ETH_LEN;
+use lb_core::wire::ipv4::HEADER_LEN as IP_LEN;
+use lb_core::wire::{
     EtherType, EthernetFrame, EthernetRepr, IpProtocol, Ipv4Packet, Ipv4Repr, MacAddr, TcpFlags,
     TcpPacket, UdpPacket,
 };
 
-const TCP_LEN: usize = lb_dataplane::wire::tcp::HEADER_LEN;
-const UDP_LEN: usize = lb_dataplane::wire::udp::HEADER_LEN;
+const TCP_LEN: usize = lb_core::wire::tcp::HEADER_LEN;
+const UDP_LEN: usize = lb_core::wire::udp::HEADER_LEN;
 const IP_CHECKSUM: usize = ETH_LEN + 10;
 const IP_SRC: usize = ETH_LEN + 12;
 const L4: usize = ETH_LEN + IP_LEN;

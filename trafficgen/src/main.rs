@@ -20,12 +20,12 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use lb_config::{parse_duration, MacAddr};
+use lb_core::wire::TcpFlags;
+use lb_core::PacketBuf;
 use lb_dataplane::dpdk::{
     rdtsc, Eal, LcoreId, MbufBurst, Mempool, Port, PortSetup, PortStats, RxQueue, TxQueue,
     MAX_BURST,
 };
-use lb_dataplane::wire::TcpFlags;
-use lb_dataplane::PacketBuf;
 use serde_json::json;
 
 use counters::RxCounts;

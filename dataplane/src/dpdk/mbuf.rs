@@ -1,6 +1,6 @@
 use std::ptr::NonNull;
 
-use crate::buffer::PacketBuf;
+use lb_core::buffer::PacketBuf;
 
 /// The most packets one burst holds.
 pub const MAX_BURST: usize = 128;

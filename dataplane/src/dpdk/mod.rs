@@ -52,19 +52,6 @@ pub fn prefetch<T>(p: &T) {
     }
 }
 
-/// Asks the kernel to back `mem` with transparent huge pages when it is
-/// first touched (a big random-access table then costs far fewer TLB
-/// misses). Best effort: a kernel without THP, or in `never` mode, ignores
-/// it. Call it on memory not yet written, such as a Vec's spare capacity.
-pub fn advise_huge_pages<T>(mem: &mut [std::mem::MaybeUninit<T>]) {
-    let len = std::mem::size_of_val(mem);
-    // SAFETY: madvise(MADV_HUGEPAGE) only changes how the kernel backs the
-    // range, never its contents or validity; the range is owned memory we
-    // hold a unique reference to, and the shim clips it to whole 2 MB pages
-    // inside it.
-    unsafe { dpdk_sys::lb_madvise_hugepage(mem.as_mut_ptr().cast(), len) };
-}
-
 /// The DPDK version string, such as `DPDK 22.11.11`.
 pub fn version() -> String {
     // SAFETY: rte_version returns a pointer to a static NUL-terminated string

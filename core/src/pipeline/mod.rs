@@ -5,7 +5,6 @@
 //! rewrites it), handed to the worker that owns its flow, or dropped with a
 //! counted reason. Works on any [`PacketBuf`], so the same code runs on
 //! mbufs, on pcap replays and in unit tests.
-#![deny(unsafe_code)]
 
 mod local;
 

@@ -5,7 +5,6 @@
 //! the client-side key and, for NAT, the real-side key of the reply to the
 //! same entry. Expired entries are reclaimed by a sweep of a bounded number
 //! of slots per poll, never by scanning the whole table on the fast path.
-#![deny(unsafe_code)]
 
 mod hash;
 mod state;

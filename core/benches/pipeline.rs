@@ -18,12 +18,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use lb_config::{Config, MacAddr};
-use lb_dataplane::flow::Flow;
-use lb_dataplane::pipeline::{Pipeline, Verdict};
-use lb_dataplane::snapshot::{Ids, Snapshot};
-use lb_dataplane::stats::DropReason;
-use lb_dataplane::wire::checksum;
-use lb_dataplane::{PacketBuf, VecBuf, WorkerStats};
+use lb_core::flow::Flow;
+use lb_core::pipeline::{Pipeline, Verdict};
+use lb_core::snapshot::{Ids, Snapshot};
+use lb_core::stats::DropReason;
+use lb_core::wire::checksum;
+use lb_core::{PacketBuf, VecBuf, WorkerStats};
 
 const OUR_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
 const GATEWAY_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];

@@ -222,7 +222,7 @@ fn slot_entry(v: u64) -> u32 {
 /// the kernel allows (the table is read at random).
 fn huge_vec<T: Clone>(n: usize, v: T) -> Vec<T> {
     let mut out = Vec::with_capacity(n);
-    crate::dpdk::advise_huge_pages(out.spare_capacity_mut());
+    crate::hint::advise_huge_pages(out.spare_capacity_mut());
     out.resize(n, v);
     out
 }
@@ -279,7 +279,7 @@ impl FlowTable {
     #[inline]
     pub fn prefetch(&self, hash: u64) {
         let i = (hash as usize) & self.mask;
-        crate::dpdk::prefetch(&self.index[i]);
+        crate::hint::prefetch(&self.index[i]);
     }
 
     /// Hints the CPU to load the entry the index slot for `hash` points to,
@@ -289,7 +289,7 @@ impl FlowTable {
     pub fn prefetch_entry(&self, hash: u64) {
         let v = self.index[(hash as usize) & self.mask];
         if v != EMPTY && (v >> 32) as u32 == (hash >> 32) as u32 {
-            crate::dpdk::prefetch(&self.flows[slot_entry(v) as usize]);
+            crate::hint::prefetch(&self.flows[slot_entry(v) as usize]);
         }
     }
 

@@ -2,7 +2,6 @@
 //! at the front (headroom, for IPIP) and at the back. `dpdk::Mbuf`
 //! implements it; so does [`VecBuf`], which tests and the benchmarks use, so
 //! that parse, classify and rewrite run the same code with or without DPDK.
-#![deny(unsafe_code)]
 
 /// A packet held in one contiguous buffer.
 pub trait PacketBuf {

@@ -1,7 +1,6 @@
 //! Where a packet leaves: the connected network of a port, else the first
 //! port with a `gateway`. A handful of ports, so a linear scan is the fast
 //! path.
-#![deny(unsafe_code)]
 
 use std::net::Ipv4Addr;
 

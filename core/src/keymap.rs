@@ -3,7 +3,6 @@
 //! service is this, is this a NAT real, which static neighbor): built once
 //! when the snapshot is compiled, then one multiply and, nearly always, one
 //! probe per lookup. Open addressing, at most half full.
-#![deny(unsafe_code)]
 
 use crate::flow::mix64;
 

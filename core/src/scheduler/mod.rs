@@ -1,7 +1,6 @@
 //! Real-server schedulers. A [`Scheduler`] is pure code, built between bursts
 //! from the eligible backends and their weights, then immutable and shared by
 //! all workers; `pick` (per new flow) never allocates, locks or logs.
-#![deny(unsafe_code)]
 
 mod hash;
 mod least;

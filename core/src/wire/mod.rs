@@ -4,7 +4,6 @@
 //! lengths once, after which no accessor panics; getters read network byte order at fixed
 //! offsets (never by casting to packed structs) and setters need `AsMut<[u8]>`. Owned
 //! `Repr` types parse and emit the headers this appliance originates. No allocation.
-#![deny(unsafe_code)]
 
 use core::fmt;
 

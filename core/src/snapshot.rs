@@ -3,7 +3,6 @@
 //! forwarding methods and health, static neighbors, timeouts. The control
 //! thread compiles a new one for every change and hands it to each worker,
 //! which picks it up between bursts: the fast path never locks or waits.
-#![deny(unsafe_code)]
 
 use std::collections::HashMap;
 use std::fmt;
