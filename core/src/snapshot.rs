@@ -105,23 +105,6 @@ pub fn ip_protocol(p: Protocol) -> u8 {
     }
 }
 
-/// `ForwardingMethod` as stored in a flow entry.
-pub fn method_code(m: ForwardingMethod) -> u8 {
-    match m {
-        ForwardingMethod::Nat => 0,
-        ForwardingMethod::Tunnel => 1,
-        ForwardingMethod::DirectRoute => 2,
-    }
-}
-
-pub fn method_from_code(c: u8) -> ForwardingMethod {
-    match c {
-        0 => ForwardingMethod::Nat,
-        1 => ForwardingMethod::Tunnel,
-        _ => ForwardingMethod::DirectRoute,
-    }
-}
-
 /// Stable ids for services and reals, kept by the control thread across
 /// snapshots so that counters and flows keep their meaning over a reload.
 #[derive(Debug, Default, Clone)]
@@ -129,7 +112,7 @@ pub struct Ids {
     services: HashMap<(u8, Ipv4Addr, u16), u32>,
     /// (service, address, port, forwarding method): a real whose method
     /// changes is a new real, since its flows cannot continue the old way.
-    reals: HashMap<(u32, Ipv4Addr, u16, u8), u32>,
+    reals: HashMap<(u32, Ipv4Addr, u16, ForwardingMethod), u32>,
     next_real: u32,
 }
 
@@ -139,7 +122,7 @@ impl Ids {
         *self.services.entry(key).or_insert(n)
     }
 
-    fn real(&mut self, key: (u32, Ipv4Addr, u16, u8)) -> Result<u32, CompileError> {
+    fn real(&mut self, key: (u32, Ipv4Addr, u16, ForwardingMethod)) -> Result<u32, CompileError> {
         if let Some(&id) = self.reals.get(&key) {
             return Ok(id);
         }
@@ -240,7 +223,7 @@ impl Snapshot {
             let sid = ids.service((proto, s.vip, s.port));
             let mut reals = Vec::with_capacity(s.reals.len());
             for r in &s.reals {
-                let id = ids.real((sid, r.address, r.port, method_code(r.forwarding)))?;
+                let id = ids.real((sid, r.address, r.port, r.forwarding))?;
                 real_present[id as usize] = true;
                 if r.forwarding == ForwardingMethod::Nat {
                     nat_endpoints.push(endpoint_key(proto, r.address, r.port));

@@ -22,17 +22,6 @@ pub enum FlowState {
 }
 
 impl FlowState {
-    pub fn from_u8(v: u8) -> FlowState {
-        match v {
-            0 => FlowState::SynSent,
-            1 => FlowState::Established,
-            2 => FlowState::FinWait,
-            3 => FlowState::Closed,
-            5 => FlowState::Template,
-            _ => FlowState::Datagram,
-        }
-    }
-
     /// The next state after a TCP segment with `flags`, from the client
     /// (`from_client`) or the real.
     #[inline]
@@ -121,8 +110,5 @@ mod tests {
         assert_eq!(e.on_tcp(ack | TcpFlags::FIN, false), FlowState::FinWait);
         assert_eq!(e.on_tcp(TcpFlags::RST, true), FlowState::Closed);
         assert_eq!(FlowState::FinWait.on_tcp(ack, true), FlowState::FinWait);
-        for v in 0..=5u8 {
-            assert_eq!(FlowState::from_u8(v) as u8, v);
-        }
     }
 }

@@ -12,12 +12,10 @@ use crate::buffer::PacketBuf;
 use crate::snapshot::Snapshot;
 use crate::stats::{DropReason, WorkerStats};
 use crate::wire::checksum;
+use crate::wire::ipv4::DEFAULT_TTL;
 use crate::wire::{
     ArpOperation, ArpPacket, EtherType, EthernetFrame, Icmpv4Packet, Icmpv4Type, Ipv4Packet,
 };
-
-/// The TTL of packets we originate, as Linux uses.
-pub const DEFAULT_TTL: u8 = 64;
 
 /// The sender of a well-formed Ethernet/IPv4 ARP packet, if it is one a
 /// neighbor cache may learn (unicast MAC, non-zero address).
