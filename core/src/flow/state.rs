@@ -1,6 +1,7 @@
 //! The state of a flow and how long each state lives, as IPVS tracks TCP:
 //! from the packets it sees (for TUN and DR only the client's side).
 
+use crate::snapshot::{millis, CompileError};
 use crate::wire::TcpFlags;
 
 /// The life stage of a flow.
@@ -70,22 +71,19 @@ impl Timeouts {
         }
     }
 
-    pub fn from_config(f: &lb_config::FlowsConfig) -> Timeouts {
-        let ms = |d: std::time::Duration| {
-            u32::try_from(d.as_millis())
-                .unwrap_or(u32::MAX / 2)
-                .min(u32::MAX / 2)
-        };
-        let fin = ms(f.tcp_fin_timeout);
-        Timeouts {
-            syn: ms(f.tcp_syn_timeout),
-            established: ms(f.tcp_timeout),
+    /// The `[flows]` timeouts; one above what the worker clock can measure
+    /// (validation refuses it already) is an error naming its key.
+    pub fn from_config(f: &lb_config::FlowsConfig) -> Result<Timeouts, CompileError> {
+        let fin = millis("flows.tcp_fin_timeout", f.tcp_fin_timeout)?;
+        Ok(Timeouts {
+            syn: millis("flows.tcp_syn_timeout", f.tcp_syn_timeout)?,
+            established: millis("flows.tcp_timeout", f.tcp_timeout)?,
             fin,
             // IPVS keeps a reset connection 10 s so that stray segments
             // still find it.
             closed: fin.min(10_000),
-            datagram: ms(f.udp_timeout),
-        }
+            datagram: millis("flows.udp_timeout", f.udp_timeout)?,
+        })
     }
 }
 
