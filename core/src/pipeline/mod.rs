@@ -8,11 +8,6 @@
 
 mod local;
 
-#[cfg(test)]
-mod fixtures;
-#[cfg(test)]
-mod forwarding_fixtures;
-
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
