@@ -19,11 +19,6 @@ pub mod classify;
 mod egress;
 mod local;
 
-#[cfg(test)]
-mod fixtures;
-#[cfg(test)]
-mod forwarding_fixtures;
-
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 

@@ -1,6 +1,6 @@
 //! Golden tests: `{description, input frame, expected frame or drop reason}`
 //! run in order through one stateful pipeline. The frames come from scapy
-//! (`fixtures.rs`, `forwarding_fixtures.rs`), not from our own encoder.
+//! (`tests/fixtures/`, read by [`crate::golden`]), not from our own encoder.
 //! Then the behaviours golden frames cannot show: hand-off between two
 //! workers, holding for ARP, persistence, draining, removal, a full table.
 
@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use lb_config::{Config, MacAddr};
 
-use super::{fixtures, forwarding_fixtures, Pipeline, Verdict};
+use super::{Pipeline, Verdict};
 use crate::buffer::{PacketBuf, VecBuf};
+use crate::golden;
 use crate::snapshot::{Ids, Snapshot};
 use crate::stats::{DropReason, WorkerStats};
 
@@ -58,17 +59,20 @@ fn outcome(v: Verdict, buf: &VecBuf) -> Result<(usize, Vec<u8>), String> {
 
 #[test]
 fn golden_local_responder() {
-    let snap = compile(&test_config(), &[OUR_MAC]);
+    let scenario = golden::scenario("local");
+    let config =
+        Config::parse(&scenario.config).unwrap_or_else(|e| panic!("{}: {e}", scenario.name));
+    let snap = compile(&config, &scenario.port_macs);
     let mut p = pipeline(&snap, 0, 1, 64);
     let mut failures = Vec::new();
-    for case in fixtures::CASES {
-        let mut buf = VecBuf::from_bytes(case.input);
-        let got = outcome(p.process(&snap, 0, &mut buf, 0), &buf);
-        let want = case.output.map(|f| (0, f.to_vec())).map_err(str::to_string);
-        if got != want {
+    for step in &scenario.steps {
+        let mut buf = VecBuf::from_bytes(&step.input);
+        let got = outcome(p.process(&snap, step.in_port, &mut buf, 0), &buf);
+        let want = &step.output;
+        if got != *want {
             failures.push(format!(
                 "{}:\n  expected {want:02x?}\n  got      {got:02x?}",
-                case.description
+                step.description
             ));
         }
     }
@@ -79,24 +83,20 @@ fn golden_local_responder() {
 
 #[test]
 fn golden_forwarding_nat_tun_dr() {
-    for scenario in forwarding_fixtures::SCENARIOS {
+    for scenario in ["one-arm", "two-arm"].map(golden::scenario) {
         let config =
-            Config::parse(scenario.config).unwrap_or_else(|e| panic!("{}: {e}", scenario.name));
-        let macs: Vec<MacAddr> = scenario.port_macs.iter().map(|m| MacAddr(*m)).collect();
-        let snap = compile(&config, &macs);
+            Config::parse(&scenario.config).unwrap_or_else(|e| panic!("{}: {e}", scenario.name));
+        let snap = compile(&config, &scenario.port_macs);
         let mut p = pipeline(&snap, 0, 1, 1024);
         let mut failures = Vec::new();
         for (i, step) in scenario.steps.iter().enumerate() {
-            let mut buf = VecBuf::from_bytes(step.input);
+            let mut buf = VecBuf::from_bytes(&step.input);
             let got = outcome(
                 p.process(&snap, step.in_port, &mut buf, 1000 + i as u32),
                 &buf,
             );
-            let want = step
-                .output
-                .map(|(port, f)| (port, f.to_vec()))
-                .map_err(str::to_string);
-            if got != want {
+            let want = &step.output;
+            if got != *want {
                 failures.push(format!(
                     "{} step {i} {}:\n  expected {want:02x?}\n  got      {got:02x?}",
                     scenario.name, step.description
@@ -554,7 +554,7 @@ fn an_unresolved_next_hop_holds_the_packet_and_asks_once() {
 fn an_unknown_port_index_is_dropped_not_panicked() {
     let snap = compile(&test_config(), &[OUR_MAC]);
     let mut p = pipeline(&snap, 0, 1, 8);
-    let mut buf = VecBuf::from_bytes(fixtures::CASES[0].input);
+    let mut buf = VecBuf::from_bytes(&golden::scenario("local").steps[0].input);
     assert!(matches!(p.process(&snap, 7, &mut buf, 0), Verdict::Drop(_)));
 }
 
@@ -565,20 +565,26 @@ mod robustness {
     use super::*;
     use proptest::prelude::*;
 
+    /// The two-arm and local scenarios, read once for all the cases.
+    fn loaded() -> &'static (golden::Scenario, golden::Scenario) {
+        static LOADED: std::sync::OnceLock<(golden::Scenario, golden::Scenario)> =
+            std::sync::OnceLock::new();
+        LOADED.get_or_init(|| (golden::scenario("two-arm"), golden::scenario("local")))
+    }
+
     fn primed() -> (Snapshot, Pipeline, Vec<&'static [u8]>) {
-        let scenario = &forwarding_fixtures::TWO_ARM;
-        let config = Config::parse(scenario.config).unwrap();
-        let macs: Vec<MacAddr> = scenario.port_macs.iter().map(|m| MacAddr(*m)).collect();
-        let snap = compile(&config, &macs);
+        let (scenario, local) = loaded();
+        let config = Config::parse(&scenario.config).unwrap();
+        let snap = compile(&config, &scenario.port_macs);
         let mut p = pipeline(&snap, 0, 1, 256);
-        for s in scenario.steps {
-            p.process(&snap, s.in_port, &mut VecBuf::from_bytes(s.input), 0);
+        for s in &scenario.steps {
+            p.process(&snap, s.in_port, &mut VecBuf::from_bytes(&s.input), 0);
         }
         let frames = scenario
             .steps
             .iter()
-            .map(|s| s.input)
-            .chain(fixtures::CASES.iter().map(|c| c.input))
+            .map(|s| s.input.as_slice())
+            .chain(local.steps.iter().map(|c| c.input.as_slice()))
             .collect();
         (snap, p, frames)
     }
