@@ -240,7 +240,7 @@ impl Conntrack {
         if let Some(t) = self.table.lookup(&tk, tk.hash()) {
             let f = self.table.get(t);
             if f.expired(now, &snap.timeouts) {
-                self.table.remove(t);
+                self.end(t, now);
             } else {
                 let old = f.real_id;
                 if let Some(ri) = svc.reals.iter().position(|r| r.id == old && r.eligible()) {

@@ -119,7 +119,9 @@ impl Egress {
 
     /// TUN: wraps the packet (from `client` to `vip`, ending at `ip_end`,
     /// DF set or not) for `real`, or answers "fragmentation needed" when
-    /// the wrapped packet would not fit the out-port's MTU.
+    /// the wrapped packet would not fit the out-port's MTU. The flag says
+    /// whether the packet went on towards the real (false: answered or
+    /// dropped), so that only those count as the real's traffic.
     #[allow(clippy::too_many_arguments)]
     #[inline]
     pub fn tunnel<B: PacketBuf>(
@@ -133,31 +135,31 @@ impl Egress {
         dont_fragment: bool,
         ip_end: usize,
         now: u32,
-    ) -> Verdict {
+    ) -> (Verdict, bool) {
         let Some(r) = route::lookup(snap, real) else {
-            return Verdict::Drop(DropReason::NoRoute);
+            return (Verdict::Drop(DropReason::NoRoute), false);
         };
         let mtu = usize::from(snap.ports[r.port].mtu);
         let inner = ip_end - IP;
         if inner + tunnel::OVERHEAD > mtu {
             if !dont_fragment {
-                return Verdict::Drop(DropReason::TooBig);
+                return (Verdict::Drop(DropReason::TooBig), false);
             }
             let announced = u16::try_from(mtu - tunnel::OVERHEAD).unwrap_or(u16::MAX);
             if !icmp::frag_needed(pkt, vip, announced) {
-                return Verdict::Drop(DropReason::Truncated);
+                return (Verdict::Drop(DropReason::Truncated), false);
             }
             stats.icmp_frag_needed.incr();
             let Some(back) = route::lookup(snap, client) else {
-                return Verdict::Drop(DropReason::NoRoute);
+                return (Verdict::Drop(DropReason::NoRoute), false);
             };
-            return self.link(snap, pkt, back.port, back.next_hop, now);
+            return (self.link(snap, pkt, back.port, back.next_hop, now), false);
         }
         let src = snap.ports[r.port].address.address;
         if !tunnel::encapsulate(pkt, inner, src, real) {
-            return Verdict::Drop(DropReason::NoHeadroom);
+            return (Verdict::Drop(DropReason::NoHeadroom), false);
         }
-        self.link(snap, pkt, r.port, r.next_hop, now)
+        (self.link(snap, pkt, r.port, r.next_hop, now), true)
     }
 
     /// Sets the MACs for `next_hop` on `port`, or holds the packet and asks

@@ -29,7 +29,7 @@ pub use egress::ArpRequest;
 pub use local::{build_arp_request, ARP_REQUEST_LEN};
 
 use crate::buffer::PacketBuf;
-use crate::flow::{self, Conntrack, FlowKey, FlowTable, ReplyKey, Target};
+use crate::flow::{self, Conntrack, FlowKey, FlowTable, ReplyKey};
 use crate::forward::{icmp, nat, L4 as L4_OFFSET};
 use crate::scheduler::Schedulers;
 use crate::snapshot::Snapshot;
@@ -343,29 +343,14 @@ impl Pipeline {
             Err(r) => return Verdict::Drop(r),
         };
         let len = pkt.len() as u64;
-        let verdict = self.forward(snap, pkt, ip, &target, ip.end, now);
-        self.count_forwarded(verdict, target.real_id, len);
-        verdict
-    }
-
-    /// Rewrite and egress for a packet of a flow to `target`: a client's
-    /// request, or an ICMP error sent to the VIP about the flow.
-    #[inline]
-    fn forward<B: PacketBuf>(
-        &mut self,
-        snap: &Snapshot,
-        pkt: &mut B,
-        ip: &Ipv4Meta,
-        target: &Target,
-        ip_end: usize,
-        now: u32,
-    ) -> Verdict {
-        match target.method {
+        let (verdict, to_real) = match target.method {
             ForwardingMethod::Nat => {
                 nat::rewrite_request(pkt.data_mut(), target.real, target.real_port);
-                self.egress.route(snap, pkt, target.real, ip_end, now)
+                (self.egress.route(snap, pkt, target.real, ip.end, now), true)
             }
-            ForwardingMethod::DirectRoute => self.egress.direct(snap, pkt, target.real, now),
+            ForwardingMethod::DirectRoute => {
+                (self.egress.direct(snap, pkt, target.real, now), true)
+            }
             ForwardingMethod::Tunnel => self.egress.tunnel(
                 snap,
                 &self.stats,
@@ -374,10 +359,14 @@ impl Pipeline {
                 ip.src,
                 ip.dst,
                 ip.dont_fragment,
-                ip_end,
+                ip.end,
                 now,
             ),
+        };
+        if to_real {
+            self.count_forwarded(verdict, target.real_id, len);
         }
+        verdict
     }
 
     /// A packet from a NAT real back to a client.
@@ -468,17 +457,21 @@ impl Pipeline {
                 self.egress.route(snap, pkt, f.real(), ip.end, now)
             }
             ForwardingMethod::DirectRoute => self.egress.direct(snap, pkt, f.real(), now),
-            ForwardingMethod::Tunnel => self.egress.tunnel(
-                snap,
-                &self.stats,
-                pkt,
-                f.real(),
-                ip.src,
-                ip.dst,
-                ip.dont_fragment,
-                ip.end,
-                now,
-            ),
+            ForwardingMethod::Tunnel => {
+                self.egress
+                    .tunnel(
+                        snap,
+                        &self.stats,
+                        pkt,
+                        f.real(),
+                        ip.src,
+                        ip.dst,
+                        ip.dont_fragment,
+                        ip.end,
+                        now,
+                    )
+                    .0
+            }
         }
     }
 

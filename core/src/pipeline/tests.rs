@@ -556,6 +556,43 @@ fn an_unresolved_next_hop_holds_the_packet_and_asks_once() {
     );
 }
 
+/// Found by fuzzing: an echo request whose ident, sequence and data are all
+/// zero got a reply checksum of 0x0000 from an incremental update, which a
+/// receiver rejects; the only valid one is 0xffff.
+#[test]
+fn an_all_zero_echo_gets_a_valid_reply_checksum() {
+    use crate::wire::{icmpv4, ipv4, EtherType, Icmpv4Packet, Icmpv4Type, IpProtocol, Ipv4Repr};
+    let snap = compile(&test_config(), &[OUR_MAC]);
+    let mut p = pipeline(&snap, 0, 1, 8);
+    let mut f = vec![0u8; 14 + ipv4::HEADER_LEN + icmpv4::HEADER_LEN];
+    let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+    eth.set_dst_addr(OUR_MAC);
+    eth.set_src_addr(MacAddr(CLIENT_MAC));
+    eth.set_ethertype(EtherType::Ipv4);
+    let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
+    Ipv4Repr {
+        src: Ipv4Addr::new(198, 18, 0, 1),
+        dst: Ipv4Addr::new(198, 18, 0, 2),
+        protocol: IpProtocol::Icmp,
+        payload_len: icmpv4::HEADER_LEN,
+        ttl: 64,
+        dont_fragment: false,
+        ident: 0,
+        dscp_ecn: 0,
+    }
+    .emit(&mut ip);
+    let mut icmp = Icmpv4Packet::new_unchecked(ip.payload_mut());
+    icmp.set_msg_type(Icmpv4Type::EchoRequest);
+    icmp.fill_checksum();
+    let mut buf = VecBuf::from_bytes(&f);
+    assert_eq!(p.process(&snap, 0, &mut buf, 0), Verdict::Transmit(0));
+    let reply = ip_of(&buf);
+    let icmp = Icmpv4Packet::new_checked(reply.payload()).unwrap();
+    assert_eq!(icmp.msg_type(), Icmpv4Type::EchoReply);
+    assert_eq!(icmp.checksum(), 0xffff);
+    assert!(icmp.verify_checksum() && reply.verify_checksum());
+}
+
 #[test]
 fn an_unknown_port_index_is_dropped_not_panicked() {
     let snap = compile(&test_config(), &[OUR_MAC]);
