@@ -55,7 +55,7 @@ impl Rewrite {
     /// then the header checksum, then, for TCP and UDP, the ports and the
     /// transport checksum (pseudo header included) where the buffer holds
     /// them. `packet` may be a quote in an ICMP error, cut short.
-    #[inline]
+    #[inline(always)]
     pub fn apply(&self, packet: &mut [u8]) {
         let mut ip = Ipv4Packet::new_unchecked(&mut *packet);
         let mut header = Delta::default();

@@ -45,10 +45,18 @@ pub struct Ipv4Meta {
     pub protocol: IpProtocol,
     pub ttl: u8,
     pub dont_fragment: bool,
-    /// Where the IPv4 packet ends in the frame (Ethernet padding after it
-    /// is not part of it).
-    pub end: usize,
+    /// The IPv4 total length (Ethernet padding after it is not part of the
+    /// packet).
+    pub total_len: u16,
     pub l4: L4,
+}
+
+impl Ipv4Meta {
+    /// Where the IPv4 packet ends in the frame.
+    #[inline]
+    pub fn end(&self) -> usize {
+        wire::ethernet::HEADER_LEN + usize::from(self.total_len)
+    }
 }
 
 /// The transport layer.
@@ -90,7 +98,7 @@ impl L4 {
 }
 
 /// Reads a frame. Err only when it is too short for an Ethernet header.
-#[inline]
+#[inline(always)]
 pub fn classify(frame: &[u8]) -> Result<Parsed, DropReason> {
     let eth = EthernetFrame::new_checked(frame).map_err(|_| DropReason::Truncated)?;
     let l3 = match eth.ethertype() {
@@ -127,7 +135,7 @@ fn ipv4_packet(bytes: &[u8]) -> L3 {
         protocol,
         ttl: ip.ttl(),
         dont_fragment: ip.dont_fragment(),
-        end: wire::ethernet::HEADER_LEN + usize::from(ip.total_len()),
+        total_len: ip.total_len(),
         l4: transport(protocol, ip.payload()),
     })
 }
@@ -218,7 +226,7 @@ mod tests {
         assert_eq!(p.dst_mac, MacAddr([2, 0, 0, 0, 0, 2]));
         let L3::Ipv4(ip) = p.l3 else { panic!("{p:?}") };
         assert_eq!(ip.protocol, IpProtocol::Tcp);
-        assert_eq!(ip.end, f.len());
+        assert_eq!(ip.end(), f.len());
         assert!(ip.dont_fragment);
         assert_eq!(
             ip.l4,

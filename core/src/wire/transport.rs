@@ -32,6 +32,7 @@ pub struct TransportHeader<T: AsRef<[u8]>> {
 impl<T: AsRef<[u8]>> TransportHeader<T> {
     /// Views `buffer` as the header of `protocol`: `Malformed` for anything
     /// but TCP and UDP, `Truncated` when it cannot hold the two ports.
+    #[inline(always)]
     pub fn new_checked(protocol: IpProtocol, buffer: T) -> Result<TransportHeader<T>> {
         let udp = match protocol {
             IpProtocol::Tcp => false,
@@ -44,17 +45,17 @@ impl<T: AsRef<[u8]>> TransportHeader<T> {
         Ok(TransportHeader { udp, buffer })
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn src_port(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::SRC_PORT)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn dst_port(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::DST_PORT)
     }
 
-    #[inline]
+    #[inline(always)]
     fn checksum_at(&self) -> Option<usize> {
         let at = if self.udp {
             field::UDP_CHECKSUM
@@ -65,7 +66,7 @@ impl<T: AsRef<[u8]>> TransportHeader<T> {
     }
 
     /// The checksum, if the buffer reaches it.
-    #[inline]
+    #[inline(always)]
     pub fn checksum(&self) -> Option<u16> {
         self.checksum_at()
             .map(|at| read_u16(self.buffer.as_ref(), at))
@@ -73,12 +74,12 @@ impl<T: AsRef<[u8]>> TransportHeader<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> TransportHeader<T> {
-    #[inline]
+    #[inline(always)]
     pub fn set_src_port(&mut self, port: u16) {
         write_u16(self.buffer.as_mut(), field::SRC_PORT, port);
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_dst_port(&mut self, port: u16) {
         write_u16(self.buffer.as_mut(), field::DST_PORT, port);
     }
@@ -86,7 +87,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TransportHeader<T> {
     /// Applies the checksum changes of a rewrite (RFC 1624), keeping UDP's
     /// "no checksum" and never producing a UDP checksum of 0. Nothing
     /// happens when the buffer does not reach the checksum.
-    #[inline]
+    #[inline(always)]
     pub fn update_checksum(&mut self, delta: Delta) {
         let Some(at) = self.checksum_at() else {
             return;
