@@ -27,6 +27,12 @@ pub(super) fn arp_sender(frame: &EthernetFrame<&mut [u8]>) -> Option<(Ipv4Addr, 
     (!ip.is_unspecified() && mac.is_unicast() && !mac.is_zero()).then_some((ip, mac))
 }
 
+/// Whether `mac` can be answered: one station's address, not zero and not
+/// a group address.
+fn is_station(mac: MacAddr) -> bool {
+    mac.is_unicast() && !mac.is_zero()
+}
+
 /// Answers ARP requests for our addresses; an ARP reply to us has been
 /// learned from already and is consumed; anything else is ignored.
 pub(super) fn arp(
@@ -36,6 +42,7 @@ pub(super) fn arp(
     stats: &WorkerStats,
 ) -> Verdict {
     let our_mac = snap.ports[port].mac;
+    let peer = frame.src_addr();
     let Ok(mut arp) = ArpPacket::new_checked(frame.payload_mut()) else {
         return Verdict::Drop(DropReason::Truncated);
     };
@@ -52,14 +59,18 @@ pub(super) fn arp(
         _ => return Verdict::Drop(DropReason::ArpIgnored),
     }
     let asker_mac = arp.source_hardware_addr();
+    // Only a unicast asker is answered (found by fuzzing: a request from
+    // 00:00:00:00:00:00 or a group address got a reply sent there).
+    if !is_station(peer) || !is_station(asker_mac) {
+        return Verdict::Drop(DropReason::ArpIgnored);
+    }
     let asker_ip = arp.source_protocol_addr();
     arp.set_operation(ArpOperation::Reply);
     arp.set_target_hardware_addr(asker_mac);
     arp.set_target_protocol_addr(asker_ip);
     arp.set_source_hardware_addr(our_mac);
     arp.set_source_protocol_addr(target);
-    let dst = frame.src_addr();
-    frame.set_dst_addr(dst);
+    frame.set_dst_addr(peer);
     frame.set_src_addr(our_mac);
     stats.arp_replies.incr();
     Verdict::Transmit(port)
@@ -104,6 +115,10 @@ pub(super) fn icmp(
     stats: &WorkerStats,
 ) -> Verdict {
     let our_mac = snap.ports[port].mac;
+    let peer = frame.src_addr();
+    if !is_station(peer) {
+        return Verdict::Drop(DropReason::IcmpNotHandled);
+    }
     // The caller checked the IPv4 header (no options, not a fragment).
     let mut ip = Ipv4Packet::new_unchecked(frame.payload_mut());
     let Ok(mut icmp) = Icmpv4Packet::new_checked(ip.payload_mut()) else {
@@ -128,7 +143,6 @@ pub(super) fn icmp(
     ip.set_ttl(DEFAULT_TTL);
     ip.fill_checksum();
 
-    let peer = frame.src_addr();
     frame.set_dst_addr(peer);
     frame.set_src_addr(our_mac);
     stats.icmp_echo_replies.incr();

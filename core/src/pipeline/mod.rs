@@ -361,7 +361,10 @@ impl Pipeline {
         let (verdict, to_real) = match target.method {
             ForwardingMethod::Nat => {
                 nat::rewrite_request(pkt.data_mut(), target.real, target.real_port);
-                (self.egress.route(snap, pkt, target.real, ip.end(), now), true)
+                (
+                    self.egress.route(snap, pkt, target.real, ip.end(), now),
+                    true,
+                )
             }
             ForwardingMethod::DirectRoute => {
                 (self.egress.direct(snap, pkt, target.real, now), true)
