@@ -90,6 +90,9 @@ pub fn run_with_summary(data: &[u8]) -> (Violations, String) {
         if d.t.frames_in >= MAX_FRAMES {
             break;
         }
+        if trace() {
+            eprintln!("op {op:02x} at t={}", d.now);
+        }
         d.op(op, &mut r);
         d.after();
     }
@@ -360,6 +363,15 @@ impl Driver {
         handoffs: &mut Vec<(usize, Frame)>,
     ) {
         let snap = self.snapshot();
+        if trace() {
+            eprintln!(
+                "t={} worker {w}{} port {}: {v:?} for {:02x?}",
+                self.now,
+                if handed_in { " (handed in)" } else { "" },
+                f.in_port,
+                &f.input[..f.input.len().min(54)]
+            );
+        }
         match v {
             Verdict::Transmit(port) => {
                 self.check_sent(snap, port, false, &f);
@@ -662,6 +674,12 @@ impl Driver {
             }
         }
     }
+}
+
+/// Whether `LB_FUZZ_TRACE` is set: every verdict is printed (triage).
+fn trace() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("LB_FUZZ_TRACE").is_some())
 }
 
 fn recent(q: &VecDeque<(usize, Vec<u8>)>, op: u8) -> Option<(usize, Vec<u8>)> {

@@ -107,6 +107,12 @@ pub const KNOWN_OPEN: &[&str] = &[
     // An echo request whose message is all zero but its type gets a reply
     // with ICMP checksum 0x0000, which does not verify (finding P2).
     "out.echo-reply",
+    // An expired persistence template removed while scheduling leaves
+    // `active_flows` stale when no flow is inserted after it (finding P3).
+    "stats.active-flows",
+    // An ARP or echo request from a zero or multicast Ethernet source is
+    // answered to that address (finding P4).
+    "out.answer-dst-mac",
 ];
 
 /// A fuzz target.

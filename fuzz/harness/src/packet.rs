@@ -4,6 +4,7 @@
 
 use std::net::Ipv4Addr;
 
+use lb_config::MacAddr;
 use lb_core::snapshot::Snapshot;
 use lb_core::wire::checksum;
 use lb_core::wire::{Ipv4Packet, TcpPacket, UdpPacket};
@@ -248,18 +249,7 @@ pub(crate) fn check_sent(
             format!("source MAC {:02x?} is not port {port}'s", &out[6..12]),
         );
     }
-    let dst_zero = out[..6].iter().all(|&b| b == 0);
-    if hold != dst_zero {
-        v.add(
-            "out.dst-mac",
-            format!(
-                "destination MAC {:02x?} on a {} frame",
-                &out[..6],
-                if hold { "held" } else { "sent" }
-            ),
-        );
-    }
-    match (out[12], out[13]) {
+    let sent = match (out[12], out[13]) {
         (0x08, 0x06) => check_arp_reply(v, snap, port, out, input, in_port),
         (0x08, 0x00) => check_ipv4(v, snap, port, out, input),
         _ => {
@@ -269,7 +259,29 @@ pub(crate) fn check_sent(
             );
             Sent::Other
         }
+    };
+    let dst = MacAddr([out[0], out[1], out[2], out[3], out[4], out[5]]);
+    if matches!(sent, Sent::ArpReply | Sent::EchoReply) {
+        // An answer goes back to the asker, which must be a unicast host.
+        if hold || !dst.is_unicast() || dst.is_zero() {
+            v.add(
+                "out.answer-dst-mac",
+                format!(
+                    "{sent:?} sent to {dst:?}: in {:02x?}",
+                    &input[..input.len().min(42)]
+                ),
+            );
+        }
+    } else if hold != dst.is_zero() {
+        v.add(
+            "out.dst-mac",
+            format!(
+                "destination MAC {dst:?} on a {} frame",
+                if hold { "held" } else { "sent" }
+            ),
+        );
     }
+    sent
 }
 
 fn check_arp_reply(
