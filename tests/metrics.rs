@@ -14,9 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{PipeAppliance, BIN};
-
-#[path = "../core/src/pipeline/forwarding_fixtures.rs"]
-mod forwarding_fixtures;
+use lb_core::golden;
 
 /// Series name with its sorted labels -> value.
 type Scrape = BTreeMap<String, f64>;
@@ -102,7 +100,7 @@ weight = 5
 
 #[test]
 fn metrics_status_health_and_reload_on_a_running_appliance() {
-    let scenario = &forwarding_fixtures::ONE_ARM;
+    let scenario = golden::scenario("one-arm");
     // A port that is closed now and opened later, for the checked real.
     let check_port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -111,7 +109,7 @@ fn metrics_status_health_and_reload_on_a_running_appliance() {
         .port();
     let mut lb = PipeAppliance::start(
         "metrics",
-        scenario.config,
+        &scenario.config,
         &CHECKED.replace("CHECKPORT", &check_port.to_string()),
     );
     let base = lb.text.clone();
@@ -140,7 +138,7 @@ fn metrics_status_health_and_reload_on_a_running_appliance() {
     );
 
     // Traffic: the golden one-arm steps.
-    let frames: Vec<&[u8]> = scenario.steps.iter().map(|s| s.input).collect();
+    let frames: Vec<&[u8]> = scenario.steps.iter().map(|s| s.input.as_slice()).collect();
     lb.feed(&frames);
     let n = frames.len() as f64;
     let mut busy_seen = false;

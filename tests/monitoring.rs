@@ -21,10 +21,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{tail, PipeAppliance, Proc, TempDir};
+use lb_core::golden;
 use serde_json::Value;
-
-#[path = "../core/src/pipeline/forwarding_fixtures.rs"]
-mod forwarding_fixtures;
 
 /// The five alerts the monitoring kit must define.
 const ALERTS: &[&str] = &[
@@ -89,7 +87,7 @@ impl Appliance {
             .port();
         let lb = PipeAppliance::start(
             tag,
-            forwarding_fixtures::ONE_ARM.config,
+            &golden::scenario("one-arm").config,
             &CHECKED.replace("CHECKPORT", &check_port.to_string()),
         );
         let addr = lb.addr.clone();
@@ -102,11 +100,8 @@ impl Appliance {
 
     /// Feeds the golden one-arm frames; returns how many.
     fn feed_traffic(&mut self) -> usize {
-        let frames: Vec<&[u8]> = forwarding_fixtures::ONE_ARM
-            .steps
-            .iter()
-            .map(|s| s.input)
-            .collect();
+        let scenario = golden::scenario("one-arm");
+        let frames: Vec<&[u8]> = scenario.steps.iter().map(|s| s.input.as_slice()).collect();
         self.lb.feed(&frames);
         frames.len()
     }

@@ -24,6 +24,25 @@ pub use std::time::Duration;
 /// The name used as the error path for syntax errors when text is not read from a file.
 pub const DEFAULT_SOURCE: &str = "lb.toml";
 
+/// The longest flow timeout (`flows.tcp_timeout`, `tcp_fin_timeout`,
+/// `tcp_syn_timeout`, `udp_timeout`) and `services[].persistence`: 24 days
+/// (`576h`). A worker's clock is a wrapping `u32` of milliseconds and a flow
+/// expires when the time since its last packet, taken modulo 2^32, exceeds
+/// its timeout; so a timeout must stay below 2^31 ms (about 24.8 days) to
+/// leave the sweep as long again to find it. 24 days is the round number
+/// under that.
+pub const MAX_FLOW_TIMEOUT: Duration = Duration::from_secs(24 * 24 * 60 * 60);
+
+/// The longest `health_check.interval`: 1 hour. Nothing breaks above it, but
+/// a real checked less often than hourly is not watched; the bound is there
+/// so that a typo (`"2h"` for `"2s"`) is refused rather than obeyed.
+pub const MAX_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(60 * 60);
+
+/// The longest `health_check.timeout`: 10 s. Stopping the appliance waits
+/// for the checks under way, each for up to its timeout, and the systemd unit
+/// (`packaging/systemd/lb-appliance.service`) allows 30 s for a clean stop.
+pub const MAX_HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Transport protocol of a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {

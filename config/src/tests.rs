@@ -457,6 +457,71 @@ fn bad_durations() {
 }
 
 #[test]
+fn durations_have_a_maximum() {
+    let flows = |key: &str, v: &str| with(&format!("[flows]\n{key} = \"{v}\""));
+    for key in [
+        "tcp_timeout",
+        "tcp_fin_timeout",
+        "tcp_syn_timeout",
+        "udp_timeout",
+    ] {
+        let path = format!("flows.{key}");
+        assert_error(
+            &flows(key, "576h1ms"),
+            &path,
+            "576h1ms is above the maximum of 576h (24 days)",
+        );
+        let c = Config::parse(&flows(key, "576h")).unwrap_or_else(|e| panic!("{key}: {e}"));
+        let f = c.flows;
+        let got = [
+            f.tcp_timeout,
+            f.tcp_fin_timeout,
+            f.tcp_syn_timeout,
+            f.udp_timeout,
+        ];
+        assert!(got.contains(&MAX_FLOW_TIMEOUT), "{key}: {f:?}");
+    }
+    // The whole line, as `--check` prints it.
+    let errs = errors(&flows("tcp_timeout", "960h"));
+    assert_eq!(
+        errs.to_string(),
+        "flows.tcp_timeout: 960h is above the maximum of 576h (24 days)"
+    );
+
+    assert_error(
+        &service("persistence = \"577h\""),
+        "services[0].persistence",
+        "577h is above the maximum of 576h (24 days)",
+    );
+    let c = Config::parse(&service("persistence = \"576h\"")).unwrap();
+    assert_eq!(c.services[0].persistence, MAX_FLOW_TIMEOUT);
+
+    let hc = |kv: &str| service(&format!("[services.health_check]\nkind = \"tcp\"\n{kv}"));
+    assert_error(
+        &hc("interval = \"1h1s\""),
+        "services[0].health_check.interval",
+        "1h1s is above the maximum of 1h",
+    );
+    let c = Config::parse(&hc("interval = \"60m\"")).unwrap();
+    let h = c.services[0].health_check.as_ref().unwrap();
+    assert_eq!(h.interval, MAX_HEALTH_CHECK_INTERVAL);
+    // Refused for its own bound alone, not also for exceeding the interval.
+    assert_error(
+        &hc("interval = \"5s\"\ntimeout = \"10s1ms\""),
+        "services[0].health_check.timeout",
+        "10s1ms is above the maximum of 10s",
+    );
+    let c = Config::parse(&hc("interval = \"1h\"\ntimeout = \"10s\"")).unwrap();
+    let h = c.services[0].health_check.as_ref().unwrap();
+    assert_eq!(h.timeout, MAX_HEALTH_CHECK_TIMEOUT);
+
+    // Each maximum fits the worker clock (a wrapping u32 of milliseconds,
+    // compared with wrapping_sub) with room to spare.
+    assert!(MAX_FLOW_TIMEOUT.as_millis() < 1 << 31);
+    assert!(MAX_HEALTH_CHECK_TIMEOUT <= MAX_HEALTH_CHECK_INTERVAL);
+}
+
+#[test]
 fn bad_macs() {
     let n = |m: &str| {
         with(&format!(

@@ -84,12 +84,14 @@ impl Checker<'_> {
         }
     }
 
+    /// A duration no longer than `max`, and not zero when `positive`.
     fn duration(
         &mut self,
         path: &str,
         text: Option<&str>,
         default: Duration,
         positive: bool,
+        max: Duration,
     ) -> Option<Duration> {
         let d = match text {
             None => return Some(default),
@@ -103,6 +105,17 @@ impl Checker<'_> {
         };
         if positive && d.is_zero() {
             self.err(path, "must be greater than 0");
+            return None;
+        }
+        if d > max {
+            self.err(
+                path,
+                format!(
+                    "{} is above the maximum of {}",
+                    format_duration(d),
+                    describe_max(max)
+                ),
+            );
             return None;
         }
         Some(d)
@@ -133,6 +146,19 @@ impl Checker<'_> {
             return None;
         }
         Some(text)
+    }
+}
+
+/// A maximum duration as `576h (24 days)`: the accepted form, and the days
+/// when it is a whole number of them (the form has no day unit).
+fn describe_max(max: Duration) -> String {
+    const DAY: u64 = 24 * 60 * 60;
+    let text = format_duration(max);
+    match max.as_secs() {
+        s if s >= DAY && s % DAY == 0 && max.subsec_nanos() == 0 => {
+            format!("{text} ({} days)", s / DAY)
+        }
+        _ => text,
     }
 }
 
@@ -440,8 +466,14 @@ fn flows(c: &mut Checker<'_>, raw: RawFlows) -> FlowsConfig {
         MAX_CAPACITY,
     );
     let mut timeout = |key: &str, text: Option<String>, default: Duration| {
-        c.duration(&format!("flows.{key}"), text.as_deref(), default, true)
-            .unwrap_or(default)
+        c.duration(
+            &format!("flows.{key}"),
+            text.as_deref(),
+            default,
+            true,
+            MAX_FLOW_TIMEOUT,
+        )
+        .unwrap_or(default)
     };
     FlowsConfig {
         tcp_timeout: timeout("tcp_timeout", raw.tcp_timeout, Duration::from_secs(15 * 60)),
@@ -534,6 +566,7 @@ fn services(c: &mut Checker<'_>, raw: Vec<RawService>, nets: &[PortNet]) -> Vec<
             s.persistence.as_deref(),
             Duration::ZERO,
             false,
+            MAX_FLOW_TIMEOUT,
         );
         if let (Some(vip), Some(port), Some(protocol)) = (vip, port, protocol) {
             if let Some(&first) = endpoints.get(&(vip, port, protocol)) {
@@ -581,12 +614,14 @@ fn health_check(c: &mut Checker<'_>, base: &str, h: RawHealthCheck) -> HealthChe
         h.interval.as_deref(),
         Duration::from_secs(2),
         true,
+        MAX_HEALTH_CHECK_INTERVAL,
     );
     let timeout = c.duration(
         &path("timeout"),
         h.timeout.as_deref(),
         Duration::from_secs(1),
         true,
+        MAX_HEALTH_CHECK_TIMEOUT,
     );
     if let (Some(interval), Some(timeout)) = (interval, timeout) {
         if timeout > interval {

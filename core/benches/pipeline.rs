@@ -22,7 +22,9 @@ use lb_core::flow::Flow;
 use lb_core::pipeline::{Pipeline, Verdict};
 use lb_core::snapshot::{Ids, Snapshot};
 use lb_core::stats::DropReason;
-use lb_core::wire::checksum;
+use lb_core::wire::{
+    tcp, EtherType, EthernetFrame, IpProtocol, Ipv4Packet, Ipv4Repr, TcpFlags, TcpPacket,
+};
 use lb_core::{PacketBuf, VecBuf, WorkerStats};
 
 const OUR_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
@@ -190,31 +192,32 @@ impl Pool {
     }
 }
 
-/// A TCP segment with correct checksums.
+/// A TCP segment with correct checksums, written into `f`.
 fn write_tcp(f: &mut [u8], src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8) {
-    f[0..6].copy_from_slice(&OUR_MAC);
-    f[6..12].copy_from_slice(&GATEWAY_MAC);
-    f[12..14].copy_from_slice(&[0x08, 0x00]);
-    let ip = &mut f[14..34];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
-    ip[6] = 0x40; // DF
-    ip[8] = 64;
-    ip[9] = 6;
-    ip[12..16].copy_from_slice(&src.0.octets());
-    ip[16..20].copy_from_slice(&dst.0.octets());
-    let c = checksum::checksum(ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let t = &mut f[34..54];
-    t[0..2].copy_from_slice(&src.1.to_be_bytes());
-    t[2..4].copy_from_slice(&dst.1.to_be_bytes());
-    t[4..8].copy_from_slice(&1u32.to_be_bytes());
-    t[12] = 0x50;
-    t[13] = flags;
-    t[14..16].copy_from_slice(&65535u16.to_be_bytes());
-    let sum = checksum::pseudo_header_sum(src.0, dst.0, 6, 20) + checksum::sum(&f[34..54]);
-    let c = !checksum::fold(sum);
-    f[50..52].copy_from_slice(&c.to_be_bytes());
+    let mut eth = EthernetFrame::new_unchecked(f);
+    eth.set_dst_addr(MacAddr(OUR_MAC));
+    eth.set_src_addr(MacAddr(GATEWAY_MAC));
+    eth.set_ethertype(EtherType::Ipv4);
+    let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
+    Ipv4Repr {
+        src: src.0,
+        dst: dst.0,
+        protocol: IpProtocol::Tcp,
+        payload_len: tcp::HEADER_LEN,
+        ttl: 64,
+        dont_fragment: true,
+        ident: 0,
+        dscp_ecn: 0,
+    }
+    .emit(&mut ip);
+    let mut t = TcpPacket::new_unchecked(ip.payload_mut());
+    t.set_src_port(src.1);
+    t.set_dst_port(dst.1);
+    t.set_seq_number(1);
+    t.set_header_len(tcp::HEADER_LEN);
+    t.set_flags(TcpFlags(flags));
+    t.set_window(65535);
+    t.fill_checksum(src.0, dst.0);
 }
 
 /// Puts `frame` back into `buf`, undoing a TUN prepend first. This is the

@@ -11,6 +11,8 @@
 //! - `neighbor`, `route`: where it leaves and to which MAC.
 //! - `snapshot`: the compiled configuration a worker runs with.
 //! - `stats`: per-worker counters, drops by reason.
+//! - `golden`: the golden packets of `tests/fixtures/` (scapy-built frames
+//!   and what must come of them), read as data by the tests.
 //!
 //! `hint` (CPU prefetch and huge-page advice) is the only module allowed
 //! `unsafe`; the rest of the crate forbids it.
@@ -21,6 +23,8 @@ pub mod buffer;
 pub mod flow;
 #[forbid(unsafe_code)]
 pub mod forward;
+#[forbid(unsafe_code)]
+pub mod golden;
 pub mod hint;
 #[forbid(unsafe_code)]
 pub mod keymap;

@@ -7,8 +7,12 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
-use lb_config::{Config, ForwardingMethod, Ipv4Cidr, MacAddr, Protocol, SchedulerKind};
+use lb_config::{
+    format_duration, Config, ForwardingMethod, Ipv4Cidr, MacAddr, Protocol, SchedulerKind,
+    MAX_FLOW_TIMEOUT,
+};
 
 use crate::flow::{mix64, Timeouts};
 use crate::keymap::KeyMap;
@@ -105,23 +109,6 @@ pub fn ip_protocol(p: Protocol) -> u8 {
     }
 }
 
-/// `ForwardingMethod` as stored in a flow entry.
-pub fn method_code(m: ForwardingMethod) -> u8 {
-    match m {
-        ForwardingMethod::Nat => 0,
-        ForwardingMethod::Tunnel => 1,
-        ForwardingMethod::DirectRoute => 2,
-    }
-}
-
-pub fn method_from_code(c: u8) -> ForwardingMethod {
-    match c {
-        0 => ForwardingMethod::Nat,
-        1 => ForwardingMethod::Tunnel,
-        _ => ForwardingMethod::DirectRoute,
-    }
-}
-
 /// Stable ids for services and reals, kept by the control thread across
 /// snapshots so that counters and flows keep their meaning over a reload.
 #[derive(Debug, Default, Clone)]
@@ -129,7 +116,7 @@ pub struct Ids {
     services: HashMap<(u8, Ipv4Addr, u16), u32>,
     /// (service, address, port, forwarding method): a real whose method
     /// changes is a new real, since its flows cannot continue the old way.
-    reals: HashMap<(u32, Ipv4Addr, u16, u8), u32>,
+    reals: HashMap<(u32, Ipv4Addr, u16, ForwardingMethod), u32>,
     next_real: u32,
 }
 
@@ -139,7 +126,7 @@ impl Ids {
         *self.services.entry(key).or_insert(n)
     }
 
-    fn real(&mut self, key: (u32, Ipv4Addr, u16, u8)) -> Result<u32, CompileError> {
+    fn real(&mut self, key: (u32, Ipv4Addr, u16, ForwardingMethod)) -> Result<u32, CompileError> {
         if let Some(&id) = self.reals.get(&key) {
             return Ok(id);
         }
@@ -166,6 +153,26 @@ impl fmt::Display for CompileError {
 }
 
 impl std::error::Error for CompileError {}
+
+// Flows expire when `now.wrapping_sub(last_seen) > timeout` on a u32 clock of
+// milliseconds: a timeout must stay below 2^31 ms.
+const _: () = assert!(MAX_FLOW_TIMEOUT.as_millis() < 1 << 31);
+
+/// A flow timeout or persistence from the config (`key` names it) in
+/// milliseconds of the worker clock. Above `lb_config::MAX_FLOW_TIMEOUT`,
+/// which validation refuses already, it is an error: never a capped value.
+pub(crate) fn millis(key: &str, d: Duration) -> Result<u32, CompileError> {
+    u32::try_from(d.as_millis())
+        .ok()
+        .filter(|_| d <= MAX_FLOW_TIMEOUT)
+        .ok_or_else(|| {
+            CompileError(format!(
+                "{key}: {} is above the maximum of {}",
+                format_duration(d),
+                format_duration(MAX_FLOW_TIMEOUT)
+            ))
+        })
+}
 
 /// Everything a worker needs to handle a packet.
 #[derive(Debug)]
@@ -217,6 +224,7 @@ impl Snapshot {
         ids: &mut Ids,
         is_up: impl Fn(&str, Ipv4Addr, u16) -> bool,
     ) -> Result<Snapshot, CompileError> {
+        let timeouts = Timeouts::from_config(&config.flows)?;
         let ports = config
             .ports
             .iter()
@@ -235,12 +243,13 @@ impl Snapshot {
         let mut real_present = vec![false; MAX_REALS];
         let mut nat_endpoints = Vec::new();
         let mut nat_reals = Vec::new();
-        for s in &config.services {
+        for (i, s) in config.services.iter().enumerate() {
+            let persistence_ms = millis(&format!("services[{i}].persistence"), s.persistence)?;
             let proto = ip_protocol(s.protocol);
             let sid = ids.service((proto, s.vip, s.port));
             let mut reals = Vec::with_capacity(s.reals.len());
             for r in &s.reals {
-                let id = ids.real((sid, r.address, r.port, method_code(r.forwarding)))?;
+                let id = ids.real((sid, r.address, r.port, r.forwarding))?;
                 real_present[id as usize] = true;
                 if r.forwarding == ForwardingMethod::Nat {
                     nat_endpoints.push(endpoint_key(proto, r.address, r.port));
@@ -270,9 +279,7 @@ impl Snapshot {
                 port: s.port,
                 protocol: s.protocol,
                 kind: s.scheduler,
-                persistence_ms: u32::try_from(s.persistence.as_millis())
-                    .unwrap_or(u32::MAX / 2)
-                    .min(u32::MAX / 2),
+                persistence_ms,
                 reals,
                 eligible,
                 scheduler: Scheduler::build(s.scheduler, &backends),
@@ -314,7 +321,7 @@ impl Snapshot {
             real_present,
             static_neighbors,
             neighbor_index,
-            timeouts: Timeouts::from_config(&config.flows),
+            timeouts,
             workers: config.workers.lcores.len().max(1),
         })
     }
@@ -377,5 +384,96 @@ impl Snapshot {
     /// The service with a stable id (linear: only used off the fast path).
     pub fn service_by_id(&self, id: u32) -> Option<&ServiceView> {
         self.services.iter().find(|s| s.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[workers]
+lcores = [1]
+[[ports]]
+name = "wan"
+device = "net_null0"
+address = "198.18.0.2/24"
+[[services]]
+name = "web"
+vip = "198.18.1.100"
+port = 80
+[[services]]
+name = "dns"
+vip = "198.18.1.53"
+port = 53
+protocol = "udp"
+[[services.reals]]
+address = "198.18.0.11"
+"#;
+
+    fn compile(config: &Config) -> Result<Snapshot, CompileError> {
+        let macs = [MacAddr([2, 0, 0, 0, 0, 2])];
+        Snapshot::compile(config, &macs, 1, &mut Ids::default(), |_, _, _| true)
+    }
+
+    /// The config validation would refuse, which a caller can still build.
+    fn bypassing_validation(set: impl Fn(&mut Config)) -> Config {
+        let mut config = Config::parse(CONFIG).unwrap();
+        set(&mut config);
+        config
+    }
+
+    #[test]
+    fn the_maximum_compiles_to_its_exact_milliseconds() {
+        let max_ms = u32::try_from(MAX_FLOW_TIMEOUT.as_millis()).unwrap();
+        let config = bypassing_validation(|c| {
+            c.flows.tcp_timeout = MAX_FLOW_TIMEOUT;
+            c.flows.tcp_fin_timeout = MAX_FLOW_TIMEOUT;
+            c.flows.tcp_syn_timeout = MAX_FLOW_TIMEOUT;
+            c.flows.udp_timeout = MAX_FLOW_TIMEOUT;
+            c.services[1].persistence = MAX_FLOW_TIMEOUT;
+        });
+        let snap = compile(&config).unwrap();
+        let t = snap.timeouts;
+        assert_eq!(
+            [t.established, t.fin, t.syn, t.datagram],
+            [max_ms; 4],
+            "{t:?}"
+        );
+        assert_eq!(t.closed, 10_000);
+        assert_eq!(snap.services[1].persistence_ms, max_ms);
+    }
+
+    #[test]
+    fn a_duration_above_the_maximum_is_refused_by_key_not_capped() {
+        let above = MAX_FLOW_TIMEOUT + Duration::from_millis(1);
+        // Once beyond u32 milliseconds, and beyond u64 ones too.
+        let huge = [above, Duration::from_secs(1 << 40), Duration::MAX];
+        type Set = fn(&mut Config, Duration);
+        let cases: [(&str, Set); 5] = [
+            ("flows.tcp_timeout", |c, d| c.flows.tcp_timeout = d),
+            ("flows.tcp_fin_timeout", |c, d| c.flows.tcp_fin_timeout = d),
+            ("flows.tcp_syn_timeout", |c, d| c.flows.tcp_syn_timeout = d),
+            ("flows.udp_timeout", |c, d| c.flows.udp_timeout = d),
+            ("services[1].persistence", |c, d| {
+                c.services[1].persistence = d
+            }),
+        ];
+        for (key, set) in cases {
+            for d in huge {
+                let config = bypassing_validation(|c| set(c, d));
+                let e = compile(&config).expect_err(key);
+                assert!(
+                    e.0.starts_with(&format!("{key}: "))
+                        && e.0.contains("above the maximum of 576h"),
+                    "{key} = {d:?}: {e}"
+                );
+            }
+        }
+        let e = compile(&bypassing_validation(|c| c.flows.tcp_timeout = above)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "flows.tcp_timeout: 576h1ms is above the maximum of 576h"
+        );
     }
 }

@@ -1,4 +1,6 @@
-//! Where a flow is looked up: the per-worker connection table.
+//! Where a flow is looked up: the per-worker connection table and the
+//! flow lifecycle around it (`conntrack`, the one entry point the pipeline
+//! uses).
 //!
 //! Each worker owns its table outright (no lock, no atomics); entries live
 //! in a slab allocated once at start, and one open-addressed index maps both
@@ -6,10 +8,12 @@
 //! same entry. Expired entries are reclaimed by a sweep of a bounded number
 //! of slots per poll, never by scanning the whole table on the fast path.
 
+mod conntrack;
 mod hash;
 mod state;
 mod table;
 
+pub use conntrack::{Conntrack, ReplyTarget, Target, EVICTION_SCAN};
 pub use hash::{flow_hash, mix64, owner_of, reply_hash, source_hash};
 pub use state::{FlowState, Timeouts};
 pub use table::{Flow, FlowKey, FlowTable, InsertError, NewFlow, ReplyKey, FLOW_TEMPLATE};

@@ -1,6 +1,7 @@
 //! The state of a flow and how long each state lives, as IPVS tracks TCP:
 //! from the packets it sees (for TUN and DR only the client's side).
 
+use crate::snapshot::{millis, CompileError};
 use crate::wire::TcpFlags;
 
 /// The life stage of a flow.
@@ -22,17 +23,6 @@ pub enum FlowState {
 }
 
 impl FlowState {
-    pub fn from_u8(v: u8) -> FlowState {
-        match v {
-            0 => FlowState::SynSent,
-            1 => FlowState::Established,
-            2 => FlowState::FinWait,
-            3 => FlowState::Closed,
-            5 => FlowState::Template,
-            _ => FlowState::Datagram,
-        }
-    }
-
     /// The next state after a TCP segment with `flags`, from the client
     /// (`from_client`) or the real.
     #[inline]
@@ -81,22 +71,19 @@ impl Timeouts {
         }
     }
 
-    pub fn from_config(f: &lb_config::FlowsConfig) -> Timeouts {
-        let ms = |d: std::time::Duration| {
-            u32::try_from(d.as_millis())
-                .unwrap_or(u32::MAX / 2)
-                .min(u32::MAX / 2)
-        };
-        let fin = ms(f.tcp_fin_timeout);
-        Timeouts {
-            syn: ms(f.tcp_syn_timeout),
-            established: ms(f.tcp_timeout),
+    /// The `[flows]` timeouts; one above what the worker clock can measure
+    /// (validation refuses it already) is an error naming its key.
+    pub fn from_config(f: &lb_config::FlowsConfig) -> Result<Timeouts, CompileError> {
+        let fin = millis("flows.tcp_fin_timeout", f.tcp_fin_timeout)?;
+        Ok(Timeouts {
+            syn: millis("flows.tcp_syn_timeout", f.tcp_syn_timeout)?,
+            established: millis("flows.tcp_timeout", f.tcp_timeout)?,
             fin,
             // IPVS keeps a reset connection 10 s so that stray segments
             // still find it.
             closed: fin.min(10_000),
-            datagram: ms(f.udp_timeout),
-        }
+            datagram: millis("flows.udp_timeout", f.udp_timeout)?,
+        })
     }
 }
 
@@ -121,8 +108,5 @@ mod tests {
         assert_eq!(e.on_tcp(ack | TcpFlags::FIN, false), FlowState::FinWait);
         assert_eq!(e.on_tcp(TcpFlags::RST, true), FlowState::Closed);
         assert_eq!(FlowState::FinWait.on_tcp(ack, true), FlowState::FinWait);
-        for v in 0..=5u8 {
-            assert_eq!(FlowState::from_u8(v) as u8, v);
-        }
     }
 }

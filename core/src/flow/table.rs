@@ -7,6 +7,8 @@
 
 use std::net::Ipv4Addr;
 
+use lb_config::ForwardingMethod;
+
 use super::hash::{flow_hash, reply_hash};
 use super::state::{FlowState, Timeouts};
 
@@ -71,9 +73,9 @@ pub struct Flow {
     client_port: u16,
     vip_port: u16,
     proto: u8,
-    state: u8,
-    /// The forwarding method, as `ForwardingMethod as u8` of the snapshot.
-    pub method: u8,
+    state: FlowState,
+    /// How its packets reach the real.
+    pub method: ForwardingMethod,
     /// Whether the reply key is indexed too (NAT).
     has_reply: bool,
     real: u32,
@@ -149,16 +151,22 @@ impl Flow {
 
     #[inline]
     pub fn state(&self) -> FlowState {
-        FlowState::from_u8(self.state)
+        self.state
     }
 
     #[inline]
     pub fn set_state(&mut self, s: FlowState) {
-        self.state = s as u8;
+        self.state = s;
     }
 
     /// Points a persistence template at another real.
-    pub fn retarget(&mut self, real: Ipv4Addr, real_port: u16, real_id: u32, method: u8) {
+    pub fn retarget(
+        &mut self,
+        real: Ipv4Addr,
+        real_port: u16,
+        real_id: u32,
+        method: ForwardingMethod,
+    ) {
         self.real = real.into();
         self.real_port = real_port;
         self.real_id = real_id;
@@ -192,7 +200,7 @@ pub struct NewFlow {
     pub real_port: u16,
     pub real_id: u32,
     pub service_id: u32,
-    pub method: u8,
+    pub method: ForwardingMethod,
     pub state: FlowState,
     /// Index the reply key too (NAT).
     pub index_reply: bool,
@@ -346,7 +354,7 @@ impl FlowTable {
             client_port: k.client_port,
             vip_port: k.vip_port,
             proto: k.proto,
-            state: new.state as u8,
+            state: new.state,
             method: new.method,
             has_reply: new.index_reply,
             real: new.real.into(),
@@ -487,8 +495,8 @@ impl Flow {
             client_port: 0,
             vip_port: 0,
             proto: 0,
-            state: 0,
-            method: 0,
+            state: FlowState::Closed,
+            method: ForwardingMethod::Nat,
             has_reply: false,
             real: 0,
             real_port: 0,
@@ -526,7 +534,7 @@ mod tests {
             real_port: 8080,
             real_id: i % 7,
             service_id: 1,
-            method: 0,
+            method: ForwardingMethod::Nat,
             state: FlowState::SynSent,
             index_reply: nat,
             now,

@@ -4,14 +4,12 @@
 
 use std::net::Ipv4Addr;
 
-use super::{get16, put16, put32, IP};
+use super::IP;
 use crate::buffer::PacketBuf;
-use crate::wire::checksum;
+use crate::wire::{ethernet, ipv4, IpProtocol, Ipv4Packet, Ipv4Repr};
 
 /// The size of the outer header.
-pub const OVERHEAD: usize = 20;
-/// The TTL of the outer header.
-pub const OUTER_TTL: u8 = 64;
+pub const OVERHEAD: usize = ipv4::HEADER_LEN;
 
 /// Wraps the IPv4 packet of `pkt` (whose total length is `inner_len`) in an
 /// outer header. Ethernet padding after the inner packet is trimmed. False
@@ -31,24 +29,19 @@ pub fn encapsulate<B: PacketBuf>(
     }
     let b = pkt.data_mut();
     // The Ethernet header moves to the new front; the caller sets its MACs.
-    b.copy_within(OVERHEAD..OVERHEAD + IP, 0);
-    let inner = IP + OVERHEAD;
-    let tos = b[inner + 1];
-    let ident = get16(b, inner + 4);
-    let df = b[inner + 6] & 0x40;
-    let o = IP;
-    b[o] = 0x45;
-    b[o + 1] = tos;
-    put16(b, o + 2, (inner_len + OVERHEAD) as u16);
-    put16(b, o + 4, ident);
-    b[o + 6] = df;
-    b[o + 7] = 0;
-    b[o + 8] = OUTER_TTL;
-    b[o + 9] = 4;
-    put16(b, o + 10, 0);
-    put32(b, o + 12, src.into());
-    put32(b, o + 16, dst.into());
-    let c = checksum::checksum(&b[o..o + 20]);
-    put16(b, o + 10, c);
+    b.copy_within(OVERHEAD..OVERHEAD + ethernet::HEADER_LEN, 0);
+    let (outer, inner) = b[IP..].split_at_mut(OVERHEAD);
+    let inner = Ipv4Packet::new_unchecked(&*inner);
+    Ipv4Repr {
+        src,
+        dst,
+        protocol: IpProtocol::IpIp,
+        payload_len: inner_len,
+        ttl: ipv4::DEFAULT_TTL,
+        dont_fragment: inner.dont_fragment(),
+        ident: inner.ident(),
+        dscp_ecn: inner.dscp_ecn(),
+    }
+    .emit(&mut Ipv4Packet::new_unchecked(outer));
     true
 }

@@ -11,13 +11,10 @@ use super::Verdict;
 use crate::buffer::PacketBuf;
 use crate::snapshot::Snapshot;
 use crate::stats::{DropReason, WorkerStats};
-use crate::wire::checksum;
+use crate::wire::ipv4::DEFAULT_TTL;
 use crate::wire::{
     ArpOperation, ArpPacket, EtherType, EthernetFrame, Icmpv4Packet, Icmpv4Type, Ipv4Packet,
 };
-
-/// The TTL of packets we originate, as Linux uses.
-pub const DEFAULT_TTL: u8 = 64;
 
 /// The sender of a well-formed Ethernet/IPv4 ARP packet, if it is one a
 /// neighbor cache may learn (unicast MAC, non-zero address).
@@ -118,22 +115,18 @@ pub(super) fn icmp(
     if !icmp.verify_checksum() {
         return Verdict::Drop(DropReason::BadL4Checksum);
     }
-    // Type 8 -> 0 in the first 16-bit word (type, code): RFC 1624 update.
-    let old_word = u16::from(u8::from(Icmpv4Type::EchoRequest)) << 8;
-    let new_word = u16::from(u8::from(Icmpv4Type::EchoReply)) << 8;
+    // Recomputed, not updated: an incremental update of an all-zero echo
+    // gives 0x0000, which a receiver rejects (the verify above read the
+    // whole message anyway).
     icmp.set_msg_type(Icmpv4Type::EchoReply);
-    let c = icmp.checksum();
-    icmp.set_checksum(checksum::update16(c, old_word, new_word));
+    icmp.fill_checksum();
 
     let src = ip.src_addr();
     let dst = ip.dst_addr();
     ip.set_src_addr(dst);
     ip.set_dst_addr(src);
-    let old_ttl_word = (u16::from(ip.ttl()) << 8) | u16::from(u8::from(ip.protocol()));
     ip.set_ttl(DEFAULT_TTL);
-    let new_ttl_word = (u16::from(DEFAULT_TTL) << 8) | u16::from(u8::from(ip.protocol()));
-    let c = ip.checksum();
-    ip.set_checksum(checksum::update16(c, old_ttl_word, new_ttl_word));
+    ip.fill_checksum();
 
     let peer = frame.src_addr();
     frame.set_dst_addr(peer);

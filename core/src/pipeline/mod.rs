@@ -1,34 +1,41 @@
-//! What happens to one received frame. Headers are checked once; then the
-//! frame is answered here (ARP and ICMP echo for our addresses, in
-//! `local`), forwarded to a real (a new flow is scheduled, a known one
-//! looked up in the worker's `flow` table, and the `forward` method
-//! rewrites it), handed to the worker that owns its flow, or dropped with a
-//! counted reason. Works on any [`PacketBuf`], so the same code runs on
-//! mbufs, on pcap replays and in unit tests.
+//! What happens to one received frame, as a short sequence of stages:
+//!
+//! 1. **classify** (`classify`): the frame is parsed once, through the
+//!    `wire` views, into a [`Parsed`].
+//! 2. **local** (`local`): ARP and ICMP echo for our addresses are answered
+//!    here; ICMP errors about a flow go on with that flow.
+//! 3. **conntrack** (`crate::flow::Conntrack`): the packet's flow is looked
+//!    up, or created on a real that
+//! 4. **schedule** (`crate::scheduler`) chooses;
+//! 5. **rewrite** (`crate::forward`): NAT, TUN or DR changes the frame;
+//! 6. **egress** (`egress`): route, MTU, neighbor.
+//!
+//! A frame whose flow another worker owns is handed to it untouched; any
+//! other frame that is not sent ends as a counted drop reason. Works on any
+//! [`PacketBuf`], so the same code runs on mbufs, on pcap replays, in unit
+//! tests and under the fuzzer.
 
+pub mod classify;
+mod egress;
 mod local;
-
-#[cfg(test)]
-mod fixtures;
-#[cfg(test)]
-mod forwarding_fixtures;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use lb_config::{ForwardingMethod, MacAddr, SchedulerKind};
+use lb_config::{ForwardingMethod, MacAddr};
 
-pub use local::{build_arp_request, ARP_REQUEST_LEN, DEFAULT_TTL};
+pub use classify::{classify, Ipv4Meta, Parsed, Ports, L3, L4};
+pub use egress::ArpRequest;
+pub use local::{build_arp_request, ARP_REQUEST_LEN};
 
 use crate::buffer::PacketBuf;
-use crate::flow::{self, Flow, FlowKey, FlowState, FlowTable, NewFlow, ReplyKey, FLOW_TEMPLATE};
-use crate::forward::{self, icmp, nat, tunnel, IP, L4};
-use crate::neighbor::{Lookup, NeighborCache};
-use crate::route;
-use crate::scheduler::{PickInput, SchedulerState};
-use crate::snapshot::{method_code, method_from_code, Snapshot, MAX_REALS};
+use crate::flow::{self, Conntrack, FlowKey, FlowTable, ReplyKey};
+use crate::forward::{icmp, nat, L4 as L4_OFFSET};
+use crate::scheduler::Schedulers;
+use crate::snapshot::Snapshot;
 use crate::stats::{DropReason, WorkerStats};
-use crate::wire::{self, EtherType, EthernetFrame, IpProtocol, Ipv4Packet, TcpFlags};
+use crate::wire::{EthernetFrame, IpProtocol, TcpFlags};
+use egress::Egress;
 
 /// The fate of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,50 +53,52 @@ pub enum Verdict {
     Consumed,
 }
 
-/// An ARP request the worker is to send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ArpRequest {
-    pub port: usize,
-    pub target: Ipv4Addr,
-}
-
 /// How many entries the sweep looks at per call.
 pub const SWEEP_BUDGET: usize = 256;
-/// How many entries a full table looks at for one to evict.
-pub const EVICTION_SCAN: usize = 64;
+pub use crate::flow::EVICTION_SCAN;
 
-/// One worker's packet state: its flow table, neighbor cache, scheduler
-/// states and per-real flow counts. Owned by the worker; nothing shared.
+/// One worker's packet state: its flows, scheduler states and neighbor
+/// cache. Owned by the worker; nothing shared.
 pub struct Pipeline {
     index: usize,
     workers: usize,
-    flows: FlowTable,
-    neighbors: NeighborCache,
-    sched: Vec<SchedulerState>,
-    sched_generation: u64,
-    /// Active flows per real id (least-connection schedulers).
-    active: Vec<u32>,
+    conntrack: Conntrack,
+    schedulers: Schedulers,
+    egress: Egress,
     stats: Arc<WorkerStats>,
-    /// Neighbors learned since the worker last drained them (to tell the
-    /// other workers).
-    learned: Vec<(Ipv4Addr, MacAddr)>,
-    /// ARP requests to send.
-    arp_out: Vec<ArpRequest>,
-    /// Flows the last sweep removed (reused, so sweeping does not allocate).
-    ended: Vec<Flow>,
+    /// The current chunk of a burst, classified (reused: no allocation).
+    chunk: Vec<Classified>,
 }
+
+/// A frame of a burst after the first pass.
+#[derive(Debug, Clone, Copy)]
+struct Classified {
+    parsed: Result<Parsed, DropReason>,
+    hint: Option<Hint>,
+}
+
+/// Frames prefetched together (a typical rx burst).
+const CHUNK: usize = 32;
 
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
             "Pipeline(worker {}/{}, {:?})",
-            self.index, self.workers, self.flows
+            self.index, self.workers, self.conntrack
         )
     }
 }
 
-const OUTBOX: usize = 64;
+/// What the burst's first pass found out about a TCP or UDP frame to a VIP
+/// or from a NAT real: the hash of the flow-table key it will be looked up
+/// by, and which key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Hint {
+    hash: u64,
+    /// A request to a VIP (else a NAT reply).
+    request: bool,
+}
 
 impl Pipeline {
     pub fn new(
@@ -98,19 +107,14 @@ impl Pipeline {
         flow_capacity: usize,
         stats: Arc<WorkerStats>,
     ) -> Pipeline {
-        stats.flow_capacity.set(flow_capacity as u64);
         Pipeline {
             index,
             workers: workers.max(1),
-            flows: FlowTable::with_capacity(flow_capacity),
-            neighbors: NeighborCache::new(),
-            sched: Vec::new(),
-            sched_generation: u64::MAX,
-            active: vec![0; MAX_REALS],
+            conntrack: Conntrack::new(flow_capacity, SWEEP_BUDGET, stats.clone()),
+            schedulers: Schedulers::default(),
+            egress: Egress::default(),
             stats,
-            learned: Vec::with_capacity(OUTBOX),
-            arp_out: Vec::with_capacity(OUTBOX),
-            ended: Vec::with_capacity(SWEEP_BUDGET),
+            chunk: Vec::with_capacity(CHUNK),
         }
     }
 
@@ -119,103 +123,46 @@ impl Pipeline {
     }
 
     pub fn flows(&self) -> &FlowTable {
-        &self.flows
+        self.conntrack.table()
     }
 
     /// Adopts a new snapshot: fresh scheduler states for its services.
     /// Called between bursts (it allocates).
     pub fn adopt(&mut self, snap: &Snapshot) {
-        if self.sched_generation == snap.generation {
-            return;
-        }
-        self.sched = snap
-            .services
-            .iter()
-            .map(|s| s.scheduler.new_state())
-            .collect();
-        self.sched_generation = snap.generation;
+        self.schedulers.adopt(snap);
     }
 
     /// Neighbors learned since the last call (for the other workers).
     pub fn take_learned(&mut self) -> impl Iterator<Item = (Ipv4Addr, MacAddr)> + '_ {
-        self.learned.drain(..)
+        self.egress.take_learned()
     }
 
     /// ARP requests to send since the last call.
     pub fn take_arp_requests(&mut self) -> impl Iterator<Item = ArpRequest> + '_ {
-        self.arp_out.drain(..)
+        self.egress.take_arp_requests()
     }
 
     /// Records a neighbor another worker learned.
     pub fn learn_neighbor(&mut self, ip: Ipv4Addr, mac: MacAddr, now: u32) {
-        self.neighbors.learn(ip, mac, now);
+        self.egress.learn_from_peer(ip, mac, now);
     }
 
     /// The MAC address to send to `next_hop`, if known now (static entries
     /// first).
     pub fn resolved(&self, snap: &Snapshot, next_hop: Ipv4Addr) -> Option<MacAddr> {
-        snap.static_neighbor(next_hop)
-            .or_else(|| self.neighbors.get(next_hop))
+        self.egress.resolved(snap, next_hop)
     }
 
     /// Reclaims expired flows, looking at up to `budget` entries.
     pub fn sweep(&mut self, snap: &Snapshot, now: u32, budget: usize) -> usize {
-        let timeouts = snap.timeouts;
-        let mut ended = std::mem::take(&mut self.ended);
-        ended.clear();
-        let stats = &self.stats;
-        let removed = self.flows.sweep(
-            budget,
-            |f| f.expired(now, &timeouts),
-            |f| {
-                stats.flows_expired.incr();
-                if !f.is_template() {
-                    ended.push(*f);
-                }
-            },
-        );
-        for f in &ended {
-            self.flow_ended(f, now);
-        }
-        self.ended = ended;
-        self.stats.active_flows.set(self.flows.len() as u64);
-        removed
+        self.conntrack.sweep(snap, now, budget)
     }
 
-    /// Bookkeeping for a flow that is gone, whatever ended it: its real's
-    /// active count, and its persistence template, which lives on for the
-    /// service's persistence after its last flow.
-    fn flow_ended(&mut self, f: &Flow, now: u32) {
-        let a = &mut self.active[f.real_id as usize % MAX_REALS];
-        *a = a.saturating_sub(1);
-        self.stats.real(f.real_id).active.set(u64::from(*a));
-        if f.templated {
-            self.template_child(&f.key(), f.real_id, now, false);
-        }
-    }
-
-    /// Counts a flow in (`add`) or out of its persistence template. A flow
-    /// counts only for a template that still points at its real: one that
-    /// was moved to another real no longer waits for it.
-    fn template_child(&mut self, key: &FlowKey, real_id: u32, now: u32, add: bool) {
-        let tk = template_key(key);
-        if let Some(t) = self.flows.lookup(&tk, tk.hash()) {
-            let t = self.flows.get_mut(t);
-            if t.real_id == real_id {
-                t.children = if add {
-                    t.children + 1
-                } else {
-                    t.children.saturating_sub(1)
-                };
-                t.last_seen = now;
-            }
-        }
-    }
-
-    /// Runs a burst of frames received on `in_port`: first every frame's
-    /// flow-table slot is prefetched, then the entries those slots point
-    /// to, then the frames are processed, so that the cache misses of a
-    /// burst overlap instead of queueing. `verdicts[i]` is frame i's fate.
+    /// Runs a burst of frames received on `in_port`: every frame is
+    /// classified and its flow-table slot prefetched, then the entries those
+    /// slots point to, then the frames are processed, so that the cache
+    /// misses of a burst overlap instead of queueing. `verdicts[i]` is
+    /// frame i's fate.
     pub fn process_burst<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
@@ -224,27 +171,30 @@ impl Pipeline {
         verdicts: &mut [Verdict],
         now: u32,
     ) {
-        /// Frames prefetched together (a typical rx burst).
-        const CHUNK: usize = 32;
         let n = pkts.len().min(verdicts.len());
+        let mut chunk = std::mem::take(&mut self.chunk);
         let mut base = 0;
         while base < n {
             let m = CHUNK.min(n - base);
-            let mut hints: [Option<Hint>; CHUNK] = [None; CHUNK];
-            for (i, h) in hints[..m].iter_mut().enumerate() {
-                *h = flow_hint(snap, pkts[base + i].data());
-                if let Some(h) = h {
-                    self.flows.prefetch(h.hash);
+            chunk.clear();
+            for pkt in &pkts[base..base + m] {
+                let parsed = classify(pkt.data());
+                let hint = hint(snap, &parsed);
+                if let Some(h) = hint {
+                    self.conntrack.prefetch_slot(h.hash);
                 }
+                chunk.push(Classified { parsed, hint });
             }
-            for h in hints[..m].iter().flatten() {
-                self.flows.prefetch_entry(h.hash);
+            for h in chunk.iter().filter_map(|c| c.hint) {
+                self.conntrack.prefetch_entry(h.hash);
             }
-            for (i, h) in hints[..m].iter().enumerate() {
-                verdicts[base + i] = self.run(snap, in_port, &mut pkts[base + i], now, *h);
+            for (i, c) in chunk.iter().enumerate() {
+                verdicts[base + i] =
+                    self.run(snap, in_port, &mut pkts[base + i], now, &c.parsed, c.hint);
             }
             base += m;
         }
+        self.chunk = chunk;
     }
 
     /// Runs one frame received on port index `in_port` at time `now` (ms),
@@ -257,364 +207,328 @@ impl Pipeline {
         pkt: &mut B,
         now: u32,
     ) -> Verdict {
-        self.run(snap, in_port, pkt, now, None)
+        let parsed = classify(pkt.data());
+        self.run(snap, in_port, pkt, now, &parsed, None)
     }
 
-    /// `process`, with the flow-table hash of the frame when the burst
-    /// already computed it (see `flow_hint`).
-    #[inline]
+    /// Inlined into both callers: the verdict and the parsed frame then stay
+    /// in registers instead of a stack copy that stalls store forwarding.
+    #[inline(always)]
     fn run<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
         in_port: usize,
         pkt: &mut B,
         now: u32,
+        parsed: &Result<Parsed, DropReason>,
         hint: Option<Hint>,
     ) -> Verdict {
         let Some(me) = snap.ports.get(in_port) else {
             return Verdict::Drop(DropReason::NotForUs);
         };
-        let our_mac = me.mac;
-        let data = pkt.data_mut();
-        let Ok(frame) = EthernetFrame::new_checked(&mut data[..]) else {
-            return Verdict::Drop(DropReason::Truncated);
+        let parsed = match parsed {
+            Ok(p) => p,
+            Err(r) => return Verdict::Drop(*r),
         };
-        let dst = frame.dst_addr();
-        if dst != our_mac && !dst.is_broadcast() && !dst.is_multicast() {
+        let dst = parsed.dst_mac;
+        if dst != me.mac && !dst.is_broadcast() && !dst.is_multicast() {
             return Verdict::Drop(DropReason::NotOurMac);
         }
-        match frame.ethertype() {
-            EtherType::Arp => self.arp(snap, in_port, frame, now),
-            EtherType::Ipv4 => self.ipv4(snap, in_port, pkt, now, hint),
-            _ => Verdict::Drop(DropReason::UnsupportedEthertype),
+        match parsed.l3 {
+            L3::Arp => self.arp(snap, in_port, pkt, now),
+            L3::Ipv4(ref ip) => self.ipv4(snap, in_port, pkt, ip, now, hint),
+            L3::Invalid(r) => Verdict::Drop(r),
+            L3::Unsupported(_) => Verdict::Drop(DropReason::UnsupportedEthertype),
         }
     }
 
-    fn arp(
+    /// Local: ARP for our addresses, learning neighbors on the way.
+    fn arp<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
         in_port: usize,
-        frame: EthernetFrame<&mut [u8]>,
+        pkt: &mut B,
         now: u32,
     ) -> Verdict {
+        let frame = EthernetFrame::new_unchecked(pkt.data_mut());
         if let Some((ip, mac)) = local::arp_sender(&frame) {
-            // Learn who asks or answers on our segments (not from a static
-            // entry's address: those win).
-            if snap.ports[in_port].connected(ip)
-                && snap.static_neighbor(ip).is_none()
-                && self.neighbors.learn(ip, mac, now)
-                && self.learned.len() < OUTBOX
-            {
-                self.learned.push((ip, mac));
-            }
+            self.egress.learn(snap, in_port, ip, mac, now);
         }
         local::arp(snap, in_port, frame, &self.stats)
     }
 
+    /// An IPv4 packet: to us (a VIP's service, or ICMP), or in transit (a
+    /// NAT real's reply or ICMP error).
     fn ipv4<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
         in_port: usize,
         pkt: &mut B,
+        ip: &Ipv4Meta,
         now: u32,
         hint: Option<Hint>,
     ) -> Verdict {
-        let data = pkt.data_mut();
-        let ip = match Ipv4Packet::new_checked(&data[IP..]) {
-            Ok(ip) => ip,
-            Err(wire::Error::Truncated) => return Verdict::Drop(DropReason::Truncated),
-            Err(wire::Error::Malformed) => return Verdict::Drop(DropReason::BadIpHeader),
-        };
-        if !ip.verify_checksum() {
-            return Verdict::Drop(DropReason::BadIpChecksum);
-        }
-        let dst = ip.dst_addr();
-        let src = ip.src_addr();
-        let proto: u8 = ip.protocol().into();
-        let total = usize::from(ip.total_len());
-        let header_len = ip.header_len();
-        let fragment = ip.is_fragment();
-        let ttl = ip.ttl();
-        // A burst hint already looked: a request's destination is a VIP, a
-        // NAT reply's is not ours.
+        // The burst's hint already looked the destination up as a VIP.
         let for_us = match hint {
-            Some(h) => h.request,
-            None => snap.is_local(in_port, dst),
+            Some(h) if h.request => true,
+            Some(_) => snap.ports[in_port].address.address == ip.dst,
+            None => snap.is_local(in_port, ip.dst),
         };
-        if fragment {
-            return Verdict::Drop(DropReason::Fragment);
-        }
-        if header_len != 20 {
-            return Verdict::Drop(DropReason::IpOptions);
-        }
-        let ip_end = IP + total;
         if for_us {
-            if proto == u8::from(IpProtocol::Icmp) {
-                return self.icmp_to_us(snap, in_port, pkt, ip_end, dst, now);
+            if ip.protocol == IpProtocol::Icmp {
+                return self.icmp_to_us(snap, in_port, pkt, ip, now);
             }
-            if !snap.is_vip(dst) {
+            if !snap.is_vip(ip.dst) {
                 return Verdict::Drop(DropReason::NotForUs);
             }
-            if proto != u8::from(IpProtocol::Tcp) && proto != u8::from(IpProtocol::Udp) {
+            if !matches!(ip.protocol, IpProtocol::Tcp | IpProtocol::Udp) {
                 return Verdict::Drop(DropReason::NoService);
             }
-            let l4 = match transport(&pkt.data()[L4..ip_end], proto) {
-                Ok(l4) => l4,
-                Err(r) => return Verdict::Drop(r),
+            let (ports, tcp) = match ip.l4 {
+                L4::Invalid(r) => return Verdict::Drop(r),
+                l4 => l4.ports().expect("TCP or UDP, parsed"),
             };
-            let Some(service) = snap.service_for(proto, dst, l4.dst_port) else {
+            let proto = u8::from(ip.protocol);
+            let Some(service) = snap.service_for(proto, ip.dst, ports.dst) else {
                 return Verdict::Drop(DropReason::NoService);
             };
-            if ttl <= 1 {
+            if ip.ttl <= 1 {
                 return Verdict::Drop(DropReason::TtlExceeded);
             }
-            return self.request(snap, service, pkt, proto, src, l4, ip_end, now, hint);
+            return self.request(snap, service, pkt, ip, ports, tcp, now, hint);
         }
         // Transit: only NAT replies and ICMP errors from NAT reals.
-        if proto == u8::from(IpProtocol::Icmp) && snap.is_nat_real(src) {
-            return self.icmp_from_real(snap, pkt, ip_end, ttl, now);
+        if ip.protocol == IpProtocol::Icmp && snap.is_nat_real(ip.src) {
+            return self.icmp_from_real(snap, pkt, ip, now);
         }
-        if proto != u8::from(IpProtocol::Tcp) && proto != u8::from(IpProtocol::Udp) {
+        if !matches!(ip.protocol, IpProtocol::Tcp | IpProtocol::Udp) {
             return Verdict::Drop(DropReason::NotForUs);
         }
-        let l4 = match transport(&pkt.data()[L4..ip_end], proto) {
-            Ok(l4) => l4,
-            Err(r) => return Verdict::Drop(r),
+        let (ports, tcp) = match ip.l4 {
+            L4::Invalid(r) => return Verdict::Drop(r),
+            l4 => l4.ports().expect("TCP or UDP, parsed"),
         };
-        if !snap.is_nat_endpoint(proto, src, l4.src_port) {
+        if !snap.is_nat_endpoint(u8::from(ip.protocol), ip.src, ports.src) {
             return Verdict::Drop(DropReason::NotForUs);
         }
-        if ttl <= 1 {
+        if ip.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        self.reply(snap, pkt, proto, src, dst, l4, ip_end, now, hint)
+        self.reply(snap, pkt, ip, ports, tcp, now, hint)
     }
 
-    /// A packet from a client to a service's VIP.
+    /// A packet from a client to a service's VIP: conntrack (and schedule),
+    /// rewrite, egress.
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     fn request<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
         service: usize,
         pkt: &mut B,
-        proto: u8,
-        client: Ipv4Addr,
-        l4: Transport,
-        ip_end: usize,
+        ip: &Ipv4Meta,
+        ports: Ports,
+        tcp: Option<TcpFlags>,
         now: u32,
         hint: Option<Hint>,
     ) -> Verdict {
-        if let Some(v) = self.hand_off(client) {
+        if let Some(v) = self.hand_off(ip.src) {
             return v;
         }
         let svc = &snap.services[service];
         let key = FlowKey {
-            proto,
-            client,
-            client_port: l4.src_port,
+            proto: u8::from(ip.protocol),
+            client: ip.src,
+            client_port: ports.src,
             vip: svc.vip,
             vip_port: svc.port,
         };
         let hash = hint.map_or_else(|| key.hash(), |h| h.hash);
         debug_assert_eq!(hash, key.hash(), "the burst's hint is this key's hash");
-        let tcp = proto == u8::from(IpProtocol::Tcp);
-        let syn = tcp && l4.flags.contains(TcpFlags::SYN) && !l4.flags.contains(TcpFlags::ACK);
-        let mut entry = self.flows.lookup(&key, hash);
-        if let Some(e) = entry {
-            let f = self.flows.get(e);
-            let stale = f.expired(now, &snap.timeouts)
-                || (syn && matches!(f.state(), FlowState::FinWait | FlowState::Closed));
-            if stale {
-                self.end_flow(e, now);
-                entry = None;
-            } else if !snap.real_present(f.real_id) {
-                self.end_flow(e, now);
-                return Verdict::Drop(DropReason::RealRemoved);
-            }
-        }
-        let (real, real_port, method, real_id) = match entry {
-            Some(e) => {
-                let f = self.flows.get_mut(e);
-                f.last_seen = now;
-                if tcp {
-                    let s = f.state().on_tcp(l4.flags, true);
-                    f.set_state(s);
-                }
-                (
-                    f.real(),
-                    f.real_port(),
-                    method_from_code(f.method),
-                    f.real_id,
-                )
-            }
-            None => {
-                if tcp && !syn && svc.kind != SchedulerKind::Maglev {
-                    return Verdict::Drop(DropReason::NoFlow);
-                }
-                let Some((ri, templated)) = self.schedule(snap, service, &key, hash, now) else {
-                    return Verdict::Drop(DropReason::NoReal);
-                };
-                let r = &svc.reals[ri];
-                let state = if !tcp {
-                    FlowState::Datagram
-                } else if syn {
-                    FlowState::SynSent
-                } else {
-                    // A Maglev flow picked up mid-stream (after a restart).
-                    FlowState::Established.on_tcp(l4.flags, true)
-                };
-                let spec = NewFlow {
-                    key,
-                    real: r.address,
-                    real_port: r.port,
-                    real_id: r.id,
-                    service_id: svc.id,
-                    method: method_code(r.method),
-                    state,
-                    index_reply: r.method == ForwardingMethod::Nat,
-                    now,
-                };
-                let mut inserted = self.flows.insert(&spec);
-                if inserted.is_err() {
-                    // Make room: the flow idle longest among a few that
-                    // never got established (those are never disturbed).
-                    let victim = self.flows.stalest(now, EVICTION_SCAN, |f| {
-                        !f.is_template() && f.state() != FlowState::Established
-                    });
-                    if let Some(v) = victim {
-                        self.end_flow(v, now);
-                        self.stats.flows_evicted.incr();
-                        inserted = self.flows.insert(&spec);
-                    }
-                }
-                match inserted {
-                    Ok(e) => {
-                        self.flows.get_mut(e).templated = templated;
-                        if templated {
-                            self.template_child(&key, r.id, now, true);
-                        }
-                        self.active[r.id as usize % MAX_REALS] += 1;
-                        self.stats
-                            .real(r.id)
-                            .active
-                            .set(u64::from(self.active[r.id as usize % MAX_REALS]));
-                        self.stats.active_flows.set(self.flows.len() as u64);
-                    }
-                    Err(_) => {
-                        self.stats.flow_table_full.incr();
-                        // Without an entry, later packets find the same real
-                        // only by hashing, and NAT replies not at all.
-                        let stable =
-                            matches!(svc.kind, SchedulerKind::Maglev | SchedulerKind::SourceHash);
-                        if !stable || r.method == ForwardingMethod::Nat {
-                            return Verdict::Drop(DropReason::FlowTableFull);
-                        }
-                    }
-                }
-                self.stats.real(r.id).flows_created.incr();
-                self.stats.flows_created.incr();
-                (r.address, r.port, r.method, r.id)
-            }
+        let target = match self.conntrack.lookup_or_create(
+            snap,
+            service,
+            &key,
+            hash,
+            tcp,
+            now,
+            &mut self.schedulers,
+        ) {
+            Ok(t) => t,
+            Err(r) => return Verdict::Drop(r),
         };
         let len = pkt.len() as u64;
-        let verdict = match method {
+        let (verdict, to_real) = match target.method {
             ForwardingMethod::Nat => {
-                nat::rewrite_request(pkt.data_mut(), proto, real, real_port);
-                self.send(snap, pkt, real, ip_end, now)
+                nat::rewrite_request(pkt.data_mut(), target.real, target.real_port);
+                (self.egress.route(snap, pkt, target.real, ip.end(), now), true)
             }
-            ForwardingMethod::DirectRoute => self.send_direct(snap, pkt, real, now),
-            ForwardingMethod::Tunnel => self.send_tunnel(
+            ForwardingMethod::DirectRoute => {
+                (self.egress.direct(snap, pkt, target.real, now), true)
+            }
+            ForwardingMethod::Tunnel => self.egress.tunnel(
                 snap,
+                &self.stats,
                 pkt,
-                real,
-                client,
-                snap.services[service].vip,
-                ip_end,
+                target.real,
+                ip.src,
+                ip.dst,
+                ip.dont_fragment,
+                ip.end(),
                 now,
             ),
         };
-        self.count_forwarded(verdict, real_id, len);
+        if to_real {
+            self.count_forwarded(verdict, target.real_id, len);
+        }
         verdict
     }
 
-    /// Picks a real for a new flow: the persistence template's if the
-    /// service has one and its real can still take flows, else the
-    /// scheduler's. Returns the index into the service's reals and whether
-    /// a template placed it.
-    fn schedule(
+    /// A packet from a NAT real back to a client.
+    #[allow(clippy::too_many_arguments)]
+    fn reply<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
-        service: usize,
-        key: &FlowKey,
-        hash: u64,
+        pkt: &mut B,
+        ip: &Ipv4Meta,
+        ports: Ports,
+        tcp: Option<TcpFlags>,
         now: u32,
-    ) -> Option<(usize, bool)> {
-        let svc = &snap.services[service];
-        if svc.persistence_ms > 0 {
-            let tk = template_key(key);
-            let th = tk.hash();
-            if let Some(t) = self.flows.lookup(&tk, th) {
-                let f = self.flows.get(t);
-                if f.expired(now, &snap.timeouts) {
-                    self.flows.remove(t);
-                } else {
-                    let old = f.real_id;
-                    if let Some(ri) = svc.reals.iter().position(|r| r.id == old && r.eligible()) {
-                        return Some((ri, true));
-                    }
-                    // Its real can take no new flows: the client moves, and
-                    // the template with it (flows on the old real no longer
-                    // count for it).
-                    let ri = self.pick(snap, service, key, hash)?;
-                    let r = &svc.reals[ri];
-                    let t = self.flows.get_mut(t);
-                    t.retarget(r.address, r.port, r.id, method_code(r.method));
-                    t.children = 0;
-                    t.last_seen = now;
-                    return Some((ri, true));
-                }
-            }
-            let ri = self.pick(snap, service, key, hash)?;
-            let r = &svc.reals[ri];
-            let spec = NewFlow {
-                key: tk,
-                real: r.address,
-                real_port: r.port,
-                real_id: r.id,
-                service_id: svc.id,
-                method: method_code(r.method),
-                state: FlowState::Template,
-                index_reply: false,
-                now,
-            };
-            // Its children are counted as they get entries; without one it
-            // still remembers the client for the persistence time.
-            let placed = match self.flows.insert(&spec) {
-                Ok(t) => {
-                    self.flows.get_mut(t).template_timeout = svc.persistence_ms;
-                    true
-                }
-                Err(_) => false,
-            };
-            return Some((ri, placed));
+        hint: Option<Hint>,
+    ) -> Verdict {
+        let client = ip.dst;
+        if let Some(v) = self.hand_off(client) {
+            return v;
         }
-        self.pick(snap, service, key, hash).map(|ri| (ri, false))
+        let key = ReplyKey {
+            proto: u8::from(ip.protocol),
+            real: ip.src,
+            real_port: ports.src,
+            client,
+            client_port: ports.dst,
+        };
+        let hash = hint.map_or_else(|| key.hash(), |h| h.hash);
+        debug_assert_eq!(hash, key.hash(), "the burst's hint is this key's hash");
+        let back = match self.conntrack.reply(snap, &key, hash, tcp, now) {
+            Ok(b) => b,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let len = pkt.len() as u64;
+        nat::rewrite_reply(pkt.data_mut(), back.vip, back.vip_port);
+        let v = self.egress.route(snap, pkt, client, ip.end(), now);
+        self.count_forwarded(v, back.real_id, len);
+        v
     }
 
-    fn pick(&mut self, snap: &Snapshot, service: usize, key: &FlowKey, hash: u64) -> Option<usize> {
-        let svc = &snap.services[service];
-        let state = self.sched.get_mut(service)?;
-        let input = PickInput {
-            flow_hash: hash,
-            source_hash: flow::source_hash(key.client),
+    /// ICMP to one of our addresses: echo is answered; an error about a
+    /// flow of a VIP goes to that flow's real.
+    fn icmp_to_us<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        in_port: usize,
+        pkt: &mut B,
+        ip: &Ipv4Meta,
+        now: u32,
+    ) -> Verdict {
+        let kind = match ip.l4 {
+            L4::Icmp { kind, .. } => kind,
+            L4::Invalid(r) => return Verdict::Drop(r),
+            _ => return Verdict::Drop(DropReason::IcmpNotHandled),
         };
-        let active = &self.active;
-        let eligible = &svc.eligible;
-        let reals = &svc.reals;
-        let i = svc.scheduler.pick(state, &input, |b| {
-            active[reals[eligible[b]].id as usize % MAX_REALS]
-        })?;
-        eligible.get(i).copied()
+        if !icmp::is_forwarded_error(kind) {
+            let frame = EthernetFrame::new_unchecked(pkt.data_mut());
+            return local::icmp(snap, in_port, frame, &self.stats);
+        }
+        if !snap.is_vip(ip.dst) {
+            return Verdict::Drop(DropReason::IcmpNotHandled);
+        }
+        let Some(q) = icmp::quoted(&pkt.data()[L4_OFFSET..ip.end()]) else {
+            return Verdict::Drop(DropReason::IcmpNotHandled);
+        };
+        // The quoted packet went from the VIP to the client.
+        let key = FlowKey {
+            proto: u8::from(q.protocol),
+            client: q.dst,
+            client_port: q.dst_port,
+            vip: q.src,
+            vip_port: q.src_port,
+        };
+        if let Some(v) = self.hand_off(key.client) {
+            return v;
+        }
+        let Some(f) = self.conntrack.find(&key) else {
+            return Verdict::Drop(DropReason::NoFlow);
+        };
+        if !snap.real_present(f.real_id) {
+            return Verdict::Drop(DropReason::RealRemoved);
+        }
+        self.stats.icmp_errors_forwarded.incr();
+        match f.method {
+            ForwardingMethod::Nat => {
+                if ip.ttl <= 1 {
+                    return Verdict::Drop(DropReason::TtlExceeded);
+                }
+                icmp::rewrite_nat_error(pkt.data_mut(), ip.end(), false, f.real(), f.real_port());
+                self.egress.route(snap, pkt, f.real(), ip.end(), now)
+            }
+            ForwardingMethod::DirectRoute => self.egress.direct(snap, pkt, f.real(), now),
+            ForwardingMethod::Tunnel => {
+                self.egress
+                    .tunnel(
+                        snap,
+                        &self.stats,
+                        pkt,
+                        f.real(),
+                        ip.src,
+                        ip.dst,
+                        ip.dont_fragment,
+                        ip.end(),
+                        now,
+                    )
+                    .0
+            }
+        }
+    }
+
+    /// An ICMP error from a NAT real to a client about the client's packet.
+    fn icmp_from_real<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        ip: &Ipv4Meta,
+        now: u32,
+    ) -> Verdict {
+        let kind = match ip.l4 {
+            L4::Icmp { kind, .. } => kind,
+            L4::Invalid(r) => return Verdict::Drop(r),
+            _ => return Verdict::Drop(DropReason::NotForUs),
+        };
+        if !icmp::is_forwarded_error(kind) {
+            return Verdict::Drop(DropReason::NotForUs);
+        }
+        let Some(q) = icmp::quoted(&pkt.data()[L4_OFFSET..ip.end()]) else {
+            return Verdict::Drop(DropReason::IcmpNotHandled);
+        };
+        // The quoted packet went from the client to the real.
+        let key = ReplyKey {
+            proto: u8::from(q.protocol),
+            real: q.dst,
+            real_port: q.dst_port,
+            client: q.src,
+            client_port: q.src_port,
+        };
+        if let Some(v) = self.hand_off(key.client) {
+            return v;
+        }
+        let Some(f) = self.conntrack.find_reply(&key) else {
+            return Verdict::Drop(DropReason::NoFlow);
+        };
+        if ip.ttl <= 1 {
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
+        self.stats.icmp_errors_forwarded.incr();
+        icmp::rewrite_nat_error(pkt.data_mut(), ip.end(), true, f.vip(), f.vip_port());
+        self.egress.route(snap, pkt, f.client(), ip.end(), now)
     }
 
     /// The hand-off verdict when another worker owns `client`'s flows.
@@ -637,370 +551,32 @@ impl Pipeline {
             c.bytes.add(len);
         }
     }
-
-    fn end_flow(&mut self, e: u32, now: u32) {
-        let f = self.flows.remove(e);
-        if !f.is_template() {
-            self.flow_ended(&f, now);
-        }
-        self.stats.active_flows.set(self.flows.len() as u64);
-    }
-
-    /// A packet from a NAT real back to a client.
-    #[allow(clippy::too_many_arguments)]
-    fn reply<B: PacketBuf>(
-        &mut self,
-        snap: &Snapshot,
-        pkt: &mut B,
-        proto: u8,
-        real: Ipv4Addr,
-        client: Ipv4Addr,
-        l4: Transport,
-        ip_end: usize,
-        now: u32,
-        hint: Option<Hint>,
-    ) -> Verdict {
-        if let Some(v) = self.hand_off(client) {
-            return v;
-        }
-        let key = ReplyKey {
-            proto,
-            real,
-            real_port: l4.src_port,
-            client,
-            client_port: l4.dst_port,
-        };
-        let hash = hint.map_or_else(|| key.hash(), |h| h.hash);
-        debug_assert_eq!(hash, key.hash(), "the burst's hint is this key's hash");
-        let Some(e) = self.flows.lookup_reply(&key, hash) else {
-            return Verdict::Drop(DropReason::NoFlow);
-        };
-        let f = self.flows.get(e);
-        if f.expired(now, &snap.timeouts) {
-            self.end_flow(e, now);
-            return Verdict::Drop(DropReason::NoFlow);
-        }
-        if !snap.real_present(f.real_id) {
-            self.end_flow(e, now);
-            return Verdict::Drop(DropReason::RealRemoved);
-        }
-        let f = self.flows.get_mut(e);
-        f.last_seen = now;
-        if proto == u8::from(IpProtocol::Tcp) {
-            let s = f.state().on_tcp(l4.flags, false);
-            f.set_state(s);
-        }
-        let (vip, vip_port, real_id) = (f.vip(), f.vip_port(), f.real_id);
-        let len = pkt.len() as u64;
-        nat::rewrite_reply(pkt.data_mut(), proto, vip, vip_port);
-        let v = self.send(snap, pkt, client, ip_end, now);
-        self.count_forwarded(v, real_id, len);
-        v
-    }
-
-    /// ICMP to one of our addresses: echo is answered; an error about a
-    /// flow of a VIP goes to that flow's real.
-    fn icmp_to_us<B: PacketBuf>(
-        &mut self,
-        snap: &Snapshot,
-        in_port: usize,
-        pkt: &mut B,
-        ip_end: usize,
-        dst: Ipv4Addr,
-        now: u32,
-    ) -> Verdict {
-        let b = pkt.data();
-        if b.len() < L4 + icmp::HEADER || ip_end < L4 + icmp::HEADER {
-            return Verdict::Drop(DropReason::Truncated);
-        }
-        let icmp_type = b[L4];
-        if icmp_type != 3 && icmp_type != 11 {
-            let data = pkt.data_mut();
-            let frame = EthernetFrame::new_unchecked(&mut data[..]);
-            return local::icmp(snap, in_port, frame, &self.stats);
-        }
-        if !snap.is_vip(dst) {
-            return Verdict::Drop(DropReason::IcmpNotHandled);
-        }
-        let Some(q) = icmp::quoted(&b[..ip_end], L4) else {
-            return Verdict::Drop(DropReason::IcmpNotHandled);
-        };
-        // The quoted packet went from the VIP to the client.
-        let key = FlowKey {
-            proto: q.proto,
-            client: q.dst,
-            client_port: q.dst_port,
-            vip: q.src,
-            vip_port: q.src_port,
-        };
-        if let Some(v) = self.hand_off(key.client) {
-            return v;
-        }
-        let Some(e) = self.flows.lookup(&key, key.hash()) else {
-            return Verdict::Drop(DropReason::NoFlow);
-        };
-        let f = *self.flows.get(e);
-        if !snap.real_present(f.real_id) {
-            return Verdict::Drop(DropReason::RealRemoved);
-        }
-        self.stats.icmp_errors_forwarded.incr();
-        let ttl = pkt.data()[IP + 8];
-        match method_from_code(f.method) {
-            ForwardingMethod::Nat => {
-                if ttl <= 1 {
-                    return Verdict::Drop(DropReason::TtlExceeded);
-                }
-                icmp::rewrite_nat_error(pkt.data_mut(), ip_end, &q, false, f.real(), f.real_port());
-                self.send(snap, pkt, f.real(), ip_end, now)
-            }
-            ForwardingMethod::DirectRoute => self.send_direct(snap, pkt, f.real(), now),
-            ForwardingMethod::Tunnel => {
-                let src = pkt.data();
-                let sender = Ipv4Addr::from(forward::get32(src, IP + 12));
-                self.send_tunnel(snap, pkt, f.real(), sender, dst, ip_end, now)
-            }
-        }
-    }
-
-    /// An ICMP error from a NAT real to a client about the client's packet.
-    fn icmp_from_real<B: PacketBuf>(
-        &mut self,
-        snap: &Snapshot,
-        pkt: &mut B,
-        ip_end: usize,
-        ttl: u8,
-        now: u32,
-    ) -> Verdict {
-        let b = pkt.data();
-        if ip_end < L4 + icmp::HEADER || b.len() < ip_end {
-            return Verdict::Drop(DropReason::Truncated);
-        }
-        if b[L4] != 3 && b[L4] != 11 {
-            return Verdict::Drop(DropReason::NotForUs);
-        }
-        let Some(q) = icmp::quoted(&b[..ip_end], L4) else {
-            return Verdict::Drop(DropReason::IcmpNotHandled);
-        };
-        // The quoted packet went from the client to the real.
-        let key = ReplyKey {
-            proto: q.proto,
-            real: q.dst,
-            real_port: q.dst_port,
-            client: q.src,
-            client_port: q.src_port,
-        };
-        if let Some(v) = self.hand_off(key.client) {
-            return v;
-        }
-        let Some(e) = self.flows.lookup_reply(&key, key.hash()) else {
-            return Verdict::Drop(DropReason::NoFlow);
-        };
-        if ttl <= 1 {
-            return Verdict::Drop(DropReason::TtlExceeded);
-        }
-        let f = *self.flows.get(e);
-        self.stats.icmp_errors_forwarded.incr();
-        icmp::rewrite_nat_error(pkt.data_mut(), ip_end, &q, true, f.vip(), f.vip_port());
-        self.send(snap, pkt, f.client(), ip_end, now)
-    }
-
-    /// Routes an (already rewritten) IPv4 packet to `dst`: picks the port
-    /// and next hop, checks the MTU, and sets the MACs.
-    fn send<B: PacketBuf>(
-        &mut self,
-        snap: &Snapshot,
-        pkt: &mut B,
-        dst: Ipv4Addr,
-        ip_end: usize,
-        now: u32,
-    ) -> Verdict {
-        let Some(r) = route::lookup(snap, dst) else {
-            return Verdict::Drop(DropReason::NoRoute);
-        };
-        if ip_end - IP > usize::from(snap.ports[r.port].mtu) {
-            return Verdict::Drop(DropReason::TooBig);
-        }
-        self.finish(snap, pkt, r.port, r.next_hop, now)
-    }
-
-    /// DR: the real must be on a connected segment.
-    fn send_direct<B: PacketBuf>(
-        &mut self,
-        snap: &Snapshot,
-        pkt: &mut B,
-        real: Ipv4Addr,
-        now: u32,
-    ) -> Verdict {
-        match route::lookup(snap, real) {
-            Some(r) if r.connected => self.finish(snap, pkt, r.port, real, now),
-            _ => Verdict::Drop(DropReason::NoRoute),
-        }
-    }
-
-    /// TUN: wrap and send to the real, or answer "fragmentation needed".
-    #[allow(clippy::too_many_arguments)]
-    fn send_tunnel<B: PacketBuf>(
-        &mut self,
-        snap: &Snapshot,
-        pkt: &mut B,
-        real: Ipv4Addr,
-        client: Ipv4Addr,
-        vip: Ipv4Addr,
-        ip_end: usize,
-        now: u32,
-    ) -> Verdict {
-        let Some(r) = route::lookup(snap, real) else {
-            return Verdict::Drop(DropReason::NoRoute);
-        };
-        let mtu = usize::from(snap.ports[r.port].mtu);
-        let inner = ip_end - IP;
-        if inner + tunnel::OVERHEAD > mtu {
-            let df = pkt.data()[IP + 6] & 0x40 != 0;
-            if !df {
-                return Verdict::Drop(DropReason::TooBig);
-            }
-            let announced = (mtu - tunnel::OVERHEAD) as u16;
-            if !icmp::frag_needed(pkt, vip, announced) {
-                return Verdict::Drop(DropReason::Truncated);
-            }
-            self.stats.icmp_frag_needed.incr();
-            let Some(back) = route::lookup(snap, client) else {
-                return Verdict::Drop(DropReason::NoRoute);
-            };
-            return self.finish(snap, pkt, back.port, back.next_hop, now);
-        }
-        let src = snap.ports[r.port].address.address;
-        if !tunnel::encapsulate(pkt, inner, src, real) {
-            return Verdict::Drop(DropReason::NoHeadroom);
-        }
-        self.finish(snap, pkt, r.port, r.next_hop, now)
-    }
-
-    /// Sets the MACs for `next_hop` on `port`, or asks for them.
-    #[inline]
-    fn finish<B: PacketBuf>(
-        &mut self,
-        snap: &Snapshot,
-        pkt: &mut B,
-        port: usize,
-        next_hop: Ipv4Addr,
-        now: u32,
-    ) -> Verdict {
-        let src = snap.ports[port].mac;
-        let mac = match snap.static_neighbor(next_hop) {
-            Some(m) => m,
-            None => match self.neighbors.lookup(next_hop, now) {
-                Lookup::Found(m) => m,
-                Lookup::Refresh(m) => {
-                    self.ask(port, next_hop);
-                    m
-                }
-                Lookup::Missing { ask } => {
-                    if ask {
-                        self.ask(port, next_hop);
-                    }
-                    forward::set_macs(pkt.data_mut(), MacAddr::ZERO, src);
-                    return Verdict::Hold { port, next_hop };
-                }
-            },
-        };
-        forward::set_macs(pkt.data_mut(), mac, src);
-        Verdict::Transmit(port)
-    }
-
-    fn ask(&mut self, port: usize, target: Ipv4Addr) {
-        if self.arp_out.len() < OUTBOX {
-            self.arp_out.push(ArpRequest { port, target });
-        }
-    }
 }
 
-/// What a quick look at a frame found out, before it is processed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Hint {
-    /// The hash of the flow-table key it will be looked up by.
-    hash: u64,
-    /// A request to a VIP (else a NAT reply).
-    request: bool,
-}
-
-/// The flow-table key hash of a plain TCP or UDP over IPv4 frame to a VIP
-/// or from a NAT real (anything else: None, and the pipeline proper sorts
-/// it out).
-#[inline]
-fn flow_hint(snap: &Snapshot, d: &[u8]) -> Option<Hint> {
-    if d.len() < L4 + 4 || d[12] != 0x08 || d[13] != 0x00 || d[IP] != 0x45 {
+/// The flow-table key hash of a classified TCP or UDP frame to a VIP or from
+/// a NAT real (anything else: None, and the stages sort it out).
+#[inline(always)]
+fn hint(snap: &Snapshot, parsed: &Result<Parsed, DropReason>) -> Option<Hint> {
+    let Ok(Parsed {
+        l3: L3::Ipv4(ip), ..
+    }) = parsed
+    else {
         return None;
-    }
-    let proto = d[IP + 9];
-    if proto != 6 && proto != 17 {
-        return None;
-    }
-    let src = Ipv4Addr::from(forward::get32(d, IP + 12));
-    let dst = Ipv4Addr::from(forward::get32(d, IP + 16));
-    let (sport, dport) = (forward::get16(d, L4), forward::get16(d, L4 + 2));
-    if snap.is_vip(dst) {
+    };
+    let (ports, _) = ip.l4.ports()?;
+    let proto = u8::from(ip.protocol);
+    if snap.is_vip(ip.dst) {
         Some(Hint {
-            hash: flow::flow_hash(proto, src, sport, dst, dport),
+            hash: flow::flow_hash(proto, ip.src, ports.src, ip.dst, ports.dst),
             request: true,
         })
-    } else if snap.is_nat_endpoint(proto, src, sport) {
+    } else if snap.is_nat_endpoint(proto, ip.src, ports.src) {
         Some(Hint {
-            hash: flow::reply_hash(proto, src, sport, dst, dport),
+            hash: flow::reply_hash(proto, ip.src, ports.src, ip.dst, ports.dst),
             request: false,
         })
     } else {
         None
-    }
-}
-
-/// The persistence template's key for a flow key.
-fn template_key(k: &FlowKey) -> FlowKey {
-    FlowKey {
-        proto: k.proto | FLOW_TEMPLATE,
-        client_port: 0,
-        ..*k
-    }
-}
-
-/// The transport fields the pipeline needs.
-#[derive(Debug, Clone, Copy)]
-struct Transport {
-    src_port: u16,
-    dst_port: u16,
-    flags: TcpFlags,
-}
-
-/// Checks the TCP or UDP header at the start of `l4` (the IP payload).
-#[inline]
-fn transport(l4: &[u8], proto: u8) -> Result<Transport, DropReason> {
-    if proto == u8::from(IpProtocol::Tcp) {
-        if l4.len() < 20 {
-            return Err(DropReason::Truncated);
-        }
-        // Data offset: at least the 20-byte header, at most the segment.
-        let header = usize::from(l4[12] >> 4) * 4;
-        if header < 20 || header > l4.len() {
-            return Err(DropReason::BadL4Header);
-        }
-        Ok(Transport {
-            src_port: forward::get16(l4, 0),
-            dst_port: forward::get16(l4, 2),
-            flags: TcpFlags(l4[13]),
-        })
-    } else {
-        if l4.len() < 8 {
-            return Err(DropReason::Truncated);
-        }
-        let len = usize::from(forward::get16(l4, 4));
-        if len < 8 || len > l4.len() {
-            return Err(DropReason::BadL4Header);
-        }
-        Ok(Transport {
-            src_port: forward::get16(l4, 0),
-            dst_port: forward::get16(l4, 2),
-            flags: TcpFlags::default(),
-        })
     }
 }
 

@@ -1,6 +1,6 @@
 //! Golden tests: `{description, input frame, expected frame or drop reason}`
 //! run in order through one stateful pipeline. The frames come from scapy
-//! (`fixtures.rs`, `forwarding_fixtures.rs`), not from our own encoder.
+//! (`tests/fixtures/`, read by [`crate::golden`]), not from our own encoder.
 //! Then the behaviours golden frames cannot show: hand-off between two
 //! workers, holding for ARP, persistence, draining, removal, a full table.
 
@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use lb_config::{Config, MacAddr};
 
-use super::{fixtures, forwarding_fixtures, Pipeline, Verdict};
+use super::{Pipeline, Verdict};
 use crate::buffer::{PacketBuf, VecBuf};
+use crate::golden;
 use crate::snapshot::{Ids, Snapshot};
 use crate::stats::{DropReason, WorkerStats};
+use crate::wire::{EthernetFrame, Ipv4Packet};
 
 pub(crate) const OUR_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x02]);
 
@@ -58,17 +60,20 @@ fn outcome(v: Verdict, buf: &VecBuf) -> Result<(usize, Vec<u8>), String> {
 
 #[test]
 fn golden_local_responder() {
-    let snap = compile(&test_config(), &[OUR_MAC]);
+    let scenario = golden::scenario("local");
+    let config =
+        Config::parse(&scenario.config).unwrap_or_else(|e| panic!("{}: {e}", scenario.name));
+    let snap = compile(&config, &scenario.port_macs);
     let mut p = pipeline(&snap, 0, 1, 64);
     let mut failures = Vec::new();
-    for case in fixtures::CASES {
-        let mut buf = VecBuf::from_bytes(case.input);
-        let got = outcome(p.process(&snap, 0, &mut buf, 0), &buf);
-        let want = case.output.map(|f| (0, f.to_vec())).map_err(str::to_string);
-        if got != want {
+    for step in &scenario.steps {
+        let mut buf = VecBuf::from_bytes(&step.input);
+        let got = outcome(p.process(&snap, step.in_port, &mut buf, 0), &buf);
+        let want = &step.output;
+        if got != *want {
             failures.push(format!(
                 "{}:\n  expected {want:02x?}\n  got      {got:02x?}",
-                case.description
+                step.description
             ));
         }
     }
@@ -79,24 +84,20 @@ fn golden_local_responder() {
 
 #[test]
 fn golden_forwarding_nat_tun_dr() {
-    for scenario in forwarding_fixtures::SCENARIOS {
+    for scenario in ["one-arm", "two-arm"].map(golden::scenario) {
         let config =
-            Config::parse(scenario.config).unwrap_or_else(|e| panic!("{}: {e}", scenario.name));
-        let macs: Vec<MacAddr> = scenario.port_macs.iter().map(|m| MacAddr(*m)).collect();
-        let snap = compile(&config, &macs);
+            Config::parse(&scenario.config).unwrap_or_else(|e| panic!("{}: {e}", scenario.name));
+        let snap = compile(&config, &scenario.port_macs);
         let mut p = pipeline(&snap, 0, 1, 1024);
         let mut failures = Vec::new();
         for (i, step) in scenario.steps.iter().enumerate() {
-            let mut buf = VecBuf::from_bytes(step.input);
+            let mut buf = VecBuf::from_bytes(&step.input);
             let got = outcome(
                 p.process(&snap, step.in_port, &mut buf, 1000 + i as u32),
                 &buf,
             );
-            let want = step
-                .output
-                .map(|(port, f)| (port, f.to_vec()))
-                .map_err(str::to_string);
-            if got != want {
+            let want = &step.output;
+            if got != *want {
                 failures.push(format!(
                     "{} step {i} {}:\n  expected {want:02x?}\n  got      {got:02x?}",
                     scenario.name, step.description
@@ -141,33 +142,45 @@ address = "198.18.0.12"
 port = 8080
 "#;
 
-/// A TCP segment as raw bytes (checksums right; built here because these
-/// tests are about state, not bytes).
+/// A TCP segment with correct checksums (built with our own wire types:
+/// these tests are about state, not bytes).
 fn tcp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8, dst_mac: [u8; 6]) -> Vec<u8> {
-    use crate::wire::checksum;
-    let mut f = vec![0u8; 14 + 20 + 20];
-    f[0..6].copy_from_slice(&dst_mac);
-    f[6..12].copy_from_slice(&CLIENT_MAC);
-    f[12..14].copy_from_slice(&[0x08, 0x00]);
-    let ip = &mut f[14..34];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 6;
-    ip[12..16].copy_from_slice(&src.0.octets());
-    ip[16..20].copy_from_slice(&dst.0.octets());
-    let c = checksum::checksum(ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let t = &mut f[34..54];
-    t[0..2].copy_from_slice(&src.1.to_be_bytes());
-    t[2..4].copy_from_slice(&dst.1.to_be_bytes());
-    t[12] = 0x50;
-    t[13] = flags;
-    t[14..16].copy_from_slice(&1024u16.to_be_bytes());
-    let sum = checksum::pseudo_header_sum(src.0, dst.0, 6, 20) + checksum::sum(&f[34..54]);
-    let c = !checksum::fold(sum);
-    f[50..52].copy_from_slice(&c.to_be_bytes());
+    use crate::wire::{ethernet, ipv4, tcp, EtherType, IpProtocol, Ipv4Repr, TcpFlags, TcpPacket};
+    let mut f = vec![0u8; ethernet::HEADER_LEN + ipv4::HEADER_LEN + tcp::HEADER_LEN];
+    let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+    eth.set_dst_addr(MacAddr(dst_mac));
+    eth.set_src_addr(MacAddr(CLIENT_MAC));
+    eth.set_ethertype(EtherType::Ipv4);
+    let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
+    Ipv4Repr {
+        src: src.0,
+        dst: dst.0,
+        protocol: IpProtocol::Tcp,
+        payload_len: tcp::HEADER_LEN,
+        ttl: 64,
+        dont_fragment: false,
+        ident: 0,
+        dscp_ecn: 0,
+    }
+    .emit(&mut ip);
+    let mut t = TcpPacket::new_unchecked(ip.payload_mut());
+    t.set_src_port(src.1);
+    t.set_dst_port(dst.1);
+    t.set_header_len(tcp::HEADER_LEN);
+    t.set_flags(TcpFlags(flags));
+    t.set_window(1024);
+    t.fill_checksum(src.0, dst.0);
     f
+}
+
+/// The IPv4 header of a frame the pipeline sent.
+fn ip_of(b: &VecBuf) -> Ipv4Packet<&[u8]> {
+    Ipv4Packet::new_checked(&b.data()[crate::wire::ethernet::HEADER_LEN..]).expect("an IPv4 frame")
+}
+
+/// The last byte of the real a NAT request was sent to.
+fn real_of(b: &VecBuf) -> u8 {
+    ip_of(b).dst_addr().octets()[3]
 }
 
 const SYN: u8 = 0x02;
@@ -200,12 +213,7 @@ fn a_nat_reply_arriving_at_the_other_worker_is_handed_to_the_owner_and_translate
         workers[1].process(&snap, 0, &mut syn, 0),
         Verdict::Transmit(0)
     );
-    let real = Ipv4Addr::new(
-        syn.data()[30],
-        syn.data()[31],
-        syn.data()[32],
-        syn.data()[33],
-    );
+    let real = ip_of(&syn).dst_addr();
     // The real's SYN-ACK arrives on worker 0 again: handed over, translated.
     let mut reply = VecBuf::from_bytes(&tcp((real, 8080), (client, 5555), SYNACK, OUR));
     assert_eq!(
@@ -216,12 +224,10 @@ fn a_nat_reply_arriving_at_the_other_worker_is_handed_to_the_owner_and_translate
         workers[1].process(&snap, 0, &mut reply, 1),
         Verdict::Transmit(0)
     );
-    assert_eq!(
-        &reply.data()[26..30],
-        &VIP.octets(),
-        "source back to the VIP"
-    );
-    assert_eq!(&reply.data()[34..36], &80u16.to_be_bytes());
+    assert_eq!(ip_of(&reply).src_addr(), VIP, "source back to the VIP");
+    let ip = ip_of(&reply);
+    let ports = crate::wire::TcpPacket::new_checked(ip.payload()).unwrap();
+    assert_eq!(ports.src_port(), 80);
     assert_eq!(
         workers[0].flows().len(),
         0,
@@ -241,10 +247,10 @@ fn rr_spreads_flows_and_each_flow_keeps_its_real() {
     for port in 1000..1010u16 {
         let mut b = VecBuf::from_bytes(&tcp((client, port), (VIP, 80), SYN, OUR));
         assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::Transmit(0));
-        reals.push(b.data()[33]);
+        reals.push(real_of(&b));
         let mut again = VecBuf::from_bytes(&tcp((client, port), (VIP, 80), ACK, OUR));
         assert_eq!(p.process(&snap, 0, &mut again, 1), Verdict::Transmit(0));
-        assert_eq!(again.data()[33], b.data()[33], "the flow keeps its real");
+        assert_eq!(real_of(&again), real_of(&b), "the flow keeps its real");
     }
     assert_eq!(reals.iter().filter(|&&r| r == 11).count(), 5);
     assert_eq!(reals.iter().filter(|&&r| r == 12).count(), 5);
@@ -259,7 +265,7 @@ fn a_drained_real_keeps_its_flows_and_gets_no_new_ones() {
     let mut p = pipeline(&snap, 0, 2, 64);
     let mut first = VecBuf::from_bytes(&tcp((client, 2000), (VIP, 80), SYN, OUR));
     p.process(&snap, 0, &mut first, 0);
-    let drained_real = first.data()[33];
+    let drained_real = real_of(&first);
     let text = NAT_CONFIG.replace(
         &format!("address = \"198.18.0.{drained_real}\"\nport = 8080"),
         &format!("address = \"198.18.0.{drained_real}\"\nport = 8080\nweight = 0"),
@@ -275,11 +281,11 @@ fn a_drained_real_keeps_its_flows_and_gets_no_new_ones() {
     p.adopt(&snap2);
     let mut old = VecBuf::from_bytes(&tcp((client, 2000), (VIP, 80), ACK, OUR));
     assert_eq!(p.process(&snap2, 0, &mut old, 1), Verdict::Transmit(0));
-    assert_eq!(old.data()[33], drained_real, "the open flow stays");
+    assert_eq!(real_of(&old), drained_real, "the open flow stays");
     for port in 2001..2010 {
         let mut b = VecBuf::from_bytes(&tcp((client, port), (VIP, 80), SYN, OUR));
         assert_eq!(p.process(&snap2, 0, &mut b, 1), Verdict::Transmit(0));
-        assert_ne!(b.data()[33], drained_real, "no new flow to a drained real");
+        assert_ne!(real_of(&b), drained_real, "no new flow to a drained real");
     }
 }
 
@@ -292,7 +298,7 @@ fn flows_to_a_removed_real_end() {
     let mut p = pipeline(&snap, 0, 2, 64);
     let mut first = VecBuf::from_bytes(&tcp((client, 3000), (VIP, 80), SYN, OUR));
     p.process(&snap, 0, &mut first, 0);
-    let gone = first.data()[33];
+    let gone = real_of(&first);
     let keep = if gone == 11 { 12 } else { 11 };
     let text = NAT_CONFIG.replace(
         &format!("[[services.reals]]\naddress = \"198.18.0.{gone}\"\nport = 8080\n"),
@@ -336,13 +342,13 @@ fn persistence_keeps_a_client_on_one_real() {
     for port in 4000..4010 {
         let mut b = VecBuf::from_bytes(&tcp((client, port), (VIP, 80), SYN, OUR));
         p.process(&snap, 0, &mut b, 0);
-        seen.insert(b.data()[33]);
+        seen.insert(real_of(&b));
     }
     assert_eq!(seen.len(), 1, "one client, one real");
     let mut b = VecBuf::from_bytes(&tcp((other, 4000), (VIP, 80), SYN, OUR));
     p.process(&snap, 0, &mut b, 0);
     assert!(
-        !seen.contains(&b.data()[33]),
+        !seen.contains(&real_of(&b)),
         "rr gives the next client the other real"
     );
 }
@@ -426,8 +432,8 @@ fn a_full_table_still_forwards_maglev_dr_flows_without_an_entry() {
     let mut later = VecBuf::from_bytes(&tcp((client, 5009), (VIP, 80), ACK, OUR));
     assert_eq!(p.process(&snap, 0, &mut later, 1), Verdict::Transmit(0));
     assert_eq!(
-        &first.data()[..6],
-        &later.data()[..6],
+        EthernetFrame::new_checked(first.data()).unwrap().dst_addr(),
+        EthernetFrame::new_checked(later.data()).unwrap().dst_addr(),
         "Maglev sends it to the same real"
     );
     assert_eq!(p.stats().flow_table_full.get(), 2);
@@ -550,11 +556,48 @@ fn an_unresolved_next_hop_holds_the_packet_and_asks_once() {
     );
 }
 
+/// Found by fuzzing: an echo request whose ident, sequence and data are all
+/// zero got a reply checksum of 0x0000 from an incremental update, which a
+/// receiver rejects; the only valid one is 0xffff.
+#[test]
+fn an_all_zero_echo_gets_a_valid_reply_checksum() {
+    use crate::wire::{icmpv4, ipv4, EtherType, Icmpv4Packet, Icmpv4Type, IpProtocol, Ipv4Repr};
+    let snap = compile(&test_config(), &[OUR_MAC]);
+    let mut p = pipeline(&snap, 0, 1, 8);
+    let mut f = vec![0u8; 14 + ipv4::HEADER_LEN + icmpv4::HEADER_LEN];
+    let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+    eth.set_dst_addr(OUR_MAC);
+    eth.set_src_addr(MacAddr(CLIENT_MAC));
+    eth.set_ethertype(EtherType::Ipv4);
+    let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
+    Ipv4Repr {
+        src: Ipv4Addr::new(198, 18, 0, 1),
+        dst: Ipv4Addr::new(198, 18, 0, 2),
+        protocol: IpProtocol::Icmp,
+        payload_len: icmpv4::HEADER_LEN,
+        ttl: 64,
+        dont_fragment: false,
+        ident: 0,
+        dscp_ecn: 0,
+    }
+    .emit(&mut ip);
+    let mut icmp = Icmpv4Packet::new_unchecked(ip.payload_mut());
+    icmp.set_msg_type(Icmpv4Type::EchoRequest);
+    icmp.fill_checksum();
+    let mut buf = VecBuf::from_bytes(&f);
+    assert_eq!(p.process(&snap, 0, &mut buf, 0), Verdict::Transmit(0));
+    let reply = ip_of(&buf);
+    let icmp = Icmpv4Packet::new_checked(reply.payload()).unwrap();
+    assert_eq!(icmp.msg_type(), Icmpv4Type::EchoReply);
+    assert_eq!(icmp.checksum(), 0xffff);
+    assert!(icmp.verify_checksum() && reply.verify_checksum());
+}
+
 #[test]
 fn an_unknown_port_index_is_dropped_not_panicked() {
     let snap = compile(&test_config(), &[OUR_MAC]);
     let mut p = pipeline(&snap, 0, 1, 8);
-    let mut buf = VecBuf::from_bytes(fixtures::CASES[0].input);
+    let mut buf = VecBuf::from_bytes(&golden::scenario("local").steps[0].input);
     assert!(matches!(p.process(&snap, 7, &mut buf, 0), Verdict::Drop(_)));
 }
 
@@ -565,20 +608,26 @@ mod robustness {
     use super::*;
     use proptest::prelude::*;
 
+    /// The two-arm and local scenarios, read once for all the cases.
+    fn loaded() -> &'static (golden::Scenario, golden::Scenario) {
+        static LOADED: std::sync::OnceLock<(golden::Scenario, golden::Scenario)> =
+            std::sync::OnceLock::new();
+        LOADED.get_or_init(|| (golden::scenario("two-arm"), golden::scenario("local")))
+    }
+
     fn primed() -> (Snapshot, Pipeline, Vec<&'static [u8]>) {
-        let scenario = &forwarding_fixtures::TWO_ARM;
-        let config = Config::parse(scenario.config).unwrap();
-        let macs: Vec<MacAddr> = scenario.port_macs.iter().map(|m| MacAddr(*m)).collect();
-        let snap = compile(&config, &macs);
+        let (scenario, local) = loaded();
+        let config = Config::parse(&scenario.config).unwrap();
+        let snap = compile(&config, &scenario.port_macs);
         let mut p = pipeline(&snap, 0, 1, 256);
-        for s in scenario.steps {
-            p.process(&snap, s.in_port, &mut VecBuf::from_bytes(s.input), 0);
+        for s in &scenario.steps {
+            p.process(&snap, s.in_port, &mut VecBuf::from_bytes(&s.input), 0);
         }
         let frames = scenario
             .steps
             .iter()
-            .map(|s| s.input)
-            .chain(fixtures::CASES.iter().map(|c| c.input))
+            .map(|s| s.input.as_slice())
+            .chain(local.steps.iter().map(|c| c.input.as_slice()))
             .collect();
         (snap, p, frames)
     }

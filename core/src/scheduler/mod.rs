@@ -2,6 +2,7 @@
 //! from the eligible backends and their weights, then immutable and shared by
 //! all workers; `pick` (per new flow) never allocates, locks or logs.
 
+mod choose;
 mod hash;
 mod least;
 mod maglev;
@@ -14,6 +15,7 @@ mod tests;
 
 use lb_config::SchedulerKind;
 
+pub use choose::Schedulers;
 pub use least::{LeastConnection, WeightedLeastConnection};
 pub use maglev::{Maglev, MAGLEV_TABLE_SIZE};
 pub use rr::RoundRobin;

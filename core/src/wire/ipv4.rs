@@ -79,6 +79,10 @@ mod field {
 /// Length of an IPv4 header without options.
 pub const HEADER_LEN: usize = field::DST_ADDR.end;
 
+/// The TTL of every packet this appliance originates (echo replies, ICMP
+/// errors, IPIP outer headers), as Linux uses.
+pub const DEFAULT_TTL: u8 = 64;
+
 const FLAG_DF: u16 = 0x4000;
 const FLAG_MF: u16 = 0x2000;
 const OFFSET_MASK: u16 = 0x1fff;
@@ -131,9 +135,49 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         Ok(())
     }
 
+    /// Wraps the header of a packet quoted inside an ICMP error after
+    /// [`check_header_len`](Self::check_header_len): the quote is cut short,
+    /// so its total length may exceed the buffer, and [`payload`](Self::payload)
+    /// then ends at the end of the buffer.
+    pub fn new_checked_header(buffer: T) -> Result<Ipv4Packet<T>> {
+        let packet = Self::new_unchecked(buffer);
+        packet.check_header_len()?;
+        Ok(packet)
+    }
+
+    /// Checks the header alone: `Truncated` if the buffer is shorter than 20
+    /// bytes or than the header length; `Malformed` if the version is not 4
+    /// or the IHL is below 5. The total length is not looked at.
+    pub fn check_header_len(&self) -> Result<()> {
+        let len = self.buffer.as_ref().len();
+        if len < HEADER_LEN {
+            return Err(Error::Truncated);
+        }
+        if self.version() != 4 {
+            return Err(Error::Malformed);
+        }
+        let header_len = self.header_len();
+        if header_len < HEADER_LEN {
+            return Err(Error::Malformed);
+        }
+        if header_len > len {
+            return Err(Error::Truncated);
+        }
+        Ok(())
+    }
+
     /// The underlying buffer.
     pub fn into_inner(self) -> T {
         self.buffer
+    }
+
+    /// Where the payload ends: the total length, or the end of the buffer
+    /// when the packet is a cut-short quote.
+    #[inline]
+    fn payload_end(&self) -> usize {
+        usize::from(self.total_len())
+            .min(self.buffer.as_ref().len())
+            .max(self.header_len())
     }
 
     /// Version (4).
@@ -231,11 +275,19 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         &self.buffer.as_ref()[HEADER_LEN..self.header_len()]
     }
 
-    /// Payload: bytes header_len..total_len (excludes link-layer padding).
+    /// Payload: bytes header_len..total_len (excludes link-layer padding; a
+    /// quote ends at the end of the buffer).
     #[inline]
     pub fn payload(&self) -> &[u8] {
-        let range = self.header_len()..usize::from(self.total_len());
+        let range = self.header_len()..self.payload_end();
         &self.buffer.as_ref()[range]
+    }
+
+    /// The 16-bit word the TTL shares with the protocol (what a TTL change
+    /// changes in the header checksum).
+    #[inline]
+    pub fn ttl_protocol_word(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::TTL)
     }
 
     /// Whether the header checksum is correct.
@@ -350,10 +402,10 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         &mut self.buffer.as_mut()[range]
     }
 
-    /// Mutable payload (header_len..total_len).
+    /// Mutable payload (as [`payload`](Self::payload)).
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
-        let range = self.header_len()..usize::from(self.total_len());
+        let range = self.header_len()..self.payload_end();
         &mut self.buffer.as_mut()[range]
     }
 

@@ -13,6 +13,7 @@ pub mod ethernet;
 pub mod icmpv4;
 pub mod ipv4;
 pub mod tcp;
+pub mod transport;
 pub mod udp;
 
 pub use arp::{ArpOperation, ArpPacket, ArpRepr};
@@ -20,6 +21,7 @@ pub use ethernet::{EtherType, EthernetAddress, EthernetFrame, EthernetRepr, MacA
 pub use icmpv4::{Icmpv4Packet, Icmpv4Type};
 pub use ipv4::{IpProtocol, Ipv4Packet, Ipv4Repr};
 pub use tcp::{TcpFlags, TcpPacket};
+pub use transport::TransportHeader;
 pub use udp::UdpPacket;
 
 /// Why a buffer could not be viewed or parsed as a packet.

@@ -1,0 +1,402 @@
+//! The flow lifecycle, in one place: looking a packet's flow up, creating
+//! it (the real comes from the scheduler or a persistence template), TCP
+//! state transitions, the per-real active counts, persistence templates,
+//! what a full table does, and how flows end (expiry, reset, removal of
+//! their real). The pipeline calls [`Conntrack::lookup_or_create`] for a
+//! client's packet and [`Conntrack::reply`] for a NAT real's; each returns
+//! where the packet goes or the reason to drop it.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use lb_config::{ForwardingMethod, SchedulerKind};
+
+use super::{Flow, FlowKey, FlowState, FlowTable, NewFlow, ReplyKey, FLOW_TEMPLATE};
+use crate::scheduler::Schedulers;
+use crate::snapshot::{Snapshot, MAX_REALS};
+use crate::stats::{DropReason, WorkerStats};
+use crate::wire::TcpFlags;
+
+/// How many entries a full table looks at for one to evict.
+pub const EVICTION_SCAN: usize = 64;
+
+/// Where a client's packet goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub real: Ipv4Addr,
+    pub real_port: u16,
+    pub method: ForwardingMethod,
+    /// Stable id of the real (counters).
+    pub real_id: u32,
+}
+
+/// Where a NAT reply goes back from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyTarget {
+    pub vip: Ipv4Addr,
+    pub vip_port: u16,
+    pub real_id: u32,
+}
+
+/// One worker's flows and their bookkeeping. Owned by the worker.
+pub struct Conntrack {
+    table: FlowTable,
+    /// Active (non-template) flows per real id.
+    active: Vec<u32>,
+    stats: Arc<WorkerStats>,
+    /// Flows the last sweep removed (reused, so sweeping does not allocate).
+    ended: Vec<Flow>,
+}
+
+impl std::fmt::Debug for Conntrack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Conntrack({:?})", self.table)
+    }
+}
+
+/// The persistence template's key for a flow key.
+fn template_key(k: &FlowKey) -> FlowKey {
+    FlowKey {
+        proto: k.proto | FLOW_TEMPLATE,
+        client_port: 0,
+        ..*k
+    }
+}
+
+impl Conntrack {
+    /// A table of `capacity` flows, allocated now.
+    pub fn new(capacity: usize, sweep_budget: usize, stats: Arc<WorkerStats>) -> Conntrack {
+        stats.flow_capacity.set(capacity as u64);
+        Conntrack {
+            table: FlowTable::with_capacity(capacity),
+            active: vec![0; MAX_REALS],
+            stats,
+            ended: Vec::with_capacity(sweep_budget),
+        }
+    }
+
+    pub fn table(&self) -> &FlowTable {
+        &self.table
+    }
+
+    /// Hints the CPU to load what looking up `hash` will read: first call
+    /// [`prefetch_slot`](Self::prefetch_slot) for a burst, then this.
+    #[inline]
+    pub fn prefetch_slot(&self, hash: u64) {
+        self.table.prefetch(hash);
+    }
+
+    #[inline]
+    pub fn prefetch_entry(&self, hash: u64) {
+        self.table.prefetch_entry(hash);
+    }
+
+    /// The flow of a client's packet to a service: the existing one (its
+    /// TCP state advanced by `tcp`, the packet's flags; None for UDP) or a
+    /// new one on a real the scheduler or the client's persistence
+    /// template picks. Err is the reason to drop the packet.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn lookup_or_create(
+        &mut self,
+        snap: &Snapshot,
+        service: usize,
+        key: &FlowKey,
+        hash: u64,
+        tcp: Option<TcpFlags>,
+        now: u32,
+        schedulers: &mut Schedulers,
+    ) -> Result<Target, DropReason> {
+        let syn = tcp.is_some_and(|f| f.contains(TcpFlags::SYN) && !f.contains(TcpFlags::ACK));
+        if let Some(e) = self.table.lookup(key, hash) {
+            let f = self.table.get(e);
+            // A new SYN on a closing tuple starts a new connection.
+            let stale = f.expired(now, &snap.timeouts)
+                || (syn && matches!(f.state(), FlowState::FinWait | FlowState::Closed));
+            if !stale {
+                if !snap.real_present(f.real_id) {
+                    self.end(e, now);
+                    return Err(DropReason::RealRemoved);
+                }
+                let f = self.table.get_mut(e);
+                f.last_seen = now;
+                if let Some(flags) = tcp {
+                    f.set_state(f.state().on_tcp(flags, true));
+                }
+                return Ok(Target {
+                    real: f.real(),
+                    real_port: f.real_port(),
+                    method: f.method,
+                    real_id: f.real_id,
+                });
+            }
+            self.end(e, now);
+        }
+        self.create(snap, service, key, hash, tcp, syn, now, schedulers)
+    }
+
+    /// A new flow: a real for it, and an entry when the table has (or can
+    /// make) room.
+    #[allow(clippy::too_many_arguments)]
+    fn create(
+        &mut self,
+        snap: &Snapshot,
+        service: usize,
+        key: &FlowKey,
+        hash: u64,
+        tcp: Option<TcpFlags>,
+        syn: bool,
+        now: u32,
+        schedulers: &mut Schedulers,
+    ) -> Result<Target, DropReason> {
+        let svc = &snap.services[service];
+        // Mid-stream TCP finds its real again only by hashing (Maglev).
+        if tcp.is_some() && !syn && svc.kind != SchedulerKind::Maglev {
+            return Err(DropReason::NoFlow);
+        }
+        let (ri, templated) = self
+            .schedule(snap, service, key, hash, now, schedulers)
+            .ok_or(DropReason::NoReal)?;
+        let r = &svc.reals[ri];
+        let state = match tcp {
+            None => FlowState::Datagram,
+            Some(_) if syn => FlowState::SynSent,
+            // A Maglev flow picked up mid-stream (after a restart).
+            Some(flags) => FlowState::Established.on_tcp(flags, true),
+        };
+        let spec = NewFlow {
+            key: *key,
+            real: r.address,
+            real_port: r.port,
+            real_id: r.id,
+            service_id: svc.id,
+            method: r.method,
+            state,
+            index_reply: r.method == ForwardingMethod::Nat,
+            now,
+        };
+        let mut inserted = self.table.insert(&spec);
+        if inserted.is_err() {
+            // Make room: the flow idle longest among a few that never got
+            // established (those are never disturbed).
+            let victim = self.table.stalest(now, EVICTION_SCAN, |f| {
+                !f.is_template() && f.state() != FlowState::Established
+            });
+            if let Some(v) = victim {
+                self.end(v, now);
+                self.stats.flows_evicted.incr();
+                inserted = self.table.insert(&spec);
+            }
+        }
+        match inserted {
+            Ok(e) => {
+                self.table.get_mut(e).templated = templated;
+                if templated {
+                    self.template_child(key, r.id, now, true);
+                }
+                self.count_active(r.id, true);
+                self.stats.active_flows.set(self.table.len() as u64);
+            }
+            Err(_) => {
+                self.stats.flow_table_full.incr();
+                // Without an entry, later packets find the same real only
+                // by hashing, and NAT replies not at all.
+                let stable = matches!(svc.kind, SchedulerKind::Maglev | SchedulerKind::SourceHash);
+                if !stable || r.method == ForwardingMethod::Nat {
+                    return Err(DropReason::FlowTableFull);
+                }
+            }
+        }
+        self.stats.real(r.id).flows_created.incr();
+        self.stats.flows_created.incr();
+        Ok(Target {
+            real: r.address,
+            real_port: r.port,
+            method: r.method,
+            real_id: r.id,
+        })
+    }
+
+    /// Picks a real for a new flow: the persistence template's if the
+    /// service has one and its real can still take flows, else the
+    /// scheduler's. Returns the index into the service's reals and whether
+    /// a template placed it.
+    fn schedule(
+        &mut self,
+        snap: &Snapshot,
+        service: usize,
+        key: &FlowKey,
+        hash: u64,
+        now: u32,
+        schedulers: &mut Schedulers,
+    ) -> Option<(usize, bool)> {
+        let svc = &snap.services[service];
+        if svc.persistence_ms == 0 {
+            return schedulers
+                .choose(snap, service, key, hash, &self.active)
+                .map(|ri| (ri, false));
+        }
+        let tk = template_key(key);
+        if let Some(t) = self.table.lookup(&tk, tk.hash()) {
+            let f = self.table.get(t);
+            if f.expired(now, &snap.timeouts) {
+                self.end(t, now);
+            } else {
+                let old = f.real_id;
+                if let Some(ri) = svc.reals.iter().position(|r| r.id == old && r.eligible()) {
+                    return Some((ri, true));
+                }
+                // Its real can take no new flows: the client moves, and the
+                // template with it (flows on the old real no longer count
+                // for it).
+                let ri = schedulers.choose(snap, service, key, hash, &self.active)?;
+                let r = &svc.reals[ri];
+                let t = self.table.get_mut(t);
+                t.retarget(r.address, r.port, r.id, r.method);
+                t.children = 0;
+                t.last_seen = now;
+                return Some((ri, true));
+            }
+        }
+        let ri = schedulers.choose(snap, service, key, hash, &self.active)?;
+        let r = &svc.reals[ri];
+        let spec = NewFlow {
+            key: tk,
+            real: r.address,
+            real_port: r.port,
+            real_id: r.id,
+            service_id: svc.id,
+            method: r.method,
+            state: FlowState::Template,
+            index_reply: false,
+            now,
+        };
+        // Its children are counted as they get entries; without one it
+        // still remembers the client for the persistence time.
+        let placed = match self.table.insert(&spec) {
+            Ok(t) => {
+                self.table.get_mut(t).template_timeout = svc.persistence_ms;
+                true
+            }
+            Err(_) => false,
+        };
+        Some((ri, placed))
+    }
+
+    /// The NAT flow a real's packet to a client belongs to, its TCP state
+    /// advanced by the packet's flags (`tcp`; None for UDP).
+    #[inline]
+    pub fn reply(
+        &mut self,
+        snap: &Snapshot,
+        key: &ReplyKey,
+        hash: u64,
+        tcp: Option<TcpFlags>,
+        now: u32,
+    ) -> Result<ReplyTarget, DropReason> {
+        let e = self
+            .table
+            .lookup_reply(key, hash)
+            .ok_or(DropReason::NoFlow)?;
+        let f = self.table.get(e);
+        if f.expired(now, &snap.timeouts) {
+            self.end(e, now);
+            return Err(DropReason::NoFlow);
+        }
+        if !snap.real_present(f.real_id) {
+            self.end(e, now);
+            return Err(DropReason::RealRemoved);
+        }
+        let f = self.table.get_mut(e);
+        f.last_seen = now;
+        if let Some(flags) = tcp {
+            f.set_state(f.state().on_tcp(flags, false));
+        }
+        Ok(ReplyTarget {
+            vip: f.vip(),
+            vip_port: f.vip_port(),
+            real_id: f.real_id,
+        })
+    }
+
+    /// The flow with client-side `key`, untouched (ICMP errors about it).
+    pub fn find(&self, key: &FlowKey) -> Option<Flow> {
+        self.table
+            .lookup(key, key.hash())
+            .map(|e| *self.table.get(e))
+    }
+
+    /// The NAT flow with reply `key`, untouched.
+    pub fn find_reply(&self, key: &ReplyKey) -> Option<Flow> {
+        self.table
+            .lookup_reply(key, key.hash())
+            .map(|e| *self.table.get(e))
+    }
+
+    /// Reclaims expired flows, looking at up to `budget` entries.
+    pub fn sweep(&mut self, snap: &Snapshot, now: u32, budget: usize) -> usize {
+        let timeouts = snap.timeouts;
+        let mut ended = std::mem::take(&mut self.ended);
+        ended.clear();
+        let stats = &self.stats;
+        let removed = self.table.sweep(
+            budget,
+            |f| f.expired(now, &timeouts),
+            |f| {
+                stats.flows_expired.incr();
+                if !f.is_template() {
+                    ended.push(*f);
+                }
+            },
+        );
+        for f in &ended {
+            self.flow_ended(f, now);
+        }
+        self.ended = ended;
+        self.stats.active_flows.set(self.table.len() as u64);
+        removed
+    }
+
+    /// Removes entry `e`, whatever ends it.
+    fn end(&mut self, e: u32, now: u32) {
+        let f = self.table.remove(e);
+        if !f.is_template() {
+            self.flow_ended(&f, now);
+        }
+        self.stats.active_flows.set(self.table.len() as u64);
+    }
+
+    /// Bookkeeping for a flow that is gone: its real's active count, and
+    /// its persistence template, which lives on for the service's
+    /// persistence after its last flow.
+    fn flow_ended(&mut self, f: &Flow, now: u32) {
+        self.count_active(f.real_id, false);
+        if f.templated {
+            self.template_child(&f.key(), f.real_id, now, false);
+        }
+    }
+
+    fn count_active(&mut self, real_id: u32, add: bool) {
+        let a = &mut self.active[real_id as usize % MAX_REALS];
+        *a = if add { *a + 1 } else { a.saturating_sub(1) };
+        self.stats.real(real_id).active.set(u64::from(*a));
+    }
+
+    /// Counts a flow in (`add`) or out of its persistence template. A flow
+    /// counts only for a template that still points at its real: one that
+    /// was moved to another real no longer waits for it.
+    fn template_child(&mut self, key: &FlowKey, real_id: u32, now: u32, add: bool) {
+        let tk = template_key(key);
+        if let Some(t) = self.table.lookup(&tk, tk.hash()) {
+            let t = self.table.get_mut(t);
+            if t.real_id == real_id {
+                t.children = if add {
+                    t.children + 1
+                } else {
+                    t.children.saturating_sub(1)
+                };
+                t.last_seen = now;
+            }
+        }
+    }
+}

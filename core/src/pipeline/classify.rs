@@ -1,0 +1,270 @@
+//! Classify: where a frame is parsed, once, through the `wire` views, into
+//! a [`Parsed`] that every later stage reads (the burst prefetch included).
+//! It needs no configuration; what the frame means to us (a VIP, a NAT
+//! reply, ours) is decided by the stages that follow.
+//!
+//! A header that cannot be used is not an early return here: it is recorded
+//! (`L3::Invalid`, `L4::Invalid`) so that the stages report the same drop
+//! reason whatever order they look at a frame in: a frame to another MAC is
+//! `not_our_mac` even when its IPv4 header is also broken.
+
+use std::net::Ipv4Addr;
+
+use lb_config::MacAddr;
+
+use crate::stats::DropReason;
+use crate::wire::{
+    self, ipv4, EtherType, EthernetFrame, Icmpv4Packet, Icmpv4Type, IpProtocol, Ipv4Packet,
+    TcpFlags, TcpPacket, UdpPacket,
+};
+
+/// What a frame is, as far as the pipeline cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parsed {
+    pub dst_mac: MacAddr,
+    pub l3: L3,
+}
+
+/// The network layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L3 {
+    Arp,
+    Ipv4(Ipv4Meta),
+    /// An IPv4 frame to drop for this reason (bad header or checksum, a
+    /// fragment, options).
+    Invalid(DropReason),
+    /// Another ethertype.
+    Unsupported(EtherType),
+}
+
+/// An IPv4 packet with a sound 20-byte header, not a fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Meta {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub protocol: IpProtocol,
+    pub ttl: u8,
+    pub dont_fragment: bool,
+    /// The IPv4 total length (Ethernet padding after it is not part of the
+    /// packet).
+    pub total_len: u16,
+    pub l4: L4,
+}
+
+impl Ipv4Meta {
+    /// Where the IPv4 packet ends in the frame.
+    #[inline]
+    pub fn end(&self) -> usize {
+        wire::ethernet::HEADER_LEN + usize::from(self.total_len)
+    }
+}
+
+/// The transport layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L4 {
+    Tcp {
+        ports: Ports,
+        flags: TcpFlags,
+    },
+    Udp {
+        ports: Ports,
+    },
+    Icmp {
+        kind: Icmpv4Type,
+        code: u8,
+    },
+    /// Another protocol: not looked into.
+    Other,
+    /// A TCP, UDP or ICMP header to drop for this reason.
+    Invalid(DropReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    pub src: u16,
+    pub dst: u16,
+}
+
+impl L4 {
+    /// The ports of a TCP or UDP header, and the TCP flags (None for UDP).
+    #[inline]
+    pub fn ports(&self) -> Option<(Ports, Option<TcpFlags>)> {
+        match *self {
+            L4::Tcp { ports, flags } => Some((ports, Some(flags))),
+            L4::Udp { ports } => Some((ports, None)),
+            _ => None,
+        }
+    }
+}
+
+/// Reads a frame. Err only when it is too short for an Ethernet header.
+#[inline(always)]
+pub fn classify(frame: &[u8]) -> Result<Parsed, DropReason> {
+    let eth = EthernetFrame::new_checked(frame).map_err(|_| DropReason::Truncated)?;
+    let l3 = match eth.ethertype() {
+        EtherType::Arp => L3::Arp,
+        EtherType::Ipv4 => ipv4_packet(eth.payload()),
+        other => L3::Unsupported(other),
+    };
+    Ok(Parsed {
+        dst_mac: eth.dst_addr(),
+        l3,
+    })
+}
+
+#[inline]
+fn ipv4_packet(bytes: &[u8]) -> L3 {
+    let ip = match Ipv4Packet::new_checked(bytes) {
+        Ok(ip) => ip,
+        Err(wire::Error::Truncated) => return L3::Invalid(DropReason::Truncated),
+        Err(wire::Error::Malformed) => return L3::Invalid(DropReason::BadIpHeader),
+    };
+    if !ip.verify_checksum() {
+        return L3::Invalid(DropReason::BadIpChecksum);
+    }
+    if ip.is_fragment() {
+        return L3::Invalid(DropReason::Fragment);
+    }
+    if ip.header_len() != ipv4::HEADER_LEN {
+        return L3::Invalid(DropReason::IpOptions);
+    }
+    let protocol = ip.protocol();
+    L3::Ipv4(Ipv4Meta {
+        src: ip.src_addr(),
+        dst: ip.dst_addr(),
+        protocol,
+        ttl: ip.ttl(),
+        dont_fragment: ip.dont_fragment(),
+        total_len: ip.total_len(),
+        l4: transport(protocol, ip.payload()),
+    })
+}
+
+/// A header too short to hold its fixed part is truncated; one whose length
+/// fields contradict the packet is malformed.
+#[inline]
+fn l4_error(e: wire::Error, len: usize, fixed: usize) -> L4 {
+    L4::Invalid(if e == wire::Error::Truncated && len < fixed {
+        DropReason::Truncated
+    } else {
+        DropReason::BadL4Header
+    })
+}
+
+#[inline]
+fn transport(protocol: IpProtocol, payload: &[u8]) -> L4 {
+    match protocol {
+        IpProtocol::Tcp => match TcpPacket::new_checked(payload) {
+            Ok(t) => L4::Tcp {
+                ports: Ports {
+                    src: t.src_port(),
+                    dst: t.dst_port(),
+                },
+                flags: t.flags(),
+            },
+            Err(e) => l4_error(e, payload.len(), wire::tcp::HEADER_LEN),
+        },
+        IpProtocol::Udp => match UdpPacket::new_checked(payload) {
+            Ok(u) => L4::Udp {
+                ports: Ports {
+                    src: u.src_port(),
+                    dst: u.dst_port(),
+                },
+            },
+            Err(e) => l4_error(e, payload.len(), wire::udp::HEADER_LEN),
+        },
+        IpProtocol::Icmp => match Icmpv4Packet::new_checked(payload) {
+            Ok(i) => L4::Icmp {
+                kind: i.msg_type(),
+                code: i.code(),
+            },
+            Err(_) => L4::Invalid(DropReason::Truncated),
+        },
+        _ => L4::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(ethertype: [u8; 2], ip: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
+        f.extend_from_slice(&ethertype);
+        f.extend_from_slice(ip);
+        f
+    }
+
+    fn ipv4(protocol: u8, l4: &[u8]) -> Vec<u8> {
+        let mut ip = vec![0u8; 20];
+        let mut p = Ipv4Packet::new_unchecked(&mut ip[..]);
+        Ipv4Repr {
+            src: Ipv4Addr::new(198, 19, 0, 10),
+            dst: Ipv4Addr::new(198, 18, 1, 100),
+            protocol: IpProtocol::from(protocol),
+            payload_len: l4.len(),
+            ttl: 64,
+            dont_fragment: true,
+            ident: 1,
+            dscp_ecn: 0,
+        }
+        .emit(&mut p);
+        ip.extend_from_slice(l4);
+        ip
+    }
+
+    use crate::wire::Ipv4Repr;
+
+    #[test]
+    fn a_tcp_syn_is_read_once_into_every_field() {
+        let mut tcp = [0u8; 20];
+        tcp[..4].copy_from_slice(&[0x9c, 0x40, 0x00, 0x50]);
+        tcp[12] = 0x50;
+        tcp[13] = 0x02;
+        let f = frame([0x08, 0x00], &ipv4(6, &tcp));
+        let p = classify(&f).unwrap();
+        assert_eq!(p.dst_mac, MacAddr([2, 0, 0, 0, 0, 2]));
+        let L3::Ipv4(ip) = p.l3 else { panic!("{p:?}") };
+        assert_eq!(ip.protocol, IpProtocol::Tcp);
+        assert_eq!(ip.end(), f.len());
+        assert!(ip.dont_fragment);
+        assert_eq!(
+            ip.l4,
+            L4::Tcp {
+                ports: Ports {
+                    src: 40000,
+                    dst: 80
+                },
+                flags: TcpFlags::SYN
+            }
+        );
+    }
+
+    #[test]
+    fn broken_layers_are_recorded_with_their_reason() {
+        assert_eq!(classify(&[0u8; 13]), Err(DropReason::Truncated));
+        let arp = classify(&frame([0x08, 0x06], &[])).unwrap();
+        assert_eq!(arp.l3, L3::Arp);
+        let v6 = classify(&frame([0x86, 0xdd], &[])).unwrap();
+        assert_eq!(v6.l3, L3::Unsupported(EtherType::Ipv6));
+        let short = classify(&frame([0x08, 0x00], &[0x45, 0])).unwrap();
+        assert_eq!(short.l3, L3::Invalid(DropReason::Truncated));
+        let mut bad = ipv4(17, &[0u8; 8]);
+        bad[10] ^= 0xff;
+        let bad = classify(&frame([0x08, 0x00], &bad)).unwrap();
+        assert_eq!(bad.l3, L3::Invalid(DropReason::BadIpChecksum));
+        // UDP length 4: below the header.
+        let udp = classify(&frame([0x08, 0x00], &ipv4(17, &[0, 1, 0, 2, 0, 4, 0, 0]))).unwrap();
+        let L3::Ipv4(ip) = udp.l3 else { panic!() };
+        assert_eq!(ip.l4, L4::Invalid(DropReason::BadL4Header));
+        let tcp = classify(&frame([0x08, 0x00], &ipv4(6, &[0u8; 12]))).unwrap();
+        let L3::Ipv4(ip) = tcp.l3 else { panic!() };
+        assert_eq!(ip.l4, L4::Invalid(DropReason::Truncated));
+        let icmp = classify(&frame([0x08, 0x00], &ipv4(1, &[8, 0, 0]))).unwrap();
+        let L3::Ipv4(ip) = icmp.l3 else { panic!() };
+        assert_eq!(ip.l4, L4::Invalid(DropReason::Truncated));
+        let gre = classify(&frame([0x08, 0x00], &ipv4(47, &[0u8; 4]))).unwrap();
+        let L3::Ipv4(ip) = gre.l3 else { panic!() };
+        assert_eq!(ip.l4, L4::Other);
+    }
+}
