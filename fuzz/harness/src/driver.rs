@@ -48,7 +48,7 @@ use lb_core::buffer::{PacketBuf, VecBuf};
 use lb_core::flow::{owner_of, FlowKey, FLOW_TEMPLATE};
 use lb_core::forward;
 use lb_core::pipeline::{build_arp_request, Pipeline, Verdict, ARP_REQUEST_LEN};
-use lb_core::snapshot::{method_code, Snapshot};
+use lb_core::snapshot::Snapshot;
 use lb_core::stats::{DropReason, WorkerStats};
 
 use crate::configs::{self, Family, VARIANTS};
@@ -744,9 +744,7 @@ fn check_service(v: &mut Violations, snap: &Snapshot, out: &[u8], input: &[u8]) 
                 && s.port == port
                 && s.ip_protocol() == proto
                 && s.reals.iter().any(|r| {
-                    method_code(r.method) == method_code(ForwardingMethod::Nat)
-                        && r.address == src
-                        && r.port == sport
+                    r.method == ForwardingMethod::Nat && r.address == src && r.port == sport
                 })
         });
         if !ok {

@@ -101,17 +101,8 @@ impl Violations {
 /// (so a fix shows up as a test to update: remove the id here and the line
 /// there). Empty when everything found is fixed.
 pub const KNOWN_OPEN: &[&str] = &[
-    // A TUN packet answered with "fragmentation needed" is also counted as
-    // a packet to the real (RELIABILITY.md, finding P1).
-    "count.real-packets",
-    // An echo request whose message is all zero but its type gets a reply
-    // with ICMP checksum 0x0000, which does not verify (finding P2).
-    "out.echo-reply",
-    // An expired persistence template removed while scheduling leaves
-    // `active_flows` stale when no flow is inserted after it (finding P3).
-    "stats.active-flows",
     // An ARP or echo request from a zero or multicast Ethernet source is
-    // answered to that address (finding P4).
+    // answered to that address (RELIABILITY.md, finding P4).
     "out.answer-dst-mac",
 ];
 

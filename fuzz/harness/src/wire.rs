@@ -48,7 +48,7 @@ pub fn run(data: &[u8]) -> Violations {
     stacked(&mut v, rest);
     sums(&mut v, rest);
     for at in [0, 14, 34] {
-        let _ = icmp::quoted(rest, at);
+        let _ = icmp::quoted(rest.get(at..).unwrap_or(&[]));
     }
     v
 }
