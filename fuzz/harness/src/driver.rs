@@ -1,0 +1,860 @@
+//! The `pipeline` target: several workers' [`Pipeline`]s run as the
+//! dataplane's worker loop runs them (`dataplane/src/worker.rs`): a burst
+//! through `process_burst`, Drop verdicts counted with `drop_packet`,
+//! hand-offs delivered to the owner (through `process`, and never handed
+//! on again), frames held for ARP until their next hop resolves or 3 s
+//! pass, learned neighbors shared, ARP requests built.
+//!
+//! Checked after every frame's verdict:
+//! - `verdict.*`: ports and workers named exist; Consumed only for ARP; a
+//!   hand-off goes to another worker, and the owner never hands off again
+//!   (`handoff.twice`).
+//! - `out.*` ([`crate::packet::check_sent`]): what is sent or held is
+//!   Ethernet from the port's MAC (destination zero exactly when held),
+//!   and an ARP reply to the request, or IPv4 with no options, a valid
+//!   header checksum, a length that fits the frame (padding only as much
+//!   as came in; none after headers we built), TCP/UDP checksums valid
+//!   exactly when they were valid on the way in (UDP 0 only if it was 0),
+//!   ICMP checksums valid (generated, or valid in), only addresses, ports,
+//!   TTL and checksums changed by NAT, and for TUN the received packet
+//!   unchanged inside an outer header from the port's address. The real or
+//!   VIP a packet goes to belongs to the service (`out.wrong-real`,
+//!   `out.wrong-vip`).
+//!
+//! Checked after every op:
+//! - `count.outcomes`: frames in = sent + consumed + dropped + held.
+//! - `count.drops`: the workers' drop counters = the Drop verdicts (and
+//!   the loop's own drops), per reason.
+//! - `count.*`: handoffs_out, arp_replies, icmp_echo_replies,
+//!   icmp_frag_needed, icmp_errors_forwarded and the reals' packet
+//!   counters agree with what was sent (each frame counted once, under
+//!   what it was).
+//! - `stats.active-flows`: the gauge = `flows().len()` ≤ capacity.
+//! - `stats.real-active`: each real's active gauge = its non-template
+//!   flows in the table (so they sum to the non-template flows).
+//! - `table.owner`: every flow in a worker's table is owned by it.
+//! - `table.duplicate`: no key twice in a table.
+//! - `table.template-children`: a template counts no more children than
+//!   it has live flows on its real.
+//! - `arp.request`: ARP requests asked for are for a connected address of
+//!   an existing port.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use lb_config::{ForwardingMethod, MacAddr};
+use lb_core::buffer::{PacketBuf, VecBuf};
+use lb_core::flow::{owner_of, FlowKey, FLOW_TEMPLATE};
+use lb_core::forward;
+use lb_core::pipeline::{build_arp_request, Pipeline, Verdict, ARP_REQUEST_LEN};
+use lb_core::snapshot::Snapshot;
+use lb_core::stats::{DropReason, WorkerStats};
+
+use crate::configs::{self, Family, VARIANTS};
+use crate::packet::{self, addr, flag, get16, Sent};
+use crate::Violations;
+
+/// As in the worker loop: packets that may wait for ARP, per worker.
+pub const HOLD_SLOTS: usize = 64;
+/// As in the worker loop: how long a packet waits for its next hop.
+pub const HOLD_MS: u32 = 3_000;
+/// How many recent input frames and sent flow packets ops can refer to.
+const RECENT: usize = 16;
+/// The most frames one input may send in, to bound a run's time.
+const MAX_FRAMES: u64 = 4096;
+/// The largest frame read (a jumbo frame's size).
+const MAX_FRAME: usize = 9018;
+
+const IP: usize = 14;
+
+/// Runs one `pipeline` input.
+pub fn run(data: &[u8]) -> Violations {
+    run_with_summary(data).0
+}
+
+/// Runs one `pipeline` input; also says what became of its frames.
+pub fn run_with_summary(data: &[u8]) -> (Violations, String) {
+    let mut r = Reader { data, pos: 0 };
+    let topology = usize::from(r.byte());
+    let workers = 1 + usize::from(r.byte()) % 3;
+    let capacity = 4 + usize::from(r.byte()) % 61;
+    let h3 = r.byte();
+    let start = if h3 == 0 {
+        0
+    } else {
+        u32::MAX - u32::from(h3) * 4096
+    };
+    let mut d = Driver::new(configs::family(topology), workers, capacity, start);
+    while let Some(op) = r.u8() {
+        if d.t.frames_in >= MAX_FRAMES {
+            break;
+        }
+        if trace() {
+            eprintln!("op {op:02x} at t={}", d.now);
+        }
+        d.op(op, &mut r);
+        d.after();
+    }
+    d.finish();
+    let t = &d.t;
+    let mut summary = format!(
+        "{} frames in: {} sent ({} flow, {} arp, {} echo, {} frag-needed, {} icmp errors), {} consumed, {} handed off, {} held",
+        t.frames_in, t.sent, t.flow_packets, t.arp_replies, t.echo_replies, t.frag_needed,
+        t.icmp_errors, t.consumed, t.handoffs, t.held_total
+    );
+    for r in DropReason::ALL {
+        if t.dropped[r as usize] > 0 {
+            summary.push_str(&format!(", {} {}", t.dropped[r as usize], r.as_str()));
+        }
+    }
+    let flows: usize = d.workers.iter().map(|w| w.pipeline.flows().len()).sum();
+    summary.push_str(&format!("; {flows} flows at the end"));
+    (d.v, summary)
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn u8(&mut self) -> Option<u8> {
+        let b = self.data.get(self.pos).copied();
+        self.pos += 1;
+        b
+    }
+
+    fn byte(&mut self) -> u8 {
+        self.u8().unwrap_or(0)
+    }
+
+    fn bytes(&mut self, n: usize) -> &'a [u8] {
+        let start = self.pos.min(self.data.len());
+        let end = (start + n).min(self.data.len());
+        self.pos = end;
+        &self.data[start..end]
+    }
+}
+
+/// A frame on its way through the workers.
+struct Frame {
+    buf: VecBuf,
+    /// The frame as received (after the fix-ups).
+    input: Vec<u8>,
+    in_port: usize,
+}
+
+struct Held {
+    frame: Frame,
+    port: usize,
+    next_hop: Ipv4Addr,
+    since: u32,
+}
+
+struct Worker {
+    pipeline: Pipeline,
+    stats: Arc<WorkerStats>,
+    held: Vec<Held>,
+}
+
+/// What the driver saw happen, to compare with the counters.
+#[derive(Default)]
+struct Tally {
+    frames_in: u64,
+    sent: u64,
+    consumed: u64,
+    dropped: [u64; DropReason::COUNT],
+    held_now: u64,
+    held_total: u64,
+    handoffs: u64,
+    arp_replies: u64,
+    echo_replies: u64,
+    frag_needed: u64,
+    icmp_errors: u64,
+    flow_packets: u64,
+}
+
+struct Driver {
+    fam: &'static Family,
+    snap: usize,
+    workers: Vec<Worker>,
+    capacity: usize,
+    now: u32,
+    t: Tally,
+    /// Recent input frames (after fix-ups) and their ports.
+    recent_in: VecDeque<(usize, Vec<u8>)>,
+    /// Recent flow packets sent (for TUN, the inner packet) and the port
+    /// they left by.
+    recent_out: VecDeque<(usize, Vec<u8>)>,
+    v: Violations,
+}
+
+impl Driver {
+    fn new(fam: &'static Family, workers: usize, capacity: usize, now: u32) -> Driver {
+        let snap = &fam.snapshots[0];
+        let workers = (0..workers)
+            .map(|i| {
+                let stats = Arc::new(WorkerStats::default());
+                let mut pipeline = Pipeline::new(i, workers, capacity, Arc::clone(&stats));
+                pipeline.adopt(snap);
+                Worker {
+                    pipeline,
+                    stats,
+                    held: Vec::new(),
+                }
+            })
+            .collect();
+        Driver {
+            fam,
+            snap: 0,
+            workers,
+            capacity,
+            now,
+            t: Tally::default(),
+            recent_in: VecDeque::new(),
+            recent_out: VecDeque::new(),
+            v: Violations::default(),
+        }
+    }
+
+    fn snapshot(&self) -> &'static Snapshot {
+        &self.fam.snapshots[self.snap]
+    }
+
+    fn op(&mut self, op: u8, r: &mut Reader<'_>) {
+        match op {
+            0x00..=0x7f => {
+                let n = 1 + usize::from(op & 0x3f);
+                let b = r.byte();
+                let in_port = usize::from(b & 3);
+                let w = usize::from(b >> 2) % self.workers.len();
+                let mut frames = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let Some(flags) = r.u8() else { break };
+                    let len = usize::from(u16::from_be_bytes([r.byte(), r.byte()]));
+                    let bytes = r.bytes(len.min(MAX_FRAME)).to_vec();
+                    frames.push((flags, bytes));
+                }
+                self.burst(w, in_port, frames, op & 0x40 != 0);
+            }
+            0x80..=0x9f => self.advance(u32::from(op & 0x1f) * 125 + 1),
+            0xa0..=0xaf => {
+                let budget = (usize::from(op & 0xf) + 1) * 8;
+                let snap = self.snapshot();
+                let now = self.now;
+                for w in &mut self.workers {
+                    w.pipeline.sweep(snap, now, budget);
+                }
+            }
+            0xb0..=0xbf => self.advance((u32::from(op & 0xf) + 1) * 60_000),
+            0xc0..=0xcf => {
+                self.snap = usize::from(op & 3) % VARIANTS;
+                let snap = self.snapshot();
+                for w in &mut self.workers {
+                    w.pipeline.adopt(snap);
+                }
+            }
+            0xd0..=0xdf => {
+                let flags = r.byte();
+                let w = usize::from(r.byte());
+                if let Some((port, f)) = recent(&self.recent_out, op) {
+                    if let Some(reply) = reply_to(&f, flags, self.snapshot(), port) {
+                        self.synthesized(w, port, reply);
+                    }
+                }
+            }
+            0xe0..=0xef => {
+                let kind = r.byte();
+                let w = usize::from(r.byte());
+                if let Some((port, f)) = recent(&self.recent_out, op) {
+                    if let Some(err) = icmp_error_about(&f, kind, self.snapshot(), port) {
+                        self.synthesized(w, port, err);
+                    }
+                }
+            }
+            0xf0..=0xff => {
+                let flags = r.byte();
+                let w = usize::from(r.byte());
+                if let Some((port, mut f)) = recent(&self.recent_in, op) {
+                    if flags != 0 {
+                        set_tcp_flags(&mut f, flags);
+                    }
+                    self.synthesized(w, port, f);
+                }
+            }
+        }
+    }
+
+    fn advance(&mut self, ms: u32) {
+        self.now = self.now.wrapping_add(ms);
+    }
+
+    /// A frame the driver made: a burst of one, checksums right.
+    fn synthesized(&mut self, w: usize, port: usize, frame: Vec<u8>) {
+        let w = w % self.workers.len();
+        self.burst(w, port, vec![(flag::ALL_FIXES, frame)], false);
+    }
+
+    fn burst(&mut self, w: usize, in_port: usize, raw: Vec<(u8, Vec<u8>)>, one_by_one: bool) {
+        if raw.is_empty() {
+            return;
+        }
+        let snap = self.snapshot();
+        let our_mac = snap.ports.get(in_port).map(|p| p.mac.0);
+        let mut frames: Vec<Frame> = raw
+            .into_iter()
+            .map(|(flags, mut bytes)| {
+                packet::fix_up(&mut bytes, flags, our_mac);
+                let buf = if flags & flag::NO_HEADROOM != 0 {
+                    VecBuf::with_room(&bytes, 0, VecBuf::DEFAULT_ROOM)
+                } else {
+                    VecBuf::from_bytes(&bytes)
+                };
+                push_recent(&mut self.recent_in, (in_port, bytes.clone()));
+                Frame {
+                    buf,
+                    input: bytes,
+                    in_port,
+                }
+            })
+            .collect();
+        self.t.frames_in += frames.len() as u64;
+        let mut verdicts = vec![Verdict::Consumed; frames.len()];
+        {
+            let mut bufs: Vec<VecBuf> = frames
+                .iter_mut()
+                .map(|f| std::mem::replace(&mut f.buf, VecBuf::from_bytes(&[])))
+                .collect();
+            let p = &mut self.workers[w].pipeline;
+            if one_by_one {
+                for (b, v) in bufs.iter_mut().zip(verdicts.iter_mut()) {
+                    *v = p.process(snap, in_port, b, self.now);
+                }
+            } else {
+                p.process_burst(snap, in_port, &mut bufs, &mut verdicts, self.now);
+            }
+            for (f, b) in frames.iter_mut().zip(bufs) {
+                f.buf = b;
+            }
+        }
+        let mut handoffs = Vec::new();
+        for (f, v) in frames.into_iter().zip(verdicts) {
+            self.settle(w, f, v, false, &mut handoffs);
+        }
+        // The owners take them (the worker loop does, at its next poll).
+        let mut again = Vec::new();
+        for (to, mut f) in handoffs {
+            self.workers[to].stats.handoffs_in.incr();
+            let p = &mut self.workers[to].pipeline;
+            let v = p.process(snap, f.in_port, &mut f.buf, self.now);
+            self.settle(to, f, v, true, &mut again);
+        }
+        debug_assert!(again.is_empty());
+    }
+
+    /// Acts on a verdict as the worker loop does, and checks it.
+    fn settle(
+        &mut self,
+        w: usize,
+        f: Frame,
+        v: Verdict,
+        handed_in: bool,
+        handoffs: &mut Vec<(usize, Frame)>,
+    ) {
+        let snap = self.snapshot();
+        if trace() {
+            eprintln!(
+                "t={} worker {w}{} port {}: {v:?} for {:02x?}",
+                self.now,
+                if handed_in { " (handed in)" } else { "" },
+                f.in_port,
+                &f.input[..f.input.len().min(54)]
+            );
+        }
+        match v {
+            Verdict::Transmit(port) => {
+                self.check_sent(snap, port, false, &f);
+                self.t.sent += 1;
+            }
+            Verdict::Hold { port, next_hop } => {
+                self.check_sent(snap, port, true, &f);
+                let worker = &mut self.workers[w];
+                if worker.held.len() < HOLD_SLOTS {
+                    worker.held.push(Held {
+                        frame: f,
+                        port,
+                        next_hop,
+                        since: self.now,
+                    });
+                    worker.stats.held.incr();
+                    self.t.held_now += 1;
+                    self.t.held_total += 1;
+                } else {
+                    self.drop(w, DropReason::NeighborUnresolved);
+                }
+            }
+            Verdict::Drop(reason) => self.drop(w, reason),
+            Verdict::Consumed => {
+                self.t.consumed += 1;
+                if f.input.get(12..14) != Some(&[0x08, 0x06]) {
+                    self.v.add(
+                        "verdict.consumed",
+                        format!("a non-ARP frame was consumed: {:02x?}", f.input),
+                    );
+                }
+            }
+            Verdict::HandOff(to) => {
+                self.t.handoffs += 1;
+                if handed_in {
+                    self.v.add(
+                        "handoff.twice",
+                        format!(
+                            "worker {w}, the owner, handed to {to} a frame handed to it: {:02x?}",
+                            f.input
+                        ),
+                    );
+                    self.drop(w, DropReason::HandoffFull);
+                } else if to >= self.workers.len() || to == w {
+                    self.v.add(
+                        "verdict.handoff",
+                        format!("worker {w} of {} handed off to {to}", self.workers.len()),
+                    );
+                    self.drop(w, DropReason::HandoffFull);
+                } else {
+                    handoffs.push((to, f));
+                }
+            }
+        }
+    }
+
+    fn drop(&mut self, w: usize, reason: DropReason) {
+        self.workers[w].stats.drop_packet(reason);
+        self.t.dropped[reason as usize] += 1;
+    }
+
+    fn check_sent(&mut self, snap: &Snapshot, port: usize, hold: bool, f: &Frame) -> Sent {
+        let out = f.buf.data();
+        let sent = packet::check_sent(&mut self.v, snap, port, hold, out, &f.input, f.in_port);
+        match sent {
+            Sent::ArpReply => self.t.arp_replies += 1,
+            Sent::EchoReply => self.t.echo_replies += 1,
+            Sent::FragNeeded => self.t.frag_needed += 1,
+            Sent::IcmpError => self.t.icmp_errors += 1,
+            Sent::Flow => {
+                self.t.flow_packets += 1;
+                check_service(&mut self.v, snap, out, &f.input);
+                let inner = if out[IP + 9] == 4 {
+                    // The client's packet, inside the tunnel.
+                    let mut e = out[..IP].to_vec();
+                    e.extend_from_slice(&out[IP + 20..]);
+                    e
+                } else {
+                    out.to_vec()
+                };
+                push_recent(&mut self.recent_out, (port, inner));
+            }
+            Sent::Other => {}
+        }
+        sent
+    }
+
+    /// Between ops, as the worker loop does between polls: neighbors
+    /// learned are shared, ARP requests built, held frames released or
+    /// given up on; then the tables and counters are checked.
+    fn after(&mut self) {
+        let snap = self.snapshot();
+        let now = self.now;
+        let n = self.workers.len();
+        for w in 0..n {
+            let learned: Vec<(Ipv4Addr, MacAddr)> =
+                self.workers[w].pipeline.take_learned().collect();
+            for (i, other) in self.workers.iter_mut().enumerate() {
+                if i != w {
+                    for &(ip, mac) in &learned {
+                        other.pipeline.learn_neighbor(ip, mac, now);
+                    }
+                }
+            }
+            let asks: Vec<_> = self.workers[w].pipeline.take_arp_requests().collect();
+            for req in asks {
+                check_arp_request(&mut self.v, snap, req.port, req.target);
+            }
+            self.release(w);
+        }
+        self.check_tables();
+        self.check_counts();
+    }
+
+    fn release(&mut self, w: usize) {
+        let snap = self.snapshot();
+        let now = self.now;
+        let held = std::mem::take(&mut self.workers[w].held);
+        for mut h in held {
+            if let Some(mac) = self.workers[w].pipeline.resolved(snap, h.next_hop) {
+                if mac.is_zero() || !mac.is_unicast() {
+                    self.v
+                        .add("hold.mac", format!("{} resolved to {mac:?}", h.next_hop));
+                }
+                let src = snap.ports[h.port].mac;
+                forward::set_macs(h.frame.buf.data_mut(), mac, src);
+                self.t.held_now -= 1;
+                self.t.sent += 1;
+            } else if now.wrapping_sub(h.since) > HOLD_MS {
+                self.t.held_now -= 1;
+                self.drop(w, DropReason::NeighborUnresolved);
+            } else {
+                self.workers[w].held.push(h);
+            }
+        }
+    }
+
+    /// At the end of the input: what is still held is given up on.
+    fn finish(&mut self) {
+        for w in 0..self.workers.len() {
+            for _ in std::mem::take(&mut self.workers[w].held) {
+                self.t.held_now -= 1;
+                self.drop(w, DropReason::NeighborUnresolved);
+            }
+        }
+        self.check_counts();
+    }
+
+    fn check_tables(&mut self) {
+        let n = self.workers.len();
+        for (w, worker) in self.workers.iter().enumerate() {
+            let flows = worker.pipeline.flows();
+            let len = flows.len();
+            let gauge = worker.stats.active_flows.get();
+            if gauge != len as u64 || len > self.capacity || flows.capacity() != self.capacity {
+                self.v.add(
+                    "stats.active-flows",
+                    format!(
+                        "worker {w}: active_flows {gauge}, table {len} of {} (capacity {})",
+                        flows.capacity(),
+                        self.capacity
+                    ),
+                );
+            }
+            let mut per_real: HashMap<u32, u64> = HashMap::new();
+            let mut keys: HashSet<FlowKey> = HashSet::new();
+            let mut templates = Vec::new();
+            let mut children: HashMap<(FlowKey, u32), u32> = HashMap::new();
+            let entries = flows.entries();
+            if entries.len() != len {
+                self.v.add(
+                    "table.len",
+                    format!("worker {w}: {} live entries, len {len}", entries.len()),
+                );
+            }
+            for e in entries {
+                let f = flows.get(e);
+                let key = f.key();
+                if !keys.insert(key) {
+                    self.v
+                        .add("table.duplicate", format!("worker {w}: {key:?} twice"));
+                }
+                if f.is_template() {
+                    templates.push(*f);
+                    continue;
+                }
+                *per_real.entry(f.real_id).or_default() += 1;
+                if owner_of(f.client(), n) != w {
+                    self.v.add(
+                        "table.owner",
+                        format!("worker {w} of {n} has a flow of {}", f.client()),
+                    );
+                }
+                if f.templated {
+                    let tk = FlowKey {
+                        proto: key.proto | FLOW_TEMPLATE,
+                        client_port: 0,
+                        ..key
+                    };
+                    *children.entry((tk, f.real_id)).or_default() += 1;
+                }
+            }
+            for t in templates {
+                let live = children.get(&(t.key(), t.real_id)).copied().unwrap_or(0);
+                if t.children > live {
+                    self.v.add(
+                        "table.template-children",
+                        format!(
+                            "worker {w}: template {:?} counts {} children, {live} live on real {}",
+                            t.key(),
+                            t.children,
+                            t.real_id
+                        ),
+                    );
+                }
+            }
+            let ids: HashSet<u32> = self
+                .fam
+                .real_ids
+                .iter()
+                .copied()
+                .chain(per_real.keys().copied())
+                .collect();
+            for id in ids {
+                let gauge = worker.stats.real(id).active.get();
+                let live = per_real.get(&id).copied().unwrap_or(0);
+                if gauge != live {
+                    self.v.add(
+                        "stats.real-active",
+                        format!(
+                            "worker {w}: real {id} active gauge {gauge}, {live} flows in the table"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn check_counts(&mut self) {
+        let t = &self.t;
+        let dropped: u64 = t.dropped.iter().sum();
+        if t.frames_in != t.sent + t.consumed + dropped + t.held_now {
+            self.v.add(
+                "count.outcomes",
+                format!(
+                    "{} frames in; {} sent, {} consumed, {dropped} dropped, {} held",
+                    t.frames_in, t.sent, t.consumed, t.held_now
+                ),
+            );
+        }
+        let sum = |f: &dyn Fn(&WorkerStats) -> u64| -> u64 {
+            self.workers.iter().map(|w| f(&w.stats)).sum()
+        };
+        for r in DropReason::ALL {
+            let counted = sum(&|s| s.dropped(r));
+            if counted != t.dropped[r as usize] {
+                self.v.add(
+                    "count.drops",
+                    format!(
+                        "{}: counted {counted}, dropped {}",
+                        r.as_str(),
+                        t.dropped[r as usize]
+                    ),
+                );
+            }
+        }
+        let ids = &self.fam.real_ids;
+        let checks: [(&'static str, u64, u64); 7] = [
+            ("count.handoffs", sum(&|s| s.handoffs_out.get()), t.handoffs),
+            ("count.held", sum(&|s| s.held.get()), t.held_total),
+            (
+                "count.arp-replies",
+                sum(&|s| s.arp_replies.get()),
+                t.arp_replies,
+            ),
+            (
+                "count.echo-replies",
+                sum(&|s| s.icmp_echo_replies.get()),
+                t.echo_replies,
+            ),
+            (
+                "count.frag-needed",
+                sum(&|s| s.icmp_frag_needed.get()),
+                t.frag_needed,
+            ),
+            (
+                "count.icmp-errors",
+                sum(&|s| s.icmp_errors_forwarded.get()),
+                t.icmp_errors,
+            ),
+            (
+                "count.real-packets",
+                sum(&|s| ids.iter().map(|&id| s.real(id).packets.get()).sum()),
+                t.flow_packets,
+            ),
+        ];
+        for (id, counted, seen) in checks {
+            if counted != seen {
+                self.v.add(id, format!("counted {counted}, sent {seen}"));
+            }
+        }
+    }
+}
+
+/// Whether `LB_FUZZ_TRACE` is set: every verdict is printed (triage).
+fn trace() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("LB_FUZZ_TRACE").is_some())
+}
+
+fn recent(q: &VecDeque<(usize, Vec<u8>)>, op: u8) -> Option<(usize, Vec<u8>)> {
+    if q.is_empty() {
+        return None;
+    }
+    let k = usize::from(op & 0xf) % q.len();
+    q.get(q.len() - 1 - k).cloned()
+}
+
+fn push_recent(q: &mut VecDeque<(usize, Vec<u8>)>, item: (usize, Vec<u8>)) {
+    if q.len() == RECENT {
+        q.pop_front();
+    }
+    q.push_back(item);
+}
+
+/// A flow packet sent goes to a real of the service it came in for
+/// (requests), or comes from the VIP of a service of the real (replies).
+fn check_service(v: &mut Violations, snap: &Snapshot, out: &[u8], input: &[u8]) {
+    let proto = input[IP + 9];
+    if proto != 6 && proto != 17 {
+        return;
+    }
+    let ihl = usize::from(input[IP] & 0xf) * 4;
+    let l4 = IP + ihl;
+    let (src, dst) = (addr(input, IP + 12), addr(input, IP + 16));
+    let (sport, dport) = (get16(input, l4), get16(input, l4 + 2));
+    if let Some(s) = snap.service_for(proto, dst, dport) {
+        let svc = &snap.services[s];
+        let ok = if out[IP + 9] == 4 {
+            let to = addr(out, IP + 16);
+            svc.reals
+                .iter()
+                .any(|r| r.method == ForwardingMethod::Tunnel && r.address == to)
+        } else if addr(out, IP + 16) == dst {
+            // DR: only the MACs changed; the real is the one it went to.
+            get16(out, l4 + 2) == dport
+                && svc
+                    .reals
+                    .iter()
+                    .any(|r| r.method == ForwardingMethod::DirectRoute)
+        } else {
+            let (to, port) = (addr(out, IP + 16), get16(out, l4 + 2));
+            svc.reals
+                .iter()
+                .any(|r| r.method == ForwardingMethod::Nat && r.address == to && r.port == port)
+        };
+        if !ok {
+            v.add(
+                "out.wrong-real",
+                format!(
+                    "a packet for {}:{dport} went to a real not of service {}: {out:02x?}",
+                    dst, svc.name
+                ),
+            );
+        }
+    } else if snap.is_nat_endpoint(proto, src, sport) {
+        let (from, port) = (addr(out, IP + 12), get16(out, l4));
+        let ok = snap.services.iter().any(|s| {
+            s.vip == from
+                && s.port == port
+                && s.ip_protocol() == proto
+                && s.reals.iter().any(|r| {
+                    r.method == ForwardingMethod::Nat && r.address == src && r.port == sport
+                })
+        });
+        if !ok {
+            v.add(
+                "out.wrong-vip",
+                format!("a reply from {src}:{sport} left as from {from}:{port}, not a service of that real"),
+            );
+        }
+    } else {
+        v.add(
+            "out.unrequested",
+            format!("a flow packet sent for neither a service nor a NAT real: {input:02x?}"),
+        );
+    }
+}
+
+fn check_arp_request(v: &mut Violations, snap: &Snapshot, port: usize, target: Ipv4Addr) {
+    let Some(view) = snap.ports.get(port) else {
+        v.add("arp.request", format!("ARP request out of port {port}"));
+        return;
+    };
+    if !view.connected(target) {
+        v.add(
+            "arp.request",
+            format!("ARP request for {target}, not on port {port}'s network"),
+        );
+    }
+    let mut buf = VecBuf::with_room(&[], VecBuf::DEFAULT_HEADROOM, VecBuf::DEFAULT_ROOM);
+    if !build_arp_request(&mut buf, view.mac, view.address.address, target) {
+        v.add("arp.request", "could not build an ARP request".to_string());
+        return;
+    }
+    let b = buf.data();
+    let ok = b.len() == ARP_REQUEST_LEN
+        && b[..6] == [0xff; 6]
+        && b[6..12] == view.mac.0
+        && b[12..22] == [8, 6, 0, 1, 8, 0, 6, 4, 0, 1]
+        && addr(b, 28) == view.address.address
+        && addr(b, 38) == target;
+    if !ok {
+        v.add("arp.request", format!("ARP request built: {b:02x?}"));
+    }
+}
+
+/// Sets the TCP flags of a TCP/IPv4 frame (the checksum is fixed later).
+fn set_tcp_flags(f: &mut [u8], flags: u8) {
+    if let Some(l) = packet::layout(f) {
+        let at = IP + l.ihl + 13;
+        if l.proto == 6 && at < f.len() {
+            f[at] = flags;
+        }
+    }
+}
+
+/// The packet the destination of `f` (a flow packet that left by `port`)
+/// sends back: addresses and ports swapped, from its MAC to ours.
+fn reply_to(f: &[u8], flags: u8, snap: &Snapshot, port: usize) -> Option<Vec<u8>> {
+    let l = packet::layout(f)?;
+    let l4 = IP + l.ihl;
+    if (l.proto != 6 && l.proto != 17) || f.len() < l4 + 8 {
+        return None;
+    }
+    let mut r = f.to_vec();
+    // From the destination's MAC (the one it was sent to) to ours.
+    r[6..12].copy_from_slice(&f[..6]);
+    r[..6].copy_from_slice(&snap.ports.get(port)?.mac.0);
+    r[IP + 8] = 64;
+    r[IP + 12..IP + 16].copy_from_slice(&f[IP + 16..IP + 20]);
+    r[IP + 16..IP + 20].copy_from_slice(&f[IP + 12..IP + 16]);
+    let (sp, dp) = (get16(f, l4), get16(f, l4 + 2));
+    r[l4..l4 + 2].copy_from_slice(&dp.to_be_bytes());
+    r[l4 + 2..l4 + 4].copy_from_slice(&sp.to_be_bytes());
+    if l.proto == 6 && r.len() > l4 + 13 {
+        r[l4 + 13] = flags;
+    }
+    Some(r)
+}
+
+/// An ICMP error about the flow packet `f` that left by `port`. `kind`:
+/// bit 0 type 3 (else 11), bits 1–4 the code, bit 7: about the packet's
+/// reply instead (from its source to its destination, as a client
+/// complains about a DR or TUN real's direct reply).
+fn icmp_error_about(f: &[u8], kind: u8, snap: &Snapshot, port: usize) -> Option<Vec<u8>> {
+    let l = packet::layout(f)?;
+    if l.proto != 6 && l.proto != 17 {
+        return None;
+    }
+    let about = if kind & 0x80 != 0 {
+        reply_to(f, 0x10, snap, port)?
+    } else {
+        f.to_vec()
+    };
+    let quote_len = (l.ihl + 8).min(about.len() - IP);
+    let quote = &about[IP..IP + quote_len];
+    // From the quoted packet's destination to its source.
+    let (qsrc, qdst) = (&about[IP + 12..IP + 16], &about[IP + 16..IP + 20]);
+    let mut e = vec![0u8; IP + 20 + 8 + quote_len];
+    e[..6].copy_from_slice(&snap.ports.get(port)?.mac.0);
+    e[6..12].copy_from_slice(&f[..6]);
+    e[12..14].copy_from_slice(&[0x08, 0x00]);
+    e[IP] = 0x45;
+    e[IP + 8] = 64;
+    e[IP + 9] = 1;
+    e[IP + 12..IP + 16].copy_from_slice(qdst);
+    e[IP + 16..IP + 20].copy_from_slice(qsrc);
+    e[IP + 20] = if kind & 1 != 0 { 3 } else { 11 };
+    e[IP + 21] = (kind >> 1) & 0xf;
+    if e[IP + 20] == 3 && e[IP + 21] == 4 {
+        e[IP + 26..IP + 28].copy_from_slice(&1400u16.to_be_bytes());
+    }
+    e[IP + 28..].copy_from_slice(quote);
+    Some(e)
+}

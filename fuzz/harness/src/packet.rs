@@ -1,0 +1,493 @@
+//! Frame helpers: the fix-ups an input frame may ask for (so that mutated
+//! frames still reach the deep paths), and the checks of what the pipeline
+//! sends. All on plain bytes, with `lb_core::wire` views where they apply.
+
+use std::net::Ipv4Addr;
+
+use lb_config::MacAddr;
+use lb_core::snapshot::Snapshot;
+use lb_core::wire::checksum;
+use lb_core::wire::{Ipv4Packet, TcpPacket, UdpPacket};
+
+use crate::Violations;
+
+const IP: usize = 14;
+
+/// Frame flag bits (see the input format in the crate docs).
+pub mod flag {
+    /// Sets the IPv4 total length from the frame's length.
+    pub const FIX_IP_LEN: u8 = 0x01;
+    /// Sets the UDP length from the IP payload's.
+    pub const FIX_UDP_LEN: u8 = 0x02;
+    /// Recomputes the TCP, UDP (unless 0) or ICMP checksum.
+    pub const FIX_L4_SUM: u8 = 0x04;
+    /// Recomputes the IPv4 header checksum.
+    pub const FIX_IP_SUM: u8 = 0x08;
+    /// Pads the frame with zeros to 60 bytes (Ethernet's minimum).
+    pub const PAD: u8 = 0x10;
+    /// Puts the frame in a buffer with no headroom.
+    pub const NO_HEADROOM: u8 = 0x20;
+    /// Sets the Ethernet destination to the receiving port's MAC.
+    pub const OUR_MAC: u8 = 0x40;
+    /// Sets a UDP checksum to 0 ("none") before the other fixes.
+    pub const UDP_NO_SUM: u8 = 0x80;
+    /// What the seeds use: lengths and checksums made right.
+    pub const ALL_FIXES: u8 = FIX_IP_LEN | FIX_UDP_LEN | FIX_L4_SUM | FIX_IP_SUM;
+}
+
+pub(crate) fn get16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+fn put16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+pub(crate) fn addr(b: &[u8], at: usize) -> Ipv4Addr {
+    Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
+}
+
+/// Where the parts of an IPv4 frame are, as far as they are in the buffer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Layout {
+    pub ihl: usize,
+    /// End of the IP packet in the frame (total length, clamped).
+    pub end: usize,
+    pub proto: u8,
+}
+
+/// The layout of an Ethernet/IPv4 frame (lenient: for fix-ups).
+pub(crate) fn layout(b: &[u8]) -> Option<Layout> {
+    if b.len() < IP + 20 || b[12] != 0x08 || b[13] != 0x00 || b[IP] >> 4 != 4 {
+        return None;
+    }
+    let ihl = usize::from(b[IP] & 0x0f) * 4;
+    if ihl < 20 || IP + ihl > b.len() {
+        return None;
+    }
+    let total = usize::from(get16(b, IP + 2));
+    let end = (IP + total).min(b.len()).max(IP + ihl);
+    Some(Layout {
+        ihl,
+        end,
+        proto: b[IP + 9],
+    })
+}
+
+/// The TCP or UDP checksum of the segment `seg` from `src` to `dst`.
+fn l4_sum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, seg: &[u8]) -> u16 {
+    let s = checksum::pseudo_header_sum(src, dst, proto, seg.len() as u16) + checksum::sum(seg);
+    !checksum::fold(s)
+}
+
+/// Applies the fix-ups `flags` asks for, as far as the frame allows.
+pub fn fix_up(b: &mut Vec<u8>, flags: u8, our_mac: Option<[u8; 6]>) {
+    if flags & flag::OUR_MAC != 0 && b.len() >= 6 {
+        if let Some(mac) = our_mac {
+            b[..6].copy_from_slice(&mac);
+        }
+    }
+    if let Some(l) = layout(b) {
+        if flags & flag::FIX_IP_LEN != 0 {
+            let total = (b.len() - IP).min(usize::from(u16::MAX)) as u16;
+            put16(b, IP + 2, total);
+        }
+        // Re-read: the total length may have changed.
+        let l = layout(b).unwrap_or(l);
+        let l4 = IP + l.ihl;
+        let src = addr(b, IP + 12);
+        let dst = addr(b, IP + 16);
+        let seg_len = l.end.saturating_sub(l4);
+        if l.proto == 17 && seg_len >= 8 {
+            if flags & flag::FIX_UDP_LEN != 0 {
+                put16(b, l4 + 4, seg_len as u16);
+            }
+            if flags & flag::UDP_NO_SUM != 0 {
+                put16(b, l4 + 6, 0);
+            }
+            if flags & flag::FIX_L4_SUM != 0 && get16(b, l4 + 6) != 0 {
+                let ulen = usize::from(get16(b, l4 + 4)).clamp(8, seg_len);
+                put16(b, l4 + 6, 0);
+                let mut c = l4_sum(src, dst, 17, &b[l4..l4 + ulen]);
+                if c == 0 {
+                    c = 0xffff;
+                }
+                put16(b, l4 + 6, c);
+            }
+        }
+        if flags & flag::FIX_L4_SUM != 0 {
+            if l.proto == 6 && seg_len >= 20 {
+                put16(b, l4 + 16, 0);
+                let c = l4_sum(src, dst, 6, &b[l4..l.end]);
+                put16(b, l4 + 16, c);
+            }
+            if l.proto == 1 && seg_len >= 8 {
+                put16(b, l4 + 2, 0);
+                let c = checksum::checksum(&b[l4..l.end]);
+                put16(b, l4 + 2, c);
+            }
+        }
+        if flags & flag::FIX_IP_SUM != 0 {
+            put16(b, IP + 10, 0);
+            let c = checksum::checksum(&b[IP..IP + l.ihl]);
+            put16(b, IP + 10, c);
+        }
+    }
+    if flags & flag::PAD != 0 && b.len() < 60 {
+        b.resize(60, 0);
+    }
+}
+
+/// What is known of an IPv4 packet's checksums and size, to compare the
+/// packet that leaves with the one that came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sums {
+    pub proto: u8,
+    pub ttl: u8,
+    /// Bytes after the IP packet in the frame (Ethernet padding).
+    pub padding: usize,
+    /// Whether the TCP/UDP/ICMP checksum verifies (None: not checkable).
+    pub l4_valid: Option<bool>,
+    /// The UDP checksum field is 0 ("none").
+    pub udp_zero: bool,
+    /// For an ICMP error: whether the quoted IPv4 header's checksum
+    /// verifies (None: not quoted whole).
+    pub quoted_valid: Option<bool>,
+    /// ICMP type.
+    pub icmp_type: Option<u8>,
+}
+
+/// Reads the checksums of the IPv4 packet of a frame (strict: None if the
+/// IPv4 header does not check out as `wire` sees it).
+pub(crate) fn sums(frame: &[u8]) -> Option<Sums> {
+    if frame.len() < IP || frame[12] != 0x08 || frame[13] != 0x00 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(&frame[IP..]).ok()?;
+    let total = usize::from(ip.total_len());
+    let proto = u8::from(ip.protocol());
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let seg = ip.payload();
+    let mut s = Sums {
+        proto,
+        ttl: ip.ttl(),
+        padding: frame.len() - IP - total,
+        l4_valid: None,
+        udp_zero: false,
+        quoted_valid: None,
+        icmp_type: None,
+    };
+    match proto {
+        6 if TcpPacket::new_checked(seg).is_ok() => {
+            s.l4_valid = Some(TcpPacket::new_unchecked(seg).verify_checksum(src, dst));
+        }
+        17 => {
+            if let Ok(u) = UdpPacket::new_checked(seg) {
+                s.udp_zero = u.checksum() == 0;
+                s.l4_valid = Some(s.udp_zero || u.verify_checksum(src, dst));
+            }
+        }
+        1 if seg.len() >= 8 => {
+            s.l4_valid = Some(checksum::checksum(seg) == 0);
+            s.icmp_type = Some(seg[0]);
+            let q = &seg[8..];
+            if q.len() >= 20 && q[0] >> 4 == 4 {
+                let qihl = usize::from(q[0] & 0x0f) * 4;
+                if qihl >= 20 && q.len() >= qihl {
+                    s.quoted_valid = Some(checksum::checksum(&q[..qihl]) == 0);
+                }
+            }
+        }
+        _ => {}
+    }
+    Some(s)
+}
+
+/// What a frame the pipeline sent was, judged from it and its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// An ARP reply for one of our addresses.
+    ArpReply,
+    /// An ICMP echo reply from one of our addresses.
+    EchoReply,
+    /// An ICMP "fragmentation needed" we made for a packet too big to
+    /// tunnel.
+    FragNeeded,
+    /// An ICMP error about a flow, passed on to its real or client.
+    IcmpError,
+    /// A TCP or UDP packet of a flow (NAT, DR, or TUN around it).
+    Flow,
+    /// Anything else (already reported as a violation).
+    Other,
+}
+
+/// Checks a frame the pipeline sends (`hold`: before its destination MAC
+/// is known) out of `port`, against the frame that came in.
+pub(crate) fn check_sent(
+    v: &mut Violations,
+    snap: &Snapshot,
+    port: usize,
+    hold: bool,
+    out: &[u8],
+    input: &[u8],
+    in_port: usize,
+) -> Sent {
+    let Some(view) = snap.ports.get(port) else {
+        v.add(
+            "verdict.port",
+            format!("sent out of port {port}, which does not exist"),
+        );
+        return Sent::Other;
+    };
+    if out.len() < IP {
+        v.add("out.ethernet", format!("{} bytes sent", out.len()));
+        return Sent::Other;
+    }
+    if out[6..12] != view.mac.0 {
+        v.add(
+            "out.src-mac",
+            format!("source MAC {:02x?} is not port {port}'s", &out[6..12]),
+        );
+    }
+    let sent = match (out[12], out[13]) {
+        (0x08, 0x06) => check_arp_reply(v, snap, port, out, input, in_port),
+        (0x08, 0x00) => check_ipv4(v, snap, port, out, input),
+        _ => {
+            v.add(
+                "out.ethertype",
+                format!("ethertype {:02x}{:02x} sent", out[12], out[13]),
+            );
+            Sent::Other
+        }
+    };
+    let dst = MacAddr([out[0], out[1], out[2], out[3], out[4], out[5]]);
+    if matches!(sent, Sent::ArpReply | Sent::EchoReply) {
+        // An answer goes back to the asker, which must be a unicast host.
+        if hold || !dst.is_unicast() || dst.is_zero() {
+            v.add(
+                "out.answer-dst-mac",
+                format!(
+                    "{sent:?} sent to {dst:?}: in {:02x?}",
+                    &input[..input.len().min(42)]
+                ),
+            );
+        }
+    } else if hold != dst.is_zero() {
+        v.add(
+            "out.dst-mac",
+            format!(
+                "destination MAC {dst:?} on a {} frame",
+                if hold { "held" } else { "sent" }
+            ),
+        );
+    }
+    sent
+}
+
+fn check_arp_reply(
+    v: &mut Violations,
+    snap: &Snapshot,
+    port: usize,
+    out: &[u8],
+    input: &[u8],
+    in_port: usize,
+) -> Sent {
+    let ok = out.len() == input.len()
+        && out.len() >= 42
+        && port == in_port
+        && input[12..14] == [0x08, 0x06]
+        && out[14..22] == [0, 1, 8, 0, 6, 4, 0, 2]
+        && out[22..28] == snap.ports[port].mac.0
+        && snap.is_local(port, addr(out, 28))
+        && out[28..32] == input[38..42]
+        && out[32..38] == input[22..28]
+        && out[38..42] == input[28..32]
+        && out[0..6] == input[6..12];
+    if !ok {
+        v.add(
+            "out.arp-reply",
+            format!("ARP sent out of port {port} (in {in_port}) is not the reply to the request: in {input:02x?} out {out:02x?}"),
+        );
+    }
+    Sent::ArpReply
+}
+
+fn check_ipv4(v: &mut Violations, snap: &Snapshot, port: usize, out: &[u8], input: &[u8]) -> Sent {
+    let ip = match Ipv4Packet::new_checked(&out[IP..]) {
+        Ok(ip) => ip,
+        Err(e) => {
+            v.add("out.ip-header", format!("{e} IPv4 header sent: {out:02x?}"));
+            return Sent::Other;
+        }
+    };
+    if ip.header_len() != 20 {
+        v.add("out.ip-header", format!("IHL {} sent", ip.header_len() / 4));
+    }
+    if !ip.verify_checksum() {
+        v.add(
+            "out.ip-checksum",
+            format!("IPv4 header checksum does not verify: {out:02x?}"),
+        );
+    }
+    if ip.is_fragment() {
+        v.add("out.ip-header", "a fragment sent".to_string());
+    }
+    let Some(o) = sums(out) else {
+        return Sent::Other;
+    };
+    let Some(i) = sums(input) else {
+        v.add(
+            "out.from-nothing",
+            "an IPv4 packet sent for an input that is not one".to_string(),
+        );
+        return Sent::Other;
+    };
+    if o.ttl == 0 && i.ttl != 0 {
+        v.add("out.ttl", format!("TTL {} in, 0 out", i.ttl));
+    }
+    let generated = o.proto == 1 && i.proto != 1;
+    let total = usize::from(ip.total_len());
+    if (o.proto == 4 || generated) && o.padding != 0 {
+        v.add(
+            "out.length",
+            format!(
+                "{} bytes after a {total}-byte packet that we built",
+                o.padding
+            ),
+        );
+    } else if o.padding > i.padding {
+        v.add(
+            "out.length",
+            format!("{} bytes of padding out, {} in", o.padding, i.padding),
+        );
+    }
+    match o.proto {
+        6 | 17 => {
+            if i.proto != o.proto {
+                v.add(
+                    "out.protocol",
+                    format!("protocol {} in, {} out", i.proto, o.proto),
+                );
+                return Sent::Other;
+            }
+            match (i.l4_valid, o.l4_valid) {
+                (Some(a), Some(b)) if a == b => {}
+                (a, b) => v.add(
+                    "out.l4-checksum",
+                    format!(
+                        "protocol {}: checksum valid in {a:?}, out {b:?}: in {input:02x?} out {out:02x?}",
+                        o.proto
+                    ),
+                ),
+            }
+            if o.udp_zero && !i.udp_zero {
+                v.add("out.udp-zero", "UDP checksum 0 out, not 0 in".to_string());
+            }
+            if out.len() != input.len() {
+                v.add(
+                    "out.length",
+                    format!("{} bytes in, {} out", input.len(), out.len()),
+                );
+            } else {
+                // Only addresses, ports, TTL and checksums change.
+                let hdr = if o.proto == 6 { 20 } else { 8 };
+                let body = IP + 20 + hdr;
+                let same = out[IP..IP + 8] == input[IP..IP + 8]
+                    && out[IP + 9] == input[IP + 9]
+                    && (o.proto != 6
+                        || (out[IP + 24..IP + 36] == input[IP + 24..IP + 36]
+                            && out[IP + 38..IP + 40] == input[IP + 38..IP + 40]))
+                    && (o.proto != 17 || out[IP + 24..IP + 26] == input[IP + 24..IP + 26])
+                    && out.get(body..) == input.get(body..);
+                if !same {
+                    v.add(
+                        "out.payload",
+                        format!("more than addresses, ports, TTL and checksums changed: in {input:02x?} out {out:02x?}"),
+                    );
+                }
+            }
+            Sent::Flow
+        }
+        1 => {
+            if generated {
+                let ok = o.icmp_type == Some(3)
+                    && out.len() == IP + 20 + 8 + 28
+                    && o.l4_valid == Some(true)
+                    && snap.is_vip(ip.src_addr())
+                    && ip.dst_addr() == addr(input, IP + 12)
+                    && out[IP + 28..IP + 56] == input[IP..IP + 28];
+                if !ok {
+                    v.add(
+                        "out.frag-needed",
+                        format!("ICMP made for a protocol {} packet is not a well-formed frag-needed: {out:02x?}", i.proto),
+                    );
+                }
+                return Sent::FragNeeded;
+            }
+            if i.icmp_type == Some(8) && o.icmp_type == Some(0) {
+                if o.l4_valid != Some(true) || !snap.is_local(port, ip.src_addr()) {
+                    v.add("out.echo-reply", format!("echo reply {out:02x?}"));
+                }
+                return Sent::EchoReply;
+            }
+            if i.l4_valid == Some(true) && o.l4_valid != Some(true) {
+                v.add(
+                    "out.icmp-checksum",
+                    format!("ICMP checksum valid in, not out: in {input:02x?} out {out:02x?}"),
+                );
+            }
+            if i.quoted_valid == Some(true) && o.quoted_valid != Some(true) {
+                v.add(
+                    "out.quoted-checksum",
+                    format!("quoted IPv4 header checksum valid in, not out: in {input:02x?} out {out:02x?}"),
+                );
+            }
+            Sent::IcmpError
+        }
+        4 => {
+            check_tunnel(v, snap, port, out, input);
+            match i.proto {
+                6 | 17 => Sent::Flow,
+                1 => Sent::IcmpError,
+                _ => Sent::Other,
+            }
+        }
+        p => {
+            v.add("out.protocol", format!("protocol {p} sent"));
+            Sent::Other
+        }
+    }
+}
+
+/// IPIP: an outer header from the port's address, and inside, the packet
+/// that came in, byte for byte (Ethernet padding trimmed).
+fn check_tunnel(v: &mut Violations, snap: &Snapshot, port: usize, out: &[u8], input: &[u8]) {
+    let outer = Ipv4Packet::new_unchecked(&out[IP..]);
+    if usize::from(outer.total_len()) != out.len() - IP
+        || outer.src_addr() != snap.ports[port].address.address
+        || outer.ttl() == 0
+    {
+        v.add(
+            "out.tunnel",
+            format!("outer header {:02x?}", &out[IP..IP + 20]),
+        );
+    }
+    let inner = &out[IP + 20..];
+    let in_total = usize::from(get16(input, IP + 2));
+    if inner.len() != in_total || input.get(IP..IP + in_total) != Some(inner) {
+        v.add(
+            "out.tunnel",
+            format!("the inner packet is not the packet received: in {input:02x?} out {out:02x?}"),
+        );
+        return;
+    }
+    if Ipv4Packet::new_checked(inner).map_or(true, |p| !p.verify_checksum()) {
+        v.add(
+            "out.tunnel",
+            "inner IPv4 header does not verify".to_string(),
+        );
+    }
+    if outer.dont_fragment() != Ipv4Packet::new_unchecked(inner).dont_fragment() {
+        v.add("out.tunnel", "outer DF differs from the inner".to_string());
+    }
+}
