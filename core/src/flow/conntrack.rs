@@ -198,6 +198,8 @@ impl Conntrack {
                 self.stats.active_flows.set(self.table.len() as u64);
             }
             Err(_) => {
+                // A persistence template may have been placed even so.
+                self.stats.active_flows.set(self.table.len() as u64);
                 self.stats.flow_table_full.incr();
                 // Without an entry, later packets find the same real only
                 // by hashing, and NAT replies not at all.

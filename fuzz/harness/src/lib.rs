@@ -100,11 +100,7 @@ impl Violations {
 /// the replay test checks that those inputs still break exactly that
 /// (so a fix shows up as a test to update: remove the id here and the line
 /// there). Empty when everything found is fixed.
-pub const KNOWN_OPEN: &[&str] = &[
-    // An ARP or echo request from a zero or multicast Ethernet source is
-    // answered to that address (RELIABILITY.md, finding P4).
-    "out.answer-dst-mac",
-];
+pub const KNOWN_OPEN: &[&str] = &[];
 
 /// A fuzz target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
