@@ -465,8 +465,7 @@ impl Pipeline {
         if !snap.real_present(f.real_id) {
             return Verdict::Drop(DropReason::RealRemoved);
         }
-        self.stats.icmp_errors_forwarded.incr();
-        match f.method {
+        let verdict = match f.method {
             ForwardingMethod::Nat => {
                 if ip.ttl <= 1 {
                     return Verdict::Drop(DropReason::TtlExceeded);
@@ -490,7 +489,9 @@ impl Pipeline {
                     )
                     .0
             }
-        }
+        };
+        self.count_icmp_error(verdict);
+        verdict
     }
 
     /// An ICMP error from a NAT real to a client about the client's packet.
@@ -529,9 +530,19 @@ impl Pipeline {
         if ip.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        self.stats.icmp_errors_forwarded.incr();
         icmp::rewrite_nat_error(pkt.data_mut(), ip.end(), true, f.vip(), f.vip_port());
-        self.egress.route(snap, pkt, f.client(), ip.end(), now)
+        let verdict = self.egress.route(snap, pkt, f.client(), ip.end(), now);
+        self.count_icmp_error(verdict);
+        verdict
+    }
+
+    /// Counts an ICMP error about a flow that is on its way (found by
+    /// fuzzing: one dropped by egress, too big say, was counted too).
+    #[inline]
+    fn count_icmp_error(&self, v: Verdict) {
+        if matches!(v, Verdict::Transmit(_) | Verdict::Hold { .. }) {
+            self.stats.icmp_errors_forwarded.incr();
+        }
     }
 
     /// The hand-off verdict when another worker owns `client`'s flows.
