@@ -27,7 +27,8 @@ const HUGE_PAGE: usize = 2 << 20;
 /// huge pages when it is first touched (a big random-access table then
 /// costs far fewer TLB misses). Best effort: a kernel without THP, or in
 /// `never` mode, ignores it. Call it on memory not yet written, such as a
-/// Vec's spare capacity.
+/// Vec's spare capacity. Linux only; elsewhere it does nothing.
+#[cfg(target_os = "linux")]
 pub fn advise_huge_pages<T>(mem: &mut [std::mem::MaybeUninit<T>]) {
     let addr = mem.as_mut_ptr() as usize;
     let len = std::mem::size_of_val(mem);
@@ -42,6 +43,10 @@ pub fn advise_huge_pages<T>(mem: &mut [std::mem::MaybeUninit<T>]) {
     // The result is ignored on purpose: the advice is optional.
     let _ = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
 }
+
+/// Transparent huge pages are a Linux feature: nothing to advise here.
+#[cfg(not(target_os = "linux"))]
+pub fn advise_huge_pages<T>(_mem: &mut [std::mem::MaybeUninit<T>]) {}
 
 #[cfg(test)]
 mod tests {

@@ -110,6 +110,11 @@ pub fn rewrite_nat_error(
     addr: Ipv4Addr,
     port: u16,
 ) {
+    // A frame too short to carry a quote is left alone (the caller checked
+    // it with `quoted`, so this never happens; it must not panic either).
+    if ip_end < QUOTED_IP + QUOTE || frame.len() < ip_end {
+        return;
+    }
     let outer = if outer_src {
         Rewrite {
             src: Some(addr),

@@ -12,8 +12,10 @@ use crate::buffer::PacketBuf;
 use crate::snapshot::Snapshot;
 use crate::stats::{DropReason, WorkerStats};
 use crate::wire::ipv4::DEFAULT_TTL;
+use crate::wire::{arp, ethernet};
 use crate::wire::{
-    ArpOperation, ArpPacket, EtherType, EthernetFrame, Icmpv4Packet, Icmpv4Type, Ipv4Packet,
+    ArpOperation, ArpPacket, ArpRepr, EtherType, EthernetFrame, Icmpv4Packet, Icmpv4Type,
+    Ipv4Packet,
 };
 
 /// The sender of a well-formed Ethernet/IPv4 ARP packet, if it is one a
@@ -77,7 +79,7 @@ pub(super) fn arp(
 }
 
 /// The length of the ARP request [`build_arp_request`] writes.
-pub const ARP_REQUEST_LEN: usize = 14 + 28;
+pub const ARP_REQUEST_LEN: usize = ethernet::HEADER_LEN + arp::PACKET_LEN;
 
 /// Writes a broadcast ARP request "who has `target`, tell `ip`" into an
 /// empty buffer. False if the buffer has no room.
@@ -95,16 +97,14 @@ pub fn build_arp_request<B: PacketBuf>(
     frame.set_dst_addr(MacAddr::BROADCAST);
     frame.set_src_addr(mac);
     frame.set_ethertype(EtherType::Arp);
-    let mut arp = ArpPacket::new_unchecked(frame.payload_mut());
-    arp.set_hardware_type(1);
-    arp.set_protocol_type(EtherType::Ipv4);
-    arp.set_hardware_len(6);
-    arp.set_protocol_len(4);
-    arp.set_operation(ArpOperation::Request);
-    arp.set_source_hardware_addr(mac);
-    arp.set_source_protocol_addr(ip);
-    arp.set_target_hardware_addr(MacAddr::ZERO);
-    arp.set_target_protocol_addr(target);
+    ArpRepr {
+        operation: ArpOperation::Request,
+        source_hardware_addr: mac,
+        source_protocol_addr: ip,
+        target_hardware_addr: MacAddr::ZERO,
+        target_protocol_addr: target,
+    }
+    .emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
     true
 }
 

@@ -5,9 +5,12 @@
 //! 2. **local** (`local`): ARP and ICMP echo for our addresses are answered
 //!    here; ICMP errors about a flow go on with that flow.
 //! 3. **conntrack** (`crate::flow::Conntrack`): the packet's flow is looked
-//!    up, or created on a real that
-//! 4. **schedule** (`crate::scheduler`) chooses;
-//! 5. **rewrite** (`crate::forward`): NAT, TUN or DR changes the frame;
+//!    up, or created;
+//! 4. **schedule** (`crate::scheduler::Schedulers`): a new flow's real is
+//!    chosen (or its persistence template's is kept, in conntrack);
+//! 5. **rewrite** (`crate::forward`): NAT rewrites the frame; TUN wraps it
+//!    (or answers "fragmentation needed") and DR only changes MACs, both as
+//!    they leave;
 //! 6. **egress** (`egress`): route, MTU, neighbor.
 //!
 //! A frame whose flow another worker owns is handed to it untouched; any
@@ -74,7 +77,7 @@ pub struct Pipeline {
 #[derive(Debug, Clone, Copy)]
 struct Classified {
     parsed: Result<Parsed, DropReason>,
-    hint: Option<Hint>,
+    ahead: Option<Lookahead>,
 }
 
 /// Frames prefetched together (a typical rx burst).
@@ -94,7 +97,7 @@ impl std::fmt::Debug for Pipeline {
 /// or from a NAT real: the hash of the flow-table key it will be looked up
 /// by, and which key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Hint {
+struct Lookahead {
     hash: u64,
     /// A request to a VIP (else a NAT reply).
     request: bool,
@@ -179,18 +182,18 @@ impl Pipeline {
             chunk.clear();
             for pkt in &pkts[base..base + m] {
                 let parsed = classify(pkt.data());
-                let hint = hint(snap, &parsed);
-                if let Some(h) = hint {
+                let ahead = lookahead(snap, &parsed);
+                if let Some(h) = ahead {
                     self.conntrack.prefetch_slot(h.hash);
                 }
-                chunk.push(Classified { parsed, hint });
+                chunk.push(Classified { parsed, ahead });
             }
-            for h in chunk.iter().filter_map(|c| c.hint) {
+            for h in chunk.iter().filter_map(|c| c.ahead) {
                 self.conntrack.prefetch_entry(h.hash);
             }
             for (i, c) in chunk.iter().enumerate() {
                 verdicts[base + i] =
-                    self.run(snap, in_port, &mut pkts[base + i], now, &c.parsed, c.hint);
+                    self.run(snap, in_port, &mut pkts[base + i], now, &c.parsed, c.ahead);
             }
             base += m;
         }
@@ -221,7 +224,7 @@ impl Pipeline {
         pkt: &mut B,
         now: u32,
         parsed: &Result<Parsed, DropReason>,
-        hint: Option<Hint>,
+        ahead: Option<Lookahead>,
     ) -> Verdict {
         let Some(me) = snap.ports.get(in_port) else {
             return Verdict::Drop(DropReason::NotForUs);
@@ -236,7 +239,7 @@ impl Pipeline {
         }
         match parsed.l3 {
             L3::Arp => self.arp(snap, in_port, pkt, now),
-            L3::Ipv4(ref ip) => self.ipv4(snap, in_port, pkt, ip, now, hint),
+            L3::Ipv4(ref ip) => self.ipv4(snap, in_port, pkt, ip, now, ahead),
             L3::Invalid(r) => Verdict::Drop(r),
             L3::Unsupported(_) => Verdict::Drop(DropReason::UnsupportedEthertype),
         }
@@ -266,10 +269,12 @@ impl Pipeline {
         pkt: &mut B,
         ip: &Ipv4Meta,
         now: u32,
-        hint: Option<Hint>,
+        ahead: Option<Lookahead>,
     ) -> Verdict {
-        // The burst's hint already looked the destination up as a VIP.
-        let for_us = match hint {
+        // The burst's lookahead already looked the destination up as a VIP;
+        // when it is not one, only the port's own address can be ours (the
+        // rest of `Snapshot::is_local`). `process` and `process_burst` agree.
+        let for_us = match ahead {
             Some(h) if h.request => true,
             Some(_) => snap.ports[in_port].address.address == ip.dst,
             None => snap.is_local(in_port, ip.dst),
@@ -285,8 +290,10 @@ impl Pipeline {
                 return Verdict::Drop(DropReason::NoService);
             }
             let (ports, tcp) = match ip.l4 {
+                L4::Tcp { ports, flags } => (ports, Some(flags)),
+                L4::Udp { ports } => (ports, None),
                 L4::Invalid(r) => return Verdict::Drop(r),
-                l4 => l4.ports().expect("TCP or UDP, parsed"),
+                _ => return Verdict::Drop(DropReason::NoService),
             };
             let proto = u8::from(ip.protocol);
             let Some(service) = snap.service_for(proto, ip.dst, ports.dst) else {
@@ -295,7 +302,7 @@ impl Pipeline {
             if ip.ttl <= 1 {
                 return Verdict::Drop(DropReason::TtlExceeded);
             }
-            return self.request(snap, service, pkt, ip, ports, tcp, now, hint);
+            return self.request(snap, service, pkt, ip, ports, tcp, now, ahead);
         }
         // Transit: only NAT replies and ICMP errors from NAT reals.
         if ip.protocol == IpProtocol::Icmp && snap.is_nat_real(ip.src) {
@@ -305,8 +312,10 @@ impl Pipeline {
             return Verdict::Drop(DropReason::NotForUs);
         }
         let (ports, tcp) = match ip.l4 {
+            L4::Tcp { ports, flags } => (ports, Some(flags)),
+            L4::Udp { ports } => (ports, None),
             L4::Invalid(r) => return Verdict::Drop(r),
-            l4 => l4.ports().expect("TCP or UDP, parsed"),
+            _ => return Verdict::Drop(DropReason::NotForUs),
         };
         if !snap.is_nat_endpoint(u8::from(ip.protocol), ip.src, ports.src) {
             return Verdict::Drop(DropReason::NotForUs);
@@ -314,7 +323,7 @@ impl Pipeline {
         if ip.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        self.reply(snap, pkt, ip, ports, tcp, now, hint)
+        self.reply(snap, pkt, ip, ports, tcp, now, ahead)
     }
 
     /// A packet from a client to a service's VIP: conntrack (and schedule),
@@ -330,7 +339,7 @@ impl Pipeline {
         ports: Ports,
         tcp: Option<TcpFlags>,
         now: u32,
-        hint: Option<Hint>,
+        ahead: Option<Lookahead>,
     ) -> Verdict {
         if let Some(v) = self.hand_off(ip.src) {
             return v;
@@ -343,8 +352,8 @@ impl Pipeline {
             vip: svc.vip,
             vip_port: svc.port,
         };
-        let hash = hint.map_or_else(|| key.hash(), |h| h.hash);
-        debug_assert_eq!(hash, key.hash(), "the burst's hint is this key's hash");
+        let hash = ahead.map_or_else(|| key.hash(), |h| h.hash);
+        debug_assert_eq!(hash, key.hash(), "the burst's lookahead is this key's hash");
         let target = match self.conntrack.lookup_or_create(
             snap,
             service,
@@ -397,7 +406,7 @@ impl Pipeline {
         ports: Ports,
         tcp: Option<TcpFlags>,
         now: u32,
-        hint: Option<Hint>,
+        ahead: Option<Lookahead>,
     ) -> Verdict {
         let client = ip.dst;
         if let Some(v) = self.hand_off(client) {
@@ -410,8 +419,8 @@ impl Pipeline {
             client,
             client_port: ports.dst,
         };
-        let hash = hint.map_or_else(|| key.hash(), |h| h.hash);
-        debug_assert_eq!(hash, key.hash(), "the burst's hint is this key's hash");
+        let hash = ahead.map_or_else(|| key.hash(), |h| h.hash);
+        debug_assert_eq!(hash, key.hash(), "the burst's lookahead is this key's hash");
         let back = match self.conntrack.reply(snap, &key, hash, tcp, now) {
             Ok(b) => b,
             Err(r) => return Verdict::Drop(r),
@@ -570,7 +579,7 @@ impl Pipeline {
 /// The flow-table key hash of a classified TCP or UDP frame to a VIP or from
 /// a NAT real (anything else: None, and the stages sort it out).
 #[inline(always)]
-fn hint(snap: &Snapshot, parsed: &Result<Parsed, DropReason>) -> Option<Hint> {
+fn lookahead(snap: &Snapshot, parsed: &Result<Parsed, DropReason>) -> Option<Lookahead> {
     let Ok(Parsed {
         l3: L3::Ipv4(ip), ..
     }) = parsed
@@ -580,12 +589,12 @@ fn hint(snap: &Snapshot, parsed: &Result<Parsed, DropReason>) -> Option<Hint> {
     let (ports, _) = ip.l4.ports()?;
     let proto = u8::from(ip.protocol);
     if snap.is_vip(ip.dst) {
-        Some(Hint {
+        Some(Lookahead {
             hash: flow::flow_hash(proto, ip.src, ports.src, ip.dst, ports.dst),
             request: true,
         })
     } else if snap.is_nat_endpoint(proto, ip.src, ports.src) {
-        Some(Hint {
+        Some(Lookahead {
             hash: flow::reply_hash(proto, ip.src, ports.src, ip.dst, ports.dst),
             request: false,
         })
