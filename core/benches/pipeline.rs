@@ -3,7 +3,7 @@
 //! 1 million active flows, and new flows (SYN: lookup miss, schedule,
 //! insert) with `wrr` and `mh`.
 //!
-//! `cargo bench -p lb-dataplane --bench pipeline` measures; without
+//! `cargo bench -p lb-core --bench pipeline` measures; without
 //! `--bench` (as `cargo test --all-targets` runs it) it only does a smoke
 //! run of about a thousand packets per case and checks the verdicts.
 //!
@@ -521,7 +521,7 @@ fn label(n: usize) -> String {
 
 fn main() {
     let measure = std::env::args().any(|a| a == "--bench");
-    // `cargo bench -p lb-dataplane --bench pipeline -- NAT` runs only the
+    // `cargo bench -p lb-core --bench pipeline -- NAT` runs only the
     // cases whose name contains "NAT" (baselines always run).
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let config = Config::parse(CONFIG).expect("bench config is valid");
@@ -573,7 +573,7 @@ fn main() {
     b.new_flows("mh", VIP_MH, base_large);
     if b.measure {
         println!(
-            "lb-dataplane pipeline, single thread, {} runs of ~{} packets each after a warm-up run; median shown",
+            "lb-core pipeline, single thread, {} runs of ~{} packets each after a warm-up run; median shown",
             b.runs, b.packets
         );
         println!(

@@ -73,9 +73,8 @@ impl Rewrite {
             pseudo = pseudo.change32(old.into(), a.into());
         }
         if self.decrement_ttl {
-            let old = ip.ttl_protocol_word();
-            ip.set_ttl(ip.ttl().wrapping_sub(1));
-            header = header.change16(old, ip.ttl_protocol_word());
+            let (old, new) = ip.decrement_ttl();
+            header = header.change16(old, new);
         }
         let c = ip.checksum();
         ip.set_checksum(header.apply(c));

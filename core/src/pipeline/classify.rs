@@ -112,7 +112,7 @@ pub fn classify(frame: &[u8]) -> Result<Parsed, DropReason> {
     })
 }
 
-#[inline]
+#[inline(always)]
 fn ipv4_packet(bytes: &[u8]) -> L3 {
     let ip = match Ipv4Packet::new_checked(bytes) {
         Ok(ip) => ip,
@@ -142,7 +142,7 @@ fn ipv4_packet(bytes: &[u8]) -> L3 {
 
 /// A header too short to hold its fixed part is truncated; one whose length
 /// fields contradict the packet is malformed.
-#[inline]
+#[inline(always)]
 fn l4_error(e: wire::Error, len: usize, fixed: usize) -> L4 {
     L4::Invalid(if e == wire::Error::Truncated && len < fixed {
         DropReason::Truncated
@@ -151,7 +151,7 @@ fn l4_error(e: wire::Error, len: usize, fixed: usize) -> L4 {
     })
 }
 
-#[inline]
+#[inline(always)]
 fn transport(protocol: IpProtocol, payload: &[u8]) -> L4 {
     match protocol {
         IpProtocol::Tcp => match TcpPacket::new_checked(payload) {

@@ -84,7 +84,7 @@ impl Egress {
 
     /// Routes an (already rewritten) IPv4 packet, ending at `ip_end`, to
     /// `dst`: picks the port and next hop, checks the MTU, sets the MACs.
-    #[inline]
+    #[inline(always)]
     pub fn route<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
@@ -103,7 +103,7 @@ impl Egress {
     }
 
     /// DR: the real must be on a connected segment.
-    #[inline]
+    #[inline(always)]
     pub fn direct<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
@@ -164,7 +164,7 @@ impl Egress {
 
     /// Sets the MACs for `next_hop` on `port`, or holds the packet and asks
     /// for them.
-    #[inline]
+    #[inline(always)]
     pub fn link<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,

@@ -262,6 +262,7 @@ impl Pipeline {
 
     /// An IPv4 packet: to us (a VIP's service, or ICMP), or in transit (a
     /// NAT real's reply or ICMP error).
+    #[inline(always)]
     fn ipv4<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,

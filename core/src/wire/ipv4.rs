@@ -283,13 +283,6 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         &self.buffer.as_ref()[range]
     }
 
-    /// The 16-bit word the TTL shares with the protocol (what a TTL change
-    /// changes in the header checksum).
-    #[inline]
-    pub fn ttl_protocol_word(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::TTL)
-    }
-
     /// Whether the header checksum is correct.
     #[inline]
     pub fn verify_checksum(&self) -> bool {
@@ -407,6 +400,17 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let range = self.header_len()..self.payload_end();
         &mut self.buffer.as_mut()[range]
+    }
+
+    /// Decrements the TTL (wrapping) and returns the TTL/protocol word
+    /// before and after, for an incremental checksum update; the word is
+    /// read and written once, so no load waits on the byte store.
+    #[inline(always)]
+    pub fn decrement_ttl(&mut self) -> (u16, u16) {
+        let old = read_u16(self.buffer.as_ref(), field::TTL);
+        let new = old.wrapping_sub(0x0100);
+        write_u16(self.buffer.as_mut(), field::TTL, new);
+        (old, new)
     }
 
     /// Computes and writes the header checksum.
