@@ -111,25 +111,12 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// the total length; `Malformed` if the version is not 4, the IHL is below 5, or the
     /// total length is below the header length. Bytes past the total length are allowed.
     pub fn check_len(&self) -> Result<()> {
-        let len = self.buffer.as_ref().len();
-        if len < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        if self.version() != 4 {
-            return Err(Error::Malformed);
-        }
-        let header_len = self.header_len();
-        if header_len < HEADER_LEN {
-            return Err(Error::Malformed);
-        }
-        if header_len > len {
-            return Err(Error::Truncated);
-        }
+        self.check_header_len()?;
         let total_len = usize::from(self.total_len());
-        if total_len < header_len {
+        if total_len < self.header_len() {
             return Err(Error::Malformed);
         }
-        if total_len > len {
+        if total_len > self.buffer.as_ref().len() {
             return Err(Error::Truncated);
         }
         Ok(())
