@@ -110,6 +110,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// `Truncated` if the buffer is shorter than 20 bytes, than the header length or than
     /// the total length; `Malformed` if the version is not 4, the IHL is below 5, or the
     /// total length is below the header length. Bytes past the total length are allowed.
+    #[inline]
     pub fn check_len(&self) -> Result<()> {
         self.check_header_len()?;
         let total_len = usize::from(self.total_len());
@@ -135,6 +136,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Checks the header alone: `Truncated` if the buffer is shorter than 20
     /// bytes or than the header length; `Malformed` if the version is not 4
     /// or the IHL is below 5. The total length is not looked at.
+    #[inline]
     pub fn check_header_len(&self) -> Result<()> {
         let len = self.buffer.as_ref().len();
         if len < HEADER_LEN {
