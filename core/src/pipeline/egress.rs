@@ -102,17 +102,24 @@ impl Egress {
         self.link(snap, pkt, r.port, r.next_hop, now)
     }
 
-    /// DR: the real must be on a connected segment.
+    /// DR: the real must be on a connected segment, and the packet (ending
+    /// at `ip_end`, sent unchanged) must fit that port's MTU.
     #[inline(always)]
     pub fn direct<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
         pkt: &mut B,
         real: Ipv4Addr,
+        ip_end: usize,
         now: u32,
     ) -> Verdict {
         match route::lookup(snap, real) {
-            Some(r) if r.connected => self.link(snap, pkt, r.port, real, now),
+            Some(r) if r.connected => {
+                if ip_end - IP > usize::from(snap.ports[r.port].mtu) {
+                    return Verdict::Drop(DropReason::TooBig);
+                }
+                self.link(snap, pkt, r.port, real, now)
+            }
             _ => Verdict::Drop(DropReason::NoRoute),
         }
     }

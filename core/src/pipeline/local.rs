@@ -18,15 +18,25 @@ use crate::wire::{
     Ipv4Packet,
 };
 
-/// The sender of a well-formed Ethernet/IPv4 ARP packet, if it is one a
-/// neighbor cache may learn (unicast MAC, non-zero address).
-pub(super) fn arp_sender(frame: &EthernetFrame<&mut [u8]>) -> Option<(Ipv4Addr, MacAddr)> {
+/// The sender of a well-formed Ethernet/IPv4 ARP packet addressed to one of
+/// our addresses, if it is one a neighbor cache may learn (unicast MAC,
+/// non-zero address).
+pub(super) fn arp_sender(
+    snap: &Snapshot,
+    port: usize,
+    frame: &EthernetFrame<&mut [u8]>,
+) -> Option<(Ipv4Addr, MacAddr)> {
     let arp = ArpPacket::new_checked(frame.payload()).ok()?;
     if !arp.is_ethernet_ipv4() {
         return None;
     }
+    // Only ARP addressed to one of our addresses teaches us anything: a
+    // request or reply between two other hosts is not for us to believe.
+    if !snap.is_local(port, arp.target_protocol_addr()) {
+        return None;
+    }
     let (ip, mac) = (arp.source_protocol_addr(), arp.source_hardware_addr());
-    (!ip.is_unspecified() && mac.is_unicast() && !mac.is_zero()).then_some((ip, mac))
+    (!ip.is_unspecified() && is_station(mac)).then_some((ip, mac))
 }
 
 /// Whether `mac` can be answered: one station's address, not zero and not

@@ -254,7 +254,7 @@ impl Pipeline {
         now: u32,
     ) -> Verdict {
         let frame = EthernetFrame::new_unchecked(pkt.data_mut());
-        if let Some((ip, mac)) = local::arp_sender(&frame) {
+        if let Some((ip, mac)) = local::arp_sender(snap, in_port, &frame) {
             self.egress.learn(snap, in_port, ip, mac, now);
         }
         local::arp(snap, in_port, frame, &self.stats)
@@ -376,9 +376,10 @@ impl Pipeline {
                     true,
                 )
             }
-            ForwardingMethod::DirectRoute => {
-                (self.egress.direct(snap, pkt, target.real, now), true)
-            }
+            ForwardingMethod::DirectRoute => (
+                self.egress.direct(snap, pkt, target.real, ip.end(), now),
+                true,
+            ),
             ForwardingMethod::Tunnel => self.egress.tunnel(
                 snap,
                 &self.stats,
@@ -475,15 +476,18 @@ impl Pipeline {
         if !snap.real_present(f.real_id) {
             return Verdict::Drop(DropReason::RealRemoved);
         }
+        // Forwarded like any packet: not with its TTL spent, whatever the
+        // method (DR and TUN leave it unchanged, but a router would not pass
+        // it on either).
+        if ip.ttl <= 1 {
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
         let verdict = match f.method {
             ForwardingMethod::Nat => {
-                if ip.ttl <= 1 {
-                    return Verdict::Drop(DropReason::TtlExceeded);
-                }
                 icmp::rewrite_nat_error(pkt.data_mut(), ip.end(), false, f.real(), f.real_port());
                 self.egress.route(snap, pkt, f.real(), ip.end(), now)
             }
-            ForwardingMethod::DirectRoute => self.egress.direct(snap, pkt, f.real(), now),
+            ForwardingMethod::DirectRoute => self.egress.direct(snap, pkt, f.real(), ip.end(), now),
             ForwardingMethod::Tunnel => {
                 self.egress
                     .tunnel(

@@ -740,3 +740,103 @@ fn process_burst_agrees_with_process() {
         }
     }
 }
+
+/// The one-arm golden steps up to the one whose description starts with
+/// `until`, run in order; returns the pipeline, its snapshot and that step's
+/// input and port.
+fn one_arm_until(until: &str) -> (Snapshot, Pipeline, Vec<u8>, usize) {
+    let sc = golden::scenario("one-arm");
+    let config = Config::parse(&sc.config).unwrap();
+    let snap = compile(&config, &sc.port_macs);
+    let mut p = pipeline(&snap, 0, 1, 1024);
+    for (i, step) in sc.steps.iter().enumerate() {
+        if step.description.starts_with(until) {
+            return (snap, p, step.input.clone(), step.in_port);
+        }
+        let mut b = VecBuf::from_bytes(&step.input);
+        p.process(&snap, step.in_port, &mut b, 1000 + i as u32);
+    }
+    panic!("no step {until}");
+}
+
+#[test]
+fn an_icmp_error_for_a_dr_flow_with_its_ttl_spent_is_not_forwarded() {
+    let (snap, mut p, mut input, port) = one_arm_until("dr: router's frag-needed");
+    let mut ip = Ipv4Packet::new_checked(&mut input[crate::wire::ethernet::HEADER_LEN..]).unwrap();
+    ip.set_ttl(1);
+    ip.fill_checksum();
+    let mut b = VecBuf::from_bytes(&input);
+    assert_eq!(
+        p.process(&snap, port, &mut b, 5000),
+        Verdict::Drop(DropReason::TtlExceeded)
+    );
+    assert_eq!(
+        p.stats().icmp_errors_forwarded.get(),
+        3,
+        "the NAT and TUN errors before it, not this one"
+    );
+}
+
+#[test]
+fn a_dr_packet_larger_than_the_port_mtu_is_not_sent() {
+    use crate::wire::{ethernet, ipv4, tcp, TcpFlags, TcpPacket};
+    let (snap, mut p, _, port) = one_arm_until("mh: ack without a flow");
+    // The DR flow's SYN went through just before; now a 1,540-byte segment
+    // of the same flow, on a 1,500-byte port.
+    let sc = golden::scenario("one-arm");
+    let dr_syn = &sc
+        .steps
+        .iter()
+        .find(|s| s.description.starts_with("dr: tcp syn"))
+        .unwrap()
+        .input;
+    let payload = 1500;
+    let mut f = dr_syn[..ethernet::HEADER_LEN + ipv4::HEADER_LEN + tcp::HEADER_LEN].to_vec();
+    f.resize(f.len() + payload, 0);
+    let mut ip = Ipv4Packet::new_unchecked(&mut f[ethernet::HEADER_LEN..]);
+    ip.set_total_len((ipv4::HEADER_LEN + tcp::HEADER_LEN + payload) as u16);
+    ip.fill_checksum();
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let mut t = TcpPacket::new_unchecked(ip.payload_mut());
+    t.set_header_len(tcp::HEADER_LEN);
+    t.set_flags(TcpFlags::ACK);
+    t.fill_checksum(src, dst);
+    let mut b = VecBuf::from_bytes(&f);
+    assert_eq!(
+        p.process(&snap, port, &mut b, 5000),
+        Verdict::Drop(DropReason::TooBig)
+    );
+}
+
+#[test]
+fn arp_between_other_hosts_teaches_nothing() {
+    use crate::wire::{arp, ethernet, ArpOperation, ArpPacket, ArpRepr, EtherType};
+    let snap = compile(&test_config(), &[OUR_MAC]);
+    let mut p = pipeline(&snap, 0, 1, 8);
+    let neighbor = Ipv4Addr::new(198, 18, 0, 77);
+    let arp_frame = |target: Ipv4Addr| {
+        let mut f = vec![0u8; ethernet::HEADER_LEN + arp::PACKET_LEN];
+        let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+        eth.set_dst_addr(MacAddr::BROADCAST);
+        eth.set_src_addr(MacAddr(CLIENT_MAC));
+        eth.set_ethertype(EtherType::Arp);
+        ArpRepr {
+            operation: ArpOperation::Request,
+            source_hardware_addr: MacAddr(CLIENT_MAC),
+            source_protocol_addr: neighbor,
+            target_hardware_addr: MacAddr::ZERO,
+            target_protocol_addr: target,
+        }
+        .emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
+        f
+    };
+    let mut other = VecBuf::from_bytes(&arp_frame(Ipv4Addr::new(198, 18, 0, 99)));
+    assert_eq!(
+        p.process(&snap, 0, &mut other, 0),
+        Verdict::Drop(DropReason::ArpIgnored)
+    );
+    assert_eq!(p.resolved(&snap, neighbor), None, "not learned");
+    let mut ours = VecBuf::from_bytes(&arp_frame(Ipv4Addr::new(198, 18, 0, 2)));
+    assert_eq!(p.process(&snap, 0, &mut ours, 0), Verdict::Transmit(0));
+    assert_eq!(p.resolved(&snap, neighbor), Some(MacAddr(CLIENT_MAC)));
+}
