@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use lb_config::{ForwardingMethod, SchedulerKind};
 
-use super::{Flow, FlowKey, FlowState, FlowTable, NewFlow, ReplyKey, FLOW_TEMPLATE};
+use super::{Flow, FlowKey, FlowState, FlowTable, IndexSeed, NewFlow, ReplyKey, FLOW_TEMPLATE};
 use crate::scheduler::Schedulers;
 use crate::snapshot::{Snapshot, MAX_REALS};
 use crate::stats::{DropReason, WorkerStats};
@@ -79,6 +79,12 @@ impl Conntrack {
         &self.table
     }
 
+    /// The index's key, for hashing ahead of a lookup.
+    #[inline]
+    pub fn seed(&self) -> &IndexSeed {
+        self.table.seed()
+    }
+
     /// Hints the CPU to load what looking up `hash` will read: first call
     /// [`prefetch_slot`](Self::prefetch_slot) for a burst, then this.
     #[inline]
@@ -91,7 +97,8 @@ impl Conntrack {
         self.table.prefetch_entry(hash);
     }
 
-    /// The flow of a client's packet to a service: the existing one (its
+    /// The flow of a client's packet to a service (`hash`: the key's index
+    /// hash, [`FlowTable::key_hash`]): the existing one (its
     /// TCP state advanced by `tcp`, the packet's flags; None for UDP) or a
     /// new one on a real the scheduler or the client's persistence
     /// template picks. Err is the reason to drop the packet.
@@ -132,7 +139,7 @@ impl Conntrack {
             }
             self.end(e, now);
         }
-        self.create(snap, service, key, hash, tcp, syn, now, schedulers)
+        self.create(snap, service, key, tcp, syn, now, schedulers)
     }
 
     /// A new flow: a real for it, and an entry when the table has (or can
@@ -143,7 +150,6 @@ impl Conntrack {
         snap: &Snapshot,
         service: usize,
         key: &FlowKey,
-        hash: u64,
         tcp: Option<TcpFlags>,
         syn: bool,
         now: u32,
@@ -155,7 +161,7 @@ impl Conntrack {
             return Err(DropReason::NoFlow);
         }
         let (ri, templated) = self
-            .schedule(snap, service, key, hash, now, schedulers)
+            .schedule(snap, service, key, now, schedulers)
             .ok_or(DropReason::NoReal)?;
         let r = &svc.reals[ri];
         let state = match tcp {
@@ -228,18 +234,17 @@ impl Conntrack {
         snap: &Snapshot,
         service: usize,
         key: &FlowKey,
-        hash: u64,
         now: u32,
         schedulers: &mut Schedulers,
     ) -> Option<(usize, bool)> {
         let svc = &snap.services[service];
         if svc.persistence_ms == 0 {
             return schedulers
-                .choose(snap, service, key, hash, &self.active)
+                .choose(snap, service, key, &self.active)
                 .map(|ri| (ri, false));
         }
         let tk = template_key(key);
-        if let Some(t) = self.table.lookup(&tk, tk.hash()) {
+        if let Some(t) = self.table.lookup(&tk, self.table.key_hash(&tk)) {
             let f = self.table.get(t);
             if f.expired(now, &snap.timeouts) {
                 self.end(t, now);
@@ -251,7 +256,7 @@ impl Conntrack {
                 // Its real can take no new flows: the client moves, and the
                 // template with it (flows on the old real no longer count
                 // for it).
-                let ri = schedulers.choose(snap, service, key, hash, &self.active)?;
+                let ri = schedulers.choose(snap, service, key, &self.active)?;
                 let r = &svc.reals[ri];
                 let t = self.table.get_mut(t);
                 t.retarget(r.address, r.port, r.id, r.method);
@@ -260,7 +265,7 @@ impl Conntrack {
                 return Some((ri, true));
             }
         }
-        let ri = schedulers.choose(snap, service, key, hash, &self.active)?;
+        let ri = schedulers.choose(snap, service, key, &self.active)?;
         let r = &svc.reals[ri];
         let spec = NewFlow {
             key: tk,
@@ -285,7 +290,8 @@ impl Conntrack {
         Some((ri, placed))
     }
 
-    /// The NAT flow a real's packet to a client belongs to, its TCP state
+    /// The NAT flow a real's packet to a client belongs to (`hash`: the
+    /// key's [`FlowTable::reply_key_hash`]), its TCP state
     /// advanced by the packet's flags (`tcp`; None for UDP).
     #[inline]
     pub fn reply(
@@ -324,14 +330,14 @@ impl Conntrack {
     /// The flow with client-side `key`, untouched (ICMP errors about it).
     pub fn find(&self, key: &FlowKey) -> Option<Flow> {
         self.table
-            .lookup(key, key.hash())
+            .lookup(key, self.table.key_hash(key))
             .map(|e| *self.table.get(e))
     }
 
     /// The NAT flow with reply `key`, untouched.
     pub fn find_reply(&self, key: &ReplyKey) -> Option<Flow> {
         self.table
-            .lookup_reply(key, key.hash())
+            .lookup_reply(key, self.table.reply_key_hash(key))
             .map(|e| *self.table.get(e))
     }
 
@@ -389,7 +395,7 @@ impl Conntrack {
     /// was moved to another real no longer waits for it.
     fn template_child(&mut self, key: &FlowKey, real_id: u32, now: u32, add: bool) {
         let tk = template_key(key);
-        if let Some(t) = self.table.lookup(&tk, tk.hash()) {
+        if let Some(t) = self.table.lookup(&tk, self.table.key_hash(&tk)) {
             let t = self.table.get_mut(t);
             if t.real_id == real_id {
                 t.children = if add {

@@ -14,6 +14,6 @@ mod state;
 mod table;
 
 pub use conntrack::{Conntrack, ReplyTarget, Target, EVICTION_SCAN};
-pub use hash::{flow_hash, mix64, owner_of, reply_hash, source_hash};
+pub use hash::{flow_hash, mix64, owner_of, source_hash, IndexSeed};
 pub use state::{FlowState, Timeouts};
 pub use table::{Flow, FlowKey, FlowTable, InsertError, NewFlow, ReplyKey, FLOW_TEMPLATE};

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 
 use lb_config::ForwardingMethod;
 
-use super::hash::{flow_hash, reply_hash};
+use super::hash::{flow_hash, IndexSeed};
 use super::state::{FlowState, Timeouts};
 
 /// Marks a persistence template's protocol byte, so that a template key
@@ -28,9 +28,22 @@ pub struct FlowKey {
 }
 
 impl FlowKey {
+    /// The fixed hash the schedulers pick by (the same on every box).
     #[inline]
     pub fn hash(&self) -> u64 {
         flow_hash(
+            self.proto,
+            self.client,
+            self.client_port,
+            self.vip,
+            self.vip_port,
+        )
+    }
+
+    /// Where the key sits in a table keyed with `seed`.
+    #[inline]
+    pub fn index_hash(&self, seed: &IndexSeed) -> u64 {
+        seed.flow(
             self.proto,
             self.client,
             self.client_port,
@@ -52,9 +65,10 @@ pub struct ReplyKey {
 }
 
 impl ReplyKey {
+    /// Where the key sits in a table keyed with `seed`.
     #[inline]
-    pub fn hash(&self) -> u64 {
-        reply_hash(
+    pub fn index_hash(&self, seed: &IndexSeed) -> u64 {
+        seed.reply(
             self.proto,
             self.real,
             self.real_port,
@@ -237,6 +251,8 @@ fn huge_vec<T: Clone>(n: usize, v: T) -> Vec<T> {
 
 /// A worker's flow table. Everything is allocated in `with_capacity`.
 pub struct FlowTable {
+    /// The index hash's secret key.
+    seed: IndexSeed,
     flows: Vec<Flow>,
     live: Vec<bool>,
     free: Vec<u32>,
@@ -255,9 +271,15 @@ impl FlowTable {
     /// A table for `capacity` flows (at least 1). The index has room for
     /// two keys per flow at a load of at most one half.
     pub fn with_capacity(capacity: usize) -> FlowTable {
+        Self::with_seed(capacity, IndexSeed::random())
+    }
+
+    /// A table whose index is keyed with `seed` (tests that must repeat).
+    pub fn with_seed(capacity: usize, seed: IndexSeed) -> FlowTable {
         let capacity = capacity.clamp(1, (u32::MAX >> 2) as usize);
         let slots = (capacity * 4).next_power_of_two();
         FlowTable {
+            seed,
             flows: huge_vec(capacity, Flow::default_entry()),
             live: huge_vec(capacity, false),
             free: (0..capacity as u32).rev().collect(),
@@ -265,6 +287,25 @@ impl FlowTable {
             mask: slots - 1,
             sweep_cursor: 0,
         }
+    }
+
+    /// The index hash of a client-side key in this table.
+    #[inline]
+    pub fn key_hash(&self, key: &FlowKey) -> u64 {
+        key.index_hash(&self.seed)
+    }
+
+    /// The index hash of a reply key in this table.
+    #[inline]
+    pub fn reply_key_hash(&self, key: &ReplyKey) -> u64 {
+        key.index_hash(&self.seed)
+    }
+
+    /// The index's key (for the burst's lookahead, which hashes before it
+    /// looks up).
+    #[inline]
+    pub fn seed(&self) -> &IndexSeed {
+        &self.seed
     }
 
     pub fn capacity(&self) -> usize {
@@ -368,10 +409,10 @@ impl FlowTable {
             templated: false,
         };
         self.live[e as usize] = true;
-        self.index_insert(k.hash(), e, false);
+        self.index_insert(k.index_hash(&self.seed), e, false);
         if new.index_reply {
             let rk = self.flows[e as usize].reply_key();
-            self.index_insert(rk.hash(), e, true);
+            self.index_insert(rk.index_hash(&self.seed), e, true);
         }
         Ok(e)
     }
@@ -380,9 +421,9 @@ impl FlowTable {
     pub fn remove(&mut self, entry: u32) -> Flow {
         let f = self.flows[entry as usize];
         debug_assert!(self.live[entry as usize]);
-        self.index_remove(f.key().hash(), entry, false);
+        self.index_remove(f.key().index_hash(&self.seed), entry, false);
         if f.has_reply {
-            self.index_remove(f.reply_key().hash(), entry, true);
+            self.index_remove(f.reply_key().index_hash(&self.seed), entry, true);
         }
         self.live[entry as usize] = false;
         self.free.push(entry);
@@ -419,9 +460,9 @@ impl FlowTable {
             let e = slot_entry(v);
             let f = &self.flows[e as usize];
             let h = if v & DIR_REPLY != 0 {
-                f.reply_key().hash()
+                f.reply_key().index_hash(&self.seed)
             } else {
-                f.key().hash()
+                f.key().index_hash(&self.seed)
             };
             let home = (h as usize) & self.mask;
             // Move v to the hole if its home is not strictly inside (hole, j].
@@ -477,6 +518,27 @@ impl FlowTable {
             }
         }
         best.map(|(e, _)| e)
+    }
+
+    /// The longest distance, in slots, between any key's home slot and
+    /// where it sits: what the slowest lookup walks (diagnostics and tests;
+    /// reads the whole index).
+    pub fn longest_probe(&self) -> usize {
+        let mut longest = 0;
+        for (i, &v) in self.index.iter().enumerate() {
+            if v == EMPTY {
+                continue;
+            }
+            let f = &self.flows[slot_entry(v) as usize];
+            let h = if v & DIR_REPLY != 0 {
+                f.reply_key().index_hash(&self.seed)
+            } else {
+                f.key().index_hash(&self.seed)
+            };
+            let home = (h as usize) & self.mask;
+            longest = longest.max(i.wrapping_sub(home) & self.mask);
+        }
+        longest
     }
 
     /// Every live entry number (for tests and diagnostics; allocates).
@@ -552,19 +614,19 @@ mod tests {
         let mut t = FlowTable::with_capacity(16);
         let e = t.insert(&new(1, true, 0)).unwrap();
         let k = key(1);
-        assert_eq!(t.lookup(&k, k.hash()), Some(e));
+        assert_eq!(t.lookup(&k, t.key_hash(&k)), Some(e));
         let rk = t.get(e).reply_key();
-        assert_eq!(t.lookup_reply(&rk, rk.hash()), Some(e));
+        assert_eq!(t.lookup_reply(&rk, t.reply_key_hash(&rk)), Some(e));
         let e2 = t.insert(&new(2, false, 0)).unwrap();
         let rk2 = t.get(e2).reply_key();
         assert_eq!(
-            t.lookup_reply(&rk2, rk2.hash()),
+            t.lookup_reply(&rk2, t.reply_key_hash(&rk2)),
             None,
             "no reply key without NAT"
         );
         t.remove(e);
-        assert_eq!(t.lookup(&k, k.hash()), None);
-        assert_eq!(t.lookup_reply(&rk, rk.hash()), None);
+        assert_eq!(t.lookup(&k, t.key_hash(&k)), None);
+        assert_eq!(t.lookup_reply(&rk, t.reply_key_hash(&rk)), None);
         assert_eq!(t.len(), 1);
     }
 
@@ -577,7 +639,7 @@ mod tests {
         assert!(t.is_full());
         assert_eq!(t.insert(&new(9, true, 0)), Err(InsertError::Full));
         let k = key(2);
-        let e = t.lookup(&k, k.hash()).unwrap();
+        let e = t.lookup(&k, t.key_hash(&k)).unwrap();
         t.remove(e);
         assert!(t.insert(&new(9, true, 0)).is_ok());
     }
@@ -609,7 +671,7 @@ mod tests {
         assert_eq!(t.len(), 32, "established flows stay");
         for i in (0..64).step_by(2) {
             let k = key(i);
-            assert!(t.lookup(&k, k.hash()).is_some());
+            assert!(t.lookup(&k, t.key_hash(&k)).is_some());
         }
     }
 
@@ -634,6 +696,51 @@ mod tests {
         t.get_mut(e).children = 0;
         assert!(!t.get(e).expired(100, &timeouts));
         assert!(t.get(e).expired(101, &timeouts));
+    }
+
+    /// Hash flooding at a reduced scale: tuples an attacker picks offline
+    /// so that the fixed hash puts them in one 64-slot window of the index
+    /// (as 8,000 did in 64 of 4M slots) spread out under the table's seeded
+    /// hash: no lookup walks more than a short chain.
+    #[test]
+    fn tuples_that_collide_under_the_fixed_hash_do_not_collide_in_the_index() {
+        let mut t = FlowTable::with_capacity(1 << 14);
+        let mask = (1u64 << 16) - 1; // the index has 4 x capacity slots
+        let vip = Ipv4Addr::new(198, 18, 1, 100);
+        let mut crafted = Vec::new();
+        'search: for client in 0..4096u32 {
+            for port in 1024..1536u16 {
+                let key = FlowKey {
+                    proto: 6,
+                    client: Ipv4Addr::from(0xc613_0000 + client),
+                    client_port: port,
+                    vip,
+                    vip_port: 80,
+                };
+                if key.hash() & mask < 64 {
+                    crafted.push(key);
+                    if crafted.len() == 400 {
+                        break 'search;
+                    }
+                }
+            }
+        }
+        assert_eq!(crafted.len(), 400, "the search finds its colliders");
+        for (i, key) in crafted.iter().enumerate() {
+            let spec = NewFlow {
+                key: *key,
+                ..new(i as u32, true, 0)
+            };
+            t.insert(&spec).unwrap();
+        }
+        let longest = t.longest_probe();
+        assert!(
+            longest < 16,
+            "400 crafted tuples made a {longest}-slot probe chain (fixed hash: 400)"
+        );
+        for key in &crafted {
+            assert!(t.lookup(key, t.key_hash(key)).is_some());
+        }
     }
 
     proptest! {
@@ -663,11 +770,11 @@ mod tests {
             }
             for i in 0..300 {
                 let k = key(i);
-                let found = t.lookup(&k, k.hash());
+                let found = t.lookup(&k, t.key_hash(&k));
                 prop_assert_eq!(found, model.get(&k).map(|v| v.0));
                 if let Some((e, nat)) = model.get(&k).copied() {
                     let rk = t.get(e).reply_key();
-                    prop_assert_eq!(t.lookup_reply(&rk, rk.hash()).is_some(), nat);
+                    prop_assert_eq!(t.lookup_reply(&rk, t.reply_key_hash(&rk)).is_some(), nat);
                 }
             }
         }

@@ -32,7 +32,7 @@ pub use egress::ArpRequest;
 pub use local::{build_arp_request, ARP_REQUEST_LEN};
 
 use crate::buffer::PacketBuf;
-use crate::flow::{self, Conntrack, FlowKey, FlowTable, ReplyKey};
+use crate::flow::{self, Conntrack, FlowKey, FlowTable, IndexSeed, ReplyKey};
 use crate::forward::{icmp, nat, L4 as L4_OFFSET};
 use crate::scheduler::Schedulers;
 use crate::snapshot::Snapshot;
@@ -182,7 +182,7 @@ impl Pipeline {
             chunk.clear();
             for pkt in &pkts[base..base + m] {
                 let parsed = classify(pkt.data());
-                let ahead = lookahead(snap, &parsed);
+                let ahead = lookahead(snap, self.conntrack.seed(), &parsed);
                 if let Some(h) = ahead {
                     self.conntrack.prefetch_slot(h.hash);
                 }
@@ -353,8 +353,9 @@ impl Pipeline {
             vip: svc.vip,
             vip_port: svc.port,
         };
-        let hash = ahead.map_or_else(|| key.hash(), |h| h.hash);
-        debug_assert_eq!(hash, key.hash(), "the burst's lookahead is this key's hash");
+        let table = self.conntrack.table();
+        let hash = ahead.map_or_else(|| table.key_hash(&key), |h| h.hash);
+        debug_assert_eq!(hash, table.key_hash(&key), "the lookahead hashed this key");
         let target = match self.conntrack.lookup_or_create(
             snap,
             service,
@@ -421,8 +422,13 @@ impl Pipeline {
             client,
             client_port: ports.dst,
         };
-        let hash = ahead.map_or_else(|| key.hash(), |h| h.hash);
-        debug_assert_eq!(hash, key.hash(), "the burst's lookahead is this key's hash");
+        let table = self.conntrack.table();
+        let hash = ahead.map_or_else(|| table.reply_key_hash(&key), |h| h.hash);
+        debug_assert_eq!(
+            hash,
+            table.reply_key_hash(&key),
+            "the lookahead hashed this key"
+        );
         let back = match self.conntrack.reply(snap, &key, hash, tcp, now) {
             Ok(b) => b,
             Err(r) => return Verdict::Drop(r),
@@ -584,7 +590,11 @@ impl Pipeline {
 /// The flow-table key hash of a classified TCP or UDP frame to a VIP or from
 /// a NAT real (anything else: None, and the stages sort it out).
 #[inline(always)]
-fn lookahead(snap: &Snapshot, parsed: &Result<Parsed, DropReason>) -> Option<Lookahead> {
+fn lookahead(
+    snap: &Snapshot,
+    seed: &IndexSeed,
+    parsed: &Result<Parsed, DropReason>,
+) -> Option<Lookahead> {
     let Ok(Parsed {
         l3: L3::Ipv4(ip), ..
     }) = parsed
@@ -595,12 +605,12 @@ fn lookahead(snap: &Snapshot, parsed: &Result<Parsed, DropReason>) -> Option<Loo
     let proto = u8::from(ip.protocol);
     if snap.is_vip(ip.dst) {
         Some(Lookahead {
-            hash: flow::flow_hash(proto, ip.src, ports.src, ip.dst, ports.dst),
+            hash: seed.flow(proto, ip.src, ports.src, ip.dst, ports.dst),
             request: true,
         })
     } else if snap.is_nat_endpoint(proto, ip.src, ports.src) {
         Some(Lookahead {
-            hash: flow::reply_hash(proto, ip.src, ports.src, ip.dst, ports.dst),
+            hash: seed.reply(proto, ip.src, ports.src, ip.dst, ports.dst),
             request: false,
         })
     } else {

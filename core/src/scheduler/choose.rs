@@ -39,7 +39,10 @@ impl Schedulers {
     }
 
     /// The index into `snap.services[service].reals` of the real a new flow
-    /// with `key` (hash `hash`) goes to, or None when no real is eligible.
+    /// with `key` goes to, or None when no real is eligible. The schedulers
+    /// see the fixed hashes of the key ([`FlowKey::hash`], [`source_hash`]),
+    /// never the flow table's seeded one, so `mh` and `sh` choose the same
+    /// real on every box and after a restart.
     /// `active[real id]` is this worker's count of flows per real (for the
     /// least-connection schedulers).
     #[inline]
@@ -48,13 +51,12 @@ impl Schedulers {
         snap: &Snapshot,
         service: usize,
         key: &FlowKey,
-        hash: u64,
         active: &[u32],
     ) -> Option<usize> {
         let svc = snap.services.get(service)?;
         let state = self.states.get_mut(service)?;
         let input = PickInput {
-            flow_hash: hash,
+            flow_hash: key.hash(),
             source_hash: source_hash(key.client),
         };
         let (eligible, reals) = (&svc.eligible, &svc.reals);
