@@ -12,8 +12,9 @@
 //! - `neighbor`, `route`: where it leaves and to which MAC.
 //! - `snapshot`: the compiled configuration a worker runs with.
 //! - `stats`: per-worker counters, drops by reason.
-//! - `golden`: the golden packets of `tests/fixtures/` (scapy-built frames
-//!   and what must come of them), read as data by the tests.
+//! - `golden` (feature `golden`, and in unit tests): the golden packets of
+//!   `tests/fixtures/` (scapy-built frames and what must come of them), read
+//!   as data by the tests; not part of the appliance.
 //!
 //! `hint` (CPU prefetch and huge-page advice) is the only module allowed to
 //! step outside safe Rust: core/Cargo.toml denies it for the whole crate,
@@ -22,6 +23,7 @@
 pub mod buffer;
 pub mod flow;
 pub mod forward;
+#[cfg(any(test, feature = "golden"))]
 pub mod golden;
 pub mod hint;
 pub mod keymap;
