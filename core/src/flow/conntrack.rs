@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use lb_config::{ForwardingMethod, SchedulerKind};
 
-use super::{Flow, FlowKey, FlowState, FlowTable, IndexSeed, NewFlow, ReplyKey, FLOW_TEMPLATE};
+use super::{
+    Flow, FlowKey, FlowState, FlowTable, IndexSeed, NewFlow, ReplyKey, Segment, FLOW_TEMPLATE,
+};
 use crate::scheduler::Schedulers;
 use crate::snapshot::{Snapshot, MAX_REALS};
 use crate::stats::{DropReason, WorkerStats};
@@ -110,11 +112,12 @@ impl Conntrack {
         service: usize,
         key: &FlowKey,
         hash: u64,
-        tcp: Option<TcpFlags>,
+        tcp: Option<Segment>,
         now: u32,
         schedulers: &mut Schedulers,
     ) -> Result<Target, DropReason> {
-        let syn = tcp.is_some_and(|f| f.contains(TcpFlags::SYN) && !f.contains(TcpFlags::ACK));
+        let syn = tcp
+            .is_some_and(|s| s.flags.contains(TcpFlags::SYN) && !s.flags.contains(TcpFlags::ACK));
         if let Some(e) = self.table.lookup(key, hash) {
             let f = self.table.get(e);
             // A new SYN on a closing tuple starts a new connection.
@@ -127,8 +130,8 @@ impl Conntrack {
                 }
                 let f = self.table.get_mut(e);
                 f.last_seen = now;
-                if let Some(flags) = tcp {
-                    f.set_state(f.state().on_tcp(flags, true));
+                if let Some(seg) = tcp {
+                    f.on_segment(seg, true);
                 }
                 return Ok(Target {
                     real: f.real(),
@@ -150,7 +153,7 @@ impl Conntrack {
         snap: &Snapshot,
         service: usize,
         key: &FlowKey,
-        tcp: Option<TcpFlags>,
+        tcp: Option<Segment>,
         syn: bool,
         now: u32,
         schedulers: &mut Schedulers,
@@ -168,7 +171,7 @@ impl Conntrack {
             None => FlowState::Datagram,
             Some(_) if syn => FlowState::SynSent,
             // A Maglev flow picked up mid-stream (after a restart).
-            Some(flags) => FlowState::Established.on_tcp(flags, true),
+            Some(seg) => FlowState::Established.on_tcp(seg.flags, true),
         };
         let spec = NewFlow {
             key: *key,
@@ -196,7 +199,11 @@ impl Conntrack {
         }
         match inserted {
             Ok(e) => {
-                self.table.get_mut(e).templated = templated;
+                let f = self.table.get_mut(e);
+                f.templated = templated;
+                if let Some(seg) = tcp {
+                    f.on_segment(seg, true);
+                }
                 if templated {
                     self.template_child(key, r.id, now, true);
                 }
@@ -299,7 +306,7 @@ impl Conntrack {
         snap: &Snapshot,
         key: &ReplyKey,
         hash: u64,
-        tcp: Option<TcpFlags>,
+        tcp: Option<Segment>,
         now: u32,
     ) -> Result<ReplyTarget, DropReason> {
         let e = self
@@ -317,8 +324,8 @@ impl Conntrack {
         }
         let f = self.table.get_mut(e);
         f.last_seen = now;
-        if let Some(flags) = tcp {
-            f.set_state(f.state().on_tcp(flags, false));
+        if let Some(seg) = tcp {
+            f.on_segment(seg, false);
         }
         Ok(ReplyTarget {
             vip: f.vip(),

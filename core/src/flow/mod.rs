@@ -15,5 +15,5 @@ mod table;
 
 pub use conntrack::{Conntrack, ReplyTarget, Target, EVICTION_SCAN};
 pub use hash::{flow_hash, mix64, owner_of, source_hash, IndexSeed};
-pub use state::{FlowState, Timeouts};
+pub use state::{seq_near, FlowState, Segment, Timeouts, SEQ_WINDOW};
 pub use table::{Flow, FlowKey, FlowTable, InsertError, NewFlow, ReplyKey, FLOW_TEMPLATE};

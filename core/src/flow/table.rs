@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use lb_config::ForwardingMethod;
 
 use super::hash::{flow_hash, IndexSeed};
-use super::state::{FlowState, Timeouts};
+use super::state::{seq_near, FlowState, Segment, Timeouts};
 
 /// Marks a persistence template's protocol byte, so that a template key
 /// never equals a flow key.
@@ -108,6 +108,12 @@ pub struct Flow {
     pub children: u32,
     /// Whether this flow was placed through a persistence template.
     pub templated: bool,
+    /// TCP: which sides' next sequence numbers are known (bit 0 the
+    /// client's, bit 1 the real's, seen by NAT only).
+    seq_known: u8,
+    /// TCP: the next sequence number each side was seen to need.
+    client_next: u32,
+    real_next: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<Flow>() == 64);
@@ -171,6 +177,36 @@ impl Flow {
     #[inline]
     pub fn set_state(&mut self, s: FlowState) {
         self.state = s;
+    }
+
+    /// Tracks a TCP segment from the client (`from_client`) or the real:
+    /// a segment whose sequence number is far from what its sender was
+    /// seen to need (more than [`SEQ_WINDOW`](super::SEQ_WINDOW)) is not
+    /// believed: it changes neither the state nor the tracking, so a
+    /// stranger's RST, FIN or ACK cannot close or confirm the flow. The
+    /// first segment seen from a side sets where it stands.
+    #[inline]
+    pub fn on_segment(&mut self, seg: Segment, from_client: bool) {
+        let bit = if from_client { 1 } else { 2 };
+        let next = if from_client {
+            &mut self.client_next
+        } else {
+            &mut self.real_next
+        };
+        if self.seq_known & bit != 0 {
+            if !seq_near(seg.seq, *next) {
+                return;
+            }
+            let end = seg.seq.wrapping_add(seg.len);
+            // Only forward: a retransmission does not move it back.
+            if (end.wrapping_sub(*next) as i32) > 0 {
+                *next = end;
+            }
+        } else {
+            *next = seg.seq.wrapping_add(seg.len);
+            self.seq_known |= bit;
+        }
+        self.state = self.state.on_tcp(seg.flags, from_client);
     }
 
     /// Points a persistence template at another real.
@@ -407,6 +443,9 @@ impl FlowTable {
             template_timeout: 0,
             children: 0,
             templated: false,
+            seq_known: 0,
+            client_next: 0,
+            real_next: 0,
         };
         self.live[e as usize] = true;
         self.index_insert(k.index_hash(&self.seed), e, false);
@@ -569,6 +608,9 @@ impl Flow {
             template_timeout: 0,
             children: 0,
             templated: false,
+            seq_known: 0,
+            client_next: 0,
+            real_next: 0,
         }
     }
 }

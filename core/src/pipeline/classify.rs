@@ -12,6 +12,7 @@ use std::net::Ipv4Addr;
 
 use lb_config::MacAddr;
 
+use crate::flow::Segment;
 use crate::stats::DropReason;
 use crate::wire::{
     self, ipv4, EtherType, EthernetFrame, Icmpv4Packet, Icmpv4Type, IpProtocol, Ipv4Packet,
@@ -64,7 +65,7 @@ impl Ipv4Meta {
 pub enum L4 {
     Tcp {
         ports: Ports,
-        flags: TcpFlags,
+        segment: Segment,
     },
     Udp {
         ports: Ports,
@@ -86,11 +87,11 @@ pub struct Ports {
 }
 
 impl L4 {
-    /// The ports of a TCP or UDP header, and the TCP flags (None for UDP).
+    /// The ports of a TCP or UDP header, and the TCP segment (None for UDP).
     #[inline]
-    pub fn ports(&self) -> Option<(Ports, Option<TcpFlags>)> {
+    pub fn ports(&self) -> Option<(Ports, Option<Segment>)> {
         match *self {
-            L4::Tcp { ports, flags } => Some((ports, Some(flags))),
+            L4::Tcp { ports, segment } => Some((ports, Some(segment))),
             L4::Udp { ports } => Some((ports, None)),
             _ => None,
         }
@@ -155,13 +156,24 @@ fn l4_error(e: wire::Error, len: usize, fixed: usize) -> L4 {
 fn transport(protocol: IpProtocol, payload: &[u8]) -> L4 {
     match protocol {
         IpProtocol::Tcp => match TcpPacket::new_checked(payload) {
-            Ok(t) => L4::Tcp {
-                ports: Ports {
-                    src: t.src_port(),
-                    dst: t.dst_port(),
-                },
-                flags: t.flags(),
-            },
+            Ok(t) => {
+                let flags = t.flags();
+                // Sequence space: the payload, and one each for SYN and FIN.
+                let len = t.payload().len()
+                    + usize::from(flags.contains(TcpFlags::SYN))
+                    + usize::from(flags.contains(TcpFlags::FIN));
+                L4::Tcp {
+                    ports: Ports {
+                        src: t.src_port(),
+                        dst: t.dst_port(),
+                    },
+                    segment: Segment {
+                        flags,
+                        seq: t.seq_number(),
+                        len: u32::try_from(len).unwrap_or(u32::MAX),
+                    },
+                }
+            }
             Err(e) => l4_error(e, payload.len(), wire::tcp::HEADER_LEN),
         },
         IpProtocol::Udp => match UdpPacket::new_checked(payload) {
@@ -235,7 +247,11 @@ mod tests {
                     src: 40000,
                     dst: 80
                 },
-                flags: TcpFlags::SYN
+                segment: Segment {
+                    flags: TcpFlags::SYN,
+                    seq: 0,
+                    len: 1
+                }
             }
         );
     }

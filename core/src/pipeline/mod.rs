@@ -32,12 +32,12 @@ pub use egress::ArpRequest;
 pub use local::{build_arp_request, ARP_REQUEST_LEN};
 
 use crate::buffer::PacketBuf;
-use crate::flow::{self, Conntrack, FlowKey, FlowTable, IndexSeed, ReplyKey};
+use crate::flow::{self, Conntrack, FlowKey, FlowTable, IndexSeed, ReplyKey, Segment};
 use crate::forward::{icmp, nat, L4 as L4_OFFSET};
 use crate::scheduler::Schedulers;
 use crate::snapshot::Snapshot;
 use crate::stats::{DropReason, WorkerStats};
-use crate::wire::{EthernetFrame, IpProtocol, TcpFlags};
+use crate::wire::{EthernetFrame, IpProtocol};
 use egress::Egress;
 
 /// The fate of a frame.
@@ -291,7 +291,7 @@ impl Pipeline {
                 return Verdict::Drop(DropReason::NoService);
             }
             let (ports, tcp) = match ip.l4 {
-                L4::Tcp { ports, flags } => (ports, Some(flags)),
+                L4::Tcp { ports, segment } => (ports, Some(segment)),
                 L4::Udp { ports } => (ports, None),
                 L4::Invalid(r) => return Verdict::Drop(r),
                 _ => return Verdict::Drop(DropReason::NoService),
@@ -313,7 +313,7 @@ impl Pipeline {
             return Verdict::Drop(DropReason::NotForUs);
         }
         let (ports, tcp) = match ip.l4 {
-            L4::Tcp { ports, flags } => (ports, Some(flags)),
+            L4::Tcp { ports, segment } => (ports, Some(segment)),
             L4::Udp { ports } => (ports, None),
             L4::Invalid(r) => return Verdict::Drop(r),
             _ => return Verdict::Drop(DropReason::NotForUs),
@@ -338,7 +338,7 @@ impl Pipeline {
         pkt: &mut B,
         ip: &Ipv4Meta,
         ports: Ports,
-        tcp: Option<TcpFlags>,
+        tcp: Option<Segment>,
         now: u32,
         ahead: Option<Lookahead>,
     ) -> Verdict {
@@ -407,7 +407,7 @@ impl Pipeline {
         pkt: &mut B,
         ip: &Ipv4Meta,
         ports: Ports,
-        tcp: Option<TcpFlags>,
+        tcp: Option<Segment>,
         now: u32,
         ahead: Option<Lookahead>,
     ) -> Verdict {

@@ -145,6 +145,17 @@ port = 8080
 /// A TCP segment with correct checksums (built with our own wire types:
 /// these tests are about state, not bytes).
 fn tcp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8, dst_mac: [u8; 6]) -> Vec<u8> {
+    tcp_seq(src, dst, flags, 0, dst_mac)
+}
+
+/// [`tcp`] with a sequence number.
+fn tcp_seq(
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    flags: u8,
+    seq: u32,
+    dst_mac: [u8; 6],
+) -> Vec<u8> {
     use crate::wire::{ethernet, ipv4, tcp, EtherType, IpProtocol, Ipv4Repr, TcpFlags, TcpPacket};
     let mut f = vec![0u8; ethernet::HEADER_LEN + ipv4::HEADER_LEN + tcp::HEADER_LEN];
     let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
@@ -166,6 +177,7 @@ fn tcp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8, dst_mac: [u8; 6]) 
     let mut t = TcpPacket::new_unchecked(ip.payload_mut());
     t.set_src_port(src.1);
     t.set_dst_port(dst.1);
+    t.set_seq_number(seq);
     t.set_header_len(tcp::HEADER_LEN);
     t.set_flags(TcpFlags(flags));
     t.set_window(1024);
@@ -839,4 +851,47 @@ fn arp_between_other_hosts_teaches_nothing() {
     let mut ours = VecBuf::from_bytes(&arp_frame(Ipv4Addr::new(198, 18, 0, 2)));
     assert_eq!(p.process(&snap, 0, &mut ours, 0), Verdict::Transmit(0));
     assert_eq!(p.resolved(&snap, neighbor), Some(MacAddr(CLIENT_MAC)));
+}
+
+/// A stranger's RST, with a sequence number far from the client's, neither
+/// closes an established flow nor lets a following SYN move it to another
+/// real; the client's own RST still closes it.
+#[test]
+fn a_spoofed_rst_changes_nothing_and_a_real_one_closes() {
+    use crate::flow::FlowState;
+    const RST: u8 = 0x04;
+    let config = Config::parse(NAT_CONFIG).unwrap();
+    let snap = compile(&config, &[MacAddr(OUR)]);
+    let client = client_owned_by(0);
+    let mut p = pipeline(&snap, 0, 2, 64);
+    let isn = 7_000_000u32;
+    let mut syn = VecBuf::from_bytes(&tcp_seq((client, 4000), (VIP, 80), SYN, isn, OUR));
+    assert_eq!(p.process(&snap, 0, &mut syn, 0), Verdict::Transmit(0));
+    let real = real_of(&syn);
+    let mut ack = VecBuf::from_bytes(&tcp_seq((client, 4000), (VIP, 80), ACK, isn + 1, OUR));
+    assert_eq!(p.process(&snap, 0, &mut ack, 1), Verdict::Transmit(0));
+    let state = |p: &Pipeline| {
+        let e = p.flows().entries()[0];
+        p.flows().get(e).state()
+    };
+    assert_eq!(state(&p), FlowState::Established);
+    let mut now = 1;
+    for spoofed in [isn + 1 + (4 << 20), isn.wrapping_sub(3 << 20), 12345] {
+        let mut rst = VecBuf::from_bytes(&tcp_seq((client, 4000), (VIP, 80), RST, spoofed, OUR));
+        now += 1;
+        p.process(&snap, 0, &mut rst, now);
+        assert_eq!(
+            state(&p),
+            FlowState::Established,
+            "RST at {spoofed} believed"
+        );
+        // An rr service would send a new flow to the other real.
+        let mut again = VecBuf::from_bytes(&tcp_seq((client, 4000), (VIP, 80), SYN, spoofed, OUR));
+        now += 1;
+        assert_eq!(p.process(&snap, 0, &mut again, now), Verdict::Transmit(0));
+        assert_eq!(real_of(&again), real, "the SYN after it stays on its real");
+    }
+    let mut rst = VecBuf::from_bytes(&tcp_seq((client, 4000), (VIP, 80), RST, isn + 1, OUR));
+    assert_eq!(p.process(&snap, 0, &mut rst, now + 1), Verdict::Transmit(0));
+    assert_eq!(state(&p), FlowState::Closed, "the client's own RST");
 }
