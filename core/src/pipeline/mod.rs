@@ -369,34 +369,47 @@ impl Pipeline {
             Err(r) => return Verdict::Drop(r),
         };
         let len = pkt.len() as u64;
-        let (verdict, to_real) = match target.method {
-            ForwardingMethod::Nat => {
-                nat::rewrite_request(pkt.data_mut(), target.real, target.real_port);
-                (
-                    self.egress.route(snap, pkt, target.real, ip.end(), now),
-                    true,
-                )
+        if target.method == ForwardingMethod::Nat {
+            nat::rewrite_request(pkt.data_mut(), target.real, target.real_port);
+        }
+        let (verdict, to_real) = self.towards_real(snap, pkt, ip, target.method, target.real, now);
+        if to_real {
+            self.count_forwarded(verdict, target.real_id, len);
+        }
+        verdict
+    }
+
+    /// Egress towards a flow's real, for a packet already rewritten if its
+    /// method is NAT: routed for NAT, sent on the connected segment for DR,
+    /// wrapped (or answered with "fragmentation needed") for TUN. The flag
+    /// says whether the packet went on to the real.
+    #[inline(always)]
+    fn towards_real<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        ip: &Ipv4Meta,
+        method: ForwardingMethod,
+        real: Ipv4Addr,
+        now: u32,
+    ) -> (Verdict, bool) {
+        match method {
+            ForwardingMethod::Nat => (self.egress.route(snap, pkt, real, ip.end(), now), true),
+            ForwardingMethod::DirectRoute => {
+                (self.egress.direct(snap, pkt, real, ip.end(), now), true)
             }
-            ForwardingMethod::DirectRoute => (
-                self.egress.direct(snap, pkt, target.real, ip.end(), now),
-                true,
-            ),
             ForwardingMethod::Tunnel => self.egress.tunnel(
                 snap,
                 &self.stats,
                 pkt,
-                target.real,
+                real,
                 ip.src,
                 ip.dst,
                 ip.dont_fragment,
                 ip.end(),
                 now,
             ),
-        };
-        if to_real {
-            self.count_forwarded(verdict, target.real_id, len);
         }
-        verdict
     }
 
     /// A packet from a NAT real back to a client.
@@ -488,28 +501,10 @@ impl Pipeline {
         if ip.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        let verdict = match f.method {
-            ForwardingMethod::Nat => {
-                icmp::rewrite_nat_error(pkt.data_mut(), ip.end(), false, f.real(), f.real_port());
-                self.egress.route(snap, pkt, f.real(), ip.end(), now)
-            }
-            ForwardingMethod::DirectRoute => self.egress.direct(snap, pkt, f.real(), ip.end(), now),
-            ForwardingMethod::Tunnel => {
-                self.egress
-                    .tunnel(
-                        snap,
-                        &self.stats,
-                        pkt,
-                        f.real(),
-                        ip.src,
-                        ip.dst,
-                        ip.dont_fragment,
-                        ip.end(),
-                        now,
-                    )
-                    .0
-            }
-        };
+        if f.method == ForwardingMethod::Nat {
+            icmp::rewrite_nat_error(pkt.data_mut(), ip.end(), false, f.real(), f.real_port());
+        }
+        let (verdict, _) = self.towards_real(snap, pkt, ip, f.method, f.real(), now);
         self.count_icmp_error(verdict);
         verdict
     }
