@@ -61,14 +61,17 @@ pub enum DropReason {
     HandoffFull,
     /// No headroom to add the IPIP header.
     NoHeadroom,
-    /// A new flow that could not get a table entry (the table was full of
-    /// established flows) and whose later packets would not find their
-    /// real without one (NAT, or a scheduler that does not hash).
+    /// A new flow that could not get a table entry (every entry was
+    /// confirmed) and whose later packets would not find their real
+    /// without one (NAT, or a scheduler that does not hash).
     FlowTableFull,
+    /// A new flow from a client address that already holds its share of a
+    /// table at least half full.
+    SourceLimit,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 25] = [
+    pub const ALL: [DropReason; 26] = [
         DropReason::Truncated,
         DropReason::MultiSegment,
         DropReason::NotOurMac,
@@ -94,6 +97,7 @@ impl DropReason {
         DropReason::HandoffFull,
         DropReason::NoHeadroom,
         DropReason::FlowTableFull,
+        DropReason::SourceLimit,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -125,6 +129,7 @@ impl DropReason {
             DropReason::HandoffFull => "handoff_full",
             DropReason::NoHeadroom => "no_headroom",
             DropReason::FlowTableFull => "flow_table_full",
+            DropReason::SourceLimit => "source_limit",
         }
     }
 }

@@ -5,6 +5,33 @@
 //! their real). The pipeline calls [`Conntrack::lookup_or_create`] for a
 //! client's packet and [`Conntrack::reply`] for a NAT real's; each returns
 //! where the packet goes or the reason to drop it.
+//!
+//! # Trust before state
+//!
+//! Anyone on the internet can send a packet with any source address, so
+//! no packet that a stranger can send blindly may create state that stays.
+//! Every entry has a [`Trust`] class, kept equal to [`Flow::trust`] after
+//! every packet, and a full table evicts from the least trusted class
+//! first (`FlowTable::victim`):
+//! - **NAT** sees both directions, so a TCP flow is `Confirmed` only by a
+//!   real handshake: the real's SYN-ACK and the client's ACK of it. A SYN,
+//!   a spoofed ACK, a Maglev pick-up mid-stream and a closing flow stay
+//!   `Unconfirmed`; UDP becomes `OneWay` when the real answers.
+//! - **TUN and DR** see only the client, so nothing proves a flow there:
+//!   an established flow is `OneWay` (bounded trust): it outranks half-open
+//!   and spoofed-once entries, but a full table evicts it (least recently
+//!   used first, CLOCK) before it refuses a flow. A flood of spoofed
+//!   ACKs or SYN+ACKs to a TUN, DR or `mh` service therefore never makes
+//!   another service refuse a new flow; the cost falls on the flooded
+//!   one-way flows themselves (for `mh` and `sh` services the next packet
+//!   finds the same real again by hashing).
+//! - **Persistence templates** are `Confirmed` while flows depend on them
+//!   and `Unconfirmed` once they have none.
+//! - **Per source:** when the table is at least half full, a client address
+//!   that already holds [`Conntrack::source_limit`] flows gets no more
+//!   (`source_limit`), so one source cannot own the table with handshakes
+//!   it really completes. Counted in hashed buckets (seeded), so sources
+//!   that share a bucket share a limit.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -12,15 +39,19 @@ use std::sync::Arc;
 use lb_config::{ForwardingMethod, SchedulerKind};
 
 use super::{
-    Flow, FlowKey, FlowState, FlowTable, IndexSeed, NewFlow, ReplyKey, Segment, FLOW_TEMPLATE,
+    Flow, FlowKey, FlowState, FlowTable, IndexSeed, NewFlow, ReplyKey, Segment, Trust,
+    FLOW_TEMPLATE,
 };
 use crate::scheduler::Schedulers;
 use crate::snapshot::{Snapshot, MAX_REALS};
 use crate::stats::{DropReason, WorkerStats};
 use crate::wire::TcpFlags;
 
-/// How many entries a full table looks at for one to evict.
-pub const EVICTION_SCAN: usize = 64;
+/// The default share of a worker's table one client address may hold when
+/// the table is at least half full: 1/16 ...
+pub const SOURCE_SHARE: usize = 16;
+/// ... but never fewer than this many flows (small tables).
+pub const MIN_SOURCE_LIMIT: usize = 64;
 
 /// Where a client's packet goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +79,9 @@ pub struct Conntrack {
     stats: Arc<WorkerStats>,
     /// Flows the last sweep removed (reused, so sweeping does not allocate).
     ended: Vec<Flow>,
+    /// Flows per client address, in seeded hashed buckets.
+    sources: Vec<u32>,
+    source_limit: u32,
 }
 
 impl std::fmt::Debug for Conntrack {
@@ -69,11 +103,47 @@ impl Conntrack {
     /// A table of `capacity` flows, allocated now.
     pub fn new(capacity: usize, sweep_budget: usize, stats: Arc<WorkerStats>) -> Conntrack {
         stats.flow_capacity.set(capacity as u64);
+        let table = FlowTable::with_capacity(capacity);
+        // About one bucket per 16 flows: a source's count is rarely shared.
+        let buckets = (table.capacity() / 16).next_power_of_two().max(64);
+        let source_limit = (table.capacity() / SOURCE_SHARE).max(MIN_SOURCE_LIMIT) as u32;
         Conntrack {
-            table: FlowTable::with_capacity(capacity),
+            table,
             active: vec![0; MAX_REALS],
             stats,
             ended: Vec::with_capacity(sweep_budget),
+            sources: vec![0; buckets],
+            source_limit,
+        }
+    }
+
+    /// How many flows one client address may hold while the table is at
+    /// least half full.
+    pub fn source_limit(&self) -> u32 {
+        self.source_limit
+    }
+
+    /// Sets [`Self::source_limit`] (at least 1).
+    pub fn set_source_limit(&mut self, limit: u32) {
+        self.source_limit = limit.max(1);
+    }
+
+    #[inline]
+    fn source_bucket(&self, client: Ipv4Addr) -> usize {
+        let h = self
+            .table
+            .seed()
+            .flow(0, client, 0, Ipv4Addr::UNSPECIFIED, 0);
+        (h as usize) & (self.sources.len() - 1)
+    }
+
+    /// Keeps entry `e`'s class equal to what its flow has earned, after
+    /// its flow changed from class `before`.
+    #[inline]
+    fn reclass(&mut self, e: u32, before: Trust, now: u32) {
+        let after = self.table.get(e).trust();
+        if after != before {
+            self.table.set_trust(e, after, now);
         }
     }
 
@@ -129,16 +199,20 @@ impl Conntrack {
                     return Err(DropReason::RealRemoved);
                 }
                 let f = self.table.get_mut(e);
+                let before = f.trust();
                 f.last_seen = now;
-                if let Some(seg) = tcp {
-                    f.on_segment(seg, true);
+                match tcp {
+                    Some(seg) => f.on_segment(seg, true),
+                    None => f.repeated(),
                 }
-                return Ok(Target {
+                let target = Target {
                     real: f.real(),
                     real_port: f.real_port(),
                     method: f.method,
                     real_id: f.real_id,
-                });
+                };
+                self.reclass(e, before, now);
+                return Ok(target);
             }
             self.end(e, now);
         }
@@ -163,6 +237,12 @@ impl Conntrack {
         if tcp.is_some() && !syn && svc.kind != SchedulerKind::Maglev {
             return Err(DropReason::NoFlow);
         }
+        let bucket = self.source_bucket(key.client);
+        if self.sources[bucket] >= self.source_limit
+            && self.table.len() * 2 >= self.table.capacity()
+        {
+            return Err(DropReason::SourceLimit);
+        }
         let (ri, templated) = self
             .schedule(snap, service, key, now, schedulers)
             .ok_or(DropReason::NoReal)?;
@@ -181,17 +261,14 @@ impl Conntrack {
             service_id: svc.id,
             method: r.method,
             state,
+            trust: Trust::Unconfirmed,
             index_reply: r.method == ForwardingMethod::Nat,
             now,
         };
         let mut inserted = self.table.insert(&spec);
         if inserted.is_err() {
-            // Make room: the flow idle longest among a few that never got
-            // established (those are never disturbed).
-            let victim = self.table.stalest(now, EVICTION_SCAN, |f| {
-                !f.is_template() && f.state() != FlowState::Established
-            });
-            if let Some(v) = victim {
+            // Make room: the least trusted entry (never a confirmed one).
+            if let Some(v) = self.table.victim(now) {
                 self.end(v, now);
                 self.stats.flows_evicted.incr();
                 inserted = self.table.insert(&spec);
@@ -204,9 +281,11 @@ impl Conntrack {
                 if let Some(seg) = tcp {
                     f.on_segment(seg, true);
                 }
+                self.reclass(e, Trust::Unconfirmed, now);
                 if templated {
-                    self.template_child(key, r.id, now, true);
+                    self.template_child(key, now, true);
                 }
+                self.sources[bucket] += 1;
                 self.count_active(r.id, true);
                 self.stats.active_flows.set(self.table.len() as u64);
             }
@@ -261,13 +340,12 @@ impl Conntrack {
                     return Some((ri, true));
                 }
                 // Its real can take no new flows: the client moves, and the
-                // template with it (flows on the old real no longer count
-                // for it).
+                // template with it. Its flows on the old real still count:
+                // the template lives until the client's last flow ends.
                 let ri = schedulers.choose(snap, service, key, &self.active)?;
                 let r = &svc.reals[ri];
                 let t = self.table.get_mut(t);
                 t.retarget(r.address, r.port, r.id, r.method);
-                t.children = 0;
                 t.last_seen = now;
                 return Some((ri, true));
             }
@@ -282,6 +360,7 @@ impl Conntrack {
             service_id: svc.id,
             method: r.method,
             state: FlowState::Template,
+            trust: Trust::Unconfirmed,
             index_reply: false,
             now,
         };
@@ -323,15 +402,19 @@ impl Conntrack {
             return Err(DropReason::RealRemoved);
         }
         let f = self.table.get_mut(e);
+        let before = f.trust();
         f.last_seen = now;
-        if let Some(seg) = tcp {
-            f.on_segment(seg, false);
+        match tcp {
+            Some(seg) => f.on_segment(seg, false),
+            None => f.heard_from_real(),
         }
-        Ok(ReplyTarget {
+        let back = ReplyTarget {
             vip: f.vip(),
             vip_port: f.vip_port(),
             real_id: f.real_id,
-        })
+        };
+        self.reclass(e, before, now);
+        Ok(back)
     }
 
     /// The flow with client-side `key`, untouched (ICMP errors about it).
@@ -348,7 +431,9 @@ impl Conntrack {
             .map(|e| *self.table.get(e))
     }
 
-    /// Reclaims expired flows, looking at up to `budget` entries.
+    /// Reclaims expired flows, looking at up to `budget` entries and
+    /// removing at most an eighth as many (at least 8): the time a call
+    /// takes stays bounded even when a whole region expires at once.
     pub fn sweep(&mut self, snap: &Snapshot, now: u32, budget: usize) -> usize {
         let timeouts = snap.timeouts;
         let mut ended = std::mem::take(&mut self.ended);
@@ -356,6 +441,7 @@ impl Conntrack {
         let stats = &self.stats;
         let removed = self.table.sweep(
             budget,
+            (budget / 8).max(8),
             |f| f.expired(now, &timeouts),
             |f| {
                 stats.flows_expired.incr();
@@ -386,8 +472,10 @@ impl Conntrack {
     /// persistence after its last flow.
     fn flow_ended(&mut self, f: &Flow, now: u32) {
         self.count_active(f.real_id, false);
+        let b = self.source_bucket(f.client());
+        self.sources[b] = self.sources[b].saturating_sub(1);
         if f.templated {
-            self.template_child(&f.key(), f.real_id, now, false);
+            self.template_child(&f.key(), now, false);
         }
     }
 
@@ -397,21 +485,21 @@ impl Conntrack {
         self.stats.real(real_id).active.set(u64::from(*a));
     }
 
-    /// Counts a flow in (`add`) or out of its persistence template. A flow
-    /// counts only for a template that still points at its real: one that
-    /// was moved to another real no longer waits for it.
-    fn template_child(&mut self, key: &FlowKey, real_id: u32, now: u32, add: bool) {
+    /// Counts a flow in (`add`) or out of its persistence template, on
+    /// whatever real: a template lives while any flow it placed does, even
+    /// after it was moved to another real.
+    fn template_child(&mut self, key: &FlowKey, now: u32, add: bool) {
         let tk = template_key(key);
-        if let Some(t) = self.table.lookup(&tk, self.table.key_hash(&tk)) {
-            let t = self.table.get_mut(t);
-            if t.real_id == real_id {
-                t.children = if add {
-                    t.children + 1
-                } else {
-                    t.children.saturating_sub(1)
-                };
-                t.last_seen = now;
-            }
+        if let Some(e) = self.table.lookup(&tk, self.table.key_hash(&tk)) {
+            let t = self.table.get_mut(e);
+            let before = t.trust();
+            t.children = if add {
+                t.children + 1
+            } else {
+                t.children.saturating_sub(1)
+            };
+            t.last_seen = now;
+            self.reclass(e, before, now);
         }
     }
 }

@@ -13,7 +13,9 @@ mod hash;
 mod state;
 mod table;
 
-pub use conntrack::{Conntrack, ReplyTarget, Target, EVICTION_SCAN};
+pub use conntrack::{Conntrack, ReplyTarget, Target, SOURCE_SHARE};
 pub use hash::{flow_hash, mix64, owner_of, source_hash, IndexSeed};
 pub use state::{seq_near, FlowState, Segment, Timeouts, SEQ_WINDOW};
-pub use table::{Flow, FlowKey, FlowTable, InsertError, NewFlow, ReplyKey, FLOW_TEMPLATE};
+pub use table::{
+    Flow, FlowKey, FlowTable, InsertError, NewFlow, ReplyKey, Trust, FLOW_TEMPLATE, SECOND_CHANCES,
+};

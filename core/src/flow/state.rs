@@ -52,6 +52,8 @@ pub struct Segment {
     pub flags: TcpFlags,
     /// Its sequence number.
     pub seq: u32,
+    /// Its acknowledgment number (meaningful with the ACK flag).
+    pub ack: u32,
     /// The sequence space it takes: payload bytes, plus one for SYN and
     /// one for FIN.
     pub len: u32,

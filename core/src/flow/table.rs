@@ -4,6 +4,13 @@
 //! deletion (no tombstones, so probe chains never rot). A slot is one u64:
 //! the high 32 bits of the key's hash as a tag, the entry number, and
 //! whether the slot holds the entry's client-side key or its reply key.
+//!
+//! Every live entry also has a [`Trust`] class and sits in that class's
+//! queue (intrusive, doubly linked, in arrays beside the slab), in the
+//! order it entered the class. A full table takes its victim from the
+//! front of the least trusted queue that has one, giving an entry used
+//! since it was queued a second chance (CLOCK): finding a victim costs a
+//! bounded number of steps, however the table is filled.
 
 use std::net::Ipv4Addr;
 
@@ -11,6 +18,7 @@ use lb_config::ForwardingMethod;
 
 use super::hash::{flow_hash, IndexSeed};
 use super::state::{seq_near, FlowState, Segment, Timeouts};
+use crate::wire::TcpFlags;
 
 /// Marks a persistence template's protocol byte, so that a template key
 /// never equals a flow key.
@@ -78,6 +86,15 @@ impl ReplyKey {
     }
 }
 
+const SEEN_CLIENT: u8 = 1;
+const SEEN_REAL: u8 = 2;
+const CONFIRMED: u8 = 4;
+const REPEATED: u8 = 8;
+
+/// How far behind what the real sent a client's ACK may be and still
+/// confirm a NAT flow.
+const CONFIRM_ACK_WINDOW: u32 = 1 << 16;
+
 /// One flow. 64 bytes, one cache line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C, align(64))]
@@ -108,8 +125,10 @@ pub struct Flow {
     pub children: u32,
     /// Whether this flow was placed through a persistence template.
     pub templated: bool,
-    /// TCP: which sides' next sequence numbers are known (bit 0 the
-    /// client's, bit 1 the real's, seen by NAT only).
+    /// What was seen of the flow: `SEEN_CLIENT` and `SEEN_REAL` (TCP:
+    /// that side's next sequence number is known; UDP: the real answered),
+    /// `CONFIRMED` (NAT: the client acknowledged the real's SYN),
+    /// `REPEATED` (UDP: the client sent again).
     seq_known: u8,
     /// TCP: the next sequence number each side was seen to need.
     client_next: u32,
@@ -185,9 +204,14 @@ impl Flow {
     /// believed: it changes neither the state nor the tracking, so a
     /// stranger's RST, FIN or ACK cannot close or confirm the flow. The
     /// first segment seen from a side sets where it stands.
+    ///
+    /// A NAT flow is confirmed (see [`Trust`]) by the client's ACK of the
+    /// real's SYN: an acknowledgment number at most 64 KiB behind what the
+    /// real was seen to send, which a stranger who never saw the real's
+    /// initial sequence number guesses once in 65,536 tries.
     #[inline]
     pub fn on_segment(&mut self, seg: Segment, from_client: bool) {
-        let bit = if from_client { 1 } else { 2 };
+        let bit = if from_client { SEEN_CLIENT } else { SEEN_REAL };
         let next = if from_client {
             &mut self.client_next
         } else {
@@ -206,7 +230,51 @@ impl Flow {
             *next = seg.seq.wrapping_add(seg.len);
             self.seq_known |= bit;
         }
+        if from_client
+            && self.seq_known & SEEN_REAL != 0
+            && seg.flags.contains(TcpFlags::ACK)
+            && !seg.flags.intersects(TcpFlags::SYN | TcpFlags::RST)
+            && self.real_next.wrapping_sub(seg.ack) <= CONFIRM_ACK_WINDOW
+        {
+            self.seq_known |= CONFIRMED;
+        }
         self.state = self.state.on_tcp(seg.flags, from_client);
+    }
+
+    /// Records that the real answered (NAT UDP: evidence from both ends).
+    #[inline]
+    pub fn heard_from_real(&mut self) {
+        self.seq_known |= SEEN_REAL;
+    }
+
+    /// The class this flow's entry belongs in, from what was seen of it:
+    /// - a template: `Confirmed` while flows depend on it, else
+    ///   `Unconfirmed`;
+    /// - TCP: `Confirmed` when established after a handshake seen both
+    ///   ways (NAT), `OneWay` when established with only the client seen
+    ///   (TUN, DR), `Unconfirmed` otherwise (a SYN, an unverified ACK, a
+    ///   Maglev pick-up mid-stream, a closing flow);
+    /// - UDP: `OneWay` once NAT saw the real answer, or TUN and DR saw a
+    ///   second packet (`repeated`), else `Unconfirmed`.
+    #[inline]
+    pub fn trust(&self) -> Trust {
+        match self.state {
+            FlowState::Template if self.children > 0 => Trust::Confirmed,
+            FlowState::Established if self.seq_known & CONFIRMED != 0 => Trust::Confirmed,
+            FlowState::Established
+                if self.method != ForwardingMethod::Nat && self.seq_known & SEEN_CLIENT != 0 =>
+            {
+                Trust::OneWay
+            }
+            FlowState::Datagram if self.seq_known & (SEEN_REAL | REPEATED) != 0 => Trust::OneWay,
+            _ => Trust::Unconfirmed,
+        }
+    }
+
+    /// Records that the client sent more than one packet (UDP trust).
+    #[inline]
+    pub fn repeated(&mut self) {
+        self.seq_known |= REPEATED;
     }
 
     /// Points a persistence template at another real.
@@ -242,6 +310,37 @@ impl Flow {
     }
 }
 
+/// How far a flow's entry can be trusted, and so whether a full table may
+/// evict it to make room. The policy per method is in `conntrack`; in
+/// short, no packet a stranger can send blindly earns `Confirmed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum Trust {
+    /// No evidence that the client exists: a SYN, a handshake not yet
+    /// complete, a flow picked up mid-stream, a closing flow, a
+    /// persistence template without flows. Evicted first.
+    Unconfirmed = 0,
+    /// Evidence from one direction only (TUN and DR see only the client;
+    /// UDP has no handshake): evicted when no unconfirmed entry is left.
+    OneWay = 1,
+    /// A real handshake was seen (NAT: the real's SYN-ACK and the client's
+    /// ACK of it), or a template that flows depend on. Never evicted.
+    Confirmed = 2,
+}
+
+impl Trust {
+    pub const ALL: [Trust; 3] = [Trust::Unconfirmed, Trust::OneWay, Trust::Confirmed];
+
+    /// The metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Trust::Unconfirmed => "unconfirmed",
+            Trust::OneWay => "one_way",
+            Trust::Confirmed => "confirmed",
+        }
+    }
+}
+
 /// What a new flow is to be created with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewFlow {
@@ -252,6 +351,8 @@ pub struct NewFlow {
     pub service_id: u32,
     pub method: ForwardingMethod,
     pub state: FlowState,
+    /// Its class (and queue) from the start.
+    pub trust: Trust,
     /// Index the reply key too (NAT).
     pub index_reply: bool,
     pub now: u32,
@@ -262,6 +363,15 @@ pub enum InsertError {
     /// No free entry: the table is at capacity.
     Full,
 }
+
+/// How many entries used since they were queued the search for a victim
+/// sends to the back of their queue before it takes the front one anyway.
+pub const SECOND_CHANCES: usize = 8;
+
+/// The class byte of a free entry.
+const FREE: u8 = 0xff;
+/// No entry (queue links).
+const NIL: u32 = u32::MAX;
 
 const EMPTY: u64 = 0;
 const DIR_REPLY: u64 = 1;
@@ -290,7 +400,16 @@ pub struct FlowTable {
     /// The index hash's secret key.
     seed: IndexSeed,
     flows: Vec<Flow>,
-    live: Vec<bool>,
+    /// Each entry's [`Trust`] as a byte, or `FREE`.
+    class: Vec<u8>,
+    /// The class queues: links, and when each entry was queued (worker
+    /// clock, ms), which tells whether it was used since.
+    prev: Vec<u32>,
+    next: Vec<u32>,
+    queued_at: Vec<u32>,
+    /// Front of each class's queue (NIL when empty), and its length.
+    heads: [u32; 3],
+    counts: [usize; 3],
     free: Vec<u32>,
     index: Vec<u64>,
     mask: usize,
@@ -317,7 +436,12 @@ impl FlowTable {
         FlowTable {
             seed,
             flows: huge_vec(capacity, Flow::default_entry()),
-            live: huge_vec(capacity, false),
+            class: huge_vec(capacity, FREE),
+            prev: huge_vec(capacity, NIL),
+            next: huge_vec(capacity, NIL),
+            queued_at: huge_vec(capacity, 0),
+            heads: [NIL; 3],
+            counts: [0; 3],
             free: (0..capacity as u32).rev().collect(),
             index: huge_vec(slots, EMPTY),
             mask: slots - 1,
@@ -447,7 +571,7 @@ impl FlowTable {
             client_next: 0,
             real_next: 0,
         };
-        self.live[e as usize] = true;
+        self.enqueue(e, new.trust, new.now);
         self.index_insert(k.index_hash(&self.seed), e, false);
         if new.index_reply {
             let rk = self.flows[e as usize].reply_key();
@@ -459,14 +583,110 @@ impl FlowTable {
     /// Removes a flow and returns it.
     pub fn remove(&mut self, entry: u32) -> Flow {
         let f = self.flows[entry as usize];
-        debug_assert!(self.live[entry as usize]);
+        debug_assert!(self.is_live(entry));
         self.index_remove(f.key().index_hash(&self.seed), entry, false);
         if f.has_reply {
             self.index_remove(f.reply_key().index_hash(&self.seed), entry, true);
         }
-        self.live[entry as usize] = false;
+        self.dequeue(entry);
+        self.class[entry as usize] = FREE;
         self.free.push(entry);
         f
+    }
+
+    #[inline]
+    fn is_live(&self, entry: u32) -> bool {
+        self.class[entry as usize] != FREE
+    }
+
+    /// The class of live entry `entry`.
+    #[inline]
+    pub fn trust(&self, entry: u32) -> Trust {
+        match self.class[entry as usize] {
+            0 => Trust::Unconfirmed,
+            1 => Trust::OneWay,
+            _ => Trust::Confirmed,
+        }
+    }
+
+    /// Moves live entry `entry` to class `trust` (to the back of its
+    /// queue) unless it is in that class already.
+    #[inline]
+    pub fn set_trust(&mut self, entry: u32, trust: Trust, now: u32) {
+        if self.class[entry as usize] != trust as u8 {
+            self.dequeue(entry);
+            self.enqueue(entry, trust, now);
+        }
+    }
+
+    /// How many live entries are in class `trust`.
+    #[inline]
+    pub fn count(&self, trust: Trust) -> usize {
+        self.counts[trust as usize]
+    }
+
+    /// Puts free-or-unlinked `e` at the back of `trust`'s queue.
+    fn enqueue(&mut self, e: u32, trust: Trust, now: u32) {
+        let c = trust as usize;
+        let i = e as usize;
+        self.class[i] = trust as u8;
+        self.queued_at[i] = now;
+        let head = self.heads[c];
+        if head == NIL {
+            self.prev[i] = e;
+            self.next[i] = e;
+            self.heads[c] = e;
+        } else {
+            // A circular queue: the back is the front's predecessor.
+            let tail = self.prev[head as usize];
+            self.prev[i] = tail;
+            self.next[i] = head;
+            self.next[tail as usize] = e;
+            self.prev[head as usize] = e;
+        }
+        self.counts[c] += 1;
+    }
+
+    /// Takes live `e` out of its class's queue (its class byte stays).
+    fn dequeue(&mut self, e: u32) {
+        let i = e as usize;
+        let c = usize::from(self.class[i]);
+        let (p, n) = (self.prev[i], self.next[i]);
+        if n == e {
+            self.heads[c] = NIL;
+        } else {
+            self.next[p as usize] = n;
+            self.prev[n as usize] = p;
+            if self.heads[c] == e {
+                self.heads[c] = n;
+            }
+        }
+        self.counts[c] -= 1;
+    }
+
+    /// The entry a full table should give up for a new one: the front of
+    /// the least trusted non-empty queue among those below `Confirmed`,
+    /// after giving up to [`SECOND_CHANCES`] entries that were used since
+    /// they were queued another turn at the back. None when every entry is
+    /// confirmed. Bounded: at most `SECOND_CHANCES` + 1 steps.
+    pub fn victim(&mut self, now: u32) -> Option<u32> {
+        let c = [Trust::Unconfirmed, Trust::OneWay]
+            .into_iter()
+            .find(|&t| self.counts[t as usize] > 0)?;
+        for _ in 0..SECOND_CHANCES.min(self.counts[c as usize] - 1) {
+            let h = self.heads[c as usize];
+            let used = self.flows[h as usize]
+                .last_seen
+                .wrapping_sub(self.queued_at[h as usize]) as i32
+                > 0;
+            if !used {
+                return Some(h);
+            }
+            // The queue is circular: moving the front on sends it to the back.
+            self.queued_at[h as usize] = now;
+            self.heads[c as usize] = self.next[h as usize];
+        }
+        Some(self.heads[c as usize])
     }
 
     fn index_insert(&mut self, hash: u64, entry: u32, reply: bool) {
@@ -517,46 +737,33 @@ impl FlowTable {
     }
 
     /// Looks at up to `budget` entries after the last one looked at and
-    /// removes those `expired` says are over, calling `on_remove` for each.
+    /// removes those `expired` says are over, calling `on_remove` for each,
+    /// but no more than `max_removals` of them: a removal (two index
+    /// deletions and a queue unlink) costs far more than a look, so this
+    /// bounds the time a call takes however many entries expire at once.
     /// Returns how many were removed.
     pub fn sweep(
         &mut self,
         budget: usize,
+        max_removals: usize,
         mut expired: impl FnMut(&Flow) -> bool,
         mut on_remove: impl FnMut(&Flow),
     ) -> usize {
         let n = self.flows.len();
         let mut removed = 0;
         for _ in 0..budget.min(n) {
+            if removed == max_removals {
+                break;
+            }
             let e = self.sweep_cursor;
             self.sweep_cursor = if e + 1 == n { 0 } else { e + 1 };
-            if self.live[e] && expired(&self.flows[e]) {
+            if self.class[e] != FREE && expired(&self.flows[e]) {
                 let f = self.remove(e as u32);
                 on_remove(&f);
                 removed += 1;
             }
         }
         removed
-    }
-
-    /// Among up to `scan` entries after the sweep cursor (which moves on),
-    /// the live one that `pred` accepts and that has been idle longest at
-    /// `now`: a candidate to evict when the table is full.
-    pub fn stalest(&mut self, now: u32, scan: usize, pred: impl Fn(&Flow) -> bool) -> Option<u32> {
-        let n = self.flows.len();
-        let mut best: Option<(u32, u32)> = None;
-        for _ in 0..scan.min(n) {
-            let e = self.sweep_cursor;
-            self.sweep_cursor = if e + 1 == n { 0 } else { e + 1 };
-            if !self.live[e] || !pred(&self.flows[e]) {
-                continue;
-            }
-            let idle = now.wrapping_sub(self.flows[e].last_seen);
-            if best.is_none_or(|(_, b)| idle > b) {
-                best = Some((e as u32, idle));
-            }
-        }
-        best.map(|(e, _)| e)
     }
 
     /// The longest distance, in slots, between any key's home slot and
@@ -580,10 +787,71 @@ impl FlowTable {
         longest
     }
 
+    /// Checks the class queues against the entries (tests, the fuzz
+    /// harness): every live entry is in exactly the queue of its class,
+    /// which is the class its flow has earned ([`Flow::trust`]); the counts
+    /// add up. Reads everything.
+    pub fn audit(&self) -> Result<(), String> {
+        let mut seen = vec![false; self.flows.len()];
+        for c in Trust::ALL {
+            let mut n = 0;
+            let head = self.heads[c as usize];
+            if head != NIL {
+                let mut e = head;
+                loop {
+                    let i = e as usize;
+                    if seen[i] {
+                        return Err(format!("entry {e} queued twice"));
+                    }
+                    seen[i] = true;
+                    if self.class[i] != c as u8 {
+                        return Err(format!("entry {e} in the {} queue", c.name()));
+                    }
+                    if self.flows[i].trust() != c {
+                        return Err(format!(
+                            "entry {e} is {} but earned {} ({:?})",
+                            c.name(),
+                            self.flows[i].trust().name(),
+                            self.flows[i]
+                        ));
+                    }
+                    let n_ = self.next[i];
+                    if self.prev[n_ as usize] != e {
+                        return Err(format!("broken link after entry {e}"));
+                    }
+                    n += 1;
+                    e = n_;
+                    if e == head {
+                        break;
+                    }
+                    if n > self.flows.len() {
+                        return Err(format!("the {} queue does not close", c.name()));
+                    }
+                }
+            }
+            if n != self.counts[c as usize] {
+                return Err(format!(
+                    "{} queue holds {n}, counted {}",
+                    c.name(),
+                    self.counts[c as usize]
+                ));
+            }
+        }
+        for (i, &s) in seen.iter().enumerate() {
+            if s != (self.class[i] != FREE) {
+                return Err(format!(
+                    "entry {i}: live {} but queued {s}",
+                    self.class[i] != FREE
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Every live entry number (for tests and diagnostics; allocates).
     pub fn entries(&self) -> Vec<u32> {
         (0..self.flows.len() as u32)
-            .filter(|&e| self.live[e as usize])
+            .filter(|&e| self.is_live(e))
             .collect()
     }
 }
@@ -640,6 +908,7 @@ mod tests {
             service_id: 1,
             method: ForwardingMethod::Nat,
             state: FlowState::SynSent,
+            trust: Trust::Unconfirmed,
             index_reply: nat,
             now,
         }
@@ -703,13 +972,13 @@ mod tests {
             }
         }
         let mut gone = 0;
-        let removed = t.sweep(16, |f| f.expired(500, &timeouts), |_| gone += 1);
+        let removed = t.sweep(16, 16, |f| f.expired(500, &timeouts), |_| gone += 1);
         assert_eq!(
             removed, 8,
             "16 looked at, half of them SYN-only and expired"
         );
         assert_eq!(gone, 8);
-        t.sweep(64, |f| f.expired(500, &timeouts), |_| {});
+        t.sweep(64, 64, |f| f.expired(500, &timeouts), |_| {});
         assert_eq!(t.len(), 32, "established flows stay");
         for i in (0..64).step_by(2) {
             let k = key(i);
@@ -785,7 +1054,120 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_victim_comes_from_the_least_trusted_queue_oldest_first() {
+        let mut t = FlowTable::with_capacity(8);
+        let mut spec = new(1, true, 0);
+        let confirmed = t.insert(&spec).unwrap();
+        t.set_trust(confirmed, Trust::Confirmed, 0);
+        assert_eq!(t.victim(5), None, "confirmed entries are never victims");
+        spec = new(2, true, 1);
+        let one_way = t.insert(&spec).unwrap();
+        t.set_trust(one_way, Trust::OneWay, 1);
+        assert_eq!(t.victim(5), Some(one_way));
+        let u1 = t.insert(&new(3, true, 2)).unwrap();
+        let u2 = t.insert(&new(4, true, 3)).unwrap();
+        assert_eq!(t.victim(5), Some(u1), "unconfirmed first, oldest first");
+        // Used since it was queued: a second chance.
+        t.get_mut(u1).last_seen = 4;
+        assert_eq!(t.victim(5), Some(u2));
+        assert_eq!(t.victim(6), Some(u2), "u1 went to the back");
+        t.remove(u2);
+        assert_eq!(t.victim(7), Some(u1));
+        assert_eq!(t.count(Trust::Unconfirmed), 1);
+        assert_eq!(t.count(Trust::OneWay), 1);
+        assert_eq!(t.count(Trust::Confirmed), 1);
+    }
+
+    #[test]
+    fn a_busy_queue_still_gives_up_a_victim_in_bounded_steps() {
+        let mut t = FlowTable::with_capacity(64);
+        for i in 0..64 {
+            let e = t.insert(&new(i, false, 0)).unwrap();
+            t.get_mut(e).last_seen = 10;
+        }
+        // Every entry was used since it was queued: after SECOND_CHANCES
+        // of them go to the back, the front one is taken anyway.
+        let v = t.victim(20).unwrap();
+        assert_eq!(v, SECOND_CHANCES as u32, "the first 8 went to the back");
+    }
+
+    #[test]
+    fn a_sweep_removes_no_more_than_it_may() {
+        let timeouts = Timeouts {
+            syn: 1,
+            established: 1,
+            fin: 1,
+            closed: 1,
+            datagram: 1,
+        };
+        let mut t = FlowTable::with_capacity(256);
+        for i in 0..256 {
+            t.insert(&new(i, true, 0)).unwrap();
+        }
+        let removed = t.sweep(256, 10, |f| f.expired(100, &timeouts), |_| {});
+        assert_eq!(removed, 10);
+        assert_eq!(t.len(), 246);
+        assert_eq!(t.audit(), Ok(()));
+    }
+
     proptest! {
+        /// Random inserts, removes and class changes keep the queues
+        /// sound, and the victim is always the least trusted class there is.
+        #[test]
+        fn the_queues_stay_sound(ops in proptest::collection::vec((0u32..64, 0u8..4), 1..400)) {
+            let mut t = FlowTable::with_capacity(32);
+            let mut model: HashMap<FlowKey, u32> = HashMap::new();
+            for (now, (i, op)) in ops.into_iter().enumerate() {
+                let now = now as u32;
+                let k = key(i);
+                match (model.get(&k).copied(), op) {
+                    (None, _) => {
+                        if let Ok(e) = t.insert(&new(i, i % 2 == 0, now)) {
+                            model.insert(k, e);
+                        } else {
+                            let v = t.victim(now);
+                            let least = Trust::ALL.into_iter().find(|&c| t.count(c) > 0);
+                            match v {
+                                Some(v) => {
+                                    prop_assert_eq!(Some(t.trust(v)), least);
+                                    prop_assert!(t.trust(v) != Trust::Confirmed);
+                                }
+                                None => prop_assert_eq!(t.count(Trust::Confirmed), t.len()),
+                            }
+                        }
+                    }
+                    (Some(e), 0) => {
+                        t.remove(e);
+                        model.remove(&k);
+                    }
+                    (Some(e), c) => {
+                        // The flow earns the class (so the audit agrees).
+                        let f = t.get_mut(e);
+                        match c {
+                            1 => f.set_state(FlowState::SynSent),
+                            2 => {
+                                f.method = ForwardingMethod::DirectRoute;
+                                f.on_segment(Segment { flags: TcpFlags::SYN, seq: 1, ack: 0, len: 1 }, true);
+                                f.on_segment(Segment { flags: TcpFlags::ACK, seq: 2, ack: 0, len: 0 }, true);
+                            }
+                            _ => {
+                                f.method = ForwardingMethod::Nat;
+                                f.set_state(FlowState::SynSent);
+                                f.on_segment(Segment { flags: TcpFlags::SYN, seq: 1, ack: 0, len: 1 }, true);
+                                f.on_segment(Segment { flags: TcpFlags::SYN | TcpFlags::ACK, seq: 50, ack: 2, len: 1 }, false);
+                                f.on_segment(Segment { flags: TcpFlags::ACK, seq: 2, ack: 51, len: 0 }, true);
+                            }
+                        }
+                        let earned = t.get(e).trust();
+                        t.set_trust(e, earned, now);
+                    }
+                }
+                prop_assert_eq!(t.audit(), Ok(()));
+                prop_assert_eq!(t.len(), model.len());
+            }
+        }
+
         /// Random inserts and removes agree with a HashMap model, including
         /// after backward-shift deletions in a crowded index.
         #[test]

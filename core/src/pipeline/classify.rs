@@ -170,6 +170,7 @@ fn transport(protocol: IpProtocol, payload: &[u8]) -> L4 {
                     segment: Segment {
                         flags,
                         seq: t.seq_number(),
+                        ack: t.ack_number(),
                         len: u32::try_from(len).unwrap_or(u32::MAX),
                     },
                 }
@@ -250,6 +251,7 @@ mod tests {
                 segment: Segment {
                     flags: TcpFlags::SYN,
                     seq: 0,
+                    ack: 0,
                     len: 1
                 }
             }

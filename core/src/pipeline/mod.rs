@@ -58,7 +58,6 @@ pub enum Verdict {
 
 /// How many entries the sweep looks at per call.
 pub const SWEEP_BUDGET: usize = 256;
-pub use crate::flow::EVICTION_SCAN;
 
 /// One worker's packet state: its flows, scheduler states and neighbor
 /// cache. Owned by the worker; nothing shared.

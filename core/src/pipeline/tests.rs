@@ -156,6 +156,18 @@ fn tcp_seq(
     seq: u32,
     dst_mac: [u8; 6],
 ) -> Vec<u8> {
+    tcp_ack(src, dst, flags, seq, 0, dst_mac)
+}
+
+/// [`tcp`] with sequence and acknowledgment numbers.
+fn tcp_ack(
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    dst_mac: [u8; 6],
+) -> Vec<u8> {
     use crate::wire::{ethernet, ipv4, tcp, EtherType, IpProtocol, Ipv4Repr, TcpFlags, TcpPacket};
     let mut f = vec![0u8; ethernet::HEADER_LEN + ipv4::HEADER_LEN + tcp::HEADER_LEN];
     let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
@@ -178,6 +190,7 @@ fn tcp_seq(
     t.set_src_port(src.1);
     t.set_dst_port(dst.1);
     t.set_seq_number(seq);
+    t.set_ack_number(ack);
     t.set_header_len(tcp::HEADER_LEN);
     t.set_flags(TcpFlags(flags));
     t.set_window(1024);
@@ -200,6 +213,29 @@ const ACK: u8 = 0x10;
 const SYNACK: u8 = 0x12;
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 100);
 const OUR: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+/// A whole NAT handshake through `p` at `now`: the client's SYN, the real's
+/// SYN-ACK, the client's ACK of it (the flow is then confirmed). Returns
+/// the last byte of the real's address.
+fn handshake(p: &mut Pipeline, snap: &Snapshot, client: (Ipv4Addr, u16), now: u32) -> u8 {
+    let isn = 1_000 + u32::from(client.1);
+    let mut syn = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), SYN, isn, OUR));
+    assert_eq!(p.process(snap, 0, &mut syn, now), Verdict::Transmit(0));
+    let real = ip_of(&syn).dst_addr();
+    let real_isn = 9_000_000;
+    let mut synack = VecBuf::from_bytes(&tcp_ack(
+        (real, 8080),
+        client,
+        SYNACK,
+        real_isn,
+        isn + 1,
+        OUR,
+    ));
+    assert_eq!(p.process(snap, 0, &mut synack, now), Verdict::Transmit(0));
+    let mut ack = VecBuf::from_bytes(&tcp_ack(client, (VIP, 80), ACK, isn + 1, real_isn + 1, OUR));
+    assert_eq!(p.process(snap, 0, &mut ack, now), Verdict::Transmit(0));
+    real.octets()[3]
+}
 
 /// A client whose flows worker `w` of 2 owns.
 fn client_owned_by(w: usize) -> Ipv4Addr {
@@ -398,10 +434,7 @@ fn a_table_full_of_established_flows_refuses_new_nat_flows_and_keeps_the_old() {
     let client = client_owned_by(0);
     let mut p = pipeline(&snap, 0, 2, 4);
     for port in 5000..5004 {
-        let mut b = VecBuf::from_bytes(&tcp((client, port), (VIP, 80), SYN, OUR));
-        p.process(&snap, 0, &mut b, 0);
-        let mut b = VecBuf::from_bytes(&tcp((client, port), (VIP, 80), ACK, OUR));
-        p.process(&snap, 0, &mut b, 0);
+        handshake(&mut p, &snap, (client, port), 0);
     }
     // NAT needs the entry for the replies: without room, the new flow is
     // refused and counted, rather than half-opened on a real.
@@ -414,34 +447,48 @@ fn a_table_full_of_established_flows_refuses_new_nat_flows_and_keeps_the_old() {
     assert_eq!(
         p.stats().flows_evicted.get(),
         0,
-        "established flows are never evicted"
+        "confirmed flows are never evicted"
     );
     for port in 5000..5004 {
-        let mut b = VecBuf::from_bytes(&tcp((client, port), (VIP, 80), ACK, OUR));
+        let mut b = VecBuf::from_bytes(&tcp_seq(
+            (client, port),
+            (VIP, 80),
+            ACK,
+            1_001 + u32::from(port),
+            OUR,
+        ));
         assert_eq!(p.process(&snap, 0, &mut b, 2), Verdict::Transmit(0));
     }
 }
 
 #[test]
 fn a_full_table_still_forwards_maglev_dr_flows_without_an_entry() {
-    let text = NAT_CONFIG
-        .replace(
-            "scheduler = \"rr\"",
-            "scheduler = \"mh\"\nforwarding = \"dr\"",
-        )
-        .replace("port = 8080\n", "");
+    let text = format!(
+        "{NAT_CONFIG}{}",
+        r#"
+[[services]]
+name = "dr"
+vip = "198.18.1.101"
+port = 80
+scheduler = "mh"
+forwarding = "dr"
+[[services.reals]]
+address = "198.18.0.11"
+[[services.reals]]
+address = "198.18.0.12"
+"#
+    );
     let snap = compile(&Config::parse(&text).unwrap(), &[MacAddr(OUR)]);
     let client = client_owned_by(0);
     let mut p = pipeline(&snap, 0, 2, 2);
+    // Two confirmed NAT flows fill the table: nothing can be evicted.
     for port in 5000..5002 {
-        for flags in [SYN, ACK] {
-            let mut b = VecBuf::from_bytes(&tcp((client, port), (VIP, 80), flags, OUR));
-            p.process(&snap, 0, &mut b, 0);
-        }
+        handshake(&mut p, &snap, (client, port), 0);
     }
-    let mut first = VecBuf::from_bytes(&tcp((client, 5009), (VIP, 80), SYN, OUR));
+    let dr_vip = Ipv4Addr::new(198, 18, 1, 101);
+    let mut first = VecBuf::from_bytes(&tcp((client, 5009), (dr_vip, 80), SYN, OUR));
     assert_eq!(p.process(&snap, 0, &mut first, 1), Verdict::Transmit(0));
-    let mut later = VecBuf::from_bytes(&tcp((client, 5009), (VIP, 80), ACK, OUR));
+    let mut later = VecBuf::from_bytes(&tcp((client, 5009), (dr_vip, 80), ACK, OUR));
     assert_eq!(p.process(&snap, 0, &mut later, 1), Verdict::Transmit(0));
     assert_eq!(
         EthernetFrame::new_checked(first.data()).unwrap().dst_addr(),
@@ -497,12 +544,9 @@ fn a_template_whose_flow_never_got_an_entry_still_expires() {
     let mut p = pipeline(&snap, 0, 1, 3);
     let c = Ipv4Addr::from(0xc613_2000);
     for port in 7000..7002 {
-        for flags in [SYN, ACK] {
-            let mut b = VecBuf::from_bytes(&tcp((c, port), (VIP, 80), flags, OUR));
-            p.process(&snap, 0, &mut b, 0);
-        }
+        handshake(&mut p, &snap, (c, port), 0);
     }
-    // Template + 2 established flows: a third flow finds no room.
+    // Template + 2 confirmed flows: a third flow finds no room.
     let mut b = VecBuf::from_bytes(&tcp((c, 7009), (VIP, 80), SYN, OUR));
     assert_eq!(
         p.process(&snap, 0, &mut b, 0),

@@ -35,7 +35,11 @@
 //! - `table.owner`: every flow in a worker's table is owned by it.
 //! - `table.duplicate`: no key twice in a table.
 //! - `table.template-children`: a template counts no more children than
-//!   it has live flows on its real.
+//!   it has live flows (on any real: a moved template still counts the
+//!   flows it placed before).
+//! - `table.trust`: every entry sits in the eviction queue of the trust
+//!   class its flow has earned, and the queues are sound
+//!   (`FlowTable::audit`).
 //! - `arp.request`: ARP requests asked for are for a connected address of
 //!   an existing port.
 
@@ -539,7 +543,10 @@ impl Driver {
             let mut per_real: HashMap<u32, u64> = HashMap::new();
             let mut keys: HashSet<FlowKey> = HashSet::new();
             let mut templates = Vec::new();
-            let mut children: HashMap<(FlowKey, u32), u32> = HashMap::new();
+            let mut children: HashMap<FlowKey, u32> = HashMap::new();
+            if let Err(e) = flows.audit() {
+                self.v.add("table.trust", format!("worker {w}: {e}"));
+            }
             let entries = flows.entries();
             if entries.len() != len {
                 self.v.add(
@@ -571,19 +578,18 @@ impl Driver {
                         client_port: 0,
                         ..key
                     };
-                    *children.entry((tk, f.real_id)).or_default() += 1;
+                    *children.entry(tk).or_default() += 1;
                 }
             }
             for t in templates {
-                let live = children.get(&(t.key(), t.real_id)).copied().unwrap_or(0);
+                let live = children.get(&t.key()).copied().unwrap_or(0);
                 if t.children > live {
                     self.v.add(
                         "table.template-children",
                         format!(
-                            "worker {w}: template {:?} counts {} children, {live} live on real {}",
+                            "worker {w}: template {:?} counts {} children, {live} live",
                             t.key(),
                             t.children,
-                            t.real_id
                         ),
                     );
                 }
