@@ -18,9 +18,11 @@
 //!   a spoofed ACK, a Maglev pick-up mid-stream and a closing flow stay
 //!   `Unconfirmed`; UDP becomes `OneWay` when the real answers.
 //! - **TUN and DR** see only the client, so nothing proves a flow there:
-//!   an established flow is `OneWay` (bounded trust): it outranks half-open
-//!   and spoofed-once entries, but a full table evicts it (least recently
-//!   used first, CLOCK) before it refuses a flow. A flood of spoofed
+//!   a flow established from a SYN is `OneWay` (bounded trust): it
+//!   outranks half-open and spoofed-once entries (it is evicted first only
+//!   when it has waited 4 times as long), but a full table evicts it (in
+//!   queue order, with a second chance when used: CLOCK) before it refuses
+//!   a flow. A flood of spoofed
 //!   ACKs or SYN+ACKs to a TUN, DR or `mh` service therefore never makes
 //!   another service refuse a new flow; the cost falls on the flooded
 //!   one-way flows themselves (for `mh` and `sh` services the next packet

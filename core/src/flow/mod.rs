@@ -15,7 +15,7 @@ mod table;
 
 pub use conntrack::{Conntrack, ReplyTarget, Target, SOURCE_SHARE};
 pub use hash::{flow_hash, mix64, owner_of, source_hash, IndexSeed};
-pub use state::{seq_near, FlowState, Segment, Timeouts, SEQ_WINDOW};
+pub use state::{seq_near, seq_within, FlowState, Segment, Timeouts, RST_WINDOW, SEQ_WINDOW};
 pub use table::{
     Flow, FlowKey, FlowTable, InsertError, NewFlow, ReplyKey, Trust, FLOW_TEMPLATE, SECOND_CHANCES,
 };

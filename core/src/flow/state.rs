@@ -68,11 +68,23 @@ pub struct Segment {
 /// flight may see a late RST ignored, and its flow then times out instead.
 pub const SEQ_WINDOW: u32 = 1 << 20;
 
+/// A RST must lie closer still: its sender puts the next sequence number
+/// it would send there (RFC 793), which the flow tracks, so 64 KiB either
+/// side is room enough for reordering, and a blind guess hits it about once
+/// in 32,768 tries.
+pub const RST_WINDOW: u32 = 1 << 16;
+
 /// Whether `seq` lies within [`SEQ_WINDOW`] of `next`, either side
 /// (sequence numbers wrap).
 #[inline]
 pub fn seq_near(seq: u32, next: u32) -> bool {
-    seq.wrapping_sub(next).wrapping_add(SEQ_WINDOW) <= 2 * SEQ_WINDOW
+    seq_within(seq, next, SEQ_WINDOW)
+}
+
+/// Whether `seq` lies within `window` of `next`, either side.
+#[inline]
+pub fn seq_within(seq: u32, next: u32, window: u32) -> bool {
+    seq.wrapping_sub(next).wrapping_add(window) <= 2 * window
 }
 
 /// Timeouts in milliseconds, per state.

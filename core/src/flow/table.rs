@@ -17,7 +17,7 @@ use std::net::Ipv4Addr;
 use lb_config::ForwardingMethod;
 
 use super::hash::{flow_hash, IndexSeed};
-use super::state::{seq_near, FlowState, Segment, Timeouts};
+use super::state::{seq_near, seq_within, FlowState, Segment, Timeouts, RST_WINDOW};
 use crate::wire::TcpFlags;
 
 /// Marks a persistence template's protocol byte, so that a template key
@@ -90,6 +90,7 @@ const SEEN_CLIENT: u8 = 1;
 const SEEN_REAL: u8 = 2;
 const CONFIRMED: u8 = 4;
 const REPEATED: u8 = 8;
+const SAW_SYN: u8 = 16;
 
 /// How far behind what the real sent a client's ACK may be and still
 /// confirm a NAT flow.
@@ -128,7 +129,8 @@ pub struct Flow {
     /// What was seen of the flow: `SEEN_CLIENT` and `SEEN_REAL` (TCP:
     /// that side's next sequence number is known; UDP: the real answered),
     /// `CONFIRMED` (NAT: the client acknowledged the real's SYN),
-    /// `REPEATED` (UDP: the client sent again).
+    /// `REPEATED` (UDP: the client sent again), `SAW_SYN` (TCP: the flow
+    /// began with the client's SYN, not mid-stream).
     seq_known: u8,
     /// TCP: the next sequence number each side was seen to need.
     client_next: u32,
@@ -202,8 +204,9 @@ impl Flow {
     /// a segment whose sequence number is far from what its sender was
     /// seen to need (more than [`SEQ_WINDOW`](super::SEQ_WINDOW)) is not
     /// believed: it changes neither the state nor the tracking, so a
-    /// stranger's RST, FIN or ACK cannot close or confirm the flow. The
-    /// first segment seen from a side sets where it stands.
+    /// stranger's RST, FIN or ACK cannot close or confirm the flow; a RST
+    /// must lie within [`RST_WINDOW`](super::state::RST_WINDOW). The first
+    /// segment seen from a side sets where it stands.
     ///
     /// A NAT flow is confirmed (see [`Trust`]) by the client's ACK of the
     /// real's SYN: an acknowledgment number at most 64 KiB behind what the
@@ -218,7 +221,9 @@ impl Flow {
             &mut self.real_next
         };
         if self.seq_known & bit != 0 {
-            if !seq_near(seg.seq, *next) {
+            if !seq_near(seg.seq, *next)
+                || (seg.flags.contains(TcpFlags::RST) && !seq_within(seg.seq, *next, RST_WINDOW))
+            {
                 return;
             }
             let end = seg.seq.wrapping_add(seg.len);
@@ -229,6 +234,9 @@ impl Flow {
         } else {
             *next = seg.seq.wrapping_add(seg.len);
             self.seq_known |= bit;
+        }
+        if from_client && seg.flags.contains(TcpFlags::SYN) && !seg.flags.contains(TcpFlags::ACK) {
+            self.seq_known |= SAW_SYN;
         }
         if from_client
             && self.seq_known & SEEN_REAL != 0
@@ -251,8 +259,8 @@ impl Flow {
     /// - a template: `Confirmed` while flows depend on it, else
     ///   `Unconfirmed`;
     /// - TCP: `Confirmed` when established after a handshake seen both
-    ///   ways (NAT), `OneWay` when established with only the client seen
-    ///   (TUN, DR), `Unconfirmed` otherwise (a SYN, an unverified ACK, a
+    ///   ways (NAT), `OneWay` when established from a SYN with only the
+    ///   client seen (TUN, DR), `Unconfirmed` otherwise (a SYN, an unverified ACK, a
     ///   Maglev pick-up mid-stream, a closing flow);
     /// - UDP: `OneWay` once NAT saw the real answer, or TUN and DR saw a
     ///   second packet (`repeated`), else `Unconfirmed`.
@@ -262,7 +270,7 @@ impl Flow {
             FlowState::Template if self.children > 0 => Trust::Confirmed,
             FlowState::Established if self.seq_known & CONFIRMED != 0 => Trust::Confirmed,
             FlowState::Established
-                if self.method != ForwardingMethod::Nat && self.seq_known & SEEN_CLIENT != 0 =>
+                if self.method != ForwardingMethod::Nat && self.seq_known & SAW_SYN != 0 =>
             {
                 Trust::OneWay
             }
@@ -367,6 +375,10 @@ pub enum InsertError {
 /// How many entries used since they were queued the search for a victim
 /// sends to the back of their queue before it takes the front one anyway.
 pub const SECOND_CHANCES: usize = 8;
+
+/// A one-way entry is evicted before an unconfirmed one only when it has
+/// waited in its queue more than this many times as long.
+pub const ONE_WAY_BIAS: u32 = 4;
 
 /// The class byte of a free entry.
 const FREE: u8 = 0xff;
@@ -664,15 +676,29 @@ impl FlowTable {
         self.counts[c] -= 1;
     }
 
-    /// The entry a full table should give up for a new one: the front of
-    /// the least trusted non-empty queue among those below `Confirmed`,
-    /// after giving up to [`SECOND_CHANCES`] entries that were used since
-    /// they were queued another turn at the back. None when every entry is
-    /// confirmed. Bounded: at most `SECOND_CHANCES` + 1 steps.
+    /// The entry a full table should give up for a new one, never a
+    /// confirmed one: the front of the unconfirmed queue, unless the front
+    /// of the one-way queue has waited more than [`ONE_WAY_BIAS`] times as
+    /// long (so a steady flood of one-way entries cannot make every new
+    /// unconfirmed entry, a legitimate SYN among them, the next victim);
+    /// and within that queue, after giving up to [`SECOND_CHANCES`] entries
+    /// that were used since they were queued another turn at the back.
+    /// None when every entry is confirmed. At most `SECOND_CHANCES` + 1
+    /// steps, however the table is filled.
     pub fn victim(&mut self, now: u32) -> Option<u32> {
-        let c = [Trust::Unconfirmed, Trust::OneWay]
-            .into_iter()
-            .find(|&t| self.counts[t as usize] > 0)?;
+        let waited = |t: &FlowTable, c: Trust| {
+            let h = t.heads[c as usize];
+            (h != NIL).then(|| now.wrapping_sub(t.queued_at[h as usize]))
+        };
+        let c = match (
+            waited(self, Trust::Unconfirmed),
+            waited(self, Trust::OneWay),
+        ) {
+            (Some(u), Some(o)) if o / ONE_WAY_BIAS > u => Trust::OneWay,
+            (Some(_), _) => Trust::Unconfirmed,
+            (None, Some(_)) => Trust::OneWay,
+            (None, None) => return None,
+        };
         for _ in 0..SECOND_CHANCES.min(self.counts[c as usize] - 1) {
             let h = self.heads[c as usize];
             let used = self.flows[h as usize]
@@ -1077,6 +1103,12 @@ mod tests {
         assert_eq!(t.count(Trust::Unconfirmed), 1);
         assert_eq!(t.count(Trust::OneWay), 1);
         assert_eq!(t.count(Trust::Confirmed), 1);
+        // A brand-new unconfirmed entry is not the victim when the one-way
+        // front has waited more than 4 times as long.
+        t.remove(u1);
+        let u3 = t.insert(&new(5, true, 30)).unwrap();
+        assert_eq!(t.victim(32), Some(one_way));
+        assert_eq!(t.victim(40), Some(u3));
     }
 
     #[test]

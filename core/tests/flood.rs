@@ -1,0 +1,95 @@
+//! The flow table under attack, at a reduced scale: the capacity and the
+//! flood rates are scaled down together (a 16,384-entry table against
+//! 16,384 spoofed packets per second stands for 1M entries against 1 Mpps:
+//! what matters is how long an entry lives under the flood), the time
+//! scales (ACK delays, timeouts) are real. `cargo bench -p lb-core --bench
+//! flood` runs the same lab at full scale and prints the figures.
+
+#[path = "support/flood.rs"]
+mod flood;
+
+use flood::{Flood, Lab, VIP_DR, VIP_MH, VIP_NAT, VIP_TUN};
+use lb_core::pipeline::Verdict;
+use lb_core::DropReason;
+
+const CAPACITY: usize = 16_384;
+
+/// Spoofed ACKs to a Maglev service and spoofed SYN-then-ACK pairs to TUN
+/// and DR services used to fill the table with entries nothing could
+/// evict; now they are one-way or unconfirmed, and a legitimate flow to
+/// NAT or to a `wrr` TUN service always finds room.
+#[test]
+fn one_way_floods_never_make_nat_or_wrr_refuse_a_flow() {
+    let mut lab = Lab::new(CAPACITY, "", 1);
+    let floods = [
+        (Flood::Ack(VIP_MH), 8_000),
+        (Flood::SynThenAck(VIP_TUN), 8_000),
+        (Flood::SynThenAck(VIP_DR), 8_000),
+    ];
+    // Fill the table first.
+    lab.run(3_000, &floods);
+    assert!(
+        lab.pipeline.flows().is_full(),
+        "the floods filled the table"
+    );
+    for round in 0..20 {
+        for _ in 0..10 {
+            assert_eq!(
+                lab.connect(VIP_NAT, 100),
+                Verdict::Transmit(0),
+                "round {round}"
+            );
+            let tun = lab.connect(VIP_TUN, 100);
+            assert_eq!(tun, Verdict::Transmit(0), "round {round}");
+        }
+        lab.run(250, &floods);
+    }
+    let (started, completed) = lab.handshakes(VIP_NAT, 100);
+    assert_eq!(completed, started, "every NAT handshake completed");
+    let (started, completed) = lab.handshakes(VIP_TUN, 100);
+    assert_eq!(completed, started, "every TUN handshake completed");
+    assert_eq!(lab.legit_drops.get(&DropReason::FlowTableFull), None);
+    assert_eq!(lab.stats().flow_table_full.get(), 0);
+    assert!(lab.stats().flows_evicted.get() > 10_000);
+    lab.pipeline.flows().audit().unwrap();
+}
+
+/// A SYN flood never costs an established (confirmed) NAT flow its entry
+/// or its real.
+#[test]
+fn a_syn_flood_keeps_every_established_flow_on_its_real() {
+    let mut lab = Lab::new(CAPACITY, "", 2);
+    for _ in 0..1_000 {
+        lab.connect(VIP_NAT, 30);
+    }
+    lab.run(100, &[]);
+    assert_eq!(lab.handshakes(VIP_NAT, 30), (1_000, 1_000));
+    lab.run(5_000, &[(Flood::Syn(VIP_NAT), 3 * CAPACITY as u64)]);
+    assert_eq!(lab.check_established(), (1_000, 1_000));
+    assert!(
+        lab.stats().flows_evicted.get() > 0,
+        "the flood did fill the table"
+    );
+}
+
+/// RSTs whose sequence numbers are outside the window change nothing, for
+/// every method.
+#[test]
+fn spoofed_out_of_window_rsts_change_nothing() {
+    let mut lab = Lab::new(CAPACITY, "", 3);
+    for _ in 0..200 {
+        for vip in [VIP_NAT, VIP_TUN, VIP_DR, VIP_MH] {
+            lab.connect(vip, 30);
+        }
+    }
+    lab.run(100, &[]);
+    assert_eq!(lab.check_established(), (800, 800));
+    lab.run(2_000, &[(Flood::Rst, 20_000)]);
+    assert!(lab.flood_sent >= 40_000);
+    assert_eq!(
+        lab.check_established(),
+        (800, 800),
+        "every flow kept its real"
+    );
+    lab.pipeline.flows().audit().unwrap();
+}
