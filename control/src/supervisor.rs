@@ -338,7 +338,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
             .collect();
         log::info!(
             "worker on {lcore}: rx {}, tx {}, arp replies {}, echo replies {}, arp requests {}, \
-             flows active {} created {} expired {} evicted {} table-full {}, handoffs out {} in {}, held {}, \
+             flows active {} created {} expired {} evicted {} table-full {} stateless {}, handoffs out {} in {}, held {}, \
              frag-needed sent {}, icmp errors forwarded {}, dropped {} [{}]",
             w.rx_packets.get(),
             w.tx_packets.get(),
@@ -350,6 +350,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
             w.flows_expired.get(),
             w.flows_evicted.get(),
             w.flow_table_full.get(),
+            w.stateless_forwards.get(),
             w.handoffs_out.get(),
             w.handoffs_in.get(),
             w.held.get(),

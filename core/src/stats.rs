@@ -200,8 +200,12 @@ pub struct WorkerStats {
     /// New flows forwarded without an entry because the table was full.
     pub flow_table_full: Counter,
     pub flows_expired: Counter,
-    /// Flows (never established ones) evicted to make room for new flows.
+    /// Flows (unconfirmed or one-way ones) evicted to make room for new
+    /// flows.
     pub flows_evicted: Counter,
+    /// Packets of Maglev flows picked up mid-stream (TUN, DR) forwarded by
+    /// hash without an entry, because the table was at least half full.
+    pub stateless_forwards: Counter,
     /// Packets handed to / received from the worker that owns their flow.
     pub handoffs_out: Counter,
     pub handoffs_in: Counter,
@@ -232,6 +236,7 @@ impl Default for WorkerStats {
             flow_table_full: Counter::default(),
             flows_expired: Counter::default(),
             flows_evicted: Counter::default(),
+            stateless_forwards: Counter::default(),
             handoffs_out: Counter::default(),
             handoffs_in: Counter::default(),
             arp_requests: Counter::default(),

@@ -29,6 +29,10 @@
 //!   finds the same real again by hashing).
 //! - **Persistence templates** are `Confirmed` while flows depend on them
 //!   and `Unconfirmed` once they have none.
+//! - **Maglev pick-ups** mid-stream (a packet other than a SYN with no
+//!   flow, to an `mh` service) are unconfirmed; with TUN or DR they get no
+//!   entry at all once the table is at least half full (the next packet
+//!   hashes to the same real), so a flood of lone ACKs costs no room.
 //! - **Per source:** when the table is at least half full, a client address
 //!   that already holds [`Conntrack::source_limit`] flows gets no more
 //!   (`source_limit`), so one source cannot own the table with handshakes
@@ -128,6 +132,13 @@ impl Conntrack {
     /// Sets [`Self::source_limit`] (at least 1).
     pub fn set_source_limit(&mut self, limit: u32) {
         self.source_limit = limit.max(1);
+    }
+
+    /// Whether the table is at least half full: per-source limits apply,
+    /// and Maglev pick-ups mid-stream get no entry.
+    #[inline]
+    fn pressed(&self) -> bool {
+        self.table.len() * 2 >= self.table.capacity()
     }
 
     #[inline]
@@ -240,15 +251,25 @@ impl Conntrack {
             return Err(DropReason::NoFlow);
         }
         let bucket = self.source_bucket(key.client);
-        if self.sources[bucket] >= self.source_limit
-            && self.table.len() * 2 >= self.table.capacity()
-        {
+        if self.sources[bucket] >= self.source_limit && self.pressed() {
             return Err(DropReason::SourceLimit);
         }
         let (ri, templated) = self
             .schedule(snap, service, key, now, schedulers)
             .ok_or(DropReason::NoReal)?;
         let r = &svc.reals[ri];
+        if tcp.is_some() && !syn && r.method != ForwardingMethod::Nat && self.pressed() {
+            // A Maglev pick-up mid-stream (TUN, DR) into a table at least
+            // half full: its next packet hashes to the same real anyway, so
+            // it gets no entry, and a flood of lone ACKs costs no room.
+            self.stats.stateless_forwards.incr();
+            return Ok(Target {
+                real: r.address,
+                real_port: r.port,
+                method: r.method,
+                real_id: r.id,
+            });
+        }
         let state = match tcp {
             None => FlowState::Datagram,
             Some(_) if syn => FlowState::SynSent,

@@ -495,7 +495,12 @@ address = "198.18.0.12"
         EthernetFrame::new_checked(later.data()).unwrap().dst_addr(),
         "Maglev sends it to the same real"
     );
-    assert_eq!(p.stats().flow_table_full.get(), 2);
+    assert_eq!(p.stats().flow_table_full.get(), 1, "the SYN found no room");
+    assert_eq!(
+        p.stats().stateless_forwards.get(),
+        1,
+        "the ACK, a pick-up mid-stream, did not even ask"
+    );
 }
 
 #[test]
