@@ -339,7 +339,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         log::info!(
             "worker on {lcore}: rx {}, tx {}, arp replies {}, echo replies {}, arp requests {}, \
              flows active {} created {} expired {} evicted {} table-full {} stateless {}, handoffs out {} in {}, held {}, \
-             frag-needed sent {}, icmp errors forwarded {}, dropped {} [{}]",
+             frag-needed sent {} rate-limited {}, icmp errors forwarded {}, dropped {} [{}]",
             w.rx_packets.get(),
             w.tx_packets.get(),
             w.arp_replies.get(),
@@ -355,6 +355,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
             w.handoffs_in.get(),
             w.held.get(),
             w.icmp_frag_needed.get(),
+            w.icmp_rate_limited.get(),
             w.icmp_errors_forwarded.get(),
             w.dropped_total(),
             drops.join(" ")

@@ -213,6 +213,8 @@ pub struct WorkerStats {
     /// Packets held while their next hop was being resolved.
     pub held: Counter,
     pub icmp_frag_needed: Counter,
+    /// "Fragmentation needed" not sent: over the ICMP rate limit.
+    pub icmp_rate_limited: Counter,
     pub icmp_errors_forwarded: Counter,
     /// Packets the tx queue of each port did not take.
     pub tx_failed: [Counter; MAX_PORTS],
@@ -242,6 +244,7 @@ impl Default for WorkerStats {
             arp_requests: Counter::default(),
             held: Counter::default(),
             icmp_frag_needed: Counter::default(),
+            icmp_rate_limited: Counter::default(),
             icmp_errors_forwarded: Counter::default(),
             tx_failed: Default::default(),
             drops: Default::default(),

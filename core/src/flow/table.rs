@@ -220,7 +220,14 @@ impl Flow {
         } else {
             &mut self.real_next
         };
-        if self.seq_known & bit != 0 {
+        // A client's SYN on a half-open flow starts where it says: the
+        // flow may have been opened by someone else's SYN on the same tuple
+        // (the real will answer the last one; nothing is confirmed yet).
+        let reopen = from_client
+            && self.state == FlowState::SynSent
+            && seg.flags.contains(TcpFlags::SYN)
+            && !seg.flags.contains(TcpFlags::ACK);
+        if self.seq_known & bit != 0 && !reopen {
             if !seq_near(seg.seq, *next)
                 || (seg.flags.contains(TcpFlags::RST) && !seq_within(seg.seq, *next, RST_WINDOW))
             {
@@ -1109,6 +1116,31 @@ mod tests {
         let u3 = t.insert(&new(5, true, 30)).unwrap();
         assert_eq!(t.victim(32), Some(one_way));
         assert_eq!(t.victim(40), Some(u3));
+    }
+
+    /// A stranger's SYN that opened the tuple first does not keep the
+    /// client's own handshake from confirming the flow.
+    #[test]
+    fn the_clients_syn_reopens_a_half_open_flow() {
+        let mut t = FlowTable::with_capacity(4);
+        let e = t.insert(&new(1, true, 0)).unwrap();
+        let f = t.get_mut(e);
+        let seg = |flags, seq, ack, len| Segment {
+            flags,
+            seq,
+            ack,
+            len,
+        };
+        f.on_segment(seg(TcpFlags::SYN, 0x7000_0000, 0, 1), true);
+        f.on_segment(seg(TcpFlags::SYN, 5, 0, 1), true);
+        f.on_segment(seg(TcpFlags::SYN | TcpFlags::ACK, 900, 6, 1), false);
+        f.on_segment(seg(TcpFlags::ACK, 6, 901, 0), true);
+        assert_eq!(f.state(), FlowState::Established);
+        assert_eq!(f.trust(), Trust::Confirmed);
+        // Once established, a SYN far away changes nothing.
+        f.on_segment(seg(TcpFlags::SYN, 0x7000_0000, 0, 1), true);
+        f.on_segment(seg(TcpFlags::RST, 0x7000_0001, 0, 0), true);
+        assert_eq!(f.state(), FlowState::Established);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 
 use lb_config::MacAddr;
 
-use super::Verdict;
+use super::{Ipv4Meta, Verdict};
 use crate::buffer::PacketBuf;
 use crate::forward::{self, icmp, tunnel, IP};
 use crate::neighbor::{Lookup, NeighborCache};
@@ -27,6 +27,13 @@ pub struct ArpRequest {
 /// How many learned neighbors and ARP requests wait for the worker.
 const OUTBOX: usize = 64;
 
+/// ICMP errors a worker makes itself ("fragmentation needed"): at most
+/// this many per second, in bursts of up to [`ICMP_BURST`] (as Linux's
+/// `icmp_msgs_per_sec`), so that a flood of large DF packets cannot turn
+/// the appliance into a reflector.
+pub const ICMP_RATE: u32 = 1000;
+pub const ICMP_BURST: u32 = 50;
+
 /// A worker's neighbor cache and what it has for the worker to do.
 #[derive(Debug)]
 pub struct Egress {
@@ -36,6 +43,10 @@ pub struct Egress {
     learned: Vec<(Ipv4Addr, MacAddr)>,
     /// ARP requests to send.
     arp_out: Vec<ArpRequest>,
+    /// The ICMP token bucket: tokens left, and when it was last filled
+    /// (worker clock, ms).
+    icmp_tokens: u32,
+    icmp_filled: u32,
 }
 
 impl Default for Egress {
@@ -44,6 +55,8 @@ impl Default for Egress {
             neighbors: NeighborCache::new(),
             learned: Vec::with_capacity(OUTBOX),
             arp_out: Vec::with_capacity(OUTBOX),
+            icmp_tokens: ICMP_BURST,
+            icmp_filled: 0,
         }
     }
 }
@@ -124,6 +137,34 @@ impl Egress {
         }
     }
 
+    /// NAT, before the rewrite: None when the packet (ending at `ip_end`)
+    /// fits the MTU of the port towards `to`; else the verdict for it:
+    /// "fragmentation needed" from `from` back to its sender when it has DF
+    /// set (quoting it as it arrived, which is what its sender can match),
+    /// else a `too_big` drop.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub fn nat_too_big<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        stats: &WorkerStats,
+        pkt: &mut B,
+        ip: &Ipv4Meta,
+        to: Ipv4Addr,
+        from: Ipv4Addr,
+        now: u32,
+    ) -> Option<Verdict> {
+        let r = route::lookup(snap, to)?;
+        let mtu = snap.ports[r.port].mtu;
+        if ip.total_len <= mtu {
+            return None;
+        }
+        if !ip.dont_fragment {
+            return Some(Verdict::Drop(DropReason::TooBig));
+        }
+        Some(self.frag_needed(snap, stats, pkt, ip.src, from, mtu, now))
+    }
+
     /// TUN: wraps the packet (from `client` to `vip`, ending at `ip_end`,
     /// DF set or not) for `real`, or answers "fragmentation needed" when
     /// the wrapped packet would not fit the out-port's MTU. The flag says
@@ -153,20 +194,61 @@ impl Egress {
                 return (Verdict::Drop(DropReason::TooBig), false);
             }
             let announced = u16::try_from(mtu - tunnel::OVERHEAD).unwrap_or(u16::MAX);
-            if !icmp::frag_needed(pkt, vip, announced) {
-                return (Verdict::Drop(DropReason::Truncated), false);
-            }
-            stats.icmp_frag_needed.incr();
-            let Some(back) = route::lookup(snap, client) else {
-                return (Verdict::Drop(DropReason::NoRoute), false);
-            };
-            return (self.link(snap, pkt, back.port, back.next_hop, now), false);
+            let v = self.frag_needed(snap, stats, pkt, client, vip, announced, now);
+            return (v, false);
         }
         let src = snap.ports[r.port].address.address;
         if !tunnel::encapsulate(pkt, inner, src, real) {
             return (Verdict::Drop(DropReason::NoHeadroom), false);
         }
         (self.link(snap, pkt, r.port, r.next_hop, now), true)
+    }
+
+    /// Turns the packet into "fragmentation needed" from `from` to its
+    /// `sender`, announcing `mtu`, and routes it back; within the ICMP rate
+    /// limit (beyond it the packet is dropped as `too_big` and counted in
+    /// `icmp_rate_limited`).
+    #[allow(clippy::too_many_arguments)]
+    #[cold]
+    fn frag_needed<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        stats: &WorkerStats,
+        pkt: &mut B,
+        sender: Ipv4Addr,
+        from: Ipv4Addr,
+        mtu: u16,
+        now: u32,
+    ) -> Verdict {
+        if !self.icmp_token(now) {
+            stats.icmp_rate_limited.incr();
+            return Verdict::Drop(DropReason::TooBig);
+        }
+        if !icmp::frag_needed(pkt, from, mtu) {
+            return Verdict::Drop(DropReason::Truncated);
+        }
+        stats.icmp_frag_needed.incr();
+        let Some(back) = route::lookup(snap, sender) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        self.link(snap, pkt, back.port, back.next_hop, now)
+    }
+
+    /// Takes a token from the ICMP bucket, filling it first for the time
+    /// passed.
+    fn icmp_token(&mut self, now: u32) -> bool {
+        let passed = now.wrapping_sub(self.icmp_filled);
+        let earned = u64::from(passed) * u64::from(ICMP_RATE) / 1000;
+        if earned > 0 {
+            self.icmp_tokens =
+                (u64::from(self.icmp_tokens) + earned).min(u64::from(ICMP_BURST)) as u32;
+            self.icmp_filled = now;
+        }
+        if self.icmp_tokens == 0 {
+            return false;
+        }
+        self.icmp_tokens -= 1;
+        true
     }
 
     /// Sets the MACs for `next_hop` on `port`, or holds the packet and asks

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use lb_config::{ForwardingMethod, MacAddr};
 
 pub use classify::{classify, Ipv4Meta, Parsed, Ports, L3, L4};
-pub use egress::ArpRequest;
+pub use egress::{ArpRequest, ICMP_BURST, ICMP_RATE};
 pub use local::{build_arp_request, ARP_REQUEST_LEN};
 
 use crate::buffer::PacketBuf;
@@ -323,7 +323,7 @@ impl Pipeline {
         if ip.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        self.reply(snap, pkt, ip, ports, tcp, now, ahead)
+        self.reply(snap, in_port, pkt, ip, ports, tcp, now, ahead)
     }
 
     /// A packet from a client to a service's VIP: conntrack (and schedule),
@@ -369,6 +369,12 @@ impl Pipeline {
         };
         let len = pkt.len() as u64;
         if target.method == ForwardingMethod::Nat {
+            if let Some(v) =
+                self.egress
+                    .nat_too_big(snap, &self.stats, pkt, ip, target.real, svc.vip, now)
+            {
+                return v;
+            }
             nat::rewrite_request(pkt.data_mut(), target.real, target.real_port);
         }
         let (verdict, to_real) = self.towards_real(snap, pkt, ip, target.method, target.real, now);
@@ -416,6 +422,7 @@ impl Pipeline {
     fn reply<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
+        in_port: usize,
         pkt: &mut B,
         ip: &Ipv4Meta,
         ports: Ports,
@@ -446,6 +453,15 @@ impl Pipeline {
             Err(r) => return Verdict::Drop(r),
         };
         let len = pkt.len() as u64;
+        // Too big for the way to the client: the real hears it from the
+        // port it sent through, as from any router.
+        let here = snap.ports[in_port].address.address;
+        if let Some(v) = self
+            .egress
+            .nat_too_big(snap, &self.stats, pkt, ip, client, here, now)
+        {
+            return v;
+        }
         nat::rewrite_reply(pkt.data_mut(), back.vip, back.vip_port);
         let v = self.egress.route(snap, pkt, client, ip.end(), now);
         self.count_forwarded(v, back.real_id, len);

@@ -944,3 +944,98 @@ fn a_spoofed_rst_changes_nothing_and_a_real_one_closes() {
     assert_eq!(p.process(&snap, 0, &mut rst, now + 1), Verdict::Transmit(0));
     assert_eq!(state(&p), FlowState::Closed, "the client's own RST");
 }
+
+/// A TCP segment whose IPv4 packet is `total` bytes long, DF set or not.
+fn big_tcp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), total: usize, df: bool) -> Vec<u8> {
+    use crate::wire::{ethernet, ipv4, tcp, EtherType, IpProtocol, Ipv4Repr, TcpFlags, TcpPacket};
+    let mut f = vec![0u8; ethernet::HEADER_LEN + total];
+    let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+    eth.set_dst_addr(MacAddr(OUR));
+    eth.set_src_addr(MacAddr(CLIENT_MAC));
+    eth.set_ethertype(EtherType::Ipv4);
+    let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
+    Ipv4Repr {
+        src: src.0,
+        dst: dst.0,
+        protocol: IpProtocol::Tcp,
+        payload_len: total - ipv4::HEADER_LEN,
+        ttl: 64,
+        dont_fragment: df,
+        ident: 0,
+        dscp_ecn: 0,
+    }
+    .emit(&mut ip);
+    let mut t = TcpPacket::new_unchecked(ip.payload_mut());
+    t.set_src_port(src.1);
+    t.set_dst_port(dst.1);
+    t.set_seq_number(1);
+    t.set_header_len(tcp::HEADER_LEN);
+    t.set_flags(TcpFlags::ACK);
+    t.set_window(1024);
+    t.fill_checksum(src.0, dst.0);
+    f
+}
+
+/// NAT used to drop a DF packet over the out-port's MTU silently, so the
+/// client's path-MTU discovery never learned; now it hears "fragmentation
+/// needed" (from the VIP for requests, from our port for a real's
+/// replies), quoting the packet as it was sent, within a rate limit.
+#[test]
+fn nat_answers_a_packet_too_big_with_fragmentation_needed_within_a_rate() {
+    use super::{ICMP_BURST, ICMP_RATE};
+    use crate::wire::{Icmpv4Packet, IpProtocol};
+    let config = Config::parse(NAT_CONFIG).unwrap();
+    let snap = compile(&config, &[MacAddr(OUR)]);
+    let client = client_owned_by(0);
+    let mut p = pipeline(&snap, 0, 2, 64);
+    let real = handshake(&mut p, &snap, (client, 4000), 0);
+    let real = Ipv4Addr::new(198, 18, 0, real);
+
+    let input = big_tcp((client, 4000), (VIP, 80), 1600, true);
+    let mut b = VecBuf::from_bytes(&input);
+    assert_eq!(p.process(&snap, 0, &mut b, 1), Verdict::Transmit(0));
+    let ip = ip_of(&b);
+    assert_eq!(ip.protocol(), IpProtocol::Icmp);
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (VIP, client));
+    let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert_eq!((u8::from(icmp.msg_type()), icmp.code()), (3, 4));
+    assert_eq!(icmp.next_hop_mtu(), 1500);
+    assert!(icmp.verify_checksum());
+    assert_eq!(
+        &icmp.payload()[..28],
+        &input[14..42],
+        "the packet as the client sent it"
+    );
+    assert_eq!(p.stats().icmp_frag_needed.get(), 1);
+
+    let mut b = VecBuf::from_bytes(&big_tcp((client, 4000), (VIP, 80), 1600, false));
+    assert_eq!(
+        p.process(&snap, 0, &mut b, 1),
+        Verdict::Drop(DropReason::TooBig),
+        "without DF a router would fragment; we drop"
+    );
+
+    // The real's reply, too big: the real hears it from our port.
+    let mut b = VecBuf::from_bytes(&big_tcp((real, 8080), (client, 4000), 1600, true));
+    assert_eq!(p.process(&snap, 0, &mut b, 1), Verdict::Transmit(0));
+    let ip = ip_of(&b);
+    assert_eq!(
+        (ip.src_addr(), ip.dst_addr()),
+        (Ipv4Addr::new(198, 18, 0, 2), real)
+    );
+
+    // A flood of them: a burst, then the rate.
+    let mut sent = 0;
+    for i in 0..200 {
+        let mut b = VecBuf::from_bytes(&input);
+        if p.process(&snap, 0, &mut b, 10_000 + i / 100) == Verdict::Transmit(0) {
+            sent += 1;
+        }
+    }
+    assert_eq!(
+        sent,
+        ICMP_BURST + ICMP_RATE / 1000,
+        "a full bucket, then 1 ms of rate"
+    );
+    assert_eq!(p.stats().icmp_rate_limited.get(), 200 - u64::from(sent));
+}

@@ -211,7 +211,7 @@ pub enum Sent {
     /// An ICMP echo reply from one of our addresses.
     EchoReply,
     /// An ICMP "fragmentation needed" we made for a packet too big to
-    /// tunnel.
+    /// tunnel, or to forward with NAT.
     FragNeeded,
     /// An ICMP error about a flow, passed on to its real or client.
     IcmpError,
@@ -413,7 +413,11 @@ fn check_ipv4(v: &mut Violations, snap: &Snapshot, port: usize, out: &[u8], inpu
                 let ok = o.icmp_type == Some(3)
                     && out.len() == IP + 20 + 8 + 28
                     && o.l4_valid == Some(true)
-                    && snap.is_vip(ip.src_addr())
+                    && (snap.is_vip(ip.src_addr())
+                        || snap
+                            .ports
+                            .iter()
+                            .any(|p| p.address.address == ip.src_addr()))
                     && ip.dst_addr() == addr(input, IP + 12)
                     && out[IP + 28..IP + 56] == input[IP..IP + 28];
                 if !ok {
