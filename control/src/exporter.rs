@@ -61,6 +61,10 @@ pub const METRICS: &[(&str, &str)] = &[
     ),
     ("lb_active_flows", "Flows in the worker's table."),
     (
+        "lb_flows_by_trust",
+        "Flows in the worker's table by trust class (unconfirmed and one_way ones can be evicted).",
+    ),
+    (
         "lb_flow_table_capacity",
         "Flow entries the worker's table holds.",
     ),
@@ -224,6 +228,7 @@ impl Exporter {
             .set(snap.generation as i64);
 
         let active = gauge("lb_active_flows", &["worker"]);
+        let by_trust = gauge("lb_flows_by_trust", &["worker", "trust"]);
         let capacity = gauge("lb_flow_table_capacity", &["worker"]);
         let busy = GaugeVec::new(
             Opts::new("lb_worker_busy_ratio", help("lb_worker_busy_ratio")),
@@ -237,6 +242,11 @@ impl Exporter {
             active
                 .with_label_values(&[&l])
                 .set(w.active_flows.get() as i64);
+            for t in lb_core::flow::Trust::ALL {
+                by_trust
+                    .with_label_values(&[&l, t.name()])
+                    .set(w.flows_by_trust[t as usize].get() as i64);
+            }
             capacity
                 .with_label_values(&[&l])
                 .set(w.flow_capacity.get() as i64);

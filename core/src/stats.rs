@@ -194,6 +194,9 @@ pub struct WorkerStats {
     pub generation: Counter,
     /// Flows in this worker's table now (a gauge the worker sets).
     pub active_flows: Counter,
+    /// Entries per trust class (`flow::Trust` order: unconfirmed, one-way,
+    /// confirmed), gauges set at each sweep (every poll).
+    pub flows_by_trust: [Counter; 3],
     pub flow_capacity: Counter,
     /// Flows scheduled (with or without a table entry).
     pub flows_created: Counter,
@@ -233,6 +236,7 @@ impl Default for WorkerStats {
             icmp_echo_replies: Counter::default(),
             generation: Counter::default(),
             active_flows: Counter::default(),
+            flows_by_trust: Default::default(),
             flow_capacity: Counter::default(),
             flows_created: Counter::default(),
             flow_table_full: Counter::default(),

@@ -478,6 +478,9 @@ impl Conntrack {
         }
         self.ended = ended;
         self.stats.active_flows.set(self.table.len() as u64);
+        for t in Trust::ALL {
+            self.stats.flows_by_trust[t as usize].set(self.table.count(t) as u64);
+        }
         removed
     }
 
