@@ -3,6 +3,18 @@
 //! implements it; so does [`VecBuf`], which tests and the benchmarks use, so
 //! that parse, classify and rewrite run the same code with or without DPDK.
 
+/// What the receiving NIC found of a packet's IPv4 header checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RxChecksum {
+    /// It did not check (or cannot): the pipeline checks in software.
+    #[default]
+    Unknown,
+    /// Checked and good: the pipeline does not check again.
+    Good,
+    /// Checked and bad.
+    Bad,
+}
+
 /// A packet held in one contiguous buffer.
 pub trait PacketBuf {
     /// The packet bytes, from the Ethernet header on.
@@ -23,6 +35,13 @@ pub trait PacketBuf {
 
     fn len(&self) -> usize {
         self.data().len()
+    }
+
+    /// What the NIC found of the IPv4 header checksum on receipt (devices
+    /// that offer the check; `Unknown` for the rest).
+    #[inline]
+    fn rx_ip_checksum(&self) -> RxChecksum {
+        RxChecksum::Unknown
     }
 
     fn is_empty(&self) -> bool {
@@ -46,6 +65,8 @@ pub struct VecBuf {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// What a pretend NIC found of the IPv4 checksum (tests).
+    rx_ip: RxChecksum,
 }
 
 impl VecBuf {
@@ -73,7 +94,15 @@ impl VecBuf {
             buf,
             start: headroom,
             end: headroom + bytes.len(),
+            rx_ip: RxChecksum::Unknown,
         }
+    }
+
+    /// The same buffer, as if a NIC had checked its IPv4 header checksum
+    /// and found `rx` (tests of the offload path).
+    pub fn with_rx_ip_checksum(mut self, rx: RxChecksum) -> VecBuf {
+        self.rx_ip = rx;
+        self
     }
 
     pub fn to_vec(&self) -> Vec<u8> {
@@ -82,6 +111,10 @@ impl VecBuf {
 }
 
 impl PacketBuf for VecBuf {
+    fn rx_ip_checksum(&self) -> RxChecksum {
+        self.rx_ip
+    }
+
     fn data(&self) -> &[u8] {
         &self.buf[self.start..self.end]
     }

@@ -35,6 +35,6 @@ pub mod snapshot;
 pub mod stats;
 pub mod wire;
 
-pub use buffer::{PacketBuf, VecBuf};
+pub use buffer::{PacketBuf, RxChecksum, VecBuf};
 pub use snapshot::Snapshot;
 pub use stats::{DropReason, WorkerStats};

@@ -69,3 +69,8 @@ uint64_t lb_rss_hf_ip_tcp_udp(void)
 	return RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP;
 }
 
+
+uint64_t lb_rx_offload_ipv4_cksum(void)
+{
+	return RTE_ETH_RX_OFFLOAD_IPV4_CKSUM;
+}

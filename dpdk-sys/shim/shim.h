@@ -42,4 +42,6 @@ unsigned int lb_rte_ring_dequeue_burst(struct rte_ring *r, void **objs,
 
 /* RSS hash types (function-like macros that bindgen cannot evaluate). */
 uint64_t lb_rss_hf_ip_tcp_udp(void);
+/* RTE_ETH_RX_OFFLOAD_IPV4_CKSUM (an RTE_BIT64 macro). */
+uint64_t lb_rx_offload_ipv4_cksum(void);
 #endif

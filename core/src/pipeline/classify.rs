@@ -12,6 +12,7 @@ use std::net::Ipv4Addr;
 
 use lb_config::MacAddr;
 
+use crate::buffer::RxChecksum;
 use crate::flow::Segment;
 use crate::stats::DropReason;
 use crate::wire::{
@@ -101,10 +102,18 @@ impl L4 {
 /// Reads a frame. Err only when it is too short for an Ethernet header.
 #[inline(always)]
 pub fn classify(frame: &[u8]) -> Result<Parsed, DropReason> {
+    classify_offloaded(frame, RxChecksum::Unknown)
+}
+
+/// [`classify`] for a frame whose IPv4 header checksum the NIC may have
+/// checked already (`rx`): a good one is not checked again, a bad one is
+/// dropped, an unknown one is checked in software.
+#[inline(always)]
+pub fn classify_offloaded(frame: &[u8], rx: RxChecksum) -> Result<Parsed, DropReason> {
     let eth = EthernetFrame::new_checked(frame).map_err(|_| DropReason::Truncated)?;
     let l3 = match eth.ethertype() {
         EtherType::Arp => L3::Arp,
-        EtherType::Ipv4 => ipv4_packet(eth.payload()),
+        EtherType::Ipv4 => ipv4_packet(eth.payload(), rx),
         other => L3::Unsupported(other),
     };
     Ok(Parsed {
@@ -114,13 +123,18 @@ pub fn classify(frame: &[u8]) -> Result<Parsed, DropReason> {
 }
 
 #[inline(always)]
-fn ipv4_packet(bytes: &[u8]) -> L3 {
+fn ipv4_packet(bytes: &[u8], rx: RxChecksum) -> L3 {
     let ip = match Ipv4Packet::new_checked(bytes) {
         Ok(ip) => ip,
         Err(wire::Error::Truncated) => return L3::Invalid(DropReason::Truncated),
         Err(wire::Error::Malformed) => return L3::Invalid(DropReason::BadIpHeader),
     };
-    if !ip.verify_checksum() {
+    let good = match rx {
+        RxChecksum::Good => true,
+        RxChecksum::Bad => false,
+        RxChecksum::Unknown => ip.verify_checksum(),
+    };
+    if !good {
         return L3::Invalid(DropReason::BadIpChecksum);
     }
     if ip.is_fragment() {

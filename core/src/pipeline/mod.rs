@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use lb_config::{ForwardingMethod, MacAddr};
 
-pub use classify::{classify, Ipv4Meta, Parsed, Ports, L3, L4};
+pub use classify::{classify, classify_offloaded, Ipv4Meta, Parsed, Ports, L3, L4};
 pub use egress::{ArpRequest, ICMP_BURST, ICMP_RATE};
 pub use local::{build_arp_request, ARP_REQUEST_LEN};
 
@@ -180,7 +180,7 @@ impl Pipeline {
             let m = CHUNK.min(n - base);
             chunk.clear();
             for pkt in &pkts[base..base + m] {
-                let parsed = classify(pkt.data());
+                let parsed = classify_offloaded(pkt.data(), pkt.rx_ip_checksum());
                 let ahead = lookahead(snap, self.conntrack.seed(), &parsed);
                 if let Some(h) = ahead {
                     self.conntrack.prefetch_slot(h.hash);
@@ -209,7 +209,7 @@ impl Pipeline {
         pkt: &mut B,
         now: u32,
     ) -> Verdict {
-        let parsed = classify(pkt.data());
+        let parsed = classify_offloaded(pkt.data(), pkt.rx_ip_checksum());
         self.run(snap, in_port, pkt, now, &parsed, None)
     }
 

@@ -1039,3 +1039,33 @@ fn nat_answers_a_packet_too_big_with_fragmentation_needed_within_a_rate() {
     );
     assert_eq!(p.stats().icmp_rate_limited.get(), 200 - u64::from(sent));
 }
+
+/// Where the NIC checked the IPv4 header checksum, its verdict stands (the
+/// pipeline does not check again); where it did not, the pipeline checks.
+#[test]
+fn the_nics_ip_checksum_verdict_is_used_where_it_gave_one() {
+    use crate::buffer::RxChecksum;
+    let config = Config::parse(NAT_CONFIG).unwrap();
+    let snap = compile(&config, &[MacAddr(OUR)]);
+    let client = client_owned_by(0);
+    let mut p = pipeline(&snap, 0, 2, 64);
+    let good = tcp((client, 4000), (VIP, 80), SYN, OUR);
+    let mut broken = good.clone();
+    broken[14 + 10] ^= 0xff; // the IPv4 header checksum
+    let run = |p: &mut Pipeline, f: &[u8], rx| {
+        let mut b = VecBuf::from_bytes(f).with_rx_ip_checksum(rx);
+        p.process(&snap, 0, &mut b, 0)
+    };
+    let bad = Verdict::Drop(DropReason::BadIpChecksum);
+    assert_eq!(run(&mut p, &broken, RxChecksum::Unknown), bad);
+    assert_eq!(run(&mut p, &good, RxChecksum::Bad), bad, "the NIC said bad");
+    assert_eq!(
+        run(&mut p, &broken, RxChecksum::Good),
+        Verdict::Transmit(0),
+        "the NIC said good: not checked again"
+    );
+    let mut b = [VecBuf::from_bytes(&good).with_rx_ip_checksum(RxChecksum::Bad)];
+    let mut v = [Verdict::Consumed];
+    p.process_burst(&snap, 0, &mut b, &mut v, 0);
+    assert_eq!(v[0], bad, "bursts too");
+}

@@ -1,6 +1,6 @@
 use std::ptr::NonNull;
 
-use lb_core::buffer::PacketBuf;
+use lb_core::buffer::{PacketBuf, RxChecksum};
 
 /// The most packets one burst holds.
 pub const MAX_BURST: usize = 128;
@@ -69,6 +69,21 @@ impl Mbuf {
 }
 
 impl PacketBuf for Mbuf {
+    /// From the mbuf's offload flags: set by drivers that check IPv4 header
+    /// checksums (the port asks for it when the device offers it); the
+    /// virtual devices here leave them unknown.
+    #[inline]
+    fn rx_ip_checksum(&self) -> RxChecksum {
+        let f = self.raw().ol_flags & u64::from(dpdk_sys::RTE_MBUF_F_RX_IP_CKSUM_MASK);
+        if f == u64::from(dpdk_sys::RTE_MBUF_F_RX_IP_CKSUM_GOOD) {
+            RxChecksum::Good
+        } else if f == u64::from(dpdk_sys::RTE_MBUF_F_RX_IP_CKSUM_BAD) {
+            RxChecksum::Bad
+        } else {
+            RxChecksum::Unknown
+        }
+    }
+
     #[inline]
     fn data(&self) -> &[u8] {
         let r = self.raw();

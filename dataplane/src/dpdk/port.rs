@@ -152,6 +152,14 @@ impl Port {
             let wanted = unsafe { dpdk_sys::lb_rss_hf_ip_tcp_udp() };
             conf.rx_adv_conf.rss_conf.rss_hf = wanted & info.flow_type_rss_offloads;
         }
+        // The IPv4 header checksum checked by the NIC where it can, so
+        // the pipeline does not check it again (`Mbuf::rx_ip_checksum`).
+        // SAFETY: a pure function returning a constant.
+        let ip_cksum = unsafe { dpdk_sys::lb_rx_offload_ipv4_cksum() };
+        if info.rx_offload_capa & ip_cksum != 0 {
+            conf.rxmode.offloads |= ip_cksum;
+            log::info!("{name}: the NIC checks IPv4 header checksums");
+        }
         let mtu_ok = setup.mtu >= info.min_mtu && setup.mtu <= info.max_mtu;
         if mtu_ok {
             conf.rxmode.mtu = u32::from(setup.mtu);
