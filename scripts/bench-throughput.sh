@@ -13,6 +13,7 @@
 #   CASES     ["nat tun dr"]    appliance forwarding methods
 #   IOFWD     [1]               also testpmd io forwarding, once per round
 #   HUGEPAGES [1024]            2 MB pages that --hugepages makes sure are free
+#   CLEAN     [90]              CPU share (%) both processes need for a clean run
 #
 # Every path is two DPDK processes joined by a net_memif pair (a shared-memory
 # "wire"), each on its own CPU: lb-trafficgen on CPU 1 (the memif client: it
@@ -40,6 +41,11 @@
 # took in that phase (it pushes back: nothing is lost on the way in); "Mpps
 # fwd" is what came back in it; "SYN s" is how long the ring took to accept
 # the SYN round (about the forwarder's flow set-up time, the ring holding 1k).
+# "fwd CPU" and "gen CPU" are the share of its CPU each process had during
+# the run (from /proc/PID/task/*/schedstat): on a machine shared with other
+# work they say which runs were starved, which the ratios alone cannot. The
+# summary gives the median ratio over all rounds and over the clean ones
+# (every process of the run and of its macswap run had CLEAN % of its CPU).
 #
 # Memory: with --hugepages (root), the script makes sure HUGEPAGES 2 MB pages
 # are free (raising nr_hugepages for the difference), mounts a hugetlbfs in a
@@ -74,6 +80,7 @@ FLOWS="${FLOWS:-10000 1000000}"
 CASES="${CASES:-nat tun dr}"
 IOFWD="${IOFWD:-1}"
 HUGEPAGES="${HUGEPAGES:-1024}"
+CLEAN="${CLEAN:-90}"
 PAYLOAD=10 # 14 + 20 + 20 + 10 = 64-byte frames, as testpmd's default
 WARMUP_ROUNDS=2
 TARGET="${CARGO_TARGET_DIR:-target}"
@@ -92,7 +99,7 @@ FLOWS="${list[*]}"
 read -r -a list <<<"$CASES"
 CASES="${list[*]}"
 { [ -n "$FLOWS" ] && [ -n "$CASES" ]; } || die "FLOWS and CASES must not be empty"
-for v in ROUNDS DURATION HUGEPAGES; do
+for v in ROUNDS DURATION HUGEPAGES CLEAN; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, not '${!v}'"
 done
 for f in $FLOWS; do
@@ -232,17 +239,26 @@ stop() {
     wait "$1" 2>/dev/null || true
 }
 
-# generate NAME SOCKET FLOWS: runs the generator against the memif server on
-# SOCKET; sets RESULT to "Mpps-sent Mpps-forwarded warm-up-s SYN-round-s"
-# of the measured phase.
+# sched PID: nanoseconds the process's threads have run on a CPU, and
+# waited in a runqueue for one, and the time now.
+sched() {
+    cat /proc/"$1"/task/*/schedstat 2>/dev/null |
+        awk -v now="$(date +%s%N)" '{r += $1; w += $2} END {printf "%.0f %.0f %.0f\n", r, w, now}'
+}
+
+# generate NAME SOCKET FLOWS FORWARDER-PID: runs the generator against the
+# memif server on SOCKET; sets RESULT to "Mpps-sent Mpps-forwarded warm-up-s
+# SYN-round-s generator-CPU-% forwarder-CPU-%" of the measured phase (the
+# forwarder's CPU share is over the generator's whole run).
 generate() {
-    local name=$1 sock=$2 flows=$3 pid rc=0 end
+    local name=$1 sock=$2 flows=$3 fwd=$4 pid rc=0 end s0 s1
     local cmd=("$GEN" --eal "--lcores 0@1 $MEM --file-prefix $TAG-$name-gen"
         --device "net_memif0,role=client,id=0,socket=$sock,socket-abstract=no,mac=$GEN_MAC"
         --dst-mac "$LB_MAC" --vip 198.18.1.100 --port 80 --clients 198.19.0.0/16
         --flows "$flows" --rate 0 --warmup-rounds "$WARMUP_ROUNDS" --duration "${DURATION}s"
         --payload "$PAYLOAD" --link-timeout 20s)
     note_command "${cmd[@]}"
+    s0=$(sched "$fwd")
     "${cmd[@]}" </dev/null >"$WORK/$name-gen.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
@@ -258,15 +274,17 @@ generate() {
         sleep 0.2
     done
     wait "$pid" || rc=$?
+    s1=$(sched "$fwd")
     if [ "$rc" != 0 ]; then
         log "generator failed ($rc):"
         cat "$WORK/$name-gen.log" >&2
         return 1
     fi
     printf '  round %s %s: %s\n' "$ROUND" "$name" "$(grep '^sent ' "$WORK/$name-gen.log")" >>"$WORK/summaries"
-    RESULT=$(sed -n 's/^measured after [0-9]* warm-up rounds ([0-9]* packets, \([0-9.]*\) s; SYN round \([0-9.-]*\)[ s]*): sent [0-9]* packets (\([0-9.]*\) Mpps), received [0-9]* packets (\([0-9.]*\) Mpps).*/\3 \4 \1 \2/p' \
+    RESULT=$(sed -n 's/^measured after [0-9]* warm-up rounds ([0-9]* packets, \([0-9.]*\) s; SYN round \([0-9.-]*\)[ s]*): sent [0-9]* packets (\([0-9.]*\) Mpps), received [0-9]* packets (\([0-9.]*\) Mpps).*; CPU \([0-9]*\) %.*/\3 \4 \1 \2 \5/p' \
         "$WORK/$name-gen.log")
     [ -n "$RESULT" ] || { log "no measured phase in the generator's output:" && cat "$WORK/$name-gen.log" >&2 && return 1; }
+    RESULT="$RESULT $(echo "$s0 $s1" | awk '{if ($6 > $3) printf "%.0f", 100 * ($4 - $1) / ($6 - $3); else printf "0"}')"
 }
 
 # record CASE FLOWS: appends this run's figures to $WORK/results.
@@ -291,7 +309,7 @@ run_testpmd() {
     wait_for 30 ready "$pid" "$WORK/$name.log" 'packet forwarding - ports' "$sock" ||
         { log "testpmd did not start:" && cat "$WORK/$name.log" >&2 && exit 1; }
     log "round $ROUND: testpmd $mode, $flows flows"
-    generate "$name" "$sock" "$flows"
+    generate "$name" "$sock" "$flows" "$pid"
     stop "$pid" INT
     record "testpmd-$mode" "$flows"
 }
@@ -345,7 +363,7 @@ run_appliance() { # run_appliance METHOD FLOWS
     wait_for 60 ready "$pid" "$WORK/$name.log" polling "$sock" ||
         { log "lb-appliance did not start:" && cat "$WORK/$name.log" >&2 && exit 1; }
     log "round $ROUND: lb-appliance ${method^^}, $flows flows"
-    generate "$name" "$sock" "$flows"
+    generate "$name" "$sock" "$flows" "$pid"
     stop "$pid" TERM
     printf '  round %s %s: %s\n' "$ROUND" "$name" \
         "$(grep -h 'worker on lcore' "$WORK/$name.log" | sed 's/^.*\] //')" >>"$WORK/summaries"
@@ -363,11 +381,11 @@ label() { # label CASE
 # print_round N: the table of round N, ratios to that round's macswap.
 print_round() {
     printf '\nround %s of %s\n' "$1" "$ROUNDS"
-    printf '%-28s %8s %10s %10s %8s %9s %8s\n' case flows "Mpps sent" "Mpps fwd" ratio "warm-up s" "SYN s"
-    awk -v r="$1" '$1 == r' "$WORK/results" | while read -r _ flows c sent fwd warm syn; do
+    printf '%-28s %8s %10s %10s %8s %9s %8s %8s %8s\n' case flows "Mpps sent" "Mpps fwd" ratio "warm-up s" "SYN s" "fwd CPU" "gen CPU"
+    awk -v r="$1" '$1 == r' "$WORK/results" | while read -r _ flows c sent fwd warm syn gcpu fcpu; do
         base=$(awk -v r="$1" -v f="$flows" '$1 == r && $2 == f && $3 == "testpmd-macswap" {print $5}' "$WORK/results")
-        printf '%-28s %8s %10s %10s %8s %9s %8s\n' "$(label "$c")" "$flows" "$sent" "$fwd" \
-            "$(awk -v a="$fwd" -v b="$base" 'BEGIN {if (b > 0) printf "%.3f", a / b; else printf "-"}')" "$warm" "$syn"
+        printf '%-28s %8s %10s %10s %8s %9s %8s %7s%% %7s%%\n' "$(label "$c")" "$flows" "$sent" "$fwd" \
+            "$(awk -v a="$fwd" -v b="$base" 'BEGIN {if (b > 0) printf "%.3f", a / b; else printf "-"}')" "$warm" "$syn" "$fcpu" "$gcpu"
     done
 }
 
@@ -388,9 +406,12 @@ for ROUND in $(seq 1 "$ROUNDS"); do
     print_round "$ROUND" >&2
 done
 
-# The ratio of every run to the macswap run of the same round and flows.
-awk 'NR == FNR {if ($3 == "testpmd-macswap") base[$1 " " $2] = $5; next}
-     {b = base[$1 " " $2]; printf "%s %s %s %s %s\n", $1, $2, $3, $5, (b > 0 ? $5 / b : "-")}' \
+# The ratio of every run to the macswap run of the same round and flows, and
+# whether both runs were "clean": each process had at least CLEAN % of its CPU.
+awk -v t="$CLEAN" 'function lo(a, b) {return a < b ? a : b}
+     NR == FNR {if ($3 == "testpmd-macswap") {base[$1 " " $2] = $5; bcpu[$1 " " $2] = lo($8, $9)}; next}
+     {k = $1 " " $2; b = base[k]
+      printf "%s %s %s %s %s %s %s %d\n", $1, $2, $3, $5, (b > 0 ? $5 / b : "-"), $9, $8, (lo($8, $9) >= t && bcpu[k] >= t)}' \
     "$WORK/results" "$WORK/results" >"$WORK/ratios"
 
 echo "lb-appliance throughput: started $STARTED, commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo '+changes')"
@@ -398,17 +419,21 @@ echo "machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc
 echo "memory: $MEMNOTE"
 echo "64-byte frames (84 for TUN) over net_memif; forwarder on CPU 0, lb-trafficgen on CPU 1"
 echo "$ROUNDS interleaved rounds; per run $WARMUP_ROUNDS warm-up rounds of the flows, then ${DURATION} s measured"
+echo "fwd CPU, gen CPU: the share of a CPU that the forwarder (CPU 0) and lb-trafficgen (CPU 1) had during"
+echo "the run (schedstat); below 100 % other work on this machine took the rest, and that run's figures suffer"
 cat "$WORK/rounds"
 echo
-echo "summary: medians over $ROUNDS rounds; ratio = Mpps fwd / testpmd macswap Mpps fwd of the same round and flows"
-printf '%-28s %8s %15s %13s  %s\n' case flows "median Mpps fwd" "median ratio" "ratio per round"
+echo "summary: medians over $ROUNDS rounds; ratio = Mpps fwd / testpmd macswap Mpps fwd of the same round and flows;"
+echo "a round is clean when the run and its macswap run both had at least $CLEAN % of both CPUs (* marks the others)"
+printf '%-28s %8s %15s %13s %7s %14s  %s\n' case flows "median Mpps fwd" "median ratio" clean "clean median" "ratio per round"
 for flows in $FLOWS; do
     for c in testpmd-macswap $CASES testpmd-io; do
         awk -v f="$flows" -v c="$c" '$2 == f && $3 == c' "$WORK/ratios" >"$WORK/sel"
         [ -s "$WORK/sel" ] || continue
-        printf '%-28s %8s %15s %13s  %s\n' "$(label "$c")" "$flows" \
+        printf '%-28s %8s %15s %13s %7s %14s  %s\n' "$(label "$c")" "$flows" \
             "$(awk '{print $4}' "$WORK/sel" | median)" "$(awk '{print $5}' "$WORK/sel" | median)" \
-            "$(awk '{printf "%s%.3f", (NR > 1 ? " " : ""), $5}' "$WORK/sel")"
+            "$(awk '{n += $8} END {print n "/" NR}' "$WORK/sel")" "$(awk '$8 == 1 {print $5}' "$WORK/sel" | median)" \
+            "$(awk '{printf "%s%.3f%s", (NR > 1 ? " " : ""), $5, ($8 ? "" : "*")}' "$WORK/sel")"
     done
 done
 echo

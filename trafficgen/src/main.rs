@@ -166,6 +166,8 @@ struct TxResult {
     /// starts (the first packet's time without warm-up).
     mark: Option<u64>,
     sent_at_mark: u64,
+    /// The process's scheduler figures at the mark.
+    sched_at_mark: Option<Sched>,
     no_mbuf: u64,
     timed_out: bool,
 }
@@ -233,6 +235,7 @@ impl Sender {
                 if self.res.mark.is_none() && self.res.sent >= self.warmup {
                     self.res.mark = Some(now);
                     self.res.sent_at_mark = self.res.sent;
+                    self.res.sched_at_mark = Sched::now();
                     self.mark_tsc.store(now.max(1), Ordering::Release);
                 }
             }
@@ -324,6 +327,30 @@ impl Receiver {
             self.last = now;
         }
         n
+    }
+}
+
+/// How long the process's threads ran on a CPU and waited for one, in
+/// nanoseconds (`/proc/self/task/*/schedstat`): on a shared machine the
+/// measured phase is only as good as the CPU share the generator had.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sched {
+    run_ns: u64,
+    wait_ns: u64,
+}
+
+impl Sched {
+    fn now() -> Option<Sched> {
+        let mut total = Sched::default();
+        for task in std::fs::read_dir("/proc/self/task").ok()? {
+            let Ok(text) = std::fs::read_to_string(task.ok()?.path().join("schedstat")) else {
+                continue; // a thread that just ended
+            };
+            let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+            total.run_ns += fields.next()??;
+            total.wait_ns += fields.next()??;
+        }
+        Some(total)
     }
 }
 
@@ -522,6 +549,8 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             result.unwrap_or_default()
         }
     };
+    let sched_end = Sched::now();
+    let sched_end_tsc = rdtsc();
     let stats = port.stats().unwrap_or_default();
     let rx_secs = secs(
         receiver.last.saturating_sub(receiver.first.unwrap_or(0)),
@@ -560,6 +589,23 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         let rx_s = secs(rx_last.saturating_sub(mark), hz);
         (secs(mark.saturating_sub(first), hz), tx_n, tx_s, rx_n, rx_s)
     });
+    // CPU time and runqueue wait over the measured phase, per wall second.
+    let cpu = match (tx.mark, tx.sched_at_mark, sched_end) {
+        (Some(mark), Some(a), Some(b)) => {
+            let wall_ns = secs(sched_end_tsc.saturating_sub(mark), hz) * 1e9;
+            (wall_ns > 0.0).then(|| {
+                (
+                    b.run_ns.saturating_sub(a.run_ns) as f64 / wall_ns,
+                    b.wait_ns.saturating_sub(a.wait_ns) as f64 / wall_ns,
+                )
+            })
+        }
+        _ => None,
+    };
+    let cpu_text = cpu.map_or_else(
+        || "unknown".to_owned(),
+        |(run, wait)| format!("{:.0} % (runqueue wait {:.0} %)", run * 100.0, wait * 100.0),
+    );
     let dests: Vec<String> = counts
         .destinations
         .iter()
@@ -595,7 +641,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     match measured {
         Some((warm_s, tx_n, tx_s, rx_n, rx_s)) => println!(
             "measured after {} warm-up rounds ({} packets, {:.3} s; SYN round {}): sent {} packets \
-             ({:.3} Mpps), received {} packets ({:.3} Mpps) in {:.3} s",
+             ({:.3} Mpps), received {} packets ({:.3} Mpps) in {:.3} s; CPU {}",
             cli.warmup_rounds,
             tx.sent_at_mark,
             warm_s,
@@ -605,6 +651,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             rx_n,
             mpps(rx_n, rx_s),
             rx_s,
+            cpu_text,
         ),
         None => println!(
             "measured after {} warm-up rounds: none (the warm-up was not sent: {} packets)",
@@ -623,6 +670,8 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                 "received": rx_n,
                 "received_mpps": mpps(rx_n, rx_s),
                 "seconds": rx_s,
+                "cpu": cpu.map(|c| c.0),
+                "runqueue_wait": cpu.map(|c| c.1),
             })
         });
         let out = json!({
