@@ -42,7 +42,8 @@
 # fwd" is what came back in it; "SYN s" is how long the ring took to accept
 # the SYN round (about the forwarder's flow set-up time, the ring holding 1k).
 # "fwd CPU" and "gen CPU" are the share of its CPU each process had during
-# the run (from /proc/PID/task/*/schedstat): on a machine shared with other
+# the run (the generator's from schedstat over the measured phase, the
+# forwarder's from /proc/PID/stat over the generator's run): on a machine shared with other
 # work they say which runs were starved, which the ratios alone cannot. The
 # summary gives the median ratio over all rounds and over the clean ones
 # (every process of the run and of its macswap run had CLEAN % of its CPU).
@@ -188,6 +189,7 @@ LB="$TARGET/release/lb-appliance"
 GEN="$TARGET/release/lb-trafficgen"
 
 ROUND=0 # the commands of round 1 are printed at the end
+CLK_TCK=$(getconf CLK_TCK)
 
 # note_command ARGS...: records a command line (round 1 only).
 note_command() {
@@ -239,11 +241,11 @@ stop() {
     wait "$1" 2>/dev/null || true
 }
 
-# sched PID: nanoseconds the process's threads have run on a CPU, and
-# waited in a runqueue for one, and the time now.
-sched() {
-    cat /proc/"$1"/task/*/schedstat 2>/dev/null |
-        awk -v now="$(date +%s%N)" '{r += $1; w += $2} END {printf "%.0f %.0f %.0f\n", r, w, now}'
+# cputime PID: the CPU time of the process, all its threads, ended ones
+# included (utime + stime, in clock ticks), and the time now in ticks.
+cputime() {
+    awk -v now="$(date +%s%N)" -v hz="$CLK_TCK" '{sub(/^.*\) /, ""); printf "%.0f %.3f\n", $12 + $13, now / 1e9 * hz}' \
+        /proc/"$1"/stat 2>/dev/null || echo "0 0"
 }
 
 # generate NAME SOCKET FLOWS FORWARDER-PID: runs the generator against the
@@ -258,7 +260,7 @@ generate() {
         --flows "$flows" --rate 0 --warmup-rounds "$WARMUP_ROUNDS" --duration "${DURATION}s"
         --payload "$PAYLOAD" --link-timeout 20s)
     note_command "${cmd[@]}"
-    s0=$(sched "$fwd")
+    s0=$(cputime "$fwd")
     "${cmd[@]}" </dev/null >"$WORK/$name-gen.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
@@ -274,7 +276,7 @@ generate() {
         sleep 0.2
     done
     wait "$pid" || rc=$?
-    s1=$(sched "$fwd")
+    s1=$(cputime "$fwd")
     if [ "$rc" != 0 ]; then
         log "generator failed ($rc):"
         cat "$WORK/$name-gen.log" >&2
@@ -284,7 +286,7 @@ generate() {
     RESULT=$(sed -n 's/^measured after [0-9]* warm-up rounds ([0-9]* packets, \([0-9.]*\) s; SYN round \([0-9.-]*\)[ s]*): sent [0-9]* packets (\([0-9.]*\) Mpps), received [0-9]* packets (\([0-9.]*\) Mpps).*; CPU \([0-9]*\) %.*/\3 \4 \1 \2 \5/p' \
         "$WORK/$name-gen.log")
     [ -n "$RESULT" ] || { log "no measured phase in the generator's output:" && cat "$WORK/$name-gen.log" >&2 && return 1; }
-    RESULT="$RESULT $(echo "$s0 $s1" | awk '{if ($6 > $3) printf "%.0f", 100 * ($4 - $1) / ($6 - $3); else printf "0"}')"
+    RESULT="$RESULT $(echo "$s0 $s1" | awk '{if ($4 > $2) printf "%.0f", 100 * ($3 - $1) / ($4 - $2); else printf "0"}')"
 }
 
 # record CASE FLOWS: appends this run's figures to $WORK/results.
@@ -420,7 +422,7 @@ echo "memory: $MEMNOTE"
 echo "64-byte frames (84 for TUN) over net_memif; forwarder on CPU 0, lb-trafficgen on CPU 1"
 echo "$ROUNDS interleaved rounds; per run $WARMUP_ROUNDS warm-up rounds of the flows, then ${DURATION} s measured"
 echo "fwd CPU, gen CPU: the share of a CPU that the forwarder (CPU 0) and lb-trafficgen (CPU 1) had during"
-echo "the run (schedstat); below 100 % other work on this machine took the rest, and that run's figures suffer"
+echo "the run (CPU time / wall time); below 100 % other work on this machine took the rest, and that run's figures suffer"
 cat "$WORK/rounds"
 echo
 echo "summary: medians over $ROUNDS rounds; ratio = Mpps fwd / testpmd macswap Mpps fwd of the same round and flows;"
