@@ -245,7 +245,7 @@ stop() {
 # included (utime + stime, in clock ticks), and the time now in ticks.
 cputime() {
     awk -v now="$(date +%s%N)" -v hz="$CLK_TCK" '{sub(/^.*\) /, ""); printf "%.0f %.3f\n", $12 + $13, now / 1e9 * hz}' \
-        /proc/"$1"/stat 2>/dev/null || echo "0 0"
+        /proc/"$1"/stat 2>/dev/null || true
 }
 
 # generate NAME SOCKET FLOWS FORWARDER-PID: runs the generator against the
@@ -253,20 +253,25 @@ cputime() {
 # SYN-round-s generator-CPU-% forwarder-CPU-%" of the measured phase (the
 # forwarder's CPU share is over the generator's whole run).
 generate() {
-    local name=$1 sock=$2 flows=$3 fwd=$4 pid rc=0 end s0 s1
+    local name=$1 sock=$2 flows=$3 fwd=$4 pid rc=0 end s s0="" s1=""
     local cmd=("$GEN" --eal "--lcores 0@1 $MEM --file-prefix $TAG-$name-gen"
         --device "net_memif0,role=client,id=0,socket=$sock,socket-abstract=no,mac=$GEN_MAC"
         --dst-mac "$LB_MAC" --vip 198.18.1.100 --port 80 --clients 198.19.0.0/16
         --flows "$flows" --rate 0 --warmup-rounds "$WARMUP_ROUNDS" --duration "${DURATION}s"
         --payload "$PAYLOAD" --link-timeout 20s)
     note_command "${cmd[@]}"
-    s0=$(cputime "$fwd")
     "${cmd[@]}" </dev/null >"$WORK/$name-gen.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
     # A watchdog rather than timeout(1), so that the PID is the generator's.
     end=$((SECONDS + DURATION + 90))
+    # The forwarder's CPU time is sampled all along (first and last good
+    # samples), not only at both ends.
     while kill -0 "$pid" 2>/dev/null; do
+        s=$(cputime "$fwd")
+        if [ -n "$s" ]; then
+            if [ -z "$s0" ]; then s0=$s; else s1=$s; fi
+        fi
         if [ "$SECONDS" -ge "$end" ]; then
             log "generator still running after $((DURATION + 90)) s: stopping it"
             kill -INT "$pid" 2>/dev/null || true
@@ -276,7 +281,6 @@ generate() {
         sleep 0.2
     done
     wait "$pid" || rc=$?
-    s1=$(cputime "$fwd")
     if [ "$rc" != 0 ]; then
         log "generator failed ($rc):"
         cat "$WORK/$name-gen.log" >&2
@@ -286,7 +290,9 @@ generate() {
     RESULT=$(sed -n 's/^measured after [0-9]* warm-up rounds ([0-9]* packets, \([0-9.]*\) s; SYN round \([0-9.-]*\)[ s]*): sent [0-9]* packets (\([0-9.]*\) Mpps), received [0-9]* packets (\([0-9.]*\) Mpps).*; CPU \([0-9]*\) %.*/\3 \4 \1 \2 \5/p' \
         "$WORK/$name-gen.log")
     [ -n "$RESULT" ] || { log "no measured phase in the generator's output:" && cat "$WORK/$name-gen.log" >&2 && return 1; }
-    RESULT="$RESULT $(echo "$s0 $s1" | awk '{if ($4 > $2) printf "%.0f", 100 * ($3 - $1) / ($4 - $2); else printf "0"}')"
+    # "?" when the samples are missing or the figure is implausible (a
+    # forwarder that forwarded cannot have had less than 1 % of its CPU).
+    RESULT="$RESULT $(echo "$s0 $s1" | awk 'NF == 4 && $4 > $2 {v = 100 * ($3 - $1) / ($4 - $2)} END {if (v >= 1) printf "%.0f", v; else printf "?"}')"
 }
 
 # record CASE FLOWS: appends this run's figures to $WORK/results.
