@@ -208,7 +208,8 @@ start() {
     local name=$1
     shift
     note_command "$@"
-    "$@" </dev/null >"$WORK/$name.log" 2>&1 &
+    : >"$WORK/$name.log"
+    "$@" </dev/null >>"$WORK/$name.log" 2>&1 &
     LAST_PID=$!
     PIDS+=("$LAST_PID")
 }
@@ -232,7 +233,8 @@ wait_for() {
 # PATTERN and its memif socket exists.
 ready() {
     kill -0 "$1" 2>/dev/null || return 2
-    grep -q "$3" "$2" && [ -S "$4" ]
+    grep -qs "$3" "$2" || return 1 # (2 if the log is not there yet)
+    [ -S "$4" ]
 }
 
 # stop PID SIGNAL: signals the process and waits for it.
