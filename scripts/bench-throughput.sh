@@ -1,89 +1,240 @@
 #!/usr/bin/env bash
 # Throughput of the whole appliance (DPDK rx/tx, mbufs, pipeline) on this
-# machine, with a baseline measured in the same run. Prints figures and the
-# exact commands; asserts nothing.
+# machine, against dpdk-testpmd measured in the same rounds. Prints figures,
+# the exact commands and the config; asserts nothing.
 #
-#   scripts/bench-throughput.sh             # about 30 s after the build
-#   DURATION=10 FLOWS=100000 scripts/bench-throughput.sh
+#   scripts/bench-throughput.sh [--hugepages]
+#   ROUNDS=5 DURATION=3 FLOWS="10000 1000000" scripts/bench-throughput.sh
+#
+# Environment (defaults in brackets):
+#   ROUNDS    [3]               interleaved rounds
+#   DURATION  [5]               seconds measured per run
+#   FLOWS     ["10000 1000000"] flow counts, each a block of every round
+#   CASES     ["nat tun dr"]    appliance forwarding methods
+#   IOFWD     [1]               also testpmd io forwarding, once per round
+#   HUGEPAGES [1024]            2 MB pages that --hugepages makes sure are free
+#   CLEAN     [90]              CPU share (%) both processes need for a clean run
 #
 # Every path is two DPDK processes joined by a net_memif pair (a shared-memory
 # "wire"), each on its own CPU: lb-trafficgen on CPU 1 (the memif client: it
-# sends, and counts what comes back), and on CPU 0 the memif server, which is
-#   1. baseline: dpdk-testpmd in io forwarding, sending every packet back
-#      (the cost of the wire and of the generator itself);
-#   2. lb-appliance, one-arm VS/NAT: SYN then data from FLOWS clients to the
-#      VIP; the appliance rewrites them to three reals whose MAC (a static
-#      [[neighbors]] entry, no ARP) is the generator's, out of the same port;
-#   3. the same with VS/DR (only the MACs change).
-# "Mpps sent" is what the memif ring accepted from the generator (it pushes
-# back when the forwarder falls behind: nothing is lost on the way in);
-# "Mpps forwarded" is what came back to the generator, timed from the first
-# to the last packet received.
+# sends, and counts what comes back), and on CPU 0 the memif server, one of
+#   - dpdk-testpmd --forward-mode=macswap, the baseline: it swaps the MAC
+#     addresses of every packet (it touches every frame, as the appliance
+#     does) and sends it back;
+#   - dpdk-testpmd --forward-mode=io, a second reference: sends every packet
+#     back untouched (the cost of the wire and of the generator alone);
+#   - lb-appliance, one-arm, VS/NAT, VS/TUN (IPIP) or VS/DR: FLOWS clients
+#     send to the VIP; the appliance forwards to three reals whose MAC (a
+#     static [[neighbors]] entry, no ARP) is the generator's, out of the same
+#     port, so everything comes back to the generator, which counts it by
+#     kind (to-real for NAT, ipip for TUN, to-vip for DR and testpmd).
+# A round runs, for each FLOWS value, macswap then every case (and io
+# forwarding once), one after the other, so that a case and its baseline are
+# minutes apart at most on a machine whose speed swings 2x in minutes; each
+# case's ratio is to the macswap figure of the same round and flow count,
+# and the summary gives the median over the rounds.
 #
-# Needs root (DPDK's runtime folder), dpdk-testpmd (Debian package dpdk) and
-# 2 CPUs. Uses 2 MB hugepages (--in-memory) when at least 512 are free on a
-# mounted hugetlbfs, else --no-huge (about half the rate: TLB misses).
+# The generator opens every flow with a SYN, then sends data (ACK|PSH) to
+# each flow in turn; the first two rounds (the SYNs, and the first ACKs that
+# make the flows Established) are warm-up: the DURATION seconds measured
+# start once the memif ring has taken them. "Mpps sent" is what the ring
+# took in that phase (it pushes back: nothing is lost on the way in); "Mpps
+# fwd" is what came back in it; "SYN s" is how long the ring took to accept
+# the SYN round (about the forwarder's flow set-up time, the ring holding 1k).
+# "fwd CPU" and "gen CPU" are the share of its CPU each process had during
+# the run (the generator's from schedstat over the measured phase, the
+# forwarder's from /proc/PID/stat over the generator's run): on a machine shared with other
+# work they say which runs were starved, which the ratios alone cannot. The
+# summary gives the median ratio over all rounds and over the clean ones
+# (every process of the run and of its macswap run had CLEAN % of its CPU).
+#
+# Memory: with --hugepages (root), the script makes sure HUGEPAGES 2 MB pages
+# are free (raising nr_hugepages for the difference), mounts a hugetlbfs in a
+# temporary folder if none is mounted, runs every process with --in-memory,
+# and gives back what it reserved and mounted when it exits, however it exits.
+# Without it: --in-memory if at least 512 2 MB pages are already free on a
+# mounted hugetlbfs, else --no-huge -m 512 (about half the rate: TLB misses).
+#
+# Needs root (DPDK's runtime folder), dpdk-testpmd (Debian package dpdk),
+# stdbuf (coreutils) and 2 CPUs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+USE_HUGEPAGES=0
+for arg in "$@"; do
+    case $arg in
+    --hugepages) USE_HUGEPAGES=1 ;;
+    -h | --help)
+        sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+        exit 0
+        ;;
+    *)
+        printf 'unknown argument: %s (see --help)\n' "$arg" >&2
+        exit 2
+        ;;
+    esac
+done
+
+ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-5}"
-FLOWS="${FLOWS:-10000}"
+FLOWS="${FLOWS:-10000 1000000}"
+CASES="${CASES:-nat tun dr}"
+IOFWD="${IOFWD:-1}"
+HUGEPAGES="${HUGEPAGES:-1024}"
+CLEAN="${CLEAN:-90}"
 PAYLOAD=10 # 14 + 20 + 20 + 10 = 64-byte frames, as testpmd's default
+WARMUP_ROUNDS=2
 TARGET="${CARGO_TARGET_DIR:-target}"
 GEN_MAC=02:00:00:00:00:01
 LB_MAC=02:00:00:00:00:02
 TAG="lbbench-$$"
 
 log() { printf '%s\n' "$*" >&2; }
+die() {
+    log "$*"
+    exit 1
+}
 
-command -v dpdk-testpmd >/dev/null || { log "dpdk-testpmd not found (apt-get install dpdk)"; exit 1; }
+read -r -a list <<<"$FLOWS"
+FLOWS="${list[*]}"
+read -r -a list <<<"$CASES"
+CASES="${list[*]}"
+{ [ -n "$FLOWS" ] && [ -n "$CASES" ]; } || die "FLOWS and CASES must not be empty"
+for v in ROUNDS DURATION HUGEPAGES CLEAN; do
+    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, not '${!v}'"
+done
+for f in $FLOWS; do
+    [[ $f =~ ^[1-9][0-9]*$ ]] || die "FLOWS must be a list of positive integers, not '$FLOWS'"
+done
+for c in $CASES; do
+    case $c in nat | tun | dr) ;; *) die "CASES: unknown method '$c' (nat, tun, dr)" ;; esac
+done
+command -v dpdk-testpmd >/dev/null || die "dpdk-testpmd not found (apt-get install dpdk)"
+command -v stdbuf >/dev/null || die "stdbuf not found (coreutils)"
+[ "$(id -u)" = 0 ] || die "needs root (DPDK's runtime folder, and --hugepages)"
 [ "$(nproc)" -ge 2 ] || log "warning: fewer than 2 CPUs: both processes share one, figures are meaningless"
+
+# Everything the script starts or changes is undone by cleanup, on any exit.
+WORK=$(mktemp -d /tmp/lb-bench.XXXXXX)
+PIDS=()
+HP_SYSFS=/sys/kernel/mm/hugepages/hugepages-2048kB
+HP_ORIG=""  # nr_hugepages before the script raised it
+HP_MOUNT="" # the hugetlbfs the script mounted
+cleanup() {
+    local pid
+    trap '' INT TERM
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for _ in 1 2 3 4 5 6 7 8 9 10; do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ -n "$HP_MOUNT" ]; then
+        umount "$HP_MOUNT" 2>/dev/null || umount -l "$HP_MOUNT" 2>/dev/null ||
+            log "could not unmount $HP_MOUNT"
+        rmdir "$HP_MOUNT" 2>/dev/null || true
+    fi
+    if [ -n "$HP_ORIG" ]; then
+        echo "$HP_ORIG" >"$HP_SYSFS/nr_hugepages" 2>/dev/null ||
+            log "could not restore $HP_SYSFS/nr_hugepages to $HP_ORIG"
+        log "hugepages: nr_hugepages restored to $(cat "$HP_SYSFS/nr_hugepages")"
+    fi
+    rm -rf "$WORK"
+    rm -rf /var/run/dpdk/"$TAG"-*
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+hugetlbfs_mounted() { awk '$3 == "hugetlbfs" {f=1} END {exit !f}' /proc/mounts; }
+hp_free() { cat "$HP_SYSFS/free_hugepages" 2>/dev/null || echo 0; }
+
+if [ "$USE_HUGEPAGES" = 1 ]; then
+    [ -w "$HP_SYSFS/nr_hugepages" ] || die "--hugepages: no 2 MB hugepages on this kernel ($HP_SYSFS)"
+    free=$(hp_free)
+    if [ "$free" -lt "$HUGEPAGES" ]; then
+        HP_ORIG=$(cat "$HP_SYSFS/nr_hugepages")
+        echo $((HP_ORIG + HUGEPAGES - free)) >"$HP_SYSFS/nr_hugepages" ||
+            die "--hugepages: could not raise nr_hugepages"
+        got=$(($(cat "$HP_SYSFS/nr_hugepages") - HP_ORIG))
+        log "hugepages: reserved $got pages of 2 MB (nr_hugepages $HP_ORIG -> $((HP_ORIG + got)))"
+        [ "$(hp_free)" -ge 256 ] || die "--hugepages: only $(hp_free) free 2 MB pages after reserving (memory fragmented?)"
+    fi
+    if ! hugetlbfs_mounted; then
+        HP_MOUNT=$(mktemp -d /tmp/lb-bench-huge.XXXXXX)
+        mount -t hugetlbfs -o pagesize=2M nodev "$HP_MOUNT" || die "--hugepages: could not mount a hugetlbfs"
+        log "hugepages: mounted a hugetlbfs on $HP_MOUNT"
+    fi
+    MEM="--in-memory --no-pci"
+    if [ -n "$HP_ORIG" ]; then
+        MEMNOTE="2 MB hugepages reserved by the script ($(hp_free) free; --in-memory), given back on exit"
+    else
+        MEMNOTE="2 MB hugepages already reserved ($(hp_free) free; --in-memory)"
+    fi
+elif [ "$(hp_free)" -ge 512 ] && hugetlbfs_mounted; then
+    MEM="--in-memory --no-pci"
+    MEMNOTE="2 MB hugepages already reserved ($(hp_free) free; --in-memory)"
+else
+    MEM="--no-huge -m 512 --no-pci --no-shconf"
+    MEMNOTE="no hugepages (--no-huge -m 512)"
+fi
+log "memory: $MEMNOTE"
 
 log "building (release)"
 cargo build --release -q -p lb-appliance -p lb-trafficgen
 LB="$TARGET/release/lb-appliance"
 GEN="$TARGET/release/lb-trafficgen"
 
-hp_free=$(awk '/^HugePages_Free/ {print $2}' /proc/meminfo)
-if [ "${hp_free:-0}" -ge 512 ] && awk '$3 == "hugetlbfs" {f=1} END {exit !f}' /proc/mounts; then
-    MEM="--in-memory --no-pci"
-    MEMNOTE="2 MB hugepages (--in-memory)"
-else
-    MEM="--no-huge -m 512 --no-pci --no-shconf"
-    MEMNOTE="no hugepages (--no-huge -m 512)"
-fi
+ROUND=0 # the commands of round 1 are printed at the end
+CLK_TCK=$(getconf CLK_TCK)
 
-WORK=$(mktemp -d /tmp/lb-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    sleep 0.5
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-    rm -rf /var/run/dpdk/"$TAG"-*
+# note_command ARGS...: records a command line (round 1 only).
+note_command() {
+    [ "$ROUND" = 1 ] || return 0
+    {
+        printf '  %q' "$1"
+        shift
+        printf ' %q' "$@"
+        printf '\n'
+    } >>"$WORK/commands"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
-# Starts a process in the background with its output in $WORK/$1.log.
+# start NAME COMMAND...: starts a process in the background with its output
+# in $WORK/NAME.log; its PID in LAST_PID.
 start() {
     local name=$1
     shift
-    printf '  %q' "$@" >>"$WORK/commands"
-    printf '\n' >>"$WORK/commands"
-    "$@" </dev/null >"$WORK/$name.log" 2>&1 &
-    PIDS+=("$!")
+    note_command "$@"
+    : >"$WORK/$name.log"
+    "$@" </dev/null >>"$WORK/$name.log" 2>&1 &
     LAST_PID=$!
+    PIDS+=("$LAST_PID")
 }
 
-wait_for() { # wait_for SECONDS COMMAND...: polls until it succeeds
-    local end=$((SECONDS + $1))
+# wait_for SECONDS COMMAND...: polls until the command succeeds; gives up
+# at once when it returns 2.
+wait_for() {
+    local end=$((SECONDS + $1)) rc
     shift
-    until "$@"; do
+    while :; do
+        rc=0
+        "$@" || rc=$?
+        [ "$rc" != 0 ] || return 0
+        [ "$rc" != 2 ] || return 1
         [ "$SECONDS" -lt "$end" ] || return 1
-        sleep 0.2
+        sleep 0.1
     done
+}
+
+# ready PID LOG PATTERN SOCKET: the process is alive (else 2), has logged
+# PATTERN and its memif socket exists.
+ready() {
+    kill -0 "$1" 2>/dev/null || return 2
+    grep -qs "$3" "$2" || return 1 # (2 if the log is not there yet)
+    [ -S "$4" ]
 }
 
 # stop PID SIGNAL: signals the process and waits for it.
@@ -92,52 +243,100 @@ stop() {
     wait "$1" 2>/dev/null || true
 }
 
-# generate NAME SOCKET: runs the generator against the server on SOCKET (in
-# the background, so that a signal interrupts the wait and the EXIT trap
-# kills it by PID); writes "Mpps-sent Mpps-forwarded" to $WORK/result.
-generate() {
-    local name=$1 sock=$2 pid
-    local cmd=("$GEN" --eal "--lcores 0@1 $MEM --file-prefix $TAG-gen-$name"
-        --device "net_memif0,role=client,id=0,socket=$sock,socket-abstract=no,mac=$GEN_MAC"
-        --dst-mac "$LB_MAC" --vip 198.18.1.100 --port 80 --clients 198.19.0.0/16
-        --flows "$FLOWS" --rate 0 --duration "${DURATION}s" --payload "$PAYLOAD" --link-timeout 20s)
-    printf '  %q' "${cmd[@]}" >>"$WORK/commands"
-    printf '\n' >>"$WORK/commands"
-    "${cmd[@]}" </dev/null >"$WORK/gen-$name.log" 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
-    wait "$pid" || { log "generator failed:"; cat "$WORK/gen-$name.log" >&2; return 1; }
-    grep '^sent ' "$WORK/gen-$name.log" >>"$WORK/summaries"
-    sed -n 's/^sent [0-9]* packets (\([0-9.]*\) Mpps), received [0-9]* packets (\([0-9.]*\) Mpps).*/\1 \2/p' \
-        "$WORK/gen-$name.log" >"$WORK/result"
+# cputime PID: the CPU time of the process, all its threads, ended ones
+# included (utime + stime, in clock ticks), and the time now in ticks.
+cputime() {
+    awk -v now="$(date +%s%N)" -v hz="$CLK_TCK" '{sub(/^.*\) /, ""); printf "%.0f %.3f\n", $12 + $13, now / 1e9 * hz}' \
+        /proc/"$1"/stat 2>/dev/null || true
 }
 
-RESULTS=()
+# generate NAME SOCKET FLOWS FORWARDER-PID: runs the generator against the
+# memif server on SOCKET; sets RESULT to "Mpps-sent Mpps-forwarded warm-up-s
+# SYN-round-s generator-CPU-% forwarder-CPU-%" of the measured phase (the
+# forwarder's CPU share is over the generator's whole run).
+generate() {
+    local name=$1 sock=$2 flows=$3 fwd=$4 pid rc=0 end s s0="" s1=""
+    local cmd=("$GEN" --eal "--lcores 0@1 $MEM --file-prefix $TAG-$name-gen"
+        --device "net_memif0,role=client,id=0,socket=$sock,socket-abstract=no,mac=$GEN_MAC"
+        --dst-mac "$LB_MAC" --vip 198.18.1.100 --port 80 --clients 198.19.0.0/16
+        --flows "$flows" --rate 0 --warmup-rounds "$WARMUP_ROUNDS" --duration "${DURATION}s"
+        --payload "$PAYLOAD" --link-timeout 20s)
+    note_command "${cmd[@]}"
+    "${cmd[@]}" </dev/null >"$WORK/$name-gen.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    # A watchdog rather than timeout(1), so that the PID is the generator's.
+    end=$((SECONDS + DURATION + 90))
+    # The forwarder's CPU time is sampled all along (first and last good
+    # samples), not only at both ends.
+    while kill -0 "$pid" 2>/dev/null; do
+        s=$(cputime "$fwd")
+        if [ -n "$s" ]; then
+            if [ -z "$s0" ]; then s0=$s; else s1=$s; fi
+        fi
+        if [ "$SECONDS" -ge "$end" ]; then
+            log "generator still running after $((DURATION + 90)) s: stopping it"
+            kill -INT "$pid" 2>/dev/null || true
+            rc=124
+            break
+        fi
+        sleep 0.2
+    done
+    wait "$pid" || rc=$?
+    if [ "$rc" != 0 ]; then
+        log "generator failed ($rc):"
+        cat "$WORK/$name-gen.log" >&2
+        return 1
+    fi
+    printf '  round %s %s: %s\n' "$ROUND" "$name" "$(grep '^sent ' "$WORK/$name-gen.log")" >>"$WORK/summaries"
+    RESULT=$(sed -n 's/^measured after [0-9]* warm-up rounds ([0-9]* packets, \([0-9.]*\) s; SYN round \([0-9.-]*\)[ s]*): sent [0-9]* packets (\([0-9.]*\) Mpps), received [0-9]* packets (\([0-9.]*\) Mpps).*; CPU \([0-9]*\) %.*/\3 \4 \1 \2 \5/p' \
+        "$WORK/$name-gen.log")
+    [ -n "$RESULT" ] || { log "no measured phase in the generator's output:" && cat "$WORK/$name-gen.log" >&2 && return 1; }
+    # "?" when the samples are missing or the figure is implausible (a
+    # forwarder that forwarded cannot have had less than 1 % of its CPU).
+    RESULT="$RESULT $(echo "$s0 $s1" | awk 'NF == 4 && $4 > $2 {v = 100 * ($3 - $1) / ($4 - $2)} END {if (v >= 1) printf "%.0f", v; else printf "?"}')"
+}
 
-# 1. Baseline: testpmd io forwarding back out of the same memif port.
-sock="$WORK/testpmd.sock"
-printf '# baseline: dpdk-testpmd io forwarding\n' >>"$WORK/commands"
-# shellcheck disable=SC2086
-start testpmd dpdk-testpmd --lcores '0@0,1@0' $MEM --file-prefix "$TAG-testpmd" \
-    --vdev "net_memif0,role=server,id=0,socket=$sock,socket-abstract=no" -- \
-    --forward-mode=io --port-topology=loop --total-num-mbufs=16384 --auto-start --stats-period 3600
-TESTPMD=$LAST_PID
-# The memif client must connect once the server's port is started, not
-# merely when its socket exists: wait for testpmd to be forwarding.
-wait_for 20 grep -q 'packet forwarding - ports' "$WORK/testpmd.log" ||
-    { log "testpmd did not start:"; cat "$WORK/testpmd.log" >&2; exit 1; }
-log "baseline: testpmd io forwarding, ${DURATION}s"
-generate testpmd "$sock"
-read -r s f <"$WORK/result"
-RESULTS+=("$(printf '%-44s %10s %15s' "dpdk-testpmd io forwarding (baseline)" "$s" "$f")")
-stop "$TESTPMD" INT
+# record CASE FLOWS: appends this run's figures to $WORK/results.
+record() {
+    echo "$ROUND $2 $1 $RESULT" >>"$WORK/results"
+}
 
-# 2, 3. lb-appliance, one-arm, NAT then DR.
-appliance_config() { # appliance_config METHOD SOCKET
+# testpmd MODE FLOWS: the baseline (macswap) or the io reference.
+run_testpmd() {
+    local mode=$1 flows=$2 name="r$ROUND-testpmd-$1-$2" sock pid
+    sock="$WORK/$name.sock"
+    # stdbuf: testpmd writes its "packet forwarding" line to a file through
+    # stdio's block buffer, flushed only by its first statistics print, which
+    # --stats-period 3600 makes wait for a machine up for more than an hour.
+    # shellcheck disable=SC2086 # $MEM is a list of words
+    start "$name" stdbuf -oL dpdk-testpmd --lcores '0@0,1@0' $MEM --file-prefix "$TAG-$name" \
+        --vdev "net_memif0,role=server,id=0,socket=$sock,socket-abstract=no" -- \
+        --forward-mode="$mode" --port-topology=loop --total-num-mbufs=16384 --auto-start --stats-period 3600
+    pid=$LAST_PID
+    # The memif client must connect once the server's port is started, not
+    # merely when its socket exists: wait for testpmd to be forwarding.
+    wait_for 30 ready "$pid" "$WORK/$name.log" 'packet forwarding - ports' "$sock" ||
+        { log "testpmd did not start:" && cat "$WORK/$name.log" >&2 && exit 1; }
+    log "round $ROUND: testpmd $mode, $flows flows"
+    generate "$name" "$sock" "$flows" "$pid"
+    stop "$pid" INT
+    record "testpmd-$mode" "$flows"
+}
+
+# capacity FLOWS: a flow-table capacity with room for FLOWS (twice, rounded
+# up to a power of two, at least 2^20).
+capacity() {
+    local c=1048576
+    while [ "$c" -lt $(($1 * 2)) ]; do c=$((c * 2)); done
+    echo "$c"
+}
+
+appliance_config() { # appliance_config METHOD SOCKET FLOWS PREFIX
     local method=$1 sock=$2 port_line="" eal
     [ "$method" = nat ] && port_line="port = 8080"
     # shellcheck disable=SC2086 # $MEM is a list of words
-    eal=$(printf '"%s", ' --lcores 0@0,1@0 $MEM --file-prefix "$TAG-lb-$method")
+    eal=$(printf '"%s", ' --lcores 0@0,1@0 $MEM --file-prefix "$4")
     cat <<EOF
 [dpdk]
 eal_args = [${eal%, }]
@@ -149,7 +348,7 @@ device = "net_memif0,role=server,id=0,socket=$sock,socket-abstract=no"
 address = "198.18.0.2/24"
 mac = "$LB_MAC"
 [flows]
-capacity = 1048576
+capacity = $(capacity "$3")
 [metrics]
 listen = "127.0.0.1:0"
 $(for r in 11 12 13; do printf '[[neighbors]]\naddress = "198.18.0.%s"\nmac = "%s"\n' "$r" "$GEN_MAC"; done)
@@ -164,33 +363,99 @@ $(for r in 11:3 12:2 13:1; do printf '[[services.reals]]\naddress = "198.18.0.%s
 EOF
 }
 
-for method in nat dr; do
-    sock="$WORK/lb-$method.sock"
-    appliance_config "$method" "$sock" >"$WORK/lb-$method.toml"
-    printf '# lb-appliance %s (config: below)\n' "$method" >>"$WORK/commands"
-    start "lb-$method" env RUST_LOG=info "$LB" -c "$WORK/lb-$method.toml"
-    APP=$LAST_PID
-    wait_for 30 grep -q polling "$WORK/lb-$method.log" ||
-        { log "lb-appliance did not start:"; cat "$WORK/lb-$method.log" >&2; exit 1; }
-    log "lb-appliance $method, ${DURATION}s"
-    generate "lb-$method" "$sock"
-    read -r s f <"$WORK/result"
-    label="lb-appliance ${method^^}, $FLOWS flows, one-arm"
-    RESULTS+=("$(printf '%-44s %10s %15s' "$label" "$s" "$f")")
-    stop "$APP" TERM
-    grep -h 'worker on' "$WORK/lb-$method.log" | sed 's/^.*worker on/  lb-appliance '"$method"' final: worker on/' >>"$WORK/summaries" || true
+run_appliance() { # run_appliance METHOD FLOWS
+    local method=$1 flows=$2 name="r$ROUND-lb-$1-$2" sock pid
+    sock="$WORK/$name.sock"
+    appliance_config "$method" "$sock" "$flows" "$TAG-$name" >"$WORK/$name.toml"
+    [ "$ROUND" = 1 ] && cp "$WORK/$name.toml" "$WORK/config-$method-$flows.toml"
+    start "$name" env RUST_LOG=info "$LB" -c "$WORK/$name.toml"
+    pid=$LAST_PID
+    wait_for 60 ready "$pid" "$WORK/$name.log" polling "$sock" ||
+        { log "lb-appliance did not start:" && cat "$WORK/$name.log" >&2 && exit 1; }
+    log "round $ROUND: lb-appliance ${method^^}, $flows flows"
+    generate "$name" "$sock" "$flows" "$pid"
+    stop "$pid" TERM
+    printf '  round %s %s: %s\n' "$ROUND" "$name" \
+        "$(grep -h 'worker on lcore' "$WORK/$name.log" | sed 's/^.*\] //')" >>"$WORK/summaries"
+    record "$method" "$flows"
+}
+
+label() { # label CASE
+    case $1 in
+    testpmd-macswap) echo "testpmd macswap (baseline)" ;;
+    testpmd-io) echo "testpmd io (reference)" ;;
+    *) echo "lb-appliance ${1^^}" ;;
+    esac
+}
+
+# print_round N: the table of round N, ratios to that round's macswap.
+print_round() {
+    printf '\nround %s of %s\n' "$1" "$ROUNDS"
+    printf '%-28s %8s %10s %10s %8s %9s %8s %8s %8s\n' case flows "Mpps sent" "Mpps fwd" ratio "warm-up s" "SYN s" "fwd CPU" "gen CPU"
+    awk -v r="$1" '$1 == r' "$WORK/results" | while read -r _ flows c sent fwd warm syn gcpu fcpu; do
+        base=$(awk -v r="$1" -v f="$flows" '$1 == r && $2 == f && $3 == "testpmd-macswap" {print $5}' "$WORK/results")
+        printf '%-28s %8s %10s %10s %8s %9s %8s %7s%% %7s%%\n' "$(label "$c")" "$flows" "$sent" "$fwd" \
+            "$(awk -v a="$fwd" -v b="$base" 'BEGIN {if (b > 0) printf "%.3f", a / b; else printf "-"}')" "$warm" "$syn" "$fcpu" "$gcpu"
+    done
+}
+
+median() { # median < numbers
+    sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "-"; else if (NR % 2) printf "%.3f\n", v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+
+STARTED=$(date -u +%Y-%m-%dT%H:%MZ)
+for ROUND in $(seq 1 "$ROUNDS"); do
+    first=1
+    for flows in $FLOWS; do
+        run_testpmd macswap "$flows"
+        for c in $CASES; do run_appliance "$c" "$flows"; done
+        if [ "$IOFWD" = 1 ] && [ "$first" = 1 ]; then run_testpmd io "$flows"; fi
+        first=0
+    done
+    print_round "$ROUND" >>"$WORK/rounds"
+    print_round "$ROUND" >&2
 done
 
-echo "lb-appliance throughput: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $MEMNOTE"
-echo "64-byte frames over net_memif; forwarder on CPU 0, lb-trafficgen on CPU 1; ${DURATION} s per path"
+# The ratio of every run to the macswap run of the same round and flows, and
+# whether both runs were "clean": each process had at least CLEAN % of its CPU.
+awk -v t="$CLEAN" 'function lo(a, b) {return a < b ? a : b}
+     NR == FNR {if ($3 == "testpmd-macswap") {base[$1 " " $2] = $5; bcpu[$1 " " $2] = lo($8, $9)}; next}
+     {k = $1 " " $2; b = base[k]
+      printf "%s %s %s %s %s %s %s %d\n", $1, $2, $3, $5, (b > 0 ? $5 / b : "-"), $9, $8, (lo($8, $9) >= t && bcpu[k] >= t)}' \
+    "$WORK/results" "$WORK/results" >"$WORK/ratios"
+
+echo "lb-appliance throughput: started $STARTED, commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo '+changes')"
+echo "machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), DPDK $(pkg-config --modversion libdpdk 2>/dev/null || dpkg-query -W -f '${Version}' dpdk 2>/dev/null || echo '?')"
+echo "memory: $MEMNOTE"
+echo "64-byte frames (84 for TUN) over net_memif; forwarder on CPU 0, lb-trafficgen on CPU 1"
+echo "$ROUNDS interleaved rounds; per run $WARMUP_ROUNDS warm-up rounds of the flows, then ${DURATION} s measured"
+echo "fwd CPU, gen CPU: the share of a CPU that the forwarder (CPU 0) and lb-trafficgen (CPU 1) had during"
+echo "the run (CPU time / wall time); below 100 % other work on this machine took the rest, and that run's figures suffer"
+cat "$WORK/rounds"
 echo
-printf '%-44s %10s %15s\n' "path" "Mpps sent" "Mpps forwarded"
-printf '%s\n' "${RESULTS[@]}"
+echo "summary: medians over $ROUNDS rounds; ratio = Mpps fwd / testpmd macswap Mpps fwd of the same round and flows;"
+echo "a round is clean when the run and its macswap run both had at least $CLEAN % of both CPUs (* marks the others)"
+printf '%-28s %8s %15s %13s %7s %14s  %s\n' case flows "median Mpps fwd" "median ratio" clean "clean median" "ratio per round"
+for flows in $FLOWS; do
+    for c in testpmd-macswap $CASES testpmd-io; do
+        awk -v f="$flows" -v c="$c" '$2 == f && $3 == c' "$WORK/ratios" >"$WORK/sel"
+        [ -s "$WORK/sel" ] || continue
+        printf '%-28s %8s %15s %13s %7s %14s  %s\n' "$(label "$c")" "$flows" \
+            "$(awk '{print $4}' "$WORK/sel" | median)" "$(awk '{print $5}' "$WORK/sel" | median)" \
+            "$(awk '{n += $8} END {print n "/" NR}' "$WORK/sel")" "$(awk '$8 == 1 {print $5}' "$WORK/sel" | median)" \
+            "$(awk '{printf "%s%.3f%s", (NR > 1 ? " " : ""), $5, ($8 ? "" : "*")}' "$WORK/sel")"
+    done
+done
 echo
-echo "generator summaries:"
-sed 's/^/  /' "$WORK/summaries"
+echo "generator summaries (all packets, warm-up included) and the appliance's final counters:"
+cat "$WORK/summaries"
 echo
-echo "commands (socket paths are in a temporary folder):"
+echo "commands of round 1 (later rounds differ only in --file-prefix and socket names, in a temporary folder):"
 cat "$WORK/commands"
-echo "appliance config (NAT; DR is the same with forwarding = \"dr\" and no real port):"
-sed 's/^/  /' "$WORK/lb-nat.toml"
+last=${FLOWS##* }
+first_case=${CASES%% *}
+cfg_case=nat
+[ -f "$WORK/config-nat-$last.toml" ] || cfg_case=$first_case
+echo "appliance config (${cfg_case^^}, $last flows; the other methods differ only in forwarding, and only NAT"
+echo "has a real port; flows.capacity is $(for f in $FLOWS; do printf '%s for %s flows, ' "$(capacity "$f")" "$f"; done | sed 's/, $//')):"
+sed 's/^/  /' "$WORK/config-$cfg_case-$last.toml"

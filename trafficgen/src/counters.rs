@@ -163,6 +163,54 @@ mod tests {
         f
     }
 
+    /// What VS/TUN sends: the client's packet, unchanged, inside an outer
+    /// IPv4 header from the appliance to the real (protocol 4).
+    fn tunnelled(real: Ipv4Addr) -> Vec<u8> {
+        use lb_core::wire::Ipv4Repr;
+        let inner = frame();
+        let mut f = vec![0u8; inner.len() + 20];
+        f[..14].copy_from_slice(&inner[..14]);
+        f[34..].copy_from_slice(&inner[14..]);
+        Ipv4Repr {
+            src: Ipv4Addr::new(198, 18, 0, 2),
+            dst: real,
+            protocol: IpProtocol::IpIp,
+            payload_len: inner.len() - 14,
+            ttl: 64,
+            dont_fragment: true,
+            ident: 0,
+            dscp_ecn: 0,
+        }
+        .emit(&mut Ipv4Packet::new_unchecked(&mut f[14..]));
+        f
+    }
+
+    #[test]
+    fn counts_ipip_by_outer_destination() {
+        let mut c = RxCounts::default();
+        let real = Ipv4Addr::new(198, 18, 0, 12);
+        let t = tunnelled(real);
+        assert_eq!(t.len(), frame().len() + 20);
+        c.count(&t, VIP, true);
+        c.count(&t, VIP, true);
+        let mut bad = t.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1; // the inner TCP checksum
+        c.count(&bad, VIP, true);
+        assert_eq!(
+            (
+                c.packets,
+                c.ipip,
+                c.to_vip,
+                c.to_real,
+                c.other,
+                c.bad_checksum
+            ),
+            (3, 3, 0, 0, 0, 1)
+        );
+        assert_eq!(c.destinations, vec![(real, 3)]);
+    }
+
     #[test]
     fn classifies_what_comes_back() {
         let mut c = RxCounts::default();

@@ -14,7 +14,7 @@ mod frames;
 
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -82,9 +82,18 @@ struct Cli {
     #[arg(long, value_name = "PPS", default_value = "0", value_parser = parse_rate)]
     rate: u64,
 
-    /// How long to send, from the first packet the port takes; 0s = no limit.
+    /// How long to send, from the first packet the port takes (or, with
+    /// --warmup-rounds, from the end of the warm-up); 0s = no limit.
     #[arg(long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
     duration: Duration,
+
+    /// Rounds of the schedule (one packet per flow each; round 0 is the
+    /// SYNs) sent before the measured phase: the "measured" figures and
+    /// --duration start once the port has taken them. 2 measures
+    /// established flows only (the SYN, then the first ACK that completes
+    /// the handshake, are warm-up).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    warmup_rounds: u64,
 
     /// Payload bytes of a data segment or datagram (SYNs carry none); 10
     /// makes 64-byte TCP frames, 22 64-byte UDP frames.
@@ -151,6 +160,14 @@ struct TxResult {
     sent: u64,
     first: Option<u64>,
     last: u64,
+    /// When the port had taken one packet per flow (the SYN round, TCP).
+    opened: Option<u64>,
+    /// When the port had taken the warm-up rounds: the measured phase
+    /// starts (the first packet's time without warm-up).
+    mark: Option<u64>,
+    sent_at_mark: u64,
+    /// The process's scheduler figures at the mark.
+    sched_at_mark: Option<Sched>,
     no_mbuf: u64,
     timed_out: bool,
 }
@@ -171,6 +188,11 @@ struct Sender {
     duration: u64,
     link_timeout: u64,
     began: u64,
+    flows: u64,
+    /// Packets of the warm-up rounds.
+    warmup: u64,
+    /// The mark's TSC for the receiving side (0 until then).
+    mark_tsc: Arc<AtomicU64>,
     exhausted: bool,
     done: bool,
     res: TxResult,
@@ -183,9 +205,10 @@ impl Sender {
         if self.done {
             return false;
         }
-        let over_time = match self.res.first {
-            Some(first) => self.duration != 0 && now.wrapping_sub(first) >= self.duration,
-            None => {
+        let over_time = match (self.res.first, self.res.mark) {
+            (_, Some(mark)) => self.duration != 0 && now.wrapping_sub(mark) >= self.duration,
+            (Some(_), None) => false,
+            (None, None) => {
                 let late = now.wrapping_sub(self.began) >= self.link_timeout;
                 self.res.timed_out = late;
                 late
@@ -206,6 +229,15 @@ impl Sender {
                 self.res.first.get_or_insert(now);
                 self.res.sent += k as u64;
                 self.res.last = now;
+                if self.res.opened.is_none() && self.res.sent >= self.flows {
+                    self.res.opened = Some(now);
+                }
+                if self.res.mark.is_none() && self.res.sent >= self.warmup {
+                    self.res.mark = Some(now);
+                    self.res.sent_at_mark = self.res.sent;
+                    self.res.sched_at_mark = Sched::now();
+                    self.mark_tsc.store(now.max(1), Ordering::Release);
+                }
             }
         }
         true
@@ -273,11 +305,18 @@ struct Receiver {
     counts: RxCounts,
     first: Option<u64>,
     last: u64,
+    /// The sender's mark (0 until the warm-up is sent).
+    mark_tsc: Arc<AtomicU64>,
+    /// Packets received before the mark was seen.
+    at_mark: Option<u64>,
 }
 
 impl Receiver {
     #[inline]
     fn poll(&mut self, now: u64) -> usize {
+        if self.at_mark.is_none() && self.mark_tsc.load(Ordering::Acquire) != 0 {
+            self.at_mark = Some(self.counts.packets);
+        }
         let n = self.rxq.rx_burst(&mut self.burst, MAX_BURST);
         if n > 0 {
             for m in self.burst.as_mut_slice() {
@@ -288,6 +327,30 @@ impl Receiver {
             self.last = now;
         }
         n
+    }
+}
+
+/// How long the process's threads ran on a CPU and waited for one, in
+/// nanoseconds (`/proc/self/task/*/schedstat`): on a shared machine the
+/// measured phase is only as good as the CPU share the generator had.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sched {
+    run_ns: u64,
+    wait_ns: u64,
+}
+
+impl Sched {
+    fn now() -> Option<Sched> {
+        let mut total = Sched::default();
+        for task in std::fs::read_dir("/proc/self/task").ok()? {
+            let Ok(text) = std::fs::read_to_string(task.ok()?.path().join("schedstat")) else {
+                continue; // a thread that just ended
+            };
+            let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+            total.run_ns += fields.next()??;
+            total.wait_ns += fields.next()??;
+        }
+        Some(total)
     }
 }
 
@@ -366,6 +429,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     let udp = cli.mode == Mode::Udp;
     let ticks = |d: Duration| (d.as_secs_f64() * hz as f64) as u64;
     let began = rdtsc();
+    let mark_tsc = Arc::new(AtomicU64::new(0));
     let sender = Sender {
         txq,
         pool,
@@ -386,6 +450,9 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         duration: ticks(cli.duration),
         link_timeout: ticks(cli.link_timeout),
         began,
+        flows: cli.flows.max(1),
+        warmup: cli.flows.max(1).saturating_mul(cli.warmup_rounds),
+        mark_tsc: Arc::clone(&mark_tsc),
         exhausted: false,
         done: false,
         res: TxResult::default(),
@@ -398,6 +465,8 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         counts: RxCounts::default(),
         first: None,
         last: 0,
+        mark_tsc,
+        at_mark: None,
     };
     if cli.flows > cli.clients.capacity() {
         log::warn!(
@@ -480,11 +549,15 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             result.unwrap_or_default()
         }
     };
+    let sched_end = Sched::now();
+    let sched_end_tsc = rdtsc();
     let stats = port.stats().unwrap_or_default();
     let rx_secs = secs(
         receiver.last.saturating_sub(receiver.first.unwrap_or(0)),
         hz,
     );
+    let rx_last = receiver.last;
+    let rx_at_mark = receiver.at_mark;
     let counts = std::mem::take(&mut receiver.counts);
     drop(receiver);
     drop(port);
@@ -502,6 +575,37 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     let data = if udp { 0 } else { tx.sent - syn };
     let udp_sent = if udp { tx.sent } else { 0 };
     let flows = tx.sent.min(cli.flows);
+    let first = tx.first.unwrap_or(0);
+    let opened_secs = tx
+        .opened
+        .filter(|_| !udp)
+        .map(|o| secs(o.saturating_sub(first), hz));
+    // The measured phase: from the mark (the end of the warm-up rounds) to
+    // the last packet sent, and to the last one received.
+    let measured = tx.mark.map(|mark| {
+        let tx_n = tx.sent - tx.sent_at_mark;
+        let tx_s = secs(tx.last.saturating_sub(mark), hz);
+        let rx_n = counts.packets - rx_at_mark.unwrap_or(counts.packets);
+        let rx_s = secs(rx_last.saturating_sub(mark), hz);
+        (secs(mark.saturating_sub(first), hz), tx_n, tx_s, rx_n, rx_s)
+    });
+    // CPU time and runqueue wait over the measured phase, per wall second.
+    let cpu = match (tx.mark, tx.sched_at_mark, sched_end) {
+        (Some(mark), Some(a), Some(b)) => {
+            let wall_ns = secs(sched_end_tsc.saturating_sub(mark), hz) * 1e9;
+            (wall_ns > 0.0).then(|| {
+                (
+                    b.run_ns.saturating_sub(a.run_ns) as f64 / wall_ns,
+                    b.wait_ns.saturating_sub(a.wait_ns) as f64 / wall_ns,
+                )
+            })
+        }
+        _ => None,
+    };
+    let cpu_text = cpu.map_or_else(
+        || "unknown".to_owned(),
+        |(run, wait)| format!("{:.0} % (runqueue wait {:.0} %)", run * 100.0, wait * 100.0),
+    );
     let dests: Vec<String> = counts
         .destinations
         .iter()
@@ -534,7 +638,42 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             dests.join(" ")
         }
     );
+    match measured {
+        Some((warm_s, tx_n, tx_s, rx_n, rx_s)) => println!(
+            "measured after {} warm-up rounds ({} packets, {:.3} s; SYN round {}): sent {} packets \
+             ({:.3} Mpps), received {} packets ({:.3} Mpps) in {:.3} s; CPU {}",
+            cli.warmup_rounds,
+            tx.sent_at_mark,
+            warm_s,
+            opened_secs.map_or_else(|| "-".to_owned(), |s| format!("{s:.3} s")),
+            tx_n,
+            mpps(tx_n, tx_s),
+            rx_n,
+            mpps(rx_n, rx_s),
+            rx_s,
+            cpu_text,
+        ),
+        None => println!(
+            "measured after {} warm-up rounds: none (the warm-up was not sent: {} packets)",
+            cli.warmup_rounds, tx.sent
+        ),
+    }
     if cli.json {
+        let measured_json = measured.map(|(warm_s, tx_n, tx_s, rx_n, rx_s)| {
+            json!({
+                "warmup_rounds": cli.warmup_rounds,
+                "warmup_packets": tx.sent_at_mark,
+                "warmup_seconds": warm_s,
+                "syn_round_seconds": opened_secs,
+                "sent": tx_n,
+                "sent_mpps": mpps(tx_n, tx_s),
+                "received": rx_n,
+                "received_mpps": mpps(rx_n, rx_s),
+                "seconds": rx_s,
+                "cpu": cpu.map(|c| c.0),
+                "runqueue_wait": cpu.map(|c| c.1),
+            })
+        });
         let out = json!({
             "sent": {
                 "packets": tx.sent,
@@ -551,6 +690,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                 "seconds": rx_secs,
                 "counts": counts.to_json(),
             },
+            "measured": measured_json,
             "port": port_json(&stats),
         });
         println!("{out}");
