@@ -78,6 +78,22 @@ pub enum ForwardingMethod {
     DirectRoute,
 }
 
+/// Whether a TCP service's new connections are answered by the appliance
+/// with a SYN cookie before the real sees them (a SYN proxy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SynProxyMode {
+    /// `off`: every SYN goes to a real, as before.
+    Off,
+    /// `on`: every new connection is proxied (TCP services with NAT reals
+    /// only).
+    On,
+    /// `auto` (the default): proxied while the worker is under SYN pressure
+    /// (its flow table at least half full); inert on a UDP service or one
+    /// with a real that is not NAT.
+    #[default]
+    Auto,
+}
+
 /// Health check of a service's reals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HealthCheckKind {
@@ -133,6 +149,7 @@ config_words!(SchedulerKind {
     Maglev => "mh",
 });
 config_words!(ForwardingMethod { Nat => "nat", Tunnel => "tun", DirectRoute => "dr" });
+config_words!(SynProxyMode { Off => "off", On => "on", Auto => "auto" });
 config_words!(HealthCheckKind { Tcp => "tcp", Http => "http", None => "none" });
 
 /// A validated `lb.toml`.
@@ -217,6 +234,8 @@ pub struct ServiceConfig {
     pub forwarding: ForwardingMethod,
     /// Zero: no persistence.
     pub persistence: Duration,
+    /// `syn_proxy`: `on` only for TCP services whose reals are all NAT.
+    pub syn_proxy: SynProxyMode,
     /// `None`: every real counts as up.
     pub health_check: Option<HealthCheckConfig>,
     pub reals: Vec<RealConfig>,
@@ -431,6 +450,11 @@ impl Config {
                 String::new()
             } else {
                 format!(", persistence {}", format_duration(svc.persistence))
+            };
+            let persistence = if svc.protocol == Protocol::Tcp {
+                format!("{persistence}, syn proxy {}", svc.syn_proxy)
+            } else {
+                persistence
             };
             let _ = writeln!(
                 s,

@@ -66,6 +66,7 @@ pub(crate) struct RawService {
     pub scheduler: Option<String>,
     pub forwarding: Option<String>,
     pub persistence: Option<String>,
+    pub syn_proxy: Option<String>,
     pub health_check: Option<RawHealthCheck>,
     pub reals: Option<Vec<RawReal>>,
 }
@@ -123,6 +124,7 @@ pub(crate) fn known_keys(table: &str) -> &'static [&'static str] {
             "scheduler",
             "forwarding",
             "persistence",
+            "syn_proxy",
             "health_check",
             "reals",
         ],

@@ -154,6 +154,7 @@ fn example_parses_into_expected_values() {
             scheduler: SchedulerKind::WeightedRoundRobin,
             forwarding: ForwardingMethod::Nat,
             persistence: Duration::ZERO,
+            syn_proxy: SynProxyMode::Auto,
             health_check: Some(HealthCheckConfig {
                 kind: HealthCheckKind::Tcp,
                 interval: Duration::from_secs(2),
@@ -1069,5 +1070,79 @@ fn rules_across_sections() {
         Config::parse(nat_twice).is_ok(),
         "{:?}",
         Config::parse(nat_twice).err()
+    );
+}
+
+#[test]
+fn syn_proxy_defaults_to_auto_and_reads_its_words() {
+    let c = Config::parse(&service("")).unwrap();
+    assert_eq!(c.services[0].syn_proxy, SynProxyMode::Auto);
+    for (word, mode) in [
+        ("off", SynProxyMode::Off),
+        ("on", SynProxyMode::On),
+        ("auto", SynProxyMode::Auto),
+    ] {
+        let c = Config::parse(&service(&format!("syn_proxy = \"{word}\""))).unwrap();
+        assert_eq!(c.services[0].syn_proxy, mode);
+        assert_eq!(mode.to_string(), word);
+    }
+    assert!(c_summary(&service("syn_proxy = \"on\"")).contains("syn proxy on"));
+}
+
+fn c_summary(text: &str) -> String {
+    Config::parse(text).unwrap().summary()
+}
+
+#[test]
+fn syn_proxy_unknown_words_list_the_choices() {
+    assert_error(
+        &service("syn_proxy = \"yes\""),
+        "services[0].syn_proxy",
+        "accepted values: off, on, auto",
+    );
+    // A boolean is a type error of the whole file, as for any other word.
+    let errs = errors(&service("syn_proxy = true"));
+    assert!(errs.to_string().contains("syn_proxy") || errs.to_string().contains("string"));
+}
+
+#[test]
+fn syn_proxy_on_needs_tcp_and_nat_everywhere() {
+    assert_error(
+        &service("protocol = \"udp\"\nsyn_proxy = \"on\""),
+        "services[0].syn_proxy",
+        "protocol = \"tcp\"",
+    );
+    assert_error(
+        &service("forwarding = \"dr\"\nsyn_proxy = \"on\"\n[[services.reals]]\naddress = \"198.18.0.12\""),
+        "services[0].syn_proxy",
+        "forwarding = \"nat\"",
+    );
+    assert_error(
+        &service(
+            "syn_proxy = \"on\"\n[[services.reals]]\naddress = \"198.18.0.11\"\n\
+             [[services.reals]]\naddress = \"198.18.0.12\"\nforwarding = \"tun\"",
+        ),
+        "services[0].syn_proxy",
+        "reals[1] uses tun",
+    );
+    // nat everywhere: fine; auto is accepted (and inert) where on is not.
+    Config::parse(&service(
+        "syn_proxy = \"on\"\n[[services.reals]]\naddress = \"198.18.0.11\"\nforwarding = \"nat\"",
+    ))
+    .unwrap();
+    Config::parse(&service("protocol = \"udp\"\nsyn_proxy = \"auto\"")).unwrap();
+    Config::parse(&service(
+        "forwarding = \"tun\"\nsyn_proxy = \"auto\"\n[[services.reals]]\naddress = \"198.18.0.11\"",
+    ))
+    .unwrap();
+    Config::parse(&service("protocol = \"udp\"\nsyn_proxy = \"off\"")).unwrap();
+}
+
+#[test]
+fn syn_proxy_misspelled_gets_a_hint() {
+    assert_error(
+        &service("syn_proxi = \"on\""),
+        "services[0].syn_proxi",
+        "did you mean \"syn_proxy\"",
     );
 }

@@ -578,6 +578,11 @@ fn services(c: &mut Checker<'_>, raw: Vec<RawService>, nets: &[PortNet]) -> Vec<
                 endpoints.insert((vip, port, protocol), i);
             }
         }
+        let syn_proxy = c.word(
+            &path("syn_proxy"),
+            s.syn_proxy.as_deref(),
+            SynProxyMode::default(),
+        );
         let health_check = s
             .health_check
             .map(|h| health_check(c, &path("health_check"), h));
@@ -589,6 +594,9 @@ fn services(c: &mut Checker<'_>, raw: Vec<RawService>, nets: &[PortNet]) -> Vec<
             forwarding,
             nets,
         );
+        if syn_proxy == Some(SynProxyMode::On) {
+            syn_proxy_on(c, &path("syn_proxy"), protocol, forwarding, &reals);
+        }
         out.push(ServiceConfig {
             name: name.unwrap_or_default(),
             vip: vip.unwrap_or(Ipv4Addr::UNSPECIFIED),
@@ -597,11 +605,52 @@ fn services(c: &mut Checker<'_>, raw: Vec<RawService>, nets: &[PortNet]) -> Vec<
             scheduler: scheduler.unwrap_or(SchedulerKind::WeightedRoundRobin),
             forwarding: forwarding.unwrap_or(ForwardingMethod::Nat),
             persistence: persistence.unwrap_or(Duration::ZERO),
+            syn_proxy: syn_proxy.unwrap_or_default(),
             health_check,
             reals,
         });
     }
     out
+}
+
+/// `syn_proxy = "on"` needs a TCP service all of whose reals are NAT: the
+/// proxy answers the handshake itself and must see (and translate) both
+/// directions of every segment afterwards. `auto` is accepted anywhere and
+/// is inert where `on` would be refused.
+fn syn_proxy_on(
+    c: &mut Checker<'_>,
+    path: &str,
+    protocol: Option<Protocol>,
+    forwarding: Option<ForwardingMethod>,
+    reals: &[RealConfig],
+) {
+    if protocol == Some(Protocol::Udp) {
+        c.err(
+            path,
+            "\"on\" needs protocol = \"tcp\" (this service is udp); use \"off\" or \"auto\"",
+        );
+        return;
+    }
+    if let Some(f) = forwarding.filter(|f| *f != ForwardingMethod::Nat) {
+        c.err(
+            path,
+            format!("\"on\" needs forwarding = \"nat\" (this service uses {f}): replies must come back through the appliance"),
+        );
+        return;
+    }
+    if let Some((j, r)) = reals
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.forwarding != ForwardingMethod::Nat)
+    {
+        c.err(
+            path,
+            format!(
+                "\"on\" needs every real to be nat (reals[{j}] uses {}): replies must come back through the appliance",
+                r.forwarding
+            ),
+        );
+    }
 }
 
 fn health_check(c: &mut Checker<'_>, base: &str, h: RawHealthCheck) -> HealthCheckConfig {
