@@ -33,6 +33,7 @@ pub mod route;
 pub mod scheduler;
 pub mod snapshot;
 pub mod stats;
+pub mod synproxy;
 pub mod wire;
 
 pub use buffer::{PacketBuf, RxChecksum, VecBuf};

@@ -13,6 +13,7 @@ pub mod ethernet;
 pub mod icmpv4;
 pub mod ipv4;
 pub mod tcp;
+pub mod tcp_options;
 pub mod transport;
 pub mod udp;
 

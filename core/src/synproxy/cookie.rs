@@ -1,0 +1,279 @@
+//! SYN cookies: the sequence number the proxy answers a SYN with, from
+//! which it can tell, when the client's ACK comes back, that the client
+//! really sent that SYN from that address, and what its SYN said.
+//!
+//! A cookie is 32 bits:
+//!
+//! | bits  | what |
+//! | ----- | ---- |
+//! | 31..8 | MAC: 24 bits of SipHash-2-4 over (client address and port, VIP and port, client ISN, time counter, bits 7..1) |
+//! | 7..6  | the client's MSS, as an index into [`MSS_TABLE`] (the largest entry not above it) |
+//! | 5..2  | the client's window scale (0..=14), 15 when it sent none |
+//! | 1     | SACK permitted |
+//! | 0     | the low bit of the time counter |
+//!
+//! The time counter is the worker clock in units of [`PERIOD_MS`] (65.536
+//! s). A cookie checks against the counter whose low bit it carries, the
+//! current one or the one before, so an ACK is accepted from 65.5 s up to
+//! 131 s after its SYN-ACK, never later. The key is a per-process random
+//! 128-bit secret shared by all workers (a client's SYN and ACK reach the
+//! same worker anyway: flows are owned by client address), kept across
+//! reloads and lost with the process (cookies in flight then fail, and
+//! clients retry).
+//!
+//! Forgery: without the key, an ACK with a made-up cookie passes with
+//! probability 2^-24 (the MAC) per try, whatever the options bits say,
+//! since they are under the MAC. At 1 Mpps of spoofed ACKs that is one
+//! accepted every 17 s or so, each costing one flow entry and a SYN to a
+//! real (what every spoofed SYN cost without the proxy), so a flood of
+//! ACKs gains an attacker nothing over a flood of SYNs. Linux's cookies
+//! are of the same strength (24-bit MAC).
+
+use std::net::Ipv4Addr;
+use std::sync::OnceLock;
+
+use super::siphash::{siphash24, SipKey};
+
+/// One period of the time counter, in milliseconds of the worker clock.
+pub const PERIOD_MS: u32 = 1 << PERIOD_SHIFT;
+const PERIOD_SHIFT: u32 = 16;
+
+/// The MSS values a cookie can carry (as Linux's, roughly: the minimum,
+/// a tunnelled path, and Ethernet with and without timestamps' worth of
+/// slack).
+pub const MSS_TABLE: [u16; 4] = [536, 1220, 1440, 1460];
+
+const NO_WSCALE: u32 = 15;
+
+/// What a cookie carries of the client's SYN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CookieOptions {
+    /// From [`MSS_TABLE`].
+    pub mss: u16,
+    /// The client's window-scale shift, if it sent one.
+    pub wscale: Option<u8>,
+    pub sack_permitted: bool,
+}
+
+impl CookieOptions {
+    /// What can be carried of a SYN's MSS (None: 536, RFC 9293's default),
+    /// window scale and SACK permitted.
+    pub fn from_syn(mss: Option<u16>, wscale: Option<u8>, sack_permitted: bool) -> CookieOptions {
+        let mss = mss.unwrap_or(MSS_TABLE[0]);
+        let i = MSS_TABLE.iter().rposition(|&m| m <= mss).unwrap_or(0);
+        CookieOptions {
+            mss: MSS_TABLE[i],
+            wscale: wscale.map(|w| w.min(14)),
+            sack_permitted,
+        }
+    }
+
+    /// Bits 7..1 of the cookie.
+    fn bits(&self) -> u32 {
+        let mss = MSS_TABLE.iter().position(|&m| m == self.mss).unwrap_or(0) as u32;
+        let ws = self.wscale.map_or(NO_WSCALE, |w| u32::from(w.min(14)));
+        (mss << 6) | (ws << 2) | (u32::from(self.sack_permitted) << 1)
+    }
+
+    fn from_bits(bits: u32) -> CookieOptions {
+        let ws = (bits >> 2) & 0xf;
+        CookieOptions {
+            mss: MSS_TABLE[((bits >> 6) & 3) as usize],
+            wscale: (ws != NO_WSCALE).then_some(ws.min(14) as u8),
+            sack_permitted: bits & 2 != 0,
+        }
+    }
+}
+
+/// The connection a cookie is for, as the client addressed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CookieTuple {
+    pub client: Ipv4Addr,
+    pub client_port: u16,
+    pub vip: Ipv4Addr,
+    pub vip_port: u16,
+}
+
+/// The secret cookies are made and checked with.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct CookieKey(SipKey);
+
+impl CookieKey {
+    /// The process's key: random, made on first use, the same for every
+    /// worker and every config generation.
+    pub fn process() -> CookieKey {
+        static KEY: OnceLock<CookieKey> = OnceLock::new();
+        *KEY.get_or_init(|| {
+            use std::hash::BuildHasher;
+            // The standard library's per-process random keys (from the OS).
+            let a = std::collections::hash_map::RandomState::new();
+            let b = std::collections::hash_map::RandomState::new();
+            CookieKey(SipKey {
+                k0: a.hash_one(0x7379_6e2d_636f_6f6b_u64),
+                k1: b.hash_one(0x6b65_792d_7365_6564_u64),
+            })
+        })
+    }
+
+    /// A key given by the caller (tests and the golden packets).
+    pub const fn fixed(k0: u64, k1: u64) -> CookieKey {
+        CookieKey(SipKey { k0, k1 })
+    }
+
+    fn mac(&self, t: &CookieTuple, isn: u32, counter: u32, bits: u32) -> u32 {
+        let mut m = [0u8; 21];
+        m[0..4].copy_from_slice(&u32::from(t.client).to_le_bytes());
+        m[4..8].copy_from_slice(&u32::from(t.vip).to_le_bytes());
+        m[8..10].copy_from_slice(&t.client_port.to_le_bytes());
+        m[10..12].copy_from_slice(&t.vip_port.to_le_bytes());
+        m[12..16].copy_from_slice(&isn.to_le_bytes());
+        m[16..20].copy_from_slice(&counter.to_le_bytes());
+        m[20] = bits as u8;
+        (siphash24(self.0, &m) >> 40) as u32
+    }
+
+    /// The cookie for a SYN with initial sequence number `isn` on `t`,
+    /// carrying `opts`, at worker time `now` (ms).
+    pub fn make(&self, t: &CookieTuple, isn: u32, opts: &CookieOptions, now: u32) -> u32 {
+        let counter = now >> PERIOD_SHIFT;
+        let bits = opts.bits() | (counter & 1);
+        (self.mac(t, isn, counter, bits) << 8) | bits
+    }
+
+    /// What `cookie` (the ACK's acknowledgment number minus one) carries,
+    /// if it is one this key made for `t` and `isn` (the ACK's sequence
+    /// number minus one) in the current period of `now` or the one before.
+    pub fn check(&self, t: &CookieTuple, isn: u32, cookie: u32, now: u32) -> Option<CookieOptions> {
+        let current = now >> PERIOD_SHIFT;
+        let bits = cookie & 0xff;
+        // The counter wraps with the worker clock (u32 ms): both do.
+        let counter = if bits & 1 == current & 1 {
+            current
+        } else {
+            current.wrapping_sub(1) & (u32::MAX >> PERIOD_SHIFT)
+        };
+        (self.mac(t, isn, counter, bits) == cookie >> 8).then(|| CookieOptions::from_bits(bits))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEY: CookieKey = CookieKey::fixed(0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210);
+
+    fn tuple() -> CookieTuple {
+        CookieTuple {
+            client: Ipv4Addr::new(198, 19, 0, 10),
+            client_port: 40000,
+            vip: Ipv4Addr::new(198, 18, 1, 100),
+            vip_port: 80,
+        }
+    }
+
+    const OPTS: CookieOptions = CookieOptions {
+        mss: 1460,
+        wscale: Some(7),
+        sack_permitted: true,
+    };
+
+    #[test]
+    fn a_cookie_checks_now_and_one_period_later_not_two() {
+        let t = tuple();
+        for now in [0, 1, PERIOD_MS - 1, PERIOD_MS, 5 * PERIOD_MS + 123] {
+            let c = KEY.make(&t, 1000, &OPTS, now);
+            assert_eq!(KEY.check(&t, 1000, c, now), Some(OPTS));
+            // Up to the end of the next period.
+            let end_of_next = (now / PERIOD_MS + 2) * PERIOD_MS - 1;
+            assert_eq!(KEY.check(&t, 1000, c, end_of_next), Some(OPTS), "{now}");
+            assert_eq!(KEY.check(&t, 1000, c, now + PERIOD_MS), Some(OPTS));
+            // Two periods on: refused.
+            assert_eq!(KEY.check(&t, 1000, c, end_of_next + 1), None, "{now}");
+            assert_eq!(KEY.check(&t, 1000, c, now + 2 * PERIOD_MS), None);
+        }
+    }
+
+    #[test]
+    fn the_counter_wraps_with_the_clock() {
+        let t = tuple();
+        let now = u32::MAX - 5;
+        let c = KEY.make(&t, 7, &OPTS, now);
+        assert_eq!(KEY.check(&t, 7, c, now.wrapping_add(10)), Some(OPTS));
+        assert_eq!(KEY.check(&t, 7, c, now.wrapping_add(PERIOD_MS + 10)), None);
+    }
+
+    #[test]
+    fn options_are_carried() {
+        let t = tuple();
+        for mss in [
+            None,
+            Some(100),
+            Some(536),
+            Some(1300),
+            Some(1440),
+            Some(9000),
+        ] {
+            for ws in [None, Some(0), Some(7), Some(14), Some(15)] {
+                for sack in [false, true] {
+                    let o = CookieOptions::from_syn(mss, ws, sack);
+                    let c = KEY.make(&t, 42, &o, 1000);
+                    let back = KEY.check(&t, 42, c, 1000).unwrap();
+                    assert_eq!(back, o);
+                    assert_eq!(back.wscale, ws.map(|w| w.min(14)));
+                    assert_eq!(back.sack_permitted, sack);
+                }
+            }
+        }
+        assert_eq!(CookieOptions::from_syn(Some(1300), None, false).mss, 1220);
+        assert_eq!(CookieOptions::from_syn(Some(100), None, false).mss, 536);
+        assert_eq!(CookieOptions::from_syn(None, None, false).mss, 536);
+        assert_eq!(CookieOptions::from_syn(Some(65535), None, false).mss, 1460);
+    }
+
+    #[test]
+    fn another_key_refuses() {
+        let t = tuple();
+        let c = KEY.make(&t, 1, &OPTS, 0);
+        assert_eq!(CookieKey::fixed(1, 2).check(&t, 1, c, 0), None);
+        assert_ne!(CookieKey::process(), KEY);
+        assert_eq!(
+            CookieKey::process(),
+            CookieKey::process(),
+            "one per process"
+        );
+    }
+
+    proptest! {
+        /// Any single bit flipped in the tuple, the ISN or the cookie makes
+        /// it fail (with a 24-bit MAC a flip could collide with
+        /// probability 2^-24; the fixed key here has no such case).
+        #[test]
+        fn any_bit_flip_is_refused(isn in any::<u32>(), now in any::<u32>(), bit in 0u32..128) {
+            let t = tuple();
+            let c = KEY.make(&t, isn, &OPTS, now);
+            prop_assert_eq!(KEY.check(&t, isn, c, now), Some(OPTS));
+            let mut t2 = t;
+            let (mut isn2, mut c2) = (isn, c);
+            match bit / 32 {
+                0 => t2.client = Ipv4Addr::from(u32::from(t.client) ^ (1 << (bit % 32))),
+                1 => {
+                    let b = bit % 32;
+                    if b < 16 {
+                        t2.client_port ^= 1 << b;
+                    } else {
+                        t2.vip_port ^= 1 << (b - 16);
+                    }
+                }
+                2 => isn2 ^= 1 << (bit % 32),
+                _ => c2 ^= 1 << (bit % 32),
+            }
+            // A flip of the period bit may land on the previous period's
+            // counter, which has another MAC: refused all the same.
+            prop_assert_eq!(KEY.check(&t2, isn2, c2, now), None);
+            let mut t3 = t;
+            t3.vip = Ipv4Addr::from(u32::from(t.vip) ^ (1 << (bit % 32)));
+            prop_assert_eq!(KEY.check(&t3, isn, c, now), None);
+        }
+    }
+}
