@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use lb_config::{
     format_duration, Config, ForwardingMethod, Ipv4Cidr, MacAddr, Protocol, SchedulerKind,
-    MAX_FLOW_TIMEOUT,
+    SynProxyMode, MAX_FLOW_TIMEOUT,
 };
 
 use crate::flow::{mix64, Timeouts};
@@ -73,6 +73,10 @@ pub struct ServiceView {
     pub protocol: Protocol,
     pub kind: SchedulerKind,
     pub persistence_ms: u32,
+    /// The SYN proxy as it applies: `Off` whatever the config said for a
+    /// UDP service or one with a real that is not NAT (`auto` is inert
+    /// there; validation refuses `on`).
+    pub syn_proxy: SynProxyMode,
     pub reals: Vec<RealView>,
     /// Indices into `reals` of the eligible ones, in the order the
     /// scheduler was built with.
@@ -200,6 +204,9 @@ pub struct Snapshot {
     pub timeouts: Timeouts,
     /// Number of workers (flows are owned by `flow::owner_of`).
     pub workers: usize,
+    /// The MSS the SYN proxy announces to clients: the smallest port MTU
+    /// less 40 (IPv4 and TCP headers).
+    pub syn_proxy_mss: u16,
 }
 
 #[inline]
@@ -272,6 +279,10 @@ impl Snapshot {
                     weight: reals[i].weight,
                 })
                 .collect();
+            let proxy_capable = s.protocol == Protocol::Tcp
+                && s.reals
+                    .iter()
+                    .all(|r| r.forwarding == ForwardingMethod::Nat);
             services.push(ServiceView {
                 id: sid,
                 name: s.name.clone(),
@@ -280,6 +291,11 @@ impl Snapshot {
                 protocol: s.protocol,
                 kind: s.scheduler,
                 persistence_ms,
+                syn_proxy: if proxy_capable {
+                    s.syn_proxy
+                } else {
+                    SynProxyMode::Off
+                },
                 reals,
                 eligible,
                 scheduler: Scheduler::build(s.scheduler, &backends),
@@ -323,6 +339,14 @@ impl Snapshot {
             neighbor_index,
             timeouts,
             workers: config.workers.lcores.len().max(1),
+            syn_proxy_mss: config
+                .ports
+                .iter()
+                .map(|p| p.mtu)
+                .min()
+                .unwrap_or(1500)
+                .saturating_sub(40)
+                .max(536),
         })
     }
 

@@ -68,10 +68,17 @@ pub enum DropReason {
     /// A new flow from a client address that already holds its share of a
     /// table at least half full.
     SourceLimit,
+    /// An ACK for no flow whose acknowledgment number is not a SYN cookie
+    /// of ours (a spoofed or very late ACK) while the SYN proxy is on.
+    SynProxyBadCookie,
+    /// A segment of a proxied flow that is waiting for its real's SYN-ACK
+    /// (client data: the client retransmits it), or a real's segment that
+    /// does not complete the handshake.
+    SynProxyPending,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 26] = [
+    pub const ALL: [DropReason; 28] = [
         DropReason::Truncated,
         DropReason::MultiSegment,
         DropReason::NotOurMac,
@@ -98,6 +105,8 @@ impl DropReason {
         DropReason::NoHeadroom,
         DropReason::FlowTableFull,
         DropReason::SourceLimit,
+        DropReason::SynProxyBadCookie,
+        DropReason::SynProxyPending,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -130,6 +139,8 @@ impl DropReason {
             DropReason::NoHeadroom => "no_headroom",
             DropReason::FlowTableFull => "flow_table_full",
             DropReason::SourceLimit => "source_limit",
+            DropReason::SynProxyBadCookie => "syn_proxy_bad_cookie",
+            DropReason::SynProxyPending => "syn_proxy_pending",
         }
     }
 }
@@ -219,6 +230,11 @@ pub struct WorkerStats {
     /// "Fragmentation needed" not sent: over the ICMP rate limit.
     pub icmp_rate_limited: Counter,
     pub icmp_errors_forwarded: Counter,
+    /// SYN proxy: SYN-ACKs with a cookie sent to clients.
+    pub syn_proxy_cookies_sent: Counter,
+    /// SYN proxy: ACKs whose cookie checked out (a flow and a SYN to a
+    /// real each).
+    pub syn_proxy_cookies_accepted: Counter,
     /// Packets the tx queue of each port did not take.
     pub tx_failed: [Counter; MAX_PORTS],
     drops: [Counter; DropReason::COUNT],
@@ -250,6 +266,8 @@ impl Default for WorkerStats {
             icmp_frag_needed: Counter::default(),
             icmp_rate_limited: Counter::default(),
             icmp_errors_forwarded: Counter::default(),
+            syn_proxy_cookies_sent: Counter::default(),
+            syn_proxy_cookies_accepted: Counter::default(),
             tx_failed: Default::default(),
             drops: Default::default(),
             reals: (0..crate::snapshot::MAX_REALS)

@@ -55,10 +55,12 @@ fn one_way_floods_never_make_nat_or_wrr_refuse_a_flow() {
 }
 
 /// A SYN flood never costs an established (confirmed) NAT flow its entry
-/// or its real.
+/// or its real. With the SYN proxy off, so that the flood does reach the
+/// table (`auto`, the default, would answer it with cookies once the table
+/// is half full: see the next test).
 #[test]
 fn a_syn_flood_keeps_every_established_flow_on_its_real() {
-    let mut lab = Lab::new(CAPACITY, "", 2);
+    let mut lab = Lab::new(CAPACITY, "syn_proxy = \"off\"", 2);
     for _ in 0..1_000 {
         lab.connect(VIP_NAT, 30);
     }
@@ -70,6 +72,30 @@ fn a_syn_flood_keeps_every_established_flow_on_its_real() {
         lab.stats().flows_evicted.get() > 0,
         "the flood did fill the table"
     );
+}
+
+/// The same flood against the default `auto`: once the table is half full
+/// the SYN proxy answers the spoofed SYNs with cookies, the table stops
+/// growing, nothing is evicted, and the established flows keep their
+/// reals.
+#[test]
+fn with_the_syn_proxy_on_auto_a_syn_flood_costs_no_entry() {
+    let mut lab = Lab::new(CAPACITY, "", 2);
+    for _ in 0..1_000 {
+        lab.connect(VIP_NAT, 30);
+    }
+    lab.run(100, &[]);
+    assert_eq!(lab.handshakes(VIP_NAT, 30), (1_000, 1_000));
+    lab.run(5_000, &[(Flood::Syn(VIP_NAT), 3 * CAPACITY as u64)]);
+    assert_eq!(lab.check_established(), (1_000, 1_000));
+    assert_eq!(lab.stats().flows_evicted.get(), 0, "no entry was taken");
+    assert!(
+        lab.pipeline.flows().len() <= CAPACITY / 2 + 1,
+        "the table stopped at the pressure mark: {}",
+        lab.pipeline.flows().len()
+    );
+    assert!(lab.stats().syn_proxy_cookies_sent.get() > CAPACITY as u64);
+    lab.pipeline.flows().audit().unwrap();
 }
 
 /// RSTs whose sequence numbers are outside the window change nothing, for

@@ -44,14 +44,21 @@ use std::sync::Arc;
 
 use lb_config::{ForwardingMethod, SchedulerKind};
 
+use super::synproxy::{
+    Cover, Pressure, ProxyStep, ReplyStep, Waiting, PROXY_CLIENT_WS, PROXY_ON, PROXY_REAL_WS,
+    PROXY_TS, PROXY_WAITING,
+};
 use super::{
     Flow, FlowKey, FlowState, FlowTable, IndexSeed, NewFlow, ReplyKey, Segment, Trust,
     FLOW_TEMPLATE,
 };
+use crate::forward::TcpAdjust;
 use crate::scheduler::Schedulers;
 use crate::snapshot::{Snapshot, MAX_REALS};
 use crate::stats::{DropReason, WorkerStats};
+use crate::synproxy::CookieOptions;
 use crate::wire::TcpFlags;
+use lb_config::SynProxyMode;
 
 /// The default share of a worker's table one client address may hold when
 /// the table is at least half full: 1/16 ...
@@ -67,6 +74,9 @@ pub struct Target {
     pub method: ForwardingMethod,
     /// Stable id of the real (counters).
     pub real_id: u32,
+    /// What the SYN proxy does with the packet (`ProxyStep::None` for
+    /// every flow it does not cover).
+    pub proxy: ProxyStep,
 }
 
 /// Where a NAT reply goes back from.
@@ -75,6 +85,8 @@ pub struct ReplyTarget {
     pub vip: Ipv4Addr,
     pub vip_port: u16,
     pub real_id: u32,
+    /// What the SYN proxy does with the packet.
+    pub proxy: ReplyStep,
 }
 
 /// One worker's flows and their bookkeeping. Owned by the worker.
@@ -88,6 +100,8 @@ pub struct Conntrack {
     /// Flows per client address, in seeded hashed buckets.
     sources: Vec<u32>,
     source_limit: u32,
+    /// SYN proxy: the SYN-pressure hysteresis (`syn_pressure`).
+    pressure: Pressure,
 }
 
 impl std::fmt::Debug for Conntrack {
@@ -120,6 +134,7 @@ impl Conntrack {
             ended: Vec::with_capacity(sweep_budget),
             sources: vec![0; buckets],
             source_limit,
+            pressure: Pressure::default(),
         }
     }
 
@@ -213,6 +228,12 @@ impl Conntrack {
                 }
                 let f = self.table.get_mut(e);
                 let before = f.trust();
+                // SYN proxy hook: a flow whose handshake it answered.
+                if f.proxy != 0 {
+                    let r = self.syn_proxy_client(e, tcp, now);
+                    self.reclass(e, before, now);
+                    return r;
+                }
                 f.last_seen = now;
                 match tcp {
                     Some(seg) => f.on_segment(seg, true),
@@ -223,11 +244,18 @@ impl Conntrack {
                     real_port: f.real_port(),
                     method: f.method,
                     real_id: f.real_id,
+                    proxy: ProxyStep::None,
                 };
                 self.reclass(e, before, now);
                 return Ok(target);
             }
             self.end(e, now);
+        }
+        // SYN proxy hook: a SYN or ACK for no flow, to a service it covers.
+        if let Some(seg) = tcp {
+            if let Some(step) = self.syn_proxy_no_flow(snap, service, seg) {
+                return Ok(Target::proxy_only(step));
+            }
         }
         self.create(snap, service, key, tcp, syn, now, schedulers)
     }
@@ -268,6 +296,7 @@ impl Conntrack {
                 real_port: r.port,
                 method: r.method,
                 real_id: r.id,
+                proxy: ProxyStep::None,
             });
         }
         let state = match tcp {
@@ -331,6 +360,7 @@ impl Conntrack {
             real_port: r.port,
             method: r.method,
             real_id: r.id,
+            proxy: ProxyStep::None,
         })
     }
 
@@ -426,6 +456,12 @@ impl Conntrack {
         }
         let f = self.table.get_mut(e);
         let before = f.trust();
+        // SYN proxy hook: a flow whose handshake it answered.
+        if f.proxy != 0 {
+            let r = self.syn_proxy_reply(e, tcp, now);
+            self.reclass(e, before, now);
+            return r;
+        }
         f.last_seen = now;
         match tcp {
             Some(seg) => f.on_segment(seg, false),
@@ -435,6 +471,7 @@ impl Conntrack {
             vip: f.vip(),
             vip_port: f.vip_port(),
             real_id: f.real_id,
+            proxy: ReplyStep::None,
         };
         self.reclass(e, before, now);
         Ok(back)
@@ -527,5 +564,291 @@ impl Conntrack {
             t.last_seen = now;
             self.reclass(e, before, now);
         }
+    }
+}
+
+impl Target {
+    /// A target that only carries a SYN proxy step (no real is chosen).
+    fn proxy_only(step: ProxyStep) -> Target {
+        Target {
+            real: Ipv4Addr::UNSPECIFIED,
+            real_port: 0,
+            method: ForwardingMethod::Nat,
+            real_id: 0,
+            proxy: step,
+        }
+    }
+}
+
+// SYN proxy (design in `crate::synproxy`, flow state in `flow/synproxy.rs`):
+// what the marked hooks above call, and what the pipeline calls to finish a
+// handshake.
+impl Conntrack {
+    /// Whether this worker is under SYN pressure, which switches the SYN
+    /// proxy on for services set to `auto`: engaged while the flow table
+    /// is at least half full, released once it is below three eighths (the
+    /// gap keeps it from flapping). Evaluated when asked, which is when a
+    /// connection for no flow arrives at an `auto` service.
+    pub fn syn_pressure(&self) -> bool {
+        let t = self.table();
+        self.pressure.update(t.len(), t.capacity())
+    }
+
+    /// How the proxy applies to a new connection to `service` now.
+    pub fn syn_proxy_cover(&self, snap: &Snapshot, service: usize) -> Cover {
+        match snap.services[service].syn_proxy {
+            SynProxyMode::Off => Cover::Off,
+            SynProxyMode::On => Cover::Engaged,
+            SynProxyMode::Auto if self.syn_pressure() => Cover::Engaged,
+            SynProxyMode::Auto => Cover::Standby,
+        }
+    }
+
+    /// Hook for a client's TCP segment for no flow: what the proxy makes
+    /// of it, None to carry on as without it.
+    #[inline]
+    pub(super) fn syn_proxy_no_flow(
+        &self,
+        snap: &Snapshot,
+        service: usize,
+        seg: Segment,
+    ) -> Option<ProxyStep> {
+        if snap.services[service].syn_proxy == SynProxyMode::Off {
+            return None;
+        }
+        let f = seg.flags;
+        if f.contains(TcpFlags::SYN) && !f.contains(TcpFlags::ACK) {
+            return match self.syn_proxy_cover(snap, service) {
+                Cover::Engaged => Some(ProxyStep::AnswerSyn),
+                _ => None,
+            };
+        }
+        if f.contains(TcpFlags::ACK) && !f.intersects(TcpFlags::SYN | TcpFlags::RST) {
+            let engaged = self.syn_proxy_cover(snap, service) == Cover::Engaged;
+            return Some(ProxyStep::CheckCookie { engaged });
+        }
+        None
+    }
+
+    /// Hook for a client's segment of a proxied flow (entry `e`).
+    pub(super) fn syn_proxy_client(
+        &mut self,
+        e: u32,
+        tcp: Option<Segment>,
+        now: u32,
+    ) -> Result<Target, DropReason> {
+        let f = self.table.get_mut(e);
+        let target = Target {
+            real: f.real(),
+            real_port: f.real_port(),
+            method: f.method,
+            real_id: f.real_id,
+            proxy: ProxyStep::None,
+        };
+        let Some(seg) = tcp else {
+            return Err(DropReason::SynProxyPending);
+        };
+        if f.is_proxy_waiting() {
+            if seg.flags.contains(TcpFlags::SYN) && !seg.flags.contains(TcpFlags::ACK) {
+                // The client did not get our SYN-ACK: answer again.
+                return Ok(Target {
+                    proxy: ProxyStep::AnswerSyn,
+                    ..target
+                });
+            }
+            if seg.flags.contains(TcpFlags::RST) {
+                // The client gives up: the real gets the RST (its sequence
+                // number is the client's own) and the flow closes.
+                f.last_seen = now;
+                f.on_segment(seg, true);
+                return Ok(Target {
+                    proxy: ProxyStep::Translate(TcpAdjust::default()),
+                    ..target
+                });
+            }
+            return Err(DropReason::SynProxyPending);
+        }
+        f.last_seen = now;
+        // Its acknowledgment number is in the client's view of the real's
+        // sequence space: tracked in the real's, as the real will see it.
+        let seg = Segment {
+            ack: seg.ack.wrapping_add(f.proxy_seq),
+            ..seg
+        };
+        f.on_segment(seg, true);
+        Ok(Target {
+            proxy: ProxyStep::Translate(f.proxy_to_real()),
+            ..target
+        })
+    }
+
+    /// Hook for a real's segment of a proxied flow (entry `e`).
+    pub(super) fn syn_proxy_reply(
+        &mut self,
+        e: u32,
+        tcp: Option<Segment>,
+        now: u32,
+    ) -> Result<ReplyTarget, DropReason> {
+        let f = self.table.get_mut(e);
+        let target = ReplyTarget {
+            vip: f.vip(),
+            vip_port: f.vip_port(),
+            real_id: f.real_id,
+            proxy: ReplyStep::None,
+        };
+        let Some(seg) = tcp else {
+            return Err(DropReason::SynProxyPending);
+        };
+        if f.is_proxy_waiting() {
+            let flags = seg.flags;
+            if flags.contains(TcpFlags::SYN | TcpFlags::ACK) && !flags.contains(TcpFlags::RST) {
+                return Ok(ReplyTarget {
+                    proxy: ReplyStep::AckToReal(Waiting {
+                        entry: e,
+                        client_next: f.client_next,
+                        window: f.proxy_window,
+                        timestamps: f.proxy & PROXY_TS != 0,
+                    }),
+                    ..target
+                });
+            }
+            if flags.contains(TcpFlags::RST) {
+                // The real refuses (nothing listens): the client, which
+                // thinks it is connected, gets the RST at the sequence
+                // number it expects (cookie + 1).
+                let cookie = f.proxy_seq;
+                f.proxy_seq = seg.seq.wrapping_sub(cookie.wrapping_add(1));
+                f.proxy &= !PROXY_WAITING;
+                f.last_seen = now;
+                f.on_segment(seg, false);
+                return Ok(ReplyTarget {
+                    proxy: ReplyStep::Translate(f.proxy_to_client()),
+                    ..target
+                });
+            }
+            return Err(DropReason::SynProxyPending);
+        }
+        f.last_seen = now;
+        f.on_segment(seg, false);
+        Ok(ReplyTarget {
+            proxy: ReplyStep::Translate(f.proxy_to_client()),
+            ..target
+        })
+    }
+
+    /// A new flow for an ACK whose cookie checked out: scheduled like any
+    /// new flow (persistence templates included), its client side tracked
+    /// from the client's ISN as if its SYN had come through, and marked as
+    /// proxied and waiting for the real's SYN-ACK. `proxy_tsval`: the TSval
+    /// the proxy's SYN-ACK carried (the ACK's TSecr), when timestamps are
+    /// in use; `window`: the ACK's window field.
+    #[allow(clippy::too_many_arguments)]
+    pub fn syn_proxy_create(
+        &mut self,
+        snap: &Snapshot,
+        service: usize,
+        key: &FlowKey,
+        client_isn: u32,
+        cookie: u32,
+        opts: &CookieOptions,
+        proxy_tsval: Option<u32>,
+        window: u16,
+        now: u32,
+        schedulers: &mut Schedulers,
+    ) -> Result<Target, DropReason> {
+        let syn = Segment {
+            flags: TcpFlags::SYN,
+            seq: client_isn,
+            ack: 0,
+            len: 1,
+        };
+        let target = self.create(snap, service, key, Some(syn), true, now, schedulers)?;
+        let hash = self.table().key_hash(key);
+        let Some(e) = self.table().lookup(key, hash) else {
+            // Forwarded without an entry cannot happen for NAT (create
+            // refuses then); be safe all the same.
+            return Err(DropReason::FlowTableFull);
+        };
+        let f = self.table.get_mut(e);
+        f.proxy = PROXY_ON | PROXY_WAITING;
+        f.proxy_seq = cookie;
+        f.proxy_window = window;
+        f.proxy_wscale = 0;
+        if let Some(ts) = proxy_tsval {
+            f.proxy |= PROXY_TS;
+            f.proxy_ts = ts;
+        }
+        if let Some(ws) = opts.wscale {
+            f.proxy |= PROXY_CLIENT_WS;
+            f.proxy_wscale = ws << 4;
+            // The SYN to the real is not scaled; the ACK after it is, in
+            // the client's scale, unless the real turns scaling down.
+        }
+        Ok(target)
+    }
+
+    /// A non-proxied new flow for a mid-stream ACK whose cookie did not
+    /// check out while the proxy was on standby: what would have happened
+    /// without the proxy (a Maglev pick-up, else `no_flow`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn syn_proxy_fallback(
+        &mut self,
+        snap: &Snapshot,
+        service: usize,
+        key: &FlowKey,
+        seg: Segment,
+        now: u32,
+        schedulers: &mut Schedulers,
+    ) -> Result<Target, DropReason> {
+        self.create(snap, service, key, Some(seg), false, now, schedulers)
+    }
+
+    /// The real answered the proxied flow `w.entry` with its SYN-ACK
+    /// (`seg`, ISN `seg.seq`): records the sequence offset, the timestamp
+    /// offset (`real_tsval`: the SYN-ACK's TSval, None if it had none) and
+    /// the real's window scale, and moves the flow to established through
+    /// the state machine, as the ACK to the real that the pipeline sends
+    /// completes the real's handshake.
+    pub fn syn_proxy_answered(
+        &mut self,
+        w: &Waiting,
+        seg: Segment,
+        real_wscale: Option<u8>,
+        real_tsval: Option<u32>,
+        now: u32,
+    ) -> Flow {
+        let f = self.table.get_mut(w.entry);
+        let before = f.trust();
+        let cookie = f.proxy_seq;
+        f.proxy_seq = seg.seq.wrapping_sub(cookie);
+        match real_tsval {
+            Some(v) if f.proxy & PROXY_TS != 0 => f.proxy_ts = f.proxy_ts.wrapping_sub(v),
+            _ => {
+                f.proxy &= !PROXY_TS;
+                f.proxy_ts = 0;
+            }
+        }
+        if let (Some(ws), true) = (real_wscale, f.proxy & PROXY_CLIENT_WS != 0) {
+            f.proxy |= PROXY_REAL_WS;
+            f.proxy_wscale = (f.proxy_wscale & 0xf0) | ws.min(14);
+        }
+        f.proxy &= !PROXY_WAITING;
+        f.proxy_window = 0;
+        f.last_seen = now;
+        f.on_segment(seg, false);
+        // The ACK the pipeline sends the real for the client: it
+        // acknowledges the real's SYN, so the flow is established and
+        // confirmed (the client proved its address with the cookie).
+        let ack = Segment {
+            flags: TcpFlags::ACK,
+            seq: w.client_next,
+            ack: seg.seq.wrapping_add(1),
+            len: 0,
+        };
+        f.on_segment(ack, true);
+        debug_assert_eq!(f.state(), FlowState::Established);
+        let flow = *f;
+        self.reclass(w.entry, before, now);
+        flow
     }
 }

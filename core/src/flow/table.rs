@@ -112,8 +112,9 @@ pub struct Flow {
     has_reply: bool,
     real: u32,
     real_port: u16,
-    /// Spare, keeps the layout explicit.
-    _pad: u16,
+    /// SYN proxy (`flow/synproxy.rs`): while the flow waits for the
+    /// real's SYN-ACK, the window of the client's ACK (unscaled field).
+    pub(super) proxy_window: u16,
     /// Stable id of the real (counters, liveness across reloads).
     pub real_id: u32,
     /// Stable id of the service.
@@ -132,9 +133,22 @@ pub struct Flow {
     /// `REPEATED` (UDP: the client sent again), `SAW_SYN` (TCP: the flow
     /// began with the client's SYN, not mid-stream).
     seq_known: u8,
-    /// TCP: the next sequence number each side was seen to need.
-    client_next: u32,
+    /// SYN proxy: its `PROXY_*` flags; 0 for every flow it did not answer
+    /// the handshake of (the one byte the fast path tests).
+    pub(super) proxy: u8,
+    /// SYN proxy: the real's window-scale shift (low nibble) and the
+    /// client's (high nibble).
+    pub(super) proxy_wscale: u8,
+    /// TCP: the next sequence number each side was seen to need (each in
+    /// its sender's own sequence space, as received).
+    pub(super) client_next: u32,
     real_next: u32,
+    /// SYN proxy: the real's ISN minus the cookie (the proxy's ISN);
+    /// while waiting for the real's SYN-ACK, the cookie.
+    pub(super) proxy_seq: u32,
+    /// SYN proxy: added to the real's TSval towards the client; while
+    /// waiting, the TSval the proxy sent the client.
+    pub(super) proxy_ts: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<Flow>() == 64);
@@ -579,7 +593,7 @@ impl FlowTable {
             has_reply: new.index_reply,
             real: new.real.into(),
             real_port: new.real_port,
-            _pad: 0,
+            proxy_window: 0,
             real_id: new.real_id,
             service_id: new.service_id,
             last_seen: new.now,
@@ -587,8 +601,12 @@ impl FlowTable {
             children: 0,
             templated: false,
             seq_known: 0,
+            proxy: 0,
+            proxy_wscale: 0,
             client_next: 0,
             real_next: 0,
+            proxy_seq: 0,
+            proxy_ts: 0,
         };
         self.enqueue(e, new.trust, new.now);
         self.index_insert(k.index_hash(&self.seed), e, false);
@@ -902,7 +920,7 @@ impl Flow {
             has_reply: false,
             real: 0,
             real_port: 0,
-            _pad: 0,
+            proxy_window: 0,
             real_id: 0,
             service_id: 0,
             last_seen: 0,
@@ -910,8 +928,12 @@ impl Flow {
             children: 0,
             templated: false,
             seq_known: 0,
+            proxy: 0,
+            proxy_wscale: 0,
             client_next: 0,
             real_next: 0,
+            proxy_seq: 0,
+            proxy_ts: 0,
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{Rewrite, IP, L4};
+use super::{Rewrite, TcpAdjust, IP, L4};
 use crate::buffer::PacketBuf;
 use crate::wire::TransportHeader;
 use crate::wire::{icmpv4, ipv4, Icmpv4Packet, Icmpv4Type, IpProtocol, Ipv4Packet, Ipv4Repr};
@@ -102,13 +102,15 @@ pub fn quoted(message: &[u8]) -> Option<Quoted> {
 /// else the outer destination (an error to the VIP going to the real); the
 /// quoted packet's opposite address and port change to `addr`/`port`. The
 /// outer TTL is decremented and the ICMP checksum recomputed (the message
-/// is small).
+/// is small). `quoted_tcp`: the SYN proxy's translation of the quoted
+/// segment (its sequence number), for a flow it answered the handshake of.
 pub fn rewrite_nat_error(
     frame: &mut [u8],
     ip_end: usize,
     outer_src: bool,
     addr: Ipv4Addr,
     port: u16,
+    quoted_tcp: Option<TcpAdjust>,
 ) {
     // A frame too short to carry a quote is left alone (the caller checked
     // it with `quoted`, so this never happens; it must not panic either).
@@ -146,6 +148,10 @@ pub fn rewrite_nat_error(
             ..Rewrite::default()
         }
     };
-    inner.apply(&mut frame[QUOTED_IP..ip_end]);
+    Rewrite {
+        tcp: quoted_tcp,
+        ..inner
+    }
+    .apply(&mut frame[QUOTED_IP..ip_end]);
     Icmpv4Packet::new_unchecked(&mut frame[L4..ip_end]).fill_checksum();
 }

@@ -19,8 +19,11 @@ use std::net::Ipv4Addr;
 
 use lb_config::MacAddr;
 
-use crate::wire::checksum::Delta;
-use crate::wire::{ethernet, ipv4, EthernetFrame, Ipv4Packet, TransportHeader};
+use crate::wire::checksum::{self, Delta};
+use crate::wire::{
+    ethernet, ipv4, tcp_options, EthernetFrame, IpProtocol, Ipv4Packet, TcpFlags, TcpPacket,
+    TransportHeader,
+};
 
 /// Offset of the IPv4 header in a frame.
 pub const IP: usize = ethernet::HEADER_LEN;
@@ -47,6 +50,94 @@ pub struct Rewrite {
     pub dst_port: Option<u16>,
     /// Decrement the TTL, as a router does.
     pub decrement_ttl: bool,
+    /// TCP only: the sequence-space translation of a flow whose handshake
+    /// the SYN proxy answered (None for every other flow).
+    pub tcp: Option<TcpAdjust>,
+}
+
+/// How the SYN proxy translates a segment of a flow it answered the
+/// handshake of: numbers are added modulo 2^32 (a subtraction is the
+/// addition of the negated value). Applied by [`Rewrite::apply`] in the
+/// same checksum step as the addresses and ports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpAdjust {
+    /// Added to the sequence number.
+    pub seq_add: u32,
+    /// Added to the acknowledgment number (when ACK is set).
+    pub ack_add: u32,
+    /// Added to both edges of every SACK block.
+    pub sack_add: u32,
+    /// Added to the timestamps option's TSval and TSecr.
+    pub tsval_add: u32,
+    pub tsecr_add: u32,
+    /// The window becomes `(window << win_shl) >> win_shr`, at most 65535
+    /// and never 0 unless it was 0 (a window in one side's scale rewritten
+    /// into the other's).
+    pub win_shl: u8,
+    pub win_shr: u8,
+}
+
+impl TcpAdjust {
+    /// Rescales a window (see [`TcpAdjust::win_shl`]).
+    #[inline]
+    pub fn rescale(&self, window: u16) -> u16 {
+        if window == 0 {
+            return 0;
+        }
+        let w = (u64::from(window) << self.win_shl) >> self.win_shr;
+        w.clamp(1, 0xffff) as u16
+    }
+
+    /// Translates the TCP header at the start of `l4`, which may be a
+    /// quote cut short (in an ICMP error): only the fields it holds
+    /// change. Returns `delta` with the changes added.
+    #[inline]
+    fn apply(&self, l4: &mut [u8], mut delta: Delta) -> Delta {
+        const SEQ_END: usize = 8;
+        const FLAGS_END: usize = 14;
+        const WINDOW_END: usize = 16;
+        let len = l4.len();
+        let mut t = TcpPacket::new_unchecked(&mut *l4);
+        if len >= SEQ_END && self.seq_add != 0 {
+            let old = t.seq_number();
+            let new = old.wrapping_add(self.seq_add);
+            t.set_seq_number(new);
+            delta = delta.change32(old, new);
+        }
+        if len < FLAGS_END {
+            return delta;
+        }
+        let flags = t.flags();
+        if self.ack_add != 0 && flags.contains(TcpFlags::ACK) {
+            let old = t.ack_number();
+            let new = old.wrapping_add(self.ack_add);
+            t.set_ack_number(new);
+            delta = delta.change32(old, new);
+        }
+        // A SYN's window is never scaled.
+        if len >= WINDOW_END && (self.win_shl | self.win_shr) != 0 && !flags.contains(TcpFlags::SYN)
+        {
+            let old = t.window();
+            let new = self.rescale(old);
+            t.set_window(new);
+            delta = delta.change16(old, new);
+        }
+        if (self.sack_add | self.tsval_add | self.tsecr_add) == 0 {
+            return delta;
+        }
+        let Ok(mut t) = TcpPacket::new_checked(l4) else {
+            return delta;
+        };
+        let opts = t.options_mut();
+        if opts.is_empty() {
+            return delta;
+        }
+        let before = checksum::fold(checksum::sum(opts));
+        if tcp_options::translate(opts, self.tsval_add, self.tsecr_add, self.sack_add) {
+            delta = delta.change16(before, checksum::fold(checksum::sum(opts)));
+        }
+        delta
+    }
 }
 
 impl Rewrite {
@@ -82,10 +173,15 @@ impl Rewrite {
         let Some(l4) = packet.get_mut(header_len..) else {
             return;
         };
+        let mut transport = pseudo;
+        if let Some(adj) = self.tcp {
+            if protocol == IpProtocol::Tcp {
+                transport = adj.apply(&mut *l4, transport);
+            }
+        }
         let Ok(mut t) = TransportHeader::new_checked(protocol, l4) else {
             return;
         };
-        let mut transport = pseudo;
         if let Some(p) = self.src_port {
             transport = transport.change16(t.src_port(), p);
             t.set_src_port(p);

@@ -4,16 +4,18 @@
 
 use std::net::Ipv4Addr;
 
-use super::{Rewrite, IP};
+use super::{Rewrite, TcpAdjust, IP};
 
 /// Client -> VIP:port becomes client -> real:port. `frame` holds a checked
-/// TCP or UDP over IPv4 packet whose TTL is above 1.
+/// TCP or UDP over IPv4 packet whose TTL is above 1. `tcp`: the SYN
+/// proxy's translation, for a flow it answered the handshake of.
 #[inline]
-pub fn rewrite_request(frame: &mut [u8], real: Ipv4Addr, real_port: u16) {
+pub fn rewrite_request(frame: &mut [u8], real: Ipv4Addr, real_port: u16, tcp: Option<TcpAdjust>) {
     Rewrite {
         dst: Some(real),
         dst_port: Some(real_port),
         decrement_ttl: true,
+        tcp,
         ..Rewrite::default()
     }
     .apply(&mut frame[IP..]);
@@ -21,11 +23,12 @@ pub fn rewrite_request(frame: &mut [u8], real: Ipv4Addr, real_port: u16) {
 
 /// Real:port -> client becomes VIP:port -> client.
 #[inline]
-pub fn rewrite_reply(frame: &mut [u8], vip: Ipv4Addr, vip_port: u16) {
+pub fn rewrite_reply(frame: &mut [u8], vip: Ipv4Addr, vip_port: u16, tcp: Option<TcpAdjust>) {
     Rewrite {
         src: Some(vip),
         src_port: Some(vip_port),
         decrement_ttl: true,
+        tcp,
         ..Rewrite::default()
     }
     .apply(&mut frame[IP..]);

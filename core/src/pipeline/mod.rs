@@ -21,6 +21,7 @@
 pub mod classify;
 mod egress;
 mod local;
+mod synproxy;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -32,11 +33,14 @@ pub use egress::{ArpRequest, ICMP_BURST, ICMP_RATE};
 pub use local::{build_arp_request, ARP_REQUEST_LEN};
 
 use crate::buffer::PacketBuf;
-use crate::flow::{self, Conntrack, FlowKey, FlowTable, IndexSeed, ReplyKey, Segment};
+use crate::flow::{
+    self, Conntrack, FlowKey, FlowTable, IndexSeed, ProxyStep, ReplyKey, ReplyStep, Segment,
+};
 use crate::forward::{icmp, nat, L4 as L4_OFFSET};
 use crate::scheduler::Schedulers;
 use crate::snapshot::Snapshot;
 use crate::stats::{DropReason, WorkerStats};
+use crate::synproxy::CookieKey;
 use crate::wire::{EthernetFrame, IpProtocol};
 use egress::Egress;
 
@@ -70,6 +74,8 @@ pub struct Pipeline {
     stats: Arc<WorkerStats>,
     /// The current chunk of a burst, classified (reused: no allocation).
     chunk: Vec<Classified>,
+    /// The SYN proxy's cookie key (the process's, unless a test sets one).
+    cookies: CookieKey,
 }
 
 /// A frame of a burst after the first pass.
@@ -117,7 +123,20 @@ impl Pipeline {
             egress: Egress::default(),
             stats,
             chunk: Vec::with_capacity(CHUNK),
+            cookies: CookieKey::process(),
         }
+    }
+
+    /// Makes and checks SYN cookies with `key` instead of the process's
+    /// random one (tests and golden packets, which must repeat).
+    pub fn set_cookie_key(&mut self, key: CookieKey) {
+        self.cookies = key;
+    }
+
+    /// Whether this worker is under SYN pressure (see
+    /// [`Conntrack::syn_pressure`]).
+    pub fn syn_pressure(&self) -> bool {
+        self.conntrack.syn_pressure()
     }
 
     pub fn stats(&self) -> &Arc<WorkerStats> {
@@ -367,6 +386,19 @@ impl Pipeline {
             Ok(t) => t,
             Err(r) => return Verdict::Drop(r),
         };
+        let (target, adjust) = match target.proxy {
+            ProxyStep::None => (target, None),
+            ProxyStep::Translate(a) => (target, Some(a)),
+            step => {
+                let Some(seg) = tcp else {
+                    return Verdict::Drop(DropReason::NoFlow);
+                };
+                match self.syn_proxy_client(snap, service, pkt, ip, ports, seg, &key, step, now) {
+                    synproxy::Next::Done(v) => return v,
+                    synproxy::Next::Forward(t) => (t, None),
+                }
+            }
+        };
         let len = pkt.len() as u64;
         if target.method == ForwardingMethod::Nat {
             if let Some(v) =
@@ -375,7 +407,7 @@ impl Pipeline {
             {
                 return v;
             }
-            nat::rewrite_request(pkt.data_mut(), target.real, target.real_port);
+            nat::rewrite_request(pkt.data_mut(), target.real, target.real_port, adjust);
         }
         let (verdict, to_real) = self.towards_real(snap, pkt, ip, target.method, target.real, now);
         if to_real {
@@ -452,6 +484,25 @@ impl Pipeline {
             Ok(b) => b,
             Err(r) => return Verdict::Drop(r),
         };
+        let adjust = match back.proxy {
+            ReplyStep::None => None,
+            ReplyStep::Translate(a) => Some(a),
+            ReplyStep::AckToReal(w) => {
+                let Some(seg) = tcp else {
+                    return Verdict::Drop(DropReason::SynProxyPending);
+                };
+                return self.syn_proxy_ack_to_real(
+                    snap,
+                    pkt,
+                    ip,
+                    ports,
+                    seg,
+                    &w,
+                    back.real_id,
+                    now,
+                );
+            }
+        };
         let len = pkt.len() as u64;
         // Too big for the way to the client: the real hears it from the
         // port it sent through, as from any router.
@@ -462,7 +513,7 @@ impl Pipeline {
         {
             return v;
         }
-        nat::rewrite_reply(pkt.data_mut(), back.vip, back.vip_port);
+        nat::rewrite_reply(pkt.data_mut(), back.vip, back.vip_port, adjust);
         let v = self.egress.route(snap, pkt, client, ip.end(), now);
         self.count_forwarded(v, back.real_id, len);
         v
@@ -517,7 +568,14 @@ impl Pipeline {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
         if f.method == ForwardingMethod::Nat {
-            icmp::rewrite_nat_error(pkt.data_mut(), ip.end(), false, f.real(), f.real_port());
+            icmp::rewrite_nat_error(
+                pkt.data_mut(),
+                ip.end(),
+                false,
+                f.real(),
+                f.real_port(),
+                f.proxy_quote_to_real(),
+            );
         }
         let (verdict, _) = self.towards_real(snap, pkt, ip, f.method, f.real(), now);
         self.count_icmp_error(verdict);
@@ -560,7 +618,9 @@ impl Pipeline {
         if ip.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        icmp::rewrite_nat_error(pkt.data_mut(), ip.end(), true, f.vip(), f.vip_port());
+        // The quoted segment is the client's: its sequence number is the
+        // client's own, proxied flow or not.
+        icmp::rewrite_nat_error(pkt.data_mut(), ip.end(), true, f.vip(), f.vip_port(), None);
         let verdict = self.egress.route(snap, pkt, f.client(), ip.end(), now);
         self.count_icmp_error(verdict);
         verdict

@@ -1,6 +1,72 @@
-//! The SYN proxy (placeholder; see the design below once written).
+//! The SYN proxy: SYN cookies for NAT services, as Linux's `nf_synproxy`
+//! and DPVS's synproxy do it. While it covers a service (`syn_proxy = "on"`,
+//! or `"auto"` while the worker is under SYN pressure), the appliance
+//! answers a client's SYN itself and keeps nothing; only a client that
+//! comes back with the ACK (and so proved it owns its address) gets a flow
+//! and reaches a real. A flood of spoofed SYNs then costs a SYN-ACK each
+//! and no table entry.
+//!
+//! The handshake, each step a frame rewritten in place:
+//!
+//! ```text
+//! client                appliance                         real
+//!   SYN  ------------>  SYN-ACK back, seq = cookie
+//!        <------------  (no state; `syn_proxy_cookies_sent`)
+//!   ACK  ------------>  cookie checks out: a NAT flow (scheduled as any
+//!                       new flow), waiting; the ACK becomes the SYN  --->
+//!                       (client ISN, MSS/WS/SACK from the cookie,
+//!                        timestamps if the ACK had them)
+//!                                                  <----  SYN-ACK
+//!                       offsets recorded, the flow is established;
+//!                       the SYN-ACK becomes the ACK to the real  ------>
+//!   data <----------->  translated both ways for the flow's life
+//! ```
+//!
+//! After that, client to real: ack + delta, SACK edges + delta, TSecr -
+//! ts offset (and the window shifted up when the real refused window
+//! scale); real to client: seq - delta, TSval + ts offset, the window
+//! rescaled from the real's scale to the one the proxy announced
+//! ([`ADVERTISED_WSCALE`]). `delta` is the real's ISN minus the cookie.
+//! All of it is one incremental checksum step with the NAT rewrite
+//! (`forward::TcpAdjust` in `forward::Rewrite`). Flows the proxy did not
+//! answer pay one predictable branch on a byte of their entry.
+//!
+//! Where things are:
+//! - `cookie` (here): what a cookie carries, its key, its lifetime and its
+//!   forgery odds; `siphash`: its MAC.
+//! - `frames` (here): the three frames it makes.
+//! - `flow/synproxy.rs`: the proxy's state in a flow entry, the sequence
+//!   spaces, the translations; the `impl Conntrack` block at the end of
+//!   `flow/conntrack.rs`: pressure, the hooks, creating and finishing a
+//!   proxied flow.
+//! - `pipeline/synproxy.rs`: the steps above on the wire.
+//! - `wire/tcp_options.rs`: reading, writing and translating options.
+//!
+//! Known costs, as with any SYN-cookie proxy:
+//! - A segment the client sends before the real's SYN-ACK is back (data
+//!   right after its ACK, say) is dropped (`syn_proxy_pending`) and the
+//!   client retransmits it, after its retransmission timeout (200 ms or
+//!   more on Linux).
+//! - Options are only what the cookie carries: the MSS is rounded down to
+//!   536, 1220, 1440 or 1460, window scale and SACK permitted pass; other
+//!   SYN options (TCP Fast Open, MD5, ECN setup) do not reach the real.
+//! - The client sees the proxy's MSS (the smallest port MTU - 40) and
+//!   window scale ([`ADVERTISED_WSCALE`]), whatever the real would have
+//!   said: windows are rescaled, the MSS is not (a real with a smaller MSS
+//!   gets larger segments than it asked for).
+//! - A proxied flow cannot outlive the process (its offsets are in the
+//!   table, the cookie key is per process).
 
 pub mod cookie;
+pub mod frames;
 pub mod siphash;
 
 pub use cookie::{CookieKey, CookieOptions, CookieTuple, PERIOD_MS};
+
+/// The window-scale shift the proxy announces to clients that sent one
+/// (what Linux picks for its default buffers).
+pub const ADVERTISED_WSCALE: u8 = 7;
+
+/// The (unscaled) window of the proxy's SYN-ACK: what the client may send
+/// before it hears from the real.
+pub const SYNACK_WINDOW: u16 = 64240;

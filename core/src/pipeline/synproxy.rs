@@ -1,0 +1,248 @@
+//! The SYN proxy's steps on the wire (design: `crate::synproxy`): the
+//! cookie SYN-ACK for a client's SYN, the SYN to the real for an ACK whose
+//! cookie checks out, the ACK to the real for the real's SYN-ACK.
+
+use super::{Ipv4Meta, Pipeline, Ports, Verdict};
+use crate::buffer::PacketBuf;
+use crate::flow::{FlowKey, ProxyStep, Segment, Target, Waiting};
+use crate::snapshot::Snapshot;
+use crate::stats::DropReason;
+use crate::synproxy::frames::{self, Seen};
+use crate::synproxy::{CookieOptions, CookieTuple, ADVERTISED_WSCALE, SYNACK_WINDOW};
+use crate::wire::ipv4::DEFAULT_TTL;
+use crate::wire::tcp_options::{TcpOptions, Timestamps};
+use crate::wire::TcpFlags;
+
+/// What comes of a proxy step for a client's packet.
+pub(super) enum Next {
+    /// Done: this is the frame's fate.
+    Done(Verdict),
+    /// Forward it as any packet of this (new, not proxied) flow.
+    Forward(Target),
+}
+
+impl Pipeline {
+    /// A client's SYN to answer, or ACK to check (`step`), for no flow.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn syn_proxy_client<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        service: usize,
+        pkt: &mut B,
+        ip: &Ipv4Meta,
+        ports: Ports,
+        seg: Segment,
+        key: &FlowKey,
+        step: ProxyStep,
+        now: u32,
+    ) -> Next {
+        let Some(seen) = frames::read(pkt.data(), ip.end()) else {
+            return Next::Done(Verdict::Drop(DropReason::BadL4Header));
+        };
+        let tuple = CookieTuple {
+            client: ip.src,
+            client_port: ports.src,
+            vip: ip.dst,
+            vip_port: ports.dst,
+        };
+        match step {
+            ProxyStep::AnswerSyn => {
+                Next::Done(self.answer_syn(snap, pkt, ip, ports, &tuple, &seen, now))
+            }
+            ProxyStep::CheckCookie { engaged } => {
+                let isn = seen.seq.wrapping_sub(1);
+                let cookie = seen.ack.wrapping_sub(1);
+                match self.cookies.check(&tuple, isn, cookie, now) {
+                    Some(opts) => Next::Done(self.syn_to_real(
+                        snap, service, pkt, ip, ports, key, &seen, isn, cookie, &opts, now,
+                    )),
+                    None if engaged => Next::Done(Verdict::Drop(DropReason::SynProxyBadCookie)),
+                    None => match self.conntrack.syn_proxy_fallback(
+                        snap,
+                        service,
+                        key,
+                        seg,
+                        now,
+                        &mut self.schedulers,
+                    ) {
+                        Ok(t) => Next::Forward(t),
+                        Err(r) => Next::Done(Verdict::Drop(r)),
+                    },
+                }
+            }
+            ProxyStep::None | ProxyStep::Translate(_) => {
+                debug_assert!(false, "not a step for a new connection");
+                Next::Done(Verdict::Drop(DropReason::NoFlow))
+            }
+        }
+    }
+
+    /// The SYN becomes the SYN-ACK carrying the cookie, back to the client.
+    #[allow(clippy::too_many_arguments)]
+    fn answer_syn<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        ip: &Ipv4Meta,
+        ports: Ports,
+        tuple: &CookieTuple,
+        seen: &Seen,
+        now: u32,
+    ) -> Verdict {
+        let o = seen.options;
+        let carried = CookieOptions::from_syn(o.mss, o.wscale, o.sack_permitted);
+        let cookie = self.cookies.make(tuple, seen.seq, &carried, now);
+        let answer = frames::Segment {
+            src: ip.dst,
+            dst: ip.src,
+            src_port: ports.dst,
+            dst_port: ports.src,
+            seq: cookie,
+            ack: seen.seq.wrapping_add(1),
+            flags: TcpFlags::SYN | TcpFlags::ACK,
+            window: SYNACK_WINDOW,
+            ttl: DEFAULT_TTL,
+            options: TcpOptions {
+                mss: Some(snap.syn_proxy_mss),
+                wscale: o.wscale.map(|_| ADVERTISED_WSCALE),
+                sack_permitted: o.sack_permitted,
+                timestamps: o.timestamps.map(|t| Timestamps {
+                    val: now,
+                    ecr: t.val,
+                }),
+            },
+        };
+        let Some(end) = frames::write(pkt, &answer) else {
+            return Verdict::Drop(DropReason::NoHeadroom);
+        };
+        let v = self.egress.route(snap, pkt, ip.src, end, now);
+        if matches!(v, Verdict::Transmit(_) | Verdict::Hold { .. }) {
+            self.stats.syn_proxy_cookies_sent.incr();
+        }
+        v
+    }
+
+    /// The client's ACK with a good cookie: a flow, and the ACK becomes
+    /// the SYN to its real.
+    #[allow(clippy::too_many_arguments)]
+    fn syn_to_real<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        service: usize,
+        pkt: &mut B,
+        ip: &Ipv4Meta,
+        ports: Ports,
+        key: &FlowKey,
+        seen: &Seen,
+        isn: u32,
+        cookie: u32,
+        opts: &CookieOptions,
+        now: u32,
+    ) -> Verdict {
+        let ts = seen.options.timestamps;
+        let target = match self.conntrack.syn_proxy_create(
+            snap,
+            service,
+            key,
+            isn,
+            cookie,
+            opts,
+            ts.map(|t| t.ecr),
+            seen.window,
+            now,
+            &mut self.schedulers,
+        ) {
+            Ok(t) => t,
+            Err(r) => return Verdict::Drop(r),
+        };
+        self.stats.syn_proxy_cookies_accepted.incr();
+        // A SYN's window is not scaled: the ACK's, in the client's scale,
+        // unscaled (at most 65535).
+        let shift = opts.wscale.unwrap_or(0);
+        let window = ((u64::from(seen.window) << shift).min(0xffff)) as u16;
+        let syn = frames::Segment {
+            src: ip.src,
+            dst: target.real,
+            src_port: ports.src,
+            dst_port: target.real_port,
+            seq: isn,
+            ack: 0,
+            flags: TcpFlags::SYN,
+            window,
+            // Forwarded: one hop less, as NAT does (request() checked > 1).
+            ttl: ip.ttl - 1,
+            options: TcpOptions {
+                mss: Some(opts.mss),
+                wscale: opts.wscale,
+                sack_permitted: opts.sack_permitted,
+                timestamps: ts.map(|t| Timestamps { val: t.val, ecr: 0 }),
+            },
+        };
+        let len = pkt.len() as u64;
+        let Some(end) = frames::write(pkt, &syn) else {
+            return Verdict::Drop(DropReason::NoHeadroom);
+        };
+        let v = self.egress.route(snap, pkt, target.real, end, now);
+        self.count_forwarded(v, target.real_id, len);
+        v
+    }
+
+    /// The real's SYN-ACK for a waiting flow becomes the ACK to the real;
+    /// the flow is established.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn syn_proxy_ack_to_real<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        ip: &Ipv4Meta,
+        ports: Ports,
+        seg: Segment,
+        w: &Waiting,
+        real_id: u32,
+        now: u32,
+    ) -> Verdict {
+        let Some(seen) = frames::read(pkt.data(), ip.end()) else {
+            return Verdict::Drop(DropReason::BadL4Header);
+        };
+        if seen.ack != w.client_next {
+            // Not an answer to the SYN we sent.
+            return Verdict::Drop(DropReason::SynProxyPending);
+        }
+        let real_ts = seen.options.timestamps;
+        let f = self.conntrack.syn_proxy_answered(
+            w,
+            seg,
+            seen.options.wscale,
+            real_ts.map(|t| t.val),
+            now,
+        );
+        let ack = frames::Segment {
+            src: ip.dst,
+            dst: ip.src,
+            src_port: ports.dst,
+            dst_port: ports.src,
+            seq: seen.ack,
+            ack: seen.seq.wrapping_add(1),
+            flags: TcpFlags::ACK,
+            window: f.proxy_to_real().rescale(w.window),
+            ttl: DEFAULT_TTL,
+            options: TcpOptions {
+                // The real's SYN-ACK echoes the client's TSval (which the
+                // SYN carried): the ACK carries it again and echoes the
+                // real's.
+                timestamps: real_ts.filter(|_| w.timestamps).map(|t| Timestamps {
+                    val: t.ecr,
+                    ecr: t.val,
+                }),
+                ..TcpOptions::default()
+            },
+        };
+        let len = pkt.len() as u64;
+        let Some(end) = frames::write(pkt, &ack) else {
+            return Verdict::Drop(DropReason::NoHeadroom);
+        };
+        let v = self.egress.route(snap, pkt, ip.src, end, now);
+        self.count_forwarded(v, real_id, len);
+        v
+    }
+}
