@@ -690,3 +690,6 @@ fn lookahead(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod synproxy_tests;

@@ -1,0 +1,643 @@
+//! The SYN proxy through the whole pipeline: the handshake, translation
+//! both ways, retransmissions, resets, forged ACKs, and `auto` under and
+//! without pressure. Frames are built with our own wire types (these tests
+//! are about state and numbers; the golden fixtures check bytes against
+//! scapy).
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use lb_config::{Config, MacAddr};
+
+use super::{Pipeline, Verdict};
+use crate::buffer::{PacketBuf, VecBuf};
+use crate::flow::FlowState;
+use crate::snapshot::{Ids, Snapshot};
+use crate::stats::{DropReason, WorkerStats};
+use crate::synproxy::{CookieKey, ADVERTISED_WSCALE};
+use crate::wire::tcp_options::{TcpOptions, Timestamps, MAX_EMIT_LEN};
+use crate::wire::{
+    ethernet, ipv4, tcp, EtherType, EthernetFrame, IpProtocol, Ipv4Packet, Ipv4Repr, TcpFlags,
+    TcpPacket,
+};
+
+const OUR: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 10);
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 100);
+const REAL: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
+const KEY: CookieKey = CookieKey::fixed(0x5359_4e50_524f_5859, 0x7465_7374_6b65_7931);
+const NOW: u32 = 100_000;
+
+const CONFIG: &str = r#"
+[workers]
+lcores = [1]
+[[ports]]
+name = "wan"
+device = "net_null0"
+address = "198.18.0.2/24"
+mac = "02:00:00:00:00:02"
+gateway = "198.18.0.1"
+[[neighbors]]
+address = "198.18.0.1"
+mac = "02:00:00:00:00:01"
+[[neighbors]]
+address = "198.18.0.11"
+mac = "02:00:00:00:00:11"
+[[services]]
+name = "web"
+vip = "198.18.1.100"
+port = 80
+syn_proxy = "on"
+[[services.reals]]
+address = "198.18.0.11"
+port = 8080
+"#;
+
+fn setup(mode: &str, capacity: usize) -> (Snapshot, Pipeline) {
+    let text = CONFIG.replace("syn_proxy = \"on\"", &format!("syn_proxy = \"{mode}\""));
+    let config = Config::parse(&text).unwrap();
+    let snap = Snapshot::compile(&config, &[OUR], 1, &mut Ids::default(), |_, _, _| true).unwrap();
+    let mut p = Pipeline::new(0, 1, capacity, Arc::new(WorkerStats::default()));
+    p.adopt(&snap);
+    p.set_cookie_key(KEY);
+    (snap, p)
+}
+
+/// A TCP segment as the tests write and read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seg {
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    window: u16,
+    options: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const SYNACK: u8 = 0x12;
+const RST: u8 = 0x04;
+const PSHACK: u8 = 0x18;
+
+fn seg(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8, seq: u32, ack: u32) -> Seg {
+    Seg {
+        src,
+        dst,
+        flags,
+        seq,
+        ack,
+        window: 502,
+        options: Vec::new(),
+        payload: Vec::new(),
+    }
+}
+
+fn opts(o: TcpOptions) -> Vec<u8> {
+    let mut b = [0u8; MAX_EMIT_LEN];
+    let n = o.emit(&mut b);
+    b[..n].to_vec()
+}
+
+fn ts_opt(val: u32, ecr: u32) -> Vec<u8> {
+    opts(TcpOptions {
+        timestamps: Some(Timestamps { val, ecr }),
+        ..TcpOptions::default()
+    })
+}
+
+impl Seg {
+    fn frame(&self) -> Vec<u8> {
+        let tcp_len = tcp::HEADER_LEN + self.options.len();
+        let mut f = vec![0u8; ethernet::HEADER_LEN + ipv4::HEADER_LEN + tcp_len];
+        let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+        eth.set_dst_addr(OUR);
+        eth.set_src_addr(MacAddr([2, 0, 0, 0, 0, 1]));
+        eth.set_ethertype(EtherType::Ipv4);
+        let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
+        Ipv4Repr {
+            src: self.src.0,
+            dst: self.dst.0,
+            protocol: IpProtocol::Tcp,
+            payload_len: tcp_len + self.payload.len(),
+            ttl: 64,
+            dont_fragment: true,
+            ident: 7,
+            dscp_ecn: 0,
+        }
+        .emit(&mut ip);
+        f.extend_from_slice(&self.payload);
+        let ip_end = f.len();
+        let mut t =
+            TcpPacket::new_unchecked(&mut f[ethernet::HEADER_LEN + ipv4::HEADER_LEN..ip_end]);
+        t.set_src_port(self.src.1);
+        t.set_dst_port(self.dst.1);
+        t.set_seq_number(self.seq);
+        t.set_ack_number(self.ack);
+        t.set_header_len(tcp_len);
+        t.set_flags(TcpFlags(self.flags));
+        t.set_window(self.window);
+        t.options_mut().copy_from_slice(&self.options);
+        t.fill_checksum(self.src.0, self.dst.0);
+        f
+    }
+
+    /// Reads a frame the pipeline sent, checking its lengths and checksums.
+    fn read(frame: &[u8]) -> Seg {
+        let ip = Ipv4Packet::new_checked(&frame[ethernet::HEADER_LEN..]).expect("IPv4");
+        assert!(ip.verify_checksum(), "IPv4 checksum");
+        assert_eq!(
+            usize::from(ip.total_len()) + ethernet::HEADER_LEN,
+            frame.len(),
+            "no padding, no missing bytes"
+        );
+        assert_eq!(ip.protocol(), IpProtocol::Tcp);
+        let t = TcpPacket::new_checked(ip.payload()).expect("TCP");
+        assert!(
+            t.verify_checksum(ip.src_addr(), ip.dst_addr()),
+            "TCP checksum"
+        );
+        Seg {
+            src: (ip.src_addr(), t.src_port()),
+            dst: (ip.dst_addr(), t.dst_port()),
+            flags: t.flags().bits(),
+            seq: t.seq_number(),
+            ack: t.ack_number(),
+            window: t.window(),
+            options: t.options().to_vec(),
+            payload: t.payload().to_vec(),
+        }
+    }
+
+    fn opts(&self) -> TcpOptions {
+        TcpOptions::parse(&self.options)
+    }
+}
+
+/// Runs `s` through the pipeline: what was sent, or the drop reason.
+fn run(p: &mut Pipeline, snap: &Snapshot, s: &Seg, now: u32) -> Result<Seg, Verdict> {
+    let mut b = VecBuf::from_bytes(&s.frame());
+    match p.process(snap, 0, &mut b, now) {
+        Verdict::Transmit(0) => Ok(Seg::read(b.data())),
+        v => Err(v),
+    }
+}
+
+fn dropped(r: DropReason) -> Result<Seg, Verdict> {
+    Err(Verdict::Drop(r))
+}
+
+const C: (Ipv4Addr, u16) = (CLIENT, 40000);
+const V: (Ipv4Addr, u16) = (VIP, 80);
+const R: (Ipv4Addr, u16) = (REAL, 8080);
+const ISN: u32 = 0xfff0_0000;
+const REAL_ISN: u32 = 0x1234_5678;
+
+fn client_syn(isn: u32) -> Seg {
+    Seg {
+        window: 64240,
+        options: opts(TcpOptions {
+            mss: Some(1460),
+            wscale: Some(7),
+            sack_permitted: true,
+            timestamps: Some(Timestamps { val: 5000, ecr: 0 }),
+        }),
+        ..seg(C, V, SYN, isn, 0)
+    }
+}
+
+/// The client's SYN, the cookie SYN-ACK, the client's ACK and the SYN to
+/// the real: returns the cookie.
+fn handshake_to_real(p: &mut Pipeline, snap: &Snapshot) -> u32 {
+    let synack = run(p, snap, &client_syn(ISN), NOW).expect("SYN-ACK");
+    let cookie = synack.seq;
+    let ack = Seg {
+        options: ts_opt(5001, NOW),
+        ..seg(C, V, ACK, ISN.wrapping_add(1), cookie.wrapping_add(1))
+    };
+    let syn = run(p, snap, &ack, NOW + 1).expect("SYN to the real");
+    assert_eq!((syn.src, syn.dst, syn.flags), (C, R, SYN));
+    cookie
+}
+
+/// [`handshake_to_real`], then the real's SYN-ACK (window scale 5,
+/// TSval 777) and the ACK to the real: returns the cookie.
+fn established(p: &mut Pipeline, snap: &Snapshot) -> u32 {
+    let cookie = handshake_to_real(p, snap);
+    let real_synack = Seg {
+        window: 65160,
+        options: opts(TcpOptions {
+            mss: Some(1460),
+            wscale: Some(5),
+            sack_permitted: true,
+            timestamps: Some(Timestamps {
+                val: 777,
+                ecr: 5001,
+            }),
+        }),
+        ..seg(R, C, SYNACK, REAL_ISN, ISN.wrapping_add(1))
+    };
+    let ack = run(p, snap, &real_synack, NOW + 2).expect("ACK to the real");
+    assert_eq!((ack.src, ack.dst, ack.flags), (C, R, ACK));
+    cookie
+}
+
+fn only_flow(p: &Pipeline) -> crate::flow::Flow {
+    let e = p.flows().entries();
+    assert_eq!(e.len(), 1, "one flow");
+    *p.flows().get(e[0])
+}
+
+#[test]
+fn the_handshake_goes_through_the_proxy_and_both_directions_are_translated() {
+    let (snap, mut p) = setup("on", 64);
+    // 1. SYN: answered by the appliance, nothing kept.
+    let synack = run(&mut p, &snap, &client_syn(ISN), NOW).expect("SYN-ACK");
+    assert_eq!((synack.src, synack.dst), (V, C));
+    assert_eq!(synack.flags, SYNACK);
+    assert_eq!(synack.ack, ISN.wrapping_add(1));
+    assert!(synack.payload.is_empty());
+    assert_eq!(
+        synack.opts(),
+        TcpOptions {
+            mss: Some(1460),
+            wscale: Some(ADVERTISED_WSCALE),
+            sack_permitted: true,
+            timestamps: Some(Timestamps {
+                val: NOW,
+                ecr: 5000
+            }),
+        }
+    );
+    assert_eq!(p.flows().len(), 0, "no state for a SYN");
+    assert_eq!(p.stats().syn_proxy_cookies_sent.get(), 1);
+    let cookie = synack.seq;
+
+    // 2. The client's ACK becomes the SYN to the real.
+    let ack = Seg {
+        window: 502,
+        options: ts_opt(5001, NOW),
+        ..seg(C, V, ACK, ISN.wrapping_add(1), cookie.wrapping_add(1))
+    };
+    let syn = run(&mut p, &snap, &ack, NOW + 1).expect("SYN to the real");
+    assert_eq!((syn.src, syn.dst, syn.flags), (C, R, SYN));
+    assert_eq!((syn.seq, syn.ack), (ISN, 0), "the client's own ISN");
+    assert_eq!(syn.window, 64256, "502 << 7: a SYN's window is unscaled");
+    assert_eq!(
+        syn.opts(),
+        TcpOptions {
+            mss: Some(1460),
+            wscale: Some(7),
+            sack_permitted: true,
+            timestamps: Some(Timestamps { val: 5001, ecr: 0 }),
+        }
+    );
+    let f = only_flow(&p);
+    assert!(f.is_proxied() && f.is_proxy_waiting());
+    assert_eq!(f.state(), FlowState::SynSent);
+    assert_eq!(p.stats().syn_proxy_cookies_accepted.get(), 1);
+
+    // 3. Data before the real answered: dropped, the client retransmits.
+    let early = Seg {
+        payload: b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+        options: ts_opt(5002, NOW),
+        ..seg(C, V, PSHACK, ISN.wrapping_add(1), cookie.wrapping_add(1))
+    };
+    assert_eq!(
+        run(&mut p, &snap, &early, NOW + 1),
+        dropped(DropReason::SynProxyPending)
+    );
+
+    // 4. The real's SYN-ACK becomes the ACK to the real.
+    let real_synack = Seg {
+        window: 65160,
+        options: opts(TcpOptions {
+            mss: Some(1400),
+            wscale: Some(5),
+            sack_permitted: true,
+            timestamps: Some(Timestamps {
+                val: 777,
+                ecr: 5001,
+            }),
+        }),
+        ..seg(R, C, SYNACK, REAL_ISN, ISN.wrapping_add(1))
+    };
+    let ack = run(&mut p, &snap, &real_synack, NOW + 2).expect("ACK to the real");
+    assert_eq!((ack.src, ack.dst, ack.flags), (C, R, ACK));
+    assert_eq!((ack.seq, ack.ack), (ISN.wrapping_add(1), REAL_ISN + 1));
+    assert_eq!(
+        ack.window, 502,
+        "the client's window, in the client's scale"
+    );
+    assert_eq!(
+        ack.opts().timestamps,
+        Some(Timestamps {
+            val: 5001,
+            ecr: 777
+        })
+    );
+    assert!(ack.payload.is_empty());
+    let f = only_flow(&p);
+    assert!(f.is_proxied() && !f.is_proxy_waiting());
+    assert_eq!(f.state(), FlowState::Established, "a confirmed flow");
+
+    // 5. Client to real: ack + delta, SACK edges + delta, TSecr - offset.
+    let delta = REAL_ISN.wrapping_sub(cookie);
+    let ts_off = NOW.wrapping_sub(777);
+    let mut o = ts_opt(5003, NOW + 10);
+    o.extend_from_slice(&[1, 1, 5, 10]);
+    o.extend_from_slice(&cookie.wrapping_add(100).to_be_bytes());
+    o.extend_from_slice(&cookie.wrapping_add(200).to_be_bytes());
+    let data = Seg {
+        payload: b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+        options: o,
+        ..seg(C, V, PSHACK, ISN.wrapping_add(1), cookie.wrapping_add(1))
+    };
+    let out = run(&mut p, &snap, &data, NOW + 3).expect("data to the real");
+    assert_eq!((out.src, out.dst), (C, R));
+    assert_eq!(out.seq, ISN.wrapping_add(1), "the client's numbers pass");
+    assert_eq!(out.ack, REAL_ISN + 1);
+    assert_eq!(out.window, 502);
+    assert_eq!(out.payload, data.payload);
+    assert_eq!(
+        out.opts().timestamps,
+        Some(Timestamps {
+            val: 5003,
+            ecr: (NOW + 10).wrapping_sub(ts_off)
+        })
+    );
+    let edges: Vec<u32> = out.options[16..]
+        .chunks(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert_eq!(
+        edges,
+        [
+            cookie.wrapping_add(100).wrapping_add(delta),
+            cookie.wrapping_add(200).wrapping_add(delta)
+        ]
+    );
+
+    // 6. Real to client: seq - delta, TSval + offset, window from scale 5
+    //    to the proxy's 7.
+    let reply = Seg {
+        window: 1000,
+        payload: b"HTTP/1.0 200 OK\r\n\r\n".to_vec(),
+        options: ts_opt(780, 5003),
+        ..seg(R, C, PSHACK, REAL_ISN + 1, ISN.wrapping_add(1) + 18)
+    };
+    let back = run(&mut p, &snap, &reply, NOW + 4).expect("data to the client");
+    assert_eq!((back.src, back.dst), (V, C));
+    assert_eq!(back.seq, cookie.wrapping_add(1), "in the client's view");
+    assert_eq!(back.ack, ISN.wrapping_add(1) + 18);
+    assert_eq!(back.window, 250, "1000 << 5 >> 7");
+    assert_eq!(
+        back.opts().timestamps,
+        Some(Timestamps {
+            val: NOW + 3,
+            ecr: 5003
+        })
+    );
+    assert_eq!(back.payload, reply.payload);
+}
+
+#[test]
+fn retransmissions_make_no_second_flow() {
+    let (snap, mut p) = setup("on", 64);
+    let a = run(&mut p, &snap, &client_syn(ISN), NOW).unwrap();
+    let b = run(&mut p, &snap, &client_syn(ISN), NOW + 5).unwrap();
+    assert_eq!(a.seq, b.seq, "the same cookie in the same period");
+    assert_eq!(p.flows().len(), 0);
+    let cookie = handshake_to_real(&mut p, &snap);
+    assert_eq!(cookie, a.seq);
+    // The ACK again while waiting: no second flow, no second SYN.
+    let ack = Seg {
+        options: ts_opt(5001, NOW),
+        ..seg(C, V, ACK, ISN.wrapping_add(1), cookie.wrapping_add(1))
+    };
+    assert_eq!(
+        run(&mut p, &snap, &ack, NOW + 1),
+        dropped(DropReason::SynProxyPending)
+    );
+    // The SYN again while waiting: answered with a cookie again.
+    let again = run(&mut p, &snap, &client_syn(ISN), NOW + 1).expect("SYN-ACK again");
+    assert_eq!((again.flags, again.seq), (SYNACK, cookie));
+    assert_eq!(p.flows().len(), 1);
+    assert_eq!(p.stats().syn_proxy_cookies_accepted.get(), 1);
+    assert_eq!(p.stats().syn_proxy_cookies_sent.get(), 4);
+    // A real's segment that is no SYN-ACK while waiting: not passed on.
+    let stray = seg(R, C, ACK, REAL_ISN, ISN.wrapping_add(1));
+    assert_eq!(
+        run(&mut p, &snap, &stray, NOW + 1),
+        dropped(DropReason::SynProxyPending)
+    );
+    // A SYN-ACK that does not acknowledge our SYN: refused.
+    let wrong = seg(R, C, SYNACK, REAL_ISN, ISN.wrapping_add(99));
+    assert_eq!(
+        run(&mut p, &snap, &wrong, NOW + 1),
+        dropped(DropReason::SynProxyPending)
+    );
+    assert!(only_flow(&p).is_proxy_waiting());
+}
+
+#[test]
+fn a_reset_in_the_window_closes_a_proxied_flow_and_one_outside_does_not() {
+    for from_client in [true, false] {
+        let (snap, mut p) = setup("on", 64);
+        let cookie = established(&mut p, &snap);
+        let far = if from_client {
+            seg(C, V, RST, ISN.wrapping_add(1 << 30), 0)
+        } else {
+            seg(R, C, RST, REAL_ISN.wrapping_add(1 << 30), 0)
+        };
+        // Forwarded (the receiver judges it too) but believed by nobody here.
+        run(&mut p, &snap, &far, NOW + 3).expect("forwarded");
+        assert_eq!(
+            only_flow(&p).state(),
+            FlowState::Established,
+            "from client: {from_client}"
+        );
+        let near = if from_client {
+            seg(C, V, RST, ISN.wrapping_add(1), 0)
+        } else {
+            seg(R, C, RST, REAL_ISN + 1, 0)
+        };
+        let out = run(&mut p, &snap, &near, NOW + 4).expect("forwarded");
+        if from_client {
+            assert_eq!((out.dst, out.seq), (R, ISN.wrapping_add(1)));
+        } else {
+            assert_eq!(
+                (out.dst, out.seq),
+                (C, cookie.wrapping_add(1)),
+                "in the client's view"
+            );
+        }
+        assert_eq!(only_flow(&p).state(), FlowState::Closed);
+    }
+}
+
+#[test]
+fn a_real_that_refuses_resets_the_client_at_the_number_it_expects() {
+    let (snap, mut p) = setup("on", 64);
+    let cookie = handshake_to_real(&mut p, &snap);
+    let rst = seg(R, C, RST | ACK, 0, ISN.wrapping_add(1));
+    let out = run(&mut p, &snap, &rst, NOW + 2).expect("RST to the client");
+    assert_eq!((out.src, out.dst, out.flags), (V, C, RST | ACK));
+    assert_eq!(out.seq, cookie.wrapping_add(1));
+    assert_eq!(only_flow(&p).state(), FlowState::Closed);
+}
+
+#[test]
+fn a_spoofed_ack_with_a_bad_cookie_is_dropped_and_counted() {
+    let (snap, mut p) = setup("on", 64);
+    let synack = run(&mut p, &snap, &client_syn(ISN), NOW).unwrap();
+    for bad in [synack.seq ^ 0x100, synack.seq ^ 1, 12345] {
+        let ack = seg(C, V, ACK, ISN.wrapping_add(1), bad.wrapping_add(1));
+        assert_eq!(
+            run(&mut p, &snap, &ack, NOW),
+            dropped(DropReason::SynProxyBadCookie)
+        );
+    }
+    // The right cookie from another port, or with another ISN: refused.
+    let other_port = seg(
+        (CLIENT, 40001),
+        V,
+        ACK,
+        ISN.wrapping_add(1),
+        synack.seq.wrapping_add(1),
+    );
+    assert_eq!(
+        run(&mut p, &snap, &other_port, NOW),
+        dropped(DropReason::SynProxyBadCookie)
+    );
+    let other_isn = seg(C, V, ACK, ISN.wrapping_add(2), synack.seq.wrapping_add(1));
+    assert_eq!(
+        run(&mut p, &snap, &other_isn, NOW),
+        dropped(DropReason::SynProxyBadCookie)
+    );
+    // Two periods later the right one is refused too.
+    let late = seg(C, V, ACK, ISN.wrapping_add(1), synack.seq.wrapping_add(1));
+    let two_periods = NOW + 2 * crate::synproxy::PERIOD_MS;
+    assert_eq!(
+        run(&mut p, &snap, &late, two_periods),
+        dropped(DropReason::SynProxyBadCookie)
+    );
+    assert_eq!(p.flows().len(), 0);
+    assert_eq!(p.stats().syn_proxy_cookies_accepted.get(), 0);
+    // One period later it is still good.
+    let one_period = NOW + crate::synproxy::PERIOD_MS;
+    assert!(run(&mut p, &snap, &late, one_period).is_ok());
+    assert_eq!(p.flows().len(), 1);
+}
+
+#[test]
+fn auto_engages_under_pressure_only() {
+    let (snap, mut p) = setup("auto", 8);
+    // Below half the table: SYNs go to the real and make flows.
+    for port in 1000..1004u16 {
+        let out = run(&mut p, &snap, &seg((CLIENT, port), V, SYN, 1, 0), NOW).unwrap();
+        assert_eq!((out.dst, out.flags), (R, SYN), "port {port}");
+    }
+    assert!(!p.syn_pressure() || p.flows().len() >= 4);
+    assert_eq!(p.flows().len(), 4);
+    // Half full: the next SYN is answered by the proxy.
+    let out = run(&mut p, &snap, &seg((CLIENT, 1004), V, SYN, 1, 0), NOW).unwrap();
+    assert_eq!((out.src, out.flags), (V, SYNACK));
+    assert_eq!(p.flows().len(), 4);
+    assert!(p.syn_pressure());
+    // Its ACK makes a proxied flow.
+    let ack = seg((CLIENT, 1004), V, ACK, 2, out.seq.wrapping_add(1));
+    let syn = run(&mut p, &snap, &ack, NOW).unwrap();
+    assert_eq!((syn.dst, syn.flags), (R, SYN));
+    assert_eq!(p.flows().len(), 5);
+    // Resets bring the table below 3/8 (3 of 8): released.
+    for port in 1000..1003u16 {
+        let rst = seg((CLIENT, port), V, RST, 2, 0);
+        run(&mut p, &snap, &rst, NOW).unwrap();
+        // A new SYN on the closed tuple replaces the flow: use a sweep.
+    }
+    p.sweep(&snap, NOW + 60_000, 64);
+    assert!(p.flows().len() < 3, "{}", p.flows().len());
+    assert!(!p.syn_pressure());
+    let out = run(
+        &mut p,
+        &snap,
+        &seg((CLIENT, 2000), V, SYN, 1, 0),
+        NOW + 60_000,
+    )
+    .unwrap();
+    assert_eq!((out.dst, out.flags), (R, SYN), "released");
+}
+
+#[test]
+fn auto_on_standby_passes_what_it_did_before() {
+    let (snap, mut p) = setup("auto", 64);
+    // A mid-flow ACK with no flow: no_flow, as without the proxy.
+    let ack = seg(C, V, ACK, 5, 5);
+    assert_eq!(run(&mut p, &snap, &ack, NOW), dropped(DropReason::NoFlow));
+    let (snap, mut p) = setup("off", 64);
+    assert_eq!(run(&mut p, &snap, &ack, NOW), dropped(DropReason::NoFlow));
+    let out = run(&mut p, &snap, &client_syn(ISN), NOW).unwrap();
+    assert_eq!((out.dst, out.flags), (R, SYN), "off: SYNs go to the real");
+    assert!(!only_flow(&p).is_proxied());
+}
+
+#[test]
+fn hostile_options_in_a_syn_never_panic_and_still_get_an_answer() {
+    let (snap, mut p) = setup("on", 64);
+    for o in [
+        vec![2, 0, 0, 0],
+        vec![3, 1, 0, 0],
+        vec![8, 40, 0, 0],
+        vec![0, 0, 0, 0],
+        vec![2, 4, 0, 0, 1, 1, 3, 3, 200, 4, 2, 8],
+        vec![8, 10, 1, 2, 3, 4, 5, 6, 7, 8, 1, 1],
+    ] {
+        let s = Seg {
+            options: o,
+            ..seg(C, V, SYN, ISN, 0)
+        };
+        let out = run(&mut p, &snap, &s, NOW).expect("an answer");
+        assert_eq!(out.flags, SYNACK);
+        assert_eq!(out.options.len() % 4, 0);
+    }
+    // A SYN with payload: the SYN-ACK carries none.
+    let s = Seg {
+        payload: vec![0xaa; 100],
+        ..seg(C, V, SYN, ISN, 0)
+    };
+    assert!(run(&mut p, &snap, &s, NOW).unwrap().payload.is_empty());
+}
+
+#[test]
+fn a_real_without_window_scale_gets_windows_in_its_scale() {
+    let (snap, mut p) = setup("on", 64);
+    let cookie = handshake_to_real(&mut p, &snap);
+    let real_synack = Seg {
+        window: 29200,
+        options: opts(TcpOptions {
+            mss: Some(1460),
+            ..TcpOptions::default()
+        }),
+        ..seg(R, C, SYNACK, REAL_ISN, ISN.wrapping_add(1))
+    };
+    let ack = run(&mut p, &snap, &real_synack, NOW + 2).unwrap();
+    assert_eq!(ack.window, 64256, "502 << 7: the real reads it unscaled");
+    assert_eq!(ack.opts().timestamps, None, "the real has none");
+    let data = Seg {
+        window: 100,
+        ..seg(C, V, ACK, ISN.wrapping_add(1), cookie.wrapping_add(1))
+    };
+    assert_eq!(run(&mut p, &snap, &data, NOW + 3).unwrap().window, 12800);
+    let reply = Seg {
+        window: 29200,
+        ..seg(R, C, ACK, REAL_ISN + 1, ISN.wrapping_add(1))
+    };
+    assert_eq!(
+        run(&mut p, &snap, &reply, NOW + 3).unwrap().window,
+        228,
+        "29200 >> 7"
+    );
+}
