@@ -15,7 +15,7 @@ use crate::flow::FlowState;
 use crate::snapshot::{Ids, Snapshot};
 use crate::stats::{DropReason, WorkerStats};
 use crate::synproxy::{CookieKey, ADVERTISED_WSCALE};
-use crate::wire::tcp_options::{TcpOptions, Timestamps, MAX_EMIT_LEN};
+use crate::wire::tcp_options::{emit_sack, sack_blocks, TcpOptions, Timestamps, MAX_EMIT_LEN};
 use crate::wire::{
     ethernet, ipv4, tcp, EtherType, EthernetFrame, IpProtocol, Ipv4Packet, Ipv4Repr, TcpFlags,
     TcpPacket,
@@ -347,9 +347,12 @@ fn the_handshake_goes_through_the_proxy_and_both_directions_are_translated() {
     let delta = REAL_ISN.wrapping_sub(cookie);
     let ts_off = NOW.wrapping_sub(777);
     let mut o = ts_opt(5003, NOW + 10);
-    o.extend_from_slice(&[1, 1, 5, 10]);
-    o.extend_from_slice(&cookie.wrapping_add(100).to_be_bytes());
-    o.extend_from_slice(&cookie.wrapping_add(200).to_be_bytes());
+    let mut sack = [0u8; 12];
+    let n = emit_sack(
+        &mut sack,
+        &[(cookie.wrapping_add(100), cookie.wrapping_add(200))],
+    );
+    o.extend_from_slice(&sack[..n]);
     let data = Seg {
         payload: b"GET / HTTP/1.0\r\n\r\n".to_vec(),
         options: o,
@@ -368,16 +371,14 @@ fn the_handshake_goes_through_the_proxy_and_both_directions_are_translated() {
             ecr: (NOW + 10).wrapping_sub(ts_off)
         })
     );
-    let edges: Vec<u32> = out.options[16..]
-        .chunks(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let mut blocks = [(0, 0); 4];
+    assert_eq!(sack_blocks(&out.options, &mut blocks), 1);
     assert_eq!(
-        edges,
-        [
+        blocks[0],
+        (
             cookie.wrapping_add(100).wrapping_add(delta),
             cookie.wrapping_add(200).wrapping_add(delta)
-        ]
+        )
     );
 
     // 6. Real to client: seq - delta, TSval + offset, window from scale 5

@@ -167,6 +167,38 @@ pub fn emit_timestamps(buf: &mut [u8], ts: Timestamps) -> usize {
     TIMESTAMPS_EMIT_LEN
 }
 
+/// Reads the SACK blocks (left, right edge) of an option list into `out`;
+/// returns how many.
+pub fn sack_blocks(opts: &[u8], out: &mut [(u32, u32)]) -> usize {
+    let mut n = 0;
+    walk(opts, |kind, at, len| {
+        if kind == KIND_SACK && len > 2 && (len - 2) % SACK_BLOCK == 0 {
+            let mut edge = at + 2;
+            while edge < at + len && n < out.len() {
+                out[n] = (read_u32(opts, edge), read_u32(opts, edge + 4));
+                n += 1;
+                edge += SACK_BLOCK;
+            }
+        }
+    });
+    n
+}
+
+/// Writes NOP, NOP and a SACK option with `blocks` (at most 4) to `buf`;
+/// returns the length written (a multiple of 4).
+pub fn emit_sack(buf: &mut [u8], blocks: &[(u32, u32)]) -> usize {
+    let blocks = &blocks[..blocks.len().min(4)];
+    buf[0] = KIND_NOP;
+    buf[1] = KIND_NOP;
+    buf[2] = KIND_SACK;
+    buf[3] = (2 + SACK_BLOCK * blocks.len()) as u8;
+    for (i, &(l, r)) in blocks.iter().enumerate() {
+        write_u32(buf, 4 + i * SACK_BLOCK, l);
+        write_u32(buf, 8 + i * SACK_BLOCK, r);
+    }
+    4 + SACK_BLOCK * blocks.len()
+}
+
 /// Translates an option list in place: `val_add` is added to TSval,
 /// `ecr_add` to TSecr, `sack_add` to both edges of every SACK block (all
 /// modulo 2^32). Options that cannot be framed are left as they are.
