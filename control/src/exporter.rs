@@ -87,6 +87,14 @@ pub const METRICS: &[(&str, &str)] = &[
         "Share of the worker's polls that found packets, over the last second.",
     ),
     ("lb_build_info", "Version of lb-appliance and of DPDK."),
+    (
+        "lb_syn_proxy_cookies_sent_total",
+        "SYN-ACKs with a SYN cookie the worker's SYN proxy sent to clients.",
+    ),
+    (
+        "lb_syn_proxy_cookies_accepted_total",
+        "Client ACKs whose SYN cookie checked out (each a new flow and a SYN to a real).",
+    ),
 ];
 
 fn help(name: &str) -> &'static str {
@@ -227,6 +235,8 @@ impl Exporter {
             .with_label_values(&[])
             .set(snap.generation as i64);
 
+        let cookies_sent = counter("lb_syn_proxy_cookies_sent_total", &["worker"]);
+        let cookies_accepted = counter("lb_syn_proxy_cookies_accepted_total", &["worker"]);
         let active = gauge("lb_active_flows", &["worker"]);
         let by_trust = gauge("lb_flows_by_trust", &["worker", "trust"]);
         let capacity = gauge("lb_flow_table_capacity", &["worker"]);
@@ -252,6 +262,12 @@ impl Exporter {
                 .set(w.flow_capacity.get() as i64);
             busy.with_label_values(&[&l])
                 .set(shared.busy.get(i).copied().unwrap_or(0.0));
+            cookies_sent
+                .with_label_values(&[&l])
+                .inc_by(w.syn_proxy_cookies_sent.get());
+            cookies_accepted
+                .with_label_values(&[&l])
+                .inc_by(w.syn_proxy_cookies_accepted.get());
         }
         drop(shared);
 

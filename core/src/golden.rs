@@ -7,7 +7,7 @@
 //! the steps: a frame received on a port, and the frame sent on a port or
 //! the reason it is dropped). The frames are built by scapy, an encoder
 //! independent of ours (`scripts/gen-forwarding-fixtures.py`,
-//! `scripts/gen-local-fixtures.py`). The steps of a scenario run in order
+//! `scripts/gen-local-fixtures.py`, `scripts/gen-synproxy-fixtures.py`). The steps of a scenario run in order
 //! through ONE stateful pipeline: earlier steps create the flows later steps
 //! use.
 //!

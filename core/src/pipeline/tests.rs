@@ -108,6 +108,41 @@ fn golden_forwarding_nat_tun_dr() {
     }
 }
 
+/// The cookie key of the `syn-proxy` golden scenario (the same numbers as
+/// GOLDEN_KEY in `scripts/gen-synproxy-fixtures.py`).
+pub(crate) const GOLDEN_COOKIE_KEY: crate::synproxy::CookieKey =
+    crate::synproxy::CookieKey::fixed(0x676F_6C64_656E_2D6B, 0x6579_2D73_796E_7078);
+
+/// The SYN proxy's frames against scapy's: the cookie SYN-ACK, the SYN and
+/// ACK to the real, data translated both ways. Step i runs at 1000 + i ms
+/// with the fixed key, as the generator assumes.
+#[test]
+fn golden_syn_proxy() {
+    let scenario = golden::scenario("syn-proxy");
+    let config =
+        Config::parse(&scenario.config).unwrap_or_else(|e| panic!("{}: {e}", scenario.name));
+    let snap = compile(&config, &scenario.port_macs);
+    let mut p = pipeline(&snap, 0, 1, 1024);
+    p.set_cookie_key(GOLDEN_COOKIE_KEY);
+    let mut failures = Vec::new();
+    for (i, step) in scenario.steps.iter().enumerate() {
+        let mut buf = VecBuf::from_bytes(&step.input);
+        let got = outcome(
+            p.process(&snap, step.in_port, &mut buf, 1000 + i as u32),
+            &buf,
+        );
+        if got != step.output {
+            failures.push(format!(
+                "step {i} {}:\n  expected {:02x?}\n  got      {got:02x?}",
+                step.description, step.output
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(p.stats().syn_proxy_cookies_sent.get(), 2);
+    assert_eq!(p.stats().syn_proxy_cookies_accepted.get(), 2);
+}
+
 // ---- behaviour beyond single frames --------------------------------------
 
 const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
