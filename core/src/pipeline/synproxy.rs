@@ -36,9 +36,7 @@ impl Pipeline {
         step: ProxyStep,
         now: u32,
     ) -> Next {
-        let Some(seen) = frames::read(pkt.data(), ip.end()) else {
-            return Next::Done(Verdict::Drop(DropReason::BadL4Header));
-        };
+        let seen = frames::read(pkt.data(), ip.end(), ip.src, ip.dst);
         let tuple = CookieTuple {
             client: ip.src,
             client_port: ports.src,
@@ -46,18 +44,28 @@ impl Pipeline {
             vip_port: ports.dst,
         };
         match step {
-            ProxyStep::AnswerSyn => {
-                Next::Done(self.answer_syn(snap, pkt, ip, ports, &tuple, &seen, now))
-            }
+            ProxyStep::AnswerSyn => Next::Done(match seen {
+                Ok(seen) => self.answer_syn(snap, pkt, ip, ports, &tuple, &seen, now),
+                Err(r) => Verdict::Drop(r),
+            }),
             ProxyStep::CheckCookie { engaged } => {
-                let isn = seen.seq.wrapping_sub(1);
-                let cookie = seen.ack.wrapping_sub(1);
-                match self.cookies.check(&tuple, isn, cookie, now) {
-                    Some(opts) => Next::Done(self.syn_to_real(
-                        snap, service, pkt, ip, ports, key, &seen, isn, cookie, &opts, now,
+                let checked = seen.as_ref().ok().and_then(|s| {
+                    let (isn, cookie) = (s.seq.wrapping_sub(1), s.ack.wrapping_sub(1));
+                    self.cookies
+                        .check(&tuple, isn, cookie, now)
+                        .map(|opts| (*s, isn, cookie, opts))
+                });
+                match (checked, seen) {
+                    (Some((s, isn, cookie, opts)), _) => Next::Done(self.syn_to_real(
+                        snap, service, pkt, ip, ports, key, &s, isn, cookie, &opts, now,
                     )),
-                    None if engaged => Next::Done(Verdict::Drop(DropReason::SynProxyBadCookie)),
-                    None => match self.conntrack.syn_proxy_fallback(
+                    (None, Err(r)) if engaged => Next::Done(Verdict::Drop(r)),
+                    (None, _) if engaged => {
+                        Next::Done(Verdict::Drop(DropReason::SynProxyBadCookie))
+                    }
+                    // On standby (auto without pressure): as without the
+                    // proxy (a Maglev pick-up, else no_flow).
+                    (None, _) => match self.conntrack.syn_proxy_fallback(
                         snap,
                         service,
                         key,
@@ -201,8 +209,9 @@ impl Pipeline {
         real_id: u32,
         now: u32,
     ) -> Verdict {
-        let Some(seen) = frames::read(pkt.data(), ip.end()) else {
-            return Verdict::Drop(DropReason::BadL4Header);
+        let seen = match frames::read(pkt.data(), ip.end(), ip.src, ip.dst) {
+            Ok(s) => s,
+            Err(r) => return Verdict::Drop(r),
         };
         if seen.ack != w.client_next {
             // Not an answer to the SYN we sent.

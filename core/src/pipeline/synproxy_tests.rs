@@ -642,3 +642,27 @@ fn a_real_without_window_scale_gets_windows_in_its_scale() {
         "29200 >> 7"
     );
 }
+
+#[test]
+fn segments_the_proxy_terminates_must_have_good_checksums() {
+    let (snap, mut p) = setup("on", 64);
+    let mut f = client_syn(ISN).frame();
+    let last = f.len() - 1;
+    f[last] ^= 0xff; // an option byte: the TCP checksum no longer verifies
+    let mut b = VecBuf::from_bytes(&f);
+    assert_eq!(
+        p.process(&snap, 0, &mut b, NOW),
+        Verdict::Drop(DropReason::BadL4Checksum)
+    );
+    assert_eq!(p.stats().syn_proxy_cookies_sent.get(), 0);
+    // On standby a broken mid-flow ACK is what it was without the proxy.
+    let (snap, mut p) = setup("auto", 64);
+    let mut f = seg(C, V, ACK, 5, 5).frame();
+    let last = f.len() - 1;
+    f[last] ^= 0xff;
+    let mut b = VecBuf::from_bytes(&f);
+    assert_eq!(
+        p.process(&snap, 0, &mut b, NOW),
+        Verdict::Drop(DropReason::NoFlow)
+    );
+}

@@ -9,6 +9,7 @@ use std::net::Ipv4Addr;
 
 use crate::buffer::PacketBuf;
 use crate::forward::{IP, L4};
+use crate::stats::DropReason;
 use crate::wire::tcp_options::{TcpOptions, MAX_EMIT_LEN};
 use crate::wire::{ipv4, tcp, IpProtocol, Ipv4Packet, Ipv4Repr, TcpFlags, TcpPacket};
 
@@ -21,12 +22,18 @@ pub struct Seen {
     pub options: TcpOptions,
 }
 
-/// Reads the TCP segment of a frame whose IPv4 packet (20-byte header,
-/// checked by classify) ends at `ip_end`. None if it is not a whole TCP
-/// header.
-pub fn read(frame: &[u8], ip_end: usize) -> Option<Seen> {
-    let t = TcpPacket::new_checked(frame.get(L4..ip_end)?).ok()?;
-    Some(Seen {
+/// Reads the TCP segment from `src` to `dst` of a frame whose IPv4 packet
+/// (20-byte header, checked by classify) ends at `ip_end`. The proxy
+/// terminates these segments (answers or replaces them), so, as for any
+/// packet the appliance terminates, a checksum that does not verify is a
+/// drop (`bad_l4_checksum`), as is a header that does not fit.
+pub fn read(frame: &[u8], ip_end: usize, src: Ipv4Addr, dst: Ipv4Addr) -> Result<Seen, DropReason> {
+    let segment = frame.get(L4..ip_end).ok_or(DropReason::BadL4Header)?;
+    let t = TcpPacket::new_checked(segment).map_err(|_| DropReason::BadL4Header)?;
+    if !t.verify_checksum(src, dst) {
+        return Err(DropReason::BadL4Checksum);
+    }
+    Ok(Seen {
         seq: t.seq_number(),
         ack: t.ack_number(),
         window: t.window(),
