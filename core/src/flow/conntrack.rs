@@ -253,8 +253,8 @@ impl Conntrack {
         }
         // SYN proxy hook: a SYN or ACK for no flow, to a service it covers.
         if let Some(seg) = tcp {
-            if let Some(step) = self.syn_proxy_no_flow(snap, service, seg) {
-                return Ok(Target::proxy_only(step));
+            if let Some(outcome) = self.syn_proxy_no_flow(snap, service, seg) {
+                return outcome;
             }
         }
         self.create(snap, service, key, tcp, syn, now, schedulers)
@@ -605,29 +605,36 @@ impl Conntrack {
     }
 
     /// Hook for a client's TCP segment for no flow: what the proxy makes
-    /// of it, None to carry on as without it.
+    /// of it, None to carry on as without it. While engaged, nothing the
+    /// client sends for no flow other than a SYN or an ACK with a good
+    /// cookie makes state: a SYN with RST (or FIN) set, or a RST, is
+    /// dropped (`no_flow`).
     #[inline]
-    pub(super) fn syn_proxy_no_flow(
+    fn syn_proxy_no_flow(
         &self,
         snap: &Snapshot,
         service: usize,
         seg: Segment,
-    ) -> Option<ProxyStep> {
+    ) -> Option<Result<Target, DropReason>> {
         if snap.services[service].syn_proxy == SynProxyMode::Off {
             return None;
         }
         let f = seg.flags;
-        if f.contains(TcpFlags::SYN) && !f.contains(TcpFlags::ACK) {
-            return match self.syn_proxy_cover(snap, service) {
-                Cover::Engaged => Some(ProxyStep::AnswerSyn),
-                _ => None,
-            };
-        }
-        if f.contains(TcpFlags::ACK) && !f.intersects(TcpFlags::SYN | TcpFlags::RST) {
+        let step = if f.contains(TcpFlags::SYN) && !f.contains(TcpFlags::ACK) {
+            match self.syn_proxy_cover(snap, service) {
+                Cover::Engaged if f.intersects(TcpFlags::RST | TcpFlags::FIN) => {
+                    return Some(Err(DropReason::NoFlow))
+                }
+                Cover::Engaged => ProxyStep::AnswerSyn,
+                _ => return None,
+            }
+        } else if f.contains(TcpFlags::ACK) && !f.intersects(TcpFlags::SYN | TcpFlags::RST) {
             let engaged = self.syn_proxy_cover(snap, service) == Cover::Engaged;
-            return Some(ProxyStep::CheckCookie { engaged });
-        }
-        None
+            ProxyStep::CheckCookie { engaged }
+        } else {
+            return None;
+        };
+        Some(Ok(Target::proxy_only(step)))
     }
 
     /// Hook for a client's segment of a proxied flow (entry `e`).
@@ -649,14 +656,17 @@ impl Conntrack {
             return Err(DropReason::SynProxyPending);
         };
         if f.is_proxy_waiting() {
-            if seg.flags.contains(TcpFlags::SYN) && !seg.flags.contains(TcpFlags::ACK) {
+            let flags = seg.flags;
+            if flags.contains(TcpFlags::SYN)
+                && !flags.intersects(TcpFlags::ACK | TcpFlags::RST | TcpFlags::FIN)
+            {
                 // The client did not get our SYN-ACK: answer again.
                 return Ok(Target {
                     proxy: ProxyStep::AnswerSyn,
                     ..target
                 });
             }
-            if seg.flags.contains(TcpFlags::RST) {
+            if flags.contains(TcpFlags::RST) {
                 // The client gives up: the real gets the RST (its sequence
                 // number is the client's own) and the flow closes.
                 f.last_seen = now;

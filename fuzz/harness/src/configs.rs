@@ -122,6 +122,8 @@ struct Service {
     scheduler: &'static str,
     forwarding: &'static str,
     persistence: Option<&'static str>,
+    /// `syn_proxy` (None: the default, auto).
+    syn_proxy: Option<&'static str>,
     reals: Vec<Real>,
 }
 
@@ -143,6 +145,7 @@ fn services(arms: usize) -> Vec<Service> {
             scheduler: "rr",
             forwarding: "nat",
             persistence: None,
+            syn_proxy: Some("on"),
             reals: pick(vec![
                 real_port("198.18.0.11", 8080),
                 real_port("198.18.2.11", 8080),
@@ -158,6 +161,7 @@ fn services(arms: usize) -> Vec<Service> {
             scheduler: "rr",
             forwarding: "nat",
             persistence: None,
+            syn_proxy: None,
             reals: pick(vec![
                 real_port("198.18.0.11", 5353),
                 real_port("198.18.2.11", 5353),
@@ -171,6 +175,7 @@ fn services(arms: usize) -> Vec<Service> {
             scheduler: "rr",
             forwarding: "tun",
             persistence: None,
+            syn_proxy: None,
             reals: pick(vec![
                 real("198.18.0.21"),
                 real("198.18.2.21"),
@@ -185,6 +190,7 @@ fn services(arms: usize) -> Vec<Service> {
             scheduler: "sh",
             forwarding: "tun",
             persistence: Some("2s"),
+            syn_proxy: None,
             reals: pick(vec![
                 real("198.18.0.21"),
                 real("198.18.2.21"),
@@ -199,6 +205,7 @@ fn services(arms: usize) -> Vec<Service> {
             scheduler: "rr",
             forwarding: "dr",
             persistence: None,
+            syn_proxy: None,
             reals: pick(vec![real("198.18.0.31"), real("198.18.2.31")]),
         },
         Service {
@@ -209,6 +216,7 @@ fn services(arms: usize) -> Vec<Service> {
             scheduler: "lc",
             forwarding: "dr",
             persistence: None,
+            syn_proxy: None,
             reals: pick(vec![
                 real("198.18.0.31"),
                 real("198.18.2.31"),
@@ -223,6 +231,7 @@ fn services(arms: usize) -> Vec<Service> {
             scheduler: "mh",
             forwarding: "dr",
             persistence: None,
+            syn_proxy: None,
             reals: pick(vec![real("198.18.0.31"), real("198.18.2.31")]),
         },
         Service {
@@ -233,6 +242,7 @@ fn services(arms: usize) -> Vec<Service> {
             scheduler: "wlc",
             forwarding: "nat",
             persistence: Some("3s"),
+            syn_proxy: Some("on"),
             reals: pick(vec![
                 Real {
                     weight: 2,
@@ -254,6 +264,7 @@ fn services(arms: usize) -> Vec<Service> {
             scheduler: "wrr",
             forwarding: "nat",
             persistence: None,
+            syn_proxy: None,
             reals: pick(vec![
                 Real {
                     weight: 3,
@@ -286,6 +297,7 @@ fn services(arms: usize) -> Vec<Service> {
             scheduler: "mh",
             forwarding: "dr",
             persistence: Some("1s"),
+            syn_proxy: None,
             reals: pick(vec![real("198.18.0.31"), real("198.18.2.31")]),
         },
         Service {
@@ -296,6 +308,7 @@ fn services(arms: usize) -> Vec<Service> {
             scheduler: "sh",
             forwarding: "nat",
             persistence: Some("1s"),
+            syn_proxy: None,
             reals: pick(vec![
                 real_port("198.18.0.11", 5353),
                 real_port("198.18.2.11", 5353),
@@ -312,7 +325,10 @@ fn apply_variant(services: &mut Vec<Service>, variant: usize) {
         1 => {
             for s in services.iter_mut() {
                 match s.name {
-                    "web-nat" => s.reals.retain(|r| r.address != "198.18.0.11"),
+                    "web-nat" => {
+                        s.reals.retain(|r| r.address != "198.18.0.11");
+                        s.syn_proxy = Some("auto");
+                    }
                     "dns-nat" | "dns-tun" => s.reals.iter_mut().for_each(|r| r.weight = 0),
                     "tls-sticky" => s
                         .reals
@@ -329,6 +345,7 @@ fn apply_variant(services: &mut Vec<Service>, variant: usize) {
                 match s.name {
                     "web-tun" => s.forwarding = "dr",
                     "tls-sticky" | "sticky-mh" => s.persistence = None,
+                    "web-nat" => s.syn_proxy = Some("off"),
                     _ => {}
                 }
                 if s.forwarding == "dr" {
@@ -390,6 +407,9 @@ pub fn config_text(topology: usize, variant: usize) -> String {
         ));
         if let Some(p) = s.persistence {
             t.push_str(&format!("persistence = \"{p}\"\n"));
+        }
+        if let Some(p) = s.syn_proxy {
+            t.push_str(&format!("syn_proxy = \"{p}\"\n"));
         }
         t.push('\n');
         for r in &s.reals {

@@ -19,13 +19,19 @@
 //!   TTL and checksums changed by NAT, and for TUN the received packet
 //!   unchanged inside an outer header from the port's address. The real or
 //!   VIP a packet goes to belongs to the service (`out.wrong-real`,
-//!   `out.wrong-vip`).
+//!   `out.wrong-vip`). For a flow the SYN proxy answered, sequence and
+//!   acknowledgment numbers, window and options may change too (same
+//!   length). A handshake segment the proxy makes (the cookie SYN-ACK, the
+//!   SYN and the ACK to the real) is whole: valid checksums (its input's
+//!   were: the proxy verifies what it terminates), no payload, no padding,
+//!   addressed as it must be (`out.syn-proxy`).
 //!
 //! Checked after every op:
 //! - `count.outcomes`: frames in = sent + consumed + dropped + held.
 //! - `count.drops`: the workers' drop counters = the Drop verdicts (and
 //!   the loop's own drops), per reason.
 //! - `count.*`: handoffs_out, arp_replies, icmp_echo_replies,
+//!   syn_proxy_cookies_sent,
 //!   icmp_frag_needed, icmp_errors_forwarded and the reals' packet
 //!   counters agree with what was sent (each frame counted once, under
 //!   what it was).
@@ -49,7 +55,7 @@ use std::sync::Arc;
 
 use lb_config::{ForwardingMethod, MacAddr};
 use lb_core::buffer::{PacketBuf, VecBuf};
-use lb_core::flow::{owner_of, FlowKey, FLOW_TEMPLATE};
+use lb_core::flow::{owner_of, FlowKey, ReplyKey, FLOW_TEMPLATE};
 use lb_core::forward;
 use lb_core::pipeline::{build_arp_request, Pipeline, Verdict, ARP_REQUEST_LEN};
 use lb_core::snapshot::Snapshot;
@@ -177,6 +183,7 @@ struct Tally {
     frag_needed: u64,
     icmp_errors: u64,
     flow_packets: u64,
+    syn_cookies: u64,
 }
 
 struct Driver {
@@ -437,10 +444,63 @@ impl Driver {
         self.t.dropped[reason as usize] += 1;
     }
 
+    /// Whether `input` (TCP) belongs to a flow the SYN proxy answered the
+    /// handshake of, in its owner's table (after the frame was run).
+    fn proxied(&self, snap: &Snapshot, input: &[u8]) -> bool {
+        let Some(l) = packet::layout(input) else {
+            return false;
+        };
+        let l4 = IP + l.ihl;
+        if l.proto != 6 || input.len() < l4 + 4 {
+            return false;
+        }
+        let (src, dst) = (addr(input, IP + 12), addr(input, IP + 16));
+        let (sport, dport) = (get16(input, l4), get16(input, l4 + 2));
+        let n = self.workers.len();
+        if snap.is_vip(dst) {
+            let key = FlowKey {
+                proto: 6,
+                client: src,
+                client_port: sport,
+                vip: dst,
+                vip_port: dport,
+            };
+            let t = self.workers[owner_of(src, n)].pipeline.flows();
+            t.lookup(&key, t.key_hash(&key))
+                .is_some_and(|e| t.get(e).is_proxied())
+        } else {
+            let key = ReplyKey {
+                proto: 6,
+                real: src,
+                real_port: sport,
+                client: dst,
+                client_port: dport,
+            };
+            let t = self.workers[owner_of(dst, n)].pipeline.flows();
+            t.lookup_reply(&key, t.reply_key_hash(&key))
+                .is_some_and(|e| t.get(e).is_proxied())
+        }
+    }
+
     fn check_sent(&mut self, snap: &Snapshot, port: usize, hold: bool, f: &Frame) -> Sent {
         let out = f.buf.data();
-        let sent = packet::check_sent(&mut self.v, snap, port, hold, out, &f.input, f.in_port);
+        let proxied = self.proxied(snap, &f.input);
+        let sent = packet::check_sent(
+            &mut self.v,
+            snap,
+            port,
+            hold,
+            out,
+            &f.input,
+            f.in_port,
+            proxied,
+        );
         match sent {
+            Sent::SynCookie => {
+                self.t.syn_cookies += 1;
+                // The client's answer to it can be made from it.
+                push_recent(&mut self.recent_out, (port, out.to_vec()));
+            }
             Sent::ArpReply => self.t.arp_replies += 1,
             Sent::EchoReply => self.t.echo_replies += 1,
             Sent::FragNeeded => self.t.frag_needed += 1,
@@ -645,7 +705,12 @@ impl Driver {
             }
         }
         let ids = &self.fam.real_ids;
-        let checks: [(&'static str, u64, u64); 7] = [
+        let checks: [(&'static str, u64, u64); 8] = [
+            (
+                "count.syn-cookies",
+                sum(&|s| s.syn_proxy_cookies_sent.get()),
+                t.syn_cookies,
+            ),
             ("count.handoffs", sum(&|s| s.handoffs_out.get()), t.handoffs),
             ("count.held", sum(&|s| s.held.get()), t.held_total),
             (
@@ -743,6 +808,23 @@ fn check_service(v: &mut Violations, snap: &Snapshot, out: &[u8], input: &[u8]) 
                 ),
             );
         }
+    } else if snap.is_nat_endpoint(proto, src, sport)
+        && addr(out, IP + 16) == src
+        && get16(out, l4 + 2) == sport
+    {
+        // The SYN proxy's ACK back to a real that answered its SYN.
+        if !snap.is_vip(addr(input, IP + 16))
+            && !snap.services.iter().any(|s| {
+                s.reals.iter().any(|r| {
+                    r.method == ForwardingMethod::Nat && r.address == src && r.port == sport
+                })
+            })
+        {
+            v.add(
+                "out.wrong-real",
+                format!("an ACK back to {src}:{sport}, not a NAT real"),
+            );
+        }
     } else if snap.is_nat_endpoint(proto, src, sport) {
         let (from, port) = (addr(out, IP + 12), get16(out, l4));
         let ok = snap.services.iter().any(|s| {
@@ -823,7 +905,20 @@ fn reply_to(f: &[u8], flags: u8, snap: &Snapshot, port: usize) -> Option<Vec<u8>
     let (sp, dp) = (get16(f, l4), get16(f, l4 + 2));
     r[l4..l4 + 2].copy_from_slice(&dp.to_be_bytes());
     r[l4 + 2..l4 + 4].copy_from_slice(&sp.to_be_bytes());
-    if l.proto == 6 && r.len() > l4 + 13 {
+    if l.proto == 6 && r.len() >= l4 + 20 && l.end >= l4 + 20 {
+        r[l4 + 13] = flags;
+        // As the other end numbers its answer: its sequence number is what
+        // `f` acknowledged, and it acknowledges all of `f` (so that the
+        // client's ACK to a SYN proxy's SYN-ACK carries the cookie + 1).
+        let seq = u32::from_be_bytes([f[l4 + 4], f[l4 + 5], f[l4 + 6], f[l4 + 7]]);
+        let ack = u32::from_be_bytes([f[l4 + 8], f[l4 + 9], f[l4 + 10], f[l4 + 11]]);
+        let hl = usize::from(f[l4 + 12] >> 4) * 4;
+        let len = l.end.saturating_sub(l4 + hl.max(20)) as u32
+            + u32::from(f[l4 + 13] & 0x02 != 0)
+            + u32::from(f[l4 + 13] & 0x01 != 0);
+        r[l4 + 4..l4 + 8].copy_from_slice(&ack.to_be_bytes());
+        r[l4 + 8..l4 + 12].copy_from_slice(&seq.wrapping_add(len).to_be_bytes());
+    } else if l.proto == 6 && r.len() > l4 + 13 {
         r[l4 + 13] = flags;
     }
     Some(r)

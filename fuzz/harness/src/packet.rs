@@ -215,14 +215,21 @@ pub enum Sent {
     FragNeeded,
     /// An ICMP error about a flow, passed on to its real or client.
     IcmpError,
-    /// A TCP or UDP packet of a flow (NAT, DR, or TUN around it).
+    /// A TCP or UDP packet of a flow (NAT, DR, or TUN around it), or a
+    /// handshake segment the SYN proxy made for a real (the SYN from the
+    /// client's ACK, the ACK from the real's SYN-ACK).
     Flow,
+    /// A SYN-ACK with a cookie the SYN proxy answered a client's SYN with.
+    SynCookie,
     /// Anything else (already reported as a violation).
     Other,
 }
 
 /// Checks a frame the pipeline sends (`hold`: before its destination MAC
-/// is known) out of `port`, against the frame that came in.
+/// is known) out of `port`, against the frame that came in. `proxied`:
+/// the input belongs to a flow whose handshake the SYN proxy answered (its
+/// sequence numbers, timestamps, SACK blocks and window are translated).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn check_sent(
     v: &mut Violations,
     snap: &Snapshot,
@@ -231,6 +238,7 @@ pub(crate) fn check_sent(
     out: &[u8],
     input: &[u8],
     in_port: usize,
+    proxied: bool,
 ) -> Sent {
     let Some(view) = snap.ports.get(port) else {
         v.add(
@@ -251,7 +259,7 @@ pub(crate) fn check_sent(
     }
     let sent = match (out[12], out[13]) {
         (0x08, 0x06) => check_arp_reply(v, snap, port, out, input, in_port),
-        (0x08, 0x00) => check_ipv4(v, snap, port, out, input),
+        (0x08, 0x00) => check_ipv4(v, snap, port, out, input, proxied),
         _ => {
             v.add(
                 "out.ethertype",
@@ -312,7 +320,100 @@ fn check_arp_reply(
     Sent::ArpReply
 }
 
-fn check_ipv4(v: &mut Violations, snap: &Snapshot, port: usize, out: &[u8], input: &[u8]) -> Sent {
+/// TCP flags of a TCP/IPv4 frame with a 20-byte IPv4 header.
+fn tcp_flags(f: &[u8]) -> Option<u8> {
+    (f.len() > IP + 33 && f[IP + 9] == 6 && f[IP] == 0x45).then(|| f[IP + 33])
+}
+
+const F_SYN: u8 = 0x02;
+const F_ACK: u8 = 0x10;
+const F_RST: u8 = 0x04;
+
+/// Which handshake segment of the SYN proxy `out` is, made from `input`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Made {
+    /// The SYN-ACK with a cookie, back to the client.
+    SynAck,
+    /// The SYN to the real, from the client's ACK.
+    SynToReal,
+    /// The ACK to the real, from its SYN-ACK.
+    AckToReal,
+}
+
+fn proxy_made(out: &[u8], input: &[u8]) -> Option<Made> {
+    let (i, o) = (tcp_flags(input)?, tcp_flags(out)?);
+    let syn = |f: u8| f & (F_SYN | F_ACK | F_RST) == F_SYN;
+    let ack = |f: u8| f & (F_SYN | F_ACK | F_RST) == F_ACK;
+    let synack = |f: u8| f & (F_SYN | F_ACK | F_RST) == F_SYN | F_ACK;
+    if syn(i) && o == F_SYN | F_ACK {
+        Some(Made::SynAck)
+    } else if ack(i) && o == F_SYN {
+        Some(Made::SynToReal)
+    } else if synack(i) && o == F_ACK && out[IP + 16..IP + 20] == input[IP + 12..IP + 16] {
+        Some(Made::AckToReal)
+    } else {
+        None
+    }
+}
+
+/// A segment the SYN proxy made: whole (valid checksums, as its input
+/// had: the proxy drops what does not verify), no payload, no padding,
+/// addressed as its kind says.
+fn check_proxy_made(v: &mut Violations, snap: &Snapshot, made: Made, out: &[u8], input: &[u8]) {
+    let ip = Ipv4Packet::new_unchecked(&out[IP..]);
+    let seg = ip.payload();
+    let ok_tcp = TcpPacket::new_checked(seg).is_ok_and(|t| {
+        t.payload().is_empty()
+            && t.verify_checksum(ip.src_addr(), ip.dst_addr())
+            && t.header_len() <= 20 + 24
+    });
+    let whole = usize::from(ip.total_len()) + IP == out.len();
+    let (isrc, idst) = (addr(input, IP + 12), addr(input, IP + 16));
+    let (sport, dport) = (get16(input, IP + 20), get16(input, IP + 22));
+    let (osrc, odst) = (ip.src_addr(), ip.dst_addr());
+    let (osport, odport) = (get16(out, IP + 20), get16(out, IP + 22));
+    let shaped = match made {
+        Made::SynAck => {
+            let svc = snap.service_for(6, idst, dport);
+            svc.is_some_and(|s| snap.services[s].syn_proxy != lb_config::SynProxyMode::Off)
+                && (osrc, odst, osport, odport) == (idst, isrc, dport, sport)
+                && ip.ttl() == 64
+                && TcpPacket::new_unchecked(seg).ack_number()
+                    == u32::from_be_bytes([
+                        input[IP + 24],
+                        input[IP + 25],
+                        input[IP + 26],
+                        input[IP + 27],
+                    ])
+                    .wrapping_add(1)
+        }
+        Made::SynToReal => {
+            osrc == isrc && osport == sport && snap.service_for(6, idst, dport).is_some()
+        }
+        Made::AckToReal => {
+            (osrc, odst, osport, odport) == (idst, isrc, dport, sport)
+                && snap.is_nat_endpoint(6, isrc, sport)
+        }
+    };
+    if !(ok_tcp && whole && shaped) {
+        v.add(
+            "out.syn-proxy",
+            format!(
+                "{made:?} made by the SYN proxy is not well formed (tcp {ok_tcp}, length {whole}, \
+                 addresses {shaped}): in {input:02x?} out {out:02x?}"
+            ),
+        );
+    }
+}
+
+fn check_ipv4(
+    v: &mut Violations,
+    snap: &Snapshot,
+    port: usize,
+    out: &[u8],
+    input: &[u8],
+    proxied: bool,
+) -> Sent {
     let ip = match Ipv4Packet::new_checked(&out[IP..]) {
         Ok(ip) => ip,
         Err(e) => {
@@ -361,6 +462,14 @@ fn check_ipv4(v: &mut Violations, snap: &Snapshot, port: usize, out: &[u8], inpu
             format!("{} bytes of padding out, {} in", o.padding, i.padding),
         );
     }
+    if let (6, Some(made)) = (o.proto, proxy_made(out, input)) {
+        check_proxy_made(v, snap, made, out, input);
+        return if made == Made::SynAck {
+            Sent::SynCookie
+        } else {
+            Sent::Flow
+        };
+    }
     match o.proto {
         6 | 17 => {
             if i.proto != o.proto {
@@ -389,13 +498,27 @@ fn check_ipv4(v: &mut Violations, snap: &Snapshot, port: usize, out: &[u8], inpu
                     format!("{} bytes in, {} out", input.len(), out.len()),
                 );
             } else {
-                // Only addresses, ports, TTL and checksums change.
-                let hdr = if o.proto == 6 { 20 } else { 8 };
+                // Only addresses, ports, TTL and checksums change; for a
+                // flow the SYN proxy answered, sequence and acknowledgment
+                // numbers, the window and the options too (their length
+                // stays).
+                let hdr = if o.proto == 6 && proxied {
+                    usize::from(input[IP + 32] >> 4) * 4
+                } else if o.proto == 6 {
+                    20
+                } else {
+                    8
+                };
                 let body = IP + 20 + hdr;
                 let same = out[IP..IP + 8] == input[IP..IP + 8]
                     && out[IP + 9] == input[IP + 9]
                     && (o.proto != 6
+                        || proxied
                         || (out[IP + 24..IP + 36] == input[IP + 24..IP + 36]
+                            && out[IP + 38..IP + 40] == input[IP + 38..IP + 40]))
+                    && (o.proto != 6
+                        || !proxied
+                        || (out[IP + 32..IP + 34] == input[IP + 32..IP + 34]
                             && out[IP + 38..IP + 40] == input[IP + 38..IP + 40]))
                     && (o.proto != 17 || out[IP + 24..IP + 26] == input[IP + 24..IP + 26])
                     && out.get(body..) == input.get(body..);
