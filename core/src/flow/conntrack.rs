@@ -711,7 +711,12 @@ impl Conntrack {
         };
         if f.is_proxy_waiting() {
             let flags = seg.flags;
-            if flags.contains(TcpFlags::SYN | TcpFlags::ACK) && !flags.contains(TcpFlags::RST) {
+            // Only a plain SYN-ACK, to a flow still opening (not one the
+            // client reset meanwhile), completes the handshake.
+            if flags.contains(TcpFlags::SYN | TcpFlags::ACK)
+                && !flags.intersects(TcpFlags::RST | TcpFlags::FIN)
+                && f.state() == FlowState::SynSent
+            {
                 return Ok(ReplyTarget {
                     proxy: ReplyStep::AckToReal(Waiting {
                         entry: e,
@@ -856,7 +861,6 @@ impl Conntrack {
             len: 0,
         };
         f.on_segment(ack, true);
-        debug_assert_eq!(f.state(), FlowState::Established);
         let flow = *f;
         self.reclass(w.entry, before, now);
         flow

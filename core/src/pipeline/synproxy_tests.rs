@@ -666,3 +666,28 @@ fn segments_the_proxy_terminates_must_have_good_checksums() {
         Verdict::Drop(DropReason::NoFlow)
     );
 }
+
+/// Found by fuzzing: a SYN-ACK with FIN set moved a waiting flow to
+/// FIN-WAIT and the proxy still acknowledged it as the real's answer.
+#[test]
+fn only_a_plain_syn_ack_to_an_opening_flow_completes_the_handshake() {
+    let (snap, mut p) = setup("on", 64);
+    handshake_to_real(&mut p, &snap);
+    let odd = seg(R, C, SYNACK | 0x01, REAL_ISN, ISN.wrapping_add(1));
+    assert_eq!(
+        run(&mut p, &snap, &odd, NOW + 2),
+        dropped(DropReason::SynProxyPending)
+    );
+    assert!(only_flow(&p).is_proxy_waiting());
+    // The client gives up before the real answers: its RST goes to the
+    // real, and the real's late SYN-ACK is not acknowledged.
+    let rst = seg(C, V, RST, ISN.wrapping_add(1), 0);
+    let out = run(&mut p, &snap, &rst, NOW + 3).expect("the RST to the real");
+    assert_eq!((out.dst, out.flags), (R, RST));
+    assert_eq!(only_flow(&p).state(), FlowState::Closed);
+    let late = seg(R, C, SYNACK, REAL_ISN, ISN.wrapping_add(1));
+    assert_eq!(
+        run(&mut p, &snap, &late, NOW + 4),
+        dropped(DropReason::SynProxyPending)
+    );
+}
