@@ -119,7 +119,21 @@ pub fn run_with_summary(data: &[u8]) -> (Violations, String) {
         }
     }
     let flows: usize = d.workers.iter().map(|w| w.pipeline.flows().len()).sum();
-    summary.push_str(&format!("; {flows} flows at the end"));
+    let proxied: usize = d
+        .workers
+        .iter()
+        .map(|w| {
+            let t = w.pipeline.flows();
+            t.entries()
+                .into_iter()
+                .filter(|&e| t.get(e).is_proxied() && !t.get(e).is_proxy_waiting())
+                .count()
+        })
+        .sum();
+    summary.push_str(&format!(
+        "; {} syn cookies sent; {flows} flows at the end, {proxied} proxied and answered by their real",
+        t.syn_cookies
+    ));
     (d.v, summary)
 }
 
