@@ -102,6 +102,11 @@ pub struct Conntrack {
     source_limit: u32,
     /// SYN proxy: the SYN-pressure hysteresis (`syn_pressure`).
     pressure: Pressure,
+    /// SYN proxy: the translation of the packet just looked up, when its
+    /// step is `Translate`, and the state of a waiting flow whose real
+    /// answered (`AckToReal`).
+    adjust: TcpAdjust,
+    waiting: Waiting,
 }
 
 impl std::fmt::Debug for Conntrack {
@@ -135,6 +140,8 @@ impl Conntrack {
             sources: vec![0; buckets],
             source_limit,
             pressure: Pressure::default(),
+            adjust: TcpAdjust::default(),
+            waiting: Waiting::default(),
         }
     }
 
@@ -609,7 +616,7 @@ impl Conntrack {
     /// client sends for no flow other than a SYN or an ACK with a good
     /// cookie makes state: a SYN with RST (or FIN) set, or a RST, is
     /// dropped (`no_flow`).
-    #[inline]
+    #[inline(never)]
     fn syn_proxy_no_flow(
         &self,
         snap: &Snapshot,
@@ -637,7 +644,22 @@ impl Conntrack {
         Some(Ok(Target::proxy_only(step)))
     }
 
+    /// The translation of the packet just looked up (step `Translate`).
+    #[inline]
+    pub fn proxy_adjust(&self) -> TcpAdjust {
+        self.adjust
+    }
+
+    /// The waiting flow whose real's SYN-ACK was just looked up (step
+    /// `AckToReal`).
+    #[inline]
+    pub fn proxy_waiting(&self) -> Waiting {
+        self.waiting
+    }
+
     /// Hook for a client's segment of a proxied flow (entry `e`).
+    #[cold]
+    #[inline(never)]
     pub(super) fn syn_proxy_client(
         &mut self,
         e: u32,
@@ -671,8 +693,9 @@ impl Conntrack {
                 // number is the client's own) and the flow closes.
                 f.last_seen = now;
                 f.on_segment(seg, true);
+                self.adjust = TcpAdjust::default();
                 return Ok(Target {
-                    proxy: ProxyStep::Translate(TcpAdjust::default()),
+                    proxy: ProxyStep::Translate,
                     ..target
                 });
             }
@@ -686,13 +709,16 @@ impl Conntrack {
             ..seg
         };
         f.on_segment(seg, true);
+        self.adjust = f.proxy_to_real();
         Ok(Target {
-            proxy: ProxyStep::Translate(f.proxy_to_real()),
+            proxy: ProxyStep::Translate,
             ..target
         })
     }
 
     /// Hook for a real's segment of a proxied flow (entry `e`).
+    #[cold]
+    #[inline(never)]
     pub(super) fn syn_proxy_reply(
         &mut self,
         e: u32,
@@ -717,13 +743,14 @@ impl Conntrack {
                 && !flags.intersects(TcpFlags::RST | TcpFlags::FIN)
                 && f.state() == FlowState::SynSent
             {
+                self.waiting = Waiting {
+                    entry: e,
+                    client_next: f.client_next,
+                    window: f.proxy_window,
+                    timestamps: f.proxy & PROXY_TS != 0,
+                };
                 return Ok(ReplyTarget {
-                    proxy: ReplyStep::AckToReal(Waiting {
-                        entry: e,
-                        client_next: f.client_next,
-                        window: f.proxy_window,
-                        timestamps: f.proxy & PROXY_TS != 0,
-                    }),
+                    proxy: ReplyStep::AckToReal,
                     ..target
                 });
             }
@@ -736,8 +763,9 @@ impl Conntrack {
                 f.proxy &= !PROXY_WAITING;
                 f.last_seen = now;
                 f.on_segment(seg, false);
+                self.adjust = f.proxy_to_client();
                 return Ok(ReplyTarget {
-                    proxy: ReplyStep::Translate(f.proxy_to_client()),
+                    proxy: ReplyStep::Translate,
                     ..target
                 });
             }
@@ -745,8 +773,9 @@ impl Conntrack {
         }
         f.last_seen = now;
         f.on_segment(seg, false);
+        self.adjust = f.proxy_to_client();
         Ok(ReplyTarget {
-            proxy: ReplyStep::Translate(f.proxy_to_client()),
+            proxy: ReplyStep::Translate,
             ..target
         })
     }

@@ -31,7 +31,7 @@ pub const PROXY_REAL_WS: u8 = 16;
 
 /// The flow's proxy state when the real's SYN-ACK arrives: what the
 /// pipeline needs to turn it into the ACK to the real.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Waiting {
     pub entry: u32,
     /// The client's ISN plus one: the SYN-ACK must acknowledge it.
@@ -47,8 +47,10 @@ pub struct Waiting {
 pub enum ProxyStep {
     /// Not a proxied flow: forwarded as ever.
     None,
-    /// A proxied flow: forwarded with this translation.
-    Translate(TcpAdjust),
+    /// A proxied flow: forwarded with the translation
+    /// [`Conntrack::proxy_adjust`](super::Conntrack::proxy_adjust) holds
+    /// (kept out of the target, so that a target stays two registers).
+    Translate,
     /// A SYN to answer with a cookie SYN-ACK; no state is kept (the
     /// target's real is not chosen: its fields mean nothing).
     AnswerSyn,
@@ -63,10 +65,13 @@ pub enum ProxyStep {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplyStep {
     None,
-    Translate(TcpAdjust),
+    /// As [`ProxyStep::Translate`].
+    Translate,
     /// The real's SYN-ACK for a waiting flow: turn it into the ACK to the
-    /// real ([`Conntrack::syn_proxy_answered`](super::Conntrack::syn_proxy_answered)).
-    AckToReal(Waiting),
+    /// real ([`Conntrack::syn_proxy_answered`](super::Conntrack::syn_proxy_answered));
+    /// [`Conntrack::proxy_waiting`](super::Conntrack::proxy_waiting) says
+    /// what the flow waited with.
+    AckToReal,
 }
 
 /// How the SYN proxy's mode applies to one new connection now.

@@ -388,7 +388,7 @@ impl Pipeline {
         };
         let (target, adjust) = match target.proxy {
             ProxyStep::None => (target, None),
-            ProxyStep::Translate(a) => (target, Some(a)),
+            ProxyStep::Translate => (target, Some(self.conntrack.proxy_adjust())),
             step => {
                 let Some(seg) = tcp else {
                     return Verdict::Drop(DropReason::NoFlow);
@@ -407,7 +407,15 @@ impl Pipeline {
             {
                 return v;
             }
-            nat::rewrite_request(pkt.data_mut(), target.real, target.real_port, adjust);
+            match adjust {
+                None => nat::rewrite_request(pkt.data_mut(), target.real, target.real_port),
+                Some(a) => nat::rewrite_request_translated(
+                    pkt.data_mut(),
+                    target.real,
+                    target.real_port,
+                    a,
+                ),
+            }
         }
         let (verdict, to_real) = self.towards_real(snap, pkt, ip, target.method, target.real, now);
         if to_real {
@@ -486,11 +494,12 @@ impl Pipeline {
         };
         let adjust = match back.proxy {
             ReplyStep::None => None,
-            ReplyStep::Translate(a) => Some(a),
-            ReplyStep::AckToReal(w) => {
+            ReplyStep::Translate => Some(self.conntrack.proxy_adjust()),
+            ReplyStep::AckToReal => {
                 let Some(seg) = tcp else {
                     return Verdict::Drop(DropReason::SynProxyPending);
                 };
+                let w = self.conntrack.proxy_waiting();
                 return self.syn_proxy_ack_to_real(
                     snap,
                     pkt,
@@ -513,7 +522,10 @@ impl Pipeline {
         {
             return v;
         }
-        nat::rewrite_reply(pkt.data_mut(), back.vip, back.vip_port, adjust);
+        match adjust {
+            None => nat::rewrite_reply(pkt.data_mut(), back.vip, back.vip_port),
+            Some(a) => nat::rewrite_reply_translated(pkt.data_mut(), back.vip, back.vip_port, a),
+        }
         let v = self.egress.route(snap, pkt, client, ip.end(), now);
         self.count_forwarded(v, back.real_id, len);
         v

@@ -23,7 +23,10 @@ pub(super) enum Next {
 
 impl Pipeline {
     /// A client's SYN to answer, or ACK to check (`step`), for no flow.
+    /// Out of line and cold: the forwarding path stays as it was.
     #[allow(clippy::too_many_arguments)]
+    #[cold]
+    #[inline(never)]
     pub(super) fn syn_proxy_client<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
@@ -78,7 +81,7 @@ impl Pipeline {
                     },
                 }
             }
-            ProxyStep::None | ProxyStep::Translate(_) => {
+            ProxyStep::None | ProxyStep::Translate => {
                 debug_assert!(false, "not a step for a new connection");
                 Next::Done(Verdict::Drop(DropReason::NoFlow))
             }
@@ -198,6 +201,8 @@ impl Pipeline {
     /// The real's SYN-ACK for a waiting flow becomes the ACK to the real;
     /// the flow is established.
     #[allow(clippy::too_many_arguments)]
+    #[cold]
+    #[inline(never)]
     pub(super) fn syn_proxy_ack_to_real<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
