@@ -691,3 +691,67 @@ fn only_a_plain_syn_ack_to_an_opening_flow_completes_the_handshake() {
         dropped(DropReason::SynProxyPending)
     );
 }
+
+/// An ICMP error from the client about a segment the VIP sent it: the
+/// quoted sequence number is in the client's view (the real's minus
+/// delta) and goes to the real translated back.
+#[test]
+fn an_icmp_error_from_the_client_quotes_the_reals_sequence_number() {
+    use crate::wire::{icmpv4, Icmpv4Packet, Icmpv4Type};
+    let (snap, mut p) = setup("on", 64);
+    let cookie = established(&mut p, &snap);
+    // The quoted segment: VIP:80 -> client, seq cookie + 1 (8 bytes of TCP).
+    let quote_len = ipv4::HEADER_LEN + 8;
+    let msg_len = icmpv4::HEADER_LEN + quote_len;
+    let mut f = vec![0u8; ethernet::HEADER_LEN + ipv4::HEADER_LEN + msg_len];
+    let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+    eth.set_dst_addr(OUR);
+    eth.set_src_addr(MacAddr([2, 0, 0, 0, 0, 1]));
+    eth.set_ethertype(EtherType::Ipv4);
+    let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
+    Ipv4Repr {
+        src: CLIENT,
+        dst: VIP,
+        protocol: IpProtocol::Icmp,
+        payload_len: msg_len,
+        ttl: 64,
+        dont_fragment: false,
+        ident: 9,
+        dscp_ecn: 0,
+    }
+    .emit(&mut ip);
+    let mut icmp = Icmpv4Packet::new_unchecked(ip.payload_mut());
+    icmp.set_msg_type(Icmpv4Type::DestinationUnreachable);
+    icmp.set_code(icmpv4::CODE_FRAG_NEEDED);
+    icmp.clear_rest_of_header();
+    icmp.set_next_hop_mtu(1400);
+    let quote = icmp.payload_mut();
+    Ipv4Repr {
+        src: VIP,
+        dst: CLIENT,
+        protocol: IpProtocol::Tcp,
+        payload_len: 1000,
+        ttl: 63,
+        dont_fragment: true,
+        ident: 3,
+        dscp_ecn: 0,
+    }
+    .emit(&mut Ipv4Packet::new_unchecked(
+        &mut quote[..ipv4::HEADER_LEN],
+    ));
+    let mut q = TcpPacket::new_unchecked(&mut quote[ipv4::HEADER_LEN..]);
+    q.set_src_port(80);
+    q.set_dst_port(40000);
+    q.set_seq_number(cookie.wrapping_add(1));
+    icmp.fill_checksum();
+    let mut b = VecBuf::from_bytes(&f);
+    assert_eq!(p.process(&snap, 0, &mut b, NOW + 5), Verdict::Transmit(0));
+    let out = Ipv4Packet::new_checked(&b.data()[ethernet::HEADER_LEN..]).unwrap();
+    assert_eq!(out.dst_addr(), REAL);
+    let msg = Icmpv4Packet::new_checked(out.payload()).unwrap();
+    assert!(msg.verify_checksum());
+    let quoted = &msg.payload()[ipv4::HEADER_LEN..];
+    let q = TcpPacket::new_unchecked(quoted);
+    assert_eq!((q.src_port(), q.dst_port()), (8080, 40000));
+    assert_eq!(q.seq_number(), REAL_ISN + 1, "back in the real's space");
+}
