@@ -297,6 +297,11 @@ fn the_handshake_goes_through_the_proxy_and_both_directions_are_translated() {
     let f = only_flow(&p);
     assert!(f.is_proxied() && f.is_proxy_waiting());
     assert_eq!(f.state(), FlowState::SynSent);
+    assert_eq!(
+        f.trust(),
+        crate::flow::Trust::Unconfirmed,
+        "until the real answers"
+    );
     assert_eq!(p.stats().syn_proxy_cookies_accepted.get(), 1);
 
     // 3. Data before the real answered: dropped, the client retransmits.
@@ -341,7 +346,14 @@ fn the_handshake_goes_through_the_proxy_and_both_directions_are_translated() {
     assert!(ack.payload.is_empty());
     let f = only_flow(&p);
     assert!(f.is_proxied() && !f.is_proxy_waiting());
-    assert_eq!(f.state(), FlowState::Established, "a confirmed flow");
+    assert_eq!(f.state(), FlowState::Established);
+    assert_eq!(f.trust(), crate::flow::Trust::Confirmed, "a confirmed flow");
+    let e = p.flows().entries()[0];
+    assert_eq!(
+        p.flows().trust(e),
+        crate::flow::Trust::Confirmed,
+        "and classed so"
+    );
 
     // 5. Client to real: ack + delta, SACK edges + delta, TSecr - offset.
     let delta = REAL_ISN.wrapping_sub(cookie);
