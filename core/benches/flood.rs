@@ -55,7 +55,11 @@ fn scale() -> Scale {
 }
 
 /// The NAT service's variants (what is added to its config).
-const NAT_VARIANTS: [(&str, &str); 1] = [("no SYN proxy", "")];
+const NAT_VARIANTS: [(&str, &str); 3] = [
+    ("syn_proxy off", "syn_proxy = \"off\""),
+    ("syn_proxy auto", ""),
+    ("syn_proxy on", "syn_proxy = \"on\""),
+];
 
 /// Runs `floods` on a lab: fills the table for 2 s, starts the legitimate
 /// connections spread over the next 3 s, lets them finish, then checks the
@@ -92,13 +96,17 @@ fn scenario(name: &str, nat_extra: &str, floods: &[(Flood, u64)], vip: Ipv4Addr,
     let (est, kept) = lab.check_established();
     let st = lab.stats();
     println!(
-        "{name:<44} {} {:>6}/{:<6} {:>9} {:>7} {:>9.0}",
+        "{name:<44} {} {:>6}/{:<6} {:>9} {:>7} {:>9}",
         cells.join(" "),
         kept,
         est,
         st.flows_evicted.get(),
         st.flow_table_full.get(),
-        spent.as_nanos() as f64 / flood_pkts.max(1) as f64,
+        if flood_pkts == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.0}", spent.as_nanos() as f64 / flood_pkts as f64)
+        },
     );
     lab.pipeline.flows().audit().expect("the queues stay sound");
 }

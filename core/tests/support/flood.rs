@@ -347,12 +347,13 @@ impl Lab {
     /// Starts a legitimate connection to `vip` whose client takes
     /// `delay_ms` to answer the SYN-ACK. Returns the SYN's verdict.
     pub fn connect(&mut self, vip: Ipv4Addr, delay_ms: u32) -> Verdict {
-        // Legitimate clients come from their own /24 (no spoofed tuple
-        // collides with them).
+        // Legitimate clients: 64 connections per address, from
+        // 198.19.240.0/20 (a spoofed tuple may collide with one now and
+        // then, as on the internet).
         let n = self.conns.len() as u32;
         let client = (
-            Ipv4Addr::from(0xc613_ff00 | (n >> 10) & 0xff),
-            2000 + (n & 0x3ff) as u16,
+            Ipv4Addr::from(0xc613_f000 | ((n >> 6) & 0xfff)),
+            2000 + (n & 0x3f) as u16,
         );
         let isn = self.rng.next() as u32;
         self.conns.push(Conn {
