@@ -207,6 +207,9 @@ pub struct Snapshot {
     /// The MSS the SYN proxy announces to clients: the smallest port MTU
     /// less 40 (IPv4 and TCP headers).
     pub syn_proxy_mss: u16,
+    /// The smallest MTU of any port: an IPv4 packet no longer fits every
+    /// port, so only a longer one needs its out-port's MTU looked up.
+    pub min_mtu: u16,
 }
 
 #[inline]
@@ -347,6 +350,7 @@ impl Snapshot {
                 .unwrap_or(1500)
                 .saturating_sub(40)
                 .max(536),
+            min_mtu: config.ports.iter().map(|p| p.mtu).min().unwrap_or(0),
         })
     }
 

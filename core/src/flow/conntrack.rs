@@ -182,6 +182,17 @@ impl Conntrack {
         }
     }
 
+    /// [`Self::reclass`] for the packet path: `inputs` is what
+    /// [`Flow::trust_inputs`] was before the packet; only when that changed
+    /// (rarely: a handshake, a close) is the class worked out and compared.
+    #[inline(always)]
+    fn reclass_if_changed(&mut self, e: u32, inputs: u16, now: u32) {
+        if self.table.get(e).trust_inputs() != inputs {
+            let before = self.table.trust(e);
+            self.reclass(e, before, now);
+        }
+    }
+
     pub fn table(&self) -> &FlowTable {
         &self.table
     }
@@ -234,13 +245,14 @@ impl Conntrack {
                     return Err(DropReason::RealRemoved);
                 }
                 let f = self.table.get_mut(e);
-                let before = f.trust();
                 // SYN proxy hook: a flow whose handshake it answered.
                 if f.proxy != 0 {
+                    let before = f.trust();
                     let r = self.syn_proxy_client(e, tcp, now);
                     self.reclass(e, before, now);
                     return r;
                 }
+                let inputs = f.trust_inputs();
                 f.last_seen = now;
                 match tcp {
                     Some(seg) => f.on_segment(seg, true),
@@ -253,7 +265,7 @@ impl Conntrack {
                     real_id: f.real_id,
                     proxy: ProxyStep::None,
                 };
-                self.reclass(e, before, now);
+                self.reclass_if_changed(e, inputs, now);
                 return Ok(target);
             }
             self.end(e, now);
@@ -462,13 +474,14 @@ impl Conntrack {
             return Err(DropReason::RealRemoved);
         }
         let f = self.table.get_mut(e);
-        let before = f.trust();
         // SYN proxy hook: a flow whose handshake it answered.
         if f.proxy != 0 {
+            let before = f.trust();
             let r = self.syn_proxy_reply(e, tcp, now);
             self.reclass(e, before, now);
             return r;
         }
+        let inputs = f.trust_inputs();
         f.last_seen = now;
         match tcp {
             Some(seg) => f.on_segment(seg, false),
@@ -480,7 +493,7 @@ impl Conntrack {
             real_id: f.real_id,
             proxy: ReplyStep::None,
         };
-        self.reclass(e, before, now);
+        self.reclass_if_changed(e, inputs, now);
         Ok(back)
     }
 

@@ -300,6 +300,13 @@ impl Flow {
         }
     }
 
+    /// What [`Self::trust`] reads that packets change (the state and what
+    /// was seen): when it is the same after a packet, so is the class.
+    #[inline(always)]
+    pub fn trust_inputs(&self) -> u16 {
+        u16::from(self.state as u8) | (u16::from(self.seq_known) << 8)
+    }
+
     /// Records that the client sent more than one packet (UDP trust).
     #[inline]
     pub fn repeated(&mut self) {

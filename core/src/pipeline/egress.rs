@@ -154,6 +154,9 @@ impl Egress {
         from: Ipv4Addr,
         now: u32,
     ) -> Option<Verdict> {
+        if ip.total_len <= snap.min_mtu {
+            return None;
+        }
         let r = route::lookup(snap, to)?;
         let mtu = snap.ports[r.port].mtu;
         if ip.total_len <= mtu {

@@ -99,13 +99,27 @@ impl std::fmt::Debug for Pipeline {
 }
 
 /// What the burst's first pass found out about a TCP or UDP frame to a VIP
-/// or from a NAT real: the hash of the flow-table key it will be looked up
-/// by, and which key.
+/// or from a NAT real, so that the stages neither look it up again nor
+/// wait for the flow table: the service a request is for and the hash of
+/// the flow-table key it will be looked up by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Lookahead {
-    hash: u64,
-    /// A request to a VIP (else a NAT reply).
-    request: bool,
+enum Lookahead {
+    /// A request to service index `service`.
+    Request { hash: u64, service: u32 },
+    /// A NAT real's reply.
+    Reply { hash: u64 },
+    /// To a VIP, on a protocol and port no service listens on.
+    NoService,
+}
+
+impl Lookahead {
+    #[inline(always)]
+    fn hash(self) -> Option<u64> {
+        match self {
+            Lookahead::Request { hash, .. } | Lookahead::Reply { hash } => Some(hash),
+            Lookahead::NoService => None,
+        }
+    }
 }
 
 impl Pipeline {
@@ -201,13 +215,16 @@ impl Pipeline {
             for pkt in &pkts[base..base + m] {
                 let parsed = classify_offloaded(pkt.data(), pkt.rx_ip_checksum());
                 let ahead = lookahead(snap, self.conntrack.seed(), &parsed);
-                if let Some(h) = ahead {
-                    self.conntrack.prefetch_slot(h.hash);
+                if let Some(h) = ahead.and_then(Lookahead::hash) {
+                    self.conntrack.prefetch_slot(h);
                 }
                 chunk.push(Classified { parsed, ahead });
             }
-            for h in chunk.iter().filter_map(|c| c.ahead) {
-                self.conntrack.prefetch_entry(h.hash);
+            for h in chunk
+                .iter()
+                .filter_map(|c| c.ahead.and_then(Lookahead::hash))
+            {
+                self.conntrack.prefetch_entry(h);
             }
             for (i, c) in chunk.iter().enumerate() {
                 verdicts[base + i] =
@@ -290,14 +307,34 @@ impl Pipeline {
         now: u32,
         ahead: Option<Lookahead>,
     ) -> Verdict {
-        // The burst's lookahead already looked the destination up as a VIP;
-        // when it is not one, only the port's own address can be ours (the
-        // rest of `Snapshot::is_local`). `process` and `process_burst` agree.
-        let for_us = match ahead {
-            Some(h) if h.request => true,
-            Some(_) => snap.ports[in_port].address.address == ip.dst,
-            None => snap.is_local(in_port, ip.dst),
-        };
+        // The burst's lookahead already sorted TCP and UDP to VIPs and from
+        // NAT reals (the checks below, in the same order, give the same
+        // verdicts): `process` and `process_burst` agree.
+        match ahead {
+            Some(Lookahead::Request { service, .. }) => {
+                if ip.ttl <= 1 {
+                    return Verdict::Drop(DropReason::TtlExceeded);
+                }
+                if let Some((ports, tcp)) = ip.l4.ports() {
+                    return self.request(snap, service as usize, pkt, ip, ports, tcp, now, ahead);
+                }
+            }
+            Some(Lookahead::NoService) => return Verdict::Drop(DropReason::NoService),
+            Some(Lookahead::Reply { .. }) => {
+                if snap.ports[in_port].address.address == ip.dst {
+                    // To our own address, not a client's: nothing we forward.
+                    return Verdict::Drop(DropReason::NotForUs);
+                }
+                if ip.ttl <= 1 {
+                    return Verdict::Drop(DropReason::TtlExceeded);
+                }
+                if let Some((ports, tcp)) = ip.l4.ports() {
+                    return self.reply(snap, in_port, pkt, ip, ports, tcp, now, ahead);
+                }
+            }
+            None => {}
+        }
+        let for_us = snap.is_local(in_port, ip.dst);
         if for_us {
             if ip.protocol == IpProtocol::Icmp {
                 return self.icmp_to_us(snap, in_port, pkt, ip, now);
@@ -372,7 +409,9 @@ impl Pipeline {
             vip_port: svc.port,
         };
         let table = self.conntrack.table();
-        let hash = ahead.map_or_else(|| table.key_hash(&key), |h| h.hash);
+        let hash = ahead
+            .and_then(Lookahead::hash)
+            .unwrap_or_else(|| table.key_hash(&key));
         debug_assert_eq!(hash, table.key_hash(&key), "the lookahead hashed this key");
         let target = match self.conntrack.lookup_or_create(
             snap,
@@ -482,7 +521,9 @@ impl Pipeline {
             client_port: ports.dst,
         };
         let table = self.conntrack.table();
-        let hash = ahead.map_or_else(|| table.reply_key_hash(&key), |h| h.hash);
+        let hash = ahead
+            .and_then(Lookahead::hash)
+            .unwrap_or_else(|| table.reply_key_hash(&key));
         debug_assert_eq!(
             hash,
             table.reply_key_hash(&key),
@@ -685,15 +726,16 @@ fn lookahead(
     };
     let (ports, _) = ip.l4.ports()?;
     let proto = u8::from(ip.protocol);
-    if snap.is_vip(ip.dst) {
-        Some(Lookahead {
+    if let Some(service) = snap.service_for(proto, ip.dst, ports.dst) {
+        Some(Lookahead::Request {
             hash: seed.flow(proto, ip.src, ports.src, ip.dst, ports.dst),
-            request: true,
+            service: service as u32,
         })
+    } else if snap.is_vip(ip.dst) {
+        Some(Lookahead::NoService)
     } else if snap.is_nat_endpoint(proto, ip.src, ports.src) {
-        Some(Lookahead {
+        Some(Lookahead::Reply {
             hash: seed.reply(proto, ip.src, ports.src, ip.dst, ports.dst),
-            request: false,
         })
     } else {
         None
