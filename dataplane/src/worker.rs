@@ -165,7 +165,11 @@ impl Worker {
                 for (m, v) in rx_burst.drain().zip(v.iter()) {
                     if let Some((m, v)) = route(*v, m, &mut l.out, &mut self.tx, &stats) {
                         match v {
-                            Verdict::HandOff(w) if w < workers && self.handoff_out[w].is_some() => {
+                            Verdict::HandOff(w)
+                                if usize::from(w) < workers
+                                    && self.handoff_out[usize::from(w)].is_some() =>
+                            {
+                                let w = usize::from(w);
                                 if let Err(m) = l.handoff[w].push(m) {
                                     // The burst is full: pass it on now and
                                     // start another.
@@ -256,8 +260,8 @@ fn route(
     stats: &WorkerStats,
 ) -> Option<(Mbuf, Verdict)> {
     match v {
-        Verdict::Transmit(to) if to < out.len() => {
-            enqueue(out, tx, to, m, stats);
+        Verdict::Transmit(to) if usize::from(to) < out.len() => {
+            enqueue(out, tx, usize::from(to), m, stats);
             None
         }
         Verdict::Transmit(_) => {
@@ -279,7 +283,7 @@ fn hold(l: &mut Loop, m: Mbuf, v: Verdict, now: u32, stats: &WorkerStats) {
             Some(slot) => {
                 *slot = Some(Held {
                     mbuf: m,
-                    port,
+                    port: usize::from(port),
                     next_hop,
                     since: now,
                 });

@@ -279,12 +279,16 @@ impl Egress {
                         self.ask(port, next_hop);
                     }
                     forward::set_macs(pkt.data_mut(), MacAddr::ZERO, src);
-                    return Verdict::Hold { port, next_hop };
+                    return Verdict::Hold {
+                        port: port as u16,
+                        next_hop,
+                    };
                 }
             },
         };
         forward::set_macs(pkt.data_mut(), mac, src);
-        Verdict::Transmit(port)
+        // Port indices are below stats::MAX_PORTS.
+        Verdict::Transmit(port as u16)
     }
 
     fn ask(&mut self, port: usize, target: Ipv4Addr) {

@@ -85,7 +85,7 @@ pub(super) fn arp(
     frame.set_dst_addr(peer);
     frame.set_src_addr(our_mac);
     stats.arp_replies.incr();
-    Verdict::Transmit(port)
+    Verdict::Transmit(port as u16)
 }
 
 /// The length of the ARP request [`build_arp_request`] writes.
@@ -156,5 +156,5 @@ pub(super) fn icmp(
     frame.set_dst_addr(peer);
     frame.set_src_addr(our_mac);
     stats.icmp_echo_replies.incr();
-    Verdict::Transmit(port)
+    Verdict::Transmit(port as u16)
 }

@@ -44,21 +44,26 @@ use crate::synproxy::CookieKey;
 use crate::wire::{EthernetFrame, IpProtocol};
 use egress::Egress;
 
-/// The fate of a frame.
+/// The fate of a frame. Eight bytes, so that it travels in a register:
+/// port and worker indices are small (`stats::MAX_PORTS`, the lcores), and
+/// a wider verdict, built on the stack with a narrow store and copied out
+/// with a wide load, stalled store forwarding on every dropped packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Send the (rewritten) frame out of this port index.
-    Transmit(usize),
+    Transmit(u16),
     /// Drop it, counting the reason.
     Drop(DropReason),
     /// Give it, untouched, to this worker: it owns the flow.
-    HandOff(usize),
+    HandOff(u16),
     /// Rewritten except for the destination MAC, which is being resolved:
     /// hold it, then send it out of `port` to `next_hop`'s MAC.
-    Hold { port: usize, next_hop: Ipv4Addr },
+    Hold { port: u16, next_hop: Ipv4Addr },
     /// Used up here (an ARP reply we learned from).
     Consumed,
 }
+
+const _: () = assert!(std::mem::size_of::<Verdict>() == 8);
 
 /// How many entries the sweep looks at per call.
 pub const SWEEP_BUDGET: usize = 256;
@@ -694,7 +699,8 @@ impl Pipeline {
         let owner = flow::owner_of(client, self.workers);
         (owner != self.index).then(|| {
             self.stats.handoffs_out.incr();
-            Verdict::HandOff(owner)
+            // Worker indices are below the lcore count (at most 128).
+            Verdict::HandOff(owner as u16)
         })
     }
 

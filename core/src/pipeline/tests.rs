@@ -51,7 +51,7 @@ fn pipeline(snap: &Snapshot, index: usize, workers: usize, capacity: usize) -> P
 /// What a verdict looks like in a fixture.
 fn outcome(v: Verdict, buf: &VecBuf) -> Result<(usize, Vec<u8>), String> {
     match v {
-        Verdict::Transmit(p) => Ok((p, buf.to_vec())),
+        Verdict::Transmit(p) => Ok((usize::from(p), buf.to_vec())),
         Verdict::Drop(r) => Err(r.as_str().to_string()),
         Verdict::Consumed => Err("consumed".into()),
         other => Err(format!("{other:?}")),
@@ -758,7 +758,7 @@ mod robustness {
             let mut buf = VecBuf::from_bytes(&bytes);
             let v = p.process(&snap, port, &mut buf, 5);
             if let Verdict::Transmit(out) = v {
-                prop_assert!(out < snap.ports.len());
+                prop_assert!(usize::from(out) < snap.ports.len());
                 prop_assert!(buf.len() >= 14);
             }
         }

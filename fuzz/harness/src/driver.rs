@@ -399,10 +399,11 @@ impl Driver {
         }
         match v {
             Verdict::Transmit(port) => {
-                self.check_sent(snap, port, false, &f);
+                self.check_sent(snap, usize::from(port), false, &f);
                 self.t.sent += 1;
             }
             Verdict::Hold { port, next_hop } => {
+                let port = usize::from(port);
                 self.check_sent(snap, port, true, &f);
                 let worker = &mut self.workers[w];
                 if worker.held.len() < HOLD_SLOTS {
@@ -430,6 +431,7 @@ impl Driver {
                 }
             }
             Verdict::HandOff(to) => {
+                let to = usize::from(to);
                 self.t.handoffs += 1;
                 if handed_in {
                     self.v.add(
