@@ -78,14 +78,7 @@ impl IndexSeed {
         vip: Ipv4Addr,
         vip_port: u16,
     ) -> u64 {
-        self.mix(
-            proto,
-            client,
-            client_port,
-            vip,
-            vip_port,
-            0x9e37_79b9_7f4a_7c15,
-        )
+        self.mix(proto, client, client_port, vip, vip_port, FLOW_DOMAIN)
     }
 
     /// The index hash of a NAT reply's key (its own domain, so that the two
@@ -99,14 +92,7 @@ impl IndexSeed {
         client: Ipv4Addr,
         client_port: u16,
     ) -> u64 {
-        self.mix(
-            proto,
-            real,
-            real_port,
-            client,
-            client_port,
-            0xd6e8_feb8_6659_fd93,
-        )
+        self.mix(proto, real, real_port, client, client_port, REPLY_DOMAIN)
     }
 
     #[inline]
@@ -123,11 +109,15 @@ impl IndexSeed {
         let b = (u64::from(x_port) << 24) | (u64::from(y_port) << 8) | u64::from(proto);
         // The port half goes through a keyed mix, and the address half is
         // keyed before the final one: without the keys, which tuples share
-        // low bits of the result cannot be worked out (the same two mixes
-        // as the fixed hash, so a lookup costs no more).
+        // low bits of the result cannot be worked out. (A single folded
+        // 64 x 64 -> 128-bit multiply was tried instead: 2-5 % faster at
+        // 1k flows, 3-4 % slower at 1M, within what code placement moves.)
         mix64(a ^ self.k0 ^ mix64(b ^ self.k1 ^ domain))
     }
 }
+
+const FLOW_DOMAIN: u64 = 0x9e37_79b9_7f4a_7c15;
+const REPLY_DOMAIN: u64 = 0xd6e8_feb8_6659_fd93;
 
 /// The hash of a client address alone (source hashing, persistence).
 #[inline]
@@ -143,7 +133,9 @@ pub fn owner_of(client: Ipv4Addr, workers: usize) -> usize {
     if workers <= 1 {
         return 0;
     }
-    ((source_hash(client) >> 32) as usize) % workers
+    // The top 32 bits scaled to [0, workers) by a multiply (Lemire's
+    // range reduction) rather than a division on every packet.
+    (((source_hash(client) >> 32) * workers as u64) >> 32) as usize
 }
 
 #[cfg(test)]
