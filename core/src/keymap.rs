@@ -42,7 +42,7 @@ impl KeyMap {
         KeyMap { slots, mask }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn get(&self, key: u64) -> Option<u32> {
         let mut i = (mix64(key) as usize) & self.mask;
         loop {

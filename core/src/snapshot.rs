@@ -402,7 +402,7 @@ impl Snapshot {
     }
 
     /// The static neighbor entry for `ip`.
-    #[inline]
+    #[inline(always)]
     pub fn static_neighbor(&self, ip: Ipv4Addr) -> Option<MacAddr> {
         self.neighbor_index
             .get(u64::from(u32::from(ip)))
