@@ -32,7 +32,8 @@ pub struct Step {
     /// The frame received.
     pub input: Vec<u8>,
     /// The frame sent and the index of the port it leaves by, or the drop
-    /// reason's metric label (`"consumed"`: used, not sent).
+    /// reason's metric label (`"consumed"`: used, not sent; `"deferred"`:
+    /// kept by the worker to run again later, the SYN proxy's early data).
     pub output: Result<(usize, Vec<u8>), String>,
 }
 
@@ -53,6 +54,8 @@ const CONFIG_FILE: &str = "lb.toml";
 const STEPS_FILE: &str = "steps.txt";
 /// The label of a frame used and not sent (an ARP reply learned).
 const CONSUMED: &str = "consumed";
+/// The label of a frame kept to run again later (`Verdict::Defer`).
+const DEFERRED: &str = "deferred";
 
 /// `<repo>/tests/fixtures`, found from lb-core's CARGO_MANIFEST_DIR at compile time.
 pub fn fixtures_dir() -> PathBuf {
@@ -65,7 +68,7 @@ pub fn fixtures_dir() -> PathBuf {
 /// Beyond the syntax of `steps.txt`, the scenario must make sense: its
 /// `lb.toml` must be a valid configuration with as many `[[ports]]` as
 /// `macs:` lists, every port index must name one of them, and every drop
-/// label must be a drop reason's label or `consumed`.
+/// label must be a drop reason's label, `consumed` or `deferred`.
 pub fn load(dir: &Path) -> Result<Scenario, String> {
     let name = dir
         .file_name()
@@ -360,13 +363,13 @@ fn hex(text: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// A drop label: a drop reason's metric label, or `consumed`.
+/// A drop label: a drop reason's metric label, `consumed` or `deferred`.
 fn label(text: &str) -> Result<String, String> {
-    if text == CONSUMED || DropReason::ALL.iter().any(|r| r.as_str() == text) {
+    if text == CONSUMED || text == DEFERRED || DropReason::ALL.iter().any(|r| r.as_str() == text) {
         Ok(text.to_string())
     } else {
         Err(format!(
-            "unknown drop label {text:?}: expected a drop reason's label or `{CONSUMED}`"
+            "unknown drop label {text:?}: expected a drop reason's label, `{CONSUMED}` or `{DEFERRED}`"
         ))
     }
 }

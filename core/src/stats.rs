@@ -72,8 +72,11 @@ pub enum DropReason {
     /// of ours (a spoofed or very late ACK) while the SYN proxy is on.
     SynProxyBadCookie,
     /// A segment of a proxied flow that is waiting for its real's SYN-ACK
-    /// (client data: the client retransmits it), or a real's segment that
-    /// does not complete the handshake.
+    /// and is not deferred (`pipeline::DeferList`): client data beyond its
+    /// flow's share or with every slot taken, kept too long, or whose flow
+    /// closed meanwhile, and anything else the client sends then (the
+    /// client retransmits what matters); or a real's segment that does not
+    /// complete the handshake.
     SynProxyPending,
 }
 
@@ -235,6 +238,9 @@ pub struct WorkerStats {
     /// SYN proxy: ACKs whose cookie checked out (a flow and a SYN to a
     /// real each).
     pub syn_proxy_cookies_accepted: Counter,
+    /// SYN proxy: client segments kept while their flow waited for the
+    /// real's SYN-ACK, to be sent on once it answered (each counted once).
+    pub syn_proxy_deferred: Counter,
     /// Packets the tx queue of each port did not take.
     pub tx_failed: [Counter; MAX_PORTS],
     drops: [Counter; DropReason::COUNT],
@@ -268,6 +274,7 @@ impl Default for WorkerStats {
             icmp_errors_forwarded: Counter::default(),
             syn_proxy_cookies_sent: Counter::default(),
             syn_proxy_cookies_accepted: Counter::default(),
+            syn_proxy_deferred: Counter::default(),
             tx_failed: Default::default(),
             drops: Default::default(),
             reals: (0..crate::snapshot::MAX_REALS)

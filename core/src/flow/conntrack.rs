@@ -45,8 +45,8 @@ use std::sync::Arc;
 use lb_config::{ForwardingMethod, SchedulerKind};
 
 use super::synproxy::{
-    Cover, Pressure, ProxyStep, ReplyStep, Waiting, PROXY_CLIENT_WS, PROXY_ON, PROXY_REAL_WS,
-    PROXY_TS, PROXY_WAITING,
+    Cover, Deferrals, Pressure, ProxyStep, ReplyStep, Waiting, PROXY_CLIENT_WS, PROXY_ON,
+    PROXY_REAL_WS, PROXY_TS, PROXY_WAITING,
 };
 use super::{
     Flow, FlowKey, FlowState, FlowTable, IndexSeed, NewFlow, ReplyKey, Segment, Trust,
@@ -107,6 +107,9 @@ pub struct Conntrack {
     /// answered (`AckToReal`).
     adjust: TcpAdjust,
     waiting: Waiting,
+    /// SYN proxy: client segments deferred while their flow waited
+    /// (`flow/synproxy.rs`).
+    pub(super) defer: Deferrals,
 }
 
 impl std::fmt::Debug for Conntrack {
@@ -142,6 +145,7 @@ impl Conntrack {
             pressure: Pressure::default(),
             adjust: TcpAdjust::default(),
             waiting: Waiting::default(),
+            defer: Deferrals::default(),
         }
     }
 
@@ -706,13 +710,22 @@ impl Conntrack {
                 // number is the client's own) and the flow closes.
                 f.last_seen = now;
                 f.on_segment(seg, true);
+                self.defer.changed(f);
                 self.adjust = TcpAdjust::default();
                 return Ok(Target {
                     proxy: ProxyStep::Translate,
                     ..target
                 });
             }
-            return Err(DropReason::SynProxyPending);
+            // Data before the real answered: kept for later, or dropped.
+            let step = self.defer.early(f, seg)?;
+            return Ok(Target {
+                proxy: step,
+                ..target
+            });
+        }
+        if let Some(step) = self.defer.after_answer(f, seg) {
+            return step.map(|proxy| Target { proxy, ..target });
         }
         f.last_seen = now;
         // Its acknowledgment number is in the client's view of the real's
@@ -776,6 +789,7 @@ impl Conntrack {
                 f.proxy &= !PROXY_WAITING;
                 f.last_seen = now;
                 f.on_segment(seg, false);
+                self.defer.changed(f);
                 self.adjust = f.proxy_to_client();
                 return Ok(ReplyTarget {
                     proxy: ReplyStep::Translate,
@@ -903,6 +917,7 @@ impl Conntrack {
             len: 0,
         };
         f.on_segment(ack, true);
+        self.defer.changed(f);
         let flow = *f;
         self.reclass(w.entry, before, now);
         flow

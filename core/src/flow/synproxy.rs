@@ -12,10 +12,13 @@
 //! sender's space, and the window checks work as for any flow.
 
 use std::cell::Cell;
+use std::net::Ipv4Addr;
 
-use super::Flow;
+use super::{seq_near, Flow, FlowState, Segment};
 use crate::forward::TcpAdjust;
-use crate::synproxy::ADVERTISED_WSCALE;
+use crate::stats::DropReason;
+use crate::synproxy::{ADVERTISED_WSCALE, SYNACK_WINDOW};
+use crate::wire::TcpFlags;
 
 /// The proxy answered this flow's handshake.
 pub const PROXY_ON: u8 = 1;
@@ -28,6 +31,17 @@ pub const PROXY_TS: u8 = 4;
 pub const PROXY_CLIENT_WS: u8 = 8;
 /// The real answered with window scale too (scaling is on with it).
 pub const PROXY_REAL_WS: u8 = 16;
+/// How many of the client's segments were deferred while the flow waited
+/// (a count in these two bits, at most [`DEFER_PER_FLOW`]); once the real
+/// answered, nonzero until the first of them is re-run (see [`Deferrals`]).
+pub const PROXY_DEFERRED: u8 = 32 | 64;
+const PROXY_DEFERRED_ONE: u8 = 32;
+
+/// The most client segments one waiting flow may have deferred: a request
+/// that takes two segments (a TLS ClientHello with a post-quantum key
+/// share is about 1.8 kB) goes through whole, and one client holds at most
+/// this many of a worker's slots per connection it proved with a cookie.
+pub const DEFER_PER_FLOW: u8 = 2;
 
 /// The flow's proxy state when the real's SYN-ACK arrives: what the
 /// pipeline needs to turn it into the ACK to the real.
@@ -58,6 +72,10 @@ pub enum ProxyStep {
     /// chosen). `engaged`: a bad cookie is dropped; else (auto on standby)
     /// the packet goes on as without the proxy.
     CheckCookie { engaged: bool },
+    /// Keep the segment, untouched, and run it again later (see
+    /// [`Deferrals`]): client data for a flow still waiting for its real's
+    /// SYN-ACK, or a segment that must not overtake such data.
+    Defer,
 }
 
 /// What the SYN proxy makes of a real's packet (in
@@ -181,5 +199,187 @@ impl Pressure {
         };
         self.0.set(on);
         on
+    }
+}
+
+/// How many flows [`DeferReady`] names before it stands for all of them.
+const READY_FLOWS: usize = 16;
+
+/// The flows whose deferred segments are to run again at the worker's next
+/// pass over them, by client address and port (a segment of another flow
+/// that shares them only runs again early, and finds it still waits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeferReady {
+    flows: [(u32, u16); READY_FLOWS],
+    len: u8,
+    /// More flows than it names: every deferred segment is to run again.
+    all: bool,
+}
+
+impl DeferReady {
+    /// Every flow.
+    pub const ALL: DeferReady = DeferReady {
+        flows: [(0, 0); READY_FLOWS],
+        len: 0,
+        all: true,
+    };
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0 && !self.all
+    }
+
+    /// Whether segments of the flow of `client`:`client_port` are to run
+    /// again.
+    pub fn covers(&self, client: Ipv4Addr, client_port: u16) -> bool {
+        self.all || self.flows[..usize::from(self.len)].contains(&(u32::from(client), client_port))
+    }
+
+    fn add(&mut self, client: Ipv4Addr, client_port: u16) {
+        if self.covers(client, client_port) {
+            return;
+        }
+        match self.flows.get_mut(usize::from(self.len)) {
+            Some(slot) => {
+                *slot = (u32::from(client), client_port);
+                self.len += 1;
+            }
+            None => self.all = true,
+        }
+    }
+}
+
+/// Client segments the SYN proxy defers instead of dropping, as the flow
+/// table sees them (the frames themselves are the worker's, in a
+/// `pipeline::DeferList`).
+///
+/// While a proxied flow waits for its real's SYN-ACK, a segment from its
+/// client that carries data or a FIN, acknowledges the cookie exactly (so
+/// its sender saw our SYN-ACK: nobody injects blindly) and fits the window
+/// our SYN-ACK offered is deferred (`ProxyStep::Defer`), up to
+/// [`DEFER_PER_FLOW`] per flow, counted in the flow's [`PROXY_DEFERRED`]
+/// bits; beyond that, or anything else, is dropped (`syn_proxy_pending`)
+/// as before. Nothing of the flow's tracking moves for a deferred segment.
+///
+/// When the flow stops waiting (its real answered, or refused) or its
+/// client resets it, the flow is named in [`DeferReady`], and the worker
+/// runs its deferred segments again, in the order they came, after the
+/// burst (`Pipeline::process_deferred`): each then goes on exactly as a
+/// segment arriving at that moment would (translated into the real's
+/// sequence space), or is dropped if its flow closed or is gone; never
+/// does a re-run defer again past its flow's count or make a flow.
+///
+/// Order: a client segment that arrives after the answer but before that
+/// pass (later in the same burst, say) is deferred too, behind them
+/// (`after_answer`), so the real gets the client's bytes in the order the
+/// client sent them. Once the pass ran, the flow's bits are clear and its
+/// segments take the fast path again.
+#[derive(Debug, Default)]
+pub struct Deferrals {
+    /// The pipeline is running a deferred segment again.
+    rerun: bool,
+    ready: DeferReady,
+}
+
+impl Deferrals {
+    /// Hook: a client's segment (neither SYN nor RST) for `f`, which still
+    /// waits for its real.
+    #[inline(never)]
+    pub(super) fn early(&mut self, f: &mut Flow, seg: Segment) -> Result<ProxyStep, DropReason> {
+        let offset = u64::from(seg.seq.wrapping_sub(f.client_next));
+        let keep = seg.len > 0
+            && seg.flags.contains(TcpFlags::ACK)
+            && !seg.flags.intersects(TcpFlags::SYN | TcpFlags::RST)
+            && seg.ack == f.proxy_seq.wrapping_add(1)
+            && offset + u64::from(seg.len) <= u64::from(SYNACK_WINDOW)
+            && f.state() == FlowState::SynSent;
+        if !keep {
+            return Err(DropReason::SynProxyPending);
+        }
+        if self.rerun {
+            // Deferred already (and counted): it stays.
+            return Ok(ProxyStep::Defer);
+        }
+        if (f.proxy & PROXY_DEFERRED) / PROXY_DEFERRED_ONE >= DEFER_PER_FLOW {
+            return Err(DropReason::SynProxyPending);
+        }
+        f.proxy += PROXY_DEFERRED_ONE;
+        Ok(ProxyStep::Defer)
+    }
+
+    /// Hook: a client's segment `seg` for `f`, which no longer waits,
+    /// before the flow sees it. None: on as usual.
+    #[inline]
+    pub(super) fn after_answer(
+        &mut self,
+        f: &mut Flow,
+        seg: Segment,
+    ) -> Option<Result<ProxyStep, DropReason>> {
+        if f.proxy & PROXY_DEFERRED == 0 && !self.rerun {
+            return None;
+        }
+        self.after_answer_cold(f, seg)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn after_answer_cold(
+        &mut self,
+        f: &mut Flow,
+        seg: Segment,
+    ) -> Option<Result<ProxyStep, DropReason>> {
+        if self.rerun {
+            // Its deferred segments run now, in order: the flow's bits
+            // are done with.
+            f.proxy &= !PROXY_DEFERRED;
+            // Not if the real refused or the flow was reset meanwhile, nor
+            // into a later connection on the same tuple (its flow lost,
+            // and made again by a retransmission): one that starts
+            // elsewhere in the client's sequence space.
+            if f.state() == FlowState::Closed || !seq_near(seg.seq, f.client_next) {
+                return Some(Err(DropReason::SynProxyPending));
+            }
+            return None;
+        }
+        if self.ready.covers(f.client(), f.client_port()) {
+            // Answered since the last pass: behind its deferred segments.
+            return Some(Ok(ProxyStep::Defer));
+        }
+        // None of them is left (each ran, or was dropped by the worker):
+        // forget them.
+        f.proxy &= !PROXY_DEFERRED;
+        None
+    }
+
+    /// Hook: `f` stopped waiting (its real answered or refused), or its
+    /// client reset it: its deferred segments, if any, are to run again.
+    #[inline]
+    pub(super) fn changed(&mut self, f: &Flow) {
+        if f.proxy & PROXY_DEFERRED != 0 {
+            self.ready.add(f.client(), f.client_port());
+        }
+    }
+}
+
+impl super::Conntrack {
+    /// Whether the packets looked up from now on are deferred segments
+    /// running again (`Pipeline::process_deferred`).
+    pub fn set_defer_rerun(&mut self, on: bool) {
+        self.defer.rerun = on;
+    }
+
+    pub fn defer_rerun(&self) -> bool {
+        self.defer.rerun
+    }
+
+    /// Whether some flow's deferred segments are ready to run again.
+    #[inline]
+    pub fn defer_ready(&self) -> bool {
+        !self.defer.ready.is_empty()
+    }
+
+    /// The flows whose deferred segments are ready to run again, forgotten
+    /// here: the caller runs them now.
+    pub fn take_defer_ready(&mut self) -> DeferReady {
+        std::mem::take(&mut self.defer.ready)
     }
 }

@@ -19,6 +19,7 @@
 //! tests and under the fuzzer.
 
 pub mod classify;
+mod deferred;
 mod egress;
 mod local;
 mod synproxy;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 use lb_config::{ForwardingMethod, MacAddr};
 
 pub use classify::{classify, classify_offloaded, Ipv4Meta, Parsed, Ports, L3, L4};
+pub use deferred::{DeferList, DEFER_MS, DEFER_SLOTS};
 pub use egress::{ArpRequest, ICMP_BURST, ICMP_RATE};
 pub use local::{build_arp_request, ARP_REQUEST_LEN};
 
@@ -61,6 +63,11 @@ pub enum Verdict {
     Hold { port: u16, next_hop: Ipv4Addr },
     /// Used up here (an ARP reply we learned from).
     Consumed,
+    /// Untouched, to be kept and run again with
+    /// [`Pipeline::process_deferred`] (a [`DeferList`] does both): a SYN
+    /// proxy client's early data, whose flow (`client`:`client_port`, the
+    /// frame's source) waits for its real.
+    Defer { client_port: u16, client: Ipv4Addr },
 }
 
 const _: () = assert!(std::mem::size_of::<Verdict>() == 8);

@@ -39,6 +39,17 @@ impl Pipeline {
         step: ProxyStep,
         now: u32,
     ) -> Next {
+        if step == ProxyStep::Defer {
+            // Kept as it is, for later (see `flow::synproxy::Deferrals`).
+            return Next::Done(Verdict::Defer {
+                client_port: ports.src,
+                client: ip.src,
+            });
+        }
+        if self.conntrack.defer_rerun() {
+            // A deferred segment whose flow is gone: it makes no new one.
+            return Next::Done(Verdict::Drop(DropReason::SynProxyPending));
+        }
         let seen = frames::read(pkt.data(), ip.end(), ip.src, ip.dst);
         let tuple = CookieTuple {
             client: ip.src,
@@ -81,7 +92,7 @@ impl Pipeline {
                     },
                 }
             }
-            ProxyStep::None | ProxyStep::Translate => {
+            ProxyStep::None | ProxyStep::Translate | ProxyStep::Defer => {
                 debug_assert!(false, "not a step for a new connection");
                 Next::Done(Verdict::Drop(DropReason::NoFlow))
             }

@@ -304,15 +304,17 @@ fn the_handshake_goes_through_the_proxy_and_both_directions_are_translated() {
     );
     assert_eq!(p.stats().syn_proxy_cookies_accepted.get(), 1);
 
-    // 3. Data before the real answered: dropped, the client retransmits.
+    // 3. Data before the real answered: deferred, untouched (the tests of
+    //    `DeferList` below follow it further).
+    let mut list = DeferList::new(DEFER_SLOTS, DEFER_MS);
     let early = Seg {
         payload: b"GET / HTTP/1.0\r\n\r\n".to_vec(),
         options: ts_opt(5002, NOW),
         ..seg(C, V, PSHACK, ISN.wrapping_add(1), cookie.wrapping_add(1))
     };
     assert_eq!(
-        run(&mut p, &snap, &early, NOW + 1),
-        dropped(DropReason::SynProxyPending)
+        run_or_defer(&mut p, &snap, &mut list, &early, NOW + 1),
+        DEFERRED
     );
 
     // 4. The real's SYN-ACK becomes the ACK to the real.
@@ -354,6 +356,9 @@ fn the_handshake_goes_through_the_proxy_and_both_directions_are_translated() {
         crate::flow::Trust::Confirmed,
         "and classed so"
     );
+    // The pass after the burst sends the deferred data on.
+    let sent = release(&mut p, &snap, &mut list, NOW + 2);
+    assert!(matches!(&sent[..], [Ok(s)] if s.payload == early.payload && s.dst == R));
 
     // 5. Client to real: ack + delta, SACK edges + delta, TSecr - offset.
     let delta = REAL_ISN.wrapping_sub(cookie);
@@ -766,4 +771,322 @@ fn an_icmp_error_from_the_client_quotes_the_reals_sequence_number() {
     let q = TcpPacket::new_unchecked(quoted);
     assert_eq!((q.src_port(), q.dst_port()), (8080, 40000));
     assert_eq!(q.seq_number(), REAL_ISN + 1, "back in the real's space");
+}
+
+// Early data: deferred, then sent on once the real answered (`DeferList`).
+
+use super::{DeferList, DEFER_MS, DEFER_SLOTS};
+use crate::flow::synproxy::DEFER_PER_FLOW;
+
+const DEFERRED: Verdict = Verdict::Defer {
+    client_port: C.1,
+    client: CLIENT,
+};
+const FINACK: u8 = 0x11;
+
+/// The client's data `offset` bytes into its stream, sent before it heard
+/// anything after the cookie SYN-ACK.
+fn early_data(cookie: u32, offset: u32, payload: &[u8]) -> Seg {
+    Seg {
+        payload: payload.to_vec(),
+        options: ts_opt(5002 + offset, NOW),
+        ..seg(
+            C,
+            V,
+            PSHACK,
+            ISN.wrapping_add(1 + offset),
+            cookie.wrapping_add(1),
+        )
+    }
+}
+
+/// The real's SYN-ACK of [`established`].
+fn real_synack() -> Seg {
+    Seg {
+        window: 65160,
+        options: opts(TcpOptions {
+            mss: Some(1460),
+            wscale: Some(5),
+            sack_permitted: true,
+            timestamps: Some(Timestamps {
+                val: 777,
+                ecr: 5001,
+            }),
+        }),
+        ..seg(R, C, SYNACK, REAL_ISN, ISN.wrapping_add(1))
+    }
+}
+
+/// Runs `s` as a worker does: a deferred frame (which must be untouched)
+/// goes to `list`. The verdict.
+fn run_or_defer(
+    p: &mut Pipeline,
+    snap: &Snapshot,
+    list: &mut DeferList<VecBuf>,
+    s: &Seg,
+    now: u32,
+) -> Verdict {
+    let frame = s.frame();
+    let mut b = VecBuf::from_bytes(&frame);
+    let v = p.process(snap, 0, &mut b, now);
+    if let Verdict::Defer { .. } = v {
+        assert_eq!(b.data(), &frame[..], "a deferred frame is untouched");
+        let stats = Arc::clone(p.stats());
+        assert!(list.push(b, 0, v, now, &stats).is_ok(), "a free slot");
+    }
+    v
+}
+
+/// The worker's pass over `list`: what left it, in order.
+fn release(
+    p: &mut Pipeline,
+    snap: &Snapshot,
+    list: &mut DeferList<VecBuf>,
+    now: u32,
+) -> Vec<Result<Seg, Verdict>> {
+    let mut out = Vec::new();
+    list.release(p, snap, now, |b, v| {
+        out.push(match v {
+            Verdict::Transmit(0) => Ok(Seg::read(b.data())),
+            v => Err(v),
+        })
+    });
+    out
+}
+
+#[test]
+fn early_data_is_deferred_and_sent_on_translated_once_the_real_answers() {
+    let (snap, mut p) = setup("on", 64);
+    let mut list = DeferList::new(DEFER_SLOTS, DEFER_MS);
+    let cookie = handshake_to_real(&mut p, &snap);
+    let early = early_data(cookie, 0, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(
+        run_or_defer(&mut p, &snap, &mut list, &early, NOW + 1),
+        DEFERRED
+    );
+    assert_eq!(p.stats().syn_proxy_deferred.get(), 1);
+    assert!(only_flow(&p).is_proxy_waiting());
+    // While the flow waits, a pass has nothing to do; a forced one (after
+    // a reload) keeps it, and does not count it again.
+    assert!(!list.due(&p, NOW + 1));
+    assert!(release(&mut p, &snap, &mut list, NOW + 1).is_empty());
+    list.recheck();
+    assert!(list.due(&p, NOW + 1));
+    assert!(release(&mut p, &snap, &mut list, NOW + 1).is_empty());
+    assert_eq!(list.len(), 1);
+    assert_eq!(p.stats().syn_proxy_deferred.get(), 1);
+
+    // The real answers: its SYN-ACK becomes the ACK to the real, and the
+    // pass after the burst sends the data on, translated.
+    let ack = run(&mut p, &snap, &real_synack(), NOW + 2).expect("ACK to the real");
+    assert_eq!((ack.dst, ack.flags), (R, ACK));
+    assert!(list.due(&p, NOW + 2));
+    let out = release(&mut p, &snap, &mut list, NOW + 2);
+    assert_eq!(out.len(), 1, "{out:?}");
+    let sent = out[0].clone().expect("the data to the real");
+    assert_eq!((sent.src, sent.dst, sent.flags), (C, R, PSHACK));
+    assert_eq!(sent.seq, ISN.wrapping_add(1), "the client's numbers pass");
+    assert_eq!(sent.ack, REAL_ISN + 1, "in the real's space");
+    assert_eq!(
+        sent.opts().timestamps,
+        Some(Timestamps {
+            val: 5002,
+            ecr: 777
+        }),
+        "TSecr back in the real's clock"
+    );
+    assert_eq!(sent.payload, early.payload);
+    assert!(list.is_empty());
+    assert!(!list.due(&p, NOW + 2));
+    // Exactly what the same segment becomes when it arrives now.
+    assert_eq!(run(&mut p, &snap, &early, NOW + 2), Ok(sent));
+    assert_eq!(only_flow(&p).state(), FlowState::Established);
+    assert_eq!(p.stats().dropped(DropReason::SynProxyPending), 0);
+    assert_eq!(
+        p.stats().real(0).packets.get(),
+        4,
+        "SYN, ACK, the data once, its repeat"
+    );
+}
+
+#[test]
+fn a_waiting_flow_defers_only_its_share_of_plausible_data() {
+    let (snap, mut p) = setup("on", 64);
+    let cookie = handshake_to_real(&mut p, &snap);
+    let (isn1, ack) = (ISN.wrapping_add(1), cookie.wrapping_add(1));
+    let data = |s: Seg| Seg {
+        payload: vec![0x55; 10],
+        ..s
+    };
+    for (what, s) in [
+        ("no data (the ACK again)", seg(C, V, ACK, isn1, ack)),
+        (
+            "an ACK number that is not the cookie's",
+            data(seg(C, V, PSHACK, isn1, ack.wrapping_add(1))),
+        ),
+        (
+            "bytes beyond the window our SYN-ACK offered",
+            data(seg(C, V, PSHACK, isn1.wrapping_add(64231), ack)),
+        ),
+        ("no ACK flag", data(seg(C, V, 0x08, isn1, ack))),
+    ] {
+        assert_eq!(
+            run(&mut p, &snap, &s, NOW + 1),
+            dropped(DropReason::SynProxyPending),
+            "{what}"
+        );
+    }
+    // Data up to the window's last byte, and a FIN: deferred, up to the
+    // flow's share.
+    assert_eq!(DEFER_PER_FLOW, 2);
+    let last = data(seg(C, V, PSHACK, isn1.wrapping_add(64230), ack));
+    assert_eq!(run(&mut p, &snap, &last, NOW + 1), Err(DEFERRED));
+    let fin = seg(C, V, FINACK, isn1, ack);
+    assert_eq!(run(&mut p, &snap, &fin, NOW + 1), Err(DEFERRED));
+    assert_eq!(
+        run(&mut p, &snap, &early_data(cookie, 0, b"x"), NOW + 1),
+        dropped(DropReason::SynProxyPending),
+        "beyond the flow's share"
+    );
+    let f = only_flow(&p);
+    assert!(f.is_proxy_waiting() && f.state() == FlowState::SynSent);
+}
+
+#[test]
+fn the_list_keeps_a_bounded_number_for_a_bounded_time_and_counts_the_rest() {
+    let (snap, mut p) = setup("on", 64);
+    let stats = Arc::clone(p.stats());
+    let mut list = DeferList::new(1, DEFER_MS);
+    let cookie = handshake_to_real(&mut p, &snap);
+    let first = early_data(cookie, 0, b"first ");
+    assert_eq!(
+        run_or_defer(&mut p, &snap, &mut list, &first, NOW + 1),
+        DEFERRED
+    );
+    // The flow's second finds every slot taken: dropped, as before.
+    let mut b = VecBuf::from_bytes(&early_data(cookie, 6, b"second").frame());
+    let v = p.process(&snap, 0, &mut b, NOW + 1);
+    assert_eq!(v, DEFERRED);
+    assert!(list.push(b, 0, v, NOW + 1, &stats).is_err());
+    assert_eq!(stats.syn_proxy_deferred.get(), 1, "not counted as deferred");
+    // (The caller counts what the list gives back or releases as dropped,
+    // as the worker counts any drop verdict.)
+    // Kept up to its age limit and not a millisecond longer.
+    let limit = NOW + 1 + DEFER_MS;
+    assert!(!list.due(&p, limit));
+    assert!(release(&mut p, &snap, &mut list, limit).is_empty());
+    assert!(list.due(&p, limit + 1));
+    assert_eq!(
+        release(&mut p, &snap, &mut list, limit + 1),
+        vec![dropped(DropReason::SynProxyPending)]
+    );
+    assert!(list.is_empty());
+    // A real that answers after that: the client's retransmission, after
+    // the next pass, goes straight through.
+    run(&mut p, &snap, &real_synack(), limit + 2).expect("ACK to the real");
+    assert!(release(&mut p, &snap, &mut list, limit + 2).is_empty());
+    let again = run(&mut p, &snap, &first, limit + 3).expect("the data to the real");
+    assert_eq!((again.dst, again.payload), (R, first.payload));
+    // A worker that stops frees what it still keeps.
+    let cookie2 = {
+        let (snap2, mut p2) = setup("on", 64);
+        let c = handshake_to_real(&mut p2, &snap2);
+        let mut l2 = DeferList::new(4, DEFER_MS);
+        run_or_defer(&mut p2, &snap2, &mut l2, &early_data(c, 0, b"x"), NOW + 1);
+        assert_eq!(l2.drain().count(), 1);
+        assert!(l2.is_empty());
+        c
+    };
+    assert_eq!(cookie2, cookie, "the same cookie in both lives");
+}
+
+#[test]
+fn segments_after_the_answer_wait_behind_the_deferred_ones() {
+    let (snap, mut p) = setup("on", 64);
+    let mut list = DeferList::new(DEFER_SLOTS, DEFER_MS);
+    let cookie = handshake_to_real(&mut p, &snap);
+    let first = early_data(cookie, 0, b"first ");
+    assert_eq!(
+        run_or_defer(&mut p, &snap, &mut list, &first, NOW + 1),
+        DEFERRED
+    );
+    run(&mut p, &snap, &real_synack(), NOW + 2).expect("ACK to the real");
+    // Later in the same burst, before the pass: behind the first, however
+    // many (not counted against the flow's share).
+    let second = early_data(cookie, 6, b"second");
+    let third = early_data(cookie, 12, b"third ");
+    for s in [&second, &third] {
+        assert_eq!(run_or_defer(&mut p, &snap, &mut list, s, NOW + 2), DEFERRED);
+    }
+    assert_eq!(p.stats().syn_proxy_deferred.get(), 3);
+    let out: Vec<Seg> = release(&mut p, &snap, &mut list, NOW + 2)
+        .into_iter()
+        .map(|r| r.expect("to the real"))
+        .collect();
+    let got: Vec<(u32, &[u8])> = out
+        .iter()
+        .map(|s| (s.seq.wrapping_sub(ISN), &s.payload[..]))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, &b"first "[..]),
+            (7, &b"second"[..]),
+            (13, &b"third "[..])
+        ],
+        "in the order the client sent them"
+    );
+    assert!(out.iter().all(|s| s.dst == R && s.ack == REAL_ISN + 1));
+    // After the pass: straight through.
+    let fourth = early_data(cookie, 18, b"fourth");
+    let sent = run(&mut p, &snap, &fourth, NOW + 3).expect("straight to the real");
+    assert_eq!(sent.payload, fourth.payload);
+    assert!(list.is_empty());
+}
+
+#[test]
+fn deferred_data_of_a_flow_that_closed_meanwhile_is_dropped() {
+    for real_refuses in [true, false] {
+        let (snap, mut p) = setup("on", 64);
+        let mut list = DeferList::new(DEFER_SLOTS, DEFER_MS);
+        let cookie = handshake_to_real(&mut p, &snap);
+        let early = early_data(cookie, 0, b"GET");
+        assert_eq!(
+            run_or_defer(&mut p, &snap, &mut list, &early, NOW + 1),
+            DEFERRED
+        );
+        let rst = if real_refuses {
+            seg(R, C, RST | ACK, 0, ISN.wrapping_add(1))
+        } else {
+            seg(C, V, RST, ISN.wrapping_add(1), 0)
+        };
+        run(&mut p, &snap, &rst, NOW + 2).expect("the RST goes on");
+        assert_eq!(only_flow(&p).state(), FlowState::Closed);
+        assert!(list.due(&p, NOW + 2), "real refuses: {real_refuses}");
+        assert_eq!(
+            release(&mut p, &snap, &mut list, NOW + 2),
+            vec![dropped(DropReason::SynProxyPending)],
+            "real refuses: {real_refuses}"
+        );
+    }
+}
+
+#[test]
+fn a_deferred_segment_whose_flow_is_gone_makes_no_flow() {
+    let (snap, mut p) = setup("on", 64);
+    let cookie = handshake_to_real(&mut p, &snap);
+    let early = early_data(cookie, 0, b"GET");
+    // Its flow swept away (a worker that lost it, the same key).
+    let (snap, mut p) = setup("on", 64);
+    let mut b = VecBuf::from_bytes(&early.frame());
+    assert_eq!(
+        p.process_deferred(&snap, 0, &mut b, NOW + 2),
+        Verdict::Drop(DropReason::SynProxyPending)
+    );
+    assert_eq!(p.flows().len(), 0);
+    // Where a segment that arrives takes the cookie it acknowledges for a
+    // connection (and becomes its SYN to the real).
+    let mut b = VecBuf::from_bytes(&early.frame());
+    assert_eq!(p.process(&snap, 0, &mut b, NOW + 2), Verdict::Transmit(0));
+    assert_eq!(p.flows().len(), 1);
 }

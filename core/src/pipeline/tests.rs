@@ -54,6 +54,7 @@ fn outcome(v: Verdict, buf: &VecBuf) -> Result<(usize, Vec<u8>), String> {
         Verdict::Transmit(p) => Ok((usize::from(p), buf.to_vec())),
         Verdict::Drop(r) => Err(r.as_str().to_string()),
         Verdict::Consumed => Err("consumed".into()),
+        Verdict::Defer { .. } => Err("deferred".into()),
         other => Err(format!("{other:?}")),
     }
 }
@@ -115,7 +116,9 @@ pub(crate) const GOLDEN_COOKIE_KEY: crate::synproxy::CookieKey =
 
 /// The SYN proxy's frames against scapy's: the cookie SYN-ACK, the SYN and
 /// ACK to the real, data translated both ways. Step i runs at 1000 + i ms
-/// with the fixed key, as the generator assumes.
+/// with the fixed key, as the generator assumes. As in the worker, a pass
+/// over the deferred frames follows each step: the early data goes on
+/// right after the real's SYN-ACK, before the next step.
 #[test]
 fn golden_syn_proxy() {
     let scenario = golden::scenario("syn-proxy");
@@ -124,21 +127,59 @@ fn golden_syn_proxy() {
     let snap = compile(&config, &scenario.port_macs);
     let mut p = pipeline(&snap, 0, 1, 1024);
     p.set_cookie_key(GOLDEN_COOKIE_KEY);
+    let stats = Arc::clone(p.stats());
+    let mut deferred = super::DeferList::new(super::DEFER_SLOTS, super::DEFER_MS);
+    let mut released = Vec::new();
     let mut failures = Vec::new();
     for (i, step) in scenario.steps.iter().enumerate() {
+        let now = 1000 + i as u32;
         let mut buf = VecBuf::from_bytes(&step.input);
-        let got = outcome(
-            p.process(&snap, step.in_port, &mut buf, 1000 + i as u32),
-            &buf,
-        );
+        let v = p.process(&snap, step.in_port, &mut buf, now);
+        let got = outcome(v, &buf);
         if got != step.output {
             failures.push(format!(
                 "step {i} {}:\n  expected {:02x?}\n  got      {got:02x?}",
                 step.description, step.output
             ));
         }
+        if let Verdict::Defer { .. } = v {
+            assert!(deferred.push(buf, step.in_port, v, now, &stats).is_ok());
+        }
+        deferred.release(&mut p, &snap, now, |b, v| {
+            released.push((i, outcome(v, &b)))
+        });
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // The early data (step 2) left right after the real's SYN-ACK (step 3),
+    // to the real, as the translated data of step 4 does.
+    let early = &scenario.steps[2];
+    let want = scenario.steps[4].output.as_ref().expect("step 4 is sent");
+    let fields = |frame: &[u8]| {
+        use crate::wire::{ethernet, Ipv4Packet, TcpPacket};
+        let ip = Ipv4Packet::new_checked(&frame[ethernet::HEADER_LEN..]).expect("IPv4");
+        let tcp = TcpPacket::new_checked(ip.payload()).expect("TCP");
+        (
+            frame[..ethernet::HEADER_LEN].to_vec(),
+            (ip.src_addr(), ip.dst_addr()),
+            (tcp.src_port(), tcp.dst_port()),
+            (tcp.seq_number(), tcp.ack_number()),
+            tcp.payload().to_vec(),
+        )
+    };
+    match &released[..] {
+        [(3, Ok((port, frame)))] => {
+            assert_eq!(*port, want.0);
+            assert_eq!(
+                fields(frame),
+                fields(&want.1),
+                "addressed and numbered as step 4"
+            );
+            assert_eq!(frame.len(), early.input.len(), "same options, translated");
+        }
+        other => panic!("released: {other:02x?}"),
+    }
+    assert!(deferred.is_empty());
+    assert_eq!(stats.syn_proxy_deferred.get(), 1);
     assert_eq!(p.stats().syn_proxy_cookies_sent.get(), 2);
     assert_eq!(p.stats().syn_proxy_cookies_accepted.get(), 2);
 }

@@ -3,7 +3,9 @@
 //! through `process_burst`, Drop verdicts counted with `drop_packet`,
 //! hand-offs delivered to the owner (through `process`, and never handed
 //! on again), frames held for ARP until their next hop resolves or 3 s
-//! pass, learned neighbors shared, ARP requests built.
+//! pass, frames the SYN proxy defers kept in the worker's `DeferList` (the
+//! dataplane's own code) and run again after each op, learned neighbors
+//! shared, ARP requests built.
 //!
 //! Checked after every frame's verdict:
 //! - `verdict.*`: ports and workers named exist; Consumed only for ARP; a
@@ -26,8 +28,17 @@
 //!   were: the proxy verifies what it terminates), no payload, no padding,
 //!   addressed as it must be (`out.syn-proxy`).
 //!
+//! - `verdict.defer`: a deferred frame is untouched, a TCP segment from
+//!   the client the verdict names to a VIP, deferred by the owner of its
+//!   flow; a frame run again is never handed off (`handoff.twice`).
+//!
 //! Checked after every op:
-//! - `count.outcomes`: frames in = sent + consumed + dropped + held.
+//! - `count.outcomes`: frames in = sent + consumed + dropped + held +
+//!   deferred (still in a `DeferList`).
+//! - `count.deferred`: `syn_proxy_deferred` = the frames the lists took.
+//! - `defer.list`: each worker's list holds what the driver gave it and
+//!   did not get back, at most `DEFER_SLOTS`, each frame untouched and,
+//!   after the pass, none older than `DEFER_MS`.
 //! - `count.drops`: the workers' drop counters = the Drop verdicts (and
 //!   the loop's own drops), per reason.
 //! - `count.*`: handoffs_out, arp_replies, icmp_echo_replies,
@@ -54,10 +65,12 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use lb_config::{ForwardingMethod, MacAddr};
-use lb_core::buffer::{PacketBuf, VecBuf};
+use lb_core::buffer::{PacketBuf, RxChecksum, VecBuf};
 use lb_core::flow::{owner_of, FlowKey, ReplyKey, FLOW_TEMPLATE};
 use lb_core::forward;
-use lb_core::pipeline::{build_arp_request, Pipeline, Verdict, ARP_REQUEST_LEN};
+use lb_core::pipeline::{
+    build_arp_request, DeferList, Pipeline, Verdict, ARP_REQUEST_LEN, DEFER_MS, DEFER_SLOTS,
+};
 use lb_core::snapshot::Snapshot;
 use lb_core::stats::{DropReason, WorkerStats};
 
@@ -75,6 +88,8 @@ const RECENT: usize = 16;
 const MAX_FRAMES: u64 = 4096;
 /// The largest frame read (a jumbo frame's size).
 const MAX_FRAME: usize = 9018;
+/// The payload a REPLY with data carries.
+const REPLY_DATA: usize = 32;
 
 const IP: usize = 14;
 
@@ -109,9 +124,9 @@ pub fn run_with_summary(data: &[u8]) -> (Violations, String) {
     d.finish();
     let t = &d.t;
     let mut summary = format!(
-        "{} frames in: {} sent ({} flow, {} arp, {} echo, {} frag-needed, {} icmp errors), {} consumed, {} handed off, {} held",
+        "{} frames in: {} sent ({} flow, {} arp, {} echo, {} frag-needed, {} icmp errors), {} consumed, {} handed off, {} held, {} deferred ({} sent on)",
         t.frames_in, t.sent, t.flow_packets, t.arp_replies, t.echo_replies, t.frag_needed,
-        t.icmp_errors, t.consumed, t.handoffs, t.held_total
+        t.icmp_errors, t.consumed, t.handoffs, t.held_total, t.deferred_total, t.deferred_sent
     );
     for r in DropReason::ALL {
         if t.dropped[r as usize] > 0 {
@@ -169,6 +184,45 @@ struct Frame {
     in_port: usize,
 }
 
+/// As the worker keeps mbufs in its `DeferList`, the driver keeps frames.
+impl PacketBuf for Frame {
+    fn data(&self) -> &[u8] {
+        self.buf.data()
+    }
+    fn data_mut(&mut self) -> &mut [u8] {
+        self.buf.data_mut()
+    }
+    fn headroom(&self) -> usize {
+        self.buf.headroom()
+    }
+    fn prepend(&mut self, n: usize) -> bool {
+        self.buf.prepend(n)
+    }
+    fn adj(&mut self, n: usize) -> bool {
+        self.buf.adj(n)
+    }
+    fn trim(&mut self, n: usize) -> bool {
+        self.buf.trim(n)
+    }
+    fn append(&mut self, n: usize) -> bool {
+        self.buf.append(n)
+    }
+    fn rx_ip_checksum(&self) -> RxChecksum {
+        self.buf.rx_ip_checksum()
+    }
+}
+
+/// Where a frame that is settled comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum From {
+    /// A burst the worker received.
+    Rx,
+    /// Handed to the worker by another: never handed on again.
+    HandedIn,
+    /// Its `DeferList`, run again: never handed on either.
+    Deferred,
+}
+
 struct Held {
     frame: Frame,
     port: usize,
@@ -180,6 +234,7 @@ struct Worker {
     pipeline: Pipeline,
     stats: Arc<WorkerStats>,
     held: Vec<Held>,
+    deferred: DeferList<Frame>,
 }
 
 /// What the driver saw happen, to compare with the counters.
@@ -198,6 +253,10 @@ struct Tally {
     icmp_errors: u64,
     flow_packets: u64,
     syn_cookies: u64,
+    /// In the workers' `DeferList`s now; ever taken; sent on after a re-run.
+    deferred_now: u64,
+    deferred_total: u64,
+    deferred_sent: u64,
 }
 
 struct Driver {
@@ -227,6 +286,7 @@ impl Driver {
                     pipeline,
                     stats,
                     held: Vec::new(),
+                    deferred: DeferList::new(DEFER_SLOTS, DEFER_MS),
                 }
             })
             .collect();
@@ -278,14 +338,19 @@ impl Driver {
                 let snap = self.snapshot();
                 for w in &mut self.workers {
                     w.pipeline.adopt(snap);
+                    w.deferred.recheck();
                 }
             }
             0xd0..=0xdf => {
                 let flags = r.byte();
-                let w = usize::from(r.byte());
+                let b = r.byte();
                 if let Some((port, f)) = recent(&self.recent_out, op) {
-                    if let Some(reply) = reply_to(&f, flags, self.snapshot(), port) {
-                        self.synthesized(w, port, reply);
+                    if let Some(mut reply) = reply_to(&f, flags, self.snapshot(), port) {
+                        if b & 0x80 != 0 {
+                            // With data (a client's request, say).
+                            reply.extend_from_slice(&[b'd'; REPLY_DATA]);
+                        }
+                        self.synthesized(usize::from(b & 0x7f), port, reply);
                     }
                 }
             }
@@ -365,7 +430,7 @@ impl Driver {
         }
         let mut handoffs = Vec::new();
         for (f, v) in frames.into_iter().zip(verdicts) {
-            self.settle(w, f, v, false, &mut handoffs);
+            self.settle(w, f, v, From::Rx, &mut handoffs);
         }
         // The owners take them (the worker loop does, at its next poll).
         let mut again = Vec::new();
@@ -373,7 +438,7 @@ impl Driver {
             self.workers[to].stats.handoffs_in.incr();
             let p = &mut self.workers[to].pipeline;
             let v = p.process(snap, f.in_port, &mut f.buf, self.now);
-            self.settle(to, f, v, true, &mut again);
+            self.settle(to, f, v, From::HandedIn, &mut again);
         }
         debug_assert!(again.is_empty());
     }
@@ -384,15 +449,20 @@ impl Driver {
         w: usize,
         f: Frame,
         v: Verdict,
-        handed_in: bool,
+        from: From,
         handoffs: &mut Vec<(usize, Frame)>,
     ) {
         let snap = self.snapshot();
+        let handed_in = from != From::Rx;
         if trace() {
             eprintln!(
                 "t={} worker {w}{} port {}: {v:?} for {:02x?}",
                 self.now,
-                if handed_in { " (handed in)" } else { "" },
+                match from {
+                    From::Rx => "",
+                    From::HandedIn => " (handed in)",
+                    From::Deferred => " (deferred, run again)",
+                },
                 f.in_port,
                 &f.input[..f.input.len().min(54)]
             );
@@ -421,6 +491,22 @@ impl Driver {
                 }
             }
             Verdict::Drop(reason) => self.drop(w, reason),
+            Verdict::Defer {
+                client_port,
+                client,
+            } => {
+                self.check_defer(snap, w, &f, client, client_port, from);
+                let worker = &mut self.workers[w];
+                let in_port = f.in_port;
+                match worker.deferred.push(f, in_port, v, self.now, &worker.stats) {
+                    Ok(()) => {
+                        self.t.deferred_now += 1;
+                        self.t.deferred_total += 1;
+                    }
+                    // Every slot taken: dropped, as the worker does.
+                    Err(_) => self.drop(w, DropReason::SynProxyPending),
+                }
+            }
             Verdict::Consumed => {
                 self.t.consumed += 1;
                 if f.input.get(12..14) != Some(&[0x08, 0x06]) {
@@ -560,10 +646,105 @@ impl Driver {
             for req in asks {
                 check_arp_request(&mut self.v, snap, req.port, req.target);
             }
+            self.release_deferred(w);
             self.release(w);
         }
+        self.check_deferred();
         self.check_tables();
         self.check_counts();
+    }
+
+    /// The worker's pass over its deferred frames, as after each poll.
+    fn release_deferred(&mut self, w: usize) {
+        let snap = self.snapshot();
+        let now = self.now;
+        let mut out = Vec::new();
+        let worker = &mut self.workers[w];
+        worker
+            .deferred
+            .release(&mut worker.pipeline, snap, now, |f, v| out.push((f, v)));
+        for (f, v) in out {
+            self.t.deferred_now -= 1;
+            if matches!(v, Verdict::Transmit(_) | Verdict::Hold { .. }) {
+                self.t.deferred_sent += 1;
+            }
+            let mut handoffs = Vec::new();
+            self.settle(w, f, v, From::Deferred, &mut handoffs);
+            debug_assert!(handoffs.is_empty());
+        }
+    }
+
+    /// A `Defer` verdict: for an untouched TCP segment from the client it
+    /// names to a VIP, from the owner of its flow.
+    fn check_defer(
+        &mut self,
+        snap: &Snapshot,
+        w: usize,
+        f: &Frame,
+        client: Ipv4Addr,
+        client_port: u16,
+        from: From,
+    ) {
+        let n = self.workers.len();
+        let from_client = packet::layout(&f.input).is_some_and(|l| {
+            let l4 = IP + l.ihl;
+            l.proto == 6
+                && f.input.len() >= l4 + 20
+                && addr(&f.input, IP + 12) == client
+                && get16(&f.input, l4) == client_port
+                && snap.is_vip(addr(&f.input, IP + 16))
+        });
+        if f.buf.data() != &f.input[..]
+            || !from_client
+            || owner_of(client, n) != w
+            || from == From::Deferred
+        {
+            self.v.add(
+                "verdict.defer",
+                format!(
+                    "worker {w} of {n} ({from:?}) deferred {client}:{client_port}: {:02x?}, now {:02x?}",
+                    f.input,
+                    f.buf.data()
+                ),
+            );
+        }
+    }
+
+    /// The deferred frames: what the driver gave each list and did not get
+    /// back, untouched, within the bounds, none past its age after a pass.
+    fn check_deferred(&mut self) {
+        let now = self.now;
+        let mut held = 0;
+        for (w, worker) in self.workers.iter().enumerate() {
+            let list = &worker.deferred;
+            held += list.len() as u64;
+            if list.len() > DEFER_SLOTS {
+                self.v.add(
+                    "defer.list",
+                    format!("worker {w} keeps {} deferred frames", list.len()),
+                );
+            }
+            for (f, since) in list.iter() {
+                if now.wrapping_sub(since) > DEFER_MS || f.buf.data() != &f.input[..] {
+                    self.v.add(
+                        "defer.list",
+                        format!(
+                            "worker {w} keeps a frame deferred at {since} (now {now}): {:02x?}",
+                            f.buf.data()
+                        ),
+                    );
+                }
+            }
+        }
+        if held != self.t.deferred_now {
+            self.v.add(
+                "defer.list",
+                format!(
+                    "the lists keep {held} frames, {} were deferred and not released",
+                    self.t.deferred_now
+                ),
+            );
+        }
     }
 
     fn release(&mut self, w: usize) {
@@ -589,13 +770,20 @@ impl Driver {
         }
     }
 
-    /// At the end of the input: what is still held is given up on.
+    /// At the end of the input: what is still held is given up on, and
+    /// what is deferred freed as a worker that stops frees it.
     fn finish(&mut self) {
         for w in 0..self.workers.len() {
             for _ in std::mem::take(&mut self.workers[w].held) {
                 self.t.held_now -= 1;
                 self.drop(w, DropReason::NeighborUnresolved);
             }
+            let left = self.workers[w].deferred.drain().count() as u64;
+            self.t.deferred_now -= left;
+            self.workers[w]
+                .stats
+                .drop_packets(DropReason::SynProxyPending, left);
+            self.t.dropped[DropReason::SynProxyPending as usize] += left;
         }
         self.check_counts();
     }
@@ -695,12 +883,12 @@ impl Driver {
     fn check_counts(&mut self) {
         let t = &self.t;
         let dropped: u64 = t.dropped.iter().sum();
-        if t.frames_in != t.sent + t.consumed + dropped + t.held_now {
+        if t.frames_in != t.sent + t.consumed + dropped + t.held_now + t.deferred_now {
             self.v.add(
                 "count.outcomes",
                 format!(
-                    "{} frames in; {} sent, {} consumed, {dropped} dropped, {} held",
-                    t.frames_in, t.sent, t.consumed, t.held_now
+                    "{} frames in; {} sent, {} consumed, {dropped} dropped, {} held, {} deferred",
+                    t.frames_in, t.sent, t.consumed, t.held_now, t.deferred_now
                 ),
             );
         }
@@ -721,7 +909,12 @@ impl Driver {
             }
         }
         let ids = &self.fam.real_ids;
-        let checks: [(&'static str, u64, u64); 8] = [
+        let checks: [(&'static str, u64, u64); 9] = [
+            (
+                "count.deferred",
+                sum(&|s| s.syn_proxy_deferred.get()),
+                t.deferred_total,
+            ),
             (
                 "count.syn-cookies",
                 sum(&|s| s.syn_proxy_cookies_sent.get()),

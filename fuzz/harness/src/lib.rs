@@ -28,7 +28,7 @@
 //! | `0xa0..=0xaf` | every worker sweeps `((op & 0xf) + 1) * 8` entries |
 //! | `0xb0..=0xbf` | clock `+= ((op & 0xf) + 1) * 60 s` |
 //! | `0xc0..=0xcf` | RELOAD: every worker adopts snapshot `op & 3` of the topology |
-//! | `0xd0..=0xdf` | REPLY to the `(op & 0xf)`-th latest flow packet sent (from its destination, ports swapped). Next bytes: TCP flags, worker |
+//! | `0xd0..=0xdf` | REPLY to the `(op & 0xf)`-th latest flow packet sent (from its destination, ports swapped). Next bytes: TCP flags, then `b`: worker `b & 0x7f`; `b & 0x80`: the reply carries 32 bytes of data after what it copied |
 //! | `0xe0..=0xef` | ICMP ERROR about the `(op & 0xf)`-th latest flow packet sent, from its destination. Next bytes: type/code (`b & 1`: 3 else 11; code `(b >> 1) & 0xf`), worker |
 //! | `0xf0..=0xff` | AGAIN: the `(op & 0xf)`-th latest input frame once more. Next bytes: TCP flags (0: unchanged), worker |
 //!

@@ -1,0 +1,201 @@
+//! Segments the SYN proxy defers ([`Verdict::Defer`]): a client's data
+//! that arrives while its proxied flow still waits for the real's SYN-ACK
+//! (typically the request right after the client's ACK). Dropping it cost
+//! the client a retransmission timeout (200 ms or more); instead the worker
+//! keeps it here and runs it through the pipeline again once the real
+//! answered, when it is translated and sent as any later segment of the
+//! flow. What the flow table keeps of it, and the rules (which segments,
+//! how many per flow, order), are in `flow::synproxy::Deferrals`.
+//!
+//! Bounded as the ARP hold list is: [`DEFER_SLOTS`] frames per worker,
+//! each kept at most [`DEFER_MS`]. A frame deferred when every slot is
+//! taken, or kept too long, is dropped as `syn_proxy_pending` (what
+//! happened to all of them before): its client retransmits it as it did.
+//! One client holds at most `DEFER_PER_FLOW` slots per connection, and
+//! each connection cost it a round trip with a valid cookie.
+//!
+//! Generic over the buffer, so that the worker (mbufs), the fuzz harness
+//! and the tests run the same code.
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+
+use super::{Pipeline, Verdict};
+use crate::buffer::PacketBuf;
+use crate::flow::synproxy::DeferReady;
+use crate::snapshot::Snapshot;
+use crate::stats::{DropReason, WorkerStats};
+
+/// How many deferred segments a worker keeps at once.
+pub const DEFER_SLOTS: usize = 64;
+/// How long a deferred segment is kept (ms): a real that has not answered
+/// by then is slow enough that the client's retransmission comes anyway.
+pub const DEFER_MS: u32 = 2_000;
+
+/// One deferred frame.
+#[derive(Debug)]
+struct Deferred<B> {
+    pkt: B,
+    in_port: usize,
+    client: Ipv4Addr,
+    client_port: u16,
+    since: u32,
+}
+
+/// A worker's deferred frames, oldest first.
+#[derive(Debug)]
+pub struct DeferList<B> {
+    q: VecDeque<Deferred<B>>,
+    slots: usize,
+    max_age: u32,
+    /// Run every frame again at the next pass (a new config).
+    recheck: bool,
+}
+
+impl<B: PacketBuf> DeferList<B> {
+    /// A list of `slots` frames, each kept at most `max_age` ms.
+    pub fn new(slots: usize, max_age: u32) -> DeferList<B> {
+        DeferList {
+            q: VecDeque::with_capacity(slots),
+            slots,
+            max_age,
+            recheck: false,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.q.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+
+    /// Keeps `pkt`, received on port index `in_port`, which the pipeline
+    /// deferred with `verdict` at time `now` (counted in
+    /// `syn_proxy_deferred`). When every slot is taken, or `verdict` is no
+    /// [`Verdict::Defer`], it is given back for the caller to count as
+    /// dropped (`syn_proxy_pending`) and free.
+    pub fn push(
+        &mut self,
+        pkt: B,
+        in_port: usize,
+        verdict: Verdict,
+        now: u32,
+        stats: &WorkerStats,
+    ) -> Result<(), B> {
+        let Verdict::Defer {
+            client,
+            client_port,
+        } = verdict
+        else {
+            return Err(pkt);
+        };
+        if self.q.len() >= self.slots {
+            return Err(pkt);
+        }
+        self.q.push_back(Deferred {
+            pkt,
+            in_port,
+            client,
+            client_port,
+            since: now,
+        });
+        stats.syn_proxy_deferred.incr();
+        Ok(())
+    }
+
+    /// After a reload: every frame runs again at the next pass, under the
+    /// new config (a removed service drops its frames then, not at
+    /// their age limit).
+    pub fn recheck(&mut self) {
+        self.recheck = !self.q.is_empty();
+    }
+
+    /// Whether [`Self::release`] has anything to do now.
+    #[inline]
+    pub fn due(&self, p: &Pipeline, now: u32) -> bool {
+        p.conntrack.defer_ready()
+            || self.recheck
+            || self
+                .q
+                .front()
+                .is_some_and(|d| now.wrapping_sub(d.since) > self.max_age)
+    }
+
+    /// The pass, after a burst: frames kept longer than the limit are
+    /// dropped; those of flows whose real answered meanwhile (or that
+    /// closed) run through `p` again, oldest first, and leave the list
+    /// unless the pipeline defers them again. `out` gets each frame that
+    /// leaves and its verdict (a drop as `Verdict::Drop`), to act on as on
+    /// any verdict. Cheap when not [`due`](Self::due).
+    pub fn release(
+        &mut self,
+        p: &mut Pipeline,
+        snap: &Snapshot,
+        now: u32,
+        mut out: impl FnMut(B, Verdict),
+    ) {
+        if !self.due(p, now) {
+            return;
+        }
+        let ready = if std::mem::take(&mut self.recheck) {
+            p.conntrack.take_defer_ready();
+            DeferReady::ALL
+        } else {
+            p.conntrack.take_defer_ready()
+        };
+        // Each frame once, in order: those that stay go to the back, in
+        // the order they were in.
+        for _ in 0..self.q.len() {
+            let Some(mut d) = self.q.pop_front() else {
+                break;
+            };
+            if now.wrapping_sub(d.since) > self.max_age {
+                out(d.pkt, Verdict::Drop(DropReason::SynProxyPending));
+                continue;
+            }
+            if !ready.covers(d.client, d.client_port) {
+                self.q.push_back(d);
+                continue;
+            }
+            match p.process_deferred(snap, d.in_port, &mut d.pkt, now) {
+                Verdict::Defer { .. } => self.q.push_back(d),
+                v => out(d.pkt, v),
+            }
+        }
+    }
+
+    /// The frames still kept and the time each was deferred, oldest first
+    /// (checks).
+    pub fn iter(&self) -> impl Iterator<Item = (&B, u32)> + '_ {
+        self.q.iter().map(|d| (&d.pkt, d.since))
+    }
+
+    /// Empties the list (a worker that stops): the frames, oldest first,
+    /// for the caller to count and free.
+    pub fn drain(&mut self) -> impl Iterator<Item = B> + '_ {
+        self.recheck = false;
+        self.q.drain(..).map(|d| d.pkt)
+    }
+}
+
+impl Pipeline {
+    /// Runs a frame this pipeline deferred ([`Verdict::Defer`]) again, as
+    /// [`Pipeline::process`] does, except that it is not counted against
+    /// its flow's deferrals again and never makes a flow: its verdict is
+    /// `Defer` again while its flow still waits, and a drop
+    /// (`syn_proxy_pending`) when its flow closed or is gone.
+    pub fn process_deferred<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        in_port: usize,
+        pkt: &mut B,
+        now: u32,
+    ) -> Verdict {
+        self.conntrack.set_defer_rerun(true);
+        let v = self.process(snap, in_port, pkt, now);
+        self.conntrack.set_defer_rerun(false);
+        v
+    }
+}
