@@ -9,9 +9,10 @@
 //! needs no lock. ARP answers reach one queue only, so what a worker learns
 //! is passed to the others the same way (a small channel, per ARP event).
 //! Between bursts (never per packet) the worker picks up a new config
-//! snapshot, sends the ARP requests its pipeline asked for, releases
-//! packets whose next hop resolved, sweeps a slice of its flow table, and
-//! checks the stop flag.
+//! snapshot, sends the ARP requests its pipeline asked for, runs again the
+//! SYN proxy's deferred segments whose flow's real answered (a
+//! [`DeferList`]), releases packets whose next hop resolved, sweeps a slice
+//! of its flow table, and checks the stop flag.
 #![deny(unsafe_code)]
 
 use std::net::Ipv4Addr;
@@ -26,7 +27,9 @@ use crate::dpdk::{
 };
 use lb_core::buffer::PacketBuf;
 use lb_core::forward;
-use lb_core::pipeline::{build_arp_request, Pipeline, Verdict, SWEEP_BUDGET};
+use lb_core::pipeline::{
+    build_arp_request, DeferList, Pipeline, Verdict, DEFER_MS, DEFER_SLOTS, SWEEP_BUDGET,
+};
 use lb_core::snapshot::Snapshot;
 use lb_core::stats::{DropReason, WorkerStats};
 
@@ -67,12 +70,19 @@ struct Held {
     since: u32,
 }
 
+/// Packets waiting for their next hop's MAC address.
+struct Holds {
+    slots: Vec<Option<Held>>,
+    n: usize,
+}
+
 /// What the loop keeps besides the worker's own parts.
 struct Loop {
     out: Vec<MbufBurst>,
     handoff: Vec<MbufBurst>,
-    held: Vec<Option<Held>>,
-    n_held: usize,
+    held: Holds,
+    /// The SYN proxy's early client data, until its flow's real answered.
+    deferred: DeferList<Mbuf>,
 }
 
 impl Worker {
@@ -85,8 +95,11 @@ impl Worker {
         let mut l = Loop {
             out: (0..ports).map(|_| MbufBurst::new()).collect(),
             handoff: (0..workers).map(|_| MbufBurst::new()).collect(),
-            held: (0..HOLD_SLOTS).map(|_| None).collect(),
-            n_held: 0,
+            held: Holds {
+                slots: (0..HOLD_SLOTS).map(|_| None).collect(),
+                n: 0,
+            },
+            deferred: DeferList::new(DEFER_SLOTS, DEFER_MS),
         };
         // DPDK port id -> our port index.
         let port_index = {
@@ -113,6 +126,7 @@ impl Worker {
             if let Ok(next) = self.updates.try_recv() {
                 self.snapshot = self.updates.try_iter().last().unwrap_or(next);
                 self.pipeline.adopt(&self.snapshot);
+                l.deferred.recheck();
                 stats.generation.set(self.snapshot.generation);
             }
             for (ip, mac) in self.neighbors_in.try_iter() {
@@ -132,8 +146,9 @@ impl Worker {
                         .unwrap_or(usize::MAX);
                     let v = self.pipeline.process(&self.snapshot, port, &mut m, now);
                     if let Some((m, v)) = route(v, m, &mut l.out, &mut self.tx, &stats) {
-                        // Never handed on again: only held, or counted.
-                        hold(&mut l, m, v, now, &stats);
+                        // Never handed on again: only held, deferred, or
+                        // counted.
+                        keep(&mut l, m, port, v, now, &stats);
                     }
                 }
             }
@@ -183,7 +198,7 @@ impl Worker {
                                     }
                                 }
                             }
-                            v => hold(&mut l, m, v, now, &stats),
+                            v => keep(&mut l, m, port, v, now, &stats),
                         }
                     }
                 }
@@ -216,7 +231,18 @@ impl Worker {
                     }
                 }
             }
-            if l.n_held > 0 {
+            // Early data whose flow's real answered: on its way now, before
+            // what waits for ARP (it may join it) and before the flush.
+            if l.deferred.due(&self.pipeline, now) {
+                let (out, tx, held) = (&mut l.out, &mut self.tx, &mut l.held);
+                l.deferred
+                    .release(&mut self.pipeline, &self.snapshot, now, |m, v| {
+                        if let Some((m, v)) = route(v, m, out, tx, &stats) {
+                            hold(held, m, v, now, &stats);
+                        }
+                    });
+            }
+            if l.held.n > 0 {
                 release_held(
                     &self.pipeline,
                     &self.snapshot,
@@ -248,6 +274,9 @@ impl Worker {
                 stats.busy_polls.incr();
             }
         }
+        // What is still deferred goes back to the pool, counted.
+        let left = l.deferred.drain().count();
+        stats.drop_packets(DropReason::SynProxyPending, left as u64);
         log::info!("worker {} stopped", self.index);
         0
     }
@@ -277,13 +306,29 @@ fn route(
             None
         }
         Verdict::Consumed => None,
-        v @ (Verdict::HandOff(_) | Verdict::Hold { .. }) => Some((m, v)),
+        v @ (Verdict::HandOff(_) | Verdict::Hold { .. } | Verdict::Defer { .. }) => Some((m, v)),
     }
 }
 
-fn hold(l: &mut Loop, m: Mbuf, v: Verdict, now: u32, stats: &WorkerStats) {
+/// A packet received on port index `in_port` that waits here: held for
+/// ARP, or deferred by the SYN proxy (the owner of its flow defers it:
+/// never the worker that handed it on).
+fn keep(l: &mut Loop, m: Mbuf, in_port: usize, v: Verdict, now: u32, stats: &WorkerStats) {
     match v {
-        Verdict::Hold { port, next_hop } => match l.held.iter_mut().find(|h| h.is_none()) {
+        Verdict::Defer { .. } => {
+            if let Err(m) = l.deferred.push(m, in_port, v, now, stats) {
+                // Every slot is taken: dropped, as before deferring.
+                stats.drop_packet(DropReason::SynProxyPending);
+                drop(m);
+            }
+        }
+        v => hold(&mut l.held, m, v, now, stats),
+    }
+}
+
+fn hold(held: &mut Holds, m: Mbuf, v: Verdict, now: u32, stats: &WorkerStats) {
+    match v {
+        Verdict::Hold { port, next_hop } => match held.slots.iter_mut().find(|h| h.is_none()) {
             Some(slot) => {
                 *slot = Some(Held {
                     mbuf: m,
@@ -291,12 +336,13 @@ fn hold(l: &mut Loop, m: Mbuf, v: Verdict, now: u32, stats: &WorkerStats) {
                     next_hop,
                     since: now,
                 });
-                l.n_held += 1;
+                held.n += 1;
                 stats.held.incr();
             }
             None => stats.drop_packet(DropReason::NeighborUnresolved),
         },
-        // A packet handed off twice would be a bug in ownership: count it.
+        // A packet handed off twice would be a bug in ownership, and one
+        // deferred again on its re-run stays in its list: count it.
         _ => stats.drop_packet(DropReason::HandoffFull),
     }
 }
@@ -311,12 +357,12 @@ fn release_held(
     tx: &mut [TxQueue],
     stats: &WorkerStats,
 ) {
-    for slot in l.held.iter_mut() {
+    for slot in l.held.slots.iter_mut() {
         let Some(h) = slot.as_ref() else { continue };
         let (next_hop, port, since) = (h.next_hop, h.port, h.since);
         if let Some(mac) = pipeline.resolved(snap, next_hop) {
             let mut h = slot.take().expect("slot checked above");
-            l.n_held -= 1;
+            l.held.n -= 1;
             if port < l.out.len() {
                 let src = snap.ports[port].mac;
                 forward::set_macs(h.mbuf.data_mut(), mac, src);
@@ -324,7 +370,7 @@ fn release_held(
             }
         } else if now.wrapping_sub(since) > HOLD_MS {
             slot.take();
-            l.n_held -= 1;
+            l.held.n -= 1;
             stats.drop_packet(DropReason::NeighborUnresolved);
         }
     }
