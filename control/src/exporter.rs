@@ -95,6 +95,10 @@ pub const METRICS: &[(&str, &str)] = &[
         "lb_syn_proxy_cookies_accepted_total",
         "Client ACKs whose SYN cookie checked out (each a new flow and a SYN to a real).",
     ),
+    (
+        "lb_syn_proxy_deferred_total",
+        "Client segments the SYN proxy kept while their flow waited for the real's SYN-ACK, to send on once it answered.",
+    ),
 ];
 
 fn help(name: &str) -> &'static str {
@@ -237,6 +241,7 @@ impl Exporter {
 
         let cookies_sent = counter("lb_syn_proxy_cookies_sent_total", &["worker"]);
         let cookies_accepted = counter("lb_syn_proxy_cookies_accepted_total", &["worker"]);
+        let deferred = counter("lb_syn_proxy_deferred_total", &["worker"]);
         let active = gauge("lb_active_flows", &["worker"]);
         let by_trust = gauge("lb_flows_by_trust", &["worker", "trust"]);
         let capacity = gauge("lb_flow_table_capacity", &["worker"]);
@@ -268,6 +273,9 @@ impl Exporter {
             cookies_accepted
                 .with_label_values(&[&l])
                 .inc_by(w.syn_proxy_cookies_accepted.get());
+            deferred
+                .with_label_values(&[&l])
+                .inc_by(w.syn_proxy_deferred.get());
         }
         drop(shared);
 

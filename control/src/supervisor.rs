@@ -339,7 +339,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         log::info!(
             "worker on {lcore}: rx {}, tx {}, arp replies {}, echo replies {}, arp requests {}, \
              flows active {} created {} expired {} evicted {} table-full {} stateless {}, handoffs out {} in {}, held {}, \
-             frag-needed sent {} rate-limited {}, icmp errors forwarded {}, syn cookies sent {} accepted {}, dropped {} [{}]",
+             frag-needed sent {} rate-limited {}, icmp errors forwarded {}, syn cookies sent {} accepted {} deferred {}, dropped {} [{}]",
             w.rx_packets.get(),
             w.tx_packets.get(),
             w.arp_replies.get(),
@@ -359,6 +359,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
             w.icmp_errors_forwarded.get(),
             w.syn_proxy_cookies_sent.get(),
             w.syn_proxy_cookies_accepted.get(),
+            w.syn_proxy_deferred.get(),
             w.dropped_total(),
             drops.join(" ")
         );
