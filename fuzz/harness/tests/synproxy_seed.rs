@@ -61,3 +61,53 @@ fn the_pipeline_target_reaches_the_whole_proxied_handshake() {
         kept.display()
     );
 }
+
+/// The same handshake, with the client's request sent right after its ACK,
+/// before the real answered (kept in `fuzz/corpus/pipeline/
+/// seed-syn-proxy-early-data`): the pipeline defers it, the worker's pass
+/// after the real's SYN-ACK sends it on, and the real answers it.
+fn early_data_seed() -> Vec<u8> {
+    let frame = syn();
+    let mut d = vec![1, 0, 60, 0];
+    d.extend_from_slice(&[0x40, 0x00, 0x0f]);
+    d.extend_from_slice(&(frame.len() as u16).to_be_bytes());
+    d.extend_from_slice(&frame);
+    // The client's ACK (to the cookie SYN-ACK), then its request (to the
+    // SYN-ACK again, the second latest sent: with data) before the real's
+    // SYN-ACK (to the SYN to the real, now the latest); the real answers
+    // the request it then got, with data; the client acknowledges; FINs.
+    for (op, flags, b) in [
+        (0xd0u8, 0x10u8, 0u8),
+        (0xd1, 0x18, 0x80),
+        (0xd0, 0x12, 0),
+        (0xd0, 0x18, 0x80),
+        (0xd0, 0x10, 0),
+        (0xd0, 0x11, 0),
+        (0xd0, 0x11, 0),
+    ] {
+        d.extend_from_slice(&[op, flags, b]);
+    }
+    d
+}
+
+#[test]
+fn the_pipeline_target_defers_early_data_and_sends_it_on() {
+    let input = early_data_seed();
+    let (v, summary) = lb_fuzz_harness::driver::run_with_summary(&input);
+    assert!(v.is_empty(), "{v:?}\n{summary}");
+    assert!(
+        summary.contains("1 deferred (1 sent on)")
+            && summary.contains("1 proxied and answered")
+            && !summary.contains("syn_proxy_pending"),
+        "{summary}"
+    );
+    let kept =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus/pipeline/seed-syn-proxy-early-data");
+    let on_disk = std::fs::read(&kept).unwrap_or_default();
+    assert_eq!(
+        on_disk,
+        input,
+        "the seed in the corpus is this input (write it: {})",
+        kept.display()
+    );
+}
