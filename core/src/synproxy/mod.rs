@@ -16,9 +16,13 @@
 //!                       new flow), waiting; the ACK becomes the SYN  --->
 //!                       (client ISN, MSS/WS/SACK from the cookie,
 //!                        timestamps if the ACK had them)
+//!   data ------------>  the real has not answered: deferred, kept by
+//!                       the worker (`pipeline::DeferList`)
 //!                                                  <----  SYN-ACK
 //!                       offsets recorded, the flow is established;
 //!                       the SYN-ACK becomes the ACK to the real  ------>
+//!                       the deferred data, run again after the burst,
+//!                       translated  ---------------------------------->
 //!   data <----------->  translated both ways for the flow's life
 //! ```
 //!
@@ -42,11 +46,20 @@
 //! - `pipeline/synproxy.rs`: the steps above on the wire.
 //! - `wire/tcp_options.rs`: reading, writing and translating options.
 //!
+//! Early data (the request right after the client's ACK, before the real's
+//! SYN-ACK is back) is deferred, not dropped: the rules (which segments,
+//! two per flow, order, what a re-run may do) are in
+//! `flow::synproxy::Deferrals`, the worker's bounded list (64 frames, 2 s)
+//! in `pipeline::DeferList`.
+//!
 //! Known costs, as with any SYN-cookie proxy:
-//! - A segment the client sends before the real's SYN-ACK is back (data
-//!   right after its ACK, say) is dropped (`syn_proxy_pending`) and the
-//!   client retransmits it, after its retransmission timeout (200 ms or
-//!   more on Linux).
+//! - Early data that cannot be deferred (beyond two segments per flow,
+//!   every slot taken, kept longer than 2 s, its flow closed meanwhile)
+//!   and anything else the client sends before the real answered (a bare
+//!   ACK) is dropped (`syn_proxy_pending`) and the client retransmits what
+//!   matters, after its retransmission timeout (200 ms or more on Linux).
+//!   Data carried by the handshake's ACK itself is not kept (that frame
+//!   becomes the SYN to the real).
 //! - Options are only what the cookie carries: the MSS is rounded down to
 //!   536, 1220, 1440 or 1460, window scale and SACK permitted pass; other
 //!   SYN options (TCP Fast Open, MD5, ECN setup) do not reach the real.
