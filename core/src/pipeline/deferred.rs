@@ -16,6 +16,17 @@
 //!
 //! Generic over the buffer, so that the worker (mbufs), the fuzz harness
 //! and the tests run the same code.
+//!
+//! Why this way: keeping the untouched frame and running it again reuses
+//! the one path that translates a proxied flow's segments, and whatever a
+//! re-run does is what a retransmission at that moment could have done.
+//! The alternative Linux's SYNPROXY takes, a zero window in the cookie
+//! SYN-ACK so that the client sends nothing early, needs a window update to
+//! the client when the real answers: a second frame out of one input,
+//! which the pipeline does not make (it rewrites frames in place), and a
+//! lost update leaves the client to its persist timer, the same 200 ms or
+//! more; it would also change what every client sees. Buffering in the
+//! flow entry would need room its 64 bytes do not have.
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
