@@ -193,6 +193,14 @@ pub struct RealCounters {
 /// The most ports per-port worker counters are kept for.
 pub const MAX_PORTS: usize = 32;
 
+/// The gauges of one address family's flow table.
+#[derive(Debug, Default)]
+pub struct FamilyFlows {
+    pub active: Counter,
+    pub by_trust: [Counter; 3],
+    pub capacity: Counter,
+}
+
 /// One worker's counters, on cache lines of its own.
 #[derive(Debug)]
 #[repr(align(128))]
@@ -212,6 +220,9 @@ pub struct WorkerStats {
     /// confirmed), gauges set at each sweep (every poll).
     pub flows_by_trust: [Counter; 3],
     pub flow_capacity: Counter,
+    /// The same three gauges for the worker's IPv6 flow table (the fields
+    /// above are its IPv4 table's).
+    pub ipv6_flows: FamilyFlows,
     /// Flows scheduled (with or without a table entry).
     pub flows_created: Counter,
     /// New flows forwarded without an entry because the table was full.
@@ -247,6 +258,24 @@ pub struct WorkerStats {
     reals: Box<[RealCounters]>,
 }
 
+impl WorkerStats {
+    /// The flow-table gauges of address family `family` (`FlowAddr::FAMILY`:
+    /// 0 IPv4, 1 IPv6): active, per trust class, capacity.
+    #[inline]
+    pub fn flow_gauges(&self, family: usize) -> (&Counter, &[Counter; 3], &Counter) {
+        if family == 0 {
+            (
+                &self.active_flows,
+                &self.flows_by_trust,
+                &self.flow_capacity,
+            )
+        } else {
+            let f = &self.ipv6_flows;
+            (&f.active, &f.by_trust, &f.capacity)
+        }
+    }
+}
+
 impl Default for WorkerStats {
     fn default() -> Self {
         WorkerStats {
@@ -260,6 +289,7 @@ impl Default for WorkerStats {
             active_flows: Counter::default(),
             flows_by_trust: Default::default(),
             flow_capacity: Counter::default(),
+            ipv6_flows: FamilyFlows::default(),
             flows_created: Counter::default(),
             flow_table_full: Counter::default(),
             flows_expired: Counter::default(),

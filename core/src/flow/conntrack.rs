@@ -39,11 +39,12 @@
 //!   it really completes. Counted in hashed buckets (seeded), so sources
 //!   that share a bucket share a limit.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use lb_config::{ForwardingMethod, SchedulerKind};
 
+use super::hash::FlowAddr;
 use super::synproxy::{
     Cover, Deferrals, Pressure, ProxyStep, ReplyStep, Waiting, PROXY_CLIENT_WS, PROXY_ON,
     PROXY_REAL_WS, PROXY_TS, PROXY_WAITING,
@@ -68,8 +69,10 @@ pub const MIN_SOURCE_LIMIT: usize = 64;
 
 /// Where a client's packet goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Target {
-    pub real: Ipv4Addr,
+pub struct Target<A: FlowAddr = Ipv4Addr> {
+    /// `UNSPECIFIED` when the real is of the other family (4in6): see
+    /// [`Flow::real`].
+    pub real: A,
     pub real_port: u16,
     pub method: ForwardingMethod,
     /// Stable id of the real (counters).
@@ -81,8 +84,8 @@ pub struct Target {
 
 /// Where a NAT reply goes back from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReplyTarget {
-    pub vip: Ipv4Addr,
+pub struct ReplyTarget<A: FlowAddr = Ipv4Addr> {
+    pub vip: A,
     pub vip_port: u16,
     pub real_id: u32,
     /// What the SYN proxy does with the packet.
@@ -90,13 +93,13 @@ pub struct ReplyTarget {
 }
 
 /// One worker's flows and their bookkeeping. Owned by the worker.
-pub struct Conntrack {
-    table: FlowTable,
+pub struct Conntrack<A: FlowAddr = Ipv4Addr> {
+    table: FlowTable<A>,
     /// Active (non-template) flows per real id.
     active: Vec<u32>,
     stats: Arc<WorkerStats>,
     /// Flows the last sweep removed (reused, so sweeping does not allocate).
-    ended: Vec<Flow>,
+    ended: Vec<Flow<A>>,
     /// Flows per client address, in seeded hashed buckets.
     sources: Vec<u32>,
     source_limit: u32,
@@ -112,14 +115,14 @@ pub struct Conntrack {
     pub(super) defer: Deferrals,
 }
 
-impl std::fmt::Debug for Conntrack {
+impl<A: FlowAddr> std::fmt::Debug for Conntrack<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Conntrack({:?})", self.table)
     }
 }
 
 /// The persistence template's key for a flow key.
-fn template_key(k: &FlowKey) -> FlowKey {
+fn template_key<A: FlowAddr>(k: &FlowKey<A>) -> FlowKey<A> {
     FlowKey {
         proto: k.proto | FLOW_TEMPLATE,
         client_port: 0,
@@ -127,10 +130,10 @@ fn template_key(k: &FlowKey) -> FlowKey {
     }
 }
 
-impl Conntrack {
+impl<A: FlowAddr> Conntrack<A> {
     /// A table of `capacity` flows, allocated now.
-    pub fn new(capacity: usize, sweep_budget: usize, stats: Arc<WorkerStats>) -> Conntrack {
-        stats.flow_capacity.set(capacity as u64);
+    pub fn new(capacity: usize, sweep_budget: usize, stats: Arc<WorkerStats>) -> Conntrack<A> {
+        stats.flow_gauges(A::FAMILY).2.set(capacity as u64);
         let table = FlowTable::with_capacity(capacity);
         // About one bucket per 16 flows: a source's count is rarely shared.
         let buckets = (table.capacity() / 16).next_power_of_two().max(64);
@@ -168,11 +171,8 @@ impl Conntrack {
     }
 
     #[inline]
-    fn source_bucket(&self, client: Ipv4Addr) -> usize {
-        let h = self
-            .table
-            .seed()
-            .flow(0, client, 0, Ipv4Addr::UNSPECIFIED, 0);
+    fn source_bucket(&self, client: A) -> usize {
+        let h = self.table.seed().flow(0, client, 0, A::UNSPECIFIED, 0);
         (h as usize) & (self.sources.len() - 1)
     }
 
@@ -197,7 +197,7 @@ impl Conntrack {
         }
     }
 
-    pub fn table(&self) -> &FlowTable {
+    pub fn table(&self) -> &FlowTable<A> {
         &self.table
     }
 
@@ -230,12 +230,12 @@ impl Conntrack {
         &mut self,
         snap: &Snapshot,
         service: usize,
-        key: &FlowKey,
+        key: &FlowKey<A>,
         hash: u64,
         tcp: Option<Segment>,
         now: u32,
         schedulers: &mut Schedulers,
-    ) -> Result<Target, DropReason> {
+    ) -> Result<Target<A>, DropReason> {
         let syn = tcp
             .is_some_and(|s| s.flags.contains(TcpFlags::SYN) && !s.flags.contains(TcpFlags::ACK));
         if let Some(e) = self.table.lookup(key, hash) {
@@ -290,12 +290,12 @@ impl Conntrack {
         &mut self,
         snap: &Snapshot,
         service: usize,
-        key: &FlowKey,
+        key: &FlowKey<A>,
         tcp: Option<Segment>,
         syn: bool,
         now: u32,
         schedulers: &mut Schedulers,
-    ) -> Result<Target, DropReason> {
+    ) -> Result<Target<A>, DropReason> {
         let svc = &snap.services[service];
         // Mid-stream TCP finds its real again only by hashing (Maglev).
         if tcp.is_some() && !syn && svc.kind != SchedulerKind::Maglev {
@@ -315,7 +315,7 @@ impl Conntrack {
             // it gets no entry, and a flood of lone ACKs costs no room.
             self.stats.stateless_forwards.incr();
             return Ok(Target {
-                real: r.address,
+                real: real_addr(r.address),
                 real_port: r.port,
                 method: r.method,
                 real_id: r.id,
@@ -330,7 +330,7 @@ impl Conntrack {
         };
         let spec = NewFlow {
             key: *key,
-            real: r.address,
+            real: real_addr(r.address),
             real_port: r.port,
             real_id: r.id,
             service_id: svc.id,
@@ -362,11 +362,17 @@ impl Conntrack {
                 }
                 self.sources[bucket] += 1;
                 self.count_active(r.id, true);
-                self.stats.active_flows.set(self.table.len() as u64);
+                self.stats
+                    .flow_gauges(A::FAMILY)
+                    .0
+                    .set(self.table.len() as u64);
             }
             Err(_) => {
                 // A persistence template may have been placed even so.
-                self.stats.active_flows.set(self.table.len() as u64);
+                self.stats
+                    .flow_gauges(A::FAMILY)
+                    .0
+                    .set(self.table.len() as u64);
                 self.stats.flow_table_full.incr();
                 // Without an entry, later packets find the same real only
                 // by hashing, and NAT replies not at all.
@@ -379,7 +385,7 @@ impl Conntrack {
         self.stats.real(r.id).flows_created.incr();
         self.stats.flows_created.incr();
         Ok(Target {
-            real: r.address,
+            real: real_addr(r.address),
             real_port: r.port,
             method: r.method,
             real_id: r.id,
@@ -395,7 +401,7 @@ impl Conntrack {
         &mut self,
         snap: &Snapshot,
         service: usize,
-        key: &FlowKey,
+        key: &FlowKey<A>,
         now: u32,
         schedulers: &mut Schedulers,
     ) -> Option<(usize, bool)> {
@@ -421,7 +427,7 @@ impl Conntrack {
                 let ri = schedulers.choose(snap, service, key, &self.active)?;
                 let r = &svc.reals[ri];
                 let t = self.table.get_mut(t);
-                t.retarget(r.address, r.port, r.id, r.method);
+                t.retarget(real_addr(r.address), r.port, r.id, r.method);
                 t.last_seen = now;
                 return Some((ri, true));
             }
@@ -430,7 +436,7 @@ impl Conntrack {
         let r = &svc.reals[ri];
         let spec = NewFlow {
             key: tk,
-            real: r.address,
+            real: real_addr(r.address),
             real_port: r.port,
             real_id: r.id,
             service_id: svc.id,
@@ -459,11 +465,11 @@ impl Conntrack {
     pub fn reply(
         &mut self,
         snap: &Snapshot,
-        key: &ReplyKey,
+        key: &ReplyKey<A>,
         hash: u64,
         tcp: Option<Segment>,
         now: u32,
-    ) -> Result<ReplyTarget, DropReason> {
+    ) -> Result<ReplyTarget<A>, DropReason> {
         let e = self
             .table
             .lookup_reply(key, hash)
@@ -502,14 +508,14 @@ impl Conntrack {
     }
 
     /// The flow with client-side `key`, untouched (ICMP errors about it).
-    pub fn find(&self, key: &FlowKey) -> Option<Flow> {
+    pub fn find(&self, key: &FlowKey<A>) -> Option<Flow<A>> {
         self.table
             .lookup(key, self.table.key_hash(key))
             .map(|e| *self.table.get(e))
     }
 
     /// The NAT flow with reply `key`, untouched.
-    pub fn find_reply(&self, key: &ReplyKey) -> Option<Flow> {
+    pub fn find_reply(&self, key: &ReplyKey<A>) -> Option<Flow<A>> {
         self.table
             .lookup_reply(key, self.table.reply_key_hash(key))
             .map(|e| *self.table.get(e))
@@ -538,9 +544,12 @@ impl Conntrack {
             self.flow_ended(f, now);
         }
         self.ended = ended;
-        self.stats.active_flows.set(self.table.len() as u64);
+        self.stats
+            .flow_gauges(A::FAMILY)
+            .0
+            .set(self.table.len() as u64);
         for t in Trust::ALL {
-            self.stats.flows_by_trust[t as usize].set(self.table.count(t) as u64);
+            self.stats.flow_gauges(A::FAMILY).1[t as usize].set(self.table.count(t) as u64);
         }
         removed
     }
@@ -551,13 +560,16 @@ impl Conntrack {
         if !f.is_template() {
             self.flow_ended(&f, now);
         }
-        self.stats.active_flows.set(self.table.len() as u64);
+        self.stats
+            .flow_gauges(A::FAMILY)
+            .0
+            .set(self.table.len() as u64);
     }
 
     /// Bookkeeping for a flow that is gone: its real's active count, and
     /// its persistence template, which lives on for the service's
     /// persistence after its last flow.
-    fn flow_ended(&mut self, f: &Flow, now: u32) {
+    fn flow_ended(&mut self, f: &Flow<A>, now: u32) {
         self.count_active(f.real_id, false);
         let b = self.source_bucket(f.client());
         self.sources[b] = self.sources[b].saturating_sub(1);
@@ -575,7 +587,7 @@ impl Conntrack {
     /// Counts a flow in (`add`) or out of its persistence template, on
     /// whatever real: a template lives while any flow it placed does, even
     /// after it was moved to another real.
-    fn template_child(&mut self, key: &FlowKey, now: u32, add: bool) {
+    fn template_child(&mut self, key: &FlowKey<A>, now: u32, add: bool) {
         let tk = template_key(key);
         if let Some(e) = self.table.lookup(&tk, self.table.key_hash(&tk)) {
             let t = self.table.get_mut(e);
@@ -591,11 +603,11 @@ impl Conntrack {
     }
 }
 
-impl Target {
+impl<A: FlowAddr> Target<A> {
     /// A target that only carries a SYN proxy step (no real is chosen).
-    fn proxy_only(step: ProxyStep) -> Target {
+    fn proxy_only(step: ProxyStep) -> Target<A> {
         Target {
-            real: Ipv4Addr::UNSPECIFIED,
+            real: A::UNSPECIFIED,
             real_port: 0,
             method: ForwardingMethod::Nat,
             real_id: 0,
@@ -607,7 +619,7 @@ impl Target {
 // SYN proxy (design in `crate::synproxy`, flow state in `flow/synproxy.rs`):
 // what the marked hooks above call, and what the pipeline calls to finish a
 // handshake.
-impl Conntrack {
+impl<A: FlowAddr> Conntrack<A> {
     /// Whether this worker is under SYN pressure, which switches the SYN
     /// proxy on for services set to `auto`: engaged while the flow table
     /// is at least half full, released once it is below three eighths (the
@@ -639,7 +651,7 @@ impl Conntrack {
         snap: &Snapshot,
         service: usize,
         seg: Segment,
-    ) -> Option<Result<Target, DropReason>> {
+    ) -> Option<Result<Target<A>, DropReason>> {
         if snap.services[service].syn_proxy == SynProxyMode::Off {
             return None;
         }
@@ -682,7 +694,7 @@ impl Conntrack {
         e: u32,
         tcp: Option<Segment>,
         now: u32,
-    ) -> Result<Target, DropReason> {
+    ) -> Result<Target<A>, DropReason> {
         let f = self.table.get_mut(e);
         let target = Target {
             real: f.real(),
@@ -750,7 +762,7 @@ impl Conntrack {
         e: u32,
         tcp: Option<Segment>,
         now: u32,
-    ) -> Result<ReplyTarget, DropReason> {
+    ) -> Result<ReplyTarget<A>, DropReason> {
         let f = self.table.get_mut(e);
         let target = ReplyTarget {
             vip: f.vip(),
@@ -818,7 +830,7 @@ impl Conntrack {
         &mut self,
         snap: &Snapshot,
         service: usize,
-        key: &FlowKey,
+        key: &FlowKey<A>,
         client_isn: u32,
         cookie: u32,
         opts: &CookieOptions,
@@ -826,7 +838,7 @@ impl Conntrack {
         window: u16,
         now: u32,
         schedulers: &mut Schedulers,
-    ) -> Result<Target, DropReason> {
+    ) -> Result<Target<A>, DropReason> {
         let syn = Segment {
             flags: TcpFlags::SYN,
             seq: client_isn,
@@ -866,11 +878,11 @@ impl Conntrack {
         &mut self,
         snap: &Snapshot,
         service: usize,
-        key: &FlowKey,
+        key: &FlowKey<A>,
         seg: Segment,
         now: u32,
         schedulers: &mut Schedulers,
-    ) -> Result<Target, DropReason> {
+    ) -> Result<Target<A>, DropReason> {
         self.create(snap, service, key, Some(seg), false, now, schedulers)
     }
 
@@ -887,7 +899,7 @@ impl Conntrack {
         real_wscale: Option<u8>,
         real_tsval: Option<u32>,
         now: u32,
-    ) -> Flow {
+    ) -> Flow<A> {
         let f = self.table.get_mut(w.entry);
         let before = f.trust();
         let cookie = f.proxy_seq;
@@ -922,4 +934,12 @@ impl Conntrack {
         self.reclass(w.entry, before, now);
         flow
     }
+}
+
+/// A real's address as a flow of family `A` keeps it: `UNSPECIFIED` for a
+/// real of the other family (an IPv4 service's IPv6 real, 4in6), which the
+/// pipeline finds in the snapshot by the real's id.
+#[inline(always)]
+fn real_addr<A: FlowAddr>(address: impl Into<IpAddr>) -> A {
+    A::from_ip(address.into()).unwrap_or(A::UNSPECIFIED)
 }

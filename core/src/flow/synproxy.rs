@@ -11,8 +11,8 @@
 //! RST and FIN included, with the tracking of its own sender, in its
 //! sender's space, and the window checks work as for any flow.
 
+use super::hash::FlowAddr;
 use std::cell::Cell;
-use std::net::Ipv4Addr;
 
 use super::{seq_near, Flow, FlowState, Segment};
 use crate::forward::TcpAdjust;
@@ -109,7 +109,7 @@ pub enum Cover {
 #[derive(Debug, Default)]
 pub struct Pressure(Cell<bool>);
 
-impl Flow {
+impl<A: FlowAddr> Flow<A> {
     /// Whether the SYN proxy answered this flow's handshake (the client
     /// proved its address with a cookie and the real then answered, or is
     /// about to): a confirmed flow for whoever ranks flows by trust.
@@ -210,7 +210,9 @@ const READY_FLOWS: usize = 16;
 /// that shares them only runs again early, and finds it still waits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DeferReady {
-    flows: [(u32, u16); READY_FLOWS],
+    /// Client address (folded: IPv6 addresses to a hash, which at worst
+    /// runs another flow's segments early) and port.
+    flows: [(u64, u16); READY_FLOWS],
     len: u8,
     /// More flows than it names: every deferred segment is to run again.
     all: bool,
@@ -230,17 +232,17 @@ impl DeferReady {
 
     /// Whether segments of the flow of `client`:`client_port` are to run
     /// again.
-    pub fn covers(&self, client: Ipv4Addr, client_port: u16) -> bool {
-        self.all || self.flows[..usize::from(self.len)].contains(&(u32::from(client), client_port))
+    pub fn covers<A: FlowAddr>(&self, client: A, client_port: u16) -> bool {
+        self.all || self.flows[..usize::from(self.len)].contains(&(client.fold(), client_port))
     }
 
-    fn add(&mut self, client: Ipv4Addr, client_port: u16) {
+    fn add<A: FlowAddr>(&mut self, client: A, client_port: u16) {
         if self.covers(client, client_port) {
             return;
         }
         match self.flows.get_mut(usize::from(self.len)) {
             Some(slot) => {
-                *slot = (u32::from(client), client_port);
+                *slot = (client.fold(), client_port);
                 self.len += 1;
             }
             None => self.all = true,
@@ -284,7 +286,11 @@ impl Deferrals {
     /// Hook: a client's segment (neither SYN nor RST) for `f`, which still
     /// waits for its real.
     #[inline(never)]
-    pub(super) fn early(&mut self, f: &mut Flow, seg: Segment) -> Result<ProxyStep, DropReason> {
+    pub(super) fn early<A: FlowAddr>(
+        &mut self,
+        f: &mut Flow<A>,
+        seg: Segment,
+    ) -> Result<ProxyStep, DropReason> {
         let offset = u64::from(seg.seq.wrapping_sub(f.client_next));
         let keep = seg.len > 0
             && seg.flags.contains(TcpFlags::ACK)
@@ -309,9 +315,9 @@ impl Deferrals {
     /// Hook: a client's segment `seg` for `f`, which no longer waits,
     /// before the flow sees it. None: on as usual.
     #[inline]
-    pub(super) fn after_answer(
+    pub(super) fn after_answer<A: FlowAddr>(
         &mut self,
-        f: &mut Flow,
+        f: &mut Flow<A>,
         seg: Segment,
     ) -> Option<Result<ProxyStep, DropReason>> {
         if f.proxy & PROXY_DEFERRED == 0 && !self.rerun {
@@ -322,9 +328,9 @@ impl Deferrals {
 
     #[cold]
     #[inline(never)]
-    fn after_answer_cold(
+    fn after_answer_cold<A: FlowAddr>(
         &mut self,
-        f: &mut Flow,
+        f: &mut Flow<A>,
         seg: Segment,
     ) -> Option<Result<ProxyStep, DropReason>> {
         if self.rerun {
@@ -353,14 +359,14 @@ impl Deferrals {
     /// Hook: `f` stopped waiting (its real answered or refused), or its
     /// client reset it: its deferred segments, if any, are to run again.
     #[inline]
-    pub(super) fn changed(&mut self, f: &Flow) {
+    pub(super) fn changed<A: FlowAddr>(&mut self, f: &Flow<A>) {
         if f.proxy & PROXY_DEFERRED != 0 {
             self.ready.add(f.client(), f.client_port());
         }
     }
 }
 
-impl super::Conntrack {
+impl<A: FlowAddr> super::Conntrack<A> {
     /// Whether the packets looked up from now on are deferred segments
     /// running again (`Pipeline::process_deferred`).
     pub fn set_defer_rerun(&mut self, on: bool) {

@@ -16,7 +16,7 @@ use std::net::Ipv4Addr;
 
 use lb_config::ForwardingMethod;
 
-use super::hash::{flow_hash, IndexSeed};
+use super::hash::{flow_hash, FlowAddr, IndexSeed};
 use super::state::{seq_near, seq_within, FlowState, Segment, Timeouts, RST_WINDOW};
 use crate::wire::TcpFlags;
 
@@ -27,15 +27,15 @@ pub const FLOW_TEMPLATE: u8 = 0x80;
 /// A flow's client-side key: (protocol, client address and port, VIP and
 /// port). Templates use `proto | FLOW_TEMPLATE` and client port 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FlowKey {
+pub struct FlowKey<A: FlowAddr = Ipv4Addr> {
     pub proto: u8,
-    pub client: Ipv4Addr,
+    pub client: A,
     pub client_port: u16,
-    pub vip: Ipv4Addr,
+    pub vip: A,
     pub vip_port: u16,
 }
 
-impl FlowKey {
+impl<A: FlowAddr> FlowKey<A> {
     /// The fixed hash the schedulers pick by (the same on every box).
     #[inline]
     pub fn hash(&self) -> u64 {
@@ -64,15 +64,15 @@ impl FlowKey {
 /// The key a NAT reply is found by: (protocol, real address and port,
 /// client address and port).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ReplyKey {
+pub struct ReplyKey<A: FlowAddr = Ipv4Addr> {
     pub proto: u8,
-    pub real: Ipv4Addr,
+    pub real: A,
     pub real_port: u16,
-    pub client: Ipv4Addr,
+    pub client: A,
     pub client_port: u16,
 }
 
-impl ReplyKey {
+impl<A: FlowAddr> ReplyKey<A> {
     /// Where the key sits in a table keyed with `seed`.
     #[inline]
     pub fn index_hash(&self, seed: &IndexSeed) -> u64 {
@@ -96,12 +96,12 @@ const SAW_SYN: u8 = 16;
 /// confirm a NAT flow.
 const CONFIRM_ACK_WINDOW: u32 = 1 << 16;
 
-/// One flow. 64 bytes, one cache line.
+/// One flow: 64 bytes (one cache line) for IPv4, 128 for IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C, align(64))]
-pub struct Flow {
-    client: u32,
-    vip: u32,
+pub struct Flow<A: FlowAddr = Ipv4Addr> {
+    client: A,
+    vip: A,
     client_port: u16,
     vip_port: u16,
     proto: u8,
@@ -110,7 +110,10 @@ pub struct Flow {
     pub method: ForwardingMethod,
     /// Whether the reply key is indexed too (NAT).
     has_reply: bool,
-    real: u32,
+    /// The real's address; `UNSPECIFIED` when it is of the other family
+    /// (an IPv4 flow tunnelled to an IPv6 real, 4in6): the snapshot then
+    /// has it by `real_id`.
+    real: A,
     real_port: u16,
     /// SYN proxy (`flow/synproxy.rs`): while the flow waits for the
     /// real's SYN-ACK, the window of the client's ACK (unscaled field).
@@ -151,32 +154,35 @@ pub struct Flow {
     pub(super) proxy_ts: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<Flow>() == 64);
+const _: () = assert!(std::mem::size_of::<Flow<Ipv4Addr>>() == 64);
+const _: () = assert!(std::mem::size_of::<Flow<std::net::Ipv6Addr>>() == 128);
 
-impl Flow {
-    pub fn key(&self) -> FlowKey {
+impl<A: FlowAddr> Flow<A> {
+    #[inline]
+    pub fn key(&self) -> FlowKey<A> {
         FlowKey {
             proto: self.proto,
-            client: Ipv4Addr::from(self.client),
+            client: self.client,
             client_port: self.client_port,
-            vip: Ipv4Addr::from(self.vip),
+            vip: self.vip,
             vip_port: self.vip_port,
         }
     }
 
-    pub fn reply_key(&self) -> ReplyKey {
+    #[inline]
+    pub fn reply_key(&self) -> ReplyKey<A> {
         ReplyKey {
             proto: self.proto,
-            real: Ipv4Addr::from(self.real),
+            real: self.real,
             real_port: self.real_port,
-            client: Ipv4Addr::from(self.client),
+            client: self.client,
             client_port: self.client_port,
         }
     }
 
     #[inline]
-    pub fn real(&self) -> Ipv4Addr {
-        Ipv4Addr::from(self.real)
+    pub fn real(&self) -> A {
+        self.real
     }
 
     #[inline]
@@ -185,8 +191,8 @@ impl Flow {
     }
 
     #[inline]
-    pub fn vip(&self) -> Ipv4Addr {
-        Ipv4Addr::from(self.vip)
+    pub fn vip(&self) -> A {
+        self.vip
     }
 
     #[inline]
@@ -195,8 +201,8 @@ impl Flow {
     }
 
     #[inline]
-    pub fn client(&self) -> Ipv4Addr {
-        Ipv4Addr::from(self.client)
+    pub fn client(&self) -> A {
+        self.client
     }
 
     #[inline]
@@ -314,14 +320,8 @@ impl Flow {
     }
 
     /// Points a persistence template at another real.
-    pub fn retarget(
-        &mut self,
-        real: Ipv4Addr,
-        real_port: u16,
-        real_id: u32,
-        method: ForwardingMethod,
-    ) {
-        self.real = real.into();
+    pub fn retarget(&mut self, real: A, real_port: u16, real_id: u32, method: ForwardingMethod) {
+        self.real = real;
         self.real_port = real_port;
         self.real_id = real_id;
         self.method = method;
@@ -379,9 +379,9 @@ impl Trust {
 
 /// What a new flow is to be created with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NewFlow {
-    pub key: FlowKey,
-    pub real: Ipv4Addr,
+pub struct NewFlow<A: FlowAddr = Ipv4Addr> {
+    pub key: FlowKey<A>,
+    pub real: A,
     pub real_port: u16,
     pub real_id: u32,
     pub service_id: u32,
@@ -477,10 +477,10 @@ fn huge_vec<T: Clone>(n: usize, v: T) -> Vec<T> {
 }
 
 /// A worker's flow table. Everything is allocated in `with_capacity`.
-pub struct FlowTable {
+pub struct FlowTable<A: FlowAddr = Ipv4Addr> {
     /// The index hash's secret key.
     seed: IndexSeed,
-    flows: Vec<Flow>,
+    flows: Vec<Flow<A>>,
     /// Each entry's [`Trust`] as a byte, or `FREE`.
     class: Vec<u8>,
     /// The class queues: links, and when each entry was queued (worker
@@ -498,21 +498,21 @@ pub struct FlowTable {
     sweep_cursor: usize,
 }
 
-impl std::fmt::Debug for FlowTable {
+impl<A: FlowAddr> std::fmt::Debug for FlowTable<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "FlowTable({}/{})", self.len(), self.capacity())
     }
 }
 
-impl FlowTable {
+impl<A: FlowAddr> FlowTable<A> {
     /// A table for `capacity` flows (at least 1). The index has room for
     /// two keys per flow at a load of at most one half.
-    pub fn with_capacity(capacity: usize) -> FlowTable {
+    pub fn with_capacity(capacity: usize) -> FlowTable<A> {
         Self::with_seed(capacity, IndexSeed::random())
     }
 
     /// A table whose index is keyed with `seed` (tests that must repeat).
-    pub fn with_seed(capacity: usize, seed: IndexSeed) -> FlowTable {
+    pub fn with_seed(capacity: usize, seed: IndexSeed) -> FlowTable<A> {
         let capacity = capacity.clamp(1, MAX_CAPACITY);
         let slots = (capacity * 4).next_power_of_two();
         FlowTable {
@@ -534,13 +534,13 @@ impl FlowTable {
 
     /// The index hash of a client-side key in this table.
     #[inline]
-    pub fn key_hash(&self, key: &FlowKey) -> u64 {
+    pub fn key_hash(&self, key: &FlowKey<A>) -> u64 {
         key.index_hash(&self.seed)
     }
 
     /// The index hash of a reply key in this table.
     #[inline]
-    pub fn reply_key_hash(&self, key: &ReplyKey) -> u64 {
+    pub fn reply_key_hash(&self, key: &ReplyKey<A>) -> u64 {
         key.index_hash(&self.seed)
     }
 
@@ -587,20 +587,20 @@ impl FlowTable {
 
     /// The entry number of the flow with client-side `key` (hash given).
     #[inline]
-    pub fn lookup(&self, key: &FlowKey, hash: u64) -> Option<u32> {
+    pub fn lookup(&self, key: &FlowKey<A>, hash: u64) -> Option<u32> {
         self.find(hash, |f, reply| !reply && f.key() == *key)
     }
 
     /// The entry number of the NAT flow whose reply key is `key`.
     #[inline]
-    pub fn lookup_reply(&self, key: &ReplyKey, hash: u64) -> Option<u32> {
+    pub fn lookup_reply(&self, key: &ReplyKey<A>, hash: u64) -> Option<u32> {
         self.find(hash, |f, reply| {
             reply && f.has_reply && f.reply_key() == *key
         })
     }
 
     #[inline]
-    fn find(&self, hash: u64, matches: impl Fn(&Flow, bool) -> bool) -> Option<u32> {
+    fn find(&self, hash: u64, matches: impl Fn(&Flow<A>, bool) -> bool) -> Option<u32> {
         let tag = self.layout.tag(hash);
         let mut i = (hash as usize) & self.mask;
         loop {
@@ -619,29 +619,29 @@ impl FlowTable {
     }
 
     #[inline]
-    pub fn get(&self, entry: u32) -> &Flow {
+    pub fn get(&self, entry: u32) -> &Flow<A> {
         &self.flows[entry as usize]
     }
 
     #[inline]
-    pub fn get_mut(&mut self, entry: u32) -> &mut Flow {
+    pub fn get_mut(&mut self, entry: u32) -> &mut Flow<A> {
         &mut self.flows[entry as usize]
     }
 
     /// Creates a flow. The caller has checked that the key is absent.
-    pub fn insert(&mut self, new: &NewFlow) -> Result<u32, InsertError> {
+    pub fn insert(&mut self, new: &NewFlow<A>) -> Result<u32, InsertError> {
         let e = self.free.pop().ok_or(InsertError::Full)?;
         let k = &new.key;
         self.flows[e as usize] = Flow {
-            client: k.client.into(),
-            vip: k.vip.into(),
+            client: k.client,
+            vip: k.vip,
             client_port: k.client_port,
             vip_port: k.vip_port,
             proto: k.proto,
             state: new.state,
             method: new.method,
             has_reply: new.index_reply,
-            real: new.real.into(),
+            real: new.real,
             real_port: new.real_port,
             proxy_window: 0,
             real_id: new.real_id,
@@ -668,7 +668,7 @@ impl FlowTable {
     }
 
     /// Removes a flow and returns it.
-    pub fn remove(&mut self, entry: u32) -> Flow {
+    pub fn remove(&mut self, entry: u32) -> Flow<A> {
         let f = self.flows[entry as usize];
         debug_assert!(self.is_live(entry));
         self.index_remove(f.key().index_hash(&self.seed), entry, false);
@@ -761,7 +761,7 @@ impl FlowTable {
     /// None when every entry is confirmed. At most `SECOND_CHANCES` + 1
     /// steps, however the table is filled.
     pub fn victim(&mut self, now: u32) -> Option<u32> {
-        let waited = |t: &FlowTable, c: Trust| {
+        let waited = |t: &FlowTable<A>, c: Trust| {
             let h = t.heads[c as usize];
             (h != NIL).then(|| now.wrapping_sub(t.queued_at[h as usize]))
         };
@@ -847,8 +847,8 @@ impl FlowTable {
         &mut self,
         budget: usize,
         max_removals: usize,
-        mut expired: impl FnMut(&Flow) -> bool,
-        mut on_remove: impl FnMut(&Flow),
+        mut expired: impl FnMut(&Flow<A>) -> bool,
+        mut on_remove: impl FnMut(&Flow<A>),
     ) -> usize {
         let n = self.flows.len();
         let mut removed = 0;
@@ -957,18 +957,18 @@ impl FlowTable {
     }
 }
 
-impl Flow {
-    fn default_entry() -> Flow {
+impl<A: FlowAddr> Flow<A> {
+    fn default_entry() -> Flow<A> {
         Flow {
-            client: 0,
-            vip: 0,
+            client: A::UNSPECIFIED,
+            vip: A::UNSPECIFIED,
             client_port: 0,
             vip_port: 0,
             proto: 0,
             state: FlowState::Closed,
             method: ForwardingMethod::Nat,
             has_reply: false,
-            real: 0,
+            real: A::UNSPECIFIED,
             real_port: 0,
             proxy_window: 0,
             real_id: 0,
@@ -993,6 +993,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::HashMap;
+    use std::net::Ipv6Addr;
 
     fn key(i: u32) -> FlowKey {
         FlowKey {
@@ -1019,10 +1020,59 @@ mod tests {
         }
     }
 
+    /// IPv6 keys that differ in the top and in the bottom bits of both
+    /// addresses (clients of one /64 and of many).
+    fn key6(i: u32) -> FlowKey<Ipv6Addr> {
+        let client = (0x2001_0002_0010_u128 << 80) | (u128::from(i >> 8) << 96) | u128::from(i);
+        FlowKey {
+            proto: 6,
+            client: Ipv6Addr::from(client),
+            client_port: 1024 + (i & 0xff) as u16,
+            vip: "2001:2:0:1::100".parse().unwrap(),
+            vip_port: 80,
+        }
+    }
+
+    fn new6(i: u32, nat: bool, now: u32) -> NewFlow<Ipv6Addr> {
+        NewFlow {
+            key: key6(i),
+            real: Ipv6Addr::from((0x2001_0002_u128 << 96) | u128::from(i % 200 + 1)),
+            real_port: 8080,
+            real_id: i % 7,
+            service_id: 1,
+            method: ForwardingMethod::Nat,
+            state: FlowState::SynSent,
+            trust: Trust::Unconfirmed,
+            index_reply: nat,
+            now,
+        }
+    }
+
     #[test]
     fn an_entry_is_one_cache_line() {
         assert_eq!(std::mem::size_of::<Flow>(), 64);
         assert_eq!(std::mem::align_of::<Flow>(), 64);
+        // IPv6: two lines (three 16-byte addresses do not fit in one).
+        assert_eq!(std::mem::size_of::<Flow<Ipv6Addr>>(), 128);
+    }
+
+    #[test]
+    fn both_keys_of_an_ipv6_nat_flow_find_it() {
+        let mut t = FlowTable::<Ipv6Addr>::with_capacity(16);
+        let e = t.insert(&new6(1, true, 0)).unwrap();
+        let k = key6(1);
+        assert_eq!(t.lookup(&k, t.key_hash(&k)), Some(e));
+        let rk = t.get(e).reply_key();
+        assert_eq!(rk.real, new6(1, true, 0).real);
+        assert_eq!(t.lookup_reply(&rk, t.reply_key_hash(&rk)), Some(e));
+        // Another client in the same /64, and the same interface id in
+        // another /64: different flows.
+        assert_eq!(t.lookup(&key6(2), t.key_hash(&key6(2))), None);
+        assert_eq!(t.lookup(&key6(257), t.key_hash(&key6(257))), None);
+        t.remove(e);
+        assert_eq!(t.lookup(&k, t.key_hash(&k)), None);
+        assert_eq!(t.lookup_reply(&rk, t.reply_key_hash(&rk)), None);
+        assert_eq!(t.audit(), Ok(()));
     }
 
     #[test]
@@ -1332,6 +1382,39 @@ mod tests {
                 let k = key(i);
                 let found = t.lookup(&k, t.key_hash(&k));
                 prop_assert_eq!(found, model.get(&k).map(|v| v.0));
+                if let Some((e, nat)) = model.get(&k).copied() {
+                    let rk = t.get(e).reply_key();
+                    prop_assert_eq!(t.lookup_reply(&rk, t.reply_key_hash(&rk)).is_some(), nat);
+                }
+            }
+        }
+
+        /// The same for an IPv6 table.
+        #[test]
+        fn the_ipv6_index_agrees_with_a_model(ops in proptest::collection::vec((0u32..600, any::<bool>(), any::<bool>()), 1..600)) {
+            let mut t = FlowTable::<Ipv6Addr>::with_capacity(128);
+            let mut model: HashMap<FlowKey<Ipv6Addr>, (u32, bool)> = HashMap::new();
+            for (i, insert, nat) in ops {
+                let k = key6(i);
+                match (model.get(&k).copied(), insert) {
+                    (None, true) => {
+                        if let Ok(e) = t.insert(&new6(i, nat, 0)) {
+                            model.insert(k, (e, nat));
+                        } else {
+                            prop_assert_eq!(model.len(), 128);
+                        }
+                    }
+                    (Some((e, _)), false) => {
+                        t.remove(e);
+                        model.remove(&k);
+                    }
+                    _ => {}
+                }
+            }
+            prop_assert_eq!(t.audit(), Ok(()));
+            for i in 0..600 {
+                let k = key6(i);
+                prop_assert_eq!(t.lookup(&k, t.key_hash(&k)), model.get(&k).map(|v| v.0));
                 if let Some((e, nat)) = model.get(&k).copied() {
                     let rk = t.get(e).reply_key();
                     prop_assert_eq!(t.lookup_reply(&rk, t.reply_key_hash(&rk)).is_some(), nat);

@@ -2,7 +2,7 @@
 //! states for the services of its snapshot, and the one call that turns a
 //! service's built [`Scheduler`](super::Scheduler) pick into a real.
 
-use crate::flow::{source_hash, FlowKey};
+use crate::flow::{source_hash, FlowAddr, FlowKey};
 use crate::snapshot::{Snapshot, MAX_REALS};
 
 use super::{PickInput, SchedulerState};
@@ -46,11 +46,11 @@ impl Schedulers {
     /// `active[real id]` is this worker's count of flows per real (for the
     /// least-connection schedulers).
     #[inline]
-    pub fn choose(
+    pub fn choose<A: FlowAddr>(
         &mut self,
         snap: &Snapshot,
         service: usize,
-        key: &FlowKey,
+        key: &FlowKey<A>,
         active: &[u32],
     ) -> Option<usize> {
         let svc = snap.services.get(service)?;
