@@ -139,7 +139,8 @@ impl FromStr for Ipv6Cidr {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("invalid address {s:?}: expected an IPv6 address/len (e.g. 2001:2::2/64)");
+        let bad =
+            || format!("invalid address {s:?}: expected an IPv6 address/len (e.g. 2001:2::2/64)");
         let (addr, len) = s.split_once('/').ok_or_else(bad)?;
         let address: Ipv6Addr = addr.parse().map_err(|_| bad())?;
         if len.is_empty() || len.len() > 3 || !len.bytes().all(|b| b.is_ascii_digit()) {

@@ -14,11 +14,11 @@ mod validate;
 
 use std::fmt;
 
-pub use cidr::Ipv4Cidr;
+pub use cidr::{Ipv4Cidr, Ipv6Cidr};
 pub use duration::{format_duration, parse_duration};
 pub use lcores::{parse_core_list, parse_core_mask, parse_lcores_map};
 pub use mac::MacAddr;
-pub use std::net::{Ipv4Addr, SocketAddr};
+pub use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 pub use std::time::Duration;
 
 /// The name used as the error path for syntax errors when text is not read from a file.
@@ -72,7 +72,8 @@ pub enum SchedulerKind {
 pub enum ForwardingMethod {
     /// `nat`: destination rewritten, replies come back through the balancer.
     Nat,
-    /// `tun`: IP-in-IP encapsulation.
+    /// `tun`: IP-in-IP encapsulation: IPIP (IPv4 in IPv4), 6in6, or 4in6
+    /// (an IPv4 VIP with IPv6 reals); never 6in4.
     Tunnel,
     /// `dr`: MAC rewrite on a connected network.
     DirectRoute,
@@ -84,12 +85,12 @@ pub enum ForwardingMethod {
 pub enum SynProxyMode {
     /// `off`: every SYN goes to a real, as before.
     Off,
-    /// `on`: every new connection is proxied (TCP services with NAT reals
-    /// only).
+    /// `on`: every new connection is proxied (TCP services with an IPv4
+    /// VIP and NAT reals only).
     On,
     /// `auto` (the default): proxied while the worker is under SYN pressure
-    /// (its flow table at least half full); inert on a UDP service or one
-    /// with a real that is not NAT.
+    /// (its flow table at least half full); inert on a UDP service, an IPv6
+    /// one, or one with a real that is not NAT.
     #[default]
     Auto,
 }
@@ -182,15 +183,26 @@ pub struct WorkersConfig {
     pub lcores: Vec<u32>,
 }
 
-/// One `[[ports]]` entry.
+/// One `[[ports]]` entry. A port has an IPv4 address, an IPv6 one, or both
+/// (validation refuses neither); a gateway of a family needs the port's
+/// address of that family.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PortConfig {
     pub name: String,
     /// PCI address or DPDK vdev string.
     pub device: String,
-    /// The appliance's own address and connected network.
-    pub address: Ipv4Cidr,
+    /// `address`: the appliance's own IPv4 address and connected network.
+    pub address: Option<Ipv4Cidr>,
+    /// `address6`: the appliance's own IPv6 address and connected network
+    /// (prefix length 1..=127).
+    pub address6: Option<Ipv6Cidr>,
+    /// `gateway`: IPv4 next hop beyond every connected network (one port at
+    /// most).
     pub gateway: Option<Ipv4Addr>,
+    /// `gateway6`: IPv6 next hop beyond every connected network (one port
+    /// at most): on `address6`'s network, or link-local (`fe80::/10`),
+    /// which is then reached on this port.
+    pub gateway6: Option<Ipv6Addr>,
     pub mtu: u16,
     /// Optional: the MAC address to give the port instead of the device's
     /// own (set at start; for vdevs whose MAC is made up, and for pinning a
@@ -198,10 +210,11 @@ pub struct PortConfig {
     pub mac: Option<MacAddr>,
 }
 
-/// One static `[[neighbors]]` ARP entry.
+/// One static `[[neighbors]]` entry: ARP for IPv4, neighbor discovery for
+/// IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NeighborConfig {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub mac: MacAddr,
 }
 
@@ -226,7 +239,8 @@ pub struct MetricsConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServiceConfig {
     pub name: String,
-    pub vip: Ipv4Addr,
+    /// IPv4 or IPv6.
+    pub vip: IpAddr,
     pub port: u16,
     pub protocol: Protocol,
     pub scheduler: SchedulerKind,
@@ -234,7 +248,8 @@ pub struct ServiceConfig {
     pub forwarding: ForwardingMethod,
     /// Zero: no persistence.
     pub persistence: Duration,
-    /// `syn_proxy`: `on` only for TCP services whose reals are all NAT.
+    /// `syn_proxy`: `on` only for TCP services with an IPv4 VIP whose reals
+    /// are all NAT.
     pub syn_proxy: SynProxyMode,
     /// `None`: every real counts as up.
     pub health_check: Option<HealthCheckConfig>,
@@ -258,7 +273,9 @@ pub struct HealthCheckConfig {
 /// One `[[services.reals]]` entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RealConfig {
-    pub address: Ipv4Addr,
+    /// In the VIP's family for `nat` and `dr`; for `tun`, IPv6 reals may
+    /// serve an IPv4 VIP (4in6), not the reverse.
+    pub address: IpAddr,
     pub port: u16,
     /// 0 drains the real.
     pub weight: u32,
@@ -353,9 +370,13 @@ impl Config {
         lcores::eal_main_lcore(&self.dpdk.eal_args)
     }
 
-    /// Index of the port whose connected network contains `addr`.
-    pub fn port_for(&self, addr: Ipv4Addr) -> Option<usize> {
-        self.ports.iter().position(|p| p.address.contains(addr))
+    /// Index of the port whose connected network of `addr`'s family
+    /// contains `addr`.
+    pub fn port_for(&self, addr: IpAddr) -> Option<usize> {
+        self.ports.iter().position(|p| match addr {
+            IpAddr::V4(a) => p.address.is_some_and(|net| net.contains(a)),
+            IpAddr::V6(a) => p.address6.is_some_and(|net| net.contains(a)),
+        })
     }
 
     /// Names of the settings that differ from `new` and can only change with a
@@ -401,15 +422,15 @@ impl Config {
         let _ = writeln!(s, "workers: lcores {} ({main})", lcores.join(", "));
         let _ = writeln!(s, "ports: {}", self.ports.len());
         for p in &self.ports {
-            let gateway = match p.gateway {
-                Some(g) => format!("gateway {g}"),
-                None => "no gateway".to_string(),
-            };
-            let _ = writeln!(
-                s,
-                "  {} {} {} {gateway} mtu {}",
-                p.name, p.device, p.address, p.mtu
-            );
+            let mut words = vec![p.name.clone(), p.device.clone()];
+            words.extend(p.address.map(|a| a.to_string()));
+            words.extend(p.address6.map(|a| a.to_string()));
+            words.extend(p.gateway.map(|g| format!("gateway {g}")));
+            words.extend(p.gateway6.map(|g| format!("gateway6 {g}")));
+            if p.gateway.is_none() && p.gateway6.is_none() {
+                words.push("no gateway".to_string());
+            }
+            let _ = writeln!(s, "  {} mtu {}", words.join(" "), p.mtu);
         }
         if !self.neighbors.is_empty() {
             let _ = writeln!(s, "neighbors: {}", self.neighbors.len());
@@ -458,14 +479,20 @@ impl Config {
             };
             let _ = writeln!(
                 s,
-                "  {} {} {}:{} {} {}, {reals} ({health}){persistence}",
-                svc.name, svc.protocol, svc.vip, svc.port, svc.scheduler, svc.forwarding
+                "  {} {} {} {} {}, {reals} ({health}){persistence}",
+                svc.name,
+                svc.protocol,
+                SocketAddr::new(svc.vip, svc.port),
+                svc.scheduler,
+                svc.forwarding
             );
             for r in &svc.reals {
                 let _ = writeln!(
                     s,
-                    "    -> {}:{} weight {} {}",
-                    r.address, r.port, r.weight, r.forwarding
+                    "    -> {} weight {} {}",
+                    SocketAddr::new(r.address, r.port),
+                    r.weight,
+                    r.forwarding
                 );
             }
         }

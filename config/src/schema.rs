@@ -32,7 +32,9 @@ pub(crate) struct RawPort {
     pub name: Option<String>,
     pub device: Option<String>,
     pub address: Option<String>,
+    pub address6: Option<String>,
     pub gateway: Option<String>,
+    pub gateway6: Option<String>,
     pub mtu: Option<i64>,
     pub mac: Option<String>,
 }
@@ -106,7 +108,9 @@ pub(crate) fn known_keys(table: &str) -> &'static [&'static str] {
         ],
         "dpdk" => &["eal_args", "mbufs", "burst"],
         "workers" => &["lcores"],
-        "ports" => &["name", "device", "address", "gateway", "mtu", "mac"],
+        "ports" => &[
+            "name", "device", "address", "address6", "gateway", "gateway6", "mtu", "mac",
+        ],
         "neighbors" => &["address", "mac"],
         "flows" => &[
             "capacity",

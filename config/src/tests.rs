@@ -124,16 +124,18 @@ fn example_parses_into_expected_values() {
         ports: vec![PortConfig {
             name: "wan".into(),
             device: "net_af_packet0,iface=lb0".into(),
-            address: Ipv4Cidr {
+            address: Some(Ipv4Cidr {
                 address: Ipv4Addr::new(198, 18, 0, 2),
                 prefix_len: 24,
-            },
+            }),
+            address6: None,
             gateway: Some(Ipv4Addr::new(198, 18, 0, 1)),
+            gateway6: None,
             mtu: 1500,
             mac: None,
         }],
         neighbors: vec![NeighborConfig {
-            address: Ipv4Addr::new(198, 18, 0, 20),
+            address: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 20)),
             mac: MacAddr([2, 0, 0, 0, 0, 0x20]),
         }],
         flows: FlowsConfig {
@@ -148,7 +150,7 @@ fn example_parses_into_expected_values() {
         },
         services: vec![ServiceConfig {
             name: "web".into(),
-            vip: Ipv4Addr::new(198, 18, 1, 100),
+            vip: IpAddr::V4(Ipv4Addr::new(198, 18, 1, 100)),
             port: 80,
             protocol: Protocol::Tcp,
             scheduler: SchedulerKind::WeightedRoundRobin,
@@ -166,13 +168,13 @@ fn example_parses_into_expected_values() {
             }),
             reals: vec![
                 RealConfig {
-                    address: Ipv4Addr::new(198, 18, 2, 11),
+                    address: IpAddr::V4(Ipv4Addr::new(198, 18, 2, 11)),
                     port: 8080,
                     weight: 1,
                     forwarding: ForwardingMethod::Nat,
                 },
                 RealConfig {
-                    address: Ipv4Addr::new(198, 18, 0, 12),
+                    address: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 12)),
                     port: 80,
                     weight: 0,
                     forwarding: ForwardingMethod::DirectRoute,
@@ -182,8 +184,8 @@ fn example_parses_into_expected_values() {
     };
     assert_eq!(c, expected);
     assert_eq!(c.eal_main_lcore(), Some(0));
-    assert_eq!(c.port_for(Ipv4Addr::new(198, 18, 0, 77)), Some(0));
-    assert_eq!(c.port_for(Ipv4Addr::new(198, 18, 1, 77)), None);
+    assert_eq!(c.port_for(Ipv4Addr::new(198, 18, 0, 77).into()), Some(0));
+    assert_eq!(c.port_for(Ipv4Addr::new(198, 18, 1, 77).into()), None);
 }
 
 #[test]
@@ -247,7 +249,7 @@ fn defaults_apply() {
     assert_eq!(
         s.reals,
         vec![RealConfig {
-            address: Ipv4Addr::new(10, 1, 0, 5),
+            address: IpAddr::V4(Ipv4Addr::new(10, 1, 0, 5)),
             port: 80,
             weight: 1,
             forwarding: ForwardingMethod::Nat,

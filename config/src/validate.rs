@@ -3,7 +3,7 @@
 //! path) instead of stopping at the first.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -69,15 +69,75 @@ impl Checker<'_> {
     /// A unicast host address (not 0.0.0.0, broadcast or multicast).
     fn host(&mut self, path: &str, text: &str) -> Option<Ipv4Addr> {
         match text.parse::<Ipv4Addr>() {
-            Ok(a) if a.is_unspecified() || a.is_broadcast() || a.is_multicast() => {
-                self.err(path, format!("{a} is not a unicast host address"));
+            Ok(a) => self.host4(path, a),
+            Err(_) => {
+                let hint = match text.parse::<Ipv6Addr>() {
+                    Ok(_) => format!(" ({text} is IPv6: use {}6)", key_of(path)),
+                    Err(_) => String::new(),
+                };
+                self.err(
+                    path,
+                    format!("invalid IPv4 address {text:?}: expected a.b.c.d{hint}"),
+                );
                 None
             }
-            Ok(a) => Some(a),
+        }
+    }
+
+    fn host4(&mut self, path: &str, a: Ipv4Addr) -> Option<Ipv4Addr> {
+        if a.is_unspecified() || a.is_broadcast() || a.is_multicast() {
+            self.err(path, format!("{a} is not a unicast host address"));
+            return None;
+        }
+        Some(a)
+    }
+
+    /// An IPv6 unicast host address, link-local (`fe80::/10`) only where
+    /// `link_local` allows it.
+    fn host6(&mut self, path: &str, text: &str, link_local: LinkLocal) -> Option<Ipv6Addr> {
+        match text.parse::<Ipv6Addr>() {
+            Ok(a) => self.host6_addr(path, a, link_local),
+            Err(_) => {
+                let hint = match text.parse::<Ipv4Addr>() {
+                    Ok(_) => {
+                        let key = key_of(path);
+                        format!(" ({text} is IPv4: use {})", key.trim_end_matches('6'))
+                    }
+                    Err(_) => String::new(),
+                };
+                self.err(
+                    path,
+                    format!("invalid IPv6 address {text:?}: expected e.g. 2001:2::1{hint}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn host6_addr(&mut self, path: &str, a: Ipv6Addr, link_local: LinkLocal) -> Option<Ipv6Addr> {
+        if let Some(why) = not_a_host6(a, link_local) {
+            self.err(path, format!("{a} is not a unicast host address: {why}"));
+            return None;
+        }
+        Some(a)
+    }
+
+    /// A host address of either family (VIPs, reals, neighbors).
+    fn ip_host(&mut self, path: &str, text: &str, link_local: LinkLocal) -> Option<IpAddr> {
+        match text.parse::<IpAddr>() {
+            Ok(IpAddr::V4(a)) => self.host4(path, a).map(IpAddr::V4),
+            Ok(IpAddr::V6(a)) => self.host6_addr(path, a, link_local).map(IpAddr::V6),
+            Err(_) if text.contains(':') => {
+                self.err(
+                    path,
+                    format!("invalid IPv6 address {text:?}: expected e.g. 2001:2::11"),
+                );
+                None
+            }
             Err(_) => {
                 self.err(
                     path,
-                    format!("invalid IPv4 address {text:?}: expected a.b.c.d"),
+                    format!("invalid IPv4 address {text:?}: expected a.b.c.d (or an IPv6 address)"),
                 );
                 None
             }
@@ -149,6 +209,43 @@ impl Checker<'_> {
     }
 }
 
+/// Whether an IPv6 key accepts a link-local address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkLocal {
+    /// `gateway6` and neighbors: a next hop is often link-local.
+    Allowed,
+    /// Port addresses, VIPs and reals: they must be reachable beyond one
+    /// link, and a link-local address does not say which link.
+    Refused,
+}
+
+/// Why `a` cannot be an IPv6 host address, if it cannot.
+fn not_a_host6(a: Ipv6Addr, link_local: LinkLocal) -> Option<&'static str> {
+    if a.is_unspecified() {
+        Some("it is the unspecified address (::)")
+    } else if a.is_loopback() {
+        Some("it is the loopback address (::1)")
+    } else if a.is_multicast() {
+        Some("it is a multicast address (ff00::/8)")
+    } else if a.to_ipv4_mapped().is_some() {
+        Some("it is an IPv4-mapped address (::ffff:0:0/96); write the IPv4 address itself, where IPv4 is meant")
+    } else if link_local == LinkLocal::Refused && is_link_local6(a) {
+        Some("it is link-local (fe80::/10), which names no particular link; use a global or unique-local address")
+    } else {
+        None
+    }
+}
+
+/// `fe80::/10`.
+pub(crate) fn is_link_local6(a: Ipv6Addr) -> bool {
+    a.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// The last key of a path: `ports[0].gateway` -> `gateway`.
+fn key_of(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
+}
+
 /// A maximum duration as `576h (24 days)`: the accepted form, and the days
 /// when it is a whole number of them (the form has no day unit).
 fn describe_max(max: Duration) -> String {
@@ -169,7 +266,7 @@ pub(crate) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config 
     let dpdk = dpdk(&mut c, raw.dpdk.unwrap_or_default());
     let workers = workers(&mut c, raw.workers, &dpdk.eal_args);
     let (ports, port_nets) = ports(&mut c, raw.ports);
-    let neighbors = neighbors(&mut c, raw.neighbors.unwrap_or_default());
+    let neighbors = neighbors(&mut c, raw.neighbors.unwrap_or_default(), &port_nets);
     let flows = flows(&mut c, raw.flows.unwrap_or_default());
     let metrics = metrics(&mut c, raw.metrics.unwrap_or_default());
     let services = services(&mut c, raw.services.unwrap_or_default(), &port_nets);
@@ -190,6 +287,7 @@ pub(crate) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config 
 fn across(c: &mut Checker<'_>, config: &Config) {
     let mut devices: HashMap<&str, usize> = HashMap::new();
     let mut gateway: Option<usize> = None;
+    let mut gateway6: Option<usize> = None;
     for (i, p) in config.ports.iter().enumerate() {
         if p.device.is_empty() {
             continue;
@@ -203,33 +301,51 @@ fn across(c: &mut Checker<'_>, config: &Config) {
                 devices.insert(p.device.as_str(), i);
             }
         }
-        if p.address.prefix_len > 0 {
-            for (k, q) in config.ports.iter().enumerate().take(i) {
-                let overlap = q.address.prefix_len > 0
-                    && (p.address.contains(q.address.network())
-                        || q.address.contains(p.address.network()));
-                if overlap {
-                    c.err(
-                        format!("ports[{i}].address"),
-                        format!(
-                            "its network {} overlaps that of ports[{k}] ({}): a destination must have one port",
-                            p.address.network_cidr(),
-                            q.address.network_cidr()
-                        ),
-                    );
+        // Per family: an IPv4 network and an IPv6 one never overlap.
+        for (k, q) in config.ports.iter().enumerate().take(i) {
+            if let (Some(a), Some(b)) = (p.address, q.address) {
+                if a.contains(b.network()) || b.contains(a.network()) {
+                    overlaps(c, i, "address", a.network_cidr(), k, b.network_cidr());
+                }
+            }
+            if let (Some(a), Some(b)) = (p.address6, q.address6) {
+                if a.contains(b.network()) || b.contains(a.network()) {
+                    overlaps(c, i, "address6", a.network_cidr(), k, b.network_cidr());
                 }
             }
         }
-        if p.gateway.is_some() {
-            match gateway {
+        for (key, has, first) in [
+            ("gateway", p.gateway.is_some(), &mut gateway),
+            ("gateway6", p.gateway6.is_some(), &mut gateway6),
+        ] {
+            if !has {
+                continue;
+            }
+            match *first {
                 Some(first) => c.err(
-                    format!("ports[{i}].gateway"),
-                    format!("ports[{first}] has the gateway already; only one port may have one"),
+                    format!("ports[{i}].{key}"),
+                    format!("ports[{first}] has the {key} already; only one port may have one"),
                 ),
-                None => gateway = Some(i),
+                None => *first = Some(i),
             }
         }
     }
+}
+
+fn overlaps(
+    c: &mut Checker<'_>,
+    i: usize,
+    key: &str,
+    net: impl fmt::Display,
+    k: usize,
+    other: impl fmt::Display,
+) {
+    c.err(
+        format!("ports[{i}].{key}"),
+        format!(
+            "its network {net} overlaps that of ports[{k}] ({other}): a destination must have one port"
+        ),
+    );
 }
 
 fn dpdk(c: &mut Checker<'_>, raw: RawDpdk) -> DpdkConfig {
@@ -295,14 +411,142 @@ fn workers(c: &mut Checker<'_>, raw: Option<RawWorkers>, eal_args: &[String]) ->
     WorkersConfig { lcores }
 }
 
-/// A port's name and connected network, for cross-checks.
-type PortNet = (usize, String, Ipv4Cidr);
+/// A port's index, name and connected network of one family, for
+/// cross-checks.
+struct PortNet<C> {
+    index: usize,
+    name: String,
+    cidr: C,
+}
+
+/// What the ports offer, per family, for the checks of neighbors, VIPs and
+/// reals.
+#[derive(Default)]
+struct Nets {
+    v4: Vec<PortNet<Ipv4Cidr>>,
+    v6: Vec<PortNet<Ipv6Cidr>>,
+    /// The `gateway6` of a port, if one has it.
+    gateway6: Option<Ipv6Addr>,
+    /// Whether every port's addresses were valid: otherwise "on no
+    /// connected network" may only echo an error already reported.
+    complete: bool,
+}
+
+impl Nets {
+    fn connected(&self, addr: IpAddr) -> bool {
+        match addr {
+            IpAddr::V4(a) => self.v4.iter().any(|n| n.cidr.contains(a)),
+            IpAddr::V6(a) => self.v6.iter().any(|n| n.cidr.contains(a)),
+        }
+    }
+
+    /// Whether the ports have an address of `addr`'s family (or, with some
+    /// port in error, might have).
+    fn has_family(&self, addr: IpAddr) -> bool {
+        !self.complete
+            || match addr {
+                IpAddr::V4(_) => !self.v4.is_empty(),
+                IpAddr::V6(_) => !self.v6.is_empty(),
+            }
+    }
+
+    /// The port whose own address (of either family) is `addr`.
+    fn port_address(&self, addr: IpAddr) -> Option<(usize, &str)> {
+        match addr {
+            IpAddr::V4(a) => self
+                .v4
+                .iter()
+                .find(|n| n.cidr.address == a)
+                .map(|n| (n.index, n.name.as_str())),
+            IpAddr::V6(a) => self
+                .v6
+                .iter()
+                .find(|n| n.cidr.address == a)
+                .map(|n| (n.index, n.name.as_str())),
+        }
+    }
+
+    /// `198.18.0.0/24 on port wan, ...` for `addr`'s family.
+    fn describe(&self, addr: IpAddr) -> String {
+        let list: Vec<String> = match addr {
+            IpAddr::V4(_) => self
+                .v4
+                .iter()
+                .map(|n| format!("{} on port {}", n.cidr.network_cidr(), n.name))
+                .collect(),
+            IpAddr::V6(_) => self
+                .v6
+                .iter()
+                .map(|n| format!("{} on port {}", n.cidr.network_cidr(), n.name))
+                .collect(),
+        };
+        list.join(", ")
+    }
+}
+
+/// `IPv4` or `IPv6`.
+fn family(addr: IpAddr) -> &'static str {
+    match addr {
+        IpAddr::V4(_) => "IPv4",
+        IpAddr::V6(_) => "IPv6",
+    }
+}
+
+/// The `[[ports]]` key of `addr`'s family: `address` or `address6`.
+fn address_key(addr: IpAddr) -> &'static str {
+    match addr {
+        IpAddr::V4(_) => "address",
+        IpAddr::V6(_) => "address6",
+    }
+}
+
+fn cidr6(c: &mut Checker<'_>, path: &str, text: &str) -> Option<Ipv6Cidr> {
+    let cidr: Ipv6Cidr = match text.parse() {
+        Ok(v) => v,
+        Err(e) => {
+            let hint = match text.parse::<Ipv4Cidr>() {
+                Ok(_) => " (this is IPv4: use address)",
+                Err(_) => "",
+            };
+            c.err(path, format!("{e}{hint}"));
+            return None;
+        }
+    };
+    let a = cidr.address;
+    if cidr.prefix_len == 0 || cidr.prefix_len == 128 {
+        // A /128 leaves the port no connected network: no neighbor, gateway
+        // or dr real could be on it. The operator knows the on-link prefix.
+        c.err(
+            path,
+            format!("invalid address {text:?}: prefix length must be 1..=127 (the port's on-link prefix, usually /64)"),
+        );
+        None
+    } else if let Some(why) = not_a_host6(a, LinkLocal::Refused) {
+        c.err(path, format!("{a} is not a unicast host address: {why}"));
+        None
+    } else if cidr.prefix_len <= 126 && a == cidr.network() {
+        c.err(
+            path,
+            format!(
+                "{a} is the subnet-router anycast address of {}; use a host address",
+                cidr.network_cidr()
+            ),
+        );
+        None
+    } else {
+        Some(cidr)
+    }
+}
 
 fn cidr(c: &mut Checker<'_>, path: &str, text: &str) -> Option<Ipv4Cidr> {
     let cidr: Ipv4Cidr = match text.parse() {
         Ok(v) => v,
         Err(e) => {
-            c.err(path, e);
+            let hint = match text.parse::<Ipv6Cidr>() {
+                Ok(_) => " (this is IPv6: use address6)",
+                Err(_) => "",
+            };
+            c.err(path, format!("{e}{hint}"));
             return None;
         }
     };
@@ -339,13 +583,16 @@ fn cidr(c: &mut Checker<'_>, path: &str, text: &str) -> Option<Ipv4Cidr> {
     }
 }
 
-fn ports(c: &mut Checker<'_>, raw: Option<Vec<RawPort>>) -> (Vec<PortConfig>, Vec<PortNet>) {
+fn ports(c: &mut Checker<'_>, raw: Option<Vec<RawPort>>) -> (Vec<PortConfig>, Nets) {
     let raw = raw.unwrap_or_default();
     if raw.is_empty() {
         c.err("ports", "at least one [[ports]] entry is required");
     }
     let mut out = Vec::new();
-    let mut nets = Vec::new();
+    let mut nets = Nets {
+        complete: true,
+        ..Nets::default()
+    };
     let mut names: HashMap<String, usize> = HashMap::new();
     for (i, p) in raw.into_iter().enumerate() {
         let path = |key: &str| format!("ports[{i}].{key}");
@@ -361,9 +608,20 @@ fn ports(c: &mut Checker<'_>, raw: Option<Vec<RawPort>>) -> (Vec<PortConfig>, Ve
             }
         }
         let device = c.non_empty(&path("device"), p.device);
-        let address = c
-            .required(&path("address"), p.address)
-            .and_then(|a| cidr(c, &path("address"), &a));
+        if p.address.is_none() && p.address6.is_none() {
+            c.err(
+                path("address"),
+                "missing required key: a port needs address (IPv4), address6 (IPv6), or both",
+            );
+            nets.complete = false;
+        }
+        let has_address = p.address.is_some();
+        let has_address6 = p.address6.is_some();
+        let address = p.address.and_then(|a| cidr(c, &path("address"), &a));
+        let address6 = p.address6.and_then(|a| cidr6(c, &path("address6"), &a));
+        if (has_address && address.is_none()) || (has_address6 && address6.is_none()) {
+            nets.complete = false;
+        }
         let gateway = p.gateway.and_then(|g| {
             let gw = c.host(&path("gateway"), &g)?;
             if let Some(net) = address {
@@ -378,6 +636,33 @@ fn ports(c: &mut Checker<'_>, raw: Option<Vec<RawPort>>) -> (Vec<PortConfig>, Ve
                 } else if gw == net.address {
                     c.err(path("gateway"), format!("{gw} is the port's own address"));
                 }
+            } else if !has_address {
+                c.err(
+                    path("gateway"),
+                    "needs address on the same port: an IPv4 gateway is reached on the port's IPv4 network",
+                );
+            }
+            Some(gw)
+        });
+        let gateway6 = p.gateway6.and_then(|g| {
+            let gw = c.host6(&path("gateway6"), &g, LinkLocal::Allowed)?;
+            if let Some(net) = address6 {
+                if gw == net.address {
+                    c.err(path("gateway6"), format!("{gw} is the port's own address"));
+                } else if !net.contains(gw) && !is_link_local6(gw) {
+                    c.err(
+                        path("gateway6"),
+                        format!(
+                            "{gw} is neither inside the port's connected network {} nor link-local (fe80::/10)",
+                            net.network_cidr()
+                        ),
+                    );
+                }
+            } else if !has_address6 {
+                c.err(
+                    path("gateway6"),
+                    "needs address6 on the same port: the appliance sends IPv6 from the port's own IPv6 address",
+                );
             }
             Some(gw)
         });
@@ -385,17 +670,31 @@ fn ports(c: &mut Checker<'_>, raw: Option<Vec<RawPort>>) -> (Vec<PortConfig>, Ve
         let mac = p
             .mac
             .and_then(|m| unicast_mac(c, &path("mac"), &m, "a port"));
-        if let (Some(name), Some(net)) = (&name, address) {
-            nets.push((i, name.clone(), net));
+        let label = name.clone().unwrap_or_else(|| format!("ports[{i}]"));
+        if let Some(cidr) = address {
+            nets.v4.push(PortNet {
+                index: i,
+                name: label.clone(),
+                cidr,
+            });
+        }
+        if let Some(cidr) = address6 {
+            nets.v6.push(PortNet {
+                index: i,
+                name: label,
+                cidr,
+            });
+        }
+        if nets.gateway6.is_none() {
+            nets.gateway6 = gateway6;
         }
         out.push(PortConfig {
             name: name.unwrap_or_default(),
             device: device.unwrap_or_default(),
-            address: address.unwrap_or(Ipv4Cidr {
-                address: Ipv4Addr::UNSPECIFIED,
-                prefix_len: 0,
-            }),
+            address,
+            address6,
             gateway,
+            gateway6,
             mtu: mtu.unwrap_or(DEFAULT_MTU),
             mac,
         });
@@ -428,15 +727,16 @@ fn unicast_mac(c: &mut Checker<'_>, path: &str, text: &str, what: &str) -> Optio
     }
 }
 
-fn neighbors(c: &mut Checker<'_>, raw: Vec<RawNeighbor>) -> Vec<NeighborConfig> {
+fn neighbors(c: &mut Checker<'_>, raw: Vec<RawNeighbor>, nets: &Nets) -> Vec<NeighborConfig> {
     let mut out = Vec::new();
-    let mut seen: HashMap<Ipv4Addr, usize> = HashMap::new();
+    let mut seen: HashMap<IpAddr, usize> = HashMap::new();
     for (i, n) in raw.into_iter().enumerate() {
         let path = |key: &str| format!("neighbors[{i}].{key}");
         let address = c
             .required(&path("address"), n.address)
-            .and_then(|a| c.host(&path("address"), &a));
+            .and_then(|a| c.ip_host(&path("address"), &a, LinkLocal::Allowed));
         if let Some(a) = address {
+            neighbor_on_link(c, &path("address"), a, nets);
             if let Some(&first) = seen.get(&a) {
                 c.err(
                     path("address"),
@@ -450,11 +750,48 @@ fn neighbors(c: &mut Checker<'_>, raw: Vec<RawNeighbor>) -> Vec<NeighborConfig> 
             .required(&path("mac"), n.mac)
             .and_then(|m| unicast_mac(c, &path("mac"), &m, "a neighbor"));
         out.push(NeighborConfig {
-            address: address.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            address: address.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             mac: mac.unwrap_or(MacAddr::ZERO),
         });
     }
     out
+}
+
+/// A static neighbor is a next hop, so it must be on a connected network
+/// of its family; an IPv6 one may instead be the link-local `gateway6`
+/// (reached on that port). IPv4 neighbors are checked only where no port
+/// has an IPv4 address: an entry off every network was accepted (and
+/// unused) before IPv6, and stays so.
+fn neighbor_on_link(c: &mut Checker<'_>, path: &str, a: IpAddr, nets: &Nets) {
+    if !nets.complete || nets.connected(a) {
+        return;
+    }
+    match a {
+        IpAddr::V4(_) if nets.v4.is_empty() => c.err(
+            path,
+            "no port has an IPv4 address (address): an IPv4 neighbor must be on a connected network",
+        ),
+        IpAddr::V4(_) => {}
+        IpAddr::V6(a6) if is_link_local6(a6) => {
+            if nets.gateway6 != Some(a6) {
+                c.err(
+                    path,
+                    format!("{a} is link-local and no port has it as gateway6: a link-local neighbor is only used as a port's gateway6, reached on that port"),
+                );
+            }
+        }
+        IpAddr::V6(_) if nets.v6.is_empty() => c.err(
+            path,
+            "no port has an IPv6 address (address6): an IPv6 neighbor must be on a connected network",
+        ),
+        IpAddr::V6(_) => c.err(
+            path,
+            format!(
+                "an IPv6 neighbor must be on a connected network ({}) or be the link-local gateway6",
+                nets.describe(a)
+            ),
+        ),
+    }
 }
 
 fn flows(c: &mut Checker<'_>, raw: RawFlows) -> FlowsConfig {
@@ -509,18 +846,10 @@ fn metrics(c: &mut Checker<'_>, raw: RawMetrics) -> MetricsConfig {
     MetricsConfig { listen }
 }
 
-fn connected_networks(nets: &[PortNet]) -> String {
-    let list: Vec<String> = nets
-        .iter()
-        .map(|(_, name, net)| format!("{} on port {name}", net.network_cidr()))
-        .collect();
-    list.join(", ")
-}
-
-fn services(c: &mut Checker<'_>, raw: Vec<RawService>, nets: &[PortNet]) -> Vec<ServiceConfig> {
+fn services(c: &mut Checker<'_>, raw: Vec<RawService>, nets: &Nets) -> Vec<ServiceConfig> {
     let mut out = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
-    let mut endpoints: HashMap<(Ipv4Addr, u16, Protocol), usize> = HashMap::new();
+    let mut endpoints: HashMap<(IpAddr, u16, Protocol), usize> = HashMap::new();
     for (i, s) in raw.into_iter().enumerate() {
         let base = format!("services[{i}]");
         let path = |key: &str| format!("{base}.{key}");
@@ -537,13 +866,22 @@ fn services(c: &mut Checker<'_>, raw: Vec<RawService>, nets: &[PortNet]) -> Vec<
         }
         let vip = c
             .required(&path("vip"), s.vip)
-            .and_then(|v| c.host(&path("vip"), &v));
+            .and_then(|v| c.ip_host(&path("vip"), &v, LinkLocal::Refused));
         if let Some(vip) = vip {
-            if let Some((index, port_name, _)) = nets.iter().find(|(_, _, net)| net.address == vip)
-            {
+            if let Some((index, port_name)) = nets.port_address(vip) {
                 c.err(
                     path("vip"),
                     format!("{vip} is the address of port {port_name} (ports[{index}]); a VIP must be a separate address"),
+                );
+            } else if !nets.has_family(vip) {
+                c.err(
+                    path("vip"),
+                    format!(
+                        "{vip} is {} and no port has an {} address ({}): nothing could answer for it or route its replies",
+                        family(vip),
+                        family(vip),
+                        address_key(vip)
+                    ),
                 );
             }
         }
@@ -570,9 +908,10 @@ fn services(c: &mut Checker<'_>, raw: Vec<RawService>, nets: &[PortNet]) -> Vec<
         );
         if let (Some(vip), Some(port), Some(protocol)) = (vip, port, protocol) {
             if let Some(&first) = endpoints.get(&(vip, port, protocol)) {
+                let endpoint = SocketAddr::new(vip, port);
                 c.err(
                     &base,
-                    format!("duplicate of services[{first}] (same vip, port and protocol {vip}:{port}/{protocol})"),
+                    format!("duplicate of services[{first}] (same vip, port and protocol {endpoint}/{protocol})"),
                 );
             } else {
                 endpoints.insert((vip, port, protocol), i);
@@ -590,16 +929,19 @@ fn services(c: &mut Checker<'_>, raw: Vec<RawService>, nets: &[PortNet]) -> Vec<
             c,
             &base,
             s.reals.unwrap_or_default(),
-            port,
-            forwarding,
+            Service {
+                vip,
+                port,
+                forwarding,
+            },
             nets,
         );
         if syn_proxy == Some(SynProxyMode::On) {
-            syn_proxy_on(c, &path("syn_proxy"), protocol, forwarding, &reals);
+            syn_proxy_on(c, &path("syn_proxy"), protocol, vip, forwarding, &reals);
         }
         out.push(ServiceConfig {
             name: name.unwrap_or_default(),
-            vip: vip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            vip: vip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             port: port.unwrap_or(0),
             protocol: protocol.unwrap_or(Protocol::Tcp),
             scheduler: scheduler.unwrap_or(SchedulerKind::WeightedRoundRobin),
@@ -613,14 +955,16 @@ fn services(c: &mut Checker<'_>, raw: Vec<RawService>, nets: &[PortNet]) -> Vec<
     out
 }
 
-/// `syn_proxy = "on"` needs a TCP service all of whose reals are NAT: the
-/// proxy answers the handshake itself and must see (and translate) both
-/// directions of every segment afterwards. `auto` is accepted anywhere and
-/// is inert where `on` would be refused.
+/// `syn_proxy = "on"` needs a TCP service with an IPv4 VIP all of whose
+/// reals are NAT: the proxy answers the handshake itself and must see (and
+/// translate) both directions of every segment afterwards; its cookies and
+/// frames are IPv4 only. `auto` is accepted anywhere and is inert where
+/// `on` would be refused.
 fn syn_proxy_on(
     c: &mut Checker<'_>,
     path: &str,
     protocol: Option<Protocol>,
+    vip: Option<IpAddr>,
     forwarding: Option<ForwardingMethod>,
     reals: &[RealConfig],
 ) {
@@ -628,6 +972,13 @@ fn syn_proxy_on(
         c.err(
             path,
             "\"on\" needs protocol = \"tcp\" (this service is udp); use \"off\" or \"auto\"",
+        );
+        return;
+    }
+    if let Some(vip @ IpAddr::V6(_)) = vip {
+        c.err(
+            path,
+            format!("\"on\" is refused for the IPv6 VIP {vip}: the SYN proxy covers IPv4 services only; use \"off\" or \"auto\" (inert here)"),
         );
         return;
     }
@@ -710,22 +1061,33 @@ fn health_check(c: &mut Checker<'_>, base: &str, h: RawHealthCheck) -> HealthChe
     }
 }
 
+/// What a service's reals are checked against (each `None` when invalid).
+struct Service {
+    vip: Option<IpAddr>,
+    port: Option<u16>,
+    forwarding: Option<ForwardingMethod>,
+}
+
 fn reals(
     c: &mut Checker<'_>,
     service: &str,
     raw: Vec<RawReal>,
-    service_port: Option<u16>,
-    service_forwarding: Option<ForwardingMethod>,
-    nets: &[PortNet],
+    svc: Service,
+    nets: &Nets,
 ) -> Vec<RealConfig> {
+    let Service {
+        vip,
+        port: service_port,
+        forwarding: service_forwarding,
+    } = svc;
     let mut out = Vec::new();
-    let mut seen: HashMap<(Ipv4Addr, u16), usize> = HashMap::new();
+    let mut seen: HashMap<(IpAddr, u16), usize> = HashMap::new();
     for (j, r) in raw.into_iter().enumerate() {
         let base = format!("{service}.reals[{j}]");
         let path = |key: &str| format!("{base}.{key}");
         let address = c
             .required(&path("address"), r.address)
-            .and_then(|a| c.host(&path("address"), &a));
+            .and_then(|a| c.ip_host(&path("address"), &a, LinkLocal::Refused));
         let explicit_port = r.port.is_some();
         let port = match r.port {
             Some(p) => c.int::<u16>(&path("port"), p, 1, 65535),
@@ -738,9 +1100,12 @@ fn reals(
         };
         if let (Some(address), Some(port)) = (address, port) {
             if let Some(&first) = seen.get(&(address, port)) {
+                let endpoint = SocketAddr::new(address, port);
                 c.err(
                     &base,
-                    format!("duplicate of {service}.reals[{first}] (same address and port {address}:{port})"),
+                    format!(
+                        "duplicate of {service}.reals[{first}] (same address and port {endpoint})"
+                    ),
                 );
             } else {
                 seen.insert((address, port), j);
@@ -754,23 +1119,105 @@ fn reals(
                 );
             }
         }
-        if let (Some(ForwardingMethod::DirectRoute), Some(address)) = (forwarding, address) {
-            if !nets.is_empty() && !nets.iter().any(|(_, _, net)| net.contains(address)) {
-                c.err(
-                    path("address"),
-                    format!(
-                        "a dr real must be on a connected network ({})",
-                        connected_networks(nets)
-                    ),
-                );
-            }
+        if let (Some(f), Some(address)) = (forwarding, address) {
+            real_address(c, &path("address"), address, f, vip, nets);
         }
         out.push(RealConfig {
-            address: address.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            address: address.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             port: port.unwrap_or(0),
             weight: weight.unwrap_or(1),
             forwarding: forwarding.unwrap_or(ForwardingMethod::Nat),
         });
     }
     out
+}
+
+/// The family and reachability rules of one real, each reported at its
+/// `address`; at most one error per real.
+///
+/// - nat and dr keep the family: nat rewrites addresses within one, dr only
+///   the MAC, so the real must be in the VIP's family.
+/// - tun: IPv4 in IPv4 (IPIP), IPv6 in IPv6 and IPv4 in IPv6 (as Katran
+///   offers); never IPv6 in IPv4 (6in4), refused.
+/// - dr: on a connected network of its family.
+/// - nat and tun: reachable, on a connected network of its family or through
+///   a port's gateway of that family. For IPv4 this is checked only where no
+///   port has an IPv4 address: an IPv4 real beyond every network with no
+///   gateway was accepted before IPv6 (and is dropped as `no_route`).
+fn real_address(
+    c: &mut Checker<'_>,
+    path: &str,
+    address: IpAddr,
+    f: ForwardingMethod,
+    vip: Option<IpAddr>,
+    nets: &Nets,
+) {
+    if let Some(vip) = vip.filter(|v| v.is_ipv4() != address.is_ipv4()) {
+        let why = match (f, vip) {
+            (ForwardingMethod::Tunnel, IpAddr::V4(_)) => None,
+            (ForwardingMethod::Tunnel, IpAddr::V6(_)) => Some(
+                "tun cannot carry IPv6 in IPv4 (6in4): give an IPv6 VIP IPv6 reals (6in6); IPv6 reals may also serve an IPv4 VIP (4in6)".to_string(),
+            ),
+            (ForwardingMethod::Nat, _) => Some(
+                "a nat real must be in the VIP's family: nat translates addresses within one family".to_string(),
+            ),
+            (ForwardingMethod::DirectRoute, _) => Some(
+                "a dr real must be in the VIP's family: dr changes only the MAC address".to_string(),
+            ),
+        };
+        if let Some(why) = why {
+            c.err(
+                path,
+                format!(
+                    "{address} is {} and the VIP {vip} is {}: {why}",
+                    family(address),
+                    family(vip)
+                ),
+            );
+            return;
+        }
+    }
+    if !nets.complete || nets.connected(address) {
+        return;
+    }
+    let no_family = match address {
+        IpAddr::V4(_) => nets.v4.is_empty(),
+        IpAddr::V6(_) => nets.v6.is_empty(),
+    };
+    if f == ForwardingMethod::DirectRoute {
+        let message = if no_family {
+            format!(
+                "a dr real must be on a connected network, and no port has an {} address ({})",
+                family(address),
+                address_key(address)
+            )
+        } else if address.is_ipv4() {
+            format!(
+                "a dr real must be on a connected network ({})",
+                nets.describe(address)
+            )
+        } else {
+            format!(
+                "a dr real must be on a connected IPv6 network ({})",
+                nets.describe(address)
+            )
+        };
+        c.err(path, message);
+        return;
+    }
+    let message = match address {
+        IpAddr::V4(_) if no_family => format!(
+            "{address} is not reachable: no port has an IPv4 address (address)"
+        ),
+        IpAddr::V4(_) => return,
+        IpAddr::V6(_) if nets.gateway6.is_some() => return,
+        IpAddr::V6(_) if no_family => format!(
+            "{address} is not reachable: no port has an IPv6 address (address6)"
+        ),
+        IpAddr::V6(_) => format!(
+            "{address} is not reachable: it is on no connected IPv6 network ({}) and no port has a gateway6",
+            nets.describe(address)
+        ),
+    };
+    c.err(path, message);
 }

@@ -117,8 +117,10 @@ pub struct Exporter {
     dpdk: String,
 }
 
-fn real_label(address: std::net::Ipv4Addr, port: u16) -> String {
-    format!("{address}:{port}")
+/// The `real` label: `198.18.0.11:8080`, `[2001:2::11]:80`; the same as
+/// `RealKey::label` gives the health series.
+fn real_label(address: impl Into<std::net::IpAddr>, port: u16) -> String {
+    std::net::SocketAddr::new(address.into(), port).to_string()
 }
 
 impl Exporter {

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -19,13 +19,25 @@ use lb_config::{Config, HealthCheckConfig, HealthCheckKind};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RealKey {
     pub service: String,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub port: u16,
+}
+
+impl RealKey {
+    /// What is checked: `198.18.0.11:8080`, `[2001:2::11]:80`.
+    pub fn target(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.port)
+    }
+
+    /// The `real` label of the metrics and the status: `target` as text.
+    pub fn label(&self) -> String {
+        self.target().to_string()
+    }
 }
 
 impl fmt::Display for RealKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}:{}", self.service, self.address, self.port)
+        write!(f, "{}/{}", self.service, self.target())
     }
 }
 
@@ -295,7 +307,7 @@ impl HealthCheckers {
             let key = k.clone();
             let s = spec.clone();
             let thread = std::thread::Builder::new()
-                .name(format!("health {}:{}", k.address, k.port))
+                .name(format!("health {}", k.target()))
                 .spawn(move || run(key, s, stop_rx, reports))
                 .expect("spawn a health-check thread");
             self.running.insert(
@@ -341,7 +353,7 @@ impl Drop for HealthCheckers {
 }
 
 fn run(key: RealKey, spec: Spec, stop: Receiver<()>, reports: Sender<Report>) {
-    let target = SocketAddr::from((key.address, key.port));
+    let target = key.target();
     loop {
         let started = Instant::now();
         let outcome = check_once(&spec.probe, target, spec.timeout);

@@ -47,6 +47,14 @@ pub struct WorkerStatus {
     pub busy_ratio: f64,
 }
 
+/// `address:port`, with an IPv6 address in brackets (`[2001:2::11]:80`).
+pub fn endpoint(address: &str, port: u16) -> String {
+    match address.parse::<std::net::Ipv6Addr>() {
+        Ok(a) => format!("[{a}]:{port}"),
+        Err(_) => format!("{address}:{port}"),
+    }
+}
+
 impl Status {
     /// A table in the manner of `ipvsadm -L -n --stats`.
     pub fn table(&self) -> String {
@@ -75,7 +83,7 @@ impl Status {
             out.push_str(&format!(
                 "{:<5}{:<28}{:<10}{:>7}{:>8}{:>10}{:>12}{:>14}\n",
                 s.protocol.to_uppercase(),
-                format!("{}:{}", s.vip, s.port),
+                endpoint(&s.vip, s.port),
                 sched,
                 "",
                 active,
@@ -87,7 +95,7 @@ impl Status {
                 let state = if r.up { "" } else { " (down)" };
                 out.push_str(&format!(
                     "  -> {:<28}{:<10}{:>7}{:>8}{:>10}{:>12}{:>14}{}\n",
-                    format!("{}:{}", r.address, r.port),
+                    endpoint(&r.address, r.port),
                     match r.forwarding.as_str() {
                         "nat" => "Masq",
                         "tun" => "Tunnel",

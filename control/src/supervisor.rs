@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -80,7 +80,7 @@ impl Health {
         self.states = next;
     }
 
-    fn is_up(&self, config: &Config, service: &str, address: Ipv4Addr, port: u16) -> bool {
+    fn is_up(&self, config: &Config, service: &str, address: IpAddr, port: u16) -> bool {
         let checked = config
             .services
             .iter()
@@ -133,7 +133,7 @@ impl Control {
         if !self.health.states.contains_key(&r.real) {
             return false; // the last word of a checker a reload stopped
         }
-        let label = format!("{}:{}", r.real.address, r.real.port);
+        let label = r.real.label();
         let key = (r.real.service.clone(), label.clone());
         {
             let mut sh = self.shared();
@@ -204,7 +204,7 @@ impl Control {
                     .health
                     .states
                     .keys()
-                    .map(|k| (k.service.clone(), format!("{}:{}", k.address, k.port)))
+                    .map(|k| (k.service.clone(), k.label()))
                     .collect();
                 let mut sh = self.shared();
                 sh.health_checks.retain(|k, _| checked.contains(k));

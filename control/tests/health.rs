@@ -143,7 +143,7 @@ fn a_hung_real_is_timed_out_while_the_others_keep_their_interval() {
     checkers.sync(&cfg);
     let key = |p: u16| RealKey {
         service: "web".into(),
-        address: Ipv4Addr::LOCALHOST,
+        address: Ipv4Addr::LOCALHOST.into(),
         port: p,
     };
     let (mut ok, mut timed_out) = (0, 0);

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use lb_config::{
@@ -27,10 +27,13 @@ pub const MAX_REALS: usize = 65_536;
 pub struct PortView {
     pub name: String,
     pub mac: MacAddr,
-    pub address: Ipv4Cidr,
+    /// `None`: the port has no IPv4 address (only `address6`): nothing
+    /// local answers IPv4 there and no IPv4 route leaves by it.
+    pub address: Option<Ipv4Cidr>,
     pub gateway: Option<Ipv4Addr>,
     pub mtu: u16,
-    /// The connected network and its mask, as integers (route lookups).
+    /// The connected network and its mask, as integers (route lookups);
+    /// both 0 without an IPv4 address (then `connected` is always false).
     pub net: u32,
     pub mask: u32,
 }
@@ -39,7 +42,13 @@ impl PortView {
     /// Whether `addr` is on this port's connected network.
     #[inline]
     pub fn connected(&self, addr: Ipv4Addr) -> bool {
-        u32::from(addr) & self.mask == self.net
+        self.address.is_some() && u32::from(addr) & self.mask == self.net
+    }
+
+    /// The port's own IPv4 address, if it has one.
+    #[inline]
+    pub fn ipv4(&self) -> Option<Ipv4Addr> {
+        self.address.map(|a| a.address)
     }
 }
 
@@ -227,13 +236,17 @@ impl Snapshot {
     /// Compiles `config` with the MAC address each port reported at start.
     /// `ids` carries stable ids from the previous snapshot; `is_up` tells a
     /// real's health (service name, real address, real port).
+    ///
+    /// A config with IPv6 in it (a port's `address6` or `gateway6`, an IPv6
+    /// VIP, real or neighbor) is refused: the fast path is IPv4 only yet.
     pub fn compile(
         config: &Config,
         port_macs: &[MacAddr],
         generation: u64,
         ids: &mut Ids,
-        is_up: impl Fn(&str, Ipv4Addr, u16) -> bool,
+        is_up: impl Fn(&str, IpAddr, u16) -> bool,
     ) -> Result<Snapshot, CompileError> {
+        refuse_ipv6(config)?;
         let timeouts = Timeouts::from_config(&config.flows)?;
         let ports = config
             .ports
@@ -245,8 +258,8 @@ impl Snapshot {
                 address: p.address,
                 gateway: p.gateway,
                 mtu: p.mtu,
-                net: u32::from(p.address.network()),
-                mask: u32::from(p.address.netmask()),
+                net: p.address.map_or(0, |a| u32::from(a.network())),
+                mask: p.address.map_or(0, |a| u32::from(a.netmask())),
             })
             .collect();
         let mut services = Vec::with_capacity(config.services.len());
@@ -256,18 +269,20 @@ impl Snapshot {
         for (i, s) in config.services.iter().enumerate() {
             let persistence_ms = millis(&format!("services[{i}].persistence"), s.persistence)?;
             let proto = ip_protocol(s.protocol);
-            let sid = ids.service((proto, s.vip, s.port));
+            let vip = ipv4(s.vip)?;
+            let sid = ids.service((proto, vip, s.port));
             let mut reals = Vec::with_capacity(s.reals.len());
             for r in &s.reals {
-                let id = ids.real((sid, r.address, r.port, r.forwarding))?;
+                let address = ipv4(r.address)?;
+                let id = ids.real((sid, address, r.port, r.forwarding))?;
                 real_present[id as usize] = true;
                 if r.forwarding == ForwardingMethod::Nat {
-                    nat_endpoints.push(endpoint_key(proto, r.address, r.port));
-                    nat_reals.push(u32::from(r.address));
+                    nat_endpoints.push(endpoint_key(proto, address, r.port));
+                    nat_reals.push(u32::from(address));
                 }
                 reals.push(RealView {
                     id,
-                    address: r.address,
+                    address,
                     port: r.port,
                     weight: r.weight,
                     method: r.forwarding,
@@ -289,7 +304,7 @@ impl Snapshot {
             services.push(ServiceView {
                 id: sid,
                 name: s.name.clone(),
-                vip: s.vip,
+                vip,
                 port: s.port,
                 protocol: s.protocol,
                 kind: s.scheduler,
@@ -312,14 +327,14 @@ impl Snapshot {
         );
         let nat_endpoints = KeyMap::build(nat_endpoints.into_iter().map(|k| (k, 0)));
         let nat_reals = KeyMap::build(nat_reals.into_iter().map(|a| (u64::from(a), 0)));
-        let mut vips: Vec<Ipv4Addr> = config.services.iter().map(|s| s.vip).collect();
+        let mut vips: Vec<Ipv4Addr> = services.iter().map(|s| s.vip).collect();
         vips.sort_unstable();
         vips.dedup();
         let mut static_neighbors: Vec<(Ipv4Addr, MacAddr)> = config
             .neighbors
             .iter()
-            .map(|n| (n.address, n.mac))
-            .collect();
+            .map(|n| Ok((ipv4(n.address)?, n.mac)))
+            .collect::<Result<_, CompileError>>()?;
         static_neighbors.sort_unstable_by_key(|n| n.0);
         let neighbor_index = KeyMap::build(
             static_neighbors
@@ -358,10 +373,7 @@ impl Snapshot {
     /// VIP (VIPs are answered for on every port, as a Linux director does).
     #[inline]
     pub fn is_local(&self, port: usize, addr: Ipv4Addr) -> bool {
-        self.ports
-            .get(port)
-            .is_some_and(|p| p.address.address == addr)
-            || self.is_vip(addr)
+        self.ports.get(port).is_some_and(|p| p.ipv4() == Some(addr)) || self.is_vip(addr)
     }
 
     #[inline]
@@ -372,7 +384,7 @@ impl Snapshot {
     /// Whether `addr` is the address of any port.
     #[inline]
     pub fn is_port_address(&self, addr: Ipv4Addr) -> bool {
-        self.ports.iter().any(|p| p.address.address == addr)
+        self.ports.iter().any(|p| p.ipv4() == Some(addr))
     }
 
     /// The service index for (protocol, VIP, port).
@@ -412,6 +424,55 @@ impl Snapshot {
     /// The service with a stable id (linear: only used off the fast path).
     pub fn service_by_id(&self, id: u32) -> Option<&ServiceView> {
         self.services.iter().find(|s| s.id == id)
+    }
+}
+
+// IPv6: replaced by the dataplane's IPv6 path. Validation accepts IPv6
+// (`lb_config`); until the fast path carries it, compiling a config that
+// holds any is refused here, naming the first key, so that `lb-appliance`
+// says why it does not start (or why a reload is refused) instead of
+// serving part of the file.
+fn refuse_ipv6(config: &Config) -> Result<(), CompileError> {
+    let refuse = |path: String, what: &str| {
+        Err(CompileError(format!(
+            "{path}: {what} are not supported by the dataplane yet"
+        )))
+    };
+    for (i, p) in config.ports.iter().enumerate() {
+        if p.address6.is_some() {
+            return refuse(format!("ports[{i}].address6"), "IPv6 port addresses");
+        }
+        if p.gateway6.is_some() {
+            return refuse(format!("ports[{i}].gateway6"), "IPv6 gateways");
+        }
+    }
+    for (i, n) in config.neighbors.iter().enumerate() {
+        if n.address.is_ipv6() {
+            return refuse(format!("neighbors[{i}].address"), "IPv6 neighbors");
+        }
+    }
+    for (i, s) in config.services.iter().enumerate() {
+        if s.vip.is_ipv6() {
+            return refuse(format!("services[{i}]"), "IPv6 services");
+        }
+        if let Some(j) = s.reals.iter().position(|r| r.address.is_ipv6()) {
+            return refuse(
+                format!("services[{i}].reals[{j}].address"),
+                "IPv6 reals (4in6 tunnels)",
+            );
+        }
+    }
+    Ok(())
+}
+
+// IPv6: replaced by the dataplane's IPv6 path.
+/// An address `refuse_ipv6` let through.
+fn ipv4(addr: IpAddr) -> Result<Ipv4Addr, CompileError> {
+    match addr {
+        IpAddr::V4(a) => Ok(a),
+        IpAddr::V6(a) => Err(CompileError(format!(
+            "{a}: IPv6 is not supported by the dataplane yet"
+        ))),
     }
 }
 

@@ -96,6 +96,14 @@ pub fn device_name(device: &str) -> &str {
     device.split(',').next().unwrap_or(device)
 }
 
+/// A port's addresses for the log: `198.18.0.2/24`, `2001:2::2/64` or both.
+fn addresses(p: &lb_config::PortConfig) -> String {
+    let v4 = p.address.map(|a| a.to_string());
+    let v6 = p.address6.map(|a| a.to_string());
+    let list: Vec<String> = v4.into_iter().chain(v6).collect();
+    list.join(" ")
+}
+
 fn is_pci_address(device: &str) -> bool {
     // 0000:3b:00.0 or 3b:00.0, optionally followed by ,devargs
     let d = device_name(device);
@@ -117,7 +125,7 @@ impl Dataplane {
     /// started is stopped again (ports close when dropped).
     pub fn start(
         config: &Config,
-        is_up: impl Fn(&str, std::net::Ipv4Addr, u16) -> bool,
+        is_up: impl Fn(&str, std::net::IpAddr, u16) -> bool,
     ) -> Result<Dataplane, StartError> {
         let eal = Eal::init(&eal_args(config))?;
         log::info!(
@@ -167,7 +175,7 @@ impl Dataplane {
                 p.name,
                 p.device,
                 port.driver(),
-                p.address,
+                addresses(p),
                 port.mac(),
                 queues
             );
@@ -305,7 +313,7 @@ impl Dataplane {
     pub fn compile(
         &mut self,
         config: &Config,
-        is_up: impl Fn(&str, std::net::Ipv4Addr, u16) -> bool,
+        is_up: impl Fn(&str, std::net::IpAddr, u16) -> bool,
     ) -> Result<Snapshot, CompileError> {
         let generation = self.snapshot.generation + 1;
         let mut ids = self.ids.clone();

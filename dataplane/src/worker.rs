@@ -224,8 +224,12 @@ impl Worker {
                 let Some(view) = self.snapshot.ports.get(req.port) else {
                     continue;
                 };
+                // Only a port with an IPv4 address is routed by, so asked from.
+                let Some(ip) = view.ipv4() else {
+                    continue;
+                };
                 if let Some(mut m) = self.mempool.alloc() {
-                    if build_arp_request(&mut m, view.mac, view.address.address, req.target) {
+                    if build_arp_request(&mut m, view.mac, ip, req.target) {
                         stats.arp_requests.incr();
                         enqueue(&mut l.out, &mut self.tx, req.port, m, &stats);
                     }

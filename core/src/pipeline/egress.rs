@@ -200,7 +200,10 @@ impl Egress {
             let v = self.frag_needed(snap, stats, pkt, client, vip, announced, now);
             return (v, false);
         }
-        let src = snap.ports[r.port].address.address;
+        // A route only leaves by a port with an IPv4 address.
+        let Some(src) = snap.ports[r.port].ipv4() else {
+            return (Verdict::Drop(DropReason::NoRoute), false);
+        };
         if !tunnel::encapsulate(pkt, inner, src, real) {
             return (Verdict::Drop(DropReason::NoHeadroom), false);
         }

@@ -333,7 +333,7 @@ impl Pipeline {
             }
             Some(Lookahead::NoService) => return Verdict::Drop(DropReason::NoService),
             Some(Lookahead::Reply { .. }) => {
-                if snap.ports[in_port].address.address == ip.dst {
+                if snap.ports[in_port].ipv4() == Some(ip.dst) {
                     // To our own address, not a client's: nothing we forward.
                     return Verdict::Drop(DropReason::NotForUs);
                 }
@@ -567,8 +567,9 @@ impl Pipeline {
         };
         let len = pkt.len() as u64;
         // Too big for the way to the client: the real hears it from the
-        // port it sent through, as from any router.
-        let here = snap.ports[in_port].address.address;
+        // port it sent through, as from any router (from the VIP where that
+        // port has no IPv4 address).
+        let here = snap.ports[in_port].ipv4().unwrap_or(back.vip);
         if let Some(v) = self
             .egress
             .nat_too_big(snap, &self.stats, pkt, ip, client, here, now)

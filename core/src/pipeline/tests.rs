@@ -829,7 +829,7 @@ fn process_burst_agrees_with_process() {
             .map(|s| (s.in_port, s.input.clone()))
             .collect();
         let port_mac = scenario.port_macs[0].0;
-        let port_ip = snap.ports[0].address.address;
+        let port_ip = snap.ports[0].ipv4().unwrap();
         let real = snap
             .services
             .iter()

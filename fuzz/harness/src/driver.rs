@@ -1069,8 +1069,15 @@ fn check_arp_request(v: &mut Violations, snap: &Snapshot, port: usize, target: I
             format!("ARP request for {target}, not on port {port}'s network"),
         );
     }
+    let Some(own) = view.ipv4() else {
+        v.add(
+            "arp.request",
+            format!("ARP request for {target} on port {port}, which has no IPv4 address"),
+        );
+        return;
+    };
     let mut buf = VecBuf::with_room(&[], VecBuf::DEFAULT_HEADROOM, VecBuf::DEFAULT_ROOM);
-    if !build_arp_request(&mut buf, view.mac, view.address.address, target) {
+    if !build_arp_request(&mut buf, view.mac, own, target) {
         v.add("arp.request", "could not build an ARP request".to_string());
         return;
     }
@@ -1079,7 +1086,7 @@ fn check_arp_request(v: &mut Violations, snap: &Snapshot, port: usize, target: I
         && b[..6] == [0xff; 6]
         && b[6..12] == view.mac.0
         && b[12..22] == [8, 6, 0, 1, 8, 0, 6, 4, 0, 1]
-        && addr(b, 28) == view.address.address
+        && addr(b, 28) == own
         && addr(b, 38) == target;
     if !ok {
         v.add("arp.request", format!("ARP request built: {b:02x?}"));

@@ -537,10 +537,7 @@ fn check_ipv4(
                     && out.len() == IP + 20 + 8 + 28
                     && o.l4_valid == Some(true)
                     && (snap.is_vip(ip.src_addr())
-                        || snap
-                            .ports
-                            .iter()
-                            .any(|p| p.address.address == ip.src_addr()))
+                        || snap.ports.iter().any(|p| p.ipv4() == Some(ip.src_addr())))
                     && ip.dst_addr() == addr(input, IP + 12)
                     && out[IP + 28..IP + 56] == input[IP..IP + 28];
                 if !ok {
@@ -591,7 +588,7 @@ fn check_ipv4(
 fn check_tunnel(v: &mut Violations, snap: &Snapshot, port: usize, out: &[u8], input: &[u8]) {
     let outer = Ipv4Packet::new_unchecked(&out[IP..]);
     if usize::from(outer.total_len()) != out.len() - IP
-        || outer.src_addr() != snap.ports[port].address.address
+        || Some(outer.src_addr()) != snap.ports[port].ipv4()
         || outer.ttl() == 0
     {
         v.add(
