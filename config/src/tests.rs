@@ -1148,3 +1148,513 @@ fn syn_proxy_misspelled_gets_a_hint() {
         "did you mean \"syn_proxy\"",
     );
 }
+
+// ---- IPv6 ----
+
+/// A dual-stack one-port file, to which the IPv6 tests append.
+const DUAL: &str = r#"
+[workers]
+lcores = [1]
+
+[[ports]]
+name = "wan"
+device = "0000:3b:00.0"
+address = "198.18.0.2/24"
+address6 = "2001:2::2/64"
+"#;
+
+fn dual(extra: &str) -> String {
+    format!("{DUAL}\n{extra}")
+}
+
+/// `DUAL` with one port whose address keys are `keys` instead.
+fn port(keys: &str) -> String {
+    format!("[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\ndevice = \"net_null0\"\n{keys}\n")
+}
+
+/// A service at `vip`, port 80, with `extra` (its keys, then its reals).
+fn service_at(base: &str, vip: &str, extra: &str) -> String {
+    format!("{base}\n[[services]]\nname = \"web\"\nvip = \"{vip}\"\nport = 80\n{extra}")
+}
+
+fn v6(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn dual_stack_port_parses() {
+    let c = Config::parse(&dual("").replace(
+        "address6 = \"2001:2::2/64\"",
+        "address6 = \"2001:2::2/64\"\ngateway = \"198.18.0.1\"\ngateway6 = \"fe80::1\"",
+    ))
+    .unwrap();
+    let p = &c.ports[0];
+    assert_eq!(p.address, Some("198.18.0.2/24".parse().unwrap()));
+    assert_eq!(
+        p.address6,
+        Some(Ipv6Cidr {
+            address: v6("2001:2::2"),
+            prefix_len: 64
+        })
+    );
+    assert_eq!(p.gateway, Some(Ipv4Addr::new(198, 18, 0, 1)));
+    assert_eq!(p.gateway6, Some(v6("fe80::1")));
+    assert_eq!(c.port_for(v6("2001:2::99").into()), Some(0));
+    assert_eq!(c.port_for(v6("2001:3::99").into()), None);
+    assert_eq!(c.port_for(Ipv4Addr::new(198, 18, 0, 99).into()), Some(0));
+    assert!(c.summary().contains(
+        "wan 0000:3b:00.0 198.18.0.2/24 2001:2::2/64 gateway 198.18.0.1 gateway6 fe80::1 mtu 1500"
+    ));
+}
+
+#[test]
+fn a_port_may_have_ipv6_only() {
+    let c = Config::parse(&port(
+        "address6 = \"2001:2::2/64\"\ngateway6 = \"2001:2::1\"",
+    ))
+    .unwrap();
+    let p = &c.ports[0];
+    assert_eq!(p.address, None);
+    assert_eq!(p.gateway, None);
+    assert_eq!(p.gateway6, Some(v6("2001:2::1")));
+    assert_eq!(c.port_for(Ipv4Addr::new(198, 18, 0, 2).into()), None);
+    let c = Config::parse(&port("address6 = \"2001:2::2/64\"")).unwrap();
+    assert!(c
+        .summary()
+        .contains("wan net_null0 2001:2::2/64 no gateway mtu 1500"));
+}
+
+#[test]
+fn a_port_needs_an_address_of_some_family() {
+    let errs = errors(&port("mtu = 1500"));
+    assert_eq!(errs.0.len(), 1, "{errs}");
+    assert_eq!(
+        errs.0[0].to_string(),
+        "ports[0].address: missing required key: a port needs address (IPv4), address6 (IPv6), or both"
+    );
+    // An invalid address6 is its own error, not also a missing address.
+    let errs = errors(&port("address6 = \"2001:2::2\""));
+    assert_eq!(errs.0.len(), 1, "{errs}");
+    assert_eq!(errs.0[0].path, "ports[0].address6");
+}
+
+#[test]
+fn bad_address6() {
+    let a6 = |a: &str| port(&format!("address6 = \"{a}\""));
+    let at = "ports[0].address6";
+    assert_error(&a6("2001:2::2"), at, "expected an IPv6 address/len");
+    assert_error(&a6("2001:2::2/64/1"), at, "expected an IPv6 address/len");
+    assert_error(&a6("2001:2::2/129"), at, "at most 128");
+    assert_error(&a6("2001:2::2/0"), at, "prefix length must be 1..=127");
+    assert_error(&a6("2001:2::2/128"), at, "prefix length must be 1..=127");
+    assert_error(&a6("::/64"), at, "unspecified address");
+    assert_error(&a6("::1/64"), at, "loopback address");
+    assert_error(&a6("ff02::2/64"), at, "multicast address");
+    assert_error(&a6("::ffff:198.18.0.2/96"), at, "IPv4-mapped");
+    assert_error(&a6("fe80::2/64"), at, "link-local");
+    assert_error(
+        &a6("2001:2::/64"),
+        at,
+        "subnet-router anycast address of 2001:2::/64",
+    );
+    assert_error(&a6("198.18.0.2/24"), at, "this is IPv4: use address");
+    assert_error(
+        &port("address = \"2001:2::2/64\""),
+        "ports[0].address",
+        "this is IPv6: use address6",
+    );
+    // A point-to-point /127 (RFC 6164) may use either address; a /126 the
+    // upper ones.
+    for ok in [
+        "2001:2::/127",
+        "2001:2::1/127",
+        "2001:2::1/126",
+        "fd00::2/8",
+    ] {
+        Config::parse(&a6(ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+}
+
+#[test]
+fn gateway6_rules() {
+    let gw6 = |g: &str| dual("").replace("/64\"", &format!("/64\"\ngateway6 = \"{g}\""));
+    let at = "ports[0].gateway6";
+    Config::parse(&gw6("2001:2::1")).unwrap();
+    // Link-local, as IPv6 routers usually are: reached on this port.
+    Config::parse(&gw6("fe80::1")).unwrap();
+    assert_error(
+        &gw6("2001:3::1"),
+        at,
+        "2001:3::1 is neither inside the port's connected network 2001:2::/64 nor link-local (fe80::/10)",
+    );
+    assert_error(&gw6("2001:2::2"), at, "the port's own address");
+    assert_error(&gw6("ff02::2"), at, "multicast address");
+    assert_error(&gw6("::"), at, "unspecified");
+    assert_error(&gw6("::1"), at, "loopback");
+    assert_error(&gw6("::ffff:198.18.0.1"), at, "IPv4-mapped");
+    assert_error(&gw6("198.18.0.1"), at, "198.18.0.1 is IPv4: use gateway)");
+    assert_error(&gw6("2001:2::zz"), at, "invalid IPv6 address");
+    // The gateway of a family needs the port's address of that family.
+    assert_error(
+        &with("").replace("/24\"", "/24\"\ngateway6 = \"fe80::1\""),
+        at,
+        "needs address6 on the same port",
+    );
+    assert_error(
+        &port("address6 = \"2001:2::2/64\"\ngateway = \"198.18.0.1\""),
+        "ports[0].gateway",
+        "needs address on the same port",
+    );
+    assert_error(
+        &with("").replace("/24\"", "/24\"\ngateway = \"2001:2::1\""),
+        "ports[0].gateway",
+        "2001:2::1 is IPv6: use gateway6",
+    );
+}
+
+#[test]
+fn one_gateway6_and_no_overlap_per_family() {
+    let two =
+        |second: &str| {
+            format!(
+            "{}[[ports]]\nname = \"lan\"\ndevice = \"net_null1\"\n{second}\n",
+            port("address = \"198.18.0.2/24\"\naddress6 = \"2001:2::2/64\"\ngateway6 = \"fe80::1\"")
+        )
+        };
+    assert_error(
+        &two("address6 = \"2001:2::3/56\""),
+        "ports[1].address6",
+        "its network 2001:2::/56 overlaps that of ports[0] (2001:2::/64)",
+    );
+    assert_error(
+        &two("address6 = \"2001:3::2/64\"\ngateway6 = \"fe80::1\""),
+        "ports[1].gateway6",
+        "ports[0] has the gateway6 already; only one port may have one",
+    );
+    // The families are separate: an IPv4 gateway on another port is fine,
+    // and so are networks that do not overlap within a family.
+    let c = Config::parse(&two(
+        "address = \"198.18.2.1/24\"\ngateway = \"198.18.2.254\"\naddress6 = \"2001:3::2/64\"",
+    ))
+    .unwrap();
+    assert_eq!(c.port_for(v6("2001:3::7").into()), Some(1));
+    Config::parse(&two("address6 = \"2001:3::2/64\"")).unwrap();
+    Config::parse(&two("address = \"198.18.2.1/24\"")).unwrap();
+}
+
+#[test]
+fn ipv6_vips() {
+    let vip = |v: &str| service_at(DUAL, v, "");
+    let at = "services[0].vip";
+    let c = Config::parse(&vip("2001:2:1::100")).unwrap();
+    assert_eq!(c.services[0].vip, IpAddr::V6(v6("2001:2:1::100")));
+    assert_error(
+        &vip("2001:2::zz"),
+        at,
+        "invalid IPv6 address \"2001:2::zz\"",
+    );
+    assert_error(&vip("::"), at, "unspecified");
+    assert_error(&vip("::1"), at, "loopback");
+    assert_error(&vip("ff05::1"), at, "multicast");
+    assert_error(
+        &vip("::ffff:198.18.1.100"),
+        at,
+        "IPv4-mapped address (::ffff:0:0/96); write the IPv4 address itself",
+    );
+    assert_error(&vip("fe80::100"), at, "link-local");
+    assert_error(
+        &vip("2001:2::2"),
+        at,
+        "2001:2::2 is the address of port wan (ports[0]); a VIP must be a separate address",
+    );
+    // The same address written two ways is one address.
+    assert_error(&vip("2001:2:0:0::2"), at, "address of port wan");
+}
+
+#[test]
+fn a_vip_needs_a_port_of_its_family() {
+    assert_error(
+        &service_at(MINIMAL, "2001:2:1::100", ""),
+        "services[0].vip",
+        "2001:2:1::100 is IPv6 and no port has an IPv6 address (address6)",
+    );
+    assert_error(
+        &service_at(&port("address6 = \"2001:2::2/64\""), "198.18.1.100", ""),
+        "services[0].vip",
+        "198.18.1.100 is IPv4 and no port has an IPv4 address (address)",
+    );
+}
+
+#[test]
+fn ipv6_duplicates() {
+    let text = service_at(
+        DUAL,
+        "2001:2:1::100",
+        "[[services]]\nname = \"web2\"\nvip = \"2001:2:1:0::100\"\nport = 80",
+    );
+    assert_error(
+        &text,
+        "services[1]",
+        "duplicate of services[0] (same vip, port and protocol [2001:2:1::100]:80/tcp)",
+    );
+    // The same port on an IPv4 VIP is another service.
+    let text = service_at(
+        DUAL,
+        "2001:2:1::100",
+        "[[services]]\nname = \"web4\"\nvip = \"198.18.1.100\"\nport = 80",
+    );
+    Config::parse(&text).unwrap();
+    let text = service_at(
+        DUAL,
+        "2001:2:1::100",
+        "[[services.reals]]\naddress = \"2001:2::11\"\n[[services.reals]]\naddress = \"2001:2::0:11\"",
+    );
+    assert_error(
+        &text,
+        "services[0].reals[1]",
+        "duplicate of services[0].reals[0] (same address and port [2001:2::11]:80)",
+    );
+    let n = "[[neighbors]]\naddress = \"2001:2::20\"\nmac = \"02:00:00:00:00:20\"\n";
+    assert_error(
+        &dual(&format!("{n}{n}")),
+        "neighbors[1].address",
+        "duplicate neighbor 2001:2::20 (also neighbors[0])",
+    );
+}
+
+/// nat and dr keep the family; tun does IPIP, 6in6 and 4in6, never 6in4.
+#[test]
+fn reals_and_the_vips_family() {
+    let svc = |vip: &str, fwd: &str, real: &str| {
+        service_at(
+            DUAL,
+            vip,
+            &format!("forwarding = \"{fwd}\"\n[[services.reals]]\naddress = \"{real}\""),
+        )
+    };
+    let at = "services[0].reals[0].address";
+    for (vip, real) in [
+        ("198.18.1.100", "198.18.0.11"),
+        ("2001:2:1::100", "2001:2::11"),
+    ] {
+        for fwd in ["nat", "tun", "dr"] {
+            Config::parse(&svc(vip, fwd, real)).unwrap_or_else(|e| panic!("{fwd} {vip}: {e}"));
+        }
+    }
+    // 4in6, as Katran offers.
+    let c = Config::parse(&svc("198.18.1.100", "tun", "2001:2::11")).unwrap();
+    assert_eq!(c.services[0].reals[0].address, IpAddr::V6(v6("2001:2::11")));
+    assert_error(
+        &svc("2001:2:1::100", "tun", "198.18.0.11"),
+        at,
+        "198.18.0.11 is IPv4 and the VIP 2001:2:1::100 is IPv6: tun cannot carry IPv6 in IPv4 (6in4)",
+    );
+    for (vip, real) in [
+        ("198.18.1.100", "2001:2::11"),
+        ("2001:2:1::100", "198.18.0.11"),
+    ] {
+        assert_error(
+            &svc(vip, "nat", real),
+            at,
+            "a nat real must be in the VIP's family",
+        );
+        assert_error(
+            &svc(vip, "dr", real),
+            at,
+            "a dr real must be in the VIP's family: dr changes only the MAC address",
+        );
+    }
+    // A real's own forwarding is what counts.
+    let text = service_at(
+        DUAL,
+        "198.18.1.100",
+        "forwarding = \"tun\"\n[[services.reals]]\naddress = \"2001:2::11\"\n\
+         [[services.reals]]\naddress = \"2001:2::12\"\nforwarding = \"nat\"",
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.0.len(), 1, "{errs}");
+    assert_eq!(errs.0[0].path, "services[0].reals[1].address");
+    // Real addresses must be hosts, as VIPs.
+    for (bad, why) in [
+        ("::1", "loopback"),
+        ("fe80::11", "link-local"),
+        ("::ffff:198.18.0.11", "IPv4-mapped"),
+        ("ff02::1", "multicast"),
+    ] {
+        assert_error(&svc("2001:2:1::100", "nat", bad), at, why);
+    }
+}
+
+#[test]
+fn ipv6_dr_reals_on_a_connected_network() {
+    let text = service_at(
+        DUAL,
+        "2001:2:1::100",
+        "forwarding = \"dr\"\n[[services.reals]]\naddress = \"2001:2:5::11\"",
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.0.len(), 1, "{errs}");
+    assert_eq!(
+        errs.0[0].to_string(),
+        "services[0].reals[0].address: a dr real must be on a connected IPv6 network (2001:2::/64 on port wan)"
+    );
+}
+
+#[test]
+fn ipv6_nat_and_tun_reals_must_be_reachable() {
+    let real = |base: &str, vip: &str, fwd: &str, addr: &str| {
+        service_at(
+            base,
+            vip,
+            &format!("forwarding = \"{fwd}\"\n[[services.reals]]\naddress = \"{addr}\""),
+        )
+    };
+    let at = "services[0].reals[0].address";
+    for fwd in ["nat", "tun"] {
+        assert_error(
+            &real(DUAL, "2001:2:1::100", fwd, "2001:2:5::11"),
+            at,
+            "2001:2:5::11 is not reachable: it is on no connected IPv6 network (2001:2::/64 on port wan) and no port has a gateway6",
+        );
+        // Through the gateway6, link-local or not.
+        for gw in ["fe80::1", "2001:2::1"] {
+            let base = DUAL.replace("/64\"", &format!("/64\"\ngateway6 = \"{gw}\""));
+            Config::parse(&real(&base, "2001:2:1::100", fwd, "2001:2:5::11")).unwrap();
+        }
+    }
+    // 4in6 with no IPv6 on any port.
+    assert_error(
+        &real(MINIMAL, "198.18.1.100", "tun", "2001:2::11"),
+        at,
+        "2001:2::11 is not reachable: no port has an IPv6 address (address6)",
+    );
+    // An IPv4 real on an IPv6-only appliance.
+    let errs = errors(&real(
+        &port("address6 = \"2001:2::2/64\""),
+        "198.18.1.100",
+        "nat",
+        "198.18.0.11",
+    ));
+    assert_eq!(
+        errs.at(at).next().map(|e| e.message.as_str()),
+        Some("198.18.0.11 is not reachable: no port has an IPv4 address (address)"),
+        "{errs}"
+    );
+    // IPv4 as before: a nat real beyond every network, without a gateway,
+    // is accepted (it was before IPv6).
+    Config::parse(&real(MINIMAL, "198.18.1.100", "nat", "10.1.0.5")).unwrap();
+}
+
+#[test]
+fn ipv6_neighbors() {
+    let n = |a: &str| format!("[[neighbors]]\naddress = \"{a}\"\nmac = \"02:00:00:00:00:20\"\n");
+    let at = "neighbors[0].address";
+    let c = Config::parse(&dual(&n("2001:2::20"))).unwrap();
+    assert_eq!(c.neighbors[0].address, IpAddr::V6(v6("2001:2::20")));
+    assert!(c.summary().contains("2001:2::20 is-at 02:00:00:00:00:20"));
+    assert_error(
+        &dual(&n("2001:3::20")),
+        at,
+        "an IPv6 neighbor must be on a connected network (2001:2::/64 on port wan) or be the link-local gateway6",
+    );
+    // The link-local gateway6's MAC, reached on its port.
+    let gw = DUAL.replace("/64\"", "/64\"\ngateway6 = \"fe80::1\"");
+    Config::parse(&format!("{gw}\n{}", n("fe80::1"))).unwrap();
+    assert_error(
+        &format!("{gw}\n{}", n("fe80::2")),
+        at,
+        "fe80::2 is link-local and no port has it as gateway6",
+    );
+    assert_error(&dual(&n("ff02::1")), at, "multicast");
+    assert_error(&dual(&n("::1")), at, "loopback");
+    assert_error(
+        &with(&n("2001:2::20")),
+        at,
+        "no port has an IPv6 address (address6)",
+    );
+    assert_error(
+        &format!(
+            "{}{}",
+            port("address6 = \"2001:2::2/64\""),
+            n("198.18.0.20")
+        ),
+        at,
+        "no port has an IPv4 address (address)",
+    );
+    // IPv4 as before: not checked against the connected networks.
+    Config::parse(&with(&n("10.9.9.9"))).unwrap();
+}
+
+#[test]
+fn syn_proxy_on_refuses_an_ipv6_vip() {
+    let svc = |mode: &str| {
+        service_at(
+            DUAL,
+            "2001:2:1::100",
+            &format!("syn_proxy = \"{mode}\"\n[[services.reals]]\naddress = \"2001:2::11\""),
+        )
+    };
+    let errs = errors(&svc("on"));
+    assert_eq!(errs.0.len(), 1, "{errs}");
+    assert_eq!(
+        errs.0[0].to_string(),
+        "services[0].syn_proxy: \"on\" is refused for the IPv6 VIP 2001:2:1::100: the SYN proxy covers IPv4 services only; use \"off\" or \"auto\" (inert here)"
+    );
+    // auto is accepted and inert on an IPv6 service; off is off.
+    let c = Config::parse(&svc("auto")).unwrap();
+    assert_eq!(c.services[0].syn_proxy, SynProxyMode::Auto);
+    Config::parse(&svc("off")).unwrap();
+}
+
+#[test]
+fn summary_brackets_ipv6_endpoints() {
+    let text = service_at(
+        DUAL,
+        "2001:2:1::100",
+        "[[services.reals]]\naddress = \"2001:2::11\"\nport = 8080",
+    );
+    let s = Config::parse(&text).unwrap().summary();
+    for needle in [
+        "web tcp [2001:2:1::100]:80 wrr nat, 1 real",
+        "-> [2001:2::11]:8080 weight 1 nat",
+    ] {
+        assert!(s.contains(needle), "{needle:?} missing from:\n{s}");
+    }
+    // IPv4 as before.
+    let s = Config::parse(EXAMPLE).unwrap().summary();
+    assert!(s.contains("web tcp 198.18.1.100:80 wrr nat"), "{s}");
+}
+
+#[test]
+fn ipv6_keys_misspelled_get_a_hint() {
+    let text = dual("").replace("address6", "address_6");
+    assert_error(&text, "ports[0].address_6", "did you mean \"address6\"");
+    let text = dual("").replace("/64\"", "/64\"\ngateway_6 = \"fe80::1\"");
+    assert_error(&text, "ports[0].gateway_6", "did you mean \"gateway6\"");
+}
+
+#[test]
+fn ipv6_errors_are_all_reported_at_once() {
+    let text = format!(
+        "{}[[neighbors]]\naddress = \"2001:9::1\"\nmac = \"02:00:00:00:00:01\"\n\
+         [[services]]\nname = \"a\"\nvip = \"::1\"\nport = 80\n\
+         [[services]]\nname = \"b\"\nvip = \"2001:2:1::1\"\nport = 80\nsyn_proxy = \"on\"\n\
+         [[services.reals]]\naddress = \"198.18.0.11\"\n\
+         [[services.reals]]\naddress = \"2001:9::11\"\n",
+        port("address = \"198.18.0.2/24\"\naddress6 = \"2001:2::2/128\"\ngateway6 = \"2001:3::1\"")
+    );
+    let errs = errors(&text);
+    let paths: Vec<&str> = errs.0.iter().map(|e| e.path.as_str()).collect();
+    // An invalid address6 mutes the checks that need the connected
+    // networks (neighbors, reachability), as an invalid address does.
+    assert_eq!(
+        paths,
+        [
+            "ports[0].address6",
+            "services[0].vip",
+            "services[1].reals[0].address",
+            "services[1].syn_proxy",
+        ],
+        "{errs}"
+    );
+}
