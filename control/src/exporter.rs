@@ -346,3 +346,18 @@ impl Exporter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_real_label_brackets_an_ipv6_address() {
+        let v6: std::net::Ipv6Addr = "2001:2::11".parse().unwrap();
+        assert_eq!(real_label(v6, 80), "[2001:2::11]:80");
+        assert_eq!(
+            real_label(std::net::Ipv4Addr::new(198, 18, 0, 11), 8080),
+            "198.18.0.11:8080"
+        );
+    }
+}

@@ -395,4 +395,32 @@ mod tests {
         assert_eq!(h.record(false), Some(false));
         assert_eq!(h.record(false), None);
     }
+
+    #[test]
+    fn a_real_is_labelled_and_reached_as_a_socket_address() {
+        let key = |address: &str, port| RealKey {
+            service: "web".into(),
+            address: address.parse().unwrap(),
+            port,
+        };
+        let k = key("2001:2::11", 80);
+        assert_eq!(k.label(), "[2001:2::11]:80");
+        assert_eq!(k.to_string(), "web/[2001:2::11]:80");
+        assert_eq!(k.target(), "[2001:2::11]:80".parse().unwrap());
+        let k = key("198.18.0.11", 8080);
+        assert_eq!(k.label(), "198.18.0.11:8080");
+        assert_eq!(k.to_string(), "web/198.18.0.11:8080");
+    }
+
+    /// A TCP check of an IPv6 real goes through the host's IPv6 stack
+    /// (skipped where the host has no IPv6 loopback).
+    #[test]
+    fn a_tcp_check_reaches_an_ipv6_real() {
+        let Ok(listener) = std::net::TcpListener::bind("[::1]:0") else {
+            return;
+        };
+        let target = listener.local_addr().unwrap();
+        let outcome = check_once(&Probe::Tcp, target, Duration::from_secs(1));
+        assert_eq!(outcome, Outcome::Success);
+    }
 }

@@ -113,3 +113,43 @@ impl Status {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_bracket_ipv6_addresses() {
+        assert_eq!(endpoint("198.18.1.100", 80), "198.18.1.100:80");
+        assert_eq!(endpoint("2001:2::11", 80), "[2001:2::11]:80");
+        let status = Status {
+            version: "0".into(),
+            dpdk: "x".into(),
+            generation: 1,
+            services: vec![ServiceStatus {
+                name: "web6".into(),
+                protocol: "tcp".into(),
+                vip: "2001:2:1::100".into(),
+                port: 80,
+                scheduler: "wrr".into(),
+                persistence_ms: 0,
+                reals: vec![RealStatus {
+                    address: "2001:2::11".into(),
+                    port: 8080,
+                    forwarding: "nat".into(),
+                    weight: 1,
+                    up: true,
+                    last_error: None,
+                    active_flows: 0,
+                    flows_created: 0,
+                    packets: 0,
+                    bytes: 0,
+                }],
+            }],
+            workers: vec![],
+        };
+        let t = status.table();
+        assert!(t.contains("TCP  [2001:2:1::100]:80"), "{t}");
+        assert!(t.contains("  -> [2001:2::11]:8080"), "{t}");
+    }
+}

@@ -565,4 +565,66 @@ address = "198.18.0.11"
             "flows.tcp_timeout: 576h1ms is above the maximum of 576h"
         );
     }
+
+    // IPv6: replaced by the dataplane's IPv6 path (these tests with it).
+    #[test]
+    fn ipv6_in_the_config_is_refused_by_key_until_the_dataplane_carries_it() {
+        let dual = CONFIG.replace(
+            "address = \"198.18.0.2/24\"",
+            "address = \"198.18.0.2/24\"\naddress6 = \"2001:2::2/64\"",
+        );
+        assert_eq!(
+            compile(&Config::parse(&dual).unwrap())
+                .unwrap_err()
+                .to_string(),
+            "ports[0].address6: IPv6 port addresses are not supported by the dataplane yet"
+        );
+        // Past validation (which needs an IPv6 port for them), each kind of
+        // IPv6 value is refused with its own key.
+        let v6 = |s: &str| IpAddr::V6(s.parse().unwrap());
+        let config = bypassing_validation(|c| c.services[1].vip = v6("2001:2:1::53"));
+        assert_eq!(
+            compile(&config).unwrap_err().to_string(),
+            "services[1]: IPv6 services are not supported by the dataplane yet"
+        );
+        let config = bypassing_validation(|c| c.services[1].reals[0].address = v6("2001:2::11"));
+        assert_eq!(
+            compile(&config).unwrap_err().to_string(),
+            "services[1].reals[0].address: IPv6 reals (4in6 tunnels) are not supported by the dataplane yet"
+        );
+        let config = bypassing_validation(|c| {
+            c.neighbors.push(lb_config::NeighborConfig {
+                address: v6("2001:2::20"),
+                mac: MacAddr([2, 0, 0, 0, 0, 0x20]),
+            })
+        });
+        assert_eq!(
+            compile(&config).unwrap_err().to_string(),
+            "neighbors[0].address: IPv6 neighbors are not supported by the dataplane yet"
+        );
+        let config =
+            bypassing_validation(|c| c.ports[0].gateway6 = Some("fe80::1".parse().unwrap()));
+        assert_eq!(
+            compile(&config).unwrap_err().to_string(),
+            "ports[0].gateway6: IPv6 gateways are not supported by the dataplane yet"
+        );
+    }
+
+    #[test]
+    fn a_port_without_ipv4_is_local_for_nothing_and_connects_nothing() {
+        let mut snap = compile(&Config::parse(CONFIG).unwrap()).unwrap();
+        let ours = Ipv4Addr::new(198, 18, 0, 2);
+        assert!(snap.is_local(0, ours) && snap.is_port_address(ours));
+        assert!(snap.ports[0].connected(Ipv4Addr::new(198, 18, 0, 9)));
+        let p = &mut snap.ports[0];
+        (p.address, p.net, p.mask) = (None, 0, 0);
+        assert_eq!(p.ipv4(), None);
+        assert!(!p.connected(Ipv4Addr::new(198, 18, 0, 9)));
+        assert!(!p.connected(Ipv4Addr::UNSPECIFIED));
+        assert!(!snap.is_local(0, ours) && !snap.is_port_address(ours));
+        assert!(
+            snap.is_local(0, Ipv4Addr::new(198, 18, 1, 100)),
+            "VIPs still are"
+        );
+    }
 }
