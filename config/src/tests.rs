@@ -1658,3 +1658,26 @@ fn ipv6_errors_are_all_reported_at_once() {
         "{errs}"
     );
 }
+
+/// `examples/lb.toml` documents the IPv6 keys on lines marked `#v6`; with
+/// them uncommented it must still be valid, and dual-stack.
+#[test]
+fn the_reference_example_is_valid_with_its_ipv6_lines() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/lb.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let v4 = Config::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert!(text.lines().filter(|l| l.starts_with("#v6")).count() >= 10);
+    let uncommented: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("#v6") {
+            Some(rest) => rest.strip_prefix(' ').unwrap_or(rest),
+            None => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let c = Config::parse(&uncommented).unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.ports.iter().all(|p| p.address6.is_some()));
+    assert_eq!(c.ports[0].gateway6, Some("fe80::1".parse().unwrap()));
+    assert_eq!(c.services.len(), v4.services.len() + 1);
+    assert!(c.services.last().unwrap().vip.is_ipv6());
+}

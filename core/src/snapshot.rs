@@ -427,12 +427,12 @@ impl Snapshot {
     }
 }
 
-// IPv6: replaced by the dataplane's IPv6 path. Validation accepts IPv6
-// (`lb_config`); until the fast path carries it, compiling a config that
-// holds any is refused here, naming the first key, so that `lb-appliance`
-// says why it does not start (or why a reload is refused) instead of
-// serving part of the file.
-fn refuse_ipv6(config: &Config) -> Result<(), CompileError> {
+// IPv6: replaced by the dataplane's IPv6 path.
+/// Validation accepts IPv6 (`lb_config`); until the fast path carries it, a
+/// config that holds any is refused here, naming the first key, so that
+/// `lb-appliance` says why it does not start (or why a reload is refused)
+/// instead of serving part of the file.
+pub fn refuse_ipv6(config: &Config) -> Result<(), CompileError> {
     let refuse = |path: String, what: &str| {
         Err(CompileError(format!(
             "{path}: {what} are not supported by the dataplane yet"
