@@ -237,7 +237,7 @@ fn not_a_host6(a: Ipv6Addr, link_local: LinkLocal) -> Option<&'static str> {
 }
 
 /// `fe80::/10`.
-pub(crate) fn is_link_local6(a: Ipv6Addr) -> bool {
+fn is_link_local6(a: Ipv6Addr) -> bool {
     a.segments()[0] & 0xffc0 == 0xfe80
 }
 
