@@ -1,9 +1,13 @@
-//! A worker's ARP cache. Static `[[neighbors]]` (in the snapshot) win; the
-//! rest are learned from ARP traffic and shared with the other workers
+//! A worker's neighbor caches: one for ARP (IPv4) and one for neighbor
+//! discovery (IPv6), the same code over the address type. Static
+//! `[[neighbors]]` (in the snapshot) win; the rest are learned from ARP
+//! and NDP traffic and shared with the other workers
 //! through the worker's neighbor updates, since an ARP reply reaches only
 //! one queue. Fixed size, no allocation after start.
 
 use std::net::Ipv4Addr;
+
+use crate::flow::FlowAddr;
 
 use lb_config::MacAddr;
 
@@ -17,8 +21,8 @@ const SLOTS: usize = 4096;
 const PROBE: usize = 8;
 
 #[derive(Debug, Clone, Copy)]
-struct Entry {
-    ip: u32,
+struct Entry<A> {
+    ip: A,
     mac: MacAddr,
     resolved: bool,
     learned_at: u32,
@@ -39,22 +43,22 @@ pub enum Lookup {
 }
 
 #[derive(Debug)]
-pub struct NeighborCache {
-    slots: Vec<Entry>,
+pub struct NeighborCache<A: FlowAddr = Ipv4Addr> {
+    slots: Vec<Entry<A>>,
 }
 
-impl Default for NeighborCache {
+impl<A: FlowAddr> Default for NeighborCache<A> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl NeighborCache {
-    pub fn new() -> NeighborCache {
+impl<A: FlowAddr> NeighborCache<A> {
+    pub fn new() -> NeighborCache<A> {
         NeighborCache {
             slots: vec![
                 Entry {
-                    ip: 0,
+                    ip: A::UNSPECIFIED,
                     mac: MacAddr::ZERO,
                     resolved: false,
                     learned_at: 0,
@@ -67,11 +71,12 @@ impl NeighborCache {
     }
 
     #[inline]
-    fn home(ip: u32) -> usize {
-        (ip.wrapping_mul(0x9e37_79b1) >> 20) as usize % SLOTS
+    fn home(ip: A) -> usize {
+        // IPv4: the address times a constant, as ever; IPv6 folds first.
+        ((ip.fold() as u32).wrapping_mul(0x9e37_79b1) >> 20) as usize % SLOTS
     }
 
-    fn find(&self, ip: u32) -> Option<usize> {
+    fn find(&self, ip: A) -> Option<usize> {
         let h = Self::home(ip);
         (0..PROBE)
             .map(|i| (h + i) % SLOTS)
@@ -80,7 +85,7 @@ impl NeighborCache {
 
     /// A slot for `ip`: its own, a free one, or the stalest in its probe
     /// window (a full cache forgets rather than refuses).
-    fn slot_for(&mut self, ip: u32) -> usize {
+    fn slot_for(&mut self, ip: A) -> usize {
         if let Some(s) = self.find(ip) {
             return s;
         }
@@ -97,8 +102,7 @@ impl NeighborCache {
     /// Looks `ip` up at time `now`, marking that a request is due when one
     /// should be sent.
     #[inline]
-    pub fn lookup(&mut self, ip: Ipv4Addr, now: u32) -> Lookup {
-        let ip = u32::from(ip);
+    pub fn lookup(&mut self, ip: A, now: u32) -> Lookup {
         match self.find(ip) {
             Some(s) => {
                 let e = &mut self.slots[s];
@@ -133,8 +137,7 @@ impl NeighborCache {
     }
 
     /// Records that `ip` is at `mac`. Returns whether that is news.
-    pub fn learn(&mut self, ip: Ipv4Addr, mac: MacAddr, now: u32) -> bool {
-        let ip = u32::from(ip);
+    pub fn learn(&mut self, ip: A, mac: MacAddr, now: u32) -> bool {
         let s = self.slot_for(ip);
         let e = &mut self.slots[s];
         let news = !(e.used && e.ip == ip && e.resolved && e.mac == mac);
@@ -154,8 +157,8 @@ impl NeighborCache {
     }
 
     /// The learned address of `ip`, if any, without side effects.
-    pub fn get(&self, ip: Ipv4Addr) -> Option<MacAddr> {
-        self.find(u32::from(ip))
+    pub fn get(&self, ip: A) -> Option<MacAddr> {
+        self.find(ip)
             .and_then(|s| self.slots[s].resolved.then_some(self.slots[s].mac))
     }
 }
@@ -188,5 +191,17 @@ mod tests {
             c.learn(Ipv4Addr::from(0xc612_0000 + i), MAC, i);
         }
         assert_eq!(c.get(Ipv4Addr::from(0xc612_0000 + 19_999)), Some(MAC));
+    }
+
+    #[test]
+    fn ipv6_neighbors_are_kept_apart_by_every_bit() {
+        let mut c = NeighborCache::<std::net::Ipv6Addr>::new();
+        let a: std::net::Ipv6Addr = "2001:2::11".parse().unwrap();
+        let b: std::net::Ipv6Addr = "2001:2:0:1::11".parse().unwrap();
+        assert_eq!(c.lookup(a, 0), Lookup::Missing { ask: true });
+        assert!(c.learn(a, MAC, 10));
+        assert_eq!(c.get(a), Some(MAC));
+        assert_eq!(c.get(b), None);
+        assert_eq!(c.lookup(a, 20), Lookup::Found(MAC));
     }
 }
