@@ -11,7 +11,13 @@
 //! - long-lived keep-alive connections survive a reload that drains their
 //!   real (weight 0) and one that restores it, while new connections avoid
 //!   the drained real;
-//! - a real whose HTTP server is stopped is taken out by the health check.
+//! - a real whose HTTP server is stopped is taken out by the health check;
+//! - without the appliance, the lab's IPv6 half: the client reaches every
+//!   real over IPv6 through the router (HTTP and UDP), `method` sets the
+//!   reals' IPv6 default routes, a real answers no Neighbor Solicitation for
+//!   the VIP on its lo, and its decapsulator unwraps 4in4, 6in6 and 4in6
+//!   (the real answers the inner SYN straight to the client) while passing
+//!   an outer IPv6 header with an extension header to the stack untouched.
 //!
 //! Each test runs a lab of its own (`LAB_PREFIX=lt...`, `LAB_STATE` in a
 //! scratch folder), so it never touches a user's lab (`lbl`) or another
@@ -21,8 +27,8 @@
 //! only two.
 //!
 //! Needs root; skipped with the reason otherwise, and a failure where
-//! LB_REQUIRE_PRIVILEGED_TESTS=1. Addresses from 198.18.0.0/15 only, inside
-//! the lab's namespaces. Only processes the test started are killed, by
+//! LB_REQUIRE_PRIVILEGED_TESTS=1. Addresses from 198.18.0.0/15 and
+//! 2001:2::/48 only, inside the lab's namespaces. Only processes the test started are killed, by
 //! their PIDs, plus, in the health test, real3's HTTP server, by the PID the
 //! lab recorded (stopping it is the scenario). No timing assertions: every
 //! wait is a bounded poll.
@@ -51,6 +57,20 @@ const REALS: [(&str, &str, u32); 3] = [
     ("198.18.0.12", "real2", 2),
     ("198.18.0.13", "real3", 1),
 ];
+/// The lab's IPv6 plan (`scripts/lab.sh`): the VIP (on the reals' lo), the
+/// reals' addresses in the order of [`REALS`], the client, and the kernel
+/// addresses of the appliance's namespace (mgmt0) and of the router on the
+/// reals' segment.
+const VIP6: &str = "2001:2:0:1::100";
+const REALS6: [&str; 3] = ["2001:2::11", "2001:2::12", "2001:2::13"];
+const CLIENT: &str = "198.19.0.10";
+const CLIENT6: &str = "2001:2:0:10::10";
+const MGMT: &str = "198.18.0.254";
+const MGMT6: &str = "2001:2::254";
+/// The reals' IPv6 default route per method: the appliance's port address
+/// (NAT) or the router (TUN, DR).
+const GW6_NAT: &str = "2001:2::2";
+const GW6_ROUTER: &str = "2001:2::1";
 /// The size of the lab's `big.bin`.
 const BIG: u64 = 5 * 1024 * 1024;
 /// TUN and DR: what the appliance may send while 5 MB of replies bypass it.
@@ -483,7 +503,7 @@ const UDP_CLIENT: &str = r#"
 import socket, sys
 addr, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 for i in range(n):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(2)
     s.sendto(b"msg-%d" % i, (addr, port))
     try:
@@ -1062,4 +1082,282 @@ fn a_stopped_real_is_taken_out_by_the_health_check() {
         );
     }
     stop_cleanly(&mut app, method);
+}
+
+/// Neighbor Solicitations from the appliance's mgmt0 (run in its namespace):
+/// `MGMT6 LO_TARGET CONTROL_TARGET REAL_MAC`. Every second until a real
+/// answers for CONTROL_TARGET (at most 10 s), it solicits LO_TARGET (an
+/// address only on the reals' lo), multicast and unicast to REAL_MAC, then
+/// CONTROL_TARGET (a real's eth0 address, which must be answered); it
+/// listens half a second more, then prints `CONTROL n` and `LO n`: the
+/// Neighbor Advertisements seen for each.
+const NDP_PROBE: &str = r#"
+import select, socket, sys, time
+from scapy.all import Ether, IPv6, ICMPv6ND_NS, ICMPv6ND_NA, ICMPv6NDOptSrcLLAddr
+from scapy.utils6 import in6_getnsma, in6_getnsmac
+src, lo_target, control, real_mac = sys.argv[1:5]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.bind(("mgmt0", 0))
+mac = ":".join("%02x" % b for b in s.getsockname()[4])
+def ns(target, unicast=None):
+    group = in6_getnsma(socket.inet_pton(socket.AF_INET6, target))
+    dst = target if unicast else socket.inet_ntop(socket.AF_INET6, group)
+    return bytes(Ether(src=mac, dst=unicast or in6_getnsmac(group))
+                 / IPv6(src=src, dst=dst, hlim=255)
+                 / ICMPv6ND_NS(tgt=target) / ICMPv6NDOptSrcLLAddr(lladdr=mac))
+seen = {control: 0, lo_target: 0}
+deadline = time.monotonic() + 10
+next_send = grace_end = 0
+while time.monotonic() < (grace_end or deadline):
+    now = time.monotonic()
+    if not grace_end and now >= next_send:
+        for frame in (ns(lo_target), ns(lo_target, real_mac), ns(control)):
+            s.send(frame)
+        next_send = now + 1
+    if not grace_end and seen[control]:
+        grace_end = now + 0.5
+    if select.select([s], [], [], 0.1)[0]:
+        p = Ether(s.recv(65535))
+        if ICMPv6ND_NA in p and p[ICMPv6ND_NA].tgt in seen:
+            seen[p[ICMPv6ND_NA].tgt] += 1
+print("CONTROL", seen[control])
+print("LO", seen[lo_target])
+"#;
+
+/// TUN by hand, without the appliance: run in the client's namespace with
+/// `LB_NS REAL_MAC REAL4 REAL6 VIP4 VIP6 CLIENT4 CLIENT6 MGMT4 MGMT6`. It
+/// listens on the client's eth0, then moves into LB_NS and, from mgmt0,
+/// sends the real (REAL_MAC) a TCP SYN from the client to the VIP's port 80
+/// wrapped in each form of IP-in-IP the appliance uses: 4in4, 6in6, 4in6,
+/// each from its own client port, first a 6in6 with a Destination Options
+/// header before the inner packet (`ext`, which must not be unwrapped).
+/// It resends each SYN not yet answered every second, for at most 10 s,
+/// and prints `GOT <form> <source> <destination>` per SYN-ACK from the VIP
+/// to the client that reached the client, `MISSING <form>` for the others,
+/// and `EXT_ANSWERED` if `ext` was answered.
+const TUN_PROBE: &str = r#"
+import ctypes, os, select, socket, sys, time
+from scapy.all import Ether, IP, IPv6, IPv6ExtHdrDestOpt, TCP
+lb_ns, real_mac = sys.argv[1:3]
+real4, real6, vip4, vip6, client4, client6, mgmt4, mgmt6 = sys.argv[3:11]
+rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+rx.bind(("eth0", 0))
+libc = ctypes.CDLL(None, use_errno=True)
+fd = os.open("/var/run/netns/" + lb_ns, os.O_RDONLY)
+if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+    sys.exit("setns %s: %s" % (lb_ns, os.strerror(ctypes.get_errno())))
+os.close(fd)
+tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+tx.bind(("mgmt0", 0))
+eth = Ether(src=":".join("%02x" % b for b in tx.getsockname()[4]), dst=real_mac)
+def syn(port):
+    return TCP(sport=port, dport=80, flags="S", seq=1000 + port)
+out4, out6 = IP(src=mgmt4, dst=real4), IPv6(src=mgmt6, dst=real6)
+in4 = lambda port: IP(src=client4, dst=vip4) / syn(port)
+in6 = lambda port: IPv6(src=client6, dst=vip6) / syn(port)
+EXT = 40400
+forms = {
+    "4in4": (40401, vip4, client4, bytes(eth / out4 / in4(40401))),
+    "6in6": (40402, vip6, client6, bytes(eth / out6 / in6(40402))),
+    "4in6": (40403, vip4, client4, bytes(eth / out6 / in4(40403))),
+}
+tx.send(bytes(eth / out6 / IPv6ExtHdrDestOpt() / in6(EXT)))
+seen, ext_answered = {}, False
+deadline, next_send = time.monotonic() + 10, 0
+while len(seen) < len(forms) and time.monotonic() < deadline:
+    if time.monotonic() >= next_send:
+        for name, (_, _, _, frame) in forms.items():
+            if name not in seen:
+                tx.send(frame)
+        next_send = time.monotonic() + 1
+    if not select.select([rx], [], [], 0.1)[0]:
+        continue
+    p = Ether(rx.recv(65535))
+    l3 = p.getlayer(IP) or p.getlayer(IPv6)
+    if l3 is None or TCP not in p or p[TCP].sport != 80 or int(p[TCP].flags) & 0x12 != 0x12:
+        continue
+    if p[TCP].dport == EXT:
+        ext_answered = True
+    for name, (port, vip, client, _) in forms.items():
+        if p[TCP].dport == port and l3.src == vip and l3.dst == client and name not in seen:
+            seen[name] = "%s %s" % (l3.src, l3.dst)
+for name in forms:
+    print("GOT", name, seen[name]) if name in seen else print("MISSING", name)
+if ext_answered:
+    print("EXT_ANSWERED")
+"#;
+
+/// A counter of `/proc/net/snmp6` in a namespace of the lab.
+fn snmp6(lab: &Lab, role: &str, name: &str) -> u64 {
+    let out = lab.exec(role, &["cat", "/proc/net/snmp6"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some(name)).then(|| words.next()?.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("{} /proc/net/snmp6 has no {name}: {out:?}", lab.ns(role)))
+}
+
+/// The MAC address of an interface in a namespace of the lab.
+fn mac(lab: &Lab, role: &str, ifname: &str) -> String {
+    let out = lab.exec(role, &["cat", &format!("/sys/class/net/{ifname}/address")]);
+    let mac = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(
+        mac.len(),
+        17,
+        "{} {ifname}: no MAC address: {out:?}",
+        lab.ns(role)
+    );
+    mac
+}
+
+#[test]
+fn ipv6_lab_reaches_the_reals_and_the_decapsulator_unwraps_every_tun_form() {
+    let test = "ipv6_lab_reaches_the_reals_and_the_decapsulator_unwraps_every_tun_form";
+    if !privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::up('6');
+
+    // IPv6 is off where the lab puts no IPv6 address: lb0 is DPDK's.
+    let out = lab.exec("lb", &["cat", "/proc/sys/net/ipv6/conf/lb0/disable_ipv6"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1",
+        "IPv6 should be off on the appliance's lb0: {out:?}"
+    );
+
+    // `method` sets the reals' IPv6 default route too.
+    for (method, gw) in [("nat", GW6_NAT), ("tun", GW6_ROUTER), ("dr", GW6_ROUTER)] {
+        lab.script(&["method", method]);
+        for i in 1..=3 {
+            let out = lab.exec(
+                &format!("real{i}"),
+                &["ip", "-6", "route", "show", "default"],
+            );
+            let routes = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                routes.contains(&format!("default via {gw} ")),
+                "[{method}] real{i}'s IPv6 default route should be via {gw}: {routes:?}"
+            );
+        }
+    }
+
+    // With DR's routes, from the client through the router to each real's
+    // own IPv6 address: HTTP and the UDP echo, both dual-stack.
+    for ((_, name, _), addr6) in REALS.iter().zip(REALS6) {
+        let url = format!("http://[{addr6}]/");
+        let out = lab.exec(
+            "client",
+            &["curl", "-g", "-s", "-S", "--max-time", "5", &url],
+        );
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == *name,
+            "curl {url} from the client should answer {name}: {out:?}"
+        );
+        const N: usize = 3;
+        let out = lab.exec(
+            "client",
+            &[
+                "/usr/bin/python3",
+                "-c",
+                UDP_CLIENT,
+                addr6,
+                &UDP_PORT.to_string(),
+                &N.to_string(),
+            ],
+        );
+        let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let want: Vec<String> = (0..N)
+            .map(|i| format!("OK {addr6} {UDP_PORT} {name}: msg-{i}"))
+            .collect();
+        assert_eq!(lines, want, "UDP echo of {name} over IPv6: {out:?}");
+    }
+
+    // No real answers a Neighbor Solicitation for the IPv6 VIP on its lo
+    // (so DR needs no arp_ignore for IPv6), while real1 does answer for
+    // its own address (the control that makes the silence mean something).
+    let real1_mac = mac(&lab, "real1", "eth0");
+    let out = lab.exec(
+        "lb",
+        &[
+            "/usr/bin/python3",
+            "-c",
+            NDP_PROBE,
+            MGMT6,
+            VIP6,
+            REALS6[0],
+            &real1_mac,
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && text
+                .lines()
+                .any(|l| l.starts_with("CONTROL ") && l != "CONTROL 0")
+            && text.lines().any(|l| l == "LO 0"),
+        "want Neighbor Advertisements for {} and none for {VIP6} (on lo): {out:?}",
+        REALS6[0]
+    );
+
+    // TUN without the appliance: real1's decapsulator unwraps every form,
+    // the inner SYN reaches its stack and the SYN-ACK goes from the VIP
+    // straight to the client through the router. An outer IPv6 header
+    // followed by an extension header goes to the stack as it is, which
+    // counts it as an unknown protocol (no ip6_tunnel here) and answers
+    // no SYN.
+    lab.script(&["method", "tun"]);
+    let unknown_before = snmp6(&lab, "real1", "Ip6InUnknownProtos");
+    let lb_ns = lab.ns("lb");
+    let out = lab.exec(
+        "client",
+        &[
+            "/usr/bin/python3",
+            "-c",
+            TUN_PROBE,
+            &lb_ns,
+            &real1_mac,
+            REALS[0].0,
+            REALS6[0],
+            VIP,
+            VIP6,
+            CLIENT,
+            CLIENT6,
+            MGMT,
+            MGMT6,
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("tun probe:\n{text}");
+    for (form, src, dst) in [
+        ("4in4", VIP, CLIENT),
+        ("6in6", VIP6, CLIENT6),
+        ("4in6", VIP, CLIENT),
+    ] {
+        let want = format!("GOT {form} {src} {dst}");
+        assert!(
+            out.status.success() && text.lines().any(|l| l == want),
+            "want `{want}`: a {form} SYN to real1 should be unwrapped and answered to the \
+             client: {out:?}"
+        );
+    }
+    assert!(
+        !text.lines().any(|l| l == "EXT_ANSWERED"),
+        "a 6in6 with a Destination Options header must not be unwrapped: {out:?}"
+    );
+    let unknown_grew = common::wait_until(POLL, || {
+        snmp6(&lab, "real1", "Ip6InUnknownProtos") > unknown_before
+    });
+    assert!(
+        unknown_grew,
+        "the 6in6 with an extension header should reach real1's stack as it is \
+         (Ip6InUnknownProtos {unknown_before} -> {})",
+        snmp6(&lab, "real1", "Ip6InUnknownProtos")
+    );
 }
