@@ -45,8 +45,9 @@
 # Solicitation only for an address of the interface it arrived on (tested:
 # an NS on eth0 for an address that is only on lo gets no answer, multicast
 # or unicast, with forwarding 0 or 1), and solicits from an address of the
-# outgoing interface, never from the VIP on lo. Nor is there an IPv6
-# rp_filter to turn off.
+# outgoing interface (seen: eth0's link-local while answering from the
+# VIP), never from the VIP on lo. Nor is there an IPv6 rp_filter to turn
+# off.
 # Each runs a dual-stack HTTP server on :80 answering with its name
 # (real1..real3), serving big.bin (5 MB), and a UDP echo on :9000 that
 # prefixes its name.
