@@ -10,17 +10,32 @@ use std::net::Ipv4Addr;
 use super::checksum;
 use super::{read_u16, read_u32, write_u16, write_u32, Error, Result};
 
-/// The IP protocol number (the IPv4 `protocol` field).
+/// The IP protocol number: the IPv4 `protocol` field and the IPv6 `next header`
+/// field, which share one IANA registry (so IPv6 extension headers are here too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IpProtocol {
+    /// 0, the IPv6 Hop-by-Hop Options header.
+    HopByHop,
     /// 1.
     Icmp,
-    /// 4, IPv4-in-IPv4 encapsulation (VS/TUN).
+    /// 4, IPv4-in-IPv4 encapsulation (VS/TUN), also IPv4-in-IPv6.
     IpIp,
     /// 6.
     Tcp,
     /// 17.
     Udp,
+    /// 41, IPv6 encapsulation (6in4, 6in6).
+    Ipv6,
+    /// 43, the IPv6 Routing header.
+    Ipv6Route,
+    /// 44, the IPv6 Fragment header.
+    Ipv6Frag,
+    /// 58, ICMP for IPv6.
+    Icmpv6,
+    /// 59, IPv6 "no next header".
+    Ipv6NoNxt,
+    /// 60, the IPv6 Destination Options header.
+    Ipv6Opts,
     /// Anything else.
     Unknown(u8),
 }
@@ -28,10 +43,17 @@ pub enum IpProtocol {
 impl From<u8> for IpProtocol {
     fn from(value: u8) -> Self {
         match value {
+            0 => IpProtocol::HopByHop,
             1 => IpProtocol::Icmp,
             4 => IpProtocol::IpIp,
             6 => IpProtocol::Tcp,
             17 => IpProtocol::Udp,
+            41 => IpProtocol::Ipv6,
+            43 => IpProtocol::Ipv6Route,
+            44 => IpProtocol::Ipv6Frag,
+            58 => IpProtocol::Icmpv6,
+            59 => IpProtocol::Ipv6NoNxt,
+            60 => IpProtocol::Ipv6Opts,
             other => IpProtocol::Unknown(other),
         }
     }
@@ -40,10 +62,17 @@ impl From<u8> for IpProtocol {
 impl From<IpProtocol> for u8 {
     fn from(value: IpProtocol) -> Self {
         match value {
+            IpProtocol::HopByHop => 0,
             IpProtocol::Icmp => 1,
             IpProtocol::IpIp => 4,
             IpProtocol::Tcp => 6,
             IpProtocol::Udp => 17,
+            IpProtocol::Ipv6 => 41,
+            IpProtocol::Ipv6Route => 43,
+            IpProtocol::Ipv6Frag => 44,
+            IpProtocol::Icmpv6 => 58,
+            IpProtocol::Ipv6NoNxt => 59,
+            IpProtocol::Ipv6Opts => 60,
             IpProtocol::Unknown(other) => other,
         }
     }
@@ -52,10 +81,17 @@ impl From<IpProtocol> for u8 {
 impl fmt::Display for IpProtocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            IpProtocol::HopByHop => f.write_str("IPv6 hop-by-hop"),
             IpProtocol::Icmp => f.write_str("ICMP"),
             IpProtocol::IpIp => f.write_str("IPIP"),
             IpProtocol::Tcp => f.write_str("TCP"),
             IpProtocol::Udp => f.write_str("UDP"),
+            IpProtocol::Ipv6 => f.write_str("IPv6"),
+            IpProtocol::Ipv6Route => f.write_str("IPv6 routing"),
+            IpProtocol::Ipv6Frag => f.write_str("IPv6 fragment"),
+            IpProtocol::Icmpv6 => f.write_str("ICMPv6"),
+            IpProtocol::Ipv6NoNxt => f.write_str("IPv6 no next header"),
+            IpProtocol::Ipv6Opts => f.write_str("IPv6 destination options"),
             IpProtocol::Unknown(v) => write!(f, "proto {v}"),
         }
     }
@@ -670,5 +706,9 @@ mod tests {
         assert_eq!(IpProtocol::from(4), IpProtocol::IpIp);
         assert_eq!(IpProtocol::from(47), IpProtocol::Unknown(47));
         assert_eq!(IpProtocol::Udp.to_string(), "UDP");
+        assert_eq!(IpProtocol::from(58), IpProtocol::Icmpv6);
+        assert_eq!(IpProtocol::from(41), IpProtocol::Ipv6);
+        assert_eq!(IpProtocol::from(0), IpProtocol::HopByHop);
+        assert_eq!(IpProtocol::Icmpv6.to_string(), "ICMPv6");
     }
 }
