@@ -6,16 +6,24 @@
 //! recomputation.
 //!
 //! Input: byte 0 picks where the views start (`b0 % 4`: the whole input
-//! as a frame, from offset 14 as IPv4, from 34 as TCP/UDP/ICMP, or all of
-//! them on the input as is), the rest is the data.
+//! as a frame, from offset 14 as IPv4 or IPv6, from 34 as TCP/UDP/ICMP, or
+//! all of them on the input as is, and from 54 as ICMPv6/NDP), the rest is
+//! the data.
+//!
+//! IPv6: the fixed header re-emits byte for byte; the extension-header walk
+//! ends inside the payload; ICMPv6 and NDP reprs round-trip and emit valid
+//! checksums; the NDP option walk ends within `len / 8 + 1` steps.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use lb_core::forward::icmp;
 use lb_core::wire::checksum::{self, Delta};
+use lb_core::wire::icmpv6::{MAX_ERROR_LEN, MAX_QUOTE_LEN};
+use lb_core::wire::ndp::{validate_advert, validate_solicit};
 use lb_core::wire::{
-    ArpPacket, ArpRepr, EthernetFrame, EthernetRepr, Icmpv4Packet, Ipv4Packet, Ipv4Repr, TcpPacket,
-    UdpPacket,
+    ArpPacket, ArpRepr, EtherType, EthernetFrame, EthernetRepr, Icmpv4Packet, Icmpv6Packet,
+    Icmpv6Repr, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, NdpRepr, NeighborPacket,
+    TcpPacket, UdpPacket,
 };
 
 use crate::Violations;
@@ -36,13 +44,17 @@ pub fn run(data: &[u8]) -> Violations {
     ethernet(&mut v, rest);
     arp(&mut v, body);
     ipv4(&mut v, body);
+    ipv6(&mut v, body);
     transport(&mut v, body);
+    icmpv6(&mut v, body, A6, B6);
     if mode % 4 == 3 {
-        for at in [14, 34] {
+        for at in [14, 34, 54] {
             let b = rest.get(at..).unwrap_or(&[]);
             arp(&mut v, b);
             ipv4(&mut v, b);
+            ipv6(&mut v, b);
             transport(&mut v, b);
+            icmpv6(&mut v, b, A6, B6);
         }
     }
     stacked(&mut v, rest);
@@ -183,6 +195,181 @@ fn ipv4(v: &mut Violations, b: &[u8]) {
     }
 }
 
+fn ipv6(v: &mut Violations, b: &[u8]) {
+    let Ok(p) = Ipv6Packet::new_checked(b) else {
+        return;
+    };
+    let _ = (
+        p.version(),
+        p.traffic_class(),
+        p.flow_label(),
+        p.next_header(),
+        p.hop_limit(),
+        p.src_addr(),
+        p.dst_addr(),
+    );
+    let payload_len = usize::from(p.payload_len());
+    if p.payload().len() != payload_len {
+        v.add(
+            "wire.ipv6-payload",
+            "payload length is not the length field".to_string(),
+        );
+    }
+    let Ok(repr) = Ipv6Repr::parse(&p) else {
+        v.add(
+            "wire.ipv6-parse",
+            "a checked packet does not parse".to_string(),
+        );
+        return;
+    };
+    // Every field of the fixed header is kept, so it re-emits as is.
+    let mut out = vec![0u8; repr.buffer_len()];
+    repr.emit(&mut Ipv6Packet::new_unchecked(&mut out[..]));
+    if out[..40] != b[..40] || Ipv6Repr::parse(&Ipv6Packet::new_unchecked(&out[..])) != Ok(repr) {
+        v.add(
+            "wire.ipv6-roundtrip",
+            format!("{:02x?} re-emitted as {:02x?}", &b[..40], &out[..40]),
+        );
+    }
+    match p.upper_layer() {
+        Ok(u) if u.offset < 40 || u.offset > 40 + payload_len => v.add(
+            "wire.ipv6-walk",
+            format!("upper layer at {} of {}", u.offset, 40 + payload_len),
+        ),
+        Ok(u) if u.protocol == IpProtocol::Icmpv6 => {
+            icmpv6(
+                v,
+                &b[u.offset..40 + payload_len],
+                p.src_addr(),
+                p.dst_addr(),
+            );
+        }
+        _ => {}
+    }
+    if let Ok(q) = Ipv6Packet::new_checked_header(b) {
+        let _ = (q.payload(), q.upper_layer());
+    }
+}
+
+const A6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 10);
+const B6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+/// An ICMPv6 message from `src` to `dst`: the plain view and repr, and the
+/// NDP view and repr over the same bytes.
+fn icmpv6(v: &mut Violations, b: &[u8], src: Ipv6Addr, dst: Ipv6Addr) {
+    let Ok(p) = Icmpv6Packet::new_checked(b) else {
+        return;
+    };
+    let _ = (
+        p.msg_type(),
+        p.msg_type().is_error(),
+        p.code(),
+        p.checksum(),
+        p.echo_ident(),
+        p.echo_seq(),
+        p.mtu(),
+        p.pointer(),
+        p.payload(),
+        p.invoking_packet(),
+        p.verify_checksum(src, dst),
+    );
+    let mut owned = b.to_vec();
+    let mut q = Icmpv6Packet::new_unchecked(&mut owned[..]);
+    q.fill_checksum(src, dst);
+    if !q.verify_checksum(src, dst) {
+        v.add(
+            "wire.icmpv6-fill",
+            "fill_checksum does not verify".to_string(),
+        );
+    }
+    if let Ok(repr) = Icmpv6Repr::parse(&p) {
+        let mut out = vec![0u8; repr.buffer_len()];
+        repr.emit(src, dst, &mut Icmpv6Packet::new_unchecked(&mut out[..]));
+        let q = Icmpv6Packet::new_unchecked(&out[..]);
+        if !q.verify_checksum(src, dst) || (repr.msg_type().is_error() && out.len() > MAX_ERROR_LEN)
+        {
+            v.add(
+                "wire.icmpv6-emit",
+                format!(
+                    "{} emitted as {} bytes, checksum wrong or too long",
+                    repr.msg_type(),
+                    out.len()
+                ),
+            );
+        }
+        let again = Icmpv6Repr::parse(&q);
+        if again != Ok(cut_quote(repr)) {
+            v.add(
+                "wire.icmpv6-roundtrip",
+                format!("{repr:?} parsed back as {again:?}"),
+            );
+        }
+    }
+    let Ok(n) = NeighborPacket::new_checked(b) else {
+        return;
+    };
+    let _ = (
+        n.msg_type(),
+        n.code(),
+        n.checksum(),
+        n.flags(),
+        n.target_addr(),
+    );
+    let steps = n.option_iter().count();
+    if steps > n.options().len() / 8 + 1 {
+        v.add(
+            "wire.ndp-options",
+            format!("{steps} options in {} bytes", n.options().len()),
+        );
+    }
+    let _ = validate_solicit(src, dst, 255, &n);
+    let _ = validate_advert(src, dst, 255, &n);
+    if let Ok(repr) = NdpRepr::parse(&n) {
+        let mut out = vec![0u8; repr.buffer_len()];
+        repr.emit(src, dst, &mut NeighborPacket::new_unchecked(&mut out[..]));
+        let q = NeighborPacket::new_unchecked(&out[..]);
+        let again = NdpRepr::parse(&q);
+        if again != Ok(repr) || !q.verify_checksum(src, dst) {
+            v.add(
+                "wire.ndp-roundtrip",
+                format!("{repr:?} parsed back as {again:?}"),
+            );
+        }
+    }
+}
+
+/// An ICMPv6 repr as it parses back after emit: an error's quote cut so the
+/// whole packet fits 1280 bytes.
+fn cut_quote(repr: Icmpv6Repr<'_>) -> Icmpv6Repr<'_> {
+    fn cut(q: &[u8]) -> &[u8] {
+        &q[..q.len().min(MAX_QUOTE_LEN)]
+    }
+    match repr {
+        Icmpv6Repr::DstUnreachable { code, quoted } => Icmpv6Repr::DstUnreachable {
+            code,
+            quoted: cut(quoted),
+        },
+        Icmpv6Repr::PacketTooBig { mtu, quoted } => Icmpv6Repr::PacketTooBig {
+            mtu,
+            quoted: cut(quoted),
+        },
+        Icmpv6Repr::TimeExceeded { code, quoted } => Icmpv6Repr::TimeExceeded {
+            code,
+            quoted: cut(quoted),
+        },
+        Icmpv6Repr::ParamProblem {
+            code,
+            pointer,
+            quoted,
+        } => Icmpv6Repr::ParamProblem {
+            code,
+            pointer,
+            quoted: cut(quoted),
+        },
+        echo => echo,
+    }
+}
+
 const A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
 const B: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 100);
 
@@ -270,6 +457,9 @@ fn stacked(v: &mut Violations, b: &[u8]) {
             let _ = u.verify_checksum(ip.src_addr(), ip.dst_addr());
         }
     }
+    if f.ethertype() == EtherType::Ipv6 {
+        ipv6(v, f.payload());
+    }
     let _ = ArpPacket::new_checked(f.payload()).map(|a| ArpRepr::parse(&a));
 }
 
@@ -318,6 +508,28 @@ fn sums(v: &mut Violations, b: &[u8]) {
             "wire.checksum-update",
             format!(
                 "32-bit change at {at}: full {full:04x}, update32 {inc:04x}, Delta {delta:04x}"
+            ),
+        );
+    }
+    if data.len() < 16 {
+        return;
+    }
+    // An IPv6 address at an even offset, changed to the input's last 16
+    // bytes turned by the first header byte.
+    let at = (usize::from(head[0]) % (data.len() - 15)) & !1;
+    let tail: [u8; 16] = data[data.len() - 16..].try_into().expect("16 bytes");
+    let new128 = Ipv6Addr::from(u128::from_be_bytes(tail).rotate_left(u32::from(head[1])));
+    let mut d = data.to_vec();
+    let old128 = Ipv6Addr::from(<[u8; 16]>::try_from(&d[at..at + 16]).expect("16 bytes"));
+    d[at..at + 16].copy_from_slice(&new128.octets());
+    let full = checksum::checksum(&d);
+    let inc = checksum::update128(old_sum, old128, new128);
+    let delta = Delta::default().change128(old128, new128).apply(old_sum);
+    if norm(full) != norm(inc) || norm(full) != norm(delta) {
+        v.add(
+            "wire.checksum-update",
+            format!(
+                "128-bit change at {at}: full {full:04x}, update128 {inc:04x}, Delta {delta:04x}"
             ),
         );
     }
