@@ -1,11 +1,12 @@
 //! TCP (RFC 9293) segments: a zero-copy [`TcpPacket`] view and the [`TcpFlags`] set.
 //!
-//! The view covers the whole segment (the IPv4 payload); checksums include the IPv4
-//! pseudo header, so verify/fill take the source and destination addresses.
+//! The view covers the whole segment (the IP payload); checksums include the IPv4 or
+//! IPv6 pseudo header, so verify/fill take the source and destination addresses
+//! (`_v6` for IPv6).
 
 use core::fmt;
 use core::ops::{BitAnd, BitOr, BitOrAssign, Range};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::checksum;
 use super::{read_u16, read_u32, write_u16, write_u32, Error, IpProtocol, Result};
@@ -250,6 +251,19 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
             + checksum::sum(data);
         checksum::fold(s) == 0xffff
     }
+
+    /// Whether the checksum over the IPv6 pseudo header (RFC 8200 §8.1) + whole buffer
+    /// is correct. The buffer must be exactly the segment (the upper-layer payload).
+    #[inline]
+    pub fn verify_checksum_v6(&self, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
+        let data = self.buffer.as_ref();
+        let Ok(len) = u32::try_from(data.len()) else {
+            return false;
+        };
+        let s = checksum::pseudo_header_sum_v6(src, dst, IpProtocol::Tcp.into(), len)
+            + checksum::sum(data);
+        checksum::fold(s) == 0xffff
+    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
@@ -331,6 +345,18 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
         let data = self.buffer.as_ref();
         debug_assert!(data.len() <= usize::from(u16::MAX));
         let s = checksum::pseudo_header_sum(src, dst, IpProtocol::Tcp.into(), data.len() as u16)
+            + checksum::sum(data);
+        self.set_checksum(!checksum::fold(s));
+    }
+
+    /// Computes and writes the checksum over the IPv6 pseudo header + whole buffer. The
+    /// buffer must be exactly the segment.
+    #[inline]
+    pub fn fill_checksum_v6(&mut self, src: Ipv6Addr, dst: Ipv6Addr) {
+        self.set_checksum(0);
+        let data = self.buffer.as_ref();
+        debug_assert!(u32::try_from(data.len()).is_ok());
+        let s = checksum::pseudo_header_sum_v6(src, dst, IpProtocol::Tcp.into(), data.len() as u32)
             + checksum::sum(data);
         self.set_checksum(!checksum::fold(s));
     }
@@ -423,6 +449,27 @@ mod tests {
         assert!(p.flags().contains(TcpFlags::ACK));
         assert!(p.flags().intersects(TcpFlags::FIN | TcpFlags::PSH));
         assert!(!p.flags().intersects(TcpFlags::SYN | TcpFlags::RST));
+    }
+
+    #[test]
+    fn ipv6_checksum() {
+        // scapy 2.5: TCP(sport=40000, dport=80, flags="S", seq=0x01020304, window=64240,
+        // options=[]) under IPv6(src="2001:db8::1", dst="2001:db8::2").
+        let a: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let b: Ipv6Addr = "2001:db8::2".parse().unwrap();
+        let seg = [
+            0x9c, 0x40, 0x00, 0x50, 0x01, 0x02, 0x03, 0x04, 0x00, 0x00, 0x00, 0x00, 0x50, 0x02,
+            0xfa, 0xf0, 0xb8, 0xe6, 0x00, 0x00,
+        ];
+        let p = TcpPacket::new_checked(&seg[..]).unwrap();
+        assert!(p.verify_checksum_v6(a, b));
+        assert!(!p.verify_checksum_v6(b, "2001:db8::3".parse().unwrap()));
+        let mut bytes = [0xa5u8; 20];
+        bytes[..16].copy_from_slice(&seg[..16]);
+        bytes[18..].copy_from_slice(&seg[18..]);
+        let mut q = TcpPacket::new_unchecked(&mut bytes[..]);
+        q.fill_checksum_v6(a, b);
+        assert_eq!(bytes, seg);
     }
 
     #[test]
