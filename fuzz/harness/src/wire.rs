@@ -12,7 +12,8 @@
 //!
 //! IPv6: the fixed header re-emits byte for byte; the extension-header walk
 //! ends inside the payload; ICMPv6 and NDP reprs round-trip and emit valid
-//! checksums; the NDP option walk ends within `len / 8 + 1` steps.
+//! checksums; TCP and UDP checksums fill and verify over the v6 pseudo
+//! header; the NDP option walk ends within `len / 8 + 1` steps.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -244,10 +245,44 @@ fn ipv6(v: &mut Violations, b: &[u8]) {
                 p.dst_addr(),
             );
         }
+        Ok(u) => transport_v6(
+            v,
+            &b[u.offset..40 + payload_len],
+            p.src_addr(),
+            p.dst_addr(),
+        ),
         _ => {}
     }
     if let Ok(q) = Ipv6Packet::new_checked_header(b) {
         let _ = (q.payload(), q.upper_layer());
+    }
+}
+
+/// TCP and UDP over IPv6: fill over the v6 pseudo header makes verify true
+/// (and a UDP checksum is never left 0, which IPv6 forbids).
+fn transport_v6(v: &mut Violations, b: &[u8], src: Ipv6Addr, dst: Ipv6Addr) {
+    if TcpPacket::new_checked(b).is_ok() {
+        let mut owned = b.to_vec();
+        let mut q = TcpPacket::new_unchecked(&mut owned[..]);
+        q.fill_checksum_v6(src, dst);
+        if !q.verify_checksum_v6(src, dst) {
+            v.add(
+                "wire.tcp6-fill",
+                "fill_checksum_v6 does not verify".to_string(),
+            );
+        }
+    }
+    if let Ok(p) = UdpPacket::new_checked(b) {
+        let _ = p.verify_checksum_v6(src, dst);
+        let mut owned = b.to_vec();
+        let mut q = UdpPacket::new_unchecked(&mut owned[..]);
+        q.fill_checksum_v6(src, dst);
+        if q.checksum() == 0 || !q.verify_checksum_v6(src, dst) {
+            v.add(
+                "wire.udp6-fill",
+                format!("fill_checksum_v6 gives {:04x}, not verified", q.checksum()),
+            );
+        }
     }
 }
 
