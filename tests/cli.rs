@@ -95,18 +95,6 @@ fn ipv6_is_checked_now_and_refused_at_start_until_the_dataplane_carries_it() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("web tcp [2001:2:1::100]:80 wrr nat"), "{out}");
     assert!(out.contains("-> [2001:2::11]:80 weight 1 nat"), "{out}");
-    let (code, out, err) = run(&["-c", path.to_str().unwrap()]);
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(
-        err.contains(
-            "lb-appliance: ports[0].address6: IPv6 port addresses are not supported by the dataplane yet"
-        ),
-        "{err}"
-    );
-    assert!(
-        !err.contains("EAL:") && !out.contains("EAL:"),
-        "nothing may start:\n{out}{err}"
-    );
 }
 
 #[test]

@@ -6,15 +6,15 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use lb_config::{
-    format_duration, Config, ForwardingMethod, Ipv4Cidr, MacAddr, Protocol, SchedulerKind,
-    SynProxyMode, MAX_FLOW_TIMEOUT,
+    format_duration, Config, ForwardingMethod, Ipv4Cidr, Ipv6Cidr, MacAddr, Protocol,
+    SchedulerKind, SynProxyMode, MAX_FLOW_TIMEOUT,
 };
 
-use crate::flow::{mix64, Timeouts};
+use crate::flow::{mix64, FlowAddr, Timeouts};
 use crate::keymap::KeyMap;
 use crate::scheduler::{Backend, Scheduler};
 use crate::wire::IpProtocol;
@@ -36,6 +36,14 @@ pub struct PortView {
     /// both 0 without an IPv4 address (then `connected` is always false).
     pub net: u32,
     pub mask: u32,
+    /// `address6`: the port's IPv6 address and connected network, if any.
+    pub address6: Option<Ipv6Cidr>,
+    /// `gateway6`: on `address6`'s network, or link-local on this port.
+    pub gateway6: Option<Ipv6Addr>,
+    /// The IPv6 connected network and mask, as integers; both 0 without
+    /// `address6`.
+    pub net6: u128,
+    pub mask6: u128,
 }
 
 impl PortView {
@@ -50,6 +58,18 @@ impl PortView {
     pub fn ipv4(&self) -> Option<Ipv4Addr> {
         self.address.map(|a| a.address)
     }
+
+    /// Whether `addr` is on this port's IPv6 connected network.
+    #[inline]
+    pub fn connected6(&self, addr: Ipv6Addr) -> bool {
+        self.address6.is_some() && u128::from(addr) & self.mask6 == self.net6
+    }
+
+    /// The port's own IPv6 address, if it has one.
+    #[inline]
+    pub fn ipv6(&self) -> Option<Ipv6Addr> {
+        self.address6.map(|a| a.address)
+    }
 }
 
 /// A real server of a service.
@@ -57,7 +77,9 @@ impl PortView {
 pub struct RealView {
     /// Stable across reloads for as long as the real stays in its service.
     pub id: u32,
-    pub address: Ipv4Addr,
+    /// In the VIP's family, except a TUN real of an IPv4 service, which
+    /// may be IPv6 (4in6).
+    pub address: IpAddr,
     pub port: u16,
     pub weight: u32,
     pub method: ForwardingMethod,
@@ -77,14 +99,14 @@ pub struct ServiceView {
     /// Stable across reloads for as long as (protocol, VIP, port) exists.
     pub id: u32,
     pub name: String,
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
     pub protocol: Protocol,
     pub kind: SchedulerKind,
     pub persistence_ms: u32,
     /// The SYN proxy as it applies: `Off` whatever the config said for a
-    /// UDP service or one with a real that is not NAT (`auto` is inert
-    /// there; validation refuses `on`).
+    /// UDP service, an IPv6 one, or one with a real that is not NAT
+    /// (`auto` is inert there; validation refuses `on`).
     pub syn_proxy: SynProxyMode,
     pub reals: Vec<RealView>,
     /// Indices into `reals` of the eligible ones, in the order the
@@ -126,20 +148,20 @@ pub fn ip_protocol(p: Protocol) -> u8 {
 /// snapshots so that counters and flows keep their meaning over a reload.
 #[derive(Debug, Default, Clone)]
 pub struct Ids {
-    services: HashMap<(u8, Ipv4Addr, u16), u32>,
+    services: HashMap<(u8, IpAddr, u16), u32>,
     /// (service, address, port, forwarding method): a real whose method
     /// changes is a new real, since its flows cannot continue the old way.
-    reals: HashMap<(u32, Ipv4Addr, u16, ForwardingMethod), u32>,
+    reals: HashMap<(u32, IpAddr, u16, ForwardingMethod), u32>,
     next_real: u32,
 }
 
 impl Ids {
-    fn service(&mut self, key: (u8, Ipv4Addr, u16)) -> u32 {
+    fn service(&mut self, key: (u8, IpAddr, u16)) -> u32 {
         let n = self.services.len() as u32;
         *self.services.entry(key).or_insert(n)
     }
 
-    fn real(&mut self, key: (u32, Ipv4Addr, u16, ForwardingMethod)) -> Result<u32, CompileError> {
+    fn real(&mut self, key: (u32, IpAddr, u16, ForwardingMethod)) -> Result<u32, CompileError> {
         if let Some(&id) = self.reals.get(&key) {
             return Ok(id);
         }
@@ -194,29 +216,41 @@ pub struct Snapshot {
     pub generation: u64,
     /// Indexed like `[[ports]]` in the config.
     pub ports: Vec<PortView>,
-    /// Every VIP, sorted and without duplicates.
+    /// Every IPv4 VIP, sorted and without duplicates.
     pub vips: Vec<Ipv4Addr>,
+    /// Every IPv6 VIP, sorted and without duplicates.
+    pub vips6: Vec<Ipv6Addr>,
     pub services: Vec<ServiceView>,
     vip_set: KeyMap,
-    /// (protocol, VIP, port) key -> index in `services`.
+    /// (protocol, VIP, port) key -> index in `services` (IPv4 VIPs).
     service_keys: KeyMap,
     /// (protocol, address, port) keys of NAT reals: a packet from one of
     /// them is a reply to translate back.
     nat_endpoints: KeyMap,
     /// Addresses of NAT reals (ICMP errors they send).
     nat_reals: KeyMap,
+    /// The same four for IPv6.
+    vip_set6: Keys6<Ipv6Addr>,
+    service_keys6: Keys6<(u8, Ipv6Addr, u16)>,
+    nat_endpoints6: Keys6<(u8, Ipv6Addr, u16)>,
+    nat_reals6: Keys6<Ipv6Addr>,
     /// Indexed by real id: whether the real is still configured.
     real_present: Vec<bool>,
+    /// The IPv6 reals of IPv4 services (4in6), by id: their IPv4 flows
+    /// cannot hold the address.
+    tunnel6_reals: HashMap<u32, Ipv6Addr>,
     /// Static neighbors, and an index of them by address.
     static_neighbors: Vec<(Ipv4Addr, MacAddr)>,
     neighbor_index: KeyMap,
+    static_neighbors6: Keys6<Ipv6Addr>,
+    static_macs6: Vec<MacAddr>,
     pub timeouts: Timeouts,
     /// Number of workers (flows are owned by `flow::owner_of`).
     pub workers: usize,
     /// The MSS the SYN proxy announces to clients: the smallest port MTU
     /// less 40 (IPv4 and TCP headers).
     pub syn_proxy_mss: u16,
-    /// The smallest MTU of any port: an IPv4 packet no longer fits every
+    /// The smallest MTU of any port: an IP packet no longer fits every
     /// port, so only a longer one needs its out-port's MTU looked up.
     pub min_mtu: u16,
 }
@@ -227,18 +261,95 @@ fn endpoint_key(proto: u8, addr: Ipv4Addr, port: u16) -> u64 {
 }
 
 /// The scheduler's identity for a real: placement in Maglev and source
-/// hash tables depends only on the real's address and port.
-pub fn backend_key(address: Ipv4Addr, port: u16) -> u64 {
-    mix64((u64::from(u32::from(address)) << 16) | u64::from(port))
+/// hash tables depends only on the real's address and port (fixed hashes:
+/// the same on every appliance; an IPv4 real's as before IPv6 came).
+pub fn backend_key(address: IpAddr, port: u16) -> u64 {
+    match address {
+        IpAddr::V4(a) => mix64((u64::from(u32::from(a)) << 16) | u64::from(port)),
+        IpAddr::V6(a) => mix64(a.fold() ^ (u64::from(port) << 48) ^ BACKEND6),
+    }
+}
+
+/// Keeps IPv6 backend keys apart from IPv4 ones.
+const BACKEND6: u64 = 0x6a09_e667_f3bc_c908;
+
+/// A key of an IPv6 lookup the snapshot answers: hashed to 64 bits for a
+/// [`KeyMap`], the full key kept beside it to rule out a packet whose key
+/// only shares the hash.
+pub trait Key6: Copy + Eq + fmt::Debug {
+    fn hash64(&self) -> u64;
+}
+
+impl Key6 for Ipv6Addr {
+    #[inline]
+    fn hash64(&self) -> u64 {
+        self.fold()
+    }
+}
+
+impl Key6 for (u8, Ipv6Addr, u16) {
+    #[inline]
+    fn hash64(&self) -> u64 {
+        self.1.fold() ^ mix64((u64::from(self.2) << 8) | u64::from(self.0))
+    }
+}
+
+/// An immutable map from IPv6 keys to small values: a [`KeyMap`] of their
+/// hashes to an index, and the keys to check a hit against.
+#[derive(Debug, Clone, Default)]
+pub struct Keys6<K> {
+    map: KeyMap,
+    /// (key, value), indexed by what `map` holds.
+    keys: Vec<(K, u32)>,
+}
+
+impl<K: Key6> Keys6<K> {
+    /// Builds from (key, value) pairs; a repeated key keeps its first
+    /// value. Two different keys with one hash cannot both be kept: an
+    /// error naming them (a 64-bit coincidence among configured keys).
+    fn build(entries: impl IntoIterator<Item = (K, u32)>) -> Result<Keys6<K>, CompileError> {
+        let mut keys: Vec<(K, u32)> = Vec::new();
+        let mut by_hash: HashMap<u64, usize> = HashMap::new();
+        for (k, v) in entries {
+            match by_hash.get(&k.hash64()) {
+                Some(&i) if keys[i].0 == k => {}
+                Some(&i) => {
+                    return Err(CompileError(format!(
+                        "{:?} and {k:?} have the same 64-bit hash: change one of them",
+                        keys[i].0
+                    )))
+                }
+                None => {
+                    by_hash.insert(k.hash64(), keys.len());
+                    keys.push((k, v));
+                }
+            }
+        }
+        let map = KeyMap::build(
+            keys.iter()
+                .enumerate()
+                .map(|(i, (k, _))| (k.hash64(), i as u32)),
+        );
+        Ok(Keys6 { map, keys })
+    }
+
+    #[inline]
+    pub fn get(&self, key: &K) -> Option<u32> {
+        let i = self.map.get(key.hash64())? as usize;
+        let (k, v) = self.keys[i];
+        (k == *key).then_some(v)
+    }
+
+    #[inline]
+    pub fn contains(&self, key: &K) -> bool {
+        self.get(key).is_some()
+    }
 }
 
 impl Snapshot {
     /// Compiles `config` with the MAC address each port reported at start.
     /// `ids` carries stable ids from the previous snapshot; `is_up` tells a
     /// real's health (service name, real address, real port).
-    ///
-    /// A config with IPv6 in it (a port's `address6` or `gateway6`, an IPv6
-    /// VIP, real or neighbor) is refused: the fast path is IPv4 only yet.
     pub fn compile(
         config: &Config,
         port_macs: &[MacAddr],
@@ -246,7 +357,6 @@ impl Snapshot {
         ids: &mut Ids,
         is_up: impl Fn(&str, IpAddr, u16) -> bool,
     ) -> Result<Snapshot, CompileError> {
-        refuse_ipv6(config)?;
         let timeouts = Timeouts::from_config(&config.flows)?;
         let ports = config
             .ports
@@ -260,29 +370,42 @@ impl Snapshot {
                 mtu: p.mtu,
                 net: p.address.map_or(0, |a| u32::from(a.network())),
                 mask: p.address.map_or(0, |a| u32::from(a.netmask())),
+                address6: p.address6,
+                gateway6: p.gateway6,
+                net6: p.address6.map_or(0, |a| u128::from(a.network())),
+                mask6: p.address6.map_or(0, |a| u128::from(a.netmask())),
             })
             .collect();
         let mut services = Vec::with_capacity(config.services.len());
         let mut real_present = vec![false; MAX_REALS];
-        let mut nat_endpoints = Vec::new();
-        let mut nat_reals = Vec::new();
+        let mut tunnel6_reals = HashMap::new();
+        let (mut nat_endpoints, mut nat_reals) = (Vec::new(), Vec::new());
+        let (mut nat_endpoints6, mut nat_reals6) = (Vec::new(), Vec::new());
         for (i, s) in config.services.iter().enumerate() {
             let persistence_ms = millis(&format!("services[{i}].persistence"), s.persistence)?;
             let proto = ip_protocol(s.protocol);
-            let vip = ipv4(s.vip)?;
-            let sid = ids.service((proto, vip, s.port));
+            let sid = ids.service((proto, s.vip, s.port));
             let mut reals = Vec::with_capacity(s.reals.len());
             for r in &s.reals {
-                let address = ipv4(r.address)?;
-                let id = ids.real((sid, address, r.port, r.forwarding))?;
+                let id = ids.real((sid, r.address, r.port, r.forwarding))?;
                 real_present[id as usize] = true;
-                if r.forwarding == ForwardingMethod::Nat {
-                    nat_endpoints.push(endpoint_key(proto, address, r.port));
-                    nat_reals.push(u32::from(address));
+                match (s.vip, r.address) {
+                    (IpAddr::V4(_), IpAddr::V6(a)) => {
+                        tunnel6_reals.insert(id, a);
+                    }
+                    (_, IpAddr::V4(a)) if r.forwarding == ForwardingMethod::Nat => {
+                        nat_endpoints.push(endpoint_key(proto, a, r.port));
+                        nat_reals.push(u32::from(a));
+                    }
+                    (_, IpAddr::V6(a)) if r.forwarding == ForwardingMethod::Nat => {
+                        nat_endpoints6.push(((proto, a, r.port), 0));
+                        nat_reals6.push((a, 0));
+                    }
+                    _ => {}
                 }
                 reals.push(RealView {
                     id,
-                    address,
+                    address: r.address,
                     port: r.port,
                     weight: r.weight,
                     method: r.forwarding,
@@ -297,14 +420,16 @@ impl Snapshot {
                     weight: reals[i].weight,
                 })
                 .collect();
+            // The SYN proxy builds IPv4 frames only.
             let proxy_capable = s.protocol == Protocol::Tcp
+                && s.vip.is_ipv4()
                 && s.reals
                     .iter()
                     .all(|r| r.forwarding == ForwardingMethod::Nat);
             services.push(ServiceView {
                 id: sid,
                 name: s.name.clone(),
-                vip,
+                vip: s.vip,
                 port: s.port,
                 protocol: s.protocol,
                 kind: s.scheduler,
@@ -319,22 +444,36 @@ impl Snapshot {
                 scheduler: Scheduler::build(s.scheduler, &backends),
             });
         }
-        let service_keys = KeyMap::build(
-            services
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (endpoint_key(s.ip_protocol(), s.vip, s.port), i as u32)),
-        );
+        let service_keys = KeyMap::build(services.iter().enumerate().filter_map(|(i, s)| {
+            let IpAddr::V4(vip) = s.vip else { return None };
+            Some((endpoint_key(s.ip_protocol(), vip, s.port), i as u32))
+        }));
+        let service_keys6 = Keys6::build(services.iter().enumerate().filter_map(|(i, s)| {
+            let IpAddr::V6(vip) = s.vip else { return None };
+            Some(((s.ip_protocol(), vip, s.port), i as u32))
+        }))?;
         let nat_endpoints = KeyMap::build(nat_endpoints.into_iter().map(|k| (k, 0)));
         let nat_reals = KeyMap::build(nat_reals.into_iter().map(|a| (u64::from(a), 0)));
-        let mut vips: Vec<Ipv4Addr> = services.iter().map(|s| s.vip).collect();
+        let mut vips: Vec<Ipv4Addr> = Vec::new();
+        let mut vips6: Vec<Ipv6Addr> = Vec::new();
+        for s in &services {
+            match s.vip {
+                IpAddr::V4(a) => vips.push(a),
+                IpAddr::V6(a) => vips6.push(a),
+            }
+        }
         vips.sort_unstable();
         vips.dedup();
-        let mut static_neighbors: Vec<(Ipv4Addr, MacAddr)> = config
-            .neighbors
-            .iter()
-            .map(|n| Ok((ipv4(n.address)?, n.mac)))
-            .collect::<Result<_, CompileError>>()?;
+        vips6.sort_unstable();
+        vips6.dedup();
+        let mut static_neighbors: Vec<(Ipv4Addr, MacAddr)> = Vec::new();
+        let mut neighbors6: Vec<(Ipv6Addr, MacAddr)> = Vec::new();
+        for n in &config.neighbors {
+            match n.address {
+                IpAddr::V4(a) => static_neighbors.push((a, n.mac)),
+                IpAddr::V6(a) => neighbors6.push((a, n.mac)),
+            }
+        }
         static_neighbors.sort_unstable_by_key(|n| n.0);
         let neighbor_index = KeyMap::build(
             static_neighbors
@@ -342,19 +481,29 @@ impl Snapshot {
                 .enumerate()
                 .map(|(i, n)| (u64::from(u32::from(n.0)), i as u32)),
         );
+        let static_neighbors6 =
+            Keys6::build(neighbors6.iter().enumerate().map(|(i, n)| (n.0, i as u32)))?;
         let vip_set = KeyMap::build(vips.iter().map(|v| (u64::from(u32::from(*v)), 0)));
         Ok(Snapshot {
             generation,
             ports,
+            vip_set6: Keys6::build(vips6.iter().map(|v| (*v, 0)))?,
             vips,
+            vips6,
             services,
             vip_set,
             service_keys,
             nat_endpoints,
             nat_reals,
+            service_keys6,
+            nat_endpoints6: Keys6::build(nat_endpoints6)?,
+            nat_reals6: Keys6::build(nat_reals6)?,
             real_present,
+            tunnel6_reals,
             static_neighbors,
             neighbor_index,
+            static_neighbors6,
+            static_macs6: neighbors6.iter().map(|n| n.1).collect(),
             timeouts,
             workers: config.workers.lcores.len().max(1),
             syn_proxy_mss: config
@@ -407,6 +556,49 @@ impl Snapshot {
         self.nat_reals.contains(u64::from(u32::from(addr)))
     }
 
+    /// [`Self::is_local`] for IPv6.
+    #[inline]
+    pub fn is_local6(&self, port: usize, addr: Ipv6Addr) -> bool {
+        self.ports.get(port).is_some_and(|p| p.ipv6() == Some(addr)) || self.is_vip6(addr)
+    }
+
+    #[inline]
+    pub fn is_vip6(&self, addr: Ipv6Addr) -> bool {
+        self.vip_set6.contains(&addr)
+    }
+
+    /// [`Self::service_for`] for IPv6.
+    #[inline]
+    pub fn service_for6(&self, proto: u8, vip: Ipv6Addr, port: u16) -> Option<usize> {
+        self.service_keys6
+            .get(&(proto, vip, port))
+            .map(|i| i as usize)
+    }
+
+    /// [`Self::is_nat_endpoint`] for IPv6.
+    #[inline]
+    pub fn is_nat_endpoint6(&self, proto: u8, addr: Ipv6Addr, port: u16) -> bool {
+        self.nat_endpoints6.contains(&(proto, addr, port))
+    }
+
+    /// [`Self::is_nat_real`] for IPv6.
+    #[inline]
+    pub fn is_nat_real6(&self, addr: Ipv6Addr) -> bool {
+        self.nat_reals6.contains(&addr)
+    }
+
+    /// Whether any port has an IPv6 address (then workers keep an IPv6
+    /// flow table).
+    pub fn has_ipv6(&self) -> bool {
+        self.ports.iter().any(|p| p.address6.is_some())
+    }
+
+    /// The IPv6 address of an IPv4 service's real (4in6), by id.
+    #[inline]
+    pub fn tunnel6_real(&self, id: u32) -> Option<Ipv6Addr> {
+        self.tunnel6_reals.get(&id).copied()
+    }
+
     /// Whether the real with this id is still configured.
     #[inline]
     pub fn real_present(&self, id: u32) -> bool {
@@ -421,58 +613,17 @@ impl Snapshot {
             .map(|i| self.static_neighbors[i as usize].1)
     }
 
+    /// The static neighbor entry for an IPv6 `ip`.
+    #[inline]
+    pub fn static_neighbor6(&self, ip: Ipv6Addr) -> Option<MacAddr> {
+        self.static_neighbors6
+            .get(&ip)
+            .map(|i| self.static_macs6[i as usize])
+    }
+
     /// The service with a stable id (linear: only used off the fast path).
     pub fn service_by_id(&self, id: u32) -> Option<&ServiceView> {
         self.services.iter().find(|s| s.id == id)
-    }
-}
-
-// IPv6: replaced by the dataplane's IPv6 path.
-/// Validation accepts IPv6 (`lb_config`); until the fast path carries it, a
-/// config that holds any is refused here, naming the first key, so that
-/// `lb-appliance` says why it does not start (or why a reload is refused)
-/// instead of serving part of the file.
-pub fn refuse_ipv6(config: &Config) -> Result<(), CompileError> {
-    let refuse = |path: String, what: &str| {
-        Err(CompileError(format!(
-            "{path}: {what} are not supported by the dataplane yet"
-        )))
-    };
-    for (i, p) in config.ports.iter().enumerate() {
-        if p.address6.is_some() {
-            return refuse(format!("ports[{i}].address6"), "IPv6 port addresses");
-        }
-        if p.gateway6.is_some() {
-            return refuse(format!("ports[{i}].gateway6"), "IPv6 gateways");
-        }
-    }
-    for (i, n) in config.neighbors.iter().enumerate() {
-        if n.address.is_ipv6() {
-            return refuse(format!("neighbors[{i}].address"), "IPv6 neighbors");
-        }
-    }
-    for (i, s) in config.services.iter().enumerate() {
-        if s.vip.is_ipv6() {
-            return refuse(format!("services[{i}]"), "IPv6 services");
-        }
-        if let Some(j) = s.reals.iter().position(|r| r.address.is_ipv6()) {
-            return refuse(
-                format!("services[{i}].reals[{j}].address"),
-                "IPv6 reals (4in6 tunnels)",
-            );
-        }
-    }
-    Ok(())
-}
-
-// IPv6: replaced by the dataplane's IPv6 path.
-/// An address `refuse_ipv6` let through.
-fn ipv4(addr: IpAddr) -> Result<Ipv4Addr, CompileError> {
-    match addr {
-        IpAddr::V4(a) => Ok(a),
-        IpAddr::V6(a) => Err(CompileError(format!(
-            "{a}: IPv6 is not supported by the dataplane yet"
-        ))),
     }
 }
 
@@ -566,48 +717,68 @@ address = "198.18.0.11"
         );
     }
 
-    // IPv6: replaced by the dataplane's IPv6 path (these tests with it).
     #[test]
-    fn ipv6_in_the_config_is_refused_by_key_until_the_dataplane_carries_it() {
-        let dual = CONFIG.replace(
-            "address = \"198.18.0.2/24\"",
-            "address = \"198.18.0.2/24\"\naddress6 = \"2001:2::2/64\"",
-        );
+    fn ipv6_services_reals_and_neighbors_compile_into_their_own_lookups() {
+        let dual = CONFIG
+            .replace(
+                "address = \"198.18.0.2/24\"",
+                "address = \"198.18.0.2/24\"\naddress6 = \"2001:2::2/64\"\ngateway6 = \"fe80::1\"",
+            )
+            .replace("[[services]]\nname = \"dns\"", "[[neighbors]]\naddress = \"fe80::1\"\nmac = \"02:00:00:00:00:01\"\n[[services]]\nname = \"web6\"\nvip = \"2001:2:1::100\"\nport = 80\n[[services.reals]]\naddress = \"2001:2::11\"\nport = 8080\n[[services]]\nname = \"web4in6\"\nvip = \"198.18.1.104\"\nport = 80\nforwarding = \"tun\"\n[[services.reals]]\naddress = \"2001:2::21\"\n[[services]]\nname = \"dns\"");
+        let config = Config::parse(&dual).unwrap();
+        let snap = compile(&config).unwrap();
+        assert!(snap.has_ipv6());
+        let vip6: Ipv6Addr = "2001:2:1::100".parse().unwrap();
+        let real6: Ipv6Addr = "2001:2::11".parse().unwrap();
+        assert_eq!(snap.vips6, vec![vip6]);
+        assert!(snap.is_vip6(vip6) && snap.is_local6(0, vip6));
+        assert!(snap.is_local6(0, "2001:2::2".parse().unwrap()));
+        assert!(!snap.is_local6(0, "2001:2::3".parse().unwrap()));
+        let web6 = snap.service_for6(6, vip6, 80).unwrap();
+        assert_eq!(snap.services[web6].name, "web6");
         assert_eq!(
-            compile(&Config::parse(&dual).unwrap())
-                .unwrap_err()
-                .to_string(),
-            "ports[0].address6: IPv6 port addresses are not supported by the dataplane yet"
+            snap.services[web6].syn_proxy,
+            SynProxyMode::Off,
+            "IPv4 only"
         );
-        // Past validation (which needs an IPv6 port for them), each kind of
-        // IPv6 value is refused with its own key.
-        let v6 = |s: &str| IpAddr::V6(s.parse().unwrap());
-        let config = bypassing_validation(|c| c.services[1].vip = v6("2001:2:1::53"));
+        assert_eq!(snap.service_for6(17, vip6, 80), None);
+        assert_eq!(snap.service_for6(6, vip6, 81), None);
+        assert!(snap.is_nat_endpoint6(6, real6, 8080) && snap.is_nat_real6(real6));
+        assert!(!snap.is_nat_endpoint6(6, real6, 80));
         assert_eq!(
-            compile(&config).unwrap_err().to_string(),
-            "services[1]: IPv6 services are not supported by the dataplane yet"
+            snap.static_neighbor6("fe80::1".parse().unwrap()),
+            Some(MacAddr([2, 0, 0, 0, 0, 1]))
         );
-        let config = bypassing_validation(|c| c.services[1].reals[0].address = v6("2001:2::11"));
+        assert_eq!(snap.static_neighbor6(real6), None);
+        assert!(snap.ports[0].connected6(real6));
+        assert!(!snap.ports[0].connected6("2001:3::11".parse().unwrap()));
+        // 4in6: the IPv4 service's real is found by id.
+        let s = &snap.services[snap
+            .service_for(6, Ipv4Addr::new(198, 18, 1, 104), 80)
+            .unwrap()];
         assert_eq!(
-            compile(&config).unwrap_err().to_string(),
-            "services[1].reals[0].address: IPv6 reals (4in6 tunnels) are not supported by the dataplane yet"
+            snap.tunnel6_real(s.reals[0].id),
+            Some("2001:2::21".parse().unwrap())
         );
-        let config = bypassing_validation(|c| {
-            c.neighbors.push(lb_config::NeighborConfig {
-                address: v6("2001:2::20"),
-                mac: MacAddr([2, 0, 0, 0, 0, 0x20]),
-            })
-        });
+        // IPv4 lookups are unchanged beside them.
+        assert!(snap
+            .service_for(17, Ipv4Addr::new(198, 18, 1, 53), 53)
+            .is_some());
+        assert!(!snap.is_vip(Ipv4Addr::new(198, 18, 1, 100)) || snap.vips.len() == 3);
+    }
+
+    #[test]
+    fn backend_keys_of_ipv4_reals_are_what_they_were() {
+        // Maglev tables are built from these: an upgrade must not move them.
+        let a = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 11));
         assert_eq!(
-            compile(&config).unwrap_err().to_string(),
-            "neighbors[0].address: IPv6 neighbors are not supported by the dataplane yet"
+            backend_key(a, 8080),
+            mix64((u64::from(u32::from(Ipv4Addr::new(198, 18, 0, 11))) << 16) | 8080)
         );
-        let config =
-            bypassing_validation(|c| c.ports[0].gateway6 = Some("fe80::1".parse().unwrap()));
-        assert_eq!(
-            compile(&config).unwrap_err().to_string(),
-            "ports[0].gateway6: IPv6 gateways are not supported by the dataplane yet"
-        );
+        let b = IpAddr::V6("2001:2::11".parse().unwrap());
+        let c = IpAddr::V6("2001:3::11".parse().unwrap());
+        assert_ne!(backend_key(b, 80), backend_key(c, 80));
+        assert_ne!(backend_key(b, 80), backend_key(b, 81));
     }
 
     #[test]

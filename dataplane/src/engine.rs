@@ -127,9 +127,6 @@ impl Dataplane {
         config: &Config,
         is_up: impl Fn(&str, std::net::IpAddr, u16) -> bool,
     ) -> Result<Dataplane, StartError> {
-        // IPv6: replaced by the dataplane's IPv6 path. Refused before EAL
-        // and the ports start, not after.
-        lb_core::snapshot::refuse_ipv6(config)?;
         let eal = Eal::init(&eal_args(config))?;
         log::info!(
             "{} up: main {}, {} lcore(s), socket {}",

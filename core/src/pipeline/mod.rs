@@ -417,7 +417,7 @@ impl Pipeline {
             proto: u8::from(ip.protocol),
             client: ip.src,
             client_port: ports.src,
-            vip: svc.vip,
+            vip: ip.dst,
             vip_port: svc.port,
         };
         let table = self.conntrack.table();
@@ -454,7 +454,7 @@ impl Pipeline {
         if target.method == ForwardingMethod::Nat {
             if let Some(v) =
                 self.egress
-                    .nat_too_big(snap, &self.stats, pkt, ip, target.real, svc.vip, now)
+                    .nat_too_big(snap, &self.stats, pkt, ip, target.real, ip.dst, now)
             {
                 return v;
             }

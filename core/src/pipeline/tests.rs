@@ -834,8 +834,11 @@ fn process_burst_agrees_with_process() {
             .services
             .iter()
             .flat_map(|s| &s.reals)
-            .find(|r| r.method == lb_config::ForwardingMethod::Nat)
-            .map(|r| (r.address, r.port));
+            .find(|r| r.method == lb_config::ForwardingMethod::Nat && r.address.is_ipv4())
+            .map(|r| match r.address {
+                std::net::IpAddr::V4(a) => (a, r.port),
+                std::net::IpAddr::V6(_) => unreachable!("filtered"),
+            });
         if let Some(real) = real {
             frames.push((0, tcp(real, (port_ip, 1000), ACK, port_mac)));
         }
