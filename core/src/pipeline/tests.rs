@@ -109,6 +109,36 @@ fn golden_forwarding_nat_tun_dr() {
     }
 }
 
+/// IPv6 against scapy's frames (`scripts/gen-ipv6-fixtures.py`): NDP and
+/// ICMPv6 echo, NAT66, TUN 6in6 and 4in6, DR, Packet Too Big, extension
+/// headers, ICMPv6 errors about NAT66 flows. Run as the forwarding
+/// scenarios are: one pipeline, step i at 1000 + i ms.
+#[test]
+#[ignore = "until the IPv6 dataplane lands"]
+fn ipv6_golden_packets() {
+    let scenario = golden::scenario("ipv6");
+    let config =
+        Config::parse(&scenario.config).unwrap_or_else(|e| panic!("{}: {e}", scenario.name));
+    let snap = compile(&config, &scenario.port_macs);
+    let mut p = pipeline(&snap, 0, 1, 1024);
+    let mut failures = Vec::new();
+    for (i, step) in scenario.steps.iter().enumerate() {
+        let mut buf = VecBuf::from_bytes(&step.input);
+        let got = outcome(
+            p.process(&snap, step.in_port, &mut buf, 1000 + i as u32),
+            &buf,
+        );
+        let want = &step.output;
+        if got != *want {
+            failures.push(format!(
+                "step {i} {}:\n  expected {want:02x?}\n  got      {got:02x?}",
+                step.description
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// The cookie key of the `syn-proxy` golden scenario (the same numbers as
 /// GOLDEN_KEY in `scripts/gen-synproxy-fixtures.py`).
 pub(crate) const GOLDEN_COOKIE_KEY: crate::synproxy::CookieKey =
