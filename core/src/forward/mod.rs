@@ -2,8 +2,10 @@
 //! methods, each a rewrite of the frame in place (`nat`, `tunnel`,
 //! `direct_route`), and the ICMP messages that go with them (`icmp`).
 //! They work on frames the pipeline has classified: Ethernet at 0, a
-//! 20-byte IPv4 header at [`IP`], the transport header at [`L4`]. Every
-//! header field is read and written through the `wire` views.
+//! 20-byte IPv4 header at [`IP`], the transport header at [`L4`]; or an
+//! IPv6 header at [`IP`] and the transport header where the pipeline found
+//! it past any extension headers. Every header field is read and written
+//! through the `wire` views.
 //!
 //! Checksums: a rewrite is described as a [`Rewrite`] (which fields get
 //! which values); [`Rewrite::apply`] writes them and updates the IPv4 and
@@ -12,14 +14,16 @@
 
 pub mod direct_route;
 pub mod icmp;
+pub mod icmpv6;
 pub mod nat;
 pub mod tunnel;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use lb_config::MacAddr;
 
 use crate::wire::checksum::{self, Delta};
+use crate::wire::ipv6::Ipv6Packet;
 use crate::wire::{
     ethernet, ipv4, tcp_options, EthernetFrame, IpProtocol, Ipv4Packet, TcpFlags, TcpPacket,
     TransportHeader,
@@ -182,6 +186,65 @@ impl Rewrite {
         let Ok(mut t) = TransportHeader::new_checked(protocol, l4) else {
             return;
         };
+        if let Some(p) = self.src_port {
+            transport = transport.change16(t.src_port(), p);
+            t.set_src_port(p);
+        }
+        if let Some(p) = self.dst_port {
+            transport = transport.change16(t.dst_port(), p);
+            t.set_dst_port(p);
+        }
+        t.update_checksum(transport);
+    }
+}
+
+/// The changes a forwarding method makes to an IPv6 packet's addresses,
+/// ports and hop limit: [`Rewrite`] for IPv6, which has no header checksum
+/// (the transport checksum covers the addresses through the pseudo header,
+/// so it is updated for them as for the ports).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rewrite6 {
+    pub src: Option<Ipv6Addr>,
+    pub dst: Option<Ipv6Addr>,
+    pub src_port: Option<u16>,
+    pub dst_port: Option<u16>,
+    /// Decrement the hop limit, as a router does.
+    pub decrement_hop_limit: bool,
+}
+
+impl Rewrite6 {
+    /// Rewrites the IPv6 packet at the start of `packet` (a header the
+    /// pipeline checked; its hop limit above 1 when `decrement_hop_limit`)
+    /// whose `protocol` header starts `l4_offset` bytes in: the addresses
+    /// and hop limit, then, for TCP and UDP, the ports and the checksum
+    /// where the buffer holds them. `packet` may be a quote in an ICMPv6
+    /// error, cut short.
+    #[inline(always)]
+    pub fn apply(&self, packet: &mut [u8], protocol: IpProtocol, l4_offset: usize) {
+        if packet.len() < crate::wire::ipv6::HEADER_LEN {
+            return;
+        }
+        let mut ip = Ipv6Packet::new_unchecked(&mut *packet);
+        let mut pseudo = Delta::default();
+        if let Some(a) = self.src {
+            pseudo = pseudo.change128(ip.src_addr(), a);
+            ip.set_src_addr(a);
+        }
+        if let Some(a) = self.dst {
+            pseudo = pseudo.change128(ip.dst_addr(), a);
+            ip.set_dst_addr(a);
+        }
+        if self.decrement_hop_limit {
+            let h = ip.hop_limit();
+            ip.set_hop_limit(h.saturating_sub(1));
+        }
+        let Some(l4) = packet.get_mut(l4_offset..) else {
+            return;
+        };
+        let Ok(mut t) = TransportHeader::new_checked(protocol, l4) else {
+            return;
+        };
+        let mut transport = pseudo;
         if let Some(p) = self.src_port {
             transport = transport.change16(t.src_port(), p);
             t.set_src_port(p);

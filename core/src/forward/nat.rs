@@ -1,10 +1,13 @@
 //! VS/NAT: requests get the real's address and port as destination, replies
-//! get the VIP and service port back as source, and the TTL is decremented,
-//! as a router does. Checksums are updated by [`Rewrite::apply`].
+//! get the VIP and service port back as source, and the TTL (IPv6: hop
+//! limit) is decremented, as a router does. Checksums are updated by
+//! [`Rewrite::apply`] and [`Rewrite6::apply`] (NAT66: IPv6 to IPv6 only,
+//! never a translation between the families).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::{Rewrite, TcpAdjust, IP};
+use super::{Rewrite, Rewrite6, TcpAdjust, IP};
+use crate::wire::IpProtocol;
 
 /// Client -> VIP:port becomes client -> real:port. `frame` holds a checked
 /// TCP or UDP over IPv4 packet whose TTL is above 1.
@@ -62,4 +65,42 @@ pub fn rewrite_reply_translated(frame: &mut [u8], vip: Ipv4Addr, vip_port: u16, 
         ..Rewrite::default()
     }
     .apply(&mut frame[IP..]);
+}
+
+/// NAT66: client -> VIP:port becomes client -> real:port. `frame` holds a
+/// checked TCP or UDP over IPv6 packet (`protocol`, its header at
+/// `l4_offset` from the IPv6 header) whose hop limit is above 1.
+#[inline]
+pub fn rewrite_request6(
+    frame: &mut [u8],
+    protocol: IpProtocol,
+    l4_offset: usize,
+    real: Ipv6Addr,
+    real_port: u16,
+) {
+    Rewrite6 {
+        dst: Some(real),
+        dst_port: Some(real_port),
+        decrement_hop_limit: true,
+        ..Rewrite6::default()
+    }
+    .apply(&mut frame[IP..], protocol, l4_offset);
+}
+
+/// NAT66: real:port -> client becomes VIP:port -> client.
+#[inline]
+pub fn rewrite_reply6(
+    frame: &mut [u8],
+    protocol: IpProtocol,
+    l4_offset: usize,
+    vip: Ipv6Addr,
+    vip_port: u16,
+) {
+    Rewrite6 {
+        src: Some(vip),
+        src_port: Some(vip_port),
+        decrement_hop_limit: true,
+        ..Rewrite6::default()
+    }
+    .apply(&mut frame[IP..], protocol, l4_offset);
 }

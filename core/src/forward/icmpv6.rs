@@ -1,0 +1,161 @@
+//! ICMPv6 around forwarding: "packet too big" for packets that do not fit
+//! the way on (IPv6 routers never fragment), and the rewrite of ICMPv6
+//! errors that concern a NAT66 flow (the quoted packet is translated like
+//! the flow, and the message checksum, which covers the pseudo header, is
+//! computed again).
+
+use std::net::Ipv6Addr;
+
+use super::{Rewrite6, IP};
+use crate::buffer::PacketBuf;
+use crate::wire::icmpv6::{self, Icmpv6Packet, Icmpv6Type};
+use crate::wire::ipv6::{self, Ipv6Packet, Ipv6Repr};
+use crate::wire::{EtherType, EthernetFrame, IpProtocol, TransportHeader};
+
+/// Where the ICMPv6 message starts in a frame we build (no extension
+/// headers).
+const MESSAGE: usize = IP + ipv6::HEADER_LEN;
+/// Where the quoted packet starts in such a frame.
+const QUOTED: usize = MESSAGE + icmpv6::HEADER_LEN;
+
+/// Turns the frame in place into an ICMPv6 "packet too big" (type 2) from
+/// `from` back to the sender of its IPv6 packet (`packet_len` bytes long),
+/// announcing `mtu` and quoting as much of the packet as keeps the error
+/// within the IPv6 minimum MTU (RFC 4443 §2.4(c)). The caller sets the
+/// MACs. False if the buffer cannot take it.
+pub fn packet_too_big<B: PacketBuf>(
+    pkt: &mut B,
+    packet_len: usize,
+    from: Ipv6Addr,
+    mtu: u32,
+) -> bool {
+    if pkt.len() < IP + ipv6::HEADER_LEN || packet_len < ipv6::HEADER_LEN {
+        return false;
+    }
+    let quote = packet_len.min(icmpv6::MAX_QUOTE_LEN).min(pkt.len() - IP);
+    let out = QUOTED + quote;
+    if pkt.len() < out && !pkt.set_len(out) {
+        return false;
+    }
+    let b = pkt.data_mut();
+    let sender = Ipv6Packet::new_unchecked(&b[IP..]).src_addr();
+    b.copy_within(IP..IP + quote, QUOTED);
+    EthernetFrame::new_unchecked(&mut b[..]).set_ethertype(EtherType::Ipv6);
+    {
+        let mut icmp = Icmpv6Packet::new_unchecked(&mut b[MESSAGE..out]);
+        icmp.set_msg_type(Icmpv6Type::PacketTooBig);
+        icmp.set_code(0);
+        icmp.set_mtu(mtu);
+        icmp.fill_checksum(from, sender);
+    }
+    Ipv6Repr {
+        src: from,
+        dst: sender,
+        next_header: IpProtocol::Icmpv6,
+        payload_len: icmpv6::HEADER_LEN + quote,
+        hop_limit: ipv6::DEFAULT_HOP_LIMIT,
+        traffic_class: 0,
+        flow_label: 0,
+    }
+    .emit(&mut Ipv6Packet::new_unchecked(&mut b[IP..MESSAGE]));
+    pkt.set_len(out)
+}
+
+/// Whether an ICMPv6 message of this type quotes a packet of a flow we
+/// forward: destination unreachable, packet too big, time exceeded.
+#[inline]
+pub fn is_forwarded_error(kind: Icmpv6Type) -> bool {
+    matches!(
+        kind,
+        Icmpv6Type::DstUnreachable | Icmpv6Type::PacketTooBig | Icmpv6Type::TimeExceeded
+    )
+}
+
+/// The flow a quoted IPv6 packet belongs to, as read from an ICMPv6 error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quoted6 {
+    pub protocol: IpProtocol,
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+/// Reads the packet quoted by the ICMPv6 error `message` (the whole
+/// message). None when it does not name a TCP or UDP flow right after its
+/// fixed header (a quote with extension headers is not followed).
+pub fn quoted(message: &[u8]) -> Option<Quoted6> {
+    let icmp = Icmpv6Packet::new_checked(message).ok()?;
+    let quote = icmp.invoking_packet()?;
+    let ip = Ipv6Packet::new_checked_header(quote).ok()?;
+    let protocol = ip.next_header();
+    let l4 = quote.get(ipv6::HEADER_LEN..)?;
+    if l4.len() < 8 {
+        return None;
+    }
+    let ports = TransportHeader::new_checked(protocol, l4).ok()?;
+    Some(Quoted6 {
+        protocol,
+        src: ip.src_addr(),
+        dst: ip.dst_addr(),
+        src_port: ports.src_port(),
+        dst_port: ports.dst_port(),
+    })
+}
+
+/// Rewrites an ICMPv6 error about a NAT66 flow in place, in the frame whose
+/// IPv6 packet ends at `ip_end` and whose ICMPv6 message starts at
+/// `message` (its quote checked by [`quoted`]). `outer_src` true changes
+/// the outer source (an error from the real going to the client), else the
+/// outer destination (an error to the VIP going to the real); the quoted
+/// packet's opposite address and port change to `addr`/`port`. The outer
+/// hop limit is decremented and the message checksum computed again.
+pub fn rewrite_nat_error(
+    frame: &mut [u8],
+    message: usize,
+    ip_end: usize,
+    outer_src: bool,
+    addr: Ipv6Addr,
+    port: u16,
+) {
+    let quoted_at = message + icmpv6::HEADER_LEN;
+    if ip_end < quoted_at + ipv6::HEADER_LEN + 8 || frame.len() < ip_end || message < IP {
+        return;
+    }
+    let outer = if outer_src {
+        Rewrite6 {
+            src: Some(addr),
+            ..Rewrite6::default()
+        }
+    } else {
+        Rewrite6 {
+            dst: Some(addr),
+            ..Rewrite6::default()
+        }
+    };
+    // The outer rewrite touches no transport header (ICMPv6 is summed
+    // again below).
+    Rewrite6 {
+        decrement_hop_limit: true,
+        ..outer
+    }
+    .apply(&mut frame[IP..ip_end], IpProtocol::Icmpv6, ip_end);
+    let protocol = Ipv6Packet::new_unchecked(&frame[quoted_at..ip_end]).next_header();
+    let inner = if outer_src {
+        Rewrite6 {
+            dst: Some(addr),
+            dst_port: Some(port),
+            ..Rewrite6::default()
+        }
+    } else {
+        Rewrite6 {
+            src: Some(addr),
+            src_port: Some(port),
+            ..Rewrite6::default()
+        }
+    };
+    inner.apply(&mut frame[quoted_at..ip_end], protocol, ipv6::HEADER_LEN);
+    let ip = Ipv6Packet::new_unchecked(&frame[IP..ip_end]);
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    Icmpv6Packet::new_unchecked(&mut frame[message..ip_end]).fill_checksum(src, dst);
+}
