@@ -17,7 +17,8 @@ pub enum DropReason {
     MultiSegment,
     /// An Ethernet destination that is neither ours nor broadcast/multicast.
     NotOurMac,
-    /// An ethertype we do not handle (IPv6, VLAN-tagged, ...).
+    /// An ethertype we do not handle (VLAN-tagged, ...), or IPv6 on a port
+    /// without an IPv6 address.
     UnsupportedEthertype,
     /// An ARP packet that is not Ethernet/IPv4, or a request not for us.
     ArpIgnored,
@@ -27,9 +28,9 @@ pub enum DropReason {
     BadIpChecksum,
     /// IPv4 options, which the fast path does not handle.
     IpOptions,
-    /// An IPv4 fragment.
+    /// An IPv4 fragment, or an IPv6 packet with a fragment header.
     Fragment,
-    /// TTL would reach zero.
+    /// TTL (IPv6: hop limit) would reach zero.
     TtlExceeded,
     /// ICMP addressed to us that we do not answer.
     IcmpNotHandled,
@@ -78,10 +79,21 @@ pub enum DropReason {
     /// client retransmits what matters); or a real's segment that does not
     /// complete the handshake.
     SynProxyPending,
+    /// An IPv6 extension header the fast path does not pass (a routing
+    /// header with segments left, a chain longer than 8 headers) or one
+    /// that does not fit the packet.
+    Ipv6Extension,
+    /// A neighbor-discovery message that fails RFC 4861's checks (hop
+    /// limit not 255, bad code, length or options, a malformed DAD probe).
+    NdpInvalid,
+    /// A valid neighbor-discovery message we do not act on: a solicitation
+    /// for an address that is not ours, an advertisement we do not learn
+    /// from.
+    NdpIgnored,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 28] = [
+    pub const ALL: [DropReason; 31] = [
         DropReason::Truncated,
         DropReason::MultiSegment,
         DropReason::NotOurMac,
@@ -110,6 +122,9 @@ impl DropReason {
         DropReason::SourceLimit,
         DropReason::SynProxyBadCookie,
         DropReason::SynProxyPending,
+        DropReason::Ipv6Extension,
+        DropReason::NdpInvalid,
+        DropReason::NdpIgnored,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -144,6 +159,9 @@ impl DropReason {
             DropReason::SourceLimit => "source_limit",
             DropReason::SynProxyBadCookie => "syn_proxy_bad_cookie",
             DropReason::SynProxyPending => "syn_proxy_pending",
+            DropReason::Ipv6Extension => "ipv6_extension",
+            DropReason::NdpInvalid => "ndp_invalid",
+            DropReason::NdpIgnored => "ndp_ignored",
         }
     }
 }
@@ -211,6 +229,10 @@ pub struct WorkerStats {
     pub polls: Counter,
     pub busy_polls: Counter,
     pub arp_replies: Counter,
+    /// Neighbor advertisements sent (answers to solicitations), and
+    /// solicitations sent to resolve IPv6 next hops.
+    pub ndp_advertisements: Counter,
+    pub ndp_solicitations: Counter,
     pub icmp_echo_replies: Counter,
     /// The snapshot generation this worker runs.
     pub generation: Counter,
@@ -284,6 +306,8 @@ impl Default for WorkerStats {
             polls: Counter::default(),
             busy_polls: Counter::default(),
             arp_replies: Counter::default(),
+            ndp_advertisements: Counter::default(),
+            ndp_solicitations: Counter::default(),
             icmp_echo_replies: Counter::default(),
             generation: Counter::default(),
             active_flows: Counter::default(),

@@ -8,15 +8,17 @@
 //! reason whatever order they look at a frame in: a frame to another MAC is
 //! `not_our_mac` even when its IPv4 header is also broken.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use lb_config::MacAddr;
 
 use crate::buffer::RxChecksum;
 use crate::flow::Segment;
 use crate::stats::DropReason;
+use crate::wire::icmpv6::{Icmpv6Packet, Icmpv6Type};
+use crate::wire::ipv6::{ExtHeaderError, Ipv6Packet};
 use crate::wire::{
-    self, ipv4, EtherType, EthernetFrame, Icmpv4Packet, Icmpv4Type, IpProtocol, Ipv4Packet,
+    self, ipv4, ipv6, EtherType, EthernetFrame, Icmpv4Packet, Icmpv4Type, IpProtocol, Ipv4Packet,
     TcpFlags, TcpPacket, UdpPacket,
 };
 
@@ -32,8 +34,9 @@ pub struct Parsed {
 pub enum L3 {
     Arp,
     Ipv4(Ipv4Meta),
-    /// An IPv4 frame to drop for this reason (bad header or checksum, a
-    /// fragment, options).
+    Ipv6(Ipv6Meta),
+    /// An IP frame to drop for this reason (bad header or checksum, a
+    /// fragment, IPv4 options, an IPv6 extension header we do not pass).
     Invalid(DropReason),
     /// Another ethertype.
     Unsupported(EtherType),
@@ -61,6 +64,44 @@ impl Ipv4Meta {
     }
 }
 
+/// An IPv6 packet with a sound fixed header, whose extension headers (if
+/// any) were skipped to its upper layer; not a fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Meta {
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    /// The upper-layer protocol (after any extension headers).
+    pub protocol: IpProtocol,
+    pub hop_limit: u8,
+    /// The IPv6 payload length (Ethernet padding after it is not part of
+    /// the packet).
+    pub payload_len: u16,
+    /// Where the upper-layer header starts, from the IPv6 header (40 with
+    /// no extension headers).
+    pub l4_offset: u16,
+    pub l4: L4,
+}
+
+impl Ipv6Meta {
+    /// Where the IPv6 packet ends in the frame.
+    #[inline]
+    pub fn end(&self) -> usize {
+        wire::ethernet::HEADER_LEN + ipv6::HEADER_LEN + usize::from(self.payload_len)
+    }
+
+    /// The packet's length, header included.
+    #[inline]
+    pub fn packet_len(&self) -> usize {
+        ipv6::HEADER_LEN + usize::from(self.payload_len)
+    }
+
+    /// Where the upper-layer header starts in the frame.
+    #[inline]
+    pub fn l4_start(&self) -> usize {
+        wire::ethernet::HEADER_LEN + usize::from(self.l4_offset)
+    }
+}
+
 /// The transport layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum L4 {
@@ -73,6 +114,10 @@ pub enum L4 {
     },
     Icmp {
         kind: Icmpv4Type,
+        code: u8,
+    },
+    Icmpv6 {
+        kind: Icmpv6Type,
         code: u8,
     },
     /// Another protocol: not looked into.
@@ -114,6 +159,7 @@ pub fn classify_offloaded(frame: &[u8], rx: RxChecksum) -> Result<Parsed, DropRe
     let l3 = match eth.ethertype() {
         EtherType::Arp => L3::Arp,
         EtherType::Ipv4 => ipv4_packet(eth.payload(), rx),
+        EtherType::Ipv6 => ipv6_packet(eth.payload()),
         other => L3::Unsupported(other),
     };
     Ok(Parsed {
@@ -152,6 +198,51 @@ fn ipv4_packet(bytes: &[u8], rx: RxChecksum) -> L3 {
         dont_fragment: ip.dont_fragment(),
         total_len: ip.total_len(),
         l4: transport(protocol, ip.payload()),
+    })
+}
+
+/// An IPv6 packet: the fixed header, then the extension headers walked to
+/// the upper layer (a bounded walk: at most `ipv6::MAX_EXT_HEADERS`).
+#[inline(never)]
+fn ipv6_packet(bytes: &[u8]) -> L3 {
+    let ip = match Ipv6Packet::new_checked(bytes) {
+        Ok(ip) => ip,
+        Err(wire::Error::Truncated) => return L3::Invalid(DropReason::Truncated),
+        Err(wire::Error::Malformed) => return L3::Invalid(DropReason::BadIpHeader),
+    };
+    let (protocol, offset) = match ip.upper_layer() {
+        Ok(u) => (u.protocol, u.offset),
+        Err(ExtHeaderError::Fragment) => return L3::Invalid(DropReason::Fragment),
+        Err(ExtHeaderError::NoNextHeader) => (IpProtocol::Ipv6NoNxt, bytes.len()),
+        Err(_) => return L3::Invalid(DropReason::Ipv6Extension),
+    };
+    let payload_len = ip.payload_len();
+    let end = ipv6::HEADER_LEN + usize::from(payload_len);
+    let upper = bytes.get(offset..end).unwrap_or(&[]);
+    let l4 = match protocol {
+        IpProtocol::Icmpv6 => match Icmpv6Packet::new_checked(upper) {
+            Ok(i) => L4::Icmpv6 {
+                kind: i.msg_type(),
+                code: i.code(),
+            },
+            Err(_) => L4::Invalid(DropReason::Truncated),
+        },
+        // A zero UDP checksum is invalid over IPv6 (RFC 8200 §8.1): such a
+        // datagram is discarded, and a NAT rewrite must never make one.
+        IpProtocol::Udp if upper.len() >= wire::udp::HEADER_LEN && upper[6..8] == [0, 0] => {
+            L4::Invalid(DropReason::BadL4Header)
+        }
+        IpProtocol::Ipv6NoNxt => L4::Other,
+        p => transport(p, upper),
+    };
+    L3::Ipv6(Ipv6Meta {
+        src: ip.src_addr(),
+        dst: ip.dst_addr(),
+        protocol,
+        hop_limit: ip.hop_limit(),
+        payload_len,
+        l4_offset: u16::try_from(offset).unwrap_or(u16::MAX),
+        l4,
     })
 }
 
@@ -278,7 +369,9 @@ mod tests {
         let arp = classify(&frame([0x08, 0x06], &[])).unwrap();
         assert_eq!(arp.l3, L3::Arp);
         let v6 = classify(&frame([0x86, 0xdd], &[])).unwrap();
-        assert_eq!(v6.l3, L3::Unsupported(EtherType::Ipv6));
+        assert_eq!(v6.l3, L3::Invalid(DropReason::Truncated));
+        let vlan = classify(&frame([0x81, 0x00], &[])).unwrap();
+        assert_eq!(vlan.l3, L3::Unsupported(EtherType::Vlan));
         let short = classify(&frame([0x08, 0x00], &[0x45, 0])).unwrap();
         assert_eq!(short.l3, L3::Invalid(DropReason::Truncated));
         let mut bad = ipv4(17, &[0u8; 8]);
