@@ -1,8 +1,8 @@
 //! Where a packet leaves: the connected network of a port, else the first
-//! port with a `gateway`. A handful of ports, so a linear scan is the fast
+//! port with a `gateway` (IPv6: `address6` and `gateway6`). A handful of ports, so a linear scan is the fast
 //! path.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::snapshot::Snapshot;
 
@@ -28,6 +28,36 @@ pub fn lookup(snap: &Snapshot, dst: Ipv4Addr) -> Option<Route> {
     }
     snap.ports.iter().enumerate().find_map(|(i, p)| {
         p.gateway.map(|gw| Route {
+            port: i,
+            next_hop: gw,
+            connected: false,
+        })
+    })
+}
+
+/// Where an IPv6 packet to `dst` leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route6 {
+    pub port: usize,
+    pub next_hop: Ipv6Addr,
+    pub connected: bool,
+}
+
+/// [`lookup`] for IPv6: a port's `address6` network, else the port with a
+/// `gateway6` (which may be link-local on that port).
+#[inline]
+pub fn lookup6(snap: &Snapshot, dst: Ipv6Addr) -> Option<Route6> {
+    for (i, p) in snap.ports.iter().enumerate() {
+        if p.connected6(dst) {
+            return Some(Route6 {
+                port: i,
+                next_hop: dst,
+                connected: true,
+            });
+        }
+    }
+    snap.ports.iter().enumerate().find_map(|(i, p)| {
+        p.gateway6.map(|gw| Route6 {
             port: i,
             next_hop: gw,
             connected: false,

@@ -5,13 +5,13 @@
 //! worker to send). A packet too big to tunnel is answered with ICMP
 //! "fragmentation needed" instead.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use lb_config::MacAddr;
 
 use super::{Ipv4Meta, Verdict};
 use crate::buffer::PacketBuf;
-use crate::forward::{self, icmp, tunnel, IP};
+use crate::forward::{self, icmp, icmpv6, tunnel, IP};
 use crate::neighbor::{Lookup, NeighborCache};
 use crate::route;
 use crate::snapshot::Snapshot;
@@ -22,6 +22,13 @@ use crate::stats::{DropReason, WorkerStats};
 pub struct ArpRequest {
     pub port: usize,
     pub target: Ipv4Addr,
+}
+
+/// A neighbor solicitation the worker is to send (IPv6's ARP request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NdpRequest {
+    pub port: usize,
+    pub target: Ipv6Addr,
 }
 
 /// How many learned neighbors and ARP requests wait for the worker.
@@ -43,6 +50,14 @@ pub struct Egress {
     learned: Vec<(Ipv4Addr, MacAddr)>,
     /// ARP requests to send.
     arp_out: Vec<ArpRequest>,
+    /// The same three for IPv6 (neighbor discovery).
+    neighbors6: NeighborCache<Ipv6Addr>,
+    learned6: Vec<(Ipv6Addr, MacAddr)>,
+    ndp_out: Vec<NdpRequest>,
+    /// The next hops of the IPv6 packets held since the pipeline call
+    /// began (`Verdict::Hold6` holds an index here: an IPv6 address does
+    /// not fit an eight-byte verdict).
+    held6: Vec<Ipv6Addr>,
     /// The ICMP token bucket: tokens left, and when it was last filled
     /// (worker clock, ms).
     icmp_tokens: u32,
@@ -55,13 +70,272 @@ impl Default for Egress {
             neighbors: NeighborCache::new(),
             learned: Vec::with_capacity(OUTBOX),
             arp_out: Vec::with_capacity(OUTBOX),
+            neighbors6: NeighborCache::new(),
+            learned6: Vec::with_capacity(OUTBOX),
+            ndp_out: Vec::with_capacity(OUTBOX),
+            held6: Vec::with_capacity(HELD6),
             icmp_tokens: ICMP_BURST,
             icmp_filled: 0,
         }
     }
 }
 
+/// The most IPv6 packets one pipeline call may hold (a burst's worth).
+pub const HELD6: usize = 1024;
+
 impl Egress {
+    pub fn take_learned6(&mut self) -> impl Iterator<Item = (Ipv6Addr, MacAddr)> + '_ {
+        self.learned6.drain(..)
+    }
+
+    pub fn take_ndp_requests(&mut self) -> impl Iterator<Item = NdpRequest> + '_ {
+        self.ndp_out.drain(..)
+    }
+
+    /// Forgets the next hops of held IPv6 packets (a pipeline call begins:
+    /// the worker has read those of the last one).
+    #[inline(always)]
+    pub fn begin(&mut self) {
+        if !self.held6.is_empty() {
+            self.held6.clear();
+        }
+    }
+
+    /// The next hop of the IPv6 packet held as `index` in this call.
+    pub fn held_next_hop6(&self, index: u16) -> Option<Ipv6Addr> {
+        self.held6.get(usize::from(index)).copied()
+    }
+
+    /// Records a neighbor another worker learned (IPv6).
+    pub fn learn_from_peer6(&mut self, ip: Ipv6Addr, mac: MacAddr, now: u32) {
+        self.neighbors6.learn(ip, mac, now);
+    }
+
+    /// Learns `ip` at `mac` from neighbor discovery on `port`: a neighbor
+    /// on its segment (or its link-local gateway), not a static entry.
+    pub fn learn6(&mut self, snap: &Snapshot, port: usize, ip: Ipv6Addr, mac: MacAddr, now: u32) {
+        let p = &snap.ports[port];
+        if (p.connected6(ip) || p.gateway6 == Some(ip))
+            && snap.static_neighbor6(ip).is_none()
+            && self.neighbors6.learn(ip, mac, now)
+            && self.learned6.len() < OUTBOX
+        {
+            self.learned6.push((ip, mac));
+        }
+    }
+
+    /// [`Self::resolved`] for IPv6.
+    pub fn resolved6(&self, snap: &Snapshot, next_hop: Ipv6Addr) -> Option<MacAddr> {
+        snap.static_neighbor6(next_hop)
+            .or_else(|| self.neighbors6.get(next_hop))
+    }
+
+    /// Routes an (already rewritten) IPv6 packet, ending at `ip_end`, to
+    /// `dst`: picks the port and next hop, checks the MTU, sets the MACs.
+    #[inline]
+    pub fn route6<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        dst: Ipv6Addr,
+        ip_end: usize,
+        now: u32,
+    ) -> Verdict {
+        let Some(r) = route::lookup6(snap, dst) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        if ip_end - IP > usize::from(snap.ports[r.port].mtu) {
+            return Verdict::Drop(DropReason::TooBig);
+        }
+        self.link6(snap, pkt, r.port, r.next_hop, now)
+    }
+
+    /// DR for IPv6: the real must be on a connected segment.
+    #[inline]
+    pub fn direct6<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        real: Ipv6Addr,
+        ip_end: usize,
+        now: u32,
+    ) -> Verdict {
+        match route::lookup6(snap, real) {
+            Some(r) if r.connected => {
+                if ip_end - IP > usize::from(snap.ports[r.port].mtu) {
+                    return Verdict::Drop(DropReason::TooBig);
+                }
+                self.link6(snap, pkt, r.port, real, now)
+            }
+            _ => Verdict::Drop(DropReason::NoRoute),
+        }
+    }
+
+    /// Before an IPv6 packet (`packet_len` bytes, from `sender`) goes on
+    /// towards `to` with `overhead` bytes added: None when it fits the
+    /// out-port's MTU; else "packet too big" from `from` back to the
+    /// sender, announcing the MTU less the overhead (rate-limited), which
+    /// is the verdict. IPv6 is never fragmented on the way.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn too_big6<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        stats: &WorkerStats,
+        pkt: &mut B,
+        packet_len: usize,
+        to: Ipv6Addr,
+        from: Ipv6Addr,
+        overhead: usize,
+        now: u32,
+    ) -> Option<Verdict> {
+        if packet_len + overhead <= usize::from(snap.min_mtu) {
+            return None;
+        }
+        let r = route::lookup6(snap, to)?;
+        let mtu = usize::from(snap.ports[r.port].mtu);
+        if packet_len + overhead <= mtu {
+            return None;
+        }
+        let announced = u32::try_from(mtu.saturating_sub(overhead)).unwrap_or(u32::MAX);
+        Some(self.packet_too_big(snap, stats, pkt, packet_len, from, announced, now))
+    }
+
+    /// Turns the packet into "packet too big" from `from`, announcing
+    /// `mtu`, and routes it back to the packet's sender; within the ICMP
+    /// rate limit (beyond it the packet is dropped as `too_big`, counted in
+    /// `icmp_rate_limited`).
+    #[allow(clippy::too_many_arguments)]
+    #[cold]
+    fn packet_too_big<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        stats: &WorkerStats,
+        pkt: &mut B,
+        packet_len: usize,
+        from: Ipv6Addr,
+        mtu: u32,
+        now: u32,
+    ) -> Verdict {
+        if !self.icmp_token(now) {
+            stats.icmp_rate_limited.incr();
+            return Verdict::Drop(DropReason::TooBig);
+        }
+        if !icmpv6::packet_too_big(pkt, packet_len, from, mtu) {
+            return Verdict::Drop(DropReason::Truncated);
+        }
+        stats.icmp_frag_needed.incr();
+        let sender = crate::wire::ipv6::Ipv6Packet::new_unchecked(&pkt.data()[IP..]).dst_addr();
+        let Some(back) = route::lookup6(snap, sender) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        self.link6(snap, pkt, back.port, back.next_hop, now)
+    }
+
+    /// TUN over IPv6: wraps the packet (IPv6 when `inner_v6`, else IPv4;
+    /// `inner_len` bytes) for the IPv6 `real`, from the out-port's IPv6
+    /// address. The caller checked the size (`too_big6`, or for 4in6 the
+    /// IPv4 "fragmentation needed").
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn tunnel6<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        real: Ipv6Addr,
+        inner_len: usize,
+        inner_v6: bool,
+        flow_label: u32,
+        now: u32,
+    ) -> (Verdict, bool) {
+        let Some(r) = route::lookup6(snap, real) else {
+            return (Verdict::Drop(DropReason::NoRoute), false);
+        };
+        let Some(src) = snap.ports[r.port].ipv6() else {
+            return (Verdict::Drop(DropReason::NoRoute), false);
+        };
+        if inner_len + tunnel::OVERHEAD6 > usize::from(snap.ports[r.port].mtu) {
+            return (Verdict::Drop(DropReason::TooBig), false);
+        }
+        if !tunnel::encapsulate6(pkt, inner_len, inner_v6, src, real, flow_label) {
+            return (Verdict::Drop(DropReason::NoHeadroom), false);
+        }
+        (self.link6(snap, pkt, r.port, r.next_hop, now), true)
+    }
+
+    /// 4in6, before wrapping an IPv4 packet (ending at `ip_end`, from
+    /// `client` to `vip`, DF or not) for the IPv6 `real`: None when it fits;
+    /// else "fragmentation needed" announcing the out-port's MTU less the
+    /// IPv6 header (DF), or a `too_big` drop.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn too_big_4in6<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        stats: &WorkerStats,
+        pkt: &mut B,
+        real: Ipv6Addr,
+        ip: &Ipv4Meta,
+        now: u32,
+    ) -> Option<Verdict> {
+        let r = route::lookup6(snap, real)?;
+        let mtu = usize::from(snap.ports[r.port].mtu);
+        if usize::from(ip.total_len) + tunnel::OVERHEAD6 <= mtu {
+            return None;
+        }
+        if !ip.dont_fragment {
+            return Some(Verdict::Drop(DropReason::TooBig));
+        }
+        let announced = u16::try_from(mtu - tunnel::OVERHEAD6).unwrap_or(u16::MAX);
+        Some(self.frag_needed(snap, stats, pkt, ip.src, ip.dst, announced, now))
+    }
+
+    /// Sets the MACs for the IPv6 `next_hop` on `port`, or holds the packet
+    /// and solicits the neighbor.
+    #[inline]
+    pub fn link6<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        port: usize,
+        next_hop: Ipv6Addr,
+        now: u32,
+    ) -> Verdict {
+        let src = snap.ports[port].mac;
+        let mac = match snap.static_neighbor6(next_hop) {
+            Some(m) => m,
+            None => match self.neighbors6.lookup(next_hop, now) {
+                Lookup::Found(m) => m,
+                Lookup::Refresh(m) => {
+                    self.solicit(port, next_hop);
+                    m
+                }
+                Lookup::Missing { ask } => {
+                    if ask {
+                        self.solicit(port, next_hop);
+                    }
+                    forward::set_macs(pkt.data_mut(), MacAddr::ZERO, src);
+                    if self.held6.len() >= HELD6 {
+                        return Verdict::Drop(DropReason::NeighborUnresolved);
+                    }
+                    self.held6.push(next_hop);
+                    return Verdict::Hold6 {
+                        port: port as u16,
+                        index: (self.held6.len() - 1) as u16,
+                    };
+                }
+            },
+        };
+        forward::set_macs(pkt.data_mut(), mac, src);
+        Verdict::Transmit(port as u16)
+    }
+
+    fn solicit(&mut self, port: usize, target: Ipv6Addr) {
+        if self.ndp_out.len() < OUTBOX {
+            self.ndp_out.push(NdpRequest { port, target });
+        }
+    }
+
     pub fn take_learned(&mut self) -> impl Iterator<Item = (Ipv4Addr, MacAddr)> + '_ {
         self.learned.drain(..)
     }

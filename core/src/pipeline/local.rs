@@ -1,9 +1,10 @@
-//! Traffic for the appliance itself: ARP requests for a port address or a
-//! VIP, ICMP echo requests to them, and the ARP requests we send to resolve
-//! next hops. Replies are built in place in the received buffer and sent
+//! Traffic for the appliance itself: ARP requests (IPv6: neighbor
+//! solicitations) for a port address or a VIP, ICMP and ICMPv6 echo
+//! requests to them, and the ARP requests and solicitations we send to
+//! resolve next hops. Replies are built in place in the received buffer and sent
 //! back out of the port they came in on.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use lb_config::MacAddr;
 
@@ -11,8 +12,11 @@ use super::Verdict;
 use crate::buffer::PacketBuf;
 use crate::snapshot::Snapshot;
 use crate::stats::{DropReason, WorkerStats};
+use crate::wire::icmpv6::{Icmpv6Packet, Icmpv6Type};
 use crate::wire::ipv4::DEFAULT_TTL;
-use crate::wire::{arp, ethernet};
+use crate::wire::ipv6::{self, Ipv6Packet, Ipv6Repr};
+use crate::wire::ndp::{self, NdpOption, NdpRepr, NeighborFlags, NeighborPacket};
+use crate::wire::{arp, ethernet, IpProtocol};
 use crate::wire::{
     ArpOperation, ArpPacket, ArpRepr, EtherType, EthernetFrame, Icmpv4Packet, Icmpv4Type,
     Ipv4Packet,
@@ -157,4 +161,204 @@ pub(super) fn icmp(
     frame.set_src_addr(our_mac);
     stats.icmp_echo_replies.incr();
     Verdict::Transmit(port as u16)
+}
+
+/// What neighbor discovery asks of the worker besides the verdict: a
+/// neighbor to learn (IPv6 address, MAC).
+pub(super) type Learn6 = Option<(Ipv6Addr, MacAddr)>;
+
+/// A Neighbor Solicitation or Advertisement to us (to one of our addresses
+/// or a solicited-node group), the ICMPv6 message at `message..end` of the
+/// frame, checked by RFC 4861's rules (`ndp_invalid` otherwise):
+/// - a solicitation for a port address or a VIP is answered with an
+///   advertisement from that address (Solicited and Override, our MAC);
+///   a duplicate address detection probe (from `::`) gets its answer on
+///   the all-nodes group, not Solicited, so that the prober sees the
+///   conflict and nothing is learned from it;
+/// - an advertisement teaches its target's MAC (the caller learns it only
+///   for a neighbor on the port's segment), and is consumed;
+/// - anything else about addresses not ours: `ndp_ignored`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn ndp<B: PacketBuf>(
+    snap: &Snapshot,
+    port: usize,
+    pkt: &mut B,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    hop_limit: u8,
+    message: usize,
+    end: usize,
+    stats: &WorkerStats,
+) -> (Verdict, Learn6) {
+    let our_mac = snap.ports[port].mac;
+    let data = pkt.data();
+    let peer = EthernetFrame::new_unchecked(data).src_addr();
+    let Some(bytes) = data.get(message..end) else {
+        return (Verdict::Drop(DropReason::Truncated), None);
+    };
+    let Ok(msg) = NeighborPacket::new_checked(bytes) else {
+        return (Verdict::Drop(DropReason::NdpInvalid), None);
+    };
+    let target = msg.target_addr();
+    if msg.msg_type() == Icmpv6Type::NeighborAdvert {
+        if ndp::validate_advert(src, dst, hop_limit, &msg).is_err() {
+            return (Verdict::Drop(DropReason::NdpInvalid), None);
+        }
+        // Someone claiming one of our addresses is not believed.
+        if snap.is_local6(port, target) {
+            return (Verdict::Drop(DropReason::NdpIgnored), None);
+        }
+        let mac = msg.option_iter().find_map(|o| match o {
+            Ok(NdpOption::TargetLinkAddr(m)) if is_station(m) => Some(m),
+            _ => None,
+        });
+        return match mac {
+            Some(m) => (Verdict::Consumed, Some((target, m))),
+            None => (Verdict::Drop(DropReason::NdpIgnored), None),
+        };
+    }
+    if ndp::validate_solicit(src, dst, hop_limit, &msg).is_err() {
+        return (Verdict::Drop(DropReason::NdpInvalid), None);
+    }
+    if !snap.is_local6(port, target) {
+        return (Verdict::Drop(DropReason::NdpIgnored), None);
+    }
+    let dad = src.is_unspecified();
+    let asker_mac = msg.option_iter().find_map(|o| match o {
+        Ok(NdpOption::SourceLinkAddr(m)) => Some(m),
+        _ => None,
+    });
+    // Only a station is answered or learned (a group or zero MAC is not).
+    if !is_station(peer) || asker_mac.is_some_and(|m| !is_station(m)) {
+        return (Verdict::Drop(DropReason::NdpInvalid), None);
+    }
+    let learn = match (dad, asker_mac) {
+        (false, Some(m)) => Some((src, m)),
+        _ => None,
+    };
+    let (to, to_mac, flags) = if dad {
+        (
+            ALL_NODES,
+            ndp::multicast_mac(ALL_NODES),
+            NeighborFlags::OVERRIDE,
+        )
+    } else {
+        (
+            src,
+            asker_mac.unwrap_or(peer),
+            NeighborFlags::SOLICITED | NeighborFlags::OVERRIDE,
+        )
+    };
+    let na = NdpRepr::NeighborAdvert {
+        flags,
+        target,
+        target_lladdr: Some(our_mac),
+    };
+    let len = ethernet::HEADER_LEN + ipv6::HEADER_LEN + na.buffer_len();
+    if !pkt.set_len(len) {
+        return (Verdict::Drop(DropReason::Truncated), learn);
+    }
+    let b = pkt.data_mut();
+    let mut frame = EthernetFrame::new_unchecked(&mut b[..]);
+    frame.set_dst_addr(to_mac);
+    frame.set_src_addr(our_mac);
+    frame.set_ethertype(EtherType::Ipv6);
+    let (header, body) = b[ethernet::HEADER_LEN..].split_at_mut(ipv6::HEADER_LEN);
+    Ipv6Repr {
+        src: target,
+        dst: to,
+        next_header: IpProtocol::Icmpv6,
+        payload_len: na.buffer_len(),
+        hop_limit: ndp::HOP_LIMIT,
+        traffic_class: 0,
+        flow_label: 0,
+    }
+    .emit(&mut Ipv6Packet::new_unchecked(header));
+    na.emit(target, to, &mut NeighborPacket::new_unchecked(body));
+    stats.ndp_advertisements.incr();
+    (Verdict::Transmit(port as u16), learn)
+}
+
+/// ff02::1, the all-nodes group.
+const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+
+/// An ICMPv6 echo request to one of our addresses (the caller checked
+/// that), with no extension headers: answered in place from the address
+/// asked, back to the Ethernet sender.
+pub(super) fn echo6<B: PacketBuf>(
+    snap: &Snapshot,
+    port: usize,
+    pkt: &mut B,
+    end: usize,
+    stats: &WorkerStats,
+) -> Verdict {
+    let our_mac = snap.ports[port].mac;
+    let Some(b) = pkt.data_mut().get_mut(..end) else {
+        return Verdict::Drop(DropReason::Truncated);
+    };
+    let mut frame = EthernetFrame::new_unchecked(&mut b[..]);
+    let peer = frame.src_addr();
+    if !is_station(peer) {
+        return Verdict::Drop(DropReason::IcmpNotHandled);
+    }
+    frame.set_dst_addr(peer);
+    frame.set_src_addr(our_mac);
+    let mut ip = Ipv6Packet::new_unchecked(&mut b[ethernet::HEADER_LEN..]);
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let Ok(mut icmp) = Icmpv6Packet::new_checked(ip.payload_mut()) else {
+        return Verdict::Drop(DropReason::Truncated);
+    };
+    if icmp.code() != 0 {
+        return Verdict::Drop(DropReason::IcmpNotHandled);
+    }
+    if !icmp.verify_checksum(src, dst) {
+        return Verdict::Drop(DropReason::BadL4Checksum);
+    }
+    icmp.set_msg_type(Icmpv6Type::EchoReply);
+    icmp.fill_checksum(dst, src);
+    ip.set_src_addr(dst);
+    ip.set_dst_addr(src);
+    ip.set_hop_limit(ipv6::DEFAULT_HOP_LIMIT);
+    stats.icmp_echo_replies.incr();
+    Verdict::Transmit(port as u16)
+}
+
+/// The length of the solicitation [`build_neighbor_solicit`] writes.
+pub const NEIGHBOR_SOLICIT_LEN: usize = ethernet::HEADER_LEN + ipv6::HEADER_LEN + 32;
+
+/// Writes a Neighbor Solicitation for `target` from `ip` (our address on
+/// the port, with MAC `mac`) to the target's solicited-node group into an
+/// empty buffer (IPv6's ARP request). False if the buffer has no room.
+pub fn build_neighbor_solicit<B: PacketBuf>(
+    buf: &mut B,
+    mac: MacAddr,
+    ip: Ipv6Addr,
+    target: Ipv6Addr,
+) -> bool {
+    if !buf.set_len(NEIGHBOR_SOLICIT_LEN) {
+        return false;
+    }
+    let group = ndp::solicited_node(target);
+    let ns = NdpRepr::NeighborSolicit {
+        target,
+        source_lladdr: Some(mac),
+    };
+    let b = buf.data_mut();
+    let mut frame = EthernetFrame::new_unchecked(&mut b[..]);
+    frame.set_dst_addr(ndp::multicast_mac(group));
+    frame.set_src_addr(mac);
+    frame.set_ethertype(EtherType::Ipv6);
+    let (header, body) = b[ethernet::HEADER_LEN..].split_at_mut(ipv6::HEADER_LEN);
+    Ipv6Repr {
+        src: ip,
+        dst: group,
+        next_header: IpProtocol::Icmpv6,
+        payload_len: ns.buffer_len(),
+        hop_limit: ndp::HOP_LIMIT,
+        traffic_class: 0,
+        flow_label: 0,
+    }
+    .emit(&mut Ipv6Packet::new_unchecked(header));
+    ns.emit(ip, group, &mut NeighborPacket::new_unchecked(body));
+    true
 }
