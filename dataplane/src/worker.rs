@@ -15,7 +15,7 @@
 //! of its flow table, and checks the stop flag.
 #![deny(unsafe_code)]
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -28,7 +28,8 @@ use crate::dpdk::{
 use lb_core::buffer::PacketBuf;
 use lb_core::forward;
 use lb_core::pipeline::{
-    build_arp_request, DeferList, Pipeline, Verdict, DEFER_MS, DEFER_SLOTS, SWEEP_BUDGET,
+    build_arp_request, build_neighbor_solicit, DeferList, Pipeline, Verdict, DEFER_MS, DEFER_SLOTS,
+    SWEEP_BUDGET,
 };
 use lb_core::snapshot::Snapshot;
 use lb_core::stats::{DropReason, WorkerStats};
@@ -39,7 +40,7 @@ pub const HOLD_SLOTS: usize = 64;
 pub const HOLD_MS: u32 = 3_000;
 
 /// A neighbor learned by one worker, for the others.
-pub type NeighborUpdate = (Ipv4Addr, MacAddr);
+pub type NeighborUpdate = (IpAddr, MacAddr);
 
 /// What a worker is handed when it is launched.
 pub struct Worker {
@@ -66,7 +67,7 @@ pub struct Worker {
 struct Held {
     mbuf: Mbuf,
     port: usize,
-    next_hop: Ipv4Addr,
+    next_hop: IpAddr,
     since: u32,
 }
 
@@ -148,7 +149,7 @@ impl Worker {
                     if let Some((m, v)) = route(v, m, &mut l.out, &mut self.tx, &stats) {
                         // Never handed on again: only held, deferred, or
                         // counted.
-                        keep(&mut l, m, port, v, now, &stats);
+                        keep(&mut l, &self.pipeline, m, port, v, now, &stats);
                     }
                 }
             }
@@ -198,7 +199,7 @@ impl Worker {
                                     }
                                 }
                             }
-                            v => keep(&mut l, m, port, v, now, &stats),
+                            v => keep(&mut l, &self.pipeline, m, port, v, now, &stats),
                         }
                     }
                 }
@@ -231,6 +232,20 @@ impl Worker {
                 if let Some(mut m) = self.mempool.alloc() {
                     if build_arp_request(&mut m, view.mac, ip, req.target) {
                         stats.arp_requests.incr();
+                        enqueue(&mut l.out, &mut self.tx, req.port, m, &stats);
+                    }
+                }
+            }
+            for req in self.pipeline.take_ndp_requests() {
+                let Some(view) = self.snapshot.ports.get(req.port) else {
+                    continue;
+                };
+                let Some(ip) = view.ipv6() else {
+                    continue;
+                };
+                if let Some(mut m) = self.mempool.alloc() {
+                    if build_neighbor_solicit(&mut m, view.mac, ip, req.target) {
+                        stats.ndp_solicitations.incr();
                         enqueue(&mut l.out, &mut self.tx, req.port, m, &stats);
                     }
                 }
@@ -310,15 +325,38 @@ fn route(
             None
         }
         Verdict::Consumed => None,
-        v @ (Verdict::HandOff(_) | Verdict::Hold { .. } | Verdict::Defer { .. }) => Some((m, v)),
+        v @ (Verdict::HandOff(_)
+        | Verdict::Hold { .. }
+        | Verdict::Hold6 { .. }
+        | Verdict::Defer { .. }) => Some((m, v)),
     }
 }
 
 /// A packet received on port index `in_port` that waits here: held for
 /// ARP, or deferred by the SYN proxy (the owner of its flow defers it:
 /// never the worker that handed it on).
-fn keep(l: &mut Loop, m: Mbuf, in_port: usize, v: Verdict, now: u32, stats: &WorkerStats) {
+fn keep(
+    l: &mut Loop,
+    pipeline: &Pipeline,
+    m: Mbuf,
+    in_port: usize,
+    v: Verdict,
+    now: u32,
+    stats: &WorkerStats,
+) {
     match v {
+        // Its next hop is named by the pipeline until its next call.
+        Verdict::Hold6 { port, index } => match pipeline.held_next_hop6(index) {
+            Some(next_hop) => hold_for(
+                &mut l.held,
+                m,
+                usize::from(port),
+                next_hop.into(),
+                now,
+                stats,
+            ),
+            None => stats.drop_packet(DropReason::NeighborUnresolved),
+        },
         Verdict::Defer { .. } => {
             if let Err(m) = l.deferred.push(m, in_port, v, now, stats) {
                 // Every slot is taken: dropped, as before deferring.
@@ -332,22 +370,38 @@ fn keep(l: &mut Loop, m: Mbuf, in_port: usize, v: Verdict, now: u32, stats: &Wor
 
 fn hold(held: &mut Holds, m: Mbuf, v: Verdict, now: u32, stats: &WorkerStats) {
     match v {
-        Verdict::Hold { port, next_hop } => match held.slots.iter_mut().find(|h| h.is_none()) {
-            Some(slot) => {
-                *slot = Some(Held {
-                    mbuf: m,
-                    port: usize::from(port),
-                    next_hop,
-                    since: now,
-                });
-                held.n += 1;
-                stats.held.incr();
-            }
-            None => stats.drop_packet(DropReason::NeighborUnresolved),
-        },
+        Verdict::Hold { port, next_hop } => {
+            hold_for(held, m, usize::from(port), next_hop.into(), now, stats)
+        }
+        // Only `keep` can ask the pipeline for an IPv6 next hop (and only
+        // IPv4 frames are deferred, so none comes here).
+        Verdict::Hold6 { .. } => stats.drop_packet(DropReason::NeighborUnresolved),
         // A packet handed off twice would be a bug in ownership, and one
         // deferred again on its re-run stays in its list: count it.
         _ => stats.drop_packet(DropReason::HandoffFull),
+    }
+}
+
+fn hold_for(
+    held: &mut Holds,
+    m: Mbuf,
+    port: usize,
+    next_hop: IpAddr,
+    now: u32,
+    stats: &WorkerStats,
+) {
+    match held.slots.iter_mut().find(|h| h.is_none()) {
+        Some(slot) => {
+            *slot = Some(Held {
+                mbuf: m,
+                port,
+                next_hop,
+                since: now,
+            });
+            held.n += 1;
+            stats.held.incr();
+        }
+        None => stats.drop_packet(DropReason::NeighborUnresolved),
     }
 }
 

@@ -21,22 +21,24 @@
 pub mod classify;
 mod deferred;
 mod egress;
+mod ipv6;
 mod local;
 mod synproxy;
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use lb_config::{ForwardingMethod, MacAddr};
 
-pub use classify::{classify, classify_offloaded, Ipv4Meta, Parsed, Ports, L3, L4};
+pub use classify::{classify, classify_offloaded, Ipv4Meta, Ipv6Meta, Parsed, Ports, L3, L4};
 pub use deferred::{DeferList, DEFER_MS, DEFER_SLOTS};
-pub use egress::{ArpRequest, ICMP_BURST, ICMP_RATE};
-pub use local::{build_arp_request, ARP_REQUEST_LEN};
+pub use egress::{ArpRequest, NdpRequest, HELD6, ICMP_BURST, ICMP_RATE};
+pub use local::{build_arp_request, build_neighbor_solicit, ARP_REQUEST_LEN, NEIGHBOR_SOLICIT_LEN};
 
 use crate::buffer::PacketBuf;
 use crate::flow::{
-    self, Conntrack, FlowKey, FlowTable, IndexSeed, ProxyStep, ReplyKey, ReplyStep, Segment,
+    self, Conntrack, FlowAddr, FlowKey, FlowTable, IndexSeed, ProxyStep, ReplyKey, ReplyStep,
+    Segment,
 };
 use crate::forward::{icmp, nat, L4 as L4_OFFSET};
 use crate::scheduler::Schedulers;
@@ -61,6 +63,10 @@ pub enum Verdict {
     /// Rewritten except for the destination MAC, which is being resolved:
     /// hold it, then send it out of `port` to `next_hop`'s MAC.
     Hold { port: u16, next_hop: Ipv4Addr },
+    /// [`Verdict::Hold`] for an IPv6 next hop, which does not fit here:
+    /// [`Pipeline::held_next_hop6`] of `index` names it, until the next
+    /// call into the pipeline.
+    Hold6 { port: u16, index: u16 },
     /// Used up here (an ARP reply we learned from).
     Consumed,
     /// Untouched, to be kept and run again with
@@ -81,6 +87,10 @@ pub struct Pipeline {
     index: usize,
     workers: usize,
     conntrack: Conntrack,
+    /// The IPv6 flow table: made when a snapshot first has a port with an
+    /// IPv6 address (ports change only with a restart).
+    conntrack6: Option<Conntrack<Ipv6Addr>>,
+    flow_capacity: usize,
     schedulers: Schedulers,
     egress: Egress,
     stats: Arc<WorkerStats>,
@@ -145,6 +155,8 @@ impl Pipeline {
             index,
             workers: workers.max(1),
             conntrack: Conntrack::new(flow_capacity, SWEEP_BUDGET, stats.clone()),
+            conntrack6: None,
+            flow_capacity,
             schedulers: Schedulers::default(),
             egress: Egress::default(),
             stats,
@@ -173,15 +185,43 @@ impl Pipeline {
         self.conntrack.table()
     }
 
-    /// Adopts a new snapshot: fresh scheduler states for its services.
-    /// Called between bursts (it allocates).
-    pub fn adopt(&mut self, snap: &Snapshot) {
-        self.schedulers.adopt(snap);
+    /// The IPv6 flow table, once a port has an IPv6 address.
+    pub fn flows6(&self) -> Option<&FlowTable<Ipv6Addr>> {
+        self.conntrack6.as_ref().map(Conntrack::table)
     }
 
-    /// Neighbors learned since the last call (for the other workers).
-    pub fn take_learned(&mut self) -> impl Iterator<Item = (Ipv4Addr, MacAddr)> + '_ {
-        self.egress.take_learned()
+    /// Adopts a new snapshot: fresh scheduler states for its services, and
+    /// the IPv6 flow table (as large as the IPv4 one) the first time a
+    /// port has an IPv6 address. Called between bursts (it allocates).
+    pub fn adopt(&mut self, snap: &Snapshot) {
+        self.schedulers.adopt(snap);
+        if self.conntrack6.is_none() && snap.has_ipv6() {
+            self.conntrack6 = Some(Conntrack::new(
+                self.flow_capacity,
+                SWEEP_BUDGET,
+                self.stats.clone(),
+            ));
+        }
+    }
+
+    /// Neighbors learned since the last call (for the other workers), of
+    /// both families.
+    pub fn take_learned(&mut self) -> impl Iterator<Item = (IpAddr, MacAddr)> + '_ {
+        let v4: Vec<(IpAddr, MacAddr)> = self
+            .egress
+            .take_learned()
+            .map(|(ip, mac)| (IpAddr::V4(ip), mac))
+            .collect();
+        v4.into_iter().chain(
+            self.egress
+                .take_learned6()
+                .map(|(ip, mac)| (IpAddr::V6(ip), mac)),
+        )
+    }
+
+    /// Neighbor solicitations to send since the last call.
+    pub fn take_ndp_requests(&mut self) -> impl Iterator<Item = NdpRequest> + '_ {
+        self.egress.take_ndp_requests()
     }
 
     /// ARP requests to send since the last call.
@@ -190,19 +230,30 @@ impl Pipeline {
     }
 
     /// Records a neighbor another worker learned.
-    pub fn learn_neighbor(&mut self, ip: Ipv4Addr, mac: MacAddr, now: u32) {
-        self.egress.learn_from_peer(ip, mac, now);
+    pub fn learn_neighbor(&mut self, ip: impl Into<IpAddr>, mac: MacAddr, now: u32) {
+        match ip.into() {
+            IpAddr::V4(ip) => self.egress.learn_from_peer(ip, mac, now),
+            IpAddr::V6(ip) => self.egress.learn_from_peer6(ip, mac, now),
+        }
     }
 
     /// The MAC address to send to `next_hop`, if known now (static entries
     /// first).
-    pub fn resolved(&self, snap: &Snapshot, next_hop: Ipv4Addr) -> Option<MacAddr> {
-        self.egress.resolved(snap, next_hop)
+    pub fn resolved(&self, snap: &Snapshot, next_hop: impl Into<IpAddr>) -> Option<MacAddr> {
+        match next_hop.into() {
+            IpAddr::V4(ip) => self.egress.resolved(snap, ip),
+            IpAddr::V6(ip) => self.egress.resolved6(snap, ip),
+        }
     }
 
-    /// Reclaims expired flows, looking at up to `budget` entries.
+    /// Reclaims expired flows, looking at up to `budget` entries of each
+    /// family's table.
     pub fn sweep(&mut self, snap: &Snapshot, now: u32, budget: usize) -> usize {
-        self.conntrack.sweep(snap, now, budget)
+        let v6 = match self.conntrack6.as_mut() {
+            Some(ct) => ct.sweep(snap, now, budget),
+            None => 0,
+        };
+        self.conntrack.sweep(snap, now, budget) + v6
     }
 
     /// Runs a burst of frames received on `in_port`: every frame is
@@ -219,6 +270,7 @@ impl Pipeline {
         now: u32,
     ) {
         let n = pkts.len().min(verdicts.len());
+        self.egress.begin();
         let mut chunk = std::mem::take(&mut self.chunk);
         let mut base = 0;
         while base < n {
@@ -257,6 +309,7 @@ impl Pipeline {
         pkt: &mut B,
         now: u32,
     ) -> Verdict {
+        self.egress.begin();
         let parsed = classify_offloaded(pkt.data(), pkt.rx_ip_checksum());
         self.run(snap, in_port, pkt, now, &parsed, None)
     }
@@ -287,6 +340,7 @@ impl Pipeline {
         match parsed.l3 {
             L3::Arp => self.arp(snap, in_port, pkt, now),
             L3::Ipv4(ref ip) => self.ipv4(snap, in_port, pkt, ip, now, ahead),
+            L3::Ipv6(ref ip) => self.ipv6(snap, in_port, pkt, ip, now),
             L3::Invalid(r) => Verdict::Drop(r),
             L3::Unsupported(_) => Verdict::Drop(DropReason::UnsupportedEthertype),
         }
@@ -468,7 +522,15 @@ impl Pipeline {
                 ),
             }
         }
-        let (verdict, to_real) = self.towards_real(snap, pkt, ip, target.method, target.real, now);
+        let (verdict, to_real) = self.towards_real(
+            snap,
+            pkt,
+            ip,
+            target.method,
+            target.real,
+            (target.real_id, &key),
+            now,
+        );
         if to_real {
             self.count_forwarded(verdict, target.real_id, len);
         }
@@ -478,7 +540,10 @@ impl Pipeline {
     /// Egress towards a flow's real, for a packet already rewritten if its
     /// method is NAT: routed for NAT, sent on the connected segment for DR,
     /// wrapped (or answered with "fragmentation needed") for TUN. The flag
-    /// says whether the packet went on to the real.
+    /// says whether the packet went on to the real. `flow`: the real's id
+    /// and the flow's key, for a TUN real that is IPv6 (4in6; `real` is
+    /// then unspecified).
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn towards_real<B: PacketBuf>(
         &mut self,
@@ -487,9 +552,13 @@ impl Pipeline {
         ip: &Ipv4Meta,
         method: ForwardingMethod,
         real: Ipv4Addr,
+        flow: (u32, &FlowKey),
         now: u32,
     ) -> (Verdict, bool) {
         match method {
+            ForwardingMethod::Tunnel if real.is_unspecified() => {
+                self.tunnel_4in6(snap, pkt, ip, flow.0, flow.1, now)
+            }
             ForwardingMethod::Nat => (self.egress.route(snap, pkt, real, ip.end(), now), true),
             ForwardingMethod::DirectRoute => {
                 (self.egress.direct(snap, pkt, real, ip.end(), now), true)
@@ -506,6 +575,40 @@ impl Pipeline {
                 now,
             ),
         }
+    }
+
+    /// TUN to an IPv6 real of an IPv4 service (4in6): "fragmentation
+    /// needed" when the IPv4 packet does not fit with an IPv6 header added,
+    /// else wrapped, the flow label from the flow's fixed hash.
+    #[cold]
+    fn tunnel_4in6<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        ip: &Ipv4Meta,
+        real_id: u32,
+        key: &FlowKey,
+        now: u32,
+    ) -> (Verdict, bool) {
+        let Some(real) = snap.tunnel6_real(real_id) else {
+            return (Verdict::Drop(DropReason::RealRemoved), false);
+        };
+        if let Some(v) = self
+            .egress
+            .too_big_4in6(snap, &self.stats, pkt, real, ip, now)
+        {
+            return (v, false);
+        }
+        let label = crate::forward::tunnel::flow_label(key.hash());
+        self.egress.tunnel6(
+            snap,
+            pkt,
+            real,
+            usize::from(ip.total_len),
+            false,
+            label,
+            now,
+        )
     }
 
     /// A packet from a NAT real back to a client.
@@ -643,7 +746,8 @@ impl Pipeline {
                 f.proxy_quote_to_real(),
             );
         }
-        let (verdict, _) = self.towards_real(snap, pkt, ip, f.method, f.real(), now);
+        let (verdict, _) =
+            self.towards_real(snap, pkt, ip, f.method, f.real(), (f.real_id, &key), now);
         self.count_icmp_error(verdict);
         verdict
     }
@@ -696,14 +800,17 @@ impl Pipeline {
     /// fuzzing: one dropped by egress, too big say, was counted too).
     #[inline]
     fn count_icmp_error(&self, v: Verdict) {
-        if matches!(v, Verdict::Transmit(_) | Verdict::Hold { .. }) {
+        if matches!(
+            v,
+            Verdict::Transmit(_) | Verdict::Hold { .. } | Verdict::Hold6 { .. }
+        ) {
             self.stats.icmp_errors_forwarded.incr();
         }
     }
 
     /// The hand-off verdict when another worker owns `client`'s flows.
     #[inline]
-    fn hand_off(&self, client: Ipv4Addr) -> Option<Verdict> {
+    fn hand_off<A: FlowAddr>(&self, client: A) -> Option<Verdict> {
         let owner = flow::owner_of(client, self.workers);
         (owner != self.index).then(|| {
             self.stats.handoffs_out.incr();
@@ -716,7 +823,10 @@ impl Pipeline {
     /// held for its next hop).
     #[inline]
     fn count_forwarded(&self, v: Verdict, real_id: u32, len: u64) {
-        if matches!(v, Verdict::Transmit(_) | Verdict::Hold { .. }) {
+        if matches!(
+            v,
+            Verdict::Transmit(_) | Verdict::Hold { .. } | Verdict::Hold6 { .. }
+        ) {
             let c = self.stats.real(real_id);
             c.packets.incr();
             c.bytes.add(len);

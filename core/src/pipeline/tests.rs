@@ -114,7 +114,6 @@ fn golden_forwarding_nat_tun_dr() {
 /// headers, ICMPv6 errors about NAT66 flows. Run as the forwarding
 /// scenarios are: one pipeline, step i at 1000 + i ms.
 #[test]
-#[ignore = "until the IPv6 dataplane lands"]
 fn ipv6_golden_packets() {
     let scenario = golden::scenario("ipv6");
     let config =

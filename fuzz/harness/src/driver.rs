@@ -61,7 +61,7 @@
 //!   an existing port.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use lb_config::{ForwardingMethod, MacAddr};
@@ -226,7 +226,7 @@ enum From {
 struct Held {
     frame: Frame,
     port: usize,
-    next_hop: Ipv4Addr,
+    next_hop: IpAddr,
     since: u32,
 }
 
@@ -472,24 +472,19 @@ impl Driver {
                 self.check_sent(snap, usize::from(port), false, &f);
                 self.t.sent += 1;
             }
-            Verdict::Hold { port, next_hop } => {
-                let port = usize::from(port);
-                self.check_sent(snap, port, true, &f);
-                let worker = &mut self.workers[w];
-                if worker.held.len() < HOLD_SLOTS {
-                    worker.held.push(Held {
-                        frame: f,
-                        port,
-                        next_hop,
-                        since: self.now,
-                    });
-                    worker.stats.held.incr();
-                    self.t.held_now += 1;
-                    self.t.held_total += 1;
-                } else {
-                    self.drop(w, DropReason::NeighborUnresolved);
+            Verdict::Hold6 { port, index } => {
+                match self.workers[w].pipeline.held_next_hop6(index) {
+                    Some(next_hop) => self.hold(w, f, usize::from(port), next_hop.into()),
+                    None => {
+                        self.v.add(
+                            "verdict.hold6",
+                            format!("Hold6 index {index} names no next hop"),
+                        );
+                        self.drop(w, DropReason::NeighborUnresolved);
+                    }
                 }
             }
+            Verdict::Hold { port, next_hop } => self.hold(w, f, usize::from(port), next_hop.into()),
             Verdict::Drop(reason) => self.drop(w, reason),
             Verdict::Defer {
                 client_port,
@@ -584,6 +579,26 @@ impl Driver {
         }
     }
 
+    /// A frame held for its next hop, as the worker holds it.
+    fn hold(&mut self, w: usize, f: Frame, port: usize, next_hop: IpAddr) {
+        let snap = self.snapshot();
+        self.check_sent(snap, port, true, &f);
+        let worker = &mut self.workers[w];
+        if worker.held.len() < HOLD_SLOTS {
+            worker.held.push(Held {
+                frame: f,
+                port,
+                next_hop,
+                since: self.now,
+            });
+            worker.stats.held.incr();
+            self.t.held_now += 1;
+            self.t.held_total += 1;
+        } else {
+            self.drop(w, DropReason::NeighborUnresolved);
+        }
+    }
+
     fn check_sent(&mut self, snap: &Snapshot, port: usize, hold: bool, f: &Frame) -> Sent {
         let out = f.buf.data();
         let proxied = self.proxied(snap, &f.input);
@@ -633,8 +648,7 @@ impl Driver {
         let now = self.now;
         let n = self.workers.len();
         for w in 0..n {
-            let learned: Vec<(Ipv4Addr, MacAddr)> =
-                self.workers[w].pipeline.take_learned().collect();
+            let learned: Vec<(IpAddr, MacAddr)> = self.workers[w].pipeline.take_learned().collect();
             for (i, other) in self.workers.iter_mut().enumerate() {
                 if i != w {
                     for &(ip, mac) in &learned {

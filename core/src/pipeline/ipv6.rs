@@ -1,0 +1,390 @@
+//! The IPv6 stages, beside IPv4's in `mod.rs` and in the same order:
+//! neighbor discovery and echo for our addresses (`local`), then a VIP's
+//! service (conntrack and schedule in the worker's IPv6 flow table),
+//! rewrite and egress; in transit, only NAT66 replies and ICMPv6 errors
+//! from NAT reals. An IPv6 packet reaches these stages only on a port with
+//! an IPv6 address (`address6`); elsewhere it is `unsupported_ethertype`,
+//! as before IPv6 came.
+//!
+//! What differs from IPv4: no header checksum; the hop limit is checked
+//! and decremented like a TTL; a packet that does not fit the way on is
+//! answered with ICMPv6 "packet too big" (IPv6 is never fragmented on the
+//! way, whatever the method, DR included); a UDP checksum of 0 is invalid
+//! (dropped in `classify`, never produced); TUN wraps in IPv6 (6in6); the
+//! SYN proxy does not cover IPv6 services.
+
+use std::net::Ipv6Addr;
+
+use lb_config::ForwardingMethod;
+
+use super::{local, Ipv6Meta, Pipeline, Ports, Verdict, L4};
+use crate::buffer::PacketBuf;
+use crate::flow::{FlowKey, ProxyStep, ReplyKey, ReplyStep, Segment};
+use crate::forward::{icmpv6, nat, tunnel};
+use crate::snapshot::Snapshot;
+use crate::stats::DropReason;
+use crate::wire::icmpv6::Icmpv6Type;
+use crate::wire::{ipv6, IpProtocol};
+
+impl Pipeline {
+    /// An IPv6 packet: neighbor discovery, to us (a VIP's service, or
+    /// ICMPv6), or in transit (a NAT66 real's reply or ICMPv6 error).
+    pub(super) fn ipv6<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        in_port: usize,
+        pkt: &mut B,
+        ip: &Ipv6Meta,
+        now: u32,
+    ) -> Verdict {
+        if snap.ports[in_port].address6.is_none() || self.conntrack6.is_none() {
+            return Verdict::Drop(DropReason::UnsupportedEthertype);
+        }
+        if let L4::Icmpv6 {
+            kind: Icmpv6Type::NeighborSolicit | Icmpv6Type::NeighborAdvert,
+            ..
+        } = ip.l4
+        {
+            let (v, learn) = local::ndp(
+                snap,
+                in_port,
+                pkt,
+                ip.src,
+                ip.dst,
+                ip.hop_limit,
+                ip.l4_start(),
+                ip.end(),
+                &self.stats,
+            );
+            if let Some((addr, mac)) = learn {
+                self.egress.learn6(snap, in_port, addr, mac, now);
+            }
+            return v;
+        }
+        if ip.dst.is_multicast() {
+            return Verdict::Drop(DropReason::NotForUs);
+        }
+        if snap.is_local6(in_port, ip.dst) {
+            return self.for_us6(snap, in_port, pkt, ip, now);
+        }
+        // Transit: only NAT66 replies and ICMPv6 errors from NAT reals.
+        if let L4::Icmpv6 { kind, .. } = ip.l4 {
+            if icmpv6::is_forwarded_error(kind) && snap.is_nat_real6(ip.src) {
+                return self.icmp6_from_real(snap, pkt, ip, now);
+            }
+            return Verdict::Drop(DropReason::NotForUs);
+        }
+        let (ports, tcp) = match ip.l4 {
+            L4::Tcp { ports, segment } => (ports, Some(segment)),
+            L4::Udp { ports } => (ports, None),
+            L4::Invalid(r) if matches!(ip.protocol, IpProtocol::Tcp | IpProtocol::Udp) => {
+                return Verdict::Drop(r)
+            }
+            _ => return Verdict::Drop(DropReason::NotForUs),
+        };
+        if !snap.is_nat_endpoint6(u8::from(ip.protocol), ip.src, ports.src) {
+            return Verdict::Drop(DropReason::NotForUs);
+        }
+        if ip.hop_limit <= 1 {
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
+        self.reply6(snap, in_port, pkt, ip, ports, tcp, now)
+    }
+
+    /// To a port address or a VIP: echo, ICMPv6 errors about a VIP's flow,
+    /// and a VIP's services.
+    fn for_us6<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        in_port: usize,
+        pkt: &mut B,
+        ip: &Ipv6Meta,
+        now: u32,
+    ) -> Verdict {
+        let (ports, tcp) = match ip.l4 {
+            L4::Icmpv6 {
+                kind: Icmpv6Type::EchoRequest,
+                ..
+            } => {
+                // A reply is built in place: not behind extension headers.
+                if usize::from(ip.l4_offset) != ipv6::HEADER_LEN {
+                    return Verdict::Drop(DropReason::IcmpNotHandled);
+                }
+                return local::echo6(snap, in_port, pkt, ip.end(), &self.stats);
+            }
+            L4::Icmpv6 { kind, .. } => {
+                if icmpv6::is_forwarded_error(kind) && snap.is_vip6(ip.dst) {
+                    return self.icmp6_to_vip(snap, pkt, ip, now);
+                }
+                return Verdict::Drop(DropReason::IcmpNotHandled);
+            }
+            L4::Tcp { ports, segment } => (ports, Some(segment)),
+            L4::Udp { ports } => (ports, None),
+            L4::Invalid(r) => return Verdict::Drop(r),
+            _ if !snap.is_vip6(ip.dst) => return Verdict::Drop(DropReason::NotForUs),
+            _ => return Verdict::Drop(DropReason::NoService),
+        };
+        if !snap.is_vip6(ip.dst) {
+            return Verdict::Drop(DropReason::NotForUs);
+        }
+        let Some(service) = snap.service_for6(u8::from(ip.protocol), ip.dst, ports.dst) else {
+            return Verdict::Drop(DropReason::NoService);
+        };
+        if ip.hop_limit <= 1 {
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
+        self.request6(snap, service, pkt, ip, ports, tcp, now)
+    }
+
+    /// A client's packet to an IPv6 service: conntrack (and schedule) in
+    /// the IPv6 table, rewrite, egress.
+    #[allow(clippy::too_many_arguments)]
+    fn request6<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        service: usize,
+        pkt: &mut B,
+        ip: &Ipv6Meta,
+        ports: Ports,
+        tcp: Option<Segment>,
+        now: u32,
+    ) -> Verdict {
+        if let Some(v) = self.hand_off(ip.src) {
+            return v;
+        }
+        let Some(ct) = self.conntrack6.as_mut() else {
+            return Verdict::Drop(DropReason::UnsupportedEthertype);
+        };
+        let key = FlowKey {
+            proto: u8::from(ip.protocol),
+            client: ip.src,
+            client_port: ports.src,
+            vip: ip.dst,
+            vip_port: ports.dst,
+        };
+        let hash = ct.table().key_hash(&key);
+        let target =
+            match ct.lookup_or_create(snap, service, &key, hash, tcp, now, &mut self.schedulers) {
+                Ok(t) => t,
+                Err(r) => return Verdict::Drop(r),
+            };
+        if target.proxy != ProxyStep::None {
+            // The SYN proxy never covers an IPv6 service (snapshot).
+            return Verdict::Drop(DropReason::NoFlow);
+        }
+        let len = pkt.len() as u64;
+        let (overhead, from) = match target.method {
+            ForwardingMethod::Tunnel => (tunnel::OVERHEAD6, ip.dst),
+            _ => (0, ip.dst),
+        };
+        if let Some(v) = self.egress.too_big6(
+            snap,
+            &self.stats,
+            pkt,
+            ip.packet_len(),
+            target.real,
+            from,
+            overhead,
+            now,
+        ) {
+            return v;
+        }
+        let (verdict, to_real) = match target.method {
+            ForwardingMethod::Nat => {
+                nat::rewrite_request6(
+                    pkt.data_mut(),
+                    ip.protocol,
+                    usize::from(ip.l4_offset),
+                    target.real,
+                    target.real_port,
+                );
+                (
+                    self.egress.route6(snap, pkt, target.real, ip.end(), now),
+                    true,
+                )
+            }
+            ForwardingMethod::DirectRoute => (
+                self.egress.direct6(snap, pkt, target.real, ip.end(), now),
+                true,
+            ),
+            ForwardingMethod::Tunnel => self.egress.tunnel6(
+                snap,
+                pkt,
+                target.real,
+                ip.packet_len(),
+                true,
+                tunnel::flow_label(key.hash()),
+                now,
+            ),
+        };
+        if to_real {
+            self.count_forwarded(verdict, target.real_id, len);
+        }
+        verdict
+    }
+
+    /// A NAT66 real's packet back to its client.
+    #[allow(clippy::too_many_arguments)]
+    fn reply6<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        in_port: usize,
+        pkt: &mut B,
+        ip: &Ipv6Meta,
+        ports: Ports,
+        tcp: Option<Segment>,
+        now: u32,
+    ) -> Verdict {
+        let client = ip.dst;
+        if let Some(v) = self.hand_off(client) {
+            return v;
+        }
+        let Some(ct) = self.conntrack6.as_mut() else {
+            return Verdict::Drop(DropReason::UnsupportedEthertype);
+        };
+        let key = ReplyKey {
+            proto: u8::from(ip.protocol),
+            real: ip.src,
+            real_port: ports.src,
+            client,
+            client_port: ports.dst,
+        };
+        let hash = ct.table().reply_key_hash(&key);
+        let back = match ct.reply(snap, &key, hash, tcp, now) {
+            Ok(b) => b,
+            Err(r) => return Verdict::Drop(r),
+        };
+        if back.proxy != ReplyStep::None {
+            return Verdict::Drop(DropReason::NoFlow);
+        }
+        let len = pkt.len() as u64;
+        // Too big for the way to the client: the real hears it from the
+        // port it sent through, as from any router.
+        let here = snap.ports[in_port].ipv6().unwrap_or(back.vip);
+        if let Some(v) =
+            self.egress
+                .too_big6(snap, &self.stats, pkt, ip.packet_len(), client, here, 0, now)
+        {
+            return v;
+        }
+        nat::rewrite_reply6(
+            pkt.data_mut(),
+            ip.protocol,
+            usize::from(ip.l4_offset),
+            back.vip,
+            back.vip_port,
+        );
+        let v = self.egress.route6(snap, pkt, client, ip.end(), now);
+        self.count_forwarded(v, back.real_id, len);
+        v
+    }
+
+    /// An ICMPv6 error to a VIP about a packet the VIP's flow sent the
+    /// client: on to that flow's real (NAT66: translated both ways).
+    fn icmp6_to_vip<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        ip: &Ipv6Meta,
+        now: u32,
+    ) -> Verdict {
+        let message = ip.l4_start();
+        let Some(q) = pkt.data().get(message..ip.end()).and_then(icmpv6::quoted) else {
+            return Verdict::Drop(DropReason::IcmpNotHandled);
+        };
+        // The quoted packet went from the VIP to the client.
+        let key = FlowKey {
+            proto: u8::from(q.protocol),
+            client: q.dst,
+            client_port: q.dst_port,
+            vip: q.src,
+            vip_port: q.src_port,
+        };
+        if let Some(v) = self.hand_off(key.client) {
+            return v;
+        }
+        let Some(f) = self.conntrack6.as_ref().and_then(|ct| ct.find(&key)) else {
+            return Verdict::Drop(DropReason::NoFlow);
+        };
+        if !snap.real_present(f.real_id) {
+            return Verdict::Drop(DropReason::RealRemoved);
+        }
+        if ip.hop_limit <= 1 {
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
+        let real = f.real();
+        let verdict = match f.method {
+            ForwardingMethod::Nat => {
+                icmpv6::rewrite_nat_error(
+                    pkt.data_mut(),
+                    message,
+                    ip.end(),
+                    false,
+                    real,
+                    f.real_port(),
+                );
+                self.egress.route6(snap, pkt, real, ip.end(), now)
+            }
+            ForwardingMethod::DirectRoute => self.egress.direct6(snap, pkt, real, ip.end(), now),
+            // No "packet too big" about an error: one that does not fit
+            // the tunnel is dropped.
+            ForwardingMethod::Tunnel => {
+                let label = tunnel::flow_label(f.key().hash());
+                self.egress
+                    .tunnel6(snap, pkt, real, ip.packet_len(), true, label, now)
+                    .0
+            }
+        };
+        self.count_icmp_error(verdict);
+        verdict
+    }
+
+    /// An ICMPv6 error from a NAT66 real to a client about the client's
+    /// packet: from the VIP, the quote translated back.
+    fn icmp6_from_real<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        ip: &Ipv6Meta,
+        now: u32,
+    ) -> Verdict {
+        let message = ip.l4_start();
+        let Some(q) = pkt.data().get(message..ip.end()).and_then(icmpv6::quoted) else {
+            return Verdict::Drop(DropReason::IcmpNotHandled);
+        };
+        // The quoted packet went from the client to the real.
+        let key = ReplyKey {
+            proto: u8::from(q.protocol),
+            real: q.dst,
+            real_port: q.dst_port,
+            client: q.src,
+            client_port: q.src_port,
+        };
+        if let Some(v) = self.hand_off(key.client) {
+            return v;
+        }
+        let Some(f) = self.conntrack6.as_ref().and_then(|ct| ct.find_reply(&key)) else {
+            return Verdict::Drop(DropReason::NoFlow);
+        };
+        if ip.hop_limit <= 1 {
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
+        icmpv6::rewrite_nat_error(
+            pkt.data_mut(),
+            message,
+            ip.end(),
+            true,
+            f.vip(),
+            f.vip_port(),
+        );
+        let verdict = self.egress.route6(snap, pkt, f.client(), ip.end(), now);
+        self.count_icmp_error(verdict);
+        verdict
+    }
+
+    /// The next hop of an IPv6 packet held in the last pipeline call
+    /// (`Verdict::Hold6`'s index).
+    pub fn held_next_hop6(&self, index: u16) -> Option<Ipv6Addr> {
+        self.egress.held_next_hop6(index)
+    }
+}
