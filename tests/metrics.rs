@@ -235,6 +235,9 @@ fn metrics_status_health_and_reload_on_a_running_appliance() {
         value(&last, "lb_flow_table_capacity{worker=1}"),
         1_048_576.0
     );
+    // No port has an IPv6 address: no IPv6 table, and its gauges say so.
+    assert_eq!(value(&last, "lb_ipv6_flow_table_capacity{worker=1}"), 0.0);
+    assert_eq!(value(&last, "lb_ipv6_active_flows{worker=1}"), 0.0);
     // A virtual device cannot drop on its rx ring or refuse a transmit:
     // these are read from the driver (imissed, oerrors) and the workers'
     // tx-full counts, and must exist for every port.

@@ -59,14 +59,26 @@ pub const METRICS: &[(&str, &str)] = &[
         "lb_bytes_forwarded_total",
         "Bytes forwarded for flows of the real, both directions.",
     ),
-    ("lb_active_flows", "Flows in the worker's table."),
+    ("lb_active_flows", "Flows in the worker's IPv4 flow table."),
     (
         "lb_flows_by_trust",
-        "Flows in the worker's table by trust class (unconfirmed and one_way ones can be evicted).",
+        "Flows in the worker's IPv4 flow table by trust class (unconfirmed and one_way ones can be evicted).",
     ),
     (
         "lb_flow_table_capacity",
-        "Flow entries the worker's table holds.",
+        "Flow entries the worker's IPv4 flow table holds.",
+    ),
+    (
+        "lb_ipv6_active_flows",
+        "Flows in the worker's IPv6 flow table (0 without an IPv6 port).",
+    ),
+    (
+        "lb_ipv6_flows_by_trust",
+        "Flows in the worker's IPv6 flow table by trust class.",
+    ),
+    (
+        "lb_ipv6_flow_table_capacity",
+        "Flow entries the worker's IPv6 flow table holds (0 without an IPv6 port).",
     ),
     (
         "lb_real_up",
@@ -247,6 +259,9 @@ impl Exporter {
         let active = gauge("lb_active_flows", &["worker"]);
         let by_trust = gauge("lb_flows_by_trust", &["worker", "trust"]);
         let capacity = gauge("lb_flow_table_capacity", &["worker"]);
+        let active6 = gauge("lb_ipv6_active_flows", &["worker"]);
+        let by_trust6 = gauge("lb_ipv6_flows_by_trust", &["worker", "trust"]);
+        let capacity6 = gauge("lb_ipv6_flow_table_capacity", &["worker"]);
         let busy = GaugeVec::new(
             Opts::new("lb_worker_busy_ratio", help("lb_worker_busy_ratio")),
             &["worker"],
@@ -267,6 +282,16 @@ impl Exporter {
             capacity
                 .with_label_values(&[&l])
                 .set(w.flow_capacity.get() as i64);
+            let v6 = &w.ipv6_flows;
+            active6.with_label_values(&[&l]).set(v6.active.get() as i64);
+            for t in lb_core::flow::Trust::ALL {
+                by_trust6
+                    .with_label_values(&[&l, t.name()])
+                    .set(v6.by_trust[t as usize].get() as i64);
+            }
+            capacity6
+                .with_label_values(&[&l])
+                .set(v6.capacity.get() as i64);
             busy.with_label_values(&[&l])
                 .set(shared.busy.get(i).copied().unwrap_or(0.0));
             cookies_sent

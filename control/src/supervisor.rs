@@ -338,14 +338,17 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
             .collect();
         log::info!(
             "worker on {lcore}: rx {}, tx {}, arp replies {}, echo replies {}, arp requests {}, \
-             flows active {} created {} expired {} evicted {} table-full {} stateless {}, handoffs out {} in {}, held {}, \
+             ndp advertisements {} solicitations {}, flows active {} (ipv6 {}) created {} expired {} evicted {} table-full {} stateless {}, handoffs out {} in {}, held {}, \
              frag-needed sent {} rate-limited {}, icmp errors forwarded {}, syn cookies sent {} accepted {} deferred {}, dropped {} [{}]",
             w.rx_packets.get(),
             w.tx_packets.get(),
             w.arp_replies.get(),
             w.icmp_echo_replies.get(),
             w.arp_requests.get(),
+            w.ndp_advertisements.get(),
+            w.ndp_solicitations.get(),
             w.active_flows.get(),
+            w.ipv6_flows.active.get(),
             w.flows_created.get(),
             w.flows_expired.get(),
             w.flows_evicted.get(),

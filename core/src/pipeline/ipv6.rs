@@ -261,10 +261,16 @@ impl Pipeline {
         // Too big for the way to the client: the real hears it from the
         // port it sent through, as from any router.
         let here = snap.ports[in_port].ipv6().unwrap_or(back.vip);
-        if let Some(v) =
-            self.egress
-                .too_big6(snap, &self.stats, pkt, ip.packet_len(), client, here, 0, now)
-        {
+        if let Some(v) = self.egress.too_big6(
+            snap,
+            &self.stats,
+            pkt,
+            ip.packet_len(),
+            client,
+            here,
+            0,
+            now,
+        ) {
             return v;
         }
         nat::rewrite_reply6(
