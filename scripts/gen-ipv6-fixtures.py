@@ -399,8 +399,24 @@ def case_icmp_errors(c):
            to_router(ipv6(VIP_NAT, CLIENT_IP6, hlim=63) / ICMPv6DestUnreach(code=4) / Raw(quoted_out)))
 
 
+def case_malformed(c):
+    syn = raw(from_router(ipv6(CLIENT_IP6, VIP_NAT) / tcp(40008, 80, "S", 40008)))
+    c.step("malformed: an ipv6 header cut short (30 of 40 bytes)", syn[:14 + 30], "truncated", check_input=False)
+    # Payload length 100 where 20 bytes follow (a shorter one would only
+    # leave padding, which is allowed).
+    longer = bytearray(syn)
+    longer[14 + 4:14 + 6] = (100).to_bytes(2, "big")
+    c.step("malformed: payload length beyond the frame", bytes(longer), "truncated", check_input=False)
+    v4 = bytearray(syn)
+    v4[14] = 0x40 | (v4[14] & 0x0F)
+    c.step("malformed: version 4 in an ipv6 ethertype", bytes(v4), "bad_ip_header", check_input=False)
+    c.step("malformed: tcp header cut short (12 of 20 bytes)",
+           from_router(ipv6(CLIENT_IP6, VIP_NAT, nh=6, plen=12) / Raw(raw(tcp(40009, 80, "S", 40009))[:12])),
+           "truncated", check_input=False)
+
+
 CASES = [case_ndp, case_echo, case_nat_tcp, case_nat_udp, case_tun, case_dr, case_too_big, case_hop_limit,
-         case_extension_headers, case_icmp_errors]
+         case_extension_headers, case_icmp_errors, case_malformed]
 
 
 def build():
