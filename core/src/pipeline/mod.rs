@@ -871,3 +871,6 @@ mod tests;
 
 #[cfg(test)]
 mod synproxy_tests;
+
+#[cfg(test)]
+mod ipv6_tests;

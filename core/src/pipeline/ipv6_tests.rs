@@ -1,0 +1,333 @@
+//! The IPv6 behaviours golden frames cannot show: hand-off between two
+//! workers, holding for neighbor discovery and the solicitation sent,
+//! draining, the tables each family's flows go to, and IPv6 where no port
+//! has an IPv6 address.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use lb_config::{Config, MacAddr};
+
+use super::{build_neighbor_solicit, Pipeline, Verdict};
+use crate::buffer::{PacketBuf, VecBuf};
+use crate::snapshot::{Ids, Snapshot};
+use crate::stats::{DropReason, WorkerStats};
+use crate::wire::icmpv6::Icmpv6Type;
+use crate::wire::ipv6::{Ipv6Packet, Ipv6Repr};
+use crate::wire::ndp::{self, NdpRepr, NeighborFlags, NeighborPacket};
+use crate::wire::{EtherType, EthernetFrame, IpProtocol, TcpFlags, TcpPacket};
+
+const OUR: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+const ROUTER: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+const REAL_MAC: MacAddr = MacAddr([2, 0, 0, 0, 2, 0x11]);
+
+fn v6(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+
+/// Dual stack; the NAT66 service has two reals, ::11 without a static
+/// neighbor entry (it must be solicited), ::12 with one.
+const CONFIG: &str = r#"
+[workers]
+lcores = [1, 2]
+[[ports]]
+name = "wan"
+device = "net_null0"
+address = "198.18.0.2/24"
+address6 = "2001:2::2/64"
+gateway6 = "2001:2::1"
+[[neighbors]]
+address = "2001:2::1"
+mac = "02:00:00:00:00:01"
+[[neighbors]]
+address = "2001:2::12"
+mac = "02:00:00:00:02:12"
+[[services]]
+name = "web6"
+vip = "2001:2:0:1::100"
+port = 80
+scheduler = "rr"
+[[services.reals]]
+address = "2001:2::11"
+port = 8080
+[[services.reals]]
+address = "2001:2::12"
+port = 8080
+"#;
+
+fn snapshot(text: &str) -> Snapshot {
+    let config = Config::parse(text).unwrap();
+    Snapshot::compile(&config, &[OUR], 1, &mut Ids::default(), |_, _, _| true).unwrap()
+}
+
+fn pipeline(snap: &Snapshot, index: usize, workers: usize) -> Pipeline {
+    let mut p = Pipeline::new(index, workers, 64, Arc::new(WorkerStats::default()));
+    p.adopt(snap);
+    p
+}
+
+/// A TCP segment over IPv6, checksummed, from `src_mac` to us.
+fn tcp6(src: (Ipv6Addr, u16), dst: (Ipv6Addr, u16), flags: TcpFlags, src_mac: MacAddr) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 40 + 20];
+    let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+    eth.set_dst_addr(OUR);
+    eth.set_src_addr(src_mac);
+    eth.set_ethertype(EtherType::Ipv6);
+    Ipv6Repr {
+        src: src.0,
+        dst: dst.0,
+        next_header: IpProtocol::Tcp,
+        payload_len: 20,
+        hop_limit: 64,
+        traffic_class: 0,
+        flow_label: 0,
+    }
+    .emit(&mut Ipv6Packet::new_unchecked(&mut f[14..54]));
+    let mut t = TcpPacket::new_unchecked(&mut f[54..]);
+    t.set_src_port(src.1);
+    t.set_dst_port(dst.1);
+    t.set_seq_number(1000);
+    t.set_ack_number(if flags.contains(TcpFlags::ACK) { 1 } else { 0 });
+    t.set_header_len(20);
+    t.set_flags(flags);
+    t.set_window(65535);
+    t.fill_checksum_v6(src.0, dst.0);
+    f
+}
+
+fn ip6(b: &VecBuf) -> Ipv6Packet<&[u8]> {
+    Ipv6Packet::new_checked(&b.data()[14..]).unwrap()
+}
+
+fn dst_port(b: &VecBuf) -> u16 {
+    TcpPacket::new_checked(&b.data()[54..]).unwrap().dst_port()
+}
+
+fn client_owned_by(w: usize) -> Ipv6Addr {
+    (0..1000u128)
+        .map(|i| Ipv6Addr::from(u128::from(v6("2001:2:0:10::")) + (i << 64) + 10))
+        .find(|&c| crate::flow::owner_of(c, 2) == w)
+        .unwrap()
+}
+
+const SYN: TcpFlags = TcpFlags::SYN;
+
+#[test]
+fn an_ipv6_flow_is_owned_by_one_worker_and_its_reply_translated_there() {
+    // Both reals' MACs static here.
+    let snap = snapshot(&CONFIG.replace(
+        "[[services]]",
+        "[[neighbors]]\naddress = \"2001:2::11\"\nmac = \"02:00:00:00:02:11\"\n[[services]]",
+    ));
+    let mut workers = [pipeline(&snap, 0, 2), pipeline(&snap, 1, 2)];
+    let client = client_owned_by(1);
+    let vip = v6("2001:2:0:1::100");
+    // rr: the first flow goes to ::11.
+    let mut syn = VecBuf::from_bytes(&tcp6((client, 5555), (vip, 80), SYN, ROUTER));
+    assert_eq!(
+        workers[0].process(&snap, 0, &mut syn, 0),
+        Verdict::HandOff(1)
+    );
+    assert_eq!(
+        workers[1].process(&snap, 0, &mut syn, 0),
+        Verdict::Transmit(0)
+    );
+    let real = ip6(&syn).dst_addr();
+    assert_eq!(real, v6("2001:2::11"));
+    assert_eq!(ip6(&syn).hop_limit(), 63);
+    assert_eq!(dst_port(&syn), 8080);
+    let mut reply = VecBuf::from_bytes(&tcp6(
+        (real, 8080),
+        (client, 5555),
+        TcpFlags::SYN | TcpFlags::ACK,
+        REAL_MAC,
+    ));
+    assert_eq!(
+        workers[0].process(&snap, 0, &mut reply, 1),
+        Verdict::HandOff(1)
+    );
+    assert_eq!(
+        workers[1].process(&snap, 0, &mut reply, 1),
+        Verdict::Transmit(0)
+    );
+    let ip = ip6(&reply);
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (vip, client));
+    let t = TcpPacket::new_checked(ip.payload()).unwrap();
+    assert_eq!(t.src_port(), 80);
+    assert!(
+        t.verify_checksum_v6(vip, client),
+        "checksum updated for the new source"
+    );
+    assert_eq!(&reply.data()[..6], &ROUTER.0, "to the gateway6");
+    // IPv6 flows live in the IPv6 table only.
+    assert_eq!(workers[1].flows6().unwrap().len(), 1);
+    assert_eq!(workers[1].flows().len(), 0);
+    assert_eq!(workers[0].flows6().unwrap().len(), 0);
+    assert_eq!(workers[1].stats().ipv6_flows.active.get(), 1);
+}
+
+#[test]
+fn an_unresolved_ipv6_next_hop_holds_the_packet_solicits_once_and_an_advert_resolves_it() {
+    let snap = snapshot(CONFIG);
+    let mut p = pipeline(&snap, 0, 1);
+    let vip = v6("2001:2:0:1::100");
+    let real = v6("2001:2::11");
+    let mut held = Vec::new();
+    for port in 7000..7004 {
+        let client = v6("2001:2:0:10::10");
+        let mut b = VecBuf::from_bytes(&tcp6((client, port), (vip, 80), SYN, ROUTER));
+        match p.process(&snap, 0, &mut b, 0) {
+            Verdict::Hold6 { port: 0, index } => {
+                // Named until the next call into the pipeline.
+                assert_eq!(p.held_next_hop6(index), Some(real));
+                held.push(b);
+            }
+            Verdict::Transmit(0) => {}
+            v => panic!("{v:?}"),
+        }
+    }
+    assert_eq!(
+        held.len(),
+        2,
+        "rr sends half of them to the unresolved real"
+    );
+    assert_eq!(&held[0].data()[..6], &[0; 6], "no destination MAC yet");
+    let asked: Vec<_> = p.take_ndp_requests().collect();
+    assert_eq!(asked.len(), 1, "solicited once, not per packet: {asked:?}");
+    assert_eq!((asked[0].port, asked[0].target), (0, real));
+    // What the worker sends for it: a valid solicitation to the
+    // solicited-node group, from the port's address, with our MAC.
+    let mut ns = VecBuf::from_bytes(&[]);
+    assert!(build_neighbor_solicit(&mut ns, OUR, v6("2001:2::2"), real));
+    let ip = ip6(&ns);
+    assert_eq!(ip.dst_addr(), ndp::solicited_node(real));
+    assert_eq!(
+        &ns.data()[..6],
+        &ndp::multicast_mac(ndp::solicited_node(real)).0
+    );
+    let msg = NeighborPacket::new_checked(ip.payload()).unwrap();
+    ndp::validate_solicit(ip.src_addr(), ip.dst_addr(), ip.hop_limit(), &msg).unwrap();
+    assert_eq!(
+        NdpRepr::parse(&msg).unwrap(),
+        NdpRepr::NeighborSolicit {
+            target: real,
+            source_lladdr: Some(OUR)
+        }
+    );
+    // The real's advertisement: learned, consumed.
+    let na = NdpRepr::NeighborAdvert {
+        flags: NeighborFlags::SOLICITED | NeighborFlags::OVERRIDE,
+        target: real,
+        target_lladdr: Some(REAL_MAC),
+    };
+    let mut f = vec![0u8; 14 + 40 + na.buffer_len()];
+    let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+    eth.set_dst_addr(OUR);
+    eth.set_src_addr(REAL_MAC);
+    eth.set_ethertype(EtherType::Ipv6);
+    Ipv6Repr {
+        src: real,
+        dst: v6("2001:2::2"),
+        next_header: IpProtocol::Icmpv6,
+        payload_len: na.buffer_len(),
+        hop_limit: 255,
+        traffic_class: 0,
+        flow_label: 0,
+    }
+    .emit(&mut Ipv6Packet::new_unchecked(&mut f[14..54]));
+    na.emit(
+        real,
+        v6("2001:2::2"),
+        &mut NeighborPacket::new_unchecked(&mut f[54..]),
+    );
+    let mut b = VecBuf::from_bytes(&f);
+    assert_eq!(p.process(&snap, 0, &mut b, 1), Verdict::Consumed);
+    assert_eq!(p.resolved(&snap, real), Some(REAL_MAC));
+    let learned: Vec<_> = p.take_learned().collect();
+    assert_eq!(
+        learned,
+        vec![(real.into(), REAL_MAC)],
+        "told to the other workers"
+    );
+    // The same advertisement with hop limit 64 is not believed.
+    f[14 + 7] = 64;
+    let mut b = VecBuf::from_bytes(&f);
+    assert_eq!(
+        p.process(&snap, 0, &mut b, 2),
+        Verdict::Drop(DropReason::NdpInvalid)
+    );
+    // Now flows to ::11 leave at once.
+    let mut b = VecBuf::from_bytes(&tcp6(
+        (v6("2001:2:0:10::10"), 7000),
+        (vip, 80),
+        TcpFlags::ACK,
+        ROUTER,
+    ));
+    assert_eq!(p.process(&snap, 0, &mut b, 3), Verdict::Transmit(0));
+    assert_eq!(&b.data()[..6], &REAL_MAC.0);
+    let _ = Icmpv6Type::NeighborAdvert;
+}
+
+#[test]
+fn a_drained_ipv6_real_keeps_its_flows_and_gets_no_new_ones() {
+    let snap = snapshot(CONFIG);
+    let mut p = pipeline(&snap, 0, 1);
+    let vip = v6("2001:2:0:1::100");
+    let client = v6("2001:2:0:10::10");
+    // rr: the first SYN goes to ::11 (held for NDP), the second to ::12.
+    let mut a = VecBuf::from_bytes(&tcp6((client, 1), (vip, 80), SYN, ROUTER));
+    let _ = p.process(&snap, 0, &mut a, 0);
+    let mut b = VecBuf::from_bytes(&tcp6((client, 2), (vip, 80), SYN, ROUTER));
+    assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::Transmit(0));
+    assert_eq!(ip6(&b).dst_addr(), v6("2001:2::12"));
+    // ::12 drained by a reload.
+    let drained = snapshot(&CONFIG.replace(
+        "address = \"2001:2::12\"\nport = 8080",
+        "address = \"2001:2::12\"\nport = 8080\nweight = 0",
+    ));
+    p.adopt(&drained);
+    let mut again = VecBuf::from_bytes(&tcp6((client, 2), (vip, 80), TcpFlags::ACK, ROUTER));
+    assert_eq!(p.process(&drained, 0, &mut again, 1), Verdict::Transmit(0));
+    assert_eq!(ip6(&again).dst_addr(), v6("2001:2::12"), "its flow stays");
+    for port in 10..14 {
+        let mut n = VecBuf::from_bytes(&tcp6((client, port), (vip, 80), SYN, ROUTER));
+        let v = p.process(&drained, 0, &mut n, 2);
+        assert!(
+            matches!(v, Verdict::Hold6 { .. }),
+            "new flows go to ::11 only: {v:?}"
+        );
+        assert_eq!(ip6(&n).dst_addr(), v6("2001:2::11"));
+    }
+}
+
+#[test]
+fn ipv6_without_an_ipv6_port_address_is_an_unsupported_ethertype() {
+    let v4_only = r#"
+[workers]
+lcores = [1]
+[[ports]]
+name = "wan"
+device = "net_null0"
+address = "198.18.0.2/24"
+[[services]]
+name = "web"
+vip = "198.18.1.100"
+port = 80
+[[services.reals]]
+address = "198.18.0.11"
+"#;
+    let snap = snapshot(v4_only);
+    let mut p = pipeline(&snap, 0, 1);
+    assert!(p.flows6().is_none(), "no IPv6 table is made");
+    let mut b = VecBuf::from_bytes(&tcp6(
+        (v6("2001:2:0:10::10"), 1),
+        (v6("2001:2:0:1::100"), 80),
+        SYN,
+        ROUTER,
+    ));
+    assert_eq!(
+        p.process(&snap, 0, &mut b, 0),
+        Verdict::Drop(DropReason::UnsupportedEthertype)
+    );
+    let _ = Ipv4Addr::UNSPECIFIED;
+}
