@@ -4,15 +4,23 @@
 //! removal and a method change).
 //!
 //! Both carry the golden fixtures' ports, addresses and MACs, so that the
-//! golden frames are meaningful seeds:
-//! - `three-arm`: wan (198.18.0.2/24, gateway 198.18.0.1), lan
-//!   (198.18.2.1/24) and dmz (198.18.3.1/24, MTU 576); reals on all three.
+//! golden frames are meaningful seeds, and both are dual-stack (the IPv6
+//! golden scenario's addresses on wan):
+//! - `three-arm`: wan (198.18.0.2/24, gateway 198.18.0.1; 2001:2::2/64,
+//!   gateway6 2001:2::1), lan (198.18.2.1/24; 2001:2:0:2::1/64), dmz
+//!   (198.18.3.1/24, MTU 576, no IPv6: IPv6 there is
+//!   `unsupported_ethertype`) and v6 (IPv6 only, 2001:2:0:3::1/64, MTU
+//!   1280, the IPv6 minimum: "packet too big" from the others); reals on
+//!   all of them.
 //! - `one-arm`: wan alone, every real behind it.
 //!
 //! Services: NAT, TUN and DR, TCP and UDP; rr, wrr, lc, wlc, sh and mh;
 //! persistence on some; one service whose reals use all three methods.
-//! Some reals have no static neighbor (their frames are held for ARP).
-//! Timeouts are seconds, so that the clock ops expire flows.
+//! IPv6 VIPs (2001:2:0:1::/64) with NAT66, 6in6 and DR reals, the same
+//! mix, and 4in6: IPv4 VIPs with IPv6 `tun` reals. Some reals of each
+//! family have no static neighbor (their frames are held for ARP or for
+//! neighbor discovery: `Hold`, `Hold6`). Timeouts are seconds, so that the
+//! clock ops expire flows.
 //!
 //! Compiled once per process (Maglev tables are not cheap) with one
 //! [`Ids`], as the control thread keeps them across reloads.
@@ -49,36 +57,54 @@ fn three_arm(topology: usize) -> bool {
 
 struct Port {
     name: &'static str,
-    address: &'static str,
+    address: Option<&'static str>,
     gateway: Option<&'static str>,
+    address6: Option<&'static str>,
+    gateway6: Option<&'static str>,
     mtu: u16,
     mac: [u8; 6],
 }
 
 const WAN: Port = Port {
     name: "wan",
-    address: "198.18.0.2/24",
+    address: Some("198.18.0.2/24"),
     gateway: Some("198.18.0.1"),
+    address6: Some("2001:2::2/64"),
+    gateway6: Some("2001:2::1"),
     mtu: 1500,
     mac: [0x02, 0, 0, 0, 0, 0x02],
 };
 const LAN: Port = Port {
     name: "lan",
-    address: "198.18.2.1/24",
+    address: Some("198.18.2.1/24"),
     gateway: None,
+    address6: Some("2001:2:0:2::1/64"),
+    gateway6: None,
     mtu: 1500,
     mac: [0x02, 0, 0, 0, 0x01, 0x01],
 };
 const DMZ: Port = Port {
     name: "dmz",
-    address: "198.18.3.1/24",
+    address: Some("198.18.3.1/24"),
     gateway: None,
+    address6: None,
+    gateway6: None,
     mtu: 576,
     mac: [0x02, 0, 0, 0, 0x03, 0x01],
 };
+const V6: Port = Port {
+    name: "v6",
+    address: None,
+    gateway: None,
+    address6: Some("2001:2:0:3::1/64"),
+    gateway6: None,
+    mtu: 1280,
+    mac: [0x02, 0, 0, 0, 0x06, 0x01],
+};
 
 /// Static neighbors: the golden fixtures' router and reals. Reals not in
-/// this list (198.18.0.12, 198.18.2.12, 198.18.3.x) are resolved by ARP.
+/// this list (198.18.0.12, 198.18.2.12, 198.18.3.x; 2001:2::12, ::22,
+/// ::32, 2001:2:0:3::x) are resolved by ARP or neighbor discovery.
 const NEIGHBORS: &[(&str, &str)] = &[
     ("198.18.0.1", "02:00:00:00:00:01"),
     ("198.18.0.11", "02:00:00:00:02:11"),
@@ -87,7 +113,20 @@ const NEIGHBORS: &[(&str, &str)] = &[
     ("198.18.2.11", "02:00:00:00:02:11"),
     ("198.18.2.21", "02:00:00:00:02:21"),
     ("198.18.2.31", "02:00:00:00:02:31"),
+    ("2001:2::1", "02:00:00:00:00:01"),
+    ("2001:2::11", "02:00:00:00:02:11"),
+    ("2001:2::21", "02:00:00:00:02:21"),
+    ("2001:2::31", "02:00:00:00:02:31"),
+    ("2001:2:0:2::11", "02:00:00:00:06:11"),
+    ("2001:2:0:2::21", "02:00:00:00:06:21"),
+    ("2001:2:0:2::31", "02:00:00:00:06:31"),
 ];
+
+/// Whether an address (a real's or a neighbor's) is on the wan segment,
+/// the one the one-arm topology keeps.
+fn on_wan(address: &str) -> bool {
+    address.starts_with("198.18.0.") || address.starts_with("2001:2::")
+}
 
 struct Real {
     address: &'static str,
@@ -133,7 +172,7 @@ fn services(arms: usize) -> Vec<Service> {
     let three = arms == 3;
     let pick = |all: Vec<Real>| -> Vec<Real> {
         all.into_iter()
-            .filter(|r| three || r.address.starts_with("198.18.0."))
+            .filter(|r| three || on_wan(r.address))
             .collect()
     };
     vec![
@@ -287,6 +326,12 @@ fn services(arms: usize) -> Vec<Service> {
                     ..real("198.18.0.31")
                 },
                 real_port("198.18.3.11", 8080),
+                // 4in6: an IPv6 TUN real of an IPv4 VIP (no static
+                // neighbor: held for neighbor discovery).
+                Real {
+                    forwarding: Some("tun"),
+                    ..real("2001:2::22")
+                },
             ]),
         },
         Service {
@@ -314,6 +359,146 @@ fn services(arms: usize) -> Vec<Service> {
                 real_port("198.18.2.11", 5353),
             ]),
         },
+        // 4in6, as in the IPv6 golden scenario (198.18.1.104:80 to
+        // 2001:2::21); in three-arm also behind the 1280-byte v6 port.
+        Service {
+            name: "web-4in6",
+            vip: "198.18.1.104",
+            port: 80,
+            protocol: "tcp",
+            scheduler: "rr",
+            forwarding: "tun",
+            persistence: None,
+            syn_proxy: None,
+            reals: pick(vec![real("2001:2::21"), real("2001:2:0:3::21")]),
+        },
+        // IPv6 services: the golden scenario's VIPs and reals, and more.
+        Service {
+            name: "web-nat6",
+            vip: "2001:2:0:1::100",
+            port: 80,
+            protocol: "tcp",
+            scheduler: "rr",
+            forwarding: "nat",
+            persistence: None,
+            syn_proxy: Some("off"),
+            reals: pick(vec![
+                real_port("2001:2::11", 8080),
+                real_port("2001:2:0:2::11", 8080),
+                real_port("2001:2:0:3::11", 8080),
+                real_port("2001:2::12", 8080),
+            ]),
+        },
+        Service {
+            name: "dns-nat6",
+            vip: "2001:2:0:1::100",
+            port: 53,
+            protocol: "udp",
+            scheduler: "rr",
+            forwarding: "nat",
+            persistence: None,
+            syn_proxy: None,
+            reals: pick(vec![
+                real_port("2001:2::11", 5353),
+                real_port("2001:2:0:2::11", 5353),
+            ]),
+        },
+        Service {
+            name: "web-tun6",
+            vip: "2001:2:0:1::101",
+            port: 80,
+            protocol: "tcp",
+            scheduler: "rr",
+            forwarding: "tun",
+            persistence: None,
+            syn_proxy: Some("off"),
+            reals: pick(vec![
+                real("2001:2::21"),
+                real("2001:2:0:2::21"),
+                real("2001:2:0:3::21"),
+            ]),
+        },
+        Service {
+            name: "dns-tun6",
+            vip: "2001:2:0:1::101",
+            port: 53,
+            protocol: "udp",
+            scheduler: "sh",
+            forwarding: "tun",
+            persistence: Some("2s"),
+            syn_proxy: None,
+            reals: pick(vec![real("2001:2::21"), real("2001:2::22")]),
+        },
+        Service {
+            name: "web-dr6",
+            vip: "2001:2:0:1::102",
+            port: 80,
+            protocol: "tcp",
+            scheduler: "rr",
+            forwarding: "dr",
+            persistence: None,
+            syn_proxy: Some("off"),
+            reals: pick(vec![real("2001:2::31"), real("2001:2:0:2::31")]),
+        },
+        Service {
+            name: "dns-dr6",
+            vip: "2001:2:0:1::102",
+            port: 53,
+            protocol: "udp",
+            scheduler: "lc",
+            forwarding: "dr",
+            persistence: None,
+            syn_proxy: None,
+            reals: pick(vec![
+                real("2001:2::31"),
+                real("2001:2::32"),
+                real("2001:2:0:3::31"),
+            ]),
+        },
+        Service {
+            name: "mixed6",
+            vip: "2001:2:0:1::105",
+            port: 80,
+            protocol: "tcp",
+            scheduler: "wrr",
+            forwarding: "nat",
+            persistence: None,
+            syn_proxy: None,
+            reals: pick(vec![
+                Real {
+                    weight: 3,
+                    ..real_port("2001:2::11", 8080)
+                },
+                Real {
+                    forwarding: Some("tun"),
+                    ..real("2001:2::21")
+                },
+                Real {
+                    forwarding: Some("dr"),
+                    ..real("2001:2::31")
+                },
+                Real {
+                    forwarding: Some("tun"),
+                    ..real("2001:2:0:3::21")
+                },
+                real_port("2001:2::12", 8080),
+            ]),
+        },
+        Service {
+            name: "sticky6",
+            vip: "2001:2:0:1::106",
+            port: 443,
+            protocol: "tcp",
+            scheduler: "sh",
+            forwarding: "nat",
+            persistence: Some("1s"),
+            syn_proxy: None,
+            reals: pick(vec![
+                real_port("2001:2::11", 8443),
+                real_port("2001:2:0:2::11", 8443),
+                real_port("2001:2::12", 8443),
+            ]),
+        },
     ]
 }
 
@@ -334,16 +519,19 @@ fn apply_variant(services: &mut Vec<Service>, variant: usize) {
                         .reals
                         .iter_mut()
                         .for_each(|r| r.weight = if r.weight == 0 { 2 } else { 0 }),
-                    "mixed" => s.reals.retain(|r| r.forwarding.is_some()),
+                    "mixed" | "mixed6" => s.reals.retain(|r| r.forwarding.is_some()),
+                    "web-nat6" => s.reals.retain(|r| r.address != "2001:2::11"),
+                    "dns-nat6" | "dns-tun6" => s.reals.iter_mut().for_each(|r| r.weight = 0),
                     _ => {}
                 }
             }
         }
         2 => {
-            services.retain(|s| s.name != "web-dr" && s.name != "dns-nat");
+            services.retain(|s| !matches!(s.name, "web-dr" | "dns-nat" | "web-dr6" | "dns-nat6"));
             for s in services.iter_mut() {
                 match s.name {
-                    "web-tun" => s.forwarding = "dr",
+                    "web-tun" | "web-tun6" => s.forwarding = "dr",
+                    "sticky6" => s.persistence = None,
                     "tls-sticky" | "sticky-mh" => s.persistence = None,
                     "web-nat" => s.syn_proxy = Some("off"),
                     _ => {}
@@ -369,7 +557,7 @@ fn mac_text(m: [u8; 6]) -> String {
 pub fn config_text(topology: usize, variant: usize) -> String {
     let arms = if three_arm(topology) { 3 } else { 1 };
     let ports: &[&Port] = if arms == 3 {
-        &[&WAN, &LAN, &DMZ]
+        &[&WAN, &LAN, &DMZ, &V6]
     } else {
         &[&WAN]
     };
@@ -382,19 +570,26 @@ pub fn config_text(topology: usize, variant: usize) -> String {
     t.push_str("tcp_syn_timeout = \"2s\"\nudp_timeout = \"3s\"\n\n");
     for (i, p) in ports.iter().enumerate() {
         t.push_str(&format!(
-            "[[ports]]\nname = \"{}\"\ndevice = \"net_null{i}\"\naddress = \"{}\"\nmtu = {}\nmac = \"{}\"\n",
+            "[[ports]]\nname = \"{}\"\ndevice = \"net_null{i}\"\nmtu = {}\nmac = \"{}\"\n",
             p.name,
-            p.address,
             p.mtu,
             mac_text(p.mac)
         ));
-        if let Some(gw) = p.gateway {
-            t.push_str(&format!("gateway = \"{gw}\"\n"));
+        let keys = [
+            ("address", p.address),
+            ("gateway", p.gateway),
+            ("address6", p.address6),
+            ("gateway6", p.gateway6),
+        ];
+        for (key, value) in keys {
+            if let Some(v) = value {
+                t.push_str(&format!("{key} = \"{v}\"\n"));
+            }
         }
         t.push('\n');
     }
     for (addr, mac) in NEIGHBORS {
-        if arms == 3 || addr.starts_with("198.18.0.") {
+        if arms == 3 || on_wan(addr) {
             t.push_str(&format!(
                 "[[neighbors]]\naddress = \"{addr}\"\nmac = \"{mac}\"\n\n"
             ));
@@ -432,7 +627,12 @@ pub fn config_text(topology: usize, variant: usize) -> String {
 /// The MACs of a topology's ports, in [[ports]] order.
 pub fn port_macs(topology: usize) -> Vec<MacAddr> {
     if three_arm(topology) {
-        vec![MacAddr(WAN.mac), MacAddr(LAN.mac), MacAddr(DMZ.mac)]
+        vec![
+            MacAddr(WAN.mac),
+            MacAddr(LAN.mac),
+            MacAddr(DMZ.mac),
+            MacAddr(V6.mac),
+        ]
     } else {
         vec![MacAddr(WAN.mac)]
     }
