@@ -61,21 +61,23 @@
 //!   an existing port.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use lb_config::{ForwardingMethod, MacAddr};
 use lb_core::buffer::{PacketBuf, RxChecksum, VecBuf};
-use lb_core::flow::{owner_of, FlowKey, ReplyKey, FLOW_TEMPLATE};
+use lb_core::flow::{owner_of, FlowAddr, FlowKey, FlowTable, ReplyKey, FLOW_TEMPLATE};
 use lb_core::forward;
 use lb_core::pipeline::{
-    build_arp_request, DeferList, Pipeline, Verdict, ARP_REQUEST_LEN, DEFER_MS, DEFER_SLOTS,
+    build_arp_request, build_neighbor_solicit, DeferList, Pipeline, Verdict, ARP_REQUEST_LEN,
+    DEFER_MS, DEFER_SLOTS, NEIGHBOR_SOLICIT_LEN,
 };
 use lb_core::snapshot::Snapshot;
 use lb_core::stats::{DropReason, WorkerStats};
 
 use crate::configs::{self, Family, VARIANTS};
-use crate::packet::{self, addr, flag, get16, Sent};
+use crate::gen6;
+use crate::packet::{self, addr, addr6, flag, get16, Sent};
 use crate::Violations;
 
 /// As in the worker loop: packets that may wait for ARP, per worker.
@@ -124,9 +126,10 @@ pub fn run_with_summary(data: &[u8]) -> (Violations, String) {
     d.finish();
     let t = &d.t;
     let mut summary = format!(
-        "{} frames in: {} sent ({} flow, {} arp, {} echo, {} frag-needed, {} icmp errors), {} consumed, {} handed off, {} held, {} deferred ({} sent on)",
-        t.frames_in, t.sent, t.flow_packets, t.arp_replies, t.echo_replies, t.frag_needed,
-        t.icmp_errors, t.consumed, t.handoffs, t.held_total, t.deferred_total, t.deferred_sent
+        "{} frames in: {} sent ({} flow, {} arp, {} na, {} echo, {} frag-needed, {} icmp errors), {} consumed, {} handed off, {} held, {} deferred ({} sent on); {} solicitations",
+        t.frames_in, t.sent, t.flow_packets, t.arp_replies, t.ndp_adverts, t.echo_replies,
+        t.frag_needed, t.icmp_errors, t.consumed, t.handoffs, t.held_total, t.deferred_total,
+        t.deferred_sent, t.ndp_solicits
     );
     for r in DropReason::ALL {
         if t.dropped[r as usize] > 0 {
@@ -134,6 +137,11 @@ pub fn run_with_summary(data: &[u8]) -> (Violations, String) {
         }
     }
     let flows: usize = d.workers.iter().map(|w| w.pipeline.flows().len()).sum();
+    let flows6: usize = d
+        .workers
+        .iter()
+        .map(|w| w.pipeline.flows6().map_or(0, |t| t.len()))
+        .sum();
     let proxied: usize = d
         .workers
         .iter()
@@ -146,7 +154,7 @@ pub fn run_with_summary(data: &[u8]) -> (Violations, String) {
         })
         .sum();
     summary.push_str(&format!(
-        "; {} syn cookies sent; {flows} flows at the end, {proxied} proxied and answered by their real",
+        "; {} syn cookies sent; {flows} flows and {flows6} IPv6 flows at the end, {proxied} proxied and answered by their real",
         t.syn_cookies
     ));
     (d.v, summary)
@@ -248,6 +256,8 @@ struct Tally {
     held_total: u64,
     handoffs: u64,
     arp_replies: u64,
+    ndp_adverts: u64,
+    ndp_solicits: u64,
     echo_replies: u64,
     frag_needed: u64,
     icmp_errors: u64,
@@ -271,6 +281,9 @@ struct Driver {
     /// Recent flow packets sent (for TUN, the inner packet) and the port
     /// they left by.
     recent_out: VecDeque<(usize, Vec<u8>)>,
+    /// The targets of the latest solicitations the workers sent, and the
+    /// port (answered by the IPV6 op's kind 5).
+    solicited: VecDeque<(usize, Ipv6Addr)>,
     v: Violations,
 }
 
@@ -299,6 +312,7 @@ impl Driver {
             t: Tally::default(),
             recent_in: VecDeque::new(),
             recent_out: VecDeque::new(),
+            solicited: VecDeque::new(),
             v: Violations::default(),
         }
     }
@@ -333,7 +347,33 @@ impl Driver {
                 }
             }
             0xb0..=0xbf => self.advance((u32::from(op & 0xf) + 1) * 60_000),
-            0xc0..=0xcf => {
+            0xc8..=0xcf => {
+                let b = r.byte();
+                let k = gen6::Knobs {
+                    a: r.byte(),
+                    m: r.byte(),
+                    x: r.byte(),
+                    s: r.byte(),
+                    p: r.byte(),
+                };
+                let port = usize::from(b & 3);
+                let solicited: Vec<_> = self.solicited.iter().copied().collect();
+                let cx = gen6::Context {
+                    snap: self.snapshot(),
+                    port,
+                    solicited: &solicited,
+                };
+                let frame = gen6::build(op, k, &cx);
+                // An answer goes in by the port it was asked on.
+                let port = match (op & 7, solicited.len()) {
+                    (5, n) if n > 0 => solicited[n - 1 - usize::from(k.a) % n].0,
+                    _ => port,
+                };
+                let w = usize::from(b >> 2) % self.workers.len();
+                // Built whole (or broken on purpose): no fix-ups.
+                self.burst(w, port, vec![(0, frame)], false);
+            }
+            0xc0..=0xc7 => {
                 self.snap = usize::from(op & 3) % VARIANTS;
                 let snap = self.snapshot();
                 for w in &mut self.workers {
@@ -345,7 +385,12 @@ impl Driver {
                 let flags = r.byte();
                 let b = r.byte();
                 if let Some((port, f)) = recent(&self.recent_out, op) {
-                    if let Some(mut reply) = reply_to(&f, flags, self.snapshot(), port) {
+                    let reply = if packet::layout6(&f).is_some() {
+                        reply_to6(&f, flags, self.snapshot(), port)
+                    } else {
+                        reply_to(&f, flags, self.snapshot(), port)
+                    };
+                    if let Some(mut reply) = reply {
                         if b & 0x80 != 0 {
                             // With data (a client's request, say).
                             reply.extend_from_slice(&[b'd'; REPLY_DATA]);
@@ -358,7 +403,12 @@ impl Driver {
                 let kind = r.byte();
                 let w = usize::from(r.byte());
                 if let Some((port, f)) = recent(&self.recent_out, op) {
-                    if let Some(err) = icmp_error_about(&f, kind, self.snapshot(), port) {
+                    let err = if packet::layout6(&f).is_some() {
+                        icmp6_error_about(&f, kind, self.snapshot(), port)
+                    } else {
+                        icmp_error_about(&f, kind, self.snapshot(), port)
+                    };
+                    if let Some(err) = err {
                         self.synthesized(w, port, err);
                     }
                 }
@@ -504,10 +554,13 @@ impl Driver {
             }
             Verdict::Consumed => {
                 self.t.consumed += 1;
-                if f.input.get(12..14) != Some(&[0x08, 0x06]) {
+                if f.input.get(12..14) != Some(&[0x08, 0x06]) && !is_advert(&f.input) {
                     self.v.add(
                         "verdict.consumed",
-                        format!("a non-ARP frame was consumed: {:02x?}", f.input),
+                        format!(
+                            "a frame neither ARP nor an advertisement was consumed: {:02x?}",
+                            f.input
+                        ),
                     );
                 }
             }
@@ -619,19 +672,42 @@ impl Driver {
                 push_recent(&mut self.recent_out, (port, out.to_vec()));
             }
             Sent::ArpReply => self.t.arp_replies += 1,
+            Sent::NdpAdvert => self.t.ndp_adverts += 1,
             Sent::EchoReply => self.t.echo_replies += 1,
             Sent::FragNeeded => self.t.frag_needed += 1,
             Sent::IcmpError => self.t.icmp_errors += 1,
             Sent::Flow => {
                 self.t.flow_packets += 1;
-                check_service(&mut self.v, snap, out, &f.input);
-                let inner = if out[IP + 9] == 4 {
-                    // The client's packet, inside the tunnel.
-                    let mut e = out[..IP].to_vec();
-                    e.extend_from_slice(&out[IP + 20..]);
-                    e
-                } else {
+                let inner = if out[12..14] == [0x86, 0xdd] {
+                    check_service6(&mut self.v, snap, out, &f.input);
+                    if matches!(out[IP + 6], 4 | 41) {
+                        // The client's packet, inside the tunnel (6in6,
+                        // 4in6).
+                        let mut e = out[..IP].to_vec();
+                        if out[IP + 6] == 4 {
+                            e[12..14].copy_from_slice(&[0x08, 0x00]);
+                        }
+                        e.extend_from_slice(&out[IP + 40..]);
+                        e
+                    } else {
+                        out.to_vec()
+                    }
+                } else if f.input.get(12..14) == Some(&[0x86, 0xdd]) {
+                    self.v.add(
+                        "out.family",
+                        format!("an IPv6 flow packet left as IPv4: {out:02x?}"),
+                    );
                     out.to_vec()
+                } else {
+                    check_service(&mut self.v, snap, out, &f.input);
+                    if out[IP + 9] == 4 {
+                        // The client's packet, inside the tunnel.
+                        let mut e = out[..IP].to_vec();
+                        e.extend_from_slice(&out[IP + 20..]);
+                        e
+                    } else {
+                        out.to_vec()
+                    }
                 };
                 push_recent(&mut self.recent_out, (port, inner));
             }
@@ -659,6 +735,18 @@ impl Driver {
             let asks: Vec<_> = self.workers[w].pipeline.take_arp_requests().collect();
             for req in asks {
                 check_arp_request(&mut self.v, snap, req.port, req.target);
+            }
+            // Solicitations, sent as the worker sends them.
+            let asks6: Vec<_> = self.workers[w].pipeline.take_ndp_requests().collect();
+            for req in asks6 {
+                if check_ndp_request(&mut self.v, snap, req.port, req.target) {
+                    self.workers[w].stats.ndp_solicitations.incr();
+                    self.t.ndp_solicits += 1;
+                    if self.solicited.len() == RECENT {
+                        self.solicited.pop_front();
+                    }
+                    self.solicited.push_back((req.port, req.target));
+                }
             }
             self.release_deferred(w);
             self.release(w);
@@ -805,72 +893,33 @@ impl Driver {
     fn check_tables(&mut self) {
         let n = self.workers.len();
         for (w, worker) in self.workers.iter().enumerate() {
-            let flows = worker.pipeline.flows();
-            let len = flows.len();
-            let gauge = worker.stats.active_flows.get();
-            if gauge != len as u64 || len > self.capacity || flows.capacity() != self.capacity {
-                self.v.add(
-                    "stats.active-flows",
-                    format!(
-                        "worker {w}: active_flows {gauge}, table {len} of {} (capacity {})",
-                        flows.capacity(),
-                        self.capacity
-                    ),
-                );
-            }
             let mut per_real: HashMap<u32, u64> = HashMap::new();
-            let mut keys: HashSet<FlowKey> = HashSet::new();
-            let mut templates = Vec::new();
-            let mut children: HashMap<FlowKey, u32> = HashMap::new();
-            if let Err(e) = flows.audit() {
-                self.v.add("table.trust", format!("worker {w}: {e}"));
-            }
-            let entries = flows.entries();
-            if entries.len() != len {
-                self.v.add(
-                    "table.len",
-                    format!("worker {w}: {} live entries, len {len}", entries.len()),
-                );
-            }
-            for e in entries {
-                let f = flows.get(e);
-                let key = f.key();
-                if !keys.insert(key) {
-                    self.v
-                        .add("table.duplicate", format!("worker {w}: {key:?} twice"));
-                }
-                if f.is_template() {
-                    templates.push(*f);
-                    continue;
-                }
-                *per_real.entry(f.real_id).or_default() += 1;
-                if owner_of(f.client(), n) != w {
-                    self.v.add(
-                        "table.owner",
-                        format!("worker {w} of {n} has a flow of {}", f.client()),
+            let gauge = worker.stats.active_flows.get();
+            audit_table(
+                &mut self.v,
+                (w, n, self.capacity),
+                "",
+                worker.pipeline.flows(),
+                gauge,
+                &mut per_real,
+            );
+            match worker.pipeline.flows6() {
+                Some(flows6) => {
+                    let gauge = worker.stats.ipv6_flows.active.get();
+                    audit_table(
+                        &mut self.v,
+                        (w, n, self.capacity),
+                        " (IPv6)",
+                        flows6,
+                        gauge,
+                        &mut per_real,
                     );
                 }
-                if f.templated {
-                    let tk = FlowKey {
-                        proto: key.proto | FLOW_TEMPLATE,
-                        client_port: 0,
-                        ..key
-                    };
-                    *children.entry(tk).or_default() += 1;
-                }
-            }
-            for t in templates {
-                let live = children.get(&t.key()).copied().unwrap_or(0);
-                if t.children > live {
-                    self.v.add(
-                        "table.template-children",
-                        format!(
-                            "worker {w}: template {:?} counts {} children, {live} live",
-                            t.key(),
-                            t.children,
-                        ),
-                    );
-                }
+                None if self.snapshot().has_ipv6() => self.v.add(
+                    "table.ipv6",
+                    format!("worker {w} runs an IPv6 snapshot without an IPv6 flow table"),
+                ),
+                None => {}
             }
             let ids: HashSet<u32> = self
                 .fam
@@ -886,7 +935,7 @@ impl Driver {
                     self.v.add(
                         "stats.real-active",
                         format!(
-                            "worker {w}: real {id} active gauge {gauge}, {live} flows in the table"
+                            "worker {w}: real {id} active gauge {gauge}, {live} flows in the tables"
                         ),
                     );
                 }
@@ -923,7 +972,7 @@ impl Driver {
             }
         }
         let ids = &self.fam.real_ids;
-        let checks: [(&'static str, u64, u64); 9] = [
+        let checks: [(&'static str, u64, u64); 10] = [
             (
                 "count.deferred",
                 sum(&|s| s.syn_proxy_deferred.get()),
@@ -940,6 +989,11 @@ impl Driver {
                 "count.arp-replies",
                 sum(&|s| s.arp_replies.get()),
                 t.arp_replies,
+            ),
+            (
+                "count.ndp-adverts",
+                sum(&|s| s.ndp_advertisements.get()),
+                t.ndp_adverts,
             ),
             (
                 "count.echo-replies",
@@ -968,6 +1022,93 @@ impl Driver {
             }
         }
     }
+}
+
+/// Checks one flow table (IPv4 or IPv6) of worker `w` of `n` (`dims`: w,
+/// n, capacity): its gauge, length, audit, owners, duplicate keys and
+/// template children; adds its non-template flows per real to `per_real`.
+fn audit_table<A: FlowAddr>(
+    v: &mut Violations,
+    (w, n, capacity): (usize, usize, usize),
+    family: &str,
+    flows: &FlowTable<A>,
+    gauge: u64,
+    per_real: &mut HashMap<u32, u64>,
+) {
+    let len = flows.len();
+    if gauge != len as u64 || len > capacity || flows.capacity() != capacity {
+        v.add(
+            "stats.active-flows",
+            format!(
+                "worker {w}{family}: active_flows {gauge}, table {len} of {} (capacity {capacity})",
+                flows.capacity(),
+            ),
+        );
+    }
+    let mut keys: HashSet<FlowKey<A>> = HashSet::new();
+    let mut templates = Vec::new();
+    let mut children: HashMap<FlowKey<A>, u32> = HashMap::new();
+    if let Err(e) = flows.audit() {
+        v.add("table.trust", format!("worker {w}{family}: {e}"));
+    }
+    let entries = flows.entries();
+    if entries.len() != len {
+        v.add(
+            "table.len",
+            format!(
+                "worker {w}{family}: {} live entries, len {len}",
+                entries.len()
+            ),
+        );
+    }
+    for e in entries {
+        let f = flows.get(e);
+        let key = f.key();
+        if !keys.insert(key) {
+            v.add(
+                "table.duplicate",
+                format!("worker {w}{family}: {key:?} twice"),
+            );
+        }
+        if f.is_template() {
+            templates.push(*f);
+            continue;
+        }
+        *per_real.entry(f.real_id).or_default() += 1;
+        if owner_of(f.client(), n) != w {
+            v.add(
+                "table.owner",
+                format!("worker {w} of {n} has a flow of {}", f.client()),
+            );
+        }
+        if f.templated {
+            let tk = FlowKey {
+                proto: key.proto | FLOW_TEMPLATE,
+                client_port: 0,
+                ..key
+            };
+            *children.entry(tk).or_default() += 1;
+        }
+    }
+    for t in templates {
+        let live = children.get(&t.key()).copied().unwrap_or(0);
+        if t.children > live {
+            v.add(
+                "table.template-children",
+                format!(
+                    "worker {w}{family}: template {:?} counts {} children, {live} live",
+                    t.key(),
+                    t.children,
+                ),
+            );
+        }
+    }
+}
+
+/// Whether a frame is a Neighbor Advertisement (which the pipeline may
+/// consume: it learned from it).
+fn is_advert(f: &[u8]) -> bool {
+    packet::layout6(f).is_some_and(|l| matches!(l.upper, Some((58, at)) if f.get(at) == Some(&136)))
 }
 
 /// Whether `LB_FUZZ_TRACE` is set: every verdict is printed (triage).
@@ -1109,6 +1250,16 @@ fn check_arp_request(v: &mut Violations, snap: &Snapshot, port: usize, target: I
 
 /// Sets the TCP flags of a TCP/IPv4 frame (the checksum is fixed later).
 fn set_tcp_flags(f: &mut [u8], flags: u8) {
+    if let Some(packet::Layout6 {
+        upper: Some((6, l4)),
+        end,
+    }) = packet::layout6(f)
+    {
+        if l4 + 13 < end {
+            f[l4 + 13] = flags;
+        }
+        return;
+    }
     if let Some(l) = packet::layout(f) {
         let at = IP + l.ihl + 13;
         if l.proto == 6 && at < f.len() {
@@ -1187,5 +1338,222 @@ fn icmp_error_about(f: &[u8], kind: u8, snap: &Snapshot, port: usize) -> Option<
         e[IP + 26..IP + 28].copy_from_slice(&1400u16.to_be_bytes());
     }
     e[IP + 28..].copy_from_slice(quote);
+    Some(e)
+}
+
+/// A flow packet sent for an IPv6 input, or an IPv6 packet for a 4in6
+/// one: a request goes to a real of its service by that real's method; a
+/// NAT66 reply leaves from a VIP and port of a service of that real.
+fn check_service6(v: &mut Violations, snap: &Snapshot, out: &[u8], input: &[u8]) {
+    let tunneled = matches!(out[IP + 6], 4 | 41);
+    let to = addr6(out, IP + 24);
+    if input.get(12..14) == Some(&[0x08, 0x00]) {
+        // 4in6: the IPv4 packet of an IPv4 service to an IPv6 TUN real.
+        let ok = tunneled
+            && packet::layout(input).is_some_and(|l| {
+                let l4 = IP + l.ihl;
+                input.len() >= l4 + 4
+                    && snap
+                        .service_for(l.proto, addr(input, IP + 16), get16(input, l4 + 2))
+                        .is_some_and(|s| {
+                            snap.services[s].reals.iter().any(|r| {
+                                r.method == ForwardingMethod::Tunnel && r.address == IpAddr::V6(to)
+                            })
+                        })
+            });
+        if !ok {
+            v.add(
+                "out.wrong-real",
+                format!("an IPv4 packet went out in IPv6 to {to}, not a TUN real of its service: {out:02x?}"),
+            );
+        }
+        return;
+    }
+    let Some(l) = packet::layout6(input) else {
+        return;
+    };
+    let Some((proto, l4)) = l
+        .upper
+        .filter(|&(p, at)| matches!(p, 6 | 17) && l.end >= at + 4)
+    else {
+        return;
+    };
+    let (src, dst) = (addr6(input, IP + 8), addr6(input, IP + 24));
+    let (sport, dport) = (get16(input, l4), get16(input, l4 + 2));
+    if let Some(s) = snap.service_for6(proto, dst, dport) {
+        let svc = &snap.services[s];
+        let method = if tunneled {
+            ForwardingMethod::Tunnel
+        } else if to == dst {
+            ForwardingMethod::DirectRoute
+        } else {
+            ForwardingMethod::Nat
+        };
+        let out_l4 = l4 + if tunneled { 40 } else { 0 };
+        let port = get16(out, out_l4 + 2);
+        let ok = svc.reals.iter().any(|r| {
+            r.method == method
+                && match method {
+                    ForwardingMethod::Tunnel => r.address == IpAddr::V6(to),
+                    ForwardingMethod::DirectRoute => port == dport,
+                    ForwardingMethod::Nat => r.address == IpAddr::V6(to) && r.port == port,
+                }
+        });
+        if !ok {
+            v.add(
+                "out.wrong-real",
+                format!(
+                    "a packet for [{dst}]:{dport} went to a real not of service {} ({method:?}): {out:02x?}",
+                    svc.name
+                ),
+            );
+        }
+    } else if snap.is_nat_endpoint6(proto, src, sport) {
+        let (from, port) = (addr6(out, IP + 8), get16(out, l4));
+        let ok = snap.services.iter().any(|s| {
+            s.vip == IpAddr::V6(from)
+                && s.port == port
+                && s.ip_protocol() == proto
+                && s.reals.iter().any(|r| {
+                    r.method == ForwardingMethod::Nat
+                        && r.address == IpAddr::V6(src)
+                        && r.port == sport
+                })
+        });
+        if !ok {
+            v.add(
+                "out.wrong-vip",
+                format!("a reply from [{src}]:{sport} left as from [{from}]:{port}, not a service of that real"),
+            );
+        }
+    } else {
+        v.add(
+            "out.unrequested",
+            format!(
+                "an IPv6 flow packet sent for neither a service nor a NAT66 real: {input:02x?}"
+            ),
+        );
+    }
+}
+
+/// A solicitation a worker asks for: for an on-link address or the
+/// gateway6 of a port with an IPv6 address, and what
+/// `build_neighbor_solicit` makes of it is one. False if it cannot be sent.
+fn check_ndp_request(v: &mut Violations, snap: &Snapshot, port: usize, target: Ipv6Addr) -> bool {
+    let Some(view) = snap.ports.get(port) else {
+        v.add("ndp.request", format!("solicitation out of port {port}"));
+        return false;
+    };
+    let Some(own) = view.ipv6() else {
+        v.add(
+            "ndp.request",
+            format!("solicitation for {target} on port {port}, which has no address6"),
+        );
+        return false;
+    };
+    if !view.connected6(target) && view.gateway6 != Some(target) {
+        v.add(
+            "ndp.request",
+            format!("solicitation for {target}, neither on port {port}'s network nor its gateway6"),
+        );
+    }
+    let mut buf = VecBuf::with_room(&[], VecBuf::DEFAULT_HEADROOM, VecBuf::DEFAULT_ROOM);
+    if !build_neighbor_solicit(&mut buf, view.mac, own, target) {
+        v.add("ndp.request", "could not build a solicitation".to_string());
+        return false;
+    }
+    let b = buf.data();
+    let t = target.octets();
+    let group = Ipv6Addr::from([
+        0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff, t[13], t[14], t[15],
+    ]);
+    let mac = view.mac.0;
+    let ok = b.len() == NEIGHBOR_SOLICIT_LEN
+        && b[..6] == [0x33, 0x33, 0xff, t[13], t[14], t[15]]
+        && b[6..12] == mac
+        && packet::v6(b).is_some_and(|s| {
+            s.src == own
+                && s.dst == group
+                && s.hop == 255
+                && s.next_header == 58
+                && s.end == b.len()
+                && s.l4_valid == Some(true)
+        })
+        && b[IP + 40..IP + 48] == [135, 0, b[IP + 42], b[IP + 43], 0, 0, 0, 0]
+        && addr6(b, IP + 48) == target
+        && b[IP + 64..] == [1, 1, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]];
+    if !ok {
+        v.add("ndp.request", format!("solicitation built: {b:02x?}"));
+    }
+    true
+}
+
+/// The IPv6 packet the destination of `f` (an IPv6 flow packet that left
+/// by `port`) sends back: addresses and ports swapped, hop limit 64, from
+/// its MAC to ours; TCP numbered as in [`reply_to`].
+fn reply_to6(f: &[u8], flags: u8, snap: &Snapshot, port: usize) -> Option<Vec<u8>> {
+    let l = packet::layout6(f)?;
+    let (proto, l4) = l.upper?;
+    if (proto != 6 && proto != 17) || l.end < l4 + 8 {
+        return None;
+    }
+    let mut r = f[..l.end].to_vec();
+    r[6..12].copy_from_slice(&f[..6]);
+    r[..6].copy_from_slice(&snap.ports.get(port)?.mac.0);
+    r[IP + 7] = 64;
+    r[IP + 8..IP + 24].copy_from_slice(&f[IP + 24..IP + 40]);
+    r[IP + 24..IP + 40].copy_from_slice(&f[IP + 8..IP + 24]);
+    let (sp, dp) = (get16(f, l4), get16(f, l4 + 2));
+    r[l4..l4 + 2].copy_from_slice(&dp.to_be_bytes());
+    r[l4 + 2..l4 + 4].copy_from_slice(&sp.to_be_bytes());
+    if proto == 6 && l.end >= l4 + 20 {
+        r[l4 + 13] = flags;
+        let seq = u32::from_be_bytes([f[l4 + 4], f[l4 + 5], f[l4 + 6], f[l4 + 7]]);
+        let ack = u32::from_be_bytes([f[l4 + 8], f[l4 + 9], f[l4 + 10], f[l4 + 11]]);
+        let hl = usize::from(f[l4 + 12] >> 4) * 4;
+        let len = l.end.saturating_sub(l4 + hl.max(20)) as u32
+            + u32::from(f[l4 + 13] & 0x02 != 0)
+            + u32::from(f[l4 + 13] & 0x01 != 0);
+        r[l4 + 4..l4 + 8].copy_from_slice(&ack.to_be_bytes());
+        r[l4 + 8..l4 + 12].copy_from_slice(&seq.wrapping_add(len).to_be_bytes());
+    }
+    Some(r)
+}
+
+/// An ICMPv6 error about the IPv6 flow packet `f` that left by `port`,
+/// from the packet's destination to its source. `kind`: bits 0–1 the type
+/// (destination unreachable, time exceeded, packet too big with MTU 1280,
+/// parameter problem), bits 2–4 the code, bit 5: the quote cut to the
+/// headers (else as much as fits 1280 bytes), bit 7: about the packet's
+/// reply instead (from its source to its destination).
+fn icmp6_error_about(f: &[u8], kind: u8, snap: &Snapshot, port: usize) -> Option<Vec<u8>> {
+    let about = if kind & 0x80 != 0 {
+        reply_to6(f, 0x10, snap, port)?
+    } else {
+        f.to_vec()
+    };
+    let l = packet::layout6(&about)?;
+    let (_, l4) = l.upper?;
+    let keep = if kind & 0x20 != 0 { l4 + 8 } else { l.end };
+    let quote = &about[IP..keep.min(l.end).min(IP + 1232)];
+    let (qsrc, qdst) = (&about[IP + 8..IP + 24], &about[IP + 24..IP + 40]);
+    let mut e = Vec::with_capacity(IP + 48 + quote.len());
+    e.extend_from_slice(&snap.ports.get(port)?.mac.0);
+    e.extend_from_slice(&f[..6]);
+    e.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+    e.extend_from_slice(&((8 + quote.len()) as u16).to_be_bytes());
+    e.extend_from_slice(&[58, 64]);
+    e.extend_from_slice(qdst);
+    e.extend_from_slice(qsrc);
+    let (t, mtu) = match kind & 3 {
+        0 => (1u8, 0u32),
+        1 => (3, 0),
+        2 => (2, 1280),
+        _ => (4, 40),
+    };
+    let code = if t == 2 { 0 } else { (kind >> 2) & 7 };
+    e.extend_from_slice(&[t, code, 0, 0]);
+    e.extend_from_slice(&mtu.to_be_bytes());
+    e.extend_from_slice(quote);
     Some(e)
 }

@@ -48,6 +48,7 @@
 
 pub mod configs;
 pub mod driver;
+pub mod gen6;
 pub mod packet;
 pub mod wire;
 

@@ -1,13 +1,14 @@
 //! Frame helpers: the fix-ups an input frame may ask for (so that mutated
 //! frames still reach the deep paths), and the checks of what the pipeline
 //! sends. All on plain bytes, with `lb_core::wire` views where they apply.
+//! IPv4 and IPv6 (the IPv6 half: [`check_ipv6`] and what it uses).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use lb_config::MacAddr;
 use lb_core::snapshot::Snapshot;
 use lb_core::wire::checksum;
-use lb_core::wire::{Ipv4Packet, TcpPacket, UdpPacket};
+use lb_core::wire::{walk_ext_headers, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket};
 
 use crate::Violations;
 
@@ -15,13 +16,16 @@ const IP: usize = 14;
 
 /// Frame flag bits (see the input format in the crate docs).
 pub mod flag {
-    /// Sets the IPv4 total length from the frame's length.
+    /// Sets the IPv4 total length (IPv6: payload length) from the frame's
+    /// length.
     pub const FIX_IP_LEN: u8 = 0x01;
-    /// Sets the UDP length from the IP payload's.
+    /// Sets the UDP length from the IP payload's (IPv6: the upper layer's,
+    /// past the extension headers).
     pub const FIX_UDP_LEN: u8 = 0x02;
-    /// Recomputes the TCP, UDP (unless 0) or ICMP checksum.
+    /// Recomputes the TCP, UDP (unless 0) or ICMP checksum (IPv6: ICMPv6,
+    /// over the pseudo header).
     pub const FIX_L4_SUM: u8 = 0x04;
-    /// Recomputes the IPv4 header checksum.
+    /// Recomputes the IPv4 header checksum (IPv6 has none).
     pub const FIX_IP_SUM: u8 = 0x08;
     /// Pads the frame with zeros to 60 bytes (Ethernet's minimum).
     pub const PAD: u8 = 0x10;
@@ -87,6 +91,7 @@ pub fn fix_up(b: &mut Vec<u8>, flags: u8, our_mac: Option<[u8; 6]>) {
             b[..6].copy_from_slice(&mac);
         }
     }
+    fix_up6(b, flags);
     if let Some(l) = layout(b) {
         if flags & flag::FIX_IP_LEN != 0 {
             let total = (b.len() - IP).min(usize::from(u16::MAX)) as u16;
@@ -208,6 +213,8 @@ pub(crate) fn sums(frame: &[u8]) -> Option<Sums> {
 pub enum Sent {
     /// An ARP reply for one of our addresses.
     ArpReply,
+    /// A Neighbor Advertisement answering a solicitation for one of ours.
+    NdpAdvert,
     /// An ICMP echo reply from one of our addresses.
     EchoReply,
     /// An ICMP "fragmentation needed" we made for a packet too big to
@@ -260,6 +267,7 @@ pub(crate) fn check_sent(
     let sent = match (out[12], out[13]) {
         (0x08, 0x06) => check_arp_reply(v, snap, port, out, input, in_port),
         (0x08, 0x00) => check_ipv4(v, snap, port, out, input, proxied),
+        (0x86, 0xdd) => check_ipv6(v, snap, port, out, input, in_port),
         _ => {
             v.add(
                 "out.ethertype",
@@ -279,6 +287,12 @@ pub(crate) fn check_sent(
                     &input[..input.len().min(42)]
                 ),
             );
+        }
+    } else if sent == Sent::NdpAdvert {
+        // Its destination MAC is checked with it (a DAD answer goes to
+        // the all-nodes group).
+        if hold {
+            v.add("out.answer-dst-mac", "a held advertisement".to_string());
         }
     } else if hold != dst.is_zero() {
         v.add(
@@ -613,5 +627,561 @@ fn check_tunnel(v: &mut Violations, snap: &Snapshot, port: usize, out: &[u8], in
     }
     if outer.dont_fragment() != Ipv4Packet::new_unchecked(inner).dont_fragment() {
         v.add("out.tunnel", "outer DF differs from the inner".to_string());
+    }
+}
+
+// ---------------------------------------------------------------- IPv6 --
+
+/// Where the IPv6 header starts in a frame, and its fixed length.
+const IP6_LEN: usize = 40;
+/// Where the upper layer starts in a frame with no extension headers.
+const L4_6: usize = IP + IP6_LEN;
+/// The IPv6 minimum MTU: no ICMPv6 error we make is larger.
+const MIN_MTU6: usize = 1280;
+
+pub(crate) fn addr6(b: &[u8], at: usize) -> Ipv6Addr {
+    let mut o = [0u8; 16];
+    o.copy_from_slice(&b[at..at + 16]);
+    Ipv6Addr::from(o)
+}
+
+/// Where the parts of an Ethernet/IPv6 frame are (lenient: for fix-ups and
+/// for building replies).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Layout6 {
+    /// End of the IPv6 packet in the frame (payload length, clamped).
+    pub end: usize,
+    /// The upper layer and where it starts in the frame, past the
+    /// extension headers (None: the walk found none).
+    pub upper: Option<(u8, usize)>,
+}
+
+pub(crate) fn layout6(b: &[u8]) -> Option<Layout6> {
+    if b.len() < L4_6 || b[12..14] != [0x86, 0xdd] || b[IP] >> 4 != 6 {
+        return None;
+    }
+    let end = (L4_6 + usize::from(get16(b, IP + 4))).min(b.len());
+    let upper = walk_ext_headers(IpProtocol::from(b[IP + 6]), &b[L4_6..end])
+        .ok()
+        .map(|u| (u8::from(u.protocol), IP + u.offset));
+    Some(Layout6 { end, upper })
+}
+
+/// The TCP, UDP or ICMPv6 checksum of the upper-layer `seg` from `src` to
+/// `dst` (the field itself zeroed or not: the sum of a valid one is 0).
+pub(crate) fn l4_sum6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, seg: &[u8]) -> u16 {
+    let s = checksum::pseudo_header_sum_v6(src, dst, proto, seg.len() as u32) + checksum::sum(seg);
+    !checksum::fold(s)
+}
+
+/// The offset of the checksum field in an upper-layer header.
+pub(crate) fn sum_at(proto: u8) -> Option<usize> {
+    match proto {
+        6 => Some(16),
+        17 => Some(6),
+        58 => Some(2),
+        _ => None,
+    }
+}
+
+/// Fills the TCP, UDP or ICMPv6 checksum of `b[l4..end]` (UDP: over its
+/// length field's bytes, never 0).
+pub(crate) fn fill_sum6(b: &mut [u8], l4: usize, end: usize, proto: u8) {
+    let Some(at) = sum_at(proto) else { return };
+    let min = if proto == 6 { 20 } else { 8.min(at + 2).max(4) };
+    if end < l4 + min || end > b.len() {
+        return;
+    }
+    let (src, dst) = (addr6(b, IP + 8), addr6(b, IP + 24));
+    let seg_end = if proto == 17 {
+        (l4 + usize::from(get16(b, l4 + 4))).clamp(l4 + 8, end)
+    } else {
+        end
+    };
+    put16(b, l4 + at, 0);
+    let mut c = l4_sum6(src, dst, proto, &b[l4..seg_end]);
+    if proto == 17 && c == 0 {
+        c = 0xffff;
+    }
+    put16(b, l4 + at, c);
+}
+
+/// The IPv6 half of [`fix_up`].
+fn fix_up6(b: &mut [u8], flags: u8) {
+    if layout6(b).is_none() {
+        return;
+    }
+    if flags & flag::FIX_IP_LEN != 0 {
+        let len = (b.len() - L4_6).min(usize::from(u16::MAX)) as u16;
+        put16(b, IP + 4, len);
+    }
+    let Some(Layout6 {
+        end,
+        upper: Some((proto, l4)),
+    }) = layout6(b)
+    else {
+        return;
+    };
+    if proto == 17 && end >= l4 + 8 {
+        if flags & flag::FIX_UDP_LEN != 0 {
+            put16(b, l4 + 4, (end - l4).min(usize::from(u16::MAX)) as u16);
+        }
+        if flags & flag::UDP_NO_SUM != 0 {
+            put16(b, l4 + 6, 0);
+        }
+        if flags & flag::FIX_L4_SUM != 0 && get16(b, l4 + 6) != 0 {
+            fill_sum6(b, l4, end, 17);
+        }
+    } else if flags & flag::FIX_L4_SUM != 0 {
+        fill_sum6(b, l4, end, proto);
+    }
+}
+
+/// An IPv6 packet of a frame as the checks see it (strict: None unless the
+/// fixed header is sound and its payload length fits the frame).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct V6 {
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    /// The fixed header's next header.
+    pub next_header: u8,
+    pub hop: u8,
+    pub traffic_class: u8,
+    /// End of the packet in the frame.
+    pub end: usize,
+    /// The upper layer and where it starts in the frame (None: the
+    /// extension-header walk stopped before one).
+    pub proto: Option<u8>,
+    pub l4: usize,
+    /// Whether the TCP/UDP/ICMPv6 checksum verifies (None: not checkable).
+    pub l4_valid: Option<bool>,
+    /// The UDP checksum field is 0 (invalid over IPv6).
+    pub udp_zero: bool,
+    pub icmp_type: Option<u8>,
+}
+
+pub(crate) fn v6(frame: &[u8]) -> Option<V6> {
+    if frame.len() < IP || frame[12..14] != [0x86, 0xdd] {
+        return None;
+    }
+    let ip = Ipv6Packet::new_checked(&frame[IP..]).ok()?;
+    let end = L4_6 + usize::from(ip.payload_len());
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let upper = walk_ext_headers(ip.next_header(), &frame[L4_6..end]).ok();
+    let mut o = V6 {
+        src,
+        dst,
+        next_header: u8::from(ip.next_header()),
+        hop: ip.hop_limit(),
+        traffic_class: ip.traffic_class(),
+        end,
+        proto: upper.map(|u| u8::from(u.protocol)),
+        l4: upper.map_or(end, |u| IP + u.offset),
+        l4_valid: None,
+        udp_zero: false,
+        icmp_type: None,
+    };
+    let seg = &frame[o.l4..end];
+    match o.proto {
+        Some(6) if TcpPacket::new_checked(seg).is_ok() => {
+            o.l4_valid = Some(TcpPacket::new_unchecked(seg).verify_checksum_v6(src, dst));
+        }
+        Some(17) => {
+            if let Ok(u) = UdpPacket::new_checked(seg) {
+                o.udp_zero = u.checksum() == 0;
+                o.l4_valid = Some(u.verify_checksum_v6(src, dst));
+            }
+        }
+        Some(58) if seg.len() >= 4 => {
+            o.l4_valid = Some(l4_sum6(src, dst, 58, seg) == 0);
+            o.icmp_type = Some(seg[0]);
+        }
+        _ => {}
+    }
+    Some(o)
+}
+
+/// Whether an ICMPv6 type is an error message (types below 128).
+fn is_icmp6_error(t: Option<u8>) -> bool {
+    t.is_some_and(|t| t < 128)
+}
+
+/// A unicast host's address: what an answer or an error we make may go
+/// to (never a group, `::` or loopback).
+fn unicast6(a: Ipv6Addr) -> bool {
+    !a.is_multicast() && !a.is_unspecified() && !a.is_loopback()
+}
+
+/// Checks an IPv6 frame the pipeline sends out of `port`, made from
+/// `input` (IPv6, or IPv4 for 4in6) that came in on `in_port`.
+pub(crate) fn check_ipv6(
+    v: &mut Violations,
+    snap: &Snapshot,
+    port: usize,
+    out: &[u8],
+    input: &[u8],
+    in_port: usize,
+) -> Sent {
+    let Some(o) = v6(out) else {
+        v.add(
+            "out.ip6-header",
+            format!("an IPv6 header that is not sound (version, payload length): {out:02x?}"),
+        );
+        return Sent::Other;
+    };
+    if snap.ports[port].address6.is_none() {
+        v.add(
+            "out.ip6-port",
+            format!("IPv6 sent out of port {port}, which has no address6"),
+        );
+    }
+    if o.hop == 0 {
+        v.add("out.hop-limit", format!("hop limit 0 sent: {out:02x?}"));
+    }
+    if matches!(o.next_header, 4 | 41) {
+        return check_tunnel6(v, snap, port, out, input, &o);
+    }
+    let Some(i) = v6(input) else {
+        v.add(
+            "out.from-nothing",
+            format!("an IPv6 packet sent for an input that is not one: {input:02x?}"),
+        );
+        return Sent::Other;
+    };
+    let (padding, in_padding) = (out.len() - o.end, input.len() - i.end);
+    match o.proto {
+        Some(58) if o.icmp_type == Some(136) => {
+            check_na(v, snap, port, out, input, in_port, &o, &i)
+        }
+        Some(58) if o.icmp_type == Some(129) && i.icmp_type == Some(128) => {
+            let ok = o.l4_valid == Some(true)
+                && port == in_port
+                && o.l4 == L4_6
+                && (o.src, o.dst) == (i.dst, i.src)
+                && snap.is_local6(port, o.src)
+                && o.hop == 64
+                && o.end - o.l4 == i.end - i.l4
+                && out[o.l4 + 1] == 0
+                && out[o.l4 + 4..o.end] == input[i.l4 + 4..i.end]
+                && padding <= in_padding;
+            if !ok {
+                v.add(
+                    "out.echo-reply",
+                    format!("IPv6 echo reply is not the answer: in {input:02x?} out {out:02x?}"),
+                );
+            }
+            if !unicast6(o.dst) {
+                v.add(
+                    "out.answer-dst-ip",
+                    format!("an echo reply to {}: in {input:02x?}", o.dst),
+                );
+            }
+            Sent::EchoReply
+        }
+        Some(58) if o.icmp_type == Some(2) && i.proto != Some(58) => {
+            check_too_big(v, snap, out, input, &o, &i);
+            Sent::FragNeeded
+        }
+        Some(58) => {
+            // An ICMPv6 error about a flow, passed on.
+            if i.proto != Some(58)
+                || !is_icmp6_error(o.icmp_type)
+                || o.icmp_type != i.icmp_type
+                || out[o.l4 + 1] != input[i.l4 + 1]
+            {
+                v.add(
+                    "out.icmp6",
+                    format!("ICMPv6 sent that is neither made nor passed on: in {input:02x?} out {out:02x?}"),
+                );
+                return Sent::Other;
+            }
+            if i.l4_valid == Some(true) && o.l4_valid != Some(true) {
+                v.add(
+                    "out.icmp-checksum",
+                    format!("ICMPv6 checksum valid in, not out: in {input:02x?} out {out:02x?}"),
+                );
+            }
+            check_forwarded6(v, out, input, &o, &i, padding, in_padding);
+            Sent::IcmpError
+        }
+        Some(p @ (6 | 17)) => {
+            if i.proto != Some(p) {
+                v.add(
+                    "out.protocol",
+                    format!("protocol {:?} in, {p} out", i.proto),
+                );
+                return Sent::Other;
+            }
+            match (i.l4_valid, o.l4_valid) {
+                (Some(a), Some(b)) if a == b => {}
+                (a, b) => v.add(
+                    "out.l4-checksum",
+                    format!(
+                        "IPv6 protocol {p}: checksum valid in {a:?}, out {b:?}: in {input:02x?} out {out:02x?}"
+                    ),
+                ),
+            }
+            if o.udp_zero {
+                v.add(
+                    "out.udp-zero",
+                    format!("UDP checksum 0 sent over IPv6: in {input:02x?} out {out:02x?}"),
+                );
+            }
+            check_forwarded6(v, out, input, &o, &i, padding, in_padding);
+            Sent::Flow
+        }
+        p => {
+            v.add("out.protocol", format!("IPv6 upper layer {p:?} sent"));
+            Sent::Other
+        }
+    }
+}
+
+/// A packet passed on, not made: the same length; DR (addresses kept)
+/// byte for byte; NAT66 only addresses, ports, hop limit (one less) and
+/// the checksum changed (an ICMPv6 error's whole message may change: its
+/// quote is translated and its checksum computed again).
+fn check_forwarded6(
+    v: &mut Violations,
+    out: &[u8],
+    input: &[u8],
+    o: &V6,
+    i: &V6,
+    padding: usize,
+    in_padding: usize,
+) {
+    if padding > in_padding || out.len() != input.len() || o.l4 != i.l4 || o.end != i.end {
+        v.add(
+            "out.length",
+            format!(
+                "IPv6 passed on: {} bytes in ({in_padding} padding), {} out ({padding} padding)",
+                input.len(),
+                out.len()
+            ),
+        );
+        return;
+    }
+    if (o.src, o.dst) == (i.src, i.dst) {
+        if out[IP..] != input[IP..] {
+            v.add(
+                "out.payload",
+                format!("a packet sent with its addresses unchanged (DR) was changed: in {input:02x?} out {out:02x?}"),
+            );
+        }
+        return;
+    }
+    if o.hop != i.hop.wrapping_sub(1) {
+        v.add(
+            "out.hop-limit",
+            format!("hop limit {} in, {} out (NAT66)", i.hop, o.hop),
+        );
+    }
+    let mask = |b: &[u8]| -> Vec<u8> {
+        let mut m = b[IP..o.end].to_vec();
+        m[7] = 0;
+        m[8..40].fill(0);
+        let l4 = o.l4 - IP;
+        match o.proto {
+            Some(58) => m[l4 + 2..].fill(0),
+            Some(p) => {
+                m[l4..l4 + 4].fill(0);
+                if let Some(at) = sum_at(p) {
+                    m[l4 + at..l4 + at + 2].fill(0);
+                }
+            }
+            None => {}
+        }
+        m
+    };
+    if mask(out) != mask(input) || out[o.end..] != input[i.end..] {
+        v.add(
+            "out.payload",
+            format!("more than addresses, ports, hop limit and checksum changed: in {input:02x?} out {out:02x?}"),
+        );
+    }
+}
+
+/// A Neighbor Advertisement we answer a solicitation with.
+#[allow(clippy::too_many_arguments)]
+fn check_na(
+    v: &mut Violations,
+    snap: &Snapshot,
+    port: usize,
+    out: &[u8],
+    input: &[u8],
+    in_port: usize,
+    o: &V6,
+    i: &V6,
+) -> Sent {
+    if i.icmp_type != Some(135) || i.end < i.l4 + 24 {
+        v.add(
+            "out.ndp-advert",
+            format!("an advertisement sent for what is not a solicitation: in {input:02x?}"),
+        );
+        return Sent::NdpAdvert;
+    }
+    let ns_target = addr6(input, i.l4 + 8);
+    let mac = snap.ports[port].mac.0;
+    let whole = out.len() == L4_6 + 32 && o.end == out.len() && o.l4 == L4_6;
+    let target = if whole { addr6(out, L4_6 + 8) } else { o.src };
+    let flags = out.get(L4_6 + 4).copied().unwrap_or(0);
+    let dad = i.src.is_unspecified();
+    let asker_mac = ns_source_mac(input, i).unwrap_or_else(|| {
+        let mut m = [0u8; 6];
+        m.copy_from_slice(&input[6..12]);
+        m
+    });
+    let addressed = if dad {
+        o.dst == Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1)
+            && out[..6] == [0x33, 0x33, 0, 0, 0, 1]
+            && flags & 0x40 == 0
+    } else {
+        o.dst == i.src && out[..6] == asker_mac && flags & 0x40 != 0
+    };
+    let ok = whole
+        && port == in_port
+        && o.hop == 255
+        && o.l4_valid == Some(true)
+        && out[L4_6 + 1] == 0
+        && target == ns_target
+        && o.src == target
+        && flags & 0xa0 == 0x20
+        && out[L4_6 + 24..] == [2, 1, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]]
+        && addressed;
+    if !ok {
+        v.add(
+            "out.ndp-advert",
+            format!("the advertisement is not the answer to the solicitation: in {input:02x?} out {out:02x?}"),
+        );
+    }
+    if !snap.is_local6(port, target) {
+        v.add(
+            "out.ndp-advert",
+            format!("an advertisement for {target}, not one of port {port}'s addresses"),
+        );
+    }
+    Sent::NdpAdvert
+}
+
+/// The source link-layer address option of a solicitation, if it has one.
+fn ns_source_mac(input: &[u8], i: &V6) -> Option<[u8; 6]> {
+    let mut at = i.l4 + 24;
+    while at + 8 <= i.end {
+        let (kind, len) = (input[at], usize::from(input[at + 1]) * 8);
+        if len == 0 {
+            return None;
+        }
+        if kind == 1 && len == 8 {
+            let mut m = [0u8; 6];
+            m.copy_from_slice(&input[at + 2..at + 8]);
+            return Some(m);
+        }
+        at += len;
+    }
+    None
+}
+
+/// "Packet too big" we made about `input`: at most 1280 bytes, quoting
+/// the packet as it came, to its unicast sender, from a VIP or a port
+/// address, never about an ICMPv6 error or a packet to a group; the MTU it
+/// announces is below the packet's size and not below IPv6's minimum.
+fn check_too_big(v: &mut Violations, snap: &Snapshot, out: &[u8], input: &[u8], o: &V6, i: &V6) {
+    let packet = &input[IP..i.end];
+    let quote = out.get(L4_6 + 8..).unwrap_or(&[]);
+    let mtu = out
+        .get(L4_6 + 4..L4_6 + 8)
+        .map_or(0, |m| u32::from_be_bytes([m[0], m[1], m[2], m[3]]));
+    let ok = out.len() == o.end
+        && o.end - IP <= MIN_MTU6
+        && o.l4 == L4_6
+        && out[L4_6 + 1] == 0
+        && o.l4_valid == Some(true)
+        && o.hop == 64
+        && (snap.is_vip6(o.src) || snap.ports.iter().any(|p| p.ipv6() == Some(o.src)))
+        && o.dst == i.src
+        && quote.len() == packet.len().min(MIN_MTU6 - L4_6 - 8 + IP)
+        && packet.starts_with(quote)
+        && (mtu as usize) < packet.len();
+    if !ok {
+        v.add(
+            "out.too-big",
+            format!("Packet Too Big is not well formed: in {input:02x?} out {out:02x?}"),
+        );
+    }
+    if is_icmp6_error(i.icmp_type) || i.dst.is_multicast() || !unicast6(o.dst) {
+        v.add(
+            "out.too-big-about",
+            format!(
+                "Packet Too Big to {} about a packet to {} (ICMPv6 type {:?})",
+                o.dst, i.dst, i.icmp_type
+            ),
+        );
+    }
+    if (mtu as usize) < MIN_MTU6 {
+        v.add(
+            "out.too-big-mtu",
+            format!(
+                "Packet Too Big announces MTU {mtu}, below IPv6's 1280: a sender ignores it, so a {}-byte packet never gets through",
+                packet.len()
+            ),
+        );
+    }
+}
+
+/// 6in6 or 4in6: an outer header from the out-port's IPv6 address, as long
+/// as the inner packet (no padding), its traffic class the inner's, and
+/// inside the packet received, byte for byte (Ethernet padding trimmed).
+fn check_tunnel6(
+    v: &mut Violations,
+    snap: &Snapshot,
+    port: usize,
+    out: &[u8],
+    input: &[u8],
+    o: &V6,
+) -> Sent {
+    let inner = &out[L4_6.min(out.len())..];
+    let (in_packet, tc, v6_inner, upper) = if o.next_header == 41 {
+        let Some(i) = v6(input) else {
+            v.add(
+                "out.tunnel",
+                format!("6in6 of what is not IPv6: {input:02x?}"),
+            );
+            return Sent::Other;
+        };
+        (&input[IP..i.end], i.traffic_class, true, i.proto)
+    } else {
+        let Some(l) = layout(input).filter(|_| sums(input).is_some()) else {
+            v.add(
+                "out.tunnel",
+                format!("4in6 of what is not IPv4: {input:02x?}"),
+            );
+            return Sent::Other;
+        };
+        (&input[IP..l.end], input[IP + 1], false, Some(l.proto))
+    };
+    let ok = out.len() == o.end
+        && Some(o.src) == snap.ports[port].ipv6()
+        && o.traffic_class == tc
+        && o.hop == 64
+        && unicast6(o.dst);
+    if !ok {
+        v.add(
+            "out.tunnel",
+            format!("outer IPv6 header {:02x?}", &out[IP..L4_6.min(out.len())]),
+        );
+    }
+    if inner != in_packet {
+        v.add(
+            "out.tunnel",
+            format!("the inner packet is not the packet received: in {input:02x?} out {out:02x?}"),
+        );
+    }
+    match (v6_inner, upper) {
+        (_, Some(6 | 17)) => Sent::Flow,
+        (true, Some(58)) | (false, Some(1)) => Sent::IcmpError,
+        _ => {
+            v.add("out.tunnel", format!("a tunnel around protocol {upper:?}"));
+            Sent::Other
+        }
     }
 }
