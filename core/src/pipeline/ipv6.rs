@@ -61,6 +61,14 @@ impl Pipeline {
             }
             return v;
         }
+        // No host sends from a group or from `::` (RFC 4291 §2.7 and
+        // §2.5.2; a DAD probe's `::` was answered above): such a packet
+        // makes no flow and, above all, gets no ICMPv6 error, which would
+        // go to a group or to nobody (RFC 4443 §2.4(e); found by fuzzing:
+        // "packet too big" was sent to `::`).
+        if ip.src.is_multicast() || ip.src.is_unspecified() {
+            return Verdict::Drop(DropReason::BadIpHeader);
+        }
         if ip.dst.is_multicast() {
             return Verdict::Drop(DropReason::NotForUs);
         }

@@ -1186,3 +1186,53 @@ fn the_nics_ip_checksum_verdict_is_used_where_it_gave_one() {
     p.process_burst(&snap, 0, &mut b, &mut v, 0);
     assert_eq!(v[0], bad, "bursts too");
 }
+
+/// A TCP segment over IPv6 from `src` to `dst`:80 with `data` bytes of
+/// payload, on the golden ipv6 scenario's wan, checksum right.
+fn tcp6(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, flags: u8, data: usize) -> Vec<u8> {
+    use crate::wire::TcpPacket;
+    let mut f = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x86, 0xdd];
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&((20 + data) as u16).to_be_bytes());
+    f.extend_from_slice(&[6, 64]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(&[
+        0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xfa, 0xf0,
+    ]);
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.resize(f.len() + data, b'd');
+    TcpPacket::new_unchecked(&mut f[54..]).fill_checksum_v6(src, dst);
+    f
+}
+
+/// No host sends from `::` or a group: such a packet makes no IPv6 flow
+/// and gets no "packet too big" (found by fuzzing: a 1500-byte segment
+/// from `::` to a 6in6 VIP was answered with "packet too big" to `::`;
+/// `fuzz/regressions/pipeline/ipv6-packet-too-big-to-unspecified`).
+#[test]
+fn ipv6_from_unspecified_or_a_group_is_dropped_not_answered() {
+    let scenario = golden::scenario("ipv6");
+    let config = Config::parse(&scenario.config).expect("the golden config parses");
+    let snap = compile(&config, &scenario.port_macs);
+    let mut p = pipeline(&snap, 0, 1, 64);
+    let nat_vip: std::net::Ipv6Addr = "2001:2:0:1::100".parse().unwrap();
+    let tun_vip: std::net::Ipv6Addr = "2001:2:0:1::101".parse().unwrap();
+    let client: std::net::Ipv6Addr = "2001:2:ff::10".parse().unwrap();
+    for src in [std::net::Ipv6Addr::UNSPECIFIED, "ff02::1".parse().unwrap()] {
+        for (vip, data) in [(nat_vip, 0), (tun_vip, 1440)] {
+            let mut buf = VecBuf::from_bytes(&tcp6(src, vip, 0x02, data));
+            assert_eq!(
+                p.process(&snap, 0, &mut buf, 1000),
+                Verdict::Drop(DropReason::BadIpHeader),
+                "from {src} to {vip}, {data} bytes"
+            );
+        }
+    }
+    assert_eq!(p.flows6().map(|t| t.len()), Some(0));
+    assert_eq!(p.stats().icmp_frag_needed.get(), 0);
+    // From a host, the same big segment gets its "packet too big".
+    let mut buf = VecBuf::from_bytes(&tcp6(client, tun_vip, 0x02, 1440));
+    assert_eq!(p.process(&snap, 0, &mut buf, 1000), Verdict::Transmit(0));
+    assert_eq!(p.stats().icmp_frag_needed.get(), 1);
+}
