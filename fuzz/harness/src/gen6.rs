@@ -22,7 +22,7 @@
 //!
 //! The bytes after the op: `b` (in-port `b & 3`, worker `(b >> 2)`), `a`
 //! (addresses: source `a & 7`, destination `a >> 4`), `m` (mutations,
-//! [`mutate`]), `x` (the kind's own: TCP flags, NDP options and flags,
+//! `assemble`), `x` (the kind's own: TCP flags, NDP options and flags,
 //! ICMPv6 type), `s` (upper-layer payload: `s * 8` bytes; 1440 bytes and
 //! more for the top values, so that "packet too big" runs), `p` (source
 //! port low byte).

@@ -6,8 +6,9 @@
 //!
 //! # Targets
 //! - [`Target::Pipeline`]: bursts of frames through 1–3 worker pipelines
-//!   over NAT, TUN and DR services (TCP and UDP), a small flow table, the
-//!   clock, sweeps and reloads, all driven by the input ([`driver`]).
+//!   over NAT, TUN and DR services (TCP and UDP; IPv4 and IPv6, 4in6
+//!   too), a small flow table per family, the clock, sweeps and reloads,
+//!   all driven by the input ([`driver`]; IPv6 frames: [`gen6`]).
 //! - [`Target::Wire`]: the `lb_core::wire` views on arbitrary bytes
 //!   ([`wire`]).
 //!
@@ -27,14 +28,17 @@
 //! | `0x80..=0x9f` | clock `+= (op & 0x1f) * 125 + 1` ms |
 //! | `0xa0..=0xaf` | every worker sweeps `((op & 0xf) + 1) * 8` entries |
 //! | `0xb0..=0xbf` | clock `+= ((op & 0xf) + 1) * 60 s` |
-//! | `0xc0..=0xcf` | RELOAD: every worker adopts snapshot `op & 3` of the topology |
-//! | `0xd0..=0xdf` | REPLY to the `(op & 0xf)`-th latest flow packet sent (from its destination, ports swapped). Next bytes: TCP flags, then `b`: worker `b & 0x7f`; `b & 0x80`: the reply carries 32 bytes of data after what it copied |
-//! | `0xe0..=0xef` | ICMP ERROR about the `(op & 0xf)`-th latest flow packet sent, from its destination. Next bytes: type/code (`b & 1`: 3 else 11; code `(b >> 1) & 0xf`), worker |
+//! | `0xc0..=0xc7` | RELOAD: every worker adopts snapshot `op & 3` of the topology |
+//! | `0xc8..=0xcf` | IPV6: an IPv6 frame of kind `op & 7` built from the next six bytes (in-port and worker, addresses, mutations, the kind's byte, size, source port; see [`gen6`]) |
+//! | `0xd0..=0xdf` | REPLY to the `(op & 0xf)`-th latest flow packet sent (from its destination, ports swapped; IPv4 or IPv6). Next bytes: TCP flags, then `b`: worker `b & 0x7f`; `b & 0x80`: the reply carries 32 bytes of data after what it copied |
+//! | `0xe0..=0xef` | ICMP ERROR about the `(op & 0xf)`-th latest flow packet sent, from its destination. Next bytes: type/code (IPv4: `b & 1`: 3 else 11, code `(b >> 1) & 0xf`; IPv6: `b & 3`: unreachable, time exceeded, packet too big, parameter problem, code `(b >> 2) & 7`, `b & 0x20` quote cut to the headers), worker; `b & 0x80`: about the packet's reply |
 //! | `0xf0..=0xff` | AGAIN: the `(op & 0xf)`-th latest input frame once more. Next bytes: TCP flags (0: unchanged), worker |
 //!
 //! Frame flags ([`packet::flag`]): `0x01` IPv4 total length := frame
-//! length − 14, `0x02` UDP length := IP payload, `0x04` recompute the
-//! TCP/UDP/ICMP checksum, `0x08` recompute the IPv4 header checksum,
+//! length − 14 (IPv6 payload length := frame length − 54), `0x02` UDP
+//! length := IP payload (IPv6: past the extension headers), `0x04`
+//! recompute the TCP/UDP/ICMP/ICMPv6 checksum, `0x08` recompute the IPv4
+//! header checksum,
 //! `0x10` pad to 60 bytes, `0x20` no headroom, `0x40` Ethernet
 //! destination := the port's MAC, `0x80` UDP checksum := 0. Seeds use
 //! `0x0f` (the golden frames, kept right under mutation).

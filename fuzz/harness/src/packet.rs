@@ -1,7 +1,7 @@
 //! Frame helpers: the fix-ups an input frame may ask for (so that mutated
 //! frames still reach the deep paths), and the checks of what the pipeline
 //! sends. All on plain bytes, with `lb_core::wire` views where they apply.
-//! IPv4 and IPv6 (the IPv6 half: [`check_ipv6`] and what it uses).
+//! IPv4 and IPv6 (the IPv6 half: `check_ipv6` and what it uses).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
