@@ -76,6 +76,47 @@ fn the_example_configs_are_valid() {
     assert!(n >= 2, "examples/ holds the example configs");
 }
 
+/// The lab's dual-stack config (what the demo runs) is valid as written
+/// (NAT) and with its services set to each method, as the demo and
+/// `tests/lab.rs` set them, and serves both families: the IPv4 VIP to the
+/// reals' IPv4 addresses, the IPv6 VIP to their IPv6 ones.
+#[test]
+fn the_dual_stack_lab_config_is_valid_for_every_method() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lab-dual-stack.toml");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert_eq!(
+        text.matches("\nforwarding = \"nat\"\n").count(),
+        4,
+        "{path}: four services (web, echo, web6, echo6), each `forwarding = \"nat\"`"
+    );
+    let dir = TempDir::new("cli-dual-stack");
+    for method in ["nat", "tun", "dr"] {
+        let file = dir.path(&format!("lab-{method}.toml"));
+        std::fs::write(
+            &file,
+            text.replace(
+                "\nforwarding = \"nat\"\n",
+                &format!("\nforwarding = \"{method}\"\n"),
+            ),
+        )
+        .unwrap();
+        let (code, out, err) = run(&["-c", file.to_str().unwrap(), "--check"]);
+        assert_eq!(code, 0, "[{method}] {out}{err}");
+        for line in [
+            "198.18.0.2/24 2001:2::2/64 gateway 198.18.0.1 gateway6 2001:2::1".to_string(),
+            format!("web tcp 198.18.1.100:80 wrr {method}"),
+            format!("echo udp 198.18.1.100:9000 wrr {method}"),
+            format!("web6 tcp [2001:2:0:1::100]:80 wrr {method}"),
+            format!("echo6 udp [2001:2:0:1::100]:9000 wrr {method}"),
+            format!("-> 198.18.0.11:80 weight 3 {method}"),
+            format!("-> [2001:2::11]:80 weight 3 {method}"),
+            format!("-> [2001:2::13]:9000 weight 1 {method}"),
+        ] {
+            assert!(out.contains(&line), "[{method}] want {line:?} in:\n{out}");
+        }
+    }
+}
+
 /// IPv6 is in the contract before the dataplane carries it: `--check`
 /// accepts it, a start refuses it, naming the key, before EAL starts.
 // IPv6: replaced by the dataplane's IPv6 path (the start half of it).
