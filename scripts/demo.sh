@@ -2,12 +2,14 @@
 # lb-appliance's demo, on a machine without DPDK NICs: installs what is
 # missing, builds in release mode, brings the lab up (scripts/lab.sh: a
 # client, a router, the appliance and three real servers in network
-# namespaces), and in turn for NAT, TUN and DR starts lb-appliance with the
-# example config examples/lab-<method>.toml, sends a few hundred HTTP
-# requests from the client to the VIP, shows which real answered how many
-# (the configured weights are 3:2:1) and a few lines of /metrics. Cleans
-# everything up, also on failure or Ctrl-C, and ends with one line saying
-# whether it worked (exit status 0) or not. Run as root.
+# namespaces, dual-stack), and in turn for NAT, TUN and DR starts
+# lb-appliance with the lab's dual-stack config
+# (examples/lab-dual-stack.toml, its services set to that method), sends a
+# few hundred HTTP requests from the client to the IPv4 VIP and as many to
+# the IPv6 VIP, shows which real answered how many (the configured weights
+# are 3:2:1) and a few lines of /metrics. Cleans everything up, also on
+# failure or Ctrl-C, and ends with one line saying whether it worked (exit
+# status 0) or not. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -16,6 +18,9 @@ export LAB_PREFIX=${LAB_PREFIX:-lbdemo}
 export LAB_STATE=${LAB_STATE:-/run/lb-demo-lab}
 LB_NS=$LAB_PREFIX-lb
 CLIENT_NS=$LAB_PREFIX-client
+CONFIG=examples/lab-dual-stack.toml
+VIP4=198.18.1.100
+VIP6=2001:2:0:1::100
 
 say() { printf '\n== %s\n' "$*"; }
 
@@ -47,15 +52,17 @@ scripts/lab.sh up
 
 metrics() { ip netns exec "$LB_NS" curl -s --max-time 2 http://127.0.0.1:9101/metrics; }
 
-# Sends $REQUESTS requests, each on a new connection, and prints "name count".
+# requests HOST: sends $REQUESTS requests to http://HOST/ (an IPv6 address
+# in brackets), each on a new connection, and prints "name count".
 requests() {
-    ip netns exec "$CLIENT_NS" /usr/bin/python3 - "$REQUESTS" <<'PY'
+    ip netns exec "$CLIENT_NS" /usr/bin/python3 - "$REQUESTS" "$1" <<'PY'
 import collections, http.client, sys
-n = int(sys.argv[1])
+# http.client wants an IPv6 address without its brackets when given a port.
+n, host = int(sys.argv[1]), sys.argv[2].strip("[]")
 seen = collections.Counter()
 for _ in range(n):
     try:
-        c = http.client.HTTPConnection("198.18.1.100", 80, timeout=5)
+        c = http.client.HTTPConnection(host, 80, timeout=5)
         c.request("GET", "/")
         seen[c.getresponse().read().decode().strip()] += 1
         c.close()
@@ -66,68 +73,81 @@ for name in sorted(seen):
 PY
 }
 
+# balanced FAMILY HOST COUNTS: runs `requests HOST` into the file COUNTS,
+# shows the split by real against the weights 3:2:1; fails (status 1)
+# unless every real is within 5 % of all requests of its share and none
+# failed.
+balanced() {
+    local family=$1 host=$2 counts=$3 ok=0 name weight got want tol diff mark
+    echo "  $family: $REQUESTS requests to http://$host/ (weights real1:real2:real3 = 3:2:1):"
+    requests "$host" >"$counts"
+    for r in "real1 3" "real2 2" "real3 1"; do
+        read -r name weight <<<"$r"
+        got=$(awk -v n="$name" '$1 == n {print $2}' "$counts")
+        got=${got:-0}
+        want=$((REQUESTS * weight / 6))
+        # Tolerance: 5 % of all requests (one worker runs exact smooth wrr).
+        tol=$((REQUESTS / 20))
+        diff=$((got > want ? got - want : want - got))
+        mark=ok
+        [ "$diff" -le "$tol" ] || { mark="OFF (expected $want ± $tol)"; ok=1; }
+        printf '    %-6s %4d  (expected %d)  %s\n' "$name" "$got" "$want" "$mark"
+    done
+    if grep -q '^failed' "$counts"; then
+        echo "    failed requests: $(awk '$1 == "failed" {print $2}' "$counts")"
+        ok=1
+    fi
+    return "$ok"
+}
+
 failed=()
 for method in nat tun dr; do
-    M=$(echo "$method" | tr a-z A-Z)
-    say "$M: scripts/lab.sh method $method; lb-appliance -c examples/lab-$method.toml (in $LB_NS)"
+    M=$(echo "$method" | tr '[:lower:]' '[:upper:]')
+    say "$M: scripts/lab.sh method $method; lb-appliance -c $CONFIG with forwarding = \"$method\" (in $LB_NS)"
     scripts/lab.sh method "$method"
-    sed "s/\"lb-lab\"/\"lb-demo-$method\"/" "examples/lab-$method.toml" >"$WORK/lb-$method.toml"
+    # The example is written for NAT; every service takes the lab's method.
+    sed -e "s/\"lb-lab\"/\"lb-demo-$method\"/" -e "s/^forwarding = \"nat\"/forwarding = \"$method\"/" \
+        "$CONFIG" >"$WORK/lb-$method.toml"
     ip netns exec "$LB_NS" "$BIN" -c "$WORK/lb-$method.toml" >"$WORK/lb-$method.log" 2>&1 &
     PID=$!
     up=0
     for _ in $(seq 150); do
-        up=$(metrics | grep -c '^lb_real_up{.*service="web"} 1' || true)
-        [ "$up" = 3 ] && break
+        up=$(metrics | grep -cE '^lb_real_up\{.*service="web6?"\} 1' || true)
+        [ "$up" = 6 ] && break
         kill -0 "$PID" 2>/dev/null || break
         sleep 0.1
     done
-    if [ "$up" != 3 ]; then
+    if [ "$up" != 6 ]; then
         tail -20 "$WORK/lb-$method.log"
-        echo "$M: the health checks did not bring the three reals up"
+        echo "$M: the health checks did not bring the six reals (three per family) up"
         failed+=("$M")
         kill -TERM "$PID" 2>/dev/null || true
         wait "$PID" || true
         PID=""
         continue
     fi
-    echo "  health checks: 3 reals up"
-    echo "  $REQUESTS requests to http://198.18.1.100/ (weights real1:real2:real3 = 3:2:1):"
-    requests >"$WORK/counts-$method"
+    echo "  health checks: 3 reals up over IPv4 (service web), 3 over IPv6 (web6)"
     ok=1
-    for r in "real1 3" "real2 2" "real3 1"; do
-        set -- $r
-        got=$(awk -v n="$1" '$1 == n {print $2}' "$WORK/counts-$method")
-        got=${got:-0}
-        want=$((REQUESTS * $2 / 6))
-        # Tolerance: 5 % of all requests (one worker runs exact smooth wrr).
-        tol=$((REQUESTS / 20))
-        diff=$((got > want ? got - want : want - got))
-        mark=ok
-        [ "$diff" -le "$tol" ] || { mark="OFF (expected $want ± $tol)"; ok=0; }
-        printf '    %-6s %4d  (expected %d)  %s\n' "$1" "$got" "$want" "$mark"
-    done
-    if grep -q '^failed' "$WORK/counts-$method"; then
-        echo "    failed requests: $(awk '$1 == "failed" {print $2}' "$WORK/counts-$method")"
-        ok=0
-    fi
+    balanced IPv4 "$VIP4" "$WORK/counts-$method-4" || { ok=0; failed+=("$M/IPv4"); }
+    balanced IPv6 "[$VIP6]" "$WORK/counts-$method-6" || { ok=0; failed+=("$M/IPv6"); }
     echo "  a few lines of /metrics:"
-    metrics | grep -E '^lb_(flows_created_total|real_up)\{.*service="web"|^lb_port_(rx|tx)_packets_total|^lb_config_generation' | sed 's/^/    /'
+    metrics | grep -E '^lb_(flows_created_total|real_up)\{.*service="web6?"|^lb_port_(rx|tx)_packets_total|^lb_config_generation' | sed 's/^/    /'
     kill -TERM "$PID"
     status=0
     wait "$PID" || status=$?
     PID=""
     grep -E "port wan:" "$WORK/lb-$method.log" | sed 's/.*port wan: /  appliance port counters: /'
     if [ "$ok" = 1 ] && [ "$status" = 0 ]; then
-        echo "  $M: ok"
+        echo "  $M: ok (IPv4 and IPv6)"
     else
         echo "  $M: FAILED (exit status $status)"
-        failed+=("$M")
+        [ "$status" = 0 ] || failed+=("$M")
     fi
 done
 
 if [ "${#failed[@]}" -eq 0 ]; then
     echo
-    echo "DEMO PASSED: NAT, TUN and DR each balanced $REQUESTS HTTP requests by weight 3:2:1 through lb-appliance"
+    echo "DEMO PASSED: NAT, TUN and DR each balanced $REQUESTS HTTP requests over IPv4 and $REQUESTS over IPv6 by weight 3:2:1 through lb-appliance"
 else
     echo
     echo "DEMO FAILED: ${failed[*]}"
