@@ -8,9 +8,13 @@
 //!   spread 3:2:1 as the weights say, a 5 MB file arrives intact, replies
 //!   cross the appliance for NAT and bypass it for TUN and DR, UDP answers
 //!   come from the VIP, and the appliance stops cleanly;
+//! - the same over IPv6 with `examples/lab-dual-stack.toml` (NAT66, 6in6,
+//!   DR to the IPv6 VIP), NAT66 on two workers (replies handed over to the
+//!   worker that owns their flow), and 4in6 (the IPv4 VIP to the reals'
+//!   IPv6 addresses);
 //! - long-lived keep-alive connections survive a reload that drains their
 //!   real (weight 0) and one that restores it, while new connections avoid
-//!   the drained real;
+//!   the drained real, over IPv4 and over IPv6;
 //! - a real whose HTTP server is stopped is taken out by the health check;
 //! - without the appliance, the lab's IPv6 half: the client reaches every
 //!   real over IPv6 through the router (HTTP and UDP), `method` sets the
@@ -213,6 +217,13 @@ impl Lab {
     /// waits until its worker polls, its metrics answer and every real of
     /// "web" is up (the checks start them down).
     fn start_appliance(&self, method: &str, config: &str) -> Proc {
+        let web: Vec<(&str, &str)> = REALS.iter().map(|(addr, ..)| ("web", *addr)).collect();
+        self.start_appliance_with(method, config, &web)
+    }
+
+    /// [`Lab::start_appliance`], waiting for the reals `up` (service, real
+    /// address) instead.
+    fn start_appliance_with(&self, method: &str, config: &str, up: &[(&str, &str)]) -> Proc {
         if let Err(e) = self.check(config) {
             panic!("[{method}] the test's config is invalid:\n{config}\n{e}");
         }
@@ -228,8 +239,9 @@ impl Lab {
                 &format!("[{method}] the appliance did not start (its worker never polled)"),
             );
         }
-        self.wait_metrics(&mut app, &format!("[{method}] every real of web up"), |s| {
-            REALS.iter().all(|(addr, ..)| web_up(s, addr) == Some(1.0))
+        self.wait_metrics(&mut app, &format!("[{method}] up: {up:?}"), |s| {
+            up.iter()
+                .all(|(service, addr)| real_up(s, service, addr) == Some(1.0))
         });
         app
     }
@@ -293,14 +305,19 @@ impl Lab {
     /// `n` sequential `curl`s of `http://VIP/` from the client, each on a
     /// new connection: per request the body (the real's name) or why not.
     fn curls(&self, n: usize) -> Vec<Result<String, String>> {
+        self.curls_to(VIP, n)
+    }
+
+    /// [`Lab::curls`] to `vip` (IPv4 or IPv6).
+    fn curls_to(&self, vip: &str, n: usize) -> Vec<Result<String, String>> {
         const LOOP: &str = r#"
 i=0
 while [ "$i" -lt "$1" ]; do
     i=$((i + 1))
-    if b=$(curl -s -S --max-time 5 "$2" 2>&1); then echo "OK $b"; else echo "FAIL $? $b"; fi
+    if b=$(curl -g -s -S --max-time 5 "$2" 2>&1); then echo "OK $b"; else echo "FAIL $? $b"; fi
 done
 "#;
-        let url = format!("http://{VIP}/");
+        let url = format!("http://{}/", bracketed(vip));
         let out = self.exec("client", &["sh", "-c", LOOP, "sh", &n.to_string(), &url]);
         let text = String::from_utf8_lossy(&out.stdout);
         let mut res: Vec<Result<String, String>> = text
@@ -324,24 +341,34 @@ done
     /// Polls until one `curl` of the VIP answers (the appliance resolves the
     /// next hops by ARP on the first packets).
     fn wait_for_vip(&self, app: &mut Proc, method: &str) {
+        self.wait_for(app, method, VIP);
+    }
+
+    /// [`Lab::wait_for_vip`] for `vip` (for IPv6, the appliance resolves
+    /// the next hops by neighbor discovery).
+    fn wait_for(&self, app: &mut Proc, method: &str, vip: &str) {
         let end = Instant::now() + POLL;
         loop {
-            match self.curls(1).pop() {
+            match self.curls_to(vip, 1).pop() {
                 Some(Ok(_)) => return,
                 last if Instant::now() >= end => fail(
                     app,
-                    &format!("[{method}] the VIP never answered within {POLL:?}; last: {last:?}"),
+                    &format!(
+                        "[{method}] the VIP {vip} never answered within {POLL:?}; last: {last:?}"
+                    ),
                 ),
                 _ => std::thread::sleep(Duration::from_millis(200)),
             }
         }
     }
 
-    /// Starts the keep-alive client helper in the client namespace.
-    fn client(&self, method: &str) -> Client {
+    /// Starts the keep-alive client helper in the client namespace, for
+    /// connections to `vip`.
+    fn client(&self, method: &str, vip: &str) -> Client {
         Client::start(
             &self.ns("client"),
             &self.dir.path(&format!("client-{method}.log")),
+            vip,
         )
     }
 }
@@ -448,15 +475,34 @@ fn reloads(s: &Scrape, result: &str) -> f64 {
     metric(s, "lb_config_reloads_total", &[("result", result)]).unwrap_or(f64::NAN)
 }
 
-/// `lb_real_up` of a real of "web".
-fn web_up(s: &Scrape, address: &str) -> Option<f64> {
-    let real = format!("{address}:80");
-    metric(s, "lb_real_up", &[("service", "web"), ("real", &real)])
+/// An address as URLs and the `real` label write it: IPv6 in brackets.
+fn bracketed(address: &str) -> String {
+    if address.contains(':') {
+        format!("[{address}]")
+    } else {
+        address.to_string()
+    }
 }
 
-fn web_weight(s: &Scrape, address: &str) -> Option<f64> {
-    let real = format!("{address}:80");
-    metric(s, "lb_real_weight", &[("service", "web"), ("real", &real)])
+/// `lb_real_up` of a real (its port 80) of `service`.
+fn real_up(s: &Scrape, service: &str, address: &str) -> Option<f64> {
+    let real = format!("{}:80", bracketed(address));
+    metric(s, "lb_real_up", &[("service", service), ("real", &real)])
+}
+
+/// `lb_real_up` of a real of "web".
+fn web_up(s: &Scrape, address: &str) -> Option<f64> {
+    real_up(s, "web", address)
+}
+
+/// `lb_real_weight` of a real (its port 80) of `service`.
+fn real_weight(s: &Scrape, service: &str, address: &str) -> Option<f64> {
+    let real = format!("{}:80", bracketed(address));
+    metric(
+        s,
+        "lb_real_weight",
+        &[("service", service), ("real", &real)],
+    )
 }
 
 /// The series a failure message shows: reloads, generation, health and
@@ -591,10 +637,12 @@ struct Client {
     lines: Receiver<String>,
     log: PathBuf,
     count: usize,
+    /// Where `open` connects (port 80).
+    vip: String,
 }
 
 impl Client {
-    fn start(ns: &str, log: &Path) -> Client {
+    fn start(ns: &str, log: &Path, vip: &str) -> Client {
         let err = std::fs::File::create(log).expect("client log");
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns, "/usr/bin/python3", "-u", "-c"])
@@ -621,6 +669,7 @@ impl Client {
             lines,
             log: log.to_owned(),
             count: 0,
+            vip: vip.to_string(),
         }
     }
 
@@ -653,8 +702,9 @@ impl Client {
 
     /// Opens `n` connections to the VIP's port 80; Err unless all open.
     fn open(&mut self, n: usize) -> Result<(), String> {
+        let vip = self.vip.clone();
         let lines = self.command(
-            &format!("open {n} {VIP} 80 8"),
+            &format!("open {n} {vip} 80 8"),
             Duration::from_secs(8 * n as u64 + 10),
         )?;
         let want: Vec<String> = (self.count..self.count + n)
@@ -662,7 +712,9 @@ impl Client {
             .collect();
         self.count += n;
         if lines != want {
-            return Err(format!("opening {n} connections to {VIP}:80: {lines:?}"));
+            return Err(format!(
+                "opening {n} connections to {vip} port 80: {lines:?}"
+            ));
         }
         Ok(())
     }
@@ -718,21 +770,38 @@ fn get_all(client: &mut Client, app: &mut Proc, when: &str) -> Vec<String> {
     names
 }
 
-#[test]
-fn each_method_balances_by_weight_and_replies_take_the_right_path() {
-    let test = "each_method_balances_by_weight_and_replies_take_the_right_path";
-    if !privileged(test) {
-        return;
-    }
-    let _serial = serial();
-    let lab = Lab::up('w');
-    let served = sha256(&lab.state.join("www/big.bin"));
-    for method in ["nat", "tun", "dr"] {
-        lab.script(&["method", method]);
-        let client_rx_before = lab.if_stat("client", "eth0", "rx_bytes");
-        let reals_tx_before = lab.reals_tx_bytes();
-        let mut app = lab.start_appliance(method, &lab.example_config(method));
-        lab.wait_for_vip(&mut app, method);
+/// One run of the appliance in the lab, as [`Lab::exercise`] checks it.
+struct Run<'a> {
+    /// Names the run in messages and in the log file's name, such as `nat`
+    /// or `nat ipv6`.
+    label: String,
+    /// The forwarding method (the lab's reals are set up for it): NAT
+    /// replies cross the appliance, TUN and DR replies bypass it.
+    method: &'a str,
+    config: String,
+    /// The VIP the client uses, IPv4 or IPv6, for HTTP on port 80 and the
+    /// UDP echo on [`UDP_PORT`].
+    vip: &'a str,
+    /// The reals (service, address) whose health checks must pass before
+    /// the client starts.
+    up: Vec<(&'a str, &'a str)>,
+}
+
+impl Lab {
+    /// Starts the appliance with `run.config` and checks what a user of the
+    /// lab sees through `run.vip`: 120 new connections spread 3:2:1 as the
+    /// weights say, the 5 MB file intact, UDP answered from the VIP by every
+    /// real, replies through the appliance (NAT) or around it (TUN, DR) by
+    /// the port's and the hosts' byte counters, and a clean stop. Returns
+    /// the final log and the last scrape before the stop.
+    fn exercise(&self, run: &Run) -> (String, Scrape) {
+        let (label, vip) = (run.label.as_str(), run.vip);
+        let served = sha256(&self.state.join("www/big.bin"));
+        let client_rx_before = self.if_stat("client", "eth0", "rx_bytes");
+        let reals_tx_before = self.reals_tx_bytes();
+        let log_name = label.replace(' ', "-");
+        let mut app = self.start_appliance_with(&log_name, &run.config, &run.up);
+        self.wait_for(&mut app, label, vip);
 
         // 120 new connections, one after the other. One worker runs exact
         // smooth weighted round robin, so 3:2:1 gives 60/40/20 (the warm-up
@@ -740,18 +809,18 @@ fn each_method_balances_by_weight_and_replies_take_the_right_path() {
         // by TOLERANCE.
         const N: usize = 120;
         const TOLERANCE: usize = 6;
-        let answers = lab.curls(N);
-        let what = format!("[{method}] {N} curls of http://{VIP}/");
+        let answers = self.curls_to(vip, N);
+        let what = format!("[{label}] {N} curls of http://{}/", bracketed(vip));
         let counts = count_by_real(&mut app, &what, &answers);
         let total_weight: u32 = REALS.iter().map(|r| r.2).sum();
-        eprintln!("[{method}] {N} connections by real (weights 3:2:1): {counts:?}");
-        for (k, (addr, name, weight)) in REALS.iter().enumerate() {
+        eprintln!("[{label}] {N} connections by real (weights 3:2:1): {counts:?}");
+        for (k, (_, name, weight)) in REALS.iter().enumerate() {
             let want = N * *weight as usize / total_weight as usize;
             if counts[k].abs_diff(want) > TOLERANCE {
                 fail(
                     &mut app,
                     &format!(
-                        "{what}: {name} ({addr}, weight {weight}) answered {} times, want \
+                        "{what}: {name} (weight {weight}) answered {} times, want \
                          {want} ± {TOLERANCE}; counts {counts:?}",
                         counts[k]
                     ),
@@ -760,12 +829,13 @@ fn each_method_balances_by_weight_and_replies_take_the_right_path() {
         }
 
         // The 5 MB file arrives intact.
-        let target = lab.dir.path(&format!("big-{method}.bin"));
-        let url = format!("http://{VIP}/big.bin");
-        let out = lab.exec(
+        let target = self.dir.path(&format!("big-{log_name}.bin"));
+        let url = format!("http://{}/big.bin", bracketed(vip));
+        let out = self.exec(
             "client",
             &[
                 "curl",
+                "-g",
                 "-s",
                 "-S",
                 "--max-time",
@@ -779,7 +849,7 @@ fn each_method_balances_by_weight_and_replies_take_the_right_path() {
             fail(
                 &mut app,
                 &format!(
-                    "[{method}] downloading {url} failed: exit {:?}: {}",
+                    "[{label}] downloading {url} failed: exit {:?}: {}",
                     out.status.code(),
                     String::from_utf8_lossy(&out.stderr)
                 ),
@@ -791,7 +861,7 @@ fn each_method_balances_by_weight_and_replies_take_the_right_path() {
             fail(
                 &mut app,
                 &format!(
-                    "[{method}] the download of {url} is not intact: {len} bytes (want {BIG}), \
+                    "[{label}] the download of {url} is not intact: {len} bytes (want {BIG}), \
                      sha256 {got}, served {served}"
                 ),
             );
@@ -801,13 +871,13 @@ fn each_method_balances_by_weight_and_replies_take_the_right_path() {
         // (for TUN and DR the real answers from the address the request was
         // sent to), and every real takes a share.
         const UDP_N: usize = 30;
-        let out = lab.exec(
+        let out = self.exec(
             "client",
             &[
                 "/usr/bin/python3",
                 "-c",
                 UDP_CLIENT,
-                VIP,
+                vip,
                 &UDP_PORT.to_string(),
                 &UDP_N.to_string(),
             ],
@@ -820,7 +890,7 @@ fn each_method_balances_by_weight_and_replies_take_the_right_path() {
             fail(
                 &mut app,
                 &format!(
-                    "[{method}] the UDP client: exit {:?}, {} lines for {UDP_N} datagrams: \
+                    "[{label}] the UDP client: exit {:?}, {} lines for {UDP_N} datagrams: \
                      {lines:?}\n{}",
                     out.status.code(),
                     lines.len(),
@@ -833,7 +903,7 @@ fn each_method_balances_by_weight_and_replies_take_the_right_path() {
             let words: Vec<&str> = l.splitn(4, ' ').collect();
             let from_vip = words.len() == 4
                 && words[0] == "OK"
-                && words[1] == VIP
+                && words[1] == vip
                 && words[2] == UDP_PORT.to_string();
             let real = REALS.iter().position(|(_, name, _)| {
                 words.get(3) == Some(&format!("{name}: msg-{i}").as_str())
@@ -843,22 +913,22 @@ fn each_method_balances_by_weight_and_replies_take_the_right_path() {
                 _ => fail(
                     &mut app,
                     &format!(
-                        "[{method}] UDP datagram {i}: want a reply `realN: msg-{i}` from \
-                         {VIP}:{UDP_PORT}, got {l:?}; all: {lines:?}"
+                        "[{label}] UDP datagram {i}: want a reply `realN: msg-{i}` from \
+                         {vip} port {UDP_PORT}, got {l:?}; all: {lines:?}"
                     ),
                 ),
             }
         }
-        eprintln!("[{method}] {UDP_N} UDP flows by real: {udp_counts:?}");
+        eprintln!("[{label}] {UDP_N} UDP flows by real: {udp_counts:?}");
         // Loosely 15/10/5: every real answers, each within 5 of its share.
-        for (k, (addr, name, weight)) in REALS.iter().enumerate() {
+        for (k, (_, name, weight)) in REALS.iter().enumerate() {
             let want = UDP_N * *weight as usize / total_weight as usize;
             if udp_counts[k] == 0 || udp_counts[k].abs_diff(want) > 5 {
                 fail(
                     &mut app,
                     &format!(
-                        "[{method}] UDP: {name} ({addr}, weight {weight}) answered {} of \
-                         {UDP_N}, want {want} ± 5 and at least one; counts {udp_counts:?}",
+                        "[{label}] UDP: {name} (weight {weight}) answered {} of {UDP_N}, want \
+                         {want} ± 5 and at least one; counts {udp_counts:?}",
                         udp_counts[k]
                     ),
                 );
@@ -867,12 +937,13 @@ fn each_method_balances_by_weight_and_replies_take_the_right_path() {
 
         // The reply path, from the final counters of the appliance's port
         // and the interfaces of the client and the reals.
-        let log = stop_cleanly(&mut app, method);
+        let scrape = self.scrape().unwrap_or_default();
+        let log = stop_cleanly(&mut app, label);
         let (_, rx_bytes, _, tx_bytes) = port_counters(&log, "wan");
-        let client_rx = lab.if_stat("client", "eth0", "rx_bytes") - client_rx_before;
-        let reals_tx = lab.reals_tx_bytes() - reals_tx_before;
+        let client_rx = self.if_stat("client", "eth0", "rx_bytes") - client_rx_before;
+        let reals_tx = self.reals_tx_bytes() - reals_tx_before;
         eprintln!(
-            "[{method}] appliance wan rx {rx_bytes} tx {tx_bytes} bytes; client received \
+            "[{label}] appliance wan rx {rx_bytes} tx {tx_bytes} bytes; client received \
              {client_rx}, reals sent {reals_tx} bytes"
         );
         let counters = format!(
@@ -882,72 +953,248 @@ fn each_method_balances_by_weight_and_replies_take_the_right_path() {
         );
         assert!(
             client_rx >= BIG && reals_tx >= BIG,
-            "[{method}] the client should have received, and the reals sent, >= {BIG} bytes: \
+            "[{label}] the client should have received, and the reals sent, >= {BIG} bytes: \
              {counters}"
         );
-        if method == "nat" {
+        if run.method == "nat" {
             assert!(
                 rx_bytes >= BIG && tx_bytes >= BIG,
-                "[nat] the replies (>= {BIG} bytes) should pass through the appliance: {counters}"
+                "[{label}] the replies (>= {BIG} bytes) should pass through the appliance: \
+                 {counters}"
             );
         } else {
             assert!(
                 tx_bytes < BYPASS_MAX_TX,
-                "[{method}] the replies should bypass the appliance (tx < {BYPASS_MAX_TX} \
+                "[{label}] the replies should bypass the appliance (tx < {BYPASS_MAX_TX} \
                  bytes): {counters}"
             );
         }
+        (log, scrape)
+    }
+
+    /// `examples/lab-dual-stack.toml` for `method` (every service's
+    /// `forwarding`), with the private EAL prefix.
+    fn dual_stack_config(&self, method: &str) -> String {
+        let path = format!("{EXAMPLES}/lab-dual-stack.toml");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(
+            text.contains(EXAMPLE_FILE_PREFIX),
+            "{path} no longer sets --file-prefix {EXAMPLE_FILE_PREFIX}"
+        );
+        let nat = "\nforwarding = \"nat\"\n";
+        assert_eq!(
+            text.matches(nat).count(),
+            4,
+            "{path}: want its four services written `forwarding = \"nat\"`"
+        );
+        text.replace(EXAMPLE_FILE_PREFIX, &format!("\"{}\"", self.dpdk.0))
+            .replace(nat, &format!("\nforwarding = \"{method}\"\n"))
     }
 }
 
+/// `from` replaced by `to` in `text`, which must contain it.
+fn must_replace(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "want {from:?} in the config:\n{text}");
+    text.replace(from, to)
+}
+
+/// The reals (service, address) of `service` in the order of [`REALS`],
+/// by their IPv4 or IPv6 addresses.
+fn reals_of<'a>(service: &'a str, addresses: &[&'a str]) -> Vec<(&'a str, &'a str)> {
+    addresses.iter().map(|a| (service, *a)).collect()
+}
+
 #[test]
-fn long_lived_connections_survive_reload_and_drain() {
-    let test = "long_lived_connections_survive_reload_and_drain";
+fn each_method_balances_by_weight_and_replies_take_the_right_path() {
+    let test = "each_method_balances_by_weight_and_replies_take_the_right_path";
     if !privileged(test) {
         return;
     }
     let _serial = serial();
-    let lab = Lab::up('r');
-    let (real1, name1, _) = REALS[0];
-    for method in ["nat", "dr"] {
+    let lab = Lab::up('w');
+    let reals4: Vec<&str> = REALS.iter().map(|r| r.0).collect();
+    for method in ["nat", "tun", "dr"] {
         lab.script(&["method", method]);
-        let config = lab.example_config(method);
-        let mut app = lab.start_appliance(method, &config);
-        lab.wait_for_vip(&mut app, method);
+        lab.exercise(&Run {
+            label: method.to_string(),
+            method,
+            config: lab.example_config(method),
+            vip: VIP,
+            up: reals_of("web", &reals4),
+        });
+    }
+}
+
+/// The same over IPv6, from `examples/lab-dual-stack.toml`: NAT66, 6in6
+/// and DR to the IPv6 VIP; NAT66 again with two workers and two queue
+/// pairs, where replies reach the worker that does not own their flow and
+/// are handed over; and TUN from the IPv4 VIP to the reals' IPv6 addresses
+/// (4in6).
+#[test]
+fn ipv6_each_method_balances_by_weight_and_replies_take_the_right_path() {
+    let test = "ipv6_each_method_balances_by_weight_and_replies_take_the_right_path";
+    if !privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::up('v');
+    for method in ["nat", "tun", "dr"] {
+        lab.script(&["method", method]);
+        lab.exercise(&Run {
+            label: format!("{method} ipv6"),
+            method,
+            config: lab.dual_stack_config(method),
+            vip: VIP6,
+            up: reals_of("web6", &REALS6),
+        });
+    }
+
+    // NAT66 on two workers, each with its own af_packet queue: the kernel
+    // spreads the reals' replies over both sockets by flow hash, and the
+    // worker that does not own a flow hands its packets over.
+    lab.script(&["method", "nat"]);
+    let mut config = lab.dual_stack_config("nat");
+    for (from, to) in [
+        ("\"-l\", \"0-1\"", "\"--lcores\", \"0@0,1@0,2@1\""),
+        ("lcores = [1]", "lcores = [1, 2]"),
+        ("iface=lb0\"", "iface=lb0,qpairs=2\""),
+        ("mbufs = 8191", "mbufs = 16383"),
+    ] {
+        config = must_replace(&config, from, to);
+    }
+    let label = "nat ipv6 two workers";
+    let (log, _) = lab.exercise(&Run {
+        label: label.to_string(),
+        method: "nat",
+        config,
+        vip: VIP6,
+        up: reals_of("web6", &REALS6),
+    });
+    let workers: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("worker on lcore"))
+        .collect();
+    let handoffs = |label: &str| -> u64 {
+        workers
+            .iter()
+            .map(|l| {
+                let from = l.find("handoffs out ").unwrap_or(0);
+                common::number_after(&l[from..], label).unwrap_or(0)
+            })
+            .sum()
+    };
+    let (out, inn) = (handoffs("handoffs out "), handoffs(" in "));
+    assert!(
+        workers.len() == 2 && out > 0 && inn > 0 && inn <= out,
+        "[{label}] with two queue pairs some IPv6 packets should reach the worker that does \
+         not own their flow and be handed over (out {out}, in {inn}):\n{}",
+        workers.join("\n")
+    );
+
+    // 4in6: the IPv4 services ("web", "echo") to the reals' IPv6
+    // addresses, which their decapsulators unwrap; replies go from the
+    // IPv4 VIP straight to the client.
+    lab.script(&["method", "tun"]);
+    let dual = lab.dual_stack_config("tun");
+    let ipv4_services = dual
+        .split("# IPv6: the same services")
+        .next()
+        .expect("the IPv4 half of the dual-stack config");
+    let mut config = ipv4_services.to_string();
+    for ((real4, ..), real6) in REALS.iter().zip(REALS6) {
+        config = must_replace(
+            &config,
+            &format!("address = \"{real4}\""),
+            &format!("address = \"{real6}\""),
+        );
+    }
+    let label = "tun 4in6";
+    let (_, s) = lab.exercise(&Run {
+        label: label.to_string(),
+        method: "tun",
+        config,
+        vip: VIP,
+        up: reals_of("web", &REALS6),
+    });
+    for real6 in REALS6 {
+        let real = format!("[{real6}]:80");
+        let created = metric(
+            &s,
+            "lb_flows_created_total",
+            &[("service", "web"), ("real", &real)],
+        );
+        assert!(
+            created.is_some_and(|n| n > 0.0),
+            "[{label}] the IPv4 service should have sent flows to {real}: {created:?}\n{}",
+            interesting(&s)
+        );
+    }
+}
+
+/// `config` with the first real of `service` (its first `weight = 3`)
+/// drained: weight 0.
+fn drain_first_real(config: &str, service: &str) -> String {
+    let head = format!("name = \"{service}\"\n");
+    let at = config
+        .find(&head)
+        .unwrap_or_else(|| panic!("no service {service} in the config"));
+    let (before, after) = config.split_at(at);
+    let drained = after.replacen("weight = 3", "weight = 0", 1);
+    assert_ne!(drained, after, "{service} has a real of weight 3");
+    format!("{before}{drained}")
+}
+
+impl Lab {
+    /// Long-lived keep-alive connections through `vip` to the reals of
+    /// `service` (at `reals`, in the order of [`REALS`]) survive a reload
+    /// that drains real1 (weight 0) and one that restores it, while new
+    /// connections avoid the drained real and come back to it after.
+    fn drain_and_restore(
+        &self,
+        label: &str,
+        config: &str,
+        vip: &str,
+        service: &str,
+        reals: [&str; 3],
+    ) {
+        let (name1, real1) = (REALS[0].1, reals[0]);
+        let log_name = label.replace(' ', "-");
+        let mut app = self.start_appliance_with(&log_name, config, &reals_of(service, &reals));
+        self.wait_for(&mut app, label, vip);
 
         // Six keep-alive connections, held by one client process.
         const CONNS: usize = 6;
-        let mut client = lab.client(method);
+        let mut client = self.client(&log_name, vip);
         if let Err(e) = client.open(CONNS) {
-            fail(&mut app, &format!("[{method}] {e}"));
+            fail(&mut app, &format!("[{label}] {e}"));
         }
         let owners = get_all(
             &mut client,
             &mut app,
-            &format!("[{method}] before any reload"),
+            &format!("[{label}] before any reload"),
         );
-        eprintln!("[{method}] keep-alive connections are served by {owners:?}");
+        eprintln!("[{label}] keep-alive connections are served by {owners:?}");
         if !owners.iter().any(|o| o == name1) {
             fail(
                 &mut app,
                 &format!(
-                    "[{method}] wrr 3:2:1 should give {name1} some of the {CONNS} connections: \
+                    "[{label}] wrr 3:2:1 should give {name1} some of the {CONNS} connections: \
                      {owners:?}"
                 ),
             );
         }
 
-        // Drain real1 of "web": its weight (the first `weight = 3` of the
-        // file) goes to 0.
-        let drained = config.replacen("weight = 3", "weight = 0", 1);
-        assert_ne!(drained, config, "the example config has a real of weight 3");
-        let what = format!("[{method}] reload draining {real1}");
-        let s = lab.reload(&mut app, &drained, 1, &what);
-        if web_weight(&s, real1) != Some(0.0) || web_weight(&s, REALS[1].0) != Some(2.0) {
+        // Drain real1 of the service: its weight 3 goes to 0.
+        let drained = drain_first_real(config, service);
+        let what = format!("[{label}] reload draining {real1}");
+        let s = self.reload(&mut app, &drained, 1, &what);
+        if real_weight(&s, service, real1) != Some(0.0)
+            || real_weight(&s, service, reals[1]) != Some(2.0)
+        {
             fail(
                 &mut app,
                 &format!(
-                    "{what}: want web weights 0 and 2 for real1 and real2:\n{}",
+                    "{what}: want {service} weights 0 and 2 for real1 and real2:\n{}",
                     interesting(&s)
                 ),
             );
@@ -959,9 +1206,9 @@ fn long_lived_connections_survive_reload_and_drain() {
                 &format!("{what}: connections moved between reals: before {owners:?}, now {now:?}"),
             );
         }
-        let answers = lab.curls(20);
+        let answers = self.curls_to(vip, 20);
         let counts = count_by_real(&mut app, &format!("{what}, 20 new curls"), &answers);
-        eprintln!("[{method}] with {name1} drained, 20 new connections by real: {counts:?}");
+        eprintln!("[{label}] with {name1} drained, 20 new connections by real: {counts:?}");
         if counts[0] != 0 {
             fail(
                 &mut app,
@@ -982,13 +1229,13 @@ fn long_lived_connections_survive_reload_and_drain() {
 
         // Restore weight 3: the connections still answer, and real1 takes
         // new connections again.
-        let what = format!("[{method}] reload restoring {real1}'s weight");
-        let s = lab.reload(&mut app, &config, 2, &what);
-        if web_weight(&s, real1) != Some(3.0) {
+        let what = format!("[{label}] reload restoring {real1}'s weight");
+        let s = self.reload(&mut app, config, 2, &what);
+        if real_weight(&s, service, real1) != Some(3.0) {
             fail(
                 &mut app,
                 &format!(
-                    "{what}: want web weight 3 for {real1}:\n{}",
+                    "{what}: want {service} weight 3 for {real1}:\n{}",
                     interesting(&s)
                 ),
             );
@@ -1000,9 +1247,9 @@ fn long_lived_connections_survive_reload_and_drain() {
                 &format!("{what}: connections moved: before {owners:?}, now {now:?}"),
             );
         }
-        let answers = lab.curls(12);
+        let answers = self.curls_to(vip, 12);
         let counts = count_by_real(&mut app, &format!("{what}, 12 new curls"), &answers);
-        eprintln!("[{method}] with {name1} restored, 12 new connections by real: {counts:?}");
+        eprintln!("[{label}] with {name1} restored, 12 new connections by real: {counts:?}");
         if counts[0] == 0 {
             fail(
                 &mut app,
@@ -1010,7 +1257,41 @@ fn long_lived_connections_survive_reload_and_drain() {
             );
         }
         drop(client);
-        stop_cleanly(&mut app, method);
+        stop_cleanly(&mut app, label);
+    }
+}
+
+#[test]
+fn long_lived_connections_survive_reload_and_drain() {
+    let test = "long_lived_connections_survive_reload_and_drain";
+    if !privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::up('r');
+    let reals4 = [REALS[0].0, REALS[1].0, REALS[2].0];
+    for method in ["nat", "dr"] {
+        lab.script(&["method", method]);
+        let config = lab.example_config(method);
+        lab.drain_and_restore(method, &config, VIP, "web", reals4);
+    }
+}
+
+/// The same over IPv6: keep-alive connections to the IPv6 VIP survive a
+/// drain of real1 of "web6" and its restoring, for NAT66 and DR.
+#[test]
+fn ipv6_long_lived_connections_survive_reload_and_drain() {
+    let test = "ipv6_long_lived_connections_survive_reload_and_drain";
+    if !privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::up('e');
+    for method in ["nat", "dr"] {
+        lab.script(&["method", method]);
+        let config = lab.dual_stack_config(method);
+        let label = format!("{method} ipv6");
+        lab.drain_and_restore(&label, &config, VIP6, "web6", REALS6);
     }
 }
 
