@@ -5,12 +5,13 @@
 //! a UDP echo) and the client uses `curl`. What is checked is what a user
 //! sees: answers through the VIP, the weights of the scheduler, a 5 MB file
 //! arriving intact, and in the final log that NAT replies crossed workers
-//! (hand-offs) and that DR replies bypassed the appliance.
+//! (hand-offs) and that DR replies bypassed the appliance; and the same
+//! two-arm NAT over IPv6 (NAT66, TCP and UDP).
 //!
 //! Needs root; skipped with the reason otherwise, and a failure where
-//! LB_REQUIRE_PRIVILEGED_TESTS=1. Addresses from 198.18.0.0/15 only, inside
-//! the namespaces the test creates; everything is removed again by guards,
-//! also when a test fails.
+//! LB_REQUIRE_PRIVILEGED_TESTS=1. Addresses from 198.18.0.0/15 and
+//! 2001:2::/48 only, inside the namespaces the test creates; everything is
+//! removed again by guards, also when a test fails.
 
 mod common;
 
@@ -67,9 +68,18 @@ fn sha256(path: &Path) -> String {
         .to_string()
 }
 
-/// `curl -s` of `url` inside `ns`: the body, or why it failed.
+/// `curl -s` of `url` inside `ns`: the body, or why it failed. (`-g`: an
+/// IPv6 address in brackets is no glob.)
 fn curl(ns: &Netns, url: &str, max_time: u32) -> Result<String, String> {
-    let out = ns.try_exec(&["curl", "-s", "-S", "--max-time", &max_time.to_string(), url]);
+    let out = ns.try_exec(&[
+        "curl",
+        "-g",
+        "-s",
+        "-S",
+        "--max-time",
+        &max_time.to_string(),
+        url,
+    ]);
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -109,7 +119,7 @@ fn http_server(
 const UDP_ECHO: &str = r#"
 import socket, sys
 name, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
 s.bind((addr, port))
 while True:
     d, a = s.recvfrom(65535)
@@ -123,7 +133,7 @@ const UDP_CLIENT: &str = r#"
 import socket, sys
 addr, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 for i in range(n):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(3)
     s.sendto(b"msg-%d" % i, (addr, port))
     try:
@@ -376,6 +386,7 @@ fn download_intact(lab: &Lab, app: &mut Proc, url: &str, served: &[String]) {
         "-S",
         "--max-time",
         "120",
+        "-g",
         "-o",
         target.to_str().unwrap(),
         url,
@@ -1021,5 +1032,277 @@ port = 8080
         accepted_log >= connections as u64 && deferred_log >= deferred as u64,
         "the final counters agree: {}",
         worker_lines(&log).join("\n")
+    );
+}
+
+/// The IPv6 plan of [`nat66_two_arm_real_tcp_and_udp`], inside 2001:2::/48:
+/// the client's segment (`wan`), the VIP's network, the reals' segment
+/// (`lan`).
+const VIP6: &str = "2001:2:0:21::100";
+const REALS6: [&str; 2] = ["2001:2:0:22::11", "2001:2:0:22::12"];
+
+/// Gives [`nat_lab`]'s hosts IPv6 beside IPv4: the client 2001:2:0:20::10/64
+/// (route to the VIPs' 2001:2:0:21::/64 via the appliance's wan,
+/// 2001:2:0:20::2), the reals 2001:2:0:22::11 and ::12/64 (default via the
+/// appliance's lan, 2001:2:0:22::1). No duplicate address detection (the
+/// addresses are unique here, and a tentative one could not be used for a
+/// second or two); the appliance's veths get no kernel IPv6 at all.
+fn add_ipv6(lab: &Lab, t: &str) {
+    let no_dad = [
+        "net.ipv6.conf.all.accept_dad=0",
+        "net.ipv6.conf.default.accept_dad=0",
+    ];
+    for ns in std::iter::once(&lab.client).chain(&lab.reals) {
+        for kv in no_dad {
+            ns.exec(&["sysctl", "-q", "-w", kv]);
+        }
+    }
+    for ifname in [format!("{t}wan"), format!("{t}lan")] {
+        lab.lb.exec(&[
+            "sysctl",
+            "-q",
+            "-w",
+            &format!("net.ipv6.conf.{ifname}.disable_ipv6=1"),
+        ]);
+    }
+    let c0 = format!("{t}c0");
+    lab.client.exec(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "2001:2:0:20::10/64",
+        "dev",
+        &c0,
+        "nodad",
+    ]);
+    lab.client.exec(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "2001:2:0:21::/64",
+        "via",
+        "2001:2:0:20::2",
+    ]);
+    for (i, (real, addr)) in lab.reals.iter().zip(REALS6).enumerate() {
+        let r_if = format!("{t}r{}", i + 1);
+        real.exec(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{addr}/64"),
+            "dev",
+            &r_if,
+            "nodad",
+        ]);
+        real.exec(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:2:0:22::1",
+        ]);
+    }
+}
+
+/// NAT66 on the two-arm layout, as `nat_two_arm_real_tcp` and
+/// `udp_nat_echo` do for IPv4: real kernel TCP and UDP over IPv6 through
+/// two workers and two queue pairs per port (replies handed over to the
+/// worker that owns their flow), neighbor discovery on both ports, wrr 3:1,
+/// a 5 MB download compared by sha256, and UDP answered from the VIP.
+#[test]
+fn nat66_two_arm_real_tcp_and_udp() {
+    if !privileged("nat66_two_arm_real_tcp_and_udp") {
+        return;
+    }
+    let t = "6";
+    let mut lab = nat_lab("nat6", t);
+    add_ipv6(&lab, t);
+    let mut served = Vec::new();
+    for (i, real) in lab.reals.iter().enumerate() {
+        let name = format!("real-{}", 11 + i);
+        let addr = REALS6[i];
+        let (root, sha) = web_root(&lab.dir, &name);
+        served.push(sha);
+        let server = http_server(
+            real,
+            addr,
+            8080,
+            &root,
+            &format!("http://[{addr}]:8080/"),
+            &lab.dir.path(&format!("{name}.log")),
+        );
+        lab.servers.push(server);
+        let mut cmd = real.command("/usr/bin/python3");
+        cmd.args(["-c", UDP_ECHO, &name, addr, "5353"]);
+        let echo = Proc::spawn(cmd, &lab.dir.path(&format!("{name}-udp.log")));
+        let mut last = Vec::new();
+        assert!(
+            wait_until(Duration::from_secs(20), || {
+                last = udp_exchange(real, addr, 5353, 1);
+                last.first().is_some_and(|l| l.starts_with("OK"))
+            }),
+            "the UDP echo in {} did not come up: {last:?}\n{}",
+            real.name,
+            echo.log_text()
+        );
+        lab.servers.push(echo);
+    }
+    let prefix = DpdkPrefix::new("e2e-nat6");
+    let config = nat_config(
+        &prefix,
+        t,
+        &format!(
+            r#"
+[[services]]
+name = "web6"
+vip = "{VIP6}"
+port = 80
+protocol = "tcp"
+scheduler = "wrr"
+forwarding = "nat"
+
+[[services.reals]]
+address = "{r11}"
+port = 8080
+weight = 3
+
+[[services.reals]]
+address = "{r12}"
+port = 8080
+weight = 1
+
+[[services]]
+name = "echo6"
+vip = "{VIP6}"
+port = 53
+protocol = "udp"
+scheduler = "wrr"
+forwarding = "nat"
+
+[[services.reals]]
+address = "{r11}"
+port = 5353
+
+[[services.reals]]
+address = "{r12}"
+port = 5353
+"#,
+            r11 = REALS6[0],
+            r12 = REALS6[1],
+        ),
+    );
+    let config = config
+        .replace(
+            "address = \"198.18.0.2/24\"",
+            "address = \"198.18.0.2/24\"\naddress6 = \"2001:2:0:20::2/64\"",
+        )
+        .replace(
+            "address = \"198.18.2.1/24\"",
+            "address = \"198.18.2.1/24\"\naddress6 = \"2001:2:0:22::1/64\"",
+        );
+    let mut app = start_appliance(&lab, &config, 2);
+    let url = format!("http://[{VIP6}]/");
+    wait_for_vip(&lab, &mut app, &url);
+
+    const N: usize = 40;
+    let (mut r11, mut r12) = (0usize, 0usize);
+    for i in 0..N {
+        match curl(&lab.client, &url, 10) {
+            Ok(body) if body.contains("real-11") => r11 += 1,
+            Ok(body) if body.contains("real-12") => r12 += 1,
+            Ok(body) => fail(
+                &mut app,
+                &format!("request {i}: unexpected answer {body:?}"),
+            ),
+            Err(e) => fail(
+                &mut app,
+                &format!("request {i} of {N} failed ({r11} + {r12} answered before): {e}"),
+            ),
+        }
+    }
+    // Weights 3:1, as in nat_two_arm_real_tcp (one worker owns the
+    // client's flows and runs exact smooth wrr; ±0.1 anyway).
+    let share = r11 as f64 / N as f64;
+    eprintln!("nat66: real-11 answered {r11}, real-12 {r12} of {N}");
+    if (share - 0.75).abs() > 0.1 {
+        fail(
+            &mut app,
+            &format!(
+                "wrr 3:1: real-11 answered {r11}, real-12 {r12} of {N}; \
+                 share {share:.2} not within 0.75 ± 0.1"
+            ),
+        );
+    }
+
+    download_intact(&lab, &mut app, &format!("http://[{VIP6}]/big.bin"), &served);
+
+    // UDP: each datagram from a new socket, answered from the VIP's port 53
+    // by both reals (rr by weight 1:1).
+    const UDP_N: usize = 20;
+    let lines = udp_exchange(&lab.client, VIP6, 53, UDP_N);
+    let (mut u11, mut u12) = (0usize, 0usize);
+    for (i, line) in lines.iter().enumerate() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let ok = words.len() == 4
+            && words[0] == "OK"
+            && words[1] == VIP6
+            && words[2] == "53"
+            && words[3].ends_with(&format!(":msg-{i}"));
+        if !ok {
+            fail(
+                &mut app,
+                &format!(
+                    "datagram {i}: want an echo of msg-{i} from [{VIP6}]:53, got {line:?}; \
+                     all:\n{}",
+                    lines.join("\n")
+                ),
+            );
+        }
+        if words[3].starts_with("real-11:") {
+            u11 += 1;
+        } else if words[3].starts_with("real-12:") {
+            u12 += 1;
+        }
+    }
+    if lines.len() != UDP_N || u11 * 4 < UDP_N || u12 * 4 < UDP_N {
+        fail(
+            &mut app,
+            &format!(
+                "{} of {UDP_N} echoes; both reals should answer at least 25%: \
+                 real-11 {u11}, real-12 {u12}",
+                lines.len()
+            ),
+        );
+    }
+
+    let log = stop_cleanly(&mut app);
+    let workers = worker_lines(&log);
+    assert_eq!(
+        workers.len(),
+        2,
+        "two final worker lines expected:\n{}",
+        tail(&log, 60)
+    );
+    let out = sum_workers(&log, "handoffs out ", "handoffs out ");
+    let inn = sum_workers(&log, "handoffs out ", " in ");
+    assert!(
+        out > 0 && inn > 0 && inn <= out,
+        "with two queue pairs, some IPv6 packets should reach the worker that does not own \
+         their flow and be handed over (handoffs out {out}, in {inn}):\n{}",
+        workers.join("\n")
+    );
+    // NAT66: the 5 MB answer came back through the appliance, lan in, wan out.
+    let (_, lan_rx_bytes, _, _) = port_counters(&log, "lan");
+    let (_, _, _, wan_tx_bytes) = port_counters(&log, "wan");
+    assert!(
+        lan_rx_bytes >= BIG as u64 && wan_tx_bytes >= BIG as u64,
+        "NAT66 replies cross the appliance: lan rx {lan_rx_bytes} bytes, \
+         wan tx {wan_tx_bytes} bytes, both should be >= {BIG}:\n{}",
+        tail(&log, 20)
     );
 }
