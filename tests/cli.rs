@@ -129,12 +129,15 @@ fn ipv6_is_checked_now_and_refused_at_start_until_the_dataplane_carries_it() {
             "address = \"198.18.0.2/24\"",
             "address = \"198.18.0.2/24\"\naddress6 = \"2001:2::2/64\"",
         )
-        .replace("vip = \"198.18.1.100\"", "vip = \"2001:2:1::100\"")
+        .replace("vip = \"198.18.1.100\"", "vip = \"2001:2:0:1::100\"")
         .replace("address = \"198.18.0.11\"", "address = \"2001:2::11\"");
     std::fs::write(&path, text).unwrap();
     let (code, out, err) = run(&["-c", path.to_str().unwrap(), "--check"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("web tcp [2001:2:1::100]:80 wrr nat"), "{out}");
+    assert!(
+        out.contains("web tcp [2001:2:0:1::100]:80 wrr nat"),
+        "{out}"
+    );
     assert!(out.contains("-> [2001:2::11]:80 weight 1 nat"), "{out}");
 }
 

@@ -1346,8 +1346,8 @@ fn one_gateway6_and_no_overlap_per_family() {
 fn ipv6_vips() {
     let vip = |v: &str| service_at(DUAL, v, "");
     let at = "services[0].vip";
-    let c = Config::parse(&vip("2001:2:1::100")).unwrap();
-    assert_eq!(c.services[0].vip, IpAddr::V6(v6("2001:2:1::100")));
+    let c = Config::parse(&vip("2001:2:0:1::100")).unwrap();
+    assert_eq!(c.services[0].vip, IpAddr::V6(v6("2001:2:0:1::100")));
     assert_error(
         &vip("2001:2::zz"),
         at,
@@ -1374,9 +1374,9 @@ fn ipv6_vips() {
 #[test]
 fn a_vip_needs_a_port_of_its_family() {
     assert_error(
-        &service_at(MINIMAL, "2001:2:1::100", ""),
+        &service_at(MINIMAL, "2001:2:0:1::100", ""),
         "services[0].vip",
-        "2001:2:1::100 is IPv6 and no port has an IPv6 address (address6)",
+        "2001:2:0:1::100 is IPv6 and no port has an IPv6 address (address6)",
     );
     assert_error(
         &service_at(&port("address6 = \"2001:2::2/64\""), "198.18.1.100", ""),
@@ -1389,24 +1389,24 @@ fn a_vip_needs_a_port_of_its_family() {
 fn ipv6_duplicates() {
     let text = service_at(
         DUAL,
-        "2001:2:1::100",
-        "[[services]]\nname = \"web2\"\nvip = \"2001:2:1:0::100\"\nport = 80",
+        "2001:2:0:1::100",
+        "[[services]]\nname = \"web2\"\nvip = \"2001:2:0:1:0::100\"\nport = 80",
     );
     assert_error(
         &text,
         "services[1]",
-        "duplicate of services[0] (same vip, port and protocol [2001:2:1::100]:80/tcp)",
+        "duplicate of services[0] (same vip, port and protocol [2001:2:0:1::100]:80/tcp)",
     );
     // The same port on an IPv4 VIP is another service.
     let text = service_at(
         DUAL,
-        "2001:2:1::100",
+        "2001:2:0:1::100",
         "[[services]]\nname = \"web4\"\nvip = \"198.18.1.100\"\nport = 80",
     );
     Config::parse(&text).unwrap();
     let text = service_at(
         DUAL,
-        "2001:2:1::100",
+        "2001:2:0:1::100",
         "[[services.reals]]\naddress = \"2001:2::11\"\n[[services.reals]]\naddress = \"2001:2::0:11\"",
     );
     assert_error(
@@ -1435,7 +1435,7 @@ fn reals_and_the_vips_family() {
     let at = "services[0].reals[0].address";
     for (vip, real) in [
         ("198.18.1.100", "198.18.0.11"),
-        ("2001:2:1::100", "2001:2::11"),
+        ("2001:2:0:1::100", "2001:2::11"),
     ] {
         for fwd in ["nat", "tun", "dr"] {
             Config::parse(&svc(vip, fwd, real)).unwrap_or_else(|e| panic!("{fwd} {vip}: {e}"));
@@ -1445,13 +1445,13 @@ fn reals_and_the_vips_family() {
     let c = Config::parse(&svc("198.18.1.100", "tun", "2001:2::11")).unwrap();
     assert_eq!(c.services[0].reals[0].address, IpAddr::V6(v6("2001:2::11")));
     assert_error(
-        &svc("2001:2:1::100", "tun", "198.18.0.11"),
+        &svc("2001:2:0:1::100", "tun", "198.18.0.11"),
         at,
-        "198.18.0.11 is IPv4 and the VIP 2001:2:1::100 is IPv6: tun cannot carry IPv6 in IPv4 (6in4)",
+        "198.18.0.11 is IPv4 and the VIP 2001:2:0:1::100 is IPv6: tun cannot carry IPv6 in IPv4 (6in4)",
     );
     for (vip, real) in [
         ("198.18.1.100", "2001:2::11"),
-        ("2001:2:1::100", "198.18.0.11"),
+        ("2001:2:0:1::100", "198.18.0.11"),
     ] {
         assert_error(
             &svc(vip, "nat", real),
@@ -1481,7 +1481,7 @@ fn reals_and_the_vips_family() {
         ("::ffff:198.18.0.11", "IPv4-mapped"),
         ("ff02::1", "multicast"),
     ] {
-        assert_error(&svc("2001:2:1::100", "nat", bad), at, why);
+        assert_error(&svc("2001:2:0:1::100", "nat", bad), at, why);
     }
 }
 
@@ -1489,8 +1489,8 @@ fn reals_and_the_vips_family() {
 fn ipv6_dr_reals_on_a_connected_network() {
     let text = service_at(
         DUAL,
-        "2001:2:1::100",
-        "forwarding = \"dr\"\n[[services.reals]]\naddress = \"2001:2:5::11\"",
+        "2001:2:0:1::100",
+        "forwarding = \"dr\"\n[[services.reals]]\naddress = \"2001:2:0:5::11\"",
     );
     let errs = errors(&text);
     assert_eq!(errs.0.len(), 1, "{errs}");
@@ -1512,14 +1512,14 @@ fn ipv6_nat_and_tun_reals_must_be_reachable() {
     let at = "services[0].reals[0].address";
     for fwd in ["nat", "tun"] {
         assert_error(
-            &real(DUAL, "2001:2:1::100", fwd, "2001:2:5::11"),
+            &real(DUAL, "2001:2:0:1::100", fwd, "2001:2:0:5::11"),
             at,
-            "2001:2:5::11 is not reachable: it is on no connected IPv6 network (2001:2::/64 on port wan) and no port has a gateway6",
+            "2001:2:0:5::11 is not reachable: it is on no connected IPv6 network (2001:2::/64 on port wan) and no port has a gateway6",
         );
         // Through the gateway6, link-local or not.
         for gw in ["fe80::1", "2001:2::1"] {
             let base = DUAL.replace("/64\"", &format!("/64\"\ngateway6 = \"{gw}\""));
-            Config::parse(&real(&base, "2001:2:1::100", fwd, "2001:2:5::11")).unwrap();
+            Config::parse(&real(&base, "2001:2:0:1::100", fwd, "2001:2:0:5::11")).unwrap();
         }
     }
     // 4in6 with no IPv6 on any port.
@@ -1590,7 +1590,7 @@ fn syn_proxy_on_refuses_an_ipv6_vip() {
     let svc = |mode: &str| {
         service_at(
             DUAL,
-            "2001:2:1::100",
+            "2001:2:0:1::100",
             &format!("syn_proxy = \"{mode}\"\n[[services.reals]]\naddress = \"2001:2::11\""),
         )
     };
@@ -1598,7 +1598,7 @@ fn syn_proxy_on_refuses_an_ipv6_vip() {
     assert_eq!(errs.0.len(), 1, "{errs}");
     assert_eq!(
         errs.0[0].to_string(),
-        "services[0].syn_proxy: \"on\" is refused for the IPv6 VIP 2001:2:1::100: the SYN proxy covers IPv4 services only; use \"off\" or \"auto\" (inert here)"
+        "services[0].syn_proxy: \"on\" is refused for the IPv6 VIP 2001:2:0:1::100: the SYN proxy covers IPv4 services only; use \"off\" or \"auto\" (inert here)"
     );
     // auto is accepted and inert on an IPv6 service; off is off.
     let c = Config::parse(&svc("auto")).unwrap();
@@ -1610,12 +1610,12 @@ fn syn_proxy_on_refuses_an_ipv6_vip() {
 fn summary_brackets_ipv6_endpoints() {
     let text = service_at(
         DUAL,
-        "2001:2:1::100",
+        "2001:2:0:1::100",
         "[[services.reals]]\naddress = \"2001:2::11\"\nport = 8080",
     );
     let s = Config::parse(&text).unwrap().summary();
     for needle in [
-        "web tcp [2001:2:1::100]:80 wrr nat, 1 real",
+        "web tcp [2001:2:0:1::100]:80 wrr nat, 1 real",
         "-> [2001:2::11]:8080 weight 1 nat",
     ] {
         assert!(s.contains(needle), "{needle:?} missing from:\n{s}");
@@ -1638,7 +1638,7 @@ fn ipv6_errors_are_all_reported_at_once() {
     let text = format!(
         "{}[[neighbors]]\naddress = \"2001:9::1\"\nmac = \"02:00:00:00:00:01\"\n\
          [[services]]\nname = \"a\"\nvip = \"::1\"\nport = 80\n\
-         [[services]]\nname = \"b\"\nvip = \"2001:2:1::1\"\nport = 80\nsyn_proxy = \"on\"\n\
+         [[services]]\nname = \"b\"\nvip = \"2001:2:0:1::1\"\nport = 80\nsyn_proxy = \"on\"\n\
          [[services.reals]]\naddress = \"198.18.0.11\"\n\
          [[services.reals]]\naddress = \"2001:9::11\"\n",
         port("address = \"198.18.0.2/24\"\naddress6 = \"2001:2::2/128\"\ngateway6 = \"2001:3::1\"")
@@ -1680,4 +1680,44 @@ fn the_reference_example_is_valid_with_its_ipv6_lines() {
     assert_eq!(c.ports[0].gateway6, Some("fe80::1".parse().unwrap()));
     assert_eq!(c.services.len(), v4.services.len() + 1);
     assert!(c.services.last().unwrap().vip.is_ipv6());
+}
+
+#[test]
+fn an_ipv6_port_needs_the_ipv6_minimum_mtu() {
+    assert_error(
+        &DUAL.replace(
+            "address6 = \"2001:2::2/64\"",
+            "address6 = \"2001:2::2/64\"\nmtu = 1279",
+        ),
+        "ports[0].mtu",
+        "1279 is below 1280, the IPv6 minimum link MTU (RFC 8200)",
+    );
+    // IPv4 alone may go lower, as before.
+    let v4 = DUAL.replace("address6 = \"2001:2::2/64\"", "mtu = 576");
+    Config::parse(&v4).unwrap();
+    Config::parse(&DUAL.replace(
+        "address6 = \"2001:2::2/64\"",
+        "address6 = \"2001:2::2/64\"\nmtu = 1280",
+    ))
+    .unwrap();
+}
+
+#[test]
+fn a_6in6_real_needs_a_port_that_fits_a_minimum_ipv6_packet_and_its_header() {
+    let tun6 = |mtu: u16, real: &str, vip: &str| {
+        dual(&format!(
+            "[[services]]\nname = \"t\"\nvip = \"{vip}\"\nport = 80\nforwarding = \"tun\"\n[[services.reals]]\naddress = \"{real}\""
+        ))
+        .replace("address6 = \"2001:2::2/64\"", &format!("address6 = \"2001:2::2/64\"\ngateway6 = \"2001:2::1\"\nmtu = {mtu}"))
+    };
+    for real in ["2001:2::11", "2001:2:0:9::11"] {
+        assert_error(
+            &tun6(1319, real, "2001:2:0:1::100"),
+            "services[0].reals[0].address",
+            "6in6 adds a 40-byte header, so the port needs an MTU of at least 1320",
+        );
+        Config::parse(&tun6(1320, real, "2001:2:0:1::100")).unwrap();
+        // 4in6 carries IPv4, which "fragmentation needed" can shrink.
+        Config::parse(&tun6(1280, real, "198.18.1.100")).unwrap();
+    }
 }

@@ -248,6 +248,9 @@ fn key_of(path: &str) -> &str {
 
 /// A maximum duration as `576h (24 days)`: the accepted form, and the days
 /// when it is a whole number of them (the form has no day unit).
+/// The IPv6 minimum link MTU (RFC 8200 §5).
+const IPV6_MIN_MTU: u16 = 1280;
+
 fn describe_max(max: Duration) -> String {
     const DAY: u64 = 24 * 60 * 60;
     let text = format_duration(max);
@@ -417,6 +420,7 @@ struct PortNet<C> {
     index: usize,
     name: String,
     cidr: C,
+    mtu: u16,
 }
 
 /// What the ports offer, per family, for the checks of neighbors, VIPs and
@@ -425,14 +429,25 @@ struct PortNet<C> {
 struct Nets {
     v4: Vec<PortNet<Ipv4Cidr>>,
     v6: Vec<PortNet<Ipv6Cidr>>,
-    /// The `gateway6` of a port, if one has it.
+    /// The `gateway6` of a port, if one has it, and that port's MTU.
     gateway6: Option<Ipv6Addr>,
+    gateway6_mtu: u16,
     /// Whether every port's addresses were valid: otherwise "on no
     /// connected network" may only echo an error already reported.
     complete: bool,
 }
 
 impl Nets {
+    /// The MTU of the port an IPv6 packet to `addr` leaves by (its
+    /// connected network's, else the gateway6 port's).
+    fn mtu6(&self, addr: Ipv6Addr) -> Option<u16> {
+        self.v6
+            .iter()
+            .find(|n| n.cidr.contains(addr))
+            .map(|n| n.mtu)
+            .or(self.gateway6.map(|_| self.gateway6_mtu))
+    }
+
     fn connected(&self, addr: IpAddr) -> bool {
         match addr {
             IpAddr::V4(a) => self.v4.iter().any(|n| n.cidr.contains(a)),
@@ -667,15 +682,25 @@ fn ports(c: &mut Checker<'_>, raw: Option<Vec<RawPort>>) -> (Vec<PortConfig>, Ne
             Some(gw)
         });
         let mtu = c.opt_int(&path("mtu"), p.mtu, DEFAULT_MTU, 68, 9600);
+        if let (Some(m), Some(_)) = (mtu, address6) {
+            if m < IPV6_MIN_MTU {
+                c.err(
+                    path("mtu"),
+                    format!("{m} is below {IPV6_MIN_MTU}, the IPv6 minimum link MTU (RFC 8200): a port with address6 needs at least {IPV6_MIN_MTU}"),
+                );
+            }
+        }
         let mac = p
             .mac
             .and_then(|m| unicast_mac(c, &path("mac"), &m, "a port"));
         let label = name.clone().unwrap_or_else(|| format!("ports[{i}]"));
+        let port_mtu = mtu.unwrap_or(DEFAULT_MTU);
         if let Some(cidr) = address {
             nets.v4.push(PortNet {
                 index: i,
                 name: label.clone(),
                 cidr,
+                mtu: port_mtu,
             });
         }
         if let Some(cidr) = address6 {
@@ -683,10 +708,12 @@ fn ports(c: &mut Checker<'_>, raw: Option<Vec<RawPort>>) -> (Vec<PortConfig>, Ne
                 index: i,
                 name: label,
                 cidr,
+                mtu: port_mtu,
             });
         }
-        if nets.gateway6.is_none() {
+        if nets.gateway6.is_none() && gateway6.is_some() {
             nets.gateway6 = gateway6;
+            nets.gateway6_mtu = port_mtu;
         }
         out.push(PortConfig {
             name: name.unwrap_or_default(),
@@ -1172,6 +1199,21 @@ fn real_address(
                     "{address} is {} and the VIP {vip} is {}: {why}",
                     family(address),
                     family(vip)
+                ),
+            );
+            return;
+        }
+    }
+    // IPv6 is never fragmented on the way, and a "packet too big" below
+    // 1280 is not believed (RFC 8201): an IPv6 packet of the minimum MTU
+    // must fit the tunnel.
+    if let (ForwardingMethod::Tunnel, IpAddr::V6(real), Some(IpAddr::V6(_))) = (f, address, vip) {
+        if let Some(mtu) = nets.mtu6(real).filter(|&m| m < IPV6_MIN_MTU + 40) {
+            c.err(
+                path,
+                format!(
+                    "{address} is reached by a port of MTU {mtu}: 6in6 adds a 40-byte header, so the port needs an MTU of at least {} for an IPv6 packet of {IPV6_MIN_MTU} bytes, the IPv6 minimum, to fit the tunnel",
+                    IPV6_MIN_MTU + 40
                 ),
             );
             return;

@@ -129,7 +129,7 @@ mod tests {
             services: vec![ServiceStatus {
                 name: "web6".into(),
                 protocol: "tcp".into(),
-                vip: "2001:2:1::100".into(),
+                vip: "2001:2:0:1::100".into(),
                 port: 80,
                 scheduler: "wrr".into(),
                 persistence_ms: 0,
@@ -149,7 +149,7 @@ mod tests {
             workers: vec![],
         };
         let t = status.table();
-        assert!(t.contains("TCP  [2001:2:1::100]:80"), "{t}");
+        assert!(t.contains("TCP  [2001:2:0:1::100]:80"), "{t}");
         assert!(t.contains("  -> [2001:2::11]:8080"), "{t}");
     }
 }

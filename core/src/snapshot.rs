@@ -724,11 +724,11 @@ address = "198.18.0.11"
                 "address = \"198.18.0.2/24\"",
                 "address = \"198.18.0.2/24\"\naddress6 = \"2001:2::2/64\"\ngateway6 = \"fe80::1\"",
             )
-            .replace("[[services]]\nname = \"dns\"", "[[neighbors]]\naddress = \"fe80::1\"\nmac = \"02:00:00:00:00:01\"\n[[services]]\nname = \"web6\"\nvip = \"2001:2:1::100\"\nport = 80\n[[services.reals]]\naddress = \"2001:2::11\"\nport = 8080\n[[services]]\nname = \"web4in6\"\nvip = \"198.18.1.104\"\nport = 80\nforwarding = \"tun\"\n[[services.reals]]\naddress = \"2001:2::21\"\n[[services]]\nname = \"dns\"");
+            .replace("[[services]]\nname = \"dns\"", "[[neighbors]]\naddress = \"fe80::1\"\nmac = \"02:00:00:00:00:01\"\n[[services]]\nname = \"web6\"\nvip = \"2001:2:0:1::100\"\nport = 80\n[[services.reals]]\naddress = \"2001:2::11\"\nport = 8080\n[[services]]\nname = \"web4in6\"\nvip = \"198.18.1.104\"\nport = 80\nforwarding = \"tun\"\n[[services.reals]]\naddress = \"2001:2::21\"\n[[services]]\nname = \"dns\"");
         let config = Config::parse(&dual).unwrap();
         let snap = compile(&config).unwrap();
         assert!(snap.has_ipv6());
-        let vip6: Ipv6Addr = "2001:2:1::100".parse().unwrap();
+        let vip6: Ipv6Addr = "2001:2:0:1::100".parse().unwrap();
         let real6: Ipv6Addr = "2001:2::11".parse().unwrap();
         assert_eq!(snap.vips6, vec![vip6]);
         assert!(snap.is_vip6(vip6) && snap.is_local6(0, vip6));

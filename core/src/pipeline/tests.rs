@@ -1190,19 +1190,33 @@ fn the_nics_ip_checksum_verdict_is_used_where_it_gave_one() {
 /// A TCP segment over IPv6 from `src` to `dst`:80 with `data` bytes of
 /// payload, on the golden ipv6 scenario's wan, checksum right.
 fn tcp6(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, flags: u8, data: usize) -> Vec<u8> {
-    use crate::wire::TcpPacket;
-    let mut f = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x86, 0xdd];
-    f.extend_from_slice(&[0x60, 0, 0, 0]);
-    f.extend_from_slice(&((20 + data) as u16).to_be_bytes());
-    f.extend_from_slice(&[6, 64]);
-    f.extend_from_slice(&src.octets());
-    f.extend_from_slice(&dst.octets());
-    f.extend_from_slice(&[
-        0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xfa, 0xf0,
-    ]);
-    f.extend_from_slice(&[0, 0, 0, 0]);
-    f.resize(f.len() + data, b'd');
-    TcpPacket::new_unchecked(&mut f[54..]).fill_checksum_v6(src, dst);
+    use crate::wire::ipv6::{Ipv6Packet, Ipv6Repr};
+    use crate::wire::{EtherType, IpProtocol, TcpFlags, TcpPacket};
+    let mut f = vec![0u8; 14 + 40 + 20 + data];
+    let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+    eth.set_dst_addr(MacAddr([0x02, 0, 0, 0, 0, 0x02]));
+    eth.set_src_addr(MacAddr([0x02, 0, 0, 0, 0, 0x01]));
+    eth.set_ethertype(EtherType::Ipv6);
+    let mut ip = Ipv6Packet::new_unchecked(eth.payload_mut());
+    Ipv6Repr {
+        src,
+        dst,
+        next_header: IpProtocol::Tcp,
+        payload_len: 20 + data,
+        hop_limit: 64,
+        traffic_class: 0,
+        flow_label: 0,
+    }
+    .emit(&mut ip);
+    let mut t = TcpPacket::new_unchecked(ip.payload_mut());
+    t.set_src_port(40000);
+    t.set_dst_port(80);
+    t.set_seq_number(1);
+    t.set_header_len(20);
+    t.set_flags(TcpFlags(flags));
+    t.set_window(0xfaf0);
+    t.payload_mut().fill(b'd');
+    t.fill_checksum_v6(src, dst);
     f
 }
 
@@ -1218,7 +1232,7 @@ fn ipv6_from_unspecified_or_a_group_is_dropped_not_answered() {
     let mut p = pipeline(&snap, 0, 1, 64);
     let nat_vip: std::net::Ipv6Addr = "2001:2:0:1::100".parse().unwrap();
     let tun_vip: std::net::Ipv6Addr = "2001:2:0:1::101".parse().unwrap();
-    let client: std::net::Ipv6Addr = "2001:2:ff::10".parse().unwrap();
+    let client: std::net::Ipv6Addr = "2001:2:0:ff::10".parse().unwrap();
     for src in [std::net::Ipv6Addr::UNSPECIFIED, "ff02::1".parse().unwrap()] {
         for (vip, data) in [(nat_vip, 0), (tun_vip, 1440)] {
             let mut buf = VecBuf::from_bytes(&tcp6(src, vip, 0x02, data));

@@ -105,14 +105,7 @@ impl Violations {
 /// the replay test checks that those inputs still break exactly that
 /// (so a fix shows up as a test to update: remove the id here and the line
 /// there). Empty when everything found is fixed.
-pub const KNOWN_OPEN: &[&str] = &[
-    // 6in6 to a real behind a port of MTU below 1320 answers "packet too
-    // big" with an MTU below 1280, which senders ignore (RFC 8201 §4), so
-    // packets between that MTU and 1280 bytes never get through; the fix
-    // (fragment the outer packet, RFC 2473 §7.1, or refuse such a
-    // configuration) is the lead's call. See RELIABILITY.md, P8.
-    "out.too-big-mtu",
-];
+pub const KNOWN_OPEN: &[&str] = &[];
 
 /// A fuzz target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
