@@ -26,6 +26,12 @@ use crate::stats::DropReason;
 use crate::wire::icmpv6::Icmpv6Type;
 use crate::wire::{ipv6, IpProtocol};
 
+/// Whether `a` is link-local unicast (fe80::/10).
+#[inline]
+fn is_link_local(a: Ipv6Addr) -> bool {
+    a.segments()[0] & 0xffc0 == 0xfe80
+}
+
 impl Pipeline {
     /// An IPv6 packet: neighbor discovery, to us (a VIP's service, or
     /// ICMPv6), or in transit (a NAT66 real's reply or ICMPv6 error).
@@ -72,8 +78,27 @@ impl Pipeline {
         if ip.dst.is_multicast() {
             return Verdict::Drop(DropReason::NotForUs);
         }
+        // A link-local address is valid on its link only: an echo to us
+        // from one is answered (in place, on that link), but nothing with
+        // a link-local source or destination is forwarded to a real or a
+        // client elsewhere (RFC 4291 §2.5.6), as no router forwards it.
+        let link_local = is_link_local(ip.src) || is_link_local(ip.dst);
         if snap.is_local6(in_port, ip.dst) {
+            if link_local
+                && !matches!(
+                    ip.l4,
+                    L4::Icmpv6 {
+                        kind: Icmpv6Type::EchoRequest,
+                        ..
+                    }
+                )
+            {
+                return Verdict::Drop(DropReason::NotForUs);
+            }
             return self.for_us6(snap, in_port, pkt, ip, now);
+        }
+        if link_local {
+            return Verdict::Drop(DropReason::NotForUs);
         }
         // Transit: only NAT66 replies and ICMPv6 errors from NAT reals.
         if let L4::Icmpv6 { kind, .. } = ip.l4 {

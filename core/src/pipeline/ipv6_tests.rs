@@ -96,11 +96,17 @@ fn tcp6(src: (Ipv6Addr, u16), dst: (Ipv6Addr, u16), flags: TcpFlags, src_mac: Ma
 }
 
 fn ip6(b: &VecBuf) -> Ipv6Packet<&[u8]> {
-    Ipv6Packet::new_checked(&b.data()[14..]).unwrap()
+    let eth = EthernetFrame::new_checked(b.data()).unwrap();
+    Ipv6Packet::new_checked(
+        eth.into_inner()
+            .get(crate::wire::ethernet::HEADER_LEN..)
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 fn dst_port(b: &VecBuf) -> u16 {
-    TcpPacket::new_checked(&b.data()[54..]).unwrap().dst_port()
+    TcpPacket::new_checked(ip6(b).payload()).unwrap().dst_port()
 }
 
 fn client_owned_by(w: usize) -> Ipv6Addr {
@@ -330,4 +336,30 @@ address = "198.18.0.11"
         Verdict::Drop(DropReason::UnsupportedEthertype)
     );
     let _ = Ipv4Addr::UNSPECIFIED;
+}
+
+#[test]
+fn nothing_link_local_is_forwarded() {
+    let snap = snapshot(CONFIG);
+    let mut p = pipeline(&snap, 0, 1);
+    let vip = v6("2001:2:0:1::100");
+    let ll = v6("fe80::1234");
+    // A link-local client to a VIP: no flow, nothing sent.
+    let mut b = VecBuf::from_bytes(&tcp6((ll, 1), (vip, 80), SYN, ROUTER));
+    assert_eq!(
+        p.process(&snap, 0, &mut b, 0),
+        Verdict::Drop(DropReason::NotForUs)
+    );
+    // A real's packet to a link-local address is no NAT66 reply.
+    let mut b = VecBuf::from_bytes(&tcp6(
+        (v6("2001:2::12"), 8080),
+        (ll, 1),
+        TcpFlags::ACK,
+        REAL_MAC,
+    ));
+    assert_eq!(
+        p.process(&snap, 0, &mut b, 0),
+        Verdict::Drop(DropReason::NotForUs)
+    );
+    assert_eq!(p.flows6().unwrap().len(), 0);
 }
