@@ -1,7 +1,8 @@
 //! Per-packet cost of `Pipeline::process` on prepared buffers, single
 //! thread, no DPDK: established flows (NAT, TUN, DR) with 1 thousand and
 //! 1 million active flows, and new flows (SYN: lookup miss, schedule,
-//! insert) with `wrr` and `mh`.
+//! insert) with `wrr` and `mh`, each for IPv4 and for IPv6 (NAT66, 6in6,
+//! DR; the rows named "IPv6 ...").
 //!
 //! `cargo bench -p lb-core --bench pipeline` measures; without
 //! `--bench` (as `cargo test --all-targets` runs it) it only does a smoke
@@ -9,11 +10,14 @@
 //!
 //! Every packet is first restored into a reused `VecBuf` (the pipeline
 //! rewrites it in place); that restore alone is measured in the same run
-//! as the baseline and subtracted in the "minus baseline" column.
+//! as the baseline and subtracted in the "minus baseline" column. The IPv4
+//! and IPv6 runs of a case alternate (interleaved rounds), and the "v6/v4"
+//! column is the median over the rounds of the two "minus baseline" costs'
+//! ratio.
 #![deny(unsafe_code)]
 
 use std::hint::black_box;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,7 +27,8 @@ use lb_core::pipeline::{Pipeline, Verdict};
 use lb_core::snapshot::{Ids, Snapshot};
 use lb_core::stats::DropReason;
 use lb_core::wire::{
-    tcp, EtherType, EthernetFrame, IpProtocol, Ipv4Packet, Ipv4Repr, TcpFlags, TcpPacket,
+    tcp, EtherType, EthernetFrame, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr,
+    TcpFlags, TcpPacket,
 };
 use lb_core::{PacketBuf, VecBuf, WorkerStats};
 
@@ -36,8 +41,14 @@ const VIP_TUN: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 101);
 const VIP_DR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 102);
 const VIP_MH: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 103);
 
-/// One port with static neighbors; a service per method, each `wrr` over
-/// 4 reals on the connected network, and a `mh` NAT service.
+const VIP6_NAT: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 0x100);
+const VIP6_TUN: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 0x101);
+const VIP6_DR: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 0x102);
+const VIP6_MH: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 0x103);
+
+/// One dual-stack port with static neighbors of both families; per family
+/// a service per method, each `wrr` over 4 reals on the connected network,
+/// and a `mh` NAT service (IPv6: NAT66, 6in6 TUN, DR).
 const CONFIG: &str = r#"
 [workers]
 lcores = [1]
@@ -47,6 +58,8 @@ device = "net_null0"
 address = "198.18.0.2/24"
 mac = "02:00:00:00:00:02"
 gateway = "198.18.0.1"
+address6 = "2001:2::2/64"
+gateway6 = "2001:2::1"
 mtu = 1500
 [[neighbors]]
 address = "198.18.0.1"
@@ -63,6 +76,21 @@ mac = "02:00:00:00:01:13"
 [[neighbors]]
 address = "198.18.0.14"
 mac = "02:00:00:00:01:14"
+[[neighbors]]
+address = "2001:2::1"
+mac = "02:00:00:00:00:01"
+[[neighbors]]
+address = "2001:2::11"
+mac = "02:00:00:00:02:11"
+[[neighbors]]
+address = "2001:2::12"
+mac = "02:00:00:00:02:12"
+[[neighbors]]
+address = "2001:2::13"
+mac = "02:00:00:00:02:13"
+[[neighbors]]
+address = "2001:2::14"
+mac = "02:00:00:00:02:14"
 
 [[services]]
 name = "web-nat"
@@ -143,6 +171,86 @@ port = 8081
 [[services.reals]]
 address = "198.18.0.14"
 port = 8081
+
+[[services]]
+name = "web-nat6"
+vip = "2001:2:0:1::100"
+port = 80
+scheduler = "wrr"
+forwarding = "nat"
+[[services.reals]]
+address = "2001:2::11"
+port = 8080
+weight = 4
+[[services.reals]]
+address = "2001:2::12"
+port = 8080
+weight = 3
+[[services.reals]]
+address = "2001:2::13"
+port = 8080
+weight = 2
+[[services.reals]]
+address = "2001:2::14"
+port = 8080
+weight = 1
+
+[[services]]
+name = "web-tun6"
+vip = "2001:2:0:1::101"
+port = 80
+scheduler = "wrr"
+forwarding = "tun"
+[[services.reals]]
+address = "2001:2::11"
+weight = 4
+[[services.reals]]
+address = "2001:2::12"
+weight = 3
+[[services.reals]]
+address = "2001:2::13"
+weight = 2
+[[services.reals]]
+address = "2001:2::14"
+weight = 1
+
+[[services]]
+name = "web-dr6"
+vip = "2001:2:0:1::102"
+port = 80
+scheduler = "wrr"
+forwarding = "dr"
+[[services.reals]]
+address = "2001:2::11"
+weight = 4
+[[services.reals]]
+address = "2001:2::12"
+weight = 3
+[[services.reals]]
+address = "2001:2::13"
+weight = 2
+[[services.reals]]
+address = "2001:2::14"
+weight = 1
+
+[[services]]
+name = "web-mh6"
+vip = "2001:2:0:1::103"
+port = 80
+scheduler = "mh"
+forwarding = "nat"
+[[services.reals]]
+address = "2001:2::11"
+port = 8081
+[[services.reals]]
+address = "2001:2::12"
+port = 8081
+[[services.reals]]
+address = "2001:2::13"
+port = 8081
+[[services.reals]]
+address = "2001:2::14"
+port = 8081
 "#;
 
 const SYN: u8 = 0x02;
@@ -150,17 +258,26 @@ const ACK: u8 = 0x10;
 
 /// Ethernet + IPv4 + TCP, no payload.
 const FRAME_LEN: usize = 54;
+/// Ethernet + IPv6 + TCP, no payload.
+const FRAME6_LEN: usize = 74;
 /// Frames per burst, as a worker receives them (`[dpdk] burst`).
 const BURST: usize = 32;
-/// Frames are stored one per cache line.
+/// IPv4 frames are stored one per cache line.
 const STRIDE: usize = 64;
+/// IPv6 frames (74 bytes) one per two cache lines.
+const STRIDE6: usize = 128;
 
-/// Prepared frames of distinct flows, one per cache line, laid out in the
-/// order they are sent (like an rx ring: the frames are read one after the
-/// other, the flows they belong to are in random order).
-struct Pool {
+/// Prepared frames of distinct flows, `LEN` bytes each, one per `STRIDE`
+/// bytes (aligned as the `Vec` is: every slot starts a cache line or two),
+/// laid out in the order they are sent (like an rx ring: the frames are
+/// read one after the other, the flows they belong to are in random
+/// order).
+struct Pool<const LEN: usize, const STRIDE: usize> {
     bytes: Vec<u8>,
 }
+
+type Pool4 = Pool<FRAME_LEN, STRIDE>;
+type Pool6 = Pool<FRAME6_LEN, STRIDE6>;
 
 /// Flow `i`'s client: 198.19.0.0/16, then the next source port.
 fn client(i: u32) -> (Ipv4Addr, u16) {
@@ -170,13 +287,25 @@ fn client(i: u32) -> (Ipv4Addr, u16) {
     )
 }
 
-impl Pool {
-    /// Slot `k` holds a frame of flow `order[k]` to `vip`:`vip_port` with
-    /// TCP `flags`.
-    fn new(order: &[u32], vip: Ipv4Addr, vip_port: u16, flags: u8) -> Pool {
+/// Flow `i`'s IPv6 client, in 2001:2::/48 (outside the port's 2001:2::/64
+/// and the VIPs' 2001:2:0:1::/64): 4096 /64s (2001:2:0:100:: up), each
+/// with up to 256 clients whose interface identifiers look random; the
+/// source port as for IPv4.
+fn client6(i: u32) -> (Ipv6Addr, u16) {
+    let net = 0x2001_0002_0000_0100_u64 + u64::from(i & 0xfff);
+    let iid = (u64::from(i >> 12) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (
+        Ipv6Addr::from((u128::from(net) << 64) | u128::from(iid)),
+        1024 + (i >> 16) as u16,
+    )
+}
+
+impl<const LEN: usize, const STRIDE: usize> Pool<LEN, STRIDE> {
+    /// Slot `k` holds what `write` puts there for flow `order[k]`.
+    fn build(order: &[u32], mut write: impl FnMut(&mut [u8], u32)) -> Self {
         let mut bytes = vec![0u8; order.len() * STRIDE];
         for (slot, &i) in bytes.chunks_exact_mut(STRIDE).zip(order) {
-            write_tcp(&mut slot[..FRAME_LEN], client(i), (vip, vip_port), flags);
+            write(&mut slot[..LEN], i);
         }
         Pool { bytes }
     }
@@ -188,7 +317,26 @@ impl Pool {
     #[inline(always)]
     fn frame(&self, k: usize) -> &[u8] {
         let at = k * STRIDE;
-        &self.bytes[at..at + FRAME_LEN]
+        &self.bytes[at..at + LEN]
+    }
+}
+
+impl Pool4 {
+    /// Slot `k` holds a frame of flow `order[k]` to `vip`:`vip_port` with
+    /// TCP `flags`.
+    fn new(order: &[u32], vip: Ipv4Addr, vip_port: u16, flags: u8) -> Pool4 {
+        Pool::build(order, |f, i| {
+            write_tcp(f, client(i), (vip, vip_port), flags)
+        })
+    }
+}
+
+impl Pool6 {
+    /// [`Pool4::new`] for IPv6.
+    fn new(order: &[u32], vip: Ipv6Addr, vip_port: u16, flags: u8) -> Pool6 {
+        Pool::build(order, |f, i| {
+            write_tcp6(f, client6(i), (vip, vip_port), flags)
+        })
     }
 }
 
@@ -211,24 +359,50 @@ fn write_tcp(f: &mut [u8], src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8
     }
     .emit(&mut ip);
     let mut t = TcpPacket::new_unchecked(ip.payload_mut());
-    t.set_src_port(src.1);
-    t.set_dst_port(dst.1);
+    fill_tcp(&mut t, src.1, dst.1, flags);
+    t.fill_checksum(src.0, dst.0);
+}
+
+/// [`write_tcp`] over IPv6 (no extension headers).
+fn write_tcp6(f: &mut [u8], src: (Ipv6Addr, u16), dst: (Ipv6Addr, u16), flags: u8) {
+    let mut eth = EthernetFrame::new_unchecked(f);
+    eth.set_dst_addr(MacAddr(OUR_MAC));
+    eth.set_src_addr(MacAddr(GATEWAY_MAC));
+    eth.set_ethertype(EtherType::Ipv6);
+    let mut ip = Ipv6Packet::new_unchecked(eth.payload_mut());
+    Ipv6Repr {
+        src: src.0,
+        dst: dst.0,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp::HEADER_LEN,
+        hop_limit: 64,
+        traffic_class: 0,
+        flow_label: 0,
+    }
+    .emit(&mut ip);
+    let mut t = TcpPacket::new_unchecked(ip.payload_mut());
+    fill_tcp(&mut t, src.1, dst.1, flags);
+    t.fill_checksum_v6(src.0, dst.0);
+}
+
+fn fill_tcp(t: &mut TcpPacket<&mut [u8]>, src_port: u16, dst_port: u16, flags: u8) {
+    t.set_src_port(src_port);
+    t.set_dst_port(dst_port);
     t.set_seq_number(1);
     t.set_header_len(tcp::HEADER_LEN);
     t.set_flags(TcpFlags(flags));
     t.set_window(65535);
-    t.fill_checksum(src.0, dst.0);
 }
 
-/// Puts `frame` back into `buf`, undoing a TUN prepend first. This is the
-/// baseline.
+/// Puts `frame` (`LEN` bytes) back into `buf`, undoing a TUN prepend
+/// first. This is the baseline.
 #[inline(always)]
-fn restore(buf: &mut VecBuf, frame: &[u8]) {
-    let grown = buf.len() - FRAME_LEN;
+fn restore<const LEN: usize>(buf: &mut VecBuf, frame: &[u8]) {
+    let grown = buf.len() - LEN;
     if grown != 0 {
         buf.adj(grown);
     }
-    buf.data_mut()[..FRAME_LEN].copy_from_slice(&frame[..FRAME_LEN]);
+    buf.data_mut()[..LEN].copy_from_slice(&frame[..LEN]);
 }
 
 /// A pseudo-random permutation of `0..n` (xorshift Fisher-Yates from
@@ -243,6 +417,129 @@ fn shuffled(n: usize, seed: u64) -> Vec<u32> {
         v.swap(i, (x % (i as u64 + 1)) as usize);
     }
     v
+}
+
+/// An address family: which frames a case sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// The row name's prefix (IPv4 rows keep their old names).
+    fn prefix(self) -> &'static str {
+        match self {
+            Family::V4 => "",
+            Family::V6 => "IPv6 ",
+        }
+    }
+}
+
+/// A service of the config, in both families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Svc {
+    Nat,
+    Tun,
+    Dr,
+    Mh,
+}
+
+impl Svc {
+    fn name(self) -> &'static str {
+        match self {
+            Svc::Nat | Svc::Mh => "NAT",
+            Svc::Tun => "TUN",
+            Svc::Dr => "DR",
+        }
+    }
+}
+
+/// The frames of a case: one family's pool.
+enum Frames {
+    V4(Pool4),
+    V6(Pool6),
+}
+
+impl Frames {
+    /// Slot `k` holds a frame of flow `order[k]` to `svc`'s VIP of
+    /// `family`, port `vip_port`, with TCP `flags`.
+    fn new(family: Family, order: &[u32], svc: Svc, vip_port: u16, flags: u8) -> Frames {
+        match family {
+            Family::V4 => {
+                let vip = match svc {
+                    Svc::Nat => VIP_NAT,
+                    Svc::Tun => VIP_TUN,
+                    Svc::Dr => VIP_DR,
+                    Svc::Mh => VIP_MH,
+                };
+                Frames::V4(Pool4::new(order, vip, vip_port, flags))
+            }
+            Family::V6 => {
+                let vip = match svc {
+                    Svc::Nat => VIP6_NAT,
+                    Svc::Tun => VIP6_TUN,
+                    Svc::Dr => VIP6_DR,
+                    Svc::Mh => VIP6_MH,
+                };
+                Frames::V6(Pool6::new(order, vip, vip_port, flags))
+            }
+        }
+    }
+
+    fn frame(&self, k: usize) -> &[u8] {
+        match self {
+            Frames::V4(p) => p.frame(k),
+            Frames::V6(p) => p.frame(k),
+        }
+    }
+
+    /// Restores frame `k` into `buf` (outside any timed loop).
+    fn restore(&self, buf: &mut VecBuf, k: usize) {
+        match self {
+            Frames::V4(p) => restore::<FRAME_LEN>(buf, p.frame(k)),
+            Frames::V6(p) => restore::<FRAME6_LEN>(buf, p.frame(k)),
+        }
+    }
+}
+
+/// Checks what the first frame of an established `svc` case turned into
+/// (`d`), so that the timing is of the real path.
+fn check_rewrite(family: Family, svc: Svc, d: &[u8]) {
+    match (family, svc) {
+        (Family::V4, Svc::Nat) => {
+            assert_eq!(d.len(), FRAME_LEN);
+            assert_ne!(&d[30..34], &VIP_NAT.octets(), "NAT rewrote the destination");
+            assert_eq!(&d[36..38], &8080u16.to_be_bytes());
+        }
+        (Family::V4, Svc::Tun) => {
+            assert_eq!(d.len(), FRAME_LEN + 20, "TUN prepended an outer header");
+            assert_eq!(d[23], 4, "IPIP");
+            assert_eq!(&d[50..54], &VIP_TUN.octets());
+        }
+        (Family::V4, Svc::Dr) => {
+            assert_eq!(d.len(), FRAME_LEN);
+            assert_eq!(&d[30..34], &VIP_DR.octets(), "DR leaves the IP header");
+            assert_eq!(&d[..5], &[2, 0, 0, 0, 1], "DR set a real's MAC");
+        }
+        (Family::V6, Svc::Nat) => {
+            assert_eq!(d.len(), FRAME6_LEN);
+            assert_eq!(&d[12..14], &[0x86, 0xdd]);
+            assert_eq!(&d[38..46], &[0x20, 0x01, 0, 2, 0, 0, 0, 0], "to a real");
+            assert_eq!(&d[56..58], &8080u16.to_be_bytes(), "NAT66 rewrote the port");
+        }
+        (Family::V6, Svc::Tun) => {
+            assert_eq!(d.len(), FRAME6_LEN + 40, "6in6 prepended an outer header");
+            assert_eq!(d[20], 41, "IPv6 in IPv6");
+            assert_eq!(&d[78..94], &VIP6_TUN.octets(), "the inner packet is intact");
+        }
+        (Family::V6, Svc::Dr) => {
+            assert_eq!(d.len(), FRAME6_LEN);
+            assert_eq!(&d[38..54], &VIP6_DR.octets(), "DR leaves the IP header");
+            assert_eq!(&d[..5], &[2, 0, 0, 0, 2], "DR set a real's MAC");
+        }
+        _ => unreachable!(),
+    }
 }
 
 struct Bench {
@@ -264,6 +561,25 @@ struct Row {
     /// ns/packet of each run.
     samples: Vec<f64>,
     baseline: Option<f64>,
+    /// For an IPv6 row whose IPv4 row was measured in the same rounds: the
+    /// median of the per-round ratios of their costs minus baseline.
+    ratio: Option<f64>,
+}
+
+/// The baseline medians of a pool size, per family.
+#[derive(Debug, Clone, Copy)]
+struct Bases {
+    v4: f64,
+    v6: f64,
+}
+
+impl Bases {
+    fn of(self, family: Family) -> f64 {
+        match family {
+            Family::V4 => self.v4,
+            Family::V6 => self.v6,
+        }
+    }
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -289,14 +605,28 @@ impl Bench {
         self.packets.div_ceil(n).max(1)
     }
 
-    /// Times `passes` passes over `pool`, restoring each frame and, if
-    /// `p` is given, running the pipeline on it (with `ahead`, the keys of
-    /// the pool's frames, prefetching the flow table ahead). Returns
-    /// ns/packet; panics if a verdict is not `want`.
+    /// Times `passes` passes over `frames`, restoring each frame and, if
+    /// `p` is given, running the pipeline on it (in bursts with `burst`,
+    /// as a worker does). Returns ns/packet; panics if a verdict is not
+    /// `want`.
     fn time(
         &self,
         p: Option<&mut Pipeline>,
-        pool: &Pool,
+        frames: &Frames,
+        passes: usize,
+        want: Verdict,
+        burst: bool,
+    ) -> f64 {
+        match frames {
+            Frames::V4(pool) => self.time_pool(p, pool, passes, want, burst),
+            Frames::V6(pool) => self.time_pool(p, pool, passes, want, burst),
+        }
+    }
+
+    fn time_pool<const LEN: usize, const STRIDE: usize>(
+        &self,
+        p: Option<&mut Pipeline>,
+        pool: &Pool<LEN, STRIDE>,
         passes: usize,
         want: Verdict,
         burst: bool,
@@ -309,7 +639,7 @@ impl Bench {
             (Some(p), false) => {
                 for _ in 0..passes {
                     for k in 0..n {
-                        restore(&mut buf, pool.frame(k));
+                        restore::<LEN>(&mut buf, pool.frame(k));
                         let v = p.process(&self.snap, 0, black_box(&mut buf), NOW);
                         good += usize::from(black_box(v) == want);
                     }
@@ -327,7 +657,7 @@ impl Bench {
                     while k < n {
                         let m = BURST.min(n - k);
                         for (j, b) in bufs[..m].iter_mut().enumerate() {
-                            restore(b, pool.frame(k + j));
+                            restore::<LEN>(b, pool.frame(k + j));
                         }
                         p.process_burst(
                             &self.snap,
@@ -344,7 +674,7 @@ impl Bench {
             (None, _) => {
                 for _ in 0..passes {
                     for k in 0..n {
-                        restore(&mut buf, pool.frame(k));
+                        restore::<LEN>(&mut buf, pool.frame(k));
                         black_box(&mut buf);
                         good += 1;
                     }
@@ -357,137 +687,220 @@ impl Bench {
         elapsed.as_nanos() as f64 / total as f64
     }
 
-    /// Warms up once, then times `runs` runs.
-    fn repeat(
-        &self,
-        mut p: Option<&mut Pipeline>,
-        pool: &Pool,
-        want: Verdict,
-        burst: bool,
-    ) -> Vec<f64> {
-        let passes = self.passes(pool.len());
-        self.time(p.as_deref_mut(), pool, passes, want, burst);
-        (0..self.runs)
-            .map(|_| self.time(p.as_deref_mut(), pool, passes, want, burst))
-            .collect()
+    /// Runs each of `sides` once to warm up, then `runs` rounds of each in
+    /// turn: the samples of side i.
+    fn interleave(&self, sides: &mut [Box<dyn FnMut() -> f64 + '_>]) -> Vec<Vec<f64>> {
+        for s in sides.iter_mut() {
+            s();
+        }
+        let mut out = vec![Vec::with_capacity(self.runs); sides.len()];
+        for _ in 0..self.runs {
+            for (o, s) in out.iter_mut().zip(sides.iter_mut()) {
+                o.push(s());
+            }
+        }
+        out
     }
 
-    fn row(&mut self, name: &str, samples: Vec<f64>, baseline: Option<f64>) {
-        self.rows.push(Row {
-            name: name.to_string(),
-            samples,
-            baseline,
-        });
+    /// Records the rows of a case measured for the `families` listed (at
+    /// most one of each), with a v6/v4 ratio when there are both.
+    fn rows_of(&mut self, names: &[String], samples: Vec<Vec<f64>>, bases: &[Option<f64>]) {
+        let ratio = match (&samples[..], bases) {
+            ([s4, s6], [Some(b4), Some(b6)]) => {
+                let r: Vec<f64> = s4
+                    .iter()
+                    .zip(s6)
+                    .map(|(a, b)| (b - b6) / (a - b4))
+                    .collect();
+                Some(median(&r))
+            }
+            _ => None,
+        };
+        let last = names.len() - 1;
+        for (i, ((name, s), base)) in names.iter().zip(samples).zip(bases).enumerate() {
+            self.rows.push(Row {
+                name: name.clone(),
+                samples: s,
+                baseline: *base,
+                ratio: if i == last && i > 0 { ratio } else { None },
+            });
+        }
     }
 
-    /// Restore only, over a pool of `n` frames in random order.
-    fn baseline(&mut self, n: usize) -> f64 {
-        let pool = Pool::new(&shuffled(n, 1), VIP_NAT, 80, ACK);
-        let s = self.repeat(None, &pool, Verdict::Consumed, false);
-        let m = median(&s);
-        self.row(&format!("baseline: copy frame only, {}", label(n)), s, None);
-        m
+    /// Of `families`, those whose row (named `name` after the family's
+    /// prefix) is wanted, with their names.
+    fn wanted_families(&self, families: &[Family], name: &str) -> (Vec<Family>, Vec<String>) {
+        families
+            .iter()
+            .map(|&f| (f, format!("{}{name}", f.prefix())))
+            .filter(|(_, n)| self.wanted(n))
+            .unzip()
+    }
+
+    /// Restore only, over a pool of `n` frames in random order, per family.
+    fn baseline(&mut self, n: usize) -> Bases {
+        let frames: Vec<Frames> = [Family::V4, Family::V6]
+            .iter()
+            .map(|&f| Frames::new(f, &shuffled(n, 1), Svc::Nat, 80, ACK))
+            .collect();
+        let passes = self.passes(n);
+        let samples = {
+            let mut sides: Vec<Box<dyn FnMut() -> f64>> = frames
+                .iter()
+                .map(|f| {
+                    let this = &*self;
+                    Box::new(move || this.time(None, f, passes, Verdict::Consumed, false))
+                        as Box<dyn FnMut() -> f64>
+                })
+                .collect();
+            self.interleave(&mut sides)
+        };
+        let bases = Bases {
+            v4: median(&samples[0]),
+            v6: median(&samples[1]),
+        };
+        let names = [
+            format!("baseline: copy frame only, {}", label(n)),
+            format!("IPv6 baseline: copy frame only, {}", label(n)),
+        ];
+        self.rows_of(&names, samples, &[None, None]);
+        bases
     }
 
     /// Parse, find no service, drop.
-    fn parse_only(&mut self, baseline: f64) {
-        if !self.wanted("parse only") {
+    fn parse_only(&mut self, bases: Bases) {
+        let (families, names) =
+            self.wanted_families(&[Family::V4, Family::V6], "parse only (no service: drop)");
+        if families.is_empty() {
             return;
         }
         let n = self.small;
-        let pool = Pool::new(&shuffled(n, 1), VIP_NAT, 81, ACK);
-        let mut p = self.pipeline();
-        let s = self.repeat(
-            Some(&mut p),
-            &pool,
-            Verdict::Drop(DropReason::NoService),
-            true,
-        );
-        self.row("parse only (no service: drop)", s, Some(baseline));
+        let frames: Vec<Frames> = families
+            .iter()
+            .map(|&f| Frames::new(f, &shuffled(n, 1), Svc::Nat, 81, ACK))
+            .collect();
+        let mut pipes: Vec<Pipeline> = families.iter().map(|_| self.pipeline()).collect();
+        let passes = self.passes(n);
+        let samples = {
+            let this = &*self;
+            let mut sides: Vec<Box<dyn FnMut() -> f64>> = pipes
+                .iter_mut()
+                .zip(&frames)
+                .map(|(p, f)| {
+                    Box::new(move || {
+                        this.time(
+                            Some(p),
+                            f,
+                            passes,
+                            Verdict::Drop(DropReason::NoService),
+                            true,
+                        )
+                    }) as Box<dyn FnMut() -> f64>
+                })
+                .collect();
+            this.interleave(&mut sides)
+        };
+        let b: Vec<Option<f64>> = families.iter().map(|&f| Some(bases.of(f))).collect();
+        self.rows_of(&names, samples, &b);
     }
 
-    /// Opens `n` flows with SYNs, then times ACKs of those flows. With
-    /// `prefetch`, the bench also prefetches the flow table ahead.
-    fn established(&mut self, method: &str, vip: Ipv4Addr, n: usize, baseline: f64, burst: bool) {
+    /// For each of `families`: opens `n` flows of `svc` with SYNs, then
+    /// times ACKs of those flows (the families' runs interleaved), in
+    /// bursts or one packet at a time.
+    fn established(&mut self, svc: Svc, n: usize, bases: Bases, families: &[Family], burst: bool) {
         let extra = if burst { "" } else { ", one packet at a time" };
-        let name = format!("{method} established, {}{extra}", label(n));
-        if !self.wanted(&name) {
+        let name = format!("{} established, {}{extra}", svc.name(), label(n));
+        let (families, names) = self.wanted_families(families, &name);
+        if families.is_empty() {
             return;
         }
-        let mut p = self.pipeline();
-        let order = shuffled(n, 1);
-        {
-            // Opened in another order than the ACKs come in, so that flow
-            // entries (allocated in opening order) are not read in sequence.
-            let syns = Pool::new(&shuffled(n, 2), vip, 80, SYN);
-            let mut buf = VecBuf::from_bytes(syns.frame(0));
-            for i in 0..n {
-                restore(&mut buf, syns.frame(i));
-                assert_eq!(
-                    p.process(&self.snap, 0, &mut buf, NOW),
-                    Verdict::Transmit(0)
-                );
+        let mut pipes = Vec::new();
+        let mut acks = Vec::new();
+        for &family in &families {
+            let mut p = self.pipeline();
+            {
+                // Opened in another order than the ACKs come in, so that
+                // flow entries (allocated in opening order) are not read in
+                // sequence.
+                let syns = Frames::new(family, &shuffled(n, 2), svc, 80, SYN);
+                let mut buf = VecBuf::from_bytes(syns.frame(0));
+                for i in 0..n {
+                    syns.restore(&mut buf, i);
+                    assert_eq!(
+                        p.process(&self.snap, 0, &mut buf, NOW),
+                        Verdict::Transmit(0)
+                    );
+                }
             }
+            assert_eq!(flows(&p, family), n, "{name}: every SYN opened a flow");
+            let frames = Frames::new(family, &shuffled(n, 1), svc, 80, ACK);
+            let mut buf = VecBuf::from_bytes(frames.frame(0));
+            assert_eq!(
+                p.process(&self.snap, 0, &mut buf, NOW),
+                Verdict::Transmit(0)
+            );
+            check_rewrite(family, svc, buf.data());
+            pipes.push(p);
+            acks.push(frames);
         }
-        assert_eq!(p.flows().len(), n, "{method}: every SYN opened a flow");
-        let acks = Pool::new(&order, vip, 80, ACK);
-        // Check what one packet turns into, so that the timing below is of
-        // the real path.
-        let mut buf = VecBuf::from_bytes(acks.frame(0));
-        assert_eq!(
-            p.process(&self.snap, 0, &mut buf, NOW),
-            Verdict::Transmit(0)
-        );
-        let d = buf.data();
-        let real_mac = [2, 0, 0, 0, 1, 0x11];
-        match method {
-            "NAT" => {
-                assert_eq!(d.len(), FRAME_LEN);
-                assert_ne!(&d[30..34], &vip.octets(), "NAT rewrote the destination");
-                assert_eq!(&d[36..38], &8080u16.to_be_bytes());
-            }
-            "TUN" => {
-                assert_eq!(d.len(), FRAME_LEN + 20, "TUN prepended an outer header");
-                assert_eq!(d[23], 4, "IPIP");
-                assert_eq!(&d[50..54], &vip.octets());
-            }
-            "DR" => {
-                assert_eq!(d.len(), FRAME_LEN);
-                assert_eq!(&d[30..34], &vip.octets(), "DR leaves the IP header");
-                assert_eq!(&d[..5], &real_mac[..5], "DR set a real's MAC");
-            }
-            _ => unreachable!(),
+        let passes = self.passes(n);
+        let samples = {
+            let this = &*self;
+            let mut sides: Vec<Box<dyn FnMut() -> f64>> = pipes
+                .iter_mut()
+                .zip(&acks)
+                .map(|(p, f)| {
+                    Box::new(move || this.time(Some(p), f, passes, Verdict::Transmit(0), burst))
+                        as Box<dyn FnMut() -> f64>
+                })
+                .collect();
+            this.interleave(&mut sides)
+        };
+        for (p, &family) in pipes.iter().zip(&families) {
+            assert_eq!(flows(p, family), n);
         }
-        let s = self.repeat(Some(&mut p), &acks, Verdict::Transmit(0), burst);
-        assert_eq!(p.flows().len(), n);
-        self.row(&name, s, Some(baseline));
+        let b: Vec<Option<f64>> = families.iter().map(|&f| Some(bases.of(f))).collect();
+        self.rows_of(&names, samples, &b);
     }
 
     /// SYNs of `large` distinct flows into an empty table, averaged over
-    /// the whole fill; a fresh pipeline for every run.
-    fn new_flows(&mut self, sched: &str, vip: Ipv4Addr, baseline: f64) {
+    /// the whole fill; a fresh pipeline for every run, the families' runs
+    /// interleaved.
+    fn new_flows(&mut self, sched: &str, svc: Svc, bases: Bases) {
         let name = format!("new flow (SYN), {sched}, NAT, 0->{}", label(self.large));
-        if !self.wanted(&name) {
+        let (families, names) = self.wanted_families(&[Family::V4, Family::V6], &name);
+        if families.is_empty() {
             return;
         }
         let n = self.large;
-        let pool = Pool::new(&shuffled(n, 1), vip, 80, SYN);
-        let mut samples = Vec::new();
-        for run in 0..=self.runs {
-            let mut p = self.pipeline();
-            let ns = self.time(Some(&mut p), &pool, 1, Verdict::Transmit(0), true);
-            assert_eq!(p.flows().len(), n);
-            if run > 0 {
-                samples.push(ns);
-            }
-        }
-        self.row(&name, samples, Some(baseline));
+        let pools: Vec<Frames> = families
+            .iter()
+            .map(|&f| Frames::new(f, &shuffled(n, 1), svc, 80, SYN))
+            .collect();
+        let samples = {
+            let this = &*self;
+            let mut sides: Vec<Box<dyn FnMut() -> f64>> = pools
+                .iter()
+                .zip(&families)
+                .map(|(f, &family)| {
+                    Box::new(move || {
+                        let mut p = this.pipeline();
+                        let ns = this.time(Some(&mut p), f, 1, Verdict::Transmit(0), true);
+                        assert_eq!(flows(&p, family), n);
+                        ns
+                    }) as Box<dyn FnMut() -> f64>
+                })
+                .collect();
+            this.interleave(&mut sides)
+        };
+        let b: Vec<Option<f64>> = families.iter().map(|&f| Some(bases.of(f))).collect();
+        self.rows_of(&names, samples, &b);
     }
 
     fn print(&self) {
         println!(
-            "{:<48} {:>8} {:>15} {:>7}   runs min..max",
-            "case", "ns/pkt", "minus baseline", "Mpps"
+            "{:<48} {:>8} {:>15} {:>7} {:>6}   runs min..max",
+            "case", "ns/pkt", "minus baseline", "Mpps", "v6/v4"
         );
         for r in &self.rows {
             let m = median(&r.samples);
@@ -501,11 +914,20 @@ impl Bench {
             } else {
                 String::new()
             };
+            let ratio = r.ratio.map_or(String::new(), |x| format!("{x:.2}"));
             println!(
-                "{:<48} {:>8.1} {:>15} {:>7}   {lo:.1}..{hi:.1}",
-                r.name, m, minus, mpps
+                "{:<48} {:>8.1} {:>15} {:>7} {:>6}   {lo:.1}..{hi:.1}",
+                r.name, m, minus, mpps, ratio
             );
         }
+    }
+}
+
+/// The number of flows in `family`'s table.
+fn flows(p: &Pipeline, family: Family) -> usize {
+    match family {
+        Family::V4 => p.flows().len(),
+        Family::V6 => p.flows6().expect("a port has an IPv6 address").len(),
     }
 }
 
@@ -522,7 +944,8 @@ fn label(n: usize) -> String {
 fn main() {
     let measure = std::env::args().any(|a| a == "--bench");
     // `cargo bench -p lb-core --bench pipeline -- NAT` runs only the
-    // cases whose name contains "NAT" (baselines always run).
+    // cases whose name contains "NAT" (baselines always run); "IPv6" only
+    // the IPv6 rows (and no ratio).
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let config = Config::parse(CONFIG).expect("bench config is valid");
     let snap = Snapshot::compile(
@@ -562,30 +985,32 @@ fn main() {
     let (small, large) = (b.small, b.large);
     let base_small = b.baseline(small);
     let base_large = b.baseline(large);
+    let both = [Family::V4, Family::V6];
     b.parse_only(base_small);
-    for (method, vip) in [("NAT", VIP_NAT), ("TUN", VIP_TUN), ("DR", VIP_DR)] {
-        b.established(method, vip, small, base_small, true);
-        b.established(method, vip, large, base_large, true);
+    for svc in [Svc::Nat, Svc::Tun, Svc::Dr] {
+        b.established(svc, small, base_small, &both, true);
+        b.established(svc, large, base_large, &both, true);
     }
-    b.established("NAT", VIP_NAT, small, base_small, false);
-    b.established("NAT", VIP_NAT, large, base_large, false);
-    b.new_flows("wrr", VIP_NAT, base_large);
-    b.new_flows("mh", VIP_MH, base_large);
+    b.established(Svc::Nat, small, base_small, &[Family::V4], false);
+    b.established(Svc::Nat, large, base_large, &[Family::V4], false);
+    b.new_flows("wrr", Svc::Nat, base_large);
+    b.new_flows("mh", Svc::Mh, base_large);
     if b.measure {
         println!(
-            "lb-core pipeline, single thread, {} runs of ~{} packets each after a warm-up run; median shown",
+            "lb-core pipeline, single thread, {} interleaved rounds of ~{} packets per case after a warm-up run; median shown",
             b.runs, b.packets
         );
         println!(
-            "flow table capacity {}, size_of::<Flow>() = {} bytes",
+            "flow table capacity {}, size_of::<Flow>() = {} bytes, size_of::<Flow<Ipv6Addr>>() = {} bytes",
             b.capacity,
-            std::mem::size_of::<Flow>()
+            std::mem::size_of::<Flow>(),
+            std::mem::size_of::<Flow<Ipv6Addr>>()
         );
         b.print();
         println!("total {:.1} s", started.elapsed().as_secs_f64());
     } else {
         println!(
-            "pipeline bench: smoke run passed ({} cases; pass --bench to measure)",
+            "pipeline bench: smoke run passed ({} rows, IPv4 and IPv6; pass --bench to measure)",
             b.rows.len()
         );
     }
