@@ -17,7 +17,7 @@ use std::net::Ipv6Addr;
 
 use lb_config::ForwardingMethod;
 
-use super::{local, Ipv6Meta, Pipeline, Ports, Verdict, L4};
+use super::{local, Ipv6Meta, Lookahead, Pipeline, Ports, Verdict, L4};
 use crate::buffer::PacketBuf;
 use crate::flow::{FlowKey, ProxyStep, ReplyKey, ReplyStep, Segment};
 use crate::forward::{icmpv6, nat, tunnel};
@@ -35,6 +35,7 @@ fn is_link_local(a: Ipv6Addr) -> bool {
 impl Pipeline {
     /// An IPv6 packet: neighbor discovery, to us (a VIP's service, or
     /// ICMPv6), or in transit (a NAT66 real's reply or ICMPv6 error).
+    /// `ahead`: what the burst's lookahead found (`lookahead6`).
     pub(super) fn ipv6<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
@@ -42,6 +43,7 @@ impl Pipeline {
         pkt: &mut B,
         ip: &Ipv6Meta,
         now: u32,
+        ahead: Option<Lookahead>,
     ) -> Verdict {
         if snap.ports[in_port].address6.is_none() || self.conntrack6.is_none() {
             return Verdict::Drop(DropReason::UnsupportedEthertype);
@@ -83,6 +85,45 @@ impl Pipeline {
         // a link-local source or destination is forwarded to a real or a
         // client elsewhere (RFC 4291 §2.5.6), as no router forwards it.
         let link_local = is_link_local(ip.src) || is_link_local(ip.dst);
+        // The burst's lookahead already sorted TCP and UDP to VIPs and from
+        // NAT66 reals (the checks above and below, in the same order, give
+        // the same verdicts): `process` and `process_burst` agree. A VIP is
+        // never multicast, link-local nor a port's address.
+        if !link_local {
+            match ahead {
+                Some(Lookahead::Request6 { hash, service }) => {
+                    if ip.hop_limit <= 1 {
+                        return Verdict::Drop(DropReason::TtlExceeded);
+                    }
+                    if let Some((ports, tcp)) = ip.l4.ports() {
+                        return self.request6(
+                            snap,
+                            service as usize,
+                            pkt,
+                            ip,
+                            ports,
+                            tcp,
+                            now,
+                            Some(hash),
+                        );
+                    }
+                }
+                Some(Lookahead::NoService) => return Verdict::Drop(DropReason::NoService),
+                Some(Lookahead::Reply6 { hash }) => {
+                    if snap.ports[in_port].ipv6() == Some(ip.dst) {
+                        // To our own address, not a client's.
+                        return Verdict::Drop(DropReason::NotForUs);
+                    }
+                    if ip.hop_limit <= 1 {
+                        return Verdict::Drop(DropReason::TtlExceeded);
+                    }
+                    if let Some((ports, tcp)) = ip.l4.ports() {
+                        return self.reply6(snap, in_port, pkt, ip, ports, tcp, now, Some(hash));
+                    }
+                }
+                _ => {}
+            }
+        }
         if snap.is_local6(in_port, ip.dst) {
             if link_local
                 && !matches!(
@@ -121,7 +162,7 @@ impl Pipeline {
         if ip.hop_limit <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        self.reply6(snap, in_port, pkt, ip, ports, tcp, now)
+        self.reply6(snap, in_port, pkt, ip, ports, tcp, now, None)
     }
 
     /// To a port address or a VIP: echo, ICMPv6 errors about a VIP's flow,
@@ -166,11 +207,12 @@ impl Pipeline {
         if ip.hop_limit <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        self.request6(snap, service, pkt, ip, ports, tcp, now)
+        self.request6(snap, service, pkt, ip, ports, tcp, now, None)
     }
 
     /// A client's packet to an IPv6 service: conntrack (and schedule) in
-    /// the IPv6 table, rewrite, egress.
+    /// the IPv6 table, rewrite, egress. `hash`: its key's index hash, if
+    /// the burst's lookahead has it.
     #[allow(clippy::too_many_arguments)]
     fn request6<B: PacketBuf>(
         &mut self,
@@ -181,6 +223,7 @@ impl Pipeline {
         ports: Ports,
         tcp: Option<Segment>,
         now: u32,
+        hash: Option<u64>,
     ) -> Verdict {
         if let Some(v) = self.hand_off(ip.src) {
             return v;
@@ -195,7 +238,8 @@ impl Pipeline {
             vip: ip.dst,
             vip_port: ports.dst,
         };
-        let hash = ct.table().key_hash(&key);
+        let hash = hash.unwrap_or_else(|| ct.table().key_hash(&key));
+        debug_assert_eq!(hash, ct.table().key_hash(&key), "the lookahead hashed it");
         let target =
             match ct.lookup_or_create(snap, service, &key, hash, tcp, now, &mut self.schedulers) {
                 Ok(t) => t,
@@ -256,7 +300,8 @@ impl Pipeline {
         verdict
     }
 
-    /// A NAT66 real's packet back to its client.
+    /// A NAT66 real's packet back to its client (`hash` as for
+    /// [`Self::request6`]).
     #[allow(clippy::too_many_arguments)]
     fn reply6<B: PacketBuf>(
         &mut self,
@@ -267,6 +312,7 @@ impl Pipeline {
         ports: Ports,
         tcp: Option<Segment>,
         now: u32,
+        hash: Option<u64>,
     ) -> Verdict {
         let client = ip.dst;
         if let Some(v) = self.hand_off(client) {
@@ -282,7 +328,12 @@ impl Pipeline {
             client,
             client_port: ports.dst,
         };
-        let hash = ct.table().reply_key_hash(&key);
+        let hash = hash.unwrap_or_else(|| ct.table().reply_key_hash(&key));
+        debug_assert_eq!(
+            hash,
+            ct.table().reply_key_hash(&key),
+            "the lookahead hashed it"
+        );
         let back = match ct.reply(snap, &key, hash, tcp, now) {
             Ok(b) => b,
             Err(r) => return Verdict::Drop(r),

@@ -123,7 +123,8 @@ impl std::fmt::Debug for Pipeline {
 /// What the burst's first pass found out about a TCP or UDP frame to a VIP
 /// or from a NAT real, so that the stages neither look it up again nor
 /// wait for the flow table: the service a request is for and the hash of
-/// the flow-table key it will be looked up by.
+/// the flow-table key it will be looked up by (in the IPv4 table, or for
+/// the `*6` variants in the IPv6 one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lookahead {
     /// A request to service index `service`.
@@ -132,14 +133,31 @@ enum Lookahead {
     Reply { hash: u64 },
     /// To a VIP, on a protocol and port no service listens on.
     NoService,
+    /// [`Lookahead::Request`] to an IPv6 VIP.
+    Request6 { hash: u64, service: u32 },
+    /// [`Lookahead::Reply`] from a NAT66 real.
+    Reply6 { hash: u64 },
+    /// An IPv6 frame, for the burst's IPv6 pass to look at (until then;
+    /// the stages take it for no lookahead).
+    Ipv6,
 }
 
 impl Lookahead {
+    /// The hash of an IPv4 flow-table key.
     #[inline(always)]
     fn hash(self) -> Option<u64> {
         match self {
             Lookahead::Request { hash, .. } | Lookahead::Reply { hash } => Some(hash),
-            Lookahead::NoService => None,
+            _ => None,
+        }
+    }
+
+    /// The hash of an IPv6 flow-table key.
+    #[inline(always)]
+    fn hash6(self) -> Option<u64> {
+        match self {
+            Lookahead::Request6 { hash, .. } | Lookahead::Reply6 { hash } => Some(hash),
+            _ => None,
         }
     }
 }
@@ -276,19 +294,28 @@ impl Pipeline {
         while base < n {
             let m = CHUNK.min(n - base);
             chunk.clear();
+            let mut any6 = false;
             for pkt in &pkts[base..base + m] {
                 let parsed = classify_offloaded(pkt.data(), pkt.rx_ip_checksum());
                 let ahead = lookahead(snap, self.conntrack.seed(), &parsed);
                 if let Some(h) = ahead.and_then(Lookahead::hash) {
                     self.conntrack.prefetch_slot(h);
                 }
+                any6 |= ahead == Some(Lookahead::Ipv6);
                 chunk.push(Classified { parsed, ahead });
             }
+            // IPv6 frames get their own pass, out of line: the loop above
+            // stays what it was for IPv4 (reading `parsed` back in it
+            // before the push cost store-forwarding stalls).
+            let any6 = any6 && self.lookahead6(snap, &mut chunk);
             for h in chunk
                 .iter()
                 .filter_map(|c| c.ahead.and_then(Lookahead::hash))
             {
                 self.conntrack.prefetch_entry(h);
+            }
+            if any6 {
+                self.prefetch_entries6(&chunk);
             }
             for (i, c) in chunk.iter().enumerate() {
                 verdicts[base + i] =
@@ -297,6 +324,44 @@ impl Pipeline {
             base += m;
         }
         self.chunk = chunk;
+    }
+
+    /// The burst's lookahead for its IPv6 frames (`Lookahead::Ipv6`),
+    /// their flow-table slots prefetched; whether any has a slot.
+    #[inline(never)]
+    fn lookahead6(&self, snap: &Snapshot, chunk: &mut [Classified]) -> bool {
+        let Some(ct6) = self.conntrack6.as_ref() else {
+            return false;
+        };
+        let mut any = false;
+        for c in chunk.iter_mut() {
+            let Ok(Parsed {
+                l3: L3::Ipv6(ip), ..
+            }) = &c.parsed
+            else {
+                continue;
+            };
+            c.ahead = lookahead6(snap, ct6.seed(), ip);
+            if let Some(h) = c.ahead.and_then(Lookahead::hash6) {
+                ct6.prefetch_slot(h);
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// The second prefetch pass of a burst for its IPv6 frames (out of
+    /// line: an IPv4 burst only tests a flag for it).
+    #[inline(never)]
+    fn prefetch_entries6(&self, chunk: &[Classified]) {
+        if let Some(ct6) = self.conntrack6.as_ref() {
+            for h in chunk
+                .iter()
+                .filter_map(|c| c.ahead.and_then(Lookahead::hash6))
+            {
+                ct6.prefetch_entry(h);
+            }
+        }
     }
 
     /// Runs one frame received on port index `in_port` at time `now` (ms),
@@ -340,7 +405,7 @@ impl Pipeline {
         match parsed.l3 {
             L3::Arp => self.arp(snap, in_port, pkt, now),
             L3::Ipv4(ref ip) => self.ipv4(snap, in_port, pkt, ip, now, ahead),
-            L3::Ipv6(ref ip) => self.ipv6(snap, in_port, pkt, ip, now),
+            L3::Ipv6(ref ip) => self.ipv6(snap, in_port, pkt, ip, now, ahead),
             L3::Invalid(r) => Verdict::Drop(r),
             L3::Unsupported(_) => Verdict::Drop(DropReason::UnsupportedEthertype),
         }
@@ -398,7 +463,8 @@ impl Pipeline {
                     return self.reply(snap, in_port, pkt, ip, ports, tcp, now, ahead);
                 }
             }
-            None => {}
+            Some(Lookahead::Request6 { .. } | Lookahead::Reply6 { .. } | Lookahead::Ipv6)
+            | None => {}
         }
         let for_us = snap.is_local(in_port, ip.dst);
         if for_us {
@@ -834,6 +900,28 @@ impl Pipeline {
     }
 }
 
+/// [`lookahead`] for an IPv6 packet, with the IPv6 table's `seed`: the
+/// same sorting, in the same order.
+#[inline(always)]
+fn lookahead6(snap: &Snapshot, seed: &IndexSeed, ip: &Ipv6Meta) -> Option<Lookahead> {
+    let (ports, _) = ip.l4.ports()?;
+    let proto = u8::from(ip.protocol);
+    if let Some(service) = snap.service_for6(proto, ip.dst, ports.dst) {
+        Some(Lookahead::Request6 {
+            hash: seed.flow(proto, ip.src, ports.src, ip.dst, ports.dst),
+            service: service as u32,
+        })
+    } else if snap.is_vip6(ip.dst) {
+        Some(Lookahead::NoService)
+    } else if snap.is_nat_endpoint6(proto, ip.src, ports.src) {
+        Some(Lookahead::Reply6 {
+            hash: seed.reply(proto, ip.src, ports.src, ip.dst, ports.dst),
+        })
+    } else {
+        None
+    }
+}
+
 /// The flow-table key hash of a classified TCP or UDP frame to a VIP or from
 /// a NAT real (anything else: None, and the stages sort it out).
 #[inline(always)]
@@ -842,11 +930,14 @@ fn lookahead(
     seed: &IndexSeed,
     parsed: &Result<Parsed, DropReason>,
 ) -> Option<Lookahead> {
-    let Ok(Parsed {
-        l3: L3::Ipv4(ip), ..
-    }) = parsed
-    else {
-        return None;
+    let ip = match parsed {
+        Ok(Parsed {
+            l3: L3::Ipv4(ip), ..
+        }) => ip,
+        Ok(Parsed {
+            l3: L3::Ipv6(_), ..
+        }) => return Some(Lookahead::Ipv6),
+        _ => return None,
     };
     let (ports, _) = ip.l4.ports()?;
     let proto = u8::from(ip.protocol);

@@ -871,6 +871,40 @@ fn process_burst_agrees_with_process() {
         if let Some(real) = real {
             frames.push((0, tcp(real, (port_ip, 1000), ACK, port_mac)));
         }
+        // The same for IPv6, and what the IPv6 lookahead must also leave to
+        // the stages' checks: a reply to a multicast group, a request whose
+        // hop limit is spent.
+        let real6 = snap
+            .services
+            .iter()
+            .flat_map(|s| &s.reals)
+            .find(|r| r.method == lb_config::ForwardingMethod::Nat && r.address.is_ipv6())
+            .map(|r| match r.address {
+                std::net::IpAddr::V6(a) => (a, r.port),
+                std::net::IpAddr::V4(_) => unreachable!("filtered"),
+            });
+        let vip6 = snap.services.iter().find_map(|s| match s.vip {
+            std::net::IpAddr::V6(a) => Some((a, s.port)),
+            std::net::IpAddr::V4(_) => None,
+        });
+        if let (Some(real), Some(port_ip6)) = (real6, snap.ports[0].ipv6()) {
+            let group: std::net::Ipv6Addr = "ff02::1".parse().unwrap();
+            let client: std::net::Ipv6Addr = "2001:2:0:100::10".parse().unwrap();
+            frames.push((0, tcp6_hops(real, (port_ip6, 1000), ACK, 64, port_mac)));
+            frames.push((0, tcp6_hops(real, (group, 1000), ACK, 64, port_mac)));
+            frames.push((0, tcp6_hops(real, (client, 1000), ACK, 1, port_mac)));
+            if let Some(vip) = vip6 {
+                frames.push((0, tcp6_hops((client, 1001), vip, SYN, 1, port_mac)));
+                frames.push((0, tcp6_hops((client, 1001), (vip.0, 9), SYN, 64, port_mac)));
+                let nobody = std::net::Ipv6Addr::UNSPECIFIED;
+                frames.push((0, tcp6_hops((nobody, 1001), vip, SYN, 64, port_mac)));
+                frames.push((0, tcp6_hops((group, 1001), vip, SYN, 64, port_mac)));
+                let ll: std::net::Ipv6Addr = "fe80::1234".parse().unwrap();
+                frames.push((0, tcp6_hops((ll, 1001), vip, SYN, 64, port_mac)));
+                frames.push((0, tcp6_hops((ll, 1001), (vip.0, 9), SYN, 64, port_mac)));
+                frames.push((0, tcp6_hops(real, (ll, 1001), ACK, 64, port_mac)));
+            }
+        }
         let mut one = pipeline(&snap, 0, 2, 64);
         let mut burst = pipeline(&snap, 0, 2, 64);
         let mut want = Vec::new();
@@ -1060,6 +1094,43 @@ fn a_spoofed_rst_changes_nothing_and_a_real_one_closes() {
     let mut rst = VecBuf::from_bytes(&tcp_seq((client, 4000), (VIP, 80), RST, isn + 1, OUR));
     assert_eq!(p.process(&snap, 0, &mut rst, now + 1), Verdict::Transmit(0));
     assert_eq!(state(&p), FlowState::Closed, "the client's own RST");
+}
+
+/// A TCP segment over IPv6 with hop limit `hops`, no extension headers.
+fn tcp6_hops(
+    src: (std::net::Ipv6Addr, u16),
+    dst: (std::net::Ipv6Addr, u16),
+    flags: u8,
+    hops: u8,
+    dst_mac: [u8; 6],
+) -> Vec<u8> {
+    use crate::wire::{ethernet, ipv6, tcp, EtherType, IpProtocol, Ipv6Packet, Ipv6Repr};
+    use crate::wire::{TcpFlags, TcpPacket};
+    let mut f = vec![0u8; ethernet::HEADER_LEN + ipv6::HEADER_LEN + tcp::HEADER_LEN];
+    let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+    eth.set_dst_addr(MacAddr(dst_mac));
+    eth.set_src_addr(MacAddr(CLIENT_MAC));
+    eth.set_ethertype(EtherType::Ipv6);
+    let mut ip = Ipv6Packet::new_unchecked(eth.payload_mut());
+    Ipv6Repr {
+        src: src.0,
+        dst: dst.0,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp::HEADER_LEN,
+        hop_limit: hops,
+        traffic_class: 0,
+        flow_label: 0,
+    }
+    .emit(&mut ip);
+    let mut t = TcpPacket::new_unchecked(ip.payload_mut());
+    t.set_src_port(src.1);
+    t.set_dst_port(dst.1);
+    t.set_seq_number(1);
+    t.set_header_len(tcp::HEADER_LEN);
+    t.set_flags(TcpFlags(flags));
+    t.set_window(1024);
+    t.fill_checksum_v6(src.0, dst.0);
+    f
 }
 
 /// A TCP segment whose IPv4 packet is `total` bytes long, DF set or not.
