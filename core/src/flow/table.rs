@@ -576,12 +576,13 @@ impl<A: FlowAddr> FlowTable<A> {
 
     /// Hints the CPU to load the entry the index slot for `hash` points to,
     /// if that slot's tag matches (call after [`Self::prefetch`] had time
-    /// to bring the slot in).
+    /// to bring the slot in): both cache lines of an IPv6 entry, whose
+    /// second holds the times and sequence numbers every packet updates.
     #[inline]
     pub fn prefetch_entry(&self, hash: u64) {
         let v = self.index[(hash as usize) & self.mask];
         if v != EMPTY && self.layout.matches(v, self.layout.tag(hash)) {
-            crate::hint::prefetch(&self.flows[self.layout.entry(v) as usize]);
+            crate::hint::prefetch_lines(&self.flows[self.layout.entry(v) as usize]);
         }
     }
 
