@@ -273,74 +273,107 @@ pub fn backend_key(address: IpAddr, port: u16) -> u64 {
 /// Keeps IPv6 backend keys apart from IPv4 ones.
 const BACKEND6: u64 = 0x6a09_e667_f3bc_c908;
 
-/// A key of an IPv6 lookup the snapshot answers: hashed to 64 bits for a
-/// [`KeyMap`], the full key kept beside it to rule out a packet whose key
-/// only shares the hash.
+/// A key of an IPv6 lookup the snapshot answers, hashed to its slot in a
+/// [`Keys6`].
 pub trait Key6: Copy + Eq + fmt::Debug {
+    /// What an empty slot holds (any key: the slot's value says it is
+    /// empty).
+    const FILL: Self;
+
+    /// The slot hash: well mixed in its low bits, which pick the slot.
     fn hash64(&self) -> u64;
 }
 
+/// The slot hash of an IPv6 address with `extra` (ports and protocol)
+/// folded into its low half: two mixes side by side rather than one after
+/// the other, so a lookup waits for one.
+#[inline(always)]
+fn hash6(addr: Ipv6Addr, extra: u64) -> u64 {
+    let a = u128::from(addr);
+    mix64((a >> 64) as u64 ^ KEY6_HI) ^ mix64(a as u64 ^ extra ^ KEY6_LO)
+}
+
+const KEY6_HI: u64 = 0x3c6e_f372_fe94_f82b;
+const KEY6_LO: u64 = 0xa54f_f53a_5f1d_36f1;
+
 impl Key6 for Ipv6Addr {
-    #[inline]
+    const FILL: Self = Ipv6Addr::UNSPECIFIED;
+
+    #[inline(always)]
     fn hash64(&self) -> u64 {
-        self.fold()
+        hash6(*self, 0)
     }
 }
 
 impl Key6 for (u8, Ipv6Addr, u16) {
-    #[inline]
+    const FILL: Self = (0, Ipv6Addr::UNSPECIFIED, 0);
+
+    #[inline(always)]
     fn hash64(&self) -> u64 {
-        self.1.fold() ^ mix64((u64::from(self.2) << 8) | u64::from(self.0))
+        hash6(
+            self.1,
+            (u64::from(self.2) << 48) | (u64::from(self.0) << 40),
+        )
     }
 }
 
-/// An immutable map from IPv6 keys to small values: a [`KeyMap`] of their
-/// hashes to an index, and the keys to check a hit against.
-#[derive(Debug, Clone, Default)]
+/// An immutable map from IPv6 keys to small values, for the lookups on the
+/// packet path (as [`KeyMap`] is for IPv4): open addressing on the full
+/// keys, at most half full, so a lookup is one hash, nearly always one
+/// probe, and the compare of the key it finds there.
+#[derive(Debug, Clone)]
 pub struct Keys6<K> {
-    map: KeyMap,
-    /// (key, value), indexed by what `map` holds.
-    keys: Vec<(K, u32)>,
+    /// (key, value + 1); value 0 marks an empty slot.
+    slots: Box<[(K, u32)]>,
+    mask: usize,
+}
+
+impl<K: Key6> Default for Keys6<K> {
+    fn default() -> Self {
+        Keys6::build(std::iter::empty())
+    }
 }
 
 impl<K: Key6> Keys6<K> {
     /// Builds from (key, value) pairs; a repeated key keeps its first
-    /// value. Two different keys with one hash cannot both be kept: an
-    /// error naming them (a 64-bit coincidence among configured keys).
-    fn build(entries: impl IntoIterator<Item = (K, u32)>) -> Result<Keys6<K>, CompileError> {
-        let mut keys: Vec<(K, u32)> = Vec::new();
-        let mut by_hash: HashMap<u64, usize> = HashMap::new();
+    /// value.
+    fn build(entries: impl IntoIterator<Item = (K, u32)>) -> Keys6<K> {
+        let entries: Vec<(K, u32)> = entries.into_iter().collect();
+        let size = (entries.len() * 2).next_power_of_two().max(8);
+        let mut slots = vec![(K::FILL, 0u32); size].into_boxed_slice();
+        let mask = size - 1;
         for (k, v) in entries {
-            match by_hash.get(&k.hash64()) {
-                Some(&i) if keys[i].0 == k => {}
-                Some(&i) => {
-                    return Err(CompileError(format!(
-                        "{:?} and {k:?} have the same 64-bit hash: change one of them",
-                        keys[i].0
-                    )))
+            let mut i = (k.hash64() as usize) & mask;
+            loop {
+                if slots[i].1 == 0 {
+                    slots[i] = (k, v.saturating_add(1));
+                    break;
                 }
-                None => {
-                    by_hash.insert(k.hash64(), keys.len());
-                    keys.push((k, v));
+                if slots[i].0 == k {
+                    break;
                 }
+                i = (i + 1) & mask;
             }
         }
-        let map = KeyMap::build(
-            keys.iter()
-                .enumerate()
-                .map(|(i, (k, _))| (k.hash64(), i as u32)),
-        );
-        Ok(Keys6 { map, keys })
+        Keys6 { slots, mask }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn get(&self, key: &K) -> Option<u32> {
-        let i = self.map.get(key.hash64())? as usize;
-        let (k, v) = self.keys[i];
-        (k == *key).then_some(v)
+        let mut i = (key.hash64() as usize) & self.mask;
+        loop {
+            let (k, v) = self.slots[i];
+            if v == 0 {
+                return None;
+            }
+            if k == *key {
+                return Some(v - 1);
+            }
+            i = (i + 1) & self.mask;
+        }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn contains(&self, key: &K) -> bool {
         self.get(key).is_some()
     }
@@ -451,7 +484,7 @@ impl Snapshot {
         let service_keys6 = Keys6::build(services.iter().enumerate().filter_map(|(i, s)| {
             let IpAddr::V6(vip) = s.vip else { return None };
             Some(((s.ip_protocol(), vip, s.port), i as u32))
-        }))?;
+        }));
         let nat_endpoints = KeyMap::build(nat_endpoints.into_iter().map(|k| (k, 0)));
         let nat_reals = KeyMap::build(nat_reals.into_iter().map(|a| (u64::from(a), 0)));
         let mut vips: Vec<Ipv4Addr> = Vec::new();
@@ -482,12 +515,12 @@ impl Snapshot {
                 .map(|(i, n)| (u64::from(u32::from(n.0)), i as u32)),
         );
         let static_neighbors6 =
-            Keys6::build(neighbors6.iter().enumerate().map(|(i, n)| (n.0, i as u32)))?;
+            Keys6::build(neighbors6.iter().enumerate().map(|(i, n)| (n.0, i as u32)));
         let vip_set = KeyMap::build(vips.iter().map(|v| (u64::from(u32::from(*v)), 0)));
         Ok(Snapshot {
             generation,
             ports,
-            vip_set6: Keys6::build(vips6.iter().map(|v| (*v, 0)))?,
+            vip_set6: Keys6::build(vips6.iter().map(|v| (*v, 0))),
             vips,
             vips6,
             services,
@@ -496,8 +529,8 @@ impl Snapshot {
             nat_endpoints,
             nat_reals,
             service_keys6,
-            nat_endpoints6: Keys6::build(nat_endpoints6)?,
-            nat_reals6: Keys6::build(nat_reals6)?,
+            nat_endpoints6: Keys6::build(nat_endpoints6),
+            nat_reals6: Keys6::build(nat_reals6),
             real_present,
             tunnel6_reals,
             static_neighbors,
@@ -661,6 +694,37 @@ address = "198.18.0.11"
         let mut config = Config::parse(CONFIG).unwrap();
         set(&mut config);
         config
+    }
+
+    #[test]
+    fn ipv6_keys_find_what_they_were_built_with_and_nothing_else() {
+        // A /64 of consecutive VIPs, and the same addresses under other
+        // ports and protocols: neighbours in the key space.
+        let base = u128::from("2001:2:0:1::".parse::<Ipv6Addr>().unwrap());
+        let addr = |i: u32| Ipv6Addr::from(base + u128::from(i));
+        let vips = Keys6::build((0..500).map(|i| (addr(i), i)));
+        let services = Keys6::build((0..500).map(|i| ((6, addr(i / 5), 80 + (i % 5) as u16), i)));
+        for i in 0..500u32 {
+            assert_eq!(vips.get(&addr(i)), Some(i));
+            assert_eq!(vips.get(&addr(i + 500)), None);
+            assert_eq!(
+                services.get(&(6, addr(i / 5), 80 + (i % 5) as u16)),
+                Some(i)
+            );
+            assert_eq!(services.get(&(17, addr(i / 5), 80 + (i % 5) as u16)), None);
+            assert_eq!(services.get(&(6, addr(i / 5), 85)), None);
+        }
+        let dup = Keys6::build([(addr(1), 1), (addr(1), 2)]);
+        assert_eq!(
+            dup.get(&addr(1)),
+            Some(1),
+            "a repeated key keeps its first value"
+        );
+        assert_eq!(
+            Keys6::<Ipv6Addr>::default().get(&Ipv6Addr::UNSPECIFIED),
+            None
+        );
+        assert!(!Keys6::build([(addr(0), 0)]).contains(&Ipv6Addr::UNSPECIFIED));
     }
 
     #[test]
