@@ -589,10 +589,15 @@ fn median(v: &[f64]) -> f64 {
 }
 
 impl Bench {
+    /// Whether the filter lets the row `name` run: it is contained in
+    /// the name; "IPv4 <rest>" picks the IPv4 rows that contain `rest`.
     fn wanted(&self, name: &str) -> bool {
         self.filter
             .as_ref()
-            .is_none_or(|f| name.contains(f.as_str()))
+            .is_none_or(|f| match f.strip_prefix("IPv4 ") {
+                Some(rest) => !name.starts_with("IPv6 ") && name.contains(rest),
+                None => name.contains(f.as_str()),
+            })
     }
 
     fn pipeline(&self) -> Pipeline {
@@ -945,7 +950,7 @@ fn main() {
     let measure = std::env::args().any(|a| a == "--bench");
     // `cargo bench -p lb-core --bench pipeline -- NAT` runs only the
     // cases whose name contains "NAT" (baselines always run); "IPv6" only
-    // the IPv6 rows (and no ratio).
+    // the IPv6 rows, "IPv4 NAT" only the IPv4 ones (and then no ratio).
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let config = Config::parse(CONFIG).expect("bench config is valid");
     let snap = Snapshot::compile(
