@@ -98,11 +98,20 @@ def flow_hash(proto, client, client_port, vip, vip_port):
         a = (int(c) << 32) | int(v)
     else:
         x, y = int(c), int(v)
-        h = mix64(0 ^ (x >> 64))
-        h = mix64(h ^ (x & M64))
-        h = mix64(h ^ (y >> 64))
-        a = h ^ (y & M64)
+        k = 0
+        xa = folded_mul((x >> 64) ^ k ^ 0x243F6A8885A308D3, (x & M64) ^ 0x13198A2E03707344)
+        yb = folded_mul((y >> 64) ^ rotl(k, 32) ^ 0xA4093822299F31D0, (y & M64) ^ 0xB7E151628AED2A6B)
+        a = xa ^ rotl(yb, 23)
     return mix64(a ^ mix64(b ^ 0x9E3779B97F4A7C15))
+
+
+def folded_mul(a, b):
+    p = a * b
+    return (p & M64) ^ (p >> 64)
+
+
+def rotl(x, n):
+    return ((x << n) | (x >> (64 - n))) & M64
 
 
 # The value the Rust side gives (checked there), so that a slip here cannot

@@ -69,17 +69,22 @@ impl FlowAddr for Ipv6Addr {
     const UNSPECIFIED: Self = Ipv6Addr::UNSPECIFIED;
     const FAMILY: usize = 1;
 
-    /// A chain of mixes over the four 64-bit halves, `k` first: every bit
-    /// of both full addresses counts (so Maglev spreads clients of one
-    /// /64 too), and with a secret `k` nothing of the result can be worked
-    /// out offline.
+    /// Two folded 64 x 64 -> 128-bit multiplies, one per address, each of
+    /// its two halves (one XORed with `k`), run side by side: every bit of
+    /// both full addresses counts (so Maglev spreads the clients of one
+    /// /64 too), the halves are weighted differently so that swapping them
+    /// or the addresses is another key, and with a secret `k` nothing of
+    /// the result can be worked out offline. A chain of four mixes did the
+    /// same at about twice the latency on every IPv6 packet.
     #[inline]
     fn fold_pair(k: u64, x: Self, y: Self) -> u64 {
         let (x, y) = (u128::from(x), u128::from(y));
-        let mut h = mix64(k ^ (x >> 64) as u64);
-        h = mix64(h ^ x as u64);
-        h = mix64(h ^ (y >> 64) as u64);
-        h ^ y as u64
+        let a = folded_mul((x >> 64) as u64 ^ k ^ V6_X_HI, x as u64 ^ V6_X_LO);
+        let b = folded_mul(
+            (y >> 64) as u64 ^ k.rotate_left(32) ^ V6_Y_HI,
+            y as u64 ^ V6_Y_LO,
+        );
+        a ^ b.rotate_left(23)
     }
 
     #[inline]
@@ -104,6 +109,20 @@ impl FlowAddr for Ipv6Addr {
 
 /// Keeps `Ipv6Addr::fold` of `::` and of `::x` apart from IPv4's.
 const V6_FOLD: u64 = 0x3c6e_f372_fe94_f82b;
+/// The constants of `Ipv6Addr::fold_pair` (digits of pi and e): a factor
+/// of 0 would make the product ignore the other half, so each half is
+/// offset first, and a host would need to own exactly one /64 to meet it.
+const V6_X_HI: u64 = 0x243f_6a88_85a3_08d3;
+const V6_X_LO: u64 = 0x1319_8a2e_0370_7344;
+const V6_Y_HI: u64 = 0xa409_3822_299f_31d0;
+const V6_Y_LO: u64 = 0xb7e1_5162_8aed_2a6b;
+
+/// The 128-bit product of `a` and `b`, its two halves XORed together.
+#[inline(always)]
+fn folded_mul(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
 
 /// A strong 64-bit mixer (the splitmix64 finaliser).
 #[inline]
