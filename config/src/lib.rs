@@ -208,6 +208,12 @@ pub struct PortConfig {
     /// own (set at start; for vdevs whose MAC is made up, and for pinning a
     /// replacement NIC to the address the neighbors already know).
     pub mac: Option<MacAddr>,
+    /// `kernel_interface`: the name of the kernel network interface (a
+    /// `net_tap` device) that carries the port's MAC and addresses, and
+    /// receives what is for the port's own address that the dataplane does
+    /// not handle itself (the exception path). `None`: no such interface,
+    /// and that traffic is dropped as before.
+    pub kernel_interface: Option<String>,
 }
 
 /// One static `[[neighbors]]` entry: ARP for IPv4, neighbor discovery for
@@ -430,6 +436,11 @@ impl Config {
             if p.gateway.is_none() && p.gateway6.is_none() {
                 words.push("no gateway".to_string());
             }
+            words.extend(
+                p.kernel_interface
+                    .as_ref()
+                    .map(|k| format!("kernel interface {k}")),
+            );
             let _ = writeln!(s, "  {} mtu {}", words.join(" "), p.mtu);
         }
         if !self.neighbors.is_empty() {

@@ -37,6 +37,7 @@ pub(crate) struct RawPort {
     pub gateway6: Option<String>,
     pub mtu: Option<i64>,
     pub mac: Option<String>,
+    pub kernel_interface: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,7 +110,15 @@ pub(crate) fn known_keys(table: &str) -> &'static [&'static str] {
         "dpdk" => &["eal_args", "mbufs", "burst"],
         "workers" => &["lcores"],
         "ports" => &[
-            "name", "device", "address", "address6", "gateway", "gateway6", "mtu", "mac",
+            "name",
+            "device",
+            "address",
+            "address6",
+            "gateway",
+            "gateway6",
+            "mtu",
+            "mac",
+            "kernel_interface",
         ],
         "neighbors" => &["address", "mac"],
         "flows" => &[

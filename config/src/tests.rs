@@ -133,6 +133,7 @@ fn example_parses_into_expected_values() {
             gateway6: None,
             mtu: 1500,
             mac: None,
+            kernel_interface: None,
         }],
         neighbors: vec![NeighborConfig {
             address: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 20)),
@@ -1720,4 +1721,68 @@ fn a_6in6_real_needs_a_port_that_fits_a_minimum_ipv6_packet_and_its_header() {
         // 4in6 carries IPv4, which "fragmentation needed" can shrink.
         Config::parse(&tun6(1280, real, "198.18.1.100")).unwrap();
     }
+}
+
+#[test]
+fn kernel_interface_is_read_summarised_and_needs_a_restart() {
+    let text = port("address = \"198.18.0.2/24\"\nkernel_interface = \"lbk0\"");
+    let c = Config::parse(&text).unwrap();
+    assert_eq!(c.ports[0].kernel_interface.as_deref(), Some("lbk0"));
+    assert!(
+        c.summary()
+            .contains("wan net_null0 198.18.0.2/24 no gateway kernel interface lbk0 mtu 1500"),
+        "{}",
+        c.summary()
+    );
+    let without = Config::parse(&port("address = \"198.18.0.2/24\"")).unwrap();
+    assert_eq!(without.ports[0].kernel_interface, None);
+    assert_eq!(without.restart_required_changes(&c), vec!["ports"]);
+}
+
+#[test]
+fn kernel_interface_must_be_a_linux_interface_name() {
+    let k = |name: &str| {
+        port(&format!(
+            "address = \"198.18.0.2/24\"\nkernel_interface = {name:?}"
+        ))
+    };
+    let at = "ports[0].kernel_interface";
+    assert_error(&k(""), at, "must not be empty");
+    assert_error(&k("a-name-of-16-byt"), at, "at most 15");
+    assert_error(&k("."), at, "not a valid interface name");
+    assert_error(&k(".."), at, "not a valid interface name");
+    assert_error(&k("lb/0"), at, "'/'");
+    assert_error(&k("lb 0"), at, "' '");
+    assert_error(&k("lb\t0"), at, "'\\t'");
+    assert_error(&k("lb:0"), at, "Linux refuses");
+    assert_error(&k("lb,0"), at, "DPDK device argument");
+    assert_error(&k("lb=0"), at, "DPDK device argument");
+    // 15 bytes, dots and dashes are fine.
+    Config::parse(&k("a-name-of-15-by")).unwrap();
+    Config::parse(&k("lb.k-0_")).unwrap();
+    // A misspelled key gets a hint.
+    assert_error(
+        &port("address = \"198.18.0.2/24\"\nkernel_interfce = \"lbk0\""),
+        "ports[0].kernel_interfce",
+        "did you mean \"kernel_interface\"",
+    );
+}
+
+#[test]
+fn kernel_interfaces_are_unique_and_not_the_ports_own_device() {
+    let two = format!(
+        "{}\n[[ports]]\nname = \"lan\"\ndevice = \"net_null1\"\naddress = \"198.18.1.2/24\"\nkernel_interface = \"lbk0\"\n",
+        port("address = \"198.18.0.2/24\"\nkernel_interface = \"lbk0\"")
+    );
+    assert_error(
+        &two,
+        "ports[1].kernel_interface",
+        "the kernel interface of ports[0] already",
+    );
+    let own = "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\ndevice = \"net_af_packet0,iface=lb0\"\naddress = \"198.18.0.2/24\"\nkernel_interface = \"lb0\"\n";
+    assert_error(
+        own,
+        "ports[0].kernel_interface",
+        "the interface the port's device uses",
+    );
 }

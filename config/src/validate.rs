@@ -291,7 +291,27 @@ fn across(c: &mut Checker<'_>, config: &Config) {
     let mut devices: HashMap<&str, usize> = HashMap::new();
     let mut gateway: Option<usize> = None;
     let mut gateway6: Option<usize> = None;
+    let mut kernel: HashMap<&str, usize> = HashMap::new();
     for (i, p) in config.ports.iter().enumerate() {
+        if let Some(k) = p.kernel_interface.as_deref() {
+            match kernel.get(k) {
+                Some(&first) => c.err(
+                    format!("ports[{i}].kernel_interface"),
+                    format!("{k:?} is the kernel interface of ports[{first}] already"),
+                ),
+                None => {
+                    kernel.insert(k, i);
+                }
+            }
+            // A tap of the name the port's own af_packet or af_xdp device
+            // opens could not be created (the name is taken).
+            if p.device.split(',').any(|arg| arg == format!("iface={k}")) {
+                c.err(
+                    format!("ports[{i}].kernel_interface"),
+                    format!("{k:?} is the interface the port's device uses; name another"),
+                );
+            }
+        }
         if p.device.is_empty() {
             continue;
         }
@@ -693,6 +713,9 @@ fn ports(c: &mut Checker<'_>, raw: Option<Vec<RawPort>>) -> (Vec<PortConfig>, Ne
         let mac = p
             .mac
             .and_then(|m| unicast_mac(c, &path("mac"), &m, "a port"));
+        let kernel_interface = p
+            .kernel_interface
+            .and_then(|k| interface_name(c, &path("kernel_interface"), k));
         let label = name.clone().unwrap_or_else(|| format!("ports[{i}]"));
         let port_mtu = mtu.unwrap_or(DEFAULT_MTU);
         if let Some(cidr) = address {
@@ -724,9 +747,47 @@ fn ports(c: &mut Checker<'_>, raw: Option<Vec<RawPort>>) -> (Vec<PortConfig>, Ne
             gateway6,
             mtu: mtu.unwrap_or(DEFAULT_MTU),
             mac,
+            kernel_interface,
         });
     }
     (out, nets)
+}
+
+/// The longest Linux interface name (`IFNAMSIZ` less its NUL).
+const MAX_INTERFACE_NAME: usize = 15;
+
+/// A name the kernel accepts for a network interface (`dev_valid_name`:
+/// 1..=15 bytes, not `.` or `..`, no `/`, `:` or whitespace) that also
+/// fits in a DPDK device argument (no `,` or `=`, which separate them).
+fn interface_name(c: &mut Checker<'_>, path: &str, name: String) -> Option<String> {
+    let why = if name.is_empty() {
+        Some("must not be empty".to_string())
+    } else if name.len() > MAX_INTERFACE_NAME {
+        Some(format!(
+            "{name:?} is {} bytes long; a Linux interface name has at most {MAX_INTERFACE_NAME}",
+            name.len()
+        ))
+    } else if name == "." || name == ".." {
+        Some(format!("{name:?} is not a valid interface name"))
+    } else if let Some(bad) = name
+        .chars()
+        .find(|ch| ch.is_whitespace() || ch.is_control() || matches!(ch, '/' | ':' | ',' | '='))
+    {
+        let what = match bad {
+            ',' | '=' => "it would split the DPDK device argument",
+            _ => "Linux refuses it in interface names",
+        };
+        Some(format!("{name:?} contains {bad:?}: {what}"))
+    } else {
+        None
+    };
+    match why {
+        Some(why) => {
+            c.err(path, why);
+            None
+        }
+        None => Some(name),
+    }
 }
 
 /// A MAC address that may be assigned to one host: unicast and not zero.
