@@ -12,6 +12,7 @@
 //! - `neighbor`, `route`: where it leaves and to which MAC.
 //! - `snapshot`: the compiled configuration a worker runs with.
 //! - `stats`: per-worker counters, drops by reason.
+//! - `exception`: how much a worker gives a port's kernel interface.
 //! - `golden` (feature `golden`, and in unit tests): the golden packets of
 //!   `tests/fixtures/` (scapy-built frames and what must come of them), read
 //!   as data by the tests; not part of the appliance.
@@ -21,6 +22,7 @@
 //! `hint.rs` alone lifts that, and `tests/layout.rs` checks it stays so.
 
 pub mod buffer;
+pub mod exception;
 pub mod flow;
 pub mod forward;
 #[cfg(any(test, feature = "golden"))]

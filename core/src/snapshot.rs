@@ -44,6 +44,10 @@ pub struct PortView {
     /// `address6`.
     pub net6: u128,
     pub mask6: u128,
+    /// The port has a kernel interface (`kernel_interface`): what is for
+    /// its own address and not handled here goes there
+    /// ([`crate::pipeline::Verdict::ToKernel`]) instead of being dropped.
+    pub kernel: bool,
 }
 
 impl PortView {
@@ -407,6 +411,7 @@ impl Snapshot {
                 gateway6: p.gateway6,
                 net6: p.address6.map_or(0, |a| u128::from(a.network())),
                 mask6: p.address6.map_or(0, |a| u128::from(a.netmask())),
+                kernel: p.kernel_interface.is_some(),
             })
             .collect();
         let mut services = Vec::with_capacity(config.services.len());

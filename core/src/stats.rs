@@ -90,10 +90,13 @@ pub enum DropReason {
     /// for an address that is not ours, an advertisement we do not learn
     /// from.
     NdpIgnored,
+    /// For the port's kernel interface, but over the exception path's
+    /// budget (a flood to the port's address), or not taken by the tap.
+    KernelQueueFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 31] = [
+    pub const ALL: [DropReason; 32] = [
         DropReason::Truncated,
         DropReason::MultiSegment,
         DropReason::NotOurMac,
@@ -125,6 +128,7 @@ impl DropReason {
         DropReason::Ipv6Extension,
         DropReason::NdpInvalid,
         DropReason::NdpIgnored,
+        DropReason::KernelQueueFull,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -162,6 +166,7 @@ impl DropReason {
             DropReason::Ipv6Extension => "ipv6_extension",
             DropReason::NdpInvalid => "ndp_invalid",
             DropReason::NdpIgnored => "ndp_ignored",
+            DropReason::KernelQueueFull => "kernel_queue_full",
         }
     }
 }
@@ -276,6 +281,11 @@ pub struct WorkerStats {
     pub syn_proxy_deferred: Counter,
     /// Packets the tx queue of each port did not take.
     pub tx_failed: [Counter; MAX_PORTS],
+    /// The exception path, by port index (config order): frames given to
+    /// the port's kernel interface, and frames the kernel sent that left
+    /// through the port.
+    pub to_kernel: [Counter; MAX_PORTS],
+    pub from_kernel: [Counter; MAX_PORTS],
     drops: [Counter; DropReason::COUNT],
     reals: Box<[RealCounters]>,
 }
@@ -330,6 +340,8 @@ impl Default for WorkerStats {
             syn_proxy_cookies_accepted: Counter::default(),
             syn_proxy_deferred: Counter::default(),
             tx_failed: Default::default(),
+            to_kernel: Default::default(),
+            from_kernel: Default::default(),
             drops: Default::default(),
             reals: (0..crate::snapshot::MAX_REALS)
                 .map(|_| RealCounters::default())

@@ -24,12 +24,21 @@ use crate::forward::{icmpv6, nat, tunnel};
 use crate::snapshot::Snapshot;
 use crate::stats::DropReason;
 use crate::wire::icmpv6::Icmpv6Type;
-use crate::wire::{ipv6, IpProtocol};
+use crate::wire::{ipv6, IpProtocol, NeighborPacket};
 
 /// Whether `a` is link-local unicast (fe80::/10).
 #[inline]
 fn is_link_local(a: Ipv6Addr) -> bool {
     a.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// The target of a neighbor-discovery message (unspecified if the message
+/// is too short to have one: `local::ndp` has refused it then).
+fn ndp_target<B: PacketBuf>(ip: &Ipv6Meta, pkt: &B) -> Ipv6Addr {
+    pkt.data()
+        .get(ip.l4_start()..ip.end())
+        .and_then(|b| NeighborPacket::new_checked(b).ok())
+        .map_or(Ipv6Addr::UNSPECIFIED, |m| m.target_addr())
 }
 
 impl Pipeline {
@@ -67,7 +76,18 @@ impl Pipeline {
             if let Some((addr, mac)) = learn {
                 self.egress.learn6(snap, in_port, addr, mac, now);
             }
-            return v;
+            // Solicitations for our addresses stay ours to answer; what we
+            // only learn from or ignore (advertisements, solicitations for
+            // the kernel's link-local address) is also the kernel's.
+            return match v {
+                Verdict::Consumed | Verdict::Drop(DropReason::NdpIgnored)
+                    if snap.ports[in_port].kernel
+                        && !snap.is_local6(in_port, ndp_target(ip, pkt)) =>
+                {
+                    Verdict::ToKernel
+                }
+                v => v,
+            };
         }
         // No host sends from a group or from `::` (RFC 4291 §2.7 and
         // §2.5.2; a DAD probe's `::` was answered above): such a packet
@@ -112,7 +132,7 @@ impl Pipeline {
                 Some(Lookahead::Reply6 { hash }) => {
                     if snap.ports[in_port].ipv6() == Some(ip.dst) {
                         // To our own address, not a client's.
-                        return Verdict::Drop(DropReason::NotForUs);
+                        return super::to_kernel_or(snap, in_port, DropReason::NotForUs);
                     }
                     if ip.hop_limit <= 1 {
                         return Verdict::Drop(DropReason::TtlExceeded);
@@ -134,11 +154,15 @@ impl Pipeline {
                     }
                 )
             {
-                return Verdict::Drop(DropReason::NotForUs);
+                return self.port_address6(snap, in_port, ip, DropReason::NotForUs);
             }
             return self.for_us6(snap, in_port, pkt, ip, now);
         }
         if link_local {
+            // To the kernel interface's own link-local address, if any.
+            if is_link_local(ip.dst) {
+                return super::to_kernel_or(snap, in_port, DropReason::NotForUs);
+            }
             return Verdict::Drop(DropReason::NotForUs);
         }
         // Transit: only NAT66 replies and ICMPv6 errors from NAT reals.
@@ -190,16 +214,18 @@ impl Pipeline {
                 if icmpv6::is_forwarded_error(kind) && snap.is_vip6(ip.dst) {
                     return self.icmp6_to_vip(snap, pkt, ip, now);
                 }
-                return Verdict::Drop(DropReason::IcmpNotHandled);
+                return self.port_address6(snap, in_port, ip, DropReason::IcmpNotHandled);
             }
             L4::Tcp { ports, segment } => (ports, Some(segment)),
             L4::Udp { ports } => (ports, None),
             L4::Invalid(r) => return Verdict::Drop(r),
-            _ if !snap.is_vip6(ip.dst) => return Verdict::Drop(DropReason::NotForUs),
+            _ if !snap.is_vip6(ip.dst) => {
+                return self.port_address6(snap, in_port, ip, DropReason::NotForUs)
+            }
             _ => return Verdict::Drop(DropReason::NoService),
         };
         if !snap.is_vip6(ip.dst) {
-            return Verdict::Drop(DropReason::NotForUs);
+            return self.port_address6(snap, in_port, ip, DropReason::NotForUs);
         }
         let Some(service) = snap.service_for6(u8::from(ip.protocol), ip.dst, ports.dst) else {
             return Verdict::Drop(DropReason::NoService);
@@ -208,6 +234,24 @@ impl Pipeline {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
         self.request6(snap, service, pkt, ip, ports, tcp, now, None)
+    }
+
+    /// A packet for one of our addresses that nothing here handles: the
+    /// kernel's if it is for the port's own address and the port has a
+    /// kernel interface, else dropped for `reason`.
+    #[cold]
+    fn port_address6(
+        &self,
+        snap: &Snapshot,
+        in_port: usize,
+        ip: &Ipv6Meta,
+        reason: DropReason,
+    ) -> Verdict {
+        if snap.ports[in_port].ipv6() == Some(ip.dst) {
+            super::to_kernel_or(snap, in_port, reason)
+        } else {
+            Verdict::Drop(reason)
+        }
     }
 
     /// A client's packet to an IPv6 service: conntrack (and schedule) in

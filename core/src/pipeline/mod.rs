@@ -45,7 +45,7 @@ use crate::scheduler::Schedulers;
 use crate::snapshot::Snapshot;
 use crate::stats::{DropReason, WorkerStats};
 use crate::synproxy::CookieKey;
-use crate::wire::{EthernetFrame, IpProtocol};
+use crate::wire::{EthernetFrame, Icmpv4Type, IpProtocol};
 use egress::Egress;
 
 /// The fate of a frame. Eight bytes, so that it travels in a register:
@@ -74,6 +74,12 @@ pub enum Verdict {
     /// proxy client's early data, whose flow (`client`:`client_port`, the
     /// frame's source) waits for its real.
     Defer { client_port: u16, client: Ipv4Addr },
+    /// Untouched, to the kernel interface of the port it came in on: for
+    /// the port's own address and not handled here (TCP and UDP to it,
+    /// ICMP other than echo requests, ARP replies and neighbor
+    /// advertisements once learned from). Only on a port with a
+    /// `kernel_interface`; elsewhere these frames are dropped as before.
+    ToKernel,
 }
 
 const _: () = assert!(std::mem::size_of::<Verdict>() == 8);
@@ -423,7 +429,13 @@ impl Pipeline {
         if let Some((ip, mac)) = local::arp_sender(snap, in_port, &frame) {
             self.egress.learn(snap, in_port, ip, mac, now);
         }
-        local::arp(snap, in_port, frame, &self.stats)
+        match local::arp(snap, in_port, frame, &self.stats) {
+            // A reply to us may answer the kernel's own request: it gets
+            // the frame once we have learned from it (requests for our
+            // addresses stay ours to answer, so it never answers them).
+            Verdict::Consumed if snap.ports[in_port].kernel => Verdict::ToKernel,
+            v => v,
+        }
     }
 
     /// An IPv4 packet: to us (a VIP's service, or ICMP), or in transit (a
@@ -453,8 +465,10 @@ impl Pipeline {
             Some(Lookahead::NoService) => return Verdict::Drop(DropReason::NoService),
             Some(Lookahead::Reply { .. }) => {
                 if snap.ports[in_port].ipv4() == Some(ip.dst) {
-                    // To our own address, not a client's: nothing we forward.
-                    return Verdict::Drop(DropReason::NotForUs);
+                    // To our own address, not a client's: nothing we
+                    // forward (the kernel's, health checks say, if it has
+                    // an interface).
+                    return to_kernel_or(snap, in_port, DropReason::NotForUs);
                 }
                 if ip.ttl <= 1 {
                     return Verdict::Drop(DropReason::TtlExceeded);
@@ -472,7 +486,9 @@ impl Pipeline {
                 return self.icmp_to_us(snap, in_port, pkt, ip, now);
             }
             if !snap.is_vip(ip.dst) {
-                return Verdict::Drop(DropReason::NotForUs);
+                // The port's own address: nothing but ICMP echo is
+                // answered here.
+                return to_kernel_or(snap, in_port, DropReason::NotForUs);
             }
             if !matches!(ip.protocol, IpProtocol::Tcp | IpProtocol::Udp) {
                 return Verdict::Drop(DropReason::NoService);
@@ -769,6 +785,12 @@ impl Pipeline {
             L4::Invalid(r) => return Verdict::Drop(r),
             _ => return Verdict::Drop(DropReason::IcmpNotHandled),
         };
+        // To the port's own address: echo requests are answered here, the
+        // rest (echo replies, errors about the kernel's own traffic) is the
+        // kernel's, if the port has an interface for it.
+        if kind != Icmpv4Type::EchoRequest && snap.ports[in_port].kernel && !snap.is_vip(ip.dst) {
+            return Verdict::ToKernel;
+        }
         if !icmp::is_forwarded_error(kind) {
             let frame = EthernetFrame::new_unchecked(pkt.data_mut());
             return local::icmp(snap, in_port, frame, &self.stats);
@@ -897,6 +919,17 @@ impl Pipeline {
             c.packets.incr();
             c.bytes.add(len);
         }
+    }
+}
+
+/// [`Verdict::ToKernel`] on a port with a kernel interface, else a drop
+/// for `reason` (what the frame got before the exception path existed).
+#[cold]
+fn to_kernel_or(snap: &Snapshot, in_port: usize, reason: DropReason) -> Verdict {
+    if snap.ports.get(in_port).is_some_and(|p| p.kernel) {
+        Verdict::ToKernel
+    } else {
+        Verdict::Drop(reason)
     }
 }
 

@@ -19,8 +19,12 @@ use crate::wire::{EthernetFrame, Ipv4Packet};
 pub(crate) const OUR_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x02]);
 
 pub(crate) fn test_config() -> Config {
-    Config::parse(
-        r#"
+    Config::parse(test_config_text()).expect("test config is valid")
+}
+
+/// The text of [`test_config`].
+fn test_config_text() -> &'static str {
+    r#"
 [workers]
 lcores = [1]
 [[ports]]
@@ -33,9 +37,7 @@ vip = "198.18.1.100"
 port = 80
 [[services.reals]]
 address = "198.18.0.11"
-"#,
-    )
-    .expect("test config is valid")
+"#
 }
 
 fn compile(config: &Config, macs: &[MacAddr]) -> Snapshot {
@@ -1320,4 +1322,190 @@ fn ipv6_from_unspecified_or_a_group_is_dropped_not_answered() {
     let mut buf = VecBuf::from_bytes(&tcp6(client, tun_vip, 0x02, 1440));
     assert_eq!(p.process(&snap, 0, &mut buf, 1000), Verdict::Transmit(0));
     assert_eq!(p.stats().icmp_frag_needed.get(), 1);
+}
+
+/// `cfg` with `kernel_interface` on every port.
+fn with_kernel_interfaces(cfg: &str) -> String {
+    let mut n = 0;
+    cfg.lines()
+        .map(|l| {
+            if l.trim() == "[[ports]]" {
+                n += 1;
+                format!("{l}\nkernel_interface = \"lbk{}\"", n - 1)
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every golden frame run twice, on ports without and with a kernel
+/// interface: the same fate, except that what was dropped (or consumed)
+/// because nothing here handles it, for a port's own address, goes to
+/// the kernel. The fixtures hold such frames: the count says so.
+#[test]
+fn a_kernel_interface_changes_only_what_was_dropped_for_the_port_address() {
+    let mut to_kernel = 0;
+    for scenario in golden::all() {
+        let plain = Config::parse(&scenario.config).unwrap();
+        let kernel = Config::parse(&with_kernel_interfaces(&scenario.config))
+            .unwrap_or_else(|e| panic!("{}: {e}", scenario.name));
+        assert!(kernel.ports.iter().all(|p| p.kernel_interface.is_some()));
+        let (snap, ksnap) = (
+            compile(&plain, &scenario.port_macs),
+            compile(&kernel, &scenario.port_macs),
+        );
+        let (mut p, mut k) = (pipeline(&snap, 0, 1, 1024), pipeline(&ksnap, 0, 1, 1024));
+        p.set_cookie_key(GOLDEN_COOKIE_KEY);
+        k.set_cookie_key(GOLDEN_COOKIE_KEY);
+        for (i, step) in scenario.steps.iter().enumerate() {
+            let now = 1000 + i as u32;
+            let (mut a, mut b) = (
+                VecBuf::from_bytes(&step.input),
+                VecBuf::from_bytes(&step.input),
+            );
+            let (va, vb) = (
+                p.process(&snap, step.in_port, &mut a, now),
+                k.process(&ksnap, step.in_port, &mut b, now),
+            );
+            let what = format!("{} step {i} {}", scenario.name, step.description);
+            if vb == Verdict::ToKernel {
+                to_kernel += 1;
+                assert!(
+                    matches!(
+                        va,
+                        Verdict::Consumed
+                            | Verdict::Drop(
+                                DropReason::NotForUs
+                                    | DropReason::IcmpNotHandled
+                                    | DropReason::NdpIgnored
+                            )
+                    ),
+                    "{what}: to the kernel, but {va:?} without one"
+                );
+                assert_eq!(b.to_vec(), step.input, "{what}: untouched");
+            } else {
+                assert_eq!(va, vb, "{what}");
+                assert_eq!(a.to_vec(), b.to_vec(), "{what}");
+            }
+        }
+    }
+    assert!(
+        to_kernel >= 3,
+        "only {to_kernel} golden frames went to the kernel"
+    );
+}
+
+/// The exception path's cases one by one, each against a port without a
+/// kernel interface.
+#[test]
+fn what_is_for_the_port_address_and_not_handled_here_goes_to_the_kernel() {
+    let text = format!(
+        "{}\n[[services.reals]]\naddress = \"198.18.0.12\"\nport = 8080\nforwarding = \"nat\"\n",
+        test_config_text()
+    );
+    let plain = Config::parse(&text).unwrap();
+    let kernel = Config::parse(&with_kernel_interfaces(&text)).unwrap();
+    let (snap, ksnap) = (compile(&plain, &[OUR_MAC]), compile(&kernel, &[OUR_MAC]));
+    let me = Ipv4Addr::new(198, 18, 0, 2);
+    let peer = Ipv4Addr::new(198, 18, 0, 1);
+    let nat_real = Ipv4Addr::new(198, 18, 0, 12);
+    let vip = Ipv4Addr::new(198, 18, 1, 100);
+    let syn = 0x02;
+    let synack = 0x12;
+    let cases: [(&str, Vec<u8>, Verdict, Verdict); 5] = [
+        (
+            "BGP to the port address",
+            tcp((peer, 40000), (me, 179), syn, OUR_MAC.0),
+            Verdict::Drop(DropReason::NotForUs),
+            Verdict::ToKernel,
+        ),
+        (
+            "a health check's answer from a NAT real's endpoint",
+            tcp((nat_real, 8080), (me, 50000), synack, OUR_MAC.0),
+            Verdict::Drop(DropReason::NotForUs),
+            Verdict::ToKernel,
+        ),
+        (
+            "an SSH answer from a host on the segment",
+            tcp((peer, 22), (me, 50001), synack, OUR_MAC.0),
+            Verdict::Drop(DropReason::NotForUs),
+            Verdict::ToKernel,
+        ),
+        (
+            "a VIP port nothing listens on stays no_service",
+            tcp((peer, 40000), (vip, 22), syn, OUR_MAC.0),
+            Verdict::Drop(DropReason::NoService),
+            Verdict::Drop(DropReason::NoService),
+        ),
+        (
+            "another host's address stays not_for_us",
+            tcp(
+                (peer, 40000),
+                (Ipv4Addr::new(198, 18, 0, 99), 179),
+                syn,
+                OUR_MAC.0,
+            ),
+            Verdict::Drop(DropReason::NotForUs),
+            Verdict::Drop(DropReason::NotForUs),
+        ),
+    ];
+    for workers in [1, 2] {
+        for index in 0..workers {
+            let mut p = pipeline(&snap, index, workers, 64);
+            let mut k = pipeline(&ksnap, index, workers, 64);
+            for (what, frame, without, with) in &cases {
+                let mut b = VecBuf::from_bytes(frame);
+                assert_eq!(p.process(&snap, 0, &mut b, 0), *without, "{what}");
+                let mut b = VecBuf::from_bytes(frame);
+                assert_eq!(k.process(&ksnap, 0, &mut b, 0), *with, "{what}");
+                assert_eq!(&b.to_vec(), frame, "{what}: untouched");
+            }
+            // The same through a burst.
+            let mut bufs: Vec<VecBuf> = cases.iter().map(|c| VecBuf::from_bytes(&c.1)).collect();
+            let mut v = vec![Verdict::Consumed; bufs.len()];
+            k.process_burst(&ksnap, 0, &mut bufs, &mut v, 0);
+            let want: Vec<Verdict> = cases.iter().map(|c| c.3).collect();
+            assert_eq!(v, want);
+        }
+    }
+    // Nothing for the kernel comes in on a port without one.
+    let mut k = pipeline(&ksnap, 0, 1, 64);
+    let mut b = VecBuf::from_bytes(&cases[0].1);
+    assert_eq!(
+        k.process(&ksnap, 7, &mut b, 0),
+        Verdict::Drop(DropReason::NotForUs)
+    );
+}
+
+/// IPv6: TCP to the port's address6 goes to the kernel; to a VIP, still
+/// to its service.
+#[test]
+fn ipv6_for_the_port_address_goes_to_the_kernel() {
+    let scenario = golden::scenario("ipv6");
+    let plain = Config::parse(&scenario.config).unwrap();
+    let kernel = Config::parse(&with_kernel_interfaces(&scenario.config)).unwrap();
+    let (snap, ksnap) = (
+        compile(&plain, &scenario.port_macs),
+        compile(&kernel, &scenario.port_macs),
+    );
+    let port = 0;
+    let me = plain.ports[port]
+        .address6
+        .expect("the ipv6 scenario's port 0 has address6");
+    let peer = me.network_cidr().address;
+    let peer = std::net::Ipv6Addr::from(u128::from(peer) + 0x99);
+    let mut frame = tcp6(peer, me.address, 0x02, 0);
+    // tcp6 addresses 02:00:00:00:00:02: the scenario's port may differ.
+    frame[..6].copy_from_slice(&scenario.port_macs[port].0);
+    let mut p = pipeline(&snap, 0, 1, 64);
+    let mut k = pipeline(&ksnap, 0, 1, 64);
+    let mut b = VecBuf::from_bytes(&frame);
+    assert_eq!(
+        p.process(&snap, port, &mut b, 0),
+        Verdict::Drop(DropReason::NotForUs)
+    );
+    let mut b = VecBuf::from_bytes(&frame);
+    assert_eq!(k.process(&ksnap, port, &mut b, 0), Verdict::ToKernel);
 }

@@ -28,6 +28,8 @@
 //!   were: the proxy verifies what it terminates), no payload, no padding,
 //!   addressed as it must be (`out.syn-proxy`).
 //!
+//! - `verdict.to_kernel`: only a port with a kernel interface gives a
+//!   frame to the kernel (counted with the consumed ones).
 //! - `verdict.defer`: a deferred frame is untouched, a TCP segment from
 //!   the client the verdict names to a VIP, deferred by the owner of its
 //!   flow; a frame run again is never handed off (`handoff.twice`).
@@ -550,6 +552,20 @@ impl Driver {
                     }
                     // Every slot taken: dropped, as the worker does.
                     Err(_) => self.drop(w, DropReason::SynProxyPending),
+                }
+            }
+            Verdict::ToKernel => {
+                // Leaves the dataplane, as a consumed frame does: counted
+                // with those. Only a port with a kernel interface has one.
+                self.t.consumed += 1;
+                if !snap.ports.get(f.in_port).is_some_and(|p| p.kernel) {
+                    self.v.add(
+                        "verdict.to_kernel",
+                        format!(
+                            "a frame went to the kernel from port {}, which has no kernel interface: {:02x?}",
+                            f.in_port, f.input
+                        ),
+                    );
                 }
             }
             Verdict::Consumed => {
