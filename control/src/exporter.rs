@@ -100,6 +100,10 @@ pub const METRICS: &[(&str, &str)] = &[
     ),
     ("lb_build_info", "Version of lb-appliance and of DPDK."),
     (
+        "lb_kernel_packets_total",
+        "Frames of the exception path through the port's kernel interface: to_kernel (given to it) and from_kernel (sent by it out of the port).",
+    ),
+    (
         "lb_syn_proxy_cookies_sent_total",
         "SYN-ACKs with a SYN cookie the worker's SYN proxy sent to clients.",
     ),
@@ -127,6 +131,8 @@ pub struct Exporter {
     ports: Vec<(String, Port)>,
     workers: Vec<(LcoreId, Arc<WorkerStats>)>,
     dpdk: String,
+    /// By port index: whether the port has a kernel interface.
+    kernel: Vec<bool>,
 }
 
 /// The `real` label: `198.18.0.11:8080`, `[2001:2::11]:80`; the same as
@@ -142,11 +148,20 @@ impl Exporter {
         workers: Vec<(LcoreId, Arc<WorkerStats>)>,
         dpdk: String,
     ) -> Exporter {
+        let kernel = shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot
+            .ports
+            .iter()
+            .map(|p| p.kernel)
+            .collect();
         Exporter {
             shared,
             ports,
             workers,
             dpdk,
+            kernel,
         }
     }
 
@@ -193,6 +208,25 @@ impl Exporter {
                 .map(|(_, w)| w.tx_failed.get(port.id().0 as usize).map_or(0, |c| c.get()))
                 .sum();
             tx_failed.with_label_values(l).inc_by(s.tx_errors + ours);
+        }
+        // By port index: only ports with a kernel interface have series.
+        let kernel = counter("lb_kernel_packets_total", &["port", "direction"]);
+        for (i, (name, _)) in self.ports.iter().enumerate() {
+            if !self.kernel.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            let sum = |f: fn(&WorkerStats) -> &[lb_core::stats::Counter]| -> u64 {
+                self.workers
+                    .iter()
+                    .map(|(_, w)| f(w).get(i).map_or(0, |c| c.get()))
+                    .sum()
+            };
+            kernel
+                .with_label_values(&[name, "to_kernel"])
+                .inc_by(sum(|w| &w.to_kernel));
+            kernel
+                .with_label_values(&[name, "from_kernel"])
+                .inc_by(sum(|w| &w.from_kernel));
         }
 
         let dropped = counter("lb_packets_dropped_total", &["reason"]);

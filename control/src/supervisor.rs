@@ -330,7 +330,25 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
             s.tx_errors
         );
     }
-    for (lcore, w) in control.dataplane.worker_stats() {
+    let workers_now = control.dataplane.worker_stats();
+    for (i, p) in control.config.ports.iter().enumerate() {
+        let Some(k) = &p.kernel_interface else {
+            continue;
+        };
+        let sum = |f: fn(&lb_dataplane::WorkerStats) -> &[lb_core::stats::Counter]| -> u64 {
+            workers_now
+                .iter()
+                .map(|(_, w)| f(w).get(i).map_or(0, |c| c.get()))
+                .sum()
+        };
+        log::info!(
+            "port {}: kernel interface {k}: to kernel {}, from kernel {}",
+            p.name,
+            sum(|w| &w.to_kernel),
+            sum(|w| &w.from_kernel)
+        );
+    }
+    for (lcore, w) in workers_now {
         let drops: Vec<String> = DropReason::ALL
             .iter()
             .filter(|r| w.dropped(**r) > 0)

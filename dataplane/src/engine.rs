@@ -12,6 +12,7 @@ use lb_config::Config;
 use crate::dpdk::{
     self, spsc_ring, DpdkError, Eal, LaunchedLcore, LcoreId, Mempool, Port, PortSetup, PortStats,
 };
+use crate::kernel::{self, KernelPath, Tap};
 use crate::worker::Worker;
 use lb_core::pipeline::Pipeline;
 use lb_core::snapshot::{CompileError, Ids, Snapshot};
@@ -49,6 +50,9 @@ impl From<DpdkError> for StartError {
 pub struct Dataplane {
     eal: Eal,
     ports: Vec<(String, Port)>,
+    /// The taps of the ports' kernel interfaces (interface name, device):
+    /// the interfaces go when these close.
+    kernel_ports: Vec<(String, Port)>,
     workers: Vec<RunningWorker>,
     stop: Arc<AtomicBool>,
     snapshot: Arc<Snapshot>,
@@ -86,6 +90,12 @@ pub fn eal_args(config: &Config) -> Vec<String> {
             args.push("--vdev".into());
         }
         args.push(p.device.clone());
+    }
+    for (i, p) in config.ports.iter().enumerate() {
+        if let Some(k) = &p.kernel_interface {
+            args.push("--vdev".into());
+            args.push(kernel::tap_vdev(i, k));
+        }
     }
     args
 }
@@ -185,6 +195,39 @@ impl Dataplane {
         }
         let macs: Vec<_> = ports.iter().map(|(_, p)| p.mac()).collect();
         let mtus: Vec<u16> = ports.iter().map(|(_, p)| p.mtu()).collect();
+        // The kernel interfaces: the port's MAC (so that the kernel takes
+        // the frames addressed to the port) and MTU, then its addresses.
+        let mut kernel_ports = Vec::new();
+        let mut taps_by_port = Vec::new();
+        for (i, p) in config.ports.iter().enumerate() {
+            let Some(name) = &p.kernel_interface else {
+                taps_by_port.push(None);
+                continue;
+            };
+            let device = kernel::tap_device(i);
+            let setup = PortSetup {
+                device_name: &device,
+                queues,
+                mtu: mtus[i],
+                mempool,
+                rx_descriptors: 256,
+                tx_descriptors: 256,
+                mac: Some(macs[i]),
+            };
+            let (tap, rx, tx) = Port::start(&eal, &setup).map_err(|e| {
+                StartError(format!("port {}: kernel interface {name}: {e}", p.name))
+            })?;
+            kernel::configure(p, name, mtus[i])?;
+            log::info!(
+                "port {}: kernel interface {name} ({}, mac {}, {} queue pair(s))",
+                p.name,
+                tap.driver(),
+                tap.mac(),
+                queues
+            );
+            kernel_ports.push((name.clone(), tap));
+            taps_by_port.push(Some((rx.into_iter(), tx.into_iter())));
+        }
         let mut ids = Ids::default();
         // `is_up` gives each checked real's health (reals under a check start
         // down, the control thread decides).
@@ -212,6 +255,7 @@ impl Dataplane {
         let mut dp = Dataplane {
             eal,
             ports,
+            kernel_ports,
             workers: Vec::new(),
             stop: Arc::clone(&stop),
             snapshot: Arc::clone(&snapshot),
@@ -254,6 +298,18 @@ impl Dataplane {
                     .map(|j| neighbor_tx[j].clone())
                     .collect(),
                 neighbors_in: neighbor_rx[index].clone(),
+                kernel: KernelPath::new(
+                    taps_by_port
+                        .iter_mut()
+                        .map(|t| {
+                            t.as_mut().map(|(rx, tx)| Tap {
+                                rx: rx.next().expect("one tap rx queue per worker"),
+                                tx: tx.next().expect("one tap tx queue per worker"),
+                            })
+                        })
+                        .collect(),
+                    dp.macs.clone(),
+                ),
                 tsc_per_ms,
             };
             let launched = dp.eal.launch(LcoreId(l), move || worker.run());
@@ -281,6 +337,11 @@ impl Dataplane {
     /// the last one is dropped).
     pub fn ports(&self) -> Vec<(String, Port)> {
         self.ports.clone()
+    }
+
+    /// The kernel interfaces (interface name, tap device), in port order.
+    pub fn kernel_ports(&self) -> Vec<(String, Port)> {
+        self.kernel_ports.clone()
     }
 
     /// Each port's name and counters.

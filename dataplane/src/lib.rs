@@ -10,6 +10,7 @@
 
 pub mod dpdk;
 pub mod engine;
+pub mod kernel;
 pub mod worker;
 
 pub use engine::{Dataplane, StartError};

@@ -25,6 +25,7 @@ use lb_config::MacAddr;
 use crate::dpdk::{
     self, Mbuf, MbufBurst, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue, MAX_BURST,
 };
+use crate::kernel::KernelPath;
 use lb_core::buffer::PacketBuf;
 use lb_core::forward;
 use lb_core::pipeline::{
@@ -62,6 +63,9 @@ pub struct Worker {
     pub neighbors_in: Receiver<NeighborUpdate>,
     /// Ticks of `dpdk::rdtsc` per millisecond.
     pub tsc_per_ms: u64,
+    /// The exception path: this worker's queues on the ports' kernel
+    /// interfaces.
+    pub kernel: KernelPath,
 }
 
 struct Held {
@@ -84,6 +88,7 @@ struct Loop {
     held: Holds,
     /// The SYN proxy's early client data, until its flow's real answered.
     deferred: DeferList<Mbuf>,
+    kernel: KernelPath,
 }
 
 impl Worker {
@@ -101,6 +106,7 @@ impl Worker {
                 n: 0,
             },
             deferred: DeferList::new(DEFER_SLOTS, DEFER_MS),
+            kernel: std::mem::take(&mut self.kernel),
         };
         // DPDK port id -> our port index.
         let port_index = {
@@ -271,6 +277,11 @@ impl Worker {
                     &stats,
                 );
             }
+            // The kernel interfaces: what is for them, and what they sent.
+            let (out, tx) = (&mut l.out, &mut self.tx);
+            l.kernel.exchange(self.burst, &stats, |port, m| {
+                enqueue(out, tx, port, m, &stats)
+            });
             for (to, burst) in l.out.iter_mut().enumerate() {
                 flush(&mut self.tx[to], burst, &stats);
             }
@@ -328,12 +339,13 @@ fn route(
         v @ (Verdict::HandOff(_)
         | Verdict::Hold { .. }
         | Verdict::Hold6 { .. }
-        | Verdict::Defer { .. }) => Some((m, v)),
+        | Verdict::Defer { .. }
+        | Verdict::ToKernel) => Some((m, v)),
     }
 }
 
 /// A packet received on port index `in_port` that waits here: held for
-/// ARP, or deferred by the SYN proxy (the owner of its flow defers it:
+/// ARP, queued for the port's kernel interface, or deferred by the SYN proxy (the owner of its flow defers it:
 /// never the worker that handed it on).
 fn keep(
     l: &mut Loop,
@@ -364,6 +376,7 @@ fn keep(
                 drop(m);
             }
         }
+        Verdict::ToKernel => l.kernel.push(in_port, m, now, stats),
         v => hold(&mut l.held, m, v, now, stats),
     }
 }

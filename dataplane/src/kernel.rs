@@ -1,0 +1,194 @@
+//! The exception path: a port's kernel interface (`[[ports]]
+//! kernel_interface`), through which kernel programs (a routing daemon,
+//! sshd, health checks) use the data port as an ordinary NIC.
+//!
+//! Design: the interface is a DPDK `net_tap` device (a TAP the PMD creates
+//! and deletes with the process), not virtio-user, which needs `vhost-net`
+//! and is missing from the kernels we run on. It has the port's MAC and
+//! addresses and one queue pair per worker, like a data port: each worker
+//! writes what its pipeline gives the kernel (`Verdict::ToKernel`) to its
+//! own tap queue, within a budget (`lb_core::exception`), and sends what
+//! the kernel wrote to its queue out of the data port. No ring between
+//! workers and no lock: the tap's queues are owned as the port's are.
+//! Addresses are given with `ip` (iproute2) at start, once, from the
+//! control thread: no netlink crate to carry for three commands.
+#![deny(unsafe_code)]
+
+use std::process::Command;
+
+use lb_config::{MacAddr, PortConfig};
+use lb_core::buffer::PacketBuf;
+use lb_core::exception::{KernelBudget, KERNEL_BURST};
+use lb_core::stats::{DropReason, WorkerStats};
+
+use crate::dpdk::{Mbuf, MbufBurst, RxQueue, TxQueue};
+use crate::engine::StartError;
+
+/// The vdev name of port `index`'s tap (`net_tap` matches the driver).
+pub fn tap_device(index: usize) -> String {
+    format!("net_tap_lb{index}")
+}
+
+/// The EAL `--vdev` argument that creates the tap of port `index`.
+pub fn tap_vdev(index: usize, interface: &str) -> String {
+    format!("{},iface={interface}", tap_device(index))
+}
+
+/// Gives the kernel interface of `port` its MTU and addresses (the MAC was
+/// set on the device, and the PMD brought the link up). IPv6 without
+/// duplicate address detection: the dataplane answers for the address, so
+/// nobody else may hold it, and a tentative address would not be usable
+/// for a second.
+pub fn configure(port: &PortConfig, interface: &str, mtu: u16) -> Result<(), StartError> {
+    let mtu = mtu.to_string();
+    ip(&["link", "set", "dev", interface, "mtu", &mtu, "up"])?;
+    if let Some(a) = port.address {
+        ip(&["-4", "addr", "replace", &a.to_string(), "dev", interface])?;
+    }
+    if let Some(a) = port.address6 {
+        ip(&[
+            "-6",
+            "addr",
+            "replace",
+            &a.to_string(),
+            "dev",
+            interface,
+            "nodad",
+        ])?;
+    }
+    Ok(())
+}
+
+fn ip(args: &[&str]) -> Result<(), StartError> {
+    let out = Command::new("ip").args(args).output().map_err(|e| {
+        StartError(format!(
+            "kernel interface: cannot run `ip {}`: {e} (install iproute2)",
+            args.join(" ")
+        ))
+    })?;
+    if !out.status.success() {
+        return Err(StartError(format!(
+            "kernel interface: `ip {}` failed: {} (the appliance needs CAP_NET_ADMIN for kernel_interface)",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// One worker's queue pair on a port's tap.
+#[derive(Debug)]
+pub struct Tap {
+    pub rx: RxQueue,
+    pub tx: TxQueue,
+}
+
+/// One worker's side of the exception path, for every port (`None` where a
+/// port has no kernel interface).
+#[derive(Debug, Default)]
+pub struct KernelPath {
+    taps: Vec<Option<Tap>>,
+    /// Each port's MAC (the kernel interface's too).
+    macs: Vec<MacAddr>,
+    /// Frames for each port's kernel, until the end of the poll.
+    queued: Vec<MbufBurst>,
+    budget: KernelBudget,
+    scratch: MbufBurst,
+}
+
+impl KernelPath {
+    /// `taps[i]`: this worker's queues on port i's tap, if it has one;
+    /// `macs[i]`: port i's MAC.
+    pub fn new(taps: Vec<Option<Tap>>, macs: Vec<MacAddr>) -> KernelPath {
+        KernelPath {
+            macs,
+            queued: taps.iter().map(|_| MbufBurst::new()).collect(),
+            taps,
+            budget: KernelBudget::default(),
+            scratch: MbufBurst::new(),
+        }
+    }
+
+    /// Queues a frame received on `port` for its kernel interface; over
+    /// the budget, or with the port's queue full, it is dropped
+    /// (`kernel_queue_full`).
+    #[inline]
+    pub fn push(&mut self, port: usize, m: Mbuf, now: u32, stats: &WorkerStats) {
+        let Some(queue) = self.queued.get_mut(port) else {
+            stats.drop_packet(DropReason::KernelQueueFull);
+            return;
+        };
+        // A frame from the port's own MAC is one of ours come back (on an
+        // af_packet port, what the kernel sends on the underlying
+        // interface is received too): given to the kernel, a duplicate
+        // address detection probe of its own would fail its address.
+        let src = m.data().get(6..12);
+        if self
+            .macs
+            .get(port)
+            .is_some_and(|mac| src == Some(&mac.0[..]))
+        {
+            stats.drop_packet(DropReason::NotForUs);
+            return;
+        }
+        let room = queue.len() < KERNEL_BURST as usize;
+        if !room || self.taps[port].is_none() || !self.budget.take(now) {
+            stats.drop_packet(DropReason::KernelQueueFull);
+            return;
+        }
+        // Checked above: never full here.
+        let _ = queue.push(m);
+    }
+
+    /// Once per poll: writes what was queued to each tap (what a tap does
+    /// not take is dropped, counted) and hands what the kernel wrote, up to
+    /// `burst` frames per port, to `send` for the data port.
+    pub fn exchange(
+        &mut self,
+        burst: usize,
+        stats: &WorkerStats,
+        mut send: impl FnMut(usize, Mbuf),
+    ) {
+        for (port, tap) in self.taps.iter_mut().enumerate() {
+            let Some(tap) = tap else { continue };
+            let queue = &mut self.queued[port];
+            if !queue.is_empty() {
+                let sent = tap.tx.tx_burst(queue);
+                let failed = queue.free_all();
+                count(&stats.to_kernel, port, sent);
+                stats.drop_packets(DropReason::KernelQueueFull, failed as u64);
+            }
+            let n = tap.rx.rx_burst(&mut self.scratch, burst);
+            if n == 0 {
+                continue;
+            }
+            let mut out = 0;
+            for m in self.scratch.drain() {
+                if m.segments() == 1 {
+                    send(port, m);
+                    out += 1;
+                } else {
+                    stats.drop_packet(DropReason::MultiSegment);
+                }
+            }
+            count(&stats.from_kernel, port, out);
+        }
+    }
+}
+
+fn count(counters: &[lb_core::stats::Counter], port: usize, n: usize) {
+    if let Some(c) = counters.get(port) {
+        c.add(n as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tap_vdevs_are_named_for_the_net_tap_driver_and_the_port() {
+        assert_eq!(tap_vdev(0, "lbk0"), "net_tap_lb0,iface=lbk0");
+        assert!(tap_device(3).starts_with("net_tap"));
+    }
+}
