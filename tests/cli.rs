@@ -255,3 +255,28 @@ fn a_closed_stdout_is_not_a_panic() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[test]
+fn check_names_a_bad_kernel_interface_by_its_path() {
+    let dir = TempDir::new("cli-kernel");
+    let path = dir.path("lb.toml");
+    let good = VALID.replace(
+        "address = \"198.18.0.2/24\"",
+        "address = \"198.18.0.2/24\"\nkernel_interface = \"lbk0\"",
+    );
+    std::fs::write(&path, &good).unwrap();
+    let (code, out, err) = run(&["-c", path.to_str().unwrap(), "--check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("kernel interface lbk0"), "{out}");
+    std::fs::write(
+        &path,
+        good.replace("\"lbk0\"", "\"a/name-too-long-for-linux\""),
+    )
+    .unwrap();
+    let (code, out, err) = run(&["-c", path.to_str().unwrap(), "--check"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("ports[0].kernel_interface: \"a/name-too-long-for-linux\" is 25 bytes long"),
+        "{err}"
+    );
+}

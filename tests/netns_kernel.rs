@@ -1,0 +1,265 @@
+//! The exception path end to end: the appliance in a network namespace on
+//! a veth interface (DPDK `net_af_packet`) with `kernel_interface =
+//! "lbk0"`. Kernel programs in its namespace use the data port through
+//! lbk0: a TCP server on the port address answers a client in the peer
+//! namespace, the kernel pings and resolves its own neighbors (ARP and
+//! NDP), and a health check reaches a real that only the data port leads
+//! to. Ping to the port address is still answered by the dataplane, a
+//! flood to the port address is bounded (`kernel_queue_full`), and the
+//! exception counters move. Needs root (network namespaces); skipped with
+//! the reason otherwise, and a failure where LB_REQUIRE_PRIVILEGED_TESTS=1.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{privileged, veth, DpdkPrefix, Netns, Proc, TempDir, BIN};
+
+const CONFIG: &str = r#"
+[dpdk]
+eal_args = ["-l", "0-1", "--no-huge", "-m", "512", "--no-pci", "--no-shconf",
+            "--file-prefix", "PREFIX"]
+mbufs = 8191
+
+[workers]
+lcores = [1]
+
+[[ports]]
+name = "wan"
+device = "net_af_packet0,iface=lb0"
+address = "198.18.0.2/24"
+address6 = "2001:2::2/64"
+kernel_interface = "lbk0"
+
+[metrics]
+listen = "127.0.0.1:9101"
+
+# The real is the peer namespace's web server, reached only through the
+# data port: its health check runs over lbk0.
+[[services]]
+name = "web"
+vip = "198.18.1.100"
+port = 80
+[services.health_check]
+kind = "tcp"
+interval = "500ms"
+timeout = "400ms"
+rise = 1
+fall = 1
+[[services.reals]]
+address = "198.18.0.1"
+port = 8080
+forwarding = "nat"
+"#;
+
+/// The value of the series `name{labels}` (labels as Prometheus writes
+/// them, in order) in the appliance's `/metrics`, 0 if absent.
+fn metric(lb: &Netns, series: &str) -> f64 {
+    let out = lb.try_exec(&[
+        "curl",
+        "-s",
+        "--max-time",
+        "3",
+        "http://127.0.0.1:9101/metrics",
+    ]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn wait_until(what: &str, app: &Proc, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(
+            Instant::now() < end,
+            "timed out waiting for {what}:\n{}",
+            app.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A one-connection TCP server on `addr`:`port` in `ns` that greets its
+/// client, accepting for up to 20 s.
+fn greeter(ns: &Netns, dir: &TempDir, addr: &str, port: u16, tag: &str) -> Proc {
+    let family = if addr.contains(':') {
+        "AF_INET6"
+    } else {
+        "AF_INET"
+    };
+    let script = format!(
+        "import socket\n\
+         s = socket.socket(socket.{family})\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('{addr}', {port}))\n\
+         s.listen(1)\n\
+         s.settimeout(20)\n\
+         c, a = s.accept()\n\
+         c.sendall(b'hello from the kernel of lb\\n')\n\
+         c.close()\n"
+    );
+    let mut cmd = ns.command("python3");
+    cmd.args(["-c", &script]);
+    Proc::spawn(cmd, &dir.path(&format!("{tag}.log")))
+}
+
+/// Connects from `ns` to `addr`:`port` and returns what the server sent.
+fn fetch(ns: &Netns, addr: &str, port: u16) -> String {
+    let script = format!(
+        "import socket\n\
+         c = socket.create_connection(('{addr}', {port}), timeout=5)\n\
+         print(c.recv(100).decode().strip())\n"
+    );
+    // The server may still be starting: a few tries.
+    let mut last = String::new();
+    for _ in 0..20 {
+        let out = ns.try_exec(&["python3", "-c", &script]);
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).trim().to_string();
+        }
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("cannot connect to {addr}:{port}: {last}");
+}
+
+#[test]
+fn the_kernel_interface_carries_tcp_ping_neighbors_and_health_checks() {
+    if !privileged("the_kernel_interface_carries_tcp_ping_neighbors_and_health_checks") {
+        return;
+    }
+    let dir = TempDir::new("netns-kernel");
+    let client = Netns::new("kcl");
+    let lb = Netns::new("klb");
+    veth(&client, "cl0", &lb, "lb0");
+    client.exec(&["ip", "addr", "add", "198.18.0.1/24", "dev", "cl0"]);
+    client.exec(&["ip", "addr", "add", "2001:2::1/64", "dev", "cl0", "nodad"]);
+    client.exec(&["ip", "route", "add", "198.18.1.0/24", "via", "198.18.0.2"]);
+    // lb0 is also a kernel interface of lb's namespace, with the port's
+    // MAC: keep the kernel off it, or it would answer for lbk0's addresses
+    // there too (duplicate replies) and see its own frames. A bridge that
+    // stays down takes every frame after af_packet has seen it, and drops
+    // it.
+    lb.exec(&["ip", "link", "add", "lbt-off", "type", "bridge"]);
+    lb.exec(&["ip", "link", "set", "lb0", "master", "lbt-off"]);
+    lb.exec(&["sysctl", "-qw", "net.ipv6.conf.lb0.disable_ipv6=1"]);
+
+    let prefix = DpdkPrefix::new("kni");
+    let config = dir.path("lb.toml");
+    std::fs::write(&config, CONFIG.replace("PREFIX", &prefix.0)).unwrap();
+    // The real: a web server in the client's namespace.
+    let mut web = client.command("python3");
+    web.args([
+        "-m",
+        "http.server",
+        "8080",
+        "--bind",
+        "198.18.0.1",
+        "--directory",
+        dir.0.to_str().unwrap(),
+    ]);
+    let _web = Proc::spawn(web, &dir.path("web.log"));
+
+    let mut cmd = lb.command(BIN);
+    cmd.args(["-c", config.to_str().unwrap()]);
+    let mut app = Proc::spawn(cmd, &dir.path("lb.log"));
+    assert!(
+        app.wait_for_log("polling", Duration::from_secs(30)),
+        "did not start:\n{}",
+        app.log_text()
+    );
+    let link = lb.exec(&["ip", "addr", "show", "dev", "lbk0"]);
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(
+        link.contains("inet 198.18.0.2/24") && link.contains("inet6 2001:2::2/64"),
+        "lbk0 has the port's addresses:\n{link}"
+    );
+    let mac = |ns: &Netns, dev: &str| {
+        let out = ns.exec(&["cat", &format!("/sys/class/net/{dev}/address")]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(mac(&lb, "lbk0"), mac(&lb, "lb0"), "lbk0 has the port's MAC");
+
+    // TCP from the peer to a kernel program on the port address, over
+    // IPv4 and IPv6.
+    let server = greeter(&lb, &dir, "198.18.0.2", 7000, "greeter4");
+    assert_eq!(
+        fetch(&client, "198.18.0.2", 7000),
+        "hello from the kernel of lb"
+    );
+    drop(server);
+    let server = greeter(&lb, &dir, "2001:2::2", 7001, "greeter6");
+    assert_eq!(
+        fetch(&client, "2001:2::2", 7001),
+        "hello from the kernel of lb"
+    );
+    drop(server);
+
+    // Ping to the port address: answered by the dataplane, once.
+    let out = client.try_exec(&["ping", "-c", "3", "-W", "2", "198.18.0.2"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(" 0% packet loss") && !text.contains("duplicates"),
+        "ping 198.18.0.2: {text}\n{}",
+        app.log_text()
+    );
+    // The kernel pings out and resolves its neighbors itself (ARP, NDP).
+    lb.exec(&["ip", "neigh", "flush", "dev", "lbk0"]);
+    for target in ["198.18.0.1", "2001:2::1"] {
+        let out = lb.try_exec(&["ping", "-c", "2", "-W", "2", target]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(" 0% packet loss") && !text.contains("duplicates"),
+            "ping {target} from lb's kernel: {text}\n{}",
+            app.log_text()
+        );
+    }
+
+    // The health check of the real, over lbk0, brings it up.
+    let up = "lb_real_up{real=\"198.18.0.1:8080\",service=\"web\"}";
+    wait_until("the real to come up", &app, || metric(&lb, up) == 1.0);
+
+    let to = "lb_kernel_packets_total{direction=\"to_kernel\",port=\"wan\"}";
+    let from = "lb_kernel_packets_total{direction=\"from_kernel\",port=\"wan\"}";
+    let (to_before, from_before) = (metric(&lb, to), metric(&lb, from));
+    assert!(
+        to_before >= 6.0 && from_before >= 6.0,
+        "exception counters: to {to_before}, from {from_before}"
+    );
+
+    // A flood of UDP to the port address: the kernel gets its budget, the
+    // rest is dropped and counted, and the dataplane still answers.
+    let flood = "import socket\n\
+                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                 for i in range(100000):\n    s.sendto(b'x' * 16, ('198.18.0.2', 9))\n";
+    client.exec(&["python3", "-c", flood]);
+    let full = "lb_packets_dropped_total{reason=\"kernel_queue_full\"}";
+    wait_until("kernel_queue_full drops", &app, || metric(&lb, full) > 0.0);
+    let given = metric(&lb, to) - to_before;
+    assert!(
+        given < 100_000.0,
+        "the flood was bounded: {given} frames went to the kernel"
+    );
+    let out = client.try_exec(&["ping", "-c", "2", "-W", "2", "198.18.1.100"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(" 0% packet loss"),
+        "the VIP still answers after the flood"
+    );
+
+    let code = app.stop("INT", Duration::from_secs(20));
+    let log = app.log_text();
+    assert_eq!(code, Some(0), "clean exit on SIGINT:\n{log}");
+    assert!(log.contains("kernel interface lbk0: to kernel"), "{log}");
+    assert!(
+        log.contains("echo replies 5"),
+        "the dataplane answered the five pings:\n{log}"
+    );
+    // The interface goes with the process.
+    let gone = Command::new("ip")
+        .args(["netns", "exec", &lb.name, "ip", "link", "show", "lbk0"])
+        .output()
+        .unwrap();
+    assert!(!gone.status.success(), "lbk0 outlived the appliance");
+}
