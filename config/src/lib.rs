@@ -38,6 +38,11 @@ pub const MAX_FLOW_TIMEOUT: Duration = Duration::from_secs(24 * 24 * 60 * 60);
 /// so that a typo (`"2h"` for `"2s"`) is refused rather than obeyed.
 pub const MAX_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(60 * 60);
 
+/// The longest `[announce] withdraw_delay`: 20 s. A clean stop waits that
+/// long after withdrawing, on top of the health checks under way (up to
+/// `MAX_HEALTH_CHECK_TIMEOUT`), and the systemd unit allows 30 s.
+pub const MAX_WITHDRAW_DELAY: Duration = Duration::from_secs(20);
+
 /// The longest `health_check.timeout`: 10 s. Stopping the appliance waits
 /// for the checks under way, each for up to its timeout, and the systemd unit
 /// (`packaging/systemd/lb-appliance.service`) allows 30 s for a clean stop.
@@ -163,6 +168,21 @@ pub struct Config {
     pub flows: FlowsConfig,
     pub metrics: MetricsConfig,
     pub services: Vec<ServiceConfig>,
+    /// `[announce]`: None without the section (nothing is announced).
+    pub announce: Option<AnnounceConfig>,
+}
+
+/// `[announce]`: the VIPs' host routes the appliance keeps in a kernel
+/// routing table, for a routing daemon (BIRD, FRR) to export over BGP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AnnounceConfig {
+    /// `table`: the kernel routing table, 1..=252 (253-255 are the
+    /// kernel's default, main and local tables; 0 is unspecified).
+    pub table: u32,
+    /// `withdraw_delay`: how long a clean stop waits after withdrawing
+    /// every route before the ports stop, so that routers move traffic
+    /// first.
+    pub withdraw_delay: Duration,
 }
 
 /// `[dpdk]`
@@ -460,6 +480,14 @@ impl Config {
             format_duration(f.udp_timeout)
         );
         let _ = writeln!(s, "metrics: listen {}", self.metrics.listen);
+        if let Some(a) = &self.announce {
+            let _ = writeln!(
+                s,
+                "announce: VIP routes in kernel table {}, withdraw delay {}",
+                a.table,
+                format_duration(a.withdraw_delay)
+            );
+        }
         let _ = writeln!(s, "services: {}", self.services.len());
         for svc in &self.services {
             let reals = match svc.reals.len() {

@@ -13,6 +13,7 @@ pub(crate) struct RawConfig {
     pub flows: Option<RawFlows>,
     pub metrics: Option<RawMetrics>,
     pub services: Option<Vec<RawService>>,
+    pub announce: Option<RawAnnounce>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,6 +62,12 @@ pub(crate) struct RawMetrics {
 }
 
 #[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawAnnounce {
+    pub table: Option<i64>,
+    pub withdraw_delay: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
 pub(crate) struct RawService {
     pub name: Option<String>,
     pub vip: Option<String>,
@@ -106,6 +113,7 @@ pub(crate) fn known_keys(table: &str) -> &'static [&'static str] {
             "flows",
             "metrics",
             "services",
+            "announce",
         ],
         "dpdk" => &["eal_args", "mbufs", "burst"],
         "workers" => &["lcores"],
@@ -129,6 +137,7 @@ pub(crate) fn known_keys(table: &str) -> &'static [&'static str] {
             "udp_timeout",
         ],
         "metrics" => &["listen"],
+        "announce" => &["table", "withdraw_delay"],
         "services" => &[
             "name",
             "vip",

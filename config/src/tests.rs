@@ -182,6 +182,7 @@ fn example_parses_into_expected_values() {
                 },
             ],
         }],
+        announce: None,
     };
     assert_eq!(c, expected);
     assert_eq!(c.eal_main_lcore(), Some(0));
@@ -1784,5 +1785,49 @@ fn kernel_interfaces_are_unique_and_not_the_ports_own_device() {
         own,
         "ports[0].kernel_interface",
         "the interface the port's device uses",
+    );
+}
+
+#[test]
+fn announce_needs_a_table_in_range_and_bounds_its_delay() {
+    let c = Config::parse(&with("[announce]\ntable = 100\n")).unwrap();
+    assert_eq!(
+        c.announce,
+        Some(AnnounceConfig {
+            table: 100,
+            withdraw_delay: Duration::from_secs(2)
+        })
+    );
+    assert!(c
+        .summary()
+        .contains("announce: VIP routes in kernel table 100, withdraw delay 2s"));
+    assert_eq!(
+        Config::parse(&with("")).unwrap().announce,
+        None,
+        "nothing announced without the section"
+    );
+    let c = Config::parse(&with("[announce]\ntable = 1\nwithdraw_delay = \"0s\"\n")).unwrap();
+    assert_eq!(c.announce.unwrap().withdraw_delay, Duration::ZERO);
+    assert_error(
+        &with("[announce]\n"),
+        "announce.table",
+        "missing required key",
+    );
+    for bad in [0, 253, 255, -1, 4096] {
+        assert_error(
+            &with(&format!("[announce]\ntable = {bad}\n")),
+            "announce.table",
+            "out of range 1..=252",
+        );
+    }
+    assert_error(
+        &with("[announce]\ntable = 100\nwithdraw_delay = \"21s\"\n"),
+        "announce.withdraw_delay",
+        "above the maximum of 20s",
+    );
+    assert_error(
+        &with("[announce]\ntable = 100\nwithdraw_dealy = \"1s\"\n"),
+        "announce.withdraw_dealy",
+        "withdraw_delay",
     );
 }

@@ -273,6 +273,7 @@ pub(crate) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config 
     let flows = flows(&mut c, raw.flows.unwrap_or_default());
     let metrics = metrics(&mut c, raw.metrics.unwrap_or_default());
     let services = services(&mut c, raw.services.unwrap_or_default(), &port_nets);
+    let announce = raw.announce.map(|a| announce(&mut c, a));
     let config = Config {
         dpdk,
         workers,
@@ -281,6 +282,7 @@ pub(crate) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config 
         flows,
         metrics,
         services,
+        announce: announce.flatten(),
     };
     across(&mut c, &config);
     config
@@ -916,6 +918,43 @@ fn flows(c: &mut Checker<'_>, raw: RawFlows) -> FlowsConfig {
         capacity: capacity.unwrap_or(DEFAULT_CAPACITY),
     }
 }
+
+/// `[announce]`: `table` is required (there is no good default: the
+/// routing daemon's configuration names it too), `withdraw_delay` is
+/// "2s" unless given.
+fn announce(c: &mut Checker<'_>, raw: RawAnnounce) -> Option<AnnounceConfig> {
+    let table = match raw.table {
+        None => {
+            c.err(
+                "announce.table",
+                "missing required key: the kernel routing table (1..=252) the VIP routes go to",
+            );
+            None
+        }
+        Some(t) if !(1..=252).contains(&t) => {
+            c.err(
+                "announce.table",
+                format!("{t} is out of range 1..=252 (0 is unspecified; 253, 254 and 255 are the kernel's default, main and local tables)"),
+            );
+            None
+        }
+        Some(t) => u32::try_from(t).ok(),
+    };
+    let withdraw_delay = c.duration(
+        "announce.withdraw_delay",
+        raw.withdraw_delay.as_deref(),
+        DEFAULT_WITHDRAW_DELAY,
+        false,
+        MAX_WITHDRAW_DELAY,
+    );
+    Some(AnnounceConfig {
+        table: table?,
+        withdraw_delay: withdraw_delay?,
+    })
+}
+
+/// `[announce] withdraw_delay` unless given.
+const DEFAULT_WITHDRAW_DELAY: Duration = Duration::from_secs(2);
 
 fn metrics(c: &mut Checker<'_>, raw: RawMetrics) -> MetricsConfig {
     let default: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 9101));

@@ -3,6 +3,7 @@
 //! reloads the config, runs the health checks, and exports metrics.
 #![deny(unsafe_code)]
 
+pub mod announce;
 pub mod exporter;
 pub mod health;
 pub mod http;

@@ -1,0 +1,357 @@
+//! `[announce]`: the VIPs' host routes in a kernel routing table, for a
+//! routing daemon to export over BGP (BIRD's `protocol kernel` learning
+//! that table, FRR's `redistribute table`). We never speak BGP ourselves.
+//!
+//! A VIP is announced while at least one real of a service on it may take
+//! new flows (up by its health check, weight above 0), through the kernel
+//! interface of the port that receives it; it is withdrawn when none may,
+//! when a reload removes it, and on a clean stop before the ports stop
+//! (then the stop waits `withdraw_delay`, so that routers move traffic
+//! first). A crashed appliance announces nothing: the routes go with its
+//! kernel interface, which goes with the process.
+//!
+//! Routes are set with iproute2 (`ip route replace/del ... table N`): a
+//! few changes a minute at most, from the control thread, where a child
+//! process costs nothing that matters and its errors read like an
+//! operator's own.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use lb_core::snapshot::Snapshot;
+
+/// Where host routes are kept: the kernel, or a fake in tests.
+pub trait Routes {
+    /// Adds or replaces the host route of `vip` via `dev` in `table`.
+    fn replace(&mut self, table: u32, vip: IpAddr, dev: &str) -> Result<(), String>;
+    /// Removes it.
+    fn delete(&mut self, table: u32, vip: IpAddr, dev: &str) -> Result<(), String>;
+}
+
+/// The kernel's routing tables, through `ip`.
+#[derive(Debug, Default)]
+pub struct IpRoute;
+
+impl IpRoute {
+    fn run(verb: &str, table: u32, vip: IpAddr, dev: &str) -> Result<(), String> {
+        let prefix = match vip {
+            IpAddr::V4(a) => format!("{a}/32"),
+            IpAddr::V6(a) => format!("{a}/128"),
+        };
+        let family = if vip.is_ipv4() { "-4" } else { "-6" };
+        let table = table.to_string();
+        let args = [
+            family, "route", verb, &prefix, "dev", dev, "table", &table, "proto", "static",
+        ];
+        let out = Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+}
+
+impl Routes for IpRoute {
+    fn replace(&mut self, table: u32, vip: IpAddr, dev: &str) -> Result<(), String> {
+        Self::run("replace", table, vip, dev)
+    }
+
+    fn delete(&mut self, table: u32, vip: IpAddr, dev: &str) -> Result<(), String> {
+        Self::run("del", table, vip, dev)
+    }
+}
+
+/// The VIPs announced now, and where.
+#[derive(Debug)]
+pub struct Announcer<R: Routes> {
+    routes: R,
+    /// (table, withdraw delay), None without `[announce]`.
+    settings: Option<(u32, Duration)>,
+    /// VIP -> the interface its route goes through.
+    announced: BTreeMap<IpAddr, String>,
+}
+
+impl<R: Routes> Announcer<R> {
+    pub fn new(routes: R, announce: Option<&lb_config::AnnounceConfig>) -> Announcer<R> {
+        Announcer {
+            routes,
+            settings: announce.map(|a| (a.table, a.withdraw_delay)),
+            announced: BTreeMap::new(),
+        }
+    }
+
+    /// The VIPs that are to be announced by `snap`: every VIP with a
+    /// service that has a real that may take new flows, through the
+    /// interface `dev_for` names for it (a VIP without one is not
+    /// announced).
+    pub fn wanted(
+        snap: &Snapshot,
+        dev_for: impl Fn(IpAddr) -> Option<String>,
+    ) -> BTreeMap<IpAddr, String> {
+        let mut out = BTreeMap::new();
+        for s in &snap.services {
+            if s.reals.iter().any(|r| r.eligible()) && !out.contains_key(&s.vip) {
+                if let Some(dev) = dev_for(s.vip) {
+                    out.insert(s.vip, dev);
+                }
+            }
+        }
+        out
+    }
+
+    /// Makes the announced routes what `wanted` says, with the settings of
+    /// `announce` (a reload may change the table: every route moves; or
+    /// remove the section: every route goes). Logs each change; a route
+    /// the kernel refused is logged and tried again at the next update.
+    pub fn update(
+        &mut self,
+        announce: Option<&lb_config::AnnounceConfig>,
+        wanted: &BTreeMap<IpAddr, String>,
+    ) {
+        let settings = announce.map(|a| (a.table, a.withdraw_delay));
+        if settings.map(|s| s.0) != self.settings.map(|s| s.0) {
+            self.withdraw_all();
+        }
+        self.settings = settings;
+        let Some((table, _)) = self.settings else {
+            return;
+        };
+        let stale: Vec<(IpAddr, String)> = self
+            .announced
+            .iter()
+            .filter(|(vip, dev)| wanted.get(*vip) != Some(*dev))
+            .map(|(v, d)| (*v, d.clone()))
+            .collect();
+        for (vip, dev) in stale {
+            self.withdraw(table, vip, &dev);
+        }
+        for (vip, dev) in wanted {
+            if self.announced.contains_key(vip) {
+                continue;
+            }
+            match self.routes.replace(table, *vip, dev) {
+                Ok(()) => {
+                    log::info!("announce: {vip} via {dev} in table {table}");
+                    self.announced.insert(*vip, dev.clone());
+                }
+                Err(e) => log::error!("announce: {vip} not announced: {e}"),
+            }
+        }
+    }
+
+    fn withdraw(&mut self, table: u32, vip: IpAddr, dev: &str) {
+        match self.routes.delete(table, vip, dev) {
+            Ok(()) => log::info!("announce: {vip} withdrawn from table {table}"),
+            // Gone already (its interface went, or someone removed it):
+            // withdrawn all the same.
+            Err(e) => log::warn!("announce: withdrawing {vip}: {e}"),
+        }
+        self.announced.remove(&vip);
+    }
+
+    /// Withdraws every route (a clean stop, or `[announce]` removed) and
+    /// returns how long to wait before the ports stop (zero when nothing
+    /// was announced).
+    pub fn withdraw_all(&mut self) -> Duration {
+        let Some((table, delay)) = self.settings else {
+            return Duration::ZERO;
+        };
+        let all: Vec<(IpAddr, String)> = std::mem::take(&mut self.announced).into_iter().collect();
+        let any = !all.is_empty();
+        for (vip, dev) in all {
+            self.withdraw(table, vip, &dev);
+        }
+        if any {
+            delay
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Whether `vip` is announced now.
+    pub fn is_announced(&self, vip: IpAddr) -> bool {
+        self.announced.contains_key(&vip)
+    }
+
+    /// The VIPs announced now.
+    pub fn announced(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.announced.keys().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lb_config::{AnnounceConfig, Config, MacAddr};
+    use lb_core::snapshot::Ids;
+
+    /// Records what would be done to the kernel; refuses one VIP.
+    #[derive(Default)]
+    struct Fake {
+        log: Vec<String>,
+        refuse: Option<IpAddr>,
+    }
+
+    impl Routes for Fake {
+        fn replace(&mut self, table: u32, vip: IpAddr, dev: &str) -> Result<(), String> {
+            if self.refuse == Some(vip) {
+                return Err("refused".into());
+            }
+            self.log.push(format!("replace {vip} {dev} {table}"));
+            Ok(())
+        }
+
+        fn delete(&mut self, table: u32, vip: IpAddr, dev: &str) -> Result<(), String> {
+            self.log.push(format!("del {vip} {dev} {table}"));
+            Ok(())
+        }
+    }
+
+    const CONFIG: &str = r#"
+[workers]
+lcores = [1]
+[[ports]]
+name = "wan"
+device = "net_null0"
+address = "198.18.0.2/24"
+address6 = "2001:2::2/64"
+[[services]]
+name = "web"
+vip = "198.18.1.100"
+port = 80
+[services.health_check]
+kind = "tcp"
+[[services.reals]]
+address = "198.18.0.11"
+[[services.reals]]
+address = "198.18.0.12"
+[[services]]
+name = "web6"
+vip = "2001:2:0:1::100"
+port = 80
+[[services.reals]]
+address = "2001:2::11"
+weight = 0
+[[services]]
+name = "dns"
+vip = "198.18.1.100"
+port = 53
+protocol = "udp"
+[[services.reals]]
+address = "198.18.0.13"
+"#;
+
+    fn snap(up: impl Fn(IpAddr) -> bool) -> Snapshot {
+        let config = Config::parse(CONFIG).unwrap();
+        Snapshot::compile(
+            &config,
+            &[MacAddr([2, 0, 0, 0, 0, 2])],
+            1,
+            &mut Ids::default(),
+            |_, a, _| up(a),
+        )
+        .unwrap()
+    }
+
+    fn lbk0(_: IpAddr) -> Option<String> {
+        Some("lbk0".to_string())
+    }
+
+    const A: AnnounceConfig = AnnounceConfig {
+        table: 100,
+        withdraw_delay: Duration::from_secs(2),
+    };
+
+    #[test]
+    fn a_vip_is_announced_while_one_real_of_a_service_on_it_can_take_flows() {
+        let vip: IpAddr = "198.18.1.100".parse().unwrap();
+        let vip6: IpAddr = "2001:2:0:1::100".parse().unwrap();
+        let mut a = Announcer::new(Fake::default(), Some(&A));
+        let all_up = snap(|_| true);
+        a.update(Some(&A), &Announcer::<Fake>::wanted(&all_up, lbk0));
+        assert!(a.is_announced(vip));
+        assert!(!a.is_announced(vip6), "its one real is drained");
+        assert_eq!(a.routes.log, ["replace 198.18.1.100 lbk0 100"]);
+        // Both web reals down: dns (unchecked) still holds the VIP up.
+        let web_down = snap(|r| r.to_string() != "198.18.0.11" && r.to_string() != "198.18.0.12");
+        a.update(Some(&A), &Announcer::<Fake>::wanted(&web_down, lbk0));
+        assert!(a.is_announced(vip));
+        assert_eq!(a.routes.log.len(), 1, "nothing changed, nothing done");
+        // Every real of every service on it down: withdrawn.
+        let config = Config::parse(&CONFIG.replace(
+            "protocol = \"udp\"",
+            "protocol = \"udp\"\n[services.health_check]\nkind = \"tcp\"",
+        ))
+        .unwrap();
+        let none = Snapshot::compile(
+            &config,
+            &[MacAddr([2, 0, 0, 0, 0, 2])],
+            2,
+            &mut Ids::default(),
+            |_, _, _| false,
+        )
+        .unwrap();
+        a.update(Some(&A), &Announcer::<Fake>::wanted(&none, lbk0));
+        assert!(!a.is_announced(vip));
+        assert_eq!(a.routes.log[1], "del 198.18.1.100 lbk0 100");
+        // Back up, then a clean stop: withdrawn, and the stop waits.
+        a.update(Some(&A), &Announcer::<Fake>::wanted(&all_up, lbk0));
+        assert_eq!(a.withdraw_all(), Duration::from_secs(2));
+        assert_eq!(a.announced().count(), 0);
+        assert_eq!(a.withdraw_all(), Duration::ZERO, "nothing left to wait for");
+    }
+
+    #[test]
+    fn a_reload_that_moves_or_drops_the_table_moves_or_drops_every_route() {
+        let mut a = Announcer::new(Fake::default(), Some(&A));
+        let s = snap(|_| true);
+        a.update(Some(&A), &Announcer::<Fake>::wanted(&s, lbk0));
+        let b = AnnounceConfig { table: 101, ..A };
+        a.update(Some(&b), &Announcer::<Fake>::wanted(&s, lbk0));
+        assert_eq!(
+            a.routes.log,
+            [
+                "replace 198.18.1.100 lbk0 100",
+                "del 198.18.1.100 lbk0 100",
+                "replace 198.18.1.100 lbk0 101"
+            ]
+        );
+        a.update(None, &Announcer::<Fake>::wanted(&s, lbk0));
+        assert_eq!(a.routes.log.last().unwrap(), "del 198.18.1.100 lbk0 101");
+        assert_eq!(a.announced().count(), 0);
+        // Without the section nothing is ever announced.
+        let mut off = Announcer::new(Fake::default(), None);
+        off.update(None, &Announcer::<Fake>::wanted(&s, lbk0));
+        assert!(off.routes.log.is_empty());
+        assert_eq!(off.withdraw_all(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_route_the_kernel_refuses_is_tried_again_and_a_vip_without_an_interface_is_not_announced() {
+        let vip: IpAddr = "198.18.1.100".parse().unwrap();
+        let mut a = Announcer::new(
+            Fake {
+                refuse: Some(vip),
+                ..Fake::default()
+            },
+            Some(&A),
+        );
+        let s = snap(|_| true);
+        a.update(Some(&A), &Announcer::<Fake>::wanted(&s, lbk0));
+        assert!(!a.is_announced(vip));
+        a.routes.refuse = None;
+        a.update(Some(&A), &Announcer::<Fake>::wanted(&s, lbk0));
+        assert!(a.is_announced(vip));
+        assert!(Announcer::<Fake>::wanted(&s, |_| None).is_empty());
+    }
+}
