@@ -263,3 +263,78 @@ fn the_kernel_interface_carries_tcp_ping_neighbors_and_health_checks() {
         .unwrap();
     assert!(!gone.status.success(), "lbk0 outlived the appliance");
 }
+
+/// `[announce]`: the VIP's host route is in table 100 through lbk0 while
+/// its real is up, withdrawn when the real goes down, back when it comes
+/// back, and withdrawn before the ports stop on a clean stop, which then
+/// waits `withdraw_delay`.
+#[test]
+fn the_vip_route_follows_its_reals_and_goes_first_on_a_clean_stop() {
+    if !privileged("the_vip_route_follows_its_reals_and_goes_first_on_a_clean_stop") {
+        return;
+    }
+    let dir = TempDir::new("netns-announce");
+    let client = Netns::new("acl");
+    let lb = Netns::new("alb");
+    veth(&client, "cl0", &lb, "lb0");
+    client.exec(&["ip", "addr", "add", "198.18.0.1/24", "dev", "cl0"]);
+    lb.exec(&["ip", "link", "add", "lbt-off", "type", "bridge"]);
+    lb.exec(&["ip", "link", "set", "lb0", "master", "lbt-off"]);
+    lb.exec(&["sysctl", "-qw", "net.ipv6.conf.lb0.disable_ipv6=1"]);
+    let prefix = DpdkPrefix::new("ann");
+    let config = dir.path("lb.toml");
+    let text = format!(
+        "{}\n[announce]\ntable = 100\nwithdraw_delay = \"1s\"\n",
+        CONFIG.replace("PREFIX", &prefix.0)
+    );
+    std::fs::write(&config, text).unwrap();
+    let web = |dir: &TempDir| {
+        let mut web = client.command("python3");
+        web.args([
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            "198.18.0.1",
+            "--directory",
+            dir.0.to_str().unwrap(),
+        ]);
+        Proc::spawn(web, &dir.path("web.log"))
+    };
+    let real = web(&dir);
+    let mut cmd = lb.command(BIN);
+    cmd.args(["-c", config.to_str().unwrap()]);
+    let mut app = Proc::spawn(cmd, &dir.path("lb.log"));
+    assert!(
+        app.wait_for_log("polling", Duration::from_secs(30)),
+        "did not start:\n{}",
+        app.log_text()
+    );
+    let routes = || {
+        let out = lb.exec(&["ip", "-4", "route", "show", "table", "100"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let series = "lb_vip_announced{vip=\"198.18.1.100\"}";
+    wait_until("the VIP announced", &app, || {
+        routes().contains("198.18.1.100 dev lbk0") && metric(&lb, series) == 1.0
+    });
+    // The only real goes down: the VIP is withdrawn.
+    drop(real);
+    wait_until("the VIP withdrawn", &app, || {
+        !routes().contains("198.18.1.100") && metric(&lb, series) == 0.0
+    });
+    let _real = web(&dir);
+    wait_until("the VIP announced again", &app, || {
+        routes().contains("198.18.1.100 dev lbk0")
+    });
+    let code = app.stop("TERM", Duration::from_secs(20));
+    let log = app.log_text();
+    assert_eq!(code, Some(0), "clean exit on SIGTERM:\n{log}");
+    let withdrawn = log.find("announce: 198.18.1.100 withdrawn from table 100");
+    let ports = log.find("waiting for the workers to finish");
+    assert!(
+        matches!((withdrawn, ports), (Some(w), Some(p)) if w < p),
+        "withdrawn before the ports stop:\n{log}"
+    );
+    assert!(log.contains("VIPs withdrawn, waiting 1s"), "{log}");
+}

@@ -396,6 +396,27 @@ impl Config {
         lcores::eal_main_lcore(&self.dpdk.eal_args)
     }
 
+    /// The kernel interface a VIP's host route goes through (`[announce]`):
+    /// that of the port with the gateway of the VIP's family, else of the
+    /// first port with an address of that family, else of the first port
+    /// that has one; None when no port has a kernel interface.
+    pub fn announce_interface(&self, vip: IpAddr) -> Option<&str> {
+        let with = || self.ports.iter().filter(|p| p.kernel_interface.is_some());
+        let gateway = |p: &&PortConfig| match vip {
+            IpAddr::V4(_) => p.gateway.is_some(),
+            IpAddr::V6(_) => p.gateway6.is_some(),
+        };
+        let family = |p: &&PortConfig| match vip {
+            IpAddr::V4(_) => p.address.is_some(),
+            IpAddr::V6(_) => p.address6.is_some(),
+        };
+        with()
+            .find(gateway)
+            .or_else(|| with().find(family))
+            .or_else(|| with().next())
+            .and_then(|p| p.kernel_interface.as_deref())
+    }
+
     /// Index of the port whose connected network of `addr`'s family
     /// contains `addr`.
     pub fn port_for(&self, addr: IpAddr) -> Option<usize> {

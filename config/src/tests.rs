@@ -1790,6 +1790,12 @@ fn kernel_interfaces_are_unique_and_not_the_ports_own_device() {
 
 #[test]
 fn announce_needs_a_table_in_range_and_bounds_its_delay() {
+    let with = |extra: &str| {
+        with(extra).replace(
+            "address = \"198.18.0.2/24\"",
+            "address = \"198.18.0.2/24\"\nkernel_interface = \"lbk0\"",
+        )
+    };
     let c = Config::parse(&with("[announce]\ntable = 100\n")).unwrap();
     assert_eq!(
         c.announce,
@@ -1829,5 +1835,20 @@ fn announce_needs_a_table_in_range_and_bounds_its_delay() {
         &with("[announce]\ntable = 100\nwithdraw_dealy = \"1s\"\n"),
         "announce.withdraw_dealy",
         "withdraw_delay",
+    );
+    // Its routes go through a kernel interface: none, no [announce].
+    assert_error(
+        &self::with("[announce]\ntable = 100\n"),
+        "announce",
+        "needs a port with kernel_interface",
+    );
+    let c = Config::parse(&with("[announce]\ntable = 100\n")).unwrap();
+    assert_eq!(
+        c.announce_interface("198.18.1.100".parse().unwrap()),
+        Some("lbk0")
+    );
+    assert_eq!(
+        c.announce_interface("2001:2:0:1::100".parse().unwrap()),
+        Some("lbk0")
     );
 }

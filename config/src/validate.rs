@@ -290,6 +290,12 @@ pub(crate) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config 
 
 /// Rules that look at several sections at once, on the typed values.
 fn across(c: &mut Checker<'_>, config: &Config) {
+    if config.announce.is_some() && config.ports.iter().all(|p| p.kernel_interface.is_none()) {
+        c.err(
+            "announce",
+            "needs a port with kernel_interface: the VIP routes go through a port's kernel interface, for the routing daemon to export",
+        );
+    }
     let mut devices: HashMap<&str, usize> = HashMap::new();
     let mut gateway: Option<usize> = None;
     let mut gateway6: Option<usize> = None;

@@ -27,6 +27,9 @@ pub struct Shared {
     pub reloads_failure: u64,
     /// Per worker: share of polls that found packets, over the last second.
     pub busy: Vec<f64>,
+    /// `[announce]`: every VIP and whether its route is announced now
+    /// (empty without the section).
+    pub announced: BTreeMap<std::net::IpAddr, bool>,
 }
 
 /// The metric names (the public contract) with their help text.
@@ -93,6 +96,10 @@ pub const METRICS: &[(&str, &str)] = &[
     (
         "lb_config_generation",
         "Generation of the configuration snapshot the workers run.",
+    ),
+    (
+        "lb_vip_announced",
+        "1 while the VIP's host route is announced ([announce]), else 0.",
     ),
     (
         "lb_worker_busy_ratio",
@@ -236,6 +243,12 @@ impl Exporter {
         }
 
         let shared = self.shared();
+        let announced = gauge("lb_vip_announced", &["vip"]);
+        for (vip, on) in &shared.announced {
+            announced
+                .with_label_values(&[&vip.to_string()])
+                .set(i64::from(*on));
+        }
         let snap = Arc::clone(&shared.snapshot);
         let created = counter("lb_flows_created_total", &["service", "real"]);
         let packets = counter("lb_packets_forwarded_total", &["service", "real"]);

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use lb_config::{Config, HealthCheckKind};
 use lb_dataplane::{Dataplane, DropReason, StartError};
 
+use crate::announce::{Announcer, IpRoute};
 use crate::exporter::{Exporter, Shared};
 use crate::health::{HealthCheckers, Hysteresis, Outcome, RealKey, Report};
 use crate::http;
@@ -106,6 +107,7 @@ struct Control {
     health: Health,
     checkers: HealthCheckers,
     shared: Arc<Mutex<Shared>>,
+    announcer: Announcer<IpRoute>,
 }
 
 impl Control {
@@ -126,7 +128,28 @@ impl Control {
         self.dataplane.publish(snap);
         let snap = Arc::clone(self.dataplane.snapshot());
         self.shared().snapshot = snap;
+        self.announce();
         Ok(generation)
+    }
+
+    /// Brings the announced VIP routes in line with the running snapshot
+    /// (`[announce]`), and the metric with them.
+    fn announce(&mut self) {
+        let snap = Arc::clone(self.dataplane.snapshot());
+        let config = &self.config;
+        let wanted = Announcer::<IpRoute>::wanted(&snap, |vip| {
+            config.announce_interface(vip).map(str::to_string)
+        });
+        self.announcer.update(config.announce.as_ref(), &wanted);
+        let state = match config.announce {
+            None => BTreeMap::new(),
+            Some(_) => snap
+                .services
+                .iter()
+                .map(|s| (s.vip, self.announcer.is_announced(s.vip)))
+                .collect(),
+        };
+        self.shared().announced = state;
     }
 
     fn on_report(&mut self, r: Report) -> bool {
@@ -253,6 +276,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         reloads_success: 0,
         reloads_failure: 0,
         busy: vec![0.0; workers.len()],
+        announced: BTreeMap::new(),
     }));
     let exporter = Exporter::new(
         Arc::clone(&shared),
@@ -271,6 +295,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         config_path.display(),
         server.addr
     );
+    let announcer = Announcer::new(IpRoute, config.announce.as_ref());
     let mut control = Control {
         config,
         path: config_path,
@@ -278,7 +303,10 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         health,
         checkers,
         shared,
+        announcer,
     };
+    // The workers run: announce what can take flows already.
+    control.announce();
 
     let mut last_busy = Instant::now();
     let mut polls: Vec<(u64, u64)> = workers
@@ -313,6 +341,13 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
                 polls[i] = (p, b);
             }
         }
+    }
+    // Withdraw first, and give routers the time to move traffic away,
+    // while the ports still forward what arrives meanwhile.
+    let delay = control.announcer.withdraw_all();
+    if !delay.is_zero() {
+        log::info!("stopping: VIPs withdrawn, waiting {delay:?} before the ports stop");
+        std::thread::sleep(delay);
     }
     log::info!("stopping: waiting for the workers to finish their burst");
     drop(server);
