@@ -108,6 +108,20 @@ pub enum HealthCheckKind {
     None,
 }
 
+/// How a worker polls its queues when they are empty (`[workers] poll`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PollMode {
+    /// `busy` (the default): every worker polls without pause, so a packet
+    /// is picked up within one poll, at the price of a whole CPU per worker
+    /// even when idle.
+    #[default]
+    Busy,
+    /// `adaptive`: after a run of empty polls the worker pauses, then sleeps
+    /// in short growing steps (at most 1 ms), and polls busily again from
+    /// the first packet; for machines whose CPUs other programs share.
+    Adaptive,
+}
+
 /// Implements the `lb.toml` words for an enum: `Display`, `FromStr` and the accepted list.
 macro_rules! config_words {
     ($ty:ty { $($variant:ident => $word:literal),+ $(,)? }) => {
@@ -157,6 +171,7 @@ config_words!(SchedulerKind {
 config_words!(ForwardingMethod { Nat => "nat", Tunnel => "tun", DirectRoute => "dr" });
 config_words!(SynProxyMode { Off => "off", On => "on", Auto => "auto" });
 config_words!(HealthCheckKind { Tcp => "tcp", Http => "http", None => "none" });
+config_words!(PollMode { Busy => "busy", Adaptive => "adaptive" });
 
 /// A validated `lb.toml`.
 #[derive(Debug, Clone, PartialEq)]
@@ -201,6 +216,9 @@ pub struct DpdkConfig {
 pub struct WorkersConfig {
     /// Lcores running pinned poll-mode workers.
     pub lcores: Vec<u32>,
+    /// `poll`: busy polling, or backing off when idle. Needs a restart
+    /// (read once by each worker as it starts).
+    pub poll: PollMode,
 }
 
 /// One `[[ports]]` entry. A port has an IPv4 address, an IPv6 one, or both
@@ -427,8 +445,8 @@ impl Config {
     }
 
     /// Names of the settings that differ from `new` and can only change with a
-    /// restart: `dpdk`, `ports`, `workers.lcores`, `flows.capacity`,
-    /// `metrics.listen`. Everything else (services, neighbors, flow timeouts)
+    /// restart: `dpdk`, `ports`, `workers.lcores`, `workers.poll`,
+    /// `flows.capacity`, `metrics.listen`. Everything else (services, neighbors, flow timeouts)
     /// may be reloaded.
     pub fn restart_required_changes(&self, new: &Config) -> Vec<&'static str> {
         let mut out = Vec::new();
@@ -440,6 +458,9 @@ impl Config {
         }
         if self.workers.lcores != new.workers.lcores {
             out.push("workers.lcores");
+        }
+        if self.workers.poll != new.workers.poll {
+            out.push("workers.poll");
         }
         if self.flows.capacity != new.flows.capacity {
             out.push("flows.capacity");
@@ -466,7 +487,12 @@ impl Config {
             self.dpdk.burst,
             self.dpdk.eal_args.join(" ")
         );
-        let _ = writeln!(s, "workers: lcores {} ({main})", lcores.join(", "));
+        let _ = writeln!(
+            s,
+            "workers: lcores {} ({main}), poll {}",
+            lcores.join(", "),
+            self.workers.poll
+        );
         let _ = writeln!(s, "ports: {}", self.ports.len());
         for p in &self.ports {
             let mut words = vec![p.name.clone(), p.device.clone()];

@@ -26,6 +26,7 @@ pub(crate) struct RawDpdk {
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct RawWorkers {
     pub lcores: Option<Vec<i64>>,
+    pub poll: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,7 +117,7 @@ pub(crate) fn known_keys(table: &str) -> &'static [&'static str] {
             "announce",
         ],
         "dpdk" => &["eal_args", "mbufs", "burst"],
-        "workers" => &["lcores"],
+        "workers" => &["lcores", "poll"],
         "ports" => &[
             "name",
             "device",

@@ -120,7 +120,10 @@ fn example_parses_into_expected_values() {
             mbufs: 16383,
             burst: 32,
         },
-        workers: WorkersConfig { lcores: vec![1] },
+        workers: WorkersConfig {
+            lcores: vec![1],
+            poll: PollMode::Busy,
+        },
         ports: vec![PortConfig {
             name: "wan".into(),
             device: "net_af_packet0,iface=lb0".into(),
@@ -989,7 +992,7 @@ fn summary_lists_everything() {
     let s = c.summary();
     for needle in [
         "wan net_af_packet0,iface=lb0 198.18.0.2/24 gateway 198.18.0.1 mtu 1500",
-        "workers: lcores 1 (main lcore 0)",
+        "workers: lcores 1 (main lcore 0), poll busy",
         "capacity 1048576",
         "metrics: listen 127.0.0.1:9101",
         "web tcp 198.18.1.100:80 wrr nat, 2 reals (health tcp every 2s)",
@@ -1012,6 +1015,7 @@ fn restart_required_changes_names_sections() {
     new.dpdk.burst = 64;
     new.ports[0].mtu = 9000;
     new.workers.lcores = vec![1, 2];
+    new.workers.poll = PollMode::Adaptive;
     new.flows.capacity = 10;
     new.metrics.listen = "0.0.0.0:9000".parse().unwrap();
     assert_eq!(
@@ -1020,9 +1024,46 @@ fn restart_required_changes_names_sections() {
             "dpdk",
             "ports",
             "workers.lcores",
+            "workers.poll",
             "flows.capacity",
             "metrics.listen"
         ]
+    );
+}
+
+#[test]
+fn workers_poll_takes_busy_or_adaptive() {
+    let poll = |line: &str| MINIMAL.replace("lcores = [1]", &format!("lcores = [1]\n{line}"));
+    assert_eq!(Config::parse(MINIMAL).unwrap().workers.poll, PollMode::Busy);
+    let busy = Config::parse(&poll("poll = \"busy\"")).unwrap();
+    assert_eq!(busy.workers.poll, PollMode::Busy);
+    let adaptive = Config::parse(&poll("poll = \"adaptive\"")).unwrap();
+    assert_eq!(adaptive.workers.poll, PollMode::Adaptive);
+    assert!(
+        adaptive
+            .summary()
+            .contains("workers: lcores 1 (main lcore chosen by EAL), poll adaptive"),
+        "{}",
+        adaptive.summary()
+    );
+    // Refused with the accepted words, never replaced by the default; and
+    // reported beside the other errors of the file.
+    let errs = errors(&poll("poll = \"idle\"").replace("[1]", "[-1]"));
+    assert_eq!(errs.0.len(), 2, "{errs}");
+    assert_error(
+        &poll("poll = \"idle\""),
+        "workers.poll",
+        "unknown value \"idle\"; accepted values: busy, adaptive",
+    );
+    assert_eq!(errs.at("workers.lcores[0]").count(), 1, "{errs}");
+    // Words are exact: no other case, no other type.
+    assert_error(&poll("poll = \"Busy\""), "workers.poll", "accepted values");
+    let errs = errors(&poll("poll = true"));
+    assert!(errs.0[0].message.contains("invalid TOML"), "{errs}");
+    assert_error(
+        &poll("pool = \"adaptive\""),
+        "workers.pool",
+        "did you mean \"poll\"",
     );
 }
 

@@ -393,10 +393,16 @@ fn workers(c: &mut Checker<'_>, raw: Option<RawWorkers>, eal_args: &[String]) ->
     let mut lcores = Vec::new();
     let Some(raw) = raw else {
         c.err("workers", "missing required section [workers]");
-        return WorkersConfig { lcores };
+        return WorkersConfig {
+            lcores,
+            poll: PollMode::default(),
+        };
     };
+    let poll = c
+        .word("workers.poll", raw.poll.as_deref(), PollMode::default())
+        .unwrap_or_default();
     let Some(list) = c.required("workers.lcores", raw.lcores) else {
-        return WorkersConfig { lcores };
+        return WorkersConfig { lcores, poll };
     };
     if list.is_empty() {
         c.err("workers.lcores", "must list at least one lcore");
@@ -439,7 +445,7 @@ fn workers(c: &mut Checker<'_>, raw: Option<RawWorkers>, eal_args: &[String]) ->
         }
         lcores.push(id);
     }
-    WorkersConfig { lcores }
+    WorkersConfig { lcores, poll }
 }
 
 /// A port's index, name and connected network of one family, for
