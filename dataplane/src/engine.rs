@@ -311,6 +311,7 @@ impl Dataplane {
                     dp.macs.clone(),
                 ),
                 tsc_per_ms,
+                poll: config.workers.poll,
             };
             let launched = dp.eal.launch(LcoreId(l), move || worker.run());
             match launched {

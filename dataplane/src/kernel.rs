@@ -142,13 +142,15 @@ impl KernelPath {
 
     /// Once per poll: writes what was queued to each tap (what a tap does
     /// not take is dropped, counted) and hands what the kernel wrote, up to
-    /// `burst` frames per port, to `send` for the data port.
+    /// `burst` frames per port, to `send` for the data port. Returns how
+    /// many frames the kernel had written (work, for an adaptive worker).
     pub fn exchange(
         &mut self,
         burst: usize,
         stats: &WorkerStats,
         mut send: impl FnMut(usize, Mbuf),
-    ) {
+    ) -> usize {
+        let mut from_kernel = 0;
         for (port, tap) in self.taps.iter_mut().enumerate() {
             let Some(tap) = tap else { continue };
             let queue = &mut self.queued[port];
@@ -162,6 +164,7 @@ impl KernelPath {
             if n == 0 {
                 continue;
             }
+            from_kernel += n;
             let mut out = 0;
             for m in self.scratch.drain() {
                 if m.segments() == 1 {
@@ -173,6 +176,7 @@ impl KernelPath {
             }
             count(&stats.from_kernel, port, out);
         }
+        from_kernel
     }
 }
 

@@ -8,6 +8,7 @@
 //! plain byte buffers, so that it runs the same in tests and fuzzing.
 #![deny(unsafe_code)]
 
+pub mod backoff;
 pub mod dpdk;
 pub mod engine;
 pub mod kernel;

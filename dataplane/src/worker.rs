@@ -12,7 +12,9 @@
 //! snapshot, sends the ARP requests its pipeline asked for, runs again the
 //! SYN proxy's deferred segments whose flow's real answered (a
 //! [`DeferList`]), releases packets whose next hop resolved, sweeps a slice
-//! of its flow table, and checks the stop flag.
+//! of its flow table, and checks the stop flag. With `[workers] poll =
+//! "adaptive"` an idle worker then pauses or sleeps before its next poll
+//! ([`Backoff`]), and all of this still runs once per (shorter) poll.
 #![deny(unsafe_code)]
 
 use std::net::IpAddr;
@@ -20,8 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam::channel::{Receiver, Sender};
-use lb_config::MacAddr;
+use lb_config::{MacAddr, PollMode};
 
+use crate::backoff::Backoff;
 use crate::dpdk::{
     self, Mbuf, MbufBurst, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue, MAX_BURST,
 };
@@ -66,6 +69,8 @@ pub struct Worker {
     /// The exception path: this worker's queues on the ports' kernel
     /// interfaces.
     pub kernel: KernelPath,
+    /// `[workers] poll`: whether an idle worker backs off.
+    pub poll: PollMode,
 }
 
 struct Held {
@@ -122,11 +127,13 @@ impl Worker {
         self.pipeline.adopt(&self.snapshot);
         let start = dpdk::rdtsc();
         let tsc_per_ms = self.tsc_per_ms.max(1);
+        let mut backoff = Backoff::new(self.poll);
         log::info!(
-            "worker {} polling {} port(s), burst {}",
+            "worker {} polling {} port(s), burst {}, poll {}",
             self.index,
             ports,
-            self.burst
+            self.burst,
+            self.poll
         );
         while !self.stop.load(Ordering::Relaxed) {
             let now = ((dpdk::rdtsc() - start) / tsc_per_ms) as u32;
@@ -140,11 +147,13 @@ impl Worker {
                 self.pipeline.learn_neighbor(ip, mac, now);
             }
             // Packets other workers handed to us: we own their flows.
+            let mut handed = 0;
             for ring in 0..self.handoff_in.len() {
                 let n = self.handoff_in[ring].dequeue(&mut rx_burst, self.burst);
                 if n == 0 {
                     continue;
                 }
+                handed += n;
                 stats.handoffs_in.add(n as u64);
                 for mut m in rx_burst.drain() {
                     let port = port_index
@@ -279,7 +288,7 @@ impl Worker {
             }
             // The kernel interfaces: what is for them, and what they sent.
             let (out, tx) = (&mut l.out, &mut self.tx);
-            l.kernel.exchange(self.burst, &stats, |port, m| {
+            let from_kernel = l.kernel.exchange(self.burst, &stats, |port, m| {
                 enqueue(out, tx, port, m, &stats)
             });
             for (to, burst) in l.out.iter_mut().enumerate() {
@@ -288,21 +297,29 @@ impl Worker {
             // A busy worker sweeps 16 entries per poll: at a few hundred
             // thousand polls a second that still passes over a 1M-entry
             // table several times a second (timeouts are seconds to
-            // hours), without reading a cache line per packet for it.
-            self.pipeline.sweep(
-                &self.snapshot,
-                now,
-                if received > 0 {
-                    SWEEP_BUDGET / 16
-                } else {
-                    SWEEP_BUDGET
-                },
-            );
+            // hours), without reading a cache line per packet for it. A
+            // sleeping one polls at most a few thousand times a second
+            // and looks at 16 times as many per poll: a 1M-entry table
+            // in well under a second still (the look at a free entry is a
+            // byte read).
+            let budget = if received > 0 {
+                SWEEP_BUDGET / 16
+            } else if backoff.sleeping() {
+                SWEEP_BUDGET * 16
+            } else {
+                SWEEP_BUDGET
+            };
+            self.pipeline.sweep(&self.snapshot, now, budget);
             stats.polls.incr();
             if received > 0 {
                 stats.rx_packets.add(received as u64);
                 stats.busy_polls.incr();
             }
+            // Everything of this poll is sent or queued: nothing waits in
+            // our bursts while we pause or sleep.
+            backoff
+                .after_poll(received + handed + from_kernel > 0)
+                .wait();
         }
         // What is still deferred goes back to the pool, counted.
         let left = l.deferred.drain().count();
