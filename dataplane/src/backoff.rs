@@ -9,8 +9,15 @@
 //! updates, hand-offs, held and deferred packets, the sweep, the stop flag),
 //! so each of them waits at most one sleep longer than when busy. As DPVS
 //! and VPP offer; in `busy` mode the machine always says [`Idle::Poll`].
+//!
+//! A sleeping worker is woken early by a worker that hands it packets (its
+//! [`Doorbell`]): NAT replies often reach another worker than their flow's
+//! owner, and would otherwise wait for the owner's sleep to end.
 #![deny(unsafe_code)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::thread::Thread;
 use std::time::Duration;
 
 use lb_config::PollMode;
@@ -48,8 +55,8 @@ pub enum Idle {
 }
 
 impl Idle {
-    /// Does it: pauses or sleeps the calling thread.
-    pub fn wait(self) {
+    /// Does it: pauses, or sleeps on `bell` (the calling worker's own).
+    pub fn wait(self, bell: &Doorbell) {
         match self {
             Idle::Poll => {}
             Idle::Pause(n) => {
@@ -57,7 +64,42 @@ impl Idle {
                     std::hint::spin_loop();
                 }
             }
-            Idle::Sleep(d) => std::thread::sleep(d),
+            Idle::Sleep(d) => bell.sleep(d),
+        }
+    }
+}
+
+/// How a worker that hands packets to a sleeping one wakes it. The sleeper
+/// parks its thread (a futex wait with a timeout) with `sleeping` set; a
+/// worker that has just handed it packets reads `sleeping` (one load of a
+/// line that only changes when the sleeper sleeps or wakes) and unparks it
+/// only then. A hand-off that races with the sleeper going to sleep (put in
+/// the ring after the sleeper's last look at it, seen before `sleeping` is
+/// set) waits for the sleep to end, as without a doorbell: at most
+/// [`MAX_SLEEP`].
+#[derive(Debug, Default)]
+pub struct Doorbell {
+    sleeping: AtomicBool,
+    thread: OnceLock<Thread>,
+}
+
+impl Doorbell {
+    /// Sleeps the calling thread for up to `d`, or until [`Doorbell::ring`].
+    /// Only ever called by the one worker the bell belongs to.
+    pub fn sleep(&self, d: Duration) {
+        self.thread.get_or_init(std::thread::current);
+        self.sleeping.store(true, Ordering::SeqCst);
+        std::thread::park_timeout(d);
+        self.sleeping.store(false, Ordering::SeqCst);
+    }
+
+    /// Wakes the bell's worker if it sleeps; costs one load otherwise.
+    #[inline]
+    pub fn ring(&self) {
+        if self.sleeping.load(Ordering::SeqCst) {
+            if let Some(t) = self.thread.get() {
+                t.unpark();
+            }
         }
     }
 }
@@ -201,11 +243,37 @@ mod tests {
     }
 
     #[test]
-    fn a_sleep_waits_at_least_its_step() {
-        let t = std::time::Instant::now();
-        Idle::Pause(PAUSES).wait();
-        Idle::Poll.wait();
-        Idle::Sleep(FIRST_SLEEP).wait();
-        assert!(t.elapsed() >= FIRST_SLEEP);
+    fn waiting_pauses_or_sleeps() {
+        let bell = Doorbell::default();
+        Idle::Pause(PAUSES).wait(&bell);
+        Idle::Poll.wait(&bell);
+        Idle::Sleep(FIRST_SLEEP).wait(&bell);
+        assert!(!bell.sleeping.load(Ordering::SeqCst));
+        // Ringing a bell nobody sleeps on does nothing.
+        bell.ring();
+    }
+
+    #[test]
+    fn ringing_wakes_a_sleeper_early() {
+        use std::sync::Arc;
+        use std::time::Instant;
+        let bell = Arc::new(Doorbell::default());
+        let sleeper = {
+            let bell = Arc::clone(&bell);
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                bell.sleep(Duration::from_secs(60));
+                t.elapsed()
+            })
+        };
+        while !bell.sleeping.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        bell.ring();
+        let slept = sleeper.join().unwrap();
+        assert!(
+            slept < Duration::from_secs(60),
+            "not woken: slept {slept:?}"
+        );
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crossbeam::channel::{bounded, Sender};
 use lb_config::Config;
 
+use crate::backoff::Doorbell;
 use crate::dpdk::{
     self, spsc_ring, DpdkError, Eal, LaunchedLcore, LcoreId, Mempool, Port, PortSetup, PortStats,
 };
@@ -252,6 +253,7 @@ impl Dataplane {
         }
         let (neighbor_tx, neighbor_rx): (Vec<_>, Vec<_>) = (0..n).map(|_| bounded(256)).unzip();
         let tsc_per_ms = eal.tsc_hz() / 1000;
+        let doorbells: Vec<Arc<Doorbell>> = (0..n).map(|_| Arc::default()).collect();
         let mut dp = Dataplane {
             eal,
             ports,
@@ -312,6 +314,7 @@ impl Dataplane {
                 ),
                 tsc_per_ms,
                 poll: config.workers.poll,
+                doorbells: doorbells.clone(),
             };
             let launched = dp.eal.launch(LcoreId(l), move || worker.run());
             match launched {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use crossbeam::channel::{Receiver, Sender};
 use lb_config::{MacAddr, PollMode};
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, Doorbell};
 use crate::dpdk::{
     self, Mbuf, MbufBurst, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue, MAX_BURST,
 };
@@ -71,6 +71,9 @@ pub struct Worker {
     pub kernel: KernelPath,
     /// `[workers] poll`: whether an idle worker backs off.
     pub poll: PollMode,
+    /// Every worker's doorbell, ours at `index`: rung after handing a
+    /// worker packets, in case it sleeps.
+    pub doorbells: Vec<Arc<Doorbell>>,
 }
 
 struct Held {
@@ -223,6 +226,9 @@ impl Worker {
                 if let Some(ring) = self.handoff_out[w].as_mut() {
                     if !burst.is_empty() {
                         ring.enqueue(burst);
+                        if let Some(bell) = self.doorbells.get(w) {
+                            bell.ring();
+                        }
                         let failed = burst.free_all();
                         if failed > 0 {
                             stats.drop_packets(DropReason::HandoffFull, failed as u64);
@@ -319,7 +325,7 @@ impl Worker {
             // our bursts while we pause or sleep.
             backoff
                 .after_poll(received + handed + from_kernel > 0)
-                .wait();
+                .wait(&self.doorbells[self.index]);
         }
         // What is still deferred goes back to the pool, counted.
         let left = l.deferred.drain().count();
