@@ -5,8 +5,9 @@
 //! a UDP echo) and the client uses `curl`. What is checked is what a user
 //! sees: answers through the VIP, the weights of the scheduler, a 5 MB file
 //! arriving intact, and in the final log that NAT replies crossed workers
-//! (hand-offs) and that DR replies bypassed the appliance; and the same
-//! two-arm NAT over IPv6 (NAT66, TCP and UDP).
+//! (hand-offs) and that DR replies bypassed the appliance; UDP through
+//! workers that poll adaptively (`[workers] poll = "adaptive"`); and the
+//! same two-arm NAT over IPv6 (NAT66, TCP and UDP).
 //!
 //! Needs root; skipped with the reason otherwise, and a failure where
 //! LB_REQUIRE_PRIVILEGED_TESTS=1. Addresses from 198.18.0.0/15 and
@@ -744,6 +745,8 @@ fn udp_nat_echo() {
         lab.servers.push(server);
     }
     let prefix = DpdkPrefix::new("e2e-udp");
+    // Adaptive polling: both workers sleep between the test's datagrams,
+    // and every one of them must still get through, hand-offs included.
     let config = nat_config(
         &prefix,
         "u",
@@ -766,8 +769,14 @@ address = "198.18.2.12"
 port = 5353
 weight = 1
 "#,
-    );
+    )
+    .replace("lcores = [1, 2]", "lcores = [1, 2]\npoll = \"adaptive\"");
     let mut app = start_appliance(&lab, &config, 2);
+    assert!(
+        app.log_text().contains("poll adaptive"),
+        "the workers should say they poll adaptively:\n{}",
+        tail(&app.log_text(), 20)
+    );
     let mut last = Vec::new();
     if !wait_until(FIRST_ANSWER, || {
         last = udp_exchange(&lab.client, VIP, 53, 1);
@@ -779,6 +788,18 @@ weight = 1
         );
     }
 
+    // After a quiet spell both workers sleep: each datagram wakes one (and
+    // a hand-off the other), and is answered.
+    for i in 0..5 {
+        std::thread::sleep(Duration::from_millis(100));
+        let lines = udp_exchange(&lab.client, VIP, 53, 1);
+        if !lines.first().is_some_and(|l| l.starts_with("OK")) {
+            fail(
+                &mut app,
+                &format!("datagram {i} after a quiet spell was not echoed: {lines:?}"),
+            );
+        }
+    }
     const N: usize = 40;
     let lines = udp_exchange(&lab.client, VIP, 53, N);
     let (mut r11, mut r12) = (0usize, 0usize);
