@@ -114,8 +114,12 @@ impl Drop for Netns {
 /// turned off so that a DPDK af_packet port sees wire-sized frames with
 /// finished checksums.
 pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
-    let tmp_a = format!("va{}", std::process::id() % 100000);
-    let tmp_b = format!("vb{}", std::process::id() % 100000);
+    // Unique in the root namespace while it exists: tests of one binary run
+    // in parallel threads of one process.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 1000;
+    let tmp_a = format!("va{}x{n}", std::process::id() % 100000);
+    let tmp_b = format!("vb{}x{n}", std::process::id() % 100000);
     sh(&[
         "ip", "link", "add", &tmp_a, "type", "veth", "peer", "name", &tmp_b,
     ]);
