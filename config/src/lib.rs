@@ -48,6 +48,23 @@ pub const MAX_WITHDRAW_DELAY: Duration = Duration::from_secs(20);
 /// (`packaging/systemd/lb-appliance.service`) allows 30 s for a clean stop.
 pub const MAX_HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The default `sync.interval`: how often the sync sender sends what the
+/// workers recorded (IPVS's sync daemon sends about every second; 200 ms
+/// keeps what a takeover loses to a fifth of a second of new flows).
+pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The shortest `sync.interval`: 10 ms. Each interval the sender wakes,
+/// collects every worker's events and sends at least one datagram (a
+/// heartbeat when there is nothing else); below 10 ms that is waking for
+/// nothing, and a burst of flows is not batched any better.
+pub const MIN_SYNC_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The longest `sync.interval`: 5 s. Flows younger than one interval are
+/// lost at a takeover, and the peer's silence is how a backup will tell
+/// that the primary is dead (`dead_after`, by default a few intervals):
+/// above 5 s a failover would lose too much and start too late.
+pub const MAX_SYNC_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Transport protocol of a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
@@ -98,6 +115,16 @@ pub enum SynProxyMode {
     /// one, or one with a real that is not NAT.
     #[default]
     Auto,
+}
+
+/// Which side of a connection-sync pair this appliance is (`[sync] role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SyncRole {
+    /// `primary`: sends its flows' creations, changes and removals.
+    Primary,
+    /// `backup`: installs what the primary sends, to continue those flows
+    /// after a takeover.
+    Backup,
 }
 
 /// Health check of a service's reals.
@@ -170,6 +197,7 @@ config_words!(SchedulerKind {
 });
 config_words!(ForwardingMethod { Nat => "nat", Tunnel => "tun", DirectRoute => "dr" });
 config_words!(SynProxyMode { Off => "off", On => "on", Auto => "auto" });
+config_words!(SyncRole { Primary => "primary", Backup => "backup" });
 config_words!(HealthCheckKind { Tcp => "tcp", Http => "http", None => "none" });
 config_words!(PollMode { Busy => "busy", Adaptive => "adaptive" });
 
@@ -185,6 +213,8 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// `[announce]`: None without the section (nothing is announced).
     pub announce: Option<AnnounceConfig>,
+    /// `[sync]`; `None` without the section (no connection sync).
+    pub sync: Option<SyncConfig>,
 }
 
 /// `[announce]`: the VIPs' host routes the appliance keeps in a kernel
@@ -198,6 +228,27 @@ pub struct AnnounceConfig {
     /// every route before the ports stop, so that routers move traffic
     /// first.
     pub withdraw_delay: Duration,
+}
+
+/// `[sync]`: connection sync with the other appliance of a primary/backup
+/// pair, over UDP on a kernel interface or a management NIC (not through
+/// the dataplane). Restart-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SyncConfig {
+    pub role: SyncRole,
+    /// `peer`: the other appliance's sync address and port. Only datagrams
+    /// from this address are read; the primary sends to it.
+    pub peer: SocketAddr,
+    /// `listen`: the local address and port the sync socket binds (both
+    /// roles: the backup receives there, the primary sends from it).
+    /// Resolved: without the key, the unspecified address of the peer's
+    /// family on the peer's port (`0.0.0.0:PORT` or `[::]:PORT`), so that
+    /// two appliances can share one `[sync]` text but for `peer`.
+    pub listen: SocketAddr,
+    /// `interval`: how often the sender sends a batch (at least a
+    /// heartbeat), [`MIN_SYNC_INTERVAL`]..=[`MAX_SYNC_INTERVAL`], default
+    /// [`DEFAULT_SYNC_INTERVAL`].
+    pub interval: Duration,
 }
 
 /// `[dpdk]`
@@ -446,8 +497,10 @@ impl Config {
 
     /// Names of the settings that differ from `new` and can only change with a
     /// restart: `dpdk`, `ports`, `workers.lcores`, `workers.poll`,
-    /// `flows.capacity`, `metrics.listen`. Everything else (services, neighbors, flow timeouts)
-    /// may be reloaded.
+    /// `flows.capacity`, `metrics.listen`, `sync` (the sync socket is bound
+    /// and each worker told its role at start; a role changed under running
+    /// flows would have half of them synced one way and half the other).
+    /// Everything else (services, neighbors, flow timeouts) may be reloaded.
     pub fn restart_required_changes(&self, new: &Config) -> Vec<&'static str> {
         let mut out = Vec::new();
         if self.dpdk != new.dpdk {
@@ -467,6 +520,9 @@ impl Config {
         }
         if self.metrics.listen != new.metrics.listen {
             out.push("metrics.listen");
+        }
+        if self.sync != new.sync {
+            out.push("sync");
         }
         out
     }
@@ -533,6 +589,16 @@ impl Config {
                 "announce: VIP routes in kernel table {}, withdraw delay {}",
                 a.table,
                 format_duration(a.withdraw_delay)
+            );
+        }
+        if let Some(sync) = &self.sync {
+            let _ = writeln!(
+                s,
+                "sync: {} with peer {}, listen {}, every {}",
+                sync.role,
+                sync.peer,
+                sync.listen,
+                format_duration(sync.interval)
             );
         }
         let _ = writeln!(s, "services: {}", self.services.len());

@@ -14,6 +14,7 @@ pub(crate) struct RawConfig {
     pub metrics: Option<RawMetrics>,
     pub services: Option<Vec<RawService>>,
     pub announce: Option<RawAnnounce>,
+    pub sync: Option<RawSync>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +70,14 @@ pub(crate) struct RawAnnounce {
 }
 
 #[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawSync {
+    pub role: Option<String>,
+    pub peer: Option<String>,
+    pub listen: Option<String>,
+    pub interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
 pub(crate) struct RawService {
     pub name: Option<String>,
     pub vip: Option<String>,
@@ -115,6 +124,7 @@ pub(crate) fn known_keys(table: &str) -> &'static [&'static str] {
             "metrics",
             "services",
             "announce",
+            "sync",
         ],
         "dpdk" => &["eal_args", "mbufs", "burst"],
         "workers" => &["lcores", "poll"],
@@ -139,6 +149,7 @@ pub(crate) fn known_keys(table: &str) -> &'static [&'static str] {
         ],
         "metrics" => &["listen"],
         "announce" => &["table", "withdraw_delay"],
+        "sync" => &["role", "peer", "listen", "interval"],
         "services" => &[
             "name",
             "vip",

@@ -186,6 +186,7 @@ fn example_parses_into_expected_values() {
             ],
         }],
         announce: None,
+        sync: None,
     };
     assert_eq!(c, expected);
     assert_eq!(c.eal_main_lcore(), Some(0));
@@ -1892,4 +1893,140 @@ fn announce_needs_a_table_in_range_and_bounds_its_delay() {
         c.announce_interface("2001:2:0:1::100".parse().unwrap()),
         Some("lbk0")
     );
+}
+
+// ---- [sync] ---------------------------------------------------------------
+
+fn sync(keys: &str) -> String {
+    service(&format!(
+        "[[services.reals]]\naddress = \"198.18.0.11\"\n\n[sync]\n{keys}"
+    ))
+}
+
+#[test]
+fn sync_parses_with_defaults_and_shows_in_the_summary() {
+    let c = Config::parse(&sync("role = \"backup\"\npeer = \"192.0.2.1:8848\"")).unwrap();
+    let s = c.sync.expect("a [sync] section");
+    assert_eq!(s.role, SyncRole::Backup);
+    assert_eq!(s.peer, "192.0.2.1:8848".parse().unwrap());
+    assert_eq!(
+        s.listen,
+        "0.0.0.0:8848".parse().unwrap(),
+        "the peer's port, any address"
+    );
+    assert_eq!(s.interval, DEFAULT_SYNC_INTERVAL);
+    assert!(c
+        .summary()
+        .contains("sync: backup with peer 192.0.2.1:8848, listen 0.0.0.0:8848, every 200ms"));
+    assert!(Config::parse(&MINIMAL).unwrap().sync.is_none());
+}
+
+#[test]
+fn sync_over_ipv6_with_listen_and_interval() {
+    let c = Config::parse(&sync(
+        "role = \"primary\"\npeer = \"[2001:db8::2]:9000\"\nlisten = \"[2001:db8::1]:9001\"\ninterval = \"1s\"",
+    ))
+    .unwrap();
+    let s = c.sync.unwrap();
+    assert_eq!(s.role, SyncRole::Primary);
+    assert_eq!(s.peer, "[2001:db8::2]:9000".parse().unwrap());
+    assert_eq!(s.listen, "[2001:db8::1]:9001".parse().unwrap());
+    assert_eq!(s.interval, Duration::from_secs(1));
+    let c = Config::parse(&sync("role = \"primary\"\npeer = \"[2001:db8::2]:9000\"")).unwrap();
+    assert_eq!(c.sync.unwrap().listen, "[::]:9000".parse().unwrap());
+}
+
+#[test]
+fn sync_errors_have_their_paths() {
+    let errs = errors(&sync("interval = \"2s\""));
+    assert_eq!(errs.at("sync.role").count(), 1, "{errs}");
+    assert_eq!(errs.at("sync.peer").count(), 1, "{errs}");
+    assert_error(
+        &sync("role = \"master\"\npeer = \"192.0.2.1:8848\""),
+        "sync.role",
+        "accepted values: primary, backup",
+    );
+    let bad_peer = |peer: &str, needle: &str| {
+        assert_error(
+            &sync(&format!("role = \"primary\"\npeer = \"{peer}\"")),
+            "sync.peer",
+            needle,
+        )
+    };
+    bad_peer("192.0.2.1", "expected ip:port");
+    bad_peer("2001:db8::1:8848", "expected ip:port");
+    bad_peer("192.0.2.1:0", "port must be 1..=65535");
+    bad_peer("192.0.2.1:70000", "expected ip:port");
+    bad_peer("0.0.0.0:8848", "unspecified");
+    bad_peer("[::]:8848", "unspecified");
+    bad_peer("224.0.0.81:8848", "multicast");
+    bad_peer("[ff02::1]:8848", "multicast");
+    bad_peer("255.255.255.255:8848", "broadcast");
+    bad_peer("[::ffff:192.0.2.1]:8848", "IPv4-mapped");
+    bad_peer("198.18.1.100:8848", "the VIP of services[0]");
+    bad_peer("198.18.0.2:8848", "the address of port wan");
+    let bad_listen = |listen: &str, needle: &str| {
+        assert_error(
+            &sync(&format!(
+                "role = \"backup\"\npeer = \"192.0.2.1:8848\"\nlisten = \"{listen}\""
+            )),
+            "sync.listen",
+            needle,
+        )
+    };
+    bad_listen("192.0.2.9", "expected ip:port");
+    bad_listen("192.0.2.9:0", "port must be");
+    bad_listen("[2001:db8::1]:8848", "different address families");
+    bad_listen("192.0.2.1:8848", "also sync.peer");
+    bad_listen("198.18.1.100:8848", "the VIP of services[0]");
+    bad_listen("224.0.0.1:8848", "multicast");
+    // The port's own address is fine: a kernel interface carries it.
+    assert!(Config::parse(&sync(
+        "role = \"backup\"\npeer = \"198.18.0.3:8848\"\nlisten = \"198.18.0.2:8848\""
+    ))
+    .is_ok());
+    let bad_interval = |interval: &str, needle: &str| {
+        assert_error(
+            &sync(&format!(
+                "role = \"backup\"\npeer = \"192.0.2.1:8848\"\ninterval = \"{interval}\""
+            )),
+            "sync.interval",
+            needle,
+        )
+    };
+    bad_interval("0s", "greater than 0");
+    bad_interval("5ms", "below the minimum of 10ms");
+    bad_interval("6s", "above the maximum of 5s");
+    bad_interval("soon", "invalid duration");
+    assert_error(
+        &sync("role = \"backup\"\npeer = \"192.0.2.1:8848\"\nintervall = \"1s\""),
+        "sync.intervall",
+        "did you mean \"interval\"",
+    );
+}
+
+#[test]
+fn sync_every_error_at_once() {
+    let errs = errors(&sync(
+        "role = \"leader\"\npeer = \"nowhere\"\nlisten = \"here\"\ninterval = \"1ms\"",
+    ));
+    for path in ["sync.role", "sync.peer", "sync.listen", "sync.interval"] {
+        assert_eq!(errs.at(path).count(), 1, "{path}: {errs}");
+    }
+}
+
+#[test]
+fn sync_is_restart_only() {
+    let old = Config::parse(&sync("role = \"primary\"\npeer = \"192.0.2.1:8848\"")).unwrap();
+    let same = Config::parse(&sync("role = \"primary\"\npeer = \"192.0.2.1:8848\"")).unwrap();
+    assert!(old.restart_required_changes(&same).is_empty());
+    for other in [
+        sync("role = \"backup\"\npeer = \"192.0.2.1:8848\""),
+        sync("role = \"primary\"\npeer = \"192.0.2.1:8849\""),
+        sync("role = \"primary\"\npeer = \"192.0.2.1:8848\"\ninterval = \"1s\""),
+        service("[[services.reals]]\naddress = \"198.18.0.11\""),
+    ] {
+        let new = Config::parse(&other).unwrap();
+        assert_eq!(old.restart_required_changes(&new), vec!["sync"], "{other}");
+    }
 }

@@ -274,6 +274,9 @@ pub(crate) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config 
     let metrics = metrics(&mut c, raw.metrics.unwrap_or_default());
     let services = services(&mut c, raw.services.unwrap_or_default(), &port_nets);
     let announce = raw.announce.map(|a| announce(&mut c, a));
+    let sync = raw
+        .sync
+        .and_then(|raw| sync(&mut c, raw, &services, &port_nets));
     let config = Config {
         dpdk,
         workers,
@@ -283,6 +286,7 @@ pub(crate) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config 
         metrics,
         services,
         announce: announce.flatten(),
+        sync,
     };
     across(&mut c, &config);
     config
@@ -983,6 +987,135 @@ fn metrics(c: &mut Checker<'_>, raw: RawMetrics) -> MetricsConfig {
         }),
     };
     MetricsConfig { listen }
+}
+
+/// `[sync]`: `None` (with errors recorded) unless every key is valid.
+fn sync(
+    c: &mut Checker<'_>,
+    raw: RawSync,
+    services: &[ServiceConfig],
+    nets: &Nets,
+) -> Option<SyncConfig> {
+    let role = c
+        .required("sync.role", raw.role)
+        .and_then(|r| c.word("sync.role", Some(&r), SyncRole::Primary));
+    let peer = c
+        .required("sync.peer", raw.peer)
+        .and_then(|p| sync_address(c, "sync.peer", &p, false));
+    if let Some(peer) = peer {
+        let ip = peer.ip();
+        if let Some((index, name)) = nets.port_address(ip) {
+            c.err(
+                "sync.peer",
+                format!("{ip} is the address of port {name} (ports[{index}]): the peer is the other appliance"),
+            );
+        } else if let Some((i, s)) = services.iter().enumerate().find(|(_, s)| s.vip == ip) {
+            c.err(
+                "sync.peer",
+                format!("{ip} is the VIP of services[{i}] ({:?}): the peer must be the other appliance's own address, which the dataplane does not take", s.name),
+            );
+        }
+    }
+    let listen = match raw.listen {
+        Some(text) => sync_address(c, "sync.listen", &text, true).and_then(|l| {
+            let vip = services.iter().position(|s| s.vip == l.ip());
+            if let Some(i) = vip {
+                c.err(
+                    "sync.listen",
+                    format!("{} is the VIP of services[{i}]: the dataplane takes every packet to a VIP, so the sync socket would hear nothing there", l.ip()),
+                );
+                return None;
+            }
+            match peer {
+                Some(p) if p.is_ipv4() != l.is_ipv4() => {
+                    c.err(
+                        "sync.listen",
+                        format!("{l} and the peer {p} are of different address families"),
+                    );
+                    None
+                }
+                Some(p) if p == l => {
+                    c.err(
+                        "sync.listen",
+                        format!("{l} is also sync.peer: the peer is the other appliance"),
+                    );
+                    None
+                }
+                _ => Some(l),
+            }
+        }),
+        None => peer.map(|p| match p {
+            SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, p.port())),
+            SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, p.port())),
+        }),
+    };
+    let interval = c.duration(
+        "sync.interval",
+        raw.interval.as_deref(),
+        DEFAULT_SYNC_INTERVAL,
+        true,
+        MAX_SYNC_INTERVAL,
+    );
+    let interval = interval.filter(|&d| {
+        if d < MIN_SYNC_INTERVAL {
+            c.err(
+                "sync.interval",
+                format!(
+                    "{} is below the minimum of {}",
+                    format_duration(d),
+                    format_duration(MIN_SYNC_INTERVAL)
+                ),
+            );
+        }
+        d >= MIN_SYNC_INTERVAL
+    });
+    Some(SyncConfig {
+        role: role?,
+        peer: peer?,
+        listen: listen?,
+        interval: interval?,
+    })
+}
+
+/// A sync socket address `ip:port` or `[ipv6]:port`: a port other than 0,
+/// an address that can be one host's (`unspecified` allows `0.0.0.0` and
+/// `::`, for `listen`). Loopback is allowed: two appliances on one host
+/// (tests) sync over it.
+fn sync_address(
+    c: &mut Checker<'_>,
+    path: &str,
+    text: &str,
+    unspecified: bool,
+) -> Option<SocketAddr> {
+    let Ok(addr) = text.parse::<SocketAddr>() else {
+        c.err(
+            path,
+            format!("invalid socket address {text:?}: expected ip:port (e.g. 192.0.2.2:8848, or [2001:db8::2]:8848)"),
+        );
+        return None;
+    };
+    if addr.port() == 0 {
+        c.err(path, format!("{addr}: the port must be 1..=65535"));
+        return None;
+    }
+    let ip = addr.ip();
+    let why = match ip {
+        _ if ip.is_unspecified() && unspecified => None,
+        _ if ip.is_unspecified() => Some("the unspecified address, which names no host"),
+        _ if ip.is_multicast() => Some("a multicast address; sync is unicast to one peer"),
+        IpAddr::V4(a) if a.is_broadcast() => {
+            Some("the broadcast address; sync is unicast to one peer")
+        }
+        IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => {
+            Some("an IPv4-mapped address; write the IPv4 address itself")
+        }
+        _ => None,
+    };
+    if let Some(why) = why {
+        c.err(path, format!("{ip} is {why}"));
+        return None;
+    }
+    Some(addr)
 }
 
 fn services(c: &mut Checker<'_>, raw: Vec<RawService>, nets: &Nets) -> Vec<ServiceConfig> {
