@@ -13,6 +13,9 @@
 //! - `snapshot`: the compiled configuration a worker runs with.
 //! - `stats`: per-worker counters, drops by reason.
 //! - `exception`: how much a worker gives a port's kernel interface.
+//! - `sync`: connection sync with a backup appliance (`[sync]`): the
+//!   events a primary's workers record, the counters; the message format
+//!   is `wire::sync`, installing a synced flow `flow::Conntrack::sync_install`.
 //! - `golden` (feature `golden`, and in unit tests): the golden packets of
 //!   `tests/fixtures/` (scapy-built frames and what must come of them), read
 //!   as data by the tests; not part of the appliance.
@@ -35,6 +38,7 @@ pub mod route;
 pub mod scheduler;
 pub mod snapshot;
 pub mod stats;
+pub mod sync;
 pub mod synproxy;
 pub mod wire;
 

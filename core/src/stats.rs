@@ -279,6 +279,9 @@ pub struct WorkerStats {
     /// SYN proxy: client segments kept while their flow waited for the
     /// real's SYN-ACK, to be sent on once it answered (each counted once).
     pub syn_proxy_deferred: Counter,
+    /// Connection sync: what this worker recorded for the peer and
+    /// installed from it (`crate::sync`).
+    pub sync: crate::sync::SyncCounters,
     /// Packets the tx queue of each port did not take.
     pub tx_failed: [Counter; MAX_PORTS],
     /// The exception path, by port index (config order): frames given to
@@ -339,6 +342,7 @@ impl Default for WorkerStats {
             syn_proxy_cookies_sent: Counter::default(),
             syn_proxy_cookies_accepted: Counter::default(),
             syn_proxy_deferred: Counter::default(),
+            sync: Default::default(),
             tx_failed: Default::default(),
             to_kernel: Default::default(),
             from_kernel: Default::default(),

@@ -15,6 +15,7 @@ pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
 pub mod ndp;
+pub mod sync;
 pub mod tcp;
 pub mod tcp_options;
 pub mod transport;

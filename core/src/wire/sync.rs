@@ -1,0 +1,1144 @@
+//! Connection-sync messages (`[sync]`): what a primary appliance tells its
+//! backup about its flows, so that the backup carries them on after a
+//! takeover with the same real and the same translation. One UDP datagram
+//! is one message: a fixed header, then a batch of flow records.
+//!
+//! Nothing in a record is a local id: service and real ids differ between
+//! boxes, so a record names the service by (protocol, VIP, port) and the
+//! real by (address, port, forwarding method), which both configurations
+//! agree on. Every length is checked before anything is read, every field
+//! value is checked on parse (a record either parses whole or ends its
+//! batch with a [`Refused`] reason), and an emitted record parses back to
+//! itself and re-emits byte for byte.
+//!
+//! ```text
+//! Header (16 bytes, big-endian):
+//!  0                   1                   2                   3
+//!  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+//! +-------------------------------------------------------------+
+//! |                   magic 0x4c425359 ("LBSY")                 |
+//! +---------------+---------------+-----------------------------+
+//! |  version = 1  |  type 1=flows |     count (records)         |
+//! +---------------+---------------+-----------------------------+
+//! |  length (header + records)    |  flags (sent 0, ignored)    |
+//! +-------------------------------+-----------------------------+
+//! |                 sequence (per sender, +1 a message)         |
+//! +-------------------------------------------------------------+
+//!
+//! Record (A = 4 or 16: the flow's family; R = 4 or 16: the real's):
+//!  off      size  field
+//!  0        1     op: 1 = update (created or changed), 2 = removed
+//!  1        1     record length in bytes (op and this byte included)
+//!  2        1     flow family: 4 or 6 (client and VIP)
+//!  3        1     protocol: 6 (TCP) or 17 (UDP)
+//!  4        2     client port
+//!  6        2     VIP port
+//!  8        A     client address
+//!  8+A      A     VIP address                  -- a removal ends here
+//!  8+2A     1     real family: 4 or 6 (6 under a 4 flow: 4in6, tun only)
+//!  9+2A     1     method: 1 nat, 2 tun, 3 dr
+//!  10+2A    2     real port
+//!  12+2A    1     TCP state: 0 SYN sent, 1 established, 2 FIN wait,
+//!                 3 closed, 4 datagram (UDP)
+//!  13+2A    1     trust on the sender: 0 unconfirmed, 1 one-way,
+//!                 2 confirmed
+//!  14+2A    1     SYN proxy flags: 1 proxied, 2 timestamps, 4 client
+//!                 window scale, 8 real window scale; 0 for a flow the
+//!                 proxy did not answer
+//!  15+2A    1     SYN proxy window scales: client's (high nibble),
+//!                 real's (low)
+//!  16+2A    4     SYN proxy sequence offset (real's ISN - cookie)
+//!  20+2A    4     SYN proxy timestamp offset
+//!  24+2A    R     real address
+//! ```
+//!
+//! Lengths: a removal 16 (IPv4) or 40 (IPv6) bytes; an update 36 (IPv4),
+//! 48 (4in6) or 72 (IPv6). A count of 0 is a heartbeat. The flags field
+//! is room for what comes next (who is active, issue 14) without a new
+//! version; a receiver ignores the bits it does not know.
+
+use core::ops::Range;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use lb_config::ForwardingMethod;
+
+use super::{read_u16, read_u32, write_u16, write_u32, Error, IpProtocol, Result};
+use crate::flow::{FlowState, Trust};
+use crate::sync::Refused;
+
+mod field {
+    use super::Range;
+
+    pub const MAGIC: Range<usize> = 0..4;
+    pub const VERSION: usize = 4;
+    pub const KIND: usize = 5;
+    pub const COUNT: Range<usize> = 6..8;
+    pub const LENGTH: Range<usize> = 8..10;
+    pub const FLAGS: Range<usize> = 10..12;
+    pub const SEQUENCE: Range<usize> = 12..16;
+}
+
+/// Length of the message header.
+pub const HEADER_LEN: usize = field::SEQUENCE.end;
+
+/// "LBSY".
+pub const MAGIC: u32 = 0x4c42_5359;
+
+/// The format version this code reads and writes.
+pub const VERSION: u8 = 1;
+
+/// The longest message a sender builds: 1280 (the IPv6 minimum MTU) less
+/// IPv6 and UDP headers, so that no path fragments it.
+pub const MAX_MESSAGE_LEN: usize = 1232;
+
+/// The longest record (an IPv6 update).
+pub const MAX_RECORD_LEN: usize = 72;
+
+/// What a message carries (an open enum: a newer sender's types are
+/// refused by name, not misread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    /// A batch of flow records (none: a heartbeat).
+    Flows,
+    Unknown(u8),
+}
+
+impl From<u8> for MessageKind {
+    fn from(v: u8) -> Self {
+        match v {
+            1 => MessageKind::Flows,
+            v => MessageKind::Unknown(v),
+        }
+    }
+}
+
+impl From<MessageKind> for u8 {
+    fn from(k: MessageKind) -> u8 {
+        match k {
+            MessageKind::Flows => 1,
+            MessageKind::Unknown(v) => v,
+        }
+    }
+}
+
+/// A read/write view of a sync message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncPacket<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> SyncPacket<T> {
+    /// Wraps `buffer` without checking it; accessors may panic.
+    pub const fn new_unchecked(buffer: T) -> SyncPacket<T> {
+        SyncPacket { buffer }
+    }
+
+    /// Wraps `buffer` after [`check_len`](Self::check_len).
+    pub fn new_checked(buffer: T) -> Result<SyncPacket<T>> {
+        let p = Self::new_unchecked(buffer);
+        p.check_len()?;
+        Ok(p)
+    }
+
+    /// `Truncated` if the buffer is shorter than the header or than the
+    /// length field; `Malformed` if the length field is below the header.
+    /// Bytes past the length field are ignored.
+    pub fn check_len(&self) -> Result<()> {
+        let n = self.buffer.as_ref().len();
+        if n < HEADER_LEN {
+            return Err(Error::Truncated);
+        }
+        let len = usize::from(self.len());
+        if len < HEADER_LEN {
+            return Err(Error::Malformed);
+        }
+        if len > n {
+            return Err(Error::Truncated);
+        }
+        Ok(())
+    }
+
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    #[inline]
+    pub fn magic(&self) -> u32 {
+        read_u32(self.buffer.as_ref(), field::MAGIC.start)
+    }
+
+    #[inline]
+    pub fn version(&self) -> u8 {
+        self.buffer.as_ref()[field::VERSION]
+    }
+
+    #[inline]
+    pub fn kind(&self) -> MessageKind {
+        self.buffer.as_ref()[field::KIND].into()
+    }
+
+    /// How many records follow.
+    #[inline]
+    pub fn count(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::COUNT.start)
+    }
+
+    /// The length field: header and records.
+    #[inline]
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::LENGTH.start)
+    }
+
+    #[inline]
+    pub fn flags(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::FLAGS.start)
+    }
+
+    #[inline]
+    pub fn sequence(&self) -> u32 {
+        read_u32(self.buffer.as_ref(), field::SEQUENCE.start)
+    }
+
+    /// The records' bytes: `HEADER_LEN..len`.
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[HEADER_LEN..usize::from(self.len())]
+    }
+
+    /// The records, each parsed whole or the batch ended by an `Err` (the
+    /// last item then): a record that does not parse, fewer records than
+    /// `count` (`Truncated`), or bytes left after `count` (`BadLength`).
+    pub fn records(&self) -> Records<'_> {
+        Records {
+            data: self.payload(),
+            left: self.count(),
+            done: false,
+        }
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> SyncPacket<T> {
+    #[inline]
+    pub fn set_magic(&mut self, v: u32) {
+        write_u32(self.buffer.as_mut(), field::MAGIC.start, v)
+    }
+
+    #[inline]
+    pub fn set_version(&mut self, v: u8) {
+        self.buffer.as_mut()[field::VERSION] = v
+    }
+
+    #[inline]
+    pub fn set_kind(&mut self, k: MessageKind) {
+        self.buffer.as_mut()[field::KIND] = k.into()
+    }
+
+    #[inline]
+    pub fn set_count(&mut self, v: u16) {
+        write_u16(self.buffer.as_mut(), field::COUNT.start, v)
+    }
+
+    #[inline]
+    pub fn set_len(&mut self, v: u16) {
+        write_u16(self.buffer.as_mut(), field::LENGTH.start, v)
+    }
+
+    #[inline]
+    pub fn set_flags(&mut self, v: u16) {
+        write_u16(self.buffer.as_mut(), field::FLAGS.start, v)
+    }
+
+    #[inline]
+    pub fn set_sequence(&mut self, v: u32) {
+        write_u32(self.buffer.as_mut(), field::SEQUENCE.start, v)
+    }
+}
+
+/// A message header, checked: ours (magic), a version we read, a type we
+/// know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SyncHeader {
+    pub kind: MessageKind,
+    pub count: u16,
+    pub flags: u16,
+    pub sequence: u32,
+}
+
+impl SyncHeader {
+    /// Checks the header of a datagram `bytes` and returns it with its
+    /// view: `Truncated`, `BadLength` (a length field below the header),
+    /// `BadMagic`, `BadVersion`, `UnknownType`.
+    pub fn parse(bytes: &[u8]) -> core::result::Result<(SyncHeader, SyncPacket<&[u8]>), Refused> {
+        let p = SyncPacket::new_checked(bytes).map_err(|e| match e {
+            Error::Truncated => Refused::Truncated,
+            Error::Malformed => Refused::BadLength,
+        })?;
+        if p.magic() != MAGIC {
+            return Err(Refused::BadMagic);
+        }
+        if p.version() != VERSION {
+            return Err(Refused::BadVersion);
+        }
+        if let MessageKind::Unknown(_) = p.kind() {
+            return Err(Refused::UnknownType);
+        }
+        let h = SyncHeader {
+            kind: p.kind(),
+            count: p.count(),
+            flags: p.flags(),
+            sequence: p.sequence(),
+        };
+        Ok((h, p))
+    }
+}
+
+/// The records of a message (see [`SyncPacket::records`]).
+#[derive(Debug, Clone)]
+pub struct Records<'a> {
+    data: &'a [u8],
+    left: u16,
+    done: bool,
+}
+
+impl Iterator for Records<'_> {
+    type Item = core::result::Result<FlowRecord, Refused>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if self.left == 0 {
+            self.done = true;
+            return (!self.data.is_empty()).then_some(Err(Refused::BadLength));
+        }
+        match FlowRecord::parse(self.data) {
+            Ok((r, n)) => {
+                self.left -= 1;
+                self.data = self.data.get(n..).unwrap_or(&[]);
+                Some(Ok(r))
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// One flow's news.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowRecord {
+    /// 6 (TCP) or 17 (UDP).
+    pub proto: u8,
+    /// Client and VIP are of one family.
+    pub client: IpAddr,
+    pub client_port: u16,
+    pub vip: IpAddr,
+    pub vip_port: u16,
+    pub change: FlowChange,
+}
+
+/// What happened to the flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowChange {
+    /// Created, or its state changed: how it stands now.
+    Update(FlowUpdate),
+    /// It ended (expired, closed, its real removed).
+    Removed,
+}
+
+/// What a backup needs to carry a flow on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowUpdate {
+    /// In the flow's family, or IPv6 under an IPv4 flow (4in6, `tun`).
+    pub real: IpAddr,
+    pub real_port: u16,
+    pub method: ForwardingMethod,
+    /// Never `Template`; `Datagram` exactly for UDP.
+    pub state: FlowState,
+    /// The flow's class on the sender.
+    pub trust: Trust,
+    /// The SYN proxy's translation, for a flow whose handshake it
+    /// answered and whose real has answered too (IPv4 NAT TCP only).
+    pub proxy: Option<ProxyState>,
+}
+
+/// The translation of a proxied flow, fixed once its real answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyState {
+    /// The real's ISN minus the cookie (the proxy's ISN).
+    pub seq_offset: u32,
+    /// Added to the real's TSval towards the client, when both sides use
+    /// timestamps.
+    pub ts_offset: Option<u32>,
+    /// The client's window-scale shift (0..=14), if it sent the option.
+    pub client_wscale: Option<u8>,
+    /// The real's, if it answered with it (only with the client's).
+    pub real_wscale: Option<u8>,
+}
+
+const OP_UPDATE: u8 = 1;
+const OP_REMOVED: u8 = 2;
+const PROXY_ON: u8 = 1;
+const PROXY_TS: u8 = 2;
+const PROXY_CLIENT_WS: u8 = 4;
+const PROXY_REAL_WS: u8 = 8;
+const MAX_WSCALE: u8 = 14;
+
+fn family_len(family: u8) -> Option<usize> {
+    match family {
+        4 => Some(4),
+        6 => Some(16),
+        _ => None,
+    }
+}
+
+fn family_of(a: IpAddr) -> u8 {
+    match a {
+        IpAddr::V4(_) => 4,
+        IpAddr::V6(_) => 6,
+    }
+}
+
+fn read_addr(b: &[u8], at: usize, len: usize) -> Option<IpAddr> {
+    let s = b.get(at..at + len)?;
+    Some(match len {
+        4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(s).ok()?)),
+        _ => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(s).ok()?)),
+    })
+}
+
+fn write_addr(b: &mut [u8], at: usize, a: IpAddr) -> usize {
+    match a {
+        IpAddr::V4(a) => {
+            b[at..at + 4].copy_from_slice(&a.octets());
+            4
+        }
+        IpAddr::V6(a) => {
+            b[at..at + 16].copy_from_slice(&a.octets());
+            16
+        }
+    }
+}
+
+fn method_code(m: ForwardingMethod) -> u8 {
+    match m {
+        ForwardingMethod::Nat => 1,
+        ForwardingMethod::Tunnel => 2,
+        ForwardingMethod::DirectRoute => 3,
+    }
+}
+
+fn state_code(s: FlowState) -> u8 {
+    s as u8
+}
+
+fn state_of(v: u8) -> Option<FlowState> {
+    Some(match v {
+        0 => FlowState::SynSent,
+        1 => FlowState::Established,
+        2 => FlowState::FinWait,
+        3 => FlowState::Closed,
+        4 => FlowState::Datagram,
+        _ => return None,
+    })
+}
+
+impl FlowRecord {
+    /// The record's length on the wire.
+    pub fn buffer_len(&self) -> usize {
+        let a = if self.client.is_ipv4() { 4 } else { 16 };
+        match &self.change {
+            FlowChange::Removed => 8 + 2 * a,
+            FlowChange::Update(u) => 24 + 2 * a + if u.real.is_ipv4() { 4 } else { 16 },
+        }
+    }
+
+    /// Parses the record at the start of `b`; returns it and its length.
+    /// `Truncated` when `b` ends inside it, `BadLength` when its length
+    /// byte is not its kind's, `BadRecord` for a field value out of range
+    /// or a combination no flow has.
+    pub fn parse(b: &[u8]) -> core::result::Result<(FlowRecord, usize), Refused> {
+        let (&op, rest) = b.split_first().ok_or(Refused::Truncated)?;
+        let &len = rest.first().ok_or(Refused::Truncated)?;
+        let len = usize::from(len);
+        let family = *b.get(2).ok_or(Refused::Truncated)?;
+        let a = family_len(family).ok_or(Refused::BadRecord)?;
+        let real_family = b.get(8 + 2 * a).copied();
+        let expected = match op {
+            OP_REMOVED => 8 + 2 * a,
+            OP_UPDATE => {
+                let r =
+                    family_len(real_family.ok_or(Refused::Truncated)?).ok_or(Refused::BadRecord)?;
+                24 + 2 * a + r
+            }
+            _ => return Err(Refused::BadRecord),
+        };
+        if len != expected {
+            return Err(Refused::BadLength);
+        }
+        let b = b.get(..len).ok_or(Refused::Truncated)?;
+        // From here every offset is below `len`, checked above; `get`
+        // keeps it so without that argument.
+        let u16_at = |at: usize| -> core::result::Result<u16, Refused> {
+            b.get(at..at + 2)
+                .map(|s| read_u16(s, 0))
+                .ok_or(Refused::Truncated)
+        };
+        let u32_at = |at: usize| -> core::result::Result<u32, Refused> {
+            b.get(at..at + 4)
+                .map(|s| read_u32(s, 0))
+                .ok_or(Refused::Truncated)
+        };
+        let proto = b[3];
+        if proto != u8::from(IpProtocol::Tcp) && proto != u8::from(IpProtocol::Udp) {
+            return Err(Refused::BadRecord);
+        }
+        let client_port = u16_at(4)?;
+        let vip_port = u16_at(6)?;
+        let client = read_addr(b, 8, a).ok_or(Refused::Truncated)?;
+        let vip = read_addr(b, 8 + a, a).ok_or(Refused::Truncated)?;
+        let change = if op == OP_REMOVED {
+            FlowChange::Removed
+        } else {
+            let at = 8 + 2 * a;
+            let real_len = family_len(b[at]).ok_or(Refused::BadRecord)?;
+            let method = match b[at + 1] {
+                1 => ForwardingMethod::Nat,
+                2 => ForwardingMethod::Tunnel,
+                3 => ForwardingMethod::DirectRoute,
+                _ => return Err(Refused::BadRecord),
+            };
+            let real_port = u16_at(at + 2)?;
+            let state = state_of(b[at + 4]).ok_or(Refused::BadRecord)?;
+            let trust = match b[at + 5] {
+                0 => Trust::Unconfirmed,
+                1 => Trust::OneWay,
+                2 => Trust::Confirmed,
+                _ => return Err(Refused::BadRecord),
+            };
+            let (flags, scales) = (b[at + 6], b[at + 7]);
+            let (seq, ts) = (u32_at(at + 8)?, u32_at(at + 12)?);
+            let real = read_addr(b, at + 16, real_len).ok_or(Refused::Truncated)?;
+            let proxy = proxy_of(flags, scales, seq, ts)?;
+            FlowChange::Update(FlowUpdate {
+                real,
+                real_port,
+                method,
+                state,
+                trust,
+                proxy,
+            })
+        };
+        let r = FlowRecord {
+            proto,
+            client,
+            client_port,
+            vip,
+            vip_port,
+            change,
+        };
+        if !r.is_consistent() {
+            return Err(Refused::BadRecord);
+        }
+        Ok((r, len))
+    }
+
+    /// Whether the record describes a flow this appliance could have: one
+    /// family for client and VIP; UDP exactly in `Datagram`, never a
+    /// template; a real of the other family only as 4in6 (`tun`); the SYN
+    /// proxy only on IPv4 NAT TCP.
+    pub fn is_consistent(&self) -> bool {
+        if self.client.is_ipv4() != self.vip.is_ipv4() {
+            return false;
+        }
+        let FlowChange::Update(u) = &self.change else {
+            return true;
+        };
+        let udp = self.proto == u8::from(IpProtocol::Udp);
+        if udp != (u.state == FlowState::Datagram) || u.state == FlowState::Template {
+            return false;
+        }
+        if u.real.is_ipv4() != self.vip.is_ipv4()
+            && !(self.vip.is_ipv4() && u.method == ForwardingMethod::Tunnel)
+        {
+            return false;
+        }
+        match u.proxy {
+            None => true,
+            Some(p) => {
+                !udp && self.vip.is_ipv4()
+                    && u.real.is_ipv4()
+                    && u.method == ForwardingMethod::Nat
+                    && !matches!(p.client_wscale, Some(w) if w > MAX_WSCALE)
+                    && !matches!(p.real_wscale, Some(w) if w > MAX_WSCALE)
+                    && (p.real_wscale.is_none() || p.client_wscale.is_some())
+            }
+        }
+    }
+
+    /// Writes the record at the start of `b`, which must hold
+    /// [`buffer_len`](Self::buffer_len) bytes; returns that length.
+    pub fn emit(&self, b: &mut [u8]) -> usize {
+        let len = self.buffer_len();
+        let b = &mut b[..len];
+        b[0] = match self.change {
+            FlowChange::Update(_) => OP_UPDATE,
+            FlowChange::Removed => OP_REMOVED,
+        };
+        b[1] = u8::try_from(len).expect("a record is at most MAX_RECORD_LEN bytes");
+        b[2] = family_of(self.client);
+        b[3] = self.proto;
+        write_u16(b, 4, self.client_port);
+        write_u16(b, 6, self.vip_port);
+        let a = write_addr(b, 8, self.client);
+        write_addr(b, 8 + a, self.vip);
+        if let FlowChange::Update(u) = &self.change {
+            let at = 8 + 2 * a;
+            b[at] = family_of(u.real);
+            b[at + 1] = method_code(u.method);
+            write_u16(b, at + 2, u.real_port);
+            b[at + 4] = state_code(u.state);
+            b[at + 5] = u.trust as u8;
+            let (flags, scales, seq, ts) = proxy_bytes(u.proxy);
+            b[at + 6] = flags;
+            b[at + 7] = scales;
+            write_u32(b, at + 8, seq);
+            write_u32(b, at + 12, ts);
+            write_addr(b, at + 16, u.real);
+        }
+        len
+    }
+}
+
+fn proxy_of(
+    flags: u8,
+    scales: u8,
+    seq: u32,
+    ts: u32,
+) -> core::result::Result<Option<ProxyState>, Refused> {
+    if flags == 0 {
+        // Not proxied: the rest is zero, so that a record has one form.
+        return if scales == 0 && seq == 0 && ts == 0 {
+            Ok(None)
+        } else {
+            Err(Refused::BadRecord)
+        };
+    }
+    let known = PROXY_ON | PROXY_TS | PROXY_CLIENT_WS | PROXY_REAL_WS;
+    if flags & PROXY_ON == 0 || flags & !known != 0 {
+        return Err(Refused::BadRecord);
+    }
+    let (client, real) = (scales >> 4, scales & 0xf);
+    let zero_unless = |bit: u8, v: u32| flags & bit != 0 || v == 0;
+    if !zero_unless(PROXY_TS, ts)
+        || !zero_unless(PROXY_CLIENT_WS, client.into())
+        || !zero_unless(PROXY_REAL_WS, real.into())
+    {
+        return Err(Refused::BadRecord);
+    }
+    Ok(Some(ProxyState {
+        seq_offset: seq,
+        ts_offset: (flags & PROXY_TS != 0).then_some(ts),
+        client_wscale: (flags & PROXY_CLIENT_WS != 0).then_some(client),
+        real_wscale: (flags & PROXY_REAL_WS != 0).then_some(real),
+    }))
+}
+
+fn proxy_bytes(p: Option<ProxyState>) -> (u8, u8, u32, u32) {
+    let Some(p) = p else {
+        return (0, 0, 0, 0);
+    };
+    let mut flags = PROXY_ON;
+    let mut scales = 0;
+    if p.ts_offset.is_some() {
+        flags |= PROXY_TS;
+    }
+    if let Some(w) = p.client_wscale {
+        flags |= PROXY_CLIENT_WS;
+        scales |= (w & 0xf) << 4;
+    }
+    if let Some(w) = p.real_wscale {
+        flags |= PROXY_REAL_WS;
+        scales |= w & 0xf;
+    }
+    (flags, scales, p.seq_offset, p.ts_offset.unwrap_or(0))
+}
+
+/// Builds one message in a caller's buffer: the header, then records as
+/// long as they fit [`MAX_MESSAGE_LEN`] (and the buffer).
+#[derive(Debug)]
+pub struct MessageWriter<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+    count: u16,
+}
+
+impl<'a> MessageWriter<'a> {
+    /// Starts a `Flows` message with `sequence` in `buf` (at least
+    /// [`HEADER_LEN`] bytes; [`MAX_MESSAGE_LEN`] to fill a datagram).
+    pub fn new(buf: &'a mut [u8], sequence: u32) -> MessageWriter<'a> {
+        let mut p = SyncPacket::new_unchecked(&mut buf[..HEADER_LEN]);
+        p.set_magic(MAGIC);
+        p.set_version(VERSION);
+        p.set_kind(MessageKind::Flows);
+        p.set_count(0);
+        p.set_len(HEADER_LEN as u16); // 16
+        p.set_flags(0);
+        p.set_sequence(sequence);
+        MessageWriter {
+            buf,
+            len: HEADER_LEN,
+            count: 0,
+        }
+    }
+
+    /// Appends `r`; false (and nothing written) when it does not fit.
+    pub fn push(&mut self, r: &FlowRecord) -> bool {
+        let n = r.buffer_len();
+        let room = self.buf.len().min(MAX_MESSAGE_LEN);
+        if self.len + n > room || self.count == u16::MAX {
+            return false;
+        }
+        r.emit(&mut self.buf[self.len..]);
+        self.len += n;
+        self.count += 1;
+        true
+    }
+
+    pub fn count(&self) -> u16 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Writes the count and length; returns the message's length.
+    pub fn finish(self) -> usize {
+        let mut p = SyncPacket::new_unchecked(&mut self.buf[..HEADER_LEN]);
+        p.set_count(self.count);
+        p.set_len(u16::try_from(self.len).expect("a message is at most MAX_MESSAGE_LEN bytes"));
+        self.len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A message of two records: an IPv4 NAT TCP flow established and
+    /// confirmed (198.51.100.7:40000 -> 198.18.1.100:80 on real
+    /// 198.18.2.11:8080), and the removal of 198.51.100.8:40001's.
+    #[rustfmt::skip]
+    static MESSAGE: [u8; 68] = [
+        0x4c, 0x42, 0x53, 0x59,             // magic "LBSY"
+        0x01, 0x01, 0x00, 0x02,             // version 1, flows, 2 records
+        0x00, 0x44, 0x00, 0x00,             // length 68, flags 0
+        0x00, 0x00, 0x00, 0x2a,             // sequence 42
+        // update, 36 bytes, IPv4, TCP
+        0x01, 0x24, 0x04, 0x06,
+        0x9c, 0x40, 0x00, 0x50,             // client port 40000, VIP port 80
+        198, 51, 100, 7,                    // client
+        198, 18, 1, 100,                    // VIP
+        0x04, 0x01, 0x1f, 0x90,             // real IPv4, nat, port 8080
+        0x01, 0x02, 0x00, 0x00,             // established, confirmed, no proxy
+        0x00, 0x00, 0x00, 0x00,             // proxy seq offset
+        0x00, 0x00, 0x00, 0x00,             // proxy ts offset
+        198, 18, 2, 11,                     // real
+        // removed, 16 bytes, IPv4, TCP
+        0x02, 0x10, 0x04, 0x06,
+        0x9c, 0x41, 0x00, 0x50,
+        198, 51, 100, 8,
+        198, 18, 1, 100,
+    ];
+
+    fn update() -> FlowRecord {
+        FlowRecord {
+            proto: 6,
+            client: Ipv4Addr::new(198, 51, 100, 7).into(),
+            client_port: 40000,
+            vip: Ipv4Addr::new(198, 18, 1, 100).into(),
+            vip_port: 80,
+            change: FlowChange::Update(FlowUpdate {
+                real: Ipv4Addr::new(198, 18, 2, 11).into(),
+                real_port: 8080,
+                method: ForwardingMethod::Nat,
+                state: FlowState::Established,
+                trust: Trust::Confirmed,
+                proxy: None,
+            }),
+        }
+    }
+
+    fn removed() -> FlowRecord {
+        FlowRecord {
+            client: Ipv4Addr::new(198, 51, 100, 8).into(),
+            client_port: 40001,
+            change: FlowChange::Removed,
+            ..update()
+        }
+    }
+
+    #[test]
+    fn deconstruct() {
+        let (h, p) = SyncHeader::parse(&MESSAGE).unwrap();
+        assert_eq!(
+            h,
+            SyncHeader {
+                kind: MessageKind::Flows,
+                count: 2,
+                flags: 0,
+                sequence: 42
+            }
+        );
+        assert_eq!(p.len(), 68);
+        let records: Vec<_> = p.records().collect();
+        assert_eq!(records, vec![Ok(update()), Ok(removed())]);
+    }
+
+    #[test]
+    fn construct() {
+        let mut buf = [0xa5u8; MAX_MESSAGE_LEN];
+        let mut w = MessageWriter::new(&mut buf, 42);
+        assert!(w.is_empty());
+        assert!(w.push(&update()));
+        assert!(w.push(&removed()));
+        assert_eq!(w.count(), 2);
+        let n = w.finish();
+        assert_eq!(&buf[..n], &MESSAGE[..]);
+    }
+
+    #[test]
+    fn a_heartbeat_is_a_header_alone() {
+        let mut buf = [0xa5u8; HEADER_LEN];
+        let n = MessageWriter::new(&mut buf, 7).finish();
+        assert_eq!(n, HEADER_LEN);
+        let (h, p) = SyncHeader::parse(&buf).unwrap();
+        assert_eq!((h.count, h.sequence), (0, 7));
+        assert_eq!(p.records().count(), 0);
+    }
+
+    #[test]
+    fn record_lengths_are_what_the_diagram_says() {
+        let v6 = |s: &str| IpAddr::V6(s.parse().unwrap());
+        let r4 = update();
+        let mut r46 = update();
+        let mut r6 = update();
+        r6.client = v6("2001:db8::7");
+        r6.vip = v6("2001:2:0:1::100");
+        if let FlowChange::Update(u) = &mut r46.change {
+            u.real = v6("2001:2:0:2::11");
+            u.method = ForwardingMethod::Tunnel;
+        }
+        if let FlowChange::Update(u) = &mut r6.change {
+            u.real = v6("2001:2:0:2::11");
+        }
+        let r6_removed = FlowRecord {
+            change: FlowChange::Removed,
+            ..r6
+        };
+        for (r, len) in [
+            (r4, 36),
+            (r46, 48),
+            (r6, 72),
+            (removed(), 16),
+            (r6_removed, 40),
+        ] {
+            assert_eq!(r.buffer_len(), len, "{r:?}");
+            let mut b = [0u8; MAX_RECORD_LEN];
+            assert_eq!(r.emit(&mut b), len);
+            assert_eq!(FlowRecord::parse(&b[..len]), Ok((r, len)));
+        }
+    }
+
+    #[test]
+    fn truncated_anywhere() {
+        for len in 0..HEADER_LEN {
+            assert_eq!(
+                SyncHeader::parse(&MESSAGE[..len]).unwrap_err(),
+                Refused::Truncated,
+                "{len}"
+            );
+        }
+        for len in HEADER_LEN..MESSAGE.len() {
+            assert_eq!(
+                SyncHeader::parse(&MESSAGE[..len]).unwrap_err(),
+                Refused::Truncated,
+                "{len}"
+            );
+            // The length field cut to match: the records run short.
+            let mut m = MESSAGE[..len].to_vec();
+            m[9] = u8::try_from(len).unwrap();
+            let (_, p) = SyncHeader::parse(&m).unwrap();
+            let last = p.records().last().unwrap();
+            assert_eq!(last, Err(Refused::Truncated), "{len}");
+        }
+    }
+
+    #[test]
+    fn refused_headers_say_why() {
+        let with = |at: usize, v: u8| {
+            let mut m = MESSAGE;
+            m[at] = v;
+            SyncHeader::parse(&m).map(|_| ())
+        };
+        assert_eq!(with(0, b'X'), Err(Refused::BadMagic));
+        assert_eq!(with(4, 2), Err(Refused::BadVersion));
+        assert_eq!(with(5, 9), Err(Refused::UnknownType));
+        assert_eq!(with(9, 15), Err(Refused::BadLength));
+        assert_eq!(with(9, 69), Err(Refused::Truncated));
+        // Trailing bytes past the length field are not the message's.
+        let mut long = MESSAGE.to_vec();
+        long.extend_from_slice(&[0xee; 5]);
+        let (_, p) = SyncHeader::parse(&long).unwrap();
+        assert_eq!(p.records().filter(|r| r.is_ok()).count(), 2);
+    }
+
+    #[test]
+    fn a_count_that_disagrees_ends_the_batch() {
+        let mut m = MESSAGE;
+        m[7] = 1; // one record, 32 bytes left over
+        let (_, p) = SyncHeader::parse(&m).unwrap();
+        let r: Vec<_> = p.records().collect();
+        assert_eq!(r, vec![Ok(update()), Err(Refused::BadLength)]);
+        m[7] = 3; // three, two there
+        let (_, p) = SyncHeader::parse(&m).unwrap();
+        let r: Vec<_> = p.records().collect();
+        assert_eq!(
+            r,
+            vec![Ok(update()), Ok(removed()), Err(Refused::Truncated)]
+        );
+    }
+
+    #[test]
+    fn bad_fields_end_the_batch_where_they_are() {
+        // Offsets into the first record (16 bytes into the message).
+        let cases: &[(usize, u8, Refused)] = &[
+            (0, 3, Refused::BadRecord),     // op
+            (1, 37, Refused::BadLength),    // record length
+            (2, 5, Refused::BadRecord),     // family
+            (3, 1, Refused::BadRecord),     // protocol (ICMP)
+            (3, 17, Refused::BadRecord),    // UDP in established
+            (16, 5, Refused::BadRecord),    // real family
+            (16, 6, Refused::BadLength),    // real IPv6: 48 bytes, not 36
+            (17, 0, Refused::BadRecord),    // method
+            (17, 4, Refused::BadRecord),    // method
+            (20, 5, Refused::BadRecord),    // state: template
+            (21, 3, Refused::BadRecord),    // trust
+            (22, 2, Refused::BadRecord),    // proxy flags without "proxied"
+            (22, 0x11, Refused::BadRecord), // an unknown proxy flag
+            (23, 1, Refused::BadRecord),    // a scale while not proxied
+            (27, 1, Refused::BadRecord),    // a seq offset while not proxied
+        ];
+        for &(at, v, why) in cases {
+            let mut m = MESSAGE;
+            m[HEADER_LEN + at] = v;
+            let (_, p) = SyncHeader::parse(&m).unwrap();
+            let r: Vec<_> = p.records().collect();
+            assert_eq!(r, vec![Err(why)], "byte {at} = {v}");
+        }
+    }
+
+    #[test]
+    fn inconsistent_records_are_refused() {
+        let mut buf = [0u8; MAX_RECORD_LEN];
+        let mut check = |r: FlowRecord| {
+            let n = r.emit(&mut buf);
+            assert_eq!(
+                FlowRecord::parse(&buf[..n]),
+                Err(Refused::BadRecord),
+                "{r:?}"
+            );
+        };
+        let with = |f: &dyn Fn(&mut FlowUpdate)| {
+            let mut r = update();
+            if let FlowChange::Update(u) = &mut r.change {
+                f(u);
+            }
+            r
+        };
+        // 6in4, and an IPv6 real under NAT.
+        let mut r = update();
+        r.client = "2001:db8::7".parse().unwrap();
+        r.vip = "2001:2:0:1::100".parse().unwrap();
+        check(r);
+        check(with(&|u| u.real = "2001:2:0:2::11".parse().unwrap()));
+        // The SYN proxy on DR, with a scale above 14, a real's scale alone.
+        let proxy = ProxyState {
+            seq_offset: 1,
+            ts_offset: None,
+            client_wscale: Some(7),
+            real_wscale: None,
+        };
+        check(with(&|u| {
+            u.proxy = Some(proxy);
+            u.method = ForwardingMethod::DirectRoute;
+        }));
+        check(with(&|u| {
+            u.proxy = Some(ProxyState {
+                client_wscale: Some(15),
+                ..proxy
+            })
+        }));
+        check(with(&|u| {
+            u.proxy = Some(ProxyState {
+                client_wscale: None,
+                real_wscale: Some(3),
+                ..proxy
+            })
+        }));
+        // UDP outside Datagram.
+        let mut r = update();
+        r.proto = 17;
+        check(r);
+    }
+
+    #[test]
+    fn a_full_message_takes_no_more() {
+        let mut buf = [0u8; 2 * MAX_MESSAGE_LEN];
+        let mut w = MessageWriter::new(&mut buf, 1);
+        let mut n = 0;
+        while w.push(&update()) {
+            n += 1;
+        }
+        assert_eq!(n, (MAX_MESSAGE_LEN - HEADER_LEN) / 36);
+        let len = w.finish();
+        assert!(len <= MAX_MESSAGE_LEN);
+        let (h, p) = SyncHeader::parse(&buf[..len]).unwrap();
+        assert_eq!(usize::from(h.count), n);
+        assert!(p.records().all(|r| r == Ok(update())));
+    }
+
+    fn arb_ip(v6: bool) -> BoxedStrategy<IpAddr> {
+        if v6 {
+            any::<u128>().prop_map(|a| IpAddr::V6(a.into())).boxed()
+        } else {
+            any::<u32>().prop_map(|a| IpAddr::V4(a.into())).boxed()
+        }
+    }
+
+    fn arb_record() -> impl Strategy<Value = FlowRecord> {
+        let shape = (
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            0..3usize,
+        );
+        shape.prop_flat_map(|(v6, real6, udp, remove, method)| {
+            let method = [
+                ForwardingMethod::Nat,
+                ForwardingMethod::Tunnel,
+                ForwardingMethod::DirectRoute,
+            ][method];
+            // 4in6 under tun only; never 6in4.
+            let real_v6 = v6 || (real6 && method == ForwardingMethod::Tunnel);
+            (
+                arb_ip(v6),
+                arb_ip(v6),
+                arb_ip(real_v6),
+                any::<(u16, u16, u16)>(),
+                0..4u8,
+                0..3usize,
+                any::<bool>(),
+                any::<(u32, Option<u32>, Option<u8>, Option<u8>)>(),
+            )
+                .prop_map(
+                    move |(client, vip, real, ports, state, trust, proxied, px)| {
+                        let state = if udp {
+                            FlowState::Datagram
+                        } else {
+                            state_of(state).unwrap()
+                        };
+                        let can_proxy =
+                            !udp && !v6 && real.is_ipv4() && method == ForwardingMethod::Nat;
+                        let proxy = (proxied && can_proxy).then(|| {
+                            let cw = px.2.map(|w| w % 15);
+                            ProxyState {
+                                seq_offset: px.0,
+                                ts_offset: px.1,
+                                client_wscale: cw,
+                                real_wscale: cw.and(px.3.map(|w| w % 15)),
+                            }
+                        });
+                        FlowRecord {
+                            proto: if udp { 17 } else { 6 },
+                            client,
+                            client_port: ports.0,
+                            vip,
+                            vip_port: ports.1,
+                            change: if remove {
+                                FlowChange::Removed
+                            } else {
+                                FlowChange::Update(FlowUpdate {
+                                    real,
+                                    real_port: ports.2,
+                                    method,
+                                    state,
+                                    trust: Trust::ALL[trust],
+                                    proxy,
+                                })
+                            },
+                        }
+                    },
+                )
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            if let Ok((_, p)) = SyncHeader::parse(&bytes) {
+                let mut n = 0;
+                for r in p.records() {
+                    n += 1;
+                    if let Ok(r) = r {
+                        prop_assert!(r.is_consistent());
+                    }
+                }
+                prop_assert!(n <= usize::from(p.count()) + 1);
+            }
+            // Records straight from the bytes, past a good header.
+            let mut m = MESSAGE[..HEADER_LEN].to_vec();
+            m.extend_from_slice(&bytes);
+            let len = u16::try_from(m.len()).unwrap();
+            m[8..10].copy_from_slice(&len.to_be_bytes());
+            m[6..8].copy_from_slice(&[0, 20]);
+            let (_, p) = SyncHeader::parse(&m).unwrap();
+            let mut at = 0;
+            for r in p.records() {
+                match r {
+                    Ok(r) => {
+                        let n = r.buffer_len();
+                        let mut b = [0u8; MAX_RECORD_LEN];
+                        r.emit(&mut b);
+                        prop_assert_eq!(&b[..n], &bytes[at..at + n], "re-emitted as read");
+                        at += n;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+
+        #[test]
+        fn records_roundtrip(records in proptest::collection::vec(arb_record(), 0..40), seq in any::<u32>()) {
+            let mut buf = [0u8; MAX_MESSAGE_LEN];
+            let mut w = MessageWriter::new(&mut buf, seq);
+            let mut sent = Vec::new();
+            for r in &records {
+                prop_assert!(r.is_consistent(), "{:?}", r);
+                if w.push(r) {
+                    sent.push(*r);
+                }
+            }
+            let n = w.finish();
+            let (h, p) = SyncHeader::parse(&buf[..n]).unwrap();
+            prop_assert_eq!(h.sequence, seq);
+            let got: Vec<_> = p.records().collect::<core::result::Result<_, _>>().unwrap();
+            prop_assert_eq!(got, sent);
+        }
+    }
+}
