@@ -1918,7 +1918,7 @@ fn sync_parses_with_defaults_and_shows_in_the_summary() {
     assert!(c
         .summary()
         .contains("sync: backup with peer 192.0.2.1:8848, listen 0.0.0.0:8848, every 200ms"));
-    assert!(Config::parse(&MINIMAL).unwrap().sync.is_none());
+    assert!(Config::parse(MINIMAL).unwrap().sync.is_none());
 }
 
 #[test]

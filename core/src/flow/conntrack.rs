@@ -94,14 +94,14 @@ pub struct ReplyTarget<A: FlowAddr = Ipv4Addr> {
 
 /// One worker's flows and their bookkeeping. Owned by the worker.
 pub struct Conntrack<A: FlowAddr = Ipv4Addr> {
-    table: FlowTable<A>,
+    pub(super) table: FlowTable<A>,
     /// Active (non-template) flows per real id.
     active: Vec<u32>,
-    stats: Arc<WorkerStats>,
+    pub(super) stats: Arc<WorkerStats>,
     /// Flows the last sweep removed (reused, so sweeping does not allocate).
     ended: Vec<Flow<A>>,
     /// Flows per client address, in seeded hashed buckets.
-    sources: Vec<u32>,
+    pub(super) sources: Vec<u32>,
     source_limit: u32,
     /// SYN proxy: the SYN-pressure hysteresis (`syn_pressure`).
     pressure: Pressure,
@@ -171,7 +171,7 @@ impl<A: FlowAddr> Conntrack<A> {
     }
 
     #[inline]
-    fn source_bucket(&self, client: A) -> usize {
+    pub(super) fn source_bucket(&self, client: A) -> usize {
         let h = self.table.seed().flow(0, client, 0, A::UNSPECIFIED, 0);
         (h as usize) & (self.sources.len() - 1)
     }
@@ -179,7 +179,7 @@ impl<A: FlowAddr> Conntrack<A> {
     /// Keeps entry `e`'s class equal to what its flow has earned, after
     /// its flow changed from class `before`.
     #[inline]
-    fn reclass(&mut self, e: u32, before: Trust, now: u32) {
+    pub(super) fn reclass(&mut self, e: u32, before: Trust, now: u32) {
         let after = self.table.get(e).trust();
         if after != before {
             self.table.set_trust(e, after, now);
@@ -555,7 +555,7 @@ impl<A: FlowAddr> Conntrack<A> {
     }
 
     /// Removes entry `e`, whatever ends it.
-    fn end(&mut self, e: u32, now: u32) {
+    pub(super) fn end(&mut self, e: u32, now: u32) {
         let f = self.table.remove(e);
         if !f.is_template() {
             self.flow_ended(&f, now);
@@ -578,7 +578,7 @@ impl<A: FlowAddr> Conntrack<A> {
         }
     }
 
-    fn count_active(&mut self, real_id: u32, add: bool) {
+    pub(super) fn count_active(&mut self, real_id: u32, add: bool) {
         let a = &mut self.active[real_id as usize % MAX_REALS];
         *a = if add { *a + 1 } else { a.saturating_sub(1) };
         self.stats.real(real_id).active.set(u64::from(*a));
@@ -940,6 +940,6 @@ impl<A: FlowAddr> Conntrack<A> {
 /// real of the other family (an IPv4 service's IPv6 real, 4in6), which the
 /// pipeline finds in the snapshot by the real's id.
 #[inline(always)]
-fn real_addr<A: FlowAddr>(address: impl Into<IpAddr>) -> A {
+pub(super) fn real_addr<A: FlowAddr>(address: impl Into<IpAddr>) -> A {
     A::from_ip(address.into()).unwrap_or(A::UNSPECIFIED)
 }

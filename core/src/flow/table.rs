@@ -91,6 +91,12 @@ const SEEN_REAL: u8 = 2;
 const CONFIRMED: u8 = 4;
 const REPEATED: u8 = 8;
 const SAW_SYN: u8 = 16;
+/// Installed by connection sync, and no packet seen here since: sync may
+/// update or remove it (`flow/sync.rs`). The first packet makes it ours.
+pub(super) const SYNCED: u8 = 32;
+/// The sync peer held it at least one-way: `OneWay` here while
+/// established (or a datagram flow), until packets here confirm it.
+pub(super) const VOUCHED: u8 = 64;
 
 /// How far behind what the real sent a client's ACK may be and still
 /// confirm a NAT flow.
@@ -134,8 +140,9 @@ pub struct Flow<A: FlowAddr = Ipv4Addr> {
     /// that side's next sequence number is known; UDP: the real answered),
     /// `CONFIRMED` (NAT: the client acknowledged the real's SYN),
     /// `REPEATED` (UDP: the client sent again), `SAW_SYN` (TCP: the flow
-    /// began with the client's SYN, not mid-stream).
-    seq_known: u8,
+    /// began with the client's SYN, not mid-stream), `SYNCED` and
+    /// `VOUCHED` (connection sync).
+    pub(super) seq_known: u8,
     /// SYN proxy: its `PROXY_*` flags; 0 for every flow it did not answer
     /// the handshake of (the one byte the fast path tests).
     pub(super) proxy: u8,
@@ -234,6 +241,7 @@ impl<A: FlowAddr> Flow<A> {
     /// initial sequence number guesses once in 65,536 tries.
     #[inline]
     pub fn on_segment(&mut self, seg: Segment, from_client: bool) {
+        self.seq_known &= !SYNCED;
         let bit = if from_client { SEEN_CLIENT } else { SEEN_REAL };
         let next = if from_client {
             &mut self.client_next
@@ -279,7 +287,7 @@ impl<A: FlowAddr> Flow<A> {
     /// Records that the real answered (NAT UDP: evidence from both ends).
     #[inline]
     pub fn heard_from_real(&mut self) {
-        self.seq_known |= SEEN_REAL;
+        self.seq_known = (self.seq_known | SEEN_REAL) & !SYNCED;
     }
 
     /// The class this flow's entry belongs in, from what was seen of it:
@@ -290,12 +298,20 @@ impl<A: FlowAddr> Flow<A> {
     ///   client seen (TUN, DR), `Unconfirmed` otherwise (a SYN, an unverified ACK, a
     ///   Maglev pick-up mid-stream, a closing flow);
     /// - UDP: `OneWay` once NAT saw the real answer, or TUN and DR saw a
-    ///   second packet (`repeated`), else `Unconfirmed`.
+    ///   second packet (`repeated`), else `Unconfirmed`;
+    /// - a synced flow the peer held at least one-way (`VOUCHED`):
+    ///   `OneWay` while established or a datagram flow, unless confirmed
+    ///   here since. The peer's word is evidence from elsewhere, not a
+    ///   handshake seen here: it outranks a spoofed SYN, never a
+    ///   confirmed local flow.
     #[inline]
     pub fn trust(&self) -> Trust {
         match self.state {
             FlowState::Template if self.children > 0 => Trust::Confirmed,
             FlowState::Established if self.seq_known & CONFIRMED != 0 => Trust::Confirmed,
+            FlowState::Established | FlowState::Datagram if self.seq_known & VOUCHED != 0 => {
+                Trust::OneWay
+            }
             FlowState::Established
                 if self.method != ForwardingMethod::Nat && self.seq_known & SAW_SYN != 0 =>
             {
@@ -316,7 +332,7 @@ impl<A: FlowAddr> Flow<A> {
     /// Records that the client sent more than one packet (UDP trust).
     #[inline]
     pub fn repeated(&mut self) {
-        self.seq_known |= REPEATED;
+        self.seq_known = (self.seq_known | REPEATED) & !SYNCED;
     }
 
     /// Points a persistence template at another real.

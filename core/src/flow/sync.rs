@@ -1,0 +1,263 @@
+//! Where a synced flow enters a worker's table, and what a flow tells the
+//! peer (connection sync, `crate::sync`).
+//!
+//! Install policy, in the owning worker between bursts:
+//! - The record names its service by (protocol, VIP, port) and its real by
+//!   (address, port, method); neither found here: refused
+//!   (`unknown_service`, `unknown_real`). The local ids are used from
+//!   then on.
+//! - A synced entry is `SYNCED` until a packet of it is seen here; only
+//!   then may sync update or remove it. A tuple the worker forwarded
+//!   packets of is its own: refused (`local_flow`). An expired entry
+//!   counts as none.
+//! - It takes a free entry or nothing: a synced flow never evicts (full:
+//!   `table_full`). A local flow may evict a synced one like any other of
+//!   its class, so sync can never make the worker refuse its own traffic.
+//! - Its class: `OneWay` when the peer held it at least one-way and it is
+//!   established (or a datagram flow), else `Unconfirmed`; packets here
+//!   confirm it as any flow (a NAT flow by the real's data and the
+//!   client's ACK of it).
+//! - Sequence tracking starts unknown (the peer does not send every
+//!   segment), so the first segment from each side sets it, as for a flow
+//!   picked up mid-stream; the SYN proxy's offsets, fixed once the real
+//!   answered, come with the record, so the translation is the same.
+//! - It counts in its real's active flows and its client's source bucket,
+//!   like a flow created here; it is not `flows_created` (nothing was
+//!   scheduled).
+//!
+//! Not synced: persistence templates (a client's next connection after a
+//! takeover is scheduled afresh), and proxied flows still waiting for
+//! their real's SYN-ACK (no translation exists yet).
+
+use std::net::IpAddr;
+
+use lb_config::ForwardingMethod;
+
+use super::conntrack::{real_addr, Conntrack};
+use super::hash::FlowAddr;
+use super::synproxy::{PROXY_CLIENT_WS, PROXY_ON, PROXY_REAL_WS, PROXY_TS};
+use super::table::{SYNCED, VOUCHED};
+use super::{Flow, FlowKey, FlowState, NewFlow, Trust};
+use crate::snapshot::Snapshot;
+use crate::sync::{FlowChange, FlowRecord, FlowUpdate, ProxyState, Refused};
+
+/// What installing a record did (each counted in `WorkerStats::sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Installed {
+    /// A new entry (`flows_installed`).
+    Created,
+    /// A synced entry brought up to date (`flows_updated`).
+    Updated,
+    /// A synced entry removed (`flows_removed`).
+    Removed,
+    /// A removal of a flow this table does not hold: nothing to do
+    /// (not counted; its creation may have been refused or lost).
+    Absent,
+}
+
+impl<A: FlowAddr> Conntrack<A> {
+    /// Installs, updates or removes the flow `rec` describes, resolving its
+    /// service and real in `snap`; counts the outcome in the worker's
+    /// sync counters. See the module docs for the policy.
+    pub fn sync_install(
+        &mut self,
+        snap: &Snapshot,
+        rec: &FlowRecord,
+        now: u32,
+    ) -> Result<Installed, Refused> {
+        let r = self.sync_apply(snap, rec, now);
+        let c = &self.stats.sync;
+        match r {
+            Ok(Installed::Created) => c.flows_installed.incr(),
+            Ok(Installed::Updated) => c.flows_updated.incr(),
+            Ok(Installed::Removed) => c.flows_removed.incr(),
+            Ok(Installed::Absent) => {}
+            Err(why) => c.refuse(why),
+        }
+        r
+    }
+
+    fn sync_apply(
+        &mut self,
+        snap: &Snapshot,
+        rec: &FlowRecord,
+        now: u32,
+    ) -> Result<Installed, Refused> {
+        let (Some(client), Some(vip)) = (A::from_ip(rec.client), A::from_ip(rec.vip)) else {
+            return Err(Refused::BadRecord);
+        };
+        if !rec.is_consistent() {
+            return Err(Refused::BadRecord);
+        }
+        let key = FlowKey {
+            proto: rec.proto,
+            client,
+            client_port: rec.client_port,
+            vip,
+            vip_port: rec.vip_port,
+        };
+        let mut existing = self.table.lookup(&key, self.table.key_hash(&key));
+        if let Some(e) = existing {
+            if self.table.get(e).expired(now, &snap.timeouts) {
+                self.end(e, now);
+                existing = None;
+            } else if self.table.get(e).seq_known & SYNCED == 0 {
+                return Err(Refused::LocalFlow);
+            }
+        }
+        let u = match rec.change {
+            FlowChange::Removed => {
+                return Ok(match existing {
+                    Some(e) => {
+                        self.end(e, now);
+                        Installed::Removed
+                    }
+                    None => Installed::Absent,
+                });
+            }
+            FlowChange::Update(u) => u,
+        };
+        let service = match rec.vip {
+            IpAddr::V4(v) => snap.service_for(rec.proto, v, rec.vip_port),
+            IpAddr::V6(v) => snap.service_for6(rec.proto, v, rec.vip_port),
+        }
+        .ok_or(Refused::UnknownService)?;
+        let svc = &snap.services[service];
+        let real = svc
+            .reals
+            .iter()
+            .find(|r| r.address == u.real && r.port == u.real_port && r.method == u.method)
+            .ok_or(Refused::UnknownReal)?;
+        let (real_id, service_id) = (real.id, svc.id);
+        if let Some(e) = existing {
+            if self.table.get(e).real_id == real_id {
+                let before = self.table.trust(e);
+                let f = self.table.get_mut(e);
+                set_synced(f, &u, now);
+                self.reclass(e, before, now);
+                return Ok(Installed::Updated);
+            }
+            // The tuple went to another real on the peer: a new connection
+            // on it. The old entry goes.
+            self.end(e, now);
+        }
+        if self.table.is_full() {
+            return Err(Refused::TableFull);
+        }
+        let spec = NewFlow {
+            key,
+            real: real_addr(u.real),
+            real_port: u.real_port,
+            real_id,
+            service_id,
+            method: u.method,
+            state: u.state,
+            trust: Trust::Unconfirmed,
+            index_reply: u.method == ForwardingMethod::Nat,
+            now,
+        };
+        let e = self.table.insert(&spec).map_err(|_| Refused::TableFull)?;
+        set_synced(self.table.get_mut(e), &u, now);
+        self.reclass(e, Trust::Unconfirmed, now);
+        let b = self.source_bucket(client);
+        self.sources[b] += 1;
+        self.count_active(real_id, true);
+        self.stats
+            .flow_gauges(A::FAMILY)
+            .0
+            .set(self.table.len() as u64);
+        Ok(Installed::Created)
+    }
+}
+
+/// Makes `f` what `u` says, as a synced entry no packet has been seen of.
+fn set_synced<A: FlowAddr>(f: &mut Flow<A>, u: &FlowUpdate, now: u32) {
+    f.set_state(u.state);
+    f.last_seen = now;
+    let vouched =
+        u.trust >= Trust::OneWay && matches!(u.state, FlowState::Established | FlowState::Datagram);
+    f.seq_known = SYNCED | if vouched { VOUCHED } else { 0 };
+    match u.proxy {
+        None => {
+            f.proxy = 0;
+            f.proxy_wscale = 0;
+            f.proxy_seq = 0;
+            f.proxy_ts = 0;
+        }
+        Some(p) => {
+            let mut flags = PROXY_ON;
+            if p.ts_offset.is_some() {
+                flags |= PROXY_TS;
+            }
+            if p.client_wscale.is_some() {
+                flags |= PROXY_CLIENT_WS;
+            }
+            if p.real_wscale.is_some() {
+                flags |= PROXY_REAL_WS;
+            }
+            f.proxy = flags;
+            f.proxy_wscale = (p.client_wscale.unwrap_or(0) << 4) | p.real_wscale.unwrap_or(0);
+            f.proxy_seq = p.seq_offset;
+            f.proxy_ts = p.ts_offset.unwrap_or(0);
+        }
+    }
+    f.proxy_window = 0;
+}
+
+impl<A: FlowAddr> Flow<A> {
+    /// The record that tells the peer how this flow stands, or None for
+    /// what is not synced: a persistence template, a proxied flow still
+    /// waiting for its real, a flow whose real `snap` no longer has.
+    /// `snap` gives the address of a 4in6 real, which the flow does not
+    /// hold.
+    pub fn sync_update(&self, snap: &Snapshot) -> Option<FlowRecord> {
+        if self.is_template() || self.is_proxy_waiting() || !snap.real_present(self.real_id) {
+            return None;
+        }
+        let real = if self.real() == A::UNSPECIFIED {
+            IpAddr::V6(snap.tunnel6_real(self.real_id)?)
+        } else {
+            self.real().to_ip()
+        };
+        let proxy = self.is_proxied().then(|| ProxyState {
+            seq_offset: self.proxy_seq,
+            ts_offset: (self.proxy & PROXY_TS != 0).then_some(self.proxy_ts),
+            client_wscale: (self.proxy & PROXY_CLIENT_WS != 0).then_some(self.proxy_wscale >> 4),
+            real_wscale: (self.proxy & PROXY_REAL_WS != 0).then_some(self.proxy_wscale & 0xf),
+        });
+        Some(self.record(FlowChange::Update(FlowUpdate {
+            real,
+            real_port: self.real_port(),
+            method: self.method,
+            state: self.state(),
+            trust: self.trust(),
+            proxy,
+        })))
+    }
+
+    /// The record that tells the peer this flow ended (None for a
+    /// template).
+    pub fn sync_removed(&self) -> Option<FlowRecord> {
+        (!self.is_template()).then(|| self.record(FlowChange::Removed))
+    }
+
+    /// Whether sync installed this entry and no packet of it was seen
+    /// here since.
+    pub fn is_synced(&self) -> bool {
+        self.seq_known & SYNCED != 0
+    }
+
+    fn record(&self, change: FlowChange) -> FlowRecord {
+        FlowRecord {
+            proto: self.key().proto,
+            client: self.client().to_ip(),
+            client_port: self.client_port(),
+            vip: self.vip().to_ip(),
+            vip_port: self.vip_port(),
+            change,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

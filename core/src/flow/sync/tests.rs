@@ -1,0 +1,534 @@
+//! Installing synced flows: resolution by the agreed identity, the policy
+//! towards local flows and a full table, classes, counts, and that a
+//! synced flow carries on with the same real and translation.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use lb_config::{Config, ForwardingMethod};
+
+use super::*;
+use crate::flow::{Segment, Target};
+use crate::scheduler::Schedulers;
+use crate::snapshot::{Ids, Snapshot};
+use crate::stats::WorkerStats;
+use crate::wire::TcpFlags;
+
+const CONFIG: &str = r#"
+[workers]
+lcores = [1]
+[[ports]]
+name = "wan"
+device = "net_null0"
+address = "198.18.0.2/24"
+address6 = "2001:2::2/64"
+[[services]]
+name = "web"
+vip = "198.18.1.100"
+port = 80
+[[services.reals]]
+address = "198.18.0.11"
+port = 8080
+[[services.reals]]
+address = "198.18.0.12"
+port = 8080
+[[services]]
+name = "dns"
+vip = "198.18.1.100"
+port = 53
+protocol = "udp"
+forwarding = "dr"
+[[services.reals]]
+address = "198.18.0.13"
+[[services]]
+name = "tunnelled"
+vip = "198.18.1.101"
+port = 80
+forwarding = "tun"
+[[services.reals]]
+address = "2001:2::21"
+[[services]]
+name = "web6"
+vip = "2001:2:0:1::100"
+port = 80
+[[services.reals]]
+address = "2001:2::11"
+"#;
+
+/// The backup's snapshot (ids taken in another order than the primary's
+/// would be: only addresses and ports are agreed).
+fn snapshot(text: &str) -> Snapshot {
+    let config = Config::parse(text).expect("valid");
+    let mut ids = Ids::default();
+    // Another config first, so that this one's ids are not 0, 1, ...
+    let other = Config::parse(&text.replace("198.18.0.12", "198.18.0.99")).unwrap();
+    Snapshot::compile(&other, &[], 1, &mut ids, |_, _, _| true).unwrap();
+    Snapshot::compile(&config, &[], 2, &mut ids, |_, _, _| true).unwrap()
+}
+
+fn conntrack<A: FlowAddr>(capacity: usize) -> Conntrack<A> {
+    Conntrack::new(capacity, 64, Arc::new(WorkerStats::default()))
+}
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 100);
+const REAL: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 12);
+
+fn update(port: u16, state: FlowState, trust: Trust) -> FlowRecord {
+    FlowRecord {
+        proto: 6,
+        client: CLIENT.into(),
+        client_port: port,
+        vip: VIP.into(),
+        vip_port: 80,
+        change: FlowChange::Update(FlowUpdate {
+            real: REAL.into(),
+            real_port: 8080,
+            method: ForwardingMethod::Nat,
+            state,
+            trust,
+            proxy: None,
+        }),
+    }
+}
+
+fn established(port: u16) -> FlowRecord {
+    update(port, FlowState::Established, Trust::Confirmed)
+}
+
+fn removed(port: u16) -> FlowRecord {
+    FlowRecord {
+        change: FlowChange::Removed,
+        ..established(port)
+    }
+}
+
+fn key(port: u16) -> FlowKey {
+    FlowKey {
+        proto: 6,
+        client: CLIENT,
+        client_port: port,
+        vip: VIP,
+        vip_port: 80,
+    }
+}
+
+fn real_id(snap: &Snapshot, addr: IpAddr) -> u32 {
+    snap.services
+        .iter()
+        .flat_map(|s| &s.reals)
+        .find(|r| r.address == addr)
+        .unwrap()
+        .id
+}
+
+fn seg(flags: TcpFlags, seq: u32, ack: u32) -> Option<Segment> {
+    Some(Segment {
+        flags,
+        seq,
+        ack,
+        len: 0,
+    })
+}
+
+fn client_packet(
+    ct: &mut Conntrack,
+    snap: &Snapshot,
+    port: u16,
+    tcp: Option<Segment>,
+    now: u32,
+) -> Result<Target, crate::stats::DropReason> {
+    let mut schedulers = Schedulers::default();
+    schedulers.adopt(snap);
+    let k = key(port);
+    let h = ct.table().key_hash(&k);
+    let service = snap.service_for(6, VIP, 80).unwrap();
+    ct.lookup_or_create(snap, service, &k, h, tcp, now, &mut schedulers)
+}
+
+#[test]
+fn an_established_nat_flow_continues_on_the_same_real_with_local_ids() {
+    let snap = snapshot(CONFIG);
+    let mut ct = conntrack::<Ipv4Addr>(64);
+    assert_eq!(
+        ct.sync_install(&snap, &established(40000), 0),
+        Ok(Installed::Created)
+    );
+    let f = ct.find(&key(40000)).expect("installed");
+    let id = real_id(&snap, REAL.into());
+    assert_eq!((f.real(), f.real_port(), f.real_id), (REAL, 8080, id));
+    assert_eq!(f.method, ForwardingMethod::Nat);
+    assert_eq!(f.state(), FlowState::Established);
+    assert!(f.is_synced());
+    assert_eq!(f.trust(), Trust::OneWay, "vouched for, not seen here");
+    ct.table().audit().unwrap();
+    // The reply key is indexed: the real's packets find it.
+    assert!(ct.find_reply(&f.reply_key()).is_some());
+    // Counted like a flow of its real, not as one created here.
+    assert_eq!(ct.stats.real(id).active.get(), 1);
+    assert_eq!(ct.stats.flows_created.get(), 0);
+    assert_eq!(ct.stats.sync.flows_installed.get(), 1);
+    assert_eq!(ct.stats.active_flows.get(), 1);
+
+    // A mid-stream segment after a takeover: forwarded to the same real,
+    // and the tracking starts from it.
+    let t = client_packet(&mut ct, &snap, 40000, seg(TcpFlags::ACK, 5000, 9000), 10).unwrap();
+    assert_eq!((t.real, t.real_port, t.real_id), (REAL, 8080, id));
+    let f = ct.find(&key(40000)).unwrap();
+    assert!(!f.is_synced(), "a packet here makes it ours");
+    assert_eq!(f.trust(), Trust::OneWay);
+    // The real's data and the client's ACK of it confirm it here.
+    let hash = ct.table().reply_key_hash(&f.reply_key());
+    ct.reply(
+        &snap,
+        &f.reply_key(),
+        hash,
+        seg(TcpFlags::ACK, 9000, 5000).map(|s| Segment { len: 100, ..s }),
+        11,
+    )
+    .unwrap();
+    client_packet(&mut ct, &snap, 40000, seg(TcpFlags::ACK, 5000, 9100), 12).unwrap();
+    assert_eq!(ct.find(&key(40000)).unwrap().trust(), Trust::Confirmed);
+    ct.table().audit().unwrap();
+}
+
+#[test]
+fn updates_and_removals_apply_to_synced_entries_only() {
+    let snap = snapshot(CONFIG);
+    let mut ct = conntrack::<Ipv4Addr>(64);
+    let syn = update(40000, FlowState::SynSent, Trust::Unconfirmed);
+    assert_eq!(ct.sync_install(&snap, &syn, 0), Ok(Installed::Created));
+    assert_eq!(ct.find(&key(40000)).unwrap().trust(), Trust::Unconfirmed);
+    assert_eq!(
+        ct.sync_install(&snap, &established(40000), 1),
+        Ok(Installed::Updated)
+    );
+    let f = ct.find(&key(40000)).unwrap();
+    assert_eq!(
+        (f.state(), f.trust()),
+        (FlowState::Established, Trust::OneWay)
+    );
+    ct.table().audit().unwrap();
+    let fin = update(40000, FlowState::FinWait, Trust::Unconfirmed);
+    assert_eq!(ct.sync_install(&snap, &fin, 2), Ok(Installed::Updated));
+    assert_eq!(ct.find(&key(40000)).unwrap().trust(), Trust::Unconfirmed);
+    assert_eq!(
+        ct.sync_install(&snap, &removed(40000), 3),
+        Ok(Installed::Removed)
+    );
+    assert!(ct.find(&key(40000)).is_none());
+    assert_eq!(
+        ct.sync_install(&snap, &removed(40000), 4),
+        Ok(Installed::Absent)
+    );
+    let id = real_id(&snap, REAL.into());
+    assert_eq!(ct.stats.real(id).active.get(), 0);
+    let c = &ct.stats.sync;
+    assert_eq!(
+        (
+            c.flows_installed.get(),
+            c.flows_updated.get(),
+            c.flows_removed.get()
+        ),
+        (1, 2, 1)
+    );
+    assert_eq!(c.refused_total(), 0);
+    ct.table().audit().unwrap();
+
+    // A flow this worker forwards is its own: sync neither changes nor
+    // removes it.
+    client_packet(&mut ct, &snap, 40001, seg(TcpFlags::SYN, 1, 0), 5).unwrap();
+    let before = ct.find(&key(40001)).unwrap();
+    assert_eq!(
+        ct.sync_install(&snap, &established(40001), 6),
+        Err(Refused::LocalFlow)
+    );
+    assert_eq!(
+        ct.sync_install(&snap, &removed(40001), 6),
+        Err(Refused::LocalFlow)
+    );
+    assert_eq!(ct.find(&key(40001)).unwrap(), before);
+    // Nor a synced one once a packet of it was seen.
+    ct.sync_install(&snap, &established(40002), 7).unwrap();
+    client_packet(&mut ct, &snap, 40002, seg(TcpFlags::ACK, 1, 1), 8).unwrap();
+    assert_eq!(
+        ct.sync_install(&snap, &removed(40002), 9),
+        Err(Refused::LocalFlow)
+    );
+    assert_eq!(ct.stats.sync.refused(Refused::LocalFlow), 3);
+    ct.table().audit().unwrap();
+}
+
+#[test]
+fn another_real_on_the_tuple_replaces_the_synced_entry() {
+    let snap = snapshot(CONFIG);
+    let mut ct = conntrack::<Ipv4Addr>(64);
+    ct.sync_install(&snap, &established(40000), 0).unwrap();
+    let mut other = established(40000);
+    if let FlowChange::Update(u) = &mut other.change {
+        u.real = Ipv4Addr::new(198, 18, 0, 11).into();
+    }
+    assert_eq!(ct.sync_install(&snap, &other, 1), Ok(Installed::Created));
+    let f = ct.find(&key(40000)).unwrap();
+    assert_eq!(f.real(), Ipv4Addr::new(198, 18, 0, 11));
+    assert_eq!(ct.stats.real(real_id(&snap, REAL.into())).active.get(), 0);
+    assert_eq!(ct.stats.real(f.real_id).active.get(), 1);
+    assert_eq!(ct.table().len(), 1);
+    ct.table().audit().unwrap();
+}
+
+#[test]
+fn unknown_services_and_reals_are_refused_by_reason() {
+    let snap = snapshot(CONFIG);
+    let mut ct = conntrack::<Ipv4Addr>(64);
+    let mut r = established(40000);
+    r.vip_port = 81;
+    assert_eq!(ct.sync_install(&snap, &r, 0), Err(Refused::UnknownService));
+    let with = |f: &dyn Fn(&mut FlowUpdate)| {
+        let mut r = established(40000);
+        if let FlowChange::Update(u) = &mut r.change {
+            f(u);
+        }
+        r
+    };
+    let refused = [
+        with(&|u| u.real = Ipv4Addr::new(198, 18, 0, 99).into()),
+        with(&|u| u.real_port = 8081),
+        // The same address and port by another method is another real.
+        with(&|u| u.method = ForwardingMethod::DirectRoute),
+    ];
+    for r in refused {
+        assert_eq!(
+            ct.sync_install(&snap, &r, 0),
+            Err(Refused::UnknownReal),
+            "{r:?}"
+        );
+    }
+    // The wrong family for this table, or a record no flow could be.
+    let mut r6 = established(40000);
+    r6.client = IpAddr::V6(Ipv6Addr::LOCALHOST);
+    r6.vip = "2001:2:0:1::100".parse().unwrap();
+    assert_eq!(ct.sync_install(&snap, &r6, 0), Err(Refused::BadRecord));
+    let mut udp = established(40000);
+    udp.proto = 17;
+    assert_eq!(ct.sync_install(&snap, &udp, 0), Err(Refused::BadRecord));
+    let c = &ct.stats.sync;
+    assert_eq!(c.refused(Refused::UnknownService), 1);
+    assert_eq!(c.refused(Refused::UnknownReal), 3);
+    assert_eq!(c.refused(Refused::BadRecord), 2);
+    assert!(ct.table().is_empty());
+}
+
+#[test]
+fn a_full_table_refuses_synced_flows_and_evicts_nothing_for_them() {
+    let snap = snapshot(CONFIG);
+    let mut ct = conntrack::<Ipv4Addr>(8);
+    let capacity = ct.table().capacity();
+    // Half the table the worker's own SYNs (unconfirmed), half synced.
+    for p in 0..capacity as u16 / 2 {
+        client_packet(&mut ct, &snap, 1000 + p, seg(TcpFlags::SYN, 1, 0), 0).unwrap();
+    }
+    let mut p = 40000;
+    while !ct.table().is_full() {
+        assert_eq!(
+            ct.sync_install(&snap, &established(p), 1),
+            Ok(Installed::Created)
+        );
+        p += 1;
+    }
+    let held = ct.table().entries();
+    for q in 0..1000 {
+        assert_eq!(
+            ct.sync_install(&snap, &established(50000 + q), 2),
+            Err(Refused::TableFull)
+        );
+    }
+    assert_eq!(ct.table().entries(), held, "nothing evicted, nothing grown");
+    assert_eq!(ct.table().len(), capacity);
+    assert_eq!(ct.stats.sync.refused(Refused::TableFull), 1000);
+    // An update of a synced entry needs no room.
+    let fin = update(40000, FlowState::FinWait, Trust::Unconfirmed);
+    assert_eq!(ct.sync_install(&snap, &fin, 3), Ok(Installed::Updated));
+    ct.table().audit().unwrap();
+
+    // The worker's own new flow still gets in: a full table evicts the
+    // least trusted entry, which is never a vouched synced one while an
+    // unconfirmed one is left.
+    let synced_before = ct
+        .table()
+        .entries()
+        .into_iter()
+        .filter(|&e| ct.table().get(e).trust() == Trust::OneWay)
+        .count();
+    client_packet(&mut ct, &snap, 2000, seg(TcpFlags::SYN, 1, 0), 4).unwrap();
+    let synced_after = ct
+        .table()
+        .entries()
+        .into_iter()
+        .filter(|&e| ct.table().get(e).trust() == Trust::OneWay)
+        .count();
+    assert_eq!(synced_after, synced_before);
+    ct.table().audit().unwrap();
+}
+
+#[test]
+fn udp_tun_4in6_and_ipv6_flows_install_in_their_tables() {
+    let snap = snapshot(CONFIG);
+    // UDP by DR: a datagram flow, one-way when vouched for.
+    let mut ct = conntrack::<Ipv4Addr>(64);
+    let dns = FlowRecord {
+        proto: 17,
+        vip_port: 53,
+        change: FlowChange::Update(FlowUpdate {
+            real: Ipv4Addr::new(198, 18, 0, 13).into(),
+            real_port: 53,
+            method: ForwardingMethod::DirectRoute,
+            state: FlowState::Datagram,
+            trust: Trust::OneWay,
+            proxy: None,
+        }),
+        ..established(5353)
+    };
+    assert_eq!(ct.sync_install(&snap, &dns, 0), Ok(Installed::Created));
+    let k = FlowKey {
+        proto: 17,
+        vip_port: 53,
+        ..key(5353)
+    };
+    let f = ct.find(&k).unwrap();
+    assert_eq!(f.trust(), Trust::OneWay);
+    assert!(
+        ct.find_reply(&f.reply_key()).is_none(),
+        "DR indexes no reply"
+    );
+    assert_eq!(f.sync_update(&snap), Some(dns), "and says the same back");
+
+    // 4in6: the flow holds no address for its IPv6 real; the snapshot has it.
+    let real6: Ipv6Addr = "2001:2::21".parse().unwrap();
+    let tun = FlowRecord {
+        vip: Ipv4Addr::new(198, 18, 1, 101).into(),
+        change: FlowChange::Update(FlowUpdate {
+            real: real6.into(),
+            real_port: 80,
+            method: ForwardingMethod::Tunnel,
+            state: FlowState::Established,
+            trust: Trust::OneWay,
+            proxy: None,
+        }),
+        ..established(40000)
+    };
+    assert_eq!(ct.sync_install(&snap, &tun, 0), Ok(Installed::Created));
+    let k = FlowKey {
+        vip: Ipv4Addr::new(198, 18, 1, 101),
+        ..key(40000)
+    };
+    let f = ct.find(&k).unwrap();
+    assert_eq!(f.real(), Ipv4Addr::UNSPECIFIED);
+    assert_eq!(snap.tunnel6_real(f.real_id), Some(real6));
+    assert_eq!(f.sync_update(&snap), Some(tun));
+    ct.table().audit().unwrap();
+
+    // IPv6 NAT into the IPv6 table; refused by the IPv4 one.
+    let mut ct6 = conntrack::<Ipv6Addr>(64);
+    let client6: Ipv6Addr = "2001:db8::7".parse().unwrap();
+    let nat6 = FlowRecord {
+        client: client6.into(),
+        vip: "2001:2:0:1::100".parse().unwrap(),
+        change: FlowChange::Update(FlowUpdate {
+            real: "2001:2::11".parse().unwrap(),
+            real_port: 80,
+            method: ForwardingMethod::Nat,
+            state: FlowState::Established,
+            trust: Trust::Confirmed,
+            proxy: None,
+        }),
+        ..established(40000)
+    };
+    assert_eq!(ct.sync_install(&snap, &nat6, 0), Err(Refused::BadRecord));
+    assert_eq!(ct6.sync_install(&snap, &nat6, 0), Ok(Installed::Created));
+    let f = ct6
+        .find(&FlowKey {
+            proto: 6,
+            client: client6,
+            client_port: 40000,
+            vip: "2001:2:0:1::100".parse().unwrap(),
+            vip_port: 80,
+        })
+        .unwrap();
+    assert!(ct6.find_reply(&f.reply_key()).is_some());
+    let mut back = nat6;
+    if let FlowChange::Update(u) = &mut back.change {
+        u.trust = Trust::OneWay; // its class here
+    }
+    assert_eq!(f.sync_update(&snap), Some(back));
+    assert_eq!(f.sync_removed().unwrap().change, FlowChange::Removed);
+    ct6.table().audit().unwrap();
+}
+
+#[test]
+fn a_proxied_flow_keeps_its_translation() {
+    let snap = snapshot(CONFIG);
+    let mut ct = conntrack::<Ipv4Addr>(64);
+    let proxy = ProxyState {
+        seq_offset: 0x1234_5678,
+        ts_offset: Some(777),
+        client_wscale: Some(7),
+        real_wscale: Some(9),
+    };
+    let mut r = established(40000);
+    if let FlowChange::Update(u) = &mut r.change {
+        u.proxy = Some(proxy);
+        u.trust = Trust::OneWay;
+    }
+    assert_eq!(ct.sync_install(&snap, &r, 0), Ok(Installed::Created));
+    let f = ct.find(&key(40000)).unwrap();
+    assert!(f.is_proxied() && !f.is_proxy_waiting());
+    assert_eq!(f.sync_update(&snap), Some(r), "what the peer sent, back");
+    // The translation a segment gets is the one the primary applied.
+    let to_real = f.proxy_to_real();
+    assert_eq!(to_real.ack_add, 0x1234_5678);
+    assert_eq!(to_real.tsecr_add, 777u32.wrapping_neg());
+    let to_client = f.proxy_to_client();
+    assert_eq!(to_client.seq_add, 0x1234_5678u32.wrapping_neg());
+    assert_eq!(to_client.tsval_add, 777);
+    let t = client_packet(&mut ct, &snap, 40000, seg(TcpFlags::ACK, 100, 200), 1).unwrap();
+    assert_eq!(t.proxy, crate::flow::ProxyStep::Translate);
+    assert_eq!(ct.proxy_adjust(), to_real);
+    ct.table().audit().unwrap();
+}
+
+#[test]
+fn what_is_not_synced() {
+    let snap = snapshot(CONFIG);
+    let mut ct = conntrack::<Ipv4Addr>(64);
+    client_packet(&mut ct, &snap, 40000, seg(TcpFlags::SYN, 1, 0), 0).unwrap();
+    let f = ct.find(&key(40000)).unwrap();
+    let r = f.sync_update(&snap).expect("a local flow is synced");
+    assert_eq!(
+        r.change,
+        update(40000, FlowState::SynSent, Trust::Unconfirmed)
+            .change
+            .with_real(f.real())
+    );
+    // A flow whose real a reload removed is not synced.
+    let mut ids = Ids::default();
+    let config = Config::parse(CONFIG).unwrap();
+    let first = Snapshot::compile(&config, &[], 1, &mut ids, |_, _, _| true).unwrap();
+    let mut ct = conntrack::<Ipv4Addr>(64);
+    ct.sync_install(&first, &established(40000), 0).unwrap();
+    let f = ct.find(&key(40000)).unwrap();
+    assert!(f.sync_update(&first).is_some());
+    let without = Config::parse(&CONFIG.replace("198.18.0.12", "198.18.0.14")).unwrap();
+    let reloaded = Snapshot::compile(&without, &[], 2, &mut ids, |_, _, _| true).unwrap();
+    assert!(f.sync_update(&reloaded).is_none());
+    assert!(f.sync_removed().is_some());
+}
+
+impl FlowChange {
+    fn with_real(mut self, real: Ipv4Addr) -> FlowChange {
+        if let FlowChange::Update(u) = &mut self {
+            u.real = real.into();
+        }
+        self
+    }
+}
