@@ -8,7 +8,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let name = args.next().unwrap_or_default();
     let Some(target) = Target::ALL.into_iter().find(|t| t.name() == name) else {
-        eprintln!("usage: replay pipeline|wire FILE...");
+        eprintln!("usage: replay pipeline|wire|sync FILE...");
         std::process::exit(2);
     };
     let mut bad = 0;

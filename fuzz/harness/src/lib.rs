@@ -11,6 +11,9 @@
 //!   all driven by the input ([`driver`]; IPv6 frames: [`gen6`]).
 //! - [`Target::Wire`]: the `lb_core::wire` views on arbitrary bytes
 //!   ([`wire`]).
+//! - [`Target::Sync`]: connection-sync datagrams parsed and installed into
+//!   a worker's tables beside its own flows ([`sync`], which gives its
+//!   input format).
 //!
 //! # The `pipeline` input format
 //! A 4-byte header (missing bytes read as 0), then ops to the end:
@@ -54,6 +57,7 @@ pub mod configs;
 pub mod driver;
 pub mod gen6;
 pub mod packet;
+pub mod sync;
 pub mod wire;
 
 use std::fmt;
@@ -112,16 +116,18 @@ pub const KNOWN_OPEN: &[&str] = &[];
 pub enum Target {
     Pipeline,
     Wire,
+    Sync,
 }
 
 impl Target {
-    pub const ALL: [Target; 2] = [Target::Pipeline, Target::Wire];
+    pub const ALL: [Target; 3] = [Target::Pipeline, Target::Wire, Target::Sync];
 
     /// The name of its fuzz target and of its corpus folder.
     pub fn name(self) -> &'static str {
         match self {
             Target::Pipeline => "pipeline",
             Target::Wire => "wire",
+            Target::Sync => "sync",
         }
     }
 
@@ -130,6 +136,7 @@ impl Target {
         match self {
             Target::Pipeline => driver::run(data),
             Target::Wire => wire::run(data),
+            Target::Sync => sync::run(data),
         }
     }
 

@@ -1,0 +1,241 @@
+//! The `sync` target: connection-sync datagrams, as a hostile or broken
+//! peer might send them, parsed (`lb_core::wire::sync`) and installed
+//! (`Conntrack::sync_install`) into a worker's IPv4 and IPv6 tables over
+//! the `pipeline` target's snapshots, beside flows of the worker's own.
+//!
+//! Input: a 3-byte header (missing bytes read as 0), then datagrams, each
+//! a `u16` big-endian length and that many bytes (fewer if the input
+//! ends):
+//!
+//! | bytes | meaning |
+//! |---|---|
+//! | `h0` | topology `h0 % 2`, snapshot `(h0 >> 1) % 4` ([`configs`](crate::configs)) |
+//! | `h1` | flow-table capacity per family: `4 + h1 % 61` |
+//! | `h2` | local flows first: `h2 % 8` SYNs from 198.51.100.1 to each IPv4 NAT TCP service |
+//!
+//! Invariants (`sync.*`): nothing panics; a record that parses re-emits
+//! to the very bytes it came from and is consistent; the tables never
+//! exceed their capacity and pass `audit`; the worker's own flows are
+//! untouched (sync neither changes, removes nor evicts them); every entry
+//! sync made is on a real of its service in the snapshot, with that real's
+//! address, port and method; each real's `active` gauge counts its flows;
+//! every record handed to a table is counted exactly once (installed,
+//! updated, removed, refused, or a removal of nothing).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use lb_config::{ForwardingMethod, Protocol};
+use lb_core::flow::{Conntrack, FlowAddr, FlowKey, Installed, Segment};
+use lb_core::scheduler::Schedulers;
+use lb_core::snapshot::Snapshot;
+use lb_core::stats::WorkerStats;
+use lb_core::sync::Refused;
+use lb_core::wire::sync::{SyncHeader, MAX_RECORD_LEN};
+use lb_core::wire::TcpFlags;
+
+use crate::{configs, Violations};
+
+/// The clock stands still: nothing expires, so every local flow must
+/// still be there at the end.
+const NOW: u32 = 1000;
+
+/// Runs one `sync` input.
+pub fn run(data: &[u8]) -> Violations {
+    let mut v = Violations::default();
+    let h = |i: usize| data.get(i).copied().unwrap_or(0);
+    let family = configs::family(usize::from(h(0)));
+    let snap = &family.snapshots[usize::from(h(0) >> 1) % configs::VARIANTS];
+    let capacity = 4 + usize::from(h(1)) % 61;
+    let stats = Arc::new(WorkerStats::default());
+    let mut ct4: Conntrack<Ipv4Addr> = Conntrack::new(capacity, 64, stats.clone());
+    let mut ct6: Conntrack<Ipv6Addr> = Conntrack::new(capacity, 64, stats.clone());
+    let local = local_flows(&mut ct4, snap, usize::from(h(2)) % 8);
+
+    let mut handed = 0u64;
+    let mut absent = 0u64;
+    let mut rest = data.get(3..).unwrap_or(&[]);
+    while rest.len() >= 2 {
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+        let end = (2 + len).min(rest.len());
+        let datagram = &rest[2..end];
+        rest = &rest[end..];
+        let Ok((_, p)) = SyncHeader::parse(datagram) else {
+            continue;
+        };
+        let payload = p.payload();
+        let mut at = 0;
+        for r in p.records() {
+            let Ok(r) = r else { break };
+            let n = r.buffer_len();
+            let mut out = [0u8; MAX_RECORD_LEN];
+            r.emit(&mut out);
+            if payload.get(at..at + n) != Some(&out[..n]) {
+                v.add(
+                    "sync.roundtrip",
+                    format!("{r:?} re-emitted as {:02x?}", &out[..n]),
+                );
+            }
+            at += n;
+            if !r.is_consistent() {
+                v.add("sync.consistent", format!("{r:?} parsed"));
+            }
+            handed += 1;
+            let outcome = match r.client {
+                IpAddr::V4(_) => ct4.sync_install(snap, &r, NOW),
+                IpAddr::V6(_) => ct6.sync_install(snap, &r, NOW),
+            };
+            absent += u64::from(outcome == Ok(Installed::Absent));
+        }
+        check_table(&mut v, &ct4, snap, capacity);
+        check_table(&mut v, &ct6, snap, capacity);
+    }
+
+    for (key, flow) in &local {
+        if ct4.find(key).as_ref() != Some(flow) {
+            v.add(
+                "sync.local",
+                format!("{key:?} was {flow:?}, is {:?}", ct4.find(key)),
+            );
+        }
+    }
+    check_active(&mut v, &ct4, &ct6, &stats, family);
+    let c = &stats.sync;
+    let counted = c.flows_installed.get()
+        + c.flows_updated.get()
+        + c.flows_removed.get()
+        + c.refused_total()
+        + absent;
+    if counted != handed {
+        v.add(
+            "sync.counts",
+            format!("{handed} records installed, {counted} counted"),
+        );
+    }
+    if c.refused(Refused::NotFromPeer) != 0 {
+        v.add("sync.counts", "a worker counted not_from_peer".to_string());
+    }
+    v
+}
+
+/// The worker's own flows: SYNs from one client to every IPv4 NAT TCP
+/// service, `n` source ports each.
+fn local_flows(
+    ct: &mut Conntrack<Ipv4Addr>,
+    snap: &Snapshot,
+    n: usize,
+) -> Vec<(FlowKey<Ipv4Addr>, lb_core::flow::Flow<Ipv4Addr>)> {
+    let mut schedulers = Schedulers::default();
+    schedulers.adopt(snap);
+    let mut out = Vec::new();
+    for (i, s) in snap.services.iter().enumerate() {
+        let IpAddr::V4(vip) = s.vip else { continue };
+        if s.protocol != Protocol::Tcp || s.reals.iter().any(|r| r.method != ForwardingMethod::Nat)
+        {
+            continue;
+        }
+        for p in 0..n {
+            let key = FlowKey {
+                proto: 6,
+                client: Ipv4Addr::new(198, 51, 100, 1),
+                client_port: 40000 + u16::try_from(p).unwrap_or(0),
+                vip,
+                vip_port: s.port,
+            };
+            let syn = Segment {
+                flags: TcpFlags::SYN,
+                seq: 1,
+                ack: 0,
+                len: 1,
+            };
+            let h = ct.table().key_hash(&key);
+            if ct
+                .lookup_or_create(snap, i, &key, h, Some(syn), NOW, &mut schedulers)
+                .is_ok()
+            {
+                if let Some(f) = ct.find(&key) {
+                    out.push((key, f));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn check_table<A: FlowAddr>(v: &mut Violations, ct: &Conntrack<A>, snap: &Snapshot, cap: usize) {
+    let t = ct.table();
+    if t.len() > t.capacity() || t.capacity() != cap {
+        v.add(
+            "sync.capacity",
+            format!("{} flows, capacity {} (asked {cap})", t.len(), t.capacity()),
+        );
+    }
+    if let Err(e) = t.audit() {
+        v.add("sync.audit", e);
+    }
+    for e in t.entries() {
+        let f = t.get(e);
+        if !f.is_synced() {
+            continue;
+        }
+        let Some(svc) = snap.services.iter().find(|s| s.id == f.service_id) else {
+            v.add(
+                "sync.resolved",
+                format!("{f:?}: no service {}", f.service_id),
+            );
+            continue;
+        };
+        let real = svc.reals.iter().find(|r| r.id == f.real_id);
+        let ok = real.is_some_and(|r| {
+            let addr = A::from_ip(r.address).unwrap_or(A::UNSPECIFIED);
+            r.method == f.method
+                && r.port == f.real_port()
+                && addr == f.real()
+                && svc.vip == f.vip().to_ip()
+                && svc.port == f.vip_port()
+                && lb_core::snapshot::ip_protocol(svc.protocol) == f.key().proto
+        });
+        if !ok {
+            v.add(
+                "sync.resolved",
+                format!("{f:?} on {real:?} of {}", svc.name),
+            );
+        }
+    }
+}
+
+fn check_active(
+    v: &mut Violations,
+    ct4: &Conntrack<Ipv4Addr>,
+    ct6: &Conntrack<Ipv6Addr>,
+    stats: &WorkerStats,
+    family: &configs::Family,
+) {
+    for &id in &family.real_ids {
+        let n4 = ct4
+            .table()
+            .entries()
+            .into_iter()
+            .filter(|&e| {
+                let f = ct4.table().get(e);
+                !f.is_template() && f.real_id == id
+            })
+            .count();
+        let n6 = ct6
+            .table()
+            .entries()
+            .into_iter()
+            .filter(|&e| {
+                let f = ct6.table().get(e);
+                !f.is_template() && f.real_id == id
+            })
+            .count();
+        let gauge = stats.real(id).active.get();
+        if gauge != (n4 + n6) as u64 {
+            v.add(
+                "sync.active",
+                format!("real {id}: active {gauge}, {} flows", n4 + n6),
+            );
+        }
+    }
+}
