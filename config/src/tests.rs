@@ -2030,3 +2030,29 @@ fn sync_is_restart_only() {
         assert_eq!(old.restart_required_changes(&new), vec!["sync"], "{other}");
     }
 }
+
+/// `examples/lb.toml` documents `[sync]` commented out; uncommented it is
+/// valid and means what its comments say.
+#[test]
+fn the_reference_example_is_valid_with_its_sync_section() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/lb.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut in_sync = false;
+    let uncommented: String = text
+        .lines()
+        .map(|l| {
+            in_sync = (in_sync || l == "#[sync]") && !l.is_empty();
+            if in_sync {
+                l.strip_prefix('#').unwrap_or(l)
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let c = Config::parse(&uncommented).unwrap_or_else(|e| panic!("{e}"));
+    let s = c.sync.expect("the [sync] lines");
+    assert_eq!(s.role, SyncRole::Primary);
+    assert_eq!(s.listen, "192.0.2.1:8848".parse().unwrap());
+    assert_eq!(s.interval, DEFAULT_SYNC_INTERVAL);
+}
