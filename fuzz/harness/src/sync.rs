@@ -127,7 +127,7 @@ fn local_flows(
 ) -> Vec<(FlowKey<Ipv4Addr>, lb_core::flow::Flow<Ipv4Addr>)> {
     let mut schedulers = Schedulers::default();
     schedulers.adopt(snap);
-    let mut out = Vec::new();
+    let mut keys = Vec::new();
     for (i, s) in snap.services.iter().enumerate() {
         let IpAddr::V4(vip) = s.vip else { continue };
         if s.protocol != Protocol::Tcp || s.reals.iter().any(|r| r.method != ForwardingMethod::Nat)
@@ -149,17 +149,15 @@ fn local_flows(
                 len: 1,
             };
             let h = ct.table().key_hash(&key);
-            if ct
-                .lookup_or_create(snap, i, &key, h, Some(syn), NOW, &mut schedulers)
-                .is_ok()
-            {
-                if let Some(f) = ct.find(&key) {
-                    out.push((key, f));
-                }
-            }
+            let _ = ct.lookup_or_create(snap, i, &key, h, Some(syn), NOW, &mut schedulers);
+            keys.push(key);
         }
     }
-    out
+    // Taken once they are all made: in a small table a later SYN evicts
+    // an earlier one (the worker's own business, not sync's).
+    keys.into_iter()
+        .filter_map(|k| ct.find(&k).map(|f| (k, f)))
+        .collect()
 }
 
 fn check_table<A: FlowAddr>(v: &mut Violations, ct: &Conntrack<A>, snap: &Snapshot, cap: usize) {
