@@ -31,6 +31,8 @@ pub enum RunError {
     Signals(std::io::Error),
     /// The metrics listener could not be opened.
     Metrics(std::net::SocketAddr, std::io::Error),
+    /// The configuration asks for something validated but not run yet.
+    NotYet(&'static str),
 }
 
 impl fmt::Display for RunError {
@@ -42,6 +44,7 @@ impl fmt::Display for RunError {
                 f,
                 "metrics.listen {a}: {e}; choose a free address in [metrics] listen"
             ),
+            RunError::NotYet(what) => f.write_str(what),
         }
     }
 }
@@ -256,6 +259,14 @@ impl Control {
 /// Runs the appliance with `config` (loaded from `config_path`) until
 /// SIGINT or SIGTERM, then stops it cleanly and logs the final counters.
 pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
+    // Refused before anything starts, rather than run without what the
+    // section promises: a backup that syncs nothing would lose every NAT
+    // connection at a takeover.
+    if config.sync.is_some() {
+        return Err(RunError::NotYet(
+            "sync: [sync] is validated (--check) but connection sync does not run yet; remove the section to start",
+        ));
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(RunError::Signals)?;
