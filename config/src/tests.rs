@@ -2053,6 +2053,6 @@ fn the_reference_example_is_valid_with_its_sync_section() {
     let c = Config::parse(&uncommented).unwrap_or_else(|e| panic!("{e}"));
     let s = c.sync.expect("the [sync] lines");
     assert_eq!(s.role, SyncRole::Primary);
-    assert_eq!(s.listen, "192.0.2.1:8848".parse().unwrap());
+    assert_eq!(s.listen, "198.18.9.1:8848".parse().unwrap());
     assert_eq!(s.interval, DEFAULT_SYNC_INTERVAL);
 }
