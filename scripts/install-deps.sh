@@ -12,12 +12,13 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Debian packages: DPDK 22.11 and what bindgen needs, and what the demo
-# and the lab use (network namespaces, tc-BPF, curl, Python's HTTP server).
+# and the lab use (network namespaces, tc-BPF, curl, Python's HTTP server,
+# BIRD 2 for the scale-out lab's BGP).
 packages=(
     build-essential pkg-config clang libclang-dev
     libdpdk-dev dpdk dpdk-dev
     iproute2 iputils-ping iputils-arping ethtool procps libbpf-dev linux-libc-dev
-    python3 curl ca-certificates
+    python3 curl ca-certificates bird2
 )
 # With --test (scripts/test.sh): what only the tests use: dissectors and
 # scapy for golden packets, Prometheus and its client for the monitoring
@@ -41,6 +42,19 @@ if [ "${#missing[@]}" -gt 0 ]; then
     if printf '%s\n' "${missing[@]}" | grep -qx prometheus && [ -d /run/systemd/system ]; then
         systemctl disable --now prometheus >/dev/null 2>&1 || true
         log "stopped and disabled the packaged prometheus service (the tests start their own)"
+    fi
+    # Likewise BIRD: the lab runs its own BIRDs (own config, control socket
+    # and PID in the lab's state folder); the packaged one must not run.
+    # Without systemd, the package's init script started it: stop that one
+    # through its own script.
+    if printf '%s\n' "${missing[@]}" | grep -qx bird2; then
+        if [ -d /run/systemd/system ]; then
+            systemctl disable --now bird >/dev/null 2>&1 || true
+        elif [ -x /etc/init.d/bird ]; then
+            /etc/init.d/bird stop >/dev/null 2>&1 || true
+            update-rc.d bird disable >/dev/null 2>&1 || true
+        fi
+        log "stopped and disabled the packaged bird service (the lab starts its own)"
     fi
 fi
 

@@ -6,6 +6,7 @@
 # leaves the box.
 #
 #   scripts/lab.sh up              create everything, start the servers
+#   scripts/lab.sh up --appliances N   the scale-out layout (N = 2 or 3, below)
 #   scripts/lab.sh method nat|tun|dr   set the reals up for a forwarding method
 #   scripts/lab.sh down            remove everything it made (safe to run twice)
 #   scripts/lab.sh status          what is there
@@ -52,6 +53,39 @@
 # (real1..real3), serving big.bin (5 MB), and a UDP echo on :9000 that
 # prefixes its name.
 #
+# Scale-out (`up --appliances N`, N = 2 or 3): N appliances behind an ECMP
+# router instead of one, each announcing the VIPs over BGP:
+#
+#   client --- router (BIRD, BGP + BFD to each appliance, ECMP) --- bridge
+#                                  |-- appliance 1 in $P-lb1: lb0 (DPDK), 198.18.0.2 / 2001:2::2
+#                                  |-- appliance 2 in $P-lb2: lb0 (DPDK), 198.18.0.3 / 2001:2::3
+#                                  |-- (appliance 3 in $P-lb3: 198.18.0.4 / 2001:2::4)
+#                                  |-- real1..3 as above
+#
+# The router has no static route to the VIPs: its BIRD learns them from a
+# BGP session (IPv4 and IPv6, with BFD at 100 ms x 3) with each appliance's
+# BIRD, and installs one ECMP route per VIP over every appliance that
+# announces it (merge paths), hashed on layer 4
+# (fib_multipath_hash_policy=1, IPv4 and IPv6). BIRD 2.0 cannot write the
+# kernel's nexthop objects, so the groups are plain multipath routes, not
+# resilient ones: when an appliance goes, only its flows move (the kernel
+# hashes over the live next hops; flows of the others may move too, and
+# with mh every appliance picks the same real, so they continue anyway).
+# Each appliance namespace has no kernel address until its appliance runs:
+# the appliance's kernel interface lbk0 (net_tap) then carries the port
+# address, and BGP, BFD and the health checks use it; lb0 sits in a bridge
+# that stays down, so the kernel never answers on it. The appliance
+# ([announce] table 100) keeps its VIPs' host routes in kernel table 100,
+# which BIRD in the same namespace learns and exports. Each appliance's
+# config is written to $STATE/lbI.toml from examples/lab-scale.toml (TUN,
+# mh, adaptive polling); `method tun|dr` sets its forwarding (NAT does not
+# scale out by ECMP: replies must come back through the one appliance that
+# holds the flow). The lab starts the BIRDs, not the appliances:
+#   ip netns exec $P-lb1 target/release/lb-appliance -c $STATE/lb1.toml
+# Every BIRD runs in the foreground with its own control socket
+# ($STATE/bird-NAME.ctl; `birdc -s` it) and is stopped by its PID, like the
+# servers; the distribution's bird service is never involved.
+#
 # Environment: LAB_PREFIX (namespace prefix, default "lbl"), LAB_STATE
 # (folder for PIDs and files, default /run/lb-lab-$LAB_PREFIX).
 set -euo pipefail
@@ -62,6 +96,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 NS_CLIENT=$P-client NS_ROUTER=$P-router NS_SW=$P-sw NS_LB=$P-lb
 REALS=(1 2 3)
 PY=/usr/bin/python3
+BIRD=/usr/sbin/bird
+# The scale-out layout's appliance namespaces, whichever exist.
+LBS=(1 2 3)
 
 say() { printf 'lab: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -106,12 +143,29 @@ start() { # NAME NS COMMAND...: start a server in NS, remember its PID
     echo $! >"$STATE/$name.pid"
 }
 
+# The namespaces of the appliances of a lab with N of them: the one of the
+# default layout, or one per appliance.
+lb_namespaces() { # N
+    if [ "$1" -eq 1 ]; then echo "$NS_LB"; else for i in $(seq "$1"); do echo "$P-lb$i"; done; fi
+}
+
 up() {
     need_root
+    local n=1
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --appliances) n=${2:-}; shift 2 || die "--appliances N" ;;
+            --appliances=*) n=${1#--appliances=}; shift ;;
+            *) die "up [--appliances N]: unknown argument $1" ;;
+        esac
+    done
+    case "$n" in 1 | 2 | 3) ;; *) die "--appliances: 1, 2 or 3, not '$n'" ;; esac
     down quiet
     mkdir -p "$STATE"
     echo "$P" >"$STATE/prefix"
-    for ns in "$NS_CLIENT" "$NS_ROUTER" "$NS_SW" "$NS_LB" $(for i in "${REALS[@]}"; do echo "$P-real$i"; done); do
+    echo "$n" >"$STATE/appliances"
+    # shellcheck disable=SC2046 # one word per namespace
+    for ns in "$NS_CLIENT" "$NS_ROUTER" "$NS_SW" $(lb_namespaces "$n") $(for i in "${REALS[@]}"; do echo "$P-real$i"; done); do
         ip netns add "$ns"
         inns "$ns" ip link set lo up
         # IPv6 only on lo and where addr6 puts an address: keeps IPv6
@@ -138,21 +192,25 @@ up() {
     veth "$NS_ROUTER" srv0 "$NS_SW" p-router
     inns "$NS_SW" ip link set p-router master br0
     inns "$NS_ROUTER" ip addr add 198.18.0.1/24 dev srv0
-    inns "$NS_ROUTER" ip route add 198.18.1.0/24 via 198.18.0.2
     inns "$NS_ROUTER" sysctl -qw net.ipv4.ip_forward=1
     addr6 "$NS_ROUTER" srv0 2001:2::1/64
-    inns "$NS_ROUTER" ip -6 route add 2001:2:0:1::/64 via 2001:2::2
     inns "$NS_ROUTER" sysctl -qw net.ipv6.conf.all.forwarding=1
-    # the appliance: lb0 for DPDK (no kernel address), mgmt0 for checks
-    veth "$NS_LB" lb0 "$NS_SW" p-lb
-    inns "$NS_SW" ip link set p-lb master br0
-    veth "$NS_LB" mgmt0 "$NS_SW" p-mgmt
-    inns "$NS_SW" ip link set p-mgmt master br0
-    inns "$NS_LB" ip addr add 198.18.0.254/24 dev mgmt0
-    addr6 "$NS_LB" mgmt0 2001:2::254/64
-    # the kernel must not answer ARP for lb0's traffic on mgmt0 (nor NS:
-    # lb0 has no IPv6, and 2001:2::2 is no kernel address)
-    inns "$NS_LB" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
+    if [ "$n" -eq 1 ]; then
+        inns "$NS_ROUTER" ip route add 198.18.1.0/24 via 198.18.0.2
+        inns "$NS_ROUTER" ip -6 route add 2001:2:0:1::/64 via 2001:2::2
+        # the appliance: lb0 for DPDK (no kernel address), mgmt0 for checks
+        veth "$NS_LB" lb0 "$NS_SW" p-lb
+        inns "$NS_SW" ip link set p-lb master br0
+        veth "$NS_LB" mgmt0 "$NS_SW" p-mgmt
+        inns "$NS_SW" ip link set p-mgmt master br0
+        inns "$NS_LB" ip addr add 198.18.0.254/24 dev mgmt0
+        addr6 "$NS_LB" mgmt0 2001:2::254/64
+        # the kernel must not answer ARP for lb0's traffic on mgmt0 (nor NS:
+        # lb0 has no IPv6, and 2001:2::2 is no kernel address)
+        inns "$NS_LB" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
+    else
+        scale_out "$n"
+    fi
 
     local obj; obj=$(decap_object)
     mkdir -p "$STATE/www"
@@ -194,7 +252,8 @@ while True:
         key.fileobj.sendto(b'real$i: ' + d, a)
 "
     done
-    method nat
+    # NAT for one appliance; the scale-out layout runs TUN or DR
+    if [ "$n" -eq 1 ]; then method nat; else method tun; fi
     # wait for the servers; a lab with a dead server is no lab
     for i in "${REALS[@]}"; do
         local ok=""
@@ -212,7 +271,106 @@ for a in ('127.0.0.1', '2001:2::1$i'):
         kill -0 "$(cat "$STATE/udp$i.pid")" 2>/dev/null ||
             die "the UDP echo of real$i did not start: $(tail -3 "$STATE/udp$i.log" 2>/dev/null)"
     done
-    say "up: client $NS_CLIENT, router $NS_ROUTER, appliance $NS_LB (lb0 for DPDK, mgmt0 198.18.0.254 and 2001:2::254), reals $P-real1..3"
+    if [ "$n" -eq 1 ]; then
+        say "up: client $NS_CLIENT, router $NS_ROUTER, appliance $NS_LB (lb0 for DPDK, mgmt0 198.18.0.254 and 2001:2::254), reals $P-real1..3"
+    else
+        say "up: client $NS_CLIENT, router $NS_ROUTER (BIRD), appliances $P-lb1..$n (lb0 for DPDK, BIRD; configs $STATE/lb1..$n.toml), reals $P-real1..3"
+    fi
+}
+
+# scale_out N: the appliances' namespaces, their configs and BIRDs, and the
+# router's BIRD with ECMP (see the header).
+scale_out() {
+    local n=$1 i ns name
+    # ECMP hashed on the 5-tuple, for both families.
+    inns "$NS_ROUTER" sysctl -qw net.ipv4.fib_multipath_hash_policy=1 net.ipv6.fib_multipath_hash_policy=1
+    [ -x "$BIRD" ] || die "the scale-out lab needs BIRD 2 ($BIRD; scripts/install-deps.sh installs bird2)"
+    for i in $(seq "$n"); do
+        ns=$P-lb$i
+        veth "$ns" lb0 "$NS_SW" "p-lb$i"
+        inns "$NS_SW" ip link set "p-lb$i" master br0
+        # A bridge that stays down takes every frame after af_packet has
+        # seen it: the kernel never answers on lb0 (lbk0 has the same MAC
+        # and addresses).
+        inns "$ns" ip link add lb0-off type bridge
+        inns "$ns" ip link set lb0 master lb0-off
+        # IPv6 on for what comes next (lbk0, made by the appliance, which
+        # gives it 2001:2::I), without a link-local address: the dataplane
+        # answers Neighbor Solicitations for the port address only, so the
+        # router must use the global one as next hop.
+        inns "$ns" sysctl -qw net.ipv6.conf.default.disable_ipv6=0 net.ipv6.conf.default.addr_gen_mode=1
+        sed -e "s/198\.18\.0\.2\//198.18.0.$((1 + i))\//" \
+            -e "s/2001:2::2\//2001:2::$((1 + i))\//" \
+            -e "s/\"lb-lab\"/\"$P-lb$i\"/" \
+            "$ROOT/examples/lab-scale.toml" >"$STATE/lb$i.toml"
+        bird_appliance_conf "$i" >"$STATE/bird-lb$i.conf"
+        start "bird-lb$i" "$ns" "$BIRD" -f -c "$STATE/bird-lb$i.conf" -s "$STATE/bird-lb$i.ctl"
+    done
+    bird_router_conf "$n" >"$STATE/bird-router.conf"
+    start bird-router "$NS_ROUTER" "$BIRD" -f -c "$STATE/bird-router.conf" -s "$STATE/bird-router.ctl"
+    for name in router $(for i in $(seq "$n"); do echo "lb$i"; done); do
+        for _ in $(seq 50); do [ -S "$STATE/bird-$name.ctl" ] && break; sleep 0.1; done
+        [ -S "$STATE/bird-$name.ctl" ] || die "BIRD ($name) did not start: $(tail -5 "$STATE/bird-$name.log" 2>/dev/null)"
+    done
+}
+
+# BIRD timers of the lab: BFD 100 ms x 3 (a dead appliance is gone from the
+# router within about 300 ms); BGP retries every second, so that a
+# restarted appliance is back at once.
+BFD_TIMERS='min rx interval 100 ms; min tx interval 100 ms; multiplier 3;'
+BGP_TIMERS='bfd on; hold time 9; connect delay time 1; connect retry time 1; error wait time 1, 4;'
+
+# bird_appliance_conf I: examples/bird.conf with appliance I's addresses.
+bird_appliance_conf() {
+    local a=198.18.0.$((1 + $1)) a6=2001:2::$((1 + $1))
+    cat <<CONF
+# Appliance $1 of the lab (written by scripts/lab.sh after examples/bird.conf).
+log stderr all;
+router id $a;
+protocol device { scan time 1; }
+protocol kernel vips4 { kernel table 100; learn; scan time 1; ipv4 { import all; export none; }; }
+protocol kernel vips6 { kernel table 100; learn; scan time 1; ipv6 { import all; export none; }; }
+protocol bfd { interface "lbk0" { $BFD_TIMERS }; }
+protocol bgp upstream4 {
+    local $a as 65001;
+    neighbor 198.18.0.1 as 65000;
+    $BGP_TIMERS
+    ipv4 { import none; export where proto = "vips4"; next hop self; };
+}
+protocol bgp upstream6 {
+    local $a6 as 65001;
+    neighbor 2001:2::1 as 65000;
+    $BGP_TIMERS
+    ipv6 { import none; export where proto = "vips6"; next hop self; };
+}
+CONF
+}
+
+# bird_router_conf N: examples/bird-router.conf with N appliances.
+bird_router_conf() {
+    cat <<CONF
+# The lab's router (written by scripts/lab.sh after examples/bird-router.conf).
+log stderr all;
+router id 198.18.0.1;
+protocol device { scan time 1; }
+protocol kernel { merge paths on limit 16; ipv4 { import none; export all; }; }
+protocol kernel { merge paths on limit 16; ipv6 { import none; export all; }; }
+protocol bfd { interface "srv0" { $BFD_TIMERS }; }
+template bgp appliance4 {
+    local 198.18.0.1 as 65000;
+    $BGP_TIMERS
+    ipv4 { import all; export none; };
+}
+template bgp appliance6 {
+    local 2001:2::1 as 65000;
+    $BGP_TIMERS
+    ipv6 { import all; export none; next hop prefer global; };
+}
+CONF
+    for i in $(seq "$1"); do
+        echo "protocol bgp lb${i}v4 from appliance4 { neighbor 198.18.0.$((1 + i)) as 65001; }"
+        echo "protocol bgp lb${i}v6 from appliance6 { neighbor 2001:2::$((1 + i)) as 65001; }"
+    done
 }
 
 method() {
@@ -228,6 +386,15 @@ method() {
         tun | dr) gw=198.18.0.1 gw6=2001:2::1 ;;
         *) die "method nat|tun|dr" ;;
     esac
+    local n i; n=$(cat "$STATE/appliances" 2>/dev/null || echo 1)
+    if [ "$n" -gt 1 ]; then
+        # NAT replies must come back through the appliance that holds the
+        # flow: it scales by active/backup, not by ECMP.
+        [ "$m" != nat ] || die "the scale-out layout runs tun or dr (NAT does not scale out by ECMP)"
+        for i in $(seq "$n"); do
+            sed -i "s/^forwarding = \".*\"/forwarding = \"$m\"/" "$STATE/lb$i.toml"
+        done
+    fi
     for i in "${REALS[@]}"; do
         inns "$P-real$i" ip route replace default via "$gw"
         inns "$P-real$i" ip -6 route replace default via "$gw6" dev eth0
@@ -254,9 +421,13 @@ down() {
             rm -f "$f"
         done
     fi
-    for ns in "$NS_CLIENT" "$NS_ROUTER" "$NS_SW" "$NS_LB" $(for i in "${REALS[@]}"; do echo "$P-real$i"; done); do
+    for ns in "$NS_CLIENT" "$NS_ROUTER" "$NS_SW" "$NS_LB" $(for i in "${LBS[@]}"; do echo "$P-lb$i"; done) \
+        $(for i in "${REALS[@]}"; do echo "$P-real$i"; done); do
         ip netns del "$ns" 2>/dev/null || true
     done
+    # The EAL runtime folders of the scale-out appliances (their configs'
+    # --file-prefix).
+    for i in "${LBS[@]}"; do rm -rf "/var/run/dpdk/$P-lb$i"; done
     rm -rf "$STATE"
     [ -n "$quiet" ] || say "down"
 }
@@ -264,13 +435,19 @@ down() {
 status() {
     ip netns list | grep -E "^$P-" || say "no lab namespaces"
     [ -f "$STATE/method" ] && say "method: $(cat "$STATE/method")"
+    if [ -S "$STATE/bird-router.ctl" ]; then
+        say "the router's BGP sessions and VIP routes:"
+        birdc -s "$STATE/bird-router.ctl" show protocols >&2 || true
+        inns "$NS_ROUTER" ip route show 198.18.1.0/24 >&2 || true
+        inns "$NS_ROUTER" ip -6 route show 2001:2:0:1::/64 >&2 || true
+    fi
     return 0
 }
 
 case "${1:-}" in
-    up) up ;;
+    up) shift; up "$@" ;;
     down) need_root; down ;;
     method) method "${2:-}" ;;
     status) status ;;
-    *) echo "usage: $0 up|down|method nat|tun|dr|status" >&2; exit 2 ;;
+    *) echo "usage: $0 up [--appliances N]|down|method nat|tun|dr|status" >&2; exit 2 ;;
 esac
