@@ -115,6 +115,10 @@ pub fn check_once(probe: &Probe, target: SocketAddr, timeout: Duration) -> Outco
         match stream.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            // A signal landed on this thread (net_tap's SIGIO, for one,
+            // with a kernel interface): not the real's fault; the deadline
+            // still bounds the retry.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e)
                 if matches!(
                     e.kind(),
