@@ -16,6 +16,13 @@
 //!   real (weight 0) and one that restores it, while new connections avoid
 //!   the drained real, over IPv4 and over IPv6;
 //! - a real whose HTTP server is stopped is taken out by the health check;
+//! - the scale-out layout (`lab.sh up --appliances 2`): the router's BIRD
+//!   installs an ECMP route over both appliances; rate-limited downloads
+//!   (IPv4 and IPv6) spread over both survive, intact by sha256, a `kill -9`
+//!   of one (TUN; BFD drops its next hop, bound 3 s, the time printed) and
+//!   a `SIGTERM` of the other (DR; its next hop goes while it still
+//!   forwards), the survivor creating a flow for each moved download; and
+//!   stopping every real withdraws both VIPs from the router;
 //! - without the appliance, the lab's IPv6 half: the client reaches every
 //!   real over IPv6 through the router (HTTP and UDP), `method` sets the
 //!   reals' IPv6 default routes, a real answers no Neighbor Solicitation for
@@ -111,6 +118,11 @@ impl Lab {
     /// Brings a lab up (`lab.sh up`, NAT routes), under a prefix no
     /// existing namespace uses. `tag` tells the tests apart.
     fn up(tag: char) -> Lab {
+        Lab::up_with(tag, &[])
+    }
+
+    /// Brings a lab up with `lab.sh up ARGS` (e.g. `--appliances 2`).
+    fn up_with(tag: char, args: &[&str]) -> Lab {
         let dir = TempDir::new(&format!("lab-{tag}"));
         let lab = Lab {
             prefix: free_prefix(tag),
@@ -119,7 +131,9 @@ impl Lab {
             dpdk: DpdkPrefix::new(&format!("lab-{tag}")),
         };
         // The guard exists before `up` runs: a half-made lab is removed too.
-        lab.script(&["up"]);
+        let mut up = vec!["up"];
+        up.extend_from_slice(args);
+        lab.script(&up);
         eprintln!("lab: up as {} in {}", lab.prefix, lab.state.display());
         lab
     }
@@ -1641,4 +1655,360 @@ fn ipv6_lab_reaches_the_reals_and_the_decapsulator_unwraps_every_tun_form() {
          (Ip6InUnknownProtos {unknown_before} -> {})",
         snmp6(&lab, "real1", "Ip6InUnknownProtos")
     );
+}
+
+// The scale-out layout (`lab.sh up --appliances 2`): two appliances behind
+// the router's ECMP route, fed by BIRD over BGP with BFD.
+
+/// The appliances' port addresses in the scale-out layout, IPv4 and IPv6.
+const MEMBERS: [(&str, &str); 2] = [("198.18.0.2", "2001:2::2"), ("198.18.0.3", "2001:2::3")];
+/// Long-lived downloads per phase (some over IPv6), and how many more may
+/// be started (four at a time) until both appliances carry some.
+const DOWNLOADS: usize = 8;
+const MORE_DOWNLOADS: usize = 12;
+/// The bound on the router dropping a dead appliance (BFD: 3 x 100 ms) or
+/// a withdrawn next hop: generous, the measured time is printed.
+const ROUTE_BOUND: Duration = Duration::from_secs(3);
+
+/// The router's next hops for `dest` (`ip route show DEST`, an exact
+/// match): the address after each `via`, sorted.
+fn next_hops(lab: &Lab, dest: &str) -> Vec<String> {
+    let family = if dest.contains(':') { "-6" } else { "-4" };
+    let out = lab.exec("router", &["ip", family, "route", "show", dest]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut hops: Vec<String> = words
+        .windows(2)
+        .filter(|w| w[0] == "via")
+        .map(|w| w[1].to_string())
+        .collect();
+    hops.sort();
+    hops
+}
+
+/// Waits (up to `bound`) until the router's next hops for `dest` are
+/// `want`; returns how long that took, or fails with what the router and
+/// both BIRDs say.
+fn wait_next_hops(lab: &Lab, dest: &str, want: &[&str], bound: Duration) -> Duration {
+    let start = Instant::now();
+    let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    loop {
+        let hops = next_hops(lab, dest);
+        if hops == want {
+            return start.elapsed();
+        }
+        if start.elapsed() > bound {
+            let birdc = |name: &str| {
+                let ctl = lab.state.join(format!("bird-{name}.ctl"));
+                let out = Command::new("birdc")
+                    .args(["-s", ctl.to_str().unwrap(), "show", "protocols"])
+                    .output();
+                out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default()
+            };
+            panic!(
+                "the router's next hops for {dest} are {hops:?}, not {want:?}, after {bound:?}\n\
+                 router:\n{}\nlb1:\n{}\nlb2:\n{}",
+                birdc("router"),
+                birdc("lb1"),
+                birdc("lb2")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts appliance `i` (1 or 2) of the scale-out lab with the config the
+/// lab wrote for it, and waits until its workers poll.
+fn start_member(lab: &Lab, i: usize, run: &str) -> Proc {
+    let config = lab.state.join(format!("lb{i}.toml"));
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &lab.ns(&format!("lb{i}")), BIN, "-c"])
+        .arg(&config)
+        .env("RUST_LOG", "info");
+    let mut app = Proc::spawn(cmd, &lab.dir.path(&format!("lb{i}-{run}.log")));
+    if !app.wait_for_log("worker 0 polling", START) {
+        fail(&mut app, &format!("[{run}] appliance {i} did not start"));
+    }
+    app
+}
+
+/// One scrape of appliance `i`'s metrics (empty if it does not answer).
+fn member_scrape(lab: &Lab, i: usize) -> Scrape {
+    let out = lab.exec(
+        &format!("lb{i}"),
+        &["curl", "-s", "--max-time", "3", METRICS_URL],
+    );
+    parse_metrics(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Waits until appliance `i` has every real of both services up. The
+/// router sends flows as soon as a VIP is announced (one real up), but
+/// appliances agree on a flow's real only once their health views agree:
+/// Maglev tables built from different sets of reals differ, and a flow
+/// moved to an appliance that sees another set would reach another real
+/// (which resets it).
+fn wait_member_ready(lab: &Lab, i: usize, app: &mut Proc, run: &str) {
+    let ready = |s: &Scrape| {
+        REALS
+            .iter()
+            .all(|(a, ..)| real_up(s, "web", a) == Some(1.0))
+            && REALS6.iter().all(|a| real_up(s, "web6", a) == Some(1.0))
+    };
+    if !common::wait_until(POLL, || ready(&member_scrape(lab, i))) {
+        fail(
+            app,
+            &format!("[{run}] appliance {i}: not every real came up"),
+        );
+    }
+}
+
+/// The flows appliance `i` created (services web and web6), 0 if it does
+/// not answer.
+fn member_flows(lab: &Lab, i: usize) -> f64 {
+    member_scrape(lab, i)
+        .iter()
+        .filter(|(k, _)| k.starts_with("lb_flows_created_total{"))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// A rate-limited download of big.bin from the client through a VIP
+/// (`curl -w` writes the status and size to its log).
+struct Download {
+    proc: Proc,
+    file: PathBuf,
+    url: String,
+}
+
+fn start_download(lab: &Lab, run: &str, n: usize) -> Download {
+    // One in four over IPv6.
+    let url = if n % 4 == 3 {
+        format!("http://[{VIP6}]/big.bin")
+    } else {
+        format!("http://{VIP}/big.bin")
+    };
+    let file = lab.dir.path(&format!("dl-{run}-{n}.bin"));
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &lab.ns("client"), "curl", "-sS", "-g"])
+        .args(["--max-time", "60", "--limit-rate", "1M", "-o"])
+        .arg(&file)
+        .args(["-w", "%{http_code} %{size_download}", &url]);
+    let proc = Proc::spawn(cmd, &lab.dir.path(&format!("dl-{run}-{n}.log")));
+    Download { proc, file, url }
+}
+
+/// Starts the downloads of a phase: [`DOWNLOADS`], and more until both
+/// appliances have created flows (the router hashes each connection to
+/// one of them). Returns them with the flows each appliance created.
+fn spread_downloads(lab: &Lab, run: &str) -> (Vec<Download>, [f64; 2]) {
+    let mut downloads: Vec<Download> = (0..DOWNLOADS)
+        .map(|n| start_download(lab, run, n))
+        .collect();
+    loop {
+        // Each connection is created on the appliance its SYN reached.
+        let end = Instant::now() + POLL;
+        let mut flows = [0.0; 2];
+        while Instant::now() < end {
+            flows = [member_flows(lab, 1), member_flows(lab, 2)];
+            if flows[0] + flows[1] >= downloads.len() as f64 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if flows.iter().all(|f| *f > 0.0) || downloads.len() >= DOWNLOADS + MORE_DOWNLOADS {
+            return (downloads, flows);
+        }
+        let n = downloads.len();
+        downloads.extend((n..n + 4).map(|k| start_download(lab, run, k)));
+    }
+}
+
+/// Waits for every download and checks that each got big.bin intact.
+/// `apps` are the appliances, whose health and announce lines a failure
+/// shows.
+fn check_downloads(run: &str, downloads: Vec<Download>, want: &str, apps: &[&Proc]) {
+    let events = || {
+        apps.iter()
+            .map(|a| {
+                a.log_text()
+                    .lines()
+                    .filter(|l| l.contains("health:") || l.contains("announce:"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    let end = Instant::now() + Duration::from_secs(90);
+    for mut d in downloads {
+        let mut child = d.proc.child.take().expect("running");
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break Some(st);
+            }
+            if Instant::now() > end {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let out = d.proc.log_text();
+        assert!(
+            status.is_some_and(|s| s.success()) && out.trim() == format!("200 {BIG}"),
+            "[{run}] download of {} broke: {status:?}, {out:?}\n{}",
+            d.url,
+            events()
+        );
+        assert_eq!(
+            sha256(&d.file),
+            want,
+            "[{run}] download of {} arrived corrupted",
+            d.url
+        );
+    }
+}
+
+/// Checks that appliance `i`, the one left, carried every one of `count`
+/// downloads in the end: those that began on the other appliance became
+/// flows of its own at their first mid-flow packet (`mh` picked the same
+/// real), so it created a flow for each.
+fn survivor_took_over(run: &str, lab: &Lab, i: usize, count: usize) {
+    let flows = member_flows(lab, i);
+    eprintln!("[{run}] appliance {i} created {flows} flows for {count} downloads");
+    assert!(
+        flows >= count as f64,
+        "[{run}] appliance {i} created {flows} flows, fewer than the {count} downloads it finished"
+    );
+}
+
+/// The done-when of scale-out (issue 12), for TUN and DR with `mh` on two
+/// appliances behind the router's ECMP route: long-lived downloads spread
+/// over both survive a `kill -9` of one (BFD takes its next hop away) and
+/// a `SIGTERM` of one (it withdraws first, while it still forwards), and
+/// stopping every real withdraws the VIPs from the router's table.
+#[test]
+fn scale_out_downloads_survive_a_killed_and_a_stopped_appliance() {
+    let test = "scale_out_downloads_survive_a_killed_and_a_stopped_appliance";
+    if !privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let began = Instant::now();
+    let lab = Lab::up_with('s', &["--appliances", "2"]);
+    let want = sha256(&lab.state.join("www/big.bin"));
+    let both4 = [MEMBERS[0].0, MEMBERS[1].0];
+    let both6 = [MEMBERS[0].1, MEMBERS[1].1];
+
+    // TUN: the lab's method after `up`.
+    let mut lb1 = start_member(&lab, 1, "tun");
+    let mut lb2 = start_member(&lab, 2, "tun");
+    let t = wait_next_hops(&lab, VIP, &both4, START);
+    wait_next_hops(&lab, VIP6, &both6, POLL);
+    wait_member_ready(&lab, 1, &mut lb1, "tun");
+    wait_member_ready(&lab, 2, &mut lb2, "tun");
+    eprintln!("[tun] the router has both next hops for {VIP} and {VIP6} ({t:?} after start)");
+
+    let (downloads, flows) = spread_downloads(&lab, "tun");
+    assert!(
+        flows.iter().all(|f| *f > 0.0),
+        "[tun] {} downloads all hashed to one appliance: flows {flows:?}",
+        downloads.len()
+    );
+    eprintln!(
+        "[tun] {} downloads, flows per appliance {flows:?}; kill -9 appliance 1",
+        downloads.len()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let killed = Instant::now();
+    lb1.stop("KILL", Duration::from_secs(10));
+    let gone = wait_next_hops(&lab, VIP, &[MEMBERS[1].0], ROUTE_BOUND);
+    eprintln!("[tun] BFD: the router dropped the dead next hop {gone:?} after kill -9");
+    wait_next_hops(&lab, VIP6, &[MEMBERS[1].1], ROUTE_BOUND);
+    let count = downloads.len();
+    check_downloads("tun", downloads, &want, &[&lb1, &lb2]);
+    eprintln!(
+        "[tun] every download completed intact ({:?} after the kill)",
+        killed.elapsed()
+    );
+    survivor_took_over("tun", &lab, 2, count);
+    stop_cleanly(&mut lb2, "tun");
+
+    // DR: both appliances again, then a SIGTERM of one mid-download.
+    lab.script(&["method", "dr"]);
+    let mut lb1 = start_member(&lab, 1, "dr");
+    let mut lb2 = start_member(&lab, 2, "dr");
+    wait_next_hops(&lab, VIP, &both4, START);
+    wait_next_hops(&lab, VIP6, &both6, POLL);
+    wait_member_ready(&lab, 1, &mut lb1, "dr");
+    wait_member_ready(&lab, 2, &mut lb2, "dr");
+    let (downloads, flows) = spread_downloads(&lab, "dr");
+    assert!(
+        flows.iter().all(|f| *f > 0.0),
+        "[dr] {} downloads all hashed to one appliance: flows {flows:?}",
+        downloads.len()
+    );
+    eprintln!(
+        "[dr] {} downloads, flows per appliance {flows:?}; SIGTERM appliance 2",
+        downloads.len()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    sh(&["kill", "-TERM", &lb2.pid().to_string()]);
+    let withdrawn = wait_next_hops(&lab, VIP, &[MEMBERS[0].0], ROUTE_BOUND);
+    let still_running = lb2
+        .child
+        .as_mut()
+        .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+    eprintln!("[dr] the router dropped the stopping appliance {withdrawn:?} after SIGTERM");
+    assert!(
+        still_running,
+        "[dr] appliance 2 exited before the router dropped it:\n{}",
+        tail(&lb2.log_text(), 30)
+    );
+    // It exits by itself after withdraw_delay.
+    let end = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        let child = lb2.child.as_mut().expect("running");
+        if let Some(st) = child.try_wait().unwrap() {
+            lb2.child = None;
+            break st.code();
+        }
+        assert!(Instant::now() < end, "[dr] appliance 2 did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        code,
+        Some(0),
+        "[dr] clean exit:\n{}",
+        tail(&lb2.log_text(), 30)
+    );
+    let count = downloads.len();
+    check_downloads("dr", downloads, &want, &[&lb1, &lb2]);
+    eprintln!("[dr] every download completed intact");
+    survivor_took_over("dr", &lab, 1, count);
+
+    // Every real's HTTP server stopped (by the PIDs the lab recorded): no
+    // service on the VIPs can take flows, so they leave the router.
+    let stopped = Instant::now();
+    for i in 1..=3 {
+        let pid_file = lab.state.join(format!("http{i}.pid"));
+        let pid = std::fs::read_to_string(&pid_file)
+            .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()));
+        let pid = pid.trim();
+        assert!(
+            pid.parse::<u32>().is_ok(),
+            "{}: {pid:?}",
+            pid_file.display()
+        );
+        sh(&["kill", "-TERM", pid]);
+    }
+    wait_next_hops(&lab, VIP, &[], POLL);
+    wait_next_hops(&lab, VIP6, &[], POLL);
+    eprintln!(
+        "[dr] every real stopped: both VIPs left the router's table {:?} later",
+        stopped.elapsed()
+    );
+    stop_cleanly(&mut lb1, "dr");
+    eprintln!("{test}: {:?}", began.elapsed());
 }
