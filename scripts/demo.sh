@@ -7,7 +7,11 @@
 # (examples/lab-dual-stack.toml, its services set to that method), sends a
 # few hundred HTTP requests from the client to the IPv4 VIP and as many to
 # the IPv6 VIP, shows which real answered how many (the configured weights
-# are 3:2:1) and a few lines of /metrics. Cleans everything up, also on
+# are 3:2:1) and a few lines of /metrics. Then the scale-out part: the lab
+# again with two appliances behind the router's ECMP route (BIRD, BGP, BFD),
+# long-lived downloads through the VIP spread over both, a `kill -9` of one
+# mid-download, the router dropping it (BFD), and every download intact
+# (sha256). Cleans everything up, also on
 # failure or Ctrl-C, and ends with one line saying whether it worked (exit
 # status 0) or not. Run as root.
 set -euo pipefail
@@ -31,13 +35,18 @@ cargo build --release --quiet
 BIN=$ROOT/target/release/lb-appliance
 
 PID=""
+SCALE_PIDS=()
 WORK=""
-cleanup() {
-    if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-        kill -TERM "$PID" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$PID" 2>/dev/null || true
+stop_pid() {
+    if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
+        kill -TERM "$1" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$1" 2>/dev/null || true
     fi
+}
+cleanup() {
+    stop_pid "$PID"
+    for p in "${SCALE_PIDS[@]}"; do stop_pid "$p"; done
     scripts/lab.sh down >/dev/null 2>&1 || true
     [ -z "$WORK" ] || rm -rf "$WORK"
     # The EAL's runtime folders of the appliances the demo ran.
@@ -145,9 +154,68 @@ for method in nat tun dr; do
     fi
 done
 
+# The scale-out part: two appliances behind the router's ECMP route.
+scale_out() {
+    local i n t0 gone want bad=0
+    say "SCALE-OUT: scripts/lab.sh up --appliances 2 (BIRD on the router and beside each appliance; TUN, mh)"
+    scripts/lab.sh down >/dev/null
+    scripts/lab.sh up --appliances 2
+    for i in 1 2; do
+        ip netns exec "$LAB_PREFIX-lb$i" "$BIN" -c "$LAB_STATE/lb$i.toml" >"$WORK/lb-scale-$i.log" 2>&1 &
+        SCALE_PIDS+=("$!")
+    done
+    hops() { ip netns exec "$LAB_PREFIX-router" ip route show "$VIP4" | grep -c via || true; }
+    for _ in $(seq 300); do [ "$(hops)" = 2 ] && break; sleep 0.1; done
+    [ "$(hops)" = 2 ] || { echo "  the router never had both appliances as next hops"; tail -5 "$WORK"/lb-scale-*.log; return 1; }
+    # Every real up on both (their Maglev tables then agree).
+    for i in 1 2; do
+        for _ in $(seq 100); do
+            n=$(ip netns exec "$LAB_PREFIX-lb$i" curl -s --max-time 2 http://127.0.0.1:9101/metrics | grep -cE '^lb_real_up\{.*service="web"\} 1' || true)
+            [ "$n" = 3 ] && break
+            sleep 0.1
+        done
+    done
+    echo "  the router's route to $VIP4 (BGP from both appliances, ECMP):"
+    ip netns exec "$LAB_PREFIX-router" ip route show "$VIP4" | sed 's/^/    /'
+    echo "  8 downloads of a 5 MB file at 1 MB/s each from the client"
+    for i in $(seq 8); do
+        ip netns exec "$CLIENT_NS" curl -sS --max-time 60 --limit-rate 1M -o "$WORK/dl$i" \
+            -w '%{http_code} %{size_download}\n' "http://$VIP4/big.bin" >"$WORK/dl$i.out" 2>&1 &
+    done
+    sleep 2
+    for i in 1 2; do
+        echo "    appliance $i has $(ip netns exec "$LAB_PREFIX-lb$i" curl -s --max-time 2 http://127.0.0.1:9101/metrics |
+            awk '/^lb_flows_created_total\{.*service="web"/ {s += $2} END {print s + 0}') of them"
+    done
+    echo "  kill -9 appliance 1 mid-download"
+    t0=$(date +%s%N)
+    kill -KILL "${SCALE_PIDS[0]}"
+    for _ in $(seq 300); do [ "$(hops)" = 1 ] && break; sleep 0.01; done
+    gone=$((($(date +%s%N) - t0) / 1000000))
+    echo "  the router dropped it after $gone ms (BFD):"
+    ip netns exec "$LAB_PREFIX-router" ip route show "$VIP4" | sed 's/^/    /'
+    wait "${SCALE_PIDS[0]}" 2>/dev/null || true
+    # The downloads are the only other children left.
+    for job in $(jobs -p); do [ "$job" = "${SCALE_PIDS[1]}" ] || wait "$job" || true; done
+    want=$(sha256sum <"$LAB_STATE/www/big.bin")
+    for i in $(seq 8); do
+        if [ "$(cat "$WORK/dl$i.out")" = "200 5242880" ] && [ "$(sha256sum <"$WORK/dl$i")" = "$want" ]; then :; else
+            echo "    download $i: $(cat "$WORK/dl$i.out") BROKEN"
+            bad=$((bad + 1))
+        fi
+    done
+    echo "  downloads intact (sha256): $((8 - bad)) of 8"
+    stop_pid "${SCALE_PIDS[1]}"
+    SCALE_PIDS=()
+    SCALE_MS=$gone
+    [ "$bad" = 0 ]
+}
+SCALE_MS="?"
+scale_out || failed+=("SCALE-OUT")
+
 if [ "${#failed[@]}" -eq 0 ]; then
     echo
-    echo "DEMO PASSED: NAT, TUN and DR each balanced $REQUESTS HTTP requests over IPv4 and $REQUESTS over IPv6 by weight 3:2:1 through lb-appliance"
+    echo "DEMO PASSED: NAT, TUN and DR each balanced $REQUESTS HTTP requests over IPv4 and $REQUESTS over IPv6 by weight 3:2:1 through lb-appliance; two appliances behind ECMP lost none of 8 downloads when one was killed (router moved in $SCALE_MS ms)"
 else
     echo
     echo "DEMO FAILED: ${failed[*]}"
