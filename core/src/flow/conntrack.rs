@@ -45,6 +45,7 @@ use std::sync::Arc;
 use lb_config::{ForwardingMethod, SchedulerKind};
 
 use super::hash::FlowAddr;
+use super::sync::SyncLog;
 use super::synproxy::{
     Cover, Deferrals, Pressure, ProxyStep, ReplyStep, Waiting, PROXY_CLIENT_WS, PROXY_ON,
     PROXY_REAL_WS, PROXY_TS, PROXY_WAITING,
@@ -113,6 +114,10 @@ pub struct Conntrack<A: FlowAddr = Ipv4Addr> {
     /// SYN proxy: client segments deferred while their flow waited
     /// (`flow/synproxy.rs`).
     pub(super) defer: Deferrals,
+    /// Connection sync on a primary: what changed for the peer
+    /// (`flow/sync.rs`); None otherwise, and then every hook is one
+    /// predictable branch.
+    pub(super) sync: Option<Box<SyncLog>>,
 }
 
 impl<A: FlowAddr> std::fmt::Debug for Conntrack<A> {
@@ -149,6 +154,7 @@ impl<A: FlowAddr> Conntrack<A> {
             adjust: TcpAdjust::default(),
             waiting: Waiting::default(),
             defer: Deferrals::default(),
+            sync: None,
         }
     }
 
@@ -183,6 +189,7 @@ impl<A: FlowAddr> Conntrack<A> {
         let after = self.table.get(e).trust();
         if after != before {
             self.table.set_trust(e, after, now);
+            self.sync_mark(e);
         }
     }
 
@@ -192,8 +199,13 @@ impl<A: FlowAddr> Conntrack<A> {
     #[inline(always)]
     fn reclass_if_changed(&mut self, e: u32, inputs: u16, now: u32) {
         if self.table.get(e).trust_inputs() != inputs {
+            // A new state (or what was seen of it): the peer hears of it.
+            self.sync_mark(e);
             let before = self.table.trust(e);
-            self.reclass(e, before, now);
+            let after = self.table.get(e).trust();
+            if after != before {
+                self.table.set_trust(e, after, now);
+            }
         }
     }
 
@@ -357,6 +369,7 @@ impl<A: FlowAddr> Conntrack<A> {
                     f.on_segment(seg, true);
                 }
                 self.reclass(e, Trust::Unconfirmed, now);
+                self.sync_mark(e);
                 if templated {
                     self.template_child(key, now, true);
                 }
@@ -544,6 +557,9 @@ impl<A: FlowAddr> Conntrack<A> {
             self.flow_ended(f, now);
         }
         self.ended = ended;
+        if self.sync.is_some() {
+            self.sync_collect(snap, now, budget);
+        }
         self.stats
             .flow_gauges(A::FAMILY)
             .0
@@ -570,6 +586,9 @@ impl<A: FlowAddr> Conntrack<A> {
     /// its persistence template, which lives on for the service's
     /// persistence after its last flow.
     fn flow_ended(&mut self, f: &Flow<A>, now: u32) {
+        if let Some(log) = self.sync.as_mut() {
+            log.ended(f, &self.stats.sync);
+        }
         self.count_active(f.real_id, false);
         let b = self.source_bucket(f.client());
         self.sources[b] = self.sources[b].saturating_sub(1);
@@ -932,6 +951,8 @@ impl<A: FlowAddr> Conntrack<A> {
         self.defer.changed(f);
         let flow = *f;
         self.reclass(w.entry, before, now);
+        // Its translation exists now: the peer can carry it on.
+        self.sync_mark(w.entry);
         flow
     }
 }

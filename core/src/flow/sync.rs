@@ -25,6 +25,17 @@
 //!   like a flow created here; it is not `flows_created` (nothing was
 //!   scheduled).
 //!
+//! What a primary records (`Conntrack::enable_sync`): the packet path
+//! only notes the entry of a flow that was created or changed state,
+//! class or translation (a bounded list of entry numbers, one predictable
+//! branch when sync is off); the sweep, between bursts, turns those into
+//! records, adds a removal record for every flow that ended, and re-sends
+//! each live flow at least every half of its state's timeout (the
+//! flow's `template_timeout`, unused by a non-template, holds when it was
+//! last sent), so that the backup's entries do not expire while the
+//! flow lives here. A full list or queue drops and counts
+//! (`events_dropped`); the refresh repairs what a drop lost.
+//!
 //! Not synced: persistence templates (a client's next connection after a
 //! takeover is scheduled afresh), and proxied flows still waiting for
 //! their real's SYN-ACK (no translation exists yet).
@@ -39,7 +50,9 @@ use super::synproxy::{PROXY_CLIENT_WS, PROXY_ON, PROXY_REAL_WS, PROXY_TS};
 use super::table::{SYNCED, VOUCHED};
 use super::{Flow, FlowKey, FlowState, NewFlow, Trust};
 use crate::snapshot::Snapshot;
-use crate::sync::{FlowChange, FlowRecord, FlowUpdate, ProxyState, Refused};
+use crate::sync::{
+    FlowChange, FlowRecord, FlowUpdate, ProxyState, Refused, SyncCounters, SyncEvents,
+};
 
 /// What installing a record did (each counted in `WorkerStats::sync`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +68,104 @@ pub enum Installed {
     Absent,
 }
 
+/// A primary's record of what changed since the last collection.
+#[derive(Debug)]
+pub(super) struct SyncLog {
+    /// Entries whose flow was created or changed (may repeat; bounded).
+    dirty: Vec<u32>,
+    /// The records for the peer, until the worker hands them over.
+    events: SyncEvents,
+}
+
+impl SyncLog {
+    #[inline]
+    fn mark(&mut self, e: u32, counters: &SyncCounters) {
+        if self.dirty.len() == self.dirty.capacity() {
+            counters.events_dropped.incr();
+        } else {
+            self.dirty.push(e);
+        }
+    }
+
+    /// A flow of this table ended.
+    pub(super) fn ended<A: FlowAddr>(&mut self, f: &Flow<A>, counters: &SyncCounters) {
+        if let Some(r) = f.sync_removed() {
+            self.events.push(r, counters);
+        }
+    }
+}
+
 impl<A: FlowAddr> Conntrack<A> {
+    /// Makes this table record its flows' changes for a sync peer (a
+    /// primary), `capacity` events between two collections. Allocates.
+    pub fn enable_sync(&mut self, capacity: usize) {
+        self.sync = Some(Box::new(SyncLog {
+            dirty: Vec::with_capacity(capacity.max(1)),
+            events: SyncEvents::with_capacity(capacity),
+        }));
+    }
+
+    /// Whether this table records changes for a sync peer.
+    pub fn syncs(&self) -> bool {
+        self.sync.is_some()
+    }
+
+    /// Notes that entry `e`'s flow changed (a primary; else nothing).
+    #[inline(always)]
+    pub(super) fn sync_mark(&mut self, e: u32) {
+        if let Some(log) = self.sync.as_mut() {
+            log.mark(e, &self.stats.sync);
+        }
+    }
+
+    /// Between bursts: turns the noted entries into records and re-sends
+    /// up to `budget` entries' flows whose last sending is older than half
+    /// their state's timeout.
+    pub(super) fn sync_collect(&mut self, snap: &Snapshot, now: u32, budget: usize) {
+        let Some(log) = self.sync.as_mut() else {
+            return;
+        };
+        let counters = &self.stats.sync;
+        let table = &mut self.table;
+        for e in log.dirty.drain(..) {
+            // A noted entry may have ended since (and may hold another
+            // flow now: then that one is sent, which does no harm).
+            if !table.is_live(e) {
+                continue;
+            }
+            let f = table.get_mut(e);
+            if let Some(r) = f.sync_update(snap) {
+                if log.events.push(r, counters) {
+                    f.template_timeout = now;
+                }
+            }
+        }
+        let timeouts = snap.timeouts;
+        table.visit(budget, |_, f| {
+            if f.is_template() || log.events.is_full() {
+                return;
+            }
+            let half = timeouts.of(f.state()) / 2;
+            if now.wrapping_sub(f.template_timeout) < half {
+                return;
+            }
+            if let Some(r) = f.sync_update(snap) {
+                log.events.push(r, counters);
+                f.template_timeout = now;
+            }
+        });
+    }
+
+    /// Moves the records collected so far into `out` (oldest first; what
+    /// `out` has no room for is dropped and counted).
+    pub fn take_sync_events(&mut self, out: &mut SyncEvents) {
+        if let Some(log) = self.sync.as_mut() {
+            for r in log.events.drain() {
+                out.push(r, &self.stats.sync);
+            }
+        }
+    }
+
     /// Installs, updates or removes the flow `rec` describes, resolving its
     /// service and real in `snap`; counts the outcome in the worker's
     /// sync counters. See the module docs for the policy.

@@ -130,7 +130,9 @@ pub struct Flow<A: FlowAddr = Ipv4Addr> {
     pub service_id: u32,
     /// Milliseconds (worker clock) of the last packet.
     pub last_seen: u32,
-    /// For templates: the persistence timeout; for flows: unused.
+    /// For templates: the persistence timeout; for flows on a connection
+    /// sync primary: when the flow was last sent to the peer (worker
+    /// clock, ms; `flow/sync.rs`); otherwise unused.
     pub template_timeout: u32,
     /// For templates: flows currently placed by it.
     pub children: u32,
@@ -512,6 +514,8 @@ pub struct FlowTable<A: FlowAddr = Ipv4Addr> {
     layout: SlotLayout,
     mask: usize,
     sweep_cursor: usize,
+    /// Where [`Self::visit`] goes on (connection sync's refresh).
+    visit_cursor: usize,
 }
 
 impl<A: FlowAddr> std::fmt::Debug for FlowTable<A> {
@@ -545,6 +549,7 @@ impl<A: FlowAddr> FlowTable<A> {
             layout: SlotLayout::for_capacity(capacity),
             mask: slots - 1,
             sweep_cursor: 0,
+            visit_cursor: 0,
         }
     }
 
@@ -699,7 +704,7 @@ impl<A: FlowAddr> FlowTable<A> {
     }
 
     #[inline]
-    fn is_live(&self, entry: u32) -> bool {
+    pub(super) fn is_live(&self, entry: u32) -> bool {
         self.class[entry as usize] != FREE
     }
 
@@ -882,6 +887,20 @@ impl<A: FlowAddr> FlowTable<A> {
             }
         }
         removed
+    }
+
+    /// Looks at up to `budget` entries after the last one this looked at
+    /// (a cursor of its own, apart from the sweep's) and calls `f` with
+    /// each live one; `f` may change what the index does not key on.
+    pub fn visit(&mut self, budget: usize, mut f: impl FnMut(u32, &mut Flow<A>)) {
+        let n = self.flows.len();
+        for _ in 0..budget.min(n) {
+            let e = self.visit_cursor;
+            self.visit_cursor = if e + 1 == n { 0 } else { e + 1 };
+            if self.class[e] != FREE {
+                f(e as u32, &mut self.flows[e]);
+            }
+        }
     }
 
     /// The longest distance, in slots, between any key's home slot and

@@ -104,6 +104,9 @@ pub struct Pipeline {
     chunk: Vec<Classified>,
     /// The SYN proxy's cookie key (the process's, unless a test sets one).
     cookies: CookieKey,
+    /// Connection sync on a primary: the events each table may hold
+    /// between two collections (None: not a primary).
+    sync_capacity: Option<usize>,
 }
 
 /// A frame of a burst after the first pass.
@@ -186,6 +189,46 @@ impl Pipeline {
             stats,
             chunk: Vec::with_capacity(CHUNK),
             cookies: CookieKey::process(),
+            sync_capacity: None,
+        }
+    }
+
+    /// Makes this worker record its flows' changes for a sync peer (`[sync]
+    /// role = "primary"`), up to `capacity` events per table between two
+    /// collections. Allocates: call before the worker runs.
+    pub fn enable_sync(&mut self, capacity: usize) {
+        self.sync_capacity = Some(capacity);
+        self.conntrack.enable_sync(capacity);
+        if let Some(ct) = self.conntrack6.as_mut() {
+            ct.enable_sync(capacity);
+        }
+    }
+
+    /// Moves what the tables recorded for the sync peer into `out` (the
+    /// sweep collects it; between bursts).
+    pub fn take_sync_events(&mut self, out: &mut crate::sync::SyncEvents) {
+        self.conntrack.take_sync_events(out);
+        if let Some(ct) = self.conntrack6.as_mut() {
+            ct.take_sync_events(out);
+        }
+    }
+
+    /// Installs a record from the sync peer in the table of its family
+    /// (between bursts). Counted in the worker's sync counters.
+    pub fn sync_install(
+        &mut self,
+        snap: &Snapshot,
+        rec: &crate::sync::FlowRecord,
+        now: u32,
+    ) -> Result<flow::Installed, crate::sync::Refused> {
+        match (rec.client, self.conntrack6.as_mut()) {
+            (IpAddr::V4(_), _) => self.conntrack.sync_install(snap, rec, now),
+            (IpAddr::V6(_), Some(ct)) => ct.sync_install(snap, rec, now),
+            (IpAddr::V6(_), None) => {
+                // No port has an IPv6 address: no IPv6 service either.
+                self.stats.sync.refuse(crate::sync::Refused::UnknownService);
+                Err(crate::sync::Refused::UnknownService)
+            }
         }
     }
 
@@ -220,11 +263,11 @@ impl Pipeline {
     pub fn adopt(&mut self, snap: &Snapshot) {
         self.schedulers.adopt(snap);
         if self.conntrack6.is_none() && snap.has_ipv6() {
-            self.conntrack6 = Some(Conntrack::new(
-                self.flow_capacity,
-                SWEEP_BUDGET,
-                self.stats.clone(),
-            ));
+            let mut ct = Conntrack::new(self.flow_capacity, SWEEP_BUDGET, self.stats.clone());
+            if let Some(c) = self.sync_capacity {
+                ct.enable_sync(c);
+            }
+            self.conntrack6 = Some(ct);
         }
     }
 

@@ -532,3 +532,135 @@ impl FlowChange {
         self
     }
 }
+
+/// What a primary recorded, collected as the worker does between bursts.
+fn collected(ct: &mut Conntrack, snap: &Snapshot, now: u32) -> Vec<FlowRecord> {
+    ct.sweep(snap, now, 64);
+    let mut out = SyncEvents::with_capacity(64);
+    ct.take_sync_events(&mut out);
+    out.drain().collect()
+}
+
+#[test]
+fn a_primary_records_creation_state_changes_refresh_and_end() {
+    let snap = snapshot(CONFIG);
+    let mut primary = conntrack::<Ipv4Addr>(64);
+    primary.enable_sync(16);
+    let mut backup = conntrack::<Ipv4Addr>(64);
+    // The handshake through the primary: created, then established.
+    client_packet(&mut primary, &snap, 40000, seg(TcpFlags::SYN, 1000, 0), 0).unwrap();
+    let got = collected(&mut primary, &snap, 1);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let FlowChange::Update(u) = got[0].change else {
+        panic!("an update: {got:?}")
+    };
+    assert_eq!(u.state, FlowState::SynSent);
+    assert_eq!(u.method, ForwardingMethod::Nat);
+    for r in &got {
+        assert_eq!(backup.sync_install(&snap, r, 1), Ok(Installed::Created));
+    }
+    let f = primary.find(&key(40000)).unwrap();
+    let hash = primary.table().reply_key_hash(&f.reply_key());
+    primary
+        .reply(
+            &snap,
+            &f.reply_key(),
+            hash,
+            seg(TcpFlags::SYN | TcpFlags::ACK, 9000, 1001),
+            2,
+        )
+        .unwrap();
+    client_packet(
+        &mut primary,
+        &snap,
+        40000,
+        seg(TcpFlags::ACK, 1001, 9001),
+        3,
+    )
+    .unwrap();
+    let got = collected(&mut primary, &snap, 4);
+    assert!(!got.is_empty());
+    let last = got.last().unwrap();
+    assert!(
+        matches!(last.change, FlowChange::Update(u) if u.state == FlowState::Established),
+        "{got:?}"
+    );
+    for r in &got {
+        assert_eq!(backup.sync_install(&snap, r, 4), Ok(Installed::Updated));
+    }
+    let b = backup.find(&key(40000)).unwrap();
+    assert_eq!(
+        (b.real(), b.real_port(), b.state()),
+        (f.real(), 8080, FlowState::Established)
+    );
+
+    // Nothing changes: nothing is sent until half the timeout passed ...
+    let half = snap.timeouts.established / 2;
+    assert!(collected(&mut primary, &snap, 5).is_empty());
+    // ... a packet keeps it alive here, and the refresh keeps it alive there.
+    client_packet(
+        &mut primary,
+        &snap,
+        40000,
+        seg(TcpFlags::ACK, 1001, 9001),
+        4 + half,
+    )
+    .unwrap();
+    let got = collected(&mut primary, &snap, 4 + half);
+    assert_eq!(got.len(), 1, "one refresh: {got:?}");
+    assert!(collected(&mut primary, &snap, 5 + half).is_empty(), "once");
+
+    // It ends (a reset): the backup removes it.
+    client_packet(
+        &mut primary,
+        &snap,
+        40000,
+        seg(TcpFlags::RST, 1001, 0),
+        6 + half,
+    )
+    .unwrap();
+    let closed = snap.timeouts.closed;
+    let got = collected(&mut primary, &snap, 8 + half + closed);
+    assert!(
+        matches!(got.last().map(|r| r.change), Some(FlowChange::Removed)),
+        "{got:?}"
+    );
+    assert!(primary.find(&key(40000)).is_none());
+    for r in &got {
+        backup.sync_install(&snap, r, 8 + half + closed).unwrap();
+    }
+    assert!(backup.find(&key(40000)).is_none());
+    assert_eq!(primary.stats.sync.events_dropped.get(), 0);
+}
+
+#[test]
+fn without_sync_nothing_is_recorded_and_a_full_log_counts_drops() {
+    let snap = snapshot(CONFIG);
+    let mut plain = conntrack::<Ipv4Addr>(64);
+    client_packet(&mut plain, &snap, 40000, seg(TcpFlags::SYN, 1000, 0), 0).unwrap();
+    assert!(!plain.syncs());
+    assert!(collected(&mut plain, &snap, 1).is_empty());
+
+    let mut primary = conntrack::<Ipv4Addr>(64);
+    primary.enable_sync(4);
+    for p in 0..10 {
+        client_packet(
+            &mut primary,
+            &snap,
+            40000 + p,
+            seg(TcpFlags::SYN, 1000, 0),
+            0,
+        )
+        .unwrap();
+    }
+    let got = collected(&mut primary, &snap, 1);
+    assert!(got.len() >= 4 && got.len() < 10, "{}", got.len());
+    assert!(primary.stats.sync.events_dropped.get() >= 6);
+    // The refresh sends what was dropped once half a SYN timeout passed.
+    let half = snap.timeouts.syn / 2;
+    let mut later = 0;
+    for t in 0..4 {
+        later += collected(&mut primary, &snap, 2 + half + t).len();
+    }
+    assert!(later >= 10 - got.len(), "{later}");
+}
