@@ -14,6 +14,7 @@ use crate::dpdk::{
     self, spsc_ring, DpdkError, Eal, LaunchedLcore, LcoreId, Mempool, Port, PortSetup, PortStats,
 };
 use crate::kernel::{self, KernelPath, Tap};
+use crate::sync::{self as sync_link, ControlLinks};
 use crate::worker::Worker;
 use lb_core::pipeline::Pipeline;
 use lb_core::snapshot::{CompileError, Ids, Snapshot};
@@ -62,6 +63,9 @@ pub struct Dataplane {
     macs: Vec<lb_config::MacAddr>,
     /// The MTU each port really has.
     mtus: Vec<u16>,
+    /// `[sync]`: the sync thread's ends of the workers' hand-overs, until
+    /// it takes them.
+    sync: Option<ControlLinks>,
 }
 
 /// The snapshot with each port's MTU as the device has it (the config's
@@ -265,7 +269,19 @@ impl Dataplane {
             ids,
             macs,
             mtus,
+            sync: None,
         };
+        let mut worker_links: Vec<Option<sync_link::WorkerLink>> = match &config.sync {
+            Some(s) => {
+                let (w, c) = sync_link::links(s, n);
+                dp.sync = Some(c);
+                w.into_iter().map(Some).collect()
+            }
+            None => (0..n).map(|_| None).collect(),
+        };
+        let primary = config
+            .sync
+            .is_some_and(|s| s.role == lb_config::SyncRole::Primary);
         let capacity = config.flows.capacity as usize;
         for (index, (&l, (handoff_out, handoff_in))) in config
             .workers
@@ -276,6 +292,10 @@ impl Dataplane {
         {
             let (tx_updates, rx_updates) = bounded(4);
             let stats = Arc::new(WorkerStats::default());
+            let mut pipeline = Pipeline::new(index, n, capacity, Arc::clone(&stats));
+            if primary {
+                pipeline.enable_sync(lb_core::sync::EVENT_QUEUE_CAPACITY);
+            }
             let worker = Worker {
                 index,
                 rx: rx_by_port
@@ -291,7 +311,7 @@ impl Dataplane {
                 updates: rx_updates,
                 stats: Arc::clone(&stats),
                 stop: Arc::clone(&stop),
-                pipeline: Pipeline::new(index, n, capacity, Arc::clone(&stats)),
+                pipeline,
                 mempool,
                 handoff_out,
                 handoff_in,
@@ -315,6 +335,7 @@ impl Dataplane {
                 tsc_per_ms,
                 poll: config.workers.poll,
                 doorbells: doorbells.clone(),
+                sync: worker_links[index].take(),
             };
             let launched = dp.eal.launch(LcoreId(l), move || worker.run());
             match launched {
@@ -362,6 +383,12 @@ impl Dataplane {
             .iter()
             .map(|w| (w.lcore, Arc::clone(&w.stats)))
             .collect()
+    }
+
+    /// `[sync]`: the sync thread's ends of the workers' hand-overs (once;
+    /// None without the section).
+    pub fn take_sync_links(&mut self) -> Option<ControlLinks> {
+        self.sync.take()
     }
 
     pub fn snapshot(&self) -> &Arc<Snapshot> {

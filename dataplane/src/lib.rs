@@ -12,6 +12,7 @@ pub mod backoff;
 pub mod dpdk;
 pub mod engine;
 pub mod kernel;
+pub mod sync;
 pub mod worker;
 
 pub use engine::{Dataplane, StartError};

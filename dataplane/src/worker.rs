@@ -29,6 +29,7 @@ use crate::dpdk::{
     self, Mbuf, MbufBurst, Mempool, RingConsumer, RingProducer, RxQueue, TxQueue, MAX_BURST,
 };
 use crate::kernel::KernelPath;
+use crate::sync::WorkerLink;
 use lb_core::buffer::PacketBuf;
 use lb_core::forward;
 use lb_core::pipeline::{
@@ -74,6 +75,9 @@ pub struct Worker {
     /// Every worker's doorbell, ours at `index`: rung after handing a
     /// worker packets, in case it sleeps.
     pub doorbells: Vec<Arc<Doorbell>>,
+    /// `[sync]`: this worker's end of the hand-over with the sync thread
+    /// (None without the section).
+    pub sync: Option<WorkerLink>,
 }
 
 struct Held {
@@ -316,6 +320,11 @@ impl Worker {
                 SWEEP_BUDGET
             };
             self.pipeline.sweep(&self.snapshot, now, budget);
+            // Connection sync: hand over what the sweep collected for the
+            // peer (primary), or install what the peer sent (backup).
+            if let Some(link) = self.sync.as_mut() {
+                link.between_bursts(&mut self.pipeline, &self.snapshot, now);
+            }
             stats.polls.incr();
             if received > 0 {
                 stats.rx_packets.add(received as u64);
