@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use lb_core::snapshot::{ServiceView, Snapshot};
+use lb_core::sync::{Refused, SyncCounters};
 use lb_core::{DropReason, WorkerStats};
 use lb_dataplane::dpdk::{LcoreId, Port};
 use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
@@ -119,6 +120,22 @@ pub const METRICS: &[(&str, &str)] = &[
         "Client ACKs whose SYN cookie checked out (each a new flow and a SYN to a real).",
     ),
     (
+        "lb_sync_messages_total",
+        "Connection-sync datagrams sent to the peer, or received from its address ([sync]).",
+    ),
+    (
+        "lb_sync_flows_total",
+        "Connection-sync flow records: sent, received (parsed), and by the backup's workers created, updated or removed in their tables.",
+    ),
+    (
+        "lb_sync_refused_total",
+        "Connection-sync input refused, by reason.",
+    ),
+    (
+        "lb_sync_events_dropped_total",
+        "Connection-sync records dropped for lack of room: a primary worker's queue, or a backup worker's install queue.",
+    ),
+    (
         "lb_syn_proxy_deferred_total",
         "Client segments the SYN proxy kept while their flow waited for the real's SYN-ACK, to send on once it answered.",
     ),
@@ -140,6 +157,9 @@ pub struct Exporter {
     dpdk: String,
     /// By port index: whether the port has a kernel interface.
     kernel: Vec<bool>,
+    /// `[sync]`: the sync thread's counters (None without the section,
+    /// and then no sync series).
+    sync: Option<Arc<SyncCounters>>,
 }
 
 /// The `real` label: `198.18.0.11:8080`, `[2001:2::11]:80`; the same as
@@ -169,7 +189,15 @@ impl Exporter {
             workers,
             dpdk,
             kernel,
+            sync: None,
         }
+    }
+
+    /// Exports the connection-sync series, from the sync thread's
+    /// `counters` and the workers'.
+    pub fn with_sync(mut self, counters: Arc<SyncCounters>) -> Exporter {
+        self.sync = Some(counters);
+        self
     }
 
     fn shared(&self) -> MutexGuard<'_, Shared> {
@@ -240,6 +268,45 @@ impl Exporter {
         for r in DropReason::ALL {
             let n: u64 = self.workers.iter().map(|(_, w)| w.dropped(r)).sum();
             dropped.with_label_values(&[r.as_str()]).inc_by(n);
+        }
+
+        if let Some(control) = &self.sync {
+            let sum = |f: fn(&SyncCounters) -> u64| -> u64 {
+                f(control) + self.workers.iter().map(|(_, w)| f(&w.sync)).sum::<u64>()
+            };
+            let messages = counter("lb_sync_messages_total", &["direction"]);
+            messages
+                .with_label_values(&["sent"])
+                .inc_by(sum(|c| c.messages_sent.get()));
+            messages
+                .with_label_values(&["received"])
+                .inc_by(sum(|c| c.messages_received.get()));
+            let flows = counter("lb_sync_flows_total", &["direction"]);
+            type Read = fn(&SyncCounters) -> u64;
+            let by: [(&str, Read); 5] = [
+                ("sent", |c| c.flows_sent.get()),
+                ("received", |c| c.flows_received.get()),
+                ("installed", |c| c.flows_installed.get()),
+                ("updated", |c| c.flows_updated.get()),
+                ("removed", |c| c.flows_removed.get()),
+            ];
+            for (direction, f) in by {
+                flows.with_label_values(&[direction]).inc_by(sum(f));
+            }
+            let refused = counter("lb_sync_refused_total", &["reason"]);
+            for r in Refused::ALL {
+                let n = control.refused(r)
+                    + self
+                        .workers
+                        .iter()
+                        .map(|(_, w)| w.sync.refused(r))
+                        .sum::<u64>();
+                refused.with_label_values(&[r.as_str()]).inc_by(n);
+            }
+            let dropped = counter("lb_sync_events_dropped_total", &[]);
+            dropped
+                .with_label_values(&[])
+                .inc_by(sum(|c| c.events_dropped.get()));
         }
 
         let shared = self.shared();

@@ -9,5 +9,6 @@ pub mod health;
 pub mod http;
 pub mod status;
 pub mod supervisor;
+pub mod sync;
 
 pub use supervisor::{run, RunError};
