@@ -19,6 +19,7 @@ use crate::announce::{Announcer, IpRoute};
 use crate::exporter::{Exporter, Shared};
 use crate::health::{HealthCheckers, Hysteresis, Outcome, RealKey, Report};
 use crate::http;
+use crate::sync::SyncThread;
 
 /// How often the control loop wakes up without a health report.
 const TICK: Duration = Duration::from_millis(100);
@@ -31,8 +32,8 @@ pub enum RunError {
     Signals(std::io::Error),
     /// The metrics listener could not be opened.
     Metrics(std::net::SocketAddr, std::io::Error),
-    /// The configuration asks for something validated but not run yet.
-    NotYet(&'static str),
+    /// The sync socket could not be bound.
+    Sync(std::net::SocketAddr, std::io::Error),
 }
 
 impl fmt::Display for RunError {
@@ -44,7 +45,10 @@ impl fmt::Display for RunError {
                 f,
                 "metrics.listen {a}: {e}; choose a free address in [metrics] listen"
             ),
-            RunError::NotYet(what) => f.write_str(what),
+            RunError::Sync(a, e) => write!(
+                f,
+                "sync.listen {a}: {e}; choose a local address and a free port in [sync] listen"
+            ),
         }
     }
 }
@@ -259,14 +263,6 @@ impl Control {
 /// Runs the appliance with `config` (loaded from `config_path`) until
 /// SIGINT or SIGTERM, then stops it cleanly and logs the final counters.
 pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
-    // Refused before anything starts, rather than run without what the
-    // section promises: a backup that syncs nothing would lose every NAT
-    // connection at a takeover.
-    if config.sync.is_some() {
-        return Err(RunError::NotYet(
-            "sync: [sync] is validated (--check) but connection sync does not run yet; remove the section to start",
-        ));
-    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(RunError::Signals)?;
@@ -277,8 +273,22 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
 
     let mut health = Health::default();
     health.sync(&config);
-    let dataplane = Dataplane::start(&config, |s, a, p| health.is_up(&config, s, a, p))
+    let mut dataplane = Dataplane::start(&config, |s, a, p| health.is_up(&config, s, a, p))
         .map_err(RunError::Start)?;
+    let mut sync = match (&config.sync, dataplane.take_sync_links()) {
+        (Some(s), Some(links)) => {
+            let t = SyncThread::start(s, links).map_err(|e| RunError::Sync(s.listen, e))?;
+            log::info!(
+                "sync: {} on {}, peer {}, every {:?}",
+                s.role,
+                t.local,
+                s.peer,
+                s.interval
+            );
+            Some(t)
+        }
+        _ => None,
+    };
     let workers = dataplane.worker_stats();
     let shared = Arc::new(Mutex::new(Shared {
         snapshot: Arc::clone(dataplane.snapshot()),
@@ -289,12 +299,15 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         busy: vec![0.0; workers.len()],
         announced: BTreeMap::new(),
     }));
-    let exporter = Exporter::new(
+    let mut exporter = Exporter::new(
         Arc::clone(&shared),
         dataplane.ports(),
         workers.clone(),
         lb_dataplane::dpdk::version(),
     );
+    if let Some(t) = &sync {
+        exporter = exporter.with_sync(Arc::clone(&t.counters));
+    }
     let listen = config.metrics.listen;
     let server = http::Server::start(listen, exporter).map_err(|e| RunError::Metrics(listen, e))?;
     let mut checkers = HealthCheckers::new();
@@ -361,6 +374,9 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         std::thread::sleep(delay);
     }
     log::info!("stopping: waiting for the workers to finish their burst");
+    if let Some(t) = sync.as_mut() {
+        t.stop();
+    }
     drop(server);
     control.checkers.stop();
     let ports = control.dataplane.shutdown();
