@@ -163,6 +163,32 @@ fn flows_of_the_primary_appear_in_the_backups_table() {
         "a synced flow is not one created here"
     );
 
+    // A takeover in miniature: the NAT flow's next packets, each way,
+    // reach the backup, which forwards them with the primary's real and
+    // translation instead of dropping them as flows it never saw.
+    let step = |d: &str| {
+        scenario
+            .steps
+            .iter()
+            .find(|s| s.description.starts_with(d))
+            .unwrap_or_else(|| panic!("golden step {d}"))
+            .input
+            .clone()
+    };
+    let later = [
+        step("nat: later data packet"),
+        step("nat: data reply from the real"),
+    ];
+    pair.backup.feed(&[&later[0], &later[1]]);
+    let web = [("real", "198.18.0.11:8080"), ("service", "web-nat")];
+    let b = pair.wait_for(false, "the backup forwarding the synced NAT flow", |s| {
+        m(s, "lb_packets_forwarded_total", &web) >= 2.0
+    });
+    assert_eq!(
+        m(&b, "lb_packets_dropped_total", &[("reason", "no_flow")]),
+        0.0
+    );
+
     // A stranger's datagram, and garbage from the peer's address.
     let stranger = UdpSocket::bind("127.0.0.3:0").unwrap();
     stranger.send_to(b"LBSY hello", &b_addr).unwrap();
