@@ -1509,3 +1509,79 @@ fn ipv6_for_the_port_address_goes_to_the_kernel() {
     let mut b = VecBuf::from_bytes(&frame);
     assert_eq!(k.process(&ksnap, port, &mut b, 0), Verdict::ToKernel);
 }
+
+/// Connection sync over every golden scenario: a primary pipeline runs the
+/// steps, collecting what it records between them as the worker does; a
+/// backup pipeline installs every record. Then each flow the primary
+/// would sync is in the backup's table with the same real, port, method,
+/// state and SYN-proxy translation (trust aside: the backup has seen no
+/// packet of it), over both families.
+#[test]
+fn every_golden_flow_reaches_a_backup_whole() {
+    use crate::sync::{FlowChange, SyncEvents};
+    for scenario in ["one-arm", "two-arm", "ipv6", "syn-proxy"].map(golden::scenario) {
+        let config =
+            Config::parse(&scenario.config).unwrap_or_else(|e| panic!("{}: {e}", scenario.name));
+        let snap = compile(&config, &scenario.port_macs);
+        let mut primary = pipeline(&snap, 0, 1, 1024);
+        primary.set_cookie_key(GOLDEN_COOKIE_KEY);
+        primary.enable_sync(4096);
+        let mut backup = pipeline(&snap, 0, 1, 1024);
+        let mut events = SyncEvents::with_capacity(4096);
+        for (i, step) in scenario.steps.iter().enumerate() {
+            let now = 1000 + i as u32;
+            let mut buf = VecBuf::from_bytes(&step.input);
+            primary.process(&snap, step.in_port, &mut buf, now);
+            primary.sweep(&snap, now, 0);
+            primary.take_sync_events(&mut events);
+            for r in events.drain() {
+                if let Err(why) = backup.sync_install(&snap, &r, now) {
+                    panic!("{} step {i}: {r:?} refused: {why:?}", scenario.name);
+                }
+            }
+        }
+        let comparable = |r: Option<crate::sync::FlowRecord>| {
+            r.map(|mut r| {
+                if let FlowChange::Update(u) = &mut r.change {
+                    u.trust = crate::flow::Trust::Unconfirmed;
+                }
+                r
+            })
+        };
+        let mut seen = 0;
+        let mut proxied = 0;
+        let t = primary.flows();
+        for e in t.entries() {
+            let f = t.get(e);
+            let Some(want) = comparable(f.sync_update(&snap)) else {
+                continue;
+            };
+            proxied +=
+                usize::from(matches!(want.change, FlowChange::Update(u) if u.proxy.is_some()));
+            let got = backup
+                .flows()
+                .lookup(&f.key(), backup.flows().key_hash(&f.key()))
+                .map(|b| comparable(backup.flows().get(b).sync_update(&snap)));
+            assert_eq!(got, Some(Some(want)), "{}: {:?}", scenario.name, f.key());
+            seen += 1;
+        }
+        if let (Some(t), Some(b)) = (primary.flows6(), backup.flows6()) {
+            for e in t.entries() {
+                let f = t.get(e);
+                let Some(want) = comparable(f.sync_update(&snap)) else {
+                    continue;
+                };
+                let got = b
+                    .lookup(&f.key(), b.key_hash(&f.key()))
+                    .map(|x| comparable(b.get(x).sync_update(&snap)));
+                assert_eq!(got, Some(Some(want)), "{}: {:?}", scenario.name, f.key());
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "{}: no flow to compare", scenario.name);
+        if scenario.name == "syn-proxy" {
+            assert!(proxied > 0, "a proxied flow's translation is compared");
+        }
+        assert_eq!(primary.stats().sync.events_dropped.get(), 0);
+    }
+}
