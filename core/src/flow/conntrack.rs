@@ -263,9 +263,10 @@ impl<A: FlowAddr> Conntrack<A> {
                 let f = self.table.get_mut(e);
                 // SYN proxy hook: a flow whose handshake it answered.
                 if f.proxy != 0 {
-                    let before = f.trust();
+                    let (before, inputs) = (f.trust(), f.trust_inputs());
                     let r = self.syn_proxy_client(e, tcp, now);
                     self.reclass(e, before, now);
+                    self.sync_mark_if_changed(e, inputs);
                     return r;
                 }
                 let inputs = f.trust_inputs();
@@ -499,9 +500,10 @@ impl<A: FlowAddr> Conntrack<A> {
         let f = self.table.get_mut(e);
         // SYN proxy hook: a flow whose handshake it answered.
         if f.proxy != 0 {
-            let before = f.trust();
+            let (before, inputs) = (f.trust(), f.trust_inputs());
             let r = self.syn_proxy_reply(e, tcp, now);
             self.reclass(e, before, now);
+            self.sync_mark_if_changed(e, inputs);
             return r;
         }
         let inputs = f.trust_inputs();

@@ -118,6 +118,18 @@ impl<A: FlowAddr> Conntrack<A> {
         }
     }
 
+    /// [`Self::sync_mark`] for a SYN-proxied flow's packet: when its state
+    /// (or what was seen of it) changed from `inputs`, and it still is.
+    #[inline]
+    pub(super) fn sync_mark_if_changed(&mut self, e: u32, inputs: u16) {
+        if self.sync.is_some()
+            && self.table.is_live(e)
+            && self.table.get(e).trust_inputs() != inputs
+        {
+            self.sync_mark(e);
+        }
+    }
+
     /// Between bursts: turns the noted entries into records and re-sends
     /// up to `budget` entries' flows whose last sending is older than half
     /// their state's timeout.
