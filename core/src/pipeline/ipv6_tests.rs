@@ -4,14 +4,13 @@
 //! has an IPv6 address.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
 
 use lb_config::{Config, MacAddr};
 
 use super::{build_neighbor_solicit, Pipeline, Verdict};
 use crate::buffer::{PacketBuf, VecBuf};
-use crate::snapshot::{Ids, Snapshot};
-use crate::stats::{DropReason, WorkerStats};
+use crate::snapshot::Snapshot;
+use crate::stats::DropReason;
 use crate::wire::icmpv6::Icmpv6Type;
 use crate::wire::ipv6::{Ipv6Packet, Ipv6Repr};
 use crate::wire::ndp::{self, NdpRepr, NeighborFlags, NeighborPacket};
@@ -56,14 +55,12 @@ port = 8080
 "#;
 
 fn snapshot(text: &str) -> Snapshot {
-    let config = Config::parse(text).unwrap();
-    Snapshot::compile(&config, &[OUR], 1, &mut Ids::default(), |_, _, _| true).unwrap()
+    super::tests::compile(&Config::parse(text).unwrap(), &[OUR])
 }
 
+/// A pipeline of 64 flows (the one in `tests.rs`).
 fn pipeline(snap: &Snapshot, index: usize, workers: usize) -> Pipeline {
-    let mut p = Pipeline::new(index, workers, 64, Arc::new(WorkerStats::default()));
-    p.adopt(snap);
-    p
+    super::tests::pipeline(snap, index, workers, 64)
 }
 
 /// A TCP segment over IPv6, checksummed, from `src_mac` to us.

@@ -40,11 +40,11 @@ address = "198.18.0.11"
 "#
 }
 
-fn compile(config: &Config, macs: &[MacAddr]) -> Snapshot {
+pub(super) fn compile(config: &Config, macs: &[MacAddr]) -> Snapshot {
     Snapshot::compile(config, macs, 1, &mut Ids::default(), |_, _, _| true).expect("compiles")
 }
 
-fn pipeline(snap: &Snapshot, index: usize, workers: usize, capacity: usize) -> Pipeline {
+pub(super) fn pipeline(snap: &Snapshot, index: usize, workers: usize, capacity: usize) -> Pipeline {
     let mut p = Pipeline::new(index, workers, capacity, Arc::new(WorkerStats::default()));
     p.adopt(snap);
     p
