@@ -65,6 +65,9 @@ pub const MIN_SYNC_INTERVAL: Duration = Duration::from_millis(10);
 /// above 5 s a failover would lose too much and start too late.
 pub const MAX_SYNC_INTERVAL: Duration = Duration::from_secs(5);
 
+/// The longest `[sync] dead_after`.
+pub const MAX_SYNC_DEAD_AFTER: Duration = Duration::from_secs(60);
+
 /// Transport protocol of a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
@@ -249,6 +252,16 @@ pub struct SyncConfig {
     /// heartbeat), [`MIN_SYNC_INTERVAL`]..=[`MAX_SYNC_INTERVAL`], default
     /// [`DEFAULT_SYNC_INTERVAL`].
     pub interval: Duration,
+    /// `dead_after`: how long a silent peer is taken for dead (the backup
+    /// then takes over): at least twice `interval`, at most
+    /// [`MAX_SYNC_DEAD_AFTER`]; default three intervals.
+    pub dead_after: Duration,
+    /// `gateway`: the floating address the NAT reals route through, which
+    /// only the active appliance of the pair answers ARP for (on the port
+    /// whose connected network holds it).
+    pub gateway: Option<Ipv4Addr>,
+    /// `gateway6`: the same for IPv6 (Neighbor Solicitations).
+    pub gateway6: Option<Ipv6Addr>,
 }
 
 /// `[dpdk]`
@@ -594,12 +607,28 @@ impl Config {
         if let Some(sync) = &self.sync {
             let _ = writeln!(
                 s,
-                "sync: {} with peer {}, listen {}, every {}",
+                "sync: {} with peer {}, listen {}, every {}, dead after {}",
                 sync.role,
                 sync.peer,
                 sync.listen,
-                format_duration(sync.interval)
+                format_duration(sync.interval),
+                format_duration(sync.dead_after)
             );
+            match (sync.gateway, sync.gateway6) {
+                (None, None) => {}
+                (a, b) => {
+                    let list: Vec<String> = a
+                        .map(|a| a.to_string())
+                        .into_iter()
+                        .chain(b.map(|b| b.to_string()))
+                        .collect();
+                    let _ = writeln!(
+                        s,
+                        "sync: floating gateway {} (answered while active)",
+                        list.join(" and ")
+                    );
+                }
+            }
         }
         let _ = writeln!(s, "services: {}", self.services.len());
         for svc in &self.services {

@@ -75,6 +75,9 @@ pub(crate) struct RawSync {
     pub peer: Option<String>,
     pub listen: Option<String>,
     pub interval: Option<String>,
+    pub dead_after: Option<String>,
+    pub gateway: Option<String>,
+    pub gateway6: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,7 +152,15 @@ pub(crate) fn known_keys(table: &str) -> &'static [&'static str] {
         ],
         "metrics" => &["listen"],
         "announce" => &["table", "withdraw_delay"],
-        "sync" => &["role", "peer", "listen", "interval"],
+        "sync" => &[
+            "role",
+            "peer",
+            "listen",
+            "interval",
+            "dead_after",
+            "gateway",
+            "gateway6",
+        ],
         "services" => &[
             "name",
             "vip",

@@ -1915,9 +1915,11 @@ fn sync_parses_with_defaults_and_shows_in_the_summary() {
         "the peer's port, any address"
     );
     assert_eq!(s.interval, DEFAULT_SYNC_INTERVAL);
-    assert!(c
-        .summary()
-        .contains("sync: backup with peer 192.0.2.1:8848, listen 0.0.0.0:8848, every 200ms"));
+    assert!(c.summary().contains(
+        "sync: backup with peer 192.0.2.1:8848, listen 0.0.0.0:8848, every 200ms, dead after 600ms"
+    ));
+    assert_eq!(s.dead_after, DEFAULT_SYNC_INTERVAL * 3);
+    assert_eq!((s.gateway, s.gateway6), (None, None));
     assert!(Config::parse(MINIMAL).unwrap().sync.is_none());
 }
 
@@ -2055,4 +2057,98 @@ fn the_reference_example_is_valid_with_its_sync_section() {
     assert_eq!(s.role, SyncRole::Primary);
     assert_eq!(s.listen, "198.18.9.1:8848".parse().unwrap());
     assert_eq!(s.interval, DEFAULT_SYNC_INTERVAL);
+}
+
+#[test]
+fn sync_gateway_and_dead_after() {
+    let base = "role = \"primary\"\npeer = \"198.18.0.3:8848\"\n";
+    let c = Config::parse(&sync(&format!(
+        "{base}interval = \"100ms\"\ndead_after = \"1s\"\ngateway = \"198.18.0.5\""
+    )))
+    .unwrap();
+    let s = c.sync.unwrap();
+    assert_eq!(s.dead_after, Duration::from_secs(1));
+    assert_eq!(s.gateway, Some("198.18.0.5".parse().unwrap()));
+    assert!(c.summary().contains("floating gateway 198.18.0.5"));
+    // Three intervals without the key.
+    let c = Config::parse(&sync(&format!("{base}interval = \"50ms\""))).unwrap();
+    assert_eq!(c.sync.unwrap().dead_after, Duration::from_millis(150));
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "dead_after = \"100ms\"",
+            "sync.dead_after",
+            "less than twice sync.interval",
+        ),
+        (
+            "dead_after = \"2m\"",
+            "sync.dead_after",
+            "above the maximum",
+        ),
+        ("dead_after = \"soon\"", "sync.dead_after", ""),
+        (
+            "gateway = \"198.18.9.5\"",
+            "sync.gateway",
+            "on no port's connected network (ports: wan 198.18.0.2/24)",
+        ),
+        (
+            "gateway = \"198.18.0.2\"",
+            "sync.gateway",
+            "is the address of port wan (ports[0])",
+        ),
+        (
+            "gateway = \"198.18.0.255\"",
+            "sync.gateway",
+            "network or broadcast",
+        ),
+        (
+            "gateway = \"198.18.0.0\"",
+            "sync.gateway",
+            "network or broadcast",
+        ),
+        (
+            "gateway = \"198.18.0.11\"",
+            "sync.gateway",
+            "services[0].reals[0]",
+        ),
+        (
+            "gateway = \"2001:2::5\"",
+            "sync.gateway",
+            "goes in sync.gateway6",
+        ),
+        ("gateway = \"gw\"", "sync.gateway", "invalid IPv4 address"),
+        (
+            "gateway6 = \"198.18.0.5\"",
+            "sync.gateway6",
+            "invalid IPv6 address",
+        ),
+        (
+            "gateway6 = \"2001:2::5\"",
+            "sync.gateway6",
+            "no port has an address of this family",
+        ),
+    ];
+    for (keys, path, needle) in cases {
+        assert_error(&sync(&format!("{base}{keys}")), path, needle);
+    }
+}
+
+#[test]
+fn sync_gateway6_on_the_ports_ipv6_network() {
+    let text = sync("role = \"backup\"\npeer = \"198.18.0.3:8848\"\ngateway6 = \"2001:2::5\"")
+        .replace(
+            "address = \"198.18.0.2/24\"\n",
+            "address = \"198.18.0.2/24\"\naddress6 = \"2001:2::2/64\"\n",
+        );
+    let c = Config::parse(&text).unwrap();
+    assert_eq!(c.sync.unwrap().gateway6, Some("2001:2::5".parse().unwrap()));
+    assert_error(
+        &text.replace("2001:2::5", "2001:2::2"),
+        "sync.gateway6",
+        "is the address6 of port wan",
+    );
+    assert_error(
+        &text.replace("2001:2::5", "2001:2:1::5"),
+        "sync.gateway6",
+        "on no port's connected IPv6 network (ports: wan 2001:2::2/64)",
+    );
 }

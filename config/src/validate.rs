@@ -1069,12 +1069,126 @@ fn sync(
         }
         d >= MIN_SYNC_INTERVAL
     });
+    let dead_after = c.duration(
+        "sync.dead_after",
+        raw.dead_after.as_deref(),
+        interval.unwrap_or(DEFAULT_SYNC_INTERVAL) * 3,
+        true,
+        MAX_SYNC_DEAD_AFTER,
+    );
+    let dead_after = match (dead_after, interval) {
+        (Some(d), Some(i)) if d < i * 2 => {
+            c.err(
+                "sync.dead_after",
+                format!(
+                    "{} is less than twice sync.interval ({}): the peer would be taken for dead between two of its messages",
+                    format_duration(d),
+                    format_duration(i)
+                ),
+            );
+            None
+        }
+        (d, _) => d,
+    };
+    let gateway = raw.gateway.and_then(|text| {
+        let Ok(a) = text.parse::<Ipv4Addr>() else {
+            c.err(
+                "sync.gateway",
+                format!("invalid IPv4 address {text:?}: expected a.b.c.d (an IPv6 gateway goes in sync.gateway6)"),
+            );
+            return None;
+        };
+        let net = nets.v4.iter().find(|n| n.cidr.contains(a));
+        let why = match net {
+            _ if !nets.complete => None, // a port's error was reported
+            None => Some(format!(
+                "{a} is on no port's connected network ({}): the reals must reach their gateway directly",
+                describe_nets(nets.v4.iter().map(|n| (n.name.as_str(), n.cidr.to_string())))
+            )),
+            Some(n) if n.cidr.address == a => Some(format!(
+                "{a} is the address of port {} (ports[{}]): the floating gateway must be an address of its own, which moves between the appliances",
+                n.name, n.index
+            )),
+            Some(n) if n.cidr.prefix_len < 31 && (a == n.cidr.network() || a == n.cidr.broadcast()) => Some(format!(
+                "{a} is the network or broadcast address of port {}'s network {}",
+                n.name,
+                n.cidr.network_cidr()
+            )),
+            Some(_) => floating_clash(IpAddr::V4(a), services),
+        };
+        if let Some(why) = why {
+            c.err("sync.gateway", why);
+            return None;
+        }
+        Some(a)
+    });
+    let gateway6 = raw.gateway6.and_then(|text| {
+        let Ok(a) = text.parse::<Ipv6Addr>() else {
+            c.err(
+                "sync.gateway6",
+                format!("invalid IPv6 address {text:?}: expected an address such as 2001:db8::1 (an IPv4 gateway goes in sync.gateway)"),
+            );
+            return None;
+        };
+        let net = nets.v6.iter().find(|n| n.cidr.contains(a));
+        let why = match net {
+            _ if !nets.complete => None,
+            None => Some(format!(
+                "{a} is on no port's connected IPv6 network ({}): the reals must reach their gateway directly",
+                describe_nets(nets.v6.iter().map(|n| (n.name.as_str(), n.cidr.to_string())))
+            )),
+            Some(n) if n.cidr.address == a => Some(format!(
+                "{a} is the address6 of port {} (ports[{}]): the floating gateway must be an address of its own, which moves between the appliances",
+                n.name, n.index
+            )),
+            Some(n) if a == n.cidr.network() => Some(format!(
+                "{a} is the subnet-router anycast address of port {}'s network {}",
+                n.name,
+                n.cidr.network_cidr()
+            )),
+            Some(_) => floating_clash(IpAddr::V6(a), services),
+        };
+        if let Some(why) = why {
+            c.err("sync.gateway6", why);
+            return None;
+        }
+        Some(a)
+    });
     Some(SyncConfig {
         role: role?,
         peer: peer?,
         listen: listen?,
         interval: interval?,
+        dead_after: dead_after?,
+        gateway,
+        gateway6,
     })
+}
+
+/// "wan 198.18.0.2/24, lan ..." or "none".
+fn describe_nets<'a>(nets: impl Iterator<Item = (&'a str, String)>) -> String {
+    let list: Vec<String> = nets.map(|(name, cidr)| format!("{name} {cidr}")).collect();
+    if list.is_empty() {
+        "no port has an address of this family".to_string()
+    } else {
+        format!("ports: {}", list.join(", "))
+    }
+}
+
+/// Why a floating gateway address may not be `a`: a VIP or a real's
+/// address.
+fn floating_clash(a: IpAddr, services: &[ServiceConfig]) -> Option<String> {
+    for (i, s) in services.iter().enumerate() {
+        if s.vip == a {
+            return Some(format!("{a} is the VIP of services[{i}] ({:?})", s.name));
+        }
+        if let Some(j) = s.reals.iter().position(|r| r.address == a) {
+            return Some(format!(
+                "{a} is the address of services[{i}].reals[{j}]: the reals route through the gateway, it cannot be one of them"
+            ));
+        }
+    }
+    None
 }
 
 /// A sync socket address `ip:port` or `[ipv6]:port`: a port other than 0,

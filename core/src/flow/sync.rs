@@ -25,16 +25,21 @@
 //!   like a flow created here; it is not `flows_created` (nothing was
 //!   scheduled).
 //!
-//! What a primary records (`Conntrack::enable_sync`): the packet path
-//! only notes the entry of a flow that was created or changed state,
-//! class or translation (a bounded list of entry numbers, one predictable
-//! branch when sync is off); the sweep, between bursts, turns those into
-//! records, adds a removal record for every flow that ended, and re-sends
-//! each live flow at least every half of its state's timeout (the
-//! flow's `template_timeout`, unused by a non-template, holds when it was
-//! last sent), so that the backup's entries do not expire while the
-//! flow lives here. A full list or queue drops and counts
-//! (`events_dropped`); the refresh repairs what a drop lost.
+//! What an appliance records (`Conntrack::enable_sync`; both roles, so
+//! that whichever is active tells the other): the packet path only notes
+//! the entry of a flow that was created or changed state, class or
+//! translation (a bounded list of entry numbers, one predictable branch
+//! when sync is off); the sweep, between bursts, turns those into
+//! records, adds a removal record for every flow of its own that ended,
+//! and re-sends each live flow of its own at least every half of its
+//! state's timeout (the flow's `template_timeout`, unused by a
+//! non-template, holds when it was last sent), so that the peer's
+//! entries do not expire while the flow lives here. A full list or queue
+//! drops and counts (`events_dropped`); the refresh repairs what a drop
+//! lost. A flow the peer gave us is not sent back (no echo) until a
+//! packet of it is seen here: then it is ours. A bulk pass
+//! (`Conntrack::sync_bulk_start`) sends every flow, the peer's included,
+//! to a peer that came back without them.
 //!
 //! Not synced: persistence templates (a client's next connection after a
 //! takeover is scheduled afresh), and proxied flows still waiting for
@@ -53,6 +58,10 @@ use crate::snapshot::Snapshot;
 use crate::sync::{
     FlowChange, FlowRecord, FlowUpdate, ProxyState, Refused, SyncCounters, SyncEvents,
 };
+
+/// Entries a bulk pass looks at per poll at least (a free entry costs a
+/// byte read; a live one a record, within the queue's room).
+pub const BULK_BUDGET: usize = 256;
 
 /// What installing a record did (each counted in `WorkerStats::sync`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +82,9 @@ pub enum Installed {
 pub(super) struct SyncLog {
     /// Entries whose flow was created or changed (may repeat; bounded).
     dirty: Vec<u32>,
+    /// A pass sending every flow the table holds, under way: the next
+    /// entry to look at ([`Conntrack::sync_bulk_start`]).
+    bulk: Option<usize>,
     /// The records for the peer, until the worker hands them over.
     events: SyncEvents,
 }
@@ -87,8 +99,13 @@ impl SyncLog {
         }
     }
 
-    /// A flow of this table ended.
+    /// A flow of this table ended. One the peer gave us and no packet of
+    /// which was seen here is the peer's to report, not ours (and sending
+    /// it back would echo every removal).
     pub(super) fn ended<A: FlowAddr>(&mut self, f: &Flow<A>, counters: &SyncCounters) {
+        if f.is_synced() {
+            return;
+        }
         if let Some(r) = f.sync_removed() {
             self.events.push(r, counters);
         }
@@ -101,6 +118,7 @@ impl<A: FlowAddr> Conntrack<A> {
     pub fn enable_sync(&mut self, capacity: usize) {
         self.sync = Some(Box::new(SyncLog {
             dirty: Vec::with_capacity(capacity.max(1)),
+            bulk: None,
             events: SyncEvents::with_capacity(capacity),
         }));
     }
@@ -142,7 +160,9 @@ impl<A: FlowAddr> Conntrack<A> {
         for e in log.dirty.drain(..) {
             // A noted entry may have ended since (and may hold another
             // flow now: then that one is sent, which does no harm).
-            if !table.is_live(e) {
+            // An entry the peer gave us is noted when installed (its
+            // class changes): not sent back.
+            if !table.is_live(e) || table.get(e).is_synced() {
                 continue;
             }
             let f = table.get_mut(e);
@@ -152,9 +172,27 @@ impl<A: FlowAddr> Conntrack<A> {
                 }
             }
         }
+        // A pass over every flow (a peer that came back): as many as the
+        // queue has room for, the rest next time, none skipped.
+        if let Some(from) = log.bulk {
+            log.bulk = table.visit_from(from, budget.max(BULK_BUDGET), |_, f| {
+                if log.events.is_full() {
+                    return false;
+                }
+                if let Some(r) = f.sync_update(snap) {
+                    log.events.push(r, counters);
+                    if !f.is_synced() {
+                        f.template_timeout = now;
+                    }
+                }
+                true
+            });
+        }
         let timeouts = snap.timeouts;
         table.visit(budget, |_, f| {
-            if f.is_template() || log.events.is_full() {
+            // Only our own flows are refreshed: one the peer gave us and
+            // that no packet here touched is the peer's to keep alive.
+            if f.is_template() || f.is_synced() || log.events.is_full() {
                 return;
             }
             let half = timeouts.of(f.state()) / 2;
@@ -166,6 +204,26 @@ impl<A: FlowAddr> Conntrack<A> {
                 f.template_timeout = now;
             }
         });
+    }
+
+    /// Starts a pass that sends every flow this table holds, its own and
+    /// those the peer gave it (a peer that came back after a restart or
+    /// before it takes the gateway back: it must hold them all). The
+    /// sweep makes it between bursts, [`BULK_BUDGET`] entries or more a
+    /// poll, never more records than the queue has room for. Restarts a
+    /// pass under way. Nothing without sync.
+    pub fn sync_bulk_start(&mut self) {
+        if let Some(log) = self.sync.as_mut() {
+            log.bulk = Some(0);
+        }
+    }
+
+    /// Whether a pass [`Self::sync_bulk_start`] began is still under way,
+    /// or its records still wait for [`Self::take_sync_events`].
+    pub fn sync_bulk_pending(&self) -> bool {
+        self.sync
+            .as_ref()
+            .is_some_and(|log| log.bulk.is_some() || !log.events.is_empty())
     }
 
     /// Moves the records collected so far into `out` (oldest first; what

@@ -903,6 +903,27 @@ impl<A: FlowAddr> FlowTable<A> {
         }
     }
 
+    /// Looks at up to `budget` entries from entry `from` on (a cursor the
+    /// caller keeps, for a pass over the whole table that must not skip
+    /// entries) and calls `f` with each live one until it returns false
+    /// (no room for more: that entry is looked at again next time).
+    /// Returns where to go on, or None when the pass reached the end.
+    pub fn visit_from(
+        &mut self,
+        from: usize,
+        budget: usize,
+        mut f: impl FnMut(u32, &mut Flow<A>) -> bool,
+    ) -> Option<usize> {
+        let n = self.flows.len();
+        let end = from.saturating_add(budget).min(n);
+        for e in from..end {
+            if self.class[e] != FREE && !f(e as u32, &mut self.flows[e]) {
+                return Some(e);
+            }
+        }
+        (end < n).then_some(end)
+    }
+
     /// The longest distance, in slots, between any key's home slot and
     /// where it sits: what the slowest lookup walks (diagnostics and tests;
     /// reads the whole index).

@@ -193,8 +193,8 @@ impl Pipeline {
         }
     }
 
-    /// Makes this worker record its flows' changes for a sync peer (`[sync]
-    /// role = "primary"`), up to `capacity` events per table between two
+    /// Makes this worker record its flows' changes for a sync peer
+    /// (`[sync]`, either role), up to `capacity` events per table between two
     /// collections. Allocates: call before the worker runs.
     pub fn enable_sync(&mut self, capacity: usize) {
         self.sync_capacity = Some(capacity);
@@ -211,6 +211,25 @@ impl Pipeline {
         if let Some(ct) = self.conntrack6.as_mut() {
             ct.take_sync_events(out);
         }
+    }
+
+    /// Starts a pass that sends every flow of both tables to the sync
+    /// peer (see `Conntrack::sync_bulk_start`).
+    pub fn sync_bulk_start(&mut self) {
+        self.conntrack.sync_bulk_start();
+        if let Some(ct) = self.conntrack6.as_mut() {
+            ct.sync_bulk_start();
+        }
+    }
+
+    /// Whether that pass is under way in a table, or its records wait
+    /// for [`Self::take_sync_events`].
+    pub fn sync_bulk_pending(&self) -> bool {
+        self.conntrack.sync_bulk_pending()
+            || self
+                .conntrack6
+                .as_ref()
+                .is_some_and(|ct| ct.sync_bulk_pending())
     }
 
     /// Installs a record from the sync peer in the table of its family

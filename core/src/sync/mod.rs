@@ -18,6 +18,8 @@
 
 use crate::stats::Counter;
 
+pub mod election;
+
 pub use crate::wire::sync::{FlowChange, FlowRecord, FlowUpdate, ProxyState};
 
 /// Events a worker's queue holds between two collections: 4,096 (about

@@ -20,7 +20,7 @@
 //! +---------------+---------------+-----------------------------+
 //! |  version = 1  |  type 1=flows |     count (records)         |
 //! +---------------+---------------+-----------------------------+
-//! |  length (header + records)    |  flags (sent 0, ignored)    |
+//! |  length (header + records)    |  flags (the sender's role)  |
 //! +-------------------------------+-----------------------------+
 //! |                 sequence (per sender, +1 a message)         |
 //! +-------------------------------------------------------------+
@@ -53,9 +53,10 @@
 //! ```
 //!
 //! Lengths: a removal 16 (IPv4) or 40 (IPv6) bytes; an update 36 (IPv4),
-//! 48 (4in6) or 72 (IPv6). A count of 0 is a heartbeat. The flags field
-//! is room for what comes next (who is active, issue 14) without a new
-//! version; a receiver ignores the bits it does not know.
+//! 48 (4in6) or 72 (IPv6). A count of 0 is a heartbeat. The flags say
+//! where the sender stands in the election of the active appliance
+//! ([`flags`], `sync::election`); a receiver ignores the bits it does not
+//! know, so later ones need no new version.
 
 use core::ops::Range;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -76,6 +77,17 @@ mod field {
     pub const LENGTH: Range<usize> = 8..10;
     pub const FLAGS: Range<usize> = 10..12;
     pub const SEQUENCE: Range<usize> = 12..16;
+}
+
+/// The header's flag bits: what the sender says of itself.
+pub mod flags {
+    /// The sender is the active appliance (it holds the floating gateway).
+    pub const ACTIVE: u16 = 1;
+    /// The sender, a primary on standby, asks the active backup to hand
+    /// its flows over and step down.
+    pub const TAKEBACK: u16 = 2;
+    /// The sender's configured role is primary.
+    pub const PRIMARY: u16 = 4;
 }
 
 /// Length of the message header.
@@ -692,6 +704,11 @@ impl<'a> MessageWriter<'a> {
             len: HEADER_LEN,
             count: 0,
         }
+    }
+
+    /// Sets the header's [`flags`].
+    pub fn set_flags(&mut self, flags: u16) {
+        SyncPacket::new_unchecked(&mut self.buf[..HEADER_LEN]).set_flags(flags);
     }
 
     /// Appends `r`; false (and nothing written) when it does not fit.

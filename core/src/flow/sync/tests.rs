@@ -664,3 +664,80 @@ fn without_sync_nothing_is_recorded_and_a_full_log_counts_drops() {
     }
     assert!(later >= 10 - got.len(), "{later}");
 }
+
+#[test]
+fn synced_flows_are_not_sent_back_but_a_bulk_pass_sends_every_flow_once() {
+    let snap = snapshot(CONFIG);
+    // The active appliance of a pair: two flows the peer gave it, one of
+    // which a packet here made its own, and two flows of its own.
+    let mut active = conntrack::<Ipv4Addr>(64);
+    active.enable_sync(4);
+    for p in [40000, 40001] {
+        active.sync_install(&snap, &established(p), 0).unwrap();
+    }
+    client_packet(&mut active, &snap, 40001, seg(TcpFlags::ACK, 5000, 9000), 1).unwrap();
+    for p in [40002, 40003] {
+        client_packet(&mut active, &snap, p, seg(TcpFlags::SYN, 1000, 0), 1).unwrap();
+    }
+    let got = collected(&mut active, &snap, 2);
+    let ports: Vec<u16> = got.iter().map(|r| r.client_port).collect();
+    assert!(
+        !ports.contains(&40000),
+        "the peer's flow is not echoed: {ports:?}"
+    );
+    // Nor is its removal when it expires here untouched.
+    let later = 3 + snap.timeouts.established;
+    client_packet(
+        &mut active,
+        &snap,
+        40001,
+        seg(TcpFlags::ACK, 5000, 9000),
+        later - 1,
+    )
+    .unwrap();
+    let got = collected(&mut active, &snap, later);
+    assert!(active.find(&key(40000)).is_none(), "expired");
+    assert!(
+        !got.iter().any(|r| r.client_port == 40000),
+        "no removal of the peer's flow: {got:?}"
+    );
+
+    // A bulk pass: every live flow, the peer's too, each once, however
+    // small the queue (4 records between two collections here).
+    active
+        .sync_install(&snap, &established(40010), later)
+        .unwrap();
+    for p in 40020..40030 {
+        client_packet(&mut active, &snap, p, seg(TcpFlags::SYN, 1000, 0), later).unwrap();
+    }
+    let _ = collected(&mut active, &snap, later);
+    let live: std::collections::BTreeSet<u16> = (0..64u32)
+        .filter(|&e| active.table().is_live(e))
+        .map(|e| active.table().get(e).client_port())
+        .collect();
+    let dropped = active.stats.sync.events_dropped.get();
+    active.sync_bulk_start();
+    assert!(active.sync_bulk_pending());
+    let mut sent = Vec::new();
+    let mut rounds = 0;
+    while active.sync_bulk_pending() {
+        sent.extend(
+            collected(&mut active, &snap, later)
+                .iter()
+                .map(|r| r.client_port),
+        );
+        rounds += 1;
+        assert!(rounds < 100, "the pass ends");
+    }
+    sent.sort_unstable();
+    let unique: std::collections::BTreeSet<u16> = sent.iter().copied().collect();
+    assert_eq!(unique, live, "every flow");
+    assert!(unique.contains(&40010), "the peer's flow too");
+    assert_eq!(sent.len(), live.len(), "each once: {sent:?}");
+    assert!(rounds >= live.len() / 4, "within the queue's room");
+    assert_eq!(
+        active.stats.sync.events_dropped.get(),
+        dropped,
+        "none dropped"
+    );
+}
