@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use lb_core::snapshot::{ServiceView, Snapshot};
 use lb_core::sync::{Refused, SyncCounters};
+
+use crate::sync::SyncStatus;
 use lb_core::{DropReason, WorkerStats};
 use lb_dataplane::dpdk::{LcoreId, Port};
 use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
@@ -125,7 +127,7 @@ pub const METRICS: &[(&str, &str)] = &[
     ),
     (
         "lb_sync_flows_total",
-        "Connection-sync flow records: sent, received (parsed), and by the backup's workers created, updated or removed in their tables.",
+        "Connection-sync flow records: sent, received (parsed), and by the workers created, updated or removed in their tables.",
     ),
     (
         "lb_sync_refused_total",
@@ -133,7 +135,23 @@ pub const METRICS: &[(&str, &str)] = &[
     ),
     (
         "lb_sync_events_dropped_total",
-        "Connection-sync records dropped for lack of room: a primary worker's queue, or a backup worker's install queue.",
+        "Connection-sync records dropped for lack of room: a worker's queue of its own changes, or its queue of records to install.",
+    ),
+    (
+        "lb_sync_active",
+        "1 on the active appliance of a [sync] pair (it answers for the floating gateway; a primary announces its VIPs only then), else 0.",
+    ),
+    (
+        "lb_sync_peer_alive",
+        "1 while a valid sync message from the peer arrived within [sync] dead_after, else 0.",
+    ),
+    (
+        "lb_sync_messages_lost_total",
+        "Sync messages from the peer that never arrived (gaps in its sequence numbers).",
+    ),
+    (
+        "lb_sync_role_changes_total",
+        "Changes between active and standby since start ([sync]).",
     ),
     (
         "lb_syn_proxy_deferred_total",
@@ -160,6 +178,8 @@ pub struct Exporter {
     /// `[sync]`: the sync thread's counters (None without the section,
     /// and then no sync series).
     sync: Option<Arc<SyncCounters>>,
+    /// `[sync]`: the election's outcome.
+    sync_status: Option<Arc<SyncStatus>>,
 }
 
 /// The `real` label: `198.18.0.11:8080`, `[2001:2::11]:80`; the same as
@@ -190,13 +210,15 @@ impl Exporter {
             dpdk,
             kernel,
             sync: None,
+            sync_status: None,
         }
     }
 
     /// Exports the connection-sync series, from the sync thread's
     /// `counters` and the workers'.
-    pub fn with_sync(mut self, counters: Arc<SyncCounters>) -> Exporter {
+    pub fn with_sync(mut self, counters: Arc<SyncCounters>, status: Arc<SyncStatus>) -> Exporter {
         self.sync = Some(counters);
+        self.sync_status = Some(status);
         self
     }
 
@@ -307,6 +329,22 @@ impl Exporter {
             dropped
                 .with_label_values(&[])
                 .inc_by(sum(|c| c.events_dropped.get()));
+        }
+        if let Some(st) = &self.sync_status {
+            let g = |name: &str, v: bool| {
+                gauge(name, &[]).with_label_values(&[]).set(i64::from(v));
+            };
+            g("lb_sync_active", st.is_active());
+            g(
+                "lb_sync_peer_alive",
+                st.peer_alive.load(std::sync::atomic::Ordering::Relaxed),
+            );
+            counter("lb_sync_messages_lost_total", &[])
+                .with_label_values(&[])
+                .inc_by(st.messages_lost.get());
+            counter("lb_sync_role_changes_total", &[])
+                .with_label_values(&[])
+                .inc_by(st.changes.get());
         }
 
         let shared = self.shared();

@@ -19,7 +19,7 @@ use crate::announce::{Announcer, IpRoute};
 use crate::exporter::{Exporter, Shared};
 use crate::health::{HealthCheckers, Hysteresis, Outcome, RealKey, Report};
 use crate::http;
-use crate::sync::SyncThread;
+use crate::sync::{SyncStatus, SyncThread};
 
 /// How often the control loop wakes up without a health report.
 const TICK: Duration = Duration::from_millis(100);
@@ -115,9 +115,18 @@ struct Control {
     checkers: HealthCheckers,
     shared: Arc<Mutex<Shared>>,
     announcer: Announcer<IpRoute>,
+    /// `[sync]`: the election's outcome (None without the section: then
+    /// this appliance is always active, with no floating gateway).
+    sync: Option<Arc<SyncStatus>>,
 }
 
 impl Control {
+    /// Whether this appliance is the active one of its pair (always
+    /// without `[sync]`).
+    fn active(&self) -> bool {
+        self.sync.as_ref().is_none_or(|s| s.is_active())
+    }
+
     fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -127,10 +136,13 @@ impl Control {
     fn publish(&mut self) -> Result<u64, String> {
         let health = &self.health;
         let config = &self.config;
-        let snap = self
+        let mut snap = self
             .dataplane
             .compile(config, |s, a, p| health.is_up(config, s, a, p))
             .map_err(|e| e.to_string())?;
+        if let (Some(sync), true) = (&config.sync, self.active()) {
+            snap.float_gateways(sync.gateway, sync.gateway6);
+        }
         let generation = snap.generation;
         self.dataplane.publish(snap);
         let snap = Arc::clone(self.dataplane.snapshot());
@@ -144,9 +156,21 @@ impl Control {
     fn announce(&mut self) {
         let snap = Arc::clone(self.dataplane.snapshot());
         let config = &self.config;
-        let wanted = Announcer::<IpRoute>::wanted(&snap, |vip| {
+        // A primary on standby announces nothing: the backup holds the
+        // flows, and routers must keep sending to it until the primary has
+        // them too and took over. A backup announces whenever it could
+        // forward (with a longer AS path, in the BGP configuration), so that
+        // routers fall back to it as soon as the primary's routes go.
+        let standby_primary = !self.active()
+            && config
+                .sync
+                .is_some_and(|s| s.role == lb_config::SyncRole::Primary);
+        let mut wanted = Announcer::<IpRoute>::wanted(&snap, |vip| {
             config.announce_interface(vip).map(str::to_string)
         });
+        if standby_primary {
+            wanted.clear();
+        }
         self.announcer.update(config.announce.as_ref(), &wanted);
         let state = match config.announce {
             None => BTreeMap::new(),
@@ -306,7 +330,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         lb_dataplane::dpdk::version(),
     );
     if let Some(t) = &sync {
-        exporter = exporter.with_sync(Arc::clone(&t.counters));
+        exporter = exporter.with_sync(Arc::clone(&t.counters), Arc::clone(&t.status));
     }
     let listen = config.metrics.listen;
     let server = http::Server::start(listen, exporter).map_err(|e| RunError::Metrics(listen, e))?;
@@ -328,6 +352,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         checkers,
         shared,
         announcer,
+        sync: sync.as_ref().map(|t| Arc::clone(&t.status)),
     };
     // The workers run: announce what can take flows already.
     control.announce();
@@ -344,6 +369,36 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
             let more: Vec<Report> = control.checkers.reports().collect();
             for r in more {
                 changed |= control.on_report(r);
+            }
+        }
+        // The election moved the floating gateway (and, for a primary,
+        // the announcements).
+        if let Some(st) = &control.sync {
+            if st.changed.swap(false, Ordering::AcqRel) {
+                changed = true;
+                let cfg = control.config.sync;
+                let gws: Vec<String> = cfg
+                    .iter()
+                    .flat_map(|c| {
+                        c.gateway
+                            .map(|g| g.to_string())
+                            .into_iter()
+                            .chain(c.gateway6.map(|g| g.to_string()))
+                    })
+                    .collect();
+                if !gws.is_empty() {
+                    if st.is_active() {
+                        log::info!(
+                            "sync: active: answering for the gateway {} and announcing it",
+                            gws.join(", ")
+                        );
+                    } else {
+                        log::info!(
+                            "sync: standby: no longer answering for the gateway {}",
+                            gws.join(", ")
+                        );
+                    }
+                }
             }
         }
         if changed {

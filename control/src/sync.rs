@@ -1,15 +1,29 @@
-//! The sync thread (`[sync]`): the socket side of connection sync, on the
-//! main lcore beside the control loop, never on a worker core. A primary
-//! wakes every `interval`, takes each worker's recorded events (the
-//! buffer hand-over of `lb_dataplane::sync`), packs them into messages of
-//! at most `MAX_MESSAGE_LEN` bytes and sends them to `peer`, or a
-//! heartbeat when there is nothing. A backup reads datagrams, drops those
-//! not from `peer`'s address, parses them and routes each record to the
-//! worker that owns its client, through that worker's bounded queue.
+//! The sync thread (`[sync]`): the socket side of connection sync and the
+//! election of the active appliance, on the main lcore beside the control
+//! loop, never on a worker core. Both roles do the same: every `interval`
+//! the thread takes each worker's recorded events (the buffer hand-over
+//! of `lb_dataplane::sync`), packs them into messages of at most
+//! `MAX_MESSAGE_LEN` bytes and sends them to `peer`, or a heartbeat when
+//! there is nothing; every message's flags say where this appliance
+//! stands (`lb_core::sync::election`). Between sends it reads datagrams,
+//! drops those not from `peer`'s address, parses them, feeds the peer's
+//! flags to the election and routes each record to the worker that owns
+//! its client, through that worker's bounded queue.
+//!
+//! What the election decides is published in [`SyncStatus`]: the control
+//! loop republishes the snapshot when `active` changes (the floating
+//! gateway is answered only while active) and the exporter shows it as
+//! `lb_sync_active`. A peer that comes back (heard again after
+//! `dead_after` of silence, or for the first time) gets a bulk pass:
+//! every worker sends every flow it holds, so that a restarted appliance
+//! holds the connections again before it may be needed; an active backup
+//! that the primary asks for the gateway back steps down only once such
+//! a pass, started after the primary came back, went out whole.
 //!
 //! A thread of its own rather than a step of the control loop: the loop
-//! waits on health reports for up to 100 ms, which would hold a backup's
-//! reading back by as much; this thread only ever blocks on its socket.
+//! waits on health reports for up to 100 ms, which would hold reading and
+//! the heartbeats back by as much; this thread only ever blocks on its
+//! socket, for at most a few milliseconds past the next send.
 #![deny(unsafe_code)]
 
 use std::io;
@@ -20,11 +34,48 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender, TrySendError};
-use lb_config::SyncConfig;
+use lb_config::{SyncConfig, SyncRole};
 use lb_core::flow::owner_of;
+use lb_core::stats::Counter;
+use lb_core::sync::election::{Change, Election};
 use lb_core::sync::{FlowRecord, Refused, SyncCounters, SyncEvents};
 use lb_core::wire::sync::{MessageWriter, SyncHeader, MAX_MESSAGE_LEN};
 use lb_dataplane::sync::ControlLinks;
+
+/// Where the election stands, for the control loop and the exporter.
+#[derive(Debug)]
+pub struct SyncStatus {
+    pub role: SyncRole,
+    /// This appliance is the active one (`lb_sync_active`).
+    pub active: AtomicBool,
+    /// A valid message from the peer arrived within `dead_after`.
+    pub peer_alive: AtomicBool,
+    /// Set by the sync thread on every change of `active`; the control
+    /// loop clears it and republishes.
+    pub changed: AtomicBool,
+    /// Messages from the peer that never arrived (gaps in its sequence
+    /// numbers; a restart of the peer is not a gap).
+    pub messages_lost: Counter,
+    /// Role changes since start.
+    pub changes: Counter,
+}
+
+impl SyncStatus {
+    fn new(role: SyncRole) -> SyncStatus {
+        SyncStatus {
+            role,
+            active: AtomicBool::new(false),
+            peer_alive: AtomicBool::new(false),
+            changed: AtomicBool::new(false),
+            messages_lost: Counter::default(),
+            changes: Counter::default(),
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+}
 
 /// The running sync thread.
 pub struct SyncThread {
@@ -33,29 +84,34 @@ pub struct SyncThread {
     /// What the thread counts (messages, and records refused or dropped
     /// before they reached a worker).
     pub counters: Arc<SyncCounters>,
+    /// The election's outcome.
+    pub status: Arc<SyncStatus>,
     /// The address the socket is bound to.
     pub local: SocketAddr,
 }
 
 impl SyncThread {
-    /// Binds `sync.listen` and starts the thread for `links`' role.
+    /// Binds `sync.listen` and starts the thread.
     pub fn start(sync: &SyncConfig, links: ControlLinks) -> io::Result<SyncThread> {
         let socket = UdpSocket::bind(sync.listen)?;
         let local = socket.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(SyncCounters::default());
-        let (s, c, cfg) = (Arc::clone(&stop), Arc::clone(&counters), *sync);
-        let handle =
-            std::thread::Builder::new()
-                .name("lb-sync".into())
-                .spawn(move || match links {
-                    ControlLinks::Primary(workers) => send_loop(&socket, &cfg, &workers, &c, &s),
-                    ControlLinks::Backup(workers) => receive_loop(&socket, &cfg, &workers, &c, &s),
-                })?;
+        let status = Arc::new(SyncStatus::new(sync.role));
+        let (s, c, st, cfg) = (
+            Arc::clone(&stop),
+            Arc::clone(&counters),
+            Arc::clone(&status),
+            *sync,
+        );
+        let handle = std::thread::Builder::new()
+            .name("lb-sync".into())
+            .spawn(move || run(&socket, &cfg, &links, &c, &st, &s))?;
         Ok(SyncThread {
             stop,
             handle: Some(handle),
             counters,
+            status,
             local,
         })
     }
@@ -92,13 +148,15 @@ impl Packer {
     }
 
     /// Sends every pending record in as few messages as fit, or one
-    /// heartbeat when there is none; returns (messages, records) sent.
-    fn flush(&mut self, mut send: impl FnMut(&[u8]) -> bool) -> (u64, u64) {
+    /// heartbeat when there is none, each with `flags`; returns
+    /// (messages, records) sent.
+    fn flush(&mut self, flags: u16, mut send: impl FnMut(&[u8]) -> bool) -> (u64, u64) {
         let (mut messages, mut records) = (0, 0);
         let mut next = 0;
         loop {
             self.sequence = self.sequence.wrapping_add(1);
             let mut w = MessageWriter::new(&mut self.buf, self.sequence);
+            w.set_flags(flags);
             while next < self.pending.len() && w.push(&self.pending[next]) {
                 next += 1;
             }
@@ -117,55 +175,80 @@ impl Packer {
     }
 }
 
-fn send_loop(
-    socket: &UdpSocket,
-    sync: &SyncConfig,
-    workers: &[(Receiver<SyncEvents>, Sender<SyncEvents>)],
-    counters: &SyncCounters,
-    stop: &AtomicBool,
-) {
-    let mut packer = Packer::new();
-    let mut next = Instant::now() + sync.interval;
-    while !stop.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        if now < next {
-            std::thread::sleep((next - now).min(Duration::from_millis(100)));
-            continue;
-        }
-        next += sync.interval;
-        if next < now {
-            next = now + sync.interval; // we fell behind: do not burst
-        }
-        for (full, empty) in workers {
-            for mut events in full.try_iter() {
-                packer.pending.extend(events.drain());
-                // Its way back: the channel holds both buffers.
-                let _ = empty.try_send(events);
+/// The peer's sequence numbers as seen here: counts the gaps.
+#[derive(Debug, Default)]
+struct Sequence {
+    last: Option<u32>,
+}
+
+impl Sequence {
+    /// Messages missed before `seq` (0 for the next one, a repeat, or a
+    /// restart of the peer, which begins again at 1).
+    fn lost_before(&mut self, seq: u32) -> u64 {
+        let lost = match self.last {
+            Some(last) => {
+                let gap = seq.wrapping_sub(last);
+                // Far ahead or behind: a restart (or reordering), not loss.
+                if (2..=1 << 16).contains(&gap) {
+                    u64::from(gap - 1)
+                } else {
+                    0
+                }
             }
-        }
-        let (m, r) = packer.flush(|msg| match socket.send_to(msg, sync.peer) {
-            Ok(_) => true,
-            Err(e) => {
-                log::debug!("sync: sending to {}: {e}", sync.peer);
-                false
-            }
-        });
-        counters.messages_sent.add(m);
-        counters.flows_sent.add(r);
+            None => 0,
+        };
+        self.last = Some(seq);
+        lost
     }
 }
 
-fn receive_loop(
+fn run(
     socket: &UdpSocket,
     sync: &SyncConfig,
-    workers: &[Sender<FlowRecord>],
+    links: &ControlLinks,
     counters: &SyncCounters,
+    status: &SyncStatus,
     stop: &AtomicBool,
 ) {
-    let _ = socket.set_read_timeout(Some(sync.interval.min(Duration::from_millis(100))));
+    let mut election = Election::new(sync.role, sync.dead_after, Instant::now());
+    let mut packer = Packer::new();
+    let mut sequence = Sequence::default();
     // Room for more than a message: a longer datagram is not ours.
     let mut buf = [0u8; 2 * MAX_MESSAGE_LEN];
+    // The bulk pass asked for since the peer last came back, if any.
+    let mut peer_bulk: Option<u64> = None;
+    // The first heartbeat goes at once: the peer learns of us quickly.
+    let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now >= next {
+            next += sync.interval;
+            if next < now {
+                next = now + sync.interval; // we fell behind: do not burst
+            }
+            if election.handover_wanted(now) && peer_bulk.is_none() {
+                peer_bulk = Some(links.shared.request_bulk());
+            }
+            // Read before the collection: what a worker handed over
+            // before it said "done" goes out in this flush.
+            let handed_over = peer_bulk.is_some_and(|n| links.shared.bulk_finished(n));
+            collect(&links.outbound, &mut packer.pending);
+            let (m, r) = packer.flush(election.flags(now), |msg| {
+                match socket.send_to(msg, sync.peer) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        log::debug!("sync: sending to {}: {e}", sync.peer);
+                        false
+                    }
+                }
+            });
+            counters.messages_sent.add(m);
+            counters.flows_sent.add(r);
+            decide(&mut election, now, handed_over, status, sync);
+            continue;
+        }
+        let wait = (next - now).clamp(Duration::from_millis(1), Duration::from_millis(100));
+        let _ = socket.set_read_timeout(Some(wait));
         let (n, from) = match socket.recv_from(&mut buf) {
             Ok(x) => x,
             Err(e)
@@ -174,7 +257,8 @@ fn receive_loop(
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                continue
+                decide(&mut election, Instant::now(), false, status, sync);
+                continue;
             }
             Err(e) => {
                 log::warn!("sync: receiving on {:?}: {e}", socket.local_addr());
@@ -182,29 +266,110 @@ fn receive_loop(
                 continue;
             }
         };
-        receive(&buf[..n], from.ip(), sync.peer.ip(), workers, counters);
+        let Some(h) = receive(
+            &buf[..n],
+            from.ip(),
+            sync.peer.ip(),
+            &links.inbound,
+            counters,
+        ) else {
+            continue;
+        };
+        let now = Instant::now();
+        status.messages_lost.add(sequence.lost_before(h.sequence));
+        if election.heard(now, h.flags) {
+            log::info!(
+                "sync: peer {} heard ({}); sending it every flow held here",
+                sync.peer,
+                describe_flags(h.flags)
+            );
+            peer_bulk = Some(links.shared.request_bulk());
+        }
+        status.peer_alive.store(true, Ordering::Relaxed);
+        decide(&mut election, now, false, status, sync);
     }
 }
 
+/// Takes every worker's handed-over buffer into `pending` and gives the
+/// buffers back.
+fn collect(outbound: &[(Receiver<SyncEvents>, Sender<SyncEvents>)], pending: &mut Vec<FlowRecord>) {
+    for (full, empty) in outbound {
+        for mut events in full.try_iter() {
+            pending.extend(events.drain());
+            // Its way back: the channel holds both buffers.
+            let _ = empty.try_send(events);
+        }
+    }
+}
+
+/// Runs the election at `now` and publishes a change.
+fn decide(
+    election: &mut Election,
+    now: Instant,
+    handed_over: bool,
+    status: &SyncStatus,
+    sync: &SyncConfig,
+) {
+    status
+        .peer_alive
+        .store(election.peer_alive(now), Ordering::Relaxed);
+    let Some(change) = election.tick(now, handed_over) else {
+        return;
+    };
+    let state = if change.active() { "active" } else { "standby" };
+    match change {
+        Change::PrimaryActive => log::warn!(
+            "sync: {} -> {state}: {} (flows made here meanwhile may break)",
+            sync.role,
+            change.reason()
+        ),
+        _ => log::info!("sync: {} -> {state}: {}", sync.role, change.reason()),
+    }
+    status.active.store(change.active(), Ordering::Release);
+    status.changes.incr();
+    status.changed.store(true, Ordering::Release);
+}
+
+fn describe_flags(f: u16) -> String {
+    use lb_core::sync::election::flags;
+    let role = if f & flags::PRIMARY != 0 {
+        "primary"
+    } else {
+        "backup"
+    };
+    let state = if f & flags::ACTIVE != 0 {
+        "active"
+    } else {
+        "standby"
+    };
+    let ask = if f & flags::TAKEBACK != 0 {
+        ", asking for the gateway back"
+    } else {
+        ""
+    };
+    format!("{role}, {state}{ask}")
+}
+
 /// One datagram from `from`: checked, counted, its records routed to
-/// their owners' queues.
+/// their owners' queues. Returns its header when it is a valid message
+/// from the peer (its records may still have been refused).
 fn receive(
     datagram: &[u8],
     from: IpAddr,
     peer: IpAddr,
     workers: &[Sender<FlowRecord>],
     counters: &SyncCounters,
-) {
+) -> Option<SyncHeader> {
     if canonical(from) != canonical(peer) {
         counters.refuse(Refused::NotFromPeer);
-        return;
+        return None;
     }
     counters.messages_received.incr();
-    let p = match SyncHeader::parse(datagram) {
-        Ok((_, p)) => p,
+    let (h, p) = match SyncHeader::parse(datagram) {
+        Ok(x) => x,
         Err(why) => {
             counters.refuse(why);
-            return;
+            return None;
         }
     };
     for r in p.records() {
@@ -212,7 +377,7 @@ fn receive(
             Ok(r) => r,
             Err(why) => {
                 counters.refuse(why);
-                return;
+                return Some(h);
             }
         };
         counters.flows_received.incr();
@@ -227,6 +392,7 @@ fn receive(
             Some(Err(TrySendError::Disconnected(_))) => {}
         }
     }
+    Some(h)
 }
 
 /// An IPv4-mapped IPv6 address as the IPv4 address it is (a socket bound
@@ -272,12 +438,37 @@ mod tests {
         let mut p = Packer::new();
         p.pending.extend((0..records).map(|i| record(i as u16)));
         let mut out = Vec::new();
-        let (m, r) = p.flush(|msg| {
+        let (m, r) = p.flush(0, |msg| {
             out.push(msg.to_vec());
             true
         });
         assert_eq!((m as usize, r as usize), (out.len(), records));
         out
+    }
+
+    #[test]
+    fn gaps_in_the_peers_sequence_are_counted_restarts_are_not() {
+        let mut s = Sequence::default();
+        assert_eq!(s.lost_before(7), 0, "the first one heard");
+        assert_eq!(s.lost_before(8), 0);
+        assert_eq!(s.lost_before(11), 2);
+        assert_eq!(s.lost_before(11), 0, "a repeat");
+        assert_eq!(s.lost_before(1), 0, "the peer restarted");
+        assert_eq!(s.lost_before(u32::MAX), 0);
+        assert_eq!(s.lost_before(1), 1, "across the wrap: 0 was missed");
+    }
+
+    #[test]
+    fn the_flags_go_in_every_message_of_a_flush() {
+        let mut p = Packer::new();
+        p.pending.extend((0..100).map(|i| record(i as u16)));
+        let mut flags = Vec::new();
+        p.flush(5, |m| {
+            flags.push(SyncHeader::parse(m).unwrap().0.flags);
+            true
+        });
+        assert!(flags.len() >= 3);
+        assert!(flags.iter().all(|&f| f == 5), "{flags:?}");
     }
 
     #[test]
@@ -344,7 +535,7 @@ mod tests {
             client: cl.into(),
             ..record(1)
         }));
-        p.flush(|m| {
+        p.flush(0, |m| {
             receive(m, PEER, PEER, &tx, &c);
             true
         });

@@ -48,6 +48,12 @@ pub struct PortView {
     /// its own address and not handled here goes there
     /// ([`crate::pipeline::Verdict::ToKernel`]) instead of being dropped.
     pub kernel: bool,
+    /// `[sync] gateway` and `gateway6`, on the port whose connected network
+    /// holds them, while this appliance is the active one of its pair
+    /// ([`Snapshot::float_gateways`]): answered (ARP, NDP, echo) like the
+    /// port's own address. None on a standby appliance.
+    pub floating: Option<Ipv4Addr>,
+    pub floating6: Option<Ipv6Addr>,
 }
 
 impl PortView {
@@ -412,6 +418,8 @@ impl Snapshot {
                 net6: p.address6.map_or(0, |a| u128::from(a.network())),
                 mask6: p.address6.map_or(0, |a| u128::from(a.netmask())),
                 kernel: p.kernel_interface.is_some(),
+                floating: None,
+                floating6: None,
             })
             .collect();
         let mut services = Vec::with_capacity(config.services.len());
@@ -560,7 +568,10 @@ impl Snapshot {
     /// VIP (VIPs are answered for on every port, as a Linux director does).
     #[inline]
     pub fn is_local(&self, port: usize, addr: Ipv4Addr) -> bool {
-        self.ports.get(port).is_some_and(|p| p.ipv4() == Some(addr)) || self.is_vip(addr)
+        self.ports
+            .get(port)
+            .is_some_and(|p| p.ipv4() == Some(addr) || p.floating == Some(addr))
+            || self.is_vip(addr)
     }
 
     #[inline]
@@ -597,7 +608,21 @@ impl Snapshot {
     /// [`Self::is_local`] for IPv6.
     #[inline]
     pub fn is_local6(&self, port: usize, addr: Ipv6Addr) -> bool {
-        self.ports.get(port).is_some_and(|p| p.ipv6() == Some(addr)) || self.is_vip6(addr)
+        self.ports
+            .get(port)
+            .is_some_and(|p| p.ipv6() == Some(addr) || p.floating6 == Some(addr))
+            || self.is_vip6(addr)
+    }
+
+    /// Makes this the snapshot of the active appliance of a pair: the
+    /// floating gateways (`[sync] gateway`, `gateway6`) are answered on the
+    /// port whose connected network holds each (config validation makes
+    /// sure one does). A standby appliance's snapshot has none.
+    pub fn float_gateways(&mut self, gateway: Option<Ipv4Addr>, gateway6: Option<Ipv6Addr>) {
+        for p in &mut self.ports {
+            p.floating = gateway.filter(|&g| p.connected(g));
+            p.floating6 = gateway6.filter(|&g| p.connected6(g));
+        }
     }
 
     #[inline]

@@ -272,16 +272,15 @@ impl Dataplane {
             sync: None,
         };
         let mut worker_links: Vec<Option<sync_link::WorkerLink>> = match &config.sync {
-            Some(s) => {
-                let (w, c) = sync_link::links(s, n);
+            Some(_) => {
+                let (w, c) = sync_link::links(n);
                 dp.sync = Some(c);
                 w.into_iter().map(Some).collect()
             }
             None => (0..n).map(|_| None).collect(),
         };
-        let primary = config
-            .sync
-            .is_some_and(|s| s.role == lb_config::SyncRole::Primary);
+        // Both roles record: whichever is active tells the other.
+        let syncs = config.sync.is_some();
         let capacity = config.flows.capacity as usize;
         for (index, (&l, (handoff_out, handoff_in))) in config
             .workers
@@ -293,7 +292,7 @@ impl Dataplane {
             let (tx_updates, rx_updates) = bounded(4);
             let stats = Arc::new(WorkerStats::default());
             let mut pipeline = Pipeline::new(index, n, capacity, Arc::clone(&stats));
-            if primary {
+            if syncs {
                 pipeline.enable_sync(lb_core::sync::EVENT_QUEUE_CAPACITY);
             }
             let worker = Worker {

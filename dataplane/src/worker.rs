@@ -33,8 +33,8 @@ use crate::sync::WorkerLink;
 use lb_core::buffer::PacketBuf;
 use lb_core::forward;
 use lb_core::pipeline::{
-    build_arp_request, build_neighbor_solicit, DeferList, Pipeline, Verdict, DEFER_MS, DEFER_SLOTS,
-    SWEEP_BUDGET,
+    build_arp_request, build_gratuitous_arp, build_neighbor_solicit, build_unsolicited_advert,
+    DeferList, Pipeline, Verdict, DEFER_MS, DEFER_SLOTS, SWEEP_BUDGET,
 };
 use lb_core::snapshot::Snapshot;
 use lb_core::stats::{DropReason, WorkerStats};
@@ -135,6 +135,7 @@ impl Worker {
         let start = dpdk::rdtsc();
         let tsc_per_ms = self.tsc_per_ms.max(1);
         let mut backoff = Backoff::new(self.poll);
+        let mut announce = Announce::default();
         log::info!(
             "worker {} polling {} port(s), burst {}, poll {}",
             self.index,
@@ -145,7 +146,11 @@ impl Worker {
         while !self.stop.load(Ordering::Relaxed) {
             let now = ((dpdk::rdtsc() - start) / tsc_per_ms) as u32;
             if let Ok(next) = self.updates.try_recv() {
-                self.snapshot = self.updates.try_iter().last().unwrap_or(next);
+                let next = self.updates.try_iter().last().unwrap_or(next);
+                if self.index == 0 {
+                    announce.adopt(&self.snapshot, &next, now);
+                }
+                self.snapshot = next;
                 self.pipeline.adopt(&self.snapshot);
                 l.deferred.recheck();
                 stats.generation.set(self.snapshot.generation);
@@ -275,6 +280,13 @@ impl Worker {
                     }
                 }
             }
+            // A floating gateway this appliance just took: tell the segment.
+            if announce.is_due(now) {
+                let (out, tx) = (&mut l.out, &mut self.tx);
+                announce.send(&self.snapshot, now, &self.mempool, |port, m| {
+                    enqueue(out, tx, port, m, &stats)
+                });
+            }
             // Early data whose flow's real answered: on its way now, before
             // what waits for ARP (it may join it) and before the flush.
             if l.deferred.due(&self.pipeline, now) {
@@ -341,6 +353,87 @@ impl Worker {
         stats.drop_packets(DropReason::SynProxyPending, left as u64);
         log::info!("worker {} stopped", self.index);
         0
+    }
+}
+
+/// Gratuitous ARPs (IPv4) and unsolicited Neighbor Advertisements (IPv6)
+/// sent for a floating gateway this appliance took (`[sync] gateway`):
+/// [`ANNOUNCEMENTS`] of each, [`ANNOUNCE_SPACING_MS`] apart, as keepalived
+/// does, so that a host that missed one (or whose neighbor entry was
+/// locked for a second after its last change, Linux's `locktime`) takes
+/// the next. Worker 0 sends them for the appliance.
+#[derive(Default)]
+struct Announce {
+    /// (port, announcements left, when the next is due).
+    due: Vec<(usize, u8, u32)>,
+}
+
+/// How many of each announcement go out.
+pub const ANNOUNCEMENTS: u8 = 3;
+/// Milliseconds between two.
+pub const ANNOUNCE_SPACING_MS: u32 = 1_000;
+
+impl Announce {
+    /// A new snapshot: a port that floats a gateway it did not before is
+    /// announced from now on; one that no longer floats it, no longer.
+    fn adopt(&mut self, old: &Snapshot, new: &Snapshot, now: u32) {
+        self.due.retain(|&(port, _, _)| {
+            new.ports
+                .get(port)
+                .is_some_and(|p| p.floating.is_some() || p.floating6.is_some())
+        });
+        for (i, p) in new.ports.iter().enumerate() {
+            let before = old.ports.get(i);
+            let took = (p.floating.is_some() && before.and_then(|b| b.floating) != p.floating)
+                || (p.floating6.is_some() && before.and_then(|b| b.floating6) != p.floating6);
+            if took {
+                self.due.retain(|&(port, _, _)| port != i);
+                self.due.push((i, ANNOUNCEMENTS, now));
+            }
+        }
+    }
+
+    #[inline]
+    fn is_due(&self, now: u32) -> bool {
+        self.due
+            .iter()
+            .any(|&(_, _, at)| now.wrapping_sub(at) < u32::MAX / 2)
+    }
+
+    /// Sends what is due through `out` (port, frame).
+    fn send(
+        &mut self,
+        snap: &Snapshot,
+        now: u32,
+        mempool: &Mempool,
+        mut out: impl FnMut(usize, Mbuf),
+    ) {
+        for (port, left, at) in self.due.iter_mut() {
+            if now.wrapping_sub(*at) >= u32::MAX / 2 {
+                continue; // not yet
+            }
+            let Some(view) = snap.ports.get(*port) else {
+                *left = 0;
+                continue;
+            };
+            if let Some(gw) = view.floating {
+                if let Some(mut m) = mempool.alloc() {
+                    if build_gratuitous_arp(&mut m, view.mac, gw) {
+                        out(*port, m);
+                    }
+                }
+            }
+            if let Some(gw6) = view.floating6 {
+                if let Some(mut m) = mempool.alloc() {
+                    if build_unsolicited_advert(&mut m, view.mac, gw6) {
+                        out(*port, m);
+                    }
+                }
+            }
+            *left -= 1;
+            *at = now.wrapping_add(ANNOUNCE_SPACING_MS);
+        }
+        self.due.retain(|&(_, left, _)| left > 0);
     }
 }
 

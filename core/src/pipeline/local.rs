@@ -362,3 +362,48 @@ pub fn build_neighbor_solicit<B: PacketBuf>(
     ns.emit(ip, group, &mut NeighborPacket::new_unchecked(body));
     true
 }
+
+/// Writes a gratuitous ARP for `ip` on a port with MAC `mac` (an ARP
+/// announcement, RFC 5227: a broadcast request whose sender and target
+/// address are both `ip`), which makes the hosts of the segment that
+/// already know `ip` point it at `mac`. The active appliance of a pair
+/// sends it for the floating gateway when it takes the address.
+pub fn build_gratuitous_arp<B: PacketBuf>(buf: &mut B, mac: MacAddr, ip: Ipv4Addr) -> bool {
+    build_arp_request(buf, mac, ip, ip)
+}
+
+/// The length of the advertisement [`build_unsolicited_advert`] writes.
+pub const UNSOLICITED_ADVERT_LEN: usize = ethernet::HEADER_LEN + ipv6::HEADER_LEN + 32;
+
+/// Writes an unsolicited Neighbor Advertisement of `ip` at `mac` to all
+/// nodes (RFC 4861 7.2.6: Override set, Solicited clear; Router set: the
+/// address is the reals' gateway), IPv6's gratuitous ARP.
+pub fn build_unsolicited_advert<B: PacketBuf>(buf: &mut B, mac: MacAddr, ip: Ipv6Addr) -> bool {
+    if !buf.set_len(UNSOLICITED_ADVERT_LEN) {
+        return false;
+    }
+    let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+    let na = NdpRepr::NeighborAdvert {
+        flags: NeighborFlags::ROUTER | NeighborFlags::OVERRIDE,
+        target: ip,
+        target_lladdr: Some(mac),
+    };
+    let b = buf.data_mut();
+    let mut frame = EthernetFrame::new_unchecked(&mut b[..]);
+    frame.set_dst_addr(ndp::multicast_mac(all_nodes));
+    frame.set_src_addr(mac);
+    frame.set_ethertype(EtherType::Ipv6);
+    let (header, body) = b[ethernet::HEADER_LEN..].split_at_mut(ipv6::HEADER_LEN);
+    Ipv6Repr {
+        src: ip,
+        dst: all_nodes,
+        next_header: IpProtocol::Icmpv6,
+        payload_len: na.buffer_len(),
+        hop_limit: ndp::HOP_LIMIT,
+        traffic_class: 0,
+        flow_label: 0,
+    }
+    .emit(&mut Ipv6Packet::new_unchecked(header));
+    na.emit(ip, all_nodes, &mut NeighborPacket::new_unchecked(body));
+    true
+}

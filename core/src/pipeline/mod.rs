@@ -33,7 +33,10 @@ use lb_config::{ForwardingMethod, MacAddr};
 pub use classify::{classify, classify_offloaded, Ipv4Meta, Ipv6Meta, Parsed, Ports, L3, L4};
 pub use deferred::{DeferList, DEFER_MS, DEFER_SLOTS};
 pub use egress::{ArpRequest, NdpRequest, HELD6, ICMP_BURST, ICMP_RATE};
-pub use local::{build_arp_request, build_neighbor_solicit, ARP_REQUEST_LEN, NEIGHBOR_SOLICIT_LEN};
+pub use local::{
+    build_arp_request, build_gratuitous_arp, build_neighbor_solicit, build_unsolicited_advert,
+    ARP_REQUEST_LEN, NEIGHBOR_SOLICIT_LEN, UNSOLICITED_ADVERT_LEN,
+};
 
 use crate::buffer::PacketBuf;
 use crate::flow::{

@@ -1585,3 +1585,79 @@ fn every_golden_flow_reaches_a_backup_whole() {
         assert_eq!(primary.stats().sync.events_dropped.get(), 0);
     }
 }
+
+/// The floating gateway (`[sync] gateway`) is answered only in the
+/// snapshot of the active appliance; the announcements it sends when it
+/// takes the address parse back as what they claim.
+#[test]
+fn the_floating_gateway_is_ours_only_while_active() {
+    use crate::wire::{arp, ethernet, ArpOperation, ArpPacket, ArpRepr, EtherType};
+    let mut snap = compile(&test_config(), &[OUR_MAC]);
+    let gw = Ipv4Addr::new(198, 18, 0, 5);
+    let real = Ipv4Addr::new(198, 18, 0, 77);
+    let arp_frame = |target: Ipv4Addr| {
+        let mut f = vec![0u8; ethernet::HEADER_LEN + arp::PACKET_LEN];
+        let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+        eth.set_dst_addr(MacAddr::BROADCAST);
+        eth.set_src_addr(MacAddr(CLIENT_MAC));
+        eth.set_ethertype(EtherType::Arp);
+        ArpRepr {
+            operation: ArpOperation::Request,
+            source_hardware_addr: MacAddr(CLIENT_MAC),
+            source_protocol_addr: real,
+            target_hardware_addr: MacAddr::ZERO,
+            target_protocol_addr: target,
+        }
+        .emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
+        f
+    };
+    // Standby: not ours, not answered.
+    let mut p = pipeline(&snap, 0, 1, 8);
+    let mut ask = VecBuf::from_bytes(&arp_frame(gw));
+    assert_eq!(
+        p.process(&snap, 0, &mut ask, 0),
+        Verdict::Drop(DropReason::ArpIgnored)
+    );
+    assert!(!snap.is_local(0, gw));
+    // Active: answered with the port's MAC, like the port address.
+    snap.float_gateways(Some(gw), None);
+    assert_eq!(snap.ports[0].floating, Some(gw));
+    let mut p = pipeline(&snap, 0, 1, 8);
+    let mut ask = VecBuf::from_bytes(&arp_frame(gw));
+    assert_eq!(p.process(&snap, 0, &mut ask, 0), Verdict::Transmit(0));
+    let eth = EthernetFrame::new_checked(ask.data()).unwrap();
+    let reply = ArpRepr::parse(&ArpPacket::new_checked(eth.payload()).unwrap()).unwrap();
+    assert_eq!(reply.operation, ArpOperation::Reply);
+    assert_eq!(reply.source_protocol_addr, gw);
+    assert_eq!(reply.source_hardware_addr, OUR_MAC);
+    assert_eq!(eth.dst_addr(), MacAddr(CLIENT_MAC));
+    assert_eq!(
+        p.resolved(&snap, real),
+        Some(MacAddr(CLIENT_MAC)),
+        "learned"
+    );
+    // An address off the port's network is never floated.
+    snap.float_gateways(Some(Ipv4Addr::new(198, 19, 9, 9)), None);
+    assert_eq!(snap.ports[0].floating, None);
+
+    // The announcements.
+    let mut g = VecBuf::from_bytes(&[]);
+    assert!(super::build_gratuitous_arp(&mut g, OUR_MAC, gw));
+    let eth = EthernetFrame::new_checked(g.data()).unwrap();
+    assert_eq!(eth.dst_addr(), MacAddr::BROADCAST);
+    let a = ArpRepr::parse(&ArpPacket::new_checked(eth.payload()).unwrap()).unwrap();
+    assert_eq!(a.operation, ArpOperation::Request);
+    assert_eq!((a.source_protocol_addr, a.target_protocol_addr), (gw, gw));
+    assert_eq!(a.source_hardware_addr, OUR_MAC);
+    let gw6: std::net::Ipv6Addr = "2001:2::5".parse().unwrap();
+    let mut n = VecBuf::from_bytes(&[]);
+    assert!(super::build_unsolicited_advert(&mut n, OUR_MAC, gw6));
+    assert_eq!(n.data().len(), super::UNSOLICITED_ADVERT_LEN);
+    let eth = EthernetFrame::new_checked(n.data()).unwrap();
+    assert_eq!(eth.dst_addr(), MacAddr([0x33, 0x33, 0, 0, 0, 1]));
+    let ip = crate::wire::ipv6::Ipv6Packet::new_checked(eth.payload()).unwrap();
+    let (src, dst, hop) = (ip.src_addr(), ip.dst_addr(), ip.hop_limit());
+    let na = crate::wire::ndp::NeighborPacket::new_checked(ip.payload()).unwrap();
+    assert!(crate::wire::ndp::validate_advert(src, dst, hop, &na).is_ok());
+    assert_eq!(na.target_addr(), gw6);
+}
