@@ -78,9 +78,16 @@
 # ([announce] table 100) keeps its VIPs' host routes in kernel table 100,
 # which BIRD in the same namespace learns and exports. Each appliance's
 # config is written to $STATE/lbI.toml from examples/lab-scale.toml (TUN,
-# mh, adaptive polling); `method tun|dr` sets its forwarding (NAT does not
-# scale out by ECMP: replies must come back through the one appliance that
-# holds the flow). The lab starts the BIRDs, not the appliances:
+# mh, adaptive polling); `method tun|dr` sets its forwarding. NAT does not
+# scale out by ECMP (replies must come back through the one appliance that
+# holds the flow): with two appliances, `method nat` makes them a
+# primary/backup pair instead. It appends a [sync] section to each config
+# (lb1 primary, lb2 backup, peers 198.18.0.2/.3:8848 over lbk0, the
+# floating gateway 198.18.0.5 and 2001:2::5), points the reals' default
+# routes at that gateway, and makes lb2's BIRD prepend its AS twice, so the
+# router prefers lb1 while lb1 announces (a standby primary announces
+# nothing; see README "NAT failover"). The lab starts the BIRDs, not the
+# appliances:
 #   ip netns exec $P-lb1 target/release/lb-appliance -c $STATE/lb1.toml
 # Every BIRD runs in the foreground with its own control socket
 # ($STATE/bird-NAME.ctl; `birdc -s` it) and is stopped by its PID, like the
@@ -320,9 +327,38 @@ scale_out() {
 BFD_TIMERS='min rx interval 100 ms; min tx interval 100 ms; multiplier 3;'
 BGP_TIMERS='bfd on; hold time 9; connect delay time 1; connect retry time 1; error wait time 1, 4;'
 
-# bird_appliance_conf I: examples/bird.conf with appliance I's addresses.
+# The NAT pair's floating gateway (`[sync] gateway`, `gateway6`): the
+# reals' default routes while the lab runs NAT with two appliances.
+NAT_GATEWAY=198.18.0.5
+NAT_GATEWAY6=2001:2::5
+
+# nat_pair_sync I: the [sync] section of appliance I of the NAT pair
+# (1 primary, 2 backup), appended to its config by `method nat`.
+nat_pair_sync() {
+    local role=primary peer=198.18.0.3
+    if [ "$1" -eq 2 ]; then role=backup peer=198.18.0.2; fi
+    cat <<CONF
+# lab: NAT pair (written by scripts/lab.sh method nat; removed by tun|dr)
+[sync]
+role = "$role"
+peer = "$peer:8848"
+interval = "200ms"
+dead_after = "600ms"
+gateway = "$NAT_GATEWAY"
+gateway6 = "$NAT_GATEWAY6"
+CONF
+}
+
+# bird_appliance_conf I [METHOD]: examples/bird.conf with appliance I's
+# addresses. With METHOD nat, appliance 2 is the backup of the pair: it
+# announces the VIPs with a longer AS path (prepended twice), so the
+# router prefers the primary while the primary announces them.
 bird_appliance_conf() {
     local a=198.18.0.$((1 + $1)) a6=2001:2::$((1 + $1))
+    local prepend=""
+    if [ "${2:-}" = nat ] && [ "$1" -eq 2 ]; then
+        prepend="bgp_path.prepend(65001); bgp_path.prepend(65001);"
+    fi
     cat <<CONF
 # Appliance $1 of the lab (written by scripts/lab.sh after examples/bird.conf).
 log stderr all;
@@ -335,13 +371,13 @@ protocol bgp upstream4 {
     local $a as 65001;
     neighbor 198.18.0.1 as 65000;
     $BGP_TIMERS
-    ipv4 { import none; export where proto = "vips4"; next hop self; };
+    ipv4 { import none; export filter { if proto = "vips4" then { $prepend accept; } reject; }; next hop self; };
 }
 protocol bgp upstream6 {
     local $a6 as 65001;
     neighbor 2001:2::1 as 65000;
     $BGP_TIMERS
-    ipv6 { import none; export where proto = "vips6"; next hop self; };
+    ipv6 { import none; export filter { if proto = "vips6" then { $prepend accept; } reject; }; next hop self; };
 }
 CONF
 }
@@ -389,11 +425,21 @@ method() {
     local n i; n=$(cat "$STATE/appliances" 2>/dev/null || echo 1)
     if [ "$n" -gt 1 ]; then
         # NAT replies must come back through the appliance that holds the
-        # flow: it scales by active/backup, not by ECMP.
-        [ "$m" != nat ] || die "the scale-out layout runs tun or dr (NAT does not scale out by ECMP)"
+        # flow: it scales by active/backup, not by ECMP. Two appliances
+        # become a primary/backup pair (see the header); TUN and DR undo it.
+        [ "$m" != nat ] || [ "$n" -eq 2 ] ||
+            die "NAT runs as a primary/backup pair: lab.sh up --appliances 2"
         for i in $(seq "$n"); do
-            sed -i "s/^forwarding = \".*\"/forwarding = \"$m\"/" "$STATE/lb$i.toml"
+            sed -i -e "s/^forwarding = \".*\"/forwarding = \"$m\"/" -e '/^# lab: NAT pair/,$d' "$STATE/lb$i.toml"
+            if [ "$m" = nat ]; then
+                nat_pair_sync "$i" >>"$STATE/lb$i.toml"
+            fi
+            bird_appliance_conf "$i" "$m" >"$STATE/bird-lb$i.conf"
+            if [ -S "$STATE/bird-lb$i.ctl" ]; then
+                birdc -s "$STATE/bird-lb$i.ctl" configure >/dev/null || die "BIRD (lb$i) refused its new config"
+            fi
         done
+        if [ "$m" = nat ]; then gw=$NAT_GATEWAY gw6=$NAT_GATEWAY6; fi
     fi
     for i in "${REALS[@]}"; do
         inns "$P-real$i" ip route replace default via "$gw"

@@ -49,8 +49,9 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{metric, parse_metrics, privileged, sh, tail, DpdkPrefix, Proc, Scrape, TempDir, BIN};
@@ -2016,4 +2017,230 @@ fn scale_out_downloads_survive_a_killed_and_a_stopped_appliance() {
     );
     stop_cleanly(&mut lb1, "dr");
     eprintln!("{test}: {:?}", began.elapsed());
+}
+
+/// The NAT pair's floating gateway (`[sync] gateway`, lab.sh).
+const NAT_GATEWAY: &str = "198.18.0.5";
+/// The lab's `[sync] dead_after`.
+const DEAD_AFTER: Duration = Duration::from_millis(600);
+
+/// `lb_sync_active` of appliance `i` (None if it does not answer).
+fn member_active(lab: &Lab, i: usize) -> Option<f64> {
+    metric(&member_scrape(lab, i), "lb_sync_active", &[])
+}
+
+/// Short NAT requests one after another from the client until `stop`:
+/// each answer ("realN") or why it failed.
+fn short_requests(
+    lab: &Lab,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Result<String, String>>> {
+    let ns = lab.ns("client");
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let o = Command::new("ip")
+                .args(["netns", "exec", &ns, "curl", "-sS", "--max-time", "20"])
+                .arg(format!("http://{VIP}/"))
+                .output()
+                .expect("curl");
+            let body = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            out.push(if o.status.success() && body.starts_with("real") {
+                Ok(body)
+            } else {
+                Err(format!(
+                    "{:?} {body:?} {}",
+                    o.status,
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ))
+            });
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        out
+    })
+}
+
+/// Starts `n` downloads and waits until the backup (appliance 2) holds a
+/// synced flow for each (`lb_sync_flows_total{direction="installed"}`
+/// grew by `n`).
+fn downloads_synced(
+    lab: &Lab,
+    run: &str,
+    from: usize,
+    n: usize,
+    synced_to: usize,
+) -> Vec<Download> {
+    let installed = |i| {
+        metric(
+            &member_scrape(lab, i),
+            "lb_sync_flows_total",
+            &[("direction", "installed")],
+        )
+        .unwrap_or(0.0)
+    };
+    let before = installed(synced_to);
+    let downloads: Vec<Download> = (from..from + n)
+        .map(|k| start_download(lab, run, k))
+        .collect();
+    let ok = common::wait_until(POLL, || installed(synced_to) >= before + n as f64);
+    assert!(
+        ok,
+        "[{run}] appliance {synced_to} installed {} of {n} synced flows",
+        installed(synced_to) - before
+    );
+    downloads
+}
+
+/// The done-when of the NAT floating gateway (issue 14) and of NAT
+/// failover (issue 12): a primary/backup pair with sync, the reals routing
+/// through `[sync] gateway`. `kill -9` of the primary during long NAT
+/// downloads and a stream of short requests: the backup is active within
+/// dead_after plus a second, answers ARP for the gateway, and nothing
+/// breaks. The primary restarted takes the gateway back only after the
+/// backup handed its flows over, and downloads running on the backup
+/// through that complete intact too.
+#[test]
+fn nat_pair_failover_and_takeback_lose_nothing() {
+    let test = "nat_pair_failover_and_takeback_lose_nothing";
+    if !privileged(test) {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::up_with('f', &["--appliances", "2"]);
+    lab.script(&["method", "nat"]);
+    let want = sha256(&lab.state.join("www/big.bin"));
+    let route = lab.exec("real1", &["ip", "route", "show", "default"]);
+    let route = String::from_utf8_lossy(&route.stdout);
+    assert!(
+        route.contains(&format!("via {NAT_GATEWAY}")),
+        "the reals' default route is the floating gateway: {route}"
+    );
+    let mut lb1 = start_member(&lab, 1, "nat");
+    let mut lb2 = start_member(&lab, 2, "nat");
+    wait_member_ready(&lab, 1, &mut lb1, "nat");
+    wait_member_ready(&lab, 2, &mut lb2, "nat");
+    let roles = || (member_active(&lab, 1), member_active(&lab, 2));
+    if !common::wait_until(POLL, || roles() == (Some(1.0), Some(0.0))) {
+        fail(
+            &mut lb1,
+            &format!("[nat] the primary is not the active one: {:?}", roles()),
+        );
+    }
+    // The backup announces too, with a longer AS path: the router uses
+    // the primary only.
+    wait_next_hops(&lab, VIP, &[MEMBERS[0].0], START);
+    wait_next_hops(&lab, VIP6, &[MEMBERS[0].1], POLL);
+    let lb1_mac = mac(&lab, "lb1", "lbk0");
+    let lb2_mac = mac(&lab, "lb2", "lbk0");
+    let gateway_mac = || {
+        // Asked afresh: only the active appliance answers for it.
+        lab.exec("real1", &["ip", "neigh", "flush", "to", NAT_GATEWAY]);
+        lab.exec("real1", &["ping", "-c", "1", "-W", "1", NAT_GATEWAY]);
+        let n = lab.exec("real1", &["ip", "neigh", "show", "to", NAT_GATEWAY]);
+        String::from_utf8_lossy(&n.stdout).to_string()
+    };
+    let n = gateway_mac();
+    assert!(
+        n.contains(&lb1_mac),
+        "the primary answers ARP for the gateway: {n}"
+    );
+
+    // kill -9 of the primary mid-download.
+    let stop = Arc::new(AtomicBool::new(false));
+    let shorts = short_requests(&lab, Arc::clone(&stop));
+    let downloads = downloads_synced(&lab, "nat", 0, DOWNLOADS, 2);
+    eprintln!(
+        "[nat] {} downloads synced to the backup; kill -9 the primary",
+        downloads.len()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let killed = Instant::now();
+    lb1.stop("KILL", Duration::from_secs(10));
+    let active = common::wait_until(DEAD_AFTER + Duration::from_secs(5), || {
+        member_active(&lab, 2) == Some(1.0)
+    });
+    let took = killed.elapsed();
+    assert!(
+        active,
+        "[nat] the backup did not become active:\n{}",
+        tail(&lb2.log_text(), 30)
+    );
+    eprintln!("[nat] the backup is active {took:?} after the kill");
+    assert!(
+        took <= DEAD_AFTER + Duration::from_secs(1),
+        "[nat] the backup took {took:?}, more than dead_after {DEAD_AFTER:?} plus a second"
+    );
+    let n = gateway_mac();
+    assert!(
+        n.contains(&lb2_mac),
+        "the backup answers ARP for the gateway: {n}"
+    );
+    check_downloads("nat", downloads, &want, &[&lb1, &lb2]);
+    eprintln!(
+        "[nat] every download completed intact ({:?} after the kill)",
+        killed.elapsed()
+    );
+    stop.store(true, Ordering::Relaxed);
+    let answers = shorts.join().expect("short requests");
+    let failed: Vec<&String> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
+    eprintln!(
+        "[nat] {} short requests, {} failed",
+        answers.len(),
+        failed.len()
+    );
+    assert!(
+        answers.len() >= 10,
+        "[nat] too few short requests: {answers:?}"
+    );
+    assert!(
+        failed.is_empty(),
+        "[nat] short requests failed across the failover: {failed:?}"
+    );
+
+    // The primary comes back while downloads run on the backup: it takes
+    // nothing over before the backup handed it every flow.
+    let downloads = (DOWNLOADS..2 * DOWNLOADS)
+        .map(|k| start_download(&lab, "takeback", k))
+        .collect::<Vec<_>>();
+    std::thread::sleep(Duration::from_secs(1));
+    let mut lb1 = start_member(&lab, 1, "takeback");
+    if !common::wait_until(POLL, || roles() == (Some(1.0), Some(0.0))) {
+        fail(
+            &mut lb1,
+            &format!("[takeback] the primary did not take back: {:?}", roles()),
+        );
+    }
+    let log1 = lb1.log_text();
+    let log2 = lb2.log_text();
+    assert!(
+        log1.contains("primary -> active: the backup is alive and standby"),
+        "[takeback] the primary became active without hearing the backup stand down:\n{}",
+        tail(&log1, 30)
+    );
+    assert!(
+        log2.contains("backup -> standby: every flow was handed to the primary"),
+        "[takeback] the backup stood down without handing its flows over:\n{}",
+        tail(&log2, 30)
+    );
+    let installed = metric(
+        &member_scrape(&lab, 1),
+        "lb_sync_flows_total",
+        &[("direction", "installed")],
+    )
+    .unwrap_or(0.0);
+    assert!(
+        installed >= downloads.len() as f64,
+        "[takeback] the primary holds {installed} synced flows for {} downloads",
+        downloads.len()
+    );
+    wait_next_hops(&lab, VIP, &[MEMBERS[0].0], ROUTE_BOUND);
+    let n = gateway_mac();
+    assert!(
+        n.contains(&lb1_mac),
+        "[takeback] the primary answers ARP for the gateway again: {n}"
+    );
+    check_downloads("takeback", downloads, &want, &[&lb1, &lb2]);
+    eprintln!("[takeback] every download completed intact");
+    stop_cleanly(&mut lb1, "takeback");
+    stop_cleanly(&mut lb2, "takeback");
 }

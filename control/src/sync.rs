@@ -251,10 +251,14 @@ fn run(
         let _ = socket.set_read_timeout(Some(wait));
         let (n, from) = match socket.recv_from(&mut buf) {
             Ok(x) => x,
+            // A signal (health-check threads, SIGHUP) interrupts the wait:
+            // nothing went wrong.
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) =>
             {
                 decide(&mut election, Instant::now(), false, status, sync);
