@@ -20,8 +20,13 @@
 //! sync made is on a real of its service in the snapshot, with that real's
 //! address, port and method; each real's `active` gauge counts its flows;
 //! every record handed to a table is counted exactly once (installed,
-//! updated, removed, refused, or a removal of nothing).
+//! updated, removed, refused, or a removal of nothing). The tables record
+//! for a peer, as both roles' do: what they then collect is only of the
+//! worker's own flows (`sync.echo`: a flow the peer gave is never sent
+//! back), and a bulk pass sends every flow it holds exactly once and ends
+//! (`sync.bulk`), with a queue too small to take them in one go.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -30,7 +35,7 @@ use lb_core::flow::{Conntrack, FlowAddr, FlowKey, Installed, Segment};
 use lb_core::scheduler::Schedulers;
 use lb_core::snapshot::Snapshot;
 use lb_core::stats::WorkerStats;
-use lb_core::sync::Refused;
+use lb_core::sync::{FlowRecord, Refused, SyncEvents};
 use lb_core::wire::sync::{SyncHeader, MAX_RECORD_LEN};
 use lb_core::wire::TcpFlags;
 
@@ -50,7 +55,17 @@ pub fn run(data: &[u8]) -> Violations {
     let stats = Arc::new(WorkerStats::default());
     let mut ct4: Conntrack<Ipv4Addr> = Conntrack::new(capacity, 64, stats.clone());
     let mut ct6: Conntrack<Ipv6Addr> = Conntrack::new(capacity, 64, stats.clone());
+    ct4.enable_sync(QUEUE);
+    ct6.enable_sync(QUEUE);
     let local = local_flows(&mut ct4, snap, usize::from(h(2)) % 8);
+    // What the local flows' creation recorded is not the point here; its
+    // collection notes when each was sent (in the flow), so the flows are
+    // read again after it.
+    collect(&mut ct4, &mut ct6, snap);
+    let local: Vec<_> = local
+        .into_iter()
+        .filter_map(|(k, _)| ct4.find(&k).map(|f| (k, f)))
+        .collect();
 
     let mut handed = 0u64;
     let mut absent = 0u64;
@@ -115,7 +130,88 @@ pub fn run(data: &[u8]) -> Violations {
     if c.refused(Refused::NotFromPeer) != 0 {
         v.add("sync.counts", "a worker counted not_from_peer".to_string());
     }
+
+    let own: HashSet<(u8, IpAddr, u16, IpAddr, u16)> = local
+        .iter()
+        .map(|(k, _)| {
+            (
+                k.proto,
+                k.client.to_ip(),
+                k.client_port,
+                k.vip.to_ip(),
+                k.vip_port,
+            )
+        })
+        .collect();
+    for r in collect(&mut ct4, &mut ct6, snap) {
+        if !own.contains(&tuple(&r)) {
+            v.add("sync.echo", format!("{r:?} sent back"));
+        }
+    }
+    // A bulk pass: every flow the tables hold that can be told, once.
+    let mut want: Vec<_> = told(&ct4, snap);
+    want.extend(told(&ct6, snap));
+    want.sort();
+    let dropped = c.events_dropped.get();
+    ct4.sync_bulk_start();
+    ct6.sync_bulk_start();
+    let mut sent = Vec::new();
+    let mut rounds = 0;
+    while ct4.sync_bulk_pending() || ct6.sync_bulk_pending() {
+        sent.extend(collect(&mut ct4, &mut ct6, snap).iter().map(tuple));
+        rounds += 1;
+        if rounds > 10_000 {
+            v.add("sync.bulk", "the pass does not end".to_string());
+            break;
+        }
+    }
+    sent.sort();
+    if sent != want {
+        v.add("sync.bulk", format!("sent {sent:?}, held {want:?}"));
+    }
+    if c.events_dropped.get() != dropped {
+        v.add(
+            "sync.bulk",
+            format!("{} records dropped", c.events_dropped.get() - dropped),
+        );
+    }
     v
+}
+
+/// Events a table's log holds between two collections here: small, so
+/// that a bulk pass must stop for room and go on.
+const QUEUE: usize = 16;
+
+type Tuple = (u8, IpAddr, u16, IpAddr, u16);
+
+fn tuple(r: &FlowRecord) -> Tuple {
+    (r.proto, r.client, r.client_port, r.vip, r.vip_port)
+}
+
+/// The tuples of the flows of `ct` that a record can tell.
+fn told<A: FlowAddr>(ct: &Conntrack<A>, snap: &Snapshot) -> Vec<Tuple> {
+    let t = ct.table();
+    t.entries()
+        .into_iter()
+        .filter_map(|e| t.get(e).sync_update(snap))
+        .map(|r| tuple(&r))
+        .collect()
+}
+
+/// One collection, as a worker makes it between bursts: a sweep (which
+/// turns what was noted into records, and makes a step of a bulk pass),
+/// then what the logs hold.
+fn collect(
+    ct4: &mut Conntrack<Ipv4Addr>,
+    ct6: &mut Conntrack<Ipv6Addr>,
+    snap: &Snapshot,
+) -> Vec<FlowRecord> {
+    let mut out = SyncEvents::with_capacity(2 * QUEUE);
+    ct4.sweep(snap, NOW, 64);
+    ct6.sweep(snap, NOW, 64);
+    ct4.take_sync_events(&mut out);
+    ct6.take_sync_events(&mut out);
+    out.drain().collect()
 }
 
 /// The worker's own flows: SYNs from one client to every IPv4 NAT TCP
