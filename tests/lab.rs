@@ -2097,8 +2097,8 @@ fn downloads_synced(
 /// downloads and a stream of short requests: the backup is active within
 /// dead_after plus a second, answers ARP for the gateway, and nothing
 /// breaks. The primary restarted takes the gateway back only after the
-/// backup handed its flows over, and downloads running on the backup
-/// through that complete intact too.
+/// backup handed its flows over (and the primary said they arrived whole),
+/// and downloads running on the backup through that complete intact too.
 #[test]
 fn nat_pair_failover_and_takeback_lose_nothing() {
     let test = "nat_pair_failover_and_takeback_lose_nothing";
@@ -2126,34 +2126,45 @@ fn nat_pair_failover_and_takeback_lose_nothing() {
             &format!("[nat] the primary is not the active one: {:?}", roles()),
         );
     }
+    let changes = |i| metric(&member_scrape(&lab, i), "lb_sync_role_changes_total", &[]);
     // The backup announces too, with a longer AS path: the router uses
     // the primary only.
     wait_next_hops(&lab, VIP, &[MEMBERS[0].0], START);
     wait_next_hops(&lab, VIP6, &[MEMBERS[0].1], POLL);
     let lb1_mac = mac(&lab, "lb1", "lbk0");
     let lb2_mac = mac(&lab, "lb2", "lbk0");
-    let gateway_mac = || {
-        // Asked afresh: only the active appliance answers for it.
-        lab.exec("real1", &["ip", "neigh", "flush", "to", NAT_GATEWAY]);
-        lab.exec("real1", &["ping", "-c", "1", "-W", "1", NAT_GATEWAY]);
-        let n = lab.exec("real1", &["ip", "neigh", "show", "to", NAT_GATEWAY]);
-        String::from_utf8_lossy(&n.stdout).to_string()
+    // Asked afresh (the control thread republishes within about 100 ms of
+    // a change, so a few tries): only the active appliance answers for it.
+    let gateway_mac = |want: &str| {
+        let mut seen = String::new();
+        for _ in 0..10 {
+            lab.exec("real1", &["ip", "neigh", "flush", "to", NAT_GATEWAY]);
+            lab.exec("real1", &["ping", "-c", "1", "-W", "1", NAT_GATEWAY]);
+            let n = lab.exec("real1", &["ip", "neigh", "show", "to", NAT_GATEWAY]);
+            seen = String::from_utf8_lossy(&n.stdout).to_string();
+            if seen.contains(want) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        seen
     };
-    let n = gateway_mac();
+    let n = gateway_mac(&lb1_mac);
     assert!(
         n.contains(&lb1_mac),
         "the primary answers ARP for the gateway: {n}"
     );
+    assert_eq!(changes(2), Some(0.0), "[nat] the backup never changed role");
 
-    // kill -9 of the primary mid-download.
+    // kill -9 of the primary mid-download; short requests all along.
+    let downloads = downloads_synced(&lab, "nat", 0, DOWNLOADS, 2);
     let stop = Arc::new(AtomicBool::new(false));
     let shorts = short_requests(&lab, Arc::clone(&stop));
-    let downloads = downloads_synced(&lab, "nat", 0, DOWNLOADS, 2);
     eprintln!(
         "[nat] {} downloads synced to the backup; kill -9 the primary",
         downloads.len()
     );
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(1500));
     let killed = Instant::now();
     lb1.stop("KILL", Duration::from_secs(10));
     let active = common::wait_until(DEAD_AFTER + Duration::from_secs(5), || {
@@ -2170,11 +2181,12 @@ fn nat_pair_failover_and_takeback_lose_nothing() {
         took <= DEAD_AFTER + Duration::from_secs(1),
         "[nat] the backup took {took:?}, more than dead_after {DEAD_AFTER:?} plus a second"
     );
-    let n = gateway_mac();
+    let n = gateway_mac(&lb2_mac);
     assert!(
         n.contains(&lb2_mac),
         "the backup answers ARP for the gateway: {n}"
     );
+    assert_eq!(changes(2), Some(1.0), "[nat] one change on the backup");
     check_downloads("nat", downloads, &want, &[&lb1, &lb2]);
     eprintln!(
         "[nat] every download completed intact ({:?} after the kill)",
@@ -2213,8 +2225,8 @@ fn nat_pair_failover_and_takeback_lose_nothing() {
     let log1 = lb1.log_text();
     let log2 = lb2.log_text();
     assert!(
-        log1.contains("primary -> active: the backup is alive and standby"),
-        "[takeback] the primary became active without hearing the backup stand down:\n{}",
+        log1.contains("primary -> active: the backup is alive and standby, and its flows are here"),
+        "[takeback] the primary became active without the backup's flows or standing down:\n{}",
         tail(&log1, 30)
     );
     assert!(
@@ -2234,10 +2246,20 @@ fn nat_pair_failover_and_takeback_lose_nothing() {
         downloads.len()
     );
     wait_next_hops(&lab, VIP, &[MEMBERS[0].0], ROUTE_BOUND);
-    let n = gateway_mac();
+    let n = gateway_mac(&lb1_mac);
     assert!(
         n.contains(&lb1_mac),
         "[takeback] the primary answers ARP for the gateway again: {n}"
+    );
+    assert_eq!(
+        changes(2),
+        Some(2.0),
+        "[takeback] the backup stood down once"
+    );
+    assert_eq!(
+        changes(1),
+        Some(1.0),
+        "[takeback] the primary went active once"
     );
     check_downloads("takeback", downloads, &want, &[&lb1, &lb2]);
     eprintln!("[takeback] every download completed intact");

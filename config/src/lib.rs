@@ -253,7 +253,7 @@ pub struct SyncConfig {
     /// [`DEFAULT_SYNC_INTERVAL`].
     pub interval: Duration,
     /// `dead_after`: how long a silent peer is taken for dead (the backup
-    /// then takes over): at least twice `interval`, at most
+    /// then takes over): at least three times `interval`, at most
     /// [`MAX_SYNC_DEAD_AFTER`]; default three intervals.
     pub dead_after: Duration,
     /// `gateway`: the floating address the NAT reals route through, which

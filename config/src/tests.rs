@@ -2066,6 +2066,30 @@ fn sync_gateway_and_dead_after() {
         "{base}interval = \"100ms\"\ndead_after = \"1s\"\ngateway = \"198.18.0.5\""
     )))
     .unwrap();
+    // The router the port sends through is not the pair's address.
+    let routed = sync(&format!("{base}gateway = \"198.18.0.1\"")).replace(
+        "address = \"198.18.0.2/24\"\n",
+        "address = \"198.18.0.2/24\"\ngateway = \"198.18.0.1\"\n",
+    );
+    assert_error(
+        &routed,
+        "sync.gateway",
+        "is the gateway of port wan (ports[0])",
+    );
+    let listened = sync(&format!(
+        "{base}listen = \"198.18.0.6:8848\"\ngateway = \"198.18.0.6\""
+    ));
+    assert_error(&listened, "sync.gateway", "is sync.listen's address");
+    assert_error(
+        &sync(&format!("{base}gateway = \"198.18.0.3\"")),
+        "sync.gateway",
+        "is sync.peer's address",
+    );
+    assert_error(
+        &sync(&format!("{base}dead_after = \"599ms\"")),
+        "sync.dead_after",
+        "less than three times sync.interval (200ms)",
+    );
     let s = c.sync.unwrap();
     assert_eq!(s.dead_after, Duration::from_secs(1));
     assert_eq!(s.gateway, Some("198.18.0.5".parse().unwrap()));
@@ -2077,7 +2101,7 @@ fn sync_gateway_and_dead_after() {
         (
             "dead_after = \"100ms\"",
             "sync.dead_after",
-            "less than twice sync.interval",
+            "less than three times sync.interval",
         ),
         (
             "dead_after = \"2m\"",

@@ -294,6 +294,28 @@ pub(crate) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config 
 
 /// Rules that look at several sections at once, on the typed values.
 fn across(c: &mut Checker<'_>, config: &Config) {
+    if let Some(s) = &config.sync {
+        let floating = [
+            ("sync.gateway", s.gateway.map(IpAddr::V4)),
+            ("sync.gateway6", s.gateway6.map(IpAddr::V6)),
+        ];
+        for (path, g) in floating {
+            let Some(g) = g else { continue };
+            let router = config.ports.iter().enumerate().find(|(_, p)| {
+                p.gateway.map(IpAddr::V4) == Some(g) || p.gateway6.map(IpAddr::V6) == Some(g)
+            });
+            if let Some((i, p)) = router {
+                c.err(
+                    path,
+                    format!("{g} is the gateway of port {} (ports[{i}]): the router the appliance sends through, not an address of the pair", p.name),
+                );
+            } else if g == s.peer.ip() {
+                c.err(path, format!("{g} is sync.peer's address: the other appliance's own, not one that moves between them"));
+            } else if g == s.listen.ip() {
+                c.err(path, format!("{g} is sync.listen's address: this appliance's own, not one that moves between them"));
+            }
+        }
+    }
     if config.announce.is_some() && config.ports.iter().all(|p| p.kernel_interface.is_none()) {
         c.err(
             "announce",
@@ -1077,11 +1099,11 @@ fn sync(
         MAX_SYNC_DEAD_AFTER,
     );
     let dead_after = match (dead_after, interval) {
-        (Some(d), Some(i)) if d < i * 2 => {
+        (Some(d), Some(i)) if d < i * 3 => {
             c.err(
                 "sync.dead_after",
                 format!(
-                    "{} is less than twice sync.interval ({}): the peer would be taken for dead between two of its messages",
+                    "{} is less than three times sync.interval ({}): one lost or late message would make the backup take over",
                     format_duration(d),
                     format_duration(i)
                 ),

@@ -118,6 +118,8 @@ struct Control {
     /// `[sync]`: the election's outcome (None without the section: then
     /// this appliance is always active, with no floating gateway).
     sync: Option<Arc<SyncStatus>>,
+    /// Raised to have the floating gateways announced again.
+    announce_epoch: u64,
 }
 
 impl Control {
@@ -143,6 +145,7 @@ impl Control {
         if let (Some(sync), true) = (&config.sync, self.active()) {
             snap.float_gateways(sync.gateway, sync.gateway6);
         }
+        snap.announce_epoch = self.announce_epoch;
         let generation = snap.generation;
         self.dataplane.publish(snap);
         let snap = Arc::clone(self.dataplane.snapshot());
@@ -353,6 +356,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         shared,
         announcer,
         sync: sync.as_ref().map(|t| Arc::clone(&t.status)),
+        announce_epoch: 0,
     };
     // The workers run: announce what can take flows already.
     control.announce();
@@ -374,6 +378,10 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         // The election moved the floating gateway (and, for a primary,
         // the announcements).
         if let Some(st) = &control.sync {
+            if st.reannounce.swap(false, Ordering::AcqRel) && st.is_active() {
+                changed = true;
+                control.announce_epoch += 1;
+            }
             if st.changed.swap(false, Ordering::AcqRel) {
                 changed = true;
                 let cfg = control.config.sync;

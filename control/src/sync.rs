@@ -39,7 +39,7 @@ use lb_core::flow::owner_of;
 use lb_core::stats::Counter;
 use lb_core::sync::election::{Change, Election};
 use lb_core::sync::{FlowRecord, Refused, SyncCounters, SyncEvents};
-use lb_core::wire::sync::{MessageWriter, SyncHeader, MAX_MESSAGE_LEN};
+use lb_core::wire::sync::{MessageKind, MessageWriter, Status, SyncHeader, MAX_MESSAGE_LEN};
 use lb_dataplane::sync::ControlLinks;
 
 /// Where the election stands, for the control loop and the exporter.
@@ -58,6 +58,10 @@ pub struct SyncStatus {
     pub messages_lost: Counter,
     /// Role changes since start.
     pub changes: Counter,
+    /// Set when the peer stood down while this appliance stayed active
+    /// (a partition healed): the control loop has the gateway announced
+    /// again, since hosts followed the peer meanwhile.
+    pub reannounce: AtomicBool,
 }
 
 impl SyncStatus {
@@ -69,6 +73,7 @@ impl SyncStatus {
             changed: AtomicBool::new(false),
             messages_lost: Counter::default(),
             changes: Counter::default(),
+            reannounce: AtomicBool::new(false),
         }
     }
 
@@ -93,7 +98,7 @@ pub struct SyncThread {
 impl SyncThread {
     /// Binds `sync.listen` and starts the thread.
     pub fn start(sync: &SyncConfig, links: ControlLinks) -> io::Result<SyncThread> {
-        let socket = UdpSocket::bind(sync.listen)?;
+        let socket = bind(sync.listen)?;
         let local = socket.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(SyncCounters::default());
@@ -131,6 +136,28 @@ impl Drop for SyncThread {
     }
 }
 
+/// How much the sync socket's kernel buffer holds (asked; the kernel
+/// caps it at `net.core.rmem_max`): a bulk pass of a few workers arrives
+/// as a burst of a few hundred datagrams each interval.
+const RECEIVE_BUFFER: usize = 4 << 20;
+
+/// The sync socket, bound to `listen`, with room for a bulk pass's burst.
+fn bind(listen: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(listen), Type::DGRAM, None)?;
+    if let Err(e) = s.set_recv_buffer_size(RECEIVE_BUFFER) {
+        log::warn!(
+            "sync: cannot set the receive buffer of {listen} to {RECEIVE_BUFFER} bytes: {e}"
+        );
+    }
+    if listen.is_ipv6() {
+        // [::] takes IPv4 peers too, as the standard library's socket does.
+        let _ = s.set_only_v6(false);
+    }
+    s.bind(&listen.into())?;
+    Ok(s.into())
+}
+
 /// Packs records into messages and hands each finished one to `send`.
 struct Packer {
     buf: [u8; MAX_MESSAGE_LEN],
@@ -147,13 +174,13 @@ impl Packer {
         }
     }
 
-    /// Sends every pending record in as few messages as fit, or one
-    /// heartbeat when there is none, each with `flags`; returns
-    /// (messages, records) sent.
+    /// Sends every pending record in as few messages as fit (none when
+    /// there is none), each with `flags`; returns (messages, records)
+    /// sent.
     fn flush(&mut self, flags: u16, mut send: impl FnMut(&[u8]) -> bool) -> (u64, u64) {
         let (mut messages, mut records) = (0, 0);
         let mut next = 0;
-        loop {
+        while next < self.pending.len() {
             self.sequence = self.sequence.wrapping_add(1);
             let mut w = MessageWriter::new(&mut self.buf, self.sequence);
             w.set_flags(flags);
@@ -161,17 +188,24 @@ impl Packer {
                 next += 1;
             }
             let n = u64::from(w.count());
+            if n == 0 {
+                break; // cannot happen: a record always fits an empty message
+            }
             let len = w.finish();
             if send(&self.buf[..len]) {
                 messages += 1;
                 records += n;
             }
-            if next >= self.pending.len() {
-                break;
-            }
         }
         self.pending.clear();
         (messages, records)
+    }
+
+    /// Sends one status message (the heartbeat); true if it went.
+    fn status(&mut self, st: &Status, flags: u16, send: impl FnOnce(&[u8]) -> bool) -> bool {
+        self.sequence = self.sequence.wrapping_add(1);
+        let len = st.emit(&mut self.buf, self.sequence, flags);
+        send(&self.buf[..len])
     }
 }
 
@@ -202,6 +236,92 @@ impl Sequence {
     }
 }
 
+/// What this appliance knows of the peer's bulk passes: whether the one
+/// it is sending arrives whole (no message lost, no record without room
+/// in a worker's queue), so that it can say so (`acked`) or ask for
+/// another (`nacked`).
+#[derive(Debug, Default)]
+struct PeerPasses {
+    /// The peer's nonce (its life) these belong to.
+    nonce: Option<u32>,
+    /// The pass being received and whether it is whole so far.
+    receiving: Option<(u32, bool)>,
+    /// Something was lost since the peer's last status.
+    damaged: bool,
+    acked: u32,
+    nacked: u32,
+}
+
+impl PeerPasses {
+    /// A status from the peer; true when it is a new life of the peer (it
+    /// restarted: everything it knew of us is gone).
+    fn status(&mut self, st: &Status, lost_now: bool) -> bool {
+        let restarted = self.nonce != Some(st.nonce);
+        if restarted {
+            *self = PeerPasses {
+                nonce: Some(st.nonce),
+                ..PeerPasses::default()
+            };
+        }
+        let damaged = std::mem::take(&mut self.damaged) || lost_now;
+        let known = |p| p == self.acked || p == self.nacked;
+        match self.receiving {
+            Some((p, ref mut whole)) if p == st.pass => *whole &= !damaged,
+            // A new pass still under way: its records all come after this
+            // status.
+            _ if st.pass != 0 && st.pass != st.passed => self.receiving = Some((st.pass, true)),
+            // A new pass begun and ended since the last status (a small
+            // table): its records are all in what came since, so it is
+            // whole if nothing since was lost.
+            _ if st.pass != 0 && st.pass == st.passed && !known(st.pass) => {
+                self.receiving = Some((st.pass, !damaged))
+            }
+            _ => {}
+        }
+        if let Some((p, whole)) = self.receiving {
+            if st.passed == p {
+                if whole {
+                    self.acked = p;
+                } else {
+                    self.nacked = p;
+                }
+                self.receiving = None;
+            }
+        }
+        restarted
+    }
+}
+
+/// This appliance's side of its own bulk passes.
+#[derive(Debug, Default)]
+struct OwnPasses {
+    /// The pass asked of the workers last (0: none), and the last whose
+    /// every record was sent.
+    pass: u32,
+    passed: u32,
+    /// The pass started since the peer last came back, if any.
+    for_peer: Option<u32>,
+}
+
+/// Everything the loop keeps.
+struct Sync<'a> {
+    socket: &'a UdpSocket,
+    cfg: &'a SyncConfig,
+    links: &'a ControlLinks,
+    counters: &'a SyncCounters,
+    status: &'a SyncStatus,
+    election: Election,
+    packer: Packer,
+    sequence: Sequence,
+    nonce: u32,
+    peer: PeerPasses,
+    own: OwnPasses,
+    /// The peer's last status.
+    peer_status: Option<Status>,
+    /// A misconfigured pair (two primaries or two backups) was logged.
+    misconfig_logged: bool,
+}
+
 fn run(
     socket: &UdpSocket,
     sync: &SyncConfig,
@@ -210,13 +330,23 @@ fn run(
     status: &SyncStatus,
     stop: &AtomicBool,
 ) {
-    let mut election = Election::new(sync.role, sync.dead_after, Instant::now());
-    let mut packer = Packer::new();
-    let mut sequence = Sequence::default();
+    let mut s = Sync {
+        socket,
+        cfg: sync,
+        links,
+        counters,
+        status,
+        election: Election::new(sync.role, sync.dead_after, Instant::now()),
+        packer: Packer::new(),
+        sequence: Sequence::default(),
+        nonce: nonce(),
+        peer: PeerPasses::default(),
+        own: OwnPasses::default(),
+        peer_status: None,
+        misconfig_logged: false,
+    };
     // Room for more than a message: a longer datagram is not ours.
     let mut buf = [0u8; 2 * MAX_MESSAGE_LEN];
-    // The bulk pass asked for since the peer last came back, if any.
-    let mut peer_bulk: Option<u64> = None;
     // The first heartbeat goes at once: the peer learns of us quickly.
     let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -226,31 +356,20 @@ fn run(
             if next < now {
                 next = now + sync.interval; // we fell behind: do not burst
             }
-            if election.handover_wanted(now) && peer_bulk.is_none() {
-                peer_bulk = Some(links.shared.request_bulk());
+            // What waits in the socket first: after a stall of this thread
+            // the peer's messages are there, and it is not dead.
+            let _ = socket.set_nonblocking(true);
+            while let Ok((n, from)) = socket.recv_from(&mut buf) {
+                s.datagram(&buf[..n], from.ip());
             }
-            // Read before the collection: what a worker handed over
-            // before it said "done" goes out in this flush.
-            let handed_over = peer_bulk.is_some_and(|n| links.shared.bulk_finished(n));
-            collect(&links.outbound, &mut packer.pending);
-            let (m, r) = packer.flush(election.flags(now), |msg| {
-                match socket.send_to(msg, sync.peer) {
-                    Ok(_) => true,
-                    Err(e) => {
-                        log::debug!("sync: sending to {}: {e}", sync.peer);
-                        false
-                    }
-                }
-            });
-            counters.messages_sent.add(m);
-            counters.flows_sent.add(r);
-            decide(&mut election, now, handed_over, status, sync);
+            let _ = socket.set_nonblocking(false);
+            s.send_interval();
             continue;
         }
         let wait = (next - now).clamp(Duration::from_millis(1), Duration::from_millis(100));
         let _ = socket.set_read_timeout(Some(wait));
-        let (n, from) = match socket.recv_from(&mut buf) {
-            Ok(x) => x,
+        match socket.recv_from(&mut buf) {
+            Ok((n, from)) => s.datagram(&buf[..n], from.ip()),
             // A signal (health-check threads, SIGHUP) interrupts the wait:
             // nothing went wrong.
             Err(e)
@@ -261,37 +380,207 @@ fn run(
                         | io::ErrorKind::Interrupted
                 ) =>
             {
-                decide(&mut election, Instant::now(), false, status, sync);
-                continue;
+                s.decide(Instant::now())
             }
             Err(e) => {
                 log::warn!("sync: receiving on {:?}: {e}", socket.local_addr());
                 std::thread::sleep(Duration::from_millis(100));
-                continue;
             }
+        }
+    }
+}
+
+impl Sync<'_> {
+    /// Asks every worker for a bulk pass.
+    fn start_pass(&mut self) -> u32 {
+        // The workers count in u64; the wire carries 32 bits, and 0 is
+        // "none".
+        let n = (self.links.shared.request_bulk() as u32).max(1);
+        self.own.pass = n;
+        n
+    }
+
+    /// The interval's work: the workers' records, then a status.
+    fn send_interval(&mut self) {
+        let now = Instant::now();
+        if self.election.handover_wanted(now) && self.own.for_peer.is_none() {
+            self.own.for_peer = Some(self.start_pass());
+        }
+        // The peer found our last pass damaged: again.
+        if let Some(st) = self.peer_status {
+            if self.own.pass != 0 && st.nacked == self.own.pass && self.own.passed == self.own.pass
+            {
+                log::warn!(
+                    "sync: peer {} missed part of bulk pass {}; sending every flow again",
+                    self.cfg.peer,
+                    self.own.pass
+                );
+                let n = self.start_pass();
+                if self.own.for_peer.is_some() {
+                    self.own.for_peer = Some(n);
+                }
+            }
+        }
+        // Read before the collection: what a worker handed over before it
+        // said "done" goes out in this flush.
+        let finished = self.own.pass != 0
+            && self.own.passed != self.own.pass
+            && self.links.shared.bulk_finished(u64::from(self.own.pass));
+        collect(&self.links.outbound, &mut self.packer.pending);
+        let flags = self.election.flags(now);
+        let socket = self.socket;
+        let peer = self.cfg.peer;
+        let (m, r) = self
+            .packer
+            .flush(flags, |msg| match socket.send_to(msg, peer) {
+                Ok(_) => true,
+                Err(e) => {
+                    log::debug!("sync: sending to {peer}: {e}");
+                    false
+                }
+            });
+        if finished {
+            self.own.passed = self.own.pass;
+        }
+        self.counters.messages_sent.add(m);
+        self.counters.flows_sent.add(r);
+        self.send_status(now);
+        self.decide(now);
+    }
+
+    fn send_status(&mut self, now: Instant) {
+        let st = Status {
+            nonce: self.nonce,
+            pass: self.own.pass,
+            passed: self.own.passed,
+            acked: self.peer.acked,
+            nacked: self.peer.nacked,
         };
-        let Some(h) = receive(
-            &buf[..n],
-            from.ip(),
-            sync.peer.ip(),
-            &links.inbound,
-            counters,
+        let flags = self.election.flags(now);
+        let socket = self.socket;
+        let peer = self.cfg.peer;
+        let sent = self
+            .packer
+            .status(&st, flags, |msg| socket.send_to(msg, peer).is_ok());
+        if sent {
+            self.counters.messages_sent.incr();
+        }
+    }
+
+    /// One datagram.
+    fn datagram(&mut self, bytes: &[u8], from: IpAddr) {
+        let Some((h, drops)) = receive(
+            bytes,
+            from,
+            self.cfg.peer.ip(),
+            &self.links.inbound,
+            self.counters,
         ) else {
-            continue;
+            return;
         };
         let now = Instant::now();
-        status.messages_lost.add(sequence.lost_before(h.sequence));
-        if election.heard(now, h.flags) {
+        let lost = self.sequence.lost_before(h.sequence);
+        self.status.messages_lost.add(lost);
+        let damaged = lost > 0 || drops > 0;
+        let mut came_back = false;
+        if h.kind == MessageKind::Status {
+            let Ok((_, p)) = SyncHeader::parse(bytes) else {
+                return;
+            };
+            match Status::parse(&p) {
+                Ok(st) => {
+                    came_back |= self.peer.status(&st, damaged);
+                    self.peer_status = Some(st);
+                }
+                Err(why) => {
+                    self.counters.refuse(why);
+                    return;
+                }
+            }
+        } else if damaged {
+            self.peer.damaged = true;
+        }
+        self.check_roles(h.flags);
+        let heard = self.election.heard(now, h.flags);
+        if heard.came_back || came_back {
             log::info!(
-                "sync: peer {} heard ({}); sending it every flow held here",
-                sync.peer,
+                "sync: peer {} {} ({}); sending it every flow held here",
+                self.cfg.peer,
+                if came_back { "started" } else { "heard again" },
                 describe_flags(h.flags)
             );
-            peer_bulk = Some(links.shared.request_bulk());
+            if came_back {
+                // Its numbering begins again.
+                self.sequence = Sequence::default();
+                self.peer_status = None;
+            }
+            self.own.for_peer = Some(self.start_pass());
         }
-        status.peer_alive.store(true, Ordering::Relaxed);
-        decide(&mut election, now, false, status, sync);
+        if heard.stood_down {
+            log::info!(
+                "sync: peer {} stood down; announcing the gateway again",
+                self.cfg.peer
+            );
+            self.status.reannounce.store(true, Ordering::Release);
+        }
+        self.decide(now);
     }
+
+    /// Logs once when the peer has our role: the pair would never agree.
+    fn check_roles(&mut self, peer_flags: u16) {
+        use lb_core::sync::election::flags;
+        let peer_primary = peer_flags & flags::PRIMARY != 0;
+        if peer_primary == (self.cfg.role == SyncRole::Primary) && !self.misconfig_logged {
+            self.misconfig_logged = true;
+            log::error!(
+                "sync: the peer {} is a {} too: one appliance of a pair must be role = \"primary\", the other role = \"backup\"",
+                self.cfg.peer,
+                self.cfg.role
+            );
+        }
+    }
+
+    /// Runs the election at `now` and publishes a change (with a status at
+    /// once, so that the peer learns it without waiting an interval).
+    fn decide(&mut self, now: Instant) {
+        self.status
+            .peer_alive
+            .store(self.election.peer_alive(now), Ordering::Relaxed);
+        let handed_over = self.own.for_peer.is_some_and(|p| {
+            self.own.passed == p && self.peer_status.is_some_and(|st| st.acked == p)
+        });
+        let holding = self.peer.acked != 0;
+        let Some(change) = self.election.tick(now, handed_over, holding) else {
+            return;
+        };
+        let state = if change.active() { "active" } else { "standby" };
+        match change {
+            Change::PrimaryActive | Change::HoldExpired => log::warn!(
+                "sync: {} -> {state}: {} (connections it held may break)",
+                self.cfg.role,
+                change.reason()
+            ),
+            _ => log::info!("sync: {} -> {state}: {}", self.cfg.role, change.reason()),
+        }
+        self.status.active.store(change.active(), Ordering::Release);
+        self.status.changes.incr();
+        self.status.changed.store(true, Ordering::Release);
+        self.send_status(now);
+    }
+}
+
+/// A random number for this process's life, not 0 (the peer tells our
+/// restarts by it).
+fn nonce() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    (h.finish() as u32).max(1)
 }
 
 /// Takes every worker's handed-over buffer into `pending` and gives the
@@ -304,34 +593,6 @@ fn collect(outbound: &[(Receiver<SyncEvents>, Sender<SyncEvents>)], pending: &mu
             let _ = empty.try_send(events);
         }
     }
-}
-
-/// Runs the election at `now` and publishes a change.
-fn decide(
-    election: &mut Election,
-    now: Instant,
-    handed_over: bool,
-    status: &SyncStatus,
-    sync: &SyncConfig,
-) {
-    status
-        .peer_alive
-        .store(election.peer_alive(now), Ordering::Relaxed);
-    let Some(change) = election.tick(now, handed_over) else {
-        return;
-    };
-    let state = if change.active() { "active" } else { "standby" };
-    match change {
-        Change::PrimaryActive => log::warn!(
-            "sync: {} -> {state}: {} (flows made here meanwhile may break)",
-            sync.role,
-            change.reason()
-        ),
-        _ => log::info!("sync: {} -> {state}: {}", sync.role, change.reason()),
-    }
-    status.active.store(change.active(), Ordering::Release);
-    status.changes.incr();
-    status.changed.store(true, Ordering::Release);
 }
 
 fn describe_flags(f: u16) -> String {
@@ -356,14 +617,15 @@ fn describe_flags(f: u16) -> String {
 
 /// One datagram from `from`: checked, counted, its records routed to
 /// their owners' queues. Returns its header when it is a valid message
-/// from the peer (its records may still have been refused).
+/// from the peer (its records may still have been refused), with the
+/// number of records a full queue had no room for.
 fn receive(
     datagram: &[u8],
     from: IpAddr,
     peer: IpAddr,
     workers: &[Sender<FlowRecord>],
     counters: &SyncCounters,
-) -> Option<SyncHeader> {
+) -> Option<(SyncHeader, u64)> {
     if canonical(from) != canonical(peer) {
         counters.refuse(Refused::NotFromPeer);
         return None;
@@ -376,12 +638,16 @@ fn receive(
             return None;
         }
     };
+    if h.kind != MessageKind::Flows {
+        return Some((h, 0));
+    }
+    let mut drops = 0;
     for r in p.records() {
         let r = match r {
             Ok(r) => r,
             Err(why) => {
                 counters.refuse(why);
-                return Some(h);
+                return Some((h, drops + 1));
             }
         };
         counters.flows_received.incr();
@@ -391,12 +657,15 @@ fn receive(
         };
         match workers.get(owner).map(|q| q.try_send(r)) {
             Some(Ok(())) => {}
-            Some(Err(TrySendError::Full(_))) | None => counters.events_dropped.incr(),
+            Some(Err(TrySendError::Full(_))) | None => {
+                counters.events_dropped.incr();
+                drops += 1;
+            }
             // The worker stopped: the appliance is stopping.
             Some(Err(TrySendError::Disconnected(_))) => {}
         }
     }
-    Some(h)
+    Some((h, drops))
 }
 
 /// An IPv4-mapped IPv6 address as the IPv4 address it is (a socket bound
@@ -476,12 +745,83 @@ mod tests {
     }
 
     #[test]
-    fn nothing_to_send_is_one_heartbeat() {
-        let msgs = packed(0);
-        assert_eq!(msgs.len(), 1);
-        assert_eq!(msgs[0].len(), HEADER_LEN);
-        let (h, _) = SyncHeader::parse(&msgs[0]).unwrap();
-        assert_eq!(h.count, 0);
+    fn nothing_to_send_is_no_flows_message_and_the_heartbeat_is_a_status() {
+        assert!(packed(0).is_empty());
+        let mut p = Packer::new();
+        let st = Status {
+            nonce: 9,
+            ..Status::default()
+        };
+        let mut out = Vec::new();
+        assert!(p.status(&st, 1, |m| {
+            out.push(m.to_vec());
+            true
+        }));
+        assert_eq!(out[0].len(), HEADER_LEN + lb_core::wire::sync::STATUS_LEN);
+        let (h, pk) = SyncHeader::parse(&out[0]).unwrap();
+        assert_eq!((h.kind, h.count, h.flags), (MessageKind::Status, 0, 1));
+        assert_eq!(Status::parse(&pk), Ok(st));
+    }
+
+    #[test]
+    fn a_pass_begun_and_ended_between_two_statuses_is_judged_too() {
+        let mut pp = PeerPasses::default();
+        let st = |pass, passed| Status {
+            nonce: 5,
+            pass,
+            passed,
+            ..Status::default()
+        };
+        pp.status(&st(0, 0), false);
+        pp.status(&st(1, 1), false);
+        assert_eq!((pp.acked, pp.nacked), (1, 0));
+        pp.status(&st(1, 1), false);
+        assert_eq!((pp.acked, pp.nacked), (1, 0), "once");
+        pp.damaged = true;
+        pp.status(&st(2, 2), false);
+        assert_eq!((pp.acked, pp.nacked), (1, 2));
+        pp.status(&st(3, 3), true);
+        assert_eq!((pp.acked, pp.nacked), (1, 3));
+    }
+
+    #[test]
+    fn a_peers_bulk_pass_is_acked_whole_and_nacked_when_damaged() {
+        let mut pp = PeerPasses::default();
+        let st = |pass, passed| Status {
+            nonce: 5,
+            pass,
+            passed,
+            ..Status::default()
+        };
+        assert!(pp.status(&st(0, 0), false), "a new life");
+        assert!(!pp.status(&st(0, 0), false));
+        // Pass 1 begins, goes on, ends whole: acked.
+        pp.status(&st(1, 0), false);
+        pp.status(&st(1, 0), false);
+        pp.status(&st(1, 1), false);
+        assert_eq!((pp.acked, pp.nacked), (1, 0));
+        // Pass 2 loses a message in the middle: nacked, 1 stays acked.
+        pp.status(&st(2, 1), false);
+        pp.damaged = true;
+        pp.status(&st(2, 1), false);
+        pp.status(&st(2, 2), false);
+        assert_eq!((pp.acked, pp.nacked), (1, 2));
+        // Pass 3, damaged in its last interval: nacked too.
+        pp.status(&st(3, 2), false);
+        pp.status(&st(3, 3), true);
+        assert_eq!((pp.acked, pp.nacked), (1, 3));
+        pp.status(&st(4, 3), false);
+        pp.status(&st(4, 4), false);
+        assert_eq!(pp.acked, 4);
+        // A restart forgets it all.
+        assert!(pp.status(
+            &Status {
+                nonce: 6,
+                ..st(0, 0)
+            },
+            false
+        ));
+        assert_eq!((pp.acked, pp.nacked), (0, 0));
     }
 
     #[test]

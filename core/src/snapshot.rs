@@ -263,6 +263,10 @@ pub struct Snapshot {
     /// The smallest MTU of any port: an IP packet no longer fits every
     /// port, so only a longer one needs its out-port's MTU looked up.
     pub min_mtu: u16,
+    /// Raised by the control thread to have the floating gateways
+    /// announced again (gratuitous ARP, unsolicited NA) though they did
+    /// not move: the peer held them meanwhile (a healed partition).
+    pub announce_epoch: u64,
 }
 
 #[inline]
@@ -561,6 +565,7 @@ impl Snapshot {
                 .saturating_sub(40)
                 .max(536),
             min_mtu: config.ports.iter().map(|p| p.mtu).min().unwrap_or(0),
+            announce_epoch: 0,
         })
     }
 

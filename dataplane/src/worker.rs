@@ -374,7 +374,8 @@ pub const ANNOUNCEMENTS: u8 = 3;
 pub const ANNOUNCE_SPACING_MS: u32 = 1_000;
 
 impl Announce {
-    /// A new snapshot: a port that floats a gateway it did not before is
+    /// A new snapshot: a port that floats a gateway it did not before (or
+    /// any that floats one, when the control thread asks again) is
     /// announced from now on; one that no longer floats it, no longer.
     fn adopt(&mut self, old: &Snapshot, new: &Snapshot, now: u32) {
         self.due.retain(|&(port, _, _)| {
@@ -382,10 +383,13 @@ impl Announce {
                 .get(port)
                 .is_some_and(|p| p.floating.is_some() || p.floating6.is_some())
         });
+        let again = new.announce_epoch != old.announce_epoch;
         for (i, p) in new.ports.iter().enumerate() {
             let before = old.ports.get(i);
-            let took = (p.floating.is_some() && before.and_then(|b| b.floating) != p.floating)
-                || (p.floating6.is_some() && before.and_then(|b| b.floating6) != p.floating6);
+            let took = (p.floating.is_some()
+                && (again || before.and_then(|b| b.floating) != p.floating))
+                || (p.floating6.is_some()
+                    && (again || before.and_then(|b| b.floating6) != p.floating6));
             if took {
                 self.due.retain(|&(port, _, _)| port != i);
                 self.due.push((i, ANNOUNCEMENTS, now));

@@ -59,10 +59,6 @@ use crate::sync::{
     FlowChange, FlowRecord, FlowUpdate, ProxyState, Refused, SyncCounters, SyncEvents,
 };
 
-/// Entries a bulk pass looks at per poll at least (a free entry costs a
-/// byte read; a live one a record, within the queue's room).
-pub const BULK_BUDGET: usize = 256;
-
 /// What installing a record did (each counted in `WorkerStats::sync`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Installed {
@@ -175,7 +171,7 @@ impl<A: FlowAddr> Conntrack<A> {
         // A pass over every flow (a peer that came back): as many as the
         // queue has room for, the rest next time, none skipped.
         if let Some(from) = log.bulk {
-            log.bulk = table.visit_from(from, budget.max(BULK_BUDGET), |_, f| {
+            log.bulk = table.visit_from(from, budget, |_, f| {
                 if log.events.is_full() {
                     return false;
                 }
@@ -209,9 +205,9 @@ impl<A: FlowAddr> Conntrack<A> {
     /// Starts a pass that sends every flow this table holds, its own and
     /// those the peer gave it (a peer that came back after a restart or
     /// before it takes the gateway back: it must hold them all). The
-    /// sweep makes it between bursts, [`BULK_BUDGET`] entries or more a
-    /// poll, never more records than the queue has room for. Restarts a
-    /// pass under way. Nothing without sync.
+    /// sweep makes it between bursts, as many entries a poll as its budget,
+    /// never more records than the queue has room for: it waits for room,
+    /// it never drops. Restarts a pass under way. Nothing without sync.
     pub fn sync_bulk_start(&mut self) {
         if let Some(log) = self.sync.as_mut() {
             log.bulk = Some(0);
@@ -226,13 +222,13 @@ impl<A: FlowAddr> Conntrack<A> {
             .is_some_and(|log| log.bulk.is_some() || !log.events.is_empty())
     }
 
-    /// Moves the records collected so far into `out` (oldest first; what
-    /// `out` has no room for is dropped and counted).
+    /// Moves the records collected so far into `out`, oldest first, as
+    /// many as it has room for; the rest wait here (and a bulk pass or a
+    /// refresh waits for room with them, so nothing of theirs is lost
+    /// while the sync thread is slow to take a buffer).
     pub fn take_sync_events(&mut self, out: &mut SyncEvents) {
         if let Some(log) = self.sync.as_mut() {
-            for r in log.events.drain() {
-                out.push(r, &self.stats.sync);
-            }
+            log.events.move_into(out);
         }
     }
 

@@ -9,16 +9,21 @@
 //! - The peer is alive while a valid message from it arrived within
 //!   `dead_after`.
 //! - A primary is active unless the peer is alive and active. Starting,
-//!   it waits `dead_after` for the peer's word first: a backup that took
+//!   it waits [`STARTUP_WAIT`] (or `dead_after`) for the peer's word first: a backup that took
 //!   over while the primary was away keeps the gateway until it has
-//!   handed its flows over.
+//!   handed its flows over; a standby backup's flows (it may hold
+//!   connections the primary, restarted within `dead_after`, lost) must
+//!   arrive whole first too, or [`HOLD_DEAD_AFTERS`] × `dead_after` pass.
 //! - A backup is standby while the primary is alive; it becomes active
-//!   when it has heard nothing for `dead_after` (a takeover).
+//!   when it has heard nothing for `dead_after` (a takeover; just started,
+//!   for [`STARTUP_WAIT`] at least).
 //! - An active backup that hears the primary alive and asking for the
 //!   gateway back ([`flags::TAKEBACK`]) first sends it every flow it
 //!   holds (a bulk pass, which the primary needs before any of their
-//!   packets can reach it), then steps down; the primary takes over when
-//!   it hears the backup standby. So the primary takes nothing over while
+//!   packets can reach it), steps down only when the primary said the
+//!   pass arrived whole (its `Status` acknowledges it; a damaged one is
+//!   sent again), and the primary takes over when it hears the backup
+//!   standby. So the primary takes nothing over while
 //!   the backup has flows the primary does not hold; between the step
 //!   down and the primary's gratuitous ARP the backup, standby, still
 //!   forwards what reaches it, with the same flows.
@@ -39,8 +44,13 @@ pub use crate::wire::sync::flags;
 pub enum Change {
     /// Became active: nothing heard from the peer for `dead_after`.
     TookOver,
-    /// Became active: the peer (the backup) is alive and standby.
+    /// Became active: the peer (the backup) is alive and standby, and
+    /// every flow it holds arrived here whole.
     PeerStandby,
+    /// Became active: the backup is alive and standby, but its flows did
+    /// not arrive whole within [`HOLD_DEAD_AFTERS`] × `dead_after`; nobody
+    /// would answer for the gateway otherwise.
+    HoldExpired,
     /// Stepped down: the flows were handed over to the primary, which
     /// asked for the gateway back.
     HandedBack,
@@ -51,20 +61,47 @@ pub enum Change {
 impl Change {
     /// Whether this appliance is active after the change.
     pub fn active(self) -> bool {
-        matches!(self, Change::TookOver | Change::PeerStandby)
+        matches!(
+            self,
+            Change::TookOver | Change::PeerStandby | Change::HoldExpired
+        )
     }
 
     /// Why, in words (the log line).
     pub fn reason(self) -> &'static str {
         match self {
             Change::TookOver => "nothing heard from the peer for dead_after",
-            Change::PeerStandby => "the backup is alive and standby",
+            Change::PeerStandby => "the backup is alive and standby, and its flows are here",
+            Change::HoldExpired => "the backup is standby, but its flows never arrived whole",
             Change::HandedBack => {
                 "every flow was handed to the primary, which asked for the gateway back"
             }
             Change::PrimaryActive => "the primary is active too",
         }
     }
+}
+
+/// How long an appliance that just started waits for the peer's first
+/// word before it takes the peer for dead (`dead_after` if longer): the
+/// peer's first messages may wait a second or two for the kernel to
+/// resolve its address (an ARP entry that failed while this appliance was
+/// down is retried after a second), and a backup that took over for that
+/// would only have to hand back.
+pub const STARTUP_WAIT: Duration = Duration::from_secs(3);
+
+/// How many `dead_after`s a primary whose standby backup is alive waits
+/// for the backup's flows before it takes over without them.
+pub const HOLD_DEAD_AFTERS: u32 = 10;
+
+/// What a message from the peer told, beside its flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Heard {
+    /// The peer was not alive before (it came back, or it is new): it
+    /// holds none of our flows.
+    pub came_back: bool,
+    /// The peer was active and is not any more, while we are: the hosts
+    /// that followed it must be told the gateway is here again.
+    pub stood_down: bool,
 }
 
 /// One appliance's view of the election.
@@ -76,6 +113,9 @@ pub struct Election {
     active: bool,
     /// The last valid message from the peer: when, and its flags.
     heard: Option<(Instant, u16)>,
+    /// Since when a primary on standby has heard the backup alive and
+    /// standby without holding its flows.
+    waiting: Option<Instant>,
 }
 
 impl Election {
@@ -87,6 +127,7 @@ impl Election {
             started: now,
             active: false,
             heard: None,
+            waiting: None,
         }
     }
 
@@ -109,13 +150,15 @@ impl Election {
         self.heard.filter(|_| self.peer_alive(now)).map(|(_, f)| f)
     }
 
-    /// A valid message from the peer arrived with `flags`. True when the
-    /// peer was not alive before it (it came back, or it is new): it holds
-    /// none of our flows, and an active appliance should start a bulk pass.
-    pub fn heard(&mut self, now: Instant, flags: u16) -> bool {
+    /// A valid message from the peer arrived with `flags`.
+    pub fn heard(&mut self, now: Instant, flags: u16) -> Heard {
         let came_back = !self.peer_alive(now);
+        let was_active = self.peer_flags(now).is_some_and(|f| f & flags::ACTIVE != 0);
         self.heard = Some((now, flags));
-        came_back
+        Heard {
+            came_back,
+            stood_down: self.active && was_active && flags & flags::ACTIVE == 0,
+        }
     }
 
     /// Whether an active backup owes the primary its flows before it steps
@@ -144,21 +187,34 @@ impl Election {
         f
     }
 
-    /// Decides again at `now`; `handed_over`: an active backup has sent
-    /// every flow it holds since [`Self::handover_wanted`] began. Returns
-    /// the change, if any.
-    pub fn tick(&mut self, now: Instant, handed_over: bool) -> Option<Change> {
+    /// Decides again at `now`. `handed_over`: an active backup's bulk pass
+    /// since the primary came back arrived there whole (the primary said
+    /// so). `holding`: every flow the peer held when it last came back
+    /// arrived here whole (its bulk pass). Returns the change, if any.
+    pub fn tick(&mut self, now: Instant, handed_over: bool, holding: bool) -> Option<Change> {
         let peer = self.peer_flags(now);
         let peer_active = peer.is_some_and(|f| f & flags::ACTIVE != 0);
-        // Silent since we started or since its last word.
-        let since = self
-            .heard
-            .map_or(self.started, |(t, _)| t.max(self.started));
-        let silent = peer.is_none() && now.saturating_duration_since(since) >= self.dead_after;
+        // Silent since its last word, or since we started (then for
+        // STARTUP_WAIT at least: the first messages may wait for ARP).
+        let silent = peer.is_none()
+            && match self.heard {
+                Some((t, _)) => now.saturating_duration_since(t) >= self.dead_after,
+                None => {
+                    now.saturating_duration_since(self.started) >= self.dead_after.max(STARTUP_WAIT)
+                }
+            };
+        let standby_peer = peer.is_some() && !peer_active;
+        let waits = self.role == SyncRole::Primary && !self.active && standby_peer && !holding;
+        if !waits {
+            self.waiting = None;
+        }
         let change = match (self.role, self.active) {
             (SyncRole::Primary, false) if silent => Some(Change::TookOver),
-            (SyncRole::Primary, false) if peer.is_some() && !peer_active => {
-                Some(Change::PeerStandby)
+            (SyncRole::Primary, false) if standby_peer && holding => Some(Change::PeerStandby),
+            (SyncRole::Primary, false) if standby_peer => {
+                let since = *self.waiting.get_or_insert(now);
+                (now.saturating_duration_since(since) >= self.dead_after * HOLD_DEAD_AFTERS)
+                    .then_some(Change::HoldExpired)
             }
             (SyncRole::Backup, false) if silent => Some(Change::TookOver),
             (SyncRole::Backup, true) if peer_active => Some(Change::PrimaryActive),
@@ -188,21 +244,50 @@ mod tests {
     fn a_primary_alone_waits_dead_after_then_takes_over() {
         let t0 = Instant::now();
         let mut p = Election::new(SyncRole::Primary, DEAD, t0);
-        assert_eq!(p.tick(ms(t0, 599), false), None);
+        assert_eq!(p.tick(ms(t0, 2999), false, true), None, "STARTUP_WAIT");
         assert!(!p.is_active());
-        assert_eq!(p.tick(ms(t0, 600), false), Some(Change::TookOver));
+        assert_eq!(p.tick(ms(t0, 3000), false, true), Some(Change::TookOver));
         assert!(p.is_active());
-        assert_eq!(p.flags(ms(t0, 600)), flags::PRIMARY | flags::ACTIVE);
+        assert_eq!(p.flags(ms(t0, 3000)), flags::PRIMARY | flags::ACTIVE);
     }
 
     #[test]
     fn a_primary_hearing_a_standby_backup_is_active_at_once() {
         let t0 = Instant::now();
         let mut p = Election::new(SyncRole::Primary, DEAD, t0);
-        assert!(p.heard(ms(t0, 10), 0), "new peer");
-        assert_eq!(p.tick(ms(t0, 10), false), Some(Change::PeerStandby));
-        assert!(!p.heard(ms(t0, 210), 0), "not new any more");
-        assert_eq!(p.tick(ms(t0, 210), false), None);
+        assert!(p.heard(ms(t0, 10), 0).came_back, "new peer");
+        assert_eq!(p.tick(ms(t0, 10), false, true), Some(Change::PeerStandby));
+        assert!(!p.heard(ms(t0, 210), 0).came_back, "not new any more");
+        assert_eq!(p.tick(ms(t0, 210), false, true), None);
+    }
+
+    #[test]
+    fn a_primary_waits_for_the_standby_backups_flows_but_not_forever() {
+        let t0 = Instant::now();
+        let mut p = Election::new(SyncRole::Primary, DEAD, t0);
+        p.heard(ms(t0, 10), 0);
+        assert_eq!(
+            p.tick(ms(t0, 10), false, false),
+            None,
+            "its flows are not here yet"
+        );
+        for i in 1..30 {
+            p.heard(ms(t0, i * 200), 0);
+            assert_eq!(p.tick(ms(t0, i * 200), false, false), None);
+        }
+        assert_eq!(p.tick(ms(t0, 6000), false, true), Some(Change::PeerStandby));
+        // Never whole: after HOLD_DEAD_AFTERS x dead_after it goes anyway.
+        let mut p = Election::new(SyncRole::Primary, DEAD, t0);
+        let hold = 600 * u64::from(HOLD_DEAD_AFTERS);
+        let mut at = 10;
+        while at < 10 + hold {
+            p.heard(ms(t0, at), 0);
+            assert_eq!(p.tick(ms(t0, at), false, false), None, "at {at}");
+            at += 200;
+        }
+        p.heard(ms(t0, at), 0);
+        assert_eq!(p.tick(ms(t0, at), false, false), Some(Change::HoldExpired));
+        assert!(p.is_active());
     }
 
     #[test]
@@ -212,12 +297,12 @@ mod tests {
         // The primary speaks every 200 ms: the backup stays standby.
         for i in 0..10 {
             b.heard(ms(t0, i * 200), flags::PRIMARY | flags::ACTIVE);
-            assert_eq!(b.tick(ms(t0, i * 200 + 100), false), None);
+            assert_eq!(b.tick(ms(t0, i * 200 + 100), false, true), None);
         }
         assert_eq!(b.flags(ms(t0, 2000)), 0);
         // It dies after its message at 1800 ms.
-        assert_eq!(b.tick(ms(t0, 2399), false), None);
-        assert_eq!(b.tick(ms(t0, 2400), false), Some(Change::TookOver));
+        assert_eq!(b.tick(ms(t0, 2399), false, true), None);
+        assert_eq!(b.tick(ms(t0, 2400), false, true), Some(Change::TookOver));
         assert!(b.is_active());
         assert_eq!(b.flags(ms(t0, 2400)), flags::ACTIVE);
     }
@@ -226,35 +311,39 @@ mod tests {
     fn a_returning_primary_waits_for_the_backups_flows_then_takes_back() {
         let t0 = Instant::now();
         let mut b = Election::new(SyncRole::Backup, DEAD, t0);
-        assert_eq!(b.tick(ms(t0, 600), false), Some(Change::TookOver));
+        assert_eq!(b.tick(ms(t0, 3000), false, true), Some(Change::TookOver));
         // The primary restarts at 5 s: standby, it hears the backup active.
         let t = ms(t0, 5000);
         let mut p = Election::new(SyncRole::Primary, DEAD, t);
         p.heard(ms(t0, 5100), b.flags(ms(t0, 5100)));
-        assert_eq!(p.tick(ms(t0, 5100), false), None, "the backup is active");
+        assert_eq!(
+            p.tick(ms(t0, 5100), false, true),
+            None,
+            "the backup is active"
+        );
         // Long after dead_after, still standby while the backup speaks.
         for i in 0..20 {
             let now = ms(t0, 5200 + i * 200);
             p.heard(now, b.flags(now));
-            assert_eq!(p.tick(now, false), None);
+            assert_eq!(p.tick(now, false, true), None);
         }
         let now = ms(t0, 9200);
         let asks = p.flags(now);
         assert_eq!(asks, flags::PRIMARY | flags::TAKEBACK);
         // The backup hears it: a new peer (bulk pass), which wants its flows.
-        assert!(b.heard(now, asks));
+        assert!(b.heard(now, asks).came_back);
         assert!(b.handover_wanted(now));
-        assert_eq!(b.tick(now, false), None, "not before the flows went");
-        assert_eq!(b.tick(ms(t0, 9300), true), Some(Change::HandedBack));
+        assert_eq!(b.tick(now, false, true), None, "not before the flows went");
+        assert_eq!(b.tick(ms(t0, 9300), true, true), Some(Change::HandedBack));
         assert!(!b.is_active());
         assert!(!b.handover_wanted(ms(t0, 9300)));
         // The primary hears the backup standby and takes over.
         p.heard(ms(t0, 9400), b.flags(ms(t0, 9400)));
-        assert_eq!(p.tick(ms(t0, 9400), false), Some(Change::PeerStandby));
+        assert_eq!(p.tick(ms(t0, 9400), false, true), Some(Change::PeerStandby));
         assert_eq!(p.flags(ms(t0, 9400)), flags::PRIMARY | flags::ACTIVE);
         // The backup, hearing it active, stays standby.
         b.heard(ms(t0, 9500), p.flags(ms(t0, 9500)));
-        assert_eq!(b.tick(ms(t0, 9500), true), None);
+        assert_eq!(b.tick(ms(t0, 9500), true, true), None);
     }
 
     #[test]
@@ -262,24 +351,31 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Election::new(SyncRole::Primary, DEAD, t0);
         p.heard(ms(t0, 100), flags::ACTIVE);
-        assert_eq!(p.tick(ms(t0, 650), false), None);
-        assert_eq!(p.tick(ms(t0, 700), false), Some(Change::TookOver));
+        assert_eq!(p.tick(ms(t0, 650), false, true), None);
+        assert_eq!(p.tick(ms(t0, 700), false, true), Some(Change::TookOver));
     }
 
     #[test]
     fn two_active_after_a_partition_the_backup_steps_down() {
         let t0 = Instant::now();
         let mut b = Election::new(SyncRole::Backup, DEAD, t0);
-        b.tick(ms(t0, 600), false);
+        b.tick(ms(t0, 3000), false, true);
         assert!(b.is_active());
         b.heard(ms(t0, 700), flags::PRIMARY | flags::ACTIVE);
-        assert_eq!(b.tick(ms(t0, 700), false), Some(Change::PrimaryActive));
-        // And an active primary hearing an active backup stays active.
+        assert_eq!(
+            b.tick(ms(t0, 700), false, true),
+            Some(Change::PrimaryActive)
+        );
+        // And an active primary hearing an active backup stays active, and
+        // learns when it stood down (to announce the gateway again).
         let mut p = Election::new(SyncRole::Primary, DEAD, t0);
-        p.tick(ms(t0, 600), false);
-        p.heard(ms(t0, 700), flags::ACTIVE);
-        assert_eq!(p.tick(ms(t0, 700), false), None);
+        p.tick(ms(t0, 3000), false, true);
         assert!(p.is_active());
+        assert!(!p.heard(ms(t0, 700), flags::ACTIVE).stood_down);
+        assert_eq!(p.tick(ms(t0, 700), false, true), None);
+        assert!(p.is_active());
+        assert!(p.heard(ms(t0, 900), 0).stood_down);
+        assert!(!p.heard(ms(t0, 1100), 0).stood_down, "once");
     }
 
     #[test]
@@ -288,9 +384,9 @@ mod tests {
         // a misconfigured second primary keeps the gateway.
         let t0 = Instant::now();
         let mut p = Election::new(SyncRole::Primary, DEAD, t0);
-        p.tick(ms(t0, 600), false);
+        p.tick(ms(t0, 3000), false, true);
         p.heard(ms(t0, 700), flags::PRIMARY | flags::TAKEBACK);
-        assert_eq!(p.tick(ms(t0, 700), true), None);
+        assert_eq!(p.tick(ms(t0, 700), true, true), None);
         assert!(p.is_active());
         assert!(!p.handover_wanted(ms(t0, 700)));
     }

@@ -178,6 +178,16 @@ impl SyncEvents {
         self.records.len() == self.records.capacity()
     }
 
+    /// Moves as many events as `out` has room for, oldest first, into
+    /// `out`; the rest stay, in order, for the next time. Returns how many
+    /// moved.
+    pub fn move_into(&mut self, out: &mut SyncEvents) -> usize {
+        let room = out.records.capacity() - out.records.len();
+        let n = room.min(self.records.len());
+        out.records.extend(self.records.drain(..n));
+        n
+    }
+
     /// The events, oldest first, removed as they are read (the capacity
     /// stays).
     pub fn drain(&mut self) -> std::vec::Drain<'_, FlowRecord> {

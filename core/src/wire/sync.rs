@@ -18,7 +18,8 @@
 //! +-------------------------------------------------------------+
 //! |                   magic 0x4c425359 ("LBSY")                 |
 //! +---------------+---------------+-----------------------------+
-//! |  version = 1  |  type 1=flows |     count (records)         |
+//! |  version = 1  | type 1 flows, |     count (records)         |
+//! |               |  2 status     |                             |
 //! +---------------+---------------+-----------------------------+
 //! |  length (header + records)    |  flags (the sender's role)  |
 //! +-------------------------------+-----------------------------+
@@ -53,7 +54,8 @@
 //! ```
 //!
 //! Lengths: a removal 16 (IPv4) or 40 (IPv6) bytes; an update 36 (IPv4),
-//! 48 (4in6) or 72 (IPv6). A count of 0 is a heartbeat. The flags say
+//! 48 (4in6) or 72 (IPv6). Type 2 is a [`Status`] (the heartbeat, sent
+//! every interval after the interval's flow messages). The flags say
 //! where the sender stands in the election of the active appliance
 //! ([`flags`], `sync::election`); a receiver ignores the bits it does not
 //! know, so later ones need no new version.
@@ -110,8 +112,11 @@ pub const MAX_RECORD_LEN: usize = 72;
 /// refused by name, not misread).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MessageKind {
-    /// A batch of flow records (none: a heartbeat).
+    /// A batch of flow records.
     Flows,
+    /// Where the sender stands: [`Status`], every interval (the
+    /// heartbeat).
+    Status,
     Unknown(u8),
 }
 
@@ -119,6 +124,7 @@ impl From<u8> for MessageKind {
     fn from(v: u8) -> Self {
         match v {
             1 => MessageKind::Flows,
+            2 => MessageKind::Status,
             v => MessageKind::Unknown(v),
         }
     }
@@ -128,6 +134,7 @@ impl From<MessageKind> for u8 {
     fn from(k: MessageKind) -> u8 {
         match k {
             MessageKind::Flows => 1,
+            MessageKind::Status => 2,
             MessageKind::Unknown(v) => v,
         }
     }
@@ -302,6 +309,77 @@ impl SyncHeader {
             sequence: p.sequence(),
         };
         Ok((h, p))
+    }
+}
+
+/// The body of a `Status` message (type 2, no records, 20 bytes after
+/// the header, big-endian): what the sender tells of itself beside the
+/// header's flags, so that the two appliances agree on whether a bulk pass
+/// (every flow one holds, sent to the other) arrived whole.
+///
+/// ```text
+///  off  size  field
+///  0    4     nonce: random, not 0, fixed for the sender's life (a new
+///             one: the peer restarted, whatever the time between)
+///  4    4     pass: the bulk pass the sender is sending or sent last (0: none)
+///  8    4     passed: the last pass of which every record was sent
+///  12   4     acked: the receiver's pass that arrived here whole
+///  16   4     nacked: the receiver's pass that arrived here damaged
+///             (a message lost, or a record with no room): send another
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Status {
+    pub nonce: u32,
+    pub pass: u32,
+    pub passed: u32,
+    pub acked: u32,
+    pub nacked: u32,
+}
+
+/// The length of a `Status` body.
+pub const STATUS_LEN: usize = 20;
+
+impl Status {
+    /// The status a checked `Status` message carries: `BadLength` unless
+    /// it has no records and exactly [`STATUS_LEN`] bytes after the
+    /// header, `BadRecord` for a nonce of 0.
+    pub fn parse(p: &SyncPacket<&[u8]>) -> core::result::Result<Status, Refused> {
+        let b = p.payload();
+        if p.count() != 0 || b.len() != STATUS_LEN {
+            return Err(Refused::BadLength);
+        }
+        let s = Status {
+            nonce: read_u32(b, 0),
+            pass: read_u32(b, 4),
+            passed: read_u32(b, 8),
+            acked: read_u32(b, 12),
+            nacked: read_u32(b, 16),
+        };
+        if s.nonce == 0 {
+            return Err(Refused::BadRecord);
+        }
+        Ok(s)
+    }
+
+    /// Writes a whole `Status` message with `sequence` and `flags` into
+    /// `buf`; returns its length (`HEADER_LEN + STATUS_LEN`).
+    pub fn emit(&self, buf: &mut [u8], sequence: u32, flags: u16) -> usize {
+        let len = HEADER_LEN + STATUS_LEN;
+        let mut p = SyncPacket::new_unchecked(&mut buf[..len]);
+        p.set_magic(MAGIC);
+        p.set_version(VERSION);
+        p.set_kind(MessageKind::Status);
+        p.set_count(0);
+        p.set_len(len as u16);
+        p.set_flags(flags);
+        p.set_sequence(sequence);
+        let b = &mut buf[HEADER_LEN..len];
+        write_u32(b, 0, self.nonce);
+        write_u32(b, 4, self.pass);
+        write_u32(b, 8, self.passed);
+        write_u32(b, 12, self.acked);
+        write_u32(b, 16, self.nacked);
+        len
     }
 }
 
@@ -745,6 +823,44 @@ impl<'a> MessageWriter<'a> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_status_message_round_trips_and_refuses_what_is_not_one() {
+        let st = Status {
+            nonce: 0xdead_beef,
+            pass: 3,
+            passed: 2,
+            acked: 7,
+            nacked: 6,
+        };
+        let mut buf = [0u8; 64];
+        let n = st.emit(&mut buf, 41, flags::ACTIVE | flags::PRIMARY);
+        assert_eq!(n, HEADER_LEN + STATUS_LEN);
+        let (h, p) = SyncHeader::parse(&buf[..n]).unwrap();
+        assert_eq!(h.kind, MessageKind::Status);
+        assert_eq!(
+            (h.sequence, h.flags, h.count),
+            (41, flags::ACTIVE | flags::PRIMARY, 0)
+        );
+        assert_eq!(Status::parse(&p), Ok(st));
+        // A flows message is no status; a status with records or a short or
+        // long body is refused; so is a nonce of 0.
+        let mut w = [0u8; 64];
+        let len = MessageWriter::new(&mut w, 1).finish();
+        let (_, p) = SyncHeader::parse(&w[..len]).unwrap();
+        assert_eq!(Status::parse(&p), Err(Refused::BadLength));
+        let mut long = buf;
+        SyncPacket::new_unchecked(&mut long[..]).set_len((n + 4) as u16);
+        let (_, p) = SyncHeader::parse(&long[..n + 4]).unwrap();
+        assert_eq!(Status::parse(&p), Err(Refused::BadLength));
+        let mut counted = buf;
+        SyncPacket::new_unchecked(&mut counted[..]).set_count(1);
+        let (_, p) = SyncHeader::parse(&counted[..n]).unwrap();
+        assert_eq!(Status::parse(&p), Err(Refused::BadLength));
+        let n0 = Status { nonce: 0, ..st }.emit(&mut buf, 1, 0);
+        let (_, p) = SyncHeader::parse(&buf[..n0]).unwrap();
+        assert_eq!(Status::parse(&p), Err(Refused::BadRecord));
+    }
 
     /// A message of two records: an IPv4 NAT TCP flow established and
     /// confirmed (198.51.100.7:40000 -> 198.18.1.100:80 on real

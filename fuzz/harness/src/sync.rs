@@ -36,7 +36,7 @@ use lb_core::scheduler::Schedulers;
 use lb_core::snapshot::Snapshot;
 use lb_core::stats::WorkerStats;
 use lb_core::sync::{FlowRecord, Refused, SyncEvents};
-use lb_core::wire::sync::{SyncHeader, MAX_RECORD_LEN};
+use lb_core::wire::sync::{MessageKind, Status, SyncHeader, MAX_RECORD_LEN};
 use lb_core::wire::TcpFlags;
 
 use crate::{configs, Violations};
@@ -75,9 +75,24 @@ pub fn run(data: &[u8]) -> Violations {
         let end = (2 + len).min(rest.len());
         let datagram = &rest[2..end];
         rest = &rest[end..];
-        let Ok((_, p)) = SyncHeader::parse(datagram) else {
+        let Ok((h, p)) = SyncHeader::parse(datagram) else {
             continue;
         };
+        if h.kind == MessageKind::Status {
+            // The election's input: parsed whole or refused, and emitted
+            // back to the same bytes.
+            if let Ok(st) = Status::parse(&p) {
+                let mut out = [0u8; 64];
+                let n = st.emit(&mut out, h.sequence, h.flags);
+                if datagram.get(..n) != Some(&out[..n]) {
+                    v.add(
+                        "sync.roundtrip",
+                        format!("{st:?} re-emitted as {:02x?}", &out[..n]),
+                    );
+                }
+            }
+            continue;
+        }
         let payload = p.payload();
         let mut at = 0;
         for r in p.records() {

@@ -741,3 +741,40 @@ fn synced_flows_are_not_sent_back_but_a_bulk_pass_sends_every_flow_once() {
         "none dropped"
     );
 }
+
+#[test]
+fn a_bulk_pass_waits_for_room_and_loses_nothing_when_the_sender_is_slow() {
+    let snap = snapshot(CONFIG);
+    let mut ct = conntrack::<Ipv4Addr>(256);
+    ct.enable_sync(8);
+    for p in 0..100 {
+        client_packet(&mut ct, &snap, 41000 + p, seg(TcpFlags::SYN, 1000, 0), 0).unwrap();
+    }
+    // What the creations recorded goes first, through a roomy buffer.
+    let mut out = SyncEvents::with_capacity(4096);
+    for _ in 0..200 {
+        ct.sweep(&snap, 1, 64);
+        ct.take_sync_events(&mut out);
+    }
+    out.drain().for_each(drop);
+    let dropped = ct.stats.sync.events_dropped.get();
+    ct.sync_bulk_start();
+    // The worker's buffer (room for 5) is taken by the sync thread only
+    // every tenth poll: the pass must wait, not drop.
+    let mut small = SyncEvents::with_capacity(5);
+    let mut sent = std::collections::BTreeSet::new();
+    let mut polls = 0;
+    while ct.sync_bulk_pending() || !small.is_empty() {
+        ct.sweep(&snap, 1, 64);
+        ct.take_sync_events(&mut small);
+        polls += 1;
+        if polls % 10 == 0 {
+            for r in small.drain() {
+                assert!(sent.insert(r.client_port), "sent twice: {}", r.client_port);
+            }
+        }
+        assert!(polls < 10_000, "the pass ends");
+    }
+    assert_eq!(sent.len(), 100, "every flow");
+    assert_eq!(ct.stats.sync.events_dropped.get(), dropped, "none dropped");
+}
