@@ -310,6 +310,9 @@ scale_out() {
             -e "s/2001:2::2\//2001:2::$((1 + i))\//" \
             -e "s/\"lb-lab\"/\"$P-lb$i\"/" \
             "$ROOT/examples/lab-scale.toml" >"$STATE/lb$i.toml"
+        # Each its own control socket (`lb-appliance ctl --socket`): they
+        # share the host's /run.
+        printf '\n[control]\nsocket = "%s"\n' "$STATE/ctl-lb$i.sock" >>"$STATE/lb$i.toml"
         bird_appliance_conf "$i" >"$STATE/bird-lb$i.conf"
         start "bird-lb$i" "$ns" "$BIRD" -f -c "$STATE/bird-lb$i.conf" -s "$STATE/bird-lb$i.ctl"
     done

@@ -43,6 +43,90 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Runtime control through the control socket, in the manner of
+    /// ipvsadm: list, connections, zero, add/edit/drain/delete reals and
+    /// services, save the running configuration.
+    Ctl {
+        /// The control socket (default: [control] socket of the -c file,
+        /// else /run/lb-appliance/control.sock).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CtlCommand {
+    /// Services and reals with their counters (ipvsadm -L -n --stats).
+    List {
+        /// Per-second rates of connections, packets and bytes, measured
+        /// over one second (ipvsadm -L --rate).
+        #[arg(long)]
+        rate: bool,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The flows (ipvsadm -L -n -c), paged from every worker.
+    Connections {
+        /// Only the flows of this service (by name).
+        #[arg(long)]
+        service: Option<String>,
+        /// Only the flows on this real (ADDR:PORT).
+        #[arg(long)]
+        real: Option<String>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Zero the counters that list and status show (ipvsadm -Z); /metrics
+    /// counters keep growing.
+    Zero,
+    /// Add a real to a service (ipvsadm -a).
+    AddReal {
+        service: String,
+        /// ADDR:PORT ([IPV6]:PORT).
+        real: String,
+        #[arg(long)]
+        weight: Option<u32>,
+        /// nat, tun or dr (default: the service's).
+        #[arg(long)]
+        forwarding: Option<String>,
+    },
+    /// Change a real's weight (ipvsadm -e).
+    EditReal {
+        service: String,
+        real: String,
+        #[arg(long)]
+        weight: u32,
+    },
+    /// Weight 0: no new flows, established ones stay.
+    Drain { service: String, real: String },
+    /// Remove a real (ipvsadm -d).
+    DelReal { service: String, real: String },
+    /// Add a service (ipvsadm -A), with the keys of [[services]].
+    AddService {
+        name: String,
+        #[arg(long)]
+        vip: String,
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        protocol: Option<String>,
+        #[arg(long)]
+        scheduler: Option<String>,
+        #[arg(long)]
+        forwarding: Option<String>,
+        #[arg(long)]
+        persistence: Option<String>,
+        #[arg(long)]
+        syn_proxy: Option<String>,
+    },
+    /// Remove a service (ipvsadm -D).
+    DelService { name: String },
+    /// Print the running configuration as lb.toml (ipvsadm -S).
+    Save,
 }
 
 /// Writes to stdout. A reader that went away (`| head`) is not an error
@@ -85,8 +169,171 @@ fn status(cli: &Cli, metrics: Option<&str>, json: bool) -> ExitCode {
     }
 }
 
+/// `lb-appliance ctl ...`.
+fn ctl(cli: &Cli, socket: Option<&std::path::Path>, command: &CtlCommand) -> ExitCode {
+    use lb_control::ctl::{call, Request};
+    let path = match socket {
+        Some(p) => p.to_path_buf(),
+        None => Config::load(&cli.config)
+            .map(|c| c.control.socket)
+            .unwrap_or_else(|_| lb_config::DEFAULT_CONTROL_SOCKET.into()),
+    };
+    let fail = |e: String| {
+        eprintln!("lb-appliance ctl: {e}");
+        ExitCode::from(1)
+    };
+    let request = match command {
+        CtlCommand::List { rate, json } => {
+            let get = || {
+                call(&path, &Request::List, |_| {}).and_then(|v| {
+                    serde_json::from_value::<lb_control::status::Status>(v["status"].clone())
+                        .map_err(|e| format!("not a status: {e}"))
+                })
+            };
+            let first = match get() {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            if !rate {
+                if *json {
+                    out(&format!(
+                        "{}\n",
+                        serde_json::to_string_pretty(&first).unwrap_or_default()
+                    ));
+                } else {
+                    out(&first.table());
+                }
+                return ExitCode::SUCCESS;
+            }
+            let t0 = std::time::Instant::now();
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            let second = match get() {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            let rates = lb_control::status::rates(&first, &second, t0.elapsed());
+            if *json {
+                out(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&rates).unwrap_or_default()
+                ));
+            } else {
+                out(&lb_control::status::rate_table(&rates));
+            }
+            return ExitCode::SUCCESS;
+        }
+        CtlCommand::Connections {
+            service,
+            real,
+            json,
+        } => {
+            let req = Request::Connections {
+                service: service.clone(),
+                real: real.clone(),
+            };
+            if !json {
+                out(&format!(
+                    "{:<4} {:>9} {:<12} {:<24} {:<24} {:<24} {:>6}\n",
+                    "Pro", "Expire", "State", "Source", "Virtual", "Destination", "Worker"
+                ));
+            }
+            let r = call(&path, &req, |v| {
+                let f = &v["flow"];
+                if *json {
+                    out(&format!("{f}\n"));
+                    return;
+                }
+                let s = |k: &str| f[k].as_str().unwrap_or("-").to_string();
+                let ms = f["expires_in_ms"].as_u64().unwrap_or(0);
+                out(&format!(
+                    "{:<4} {:>6}.{:02} {:<12} {:<24} {:<24} {:<24} {:>6}\n",
+                    s("protocol"),
+                    ms / 1000,
+                    (ms % 1000) / 10,
+                    s("state"),
+                    s("client"),
+                    s("vip"),
+                    s("real"),
+                    f["worker"].as_u64().unwrap_or(0)
+                ));
+            });
+            return match r {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            };
+        }
+        CtlCommand::Zero => Request::Zero,
+        CtlCommand::AddReal {
+            service,
+            real,
+            weight,
+            forwarding,
+        } => Request::AddReal {
+            service: service.clone(),
+            real: real.clone(),
+            weight: *weight,
+            forwarding: forwarding.clone(),
+        },
+        CtlCommand::EditReal {
+            service,
+            real,
+            weight,
+        } => Request::EditReal {
+            service: service.clone(),
+            real: real.clone(),
+            weight: *weight,
+        },
+        CtlCommand::Drain { service, real } => Request::Drain {
+            service: service.clone(),
+            real: real.clone(),
+        },
+        CtlCommand::DelReal { service, real } => Request::DelReal {
+            service: service.clone(),
+            real: real.clone(),
+        },
+        CtlCommand::AddService {
+            name,
+            vip,
+            port,
+            protocol,
+            scheduler,
+            forwarding,
+            persistence,
+            syn_proxy,
+        } => Request::AddService {
+            name: name.clone(),
+            vip: vip.clone(),
+            port: *port,
+            protocol: protocol.clone(),
+            scheduler: scheduler.clone(),
+            forwarding: forwarding.clone(),
+            persistence: persistence.clone(),
+            syn_proxy: syn_proxy.clone(),
+        },
+        CtlCommand::DelService { name } => Request::DelService { name: name.clone() },
+        CtlCommand::Save => Request::Save,
+    };
+    match call(&path, &request, |_| {}) {
+        Ok(v) => {
+            match &request {
+                Request::Save => out(v["text"].as_str().unwrap_or("")),
+                Request::Zero => {}
+                _ => out(&format!(
+                    "applied: generation {}\n",
+                    v["generation"].as_u64().unwrap_or(0)
+                )),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Ctl { socket, command }) = &cli.command {
+        return ctl(&cli, socket.as_deref(), command);
+    }
     if let Some(Command::Status { metrics, json }) = &cli.command {
         return status(&cli, metrics.as_deref(), *json);
     }

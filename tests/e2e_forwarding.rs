@@ -245,7 +245,7 @@ address = "198.18.2.1/24"
 /// and waits until each of its `workers` polls.
 fn start_appliance(lab: &Lab, config: &str, workers: usize) -> Proc {
     let path = lab.dir.path("lb.toml");
-    std::fs::write(&path, config).unwrap();
+    std::fs::write(&path, common::with_control_socket(config, &lab.dir.0)).unwrap();
     let check = std::process::Command::new(BIN)
         .args(["-c", path.to_str().unwrap(), "--check"])
         .output()

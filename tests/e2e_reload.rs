@@ -303,7 +303,11 @@ impl Lab {
     /// Writes `config` as the appliance's config file (the one a SIGHUP
     /// re-reads).
     fn write_config(&self, config: &str) {
-        std::fs::write(self.config_path(), config).unwrap();
+        std::fs::write(
+            self.config_path(),
+            common::with_control_socket(config, &self.dir.0),
+        )
+        .unwrap();
     }
 
     /// Checks `config` with `--check` (in a file of its own).

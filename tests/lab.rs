@@ -242,7 +242,11 @@ impl Lab {
         if let Err(e) = self.check(config) {
             panic!("[{method}] the test's config is invalid:\n{config}\n{e}");
         }
-        std::fs::write(self.config_path(), config).unwrap();
+        std::fs::write(
+            self.config_path(),
+            common::with_control_socket(config, &self.dir.0),
+        )
+        .unwrap();
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.ns("lb"), BIN, "-c"])
             .arg(self.config_path())

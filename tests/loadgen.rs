@@ -141,7 +141,11 @@ fn trafficgen_drives_the_appliance_over_a_vdev_pair() {
     let lb_prefix = DpdkPrefix::new("loadgen-lb");
     let gen_prefix = DpdkPrefix::new("loadgen-gen");
     let config = dir.path("lb.toml");
-    std::fs::write(&config, nat_config(&socket, &lb_prefix.0)).unwrap();
+    std::fs::write(
+        &config,
+        common::with_control_socket(&nat_config(&socket, &lb_prefix.0), &dir.0),
+    )
+    .unwrap();
 
     // The appliance is the memif server: it must listen before the client
     // (the generator) starts.

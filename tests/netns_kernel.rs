@@ -148,7 +148,11 @@ fn the_kernel_interface_carries_tcp_ping_neighbors_and_health_checks() {
 
     let prefix = DpdkPrefix::new("kni");
     let config = dir.path("lb.toml");
-    std::fs::write(&config, CONFIG.replace("PREFIX", &prefix.0)).unwrap();
+    std::fs::write(
+        &config,
+        common::with_control_socket(&CONFIG.replace("PREFIX", &prefix.0), &dir.0),
+    )
+    .unwrap();
     // The real: a web server in the client's namespace.
     let mut web = client.command("python3");
     web.args([
@@ -287,7 +291,7 @@ fn the_vip_route_follows_its_reals_and_goes_first_on_a_clean_stop() {
         "{}\n[announce]\ntable = 100\nwithdraw_delay = \"1s\"\n",
         CONFIG.replace("PREFIX", &prefix.0)
     );
-    std::fs::write(&config, text).unwrap();
+    std::fs::write(&config, common::with_control_socket(&text, &dir.0)).unwrap();
     let web = |dir: &TempDir| {
         let mut web = client.command("python3");
         web.args([

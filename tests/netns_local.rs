@@ -30,7 +30,10 @@ fn af_packet_port_answers_arping_and_ping_for_its_address_and_a_vip() {
     let prefix = DpdkPrefix::new("ns");
     std::fs::write(
         &config,
-        example.replace("\"lb-demo\"", &format!("\"{}\"", prefix.0)),
+        common::with_control_socket(
+            &example.replace("\"lb-demo\"", &format!("\"{}\"", prefix.0)),
+            &dir.0,
+        ),
     )
     .unwrap();
 

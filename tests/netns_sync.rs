@@ -81,7 +81,9 @@ fn m(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 fn start(ns: &Netns, dir: &TempDir, name: &str, text: &str) -> Proc {
     let path = dir.path(&format!("{name}.toml"));
-    std::fs::write(&path, text).unwrap();
+    let sock = dir.path(&format!("{name}-ctl"));
+    std::fs::create_dir_all(&sock).unwrap();
+    std::fs::write(&path, common::with_control_socket(text, &sock)).unwrap();
     let mut cmd = ns.command(BIN);
     cmd.args(["-c", path.to_str().unwrap()])
         .env("RUST_LOG", "info");

@@ -218,6 +218,28 @@ pub struct Config {
     pub announce: Option<AnnounceConfig>,
     /// `[sync]`; `None` without the section (no connection sync).
     pub sync: Option<SyncConfig>,
+    /// `[control]`: the runtime control socket of `lb-appliance ctl`.
+    pub control: ControlConfig,
+}
+
+/// `[control]`
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ControlConfig {
+    /// `socket`: the path of the Unix socket `lb-appliance ctl` talks to,
+    /// created mode 0660 (owner and group only). Default
+    /// [`DEFAULT_CONTROL_SOCKET`]. Restart-only.
+    pub socket: std::path::PathBuf,
+}
+
+/// Where the control socket is unless `[control] socket` says otherwise.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/lb-appliance/control.sock";
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            socket: DEFAULT_CONTROL_SOCKET.into(),
+        }
+    }
 }
 
 /// `[announce]`: the VIPs' host routes the appliance keeps in a kernel
@@ -537,6 +559,9 @@ impl Config {
         if self.sync != new.sync {
             out.push("sync");
         }
+        if self.control != new.control {
+            out.push("control.socket");
+        }
         out
     }
 
@@ -596,6 +621,7 @@ impl Config {
             format_duration(f.udp_timeout)
         );
         let _ = writeln!(s, "metrics: listen {}", self.metrics.listen);
+        let _ = writeln!(s, "control: socket {}", self.control.socket.display());
         if let Some(a) = &self.announce {
             let _ = writeln!(
                 s,

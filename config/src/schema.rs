@@ -15,6 +15,7 @@ pub(crate) struct RawConfig {
     pub services: Option<Vec<RawService>>,
     pub announce: Option<RawAnnounce>,
     pub sync: Option<RawSync>,
+    pub control: Option<RawControl>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,6 +62,11 @@ pub(crate) struct RawFlows {
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct RawMetrics {
     pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawControl {
+    pub socket: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,6 +134,7 @@ pub(crate) fn known_keys(table: &str) -> &'static [&'static str] {
             "services",
             "announce",
             "sync",
+            "control",
         ],
         "dpdk" => &["eal_args", "mbufs", "burst"],
         "workers" => &["lcores", "poll"],
@@ -151,6 +158,7 @@ pub(crate) fn known_keys(table: &str) -> &'static [&'static str] {
             "udp_timeout",
         ],
         "metrics" => &["listen"],
+        "control" => &["socket"],
         "announce" => &["table", "withdraw_delay"],
         "sync" => &[
             "role",

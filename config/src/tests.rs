@@ -187,6 +187,7 @@ fn example_parses_into_expected_values() {
         }],
         announce: None,
         sync: None,
+        control: ControlConfig::default(),
     };
     assert_eq!(c, expected);
     assert_eq!(c.eal_main_lcore(), Some(0));
@@ -2175,4 +2176,42 @@ fn sync_gateway6_on_the_ports_ipv6_network() {
         "sync.gateway6",
         "on no port's connected IPv6 network (ports: wan 2001:2::2/64)",
     );
+}
+
+#[test]
+fn control_socket_defaults_and_checks() {
+    let c = Config::parse(MINIMAL).unwrap();
+    assert_eq!(
+        c.control.socket,
+        std::path::PathBuf::from(DEFAULT_CONTROL_SOCKET)
+    );
+    let c = Config::parse(&with("[control]\nsocket = \"/tmp/lb/ctl.sock\"\n")).unwrap();
+    assert_eq!(
+        c.control.socket,
+        std::path::PathBuf::from("/tmp/lb/ctl.sock")
+    );
+    assert_error(
+        &with("[control]\nsocket = \"ctl.sock\"\n"),
+        "control.socket",
+        "must be an absolute path",
+    );
+    assert_error(
+        &with("[control]\nsocket = \"/run/lb/\"\n"),
+        "control.socket",
+        "names a folder",
+    );
+    let long = format!("/{}", "x".repeat(120));
+    assert_error(
+        &with(&format!("[control]\nsocket = \"{long}\"\n")),
+        "control.socket",
+        "at most 107",
+    );
+    assert_error(
+        &with("[control]\nsockets = \"/a\"\n"),
+        "control.sockets",
+        "socket",
+    );
+    let a = Config::parse(MINIMAL).unwrap();
+    let b = Config::parse(&with("[control]\nsocket = \"/tmp/x.sock\"\n")).unwrap();
+    assert_eq!(a.restart_required_changes(&b), vec!["control.socket"]);
 }

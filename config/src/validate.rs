@@ -277,6 +277,7 @@ pub(crate) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config 
     let sync = raw
         .sync
         .and_then(|raw| sync(&mut c, raw, &services, &port_nets));
+    let control = control(&mut c, raw.control.unwrap_or_default());
     let config = Config {
         dpdk,
         workers,
@@ -287,6 +288,7 @@ pub(crate) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config 
         services,
         announce: announce.flatten(),
         sync,
+        control,
     };
     across(&mut c, &config);
     config
@@ -993,6 +995,38 @@ fn announce(c: &mut Checker<'_>, raw: RawAnnounce) -> Option<AnnounceConfig> {
 
 /// `[announce] withdraw_delay` unless given.
 const DEFAULT_WITHDRAW_DELAY: Duration = Duration::from_secs(2);
+
+/// `[control]`: an absolute path short enough for a Unix socket address.
+fn control(c: &mut Checker<'_>, raw: RawControl) -> ControlConfig {
+    let Some(text) = raw.socket else {
+        return ControlConfig::default();
+    };
+    // sun_path holds 108 bytes with the terminating NUL.
+    const MAX: usize = 107;
+    let why = if !text.starts_with('/') {
+        Some("must be an absolute path (e.g. /run/lb-appliance/control.sock)".to_string())
+    } else if text.ends_with('/') {
+        Some("names a folder; give the socket file's path".to_string())
+    } else if text.len() > MAX {
+        Some(format!(
+            "is {} bytes long; a Unix socket path holds at most {MAX}",
+            text.len()
+        ))
+    } else if text.contains('\0') {
+        Some("contains a NUL byte".to_string())
+    } else {
+        None
+    };
+    match why {
+        Some(why) => {
+            c.err("control.socket", format!("{text:?} {why}"));
+            ControlConfig::default()
+        }
+        None => ControlConfig {
+            socket: text.into(),
+        },
+    }
+}
 
 fn metrics(c: &mut Checker<'_>, raw: RawMetrics) -> MetricsConfig {
     let default: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 9101));

@@ -33,6 +33,10 @@ pub struct Shared {
     /// `[announce]`: every VIP and whether its route is announced now
     /// (empty without the section).
     pub announced: BTreeMap<std::net::IpAddr, bool>,
+    /// `ctl zero`: each real's counters (flows created, packets, bytes) at
+    /// the time, which `/status` (so `status` and `ctl list`) counts from.
+    /// `/metrics` is never zeroed: Prometheus counters only grow.
+    pub zeroed: BTreeMap<u32, [u64; 3]>,
 }
 
 /// The metric names (the public contract) with their help text.
@@ -138,6 +142,10 @@ pub const METRICS: &[(&str, &str)] = &[
         "Connection-sync records dropped for lack of room: a worker's queue of its own changes, or its queue of records to install.",
     ),
     (
+        "lb_control_requests_total",
+        "Requests on the control socket (lb-appliance ctl), by command and result: ok, or refused (malformed, oversized, too slow, unknown, or a change that did not validate).",
+    ),
+    (
         "lb_sync_active",
         "1 on the active appliance of a [sync] pair (it answers for the floating gateway; a primary announces its VIPs only then), else 0.",
     ),
@@ -180,6 +188,8 @@ pub struct Exporter {
     sync: Option<Arc<SyncCounters>>,
     /// `[sync]`: the election's outcome.
     sync_status: Option<Arc<SyncStatus>>,
+    /// The control socket's request counts.
+    ctl: Option<crate::ctl::RequestCounts>,
 }
 
 /// The `real` label: `198.18.0.11:8080`, `[2001:2::11]:80`; the same as
@@ -211,7 +221,35 @@ impl Exporter {
             kernel,
             sync: None,
             sync_status: None,
+            ctl: None,
         }
+    }
+
+    /// Each configured real's counters now (flows created, packets,
+    /// bytes), by real id: what `ctl zero` counts from.
+    pub fn real_counters(&self) -> BTreeMap<u32, [u64; 3]> {
+        let snap = Arc::clone(&self.shared().snapshot);
+        snap.services
+            .iter()
+            .flat_map(|s| s.reals.iter())
+            .map(|r| {
+                (
+                    r.id,
+                    [
+                        self.real_sum(r.id, |c| c.flows_created.get()),
+                        self.real_sum(r.id, |c| c.packets.get()),
+                        self.real_sum(r.id, |c| c.bytes.get()),
+                    ],
+                )
+            })
+            .collect()
+    }
+
+    /// Exports `lb_control_requests_total` from the control socket's
+    /// counts.
+    pub fn with_ctl(mut self, counts: crate::ctl::RequestCounts) -> Exporter {
+        self.ctl = Some(counts);
+        self
     }
 
     /// Exports the connection-sync series, from the sync thread's
@@ -347,6 +385,13 @@ impl Exporter {
                 .inc_by(st.changes.get());
         }
 
+        if let Some(counts) = &self.ctl {
+            let c = counter("lb_control_requests_total", &["command", "result"]);
+            let counts = counts.lock().unwrap_or_else(|e| e.into_inner());
+            for ((command, result), n) in counts.iter() {
+                c.with_label_values(&[command, result]).inc_by(*n);
+            }
+        }
         let shared = self.shared();
         let announced = gauge("lb_vip_announced", &["vip"]);
         for (vip, on) in &shared.announced {
@@ -472,6 +517,7 @@ impl Exporter {
     pub fn status(&self) -> Status {
         let shared = self.shared();
         let snap = Arc::clone(&shared.snapshot);
+        let zero = |id: u32| shared.zeroed.get(&id).copied().unwrap_or_default();
         let services = snap
             .services
             .iter()
@@ -495,9 +541,15 @@ impl Exporter {
                             up: r.up,
                             last_error: shared.last_errors.get(&(s.name.clone(), label)).cloned(),
                             active_flows: self.real_sum(r.id, |c| c.active.get()),
-                            flows_created: self.real_sum(r.id, |c| c.flows_created.get()),
-                            packets: self.real_sum(r.id, |c| c.packets.get()),
-                            bytes: self.real_sum(r.id, |c| c.bytes.get()),
+                            flows_created: self
+                                .real_sum(r.id, |c| c.flows_created.get())
+                                .saturating_sub(zero(r.id)[0]),
+                            packets: self
+                                .real_sum(r.id, |c| c.packets.get())
+                                .saturating_sub(zero(r.id)[1]),
+                            bytes: self
+                                .real_sum(r.id, |c| c.bytes.get())
+                                .saturating_sub(zero(r.id)[2]),
                         }
                     })
                     .collect(),

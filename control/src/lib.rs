@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 pub mod announce;
+pub mod ctl;
 pub mod exporter;
 pub mod health;
 pub mod http;

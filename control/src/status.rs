@@ -153,3 +153,56 @@ mod tests {
         assert!(t.contains("  -> [2001:2::11]:8080"), "{t}");
     }
 }
+
+/// Per-second rates of a real between two statuses (`ctl list --rate`,
+/// as `ipvsadm -L --rate`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RealRate {
+    pub service: String,
+    pub real: String,
+    pub connections_per_second: f64,
+    pub packets_per_second: f64,
+    pub bytes_per_second: f64,
+}
+
+/// The rates of every real present in both statuses, over `elapsed`.
+pub fn rates(a: &Status, b: &Status, elapsed: std::time::Duration) -> Vec<RealRate> {
+    let secs = elapsed.as_secs_f64().max(1e-3);
+    let per = |x: u64, y: u64| y.saturating_sub(x) as f64 / secs;
+    let mut out = Vec::new();
+    for s in &b.services {
+        let before = a.services.iter().find(|x| x.name == s.name);
+        for r in &s.reals {
+            let Some(r0) = before.and_then(|x| {
+                x.reals
+                    .iter()
+                    .find(|y| y.address == r.address && y.port == r.port)
+            }) else {
+                continue;
+            };
+            out.push(RealRate {
+                service: s.name.clone(),
+                real: endpoint(&r.address, r.port),
+                connections_per_second: per(r0.flows_created, r.flows_created),
+                packets_per_second: per(r0.packets, r.packets),
+                bytes_per_second: per(r0.bytes, r.bytes),
+            });
+        }
+    }
+    out
+}
+
+/// The rates as a table.
+pub fn rate_table(rates: &[RealRate]) -> String {
+    let mut out = format!(
+        "{:<16}{:<28}{:>12}{:>12}{:>14}\n",
+        "Service", "RemoteAddress:Port", "CPS", "PPS", "BPS"
+    );
+    for r in rates {
+        out.push_str(&format!(
+            "{:<16}{:<28}{:>12.0}{:>12.0}{:>14.0}\n",
+            r.service, r.real, r.connections_per_second, r.packets_per_second, r.bytes_per_second
+        ));
+    }
+    out
+}

@@ -16,6 +16,7 @@ use lb_config::{Config, HealthCheckKind};
 use lb_dataplane::{Dataplane, DropReason, StartError};
 
 use crate::announce::{Announcer, IpRoute};
+use crate::ctl;
 use crate::exporter::{Exporter, Shared};
 use crate::health::{HealthCheckers, Hysteresis, Outcome, RealKey, Report};
 use crate::http;
@@ -34,6 +35,8 @@ pub enum RunError {
     Metrics(std::net::SocketAddr, std::io::Error),
     /// The sync socket could not be bound.
     Sync(std::net::SocketAddr, std::io::Error),
+    /// The control socket could not be created.
+    Control(PathBuf, std::io::Error),
 }
 
 impl fmt::Display for RunError {
@@ -48,6 +51,11 @@ impl fmt::Display for RunError {
             RunError::Sync(a, e) => write!(
                 f,
                 "sync.listen {a}: {e}; choose a local address and a free port in [sync] listen"
+            ),
+            RunError::Control(p, e) => write!(
+                f,
+                "control.socket {}: {e}; choose another path in [control] socket",
+                p.display()
             ),
         }
     }
@@ -120,6 +128,10 @@ struct Control {
     sync: Option<Arc<SyncStatus>>,
     /// Raised to have the floating gateways announced again.
     announce_epoch: u64,
+    /// The running configuration's text (the file's, with the control
+    /// socket's changes since), for `ctl` to edit and `ctl save` to print;
+    /// None if the file could not be read back as TOML.
+    doc: Option<toml_edit::DocumentMut>,
 }
 
 impl Control {
@@ -226,9 +238,22 @@ impl Control {
     }
 
     /// Re-reads the config file; applies it only if it is valid in full
-    /// and changes nothing that needs a restart.
+    /// and changes nothing that needs a restart. Changes made through the
+    /// control socket since are replaced by the file's text (as keepalived
+    /// does on reload).
     fn reload(&mut self) {
-        let new = match Config::load(&self.path) {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!(
+                    "reload of {} refused, the running config is unchanged: {e}",
+                    self.path.display()
+                );
+                self.shared().reloads_failure += 1;
+                return;
+            }
+        };
+        let new = match Config::parse(&text) {
             Ok(c) => c,
             Err(errors) => {
                 log::error!(
@@ -239,15 +264,36 @@ impl Control {
                 return;
             }
         };
+        match self.apply(new) {
+            Ok(generation) => {
+                self.doc = text.parse().ok();
+                self.shared().reloads_success += 1;
+                log::info!(
+                    "reloaded {}: generation {generation}, {} service(s)",
+                    self.path.display(),
+                    self.config.services.len()
+                );
+            }
+            Err(e) => {
+                self.shared().reloads_failure += 1;
+                log::error!(
+                    "reload of {} refused: {e}; the running config is unchanged",
+                    self.path.display()
+                );
+            }
+        }
+    }
+
+    /// Makes `new` the running config (flows kept, as on reload): refused,
+    /// with nothing changed, if it changes what needs a restart or does
+    /// not compile. Returns the new generation.
+    fn apply(&mut self, new: Config) -> Result<u64, String> {
         let restart = self.config.restart_required_changes(&new);
         if !restart.is_empty() {
-            log::error!(
-                "reload of {} refused: {} changed, which needs a restart; nothing of it was applied",
-                self.path.display(),
+            return Err(format!(
+                "{} changed, which needs a restart; nothing of it was applied",
                 restart.join(", ")
-            );
-            self.shared().reloads_failure += 1;
-            return;
+            ));
         }
         let old = std::mem::replace(&mut self.config, new);
         let old_health = std::mem::take(&mut self.health.states);
@@ -266,24 +312,37 @@ impl Control {
                 let mut sh = self.shared();
                 sh.health_checks.retain(|k, _| checked.contains(k));
                 sh.last_errors.retain(|k, _| checked.contains(k));
-                drop(sh);
-                self.shared().reloads_success += 1;
-                log::info!(
-                    "reloaded {}: generation {generation}, {} service(s)",
-                    self.path.display(),
-                    self.config.services.len()
-                );
+                Ok(generation)
             }
             Err(e) => {
                 self.config = old;
                 self.health.states = old_health;
-                self.shared().reloads_failure += 1;
-                log::error!(
-                    "reload of {} refused: {e}; the running config is unchanged",
-                    self.path.display()
-                );
+                Err(e)
             }
         }
+    }
+
+    /// A request from the control socket that reads or changes the running
+    /// configuration: the edited text is validated whole, as a file would
+    /// be, then applied; a refusal changes nothing.
+    fn handle(&mut self, request: &ctl::Request) -> Result<serde_json::Value, String> {
+        let Some(doc) = &self.doc else {
+            return Err(format!(
+                "the running configuration's text could not be read back from {}; reload it (SIGHUP) first",
+                self.path.display()
+            ));
+        };
+        if let ctl::Request::Save = request {
+            return Ok(serde_json::json!({ "text": doc.to_string() }));
+        }
+        let mut doc = doc.clone();
+        ctl::edit::apply(&mut doc, &self.config, request)?;
+        let text = doc.to_string();
+        let new = Config::parse(&text).map_err(|e| format!("refused, nothing changed:\n{e}"))?;
+        let generation = self.apply(new)?;
+        self.doc = Some(doc);
+        log::info!("ctl {}: applied, generation {generation}", request.name());
+        Ok(serde_json::json!({ "generation": generation }))
     }
 }
 
@@ -325,6 +384,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         reloads_failure: 0,
         busy: vec![0.0; workers.len()],
         announced: BTreeMap::new(),
+        zeroed: BTreeMap::new(),
     }));
     let mut exporter = Exporter::new(
         Arc::clone(&shared),
@@ -335,8 +395,35 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
     if let Some(t) = &sync {
         exporter = exporter.with_sync(Arc::clone(&t.counters), Arc::clone(&t.status));
     }
+    let ctl_counts: ctl::RequestCounts = Arc::default();
+    exporter = exporter.with_ctl(Arc::clone(&ctl_counts));
     let listen = config.metrics.listen;
     let server = http::Server::start(listen, exporter).map_err(|e| RunError::Metrics(listen, e))?;
+    // The control socket reads status through an exporter of its own.
+    let mut ctl_exporter = Exporter::new(
+        Arc::clone(&shared),
+        dataplane.ports(),
+        workers.clone(),
+        lb_dataplane::dpdk::version(),
+    );
+    if let Some(t) = &sync {
+        ctl_exporter = ctl_exporter.with_sync(Arc::clone(&t.counters), Arc::clone(&t.status));
+    }
+    let (changes_tx, changes_rx) = crossbeam::channel::bounded::<ctl::Change>(16);
+    let socket_path = config.control.socket.clone();
+    let ctl_socket = ctl::ControlSocket::start(
+        &socket_path,
+        ctl_exporter,
+        Arc::clone(&shared),
+        dataplane.flow_queries(),
+        changes_tx,
+        ctl_counts,
+    )
+    .map_err(|e| RunError::Control(socket_path.clone(), e))?;
+    log::info!("control socket {}", socket_path.display());
+    let doc = std::fs::read_to_string(&config_path)
+        .ok()
+        .and_then(|t| t.parse::<toml_edit::DocumentMut>().ok());
     let mut checkers = HealthCheckers::new();
     checkers.sync(&config);
     log::info!(
@@ -357,6 +444,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         announcer,
         sync: sync.as_ref().map(|t| Arc::clone(&t.status)),
         announce_epoch: 0,
+        doc,
     };
     // The workers run: announce what can take flows already.
     control.announce();
@@ -414,6 +502,14 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
                 log::error!("publishing the health change: {e}");
             }
         }
+        // Changes from the control socket (ctl), answered at once.
+        while let Ok(ch) = changes_rx.try_recv() {
+            let r = control.handle(&ch.request);
+            if let Err(e) = &r {
+                log::warn!("ctl {} refused: {e}", ch.request.name());
+            }
+            let _ = ch.reply.send(r);
+        }
         if reload.swap(false, Ordering::Relaxed) {
             log::info!("SIGHUP: reloading {}", control.path.display());
             control.reload();
@@ -441,6 +537,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         t.stop();
     }
     drop(server);
+    drop(ctl_socket);
     control.checkers.stop();
     let ports = control.dataplane.shutdown();
     for (name, s) in &ports {

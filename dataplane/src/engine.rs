@@ -15,6 +15,7 @@ use crate::dpdk::{
 };
 use crate::kernel::{self, KernelPath, Tap};
 use crate::sync::{self as sync_link, ControlLinks};
+use crate::worker::FlowQuery;
 use crate::worker::Worker;
 use lb_core::pipeline::Pipeline;
 use lb_core::snapshot::{CompileError, Ids, Snapshot};
@@ -82,6 +83,8 @@ struct RunningWorker {
     launched: Option<LaunchedLcore>,
     stats: Arc<WorkerStats>,
     updates: Sender<Arc<Snapshot>>,
+    /// `lb-appliance ctl connections`: pages of its flows.
+    queries: Sender<FlowQuery>,
 }
 
 /// The EAL arguments for `config`: `[dpdk] eal_args` as given, then one
@@ -290,6 +293,7 @@ impl Dataplane {
             .enumerate()
         {
             let (tx_updates, rx_updates) = bounded(4);
+            let (tx_queries, rx_queries) = bounded(1);
             let stats = Arc::new(WorkerStats::default());
             let mut pipeline = Pipeline::new(index, n, capacity, Arc::clone(&stats));
             if syncs {
@@ -335,6 +339,7 @@ impl Dataplane {
                 poll: config.workers.poll,
                 doorbells: doorbells.clone(),
                 sync: worker_links[index].take(),
+                queries: rx_queries,
             };
             let launched = dp.eal.launch(LcoreId(l), move || worker.run());
             match launched {
@@ -343,6 +348,7 @@ impl Dataplane {
                     launched: Some(launched),
                     stats,
                     updates: tx_updates,
+                    queries: tx_queries,
                 }),
                 Err(e) => {
                     dp.shutdown();
@@ -351,6 +357,12 @@ impl Dataplane {
             }
         }
         Ok(dp)
+    }
+
+    /// Each worker's end for flow listings (`ctl connections`), in worker
+    /// order.
+    pub fn flow_queries(&self) -> Vec<Sender<FlowQuery>> {
+        self.workers.iter().map(|w| w.queries.clone()).collect()
     }
 
     pub fn port_names(&self) -> impl Iterator<Item = &str> {

@@ -31,6 +31,7 @@ use crate::dpdk::{
 use crate::kernel::KernelPath;
 use crate::sync::WorkerLink;
 use lb_core::buffer::PacketBuf;
+use lb_core::flow::listing::{self, FlowInfo, PAGE_ENTRIES};
 use lb_core::forward;
 use lb_core::pipeline::{
     build_arp_request, build_gratuitous_arp, build_neighbor_solicit, build_unsolicited_advert,
@@ -78,6 +79,20 @@ pub struct Worker {
     /// `[sync]`: this worker's end of the hand-over with the sync thread
     /// (None without the section).
     pub sync: Option<WorkerLink>,
+    /// Requests for a page of this worker's flows (`ctl connections`).
+    pub queries: Receiver<FlowQuery>,
+}
+
+/// A request for one page of a worker's flows, answered between bursts:
+/// up to [`PAGE_ENTRIES`] entries of the IPv4 (`family` 4) or IPv6 (6)
+/// table from entry `from` on, appended to `flows` (allocated by the
+/// asker, so the worker does not allocate), sent back on `reply` with
+/// where the next page starts (None: the end).
+pub struct FlowQuery {
+    pub family: u8,
+    pub from: usize,
+    pub flows: Vec<FlowInfo>,
+    pub reply: Sender<(Vec<FlowInfo>, Option<usize>)>,
 }
 
 struct Held {
@@ -332,6 +347,23 @@ impl Worker {
                 SWEEP_BUDGET
             };
             self.pipeline.sweep(&self.snapshot, now, budget);
+            // A page of flows for `ctl connections`, rarely.
+            if let Ok(mut q) = self.queries.try_recv() {
+                let next = match q.family {
+                    6 => self.pipeline.flows6().and_then(|t| {
+                        listing::page(t, &self.snapshot, now, q.from, PAGE_ENTRIES, &mut q.flows)
+                    }),
+                    _ => listing::page(
+                        self.pipeline.flows(),
+                        &self.snapshot,
+                        now,
+                        q.from,
+                        PAGE_ENTRIES,
+                        &mut q.flows,
+                    ),
+                };
+                let _ = q.reply.try_send((q.flows, next));
+            }
             // Connection sync: hand over what the sweep collected for the
             // peer (primary), or install what the peer sent (backup).
             if let Some(link) = self.sync.as_mut() {

@@ -342,6 +342,7 @@ pub fn run_on_pcap(tag: &str, config: &str, frames: &[&[u8]]) -> PcapRun {
         // Tests run side by side: let the kernel pick a free port.
         text.push_str("[metrics]\nlisten = \"127.0.0.1:0\"\n");
     }
+    let text = with_control_socket(&text, &dir.0);
     let path = dir.path("lb.toml");
     std::fs::write(&path, text).unwrap();
     let mut cmd = Command::new(BIN);
@@ -529,6 +530,19 @@ pub fn metric(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 /// the port's device becomes `device`, the EAL arguments a no-hugepage set
 /// with its own `--file-prefix`, and `dpdk_extra` lines (such as
 /// `burst = 1`) follow them.
+/// `text` with a `[control] socket` in `dir` unless it has one: tests run
+/// appliances side by side, and every one would otherwise take the default
+/// `/run/lb-appliance/control.sock` (the second refuses to start).
+pub fn with_control_socket(text: &str, dir: &Path) -> String {
+    if text.contains("[control]") {
+        return text.to_string();
+    }
+    format!(
+        "{text}\n[control]\nsocket = \"{}\"\n",
+        dir.join("ctl.sock").display()
+    )
+}
+
 pub fn pcap_config(config: &str, device: &str, prefix: &DpdkPrefix, dpdk_extra: &str) -> String {
     let mut text = String::new();
     for line in config.lines() {
@@ -584,6 +598,7 @@ impl PipeAppliance {
         let mut text = pcap_config(config, &device, &prefix, "burst = 1\n");
         text.push_str("[metrics]\nlisten = \"127.0.0.1:0\"\n");
         text.push_str(extra);
+        let text = with_control_socket(&text, &dir.0);
         let path = dir.path("lb.toml");
         std::fs::write(&path, &text).unwrap();
         let mut cmd = Command::new(BIN);

@@ -10,6 +10,7 @@
 
 mod conntrack;
 mod hash;
+pub mod listing;
 mod state;
 mod sync;
 pub mod synproxy;

@@ -903,6 +903,25 @@ impl<A: FlowAddr> FlowTable<A> {
         }
     }
 
+    /// Calls `f` with each live entry from entry `from` on, `budget`
+    /// entries looked at at most (a cursor the caller keeps: a listing in
+    /// pages). Returns where to go on, or None at the end.
+    pub fn page(
+        &self,
+        from: usize,
+        budget: usize,
+        mut f: impl FnMut(u32, &Flow<A>),
+    ) -> Option<usize> {
+        let n = self.flows.len();
+        let end = from.saturating_add(budget).min(n);
+        for e in from.min(n)..end {
+            if self.class[e] != FREE {
+                f(e as u32, &self.flows[e]);
+            }
+        }
+        (end < n).then_some(end)
+    }
+
     /// Looks at up to `budget` entries from entry `from` on (a cursor the
     /// caller keeps, for a pass over the whole table that must not skip
     /// entries) and calls `f` with each live one until it returns false

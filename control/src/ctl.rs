@@ -1,0 +1,860 @@
+//! The runtime control socket (`[control] socket`) and what `lb-appliance
+//! ctl` sends over it, with the habits of ipvsadm: list services and reals
+//! (`-L`), their connections (`-Lnc`), zero the counters (`-Z`), add, edit,
+//! drain and delete reals and services (`-a`, `-e`, `-d`, `-A`, `-D`), and
+//! print the running configuration (`-S`).
+//!
+//! The protocol: the client writes one request, a JSON object on one line
+//! (`{"command": "add-real", "service": "web", "real": "198.18.0.14:80",
+//! "weight": 2}`), and reads JSON lines back: zero or more items
+//! (`{"flow": {...}}` for `connections`), then one final line,
+//! `{"ok": true, ...}` or `{"ok": false, "error": "..."}`. A request longer
+//! than [`MAX_REQUEST`] bytes, slower than [`REQUEST_DEADLINE`], not JSON,
+//! or not a known command is refused with an error and counted
+//! (`lb_control_requests_total{result="refused"}`).
+//!
+//! Who may talk to it: the socket file is created mode 0660, owned by
+//! root (the appliance's user) and its group; its folder is created 0750 if
+//! missing. Reading requests and answering them happens on threads of this
+//! module (at most [`MAX_CLIENTS`] at once), never on the control thread:
+//! a slow or silent client stalls nothing. A change is handed to the
+//! control thread, which validates the edited configuration exactly as it
+//! would a file (`Config::parse` of the whole text) and applies it as a new
+//! snapshot, flows kept as on reload; a refused change changes nothing.
+//! `connections` asks each worker for pages of its table
+//! (`lb_dataplane::worker::FlowQuery`), answered between bursts, so a
+//! million flows can be listed without holding a worker for more than a
+//! page.
+#![deny(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{bounded, Sender};
+use lb_core::flow::listing::{FlowInfo, PAGE_ENTRIES};
+use lb_dataplane::worker::FlowQuery;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::exporter::{Exporter, Shared};
+
+/// The longest request line.
+pub const MAX_REQUEST: usize = 64 * 1024;
+/// How long a client may take to send its request.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// Clients served at once; more are told to come back.
+pub const MAX_CLIENTS: usize = 16;
+/// How long a change may wait for the control thread.
+const CHANGE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// One request (the `command` field names it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// Services and reals, as `lb-appliance status` shows them.
+    List,
+    /// The flows, optionally of one service (by name) or one real
+    /// (`ADDR:PORT`).
+    Connections {
+        #[serde(default)]
+        service: Option<String>,
+        #[serde(default)]
+        real: Option<String>,
+    },
+    /// Zero the counters `list` and `status` show.
+    Zero,
+    AddReal {
+        service: String,
+        real: String,
+        #[serde(default)]
+        weight: Option<u32>,
+        #[serde(default)]
+        forwarding: Option<String>,
+    },
+    EditReal {
+        service: String,
+        real: String,
+        weight: u32,
+    },
+    /// Weight 0: no new flows, established ones stay.
+    Drain {
+        service: String,
+        real: String,
+    },
+    DelReal {
+        service: String,
+        real: String,
+    },
+    AddService {
+        name: String,
+        vip: String,
+        port: u16,
+        #[serde(default)]
+        protocol: Option<String>,
+        #[serde(default)]
+        scheduler: Option<String>,
+        #[serde(default)]
+        forwarding: Option<String>,
+        #[serde(default)]
+        persistence: Option<String>,
+        #[serde(default)]
+        syn_proxy: Option<String>,
+    },
+    DelService {
+        name: String,
+    },
+    /// The running configuration as `lb.toml` text.
+    Save,
+}
+
+impl Request {
+    /// The `command` label of `lb_control_requests_total`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::List => "list",
+            Request::Connections { .. } => "connections",
+            Request::Zero => "zero",
+            Request::AddReal { .. } => "add-real",
+            Request::EditReal { .. } => "edit-real",
+            Request::Drain { .. } => "drain",
+            Request::DelReal { .. } => "del-real",
+            Request::AddService { .. } => "add-service",
+            Request::DelService { .. } => "del-service",
+            Request::Save => "save",
+        }
+    }
+
+    /// Whether the control thread must do it (it changes or reads the
+    /// running configuration).
+    fn is_change(&self) -> bool {
+        matches!(
+            self,
+            Request::AddReal { .. }
+                | Request::EditReal { .. }
+                | Request::Drain { .. }
+                | Request::DelReal { .. }
+                | Request::AddService { .. }
+                | Request::DelService { .. }
+                | Request::Save
+        )
+    }
+}
+
+/// A request for the control thread, and where its answer goes.
+pub struct Change {
+    pub request: Request,
+    pub reply: Sender<Result<Value, String>>,
+}
+
+/// Requests by (command, result): what `lb_control_requests_total`
+/// exports.
+pub type RequestCounts = Arc<Mutex<BTreeMap<(String, &'static str), u64>>>;
+
+/// The running control socket; removed when dropped.
+pub struct ControlSocket {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    path: PathBuf,
+    pub counts: RequestCounts,
+}
+
+/// What the socket's threads share.
+struct Ctx {
+    exporter: Exporter,
+    shared: Arc<Mutex<Shared>>,
+    queries: Vec<Sender<FlowQuery>>,
+    changes: Sender<Change>,
+    counts: RequestCounts,
+    clients: AtomicUsize,
+}
+
+impl ControlSocket {
+    /// Creates the socket at `path` (its folder too, if missing) and serves
+    /// it. Refuses to take over a socket another process still answers on.
+    pub fn start(
+        path: &Path,
+        exporter: Exporter,
+        shared: Arc<Mutex<Shared>>,
+        queries: Vec<Sender<FlowQuery>>,
+        changes: Sender<Change>,
+        counts: RequestCounts,
+    ) -> std::io::Result<ControlSocket> {
+        if let Some(dir) = path.parent() {
+            if !dir.exists() {
+                std::fs::create_dir_all(dir)?;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))?;
+            }
+        }
+        if path.exists() {
+            if UnixStream::connect(path).is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("{} is answered by another process: is an appliance already running with this [control] socket?", path.display()),
+                ));
+            }
+            // A socket left by a process that died.
+            std::fs::remove_file(path)?;
+        }
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ctx = Arc::new(Ctx {
+            exporter,
+            shared,
+            queries,
+            changes,
+            counts: Arc::clone(&counts),
+            clients: AtomicUsize::new(0),
+        });
+        let s = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("lb-ctl".into())
+            .spawn(move || accept_loop(&listener, &ctx, &s))?;
+        Ok(ControlSocket {
+            stop,
+            thread: Some(thread),
+            path: path.to_path_buf(),
+            counts,
+        })
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn accept_loop(listener: &UnixListener, ctx: &Arc<Ctx>, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((conn, _)) => {
+                if ctx.clients.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+                    ctx.clients.fetch_sub(1, Ordering::AcqRel);
+                    count(ctx, "unknown", "refused");
+                    let _ = conn.set_nonblocking(false);
+                    let _ = conn.set_write_timeout(Some(Duration::from_millis(200)));
+                    let _ = reply_line(
+                        &conn,
+                        &json!({"ok": false, "error": format!("busy: {MAX_CLIENTS} clients are being served; try again")}),
+                    );
+                    continue;
+                }
+                let c = Arc::clone(ctx);
+                let spawned = std::thread::Builder::new()
+                    .name("lb-ctl-client".into())
+                    .spawn(move || {
+                        serve(conn, &c);
+                        c.clients.fetch_sub(1, Ordering::AcqRel);
+                    });
+                if let Err(e) = spawned {
+                    ctx.clients.fetch_sub(1, Ordering::AcqRel);
+                    log::warn!("ctl: cannot start a thread for a client: {e}");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                log::warn!("ctl: accept: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn count(ctx: &Ctx, command: &str, result: &'static str) {
+    let mut c = ctx.counts.lock().unwrap_or_else(|e| e.into_inner());
+    *c.entry((command.to_string(), result)).or_default() += 1;
+}
+
+fn reply_line(mut conn: &UnixStream, v: &Value) -> std::io::Result<()> {
+    let mut line = v.to_string();
+    line.push('\n');
+    conn.write_all(line.as_bytes())
+}
+
+/// Reads one request line: at most `MAX_REQUEST` bytes within
+/// `REQUEST_DEADLINE`.
+fn read_request(conn: &UnixStream) -> Result<String, String> {
+    let deadline = Instant::now() + REQUEST_DEADLINE;
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 4096];
+    let mut r = conn;
+    loop {
+        if let Some(end) = buf.iter().position(|&b| b == b'\n') {
+            buf.truncate(end);
+            break;
+        }
+        if buf.len() > MAX_REQUEST {
+            return Err(format!("request longer than {MAX_REQUEST} bytes"));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("no whole request line within {REQUEST_DEADLINE:?}"));
+        }
+        conn.set_read_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
+        match r.read(&mut chunk) {
+            Ok(0) => break, // the client closed its side: what came is all
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    if buf.len() > MAX_REQUEST {
+        return Err(format!("request longer than {MAX_REQUEST} bytes"));
+    }
+    String::from_utf8(buf).map_err(|_| "the request is not UTF-8".to_string())
+}
+
+fn serve(conn: UnixStream, ctx: &Ctx) {
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_write_timeout(Some(Duration::from_secs(10)));
+    let text = match read_request(&conn) {
+        Ok(t) => t,
+        Err(e) => {
+            count(ctx, "unknown", "refused");
+            let _ = reply_line(&conn, &json!({"ok": false, "error": e}));
+            return;
+        }
+    };
+    let request: Request = match serde_json::from_str(&text) {
+        Ok(r) => r,
+        Err(e) => {
+            count(ctx, "unknown", "refused");
+            let _ = reply_line(
+                &conn,
+                &json!({"ok": false, "error": format!("not a request: {e}")}),
+            );
+            return;
+        }
+    };
+    let name = request.name();
+    let result = if request.is_change() {
+        change(ctx, request)
+    } else {
+        match request {
+            Request::List => Ok(json!({"status": ctx.exporter.status()})),
+            Request::Zero => {
+                zero(ctx);
+                Ok(json!({}))
+            }
+            Request::Connections { service, real } => connections(ctx, &conn, service, real),
+            _ => Err("unreachable".to_string()),
+        }
+    };
+    let (line, label) = match result {
+        Ok(mut v) => {
+            v["ok"] = json!(true);
+            (v, "ok")
+        }
+        Err(e) => (json!({"ok": false, "error": e}), "refused"),
+    };
+    count(ctx, name, label);
+    let _ = reply_line(&conn, &line);
+}
+
+/// Hands a change to the control thread and waits for its answer.
+fn change(ctx: &Ctx, request: Request) -> Result<Value, String> {
+    let (tx, rx) = bounded(1);
+    ctx.changes
+        .send_timeout(Change { request, reply: tx }, CHANGE_DEADLINE)
+        .map_err(|_| "the control thread is not taking changes (stopping?)".to_string())?;
+    rx.recv_timeout(CHANGE_DEADLINE)
+        .map_err(|_| "the control thread did not answer in time".to_string())?
+}
+
+/// Makes what `list` and `status` show count from now.
+fn zero(ctx: &Ctx) {
+    let base = ctx.exporter.real_counters();
+    let mut sh = ctx.shared.lock().unwrap_or_else(|e| e.into_inner());
+    sh.zeroed = base;
+}
+
+/// Streams the flows, a worker and a page at a time.
+fn connections(
+    ctx: &Ctx,
+    conn: &UnixStream,
+    service: Option<String>,
+    real: Option<String>,
+) -> Result<Value, String> {
+    let snap = {
+        let sh = ctx.shared.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(&sh.snapshot)
+    };
+    let service = match service {
+        None => None,
+        Some(name) => {
+            let s = snap
+                .services
+                .iter()
+                .find(|s| s.name == name)
+                .ok_or_else(|| format!("no service {name:?}"))?;
+            Some((s.protocol, s.vip, s.port))
+        }
+    };
+    let real: Option<SocketAddr> = match real {
+        None => None,
+        Some(text) => Some(parse_endpoint(&text)?),
+    };
+    let mut n = 0u64;
+    for (w, q) in ctx.queries.iter().enumerate() {
+        for family in [4u8, 6] {
+            let mut from = Some(0usize);
+            while let Some(start) = from {
+                let (tx, rx) = bounded(1);
+                let ask = FlowQuery {
+                    family,
+                    from: start,
+                    flows: Vec::with_capacity(PAGE_ENTRIES),
+                    reply: tx,
+                };
+                q.send_timeout(ask, Duration::from_secs(5))
+                    .map_err(|_| format!("worker {w} does not take listing requests"))?;
+                let (flows, next) = rx
+                    .recv_timeout(Duration::from_secs(5))
+                    .map_err(|_| format!("worker {w} did not answer in 5 s"))?;
+                for f in &flows {
+                    if service.is_some_and(|(p, vip, port)| {
+                        f.proto != lb_core::snapshot::ip_protocol(p)
+                            || f.vip != vip
+                            || f.vip_port != port
+                    }) {
+                        continue;
+                    }
+                    if real.is_some_and(|r| f.real != Some(r.ip()) || f.real_port != r.port()) {
+                        continue;
+                    }
+                    reply_line(conn, &json!({"flow": flow_json(f, w)}))
+                        .map_err(|e| format!("writing to the client: {e}"))?;
+                    n += 1;
+                }
+                from = next;
+            }
+        }
+    }
+    Ok(json!({"count": n}))
+}
+
+fn flow_json(f: &FlowInfo, worker: usize) -> Value {
+    let proto = match f.proto {
+        6 => "TCP",
+        17 => "UDP",
+        _ => "?",
+    };
+    json!({
+        "protocol": proto,
+        "state": format!("{:?}", f.state),
+        "trust": format!("{:?}", f.trust),
+        "expires_in_ms": f.expires_in_ms,
+        "client": SocketAddr::new(f.client, f.client_port).to_string(),
+        "vip": SocketAddr::new(f.vip, f.vip_port).to_string(),
+        "real": f.real.map(|r| SocketAddr::new(r, f.real_port).to_string()),
+        "forwarding": f.method.to_string(),
+        "worker": worker,
+        "synced": f.synced,
+    })
+}
+
+/// `ADDR:PORT`, with an IPv6 address in brackets.
+pub fn parse_endpoint(text: &str) -> Result<SocketAddr, String> {
+    text.parse::<SocketAddr>()
+        .map_err(|_| format!("{text:?} is not ADDR:PORT (e.g. 198.18.0.11:80 or [2001:2::11]:80)"))
+}
+
+/// The client side: sends `request` to the socket at `path`; calls
+/// `item` with every line before the final one; returns the final one
+/// (with `ok` true) or its error.
+pub fn call(path: &Path, request: &Request, mut item: impl FnMut(&Value)) -> Result<Value, String> {
+    let mut conn = UnixStream::connect(path).map_err(|e| {
+        format!(
+            "cannot connect to {}: {e}; is the appliance running, and is this its [control] socket (ctl --socket PATH, or -c its config)?",
+            path.display()
+        )
+    })?;
+    let mut line = serde_json::to_string(request).map_err(|e| e.to_string())?;
+    line.push('\n');
+    conn.write_all(line.as_bytes())
+        .map_err(|e| format!("writing to {}: {e}", path.display()))?;
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
+    let reader = BufReader::new(conn);
+    for l in reader.lines() {
+        let l = l.map_err(|e| format!("reading from {}: {e}", path.display()))?;
+        let v: Value =
+            serde_json::from_str(&l).map_err(|e| format!("a reply that is not JSON ({e}): {l}"))?;
+        match v.get("ok").and_then(Value::as_bool) {
+            Some(true) => return Ok(v),
+            Some(false) => {
+                return Err(v
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("refused")
+                    .to_string())
+            }
+            None => item(&v),
+        }
+    }
+    Err(format!("{} closed without an answer", path.display()))
+}
+
+/// Edits of the running configuration's TOML document for the change
+/// requests: the text is then validated whole (`Config::parse`) by the
+/// control thread before anything applies.
+pub mod edit {
+    use super::*;
+    use lb_config::Config;
+    use toml_edit::{value, ArrayOfTables, DocumentMut, Item, Table};
+
+    /// Index of the service named `name` in `config`.
+    fn service_index(config: &Config, name: &str) -> Result<usize, String> {
+        config
+            .services
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| format!("no service {name:?}"))
+    }
+
+    /// Index of the real `real` (ADDR:PORT) of service `i`.
+    fn real_index(config: &Config, i: usize, real: &str) -> Result<Option<usize>, String> {
+        let ep = parse_endpoint(real)?;
+        Ok(config.services[i]
+            .reals
+            .iter()
+            .position(|r| r.address == ep.ip() && r.port == ep.port()))
+    }
+
+    fn services(doc: &mut DocumentMut) -> Result<&mut ArrayOfTables, String> {
+        doc.get_mut("services")
+            .and_then(Item::as_array_of_tables_mut)
+            .ok_or_else(|| "the configuration has no [[services]] tables to edit (an inline services array cannot be edited here)".to_string())
+    }
+
+    fn reals(t: &mut Table) -> Result<&mut ArrayOfTables, String> {
+        if !t.contains_key("reals") {
+            t.insert("reals", Item::ArrayOfTables(ArrayOfTables::new()));
+        }
+        t.get_mut("reals")
+            .and_then(Item::as_array_of_tables_mut)
+            .ok_or_else(|| "this service's reals are an inline array, which cannot be edited here: write them as [[services.reals]] tables".to_string())
+    }
+
+    fn address_text(ip: IpAddr) -> String {
+        ip.to_string()
+    }
+
+    /// Applies `request` to `doc` (the running text), given the running
+    /// `config` parsed from it. Only change requests.
+    pub fn apply(doc: &mut DocumentMut, config: &Config, request: &Request) -> Result<(), String> {
+        match request {
+            Request::AddReal {
+                service,
+                real,
+                weight,
+                forwarding,
+            } => {
+                let i = service_index(config, service)?;
+                if real_index(config, i, real)?.is_some() {
+                    return Err(format!("service {service:?} already has the real {real}"));
+                }
+                let ep = parse_endpoint(real)?;
+                let mut t = Table::new();
+                t["address"] = value(address_text(ep.ip()));
+                t["port"] = value(i64::from(ep.port()));
+                if let Some(w) = weight {
+                    t["weight"] = value(i64::from(*w));
+                }
+                if let Some(f) = forwarding {
+                    t["forwarding"] = value(f.as_str());
+                }
+                let s = services(doc)?
+                    .get_mut(i)
+                    .ok_or("the document's services do not match the running configuration")?;
+                reals(s)?.push(t);
+            }
+            Request::EditReal {
+                service,
+                real,
+                weight,
+            } => set_weight(doc, config, service, real, *weight)?,
+            Request::Drain { service, real } => set_weight(doc, config, service, real, 0)?,
+            Request::DelReal { service, real } => {
+                let i = service_index(config, service)?;
+                let j = real_index(config, i, real)?
+                    .ok_or_else(|| format!("service {service:?} has no real {real}"))?;
+                let s = services(doc)?
+                    .get_mut(i)
+                    .ok_or("the document's services do not match the running configuration")?;
+                let r = reals(s)?;
+                if j >= r.len() {
+                    return Err(
+                        "the document's reals do not match the running configuration".into(),
+                    );
+                }
+                r.remove(j);
+            }
+            Request::AddService {
+                name,
+                vip,
+                port,
+                protocol,
+                scheduler,
+                forwarding,
+                persistence,
+                syn_proxy,
+            } => {
+                if service_index(config, name).is_ok() {
+                    return Err(format!("there is a service {name:?} already"));
+                }
+                let mut t = Table::new();
+                t["name"] = value(name.as_str());
+                t["vip"] = value(vip.as_str());
+                t["port"] = value(i64::from(*port));
+                for (k, v) in [
+                    ("protocol", protocol),
+                    ("scheduler", scheduler),
+                    ("forwarding", forwarding),
+                    ("persistence", persistence),
+                    ("syn_proxy", syn_proxy),
+                ] {
+                    if let Some(v) = v {
+                        t[k] = value(v.as_str());
+                    }
+                }
+                if doc.get("services").is_none() {
+                    doc.insert("services", Item::ArrayOfTables(ArrayOfTables::new()));
+                }
+                services(doc)?.push(t);
+            }
+            Request::DelService { name } => {
+                let i = service_index(config, name)?;
+                let s = services(doc)?;
+                if i >= s.len() {
+                    return Err(
+                        "the document's services do not match the running configuration".into(),
+                    );
+                }
+                s.remove(i);
+            }
+            _ => return Err("not a change".into()),
+        }
+        Ok(())
+    }
+
+    fn set_weight(
+        doc: &mut DocumentMut,
+        config: &Config,
+        service: &str,
+        real: &str,
+        weight: u32,
+    ) -> Result<(), String> {
+        let i = service_index(config, service)?;
+        let j = real_index(config, i, real)?
+            .ok_or_else(|| format!("service {service:?} has no real {real}"))?;
+        let s = services(doc)?
+            .get_mut(i)
+            .ok_or("the document's services do not match the running configuration")?;
+        let r = reals(s)?
+            .get_mut(j)
+            .ok_or("the document's reals do not match the running configuration")?;
+        r["weight"] = value(i64::from(weight));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lb_config::Config;
+
+    const TEXT: &str = r#"
+# the operator's comment stays
+[workers]
+lcores = [1]
+
+[[ports]]
+name = "wan"
+device = "net_null0"
+address = "198.18.0.2/24"
+
+[[services]]
+name = "web"
+vip = "198.18.1.100"
+port = 80
+scheduler = "wrr"
+
+[[services.reals]]
+address = "198.18.0.11"
+weight = 3
+
+[[services.reals]]
+address = "198.18.0.12"
+"#;
+
+    fn run(text: &str, r: Request) -> Result<String, String> {
+        let config = Config::parse(text).unwrap();
+        let mut doc: toml_edit::DocumentMut = text.parse().unwrap();
+        edit::apply(&mut doc, &config, &r)?;
+        let out = doc.to_string();
+        Config::parse(&out).map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+
+    #[test]
+    fn requests_round_trip_as_json_lines() {
+        let r = Request::AddReal {
+            service: "web".into(),
+            real: "198.18.0.13:80".into(),
+            weight: Some(2),
+            forwarding: None,
+        };
+        let line = serde_json::to_string(&r).unwrap();
+        assert!(line.contains(r#""command":"add-real""#), "{line}");
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), r);
+        assert!(serde_json::from_str::<Request>(r#"{"command":"rm-rf"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(
+            r#"{"command":"drain","service":"web","real":"198.18.0.11:80","x":1}"#
+        )
+        .is_err());
+        assert!(
+            serde_json::from_str::<Request>(r#"{"command":"edit-real","service":"web"}"#).is_err()
+        );
+    }
+
+    #[test]
+    fn edits_keep_the_text_and_validate_as_a_file() {
+        let added = run(
+            TEXT,
+            Request::AddReal {
+                service: "web".into(),
+                real: "198.18.0.13:80".into(),
+                weight: Some(2),
+                forwarding: None,
+            },
+        )
+        .unwrap();
+        assert!(added.contains("# the operator's comment stays"));
+        let c = Config::parse(&added).unwrap();
+        assert_eq!(c.services[0].reals.len(), 3);
+        assert_eq!(c.services[0].reals[2].weight, 2);
+        let drained = run(
+            TEXT,
+            Request::Drain {
+                service: "web".into(),
+                real: "198.18.0.11:80".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            Config::parse(&drained).unwrap().services[0].reals[0].weight,
+            0
+        );
+        let deleted = run(
+            TEXT,
+            Request::DelReal {
+                service: "web".into(),
+                real: "198.18.0.12:80".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(Config::parse(&deleted).unwrap().services[0].reals.len(), 1);
+        let svc = run(
+            TEXT,
+            Request::AddService {
+                name: "dns".into(),
+                vip: "198.18.1.53".into(),
+                port: 53,
+                protocol: Some("udp".into()),
+                scheduler: None,
+                forwarding: None,
+                persistence: None,
+                syn_proxy: None,
+            },
+        )
+        .unwrap();
+        let c = Config::parse(&svc).unwrap();
+        assert_eq!(c.services.len(), 2);
+        let gone = run(&svc, Request::DelService { name: "dns".into() }).unwrap();
+        assert_eq!(Config::parse(&gone).unwrap().services.len(), 1);
+    }
+
+    #[test]
+    fn refused_edits_say_why() {
+        let e = run(
+            TEXT,
+            Request::AddReal {
+                service: "nope".into(),
+                real: "198.18.0.13:80".into(),
+                weight: None,
+                forwarding: None,
+            },
+        )
+        .unwrap_err();
+        assert!(e.contains("no service \"nope\""), "{e}");
+        let e = run(
+            TEXT,
+            Request::AddReal {
+                service: "web".into(),
+                real: "198.18.0.11:80".into(),
+                weight: None,
+                forwarding: None,
+            },
+        )
+        .unwrap_err();
+        assert!(e.contains("already has"), "{e}");
+        // Validated as a file would be: the path names the key.
+        let e = run(
+            TEXT,
+            Request::AddReal {
+                service: "web".into(),
+                real: "198.18.0.13:80".into(),
+                weight: None,
+                forwarding: Some("teleport".into()),
+            },
+        )
+        .unwrap_err();
+        assert!(e.contains("services[0].reals[2].forwarding"), "{e}");
+        let e = run(
+            TEXT,
+            Request::EditReal {
+                service: "web".into(),
+                real: "198.18.0.99:80".into(),
+                weight: 1,
+            },
+        )
+        .unwrap_err();
+        assert!(e.contains("has no real"), "{e}");
+        let e = run(
+            TEXT,
+            Request::AddReal {
+                service: "web".into(),
+                real: "198.18.0.13".into(),
+                weight: None,
+                forwarding: None,
+            },
+        )
+        .unwrap_err();
+        assert!(e.contains("is not ADDR:PORT"), "{e}");
+    }
+}
