@@ -193,7 +193,17 @@ impl ControlSocket {
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))?;
             }
         }
-        if path.exists() {
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            use std::os::unix::fs::FileTypeExt;
+            if !meta.file_type().is_socket() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} exists and is not a socket; it is left alone",
+                        path.display()
+                    ),
+                ));
+            }
             if UnixStream::connect(path).is_ok() {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::AddrInUse,
@@ -719,6 +729,41 @@ address = "198.18.0.12"
         let out = doc.to_string();
         Config::parse(&out).map_err(|e| e.to_string())?;
         Ok(out)
+    }
+
+    #[test]
+    fn a_file_in_the_way_is_never_removed() {
+        let dir = std::env::temp_dir().join(format!("lb-ctl-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("not-a-socket");
+        std::fs::write(&path, "precious").unwrap();
+        let shared = Arc::new(Mutex::new(Shared {
+            snapshot: Arc::new(
+                lb_core::snapshot::Snapshot::compile(
+                    &Config::parse(TEXT).unwrap(),
+                    &[lb_config::MacAddr([2, 0, 0, 0, 0, 2])],
+                    1,
+                    &mut lb_core::snapshot::Ids::default(),
+                    |_, _, _| true,
+                )
+                .unwrap(),
+            ),
+            health_checks: BTreeMap::new(),
+            last_errors: BTreeMap::new(),
+            reloads_success: 0,
+            reloads_failure: 0,
+            busy: Vec::new(),
+            announced: BTreeMap::new(),
+            zeroed: BTreeMap::new(),
+        }));
+        let exporter = Exporter::new(Arc::clone(&shared), Vec::new(), Vec::new(), String::new());
+        let (tx, _rx) = bounded(1);
+        let e = ControlSocket::start(&path, exporter, shared, Vec::new(), tx, Arc::default())
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("is not a socket"), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
