@@ -1,55 +1,179 @@
 //! A small HTTP/1.1 server for `/metrics` and `/status` on `[metrics]
-//! listen`. One thread, one short request per connection: scrapes are rare
-//! and small, so nothing more is needed.
+//! listen`. One short request per connection, each on a thread of its own
+//! with one overall deadline for reading the request and writing the
+//! answer, so that idle, trickling or slow-reading clients cannot delay a
+//! scrape nor a stop. A hand-written server rather than a crate: it serves
+//! two fixed paths with `Connection: close`, and the bounds that matter here
+//! (a connection limit, a deadline for the whole exchange, a stop that
+//! shuts live sockets) are a few lines each.
 #![deny(unsafe_code)]
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::exporter::Exporter;
+
+/// How many connections are served at once. Prometheus and an operator
+/// need a handful; the bound keeps a flood from costing more than this many
+/// threads (each with a small stack) and sockets. Connections beyond it are
+/// closed at once, counted and logged (rarely).
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// How long one exchange may take in all, from accepting the connection
+/// to the last byte of the answer: a client that trickles its request or
+/// reads the answer slowly is cut off then. Well below Prometheus's default
+/// 10 s scrape timeout, and far above what a real scrape needs.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How long a stop waits for the connections' threads after shutting their
+/// sockets; any still running then is left to end on its own.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// At most one log line per this long about refused connections.
+const REFUSED_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// The stack of a connection's thread: the request is read into a small
+/// buffer and the answer is rendered on the heap.
+const CONNECTION_STACK: usize = 256 * 1024;
+
+/// The largest request head read; more is answered without reading on.
+const MAX_REQUEST: usize = 16 * 1024;
+
+/// An answer: status line text, content type and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: &'static str,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+/// What answers a request: given the method and the path (without query).
+pub type Handler = dyn Fn(&str, &str) -> Response + Send + Sync;
+
+/// The server's limits (the constants above, smaller in tests).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: MAX_CONNECTIONS,
+            deadline: REQUEST_DEADLINE,
+        }
+    }
+}
+
+/// The live connections, by number: a stop shuts their sockets so that
+/// their threads end at once.
+#[derive(Default)]
+struct Live {
+    conns: Mutex<HashMap<u64, TcpStream>>,
+    /// Connections closed unserved (over the bound, or no thread or socket
+    /// to serve them with).
+    refused: AtomicU64,
+}
+
+impl Live {
+    fn conns(&self) -> MutexGuard<'_, HashMap<u64, TcpStream>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Takes a connection out of the live set when its thread ends, however it
+/// ends.
+struct Registered {
+    live: Arc<Live>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.live.conns().remove(&self.id);
+    }
+}
 
 /// The running server; stops when dropped.
 pub struct Server {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    live: Arc<Live>,
     pub addr: SocketAddr,
 }
 
 impl Server {
-    /// Binds `listen` and serves from `exporter`.
+    /// Binds `listen` and serves `/metrics` and `/status` from `exporter`.
     pub fn start(listen: SocketAddr, exporter: Exporter) -> std::io::Result<Server> {
+        // Rendering is serialised: it is quick, and the port counters are
+        // read by one thread at a time. Reading and writing are not.
+        let exporter = Mutex::new(exporter);
+        let handler = move |method: &str, path: &str| {
+            let exporter = || exporter.lock().unwrap_or_else(|e| e.into_inner());
+            match (method, path) {
+                ("GET", "/metrics") => Response {
+                    status: "200 OK",
+                    content_type: "text/plain; version=0.0.4; charset=utf-8",
+                    body: exporter().metrics_text(),
+                },
+                ("GET", "/status") => Response {
+                    status: "200 OK",
+                    content_type: "application/json",
+                    body: serde_json::to_string_pretty(&exporter().status()).unwrap_or_default(),
+                },
+                ("GET", _) => Response {
+                    status: "404 Not Found",
+                    content_type: "text/plain",
+                    body: "try /metrics or /status\n".to_string(),
+                },
+                _ => Response {
+                    status: "405 Method Not Allowed",
+                    content_type: "text/plain",
+                    body: "GET only\n".to_string(),
+                },
+            }
+        };
+        Server::serve(listen, Arc::new(handler), Limits::default())
+    }
+
+    /// Binds `listen` and answers every request with `handler`, within
+    /// `limits`.
+    pub fn serve(
+        listen: SocketAddr,
+        handler: Arc<Handler>,
+        limits: Limits,
+    ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(listen)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
-        let s = Arc::clone(&stop);
+        let live = Arc::new(Live::default());
+        let (s, l) = (Arc::clone(&stop), Arc::clone(&live));
         let thread = std::thread::Builder::new()
             .name("metrics".into())
-            .spawn(move || {
-                while !s.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((conn, _)) => {
-                            let _ = serve(conn, &exporter);
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(20));
-                        }
-                        Err(e) => {
-                            log::warn!("metrics: accept: {e}");
-                            std::thread::sleep(Duration::from_millis(100));
-                        }
-                    }
-                }
-            })?;
+            .spawn(move || accept_loop(&listener, &s, &l, &handler, limits))?;
         Ok(Server {
             stop,
             thread: Some(thread),
+            live,
             addr,
         })
+    }
+
+    /// Connections closed unserved since the start.
+    pub fn refused(&self) -> u64 {
+        self.live.refused.load(Ordering::Relaxed)
+    }
+
+    /// Connections being served now.
+    pub fn connections(&self) -> usize {
+        self.live.conns().len()
     }
 }
 
@@ -59,29 +183,128 @@ impl Drop for Server {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        // No connection is accepted any more: shut the live ones, whose
+        // threads then fail their read or write at once and end.
+        for conn in self.live.conns().values() {
+            let _ = conn.shutdown(Shutdown::Both);
+        }
+        let end = Instant::now() + STOP_GRACE;
+        while !self.live.conns().is_empty() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let left = self.live.conns().len();
+        if left > 0 {
+            log::warn!("metrics: {left} connection thread(s) still running at stop, left behind");
+        }
     }
 }
 
-/// How long one request may take to arrive, in all: a client that trickles
-/// bytes must not hold the one server thread (nor a clean stop).
-const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// Logs refused connections at most once per `REFUSED_LOG_EVERY`.
+struct RefusedLog {
+    last: Option<Instant>,
+    logged: u64,
+}
 
-fn serve(mut conn: TcpStream, exporter: &Exporter) -> std::io::Result<()> {
+impl RefusedLog {
+    fn note(&mut self, live: &Live, why: &str) {
+        let total = live.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.last.is_some_and(|t| t.elapsed() < REFUSED_LOG_EVERY) {
+            return;
+        }
+        log::warn!(
+            "metrics: closed a connection unserved ({why}); {} since the last such message, {total} in all",
+            total - self.logged
+        );
+        self.last = Some(Instant::now());
+        self.logged = total;
+    }
+}
+
+fn accept_loop(
+    listener: &TcpListener,
+    stop: &AtomicBool,
+    live: &Arc<Live>,
+    handler: &Arc<Handler>,
+    limits: Limits,
+) {
+    let mut next_id = 0u64;
+    let mut refused = RefusedLog {
+        last: None,
+        logged: 0,
+    };
+    let mut last_error: Option<Instant> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let conn = match listener.accept() {
+            Ok((conn, _)) => conn,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            Err(e) => {
+                // Out of file descriptors, say: wait, and say so rarely.
+                if last_error.is_none_or(|t| t.elapsed() >= REFUSED_LOG_EVERY) {
+                    log::warn!("metrics: accept: {e}");
+                    last_error = Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let started = Instant::now();
+        if live.conns().len() >= limits.max_connections {
+            refused.note(live, &format!("{} already open", limits.max_connections));
+            continue; // dropped: closed at once
+        }
+        let Ok(kept) = conn.try_clone() else {
+            refused.note(live, "no file descriptor to keep it by");
+            continue;
+        };
+        next_id += 1;
+        let id = next_id;
+        live.conns().insert(id, kept);
+        let registered = Registered {
+            live: Arc::clone(live),
+            id,
+        };
+        let handler = Arc::clone(handler);
+        let spawned = std::thread::Builder::new()
+            .name("metrics conn".into())
+            .stack_size(CONNECTION_STACK)
+            .spawn(move || {
+                let _registered = registered;
+                let _ = serve(conn, &*handler, started + limits.deadline);
+            });
+        if let Err(e) = spawned {
+            // The closure (and with it the connection and its entry) is
+            // dropped: the client sees the connection closed.
+            refused.note(live, &format!("no thread to serve it: {e}"));
+        }
+    }
+}
+
+fn timed_out(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what}: deadline"))
+}
+
+/// What is left until `deadline`, or an error once it passed.
+fn left(deadline: Instant, what: &str) -> std::io::Result<Duration> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| timed_out(what))
+}
+
+fn serve(mut conn: TcpStream, handler: &Handler, deadline: Instant) -> std::io::Result<()> {
     conn.set_nonblocking(false)?;
-    conn.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let deadline = std::time::Instant::now() + REQUEST_DEADLINE;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "request too slow",
-            ));
-        }
-        conn.set_read_timeout(Some(left))?;
-        let n = conn.read(&mut chunk)?;
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < MAX_REQUEST {
+        conn.set_read_timeout(Some(left(deadline, "request")?))?;
+        let n = match conn.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             break;
         }
@@ -91,37 +314,31 @@ fn serve(mut conn: TcpStream, exporter: &Exporter) -> std::io::Result<()> {
     let mut parts = head.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
-    let (status, ctype, body) = match (method, path) {
-        ("GET", "/metrics") => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            exporter.metrics_text(),
-        ),
-        ("GET", "/status") => (
-            "200 OK",
-            "application/json",
-            serde_json::to_string_pretty(&exporter.status()).unwrap_or_default(),
-        ),
-        ("GET", _) => (
-            "404 Not Found",
-            "text/plain",
-            "try /metrics or /status\n".to_string(),
-        ),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain",
-            "GET only\n".to_string(),
-        ),
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    conn.write_all(head.as_bytes())?;
+    let answer = handler(method, path);
+    let mut out = format!(
+        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        answer.status,
+        answer.content_type,
+        answer.body.len()
+    )
+    .into_bytes();
     if method != "HEAD" {
-        conn.write_all(body.as_bytes())?;
+        out.extend_from_slice(answer.body.as_bytes());
     }
-    conn.flush()
+    // A write timeout bounds one write call only: renew it from the
+    // deadline before each, so that a client reading a byte at a time
+    // cannot stretch the whole.
+    let mut sent = 0;
+    while sent < out.len() {
+        conn.set_write_timeout(Some(left(deadline, "answer")?))?;
+        match conn.write(&out[sent..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Fetches `path` from a server at `addr` (for `lb-appliance status`).
@@ -148,4 +365,187 @@ pub fn get(addr: &str, path: &str, timeout: Duration) -> std::io::Result<String>
         return Err(std::io::Error::other(format!("{addr}{path}: {status}")));
     }
     Ok(body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server whose `/metrics` answers `body`.
+    fn server(body: String, limits: Limits) -> Server {
+        let handler = move |method: &str, path: &str| match (method, path) {
+            ("GET", "/metrics") => Response {
+                status: "200 OK",
+                content_type: "text/plain",
+                body: body.clone(),
+            },
+            _ => Response {
+                status: "404 Not Found",
+                content_type: "text/plain",
+                body: String::new(),
+            },
+        };
+        Server::serve("127.0.0.1:0".parse().unwrap(), Arc::new(handler), limits).unwrap()
+    }
+
+    fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        cond()
+    }
+
+    /// Opens `idle` connections that send nothing and `slow` ones that
+    /// trickle a request a byte at a time (from one thread, until `stop`).
+    fn hold(
+        addr: SocketAddr,
+        idle: usize,
+        slow: usize,
+    ) -> (Vec<TcpStream>, Arc<AtomicBool>, JoinHandle<()>) {
+        let idle: Vec<TcpStream> = (0..idle)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        let mut slow: Vec<TcpStream> = (0..slow)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = Arc::clone(&stop);
+        let trickle = std::thread::spawn(move || {
+            let request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: ";
+            let mut i = 0;
+            while !s.load(Ordering::Relaxed) {
+                let byte = request.get(i).copied().unwrap_or(b'a');
+                for c in &mut slow {
+                    let _ = c.write_all(&[byte]);
+                }
+                i += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        (idle, stop, trickle)
+    }
+
+    fn scrape(addr: SocketAddr) -> String {
+        get(&addr.to_string(), "/metrics", Duration::from_secs(9)).unwrap()
+    }
+
+    /// The case: with 100 idle and 100 trickling connections held
+    /// open, a scrape still answers at once (one thread served one
+    /// connection at a time before: it waited 2 s for each).
+    #[test]
+    fn a_scrape_answers_while_idle_and_slow_connections_are_held_open() {
+        let body = "lb_up 1\n".repeat(1000);
+        let s = server(body.clone(), Limits::default());
+        let (idle, stop, trickle) = hold(s.addr, 100, 100);
+        assert!(
+            wait_until(Duration::from_secs(3), || s.connections() >= 200),
+            "only {} connections being served",
+            s.connections()
+        );
+        for _ in 0..3 {
+            let t = Instant::now();
+            assert_eq!(scrape(s.addr), body);
+            let took = t.elapsed();
+            assert!(took < Duration::from_secs(3), "a scrape took {took:?}");
+        }
+        assert_eq!(s.refused(), 0);
+        stop.store(true, Ordering::Relaxed);
+        trickle.join().unwrap();
+        drop(idle);
+    }
+
+    /// A stop shuts the live connections instead of waiting out their
+    /// deadline.
+    #[test]
+    fn a_stop_does_not_wait_for_slow_clients() {
+        let s = server("x\n".into(), Limits::default());
+        let (idle, stop, trickle) = hold(s.addr, 50, 50);
+        assert!(wait_until(Duration::from_secs(3), || s.connections() >= 100));
+        let t = Instant::now();
+        drop(s);
+        let took = t.elapsed();
+        assert!(took < Duration::from_secs(2), "the stop took {took:?}");
+        stop.store(true, Ordering::Relaxed);
+        trickle.join().unwrap();
+        // The server closed them: each reads the end of the stream.
+        for mut c in idle {
+            c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut b = [0u8; 16];
+            assert!(matches!(c.read(&mut b), Ok(0) | Err(_)));
+        }
+    }
+
+    /// Idle clients and clients that never read the answer are cut off at
+    /// the deadline; after them, the server serves again.
+    #[test]
+    fn the_deadline_covers_reading_the_request_and_writing_the_answer() {
+        let deadline = Duration::from_millis(800);
+        // More than the socket buffers of both ends hold.
+        let body = "y".repeat(64 << 20);
+        let s = server(
+            body.clone(),
+            Limits {
+                max_connections: 16,
+                deadline,
+            },
+        );
+        let idle = TcpStream::connect(s.addr).unwrap();
+        let mut reader = TcpStream::connect(s.addr).unwrap();
+        reader
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        assert!(wait_until(Duration::from_secs(1), || s.connections() == 2));
+        let t = Instant::now();
+        assert!(
+            wait_until(Duration::from_secs(3), || s.connections() == 0),
+            "{} connection(s) outlived the deadline",
+            s.connections()
+        );
+        assert!(t.elapsed() < deadline + Duration::from_secs(1));
+        // The slow reader got less than the answer.
+        reader
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = reader.read_to_end(&mut got);
+        assert!(got.len() < body.len(), "the whole answer went out");
+        drop(idle);
+    }
+
+    /// Beyond the bound, a connection is closed at once and counted; the
+    /// ones within it are served.
+    #[test]
+    fn connections_beyond_the_bound_are_closed_at_once_and_counted() {
+        let s = server(
+            "z\n".into(),
+            Limits {
+                max_connections: 4,
+                deadline: Duration::from_secs(2),
+            },
+        );
+        let idle: Vec<TcpStream> = (0..4)
+            .map(|_| TcpStream::connect(s.addr).unwrap())
+            .collect();
+        assert!(wait_until(Duration::from_secs(2), || s.connections() == 4));
+        let mut extra = TcpStream::connect(s.addr).unwrap();
+        extra
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        let t = Instant::now();
+        let mut b = [0u8; 16];
+        assert!(matches!(extra.read(&mut b), Ok(0) | Err(_)));
+        let e = extra.read(&mut b);
+        assert!(
+            t.elapsed() < Duration::from_millis(900),
+            "not closed at once: {e:?}"
+        );
+        assert!(wait_until(Duration::from_secs(1), || s.refused() == 1));
+        drop(idle);
+        assert!(wait_until(Duration::from_secs(2), || s.connections() == 0));
+        assert_eq!(scrape(s.addr), "z\n");
+    }
 }
