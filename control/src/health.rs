@@ -3,6 +3,12 @@
 //! real never delays another), bounded by `timeout`, and reports to the
 //! control thread, which applies rise/fall hysteresis and, on a change,
 //! publishes a new snapshot. Checks use the host's kernel network stack.
+//!
+//! Nothing here waits on a real without a bound: a stop signals every
+//! checker, then waits for them all together for at most [`STOP_WAIT`]
+//! and leaves behind those still inside a hanging check (the process is
+//! exiting). A checker thread that cannot be started (out of threads or
+//! memory) is counted as a failed check and tried again an interval later.
 #![deny(unsafe_code)]
 
 use std::collections::HashMap;
@@ -229,11 +235,25 @@ struct Running {
     thread: JoinHandle<()>,
 }
 
+/// How long a stop waits for all checkers together: a check that hangs
+/// until its `timeout` (up to a minute) must not hold a stop past the
+/// unit's `TimeoutStopSec`.
+pub const STOP_WAIT: Duration = Duration::from_secs(2);
+
+/// The stack of a checker thread: it connects, sends a short request and
+/// reads a status line into a small buffer. Small, so that many reals cost
+/// little address space.
+const CHECKER_STACK: usize = 256 * 1024;
+
 /// The set of checker threads, one per checked real.
 pub struct HealthCheckers {
     running: HashMap<RealKey, Running>,
+    /// Checks whose thread could not be started, with when to try again.
+    waiting: HashMap<RealKey, (Spec, Instant)>,
     reports_tx: Sender<Report>,
     reports: Receiver<Report>,
+    /// The stack size of checker threads (a test makes it impossible).
+    stack: usize,
 }
 
 impl Default for HealthCheckers {
@@ -259,8 +279,10 @@ impl HealthCheckers {
         let (reports_tx, reports) = mpsc::channel();
         HealthCheckers {
             running: HashMap::new(),
+            waiting: HashMap::new(),
             reports_tx,
             reports,
+            stack: CHECKER_STACK,
         }
     }
 
@@ -287,6 +309,12 @@ impl HealthCheckers {
                 );
             }
         }
+        self.apply(wanted);
+    }
+
+    /// Makes the running checks those of `wanted`.
+    fn apply(&mut self, wanted: HashMap<RealKey, Spec>) {
+        self.waiting.retain(|k, _| wanted.contains_key(k));
         let stale: Vec<RealKey> = self
             .running
             .iter()
@@ -306,22 +334,70 @@ impl HealthCheckers {
             if self.running.contains_key(&k) {
                 continue;
             }
-            let (stop_tx, stop_rx) = mpsc::channel();
-            let reports = self.reports_tx.clone();
-            let key = k.clone();
-            let s = spec.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("health {}", k.target()))
-                .spawn(move || run(key, s, stop_rx, reports))
-                .expect("spawn a health-check thread");
-            self.running.insert(
-                k,
-                Running {
-                    spec,
-                    stop: stop_tx,
-                    thread,
-                },
-            );
+            self.waiting.remove(&k);
+            self.start(k, spec);
+        }
+    }
+
+    /// Starts the checker of `key`. If its thread cannot be started, that
+    /// counts as a failed check (the real goes down after `fall` of them,
+    /// and the error shows in the status), and it is tried again one
+    /// `interval` later by [`HealthCheckers::retry`].
+    fn start(&mut self, key: RealKey, spec: Spec) {
+        let (stop_tx, stop_rx) = mpsc::channel();
+        let reports = self.reports_tx.clone();
+        let (k, s) = (key.clone(), spec.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("health {}", key.target()))
+            .stack_size(self.stack)
+            .spawn(move || run(k, s, stop_rx, reports));
+        match spawned {
+            Ok(thread) => {
+                self.running.insert(
+                    key,
+                    Running {
+                        spec,
+                        stop: stop_tx,
+                        thread,
+                    },
+                );
+            }
+            Err(e) => {
+                log::error!(
+                    "health: service {} real {}: cannot start the check thread ({e}); \
+                     counted as a failed check, trying again in {:?}",
+                    key.service,
+                    key.label(),
+                    spec.interval
+                );
+                let _ = self.reports_tx.send(Report {
+                    real: key.clone(),
+                    outcome: Outcome::Failure(format!("check thread not started: {e}")),
+                });
+                let again = Instant::now() + spec.interval;
+                self.waiting.insert(key, (spec, again));
+            }
+        }
+    }
+
+    /// Tries again to start the checks whose thread could not be started,
+    /// once their interval has passed. Called by the control loop on every
+    /// tick; cheap when nothing waits.
+    pub fn retry(&mut self) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let due: Vec<RealKey> = self
+            .waiting
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in due {
+            if let Some((spec, _)) = self.waiting.remove(&k) {
+                self.start(k, spec);
+            }
         }
     }
 
@@ -336,15 +412,49 @@ impl HealthCheckers {
     }
 
     pub fn checked(&self) -> impl Iterator<Item = &RealKey> {
-        self.running.keys()
+        self.running.keys().chain(self.waiting.keys())
     }
 
-    /// Stops every checker and waits for them (at most one `timeout`).
-    pub fn stop(&mut self) {
-        for (_, r) in self.running.drain() {
-            let _ = r.stop.send(());
-            let _ = r.thread.join();
+    /// Stops every checker: signals them all first, then waits for them
+    /// together for at most [`STOP_WAIT`]. A checker still inside a
+    /// hanging check then is left behind (it ends at its `timeout`, or
+    /// with the process). Returns how many were left behind.
+    pub fn stop(&mut self) -> usize {
+        self.stop_within(STOP_WAIT)
+    }
+
+    fn stop_within(&mut self, wait: Duration) -> usize {
+        self.waiting.clear();
+        let mut threads: Vec<(RealKey, JoinHandle<()>)> = self
+            .running
+            .drain()
+            .map(|(k, r)| {
+                let _ = r.stop.send(());
+                (k, r.thread)
+            })
+            .collect();
+        let end = Instant::now() + wait;
+        loop {
+            let (done, busy): (Vec<_>, Vec<_>) =
+                threads.into_iter().partition(|(_, t)| t.is_finished());
+            for (_, t) in done {
+                let _ = t.join();
+            }
+            threads = busy;
+            if threads.is_empty() || Instant::now() >= end {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
+        if !threads.is_empty() {
+            let names: Vec<String> = threads.iter().take(5).map(|(k, _)| k.to_string()).collect();
+            log::warn!(
+                "health: {} check(s) still running after {wait:?} at stop, left behind (such as {})",
+                threads.len(),
+                names.join(", ")
+            );
+        }
+        threads.len()
     }
 }
 
@@ -414,6 +524,130 @@ mod tests {
         let k = key("198.18.0.11", 8080);
         assert_eq!(k.label(), "198.18.0.11:8080");
         assert_eq!(k.to_string(), "web/198.18.0.11:8080");
+    }
+
+    /// `n` HTTP checks of reals that accept and never answer (a listener
+    /// whose backlog completes the connections), each hanging for `timeout`.
+    fn hanging(n: usize, timeout: Duration) -> (std::net::TcpListener, HashMap<RealKey, Spec>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = listener.local_addr().unwrap();
+        let wanted = (0..n)
+            .map(|i| {
+                let key = RealKey {
+                    service: format!("web{i}"),
+                    address: target.ip(),
+                    port: target.port(),
+                };
+                let spec = Spec {
+                    probe: Probe::Http {
+                        path: "/".into(),
+                        status: 200,
+                    },
+                    interval: Duration::from_secs(1),
+                    timeout,
+                };
+                (key, spec)
+            })
+            .collect();
+        (listener, wanted)
+    }
+
+    /// The issue's case: 40 reals whose HTTP checks hang (for 30 s each)
+    /// made a stop take 32 s, joined one at a time. All are signalled
+    /// first and waited for together, for a bounded time.
+    #[test]
+    fn a_stop_with_40_hanging_checks_ends_within_its_bound() {
+        let (_listener, wanted) = hanging(40, Duration::from_secs(30));
+        let mut checkers = HealthCheckers::new();
+        checkers.apply(wanted);
+        assert_eq!(checkers.checked().count(), 40);
+        // Let every check connect and start waiting for its answer.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(checkers.reports().next().is_none(), "a check did not hang");
+        let t = Instant::now();
+        let left_behind = checkers.stop();
+        let took = t.elapsed();
+        assert_eq!(left_behind, 40);
+        assert!(
+            took < STOP_WAIT + Duration::from_secs(1),
+            "the stop took {took:?}"
+        );
+        assert_eq!(checkers.checked().count(), 0);
+    }
+
+    /// Checkers that are between checks end at once when signalled, and
+    /// are joined (none left behind).
+    #[test]
+    fn a_stop_joins_checkers_that_are_waiting_for_their_next_check() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = listener.local_addr().unwrap();
+        let mut checkers = HealthCheckers::new();
+        checkers.apply(
+            (0..10)
+                .map(|i| {
+                    let key = RealKey {
+                        service: format!("s{i}"),
+                        address: target.ip(),
+                        port: target.port(),
+                    };
+                    let spec = Spec {
+                        probe: Probe::Tcp,
+                        interval: Duration::from_secs(60),
+                        timeout: Duration::from_secs(1),
+                    };
+                    (key, spec)
+                })
+                .collect(),
+        );
+        let mut reports = 0;
+        while reports < 10 {
+            assert!(checkers.next_report(Duration::from_secs(5)).is_some());
+            reports += 1;
+        }
+        let t = Instant::now();
+        assert_eq!(checkers.stop(), 0);
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
+
+    /// A checker thread that cannot be started is a failed check, not an
+    /// abort, and is tried again after its interval.
+    #[test]
+    fn a_check_thread_that_cannot_start_counts_as_a_failure_and_is_retried() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = listener.local_addr().unwrap();
+        let key = RealKey {
+            service: "web".into(),
+            address: target.ip(),
+            port: target.port(),
+        };
+        let spec = Spec {
+            probe: Probe::Tcp,
+            interval: Duration::from_millis(200),
+            timeout: Duration::from_secs(1),
+        };
+        let mut checkers = HealthCheckers::new();
+        // A stack larger than the address space: the spawn fails.
+        checkers.stack = 1 << 50;
+        checkers.apply([(key.clone(), spec)].into_iter().collect());
+        let r = checkers.next_report(Duration::from_secs(1)).unwrap();
+        assert_eq!(r.real, key);
+        assert!(
+            matches!(&r.outcome, Outcome::Failure(e) if e.contains("check thread not started")),
+            "{r:?}"
+        );
+        assert_eq!(checkers.checked().count(), 1, "still wanted");
+        checkers.stack = CHECKER_STACK;
+        checkers.retry();
+        assert!(
+            checkers.running.is_empty(),
+            "tried again before its interval"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+        checkers.retry();
+        assert_eq!(checkers.running.len(), 1);
+        let r = checkers.next_report(Duration::from_secs(2)).unwrap();
+        assert_eq!(r.outcome, Outcome::Success);
+        assert_eq!(checkers.stop(), 0);
     }
 
     /// A TCP check of an IPv6 real goes through the host's IPv6 stack

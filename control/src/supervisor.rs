@@ -510,6 +510,8 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
             }
             let _ = ch.reply.send(r);
         }
+        // Checks whose thread could not be started are tried again.
+        control.checkers.retry();
         if reload.swap(false, Ordering::Relaxed) {
             log::info!("SIGHUP: reloading {}", control.path.display());
             control.reload();
@@ -536,6 +538,8 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
     if let Some(t) = sync.as_mut() {
         t.stop();
     }
+    // Neither slow metrics clients nor hanging health checks hold the stop
+    // for long: at most about 1 s and 2 s (http::Server, health::STOP_WAIT).
     drop(server);
     drop(ctl_socket);
     control.checkers.stop();
