@@ -201,6 +201,33 @@ fn assert_one_line_start_error(err: &str, needle: &str) {
     assert!(last.contains(needle), "last line lacks {needle:?}: {last}");
 }
 
+/// A core list beyond DPDK's RTE_MAX_LCORE is refused by its path before
+/// anything is expanded: `-l 0-4294967295` once took about 55 GB.
+#[test]
+fn a_huge_eal_core_list_is_refused_at_once() {
+    let dir = TempDir::new("cli-lcores");
+    let path = dir.path("lb.toml");
+    std::fs::write(
+        &path,
+        VALID.replace("\"-l\", \"0-1\"", "\"-l\", \"0-4294967295\""),
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    let (code, out, err) = run(&["-c", path.to_str().unwrap(), "--check"]);
+    let took = t.elapsed();
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains(
+            "dpdk.eal_args[1]: lcore id 4294967295 is beyond DPDK's limit (RTE_MAX_LCORE 128"
+        ),
+        "{err}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "--check took {took:?}"
+    );
+}
+
 #[test]
 fn a_bad_eal_argument_fails_in_one_line() {
     let dir = TempDir::new("cli-eal");

@@ -1,7 +1,18 @@
 //! EAL core lists found in `dpdk.eal_args`: `-l LIST`, `--lcores LIST` (with
 //! `a@b` / `(a,b)@c` groups) and `-c HEXMASK`, plus `--main-lcore N`.
+//!
+//! Every lcore id is checked against DPDK's `RTE_MAX_LCORE` as it is
+//! parsed, before any range is expanded: `-l 0-4294967295` in a file is
+//! refused at once instead of expanding four billion ids (about 55 GB) in
+//! the running appliance during a reload's validation.
 
 use std::collections::BTreeSet;
+
+/// DPDK's `RTE_MAX_LCORE` (128 in Debian's DPDK 22.11 build,
+/// `rte_build_config.h`): lcore ids run from 0 to this minus one, and the
+/// EAL refuses any other. The dataplane checks at compile time that the
+/// DPDK it is built against agrees.
+pub const RTE_MAX_LCORE: u32 = 128;
 
 /// The lcores an EAL argument vector enables, and its main lcore.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,8 +32,17 @@ fn parse_id(s: &str) -> Result<u32, String> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("invalid lcore id {s:?}"));
     }
-    s.parse()
-        .map_err(|_| format!("lcore id {s:?} is too large"))
+    let beyond = || {
+        format!(
+            "lcore id {s} is beyond DPDK's limit (RTE_MAX_LCORE {RTE_MAX_LCORE}: ids 0-{})",
+            RTE_MAX_LCORE - 1
+        )
+    };
+    let id: u32 = s.parse().map_err(|_| beyond())?;
+    if id >= RTE_MAX_LCORE {
+        return Err(beyond());
+    }
+    Ok(id)
 }
 
 /// Parses a plain core list such as `0-3,5` (as `-l` takes it).
@@ -117,7 +137,14 @@ pub fn parse_core_mask(s: &str) -> Result<BTreeSet<u32>, String> {
                     .ok()
                     .and_then(|n| n.checked_mul(4))
                     .and_then(|n| n.checked_add(bit))
-                    .ok_or_else(|| format!("core mask {s:?} is too large"))?;
+                    .filter(|&id| id < RTE_MAX_LCORE)
+                    .ok_or_else(|| {
+                        format!(
+                            "core mask {s:?} enables cores beyond DPDK's limit \
+                             (RTE_MAX_LCORE {RTE_MAX_LCORE}: ids 0-{})",
+                            RTE_MAX_LCORE - 1
+                        )
+                    })?;
                 out.insert(id);
             }
         }
@@ -282,6 +309,44 @@ mod tests {
         assert_eq!(parse_core_mask("30").unwrap(), set(&[4, 5]));
         assert!(parse_core_mask("0x0").is_err());
         assert!(parse_core_mask("xyz").is_err());
+    }
+
+    /// Ids beyond RTE_MAX_LCORE are refused before a range is expanded:
+    /// these would take gigabytes and minutes otherwise.
+    #[test]
+    fn lcore_ids_are_bounded_by_rte_max_lcore() {
+        let last = RTE_MAX_LCORE - 1;
+        assert_eq!(
+            parse_core_list(&format!("0-{last}")).unwrap().len(),
+            RTE_MAX_LCORE as usize
+        );
+        let t = std::time::Instant::now();
+        for list in [
+            "0-4294967295",
+            "0-4294967296",
+            "0-99999999999999999999",
+            "128",
+            "1,2,128-129",
+        ] {
+            let err = parse_core_list(list).unwrap_err();
+            assert!(err.contains("RTE_MAX_LCORE 128"), "{list}: {err}");
+        }
+        let err = parse_lcores_map("(0-4294967295)@0").unwrap_err();
+        assert!(err.contains("RTE_MAX_LCORE"), "{err}");
+        let err = parse_lcores_map("1@2,(4,300)@6").unwrap_err();
+        assert!(err.contains("lcore id 300"), "{err}");
+        assert_eq!(
+            parse_core_mask(&format!("0x8{}", "0".repeat(31))).unwrap(),
+            set(&[127])
+        );
+        let err = parse_core_mask(&format!("0x1{}", "0".repeat(32))).unwrap_err();
+        assert!(err.contains("RTE_MAX_LCORE"), "{err}");
+        let err = parse_core_mask(&"f".repeat(100_000)).unwrap_err();
+        assert!(err.contains("RTE_MAX_LCORE"), "{err}");
+        let err = eal_cores(&args(&["-l", "0-1", "--main-lcore", "4294967295"])).unwrap_err();
+        assert_eq!(err[0].0, 3);
+        assert!(err[0].1.contains("RTE_MAX_LCORE"), "{:?}", err[0]);
+        assert!(t.elapsed() < std::time::Duration::from_secs(2));
     }
 
     #[test]

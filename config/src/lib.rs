@@ -16,7 +16,7 @@ use std::fmt;
 
 pub use cidr::{Ipv4Cidr, Ipv6Cidr};
 pub use duration::{format_duration, parse_duration};
-pub use lcores::{parse_core_list, parse_core_mask, parse_lcores_map};
+pub use lcores::{parse_core_list, parse_core_mask, parse_lcores_map, RTE_MAX_LCORE};
 pub use mac::MacAddr;
 pub use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 pub use std::time::Duration;

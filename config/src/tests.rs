@@ -904,6 +904,22 @@ fn worker_lcores_against_eal_core_list() {
         "dpdk.eal_args[1]",
         "invalid lcore id",
     );
+    // Bounded by RTE_MAX_LCORE before anything is expanded.
+    assert_error(
+        &eal(r#"["-l", "0-4294967295"]"#, "[1]"),
+        "dpdk.eal_args[1]",
+        "lcore id 4294967295 is beyond DPDK's limit (RTE_MAX_LCORE 128: ids 0-127)",
+    );
+    assert_error(
+        &eal(r#"["--lcores=(0-200)@0"]"#, "[1]"),
+        "dpdk.eal_args[0]",
+        "lcore id 200 is beyond DPDK's limit",
+    );
+    assert_error(
+        &eal(r#"["--no-huge"]"#, "[1, 128]"),
+        "workers.lcores[1]",
+        "128 is out of range (0..=127)",
+    );
     // No core list: nothing to check against.
     assert!(Config::parse(&eal(r#"["--no-huge"]"#, "[0, 5]")).is_ok());
     assert!(Config::parse(&eal(r#"["-l", "0-3", "--main-lcore=3"]"#, "[0, 1, 2]")).is_ok());

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::duration::parse_duration;
-use crate::lcores::eal_cores;
+use crate::lcores::{eal_cores, RTE_MAX_LCORE};
 use crate::schema::*;
 use crate::*;
 
@@ -447,7 +447,8 @@ fn workers(c: &mut Checker<'_>, raw: Option<RawWorkers>, eal_args: &[String]) ->
     let mut seen: HashMap<u32, usize> = HashMap::new();
     for (i, &value) in list.iter().enumerate() {
         let path = format!("workers.lcores[{i}]");
-        let Some(id) = c.int::<u32>(&path, value, 0, i64::from(u32::MAX)) else {
+        // DPDK has no lcore beyond RTE_MAX_LCORE - 1.
+        let Some(id) = c.int::<u32>(&path, value, 0, i64::from(RTE_MAX_LCORE) - 1) else {
             continue;
         };
         if let Some(&first) = seen.get(&id) {

@@ -24,6 +24,10 @@ use lb_core::stats::WorkerStats;
 /// Slots of each hand-off ring between two workers (a power of two).
 const HANDOFF_RING: u32 = 4096;
 
+// The config bounds lcore ids by its own copy of DPDK's RTE_MAX_LCORE (it
+// does not link DPDK): the build fails if the DPDK linked here disagrees.
+const _: () = assert!(lb_config::RTE_MAX_LCORE == dpdk_sys::RTE_MAX_LCORE);
+
 /// Why the dataplane could not start: always one line, naming the cause and
 /// what to try.
 #[derive(Debug)]
