@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crossbeam::channel::{bounded, Sender};
+use crossbeam::channel::{bounded, Receiver, Sender, TrySendError};
 use lb_config::Config;
 
 use crate::backoff::Doorbell;
@@ -86,9 +86,45 @@ struct RunningWorker {
     lcore: LcoreId,
     launched: Option<LaunchedLcore>,
     stats: Arc<WorkerStats>,
-    updates: Sender<Arc<Snapshot>>,
+    updates: Latest<Arc<Snapshot>>,
     /// `lb-appliance ctl connections`: pages of its flows.
     queries: Sender<FlowQuery>,
+}
+
+/// The control thread's end of a worker's snapshot slot: a one-slot
+/// channel that holds the newest snapshot the worker has not taken yet.
+/// Publishing replaces what is there, so it never blocks, however long a
+/// worker goes without polling, and the worker finds the newest when it
+/// comes back (it never needs the ones in between: each is whole).
+struct Latest<T> {
+    tx: Sender<T>,
+    /// Our own handle on the slot, to take back what the worker did not.
+    rx: Receiver<T>,
+}
+
+/// A slot and the worker's end of it.
+fn latest<T>() -> (Latest<T>, Receiver<T>) {
+    let (tx, rx) = bounded(1);
+    (Latest { tx, rx: rx.clone() }, rx)
+}
+
+impl<T> Latest<T> {
+    /// Puts `value` in the slot, dropping one the worker has not taken.
+    /// Ends: only this end sends, so once it took the old value out (or the
+    /// worker did), the slot has room.
+    fn replace(&self, mut value: T) {
+        loop {
+            match self.tx.try_send(value) {
+                Ok(()) => return,
+                Err(TrySendError::Full(v)) => {
+                    drop(self.rx.try_recv());
+                    value = v;
+                }
+                // Cannot happen while we hold `rx`.
+                Err(TrySendError::Disconnected(_)) => return,
+            }
+        }
+    }
 }
 
 /// The EAL arguments for `config`: `[dpdk] eal_args` as given, then one
@@ -296,7 +332,7 @@ impl Dataplane {
             .zip(producers.into_iter().zip(consumers))
             .enumerate()
         {
-            let (tx_updates, rx_updates) = bounded(4);
+            let (tx_updates, rx_updates) = latest();
             let (tx_queries, rx_queries) = bounded(1);
             let stats = Arc::new(WorkerStats::default());
             let mut pipeline = Pipeline::new(index, n, capacity, Arc::clone(&stats));
@@ -430,15 +466,12 @@ impl Dataplane {
     }
 
     /// Hands `snapshot` to every worker, which switches to it between
-    /// bursts. A worker that still has older ones queued skips to the newest.
+    /// bursts. Never blocks: a worker that has not taken the previous one
+    /// yet (it is stalled, say) gets this one instead when it comes back.
     pub fn publish(&mut self, snapshot: Snapshot) {
         let snapshot = Arc::new(snapshot);
         for w in &self.workers {
-            // The queue holds a few: if it is full, the worker is far behind
-            // and the newest will still reach it after the ones queued.
-            if w.updates.try_send(Arc::clone(&snapshot)).is_err() {
-                let _ = w.updates.send(Arc::clone(&snapshot));
-            }
+            w.updates.replace(Arc::clone(&snapshot));
         }
         self.snapshot = snapshot;
     }
@@ -479,5 +512,39 @@ mod tests {
         assert!(!is_pci_address("0000:3b:00.8"));
         assert_eq!(device_name("net_af_packet0,iface=lb0"), "net_af_packet0");
         assert_eq!(device_name("0000:3b:00.0"), "0000:3b:00.0");
+    }
+
+    /// Publishing to a worker that does not poll never blocks, and the
+    /// worker finds the newest value when it comes back (the old publish
+    /// fell back to a blocking send once its queue of 4 was full).
+    #[test]
+    fn a_stalled_worker_never_blocks_publishing_and_gets_the_newest() {
+        let (slot, worker) = latest::<Arc<u64>>();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let publisher = std::thread::spawn(move || {
+            for generation in 1..=1000u64 {
+                slot.replace(Arc::new(generation));
+            }
+            done_tx.send(()).unwrap();
+            slot
+        });
+        done.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("publishing blocked on a worker that does not poll");
+        let slot = publisher.join().unwrap();
+        // The worker comes back: one value waits, the newest.
+        assert_eq!(worker.try_iter().map(|g| *g).collect::<Vec<_>>(), [1000]);
+        // Values replaced unseen were dropped, not leaked.
+        let held = Arc::new(0u64);
+        slot.replace(Arc::clone(&held));
+        slot.replace(Arc::new(1001));
+        assert_eq!(Arc::strong_count(&held), 1);
+        // A worker that keeps up sees every value.
+        for g in 1002..1005u64 {
+            slot.replace(Arc::new(g));
+            let _ = worker.try_recv();
+        }
+        slot.replace(Arc::new(1005));
+        assert_eq!(*worker.try_recv().unwrap(), 1005);
+        assert!(worker.try_recv().is_err());
     }
 }
