@@ -37,6 +37,9 @@ pub enum RunError {
     Sync(std::net::SocketAddr, std::io::Error),
     /// The control socket could not be created.
     Control(PathBuf, std::io::Error),
+    /// A worker ended on its own (it panicked, say): the appliance was
+    /// stopped cleanly, and exits with a failure.
+    Worker(String),
 }
 
 impl fmt::Display for RunError {
@@ -57,6 +60,7 @@ impl fmt::Display for RunError {
                 "control.socket {}: {e}; choose another path in [control] socket",
                 p.display()
             ),
+            RunError::Worker(e) => write!(f, "{e}; the appliance stopped"),
         }
     }
 }
@@ -454,7 +458,22 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         .iter()
         .map(|(_, w)| (w.polls.get(), w.busy_polls.get()))
         .collect();
+    let mut failed = None;
     while !stop.load(Ordering::Relaxed) {
+        // A worker that ended on its own (a panic caught at its lcore's
+        // entry): `ended_workers` told the others to stop; stop the rest
+        // cleanly, and fail.
+        let ended = control.dataplane.ended_workers();
+        if !ended.is_empty() {
+            let what: Vec<String> = ended
+                .iter()
+                .map(|(lcore, end)| format!("worker on {lcore} {end}"))
+                .collect();
+            let what = what.join(", ");
+            log::error!("{what}: stopping the appliance");
+            failed = Some(what);
+            break;
+        }
         let mut changed = false;
         if let Some(r) = control.checkers.next_report(TICK) {
             changed |= control.on_report(r);
@@ -612,6 +631,10 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         );
     }
     drop(control);
+    if let Some(what) = failed {
+        log::error!("stopped after a worker failure");
+        return Err(RunError::Worker(what));
+    }
     log::info!("stopped");
     Ok(())
 }

@@ -53,6 +53,34 @@ impl From<DpdkError> for StartError {
     }
 }
 
+/// How a worker's job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerEnd {
+    /// It returned this code.
+    Returned(i32),
+    /// It panicked (logged with its message where it was caught).
+    Panicked,
+}
+
+impl WorkerEnd {
+    fn from_rc(rc: i32) -> WorkerEnd {
+        if rc == dpdk::JOB_PANICKED {
+            WorkerEnd::Panicked
+        } else {
+            WorkerEnd::Returned(rc)
+        }
+    }
+}
+
+impl fmt::Display for WorkerEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WorkerEnd::Returned(rc) => write!(f, "ended with {rc}"),
+            WorkerEnd::Panicked => f.write_str("panicked"),
+        }
+    }
+}
+
 /// A running dataplane.
 pub struct Dataplane {
     eal: Eal,
@@ -476,15 +504,36 @@ impl Dataplane {
         self.snapshot = snapshot;
     }
 
+    /// The workers that ended before the stop (a panic, caught at the
+    /// lcore's entry, or an error), each once, with how: a worker only ends
+    /// when told to. Any of them raises the stop flag, so that the others
+    /// stop too; the caller stops the rest of the appliance. Does not block:
+    /// the control thread calls it on every tick.
+    pub fn ended_workers(&mut self) -> Vec<(LcoreId, WorkerEnd)> {
+        let mut ended = Vec::new();
+        for w in &mut self.workers {
+            if !w.launched.as_ref().is_some_and(|l| l.is_finished()) {
+                continue;
+            }
+            if let Some(l) = w.launched.take() {
+                ended.push((w.lcore, WorkerEnd::from_rc(l.wait())));
+            }
+        }
+        if !ended.is_empty() {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+        ended
+    }
+
     /// Stops the workers (each finishes its burst) and returns the final
     /// port counters; the ports are stopped and closed when `self` drops.
     pub fn shutdown(&mut self) -> Vec<(String, PortStats)> {
         self.stop.store(true, Ordering::Relaxed);
         for w in &mut self.workers {
             if let Some(l) = w.launched.take() {
-                let rc = l.wait();
-                if rc != 0 {
-                    log::warn!("worker on {} ended with {rc}", w.lcore);
+                match WorkerEnd::from_rc(l.wait()) {
+                    WorkerEnd::Returned(0) => {}
+                    end => log::warn!("worker on {} {end}", w.lcore),
                 }
             }
         }

@@ -15,6 +15,6 @@ pub mod kernel;
 pub mod sync;
 pub mod worker;
 
-pub use engine::{Dataplane, StartError};
+pub use engine::{Dataplane, StartError, WorkerEnd};
 pub use lb_core::{DropReason, WorkerStats};
 pub use lb_core::{PacketBuf, Snapshot, VecBuf};

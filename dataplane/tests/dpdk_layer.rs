@@ -193,9 +193,16 @@ fn an_unknown_device_is_a_clear_error() {
     assert!(text.contains("device string"), "{text}");
 }
 
+/// The worker lcore runs one job at a time: tests that launch take turns.
+fn lcore_lock() -> std::sync::MutexGuard<'static, ()> {
+    static L: Mutex<()> = Mutex::new(());
+    L.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn jobs_run_on_the_worker_lcore_only() {
     let lab = lab();
+    let _turn = lcore_lock();
     let seen = Arc::new(AtomicU32::new(u32::MAX));
     let s = Arc::clone(&seen);
     let launched = lab
@@ -215,4 +222,26 @@ fn jobs_run_on_the_worker_lcore_only() {
         lab.eal.launch(LcoreId(5), || 0).is_err(),
         "disabled lcore refused"
     );
+}
+
+/// A panic on a worker lcore is caught at the FFI boundary (unwinding into
+/// DPDK's C frames would be undefined behaviour) and reported, and the
+/// lcore takes a job again afterwards. (Tests unwind; the release profile
+/// aborts instead, see `trampoline`.)
+#[test]
+fn a_panicking_job_is_caught_and_reported() {
+    let lab = lab();
+    let _turn = lcore_lock();
+    let launched = lab
+        .eal
+        .launch(LcoreId(1), || panic!("a worker bug"))
+        .expect("launch on lcore 1");
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !launched.is_finished() {
+        assert!(std::time::Instant::now() < end, "the job never finished");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(launched.wait(), dpdk::JOB_PANICKED);
+    let again = lab.eal.launch(LcoreId(1), || 7).expect("the lcore is free");
+    assert_eq!(again.wait(), 7);
 }

@@ -1,5 +1,8 @@
 use std::ffi::{c_int, c_void};
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use super::eal::Eal;
 use super::error::DpdkError;
@@ -26,11 +29,23 @@ impl LcoreId {
 
 type Job = Box<dyn FnOnce() -> i32 + Send + 'static>;
 
+/// What a launched lcore runs: the job, and the flag it raises when the job
+/// is over (returned or panicked).
+struct Launch {
+    job: Job,
+    done: Arc<AtomicBool>,
+}
+
+/// What [`LaunchedLcore::wait`] gives for a job that panicked (the panic
+/// was caught at the FFI boundary and logged).
+pub const JOB_PANICKED: i32 = i32::MIN;
+
 /// A function running on a worker lcore; `wait` joins it.
 #[derive(Debug)]
 #[must_use = "a launched lcore must be waited for"]
 pub struct LaunchedLcore {
     lcore: LcoreId,
+    done: Arc<AtomicBool>,
 }
 
 impl Eal {
@@ -50,22 +65,26 @@ impl Eal {
                     "worker lcores must be in the EAL core list (-l) and differ from the main lcore",
             });
         }
-        let job: Box<Job> = Box::new(Box::new(job));
-        let arg = Box::into_raw(job).cast::<c_void>();
+        let done = Arc::new(AtomicBool::new(false));
+        let launch = Box::new(Launch {
+            job: Box::new(job),
+            done: Arc::clone(&done),
+        });
+        let arg = Box::into_raw(launch).cast::<c_void>();
         // SAFETY: `trampoline` matches lcore_function_t and takes ownership
-        // of `arg`, a leaked Box<Job>; the lcore is enabled and not the main
-        // one, and the job is Send + 'static.
+        // of `arg`, a leaked Box<Launch>; the lcore is enabled and not the
+        // main one, and the job is Send + 'static.
         let ret = unsafe { dpdk_sys::rte_eal_remote_launch(Some(trampoline), arg, lcore.0) };
         if ret != 0 {
             // SAFETY: the launch failed, so the trampoline never ran and the
             // box is still ours to reclaim.
-            drop(unsafe { Box::from_raw(arg.cast::<Job>()) });
+            drop(unsafe { Box::from_raw(arg.cast::<Launch>()) });
             return Err(
                 DpdkError::from_ret(format!("launching a worker on {lcore}"), ret)
                     .with_hint("is that lcore already busy?"),
             );
         }
-        Ok(LaunchedLcore { lcore })
+        Ok(LaunchedLcore { lcore, done })
     }
 }
 
@@ -74,7 +93,14 @@ impl LaunchedLcore {
         self.lcore
     }
 
-    /// Blocks until the job returns, and gives its return value.
+    /// Whether the job is over (returned or panicked): then `wait` does
+    /// not block. Does not block itself.
+    pub fn is_finished(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Blocks until the job returns, and gives its return value
+    /// ([`JOB_PANICKED`] if it panicked).
     pub fn wait(self) -> i32 {
         // SAFETY: the lcore was launched by us and is waited for once (self
         // is consumed).
@@ -82,9 +108,40 @@ impl LaunchedLcore {
     }
 }
 
+/// The lcore entry point DPDK calls. A panic must not unwind out of an
+/// `extern "C"` function into DPDK's C frames (undefined behaviour before
+/// Rust 1.81, an abort since), so it is caught here: logged with the lcore,
+/// and reported as [`JOB_PANICKED`] for the engine, which stops the other
+/// workers and has the control thread stop the appliance with status 1.
+///
+/// In a `panic = "abort"` build (our release profile) nothing unwinds and
+/// `catch_unwind` catches nothing: the panic hook prints the message, naming
+/// the thread (`lcore-worker-N`), and the process aborts with SIGABRT at
+/// once, without a clean stop; systemd then restarts the unit
+/// (`Restart=on-failure`). Either way no panic crosses into C.
 extern "C" fn trampoline(arg: *mut c_void) -> c_int {
-    // SAFETY: `arg` is the Box<Job> leaked by `Eal::launch`, passed to
+    // SAFETY: `arg` is the Box<Launch> leaked by `Eal::launch`, passed to
     // exactly one trampoline call.
-    let job = unsafe { Box::from_raw(arg.cast::<Job>()) };
-    job()
+    let Launch { job, done } = *unsafe { Box::from_raw(arg.cast::<Launch>()) };
+    // The job owns everything it touches and is dropped while unwinding:
+    // nothing half-updated is seen again, so asserting unwind safety is
+    // sound.
+    let rc = match catch_unwind(AssertUnwindSafe(job)) {
+        Ok(rc) => rc,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-text panic".to_string());
+            let lcore =
+                LcoreId::current().map_or_else(|| "an lcore".to_string(), |l| l.to_string());
+            log::error!("worker on {lcore} panicked: {what}; stopping the appliance");
+            // Dropping the payload could panic in turn: keep it.
+            std::mem::forget(payload);
+            JOB_PANICKED
+        }
+    };
+    done.store(true, Ordering::Release);
+    rc
 }

@@ -18,7 +18,7 @@ mod ring;
 
 pub use eal::{Eal, EalInfo};
 pub use error::DpdkError;
-pub use lcore::{LaunchedLcore, LcoreId};
+pub use lcore::{LaunchedLcore, LcoreId, JOB_PANICKED};
 pub use mbuf::{Drain, Mbuf, MbufBurst, MAX_BURST};
 pub use mempool::Mempool;
 pub use port::{Port, PortId, PortSetup, PortStats, QueueId, RxQueue, TxQueue};
