@@ -593,7 +593,9 @@ fn release_held(
         let Some(h) = slot.as_ref() else { continue };
         let (next_hop, port, since) = (h.next_hop, h.port, h.since);
         if let Some(mac) = pipeline.resolved(snap, next_hop) {
-            let mut h = slot.take().expect("slot checked above");
+            // Not an expect: no panic on the per-packet path, even one
+            // that cannot happen.
+            let Some(mut h) = slot.take() else { continue };
             l.held.n -= 1;
             if port < l.out.len() {
                 let src = snap.ports[port].mac;
