@@ -670,10 +670,16 @@ impl PipeAppliance {
             .success());
     }
 
+    /// Closes the pipe (the port's input ends), so that a stop does not
+    /// wait on a read of it.
+    pub fn close_input(&mut self) {
+        drop(self.pipe.take());
+    }
+
     /// Closes the pipe and stops the appliance with SIGTERM; returns its
     /// exit code.
     pub fn stop(mut self) -> Option<i32> {
-        drop(self.pipe.take());
+        self.close_input();
         self.app.stop("TERM", Duration::from_secs(20))
     }
 }
