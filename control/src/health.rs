@@ -254,6 +254,10 @@ pub struct HealthCheckers {
     reports: Receiver<Report>,
     /// The stack size of checker threads (a test makes it impossible).
     stack: usize,
+    /// Checkers told to stop (by `signal_stop`) and not yet waited for,
+    /// and when they were told.
+    stopping: Vec<(RealKey, JoinHandle<()>)>,
+    stop_since: Option<Instant>,
 }
 
 impl Default for HealthCheckers {
@@ -283,6 +287,8 @@ impl HealthCheckers {
             reports_tx,
             reports,
             stack: CHECKER_STACK,
+            stopping: Vec::new(),
+            stop_since: None,
         }
     }
 
@@ -415,25 +421,27 @@ impl HealthCheckers {
         self.running.keys().chain(self.waiting.keys())
     }
 
-    /// Stops every checker: signals them all first, then waits for them
-    /// together for at most [`STOP_WAIT`]. A checker still inside a
-    /// hanging check then is left behind (it ends at its `timeout`, or
-    /// with the process). Returns how many were left behind.
-    pub fn stop(&mut self) -> usize {
-        self.stop_within(STOP_WAIT)
+    /// Tells every checker to stop, without waiting: the stop can go on
+    /// with other work while they end, and `stop` waits for them.
+    pub fn signal_stop(&mut self) {
+        self.waiting.clear();
+        self.stop_since.get_or_insert_with(Instant::now);
+        for (k, r) in self.running.drain() {
+            let _ = r.stop.send(());
+            self.stopping.push((k, r.thread));
+        }
     }
 
-    fn stop_within(&mut self, wait: Duration) -> usize {
-        self.waiting.clear();
-        let mut threads: Vec<(RealKey, JoinHandle<()>)> = self
-            .running
-            .drain()
-            .map(|(k, r)| {
-                let _ = r.stop.send(());
-                (k, r.thread)
-            })
-            .collect();
-        let end = Instant::now() + wait;
+    /// Stops every checker: signals them all first, then waits for them
+    /// together until [`STOP_WAIT`] after they were signalled (here or by
+    /// `signal_stop`). A checker still inside a hanging check then is left
+    /// behind (it ends at its `timeout`, or with the process). Returns how
+    /// many were left behind.
+    pub fn stop(&mut self) -> usize {
+        self.signal_stop();
+        let since = self.stop_since.take().unwrap_or_else(Instant::now);
+        let mut threads = std::mem::take(&mut self.stopping);
+        let end = since + STOP_WAIT;
         loop {
             let (done, busy): (Vec<_>, Vec<_>) =
                 threads.into_iter().partition(|(_, t)| t.is_finished());
@@ -449,7 +457,7 @@ impl HealthCheckers {
         if !threads.is_empty() {
             let names: Vec<String> = threads.iter().take(5).map(|(k, _)| k.to_string()).collect();
             log::warn!(
-                "health: {} check(s) still running after {wait:?} at stop, left behind (such as {})",
+                "health: {} check(s) still running {STOP_WAIT:?} after the stop, left behind (such as {})",
                 threads.len(),
                 names.join(", ")
             );

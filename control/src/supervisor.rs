@@ -558,7 +558,10 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         t.stop();
     }
     // Neither slow metrics clients nor hanging health checks hold the stop
-    // for long: at most about 1 s and 2 s (http::Server, health::STOP_WAIT).
+    // for long: the checkers are told first and end (or are left behind)
+    // within health::STOP_WAIT (2 s), while the metrics server shuts its
+    // connections (at most about 1 s) meanwhile.
+    control.checkers.signal_stop();
     drop(server);
     drop(ctl_socket);
     control.checkers.stop();
