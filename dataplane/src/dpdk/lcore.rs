@@ -114,7 +114,7 @@ impl LaunchedLcore {
 /// and reported as [`JOB_PANICKED`] for the engine, which stops the other
 /// workers and has the control thread stop the appliance with status 1.
 ///
-/// In a `panic = "abort"` build (our release profile) nothing unwinds and
+/// In a `panic = "abort"` build (not ours: the release profile unwinds) nothing unwinds and
 /// `catch_unwind` catches nothing: the panic hook prints the message, naming
 /// the thread (`lcore-worker-N`), and the process aborts with SIGABRT at
 /// once, without a clean stop; systemd then restarts the unit
