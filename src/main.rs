@@ -2,6 +2,8 @@
 //! the config, and hands over to the control thread.
 #![deny(unsafe_code)]
 
+mod journal;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -129,6 +131,43 @@ enum CtlCommand {
     Save,
 }
 
+/// Writes an error line to stderr, with its journal priority (`<3>`) when
+/// stderr is the journal (see `journal`).
+fn error(text: &str) {
+    if journal::stderr_is_journal() {
+        eprintln!("{}", journal::prefixed(3, text));
+    } else {
+        eprintln!("{text}");
+    }
+}
+
+/// Sets up `env_logger` (`RUST_LOG`, `info` by default): for the journal,
+/// each line with its priority and without our timestamp; otherwise
+/// env_logger's format with milliseconds.
+fn init_logging() {
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if journal::stderr_is_journal() {
+        logger.format(|buf, record| {
+            use std::io::Write;
+            let text = format!(
+                "[{:<5} {}] {}",
+                record.level(),
+                record.target(),
+                record.args()
+            );
+            writeln!(
+                buf,
+                "{}",
+                journal::prefixed(journal::priority(record.level()), &text)
+            )
+        });
+    } else {
+        logger.format_timestamp_millis();
+    }
+    logger.init();
+}
+
 /// Writes to stdout. A reader that went away (`| head`) is not an error
 /// worth a panic: what it did not read, it did not want.
 fn out(text: &str) {
@@ -149,7 +188,7 @@ fn status(cli: &Cli, metrics: Option<&str>, json: bool) -> ExitCode {
     let body = match lb_control::http::get(&addr, "/status", std::time::Duration::from_secs(5)) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("lb-appliance status: cannot read http://{addr}/status: {e}; is the appliance running, and is --metrics its [metrics] listen?");
+            error(&format!("lb-appliance status: cannot read http://{addr}/status: {e}; is the appliance running, and is --metrics its [metrics] listen?"));
             return ExitCode::from(1);
         }
     };
@@ -163,7 +202,9 @@ fn status(cli: &Cli, metrics: Option<&str>, json: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("lb-appliance status: http://{addr}/status is not a status document: {e}");
+            error(&format!(
+                "lb-appliance status: http://{addr}/status is not a status document: {e}"
+            ));
             ExitCode::from(1)
         }
     }
@@ -337,16 +378,17 @@ fn main() -> ExitCode {
     if let Some(Command::Status { metrics, json }) = &cli.command {
         return status(&cli, metrics.as_deref(), *json);
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    init_logging();
 
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(errors) => {
-            eprintln!("lb-appliance: {} is invalid:", cli.config.display());
+            error(&format!(
+                "lb-appliance: {} is invalid:",
+                cli.config.display()
+            ));
             for e in &errors.0 {
-                eprintln!("  {e}");
+                error(&format!("  {e}"));
             }
             return ExitCode::from(2);
         }
@@ -362,7 +404,7 @@ fn main() -> ExitCode {
     match lb_control::run(config, cli.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("lb-appliance: {e}");
+            error(&format!("lb-appliance: {e}"));
             ExitCode::from(1)
         }
     }

@@ -836,6 +836,10 @@ fn the_systemd_unit_verifies() {
         "ExecStartPre=/usr/local/bin/lb-appliance -c /etc/lb-appliance/lb.toml --check\n",
         "ExecStart=/usr/local/bin/lb-appliance -c /etc/lb-appliance/lb.toml\n",
         "ExecReload=/bin/kill -HUP $MAINPID\n",
+        // READY=1, the watchdog and the reload protocol (tests/systemd.rs).
+        "Type=notify\n",
+        "NotifyAccess=main\n",
+        "WatchdogSec=10s\n",
         "Restart=on-failure\n",
         "RestartSec=2s\n",
         "RestartPreventExitStatus=2\n",

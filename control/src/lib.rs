@@ -8,6 +8,7 @@ pub mod ctl;
 pub mod exporter;
 pub mod health;
 pub mod http;
+pub mod notify;
 pub mod status;
 pub mod supervisor;
 pub mod sync;

@@ -20,6 +20,7 @@ use crate::ctl;
 use crate::exporter::{Exporter, Shared};
 use crate::health::{HealthCheckers, Hysteresis, Outcome, RealKey, Report};
 use crate::http;
+use crate::notify::{self, Systemd};
 use crate::sync::{SyncStatus, SyncThread};
 
 /// How often the control loop wakes up without a health report.
@@ -244,8 +245,8 @@ impl Control {
     /// Re-reads the config file; applies it only if it is valid in full
     /// and changes nothing that needs a restart. Changes made through the
     /// control socket since are replaced by the file's text (as keepalived
-    /// does on reload).
-    fn reload(&mut self) {
+    /// does on reload). Returns whether it was applied.
+    fn reload(&mut self) -> bool {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) => {
@@ -254,7 +255,7 @@ impl Control {
                     self.path.display()
                 );
                 self.shared().reloads_failure += 1;
-                return;
+                return false;
             }
         };
         let new = match Config::parse(&text) {
@@ -265,7 +266,7 @@ impl Control {
                     self.path.display()
                 );
                 self.shared().reloads_failure += 1;
-                return;
+                return false;
             }
         };
         match self.apply(new) {
@@ -277,6 +278,7 @@ impl Control {
                     self.path.display(),
                     self.config.services.len()
                 );
+                true
             }
             Err(e) => {
                 self.shared().reloads_failure += 1;
@@ -284,6 +286,7 @@ impl Control {
                     "reload of {} refused: {e}; the running config is unchanged",
                     self.path.display()
                 );
+                false
             }
         }
     }
@@ -361,6 +364,8 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .map_err(RunError::Signals)?;
 
+    let mut systemd = Systemd::from_env();
+    systemd.starting_dataplane();
     let mut health = Health::default();
     health.sync(&config);
     let mut dataplane = Dataplane::start(&config, |s, a, p| health.is_up(&config, s, a, p))
@@ -430,6 +435,10 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         .and_then(|t| t.parse::<toml_edit::DocumentMut>().ok());
     let mut checkers = HealthCheckers::new();
     checkers.sync(&config);
+    systemd.wait_for_first_checks(
+        health.states.keys().cloned(),
+        notify::first_checks_wait(&config),
+    );
     log::info!(
         "running {} with {} worker(s) from {}; metrics on http://{}/metrics",
         env!("CARGO_PKG_VERSION"),
@@ -476,9 +485,11 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         }
         let mut changed = false;
         if let Some(r) = control.checkers.next_report(TICK) {
+            systemd.reported(&r.real);
             changed |= control.on_report(r);
             let more: Vec<Report> = control.checkers.reports().collect();
             for r in more {
+                systemd.reported(&r.real);
                 changed |= control.on_report(r);
             }
         }
@@ -533,8 +544,11 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         control.checkers.retry();
         if reload.swap(false, Ordering::Relaxed) {
             log::info!("SIGHUP: reloading {}", control.path.display());
-            control.reload();
+            systemd.reloading();
+            let ok = control.reload();
+            systemd.reloaded(ok, control.dataplane.snapshot(), workers.len());
         }
+        systemd.tick(&workers, control.dataplane.snapshot());
         if last_busy.elapsed() >= Duration::from_secs(1) {
             last_busy = Instant::now();
             let mut sh = control.shared();
@@ -546,6 +560,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
             }
         }
     }
+    systemd.stopping();
     // Withdraw first, and give routers the time to move traffic away,
     // while the ports still forward what arrives meanwhile.
     let delay = control.announcer.withdraw_all();
