@@ -245,6 +245,67 @@ fn metrics_status_health_and_reload_on_a_running_appliance() {
         assert_eq!(value(&last, &format!("{name}{{port=wan}}")), 0.0);
     }
 
+    // The worker counters once logged only at stop: the golden steps hold
+    // two ARP requests for us, one echo request, one DF packet too big for
+    // the tunnel and ICMP errors about flows.
+    let w = |name: &str, extra: &[(&str, &str)]| {
+        let mut labels = vec![("worker", "1")];
+        labels.extend_from_slice(extra);
+        common::metric(&last, name, &labels).unwrap_or_else(|| panic!("{name}{extra:?} missing"))
+    };
+    assert_eq!(w("lb_worker_rx_packets_total", &[]), n);
+    assert_eq!(
+        w("lb_neighbor_messages_sent_total", &[("type", "arp_reply")]),
+        2.0
+    );
+    assert_eq!(w("lb_icmp_echo_replies_total", &[]), 1.0);
+    assert_eq!(w("lb_icmp_frag_needed_sent_total", &[]), 1.0);
+    assert!(w("lb_icmp_errors_forwarded_total", &[]) >= 4.0);
+    assert!(w("lb_worker_flows_created_total", &[]) >= 4.0);
+    assert_eq!(
+        w("lb_worker_packets_dropped_total", &[]),
+        series(&last, "lb_packets_dropped_total")
+            .map(|(_, v)| v)
+            .sum::<f64>(),
+        "one worker: its drops are all the drops"
+    );
+    assert!(w("lb_worker_polls_total", &[]) >= w("lb_worker_busy_polls_total", &[]));
+    assert!(w("lb_worker_busy_polls_total", &[]) >= 1.0);
+    for name in [
+        "lb_flows_expired_total",
+        "lb_flows_evicted_total",
+        "lb_flow_table_full_total",
+        "lb_stateless_forwards_total",
+        "lb_held_packets_total",
+        "lb_icmp_frag_needed_rate_limited_total",
+    ] {
+        assert!(w(name, &[]) >= 0.0);
+    }
+    for direction in ["in", "out"] {
+        assert_eq!(w("lb_handoffs_total", &[("direction", direction)]), 0.0);
+    }
+    // The process collector: the names every Prometheus client exports.
+    let p = |name: &str| value(&last, &format!("{name}{{}}"));
+    // Whole seconds (the prometheus crate's collector): a worker blocked
+    // on the pipe may not have used one yet.
+    assert!(p("process_cpu_seconds_total") >= 0.0);
+    assert!(p("process_resident_memory_bytes") > 1e6);
+    assert!(p("process_virtual_memory_bytes") >= p("process_resident_memory_bytes"));
+    assert!(p("process_open_fds") >= 3.0 && p("process_max_fds") >= p("process_open_fds"));
+    assert!(
+        p("process_threads") >= 3.0,
+        "main, a worker, the metrics server"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let start = p("process_start_time_seconds");
+    assert!(
+        start <= now && start > now - 300.0,
+        "started {start}, now {now}"
+    );
+
     // /status matches the config, and the status command prints it.
     let status: serde_json::Value = serde_json::from_str(&get(&addr, "/status")).unwrap();
     let services = status["services"].as_array().unwrap();

@@ -167,12 +167,181 @@ pub const METRICS: &[(&str, &str)] = &[
     ),
 ];
 
+/// How a worker counter is read from its block.
+type WorkerRead = fn(&WorkerStats) -> u64;
+
+/// A label beside `worker` that tells series of one metric apart
+/// (`direction="out"`).
+type ExtraLabel = Option<(&'static str, &'static str)>;
+
+/// The worker counters exported as `lb_*_total` series with a `worker`
+/// label (the lcore), one row per series: (name, further label, read). They
+/// used to be logged only at stop ("worker on lcore N: ..."); the names
+/// and their help are in [`WORKER_METRICS`], the README's metrics table
+/// documents each.
+pub const WORKER_COUNTERS: &[(&str, ExtraLabel, WorkerRead)] = &[
+    ("lb_worker_rx_packets_total", None, |w| w.rx_packets.get()),
+    ("lb_worker_tx_packets_total", None, |w| w.tx_packets.get()),
+    ("lb_worker_polls_total", None, |w| w.polls.get()),
+    ("lb_worker_busy_polls_total", None, |w| w.busy_polls.get()),
+    ("lb_worker_packets_dropped_total", None, |w| {
+        w.dropped_total()
+    }),
+    ("lb_worker_flows_created_total", None, |w| {
+        w.flows_created.get()
+    }),
+    ("lb_flows_expired_total", None, |w| w.flows_expired.get()),
+    ("lb_flows_evicted_total", None, |w| w.flows_evicted.get()),
+    ("lb_flow_table_full_total", None, |w| {
+        w.flow_table_full.get()
+    }),
+    ("lb_stateless_forwards_total", None, |w| {
+        w.stateless_forwards.get()
+    }),
+    ("lb_handoffs_total", Some(("direction", "out")), |w| {
+        w.handoffs_out.get()
+    }),
+    ("lb_handoffs_total", Some(("direction", "in")), |w| {
+        w.handoffs_in.get()
+    }),
+    ("lb_held_packets_total", None, |w| w.held.get()),
+    ("lb_icmp_frag_needed_sent_total", None, |w| {
+        w.icmp_frag_needed.get()
+    }),
+    ("lb_icmp_frag_needed_rate_limited_total", None, |w| {
+        w.icmp_rate_limited.get()
+    }),
+    ("lb_icmp_errors_forwarded_total", None, |w| {
+        w.icmp_errors_forwarded.get()
+    }),
+    ("lb_icmp_echo_replies_total", None, |w| {
+        w.icmp_echo_replies.get()
+    }),
+    (
+        "lb_neighbor_messages_sent_total",
+        Some(("type", "arp_request")),
+        |w| w.arp_requests.get(),
+    ),
+    (
+        "lb_neighbor_messages_sent_total",
+        Some(("type", "arp_reply")),
+        |w| w.arp_replies.get(),
+    ),
+    (
+        "lb_neighbor_messages_sent_total",
+        Some(("type", "ndp_solicitation")),
+        |w| w.ndp_solicitations.get(),
+    ),
+    (
+        "lb_neighbor_messages_sent_total",
+        Some(("type", "ndp_advertisement")),
+        |w| w.ndp_advertisements.get(),
+    ),
+];
+
+/// The names and help of [`WORKER_COUNTERS`] (part of the contract, like
+/// [`METRICS`]).
+pub const WORKER_METRICS: &[(&str, &str)] = &[
+    (
+        "lb_worker_rx_packets_total",
+        "Packets the worker received from its rx queues.",
+    ),
+    (
+        "lb_worker_tx_packets_total",
+        "Packets the worker transmitted.",
+    ),
+    (
+        "lb_worker_polls_total",
+        "Turns of the worker's poll loop (advances while the worker runs, even idle).",
+    ),
+    (
+        "lb_worker_busy_polls_total",
+        "Turns of the worker's poll loop that received packets.",
+    ),
+    (
+        "lb_worker_packets_dropped_total",
+        "Packets the worker dropped, all reasons together.",
+    ),
+    (
+        "lb_worker_flows_created_total",
+        "New flows the worker scheduled (with or without a table entry).",
+    ),
+    (
+        "lb_flows_expired_total",
+        "Flows that ended by timeout in the worker's tables.",
+    ),
+    (
+        "lb_flows_evicted_total",
+        "Unconfirmed or one-way flow entries evicted to make room for new flows.",
+    ),
+    (
+        "lb_flow_table_full_total",
+        "New flows forwarded without a table entry because every entry was confirmed (sh and mh services; others are flow_table_full drops).",
+    ),
+    (
+        "lb_stateless_forwards_total",
+        "Packets of mh flows picked up mid-stream (TUN, DR) forwarded by hash without an entry, the table being at least half full.",
+    ),
+    (
+        "lb_handoffs_total",
+        "Packets handed to (out) or received from (in) the worker that owns their flow.",
+    ),
+    (
+        "lb_held_packets_total",
+        "Packets held while their next hop's MAC address was being resolved.",
+    ),
+    (
+        "lb_icmp_frag_needed_sent_total",
+        "ICMP fragmentation-needed and ICMPv6 Packet Too Big errors sent for packets over the outgoing MTU.",
+    ),
+    (
+        "lb_icmp_frag_needed_rate_limited_total",
+        "Fragmentation-needed or Packet Too Big errors not sent, over the ICMP rate limit (the packet is a too_big drop).",
+    ),
+    (
+        "lb_icmp_errors_forwarded_total",
+        "ICMP and ICMPv6 errors about a flow passed on to its client or real.",
+    ),
+    (
+        "lb_icmp_echo_replies_total",
+        "ICMP and ICMPv6 echo replies sent for the port addresses and VIPs.",
+    ),
+    (
+        "lb_neighbor_messages_sent_total",
+        "ARP requests and replies, neighbor solicitations and advertisements the worker sent.",
+    ),
+];
+
 fn help(name: &str) -> &'static str {
     METRICS
         .iter()
+        .chain(WORKER_METRICS)
         .find(|m| m.0 == name)
         .map(|m| m.1)
         .unwrap_or("")
+}
+
+/// Adds the [`WORKER_COUNTERS`] of `workers` to `reg`.
+fn export_worker_counters(reg: &Registry, workers: &[(LcoreId, Arc<WorkerStats>)]) {
+    let mut families: BTreeMap<&str, IntCounterVec> = BTreeMap::new();
+    for (name, extra, read) in WORKER_COUNTERS {
+        let family = families.entry(name).or_insert_with(|| {
+            let labels: Vec<&str> = std::iter::once("worker")
+                .chain(extra.map(|(k, _)| k))
+                .collect();
+            let c =
+                IntCounterVec::new(Opts::new(*name, help(name)), &labels).expect("valid metric");
+            reg.register(Box::new(c.clone())).expect("registered once");
+            c
+        });
+        for (lcore, w) in workers {
+            let l = lcore.0.to_string();
+            let values: Vec<&str> = std::iter::once(l.as_str())
+                .chain(extra.map(|(_, v)| v))
+                .collect();
+            family.with_label_values(&values).inc_by(read(w));
+        }
+    }
 }
 
 /// Reads the dataplane's counters and the shared state.
@@ -503,6 +672,13 @@ impl Exporter {
         }
         drop(shared);
 
+        export_worker_counters(&reg, &self.workers);
+        // process_cpu_seconds_total, process_resident_memory_bytes, ...:
+        // the names every Prometheus client exports for its process.
+        let _ = reg.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
+
         let build = gauge("lb_build_info", &["version", "dpdk"]);
         build
             .with_label_values(&[env!("CARGO_PKG_VERSION"), &self.dpdk])
@@ -579,6 +755,104 @@ impl Exporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_worker_counter_is_exported_per_worker_with_its_own_value() {
+        let workers: Vec<(LcoreId, Arc<WorkerStats>)> = [3, 5]
+            .into_iter()
+            .map(|l| (LcoreId(l), Arc::new(WorkerStats::default())))
+            .collect();
+        // A distinct value per field, per worker: a row that reads the
+        // wrong field shows.
+        let fields: Vec<&lb_core::stats::Counter> = {
+            let w = &workers[0].1;
+            vec![
+                &w.rx_packets,
+                &w.tx_packets,
+                &w.polls,
+                &w.busy_polls,
+                &w.flows_created,
+                &w.flows_expired,
+                &w.flows_evicted,
+                &w.flow_table_full,
+                &w.stateless_forwards,
+                &w.handoffs_out,
+                &w.handoffs_in,
+                &w.held,
+                &w.icmp_frag_needed,
+                &w.icmp_rate_limited,
+                &w.icmp_errors_forwarded,
+                &w.icmp_echo_replies,
+                &w.arp_requests,
+                &w.arp_replies,
+                &w.ndp_solicitations,
+                &w.ndp_advertisements,
+            ]
+        };
+        for (i, c) in fields.iter().enumerate() {
+            c.add(100 + i as u64);
+        }
+        workers[0].1.drop_packets(DropReason::NoFlow, 7);
+        workers[0].1.drop_packets(DropReason::TooBig, 5);
+        workers[1].1.held.add(9);
+
+        let reg = Registry::new();
+        export_worker_counters(&reg, &workers);
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&reg.gather(), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let value = |series: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or_else(|| panic!("{series} missing in:\n{text}"))
+        };
+        let want = [
+            ("lb_worker_rx_packets_total{worker=\"3\"}", 100),
+            ("lb_worker_tx_packets_total{worker=\"3\"}", 101),
+            ("lb_worker_polls_total{worker=\"3\"}", 102),
+            ("lb_worker_busy_polls_total{worker=\"3\"}", 103),
+            ("lb_worker_flows_created_total{worker=\"3\"}", 104),
+            ("lb_flows_expired_total{worker=\"3\"}", 105),
+            ("lb_flows_evicted_total{worker=\"3\"}", 106),
+            ("lb_flow_table_full_total{worker=\"3\"}", 107),
+            ("lb_stateless_forwards_total{worker=\"3\"}", 108),
+            ("lb_handoffs_total{direction=\"out\",worker=\"3\"}", 109),
+            ("lb_handoffs_total{direction=\"in\",worker=\"3\"}", 110),
+            ("lb_held_packets_total{worker=\"3\"}", 111),
+            ("lb_icmp_frag_needed_sent_total{worker=\"3\"}", 112),
+            ("lb_icmp_frag_needed_rate_limited_total{worker=\"3\"}", 113),
+            ("lb_icmp_errors_forwarded_total{worker=\"3\"}", 114),
+            ("lb_icmp_echo_replies_total{worker=\"3\"}", 115),
+            (
+                "lb_neighbor_messages_sent_total{type=\"arp_request\",worker=\"3\"}",
+                116,
+            ),
+            (
+                "lb_neighbor_messages_sent_total{type=\"arp_reply\",worker=\"3\"}",
+                117,
+            ),
+            (
+                "lb_neighbor_messages_sent_total{type=\"ndp_solicitation\",worker=\"3\"}",
+                118,
+            ),
+            (
+                "lb_neighbor_messages_sent_total{type=\"ndp_advertisement\",worker=\"3\"}",
+                119,
+            ),
+            ("lb_worker_packets_dropped_total{worker=\"3\"}", 12),
+            ("lb_held_packets_total{worker=\"5\"}", 9),
+            ("lb_worker_rx_packets_total{worker=\"5\"}", 0),
+        ];
+        for (series, v) in want {
+            assert_eq!(value(series), v, "{series}");
+        }
+        // Every row is checked above, every name has its help.
+        assert_eq!(fields.len() + 1, WORKER_COUNTERS.len());
+        for (name, _, _) in WORKER_COUNTERS {
+            assert!(!help(name).is_empty(), "{name} has no help");
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}");
+        }
+    }
 
     #[test]
     fn the_real_label_brackets_an_ipv6_address() {
