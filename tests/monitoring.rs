@@ -24,13 +24,15 @@ use common::{tail, PipeAppliance, Proc, TempDir};
 use lb_core::golden;
 use serde_json::Value;
 
-/// The five alerts the monitoring kit must define.
+/// The alerts the monitoring kit must define.
 const ALERTS: &[&str] = &[
     "LBRealDown",
     "LBServiceAllRealsDown",
     "LBFlowTableNearlyFull",
     "LBRxMissedRising",
     "LBConfigReloadFailed",
+    "LBPacketsDroppedSustained",
+    "LBWorkerSaturated",
 ];
 
 /// Grafana's own variables, which a dashboard may use without defining.
@@ -478,7 +480,55 @@ fn metric_names_are_read_from_expressions() {
 }
 
 // ---------------------------------------------------------------------------
-// Test 2: a real Prometheus.
+// Test 2: the rules, checked and unit-tested by promtool.
+
+/// `promtool check rules` (syntax, PromQL, templates) and `promtool test
+/// rules` on `alerts_test.yml`, where each alert is seen to fire on what it
+/// is for and to stay quiet on what it must not fire on (a single missed
+/// packet, a short burst, drops of frames for other hosts, a busy but not
+/// saturated worker, a table full of evictable entries). Needs only
+/// promtool; skipped with the reason without it, failed under
+/// LB_REQUIRE_PRIVILEGED_TESTS=1.
+#[test]
+fn promtool_checks_and_unit_tests_the_alert_rules() {
+    let test = "promtool_checks_and_unit_tests_the_alert_rules";
+    if !Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let why = "promtool is not installed (Debian package prometheus, scripts/install-deps.sh)";
+        if std::env::var("LB_REQUIRE_PRIVILEGED_TESTS").as_deref() == Ok("1") {
+            panic!("{test}: cannot run ({why}) but LB_REQUIRE_PRIVILEGED_TESTS=1");
+        }
+        eprintln!("SKIPPED {test}: {why}");
+        return;
+    }
+    let rules = repo_file("monitoring/prometheus/alerts.yml");
+    let out = promtool(&["check", "rules", rules.to_str().unwrap()]);
+    assert!(
+        out.contains(&format!(
+            "SUCCESS: {} rules found",
+            alert_rules(&read_repo_file("monitoring/prometheus/alerts.yml")).len()
+        )),
+        "{out}"
+    );
+    let tests = repo_file("monitoring/prometheus/alerts_test.yml");
+    let out = promtool(&["test", "rules", tests.to_str().unwrap()]);
+    assert!(out.contains("SUCCESS"), "{out}");
+    // Every alert has a unit test that sees it fire.
+    let text = read_repo_file("monitoring/prometheus/alerts_test.yml");
+    for (a, _) in alert_rules(&read_repo_file("monitoring/prometheus/alerts.yml")) {
+        let fires = text
+            .split(&format!("alertname: {a}\n"))
+            .skip(1)
+            .any(|rest| rest.trim_start().starts_with("exp_alerts:\n"));
+        assert!(fires, "alerts_test.yml never sees {a} fire");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Test 3: a real Prometheus.
 
 /// Whether `prometheus` and `promtool` can run; if not, the test is skipped
 /// with the reason, or fails under LB_REQUIRE_PRIVILEGED_TESTS=1 (as in CI),
@@ -785,7 +835,11 @@ fn prometheus_scrapes_the_appliance_and_loads_the_rules() {
             .any(|a| a["state"] == "firing"),
         "LBConfigReloadFailed has no `for`: it fires at once: {fired}"
     );
-    for quiet in ["LBFlowTableNearlyFull", "LBRxMissedRising"] {
+    for quiet in [
+        "LBFlowTableNearlyFull",
+        "LBRxMissedRising",
+        "LBPacketsDroppedSustained",
+    ] {
         assert_eq!(rules[quiet]["state"], "inactive", "{}", rules[quiet]);
     }
 
