@@ -220,7 +220,7 @@ fn ctl(cli: &Cli, socket: Option<&std::path::Path>, command: &CtlCommand) -> Exi
             .unwrap_or_else(|_| lb_config::DEFAULT_CONTROL_SOCKET.into()),
     };
     let fail = |e: String| {
-        eprintln!("lb-appliance ctl: {e}");
+        error(&format!("lb-appliance ctl: {e}"));
         ExitCode::from(1)
     };
     let request = match command {
