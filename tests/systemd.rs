@@ -31,8 +31,9 @@ use common::{tail, DpdkPrefix, Proc, TempDir, BIN};
 /// wait for it.
 const REAL_DELAY: Duration = Duration::from_millis(1500);
 
-/// `$WATCHDOG_USEC`: pings are due every 500 ms.
-const WATCHDOG_USEC: u64 = 1_000_000;
+/// `$WATCHDOG_USEC`: pings are due every second (2 s leaves a loaded
+/// machine's scheduler room before a gap would trip it).
+const WATCHDOG_USEC: u64 = 2_000_000;
 
 fn config(prefix: &DpdkPrefix, real_port: u16, weight: i64) -> String {
     format!(
@@ -262,7 +263,7 @@ fn the_appliance_speaks_sd_notify_and_logs_with_journal_priorities() {
     );
 
     // The watchdog: pings at about half of WATCHDOG_USEC.
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(4));
 
     // A valid reload (a weight), then an invalid one.
     let n = stub.all().len();
@@ -322,7 +323,7 @@ fn the_appliance_speaks_sd_notify_and_logs_with_journal_priorities() {
         msgs[ready2].1
     );
 
-    // The watchdog pinged from READY to STOPPING at about every 500 ms, and
+    // The watchdog pinged from READY to STOPPING about every second, and
     // never left a gap that would have made systemd kill the appliance.
     let pings: Vec<Instant> = msgs[ready..stopping]
         .iter()
@@ -337,11 +338,11 @@ fn the_appliance_speaks_sd_notify_and_logs_with_journal_priorities() {
         .map(|w| w[1].duration_since(w[0]))
         .collect();
     gaps.sort();
-    assert!(pings.len() >= 6, "{} pings in {} ms", pings.len(), ms(span));
+    assert!(pings.len() >= 4, "{} pings in {} ms", pings.len(), ms(span));
     let median = gaps[gaps.len() / 2];
     let longest = *gaps.last().unwrap();
     assert!(
-        (350..=800).contains(&ms(median)),
+        (700..=1600).contains(&ms(median)),
         "median gap {} ms, want about {} ms: {gaps:?}",
         ms(median),
         WATCHDOG_USEC / 2000
