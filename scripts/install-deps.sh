@@ -23,9 +23,19 @@ packages=(
 # With --test (scripts/test.sh): what only the tests use: dissectors and
 # scapy for golden packets, Prometheus and its client for the monitoring
 # tests, systemd-analyze for the unit.
-if [ "${1:-}" = "--test" ]; then
-    packages+=(tshark python3-scapy python3-prometheus-client prometheus systemd lua5.4)
-fi
+# With --bench (scripts/bench-lab.sh): the peers and the load tool of the
+# lab benchmark: nginx (the light build: static files are all it serves),
+# HAProxy 2.6 and wrk.
+for arg in "$@"; do
+    case $arg in
+    --test) packages+=(tshark python3-scapy python3-prometheus-client prometheus systemd lua5.4) ;;
+    --bench) packages+=(nginx-light haproxy wrk) ;;
+    *)
+        log "unknown argument: $arg (--test, --bench)"
+        exit 2
+        ;;
+    esac
+done
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -43,19 +53,22 @@ if [ "${#missing[@]}" -gt 0 ]; then
         systemctl disable --now prometheus >/dev/null 2>&1 || true
         log "stopped and disabled the packaged prometheus service (the tests start their own)"
     fi
-    # Likewise BIRD: the lab runs its own BIRDs (own config, control socket
-    # and PID in the lab's state folder); the packaged one must not run.
-    # Without systemd, the package's init script started it: stop that one
-    # through its own script.
-    if printf '%s\n' "${missing[@]}" | grep -qx bird2; then
+    # Likewise BIRD, nginx and HAProxy: the lab runs its own (own config,
+    # control socket and PID in the lab's or the benchmark's folder, inside
+    # its namespaces); the packaged services must not run (nginx would hold
+    # port 80 of this machine). Without systemd, the package's init script
+    # started them: stop those through their own scripts.
+    for svc in bird2:bird nginx-light:nginx haproxy:haproxy; do
+        printf '%s\n' "${missing[@]}" | grep -qx "${svc%%:*}" || continue
+        svc=${svc#*:}
         if [ -d /run/systemd/system ]; then
-            systemctl disable --now bird >/dev/null 2>&1 || true
-        elif [ -x /etc/init.d/bird ]; then
-            /etc/init.d/bird stop >/dev/null 2>&1 || true
-            update-rc.d bird disable >/dev/null 2>&1 || true
+            systemctl disable --now "$svc" >/dev/null 2>&1 || true
+        elif [ -x "/etc/init.d/$svc" ]; then
+            "/etc/init.d/$svc" stop >/dev/null 2>&1 || true
+            update-rc.d "$svc" disable >/dev/null 2>&1 || true
         fi
-        log "stopped and disabled the packaged bird service (the lab starts its own)"
-    fi
+        log "stopped and disabled the packaged $svc service (the lab starts its own)"
+    done
 fi
 
 # Rust: use the toolchain on PATH; otherwise install rustup's stable one.
