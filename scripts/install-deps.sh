@@ -28,7 +28,7 @@ packages=(
 # HAProxy 2.6 and wrk.
 for arg in "$@"; do
     case $arg in
-    --test) packages+=(tshark python3-scapy python3-prometheus-client prometheus systemd lua5.4) ;;
+    --test) packages+=(tshark python3-scapy python3-prometheus-client prometheus systemd) ;;
     --bench) packages+=(nginx-light haproxy wrk) ;;
     *)
         log "unknown argument: $arg (--test, --bench)"

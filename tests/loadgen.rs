@@ -290,20 +290,186 @@ fn missing_tool(what: &str) {
     eprintln!("SKIPPED {what}: not installed");
 }
 
+/// The pktgen-dpdk command files, in the order they are run.
+const PKTGEN_PHASES: [&str; 4] = ["lb-setup.pkt", "lb-syn.pkt", "lb-data.pkt", "lb-udp.pkt"];
+
+/// The commands of a pktgen command file: its lines without comments
+/// (`#` at the start, as pktgen's CLI takes them) and blank lines.
+fn pkt_commands(text: &str) -> Vec<&str> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+/// Whether a word fits a slot of a command form: a literal (`a|b` for
+/// either), or `<port>`, `<n>`, `<ip4>`, `<mac>`, `<tcp-flags>`.
+fn fits(slot: &str, word: &str) -> bool {
+    match slot {
+        "<port>" | "<n>" => !word.is_empty() && word.bytes().all(|b| b.is_ascii_digit()),
+        "<ip4>" => word.parse::<std::net::Ipv4Addr>().is_ok(),
+        "<mac>" => {
+            let parts: Vec<&str> = word.split(':').collect();
+            parts.len() == 6
+                && parts
+                    .iter()
+                    .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+        }
+        // pktgen's tcp_flags_from_str: a comma-separated list.
+        "<tcp-flags>" => word.split(',').all(|f| {
+            [
+                "cwr", "ece", "urg", "ack", "psh", "rst", "syn", "fin", "clr",
+            ]
+            .contains(&f)
+        }),
+        literal => literal.split('|').any(|w| w == word),
+    }
+}
+
+/// The forms of the pktgen-dpdk CLI (24.10.3 and later; its `help` and
+/// docs/source/commands.rst) that the command files may use. Range values
+/// are given as "start min max inc".
+const PKTGEN_FORMS: &[&str] = &[
+    "start <port>",
+    "stop <port>",
+    "enable <port> range",
+    "disable <port> rate|range",
+    "page main|range",
+    "delay <n>",
+    "set <port> count|rate|size <n>",
+    "range <port> type ipv4|ipv6",
+    "range <port> proto tcp|udp",
+    "range <port> tcp flags <tcp-flags>",
+    "range <port> dst|src mac <mac> <mac> <mac> <mac>",
+    "range <port> dst|src ip <ip4> <ip4> <ip4> <ip4>",
+    "range <port> dst|src port <n> <n> <n> <n>",
+    "range <port> size <n> <n> <n> <n>",
+];
+
+fn pktgen_form(command: &str) -> Option<&'static str> {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    PKTGEN_FORMS.iter().copied().find(|form| {
+        let slots: Vec<&str> = form.split(' ').collect();
+        slots.len() == words.len() && slots.iter().zip(&words).all(|(s, w)| fits(s, w))
+    })
+}
+
+#[test]
+fn pktgen_form_check_refuses_what_pktgen_refuses() {
+    // The syntax pktgen dropped in 24.10.3, and typos, do not pass.
+    for bad in [
+        "range 0 tcp flag set syn",
+        "range 0 tcp flags syn ack",
+        "range 0 tcp flags syn,bogus",
+        "range 0 src ip 198.19.0.1 198.19.0.1 198.19.0.300 0.0.0.1",
+        "range 0 dst mac start 02:00:00:00:00:02",
+        "set 0 count ten",
+        "sleep 5",
+    ] {
+        assert_eq!(pktgen_form(bad), None, "{bad}");
+    }
+    assert!(pktgen_form("range 0 tcp flags ack,psh").is_some());
+}
+
+#[test]
+fn pktgen_phases_send_syns_then_data() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("loadgen/pktgen");
+    let files: Vec<(&str, String)> = PKTGEN_PHASES
+        .iter()
+        .map(|f| (*f, std::fs::read_to_string(dir.join(f)).unwrap()))
+        .collect();
+    for (name, text) in &files {
+        for c in pkt_commands(text) {
+            assert!(
+                pktgen_form(c).is_some(),
+                "{name}: not a pktgen command form: {c}"
+            );
+        }
+    }
+    let commands = |name: &str| {
+        pkt_commands(&files.iter().find(|(n, _)| *n == name).unwrap().1)
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let at = |cmds: &[String], c: &str| {
+        cmds.iter()
+            .position(|x| x == c)
+            .unwrap_or_else(|| panic!("no `{c}` in {cmds:?}"))
+    };
+
+    // Every phase walks the same clients from the first one.
+    let clients = |cmds: &[String]| {
+        cmds.iter()
+            .find(|c| c.starts_with("range 0 src ip "))
+            .cloned()
+            .unwrap_or_else(|| panic!("no client range in {cmds:?}"))
+    };
+    let setup = commands("lb-setup.pkt");
+    for name in PKTGEN_PHASES {
+        assert_eq!(clients(&commands(name)), clients(&setup), "{name}");
+    }
+    assert!(setup.contains(&"enable 0 range".to_owned()));
+
+    // Phase 1: SYN only, a bounded count, started, given time, stopped.
+    let syn = commands("lb-syn.pkt");
+    let (flags, start) = (at(&syn, "range 0 tcp flags syn"), at(&syn, "start 0"));
+    assert!(flags < start, "the SYN flag is set before the phase starts");
+    let delay = syn[start + 1..]
+        .iter()
+        .position(|c| c.starts_with("delay "))
+        .expect("a delay after start")
+        + start
+        + 1;
+    assert!(
+        delay < at(&syn, "stop 0"),
+        "the phase runs before it is stopped"
+    );
+    let count: u64 = syn
+        .iter()
+        .find_map(|c| c.strip_prefix("set 0 count "))
+        .and_then(|n| n.parse().ok())
+        .expect("a SYN count");
+    // Several SYNs per client, and every client in pktgen's 32768 mbufs.
+    let range = clients(&setup);
+    let ips: Vec<std::net::Ipv4Addr> = range
+        .split_whitespace()
+        .skip(4)
+        .map(|w| w.parse().unwrap())
+        .collect();
+    let n_clients = u64::from(u32::from(ips[2]) - u32::from(ips[1]) + 1);
+    assert!(
+        n_clients <= 32768 && count >= 32768,
+        "{n_clients} clients, {count} SYNs"
+    );
+
+    // Phase 2: ACK|PSH without SYN, until stopped.
+    let data = commands("lb-data.pkt");
+    let flags = at(&data, "range 0 tcp flags ack,psh");
+    assert!(flags < at(&data, "start 0") && at(&data, "start 0") < at(&data, "stop 0"));
+    assert!(data.contains(&"set 0 count 0".to_owned()));
+
+    // Phase 3: UDP to the echo service.
+    let udp = commands("lb-udp.pkt");
+    assert!(at(&udp, "range 0 proto udp") < at(&udp, "start 0"));
+}
+
 #[test]
 fn loadgen_profiles_address_the_example_vips() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let profile = root.join("loadgen/trex/lb_appliance_profile.py");
-    let script = root.join("loadgen/pktgen/lb-appliance.lua");
     let config = lb_config::Config::load(&root.join("examples/lab-nat.toml"))
         .expect("examples/lab-nat.toml is valid");
 
     // Every service of the example config (VIP, port, protocol) is what the
     // profile and the script send to.
     let py = std::fs::read_to_string(&profile).unwrap();
-    let lua = std::fs::read_to_string(&script).unwrap();
+    let pkt: String = PKTGEN_PHASES
+        .iter()
+        .map(|f| std::fs::read_to_string(root.join("loadgen/pktgen").join(f)).unwrap())
+        .collect();
     assert!(!config.services.is_empty());
-    for (name, text) in [("TRex profile", &py), ("pktgen script", &lua)] {
+    for (name, text) in [("TRex profile", &py), ("pktgen command files", &pkt)] {
         let toks = tokens(text);
         for s in &config.services {
             let vip = s.vip.to_string();
@@ -338,12 +504,5 @@ fn loadgen_profiles_address_the_example_vips() {
     ) {
         Some((ok, out)) => assert!(ok, "python3 -m py_compile:\n{out}"),
         None => missing_tool("python3 (to compile the TRex profile)"),
-    }
-    let luac = ["luac5.4", "luac5.3", "luac"]
-        .iter()
-        .find_map(|l| try_run(l, &["-p", script.to_str().unwrap()], &[]));
-    match luac {
-        Some((ok, out)) => assert!(ok, "luac -p:\n{out}"),
-        None => missing_tool("luac (Debian package lua5.4, to check the pktgen script)"),
     }
 }
