@@ -334,6 +334,9 @@ download() {
 }
 
 STARTED=$(date -u +%Y-%m-%dT%H:%MZ)
+# Other work on the machine shows in the load average; the lab's own idle
+# processes add little.
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 : >"$WORK/results"
 for round in $(seq "$ROUNDS"); do
     for t in $TARGETS; do
@@ -347,13 +350,21 @@ for round in $(seq "$ROUNDS"); do
 done
 
 median() { # median < numbers ("-" ignored)
-    grep -v '^-$' | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+    { grep -v '^-$' || true; } | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a != "-" && b != "-" && b > 0) printf "%.2f", a / b; else printf "-"}'; }
 col() { awk -v t="$1" -v c="$2" '$2 == t {print $c}' "$WORK/results" | median; }
+# xcol TARGET COLUMN: the median over the rounds of TARGET's figure divided
+# by HAProxy's of the same round (the machine's speed swings between rounds
+# more than between the paths of one round).
+xcol() {
+    awk -v t="$1" -v c="$2" '$2 == "haproxy" {h[$1] = $c} $2 == t {v[$1] = $c}
+        END {for (r in v) if (v[r] != "-" && h[r] != "-" && h[r] > 0) printf "%.3f\n", v[r] / h[r]; else print "-"}' \
+        "$WORK/results" | median | awk '{if ($1 == "-") print "-"; else printf "%.2f\n", $1}'
+}
 
 echo "lb-appliance against HAProxy in the lab: started $STARTED, commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo '+changes')"
 echo "machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), DPDK $(pkg-config --modversion libdpdk 2>/dev/null || echo '?')"
+echo "load average: $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (1, 5, 15 min; $(nproc) CPUs)"
 echo "reals: nginx $NGINX_VERSION (1 process each) on :$PORT; HAProxy $HAPROXY_VERSION nbthread $HAPROXY_THREADS; lb-appliance one worker, poll = \"$POLL\", net_af_packet on a veth"
 echo "client: wrk -t1 -c$CONNECTIONS -d${DURATION}s (keep-alive; and with Connection: close), curl for a $DOWNLOAD_MB MB download; $ROUNDS interleaved rounds"
 echo
@@ -363,13 +374,11 @@ while read -r round t rps rerr cps cerr mbs; do
     printf '%-6s %-28s %10s %7s %10s %7s %8s\n' "$round" "$(label "$t")" "$rps" "$rerr" "$cps" "$cerr" "$mbs"
 done <"$WORK/results"
 echo
-echo "summary: medians over $ROUNDS rounds; x = ratio to HAProxy's median"
+echo "summary: medians over $ROUNDS rounds; x = median of the same-round ratios to HAProxy"
 printf '%-28s %10s %7s %10s %7s %8s %7s\n' path "req/s" x "conn/s" x "MB/s" x
-h_rps=$(col haproxy 3) h_cps=$(col haproxy 5) h_mbs=$(col haproxy 7)
 for t in $TARGETS; do
-    rps=$(col "$t" 3) cps=$(col "$t" 5) mbs=$(col "$t" 7)
-    printf '%-28s %10s %7s %10s %7s %8s %7s\n' "$(label "$t")" "$rps" "$(ratio "$rps" "$h_rps")" \
-        "$cps" "$(ratio "$cps" "$h_cps")" "$mbs" "$(ratio "$mbs" "$h_mbs")"
+    printf '%-28s %10s %7s %10s %7s %8s %7s\n' "$(label "$t")" "$(col "$t" 3)" "$(xcol "$t" 3)" \
+        "$(col "$t" 5)" "$(xcol "$t" 5)" "$(col "$t" 7)" "$(xcol "$t" 7)"
 done
 echo
 cat "$WORK/spread"

@@ -306,13 +306,20 @@ record() {
 run_testpmd() {
     local mode=$1 flows=$2 name="r$ROUND-testpmd-$1-$2" sock pid
     sock="$WORK/$name.sock"
-    # stdbuf: testpmd writes its "packet forwarding" line to a file through
-    # stdio's block buffer, flushed only by its first statistics print, which
-    # --stats-period 3600 makes wait for a machine up for more than an hour.
+    # The readiness line below reaches the log only when testpmd's stdout is
+    # flushed: to a file, stdio buffers it by blocks. stdbuf -oL makes it
+    # line-buffered; --stats-period 1 (the statistics print every second)
+    # flushes it within seconds even where stdbuf's preload does not take.
+    # (--stats-period 3600, used before, printed nothing for the first
+    # hour after boot: testpmd counts the period from the TSC's zero, so
+    # where stdbuf did not take, a freshly booted machine never saw the
+    # line and reported "testpmd did not start".) It also keeps testpmd
+    # running with its standard input at end of file: without it, testpmd
+    # waits for a key and takes the end of /dev/null for one.
     # shellcheck disable=SC2086 # $MEM is a list of words
     start "$name" stdbuf -oL dpdk-testpmd --lcores '0@0,1@0' $MEM --file-prefix "$TAG-$name" \
         --vdev "net_memif0,role=server,id=0,socket=$sock,socket-abstract=no" -- \
-        --forward-mode="$mode" --port-topology=loop --total-num-mbufs=16384 --auto-start --stats-period 3600
+        --forward-mode="$mode" --port-topology=loop --total-num-mbufs=16384 --auto-start --stats-period 1
     pid=$LAST_PID
     # The memif client must connect once the server's port is started, not
     # merely when its socket exists: wait for testpmd to be forwarding.
