@@ -460,6 +460,9 @@ impl Default for Shape {
     }
 }
 
+/// `initial = "down"` (keepalived's alpha): every real, at start and when
+/// a reload adds it, logs its 'down -> up' once checked, which is what the
+/// test counts to tell kept health from health started afresh.
 const HEALTH: &str = r#"
 [services.health_check]
 kind = "tcp"
@@ -467,6 +470,7 @@ interval = "300ms"
 timeout = "200ms"
 rise = 1
 fall = 2
+initial = "down"
 "#;
 
 /// One `[[services.reals]]` table.

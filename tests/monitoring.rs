@@ -64,6 +64,8 @@ interval = "200ms"
 timeout = "200ms"
 rise = 2
 fall = 1
+# Down until checked (not the default), so that the first scrape shows 0.
+initial = "down"
 [[services.reals]]
 address = "127.0.0.1"
 port = CHECKPORT

@@ -60,6 +60,9 @@ interval = "5s"
 timeout = "3s"
 rise = 1
 fall = 1
+# Down until its first check (not the default): that check's result is a
+# health change, which publishes generation 2 before READY=1.
+initial = "down"
 [[services.reals]]
 address = "127.0.0.1"
 port = {real_port}

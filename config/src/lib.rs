@@ -135,7 +135,23 @@ pub enum SyncRole {
 pub enum HealthCheckKind {
     Tcp,
     Http,
+    /// A program of the operator's (`command`), as keepalived's
+    /// `MISC_CHECK`: exit status 0 is success.
+    Script,
     None,
+}
+
+/// The health a checked real has until its checks say otherwise
+/// (`[services.health_check] initial`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum InitialHealth {
+    /// `up` (the default, as keepalived without `alpha`): the real takes
+    /// flows from the start, and its first failed check takes it down.
+    #[default]
+    Up,
+    /// `down` (keepalived's `alpha` mode): the real takes no flows until
+    /// `rise` checks in a row succeeded.
+    Down,
 }
 
 /// How a worker polls its queues when they are empty (`[workers] poll`).
@@ -201,7 +217,8 @@ config_words!(SchedulerKind {
 config_words!(ForwardingMethod { Nat => "nat", Tunnel => "tun", DirectRoute => "dr" });
 config_words!(SynProxyMode { Off => "off", On => "on", Auto => "auto" });
 config_words!(SyncRole { Primary => "primary", Backup => "backup" });
-config_words!(HealthCheckKind { Tcp => "tcp", Http => "http", None => "none" });
+config_words!(HealthCheckKind { Tcp => "tcp", Http => "http", Script => "script", None => "none" });
+config_words!(InitialHealth { Up => "up", Down => "down" });
 config_words!(PollMode { Busy => "busy", Adaptive => "adaptive" });
 
 /// A validated `lb.toml`.
@@ -398,6 +415,15 @@ pub struct HealthCheckConfig {
     pub path: String,
     /// HTTP only (default 200).
     pub expect_status: u16,
+    /// HTTP only: the `Host` header sent, as written; `None` sends the
+    /// real's `address:port` (`[v6]:port`).
+    pub host: Option<String>,
+    /// Script only: the program (an absolute path) and its arguments, run
+    /// without a shell.
+    pub command: Vec<String>,
+    /// The state of a real before its checks decide (a new real at start
+    /// or added by a reload, or one whose check changed).
+    pub initial: InitialHealth,
 }
 
 /// One `[[services.reals]]` entry.
@@ -665,12 +691,23 @@ impl Config {
             let health = match &svc.health_check {
                 Some(h) if h.kind != HealthCheckKind::None => {
                     let what = match h.kind {
-                        HealthCheckKind::Http => {
-                            format!("http {} expect {}", h.path, h.expect_status)
-                        }
+                        HealthCheckKind::Http => match &h.host {
+                            Some(host) => {
+                                format!("http {} host {host} expect {}", h.path, h.expect_status)
+                            }
+                            None => format!("http {} expect {}", h.path, h.expect_status),
+                        },
+                        HealthCheckKind::Script => format!("script {}", h.command.join(" ")),
                         k => k.to_string(),
                     };
-                    format!("health {what} every {}", format_duration(h.interval))
+                    let initially = match h.initial {
+                        InitialHealth::Up => "",
+                        InitialHealth::Down => ", initially down",
+                    };
+                    format!(
+                        "health {what} every {}{initially}",
+                        format_duration(h.interval)
+                    )
                 }
                 _ => "no health check".to_string(),
             };

@@ -109,6 +109,9 @@ pub(crate) struct RawHealthCheck {
     pub fall: Option<i64>,
     pub path: Option<String>,
     pub expect_status: Option<i64>,
+    pub host: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub initial: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -189,6 +192,9 @@ pub(crate) fn known_keys(table: &str) -> &'static [&'static str] {
             "fall",
             "path",
             "expect_status",
+            "host",
+            "command",
+            "initial",
         ],
         "services.reals" => &["address", "port", "weight", "forwarding"],
         _ => &[],

@@ -169,6 +169,9 @@ fn example_parses_into_expected_values() {
                 fall: 3,
                 path: "/".into(),
                 expect_status: 200,
+                host: None,
+                command: vec![],
+                initial: InitialHealth::Up,
             }),
             reals: vec![
                 RealConfig {
@@ -251,6 +254,9 @@ fn defaults_apply() {
             fall: 3,
             path: "/".into(),
             expect_status: 200,
+            host: None,
+            command: vec![],
+            initial: InitialHealth::Up,
         })
     );
     assert_eq!(
@@ -566,7 +572,7 @@ fn bad_enum_values_list_accepted_values() {
     assert_error(
         &service("[services.health_check]\nkind = \"icmp\""),
         "services[0].health_check.kind",
-        "tcp, http, none",
+        "tcp, http, script, none",
     );
     assert_error(
         &service("[[services.reals]]\naddress = \"10.1.0.5\"\nforwarding = \"DR\""),
@@ -735,6 +741,157 @@ fn health_check_rules() {
         "100..=599",
     );
     assert!(Config::parse(&hc("kind = \"http\"\ninterval = \"1s\"\ntimeout = \"1s\"")).is_ok());
+}
+
+#[test]
+fn initial_health_is_up_unless_set_down() {
+    let hc = |kv: &str| service(&format!("[services.health_check]\nkind = \"tcp\"\n{kv}"));
+    let initial = |text: &str| {
+        Config::parse(text).unwrap().services[0]
+            .health_check
+            .as_ref()
+            .unwrap()
+            .initial
+    };
+    assert_eq!(initial(&hc("")), InitialHealth::Up);
+    assert_eq!(initial(&hc("initial = \"up\"")), InitialHealth::Up);
+    assert_eq!(initial(&hc("initial = \"down\"")), InitialHealth::Down);
+    assert_error(
+        &hc("initial = \"alpha\""),
+        "services[0].health_check.initial",
+        "accepted values: up, down",
+    );
+    let c = Config::parse(&hc("initial = \"down\"")).unwrap();
+    assert!(
+        c.summary()
+            .contains("(health tcp every 2s, initially down)"),
+        "{}",
+        c.summary()
+    );
+}
+
+#[test]
+fn http_host_header() {
+    let hc = |host: &str| {
+        service(&format!(
+            "[services.health_check]\nkind = \"http\"\nhost = {host}"
+        ))
+    };
+    let c = Config::parse(&hc("\"www.example.com\"")).unwrap();
+    let h = c.services[0].health_check.as_ref().unwrap();
+    assert_eq!(h.host.as_deref(), Some("www.example.com"));
+    assert!(c
+        .summary()
+        .contains("http / host www.example.com expect 200"));
+    for ok in [
+        "\"www.example.com:8080\"",
+        "\"[2001:2::11]:80\"",
+        "\"198.18.0.11\"",
+    ] {
+        assert!(Config::parse(&hc(ok)).is_ok(), "{ok}");
+    }
+    let at = "services[0].health_check.host";
+    assert_error(
+        &hc("\"a\\r\\nX-Evil: 1\""),
+        at,
+        "carriage return (CR) at byte 1",
+    );
+    assert_error(&hc("\"a\\nb\""), at, "line feed (LF) at byte 1");
+    assert_error(&hc("\"www.example.com extra\""), at, "a space at byte 15");
+    assert_error(&hc("\"\""), at, "is empty");
+    assert_error(&hc("\"bücher.example\""), at, "non-ASCII");
+    assert_error(&hc("\"a/b\""), at, "'/'");
+    assert_error(
+        &hc(&format!("\"{}\"", "a".repeat(300))),
+        at,
+        "the most is 260",
+    );
+    // Validated whatever the kind (a bad value is bad wherever it is).
+    assert_error(
+        &service("[services.health_check]\nkind = \"tcp\"\nhost = \"a b\""),
+        at,
+        "a space",
+    );
+    // The request line too: a path with a space or CR would break it.
+    assert_error(
+        &service("[services.health_check]\nkind = \"http\"\npath = \"/a b\""),
+        "services[0].health_check.path",
+        "percent-encode",
+    );
+}
+
+#[test]
+fn script_checks_need_an_existing_absolute_program() {
+    let hc = |kv: &str| service(&format!("[services.health_check]\n{kv}"));
+    let c = Config::parse(&hc(
+        "kind = \"script\"\ncommand = [\"/bin/true\", \"--flag\", \"with space\"]",
+    ))
+    .unwrap();
+    let h = c.services[0].health_check.as_ref().unwrap();
+    assert_eq!(h.kind, HealthCheckKind::Script);
+    assert_eq!(h.command, ["/bin/true", "--flag", "with space"]);
+    assert!(
+        c.summary()
+            .contains("health script /bin/true --flag with space every 2s"),
+        "{}",
+        c.summary()
+    );
+    let at = "services[0].health_check.command";
+    assert_error(&hc("kind = \"script\""), at, "missing required key");
+    assert_error(&hc("kind = \"script\"\ncommand = []"), at, "is empty");
+    assert_error(
+        &hc("kind = \"script\"\ncommand = [\"true\"]"),
+        "services[0].health_check.command[0]",
+        "not an absolute path",
+    );
+    assert_error(
+        &hc("kind = \"script\"\ncommand = [\"/nonexistent/check-db\"]"),
+        "services[0].health_check.command[0]",
+        "/nonexistent/check-db: No such file or directory",
+    );
+    assert_error(
+        &hc("kind = \"script\"\ncommand = [\"/tmp\"]"),
+        "services[0].health_check.command[0]",
+        "not a regular file",
+    );
+    let plain = std::env::temp_dir().join(format!("lb-config-test-{}.sh", std::process::id()));
+    std::fs::write(&plain, "#!/bin/sh\nexit 0\n").unwrap();
+    let text = hc(&format!(
+        "kind = \"script\"\ncommand = [\"{}\"]",
+        plain.display()
+    ));
+    let result = Config::parse(&text);
+    let _ = std::fs::remove_file(&plain);
+    let errs = result.expect_err("a file without x permission is refused");
+    assert!(
+        errs.at("services[0].health_check.command[0]")
+            .any(|e| e.message.contains("not executable")),
+        "{errs}"
+    );
+    assert_error(
+        &hc("kind = \"script\"\ncommand = [\"/bin/true\", \"a\\u0000b\"]"),
+        "services[0].health_check.command[1]",
+        "NUL",
+    );
+    let many = vec!["\"x\""; 70].join(", ");
+    assert_error(
+        &hc(&format!(
+            "kind = \"script\"\ncommand = [\"/bin/true\", {many}]"
+        )),
+        at,
+        "the most is 64",
+    );
+    // Only for scripts: a program next to a tcp check is a mistake.
+    assert_error(
+        &hc("kind = \"tcp\"\ncommand = [\"/bin/true\"]"),
+        at,
+        "only for kind = \"script\"",
+    );
+    assert_error(
+        &hc("kind = \"http\"\ncommand = [\"/bin/true\"]"),
+        at,
+        "this check is http",
+    );
 }
 
 #[test]

@@ -1480,19 +1480,55 @@ fn health_check(c: &mut Checker<'_>, base: &str, h: RawHealthCheck) -> HealthChe
     }
     let rise = c.opt_int(&path("rise"), h.rise, 2u32, 1, 100);
     let fall = c.opt_int(&path("fall"), h.fall, 3u32, 1, 100);
-    // `path` and `expect_status` are read only by http checks; with other
-    // kinds they are allowed (a config may switch kinds back and forth) and
-    // have no effect.
+    // `path`, `expect_status` and `host` are read only by http checks; with
+    // other kinds they are allowed (a config may switch kinds back and
+    // forth) and have no effect. `command` is different: it names a program
+    // run as the appliance's user, so a stray one is refused rather than
+    // kept unused.
     let is_http = kind == Some(HealthCheckKind::Http);
     let check_path = h.path.unwrap_or_else(|| "/".to_string());
-    if is_http && !check_path.starts_with('/') {
-        c.err(path("path"), format!("{check_path:?} must start with '/'"));
+    if is_http {
+        if !check_path.starts_with('/') {
+            c.err(path("path"), format!("{check_path:?} must start with '/'"));
+        } else if let Some(why) = not_request_target(&check_path) {
+            c.err(path("path"), format!("{check_path:?} {why}"));
+        }
     }
     let expect_status = if is_http {
         c.opt_int(&path("expect_status"), h.expect_status, 200u16, 100, 599)
     } else {
         None
     };
+    if let Some(host) = &h.host {
+        if let Some(why) = not_host_header(host) {
+            c.err(path("host"), format!("{host:?} {why}"));
+        }
+    }
+    let command = match (kind, h.command) {
+        (Some(HealthCheckKind::Script), None) => {
+            c.err(
+                path("command"),
+                "missing required key for kind = \"script\": the program and its arguments, e.g. [\"/usr/local/bin/check-db\", \"--quick\"]",
+            );
+            Vec::new()
+        }
+        (Some(HealthCheckKind::Script), Some(cmd)) => {
+            script_command(c, &path("command"), &cmd);
+            cmd
+        }
+        (Some(k), Some(_)) => {
+            c.err(
+                path("command"),
+                format!(
+                    "only for kind = \"script\" (this check is {k}); remove it or change the kind"
+                ),
+            );
+            Vec::new()
+        }
+        (None, cmd) => cmd.unwrap_or_default(),
+        (Some(_), None) => Vec::new(),
+    };
+    let initial = c.word(&path("initial"), h.initial.as_deref(), InitialHealth::Up);
     HealthCheckConfig {
         kind: kind.unwrap_or(HealthCheckKind::Tcp),
         interval: interval.unwrap_or(Duration::from_secs(2)),
@@ -1501,6 +1537,111 @@ fn health_check(c: &mut Checker<'_>, base: &str, h: RawHealthCheck) -> HealthChe
         fall: fall.unwrap_or(3),
         path: check_path,
         expect_status: expect_status.unwrap_or(200),
+        host: h.host,
+        command,
+        initial: initial.unwrap_or_default(),
+    }
+}
+
+/// The longest `health_check.host`: a DNS name is at most 253 characters;
+/// room for a `:port` after it.
+pub(crate) const MAX_HOST_HEADER: usize = 260;
+
+/// The most words in `health_check.command`, and the longest word: far
+/// above any real check, low enough that a pasted file is refused.
+pub(crate) const MAX_COMMAND_WORDS: usize = 64;
+pub(crate) const MAX_COMMAND_WORD: usize = 4096;
+
+/// Why `host` cannot be sent as a `Host` header, if it cannot: it goes
+/// into the request as written, so anything but the characters of a URI
+/// host and port (RFC 3986: letters, digits, `-._~`, `%`, `!$&'()*+,;=`,
+/// and `:[]` for a port and an IPv6 literal) could end the header (CR,
+/// LF) or the request line early.
+fn not_host_header(host: &str) -> Option<String> {
+    if host.is_empty() {
+        return Some("is empty; leave the key out to send the real's address".into());
+    }
+    if host.len() > MAX_HOST_HEADER {
+        return Some(format!(
+            "is {} bytes long; the most is {MAX_HOST_HEADER}",
+            host.len()
+        ));
+    }
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b);
+    host.bytes().position(|b| !allowed(b)).map(|i| {
+        let what = match host.as_bytes()[i] {
+            b'\r' => "a carriage return (CR)".to_string(),
+            b'\n' => "a line feed (LF)".to_string(),
+            b' ' => "a space".to_string(),
+            b'\t' => "a tab".to_string(),
+            b if b >= 0x80 => "a non-ASCII character (write an international name in its xn-- form)".to_string(),
+            b if b.is_ascii_control() => format!("the control character 0x{b:02x}"),
+            b => format!("{:?}", char::from(b)),
+        };
+        format!("contains {what} at byte {i}; a Host header is a host name or address, optionally with :port")
+    })
+}
+
+/// Why `path` cannot be the target of the check's request line, if it
+/// cannot: a space, a control character or a non-ASCII byte would break
+/// the request (percent-encode them).
+fn not_request_target(path: &str) -> Option<String> {
+    if path.len() > 2048 {
+        return Some(format!("is {} bytes long; the most is 2048", path.len()));
+    }
+    path.bytes().position(|b| !b.is_ascii_graphic()).map(|i| {
+        format!("contains a space, control or non-ASCII byte at byte {i}; percent-encode it")
+    })
+}
+
+/// Checks a script check's `command`: a program named by an absolute path
+/// that exists and is executable now (so that a typo is refused at
+/// `--check`, at start and at reload, with the running config unchanged,
+/// instead of taking every real down at its first check), and words that
+/// can be passed to `execve` (no NUL byte).
+fn script_command(c: &mut Checker<'_>, path: &str, cmd: &[String]) {
+    let Some(program) = cmd.first() else {
+        c.err(
+            path,
+            "is empty: give the program and its arguments, e.g. [\"/usr/local/bin/check-db\"]",
+        );
+        return;
+    };
+    if cmd.len() > MAX_COMMAND_WORDS {
+        c.err(
+            path,
+            format!("has {} words; the most is {MAX_COMMAND_WORDS}", cmd.len()),
+        );
+    }
+    for (i, w) in cmd.iter().enumerate() {
+        if w.contains('\0') {
+            c.err(format!("{path}[{i}]"), "contains a NUL byte");
+        } else if w.len() > MAX_COMMAND_WORD {
+            c.err(
+                format!("{path}[{i}]"),
+                format!("is {} bytes long; the most is {MAX_COMMAND_WORD}", w.len()),
+            );
+        }
+    }
+    let at = format!("{path}[0]");
+    if !program.starts_with('/') {
+        c.err(
+            at,
+            format!("{program:?} is not an absolute path: the program is run without a shell or a PATH search (write e.g. \"/usr/bin/{program}\")"),
+        );
+        return;
+    }
+    if program.contains('\0') {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(program) {
+        Err(e) => c.err(at, format!("{program}: {e}")),
+        Ok(m) if !m.is_file() => c.err(at, format!("{program} is not a regular file")),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => {
+            c.err(at, format!("{program} is not executable (no x permission)"))
+        }
+        Ok(_) => {}
     }
 }
 

@@ -2,7 +2,8 @@
 //! thread of its own that checks it every `interval` (so a slow or hanging
 //! real never delays another), bounded by `timeout`, and reports to the
 //! control thread, which applies rise/fall hysteresis and, on a change,
-//! publishes a new snapshot. Checks use the host's kernel network stack.
+//! publishes a new snapshot. Checks use the host's kernel network stack;
+//! a script check runs the operator's program, as keepalived's MISC_CHECK.
 //!
 //! Nothing here waits on a real without a bound: a stop signals every
 //! checker, then waits for them all together for at most [`STOP_WAIT`]
@@ -15,7 +16,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -52,8 +56,16 @@ impl fmt::Display for RealKey {
 pub enum Probe {
     /// A TCP connect.
     Tcp,
-    /// An HTTP/1.1 GET of `path`, expecting `status`.
-    Http { path: String, status: u16 },
+    /// An HTTP/1.1 GET of `path`, expecting `status`, with `host` as the
+    /// `Host` header (None: the real's `address:port`).
+    Http {
+        path: String,
+        status: u16,
+        host: Option<String>,
+    },
+    /// A program and its arguments (`command`), run without a shell;
+    /// exit status 0 is success. See [`run_script`].
+    Script { command: Vec<String> },
 }
 
 /// The result of one check.
@@ -77,17 +89,22 @@ impl Outcome {
     }
 }
 
-/// Runs one check of `target`, finished (one way or the other) within
-/// `timeout`.
-pub fn check_once(probe: &Probe, target: SocketAddr, timeout: Duration) -> Outcome {
+/// Runs one check of `real`, finished (one way or the other) within
+/// `timeout` (a script: within `timeout` and the moment it takes to kill
+/// and reap it).
+pub fn check_once(probe: &Probe, real: &RealKey, timeout: Duration) -> Outcome {
+    if let Probe::Script { command } = probe {
+        return run_script(command, real, timeout);
+    }
+    let target = real.target();
     let deadline = Instant::now() + timeout;
     let mut stream = match TcpStream::connect_timeout(&target, timeout) {
         Ok(s) => s,
         Err(e) => return Outcome::Failure(format!("connect: {e}")),
     };
-    let (path, expect) = match probe {
-        Probe::Tcp => return Outcome::Success,
-        Probe::Http { path, status } => (path, *status),
+    let (path, expect, host) = match probe {
+        Probe::Http { path, status, host } => (path, *status, host),
+        Probe::Tcp | Probe::Script { .. } => return Outcome::Success,
     };
     let left = |what: &str| {
         deadline
@@ -95,9 +112,14 @@ pub fn check_once(probe: &Probe, target: SocketAddr, timeout: Duration) -> Outco
             .filter(|d| !d.is_zero())
             .ok_or_else(|| Outcome::Failure(format!("{what}: timed out after {timeout:?}")))
     };
+    // `host` and `path` were validated (no CR, LF, spaces): they cannot
+    // end the request line or the header early.
+    let host = match host {
+        Some(h) => h.clone(),
+        None => default_host(target),
+    };
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: lb-appliance-health\r\nConnection: close\r\n\r\n",
-        host(target)
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: lb-appliance-health\r\nConnection: close\r\n\r\n"
     );
     match left("send") {
         Ok(d) => {
@@ -157,15 +179,180 @@ pub fn check_once(probe: &Probe, target: SocketAddr, timeout: Duration) -> Outco
     }
 }
 
-fn host(target: SocketAddr) -> String {
+/// The `Host` header without `host`: the real's address and port.
+fn default_host(target: SocketAddr) -> String {
     match target.ip() {
         IpAddr::V4(a) => format!("{a}:{}", target.port()),
         IpAddr::V6(a) => format!("[{a}]:{}", target.port()),
     }
 }
 
+/// How much of a script's stderr is kept for the last error: its first
+/// line, cut here. The rest is read and thrown away, so the script never
+/// blocks on a full pipe.
+const SCRIPT_STDERR_KEPT: usize = 200;
+
+/// Runs a script check of `real`: `command[0]` with the other words as its
+/// arguments, without a shell, stdin and stdout on /dev/null, the real in
+/// its environment (`LB_REAL_ADDRESS`, `LB_REAL_PORT`, `LB_SERVICE`, beside
+/// the appliance's own), in a process group of its own. Exit status 0 is
+/// success; anything else, a signal, or running past `timeout` is a
+/// failure. At the timeout the whole group gets SIGKILL (a shell script's
+/// children with it, as keepalived does), and the script is reaped: no
+/// zombie, no stray checker. The first line of its stderr goes into the
+/// failure (the last error of `lb-appliance status`).
+pub fn run_script(command: &[String], real: &RealKey, timeout: Duration) -> Outcome {
+    let Some((program, args)) = command.split_first() else {
+        return Outcome::Failure("no command to run".into());
+    };
+    let deadline = Instant::now() + timeout;
+    let mut child = match Command::new(program)
+        .args(args)
+        .env("LB_REAL_ADDRESS", real.address.to_string())
+        .env("LB_REAL_PORT", real.port.to_string())
+        .env("LB_SERVICE", &real.service)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return Outcome::Failure(format!("running {program}: {e}")),
+    };
+    let stderr = StderrHead::start(&mut child);
+    let status = match wait_until(&mut child, deadline) {
+        Ok(Some(status)) => status,
+        Ok(None) => {
+            kill_and_reap(&mut child);
+            let said = stderr.map(|s| s.finish(Instant::now())).unwrap_or_default();
+            return Outcome::Failure(format!(
+                "{program}: timed out after {timeout:?}, killed{}",
+                said_suffix(&said)
+            ));
+        }
+        Err(e) => {
+            kill_and_reap(&mut child);
+            return Outcome::Failure(format!("{program}: waiting for it: {e}"));
+        }
+    };
+    if status.success() {
+        return Outcome::Success;
+    }
+    let said = stderr.map(|s| s.finish(deadline)).unwrap_or_default();
+    let how = match (
+        status.code(),
+        std::os::unix::process::ExitStatusExt::signal(&status),
+    ) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        (None, None) => status.to_string(),
+    };
+    Outcome::Failure(format!("{program}: {how}{}", said_suffix(&said)))
+}
+
+fn said_suffix(said: &str) -> String {
+    if said.is_empty() {
+        String::new()
+    } else {
+        format!(": {said}")
+    }
+}
+
+/// Waits for `child` to end until `deadline`: `Ok(None)` if it is still
+/// running then. Polls (from 1 ms, doubling to 20 ms): the standard library
+/// has no wait with a timeout, and a check's timing needs no finer grain.
+fn wait_until(child: &mut Child, deadline: Instant) -> std::io::Result<Option<ExitStatus>> {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// SIGKILL to the script's process group (its id is the script's PID:
+/// `process_group(0)`), then to the script itself should that fail, then
+/// reaps it. The script is not reaped before this, so its PID, and with it
+/// the group id, cannot have been reused by another process.
+fn kill_and_reap(child: &mut Child) {
+    let pid = rustix::process::Pid::from_child(child);
+    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::Kill);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The first line of a script's stderr, read by a thread of its own that
+/// then reads the rest to the end and drops it. The thread ends when the
+/// last holder of the pipe closes it (the script, or a child of its that
+/// outlives it); nobody waits for it past the check's deadline.
+struct StderrHead {
+    kept: Arc<Mutex<Vec<u8>>>,
+    done: Receiver<()>,
+}
+
+impl StderrHead {
+    /// None if the pipe is missing or no thread could be started (the pipe
+    /// is then closed, and a script that writes to stderr gets EPIPE).
+    fn start(child: &mut Child) -> Option<StderrHead> {
+        let mut pipe = child.stderr.take()?;
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let (done_tx, done) = mpsc::channel();
+        let k = Arc::clone(&kept);
+        std::thread::Builder::new()
+            .name("health stderr".into())
+            .spawn(move || {
+                let mut chunk = [0u8; 512];
+                loop {
+                    match pipe.read(&mut chunk) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            let mut k = k.lock().unwrap_or_else(|e| e.into_inner());
+                            let room = SCRIPT_STDERR_KEPT.saturating_sub(k.len());
+                            k.extend_from_slice(&chunk[..n.min(room)]);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(_) => break,
+                    }
+                }
+                let _ = done_tx.send(());
+            })
+            .ok()?;
+        Some(StderrHead { kept, done })
+    }
+
+    /// What was kept once the pipe closed, or whatever arrived by `until`:
+    /// its first non-empty line, as text.
+    fn finish(self, until: Instant) -> String {
+        let wait = until
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(50));
+        let _ = self.done.recv_timeout(wait);
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&kept)
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("")
+            .chars()
+            .filter(|c| !c.is_control())
+            .collect()
+    }
+}
+
 /// Rise/fall hysteresis: `rise` successes in a row to become up, `fall`
-/// failures in a row to become down.
+/// failures in a row to become down. Before its first result a real is in
+/// its `initial` state, which is an assumption, not an observation: a real
+/// assumed up that fails its very first check goes down at once (as
+/// keepalived's checkers do without `alpha`, "one failure is enough
+/// initially"), so that a dead real is not given flows for `fall`
+/// intervals; a real assumed down needs its `rise` successes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hysteresis {
     pub up: bool,
@@ -173,17 +360,20 @@ pub struct Hysteresis {
     fall: u32,
     successes: u32,
     failures: u32,
+    /// Whether any result was recorded yet.
+    checked: bool,
 }
 
 impl Hysteresis {
-    /// A real under a check starts down.
-    pub fn new(rise: u32, fall: u32) -> Hysteresis {
+    /// A real under a check, in its `initial` state (`up` or down).
+    pub fn new(rise: u32, fall: u32, up: bool) -> Hysteresis {
         Hysteresis {
-            up: false,
+            up,
             rise: rise.max(1),
             fall: fall.max(1),
             successes: 0,
             failures: 0,
+            checked: false,
         }
     }
 
@@ -195,6 +385,7 @@ impl Hysteresis {
 
     /// Records a result; returns the new state if it changed.
     pub fn record(&mut self, ok: bool) -> Option<bool> {
+        let first = !std::mem::replace(&mut self.checked, true);
         if ok {
             self.successes += 1;
             self.failures = 0;
@@ -205,7 +396,7 @@ impl Hysteresis {
         } else {
             self.failures += 1;
             self.successes = 0;
-            if self.up && self.failures >= self.fall {
+            if self.up && (first || self.failures >= self.fall) {
                 self.up = false;
                 return Some(false);
             }
@@ -273,6 +464,10 @@ pub fn probe_of(h: &HealthCheckConfig) -> Option<Probe> {
         HealthCheckKind::Http => Some(Probe::Http {
             path: h.path.clone(),
             status: h.expect_status,
+            host: h.host.clone(),
+        }),
+        HealthCheckKind::Script => Some(Probe::Script {
+            command: h.command.clone(),
         }),
         HealthCheckKind::None => None,
     }
@@ -475,10 +670,9 @@ impl Drop for HealthCheckers {
 }
 
 fn run(key: RealKey, spec: Spec, stop: Receiver<()>, reports: Sender<Report>) {
-    let target = key.target();
     loop {
         let started = Instant::now();
-        let outcome = check_once(&spec.probe, target, spec.timeout);
+        let outcome = check_once(&spec.probe, &key, spec.timeout);
         if reports
             .send(Report {
                 real: key.clone(),
@@ -503,7 +697,7 @@ mod tests {
 
     #[test]
     fn hysteresis_needs_rise_successes_and_fall_failures_in_a_row() {
-        let mut h = Hysteresis::new(2, 3);
+        let mut h = Hysteresis::new(2, 3, false);
         assert!(!h.up, "starts down");
         assert_eq!(h.record(true), None);
         assert_eq!(h.record(false), None);
@@ -516,6 +710,24 @@ mod tests {
         assert_eq!(h.record(false), None);
         assert_eq!(h.record(false), Some(false));
         assert_eq!(h.record(false), None);
+    }
+
+    #[test]
+    fn a_real_assumed_up_goes_down_on_its_first_failure_only() {
+        let mut h = Hysteresis::new(2, 3, true);
+        assert!(h.up, "starts up");
+        assert_eq!(h.record(false), Some(false), "the first result decides");
+        assert_eq!(h.record(true), None);
+        assert_eq!(h.record(true), Some(true), "then rise as usual");
+        assert_eq!(h.record(false), None, "and fall as usual");
+        assert_eq!(h.record(false), None);
+        assert_eq!(h.record(false), Some(false));
+        // A first success confirms it; fall applies from then on.
+        let mut h = Hysteresis::new(2, 3, true);
+        assert_eq!(h.record(true), None);
+        assert_eq!(h.record(false), None);
+        assert_eq!(h.record(false), None);
+        assert_eq!(h.record(false), Some(false));
     }
 
     #[test]
@@ -550,6 +762,7 @@ mod tests {
                     probe: Probe::Http {
                         path: "/".into(),
                         status: 200,
+                        host: None,
                     },
                     interval: Duration::from_secs(1),
                     timeout,
@@ -666,7 +879,12 @@ mod tests {
             return;
         };
         let target = listener.local_addr().unwrap();
-        let outcome = check_once(&Probe::Tcp, target, Duration::from_secs(1));
+        let real = RealKey {
+            service: "web6".into(),
+            address: target.ip(),
+            port: target.port(),
+        };
+        let outcome = check_once(&Probe::Tcp, &real, Duration::from_secs(1));
         assert_eq!(outcome, Outcome::Success);
     }
 }

@@ -12,13 +12,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lb_config::{Config, HealthCheckKind};
+use lb_config::{Config, HealthCheckKind, InitialHealth};
 use lb_dataplane::{Dataplane, DropReason, StartError};
 
 use crate::announce::{Announcer, IpRoute};
 use crate::ctl;
 use crate::exporter::{Exporter, Shared};
-use crate::health::{HealthCheckers, Hysteresis, Outcome, RealKey, Report};
+use crate::health::{probe_of, HealthCheckers, Hysteresis, Outcome, Probe, RealKey, Report};
 use crate::http;
 use crate::notify::{self, Systemd};
 use crate::sync::{SyncStatus, SyncThread};
@@ -68,37 +68,43 @@ impl fmt::Display for RunError {
 
 impl std::error::Error for RunError {}
 
-/// The health state of every checked real.
-#[derive(Debug, Default)]
+/// The health state of every checked real, and the check it comes from.
+#[derive(Debug, Default, Clone)]
 struct Health {
     states: BTreeMap<RealKey, Hysteresis>,
+    probes: BTreeMap<RealKey, Probe>,
 }
 
 impl Health {
-    /// Keeps the state of reals that remain checked in `config`, starts new
-    /// ones down, forgets the rest.
+    /// After a start or a reload: a real that stays checked the same way
+    /// keeps its state and counts (new rise and fall apply); a new real,
+    /// or one whose check changed (kind, path, host, status, command),
+    /// starts afresh in the service's `initial` state, as keepalived
+    /// starts a new checker; the rest are forgotten.
     fn sync(&mut self, config: &Config) {
         let mut next = BTreeMap::new();
+        let mut probes = BTreeMap::new();
         for s in &config.services {
             let Some(h) = &s.health_check else { continue };
-            if h.kind == HealthCheckKind::None {
-                continue;
-            }
+            let Some(probe) = probe_of(h) else { continue };
             for r in &s.reals {
                 let key = RealKey {
                     service: s.name.clone(),
                     address: r.address,
                     port: r.port,
                 };
-                let mut st = self
-                    .states
-                    .remove(&key)
-                    .unwrap_or_else(|| Hysteresis::new(h.rise, h.fall));
+                let same = self.probes.get(&key) == Some(&probe);
+                let mut st = match self.states.remove(&key) {
+                    Some(st) if same => st,
+                    _ => Hysteresis::new(h.rise, h.fall, h.initial == InitialHealth::Up),
+                };
                 st.retune(h.rise, h.fall);
-                next.insert(key, st);
+                next.insert(key.clone(), st);
+                probes.insert(key, probe.clone());
             }
         }
         self.states = next;
+        self.probes = probes;
     }
 
     fn is_up(&self, config: &Config, service: &str, address: IpAddr, port: u16) -> bool {
@@ -303,8 +309,7 @@ impl Control {
             ));
         }
         let old = std::mem::replace(&mut self.config, new);
-        let old_health = std::mem::take(&mut self.health.states);
-        self.health.states = old_health.clone();
+        let old_health = self.health.clone();
         self.health.sync(&self.config);
         match self.publish() {
             Ok(generation) => {
@@ -323,7 +328,7 @@ impl Control {
             }
             Err(e) => {
                 self.config = old;
-                self.health.states = old_health;
+                self.health = old_health;
                 Err(e)
             }
         }
@@ -655,4 +660,89 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
     }
     log::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config with service "web" checked by `check` over `reals`.
+    fn config(check: &str, reals: &[u16]) -> Config {
+        let mut text = format!(
+            "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\ndevice = \"net_null0\"\n\
+             address = \"198.18.0.2/24\"\n[[services]]\nname = \"web\"\nvip = \"198.18.1.100\"\n\
+             port = 80\n[services.health_check]\n{check}\n"
+        );
+        for p in reals {
+            text.push_str(&format!(
+                "[[services.reals]]\naddress = \"198.18.0.11\"\nport = {p}\n"
+            ));
+        }
+        Config::parse(&text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn up(h: &Health, c: &Config, port: u16) -> bool {
+        h.is_up(c, "web", "198.18.0.11".parse().unwrap(), port)
+    }
+
+    fn key(port: u16) -> RealKey {
+        RealKey {
+            service: "web".into(),
+            address: "198.18.0.11".parse().unwrap(),
+            port,
+        }
+    }
+
+    #[test]
+    fn reals_start_up_by_default_and_down_when_asked() {
+        let mut h = Health::default();
+        let c = config("kind = \"tcp\"", &[80]);
+        h.sync(&c);
+        assert!(up(&h, &c, 80), "initial defaults to up");
+        let mut h = Health::default();
+        let c = config("kind = \"tcp\"\ninitial = \"down\"", &[80]);
+        h.sync(&c);
+        assert!(!up(&h, &c, 80), "initial = down");
+    }
+
+    #[test]
+    fn a_reload_keeps_the_state_of_reals_checked_the_same_way_only() {
+        let mut h = Health::default();
+        let c = config("kind = \"tcp\"\nfall = 3", &[80, 81]);
+        h.sync(&c);
+        // 81 fails its first check: down at once (an assumption, not an
+        // observation, is given up on the first failure).
+        assert_eq!(
+            h.states.get_mut(&key(81)).unwrap().record(false),
+            Some(false)
+        );
+        // Same check, a new real 82 and new rise/fall: 81 stays down, 82
+        // starts in the initial state.
+        let c = config("kind = \"tcp\"\nfall = 2", &[80, 81, 82]);
+        h.sync(&c);
+        assert!(up(&h, &c, 80) && !up(&h, &c, 81) && up(&h, &c, 82));
+        // The check changed (tcp -> http): every real starts afresh.
+        let c = config("kind = \"http\"", &[80, 81, 82]);
+        h.sync(&c);
+        assert!(up(&h, &c, 81), "a new check starts in the initial state");
+        // Only the path changed: afresh again, now with initial = down.
+        let c = config(
+            "kind = \"http\"\npath = \"/healthz\"\ninitial = \"down\"",
+            &[80],
+        );
+        h.sync(&c);
+        assert!(!up(&h, &c, 80));
+        assert_eq!(h.states.len(), 1, "removed reals are forgotten");
+        // initial changes alone keep the state (it applies to new checks).
+        let mut st = h.states.remove(&key(80)).unwrap();
+        assert_eq!(st.record(true), None);
+        assert_eq!(st.record(true), Some(true), "up after rise = 2");
+        h.states.insert(key(80), st);
+        let c = config(
+            "kind = \"http\"\npath = \"/healthz\"\ninitial = \"up\"",
+            &[80],
+        );
+        h.sync(&c);
+        assert!(up(&h, &c, 80));
+    }
 }

@@ -1,7 +1,9 @@
 //! Health checks against real servers on loopback: a TCP listener, and an
 //! HTTP server that can be told to answer 200, 500, or hang. Up after
 //! `rise`, down after `fall`, and a hung real is timed out while the others
-//! keep their interval.
+//! keep their interval. Script checks run real programs (`/bin/true`,
+//! `/bin/false`, `/bin/sh`, `/bin/sleep`), each killed by the check if it
+//! outlives its timeout, and reaped.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -58,6 +60,16 @@ fn http(path: &str) -> Probe {
     Probe::Http {
         path: path.into(),
         status: 200,
+        host: None,
+    }
+}
+
+/// The real at `addr` of service "web".
+fn real(addr: SocketAddr) -> RealKey {
+    RealKey {
+        service: "web".into(),
+        address: addr.ip(),
+        port: addr.port(),
     }
 }
 
@@ -66,11 +78,11 @@ fn a_tcp_check_succeeds_on_a_listener_and_fails_on_a_closed_port() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     assert_eq!(
-        check_once(&Probe::Tcp, addr, Duration::from_secs(1)),
+        check_once(&Probe::Tcp, &real(addr), Duration::from_secs(1)),
         Outcome::Success
     );
     drop(l);
-    match check_once(&Probe::Tcp, addr, Duration::from_secs(1)) {
+    match check_once(&Probe::Tcp, &real(addr), Duration::from_secs(1)) {
         Outcome::Failure(e) => assert!(e.contains("connect"), "{e}"),
         o => panic!("{o:?}"),
     }
@@ -80,17 +92,17 @@ fn a_tcp_check_succeeds_on_a_listener_and_fails_on_a_closed_port() {
 fn an_http_check_wants_the_expected_status_and_times_out_a_hung_server() {
     let s = http_server();
     assert_eq!(
-        check_once(&http("/healthz"), s.addr, Duration::from_secs(1)),
+        check_once(&http("/healthz"), &real(s.addr), Duration::from_secs(1)),
         Outcome::Success
     );
     s.mode.store(FAIL, Ordering::SeqCst);
-    match check_once(&http("/healthz"), s.addr, Duration::from_secs(1)) {
+    match check_once(&http("/healthz"), &real(s.addr), Duration::from_secs(1)) {
         Outcome::Failure(e) => assert!(e.contains("500"), "{e}"),
         o => panic!("{o:?}"),
     }
     s.mode.store(HANG, Ordering::SeqCst);
     let t = Instant::now();
-    match check_once(&http("/healthz"), s.addr, Duration::from_millis(300)) {
+    match check_once(&http("/healthz"), &real(s.addr), Duration::from_millis(300)) {
         Outcome::Failure(e) => assert!(e.contains("timed out"), "{e}"),
         o => panic!("{o:?}"),
     }
@@ -104,9 +116,9 @@ fn an_http_check_wants_the_expected_status_and_times_out_a_hung_server() {
 #[test]
 fn rise_and_fall_with_a_live_server() {
     let s = http_server();
-    let mut h = Hysteresis::new(2, 3);
+    let mut h = Hysteresis::new(2, 3, false);
     let run = |h: &mut Hysteresis| {
-        h.record(check_once(&http("/"), s.addr, Duration::from_secs(1)).is_success())
+        h.record(check_once(&http("/"), &real(s.addr), Duration::from_secs(1)).is_success())
     };
     assert_eq!(run(&mut h), None);
     assert_eq!(run(&mut h), Some(true), "up after rise = 2");
@@ -187,4 +199,220 @@ fn sync_keeps_unchanged_checks_and_stops_removed_ones() {
     let reals: std::collections::BTreeSet<u16> = checkers.reports().map(|r| r.real.port).collect();
     assert_eq!(reals.into_iter().collect::<Vec<_>>(), vec![a.addr.port()]);
     checkers.stop();
+}
+
+/// An HTTP server that answers 200 only to `Host: <want>` and 421
+/// (misdirected) otherwise, and hands back each Host header it saw.
+fn vhost_server(want: &'static str) -> (SocketAddr, std::sync::mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&req).into_owned();
+            let hosts: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("Host: "))
+                .collect();
+            let _ = tx.send(hosts.join("|"));
+            let answer: &[u8] = if hosts == [want] {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            } else {
+                b"HTTP/1.1 421 Misdirected Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            };
+            let _ = conn.write_all(answer);
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn an_http_check_sends_the_configured_host_header() {
+    let (addr, seen) = vhost_server("www.example.com");
+    let probe = |host: Option<&str>| Probe::Http {
+        path: "/".into(),
+        status: 200,
+        host: host.map(str::to_string),
+    };
+    let t = Duration::from_secs(2);
+    assert_eq!(
+        check_once(&probe(Some("www.example.com")), &real(addr), t),
+        Outcome::Success
+    );
+    assert_eq!(seen.recv_timeout(t).unwrap(), "www.example.com");
+    // Without `host`: today's header, the real's address and port.
+    match check_once(&probe(None), &real(addr), t) {
+        Outcome::Failure(e) => assert!(e.contains("421"), "{e}"),
+        o => panic!("{o:?}"),
+    }
+    assert_eq!(seen.recv_timeout(t).unwrap(), addr.to_string());
+}
+
+fn script(words: &[&str]) -> Probe {
+    Probe::Script {
+        command: words.iter().map(|w| w.to_string()).collect(),
+    }
+}
+
+fn real_8080() -> RealKey {
+    RealKey {
+        service: "web".into(),
+        address: "198.18.0.11".parse().unwrap(),
+        port: 8080,
+    }
+}
+
+#[test]
+fn a_script_check_succeeds_on_exit_status_0_only() {
+    let t = Duration::from_secs(5);
+    assert_eq!(
+        check_once(&script(&["/bin/true"]), &real_8080(), t),
+        Outcome::Success
+    );
+    match check_once(&script(&["/bin/false"]), &real_8080(), t) {
+        Outcome::Failure(e) => assert_eq!(e, "/bin/false: exit status 1"),
+        o => panic!("{o:?}"),
+    }
+    // The first line of stderr is the error an operator reads.
+    match check_once(
+        &script(&[
+            "/bin/sh",
+            "-c",
+            "echo 'db is read-only' >&2; echo more >&2; exit 3",
+        ]),
+        &real_8080(),
+        t,
+    ) {
+        Outcome::Failure(e) => assert_eq!(e, "/bin/sh: exit status 3: db is read-only"),
+        o => panic!("{o:?}"),
+    }
+    match check_once(&script(&["/nonexistent/check"]), &real_8080(), t) {
+        Outcome::Failure(e) => assert!(e.starts_with("running /nonexistent/check: "), "{e}"),
+        o => panic!("{o:?}"),
+    }
+}
+
+#[test]
+fn a_script_gets_the_real_in_its_environment_and_no_shell() {
+    let t = Duration::from_secs(5);
+    // Arguments go to the program as they are: no shell splits or expands
+    // them (`$LB_SERVICE` in an argument stays literal).
+    let check = r#"test "$LB_REAL_ADDRESS" = 198.18.0.11 && test "$LB_REAL_PORT" = 8080 && test "$LB_SERVICE" = web && test "$1" = '$LB_SERVICE two'"#;
+    assert_eq!(
+        check_once(
+            &script(&["/bin/sh", "-c", check, "sh", "$LB_SERVICE two"]),
+            &real_8080(),
+            t
+        ),
+        Outcome::Success
+    );
+    let v6 = RealKey {
+        service: "web6".into(),
+        address: "2001:2::11".parse().unwrap(),
+        port: 80,
+    };
+    assert_eq!(
+        check_once(
+            &script(&[
+                "/bin/sh",
+                "-c",
+                r#"test "$LB_REAL_ADDRESS" = 2001:2::11 && test "$LB_REAL_PORT" = 80"#
+            ]),
+            &v6,
+            t
+        ),
+        Outcome::Success
+    );
+}
+
+#[test]
+fn a_script_that_writes_a_lot_does_not_block_on_a_full_pipe() {
+    // 1 MB on stderr and on stdout, far beyond a pipe's 64 KiB.
+    let noisy = "head -c 1000000 /dev/zero >&2; head -c 1000000 /dev/zero; exit 0";
+    let t = Instant::now();
+    assert_eq!(
+        check_once(
+            &script(&["/bin/sh", "-c", noisy]),
+            &real_8080(),
+            Duration::from_secs(5)
+        ),
+        Outcome::Success
+    );
+    assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+/// The state letter of process `pid` (`/proc/PID/stat`), None if it is
+/// gone.
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+#[test]
+fn a_script_past_its_timeout_is_killed_with_its_children_and_reaped() {
+    let dir = std::env::temp_dir().join(format!("lb-health-script-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pids = dir.join("pids");
+    // The shell writes its own PID and its background sleep's, then waits:
+    // both must die at the timeout.
+    let body = format!("/bin/sleep 30 & echo $$ $! > {}; wait", pids.display());
+    let started = Instant::now();
+    let outcome = check_once(
+        &script(&["/bin/sh", "-c", &body]),
+        &real_8080(),
+        Duration::from_millis(300),
+    );
+    let took = started.elapsed();
+    let written = std::fs::read_to_string(&pids).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    match outcome {
+        Outcome::Failure(e) => assert!(
+            e.starts_with("/bin/sh: timed out after 300ms, killed"),
+            "{e}"
+        ),
+        o => panic!("{o:?}"),
+    }
+    // A bound, not a speed: the check ends near its timeout.
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    let ids: Vec<u32> = written
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(ids.len(), 2, "the script wrote its PIDs: {written:?}");
+    // The script itself was reaped by the check (no zombie left); its
+    // child was killed (then reaped by whoever inherited it: gone, or a
+    // zombie for a moment if that is slow).
+    assert_eq!(proc_state(ids[0]), None, "the script {} is gone", ids[0]);
+    let end = Instant::now() + Duration::from_secs(2);
+    while !matches!(proc_state(ids[1]), None | Some('Z')) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        matches!(proc_state(ids[1]), None | Some('Z')),
+        "the script's sleep {} was killed: state {:?}",
+        ids[1],
+        proc_state(ids[1])
+    );
+
+    // /bin/sleep alone, the program itself past the timeout.
+    let started = Instant::now();
+    match check_once(
+        &script(&["/bin/sleep", "30"]),
+        &real_8080(),
+        Duration::from_millis(200),
+    ) {
+        Outcome::Failure(e) => assert!(e.contains("timed out after 200ms, killed"), "{e}"),
+        o => panic!("{o:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
 }
