@@ -211,6 +211,9 @@ pub struct RealCounters {
     pub bytes: Counter,
     /// Flows of this real in the worker's table now (a gauge).
     pub active: Counter,
+    /// Of those, the ones not established (`FlowState::is_inactive`:
+    /// SYN sent, FIN wait, closed), ipvsadm's InActConn (a gauge).
+    pub inactive: Counter,
 }
 
 /// The most ports per-port worker counters are kept for.

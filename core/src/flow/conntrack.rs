@@ -98,6 +98,9 @@ pub struct Conntrack<A: FlowAddr = Ipv4Addr> {
     pub(super) table: FlowTable<A>,
     /// Active (non-template) flows per real id.
     active: Vec<u32>,
+    /// Per real: of `active`, the flows not established
+    /// (`FlowState::is_inactive`), kept in step at every state change.
+    inactive: Vec<u32>,
     pub(super) stats: Arc<WorkerStats>,
     /// Flows the last sweep removed (reused, so sweeping does not allocate).
     ended: Vec<Flow<A>>,
@@ -146,6 +149,7 @@ impl<A: FlowAddr> Conntrack<A> {
         Conntrack {
             table,
             active: vec![0; MAX_REALS],
+            inactive: vec![0; MAX_REALS],
             stats,
             ended: Vec::with_capacity(sweep_budget),
             sources: vec![0; buckets],
@@ -199,6 +203,7 @@ impl<A: FlowAddr> Conntrack<A> {
     #[inline(always)]
     fn reclass_if_changed(&mut self, e: u32, inputs: u16, now: u32) {
         if self.table.get(e).trust_inputs() != inputs {
+            self.restate(e, inputs);
             // A new state (or what was seen of it): the peer hears of it.
             self.sync_mark(e);
             let before = self.table.trust(e);
@@ -266,6 +271,7 @@ impl<A: FlowAddr> Conntrack<A> {
                     let (before, inputs) = (f.trust(), f.trust_inputs());
                     let r = self.syn_proxy_client(e, tcp, now);
                     self.reclass(e, before, now);
+                    self.restate(e, inputs);
                     self.sync_mark_if_changed(e, inputs);
                     return r;
                 }
@@ -375,7 +381,8 @@ impl<A: FlowAddr> Conntrack<A> {
                     self.template_child(key, now, true);
                 }
                 self.sources[bucket] += 1;
-                self.count_active(r.id, true);
+                let state = self.table.get(e).state();
+                self.count_active(r.id, state, true);
                 self.stats
                     .flow_gauges(A::FAMILY)
                     .0
@@ -503,6 +510,7 @@ impl<A: FlowAddr> Conntrack<A> {
             let (before, inputs) = (f.trust(), f.trust_inputs());
             let r = self.syn_proxy_reply(e, tcp, now);
             self.reclass(e, before, now);
+            self.restate(e, inputs);
             self.sync_mark_if_changed(e, inputs);
             return r;
         }
@@ -591,7 +599,7 @@ impl<A: FlowAddr> Conntrack<A> {
         if let Some(log) = self.sync.as_mut() {
             log.ended(f, &self.stats.sync);
         }
-        self.count_active(f.real_id, false);
+        self.count_active(f.real_id, f.state(), false);
         let b = self.source_bucket(f.client());
         self.sources[b] = self.sources[b].saturating_sub(1);
         if f.templated {
@@ -599,10 +607,40 @@ impl<A: FlowAddr> Conntrack<A> {
         }
     }
 
-    pub(super) fn count_active(&mut self, real_id: u32, add: bool) {
+    /// Counts a flow of `real_id` in (`add`) or out, in `state`.
+    pub(super) fn count_active(&mut self, real_id: u32, state: FlowState, add: bool) {
         let a = &mut self.active[real_id as usize % MAX_REALS];
         *a = if add { *a + 1 } else { a.saturating_sub(1) };
         self.stats.real(real_id).active.set(u64::from(*a));
+        if state.is_inactive() {
+            self.count_inactive(real_id, add);
+        }
+    }
+
+    fn count_inactive(&mut self, real_id: u32, add: bool) {
+        let n = &mut self.inactive[real_id as usize % MAX_REALS];
+        *n = if add { *n + 1 } else { n.saturating_sub(1) };
+        self.stats.real(real_id).inactive.set(u64::from(*n));
+    }
+
+    /// After entry `e`'s state may have changed from the one in `inputs`
+    /// (its `trust_inputs` before): moves the flow between its real's
+    /// inactive count and the rest when it crossed. Not for a flow that
+    /// ended meanwhile (its end counted it out).
+    #[inline]
+    pub(super) fn restate(&mut self, e: u32, inputs: u16) {
+        if !self.table.is_live(e) {
+            return;
+        }
+        let f = self.table.get(e);
+        let (was, is) = (
+            FlowState::is_inactive_code(inputs as u8),
+            f.state().is_inactive(),
+        );
+        if was != is && !f.is_template() {
+            let id = f.real_id;
+            self.count_inactive(id, is);
+        }
     }
 
     /// Counts a flow in (`add`) or out of its persistence template, on
@@ -923,6 +961,7 @@ impl<A: FlowAddr> Conntrack<A> {
     ) -> Flow<A> {
         let f = self.table.get_mut(w.entry);
         let before = f.trust();
+        let inputs = f.trust_inputs();
         let cookie = f.proxy_seq;
         f.proxy_seq = seg.seq.wrapping_sub(cookie);
         match real_tsval {
@@ -953,6 +992,7 @@ impl<A: FlowAddr> Conntrack<A> {
         self.defer.changed(f);
         let flow = *f;
         self.reclass(w.entry, before, now);
+        self.restate(w.entry, inputs);
         // Its translation exists now: the peer can carry it on.
         self.sync_mark(w.entry);
         flow

@@ -23,6 +23,28 @@ pub enum FlowState {
 }
 
 impl FlowState {
+    /// Whether a flow in this state counts as inactive, as IPVS's
+    /// `InActConn`: a TCP connection not (or no longer) established, that
+    /// is a SYN without a completed handshake, a FIN or a RST seen.
+    /// Established TCP and datagram flows are active; templates are
+    /// neither (they are not connections).
+    #[inline]
+    pub fn is_inactive(self) -> bool {
+        matches!(
+            self,
+            FlowState::SynSent | FlowState::FinWait | FlowState::Closed
+        )
+    }
+
+    /// [`Self::is_inactive`] of a state as its `u8` (the low byte of
+    /// `Flow::trust_inputs`).
+    #[inline]
+    pub fn is_inactive_code(code: u8) -> bool {
+        code == FlowState::SynSent as u8
+            || code == FlowState::FinWait as u8
+            || code == FlowState::Closed as u8
+    }
+
     /// The next state after a TCP segment with `flags`, from the client
     /// (`from_client`) or the real.
     #[inline]

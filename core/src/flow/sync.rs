@@ -309,8 +309,10 @@ impl<A: FlowAddr> Conntrack<A> {
             if self.table.get(e).real_id == real_id {
                 let before = self.table.trust(e);
                 let f = self.table.get_mut(e);
+                let inputs = f.trust_inputs();
                 set_synced(f, &u, now);
                 self.reclass(e, before, now);
+                self.restate(e, inputs);
                 return Ok(Installed::Updated);
             }
             // The tuple went to another real on the peer: a new connection
@@ -337,7 +339,7 @@ impl<A: FlowAddr> Conntrack<A> {
         self.reclass(e, Trust::Unconfirmed, now);
         let b = self.source_bucket(client);
         self.sources[b] += 1;
-        self.count_active(real_id, true);
+        self.count_active(real_id, u.state, true);
         self.stats
             .flow_gauges(A::FAMILY)
             .0

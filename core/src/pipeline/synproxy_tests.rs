@@ -465,6 +465,7 @@ fn a_reset_in_the_window_closes_a_proxied_flow_and_one_outside_does_not() {
     for from_client in [true, false] {
         let (snap, mut p) = setup("on", 64);
         let cookie = established(&mut p, &snap);
+        super::tests::assert_real_gauges_match_tables(&p, &snap);
         let far = if from_client {
             seg(C, V, RST, ISN.wrapping_add(1 << 30), 0)
         } else {
@@ -493,6 +494,9 @@ fn a_reset_in_the_window_closes_a_proxied_flow_and_one_outside_does_not() {
             );
         }
         assert_eq!(only_flow(&p).state(), FlowState::Closed);
+        // Through the proxy's own paths too, the gauges follow the state.
+        super::tests::assert_real_gauges_match_tables(&p, &snap);
+        assert_eq!(p.stats().real(only_flow(&p).real_id).inactive.get(), 1);
     }
 }
 
@@ -500,6 +504,9 @@ fn a_reset_in_the_window_closes_a_proxied_flow_and_one_outside_does_not() {
 fn a_real_that_refuses_resets_the_client_at_the_number_it_expects() {
     let (snap, mut p) = setup("on", 64);
     let cookie = handshake_to_real(&mut p, &snap);
+    // Waiting for the real: not established, inactive.
+    super::tests::assert_real_gauges_match_tables(&p, &snap);
+    assert_eq!(p.stats().real(only_flow(&p).real_id).inactive.get(), 1);
     let rst = seg(R, C, RST | ACK, 0, ISN.wrapping_add(1));
     let out = run(&mut p, &snap, &rst, NOW + 2).expect("RST to the client");
     assert_eq!((out.src, out.dst, out.flags), (V, C, RST | ACK));

@@ -833,6 +833,8 @@ mod robustness {
                 prop_assert!(usize::from(out) < snap.ports.len());
                 prop_assert!(buf.len() >= 14);
             }
+            // Whatever the frame did to a flow, the per-real gauges follow.
+            assert_real_gauges_match_tables(&p, &snap);
         }
 
         #[test]
@@ -1096,6 +1098,103 @@ fn a_spoofed_rst_changes_nothing_and_a_real_one_closes() {
     let mut rst = VecBuf::from_bytes(&tcp_seq((client, 4000), (VIP, 80), RST, isn + 1, OUR));
     assert_eq!(p.process(&snap, 0, &mut rst, now + 1), Verdict::Transmit(0));
     assert_eq!(state(&p), FlowState::Closed, "the client's own RST");
+}
+
+/// Asserts that each real's `active` and `inactive` gauges on `p`'s
+/// worker are what its IPv4 and IPv6 tables hold: flows of the real, and
+/// those of them not established.
+pub(crate) fn assert_real_gauges_match_tables(p: &Pipeline, snap: &Snapshot) {
+    use std::collections::BTreeMap;
+    let mut want: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+    let mut count = |id: u32, template: bool, inactive: bool| {
+        if !template {
+            let w = want.entry(id).or_default();
+            w.0 += 1;
+            w.1 += u64::from(inactive);
+        }
+    };
+    for e in p.flows().entries() {
+        let f = p.flows().get(e);
+        count(f.real_id, f.is_template(), f.state().is_inactive());
+    }
+    if let Some(t) = p.flows6() {
+        for e in t.entries() {
+            let f = t.get(e);
+            count(f.real_id, f.is_template(), f.state().is_inactive());
+        }
+    }
+    for r in snap.services.iter().flat_map(|s| &s.reals) {
+        let c = p.stats().real(r.id);
+        let (active, inactive) = want.get(&r.id).copied().unwrap_or_default();
+        assert_eq!(
+            (c.active.get(), c.inactive.get()),
+            (active, inactive),
+            "real {} ({}:{}): (active, inactive) gauges against the tables",
+            r.id,
+            r.address,
+            r.port
+        );
+    }
+}
+
+/// ipvsadm's InActConn: a flow counts as inactive while its handshake is
+/// not complete and again once a FIN or RST was seen, and not at all once
+/// it is gone; the gauges follow every change.
+#[test]
+fn a_reals_inactive_flows_are_those_not_established() {
+    const FIN: u8 = 0x01;
+    const RST: u8 = 0x04;
+    let config = Config::parse(&without_syn_proxy(NAT_CONFIG)).unwrap();
+    let snap = compile(&config, &[MacAddr(OUR)]);
+    let client = client_owned_by(0);
+    let mut p = pipeline(&snap, 0, 2, 64);
+    let gauges = |p: &Pipeline| -> (u64, u64) {
+        snap.services[0]
+            .reals
+            .iter()
+            .map(|r| {
+                let c = p.stats().real(r.id);
+                (c.active.get(), c.inactive.get())
+            })
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    };
+    // Two established flows, one SYN only.
+    handshake(&mut p, &snap, (client, 5001), 1);
+    handshake(&mut p, &snap, (client, 5002), 1);
+    let mut syn = VecBuf::from_bytes(&tcp_seq((client, 5003), (VIP, 80), SYN, 77, OUR));
+    assert_eq!(p.process(&snap, 0, &mut syn, 1), Verdict::Transmit(0));
+    assert_eq!(
+        gauges(&p),
+        (3, 1),
+        "a SYN without its handshake is inactive"
+    );
+    assert_real_gauges_match_tables(&p, &snap);
+    // The SYN-only flow completes (the client's ACK): active.
+    let mut ack = VecBuf::from_bytes(&tcp_seq((client, 5003), (VIP, 80), ACK, 78, OUR));
+    assert_eq!(p.process(&snap, 0, &mut ack, 2), Verdict::Transmit(0));
+    assert_eq!(gauges(&p), (3, 0));
+    // A FIN and a RST: inactive again, still in the table.
+    let isn = |port: u16| 1_000 + u32::from(port) + 1;
+    let mut fin = VecBuf::from_bytes(&tcp_seq(
+        (client, 5001),
+        (VIP, 80),
+        FIN | ACK,
+        isn(5001),
+        OUR,
+    ));
+    assert_eq!(p.process(&snap, 0, &mut fin, 3), Verdict::Transmit(0));
+    let mut rst = VecBuf::from_bytes(&tcp_seq((client, 5002), (VIP, 80), RST, isn(5002), OUR));
+    assert_eq!(p.process(&snap, 0, &mut rst, 3), Verdict::Transmit(0));
+    assert_eq!(gauges(&p), (3, 2), "FIN wait and closed are inactive");
+    assert_real_gauges_match_tables(&p, &snap);
+    // Swept once expired: gone from both.
+    p.sweep(&snap, 10 * 60 * 1000, 1 << 16);
+    assert_eq!(
+        gauges(&p),
+        (1, 0),
+        "the closed flows expired, the established one stays"
+    );
+    assert_real_gauges_match_tables(&p, &snap);
 }
 
 /// A TCP segment over IPv6 with hop limit `hops`, no extension headers.

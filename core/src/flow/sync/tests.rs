@@ -196,13 +196,24 @@ fn an_established_nat_flow_continues_on_the_same_real_with_local_ids() {
 fn updates_and_removals_apply_to_synced_entries_only() {
     let snap = snapshot(CONFIG);
     let mut ct = conntrack::<Ipv4Addr>(64);
+    let id = real_id(&snap, REAL.into());
     let syn = update(40000, FlowState::SynSent, Trust::Unconfirmed);
     assert_eq!(ct.sync_install(&snap, &syn, 0), Ok(Installed::Created));
     assert_eq!(ct.find(&key(40000)).unwrap().trust(), Trust::Unconfirmed);
+    // The per-real gauges follow the peer's states (InActConn: not
+    // established).
+    let gauges = |ct: &Conntrack<Ipv4Addr>| {
+        (
+            ct.stats.real(id).active.get(),
+            ct.stats.real(id).inactive.get(),
+        )
+    };
+    assert_eq!(gauges(&ct), (1, 1));
     assert_eq!(
         ct.sync_install(&snap, &established(40000), 1),
         Ok(Installed::Updated)
     );
+    assert_eq!(gauges(&ct), (1, 0));
     let f = ct.find(&key(40000)).unwrap();
     assert_eq!(
         (f.state(), f.trust()),
@@ -212,6 +223,7 @@ fn updates_and_removals_apply_to_synced_entries_only() {
     let fin = update(40000, FlowState::FinWait, Trust::Unconfirmed);
     assert_eq!(ct.sync_install(&snap, &fin, 2), Ok(Installed::Updated));
     assert_eq!(ct.find(&key(40000)).unwrap().trust(), Trust::Unconfirmed);
+    assert_eq!(gauges(&ct), (1, 1));
     assert_eq!(
         ct.sync_install(&snap, &removed(40000), 3),
         Ok(Installed::Removed)
@@ -221,8 +233,7 @@ fn updates_and_removals_apply_to_synced_entries_only() {
         ct.sync_install(&snap, &removed(40000), 4),
         Ok(Installed::Absent)
     );
-    let id = real_id(&snap, REAL.into());
-    assert_eq!(ct.stats.real(id).active.get(), 0);
+    assert_eq!(gauges(&ct), (0, 0));
     let c = &ct.stats.sync;
     assert_eq!(
         (
