@@ -14,12 +14,14 @@ use lb_config::Config;
 #[derive(Debug, Parser)]
 #[command(name = "lb-appliance", version, about, long_about = None)]
 struct Cli {
-    /// Path of the configuration file (lb.toml).
+    /// Path of the configuration file (lb.toml). Global: accepted before
+    /// or after a subcommand (`lb-appliance status -c FILE`).
     #[arg(
         short = 'c',
         long = "config",
         value_name = "FILE",
-        default_value = "/etc/lb-appliance/lb.toml"
+        default_value = "/etc/lb-appliance/lb.toml",
+        global = true
     )]
     config: PathBuf,
 

@@ -323,3 +323,34 @@ fn a_config_with_sync_is_checked() {
         "{out}"
     );
 }
+
+/// `-c FILE` is global: `status -c FILE` reads the file's `[metrics]
+/// listen` as `-c FILE status` does. A port nobody listens on makes the
+/// status fail, naming the address it took from the file.
+#[test]
+fn status_takes_the_config_flag_after_the_subcommand_too() {
+    let dir = TempDir::new("cli-status-c");
+    let path = dir.path("lb.toml");
+    // A free port, closed again: nothing answers there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        &path,
+        format!("{VALID}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let file = path.to_str().unwrap();
+    let want = format!("cannot read http://127.0.0.1:{port}/status");
+    for args in [
+        ["status", "-c", file],
+        ["-c", file, "status"],
+        ["status", "--config", file],
+    ] {
+        let (code, out, err) = run(&args);
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(err.contains(&want), "{args:?} should read the file:\n{err}");
+    }
+}

@@ -347,6 +347,49 @@ fn metrics_status_health_and_reload_on_a_running_appliance() {
         text.contains("(down)"),
         "the checked real is down again:\n{text}"
     );
+    // ipvsadm's columns, each service's name, and why a down real is down
+    // (the last error the LBRealDown alert points operators to).
+    assert!(text.contains("ActiveConn InActConn"), "{text}");
+    for s in &cfg.services {
+        let endpoint = std::net::SocketAddr::new(s.vip, s.port).to_string();
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&endpoint) && l.ends_with(&format!("  {}", s.name))),
+            "the line of {endpoint} names {}:\n{text}",
+            s.name
+        );
+    }
+    let checked_real = format!("-> 127.0.0.1:{check_port}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&checked_real) && l.contains("(down) last error: connect: ")),
+        "the checked real's line gives its last error:\n{text}"
+    );
+    // --json is /status: a superset of the old fields, with inactive_flows.
+    for r in services.iter().flat_map(|s| s["reals"].as_array().unwrap()) {
+        assert!(r["inactive_flows"].is_u64(), "{r}");
+        assert!(r["active_flows"].is_u64(), "{r}");
+    }
+    // `status -c FILE` (the flag after the subcommand) finds the listener
+    // from the file: the running one's text, with the port it was given
+    // (it was started on port 0).
+    let file = lb.dir.path("status.toml");
+    std::fs::write(
+        &file,
+        lb.text
+            .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\"")),
+    )
+    .unwrap();
+    let by_file = Command::new(BIN)
+        .args(["status", "-c", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        by_file.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_file.stderr)
+    );
+    assert!(String::from_utf8_lossy(&by_file.stdout).contains("InActConn"));
 
     let log = lb.app.log_text();
     assert_eq!(lb.stop(), Some(0), "{log}");

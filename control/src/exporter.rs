@@ -717,6 +717,7 @@ impl Exporter {
                             up: r.up,
                             last_error: shared.last_errors.get(&(s.name.clone(), label)).cloned(),
                             active_flows: self.real_sum(r.id, |c| c.active.get()),
+                            inactive_flows: self.real_sum(r.id, |c| c.inactive.get()),
                             flows_created: self
                                 .real_sum(r.id, |c| c.flows_created.get())
                                 .saturating_sub(zero(r.id)[0]),

@@ -33,7 +33,13 @@ pub struct RealStatus {
     pub up: bool,
     /// The last health-check error, if the last check failed.
     pub last_error: Option<String>,
+    /// Flows of the real in the workers' tables, established or not.
     pub active_flows: u64,
+    /// Of `active_flows`, those not established (a SYN without its
+    /// handshake, FIN wait, closed): ipvsadm's InActConn. Absent from the
+    /// JSON of older versions, hence the default.
+    #[serde(default)]
+    pub inactive_flows: u64,
     pub flows_created: u64,
     pub packets: u64,
     pub bytes: u64,
@@ -56,45 +62,60 @@ pub fn endpoint(address: &str, port: u16) -> String {
 }
 
 impl Status {
-    /// A table in the manner of `ipvsadm -L -n --stats`.
+    /// A table in the manner of `ipvsadm -L -n --stats`, with
+    /// ActiveConn (established) and InActConn (not established) as
+    /// ipvsadm counts them, the service's name at the end of its line,
+    /// and a down real's last health error at the end of its.
     pub fn table(&self) -> String {
         let mut out = format!(
             "lb-appliance {} ({}), config generation {}\n",
             self.version, self.dpdk, self.generation
         );
         out.push_str(&format!(
-            "{:<5}{:<28}{:<10}{:>7}{:>8}{:>10}{:>12}{:>14}\n",
-            "Prot", "LocalAddress:Port", "Scheduler", "Weight", "Active", "Conns", "Pkts", "Bytes"
+            "{:<5}{:<28}{:<10}{:>7}{:>11}{:>10}{:>10}{:>12}{:>14}  {}\n",
+            "Prot",
+            "LocalAddress:Port",
+            "Scheduler",
+            "Weight",
+            "ActiveConn",
+            "InActConn",
+            "Conns",
+            "Pkts",
+            "Bytes",
+            "Service"
         ));
         out.push_str(&format!(
-            "  {:<31}{:<10}{:>7}{:>8}{:>10}{:>12}{:>14}\n",
-            "-> RemoteAddress:Port", "Forward", "", "", "", "", ""
+            "  {:<31}{:<10}\n",
+            "-> RemoteAddress:Port", "Forward"
         ));
         for s in &self.services {
-            let active: u64 = s.reals.iter().map(|r| r.active_flows).sum();
-            let conns: u64 = s.reals.iter().map(|r| r.flows_created).sum();
-            let pkts: u64 = s.reals.iter().map(|r| r.packets).sum();
-            let bytes: u64 = s.reals.iter().map(|r| r.bytes).sum();
+            let sum = |f: fn(&RealStatus) -> u64| -> u64 { s.reals.iter().map(f).sum() };
             let sched = if s.persistence_ms > 0 {
                 format!("{} persistent {}s", s.scheduler, s.persistence_ms / 1000)
             } else {
                 s.scheduler.clone()
             };
             out.push_str(&format!(
-                "{:<5}{:<28}{:<10}{:>7}{:>8}{:>10}{:>12}{:>14}\n",
+                "{:<5}{:<28}{:<10}{:>7}{:>11}{:>10}{:>10}{:>12}{:>14}  {}\n",
                 s.protocol.to_uppercase(),
                 endpoint(&s.vip, s.port),
                 sched,
                 "",
-                active,
-                conns,
-                pkts,
-                bytes
+                sum(RealStatus::established),
+                sum(|r| r.inactive_flows),
+                sum(|r| r.flows_created),
+                sum(|r| r.packets),
+                sum(|r| r.bytes),
+                s.name
             ));
             for r in &s.reals {
-                let state = if r.up { "" } else { " (down)" };
+                let state = match (r.up, &r.last_error) {
+                    (true, _) => String::new(),
+                    (false, Some(e)) => format!("  (down) last error: {e}"),
+                    (false, None) => "  (down)".to_string(),
+                };
                 out.push_str(&format!(
-                    "  -> {:<28}{:<10}{:>7}{:>8}{:>10}{:>12}{:>14}{}\n",
+                    "  -> {:<28}{:<10}{:>7}{:>11}{:>10}{:>10}{:>12}{:>14}{}\n",
                     endpoint(&r.address, r.port),
                     match r.forwarding.as_str() {
                         "nat" => "Masq",
@@ -102,7 +123,8 @@ impl Status {
                         _ => "Route",
                     },
                     r.weight,
-                    r.active_flows,
+                    r.established(),
+                    r.inactive_flows,
                     r.flows_created,
                     r.packets,
                     r.bytes,
@@ -111,6 +133,15 @@ impl Status {
             }
         }
         out
+    }
+}
+
+impl RealStatus {
+    /// Flows of the real that are established (or datagram flows):
+    /// ipvsadm's ActiveConn. The two gauges are read one after the other,
+    /// hence the saturation.
+    pub fn established(&self) -> u64 {
+        self.active_flows.saturating_sub(self.inactive_flows)
     }
 }
 
@@ -141,6 +172,7 @@ mod tests {
                     up: true,
                     last_error: None,
                     active_flows: 0,
+                    inactive_flows: 0,
                     flows_created: 0,
                     packets: 0,
                     bytes: 0,
@@ -151,6 +183,96 @@ mod tests {
         let t = status.table();
         assert!(t.contains("TCP  [2001:2:0:1::100]:80"), "{t}");
         assert!(t.contains("  -> [2001:2::11]:8080"), "{t}");
+    }
+
+    #[test]
+    fn the_table_names_services_splits_active_and_inactive_and_says_why_a_real_is_down() {
+        let real = |address: &str, up, last_error: Option<&str>, active, inactive| RealStatus {
+            address: address.into(),
+            port: 8080,
+            forwarding: "nat".into(),
+            weight: 1,
+            up,
+            last_error: last_error.map(str::to_string),
+            active_flows: active,
+            inactive_flows: inactive,
+            flows_created: 9,
+            packets: 90,
+            bytes: 900,
+        };
+        let status = Status {
+            version: "0".into(),
+            dpdk: "x".into(),
+            generation: 1,
+            services: vec![ServiceStatus {
+                name: "web-frontend".into(),
+                protocol: "tcp".into(),
+                vip: "198.18.1.100".into(),
+                port: 80,
+                scheduler: "wrr".into(),
+                persistence_ms: 0,
+                reals: vec![
+                    real("198.18.0.11", true, None, 5, 2),
+                    real(
+                        "198.18.0.12",
+                        false,
+                        Some("connect: Connection refused (os error 111)"),
+                        1,
+                        1,
+                    ),
+                ],
+            }],
+            workers: vec![],
+        };
+        let t = status.table();
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[1].contains("ActiveConn InActConn"), "{t}");
+        assert!(lines[1].ends_with("Service"), "{t}");
+        // The service line: 3 established (5 - 2 + 1 - 1), 3 inactive,
+        // and its name.
+        let service: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(
+            service,
+            [
+                "TCP",
+                "198.18.1.100:80",
+                "wrr",
+                "3",
+                "3",
+                "18",
+                "180",
+                "1800",
+                "web-frontend"
+            ],
+            "{t}"
+        );
+        let up: Vec<&str> = lines[4].split_whitespace().collect();
+        assert_eq!(
+            up,
+            [
+                "->",
+                "198.18.0.11:8080",
+                "Masq",
+                "1",
+                "3",
+                "2",
+                "9",
+                "90",
+                "900"
+            ]
+        );
+        assert!(
+            lines[5].ends_with("(down) last error: connect: Connection refused (os error 111)"),
+            "{t}"
+        );
+        // JSON from before the inactive count still reads.
+        let mut v = serde_json::to_value(&status).unwrap();
+        v["services"][0]["reals"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("inactive_flows");
+        let old: Status = serde_json::from_value(v).unwrap();
+        assert_eq!(old.services[0].reals[0].inactive_flows, 0);
     }
 }
 
