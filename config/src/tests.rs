@@ -2388,3 +2388,19 @@ fn control_socket_defaults_and_checks() {
     let b = Config::parse(&with("[control]\nsocket = \"/tmp/x.sock\"\n")).unwrap();
     assert_eq!(a.restart_required_changes(&b), vec!["control.socket"]);
 }
+
+/// `examples/lb.toml` documents `host` and `initial` commented out;
+/// uncommented they are valid and mean what the comments say.
+#[test]
+fn the_examples_commented_health_keys_are_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/lb.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains("\n# host = ") && text.contains("\n# initial = "));
+    let text = text
+        .replace("\n# host = ", "\nhost = ")
+        .replace("\n# initial = ", "\ninitial = ");
+    let c = Config::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let h = c.services[0].health_check.as_ref().unwrap();
+    assert_eq!(h.host.as_deref(), Some("www.example.com"));
+    assert_eq!(h.initial, InitialHealth::Up);
+}

@@ -84,10 +84,7 @@ impl Status {
             "Bytes",
             "Service"
         ));
-        out.push_str(&format!(
-            "  {:<31}{:<10}\n",
-            "-> RemoteAddress:Port", "Forward"
-        ));
+        out.push_str(&format!("  {:<31}Forward\n", "-> RemoteAddress:Port"));
         for s in &self.services {
             let sum = |f: fn(&RealStatus) -> u64| -> u64 { s.reals.iter().map(f).sum() };
             let sched = if s.persistence_ms > 0 {
