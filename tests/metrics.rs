@@ -406,3 +406,80 @@ fn lb_dpdk_version() -> String {
     .map(|v| format!("DPDK {}", v.trim()))
     .unwrap()
 }
+
+/// A script check on a running appliance, with the default `initial`: the
+/// real is up before its first result (no check has finished at the first
+/// scrape), its first failure takes it down at once although `fall` is 3,
+/// `lb-appliance status` shows the script's error, and it comes back once
+/// the script succeeds.
+#[test]
+fn a_script_checked_real_starts_up_and_its_first_failure_takes_it_down() {
+    let scenario = golden::scenario("one-arm");
+    let dir = common::TempDir::new("metrics-script");
+    let (started, flag) = (dir.path("started"), dir.path("flag"));
+    // The first check takes 2 s, so the first scrapes come before any
+    // result; the later ones answer at once.
+    let body = format!(
+        "if [ ! -e {s} ]; then touch {s}; sleep 2; fi; [ -e {f} ] || {{ echo \"no flag for $LB_SERVICE $LB_REAL_ADDRESS:$LB_REAL_PORT\" >&2; exit 1; }}",
+        s = started.display(),
+        f = flag.display()
+    );
+    let service = format!(
+        r#"
+[[services]]
+name = "scripted"
+vip = "198.18.1.120"
+port = 80
+forwarding = "nat"
+[services.health_check]
+kind = "script"
+command = ["/bin/sh", "-c", '{body}']
+interval = "2500ms"
+timeout = "2500ms"
+rise = 1
+fall = 3
+[[services.reals]]
+address = "198.18.0.11"
+port = 9000
+"#
+    );
+    let lb = PipeAppliance::start("metrics-script", &scenario.config, &service);
+    let addr = lb.addr.clone();
+    let up_key = "lb_real_up{real=198.18.0.11:9000,service=scripted}";
+    let s0 = parse(&get(&addr, "/metrics"));
+    assert_eq!(value(&s0, up_key), 1.0, "initial = up (the default)");
+    assert!(
+        series(&s0, "lb_health_checks_total").all(|(k, _)| !k.contains("service=scripted")),
+        "no result yet: the state is the initial one"
+    );
+    wait_for(&addr, "the first failure to take the real down", |s| {
+        s.get(up_key) == Some(&0.0)
+    });
+    let s1 = parse(&get(&addr, "/metrics"));
+    assert_eq!(
+        value(
+            &s1,
+            "lb_health_checks_total{real=198.18.0.11:9000,result=failure,service=scripted}"
+        ),
+        1.0,
+        "one failure was enough (fall = 3)"
+    );
+    let table = Command::new(BIN)
+        .args(["status", "--metrics", &addr])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.lines().any(|l| l.contains("-> 198.18.0.11:9000")
+            && l.ends_with(
+                "(down) last error: /bin/sh: exit status 1: no flag for scripted 198.18.0.11:9000"
+            )),
+        "{text}"
+    );
+    std::fs::write(&flag, "").unwrap();
+    wait_for(&addr, "the real to come back", |s| {
+        s.get(up_key) == Some(&1.0)
+    });
+    let log = lb.app.log_text();
+    assert_eq!(lb.stop(), Some(0), "{log}");
+}
