@@ -409,6 +409,9 @@ impl Hysteresis {
 #[derive(Debug, Clone)]
 pub struct Report {
     pub real: RealKey,
+    /// The check that gave it: after a reload that changed the real's
+    /// check, the old checker's last word is not about the new check.
+    pub probe: Probe,
     pub outcome: Outcome,
 }
 
@@ -573,6 +576,7 @@ impl HealthCheckers {
                 );
                 let _ = self.reports_tx.send(Report {
                     real: key.clone(),
+                    probe: spec.probe.clone(),
                     outcome: Outcome::Failure(format!("check thread not started: {e}")),
                 });
                 let again = Instant::now() + spec.interval;
@@ -676,6 +680,7 @@ fn run(key: RealKey, spec: Spec, stop: Receiver<()>, reports: Sender<Report>) {
         if reports
             .send(Report {
                 real: key.clone(),
+                probe: spec.probe.clone(),
                 outcome,
             })
             .is_err()

@@ -107,6 +107,14 @@ impl Health {
         self.probes = probes;
     }
 
+    /// Whether `r` is about a real as it is checked now: not the last
+    /// word of a checker a reload stopped, whose real is gone or is
+    /// checked another way (a failure of the old check must not count
+    /// against the new one).
+    fn is_current(&self, r: &Report) -> bool {
+        self.probes.get(&r.real) == Some(&r.probe)
+    }
+
     fn is_up(&self, config: &Config, service: &str, address: IpAddr, port: u16) -> bool {
         let checked = config
             .services
@@ -210,7 +218,7 @@ impl Control {
     }
 
     fn on_report(&mut self, r: Report) -> bool {
-        if !self.health.states.contains_key(&r.real) {
+        if !self.health.is_current(&r) {
             return false; // the last word of a checker a reload stopped
         }
         let label = r.real.label();
@@ -725,6 +733,15 @@ mod tests {
         let c = config("kind = \"http\"", &[80, 81, 82]);
         h.sync(&c);
         assert!(up(&h, &c, 81), "a new check starts in the initial state");
+        // A result of the old check, arriving after the reload, is not
+        // about the new one; one of the new check is.
+        let report = |probe| Report {
+            real: key(81),
+            probe,
+            outcome: Outcome::Failure("connect: refused".into()),
+        };
+        assert!(!h.is_current(&report(Probe::Tcp)));
+        assert!(h.is_current(&report(h.probes[&key(81)].clone())));
         // Only the path changed: afresh again, now with initial = down.
         let c = config(
             "kind = \"http\"\npath = \"/healthz\"\ninitial = \"down\"",
