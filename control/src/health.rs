@@ -93,9 +93,31 @@ impl Outcome {
 /// `timeout` (a script: within `timeout` and the moment it takes to kill
 /// and reap it).
 pub fn check_once(probe: &Probe, real: &RealKey, timeout: Duration) -> Outcome {
-    if let Probe::Script { command } = probe {
-        return run_script(command, real, timeout);
+    match check(probe, real, timeout, None) {
+        Some(o) => o,
+        None => Outcome::Failure("stopped".into()),
     }
+}
+
+/// [`check_once`] for a checker thread: a script under way is killed (its
+/// group, and reaped) as soon as `stop` says so or its sender is gone,
+/// and then there is no outcome. The other checks are short enough
+/// (`timeout` at most 10 s, and nothing is left running when they end)
+/// to be waited for or left behind by a stop.
+fn check(
+    probe: &Probe,
+    real: &RealKey,
+    timeout: Duration,
+    stop: Option<&Receiver<()>>,
+) -> Option<Outcome> {
+    if let Probe::Script { command } = probe {
+        return run_script(command, real, timeout, stop);
+    }
+    Some(probe_network(probe, real, timeout))
+}
+
+/// A TCP or HTTP check.
+fn probe_network(probe: &Probe, real: &RealKey, timeout: Duration) -> Outcome {
     let target = real.target();
     let deadline = Instant::now() + timeout;
     let mut stream = match TcpStream::connect_timeout(&target, timeout) {
@@ -200,10 +222,18 @@ const SCRIPT_STDERR_KEPT: usize = 200;
 /// failure. At the timeout the whole group gets SIGKILL (a shell script's
 /// children with it, as keepalived does), and the script is reaped: no
 /// zombie, no stray checker. The first line of its stderr goes into the
-/// failure (the last error of `lb-appliance status`).
-pub fn run_script(command: &[String], real: &RealKey, timeout: Duration) -> Outcome {
+/// failure (the last error of `lb-appliance status`). With `stop`, the
+/// script is killed the same way when the checker is told to stop (a
+/// stop of the appliance, or a reload that removed the real or changed
+/// its check), and there is no outcome (None).
+pub fn run_script(
+    command: &[String],
+    real: &RealKey,
+    timeout: Duration,
+    stop: Option<&Receiver<()>>,
+) -> Option<Outcome> {
     let Some((program, args)) = command.split_first() else {
-        return Outcome::Failure("no command to run".into());
+        return Some(Outcome::Failure("no command to run".into()));
     };
     let deadline = Instant::now() + timeout;
     let mut child = match Command::new(program)
@@ -218,26 +248,30 @@ pub fn run_script(command: &[String], real: &RealKey, timeout: Duration) -> Outc
         .spawn()
     {
         Ok(c) => c,
-        Err(e) => return Outcome::Failure(format!("running {program}: {e}")),
+        Err(e) => return Some(Outcome::Failure(format!("running {program}: {e}"))),
     };
     let stderr = StderrHead::start(&mut child);
-    let status = match wait_until(&mut child, deadline) {
-        Ok(Some(status)) => status,
-        Ok(None) => {
+    let status = match wait_until(&mut child, deadline, stop) {
+        Ok(Waited::Exited(status)) => status,
+        Ok(Waited::TimedOut) => {
             kill_and_reap(&mut child);
             let said = stderr.map(|s| s.finish(Instant::now())).unwrap_or_default();
-            return Outcome::Failure(format!(
+            return Some(Outcome::Failure(format!(
                 "{program}: timed out after {timeout:?}, killed{}",
                 said_suffix(&said)
-            ));
+            )));
+        }
+        Ok(Waited::Stopped) => {
+            kill_and_reap(&mut child);
+            return None;
         }
         Err(e) => {
             kill_and_reap(&mut child);
-            return Outcome::Failure(format!("{program}: waiting for it: {e}"));
+            return Some(Outcome::Failure(format!("{program}: waiting for it: {e}")));
         }
     };
     if status.success() {
-        return Outcome::Success;
+        return Some(Outcome::Success);
     }
     let said = stderr.map(|s| s.finish(deadline)).unwrap_or_default();
     let how = match (
@@ -248,7 +282,10 @@ pub fn run_script(command: &[String], real: &RealKey, timeout: Duration) -> Outc
         (None, Some(sig)) => format!("killed by signal {sig}"),
         (None, None) => status.to_string(),
     };
-    Outcome::Failure(format!("{program}: {how}{}", said_suffix(&said)))
+    Some(Outcome::Failure(format!(
+        "{program}: {how}{}",
+        said_suffix(&said)
+    )))
 }
 
 fn said_suffix(said: &str) -> String {
@@ -259,20 +296,40 @@ fn said_suffix(said: &str) -> String {
     }
 }
 
-/// Waits for `child` to end until `deadline`: `Ok(None)` if it is still
-/// running then. Polls (from 1 ms, doubling to 20 ms): the standard library
-/// has no wait with a timeout, and a check's timing needs no finer grain.
-fn wait_until(child: &mut Child, deadline: Instant) -> std::io::Result<Option<ExitStatus>> {
+/// How waiting for a script ended.
+enum Waited {
+    Exited(ExitStatus),
+    TimedOut,
+    /// The checker was told to stop.
+    Stopped,
+}
+
+/// Waits for `child` to end until `deadline`, or until `stop` says so.
+/// Polls (from 1 ms, doubling to 20 ms; between polls it waits on `stop`):
+/// the standard library has no wait with a timeout, and a check's timing
+/// needs no finer grain.
+fn wait_until(
+    child: &mut Child,
+    deadline: Instant,
+    stop: Option<&Receiver<()>>,
+) -> std::io::Result<Waited> {
     let mut pause = Duration::from_millis(1);
     loop {
         if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
+            return Ok(Waited::Exited(status));
         }
         let now = Instant::now();
         if now >= deadline {
-            return Ok(None);
+            return Ok(Waited::TimedOut);
         }
-        std::thread::sleep(pause.min(deadline - now));
+        let nap = pause.min(deadline - now);
+        match stop {
+            Some(stop) => match stop.recv_timeout(nap) {
+                Err(RecvTimeoutError::Timeout) => {}
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => return Ok(Waited::Stopped),
+            },
+            None => std::thread::sleep(nap),
+        }
         pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
@@ -676,7 +733,9 @@ impl Drop for HealthCheckers {
 fn run(key: RealKey, spec: Spec, stop: Receiver<()>, reports: Sender<Report>) {
     loop {
         let started = Instant::now();
-        let outcome = check_once(&spec.probe, &key, spec.timeout);
+        let Some(outcome) = check(&spec.probe, &key, spec.timeout, Some(&stop)) else {
+            return; // told to stop during a script, which is killed
+        };
         if reports
             .send(Report {
                 real: key.clone(),

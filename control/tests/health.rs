@@ -416,3 +416,49 @@ fn a_script_past_its_timeout_is_killed_with_its_children_and_reaped() {
     }
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+/// A stop does not wait for a script to time out, nor leave it behind: the
+/// checker kills the script's group and reaps it as soon as it is told.
+#[test]
+fn a_stop_kills_a_running_script_at_once() {
+    let dir = std::env::temp_dir().join(format!("lb-health-stop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pid_file = dir.join("pid");
+    let text = format!(
+        "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\ndevice = \"net_null0\"\naddress = \"198.18.0.2/24\"\n\
+         [[services]]\nname = \"slow\"\nvip = \"198.18.1.100\"\nport = 80\n\
+         [services.health_check]\nkind = \"script\"\ncommand = [\"/bin/sh\", \"-c\", \"echo $$ > {}; exec /bin/sleep 30\"]\n\
+         interval = \"10s\"\ntimeout = \"10s\"\n\
+         [[services.reals]]\naddress = \"198.18.0.11\"\nport = 80\n",
+        pid_file.display()
+    );
+    let cfg = Config::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let mut checkers = HealthCheckers::new();
+    checkers.sync(&cfg);
+    let end = Instant::now() + Duration::from_secs(5);
+    let pid = loop {
+        let written = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        if let Ok(pid) = written.trim().parse::<u32>() {
+            break pid;
+        }
+        assert!(Instant::now() < end, "the script never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    let t = Instant::now();
+    let left = checkers.stop();
+    let took = t.elapsed();
+    assert_eq!(left, 0, "no checker left behind");
+    // A bound, not a speed: far below the script's 10 s timeout.
+    assert!(took < Duration::from_secs(2), "the stop took {took:?}");
+    assert_eq!(
+        proc_state(pid),
+        None,
+        "the script {pid} was killed and reaped"
+    );
+    assert_eq!(
+        checkers.reports().count(),
+        0,
+        "a killed script reports nothing"
+    );
+}
