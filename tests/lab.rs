@@ -312,7 +312,13 @@ impl Lab {
         if let Err(e) = self.check(config) {
             fail(app, &format!("{what}: the test's config is invalid:\n{e}"));
         }
-        std::fs::write(self.config_path(), config).unwrap();
+        // The same control socket as at start: a change of it needs a
+        // restart, and the reload would be refused.
+        std::fs::write(
+            self.config_path(),
+            common::with_control_socket(config, &self.dir.0),
+        )
+        .unwrap();
         sh(&["kill", "-HUP", &app.pid().to_string()]);
         self.wait_metrics(
             app,

@@ -217,7 +217,8 @@ const SCRIPT_STDERR_KEPT: usize = 200;
 /// Runs a script check of `real`: `command[0]` with the other words as its
 /// arguments, without a shell, stdin and stdout on /dev/null, the real in
 /// its environment (`LB_REAL_ADDRESS`, `LB_REAL_PORT`, `LB_SERVICE`, beside
-/// the appliance's own), in a process group of its own. Exit status 0 is
+/// the appliance's own but for systemd's `NOTIFY_SOCKET` and watchdog
+/// variables), in a process group of its own. Exit status 0 is
 /// success; anything else, a signal, or running past `timeout` is a
 /// failure. At the timeout the whole group gets SIGKILL (a shell script's
 /// children with it, as keepalived does), and the script is reaped: no
@@ -241,6 +242,11 @@ pub fn run_script(
         .env("LB_REAL_ADDRESS", real.address.to_string())
         .env("LB_REAL_PORT", real.port.to_string())
         .env("LB_SERVICE", &real.service)
+        // Not the appliance's systemd channels: a script must not be able
+        // to notify or feed the watchdog for it.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
