@@ -562,6 +562,11 @@ impl Sync<'_> {
             ),
             _ => log::info!("sync: {} -> {state}: {}", self.cfg.role, change.reason()),
         }
+        if !change.active() {
+            // The peer holds our flows now (a hand-over, or it was active
+            // all along): its changes to them apply here from now on.
+            self.links.shared.request_demote();
+        }
         self.status.active.store(change.active(), Ordering::Release);
         self.status.changes.incr();
         self.status.changed.store(true, Ordering::Release);

@@ -40,12 +40,20 @@ pub struct SyncShared {
     pub bulk_request: AtomicU64,
     /// Per worker: the last bulk pass it finished and handed over.
     pub bulk_done: Vec<AtomicU64>,
+    /// Raised when this appliance stood down: every worker hands its own
+    /// flows to the peer (`Pipeline::sync_demote_start`).
+    pub demote_request: AtomicU64,
 }
 
 impl SyncShared {
     /// Asks every worker for a bulk pass; returns its number.
     pub fn request_bulk(&self) -> u64 {
         self.bulk_request.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Asks every worker to make its flows the peer's.
+    pub fn request_demote(&self) {
+        self.demote_request.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Whether every worker finished bulk pass `n` (or a later one) and
@@ -68,6 +76,8 @@ pub struct WorkerLink {
     shared: Arc<SyncShared>,
     /// The bulk pass this worker is making or made last.
     bulk: u64,
+    /// The last demotion asked of this worker.
+    demote: u64,
 }
 
 /// The sync thread's ends, one per worker, in worker order.
@@ -83,6 +93,7 @@ pub struct ControlLinks {
 pub fn links(workers: usize) -> (Vec<WorkerLink>, ControlLinks) {
     let shared = Arc::new(SyncShared {
         bulk_request: AtomicU64::new(0),
+        demote_request: AtomicU64::new(0),
         bulk_done: (0..workers).map(|_| AtomicU64::new(0)).collect(),
     });
     let mut w = Vec::new();
@@ -101,6 +112,7 @@ pub fn links(workers: usize) -> (Vec<WorkerLink>, ControlLinks) {
             install: install_rx,
             shared: Arc::clone(&shared),
             bulk: 0,
+            demote: 0,
         });
         outbound.push((full_rx, empty_tx));
         inbound.push(install_tx);
@@ -122,6 +134,11 @@ impl WorkerLink {
     /// outcome or refusal in the worker's sync counters), and reports a
     /// bulk pass whose records are all handed over.
     pub fn between_bursts(&mut self, pipeline: &mut Pipeline, snap: &Snapshot, now: u32) {
+        let demote = self.shared.demote_request.load(Ordering::Acquire);
+        if demote != self.demote {
+            self.demote = demote;
+            pipeline.sync_demote_start();
+        }
         let asked = self.shared.bulk_request.load(Ordering::Acquire);
         if asked != self.bulk {
             self.bulk = asked;

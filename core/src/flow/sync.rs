@@ -81,6 +81,9 @@ pub(super) struct SyncLog {
     /// A pass sending every flow the table holds, under way: the next
     /// entry to look at ([`Conntrack::sync_bulk_start`]).
     bulk: Option<usize>,
+    /// A pass handing every flow of our own to the peer, under way: the
+    /// next entry ([`Conntrack::sync_demote_start`]).
+    demote: Option<usize>,
     /// The records for the peer, until the worker hands them over.
     events: SyncEvents,
 }
@@ -115,6 +118,7 @@ impl<A: FlowAddr> Conntrack<A> {
         self.sync = Some(Box::new(SyncLog {
             dirty: Vec::with_capacity(capacity.max(1)),
             bulk: None,
+            demote: None,
             events: SyncEvents::with_capacity(capacity),
         }));
     }
@@ -170,6 +174,18 @@ impl<A: FlowAddr> Conntrack<A> {
         }
         // A pass over every flow (a peer that came back): as many as the
         // queue has room for, the rest next time, none skipped.
+        // Standing down: our flows become the peer's (it holds them all,
+        // the hand-over made sure), so its changes to them apply here and
+        // our refresh no longer echoes them. A packet seen here makes one
+        // ours again.
+        if let Some(from) = log.demote {
+            log.demote = table.visit_from(from, budget, |_, f| {
+                if !f.is_template() {
+                    f.seq_known |= SYNCED;
+                }
+                true
+            });
+        }
         if let Some(from) = log.bulk {
             log.bulk = table.visit_from(from, budget, |_, f| {
                 if log.events.is_full() {
@@ -211,6 +227,16 @@ impl<A: FlowAddr> Conntrack<A> {
     pub fn sync_bulk_start(&mut self) {
         if let Some(log) = self.sync.as_mut() {
             log.bulk = Some(0);
+        }
+    }
+
+    /// Starts a pass that makes every flow of this table the peer's, as if
+    /// sync had installed it and no packet of it had been seen here: an
+    /// appliance that stood down after handing its flows over. The sweep
+    /// makes it between bursts, a budget of entries a poll.
+    pub fn sync_demote_start(&mut self) {
+        if let Some(log) = self.sync.as_mut() {
+            log.demote = Some(0);
         }
     }
 

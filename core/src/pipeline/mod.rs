@@ -225,6 +225,15 @@ impl Pipeline {
         }
     }
 
+    /// Makes every flow of both tables the sync peer's (see
+    /// `Conntrack::sync_demote_start`).
+    pub fn sync_demote_start(&mut self) {
+        self.conntrack.sync_demote_start();
+        if let Some(ct) = self.conntrack6.as_mut() {
+            ct.sync_demote_start();
+        }
+    }
+
     /// Whether that pass is under way in a table, or its records wait
     /// for [`Self::take_sync_events`].
     pub fn sync_bulk_pending(&self) -> bool {

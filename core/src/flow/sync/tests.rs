@@ -789,3 +789,47 @@ fn a_bulk_pass_waits_for_room_and_loses_nothing_when_the_sender_is_slow() {
     assert_eq!(sent.len(), 100, "every flow");
     assert_eq!(ct.stats.sync.events_dropped.get(), dropped, "none dropped");
 }
+
+#[test]
+fn standing_down_hands_our_flows_to_the_peer() {
+    let snap = snapshot(CONFIG);
+    // A backup that was active: two flows of its own.
+    let mut ct = conntrack::<Ipv4Addr>(64);
+    ct.enable_sync(16);
+    for p in [40000, 40001] {
+        client_packet(&mut ct, &snap, p, seg(TcpFlags::SYN, 5000, 0), 0).unwrap();
+        assert!(ct.find(&key(p)).is_some());
+    }
+    let _ = collected(&mut ct, &snap, 1);
+    // The peer's word on the flow: the same real, established.
+    let mut update = ct.find(&key(40000)).unwrap().sync_update(&snap).unwrap();
+    if let FlowChange::Update(u) = &mut update.change {
+        u.state = FlowState::Established;
+    }
+    // Before: the peer's update of one is refused as ours.
+    assert_eq!(ct.sync_install(&snap, &update, 2), Err(Refused::LocalFlow));
+    ct.sync_demote_start();
+    let _ = collected(&mut ct, &snap, 3);
+    assert!(ct.find(&key(40000)).unwrap().is_synced());
+    assert!(ct.find(&key(40001)).unwrap().is_synced());
+    // After: the peer's changes apply, its removal too, and our refresh
+    // no longer sends them back.
+    assert_eq!(ct.sync_install(&snap, &update, 4), Ok(Installed::Updated));
+    assert_eq!(
+        ct.find(&key(40000)).unwrap().state(),
+        FlowState::Established
+    );
+    assert_eq!(
+        ct.sync_install(&snap, &removed(40001), 4),
+        Ok(Installed::Removed)
+    );
+    let later = 5 + snap.timeouts.established / 2;
+    assert!(
+        collected(&mut ct, &snap, later).is_empty(),
+        "no refresh of the peer's flows"
+    );
+    // A packet seen here makes it ours again.
+    client_packet(&mut ct, &snap, 40000, seg(TcpFlags::ACK, 5001, 9000), later).unwrap();
+    assert!(!ct.find(&key(40000)).unwrap().is_synced());
+    ct.table().audit().unwrap();
+}
