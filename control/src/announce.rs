@@ -30,6 +30,9 @@ pub trait Routes {
     fn delete(&mut self, table: u32, vip: IpAddr, dev: &str) -> Result<(), String>;
 }
 
+/// How long one `ip route` may take before it is killed.
+const IP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The kernel's routing tables, through `ip`.
 #[derive(Debug, Default)]
 pub struct IpRoute;
@@ -45,18 +48,43 @@ impl IpRoute {
         let args = [
             family, "route", verb, &prefix, "dev", dev, "table", &table, "proto", "static",
         ];
-        let out = Command::new("ip")
+        let mut child = Command::new("ip")
             .args(args)
-            .output()
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-        if out.status.success() {
+        // On the control thread: a hung `ip` (a wedged netlink) must not
+        // stall health changes, reloads or a stop. It is killed and reaped
+        // after IP_TIMEOUT; the next update tries again.
+        let deadline = std::time::Instant::now() + IP_TIMEOUT;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(st)) => break st,
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!(
+                        "ip {}: no answer within {IP_TIMEOUT:?}, killed",
+                        args.join(" ")
+                    ));
+                }
+                Err(e) => return Err(format!("ip {}: {e}", args.join(" "))),
+            }
+        };
+        if status.success() {
             Ok(())
         } else {
-            Err(format!(
-                "ip {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            Err(format!("ip {}: {}", args.join(" "), err.trim()))
         }
     }
 }

@@ -249,6 +249,7 @@ impl Drop for ControlSocket {
 }
 
 fn accept_loop(listener: &UnixListener, ctx: &Arc<Ctx>, stop: &AtomicBool) {
+    let mut last_warning: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((conn, _)) => {
@@ -272,6 +273,7 @@ fn accept_loop(listener: &UnixListener, ctx: &Arc<Ctx>, stop: &AtomicBool) {
                     });
                 if let Err(e) = spawned {
                     ctx.clients.fetch_sub(1, Ordering::AcqRel);
+                    count(ctx, "unknown", "refused");
                     log::warn!("ctl: cannot start a thread for a client: {e}");
                 }
             }
@@ -279,7 +281,12 @@ fn accept_loop(listener: &UnixListener, ctx: &Arc<Ctx>, stop: &AtomicBool) {
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => {
-                log::warn!("ctl: accept: {e}");
+                // Out of descriptors, say: once a minute in the log.
+                let now = Instant::now();
+                if last_warning.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60)) {
+                    last_warning = Some(now);
+                    log::warn!("ctl: accept: {e}");
+                }
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
