@@ -24,7 +24,9 @@
 //! for a peer, as both roles' do: what they then collect is only of the
 //! worker's own flows (`sync.echo`: a flow the peer gave is never sent
 //! back), and a bulk pass sends every flow it holds exactly once and ends
-//! (`sync.bulk`), with a queue too small to take them in one go.
+//! (`sync.bulk`), with a queue too small to take them in one go; a
+//! demotion (standing down) makes every flow the peer's, keeps the tables
+//! whole and sends nothing (`sync.demote`).
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -190,7 +192,31 @@ pub fn run(data: &[u8]) -> Violations {
             format!("{} records dropped", c.events_dropped.get() - dropped),
         );
     }
+    // Standing down: every flow becomes the peer's, the tables stay whole,
+    // and nothing is sent for it.
+    ct4.sync_demote_start();
+    ct6.sync_demote_start();
+    let sent = collect(&mut ct4, &mut ct6, snap);
+    if !sent.is_empty() {
+        v.add("sync.demote", format!("standing down sent {sent:?}"));
+    }
+    demoted(&mut v, &ct4);
+    demoted(&mut v, &ct6);
     v
+}
+
+/// After a demotion pass: every flow the peer's, the table whole.
+fn demoted<A: FlowAddr>(v: &mut Violations, ct: &Conntrack<A>) {
+    let t = ct.table();
+    for e in t.entries() {
+        let f = t.get(e);
+        if !f.is_template() && !f.is_synced() {
+            v.add("sync.demote", format!("{f:?} still ours"));
+        }
+    }
+    if let Err(e) = t.audit() {
+        v.add("sync.audit", e);
+    }
 }
 
 /// Events a table's log holds between two collections here: small, so
