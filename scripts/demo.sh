@@ -156,9 +156,26 @@ for method in nat tun dr; do
     fi
 done
 
+# downloads_broken NAME N: waits for the downloads WORK/NAME1..N (the
+# demo's other children but the surviving appliance; in this shell, not a
+# subshell, so that it can wait for them), prints each broken one and sets
+# BROKEN to how many were (200 and the sha256 of big.bin expected).
+downloads_broken() {
+    local name=$1 n=$2 i job want
+    BROKEN=0
+    for job in $(jobs -p); do [ "$job" = "${SCALE_PIDS[1]}" ] || wait "$job" || true; done
+    want=$(sha256sum <"$LAB_STATE/www/big.bin")
+    for i in $(seq "$n"); do
+        if [ "$(cat "$WORK/$name$i.out")" != "200 5242880" ] || [ "$(sha256sum <"$WORK/$name$i")" != "$want" ]; then
+            echo "    download $i: $(cat "$WORK/$name$i.out") BROKEN"
+            BROKEN=$((BROKEN + 1))
+        fi
+    done
+}
+
 # The scale-out part: two appliances behind the router's ECMP route.
 scale_out() {
-    local i n t0 gone want bad=0
+    local i n t0 gone bad=0
     say "SCALE-OUT: scripts/lab.sh up --appliances 2 (BIRD on the router and beside each appliance; TUN, mh)"
     scripts/lab.sh down >/dev/null
     scripts/lab.sh up --appliances 2
@@ -197,15 +214,8 @@ scale_out() {
     echo "  the router dropped it after $gone ms (BFD):"
     ip netns exec "$LAB_PREFIX-router" ip route show "$VIP4" | sed 's/^/    /'
     wait "${SCALE_PIDS[0]}" 2>/dev/null || true
-    # The downloads are the only other children left.
-    for job in $(jobs -p); do [ "$job" = "${SCALE_PIDS[1]}" ] || wait "$job" || true; done
-    want=$(sha256sum <"$LAB_STATE/www/big.bin")
-    for i in $(seq 8); do
-        if [ "$(cat "$WORK/dl$i.out")" = "200 5242880" ] && [ "$(sha256sum <"$WORK/dl$i")" = "$want" ]; then :; else
-            echo "    download $i: $(cat "$WORK/dl$i.out") BROKEN"
-            bad=$((bad + 1))
-        fi
-    done
+    downloads_broken dl 8
+    bad=$BROKEN
     echo "  downloads intact (sha256): $((8 - bad)) of 8"
     stop_pid "${SCALE_PIDS[1]}"
     SCALE_PIDS=()
@@ -219,7 +229,7 @@ scale_out || failed+=("SCALE-OUT")
 # connection sync and a floating gateway for the reals.
 active() { ip netns exec "$LAB_PREFIX-lb$1" curl -s --max-time 2 http://127.0.0.1:9101/metrics | awk '/^lb_sync_active / {print $2}'; }
 nat_pair() {
-    local i t0 took want bad=0
+    local i t0 took bad=0
     say "NAT PAIR: scripts/lab.sh method nat (lb1 primary, lb2 backup, [sync] with the floating gateway 198.18.0.5 the reals route through)"
     scripts/lab.sh method nat
     for i in 1 2; do
@@ -255,14 +265,8 @@ nat_pair() {
     sleep 0.5
     ip netns exec "$LAB_PREFIX-real1" ip neigh show to 198.18.0.5 | sed 's/^/    /'
     wait "${SCALE_PIDS[0]}" 2>/dev/null || true
-    for job in $(jobs -p); do [ "$job" = "${SCALE_PIDS[1]}" ] || wait "$job" || true; done
-    want=$(sha256sum <"$LAB_STATE/www/big.bin")
-    for i in $(seq 6); do
-        if [ "$(cat "$WORK/nat$i.out")" = "200 5242880" ] && [ "$(sha256sum <"$WORK/nat$i")" = "$want" ]; then :; else
-            echo "    download $i: $(cat "$WORK/nat$i.out") BROKEN"
-            bad=$((bad + 1))
-        fi
-    done
+    downloads_broken nat 6
+    bad=$BROKEN
     echo "  NAT downloads intact (sha256): $((6 - bad)) of 6"
     grep -h "sync: backup -> active" "$WORK/lb-pair-2.log" | sed 's/^/    /'
     stop_pid "${SCALE_PIDS[1]}"

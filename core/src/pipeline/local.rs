@@ -335,31 +335,45 @@ pub fn build_neighbor_solicit<B: PacketBuf>(
     ip: Ipv6Addr,
     target: Ipv6Addr,
 ) -> bool {
-    if !buf.set_len(NEIGHBOR_SOLICIT_LEN) {
-        return false;
-    }
     let group = ndp::solicited_node(target);
     let ns = NdpRepr::NeighborSolicit {
         target,
         source_lladdr: Some(mac),
     };
+    build_ndp(buf, NEIGHBOR_SOLICIT_LEN, mac, ip, group, &ns)
+}
+
+/// Writes `msg` from `src` (on a port with MAC `mac`) to the multicast
+/// group `dst` into an empty buffer of `len` bytes, hop limit 255 as NDP
+/// needs. False if the buffer has no room.
+fn build_ndp<B: PacketBuf>(
+    buf: &mut B,
+    len: usize,
+    mac: MacAddr,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    msg: &NdpRepr,
+) -> bool {
+    if !buf.set_len(len) {
+        return false;
+    }
     let b = buf.data_mut();
     let mut frame = EthernetFrame::new_unchecked(&mut b[..]);
-    frame.set_dst_addr(ndp::multicast_mac(group));
+    frame.set_dst_addr(ndp::multicast_mac(dst));
     frame.set_src_addr(mac);
     frame.set_ethertype(EtherType::Ipv6);
     let (header, body) = b[ethernet::HEADER_LEN..].split_at_mut(ipv6::HEADER_LEN);
     Ipv6Repr {
-        src: ip,
-        dst: group,
+        src,
+        dst,
         next_header: IpProtocol::Icmpv6,
-        payload_len: ns.buffer_len(),
+        payload_len: msg.buffer_len(),
         hop_limit: ndp::HOP_LIMIT,
         traffic_class: 0,
         flow_label: 0,
     }
     .emit(&mut Ipv6Packet::new_unchecked(header));
-    ns.emit(ip, group, &mut NeighborPacket::new_unchecked(body));
+    msg.emit(src, dst, &mut NeighborPacket::new_unchecked(body));
     true
 }
 
@@ -379,31 +393,11 @@ pub const UNSOLICITED_ADVERT_LEN: usize = ethernet::HEADER_LEN + ipv6::HEADER_LE
 /// nodes (RFC 4861 7.2.6: Override set, Solicited clear; Router set: the
 /// address is the reals' gateway), IPv6's gratuitous ARP.
 pub fn build_unsolicited_advert<B: PacketBuf>(buf: &mut B, mac: MacAddr, ip: Ipv6Addr) -> bool {
-    if !buf.set_len(UNSOLICITED_ADVERT_LEN) {
-        return false;
-    }
     let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
     let na = NdpRepr::NeighborAdvert {
         flags: NeighborFlags::ROUTER | NeighborFlags::OVERRIDE,
         target: ip,
         target_lladdr: Some(mac),
     };
-    let b = buf.data_mut();
-    let mut frame = EthernetFrame::new_unchecked(&mut b[..]);
-    frame.set_dst_addr(ndp::multicast_mac(all_nodes));
-    frame.set_src_addr(mac);
-    frame.set_ethertype(EtherType::Ipv6);
-    let (header, body) = b[ethernet::HEADER_LEN..].split_at_mut(ipv6::HEADER_LEN);
-    Ipv6Repr {
-        src: ip,
-        dst: all_nodes,
-        next_header: IpProtocol::Icmpv6,
-        payload_len: na.buffer_len(),
-        hop_limit: ndp::HOP_LIMIT,
-        traffic_class: 0,
-        flow_label: 0,
-    }
-    .emit(&mut Ipv6Packet::new_unchecked(header));
-    na.emit(ip, all_nodes, &mut NeighborPacket::new_unchecked(body));
-    true
+    build_ndp(buf, UNSOLICITED_ADVERT_LEN, mac, ip, all_nodes, &na)
 }
