@@ -126,6 +126,11 @@ enum CtlCommand {
         persistence: Option<String>,
         #[arg(long)]
         syn_proxy: Option<String>,
+        /// Any other key of [[services]], KEY=VALUE: a dotted key
+        /// (health_check.kind, health_check.path) and a TOML value (a bare
+        /// word is a string). Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// Remove a service (ipvsadm -D).
     DelService { name: String },
@@ -343,6 +348,7 @@ fn ctl(cli: &Cli, socket: Option<&std::path::Path>, command: &CtlCommand) -> Exi
             forwarding,
             persistence,
             syn_proxy,
+            set,
         } => Request::AddService {
             name: name.clone(),
             vip: vip.clone(),
@@ -352,6 +358,18 @@ fn ctl(cli: &Cli, socket: Option<&std::path::Path>, command: &CtlCommand) -> Exi
             forwarding: forwarding.clone(),
             persistence: persistence.clone(),
             syn_proxy: syn_proxy.clone(),
+            set: match set
+                .iter()
+                .map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                        .ok_or_else(|| format!("--set {kv:?}: KEY=VALUE expected"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            },
         },
         CtlCommand::DelService { name } => Request::DelService { name: name.clone() },
         CtlCommand::Save => Request::Save,

@@ -340,8 +340,32 @@ fn every_ctl_subcommand_against_a_running_appliance() {
             "8443",
             "--scheduler",
             "wlc",
+            "--set",
+            "persistence=\"30s\"",
         ],
     ));
+    let saved = ok(&ctl(&socket, &["save"]));
+    let c = lb_config::Config::parse(&saved).unwrap();
+    let extra = c.services.iter().find(|s| s.name == "extra").unwrap();
+    assert_eq!(extra.persistence, Duration::from_secs(30), "--set applied");
+    // Any key of the service, validated as in a file: a misspelt one is
+    // refused by its path.
+    refused(
+        &ctl(
+            &socket,
+            &[
+                "add-service",
+                "bad",
+                "--vip",
+                "198.18.1.112",
+                "--port",
+                "80",
+                "--set",
+                "health_check.kindd=tcp",
+            ],
+        ),
+        "health_check.kindd",
+    );
     ok(&ctl(&socket, &["add-real", "extra", "198.18.0.31:443"]));
     let table = ok(&ctl(&socket, &["list"]));
     assert!(

@@ -107,6 +107,11 @@ pub enum Request {
         persistence: Option<String>,
         #[serde(default)]
         syn_proxy: Option<String>,
+        /// Any other key of the service, as `(KEY, VALUE)`: a dotted path
+        /// under the service's table (`health_check.kind`) and a TOML value
+        /// (`"http"`, `500`, `["/bin/check"]`; a bare word is a string).
+        #[serde(default)]
+        set: Vec<(String, String)>,
     },
     DelService {
         name: String,
@@ -640,6 +645,7 @@ pub mod edit {
                 forwarding,
                 persistence,
                 syn_proxy,
+                set,
             } => {
                 if service_index(config, name).is_ok() {
                     return Err(format!("there is a service {name:?} already"));
@@ -659,6 +665,9 @@ pub mod edit {
                         t[k] = value(v.as_str());
                     }
                 }
+                for (key, text) in set {
+                    set_key(&mut t, key, text)?;
+                }
                 if doc.get("services").is_none() {
                     doc.insert("services", Item::ArrayOfTables(ArrayOfTables::new()));
                 }
@@ -676,6 +685,42 @@ pub mod edit {
             }
             _ => return Err("not a change".into()),
         }
+        Ok(())
+    }
+
+    /// Sets `key` (a dotted path of bare keys: `health_check.interval`)
+    /// in `t` to `text` read as a TOML value, or as a string when it is not
+    /// one (`--set scheduler=mh`). What the key and value mean is left to
+    /// the validation of the whole text, which names the path if wrong.
+    fn set_key(t: &mut Table, key: &str, text: &str) -> Result<(), String> {
+        let parts: Vec<&str> = key.split('.').collect();
+        let bare = |p: &&str| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        if !parts.iter().all(bare) {
+            return Err(format!(
+                "--set {key:?}: a key is a dotted path of bare keys (e.g. health_check.kind)"
+            ));
+        }
+        let v: toml_edit::Value = text
+            .parse()
+            .unwrap_or_else(|_| toml_edit::Value::from(text));
+        let (last, tables) = parts.split_last().ok_or("--set: an empty key")?;
+        let mut cur = t;
+        for p in tables {
+            if !cur.contains_key(p) {
+                let mut sub = Table::new();
+                sub.set_implicit(false);
+                cur.insert(p, Item::Table(sub));
+            }
+            cur = cur
+                .get_mut(p)
+                .and_then(Item::as_table_mut)
+                .ok_or_else(|| format!("--set {key:?}: {p} is not a table"))?;
+        }
+        cur[last] = Item::Value(v);
         Ok(())
     }
 
@@ -842,11 +887,17 @@ address = "198.18.0.12"
                 forwarding: None,
                 persistence: None,
                 syn_proxy: None,
+                set: vec![
+                    ("health_check.kind".into(), "tcp".into()),
+                    ("health_check.interval".into(), "\"2s\"".into()),
+                ],
             },
         )
         .unwrap();
         let c = Config::parse(&svc).unwrap();
         assert_eq!(c.services.len(), 2);
+        let hc = c.services[1].health_check.as_ref().expect("a health check");
+        assert_eq!(hc.interval, std::time::Duration::from_secs(2));
         let gone = run(&svc, Request::DelService { name: "dns".into() }).unwrap();
         assert_eq!(Config::parse(&gone).unwrap().services.len(), 1);
     }
