@@ -226,6 +226,8 @@ fn metrics_status_health_and_reload_on_a_running_appliance() {
         "lb_bytes_forwarded_total",
         "lb_active_flows",
         "lb_real_weight",
+        "lb_real_active_flows",
+        "lb_real_inactive_flows",
         "lb_health_checks_total",
         "lb_config_reloads_total",
         "lb_config_generation",

@@ -142,6 +142,14 @@ pub const METRICS: &[(&str, &str)] = &[
         "Connection-sync records dropped for lack of room: a worker's queue of its own changes, or its queue of records to install.",
     ),
     (
+        "lb_real_active_flows",
+        "Flows on the real now, summed over the workers (status's ActiveConn counts those established).",
+    ),
+    (
+        "lb_real_inactive_flows",
+        "Of those, the ones not established: SYN sent, FIN wait, closed (ipvsadm's InActConn).",
+    ),
+    (
         "lb_control_requests_total",
         "Requests on the control socket (lb-appliance ctl), by command and result: ok, or refused (malformed, oversized, too slow, unknown, or a change that did not validate).",
     ),
@@ -574,6 +582,8 @@ impl Exporter {
         let bytes = counter("lb_bytes_forwarded_total", &["service", "real"]);
         let up = gauge("lb_real_up", &["service", "real"]);
         let weight = gauge("lb_real_weight", &["service", "real"]);
+        let flows = gauge("lb_real_active_flows", &["service", "real"]);
+        let inactive = gauge("lb_real_inactive_flows", &["service", "real"]);
         for s in &snap.services {
             for r in &s.reals {
                 let real = real_label(r.address, r.port);
@@ -589,6 +599,12 @@ impl Exporter {
                     .inc_by(self.real_sum(r.id, |c| c.bytes.get()));
                 up.with_label_values(l).set(i64::from(r.up));
                 weight.with_label_values(l).set(i64::from(r.weight));
+                flows
+                    .with_label_values(l)
+                    .set(self.real_sum(r.id, |c| c.active.get()) as i64);
+                inactive
+                    .with_label_values(l)
+                    .set(self.real_sum(r.id, |c| c.inactive.get()) as i64);
             }
         }
 
