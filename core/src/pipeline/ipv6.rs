@@ -95,7 +95,17 @@ impl Pipeline {
         // go to a group or to nobody (RFC 4443 §2.4(e); found by fuzzing:
         // "packet too big" was sent to `::`).
         if ip.src.is_multicast() || ip.src.is_unspecified() {
-            return Verdict::Drop(DropReason::BadIpHeader);
+            // From `::` to a group is a host with no address yet: MLD
+            // reports and other hosts' DAD probes, ordinary on a segment
+            // where hosts come up (a kernel interface's MLD report is
+            // one). Not for us, not a broken header: counted as such, so
+            // that `bad_ip_header` keeps meaning something is wrong.
+            let why = if ip.src.is_unspecified() && ip.dst.is_multicast() {
+                DropReason::NotForUs
+            } else {
+                DropReason::BadIpHeader
+            };
+            return Verdict::Drop(why);
         }
         if ip.dst.is_multicast() {
             return Verdict::Drop(DropReason::NotForUs);

@@ -360,3 +360,29 @@ fn nothing_link_local_is_forwarded() {
     );
     assert_eq!(p.flows6().unwrap().len(), 0);
 }
+
+#[test]
+fn unspecified_to_a_group_is_not_for_us_and_other_impossible_sources_are_bad() {
+    let snap = snapshot(CONFIG);
+    let mut p = pipeline(&snap, 0, 1);
+    let vip = v6("2001:2:0:1::100");
+    let verdict = |p: &mut Pipeline, src: Ipv6Addr, dst: Ipv6Addr| {
+        let mut b = VecBuf::from_bytes(&tcp6((src, 1), (dst, 80), SYN, ROUTER));
+        p.process(&snap, 0, &mut b, 0)
+    };
+    // A host coming up (an MLD report, say, from `::` to a group).
+    assert_eq!(
+        verdict(&mut p, Ipv6Addr::UNSPECIFIED, v6("ff02::16")),
+        Verdict::Drop(DropReason::NotForUs)
+    );
+    // What no host sends.
+    assert_eq!(
+        verdict(&mut p, Ipv6Addr::UNSPECIFIED, vip),
+        Verdict::Drop(DropReason::BadIpHeader)
+    );
+    assert_eq!(
+        verdict(&mut p, v6("ff02::1"), vip),
+        Verdict::Drop(DropReason::BadIpHeader)
+    );
+    assert_eq!(p.flows6().unwrap().len(), 0);
+}
