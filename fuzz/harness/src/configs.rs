@@ -23,6 +23,10 @@
 //! neighbor discovery: `Hold`, `Hold6`). Timeouts are seconds, so that the
 //! clock ops expire flows.
 //!
+//! The odd variants are those of the active appliance of a `[sync]` pair:
+//! wan floats the gateway [`FLOAT4`] and [`FLOAT6`] (answered like the
+//! port's own address), so RELOAD between them is a change of role.
+//!
 //! Compiled once per process (Maglev tables are not cheap) with one
 //! [`Ids`], as the control thread keeps them across reloads.
 
@@ -38,6 +42,11 @@ pub struct Family {
     /// Every real id any of the snapshots uses.
     pub real_ids: Vec<u32>,
 }
+
+/// The floating gateways (`[sync] gateway`, `gateway6`) of the odd
+/// variants, on wan.
+pub const FLOAT4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 5);
+pub const FLOAT6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 5);
 
 /// The number of topologies.
 pub const TOPOLOGIES: usize = 2;
@@ -647,8 +656,13 @@ fn build(topology: usize) -> Family {
             let text = config_text(topology, v);
             let config = Config::parse(&text)
                 .unwrap_or_else(|e| panic!("fuzz config {topology}/{v} is invalid: {e}\n{text}"));
-            Snapshot::compile(&config, &macs, 1 + v as u64, &mut ids, |_, _, _| true)
-                .unwrap_or_else(|e| panic!("fuzz config {topology}/{v} does not compile: {e}"))
+            let mut snap =
+                Snapshot::compile(&config, &macs, 1 + v as u64, &mut ids, |_, _, _| true)
+                    .unwrap_or_else(|e| panic!("fuzz config {topology}/{v} does not compile: {e}"));
+            if v % 2 == 1 {
+                snap.float_gateways(Some(FLOAT4), Some(FLOAT6));
+            }
+            snap
         })
         .collect();
     let mut real_ids: Vec<u32> = snapshots

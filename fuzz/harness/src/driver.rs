@@ -28,6 +28,10 @@
 //!   were: the proxy verifies what it terminates), no payload, no padding,
 //!   addressed as it must be (`out.syn-proxy`).
 //!
+//! - `verdict.gateway`: a frame addressed to the floating gateway (ARP
+//!   target, IP destination, solicitation target) is answered or sent on
+//!   only by a snapshot that floats it on the in-port (the active
+//!   appliance of a pair; `configs::FLOAT4`, `FLOAT6`).
 //! - `verdict.to_kernel`: only a port with a kernel interface gives a
 //!   frame to the kernel (counted with the consumed ones).
 //! - `verdict.defer`: a deferred frame is untouched, a TCP segment from
@@ -96,6 +100,31 @@ const MAX_FRAME: usize = 9018;
 const REPLY_DATA: usize = 32;
 
 const IP: usize = 14;
+
+/// The floating gateway a frame is addressed to, if it is: an ARP
+/// request's target, an IP destination, a Neighbor Solicitation's target.
+/// Only the active appliance (a snapshot that floats it on the in-port)
+/// may answer or forward such a frame (`verdict.gateway`).
+fn to_floating_gateway(b: &[u8]) -> Option<IpAddr> {
+    let ethertype = b.get(12..14)?;
+    let hit = |a: IpAddr| {
+        (a == IpAddr::V4(configs::FLOAT4) || a == IpAddr::V6(configs::FLOAT6)).then_some(a)
+    };
+    match ethertype {
+        [0x08, 0x06] if b.len() >= IP + 28 => hit(IpAddr::V4(addr(b, IP + 24))),
+        [0x08, 0x00] if b.len() >= IP + 20 => hit(IpAddr::V4(addr(b, IP + 16))),
+        [0x86, 0xdd] if b.len() >= IP + 40 => {
+            let dst = hit(IpAddr::V6(addr6(b, IP + 24)));
+            // A solicitation (ICMPv6 135, no extension headers) names its
+            // target after the ICMPv6 header.
+            let ns = (b[IP + 6] == 58 && b.get(IP + 40) == Some(&135) && b.len() >= IP + 64)
+                .then(|| hit(IpAddr::V6(addr6(b, IP + 48))))
+                .flatten();
+            dst.or(ns)
+        }
+        _ => None,
+    }
+}
 
 /// Runs one `pipeline` input.
 pub fn run(data: &[u8]) -> Violations {
@@ -522,6 +551,18 @@ impl Driver {
         match v {
             Verdict::Transmit(port) => {
                 self.check_sent(snap, usize::from(port), false, &f);
+                if let Some(g) = to_floating_gateway(&f.input) {
+                    let floated = snap.ports.get(f.in_port).is_some_and(|p| match g {
+                        IpAddr::V4(a) => p.floating == Some(a),
+                        IpAddr::V6(a) => p.floating6 == Some(a),
+                    });
+                    if !floated {
+                        self.v.add(
+                            "verdict.gateway",
+                            format!("a frame for the floating gateway {g} answered or sent on by a snapshot that does not float it on port {}", f.in_port),
+                        );
+                    }
+                }
                 self.t.sent += 1;
             }
             Verdict::Hold6 { port, index } => {
