@@ -904,39 +904,18 @@ address = "198.18.0.12"
 
     #[test]
     fn refused_edits_say_why() {
-        let e = run(
-            TEXT,
-            Request::AddReal {
-                service: "nope".into(),
-                real: "198.18.0.13:80".into(),
-                weight: None,
-                forwarding: None,
-            },
-        )
-        .unwrap_err();
+        let add = |service: &str, real: &str, forwarding: Option<&str>| Request::AddReal {
+            service: service.into(),
+            real: real.into(),
+            weight: None,
+            forwarding: forwarding.map(Into::into),
+        };
+        let e = run(TEXT, add("nope", "198.18.0.13:80", None)).unwrap_err();
         assert!(e.contains("no service \"nope\""), "{e}");
-        let e = run(
-            TEXT,
-            Request::AddReal {
-                service: "web".into(),
-                real: "198.18.0.11:80".into(),
-                weight: None,
-                forwarding: None,
-            },
-        )
-        .unwrap_err();
+        let e = run(TEXT, add("web", "198.18.0.11:80", None)).unwrap_err();
         assert!(e.contains("already has"), "{e}");
         // Validated as a file would be: the path names the key.
-        let e = run(
-            TEXT,
-            Request::AddReal {
-                service: "web".into(),
-                real: "198.18.0.13:80".into(),
-                weight: None,
-                forwarding: Some("teleport".into()),
-            },
-        )
-        .unwrap_err();
+        let e = run(TEXT, add("web", "198.18.0.13:80", Some("teleport"))).unwrap_err();
         assert!(e.contains("services[0].reals[2].forwarding"), "{e}");
         let e = run(
             TEXT,
@@ -948,16 +927,7 @@ address = "198.18.0.12"
         )
         .unwrap_err();
         assert!(e.contains("has no real"), "{e}");
-        let e = run(
-            TEXT,
-            Request::AddReal {
-                service: "web".into(),
-                real: "198.18.0.13".into(),
-                weight: None,
-                forwarding: None,
-            },
-        )
-        .unwrap_err();
+        let e = run(TEXT, add("web", "198.18.0.13", None)).unwrap_err();
         assert!(e.contains("is not ADDR:PORT"), "{e}");
     }
 }
