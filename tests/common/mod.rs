@@ -220,8 +220,12 @@ impl Drop for Proc {
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
+    /// A fresh folder, unique within this process as well: two tests that
+    /// run in parallel with the same tag must not share (and remove) it.
     pub fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("lbt-{tag}-{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("lbt-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
@@ -241,15 +245,7 @@ impl Drop for TempDir {
 /// Writes frames as a classic pcap file (Ethernet link type).
 pub fn write_pcap(path: &Path, frames: &[&[u8]]) {
     let mut f = std::fs::File::create(path).unwrap();
-    let mut hdr = Vec::new();
-    hdr.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
-    hdr.extend_from_slice(&2u16.to_le_bytes());
-    hdr.extend_from_slice(&4u16.to_le_bytes());
-    hdr.extend_from_slice(&0i32.to_le_bytes());
-    hdr.extend_from_slice(&0u32.to_le_bytes());
-    hdr.extend_from_slice(&65535u32.to_le_bytes());
-    hdr.extend_from_slice(&1u32.to_le_bytes());
-    f.write_all(&hdr).unwrap();
+    f.write_all(&pcap_header()).unwrap();
     for (i, fr) in frames.iter().enumerate() {
         let mut rec = Vec::new();
         rec.extend_from_slice(&(i as u32).to_le_bytes());
@@ -259,6 +255,19 @@ pub fn write_pcap(path: &Path, frames: &[&[u8]]) {
         f.write_all(&rec).unwrap();
         f.write_all(fr).unwrap();
     }
+}
+
+/// The global header of a classic pcap file (Ethernet link type).
+pub fn pcap_header() -> Vec<u8> {
+    let mut hdr = Vec::new();
+    hdr.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
+    hdr.extend_from_slice(&2u16.to_le_bytes());
+    hdr.extend_from_slice(&4u16.to_le_bytes());
+    hdr.extend_from_slice(&0i32.to_le_bytes());
+    hdr.extend_from_slice(&0u32.to_le_bytes());
+    hdr.extend_from_slice(&65535u32.to_le_bytes());
+    hdr.extend_from_slice(&1u32.to_le_bytes());
+    hdr
 }
 
 /// Reads the frames of a classic pcap file (either byte order, µs or ns).
@@ -610,13 +619,7 @@ impl PipeAppliance {
         // ends are open).
         let writer = std::thread::spawn(move || {
             let mut f = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
-            let header = {
-                let d = TempDir::new("pipe-header");
-                let p = d.path("h.pcap");
-                write_pcap(&p, &[]);
-                std::fs::read(p).unwrap()
-            };
-            f.write_all(&header).unwrap();
+            f.write_all(&pcap_header()).unwrap();
             f.flush().unwrap();
             f
         });
