@@ -68,9 +68,12 @@ for t in $targets; do
     log="$work/fuzz.log"
     ls "$work/artifacts" >"$work/artifacts.before"
     echo "== fuzzing $t for ${duration}s (log: $log)"
+    # A target's dictionary (tokens libFuzzer splices in), if it has one.
+    dict=()
+    [ -f "fuzz/dict/$t.dict" ] && dict=(-dict="dict/$t.dict")
     # New inputs go to the first folder; the seeds and regressions are read.
     (cd fuzz && exec cargo +nightly fuzz run "${fuzz_flags[@]}" "$t" \
-        "work/$t/corpus" "corpus/$t" "regressions/$t" -- \
+        "work/$t/corpus" "corpus/$t" "regressions/$t" -- "${dict[@]}" \
         -max_total_time="$duration" -max_len=16384 -timeout=20 -rss_limit_mb=4096 \
         -artifact_prefix="work/$t/artifacts/" -print_final_stats=1) >"$log" 2>&1 &
     child=$!

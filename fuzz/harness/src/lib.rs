@@ -14,6 +14,8 @@
 //! - [`Target::Sync`]: connection-sync datagrams parsed and installed into
 //!   a worker's tables beside its own flows ([`sync`], which gives its
 //!   input format).
+//! - [`Target::Config`]: `lb.toml` text through validation and, when
+//!   accepted, compilation into the workers' snapshot ([`config`]).
 //!
 //! # The `pipeline` input format
 //! A 4-byte header (missing bytes read as 0), then ops to the end:
@@ -53,6 +55,7 @@
 //! counts agree with the tables. A broken invariant is a [`Violation`]
 //! named by a stable id.
 
+pub mod config;
 pub mod configs;
 pub mod driver;
 pub mod gen6;
@@ -117,10 +120,11 @@ pub enum Target {
     Pipeline,
     Wire,
     Sync,
+    Config,
 }
 
 impl Target {
-    pub const ALL: [Target; 3] = [Target::Pipeline, Target::Wire, Target::Sync];
+    pub const ALL: [Target; 4] = [Target::Pipeline, Target::Wire, Target::Sync, Target::Config];
 
     /// The name of its fuzz target and of its corpus folder.
     pub fn name(self) -> &'static str {
@@ -128,6 +132,7 @@ impl Target {
             Target::Pipeline => "pipeline",
             Target::Wire => "wire",
             Target::Sync => "sync",
+            Target::Config => "config",
         }
     }
 
@@ -137,6 +142,7 @@ impl Target {
             Target::Pipeline => driver::run(data),
             Target::Wire => wire::run(data),
             Target::Sync => sync::run(data),
+            Target::Config => config::run(data),
         }
     }
 
