@@ -529,6 +529,25 @@ impl Dataplane {
     /// port counters; the ports are stopped and closed when `self` drops.
     pub fn shutdown(&mut self) -> Vec<(String, PortStats)> {
         self.stop.store(true, Ordering::Relaxed);
+        let finished = |w: &RunningWorker| w.launched.as_ref().is_none_or(|l| l.is_finished());
+        if !wait_until(WORKER_STOP_DEADLINE, || self.workers.iter().all(finished)) {
+            // A worker checks the stop flag between bursts, so one that has
+            // not left its loop by now is stuck (a bug: a loop that does not
+            // end). Waiting for it would hang the stop for ever, and stopping
+            // the ports or the EAL under it would free what it still uses:
+            // the only clean thing left is to end the process, which takes
+            // the kernel interfaces (and their routes) and the memory with
+            // it. The watchdog (Type=notify) would end it too, later.
+            for w in self.workers.iter().filter(|w| !finished(w)) {
+                log::error!(
+                    "worker on {} did not stop within {:?}: it is stuck",
+                    w.lcore,
+                    WORKER_STOP_DEADLINE
+                );
+            }
+            log::error!("exiting with status 1 without stopping the ports");
+            std::process::exit(1);
+        }
         for w in &mut self.workers {
             if let Some(l) = w.launched.take() {
                 match WorkerEnd::from_rc(l.wait()) {
@@ -541,6 +560,26 @@ impl Dataplane {
     }
 }
 
+/// How long a stop waits for the workers to leave their loops (they look
+/// at the stop flag between bursts, well under a millisecond apart; an
+/// adaptive worker asleep wakes within about one).
+pub const WORKER_STOP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Polls `done` every millisecond until it holds (true) or `limit` has
+/// passed (false).
+fn wait_until(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 impl Drop for Dataplane {
     fn drop(&mut self) {
         self.shutdown();
@@ -550,6 +589,20 @@ impl Drop for Dataplane {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waiting_for_the_workers_is_bounded() {
+        let start = std::time::Instant::now();
+        assert!(!wait_until(std::time::Duration::from_millis(50), || false));
+        assert!(start.elapsed() >= std::time::Duration::from_millis(50));
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        let mut polls = 0;
+        assert!(wait_until(std::time::Duration::from_secs(5), || {
+            polls += 1;
+            polls == 3
+        }));
+        assert_eq!(polls, 3);
+    }
 
     #[test]
     fn pci_addresses_are_told_from_vdevs() {
