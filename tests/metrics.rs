@@ -293,6 +293,9 @@ fn metrics_status_health_and_reload_on_a_running_appliance() {
     // Whole seconds (the prometheus crate's collector): a worker blocked
     // on the pipe may not have used one yet.
     assert!(p("process_cpu_seconds_total") >= 0.0);
+    // The metrics server's own refusals (over its bound of connections):
+    // none for one scraper at a time.
+    assert_eq!(p("lb_metrics_connections_refused_total"), 0.0);
     assert!(p("process_resident_memory_bytes") > 1e6);
     assert!(p("process_virtual_memory_bytes") >= p("process_resident_memory_bytes"));
     assert!(p("process_open_fds") >= 3.0 && p("process_max_fds") >= p("process_open_fds"));

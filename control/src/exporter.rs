@@ -150,6 +150,10 @@ pub const METRICS: &[(&str, &str)] = &[
         "Of those, the ones not established: SYN sent, FIN wait, closed (ipvsadm's InActConn).",
     ),
     (
+        "lb_metrics_connections_refused_total",
+        "Connections to this metrics server closed unserved: over its bound of concurrent connections, or no thread or file descriptor to serve them with.",
+    ),
+    (
         "lb_control_requests_total",
         "Requests on the control socket (lb-appliance ctl), by command and result: ok, or refused (malformed, oversized, too slow, unknown, or a change that did not validate).",
     ),
@@ -367,6 +371,8 @@ pub struct Exporter {
     sync_status: Option<Arc<SyncStatus>>,
     /// The control socket's request counts.
     ctl: Option<crate::ctl::RequestCounts>,
+    /// The metrics server's count of connections it closed unserved.
+    http_refused: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// The `real` label: `198.18.0.11:8080`, `[2001:2::11]:80`; the same as
@@ -399,6 +405,7 @@ impl Exporter {
             sync: None,
             sync_status: None,
             ctl: None,
+            http_refused: None,
         }
     }
 
@@ -426,6 +433,13 @@ impl Exporter {
     /// counts.
     pub fn with_ctl(mut self, counts: crate::ctl::RequestCounts) -> Exporter {
         self.ctl = Some(counts);
+        self
+    }
+
+    /// Exports `lb_metrics_connections_refused_total` from the metrics
+    /// server's count.
+    pub fn with_http_refused(mut self, refused: Arc<std::sync::atomic::AtomicU64>) -> Exporter {
+        self.http_refused = Some(refused);
         self
     }
 
@@ -562,6 +576,11 @@ impl Exporter {
                 .inc_by(st.changes.get());
         }
 
+        if let Some(refused) = &self.http_refused {
+            counter("lb_metrics_connections_refused_total", &[])
+                .with_label_values(&[])
+                .inc_by(refused.load(std::sync::atomic::Ordering::Relaxed));
+        }
         if let Some(counts) = &self.ctl {
             let c = counter("lb_control_requests_total", &["command", "result"]);
             let counts = counts.lock().unwrap_or_else(|e| e.into_inner());

@@ -78,7 +78,7 @@ struct Live {
     conns: Mutex<HashMap<u64, TcpStream>>,
     /// Connections closed unserved (over the bound, or no thread or socket
     /// to serve them with).
-    refused: AtomicU64,
+    refused: Arc<AtomicU64>,
 }
 
 impl Live {
@@ -113,7 +113,8 @@ impl Server {
     pub fn start(listen: SocketAddr, exporter: Exporter) -> std::io::Result<Server> {
         // Rendering is serialised: it is quick, and the port counters are
         // read by one thread at a time. Reading and writing are not.
-        let exporter = Mutex::new(exporter);
+        let refused = Arc::new(AtomicU64::new(0));
+        let exporter = Mutex::new(exporter.with_http_refused(Arc::clone(&refused)));
         let handler = move |method: &str, path: &str| {
             let exporter = || exporter.lock().unwrap_or_else(|e| e.into_inner());
             match (method, path) {
@@ -139,7 +140,7 @@ impl Server {
                 },
             }
         };
-        Server::serve(listen, Arc::new(handler), Limits::default())
+        Server::serve_counting(listen, Arc::new(handler), Limits::default(), refused)
     }
 
     /// Binds `listen` and answers every request with `handler`, within
@@ -149,11 +150,25 @@ impl Server {
         handler: Arc<Handler>,
         limits: Limits,
     ) -> std::io::Result<Server> {
+        Server::serve_counting(listen, handler, limits, Arc::default())
+    }
+
+    /// [`Server::serve`], counting the connections closed unserved in
+    /// `refused`.
+    fn serve_counting(
+        listen: SocketAddr,
+        handler: Arc<Handler>,
+        limits: Limits,
+        refused: Arc<AtomicU64>,
+    ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(listen)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
-        let live = Arc::new(Live::default());
+        let live = Arc::new(Live {
+            conns: Mutex::default(),
+            refused,
+        });
         let (s, l) = (Arc::clone(&stop), Arc::clone(&live));
         let thread = std::thread::Builder::new()
             .name("metrics".into())
