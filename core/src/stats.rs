@@ -282,6 +282,10 @@ pub struct WorkerStats {
     /// SYN proxy: client segments kept while their flow waited for the
     /// real's SYN-ACK, to be sent on once it answered (each counted once).
     pub syn_proxy_deferred: Counter,
+    /// SYN proxy: SYNs sent to a real again, for a flow whose real had
+    /// not answered while its client kept sending
+    /// (`flow::synproxy::SynRetries`).
+    pub syn_proxy_syn_retransmits: Counter,
     /// Connection sync: what this worker recorded for the peer and
     /// installed from it (`crate::sync`).
     pub sync: crate::sync::SyncCounters,
@@ -345,6 +349,7 @@ impl Default for WorkerStats {
             syn_proxy_cookies_sent: Counter::default(),
             syn_proxy_cookies_accepted: Counter::default(),
             syn_proxy_deferred: Counter::default(),
+            syn_proxy_syn_retransmits: Counter::default(),
             sync: Default::default(),
             tx_failed: Default::default(),
             to_kernel: Default::default(),

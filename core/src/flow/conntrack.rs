@@ -47,8 +47,8 @@ use lb_config::{ForwardingMethod, SchedulerKind};
 use super::hash::FlowAddr;
 use super::sync::SyncLog;
 use super::synproxy::{
-    Cover, Deferrals, Pressure, ProxyStep, ReplyStep, Waiting, PROXY_CLIENT_WS, PROXY_ON,
-    PROXY_REAL_WS, PROXY_TS, PROXY_WAITING,
+    Cover, Deferrals, Pressure, ProxyStep, ProxySyn, ReplyStep, SynRetries, Waiting,
+    PROXY_CLIENT_WS, PROXY_ON, PROXY_REAL_WS, PROXY_TS, PROXY_WAITING,
 };
 use super::{
     Flow, FlowKey, FlowState, FlowTable, IndexSeed, NewFlow, ReplyKey, Segment, Trust,
@@ -59,6 +59,7 @@ use crate::scheduler::Schedulers;
 use crate::snapshot::{Snapshot, MAX_REALS};
 use crate::stats::{DropReason, WorkerStats};
 use crate::synproxy::CookieOptions;
+use crate::wire::tcp_options::Timestamps;
 use crate::wire::TcpFlags;
 use lb_config::SynProxyMode;
 
@@ -117,6 +118,9 @@ pub struct Conntrack<A: FlowAddr = Ipv4Addr> {
     /// SYN proxy: client segments deferred while their flow waited
     /// (`flow/synproxy.rs`).
     pub(super) defer: Deferrals,
+    /// SYN proxy: waiting flows whose SYN is to go to the real again
+    /// (`flow/synproxy.rs`).
+    pub(super) retries: SynRetries<A>,
     /// Connection sync on a primary: what changed for the peer
     /// (`flow/sync.rs`); None otherwise, and then every hook is one
     /// predictable branch.
@@ -158,6 +162,7 @@ impl<A: FlowAddr> Conntrack<A> {
             adjust: TcpAdjust::default(),
             waiting: Waiting::default(),
             defer: Deferrals::default(),
+            retries: SynRetries::default(),
             sync: None,
         }
     }
@@ -788,8 +793,9 @@ impl<A: FlowAddr> Conntrack<A> {
                     ..target
                 });
             }
-            // Data before the real answered: kept for later, or dropped.
-            let step = self.defer.early(f, seg)?;
+            // Data (or the ACK again) before the real answered: kept for
+            // later, or dropped; and the SYN to the real again if due.
+            let step = self.proxy_early(e, seg, now)?;
             return Ok(Target {
                 proxy: step,
                 ..target
@@ -858,6 +864,8 @@ impl<A: FlowAddr> Conntrack<A> {
                 let cookie = f.proxy_seq;
                 f.proxy_seq = seg.seq.wrapping_sub(cookie.wrapping_add(1));
                 f.proxy &= !PROXY_WAITING;
+                // Its SYN is done with (`Flow::proxy_syn`).
+                f.children = 0;
                 f.last_seen = now;
                 f.on_segment(seg, false);
                 self.defer.changed(f);
@@ -881,9 +889,12 @@ impl<A: FlowAddr> Conntrack<A> {
     /// A new flow for an ACK whose cookie checked out: scheduled like any
     /// new flow (persistence templates included), its client side tracked
     /// from the client's ISN as if its SYN had come through, and marked as
-    /// proxied and waiting for the real's SYN-ACK. `proxy_tsval`: the TSval
-    /// the proxy's SYN-ACK carried (the ACK's TSecr), when timestamps are
-    /// in use; `window`: the ACK's window field.
+    /// proxied and waiting for the real's SYN-ACK. `timestamps`: the
+    /// ACK's, when timestamps are in use (its TSecr is the TSval the
+    /// proxy's SYN-ACK carried, its TSval goes to the real in the SYN);
+    /// `window`: the ACK's window field; `ttl`: the SYN's. Returns where
+    /// the flow goes and its SYN to the real (which it keeps what it
+    /// takes to send again: [`Flow::proxy_syn`]).
     #[allow(clippy::too_many_arguments)]
     pub fn syn_proxy_create(
         &mut self,
@@ -893,11 +904,12 @@ impl<A: FlowAddr> Conntrack<A> {
         client_isn: u32,
         cookie: u32,
         opts: &CookieOptions,
-        proxy_tsval: Option<u32>,
+        timestamps: Option<Timestamps>,
         window: u16,
+        ttl: u8,
         now: u32,
         schedulers: &mut Schedulers,
-    ) -> Result<Target<A>, DropReason> {
+    ) -> Result<(Target<A>, ProxySyn<A>), DropReason> {
         let syn = Segment {
             flags: TcpFlags::SYN,
             seq: client_isn,
@@ -916,9 +928,11 @@ impl<A: FlowAddr> Conntrack<A> {
         f.proxy_seq = cookie;
         f.proxy_window = window;
         f.proxy_wscale = 0;
-        if let Some(ts) = proxy_tsval {
+        f.children = u32::from(ttl);
+        if let Some(ts) = timestamps {
             f.proxy |= PROXY_TS;
-            f.proxy_ts = ts;
+            f.proxy_ts = ts.ecr;
+            f.real_next = ts.val;
         }
         if let Some(ws) = opts.wscale {
             f.proxy |= PROXY_CLIENT_WS;
@@ -926,7 +940,12 @@ impl<A: FlowAddr> Conntrack<A> {
             // The SYN to the real is not scaled; the ACK after it is, in
             // the client's scale, unless the real turns scaling down.
         }
-        Ok(target)
+        debug_assert_eq!(CookieOptions::carried(cookie), *opts);
+        match f.proxy_syn() {
+            Some(syn) => Ok((target, syn)),
+            // It was made waiting and opening just now.
+            None => Err(DropReason::SynProxyPending),
+        }
     }
 
     /// A non-proxied new flow for a mid-stream ACK whose cookie did not
@@ -977,6 +996,9 @@ impl<A: FlowAddr> Conntrack<A> {
         }
         f.proxy &= !PROXY_WAITING;
         f.proxy_window = 0;
+        // Its SYN is done with (`Flow::proxy_syn`); `real_next` is the
+        // real's from here on.
+        f.children = 0;
         f.last_seen = now;
         f.on_segment(seg, false);
         // The ACK the pipeline sends the real for the client: it

@@ -14,10 +14,11 @@
 use super::hash::FlowAddr;
 use std::cell::Cell;
 
-use super::{seq_near, Flow, FlowState, Segment};
+use super::{seq_near, Flow, FlowKey, FlowState, Segment};
 use crate::forward::TcpAdjust;
 use crate::stats::DropReason;
-use crate::synproxy::{ADVERTISED_WSCALE, SYNACK_WINDOW};
+use crate::synproxy::{CookieOptions, ADVERTISED_WSCALE, SYNACK_WINDOW};
+use crate::wire::tcp_options::{TcpOptions, Timestamps};
 use crate::wire::TcpFlags;
 
 /// The proxy answered this flow's handshake.
@@ -43,6 +44,15 @@ const PROXY_DEFERRED_ONE: u8 = 32;
 /// this many of a worker's slots per connection it proved with a cookie.
 pub const DEFER_PER_FLOW: u8 = 2;
 
+/// How many times the SYN to a real is sent again, at most, while its
+/// flow waits (see [`SynRetries`]); after the last, the flow is left to
+/// time out (`tcp_syn_timeout` after it).
+pub const SYN_RETRIES: u8 = 3;
+/// The first interval before the SYN to a real is sent again (ms), doubled
+/// after each: 1 s, 2 s, 4 s, TCP's initial retransmission timeout and its
+/// back-off (RFC 6298).
+pub const SYN_RTO_MS: u32 = 1_000;
+
 /// The flow's proxy state when the real's SYN-ACK arrives: what the
 /// pipeline needs to turn it into the ACK to the real.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,6 +64,29 @@ pub struct Waiting {
     pub window: u16,
     /// Whether the SYN to the real carried timestamps.
     pub timestamps: bool,
+}
+
+/// The SYN to a waiting flow's real, as the flow rebuilds it: the first
+/// (when the flow is made) and every one sent again come from the same
+/// entry fields, so they are the same segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxySyn<A: FlowAddr> {
+    pub client: A,
+    pub client_port: u16,
+    pub real: A,
+    pub real_port: u16,
+    /// Stable id of the real (counters).
+    pub real_id: u32,
+    /// The client's ISN: the SYN carries the client's own.
+    pub isn: u32,
+    /// The window field: the ACK's, in the client's scale, unscaled (a
+    /// SYN's window is not scaled), at most 65535.
+    pub window: u16,
+    /// The client's ACK's TTL less one (forwarded, as NAT does).
+    pub ttl: u8,
+    /// What the cookie carried (MSS, window scale, SACK permitted), and
+    /// the ACK's TSval when it had timestamps.
+    pub options: TcpOptions,
 }
 
 /// What the SYN proxy makes of a client's packet (in [`Target::proxy`](super::Target)).
@@ -131,6 +164,64 @@ impl<A: FlowAddr> Flow<A> {
 
     fn real_ws(&self) -> u8 {
         self.proxy_wscale & 0xf
+    }
+
+    /// The SYN to the real of a flow that waits for it (None for any
+    /// other flow), rebuilt from the entry. While waiting, fields the flow
+    /// does not use yet hold what it needs besides the tuple and real:
+    /// `client_next` is the client's ISN plus one, `proxy_seq` the cookie
+    /// (whose option bits are the MSS, window scale and SACK permitted the
+    /// SYN carries), `proxy_window` the ACK's window field, `real_next`
+    /// the ACK's TSval (the real has sent nothing yet), and the low byte
+    /// of `children` (a template's field) the SYN's TTL. The 64 bytes of
+    /// the entry stay 64.
+    pub fn proxy_syn(&self) -> Option<ProxySyn<A>> {
+        if !self.is_proxy_waiting() || self.state() != FlowState::SynSent {
+            return None;
+        }
+        let carried = CookieOptions::carried(self.proxy_seq);
+        let shift = carried.wscale.unwrap_or(0);
+        let window = (u64::from(self.proxy_window) << shift).min(0xffff) as u16;
+        Some(ProxySyn {
+            client: self.client(),
+            client_port: self.client_port(),
+            real: self.real(),
+            real_port: self.real_port(),
+            real_id: self.real_id,
+            isn: self.client_next.wrapping_sub(1),
+            window,
+            ttl: (self.children & 0xff) as u8,
+            options: TcpOptions {
+                mss: Some(carried.mss),
+                wscale: carried.wscale,
+                sack_permitted: carried.sack_permitted,
+                timestamps: (self.proxy & PROXY_TS != 0).then_some(Timestamps {
+                    val: self.real_next,
+                    ecr: 0,
+                }),
+            },
+        })
+    }
+
+    /// How many times its SYN went to the real again (while waiting).
+    #[inline]
+    pub fn syn_retries(&self) -> u8 {
+        (self.children >> 8) as u8 & 3
+    }
+
+    /// Whether a client's segment for this waiting flow is one its client
+    /// could send and nobody else blindly: it acknowledges the cookie
+    /// exactly (so its sender saw our SYN-ACK), starts where the client's
+    /// stream does and fits the window our SYN-ACK offered, to a flow
+    /// still opening. What a deferred segment must be (it must also carry
+    /// something), and what may make the SYN go to the real again.
+    fn plausible_early(&self, seg: Segment) -> bool {
+        let offset = u64::from(seg.seq.wrapping_sub(self.client_next));
+        seg.flags.contains(TcpFlags::ACK)
+            && !seg.flags.intersects(TcpFlags::SYN | TcpFlags::RST)
+            && seg.ack == self.proxy_seq.wrapping_add(1)
+            && offset + u64::from(seg.len) <= u64::from(SYNACK_WINDOW)
+            && self.state() == FlowState::SynSent
     }
 
     /// The translation of a segment from the client to the real.
@@ -291,14 +382,7 @@ impl Deferrals {
         f: &mut Flow<A>,
         seg: Segment,
     ) -> Result<ProxyStep, DropReason> {
-        let offset = u64::from(seg.seq.wrapping_sub(f.client_next));
-        let keep = seg.len > 0
-            && seg.flags.contains(TcpFlags::ACK)
-            && !seg.flags.intersects(TcpFlags::SYN | TcpFlags::RST)
-            && seg.ack == f.proxy_seq.wrapping_add(1)
-            && offset + u64::from(seg.len) <= u64::from(SYNACK_WINDOW)
-            && f.state() == FlowState::SynSent;
-        if !keep {
+        if seg.len == 0 || !f.plausible_early(seg) {
             return Err(DropReason::SynProxyPending);
         }
         if self.rerun {
@@ -366,7 +450,132 @@ impl Deferrals {
     }
 }
 
+/// How many flows' SYNs can wait to be sent again between two passes of
+/// the worker (one poll); a flow that finds them all taken is due again at
+/// its client's next segment.
+pub const SYN_RETRY_QUEUE: usize = 16;
+
+/// The SYN proxy sending a waiting flow's SYN to its real again, as
+/// DPVS's `syn_retry` does (there on the flow's timer, from a copy of the
+/// SYN it keeps; here on the client's segments, from the entry).
+///
+/// After a valid cookie ACK the flow sends one SYN to the real and waits
+/// for its SYN-ACK. If that SYN or the SYN-ACK is lost, the client (which
+/// thinks it is connected) retransmits its data, or its ACK; each such
+/// segment is deferred or dropped as before (`Deferrals`), and nothing
+/// else would ask the real again: the connection would hang until the
+/// flow timed out. So a client's segment for a waiting flow also sends the
+/// SYN again when:
+/// - it passes the checks a deferred segment passes (the cookie's ACK
+///   number exactly, in the window our SYN-ACK offered, the flow still
+///   opening; data is not needed: a bare ACK asks as well), so a stranger
+///   who never saw the cookie cannot trigger it;
+/// - at least [`SYN_RTO_MS`] `<< n` ms passed since the last SYN to the
+///   real, after `n` re-sends (1 s, 2 s, 4 s: however fast the segments
+///   come, the real gets no more than that);
+/// - fewer than [`SYN_RETRIES`] went out again already; after the last,
+///   the flow times out as before;
+/// - it is not a deferred segment running again (the client did not send
+///   it now).
+///
+/// The flow counts the re-send and takes it as its last packet (so it
+/// waits `tcp_syn_timeout` from its last SYN as it did from the first:
+/// a real that answers the last still finds it), and is named here; the
+/// count and that time are all it keeps of it (`children`, `last_seen`). Between bursts the worker takes the names
+/// (`Pipeline::resend_syns`): each flow that still waits rebuilds its SYN
+/// ([`Flow::proxy_syn`]), which leaves in a buffer of its own by the way
+/// the first went (route, neighbor, hold for ARP); the client's segment
+/// keeps its own fate.
+#[derive(Debug, Clone, Copy)]
+pub struct SynRetries<A: FlowAddr> {
+    /// Entry and key (the entry may have been reused by the pass).
+    due: [Option<(u32, FlowKey<A>)>; SYN_RETRY_QUEUE],
+    len: u8,
+}
+
+impl<A: FlowAddr> Default for SynRetries<A> {
+    fn default() -> Self {
+        SynRetries {
+            due: [None; SYN_RETRY_QUEUE],
+            len: 0,
+        }
+    }
+}
+
+impl<A: FlowAddr> SynRetries<A> {
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The flows named, in the order they were.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, FlowKey<A>)> + '_ {
+        self.due[..usize::from(self.len)].iter().flatten().copied()
+    }
+
+    /// Hook: a client's segment `seg` (neither SYN nor RST) at `now` for
+    /// entry `e`, flow `f`, which still waits for its real.
+    fn early(&mut self, e: u32, f: &mut Flow<A>, seg: Segment, now: u32) {
+        let sent = f.syn_retries();
+        if sent >= SYN_RETRIES
+            || now.wrapping_sub(f.last_seen) < SYN_RTO_MS << sent
+            || !f.plausible_early(seg)
+        {
+            return;
+        }
+        let Some(slot) = self.due.get_mut(usize::from(self.len)) else {
+            return;
+        };
+        *slot = Some((e, f.key()));
+        self.len += 1;
+        f.children += 1 << 8;
+        f.last_seen = now;
+    }
+}
+
 impl<A: FlowAddr> super::Conntrack<A> {
+    /// Hook: a client's segment (neither SYN nor RST) for entry `e`, which
+    /// still waits for its real: its SYN may be due again
+    /// ([`SynRetries`]); the segment is deferred, or dropped
+    /// ([`Deferrals`]).
+    pub(super) fn proxy_early(
+        &mut self,
+        e: u32,
+        seg: Segment,
+        now: u32,
+    ) -> Result<ProxyStep, DropReason> {
+        let f = self.table.get_mut(e);
+        if !self.defer.rerun {
+            self.retries.early(e, f, seg, now);
+        }
+        self.defer.early(f, seg)
+    }
+
+    /// Whether some waiting flow's SYN is to go to its real again.
+    #[inline]
+    pub fn syn_retries_due(&self) -> bool {
+        !self.retries.is_empty()
+    }
+
+    /// The flows whose SYN is to go to the real again, forgotten here: the
+    /// caller sends them now ([`Self::syn_to_resend`]).
+    pub fn take_syn_retries(&mut self) -> SynRetries<A> {
+        std::mem::take(&mut self.retries)
+    }
+
+    /// The SYN to send again for entry `e` named with `key` by
+    /// [`Self::take_syn_retries`]: None if the flow no longer waits (its
+    /// real answered meanwhile, it closed, or the entry is another's now).
+    pub fn syn_to_resend(&self, e: u32, key: &FlowKey<A>) -> Option<ProxySyn<A>> {
+        if !self.table.is_live(e) {
+            return None;
+        }
+        let f = self.table.get(e);
+        if f.key() != *key {
+            return None;
+        }
+        f.proxy_syn()
+    }
+
     /// Whether the packets looked up from now on are deferred segments
     /// running again (`Pipeline::process_deferred`).
     pub fn set_defer_rerun(&mut self, on: bool) {

@@ -134,7 +134,11 @@ pub struct Flow<A: FlowAddr = Ipv4Addr> {
     /// sync primary: when the flow was last sent to the peer (worker
     /// clock, ms; `flow/sync.rs`); otherwise unused.
     pub template_timeout: u32,
-    /// For templates: flows currently placed by it.
+    /// For templates: flows currently placed by it. For a flow the SYN
+    /// proxy answered, while it waits for its real (no template reads it
+    /// then): the TTL of its SYN to the real and how often that SYN was
+    /// sent again (`flow/synproxy.rs`, [`SynRetries`](super::synproxy::SynRetries));
+    /// 0 otherwise.
     pub children: u32,
     /// Whether this flow was placed through a persistence template.
     pub templated: bool,
@@ -154,7 +158,10 @@ pub struct Flow<A: FlowAddr = Ipv4Addr> {
     /// TCP: the next sequence number each side was seen to need (each in
     /// its sender's own sequence space, as received).
     pub(super) client_next: u32,
-    real_next: u32,
+    /// (While a proxied flow waits for its real, which has sent nothing
+    /// yet: the TSval of the client's ACK, which its SYN to the real
+    /// carried; see `flow/synproxy.rs`.)
+    pub(super) real_next: u32,
     /// SYN proxy: the real's ISN minus the cookie (the proxy's ISN);
     /// while waiting for the real's SYN-ACK, the cookie.
     pub(super) proxy_seq: u32,

@@ -1,17 +1,22 @@
 //! The SYN proxy's steps on the wire (design: `crate::synproxy`): the
 //! cookie SYN-ACK for a client's SYN, the SYN to the real for an ACK whose
-//! cookie checks out, the ACK to the real for the real's SYN-ACK.
+//! cookie checks out, the ACK to the real for the real's SYN-ACK; and,
+//! between bursts, the SYN to the real again for a flow whose real is
+//! silent while its client is not (`flow::synproxy::SynRetries`).
+
+use std::net::Ipv4Addr;
 
 use super::{Ipv4Meta, Pipeline, Ports, Verdict};
 use crate::buffer::PacketBuf;
-use crate::flow::{FlowKey, ProxyStep, Segment, Target, Waiting};
+use crate::flow::{FlowKey, ProxyStep, ProxySyn, Segment, Target, Waiting};
+use crate::forward::IP;
 use crate::snapshot::Snapshot;
 use crate::stats::DropReason;
 use crate::synproxy::frames::{self, Seen};
 use crate::synproxy::{CookieOptions, CookieTuple, ADVERTISED_WSCALE, SYNACK_WINDOW};
 use crate::wire::ipv4::DEFAULT_TTL;
 use crate::wire::tcp_options::{TcpOptions, Timestamps};
-use crate::wire::TcpFlags;
+use crate::wire::{EtherType, EthernetFrame, TcpFlags};
 
 /// What comes of a proxy step for a client's packet.
 pub(super) enum Next {
@@ -70,9 +75,9 @@ impl Pipeline {
                         .map(|opts| (*s, isn, cookie, opts))
                 });
                 match (checked, seen) {
-                    (Some((s, isn, cookie, opts)), _) => Next::Done(self.syn_to_real(
-                        snap, service, pkt, ip, ports, key, &s, isn, cookie, &opts, now,
-                    )),
+                    (Some((s, isn, cookie, opts)), _) => Next::Done(
+                        self.syn_to_real(snap, service, pkt, ip, key, &s, isn, cookie, &opts, now),
+                    ),
                     (None, Err(r)) if engaged => Next::Done(Verdict::Drop(r)),
                     (None, _) if engaged => {
                         Next::Done(Verdict::Drop(DropReason::SynProxyBadCookie))
@@ -153,7 +158,6 @@ impl Pipeline {
         service: usize,
         pkt: &mut B,
         ip: &Ipv4Meta,
-        ports: Ports,
         key: &FlowKey,
         seen: &Seen,
         isn: u32,
@@ -161,16 +165,17 @@ impl Pipeline {
         opts: &CookieOptions,
         now: u32,
     ) -> Verdict {
-        let ts = seen.options.timestamps;
-        let target = match self.conntrack.syn_proxy_create(
+        let (target, syn) = match self.conntrack.syn_proxy_create(
             snap,
             service,
             key,
             isn,
             cookie,
             opts,
-            ts.map(|t| t.ecr),
+            seen.options.timestamps,
             seen.window,
+            // Forwarded: one hop less, as NAT does (request() checked > 1).
+            ip.ttl - 1,
             now,
             &mut self.schedulers,
         ) {
@@ -178,35 +183,76 @@ impl Pipeline {
             Err(r) => return Verdict::Drop(r),
         };
         self.stats.syn_proxy_cookies_accepted.incr();
-        // A SYN's window is not scaled: the ACK's, in the client's scale,
-        // unscaled (at most 65535).
-        let shift = opts.wscale.unwrap_or(0);
-        let window = ((u64::from(seen.window) << shift).min(0xffff)) as u16;
-        let syn = frames::Segment {
-            src: ip.src,
-            dst: target.real,
-            src_port: ports.src,
-            dst_port: target.real_port,
-            seq: isn,
-            ack: 0,
-            flags: TcpFlags::SYN,
-            window,
-            // Forwarded: one hop less, as NAT does (request() checked > 1).
-            ttl: ip.ttl - 1,
-            options: TcpOptions {
-                mss: Some(opts.mss),
-                wscale: opts.wscale,
-                sack_permitted: opts.sack_permitted,
-                timestamps: ts.map(|t| Timestamps { val: t.val, ecr: 0 }),
-            },
-        };
         let len = pkt.len() as u64;
-        let Some(end) = frames::write(pkt, &syn) else {
+        let Some(end) = frames::write(pkt, &syn_segment(&syn)) else {
             return Verdict::Drop(DropReason::NoHeadroom);
         };
         let v = self.egress.route(snap, pkt, target.real, end, now);
         self.count_forwarded(v, target.real_id, len);
         v
+    }
+
+    /// Whether SYNs to reals wait to be sent again ([`Self::resend_syns`]).
+    #[inline]
+    pub fn syn_resends_due(&self) -> bool {
+        self.conntrack.syn_retries_due()
+    }
+
+    /// Between bursts: sends the SYN to its real again for each proxied
+    /// flow whose client's segments made it due (see
+    /// `flow::synproxy::SynRetries`) and that still waits. Each is rebuilt
+    /// from its flow into a buffer `alloc` gives (empty; None: not sent
+    /// this time, and the flow's next due re-send is its next chance),
+    /// routed as the first was (route, MTU, neighbor: a hold while the next
+    /// hop resolves), and given to `out` with its verdict, to act on as on
+    /// any verdict (a drop as `Verdict::Drop`, to count). Counted in
+    /// `syn_proxy_syn_retransmits` when on its way (sent, or held); not in
+    /// the real's packets, which count what clients sent it. Cheap when
+    /// not [`due`](Self::syn_resends_due).
+    pub fn resend_syns<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        now: u32,
+        mut alloc: impl FnMut() -> Option<B>,
+        mut out: impl FnMut(B, Verdict),
+    ) {
+        if !self.syn_resends_due() {
+            return;
+        }
+        let due = self.conntrack.take_syn_retries();
+        for (e, key) in due.iter() {
+            let Some(syn) = self.conntrack.syn_to_resend(e, &key) else {
+                continue;
+            };
+            let Some(mut pkt) = alloc() else {
+                continue;
+            };
+            let v = self.write_syn_again(snap, &mut pkt, &syn, now);
+            if matches!(v, Verdict::Transmit(_) | Verdict::Hold { .. }) {
+                self.stats.syn_proxy_syn_retransmits.incr();
+            }
+            out(pkt, v);
+        }
+    }
+
+    /// The SYN `syn` as a whole frame in `pkt`, routed to its real.
+    fn write_syn_again<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        syn: &ProxySyn<Ipv4Addr>,
+        now: u32,
+    ) -> Verdict {
+        // A new buffer: the Ethernet header's type here (a received frame
+        // had it), its addresses from egress, as for the first.
+        if !pkt.set_len(IP) {
+            return Verdict::Drop(DropReason::NoHeadroom);
+        }
+        EthernetFrame::new_unchecked(pkt.data_mut()).set_ethertype(EtherType::Ipv4);
+        let Some(end) = frames::write(pkt, &syn_segment(syn)) else {
+            return Verdict::Drop(DropReason::NoHeadroom);
+        };
+        self.egress.route(snap, pkt, syn.real, end, now)
     }
 
     /// The real's SYN-ACK for a waiting flow becomes the ACK to the real;
@@ -269,5 +315,22 @@ impl Pipeline {
         let v = self.egress.route(snap, pkt, ip.src, end, now);
         self.count_forwarded(v, real_id, len);
         v
+    }
+}
+
+/// The SYN to a real as a segment to write: the first and each one sent
+/// again alike.
+fn syn_segment(syn: &ProxySyn<Ipv4Addr>) -> frames::Segment {
+    frames::Segment {
+        src: syn.client,
+        dst: syn.real,
+        src_port: syn.client_port,
+        dst_port: syn.real_port,
+        seq: syn.isn,
+        ack: 0,
+        flags: TcpFlags::SYN,
+        window: syn.window,
+        ttl: syn.ttl,
+        options: syn.options,
     }
 }

@@ -211,15 +211,27 @@ fn client_syn(isn: u32) -> Seg {
 /// The client's SYN, the cookie SYN-ACK, the client's ACK and the SYN to
 /// the real: returns the cookie.
 fn handshake_to_real(p: &mut Pipeline, snap: &Snapshot) -> u32 {
-    let synack = run(p, snap, &client_syn(ISN), NOW).expect("SYN-ACK");
-    let cookie = synack.seq;
-    let ack = Seg {
+    handshake_to_real_frame(p, snap).0
+}
+
+/// The client's ACK of [`handshake_to_real`] (cookie `cookie`).
+fn client_ack(cookie: u32) -> Seg {
+    Seg {
         options: ts_opt(5001, NOW),
         ..seg(C, V, ACK, ISN.wrapping_add(1), cookie.wrapping_add(1))
-    };
-    let syn = run(p, snap, &ack, NOW + 1).expect("SYN to the real");
+    }
+}
+
+/// [`handshake_to_real`], which also returns the frame of the SYN to the
+/// real, as sent.
+fn handshake_to_real_frame(p: &mut Pipeline, snap: &Snapshot) -> (u32, Vec<u8>) {
+    let synack = run(p, snap, &client_syn(ISN), NOW).expect("SYN-ACK");
+    let cookie = synack.seq;
+    let mut b = VecBuf::from_bytes(&client_ack(cookie).frame());
+    assert_eq!(p.process(snap, 0, &mut b, NOW + 1), Verdict::Transmit(0));
+    let syn = Seg::read(b.data());
     assert_eq!((syn.src, syn.dst, syn.flags), (C, R, SYN));
-    cookie
+    (cookie, b.data().to_vec())
 }
 
 /// [`handshake_to_real`], then the real's SYN-ACK (window scale 5,
@@ -1096,4 +1108,341 @@ fn a_deferred_segment_whose_flow_is_gone_makes_no_flow() {
     let mut b = VecBuf::from_bytes(&early.frame());
     assert_eq!(p.process(&snap, 0, &mut b, NOW + 2), Verdict::Transmit(0));
     assert_eq!(p.flows().len(), 1);
+}
+
+// The SYN to the real sent again (`flow::synproxy::SynRetries`).
+
+use crate::flow::synproxy::{SYN_RETRIES, SYN_RETRY_QUEUE, SYN_RTO_MS};
+
+/// The worker's pass for SYNs to send again: each frame made, as sent
+/// (whole bytes), or its verdict. Buffers come dirty, as mbufs do.
+fn resend(p: &mut Pipeline, snap: &Snapshot, now: u32) -> Vec<Result<Vec<u8>, Verdict>> {
+    let mut out = Vec::new();
+    p.resend_syns(
+        snap,
+        now,
+        || {
+            let mut b = VecBuf::from_bytes(&[0xa5; 256]);
+            assert!(b.trim(256));
+            Some(b)
+        },
+        |b, v| {
+            out.push(match v {
+                Verdict::Transmit(0) => Ok(b.data().to_vec()),
+                v => Err(v),
+            })
+        },
+    );
+    out
+}
+
+#[test]
+fn a_lost_syn_to_the_real_goes_again_after_the_interval_and_the_handshake_completes() {
+    let (snap, mut p) = setup("on", 64);
+    let mut list = DeferList::new(DEFER_SLOTS, DEFER_MS);
+    // The SYN to the real at NOW + 1 is lost; the client sent its request
+    // right after its ACK: deferred.
+    let (cookie, first) = handshake_to_real_frame(&mut p, &snap);
+    let sent_at = NOW + 1;
+    let request = early_data(cookie, 0, b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(
+        run_or_defer(&mut p, &snap, &mut list, &request, sent_at),
+        DEFERRED
+    );
+    assert!(!p.syn_resends_due(), "no segment came late enough");
+    // The client's ACK again before the interval: dropped as before, and
+    // nothing goes to the real.
+    let ack = client_ack(cookie);
+    let early = sent_at + SYN_RTO_MS - 1;
+    assert_eq!(
+        run(&mut p, &snap, &ack, early),
+        dropped(DropReason::SynProxyPending)
+    );
+    assert!(!p.syn_resends_due());
+    assert!(resend(&mut p, &snap, early).is_empty());
+    // After it: the segment keeps its fate, and the pass after the burst
+    // sends the SYN again, the same bytes as the first (IPv4 id 0, the
+    // TTL and options kept in the flow).
+    let late = sent_at + SYN_RTO_MS;
+    assert_eq!(
+        run(&mut p, &snap, &ack, late),
+        dropped(DropReason::SynProxyPending)
+    );
+    assert!(p.syn_resends_due());
+    let again = resend(&mut p, &snap, late);
+    assert_eq!(again.len(), 1, "{again:?}");
+    let again = again[0].clone().expect("sent");
+    let (a, b) = (Seg::read(&first), Seg::read(&again));
+    assert_eq!((b.src, b.dst, b.flags), (C, R, SYN));
+    assert_eq!((b.seq, b.ack), (ISN, 0), "the client's ISN again");
+    assert_eq!(b.window, 64256, "502 << 7, as the first");
+    assert_eq!(
+        b.opts(),
+        TcpOptions {
+            mss: Some(1460),
+            wscale: Some(7),
+            sack_permitted: true,
+            timestamps: Some(Timestamps { val: 5001, ecr: 0 }),
+        },
+        "the first SYN's options, the ACK's TSval"
+    );
+    assert!(b.payload.is_empty());
+    assert_eq!(a, b);
+    assert_eq!(again, first, "byte for byte, MACs and IPv4 header too");
+    assert_eq!(p.stats().syn_proxy_syn_retransmits.get(), 1);
+    assert!(!p.syn_resends_due(), "taken");
+    assert!(resend(&mut p, &snap, late).is_empty());
+    assert_eq!(only_flow(&p).syn_retries(), 1);
+    // The client's request again (its retransmission): deferred too (the
+    // flow's second slot), and before the next interval no SYN again.
+    assert_eq!(
+        run_or_defer(&mut p, &snap, &mut list, &request, late + 100),
+        DEFERRED
+    );
+    assert!(!p.syn_resends_due());
+    // The real answers this one: the flow is established and the deferred
+    // data goes on, translated.
+    let ack = run(&mut p, &snap, &real_synack(), late + 200).expect("ACK to the real");
+    assert_eq!((ack.dst, ack.flags), (R, ACK));
+    assert_eq!((ack.seq, ack.ack), (ISN.wrapping_add(1), REAL_ISN + 1));
+    let f = only_flow(&p);
+    assert!(!f.is_proxy_waiting() && f.state() == FlowState::Established);
+    assert_eq!(f.children, 0, "its SYN is done with");
+    let out = release(&mut p, &snap, &mut list, late + 200);
+    assert_eq!(out.len(), 2, "{out:?}");
+    for o in out {
+        let sent = o.expect("the request to the real");
+        assert_eq!(
+            (sent.dst, sent.seq, sent.ack),
+            (R, ISN.wrapping_add(1), REAL_ISN + 1)
+        );
+        assert_eq!(sent.payload, request.payload);
+    }
+    assert_eq!(
+        p.stats().real(0).packets.get(),
+        4,
+        "the first SYN, the ACK, the request twice: a SYN sent again is no client packet"
+    );
+}
+
+#[test]
+fn the_syn_goes_again_at_most_three_times_backing_off_then_the_flow_times_out() {
+    let (snap, mut p) = setup("on", 64);
+    let (cookie, first) = handshake_to_real_frame(&mut p, &snap);
+    let t0 = NOW + 1;
+    let ack = client_ack(cookie);
+    // A client that keeps at it every 100 ms for 20 s.
+    let mut at = Vec::new();
+    for now in (t0 + 100..t0 + 20_000).step_by(100) {
+        assert_eq!(
+            run(&mut p, &snap, &ack, now),
+            dropped(DropReason::SynProxyPending)
+        );
+        for r in resend(&mut p, &snap, now) {
+            assert_eq!(r, Ok(first.clone()), "at {now}");
+            at.push(now - t0);
+        }
+    }
+    assert_eq!(SYN_RETRIES, 3);
+    assert_eq!(
+        at,
+        vec![SYN_RTO_MS, 3 * SYN_RTO_MS, 7 * SYN_RTO_MS],
+        "1 s, then 2 s, then 4 s after the last"
+    );
+    assert_eq!(p.stats().syn_proxy_syn_retransmits.get(), 3);
+    let f = only_flow(&p);
+    assert!(f.is_proxy_waiting());
+    assert_eq!(f.syn_retries(), SYN_RETRIES);
+    // Then the flow times out as before, from the last SYN it sent.
+    let last = t0 + 7 * SYN_RTO_MS;
+    assert_eq!(f.last_seen, last);
+    p.sweep(&snap, last + snap.timeouts.syn, 64);
+    assert_eq!(p.flows().len(), 1, "not yet");
+    p.sweep(&snap, last + snap.timeouts.syn + 1, 64);
+    assert_eq!(p.flows().len(), 0, "expired");
+}
+
+#[test]
+fn only_a_segment_from_the_client_that_saw_the_cookie_sends_the_syn_again() {
+    let (snap, mut p) = setup("on", 64);
+    let mut list = DeferList::new(DEFER_SLOTS, DEFER_MS);
+    let cookie = handshake_to_real(&mut p, &snap);
+    let (isn1, ack) = (ISN.wrapping_add(1), cookie.wrapping_add(1));
+    // The client's request, deferred before the interval.
+    let request = early_data(cookie, 0, b"GET");
+    assert_eq!(
+        run_or_defer(&mut p, &snap, &mut list, &request, NOW + 1),
+        DEFERRED
+    );
+    assert!(!p.syn_resends_due());
+    // Past the interval (and within the deferred frame's time).
+    let now = NOW + 1 + SYN_RTO_MS + DEFER_MS / 4;
+    let data = |s: Seg| Seg {
+        payload: vec![0x55; 10],
+        ..s
+    };
+    for (what, s) in [
+        (
+            "an ACK number that is not the cookie's",
+            seg(C, V, ACK, isn1, ack.wrapping_add(1)),
+        ),
+        (
+            "data with such an ACK number",
+            data(seg(C, V, PSHACK, isn1, ack.wrapping_sub(1))),
+        ),
+        (
+            "bytes beyond the window our SYN-ACK offered",
+            data(seg(C, V, PSHACK, isn1.wrapping_add(64231), ack)),
+        ),
+        (
+            "a sequence number far from the client's",
+            seg(C, V, ACK, isn1.wrapping_add(1 << 30), ack),
+        ),
+        ("no ACK flag", data(seg(C, V, 0x08, isn1, ack))),
+        (
+            "another client port",
+            seg((CLIENT, C.1 + 1), V, ACK, isn1, ack),
+        ),
+    ] {
+        let _ = run(&mut p, &snap, &s, now);
+        assert!(!p.syn_resends_due(), "{what}");
+    }
+    // The client's SYN again: answered with the cookie again, nothing to
+    // the real.
+    let synack = run(&mut p, &snap, &client_syn(ISN), now).expect("SYN-ACK again");
+    assert_eq!(synack.flags, SYNACK);
+    assert!(!p.syn_resends_due(), "a SYN");
+    // The deferred segment run again (a reload's pass) is not the client
+    // asking.
+    list.recheck();
+    assert!(release(&mut p, &snap, &mut list, now).is_empty());
+    assert_eq!(list.len(), 1);
+    assert!(!p.syn_resends_due(), "a re-run");
+    assert_eq!(only_flow(&p).syn_retries(), 0);
+    assert_eq!(p.stats().syn_proxy_syn_retransmits.get(), 0);
+    // The client's own retransmission does.
+    assert_eq!(
+        run_or_defer(&mut p, &snap, &mut list, &request, now),
+        DEFERRED
+    );
+    assert!(p.syn_resends_due());
+    assert_eq!(resend(&mut p, &snap, now).len(), 1);
+}
+
+#[test]
+fn a_real_that_answers_before_the_pass_gets_no_syn_again() {
+    let (snap, mut p) = setup("on", 64);
+    let cookie = handshake_to_real(&mut p, &snap);
+    let now = NOW + 1 + SYN_RTO_MS;
+    let _ = run(&mut p, &snap, &client_ack(cookie), now);
+    assert!(p.syn_resends_due());
+    // Later in the same burst, its answer to the first SYN.
+    run(&mut p, &snap, &real_synack(), now).expect("ACK to the real");
+    assert!(resend(&mut p, &snap, now).is_empty(), "it no longer waits");
+    assert_eq!(p.stats().syn_proxy_syn_retransmits.get(), 0);
+    // Nor one the client reset meanwhile.
+    let (snap, mut p) = setup("on", 64);
+    let cookie = handshake_to_real(&mut p, &snap);
+    let _ = run(&mut p, &snap, &client_ack(cookie), now);
+    run(&mut p, &snap, &seg(C, V, RST, ISN.wrapping_add(1), 0), now).expect("the RST");
+    assert!(resend(&mut p, &snap, now).is_empty(), "closed");
+}
+
+#[test]
+fn a_syn_sent_again_waits_for_its_next_hop_as_the_first_did() {
+    // No static neighbor for the real: the first SYN is held while ARP
+    // asks, and so is the one sent again.
+    let text = CONFIG.replace(
+        "[[neighbors]]\naddress = \"198.18.0.11\"\nmac = \"02:00:00:00:00:11\"\n",
+        "",
+    );
+    let config = Config::parse(&text).unwrap();
+    let snap = Snapshot::compile(&config, &[OUR], 1, &mut Ids::default(), |_, _, _| true).unwrap();
+    let mut p = Pipeline::new(0, 1, 64, Arc::new(WorkerStats::default()));
+    p.adopt(&snap);
+    p.set_cookie_key(KEY);
+    let cookie = run(&mut p, &snap, &client_syn(ISN), NOW)
+        .expect("SYN-ACK")
+        .seq;
+    let held = Verdict::Hold {
+        port: 0,
+        next_hop: REAL,
+    };
+    let mut b = VecBuf::from_bytes(&client_ack(cookie).frame());
+    assert_eq!(p.process(&snap, 0, &mut b, NOW + 1), held);
+    let first = b.data().to_vec();
+    assert_eq!(p.take_arp_requests().count(), 1, "asked for the real");
+    let now = NOW + 1 + SYN_RTO_MS;
+    let _ = run(&mut p, &snap, &client_ack(cookie), now);
+    let mut out = Vec::new();
+    p.resend_syns(
+        &snap,
+        now,
+        || Some(VecBuf::from_bytes(&[])),
+        |b, v| out.push((b.data().to_vec(), v)),
+    );
+    assert_eq!(
+        out,
+        vec![(first, held)],
+        "held the same way, the same bytes"
+    );
+    assert_eq!(p.stats().syn_proxy_syn_retransmits.get(), 1, "on its way");
+    // No buffer to be had: nothing sent, nothing counted.
+    let now = now + 2 * SYN_RTO_MS;
+    let _ = run(&mut p, &snap, &client_ack(cookie), now);
+    p.resend_syns(
+        &snap,
+        now,
+        || None::<VecBuf>,
+        |_, _| panic!("nothing to send"),
+    );
+    assert_eq!(p.stats().syn_proxy_syn_retransmits.get(), 1);
+}
+
+#[test]
+fn a_burst_of_due_flows_beyond_the_queue_waits_for_the_next_segment() {
+    let (snap, mut p) = setup("on", 64);
+    let n = SYN_RETRY_QUEUE + 1;
+    let ports: Vec<u16> = (0..n).map(|i| 41000 + i as u16).collect();
+    let mut cookies = Vec::new();
+    for &port in &ports {
+        let c = (CLIENT, port);
+        let synack = run(
+            &mut p,
+            &snap,
+            &Seg {
+                src: c,
+                ..client_syn(ISN)
+            },
+            NOW,
+        )
+        .unwrap();
+        let ack = Seg {
+            src: c,
+            ..client_ack(synack.seq)
+        };
+        run(&mut p, &snap, &ack, NOW + 1).expect("SYN to the real");
+        cookies.push(ack);
+    }
+    let now = NOW + 1 + SYN_RTO_MS;
+    for ack in &cookies {
+        let _ = run(&mut p, &snap, ack, now);
+    }
+    let sent = resend(&mut p, &snap, now);
+    assert_eq!(sent.len(), SYN_RETRY_QUEUE);
+    let ports_sent: Vec<u16> = sent
+        .iter()
+        .map(|r| Seg::read(r.as_ref().unwrap()).src.1)
+        .collect();
+    assert_eq!(ports_sent, ports[..SYN_RETRY_QUEUE], "in order");
+    // The last one was not counted against its flow: its next segment.
+    let last = cookies.last().unwrap();
+    let _ = run(&mut p, &snap, last, now + 1);
+    let sent = resend(&mut p, &snap, now + 1);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(Seg::read(sent[0].as_ref().unwrap()).src, last.src);
+    assert_eq!(
+        p.stats().syn_proxy_syn_retransmits.get(),
+        SYN_RETRY_QUEUE as u64 + 1
+    );
 }

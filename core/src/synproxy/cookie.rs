@@ -75,6 +75,13 @@ impl CookieOptions {
         (mss << 6) | (ws << 2) | (u32::from(self.sack_permitted) << 1)
     }
 
+    /// What `cookie` carries, read from its option bits without checking
+    /// its MAC: only for a cookie that checked out already (a waiting
+    /// flow keeps its cookie, and rebuilds its SYN to the real from it).
+    pub fn carried(cookie: u32) -> CookieOptions {
+        CookieOptions::from_bits(cookie & 0xfe)
+    }
+
     fn from_bits(bits: u32) -> CookieOptions {
         let ws = (bits >> 2) & 0xf;
         CookieOptions {
@@ -220,6 +227,7 @@ mod tests {
                     let c = KEY.make(&t, 42, &o, 1000);
                     let back = KEY.check(&t, 42, c, 1000).unwrap();
                     assert_eq!(back, o);
+                    assert_eq!(CookieOptions::carried(c), o, "read back unchecked");
                     assert_eq!(back.wscale, ws.map(|w| w.min(14)));
                     assert_eq!(back.sack_permitted, sack);
                 }

@@ -52,6 +52,14 @@
 //! `flow::synproxy::Deferrals`, the worker's bounded list (64 frames, 2 s)
 //! in `pipeline::DeferList`.
 //!
+//! A lost SYN to the real (or a lost SYN-ACK from it) would leave the
+//! connection hanging: the client thinks it is open and only retransmits
+//! its data. So such a segment, from the client that saw the cookie, also
+//! sends the SYN again, rebuilt from the flow entry, at most three times
+//! with TCP's back-off (1 s, 2 s, 4 s): `flow::synproxy::SynRetries`, and
+//! `Pipeline::resend_syns` between bursts (the segment itself keeps its
+//! fate; the SYN is a frame of its own).
+//!
 //! Known costs, as with any SYN-cookie proxy:
 //! - Early data that cannot be deferred (beyond two segments per flow,
 //!   every slot taken, kept longer than 2 s, its flow closed meanwhile)
