@@ -119,8 +119,9 @@ pub struct Conntrack<A: FlowAddr = Ipv4Addr> {
     /// (`flow/synproxy.rs`).
     pub(super) defer: Deferrals,
     /// SYN proxy: waiting flows whose SYN is to go to the real again
-    /// (`flow/synproxy.rs`).
-    pub(super) retries: SynRetries<A>,
+    /// (`flow/synproxy.rs`). Boxed: a few hundred bytes read only on the
+    /// SYN proxy's cold paths stay out of the hot fields' cache lines.
+    pub(super) retries: Box<SynRetries<A>>,
     /// Connection sync on a primary: what changed for the peer
     /// (`flow/sync.rs`); None otherwise, and then every hook is one
     /// predictable branch.
@@ -162,7 +163,7 @@ impl<A: FlowAddr> Conntrack<A> {
             adjust: TcpAdjust::default(),
             waiting: Waiting::default(),
             defer: Deferrals::default(),
-            retries: SynRetries::default(),
+            retries: Box::default(),
             sync: None,
         }
     }

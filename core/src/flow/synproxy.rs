@@ -559,7 +559,7 @@ impl<A: FlowAddr> super::Conntrack<A> {
     /// The flows whose SYN is to go to the real again, forgotten here: the
     /// caller sends them now ([`Self::syn_to_resend`]).
     pub fn take_syn_retries(&mut self) -> SynRetries<A> {
-        std::mem::take(&mut self.retries)
+        std::mem::take(&mut *self.retries)
     }
 
     /// The SYN to send again for entry `e` named with `key` by
