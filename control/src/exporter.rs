@@ -177,6 +177,10 @@ pub const METRICS: &[(&str, &str)] = &[
         "lb_syn_proxy_deferred_total",
         "Client segments the SYN proxy kept while their flow waited for the real's SYN-ACK, to send on once it answered.",
     ),
+    (
+        "lb_syn_proxy_syn_retransmits_total",
+        "SYNs the SYN proxy sent to a real again: its flow's client kept sending while the real had not answered the first.",
+    ),
 ];
 
 /// How a worker counter is read from its block.
@@ -657,6 +661,7 @@ impl Exporter {
         let cookies_sent = counter("lb_syn_proxy_cookies_sent_total", &["worker"]);
         let cookies_accepted = counter("lb_syn_proxy_cookies_accepted_total", &["worker"]);
         let deferred = counter("lb_syn_proxy_deferred_total", &["worker"]);
+        let syn_retransmits = counter("lb_syn_proxy_syn_retransmits_total", &["worker"]);
         let active = gauge("lb_active_flows", &["worker"]);
         let by_trust = gauge("lb_flows_by_trust", &["worker", "trust"]);
         let capacity = gauge("lb_flow_table_capacity", &["worker"]);
@@ -704,6 +709,9 @@ impl Exporter {
             deferred
                 .with_label_values(&[&l])
                 .inc_by(w.syn_proxy_deferred.get());
+            syn_retransmits
+                .with_label_values(&[&l])
+                .inc_by(w.syn_proxy_syn_retransmits.get());
         }
         drop(shared);
 

@@ -633,7 +633,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         log::info!(
             "worker on {lcore}: rx {}, tx {}, arp replies {}, echo replies {}, arp requests {}, \
              ndp advertisements {} solicitations {}, flows active {} (ipv6 {}) created {} expired {} evicted {} table-full {} stateless {}, handoffs out {} in {}, held {}, \
-             frag-needed sent {} rate-limited {}, icmp errors forwarded {}, syn cookies sent {} accepted {} deferred {}, dropped {} [{}]",
+             frag-needed sent {} rate-limited {}, icmp errors forwarded {}, syn cookies sent {} accepted {} deferred {} syn-retransmits {}, dropped {} [{}]",
             w.rx_packets.get(),
             w.tx_packets.get(),
             w.arp_replies.get(),
@@ -657,6 +657,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
             w.syn_proxy_cookies_sent.get(),
             w.syn_proxy_cookies_accepted.get(),
             w.syn_proxy_deferred.get(),
+            w.syn_proxy_syn_retransmits.get(),
             w.dropped_total(),
             drops.join(" ")
         );

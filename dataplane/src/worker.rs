@@ -260,6 +260,23 @@ impl Worker {
                     }
                 }
             }
+            // SYNs to reals the SYN proxy sends again (a proxied flow's
+            // client still at it while its real is silent), each in a
+            // buffer of its own; before the ARP requests, which a SYN held
+            // for its next hop may have added.
+            if self.pipeline.syn_resends_due() {
+                let (out, tx, held, pool) = (&mut l.out, &mut self.tx, &mut l.held, &self.mempool);
+                self.pipeline.resend_syns(
+                    &self.snapshot,
+                    now,
+                    || pool.alloc(),
+                    |m, v| {
+                        if let Some((m, v)) = route(v, m, out, tx, &stats) {
+                            hold(held, m, v, now, &stats);
+                        }
+                    },
+                );
+            }
             // Tell the other workers what we learned; ask for what we miss.
             for (ip, mac) in self.pipeline.take_learned() {
                 for tx in &self.neighbors_out {
