@@ -4,8 +4,9 @@
 //! hand-offs delivered to the owner (through `process`, and never handed
 //! on again), frames held for ARP until their next hop resolves or 3 s
 //! pass, frames the SYN proxy defers kept in the worker's `DeferList` (the
-//! dataplane's own code) and run again after each op, learned neighbors
-//! shared, ARP requests built.
+//! dataplane's own code) and run again after each op, SYNs to reals the
+//! SYN proxy sends again made (`resend_syns`) after each op, learned
+//! neighbors shared, ARP requests built.
 //!
 //! Checked after every frame's verdict:
 //! - `verdict.*`: ports and workers named exist; Consumed only for ARP; a
@@ -37,10 +38,19 @@
 //! - `verdict.defer`: a deferred frame is untouched, a TCP segment from
 //!   the client the verdict names to a VIP, deferred by the owner of its
 //!   flow; a frame run again is never handed off (`handoff.twice`).
+//! - `syn.resend`: a SYN the SYN proxy sends a real again is, from the IPv4
+//!   header on, the SYN that flow sent it first (same client, real, ISN),
+//!   out of the same port, from the port's MAC (the destination zero
+//!   exactly when held), sent, held or dropped; `syn.resend-rate`: at most
+//!   `SYN_RETRIES` per first SYN, each at least `SYN_RTO_MS << n` after the
+//!   one before (whatever the input sends, nobody makes the appliance send
+//!   SYNs faster).
 //!
 //! Checked after every op:
-//! - `count.outcomes`: frames in = sent + consumed + dropped + held +
-//!   deferred (still in a `DeferList`).
+//! - `count.outcomes`: frames in + frames made (SYNs sent again) = sent +
+//!   consumed + dropped + held + deferred (still in a `DeferList`).
+//! - `count.syn-retransmits`: `syn_proxy_syn_retransmits` = the SYNs sent
+//!   again that were sent or held.
 //! - `count.deferred`: `syn_proxy_deferred` = the frames the lists took.
 //! - `defer.list`: each worker's list holds what the driver gave it and
 //!   did not get back, at most `DEFER_SLOTS`, each frame untouched and,
@@ -72,6 +82,7 @@ use std::sync::Arc;
 
 use lb_config::{ForwardingMethod, MacAddr};
 use lb_core::buffer::{PacketBuf, RxChecksum, VecBuf};
+use lb_core::flow::synproxy::{SYN_RETRIES, SYN_RTO_MS};
 use lb_core::flow::{owner_of, FlowAddr, FlowKey, FlowTable, ReplyKey, FLOW_TEMPLATE};
 use lb_core::forward;
 use lb_core::pipeline::{
@@ -157,10 +168,10 @@ pub fn run_with_summary(data: &[u8]) -> (Violations, String) {
     d.finish();
     let t = &d.t;
     let mut summary = format!(
-        "{} frames in: {} sent ({} flow, {} arp, {} na, {} echo, {} frag-needed, {} icmp errors), {} consumed, {} handed off, {} held, {} deferred ({} sent on); {} solicitations",
+        "{} frames in: {} sent ({} flow, {} arp, {} na, {} echo, {} frag-needed, {} icmp errors, {} SYNs sent again), {} consumed, {} handed off, {} held, {} deferred ({} sent on); {} solicitations",
         t.frames_in, t.sent, t.flow_packets, t.arp_replies, t.ndp_adverts, t.echo_replies,
-        t.frag_needed, t.icmp_errors, t.consumed, t.handoffs, t.held_total, t.deferred_total,
-        t.deferred_sent, t.ndp_solicits
+        t.frag_needed, t.icmp_errors, t.syn_resent, t.consumed, t.handoffs, t.held_total,
+        t.deferred_total, t.deferred_sent, t.ndp_solicits
     );
     for r in DropReason::ALL {
         if t.dropped[r as usize] > 0 {
@@ -298,6 +309,36 @@ struct Tally {
     deferred_now: u64,
     deferred_total: u64,
     deferred_sent: u64,
+    /// Frames the workers made between polls (SYNs to reals sent again),
+    /// and of those the ones on their way (sent or held).
+    made: u64,
+    syn_resent: u64,
+}
+
+/// A first SYN the SYN proxy sent a real, by (client, client port, real,
+/// real port, ISN): the port it left by, its bytes from the IPv4 header
+/// on, and when it and each re-send went (`syn.resend*`).
+struct FirstSyn {
+    port: Option<usize>,
+    ip: Vec<u8>,
+    times: Vec<u32>,
+}
+
+type SynKey = (Ipv4Addr, u16, Ipv4Addr, u16, u32);
+
+/// The key of a TCP/IPv4 SYN frame (20-byte IPv4 header).
+fn syn_key(f: &[u8]) -> Option<SynKey> {
+    let l = packet::layout(f)?;
+    let l4 = IP + l.ihl;
+    (l.proto == 6 && l.ihl == 20 && f.len() >= l4 + 20).then(|| {
+        (
+            addr(f, IP + 12),
+            get16(f, l4),
+            addr(f, IP + 16),
+            get16(f, l4 + 2),
+            u32::from_be_bytes([f[l4 + 4], f[l4 + 5], f[l4 + 6], f[l4 + 7]]),
+        )
+    })
 }
 
 struct Driver {
@@ -315,6 +356,8 @@ struct Driver {
     /// The targets of the latest solicitations the workers sent, and the
     /// port (answered by the IPV6 op's kind 5).
     solicited: VecDeque<(usize, Ipv6Addr)>,
+    /// The SYNs the SYN proxy sent reals first (from a client's ACK).
+    first_syns: HashMap<SynKey, FirstSyn>,
     v: Violations,
 }
 
@@ -344,6 +387,7 @@ impl Driver {
             recent_in: VecDeque::new(),
             recent_out: VecDeque::new(),
             solicited: VecDeque::new(),
+            first_syns: HashMap::new(),
             v: Violations::default(),
         }
     }
@@ -535,6 +579,7 @@ impl Driver {
     ) {
         let snap = self.snapshot();
         let handed_in = from != From::Rx;
+        self.note_first_syn(&f, v);
         if trace() {
             eprintln!(
                 "t={} worker {w}{} port {}: {v:?} for {:02x?}",
@@ -693,6 +738,10 @@ impl Driver {
     fn hold(&mut self, w: usize, f: Frame, port: usize, next_hop: IpAddr) {
         let snap = self.snapshot();
         self.check_sent(snap, port, true, &f);
+        self.keep_held(w, f, port, next_hop);
+    }
+
+    fn keep_held(&mut self, w: usize, f: Frame, port: usize, next_hop: IpAddr) {
         let worker = &mut self.workers[w];
         if worker.held.len() < HOLD_SLOTS {
             worker.held.push(Held {
@@ -789,6 +838,9 @@ impl Driver {
                     }
                 }
             }
+            // Before the ARP requests, as the worker loop: a SYN held for
+            // its next hop asks.
+            self.resend_syns(w);
             let asks: Vec<_> = self.workers[w].pipeline.take_arp_requests().collect();
             for req in asks {
                 check_arp_request(&mut self.v, snap, req.port, req.target);
@@ -811,6 +863,128 @@ impl Driver {
         self.check_deferred();
         self.check_tables();
         self.check_counts();
+    }
+
+    /// The SYNs to reals the SYN proxy sends again, as after each poll
+    /// (into buffers that come dirty, as mbufs do).
+    fn resend_syns(&mut self, w: usize) {
+        let snap = self.snapshot();
+        let now = self.now;
+        let mut out = Vec::new();
+        self.workers[w].pipeline.resend_syns(
+            snap,
+            now,
+            || {
+                let mut b = VecBuf::from_bytes(&[0xa5; 128]);
+                b.trim(128).then_some(b)
+            },
+            |b, v| out.push((b, v)),
+        );
+        for (buf, v) in out {
+            self.t.made += 1;
+            let (port, hold) = match v {
+                Verdict::Transmit(port) => (usize::from(port), false),
+                Verdict::Hold { port, .. } => (usize::from(port), true),
+                Verdict::Drop(r) => {
+                    // An attempt all the same (no route, too big): the
+                    // back-off counts it.
+                    self.check_resent(snap, None, buf.data());
+                    self.drop(w, r);
+                    continue;
+                }
+                v => {
+                    self.v.add(
+                        "syn.resend",
+                        format!("a SYN sent again got {v:?}: {:02x?}", buf.data()),
+                    );
+                    self.t.consumed += 1;
+                    continue;
+                }
+            };
+            self.check_resent(snap, Some((port, hold)), buf.data());
+            self.t.syn_resent += 1;
+            let f = Frame {
+                input: buf.data().to_vec(),
+                buf,
+                in_port: port,
+            };
+            // A REPLY op can answer it, as any packet to a real.
+            push_recent(&mut self.recent_out, (port, f.input.clone()));
+            match v {
+                Verdict::Hold { next_hop, .. } => self.keep_held(w, f, port, next_hop.into()),
+                _ => self.t.sent += 1,
+            }
+        }
+    }
+
+    /// Records the SYN the SYN proxy made of a client's ACK (`f`, its
+    /// verdict `v`): its first to the real, sent, held or dropped.
+    fn note_first_syn(&mut self, f: &Frame, v: Verdict) {
+        let out = f.buf.data();
+        let flags = |b: &[u8]| {
+            (b.len() > IP + 33 && b[IP] == 0x45 && b[IP + 9] == 6).then(|| b[IP + 33] & 0x17)
+        };
+        if flags(&f.input) != Some(0x10) || flags(out) != Some(0x02) {
+            return;
+        }
+        let port = match v {
+            Verdict::Transmit(p) | Verdict::Hold { port: p, .. } => Some(usize::from(p)),
+            _ => None,
+        };
+        if let Some(key) = syn_key(out) {
+            self.first_syns.insert(
+                key,
+                FirstSyn {
+                    port,
+                    ip: out[IP..].to_vec(),
+                    times: vec![self.now],
+                },
+            );
+        }
+    }
+
+    /// `syn.resend`, `syn.resend-rate`: a SYN sent again, out of `port`
+    /// (held or not), or dropped (None).
+    fn check_resent(&mut self, snap: &Snapshot, to: Option<(usize, bool)>, out: &[u8]) {
+        let now = self.now;
+        let Some(first) = syn_key(out).and_then(|k| self.first_syns.get_mut(&k)) else {
+            if to.is_some() {
+                self.v.add(
+                    "syn.resend",
+                    format!("a SYN sent again that no client's ACK sent first: {out:02x?}"),
+                );
+            }
+            return;
+        };
+        if let Some((port, hold)) = to {
+            let mac_ok = snap.ports.get(port).is_some_and(|p| {
+                out.len() > IP && out[6..12] == p.mac.0 && (out[..6] == [0; 6]) == hold
+            });
+            // Sent by the way the first went (a first that was dropped
+            // went none: a reload may have given it one since).
+            let port_ok = first.port.is_none_or(|p| p == port);
+            if !mac_ok || !port_ok || out[IP..] != first.ip[..] {
+                self.v.add(
+                    "syn.resend",
+                    format!(
+                        "a SYN sent again out of port {port} (held: {hold}) is not the first (port {:?}): {out:02x?}, first {:02x?}",
+                        first.port, first.ip
+                    ),
+                );
+            }
+        }
+        let n = first.times.len() - 1;
+        let last = first.times[n];
+        if n >= usize::from(SYN_RETRIES) || now.wrapping_sub(last) < SYN_RTO_MS << n {
+            self.v.add(
+                "syn.resend-rate",
+                format!(
+                    "a SYN sent again at {now}: the first and {n} again at {:?}",
+                    first.times
+                ),
+            );
+        }
+        first.times.push(now);
     }
 
     /// The worker's pass over its deferred frames, as after each poll.
@@ -1003,12 +1177,12 @@ impl Driver {
     fn check_counts(&mut self) {
         let t = &self.t;
         let dropped: u64 = t.dropped.iter().sum();
-        if t.frames_in != t.sent + t.consumed + dropped + t.held_now + t.deferred_now {
+        if t.frames_in + t.made != t.sent + t.consumed + dropped + t.held_now + t.deferred_now {
             self.v.add(
                 "count.outcomes",
                 format!(
-                    "{} frames in; {} sent, {} consumed, {dropped} dropped, {} held, {} deferred",
-                    t.frames_in, t.sent, t.consumed, t.held_now, t.deferred_now
+                    "{} frames in, {} made; {} sent, {} consumed, {dropped} dropped, {} held, {} deferred",
+                    t.frames_in, t.made, t.sent, t.consumed, t.held_now, t.deferred_now
                 ),
             );
         }
@@ -1029,7 +1203,12 @@ impl Driver {
             }
         }
         let ids = &self.fam.real_ids;
-        let checks: [(&'static str, u64, u64); 10] = [
+        let checks: [(&'static str, u64, u64); 11] = [
+            (
+                "count.syn-retransmits",
+                sum(&|s| s.syn_proxy_syn_retransmits.get()),
+                t.syn_resent,
+            ),
             (
                 "count.deferred",
                 sum(&|s| s.syn_proxy_deferred.get()),

@@ -111,3 +111,55 @@ fn the_pipeline_target_defers_early_data_and_sends_it_on() {
         kept.display()
     );
 }
+
+/// The handshake with the SYN to the real lost (kept in `fuzz/corpus/
+/// pipeline/seed-syn-proxy-syn-retry`): nobody answers it; a second later
+/// the client's ACK comes again, and the worker's pass after it sends the
+/// SYN to the real again (the driver checks it is the first, byte for
+/// byte); the real answers that one, and data goes both ways.
+fn syn_retry_seed() -> Vec<u8> {
+    let frame = syn();
+    let mut d = vec![1, 0, 60, 0];
+    d.extend_from_slice(&[0x40, 0x00, 0x0f]);
+    d.extend_from_slice(&(frame.len() as u16).to_be_bytes());
+    d.extend_from_slice(&frame);
+    // The client's ACK (to the cookie SYN-ACK): the SYN to the real, lost.
+    d.extend_from_slice(&[0xd0, 0x10, 0]);
+    // 1001 ms on, the client's ACK again (to the SYN-ACK, now the second
+    // latest sent): the SYN again. The real answers it (the latest sent),
+    // sends data after the ACK it got, the client answers; FINs.
+    d.push(0x88);
+    for (op, flags) in [
+        (0xd1u8, 0x10u8),
+        (0xd0, 0x12),
+        (0xd0, 0x18),
+        (0xd0, 0x18),
+        (0xd0, 0x11),
+        (0xd0, 0x11),
+    ] {
+        d.extend_from_slice(&[op, flags, 0]);
+    }
+    d
+}
+
+#[test]
+fn the_pipeline_target_sends_a_lost_syn_to_the_real_again() {
+    let input = syn_retry_seed();
+    let (v, summary) = lb_fuzz_harness::driver::run_with_summary(&input);
+    assert!(v.is_empty(), "{v:?}\n{summary}");
+    assert!(
+        summary.contains("1 SYNs sent again")
+            && summary.contains("1 proxied and answered")
+            && summary.contains("1 syn_proxy_pending"),
+        "{summary}"
+    );
+    let kept =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus/pipeline/seed-syn-proxy-syn-retry");
+    let on_disk = std::fs::read(&kept).unwrap_or_default();
+    assert_eq!(
+        on_disk,
+        input,
+        "the seed in the corpus is this input (write it: {})",
+        kept.display()
+    );
+}
