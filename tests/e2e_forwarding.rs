@@ -1056,6 +1056,120 @@ port = 8080
     );
 }
 
+/// The SYN proxy when the SYN to the real is lost: for each connection
+/// the reals' ports on the switch are down while the client connects (its
+/// handshake with the appliance completes, the SYN the appliance then
+/// sends the real is lost) and up again half a second later. The client,
+/// connected as far as it knows, retransmits its request; the one that
+/// comes at least a second after the lost SYN makes the appliance send the
+/// SYN again, the real answers and the request gets its page. Without the
+/// re-send the connection hung until its flow timed out
+/// (`tcp_syn_timeout`), far past curl's 10 s.
+#[test]
+fn nat_syn_proxy_sends_a_lost_syn_again() {
+    if !privileged("nat_syn_proxy_sends_a_lost_syn_again") {
+        return;
+    }
+    let t = "l";
+    let mut lab = nat_lab("synl", t);
+    for (i, real) in lab.reals.iter().enumerate() {
+        let name = format!("real-{}", 11 + i);
+        let addr = format!("198.18.2.{}", 11 + i);
+        let (root, _) = web_root(&lab.dir, &name);
+        let server = http_server(
+            real,
+            &addr,
+            8080,
+            &root,
+            &format!("http://{addr}:8080/"),
+            &lab.dir.path(&format!("{name}.log")),
+        );
+        lab.servers.push(server);
+    }
+    let prefix = DpdkPrefix::new("e2e-synl");
+    let config = nat_config(
+        &prefix,
+        t,
+        r#"
+[[services]]
+name = "web"
+vip = "198.18.1.100"
+port = 80
+protocol = "tcp"
+scheduler = "rr"
+forwarding = "nat"
+syn_proxy = "on"
+
+[[services.reals]]
+address = "198.18.2.11"
+port = 8080
+
+[[services.reals]]
+address = "198.18.2.12"
+port = 8080
+"#,
+    );
+    let mut app = start_appliance(&lab, &config, 2);
+    let url = format!("http://{VIP}/");
+    wait_for_vip(&lab, &mut app, &url);
+
+    let ports = [format!("{t}s1"), format!("{t}s2")];
+    let set = |state: &str| {
+        for p in &ports {
+            lab._sw.exec(&["ip", "link", "set", p, state]);
+        }
+    };
+    const N: usize = 3;
+    let started = std::time::Instant::now();
+    for i in 0..N {
+        set("down");
+        let got = std::thread::scope(|s| {
+            let request = s.spawn(|| curl(&lab.client, &url, 10));
+            std::thread::sleep(Duration::from_millis(500));
+            set("up");
+            request.join().expect("curl thread")
+        });
+        match got {
+            Ok(body) if body.contains("real-1") => {}
+            Ok(body) => fail(
+                &mut app,
+                &format!("request {i}: unexpected answer {body:?}"),
+            ),
+            Err(e) => fail(&mut app, &format!("request {i} of {N} failed: {e}")),
+        }
+    }
+    let took = started.elapsed();
+    let s = scrape(&lab);
+    let again = metric_sum(&s, "lb_syn_proxy_syn_retransmits_total");
+    let pending = common::metric(
+        &s,
+        "lb_packets_dropped_total",
+        &[("reason", "syn_proxy_pending")],
+    )
+    .unwrap_or(0.0);
+    eprintln!(
+        "{N} connections whose first SYN to the real was lost, in {took:?}: \
+         {again} SYNs sent again, {pending} client segments dropped while waiting"
+    );
+    // One re-send each brings the real in (its port is up by then); a
+    // client that retransmits more slowly than the back-off may need a
+    // second, never more than three.
+    if again < N as f64 || again > 3.0 * N as f64 {
+        fail(
+            &mut app,
+            &format!("{again} SYNs sent again for {N} connections that each lost one"),
+        );
+    }
+    let log = stop_cleanly(&mut app);
+    let again_log = sum_workers(&log, "syn cookies sent ", " syn-retransmits ");
+    assert_eq!(
+        again_log as f64,
+        again,
+        "the final counters agree: {}",
+        worker_lines(&log).join("\n")
+    );
+}
+
 /// The IPv6 plan of [`nat66_two_arm_real_tcp_and_udp`], inside 2001:2::/48:
 /// the client's segment (`wan`), the VIP's network, the reals' segment
 /// (`lan`).
