@@ -75,8 +75,6 @@ pub struct ProxySyn<A: FlowAddr> {
     pub client_port: u16,
     pub real: A,
     pub real_port: u16,
-    /// Stable id of the real (counters).
-    pub real_id: u32,
     /// The client's ISN: the SYN carries the client's own.
     pub isn: u32,
     /// The window field: the ACK's, in the client's scale, unscaled (a
@@ -173,8 +171,9 @@ impl<A: FlowAddr> Flow<A> {
     /// (whose option bits are the MSS, window scale and SACK permitted the
     /// SYN carries), `proxy_window` the ACK's window field, `real_next`
     /// the ACK's TSval (the real has sent nothing yet), and the low byte
-    /// of `children` (a template's field) the SYN's TTL. The 64 bytes of
-    /// the entry stay 64.
+    /// of `children` (a template's field) the SYN's TTL (the next byte
+    /// counts the re-sends: [`Self::syn_retries`]). The 64 bytes of the
+    /// entry stay 64.
     pub fn proxy_syn(&self) -> Option<ProxySyn<A>> {
         if !self.is_proxy_waiting() || self.state() != FlowState::SynSent {
             return None;
@@ -187,7 +186,6 @@ impl<A: FlowAddr> Flow<A> {
             client_port: self.client_port(),
             real: self.real(),
             real_port: self.real_port(),
-            real_id: self.real_id,
             isn: self.client_next.wrapping_sub(1),
             window,
             ttl: (self.children & 0xff) as u8,
@@ -206,7 +204,7 @@ impl<A: FlowAddr> Flow<A> {
     /// How many times its SYN went to the real again (while waiting).
     #[inline]
     pub fn syn_retries(&self) -> u8 {
-        (self.children >> 8) as u8 & 3
+        (self.children >> 8) as u8
     }
 
     /// Whether a client's segment for this waiting flow is one its client
