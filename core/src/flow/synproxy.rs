@@ -479,11 +479,11 @@ pub const SYN_RETRY_QUEUE: usize = 16;
 /// The flow counts the re-send and takes it as its last packet (so it
 /// waits `tcp_syn_timeout` from its last SYN as it did from the first:
 /// a real that answers the last still finds it), and is named here; the
-/// count and that time are all it keeps of it (`children`, `last_seen`). Between bursts the worker takes the names
-/// (`Pipeline::resend_syns`): each flow that still waits rebuilds its SYN
-/// ([`Flow::proxy_syn`]), which leaves in a buffer of its own by the way
-/// the first went (route, neighbor, hold for ARP); the client's segment
-/// keeps its own fate.
+/// count and that time are all it keeps of it (`children`, `last_seen`).
+/// Between bursts the worker takes the names (`Pipeline::resend_syns`):
+/// each flow that still waits rebuilds its SYN ([`Flow::proxy_syn`]),
+/// which leaves in a buffer of its own by the way the first went (route,
+/// neighbor, hold for ARP); the client's segment keeps its own fate.
 #[derive(Debug, Clone, Copy)]
 pub struct SynRetries<A: FlowAddr> {
     /// Entry and key (the entry may have been reused by the pass).

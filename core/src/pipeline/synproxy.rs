@@ -201,8 +201,8 @@ impl Pipeline {
     /// Between bursts: sends the SYN to its real again for each proxied
     /// flow whose client's segments made it due (see
     /// `flow::synproxy::SynRetries`) and that still waits. Each is rebuilt
-    /// from its flow into a buffer `alloc` gives (empty; None: not sent
-    /// this time, and the flow's next due re-send is its next chance),
+    /// from its flow into a buffer `alloc` gives (None, an empty pool:
+    /// that re-send is lost as if on the wire, one of the flow's three),
     /// routed as the first was (route, MTU, neighbor: a hold while the next
     /// hop resolves), and given to `out` with its verdict, to act on as on
     /// any verdict (a drop as `Verdict::Drop`, to count). Counted in
