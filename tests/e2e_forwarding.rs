@@ -127,6 +127,52 @@ while True:
     s.sendto(name.encode() + b":" + d, a)
 "#;
 
+/// A TCP server that speaks first: sends `NAME banner` to every
+/// connection and closes it.
+const BANNER_SERVER: &str = r#"
+import socket, sys
+name, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((addr, port))
+s.listen(64)
+while True:
+    c, _ = s.accept()
+    c.sendall(name.encode() + b" banner\n")
+    c.close()
+"#;
+
+/// A client of [`BANNER_SERVER`]: connects, sends nothing, prints the
+/// first line it is sent (or fails after 10 s).
+const BANNER_CLIENT: &str = r#"
+import socket, sys
+addr, port = sys.argv[1], int(sys.argv[2])
+c = socket.create_connection((addr, port), timeout=10)
+c.settimeout(10)
+print(c.recv(200).decode().strip(), flush=True)
+"#;
+
+fn banner(ns: &Netns, addr: &str, port: u16) -> Result<String, String> {
+    let out = ns.try_exec(&[
+        "/usr/bin/python3",
+        "-c",
+        BANNER_CLIENT,
+        addr,
+        &port.to_string(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() && !text.is_empty() {
+        Ok(text)
+    } else {
+        Err(format!(
+            "exit {:?}: {}{}",
+            out.status.code(),
+            text,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
 /// A UDP client: `n` datagrams to ADDR:PORT, each from a fresh socket (so
 /// a fresh source port and a new flow), one line per datagram:
 /// `OK <src addr> <src port> <reply>` or `TIMEOUT <i>`.
@@ -1085,6 +1131,14 @@ fn nat_syn_proxy_sends_a_lost_syn_again() {
             &lab.dir.path(&format!("{name}.log")),
         );
         lab.servers.push(server);
+        // A server that speaks first (as SSH and SMTP do): its client sends
+        // nothing after its ACK.
+        let mut cmd = real.command("/usr/bin/python3");
+        cmd.args(["-c", BANNER_SERVER, &name, &addr, "2222"]);
+        lab.servers.push(Proc::spawn(
+            cmd,
+            &lab.dir.path(&format!("{name}-banner.log")),
+        ));
     }
     let prefix = DpdkPrefix::new("e2e-synl");
     let config = nat_config(
@@ -1107,11 +1161,40 @@ port = 8080
 [[services.reals]]
 address = "198.18.2.12"
 port = 8080
+
+[[services]]
+name = "banner"
+vip = "198.18.1.100"
+port = 22
+protocol = "tcp"
+scheduler = "rr"
+forwarding = "nat"
+syn_proxy = "on"
+
+[[services.reals]]
+address = "198.18.2.11"
+port = 2222
+
+[[services.reals]]
+address = "198.18.2.12"
+port = 2222
 "#,
     );
     let mut app = start_appliance(&lab, &config, 2);
     let url = format!("http://{VIP}/");
     wait_for_vip(&lab, &mut app, &url);
+    // Both banner servers listen (one connection each through the
+    // appliance, round robin).
+    for _ in 0..2 {
+        if let Err(e) = banner(&lab.client, VIP, 22) {
+            fail(
+                &mut app,
+                &format!("the banner service does not answer: {e}"),
+            );
+        }
+    }
+    let before = metric_sum(&scrape(&lab), "lb_syn_proxy_syn_retransmits_total");
+    assert_eq!(before, 0.0, "no SYN lost yet");
 
     let ports = [format!("{t}s1"), format!("{t}s2")];
     let set = |state: &str| {
@@ -1160,6 +1243,37 @@ port = 8080
             &format!("{again} SYNs sent again for {N} connections that each lost one"),
         );
     }
+    // A client that sends nothing after its ACK: only the appliance's
+    // timer can ask the real again, and the banner then comes through.
+    let started = std::time::Instant::now();
+    for i in 0..N {
+        set("down");
+        let got = std::thread::scope(|s| {
+            let request = s.spawn(|| banner(&lab.client, VIP, 22));
+            std::thread::sleep(Duration::from_millis(500));
+            set("up");
+            request.join().expect("client thread")
+        });
+        match got {
+            Ok(line) if line.contains("real-1") && line.contains("banner") => {}
+            Ok(line) => fail(&mut app, &format!("banner {i}: unexpected {line:?}")),
+            Err(e) => fail(&mut app, &format!("banner {i} of {N} failed: {e}")),
+        }
+    }
+    let took = started.elapsed();
+    let s = scrape(&lab);
+    let timer = metric_sum(&s, "lb_syn_proxy_syn_retransmits_total") - again;
+    eprintln!(
+        "{N} silent clients whose first SYN to the real was lost, in {took:?}: \
+         {timer} SYNs sent again by the timer"
+    );
+    if timer < N as f64 || timer > 3.0 * N as f64 {
+        fail(
+            &mut app,
+            &format!("{timer} SYNs sent again for {N} silent clients that each lost one"),
+        );
+    }
+    let again = again + timer;
     let log = stop_cleanly(&mut app);
     let again_log = sum_workers(&log, "syn cookies sent ", " syn-retransmits ");
     assert_eq!(

@@ -261,9 +261,10 @@ impl Worker {
                 }
             }
             // SYNs to reals the SYN proxy sends again (a proxied flow's
-            // client still at it while its real is silent), each in a
-            // buffer of its own; before the ARP requests, which a SYN held
-            // for its next hop may have added.
+            // real silent while its client is still at it, or for a
+            // second or more), each in a buffer of its own; before the ARP
+            // requests, which a SYN held for its next hop may have added.
+            self.pipeline.syn_timers(&self.snapshot, now);
             if self.pipeline.syn_resends_due() {
                 let (out, tx, held, pool) = (&mut l.out, &mut self.tx, &mut l.held, &self.mempool);
                 self.pipeline.resend_syns(

@@ -47,7 +47,7 @@ use lb_config::{ForwardingMethod, SchedulerKind};
 use super::hash::FlowAddr;
 use super::sync::SyncLog;
 use super::synproxy::{
-    Cover, Deferrals, Pressure, ProxyStep, ProxySyn, ReplyStep, SynRetries, Waiting,
+    Cover, Deferrals, Pressure, ProxyStep, ProxySyn, ReplyStep, SynRetries, SynWatch, Waiting,
     PROXY_CLIENT_WS, PROXY_ON, PROXY_REAL_WS, PROXY_TS, PROXY_WAITING,
 };
 use super::{
@@ -122,6 +122,9 @@ pub struct Conntrack<A: FlowAddr = Ipv4Addr> {
     /// (`flow/synproxy.rs`). Boxed: a few hundred bytes read only on the
     /// SYN proxy's cold paths stay out of the hot fields' cache lines.
     pub(super) retries: Box<SynRetries<A>>,
+    /// SYN proxy: the flows waiting for their real, for the timer that
+    /// sends their SYN again when their client sends nothing.
+    pub(super) syn_watch: SynWatch<A>,
     /// Connection sync on a primary: what changed for the peer
     /// (`flow/sync.rs`); None otherwise, and then every hook is one
     /// predictable branch.
@@ -164,6 +167,7 @@ impl<A: FlowAddr> Conntrack<A> {
             waiting: Waiting::default(),
             defer: Deferrals::default(),
             retries: Box::default(),
+            syn_watch: SynWatch::default(),
             sync: None,
         }
     }
@@ -943,7 +947,10 @@ impl<A: FlowAddr> Conntrack<A> {
         }
         debug_assert_eq!(CookieOptions::carried(cookie), *opts);
         match f.proxy_syn() {
-            Some(syn) => Ok((target, syn)),
+            Some(syn) => {
+                self.syn_watch.add(e, *key);
+                Ok((target, syn))
+            }
             // It was made waiting and opening just now.
             None => Err(DropReason::SynProxyPending),
         }

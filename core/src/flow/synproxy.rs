@@ -14,7 +14,7 @@
 use super::hash::FlowAddr;
 use std::cell::Cell;
 
-use super::{seq_near, Flow, FlowKey, FlowState, Segment};
+use super::{seq_near, Flow, FlowKey, FlowState, Segment, Timeouts};
 use crate::forward::TcpAdjust;
 use crate::stats::DropReason;
 use crate::synproxy::{CookieOptions, ADVERTISED_WSCALE, SYNACK_WINDOW};
@@ -455,7 +455,8 @@ pub const SYN_RETRY_QUEUE: usize = 16;
 
 /// The SYN proxy sending a waiting flow's SYN to its real again, as
 /// DPVS's `syn_retry` does (there on the flow's timer, from a copy of the
-/// SYN it keeps; here on the client's segments, from the entry).
+/// SYN it keeps; here on the client's segments and on a timer of our own,
+/// [`SynWatch`], from the entry).
 ///
 /// After a valid cookie ACK the flow sends one SYN to the real and waits
 /// for its SYN-ACK. If that SYN or the SYN-ACK is lost, the client (which
@@ -513,20 +514,84 @@ impl<A: FlowAddr> SynRetries<A> {
     /// Hook: a client's segment `seg` (neither SYN nor RST) at `now` for
     /// entry `e`, flow `f`, which still waits for its real.
     fn early(&mut self, e: u32, f: &mut Flow<A>, seg: Segment, now: u32) {
-        let sent = f.syn_retries();
-        if sent >= SYN_RETRIES
-            || now.wrapping_sub(f.last_seen) < SYN_RTO_MS << sent
-            || !f.plausible_early(seg)
-        {
-            return;
+        if syn_due(f, now) && f.plausible_early(seg) {
+            self.name(e, f, now);
         }
+    }
+
+    /// Names waiting flow `f` (entry `e`), whose SYN is due again, for the
+    /// next pass, and counts the re-send on it; false if the queue is full
+    /// (nothing counted: it is due again at the next chance).
+    fn name(&mut self, e: u32, f: &mut Flow<A>, now: u32) -> bool {
         let Some(slot) = self.due.get_mut(usize::from(self.len)) else {
-            return;
+            return false;
         };
         *slot = Some((e, f.key()));
         self.len += 1;
         f.children += 1 << 8;
         f.last_seen = now;
+        true
+    }
+}
+
+/// Whether waiting flow `f`'s SYN may go to the real again at `now`: fewer
+/// than [`SYN_RETRIES`] went again, the last at least [`SYN_RTO_MS`]
+/// `<< n` ago.
+fn syn_due<A: FlowAddr>(f: &Flow<A>, now: u32) -> bool {
+    let sent = f.syn_retries();
+    sent < SYN_RETRIES && now.wrapping_sub(f.last_seen) >= SYN_RTO_MS << sent
+}
+
+/// How many waiting flows a table watches for [`SynWatch`]; one made when
+/// all are watched gets its SYN again only on its client's segments.
+pub const SYN_WATCH: usize = 4096;
+/// How often the watched flows are looked at (ms).
+pub const SYN_WATCH_EVERY_MS: u32 = 50;
+
+/// The timer side of [`SynRetries`]: a client that sends nothing after its
+/// ACK (the server speaks first: SSH, SMTP, many databases) gives no
+/// segment to send the SYN again on, and its connection would hang if the
+/// first SYN was lost. So every flow the proxy opens is watched here until
+/// it stops waiting (its real answered or refused, it closed or expired),
+/// and every [`SYN_WATCH_EVERY_MS`] those whose SYN is due ([`SYN_RTO_MS`]
+/// `<< n` since the last, fewer than [`SYN_RETRIES`] so far: the same
+/// rule, counted on the same flow, so a client's segments and the timer
+/// together never send more) are named for the next pass as if their
+/// client had asked. Proxied flows are made only for clients that
+/// answered a cookie from their own address, and wait about one round
+/// trip to the real, so few are watched at once; [`SYN_WATCH`] bounds it
+/// all the same (DPVS keeps a timer per connection instead).
+#[derive(Debug)]
+pub struct SynWatch<A: FlowAddr> {
+    /// Entry and key (an entry may have been reused since).
+    flows: Vec<(u32, FlowKey<A>)>,
+    /// When they were last looked at.
+    last: u32,
+}
+
+impl<A: FlowAddr> Default for SynWatch<A> {
+    fn default() -> Self {
+        SynWatch {
+            flows: Vec::new(),
+            last: 0,
+        }
+    }
+}
+
+impl<A: FlowAddr> SynWatch<A> {
+    /// Hook: the proxy opened entry `e`, flow `key`, which now waits.
+    pub(super) fn add(&mut self, e: u32, key: FlowKey<A>) {
+        if self.flows.len() < SYN_WATCH {
+            self.flows.push((e, key));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
     }
 }
 
@@ -548,10 +613,58 @@ impl<A: FlowAddr> super::Conntrack<A> {
         self.defer.early(f, seg)
     }
 
+    /// How many waiting flows the SYN timer watches ([`SynWatch`]).
+    pub fn syn_watched(&self) -> usize {
+        self.syn_watch.len()
+    }
+
     /// Whether some waiting flow's SYN is to go to its real again.
     #[inline]
     pub fn syn_retries_due(&self) -> bool {
         !self.retries.is_empty()
+    }
+
+    /// The timer ([`SynWatch`]): at most every [`SYN_WATCH_EVERY_MS`],
+    /// forgets the watched flows that no longer wait and names those whose
+    /// SYN is due again, as far as the queue has room. Cheap when nothing
+    /// is watched (one test) or it is not time yet (two).
+    #[inline]
+    pub fn syn_watch_tick(&mut self, timeouts: &Timeouts, now: u32) {
+        if self.syn_watch.is_empty() || now.wrapping_sub(self.syn_watch.last) < SYN_WATCH_EVERY_MS {
+            return;
+        }
+        self.syn_watch_scan(timeouts, now);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn syn_watch_scan(&mut self, timeouts: &Timeouts, now: u32) {
+        self.syn_watch.last = now;
+        let mut i = 0;
+        while i < self.syn_watch.flows.len() {
+            let (e, key) = self.syn_watch.flows[i];
+            // Not a flow that expired and waits for the sweep (found by
+            // fuzzing): a packet would end it, not send its SYN.
+            let waiting = self.table.is_live(e) && {
+                let f = self.table.get(e);
+                f.key() == key && f.proxy_syn().is_some() && !f.expired(now, timeouts)
+            };
+            if !waiting {
+                self.syn_watch.flows.swap_remove(i);
+                continue;
+            }
+            let f = self.table.get_mut(e);
+            if syn_due(f, now) && !self.retries.name(e, f, now) {
+                // The queue is full: the rest wait for the next tick.
+                return;
+            }
+            if f.syn_retries() >= SYN_RETRIES {
+                // Its last SYN went: nothing more to do for it.
+                self.syn_watch.flows.swap_remove(i);
+                continue;
+            }
+            i += 1;
+        }
     }
 
     /// The flows whose SYN is to go to the real again, forgotten here: the

@@ -192,6 +192,15 @@ impl Pipeline {
         v
     }
 
+    /// Between bursts, before [`Self::syn_resends_due`]: the SYN proxy's
+    /// timer names the waiting flows whose SYN is due again although their
+    /// client sent nothing (`flow::synproxy::SynWatch`). Cheap when no
+    /// proxied flow waits, or between its ticks.
+    #[inline]
+    pub fn syn_timers(&mut self, snap: &Snapshot, now: u32) {
+        self.conntrack.syn_watch_tick(&snap.timeouts, now);
+    }
+
     /// Whether SYNs to reals wait to be sent again ([`Self::resend_syns`]).
     #[inline]
     pub fn syn_resends_due(&self) -> bool {
@@ -199,8 +208,9 @@ impl Pipeline {
     }
 
     /// Between bursts: sends the SYN to its real again for each proxied
-    /// flow whose client's segments made it due (see
-    /// `flow::synproxy::SynRetries`) and that still waits. Each is rebuilt
+    /// flow whose client's segments or the timer ([`Self::syn_timers`])
+    /// made it due (see `flow::synproxy::SynRetries`) and that still
+    /// waits. Each is rebuilt
     /// from its flow into a buffer `alloc` gives (None, an empty pool:
     /// that re-send is lost as if on the wire, one of the flow's three),
     /// routed as the first was (route, MTU, neighbor: a hold while the next

@@ -1112,7 +1112,7 @@ fn a_deferred_segment_whose_flow_is_gone_makes_no_flow() {
 
 // The SYN to the real sent again (`flow::synproxy::SynRetries`).
 
-use crate::flow::synproxy::{SYN_RETRIES, SYN_RETRY_QUEUE, SYN_RTO_MS};
+use crate::flow::synproxy::{SYN_RETRIES, SYN_RETRY_QUEUE, SYN_RTO_MS, SYN_WATCH_EVERY_MS};
 
 /// The worker's pass for SYNs to send again: each frame made, as sent
 /// (whole bytes), or its verdict. Buffers come dirty, as mbufs do.
@@ -1260,6 +1260,102 @@ fn the_syn_goes_again_at_most_three_times_backing_off_then_the_flow_times_out() 
     assert_eq!(p.flows().len(), 1, "not yet");
     p.sweep(&snap, last + snap.timeouts.syn + 1, 64);
     assert_eq!(p.flows().len(), 0, "expired");
+}
+
+/// The worker's loop every `step` ms from `from` to `to`: the timer, then
+/// the pass; when each SYN went again (ms after `t0`), checked to be the
+/// first.
+fn timers_until(
+    p: &mut Pipeline,
+    snap: &Snapshot,
+    first: &[u8],
+    (t0, from, to, step): (u32, u32, u32, usize),
+) -> Vec<u32> {
+    let mut at = Vec::new();
+    for now in (from..to).step_by(step) {
+        p.syn_timers(snap, now);
+        for r in resend(p, snap, now) {
+            assert_eq!(r.as_deref(), Ok(first), "at {now}");
+            at.push(now - t0);
+        }
+    }
+    at
+}
+
+#[test]
+fn a_silent_clients_lost_syn_goes_again_on_the_timer() {
+    // The server speaks first (SSH, SMTP): after its ACK the client sends
+    // nothing, so only the timer can ask the real again.
+    let (snap, mut p) = setup("on", 64);
+    let (_, first) = handshake_to_real_frame(&mut p, &snap);
+    let t0 = NOW + 1;
+    let at = timers_until(&mut p, &snap, &first, (t0, t0, t0 + 20_000, 10));
+    assert_eq!(SYN_RETRIES, 3);
+    assert_eq!(at.len(), 3, "{at:?}");
+    // Due at 1 s, 3 s and 7 s; the timer looks every 50 ms.
+    for (got, due) in at.iter().zip([1, 3, 7].map(|n| n * SYN_RTO_MS)) {
+        assert!((due..due + SYN_WATCH_EVERY_MS + 10).contains(got), "{at:?}");
+    }
+    assert_eq!(p.stats().syn_proxy_syn_retransmits.get(), 3);
+    assert_eq!(only_flow(&p).syn_retries(), SYN_RETRIES);
+    assert!(p.conntrack.syn_watched() == 0, "its last SYN went");
+}
+
+#[test]
+fn the_timer_and_the_clients_segments_share_one_back_off() {
+    let (snap, mut p) = setup("on", 64);
+    let (cookie, first) = handshake_to_real_frame(&mut p, &snap);
+    let t0 = NOW + 1;
+    let ack = client_ack(cookie);
+    // The client's ACK again at 1.2 s, the timer running all along: one
+    // SYN for the second, whichever asked first.
+    let mut at = timers_until(&mut p, &snap, &first, (t0, t0, t0 + 1_200, 10));
+    assert_eq!(
+        run(&mut p, &snap, &ack, t0 + 1_200),
+        dropped(DropReason::SynProxyPending)
+    );
+    at.extend(timers_until(
+        &mut p,
+        &snap,
+        &first,
+        (t0, t0 + 1_200, t0 + 2_900, 10),
+    ));
+    assert_eq!(at.len(), 1, "{at:?}");
+    // The next is due 2 s after that one, not sooner for a segment.
+    let last = t0 + at[0];
+    assert_eq!(
+        run(&mut p, &snap, &ack, last + 2 * SYN_RTO_MS - 1),
+        dropped(DropReason::SynProxyPending)
+    );
+    assert!(resend(&mut p, &snap, last + 2 * SYN_RTO_MS - 1).is_empty());
+    assert_eq!(p.stats().syn_proxy_syn_retransmits.get(), 1);
+}
+
+#[test]
+fn the_timer_sends_nothing_for_a_flow_that_expired_before_the_sweep() {
+    // Found by fuzzing: the first look of the timer after a long quiet
+    // spell, the flow expired and not yet swept.
+    let (snap, mut p) = setup("on", 64);
+    let (_, first) = handshake_to_real_frame(&mut p, &snap);
+    let t0 = NOW + 1;
+    let late = t0 + snap.timeouts.syn + 1;
+    let at = timers_until(&mut p, &snap, &first, (t0, late, late + 1, 1));
+    assert!(at.is_empty(), "{at:?}");
+    assert_eq!(p.conntrack.syn_watched(), 0, "forgotten");
+}
+
+#[test]
+fn the_timer_forgets_a_flow_whose_real_answered() {
+    let (snap, mut p) = setup("on", 64);
+    let (_, first) = handshake_to_real_frame(&mut p, &snap);
+    let t0 = NOW + 1;
+    assert_eq!(p.conntrack.syn_watched(), 1);
+    let ack = run(&mut p, &snap, &real_synack(), t0 + 500).expect("ACK to the real");
+    assert_eq!((ack.dst, ack.flags), (R, ACK));
+    let at = timers_until(&mut p, &snap, &first, (t0, t0 + 500, t0 + 20_000, 10));
+    assert!(at.is_empty(), "{at:?}");
+    assert!(p.conntrack.syn_watched() == 0);
+    assert_eq!(p.stats().syn_proxy_syn_retransmits.get(), 0);
 }
 
 #[test]

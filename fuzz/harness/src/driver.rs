@@ -871,6 +871,7 @@ impl Driver {
         let snap = self.snapshot();
         let now = self.now;
         let mut out = Vec::new();
+        self.workers[w].pipeline.syn_timers(snap, now);
         self.workers[w].pipeline.resend_syns(
             snap,
             now,
@@ -924,7 +925,10 @@ impl Driver {
         let flags = |b: &[u8]| {
             (b.len() > IP + 33 && b[IP] == 0x45 && b[IP + 9] == 6).then(|| b[IP + 33] & 0x17)
         };
-        if flags(&f.input) != Some(0x10) || flags(out) != Some(0x02) {
+        // A client's ACK (with data, PSH or FIN too: no SYN or RST) that
+        // carried a good cookie: the flow's first SYN.
+        let acked = flags(&f.input).is_some_and(|x| x & 0x16 == 0x10);
+        if !acked || flags(out) != Some(0x02) {
             return;
         }
         let port = match v {
