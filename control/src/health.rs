@@ -152,34 +152,10 @@ fn probe_network(probe: &Probe, real: &RealKey, timeout: Duration) -> Outcome {
     if let Err(e) = stream.write_all(request.as_bytes()) {
         return Outcome::Failure(format!("send: {e}"));
     }
-    // Read until the status line is complete.
-    let mut buf = Vec::with_capacity(256);
-    let mut chunk = [0u8; 256];
-    while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 4096 {
-        match left("response") {
-            Ok(d) => {
-                let _ = stream.set_read_timeout(Some(d));
-            }
-            Err(o) => return o,
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            // A signal landed on this thread (net_tap's SIGIO, for one,
-            // with a kernel interface): not the real's fault; the deadline
-            // still bounds the retry.
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Outcome::Failure(format!("response: timed out after {timeout:?}"))
-            }
-            Err(e) => return Outcome::Failure(format!("response: {e}")),
-        }
-    }
+    let buf = match read_status_line(&mut stream, left, timeout) {
+        Ok(b) => b,
+        Err(o) => return o,
+    };
     let line = String::from_utf8_lossy(&buf);
     let line = line.lines().next().unwrap_or("");
     let mut parts = line.split_whitespace();
@@ -199,6 +175,53 @@ fn probe_network(probe: &Probe, real: &RealKey, timeout: Duration) -> Outcome {
             line.chars().take(60).collect::<String>()
         )),
     }
+}
+
+/// A stream whose reads can be given a timeout: a TCP connection, or a
+/// test's stand-in.
+trait TimedRead: Read {
+    fn set_read_timeout_to(&mut self, d: Duration);
+}
+
+impl TimedRead for TcpStream {
+    fn set_read_timeout_to(&mut self, d: Duration) {
+        let _ = self.set_read_timeout(Some(d));
+    }
+}
+
+/// Reads until the status line is complete (a CRLF, or 4 KiB, or the
+/// end), each read bounded by what `left` says remains of the check's
+/// `timeout`.
+fn read_status_line(
+    stream: &mut impl TimedRead,
+    left: impl Fn(&str) -> Result<Duration, Outcome>,
+    timeout: Duration,
+) -> Result<Vec<u8>, Outcome> {
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 256];
+    while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 4096 {
+        stream.set_read_timeout_to(left("response")?);
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            // A signal landed on this thread (net_tap's SIGIO, for one,
+            // with a kernel interface): not the real's fault; the deadline
+            // still bounds the retry.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(Outcome::Failure(format!(
+                    "response: timed out after {timeout:?}"
+                )))
+            }
+            Err(e) => return Err(Outcome::Failure(format!("response: {e}"))),
+        }
+    }
+    Ok(buf)
 }
 
 /// The `Host` header without `host`: the real's address and port.
@@ -764,6 +787,74 @@ fn run(key: RealKey, spec: Spec, stop: Receiver<()>, reports: Sender<Report>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads that are interrupted `interrupts` times (as by a signal)
+    /// before giving `data` in one piece, then the end.
+    struct Interrupted {
+        interrupts: usize,
+        data: &'static [u8],
+        timeouts: Vec<Duration>,
+    }
+
+    impl Read for Interrupted {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.interrupts > 0 {
+                self.interrupts -= 1;
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
+            let n = self.data.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    impl TimedRead for Interrupted {
+        fn set_read_timeout_to(&mut self, d: Duration) {
+            self.timeouts.push(d);
+        }
+    }
+
+    /// The fix for checks that failed with "Interrupted system call" when
+    /// net_tap's SIGIO landed on a checker thread: an interrupted read is
+    /// read again, each time within what is left of the deadline.
+    #[test]
+    fn an_interrupted_read_is_retried_within_the_deadline() {
+        let mut s = Interrupted {
+            interrupts: 3,
+            data: b"HTTP/1.1 200 OK\r\nServer: x\r\n\r\n",
+            timeouts: Vec::new(),
+        };
+        let left = |_: &str| Ok(Duration::from_secs(1));
+        let line = read_status_line(&mut s, left, Duration::from_secs(1)).unwrap();
+        assert!(line.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        assert_eq!(
+            s.timeouts.len(),
+            4,
+            "three retries and the read that worked"
+        );
+
+        // Interrupted for ever: the deadline ends it, as a timeout.
+        let mut s = Interrupted {
+            interrupts: usize::MAX,
+            data: b"",
+            timeouts: Vec::new(),
+        };
+        let calls = std::cell::Cell::new(0);
+        let left = |what: &str| {
+            calls.set(calls.get() + 1);
+            if calls.get() > 5 {
+                Err(Outcome::Failure(format!("{what}: timed out after 1s")))
+            } else {
+                Ok(Duration::from_millis(200))
+            }
+        };
+        assert_eq!(
+            read_status_line(&mut s, left, Duration::from_secs(1)),
+            Err(Outcome::Failure("response: timed out after 1s".into()))
+        );
+        assert_eq!(s.timeouts.len(), 5);
+    }
 
     #[test]
     fn hysteresis_needs_rise_successes_and_fall_failures_in_a_row() {
