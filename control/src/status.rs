@@ -88,7 +88,14 @@ impl Status {
         for s in &self.services {
             let sum = |f: fn(&RealStatus) -> u64| -> u64 { s.reals.iter().map(f).sum() };
             let sched = if s.persistence_ms > 0 {
-                format!("{} persistent {}s", s.scheduler, s.persistence_ms / 1000)
+                // As the config writes it ("1500ms" is not "1s").
+                format!(
+                    "{} persistent {}",
+                    s.scheduler,
+                    lb_config::format_duration(std::time::Duration::from_millis(u64::from(
+                        s.persistence_ms
+                    )))
+                )
             } else {
                 s.scheduler.clone()
             };
@@ -262,6 +269,16 @@ mod tests {
             lines[5].ends_with("(down) last error: connect: Connection refused (os error 111)"),
             "{t}"
         );
+        // Persistence as the config writes it, not cut to whole seconds.
+        let mut persistent = status.clone();
+        for (ms, shown) in [
+            (1_500, "wrr persistent 1s500ms"),
+            (360_000, "wrr persistent 6m"),
+        ] {
+            persistent.services[0].persistence_ms = ms;
+            let t = persistent.table();
+            assert!(t.lines().nth(3).unwrap().contains(shown), "{t}");
+        }
         // JSON from before the inactive count still reads.
         let mut v = serde_json::to_value(&status).unwrap();
         v["services"][0]["reals"][0]
