@@ -308,8 +308,12 @@ pub fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
 pub struct DpdkPrefix(pub String);
 
 impl DpdkPrefix {
+    /// Unique within this process too (as [`TempDir`]): two tests of one
+    /// binary that pick the same tag must not share a DPDK runtime folder.
     pub fn new(tag: &str) -> DpdkPrefix {
-        DpdkPrefix(format!("lbt-{tag}-{}", std::process::id()))
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        DpdkPrefix(format!("lbt-{tag}-{}-{n}", std::process::id()))
     }
 }
 
