@@ -1183,18 +1183,41 @@ port = 2222
     let mut app = start_appliance(&lab, &config, 2);
     let url = format!("http://{VIP}/");
     wait_for_vip(&lab, &mut app, &url);
-    // Both banner servers listen (one connection each through the
-    // appliance, round robin).
-    for _ in 0..2 {
-        if let Err(e) = banner(&lab.client, VIP, 22) {
-            fail(
+    // Both banner servers listen (each worker schedules round robin on
+    // its own, so ask until both answered).
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        match banner(&lab.client, VIP, 22) {
+            Ok(line) => {
+                seen.insert(line);
+            }
+            Err(e) => fail(
                 &mut app,
                 &format!("the banner service does not answer: {e}"),
-            );
+            ),
+        }
+        if seen.len() == 2 {
+            break;
         }
     }
+    if seen.len() != 2 {
+        fail(
+            &mut app,
+            &format!("not both banner servers answered: {seen:?}"),
+        );
+    }
     let before = metric_sum(&scrape(&lab), "lb_syn_proxy_syn_retransmits_total");
-    assert_eq!(before, 0.0, "no SYN lost yet");
+    if before != 0.0 {
+        fail(
+            &mut app,
+            &format!("{before} SYNs sent again before any was lost"),
+        );
+    }
+    // Runs `client` with the reals' ports down until the appliance has
+    // taken the client's cookie ACK (and sent, into the void, its SYN to
+    // the real), then brings them up: a fixed wait could end before a
+    // slow client got that far, and then nothing would be lost.
+    let accepted = || metric_sum(&scrape(&lab), "lb_syn_proxy_cookies_accepted_total");
 
     let ports = [format!("{t}s1"), format!("{t}s2")];
     let set = |state: &str| {
@@ -1202,16 +1225,30 @@ port = 2222
             lab._sw.exec(&["ip", "link", "set", p, state]);
         }
     };
+    let lose_first_syn = |client: &(dyn Fn() -> Result<String, String> + Sync)| {
+        let was = accepted();
+        set("down");
+        std::thread::scope(|s| {
+            let request = s.spawn(client);
+            let taken = wait_until(Duration::from_secs(10), || accepted() > was);
+            // The SYN leaves in the same pass as the ACK is taken; a
+            // little more for it to reach the (down) port.
+            std::thread::sleep(Duration::from_millis(100));
+            set("up");
+            let got = request.join().expect("client thread");
+            if taken {
+                got
+            } else {
+                Err(format!(
+                    "the appliance took no cookie ACK in 10 s ({got:?})"
+                ))
+            }
+        })
+    };
     const N: usize = 3;
     let started = std::time::Instant::now();
     for i in 0..N {
-        set("down");
-        let got = std::thread::scope(|s| {
-            let request = s.spawn(|| curl(&lab.client, &url, 10));
-            std::thread::sleep(Duration::from_millis(500));
-            set("up");
-            request.join().expect("curl thread")
-        });
+        let got = lose_first_syn(&|| curl(&lab.client, &url, 10));
         match got {
             Ok(body) if body.contains("real-1") => {}
             Ok(body) => fail(
@@ -1247,13 +1284,7 @@ port = 2222
     // timer can ask the real again, and the banner then comes through.
     let started = std::time::Instant::now();
     for i in 0..N {
-        set("down");
-        let got = std::thread::scope(|s| {
-            let request = s.spawn(|| banner(&lab.client, VIP, 22));
-            std::thread::sleep(Duration::from_millis(500));
-            set("up");
-            request.join().expect("client thread")
-        });
+        let got = lose_first_syn(&|| banner(&lab.client, VIP, 22));
         match got {
             Ok(line) if line.contains("real-1") && line.contains("banner") => {}
             Ok(line) => fail(&mut app, &format!("banner {i}: unexpected {line:?}")),

@@ -179,7 +179,7 @@ pub const METRICS: &[(&str, &str)] = &[
     ),
     (
         "lb_syn_proxy_syn_retransmits_total",
-        "SYNs the SYN proxy sent to a real again: its flow's client kept sending while the real had not answered the first.",
+        "SYNs the SYN proxy sent to a real again while the real had not answered the first: asked by the client's segments, or by the timer for a client that sends nothing (at most three per flow, 1 s, 2 s, 4 s apart).",
     ),
 ];
 

@@ -283,8 +283,8 @@ pub struct WorkerStats {
     /// real's SYN-ACK, to be sent on once it answered (each counted once).
     pub syn_proxy_deferred: Counter,
     /// SYN proxy: SYNs sent to a real again, for a flow whose real had
-    /// not answered while its client kept sending
-    /// (`flow::synproxy::SynRetries`).
+    /// not answered, asked by its client's segments or by the timer
+    /// (`flow::synproxy::SynRetries`, `SynWatch`).
     pub syn_proxy_syn_retransmits: Counter,
     /// Connection sync: what this worker recorded for the peer and
     /// installed from it (`crate::sync`).

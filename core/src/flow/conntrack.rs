@@ -788,9 +788,13 @@ impl<A: FlowAddr> Conntrack<A> {
             }
             if flags.contains(TcpFlags::RST) {
                 // The client gives up: the real gets the RST (its sequence
-                // number is the client's own) and the flow closes.
+                // number is the client's own) and the flow closes; its SYN
+                // is done with (`Flow::proxy_syn`).
                 f.last_seen = now;
                 f.on_segment(seg, true);
+                if f.state() != FlowState::SynSent {
+                    f.children = 0;
+                }
                 self.defer.changed(f);
                 self.adjust = TcpAdjust::default();
                 return Ok(Target {

@@ -14,8 +14,9 @@
 use super::hash::FlowAddr;
 use std::cell::Cell;
 
-use super::{seq_near, Flow, FlowKey, FlowState, Segment, Timeouts};
+use super::{seq_near, Flow, FlowKey, FlowState, Segment};
 use crate::forward::TcpAdjust;
+use crate::snapshot::Snapshot;
 use crate::stats::DropReason;
 use crate::synproxy::{CookieOptions, ADVERTISED_WSCALE, SYNACK_WINDOW};
 use crate::wire::tcp_options::{TcpOptions, Timestamps};
@@ -487,8 +488,11 @@ pub const SYN_RETRY_QUEUE: usize = 16;
 /// neighbor, hold for ARP); the client's segment keeps its own fate.
 #[derive(Debug, Clone, Copy)]
 pub struct SynRetries<A: FlowAddr> {
-    /// Entry and key (the entry may have been reused by the pass).
-    due: [Option<(u32, FlowKey<A>)>; SYN_RETRY_QUEUE],
+    /// Entry, key, and the flow's re-send count once named: the entry
+    /// may have been reused by the pass, even by a new flow on the same
+    /// tuple (a client that reset and opened again), which must not get
+    /// its predecessor's re-send.
+    due: [Option<(u32, FlowKey<A>, u8)>; SYN_RETRY_QUEUE],
     len: u8,
 }
 
@@ -507,7 +511,7 @@ impl<A: FlowAddr> SynRetries<A> {
     }
 
     /// The flows named, in the order they were.
-    pub fn iter(&self) -> impl Iterator<Item = (u32, FlowKey<A>)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (u32, FlowKey<A>, u8)> + '_ {
         self.due[..usize::from(self.len)].iter().flatten().copied()
     }
 
@@ -526,10 +530,10 @@ impl<A: FlowAddr> SynRetries<A> {
         let Some(slot) = self.due.get_mut(usize::from(self.len)) else {
             return false;
         };
-        *slot = Some((e, f.key()));
-        self.len += 1;
         f.children += 1 << 8;
         f.last_seen = now;
+        *slot = Some((e, f.key(), f.syn_retries()));
+        self.len += 1;
         true
     }
 }
@@ -565,8 +569,12 @@ pub const SYN_WATCH_EVERY_MS: u32 = 50;
 pub struct SynWatch<A: FlowAddr> {
     /// Entry and key (an entry may have been reused since).
     flows: Vec<(u32, FlowKey<A>)>,
-    /// When they were last looked at.
+    /// When they were last looked at in full.
     last: u32,
+    /// Where a look that filled the queue stopped: the next look (at the
+    /// next poll, not a tick later) goes on from there, so that no flow
+    /// waits behind others that keep coming due.
+    resume: Option<usize>,
 }
 
 impl<A: FlowAddr> Default for SynWatch<A> {
@@ -574,6 +582,7 @@ impl<A: FlowAddr> Default for SynWatch<A> {
         SynWatch {
             flows: Vec::new(),
             last: 0,
+            resume: None,
         }
     }
 }
@@ -581,6 +590,10 @@ impl<A: FlowAddr> Default for SynWatch<A> {
 impl<A: FlowAddr> SynWatch<A> {
     /// Hook: the proxy opened entry `e`, flow `key`, which now waits.
     pub(super) fn add(&mut self, e: u32, key: FlowKey<A>) {
+        if self.flows.capacity() == 0 {
+            // Once, in full: no reallocation on the packet path later.
+            self.flows.reserve_exact(SYN_WATCH);
+        }
         if self.flows.len() < SYN_WATCH {
             self.flows.push((e, key));
         }
@@ -624,30 +637,49 @@ impl<A: FlowAddr> super::Conntrack<A> {
         !self.retries.is_empty()
     }
 
-    /// The timer ([`SynWatch`]): at most every [`SYN_WATCH_EVERY_MS`],
-    /// forgets the watched flows that no longer wait and names those whose
-    /// SYN is due again, as far as the queue has room. Cheap when nothing
-    /// is watched (one test) or it is not time yet (two).
+    /// The timer ([`SynWatch`]): at most every [`SYN_WATCH_EVERY_MS`]
+    /// (or at once, after a look that filled the queue), forgets the
+    /// watched flows that no longer wait and names those whose SYN is due
+    /// again, as far as the queue has room. Cheap when nothing is watched
+    /// (one test) or it is not time yet (two).
     #[inline]
-    pub fn syn_watch_tick(&mut self, timeouts: &Timeouts, now: u32) {
-        if self.syn_watch.is_empty() || now.wrapping_sub(self.syn_watch.last) < SYN_WATCH_EVERY_MS {
+    pub fn syn_watch_tick(&mut self, snap: &Snapshot, now: u32) {
+        let w = &self.syn_watch;
+        if w.flows.is_empty()
+            || (w.resume.is_none() && now.wrapping_sub(w.last) < SYN_WATCH_EVERY_MS)
+        {
             return;
         }
-        self.syn_watch_scan(timeouts, now);
+        self.syn_watch_scan(snap, now);
     }
 
     #[cold]
     #[inline(never)]
-    fn syn_watch_scan(&mut self, timeouts: &Timeouts, now: u32) {
-        self.syn_watch.last = now;
-        let mut i = 0;
-        while i < self.syn_watch.flows.len() {
-            let (e, key) = self.syn_watch.flows[i];
+    fn syn_watch_scan(&mut self, snap: &Snapshot, now: u32) {
+        let start = self.syn_watch.resume.take().unwrap_or(0);
+        let mut i = start;
+        // Each watched flow once: from `start` to the end, then from the
+        // beginning to `start` (a removal moves the last one into `i`,
+        // which is then looked at; one moved from the part already done
+        // may be looked at twice, which is harmless: once named, it is
+        // not due again).
+        for _ in 0..self.syn_watch.flows.len() {
+            if i >= self.syn_watch.flows.len() {
+                i = 0;
+            }
+            let Some(&(e, key)) = self.syn_watch.flows.get(i) else {
+                break;
+            };
             // Not a flow that expired and waits for the sweep (found by
-            // fuzzing): a packet would end it, not send its SYN.
+            // fuzzing), nor one whose real a reload removed (found in
+            // review): a packet would end either, not send its SYN.
             let waiting = self.table.is_live(e) && {
                 let f = self.table.get(e);
-                f.key() == key && f.proxy_syn().is_some() && !f.expired(now, timeouts)
+                f.key() == key
+                    && f.proxy_syn().is_some()
+                    && f.syn_retries() < SYN_RETRIES
+                    && !f.expired(now, &snap.timeouts)
+                    && snap.real_present(f.real_id)
             };
             if !waiting {
                 self.syn_watch.flows.swap_remove(i);
@@ -655,16 +687,13 @@ impl<A: FlowAddr> super::Conntrack<A> {
             }
             let f = self.table.get_mut(e);
             if syn_due(f, now) && !self.retries.name(e, f, now) {
-                // The queue is full: the rest wait for the next tick.
+                // The queue is full: on from here at the next poll.
+                self.syn_watch.resume = Some(i);
                 return;
-            }
-            if f.syn_retries() >= SYN_RETRIES {
-                // Its last SYN went: nothing more to do for it.
-                self.syn_watch.flows.swap_remove(i);
-                continue;
             }
             i += 1;
         }
+        self.syn_watch.last = now;
     }
 
     /// The flows whose SYN is to go to the real again, forgotten here: the
@@ -676,12 +705,16 @@ impl<A: FlowAddr> super::Conntrack<A> {
     /// The SYN to send again for entry `e` named with `key` by
     /// [`Self::take_syn_retries`]: None if the flow no longer waits (its
     /// real answered meanwhile, it closed, or the entry is another's now).
-    pub fn syn_to_resend(&self, e: u32, key: &FlowKey<A>) -> Option<ProxySyn<A>> {
+    pub fn syn_to_resend(
+        &self,
+        snap: &Snapshot,
+        (e, key, count): (u32, FlowKey<A>, u8),
+    ) -> Option<ProxySyn<A>> {
         if !self.table.is_live(e) {
             return None;
         }
         let f = self.table.get(e);
-        if f.key() != *key {
+        if f.key() != key || f.syn_retries() != count || !snap.real_present(f.real_id) {
             return None;
         }
         f.proxy_syn()

@@ -198,7 +198,7 @@ impl Pipeline {
     /// proxied flow waits, or between its ticks.
     #[inline]
     pub fn syn_timers(&mut self, snap: &Snapshot, now: u32) {
-        self.conntrack.syn_watch_tick(&snap.timeouts, now);
+        self.conntrack.syn_watch_tick(snap, now);
     }
 
     /// Whether SYNs to reals wait to be sent again ([`Self::resend_syns`]).
@@ -230,8 +230,8 @@ impl Pipeline {
             return;
         }
         let due = self.conntrack.take_syn_retries();
-        for (e, key) in due.iter() {
-            let Some(syn) = self.conntrack.syn_to_resend(e, &key) else {
+        for named in due.iter() {
+            let Some(syn) = self.conntrack.syn_to_resend(snap, named) else {
                 continue;
             };
             let Some(mut pkt) = alloc() else {

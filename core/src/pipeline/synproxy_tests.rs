@@ -1542,3 +1542,132 @@ fn a_burst_of_due_flows_beyond_the_queue_waits_for_the_next_segment() {
         SYN_RETRY_QUEUE as u64 + 1
     );
 }
+
+// Found in review of the SYN re-send.
+
+#[test]
+fn the_timer_sends_no_syn_to_a_real_a_reload_removed() {
+    // A waiting flow whose real the operator removed: every packet of it
+    // now ends it (`real_removed`), and nothing should go to that real.
+    let mut ids = Ids::default();
+    let config = Config::parse(CONFIG).unwrap();
+    let snap = Snapshot::compile(&config, &[OUR], 1, &mut ids, |_, _, _| true).unwrap();
+    let mut p = Pipeline::new(0, 1, 64, Arc::new(WorkerStats::default()));
+    p.adopt(&snap);
+    p.set_cookie_key(KEY);
+    let (_, _first) = handshake_to_real_frame(&mut p, &snap);
+    // The reload: the service's real is now .12 (.11 removed).
+    let text = CONFIG
+        .replace(
+            "address = \"198.18.0.11\"\nport = 8080",
+            "address = \"198.18.0.12\"\nport = 8080",
+        )
+        .replace(
+            "[[services]]",
+            "[[neighbors]]\naddress = \"198.18.0.12\"\nmac = \"02:00:00:00:00:12\"\n[[services]]",
+        );
+    let config2 = Config::parse(&text).unwrap();
+    let snap2 = Snapshot::compile(&config2, &[OUR], 1, &mut ids, |_, _, _| true).unwrap();
+    p.adopt(&snap2);
+    let f = only_flow(&p);
+    assert!(!snap2.real_present(f.real_id), "the flow's real is gone");
+    // The silent client's timer.
+    let t0 = NOW + 1;
+    let mut sent = Vec::new();
+    for now in (t0..t0 + 10_000).step_by(10) {
+        p.syn_timers(&snap2, now);
+        for r in resend(&mut p, &snap2, now) {
+            if let Ok(b) = r {
+                sent.push((now - t0, Seg::read(&b).dst));
+            }
+        }
+    }
+    assert!(
+        sent.is_empty(),
+        "SYNs sent to the removed real after the reload: {sent:?}"
+    );
+}
+
+#[test]
+fn the_timer_serves_every_watched_flow_soon_after_it_is_due() {
+    // Many silent clients whose first SYN was lost at once (the reals'
+    // link down for a moment): each should get its first SYN again
+    // about 1 s later, and surely before its flow expires.
+    let (snap, mut p) = setup("on", 1 << 14);
+    let n: usize = 4000;
+    let t0 = NOW + 1;
+    let mut ports = Vec::new();
+    for i in 0..n {
+        let c = (CLIENT, 10000 + i as u16);
+        let synack = run(
+            &mut p,
+            &snap,
+            &Seg {
+                src: c,
+                ..client_syn(ISN)
+            },
+            NOW,
+        )
+        .unwrap();
+        let ack = Seg {
+            src: c,
+            ..client_ack(synack.seq)
+        };
+        run(&mut p, &snap, &ack, t0).expect("SYN to the real");
+        ports.push(c.1);
+    }
+    assert_eq!(p.conntrack.syn_watched(), n);
+    let mut first_again = std::collections::HashMap::new();
+    let end = t0 + snap.timeouts.syn + 8 * SYN_RTO_MS;
+    // A poll a millisecond (an idle adaptive worker's pace; a busy one
+    // polls far more often), a sweep every 10.
+    for now in t0..end {
+        p.syn_timers(&snap, now);
+        for r in resend(&mut p, &snap, now) {
+            let s = Seg::read(&r.expect("sent"));
+            first_again.entry(s.src.1).or_insert(now - t0);
+        }
+        if now % 10 == 0 {
+            p.sweep(&snap, now, 256);
+        }
+    }
+    let never = ports
+        .iter()
+        .filter(|p| !first_again.contains_key(p))
+        .count();
+    let latest = first_again.values().max().copied().unwrap_or(0);
+    assert!(
+        never == 0 && latest < 2 * SYN_RTO_MS,
+        "of {n} silent flows: {never} never got their SYN again before they expired; \
+         the latest first re-send came {latest} ms after the lost SYN; \
+         {} SYNs sent again in all",
+        p.stats().syn_proxy_syn_retransmits.get()
+    );
+}
+
+#[test]
+fn a_syn_named_for_a_flow_is_not_sent_for_the_next_flow_on_its_entry() {
+    // The client's ACK names its flow's SYN (due); in the same burst the
+    // client resets, opens again on the same tuple and ISN (its SYN is
+    // answered with the same cookie) and ACKs: a new flow, likely in the
+    // same entry, same key. The pass must not give that new flow a second
+    // SYN at once (the back-off is per flow: none is due for it yet).
+    let (snap, mut p) = setup("on", 64);
+    let (cookie, _) = handshake_to_real_frame(&mut p, &snap);
+    let now = NOW + 1 + SYN_RTO_MS;
+    let ack = client_ack(cookie);
+    let _ = run(&mut p, &snap, &ack, now);
+    assert!(p.syn_resends_due());
+    run(&mut p, &snap, &seg(C, V, RST, ISN.wrapping_add(1), 0), now).expect("the RST");
+    let synack = run(&mut p, &snap, &client_syn(ISN), now).expect("SYN-ACK");
+    let ack2 = client_ack(synack.seq);
+    let first = run(&mut p, &snap, &ack2, now).expect("the new flow's first SYN");
+    assert_eq!((first.dst, first.flags), (R, SYN));
+    let again = resend(&mut p, &snap, now);
+    assert!(
+        again.is_empty(),
+        "the new flow's SYN went twice at {now}: {} re-sends, {} counted",
+        again.len(),
+        p.stats().syn_proxy_syn_retransmits.get()
+    );
+}

@@ -58,7 +58,9 @@
 //! sends the SYN again, rebuilt from the flow entry, at most three times
 //! with TCP's back-off (1 s, 2 s, 4 s): `flow::synproxy::SynRetries`, and
 //! `Pipeline::resend_syns` between bursts (the segment itself keeps its
-//! fate; the SYN is a frame of its own).
+//! fate; the SYN is a frame of its own). A client that sends nothing (the
+//! server speaks first) gets the same from a timer
+//! (`flow::synproxy::SynWatch`, `Pipeline::syn_timers`).
 //!
 //! Known costs, as with any SYN-cookie proxy:
 //! - Early data that cannot be deferred (beyond two segments per flow,

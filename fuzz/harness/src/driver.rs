@@ -961,6 +961,25 @@ impl Driver {
             return;
         };
         if let Some((port, hold)) = to {
+            // Only to a real the running config has (not one a reload
+            // removed: found in review).
+            let dst = out
+                .get(IP + 16..IP + 20)
+                .map(|b| IpAddr::from([b[0], b[1], b[2], b[3]]));
+            let dport = out
+                .get(IP + 22..IP + 24)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]));
+            let configured = snap.services.iter().any(|s| {
+                s.reals
+                    .iter()
+                    .any(|r| Some(r.address) == dst && Some(r.port) == dport)
+            });
+            if !configured {
+                self.v.add(
+                    "syn.resend",
+                    format!("a SYN sent again to a real the snapshot does not have: {out:02x?}"),
+                );
+            }
             let mac_ok = snap.ports.get(port).is_some_and(|p| {
                 out.len() > IP && out[6..12] == p.mac.0 && (out[..6] == [0; 6]) == hold
             });
