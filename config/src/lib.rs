@@ -395,8 +395,8 @@ pub struct ServiceConfig {
     pub forwarding: ForwardingMethod,
     /// Zero: no persistence.
     pub persistence: Duration,
-    /// `syn_proxy`: `on` only for TCP services with an IPv4 VIP whose reals
-    /// are all NAT.
+    /// `syn_proxy`: `on` only for TCP services whose reals are all NAT
+    /// (IPv4, or NAT66 with an IPv6 VIP).
     pub syn_proxy: SynProxyMode,
     /// `None`: every real counts as up.
     pub health_check: Option<HealthCheckConfig>,

@@ -1804,24 +1804,48 @@ fn ipv6_neighbors() {
 }
 
 #[test]
-fn syn_proxy_on_refuses_an_ipv6_vip() {
-    let svc = |mode: &str| {
+fn syn_proxy_on_covers_an_ipv6_nat_service_as_an_ipv4_one() {
+    let svc = |keys: &str| {
         service_at(
             DUAL,
             "2001:2:0:1::100",
-            &format!("syn_proxy = \"{mode}\"\n[[services.reals]]\naddress = \"2001:2::11\""),
+            &format!("{keys}\n[[services.reals]]\naddress = \"2001:2::11\""),
         )
     };
-    let errs = errors(&svc("on"));
-    assert_eq!(errs.0.len(), 1, "{errs}");
-    assert_eq!(
-        errs.0[0].to_string(),
-        "services[0].syn_proxy: \"on\" is refused for the IPv6 VIP 2001:2:0:1::100: the SYN proxy covers IPv4 services only; use \"off\" or \"auto\" (inert here)"
+    // NAT66: on, auto and off are all accepted and kept.
+    for (word, mode) in [
+        ("on", SynProxyMode::On),
+        ("auto", SynProxyMode::Auto),
+        ("off", SynProxyMode::Off),
+    ] {
+        let c = Config::parse(&svc(&format!("syn_proxy = \"{word}\""))).unwrap();
+        assert_eq!(c.services[0].syn_proxy, mode, "{word}");
+    }
+    assert!(c_summary(&svc("syn_proxy = \"on\"")).contains("syn proxy on"));
+    // Refused where it is refused for IPv4: UDP, TUN (6in6) and DR, a
+    // service's own method or one real's.
+    assert_error(
+        &svc("protocol = \"udp\"\nsyn_proxy = \"on\""),
+        "services[0].syn_proxy",
+        "\"on\" needs protocol = \"tcp\" (this service is udp)",
     );
-    // auto is accepted and inert on an IPv6 service; off is off.
-    let c = Config::parse(&svc("auto")).unwrap();
-    assert_eq!(c.services[0].syn_proxy, SynProxyMode::Auto);
-    Config::parse(&svc("off")).unwrap();
+    for method in ["tun", "dr"] {
+        assert_error(
+            &svc(&format!("forwarding = \"{method}\"\nsyn_proxy = \"on\"")),
+            "services[0].syn_proxy",
+            &format!("\"on\" needs forwarding = \"nat\" (this service uses {method})"),
+        );
+        assert_error(
+            &format!(
+                "{}\n[[services.reals]]\naddress = \"2001:2::12\"\nforwarding = \"{method}\"",
+                svc("syn_proxy = \"on\"")
+            ),
+            "services[0].syn_proxy",
+            &format!("\"on\" needs every real to be nat (reals[1] uses {method})"),
+        );
+        // auto is accepted and inert there, as for IPv4.
+        Config::parse(&svc(&format!("forwarding = \"{method}\"\nsyn_proxy = \"auto\""))).unwrap();
+    }
 }
 
 #[test]
@@ -1871,7 +1895,6 @@ fn ipv6_errors_are_all_reported_at_once() {
             "ports[0].address6",
             "services[0].vip",
             "services[1].reals[0].address",
-            "services[1].syn_proxy",
         ],
         "{errs}"
     );

@@ -1380,7 +1380,7 @@ fn services(c: &mut Checker<'_>, raw: Vec<RawService>, nets: &Nets) -> Vec<Servi
             nets,
         );
         if syn_proxy == Some(SynProxyMode::On) {
-            syn_proxy_on(c, &path("syn_proxy"), protocol, vip, forwarding, &reals);
+            syn_proxy_on(c, &path("syn_proxy"), protocol, forwarding, &reals);
         }
         out.push(ServiceConfig {
             name: name.unwrap_or_default(),
@@ -1398,16 +1398,16 @@ fn services(c: &mut Checker<'_>, raw: Vec<RawService>, nets: &Nets) -> Vec<Servi
     out
 }
 
-/// `syn_proxy = "on"` needs a TCP service with an IPv4 VIP all of whose
-/// reals are NAT: the proxy answers the handshake itself and must see (and
-/// translate) both directions of every segment afterwards; its cookies and
-/// frames are IPv4 only. `auto` is accepted anywhere and is inert where
-/// `on` would be refused.
+/// `syn_proxy = "on"` needs a TCP service all of whose reals are NAT (an
+/// IPv4 VIP with IPv4 reals, or an IPv6 VIP with NAT66 reals, which the
+/// reals' own checks hold to the VIP's family): the proxy answers the
+/// handshake itself and must see (and translate) both directions of every
+/// segment afterwards. `auto` is accepted anywhere and is inert where `on`
+/// would be refused.
 fn syn_proxy_on(
     c: &mut Checker<'_>,
     path: &str,
     protocol: Option<Protocol>,
-    vip: Option<IpAddr>,
     forwarding: Option<ForwardingMethod>,
     reals: &[RealConfig],
 ) {
@@ -1415,13 +1415,6 @@ fn syn_proxy_on(
         c.err(
             path,
             "\"on\" needs protocol = \"tcp\" (this service is udp); use \"off\" or \"auto\"",
-        );
-        return;
-    }
-    if let Some(vip @ IpAddr::V6(_)) = vip {
-        c.err(
-            path,
-            format!("\"on\" is refused for the IPv6 VIP {vip}: the SYN proxy covers IPv4 services only; use \"off\" or \"auto\" (inert here)"),
         );
         return;
     }
