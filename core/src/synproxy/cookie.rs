@@ -6,7 +6,7 @@
 //!
 //! | bits  | what |
 //! | ----- | ---- |
-//! | 31..8 | MAC: 24 bits of SipHash-2-4 over (client address and port, VIP and port, client ISN, time counter, bits 7..1) |
+//! | 31..8 | MAC: 24 bits of SipHash-2-4 over (client address and port, VIP and port, client ISN, time counter, bits 7..1); IPv6 addresses whole, all 128 bits of each |
 //! | 7..6  | the client's MSS, as an index into [`MSS_TABLE`] (the largest entry not above it) |
 //! | 5..2  | the client's window scale (0..=14), 15 when it sent none |
 //! | 1     | SACK permitted |
@@ -29,7 +29,7 @@
 //! ACKs gains an attacker nothing over a flood of SYNs. Linux's cookies
 //! are of the same strength (24-bit MAC).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 
 use super::siphash::{siphash24, SipKey};
@@ -92,13 +92,50 @@ impl CookieOptions {
     }
 }
 
-/// The connection a cookie is for, as the client addressed it.
+/// The connection a cookie is for, as the client addressed it (IPv4, or
+/// IPv6 for a NAT66 service).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CookieTuple {
-    pub client: Ipv4Addr,
+pub struct CookieTuple<A = Ipv4Addr> {
+    pub client: A,
     pub client_port: u16,
-    pub vip: Ipv4Addr,
+    pub vip: A,
     pub vip_port: u16,
+}
+
+/// An address family a cookie can be made for: how its tuple goes into
+/// the MAC. The message is the same layout for both (addresses, ports,
+/// ISN, counter, bits), each address in full; the two lengths differ, so
+/// an IPv4 tuple and an IPv6 one never feed the MAC the same bytes.
+pub trait CookieAddr: Copy {
+    fn mac(key: SipKey, t: &CookieTuple<Self>, isn: u32, counter: u32, bits: u8) -> u64;
+}
+
+impl CookieAddr for Ipv4Addr {
+    fn mac(key: SipKey, t: &CookieTuple<Ipv4Addr>, isn: u32, counter: u32, bits: u8) -> u64 {
+        let mut m = [0u8; 21];
+        m[0..4].copy_from_slice(&u32::from(t.client).to_le_bytes());
+        m[4..8].copy_from_slice(&u32::from(t.vip).to_le_bytes());
+        m[8..10].copy_from_slice(&t.client_port.to_le_bytes());
+        m[10..12].copy_from_slice(&t.vip_port.to_le_bytes());
+        m[12..16].copy_from_slice(&isn.to_le_bytes());
+        m[16..20].copy_from_slice(&counter.to_le_bytes());
+        m[20] = bits;
+        siphash24(key, &m)
+    }
+}
+
+impl CookieAddr for Ipv6Addr {
+    fn mac(key: SipKey, t: &CookieTuple<Ipv6Addr>, isn: u32, counter: u32, bits: u8) -> u64 {
+        let mut m = [0u8; 45];
+        m[0..16].copy_from_slice(&t.client.octets());
+        m[16..32].copy_from_slice(&t.vip.octets());
+        m[32..34].copy_from_slice(&t.client_port.to_le_bytes());
+        m[34..36].copy_from_slice(&t.vip_port.to_le_bytes());
+        m[36..40].copy_from_slice(&isn.to_le_bytes());
+        m[40..44].copy_from_slice(&counter.to_le_bytes());
+        m[44] = bits;
+        siphash24(key, &m)
+    }
 }
 
 /// The secret cookies are made and checked with.
@@ -127,21 +164,19 @@ impl CookieKey {
         CookieKey(SipKey { k0, k1 })
     }
 
-    fn mac(&self, t: &CookieTuple, isn: u32, counter: u32, bits: u32) -> u32 {
-        let mut m = [0u8; 21];
-        m[0..4].copy_from_slice(&u32::from(t.client).to_le_bytes());
-        m[4..8].copy_from_slice(&u32::from(t.vip).to_le_bytes());
-        m[8..10].copy_from_slice(&t.client_port.to_le_bytes());
-        m[10..12].copy_from_slice(&t.vip_port.to_le_bytes());
-        m[12..16].copy_from_slice(&isn.to_le_bytes());
-        m[16..20].copy_from_slice(&counter.to_le_bytes());
-        m[20] = bits as u8;
-        (siphash24(self.0, &m) >> 40) as u32
+    fn mac<A: CookieAddr>(&self, t: &CookieTuple<A>, isn: u32, counter: u32, bits: u32) -> u32 {
+        (A::mac(self.0, t, isn, counter, bits as u8) >> 40) as u32
     }
 
     /// The cookie for a SYN with initial sequence number `isn` on `t`,
     /// carrying `opts`, at worker time `now` (ms).
-    pub fn make(&self, t: &CookieTuple, isn: u32, opts: &CookieOptions, now: u32) -> u32 {
+    pub fn make<A: CookieAddr>(
+        &self,
+        t: &CookieTuple<A>,
+        isn: u32,
+        opts: &CookieOptions,
+        now: u32,
+    ) -> u32 {
         let counter = now >> PERIOD_SHIFT;
         let bits = opts.bits() | (counter & 1);
         (self.mac(t, isn, counter, bits) << 8) | bits
@@ -150,7 +185,13 @@ impl CookieKey {
     /// What `cookie` (the ACK's acknowledgment number minus one) carries,
     /// if it is one this key made for `t` and `isn` (the ACK's sequence
     /// number minus one) in the current period of `now` or the one before.
-    pub fn check(&self, t: &CookieTuple, isn: u32, cookie: u32, now: u32) -> Option<CookieOptions> {
+    pub fn check<A: CookieAddr>(
+        &self,
+        t: &CookieTuple<A>,
+        isn: u32,
+        cookie: u32,
+        now: u32,
+    ) -> Option<CookieOptions> {
         let current = now >> PERIOD_SHIFT;
         let bits = cookie & 0xff;
         // The counter wraps with the worker clock (u32 ms): both do.
@@ -252,7 +293,62 @@ mod tests {
         );
     }
 
+    fn tuple6() -> CookieTuple<Ipv6Addr> {
+        CookieTuple {
+            client: "2001:2:0:10::a".parse().unwrap(),
+            client_port: 40000,
+            vip: "2001:2:0:1::100".parse().unwrap(),
+            vip_port: 80,
+        }
+    }
+
+    #[test]
+    fn an_ipv6_cookie_checks_and_carries_as_an_ipv4_one() {
+        let t = tuple6();
+        let c = KEY.make(&t, 1000, &OPTS, 5 * PERIOD_MS + 9);
+        assert_eq!(KEY.check(&t, 1000, c, 5 * PERIOD_MS + 9), Some(OPTS));
+        assert_eq!(KEY.check(&t, 1000, c, 6 * PERIOD_MS + 9), Some(OPTS));
+        assert_eq!(
+            KEY.check(&t, 1000, c, 7 * PERIOD_MS),
+            None,
+            "two periods on"
+        );
+        assert_eq!(
+            c & 0xff,
+            KEY.make(&tuple(), 1000, &OPTS, 5 * PERIOD_MS + 9) & 0xff
+        );
+        // The same tuple's bytes in the other family's layout do not
+        // share a MAC: an IPv4-mapped client is another tuple.
+        let mapped = CookieTuple {
+            client: tuple().client.to_ipv6_mapped(),
+            vip: tuple().vip.to_ipv6_mapped(),
+            ..t
+        };
+        assert_ne!(
+            KEY.make(&mapped, 1000, &OPTS, 0),
+            KEY.make(&tuple(), 1000, &OPTS, 0)
+        );
+    }
+
     proptest! {
+        /// Any single bit of either IPv6 address, of all 128, flipped
+        /// makes a cookie fail: the tuple is hashed whole (none of it
+        /// folded away first).
+        #[test]
+        fn any_ipv6_address_bit_flip_is_refused(isn in any::<u32>(), now in any::<u32>(), bit in 0u32..256) {
+            let t = tuple6();
+            let c = KEY.make(&t, isn, &OPTS, now);
+            prop_assert_eq!(KEY.check(&t, isn, c, now), Some(OPTS));
+            let flip = |a: Ipv6Addr| Ipv6Addr::from(u128::from(a) ^ (1u128 << (bit % 128)));
+            let mut t2 = t;
+            if bit < 128 {
+                t2.client = flip(t.client);
+            } else {
+                t2.vip = flip(t.vip);
+            }
+            prop_assert_eq!(KEY.check(&t2, isn, c, now), None);
+        }
+
         /// Any single bit flipped in the tuple, the ISN or the cookie makes
         /// it fail (with a 24-bit MAC a flip could collide with
         /// probability 2^-24; the fixed key here has no such case).

@@ -41,11 +41,12 @@ pub fn read(frame: &[u8], ip_end: usize, src: Ipv4Addr, dst: Ipv4Addr) -> Result
     })
 }
 
-/// A TCP segment to write over a frame.
+/// A TCP segment to write over a frame (IPv4, or IPv6 for `frames6`,
+/// where `ttl` is the hop limit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Segment {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+pub struct Segment<A = Ipv4Addr> {
+    pub src: A,
+    pub dst: A,
     pub src_port: u16,
     pub dst_port: u16,
     pub seq: u32,

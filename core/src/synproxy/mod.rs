@@ -82,9 +82,10 @@
 
 pub mod cookie;
 pub mod frames;
+pub mod frames6;
 pub mod siphash;
 
-pub use cookie::{CookieKey, CookieOptions, CookieTuple, PERIOD_MS};
+pub use cookie::{CookieAddr, CookieKey, CookieOptions, CookieTuple, PERIOD_MS};
 
 /// The window-scale shift the proxy announces to clients that sent one
 /// (what Linux picks for its default buffers).
