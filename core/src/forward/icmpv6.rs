@@ -6,7 +6,7 @@
 
 use std::net::Ipv6Addr;
 
-use super::{Rewrite6, IP};
+use super::{Rewrite6, TcpAdjust, IP};
 use crate::buffer::PacketBuf;
 use crate::wire::icmpv6::{self, Icmpv6Packet, Icmpv6Type};
 use crate::wire::ipv6::{self, Ipv6Packet, Ipv6Repr};
@@ -110,6 +110,8 @@ pub fn quoted(message: &[u8]) -> Option<Quoted6> {
 /// outer destination (an error to the VIP going to the real); the quoted
 /// packet's opposite address and port change to `addr`/`port`. The outer
 /// hop limit is decremented and the message checksum computed again.
+/// `quoted_tcp`: a translation for the quoted TCP header (a flow the SYN
+/// proxy answered, as for IPv4 in `icmp::rewrite_nat_error`).
 pub fn rewrite_nat_error(
     frame: &mut [u8],
     message: usize,
@@ -117,6 +119,7 @@ pub fn rewrite_nat_error(
     outer_src: bool,
     addr: Ipv6Addr,
     port: u16,
+    quoted_tcp: Option<TcpAdjust>,
 ) {
     let quoted_at = message + icmpv6::HEADER_LEN;
     if ip_end < quoted_at + ipv6::HEADER_LEN + 8 || frame.len() < ip_end || message < IP {
@@ -153,6 +156,10 @@ pub fn rewrite_nat_error(
             src_port: Some(port),
             ..Rewrite6::default()
         }
+    };
+    let inner = Rewrite6 {
+        tcp: quoted_tcp,
+        ..inner
     };
     inner.apply(&mut frame[quoted_at..ip_end], protocol, ipv6::HEADER_LEN);
     let ip = Ipv6Packet::new_unchecked(&frame[IP..ip_end]);

@@ -210,6 +210,9 @@ pub struct Rewrite6 {
     pub dst_port: Option<u16>,
     /// Decrement the hop limit, as a router does.
     pub decrement_hop_limit: bool,
+    /// A TCP translation (a flow the SYN proxy answered), in the same
+    /// checksum step, as [`Rewrite::tcp`].
+    pub tcp: Option<TcpAdjust>,
 }
 
 impl Rewrite6 {
@@ -241,10 +244,15 @@ impl Rewrite6 {
         let Some(l4) = packet.get_mut(l4_offset..) else {
             return;
         };
+        let mut transport = pseudo;
+        if let Some(adj) = self.tcp {
+            if protocol == IpProtocol::Tcp {
+                transport = adj.apply(&mut *l4, transport);
+            }
+        }
         let Ok(mut t) = TransportHeader::new_checked(protocol, l4) else {
             return;
         };
-        let mut transport = pseudo;
         if let Some(p) = self.src_port {
             transport = transport.change16(t.src_port(), p);
             t.set_src_port(p);

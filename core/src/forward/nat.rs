@@ -104,3 +104,43 @@ pub fn rewrite_reply6(
     }
     .apply(&mut frame[IP..], protocol, l4_offset);
 }
+
+/// [`rewrite_request6`] for a flow the SYN proxy answered the handshake
+/// of: its TCP translation too, in the same checksum step. Out of line:
+/// the plain rewrite stays free of it.
+#[inline(never)]
+pub fn rewrite_request6_translated(
+    frame: &mut [u8],
+    l4_offset: usize,
+    real: Ipv6Addr,
+    real_port: u16,
+    tcp: TcpAdjust,
+) {
+    Rewrite6 {
+        dst: Some(real),
+        dst_port: Some(real_port),
+        decrement_hop_limit: true,
+        tcp: Some(tcp),
+        ..Rewrite6::default()
+    }
+    .apply(&mut frame[IP..], IpProtocol::Tcp, l4_offset);
+}
+
+/// [`rewrite_reply6`] for a flow the SYN proxy answered the handshake of.
+#[inline(never)]
+pub fn rewrite_reply6_translated(
+    frame: &mut [u8],
+    l4_offset: usize,
+    vip: Ipv6Addr,
+    vip_port: u16,
+    tcp: TcpAdjust,
+) {
+    Rewrite6 {
+        src: Some(vip),
+        src_port: Some(vip_port),
+        decrement_hop_limit: true,
+        tcp: Some(tcp),
+        ..Rewrite6::default()
+    }
+    .apply(&mut frame[IP..], IpProtocol::Tcp, l4_offset);
+}
