@@ -44,7 +44,7 @@ pub enum Refused {
     /// kind's, or bytes left after the records counted.
     BadLength,
     /// A record field out of range, or a flow no appliance could have
-    /// (UDP with a TCP state, 6in4, the SYN proxy on an IPv6 flow, ...).
+    /// (UDP with a TCP state, 6in4, the SYN proxy under TUN or DR, ...).
     BadRecord,
     /// A datagram from an address other than `sync.peer`.
     NotFromPeer,

@@ -450,7 +450,8 @@ pub struct FlowUpdate {
     /// The flow's class on the sender.
     pub trust: Trust,
     /// The SYN proxy's translation, for a flow whose handshake it
-    /// answered and whose real has answered too (IPv4 NAT TCP only).
+    /// answered and whose real has answered too (NAT TCP: IPv4 NAT or
+    /// NAT66).
     pub proxy: Option<ProxyState>,
 }
 
@@ -638,7 +639,8 @@ impl FlowRecord {
     /// Whether the record describes a flow this appliance could have: one
     /// family for client and VIP; UDP exactly in `Datagram`, never a
     /// template; a real of the other family only as 4in6 (`tun`); the SYN
-    /// proxy only on IPv4 NAT TCP.
+    /// proxy only on NAT TCP (IPv4 NAT or NAT66: a real of the flow's
+    /// family).
     pub fn is_consistent(&self) -> bool {
         if self.client.is_ipv4() != self.vip.is_ipv4() {
             return false;
@@ -658,8 +660,7 @@ impl FlowRecord {
         match u.proxy {
             None => true,
             Some(p) => {
-                !udp && self.vip.is_ipv4()
-                    && u.real.is_ipv4()
+                !udp && u.real.is_ipv4() == self.vip.is_ipv4()
                     && u.method == ForwardingMethod::Nat
                     && !matches!(p.client_wscale, Some(w) if w > MAX_WSCALE)
                     && !matches!(p.real_wscale, Some(w) if w > MAX_WSCALE)
@@ -1075,6 +1076,48 @@ mod tests {
         }
     }
 
+    /// A NAT66 flow the SYN proxy answered carries its translation in
+    /// the same record fields as an IPv4 one (the format always had room:
+    /// the proxy bytes sit before the real's address in both families).
+    #[test]
+    fn a_proxied_nat66_flow_carries_its_translation() {
+        let proxy = ProxyState {
+            seq_offset: 0x8765_4321,
+            ts_offset: Some(0x0102_0304),
+            client_wscale: Some(7),
+            real_wscale: Some(9),
+        };
+        let r = FlowRecord {
+            client: "2001:2:0:10::a".parse().unwrap(),
+            vip: "2001:2:0:1::100".parse().unwrap(),
+            change: FlowChange::Update(FlowUpdate {
+                real: "2001:2::11".parse().unwrap(),
+                real_port: 8080,
+                method: ForwardingMethod::Nat,
+                state: FlowState::Established,
+                trust: Trust::Confirmed,
+                proxy: Some(proxy),
+            }),
+            ..update()
+        };
+        let mut buf = [0u8; MAX_RECORD_LEN];
+        let n = r.emit(&mut buf);
+        assert_eq!(n, 72);
+        assert_eq!(FlowRecord::parse(&buf[..n]), Ok((r, n)));
+        // The proxy bytes at 14+2A: flags, scales, offsets.
+        assert_eq!(&buf[46..48], &[1 | 2 | 4 | 8, 0x79]);
+        assert_eq!(&buf[48..56], &[0x87, 0x65, 0x43, 0x21, 1, 2, 3, 4]);
+        // Under 6in6 TUN or DR it is still no flow an appliance has.
+        for method in [ForwardingMethod::Tunnel, ForwardingMethod::DirectRoute] {
+            let mut bad = r;
+            if let FlowChange::Update(u) = &mut bad.change {
+                u.method = method;
+            }
+            let n = bad.emit(&mut buf);
+            assert_eq!(FlowRecord::parse(&buf[..n]), Err(Refused::BadRecord));
+        }
+    }
+
     #[test]
     fn inconsistent_records_are_refused() {
         let mut buf = [0u8; MAX_RECORD_LEN];
@@ -1187,7 +1230,7 @@ mod tests {
                             state_of(state).unwrap()
                         };
                         let can_proxy =
-                            !udp && !v6 && real.is_ipv4() && method == ForwardingMethod::Nat;
+                            !udp && real.is_ipv4() != v6 && method == ForwardingMethod::Nat;
                         let proxy = (proxied && can_proxy).then(|| {
                             let cw = px.2.map(|w| w % 15);
                             ProxyState {
