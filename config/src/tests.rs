@@ -1844,7 +1844,10 @@ fn syn_proxy_on_covers_an_ipv6_nat_service_as_an_ipv4_one() {
             &format!("\"on\" needs every real to be nat (reals[1] uses {method})"),
         );
         // auto is accepted and inert there, as for IPv4.
-        Config::parse(&svc(&format!("forwarding = \"{method}\"\nsyn_proxy = \"auto\""))).unwrap();
+        Config::parse(&svc(&format!(
+            "forwarding = \"{method}\"\nsyn_proxy = \"auto\""
+        )))
+        .unwrap();
     }
 }
 

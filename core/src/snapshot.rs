@@ -115,8 +115,8 @@ pub struct ServiceView {
     pub kind: SchedulerKind,
     pub persistence_ms: u32,
     /// The SYN proxy as it applies: `Off` whatever the config said for a
-    /// UDP service, an IPv6 one, or one with a real that is not NAT
-    /// (`auto` is inert there; validation refuses `on`).
+    /// UDP service or one with a real that is not NAT (`auto` is inert
+    /// there; validation refuses `on`). IPv4 NAT and NAT66 alike.
     pub syn_proxy: SynProxyMode,
     pub reals: Vec<RealView>,
     /// Indices into `reals` of the eligible ones, in the order the
@@ -260,6 +260,10 @@ pub struct Snapshot {
     /// The MSS the SYN proxy announces to clients: the smallest port MTU
     /// less 40 (IPv4 and TCP headers).
     pub syn_proxy_mss: u16,
+    /// The same for IPv6 clients: the smallest port MTU less 60 (IPv6 and
+    /// TCP headers, as Linux computes it), at least 1220 (IPv6's minimum
+    /// MTU, 1280, less 60).
+    pub syn_proxy_mss6: u16,
     /// The smallest MTU of any port: an IP packet no longer fits every
     /// port, so only a longer one needs its out-port's MTU looked up.
     pub min_mtu: u16,
@@ -470,12 +474,12 @@ impl Snapshot {
                     weight: reals[i].weight,
                 })
                 .collect();
-            // The SYN proxy builds IPv4 frames only.
+            // The SYN proxy must see both directions (NAT), in one family
+            // (NAT66 or IPv4 NAT: validation keeps a NAT real in its VIP's).
             let proxy_capable = s.protocol == Protocol::Tcp
-                && s.vip.is_ipv4()
-                && s.reals
-                    .iter()
-                    .all(|r| r.forwarding == ForwardingMethod::Nat);
+                && s.reals.iter().all(|r| {
+                    r.forwarding == ForwardingMethod::Nat && r.address.is_ipv4() == s.vip.is_ipv4()
+                });
             services.push(ServiceView {
                 id: sid,
                 name: s.name.clone(),
@@ -564,6 +568,14 @@ impl Snapshot {
                 .unwrap_or(1500)
                 .saturating_sub(40)
                 .max(536),
+            syn_proxy_mss6: config
+                .ports
+                .iter()
+                .map(|p| p.mtu)
+                .min()
+                .unwrap_or(1500)
+                .saturating_sub(60)
+                .max(1220),
             min_mtu: config.ports.iter().map(|p| p.mtu).min().unwrap_or(0),
             announce_epoch: 0,
         })
@@ -835,11 +847,9 @@ address = "198.18.0.11"
         assert!(!snap.is_local6(0, "2001:2::3".parse().unwrap()));
         let web6 = snap.service_for6(6, vip6, 80).unwrap();
         assert_eq!(snap.services[web6].name, "web6");
-        assert_eq!(
-            snap.services[web6].syn_proxy,
-            SynProxyMode::Off,
-            "IPv4 only"
-        );
+        // auto (the default) applies to NAT66 as to IPv4 NAT.
+        assert_eq!(snap.services[web6].syn_proxy, SynProxyMode::Auto);
+        assert_eq!((snap.syn_proxy_mss, snap.syn_proxy_mss6), (1460, 1440));
         assert_eq!(snap.service_for6(17, vip6, 80), None);
         assert_eq!(snap.service_for6(6, vip6, 81), None);
         assert!(snap.is_nat_endpoint6(6, real6, 8080) && snap.is_nat_real6(real6));

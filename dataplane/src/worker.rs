@@ -325,9 +325,20 @@ impl Worker {
             if l.deferred.due(&self.pipeline, now) {
                 let (out, tx, held) = (&mut l.out, &mut self.tx, &mut l.held);
                 l.deferred
-                    .release(&mut self.pipeline, &self.snapshot, now, |m, v| {
-                        if let Some((m, v)) = route(v, m, out, tx, &stats) {
-                            hold(held, m, v, now, &stats);
+                    .release_with(&mut self.pipeline, &self.snapshot, now, |p, m, v| {
+                        match route(v, m, out, tx, &stats) {
+                            // A NAT66 client's segment: its next hop is
+                            // named by the pipeline until its next run.
+                            Some((m, Verdict::Hold6 { port, index })) => {
+                                match p.held_next_hop6(index) {
+                                    Some(h) => {
+                                        hold_for(held, m, usize::from(port), h.into(), now, &stats)
+                                    }
+                                    None => stats.drop_packet(DropReason::NeighborUnresolved),
+                                }
+                            }
+                            Some((m, v)) => hold(held, m, v, now, &stats),
+                            None => {}
                         }
                     });
             }
@@ -519,6 +530,7 @@ fn route(
         | Verdict::Hold { .. }
         | Verdict::Hold6 { .. }
         | Verdict::Defer { .. }
+        | Verdict::Defer6 { .. }
         | Verdict::ToKernel) => Some((m, v)),
     }
 }
@@ -548,7 +560,7 @@ fn keep(
             ),
             None => stats.drop_packet(DropReason::NeighborUnresolved),
         },
-        Verdict::Defer { .. } => {
+        Verdict::Defer { .. } | Verdict::Defer6 { .. } => {
             if let Err(m) = l.deferred.push(m, in_port, v, now, stats) {
                 // Every slot is taken: dropped, as before deferring.
                 stats.drop_packet(DropReason::SynProxyPending);
@@ -565,8 +577,8 @@ fn hold(held: &mut Holds, m: Mbuf, v: Verdict, now: u32, stats: &WorkerStats) {
         Verdict::Hold { port, next_hop } => {
             hold_for(held, m, usize::from(port), next_hop.into(), now, stats)
         }
-        // Only `keep` can ask the pipeline for an IPv6 next hop (and only
-        // IPv4 frames are deferred, so none comes here).
+        // Only `keep` can ask the pipeline for an IPv6 next hop (and
+        // deferred frames go to `keep`, so none comes here).
         Verdict::Hold6 { .. } => stats.drop_packet(DropReason::NeighborUnresolved),
         // A packet handed off twice would be a bug in ownership, and one
         // deferred again on its re-run stays in its list: count it.

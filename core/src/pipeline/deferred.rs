@@ -1,4 +1,5 @@
-//! Segments the SYN proxy defers ([`Verdict::Defer`]): a client's data
+//! Segments the SYN proxy defers ([`Verdict::Defer`], [`Verdict::Defer6`]
+//! for a NAT66 service's client): a client's data
 //! that arrives while its proxied flow still waits for the real's SYN-ACK
 //! (typically the request right after the client's ACK). Dropping it cost
 //! the client a retransmission timeout (200 ms or more); instead the worker
@@ -29,13 +30,15 @@
 //! flow entry would need room its 64 bytes do not have.
 
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use super::{Pipeline, Verdict};
 use crate::buffer::PacketBuf;
 use crate::flow::synproxy::DeferReady;
+use crate::forward::IP;
 use crate::snapshot::Snapshot;
 use crate::stats::{DropReason, WorkerStats};
+use crate::wire::ipv6::Ipv6Packet;
 
 /// How many deferred segments a worker keeps at once.
 pub const DEFER_SLOTS: usize = 64;
@@ -48,7 +51,9 @@ pub const DEFER_MS: u32 = 2_000;
 struct Deferred<B> {
     pkt: B,
     in_port: usize,
-    client: Ipv4Addr,
+    /// IPv4, or IPv6 for a NAT66 service's client (whose flows are in the
+    /// IPv6 table, named in its own [`DeferReady`]).
+    client: IpAddr,
     client_port: u16,
     since: u32,
 }
@@ -85,8 +90,9 @@ impl<B: PacketBuf> DeferList<B> {
     /// Keeps `pkt`, received on port index `in_port`, which the pipeline
     /// deferred with `verdict` at time `now` (counted in
     /// `syn_proxy_deferred`). When every slot is taken, or `verdict` is no
-    /// [`Verdict::Defer`], it is given back for the caller to count as
-    /// dropped (`syn_proxy_pending`) and free.
+    /// [`Verdict::Defer`] or [`Verdict::Defer6`] (or, for the latter, the
+    /// frame holds no IPv6 header), it is given back for the caller to
+    /// count as dropped (`syn_proxy_pending`) and free.
     pub fn push(
         &mut self,
         pkt: B,
@@ -95,12 +101,17 @@ impl<B: PacketBuf> DeferList<B> {
         now: u32,
         stats: &WorkerStats,
     ) -> Result<(), B> {
-        let Verdict::Defer {
-            client,
-            client_port,
-        } = verdict
-        else {
-            return Err(pkt);
+        let (client, client_port) = match verdict {
+            Verdict::Defer {
+                client,
+                client_port,
+            } => (IpAddr::V4(client), client_port),
+            // The untouched frame's source is the client.
+            Verdict::Defer6 { client_port } => match source6(&pkt) {
+                Some(a) => (IpAddr::V6(a), client_port),
+                None => return Err(pkt),
+            },
+            _ => return Err(pkt),
         };
         if self.q.len() >= self.slots {
             return Err(pkt);
@@ -127,6 +138,7 @@ impl<B: PacketBuf> DeferList<B> {
     #[inline]
     pub fn due(&self, p: &Pipeline, now: u32) -> bool {
         p.conntrack.defer_ready()
+            || p.conntrack6.as_ref().is_some_and(|ct| ct.defer_ready())
             || self.recheck
             || self
                 .q
@@ -147,15 +159,32 @@ impl<B: PacketBuf> DeferList<B> {
         now: u32,
         mut out: impl FnMut(B, Verdict),
     ) {
+        self.release_with(p, snap, now, |_, b, v| out(b, v));
+    }
+
+    /// [`Self::release`], `out` also given the pipeline, as it stands right
+    /// after the frame's run: what a [`Verdict::Hold6`] names
+    /// ([`Pipeline::held_next_hop6`]) is to be read there, before the next
+    /// frame's run.
+    pub fn release_with(
+        &mut self,
+        p: &mut Pipeline,
+        snap: &Snapshot,
+        now: u32,
+        mut out: impl FnMut(&Pipeline, B, Verdict),
+    ) {
         if !self.due(p, now) {
             return;
         }
-        let ready = if std::mem::take(&mut self.recheck) {
-            p.conntrack.take_defer_ready();
-            DeferReady::ALL
-        } else {
-            p.conntrack.take_defer_ready()
-        };
+        let mut ready = p.conntrack.take_defer_ready();
+        let mut ready6 = p
+            .conntrack6
+            .as_mut()
+            .map(|ct| ct.take_defer_ready())
+            .unwrap_or_default();
+        if std::mem::take(&mut self.recheck) {
+            (ready, ready6) = (DeferReady::ALL, DeferReady::ALL);
+        }
         // Each frame once, in order: those that stay go to the back, in
         // the order they were in.
         for _ in 0..self.q.len() {
@@ -163,16 +192,20 @@ impl<B: PacketBuf> DeferList<B> {
                 break;
             };
             if now.wrapping_sub(d.since) > self.max_age {
-                out(d.pkt, Verdict::Drop(DropReason::SynProxyPending));
+                out(p, d.pkt, Verdict::Drop(DropReason::SynProxyPending));
                 continue;
             }
-            if !ready.covers(d.client, d.client_port) {
+            let covered = match d.client {
+                IpAddr::V4(a) => ready.covers(a, d.client_port),
+                IpAddr::V6(a) => ready6.covers(a, d.client_port),
+            };
+            if !covered {
                 self.q.push_back(d);
                 continue;
             }
             match p.process_deferred(snap, d.in_port, &mut d.pkt, now) {
-                Verdict::Defer { .. } => self.q.push_back(d),
-                v => out(d.pkt, v),
+                Verdict::Defer { .. } | Verdict::Defer6 { .. } => self.q.push_back(d),
+                v => out(p, d.pkt, v),
             }
         }
     }
@@ -204,9 +237,26 @@ impl Pipeline {
         pkt: &mut B,
         now: u32,
     ) -> Verdict {
-        self.conntrack.set_defer_rerun(true);
+        self.set_defer_rerun(true);
         let v = self.process(snap, in_port, pkt, now);
-        self.conntrack.set_defer_rerun(false);
+        self.set_defer_rerun(false);
         v
     }
+
+    /// Both tables: a deferred frame is of either family.
+    fn set_defer_rerun(&mut self, on: bool) {
+        self.conntrack.set_defer_rerun(on);
+        if let Some(ct) = self.conntrack6.as_mut() {
+            ct.set_defer_rerun(on);
+        }
+    }
+}
+
+/// The IPv6 source of a frame (a deferred IPv6 client's segment, as it
+/// came in: the client's address).
+fn source6<B: PacketBuf>(pkt: &B) -> Option<Ipv6Addr> {
+    let header = pkt.data().get(IP..)?;
+    Ipv6Packet::new_checked_header(header)
+        .ok()
+        .map(|ip| ip.src_addr())
 }

@@ -10,13 +10,15 @@
 //! and decremented like a TTL; a packet that does not fit the way on is
 //! answered with ICMPv6 "packet too big" (IPv6 is never fragmented on the
 //! way, whatever the method, DR included); a UDP checksum of 0 is invalid
-//! (dropped in `classify`, never produced); TUN wraps in IPv6 (6in6); the
-//! SYN proxy does not cover IPv6 services.
+//! (dropped in `classify`, never produced); TUN wraps in IPv6 (6in6). The
+//! SYN proxy covers NAT66 services as it covers IPv4 NAT ones (its IPv6
+//! frames in `synproxy6`).
 
 use std::net::Ipv6Addr;
 
 use lb_config::ForwardingMethod;
 
+use super::synproxy6::Next6;
 use super::{local, Ipv6Meta, Lookahead, Pipeline, Ports, Verdict, L4};
 use crate::buffer::PacketBuf;
 use crate::flow::{FlowKey, ProxyStep, ReplyKey, ReplyStep, Segment};
@@ -299,10 +301,20 @@ impl Pipeline {
                 Ok(t) => t,
                 Err(r) => return Verdict::Drop(r),
             };
-        if target.proxy != ProxyStep::None {
-            // The SYN proxy never covers an IPv6 service (snapshot).
-            return Verdict::Drop(DropReason::NoFlow);
-        }
+        // The SYN proxy (NAT66 services; `pipeline/synproxy6.rs`).
+        let (target, adjust) = match target.proxy {
+            ProxyStep::None => (target, None),
+            ProxyStep::Translate => (target, Some(ct.proxy_adjust())),
+            step => {
+                let Some(seg) = tcp else {
+                    return Verdict::Drop(DropReason::NoFlow);
+                };
+                match self.syn_proxy_client6(snap, service, pkt, ip, ports, seg, &key, step, now) {
+                    Next6::Done(v) => return v,
+                    Next6::Forward(t) => (t, None),
+                }
+            }
+        };
         let len = pkt.len() as u64;
         let (overhead, from) = match target.method {
             ForwardingMethod::Tunnel => (tunnel::OVERHEAD6, ip.dst),
@@ -322,13 +334,22 @@ impl Pipeline {
         }
         let (verdict, to_real) = match target.method {
             ForwardingMethod::Nat => {
-                nat::rewrite_request6(
-                    pkt.data_mut(),
-                    ip.protocol,
-                    usize::from(ip.l4_offset),
-                    target.real,
-                    target.real_port,
-                );
+                match adjust {
+                    None => nat::rewrite_request6(
+                        pkt.data_mut(),
+                        ip.protocol,
+                        usize::from(ip.l4_offset),
+                        target.real,
+                        target.real_port,
+                    ),
+                    Some(a) => nat::rewrite_request6_translated(
+                        pkt.data_mut(),
+                        usize::from(ip.l4_offset),
+                        target.real,
+                        target.real_port,
+                        a,
+                    ),
+                }
                 (
                     self.egress.route6(snap, pkt, target.real, ip.end(), now),
                     true,
@@ -392,9 +413,26 @@ impl Pipeline {
             Ok(b) => b,
             Err(r) => return Verdict::Drop(r),
         };
-        if back.proxy != ReplyStep::None {
-            return Verdict::Drop(DropReason::NoFlow);
-        }
+        let adjust = match back.proxy {
+            ReplyStep::None => None,
+            ReplyStep::Translate => Some(ct.proxy_adjust()),
+            ReplyStep::AckToReal => {
+                let Some(seg) = tcp else {
+                    return Verdict::Drop(DropReason::SynProxyPending);
+                };
+                let w = ct.proxy_waiting();
+                return self.syn_proxy_ack_to_real6(
+                    snap,
+                    pkt,
+                    ip,
+                    ports,
+                    seg,
+                    &w,
+                    back.real_id,
+                    now,
+                );
+            }
+        };
         let len = pkt.len() as u64;
         // Too big for the way to the client: the real hears it from the
         // port it sent through, as from any router.
@@ -411,13 +449,22 @@ impl Pipeline {
         ) {
             return v;
         }
-        nat::rewrite_reply6(
-            pkt.data_mut(),
-            ip.protocol,
-            usize::from(ip.l4_offset),
-            back.vip,
-            back.vip_port,
-        );
+        match adjust {
+            None => nat::rewrite_reply6(
+                pkt.data_mut(),
+                ip.protocol,
+                usize::from(ip.l4_offset),
+                back.vip,
+                back.vip_port,
+            ),
+            Some(a) => nat::rewrite_reply6_translated(
+                pkt.data_mut(),
+                usize::from(ip.l4_offset),
+                back.vip,
+                back.vip_port,
+                a,
+            ),
+        }
         let v = self.egress.route6(snap, pkt, client, ip.end(), now);
         self.count_forwarded(v, back.real_id, len);
         v
@@ -466,6 +513,7 @@ impl Pipeline {
                     false,
                     real,
                     f.real_port(),
+                    f.proxy_quote_to_real(),
                 );
                 self.egress.route6(snap, pkt, real, ip.end(), now)
             }
@@ -513,6 +561,8 @@ impl Pipeline {
         if ip.hop_limit <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
+        // The quoted segment is the client's: its sequence number is the
+        // client's own, proxied flow or not.
         icmpv6::rewrite_nat_error(
             pkt.data_mut(),
             message,
@@ -520,6 +570,7 @@ impl Pipeline {
             true,
             f.vip(),
             f.vip_port(),
+            None,
         );
         let verdict = self.egress.route6(snap, pkt, f.client(), ip.end(), now);
         self.count_icmp_error(verdict);

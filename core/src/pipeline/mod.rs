@@ -24,6 +24,7 @@ mod egress;
 mod ipv6;
 mod local;
 mod synproxy;
+mod synproxy6;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -77,6 +78,12 @@ pub enum Verdict {
     /// proxy client's early data, whose flow (`client`:`client_port`, the
     /// frame's source) waits for its real.
     Defer { client_port: u16, client: Ipv4Addr },
+    /// [`Verdict::Defer`] for a client of an IPv6 (NAT66) service, whose
+    /// address does not fit here: it is the frame's IPv6 source (the
+    /// frame is untouched), which [`DeferList::push`] reads. Unlike
+    /// [`Verdict::Hold6`]'s next hop, nothing the frame lacks needs
+    /// naming, so no index into the pipeline.
+    Defer6 { client_port: u16 },
     /// Untouched, to the kernel interface of the port it came in on: for
     /// the port's own address and not handled here (TCP and UDP to it,
     /// ICMP other than echo requests, ARP replies and neighbor
@@ -1072,3 +1079,6 @@ mod synproxy_tests;
 
 #[cfg(test)]
 mod ipv6_tests;
+
+#[cfg(test)]
+mod synproxy6_tests;

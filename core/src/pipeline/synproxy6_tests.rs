@@ -1,0 +1,898 @@
+//! The SYN proxy for a NAT66 service through the whole pipeline: what
+//! `synproxy_tests.rs` checks for IPv4 (the handshake, translation both
+//! ways, early data, resets, forged ACKs, `auto` under pressure), over
+//! IPv6 and in the IPv6 flow table; and a proxied IPv6 flow carried to a
+//! sync peer.
+
+use std::net::Ipv6Addr;
+use std::sync::Arc;
+
+use lb_config::{Config, MacAddr};
+
+use super::{DeferList, Pipeline, Verdict, DEFER_MS, DEFER_SLOTS};
+use crate::buffer::{PacketBuf, VecBuf};
+use crate::flow::{Flow, FlowState, Trust};
+use crate::snapshot::{Ids, Snapshot};
+use crate::stats::{DropReason, WorkerStats};
+use crate::synproxy::{CookieKey, CookieOptions, CookieTuple, ADVERTISED_WSCALE, PERIOD_MS};
+use crate::wire::ipv6::{Ipv6Packet, Ipv6Repr};
+use crate::wire::tcp_options::{emit_sack, sack_blocks, TcpOptions, Timestamps, MAX_EMIT_LEN};
+use crate::wire::{ethernet, ipv6, tcp, EtherType, EthernetFrame, IpProtocol, TcpFlags, TcpPacket};
+
+const OUR: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+const KEY: CookieKey = CookieKey::fixed(0x5359_4e50_524f_5859, 0x7465_7374_6b65_7936);
+const NOW: u32 = 100_000;
+
+fn v6(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+
+const CONFIG: &str = r#"
+[workers]
+lcores = [1]
+[[ports]]
+name = "wan"
+device = "net_null0"
+address = "198.18.0.2/24"
+address6 = "2001:2::2/64"
+mac = "02:00:00:00:00:02"
+gateway6 = "2001:2::1"
+[[neighbors]]
+address = "2001:2::1"
+mac = "02:00:00:00:00:01"
+[[neighbors]]
+address = "2001:2::11"
+mac = "02:00:00:00:00:11"
+[[services]]
+name = "web6"
+vip = "2001:2:0:1::100"
+port = 80
+syn_proxy = "on"
+[[services.reals]]
+address = "2001:2::11"
+port = 8080
+"#;
+
+fn setup(mode: &str, capacity: usize) -> (Snapshot, Pipeline) {
+    let text = CONFIG.replace("syn_proxy = \"on\"", &format!("syn_proxy = \"{mode}\""));
+    let config = Config::parse(&text).unwrap();
+    let snap = Snapshot::compile(&config, &[OUR], 1, &mut Ids::default(), |_, _, _| true).unwrap();
+    let mut p = Pipeline::new(0, 1, capacity, Arc::new(WorkerStats::default()));
+    p.adopt(&snap);
+    p.set_cookie_key(KEY);
+    (snap, p)
+}
+
+/// A TCP segment over IPv6 as the tests write and read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seg {
+    src: (Ipv6Addr, u16),
+    dst: (Ipv6Addr, u16),
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    window: u16,
+    options: Vec<u8>,
+    payload: Vec<u8>,
+    /// The hop limit (read back: what the pipeline sent).
+    hops: u8,
+}
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const SYNACK: u8 = 0x12;
+const RST: u8 = 0x04;
+const PSHACK: u8 = 0x18;
+
+fn seg(src: (Ipv6Addr, u16), dst: (Ipv6Addr, u16), flags: u8, seq: u32, ack: u32) -> Seg {
+    Seg {
+        src,
+        dst,
+        flags,
+        seq,
+        ack,
+        window: 502,
+        options: Vec::new(),
+        payload: Vec::new(),
+        hops: 64,
+    }
+}
+
+fn opts(o: TcpOptions) -> Vec<u8> {
+    let mut b = [0u8; MAX_EMIT_LEN];
+    let n = o.emit(&mut b);
+    b[..n].to_vec()
+}
+
+fn ts_opt(val: u32, ecr: u32) -> Vec<u8> {
+    opts(TcpOptions {
+        timestamps: Some(Timestamps { val, ecr }),
+        ..TcpOptions::default()
+    })
+}
+
+const IP: usize = ethernet::HEADER_LEN;
+const L4: usize = IP + ipv6::HEADER_LEN;
+
+impl Seg {
+    fn frame(&self) -> Vec<u8> {
+        let tcp_len = tcp::HEADER_LEN + self.options.len();
+        let mut f = vec![0u8; L4 + tcp_len];
+        let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+        eth.set_dst_addr(OUR);
+        eth.set_src_addr(MacAddr([2, 0, 0, 0, 0, 1]));
+        eth.set_ethertype(EtherType::Ipv6);
+        Ipv6Repr {
+            src: self.src.0,
+            dst: self.dst.0,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp_len + self.payload.len(),
+            hop_limit: self.hops,
+            traffic_class: 0,
+            flow_label: 0x12345,
+        }
+        .emit(&mut Ipv6Packet::new_unchecked(&mut f[IP..L4]));
+        f.extend_from_slice(&self.payload);
+        let mut t = TcpPacket::new_unchecked(&mut f[L4..]);
+        t.set_src_port(self.src.1);
+        t.set_dst_port(self.dst.1);
+        t.set_seq_number(self.seq);
+        t.set_ack_number(self.ack);
+        t.set_header_len(tcp_len);
+        t.set_flags(TcpFlags(self.flags));
+        t.set_window(self.window);
+        t.options_mut().copy_from_slice(&self.options);
+        t.fill_checksum_v6(self.src.0, self.dst.0);
+        f
+    }
+
+    /// Reads a frame the pipeline sent, checking its lengths and checksum.
+    fn read(frame: &[u8]) -> Seg {
+        let eth = EthernetFrame::new_checked(frame).expect("Ethernet");
+        assert_eq!(eth.ethertype(), EtherType::Ipv6);
+        let ip = Ipv6Packet::new_checked(&frame[IP..]).expect("IPv6");
+        assert_eq!(ip.version(), 6);
+        assert_eq!(
+            usize::from(ip.payload_len()) + L4,
+            frame.len(),
+            "no padding, no missing bytes"
+        );
+        assert_eq!(ip.next_header(), IpProtocol::Tcp);
+        let t = TcpPacket::new_checked(ip.payload()).expect("TCP");
+        assert!(
+            t.verify_checksum_v6(ip.src_addr(), ip.dst_addr()),
+            "TCP checksum"
+        );
+        Seg {
+            src: (ip.src_addr(), t.src_port()),
+            dst: (ip.dst_addr(), t.dst_port()),
+            flags: t.flags().bits(),
+            seq: t.seq_number(),
+            ack: t.ack_number(),
+            window: t.window(),
+            options: t.options().to_vec(),
+            payload: t.payload().to_vec(),
+            hops: ip.hop_limit(),
+        }
+    }
+
+    fn opts(&self) -> TcpOptions {
+        TcpOptions::parse(&self.options)
+    }
+}
+
+/// Runs `s` through the pipeline: what was sent, or the verdict.
+fn run(p: &mut Pipeline, snap: &Snapshot, s: &Seg, now: u32) -> Result<Seg, Verdict> {
+    let mut b = VecBuf::from_bytes(&s.frame());
+    match p.process(snap, 0, &mut b, now) {
+        Verdict::Transmit(0) => Ok(Seg::read(b.data())),
+        v => Err(v),
+    }
+}
+
+fn dropped(r: DropReason) -> Result<Seg, Verdict> {
+    Err(Verdict::Drop(r))
+}
+
+const CLIENT: &str = "2001:2:0:10::a";
+const VIP: &str = "2001:2:0:1::100";
+const REAL: &str = "2001:2::11";
+
+fn c() -> (Ipv6Addr, u16) {
+    (v6(CLIENT), 40000)
+}
+fn v() -> (Ipv6Addr, u16) {
+    (v6(VIP), 80)
+}
+fn r() -> (Ipv6Addr, u16) {
+    (v6(REAL), 8080)
+}
+const ISN: u32 = 0xfff0_0000;
+const REAL_ISN: u32 = 0x1234_5678;
+
+fn client_syn(isn: u32) -> Seg {
+    Seg {
+        window: 64800,
+        options: opts(TcpOptions {
+            mss: Some(1440),
+            wscale: Some(7),
+            sack_permitted: true,
+            timestamps: Some(Timestamps { val: 5000, ecr: 0 }),
+        }),
+        ..seg(c(), v(), SYN, isn, 0)
+    }
+}
+
+/// The client's ACK of the cookie SYN-ACK.
+fn client_ack(cookie: u32) -> Seg {
+    Seg {
+        options: ts_opt(5001, NOW),
+        ..seg(c(), v(), ACK, ISN.wrapping_add(1), cookie.wrapping_add(1))
+    }
+}
+
+/// The client's SYN, the cookie SYN-ACK, the client's ACK and the SYN to
+/// the real: returns the cookie.
+fn handshake_to_real(p: &mut Pipeline, snap: &Snapshot) -> u32 {
+    let synack = run(p, snap, &client_syn(ISN), NOW).expect("SYN-ACK");
+    let cookie = synack.seq;
+    let syn = run(p, snap, &client_ack(cookie), NOW + 1).expect("SYN to the real");
+    assert_eq!((syn.src, syn.dst, syn.flags), (c(), r(), SYN));
+    cookie
+}
+
+/// The real's SYN-ACK (window scale 5, TSval 777).
+fn real_synack() -> Seg {
+    Seg {
+        window: 65160,
+        options: opts(TcpOptions {
+            mss: Some(1440),
+            wscale: Some(5),
+            sack_permitted: true,
+            timestamps: Some(Timestamps {
+                val: 777,
+                ecr: 5001,
+            }),
+        }),
+        ..seg(r(), c(), SYNACK, REAL_ISN, ISN.wrapping_add(1))
+    }
+}
+
+/// [`handshake_to_real`], then the real's SYN-ACK and the ACK to the
+/// real: returns the cookie.
+fn established(p: &mut Pipeline, snap: &Snapshot) -> u32 {
+    let cookie = handshake_to_real(p, snap);
+    let ack = run(p, snap, &real_synack(), NOW + 2).expect("ACK to the real");
+    assert_eq!((ack.src, ack.dst, ack.flags), (c(), r(), ACK));
+    cookie
+}
+
+fn only_flow(p: &Pipeline) -> Flow<Ipv6Addr> {
+    let t = p.flows6().expect("an IPv6 table");
+    let e = t.entries();
+    assert_eq!(e.len(), 1, "one flow");
+    *t.get(e[0])
+}
+
+fn flows6(p: &Pipeline) -> usize {
+    p.flows6().map_or(0, |t| t.len())
+}
+
+/// Runs `s` as a worker does: a deferred frame (which must be untouched)
+/// goes to `list`. The verdict.
+fn run_or_defer(
+    p: &mut Pipeline,
+    snap: &Snapshot,
+    list: &mut DeferList<VecBuf>,
+    s: &Seg,
+    now: u32,
+) -> Verdict {
+    let frame = s.frame();
+    let mut b = VecBuf::from_bytes(&frame);
+    let v = p.process(snap, 0, &mut b, now);
+    if let Verdict::Defer6 { .. } = v {
+        assert_eq!(b.data(), &frame[..], "a deferred frame is untouched");
+        let stats = Arc::clone(p.stats());
+        assert!(list.push(b, 0, v, now, &stats).is_ok(), "a free slot");
+    }
+    v
+}
+
+/// The worker's pass over `list`: what left it, in order.
+fn release(
+    p: &mut Pipeline,
+    snap: &Snapshot,
+    list: &mut DeferList<VecBuf>,
+    now: u32,
+) -> Vec<Result<Seg, Verdict>> {
+    let mut out = Vec::new();
+    list.release(p, snap, now, |b, v| {
+        out.push(match v {
+            Verdict::Transmit(0) => Ok(Seg::read(b.data())),
+            v => Err(v),
+        })
+    });
+    out
+}
+
+const DEFERRED: Verdict = Verdict::Defer6 { client_port: 40000 };
+
+#[test]
+fn the_handshake_goes_through_the_proxy_over_ipv6_and_both_directions_are_translated() {
+    let (snap, mut p) = setup("on", 64);
+    assert_eq!(snap.syn_proxy_mss6, 1440, "port MTU 1500 - 60");
+    // 1. SYN: answered by the appliance, nothing kept.
+    let synack = run(&mut p, &snap, &client_syn(ISN), NOW).expect("SYN-ACK");
+    assert_eq!((synack.src, synack.dst), (v(), c()));
+    assert_eq!(synack.flags, SYNACK);
+    assert_eq!(synack.ack, ISN.wrapping_add(1));
+    assert_eq!(synack.hops, ipv6::DEFAULT_HOP_LIMIT, "a packet of ours");
+    assert!(synack.payload.is_empty());
+    assert_eq!(
+        synack.opts(),
+        TcpOptions {
+            mss: Some(1440),
+            wscale: Some(ADVERTISED_WSCALE),
+            sack_permitted: true,
+            timestamps: Some(Timestamps {
+                val: NOW,
+                ecr: 5000
+            }),
+        }
+    );
+    // The cookie is the one the key makes over the IPv6 tuple.
+    let tuple = CookieTuple {
+        client: v6(CLIENT),
+        client_port: 40000,
+        vip: v6(VIP),
+        vip_port: 80,
+    };
+    let carried = CookieOptions::from_syn(Some(1440), Some(7), true);
+    assert_eq!(synack.seq, KEY.make(&tuple, ISN, &carried, NOW));
+    assert_eq!(flows6(&p), 0, "no state for a SYN");
+    assert_eq!(p.flows().len(), 0, "nor in the IPv4 table");
+    assert_eq!(p.stats().syn_proxy_cookies_sent.get(), 1);
+    let cookie = synack.seq;
+
+    // 2. The client's ACK becomes the SYN to the real.
+    let syn = run(&mut p, &snap, &client_ack(cookie), NOW + 1).expect("SYN to the real");
+    assert_eq!((syn.src, syn.dst, syn.flags), (c(), r(), SYN));
+    assert_eq!((syn.seq, syn.ack), (ISN, 0), "the client's own ISN");
+    assert_eq!(syn.window, 64256, "502 << 7: a SYN's window is unscaled");
+    assert_eq!(syn.hops, 63, "forwarded: one hop less");
+    assert_eq!(
+        syn.opts(),
+        TcpOptions {
+            mss: Some(1440),
+            wscale: Some(7),
+            sack_permitted: true,
+            timestamps: Some(Timestamps { val: 5001, ecr: 0 }),
+        }
+    );
+    let f = only_flow(&p);
+    assert!(f.is_proxied() && f.is_proxy_waiting());
+    assert_eq!(f.state(), FlowState::SynSent);
+    assert_eq!(f.trust(), Trust::Unconfirmed, "until the real answers");
+    assert_eq!(p.stats().syn_proxy_cookies_accepted.get(), 1);
+
+    // 3. Data before the real answered: deferred, untouched.
+    let mut list = DeferList::new(DEFER_SLOTS, DEFER_MS);
+    let early = Seg {
+        payload: b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+        options: ts_opt(5002, NOW),
+        ..seg(
+            c(),
+            v(),
+            PSHACK,
+            ISN.wrapping_add(1),
+            cookie.wrapping_add(1),
+        )
+    };
+    assert_eq!(
+        run_or_defer(&mut p, &snap, &mut list, &early, NOW + 1),
+        DEFERRED
+    );
+    assert_eq!(p.stats().syn_proxy_deferred.get(), 1);
+    assert!(!list.due(&p, NOW + 1), "nothing to do while it waits");
+
+    // 4. The real's SYN-ACK becomes the ACK to the real.
+    let ack = run(&mut p, &snap, &real_synack(), NOW + 2).expect("ACK to the real");
+    assert_eq!((ack.src, ack.dst, ack.flags), (c(), r(), ACK));
+    assert_eq!((ack.seq, ack.ack), (ISN.wrapping_add(1), REAL_ISN + 1));
+    assert_eq!(ack.window, 502, "the client's window, in its scale");
+    assert_eq!(
+        ack.opts().timestamps,
+        Some(Timestamps {
+            val: 5001,
+            ecr: 777
+        })
+    );
+    assert!(ack.payload.is_empty());
+    let f = only_flow(&p);
+    assert!(f.is_proxied() && !f.is_proxy_waiting());
+    assert_eq!(f.state(), FlowState::Established);
+    assert_eq!(f.trust(), Trust::Confirmed, "a confirmed flow");
+    // The pass after the burst sends the deferred data on, translated.
+    assert!(list.due(&p, NOW + 2));
+    let sent = release(&mut p, &snap, &mut list, NOW + 2);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let sent = sent[0].clone().expect("the early data to the real");
+    assert_eq!((sent.src, sent.dst, sent.flags), (c(), r(), PSHACK));
+    assert_eq!(sent.seq, ISN.wrapping_add(1), "the client's numbers pass");
+    assert_eq!(sent.ack, REAL_ISN + 1, "in the real's space");
+    assert_eq!(
+        sent.opts().timestamps,
+        Some(Timestamps {
+            val: 5002,
+            ecr: 777
+        }),
+        "TSecr back in the real's clock"
+    );
+    assert_eq!(sent.payload, early.payload);
+    assert!(list.is_empty());
+    assert_eq!(p.stats().dropped(DropReason::SynProxyPending), 0);
+
+    // 5. Client to real: ack + delta, SACK edges + delta, TSecr - offset.
+    let delta = REAL_ISN.wrapping_sub(cookie);
+    let ts_off = NOW.wrapping_sub(777);
+    let mut o = ts_opt(5003, NOW + 10);
+    let mut sack = [0u8; 12];
+    let n = emit_sack(
+        &mut sack,
+        &[(cookie.wrapping_add(100), cookie.wrapping_add(200))],
+    );
+    o.extend_from_slice(&sack[..n]);
+    let data = Seg {
+        payload: b"more".to_vec(),
+        options: o,
+        ..seg(
+            c(),
+            v(),
+            PSHACK,
+            ISN.wrapping_add(19),
+            cookie.wrapping_add(1),
+        )
+    };
+    let out = run(&mut p, &snap, &data, NOW + 3).expect("data to the real");
+    assert_eq!((out.src, out.dst), (c(), r()));
+    assert_eq!(out.seq, ISN.wrapping_add(19));
+    assert_eq!(out.ack, REAL_ISN + 1);
+    assert_eq!(out.window, 502);
+    assert_eq!(out.hops, 63);
+    assert_eq!(out.payload, data.payload);
+    assert_eq!(
+        out.opts().timestamps,
+        Some(Timestamps {
+            val: 5003,
+            ecr: (NOW + 10).wrapping_sub(ts_off)
+        })
+    );
+    let mut blocks = [(0, 0); 4];
+    assert_eq!(sack_blocks(&out.options, &mut blocks), 1);
+    assert_eq!(
+        blocks[0],
+        (
+            cookie.wrapping_add(100).wrapping_add(delta),
+            cookie.wrapping_add(200).wrapping_add(delta)
+        )
+    );
+
+    // 6. Real to client: seq - delta, TSval + offset, window from scale 5
+    //    to the proxy's 7.
+    let reply = Seg {
+        window: 1000,
+        payload: b"HTTP/1.0 200 OK\r\n\r\n".to_vec(),
+        options: ts_opt(780, 5003),
+        ..seg(r(), c(), PSHACK, REAL_ISN + 1, ISN.wrapping_add(23))
+    };
+    let back = run(&mut p, &snap, &reply, NOW + 4).expect("data to the client");
+    assert_eq!((back.src, back.dst), (v(), c()));
+    assert_eq!(back.seq, cookie.wrapping_add(1), "in the client's view");
+    assert_eq!(back.ack, ISN.wrapping_add(23));
+    assert_eq!(back.window, 250, "1000 << 5 >> 7");
+    assert_eq!(back.hops, 63);
+    assert_eq!(
+        back.opts().timestamps,
+        Some(Timestamps {
+            val: NOW + 3,
+            ecr: 5003
+        })
+    );
+    assert_eq!(back.payload, reply.payload);
+    assert_eq!(
+        p.stats().real(0).packets.get(),
+        5,
+        "SYN, ACK, the early data, data, reply"
+    );
+}
+
+#[test]
+fn a_forged_ipv6_ack_is_dropped_and_counted_whatever_bits_it_changes() {
+    let (snap, mut p) = setup("on", 64);
+    let synack = run(&mut p, &snap, &client_syn(ISN), NOW).unwrap();
+    let cookie = synack.seq;
+    for bad in [cookie ^ 0x100, cookie ^ 1, 12345] {
+        let ack = seg(c(), v(), ACK, ISN.wrapping_add(1), bad.wrapping_add(1));
+        assert_eq!(
+            run(&mut p, &snap, &ack, NOW),
+            dropped(DropReason::SynProxyBadCookie)
+        );
+    }
+    // The right cookie from another client that differs in the high half
+    // of its address only (the whole address is under the MAC), from
+    // another port, or with another ISN: refused.
+    let high = Ipv6Addr::from(u128::from(v6(CLIENT)) ^ (1u128 << 100));
+    for (from, isn) in [
+        ((high, 40000), ISN),
+        ((v6(CLIENT), 40001), ISN),
+        (c(), ISN.wrapping_add(1)),
+    ] {
+        let ack = seg(from, v(), ACK, isn.wrapping_add(1), cookie.wrapping_add(1));
+        assert_eq!(
+            run(&mut p, &snap, &ack, NOW),
+            dropped(DropReason::SynProxyBadCookie),
+            "{from:?} {isn}"
+        );
+    }
+    // Two periods later the right one is refused too; one later, good.
+    let late = seg(c(), v(), ACK, ISN.wrapping_add(1), cookie.wrapping_add(1));
+    assert_eq!(
+        run(&mut p, &snap, &late, NOW + 2 * PERIOD_MS),
+        dropped(DropReason::SynProxyBadCookie)
+    );
+    assert_eq!(flows6(&p), 0);
+    assert_eq!(p.stats().syn_proxy_cookies_accepted.get(), 0);
+    assert!(run(&mut p, &snap, &late, NOW + PERIOD_MS).is_ok());
+    assert_eq!(flows6(&p), 1);
+    assert_eq!(p.stats().syn_proxy_cookies_accepted.get(), 1);
+}
+
+#[test]
+fn retransmissions_and_strays_make_no_second_ipv6_flow() {
+    let (snap, mut p) = setup("on", 64);
+    let cookie = handshake_to_real(&mut p, &snap);
+    // The ACK again while waiting: no second flow, no second SYN.
+    assert_eq!(
+        run(&mut p, &snap, &client_ack(cookie), NOW + 1),
+        dropped(DropReason::SynProxyPending)
+    );
+    // The SYN again while waiting: answered with the same cookie.
+    let again = run(&mut p, &snap, &client_syn(ISN), NOW + 1).expect("SYN-ACK again");
+    assert_eq!((again.flags, again.seq), (SYNACK, cookie));
+    // A SYN-ACK that does not acknowledge our SYN, or is not plain.
+    for wrong in [
+        seg(r(), c(), SYNACK, REAL_ISN, ISN.wrapping_add(99)),
+        seg(r(), c(), SYNACK | 0x01, REAL_ISN, ISN.wrapping_add(1)),
+        seg(r(), c(), ACK, REAL_ISN, ISN.wrapping_add(1)),
+    ] {
+        assert_eq!(
+            run(&mut p, &snap, &wrong, NOW + 1),
+            dropped(DropReason::SynProxyPending)
+        );
+    }
+    assert_eq!(flows6(&p), 1);
+    assert!(only_flow(&p).is_proxy_waiting());
+}
+
+#[test]
+fn resets_close_a_proxied_ipv6_flow_in_either_space() {
+    for from_client in [true, false] {
+        let (snap, mut p) = setup("on", 64);
+        let cookie = established(&mut p, &snap);
+        let far = if from_client {
+            seg(c(), v(), RST, ISN.wrapping_add(1 << 30), 0)
+        } else {
+            seg(r(), c(), RST, REAL_ISN.wrapping_add(1 << 30), 0)
+        };
+        run(&mut p, &snap, &far, NOW + 3).expect("forwarded");
+        assert_eq!(only_flow(&p).state(), FlowState::Established);
+        let near = if from_client {
+            seg(c(), v(), RST, ISN.wrapping_add(1), 0)
+        } else {
+            seg(r(), c(), RST, REAL_ISN + 1, 0)
+        };
+        let out = run(&mut p, &snap, &near, NOW + 4).expect("forwarded");
+        if from_client {
+            assert_eq!((out.dst, out.seq), (r(), ISN.wrapping_add(1)));
+        } else {
+            assert_eq!((out.dst, out.seq), (c(), cookie.wrapping_add(1)));
+        }
+        assert_eq!(only_flow(&p).state(), FlowState::Closed);
+    }
+    // A real that refuses resets the client at the number it expects.
+    let (snap, mut p) = setup("on", 64);
+    let cookie = handshake_to_real(&mut p, &snap);
+    let rst = seg(r(), c(), RST | ACK, 0, ISN.wrapping_add(1));
+    let out = run(&mut p, &snap, &rst, NOW + 2).expect("RST to the client");
+    assert_eq!((out.src, out.dst, out.flags), (v(), c(), RST | ACK));
+    assert_eq!(out.seq, cookie.wrapping_add(1));
+    assert_eq!(only_flow(&p).state(), FlowState::Closed);
+    // The client gives up before the real answers: its RST goes on, and
+    // its deferred data with it is dropped at the pass.
+    let (snap, mut p) = setup("on", 64);
+    let mut list = DeferList::new(DEFER_SLOTS, DEFER_MS);
+    let cookie = handshake_to_real(&mut p, &snap);
+    let early = Seg {
+        payload: b"x".to_vec(),
+        ..seg(
+            c(),
+            v(),
+            PSHACK,
+            ISN.wrapping_add(1),
+            cookie.wrapping_add(1),
+        )
+    };
+    assert_eq!(
+        run_or_defer(&mut p, &snap, &mut list, &early, NOW + 1),
+        DEFERRED
+    );
+    let out = run(
+        &mut p,
+        &snap,
+        &seg(c(), v(), RST, ISN.wrapping_add(1), 0),
+        NOW + 2,
+    )
+    .expect("the RST to the real");
+    assert_eq!((out.dst, out.flags), (r(), RST));
+    assert_eq!(
+        release(&mut p, &snap, &mut list, NOW + 2),
+        vec![dropped(DropReason::SynProxyPending)]
+    );
+    let late = seg(r(), c(), SYNACK, REAL_ISN, ISN.wrapping_add(1));
+    assert_eq!(
+        run(&mut p, &snap, &late, NOW + 3),
+        dropped(DropReason::SynProxyPending)
+    );
+}
+
+#[test]
+fn an_ipv6_real_without_window_scale_gets_windows_in_its_scale() {
+    let (snap, mut p) = setup("on", 64);
+    let cookie = handshake_to_real(&mut p, &snap);
+    let real_synack = Seg {
+        window: 29200,
+        options: opts(TcpOptions {
+            mss: Some(1440),
+            ..TcpOptions::default()
+        }),
+        ..seg(r(), c(), SYNACK, REAL_ISN, ISN.wrapping_add(1))
+    };
+    let ack = run(&mut p, &snap, &real_synack, NOW + 2).unwrap();
+    assert_eq!(ack.window, 64256, "502 << 7: the real reads it unscaled");
+    assert_eq!(ack.opts().timestamps, None, "the real has none");
+    let data = Seg {
+        window: 100,
+        options: ts_opt(5003, NOW),
+        ..seg(c(), v(), ACK, ISN.wrapping_add(1), cookie.wrapping_add(1))
+    };
+    let out = run(&mut p, &snap, &data, NOW + 3).unwrap();
+    assert_eq!(out.window, 12800);
+    assert_eq!(
+        out.opts().timestamps,
+        Some(Timestamps {
+            val: 5003,
+            ecr: NOW
+        }),
+        "no timestamp translation once the real refused them"
+    );
+    let reply = Seg {
+        window: 29200,
+        ..seg(r(), c(), ACK, REAL_ISN + 1, ISN.wrapping_add(1))
+    };
+    assert_eq!(run(&mut p, &snap, &reply, NOW + 3).unwrap().window, 228);
+}
+
+#[test]
+fn ipv6_segments_the_proxy_terminates_must_have_good_checksums() {
+    let (snap, mut p) = setup("on", 64);
+    let mut f = client_syn(ISN).frame();
+    let last = f.len() - 1;
+    f[last] ^= 0xff;
+    let mut b = VecBuf::from_bytes(&f);
+    assert_eq!(
+        p.process(&snap, 0, &mut b, NOW),
+        Verdict::Drop(DropReason::BadL4Checksum)
+    );
+    assert_eq!(p.stats().syn_proxy_cookies_sent.get(), 0);
+}
+
+#[test]
+fn auto_engages_under_pressure_of_the_ipv6_table_only() {
+    let (snap, mut p) = setup("auto", 8);
+    let client = |port| (v6(CLIENT), port);
+    // Below half the IPv6 table: SYNs go to the real and make flows.
+    for port in 1000..1004u16 {
+        let out = run(&mut p, &snap, &seg(client(port), v(), SYN, 1, 0), NOW).unwrap();
+        assert_eq!((out.dst, out.flags), (r(), SYN), "port {port}");
+    }
+    assert_eq!(flows6(&p), 4);
+    assert!(!p.syn_pressure(), "the IPv4 table is empty");
+    // Half full: the next SYN is answered by the proxy.
+    let out = run(&mut p, &snap, &seg(client(1004), v(), SYN, 1, 0), NOW).unwrap();
+    assert_eq!((out.src, out.flags), (v(), SYNACK));
+    assert_eq!(flows6(&p), 4);
+    let ack = seg(client(1004), v(), ACK, 2, out.seq.wrapping_add(1));
+    let syn = run(&mut p, &snap, &ack, NOW).unwrap();
+    assert_eq!((syn.dst, syn.flags), (r(), SYN));
+    assert_eq!(flows6(&p), 5);
+    // Below 3/8 again: released.
+    for port in 1000..1003u16 {
+        run(&mut p, &snap, &seg(client(port), v(), RST, 2, 0), NOW).unwrap();
+    }
+    p.sweep(&snap, NOW + 60_000, 64);
+    assert!(flows6(&p) < 3, "{}", flows6(&p));
+    let out = run(
+        &mut p,
+        &snap,
+        &seg(client(2000), v(), SYN, 1, 0),
+        NOW + 60_000,
+    )
+    .unwrap();
+    assert_eq!((out.dst, out.flags), (r(), SYN), "released");
+    // On standby, a mid-flow ACK for no flow is no_flow as before.
+    let (snap, mut p) = setup("auto", 64);
+    assert_eq!(
+        run(&mut p, &snap, &seg(c(), v(), ACK, 5, 5), NOW),
+        dropped(DropReason::NoFlow)
+    );
+    // Off: SYNs go to the real.
+    let (snap, mut p) = setup("off", 64);
+    let out = run(&mut p, &snap, &client_syn(ISN), NOW).unwrap();
+    assert_eq!((out.dst, out.flags), (r(), SYN));
+    assert!(!only_flow(&p).is_proxied());
+}
+
+/// A proxied IPv6 flow's record carries its translation: the peer that
+/// installs it translates the flow's next segments exactly as the
+/// appliance that answered the handshake.
+#[test]
+fn a_proxied_ipv6_flow_fails_over_with_its_translation() {
+    let (snap, mut p) = setup("on", 64);
+    let cookie = established(&mut p, &snap);
+    // While it waited there was nothing to send; now there is.
+    let rec = only_flow(&p).sync_update(&snap).expect("a record");
+    let proxy = match rec.change {
+        crate::sync::FlowChange::Update(u) => u.proxy.expect("its translation"),
+        _ => panic!("an update"),
+    };
+    assert_eq!(proxy.seq_offset, REAL_ISN.wrapping_sub(cookie));
+    assert_eq!((proxy.client_wscale, proxy.real_wscale), (Some(7), Some(5)));
+    let mut buf = [0u8; crate::wire::sync::MAX_RECORD_LEN];
+    let n = rec.emit(&mut buf);
+    let (parsed, _) = crate::sync::FlowRecord::parse(&buf[..n]).expect("parses");
+    let (_, mut backup) = setup("on", 64);
+    backup
+        .sync_install(&snap, &parsed, NOW + 5)
+        .expect("installed");
+    let data = Seg {
+        payload: b"after the takeover".to_vec(),
+        options: ts_opt(5010, NOW + 20),
+        ..seg(
+            c(),
+            v(),
+            PSHACK,
+            ISN.wrapping_add(1),
+            cookie.wrapping_add(1),
+        )
+    };
+    let reply = Seg {
+        window: 1000,
+        options: ts_opt(790, 5010),
+        ..seg(r(), c(), ACK, REAL_ISN + 1, ISN.wrapping_add(19))
+    };
+    for now in [NOW + 6, NOW + 7] {
+        // The same segments on both: the same frames out.
+        let (a, b) = (
+            run(&mut p, &snap, &data, now),
+            run(&mut backup, &snap, &data, now),
+        );
+        assert_eq!(a, b);
+        assert_eq!(a.as_ref().unwrap().ack, REAL_ISN + 1);
+        let (a, b) = (
+            run(&mut p, &snap, &reply, now),
+            run(&mut backup, &snap, &reply, now),
+        );
+        assert_eq!(a, b);
+        assert_eq!(a.as_ref().unwrap().seq, cookie.wrapping_add(1));
+        assert_eq!(a.as_ref().unwrap().window, 250);
+    }
+}
+
+/// An ICMPv6 error from the client about a segment the VIP sent it: the
+/// quoted sequence number is in the client's view and goes to the real
+/// translated back into the real's.
+#[test]
+fn an_icmpv6_error_from_the_client_quotes_the_reals_sequence_number() {
+    use crate::wire::icmpv6::{self, Icmpv6Packet, Icmpv6Type};
+    let (snap, mut p) = setup("on", 64);
+    let cookie = established(&mut p, &snap);
+    // Packet too big about VIP:80 -> client, seq cookie + 1.
+    let quote = Seg {
+        payload: vec![0; 1400],
+        ..seg(v(), c(), ACK, cookie.wrapping_add(1), ISN.wrapping_add(1))
+    }
+    .frame();
+    let quote = &quote[IP..IP + 40 + 20];
+    let msg_len = icmpv6::HEADER_LEN + quote.len();
+    let mut f = vec![0u8; L4 + msg_len];
+    let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+    eth.set_dst_addr(OUR);
+    eth.set_src_addr(MacAddr([2, 0, 0, 0, 0, 1]));
+    eth.set_ethertype(EtherType::Ipv6);
+    Ipv6Repr {
+        src: v6(CLIENT),
+        dst: v6(VIP),
+        next_header: IpProtocol::Icmpv6,
+        payload_len: msg_len,
+        hop_limit: 64,
+        traffic_class: 0,
+        flow_label: 0,
+    }
+    .emit(&mut Ipv6Packet::new_unchecked(&mut f[IP..L4]));
+    let mut m = Icmpv6Packet::new_unchecked(&mut f[L4..]);
+    m.set_msg_type(Icmpv6Type::PacketTooBig);
+    m.set_code(0);
+    m.set_mtu(1280);
+    m.payload_mut().copy_from_slice(quote);
+    m.fill_checksum(v6(CLIENT), v6(VIP));
+    let mut b = VecBuf::from_bytes(&f);
+    assert_eq!(p.process(&snap, 0, &mut b, NOW + 5), Verdict::Transmit(0));
+    let out = Ipv6Packet::new_checked(&b.data()[IP..]).unwrap();
+    assert_eq!(out.dst_addr(), v6(REAL));
+    let msg = Icmpv6Packet::new_checked(out.payload()).unwrap();
+    assert!(msg.verify_checksum(out.src_addr(), out.dst_addr()));
+    let q = TcpPacket::new_checked(&msg.payload()[40..]).unwrap();
+    assert_eq!((q.src_port(), q.dst_port()), (8080, 40000));
+    assert_eq!(q.seq_number(), REAL_ISN + 1, "back in the real's space");
+}
+
+/// The IPv4 side is untouched by an IPv6 proxied flow, and an IPv6
+/// segment deferred names its client by the frame it keeps.
+#[test]
+fn deferred_ipv6_frames_are_released_by_their_own_table() {
+    let (snap, mut p) = setup("on", 64);
+    let mut list = DeferList::new(DEFER_SLOTS, DEFER_MS);
+    let cookie = handshake_to_real(&mut p, &snap);
+    for (i, body) in [&b"one"[..], &b"two"[..]].into_iter().enumerate() {
+        let s = Seg {
+            payload: body.to_vec(),
+            ..seg(
+                c(),
+                v(),
+                PSHACK,
+                ISN.wrapping_add(1 + 3 * i as u32),
+                cookie.wrapping_add(1),
+            )
+        };
+        assert_eq!(
+            run_or_defer(&mut p, &snap, &mut list, &s, NOW + 1),
+            DEFERRED
+        );
+    }
+    // A third is beyond the flow's share: dropped.
+    let third = Seg {
+        payload: b"3".to_vec(),
+        ..seg(
+            c(),
+            v(),
+            PSHACK,
+            ISN.wrapping_add(7),
+            cookie.wrapping_add(1),
+        )
+    };
+    assert_eq!(
+        run_or_defer(&mut p, &snap, &mut list, &third, NOW + 1),
+        Verdict::Drop(DropReason::SynProxyPending)
+    );
+    // A frame too short to hold an IPv6 header is given back.
+    let stats = Arc::clone(p.stats());
+    assert!(list
+        .push(VecBuf::from_bytes(&[0; 20]), 0, DEFERRED, NOW, &stats)
+        .is_err());
+    assert_eq!(list.len(), 2);
+    run(&mut p, &snap, &real_synack(), NOW + 2).expect("ACK to the real");
+    let out = release(&mut p, &snap, &mut list, NOW + 2);
+    let bodies: Vec<Vec<u8>> = out.into_iter().map(|s| s.expect("sent").payload).collect();
+    assert_eq!(bodies, vec![b"one".to_vec(), b"two".to_vec()], "in order");
+    assert_eq!(p.stats().syn_proxy_deferred.get(), 2);
+}
