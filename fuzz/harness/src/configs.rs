@@ -18,7 +18,8 @@
 //! Services: NAT, TUN and DR, TCP and UDP; rr, wrr, lc, wlc, sh and mh;
 //! persistence on some; one service whose reals use all three methods.
 //! IPv6 VIPs (2001:2:0:1::/64) with NAT66, 6in6 and DR reals, the same
-//! mix, and 4in6: IPv4 VIPs with IPv6 `tun` reals. Some reals of each
+//! mix (the SYN proxy on two NAT66 services), and 4in6: IPv4 VIPs with
+//! IPv6 `tun` reals. Some reals of each
 //! family have no static neighbor (their frames are held for ARP or for
 //! neighbor discovery: `Hold`, `Hold6`). Timeouts are seconds, so that the
 //! clock ops expire flows.
@@ -494,6 +495,10 @@ fn services(arms: usize) -> Vec<Service> {
                 real_port("2001:2::12", 8080),
             ]),
         },
+        // The SYN proxy over IPv6: on with persistence (as tls-sticky for
+        // IPv4), and on, then auto, then off across the variants (as
+        // web-nat), so that IPv6 cookies, deferrals and translations get
+        // fuzzed, and reloads under them.
         Service {
             name: "sticky6",
             vip: "2001:2:0:1::106",
@@ -502,10 +507,30 @@ fn services(arms: usize) -> Vec<Service> {
             scheduler: "sh",
             forwarding: "nat",
             persistence: Some("1s"),
-            syn_proxy: None,
+            syn_proxy: Some("on"),
             reals: pick(vec![
                 real_port("2001:2::11", 8443),
                 real_port("2001:2:0:2::11", 8443),
+                real_port("2001:2::12", 8443),
+            ]),
+        },
+        Service {
+            name: "tls-nat6",
+            vip: "2001:2:0:1::100",
+            port: 443,
+            protocol: "tcp",
+            scheduler: "wrr",
+            forwarding: "nat",
+            persistence: None,
+            syn_proxy: Some("on"),
+            reals: pick(vec![
+                Real {
+                    weight: 2,
+                    ..real_port("2001:2::11", 8443)
+                },
+                real_port("2001:2:0:2::11", 8443),
+                // No static neighbor: the proxy's SYN to it and the
+                // deferred data behind it are held for neighbor discovery.
                 real_port("2001:2::12", 8443),
             ]),
         },
@@ -531,6 +556,10 @@ fn apply_variant(services: &mut Vec<Service>, variant: usize) {
                         .for_each(|r| r.weight = if r.weight == 0 { 2 } else { 0 }),
                     "mixed" | "mixed6" => s.reals.retain(|r| r.forwarding.is_some()),
                     "web-nat6" => s.reals.retain(|r| r.address != "2001:2::11"),
+                    "tls-nat6" => {
+                        s.reals.retain(|r| r.address != "2001:2:0:2::11");
+                        s.syn_proxy = Some("auto");
+                    }
                     "dns-nat6" | "dns-tun6" => s.reals.iter_mut().for_each(|r| r.weight = 0),
                     _ => {}
                 }
@@ -543,7 +572,7 @@ fn apply_variant(services: &mut Vec<Service>, variant: usize) {
                     "web-tun" | "web-tun6" => s.forwarding = "dr",
                     "sticky6" => s.persistence = None,
                     "tls-sticky" | "sticky-mh" => s.persistence = None,
-                    "web-nat" => s.syn_proxy = Some("off"),
+                    "web-nat" | "tls-nat6" => s.syn_proxy = Some("off"),
                     _ => {}
                 }
                 if s.forwarding == "dr" {

@@ -27,7 +27,8 @@
 //!   length). A handshake segment the proxy makes (the cookie SYN-ACK, the
 //!   SYN and the ACK to the real) is whole: valid checksums (its input's
 //!   were: the proxy verifies what it terminates), no payload, no padding,
-//!   addressed as it must be (`out.syn-proxy`).
+//!   addressed as it must be (`out.syn-proxy`); over IPv6 (NAT66) the
+//!   same, with a plain 40-byte header.
 //!
 //! - `verdict.gateway`: a frame addressed to the floating gateway (ARP
 //!   target, IP destination, solicitation target) is answered or sent on
@@ -36,8 +37,9 @@
 //! - `verdict.to_kernel`: only a port with a kernel interface gives a
 //!   frame to the kernel (counted with the consumed ones).
 //! - `verdict.defer`: a deferred frame is untouched, a TCP segment from
-//!   the client the verdict names to a VIP, deferred by the owner of its
-//!   flow; a frame run again is never handed off (`handoff.twice`).
+//!   the client the verdict names (`Defer6`: its IPv6 source) to a VIP,
+//!   deferred by the owner of its flow; a frame run again is never handed
+//!   off (`handoff.twice`).
 //! - `syn.resend`: a SYN the SYN proxy sends a real again is, from the IPv4
 //!   header on, the SYN that flow sent it first (same client, real, ISN),
 //!   out of the same port, from the port's MAC (the destination zero
@@ -184,15 +186,24 @@ pub fn run_with_summary(data: &[u8]) -> (Violations, String) {
         .iter()
         .map(|w| w.pipeline.flows6().map_or(0, |t| t.len()))
         .sum();
+    // Both families' tables.
     let proxied: usize = d
         .workers
         .iter()
         .map(|w| {
             let t = w.pipeline.flows();
-            t.entries()
+            let v4 = t
+                .entries()
                 .into_iter()
                 .filter(|&e| t.get(e).is_proxied() && !t.get(e).is_proxy_waiting())
-                .count()
+                .count();
+            let v6 = w.pipeline.flows6().map_or(0, |t| {
+                t.entries()
+                    .into_iter()
+                    .filter(|&e| t.get(e).is_proxied() && !t.get(e).is_proxy_waiting())
+                    .count()
+            });
+            v4 + v6
         })
         .sum();
     summary.push_str(&format!(
@@ -624,11 +635,8 @@ impl Driver {
             }
             Verdict::Hold { port, next_hop } => self.hold(w, f, usize::from(port), next_hop.into()),
             Verdict::Drop(reason) => self.drop(w, reason),
-            Verdict::Defer {
-                client_port,
-                client,
-            } => {
-                self.check_defer(snap, w, &f, client, client_port, from);
+            Verdict::Defer { .. } | Verdict::Defer6 { .. } => {
+                self.check_defer(snap, w, &f, v, from);
                 let worker = &mut self.workers[w];
                 let in_port = f.in_port;
                 match worker.deferred.push(f, in_port, v, self.now, &worker.stats) {
@@ -699,6 +707,9 @@ impl Driver {
     /// Whether `input` (TCP) belongs to a flow the SYN proxy answered the
     /// handshake of, in its owner's table (after the frame was run).
     fn proxied(&self, snap: &Snapshot, input: &[u8]) -> bool {
+        if packet::layout6(input).is_some() {
+            return self.proxied6(snap, input);
+        }
         let Some(l) = packet::layout(input) else {
             return false;
         };
@@ -731,6 +742,53 @@ impl Driver {
             let t = self.workers[owner_of(dst, n)].pipeline.flows();
             t.lookup_reply(&key, t.reply_key_hash(&key))
                 .is_some_and(|e| t.get(e).is_proxied())
+        }
+    }
+
+    /// [`Self::proxied`] for an IPv6 `input`, in the IPv6 tables.
+    fn proxied6(&self, snap: &Snapshot, input: &[u8]) -> bool {
+        let Some(l) = packet::layout6(input) else {
+            return false;
+        };
+        let Some((6, l4)) = l.upper else {
+            return false;
+        };
+        if l.end < l4 + 4 {
+            return false;
+        }
+        let (src, dst) = (addr6(input, IP + 8), addr6(input, IP + 24));
+        let (sport, dport) = (get16(input, l4), get16(input, l4 + 2));
+        let n = self.workers.len();
+        if snap.is_vip6(dst) {
+            let key = FlowKey {
+                proto: 6,
+                client: src,
+                client_port: sport,
+                vip: dst,
+                vip_port: dport,
+            };
+            self.workers[owner_of(src, n)]
+                .pipeline
+                .flows6()
+                .is_some_and(|t| {
+                    t.lookup(&key, t.key_hash(&key))
+                        .is_some_and(|e| t.get(e).is_proxied())
+                })
+        } else {
+            let key = ReplyKey {
+                proto: 6,
+                real: src,
+                real_port: sport,
+                client: dst,
+                client_port: dport,
+            };
+            self.workers[owner_of(dst, n)]
+                .pipeline
+                .flows6()
+                .is_some_and(|t| {
+                    t.lookup_reply(&key, t.reply_key_hash(&key))
+                        .is_some_and(|e| t.get(e).is_proxied())
+                })
         }
     }
 
@@ -1016,13 +1074,37 @@ impl Driver {
         let now = self.now;
         let mut out = Vec::new();
         let worker = &mut self.workers[w];
+        // A Hold6's next hop is named by the pipeline until its next run:
+        // read right after the frame's, as the worker does.
         worker
             .deferred
-            .release(&mut worker.pipeline, snap, now, |f, v| out.push((f, v)));
-        for (f, v) in out {
+            .release_with(&mut worker.pipeline, snap, now, |p, f, v| {
+                let hop6 = match v {
+                    Verdict::Hold6 { index, .. } => p.held_next_hop6(index),
+                    _ => None,
+                };
+                out.push((f, v, hop6))
+            });
+        for (f, v, hop6) in out {
             self.t.deferred_now -= 1;
-            if matches!(v, Verdict::Transmit(_) | Verdict::Hold { .. }) {
+            if matches!(
+                v,
+                Verdict::Transmit(_) | Verdict::Hold { .. } | Verdict::Hold6 { .. }
+            ) {
                 self.t.deferred_sent += 1;
+            }
+            if let Verdict::Hold6 { port, index } = v {
+                match hop6 {
+                    Some(h) => self.hold(w, f, usize::from(port), h.into()),
+                    None => {
+                        self.v.add(
+                            "verdict.hold6",
+                            format!("Hold6 index {index} of a deferred frame names no next hop"),
+                        );
+                        self.drop(w, DropReason::NeighborUnresolved);
+                    }
+                }
+                continue;
             }
             let mut handoffs = Vec::new();
             self.settle(w, f, v, From::Deferred, &mut handoffs);
@@ -1030,31 +1112,50 @@ impl Driver {
         }
     }
 
-    /// A `Defer` verdict: for an untouched TCP segment from the client it
-    /// names to a VIP, from the owner of its flow.
-    fn check_defer(
-        &mut self,
-        snap: &Snapshot,
-        w: usize,
-        f: &Frame,
-        client: Ipv4Addr,
-        client_port: u16,
-        from: From,
-    ) {
+    /// A `Defer` (or `Defer6`) verdict: for an untouched TCP segment from
+    /// the client it names (`Defer6`: the frame's IPv6 source) to a VIP,
+    /// from the owner of its flow.
+    fn check_defer(&mut self, snap: &Snapshot, w: usize, f: &Frame, v: Verdict, from: From) {
         let n = self.workers.len();
-        let from_client = packet::layout(&f.input).is_some_and(|l| {
-            let l4 = IP + l.ihl;
-            l.proto == 6
-                && f.input.len() >= l4 + 20
-                && addr(&f.input, IP + 12) == client
-                && get16(&f.input, l4) == client_port
-                && snap.is_vip(addr(&f.input, IP + 16))
-        });
-        if f.buf.data() != &f.input[..]
-            || !from_client
-            || owner_of(client, n) != w
-            || from == From::Deferred
-        {
+        let (client, client_port, from_client) = match v {
+            Verdict::Defer {
+                client,
+                client_port,
+            } => (
+                IpAddr::V4(client),
+                client_port,
+                packet::layout(&f.input).is_some_and(|l| {
+                    let l4 = IP + l.ihl;
+                    l.proto == 6
+                        && f.input.len() >= l4 + 20
+                        && addr(&f.input, IP + 12) == client
+                        && get16(&f.input, l4) == client_port
+                        && snap.is_vip(addr(&f.input, IP + 16))
+                }),
+            ),
+            Verdict::Defer6 { client_port } => {
+                // The pipeline defers only TCP right after a plain IPv6
+                // header or behind extension headers: the classifier says
+                // where its TCP header starts.
+                let parsed = lb_core::pipeline::classify(&f.input);
+                match parsed.map(|p| p.l3) {
+                    Ok(lb_core::pipeline::L3::Ipv6(ip)) => (
+                        IpAddr::V6(ip.src),
+                        client_port,
+                        ip.protocol == lb_core::wire::IpProtocol::Tcp
+                            && ip.l4.ports().is_some_and(|(p, _)| p.src == client_port)
+                            && snap.is_vip6(ip.dst),
+                    ),
+                    _ => (IpAddr::V6(Ipv6Addr::UNSPECIFIED), client_port, false),
+                }
+            }
+            _ => return,
+        };
+        let owner = match client {
+            IpAddr::V4(a) => owner_of(a, n),
+            IpAddr::V6(a) => owner_of(a, n),
+        };
+        if f.buf.data() != &f.input[..] || !from_client || owner != w || from == From::Deferred {
             self.v.add(
                 "verdict.defer",
                 format!(
@@ -1665,6 +1766,18 @@ fn check_service6(v: &mut Violations, snap: &Snapshot, out: &[u8], input: &[u8])
                     "a packet for [{dst}]:{dport} went to a real not of service {} ({method:?}): {out:02x?}",
                     svc.name
                 ),
+            );
+        }
+    } else if snap.is_nat_endpoint6(proto, src, sport) && to == src && get16(out, l4 + 2) == sport {
+        // The SYN proxy's ACK back to a NAT66 real that answered its SYN.
+        if !snap.services.iter().any(|s| {
+            s.reals.iter().any(|r| {
+                r.method == ForwardingMethod::Nat && r.address == IpAddr::V6(src) && r.port == sport
+            })
+        }) {
+            v.add(
+                "out.wrong-real",
+                format!("an ACK back to [{src}]:{sport}, not a NAT66 real"),
             );
         }
     } else if snap.is_nat_endpoint6(proto, src, sport) {

@@ -267,7 +267,7 @@ pub(crate) fn check_sent(
     let sent = match (out[12], out[13]) {
         (0x08, 0x06) => check_arp_reply(v, snap, port, out, input, in_port),
         (0x08, 0x00) => check_ipv4(v, snap, port, out, input, proxied),
-        (0x86, 0xdd) => check_ipv6(v, snap, port, out, input, in_port),
+        (0x86, 0xdd) => check_ipv6(v, snap, port, out, input, in_port, proxied),
         _ => {
             v.add(
                 "out.ethertype",
@@ -415,6 +415,82 @@ fn check_proxy_made(v: &mut Violations, snap: &Snapshot, made: Made, out: &[u8],
             format!(
                 "{made:?} made by the SYN proxy is not well formed (tcp {ok_tcp}, length {whole}, \
                  addresses {shaped}): in {input:02x?} out {out:02x?}"
+            ),
+        );
+    }
+}
+
+/// [`proxy_made`] over IPv6: which handshake segment of the SYN proxy
+/// `out` is, made from `input` (TCP both).
+fn proxy_made6(out: &[u8], input: &[u8], o: &V6, i: &V6) -> Option<Made> {
+    let flags = |b: &[u8], l4: usize| b.get(l4 + 13).copied();
+    let (fi, fo) = (flags(input, i.l4)?, flags(out, o.l4)?);
+    let syn = |f: u8| f & (F_SYN | F_ACK | F_RST) == F_SYN;
+    let ack = |f: u8| f & (F_SYN | F_ACK | F_RST) == F_ACK;
+    let synack = |f: u8| f & (F_SYN | F_ACK | F_RST) == F_SYN | F_ACK;
+    if syn(fi) && fo == F_SYN | F_ACK {
+        Some(Made::SynAck)
+    } else if ack(fi) && fo == F_SYN {
+        Some(Made::SynToReal)
+    } else if synack(fi) && fo == F_ACK && o.dst == i.src {
+        Some(Made::AckToReal)
+    } else {
+        None
+    }
+}
+
+/// [`check_proxy_made`] over IPv6: whole (a plain 40-byte header, valid
+/// checksum, no payload, no padding), addressed as its kind says.
+fn check_proxy_made6(
+    v: &mut Violations,
+    snap: &Snapshot,
+    made: Made,
+    out: &[u8],
+    input: &[u8],
+    o: &V6,
+    i: &V6,
+) {
+    let seg = &out[o.l4.min(o.end)..o.end];
+    let ok_tcp = TcpPacket::new_checked(seg).is_ok_and(|t| {
+        t.payload().is_empty() && t.verify_checksum_v6(o.src, o.dst) && t.header_len() <= 20 + 24
+    });
+    let whole = o.l4 == L4_6 && o.end == out.len();
+    let (sport, dport) = (get16(input, i.l4), get16(input, i.l4 + 2));
+    let (osport, odport) = (get16(out, o.l4), get16(out, o.l4 + 2));
+    let shaped = match made {
+        Made::SynAck => {
+            let svc = snap.service_for6(6, i.dst, dport);
+            svc.is_some_and(|s| snap.services[s].syn_proxy != lb_config::SynProxyMode::Off)
+                && (o.src, o.dst, osport, odport) == (i.dst, i.src, dport, sport)
+                && o.hop == 64
+                && TcpPacket::new_checked(seg).is_ok_and(|t| {
+                    t.ack_number()
+                        == u32::from_be_bytes([
+                            input[i.l4 + 4],
+                            input[i.l4 + 5],
+                            input[i.l4 + 6],
+                            input[i.l4 + 7],
+                        ])
+                        .wrapping_add(1)
+                })
+        }
+        Made::SynToReal => {
+            o.src == i.src
+                && osport == sport
+                && o.hop == i.hop.wrapping_sub(1)
+                && snap.service_for6(6, i.dst, dport).is_some()
+        }
+        Made::AckToReal => {
+            (o.src, o.dst, osport, odport) == (i.dst, i.src, dport, sport)
+                && snap.is_nat_endpoint6(6, i.src, sport)
+        }
+    };
+    if !(ok_tcp && whole && shaped) {
+        v.add(
+            "out.syn-proxy",
+            format!(
+                "{made:?} over IPv6 made by the SYN proxy is not well formed (tcp {ok_tcp}, \
+                 length {whole}, addresses {shaped}): in {input:02x?} out {out:02x?}"
             ),
         );
     }
@@ -821,6 +897,7 @@ pub(crate) fn check_ipv6(
     out: &[u8],
     input: &[u8],
     in_port: usize,
+    proxied: bool,
 ) -> Sent {
     let Some(o) = v6(out) else {
         v.add(
@@ -901,7 +978,7 @@ pub(crate) fn check_ipv6(
                     format!("ICMPv6 checksum valid in, not out: in {input:02x?} out {out:02x?}"),
                 );
             }
-            check_forwarded6(v, out, input, &o, &i, padding, in_padding);
+            check_forwarded6(v, out, input, &o, &i, padding, in_padding, false);
             Sent::IcmpError
         }
         Some(p @ (6 | 17)) => {
@@ -911,6 +988,14 @@ pub(crate) fn check_ipv6(
                     format!("protocol {:?} in, {p} out", i.proto),
                 );
                 return Sent::Other;
+            }
+            if let (6, Some(made)) = (p, proxy_made6(out, input, &o, &i)) {
+                check_proxy_made6(v, snap, made, out, input, &o, &i);
+                return if made == Made::SynAck {
+                    Sent::SynCookie
+                } else {
+                    Sent::Flow
+                };
             }
             match (i.l4_valid, o.l4_valid) {
                 (Some(a), Some(b)) if a == b => {}
@@ -927,7 +1012,7 @@ pub(crate) fn check_ipv6(
                     format!("UDP checksum 0 sent over IPv6: in {input:02x?} out {out:02x?}"),
                 );
             }
-            check_forwarded6(v, out, input, &o, &i, padding, in_padding);
+            check_forwarded6(v, out, input, &o, &i, padding, in_padding, proxied);
             Sent::Flow
         }
         p => {
@@ -940,7 +1025,10 @@ pub(crate) fn check_ipv6(
 /// A packet passed on, not made: the same length; DR (addresses kept)
 /// byte for byte; NAT66 only addresses, ports, hop limit (one less) and
 /// the checksum changed (an ICMPv6 error's whole message may change: its
-/// quote is translated and its checksum computed again).
+/// quote is translated and its checksum computed again). For a flow the
+/// SYN proxy answered (`proxied`), sequence and acknowledgment numbers,
+/// the window and the options too (their length stays).
+#[allow(clippy::too_many_arguments)]
 fn check_forwarded6(
     v: &mut Violations,
     out: &[u8],
@@ -949,6 +1037,7 @@ fn check_forwarded6(
     i: &V6,
     padding: usize,
     in_padding: usize,
+    proxied: bool,
 ) {
     if padding > in_padding || out.len() != input.len() || o.l4 != i.l4 || o.end != i.end {
         v.add(
@@ -987,6 +1076,12 @@ fn check_forwarded6(
                 m[l4..l4 + 4].fill(0);
                 if let Some(at) = sum_at(p) {
                     m[l4 + at..l4 + at + 2].fill(0);
+                }
+                if p == 6 && proxied && m.len() >= l4 + 20 {
+                    let hdr = (usize::from(m[l4 + 12] >> 4) * 4).clamp(20, m.len() - l4);
+                    m[l4 + 4..l4 + 12].fill(0);
+                    m[l4 + 14..l4 + 16].fill(0);
+                    m[l4 + 20..l4 + hdr].fill(0);
                 }
             }
             None => {}

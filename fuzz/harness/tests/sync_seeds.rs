@@ -39,9 +39,9 @@ fn records(topology: usize, variant: usize, base: u16) -> Vec<FlowRecord> {
                 IpAddr::V6(_) => "2001:db8::9".parse::<Ipv6Addr>().unwrap().into(),
             };
             let udp = s.protocol == Protocol::Udp;
+            // IPv4 NAT and NAT66 alike carry the SYN proxy's offsets.
             let proxied = !udp
-                && s.vip.is_ipv4()
-                && r.address.is_ipv4()
+                && s.vip.is_ipv4() == r.address.is_ipv4()
                 && r.method == ForwardingMethod::Nat
                 && port.is_multiple_of(3);
             out.push(FlowRecord {

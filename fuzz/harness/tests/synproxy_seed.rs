@@ -4,7 +4,8 @@
 //! the client's ACK, answers the SYN to the real with the real's SYN-ACK,
 //! and exchanges data both ways, all through the driver's REPLY op (which
 //! numbers each answer as the other end would). Every invariant holds and
-//! the flow ends up proxied and answered by its real.
+//! the flow ends up proxied and answered by its real. The same two over
+//! IPv6, to the NAT66 service tls-nat6 (`seed-syn-proxy6-*`).
 
 use std::path::Path;
 
@@ -162,4 +163,91 @@ fn the_pipeline_target_sends_a_lost_syn_to_the_real_again() {
         "the seed in the corpus is this input (write it: {})",
         kept.display()
     );
+}
+
+/// A TCP SYN over IPv6 from 2001:2:0:10::a:40000 to tls-nat6
+/// ([2001:2:0:1::100]:443) on the one-arm wan port, with the same options
+/// (MSS 1440); the checksum is fixed by the frame flags.
+fn syn6() -> Vec<u8> {
+    let mut f = vec![
+        0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x86, 0xdd, // Ethernet
+        0x60, 0, 0, 0, 0, 40, 6, 64, // IPv6: payload 40, TCP, hop limit 64
+        0x20, 0x01, 0, 2, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0x0a, // client
+        0x20, 0x01, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, // VIP
+        0x9c, 0x40, 0x01, 0xbb, 0, 0, 0x03, 0xe8, 0, 0, 0, 0, // ports, seq, ack
+        0xa0, 0x02, 0xfa, 0xf0, 0, 0, 0, 0, // offset 10 words, SYN, window
+    ];
+    f.extend_from_slice(&[
+        2, 4, 5, 0xa0, 4, 2, 8, 10, 0, 0, 0x13, 0x88, 0, 0, 0, 0, 1, 3, 3, 7,
+    ]);
+    f
+}
+
+fn with_frame(frame: &[u8], replies: &[(u8, u8, u8)]) -> Vec<u8> {
+    let mut d = vec![1, 0, 60, 0];
+    d.extend_from_slice(&[0x40, 0x00, 0x0f]);
+    d.extend_from_slice(&(frame.len() as u16).to_be_bytes());
+    d.extend_from_slice(frame);
+    for &(op, flags, b) in replies {
+        d.extend_from_slice(&[op, flags, b]);
+    }
+    d
+}
+
+fn check_kept(name: &str, input: &[u8]) {
+    let kept = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../corpus/pipeline")
+        .join(name);
+    if std::env::var_os("LB_WRITE_SEEDS").is_some() {
+        std::fs::write(&kept, input).unwrap();
+    }
+    let on_disk = std::fs::read(&kept).unwrap_or_default();
+    assert_eq!(
+        on_disk,
+        input,
+        "the seed in the corpus is this input (LB_WRITE_SEEDS=1 writes {})",
+        kept.display()
+    );
+}
+
+#[test]
+fn the_pipeline_target_reaches_the_whole_proxied_handshake_over_ipv6() {
+    let replies: Vec<(u8, u8, u8)> = [0x10u8, 0x12, 0x18, 0x18, 0x11, 0x11]
+        .into_iter()
+        .map(|f| (0xd0, f, 0))
+        .collect();
+    let input = with_frame(&syn6(), &replies);
+    let (v, summary) = lb_fuzz_harness::driver::run_with_summary(&input);
+    assert!(v.is_empty(), "{v:?}\n{summary}");
+    assert!(
+        summary.contains("1 syn cookies sent")
+            && summary.contains("1 IPv6 flows at the end, 1 proxied and answered"),
+        "{summary}"
+    );
+    check_kept("seed-syn-proxy6-handshake", &input);
+}
+
+#[test]
+fn the_pipeline_target_defers_ipv6_early_data_and_sends_it_on() {
+    let input = with_frame(
+        &syn6(),
+        &[
+            (0xd0, 0x10, 0),
+            (0xd1, 0x18, 0x80),
+            (0xd0, 0x12, 0),
+            (0xd0, 0x18, 0x80),
+            (0xd0, 0x10, 0),
+            (0xd0, 0x11, 0),
+            (0xd0, 0x11, 0),
+        ],
+    );
+    let (v, summary) = lb_fuzz_harness::driver::run_with_summary(&input);
+    assert!(v.is_empty(), "{v:?}\n{summary}");
+    assert!(
+        summary.contains("1 deferred (1 sent on)")
+            && summary.contains("1 proxied and answered")
+            && !summary.contains("syn_proxy_pending"),
+        "{summary}"
+    );
+    check_kept("seed-syn-proxy6-early-data", &input);
 }
