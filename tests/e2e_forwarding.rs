@@ -921,22 +921,12 @@ fn metric_sum(s: &common::Scrape, name: &str) -> f64 {
         .sum()
 }
 
-/// The SYN proxy with real kernel TCP on both ends: every connection's
-/// handshake is answered by the appliance with a cookie, completed with
-/// the real afterwards, and then translated both ways for the life of the
-/// connection (sequence numbers, timestamps, SACK, window scale). Small
-/// pages one after the other, then large downloads in parallel, compared
-/// by sha256 with what the reals serve.
-#[test]
-fn nat_syn_proxy_real_tcp() {
-    if !privileged("nat_syn_proxy_real_tcp") {
-        return;
-    }
-    let mut lab = nat_lab("synp", "y");
+/// Starts a web server on each real of `lab` at `addrs` (port 8080),
+/// each serving its own [`HUGE`] random `huge.bin`: the sha256 of each.
+fn serve_huge(lab: &mut Lab, addrs: &[&str]) -> Vec<String> {
     let mut served = Vec::new();
-    for (i, real) in lab.reals.iter().enumerate() {
+    for (i, addr) in addrs.iter().enumerate() {
         let name = format!("real-{}", 11 + i);
-        let addr = format!("198.18.2.{}", 11 + i);
         let (root, _) = web_root(&lab.dir, &name);
         let mut data = vec![0u8; HUGE];
         std::fs::File::open("/dev/urandom")
@@ -944,16 +934,164 @@ fn nat_syn_proxy_real_tcp() {
             .expect("/dev/urandom");
         std::fs::write(root.join("huge.bin"), &data).unwrap();
         served.push(sha256(&root.join("huge.bin")));
+        let host = if addr.contains(':') {
+            format!("[{addr}]")
+        } else {
+            addr.to_string()
+        };
         let server = http_server(
-            real,
-            &addr,
+            &lab.reals[i],
+            addr,
             8080,
             &root,
-            &format!("http://{addr}:8080/"),
+            &format!("http://{host}:8080/"),
             &lab.dir.path(&format!("{name}.log")),
         );
         lab.servers.push(server);
     }
+    served
+}
+
+/// The SYN proxy with real kernel TCP on both ends, through `app` whose
+/// proxied service is at `base` (`http://VIP`, `http://[VIP6]`) with the
+/// reals of [`serve_huge`]: every connection's handshake is answered by
+/// the appliance with a cookie, completed with the real afterwards, and
+/// then translated both ways for the life of the connection (sequence
+/// numbers, timestamps, SACK, window scale). Small pages one after the
+/// other, then `parallel` large downloads at once, compared by sha256
+/// with what the reals serve; then the metrics and the final counters.
+fn syn_proxy_real_tcp(lab: &Lab, app: &mut Proc, base: &str, served: &[String], parallel: usize) {
+    let url = format!("{base}/");
+    wait_for_vip(lab, app, &url);
+
+    // Small pages, one connection each. Each request follows the client's
+    // ACK at once, typically before the real's SYN-ACK is back: deferred
+    // and sent on, not dropped and retransmitted 200 ms later (the time is
+    // printed, not asserted; the drop count below is what is checked).
+    const N: usize = 20;
+    let started = std::time::Instant::now();
+    for i in 0..N {
+        match curl(&lab.client, &url, 10) {
+            Ok(body) if body.contains("real-1") => {}
+            Ok(body) => fail(app, &format!("request {i}: unexpected answer {body:?}")),
+            Err(e) => fail(app, &format!("request {i} of {N} failed: {e}")),
+        }
+    }
+    let small_pages = started.elapsed();
+
+    // Large downloads at once (spread over both reals with rr).
+    let results: Vec<Result<(u64, String), String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..parallel)
+            .map(|i| {
+                let target = lab.dir.path(&format!("huge-{i}.bin"));
+                let client = &lab.client;
+                let url = format!("{base}/huge.bin");
+                s.spawn(move || {
+                    let out = client.try_exec(&[
+                        "curl",
+                        "-s",
+                        "-S",
+                        "-g",
+                        "--max-time",
+                        "180",
+                        "-o",
+                        target.to_str().unwrap(),
+                        &url,
+                    ]);
+                    if !out.status.success() {
+                        return Err(format!(
+                            "download {i}: exit {:?}: {}",
+                            out.status.code(),
+                            String::from_utf8_lossy(&out.stderr).trim()
+                        ));
+                    }
+                    let len = std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
+                    Ok((len, sha256(&target)))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("download thread"))
+            .collect()
+    });
+    for (i, r) in results.iter().enumerate() {
+        match r {
+            Ok((len, sha)) if *len == HUGE as u64 && served.contains(sha) => {}
+            Ok((len, sha)) => fail(
+                app,
+                &format!("download {i} not intact: {len} bytes (want {HUGE}), sha256 {sha}"),
+            ),
+            Err(e) => fail(app, e),
+        }
+    }
+
+    // The proxy answered every handshake; nothing was refused that should
+    // not have been.
+    let s = scrape(lab);
+    let connections = (N + parallel) as f64;
+    let sent = metric_sum(&s, "lb_syn_proxy_cookies_sent_total");
+    let accepted = metric_sum(&s, "lb_syn_proxy_cookies_accepted_total");
+    let deferred = metric_sum(&s, "lb_syn_proxy_deferred_total");
+    let dropped = |reason: &str| {
+        common::metric(&s, "lb_packets_dropped_total", &[("reason", reason)]).unwrap_or(-1.0)
+    };
+    eprintln!(
+        "syn proxy ({base}): cookies sent {sent}, accepted {accepted}, early data deferred \
+         {deferred}, pending drops {}; {N} small pages in {small_pages:?}",
+        dropped("syn_proxy_pending")
+    );
+    if sent < connections || accepted < connections {
+        fail(
+            app,
+            &format!("{connections} connections, but cookies sent {sent}, accepted {accepted}"),
+        );
+    }
+    // Early data is deferred (at most two segments per connection), so no
+    // client segment waits for its retransmission: syn_proxy_pending stays
+    // at zero (it counted about one per connection before deferral).
+    if deferred > 2.0 * accepted {
+        fail(
+            app,
+            &format!("{deferred} segments deferred for {accepted} connections"),
+        );
+    }
+    for reason in [
+        "syn_proxy_pending",
+        "syn_proxy_bad_cookie",
+        "no_flow",
+        "flow_table_full",
+        "bad_l4_header",
+        "tx_full",
+        "handoff_full",
+    ] {
+        if dropped(reason) != 0.0 {
+            fail(
+                app,
+                &format!("unexpected drops: {reason} = {}", dropped(reason)),
+            );
+        }
+    }
+
+    let log = stop_cleanly(app);
+    let accepted_log = sum_workers(&log, "syn cookies sent ", " accepted ");
+    let deferred_log = sum_workers(&log, "syn cookies sent ", " deferred ");
+    assert!(
+        accepted_log >= connections as u64 && deferred_log >= deferred as u64,
+        "the final counters agree: {}",
+        worker_lines(&log).join("\n")
+    );
+}
+
+/// The SYN proxy on an IPv4 NAT service ([`syn_proxy_real_tcp`]), four
+/// large downloads in parallel.
+#[test]
+fn nat_syn_proxy_real_tcp() {
+    if !privileged("nat_syn_proxy_real_tcp") {
+        return;
+    }
+    let mut lab = nat_lab("synp", "y");
+    let served = serve_huge(&mut lab, &["198.18.2.11", "198.18.2.12"]);
     let prefix = DpdkPrefix::new("e2e-synp");
     let config = nat_config(
         &prefix,
@@ -978,128 +1116,7 @@ port = 8080
 "#,
     );
     let mut app = start_appliance(&lab, &config, 2);
-    let url = format!("http://{VIP}/");
-    wait_for_vip(&lab, &mut app, &url);
-
-    // Small pages, one connection each. Each request follows the client's
-    // ACK at once, typically before the real's SYN-ACK is back: deferred
-    // and sent on, not dropped and retransmitted 200 ms later (the time is
-    // printed, not asserted; the drop count below is what is checked).
-    const N: usize = 20;
-    let started = std::time::Instant::now();
-    for i in 0..N {
-        match curl(&lab.client, &url, 10) {
-            Ok(body) if body.contains("real-1") => {}
-            Ok(body) => fail(
-                &mut app,
-                &format!("request {i}: unexpected answer {body:?}"),
-            ),
-            Err(e) => fail(&mut app, &format!("request {i} of {N} failed: {e}")),
-        }
-    }
-    let small_pages = started.elapsed();
-
-    // Four large downloads at once (two per real with rr).
-    const PARALLEL: usize = 4;
-    let results: Vec<Result<(u64, String), String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..PARALLEL)
-            .map(|i| {
-                let target = lab.dir.path(&format!("huge-{i}.bin"));
-                let client = &lab.client;
-                s.spawn(move || {
-                    let out = client.try_exec(&[
-                        "curl",
-                        "-s",
-                        "-S",
-                        "--max-time",
-                        "180",
-                        "-o",
-                        target.to_str().unwrap(),
-                        &format!("http://{VIP}/huge.bin"),
-                    ]);
-                    if !out.status.success() {
-                        return Err(format!(
-                            "download {i}: exit {:?}: {}",
-                            out.status.code(),
-                            String::from_utf8_lossy(&out.stderr).trim()
-                        ));
-                    }
-                    let len = std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
-                    Ok((len, sha256(&target)))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("download thread"))
-            .collect()
-    });
-    for (i, r) in results.iter().enumerate() {
-        match r {
-            Ok((len, sha)) if *len == HUGE as u64 && served.contains(sha) => {}
-            Ok((len, sha)) => fail(
-                &mut app,
-                &format!("download {i} not intact: {len} bytes (want {HUGE}), sha256 {sha}"),
-            ),
-            Err(e) => fail(&mut app, e),
-        }
-    }
-
-    // The proxy answered every handshake; nothing was refused that should
-    // not have been.
-    let s = scrape(&lab);
-    let connections = (N + PARALLEL) as f64;
-    let sent = metric_sum(&s, "lb_syn_proxy_cookies_sent_total");
-    let accepted = metric_sum(&s, "lb_syn_proxy_cookies_accepted_total");
-    let deferred = metric_sum(&s, "lb_syn_proxy_deferred_total");
-    let dropped = |reason: &str| {
-        common::metric(&s, "lb_packets_dropped_total", &[("reason", reason)]).unwrap_or(-1.0)
-    };
-    eprintln!(
-        "syn proxy: cookies sent {sent}, accepted {accepted}, early data deferred {deferred}, \
-         pending drops {}; {N} small pages in {small_pages:?}",
-        dropped("syn_proxy_pending")
-    );
-    if sent < connections || accepted < connections {
-        fail(
-            &mut app,
-            &format!("{connections} connections, but cookies sent {sent}, accepted {accepted}"),
-        );
-    }
-    // Early data is deferred (at most two segments per connection), so no
-    // client segment waits for its retransmission: syn_proxy_pending stays
-    // at zero (it counted about one per connection before deferral).
-    if deferred > 2.0 * accepted {
-        fail(
-            &mut app,
-            &format!("{deferred} segments deferred for {accepted} connections"),
-        );
-    }
-    for reason in [
-        "syn_proxy_pending",
-        "syn_proxy_bad_cookie",
-        "no_flow",
-        "flow_table_full",
-        "bad_l4_header",
-        "tx_full",
-        "handoff_full",
-    ] {
-        if dropped(reason) != 0.0 {
-            fail(
-                &mut app,
-                &format!("unexpected drops: {reason} = {}", dropped(reason)),
-            );
-        }
-    }
-
-    let log = stop_cleanly(&mut app);
-    let accepted_log = sum_workers(&log, "syn cookies sent ", " accepted ");
-    let deferred_log = sum_workers(&log, "syn cookies sent ", " deferred ");
-    assert!(
-        accepted_log >= connections as u64 && deferred_log >= deferred as u64,
-        "the final counters agree: {}",
-        worker_lines(&log).join("\n")
-    );
+    syn_proxy_real_tcp(&lab, &mut app, &format!("http://{VIP}"), &served, 4);
 }
 
 /// The SYN proxy when the SYN to the real is lost: for each connection
@@ -1585,4 +1602,58 @@ port = 5353
          wan tx {wan_tx_bytes} bytes, both should be >= {BIG}:\n{}",
         tail(&log, 20)
     );
+}
+
+/// The SYN proxy on a NAT66 service, as [`nat_syn_proxy_real_tcp`] on
+/// IPv4: real kernel TCP over IPv6 on both ends (cookies over the IPv6
+/// tuple, the SYN-ACK's MSS from the port MTU - 60, translation both ways
+/// in the IPv6 flow table, early data deferred), two workers and two queue
+/// pairs per port; small pages, then two large downloads at once compared
+/// by sha256.
+#[test]
+fn nat66_syn_proxy_real_tcp() {
+    if !privileged("nat66_syn_proxy_real_tcp") {
+        return;
+    }
+    let t = "p";
+    let mut lab = nat_lab("synp6", t);
+    add_ipv6(&lab, t);
+    let served = serve_huge(&mut lab, &REALS6);
+    let prefix = DpdkPrefix::new("e2e-synp6");
+    let config = nat_config(
+        &prefix,
+        t,
+        &format!(
+            r#"
+[[services]]
+name = "web6"
+vip = "{VIP6}"
+port = 80
+protocol = "tcp"
+scheduler = "rr"
+forwarding = "nat"
+syn_proxy = "on"
+
+[[services.reals]]
+address = "{r11}"
+port = 8080
+
+[[services.reals]]
+address = "{r12}"
+port = 8080
+"#,
+            r11 = REALS6[0],
+            r12 = REALS6[1],
+        ),
+    )
+    .replace(
+        "address = \"198.18.0.2/24\"",
+        "address = \"198.18.0.2/24\"\naddress6 = \"2001:2:0:20::2/64\"",
+    )
+    .replace(
+        "address = \"198.18.2.1/24\"",
+        "address = \"198.18.2.1/24\"\naddress6 = \"2001:2:0:22::1/64\"",
+    );
+    let mut app = start_appliance(&lab, &config, 2);
+    syn_proxy_real_tcp(&lab, &mut app, &format!("http://[{VIP6}]"), &served, 2);
 }

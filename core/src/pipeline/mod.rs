@@ -282,6 +282,12 @@ impl Pipeline {
         self.conntrack.syn_pressure()
     }
 
+    /// The same for the IPv6 table (NAT66 services' `auto`); false while
+    /// there is none.
+    pub fn syn_pressure6(&self) -> bool {
+        self.conntrack6.as_ref().is_some_and(|ct| ct.syn_pressure())
+    }
+
     pub fn stats(&self) -> &Arc<WorkerStats> {
         &self.stats
     }

@@ -706,11 +706,13 @@ fn auto_engages_under_pressure_of_the_ipv6_table_only() {
         assert_eq!((out.dst, out.flags), (r(), SYN), "port {port}");
     }
     assert_eq!(flows6(&p), 4);
+    assert!(p.syn_pressure6(), "half the IPv6 table: from now on");
     assert!(!p.syn_pressure(), "the IPv4 table is empty");
     // Half full: the next SYN is answered by the proxy.
     let out = run(&mut p, &snap, &seg(client(1004), v(), SYN, 1, 0), NOW).unwrap();
     assert_eq!((out.src, out.flags), (v(), SYNACK));
     assert_eq!(flows6(&p), 4);
+    assert!(p.syn_pressure6() && !p.syn_pressure());
     let ack = seg(client(1004), v(), ACK, 2, out.seq.wrapping_add(1));
     let syn = run(&mut p, &snap, &ack, NOW).unwrap();
     assert_eq!((syn.dst, syn.flags), (r(), SYN));
@@ -721,6 +723,7 @@ fn auto_engages_under_pressure_of_the_ipv6_table_only() {
     }
     p.sweep(&snap, NOW + 60_000, 64);
     assert!(flows6(&p) < 3, "{}", flows6(&p));
+    assert!(!p.syn_pressure6());
     let out = run(
         &mut p,
         &snap,

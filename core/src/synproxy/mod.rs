@@ -38,7 +38,8 @@
 //! Where things are:
 //! - `cookie` (here): what a cookie carries, its key, its lifetime and its
 //!   forgery odds; `siphash`: its MAC.
-//! - `frames` (here): the three frames it makes.
+//! - `frames`, `frames6` (here): the three frames it makes, over IPv4 and
+//!   over IPv6.
 //! - `flow/synproxy.rs`: the proxy's state in a flow entry, the sequence
 //!   spaces, the translations; the `impl Conntrack` block at the end of
 //!   `flow/conntrack.rs`: pressure, the hooks, creating and finishing a
@@ -73,12 +74,18 @@
 //! - Options are only what the cookie carries: the MSS is rounded down to
 //!   536, 1220, 1440 or 1460, window scale and SACK permitted pass; other
 //!   SYN options (TCP Fast Open, MD5, ECN setup) do not reach the real.
-//! - The client sees the proxy's MSS (the smallest port MTU - 40) and
-//!   window scale ([`ADVERTISED_WSCALE`]), whatever the real would have
-//!   said: windows are rescaled, the MSS is not (a real with a smaller MSS
-//!   gets larger segments than it asked for).
+//! - The client sees the proxy's MSS (the smallest port MTU - 40; an IPv6
+//!   client - 60) and window scale ([`ADVERTISED_WSCALE`]), whatever the
+//!   real would have said: windows are rescaled, the MSS is not (a real
+//!   with a smaller MSS gets larger segments than it asked for).
 //! - A proxied flow cannot outlive the process (its offsets are in the
-//!   table, the cookie key is per process).
+//!   table, the cookie key is per process), unless connection sync carried
+//!   it to the peer.
+//!
+//! IPv6 (NAT66 services) is the same design: the flow side is generic over
+//! the address family, the cookie covers the IPv6 tuple whole
+//! ([`cookie::CookieAddr`]), `frames6` makes the frames over IPv6 and
+//! `pipeline/synproxy6.rs` runs the steps in the IPv6 flow table.
 
 pub mod cookie;
 pub mod frames;
