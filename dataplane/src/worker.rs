@@ -267,13 +267,13 @@ impl Worker {
             self.pipeline.syn_timers(&self.snapshot, now);
             if self.pipeline.syn_resends_due() {
                 let (out, tx, held, pool) = (&mut l.out, &mut self.tx, &mut l.held, &self.mempool);
-                self.pipeline.resend_syns(
+                self.pipeline.resend_syns_with(
                     &self.snapshot,
                     now,
                     || pool.alloc(),
-                    |m, v| {
+                    |p, m, v| {
                         if let Some((m, v)) = route(v, m, out, tx, &stats) {
-                            hold(held, m, v, now, &stats);
+                            hold_made(p, held, m, v, now, &stats);
                         }
                     },
                 );
@@ -326,19 +326,8 @@ impl Worker {
                 let (out, tx, held) = (&mut l.out, &mut self.tx, &mut l.held);
                 l.deferred
                     .release_with(&mut self.pipeline, &self.snapshot, now, |p, m, v| {
-                        match route(v, m, out, tx, &stats) {
-                            // A NAT66 client's segment: its next hop is
-                            // named by the pipeline until its next run.
-                            Some((m, Verdict::Hold6 { port, index })) => {
-                                match p.held_next_hop6(index) {
-                                    Some(h) => {
-                                        hold_for(held, m, usize::from(port), h.into(), now, &stats)
-                                    }
-                                    None => stats.drop_packet(DropReason::NeighborUnresolved),
-                                }
-                            }
-                            Some((m, v)) => hold(held, m, v, now, &stats),
-                            None => {}
+                        if let Some((m, v)) = route(v, m, out, tx, &stats) {
+                            hold_made(p, held, m, v, now, &stats);
                         }
                     });
             }
@@ -572,13 +561,27 @@ fn keep(
     }
 }
 
+/// [`hold`] for a frame the pipeline made or ran again between bursts (a
+/// SYN sent again, a deferred segment), given the pipeline right after
+/// that frame's run: a NAT66 flow's frame held for its next hop
+/// ([`Verdict::Hold6`]) has it named there.
+fn hold_made(p: &Pipeline, held: &mut Holds, m: Mbuf, v: Verdict, now: u32, stats: &WorkerStats) {
+    match v {
+        Verdict::Hold6 { port, index } => match p.held_next_hop6(index) {
+            Some(h) => hold_for(held, m, usize::from(port), h.into(), now, stats),
+            None => stats.drop_packet(DropReason::NeighborUnresolved),
+        },
+        v => hold(held, m, v, now, stats),
+    }
+}
+
 fn hold(held: &mut Holds, m: Mbuf, v: Verdict, now: u32, stats: &WorkerStats) {
     match v {
         Verdict::Hold { port, next_hop } => {
             hold_for(held, m, usize::from(port), next_hop.into(), now, stats)
         }
-        // Only `keep` can ask the pipeline for an IPv6 next hop (and
-        // deferred frames go to `keep`, so none comes here).
+        // Only `keep` and `hold_made` can ask the pipeline for an IPv6
+        // next hop; none comes here.
         Verdict::Hold6 { .. } => stats.drop_packet(DropReason::NeighborUnresolved),
         // A packet handed off twice would be a bug in ownership, and one
         // deferred again on its re-run stays in its list: count it.

@@ -194,17 +194,25 @@ impl Pipeline {
 
     /// Between bursts, before [`Self::syn_resends_due`]: the SYN proxy's
     /// timer names the waiting flows whose SYN is due again although their
-    /// client sent nothing (`flow::synproxy::SynWatch`). Cheap when no
-    /// proxied flow waits, or between its ticks.
+    /// client sent nothing (`flow::synproxy::SynWatch`), in either family's
+    /// table. Cheap when no proxied flow waits, or between its ticks.
     #[inline]
     pub fn syn_timers(&mut self, snap: &Snapshot, now: u32) {
         self.conntrack.syn_watch_tick(snap, now);
+        if let Some(ct) = self.conntrack6.as_mut() {
+            ct.syn_watch_tick(snap, now);
+        }
     }
 
-    /// Whether SYNs to reals wait to be sent again ([`Self::resend_syns`]).
+    /// Whether SYNs to reals wait to be sent again ([`Self::resend_syns`]),
+    /// in either family's table.
     #[inline]
     pub fn syn_resends_due(&self) -> bool {
         self.conntrack.syn_retries_due()
+            || self
+                .conntrack6
+                .as_ref()
+                .is_some_and(|ct| ct.syn_retries_due())
     }
 
     /// Between bursts: sends the SYN to its real again for each proxied
@@ -223,8 +231,23 @@ impl Pipeline {
         &mut self,
         snap: &Snapshot,
         now: u32,
-        mut alloc: impl FnMut() -> Option<B>,
+        alloc: impl FnMut() -> Option<B>,
         mut out: impl FnMut(B, Verdict),
+    ) {
+        self.resend_syns_with(snap, now, alloc, |_, b, v| out(b, v));
+    }
+
+    /// [`Self::resend_syns`], `out` also given the pipeline as it stands
+    /// right after the SYN's routing: a NAT66 flow's SYN held for its next
+    /// hop ([`Verdict::Hold6`]) names it there
+    /// ([`Pipeline::held_next_hop6`]), before the next SYN is routed. IPv4
+    /// flows first, then NAT66 ones (`pipeline/synproxy6.rs`).
+    pub fn resend_syns_with<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        now: u32,
+        mut alloc: impl FnMut() -> Option<B>,
+        mut out: impl FnMut(&Pipeline, B, Verdict),
     ) {
         if !self.syn_resends_due() {
             return;
@@ -241,8 +264,9 @@ impl Pipeline {
             if matches!(v, Verdict::Transmit(_) | Verdict::Hold { .. }) {
                 self.stats.syn_proxy_syn_retransmits.incr();
             }
-            out(pkt, v);
+            out(self, pkt, v);
         }
+        self.resend_syns6(snap, now, &mut alloc, &mut out);
     }
 
     /// The SYN `syn` as a whole frame in `pkt`, routed to its real.

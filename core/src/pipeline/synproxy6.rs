@@ -5,14 +5,18 @@
 //! only the frames and the table differ. The cookie covers the IPv6
 //! 4-tuple whole, with the same key and time slots; the SYN-ACK announces
 //! [`Snapshot::syn_proxy_mss6`] (port MTU - 60, as Linux does for IPv6).
-//! All of it is out of line and cold: an IPv6 flow the proxy did not
-//! answer pays what an IPv4 one does, a branch on its step.
+//! A lost SYN to a NAT66 real is sent again as an IPv4 one is (the same
+//! `SynRetries` rules, in the IPv6 table; `resend_syns6`, which
+//! `Pipeline::resend_syns` runs after the IPv4 table's). All of it is out
+//! of line and cold: an IPv6 flow the proxy did not answer pays what an
+//! IPv4 one does, a branch on its step.
 
 use std::net::Ipv6Addr;
 
 use super::{Ipv6Meta, Pipeline, Ports, Verdict};
 use crate::buffer::PacketBuf;
 use crate::flow::{FlowKey, ProxyStep, ProxySyn, Segment, Target, Waiting};
+use crate::forward::IP;
 use crate::snapshot::Snapshot;
 use crate::stats::DropReason;
 use crate::synproxy::frames::{Seen, Segment as Frame};
@@ -20,7 +24,7 @@ use crate::synproxy::frames6::{read6, write6};
 use crate::synproxy::{CookieOptions, CookieTuple, ADVERTISED_WSCALE, SYNACK_WINDOW};
 use crate::wire::ipv6::DEFAULT_HOP_LIMIT;
 use crate::wire::tcp_options::{TcpOptions, Timestamps};
-use crate::wire::TcpFlags;
+use crate::wire::{EtherType, EthernetFrame, TcpFlags};
 
 /// What comes of a proxy step for a client's IPv6 packet.
 pub(super) enum Next6 {
@@ -205,6 +209,64 @@ impl Pipeline {
         let v = self.egress.route6(snap, pkt, target.real, end, now);
         self.count_forwarded(v, target.real_id, len);
         v
+    }
+
+    /// `Pipeline::resend_syns` for the IPv6 table: each NAT66 flow named
+    /// due (`flow::synproxy::SynRetries`, the same rules as IPv4's) that
+    /// still waits gets its SYN again, rebuilt from its entry, in a buffer
+    /// `alloc` gives, routed as the first was; `out` gets it with its
+    /// verdict and the pipeline (a `Hold6` names its next hop there).
+    pub(super) fn resend_syns6<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        now: u32,
+        alloc: &mut impl FnMut() -> Option<B>,
+        out: &mut impl FnMut(&Pipeline, B, Verdict),
+    ) {
+        let Some(ct) = self.conntrack6.as_mut() else {
+            return;
+        };
+        if !ct.syn_retries_due() {
+            return;
+        }
+        let due = ct.take_syn_retries();
+        for named in due.iter() {
+            let Some(syn) = self
+                .conntrack6
+                .as_ref()
+                .and_then(|ct| ct.syn_to_resend(snap, named))
+            else {
+                continue;
+            };
+            let Some(mut pkt) = alloc() else {
+                continue;
+            };
+            let v = self.write_syn_again6(snap, &mut pkt, &syn, now);
+            if matches!(v, Verdict::Transmit(_) | Verdict::Hold6 { .. }) {
+                self.stats.syn_proxy_syn_retransmits.incr();
+            }
+            out(self, pkt, v);
+        }
+    }
+
+    /// The SYN `syn` as a whole IPv6 frame in `pkt`, routed to its real.
+    fn write_syn_again6<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        syn: &ProxySyn<Ipv6Addr>,
+        now: u32,
+    ) -> Verdict {
+        // A new buffer: the Ethernet header's type here, its addresses
+        // from egress, as for the first.
+        if !pkt.set_len(IP) {
+            return Verdict::Drop(DropReason::NoHeadroom);
+        }
+        EthernetFrame::new_unchecked(pkt.data_mut()).set_ethertype(EtherType::Ipv6);
+        let Some(end) = write6(pkt, &syn_segment6(syn)) else {
+            return Verdict::Drop(DropReason::NoHeadroom);
+        };
+        self.egress.route6(snap, pkt, syn.real, end, now)
     }
 
     /// The real's SYN-ACK for a waiting IPv6 flow becomes the ACK to the

@@ -899,3 +899,152 @@ fn deferred_ipv6_frames_are_released_by_their_own_table() {
     assert_eq!(bodies, vec![b"one".to_vec(), b"two".to_vec()], "in order");
     assert_eq!(p.stats().syn_proxy_deferred.get(), 2);
 }
+
+// The SYN to the real sent again (`flow::synproxy::SynRetries`), for NAT66
+// flows as for IPv4 ones.
+
+use crate::flow::synproxy::{SYN_RETRIES, SYN_RTO_MS};
+
+/// The worker's pass for SYNs to send again: each frame made, as sent
+/// (whole bytes), or its verdict and the next hop a `Hold6` names. Buffers
+/// come dirty, as mbufs do.
+#[allow(clippy::type_complexity)]
+fn resend(
+    p: &mut Pipeline,
+    snap: &Snapshot,
+    now: u32,
+) -> Vec<Result<Vec<u8>, (Verdict, Option<Ipv6Addr>)>> {
+    let mut out = Vec::new();
+    p.resend_syns_with(
+        snap,
+        now,
+        || {
+            let mut b = VecBuf::from_bytes(&[0xa5; 256]);
+            assert!(b.trim(256));
+            Some(b)
+        },
+        |p, b, v| {
+            out.push(match v {
+                Verdict::Transmit(0) => Ok(b.data().to_vec()),
+                Verdict::Hold6 { index, .. } => Err((v, p.held_next_hop6(index))),
+                v => Err((v, None)),
+            })
+        },
+    );
+    out
+}
+
+#[test]
+fn a_lost_ipv6_syn_to_the_real_goes_again_backing_off_the_same_bytes() {
+    let (snap, mut p) = setup("on", 64);
+    let synack = run(&mut p, &snap, &client_syn(ISN), NOW).expect("SYN-ACK");
+    let cookie = synack.seq;
+    // The first SYN to the real (lost).
+    let mut b = VecBuf::from_bytes(&client_ack(cookie).frame());
+    assert_eq!(p.process(&snap, 0, &mut b, NOW + 1), Verdict::Transmit(0));
+    let first = b.data().to_vec();
+    let t0 = NOW + 1;
+    // A client that keeps sending its ACK every 100 ms for 10 s.
+    let mut at = Vec::new();
+    for now in (t0 + 100..t0 + 10_000).step_by(100) {
+        assert_eq!(
+            run(&mut p, &snap, &client_ack(cookie), now),
+            dropped(DropReason::SynProxyPending)
+        );
+        for r in resend(&mut p, &snap, now) {
+            assert_eq!(r, Ok(first.clone()), "byte for byte, at {now}");
+            at.push(now - t0);
+        }
+    }
+    assert_eq!(
+        at,
+        vec![SYN_RTO_MS, 3 * SYN_RTO_MS, 7 * SYN_RTO_MS],
+        "1 s, then 2 s, then 4 s after the last"
+    );
+    assert_eq!(
+        p.stats().syn_proxy_syn_retransmits.get(),
+        u64::from(SYN_RETRIES)
+    );
+    let again = Seg::read(&first);
+    assert_eq!((again.src, again.dst, again.flags), (c(), r(), SYN));
+    assert_eq!((again.seq, again.hops), (ISN, 63));
+    assert_eq!(only_flow(&p).syn_retries(), SYN_RETRIES);
+    assert!(p.flows().is_empty(), "nothing in the IPv4 table");
+    // The real answers the last: the handshake completes.
+    let ack = run(&mut p, &snap, &real_synack(), t0 + 8_000).expect("ACK to the real");
+    assert_eq!((ack.dst, ack.flags), (r(), ACK));
+    assert_eq!(only_flow(&p).state(), FlowState::Established);
+}
+
+#[test]
+fn an_ipv6_syn_sent_again_waits_for_neighbor_discovery_as_the_first_did() {
+    // No static neighbor for the real: the first SYN is held while
+    // neighbor discovery asks, and so is the one sent again; the pass
+    // names its next hop.
+    let text = CONFIG.replace(
+        "[[neighbors]]\naddress = \"2001:2::11\"\nmac = \"02:00:00:00:00:11\"\n",
+        "",
+    );
+    let config = Config::parse(&text).unwrap();
+    let snap = Snapshot::compile(&config, &[OUR], 1, &mut Ids::default(), |_, _, _| true).unwrap();
+    let mut p = Pipeline::new(0, 1, 64, Arc::new(WorkerStats::default()));
+    p.adopt(&snap);
+    p.set_cookie_key(KEY);
+    let cookie = run(&mut p, &snap, &client_syn(ISN), NOW)
+        .expect("SYN-ACK")
+        .seq;
+    let mut b = VecBuf::from_bytes(&client_ack(cookie).frame());
+    let v = p.process(&snap, 0, &mut b, NOW + 1);
+    assert!(matches!(v, Verdict::Hold6 { port: 0, .. }), "{v:?}");
+    let first = b.data().to_vec();
+    let now = NOW + 1 + SYN_RTO_MS;
+    let _ = run(&mut p, &snap, &client_ack(cookie), now);
+    let mut out = Vec::new();
+    p.resend_syns_with(
+        &snap,
+        now,
+        || Some(VecBuf::from_bytes(&[])),
+        |p, b, v| {
+            let hop = match v {
+                Verdict::Hold6 { index, .. } => p.held_next_hop6(index),
+                _ => None,
+            };
+            out.push((b.data().to_vec(), v, hop))
+        },
+    );
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].0, first, "the same bytes");
+    assert!(matches!(out[0].1, Verdict::Hold6 { port: 0, .. }));
+    assert_eq!(out[0].2, Some(v6(REAL)), "its next hop named");
+    assert_eq!(p.stats().syn_proxy_syn_retransmits.get(), 1, "on its way");
+}
+
+#[test]
+fn a_silent_ipv6_clients_lost_syn_goes_again_on_the_timer() {
+    use crate::flow::synproxy::SYN_WATCH_EVERY_MS;
+    // The server speaks first: after its ACK the client sends nothing, so
+    // only the timer (of the IPv6 table) can ask the real again.
+    let (snap, mut p) = setup("on", 64);
+    let synack = run(&mut p, &snap, &client_syn(ISN), NOW).expect("SYN-ACK");
+    let mut b = VecBuf::from_bytes(&client_ack(synack.seq).frame());
+    assert_eq!(p.process(&snap, 0, &mut b, NOW + 1), Verdict::Transmit(0));
+    let first = b.data().to_vec();
+    let t0 = NOW + 1;
+    let mut at = Vec::new();
+    for now in (t0..t0 + 10_000).step_by(10) {
+        p.syn_timers(&snap, now);
+        for r in resend(&mut p, &snap, now) {
+            assert_eq!(r, Ok(first.clone()), "byte for byte, at {now}");
+            at.push(now - t0);
+        }
+    }
+    assert_eq!(at.len(), usize::from(SYN_RETRIES), "{at:?}");
+    for (got, due) in at.iter().zip([1, 3, 7].map(|n| n * SYN_RTO_MS)) {
+        assert!((due..due + SYN_WATCH_EVERY_MS + 10).contains(got), "{at:?}");
+    }
+    assert_eq!(
+        p.stats().syn_proxy_syn_retransmits.get(),
+        u64::from(SYN_RETRIES)
+    );
+    assert_eq!(only_flow(&p).syn_retries(), SYN_RETRIES);
+}

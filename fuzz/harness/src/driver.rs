@@ -40,8 +40,8 @@
 //!   the client the verdict names (`Defer6`: its IPv6 source) to a VIP,
 //!   deferred by the owner of its flow; a frame run again is never handed
 //!   off (`handoff.twice`).
-//! - `syn.resend`: a SYN the SYN proxy sends a real again is, from the IPv4
-//!   header on, the SYN that flow sent it first (same client, real, ISN),
+//! - `syn.resend`: a SYN the SYN proxy sends a real again is, from the IP
+//!   header on (IPv4, or IPv6 for a NAT66 flow), the SYN that flow sent it first (same client, real, ISN),
 //!   out of the same port, from the port's MAC (the destination zero
 //!   exactly when held), sent, held or dropped; `syn.resend-rate`: at most
 //!   `SYN_RETRIES` per first SYN, each at least `SYN_RTO_MS << n` after the
@@ -335,17 +335,32 @@ struct FirstSyn {
     times: Vec<u32>,
 }
 
-type SynKey = (Ipv4Addr, u16, Ipv4Addr, u16, u32);
+type SynKey = (IpAddr, u16, IpAddr, u16, u32);
 
-/// The key of a TCP/IPv4 SYN frame (20-byte IPv4 header).
+/// The key of a TCP/IPv4 SYN frame (20-byte IPv4 header), or a TCP/IPv6
+/// one (a plain 40-byte header: the SYN proxy makes no other).
 fn syn_key(f: &[u8]) -> Option<SynKey> {
+    if let Some(l) = packet::layout6(f) {
+        let (6, l4) = l.upper? else {
+            return None;
+        };
+        return (l4 == IP + 40 && l.end >= l4 + 20).then(|| {
+            (
+                IpAddr::V6(addr6(f, IP + 8)),
+                get16(f, l4),
+                IpAddr::V6(addr6(f, IP + 24)),
+                get16(f, l4 + 2),
+                u32::from_be_bytes([f[l4 + 4], f[l4 + 5], f[l4 + 6], f[l4 + 7]]),
+            )
+        });
+    }
     let l = packet::layout(f)?;
     let l4 = IP + l.ihl;
     (l.proto == 6 && l.ihl == 20 && f.len() >= l4 + 20).then(|| {
         (
-            addr(f, IP + 12),
+            IpAddr::V4(addr(f, IP + 12)),
             get16(f, l4),
-            addr(f, IP + 16),
+            IpAddr::V4(addr(f, IP + 16)),
             get16(f, l4 + 2),
             u32::from_be_bytes([f[l4 + 4], f[l4 + 5], f[l4 + 6], f[l4 + 7]]),
         )
@@ -930,20 +945,29 @@ impl Driver {
         let now = self.now;
         let mut out = Vec::new();
         self.workers[w].pipeline.syn_timers(snap, now);
-        self.workers[w].pipeline.resend_syns(
+        // A Hold6's next hop is named by the pipeline until its next run:
+        // read right after the SYN's routing, as the worker does.
+        self.workers[w].pipeline.resend_syns_with(
             snap,
             now,
             || {
                 let mut b = VecBuf::from_bytes(&[0xa5; 128]);
                 b.trim(128).then_some(b)
             },
-            |b, v| out.push((b, v)),
+            |p, b, v| {
+                let hop6 = match v {
+                    Verdict::Hold6 { index, .. } => p.held_next_hop6(index),
+                    _ => None,
+                };
+                out.push((b, v, hop6))
+            },
         );
-        for (buf, v) in out {
+        for (buf, v, hop6) in out {
             self.t.made += 1;
             let (port, hold) = match v {
                 Verdict::Transmit(port) => (usize::from(port), false),
                 Verdict::Hold { port, .. } => (usize::from(port), true),
+                Verdict::Hold6 { port, .. } if hop6.is_some() => (usize::from(port), true),
                 Verdict::Drop(r) => {
                     // An attempt all the same (no route, too big): the
                     // back-off counts it.
@@ -969,8 +993,9 @@ impl Driver {
             };
             // A REPLY op can answer it, as any packet to a real.
             push_recent(&mut self.recent_out, (port, f.input.clone()));
-            match v {
-                Verdict::Hold { next_hop, .. } => self.keep_held(w, f, port, next_hop.into()),
+            match (v, hop6) {
+                (Verdict::Hold { next_hop, .. }, _) => self.keep_held(w, f, port, next_hop.into()),
+                (Verdict::Hold6 { .. }, Some(h)) => self.keep_held(w, f, port, h.into()),
                 _ => self.t.sent += 1,
             }
         }
@@ -980,8 +1005,15 @@ impl Driver {
     /// verdict `v`): its first to the real, sent, held or dropped.
     fn note_first_syn(&mut self, f: &Frame, v: Verdict) {
         let out = f.buf.data();
+        // TCP right after a plain IPv4 or IPv6 header (what the proxy
+        // makes; a client's ACK with extension headers is not recorded, and
+        // its SYN's re-sends then report no first).
         let flags = |b: &[u8]| {
-            (b.len() > IP + 33 && b[IP] == 0x45 && b[IP + 9] == 6).then(|| b[IP + 33] & 0x17)
+            if b.get(12..14) == Some(&[0x86, 0xdd]) {
+                (b.len() > IP + 53 && b[IP + 6] == 6).then(|| b[IP + 53] & 0x17)
+            } else {
+                (b.len() > IP + 33 && b[IP] == 0x45 && b[IP + 9] == 6).then(|| b[IP + 33] & 0x17)
+            }
         };
         // A client's ACK (with data, PSH or FIN too: no SYN or RST) that
         // carried a good cookie: the flow's first SYN.
@@ -990,7 +1022,9 @@ impl Driver {
             return;
         }
         let port = match v {
-            Verdict::Transmit(p) | Verdict::Hold { port: p, .. } => Some(usize::from(p)),
+            Verdict::Transmit(p)
+            | Verdict::Hold { port: p, .. }
+            | Verdict::Hold6 { port: p, .. } => Some(usize::from(p)),
             _ => None,
         };
         if let Some(key) = syn_key(out) {
@@ -1020,13 +1054,12 @@ impl Driver {
         };
         if let Some((port, hold)) = to {
             // Only to a real the running config has (not one a reload
-            // removed: found in review).
-            let dst = out
-                .get(IP + 16..IP + 20)
-                .map(|b| IpAddr::from([b[0], b[1], b[2], b[3]]));
-            let dport = out
-                .get(IP + 22..IP + 24)
-                .map(|b| u16::from_be_bytes([b[0], b[1]]));
+            // removed: found in review). Of either family: the SYN's key
+            // names its real.
+            let (dst, dport) = match syn_key(out) {
+                Some((_, _, real, port, _)) => (Some(real), Some(port)),
+                None => (None, None),
+            };
             let configured = snap.services.iter().any(|s| {
                 s.reals
                     .iter()

@@ -119,11 +119,15 @@ fn the_pipeline_target_defers_early_data_and_sends_it_on() {
 /// SYN to the real again (the driver checks it is the first, byte for
 /// byte); the real answers that one, and data goes both ways.
 fn syn_retry_seed() -> Vec<u8> {
-    let frame = syn();
+    syn_retry_seed_of(&syn())
+}
+
+/// [`syn_retry_seed`] beginning with the SYN `frame`.
+fn syn_retry_seed_of(frame: &[u8]) -> Vec<u8> {
     let mut d = vec![1, 0, 60, 0];
     d.extend_from_slice(&[0x40, 0x00, 0x0f]);
     d.extend_from_slice(&(frame.len() as u16).to_be_bytes());
-    d.extend_from_slice(&frame);
+    d.extend_from_slice(frame);
     // The client's ACK (to the cookie SYN-ACK): the SYN to the real, lost.
     d.extend_from_slice(&[0xd0, 0x10, 0]);
     // 1001 ms on, the client's ACK again (to the SYN-ACK, now the second
@@ -250,4 +254,20 @@ fn the_pipeline_target_defers_ipv6_early_data_and_sends_it_on() {
         "{summary}"
     );
     check_kept("seed-syn-proxy6-early-data", &input);
+}
+
+/// [`syn_retry_seed`] over IPv6, to tls-nat6 (kept in
+/// `seed-syn-proxy6-syn-retry`): the SYN to the NAT66 real sent again.
+#[test]
+fn the_pipeline_target_sends_a_lost_ipv6_syn_to_the_real_again() {
+    let input = syn_retry_seed_of(&syn6());
+    let (v, summary) = lb_fuzz_harness::driver::run_with_summary(&input);
+    assert!(v.is_empty(), "{v:?}\n{summary}");
+    assert!(
+        summary.contains("1 SYNs sent again")
+            && summary.contains("1 IPv6 flows at the end, 1 proxied and answered")
+            && summary.contains("1 syn_proxy_pending"),
+        "{summary}"
+    );
+    check_kept("seed-syn-proxy6-syn-retry", &input);
 }
