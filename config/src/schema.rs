@@ -209,8 +209,9 @@ pub(crate) fn path_string(path: &serde_ignored::Path<'_>) -> String {
         Path::Seq { parent, index } => format!("{}[{index}]", path_string(parent)),
         Path::Map { parent, key } => {
             let parent = path_string(parent);
+            let key = path_key(key);
             if parent.is_empty() {
-                key.clone()
+                key
             } else {
                 format!("{parent}.{key}")
             }
@@ -218,6 +219,22 @@ pub(crate) fn path_string(path: &serde_ignored::Path<'_>) -> String {
         Path::Some { parent }
         | Path::NewtypeStruct { parent }
         | Path::NewtypeVariant { parent } => path_string(parent),
+    }
+}
+
+/// A key as a path shows it: bare as TOML writes it when it can be
+/// (`services`, `health_check`), else quoted with escapes (`""`,
+/// `"a.b"`, `"a\nb"`), so that a path always names its place, on one line
+/// (found by fuzzing: `[""]` was reported at an empty path).
+fn path_key(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        key.to_string()
+    } else {
+        format!("{key:?}")
     }
 }
 

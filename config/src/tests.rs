@@ -343,6 +343,22 @@ fn unknown_keys_everywhere_are_all_reported() {
 }
 
 #[test]
+fn unknown_keys_that_are_not_bare_are_shown_quoted() {
+    // Found by fuzzing: `[""]` was an unknown key at an empty path.
+    assert_error(&with("[\"\"]"), "\"\"", "unknown key");
+    assert_error(
+        &service("\"a.b\" = 1\n"),
+        "services[0].\"a.b\"",
+        "unknown key",
+    );
+    assert_error(
+        &service("\"a\\nb\" = 1\n"),
+        "services[0].\"a\\nb\"",
+        "unknown key",
+    );
+}
+
+#[test]
 fn misspelled_section() {
     let text = with("[[service]]\nname = \"web\"");
     assert_error(&text, "service", "unknown key");
