@@ -110,12 +110,12 @@ pub enum ForwardingMethod {
 pub enum SynProxyMode {
     /// `off`: every SYN goes to a real, as before.
     Off,
-    /// `on`: every new connection is proxied (TCP services with an IPv4
-    /// VIP and NAT reals only).
+    /// `on`: every new connection is proxied (TCP services whose reals
+    /// are all NAT, IPv4 or NAT66).
     On,
     /// `auto` (the default): proxied while the worker is under SYN pressure
-    /// (its flow table at least half full); inert on a UDP service, an IPv6
-    /// one, or one with a real that is not NAT.
+    /// (the flow table of the service's family at least half full); inert
+    /// on a UDP service or one with a real that is not NAT.
     #[default]
     Auto,
 }

@@ -38,8 +38,8 @@ use lb_config::{SyncConfig, SyncRole};
 use lb_core::flow::owner_of;
 use lb_core::stats::Counter;
 use lb_core::sync::election::{Change, Election};
-use lb_core::sync::{FlowRecord, Refused, SyncCounters, SyncEvents};
-use lb_core::wire::sync::{MessageKind, MessageWriter, Status, SyncHeader, MAX_MESSAGE_LEN};
+use lb_core::sync::{FlowChange, FlowRecord, Refused, SyncCounters, SyncEvents};
+use lb_core::wire::sync::{flags, MessageKind, MessageWriter, Status, SyncHeader, MAX_MESSAGE_LEN};
 use lb_dataplane::sync::ControlLinks;
 
 /// Where the election stands, for the control loop and the exporter.
@@ -318,6 +318,11 @@ struct Sync<'a> {
     own: OwnPasses,
     /// The peer's last status.
     peer_status: Option<Status>,
+    /// The peer reads proxied NAT66 records ([`flags::PROXY6`] in its
+    /// last message); until it says so they are held back.
+    peer_reads_proxy6: bool,
+    /// Proxied NAT66 records held back from this peer were logged.
+    proxy6_held_logged: bool,
     /// A misconfigured pair (two primaries or two backups) was logged.
     misconfig_logged: bool,
 }
@@ -343,6 +348,8 @@ fn run(
         peer: PeerPasses::default(),
         own: OwnPasses::default(),
         peer_status: None,
+        peer_reads_proxy6: false,
+        proxy6_held_logged: false,
         misconfig_logged: false,
     };
     // Room for more than a message: a longer datagram is not ours.
@@ -427,7 +434,10 @@ impl Sync<'_> {
             && self.own.passed != self.own.pass
             && self.links.shared.bulk_finished(u64::from(self.own.pass));
         collect(&self.links.outbound, &mut self.packer.pending);
-        let flags = self.election.flags(now);
+        if !self.peer_reads_proxy6 {
+            self.hold_back_proxied6();
+        }
+        let flags = self.election.flags(now) | flags::PROXY6;
         let socket = self.socket;
         let peer = self.cfg.peer;
         let (m, r) = self
@@ -456,7 +466,7 @@ impl Sync<'_> {
             acked: self.peer.acked,
             nacked: self.peer.nacked,
         };
-        let flags = self.election.flags(now);
+        let flags = self.election.flags(now) | flags::PROXY6;
         let socket = self.socket;
         let peer = self.cfg.peer;
         let sent = self
@@ -500,6 +510,7 @@ impl Sync<'_> {
         } else if damaged {
             self.peer.damaged = true;
         }
+        self.peer_reads_proxy6 = h.flags & flags::PROXY6 != 0;
         self.check_roles(h.flags);
         let heard = self.election.heard(now, h.flags);
         if heard.came_back || came_back {
@@ -524,6 +535,24 @@ impl Sync<'_> {
             self.status.reannounce.store(true, Ordering::Release);
         }
         self.decide(now);
+    }
+
+    /// Drops the pending records of proxied NAT66 flows, which a peer of
+    /// a version before the SYN proxy covered IPv6 would refuse, and the
+    /// rest of their message with them (found in review: in a pair being
+    /// upgraded one box at a time). Those flows are then not synced, as
+    /// connections whose handshake is in flight are not; logged once.
+    fn hold_back_proxied6(&mut self) {
+        let before = self.packer.pending.len();
+        self.packer.pending.retain(|r| !is_proxied6(r));
+        let held = before - self.packer.pending.len();
+        if held > 0 && !self.proxy6_held_logged {
+            self.proxy6_held_logged = true;
+            log::warn!(
+                "sync: peer {} has not said it reads proxied NAT66 flows (a version before the SYN proxy covered IPv6, or not heard yet): holding them back ({held} now), other flows are synced",
+                self.cfg.peer
+            );
+        }
     }
 
     /// Logs once when the peer has our role: the pair would never agree.
@@ -586,6 +615,11 @@ fn nonce() -> u32 {
     );
     h.write_u32(std::process::id());
     (h.finish() as u32).max(1)
+}
+
+/// A record of an IPv6 flow with SYN proxy state.
+fn is_proxied6(r: &FlowRecord) -> bool {
+    r.client.is_ipv6() && matches!(r.change, FlowChange::Update(u) if u.proxy.is_some())
 }
 
 /// Takes every worker's handed-over buffer into `pending` and gives the
@@ -710,6 +744,48 @@ mod tests {
                 proxy: None,
             }),
         }
+    }
+
+    /// What is held back from a peer that does not say it reads proxied
+    /// NAT66 records: exactly those, never an IPv4 or unproxied one.
+    #[test]
+    fn only_proxied_nat66_records_are_held_back() {
+        use lb_core::sync::ProxyState;
+        let proxy = Some(ProxyState {
+            seq_offset: 7,
+            ts_offset: None,
+            client_wscale: None,
+            real_wscale: None,
+        });
+        let with = |r: FlowRecord, v6: bool, proxied: bool| {
+            let mut r = r;
+            if v6 {
+                r.client = "2001:2:0:10::7".parse().unwrap();
+                r.vip = "2001:2:0:1::100".parse().unwrap();
+            }
+            if let FlowChange::Update(u) = &mut r.change {
+                if v6 {
+                    u.real = "2001:2::11".parse().unwrap();
+                }
+                if proxied {
+                    u.proxy = proxy;
+                }
+            }
+            r
+        };
+        assert!(is_proxied6(&with(record(1), true, true)));
+        assert!(!is_proxied6(&with(record(1), true, false)));
+        assert!(!is_proxied6(&with(record(1), false, true)));
+        let removed = FlowRecord {
+            change: FlowChange::Removed,
+            ..with(record(1), true, false)
+        };
+        assert!(!is_proxied6(&removed), "a removal carries no proxy state");
+        assert_eq!(
+            flags::PROXY6 & (flags::ACTIVE | flags::TAKEBACK | flags::PRIMARY),
+            0,
+            "a bit of its own"
+        );
     }
 
     fn packed(records: usize) -> Vec<Vec<u8>> {

@@ -949,7 +949,7 @@ impl<A: FlowAddr> Conntrack<A> {
             // The SYN to the real is not scaled; the ACK after it is, in
             // the client's scale, unless the real turns scaling down.
         }
-        debug_assert_eq!(CookieOptions::carried(cookie), *opts);
+        debug_assert_eq!(CookieOptions::carried(A::FAMILY, cookie), *opts);
         match f.proxy_syn() {
             Some(syn) => {
                 self.syn_watch.add(e, *key);

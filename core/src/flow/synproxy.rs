@@ -179,7 +179,7 @@ impl<A: FlowAddr> Flow<A> {
         if !self.is_proxy_waiting() || self.state() != FlowState::SynSent {
             return None;
         }
-        let carried = CookieOptions::carried(self.proxy_seq);
+        let carried = CookieOptions::carried(A::FAMILY, self.proxy_seq);
         let shift = carried.wscale.unwrap_or(0);
         let window = (u64::from(self.proxy_window) << shift).min(0xffff) as u16;
         Some(ProxySyn {

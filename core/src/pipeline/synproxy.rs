@@ -117,7 +117,7 @@ impl Pipeline {
         now: u32,
     ) -> Verdict {
         let o = seen.options;
-        let carried = CookieOptions::from_syn(o.mss, o.wscale, o.sack_permitted);
+        let carried = CookieOptions::from_syn(0, o.mss, o.wscale, o.sack_permitted);
         let cookie = self.cookies.make(tuple, seen.seq, &carried, now);
         let answer = frames::Segment {
             src: ip.dst,

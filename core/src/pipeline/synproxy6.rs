@@ -133,7 +133,7 @@ impl Pipeline {
         now: u32,
     ) -> Verdict {
         let o = seen.options;
-        let carried = CookieOptions::from_syn(o.mss, o.wscale, o.sack_permitted);
+        let carried = CookieOptions::from_syn(1, o.mss, o.wscale, o.sack_permitted);
         let cookie = self.cookies.make(tuple, seen.seq, &carried, now);
         let answer = Frame {
             src: ip.dst,

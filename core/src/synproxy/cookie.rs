@@ -7,7 +7,7 @@
 //! | bits  | what |
 //! | ----- | ---- |
 //! | 31..8 | MAC: 24 bits of SipHash-2-4 over (client address and port, VIP and port, client ISN, time counter, bits 7..1); IPv6 addresses whole, all 128 bits of each |
-//! | 7..6  | the client's MSS, as an index into [`MSS_TABLE`] (the largest entry not above it) |
+//! | 7..6  | the client's MSS, as an index into [`MSS_TABLE`] ([`MSS_TABLE6`] for IPv6; the largest entry not above it) |
 //! | 5..2  | the client's window scale (0..=14), 15 when it sent none |
 //! | 1     | SACK permitted |
 //! | 0     | the low bit of the time counter |
@@ -38,17 +38,33 @@ use super::siphash::{siphash24, SipKey};
 pub const PERIOD_MS: u32 = 1 << PERIOD_SHIFT;
 const PERIOD_SHIFT: u32 = 16;
 
-/// The MSS values a cookie can carry (as Linux's, roughly: the minimum,
-/// a tunnelled path, and Ethernet with and without timestamps' worth of
-/// slack).
+/// The MSS values an IPv4 cookie can carry (as Linux's, roughly: the
+/// minimum, a tunnelled path, and Ethernet with and without timestamps'
+/// worth of slack).
 pub const MSS_TABLE: [u16; 4] = [536, 1220, 1440, 1460];
+
+/// The MSS values an IPv6 cookie can carry (as Linux's `msstab` for IPv6:
+/// the IPv6 minimum MTU, a PPPoE or 6in4 path, Ethernet, and jumbo
+/// frames, each less 60 bytes of headers). Found in review: with IPv4's
+/// table an IPv6 client behind PPPoE (MSS 1432) was cut to 1220, and one
+/// that sent no MSS to IPv4's default of 536 rather than IPv6's 1220.
+pub const MSS_TABLE6: [u16; 4] = [1220, 1420, 1440, 8940];
+
+/// The table of a family (`FlowAddr::FAMILY`: 0 IPv4, 1 IPv6).
+fn mss_table(family: usize) -> &'static [u16; 4] {
+    if family == 1 {
+        &MSS_TABLE6
+    } else {
+        &MSS_TABLE
+    }
+}
 
 const NO_WSCALE: u32 = 15;
 
 /// What a cookie carries of the client's SYN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CookieOptions {
-    /// From [`MSS_TABLE`].
+    /// From [`MSS_TABLE`] (IPv4) or [`MSS_TABLE6`] (IPv6).
     pub mss: u16,
     /// The client's window-scale shift, if it sent one.
     pub wscale: Option<u8>,
@@ -56,36 +72,45 @@ pub struct CookieOptions {
 }
 
 impl CookieOptions {
-    /// What can be carried of a SYN's MSS (None: 536, RFC 9293's default),
-    /// window scale and SACK permitted.
-    pub fn from_syn(mss: Option<u16>, wscale: Option<u8>, sack_permitted: bool) -> CookieOptions {
-        let mss = mss.unwrap_or(MSS_TABLE[0]);
-        let i = MSS_TABLE.iter().rposition(|&m| m <= mss).unwrap_or(0);
+    /// What can be carried of a SYN's MSS (None: the family's default,
+    /// RFC 9293's 536 for IPv4, 1220 for IPv6), window scale and SACK
+    /// permitted, for address family `family` (`FlowAddr::FAMILY`).
+    pub fn from_syn(
+        family: usize,
+        mss: Option<u16>,
+        wscale: Option<u8>,
+        sack_permitted: bool,
+    ) -> CookieOptions {
+        let table = mss_table(family);
+        let mss = mss.unwrap_or(table[0]);
+        let i = table.iter().rposition(|&m| m <= mss).unwrap_or(0);
         CookieOptions {
-            mss: MSS_TABLE[i],
+            mss: table[i],
             wscale: wscale.map(|w| w.min(14)),
             sack_permitted,
         }
     }
 
     /// Bits 7..1 of the cookie.
-    fn bits(&self) -> u32 {
-        let mss = MSS_TABLE.iter().position(|&m| m == self.mss).unwrap_or(0) as u32;
+    fn bits(&self, family: usize) -> u32 {
+        let table = mss_table(family);
+        let mss = table.iter().position(|&m| m == self.mss).unwrap_or(0) as u32;
         let ws = self.wscale.map_or(NO_WSCALE, |w| u32::from(w.min(14)));
         (mss << 6) | (ws << 2) | (u32::from(self.sack_permitted) << 1)
     }
 
-    /// What `cookie` carries, read from its option bits without checking
-    /// its MAC: only for a cookie that checked out already (a waiting
-    /// flow keeps its cookie, and rebuilds its SYN to the real from it).
-    pub fn carried(cookie: u32) -> CookieOptions {
-        CookieOptions::from_bits(cookie & 0xfe)
+    /// What `cookie` of family `family` carries, read from its option
+    /// bits without checking its MAC: only for a cookie that checked out
+    /// already (a waiting flow keeps its cookie, and rebuilds its SYN to
+    /// the real from it).
+    pub fn carried(family: usize, cookie: u32) -> CookieOptions {
+        CookieOptions::from_bits(family, cookie & 0xfe)
     }
 
-    fn from_bits(bits: u32) -> CookieOptions {
+    fn from_bits(family: usize, bits: u32) -> CookieOptions {
         let ws = (bits >> 2) & 0xf;
         CookieOptions {
-            mss: MSS_TABLE[((bits >> 6) & 3) as usize],
+            mss: mss_table(family)[((bits >> 6) & 3) as usize],
             wscale: (ws != NO_WSCALE).then_some(ws.min(14) as u8),
             sack_permitted: bits & 2 != 0,
         }
@@ -107,10 +132,15 @@ pub struct CookieTuple<A = Ipv4Addr> {
 /// ISN, counter, bits), each address in full; the two lengths differ, so
 /// an IPv4 tuple and an IPv6 one never feed the MAC the same bytes.
 pub trait CookieAddr: Copy {
+    /// As `FlowAddr::FAMILY`: 0 IPv4, 1 IPv6 (which MSS table).
+    const FAMILY: usize;
+
     fn mac(key: SipKey, t: &CookieTuple<Self>, isn: u32, counter: u32, bits: u8) -> u64;
 }
 
 impl CookieAddr for Ipv4Addr {
+    const FAMILY: usize = 0;
+
     fn mac(key: SipKey, t: &CookieTuple<Ipv4Addr>, isn: u32, counter: u32, bits: u8) -> u64 {
         let mut m = [0u8; 21];
         m[0..4].copy_from_slice(&u32::from(t.client).to_le_bytes());
@@ -125,6 +155,8 @@ impl CookieAddr for Ipv4Addr {
 }
 
 impl CookieAddr for Ipv6Addr {
+    const FAMILY: usize = 1;
+
     fn mac(key: SipKey, t: &CookieTuple<Ipv6Addr>, isn: u32, counter: u32, bits: u8) -> u64 {
         let mut m = [0u8; 45];
         m[0..16].copy_from_slice(&t.client.octets());
@@ -178,7 +210,7 @@ impl CookieKey {
         now: u32,
     ) -> u32 {
         let counter = now >> PERIOD_SHIFT;
-        let bits = opts.bits() | (counter & 1);
+        let bits = opts.bits(A::FAMILY) | (counter & 1);
         (self.mac(t, isn, counter, bits) << 8) | bits
     }
 
@@ -200,7 +232,8 @@ impl CookieKey {
         } else {
             current.wrapping_sub(1) & (u32::MAX >> PERIOD_SHIFT)
         };
-        (self.mac(t, isn, counter, bits) == cookie >> 8).then(|| CookieOptions::from_bits(bits))
+        (self.mac(t, isn, counter, bits) == cookie >> 8)
+            .then(|| CookieOptions::from_bits(A::FAMILY, bits))
     }
 }
 
@@ -222,6 +255,13 @@ mod tests {
 
     const OPTS: CookieOptions = CookieOptions {
         mss: 1460,
+        wscale: Some(7),
+        sack_permitted: true,
+    };
+
+    /// An IPv6 SYN's (1440: in both families' tables, at the same index).
+    const OPTS6: CookieOptions = CookieOptions {
+        mss: 1440,
         wscale: Some(7),
         sack_permitted: true,
     };
@@ -264,20 +304,34 @@ mod tests {
         ] {
             for ws in [None, Some(0), Some(7), Some(14), Some(15)] {
                 for sack in [false, true] {
-                    let o = CookieOptions::from_syn(mss, ws, sack);
+                    let o = CookieOptions::from_syn(0, mss, ws, sack);
                     let c = KEY.make(&t, 42, &o, 1000);
                     let back = KEY.check(&t, 42, c, 1000).unwrap();
                     assert_eq!(back, o);
-                    assert_eq!(CookieOptions::carried(c), o, "read back unchecked");
+                    assert_eq!(CookieOptions::carried(0, c), o, "read back unchecked");
                     assert_eq!(back.wscale, ws.map(|w| w.min(14)));
                     assert_eq!(back.sack_permitted, sack);
+                    // The same over IPv6, with its own table.
+                    let o6 = CookieOptions::from_syn(1, mss, ws, sack);
+                    let c6 = KEY.make(&tuple6(), 42, &o6, 1000);
+                    assert_eq!(KEY.check(&tuple6(), 42, c6, 1000), Some(o6));
+                    assert_eq!(CookieOptions::carried(1, c6), o6);
                 }
             }
         }
-        assert_eq!(CookieOptions::from_syn(Some(1300), None, false).mss, 1220);
-        assert_eq!(CookieOptions::from_syn(Some(100), None, false).mss, 536);
-        assert_eq!(CookieOptions::from_syn(None, None, false).mss, 536);
-        assert_eq!(CookieOptions::from_syn(Some(65535), None, false).mss, 1460);
+        let mss = |family, m| CookieOptions::from_syn(family, m, None, false).mss;
+        assert_eq!(mss(0, Some(1300)), 1220);
+        assert_eq!(mss(0, Some(100)), 536);
+        assert_eq!(mss(0, None), 536, "RFC 9293's default for IPv4");
+        assert_eq!(mss(0, Some(65535)), 1460);
+        // IPv6 (found in review: IPv4's table cut a PPPoE client's 1432
+        // to 1220, and a SYN without MSS to 536).
+        assert_eq!(mss(1, Some(1432)), 1420, "PPPoE");
+        assert_eq!(mss(1, Some(1440)), 1440);
+        assert_eq!(mss(1, Some(1460)), 1440);
+        assert_eq!(mss(1, None), 1220, "IPv6's minimum MTU less 60");
+        assert_eq!(mss(1, Some(100)), 1220, "nothing below the table");
+        assert_eq!(mss(1, Some(9000)), 8940, "jumbo frames");
     }
 
     #[test]
@@ -305,9 +359,9 @@ mod tests {
     #[test]
     fn an_ipv6_cookie_checks_and_carries_as_an_ipv4_one() {
         let t = tuple6();
-        let c = KEY.make(&t, 1000, &OPTS, 5 * PERIOD_MS + 9);
-        assert_eq!(KEY.check(&t, 1000, c, 5 * PERIOD_MS + 9), Some(OPTS));
-        assert_eq!(KEY.check(&t, 1000, c, 6 * PERIOD_MS + 9), Some(OPTS));
+        let c = KEY.make(&t, 1000, &OPTS6, 5 * PERIOD_MS + 9);
+        assert_eq!(KEY.check(&t, 1000, c, 5 * PERIOD_MS + 9), Some(OPTS6));
+        assert_eq!(KEY.check(&t, 1000, c, 6 * PERIOD_MS + 9), Some(OPTS6));
         assert_eq!(
             KEY.check(&t, 1000, c, 7 * PERIOD_MS),
             None,
@@ -315,7 +369,7 @@ mod tests {
         );
         assert_eq!(
             c & 0xff,
-            KEY.make(&tuple(), 1000, &OPTS, 5 * PERIOD_MS + 9) & 0xff
+            KEY.make(&tuple(), 1000, &OPTS6, 5 * PERIOD_MS + 9) & 0xff
         );
         // The same tuple's bytes in the other family's layout do not
         // share a MAC: an IPv4-mapped client is another tuple.
@@ -325,8 +379,8 @@ mod tests {
             ..t
         };
         assert_ne!(
-            KEY.make(&mapped, 1000, &OPTS, 0),
-            KEY.make(&tuple(), 1000, &OPTS, 0)
+            KEY.make(&mapped, 1000, &OPTS6, 0),
+            KEY.make(&tuple(), 1000, &OPTS6, 0)
         );
     }
 
@@ -337,8 +391,8 @@ mod tests {
         #[test]
         fn any_ipv6_address_bit_flip_is_refused(isn in any::<u32>(), now in any::<u32>(), bit in 0u32..256) {
             let t = tuple6();
-            let c = KEY.make(&t, isn, &OPTS, now);
-            prop_assert_eq!(KEY.check(&t, isn, c, now), Some(OPTS));
+            let c = KEY.make(&t, isn, &OPTS6, now);
+            prop_assert_eq!(KEY.check(&t, isn, c, now), Some(OPTS6));
             let flip = |a: Ipv6Addr| Ipv6Addr::from(u128::from(a) ^ (1u128 << (bit % 128)));
             let mut t2 = t;
             if bit < 128 {

@@ -90,6 +90,11 @@ pub mod flags {
     pub const TAKEBACK: u16 = 2;
     /// The sender's configured role is primary.
     pub const PRIMARY: u16 = 4;
+    /// The sender reads records of proxied NAT66 flows (an IPv6 flow with
+    /// SYN proxy state; versions before the SYN proxy covered IPv6 refuse
+    /// such a record as `bad_record`, and with it the rest of its message):
+    /// a sender holds them back from a peer that does not say this.
+    pub const PROXY6: u16 = 8;
 }
 
 /// Length of the message header.
