@@ -10,7 +10,10 @@
 #   ROUNDS    [3]               interleaved rounds
 #   DURATION  [5]               seconds measured per run
 #   FLOWS     ["10000 1000000"] flow counts, each a block of every round
-#   CASES     ["nat tun dr"]    appliance forwarding methods
+#   CASES     ["nat tun dr"]    appliance forwarding methods; METHOD@base runs
+#                               BASELINE_LB instead (another build) in the same rounds
+#   BASELINE_LB []              an lb-appliance binary to compare with, e.g. one
+#                               built from an older commit in a git worktree
 #   IOFWD     [1]               also testpmd io forwarding, once per round
 #   HUGEPAGES [1024]            2 MB pages that --hugepages makes sure are free
 #   CLEAN     [90]              CPU share (%) both processes need for a clean run
@@ -107,7 +110,14 @@ for f in $FLOWS; do
     [[ $f =~ ^[1-9][0-9]*$ ]] || die "FLOWS must be a list of positive integers, not '$FLOWS'"
 done
 for c in $CASES; do
-    case $c in nat | tun | dr) ;; *) die "CASES: unknown method '$c' (nat, tun, dr)" ;; esac
+    case $c in
+    nat | tun | dr) ;;
+    nat@base | tun@base | dr@base)
+        [ -n "${BASELINE_LB:-}" ] || die "CASES: '$c' needs BASELINE_LB (another lb-appliance binary)"
+        [ -x "$BASELINE_LB" ] || die "BASELINE_LB: '$BASELINE_LB' is not an executable"
+        ;;
+    *) die "CASES: unknown case '$c' (nat, tun, dr, or METHOD@base with BASELINE_LB)" ;;
+    esac
 done
 command -v dpdk-testpmd >/dev/null || die "dpdk-testpmd not found (apt-get install dpdk)"
 command -v stdbuf >/dev/null || die "stdbuf not found (coreutils)"
@@ -370,27 +380,29 @@ $(for r in 11:3 12:2 13:1; do printf '[[services.reals]]\naddress = "198.18.0.%s
 EOF
 }
 
-run_appliance() { # run_appliance METHOD FLOWS
-    local method=$1 flows=$2 name="r$ROUND-lb-$1-$2" sock pid
+run_appliance() { # run_appliance CASE FLOWS (CASE: METHOD, or METHOD@base)
+    local case=$1 method=${1%@base} flows=$2 name="r$ROUND-lb-${1/@/-}-$2" sock pid bin=$LB
+    if [ "$case" != "$method" ]; then bin=$BASELINE_LB; fi
     sock="$WORK/$name.sock"
     appliance_config "$method" "$sock" "$flows" "$TAG-$name" >"$WORK/$name.toml"
     [ "$ROUND" = 1 ] && cp "$WORK/$name.toml" "$WORK/config-$method-$flows.toml"
-    start "$name" env RUST_LOG=info "$LB" -c "$WORK/$name.toml"
+    start "$name" env RUST_LOG=info "$bin" -c "$WORK/$name.toml"
     pid=$LAST_PID
     wait_for 60 ready "$pid" "$WORK/$name.log" polling "$sock" ||
         { log "lb-appliance did not start:" && cat "$WORK/$name.log" >&2 && exit 1; }
-    log "round $ROUND: lb-appliance ${method^^}, $flows flows"
+    log "round $ROUND: $(label "$case"), $flows flows"
     generate "$name" "$sock" "$flows" "$pid"
     stop "$pid" TERM
     printf '  round %s %s: %s\n' "$ROUND" "$name" \
         "$(grep -h 'worker on lcore' "$WORK/$name.log" | sed 's/^.*\] //')" >>"$WORK/summaries"
-    record "$method" "$flows"
+    record "$case" "$flows"
 }
 
 label() { # label CASE
     case $1 in
     testpmd-macswap) echo "testpmd macswap (baseline)" ;;
     testpmd-io) echo "testpmd io (reference)" ;;
+    *@base) echo "baseline build ${1%@base}" | sed 's/ \([a-z]*\)$/ \U\1/' ;;
     *) echo "lb-appliance ${1^^}" ;;
     esac
 }
@@ -453,6 +465,20 @@ for flows in $FLOWS; do
             "$(awk '{printf "%s%.3f%s", (NR > 1 ? " " : ""), $5, ($8 ? "" : "*")}' "$WORK/sel")"
     done
 done
+# This build against BASELINE_LB, run by run in the same rounds.
+for c in $CASES; do
+    case $c in *@base) ;; *) continue ;; esac
+    m=${c%@base}
+    [[ " $CASES " == *" $m "* ]] || continue
+    for flows in $FLOWS; do
+        awk -v f="$flows" -v m="$m" -v b="$c" '$2 == f && $3 == m {x[$1] = $5} $2 == f && $3 == b {y[$1] = $5}
+            END {for (r in x) if (r in y && y[r] > 0) printf "%s %.3f\n", r, x[r] / y[r]}' "$WORK/results" |
+            sort -n >"$WORK/vsbase"
+        [ -s "$WORK/vsbase" ] || continue
+        printf '%-28s %8s this build / baseline build: median %s, per round %s\n' "$(label "$m")" "$flows" \
+            "$(awk '{print $2}' "$WORK/vsbase" | median)" "$(awk '{printf "%s%s", (NR > 1 ? " " : ""), $2}' "$WORK/vsbase")"
+    done
+done
 echo
 echo "generator summaries (all packets, warm-up included) and the appliance's final counters:"
 cat "$WORK/summaries"
@@ -461,6 +487,7 @@ echo "commands of round 1 (later rounds differ only in --file-prefix and socket 
 cat "$WORK/commands"
 last=${FLOWS##* }
 first_case=${CASES%% *}
+first_case=${first_case%@base}
 cfg_case=nat
 [ -f "$WORK/config-nat-$last.toml" ] || cfg_case=$first_case
 echo "appliance config (${cfg_case^^}, $last flows; the other methods differ only in forwarding, and only NAT"
