@@ -218,8 +218,7 @@ impl Pipeline {
     /// Between bursts: sends the SYN to its real again for each proxied
     /// flow whose client's segments or the timer ([`Self::syn_timers`])
     /// made it due (see `flow::synproxy::SynRetries`) and that still
-    /// waits. Each is rebuilt
-    /// from its flow into a buffer `alloc` gives (None, an empty pool:
+    /// waits. Each is rebuilt from its flow into a buffer `alloc` gives (None, an empty pool:
     /// that re-send is lost as if on the wire, one of the flow's three),
     /// routed as the first was (route, MTU, neighbor: a hold while the next
     /// hop resolves), and given to `out` with its verdict, to act on as on

@@ -81,16 +81,27 @@ pub fn write<B: PacketBuf>(pkt: &mut B, seg: &Segment) -> Option<usize> {
         dscp_ecn: 0,
     }
     .emit(&mut Ipv4Packet::new_unchecked(header));
+    emit_tcp(segment, seg, &opts[..n]).fill_checksum(seg.src, seg.dst);
+    Some(end)
+}
+
+/// The TCP header of `seg` with the emitted options `opts` over `segment`
+/// (exactly the header's length), for either family; the caller fills
+/// the checksum over its own pseudo header.
+pub(super) fn emit_tcp<'a, A>(
+    segment: &'a mut [u8],
+    seg: &Segment<A>,
+    opts: &[u8],
+) -> TcpPacket<&'a mut [u8]> {
     let mut t = TcpPacket::new_unchecked(segment);
     t.set_src_port(seg.src_port);
     t.set_dst_port(seg.dst_port);
     t.set_seq_number(seg.seq);
     t.set_ack_number(seg.ack);
-    t.set_header_len(tcp_len);
+    t.set_header_len(tcp::HEADER_LEN + opts.len());
     t.set_flags(seg.flags);
     t.set_window(seg.window);
     t.set_urgent(0);
-    t.options_mut().copy_from_slice(&opts[..n]);
-    t.fill_checksum(seg.src, seg.dst);
-    Some(end)
+    t.options_mut().copy_from_slice(opts);
+    t
 }

@@ -5,7 +5,7 @@
 
 use std::net::Ipv6Addr;
 
-use super::frames::{Seen, Segment};
+use super::frames::{emit_tcp, Seen, Segment};
 use crate::buffer::PacketBuf;
 use crate::forward::IP;
 use crate::stats::DropReason;
@@ -60,17 +60,7 @@ pub fn write6<B: PacketBuf>(pkt: &mut B, seg: &Segment<Ipv6Addr>) -> Option<usiz
         flow_label: 0,
     }
     .emit(&mut Ipv6Packet::new_unchecked(header));
-    let mut t = TcpPacket::new_unchecked(segment);
-    t.set_src_port(seg.src_port);
-    t.set_dst_port(seg.dst_port);
-    t.set_seq_number(seg.seq);
-    t.set_ack_number(seg.ack);
-    t.set_header_len(tcp_len);
-    t.set_flags(seg.flags);
-    t.set_window(seg.window);
-    t.set_urgent(0);
-    t.options_mut().copy_from_slice(&opts[..n]);
-    t.fill_checksum_v6(seg.src, seg.dst);
+    emit_tcp(segment, seg, &opts[..n]).fill_checksum_v6(seg.src, seg.dst);
     Some(end)
 }
 
