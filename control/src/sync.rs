@@ -657,7 +657,8 @@ fn describe_flags(f: u16) -> String {
 /// One datagram from `from`: checked, counted, its records routed to
 /// their owners' queues. Returns its header when it is a valid message
 /// from the peer (its records may still have been refused), with the
-/// number of records a full queue had no room for.
+/// number of records it did not deliver (refused, or no room in a full
+/// queue).
 fn receive(
     datagram: &[u8],
     from: IpAddr,
@@ -684,9 +685,12 @@ fn receive(
     for r in p.records() {
         let r = match r {
             Ok(r) => r,
+            // Refused on its own: the records after it still count
+            // (`records` ends the batch where it cannot go on).
             Err(why) => {
                 counters.refuse(why);
-                return Some((h, drops + 1));
+                drops += 1;
+                continue;
             }
         };
         counters.flows_received.incr();
@@ -947,6 +951,23 @@ mod tests {
         assert_eq!(rx.len(), 2, "the queue holds two");
         assert_eq!(c.events_dropped.get(), 3);
         assert_eq!(c.flows_received.get(), 5);
+    }
+
+    #[test]
+    fn a_refused_record_costs_only_itself() {
+        let (tx, rx) = bounded(10);
+        let c = SyncCounters::default();
+        let q = std::slice::from_ref(&tx);
+        let mut msg = packed(3).remove(0);
+        // The first record's protocol made ICMP: refused, the other two
+        // still delivered, and the message reported as damaged.
+        msg[HEADER_LEN + 3] = 1;
+        let (_, drops) = receive(&msg, PEER, PEER, q, &c).expect("the peer's message");
+        assert_eq!(drops, 1);
+        assert_eq!(c.refused(Refused::BadRecord), 1);
+        assert_eq!(c.flows_received.get(), 2);
+        let ports: Vec<u16> = rx.try_iter().map(|r| r.client_port).collect();
+        assert_eq!(ports, vec![1, 2]);
     }
 
     #[test]

@@ -92,8 +92,9 @@ pub mod flags {
     pub const PRIMARY: u16 = 4;
     /// The sender reads records of proxied NAT66 flows (an IPv6 flow with
     /// SYN proxy state; versions before the SYN proxy covered IPv6 refuse
-    /// such a record as `bad_record`, and with it the rest of its message):
-    /// a sender holds them back from a peer that does not say this.
+    /// such a record as `bad_record`, and with it the rest of its message,
+    /// which later versions step over): a sender holds them back from a
+    /// peer that does not say this.
     pub const PROXY6: u16 = 8;
 }
 
@@ -112,6 +113,11 @@ pub const MAX_MESSAGE_LEN: usize = 1232;
 
 /// The longest record (an IPv6 update).
 pub const MAX_RECORD_LEN: usize = 72;
+
+/// The shortest length byte a receiver steps over when it refuses a
+/// record: the four bytes every record starts with (kind, length, family,
+/// protocol). A smaller one cannot be a record's, and ends its batch.
+pub const MIN_RECORD_LEN: usize = 4;
 
 /// What a message carries (an open enum: a newer sender's types are
 /// refused by name, not misread).
@@ -230,9 +236,15 @@ impl<T: AsRef<[u8]>> SyncPacket<T> {
         &self.buffer.as_ref()[HEADER_LEN..usize::from(self.len())]
     }
 
-    /// The records, each parsed whole or the batch ended by an `Err` (the
-    /// last item then): a record that does not parse, fewer records than
-    /// `count` (`Truncated`), or bytes left after `count` (`BadLength`).
+    /// The records, each parsed whole or refused with an `Err`. A record
+    /// that is all there by its length byte but does not parse (an
+    /// unknown kind, a length not its kind's, a field out of range) is
+    /// refused and stepped over by that length, so one bad or newer record
+    /// does not cost the ones after it. The batch ends with an `Err` (the
+    /// last item then) for a record that runs past the message or whose
+    /// length byte is below [`MIN_RECORD_LEN`], for fewer records than
+    /// `count` (`Truncated`), or for bytes left after `count`
+    /// (`BadLength`).
     pub fn records(&self) -> Records<'_> {
         Records {
             data: self.payload(),
@@ -414,7 +426,14 @@ impl Iterator for Records<'_> {
                 Some(Ok(r))
             }
             Err(e) => {
-                self.done = true;
+                let len = self.data.get(1).map_or(0, |&l| usize::from(l));
+                match self.data.get(len..) {
+                    Some(rest) if e != Refused::Truncated && len >= MIN_RECORD_LEN => {
+                        self.left -= 1;
+                        self.data = rest;
+                    }
+                    _ => self.done = true,
+                }
                 Some(Err(e))
             }
         }
@@ -1053,7 +1072,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_fields_end_the_batch_where_they_are() {
+    fn a_bad_record_is_refused_and_stepped_over() {
         // Offsets into the first record (16 bytes into the message).
         let cases: &[(usize, u8, Refused)] = &[
             (0, 3, Refused::BadRecord),     // op
@@ -1077,8 +1096,49 @@ mod tests {
             m[HEADER_LEN + at] = v;
             let (_, p) = SyncHeader::parse(&m).unwrap();
             let r: Vec<_> = p.records().collect();
-            assert_eq!(r, vec![Err(why)], "byte {at} = {v}");
+            if at == 1 {
+                // Stepped over by the length it claims, the next record is
+                // read from the wrong place: refused too, never misread.
+                assert_eq!(r[0], Err(why));
+                assert!(r[1..].iter().all(|x| x.is_err()), "{r:?}");
+            } else {
+                // The record after it is still read.
+                assert_eq!(r, vec![Err(why), Ok(removed())], "byte {at} = {v}");
+            }
         }
+    }
+
+    /// A record of a kind this version does not know (a newer sender's)
+    /// costs only itself; a length byte that cannot be a record's, or that
+    /// runs past the message, ends the batch.
+    #[test]
+    fn an_unknown_record_kind_is_stepped_over_by_its_length() {
+        let unknown = [9u8, 6, 4, 6, 0xaa, 0xbb];
+        let mut m = MESSAGE[..HEADER_LEN].to_vec();
+        m.extend_from_slice(&unknown);
+        m.extend_from_slice(&MESSAGE[HEADER_LEN..]);
+        m[6..8].copy_from_slice(&3u16.to_be_bytes());
+        let len = u16::try_from(m.len()).unwrap();
+        m[8..10].copy_from_slice(&len.to_be_bytes());
+        let (_, p) = SyncHeader::parse(&m).unwrap();
+        let r: Vec<_> = p.records().collect();
+        assert_eq!(
+            r,
+            vec![Err(Refused::BadRecord), Ok(update()), Ok(removed())]
+        );
+        for (bad_len, why) in [(0u8, Refused::BadRecord), (3, Refused::BadRecord)] {
+            let mut short = m.clone();
+            short[HEADER_LEN + 1] = bad_len;
+            let (_, p) = SyncHeader::parse(&short).unwrap();
+            let r: Vec<_> = p.records().collect();
+            assert_eq!(r, vec![Err(why)], "length byte {bad_len}");
+        }
+        // Past the end of the message.
+        let mut long = m.clone();
+        long[HEADER_LEN + 1] = 255;
+        let (_, p) = SyncHeader::parse(&long).unwrap();
+        let r: Vec<_> = p.records().collect();
+        assert_eq!(r, vec![Err(Refused::BadRecord)]);
     }
 
     /// A NAT66 flow the SYN proxy answered carries its translation in
