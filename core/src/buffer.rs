@@ -48,6 +48,17 @@ pub trait PacketBuf {
         self.data().is_empty()
     }
 
+    /// Hints the CPU to load the cache line at `line` into its caches: the
+    /// burst's flow-table slots and entries, ahead of their lookups. A hint
+    /// only (any address is allowed and nothing is read). Nothing by
+    /// default, since lb-core has no `unsafe`; the DPDK mbuf
+    /// (`dataplane/src/dpdk`) prefetches, and so does every buffer whose
+    /// platform offers it.
+    #[inline(always)]
+    fn prefetch(line: *const u8) {
+        let _ = line;
+    }
+
     /// Sets the length to exactly `len`, growing or shrinking at the end.
     fn set_len(&mut self, len: usize) -> bool {
         let cur = self.len();

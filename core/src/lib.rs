@@ -20,9 +20,11 @@
 //!   `tests/fixtures/` (scapy-built frames and what must come of them), read
 //!   as data by the tests; not part of the appliance.
 //!
-//! `hint` (CPU prefetch and huge-page advice) is the only module allowed to
-//! step outside safe Rust: core/Cargo.toml denies it for the whole crate,
-//! `hint.rs` alone lifts that, and `tests/layout.rs` checks it stays so.
+//! lb-core has no `unsafe`: core/Cargo.toml forbids it, and
+//! `tests/layout.rs` checks it stays so. What needs it on the packet path,
+//! the CPU prefetch of a burst's flow-table lines and huge-page advice for
+//! the tables, comes from the platform: `PacketBuf::prefetch` and
+//! `hint::set_huge_page_advice`, which the DPDK wrapper implements.
 
 pub mod buffer;
 pub mod exception;

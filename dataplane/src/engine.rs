@@ -353,6 +353,9 @@ impl Dataplane {
         // Both roles record: whichever is active tells the other.
         let syncs = config.sync.is_some();
         let capacity = config.flows.capacity as usize;
+        // The flow tables' arrays on transparent huge pages (lb-core asks,
+        // the DPDK wrapper's madvise does it); set once per process.
+        lb_core::hint::set_huge_page_advice(dpdk::advise_huge_pages);
         for (index, (&l, (handoff_out, handoff_in))) in config
             .workers
             .lcores

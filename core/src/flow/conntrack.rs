@@ -54,6 +54,7 @@ use super::{
     Flow, FlowKey, FlowState, FlowTable, IndexSeed, NewFlow, ReplyKey, Segment, Trust,
     FLOW_TEMPLATE,
 };
+use crate::buffer::PacketBuf;
 use crate::forward::TcpAdjust;
 use crate::scheduler::Schedulers;
 use crate::snapshot::{Snapshot, MAX_REALS};
@@ -236,14 +237,15 @@ impl<A: FlowAddr> Conntrack<A> {
 
     /// Hints the CPU to load what looking up `hash` will read: first call
     /// [`prefetch_slot`](Self::prefetch_slot) for a burst, then this.
-    #[inline]
-    pub fn prefetch_slot(&self, hash: u64) {
-        self.table.prefetch(hash);
+    /// `B`: the packet buffer, whose platform issues the prefetch.
+    #[inline(always)]
+    pub fn prefetch_slot<B: PacketBuf>(&self, hash: u64) {
+        self.table.prefetch::<B>(hash);
     }
 
-    #[inline]
-    pub fn prefetch_entry(&self, hash: u64) {
-        self.table.prefetch_entry(hash);
+    #[inline(always)]
+    pub fn prefetch_entry<B: PacketBuf>(&self, hash: u64) {
+        self.table.prefetch_entry::<B>(hash);
     }
 
     /// The flow of a client's packet to a service (`hash`: the key's index

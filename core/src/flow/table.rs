@@ -18,6 +18,7 @@ use lb_config::ForwardingMethod;
 
 use super::hash::{flow_hash, FlowAddr, IndexSeed};
 use super::state::{seq_near, seq_within, FlowState, Segment, Timeouts, RST_WINDOW};
+use crate::buffer::PacketBuf;
 use crate::wire::TcpFlags;
 
 /// Marks a persistence template's protocol byte, so that a template key
@@ -595,22 +596,25 @@ impl<A: FlowAddr> FlowTable<A> {
         self.free.is_empty()
     }
 
-    /// Hints the CPU to load the index slot for `hash`.
-    #[inline]
-    pub fn prefetch(&self, hash: u64) {
+    /// Hints the CPU (through `B`'s platform) to load the index slot for
+    /// `hash`.
+    #[inline(always)]
+    pub fn prefetch<B: PacketBuf>(&self, hash: u64) {
         let i = (hash as usize) & self.mask;
-        crate::hint::prefetch(&self.index[i]);
+        B::prefetch((&self.index[i] as *const u32).cast());
     }
 
     /// Hints the CPU to load the entry the index slot for `hash` points to,
     /// if that slot's tag matches (call after [`Self::prefetch`] had time
     /// to bring the slot in): both cache lines of an IPv6 entry, whose
     /// second holds the times and sequence numbers every packet updates.
-    #[inline]
-    pub fn prefetch_entry(&self, hash: u64) {
+    #[inline(always)]
+    pub fn prefetch_entry<B: PacketBuf>(&self, hash: u64) {
         let v = self.index[(hash as usize) & self.mask];
         if v != EMPTY && self.layout.matches(v, self.layout.tag(hash)) {
-            crate::hint::prefetch_lines(&self.flows[self.layout.entry(v) as usize]);
+            for line in crate::hint::lines(&self.flows[self.layout.entry(v) as usize]) {
+                B::prefetch(line);
+            }
         }
     }
 

@@ -392,7 +392,7 @@ impl Pipeline {
                 let parsed = classify_offloaded(pkt.data(), pkt.rx_ip_checksum());
                 let ahead = lookahead(snap, self.conntrack.seed(), &parsed);
                 if let Some(h) = ahead.and_then(Lookahead::hash) {
-                    self.conntrack.prefetch_slot(h);
+                    self.conntrack.prefetch_slot::<B>(h);
                 }
                 any6 |= ahead == Some(Lookahead::Ipv6);
                 chunk.push(Classified { parsed, ahead });
@@ -400,15 +400,15 @@ impl Pipeline {
             // IPv6 frames get their own pass, out of line: the loop above
             // stays what it was for IPv4 (reading `parsed` back in it
             // before the push cost store-forwarding stalls).
-            let any6 = any6 && self.lookahead6(snap, &mut chunk);
+            let any6 = any6 && self.lookahead6::<B>(snap, &mut chunk);
             for h in chunk
                 .iter()
                 .filter_map(|c| c.ahead.and_then(Lookahead::hash))
             {
-                self.conntrack.prefetch_entry(h);
+                self.conntrack.prefetch_entry::<B>(h);
             }
             if any6 {
-                self.prefetch_entries6(&chunk);
+                self.prefetch_entries6::<B>(&chunk);
             }
             for (i, c) in chunk.iter().enumerate() {
                 verdicts[base + i] =
@@ -422,7 +422,7 @@ impl Pipeline {
     /// The burst's lookahead for its IPv6 frames (`Lookahead::Ipv6`),
     /// their flow-table slots prefetched; whether any has a slot.
     #[inline(never)]
-    fn lookahead6(&self, snap: &Snapshot, chunk: &mut [Classified]) -> bool {
+    fn lookahead6<B: PacketBuf>(&self, snap: &Snapshot, chunk: &mut [Classified]) -> bool {
         let Some(ct6) = self.conntrack6.as_ref() else {
             return false;
         };
@@ -436,7 +436,7 @@ impl Pipeline {
             };
             c.ahead = lookahead6(snap, ct6.seed(), ip);
             if let Some(h) = c.ahead.and_then(Lookahead::hash6) {
-                ct6.prefetch_slot(h);
+                ct6.prefetch_slot::<B>(h);
                 any = true;
             }
         }
@@ -446,13 +446,13 @@ impl Pipeline {
     /// The second prefetch pass of a burst for its IPv6 frames (out of
     /// line: an IPv4 burst only tests a flag for it).
     #[inline(never)]
-    fn prefetch_entries6(&self, chunk: &[Classified]) {
+    fn prefetch_entries6<B: PacketBuf>(&self, chunk: &[Classified]) {
         if let Some(ct6) = self.conntrack6.as_ref() {
             for h in chunk
                 .iter()
                 .filter_map(|c| c.ahead.and_then(Lookahead::hash6))
             {
-                ct6.prefetch_entry(h);
+                ct6.prefetch_entry::<B>(h);
             }
         }
     }

@@ -69,6 +69,11 @@ impl Mbuf {
 }
 
 impl PacketBuf for Mbuf {
+    #[inline(always)]
+    fn prefetch(line: *const u8) {
+        super::prefetch_line(line);
+    }
+
     /// From the mbuf's offload flags: set by drivers that check IPv4 header
     /// checksums (the port asks for it when the device offers it); the
     /// virtual devices here leave them unknown.

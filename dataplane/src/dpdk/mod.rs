@@ -37,19 +37,45 @@ pub fn rdtsc() -> u64 {
 /// elsewhere DPDK's `rte_prefetch0` through the shim.
 #[inline(always)]
 pub fn prefetch<T>(p: &T) {
+    prefetch_line((p as *const T).cast());
+}
+
+/// [`prefetch`] of a raw address: the flow-table lines lb-core names for a
+/// burst ([`lb_core::PacketBuf::prefetch`]). Any address, even a dangling
+/// one, is allowed: nothing is read.
+#[inline(always)]
+pub fn prefetch_line(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         // SAFETY: SSE is part of the x86-64 baseline; a prefetch reads
-        // nothing architecturally and cannot fault; `p` is a valid reference.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>((p as *const T).cast::<i8>()) }
+        // nothing architecturally and cannot fault, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) }
     }
     #[cfg(not(target_arch = "x86_64"))]
     // SAFETY: a prefetch instruction reads nothing architecturally and cannot
-    // fault; `p` is a valid reference anyway.
+    // fault, whatever the address.
     unsafe {
-        dpdk_sys::lb_rte_prefetch0((p as *const T).cast())
+        dpdk_sys::lb_rte_prefetch0(p.cast())
     }
+}
+
+/// Asks the kernel to back `[start, start + len)` with transparent huge
+/// pages when it is first touched (lb-core's flow tables, read at random:
+/// far fewer TLB misses). Best effort: a kernel without THP, or in `never`
+/// mode, ignores it, and so does this for a range that is not mapped.
+/// Installed into lb-core with `lb_core::hint::set_huge_page_advice`.
+pub fn advise_huge_pages(start: *mut u8, len: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: madvise(MADV_HUGEPAGE) only changes how the kernel backs
+        // a range, never its contents or validity; for a range that is not
+        // mapped, or not page-aligned, it fails with an error and changes
+        // nothing. The result is ignored on purpose: the advice is optional.
+        let _ = unsafe { libc::madvise(start.cast::<libc::c_void>(), len, libc::MADV_HUGEPAGE) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (start, len);
 }
 
 /// The DPDK version string, such as `DPDK 22.11.11`.

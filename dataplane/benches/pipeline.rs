@@ -4,9 +4,14 @@
 //! insert) with `wrr` and `mh`, each for IPv4 and for IPv6 (NAT66, 6in6,
 //! DR; the rows named "IPv6 ...").
 //!
-//! `cargo bench -p lb-core --bench pipeline` measures; without
+//! `cargo bench -p lb-dataplane --bench pipeline` measures; without
 //! `--bench` (as `cargo test --all-targets` runs it) it only does a smoke
 //! run of about a thousand packets per case and checks the verdicts.
+//!
+//! It lives in the dataplane crate for one reason: the pipeline runs here
+//! with the DPDK wrapper's prefetch and huge-page advice, as on a worker
+//! (lb-core, which has no `unsafe`, has neither of its own). No EAL is
+//! started: the buffers are `VecBuf`s with the wrapper's prefetch.
 //!
 //! Every packet is first restored into a reused `VecBuf` (the pipeline
 //! rewrites it in place); that restore alone is measured in the same run
@@ -23,6 +28,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use lb_config::{Config, MacAddr};
+use lb_core::buffer::RxChecksum;
 use lb_core::flow::Flow;
 use lb_core::pipeline::{Pipeline, Verdict};
 use lb_core::snapshot::{Ids, Snapshot};
@@ -32,6 +38,7 @@ use lb_core::wire::{
     TcpFlags, TcpPacket,
 };
 use lb_core::{PacketBuf, VecBuf, WorkerStats};
+use lb_dataplane::dpdk;
 
 const OUR_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
 const GATEWAY_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
@@ -395,10 +402,61 @@ fn fill_tcp(t: &mut TcpPacket<&mut [u8]>, src_port: u16, dst_port: u16, flags: u
     t.set_window(65535);
 }
 
+/// A `VecBuf` that prefetches as an mbuf does (the DPDK wrapper's
+/// prefetch), so that `process_burst` prefetches a burst's flow-table lines
+/// as it does on a worker.
+#[derive(Debug, Clone)]
+struct Buf(VecBuf);
+
+impl Buf {
+    fn from_bytes(bytes: &[u8]) -> Buf {
+        Buf(VecBuf::from_bytes(bytes))
+    }
+}
+
+impl PacketBuf for Buf {
+    #[inline(always)]
+    fn prefetch(line: *const u8) {
+        dpdk::prefetch_line(line);
+    }
+    #[inline(always)]
+    fn rx_ip_checksum(&self) -> RxChecksum {
+        self.0.rx_ip_checksum()
+    }
+    #[inline(always)]
+    fn data(&self) -> &[u8] {
+        self.0.data()
+    }
+    #[inline(always)]
+    fn data_mut(&mut self) -> &mut [u8] {
+        self.0.data_mut()
+    }
+    #[inline(always)]
+    fn headroom(&self) -> usize {
+        self.0.headroom()
+    }
+    #[inline(always)]
+    fn prepend(&mut self, n: usize) -> bool {
+        self.0.prepend(n)
+    }
+    #[inline(always)]
+    fn adj(&mut self, n: usize) -> bool {
+        self.0.adj(n)
+    }
+    #[inline(always)]
+    fn trim(&mut self, n: usize) -> bool {
+        self.0.trim(n)
+    }
+    #[inline(always)]
+    fn append(&mut self, n: usize) -> bool {
+        self.0.append(n)
+    }
+}
+
 /// Puts `frame` (`LEN` bytes) back into `buf`, undoing a TUN prepend
 /// first. This is the baseline.
 #[inline(always)]
-fn restore<const LEN: usize>(buf: &mut VecBuf, frame: &[u8]) {
+fn restore<const LEN: usize>(buf: &mut Buf, frame: &[u8]) {
     let grown = buf.len() - LEN;
     if grown != 0 {
         buf.adj(grown);
@@ -496,7 +554,7 @@ impl Frames {
     }
 
     /// Restores frame `k` into `buf` (outside any timed loop).
-    fn restore(&self, buf: &mut VecBuf, k: usize) {
+    fn restore(&self, buf: &mut Buf, k: usize) {
         match self {
             Frames::V4(p) => restore::<FRAME_LEN>(buf, p.frame(k)),
             Frames::V6(p) => restore::<FRAME6_LEN>(buf, p.frame(k)),
@@ -645,10 +703,8 @@ impl Bench {
         burst: bool,
     ) -> f64 {
         let n = pool.len();
-        let mut buf = VecBuf::from_bytes(pool.frame(0));
-        let mut bufs: Vec<VecBuf> = (0..BURST)
-            .map(|_| VecBuf::from_bytes(pool.frame(0)))
-            .collect();
+        let mut buf = Buf::from_bytes(pool.frame(0));
+        let mut bufs: Vec<Buf> = (0..BURST).map(|_| Buf::from_bytes(pool.frame(0))).collect();
         let mut verdicts = [want; BURST];
         let mut good = 0usize;
         let start = Instant::now();
@@ -858,7 +914,7 @@ impl Bench {
                 // flow entries (allocated in opening order) are not read in
                 // sequence.
                 let syns = Frames::new(family, &shuffled(n, 2), svc, 80, SYN);
-                let mut buf = VecBuf::from_bytes(syns.frame(0));
+                let mut buf = Buf::from_bytes(syns.frame(0));
                 for i in 0..n {
                     syns.restore(&mut buf, i);
                     assert_eq!(
@@ -869,7 +925,7 @@ impl Bench {
             }
             assert_eq!(flows(&p, family), n, "{name}: every SYN opened a flow");
             let frames = Frames::new(family, &shuffled(n, 1), svc, 80, ACK);
-            let mut buf = VecBuf::from_bytes(frames.frame(0));
+            let mut buf = Buf::from_bytes(frames.frame(0));
             assert_eq!(
                 p.process(&self.snap, 0, &mut buf, NOW),
                 Verdict::Transmit(0)
@@ -978,7 +1034,9 @@ fn label(n: usize) -> String {
 
 fn main() {
     let measure = std::env::args().any(|a| a == "--bench");
-    // `cargo bench -p lb-core --bench pipeline -- NAT` runs only the
+    // The flow tables on transparent huge pages, as the engine asks.
+    lb_core::hint::set_huge_page_advice(dpdk::advise_huge_pages);
+    // `cargo bench -p lb-dataplane --bench pipeline -- NAT` runs only the
     // cases whose name contains "NAT" (baselines always run); "IPv6" only
     // the IPv6 rows, "IPv4 NAT" only the IPv4 ones (and then no ratio).
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
