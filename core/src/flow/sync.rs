@@ -52,7 +52,7 @@ use lb_config::ForwardingMethod;
 use super::conntrack::{real_addr, Conntrack};
 use super::hash::FlowAddr;
 use super::synproxy::{PROXY_CLIENT_WS, PROXY_ON, PROXY_REAL_WS, PROXY_TS};
-use super::table::{SYNCED, VOUCHED};
+use super::table::{FlowTable, SYNCED, VOUCHED};
 use super::{Flow, FlowKey, FlowState, NewFlow, Trust};
 use crate::snapshot::Snapshot;
 use crate::sync::{
@@ -78,14 +78,57 @@ pub enum Installed {
 pub(super) struct SyncLog {
     /// Entries whose flow was created or changed (may repeat; bounded).
     dirty: Vec<u32>,
-    /// A pass sending every flow the table holds, under way: the next
-    /// entry to look at ([`Conntrack::sync_bulk_start`]).
-    bulk: Option<usize>,
+    /// A pass sending every flow the table holds, under way
+    /// ([`Conntrack::sync_bulk_start`]).
+    bulk: Option<BulkPass>,
     /// A pass handing every flow of our own to the peer, under way: the
     /// next entry ([`Conntrack::sync_demote_start`]).
     demote: Option<usize>,
     /// The records for the peer, until the worker hands them over.
     events: SyncEvents,
+}
+
+/// Where a bulk pass stands: it goes round the table once from where it
+/// began, wrapping at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BulkPass {
+    /// The next entry to look at.
+    next: usize,
+    /// Entries still to look at.
+    left: usize,
+}
+
+impl BulkPass {
+    /// Looks at up to `budget` entries of the pass with `f` (which returns
+    /// false to stop at an entry and look at it again next time); the pass
+    /// if it is not over.
+    fn step<A: FlowAddr>(
+        mut self,
+        table: &mut FlowTable<A>,
+        budget: usize,
+        mut f: impl FnMut(&mut Flow<A>) -> bool,
+    ) -> Option<BulkPass> {
+        let n = table.capacity();
+        let mut budget = budget.min(self.left);
+        while budget > 0 && self.next < n {
+            let from = self.next;
+            let span = budget.min(n - from);
+            // `visit_from` gives where it stopped early, or where the span
+            // ended (None at the table's end).
+            let stop = table
+                .visit_from(from, span, |_, flow| f(flow))
+                .unwrap_or(n)
+                .min(from + span);
+            let done = stop - from;
+            self.left -= done;
+            budget -= done;
+            self.next = if stop == n { 0 } else { stop };
+            if done < span {
+                break;
+            }
+        }
+        (self.left > 0 && n > 0).then_some(self)
+    }
 }
 
 impl SyncLog {
@@ -186,8 +229,8 @@ impl<A: FlowAddr> Conntrack<A> {
                 true
             });
         }
-        if let Some(from) = log.bulk {
-            log.bulk = table.visit_from(from, budget, |_, f| {
+        if let Some(pass) = log.bulk {
+            log.bulk = pass.step(table, budget, |f| {
                 if log.events.is_full() {
                     return false;
                 }
@@ -223,10 +266,19 @@ impl<A: FlowAddr> Conntrack<A> {
     /// before it takes the gateway back: it must hold them all). The
     /// sweep makes it between bursts, as many entries a poll as its budget,
     /// never more records than the queue has room for: it waits for room,
-    /// it never drops. Restarts a pass under way. Nothing without sync.
+    /// it never drops. A pass asked for while one is under way goes on
+    /// from where that one is and ends a whole round of the table later,
+    /// so every flow held now is sent, and a peer asking again and again
+    /// (one that flaps, or a stranger spoofing its restarts) cannot keep a
+    /// pass from ending: it only makes it up to one round longer. Nothing
+    /// without sync.
     pub fn sync_bulk_start(&mut self) {
+        let n = self.table.capacity();
         if let Some(log) = self.sync.as_mut() {
-            log.bulk = Some(0);
+            log.bulk = Some(BulkPass {
+                next: log.bulk.map_or(0, |p| p.next),
+                left: n,
+            });
         }
     }
 

@@ -24,7 +24,9 @@
 //! for a peer, as both roles' do: what they then collect is only of the
 //! worker's own flows (`sync.echo`: a flow the peer gave is never sent
 //! back), and a bulk pass sends every flow it holds exactly once and ends
-//! (`sync.bulk`), with a queue too small to take them in one go; a
+//! (`sync.bulk`), with a queue too small to take them in one go, and
+//! one asked for again half-way still sends them all and ends
+//! (`sync.bulk-again`); a
 //! demotion (standing down) makes every flow the peer's, keeps the tables
 //! whole and sends nothing (`sync.demote`).
 
@@ -197,6 +199,29 @@ pub fn run(data: &[u8]) -> Violations {
             "sync.bulk",
             format!("{} records dropped", c.events_dropped.get() - dropped),
         );
+    }
+    // A pass asked for again after its first collection: it goes on from
+    // there and ends one round later, every flow sent after the second
+    // request (`sync.bulk-again`).
+    ct4.sync_bulk_start();
+    ct6.sync_bulk_start();
+    let _ = collect(&mut ct4, &mut ct6, snap);
+    ct4.sync_bulk_start();
+    ct6.sync_bulk_start();
+    let mut again = Vec::new();
+    let mut rounds = 0;
+    while ct4.sync_bulk_pending() || ct6.sync_bulk_pending() {
+        again.extend(collect(&mut ct4, &mut ct6, snap).iter().map(tuple));
+        rounds += 1;
+        if rounds > 10_000 {
+            v.add("sync.bulk-again", "the pass does not end".to_string());
+            break;
+        }
+    }
+    again.sort();
+    again.dedup();
+    if again != want {
+        v.add("sync.bulk-again", format!("sent {again:?}, held {want:?}"));
     }
     // Standing down: every flow becomes the peer's, the tables stay whole,
     // and nothing is sent for it.

@@ -790,6 +790,63 @@ fn a_bulk_pass_waits_for_room_and_loses_nothing_when_the_sender_is_slow() {
     assert_eq!(ct.stats.sync.events_dropped.get(), dropped, "none dropped");
 }
 
+/// A pass asked for again and again (a flapping peer, or a stranger
+/// spoofing its restarts) still ends, within one more round of the table,
+/// and still sends every flow; one asked for during a pass sends the
+/// flows the first part of the pass had already sent again.
+#[test]
+fn a_bulk_pass_asked_for_again_and_again_still_ends_and_sends_everything() {
+    let snap = snapshot(CONFIG);
+    let mut ct = conntrack::<Ipv4Addr>(256);
+    ct.enable_sync(64);
+    for p in 0..100 {
+        client_packet(&mut ct, &snap, 42000 + p, seg(TcpFlags::SYN, 1000, 0), 0).unwrap();
+    }
+    let _ = collected(&mut ct, &snap, 1);
+    let entries = ct.table().capacity();
+    // 16 entries a poll, a new request every poll for three rounds' worth
+    // of polls: every flow goes out within the first round all the same,
+    // and the pass ends one round after the last request.
+    let round = entries / 16;
+    let mut out = SyncEvents::with_capacity(4096);
+    let mut sent = std::collections::BTreeSet::new();
+    let mut polls = 0;
+    ct.sync_bulk_start();
+    while ct.sync_bulk_pending() {
+        ct.sweep(&snap, 1, 16);
+        ct.take_sync_events(&mut out);
+        sent.extend(out.drain().map(|r| r.client_port));
+        polls += 1;
+        if polls == round {
+            assert_eq!(sent.len(), 100, "every flow within one round");
+        }
+        if polls < 3 * round {
+            ct.sync_bulk_start();
+        }
+        assert!(polls <= 4 * round, "the pass ends: {polls} polls");
+    }
+    assert_eq!(sent.len(), 100, "every flow");
+
+    // Asked for again half-way: the flows sent before are sent again.
+    let mut firsts = Vec::new();
+    ct.sync_bulk_start();
+    for _ in 0..entries / 32 {
+        ct.sweep(&snap, 1, 16);
+        ct.take_sync_events(&mut out);
+        firsts.extend(out.drain().map(|r| r.client_port));
+    }
+    assert!(!firsts.is_empty() && ct.sync_bulk_pending());
+    ct.sync_bulk_start();
+    let mut rest = std::collections::BTreeSet::new();
+    while ct.sync_bulk_pending() {
+        ct.sweep(&snap, 1, 16);
+        ct.take_sync_events(&mut out);
+        rest.extend(out.drain().map(|r| r.client_port));
+    }
+    assert_eq!(rest.len(), 100, "a whole round after the second request");
+    assert!(firsts.iter().all(|p| rest.contains(p)));
+}
+
 #[test]
 fn standing_down_hands_our_flows_to_the_peer() {
     let snap = snapshot(CONFIG);
