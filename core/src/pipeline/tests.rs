@@ -51,12 +51,14 @@ pub(super) fn pipeline(snap: &Snapshot, index: usize, workers: usize, capacity: 
 }
 
 /// What a verdict looks like in a fixture.
-fn outcome(v: Verdict, buf: &VecBuf) -> Result<(usize, Vec<u8>), String> {
+type Outcome = Result<(usize, Vec<u8>), String>;
+
+fn outcome(v: Verdict, buf: &VecBuf) -> Outcome {
     match v {
         Verdict::Transmit(p) => Ok((usize::from(p), buf.to_vec())),
         Verdict::Drop(r) => Err(r.as_str().to_string()),
         Verdict::Consumed => Err("consumed".into()),
-        Verdict::Defer { .. } => Err("deferred".into()),
+        Verdict::Defer { .. } | Verdict::Defer6 { .. } => Err("deferred".into()),
         other => Err(format!("{other:?}")),
     }
 }
@@ -140,19 +142,23 @@ fn ipv6_golden_packets() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// The cookie key of the `syn-proxy` golden scenario (the same numbers as
-/// GOLDEN_KEY in `scripts/gen-synproxy-fixtures.py`).
+/// The cookie key of the `syn-proxy` and `syn-proxy6` golden scenarios
+/// (the same numbers as GOLDEN_KEY in `scripts/gen-synproxy-fixtures.py`).
 pub(crate) const GOLDEN_COOKIE_KEY: crate::synproxy::CookieKey =
     crate::synproxy::CookieKey::fixed(0x676F_6C64_656E_2D6B, 0x6579_2D73_796E_7078);
 
-/// The SYN proxy's frames against scapy's: the cookie SYN-ACK, the SYN and
-/// ACK to the real, data translated both ways. Step i runs at 1000 + i ms
-/// with the fixed key, as the generator assumes. As in the worker, a pass
-/// over the deferred frames follows each step: the early data goes on
-/// right after the real's SYN-ACK, before the next step.
-#[test]
-fn golden_syn_proxy() {
-    let scenario = golden::scenario("syn-proxy");
+/// Runs a SYN-proxy golden scenario: step i at 1000 + i ms with the fixed
+/// key, as the generator assumes, every outcome compared byte for byte.
+/// As in the worker, a pass over the deferred frames follows each step;
+/// returns what left that way (with the step it followed) and the
+/// pipeline's counters.
+#[allow(clippy::type_complexity)]
+fn replay_syn_proxy(
+    scenario: &golden::Scenario,
+) -> (
+    Vec<(usize, Result<(usize, Vec<u8>), String>)>,
+    Arc<WorkerStats>,
+) {
     let config =
         Config::parse(&scenario.config).unwrap_or_else(|e| panic!("{}: {e}", scenario.name));
     let snap = compile(&config, &scenario.port_macs);
@@ -169,11 +175,11 @@ fn golden_syn_proxy() {
         let got = outcome(v, &buf);
         if got != step.output {
             failures.push(format!(
-                "step {i} {}:\n  expected {:02x?}\n  got      {got:02x?}",
-                step.description, step.output
+                "{} step {i} {}:\n  expected {:02x?}\n  got      {got:02x?}",
+                scenario.name, step.description, step.output
             ));
         }
-        if let Verdict::Defer { .. } = v {
+        if let Verdict::Defer { .. } | Verdict::Defer6 { .. } = v {
             assert!(deferred.push(buf, step.in_port, v, now, &stats).is_ok());
         }
         deferred.release(&mut p, &snap, now, |b, v| {
@@ -181,38 +187,106 @@ fn golden_syn_proxy() {
         });
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    // The early data (step 2) left right after the real's SYN-ACK (step 3),
-    // to the real, as the translated data of step 4 does.
-    let early = &scenario.steps[2];
-    let want = scenario.steps[4].output.as_ref().expect("step 4 is sent");
-    let fields = |frame: &[u8]| {
-        use crate::wire::{ethernet, Ipv4Packet, TcpPacket};
-        let ip = Ipv4Packet::new_checked(&frame[ethernet::HEADER_LEN..]).expect("IPv4");
-        let tcp = TcpPacket::new_checked(ip.payload()).expect("TCP");
-        (
-            frame[..ethernet::HEADER_LEN].to_vec(),
-            (ip.src_addr(), ip.dst_addr()),
-            (tcp.src_port(), tcp.dst_port()),
-            (tcp.seq_number(), tcp.ack_number()),
-            tcp.payload().to_vec(),
-        )
+    assert!(deferred.is_empty(), "{}: still deferred", scenario.name);
+    (released, stats)
+}
+
+/// What a released early segment must share with the translated data
+/// step that follows it (IPv4 or IPv6): the Ethernet header, addresses,
+/// ports, sequence numbers and payload (its options are its own).
+#[derive(Debug, PartialEq)]
+struct TcpFields {
+    ethernet: Vec<u8>,
+    addrs: [std::net::IpAddr; 2],
+    ports: [u16; 2],
+    seq_ack: [u32; 2],
+    payload: Vec<u8>,
+}
+
+fn tcp_fields(frame: &[u8]) -> TcpFields {
+    use crate::wire::ipv6::Ipv6Packet;
+    use crate::wire::{ethernet, EtherType, TcpPacket};
+    let eth = EthernetFrame::new_checked(frame).expect("Ethernet");
+    let (addrs, segment) = match eth.ethertype() {
+        EtherType::Ipv4 => {
+            let ip = Ipv4Packet::new_checked(eth.payload()).expect("IPv4");
+            (
+                [ip.src_addr().into(), ip.dst_addr().into()],
+                ip.payload().to_vec(),
+            )
+        }
+        EtherType::Ipv6 => {
+            let ip = Ipv6Packet::new_checked(eth.payload()).expect("IPv6");
+            (
+                [ip.src_addr().into(), ip.dst_addr().into()],
+                ip.payload().to_vec(),
+            )
+        }
+        other => panic!("not IP: {other:?}"),
     };
-    match &released[..] {
+    let tcp = TcpPacket::new_checked(&segment[..]).expect("TCP");
+    TcpFields {
+        ethernet: frame[..ethernet::HEADER_LEN].to_vec(),
+        addrs,
+        ports: [tcp.src_port(), tcp.dst_port()],
+        seq_ack: [tcp.seq_number(), tcp.ack_number()],
+        payload: tcp.payload().to_vec(),
+    }
+}
+
+/// The early data (step 2) left right after the real's SYN-ACK (step 3),
+/// to the real, addressed and numbered as the translated data of step 4.
+fn early_data_left_with_the_real_answer(
+    scenario: &golden::Scenario,
+    released: &[(usize, Outcome)],
+) {
+    let early = &scenario.steps[2];
+    assert_eq!(
+        early.output,
+        Err("deferred".to_string()),
+        "step 2 is deferred"
+    );
+    let want = scenario.steps[4].output.as_ref().expect("step 4 is sent");
+    match released {
         [(3, Ok((port, frame)))] => {
             assert_eq!(*port, want.0);
             assert_eq!(
-                fields(frame),
-                fields(&want.1),
-                "addressed and numbered as step 4"
+                tcp_fields(frame),
+                tcp_fields(&want.1),
+                "{}: addressed and numbered as step 4",
+                scenario.name
             );
             assert_eq!(frame.len(), early.input.len(), "same options, translated");
         }
-        other => panic!("released: {other:02x?}"),
+        other => panic!("{}: released: {other:02x?}", scenario.name),
     }
-    assert!(deferred.is_empty());
+}
+
+/// The SYN proxy's frames against scapy's: the cookie SYN-ACK, the SYN and
+/// ACK to the real, data translated both ways (`tests/fixtures/syn-proxy`).
+#[test]
+fn golden_syn_proxy() {
+    let scenario = golden::scenario("syn-proxy");
+    let (released, stats) = replay_syn_proxy(&scenario);
+    early_data_left_with_the_real_answer(&scenario, &released);
     assert_eq!(stats.syn_proxy_deferred.get(), 1);
-    assert_eq!(p.stats().syn_proxy_cookies_sent.get(), 2);
-    assert_eq!(p.stats().syn_proxy_cookies_accepted.get(), 2);
+    assert_eq!(stats.syn_proxy_cookies_sent.get(), 2);
+    assert_eq!(stats.syn_proxy_cookies_accepted.get(), 2);
+}
+
+/// The same for a NAT66 service (`tests/fixtures/syn-proxy6`): the IPv6
+/// frames the proxy makes (hop limit 64, no extension header, class and
+/// label 0, the IPv6 MSS it announces and the IPv6 MSS table in its
+/// cookies: 1420, 1220, 8940, 1440), NAT66 with the translation, and a
+/// good ACK from another /64 with the client's interface id refused.
+#[test]
+fn golden_syn_proxy6() {
+    let scenario = golden::scenario("syn-proxy6");
+    let (released, stats) = replay_syn_proxy(&scenario);
+    early_data_left_with_the_real_answer(&scenario, &released);
+    assert_eq!(stats.syn_proxy_deferred.get(), 1);
+    assert_eq!(stats.syn_proxy_cookies_sent.get(), 4);
+    assert_eq!(stats.syn_proxy_cookies_accepted.get(), 4);
 }
 
 // ---- behaviour beyond single frames --------------------------------------
@@ -1618,7 +1692,8 @@ fn ipv6_for_the_port_address_goes_to_the_kernel() {
 #[test]
 fn every_golden_flow_reaches_a_backup_whole() {
     use crate::sync::{FlowChange, SyncEvents};
-    for scenario in ["one-arm", "two-arm", "ipv6", "syn-proxy"].map(golden::scenario) {
+    for scenario in ["one-arm", "two-arm", "ipv6", "syn-proxy", "syn-proxy6"].map(golden::scenario)
+    {
         let config =
             Config::parse(&scenario.config).unwrap_or_else(|e| panic!("{}: {e}", scenario.name));
         let snap = compile(&config, &scenario.port_macs);
@@ -1670,6 +1745,8 @@ fn every_golden_flow_reaches_a_backup_whole() {
                 let Some(want) = comparable(f.sync_update(&snap)) else {
                     continue;
                 };
+                proxied +=
+                    usize::from(matches!(want.change, FlowChange::Update(u) if u.proxy.is_some()));
                 let got = b
                     .lookup(&f.key(), b.key_hash(&f.key()))
                     .map(|x| comparable(b.get(x).sync_update(&snap)));
@@ -1678,8 +1755,12 @@ fn every_golden_flow_reaches_a_backup_whole() {
             }
         }
         assert!(seen > 0, "{}: no flow to compare", scenario.name);
-        if scenario.name == "syn-proxy" {
-            assert!(proxied > 0, "a proxied flow's translation is compared");
+        if scenario.name.starts_with("syn-proxy") {
+            assert!(
+                proxied > 0,
+                "{}: a proxied flow's translation is compared",
+                scenario.name
+            );
         }
         assert_eq!(primary.stats().sync.events_dropped.get(), 0);
     }
