@@ -940,6 +940,9 @@ impl<A: FlowAddr> Conntrack<A> {
         f.proxy_window = window;
         f.proxy_wscale = 0;
         f.children = u32::from(ttl);
+        // Its first SYN goes now: the back-off counts from it
+        // (`Flow::syn_sent_at`).
+        f.template_timeout = now;
         if let Some(ts) = timestamps {
             f.proxy |= PROXY_TS;
             f.proxy_ts = ts.ecr;

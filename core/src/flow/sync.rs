@@ -32,14 +32,15 @@
 //! when sync is off); the sweep, between bursts, turns those into
 //! records, adds a removal record for every flow of its own that ended,
 //! and re-sends each live flow of its own at least every half of its
-//! state's timeout (the flow's `template_timeout`, unused by a
-//! non-template, holds when it was last sent), so that the peer's
-//! entries do not expire while the flow lives here. A full list or queue
-//! drops and counts (`events_dropped`); the refresh repairs what a drop
-//! lost. A flow the peer gave us is not sent back (no echo) until a
-//! packet of it is seen here: then it is ours. A bulk pass
-//! (`Conntrack::sync_bulk_start`) sends every flow, the peer's included,
-//! to a peer that came back without them.
+//! state's timeout (the flow's `template_timeout` holds when it was last
+//! sent: a non-template uses it for nothing else, except a proxied flow
+//! waiting for its real, which is not sent and keeps its SYN's time
+//! there), so that the peer's entries do not expire while the flow lives
+//! here. A full list or queue drops and counts (`events_dropped`); the
+//! refresh repairs what a drop lost. A flow the peer gave us is not sent
+//! back (no echo) until a packet of it is seen here: then it is ours. A
+//! bulk pass (`Conntrack::sync_bulk_start`) sends every flow, the peer's
+//! included, to a peer that came back without them.
 //!
 //! Not synced: persistence templates (a client's next connection after a
 //! takeover is scheduled afresh), and proxied flows still waiting for

@@ -208,6 +208,18 @@ impl<A: FlowAddr> Flow<A> {
         (self.children >> 8) as u8
     }
 
+    /// When (worker clock, ms) its SYN last went to the real, first or
+    /// again (while waiting): what the back-off counts from. Kept in
+    /// `template_timeout`, which a flow uses otherwise only once sync
+    /// records it, and sync records no flow that waits; not in
+    /// `last_seen`, which is when a packet last came from the client or
+    /// the real, and so what expiry and eviction read: our own re-sends
+    /// must not keep alive a flow whose client and real are both silent.
+    #[inline]
+    pub fn syn_sent_at(&self) -> u32 {
+        self.template_timeout
+    }
+
     /// Whether a client's segment for this waiting flow is one its client
     /// could send and nobody else blindly: it acknowledges the cookie
     /// exactly (so its sender saw our SYN-ACK), starts where the client's
@@ -478,14 +490,17 @@ pub const SYN_RETRY_QUEUE: usize = 16;
 /// - it is not a deferred segment running again (the client did not send
 ///   it now).
 ///
-/// The flow counts the re-send and takes it as its last packet (so it
-/// waits `tcp_syn_timeout` from its last SYN as it did from the first:
-/// a real that answers the last still finds it), and is named here; the
-/// count and that time are all it keeps of it (`children`, `last_seen`).
-/// Between bursts the worker takes the names (`Pipeline::resend_syns`):
-/// each flow that still waits rebuilds its SYN ([`Flow::proxy_syn`]),
-/// which leaves in a buffer of its own by the way the first went (route,
-/// neighbor, hold for ARP); the client's segment keeps its own fate.
+/// The flow counts the re-send and when it went (`children`,
+/// [`Flow::syn_sent_at`]), and is named here. A re-send is not a packet
+/// of the flow: it leaves `last_seen` alone, so a flow waiting for a
+/// silent real ages from its client's last segment (its cookie ACK, or
+/// a later one that passes the checks above) and expires
+/// `tcp_syn_timeout` after it, as any half-open flow, and a full table
+/// does not see it as in use. Between bursts the worker takes the names
+/// (`Pipeline::resend_syns`): each flow that still waits rebuilds its SYN
+/// ([`Flow::proxy_syn`]), which leaves in a buffer of its own by the way
+/// the first went (route, neighbor, hold for ARP); the client's segment
+/// keeps its own fate.
 #[derive(Debug, Clone, Copy)]
 pub struct SynRetries<A: FlowAddr> {
     /// Entry, key, and the flow's re-send count once named: the entry
@@ -515,14 +530,6 @@ impl<A: FlowAddr> SynRetries<A> {
         self.due[..usize::from(self.len)].iter().flatten().copied()
     }
 
-    /// Hook: a client's segment `seg` (neither SYN nor RST) at `now` for
-    /// entry `e`, flow `f`, which still waits for its real.
-    fn early(&mut self, e: u32, f: &mut Flow<A>, seg: Segment, now: u32) {
-        if syn_due(f, now) && f.plausible_early(seg) {
-            self.name(e, f, now);
-        }
-    }
-
     /// Names waiting flow `f` (entry `e`), whose SYN is due again, for the
     /// next pass, and counts the re-send on it; false if the queue is full
     /// (nothing counted: it is due again at the next chance).
@@ -531,7 +538,7 @@ impl<A: FlowAddr> SynRetries<A> {
             return false;
         };
         f.children += 1 << 8;
-        f.last_seen = now;
+        f.template_timeout = now;
         *slot = Some((e, f.key(), f.syn_retries()));
         self.len += 1;
         true
@@ -543,7 +550,7 @@ impl<A: FlowAddr> SynRetries<A> {
 /// `<< n` ago.
 fn syn_due<A: FlowAddr>(f: &Flow<A>, now: u32) -> bool {
     let sent = f.syn_retries();
-    sent < SYN_RETRIES && now.wrapping_sub(f.last_seen) >= SYN_RTO_MS << sent
+    sent < SYN_RETRIES && now.wrapping_sub(f.syn_sent_at()) >= SYN_RTO_MS << sent
 }
 
 /// How many waiting flows a table watches for [`SynWatch`]; one made when
@@ -610,9 +617,12 @@ impl<A: FlowAddr> SynWatch<A> {
 
 impl<A: FlowAddr> super::Conntrack<A> {
     /// Hook: a client's segment (neither SYN nor RST) for entry `e`, which
-    /// still waits for its real: its SYN may be due again
-    /// ([`SynRetries`]); the segment is deferred, or dropped
-    /// ([`Deferrals`]).
+    /// still waits for its real: one its client sent (not a deferred one
+    /// running again) that only its client could send (it passes the
+    /// checks a deferred segment passes) is its last packet, and its SYN
+    /// may be due again ([`SynRetries`]); the segment is deferred, or
+    /// dropped ([`Deferrals`]). Anything else leaves the flow's age alone,
+    /// as it did before: a stranger cannot keep a half-open flow alive.
     pub(super) fn proxy_early(
         &mut self,
         e: u32,
@@ -620,8 +630,11 @@ impl<A: FlowAddr> super::Conntrack<A> {
         now: u32,
     ) -> Result<ProxyStep, DropReason> {
         let f = self.table.get_mut(e);
-        if !self.defer.rerun {
-            self.retries.early(e, f, seg, now);
+        if !self.defer.rerun && f.plausible_early(seg) {
+            f.last_seen = now;
+            if syn_due(f, now) {
+                self.retries.name(e, f, now);
+            }
         }
         self.defer.early(f, seg)
     }

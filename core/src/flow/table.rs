@@ -129,11 +129,15 @@ pub struct Flow<A: FlowAddr = Ipv4Addr> {
     pub real_id: u32,
     /// Stable id of the service.
     pub service_id: u32,
-    /// Milliseconds (worker clock) of the last packet.
+    /// Milliseconds (worker clock) of the last packet received of the
+    /// flow (what expiry and eviction go by; not one the appliance made,
+    /// such as a SYN the SYN proxy sends again).
     pub last_seen: u32,
     /// For templates: the persistence timeout; for flows on a connection
     /// sync primary: when the flow was last sent to the peer (worker
-    /// clock, ms; `flow/sync.rs`); otherwise unused.
+    /// clock, ms; `flow/sync.rs`); for a flow the SYN proxy answered,
+    /// while it waits for its real (sync sends none such): when its SYN
+    /// last went to the real ([`Flow::syn_sent_at`]); otherwise unused.
     pub template_timeout: u32,
     /// For templates: flows currently placed by it. For a flow the SYN
     /// proxy answered, while it waits for its real (no template reads it

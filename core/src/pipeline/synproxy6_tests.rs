@@ -970,8 +970,9 @@ fn a_lost_ipv6_syn_to_the_real_goes_again_backing_off_the_same_bytes() {
     assert_eq!((again.seq, again.hops), (ISN, 63));
     assert_eq!(only_flow(&p).syn_retries(), SYN_RETRIES);
     assert!(p.flows().is_empty(), "nothing in the IPv4 table");
-    // The real answers the last: the handshake completes.
-    let ack = run(&mut p, &snap, &real_synack(), t0 + 8_000).expect("ACK to the real");
+    // The real answers the last: the handshake completes (after the
+    // client's last ACK: the clock does not go back).
+    let ack = run(&mut p, &snap, &real_synack(), t0 + 10_000).expect("ACK to the real");
     assert_eq!((ack.dst, ack.flags), (r(), ACK));
     assert_eq!(only_flow(&p).state(), FlowState::Established);
 }
@@ -1047,6 +1048,76 @@ fn a_silent_ipv6_clients_lost_syn_goes_again_on_the_timer() {
         u64::from(SYN_RETRIES)
     );
     assert_eq!(only_flow(&p).syn_retries(), SYN_RETRIES);
+}
+
+/// The timer's loop over the IPv6 table every ms from `from` to `to`, the
+/// pool empty while `empty` holds: when each SYN went again (ms after
+/// `t0`, checked to be `first`), and how many buffers the empty pool was
+/// asked for.
+fn timers_with_pool(
+    p: &mut Pipeline,
+    snap: &Snapshot,
+    first: &[u8],
+    (t0, from, to): (u32, u32, u32),
+    empty: impl Fn(u32) -> bool,
+) -> (Vec<u32>, usize) {
+    let (mut at, mut asked) = (Vec::new(), 0);
+    for now in from..to {
+        p.syn_timers(snap, now);
+        let dry = empty(now);
+        p.resend_syns_with(
+            snap,
+            now,
+            || {
+                if dry {
+                    asked += 1;
+                    return None;
+                }
+                let mut b = VecBuf::from_bytes(&[0xa5; 128]);
+                assert!(b.trim(128));
+                Some(b)
+            },
+            |_, b, v| {
+                assert_eq!((v, b.data()), (Verdict::Transmit(0), first), "at {now}");
+                at.push(now - t0);
+            },
+        );
+    }
+    (at, asked)
+}
+
+#[test]
+fn a_waiting_ipv6_flow_ages_from_its_client_not_from_syns_sent_again() {
+    // A silent client, a silent real: the timer sends the SYN again at
+    // 1, 3 and 7 s, and the flow still expires `tcp_syn_timeout` after
+    // the client's ACK.
+    let (snap, mut p) = setup("on", 64);
+    let synack = run(&mut p, &snap, &client_syn(ISN), NOW).expect("SYN-ACK");
+    let cookie = synack.seq;
+    let mut b = VecBuf::from_bytes(&client_ack(cookie).frame());
+    assert_eq!(p.process(&snap, 0, &mut b, NOW + 1), Verdict::Transmit(0));
+    let first = b.data().to_vec();
+    let t0 = NOW + 1;
+    let (at, _) = timers_with_pool(&mut p, &snap, &first, (t0, t0, t0 + 8_000), |_| false);
+    assert_eq!(at.len(), usize::from(SYN_RETRIES), "{at:?}");
+    assert_eq!(only_flow(&p).last_seen, t0, "the client's ACK");
+    p.sweep(&snap, t0 + snap.timeouts.syn, 64);
+    assert_eq!(flows6(&p), 1, "not yet");
+    p.sweep(&snap, t0 + snap.timeouts.syn + 1, 64);
+    assert_eq!(flows6(&p), 0, "expired on its SYN timeout");
+    // The client's segment is its last packet, whether it sends the SYN
+    // again or not.
+    let (snap, mut p) = setup("on", 64);
+    let synack = run(&mut p, &snap, &client_syn(ISN), NOW).expect("SYN-ACK");
+    run(&mut p, &snap, &client_ack(synack.seq), t0).expect("SYN to the real");
+    let spoke = t0 + 2 * SYN_RTO_MS;
+    let _ = run(&mut p, &snap, &client_ack(synack.seq), spoke);
+    assert_eq!(resend(&mut p, &snap, spoke).len(), 1);
+    assert_eq!(only_flow(&p).last_seen, spoke);
+    p.sweep(&snap, spoke + snap.timeouts.syn, 64);
+    assert_eq!(flows6(&p), 1, "not yet");
+    p.sweep(&snap, spoke + snap.timeouts.syn + 1, 64);
+    assert_eq!(flows6(&p), 0, "expired");
 }
 
 /// Found in review: the MSS a NAT66 real was told came from `MSS_TABLE`, which

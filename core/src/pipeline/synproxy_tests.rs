@@ -1253,8 +1253,9 @@ fn the_syn_goes_again_at_most_three_times_backing_off_then_the_flow_times_out() 
     let f = only_flow(&p);
     assert!(f.is_proxy_waiting());
     assert_eq!(f.syn_retries(), SYN_RETRIES);
-    // Then the flow times out as before, from the last SYN it sent.
-    let last = t0 + 7 * SYN_RTO_MS;
+    // Then the flow times out as any half-open flow, from its client's
+    // last segment (the SYNs sent again are not packets of it).
+    let last = t0 + 19_900;
     assert_eq!(f.last_seen, last);
     p.sweep(&snap, last + snap.timeouts.syn, 64);
     assert_eq!(p.flows().len(), 1, "not yet");
@@ -1668,4 +1669,102 @@ fn a_syn_named_for_a_flow_is_not_sent_for_the_next_flow_on_its_entry() {
         again.len(),
         p.stats().syn_proxy_syn_retransmits.get()
     );
+}
+
+// What a waiting flow ages by.
+
+#[test]
+fn a_waiting_flow_ages_from_its_clients_last_segment_not_from_syns_sent_again() {
+    // A silent client, a silent real: the timer sends the SYN again at
+    // 1, 3 and 7 s, and the flow still expires `tcp_syn_timeout` after
+    // the client's ACK, as any half-open flow.
+    let (snap, mut p) = setup("on", 64);
+    let (cookie, first) = handshake_to_real_frame(&mut p, &snap);
+    let t0 = NOW + 1;
+    let at = timers_until(&mut p, &snap, &first, (t0, t0, t0 + 8_000, 10));
+    assert_eq!(at.len(), 3, "{at:?}");
+    assert_eq!(only_flow(&p).last_seen, t0, "the client's ACK");
+    p.sweep(&snap, t0 + snap.timeouts.syn, 64);
+    assert_eq!(p.flows().len(), 1, "not yet");
+    p.sweep(&snap, t0 + snap.timeouts.syn + 1, 64);
+    assert_eq!(p.flows().len(), 0, "expired on its SYN timeout");
+    // A client that speaks keeps it as long as it does: what it sends is
+    // the flow's last packet, re-send or not.
+    let (snap, mut p) = setup("on", 64);
+    let (cookie2, _) = handshake_to_real_frame(&mut p, &snap);
+    assert_eq!(cookie2, cookie);
+    let spoke = t0 + 500;
+    assert_eq!(
+        run(&mut p, &snap, &client_ack(cookie), spoke),
+        dropped(DropReason::SynProxyPending)
+    );
+    assert!(!p.syn_resends_due(), "not due yet");
+    assert_eq!(only_flow(&p).last_seen, spoke);
+    // Not a segment a stranger could send blindly (not the cookie's ACK
+    // number).
+    let forged = Seg {
+        ack: cookie.wrapping_add(2),
+        ..client_ack(cookie)
+    };
+    let _ = run(&mut p, &snap, &forged, spoke + 100);
+    assert_eq!(only_flow(&p).last_seen, spoke);
+    p.sweep(&snap, spoke + snap.timeouts.syn, 64);
+    assert_eq!(p.flows().len(), 1, "not yet");
+    p.sweep(&snap, spoke + snap.timeouts.syn + 1, 64);
+    assert_eq!(p.flows().len(), 0, "expired");
+}
+
+#[test]
+fn a_full_table_does_not_take_a_syn_sent_again_for_use() {
+    // Four entries: A waits since t0 (its real silent), B, C and D since
+    // t0 + 500. At t0 + 1 s the timer sends A's SYN again. A fifth flow
+    // then needs an entry: the oldest unused unconfirmed one is A (the
+    // appliance's own SYN is not a packet of it), not B.
+    let (snap, mut p) = setup("on", 4);
+    let t0 = NOW + 1;
+    let open = |p: &mut Pipeline, port: u16, at: u32| {
+        let c = (CLIENT, port);
+        let synack = run(
+            p,
+            &snap,
+            &Seg {
+                src: c,
+                ..client_syn(ISN)
+            },
+            at - 1,
+        )
+        .unwrap();
+        let ack = Seg {
+            src: c,
+            ..client_ack(synack.seq)
+        };
+        let syn = run(p, &snap, &ack, at).expect("SYN to the real");
+        assert_eq!((syn.src, syn.flags), (c, SYN));
+    };
+    open(&mut p, 41000, t0);
+    for port in 41001..41004 {
+        open(&mut p, port, t0 + 500);
+    }
+    assert_eq!(p.flows().len(), 4);
+    let mut again = Vec::new();
+    for now in (t0 + 500..t0 + 1_100).step_by(10) {
+        p.syn_timers(&snap, now);
+        for r in resend(&mut p, &snap, now) {
+            again.push(Seg::read(&r.expect("sent")).src.1);
+        }
+    }
+    assert_eq!(again, vec![41000], "A's SYN, once");
+    open(&mut p, 41004, t0 + 1_100);
+    let ports: Vec<u16> = p
+        .flows()
+        .entries()
+        .into_iter()
+        .map(|e| p.flows().get(e).client_port())
+        .collect();
+    assert_eq!(p.flows().len(), 4);
+    assert!(
+        !ports.contains(&41000) && ports.contains(&41001),
+        "A should have made room, not B: {ports:?}"
+    );
+    assert_eq!(p.stats().flows_evicted.get(), 1);
 }
