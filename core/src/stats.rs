@@ -93,10 +93,16 @@ pub enum DropReason {
     /// For the port's kernel interface, but over the exception path's
     /// budget (a flood to the port's address), or not taken by the tap.
     KernelQueueFull,
+    /// A packet the worker makes itself, in a buffer of its own, not made:
+    /// the mbuf pool was empty (every buffer in flight, in rings or held).
+    /// Such packets are the SYNs the SYN proxy sends reals again; the
+    /// flow keeps that attempt and tries again
+    /// (`flow::synproxy::SynRetries`).
+    NoMbuf,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 32] = [
+    pub const ALL: [DropReason; 33] = [
         DropReason::Truncated,
         DropReason::MultiSegment,
         DropReason::NotOurMac,
@@ -129,6 +135,7 @@ impl DropReason {
         DropReason::NdpInvalid,
         DropReason::NdpIgnored,
         DropReason::KernelQueueFull,
+        DropReason::NoMbuf,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -167,6 +174,7 @@ impl DropReason {
             DropReason::NdpInvalid => "ndp_invalid",
             DropReason::NdpIgnored => "ndp_ignored",
             DropReason::KernelQueueFull => "kernel_queue_full",
+            DropReason::NoMbuf => "no_mbuf",
         }
     }
 }
@@ -354,7 +362,8 @@ impl Default for WorkerStats {
             tx_failed: Default::default(),
             to_kernel: Default::default(),
             from_kernel: Default::default(),
-            drops: Default::default(),
+            // (`Default` stops at 32 elements.)
+            drops: std::array::from_fn(|_| Counter::default()),
             reals: (0..crate::snapshot::MAX_REALS)
                 .map(|_| RealCounters::default())
                 .collect(),

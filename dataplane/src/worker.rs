@@ -264,6 +264,9 @@ impl Worker {
             // real silent while its client is still at it, or for a
             // second or more), each in a buffer of its own; before the ARP
             // requests, which a SYN held for its next hop may have added.
+            // One that finds the pool empty is counted (`no_mbuf`) by the
+            // pipeline and stays due for a later poll: at most one buffer
+            // asked for per flow named, the queue's 16 per family a poll.
             self.pipeline.syn_timers(&self.snapshot, now);
             if self.pipeline.syn_resends_due() {
                 let (out, tx, held, pool) = (&mut l.out, &mut self.tx, &mut l.held, &self.mempool);

@@ -500,15 +500,29 @@ pub const SYN_RETRY_QUEUE: usize = 16;
 /// (`Pipeline::resend_syns`): each flow that still waits rebuilds its SYN
 /// ([`Flow::proxy_syn`]), which leaves in a buffer of its own by the way
 /// the first went (route, neighbor, hold for ARP); the client's segment
-/// keeps its own fate.
+/// keeps its own fate. A re-send that finds no buffer (the pool empty)
+/// is given back ([`Conntrack::syn_resend_unsent`](super::Conntrack::syn_resend_unsent)):
+/// it costs the flow none of its [`SYN_RETRIES`], the flow stays due,
+/// and the timer or the client's next segment names it again.
 #[derive(Debug, Clone, Copy)]
 pub struct SynRetries<A: FlowAddr> {
-    /// Entry, key, and the flow's re-send count once named: the entry
-    /// may have been reused by the pass, even by a new flow on the same
-    /// tuple (a client that reset and opened again), which must not get
-    /// its predecessor's re-send.
-    due: [Option<(u32, FlowKey<A>, u8)>; SYN_RETRY_QUEUE],
+    due: [Option<DueSyn<A>>; SYN_RETRY_QUEUE],
     len: u8,
+}
+
+/// A flow [`SynRetries`] named for its SYN again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueSyn<A: FlowAddr> {
+    /// Entry and key: the entry may have been reused by the pass, even by
+    /// a new flow on the same tuple (a client that reset and opened
+    /// again), which must not get its predecessor's re-send.
+    entry: u32,
+    key: FlowKey<A>,
+    /// The flow's re-send count with this one.
+    count: u8,
+    /// When its SYN went before this one: what it is due from again if
+    /// this one cannot go.
+    before: u32,
 }
 
 impl<A: FlowAddr> Default for SynRetries<A> {
@@ -526,8 +540,13 @@ impl<A: FlowAddr> SynRetries<A> {
     }
 
     /// The flows named, in the order they were.
-    pub fn iter(&self) -> impl Iterator<Item = (u32, FlowKey<A>, u8)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = DueSyn<A>> + '_ {
         self.due[..usize::from(self.len)].iter().flatten().copied()
+    }
+
+    /// Whether entry `e` is named (its re-send counted but not sent yet).
+    fn names(&self, e: u32) -> bool {
+        self.iter().any(|d| d.entry == e)
     }
 
     /// Names waiting flow `f` (entry `e`), whose SYN is due again, for the
@@ -537,9 +556,15 @@ impl<A: FlowAddr> SynRetries<A> {
         let Some(slot) = self.due.get_mut(usize::from(self.len)) else {
             return false;
         };
+        let before = f.syn_sent_at();
         f.children += 1 << 8;
         f.template_timeout = now;
-        *slot = Some((e, f.key(), f.syn_retries()));
+        *slot = Some(DueSyn {
+            entry: e,
+            key: f.key(),
+            count: f.syn_retries(),
+            before,
+        });
         self.len += 1;
         true
     }
@@ -686,11 +711,13 @@ impl<A: FlowAddr> super::Conntrack<A> {
             // Not a flow that expired and waits for the sweep (found by
             // fuzzing), nor one whose real a reload removed (found in
             // review): a packet would end either, not send its SYN.
+            // One whose last re-send is named but not sent yet stays: if
+            // it finds no buffer, it is given back and due again.
             let waiting = self.table.is_live(e) && {
                 let f = self.table.get(e);
                 f.key() == key
                     && f.proxy_syn().is_some()
-                    && f.syn_retries() < SYN_RETRIES
+                    && (f.syn_retries() < SYN_RETRIES || self.retries.names(e))
                     && !f.expired(now, &snap.timeouts)
                     && snap.real_present(f.real_id)
             };
@@ -715,22 +742,39 @@ impl<A: FlowAddr> super::Conntrack<A> {
         std::mem::take(&mut *self.retries)
     }
 
-    /// The SYN to send again for entry `e` named with `key` by
+    /// The SYN to send again for flow `due`, named by
     /// [`Self::take_syn_retries`]: None if the flow no longer waits (its
     /// real answered meanwhile, it closed, or the entry is another's now).
-    pub fn syn_to_resend(
-        &self,
-        snap: &Snapshot,
-        (e, key, count): (u32, FlowKey<A>, u8),
-    ) -> Option<ProxySyn<A>> {
-        if !self.table.is_live(e) {
-            return None;
-        }
-        let f = self.table.get(e);
-        if f.key() != key || f.syn_retries() != count || !snap.real_present(f.real_id) {
+    pub fn syn_to_resend(&self, snap: &Snapshot, due: DueSyn<A>) -> Option<ProxySyn<A>> {
+        let f = self.named(due)?;
+        if !snap.real_present(f.real_id) {
             return None;
         }
         f.proxy_syn()
+    }
+
+    /// The SYN [`Self::syn_to_resend`] gave for `due` could not go (no
+    /// buffer to build it in): the flow's count and back-off go back to
+    /// what they were before it was named, so it costs none of the flow's
+    /// [`SYN_RETRIES`] and the flow stays due (the timer's next look or
+    /// the client's next segment names it again; never within the same
+    /// pass, which took the names).
+    pub fn syn_resend_unsent(&mut self, due: DueSyn<A>) {
+        if self.named(due).is_some() {
+            let f = self.table.get_mut(due.entry);
+            f.children -= 1 << 8;
+            f.template_timeout = due.before;
+        }
+    }
+
+    /// The flow `due` names, if its entry still holds it with the count it
+    /// was named with.
+    fn named(&self, due: DueSyn<A>) -> Option<&Flow<A>> {
+        if !self.table.is_live(due.entry) {
+            return None;
+        }
+        let f = self.table.get(due.entry);
+        (f.key() == due.key && f.syn_retries() == due.count).then_some(f)
     }
 
     /// Whether the packets looked up from now on are deferred segments

@@ -218,14 +218,18 @@ impl Pipeline {
     /// Between bursts: sends the SYN to its real again for each proxied
     /// flow whose client's segments or the timer ([`Self::syn_timers`])
     /// made it due (see `flow::synproxy::SynRetries`) and that still
-    /// waits. Each is rebuilt from its flow into a buffer `alloc` gives (None, an empty pool:
-    /// that re-send is lost as if on the wire, one of the flow's three),
+    /// waits. Each is rebuilt from its flow into a buffer `alloc` gives,
     /// routed as the first was (route, MTU, neighbor: a hold while the next
     /// hop resolves), and given to `out` with its verdict, to act on as on
     /// any verdict (a drop as `Verdict::Drop`, to count). Counted in
     /// `syn_proxy_syn_retransmits` when on its way (sent, or held); not in
-    /// the real's packets, which count what clients sent it. Cheap when
-    /// not [`due`](Self::syn_resends_due).
+    /// the real's packets, which count what clients sent it. When `alloc`
+    /// gives None (the pool is empty), the SYN is counted here as dropped
+    /// (`no_mbuf`; `out` sees nothing) and given back to its flow: it
+    /// costs none of the flow's three re-sends, and the flow stays due for
+    /// the timer's next look or its client's next segment, not for this
+    /// pass (at most one `alloc` a flow named, as many as the queue holds).
+    /// Cheap when not [`due`](Self::syn_resends_due).
     pub fn resend_syns<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
@@ -257,6 +261,8 @@ impl Pipeline {
                 continue;
             };
             let Some(mut pkt) = alloc() else {
+                self.conntrack.syn_resend_unsent(named);
+                self.stats.drop_packet(DropReason::NoMbuf);
                 continue;
             };
             let v = self.write_syn_again(snap, &mut pkt, &syn, now);

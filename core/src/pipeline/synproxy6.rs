@@ -215,7 +215,8 @@ impl Pipeline {
     /// due (`flow::synproxy::SynRetries`, the same rules as IPv4's) that
     /// still waits gets its SYN again, rebuilt from its entry, in a buffer
     /// `alloc` gives, routed as the first was; `out` gets it with its
-    /// verdict and the pipeline (a `Hold6` names its next hop there).
+    /// verdict and the pipeline (a `Hold6` names its next hop there). No
+    /// buffer: dropped (`no_mbuf`) and given back to its flow, as IPv4's.
     pub(super) fn resend_syns6<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
@@ -239,6 +240,10 @@ impl Pipeline {
                 continue;
             };
             let Some(mut pkt) = alloc() else {
+                if let Some(ct) = self.conntrack6.as_mut() {
+                    ct.syn_resend_unsent(named);
+                }
+                self.stats.drop_packet(DropReason::NoMbuf);
                 continue;
             };
             let v = self.write_syn_again6(snap, &mut pkt, &syn, now);

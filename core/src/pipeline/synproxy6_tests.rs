@@ -1087,6 +1087,46 @@ fn timers_with_pool(
 }
 
 #[test]
+fn an_ipv6_syn_that_finds_no_buffer_is_counted_and_costs_its_flow_no_attempt() {
+    use crate::flow::synproxy::SYN_WATCH_EVERY_MS;
+    // A silent client; the pool is empty from 0.9 s to 1.5 s after the
+    // lost SYN, when its first re-send falls due.
+    let (snap, mut p) = setup("on", 64);
+    let synack = run(&mut p, &snap, &client_syn(ISN), NOW).expect("SYN-ACK");
+    let mut b = VecBuf::from_bytes(&client_ack(synack.seq).frame());
+    assert_eq!(p.process(&snap, 0, &mut b, NOW + 1), Verdict::Transmit(0));
+    let first = b.data().to_vec();
+    let t0 = NOW + 1;
+    let (at, asked) = timers_with_pool(&mut p, &snap, &first, (t0, t0, t0 + 20_000), |now| {
+        (t0 + 900..t0 + 1_500).contains(&now)
+    });
+    // Due at each look of the timer from 1 s on, one buffer asked for
+    // each (no spinning), each counted; none cost the flow one of its
+    // three, and the back-off counts from the first that went.
+    let looks = 500 / SYN_WATCH_EVERY_MS as usize;
+    assert!(
+        (looks..=looks + 1).contains(&asked),
+        "{asked} buffers asked for"
+    );
+    assert_eq!(p.stats().dropped(DropReason::NoMbuf), asked as u64);
+    assert_eq!(p.stats().dropped_total(), asked as u64);
+    assert_eq!(at.len(), usize::from(SYN_RETRIES), "{at:?}");
+    let base = at[0];
+    assert!(
+        (1_500..1_500 + SYN_WATCH_EVERY_MS).contains(&base),
+        "{at:?}"
+    );
+    for (got, due) in at[1..].iter().zip([2, 6].map(|n| base + n * SYN_RTO_MS)) {
+        assert!((due..due + SYN_WATCH_EVERY_MS + 1).contains(got), "{at:?}");
+    }
+    assert_eq!(only_flow(&p).syn_retries(), SYN_RETRIES);
+    assert_eq!(
+        p.stats().syn_proxy_syn_retransmits.get(),
+        u64::from(SYN_RETRIES)
+    );
+}
+
+#[test]
 fn a_waiting_ipv6_flow_ages_from_its_client_not_from_syns_sent_again() {
     // A silent client, a silent real: the timer sends the SYN again at
     // 1, 3 and 7 s, and the flow still expires `tcp_syn_timeout` after

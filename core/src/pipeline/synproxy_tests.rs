@@ -1484,7 +1484,8 @@ fn a_syn_sent_again_waits_for_its_next_hop_as_the_first_did() {
         "held the same way, the same bytes"
     );
     assert_eq!(p.stats().syn_proxy_syn_retransmits.get(), 1, "on its way");
-    // No buffer to be had: nothing sent, nothing counted.
+    // No buffer to be had: nothing sent, nothing retransmitted, one
+    // `no_mbuf` drop.
     let now = now + 2 * SYN_RTO_MS;
     let _ = run(&mut p, &snap, &client_ack(cookie), now);
     p.resend_syns(
@@ -1494,6 +1495,7 @@ fn a_syn_sent_again_waits_for_its_next_hop_as_the_first_did() {
         |_, _| panic!("nothing to send"),
     );
     assert_eq!(p.stats().syn_proxy_syn_retransmits.get(), 1);
+    assert_eq!(p.stats().dropped(DropReason::NoMbuf), 1);
 }
 
 #[test]
@@ -1671,7 +1673,137 @@ fn a_syn_named_for_a_flow_is_not_sent_for_the_next_flow_on_its_entry() {
     );
 }
 
-// What a waiting flow ages by.
+// A SYN sent again that finds no buffer; what a waiting flow ages by.
+
+/// [`resend`] with a pool that is empty unless `pool`: how many buffers
+/// were asked for, and the frames sent.
+fn resend_from(
+    p: &mut Pipeline,
+    snap: &Snapshot,
+    now: u32,
+    pool: bool,
+) -> (usize, Vec<Result<Vec<u8>, Verdict>>) {
+    let mut asked = 0;
+    let mut out = Vec::new();
+    p.resend_syns(
+        snap,
+        now,
+        || {
+            asked += 1;
+            pool.then(|| VecBuf::from_bytes(&[0xa5; 64])).map(|mut b| {
+                assert!(b.trim(64));
+                b
+            })
+        },
+        |b, v| {
+            out.push(match v {
+                Verdict::Transmit(0) => Ok(b.data().to_vec()),
+                v => Err(v),
+            })
+        },
+    );
+    (asked, out)
+}
+
+#[test]
+fn a_syn_that_finds_no_buffer_is_counted_and_costs_its_flow_no_attempt() {
+    // A silent client; the pool is empty from 0.9 s to 1.5 s after the
+    // lost SYN, when its first re-send falls due.
+    let (snap, mut p) = setup("on", 64);
+    let (_, first) = handshake_to_real_frame(&mut p, &snap);
+    let t0 = NOW + 1;
+    let (mut asked, mut sent) = (0, Vec::new());
+    for now in t0..t0 + 20_000 {
+        p.syn_timers(&snap, now);
+        let empty = (t0 + 900..t0 + 1_500).contains(&now);
+        let (n, out) = resend_from(&mut p, &snap, now, !empty);
+        if empty {
+            asked += n;
+        }
+        for r in out {
+            assert_eq!(r.as_deref(), Ok(&first[..]), "at {now}");
+            sent.push(now - t0);
+        }
+    }
+    // The timer looks every 50 ms: the flow was due at each look from
+    // 1 s on (one buffer asked for each, none in between: no spinning),
+    // each counted, and none cost it one of its three.
+    let looks = 500 / SYN_WATCH_EVERY_MS as usize;
+    assert!(
+        (looks..=looks + 1).contains(&asked),
+        "{asked} buffers asked for"
+    );
+    assert_eq!(p.stats().dropped(DropReason::NoMbuf), asked as u64);
+    assert_eq!(p.stats().dropped_total(), asked as u64);
+    // Its first re-send went at the first look with a buffer, and the
+    // back-off counts from it: 2 s, then 4 s; three in all.
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    let base = sent[0];
+    assert!(
+        (1_500..1_500 + SYN_WATCH_EVERY_MS).contains(&base),
+        "{sent:?}"
+    );
+    for (got, due) in sent[1..].iter().zip([2, 6].map(|n| base + n * SYN_RTO_MS)) {
+        assert!(
+            (due..due + SYN_WATCH_EVERY_MS + 1).contains(got),
+            "{sent:?}"
+        );
+    }
+    assert_eq!(p.stats().syn_proxy_syn_retransmits.get(), 3);
+    assert_eq!(only_flow(&p).syn_retries(), SYN_RETRIES);
+}
+
+#[test]
+fn a_clients_segment_asks_again_after_a_syn_that_found_no_buffer() {
+    let (snap, mut p) = setup("on", 64);
+    let (cookie, first) = handshake_to_real_frame(&mut p, &snap);
+    let ack = client_ack(cookie);
+    let now = NOW + 1 + SYN_RTO_MS;
+    // Due: the client's ACK names it, the pass finds no buffer.
+    let _ = run(&mut p, &snap, &ack, now);
+    assert_eq!(resend_from(&mut p, &snap, now, false), (1, Vec::new()));
+    assert_eq!(p.stats().dropped(DropReason::NoMbuf), 1);
+    assert!(!p.syn_resends_due(), "not again within the pass");
+    assert_eq!(only_flow(&p).syn_retries(), 0, "given back");
+    // Its next segment, a moment later: still due, sent now.
+    let _ = run(&mut p, &snap, &ack, now + 1);
+    let (asked, out) = resend_from(&mut p, &snap, now + 1, true);
+    assert_eq!((asked, out), (1, vec![Ok(first)]));
+    assert_eq!(only_flow(&p).syn_retries(), 1);
+    // And the next is due 2 s after that one, not after the lost one.
+    let _ = run(&mut p, &snap, &ack, now + 2 * SYN_RTO_MS);
+    assert_eq!(resend_from(&mut p, &snap, now + 2 * SYN_RTO_MS, true).0, 0);
+    let _ = run(&mut p, &snap, &ack, now + 1 + 2 * SYN_RTO_MS);
+    assert_eq!(
+        resend_from(&mut p, &snap, now + 1 + 2 * SYN_RTO_MS, true).0,
+        1
+    );
+    assert_eq!(p.stats().syn_proxy_syn_retransmits.get(), 2);
+    assert_eq!(p.stats().dropped(DropReason::NoMbuf), 1);
+}
+
+#[test]
+fn the_last_re_send_that_finds_no_buffer_is_not_forgotten_by_the_timer() {
+    // The client's segment names the flow's third re-send, the timer looks
+    // before the pass (as the worker loop runs them), and the pass finds
+    // no buffer: the flow must still be watched, so that the timer sends
+    // it later although its client says nothing more.
+    let (snap, mut p) = setup("on", 64);
+    let (cookie, first) = handshake_to_real_frame(&mut p, &snap);
+    let t0 = NOW + 1;
+    let at = timers_until(&mut p, &snap, &first, (t0, t0, t0 + 3_100, 10));
+    assert_eq!(at.len(), 2, "{at:?}");
+    let due = t0 + at[1] + 4 * SYN_RTO_MS;
+    let _ = run(&mut p, &snap, &client_ack(cookie), due);
+    p.syn_timers(&snap, due);
+    assert_eq!(resend_from(&mut p, &snap, due, false), (1, Vec::new()));
+    assert_eq!(only_flow(&p).syn_retries(), 2);
+    assert_eq!(p.conntrack.syn_watched(), 1, "still watched");
+    let later = timers_until(&mut p, &snap, &first, (t0, due + 1, due + 200, 1));
+    assert_eq!(later.len(), 1, "{later:?}");
+    assert_eq!(only_flow(&p).syn_retries(), SYN_RETRIES);
+    assert_eq!(p.stats().syn_proxy_syn_retransmits.get(), 3);
+}
 
 #[test]
 fn a_waiting_flow_ages_from_its_clients_last_segment_not_from_syns_sent_again() {

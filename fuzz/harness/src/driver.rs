@@ -304,7 +304,7 @@ struct Tally {
     frames_in: u64,
     sent: u64,
     consumed: u64,
-    dropped: [u64; DropReason::COUNT],
+    dropped: PerReason,
     held_now: u64,
     held_total: u64,
     handoffs: u64,
@@ -324,6 +324,28 @@ struct Tally {
     /// and of those the ones on their way (sent or held).
     made: u64,
     syn_resent: u64,
+}
+
+/// A count per drop reason (an array: `Default` stops at 32 elements).
+struct PerReason([u64; DropReason::COUNT]);
+
+impl Default for PerReason {
+    fn default() -> Self {
+        PerReason([0; DropReason::COUNT])
+    }
+}
+
+impl std::ops::Deref for PerReason {
+    type Target = [u64; DropReason::COUNT];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for PerReason {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 /// A first SYN the SYN proxy sent a real, by (client, client port, real,
