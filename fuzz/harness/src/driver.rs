@@ -49,8 +49,9 @@
 //!   SYNs faster).
 //!
 //! Checked after every op:
-//! - `count.outcomes`: frames in + frames made (SYNs sent again) = sent +
-//!   consumed + dropped + held + deferred (still in a `DeferList`).
+//! - `count.outcomes`: frames in + frames made (SYNs sent again, those
+//!   that found no buffer counted dropped `no_mbuf`) = sent + consumed +
+//!   dropped + held + deferred (still in a `DeferList`).
 //! - `count.syn-retransmits`: `syn_proxy_syn_retransmits` = the SYNs sent
 //!   again that were sent or held.
 //! - `count.deferred`: `syn_proxy_deferred` = the frames the lists took.
@@ -156,7 +157,8 @@ pub fn run_with_summary(data: &[u8]) -> (Violations, String) {
     } else {
         u32::MAX - u32::from(h3) * 4096
     };
-    let mut d = Driver::new(configs::family(topology), workers, capacity, start);
+    let scarce = topology & 0x80 != 0;
+    let mut d = Driver::new(configs::family(topology), workers, capacity, start, scarce);
     while let Some(op) = r.u8() {
         if d.t.frames_in >= MAX_FRAMES {
             break;
@@ -296,6 +298,10 @@ struct Worker {
     stats: Arc<WorkerStats>,
     held: Vec<Held>,
     deferred: DeferList<Frame>,
+    /// A scarce mbuf pool (the header's `h0 & 0x80`): every other buffer
+    /// asked for a SYN sent again is not there (the first, the third...).
+    scarce: bool,
+    asked: u64,
 }
 
 /// What the driver saw happen, to compare with the counters.
@@ -410,7 +416,13 @@ struct Driver {
 }
 
 impl Driver {
-    fn new(fam: &'static Family, workers: usize, capacity: usize, now: u32) -> Driver {
+    fn new(
+        fam: &'static Family,
+        workers: usize,
+        capacity: usize,
+        now: u32,
+        scarce: bool,
+    ) -> Driver {
         let snap = &fam.snapshots[0];
         let workers = (0..workers)
             .map(|i| {
@@ -422,6 +434,8 @@ impl Driver {
                     stats,
                     held: Vec::new(),
                     deferred: DeferList::new(DEFER_SLOTS, DEFER_MS),
+                    scarce,
+                    asked: 0,
                 }
             })
             .collect();
@@ -961,18 +975,27 @@ impl Driver {
     }
 
     /// The SYNs to reals the SYN proxy sends again, as after each poll
-    /// (into buffers that come dirty, as mbufs do).
+    /// (into buffers that come dirty, as mbufs do; from a scarce pool,
+    /// none every other time).
     fn resend_syns(&mut self, w: usize) {
         let snap = self.snapshot();
         let now = self.now;
         let mut out = Vec::new();
-        self.workers[w].pipeline.syn_timers(snap, now);
+        let mut no_buffer = 0;
+        let worker = &mut self.workers[w];
+        worker.pipeline.syn_timers(snap, now);
+        let (scarce, asked) = (worker.scarce, &mut worker.asked);
         // A Hold6's next hop is named by the pipeline until its next run:
         // read right after the SYN's routing, as the worker does.
-        self.workers[w].pipeline.resend_syns_with(
+        worker.pipeline.resend_syns_with(
             snap,
             now,
             || {
+                *asked += 1;
+                if scarce && *asked % 2 == 1 {
+                    no_buffer += 1;
+                    return None;
+                }
                 let mut b = VecBuf::from_bytes(&[0xa5; 128]);
                 b.trim(128).then_some(b)
             },
@@ -984,6 +1007,12 @@ impl Driver {
                 out.push((b, v, hop6))
             },
         );
+        // A SYN that found no buffer: made and dropped (`no_mbuf`, which
+        // the pipeline counts itself: no frame comes back); not an attempt
+        // for `syn.resend-rate` (nothing went), and its flow must still
+        // get no more than its three after it.
+        self.t.made += no_buffer;
+        self.t.dropped[DropReason::NoMbuf as usize] += no_buffer;
         for (buf, v, hop6) in out {
             self.t.made += 1;
             let (port, hold) = match v {

@@ -169,6 +169,26 @@ fn the_pipeline_target_sends_a_lost_syn_to_the_real_again() {
     );
 }
 
+/// [`syn_retry_seed`] with a scarce mbuf pool (`h0 & 0x80`; kept in
+/// `seed-syn-proxy-syn-retry-no-mbuf`): a second on, the timer finds the
+/// SYN due and the pass no buffer for it (`no_mbuf`); that costs the flow
+/// nothing, so the client's ACK right after finds it still due, and the
+/// pass after it sends the SYN (the real answers that one).
+#[test]
+fn the_pipeline_target_sends_a_syn_again_after_one_that_found_no_buffer() {
+    let mut input = syn_retry_seed();
+    input[0] |= 0x80;
+    let (v, summary) = lb_fuzz_harness::driver::run_with_summary(&input);
+    assert!(v.is_empty(), "{v:?}\n{summary}");
+    assert!(
+        summary.contains("1 SYNs sent again")
+            && summary.contains("1 no_mbuf")
+            && summary.contains("1 proxied and answered"),
+        "{summary}"
+    );
+    check_kept("seed-syn-proxy-syn-retry-no-mbuf", &input);
+}
+
 /// A TCP SYN over IPv6 from 2001:2:0:10::a:40000 to tls-nat6
 /// ([2001:2:0:1::100]:443) on the one-arm wan port, with the same options
 /// (MSS 1440); the checksum is fixed by the frame flags.
