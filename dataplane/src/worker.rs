@@ -295,11 +295,15 @@ impl Worker {
                 let Some(ip) = view.ipv4() else {
                     continue;
                 };
-                if let Some(mut m) = self.mempool.alloc() {
-                    if build_arp_request(&mut m, view.mac, ip, req.target) {
-                        stats.arp_requests.incr();
-                        enqueue(&mut l.out, &mut self.tx, req.port, m, &stats);
+                match self.mempool.alloc() {
+                    Some(mut m) => {
+                        if build_arp_request(&mut m, view.mac, ip, req.target) {
+                            stats.arp_requests.incr();
+                            enqueue(&mut l.out, &mut self.tx, req.port, m, &stats);
+                        }
                     }
+                    // Asked again by the next packet for that next hop.
+                    None => stats.drop_packet(DropReason::NoMbuf),
                 }
             }
             for req in self.pipeline.take_ndp_requests() {
@@ -309,17 +313,20 @@ impl Worker {
                 let Some(ip) = view.ipv6() else {
                     continue;
                 };
-                if let Some(mut m) = self.mempool.alloc() {
-                    if build_neighbor_solicit(&mut m, view.mac, ip, req.target) {
-                        stats.ndp_solicitations.incr();
-                        enqueue(&mut l.out, &mut self.tx, req.port, m, &stats);
+                match self.mempool.alloc() {
+                    Some(mut m) => {
+                        if build_neighbor_solicit(&mut m, view.mac, ip, req.target) {
+                            stats.ndp_solicitations.incr();
+                            enqueue(&mut l.out, &mut self.tx, req.port, m, &stats);
+                        }
                     }
+                    None => stats.drop_packet(DropReason::NoMbuf),
                 }
             }
             // A floating gateway this appliance just took: tell the segment.
             if announce.is_due(now) {
                 let (out, tx) = (&mut l.out, &mut self.tx);
-                announce.send(&self.snapshot, now, &self.mempool, |port, m| {
+                announce.send(&self.snapshot, now, &self.mempool, &stats, |port, m| {
                     enqueue(out, tx, port, m, &stats)
                 });
             }
@@ -463,6 +470,7 @@ impl Announce {
         snap: &Snapshot,
         now: u32,
         mempool: &Mempool,
+        stats: &WorkerStats,
         mut out: impl FnMut(usize, Mbuf),
     ) {
         for (port, left, at) in self.due.iter_mut() {
@@ -473,18 +481,26 @@ impl Announce {
                 *left = 0;
                 continue;
             };
+            // A frame that finds no buffer is counted; the next of the
+            // announcement's repeats goes as planned.
             if let Some(gw) = view.floating {
-                if let Some(mut m) = mempool.alloc() {
-                    if build_gratuitous_arp(&mut m, view.mac, gw) {
-                        out(*port, m);
+                match mempool.alloc() {
+                    Some(mut m) => {
+                        if build_gratuitous_arp(&mut m, view.mac, gw) {
+                            out(*port, m);
+                        }
                     }
+                    None => stats.drop_packet(DropReason::NoMbuf),
                 }
             }
             if let Some(gw6) = view.floating6 {
-                if let Some(mut m) = mempool.alloc() {
-                    if build_unsolicited_advert(&mut m, view.mac, gw6) {
-                        out(*port, m);
+                match mempool.alloc() {
+                    Some(mut m) => {
+                        if build_unsolicited_advert(&mut m, view.mac, gw6) {
+                            out(*port, m);
+                        }
                     }
+                    None => stats.drop_packet(DropReason::NoMbuf),
                 }
             }
             *left -= 1;
