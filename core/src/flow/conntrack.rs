@@ -45,6 +45,7 @@ use std::sync::Arc;
 use lb_config::{ForwardingMethod, SchedulerKind};
 
 use super::hash::FlowAddr;
+use super::state::{seq_within, RST_WINDOW};
 use super::sync::SyncLog;
 use super::synproxy::{
     Cover, Deferrals, Pressure, ProxyStep, ProxySyn, ReplyStep, SynRetries, SynWatch, Waiting,
@@ -789,6 +790,13 @@ impl<A: FlowAddr> Conntrack<A> {
                 });
             }
             if flags.contains(TcpFlags::RST) {
+                // Only a RST near where the client stands (its ISN + 1,
+                // from the cookie ACK: it has sent nothing since) is the
+                // client's: a blind one must neither close the flow nor
+                // keep it alive, and the real never sees it.
+                if !seq_within(seg.seq, f.client_next, RST_WINDOW) {
+                    return Err(DropReason::SynProxyPending);
+                }
                 // The client gives up: the real gets the RST (its sequence
                 // number is the client's own) and the flow closes; its SYN
                 // is done with (`Flow::proxy_syn`).

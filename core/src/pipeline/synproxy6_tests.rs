@@ -645,6 +645,28 @@ fn resets_close_a_proxied_ipv6_flow_in_either_space() {
     );
 }
 
+/// A blind RST to a waiting NAT66 flow is dropped and changes nothing
+/// (as for IPv4).
+#[test]
+fn a_blind_rst_neither_closes_nor_refreshes_a_waiting_flow() {
+    let (snap, mut p) = setup("on", 64);
+    handshake_to_real(&mut p, &snap);
+    let before = only_flow(&p).last_seen;
+    let blind = seg(c(), v(), RST, ISN.wrapping_add(1 << 30), 0);
+    assert_eq!(
+        run(&mut p, &snap, &blind, NOW + 5000),
+        dropped(DropReason::SynProxyPending)
+    );
+    let f = only_flow(&p);
+    assert!(f.is_proxy_waiting());
+    assert_eq!(f.state(), FlowState::SynSent);
+    assert_eq!(f.last_seen, before);
+    let own = seg(c(), v(), RST, ISN.wrapping_add(1), 0);
+    let out = run(&mut p, &snap, &own, NOW + 5001).expect("the RST to the real");
+    assert_eq!((out.dst, out.flags), (r(), RST));
+    assert_eq!(only_flow(&p).state(), FlowState::Closed);
+}
+
 #[test]
 fn an_ipv6_real_without_window_scale_gets_windows_in_its_scale() {
     let (snap, mut p) = setup("on", 64);

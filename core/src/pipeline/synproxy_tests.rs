@@ -728,6 +728,33 @@ fn only_a_plain_syn_ack_to_an_opening_flow_completes_the_handshake() {
     );
 }
 
+/// Found by review: a blind RST to a flow waiting for its real's SYN-ACK
+/// moved the flow's age, so a stranger could keep it alive, and went on to
+/// the real. Only a RST near the client's ISN + 1 is the client's.
+#[test]
+fn a_blind_rst_neither_closes_nor_refreshes_a_waiting_flow() {
+    let (snap, mut p) = setup("on", 64);
+    handshake_to_real(&mut p, &snap);
+    let before = only_flow(&p).last_seen;
+    for far in [1u32 << 30, 1 << 17, (1u32 << 17).wrapping_neg()] {
+        let blind = seg(C, V, RST, ISN.wrapping_add(1).wrapping_add(far), 0);
+        assert_eq!(
+            run(&mut p, &snap, &blind, NOW + 5000),
+            dropped(DropReason::SynProxyPending),
+            "{far:#x} away"
+        );
+    }
+    let f = only_flow(&p);
+    assert!(f.is_proxy_waiting());
+    assert_eq!(f.state(), FlowState::SynSent);
+    assert_eq!(f.last_seen, before, "the blind RSTs did not refresh it");
+    // The client's own RST, a little off (reordering), still closes it.
+    let own = seg(C, V, RST, ISN.wrapping_add(1).wrapping_add(100), 0);
+    let out = run(&mut p, &snap, &own, NOW + 5001).expect("the RST to the real");
+    assert_eq!((out.dst, out.flags), (R, RST));
+    assert_eq!(only_flow(&p).state(), FlowState::Closed);
+}
+
 /// An ICMP error from the client about a segment the VIP sent it: the
 /// quoted sequence number is in the client's view (the real's minus
 /// delta) and goes to the real translated back.
