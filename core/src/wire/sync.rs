@@ -236,15 +236,15 @@ impl<T: AsRef<[u8]>> SyncPacket<T> {
         &self.buffer.as_ref()[HEADER_LEN..usize::from(self.len())]
     }
 
-    /// The records, each parsed whole or refused with an `Err`. A record
-    /// that is all there by its length byte but does not parse (an
-    /// unknown kind, a length not its kind's, a field out of range) is
-    /// refused and stepped over by that length, so one bad or newer record
-    /// does not cost the ones after it. The batch ends with an `Err` (the
-    /// last item then) for a record that runs past the message or whose
-    /// length byte is below [`MIN_RECORD_LEN`], for fewer records than
-    /// `count` (`Truncated`), or for bytes left after `count`
-    /// (`BadLength`).
+    /// The records, each parsed whole or refused with an `Err`. A refused
+    /// record of a kind this version does not know, or of a known kind
+    /// whose length byte is right but a field out of range, is stepped
+    /// over ([`FlowRecord::step_len`]), so one bad or newer record does
+    /// not cost the ones after it. The batch ends with an `Err` (the last
+    /// item then) for any other refused record (a wrong length, an unknown
+    /// family: stepping would be a guess), one that runs past the message,
+    /// fewer records than `count` (`Truncated`), or bytes left after
+    /// `count` (`BadLength`).
     pub fn records(&self) -> Records<'_> {
         Records {
             data: self.payload(),
@@ -426,13 +426,13 @@ impl Iterator for Records<'_> {
                 Some(Ok(r))
             }
             Err(e) => {
-                let len = self.data.get(1).map_or(0, |&l| usize::from(l));
-                match self.data.get(len..) {
-                    Some(rest) if e != Refused::Truncated && len >= MIN_RECORD_LEN => {
+                let step = FlowRecord::step_len(self.data).filter(|_| e != Refused::Truncated);
+                match step.and_then(|n| self.data.get(n..)) {
+                    Some(rest) => {
                         self.left -= 1;
                         self.data = rest;
                     }
-                    _ => self.done = true,
+                    None => self.done = true,
                 }
                 Some(Err(e))
             }
@@ -568,6 +568,30 @@ impl FlowRecord {
             FlowChange::Removed => 8 + 2 * a,
             FlowChange::Update(u) => 24 + 2 * a + if u.real.is_ipv4() { 4 } else { 16 },
         }
+    }
+
+    /// How far a receiver may step over the refused record at the start
+    /// of `b`, if at all: a kind this version does not know, by its
+    /// length byte (at least [`MIN_RECORD_LEN`]: a newer sender's record);
+    /// a known kind only when its length byte is that kind's length for
+    /// its families, so a field out of range is stepped over but a wrong
+    /// length never lands inside the next record (where its bytes could
+    /// read as a record nobody sent).
+    pub fn step_len(b: &[u8]) -> Option<usize> {
+        let (&op, &len) = (b.first()?, b.get(1)?);
+        let len = usize::from(len);
+        let expected = match op {
+            OP_REMOVED | OP_UPDATE => {
+                let a = family_len(*b.get(2)?)?;
+                if op == OP_REMOVED {
+                    8 + 2 * a
+                } else {
+                    24 + 2 * a + family_len(*b.get(8 + 2 * a)?)?
+                }
+            }
+            _ => return (len >= MIN_RECORD_LEN).then_some(len),
+        };
+        (len == expected).then_some(len)
     }
 
     /// Parses the record at the start of `b`; returns it and its length.
@@ -1072,39 +1096,66 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_record_is_refused_and_stepped_over() {
-        // Offsets into the first record (16 bytes into the message).
-        let cases: &[(usize, u8, Refused)] = &[
-            (0, 3, Refused::BadRecord),     // op
-            (1, 37, Refused::BadLength),    // record length
-            (2, 5, Refused::BadRecord),     // family
-            (3, 1, Refused::BadRecord),     // protocol (ICMP)
-            (3, 17, Refused::BadRecord),    // UDP in established
-            (16, 5, Refused::BadRecord),    // real family
-            (16, 6, Refused::BadLength),    // real IPv6: 48 bytes, not 36
-            (17, 0, Refused::BadRecord),    // method
-            (17, 4, Refused::BadRecord),    // method
-            (20, 5, Refused::BadRecord),    // state: template
-            (21, 3, Refused::BadRecord),    // trust
-            (22, 2, Refused::BadRecord),    // proxy flags without "proxied"
-            (22, 0x11, Refused::BadRecord), // an unknown proxy flag
-            (23, 1, Refused::BadRecord),    // a scale while not proxied
-            (27, 1, Refused::BadRecord),    // a seq offset while not proxied
+    fn a_bad_record_is_refused_and_stepped_over_only_where_its_length_is_sure() {
+        // Offsets into the first record (16 bytes into the message); whether
+        // the record after it is still read.
+        let cases: &[(usize, u8, Refused, bool)] = &[
+            (0, 3, Refused::BadRecord, true),     // op: a kind we do not know
+            (1, 37, Refused::BadLength, false),   // record length
+            (2, 5, Refused::BadRecord, false),    // family
+            (3, 1, Refused::BadRecord, true),     // protocol (ICMP)
+            (3, 17, Refused::BadRecord, true),    // UDP in established
+            (16, 5, Refused::BadRecord, false),   // real family
+            (16, 6, Refused::BadLength, false),   // real IPv6: 48 bytes, not 36
+            (17, 0, Refused::BadRecord, true),    // method
+            (17, 4, Refused::BadRecord, true),    // method
+            (20, 5, Refused::BadRecord, true),    // state: template
+            (21, 3, Refused::BadRecord, true),    // trust
+            (22, 2, Refused::BadRecord, true),    // proxy flags without "proxied"
+            (22, 0x11, Refused::BadRecord, true), // an unknown proxy flag
+            (23, 1, Refused::BadRecord, true),    // a scale while not proxied
+            (27, 1, Refused::BadRecord, true),    // a seq offset while not proxied
         ];
-        for &(at, v, why) in cases {
+        for &(at, v, why, stepped) in cases {
             let mut m = MESSAGE;
             m[HEADER_LEN + at] = v;
             let (_, p) = SyncHeader::parse(&m).unwrap();
             let r: Vec<_> = p.records().collect();
-            if at == 1 {
-                // Stepped over by the length it claims, the next record is
-                // read from the wrong place: refused too, never misread.
-                assert_eq!(r[0], Err(why));
-                assert!(r[1..].iter().all(|x| x.is_err()), "{r:?}");
-            } else {
-                // The record after it is still read.
+            if stepped {
                 assert_eq!(r, vec![Err(why), Ok(removed())], "byte {at} = {v}");
+            } else {
+                assert_eq!(r, vec![Err(why)], "byte {at} = {v}");
             }
+        }
+    }
+
+    /// Found by review: stepping over a record of a known kind by a wrong
+    /// length byte landed inside the next record, whose bytes then read as
+    /// a removal nobody sent. A known kind is stepped over only by its own
+    /// length; any other length ends the batch.
+    #[test]
+    fn a_wrong_length_never_reads_a_record_nobody_sent() {
+        // Eleven removals of the same client: 16 bytes each.
+        let one = [
+            2u8, 16, 4, 6, 0x9c, 0x41, 0x00, 0x50, 2, 16, 4, 6, 198, 18, 1, 100,
+        ];
+        let mut m = MESSAGE[..HEADER_LEN].to_vec();
+        for _ in 0..11 {
+            m.extend_from_slice(&one);
+        }
+        m[6..8].copy_from_slice(&11u16.to_be_bytes());
+        let len = u16::try_from(m.len()).unwrap();
+        m[8..10].copy_from_slice(&len.to_be_bytes());
+        let (_, p) = SyncHeader::parse(&m).unwrap();
+        assert_eq!(p.records().filter(|r| r.is_ok()).count(), 11);
+        let sent = FlowRecord::parse(&one).unwrap().0;
+        for wrong in (4..=u8::MAX).filter(|&l| l != 16) {
+            let mut bad = m.clone();
+            bad[HEADER_LEN + 1] = wrong;
+            let (_, p) = SyncHeader::parse(&bad).unwrap();
+            let r: Vec<_> = p.records().collect();
+            assert_eq!(r, vec![Err(Refused::BadLength)], "length byte {wrong}");
+            assert!(r.iter().flatten().all(|x| *x == sent));
         }
     }
 
