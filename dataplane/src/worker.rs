@@ -302,7 +302,8 @@ impl Worker {
                             enqueue(&mut l.out, &mut self.tx, req.port, m, &stats);
                         }
                     }
-                    // Asked again by the next packet for that next hop.
+                    // Asked again by a later packet for that next hop,
+                    // once the neighbor cache's request interval allows.
                     None => stats.drop_packet(DropReason::NoMbuf),
                 }
             }

@@ -68,10 +68,12 @@ pub fn prefetch_line(p: *const u8) {
 pub fn advise_huge_pages(start: *mut u8, len: usize) {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: madvise(MADV_HUGEPAGE) only changes how the kernel backs
-        // a range, never its contents or validity; for a range that is not
-        // mapped, or not page-aligned, it fails with an error and changes
-        // nothing. The result is ignored on purpose: the advice is optional.
+        // SAFETY: madvise(MADV_HUGEPAGE) only changes how the kernel may
+        // back a range, never its contents or validity, so any pointer and
+        // length are sound: a start that is not page-aligned fails with
+        // EINVAL, and of a range that is partly unmapped only the mapped
+        // part takes the advice (ENOMEM). The result is ignored on purpose:
+        // the advice is optional.
         let _ = unsafe { libc::madvise(start.cast::<libc::c_void>(), len, libc::MADV_HUGEPAGE) };
     }
     #[cfg(not(target_os = "linux"))]
