@@ -7,15 +7,20 @@
 //! copy of the template, three field writes and two checksum folds (RFC 1071
 //! sums are additive), so that the generator is not slower than what it
 //! measures.
+//!
+//! IPv6 frames (Ethernet + fixed IPv6 header, no extension headers, +
+//! TCP/UDP) are made the same way: no header checksum, the 128-bit source
+//! address summed into the transport checksum as the IPv4 one is.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lb_core::wire::checksum;
 use lb_core::wire::ethernet::HEADER_LEN as ETH_LEN;
 use lb_core::wire::ipv4::HEADER_LEN as IP_LEN;
+use lb_core::wire::ipv6::HEADER_LEN as IP6_LEN;
 use lb_core::wire::{
-    EtherType, EthernetFrame, EthernetRepr, IpProtocol, Ipv4Packet, Ipv4Repr, MacAddr, TcpFlags,
-    TcpPacket, UdpPacket,
+    EtherType, EthernetFrame, EthernetRepr, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr,
+    MacAddr, TcpFlags, TcpPacket, UdpPacket,
 };
 
 const TCP_LEN: usize = lb_core::wire::tcp::HEADER_LEN;
@@ -23,14 +28,24 @@ const UDP_LEN: usize = lb_core::wire::udp::HEADER_LEN;
 const IP_CHECKSUM: usize = ETH_LEN + 10;
 const IP_SRC: usize = ETH_LEN + 12;
 const L4: usize = ETH_LEN + IP_LEN;
+const IP6_SRC: usize = ETH_LEN + 8;
+const L4_V6: usize = ETH_LEN + IP6_LEN;
 const FILLER: &[u8] = b"lb-trafficgen ";
 
 /// The clients: a CIDR block whose host addresses, then source ports, are
-/// handed out in order, one (address, port) pair per flow.
+/// handed out in order, one (address, port) pair per flow. IPv4 or IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Clients {
-    first: u32,
-    hosts: u32,
+pub enum Clients {
+    V4 {
+        first: u32,
+        hosts: u32,
+    },
+    /// `hosts` is capped at `u64::MAX` (flow indices are `u64`; a /64 has
+    /// more interface identifiers than any run can use).
+    V6 {
+        first: u128,
+        hosts: u64,
+    },
 }
 
 /// The lowest source port used (ports below are left to the well-known and
@@ -42,8 +57,13 @@ impl std::str::FromStr for Clients {
     type Err = String;
 
     /// `198.19.0.0/16`; the network and broadcast addresses are skipped for
-    /// prefixes up to /30.
+    /// prefixes up to /30. `2001:2:100::/64`; the subnet-router anycast
+    /// address (interface identifier zero, RFC 4291) is skipped for prefixes
+    /// up to /126 (IPv6 has no broadcast address).
     fn from_str(s: &str) -> Result<Clients, String> {
+        if s.split_once('/').map_or(s, |(a, _)| a).contains(':') {
+            return parse_v6(s);
+        }
         let (addr, len) = s.split_once('/').unwrap_or((s, "32"));
         let addr: Ipv4Addr = addr
             .parse()
@@ -60,35 +80,87 @@ impl std::str::FromStr for Clients {
         } else {
             (base, size)
         };
-        Ok(Clients {
+        Ok(Clients::V4 {
             first,
             hosts: hosts as u32,
         })
     }
 }
 
+fn parse_v6(s: &str) -> Result<Clients, String> {
+    let (addr, len) = s.split_once('/').unwrap_or((s, "128"));
+    let addr: Ipv6Addr = addr
+        .parse()
+        .map_err(|e| format!("{s:?}: bad address: {e}"))?;
+    let len: u32 = len
+        .parse()
+        .ok()
+        .filter(|l| *l <= 128)
+        .ok_or_else(|| format!("{s:?}: the prefix length must be 0..=128"))?;
+    let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+    let base = u128::from(addr) & mask;
+    // 2^(128 - len) addresses; a /0 has one more than u128 holds.
+    let size = 1u128.checked_shl(128 - len).unwrap_or(u128::MAX);
+    let (first, hosts) = if len <= 126 {
+        (base + 1, size - 1)
+    } else {
+        (base, size)
+    };
+    Ok(Clients::V6 {
+        first,
+        hosts: u64::try_from(hosts).unwrap_or(u64::MAX),
+    })
+}
+
 impl std::fmt::Display for Clients {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let last = self.first.wrapping_add(self.hosts - 1);
-        write!(f, "{}-{}", Ipv4Addr::from(self.first), Ipv4Addr::from(last))
+        match *self {
+            Clients::V4 { first, hosts } => {
+                let last = first.wrapping_add(hosts - 1);
+                write!(f, "{}-{}", Ipv4Addr::from(first), Ipv4Addr::from(last))
+            }
+            Clients::V6 { first, hosts } => {
+                let last = first.wrapping_add(u128::from(hosts - 1));
+                write!(f, "{}-{}", Ipv6Addr::from(first), Ipv6Addr::from(last))
+            }
+        }
     }
 }
 
 impl Clients {
     /// The client address and port of flow `i`: distinct addresses first,
     /// then, once every address is used, the next source port.
-    pub fn flow(&self, i: u64) -> (Ipv4Addr, u16) {
-        let host = (i % u64::from(self.hosts)) as u32;
-        let round = (i / u64::from(self.hosts)) % u64::from(PORTS);
-        (
-            Ipv4Addr::from(self.first.wrapping_add(host)),
-            FIRST_PORT + round as u16,
-        )
+    #[inline]
+    pub fn flow(&self, i: u64) -> (IpAddr, u16) {
+        let hosts = self.hosts();
+        let host = i % hosts;
+        let round = (i / hosts) % u64::from(PORTS);
+        let addr = match *self {
+            Clients::V4 { first, .. } => {
+                IpAddr::V4(Ipv4Addr::from(first.wrapping_add(host as u32)))
+            }
+            Clients::V6 { first, .. } => {
+                IpAddr::V6(Ipv6Addr::from(first.wrapping_add(u128::from(host))))
+            }
+        };
+        (addr, FIRST_PORT + round as u16)
     }
 
-    /// How many distinct (address, port) pairs there are.
+    fn hosts(&self) -> u64 {
+        match *self {
+            Clients::V4 { hosts, .. } => u64::from(hosts),
+            Clients::V6 { hosts, .. } => hosts,
+        }
+    }
+
+    /// Whether the block is IPv6.
+    pub fn is_ipv6(&self) -> bool {
+        matches!(self, Clients::V6 { .. })
+    }
+
+    /// How many distinct (address, port) pairs there are (at most `u64::MAX`).
     pub fn capacity(&self) -> u64 {
-        u64::from(self.hosts) * u64::from(PORTS)
+        self.hosts().saturating_mul(u64::from(PORTS))
     }
 }
 
@@ -101,12 +173,15 @@ pub fn isn(i: u64) -> u32 {
 #[derive(Debug, Clone)]
 pub struct Template {
     frame: Vec<u8>,
-    /// Ones-complement sum of the IPv4 header with a zero source and checksum.
+    /// Ones-complement sum of the IPv4 header with a zero source and checksum
+    /// (0 for IPv6, which has no header checksum).
     ip_sum: u32,
     /// Sum of the pseudo header and segment with zero source, port, sequence
     /// number and checksum.
     l4_sum: u32,
     udp: bool,
+    /// Where the TCP/UDP header starts (after the IPv4 or the IPv6 header).
+    l4: usize,
 }
 
 /// Addresses shared by every template.
@@ -114,7 +189,9 @@ pub struct Template {
 pub struct Endpoints {
     pub src_mac: MacAddr,
     pub dst_mac: MacAddr,
-    pub vip: Ipv4Addr,
+    /// IPv4 or IPv6: the templates, and the sources given to
+    /// [`Template::write`], are of its family.
+    pub vip: IpAddr,
     pub port: u16,
 }
 
@@ -124,61 +201,105 @@ impl Template {
     /// server's sequence numbers, and a balancer does not look at them).
     pub fn tcp(ep: &Endpoints, flags: TcpFlags, payload: usize) -> Template {
         let l4_len = TCP_LEN + payload;
-        let mut frame = Self::headers(ep, IpProtocol::Tcp, l4_len);
-        let mut tcp = TcpPacket::new_unchecked(&mut frame[L4..]);
+        let (mut frame, l4) = Self::headers(ep, IpProtocol::Tcp, l4_len);
+        let mut tcp = TcpPacket::new_unchecked(&mut frame[l4..]);
         tcp.set_dst_port(ep.port);
         tcp.set_header_len(TCP_LEN);
         tcp.set_flags(flags);
         tcp.set_window(65535);
         tcp.set_ack_number(u32::from(flags.contains(TcpFlags::ACK)));
         fill(tcp.payload_mut());
-        Self::finish(frame, ep, IpProtocol::Tcp, false)
+        Self::finish(frame, ep, IpProtocol::Tcp, false, l4)
     }
 
     /// A UDP datagram to the VIP with `payload` bytes.
     pub fn udp(ep: &Endpoints, payload: usize) -> Template {
         let l4_len = UDP_LEN + payload;
-        let mut frame = Self::headers(ep, IpProtocol::Udp, l4_len);
-        let mut udp = UdpPacket::new_unchecked(&mut frame[L4..]);
+        let (mut frame, l4) = Self::headers(ep, IpProtocol::Udp, l4_len);
+        let mut udp = UdpPacket::new_unchecked(&mut frame[l4..]);
         udp.set_dst_port(ep.port);
         udp.set_len(l4_len as u16);
         fill(udp.payload_mut());
-        Self::finish(frame, ep, IpProtocol::Udp, true)
+        Self::finish(frame, ep, IpProtocol::Udp, true, l4)
     }
 
-    fn headers(ep: &Endpoints, protocol: IpProtocol, l4_len: usize) -> Vec<u8> {
-        let mut frame = vec![0u8; L4 + l4_len];
+    /// The Ethernet and IP headers, and where the transport header starts.
+    fn headers(ep: &Endpoints, protocol: IpProtocol, l4_len: usize) -> (Vec<u8>, usize) {
+        let (ethertype, l4) = match ep.vip {
+            IpAddr::V4(_) => (EtherType::Ipv4, L4),
+            IpAddr::V6(_) => (EtherType::Ipv6, L4_V6),
+        };
+        let mut frame = vec![0u8; l4 + l4_len];
         EthernetRepr {
             src: ep.src_mac,
             dst: ep.dst_mac,
-            ethertype: EtherType::Ipv4,
+            ethertype,
         }
         .emit(&mut EthernetFrame::new_unchecked(&mut frame[..]));
-        Ipv4Repr {
-            src: Ipv4Addr::UNSPECIFIED,
-            dst: ep.vip,
-            protocol,
-            payload_len: l4_len,
-            ttl: 64,
-            dont_fragment: true,
-            ident: 0,
-            dscp_ecn: 0,
+        match ep.vip {
+            IpAddr::V4(vip) => Ipv4Repr {
+                src: Ipv4Addr::UNSPECIFIED,
+                dst: vip,
+                protocol,
+                payload_len: l4_len,
+                ttl: 64,
+                dont_fragment: true,
+                ident: 0,
+                dscp_ecn: 0,
+            }
+            .emit(&mut Ipv4Packet::new_unchecked(&mut frame[ETH_LEN..])),
+            IpAddr::V6(vip) => Ipv6Repr {
+                src: Ipv6Addr::UNSPECIFIED,
+                dst: vip,
+                next_header: protocol,
+                payload_len: l4_len,
+                hop_limit: 64,
+                traffic_class: 0,
+                flow_label: 0,
+            }
+            .emit(&mut Ipv6Packet::new_unchecked(&mut frame[ETH_LEN..])),
         }
-        .emit(&mut Ipv4Packet::new_unchecked(&mut frame[ETH_LEN..]));
-        frame
+        (frame, l4)
     }
 
-    fn finish(mut frame: Vec<u8>, ep: &Endpoints, protocol: IpProtocol, udp: bool) -> Template {
-        frame[IP_CHECKSUM..IP_CHECKSUM + 2].fill(0);
-        let ip_sum = checksum::sum(&frame[ETH_LEN..L4]);
-        let l4_len = (frame.len() - L4) as u16;
-        let l4_sum = checksum::sum(&frame[L4..])
-            + checksum::pseudo_header_sum(Ipv4Addr::UNSPECIFIED, ep.vip, protocol.into(), l4_len);
+    fn finish(
+        mut frame: Vec<u8>,
+        ep: &Endpoints,
+        protocol: IpProtocol,
+        udp: bool,
+        l4: usize,
+    ) -> Template {
+        let l4_len = frame.len() - l4;
+        let (ip_sum, pseudo) = match ep.vip {
+            IpAddr::V4(vip) => {
+                frame[IP_CHECKSUM..IP_CHECKSUM + 2].fill(0);
+                (
+                    checksum::sum(&frame[ETH_LEN..L4]),
+                    checksum::pseudo_header_sum(
+                        Ipv4Addr::UNSPECIFIED,
+                        vip,
+                        protocol.into(),
+                        l4_len as u16,
+                    ),
+                )
+            }
+            IpAddr::V6(vip) => (
+                0,
+                checksum::pseudo_header_sum_v6(
+                    Ipv6Addr::UNSPECIFIED,
+                    vip,
+                    protocol.into(),
+                    l4_len as u32,
+                ),
+            ),
+        };
+        let l4_sum = checksum::sum(&frame[l4..]) + pseudo;
         Template {
             frame,
             ip_sum,
             l4_sum,
             udp,
+            l4,
         }
     }
 
@@ -188,25 +309,39 @@ impl Template {
     }
 
     /// Writes the frame from `src:sport` with sequence number `seq` (TCP
-    /// only) into `out`, which must be exactly [`frame_len`](Self::frame_len) long.
+    /// only) into `out`, which must be exactly [`frame_len`](Self::frame_len)
+    /// long; `src` is of the VIP's family.
     #[inline]
-    pub fn write(&self, out: &mut [u8], src: Ipv4Addr, sport: u16, seq: u32) {
+    pub fn write(&self, out: &mut [u8], src: IpAddr, sport: u16, seq: u32) {
         out.copy_from_slice(&self.frame);
-        let s = u32::from(src);
-        let addr_sum = (s >> 16) + (s & 0xffff);
-        out[IP_SRC..IP_SRC + 4].copy_from_slice(&src.octets());
-        let ip = !checksum::fold(self.ip_sum + addr_sum);
-        out[IP_CHECKSUM..IP_CHECKSUM + 2].copy_from_slice(&ip.to_be_bytes());
-        out[L4..L4 + 2].copy_from_slice(&sport.to_be_bytes());
-        let mut l4 = self.l4_sum + addr_sum + u32::from(sport);
-        let at = if self.udp {
-            L4 + 6
-        } else {
-            out[L4 + 4..L4 + 8].copy_from_slice(&seq.to_be_bytes());
-            l4 += (seq >> 16) + (seq & 0xffff);
-            L4 + 16
+        let addr_sum = match src {
+            IpAddr::V4(src) => {
+                debug_assert_eq!(self.l4, L4, "an IPv4 source in an IPv6 template");
+                let s = u32::from(src);
+                let addr_sum = (s >> 16) + (s & 0xffff);
+                out[IP_SRC..IP_SRC + 4].copy_from_slice(&src.octets());
+                let ip = !checksum::fold(self.ip_sum + addr_sum);
+                out[IP_CHECKSUM..IP_CHECKSUM + 2].copy_from_slice(&ip.to_be_bytes());
+                addr_sum
+            }
+            IpAddr::V6(src) => {
+                debug_assert_eq!(self.l4, L4_V6, "an IPv6 source in an IPv4 template");
+                let octets = src.octets();
+                out[IP6_SRC..IP6_SRC + 16].copy_from_slice(&octets);
+                checksum::sum(&octets)
+            }
         };
-        let mut c = !checksum::fold(l4);
+        let l4 = self.l4;
+        out[l4..l4 + 2].copy_from_slice(&sport.to_be_bytes());
+        let mut sum = self.l4_sum + addr_sum + u32::from(sport);
+        let at = if self.udp {
+            l4 + 6
+        } else {
+            out[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
+            sum += (seq >> 16) + (seq & 0xffff);
+            l4 + 16
+        };
+        let mut c = !checksum::fold(sum);
         if self.udp && c == 0 {
             c = 0xffff;
         }
@@ -246,7 +381,7 @@ pub struct Schedule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Next {
     pub kind: Kind,
-    pub src: Ipv4Addr,
+    pub src: IpAddr,
     pub sport: u16,
     pub seq: u32,
 }
@@ -292,14 +427,20 @@ impl Schedule {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    const VIP4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 100);
+
+    fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    }
 
     fn ep() -> Endpoints {
         Endpoints {
             src_mac: MacAddr([2, 0, 0, 0, 0, 1]),
             dst_mac: MacAddr([2, 0, 0, 0, 0, 2]),
-            vip: Ipv4Addr::new(198, 18, 1, 100),
+            vip: IpAddr::V4(VIP4),
             port: 80,
         }
     }
@@ -307,12 +448,12 @@ mod tests {
     #[test]
     fn clients_cover_the_block_then_the_ports() {
         let c: Clients = "198.19.0.0/16".parse().unwrap();
-        assert_eq!(c.flow(0), (Ipv4Addr::new(198, 19, 0, 1), 1024));
-        assert_eq!(c.flow(65533), (Ipv4Addr::new(198, 19, 255, 254), 1024));
-        assert_eq!(c.flow(65534), (Ipv4Addr::new(198, 19, 0, 1), 1025));
+        assert_eq!(c.flow(0), (v4(198, 19, 0, 1), 1024));
+        assert_eq!(c.flow(65533), (v4(198, 19, 255, 254), 1024));
+        assert_eq!(c.flow(65534), (v4(198, 19, 0, 1), 1025));
         assert_eq!(c.capacity(), 65534 * 64512);
         let one: Clients = "10.0.0.7/32".parse().unwrap();
-        assert_eq!(one.flow(3), (Ipv4Addr::new(10, 0, 0, 7), 1027));
+        assert_eq!(one.flow(3), (v4(10, 0, 0, 7), 1027));
         assert!("10.0.0.0/33".parse::<Clients>().is_err());
         assert!("10.0.0/8".parse::<Clients>().is_err());
     }
@@ -329,16 +470,16 @@ mod tests {
                 (Ipv4Addr::new(198, 19, 255, 254), 65535, u32::MAX),
                 (Ipv4Addr::new(255, 255, 255, 255), 0xffff, 0xffff_ffff),
             ] {
-                t.write(&mut buf, src, sport, seq);
+                t.write(&mut buf, src.into(), sport, seq);
                 let eth = EthernetFrame::new_checked(&buf[..]).unwrap();
                 assert_eq!(eth.dst_addr(), e.dst_mac);
                 assert_eq!(eth.ethertype(), EtherType::Ipv4);
                 let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
                 assert!(ip.verify_checksum());
                 assert_eq!(ip.src_addr(), src);
-                assert_eq!(ip.dst_addr(), e.vip);
+                assert_eq!(ip.dst_addr(), VIP4);
                 let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
-                assert!(tcp.verify_checksum(src, e.vip), "{src} {sport} {seq}");
+                assert!(tcp.verify_checksum(src, VIP4), "{src} {sport} {seq}");
                 assert_eq!(tcp.src_port(), sport);
                 assert_eq!(tcp.dst_port(), 80);
                 assert_eq!(tcp.seq_number(), seq);
@@ -357,11 +498,14 @@ mod tests {
         for i in 0..5000u64 {
             let (src, sport) = "198.19.0.0/16".parse::<Clients>().unwrap().flow(i * 977);
             t.write(&mut buf, src, sport, 0);
+            let IpAddr::V4(src) = src else {
+                panic!("an IPv6 client from an IPv4 block")
+            };
             let ip = Ipv4Packet::new_checked(&buf[ETH_LEN..]).unwrap();
             assert!(ip.verify_checksum());
             let udp = UdpPacket::new_checked(ip.payload()).unwrap();
             assert_ne!(udp.checksum(), 0);
-            assert!(udp.verify_checksum(src, e.vip));
+            assert!(udp.verify_checksum(src, VIP4));
             assert_eq!(udp.dst_port(), 9000);
         }
     }
@@ -380,5 +524,152 @@ mod tests {
         assert_eq!(s.next_packet(), None);
         let mut u = Schedule::new(clients, 2, 0, true, 10);
         assert!((0..100).all(|_| u.next_packet().unwrap().kind == Kind::Udp));
+    }
+
+    const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 1, 0, 0, 0, 0, 0x100);
+
+    /// An RFC 1071 checksum check written out from RFC 8200 §8.1, not with
+    /// the `wire` module: the 40-byte pseudo header (source, destination,
+    /// 32-bit upper-layer length, three zero bytes, next header) and the
+    /// segment, its checksum field included, summed 16 bits at a time, must
+    /// come to 0xffff.
+    pub(crate) fn v6_l4_checksum_ok(src: Ipv6Addr, dst: Ipv6Addr, nh: u8, seg: &[u8]) -> bool {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&src.octets());
+        bytes.extend_from_slice(&dst.octets());
+        bytes.extend_from_slice(&(seg.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&[0, 0, 0, nh]);
+        bytes.extend_from_slice(seg);
+        if bytes.len() % 2 == 1 {
+            bytes.push(0);
+        }
+        let mut sum: u64 = bytes
+            .chunks(2)
+            .map(|w| u64::from(w[0]) << 8 | u64::from(w[1]))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum == 0xffff
+    }
+
+    fn ep6() -> Endpoints {
+        Endpoints {
+            vip: IpAddr::V6(VIP6),
+            ..ep()
+        }
+    }
+
+    #[test]
+    fn ipv6_clients_cover_the_block_then_the_ports() {
+        let c: Clients = "2001:2:100::/64".parse().unwrap();
+        assert!(c.is_ipv6());
+        let a = |s: &str| IpAddr::V6(s.parse().unwrap());
+        assert_eq!(c.flow(0), (a("2001:2:100::1"), 1024));
+        assert_eq!(c.flow(0xffff), (a("2001:2:100::1:0"), 1024));
+        assert_eq!(c.capacity(), u64::MAX);
+        assert_eq!(
+            c.to_string(),
+            "2001:2:100::1-2001:2:100:0:ffff:ffff:ffff:ffff"
+        );
+        let small: Clients = "2001:2:100::5/126".parse().unwrap();
+        assert_eq!(small.flow(0), (a("2001:2:100::5"), 1024));
+        assert_eq!(small.flow(2), (a("2001:2:100::7"), 1024));
+        assert_eq!(small.flow(3), (a("2001:2:100::5"), 1025));
+        let pair: Clients = "2001:2:100::/127".parse().unwrap();
+        assert_eq!(pair.flow(0), (a("2001:2:100::"), 1024));
+        assert_eq!(pair.flow(3), (a("2001:2:100::1"), 1025));
+        let one: Clients = "2001:2:100::7".parse().unwrap();
+        assert_eq!(one.flow(3), (a("2001:2:100::7"), 1027));
+        let all: Clients = "::/0".parse().unwrap();
+        assert_eq!(all.flow(0), (a("::1"), 1024));
+        assert!("2001:2::/129".parse::<Clients>().is_err());
+        assert!("2001:2:::/64".parse::<Clients>().is_err());
+        assert!("2001:2::/x".parse::<Clients>().is_err());
+        assert!(!"198.19.0.0/16".parse::<Clients>().unwrap().is_ipv6());
+    }
+
+    #[test]
+    fn ipv6_tcp_frames_have_correct_checksums() {
+        let e = ep6();
+        for (flags, payload) in [(TcpFlags::SYN, 0), (TcpFlags::ACK | TcpFlags::PSH, 4)] {
+            let t = Template::tcp(&e, flags, payload);
+            // Ethernet 14 + IPv6 40 + TCP 20: 78 bytes with 4 of payload.
+            assert_eq!(t.frame_len(), 74 + payload);
+            let mut buf = vec![0u8; t.frame_len()];
+            for (src, sport, seq) in [
+                ("2001:2:100::1", 1024, 0),
+                ("2001:2:100::ffff:ffff:ffff:fffe", 65535, u32::MAX),
+                (
+                    "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                    0xffff,
+                    0xffff_ffff,
+                ),
+                ("::", 0, 0),
+            ] {
+                let src: Ipv6Addr = src.parse().unwrap();
+                t.write(&mut buf, IpAddr::V6(src), sport, seq);
+                let eth = EthernetFrame::new_checked(&buf[..]).unwrap();
+                assert_eq!(eth.dst_addr(), e.dst_mac);
+                assert_eq!(eth.ethertype(), EtherType::Ipv6);
+                assert_eq!(&buf[12..14], &[0x86, 0xdd]);
+                let ip = Ipv6Packet::new_checked(eth.payload()).unwrap();
+                assert_eq!(ip.version(), 6);
+                assert_eq!(usize::from(ip.payload_len()), 20 + payload);
+                assert_eq!(ip.next_header(), IpProtocol::Tcp);
+                assert_eq!(ip.hop_limit(), 64);
+                assert_eq!(ip.src_addr(), src);
+                assert_eq!(ip.dst_addr(), VIP6);
+                assert!(
+                    v6_l4_checksum_ok(src, VIP6, 6, ip.payload()),
+                    "{src} {sport} {seq}"
+                );
+                let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+                assert!(tcp.verify_checksum_v6(src, VIP6));
+                assert_eq!(tcp.src_port(), sport);
+                assert_eq!(tcp.dst_port(), 80);
+                assert_eq!(tcp.seq_number(), seq);
+                assert_eq!(tcp.flags(), flags);
+                assert_eq!(tcp.payload().len(), payload);
+            }
+        }
+    }
+
+    #[test]
+    fn ipv6_udp_frames_have_correct_checksums() {
+        let mut e = ep6();
+        e.port = 9000;
+        let t = Template::udp(&e, 18);
+        assert_eq!(t.frame_len(), 14 + 40 + 8 + 18);
+        let clients: Clients = "2001:2:100::/64".parse().unwrap();
+        let mut buf = vec![0u8; t.frame_len()];
+        for i in 0..5000u64 {
+            let (src, sport) = clients.flow(i * 977);
+            t.write(&mut buf, src, sport, 0);
+            let IpAddr::V6(src) = src else {
+                panic!("an IPv4 client from an IPv6 block")
+            };
+            let ip = Ipv6Packet::new_checked(&buf[ETH_LEN..]).unwrap();
+            assert_eq!(ip.next_header(), IpProtocol::Udp);
+            assert!(v6_l4_checksum_ok(src, VIP6, 17, ip.payload()));
+            let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+            assert_ne!(udp.checksum(), 0);
+            assert!(udp.verify_checksum_v6(src, VIP6));
+            assert_eq!(udp.dst_port(), 9000);
+            assert_eq!(udp.src_port(), sport);
+        }
+    }
+
+    #[test]
+    fn an_ipv6_schedule_sends_from_ipv6_clients() {
+        let clients: Clients = "2001:2:100::/64".parse().unwrap();
+        let mut s = Schedule::new(clients, 2, 2, false, 4);
+        let all: Vec<Next> = std::iter::from_fn(|| s.next_packet()).collect();
+        let kinds: Vec<Kind> = all.iter().map(|n| n.kind).collect();
+        assert_eq!(kinds, [Kind::Syn, Kind::Syn, Kind::Data, Kind::Data]);
+        assert_eq!(all[0].src, IpAddr::V6("2001:2:100::1".parse().unwrap()));
+        assert_eq!(all[1].src, IpAddr::V6("2001:2:100::2".parse().unwrap()));
+        assert_eq!(all[2].src, all[0].src);
+        assert_eq!(all[2].seq, isn(0).wrapping_add(1));
     }
 }

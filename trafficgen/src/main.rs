@@ -2,7 +2,7 @@
 //!
 //! It sends TCP flows the way a client population does (per flow a SYN,
 //! then data segments, from many distinct client addresses and ports) or
-//! UDP datagrams, at a TSC-paced rate or as fast as the port takes them,
+//! UDP datagrams, over IPv4 or IPv6 (the VIP's family), at a TSC-paced rate or as fast as the port takes them,
 //! through one DPDK port; it receives on the same port and counts what comes
 //! back by kind. On this machine it runs over `net_memif` (or
 //! vhost-user/virtio-user) facing the appliance or `dpdk-testpmd` in another
@@ -12,7 +12,7 @@
 mod counters;
 mod frames;
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -57,18 +57,23 @@ struct Cli {
     #[arg(long, value_name = "MAC", default_value = "ff:ff:ff:ff:ff:ff")]
     dst_mac: MacAddr,
 
-    /// The address to send to (the service's VIP).
+    /// The address to send to (the service's VIP): IPv4, or IPv6 (then the
+    /// frames are Ethernet + IPv6 without extension headers + TCP/UDP, and
+    /// --clients must be an IPv6 block too).
     #[arg(long, default_value = "198.18.1.100")]
-    vip: Ipv4Addr,
+    vip: IpAddr,
 
     /// The destination port (the service's port).
     #[arg(long, default_value_t = 80)]
     port: u16,
 
-    /// The clients' block: flow i comes from its i-th host address, then,
-    /// once every address has a flow, from the next source port (from 1024).
-    #[arg(long, value_name = "CIDR", default_value = "198.19.0.0/16")]
-    clients: Clients,
+    /// The clients' block, of the VIP's family: flow i comes from its i-th
+    /// host address, then, once every address has a flow, from the next
+    /// source port (from 1024). IPv4 skips the network and broadcast
+    /// addresses (up to /30), IPv6 the subnet-router anycast address (up to
+    /// /126). [default: 198.19.0.0/16, or 2001:2:100::/64 with an IPv6 --vip]
+    #[arg(long, value_name = "CIDR")]
+    clients: Option<Clients>,
 
     /// Distinct flows, sent to in turn.
     #[arg(long, value_name = "N", default_value_t = 1000)]
@@ -96,7 +101,8 @@ struct Cli {
     warmup_rounds: u64,
 
     /// Payload bytes of a data segment or datagram (SYNs carry none); 10
-    /// makes 64-byte TCP frames, 22 64-byte UDP frames.
+    /// makes 64-byte TCP frames, 22 64-byte UDP frames (IPv6: 4 makes
+    /// 78-byte TCP frames, 0 74-byte ones; 16 makes 78-byte UDP frames).
     #[arg(long, value_name = "BYTES", default_value_t = 64)]
     payload: u16,
 
@@ -121,8 +127,9 @@ struct Cli {
     #[arg(long, default_value_t = 8191)]
     mbufs: u32,
 
-    /// Check the IPv4 and TCP/UDP checksums of what comes back (counted as
-    /// bad checksums).
+    /// Check the IPv4 header and the TCP/UDP checksums of what comes back,
+    /// IPv6 included (inner packets of tunnels too; an IPv6 UDP checksum of
+    /// 0 is wrong), counted as bad checksums.
     #[arg(long)]
     verify_checksums: bool,
 
@@ -300,7 +307,7 @@ impl Sender {
 struct Receiver {
     rxq: RxQueue,
     burst: MbufBurst,
-    vip: Ipv4Addr,
+    vip: IpAddr,
     verify: bool,
     counts: RxCounts,
     first: Option<u64>,
@@ -385,7 +392,35 @@ fn main() -> ExitCode {
     }
 }
 
+/// The clients' block: the one given, of the VIP's family, or the default
+/// of that family.
+fn clients(cli: &Cli) -> Result<Clients, String> {
+    let default = if cli.vip.is_ipv6() {
+        "2001:2:100::/64"
+    } else {
+        "198.19.0.0/16"
+    };
+    let clients = match cli.clients {
+        Some(c) => c,
+        None => default.parse()?,
+    };
+    if clients.is_ipv6() != cli.vip.is_ipv6() {
+        let family = |v6: bool| if v6 { "IPv6" } else { "IPv4" };
+        return Err(format!(
+            "--vip {} is {} but --clients is an {} block ({}): both must be of one \
+             family (NAT between IPv4 and IPv6 is not what the appliance does)",
+            cli.vip,
+            family(cli.vip.is_ipv6()),
+            family(clients.is_ipv6()),
+            clients,
+        ));
+    }
+    Ok(clients)
+}
+
 fn run(cli: &Cli) -> Result<ExitCode, String> {
+    // Before the EAL starts: a bad command line changes nothing.
+    let clients = clients(cli)?;
     let mut eal_args: Vec<String> = cli.eal.split_whitespace().map(str::to_owned).collect();
     let is_pci = cli.device.contains(':') && !cli.device.contains('=');
     eal_args.push(if is_pci { "-a" } else { "--vdev" }.to_owned());
@@ -434,7 +469,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         txq,
         pool,
         schedule: Schedule::new(
-            cli.clients,
+            clients,
             cli.flows,
             cli.packets_per_flow,
             udp,
@@ -468,21 +503,20 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         mark_tsc,
         at_mark: None,
     };
-    if cli.flows > cli.clients.capacity() {
+    if cli.flows > clients.capacity() {
         log::warn!(
             "{} flows but only {} distinct client (address, port) pairs: flows repeat",
             cli.flows,
-            cli.clients.capacity()
+            clients.capacity()
         );
     }
     let tx_lcore = worker_lcore(&eal);
     eprintln!(
-        "lb-trafficgen: {} {} flows from {} to {}:{} on {} ({}), rate {}, {}",
+        "lb-trafficgen: {} {} flows from {} to {} on {} ({}), rate {}, {}",
         cli.flows,
         if udp { "UDP" } else { "TCP" },
-        cli.clients,
-        cli.vip,
-        cli.port,
+        clients,
+        SocketAddr::new(cli.vip, cli.port),
         device_name,
         port.driver(),
         if cli.rate == 0 {
