@@ -10,8 +10,10 @@
 #   ROUNDS    [3]               interleaved rounds
 #   DURATION  [5]               seconds measured per run
 #   FLOWS     ["10000 1000000"] flow counts, each a block of every round
-#   CASES     ["nat tun dr"]    appliance forwarding methods; METHOD@base runs
-#                               BASELINE_LB instead (another build) in the same rounds
+#   CASES     ["nat tun dr"]    appliance forwarding methods: nat, tun, dr over IPv4;
+#                               nat6, tun6, dr6 the same over IPv6 (NAT66, TUN
+#                               6in6, DR); METHOD@base runs BASELINE_LB instead
+#                               (another build) in the same rounds
 #   BASELINE_LB []              an lb-appliance binary to compare with, e.g. one
 #                               built from an older commit in a git worktree
 #   IOFWD     [1]               also testpmd io forwarding, once per round
@@ -31,6 +33,24 @@
 #     static [[neighbors]] entry, no ARP) is the generator's, out of the same
 #     port, so everything comes back to the generator, which counts it by
 #     kind (to-real for NAT, ipip for TUN, to-vip for DR and testpmd).
+#
+# IPv6 cases (nat6, tun6, dr6): the generator sends Ethernet + IPv6 (no
+# extension headers) + TCP to the IPv6 VIP 2001:2:1::100 from the clients
+# 2001:2:100::/64, 78-byte frames (4 bytes of data: 14 + 40 + 20 + 4, the
+# nearest to the IPv4 case's 64 that still carries data; 118 bytes once TUN
+# wraps them in 6in6). The appliance's port has address6 2001:2::2/64 (and
+# no IPv4 address) and MTU 1500 (TUN 6in6 needs 1320 at least: 40 bytes of
+# outer header on an IPv6 minimum of 1280); the reals 2001:2::11-13 are
+# static IPv6 [[neighbors]] with the generator's MAC, as for IPv4; no
+# gateway6, as IPv4 has no gateway: nothing is sent to the clients (the
+# "reals" are the generator, which answers nothing). NAT66 counts as
+# to-real, 6in6 as ipip (outer next header 41), DR as to-vip. When CASES
+# has an IPv6 case, every round also runs testpmd macswap with the same
+# IPv6 frames ("testpmd macswap6"), and the IPv6 cases' ratios are to it:
+# macswap reads no IP header, but the frames are 14 bytes longer (two cache
+# lines, not one, through the memif copy) and the generator writes a
+# 16-byte source address into each, so the IPv4 baseline would credit or
+# charge the appliance with differences that are not its own.
 # A round runs, for each FLOWS value, macswap then every case (and io
 # forwarding once), one after the other, so that a case and its baseline are
 # minutes apart at most on a machine whose speed swings 2x in minutes; each
@@ -86,6 +106,7 @@ IOFWD="${IOFWD:-1}"
 HUGEPAGES="${HUGEPAGES:-1024}"
 CLEAN="${CLEAN:-90}"
 PAYLOAD=10 # 14 + 20 + 20 + 10 = 64-byte frames, as testpmd's default
+PAYLOAD6=4 # 14 + 40 + 20 + 4 = 78-byte IPv6 frames (see above)
 WARMUP_ROUNDS=2
 TARGET="${CARGO_TARGET_DIR:-target}"
 GEN_MAC=02:00:00:00:00:01
@@ -111,14 +132,20 @@ for f in $FLOWS; do
 done
 for c in $CASES; do
     case $c in
-    nat | tun | dr) ;;
-    nat@base | tun@base | dr@base)
+    nat | tun | dr | nat6 | tun6 | dr6) ;;
+    nat@base | tun@base | dr@base | nat6@base | tun6@base | dr6@base)
         [ -n "${BASELINE_LB:-}" ] || die "CASES: '$c' needs BASELINE_LB (another lb-appliance binary)"
         [ -x "$BASELINE_LB" ] || die "BASELINE_LB: '$BASELINE_LB' is not an executable"
         ;;
-    *) die "CASES: unknown case '$c' (nat, tun, dr, or METHOD@base with BASELINE_LB)" ;;
+    *) die "CASES: unknown case '$c' (nat, tun, dr, nat6, tun6, dr6, or METHOD@base with BASELINE_LB)" ;;
     esac
 done
+# is_v6 CASE: whether the case (or testpmd run) sends IPv6.
+is_v6() { [[ $1 == *6 || $1 == *6@base ]]; }
+# baseline_of CASE: the macswap run its ratio is to.
+baseline_of() { if is_v6 "$1"; then echo testpmd-macswap6; else echo testpmd-macswap; fi; }
+HAS_V6=0
+for c in $CASES; do if is_v6 "$c"; then HAS_V6=1; fi; done
 command -v dpdk-testpmd >/dev/null || die "dpdk-testpmd not found (apt-get install dpdk)"
 command -v stdbuf >/dev/null || die "stdbuf not found (coreutils)"
 [ "$(id -u)" = 0 ] || die "needs root (DPDK's runtime folder, and --hugepages)"
@@ -260,17 +287,23 @@ cputime() {
         /proc/"$1"/stat 2>/dev/null || true
 }
 
-# generate NAME SOCKET FLOWS FORWARDER-PID: runs the generator against the
-# memif server on SOCKET; sets RESULT to "Mpps-sent Mpps-forwarded warm-up-s
+# generate NAME SOCKET FLOWS FORWARDER-PID FAMILY: runs the generator
+# against the memif server on SOCKET, with IPv4 or (FAMILY 6) IPv6 frames;
+# sets RESULT to "Mpps-sent Mpps-forwarded warm-up-s
 # SYN-round-s generator-CPU-% forwarder-CPU-%" of the measured phase (the
 # forwarder's CPU share is over the generator's whole run).
 generate() {
     local name=$1 sock=$2 flows=$3 fwd=$4 pid rc=0 end s s0="" s1=""
+    local addrs=(--vip 198.18.1.100 --port 80 --clients 198.19.0.0/16) payload=$PAYLOAD
+    if [ "$5" = 6 ]; then
+        addrs=(--vip 2001:2:1::100 --port 80 --clients 2001:2:100::/64)
+        payload=$PAYLOAD6
+    fi
     local cmd=("$GEN" --eal "--lcores 0@1 $MEM --file-prefix $TAG-$name-gen"
         --device "net_memif0,role=client,id=0,socket=$sock,socket-abstract=no,mac=$GEN_MAC"
-        --dst-mac "$LB_MAC" --vip 198.18.1.100 --port 80 --clients 198.19.0.0/16
+        --dst-mac "$LB_MAC" "${addrs[@]}"
         --flows "$flows" --rate 0 --warmup-rounds "$WARMUP_ROUNDS" --duration "${DURATION}s"
-        --payload "$PAYLOAD" --link-timeout 20s)
+        --payload "$payload" --link-timeout 20s)
     note_command "${cmd[@]}"
     "${cmd[@]}" </dev/null >"$WORK/$name-gen.log" 2>&1 &
     pid=$!
@@ -312,9 +345,11 @@ record() {
     echo "$ROUND $2 $1 $RESULT" >>"$WORK/results"
 }
 
-# testpmd MODE FLOWS: the baseline (macswap) or the io reference.
+# testpmd MODE FLOWS [6]: the baseline (macswap) or the io reference; with
+# 6, macswap of the IPv6 frames (recorded as testpmd-macswap6).
 run_testpmd() {
-    local mode=$1 flows=$2 name="r$ROUND-testpmd-$1-$2" sock pid
+    local mode=$1 flows=$2 family=${3:-4} kind="testpmd-$1${3:-}" name sock pid
+    name="r$ROUND-$kind-$flows"
     sock="$WORK/$name.sock"
     # The readiness line below reaches the log only when testpmd's stdout is
     # flushed: to a file, stdio buffers it by blocks. stdbuf -oL makes it
@@ -335,10 +370,10 @@ run_testpmd() {
     # merely when its socket exists: wait for testpmd to be forwarding.
     wait_for 30 ready "$pid" "$WORK/$name.log" 'packet forwarding - ports' "$sock" ||
         { log "testpmd did not start:" && cat "$WORK/$name.log" >&2 && exit 1; }
-    log "round $ROUND: testpmd $mode, $flows flows"
-    generate "$name" "$sock" "$flows" "$pid"
+    log "round $ROUND: $(label "$kind"), $flows flows"
+    generate "$name" "$sock" "$flows" "$pid" "$family"
     stop "$pid" INT
-    record "testpmd-$mode" "$flows"
+    record "$kind" "$flows"
 }
 
 # capacity FLOWS: a flow-table capacity with room for FLOWS (twice, rounded
@@ -349,9 +384,13 @@ capacity() {
     echo "$c"
 }
 
-appliance_config() { # appliance_config METHOD SOCKET FLOWS PREFIX
+appliance_config() { # appliance_config METHOD SOCKET FLOWS PREFIX (METHOD: nat ... dr6)
     local method=$1 sock=$2 port_line="" eal
     [ "$method" = nat ] && port_line="port = 8080"
+    if is_v6 "$method"; then
+        appliance_config6 "$@"
+        return
+    fi
     # shellcheck disable=SC2086 # $MEM is a list of words
     eal=$(printf '"%s", ' --lcores 0@0,1@0 $MEM --file-prefix "$4")
     cat <<EOF
@@ -380,6 +419,40 @@ $(for r in 11:3 12:2 13:1; do printf '[[services.reals]]\naddress = "198.18.0.%s
 EOF
 }
 
+# appliance_config6 METHOD SOCKET FLOWS PREFIX: the same over IPv6 (see the
+# header comment): address6 instead of address, IPv6 reals and neighbors.
+appliance_config6() {
+    local method=$1 sock=$2 port_line="" eal
+    [ "${method%6}" = nat ] && port_line="port = 8080"
+    # shellcheck disable=SC2086 # $MEM is a list of words
+    eal=$(printf '"%s", ' --lcores 0@0,1@0 $MEM --file-prefix "$4")
+    cat <<EOF
+[dpdk]
+eal_args = [${eal%, }]
+[workers]
+lcores = [1]
+[[ports]]
+name = "wan"
+device = "net_memif0,role=server,id=0,socket=$sock,socket-abstract=no"
+address6 = "2001:2::2/64"
+mtu = 1500
+mac = "$LB_MAC"
+[flows]
+capacity = $(capacity "$3")
+[metrics]
+listen = "127.0.0.1:0"
+$(for r in 11 12 13; do printf '[[neighbors]]\naddress = "2001:2::%s"\nmac = "%s"\n' "$r" "$GEN_MAC"; done)
+[[services]]
+name = "web6"
+vip = "2001:2:1::100"
+port = 80
+protocol = "tcp"
+scheduler = "wrr"
+forwarding = "${method%6}"
+$(for r in 11:3 12:2 13:1; do printf '[[services.reals]]\naddress = "2001:2::%s"\nweight = %s\n%s\n' "${r%:*}" "${r#*:}" "$port_line"; done)
+EOF
+}
+
 run_appliance() { # run_appliance CASE FLOWS (CASE: METHOD, or METHOD@base)
     local case=$1 method=${1%@base} flows=$2 name="r$ROUND-lb-${1/@/-}-$2" sock pid bin=$LB
     if [ "$case" != "$method" ]; then bin=$BASELINE_LB; fi
@@ -391,7 +464,7 @@ run_appliance() { # run_appliance CASE FLOWS (CASE: METHOD, or METHOD@base)
     wait_for 60 ready "$pid" "$WORK/$name.log" polling "$sock" ||
         { log "lb-appliance did not start:" && cat "$WORK/$name.log" >&2 && exit 1; }
     log "round $ROUND: $(label "$case"), $flows flows"
-    generate "$name" "$sock" "$flows" "$pid"
+    generate "$name" "$sock" "$flows" "$pid" "$(is_v6 "$method" && echo 6 || echo 4)"
     stop "$pid" TERM
     printf '  round %s %s: %s\n' "$ROUND" "$name" \
         "$(grep -h 'worker on lcore' "$WORK/$name.log" | sed 's/^.*\] //')" >>"$WORK/summaries"
@@ -401,18 +474,20 @@ run_appliance() { # run_appliance CASE FLOWS (CASE: METHOD, or METHOD@base)
 label() { # label CASE
     case $1 in
     testpmd-macswap) echo "testpmd macswap (baseline)" ;;
+    testpmd-macswap6) echo "testpmd macswap6 (baseline)" ;;
     testpmd-io) echo "testpmd io (reference)" ;;
-    *@base) echo "baseline build ${1%@base}" | sed 's/ \([a-z]*\)$/ \U\1/' ;;
+    *@base) echo "baseline build ${1%@base}" | sed 's/ \([a-z0-9]*\)$/ \U\1/' ;;
     *) echo "lb-appliance ${1^^}" ;;
     esac
 }
 
-# print_round N: the table of round N, ratios to that round's macswap.
+# print_round N: the table of round N, ratios to that round's macswap (of
+# the case's family).
 print_round() {
     printf '\nround %s of %s\n' "$1" "$ROUNDS"
     printf '%-28s %8s %10s %10s %8s %9s %8s %8s %8s\n' case flows "Mpps sent" "Mpps fwd" ratio "warm-up s" "SYN s" "fwd CPU" "gen CPU"
     awk -v r="$1" '$1 == r' "$WORK/results" | while read -r _ flows c sent fwd warm syn gcpu fcpu; do
-        base=$(awk -v r="$1" -v f="$flows" '$1 == r && $2 == f && $3 == "testpmd-macswap" {print $5}' "$WORK/results")
+        base=$(awk -v r="$1" -v f="$flows" -v b="$(baseline_of "$c")" '$1 == r && $2 == f && $3 == b {print $5}' "$WORK/results")
         printf '%-28s %8s %10s %10s %8s %9s %8s %7s%% %7s%%\n' "$(label "$c")" "$flows" "$sent" "$fwd" \
             "$(awk -v a="$fwd" -v b="$base" 'BEGIN {if (b > 0) printf "%.3f", a / b; else printf "-"}')" "$warm" "$syn" "$fcpu" "$gcpu"
     done
@@ -427,6 +502,7 @@ for ROUND in $(seq 1 "$ROUNDS"); do
     first=1
     for flows in $FLOWS; do
         run_testpmd macswap "$flows"
+        if [ "$HAS_V6" = 1 ]; then run_testpmd macswap "$flows" 6; fi
         for c in $CASES; do run_appliance "$c" "$flows"; done
         if [ "$IOFWD" = 1 ] && [ "$first" = 1 ]; then run_testpmd io "$flows"; fi
         first=0
@@ -435,11 +511,13 @@ for ROUND in $(seq 1 "$ROUNDS"); do
     print_round "$ROUND" >&2
 done
 
-# The ratio of every run to the macswap run of the same round and flows, and
-# whether both runs were "clean": each process had at least CLEAN % of its CPU.
+# The ratio of every run to the macswap run (of its family: IPv6 cases to
+# macswap6) of the same round and flows, and whether both runs were
+# "clean": each process had at least CLEAN % of its CPU.
 awk -v t="$CLEAN" 'function lo(a, b) {return a < b ? a : b}
-     NR == FNR {if ($3 == "testpmd-macswap") {base[$1 " " $2] = $5; bcpu[$1 " " $2] = lo($8, $9)}; next}
-     {k = $1 " " $2; b = base[k]
+     function bk(c) {return c ~ /6(@base)?$/ ? "testpmd-macswap6" : "testpmd-macswap"}
+     NR == FNR {if ($3 ~ /^testpmd-macswap6?$/) {base[$1 " " $2 " " $3] = $5; bcpu[$1 " " $2 " " $3] = lo($8, $9)}; next}
+     {k = $1 " " $2 " " bk($3); b = base[k]
       printf "%s %s %s %s %s %s %s %d\n", $1, $2, $3, $5, (b > 0 ? $5 / b : "-"), $9, $8, (lo($8, $9) >= t && bcpu[k] >= t)}' \
     "$WORK/results" "$WORK/results" >"$WORK/ratios"
 
@@ -447,6 +525,9 @@ echo "lb-appliance throughput: started $STARTED, commit $(git rev-parse --short 
 echo "machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), DPDK $(pkg-config --modversion libdpdk 2>/dev/null || dpkg-query -W -f '${Version}' dpdk 2>/dev/null || echo '?')"
 echo "memory: $MEMNOTE"
 echo "64-byte frames (84 for TUN) over net_memif; forwarder on CPU 0, lb-trafficgen on CPU 1"
+if [ "$HAS_V6" = 1 ]; then
+    echo "IPv6 cases and macswap6: 78-byte IPv6/TCP frames (118 for TUN 6in6); their ratios are to testpmd macswap6"
+fi
 echo "$ROUNDS interleaved rounds; per run $WARMUP_ROUNDS warm-up rounds of the flows, then ${DURATION} s measured"
 echo "fwd CPU, gen CPU: the share of a CPU that the forwarder (CPU 0) and lb-trafficgen (CPU 1) had during"
 echo "the run (CPU time / wall time); below 100 % other work on this machine took the rest, and that run's figures suffer"
@@ -456,7 +537,7 @@ echo "summary: medians over $ROUNDS rounds; ratio = Mpps fwd / testpmd macswap M
 echo "a round is clean when the run and its macswap run both had at least $CLEAN % of both CPUs (* marks the others)"
 printf '%-28s %8s %15s %13s %7s %14s  %s\n' case flows "median Mpps fwd" "median ratio" clean "clean median" "ratio per round"
 for flows in $FLOWS; do
-    for c in testpmd-macswap $CASES testpmd-io; do
+    for c in testpmd-macswap testpmd-macswap6 $CASES testpmd-io; do
         awk -v f="$flows" -v c="$c" '$2 == f && $3 == c' "$WORK/ratios" >"$WORK/sel"
         [ -s "$WORK/sel" ] || continue
         printf '%-28s %8s %15s %13s %7s %14s  %s\n' "$(label "$c")" "$flows" \
