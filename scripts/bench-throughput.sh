@@ -16,6 +16,9 @@
 #                               (another build) in the same rounds
 #   BASELINE_LB []              an lb-appliance binary to compare with, e.g. one
 #                               built from an older commit in a git worktree
+#   LB        [target/release/lb-appliance]
+#                               the build measured as "this build", e.g.
+#                               target/pgo/lb-appliance (scripts/build-pgo.sh)
 #   IOFWD     [1]               also testpmd io forwarding, once per round
 #   HUGEPAGES [1024]            2 MB pages that --hugepages makes sure are free
 #   CLEAN     [90]              CPU share (%) both processes need for a clean run
@@ -225,7 +228,8 @@ log "memory: $MEMNOTE"
 
 log "building (release)"
 cargo build --release -q -p lb-appliance -p lb-trafficgen
-LB="$TARGET/release/lb-appliance"
+LB="${LB:-$TARGET/release/lb-appliance}"
+[ -x "$LB" ] || die "LB: '$LB' is not an executable"
 GEN="$TARGET/release/lb-trafficgen"
 
 ROUND=0 # the commands of round 1 are printed at the end
