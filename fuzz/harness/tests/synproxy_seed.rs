@@ -52,15 +52,7 @@ fn the_pipeline_target_reaches_the_whole_proxied_handshake() {
         summary.contains("1 syn cookies sent") && summary.contains("1 proxied and answered"),
         "{summary}"
     );
-    let kept =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus/pipeline/seed-syn-proxy-handshake");
-    let on_disk = std::fs::read(&kept).unwrap_or_default();
-    assert_eq!(
-        on_disk,
-        input,
-        "the seed in the corpus is this input (write it: {})",
-        kept.display()
-    );
+    check_kept("seed-syn-proxy-handshake", &input);
 }
 
 /// The same handshake, with the client's request sent right after its ACK,
@@ -102,15 +94,7 @@ fn the_pipeline_target_defers_early_data_and_sends_it_on() {
             && !summary.contains("syn_proxy_pending"),
         "{summary}"
     );
-    let kept =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus/pipeline/seed-syn-proxy-early-data");
-    let on_disk = std::fs::read(&kept).unwrap_or_default();
-    assert_eq!(
-        on_disk,
-        input,
-        "the seed in the corpus is this input (write it: {})",
-        kept.display()
-    );
+    check_kept("seed-syn-proxy-early-data", &input);
 }
 
 /// The handshake with the SYN to the real lost (kept in `fuzz/corpus/
@@ -158,15 +142,7 @@ fn the_pipeline_target_sends_a_lost_syn_to_the_real_again() {
             && summary.contains("1 syn_proxy_pending"),
         "{summary}"
     );
-    let kept =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus/pipeline/seed-syn-proxy-syn-retry");
-    let on_disk = std::fs::read(&kept).unwrap_or_default();
-    assert_eq!(
-        on_disk,
-        input,
-        "the seed in the corpus is this input (write it: {})",
-        kept.display()
-    );
+    check_kept("seed-syn-proxy-syn-retry", &input);
 }
 
 /// [`syn_retry_seed`] with a scarce mbuf pool (`h0 & 0x80`; kept in
