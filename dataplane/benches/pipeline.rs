@@ -1032,6 +1032,19 @@ fn label(n: usize) -> String {
     }
 }
 
+/// A count from the environment, or `default`: `LB_BENCH_PACKETS`,
+/// `LB_BENCH_RUNS` and `LB_BENCH_LARGE` (the flows of the "1M" cases) make
+/// a short run, as `scripts/bench-instructions.sh` does under callgrind to
+/// count instructions rather than nanoseconds.
+fn env_count(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} must be a whole number, not {v:?}")),
+        Err(_) => default,
+    }
+}
+
 fn main() {
     let measure = std::env::args().any(|a| a == "--bench");
     // The flow tables on transparent huge pages, as the engine asks.
@@ -1052,10 +1065,10 @@ fn main() {
     let mut b = if measure {
         Bench {
             measure,
-            packets: 2_000_000,
-            runs: 5,
+            packets: env_count("LB_BENCH_PACKETS", 2_000_000),
+            runs: env_count("LB_BENCH_RUNS", 5),
             small: 1000,
-            large: 1_000_000,
+            large: env_count("LB_BENCH_LARGE", 1_000_000),
             capacity: 1 << 21,
             snap,
             rows: Vec::new(),
