@@ -11,88 +11,87 @@ use super::checksum;
 use super::{read_u16, read_u32, write_u16, write_u32, Error, Result};
 
 /// The IP protocol number: the IPv4 `protocol` field and the IPv6 `next header`
-/// field, which share one IANA registry (so IPv6 extension headers are here too).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum IpProtocol {
+/// field, which share one IANA registry (so IPv6 extension headers are named here
+/// too). The number itself, so that reading it from a header and using it in a
+/// flow key cost nothing (as an enum with an `Unknown(u8)` variant, each
+/// conversion was a match over every name, several per packet); the names are
+/// constants, which patterns match as they matched the enum's variants.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpProtocol(pub u8);
+
+#[allow(non_upper_case_globals)]
+impl IpProtocol {
     /// 0, the IPv6 Hop-by-Hop Options header.
-    HopByHop,
+    pub const HopByHop: IpProtocol = IpProtocol(0);
     /// 1.
-    Icmp,
+    pub const Icmp: IpProtocol = IpProtocol(1);
     /// 4, IPv4-in-IPv4 encapsulation (VS/TUN), also IPv4-in-IPv6.
-    IpIp,
+    pub const IpIp: IpProtocol = IpProtocol(4);
     /// 6.
-    Tcp,
+    pub const Tcp: IpProtocol = IpProtocol(6);
     /// 17.
-    Udp,
+    pub const Udp: IpProtocol = IpProtocol(17);
     /// 41, IPv6 encapsulation (6in4, 6in6).
-    Ipv6,
+    pub const Ipv6: IpProtocol = IpProtocol(41);
     /// 43, the IPv6 Routing header.
-    Ipv6Route,
+    pub const Ipv6Route: IpProtocol = IpProtocol(43);
     /// 44, the IPv6 Fragment header.
-    Ipv6Frag,
+    pub const Ipv6Frag: IpProtocol = IpProtocol(44);
     /// 58, ICMP for IPv6.
-    Icmpv6,
+    pub const Icmpv6: IpProtocol = IpProtocol(58);
     /// 59, IPv6 "no next header".
-    Ipv6NoNxt,
+    pub const Ipv6NoNxt: IpProtocol = IpProtocol(59);
     /// 60, the IPv6 Destination Options header.
-    Ipv6Opts,
-    /// Anything else.
-    Unknown(u8),
+    pub const Ipv6Opts: IpProtocol = IpProtocol(60);
+
+    /// The name of a protocol this module names, for Debug and Display.
+    fn name(self) -> Option<(&'static str, &'static str)> {
+        Some(match self {
+            IpProtocol::HopByHop => ("HopByHop", "IPv6 hop-by-hop"),
+            IpProtocol::Icmp => ("Icmp", "ICMP"),
+            IpProtocol::IpIp => ("IpIp", "IPIP"),
+            IpProtocol::Tcp => ("Tcp", "TCP"),
+            IpProtocol::Udp => ("Udp", "UDP"),
+            IpProtocol::Ipv6 => ("Ipv6", "IPv6"),
+            IpProtocol::Ipv6Route => ("Ipv6Route", "IPv6 routing"),
+            IpProtocol::Ipv6Frag => ("Ipv6Frag", "IPv6 fragment"),
+            IpProtocol::Icmpv6 => ("Icmpv6", "ICMPv6"),
+            IpProtocol::Ipv6NoNxt => ("Ipv6NoNxt", "IPv6 no next header"),
+            IpProtocol::Ipv6Opts => ("Ipv6Opts", "IPv6 destination options"),
+            _ => return None,
+        })
+    }
 }
 
 impl From<u8> for IpProtocol {
+    #[inline(always)]
     fn from(value: u8) -> Self {
-        match value {
-            0 => IpProtocol::HopByHop,
-            1 => IpProtocol::Icmp,
-            4 => IpProtocol::IpIp,
-            6 => IpProtocol::Tcp,
-            17 => IpProtocol::Udp,
-            41 => IpProtocol::Ipv6,
-            43 => IpProtocol::Ipv6Route,
-            44 => IpProtocol::Ipv6Frag,
-            58 => IpProtocol::Icmpv6,
-            59 => IpProtocol::Ipv6NoNxt,
-            60 => IpProtocol::Ipv6Opts,
-            other => IpProtocol::Unknown(other),
-        }
+        IpProtocol(value)
     }
 }
 
 impl From<IpProtocol> for u8 {
+    #[inline(always)]
     fn from(value: IpProtocol) -> Self {
-        match value {
-            IpProtocol::HopByHop => 0,
-            IpProtocol::Icmp => 1,
-            IpProtocol::IpIp => 4,
-            IpProtocol::Tcp => 6,
-            IpProtocol::Udp => 17,
-            IpProtocol::Ipv6 => 41,
-            IpProtocol::Ipv6Route => 43,
-            IpProtocol::Ipv6Frag => 44,
-            IpProtocol::Icmpv6 => 58,
-            IpProtocol::Ipv6NoNxt => 59,
-            IpProtocol::Ipv6Opts => 60,
-            IpProtocol::Unknown(other) => other,
+        value.0
+    }
+}
+
+/// As the enum this was printed: `Tcp`, `Unknown(47)`.
+impl fmt::Debug for IpProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some((name, _)) => f.write_str(name),
+            None => write!(f, "Unknown({})", self.0),
         }
     }
 }
 
 impl fmt::Display for IpProtocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            IpProtocol::HopByHop => f.write_str("IPv6 hop-by-hop"),
-            IpProtocol::Icmp => f.write_str("ICMP"),
-            IpProtocol::IpIp => f.write_str("IPIP"),
-            IpProtocol::Tcp => f.write_str("TCP"),
-            IpProtocol::Udp => f.write_str("UDP"),
-            IpProtocol::Ipv6 => f.write_str("IPv6"),
-            IpProtocol::Ipv6Route => f.write_str("IPv6 routing"),
-            IpProtocol::Ipv6Frag => f.write_str("IPv6 fragment"),
-            IpProtocol::Icmpv6 => f.write_str("ICMPv6"),
-            IpProtocol::Ipv6NoNxt => f.write_str("IPv6 no next header"),
-            IpProtocol::Ipv6Opts => f.write_str("IPv6 destination options"),
-            IpProtocol::Unknown(v) => write!(f, "proto {v}"),
+        match self.name() {
+            Some((_, text)) => f.write_str(text),
+            None => write!(f, "proto {}", self.0),
         }
     }
 }
@@ -704,8 +703,12 @@ mod tests {
             assert_eq!(u8::from(IpProtocol::from(v)), v);
         }
         assert_eq!(IpProtocol::from(4), IpProtocol::IpIp);
-        assert_eq!(IpProtocol::from(47), IpProtocol::Unknown(47));
+        assert_eq!(IpProtocol::from(47), IpProtocol(47));
         assert_eq!(IpProtocol::Udp.to_string(), "UDP");
+        // Printed as the enum it was.
+        assert_eq!(IpProtocol(47).to_string(), "proto 47");
+        assert_eq!(format!("{:?}", IpProtocol::Tcp), "Tcp");
+        assert_eq!(format!("{:?}", IpProtocol(47)), "Unknown(47)");
         assert_eq!(IpProtocol::from(58), IpProtocol::Icmpv6);
         assert_eq!(IpProtocol::from(41), IpProtocol::Ipv6);
         assert_eq!(IpProtocol::from(0), IpProtocol::HopByHop);

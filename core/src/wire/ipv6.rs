@@ -735,7 +735,7 @@ mod tests {
             (IpProtocol::Icmpv6, IpProtocol::Icmpv6),
             (IpProtocol::Ipv6, IpProtocol::Ipv6),
             (IpProtocol::IpIp, IpProtocol::IpIp),
-            (IpProtocol::Unknown(50), IpProtocol::Unknown(50)),
+            (IpProtocol(50), IpProtocol(50)),
         ] {
             assert_eq!(
                 walk_ext_headers(nh, &[]),
