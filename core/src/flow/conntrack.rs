@@ -255,7 +255,7 @@ impl<A: FlowAddr> Conntrack<A> {
     /// new one on a real the scheduler or the client's persistence
     /// template picks. Err is the reason to drop the packet.
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     pub fn lookup_or_create(
         &mut self,
         snap: &Snapshot,

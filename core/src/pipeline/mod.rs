@@ -620,7 +620,7 @@ impl Pipeline {
     /// A packet from a client to a service's VIP: conntrack (and schedule),
     /// rewrite, egress.
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     fn request<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
