@@ -201,8 +201,11 @@ impl Delta {
     /// The checksum after the changes.
     #[inline]
     pub fn apply(self, check: u16) -> u16 {
-        // At most a handful of 17-bit terms: two folds absorb every carry.
-        !fold(u32::from(!check) + fold(self.0) as u32)
+        // A handful of terms of at most 20 bits each: the sum stays far
+        // below 2^32, and one fold of a 32-bit sum absorbs every carry. It
+        // gives exactly what folding the changes first did: both results
+        // are in 1..=0xffff (or both 0) and agree modulo 0xffff.
+        !fold(u32::from(!check) + self.0)
     }
 }
 
@@ -309,6 +312,26 @@ mod tests {
                 )
             })
             .prop_map(|(data, word)| (data, word * 2))
+    }
+
+    proptest! {
+        /// One fold in `Delta::apply` gives exactly what folding the
+        /// changes first and the sum again did, zeros included.
+        #[test]
+        fn delta_apply_is_the_two_fold_formula(
+            check in any::<u16>(),
+            words in proptest::collection::vec(any::<(u16, u16)>(), 0..6),
+            addrs in proptest::collection::vec(any::<(u128, u128)>(), 0..3),
+        ) {
+            let mut d = Delta::default();
+            for (old, new) in words {
+                d = d.change16(old, new);
+            }
+            for (old, new) in addrs {
+                d = d.change128(Ipv6Addr::from(old), Ipv6Addr::from(new));
+            }
+            prop_assert_eq!(d.apply(check), !fold(u32::from(!check) + fold(d.0) as u32));
+        }
     }
 
     proptest! {
