@@ -253,7 +253,7 @@ impl<A: FlowAddr> Flow<A> {
     /// real's SYN: an acknowledgment number at most 64 KiB behind what the
     /// real was seen to send, which a stranger who never saw the real's
     /// initial sequence number guesses once in 65,536 tries.
-    #[inline]
+    #[inline(always)]
     pub fn on_segment(&mut self, seg: Segment, from_client: bool) {
         self.seq_known &= !SYNCED;
         let bit = if from_client { SEEN_CLIENT } else { SEEN_REAL };

@@ -11,7 +11,7 @@ use crate::wire::IpProtocol;
 
 /// Client -> VIP:port becomes client -> real:port. `frame` holds a checked
 /// TCP or UDP over IPv4 packet whose TTL is above 1.
-#[inline]
+#[inline(always)]
 pub fn rewrite_request(frame: &mut [u8], real: Ipv4Addr, real_port: u16) {
     Rewrite {
         dst: Some(real),
