@@ -15,14 +15,14 @@
 # `Pipeline::process_burst` (--toggle-collect), the per-burst entry point a
 # worker calls. The figure is those instructions over the packets that
 # went through it. Instructions are not time: a cache miss costs none and
-# a division one. Needs valgrind (apt-get install valgrind).
+# a division one. Needs valgrind (scripts/install-deps.sh --bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKETS=${PACKETS:-100000}
 CASES=${CASES:-"IPv4 parse only|IPv4 NAT established, 1k flows|IPv4 TUN established, 1k flows|IPv4 DR established, 1k flows|IPv6 parse only|IPv6 NAT established, 1k flows|IPv6 DR established, 1k flows"}
 
-command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
+command -v valgrind >/dev/null || { echo "valgrind is needed: scripts/install-deps.sh --bench (or apt-get install valgrind)" >&2; exit 1; }
 bench=$(cargo bench -p lb-dataplane --bench pipeline --no-run --message-format=json 2>/dev/null |
     python3 -c 'import json,sys
 for l in sys.stdin:

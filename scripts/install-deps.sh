@@ -25,11 +25,12 @@ packages=(
 # tests, systemd-analyze for the unit.
 # With --bench (scripts/bench-lab.sh): the peers and the load tool of the
 # lab benchmark: nginx (the light build: static files are all it serves),
-# HAProxy 2.6 and wrk.
+# HAProxy 2.6 and wrk; and valgrind, whose callgrind counts instructions
+# per packet (scripts/bench-instructions.sh).
 for arg in "$@"; do
     case $arg in
     --test) packages+=(tshark python3-scapy python3-prometheus-client prometheus systemd) ;;
-    --bench) packages+=(nginx-light haproxy wrk) ;;
+    --bench) packages+=(nginx-light haproxy wrk valgrind) ;;
     *)
         log "unknown argument: $arg (--test, --bench)"
         exit 2
