@@ -5,9 +5,10 @@
 //! probe per lookup. Open addressing, at most half full.
 //!
 //! The slot is the top bits of the key times a 64-bit odd constant
-//! (Fibonacci hashing): a packet's lookups (VIP, service, NAT real, static
-//! neighbor) take four of these, and a full 64-bit mixer in each cost
-//! about 30 instructions per packet more. Keys that packets bring cannot
+//! (Fibonacci hashing): a packet takes up to four lookups (VIP, service,
+//! NAT real, static neighbor; an established NAT request two), and a full
+//! 64-bit mixer in each cost an established NAT packet about 15
+//! instructions more (`scripts/bench-instructions.sh`). Keys that packets bring cannot
 //! make a lookup expensive: a lookup stops at the first empty slot, and
 //! only the snapshot's own keys fill slots (at most half of them).
 

@@ -95,9 +95,11 @@ pub enum DropReason {
     KernelQueueFull,
     /// A packet the worker makes itself, in a buffer of its own, not made:
     /// the mbuf pool was empty (every buffer in flight, in rings or held).
-    /// Such packets are the SYNs the SYN proxy sends reals again; the
-    /// flow keeps that attempt and tries again
-    /// (`flow::synproxy::SynRetries`).
+    /// Such packets are the SYNs the SYN proxy sends reals again (the flow
+    /// keeps that attempt and tries again: `flow::synproxy::SynRetries`),
+    /// ARP requests and neighbor solicitations (asked again by a later
+    /// packet), and gratuitous ARPs and unsolicited advertisements of a
+    /// floating gateway (the next of the repeats goes as planned).
     NoMbuf,
 }
 

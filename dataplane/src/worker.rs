@@ -295,16 +295,13 @@ impl Worker {
                 let Some(ip) = view.ipv4() else {
                     continue;
                 };
-                match self.mempool.alloc() {
-                    Some(mut m) => {
-                        if build_arp_request(&mut m, view.mac, ip, req.target) {
-                            stats.arp_requests.incr();
-                            enqueue(&mut l.out, &mut self.tx, req.port, m, &stats);
-                        }
-                    }
-                    // Asked again by a later packet for that next hop,
-                    // once the neighbor cache's request interval allows.
-                    None => stats.drop_packet(DropReason::NoMbuf),
+                // Without a buffer: asked again by a later packet for that
+                // next hop, once the neighbor cache's request interval allows.
+                if let Some(m) = make_frame(&self.mempool, &stats, |m| {
+                    build_arp_request(m, view.mac, ip, req.target)
+                }) {
+                    stats.arp_requests.incr();
+                    enqueue(&mut l.out, &mut self.tx, req.port, m, &stats);
                 }
             }
             for req in self.pipeline.take_ndp_requests() {
@@ -314,14 +311,11 @@ impl Worker {
                 let Some(ip) = view.ipv6() else {
                     continue;
                 };
-                match self.mempool.alloc() {
-                    Some(mut m) => {
-                        if build_neighbor_solicit(&mut m, view.mac, ip, req.target) {
-                            stats.ndp_solicitations.incr();
-                            enqueue(&mut l.out, &mut self.tx, req.port, m, &stats);
-                        }
-                    }
-                    None => stats.drop_packet(DropReason::NoMbuf),
+                if let Some(m) = make_frame(&self.mempool, &stats, |m| {
+                    build_neighbor_solicit(m, view.mac, ip, req.target)
+                }) {
+                    stats.ndp_solicitations.incr();
+                    enqueue(&mut l.out, &mut self.tx, req.port, m, &stats);
                 }
             }
             // A floating gateway this appliance just took: tell the segment.
@@ -485,23 +479,17 @@ impl Announce {
             // A frame that finds no buffer is counted; the next of the
             // announcement's repeats goes as planned.
             if let Some(gw) = view.floating {
-                match mempool.alloc() {
-                    Some(mut m) => {
-                        if build_gratuitous_arp(&mut m, view.mac, gw) {
-                            out(*port, m);
-                        }
-                    }
-                    None => stats.drop_packet(DropReason::NoMbuf),
+                if let Some(m) =
+                    make_frame(mempool, stats, |m| build_gratuitous_arp(m, view.mac, gw))
+                {
+                    out(*port, m);
                 }
             }
             if let Some(gw6) = view.floating6 {
-                match mempool.alloc() {
-                    Some(mut m) => {
-                        if build_unsolicited_advert(&mut m, view.mac, gw6) {
-                            out(*port, m);
-                        }
-                    }
-                    None => stats.drop_packet(DropReason::NoMbuf),
+                if let Some(m) = make_frame(mempool, stats, |m| {
+                    build_unsolicited_advert(m, view.mac, gw6)
+                }) {
+                    out(*port, m);
                 }
             }
             *left -= 1;
@@ -509,6 +497,22 @@ impl Announce {
         }
         self.due.retain(|&(_, left, _)| left > 0);
     }
+}
+
+/// A frame the worker makes itself (an ARP request, a neighbor
+/// solicitation, an announcement): a buffer from `pool` that `build` fills
+/// (false: nothing to send, and the buffer goes back). When the pool is
+/// empty, counted as dropped `no_mbuf`.
+fn make_frame(
+    pool: &Mempool,
+    stats: &WorkerStats,
+    build: impl FnOnce(&mut Mbuf) -> bool,
+) -> Option<Mbuf> {
+    let Some(mut m) = pool.alloc() else {
+        stats.drop_packet(DropReason::NoMbuf);
+        return None;
+    };
+    build(&mut m).then_some(m)
 }
 
 /// Acts on a verdict: transmits and drops are done here; a packet to hold
