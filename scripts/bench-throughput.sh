@@ -391,12 +391,18 @@ capacity() {
     echo "$c"
 }
 
-appliance_config() { # appliance_config METHOD SOCKET FLOWS PREFIX (METHOD: nat ... dr6)
-    local method=$1 sock=$2 port_line="" eal
+# appliance_config METHOD SOCKET FLOWS PREFIX (METHOD: nat ... dr6): the
+# appliance's lb.toml for a run. The IPv6 methods (see the header comment)
+# give the port address6 and MTU 1500 instead of an IPv4 address, and take
+# IPv6 reals, neighbors and VIP.
+appliance_config() {
+    local method=${1%6} sock=$2 port_line="" eal address net vip name=web
     [ "$method" = nat ] && port_line="port = 8080"
-    if is_v6 "$method"; then
-        appliance_config6 "$@"
-        return
+    if is_v6 "$1"; then
+        address='address6 = "2001:2::2/64"
+mtu = 1500' net=2001:2:: vip=2001:2:1::100 name=web6
+    else
+        address='address = "198.18.0.2/24"' net=198.18.0. vip=198.18.1.100
     fi
     # shellcheck disable=SC2086 # $MEM is a list of words
     eal=$(printf '"%s", ' --lcores 0@0,1@0 $MEM --file-prefix "$4")
@@ -408,55 +414,21 @@ lcores = [1]
 [[ports]]
 name = "wan"
 device = "net_memif0,role=server,id=0,socket=$sock,socket-abstract=no"
-address = "198.18.0.2/24"
+$address
 mac = "$LB_MAC"
 [flows]
 capacity = $(capacity "$3")
 [metrics]
 listen = "127.0.0.1:0"
-$(for r in 11 12 13; do printf '[[neighbors]]\naddress = "198.18.0.%s"\nmac = "%s"\n' "$r" "$GEN_MAC"; done)
+$(for r in 11 12 13; do printf '[[neighbors]]\naddress = "%s%s"\nmac = "%s"\n' "$net" "$r" "$GEN_MAC"; done)
 [[services]]
-name = "web"
-vip = "198.18.1.100"
+name = "$name"
+vip = "$vip"
 port = 80
 protocol = "tcp"
 scheduler = "wrr"
 forwarding = "$method"
-$(for r in 11:3 12:2 13:1; do printf '[[services.reals]]\naddress = "198.18.0.%s"\nweight = %s\n%s\n' "${r%:*}" "${r#*:}" "$port_line"; done)
-EOF
-}
-
-# appliance_config6 METHOD SOCKET FLOWS PREFIX: the same over IPv6 (see the
-# header comment): address6 instead of address, IPv6 reals and neighbors.
-appliance_config6() {
-    local method=$1 sock=$2 port_line="" eal
-    [ "${method%6}" = nat ] && port_line="port = 8080"
-    # shellcheck disable=SC2086 # $MEM is a list of words
-    eal=$(printf '"%s", ' --lcores 0@0,1@0 $MEM --file-prefix "$4")
-    cat <<EOF
-[dpdk]
-eal_args = [${eal%, }]
-[workers]
-lcores = [1]
-[[ports]]
-name = "wan"
-device = "net_memif0,role=server,id=0,socket=$sock,socket-abstract=no"
-address6 = "2001:2::2/64"
-mtu = 1500
-mac = "$LB_MAC"
-[flows]
-capacity = $(capacity "$3")
-[metrics]
-listen = "127.0.0.1:0"
-$(for r in 11 12 13; do printf '[[neighbors]]\naddress = "2001:2::%s"\nmac = "%s"\n' "$r" "$GEN_MAC"; done)
-[[services]]
-name = "web6"
-vip = "2001:2:1::100"
-port = 80
-protocol = "tcp"
-scheduler = "wrr"
-forwarding = "${method%6}"
-$(for r in 11:3 12:2 13:1; do printf '[[services.reals]]\naddress = "2001:2::%s"\nweight = %s\n%s\n' "${r%:*}" "${r#*:}" "$port_line"; done)
+$(for r in 11:3 12:2 13:1; do printf '[[services.reals]]\naddress = "%s%s"\nweight = %s\n%s\n' "$net" "${r%:*}" "${r#*:}" "$port_line"; done)
 EOF
 }
 
