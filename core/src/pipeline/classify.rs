@@ -156,16 +156,22 @@ pub fn classify(frame: &[u8]) -> Result<Parsed, DropReason> {
 #[inline(always)]
 pub fn classify_offloaded(frame: &[u8], rx: RxChecksum) -> Result<Parsed, DropReason> {
     let eth = EthernetFrame::new_checked(frame).map_err(|_| DropReason::Truncated)?;
-    let l3 = match eth.ethertype() {
-        EtherType::Arp => L3::Arp,
-        EtherType::Ipv4 => ipv4_packet(eth.payload(), rx),
-        EtherType::Ipv6 => ipv6_packet(eth.payload()),
-        other => L3::Unsupported(other),
-    };
-    Ok(Parsed {
-        dst_mac: eth.dst_addr(),
-        l3,
-    })
+    let dst_mac = eth.dst_addr();
+    match eth.ethertype() {
+        EtherType::Ipv4 => Ok(Parsed {
+            dst_mac,
+            l3: ipv4_packet(eth.payload(), rx),
+        }),
+        EtherType::Ipv6 => ipv6_frame(dst_mac, eth.payload()),
+        EtherType::Arp => Ok(Parsed {
+            dst_mac,
+            l3: L3::Arp,
+        }),
+        other => Ok(Parsed {
+            dst_mac,
+            l3: L3::Unsupported(other),
+        }),
+    }
 }
 
 #[inline(always)]
@@ -201,9 +207,21 @@ fn ipv4_packet(bytes: &[u8], rx: RxChecksum) -> L3 {
     })
 }
 
+/// An IPv6 frame, whole: out of line, and returning the whole [`Parsed`]
+/// rather than its `L3`, so that the IPv4 path's result is not joined with
+/// it through a stack temporary (written field by field, read back wide: a
+/// store-forwarding stall on every IPv4 frame).
+#[inline(never)]
+fn ipv6_frame(dst_mac: MacAddr, payload: &[u8]) -> Result<Parsed, DropReason> {
+    Ok(Parsed {
+        dst_mac,
+        l3: ipv6_packet(payload),
+    })
+}
+
 /// An IPv6 packet: the fixed header, then the extension headers walked to
 /// the upper layer (a bounded walk: at most `ipv6::MAX_EXT_HEADERS`).
-#[inline(never)]
+#[inline(always)]
 fn ipv6_packet(bytes: &[u8]) -> L3 {
     let ip = match Ipv6Packet::new_checked(bytes) {
         Ok(ip) => ip,
