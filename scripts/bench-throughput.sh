@@ -22,6 +22,15 @@
 #   IOFWD     [1]               also testpmd io forwarding, once per round
 #   HUGEPAGES [1024]            2 MB pages that --hugepages makes sure are free
 #   CLEAN     [90]              CPU share (%) both processes need for a clean run
+#   ORDER     [scrambled]       the order of the flows in each round after the
+#                               SYNs (lb-trafficgen --order): scrambled, every
+#                               flow once per round in an order unrelated to the
+#                               one they were opened in, as independent clients'
+#                               packets arrive; or sequential, the order they
+#                               were opened in, which is the order the appliance
+#                               allocated their flow entries in (the CPU's
+#                               prefetcher follows it: kinder at 1M flows). The
+#                               figures before 2026-11-29 are sequential.
 #
 # Every path is two DPDK processes joined by a net_memif pair (a shared-memory
 # "wire"), each on its own CPU: lb-trafficgen on CPU 1 (the memif client: it
@@ -111,6 +120,7 @@ CASES="${CASES:-nat tun dr}"
 IOFWD="${IOFWD:-1}"
 HUGEPAGES="${HUGEPAGES:-1024}"
 CLEAN="${CLEAN:-90}"
+ORDER="${ORDER:-scrambled}"
 PAYLOAD=10 # 14 + 20 + 20 + 10 = 64-byte frames, as testpmd's default
 PAYLOAD6=4 # 14 + 40 + 20 + 4 = 78-byte IPv6 frames (see above)
 WARMUP_ROUNDS=2
@@ -136,6 +146,10 @@ done
 for f in $FLOWS; do
     [[ $f =~ ^[1-9][0-9]*$ ]] || die "FLOWS must be a list of positive integers, not '$FLOWS'"
 done
+case $ORDER in
+scrambled | sequential) ;;
+*) die "ORDER must be scrambled or sequential, not '$ORDER'" ;;
+esac
 for c in $CASES; do
     case $c in
     nat | tun | dr | nat6 | tun6 | dr6) ;;
@@ -309,7 +323,7 @@ generate() {
     local cmd=("$GEN" --eal "--lcores 0@1 $MEM --file-prefix $TAG-$name-gen"
         --device "net_memif0,role=client,id=0,socket=$sock,socket-abstract=no,mac=$GEN_MAC"
         --dst-mac "$LB_MAC" "${addrs[@]}"
-        --flows "$flows" --rate 0 --warmup-rounds "$WARMUP_ROUNDS" --duration "${DURATION}s"
+        --flows "$flows" --order "$ORDER" --rate 0 --warmup-rounds "$WARMUP_ROUNDS" --duration "${DURATION}s"
         --payload "$payload" --link-timeout 20s)
     note_command "${cmd[@]}"
     "${cmd[@]}" </dev/null >"$WORK/$name-gen.log" 2>&1 &
@@ -507,7 +521,8 @@ echo "64-byte frames (84 for TUN) over net_memif; forwarder on CPU 0, lb-traffic
 if [ "$HAS_V6" = 1 ]; then
     echo "IPv6 cases and macswap6: 78-byte IPv6/TCP frames (118 for TUN 6in6); their ratios are to testpmd macswap6"
 fi
-echo "$ROUNDS interleaved rounds; per run $WARMUP_ROUNDS warm-up rounds of the flows, then ${DURATION} s measured"
+echo "$ROUNDS interleaved rounds; per run $WARMUP_ROUNDS warm-up rounds of the flows, then ${DURATION} s measured;"
+echo "flows in $ORDER order after the SYNs (ORDER)"
 echo "fwd CPU, gen CPU: the share of a CPU that the forwarder (CPU 0) and lb-trafficgen (CPU 1) had during"
 echo "the run (CPU time / wall time); below 100 % other work on this machine took the rest, and that run's figures suffer"
 cat "$WORK/rounds"

@@ -366,6 +366,9 @@ pub enum Kind {
 /// The order of packets: round 0 opens every flow (a SYN each, in flow
 /// order), every later round sends one data segment (ACK|PSH) per flow, so
 /// that a flow's SYN always precedes its data. UDP has no opening round.
+/// Within a data round (every UDP round) the flows come in flow order, or,
+/// [`Order::Scrambled`], in an order unrelated to the one they were opened
+/// in.
 #[derive(Debug, Clone)]
 pub struct Schedule {
     pub clients: Clients,
@@ -375,6 +378,47 @@ pub struct Schedule {
     pub udp: bool,
     pub payload: u32,
     next: u64,
+    /// Added to `pos` (modulo `flows`) per packet of a data round: 1 in
+    /// flow order, else a stride coprime with `flows` near its golden
+    /// section, so that a round still visits every flow once.
+    stride: u64,
+    /// The flow of the next data packet.
+    pos: u64,
+}
+
+/// In which order a data round visits the flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Order {
+    /// Flow 0, 1, 2, ...: the order they were opened in, which is the
+    /// order a load balancer allocated their entries in (a cache's
+    /// hardware prefetcher follows that).
+    #[default]
+    Sequential,
+    /// Each round visits every flow once, striding far through the flow
+    /// numbers, as independent clients' packets arrive: no entry follows
+    /// its neighbor in memory.
+    Scrambled,
+}
+
+/// The stride of a scrambled order over `flows` flows: coprime with it
+/// (so that `flows` steps visit every flow once), near `flows` × 0.618.
+fn scramble_stride(flows: u64) -> u64 {
+    if flows <= 2 {
+        return 1;
+    }
+    // Not 1, which is flow order.
+    let mut s = ((flows as f64 * 0.618_033_988_75) as u64).clamp(2, flows - 1);
+    while gcd(s, flows) != 1 {
+        s += 1;
+    }
+    s
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 /// One packet to send.
@@ -387,14 +431,27 @@ pub struct Next {
 }
 
 impl Schedule {
-    pub fn new(clients: Clients, flows: u64, per_flow: u64, udp: bool, payload: u32) -> Self {
+    pub fn new(
+        clients: Clients,
+        flows: u64,
+        per_flow: u64,
+        udp: bool,
+        payload: u32,
+        order: Order,
+    ) -> Self {
+        let flows = flows.max(1);
         Schedule {
             clients,
-            flows: flows.max(1),
+            flows,
             per_flow,
             udp,
             payload,
             next: 0,
+            stride: match order {
+                Order::Sequential => 1,
+                Order::Scrambled => scramble_stride(flows),
+            },
+            pos: 0,
         }
     }
 
@@ -405,7 +462,19 @@ impl Schedule {
         if self.per_flow != 0 && round >= self.per_flow {
             return None;
         }
-        let flow = self.next % self.flows;
+        let flow = if round == 0 && !self.udp {
+            // The SYNs, in flow order.
+            self.next
+        } else {
+            let f = self.pos;
+            // pos + stride modulo flows, without a division per packet
+            // (stride < flows).
+            self.pos += self.stride;
+            if self.pos >= self.flows {
+                self.pos -= self.flows;
+            }
+            f
+        };
         self.next += 1;
         let (src, sport) = self.clients.flow(flow);
         let (kind, seq) = if self.udp {
@@ -513,7 +582,7 @@ pub(crate) mod tests {
     #[test]
     fn every_flow_opens_with_a_syn_before_its_data() {
         let clients: Clients = "198.19.0.0/16".parse().unwrap();
-        let mut s = Schedule::new(clients, 3, 3, false, 10);
+        let mut s = Schedule::new(clients, 3, 3, false, 10, Order::Sequential);
         let all: Vec<Next> = std::iter::from_fn(|| s.next_packet()).collect();
         assert_eq!(all.len(), 9);
         assert!(all[..3].iter().all(|n| n.kind == Kind::Syn));
@@ -522,8 +591,60 @@ pub(crate) mod tests {
         assert_eq!(all[3].seq, isn(0).wrapping_add(1));
         assert_eq!(all[6].seq, isn(0).wrapping_add(11));
         assert_eq!(s.next_packet(), None);
-        let mut u = Schedule::new(clients, 2, 0, true, 10);
+        let mut u = Schedule::new(clients, 2, 0, true, 10, Order::Sequential);
         assert!((0..100).all(|_| u.next_packet().unwrap().kind == Kind::Udp));
+    }
+
+    /// A scrambled data round visits every flow exactly once, each with
+    /// the sequence number of its round, and not in flow order: no flow
+    /// is followed by the next one. The SYNs stay in flow order.
+    #[test]
+    fn a_scrambled_round_visits_every_flow_once_out_of_order() {
+        let clients: Clients = "198.19.0.0/16".parse().unwrap();
+        for flows in [1u64, 2, 3, 10, 1000, 10_000, 65_536] {
+            let mut s = Schedule::new(clients, flows, 4, false, 10, Order::Scrambled);
+            let syns: Vec<Next> = (0..flows).map(|_| s.next_packet().unwrap()).collect();
+            for (i, n) in syns.iter().enumerate() {
+                assert_eq!((n.kind, n.seq), (Kind::Syn, isn(i as u64)));
+            }
+            let index: std::collections::HashMap<(IpAddr, u16), u64> =
+                (0..flows).map(|f| (clients.flow(f), f)).collect();
+            for round in 1..4u64 {
+                let mut seen = vec![false; flows as usize];
+                let mut last: Option<u64> = None;
+                for _ in 0..flows {
+                    let n = s.next_packet().unwrap();
+                    let f = index[&(n.src, n.sport)];
+                    assert_eq!(n.kind, Kind::Data);
+                    assert_eq!(n.seq, isn(f).wrapping_add(1 + (round as u32 - 1) * 10));
+                    assert!(
+                        !seen[f as usize],
+                        "{flows} flows: flow {f} twice in round {round}"
+                    );
+                    seen[f as usize] = true;
+                    if flows > 2 {
+                        assert_ne!(
+                            last.map(|l| l + 1),
+                            Some(f),
+                            "{flows} flows: {f} after {}",
+                            f - 1
+                        );
+                    }
+                    last = Some(f);
+                }
+                assert!(seen.iter().all(|&v| v));
+            }
+            assert_eq!(s.next_packet(), None);
+        }
+        assert_eq!(scramble_stride(10), 7);
+        assert_eq!(gcd(scramble_stride(65_536), 65_536), 1);
+        // UDP: no SYN round, every round scrambled.
+        let mut u = Schedule::new(clients, 10, 0, true, 10, Order::Scrambled);
+        let mut ports: Vec<IpAddr> = (0..10).map(|_| u.next_packet().unwrap().src).collect();
+        assert_ne!(ports[1], clients.flow(1).0);
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 10);
     }
 
     const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 1, 0, 0, 0, 0, 0x100);
@@ -663,7 +784,7 @@ pub(crate) mod tests {
     #[test]
     fn an_ipv6_schedule_sends_from_ipv6_clients() {
         let clients: Clients = "2001:2:100::/64".parse().unwrap();
-        let mut s = Schedule::new(clients, 2, 2, false, 4);
+        let mut s = Schedule::new(clients, 2, 2, false, 4, Order::Sequential);
         let all: Vec<Next> = std::iter::from_fn(|| s.next_packet()).collect();
         let kinds: Vec<Kind> = all.iter().map(|n| n.kind).collect();
         assert_eq!(kinds, [Kind::Syn, Kind::Syn, Kind::Data, Kind::Data]);

@@ -29,7 +29,7 @@ use lb_dataplane::dpdk::{
 use serde_json::json;
 
 use counters::RxCounts;
-use frames::{Clients, Endpoints, Kind, Schedule, Template};
+use frames::{Clients, Endpoints, Kind, Order, Schedule, Template};
 
 /// Sends TCP flows (SYN, then ACK|PSH data) or UDP datagrams from many
 /// clients to a VIP through a DPDK port, and counts what comes back.
@@ -82,6 +82,13 @@ struct Cli {
     /// Packets per flow, its SYN included; 0 = until --duration or a signal.
     #[arg(long, value_name = "N", default_value_t = 0)]
     packets_per_flow: u64,
+
+    /// The order of the flows in each round after the SYNs: sequential
+    /// (the order they were opened in) or scrambled (every flow once per
+    /// round, in an order unrelated to that, as independent clients'
+    /// packets arrive).
+    #[arg(long, value_enum, default_value_t = Order::Sequential)]
+    order: Order,
 
     /// Packets per second (suffixes k, M); 0 = as fast as the port takes them.
     #[arg(long, value_name = "PPS", default_value = "0", value_parser = parse_rate)]
@@ -474,6 +481,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             cli.packets_per_flow,
             udp,
             u32::from(cli.payload),
+            cli.order,
         ),
         syn: Template::tcp(&ep, TcpFlags::SYN, 0),
         data: Template::tcp(&ep, TcpFlags::ACK | TcpFlags::PSH, payload),
