@@ -131,9 +131,12 @@ struct Classified {
 /// and a core tracks only so many (an x86 core's L1 some 10 to 24): with
 /// 32, the prefetches past that waited or were dropped, and at 1M flows
 /// the entries were still missing when the chunk used them. Pipeline
-/// bench, 1M flows, alternated: NAT, TUN and DR established 22 to 28 %
-/// faster with 16 than with 32, 12 and 24 both slower than 16, 1k flows
-/// and new flows unchanged within noise.
+/// bench, alternated: NAT, TUN and DR established at 1M flows 22 to 28 %
+/// faster with 16 than with 32 (12 and 24 both slower than 16), at 1k
+/// flows the same within 1 to 3 %; new flows 2 to 5 % slower (their slots
+/// have no entry to prefetch, and the first pass runs half as far ahead of
+/// them).
+/// BENCHMARKS.md, "Two stalls that instructions do not show".
 const CHUNK: usize = 16;
 
 impl std::fmt::Debug for Pipeline {
