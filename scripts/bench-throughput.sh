@@ -22,6 +22,9 @@
 #   IOFWD     [1]               also testpmd io forwarding, once per round
 #   HUGEPAGES [1024]            2 MB pages that --hugepages makes sure are free
 #   CLEAN     [90]              CPU share (%) both processes need for a clean run
+#   STEADY    [10]              how far (%) the two macswap runs of a block, before
+#                               and after its cases, may differ for the block's
+#                               runs to be clean (the host kept its speed)
 #   ORDER     [scrambled]       the order of the flows in each round after the
 #                               SYNs (lb-trafficgen --order): scrambled, every
 #                               flow once per round in an order unrelated to the
@@ -66,11 +69,16 @@
 # the 2-CPU machine, 2026-11-28: macswap of the IPv6 frames forwarded 8 and
 # 12 % fewer Mpps than of the IPv4 ones in the same rounds).
 #
-# A round runs, for each FLOWS value, macswap then every case (and io
-# forwarding once), one after the other, so that a case and its baseline are
-# minutes apart at most on a machine whose speed swings 2x in minutes; each
-# case's ratio is to the macswap figure of the same round and flow count,
-# and the summary gives the median over the rounds.
+# A round runs, for each FLOWS value, a block: macswap, every case (and io
+# forwarding once), then macswap again ("testpmd macswap, again"), one after
+# the other, so that a case and its baseline are minutes apart at most on a
+# machine whose speed swings 2x in minutes; each case's ratio is to the first
+# macswap figure of the same round and flow count, and the summary gives the
+# median over the rounds. The second macswap run's ratio to the first says
+# whether the host kept its speed through the block: when the two differ by
+# more than STEADY %, a case's ratio compares runs made at different speeds
+# (this VM's host switches between about 4 and 12 Mpps of testpmd), and none
+# of the block's runs is clean.
 #
 # The generator opens every flow with a SYN, then sends data (ACK|PSH) to
 # each flow in turn; the first two rounds (the SYNs, and the first ACKs that
@@ -84,7 +92,8 @@
 # forwarder's from /proc/PID/stat over the generator's run): on a machine shared with other
 # work they say which runs were starved, which the ratios alone cannot. The
 # summary gives the median ratio over all rounds and over the clean ones
-# (every process of the run and of its macswap run had CLEAN % of its CPU).
+# (every process of the run and of its macswap run had CLEAN % of its CPU,
+# and the block's two macswap runs agree within STEADY %).
 #
 # Memory: with --hugepages (root), the script makes sure HUGEPAGES 2 MB pages
 # are free (raising nr_hugepages for the difference), mounts a hugetlbfs in a
@@ -120,6 +129,7 @@ CASES="${CASES:-nat tun dr}"
 IOFWD="${IOFWD:-1}"
 HUGEPAGES="${HUGEPAGES:-1024}"
 CLEAN="${CLEAN:-90}"
+STEADY="${STEADY:-10}"
 ORDER="${ORDER:-scrambled}"
 PAYLOAD=10 # 14 + 20 + 20 + 10 = 64-byte frames, as testpmd's default
 PAYLOAD6=4 # 14 + 40 + 20 + 4 = 78-byte IPv6 frames (see above)
@@ -140,7 +150,7 @@ FLOWS="${list[*]}"
 read -r -a list <<<"$CASES"
 CASES="${list[*]}"
 { [ -n "$FLOWS" ] && [ -n "$CASES" ]; } || die "FLOWS and CASES must not be empty"
-for v in ROUNDS DURATION HUGEPAGES CLEAN; do
+for v in ROUNDS DURATION HUGEPAGES CLEAN STEADY; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, not '${!v}'"
 done
 for f in $FLOWS; do
@@ -163,7 +173,7 @@ done
 # is_v6 CASE: whether the case (or testpmd run) sends IPv6.
 is_v6() { [[ $1 == *6 || $1 == *6@base ]]; }
 # baseline_of CASE: the macswap run its ratio is to.
-baseline_of() { if is_v6 "$1"; then echo testpmd-macswap6; else echo testpmd-macswap; fi; }
+baseline_of() { if is_v6 "${1%-again}"; then echo testpmd-macswap6; else echo testpmd-macswap; fi; }
 HAS_V6=0
 for c in $CASES; do if is_v6 "$c"; then HAS_V6=1; fi; done
 command -v dpdk-testpmd >/dev/null || die "dpdk-testpmd not found (apt-get install dpdk)"
@@ -366,10 +376,11 @@ record() {
     echo "$ROUND $2 $1 $RESULT" >>"$WORK/results"
 }
 
-# testpmd MODE FLOWS [6]: the baseline (macswap) or the io reference; with
-# 6, macswap of the IPv6 frames (recorded as testpmd-macswap6).
+# testpmd MODE FLOWS [6] [again]: the baseline (macswap) or the io reference;
+# with 6, macswap of the IPv6 frames (recorded as testpmd-macswap6); with
+# "again", the block's second macswap run (testpmd-macswap-again).
 run_testpmd() {
-    local mode=$1 flows=$2 family=${3:-4} kind="testpmd-$1${3:-}" name sock pid
+    local mode=$1 flows=$2 family=${3:-4} kind="testpmd-$1${3:-}${4:+-$4}" name sock pid
     name="r$ROUND-$kind-$flows"
     sock="$WORK/$name.sock"
     # The readiness line below reaches the log only when testpmd's stdout is
@@ -468,6 +479,8 @@ label() { # label CASE
     case $1 in
     testpmd-macswap) echo "testpmd macswap (baseline)" ;;
     testpmd-macswap6) echo "testpmd macswap6 (baseline)" ;;
+    testpmd-macswap-again) echo "testpmd macswap, again" ;;
+    testpmd-macswap6-again) echo "testpmd macswap6, again" ;;
     testpmd-io) echo "testpmd io (reference)" ;;
     *@base) echo "baseline build ${1%@base}" | sed 's/ \([a-z0-9]*\)$/ \U\1/' ;;
     *) echo "lb-appliance ${1^^}" ;;
@@ -498,6 +511,8 @@ for ROUND in $(seq 1 "$ROUNDS"); do
         if [ "$HAS_V6" = 1 ]; then run_testpmd macswap "$flows" 6; fi
         for c in $CASES; do run_appliance "$c" "$flows"; done
         if [ "$IOFWD" = 1 ] && [ "$first" = 1 ]; then run_testpmd io "$flows"; fi
+        run_testpmd macswap "$flows" "" again
+        if [ "$HAS_V6" = 1 ]; then run_testpmd macswap "$flows" 6 again; fi
         first=0
     done
     print_round "$ROUND" >>"$WORK/rounds"
@@ -506,12 +521,17 @@ done
 
 # The ratio of every run to the macswap run (of its family: IPv6 cases to
 # macswap6) of the same round and flows, and whether both runs were
-# "clean": each process had at least CLEAN % of its CPU.
-awk -v t="$CLEAN" 'function lo(a, b) {return a < b ? a : b}
-     function bk(c) {return c ~ /6(@base)?$/ ? "testpmd-macswap6" : "testpmd-macswap"}
-     NR == FNR {if ($3 ~ /^testpmd-macswap6?$/) {base[$1 " " $2 " " $3] = $5; bcpu[$1 " " $2 " " $3] = lo($8, $9)}; next}
+# "clean": each process had at least CLEAN % of its CPU, and the block's
+# macswap runs before and after its cases (either family) agree within
+# STEADY %.
+awk -v t="$CLEAN" -v steady="$STEADY" 'function lo(a, b) {return a < b ? a : b}
+     function bk(c) {return c ~ /6(@base|-again)?$/ ? "testpmd-macswap6" : "testpmd-macswap"}
+     NR == FNR {if ($3 ~ /^testpmd-macswap6?$/) {base[$1 " " $2 " " $3] = $5; bcpu[$1 " " $2 " " $3] = lo($8, $9)}
+                if ($3 ~ /^testpmd-macswap6?-again$/) again[$1 " " $2 " " $3] = $5; next}
+     FNR == 1 {for (k in again) {split(k, p, " "); b = base[p[1] " " p[2] " " bk(p[3])]
+                                 if (!(b > 0) || again[k] / b > 1 + steady / 100 || again[k] / b < 1 - steady / 100) drift[p[1] " " p[2]] = 1}}
      {k = $1 " " $2 " " bk($3); b = base[k]
-      printf "%s %s %s %s %s %s %s %d\n", $1, $2, $3, $5, (b > 0 ? $5 / b : "-"), $9, $8, (lo($8, $9) >= t && bcpu[k] >= t)}' \
+      printf "%s %s %s %s %s %s %s %d\n", $1, $2, $3, $5, (b > 0 ? $5 / b : "-"), $9, $8, (lo($8, $9) >= t && bcpu[k] >= t && !drift[$1 " " $2])}' \
     "$WORK/results" "$WORK/results" >"$WORK/ratios"
 
 echo "lb-appliance throughput: started $STARTED, commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo '+changes')"
@@ -528,10 +548,11 @@ echo "the run (CPU time / wall time); below 100 % other work on this machine too
 cat "$WORK/rounds"
 echo
 echo "summary: medians over $ROUNDS rounds; ratio = Mpps fwd / testpmd macswap Mpps fwd of the same round and flows;"
-echo "a round is clean when the run and its macswap run both had at least $CLEAN % of both CPUs (* marks the others)"
+echo "a round is clean when the run and its macswap run both had at least $CLEAN % of both CPUs and the block's"
+echo "macswap runs before and after its cases agree within $STEADY % (* marks the others)"
 printf '%-28s %8s %15s %13s %7s %14s  %s\n' case flows "median Mpps fwd" "median ratio" clean "clean median" "ratio per round"
 for flows in $FLOWS; do
-    for c in testpmd-macswap testpmd-macswap6 $CASES testpmd-io; do
+    for c in testpmd-macswap testpmd-macswap6 $CASES testpmd-io testpmd-macswap-again testpmd-macswap6-again; do
         awk -v f="$flows" -v c="$c" '$2 == f && $3 == c' "$WORK/ratios" >"$WORK/sel"
         [ -s "$WORK/sel" ] || continue
         printf '%-28s %8s %15s %13s %7s %14s  %s\n' "$(label "$c")" "$flows" \
