@@ -55,7 +55,7 @@ use super::{
     Flow, FlowKey, FlowState, FlowTable, IndexSeed, NewFlow, ReplyKey, Segment, Trust,
     FLOW_TEMPLATE,
 };
-use crate::buffer::PacketBuf;
+use crate::buffer::{PacketBuf, VecBuf};
 use crate::forward::TcpAdjust;
 use crate::scheduler::Schedulers;
 use crate::snapshot::{Snapshot, MAX_REALS};
@@ -249,6 +249,12 @@ impl<A: FlowAddr> Conntrack<A> {
         self.table.prefetch_entry::<B>(hash);
     }
 
+    /// Writes that slot now ([`FlowTable::settle`]).
+    #[inline]
+    pub fn settle(&mut self) {
+        self.table.settle();
+    }
+
     /// The flow of a client's packet to a service (`hash`: the key's index
     /// hash, [`FlowTable::key_hash`]): the existing one (its
     /// TCP state advanced by `tcp`, the packet's flags; None for UDP) or a
@@ -256,7 +262,7 @@ impl<A: FlowAddr> Conntrack<A> {
     /// template picks. Err is the reason to drop the packet.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    pub fn lookup_or_create(
+    pub fn lookup_or_create<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
         service: usize,
@@ -312,13 +318,14 @@ impl<A: FlowAddr> Conntrack<A> {
                 return outcome;
             }
         }
-        self.create(snap, service, key, tcp, syn, now, schedulers)
+        self.create::<B>(snap, service, key, tcp, syn, now, schedulers)
     }
 
     /// A new flow: a real for it, and an entry when the table has (or can
-    /// make) room.
+    /// make) room. `B` is the platform a new NAT flow's reply-key slot is
+    /// prefetched with ([`FlowTable::insert_deferred`]).
     #[allow(clippy::too_many_arguments)]
-    fn create(
+    fn create<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
         service: usize,
@@ -372,17 +379,20 @@ impl<A: FlowAddr> Conntrack<A> {
             index_reply: r.method == ForwardingMethod::Nat,
             now,
         };
-        let mut inserted = self.table.insert(&spec);
+        let mut inserted = self.table.insert_deferred(&spec);
         if inserted.is_err() {
             // Make room: the least trusted entry (never a confirmed one).
             if let Some(v) = self.table.victim(now) {
                 self.end(v, now);
                 self.stats.flows_evicted.incr();
-                inserted = self.table.insert(&spec);
+                inserted = self.table.insert_deferred(&spec);
             }
         }
         match inserted {
             Ok(e) => {
+                // Its reply key's index slot is loaded while the rest of
+                // the packet is handled, and written after.
+                self.table.prefetch_pending::<B>();
                 let f = self.table.get_mut(e);
                 f.templated = templated;
                 if let Some(seg) = tcp {
@@ -935,7 +945,7 @@ impl<A: FlowAddr> Conntrack<A> {
             ack: 0,
             len: 1,
         };
-        let target = self.create(snap, service, key, Some(syn), true, now, schedulers)?;
+        let target = self.create::<VecBuf>(snap, service, key, Some(syn), true, now, schedulers)?;
         let hash = self.table().key_hash(key);
         let Some(e) = self.table().lookup(key, hash) else {
             // Forwarded without an entry cannot happen for NAT (create
@@ -986,7 +996,7 @@ impl<A: FlowAddr> Conntrack<A> {
         now: u32,
         schedulers: &mut Schedulers,
     ) -> Result<Target<A>, DropReason> {
-        self.create(snap, service, key, Some(seg), false, now, schedulers)
+        self.create::<VecBuf>(snap, service, key, Some(seg), false, now, schedulers)
     }
 
     /// The real answered the proxied flow `w.entry` with its SYN-ACK

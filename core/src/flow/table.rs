@@ -528,6 +528,9 @@ pub struct FlowTable<A: FlowAddr = Ipv4Addr> {
     sweep_cursor: usize,
     /// Where [`Self::visit`] goes on (connection sync's refresh).
     visit_cursor: usize,
+    /// A NAT flow's reply key (its index hash, and the entry) whose slot
+    /// [`Self::insert_deferred`] has not written yet: see there.
+    pending: Option<(u64, u32)>,
 }
 
 impl<A: FlowAddr> std::fmt::Debug for FlowTable<A> {
@@ -562,6 +565,7 @@ impl<A: FlowAddr> FlowTable<A> {
             mask: slots - 1,
             sweep_cursor: 0,
             visit_cursor: 0,
+            pending: None,
         }
     }
 
@@ -634,6 +638,7 @@ impl<A: FlowAddr> FlowTable<A> {
         self.find(hash, |f, reply| {
             reply && f.has_reply && f.reply_key() == *key
         })
+        .or_else(|| self.pending_reply(key, hash))
     }
 
     #[inline]
@@ -655,6 +660,16 @@ impl<A: FlowAddr> FlowTable<A> {
         }
     }
 
+    /// [`Self::lookup_reply`] for a key the index does not hold: the
+    /// reply key still to be written ([`Self::insert_deferred`]) if it is
+    /// that one, found as if it were there.
+    #[cold]
+    #[inline(never)]
+    fn pending_reply(&self, key: &ReplyKey<A>, hash: u64) -> Option<u32> {
+        let (h, e) = self.pending?;
+        (h == hash && self.flows[e as usize].reply_key() == *key).then_some(e)
+    }
+
     #[inline]
     pub fn get(&self, entry: u32) -> &Flow<A> {
         &self.flows[entry as usize]
@@ -667,6 +682,44 @@ impl<A: FlowAddr> FlowTable<A> {
 
     /// Creates a flow. The caller has checked that the key is absent.
     pub fn insert(&mut self, new: &NewFlow<A>) -> Result<u32, InsertError> {
+        self.insert_with(new, false)
+    }
+
+    /// [`Self::insert`], except that a NAT flow's reply key is not written
+    /// into the index yet: its slot, a random one in an index of megabytes,
+    /// is a cache miss that would stall the packet that opens the flow. It
+    /// is written by [`Self::settle`], which the next insert or removal
+    /// calls first (so the index changes in the same order), and lookups
+    /// find the flow by it meanwhile. [`Self::prefetch_pending`] asks for
+    /// the slot's cache line, so that the work in between hides the miss.
+    /// The pipeline settles at the end of every burst (and of
+    /// `Pipeline::process`).
+    pub fn insert_deferred(&mut self, new: &NewFlow<A>) -> Result<u32, InsertError> {
+        self.insert_with(new, true)
+    }
+
+    /// Writes the reply key [`Self::insert_deferred`] left, if any.
+    #[inline]
+    pub fn settle(&mut self) {
+        if let Some((hash, e)) = self.pending.take() {
+            self.index_insert(hash, e, true);
+        }
+    }
+
+    /// Hints the CPU to load the index slot of the reply key
+    /// [`Self::insert_deferred`] left, if any.
+    #[inline]
+    pub fn prefetch_pending<B: PacketBuf>(&self) {
+        if let Some((hash, _)) = self.pending {
+            self.prefetch::<B>(hash);
+        }
+    }
+
+    /// Out of line, as `insert` always was: the new-flow path, kept out of
+    /// the established one it is called from.
+    #[inline(never)]
+    fn insert_with(&mut self, new: &NewFlow<A>, defer: bool) -> Result<u32, InsertError> {
+        self.settle();
         let e = self.free.pop().ok_or(InsertError::Full)?;
         let k = &new.key;
         self.flows[e as usize] = Flow {
@@ -698,14 +751,19 @@ impl<A: FlowAddr> FlowTable<A> {
         self.enqueue(e, new.trust, new.now);
         self.index_insert(k.index_hash(&self.seed), e, false);
         if new.index_reply {
-            let rk = self.flows[e as usize].reply_key();
-            self.index_insert(rk.index_hash(&self.seed), e, true);
+            let hash = self.flows[e as usize].reply_key().index_hash(&self.seed);
+            if defer {
+                self.pending = Some((hash, e));
+            } else {
+                self.index_insert(hash, e, true);
+            }
         }
         Ok(e)
     }
 
     /// Removes a flow and returns it.
     pub fn remove(&mut self, entry: u32) -> Flow<A> {
+        self.settle();
         let f = self.flows[entry as usize];
         debug_assert!(self.is_live(entry));
         self.index_remove(f.key().index_hash(&self.seed), entry, false);
@@ -960,7 +1018,7 @@ impl<A: FlowAddr> FlowTable<A> {
 
     /// The longest distance, in slots, between any key's home slot and
     /// where it sits: what the slowest lookup walks (diagnostics and tests;
-    /// reads the whole index).
+    /// reads the whole index; a reply key not yet settled is not in it).
     pub fn longest_probe(&self) -> usize {
         let mut longest = 0;
         for (i, &v) in self.index.iter().enumerate() {
@@ -1489,6 +1547,62 @@ mod tests {
                     let rk = t.get(e).reply_key();
                     prop_assert_eq!(t.lookup_reply(&rk, t.reply_key_hash(&rk)).is_some(), nat);
                 }
+            }
+        }
+
+        /// Inserts that leave their reply key to be written later
+        /// (`insert_deferred`) find every flow by both keys all along, and
+        /// once settled leave the index slot for slot as inserts that write
+        /// it at once (a twin table with the same seed, same operations).
+        #[test]
+        fn deferred_reply_keys_are_found_and_settle_in_place(ops in proptest::collection::vec((0u32..300, 0u8..4, any::<bool>()), 1..600)) {
+            let seed = IndexSeed::random();
+            let mut t = FlowTable::with_seed(128, seed);
+            let mut twin = FlowTable::with_seed(128, seed);
+            let mut model: HashMap<FlowKey, (u32, bool)> = HashMap::new();
+            let check = |t: &FlowTable, model: &HashMap<FlowKey, (u32, bool)>, i: u32| -> Result<(), TestCaseError> {
+                let k = key(i);
+                prop_assert_eq!(t.lookup(&k, t.key_hash(&k)), model.get(&k).map(|v| v.0));
+                if let Some((e, nat)) = model.get(&k).copied() {
+                    let rk = t.get(e).reply_key();
+                    let found = t.lookup_reply(&rk, t.reply_key_hash(&rk));
+                    prop_assert_eq!(found, nat.then_some(e));
+                }
+                Ok(())
+            };
+            for (i, op, nat) in ops {
+                let k = key(i);
+                match (model.get(&k).copied(), op) {
+                    (None, 0 | 1) => {
+                        let made = if op == 0 { t.insert(&new(i, nat, 0)) } else { t.insert_deferred(&new(i, nat, 0)) };
+                        let twin_made = twin.insert(&new(i, nat, 0));
+                        prop_assert_eq!(made, twin_made);
+                        if let Ok(e) = made {
+                            model.insert(k, (e, nat));
+                        }
+                    }
+                    (Some((e, _)), 2) => {
+                        t.remove(e);
+                        twin.remove(e);
+                        model.remove(&k);
+                    }
+                    (_, 3) => t.settle(),
+                    _ => {}
+                }
+                check(&t, &model, i)?;
+                if let Some((_, e)) = t.pending {
+                    let f = *t.get(e);
+                    let i = (0..300).find(|&i| key(i) == f.key()).unwrap();
+                    check(&t, &model, i)?;
+                }
+            }
+            for i in 0..300 {
+                check(&t, &model, i)?;
+            }
+            t.settle();
+            prop_assert!(t.index == twin.index, "the settled index differs from the twin's");
+            for i in 0..300 {
+                check(&t, &model, i)?;
             }
         }
 

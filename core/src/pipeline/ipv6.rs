@@ -296,11 +296,18 @@ impl Pipeline {
         };
         let hash = hash.unwrap_or_else(|| ct.table().key_hash(&key));
         debug_assert_eq!(hash, ct.table().key_hash(&key), "the lookahead hashed it");
-        let target =
-            match ct.lookup_or_create(snap, service, &key, hash, tcp, now, &mut self.schedulers) {
-                Ok(t) => t,
-                Err(r) => return Verdict::Drop(r),
-            };
+        let target = match ct.lookup_or_create::<B>(
+            snap,
+            service,
+            &key,
+            hash,
+            tcp,
+            now,
+            &mut self.schedulers,
+        ) {
+            Ok(t) => t,
+            Err(r) => return Verdict::Drop(r),
+        };
         // The SYN proxy (NAT66 services; `pipeline/synproxy6.rs`).
         let (target, adjust) = match target.proxy {
             ProxyStep::None => (target, None),

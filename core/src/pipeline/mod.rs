@@ -427,6 +427,19 @@ impl Pipeline {
             base += m;
         }
         self.chunk = chunk;
+        self.settle();
+    }
+
+    /// Writes the reply key of a NAT flow the last packet created into the
+    /// index, if it is still to be written ([`FlowTable::insert_deferred`]):
+    /// no flow-table state stays half-written past a call into the
+    /// pipeline.
+    #[inline]
+    fn settle(&mut self) {
+        self.conntrack.settle();
+        if let Some(ct) = self.conntrack6.as_mut() {
+            ct.settle();
+        }
     }
 
     /// The burst's lookahead for its IPv6 frames (`Lookahead::Ipv6`),
@@ -479,7 +492,9 @@ impl Pipeline {
     ) -> Verdict {
         self.egress.begin();
         let parsed = classify_offloaded(pkt.data(), pkt.rx_ip_checksum());
-        self.run(snap, in_port, pkt, now, &parsed, None)
+        let v = self.run(snap, in_port, pkt, now, &parsed, None);
+        self.settle();
+        v
     }
 
     /// Inlined into both callers: the verdict and the parsed frame then stay
@@ -658,7 +673,7 @@ impl Pipeline {
             .and_then(Lookahead::hash)
             .unwrap_or_else(|| table.key_hash(&key));
         debug_assert_eq!(hash, table.key_hash(&key), "the lookahead hashed this key");
-        let target = match self.conntrack.lookup_or_create(
+        let target = match self.conntrack.lookup_or_create::<B>(
             snap,
             service,
             &key,

@@ -1841,3 +1841,47 @@ fn the_floating_gateway_is_ours_only_while_active() {
     assert!(crate::wire::ndp::validate_advert(src, dst, hop, &na).is_ok());
     assert_eq!(na.target_addr(), gw6);
 }
+
+/// A NAT flow's reply key is written into the index after the packet that
+/// opened the flow (`FlowTable::insert_deferred`): within the same burst,
+/// its real's answer is still found and translated, the frame after it
+/// opens a second flow, and by the end of the burst the table holds both
+/// keys of both flows.
+#[test]
+fn a_nat_reply_in_the_burst_of_its_syn_finds_the_flow() {
+    let config = Config::parse(NAT_CONFIG).unwrap();
+    let snap = compile(&config, &[MacAddr(OUR)]);
+    let (c1, c2) = ((client_owned_by(0), 4000), (client_owned_by(0), 4001));
+    let mut p = pipeline(&snap, 0, 2, 64);
+    // Where the scheduler sends c1 (rr, so the same first choice in a
+    // fresh pipeline).
+    let mut probe = pipeline(&snap, 0, 2, 64);
+    let mut syn = VecBuf::from_bytes(&tcp_seq(c1, (VIP, 80), SYN, 500, OUR));
+    assert_eq!(probe.process(&snap, 0, &mut syn, 0), Verdict::Transmit(0));
+    let (real, real_port) = (ip_of(&syn).dst_addr(), {
+        let ip = ip_of(&syn);
+        crate::wire::TcpPacket::new_checked(ip.payload())
+            .unwrap()
+            .dst_port()
+    });
+    let mut bufs = vec![
+        VecBuf::from_bytes(&tcp_seq(c1, (VIP, 80), SYN, 500, OUR)),
+        VecBuf::from_bytes(&tcp_ack((real, real_port), c1, SYNACK, 9_000, 501, OUR)),
+        VecBuf::from_bytes(&tcp_seq(c2, (VIP, 80), SYN, 700, OUR)),
+    ];
+    let mut verdicts = vec![Verdict::Consumed; bufs.len()];
+    p.process_burst(&snap, 0, &mut bufs, &mut verdicts, 0);
+    assert_eq!(verdicts, vec![Verdict::Transmit(0); 3]);
+    let back = ip_of(&bufs[1]);
+    assert_eq!((back.src_addr(), back.dst_addr()), (VIP, c1.0));
+    assert_eq!(p.flows().len(), 2);
+    for e in p.flows().entries() {
+        let f = p.flows().get(e);
+        let (k, rk) = (f.key(), f.reply_key());
+        assert_eq!(p.flows().lookup(&k, p.flows().key_hash(&k)), Some(e));
+        assert_eq!(
+            p.flows().lookup_reply(&rk, p.flows().reply_key_hash(&rk)),
+            Some(e)
+        );
+    }
+}

@@ -317,7 +317,15 @@ fn local_flows(
                 len: 1,
             };
             let h = ct.table().key_hash(&key);
-            let _ = ct.lookup_or_create(snap, i, &key, h, Some(syn), NOW, &mut schedulers);
+            let _ = ct.lookup_or_create::<lb_core::buffer::VecBuf>(
+                snap,
+                i,
+                &key,
+                h,
+                Some(syn),
+                NOW,
+                &mut schedulers,
+            );
             keys.push(key);
         }
     }

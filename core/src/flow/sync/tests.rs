@@ -143,7 +143,7 @@ fn client_packet(
     let k = key(port);
     let h = ct.table().key_hash(&k);
     let service = snap.service_for(6, VIP, 80).unwrap();
-    ct.lookup_or_create(snap, service, &k, h, tcp, now, &mut schedulers)
+    ct.lookup_or_create::<crate::buffer::VecBuf>(snap, service, &k, h, tcp, now, &mut schedulers)
 }
 
 #[test]
