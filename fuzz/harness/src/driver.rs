@@ -1514,9 +1514,29 @@ fn audit_table<A: FlowAddr>(
                 format!("worker {w}{family}: {key:?} twice"),
             );
         }
+        // The index finds every entry by its key, and a NAT flow by its
+        // reply key too (another flow may share that one: a client port
+        // to two VIPs on one real), whether or not the reply key is still
+        // to be written (`FlowTable::insert_deferred`).
+        if flows.lookup(&key, flows.key_hash(&key)) != Some(e) {
+            v.add(
+                "table.index",
+                format!("worker {w}{family}: {key:?} not found by its key"),
+            );
+        }
         if f.is_template() {
             templates.push(*f);
             continue;
+        }
+        if f.method == ForwardingMethod::Nat {
+            let rk = f.reply_key();
+            let found = flows.lookup_reply(&rk, flows.reply_key_hash(&rk));
+            if found.map(|x| flows.get(x).reply_key()) != Some(rk) {
+                v.add(
+                    "table.index",
+                    format!("worker {w}{family}: NAT flow {key:?} not found by its reply key"),
+                );
+            }
         }
         *per_real.entry(f.real_id).or_default() += 1;
         if owner_of(f.client(), n) != w {
