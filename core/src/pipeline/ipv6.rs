@@ -296,15 +296,9 @@ impl Pipeline {
         };
         let hash = hash.unwrap_or_else(|| ct.table().key_hash(&key));
         debug_assert_eq!(hash, ct.table().key_hash(&key), "the lookahead hashed it");
-        let target = match ct.lookup_or_create::<B>(
-            snap,
-            service,
-            &key,
-            hash,
-            tcp,
-            now,
-            &mut self.schedulers,
-        ) {
+        let found =
+            ct.lookup_or_create::<B>(snap, service, &key, hash, tcp, now, &mut self.schedulers);
+        let target = match found {
             Ok(t) => t,
             Err(r) => return Verdict::Drop(r),
         };

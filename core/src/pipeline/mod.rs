@@ -135,8 +135,9 @@ struct Classified {
 /// faster with 16 than with 32 (12 and 24 both slower than 16), at 1k
 /// flows the same within 1 to 3 %; new flows 2 to 5 % slower (their slots
 /// have no entry to prefetch, and the first pass runs half as far ahead of
-/// them).
-/// BENCHMARKS.md, "Two stalls that instructions do not show".
+/// them), which the deferred reply keys (`FlowTable::insert_deferred`)
+/// more than paid back. BENCHMARKS.md, "Three stalls that instructions do
+/// not show".
 const CHUNK: usize = 16;
 
 impl std::fmt::Debug for Pipeline {
@@ -430,10 +431,9 @@ impl Pipeline {
         self.settle();
     }
 
-    /// Writes the reply key of a NAT flow the last packet created into the
-    /// index, if it is still to be written ([`FlowTable::insert_deferred`]):
-    /// no flow-table state stays half-written past a call into the
-    /// pipeline.
+    /// Writes the reply keys of the NAT flows the burst created into the
+    /// index ([`FlowTable::insert_deferred`]): no flow-table state stays
+    /// half-written past a call into the pipeline.
     #[inline]
     fn settle(&mut self) {
         self.conntrack.settle();
