@@ -249,7 +249,8 @@ impl<A: FlowAddr> Conntrack<A> {
         self.table.prefetch_entry::<B>(hash);
     }
 
-    /// Writes that slot now ([`FlowTable::settle`]).
+    /// Writes the reply keys of new NAT flows that still wait for their
+    /// index slots ([`FlowTable::settle`]).
     #[inline]
     pub fn settle(&mut self) {
         self.table.settle();
@@ -393,9 +394,11 @@ impl<A: FlowAddr> Conntrack<A> {
         }
         match inserted {
             Ok(e) => {
-                // Its reply key's index slot is loaded while the rest of
-                // the packet is handled, and written after.
-                self.table.prefetch_pending::<B>();
+                // A NAT flow's reply key: its index slot is loaded while
+                // the rest of the burst is handled, and written after.
+                if spec.index_reply {
+                    self.table.prefetch_pending::<B>();
+                }
                 let f = self.table.get_mut(e);
                 f.templated = templated;
                 if let Some(seg) = tcp {
