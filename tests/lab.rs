@@ -2033,6 +2033,10 @@ fn scale_out_downloads_survive_a_killed_and_a_stopped_appliance() {
 const NAT_GATEWAY: &str = "198.18.0.5";
 /// The lab's `[sync] dead_after`.
 const DEAD_AFTER: Duration = Duration::from_millis(600);
+/// The lab's `[sync] interval` (lab.sh): a flow younger than one interval
+/// at a takeover may not have reached the backup, as the README and
+/// config's `MAX_SYNC_INTERVAL` say.
+const SYNC_INTERVAL: Duration = Duration::from_millis(200);
 
 /// `lb_sync_active` of appliance `i` (None if it does not answer).
 fn member_active(lab: &Lab, i: usize) -> Option<f64> {
@@ -2040,30 +2044,34 @@ fn member_active(lab: &Lab, i: usize) -> Option<f64> {
 }
 
 /// Short NAT requests one after another from the client until `stop`:
-/// each answer ("realN") or why it failed.
+/// when each started, and its answer ("realN") or why it failed.
 fn short_requests(
     lab: &Lab,
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<Vec<Result<String, String>>> {
+) -> std::thread::JoinHandle<Vec<(Instant, Result<String, String>)>> {
     let ns = lab.ns("client");
     std::thread::spawn(move || {
         let mut out = Vec::new();
         while !stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
             let o = Command::new("ip")
                 .args(["netns", "exec", &ns, "curl", "-sS", "--max-time", "20"])
                 .arg(format!("http://{VIP}/"))
                 .output()
                 .expect("curl");
             let body = String::from_utf8_lossy(&o.stdout).trim().to_string();
-            out.push(if o.status.success() && body.starts_with("real") {
-                Ok(body)
-            } else {
-                Err(format!(
-                    "{:?} {body:?} {}",
-                    o.status,
-                    String::from_utf8_lossy(&o.stderr).trim()
-                ))
-            });
+            out.push((
+                started,
+                if o.status.success() && body.starts_with("real") {
+                    Ok(body)
+                } else {
+                    Err(format!(
+                        "{:?} {body:?} {}",
+                        o.status,
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ))
+                },
+            ));
             std::thread::sleep(Duration::from_millis(50));
         }
         out
@@ -2204,11 +2212,20 @@ fn nat_pair_failover_and_takeback_lose_nothing() {
     );
     stop.store(true, Ordering::Relaxed);
     let answers = shorts.join().expect("short requests");
-    let failed: Vec<&String> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
+    // The documented window, and no more: a connection opened less than
+    // one sync interval before the kill (plus 150 ms for curl to start and
+    // for the record to cross) may be unknown to the backup; one opened
+    // earlier, or after the kill, must not fail.
+    let window = (killed - SYNC_INTERVAL - Duration::from_millis(150))..killed;
+    let (in_window, failed): (Vec<_>, Vec<_>) = answers
+        .iter()
+        .filter_map(|(at, a)| a.as_ref().err().map(|e| (*at, e)))
+        .partition(|(at, _)| window.contains(at));
     eprintln!(
-        "[nat] {} short requests, {} failed",
+        "[nat] {} short requests, {} failed outside the sync window, {} inside it",
         answers.len(),
-        failed.len()
+        failed.len(),
+        in_window.len()
     );
     assert!(
         answers.len() >= 10,
@@ -2216,7 +2233,12 @@ fn nat_pair_failover_and_takeback_lose_nothing() {
     );
     assert!(
         failed.is_empty(),
-        "[nat] short requests failed across the failover: {failed:?}"
+        "[nat] short requests failed across the failover (started {:?} before the kill or later): {failed:?}",
+        SYNC_INTERVAL + Duration::from_millis(150)
+    );
+    assert!(
+        in_window.len() <= 1,
+        "[nat] more short requests failed than one sync interval holds: {in_window:?}"
     );
 
     // The primary comes back while downloads run on the backup: it takes
