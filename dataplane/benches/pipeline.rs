@@ -823,6 +823,69 @@ impl Bench {
             .unzip()
     }
 
+    /// The memory floor of an established packet at `n` flows: its two
+    /// dependent random reads (an index slot, then the 64-byte entry it
+    /// names) and an entry write, with the burst's prefetch pattern
+    /// (chunks of 16: every slot prefetched, then every entry, then each
+    /// entry read and written), over arrays of the flow table's sizes on
+    /// the same huge pages, and nothing else: no frame, no parse, no
+    /// rewrite. What the pipeline costs at `n` flows can only be above
+    /// this; how far above the 1k row it is says how much of the memory
+    /// wait the pipeline's own work hides. ns per packet.
+    fn memory_floor(&mut self, n: usize) {
+        let name = format!("floor: slot then entry, prefetched, {}", label(n));
+        if !self.wanted(&name) && !self.wanted(&format!("IPv4 {name}")) {
+            return;
+        }
+        const CHUNK: usize = 16;
+        let slots = (self.capacity * 4).next_power_of_two();
+        let mask = slots - 1;
+        let huge = |len: usize| {
+            let mut v: Vec<u64> = Vec::with_capacity(len);
+            lb_core::hint::advise_huge_pages(v.spare_capacity_mut());
+            v.resize(len, 0);
+            v
+        };
+        // Entries of 8 words (64 bytes), the index of u32 entry numbers.
+        let mut entries = huge(self.capacity * 8);
+        let mut index: Vec<u32> = Vec::with_capacity(slots);
+        lb_core::hint::advise_huge_pages(index.spare_capacity_mut());
+        index.resize(slots, 0);
+        let slot_of =
+            |k: u32| (u64::from(k).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 17) as usize & mask;
+        // Flow k's entry is k (allocated in order, as the table does); its
+        // slot a hash of k (collisions just share a slot: a floor).
+        for k in 0..n as u32 {
+            index[slot_of(k)] = k;
+        }
+        let order = shuffled(n, 7);
+        let passes = self.passes(n);
+        let mut run = || {
+            let started = Instant::now();
+            let mut sum = 0u64;
+            for _ in 0..passes {
+                for chunk in order.chunks(CHUNK) {
+                    for &k in chunk {
+                        dpdk::prefetch(&index[slot_of(k)]);
+                    }
+                    let mut at = [0usize; CHUNK];
+                    for (a, &k) in at.iter_mut().zip(chunk) {
+                        *a = index[slot_of(k)] as usize * 8;
+                        dpdk::prefetch(&entries[*a]);
+                    }
+                    for &a in &at[..chunk.len()] {
+                        sum = sum.wrapping_add(entries[a]);
+                        entries[a + 1] = sum;
+                    }
+                }
+            }
+            black_box(sum);
+            started.elapsed().as_nanos() as f64 / (passes * n) as f64
+        };
+        let samples = self.interleave(&mut [Box::new(&mut run) as Box<dyn FnMut() -> f64>]);
+        self.rows_of(&[name], samples, &[None]);
+    }
+
     /// Restore only, over a pool of `n` frames in random order, per family.
     fn baseline(&mut self, n: usize) -> Bases {
         let frames: Vec<Frames> = [Family::V4, Family::V6]
@@ -1092,6 +1155,8 @@ fn main() {
     let base_small = b.baseline(small);
     let base_large = b.baseline(large);
     let both = [Family::V4, Family::V6];
+    b.memory_floor(small);
+    b.memory_floor(large);
     b.parse_only(base_small);
     for svc in [Svc::Nat, Svc::Tun, Svc::Dr] {
         b.established(svc, small, base_small, &both, true);
