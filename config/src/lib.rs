@@ -48,9 +48,10 @@ pub const MAX_WITHDRAW_DELAY: Duration = Duration::from_secs(20);
 /// (`packaging/systemd/lb-appliance.service`) allows 30 s for a clean stop.
 pub const MAX_HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The default `sync.interval`: how often the sync sender sends what the
-/// workers recorded (IPVS's sync daemon sends about every second; 200 ms
-/// keeps what a takeover loses to a fifth of a second of new flows).
+/// The default `sync.interval`: how often each appliance sends its status
+/// (the heartbeat a backup judges the primary alive by). Flow records go
+/// sooner, every 10 ms (or every interval if shorter), so what a takeover
+/// loses is the new flows of about the last 10 ms.
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(200);
 
 /// The shortest `sync.interval`: 10 ms. Each interval the sender wakes,
@@ -59,10 +60,9 @@ pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(200);
 /// nothing, and a burst of flows is not batched any better.
 pub const MIN_SYNC_INTERVAL: Duration = Duration::from_millis(10);
 
-/// The longest `sync.interval`: 5 s. Flows younger than one interval are
-/// lost at a takeover, and the peer's silence is how a backup will tell
-/// that the primary is dead (`dead_after`, by default a few intervals):
-/// above 5 s a failover would lose too much and start too late.
+/// The longest `sync.interval`: 5 s. The peer's silence is how a backup
+/// will tell that the primary is dead (`dead_after`, by default a few
+/// intervals): above 5 s a failover would start too late.
 pub const MAX_SYNC_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The longest `[sync] dead_after`.

@@ -1,11 +1,11 @@
 //! The sync thread (`[sync]`): the socket side of connection sync and the
 //! election of the active appliance, on the main lcore beside the control
-//! loop, never on a worker core. Both roles do the same: every `interval`
-//! the thread takes each worker's recorded events (the buffer hand-over
-//! of `lb_dataplane::sync`), packs them into messages of at most
-//! `MAX_MESSAGE_LEN` bytes and sends them to `peer`, or a heartbeat when
-//! there is nothing; every message's flags say where this appliance
-//! stands (`lb_core::sync::election`). Between sends it reads datagrams,
+//! loop, never on a worker core. Both roles do the same: every 10 ms
+//! (`FLUSH_EVERY`) the thread takes each worker's recorded events (the
+//! buffer hand-over of `lb_dataplane::sync`), packs them into messages of
+//! at most `MAX_MESSAGE_LEN` bytes and sends them to `peer`, and every
+//! `interval` it sends a status message (the heartbeat); every message's
+//! flags say where this appliance stands (`lb_core::sync::election`). Between sends it reads datagrams,
 //! drops those not from `peer`'s address, parses them, feeds the peer's
 //! flags to the election and routes each record to the worker that owns
 //! its client, through that worker's bounded queue.
@@ -140,6 +140,16 @@ impl Drop for SyncThread {
 /// caps it at `net.core.rmem_max`): a bulk pass of a few workers arrives
 /// as a burst of a few hundred datagrams each interval.
 const RECEIVE_BUFFER: usize = 4 << 20;
+
+/// How often the workers' records are collected and sent between two
+/// intervals (or every interval, if that is shorter): a flow the peer
+/// does not know yet at a takeover is one younger than about this, where
+/// it used to be one younger than an interval (200 ms by default). The
+/// status, the election's decisions and the bulk-pass bookkeeping stay
+/// on the interval. Sending this often costs at most one more, partly
+/// filled datagram per wake-up that finds records; a wake-up that finds
+/// none only looks at the workers' channels.
+const FLUSH_EVERY: Duration = Duration::from_millis(10);
 
 /// The sync socket, bound to `listen`, with room for a bulk pass's burst.
 fn bind(listen: SocketAddr) -> io::Result<UdpSocket> {
@@ -356,6 +366,8 @@ fn run(
     let mut buf = [0u8; 2 * MAX_MESSAGE_LEN];
     // The first heartbeat goes at once: the peer learns of us quickly.
     let mut next = Instant::now();
+    let flush_every = sync.interval.min(FLUSH_EVERY);
+    let mut next_flush = next + flush_every;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         if now >= next {
@@ -363,6 +375,7 @@ fn run(
             if next < now {
                 next = now + sync.interval; // we fell behind: do not burst
             }
+            next_flush = now + flush_every;
             // What waits in the socket first: after a stall of this thread
             // the peer's messages are there, and it is not dead.
             let _ = socket.set_nonblocking(true);
@@ -373,7 +386,13 @@ fn run(
             s.send_interval();
             continue;
         }
-        let wait = (next - now).clamp(Duration::from_millis(1), Duration::from_millis(100));
+        if now >= next_flush {
+            next_flush = now + flush_every;
+            s.send_flows(now);
+            continue;
+        }
+        let wait = (next.min(next_flush) - now)
+            .clamp(Duration::from_millis(1), Duration::from_millis(100));
         let _ = socket.set_read_timeout(Some(wait));
         match socket.recv_from(&mut buf) {
             Ok((n, from)) => s.datagram(&buf[..n], from.ip()),
@@ -433,7 +452,23 @@ impl Sync<'_> {
         let finished = self.own.pass != 0
             && self.own.passed != self.own.pass
             && self.links.shared.bulk_finished(u64::from(self.own.pass));
+        self.send_flows(now);
+        if finished {
+            self.own.passed = self.own.pass;
+        }
+        self.send_status(now);
+        self.decide(now);
+    }
+
+    /// What the workers handed over since the last call, to the peer (no
+    /// message when there is nothing). Every interval before its status,
+    /// and every [`FLUSH_EVERY`] between: a new flow reaches the peer
+    /// within about that, not within an interval.
+    fn send_flows(&mut self, now: Instant) {
         collect(&self.links.outbound, &mut self.packer.pending);
+        if self.packer.pending.is_empty() {
+            return;
+        }
         if !self.peer_reads_proxy6 {
             self.hold_back_proxied6();
         }
@@ -449,13 +484,8 @@ impl Sync<'_> {
                     false
                 }
             });
-        if finished {
-            self.own.passed = self.own.pass;
-        }
         self.counters.messages_sent.add(m);
         self.counters.flows_sent.add(r);
-        self.send_status(now);
-        self.decide(now);
     }
 
     fn send_status(&mut self, now: Instant) {

@@ -23,8 +23,9 @@ pub mod election;
 pub use crate::wire::sync::{FlowChange, FlowRecord, FlowUpdate, ProxyState};
 
 /// Events a worker's queue holds between two collections: 4,096 (about
-/// 400 kB a worker). At the default interval of 200 ms that is 20,480
-/// changes a second per worker; more are dropped (`events_dropped`).
+/// 400 kB a worker). The sync thread collects every 10 ms (every
+/// `interval` if that is shorter), so about 400,000 changes a second per
+/// worker; more are dropped (`events_dropped`).
 pub const EVENT_QUEUE_CAPACITY: usize = 4096;
 
 /// Why sync input was refused (the `reason` label of
