@@ -121,7 +121,8 @@ impl SyncThread {
         })
     }
 
-    /// Stops the thread (within one interval) and waits for it.
+    /// Stops the thread (it wakes at least every [`FLUSH_EVERY`]) and
+    /// waits for it.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
