@@ -121,7 +121,7 @@ impl SyncThread {
         })
     }
 
-    /// Stops the thread (it wakes at least every [`FLUSH_EVERY`]) and
+    /// Stops the thread (it wakes at least every 10 ms, `FLUSH_EVERY`) and
     /// waits for it.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
