@@ -134,8 +134,8 @@ fn pair_every(interval: &str, scenario: &golden::Scenario) -> Pair {
 
 /// Flow records do not wait for the interval (the heartbeat's): with
 /// `interval = "5s"`, a flow opened on the primary is in the backup's
-/// table well within a second, so that a takeover loses only the flows
-/// of about the last 10 ms, not of the last interval.
+/// table well before the next interval, so that a takeover loses only
+/// the flows of about the last 10 ms, not of the last interval.
 #[test]
 fn a_new_flow_reaches_the_backup_long_before_the_next_interval() {
     let scenario = golden::scenario("one-arm");
@@ -156,8 +156,10 @@ fn a_new_flow_reaches_the_backup_long_before_the_next_interval() {
     });
     let took = fed.elapsed();
     eprintln!("a new flow reached the backup {took:?} after it was fed to the primary");
+    // Without the 10 ms flush it took 4.5 to 5 s here (the primary's next
+    // interval); 3 s leaves room for a slow scrape on a loaded machine.
     assert!(
-        took < Duration::from_secs(2),
+        took < Duration::from_secs(3),
         "the new flow took {took:?} to reach the backup, with the interval at 5 s"
     );
     assert!(m(&b, "lb_sync_flows_total", &[("direction", "installed")]) >= 1.0);
