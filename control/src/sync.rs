@@ -5,10 +5,11 @@
 //! buffer hand-over of `lb_dataplane::sync`), packs them into messages of
 //! at most `MAX_MESSAGE_LEN` bytes and sends them to `peer`, and every
 //! `interval` it sends a status message (the heartbeat); every message's
-//! flags say where this appliance stands (`lb_core::sync::election`). Between sends it reads datagrams,
-//! drops those not from `peer`'s address, parses them, feeds the peer's
-//! flags to the election and routes each record to the worker that owns
-//! its client, through that worker's bounded queue.
+//! flags say where this appliance stands (`lb_core::sync::election`).
+//! Between sends it reads datagrams, drops those not from `peer`'s
+//! address, parses them, feeds the peer's flags to the election and routes
+//! each record to the worker that owns its client, through that worker's
+//! bounded queue.
 //!
 //! What the election decides is published in [`SyncStatus`]: the control
 //! loop republishes the snapshot when `active` changes (the floating
