@@ -68,6 +68,58 @@ pub const MAX_SYNC_INTERVAL: Duration = Duration::from_secs(5);
 /// The longest `[sync] dead_after`.
 pub const MAX_SYNC_DEAD_AFTER: Duration = Duration::from_secs(60);
 
+/// The default `[sync] max_clock_skew`: how far apart the two appliances'
+/// clocks may be for keyed sync messages to be taken (each carries the
+/// sender's time, and one older or newer than this is refused as
+/// `stale`). NTP keeps a pair within milliseconds; 10 s leaves room for a
+/// box whose NTP stopped days ago, and bounds what a recorded message
+/// replayed to a restarted appliance can do to 10 s after it was sent.
+pub const DEFAULT_SYNC_CLOCK_SKEW: Duration = Duration::from_secs(10);
+
+/// The shortest `[sync] max_clock_skew`: 1 s.
+pub const MIN_SYNC_CLOCK_SKEW: Duration = Duration::from_secs(1);
+
+/// The longest `[sync] max_clock_skew`: 5 minutes.
+pub const MAX_SYNC_CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+/// The fewest bytes a `[sync] key_file` must hold (trailing whitespace not
+/// counted): 16, 128 bits. `openssl rand -hex 32` writes 64.
+pub const MIN_SYNC_KEY_LEN: usize = 16;
+
+/// The most bytes a `[sync] key_file` may hold: a longer file is not a
+/// key file.
+pub const MAX_SYNC_KEY_FILE_LEN: u64 = 4096;
+
+/// The secret of `[sync] key_file` as sync messages are keyed with: the
+/// SHA-256 of the file's bytes, trailing whitespace left out (so that a
+/// copy saved by an editor with a final newline is the same key). Both
+/// appliances of a pair need the same file. `Debug` never shows it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SyncKey(pub [u8; 32]);
+
+impl SyncKey {
+    /// The key of a key file's bytes.
+    pub fn from_secret(bytes: &[u8]) -> SyncKey {
+        use sha2::{Digest, Sha256};
+        SyncKey(Sha256::digest(secret_of(bytes)).into())
+    }
+}
+
+/// A key file's bytes without their trailing whitespace.
+pub(crate) fn secret_of(bytes: &[u8]) -> &[u8] {
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    &bytes[..end]
+}
+
+impl std::fmt::Debug for SyncKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncKey(..)")
+    }
+}
+
 /// Transport protocol of a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
@@ -301,6 +353,29 @@ pub struct SyncConfig {
     pub gateway: Option<Ipv4Addr>,
     /// `gateway6`: the same for IPv6 (Neighbor Solicitations).
     pub gateway6: Option<Ipv6Addr>,
+    /// `key_file`: read when the config is loaded; with it every message
+    /// sent is tagged (HMAC-SHA256) and every message received must carry
+    /// a valid tag, a fresh time and a counter not seen before. Without
+    /// it, messages are neither tagged nor checked (a tag received is
+    /// ignored), as before.
+    pub key: Option<SyncKey>,
+    /// `max_clock_skew`: how far a keyed message's time may be from this
+    /// appliance's clock, [`MIN_SYNC_CLOCK_SKEW`]..=[`MAX_SYNC_CLOCK_SKEW`],
+    /// default [`DEFAULT_SYNC_CLOCK_SKEW`]; only with `key_file`.
+    pub max_clock_skew: Duration,
+}
+
+impl SyncConfig {
+    /// What only a restart changes: all but `key_file` (the key) and
+    /// `max_clock_skew`, which a reload hands to the running sync thread,
+    /// so that a pair is keyed, or its key changed, without a takeover.
+    pub fn restart_part(&self) -> SyncConfig {
+        SyncConfig {
+            key: None,
+            max_clock_skew: DEFAULT_SYNC_CLOCK_SKEW,
+            ..*self
+        }
+    }
 }
 
 /// `[dpdk]`
@@ -582,7 +657,7 @@ impl Config {
         if self.metrics.listen != new.metrics.listen {
             out.push("metrics.listen");
         }
-        if self.sync != new.sync {
+        if self.sync.map(|s| s.restart_part()) != new.sync.map(|s| s.restart_part()) {
             out.push("sync");
         }
         if self.control != new.control {
@@ -665,6 +740,18 @@ impl Config {
                 sync.listen,
                 format_duration(sync.interval),
                 format_duration(sync.dead_after)
+            );
+            let _ = writeln!(
+                s,
+                "{}",
+                match sync.key {
+                    Some(_) => format!(
+                        "sync: keyed (HMAC-SHA256), clocks within {}",
+                        format_duration(sync.max_clock_skew)
+                    ),
+                    None => "sync: not keyed (no key_file): run it on a link only the pair reaches"
+                        .to_string(),
+                }
             );
             match (sync.gateway, sync.gateway6) {
                 (None, None) => {}

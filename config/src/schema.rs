@@ -84,6 +84,8 @@ pub(crate) struct RawSync {
     pub dead_after: Option<String>,
     pub gateway: Option<String>,
     pub gateway6: Option<String>,
+    pub key_file: Option<String>,
+    pub max_clock_skew: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

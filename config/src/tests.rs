@@ -2249,6 +2249,127 @@ fn sync_is_restart_only() {
     }
 }
 
+/// A key file of `content` with `mode` in a directory of its own; the
+/// directory, to remove.
+fn key_file(name: &str, content: &[u8], mode: u32) -> (std::path::PathBuf, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("lb-config-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("sync.key");
+    std::fs::write(&file, content).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+    let path = file.display().to_string();
+    (dir, path)
+}
+
+#[test]
+fn sync_key_file_is_read_checked_and_never_shown() {
+    let base = "role = \"primary\"\npeer = \"192.0.2.1:8848\"\n";
+    let (dir, path) = key_file("key", b"0123456789abcdef0123456789abcdef\n", 0o600);
+    let c = Config::parse(&sync(&format!("{base}key_file = \"{path}\""))).unwrap();
+    let s = c.sync.unwrap();
+    let key = s.key.expect("keyed");
+    // The secret without its trailing newline, hashed.
+    assert_eq!(
+        key,
+        SyncKey::from_secret(b"0123456789abcdef0123456789abcdef")
+    );
+    assert_ne!(
+        key,
+        SyncKey::from_secret(b"0123456789abcdef0123456789abcdeF")
+    );
+    assert_eq!(s.max_clock_skew, DEFAULT_SYNC_CLOCK_SKEW);
+    assert!(!format!("{c:?}").contains("0123456789abcdef"));
+    assert_eq!(format!("{key:?}"), "SyncKey(..)");
+    assert!(
+        c.summary()
+            .contains("sync: keyed (HMAC-SHA256), clocks within 10s"),
+        "{}",
+        c.summary()
+    );
+    let plain = Config::parse(&sync(base)).unwrap();
+    assert!(plain.summary().contains("sync: not keyed"));
+    let c = Config::parse(&sync(&format!(
+        "{base}key_file = \"{path}\"\nmax_clock_skew = \"2s\""
+    )))
+    .unwrap();
+    assert_eq!(c.sync.unwrap().max_clock_skew, Duration::from_secs(2));
+    let bad = |keys: &str, at: &str, needle: &str| {
+        assert_error(&sync(&format!("{base}{keys}")), at, needle)
+    };
+    bad(
+        "key_file = \"sync.key\"",
+        "sync.key_file",
+        "not an absolute path",
+    );
+    bad(
+        "key_file = \"/nonexistent/sync.key\"",
+        "sync.key_file",
+        "No such file",
+    );
+    bad("key_file = \"/tmp\"", "sync.key_file", "not a regular file");
+    bad(
+        "max_clock_skew = \"5s\"",
+        "sync.max_clock_skew",
+        "only to keyed messages",
+    );
+    bad(
+        &format!("key_file = \"{path}\"\nmax_clock_skew = \"500ms\""),
+        "sync.max_clock_skew",
+        "below the minimum of 1s",
+    );
+    bad(
+        &format!("key_file = \"{path}\"\nmax_clock_skew = \"6m\""),
+        "sync.max_clock_skew",
+        "above the maximum",
+    );
+    let (open_dir, open) = key_file("open", b"0123456789abcdef0123456789abcdef", 0o640);
+    bad(
+        &format!("key_file = \"{open}\""),
+        "sync.key_file",
+        "mode 0640: group and others may read it",
+    );
+    let (short_dir, short) = key_file("short", b"0123456789abcde \n\n", 0o400);
+    bad(
+        &format!("key_file = \"{short}\""),
+        "sync.key_file",
+        "holds 15 bytes of key",
+    );
+    let (long_dir, long) = key_file("long", &[b'k'; 4097], 0o600);
+    bad(
+        &format!("key_file = \"{long}\""),
+        "sync.key_file",
+        "at most 4096",
+    );
+    // No error shows the secret.
+    let errs = errors(&sync(&format!("{base}key_file = \"{short}\"")));
+    assert!(!errs.to_string().contains("0123456789abcde"), "{errs}");
+    for d in [dir, open_dir, short_dir, long_dir] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn a_reload_may_change_the_sync_key_and_nothing_else_of_sync() {
+    let base = "role = \"primary\"\npeer = \"192.0.2.1:8848\"\n";
+    let (dir, path) = key_file("reload", b"0123456789abcdef0123456789abcdef", 0o600);
+    let plain = Config::parse(&sync(base)).unwrap();
+    let keyed = Config::parse(&sync(&format!("{base}key_file = \"{path}\""))).unwrap();
+    let skewed = Config::parse(&sync(&format!(
+        "{base}key_file = \"{path}\"\nmax_clock_skew = \"30s\""
+    )))
+    .unwrap();
+    for (a, b) in [(&plain, &keyed), (&keyed, &plain), (&keyed, &skewed)] {
+        assert!(a.restart_required_changes(b).is_empty());
+    }
+    let moved = Config::parse(&sync(&format!(
+        "role = \"primary\"\npeer = \"192.0.2.1:8849\"\nkey_file = \"{path}\""
+    )))
+    .unwrap();
+    assert_eq!(keyed.restart_required_changes(&moved), vec!["sync"]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// `examples/lb.toml` documents `[sync]` commented out; uncommented it is
 /// valid and means what its comments say.
 #[test]

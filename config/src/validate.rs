@@ -1211,6 +1211,39 @@ fn sync(
         }
         Some(a)
     });
+    let keyed = raw.key_file.is_some();
+    let key = match raw.key_file {
+        Some(path) => Some(sync_key(c, "sync.key_file", &path)?),
+        None => None,
+    };
+    let max_clock_skew = c.duration(
+        "sync.max_clock_skew",
+        raw.max_clock_skew.as_deref(),
+        DEFAULT_SYNC_CLOCK_SKEW,
+        true,
+        MAX_SYNC_CLOCK_SKEW,
+    );
+    let max_clock_skew = max_clock_skew.filter(|&d| {
+        if d < MIN_SYNC_CLOCK_SKEW {
+            c.err(
+                "sync.max_clock_skew",
+                format!(
+                    "{} is below the minimum of {}",
+                    format_duration(d),
+                    format_duration(MIN_SYNC_CLOCK_SKEW)
+                ),
+            );
+            return false;
+        }
+        if raw.max_clock_skew.is_some() && !keyed {
+            c.err(
+                "sync.max_clock_skew",
+                "applies only to keyed messages: set sync.key_file too (or remove this key)",
+            );
+            return false;
+        }
+        true
+    });
     Some(SyncConfig {
         role: role?,
         peer: peer?,
@@ -1219,7 +1252,81 @@ fn sync(
         dead_after: dead_after?,
         gateway,
         gateway6,
+        key,
+        max_clock_skew: max_clock_skew?,
     })
+}
+
+/// Reads `[sync] key_file`: an absolute path to a regular file that only
+/// its owner may read or write (mode 0600 or 0400: the key lets whoever
+/// holds it steer the pair's election and install flows in the peer's
+/// tables), of at least [`MIN_SYNC_KEY_LEN`] bytes besides trailing
+/// whitespace and at most [`MAX_SYNC_KEY_FILE_LEN`]. The error never
+/// shows the file's content.
+fn sync_key(c: &mut Checker<'_>, at: &str, path: &str) -> Option<SyncKey> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    if !path.starts_with('/') || path.contains('\0') {
+        c.err(
+            at,
+            format!("{path:?} is not an absolute path: name the key file from the root, e.g. \"/etc/lb-appliance/sync.key\""),
+        );
+        return None;
+    }
+    let refuse = |c: &mut Checker<'_>, why: String| {
+        c.err(at, why);
+        None
+    };
+    // Looked at before it is opened: opening a FIFO would wait for a
+    // writer, and a device is no key file.
+    match std::fs::metadata(path) {
+        Err(e) => return refuse(c, format!("{path}: {e}")),
+        Ok(m) if !m.is_file() => return refuse(c, format!("{path} is not a regular file")),
+        Ok(_) => {}
+    }
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => return refuse(c, format!("{path}: {e}")),
+    };
+    let meta = match file.metadata() {
+        Ok(m) => m,
+        Err(e) => return refuse(c, format!("{path}: {e}")),
+    };
+    if !meta.is_file() {
+        return refuse(c, format!("{path} is not a regular file"));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return refuse(
+            c,
+            format!("{path} has mode {mode:04o}: group and others may read it; only its owner may (chmod 600 {path})"),
+        );
+    }
+    if meta.len() > MAX_SYNC_KEY_FILE_LEN {
+        return refuse(
+            c,
+            format!(
+                "{path} is {} bytes long; a key file holds at most {MAX_SYNC_KEY_FILE_LEN}",
+                meta.len()
+            ),
+        );
+    }
+    let mut bytes = Vec::new();
+    if let Err(e) = file
+        .by_ref()
+        .take(MAX_SYNC_KEY_FILE_LEN + 1)
+        .read_to_end(&mut bytes)
+    {
+        return refuse(c, format!("{path}: {e}"));
+    }
+    let len = crate::secret_of(&bytes).len();
+    if len < MIN_SYNC_KEY_LEN || bytes.len() as u64 > MAX_SYNC_KEY_FILE_LEN {
+        return refuse(
+            c,
+            format!("{path} holds {len} bytes of key (trailing whitespace not counted); at least {MIN_SYNC_KEY_LEN} are needed: write one with openssl rand -hex 32 > {path}"),
+        );
+    }
+    Some(SyncKey::from_secret(&bytes))
 }
 
 /// "wan 198.18.0.2/24, lan ..." or "none".
