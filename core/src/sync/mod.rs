@@ -18,6 +18,7 @@
 
 use crate::stats::Counter;
 
+pub mod auth;
 pub mod election;
 
 pub use crate::wire::sync::{FlowChange, FlowRecord, FlowUpdate, ProxyState};
@@ -60,10 +61,23 @@ pub enum Refused {
     /// The tuple is this appliance's own flow (it forwarded a packet of
     /// it): sync never overwrites or removes it.
     LocalFlow,
+    /// With `[sync] key_file`: a message without a tag (the peer has no
+    /// key, or someone else sends as the peer).
+    Unauthenticated,
+    /// With `[sync] key_file`: a tag that does not match (the peer has
+    /// another key, or the message was changed or forged).
+    BadTag,
+    /// With `[sync] key_file`: a message whose time is further from this
+    /// appliance's clock than `max_clock_skew` (clocks apart, or a
+    /// recorded message sent again later).
+    Stale,
+    /// With `[sync] key_file`: a message whose counter was taken before
+    /// (sent again), or is older than every one remembered.
+    Replayed,
 }
 
 impl Refused {
-    pub const ALL: [Refused; 11] = [
+    pub const ALL: [Refused; 15] = [
         Refused::Truncated,
         Refused::BadMagic,
         Refused::BadVersion,
@@ -75,6 +89,10 @@ impl Refused {
         Refused::UnknownReal,
         Refused::TableFull,
         Refused::LocalFlow,
+        Refused::Unauthenticated,
+        Refused::BadTag,
+        Refused::Stale,
+        Refused::Replayed,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -92,6 +110,10 @@ impl Refused {
             Refused::UnknownReal => "unknown_real",
             Refused::TableFull => "table_full",
             Refused::LocalFlow => "local_flow",
+            Refused::Unauthenticated => "unauthenticated",
+            Refused::BadTag => "bad_tag",
+            Refused::Stale => "stale",
+            Refused::Replayed => "replayed",
         }
     }
 }

@@ -53,6 +53,19 @@
 //!  24+2A    R     real address
 //! ```
 //!
+//! Keyed messages (`[sync] key_file`; the header's [`flags::AUTH`]) carry
+//! a trailer right after the `length` bytes, which the length does not
+//! count (a receiver without a key steps over it, as versions before it
+//! did):
+//!
+//! ```text
+//!  off  size  field
+//!  0    8     counter: the sender's clock, microseconds since the Unix
+//!             epoch, greater in every message than in the one before
+//!  8    16    tag: HMAC-SHA256 over the message's `length` bytes and the
+//!             counter, keyed with the pair's key, its first 16 bytes
+//! ```
+//!
 //! Lengths: a removal 16 (IPv4) or 40 (IPv6) bytes; an update 36 (IPv4),
 //! 48 (4in6) or 72 (IPv6). Type 2 is a [`Status`] (the heartbeat, sent
 //! every interval after the interval's flow messages). The flags say
@@ -96,6 +109,11 @@ pub mod flags {
     /// which later versions step over): a sender holds them back from a
     /// peer that does not say this.
     pub const PROXY6: u16 = 8;
+    /// The message is keyed: an [`AUTH_LEN`](super::AUTH_LEN)-byte trailer
+    /// (counter and tag) follows its `length` bytes. The flag is under the
+    /// tag, so it cannot be taken off to pass a keyed message for an
+    /// unkeyed one.
+    pub const AUTH: u16 = 16;
 }
 
 /// Length of the message header.
@@ -110,6 +128,18 @@ pub const VERSION: u8 = 1;
 /// The longest message a sender builds: 1280 (the IPv6 minimum MTU) less
 /// IPv6 and UDP headers, so that no path fragments it.
 pub const MAX_MESSAGE_LEN: usize = 1232;
+
+/// The length of a keyed message's trailer: an 8-byte counter and a
+/// 16-byte tag.
+pub const AUTH_LEN: usize = 24;
+
+/// The length of the tag in a keyed message's trailer: 128 bits of
+/// HMAC-SHA256, as IPsec's HMAC-SHA-256-128 keeps.
+pub const TAG_LEN: usize = 16;
+
+/// Where the records of a message must end, so that a trailer still fits
+/// [`MAX_MESSAGE_LEN`] (kept free whether or not the sender has a key).
+pub const MAX_RECORDS_END: usize = MAX_MESSAGE_LEN - AUTH_LEN;
 
 /// The longest record (an IPv6 update).
 pub const MAX_RECORD_LEN: usize = 72;
@@ -230,6 +260,29 @@ impl<T: AsRef<[u8]>> SyncPacket<T> {
         read_u32(self.buffer.as_ref(), field::SEQUENCE.start)
     }
 
+    /// A keyed message's trailer, the bytes right after `len`: the counter
+    /// and the tag. `None` when the buffer does not end exactly there
+    /// (no trailer, a short one, or bytes after it).
+    pub fn trailer(&self) -> Option<(u64, [u8; TAG_LEN])> {
+        let b = self.buffer.as_ref();
+        let at = usize::from(self.len());
+        if b.len() != at + AUTH_LEN {
+            return None;
+        }
+        let mut c = [0u8; 8];
+        c.copy_from_slice(&b[at..at + 8]);
+        let counter = u64::from_be_bytes(c);
+        let mut tag = [0u8; TAG_LEN];
+        tag.copy_from_slice(&b[at + 8..at + AUTH_LEN]);
+        Some((counter, tag))
+    }
+
+    /// The bytes a keyed message's tag covers: the message (`0..len`),
+    /// flags included.
+    pub fn signed(&self) -> &[u8] {
+        &self.buffer.as_ref()[..usize::from(self.len())]
+    }
+
     /// The records' bytes: `HEADER_LEN..len`.
     #[inline]
     pub fn payload(&self) -> &[u8] {
@@ -289,6 +342,22 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> SyncPacket<T> {
     pub fn set_sequence(&mut self, v: u32) {
         write_u32(self.buffer.as_mut(), field::SEQUENCE.start, v)
     }
+
+    /// Writes a keyed message's trailer right after its `len` bytes (the
+    /// buffer must reach that far: `len + AUTH_LEN` bytes).
+    pub fn set_trailer(&mut self, counter: u64, tag: &[u8; TAG_LEN]) {
+        let at = usize::from(self.len());
+        let b = self.buffer.as_mut();
+        b[at..at + 8].copy_from_slice(&counter_bytes(counter));
+        b[at + 8..at + AUTH_LEN].copy_from_slice(tag);
+    }
+}
+
+/// A keyed message's counter as its trailer carries it, which is also how
+/// the tag covers it.
+#[inline]
+pub fn counter_bytes(counter: u64) -> [u8; 8] {
+    counter.to_be_bytes()
 }
 
 /// A message header, checked: ours (magic), a version we read, a type we
@@ -806,7 +875,7 @@ fn proxy_bytes(p: Option<ProxyState>) -> (u8, u8, u32, u32) {
 }
 
 /// Builds one message in a caller's buffer: the header, then records as
-/// long as they fit [`MAX_MESSAGE_LEN`] (and the buffer).
+/// long as they fit [`MAX_RECORDS_END`] (and the buffer).
 #[derive(Debug)]
 pub struct MessageWriter<'a> {
     buf: &'a mut [u8],
@@ -838,10 +907,12 @@ impl<'a> MessageWriter<'a> {
         SyncPacket::new_unchecked(&mut self.buf[..HEADER_LEN]).set_flags(flags);
     }
 
-    /// Appends `r`; false (and nothing written) when it does not fit.
+    /// Appends `r`; false (and nothing written) when it does not fit
+    /// (the records end by [`MAX_RECORDS_END`], leaving room for a
+    /// trailer).
     pub fn push(&mut self, r: &FlowRecord) -> bool {
         let n = r.buffer_len();
-        let room = self.buf.len().min(MAX_MESSAGE_LEN);
+        let room = self.buf.len().min(MAX_RECORDS_END);
         if self.len + n > room || self.count == u16::MAX {
             return false;
         }

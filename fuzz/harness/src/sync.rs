@@ -29,25 +29,93 @@
 //! (`sync.bulk-again`); a
 //! demotion (standing down) makes every flow the peer's, keeps the tables
 //! whole and sends nothing (`sync.demote`).
+//!
+//! Keyed sync (`sync.auth`, `lb_core::sync::auth`): every datagram whose
+//! header parses also goes to a receiver keyed with a fixed key, which
+//! must take it only with a trailer whose tag is the key's over its bytes
+//! and counter, fresh, and each counter at most once; and its message
+//! bytes, sealed here with that key, must be taken, and read back the same
+//! but for the `AUTH` flag.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
+use lb_config::SyncKey;
 use lb_config::{ForwardingMethod, Protocol};
 use lb_core::flow::{Conntrack, FlowAddr, FlowKey, Installed, Segment};
 use lb_core::scheduler::Schedulers;
 use lb_core::snapshot::Snapshot;
 use lb_core::stats::WorkerStats;
+use lb_core::sync::auth::{tag, Sealer, Verifier};
 use lb_core::sync::{FlowRecord, Refused, SyncEvents};
-use lb_core::wire::sync::{MessageKind, Status, SyncHeader, MAX_RECORD_LEN};
+use lb_core::wire::sync::{
+    flags, MessageKind, Status, SyncHeader, SyncPacket, AUTH_LEN, MAX_RECORD_LEN,
+};
 use lb_core::wire::TcpFlags;
 
 use crate::{configs, Violations};
 
+/// The keyed receiver of a run and the counters it took; a sender with
+/// its key, and a receiver of what that sender seals alone.
+struct Keyed {
+    verifier: Verifier,
+    taken: HashSet<u64>,
+    sealer: Sealer,
+    own: Verifier,
+}
+
+impl Keyed {
+    fn check(&mut self, v: &mut Violations, h: &SyncHeader, p: &SyncPacket<&[u8]>) {
+        // As it came: taken only with a valid trailer, fresh, once.
+        if let Ok(c) = self.verifier.check(p, NOW_US) {
+            let valid = p.trailer().is_some_and(|(counter, t)| {
+                counter == c && t == tag(&KEY, p.signed(), c) && c.abs_diff(NOW_US) <= SKEW_US
+            });
+            if !valid || h.flags & flags::AUTH == 0 {
+                v.add("sync.auth", format!("taken without a valid trailer: {h:?}"));
+            }
+            if !self.taken.insert(c) {
+                v.add("sync.auth", format!("counter {c} taken twice"));
+            }
+        }
+        // Its message sealed here: taken, and the same but for the flag.
+        let signed = p.signed();
+        let mut buf = vec![0u8; signed.len() + AUTH_LEN];
+        buf[..signed.len()].copy_from_slice(signed);
+        let n = self.sealer.seal(&mut buf, signed.len(), NOW_US);
+        match SyncHeader::parse(&buf[..n]) {
+            Ok((h2, p2)) => {
+                if h2
+                    != (SyncHeader {
+                        flags: h.flags | flags::AUTH,
+                        ..*h
+                    })
+                    || p2.payload() != p.payload()
+                {
+                    v.add("sync.auth", format!("sealed, read back as {h2:?}"));
+                }
+                if let Err(why) = self.own.check(&p2, NOW_US) {
+                    v.add("sync.auth", format!("sealed here, refused: {why:?}"));
+                }
+            }
+            Err(why) => v.add(
+                "sync.auth",
+                format!("sealed here, no longer parses: {why:?}"),
+            ),
+        }
+    }
+}
+
 /// The clock stands still: nothing expires, so every local flow must
 /// still be there at the end.
 const NOW: u32 = 1000;
+
+/// The keyed receiver's clock (µs since the Unix epoch), its key and
+/// skew.
+pub const NOW_US: u64 = 1_800_000_000_000_000;
+pub const KEY: SyncKey = SyncKey([0x5a; 32]);
+const SKEW_US: u64 = 10_000_000;
 
 /// Runs one `sync` input.
 pub fn run(data: &[u8]) -> Violations {
@@ -71,6 +139,12 @@ pub fn run(data: &[u8]) -> Violations {
         .filter_map(|(k, _)| ct4.find(&k).map(|f| (k, f)))
         .collect();
 
+    let mut keyed = Keyed {
+        verifier: Verifier::new(KEY, SKEW_US),
+        taken: HashSet::new(),
+        sealer: Sealer::new(KEY),
+        own: Verifier::new(KEY, SKEW_US),
+    };
     let mut handed = 0u64;
     let mut absent = 0u64;
     let mut rest = data.get(3..).unwrap_or(&[]);
@@ -82,6 +156,7 @@ pub fn run(data: &[u8]) -> Violations {
         let Ok((h, p)) = SyncHeader::parse(datagram) else {
             continue;
         };
+        keyed.check(&mut v, &h, &p);
         if h.kind == MessageKind::Status {
             // The election's input: parsed whole or refused, and emitted
             // back to the same bytes.

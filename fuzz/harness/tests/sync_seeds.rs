@@ -16,8 +16,9 @@ use std::sync::Arc;
 use lb_config::{ForwardingMethod, Protocol};
 use lb_core::flow::{Conntrack, FlowState, Trust};
 use lb_core::stats::WorkerStats;
+use lb_core::sync::auth::Sealer;
 use lb_core::wire::sync::{
-    FlowChange, FlowRecord, FlowUpdate, MessageWriter, ProxyState, MAX_MESSAGE_LEN,
+    FlowChange, FlowRecord, FlowUpdate, MessageWriter, ProxyState, AUTH_LEN, MAX_MESSAGE_LEN,
 };
 use lb_fuzz_harness::{configs, Target};
 
@@ -175,6 +176,30 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
                     heartbeat,
                 ],
             ),
+        ));
+
+        // Keyed (`[sync] key_file`): the same messages sealed with the
+        // target's key at its clock, one of them twice and one tampered
+        // with after sealing.
+        let mut sealer = Sealer::new(lb_fuzz_harness::sync::KEY);
+        let mut keyed: Vec<Vec<u8>> = messages(&all, &mut seq)
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mut buf = m.clone();
+                buf.resize(m.len() + AUTH_LEN, 0);
+                let n = sealer.seal(&mut buf, m.len(), lb_fuzz_harness::sync::NOW_US + i as u64);
+                buf.truncate(n);
+                buf
+            })
+            .collect();
+        let again = keyed[0].clone();
+        let mut tampered = keyed[0].clone();
+        tampered[16 + 4] ^= 1;
+        keyed.extend([again, tampered]);
+        out.push((
+            format!("seed-{name}-keyed"),
+            input([topology as u8, 10, 1], &keyed),
         ));
 
         // Another snapshot: some services and reals are not there.
