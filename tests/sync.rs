@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::{metric, parse_prometheus_strictly, PipeAppliance, Scrape};
 use lb_core::golden;
+use lb_core::sync::auth::{wall_clock_us, Sealer};
+use lb_core::sync::{FlowChange, FlowRecord, FlowUpdate};
 
 fn free_udp_port(ip: &str) -> u16 {
     UdpSocket::bind(format!("{ip}:0"))
@@ -268,6 +270,185 @@ fn flows_of_the_primary_appear_in_the_backups_table() {
     }
     assert!(metric(&b, "lb_sync_events_dropped_total", &[]).is_some());
 
+    let Pair {
+        primary, backup, ..
+    } = pair;
+    assert_eq!(primary.stop(), Some(0));
+    assert_eq!(backup.stop(), Some(0));
+}
+
+/// A flows message from the peer's address with one record of an
+/// established NAT flow of `web-nat` (client 198.51.100.7:`port`), as a
+/// primary would send it: unkeyed, or sealed by `sealer` at `at` (µs).
+fn forged(port: u16, sealer: Option<(&mut Sealer, u64)>) -> Vec<u8> {
+    use lb_config::ForwardingMethod;
+    use lb_core::flow::{FlowState, Trust};
+    use lb_core::wire::sync::{MessageWriter, MAX_MESSAGE_LEN};
+    use std::net::Ipv4Addr;
+    let record = FlowRecord {
+        proto: 6,
+        client: Ipv4Addr::new(198, 51, 100, 7).into(),
+        client_port: port,
+        vip: Ipv4Addr::new(198, 18, 1, 100).into(),
+        vip_port: 80,
+        change: FlowChange::Update(FlowUpdate {
+            real: Ipv4Addr::new(198, 18, 0, 11).into(),
+            real_port: 8080,
+            method: ForwardingMethod::Nat,
+            state: FlowState::Established,
+            trust: Trust::Confirmed,
+            proxy: None,
+        }),
+    };
+    let mut buf = [0u8; MAX_MESSAGE_LEN];
+    let mut w = MessageWriter::new(&mut buf, 1_000_000 + u32::from(port));
+    w.set_flags(lb_core::sync::election::flags::PRIMARY);
+    assert!(w.push(&record));
+    let len = w.finish();
+    let len = match sealer {
+        Some((s, at)) => s.seal(&mut buf, len, at),
+        None => len,
+    };
+    buf[..len].to_vec()
+}
+
+/// `[sync] key_file`: an unkeyed pair is keyed by reloads, the active
+/// appliance first, without a takeover or a refusal at the standby one;
+/// then flows still reach the backup, and what is not sealed with the
+/// pair's key, is stale or is sent again is refused by reason and
+/// installs nothing, while the same record sealed with the key is
+/// installed.
+#[test]
+fn a_pair_keyed_by_reloads_takes_only_what_its_key_sealed_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let scenario = golden::scenario("one-arm");
+    let mut pair = pair_every("50ms", &scenario);
+    pair.wait_for(true, "the primary active", |s| {
+        m(s, "lb_sync_active", &[]) == 1.0
+    });
+    let secret = b"a test key of 32 bytes, not 16!!";
+    let key = pair.primary.dir.path("sync.key");
+    std::fs::write(&key, secret).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let keyed = |lb: &PipeAppliance| {
+        lb.text.replace(
+            "[sync]\n",
+            &format!("[sync]\nkey_file = \"{}\"\n", key.display()),
+        )
+    };
+    // The active one first, then the standby one.
+    pair.primary.reload_with(&keyed(&pair.primary));
+    assert!(
+        pair.primary
+            .app
+            .wait_for_log("sync: keyed from now on", Duration::from_secs(10)),
+        "{}",
+        common::tail(&pair.primary.app.log_text(), 20)
+    );
+    // The standby one still takes the keyed heartbeats (it steps over the
+    // trailer) while the active one refuses its unkeyed ones.
+    let before = m(
+        &scrape(&pair.backup),
+        "lb_sync_messages_total",
+        &[("direction", "received")],
+    );
+    pair.wait_for(true, "the backup's heartbeats refused", |s| {
+        m(s, "lb_sync_refused_total", &[("reason", "unauthenticated")]) >= 1.0
+    });
+    pair.wait_for(false, "keyed heartbeats at the standby", |s| {
+        m(s, "lb_sync_messages_total", &[("direction", "received")]) >= before + 3.0
+    });
+    pair.backup.reload_with(&keyed(&pair.backup));
+    assert!(pair
+        .backup
+        .app
+        .wait_for_log("sync: keyed from now on", Duration::from_secs(10)));
+    pair.wait_for(true, "the backup heard again", |s| {
+        m(s, "lb_sync_peer_alive", &[]) == 1.0
+    });
+    let b = scrape(&pair.backup);
+    assert_eq!(
+        sum(&b, "lb_sync_refused_total"),
+        0.0,
+        "the standby refused nothing"
+    );
+    assert_eq!(m(&b, "lb_sync_active", &[]), 0.0, "no takeover");
+    assert_eq!(
+        m(&b, "lb_sync_role_changes_total", &[]),
+        0.0,
+        "never active"
+    );
+
+    // The primary's flows still reach the backup.
+    let nat: Vec<&[u8]> = scenario
+        .steps
+        .iter()
+        .filter(|s| s.description.starts_with("nat: "))
+        .take(3)
+        .map(|s| s.input.as_slice())
+        .collect();
+    pair.primary.feed(&nat);
+    let b = pair.wait_for(false, "the primary's flow in the backup's table", |s| {
+        m(s, "lb_active_flows", &[("worker", "1")]) >= 1.0
+    });
+    let flows = m(&b, "lb_active_flows", &[("worker", "1")]);
+    let installed = m(&b, "lb_sync_flows_total", &[("direction", "installed")]);
+    assert_eq!(sum(&b, "lb_sync_refused_total"), 0.0);
+
+    // Forgeries from the peer's address.
+    let liar = UdpSocket::bind("127.0.0.2:0").unwrap();
+    let to = pair.backup_addr.clone();
+    let right = lb_config::SyncKey::from_secret(secret);
+    let wrong = lb_config::SyncKey::from_secret(b"another key, 32 bytes long too!!");
+    let now = wall_clock_us();
+    liar.send_to(&forged(40001, None), &to).unwrap();
+    liar.send_to(&forged(40002, Some((&mut Sealer::new(wrong), now))), &to)
+        .unwrap();
+    liar.send_to(
+        &forged(40003, Some((&mut Sealer::new(right), now - 60_000_000))),
+        &to,
+    )
+    .unwrap();
+    let b = pair.wait_for(false, "forgeries refused by reason", |s| {
+        m(s, "lb_sync_refused_total", &[("reason", "unauthenticated")]) == 1.0
+            && m(s, "lb_sync_refused_total", &[("reason", "bad_tag")]) == 1.0
+            && m(s, "lb_sync_refused_total", &[("reason", "stale")]) == 1.0
+    });
+    assert_eq!(m(&b, "lb_active_flows", &[("worker", "1")]), flows);
+    // The same record, sealed with the pair's key now: taken (so the
+    // refusals above were for the key and the time, not the record);
+    // sent again: refused, and nothing more installed.
+    let genuine = forged(40004, Some((&mut Sealer::new(right), wall_clock_us())));
+    liar.send_to(&genuine, &to).unwrap();
+    pair.wait_for(false, "the sealed record installed", |s| {
+        m(s, "lb_active_flows", &[("worker", "1")]) == flows + 1.0
+    });
+    liar.send_to(&genuine, &to).unwrap();
+    let b = pair.wait_for(false, "the replay refused", |s| {
+        m(s, "lb_sync_refused_total", &[("reason", "replayed")]) == 1.0
+    });
+    assert_eq!(m(&b, "lb_active_flows", &[("worker", "1")]), flows + 1.0);
+    assert_eq!(
+        m(&b, "lb_sync_flows_total", &[("direction", "installed")]),
+        installed + 1.0
+    );
+    let log = pair.backup.app.log_text();
+    for needle in [
+        "carries no tag",
+        "another key",
+        "beyond max_clock_skew",
+        "repeats a counter",
+    ] {
+        assert!(
+            log.contains(needle),
+            "{needle} not logged:\n{}",
+            common::tail(&log, 20)
+        );
+    }
+    assert!(
+        !log.contains("test key"),
+        "the secret never reaches the log"
+    );
     let Pair {
         primary, backup, ..
     } = pair;

@@ -145,6 +145,8 @@ struct Control {
     /// `[sync]`: the election's outcome (None without the section: then
     /// this appliance is always active, with no floating gateway).
     sync: Option<Arc<SyncStatus>>,
+    /// `[sync]`: the running sync thread, to hand a reload's key to.
+    sync_thread: Option<SyncThread>,
     /// Raised to have the floating gateways announced again.
     announce_epoch: u64,
     /// The running configuration's text (the file's, with the control
@@ -322,6 +324,15 @@ impl Control {
         match self.publish() {
             Ok(generation) => {
                 self.checkers.sync(&self.config);
+                // The key and max_clock_skew are all of [sync] a reload
+                // may change (restart_required_changes): to the thread.
+                if let (Some(t), Some(was), Some(now)) =
+                    (&self.sync_thread, &old.sync, &self.config.sync)
+                {
+                    if (was.key, was.max_clock_skew) != (now.key, now.max_clock_skew) {
+                        t.rekey(now.key, now.max_clock_skew);
+                    }
+                }
                 // Health series of reals no longer checked go away.
                 let checked: std::collections::BTreeSet<(String, String)> = self
                     .health
@@ -383,7 +394,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
     health.sync(&config);
     let mut dataplane = Dataplane::start(&config, |s, a, p| health.is_up(&config, s, a, p))
         .map_err(RunError::Start)?;
-    let mut sync = match (&config.sync, dataplane.take_sync_links()) {
+    let sync = match (&config.sync, dataplane.take_sync_links()) {
         (Some(s), Some(links)) => {
             let t = SyncThread::start(s, links).map_err(|e| RunError::Sync(s.listen, e))?;
             log::info!(
@@ -469,6 +480,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         shared,
         announcer,
         sync: sync.as_ref().map(|t| Arc::clone(&t.status)),
+        sync_thread: sync,
         announce_epoch: 0,
         doc,
     };
@@ -582,7 +594,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         std::thread::sleep(delay);
     }
     log::info!("stopping: waiting for the workers to finish their burst");
-    if let Some(t) = sync.as_mut() {
+    if let Some(t) = control.sync_thread.as_mut() {
         t.stop();
     }
     // Neither slow metrics clients nor hanging health checks hold the stop

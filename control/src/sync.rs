@@ -35,9 +35,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender, TrySendError};
-use lb_config::{SyncConfig, SyncRole};
+use lb_config::{SyncConfig, SyncKey, SyncRole};
 use lb_core::flow::owner_of;
 use lb_core::stats::Counter;
+use lb_core::sync::auth::{wall_clock_us, Sealer, Verifier};
 use lb_core::sync::election::{Change, Election};
 use lb_core::sync::{FlowChange, FlowRecord, Refused, SyncCounters, SyncEvents};
 use lb_core::wire::sync::{flags, MessageKind, MessageWriter, Status, SyncHeader, MAX_MESSAGE_LEN};
@@ -83,9 +84,15 @@ impl SyncStatus {
     }
 }
 
+/// What a reload hands the running sync thread: the key (`None`: no
+/// longer keyed) and `max_clock_skew`.
+pub type Keying = (Option<SyncKey>, Duration);
+
 /// The running sync thread.
 pub struct SyncThread {
     stop: Arc<AtomicBool>,
+    /// New keys for the thread, from a reload.
+    rekey: Sender<Keying>,
     handle: Option<JoinHandle<()>>,
     /// What the thread counts (messages, and records refused or dropped
     /// before they reached a worker).
@@ -110,16 +117,26 @@ impl SyncThread {
             Arc::clone(&status),
             *sync,
         );
+        let (rekey, rekeyed) = crossbeam::channel::bounded(4);
         let handle = std::thread::Builder::new()
             .name("lb-sync".into())
-            .spawn(move || run(&socket, &cfg, &links, &c, &st, &s))?;
+            .spawn(move || run(&socket, &cfg, &links, &c, &st, &s, &rekeyed))?;
         Ok(SyncThread {
             stop,
+            rekey,
             handle: Some(handle),
             counters,
             status,
             local,
         })
+    }
+
+    /// Gives the thread a new key (or none) and `max_clock_skew`, from a
+    /// reload: messages sent from its next wake-up on (within 10 ms) are
+    /// keyed with it, and messages received are checked against it.
+    pub fn rekey(&self, key: Option<SyncKey>, max_clock_skew: Duration) {
+        // Four reloads within 10 ms: the thread takes the last anyway.
+        let _ = self.rekey.try_send((key, max_clock_skew));
     }
 
     /// Stops the thread (it wakes at least every 10 ms, `FLUSH_EVERY`) and
@@ -170,20 +187,43 @@ fn bind(listen: SocketAddr) -> io::Result<UdpSocket> {
     Ok(s.into())
 }
 
-/// Packs records into messages and hands each finished one to `send`.
+/// Packs records into messages and hands each finished one to `send`,
+/// keyed when `[sync] key_file` is set.
 struct Packer {
     buf: [u8; MAX_MESSAGE_LEN],
     pending: Vec<FlowRecord>,
     sequence: u32,
+    sealer: Option<Sealer>,
 }
 
 impl Packer {
-    fn new() -> Packer {
+    fn new(sealer: Option<Sealer>) -> Packer {
         Packer {
             buf: [0; MAX_MESSAGE_LEN],
             pending: Vec::new(),
             sequence: 0,
+            sealer,
         }
+    }
+
+    /// Keys what is sent from now on with `key` (or not at all); a sealer
+    /// kept goes on from its last counter.
+    fn rekey(&mut self, key: Option<SyncKey>) {
+        self.sealer = match (self.sealer.take(), key) {
+            (_, None) => None,
+            (Some(s), Some(k)) => Some(s.rekey(k)),
+            (None, Some(k)) => Some(Sealer::new(k)),
+        };
+    }
+
+    /// The datagram of a finished message of `len` bytes: keyed (the
+    /// trailer added) when there is a key.
+    fn sealed(&mut self, len: usize) -> &[u8] {
+        let n = match self.sealer.as_mut() {
+            Some(s) => s.seal(&mut self.buf, len, wall_clock_us()),
+            None => len,
+        };
+        &self.buf[..n]
     }
 
     /// Sends every pending record in as few messages as fit (none when
@@ -204,7 +244,7 @@ impl Packer {
                 break; // cannot happen: a record always fits an empty message
             }
             let len = w.finish();
-            if send(&self.buf[..len]) {
+            if send(self.sealed(len)) {
                 messages += 1;
                 records += n;
             }
@@ -217,7 +257,7 @@ impl Packer {
     fn status(&mut self, st: &Status, flags: u16, send: impl FnOnce(&[u8]) -> bool) -> bool {
         self.sequence = self.sequence.wrapping_add(1);
         let len = st.emit(&mut self.buf, self.sequence, flags);
-        send(&self.buf[..len])
+        send(self.sealed(len))
     }
 }
 
@@ -337,6 +377,14 @@ struct Sync<'a> {
     proxy6_held_logged: bool,
     /// A misconfigured pair (two primaries or two backups) was logged.
     misconfig_logged: bool,
+    /// With `key_file`: checks what the peer sends.
+    verifier: Option<Verifier>,
+    /// `max_clock_skew`, as the last reload left it.
+    max_clock_skew: Duration,
+    /// The refusals of keyed messages logged since a message was last
+    /// taken (a bit per `Refused` value): each is logged once, until sync
+    /// works again.
+    auth_logged: u32,
 }
 
 fn run(
@@ -346,6 +394,7 @@ fn run(
     counters: &SyncCounters,
     status: &SyncStatus,
     stop: &AtomicBool,
+    rekeyed: &Receiver<Keying>,
 ) {
     let mut s = Sync {
         socket,
@@ -354,7 +403,7 @@ fn run(
         counters,
         status,
         election: Election::new(sync.role, sync.dead_after, Instant::now()),
-        packer: Packer::new(),
+        packer: Packer::new(sync.key.map(Sealer::new)),
         sequence: Sequence::default(),
         nonce: nonce(),
         peer: PeerPasses::default(),
@@ -363,6 +412,11 @@ fn run(
         peer_reads_proxy6: false,
         proxy6_held_logged: false,
         misconfig_logged: false,
+        verifier: sync
+            .key
+            .map(|k| Verifier::new(k, micros(sync.max_clock_skew))),
+        max_clock_skew: sync.max_clock_skew,
+        auth_logged: 0,
     };
     // Room for more than a message: a longer datagram is not ours.
     let mut buf = [0u8; 2 * MAX_MESSAGE_LEN];
@@ -371,6 +425,9 @@ fn run(
     let flush_every = sync.interval.min(FLUSH_EVERY);
     let mut next_flush = next + flush_every;
     while !stop.load(Ordering::Relaxed) {
+        if let Some((key, skew)) = rekeyed.try_iter().last() {
+            s.rekey(key, skew);
+        }
         let now = Instant::now();
         if now >= next {
             next += sync.interval;
@@ -511,15 +568,22 @@ impl Sync<'_> {
 
     /// One datagram.
     fn datagram(&mut self, bytes: &[u8], from: IpAddr) {
-        let Some((h, drops)) = receive(
+        let got = receive(
             bytes,
             from,
             self.cfg.peer.ip(),
+            self.verifier.as_mut().map(|v| (v, wall_clock_us())),
             &self.links.inbound,
             self.counters,
-        ) else {
-            return;
+        );
+        let (h, drops) = match got {
+            Ok(x) => x,
+            Err(why) => {
+                self.log_refused(why, bytes);
+                return;
+            }
         };
+        self.auth_logged = 0;
         let now = Instant::now();
         let lost = self.sequence.lost_before(h.sequence);
         self.status.messages_lost.add(lost);
@@ -567,6 +631,57 @@ impl Sync<'_> {
             self.status.reannounce.store(true, Ordering::Release);
         }
         self.decide(now);
+    }
+
+    /// A reload changed the key or `max_clock_skew`: what goes out from
+    /// now on is keyed with the new key (or not at all), what comes in is
+    /// checked against it. The counters taken stay remembered, so no
+    /// message taken before is taken again.
+    fn rekey(&mut self, key: Option<SyncKey>, skew: Duration) {
+        let was = self.verifier.is_some();
+        self.packer.rekey(key);
+        self.verifier = match (self.verifier.take(), key) {
+            (_, None) => None,
+            (Some(v), Some(k)) => Some(v.rekey(k, micros(skew))),
+            (None, Some(k)) => Some(Verifier::new(k, micros(skew))),
+        };
+        self.max_clock_skew = skew;
+        self.auth_logged = 0;
+        match (was, key.is_some()) {
+            (false, true) => log::info!("sync: keyed from now on (reload): messages to {} are tagged, messages from it must be", self.cfg.peer),
+            (true, true) => log::info!("sync: key or max_clock_skew changed (reload)"),
+            (true, false) => log::warn!("sync: no longer keyed (reload): messages are neither tagged nor checked; run sync on a link only the pair reaches"),
+            (false, false) => {}
+        }
+    }
+
+    /// Logs a keyed message refused, once per reason until one is taken
+    /// again: what is wrong, and where to look. Other refusals are only
+    /// counted, as before.
+    fn log_refused(&mut self, why: Refused, bytes: &[u8]) {
+        let bit = 1u32 << (why as u32);
+        if self.verifier.is_none() || self.auth_logged & bit != 0 {
+            return;
+        }
+        let peer = self.cfg.peer;
+        let what = match why {
+            Refused::Unauthenticated => format!("sync: a message from {peer} carries no tag: give the peer the same [sync] key_file as this appliance (or someone else sends as the peer)"),
+            Refused::BadTag => format!("sync: a message from {peer} has a tag made with another key: the two appliances' [sync] key_file must hold the same key (or someone forged or changed it)"),
+            Refused::Stale => {
+                let offset = lb_core::wire::sync::SyncHeader::parse(bytes)
+                    .ok()
+                    .and_then(|(_, p)| p.trailer())
+                    .map(|(counter, _)| (counter as i128 - wall_clock_us() as i128) as f64 / 1e6);
+                match offset {
+                    Some(o) => format!("sync: a keyed message from {peer} was sent {:.1} s {} this appliance's clock, beyond max_clock_skew ({:?}): check NTP on both appliances (or a recorded message was sent again)", o.abs(), if o > 0.0 { "ahead of" } else { "behind" }, self.max_clock_skew),
+                    None => format!("sync: a keyed message from {peer} is stale"),
+                }
+            }
+            Refused::Replayed => format!("sync: a keyed message from {peer} repeats a counter taken before: sent again by someone, or the peer's clock went back across a restart (its messages are taken again once its clock passes where it was)"),
+            _ => return,
+        };
+        self.auth_logged |= bit;
+        log::warn!("{what}");
     }
 
     /// Drops the pending records of proxied NAT66 flows, which a peer of
@@ -635,6 +750,11 @@ impl Sync<'_> {
     }
 }
 
+/// A duration in microseconds (saturating).
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 /// A random number for this process's life, not 0 (the peer tells our
 /// restarts by it).
 fn nonce() -> u32 {
@@ -686,32 +806,40 @@ fn describe_flags(f: u16) -> String {
     format!("{role}, {state}{ask}")
 }
 
-/// One datagram from `from`: checked, counted, its records routed to
+/// One datagram from `from`: checked (with `auth`, the verifier of a
+/// keyed pair and this appliance's clock, its tag, time and counter
+/// before anything else of it is used), counted, its records routed to
 /// their owners' queues. Returns its header when it is a valid message
 /// from the peer (its records may still have been refused), with the
 /// number of records it did not deliver (refused, or no room in a full
-/// queue).
+/// queue); else why it was refused (counted already).
 fn receive(
     datagram: &[u8],
     from: IpAddr,
     peer: IpAddr,
+    auth: Option<(&mut Verifier, u64)>,
     workers: &[Sender<FlowRecord>],
     counters: &SyncCounters,
-) -> Option<(SyncHeader, u64)> {
+) -> Result<(SyncHeader, u64), Refused> {
+    let refuse = |why| {
+        counters.refuse(why);
+        Err(why)
+    };
     if canonical(from) != canonical(peer) {
-        counters.refuse(Refused::NotFromPeer);
-        return None;
+        return refuse(Refused::NotFromPeer);
     }
     counters.messages_received.incr();
     let (h, p) = match SyncHeader::parse(datagram) {
         Ok(x) => x,
-        Err(why) => {
-            counters.refuse(why);
-            return None;
-        }
+        Err(why) => return refuse(why),
     };
+    if let Some((verifier, now_us)) = auth {
+        if let Err(why) = verifier.check(&p, now_us) {
+            return refuse(why);
+        }
+    }
     if h.kind != MessageKind::Flows {
-        return Some((h, 0));
+        return Ok((h, 0));
     }
     let mut drops = 0;
     for r in p.records() {
@@ -740,7 +868,7 @@ fn receive(
             Some(Err(TrySendError::Disconnected(_))) => {}
         }
     }
-    Some((h, drops))
+    Ok((h, drops))
 }
 
 /// An IPv4-mapped IPv6 address as the IPv4 address it is (a socket bound
@@ -825,7 +953,7 @@ mod tests {
     }
 
     fn packed(records: usize) -> Vec<Vec<u8>> {
-        let mut p = Packer::new();
+        let mut p = Packer::new(None);
         p.pending.extend((0..records).map(|i| record(i as u16)));
         let mut out = Vec::new();
         let (m, r) = p.flush(0, |msg| {
@@ -850,7 +978,7 @@ mod tests {
 
     #[test]
     fn the_flags_go_in_every_message_of_a_flush() {
-        let mut p = Packer::new();
+        let mut p = Packer::new(None);
         p.pending.extend((0..100).map(|i| record(i as u16)));
         let mut flags = Vec::new();
         p.flush(5, |m| {
@@ -864,7 +992,7 @@ mod tests {
     #[test]
     fn nothing_to_send_is_no_flows_message_and_the_heartbeat_is_a_status() {
         assert!(packed(0).is_empty());
-        let mut p = Packer::new();
+        let mut p = Packer::new(None);
         let st = Status {
             nonce: 9,
             ..Status::default()
@@ -954,7 +1082,7 @@ mod tests {
         let (tx, rx) = bounded(1000);
         let c = SyncCounters::default();
         for m in &msgs {
-            receive(m, PEER, PEER, std::slice::from_ref(&tx), &c);
+            let _ = receive(m, PEER, PEER, None, std::slice::from_ref(&tx), &c);
         }
         let ports: Vec<u16> = rx.try_iter().map(|r| r.client_port).collect();
         assert_eq!(ports, (0..100).collect::<Vec<u16>>());
@@ -969,17 +1097,24 @@ mod tests {
         let c = SyncCounters::default();
         let q = std::slice::from_ref(&tx);
         let msg = packed(5).remove(0);
-        receive(&msg, "198.18.0.9".parse().unwrap(), PEER, q, &c);
+        let _ = receive(&msg, "198.18.0.9".parse().unwrap(), PEER, None, q, &c);
         assert_eq!(c.refused(Refused::NotFromPeer), 1);
         assert_eq!(c.messages_received.get(), 0);
-        receive(&msg[..10], PEER, PEER, q, &c);
+        let _ = receive(&msg[..10], PEER, PEER, None, q, &c);
         assert_eq!(c.refused(Refused::Truncated), 1);
         let mut bad = msg.clone();
         bad[0] ^= 0xff;
-        receive(&bad, PEER, PEER, q, &c);
+        let _ = receive(&bad, PEER, PEER, None, q, &c);
         assert_eq!(c.refused(Refused::BadMagic), 1);
         // An IPv4-mapped source is the peer too.
-        receive(&msg, "::ffff:198.18.0.2".parse().unwrap(), PEER, q, &c);
+        let _ = receive(
+            &msg,
+            "::ffff:198.18.0.2".parse().unwrap(),
+            PEER,
+            None,
+            q,
+            &c,
+        );
         assert_eq!(rx.len(), 2, "the queue holds two");
         assert_eq!(c.events_dropped.get(), 3);
         assert_eq!(c.flows_received.get(), 5);
@@ -994,7 +1129,7 @@ mod tests {
         // The first record's protocol made ICMP: refused, the other two
         // still delivered, and the message reported as damaged.
         msg[HEADER_LEN + 3] = 1;
-        let (_, drops) = receive(&msg, PEER, PEER, q, &c).expect("the peer's message");
+        let (_, drops) = receive(&msg, PEER, PEER, None, q, &c).expect("the peer's message");
         assert_eq!(drops, 1);
         assert_eq!(c.refused(Refused::BadRecord), 1);
         assert_eq!(c.flows_received.get(), 2);
@@ -1007,14 +1142,14 @@ mod tests {
         let queues: Vec<_> = (0..4).map(|_| bounded(100)).collect();
         let tx: Vec<_> = queues.iter().map(|(t, _)| t.clone()).collect();
         let c = SyncCounters::default();
-        let mut p = Packer::new();
+        let mut p = Packer::new(None);
         let clients: Vec<Ipv4Addr> = (1..=20).map(|i| Ipv4Addr::new(198, 51, 100, i)).collect();
         p.pending.extend(clients.iter().map(|&cl| FlowRecord {
             client: cl.into(),
             ..record(1)
         }));
         p.flush(0, |m| {
-            receive(m, PEER, PEER, &tx, &c);
+            let _ = receive(m, PEER, PEER, None, &tx, &c);
             true
         });
         for (w, (_, rx)) in queues.iter().enumerate() {
@@ -1024,5 +1159,86 @@ mod tests {
             }
         }
         assert_eq!(c.flows_received.get(), 20);
+    }
+
+    const KEY: lb_config::SyncKey = lb_config::SyncKey([3; 32]);
+
+    /// A keyed sender's messages, and a verifier with the same key.
+    fn keyed(records: usize) -> (Vec<Vec<u8>>, Verifier) {
+        let mut p = Packer::new(Some(Sealer::new(KEY)));
+        p.pending.extend((0..records as u16).map(record));
+        let mut out = Vec::new();
+        p.flush(0, |m| {
+            out.push(m.to_vec());
+            true
+        });
+        (out, Verifier::new(KEY, 10_000_000))
+    }
+
+    #[test]
+    fn a_keyed_pair_takes_each_message_once_and_nothing_unkeyed() {
+        let (msgs, mut v) = keyed(100);
+        assert!(msgs.len() >= 3);
+        assert!(msgs.iter().all(|m| m.len() <= MAX_MESSAGE_LEN));
+        let (tx, rx) = bounded(1000);
+        let q = std::slice::from_ref(&tx);
+        let c = SyncCounters::default();
+        let now = wall_clock_us();
+        for m in &msgs {
+            assert!(receive(m, PEER, PEER, Some((&mut v, now)), q, &c).is_ok());
+        }
+        assert_eq!(rx.try_iter().count(), 100);
+        // Sent again: refused, nothing installed.
+        for m in &msgs {
+            assert_eq!(
+                receive(m, PEER, PEER, Some((&mut v, now)), q, &c),
+                Err(Refused::Replayed)
+            );
+        }
+        // From a sender without the key: refused.
+        let plain = packed(5).remove(0);
+        assert_eq!(
+            receive(&plain, PEER, PEER, Some((&mut v, now)), q, &c),
+            Err(Refused::Unauthenticated)
+        );
+        // With another key.
+        let mut other = Packer::new(Some(Sealer::new(lb_config::SyncKey([4; 32]))));
+        other.pending.push(record(7));
+        let mut forged = Vec::new();
+        other.flush(0, |m| {
+            forged = m.to_vec();
+            true
+        });
+        assert_eq!(
+            receive(&forged, PEER, PEER, Some((&mut v, now)), q, &c),
+            Err(Refused::BadTag)
+        );
+        assert_eq!(rx.try_iter().count(), 0);
+        assert_eq!(c.refused(Refused::Replayed), msgs.len() as u64);
+        assert_eq!(c.refused(Refused::Unauthenticated), 1);
+        assert_eq!(c.refused(Refused::BadTag), 1);
+        // A receiver without a key takes a keyed message, as an older
+        // version does (a pair is keyed one appliance at a time).
+        let (msgs, _) = keyed(3);
+        let c = SyncCounters::default();
+        assert!(receive(&msgs[0], PEER, PEER, None, q, &c).is_ok());
+        assert_eq!(rx.try_iter().count(), 3);
+        // A keyed status round-trips too.
+        let mut p = Packer::new(Some(Sealer::new(KEY)));
+        let mut st = Vec::new();
+        assert!(p.status(
+            &Status {
+                nonce: 5,
+                ..Status::default()
+            },
+            flags::PRIMARY,
+            |m| {
+                st = m.to_vec();
+                true
+            }
+        ));
+        let (h, _) = receive(&st, PEER, PEER, Some((&mut v, wall_clock_us())), q, &c)
+            .expect("a keyed status");
+        assert_eq!(h.flags, flags::PRIMARY | flags::AUTH);
     }
 }
