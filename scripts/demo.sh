@@ -230,7 +230,7 @@ scale_out || failed+=("SCALE-OUT")
 active() { ip netns exec "$LAB_PREFIX-lb$1" curl -s --max-time 2 http://127.0.0.1:9101/metrics | awk '/^lb_sync_active / {print $2}'; }
 nat_pair() {
     local i t0 took bad=0
-    say "NAT PAIR: scripts/lab.sh method nat (lb1 primary, lb2 backup, [sync] with the floating gateway 198.18.0.5 the reals route through)"
+    say "NAT PAIR: scripts/lab.sh method nat (lb1 primary, lb2 backup, [sync] keyed, with the floating gateway 198.18.0.5 the reals route through)"
     scripts/lab.sh method nat
     for i in 1 2; do
         ip netns exec "$LAB_PREFIX-lb$i" "$BIN" -c "$LAB_STATE/lb$i.toml" >"$WORK/lb-pair-$i.log" 2>&1 &

@@ -83,7 +83,8 @@
 # holds the flow): with two appliances, `method nat` makes them a
 # primary/backup pair instead. It appends a [sync] section to each config
 # (lb1 primary, lb2 backup, peers 198.18.0.2/.3:8848 over lbk0, the
-# floating gateway 198.18.0.5 and 2001:2::5), points the reals' default
+# floating gateway 198.18.0.5 and 2001:2::5, messages keyed with
+# $STATE/sync.key, made once, mode 0600), points the reals' default
 # routes at that gateway, and makes lb2's BIRD prepend its AS twice, so the
 # router prefers lb1 while lb1 announces (a standby primary announces
 # nothing; see README "NAT failover"). The lab starts the BIRDs, not the
@@ -336,10 +337,15 @@ NAT_GATEWAY=198.18.0.5
 NAT_GATEWAY6=2001:2::5
 
 # nat_pair_sync I: the [sync] section of appliance I of the NAT pair
-# (1 primary, 2 backup), appended to its config by `method nat`.
+# (1 primary, 2 backup), appended to its config by `method nat`; both are
+# keyed with the same $STATE/sync.key (README, "Keyed sync"), 32 random
+# bytes in hex, made the first time.
 nat_pair_sync() {
     local role=primary peer=198.18.0.3
     if [ "$1" -eq 2 ]; then role=backup peer=198.18.0.2; fi
+    if [ ! -s "$STATE/sync.key" ]; then
+        (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$STATE/sync.key")
+    fi
     cat <<CONF
 # lab: NAT pair (written by scripts/lab.sh method nat; removed by tun|dr)
 [sync]
@@ -349,6 +355,7 @@ interval = "200ms"
 dead_after = "600ms"
 gateway = "$NAT_GATEWAY"
 gateway6 = "$NAT_GATEWAY6"
+key_file = "$STATE/sync.key"
 CONF
 }
 

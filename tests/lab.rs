@@ -2295,6 +2295,24 @@ fn nat_pair_failover_and_takeback_lose_nothing() {
     );
     check_downloads("takeback", downloads, &want, &[&lb1, &lb2]);
     eprintln!("[takeback] every download completed intact");
+    // The lab keys the pair (lab.sh, `key_file`): all of the above went
+    // over keyed messages, across a kill and a restart of the primary
+    // (a new life whose counters go on from its clock), none refused.
+    for (i, lb) in [(1, &lb1), (2, &lb2)] {
+        assert!(
+            lb.log_text().contains(", keyed"),
+            "[takeback] appliance {i} did not run keyed sync:\n{}",
+            tail(&lb.log_text(), 30)
+        );
+        let s = member_scrape(&lab, i);
+        for reason in ["unauthenticated", "bad_tag", "stale", "replayed"] {
+            assert_eq!(
+                metric(&s, "lb_sync_refused_total", &[("reason", reason)]),
+                Some(0.0),
+                "[takeback] appliance {i} refused keyed messages ({reason})"
+            );
+        }
+    }
     stop_cleanly(&mut lb1, "takeback");
     stop_cleanly(&mut lb2, "takeback");
 }

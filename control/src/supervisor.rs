@@ -398,11 +398,16 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         (Some(s), Some(links)) => {
             let t = SyncThread::start(s, links).map_err(|e| RunError::Sync(s.listen, e))?;
             log::info!(
-                "sync: {} on {}, peer {}, every {:?}",
+                "sync: {} on {}, peer {}, every {:?}, {}",
                 s.role,
                 t.local,
                 s.peer,
-                s.interval
+                s.interval,
+                if s.key.is_some() {
+                    "keyed"
+                } else {
+                    "not keyed"
+                }
             );
             Some(t)
         }
