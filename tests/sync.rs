@@ -134,6 +134,18 @@ fn pair_every(interval: &str, scenario: &golden::Scenario) -> Pair {
     pair
 }
 
+/// A NAT connection's handshake and first data (golden steps): a flow of
+/// every kind the primary syncs.
+fn nat_connection(scenario: &golden::Scenario) -> Vec<&[u8]> {
+    scenario
+        .steps
+        .iter()
+        .filter(|s| s.description.starts_with("nat: "))
+        .take(3)
+        .map(|s| s.input.as_slice())
+        .collect()
+}
+
 /// Flow records do not wait for the interval (the heartbeat's): with
 /// `interval = "5s"`, a flow opened on the primary is in the backup's
 /// table well before the next interval, so that a takeover loses only
@@ -142,15 +154,7 @@ fn pair_every(interval: &str, scenario: &golden::Scenario) -> Pair {
 fn a_new_flow_reaches_the_backup_long_before_the_next_interval() {
     let scenario = golden::scenario("one-arm");
     let mut pair = pair_every("5s", &scenario);
-    // A NAT connection's handshake and first data: a flow of every
-    // kind the primary syncs.
-    let nat: Vec<&[u8]> = scenario
-        .steps
-        .iter()
-        .filter(|s| s.description.starts_with("nat: "))
-        .take(3)
-        .map(|s| s.input.as_slice())
-        .collect();
+    let nat = nat_connection(&scenario);
     let fed = Instant::now();
     pair.primary.feed(&nat);
     let b = pair.wait_for(false, "the new flow in the backup's table", |s| {
@@ -380,13 +384,7 @@ fn a_pair_keyed_by_reloads_takes_only_what_its_key_sealed_once() {
     );
 
     // The primary's flows still reach the backup.
-    let nat: Vec<&[u8]> = scenario
-        .steps
-        .iter()
-        .filter(|s| s.description.starts_with("nat: "))
-        .take(3)
-        .map(|s| s.input.as_slice())
-        .collect();
+    let nat = nat_connection(&scenario);
     pair.primary.feed(&nat);
     let b = pair.wait_for(false, "the primary's flow in the backup's table", |s| {
         m(s, "lb_active_flows", &[("worker", "1")]) >= 1.0
