@@ -170,6 +170,9 @@ const RECEIVE_BUFFER: usize = 4 << 20;
 /// none only looks at the workers' channels.
 const FLUSH_EVERY: Duration = Duration::from_millis(10);
 
+/// How often a refusal of keyed messages is logged at most, per reason.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// The sync socket, bound to `listen`, with room for a bulk pass's burst.
 fn bind(listen: SocketAddr) -> io::Result<UdpSocket> {
     use socket2::{Domain, Socket, Type};
@@ -381,10 +384,10 @@ struct Sync<'a> {
     verifier: Option<Verifier>,
     /// `max_clock_skew`, as the last reload left it.
     max_clock_skew: Duration,
-    /// The refusals of keyed messages logged since a message was last
-    /// taken (a bit per `Refused` value): each is logged once, until sync
-    /// works again.
-    auth_logged: u32,
+    /// When a keyed message was last logged as refused, by reason: each
+    /// reason at most every [`REFUSAL_LOG_EVERY`] (a forger sending
+    /// between the peer's messages must not flood the log).
+    auth_logged: [Option<Instant>; Refused::COUNT],
 }
 
 fn run(
@@ -416,7 +419,7 @@ fn run(
             .key
             .map(|k| Verifier::new(k, micros(sync.max_clock_skew))),
         max_clock_skew: sync.max_clock_skew,
-        auth_logged: 0,
+        auth_logged: [None; Refused::COUNT],
     };
     // Room for more than a message: a longer datagram is not ours.
     let mut buf = [0u8; 2 * MAX_MESSAGE_LEN];
@@ -583,7 +586,6 @@ impl Sync<'_> {
                 return;
             }
         };
-        self.auth_logged = 0;
         let now = Instant::now();
         let lost = self.sequence.lost_before(h.sequence);
         self.status.messages_lost.add(lost);
@@ -646,7 +648,7 @@ impl Sync<'_> {
             (None, Some(k)) => Some(Verifier::new(k, micros(skew))),
         };
         self.max_clock_skew = skew;
-        self.auth_logged = 0;
+        self.auth_logged = [None; Refused::COUNT];
         match (was, key.is_some()) {
             (false, true) => log::info!("sync: keyed from now on (reload): messages to {} are tagged, messages from it must be", self.cfg.peer),
             (true, true) => log::info!("sync: key or max_clock_skew changed (reload)"),
@@ -655,12 +657,14 @@ impl Sync<'_> {
         }
     }
 
-    /// Logs a keyed message refused, once per reason until one is taken
-    /// again: what is wrong, and where to look. Other refusals are only
-    /// counted, as before.
+    /// Logs a keyed message refused, each reason at most every
+    /// [`REFUSAL_LOG_EVERY`]: what is wrong, and where to look (the
+    /// counter, `lb_sync_refused_total`, has them all). Other refusals are
+    /// only counted, as before.
     fn log_refused(&mut self, why: Refused, bytes: &[u8]) {
-        let bit = 1u32 << (why as u32);
-        if self.verifier.is_none() || self.auth_logged & bit != 0 {
+        let now = Instant::now();
+        let last = &mut self.auth_logged[why as usize];
+        if self.verifier.is_none() || last.is_some_and(|t| now - t < REFUSAL_LOG_EVERY) {
             return;
         }
         let peer = self.cfg.peer;
@@ -680,7 +684,7 @@ impl Sync<'_> {
             Refused::Replayed => format!("sync: a keyed message from {peer} repeats a counter taken before: sent again by someone, or the peer's clock went back across a restart (its messages are taken again once its clock passes where it was)"),
             _ => return,
         };
-        self.auth_logged |= bit;
+        self.auth_logged[why as usize] = Some(now);
         log::warn!("{what}");
     }
 
