@@ -83,8 +83,10 @@ pub const MIN_SYNC_CLOCK_SKEW: Duration = Duration::from_secs(1);
 pub const MAX_SYNC_CLOCK_SKEW: Duration = Duration::from_secs(300);
 
 /// The fewest bytes a `[sync] key_file` must hold (trailing whitespace not
-/// counted): 16, 128 bits. `openssl rand -hex 32` writes 64.
-pub const MIN_SYNC_KEY_LEN: usize = 16;
+/// counted): 32, which as hex digits are 128 bits (a recorded message
+/// lets a key be guessed offline, so a short one will not do). `openssl
+/// rand -hex 32` writes 64.
+pub const MIN_SYNC_KEY_LEN: usize = 32;
 
 /// The most bytes a `[sync] key_file` may hold: a longer file is not a
 /// key file.

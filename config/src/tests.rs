@@ -2279,7 +2279,9 @@ fn sync_key_file_is_read_checked_and_never_shown() {
         SyncKey::from_secret(b"0123456789abcdef0123456789abcdeF")
     );
     assert_eq!(s.max_clock_skew, DEFAULT_SYNC_CLOCK_SKEW);
-    assert!(!format!("{c:?}").contains("0123456789abcdef"));
+    // Debug shows neither the secret nor the key made of it.
+    let shown = format!("{c:?}");
+    assert!(!shown.contains(&format!("{:?}", key.0)), "{shown}");
     assert_eq!(format!("{key:?}"), "SyncKey(..)");
     assert!(
         c.summary()
@@ -2339,8 +2341,22 @@ fn sync_key_file_is_read_checked_and_never_shown() {
     bad(
         &format!("key_file = \"{long}\""),
         "sync.key_file",
-        "at most 4096",
+        "longer than 4096 bytes",
     );
+    // A FIFO is refused at once, not waited on for a writer.
+    let fifo = std::env::temp_dir().join(format!("lb-config-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_file(&fifo);
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    bad(
+        &format!("key_file = \"{}\"", fifo.display()),
+        "sync.key_file",
+        "not a regular file",
+    );
+    std::fs::remove_file(&fifo).unwrap();
     // No error shows the secret.
     let errs = errors(&sync(&format!("{base}key_file = \"{short}\"")));
     assert!(!errs.to_string().contains("0123456789abcde"), "{errs}");

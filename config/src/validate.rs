@@ -1265,7 +1265,7 @@ fn sync(
 /// shows the file's content.
 fn sync_key(c: &mut Checker<'_>, at: &str, path: &str) -> Option<SyncKey> {
     use std::io::Read;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     if !path.starts_with('/') || path.contains('\0') {
         c.err(
             at,
@@ -1277,14 +1277,14 @@ fn sync_key(c: &mut Checker<'_>, at: &str, path: &str) -> Option<SyncKey> {
         c.err(at, why);
         None
     };
-    // Looked at before it is opened: opening a FIFO would wait for a
-    // writer, and a device is no key file.
-    match std::fs::metadata(path) {
-        Err(e) => return refuse(c, format!("{path}: {e}")),
-        Ok(m) if !m.is_file() => return refuse(c, format!("{path} is not a regular file")),
-        Ok(_) => {}
-    }
-    let mut file = match std::fs::File::open(path) {
+    // Opened without blocking (a FIFO would wait for a writer) and then
+    // looked at through the descriptor: what is checked is what is read.
+    let nonblocking = rustix::fs::OFlags::NONBLOCK.bits() as i32;
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nonblocking)
+        .open(path)
+    {
         Ok(f) => f,
         Err(e) => return refuse(c, format!("{path}: {e}")),
     };
@@ -1302,15 +1302,6 @@ fn sync_key(c: &mut Checker<'_>, at: &str, path: &str) -> Option<SyncKey> {
             format!("{path} has mode {mode:04o}: group and others may read it; only its owner may (chmod 600 {path})"),
         );
     }
-    if meta.len() > MAX_SYNC_KEY_FILE_LEN {
-        return refuse(
-            c,
-            format!(
-                "{path} is {} bytes long; a key file holds at most {MAX_SYNC_KEY_FILE_LEN}",
-                meta.len()
-            ),
-        );
-    }
     let mut bytes = Vec::new();
     if let Err(e) = file
         .by_ref()
@@ -1319,8 +1310,14 @@ fn sync_key(c: &mut Checker<'_>, at: &str, path: &str) -> Option<SyncKey> {
     {
         return refuse(c, format!("{path}: {e}"));
     }
+    if bytes.len() as u64 > MAX_SYNC_KEY_FILE_LEN {
+        return refuse(
+            c,
+            format!("{path} is longer than {MAX_SYNC_KEY_FILE_LEN} bytes: not a key file"),
+        );
+    }
     let len = crate::secret_of(&bytes).len();
-    if len < MIN_SYNC_KEY_LEN || bytes.len() as u64 > MAX_SYNC_KEY_FILE_LEN {
+    if len < MIN_SYNC_KEY_LEN {
         return refuse(
             c,
             format!("{path} holds {len} bytes of key (trailing whitespace not counted); at least {MIN_SYNC_KEY_LEN} are needed: write one with openssl rand -hex 32 > {path}"),
