@@ -12,8 +12,12 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use common::{metric, parse_prometheus_strictly, PipeAppliance, Scrape};
+use lb_config::SyncRole;
 use lb_core::golden;
 use lb_core::sync::auth::{wall_clock_us, Sealer};
+
+/// `[sync] max_clock_skew`'s default, in microseconds.
+const SKEW: u64 = 10_000_000;
 use lb_core::sync::{FlowChange, FlowRecord, FlowUpdate};
 
 fn free_udp_port(ip: &str) -> u16 {
@@ -319,9 +323,9 @@ fn forged(port: u16, sealer: Option<(&mut Sealer, u64)>) -> Vec<u8> {
 /// `[sync] key_file`: an unkeyed pair is keyed by reloads, the active
 /// appliance first, without a takeover or a refusal at the standby one;
 /// then flows still reach the backup, and what is not sealed with the
-/// pair's key, is stale or is sent again is refused by reason and
-/// installs nothing, while the same record sealed with the key is
-/// installed.
+/// pair's key by the primary, is stale or is sent again is refused by
+/// reason and installs nothing, while the same record sealed with the
+/// key is installed.
 #[test]
 fn a_pair_keyed_by_reloads_takes_only_what_its_key_sealed_once() {
     use std::os::unix::fs::PermissionsExt;
@@ -400,23 +404,51 @@ fn a_pair_keyed_by_reloads_takes_only_what_its_key_sealed_once() {
     let wrong = lb_config::SyncKey::from_secret(b"another key, 32 bytes long too!!");
     let now = wall_clock_us();
     liar.send_to(&forged(40001, None), &to).unwrap();
-    liar.send_to(&forged(40002, Some((&mut Sealer::new(wrong), now))), &to)
-        .unwrap();
     liar.send_to(
-        &forged(40003, Some((&mut Sealer::new(right), now - 60_000_000))),
+        &forged(
+            40002,
+            Some((&mut Sealer::new(wrong, SyncRole::Primary, SKEW), now)),
+        ),
+        &to,
+    )
+    .unwrap();
+    liar.send_to(
+        &forged(
+            40003,
+            Some((
+                &mut Sealer::new(right, SyncRole::Primary, SKEW),
+                now - 60_000_000,
+            )),
+        ),
+        &to,
+    )
+    .unwrap();
+    // Sealed with the pair's key by a backup (the backup's own message
+    // reflected to it): not the peer's.
+    liar.send_to(
+        &forged(
+            40005,
+            Some((&mut Sealer::new(right, SyncRole::Backup, SKEW), now)),
+        ),
         &to,
     )
     .unwrap();
     let b = pair.wait_for(false, "forgeries refused by reason", |s| {
         m(s, "lb_sync_refused_total", &[("reason", "unauthenticated")]) == 1.0
-            && m(s, "lb_sync_refused_total", &[("reason", "bad_tag")]) == 1.0
+            && m(s, "lb_sync_refused_total", &[("reason", "bad_tag")]) == 2.0
             && m(s, "lb_sync_refused_total", &[("reason", "stale")]) == 1.0
     });
     assert_eq!(m(&b, "lb_active_flows", &[("worker", "1")]), flows);
     // The same record, sealed with the pair's key now: taken (so the
     // refusals above were for the key and the time, not the record);
     // sent again: refused, and nothing more installed.
-    let genuine = forged(40004, Some((&mut Sealer::new(right), wall_clock_us())));
+    let genuine = forged(
+        40004,
+        Some((
+            &mut Sealer::new(right, SyncRole::Primary, SKEW),
+            wall_clock_us(),
+        )),
+    );
     liar.send_to(&genuine, &to).unwrap();
     pair.wait_for(false, "the sealed record installed", |s| {
         m(s, "lb_active_flows", &[("worker", "1")]) == flows + 1.0

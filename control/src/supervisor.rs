@@ -369,7 +369,15 @@ impl Control {
         let mut doc = doc.clone();
         ctl::edit::apply(&mut doc, &self.config, request)?;
         let text = doc.to_string();
-        let new = Config::parse(&text).map_err(|e| format!("refused, nothing changed:\n{e}"))?;
+        let mut new =
+            Config::parse(&text).map_err(|e| format!("refused, nothing changed:\n{e}"))?;
+        // Only a reload (SIGHUP) takes a new sync key: the file may hold
+        // one already, meant for a reload in its order (README, "Keyed
+        // sync"), which an edit of a real's weight must not apply.
+        if let (Some(n), Some(running)) = (new.sync.as_mut(), self.config.sync.as_ref()) {
+            n.key = running.key;
+            n.max_clock_skew = running.max_clock_skew;
+        }
         let generation = self.apply(new)?;
         self.doc = Some(doc);
         log::info!("ctl {}: applied, generation {generation}", request.name());

@@ -30,7 +30,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -91,8 +91,8 @@ pub type Keying = (Option<SyncKey>, Duration);
 /// The running sync thread.
 pub struct SyncThread {
     stop: Arc<AtomicBool>,
-    /// New keys for the thread, from a reload.
-    rekey: Sender<Keying>,
+    /// The latest key for the thread from a reload, until it takes it.
+    rekey: Arc<Mutex<Option<Keying>>>,
     handle: Option<JoinHandle<()>>,
     /// What the thread counts (messages, and records refused or dropped
     /// before they reached a worker).
@@ -117,7 +117,8 @@ impl SyncThread {
             Arc::clone(&status),
             *sync,
         );
-        let (rekey, rekeyed) = crossbeam::channel::bounded(4);
+        let rekey = Arc::new(Mutex::new(None));
+        let rekeyed = Arc::clone(&rekey);
         let handle = std::thread::Builder::new()
             .name("lb-sync".into())
             .spawn(move || run(&socket, &cfg, &links, &c, &st, &s, &rekeyed))?;
@@ -135,8 +136,10 @@ impl SyncThread {
     /// reload: messages sent from its next wake-up on (within 10 ms) are
     /// keyed with it, and messages received are checked against it.
     pub fn rekey(&self, key: Option<SyncKey>, max_clock_skew: Duration) {
-        // Four reloads within 10 ms: the thread takes the last anyway.
-        let _ = self.rekey.try_send((key, max_clock_skew));
+        // The latest wins: two reloads within 10 ms leave the second's.
+        if let Ok(mut slot) = self.rekey.lock() {
+            *slot = Some((key, max_clock_skew));
+        }
     }
 
     /// Stops the thread (it wakes at least every 10 ms, `FLUSH_EVERY`) and
@@ -211,11 +214,11 @@ impl Packer {
 
     /// Keys what is sent from now on with `key` (or not at all); a sealer
     /// kept goes on from its last counter.
-    fn rekey(&mut self, key: Option<SyncKey>) {
+    fn rekey(&mut self, key: Option<SyncKey>, role: SyncRole, skew: Duration) {
         self.sealer = match (self.sealer.take(), key) {
             (_, None) => None,
-            (Some(s), Some(k)) => Some(s.rekey(k)),
-            (None, Some(k)) => Some(Sealer::new(k)),
+            (Some(s), Some(k)) => Some(s.rekey(k, micros(skew))),
+            (None, Some(k)) => Some(Sealer::new(k, role, micros(skew))),
         };
     }
 
@@ -380,8 +383,11 @@ struct Sync<'a> {
     proxy6_held_logged: bool,
     /// A misconfigured pair (two primaries or two backups) was logged.
     misconfig_logged: bool,
-    /// With `key_file`: checks what the peer sends.
+    /// Checks what the peer sends while `keyed`; kept without a key, so
+    /// that the counters it took stay taken when a key comes back.
     verifier: Option<Verifier>,
+    /// `[sync] key_file` is set (as the last reload left it).
+    keyed: bool,
     /// `max_clock_skew`, as the last reload left it.
     max_clock_skew: Duration,
     /// When a keyed message was last logged as refused, by reason: each
@@ -397,7 +403,7 @@ fn run(
     counters: &SyncCounters,
     status: &SyncStatus,
     stop: &AtomicBool,
-    rekeyed: &Receiver<Keying>,
+    rekeyed: &Mutex<Option<Keying>>,
 ) {
     let mut s = Sync {
         socket,
@@ -406,7 +412,10 @@ fn run(
         counters,
         status,
         election: Election::new(sync.role, sync.dead_after, Instant::now()),
-        packer: Packer::new(sync.key.map(Sealer::new)),
+        packer: Packer::new(
+            sync.key
+                .map(|k| Sealer::new(k, sync.role, micros(sync.max_clock_skew))),
+        ),
         sequence: Sequence::default(),
         nonce: nonce(),
         peer: PeerPasses::default(),
@@ -417,7 +426,8 @@ fn run(
         misconfig_logged: false,
         verifier: sync
             .key
-            .map(|k| Verifier::new(k, micros(sync.max_clock_skew))),
+            .map(|k| Verifier::new(k, sync.role, micros(sync.max_clock_skew))),
+        keyed: sync.key.is_some(),
         max_clock_skew: sync.max_clock_skew,
         auth_logged: [None; Refused::COUNT],
     };
@@ -428,7 +438,7 @@ fn run(
     let flush_every = sync.interval.min(FLUSH_EVERY);
     let mut next_flush = next + flush_every;
     while !stop.load(Ordering::Relaxed) {
-        if let Some((key, skew)) = rekeyed.try_iter().last() {
+        if let Some((key, skew)) = rekeyed.lock().ok().and_then(|mut k| k.take()) {
             s.rekey(key, skew);
         }
         let now = Instant::now();
@@ -575,7 +585,10 @@ impl Sync<'_> {
             bytes,
             from,
             self.cfg.peer.ip(),
-            self.verifier.as_mut().map(|v| (v, wall_clock_us())),
+            self.verifier
+                .as_mut()
+                .filter(|_| self.keyed)
+                .map(|v| (v, wall_clock_us())),
             &self.links.inbound,
             self.counters,
         );
@@ -640,13 +653,15 @@ impl Sync<'_> {
     /// checked against it. The counters taken stay remembered, so no
     /// message taken before is taken again.
     fn rekey(&mut self, key: Option<SyncKey>, skew: Duration) {
-        let was = self.verifier.is_some();
-        self.packer.rekey(key);
+        let was = self.keyed;
+        let role = self.cfg.role;
+        self.packer.rekey(key, role, skew);
         self.verifier = match (self.verifier.take(), key) {
-            (_, None) => None,
+            (v, None) => v,
             (Some(v), Some(k)) => Some(v.rekey(k, micros(skew))),
-            (None, Some(k)) => Some(Verifier::new(k, micros(skew))),
+            (None, Some(k)) => Some(Verifier::new(k, role, micros(skew))),
         };
+        self.keyed = key.is_some();
         self.max_clock_skew = skew;
         self.auth_logged = [None; Refused::COUNT];
         match (was, key.is_some()) {
@@ -664,13 +679,13 @@ impl Sync<'_> {
     fn log_refused(&mut self, why: Refused, bytes: &[u8]) {
         let now = Instant::now();
         let last = &mut self.auth_logged[why as usize];
-        if self.verifier.is_none() || last.is_some_and(|t| now - t < REFUSAL_LOG_EVERY) {
+        if !self.keyed || last.is_some_and(|t| now - t < REFUSAL_LOG_EVERY) {
             return;
         }
         let peer = self.cfg.peer;
         let what = match why {
             Refused::Unauthenticated => format!("sync: a message from {peer} carries no tag: give the peer the same [sync] key_file as this appliance (or someone else sends as the peer)"),
-            Refused::BadTag => format!("sync: a message from {peer} has a tag made with another key: the two appliances' [sync] key_file must hold the same key (or someone forged or changed it)"),
+            Refused::BadTag => format!("sync: a message from {peer} has a tag made with another key, or by an appliance of this one's role: the two appliances' [sync] key_file must hold the same key and one must be the primary, the other the backup (or someone forged, changed or reflected it)"),
             Refused::Stale => {
                 let offset = lb_core::wire::sync::SyncHeader::parse(bytes)
                     .ok()
@@ -1166,17 +1181,18 @@ mod tests {
     }
 
     const KEY: lb_config::SyncKey = lb_config::SyncKey([3; 32]);
+    const SKEW: u64 = 10_000_000;
 
     /// A keyed sender's messages, and a verifier with the same key.
     fn keyed(records: usize) -> (Vec<Vec<u8>>, Verifier) {
-        let mut p = Packer::new(Some(Sealer::new(KEY)));
+        let mut p = Packer::new(Some(Sealer::new(KEY, SyncRole::Primary, SKEW)));
         p.pending.extend((0..records as u16).map(record));
         let mut out = Vec::new();
         p.flush(0, |m| {
             out.push(m.to_vec());
             true
         });
-        (out, Verifier::new(KEY, 10_000_000))
+        (out, Verifier::new(KEY, SyncRole::Backup, SKEW))
     }
 
     #[test]
@@ -1206,7 +1222,11 @@ mod tests {
             Err(Refused::Unauthenticated)
         );
         // With another key.
-        let mut other = Packer::new(Some(Sealer::new(lb_config::SyncKey([4; 32]))));
+        let mut other = Packer::new(Some(Sealer::new(
+            lb_config::SyncKey([4; 32]),
+            SyncRole::Primary,
+            SKEW,
+        )));
         other.pending.push(record(7));
         let mut forged = Vec::new();
         other.flush(0, |m| {
@@ -1228,7 +1248,7 @@ mod tests {
         assert!(receive(&msgs[0], PEER, PEER, None, q, &c).is_ok());
         assert_eq!(rx.try_iter().count(), 3);
         // A keyed status round-trips too.
-        let mut p = Packer::new(Some(Sealer::new(KEY)));
+        let mut p = Packer::new(Some(Sealer::new(KEY, SyncRole::Primary, SKEW)));
         let mut st = Vec::new();
         assert!(p.status(
             &Status {

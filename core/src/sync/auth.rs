@@ -1,34 +1,45 @@
 //! Keyed sync messages (`[sync] key_file`): a sender tags every message,
-//! a receiver takes only messages with a valid tag, a fresh time and a
-//! counter it has not taken before.
+//! a receiver takes only messages with a valid tag, from the other role,
+//! with a fresh time and a counter it has not taken before.
 //!
 //! Without a key anyone who can send a datagram from the peer's address
 //! (a spoofed source is enough over UDP) can install flows in a backup's
 //! tables, remove them, or tell it that a dead primary is alive. With it:
-//! - **Authentic:** the tag is HMAC-SHA256 over the whole message (header
-//!   and flags included) and its counter, keyed with the pair's key, cut
-//!   to 16 bytes and compared in constant time. A message without a tag
-//!   is refused (`unauthenticated`), one whose tag does not match is
-//!   refused (`bad_tag`).
+//! - **Authentic:** the tag is HMAC-SHA256 over a label naming the
+//!   sender's role (primary or backup), the whole message (header and
+//!   flags included) and its counter, keyed with the pair's key, cut to 16
+//!   bytes and compared in constant time. A message without a tag is
+//!   refused (`unauthenticated`), one whose tag does not match is refused
+//!   (`bad_tag`). The label is why an appliance's own messages, sent back
+//!   to it from the peer's address, are refused too (`bad_tag`): both
+//!   ends hold the same key, and without it an active backup told "I am
+//!   active" by its own reflected heartbeat would stand down.
 //! - **Fresh:** the counter is the sender's clock in microseconds, so a
 //!   message older or newer than `max_clock_skew` by this appliance's
 //!   clock is refused (`stale`): a message recorded earlier and sent
 //!   again later works for at most that long, even to an appliance that
 //!   has just restarted and remembers nothing.
 //! - **Once:** the sender's counter grows with every message, across its
-//!   restarts too (it is its clock). A receiver takes a counter above the
-//!   highest it took, or one among the last [`RECENT`] counters' span that
-//!   it has not taken (a datagram overtaken by the next); anything else is
-//!   refused (`replayed`).
+//!   restarts too (it is its clock). A receiver keeps the [`RECENT`]
+//!   highest counters it took and takes a counter that is not among them
+//!   and, once it holds that many, is above the lowest of them (a
+//!   datagram overtaken by later ones is still taken); anything else is
+//!   refused (`replayed`). A counter it took and no longer keeps was the
+//!   lowest when it went, and the lowest only grows: it stays refused.
 //!
-//! The cost: a sender whose clock went back across a restart is refused
-//! (`replayed`) until its clock is past where it was, at most twice
-//! `max_clock_skew` (the highest counter taken was at most that far ahead
-//! of this clock); the pair's clocks must agree within `max_clock_skew`
-//! (NTP). Both are counted and logged by the sync thread.
+//! The cost: the pair's clocks must agree within `max_clock_skew` (NTP);
+//! one clock stepped further than that makes the other refuse its
+//! messages (`stale`) until it is right again, and the peer then counts
+//! as silent. A sender whose clock went back across a restart, by less
+//! than `max_clock_skew`, is refused (`replayed`) until its clock is past
+//! where it was: at most twice `max_clock_skew`. A sender whose clock
+//! jumped ahead by more than `max_clock_skew` and came back starts its
+//! counters from its clock again (its messages in between were stale
+//! and taken by no one). All of it is counted and logged by the sync
+//! thread.
 
 use hmac::{Hmac, Mac};
-use lb_config::SyncKey;
+use lb_config::{SyncKey, SyncRole};
 use sha2::Sha256;
 
 use super::Refused;
@@ -36,43 +47,74 @@ use crate::wire::sync::{counter_bytes, flags, SyncPacket, AUTH_LEN, TAG_LEN};
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// How many taken counters a receiver remembers, for messages that
-/// arrive out of order.
+/// How many taken counters a receiver keeps, for messages that arrive out
+/// of order.
 pub const RECENT: usize = 64;
 
-/// The tag of a message (`signed`: its `length` bytes) with `counter`.
-pub fn tag(key: &SyncKey, signed: &[u8], counter: u64) -> [u8; TAG_LEN] {
+/// What the tag of a message from `sender` covers first: its role, so
+/// that a message is good only in one direction.
+fn label(sender: SyncRole) -> &'static [u8] {
+    match sender {
+        SyncRole::Primary => b"lb-sync 1 from primary\0",
+        SyncRole::Backup => b"lb-sync 1 from backup\0",
+    }
+}
+
+/// The tag of a message from `sender` (`signed`: its `length` bytes) with
+/// `counter`.
+pub fn tag(key: &SyncKey, sender: SyncRole, signed: &[u8], counter: u64) -> [u8; TAG_LEN] {
     let mut out = [0u8; TAG_LEN];
-    out.copy_from_slice(&mac(key, signed, counter).finalize().into_bytes()[..TAG_LEN]);
+    out.copy_from_slice(&mac(key, sender, signed, counter).finalize().into_bytes()[..TAG_LEN]);
     out
 }
 
-fn mac(key: &SyncKey, signed: &[u8], counter: u64) -> HmacSha256 {
+fn mac(key: &SyncKey, sender: SyncRole, signed: &[u8], counter: u64) -> HmacSha256 {
     // An HMAC key may have any length: `new_from_slice` cannot fail.
     let mut m = match HmacSha256::new_from_slice(&key.0) {
         Ok(m) => m,
         Err(_) => unreachable!("HMAC takes keys of any length"),
     };
+    m.update(label(sender));
     m.update(signed);
     m.update(&counter_bytes(counter));
     m
 }
 
-/// Tags the messages a sender builds.
+/// The role at the other end of a pair.
+fn other(role: SyncRole) -> SyncRole {
+    match role {
+        SyncRole::Primary => SyncRole::Backup,
+        SyncRole::Backup => SyncRole::Primary,
+    }
+}
+
+/// Tags the messages a sender of `role` builds.
 #[derive(Debug)]
 pub struct Sealer {
     key: SyncKey,
+    role: SyncRole,
+    skew_us: u64,
     last: u64,
 }
 
 impl Sealer {
-    pub fn new(key: SyncKey) -> Sealer {
-        Sealer { key, last: 0 }
+    /// `skew_us`: `max_clock_skew`, in microseconds.
+    pub fn new(key: SyncKey, role: SyncRole, skew_us: u64) -> Sealer {
+        Sealer {
+            key,
+            role,
+            skew_us,
+            last: 0,
+        }
     }
 
-    /// The same sender with another key: its counters go on growing.
-    pub fn rekey(self, key: SyncKey) -> Sealer {
-        Sealer { key, ..self }
+    /// The same sender with another key or skew: its counters go on.
+    pub fn rekey(self, key: SyncKey, skew_us: u64) -> Sealer {
+        Sealer {
+            key,
+            skew_us,
+            ..self
+        }
     }
 
     /// Makes the finished message of `len` bytes (its length field) at
@@ -81,40 +123,48 @@ impl Sealer {
     /// Returns the datagram's length, `len + AUTH_LEN`; `buf` must have
     /// room for it.
     pub fn seal(&mut self, buf: &mut [u8], len: usize, now_us: u64) -> usize {
-        // Never the same counter twice, nor a smaller one, whatever the
-        // clock does while this process lives.
-        let counter = now_us.max(self.last.saturating_add(1));
+        // Never the same counter twice, nor a smaller one, while the clock
+        // is about right. Further ahead of the clock than the skew (it had
+        // jumped ahead and came back), the counters were stale to the
+        // receiver and taken by no one: go on from the clock.
+        let counter = if self.last > now_us.saturating_add(self.skew_us) {
+            now_us
+        } else {
+            now_us.max(self.last.saturating_add(1))
+        };
         self.last = counter;
         let mut p = SyncPacket::new_unchecked(&mut buf[..len + AUTH_LEN]);
+        debug_assert_eq!(usize::from(p.len()), len, "a finished message");
         let f = p.flags();
         p.set_flags(f | flags::AUTH);
-        let t = tag(&self.key, p.signed(), counter);
+        let t = tag(&self.key, self.role, p.signed(), counter);
         p.set_trailer(counter, &t);
         len + AUTH_LEN
     }
 }
 
-/// Checks the keyed messages a receiver takes.
+/// Checks the keyed messages a receiver of `role` takes (from the other
+/// role).
 #[derive(Debug)]
 pub struct Verifier {
     key: SyncKey,
+    peer: SyncRole,
     skew_us: u64,
-    /// The highest counter taken.
-    highest: Option<u64>,
-    /// The last counters taken (a ring; 0 marks a free place).
-    recent: [u64; RECENT],
-    next: usize,
+    /// The highest counters taken, at most [`RECENT`] (in no order).
+    taken: [u64; RECENT],
+    len: usize,
 }
 
 impl Verifier {
-    /// `skew`: `max_clock_skew`, in microseconds.
-    pub fn new(key: SyncKey, skew_us: u64) -> Verifier {
+    /// `role`: this appliance's; `skew_us`: `max_clock_skew`, in
+    /// microseconds.
+    pub fn new(key: SyncKey, role: SyncRole, skew_us: u64) -> Verifier {
         Verifier {
             key,
+            peer: other(role),
             skew_us,
-            highest: None,
-            recent: [0; RECENT],
-            next: 0,
+            taken: [0; RECENT],
+            len: 0,
         }
     }
 
@@ -129,9 +179,9 @@ impl Verifier {
     }
 
     /// Whether `p` (a datagram whose header parsed) is a keyed message
-    /// with a valid tag, a counter within `max_clock_skew` of `now_us`
-    /// and not taken before; if so its counter is taken. Nothing is
-    /// remembered of a message refused.
+    /// from the peer's role with a valid tag, a counter within
+    /// `max_clock_skew` of `now_us` and not taken before; if so its
+    /// counter is taken. Nothing is remembered of a message refused.
     pub fn check(&mut self, p: &SyncPacket<&[u8]>, now_us: u64) -> Result<u64, Refused> {
         if p.flags() & flags::AUTH == 0 {
             return Err(Refused::Unauthenticated);
@@ -139,7 +189,7 @@ impl Verifier {
         let Some((counter, tag)) = p.trailer() else {
             return Err(Refused::BadLength);
         };
-        if mac(&self.key, p.signed(), counter)
+        if mac(&self.key, self.peer, p.signed(), counter)
             .verify_truncated_left(&tag)
             .is_err()
         {
@@ -148,40 +198,31 @@ impl Verifier {
         if counter.abs_diff(now_us) > self.skew_us {
             return Err(Refused::Stale);
         }
-        if !self.unseen(counter) {
+        let kept = &self.taken[..self.len];
+        let lowest = kept.iter().copied().enumerate().min_by_key(|&(_, c)| c);
+        if kept.contains(&counter) {
             return Err(Refused::Replayed);
         }
-        self.recent[self.next] = counter;
-        self.next = (self.next + 1) % RECENT;
-        self.highest = Some(self.highest.map_or(counter, |h| h.max(counter)));
-        Ok(counter)
-    }
-
-    /// A counter above every one taken, or within the span of the ones
-    /// remembered and not among them.
-    fn unseen(&self, counter: u64) -> bool {
-        let Some(highest) = self.highest else {
-            return true;
-        };
-        if counter > highest {
-            return true;
+        match lowest {
+            // Full: the lowest kept goes, if the new one is above it.
+            Some((at, low)) if self.len == RECENT => {
+                if counter <= low {
+                    return Err(Refused::Replayed);
+                }
+                self.taken[at] = counter;
+            }
+            _ => {
+                self.taken[self.len] = counter;
+                self.len += 1;
+            }
         }
-        // The oldest remembered: below it nothing can be told apart from
-        // a message taken and forgotten.
-        let oldest = self
-            .recent
-            .iter()
-            .copied()
-            .filter(|&c| c != 0)
-            .min()
-            .unwrap_or(highest);
-        counter > oldest && !self.recent.contains(&counter)
+        Ok(counter)
     }
 
     /// The highest counter taken (the peer's clock when it sent its
     /// latest message).
     pub fn highest(&self) -> Option<u64> {
-        self.highest
+        self.taken[..self.len].iter().copied().max()
     }
 }
 
@@ -227,7 +268,7 @@ mod tests {
 
     #[test]
     fn a_sealed_message_is_taken_once_and_still_parses_as_before() {
-        let mut s = Sealer::new(KEY);
+        let mut s = Sealer::new(KEY, SyncRole::Primary, SKEW);
         let d = sealed(&mut s, NOW);
         assert_eq!(d.len(), HEADER_LEN + STATUS_LEN + AUTH_LEN);
         let (h, p) = SyncHeader::parse(&d).unwrap();
@@ -237,7 +278,7 @@ mod tests {
             Ok(status(9)),
             "an unkeyed reader steps over the trailer"
         );
-        let mut v = Verifier::new(KEY, SKEW);
+        let mut v = Verifier::new(KEY, SyncRole::Backup, SKEW);
         assert_eq!(check(&mut v, &d, NOW), Ok(NOW));
         assert_eq!(check(&mut v, &d, NOW), Err(Refused::Replayed));
         let later = sealed(&mut s, NOW + 5);
@@ -247,7 +288,7 @@ mod tests {
 
     #[test]
     fn every_bit_of_a_message_and_its_trailer_is_under_the_tag() {
-        let d = sealed(&mut Sealer::new(KEY), NOW);
+        let d = sealed(&mut Sealer::new(KEY, SyncRole::Primary, SKEW), NOW);
         for i in 0..d.len() {
             for bit in 0..8 {
                 let mut bad = d.clone();
@@ -255,7 +296,7 @@ mod tests {
                 let Ok((_, p)) = SyncHeader::parse(&bad) else {
                     continue; // the magic, version, type or length broke
                 };
-                let mut v = Verifier::new(KEY, SKEW);
+                let mut v = Verifier::new(KEY, SyncRole::Backup, SKEW);
                 assert!(
                     v.check(&p, NOW).is_err(),
                     "byte {i} bit {bit} flipped and still taken"
@@ -267,10 +308,10 @@ mod tests {
 
     #[test]
     fn a_wrong_key_an_untagged_or_cut_message_is_refused() {
-        let d = sealed(&mut Sealer::new(KEY), NOW);
-        let mut other = Verifier::new(SyncKey([8; 32]), SKEW);
+        let d = sealed(&mut Sealer::new(KEY, SyncRole::Primary, SKEW), NOW);
+        let mut other = Verifier::new(SyncKey([8; 32]), SyncRole::Backup, SKEW);
         assert_eq!(check(&mut other, &d, NOW), Err(Refused::BadTag));
-        let mut v = Verifier::new(KEY, SKEW);
+        let mut v = Verifier::new(KEY, SyncRole::Backup, SKEW);
         // Without the trailer: the flag says there should be one.
         assert_eq!(
             check(&mut v, &d[..d.len() - AUTH_LEN], NOW),
@@ -290,7 +331,8 @@ mod tests {
             check(&mut v, &buf[..len], NOW),
             Err(Refused::Unauthenticated)
         );
-        // The flag taken off a keyed one: the tag no longer matches.
+        // The flag taken off a keyed one: unkeyed now, so refused as
+        // such (and the tag would no longer match).
         let mut stripped = d.clone();
         stripped[11] &= !(flags::AUTH as u8);
         assert_eq!(check(&mut v, &stripped, NOW), Err(Refused::Unauthenticated));
@@ -303,36 +345,116 @@ mod tests {
 
     #[test]
     fn a_message_older_or_newer_than_the_skew_is_stale() {
-        let mut s = Sealer::new(KEY);
+        let mut s = Sealer::new(KEY, SyncRole::Primary, SKEW);
         let old = sealed(&mut s, NOW - SKEW - 1);
         let edge = sealed(&mut s, NOW - SKEW);
-        let mut v = Verifier::new(KEY, SKEW);
+        let mut v = Verifier::new(KEY, SyncRole::Backup, SKEW);
         assert_eq!(check(&mut v, &old, NOW), Err(Refused::Stale));
         assert_eq!(check(&mut v, &edge, NOW), Ok(NOW - SKEW));
-        let ahead = sealed(&mut Sealer::new(KEY), NOW + SKEW + 1);
+        let ahead = sealed(
+            &mut Sealer::new(KEY, SyncRole::Primary, SKEW),
+            NOW + SKEW + 1,
+        );
         assert_eq!(check(&mut v, &ahead, NOW), Err(Refused::Stale));
-        let near = sealed(&mut Sealer::new(KEY), NOW + SKEW);
+        let near = sealed(&mut Sealer::new(KEY, SyncRole::Primary, SKEW), NOW + SKEW);
         assert_eq!(check(&mut v, &near, NOW), Ok(NOW + SKEW));
     }
 
     #[test]
     fn counters_only_grow_even_when_the_clock_goes_back() {
-        let mut s = Sealer::new(KEY);
+        let mut s = Sealer::new(KEY, SyncRole::Primary, SKEW);
         let a = sealed(&mut s, NOW);
         let b = sealed(&mut s, NOW - 1_000);
         let c = sealed(&mut s, NOW);
-        let counter = |d: &[u8]| SyncHeader::parse(d).unwrap().1.trailer().unwrap().0;
         assert_eq!(
             [counter(&a), counter(&b), counter(&c)],
             [NOW, NOW + 1, NOW + 2]
         );
+        // A clock that jumped an hour ahead and came back: the counters
+        // of the hour were stale to everyone; go on from the clock.
+        let hour = 3_600_000_000;
+        let ahead = sealed(&mut s, NOW + hour);
+        let back = sealed(&mut s, NOW + 10);
+        assert_eq!([counter(&ahead), counter(&back)], [NOW + hour, NOW + 10]);
+        // Ahead by less than the skew: the counters keep growing.
+        let near = sealed(&mut s, NOW + 20 + SKEW / 2);
+        let after = sealed(&mut s, NOW + 30);
+        assert_eq!(counter(&after), counter(&near) + 1);
+    }
+
+    fn counter(d: &[u8]) -> u64 {
+        SyncHeader::parse(d).unwrap().1.trailer().unwrap().0
+    }
+
+    /// Both ends hold the same key: a message sent back to its sender
+    /// from the peer's address must not pass for the peer's.
+    #[test]
+    fn an_appliances_own_message_reflected_to_it_is_refused() {
+        let from_primary = sealed(&mut Sealer::new(KEY, SyncRole::Primary, SKEW), NOW);
+        let mut primary = Verifier::new(KEY, SyncRole::Primary, SKEW);
+        assert_eq!(
+            check(&mut primary, &from_primary, NOW),
+            Err(Refused::BadTag)
+        );
+        let mut backup = Verifier::new(KEY, SyncRole::Backup, SKEW);
+        assert_eq!(check(&mut backup, &from_primary, NOW), Ok(NOW));
+        let from_backup = sealed(&mut Sealer::new(KEY, SyncRole::Backup, SKEW), NOW + 1);
+        assert_eq!(check(&mut backup, &from_backup, NOW), Err(Refused::BadTag));
+        assert_eq!(check(&mut primary, &from_backup, NOW), Ok(NOW + 1));
+    }
+
+    /// Found in review: with the last counters *taken* kept, one message
+    /// overtaken by the next let every later one be replayed.
+    #[test]
+    fn a_reordering_opens_no_way_to_replay() {
+        let mut s = Sealer::new(KEY, SyncRole::Primary, SKEW);
+        let msgs: Vec<Vec<u8>> = (0..200).map(|i| sealed(&mut s, NOW + i)).collect();
+        let mut v = Verifier::new(KEY, SyncRole::Backup, SKEW);
+        for i in [0, 2, 1] {
+            assert!(check(&mut v, &msgs[i], NOW).is_ok());
+        }
+        for (i, m) in msgs.iter().enumerate().skip(3) {
+            assert!(check(&mut v, m, NOW).is_ok());
+            for old in &msgs[..=i] {
+                assert_eq!(check(&mut v, old, NOW), Err(Refused::Replayed));
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Against a set of everything taken: whatever the order and
+        /// however often each message arrives, none is taken twice, and
+        /// one that arrives for the first time above every counter taken
+        /// is always taken.
+        #[test]
+        fn no_counter_is_taken_twice_in_any_order(
+            deliveries in proptest::collection::vec(0usize..150, 1..600)
+        ) {
+            let mut s = Sealer::new(KEY, SyncRole::Primary, SKEW);
+            let msgs: Vec<Vec<u8>> = (0..150).map(|i| sealed(&mut s, NOW + i)).collect();
+            let mut v = Verifier::new(KEY, SyncRole::Backup, SKEW);
+            let mut taken = std::collections::HashSet::new();
+            for i in deliveries {
+                let highest = taken.iter().copied().max();
+                match check(&mut v, &msgs[i], NOW) {
+                    Ok(c) => proptest::prop_assert!(taken.insert(c), "counter {} taken twice", c),
+                    Err(why) => {
+                        proptest::prop_assert_eq!(why, Refused::Replayed);
+                        proptest::prop_assert!(
+                            highest.is_some_and(|h| NOW + i as u64 <= h),
+                            "message {} refused above everything taken", i
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
     fn a_message_overtaken_by_the_next_is_taken_late_but_once() {
-        let mut s = Sealer::new(KEY);
+        let mut s = Sealer::new(KEY, SyncRole::Primary, SKEW);
         let msgs: Vec<Vec<u8>> = (0..10).map(|i| sealed(&mut s, NOW + i * 100)).collect();
-        let mut v = Verifier::new(KEY, SKEW);
+        let mut v = Verifier::new(KEY, SyncRole::Backup, SKEW);
         assert!(check(&mut v, &msgs[0], NOW).is_ok());
         assert!(check(&mut v, &msgs[2], NOW).is_ok());
         assert!(check(&mut v, &msgs[1], NOW).is_ok(), "overtaken");
@@ -340,14 +462,16 @@ mod tests {
         for m in &msgs[3..] {
             assert!(check(&mut v, m, NOW).is_ok());
         }
-        // Older than every remembered counter: cannot be told from one
-        // taken and forgotten.
-        let mut v = Verifier::new(KEY, SKEW);
+        // Until it keeps RECENT counters it keeps every one taken: an
+        // older message never taken is taken (once).
+        let mut v = Verifier::new(KEY, SyncRole::Backup, SKEW);
         assert!(check(&mut v, &msgs[5], NOW).is_ok());
+        assert!(check(&mut v, &msgs[4], NOW).is_ok());
         assert_eq!(check(&mut v, &msgs[4], NOW), Err(Refused::Replayed));
-        // Once the ring turned over, its oldest is the bound.
-        let mut v = Verifier::new(KEY, SKEW);
-        let mut s = Sealer::new(KEY);
+        // Once full, the lowest kept is the bound: one below it cannot be
+        // told from one taken and no longer kept.
+        let mut v = Verifier::new(KEY, SyncRole::Backup, SKEW);
+        let mut s = Sealer::new(KEY, SyncRole::Primary, SKEW);
         let first = sealed(&mut s, NOW);
         let skipped = sealed(&mut s, NOW + 1);
         assert!(check(&mut v, &first, NOW).is_ok());
@@ -360,14 +484,14 @@ mod tests {
 
     #[test]
     fn a_restarted_sender_is_taken_and_its_old_life_is_not() {
-        let mut life1 = Sealer::new(KEY);
+        let mut life1 = Sealer::new(KEY, SyncRole::Primary, SKEW);
         let old: Vec<Vec<u8>> = (0..3).map(|i| sealed(&mut life1, NOW + i)).collect();
-        let mut v = Verifier::new(KEY, SKEW);
+        let mut v = Verifier::new(KEY, SyncRole::Backup, SKEW);
         for m in &old {
             assert!(check(&mut v, m, NOW).is_ok());
         }
         // A new process, a second later by the same clock.
-        let mut life2 = Sealer::new(KEY);
+        let mut life2 = Sealer::new(KEY, SyncRole::Primary, SKEW);
         let new = sealed(&mut life2, NOW + 1_000_000);
         assert!(check(&mut v, &new, NOW + 1_000_000).is_ok());
         for m in &old {

@@ -31,18 +31,18 @@
 //! whole and sends nothing (`sync.demote`).
 //!
 //! Keyed sync (`sync.auth`, `lb_core::sync::auth`): every datagram whose
-//! header parses also goes to a receiver keyed with a fixed key, which
-//! must take it only with a trailer whose tag is the key's over its bytes
-//! and counter, fresh, and each counter at most once; and its message
-//! bytes, sealed here with that key, must be taken, and read back the same
-//! but for the `AUTH` flag.
+//! header parses also goes to a backup's receiver keyed with a fixed key,
+//! which must take it only with a trailer whose tag is the key's over a
+//! primary's label, its bytes and counter, fresh, and each counter at
+//! most once; and its message bytes, sealed here as a primary with that
+//! key, must be taken, and read back the same but for the `AUTH` flag.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use lb_config::SyncKey;
 use lb_config::{ForwardingMethod, Protocol};
+use lb_config::{SyncKey, SyncRole};
 use lb_core::flow::{Conntrack, FlowAddr, FlowKey, Installed, Segment};
 use lb_core::scheduler::Schedulers;
 use lb_core::snapshot::Snapshot;
@@ -70,7 +70,9 @@ impl Keyed {
         // As it came: taken only with a valid trailer, fresh, once.
         if let Ok(c) = self.verifier.check(p, NOW_US) {
             let valid = p.trailer().is_some_and(|(counter, t)| {
-                counter == c && t == tag(&KEY, p.signed(), c) && c.abs_diff(NOW_US) <= SKEW_US
+                counter == c
+                    && t == tag(&KEY, SyncRole::Primary, p.signed(), c)
+                    && c.abs_diff(NOW_US) <= SKEW_US
             });
             if !valid || h.flags & flags::AUTH == 0 {
                 v.add("sync.auth", format!("taken without a valid trailer: {h:?}"));
@@ -115,7 +117,7 @@ const NOW: u32 = 1000;
 /// skew.
 pub const NOW_US: u64 = 1_800_000_000_000_000;
 pub const KEY: SyncKey = SyncKey([0x5a; 32]);
-const SKEW_US: u64 = 10_000_000;
+pub const SKEW_US: u64 = 10_000_000;
 
 /// Runs one `sync` input.
 pub fn run(data: &[u8]) -> Violations {
@@ -140,10 +142,10 @@ pub fn run(data: &[u8]) -> Violations {
         .collect();
 
     let mut keyed = Keyed {
-        verifier: Verifier::new(KEY, SKEW_US),
+        verifier: Verifier::new(KEY, SyncRole::Backup, SKEW_US),
         taken: HashSet::new(),
-        sealer: Sealer::new(KEY),
-        own: Verifier::new(KEY, SKEW_US),
+        sealer: Sealer::new(KEY, SyncRole::Primary, SKEW_US),
+        own: Verifier::new(KEY, SyncRole::Backup, SKEW_US),
     };
     let mut handed = 0u64;
     let mut absent = 0u64;
