@@ -485,3 +485,56 @@ fn a_pair_keyed_by_reloads_takes_only_what_its_key_sealed_once() {
     assert_eq!(primary.stop(), Some(0));
     assert_eq!(backup.stop(), Some(0));
 }
+
+/// Only a reload takes a new key: a `ctl` edit re-reads the file's text
+/// (and so its key_file) but keeps the running key, so that a key file
+/// written ahead of the planned reloads is not applied out of order.
+#[test]
+fn a_ctl_edit_keeps_the_running_key_and_a_reload_takes_the_new_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let scenario = golden::scenario("one-arm");
+    let dir = common::TempDir::new("sync-rekey");
+    let key = dir.path("sync.key");
+    let write_key = |secret: &[u8]| {
+        std::fs::write(&key, secret).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    write_key(b"the first key of this test, 32 b");
+    let (port, peer) = (free_udp_port("127.0.0.1"), free_udp_port("127.0.0.2"));
+    let lb = PipeAppliance::start(
+        "sync-rekey",
+        &scenario.config,
+        &format!(
+            "[sync]\nrole = \"backup\"\nlisten = \"127.0.0.1:{port}\"\npeer = \"127.0.0.2:{peer}\"\nkey_file = \"{}\"\n",
+            key.display()
+        ),
+    );
+    assert!(lb.app.log_text().contains(", keyed"));
+    write_key(b"the second key of this test, 32b");
+    let out = std::process::Command::new(common::BIN)
+        .args(["ctl", "--socket"])
+        .arg(lb.dir.path("ctl.sock"))
+        .args(["drain", "web-nat", "198.18.0.11:8080"])
+        .output()
+        .expect("lb-appliance ctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !lb.app.log_text().contains("key or max_clock_skew changed"),
+        "a ctl edit applied the new key:\n{}",
+        common::tail(&lb.app.log_text(), 10)
+    );
+    lb.reload_with(&lb.text);
+    let mut lb = lb;
+    assert!(
+        lb.app
+            .wait_for_log("key or max_clock_skew changed", Duration::from_secs(10)),
+        "the reload did not take the new key:\n{}",
+        common::tail(&lb.app.log_text(), 10)
+    );
+    assert_eq!(lb.stop(), Some(0));
+}
