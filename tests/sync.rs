@@ -15,9 +15,6 @@ use common::{metric, parse_prometheus_strictly, PipeAppliance, Scrape};
 use lb_config::SyncRole;
 use lb_core::golden;
 use lb_core::sync::auth::{wall_clock_us, Sealer};
-
-/// `[sync] max_clock_skew`'s default, in microseconds.
-const SKEW: u64 = 10_000_000;
 use lb_core::sync::{FlowChange, FlowRecord, FlowUpdate};
 
 fn free_udp_port(ip: &str) -> u16 {
@@ -407,7 +404,7 @@ fn a_pair_keyed_by_reloads_takes_only_what_its_key_sealed_once() {
     liar.send_to(
         &forged(
             40002,
-            Some((&mut Sealer::new(wrong, SyncRole::Primary, SKEW), now)),
+            Some((&mut Sealer::new(wrong, SyncRole::Primary), now)),
         ),
         &to,
     )
@@ -415,10 +412,7 @@ fn a_pair_keyed_by_reloads_takes_only_what_its_key_sealed_once() {
     liar.send_to(
         &forged(
             40003,
-            Some((
-                &mut Sealer::new(right, SyncRole::Primary, SKEW),
-                now - 60_000_000,
-            )),
+            Some((&mut Sealer::new(right, SyncRole::Primary), now - 60_000_000)),
         ),
         &to,
     )
@@ -428,7 +422,7 @@ fn a_pair_keyed_by_reloads_takes_only_what_its_key_sealed_once() {
     liar.send_to(
         &forged(
             40005,
-            Some((&mut Sealer::new(right, SyncRole::Backup, SKEW), now)),
+            Some((&mut Sealer::new(right, SyncRole::Backup), now)),
         ),
         &to,
     )
@@ -444,10 +438,7 @@ fn a_pair_keyed_by_reloads_takes_only_what_its_key_sealed_once() {
     // sent again: refused, and nothing more installed.
     let genuine = forged(
         40004,
-        Some((
-            &mut Sealer::new(right, SyncRole::Primary, SKEW),
-            wall_clock_us(),
-        )),
+        Some((&mut Sealer::new(right, SyncRole::Primary), wall_clock_us())),
     );
     liar.send_to(&genuine, &to).unwrap();
     pair.wait_for(false, "the sealed record installed", |s| {

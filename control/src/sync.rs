@@ -173,6 +173,11 @@ const RECEIVE_BUFFER: usize = 4 << 20;
 /// none only looks at the workers' channels.
 const FLUSH_EVERY: Duration = Duration::from_millis(10);
 
+/// The most datagrams, and the longest time, read from the socket before
+/// an interval's heartbeat goes out; the rest are read after it.
+const DRAIN_DATAGRAMS: usize = 4096;
+const DRAIN_BUDGET: Duration = Duration::from_millis(20);
+
 /// How often a refusal of keyed messages is logged at most, per reason.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -199,7 +204,10 @@ struct Packer {
     buf: [u8; MAX_MESSAGE_LEN],
     pending: Vec<FlowRecord>,
     sequence: u32,
+    /// Seals while `keyed`; kept without a key, so that its counters go
+    /// on from where they were when a key comes back.
     sealer: Option<Sealer>,
+    keyed: bool,
 }
 
 impl Packer {
@@ -208,24 +216,26 @@ impl Packer {
             buf: [0; MAX_MESSAGE_LEN],
             pending: Vec::new(),
             sequence: 0,
+            keyed: sealer.is_some(),
             sealer,
         }
     }
 
     /// Keys what is sent from now on with `key` (or not at all); a sealer
     /// kept goes on from its last counter.
-    fn rekey(&mut self, key: Option<SyncKey>, role: SyncRole, skew: Duration) {
+    fn rekey(&mut self, key: Option<SyncKey>, role: SyncRole) {
         self.sealer = match (self.sealer.take(), key) {
-            (_, None) => None,
-            (Some(s), Some(k)) => Some(s.rekey(k, micros(skew))),
-            (None, Some(k)) => Some(Sealer::new(k, role, micros(skew))),
+            (s, None) => s,
+            (Some(s), Some(k)) => Some(s.rekey(k)),
+            (None, Some(k)) => Some(Sealer::new(k, role)),
         };
+        self.keyed = key.is_some();
     }
 
     /// The datagram of a finished message of `len` bytes: keyed (the
     /// trailer added) when there is a key.
     fn sealed(&mut self, len: usize) -> &[u8] {
-        let n = match self.sealer.as_mut() {
+        let n = match self.sealer.as_mut().filter(|_| self.keyed) {
             Some(s) => s.seal(&mut self.buf, len, wall_clock_us()),
             None => len,
         };
@@ -412,10 +422,7 @@ fn run(
         counters,
         status,
         election: Election::new(sync.role, sync.dead_after, Instant::now()),
-        packer: Packer::new(
-            sync.key
-                .map(|k| Sealer::new(k, sync.role, micros(sync.max_clock_skew))),
-        ),
+        packer: Packer::new(sync.key.map(|k| Sealer::new(k, sync.role))),
         sequence: Sequence::default(),
         nonce: nonce(),
         peer: PeerPasses::default(),
@@ -450,9 +457,18 @@ fn run(
             next_flush = now + flush_every;
             // What waits in the socket first: after a stall of this thread
             // the peer's messages are there, and it is not dead.
+            // Bounded: a flood (spoofed or not) must not hold the
+            // heartbeat back, or the peer would take over.
             let _ = socket.set_nonblocking(true);
-            while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let drain_until = now + DRAIN_BUDGET.min(sync.interval / 2);
+            for _ in 0..DRAIN_DATAGRAMS {
+                let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                    break;
+                };
                 s.datagram(&buf[..n], from.ip());
+                if Instant::now() >= drain_until {
+                    break;
+                }
             }
             let _ = socket.set_nonblocking(false);
             s.send_interval();
@@ -655,7 +671,7 @@ impl Sync<'_> {
     fn rekey(&mut self, key: Option<SyncKey>, skew: Duration) {
         let was = self.keyed;
         let role = self.cfg.role;
-        self.packer.rekey(key, role, skew);
+        self.packer.rekey(key, role);
         self.verifier = match (self.verifier.take(), key) {
             (v, None) => v,
             (Some(v), Some(k)) => Some(v.rekey(k, micros(skew))),
@@ -685,7 +701,17 @@ impl Sync<'_> {
         let peer = self.cfg.peer;
         let what = match why {
             Refused::Unauthenticated => format!("sync: a message from {peer} carries no tag: give the peer the same [sync] key_file as this appliance (or someone else sends as the peer)"),
-            Refused::BadTag => format!("sync: a message from {peer} has a tag made with another key, or by an appliance of this one's role: the two appliances' [sync] key_file must hold the same key and one must be the primary, the other the backup (or someone forged, changed or reflected it)"),
+            Refused::BadTag => {
+                let own = lb_core::wire::sync::SyncHeader::parse(bytes)
+                    .ok()
+                    .zip(self.verifier.as_ref())
+                    .is_some_and(|((_, p), v)| v.sealed_by_own_role(&p));
+                if own {
+                    format!("sync: a message from {peer} was sealed by a {} like this appliance: one of the pair must be role = \"primary\", the other role = \"backup\" (or this appliance's own message was sent back to it)", self.cfg.role)
+                } else {
+                    format!("sync: a message from {peer} has a tag made with another key: the two appliances' [sync] key_file must hold the same key (or someone forged or changed it)")
+                }
+            }
             Refused::Stale => {
                 let offset = lb_core::wire::sync::SyncHeader::parse(bytes)
                     .ok()
@@ -1185,7 +1211,7 @@ mod tests {
 
     /// A keyed sender's messages, and a verifier with the same key.
     fn keyed(records: usize) -> (Vec<Vec<u8>>, Verifier) {
-        let mut p = Packer::new(Some(Sealer::new(KEY, SyncRole::Primary, SKEW)));
+        let mut p = Packer::new(Some(Sealer::new(KEY, SyncRole::Primary)));
         p.pending.extend((0..records as u16).map(record));
         let mut out = Vec::new();
         p.flush(0, |m| {
@@ -1225,7 +1251,6 @@ mod tests {
         let mut other = Packer::new(Some(Sealer::new(
             lb_config::SyncKey([4; 32]),
             SyncRole::Primary,
-            SKEW,
         )));
         other.pending.push(record(7));
         let mut forged = Vec::new();
@@ -1248,7 +1273,7 @@ mod tests {
         assert!(receive(&msgs[0], PEER, PEER, None, q, &c).is_ok());
         assert_eq!(rx.try_iter().count(), 3);
         // A keyed status round-trips too.
-        let mut p = Packer::new(Some(Sealer::new(KEY, SyncRole::Primary, SKEW)));
+        let mut p = Packer::new(Some(Sealer::new(KEY, SyncRole::Primary)));
         let mut st = Vec::new();
         assert!(p.status(
             &Status {

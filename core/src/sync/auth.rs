@@ -30,13 +30,17 @@
 //! The cost: the pair's clocks must agree within `max_clock_skew` (NTP);
 //! one clock stepped further than that makes the other refuse its
 //! messages (`stale`) until it is right again, and the peer then counts
-//! as silent. A sender whose clock went back across a restart, by less
-//! than `max_clock_skew`, is refused (`replayed`) until its clock is past
-//! where it was: at most twice `max_clock_skew`. A sender whose clock
-//! jumped ahead by more than `max_clock_skew` and came back starts its
-//! counters from its clock again (its messages in between were stale
-//! and taken by no one). All of it is counted and logged by the sync
-//! thread.
+//! as silent. A sender's counters never go back while it runs: if its
+//! clock jumped ahead and came back, its messages stay ahead of its clock
+//! (stale to the peer once more than `max_clock_skew` ahead) until the
+//! clock has caught up, or the appliance restarts. A sender whose clock
+//! went back across a restart, by less than `max_clock_skew`, is refused
+//! (`replayed`) until its clock is past where it was: at most twice
+//! `max_clock_skew`. And the clocks must be honest: a message sealed
+//! while the sender's clock ran ahead is fresh when real time gets there,
+//! so whoever can move a clock ahead (unauthenticated NTP) and record the
+//! messages can replay them then. All of it is counted and logged by the
+//! sync thread.
 
 use hmac::{Hmac, Mac};
 use lb_config::{SyncKey, SyncRole};
@@ -93,28 +97,17 @@ fn other(role: SyncRole) -> SyncRole {
 pub struct Sealer {
     key: SyncKey,
     role: SyncRole,
-    skew_us: u64,
     last: u64,
 }
 
 impl Sealer {
-    /// `skew_us`: `max_clock_skew`, in microseconds.
-    pub fn new(key: SyncKey, role: SyncRole, skew_us: u64) -> Sealer {
-        Sealer {
-            key,
-            role,
-            skew_us,
-            last: 0,
-        }
+    pub fn new(key: SyncKey, role: SyncRole) -> Sealer {
+        Sealer { key, role, last: 0 }
     }
 
-    /// The same sender with another key or skew: its counters go on.
-    pub fn rekey(self, key: SyncKey, skew_us: u64) -> Sealer {
-        Sealer {
-            key,
-            skew_us,
-            ..self
-        }
+    /// The same sender with another key: its counters go on.
+    pub fn rekey(self, key: SyncKey) -> Sealer {
+        Sealer { key, ..self }
     }
 
     /// Makes the finished message of `len` bytes (its length field) at
@@ -123,15 +116,11 @@ impl Sealer {
     /// Returns the datagram's length, `len + AUTH_LEN`; `buf` must have
     /// room for it.
     pub fn seal(&mut self, buf: &mut [u8], len: usize, now_us: u64) -> usize {
-        // Never the same counter twice, nor a smaller one, while the clock
-        // is about right. Further ahead of the clock than the skew (it had
-        // jumped ahead and came back), the counters were stale to the
-        // receiver and taken by no one: go on from the clock.
-        let counter = if self.last > now_us.saturating_add(self.skew_us) {
-            now_us
-        } else {
-            now_us.max(self.last.saturating_add(1))
-        };
+        // Never the same counter twice, nor a smaller one, whatever the
+        // clock does while this process lives. (Starting again from a
+        // clock that came back would land below counters the peer took,
+        // if it took any while ours ran ahead, and have it refuse us.)
+        let counter = now_us.max(self.last.saturating_add(1));
         self.last = counter;
         let mut p = SyncPacket::new_unchecked(&mut buf[..len + AUTH_LEN]);
         debug_assert_eq!(usize::from(p.len()), len, "a finished message");
@@ -176,6 +165,18 @@ impl Verifier {
             skew_us,
             ..self
         }
+    }
+
+    /// Whether `p`, refused as `bad_tag`, was sealed with the key by an
+    /// appliance of this one's own role: a pair of two primaries or two
+    /// backups, or this appliance's message sent back to it. For the log
+    /// only: such a message is refused all the same.
+    pub fn sealed_by_own_role(&self, p: &SyncPacket<&[u8]>) -> bool {
+        p.trailer().is_some_and(|(counter, tag)| {
+            mac(&self.key, other(self.peer), p.signed(), counter)
+                .verify_truncated_left(&tag)
+                .is_ok()
+        })
     }
 
     /// Whether `p` (a datagram whose header parsed) is a keyed message
@@ -268,7 +269,7 @@ mod tests {
 
     #[test]
     fn a_sealed_message_is_taken_once_and_still_parses_as_before() {
-        let mut s = Sealer::new(KEY, SyncRole::Primary, SKEW);
+        let mut s = Sealer::new(KEY, SyncRole::Primary);
         let d = sealed(&mut s, NOW);
         assert_eq!(d.len(), HEADER_LEN + STATUS_LEN + AUTH_LEN);
         let (h, p) = SyncHeader::parse(&d).unwrap();
@@ -288,7 +289,7 @@ mod tests {
 
     #[test]
     fn every_bit_of_a_message_and_its_trailer_is_under_the_tag() {
-        let d = sealed(&mut Sealer::new(KEY, SyncRole::Primary, SKEW), NOW);
+        let d = sealed(&mut Sealer::new(KEY, SyncRole::Primary), NOW);
         for i in 0..d.len() {
             for bit in 0..8 {
                 let mut bad = d.clone();
@@ -308,7 +309,7 @@ mod tests {
 
     #[test]
     fn a_wrong_key_an_untagged_or_cut_message_is_refused() {
-        let d = sealed(&mut Sealer::new(KEY, SyncRole::Primary, SKEW), NOW);
+        let d = sealed(&mut Sealer::new(KEY, SyncRole::Primary), NOW);
         let mut other = Verifier::new(SyncKey([8; 32]), SyncRole::Backup, SKEW);
         assert_eq!(check(&mut other, &d, NOW), Err(Refused::BadTag));
         let mut v = Verifier::new(KEY, SyncRole::Backup, SKEW);
@@ -345,24 +346,21 @@ mod tests {
 
     #[test]
     fn a_message_older_or_newer_than_the_skew_is_stale() {
-        let mut s = Sealer::new(KEY, SyncRole::Primary, SKEW);
+        let mut s = Sealer::new(KEY, SyncRole::Primary);
         let old = sealed(&mut s, NOW - SKEW - 1);
         let edge = sealed(&mut s, NOW - SKEW);
         let mut v = Verifier::new(KEY, SyncRole::Backup, SKEW);
         assert_eq!(check(&mut v, &old, NOW), Err(Refused::Stale));
         assert_eq!(check(&mut v, &edge, NOW), Ok(NOW - SKEW));
-        let ahead = sealed(
-            &mut Sealer::new(KEY, SyncRole::Primary, SKEW),
-            NOW + SKEW + 1,
-        );
+        let ahead = sealed(&mut Sealer::new(KEY, SyncRole::Primary), NOW + SKEW + 1);
         assert_eq!(check(&mut v, &ahead, NOW), Err(Refused::Stale));
-        let near = sealed(&mut Sealer::new(KEY, SyncRole::Primary, SKEW), NOW + SKEW);
+        let near = sealed(&mut Sealer::new(KEY, SyncRole::Primary), NOW + SKEW);
         assert_eq!(check(&mut v, &near, NOW), Ok(NOW + SKEW));
     }
 
     #[test]
     fn counters_only_grow_even_when_the_clock_goes_back() {
-        let mut s = Sealer::new(KEY, SyncRole::Primary, SKEW);
+        let mut s = Sealer::new(KEY, SyncRole::Primary);
         let a = sealed(&mut s, NOW);
         let b = sealed(&mut s, NOW - 1_000);
         let c = sealed(&mut s, NOW);
@@ -370,13 +368,7 @@ mod tests {
             [counter(&a), counter(&b), counter(&c)],
             [NOW, NOW + 1, NOW + 2]
         );
-        // A clock that jumped an hour ahead and came back: the counters
-        // of the hour were stale to everyone; go on from the clock.
-        let hour = 3_600_000_000;
-        let ahead = sealed(&mut s, NOW + hour);
-        let back = sealed(&mut s, NOW + 10);
-        assert_eq!([counter(&ahead), counter(&back)], [NOW + hour, NOW + 10]);
-        // Ahead by less than the skew: the counters keep growing.
+        // A clock that jumped ahead and came back: still never back.
         let near = sealed(&mut s, NOW + 20 + SKEW / 2);
         let after = sealed(&mut s, NOW + 30);
         assert_eq!(counter(&after), counter(&near) + 1);
@@ -390,15 +382,19 @@ mod tests {
     /// from the peer's address must not pass for the peer's.
     #[test]
     fn an_appliances_own_message_reflected_to_it_is_refused() {
-        let from_primary = sealed(&mut Sealer::new(KEY, SyncRole::Primary, SKEW), NOW);
+        let from_primary = sealed(&mut Sealer::new(KEY, SyncRole::Primary), NOW);
         let mut primary = Verifier::new(KEY, SyncRole::Primary, SKEW);
         assert_eq!(
             check(&mut primary, &from_primary, NOW),
             Err(Refused::BadTag)
         );
+        let (_, p) = SyncHeader::parse(&from_primary).unwrap();
+        assert!(primary.sealed_by_own_role(&p), "told apart for the log");
+        let stranger = Verifier::new(SyncKey([8; 32]), SyncRole::Primary, SKEW);
+        assert!(!stranger.sealed_by_own_role(&p));
         let mut backup = Verifier::new(KEY, SyncRole::Backup, SKEW);
         assert_eq!(check(&mut backup, &from_primary, NOW), Ok(NOW));
-        let from_backup = sealed(&mut Sealer::new(KEY, SyncRole::Backup, SKEW), NOW + 1);
+        let from_backup = sealed(&mut Sealer::new(KEY, SyncRole::Backup), NOW + 1);
         assert_eq!(check(&mut backup, &from_backup, NOW), Err(Refused::BadTag));
         assert_eq!(check(&mut primary, &from_backup, NOW), Ok(NOW + 1));
     }
@@ -407,7 +403,7 @@ mod tests {
     /// overtaken by the next let every later one be replayed.
     #[test]
     fn a_reordering_opens_no_way_to_replay() {
-        let mut s = Sealer::new(KEY, SyncRole::Primary, SKEW);
+        let mut s = Sealer::new(KEY, SyncRole::Primary);
         let msgs: Vec<Vec<u8>> = (0..200).map(|i| sealed(&mut s, NOW + i)).collect();
         let mut v = Verifier::new(KEY, SyncRole::Backup, SKEW);
         for i in [0, 2, 1] {
@@ -430,7 +426,7 @@ mod tests {
         fn no_counter_is_taken_twice_in_any_order(
             deliveries in proptest::collection::vec(0usize..150, 1..600)
         ) {
-            let mut s = Sealer::new(KEY, SyncRole::Primary, SKEW);
+            let mut s = Sealer::new(KEY, SyncRole::Primary);
             let msgs: Vec<Vec<u8>> = (0..150).map(|i| sealed(&mut s, NOW + i)).collect();
             let mut v = Verifier::new(KEY, SyncRole::Backup, SKEW);
             let mut taken = std::collections::HashSet::new();
@@ -452,7 +448,7 @@ mod tests {
 
     #[test]
     fn a_message_overtaken_by_the_next_is_taken_late_but_once() {
-        let mut s = Sealer::new(KEY, SyncRole::Primary, SKEW);
+        let mut s = Sealer::new(KEY, SyncRole::Primary);
         let msgs: Vec<Vec<u8>> = (0..10).map(|i| sealed(&mut s, NOW + i * 100)).collect();
         let mut v = Verifier::new(KEY, SyncRole::Backup, SKEW);
         assert!(check(&mut v, &msgs[0], NOW).is_ok());
@@ -471,7 +467,7 @@ mod tests {
         // Once full, the lowest kept is the bound: one below it cannot be
         // told from one taken and no longer kept.
         let mut v = Verifier::new(KEY, SyncRole::Backup, SKEW);
-        let mut s = Sealer::new(KEY, SyncRole::Primary, SKEW);
+        let mut s = Sealer::new(KEY, SyncRole::Primary);
         let first = sealed(&mut s, NOW);
         let skipped = sealed(&mut s, NOW + 1);
         assert!(check(&mut v, &first, NOW).is_ok());
@@ -484,14 +480,14 @@ mod tests {
 
     #[test]
     fn a_restarted_sender_is_taken_and_its_old_life_is_not() {
-        let mut life1 = Sealer::new(KEY, SyncRole::Primary, SKEW);
+        let mut life1 = Sealer::new(KEY, SyncRole::Primary);
         let old: Vec<Vec<u8>> = (0..3).map(|i| sealed(&mut life1, NOW + i)).collect();
         let mut v = Verifier::new(KEY, SyncRole::Backup, SKEW);
         for m in &old {
             assert!(check(&mut v, m, NOW).is_ok());
         }
         // A new process, a second later by the same clock.
-        let mut life2 = Sealer::new(KEY, SyncRole::Primary, SKEW);
+        let mut life2 = Sealer::new(KEY, SyncRole::Primary);
         let new = sealed(&mut life2, NOW + 1_000_000);
         assert!(check(&mut v, &new, NOW + 1_000_000).is_ok());
         for m in &old {

@@ -144,7 +144,7 @@ pub fn run(data: &[u8]) -> Violations {
     let mut keyed = Keyed {
         verifier: Verifier::new(KEY, SyncRole::Backup, SKEW_US),
         taken: HashSet::new(),
-        sealer: Sealer::new(KEY, SyncRole::Primary, SKEW_US),
+        sealer: Sealer::new(KEY, SyncRole::Primary),
         own: Verifier::new(KEY, SyncRole::Backup, SKEW_US),
     };
     let mut handed = 0u64;

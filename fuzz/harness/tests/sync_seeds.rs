@@ -181,11 +181,7 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
         // Keyed (`[sync] key_file`): the same messages sealed with the
         // target's key at its clock, one of them twice and one tampered
         // with after sealing.
-        let mut sealer = Sealer::new(
-            lb_fuzz_harness::sync::KEY,
-            lb_config::SyncRole::Primary,
-            lb_fuzz_harness::sync::SKEW_US,
-        );
+        let mut sealer = Sealer::new(lb_fuzz_harness::sync::KEY, lb_config::SyncRole::Primary);
         let mut keyed: Vec<Vec<u8>> = messages(&all, &mut seq)
             .into_iter()
             .enumerate()
