@@ -49,6 +49,12 @@ struct Pair {
 }
 
 impl Pair {
+    /// Stops both appliances; each must exit cleanly.
+    fn stop(self) {
+        assert_eq!(self.primary.stop(), Some(0));
+        assert_eq!(self.backup.stop(), Some(0));
+    }
+
     /// Polls `which`'s scrape until `cond` holds (bounded). A `net_pcap`
     /// worker on a pipe blocks in its receive until a frame comes, so each
     /// round feeds both a frame they drop: that gives each worker a poll,
@@ -170,11 +176,7 @@ fn a_new_flow_reaches_the_backup_long_before_the_next_interval() {
         "the new flow took {took:?} to reach the backup, with the interval at 5 s"
     );
     assert!(m(&b, "lb_sync_flows_total", &[("direction", "installed")]) >= 1.0);
-    let Pair {
-        primary, backup, ..
-    } = pair;
-    assert_eq!(primary.stop(), Some(0));
-    assert_eq!(backup.stop(), Some(0));
+    pair.stop();
 }
 
 #[test]
@@ -275,11 +277,7 @@ fn flows_of_the_primary_appear_in_the_backups_table() {
     }
     assert!(metric(&b, "lb_sync_events_dropped_total", &[]).is_some());
 
-    let Pair {
-        primary, backup, ..
-    } = pair;
-    assert_eq!(primary.stop(), Some(0));
-    assert_eq!(backup.stop(), Some(0));
+    pair.stop();
 }
 
 /// A flows message from the peer's address with one record of an
@@ -470,11 +468,7 @@ fn a_pair_keyed_by_reloads_takes_only_what_its_key_sealed_once() {
         !log.contains("test key"),
         "the secret never reaches the log"
     );
-    let Pair {
-        primary, backup, ..
-    } = pair;
-    assert_eq!(primary.stop(), Some(0));
-    assert_eq!(backup.stop(), Some(0));
+    pair.stop();
 }
 
 /// Only a reload takes a new key: a `ctl` edit re-reads the file's text

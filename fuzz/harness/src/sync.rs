@@ -117,7 +117,7 @@ const NOW: u32 = 1000;
 /// skew.
 pub const NOW_US: u64 = 1_800_000_000_000_000;
 pub const KEY: SyncKey = SyncKey([0x5a; 32]);
-pub const SKEW_US: u64 = 10_000_000;
+const SKEW_US: u64 = 10_000_000;
 
 /// Runs one `sync` input.
 pub fn run(data: &[u8]) -> Violations {
