@@ -26,6 +26,13 @@
 //!   datagram overtaken by later ones is still taken); anything else is
 //!   refused (`replayed`). A counter it took and no longer keeps was the
 //!   lowest when it went, and the lowest only grows: it stays refused.
+//! - **A second key while the key changes:** a receiver may also take
+//!   tags made with `accept_key_file`'s key, which it never sends with.
+//!   A pair then changes its key in three rounds of reloads, each in any
+//!   order, with neither refusing the other at any moment: both accept
+//!   the new key, both send with it (accepting the old one), both drop
+//!   the old one. One set of counters covers both keys: a message taken
+//!   with one key and sealed again with the other is still `replayed`.
 //!
 //! The cost: the pair's clocks must agree within `max_clock_skew` (NTP);
 //! one clock stepped further than that makes the other refuse its
@@ -137,6 +144,10 @@ impl Sealer {
 #[derive(Debug)]
 pub struct Verifier {
     key: SyncKey,
+    /// `accept_key_file`'s key: a tag made with it is as good.
+    accept: Option<SyncKey>,
+    /// Whether the last message taken was tagged with `accept`.
+    last_accepted: bool,
     peer: SyncRole,
     skew_us: u64,
     /// The highest counters taken, at most [`RECENT`] (in no order).
@@ -150,6 +161,8 @@ impl Verifier {
     pub fn new(key: SyncKey, role: SyncRole, skew_us: u64) -> Verifier {
         Verifier {
             key,
+            accept: None,
+            last_accepted: false,
             peer: other(role),
             skew_us,
             taken: [0; RECENT],
@@ -157,26 +170,47 @@ impl Verifier {
         }
     }
 
-    /// The same receiver with another key or skew: the counters it took
+    /// The same receiver taking tags made with `accept` too
+    /// (`accept_key_file`), or only with its key (None).
+    pub fn accepting(self, accept: Option<SyncKey>) -> Verifier {
+        Verifier { accept, ..self }
+    }
+
+    /// The same receiver with other keys or skew: the counters it took
     /// stay taken.
-    pub fn rekey(self, key: SyncKey, skew_us: u64) -> Verifier {
+    pub fn rekey(self, key: SyncKey, accept: Option<SyncKey>, skew_us: u64) -> Verifier {
         Verifier {
             key,
+            accept,
             skew_us,
             ..self
         }
     }
 
-    /// Whether `p`, refused as `bad_tag`, was sealed with the key by an
-    /// appliance of this one's own role: a pair of two primaries or two
-    /// backups, or this appliance's message sent back to it. For the log
-    /// only: such a message is refused all the same.
+    /// The keys a tag may be made with: the key, then the accepted one.
+    fn keys(&self) -> impl Iterator<Item = &SyncKey> {
+        std::iter::once(&self.key).chain(self.accept.as_ref())
+    }
+
+    /// Whether `p`, refused as `bad_tag`, was sealed with one of the keys
+    /// by an appliance of this one's own role: a pair of two primaries or
+    /// two backups, or this appliance's message sent back to it. For the
+    /// log only: such a message is refused all the same.
     pub fn sealed_by_own_role(&self, p: &SyncPacket<&[u8]>) -> bool {
         p.trailer().is_some_and(|(counter, tag)| {
-            mac(&self.key, other(self.peer), p.signed(), counter)
-                .verify_truncated_left(&tag)
-                .is_ok()
+            self.keys().any(|k| {
+                mac(k, other(self.peer), p.signed(), counter)
+                    .verify_truncated_left(&tag)
+                    .is_ok()
+            })
         })
+    }
+
+    /// Whether the last message taken was tagged with the accepted key
+    /// (`accept_key_file`), not with the key: the peer has not moved to
+    /// this appliance's key yet.
+    pub fn last_took_accepted(&self) -> bool {
+        self.last_accepted
     }
 
     /// Whether `p` (a datagram whose header parsed) is a keyed message
@@ -190,12 +224,13 @@ impl Verifier {
         let Some((counter, tag)) = p.trailer() else {
             return Err(Refused::BadLength);
         };
-        if mac(&self.key, self.peer, p.signed(), counter)
-            .verify_truncated_left(&tag)
-            .is_err()
-        {
+        let Some(by) = self.keys().position(|k| {
+            mac(k, self.peer, p.signed(), counter)
+                .verify_truncated_left(&tag)
+                .is_ok()
+        }) else {
             return Err(Refused::BadTag);
-        }
+        };
         if counter.abs_diff(now_us) > self.skew_us {
             return Err(Refused::Stale);
         }
@@ -217,6 +252,7 @@ impl Verifier {
                 self.len += 1;
             }
         }
+        self.last_accepted = by == 1;
         Ok(counter)
     }
 
@@ -476,6 +512,49 @@ mod tests {
             assert!(check(&mut v, &m, NOW).is_ok());
         }
         assert_eq!(check(&mut v, &skipped, NOW), Err(Refused::Replayed));
+    }
+
+    /// `accept_key_file`: the second key's tags are taken as the key's
+    /// (and told apart), a third key's are not, and one set of counters
+    /// covers both keys.
+    #[test]
+    fn a_second_accepted_key_is_taken_as_the_key_and_shares_its_counters() {
+        const NEW: SyncKey = SyncKey([9; 32]);
+        let mut v = Verifier::new(KEY, SyncRole::Backup, SKEW).accepting(Some(NEW));
+        let by_key = sealed(&mut Sealer::new(KEY, SyncRole::Primary), NOW);
+        let by_new = sealed(&mut Sealer::new(NEW, SyncRole::Primary), NOW + 1);
+        assert_eq!(check(&mut v, &by_new, NOW), Ok(NOW + 1));
+        assert!(v.last_took_accepted());
+        assert_eq!(check(&mut v, &by_key, NOW), Ok(NOW));
+        assert!(!v.last_took_accepted());
+        let third = sealed(
+            &mut Sealer::new(SyncKey([10; 32]), SyncRole::Primary),
+            NOW + 2,
+        );
+        assert_eq!(check(&mut v, &third, NOW), Err(Refused::BadTag));
+        assert!(!v.last_took_accepted(), "a refusal changes nothing");
+        // The same counter under the other key: the same message to a
+        // replay window, whichever key sealed it.
+        let again = sealed(&mut Sealer::new(NEW, SyncRole::Primary), NOW);
+        assert_eq!(counter(&again), NOW);
+        assert_eq!(check(&mut v, &again, NOW), Err(Refused::Replayed));
+        // The own role's tag, with either key, is refused and told apart.
+        let own = sealed(&mut Sealer::new(NEW, SyncRole::Backup), NOW + 3);
+        assert_eq!(check(&mut v, &own, NOW), Err(Refused::BadTag));
+        let (_, p) = SyncHeader::parse(&own).unwrap();
+        assert!(v.sealed_by_own_role(&p));
+        // Rekeyed without the second key: its tags are refused again, the
+        // counters taken stay taken.
+        let mut v = v.rekey(KEY, None, SKEW);
+        let later = sealed(&mut Sealer::new(NEW, SyncRole::Primary), NOW + 4);
+        assert_eq!(check(&mut v, &later, NOW), Err(Refused::BadTag));
+        assert!(!v.sealed_by_own_role(&p));
+        let mut s = Sealer::new(KEY, SyncRole::Primary);
+        assert_eq!(
+            check(&mut v, &sealed(&mut s, NOW), NOW),
+            Err(Refused::Replayed)
+        );
+        assert_eq!(check(&mut v, &sealed(&mut s, NOW + 5), NOW), Ok(NOW + 5));
     }
 
     #[test]

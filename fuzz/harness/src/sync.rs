@@ -31,11 +31,13 @@
 //! whole and sends nothing (`sync.demote`).
 //!
 //! Keyed sync (`sync.auth`, `lb_core::sync::auth`): every datagram whose
-//! header parses also goes to a backup's receiver keyed with a fixed key,
-//! which must take it only with a trailer whose tag is the key's over a
-//! primary's label, its bytes and counter, fresh, and each counter at
-//! most once; and its message bytes, sealed here as a primary with that
-//! key, must be taken, and read back the same but for the `AUTH` flag.
+//! header parses also goes to a backup's receiver keyed with a fixed key
+//! and accepting a second one (`accept_key_file`), which must take it
+//! only with a trailer whose tag is either key's over a primary's label,
+//! its bytes and counter, fresh, and each counter at most once, and say
+//! which key it was; and its message bytes, sealed here as a primary with
+//! the key, must be taken, and read back the same but for the `AUTH`
+//! flag.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -69,13 +71,22 @@ impl Keyed {
     fn check(&mut self, v: &mut Violations, h: &SyncHeader, p: &SyncPacket<&[u8]>) {
         // As it came: taken only with a valid trailer, fresh, once.
         if let Ok(c) = self.verifier.check(p, NOW_US) {
-            let valid = p.trailer().is_some_and(|(counter, t)| {
-                counter == c
-                    && t == tag(&KEY, SyncRole::Primary, p.signed(), c)
-                    && c.abs_diff(NOW_US) <= SKEW_US
-            });
-            if !valid || h.flags & flags::AUTH == 0 {
+            let by = |key: &SyncKey| {
+                p.trailer().is_some_and(|(counter, t)| {
+                    counter == c
+                        && t == tag(key, SyncRole::Primary, p.signed(), c)
+                        && c.abs_diff(NOW_US) <= SKEW_US
+                })
+            };
+            let (by_key, by_accepted) = (by(&KEY), by(&ACCEPT_KEY));
+            if !(by_key || by_accepted) || h.flags & flags::AUTH == 0 {
                 v.add("sync.auth", format!("taken without a valid trailer: {h:?}"));
+            }
+            if self.verifier.last_took_accepted() != (by_accepted && !by_key) {
+                v.add(
+                    "sync.auth",
+                    format!("taken with the key {by_key}, the accepted one {by_accepted}, said otherwise"),
+                );
             }
             if !self.taken.insert(c) {
                 v.add("sync.auth", format!("counter {c} taken twice"));
@@ -117,6 +128,8 @@ const NOW: u32 = 1000;
 /// skew.
 pub const NOW_US: u64 = 1_800_000_000_000_000;
 pub const KEY: SyncKey = SyncKey([0x5a; 32]);
+/// The keyed receiver's second key (`accept_key_file`).
+pub const ACCEPT_KEY: SyncKey = SyncKey([0xa5; 32]);
 const SKEW_US: u64 = 10_000_000;
 
 /// Runs one `sync` input.
@@ -142,7 +155,7 @@ pub fn run(data: &[u8]) -> Violations {
         .collect();
 
     let mut keyed = Keyed {
-        verifier: Verifier::new(KEY, SyncRole::Backup, SKEW_US),
+        verifier: Verifier::new(KEY, SyncRole::Backup, SKEW_US).accepting(Some(ACCEPT_KEY)),
         taken: HashSet::new(),
         sealer: Sealer::new(KEY, SyncRole::Primary),
         own: Verifier::new(KEY, SyncRole::Backup, SKEW_US),

@@ -179,16 +179,25 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
         ));
 
         // Keyed (`[sync] key_file`): the same messages sealed with the
-        // target's key at its clock, one of them twice and one tampered
-        // with after sealing.
-        let mut sealer = Sealer::new(lb_fuzz_harness::sync::KEY, lb_config::SyncRole::Primary);
+        // target's key at its clock, every other one with its second key
+        // (`accept_key_file`), one of them twice and one tampered with
+        // after sealing.
+        let mut sealers = [
+            lb_fuzz_harness::sync::KEY,
+            lb_fuzz_harness::sync::ACCEPT_KEY,
+        ]
+        .map(|k| Sealer::new(k, lb_config::SyncRole::Primary));
         let mut keyed: Vec<Vec<u8>> = messages(&all, &mut seq)
             .into_iter()
             .enumerate()
             .map(|(i, m)| {
                 let mut buf = m.clone();
                 buf.resize(m.len() + AUTH_LEN, 0);
-                let n = sealer.seal(&mut buf, m.len(), lb_fuzz_harness::sync::NOW_US + i as u64);
+                let n = sealers[i % 2].seal(
+                    &mut buf,
+                    m.len(),
+                    lb_fuzz_harness::sync::NOW_US + i as u64,
+                );
                 buf.truncate(n);
                 buf
             })
