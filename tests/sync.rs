@@ -471,6 +471,148 @@ fn a_pair_keyed_by_reloads_takes_only_what_its_key_sealed_once() {
     pair.stop();
 }
 
+/// Waits (bounded) until `needle` is in `lb`'s log at least `n` times.
+fn wait_for_logged(lb: &PipeAppliance, needle: &str, n: usize) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while lb.app.log_text().matches(needle).count() < n {
+        assert!(
+            Instant::now() < end,
+            "{needle:?} not logged {n} times:\n{}",
+            common::tail(&lb.app.log_text(), 20)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `[sync] accept_key_file`: a keyed pair changes its key in three
+/// rounds of reloads, each time the standby appliance first (the order
+/// that, without a second key, makes it refuse the active one's
+/// heartbeats and take over), and neither appliance refuses a message of
+/// the other at any point; the log follows the peer's move to the new
+/// key; afterwards a message sealed with the old key is refused.
+#[test]
+fn a_keyed_pair_changes_its_key_with_an_accepted_second_key_and_refuses_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let scenario = golden::scenario("one-arm");
+    let mut pair = pair_every("50ms", &scenario);
+    pair.wait_for(true, "the primary active", |s| {
+        m(s, "lb_sync_active", &[]) == 1.0
+    });
+    let write = |name: &str, secret: &[u8]| {
+        let path = pair.primary.dir.path(name);
+        std::fs::write(&path, secret).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path.display().to_string()
+    };
+    let (old_secret, new_secret) = (
+        b"the old key of this pair, 32 b!!",
+        b"the new key of this pair, 32 b!!",
+    );
+    let (old, new) = (
+        write("sync.key", old_secret),
+        write("sync.next.key", new_secret),
+    );
+    let keys = |lb: &PipeAppliance, key: &str, accept: Option<&str>| {
+        let mut keys = format!("[sync]\nkey_file = \"{key}\"\n");
+        if let Some(a) = accept {
+            keys += &format!("accept_key_file = \"{a}\"\n");
+        }
+        lb.text.replace("[sync]\n", &keys)
+    };
+    // Keyed with the old key, the active one first.
+    pair.primary.reload_with(&keys(&pair.primary, &old, None));
+    wait_for_logged(&pair.primary, "sync: keyed from now on", 1);
+    pair.backup.reload_with(&keys(&pair.backup, &old, None));
+    wait_for_logged(&pair.backup, "sync: keyed from now on", 1);
+    pair.wait_for(true, "the backup heard again", |s| {
+        m(s, "lb_sync_peer_alive", &[]) == 1.0
+    });
+    // What the primary refused while only it was keyed.
+    let refused = sum(&scrape(&pair.primary), "lb_sync_refused_total");
+    let received = |p: &mut Pair| {
+        [true, false].map(|primary| {
+            let lb = if primary { &p.primary } else { &p.backup };
+            m(
+                &scrape(lb),
+                "lb_sync_messages_total",
+                &[("direction", "received")],
+            )
+        })
+    };
+    // A few heartbeats both ways after each reload, so that whatever the
+    // reload made either refuse would show.
+    let heartbeats = |p: &mut Pair| {
+        let [at_primary, at_backup] = received(p);
+        p.wait_for(true, "heartbeats at the primary", |s| {
+            m(s, "lb_sync_messages_total", &[("direction", "received")]) >= at_primary + 4.0
+        });
+        p.wait_for(false, "heartbeats at the backup", |s| {
+            m(s, "lb_sync_messages_total", &[("direction", "received")]) >= at_backup + 4.0
+        });
+    };
+    let changed = "key or max_clock_skew changed";
+    let rounds: [(&str, Option<&str>); 3] = [(&old, Some(&new)), (&new, Some(&old)), (&new, None)];
+    for (round, (key, accept)) in rounds.into_iter().enumerate() {
+        for primary in [false, true] {
+            let lb = if primary { &pair.primary } else { &pair.backup };
+            lb.reload_with(&keys(lb, key, accept));
+            wait_for_logged(lb, changed, round + 1);
+            heartbeats(&mut pair);
+        }
+        if round == 1 {
+            // The backup, on the new key first, took the primary's old
+            // one until the primary moved too; the primary, still on the
+            // old key, took the backup's new one as the accepted one.
+            for needle in [
+                "tags its messages with accept_key_file's key",
+                "tags its messages with key_file's key again",
+            ] {
+                wait_for_logged(&pair.backup, needle, 1);
+            }
+            wait_for_logged(
+                &pair.primary,
+                "tags its messages with accept_key_file's key",
+                1,
+            );
+        }
+    }
+    let (p, b) = (scrape(&pair.primary), scrape(&pair.backup));
+    assert_eq!(sum(&b, "lb_sync_refused_total"), 0.0, "the backup refused");
+    assert_eq!(
+        sum(&p, "lb_sync_refused_total"),
+        refused,
+        "the primary refused"
+    );
+    assert_eq!(m(&b, "lb_sync_active", &[]), 0.0, "no takeover");
+    assert_eq!(m(&b, "lb_sync_role_changes_total", &[]), 0.0);
+    assert_eq!(m(&p, "lb_sync_active", &[]), 1.0);
+    // Flows still reach the backup, on the new key.
+    pair.primary.feed(&nat_connection(&scenario));
+    let b = pair.wait_for(false, "the primary's flow in the backup's table", |s| {
+        m(s, "lb_active_flows", &[("worker", "1")]) >= 1.0
+    });
+    let flows = m(&b, "lb_active_flows", &[("worker", "1")]);
+    // The old key is gone: its seal is refused, the new key's taken.
+    let liar = UdpSocket::bind("127.0.0.2:0").unwrap();
+    let to = pair.backup_addr.clone();
+    let sealed_with = |secret: &[u8], port: u16| {
+        let key = lb_config::SyncKey::from_secret(secret);
+        forged(
+            port,
+            Some((&mut Sealer::new(key, SyncRole::Primary), wall_clock_us())),
+        )
+    };
+    liar.send_to(&sealed_with(old_secret, 40011), &to).unwrap();
+    pair.wait_for(false, "the old key's seal refused", |s| {
+        m(s, "lb_sync_refused_total", &[("reason", "bad_tag")]) == 1.0
+    });
+    liar.send_to(&sealed_with(new_secret, 40012), &to).unwrap();
+    pair.wait_for(false, "the new key's record installed", |s| {
+        m(s, "lb_active_flows", &[("worker", "1")]) == flows + 1.0
+    });
+    pair.stop();
+}
+
 /// Only a reload takes a new key: a `ctl` edit re-reads the file's text
 /// (and so its key_file) but keeps the running key, so that a key file
 /// written ahead of the planned reloads is not applied out of order.

@@ -361,6 +361,12 @@ pub struct SyncConfig {
     /// it, messages are neither tagged nor checked (a tag received is
     /// ignored), as before.
     pub key: Option<SyncKey>,
+    /// `accept_key_file`: a second key, read as `key_file` is and only
+    /// with it, that messages received may be tagged with too; nothing is
+    /// sent with it. It is what lets a pair change its key with neither
+    /// appliance refusing the other's messages at any moment (README,
+    /// "Changing the key").
+    pub accept_key: Option<SyncKey>,
     /// `max_clock_skew`: how far a keyed message's time may be from this
     /// appliance's clock, [`MIN_SYNC_CLOCK_SKEW`]..=[`MAX_SYNC_CLOCK_SKEW`],
     /// default [`DEFAULT_SYNC_CLOCK_SKEW`]; only with `key_file`.
@@ -368,12 +374,14 @@ pub struct SyncConfig {
 }
 
 impl SyncConfig {
-    /// What only a restart changes: all but `key_file` (the key) and
-    /// `max_clock_skew`, which a reload hands to the running sync thread,
-    /// so that a pair is keyed, or its key changed, without a takeover.
+    /// What only a restart changes: all but `key_file` (the key),
+    /// `accept_key_file` and `max_clock_skew`, which a reload hands to the
+    /// running sync thread, so that a pair is keyed, or its key changed,
+    /// without a takeover.
     pub fn restart_part(&self) -> SyncConfig {
         SyncConfig {
             key: None,
+            accept_key: None,
             max_clock_skew: DEFAULT_SYNC_CLOCK_SKEW,
             ..*self
         }
@@ -748,7 +756,12 @@ impl Config {
                 "{}",
                 match sync.key {
                     Some(_) => format!(
-                        "sync: keyed (HMAC-SHA256), clocks within {}",
+                        "sync: keyed (HMAC-SHA256){}, clocks within {}",
+                        if sync.accept_key.is_some() {
+                            ", a second key accepted (accept_key_file)"
+                        } else {
+                            ""
+                        },
                         format_duration(sync.max_clock_skew)
                     ),
                     None => "sync: not keyed (no key_file): run it on a link only the pair reaches"

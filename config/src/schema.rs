@@ -85,6 +85,7 @@ pub(crate) struct RawSync {
     pub gateway: Option<String>,
     pub gateway6: Option<String>,
     pub key_file: Option<String>,
+    pub accept_key_file: Option<String>,
     pub max_clock_skew: Option<String>,
 }
 

@@ -2366,6 +2366,71 @@ fn sync_key_file_is_read_checked_and_never_shown() {
 }
 
 #[test]
+fn sync_accept_key_file_is_a_second_key_read_as_the_first() {
+    let base = "role = \"primary\"\npeer = \"192.0.2.1:8848\"\n";
+    let (dir, path) = key_file("accept-old", b"0123456789abcdef0123456789abcdef", 0o600);
+    let (new_dir, new) = key_file("accept-new", b"fedcba9876543210fedcba9876543210\n", 0o400);
+    let c = Config::parse(&sync(&format!(
+        "{base}key_file = \"{path}\"\naccept_key_file = \"{new}\""
+    )))
+    .unwrap();
+    let s = c.sync.unwrap();
+    assert_eq!(
+        s.key,
+        Some(SyncKey::from_secret(b"0123456789abcdef0123456789abcdef"))
+    );
+    assert_eq!(
+        s.accept_key,
+        Some(SyncKey::from_secret(b"fedcba9876543210fedcba9876543210"))
+    );
+    assert!(
+        c.summary().contains(
+            "sync: keyed (HMAC-SHA256), a second key accepted (accept_key_file), clocks within 10s"
+        ),
+        "{}",
+        c.summary()
+    );
+    let one = Config::parse(&sync(&format!("{base}key_file = \"{path}\""))).unwrap();
+    assert_eq!(one.sync.unwrap().accept_key, None);
+    assert!(
+        one.restart_required_changes(&c).is_empty() && c.restart_required_changes(&one).is_empty(),
+        "a reload adds and drops it"
+    );
+    let (open_dir, open) = key_file("accept-open", b"0123456789abcdef0123456789abcdef", 0o604);
+    let (short_dir, short) = key_file("accept-short", b"short", 0o600);
+    let bad = |keys: &str, at: &str, needle: &str| {
+        assert_error(&sync(&format!("{base}{keys}")), at, needle)
+    };
+    bad(
+        &format!("accept_key_file = \"{new}\""),
+        "sync.accept_key_file",
+        "set sync.key_file too",
+    );
+    bad(
+        &format!("key_file = \"{path}\"\naccept_key_file = \"{open}\""),
+        "sync.accept_key_file",
+        "mode 0604",
+    );
+    bad(
+        &format!("key_file = \"{path}\"\naccept_key_file = \"next.key\""),
+        "sync.accept_key_file",
+        "not an absolute path",
+    );
+    // Both files wrong: both reported, each under its own key.
+    let errs = errors(&sync(&format!(
+        "{base}key_file = \"{short}\"\naccept_key_file = \"{open}\""
+    )))
+    .to_string();
+    assert!(
+        errs.contains("sync.key_file") && errs.contains("sync.accept_key_file"),
+        "{errs}"
+    );
+    for d in [dir, new_dir, open_dir, short_dir] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
 fn a_reload_may_change_the_sync_key_and_nothing_else_of_sync() {
     let base = "role = \"primary\"\npeer = \"192.0.2.1:8848\"\n";
     let (dir, path) = key_file("reload", b"0123456789abcdef0123456789abcdef", 0o600);

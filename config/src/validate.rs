@@ -1212,8 +1212,17 @@ fn sync(
         Some(a)
     });
     let keyed = raw.key_file.is_some();
-    let key = match raw.key_file {
-        Some(path) => Some(sync_key(c, "sync.key_file", &path)?),
+    // Each key file read and its errors reported, whatever the other's.
+    let key = raw.key_file.map(|path| sync_key(c, "sync.key_file", &path));
+    let accept_key = match raw.accept_key_file {
+        Some(_) if !keyed => {
+            c.err(
+                "sync.accept_key_file",
+                "a second key accepted beside sync.key_file, which is not set: set sync.key_file too (or remove this key)",
+            );
+            None
+        }
+        Some(path) => Some(sync_key(c, "sync.accept_key_file", &path)),
         None => None,
     };
     let max_clock_skew = c.duration(
@@ -1252,7 +1261,8 @@ fn sync(
         dead_after: dead_after?,
         gateway,
         gateway6,
-        key,
+        key: key.map(|k| k.ok_or(())).transpose().ok()?,
+        accept_key: accept_key.map(|k| k.ok_or(())).transpose().ok()?,
         max_clock_skew: max_clock_skew?,
     })
 }

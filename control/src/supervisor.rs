@@ -21,7 +21,7 @@ use crate::exporter::{Exporter, Shared};
 use crate::health::{probe_of, HealthCheckers, Hysteresis, Outcome, Probe, RealKey, Report};
 use crate::http;
 use crate::notify::{self, Systemd};
-use crate::sync::{SyncStatus, SyncThread};
+use crate::sync::{Keying, SyncStatus, SyncThread};
 
 /// How often the control loop wakes up without a health report.
 const TICK: Duration = Duration::from_millis(100);
@@ -324,13 +324,13 @@ impl Control {
         match self.publish() {
             Ok(generation) => {
                 self.checkers.sync(&self.config);
-                // The key and max_clock_skew are all of [sync] a reload
+                // The keys and max_clock_skew are all of [sync] a reload
                 // may change (restart_required_changes): to the thread.
                 if let (Some(t), Some(was), Some(now)) =
                     (&self.sync_thread, &old.sync, &self.config.sync)
                 {
-                    if (was.key, was.max_clock_skew) != (now.key, now.max_clock_skew) {
-                        t.rekey(now.key, now.max_clock_skew);
+                    if Keying::of(was) != Keying::of(now) {
+                        t.rekey(Keying::of(now));
                     }
                 }
                 // Health series of reals no longer checked go away.
@@ -376,6 +376,7 @@ impl Control {
         // sync"), which an edit of a real's weight must not apply.
         if let (Some(n), Some(running)) = (new.sync.as_mut(), self.config.sync.as_ref()) {
             n.key = running.key;
+            n.accept_key = running.accept_key;
             n.max_clock_skew = running.max_clock_skew;
         }
         let generation = self.apply(new)?;
@@ -411,10 +412,10 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
                 t.local,
                 s.peer,
                 s.interval,
-                if s.key.is_some() {
-                    "keyed"
-                } else {
-                    "not keyed"
+                match (s.key, s.accept_key) {
+                    (Some(_), Some(_)) => "keyed, a second key accepted (accept_key_file)",
+                    (Some(_), None) => "keyed",
+                    (None, _) => "not keyed",
                 }
             );
             Some(t)

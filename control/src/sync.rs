@@ -84,9 +84,26 @@ impl SyncStatus {
     }
 }
 
-/// What a reload hands the running sync thread: the key (`None`: no
-/// longer keyed) and `max_clock_skew`.
-pub type Keying = (Option<SyncKey>, Duration);
+/// What a reload hands the running sync thread: all of `[sync]` a reload
+/// may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keying {
+    /// `key_file`'s key; `None`: not keyed.
+    pub key: Option<SyncKey>,
+    /// `accept_key_file`'s.
+    pub accept_key: Option<SyncKey>,
+    pub max_clock_skew: Duration,
+}
+
+impl Keying {
+    pub fn of(sync: &SyncConfig) -> Keying {
+        Keying {
+            key: sync.key,
+            accept_key: sync.accept_key,
+            max_clock_skew: sync.max_clock_skew,
+        }
+    }
+}
 
 /// The running sync thread.
 pub struct SyncThread {
@@ -132,13 +149,14 @@ impl SyncThread {
         })
     }
 
-    /// Gives the thread a new key (or none) and `max_clock_skew`, from a
+    /// Gives the thread new keys (or none) and `max_clock_skew`, from a
     /// reload: messages sent from its next wake-up on (within 10 ms) are
-    /// keyed with it, and messages received are checked against it.
-    pub fn rekey(&self, key: Option<SyncKey>, max_clock_skew: Duration) {
+    /// keyed with the key, and messages received are checked against the
+    /// key and the accepted one.
+    pub fn rekey(&self, keying: Keying) {
         // The latest wins: two reloads within 10 ms leave the second's.
         if let Ok(mut slot) = self.rekey.lock() {
-            *slot = Some((key, max_clock_skew));
+            *slot = Some(keying);
         }
     }
 
@@ -396,6 +414,9 @@ struct Sync<'a> {
     /// Checks what the peer sends while `keyed`; kept without a key, so
     /// that the counters it took stay taken when a key comes back.
     verifier: Option<Verifier>,
+    /// Whether the peer's last message taken was tagged with
+    /// `accept_key_file`'s key (logged when it changes).
+    peer_on_accepted: bool,
     /// `[sync] key_file` is set (as the last reload left it).
     keyed: bool,
     /// `max_clock_skew`, as the last reload left it.
@@ -431,9 +452,10 @@ fn run(
         peer_reads_proxy6: false,
         proxy6_held_logged: false,
         misconfig_logged: false,
-        verifier: sync
-            .key
-            .map(|k| Verifier::new(k, sync.role, micros(sync.max_clock_skew))),
+        verifier: sync.key.map(|k| {
+            Verifier::new(k, sync.role, micros(sync.max_clock_skew)).accepting(sync.accept_key)
+        }),
+        peer_on_accepted: false,
         keyed: sync.key.is_some(),
         max_clock_skew: sync.max_clock_skew,
         auth_logged: [None; Refused::COUNT],
@@ -445,8 +467,8 @@ fn run(
     let flush_every = sync.interval.min(FLUSH_EVERY);
     let mut next_flush = next + flush_every;
     while !stop.load(Ordering::Relaxed) {
-        if let Some((key, skew)) = rekeyed.lock().ok().and_then(|mut k| k.take()) {
-            s.rekey(key, skew);
+        if let Some(keying) = rekeyed.lock().ok().and_then(|mut k| k.take()) {
+            s.rekey(keying);
         }
         let now = Instant::now();
         if now >= next {
@@ -615,6 +637,7 @@ impl Sync<'_> {
                 return;
             }
         };
+        self.note_peer_key();
         let now = Instant::now();
         let lost = self.sequence.lost_before(h.sequence);
         self.status.messages_lost.add(lost);
@@ -668,23 +691,58 @@ impl Sync<'_> {
     /// now on is keyed with the new key (or not at all), what comes in is
     /// checked against it. The counters taken stay remembered, so no
     /// message taken before is taken again.
-    fn rekey(&mut self, key: Option<SyncKey>, skew: Duration) {
+    fn rekey(&mut self, keying: Keying) {
+        let Keying {
+            key,
+            accept_key,
+            max_clock_skew: skew,
+        } = keying;
         let was = self.keyed;
         let role = self.cfg.role;
         self.packer.rekey(key, role);
         self.verifier = match (self.verifier.take(), key) {
             (v, None) => v,
-            (Some(v), Some(k)) => Some(v.rekey(k, micros(skew))),
-            (None, Some(k)) => Some(Verifier::new(k, role, micros(skew))),
+            (Some(v), Some(k)) => Some(v.rekey(k, accept_key, micros(skew))),
+            (None, Some(k)) => Some(Verifier::new(k, role, micros(skew)).accepting(accept_key)),
         };
+        self.peer_on_accepted = false;
         self.keyed = key.is_some();
         self.max_clock_skew = skew;
         self.auth_logged = [None; Refused::COUNT];
         match (was, key.is_some()) {
             (false, true) => log::info!("sync: keyed from now on (reload): messages to {} are tagged, messages from it must be", self.cfg.peer),
-            (true, true) => log::info!("sync: key or max_clock_skew changed (reload)"),
+            (true, true) => log::info!(
+                "sync: key or max_clock_skew changed (reload){}",
+                if accept_key.is_some() {
+                    "; a second key accepted from the peer (accept_key_file)"
+                } else {
+                    ""
+                }
+            ),
             (true, false) => log::warn!("sync: no longer keyed (reload): messages are neither tagged nor checked; run sync on a link only the pair reaches"),
             (false, false) => {}
+        }
+    }
+
+    /// Logs which of the two keys the peer tags with when it changes,
+    /// while this appliance accepts a second one (`accept_key_file`): how
+    /// the operator changing the key sees the peer follow.
+    fn note_peer_key(&mut self) {
+        let Some(v) = self.verifier.as_ref().filter(|_| self.keyed) else {
+            return;
+        };
+        let on_accepted = v.last_took_accepted();
+        if on_accepted != self.peer_on_accepted {
+            self.peer_on_accepted = on_accepted;
+            log::info!(
+                "sync: the peer {} tags its messages with {}",
+                self.cfg.peer,
+                if on_accepted {
+                    "accept_key_file's key, not key_file's"
+                } else {
+                    "key_file's key again"
+                }
+            );
         }
     }
 
