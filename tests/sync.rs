@@ -613,31 +613,42 @@ fn a_keyed_pair_changes_its_key_with_an_accepted_second_key_and_refuses_nothing(
     pair.stop();
 }
 
-/// Only a reload takes a new key: a `ctl` edit re-reads the file's text
-/// (and so its key_file) but keeps the running key, so that a key file
-/// written ahead of the planned reloads is not applied out of order.
+/// Only a reload takes new keys: a `ctl` edit re-reads the file's text
+/// (and so its key_file and accept_key_file) but keeps the running keys,
+/// so that key files written ahead of the planned reloads are not
+/// applied out of order.
 #[test]
 fn a_ctl_edit_keeps_the_running_key_and_a_reload_takes_the_new_one() {
     use std::os::unix::fs::PermissionsExt;
     let scenario = golden::scenario("one-arm");
     let dir = common::TempDir::new("sync-rekey");
-    let key = dir.path("sync.key");
-    let write_key = |secret: &[u8]| {
-        std::fs::write(&key, secret).unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (key, accept) = (dir.path("sync.key"), dir.path("sync.accept.key"));
+    let write_key = |path: &std::path::Path, secret: &[u8]| {
+        std::fs::write(path, secret).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        lb_config::SyncKey::from_secret(secret).id()
     };
-    write_key(b"the first key of this test, 32 b");
+    let first = write_key(&key, b"the first key of this test, 32 b");
+    let first_accepted = write_key(&accept, b"the first accepted key, 32 bytes");
     let (port, peer) = (free_udp_port("127.0.0.1"), free_udp_port("127.0.0.2"));
     let lb = PipeAppliance::start(
         "sync-rekey",
         &scenario.config,
         &format!(
-            "[sync]\nrole = \"backup\"\nlisten = \"127.0.0.1:{port}\"\npeer = \"127.0.0.2:{peer}\"\nkey_file = \"{}\"\n",
-            key.display()
+            "[sync]\nrole = \"backup\"\nlisten = \"127.0.0.1:{port}\"\npeer = \"127.0.0.2:{peer}\"\nkey_file = \"{}\"\naccept_key_file = \"{}\"\n",
+            key.display(),
+            accept.display()
         ),
     );
-    assert!(lb.app.log_text().contains(", keyed"));
-    write_key(b"the second key of this test, 32b");
+    assert!(
+        lb.app.log_text().contains(&format!(
+            ", keyed, key id {first}, a second key accepted (accept_key_file), key id {first_accepted}"
+        )),
+        "{}",
+        common::tail(&lb.app.log_text(), 10)
+    );
+    let second = write_key(&key, b"the second key of this test, 32b");
+    let second_accepted = write_key(&accept, b"the second accepted key, 32 byte");
     let out = std::process::Command::new(common::BIN)
         .args(["ctl", "--socket"])
         .arg(lb.dir.path("ctl.sock"))
@@ -657,10 +668,12 @@ fn a_ctl_edit_keeps_the_running_key_and_a_reload_takes_the_new_one() {
     );
     lb.reload_with(&lb.text);
     let mut lb = lb;
+    let taken = format!(
+        "key or max_clock_skew changed (reload): key id {second}; a second key accepted from the peer (accept_key_file), key id {second_accepted}"
+    );
     assert!(
-        lb.app
-            .wait_for_log("key or max_clock_skew changed", Duration::from_secs(10)),
-        "the reload did not take the new key:\n{}",
+        lb.app.wait_for_log(&taken, Duration::from_secs(10)),
+        "the reload did not take the new keys:\n{}",
         common::tail(&lb.app.log_text(), 10)
     );
     assert_eq!(lb.stop(), Some(0));

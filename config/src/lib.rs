@@ -105,6 +105,19 @@ impl SyncKey {
         use sha2::{Digest, Sha256};
         SyncKey(Sha256::digest(secret_of(bytes)).into())
     }
+
+    /// A short name of the key for logs and `--check` (8 hex digits of a
+    /// hash of it under a label of its own): two appliances show the same
+    /// id when, and in practice only when, their key files hold the same
+    /// secret, so an operator can compare them without showing either.
+    pub fn id(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let h = Sha256::new()
+            .chain_update(b"lb-appliance sync key id\0")
+            .chain_update(self.0)
+            .finalize();
+        h[..4].iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// A key file's bytes without their trailing whitespace.
@@ -755,14 +768,18 @@ impl Config {
                 s,
                 "{}",
                 match sync.key {
-                    Some(_) => format!(
-                        "sync: keyed (HMAC-SHA256){}, clocks within {}",
+                    Some(key) => format!(
+                        "sync: keyed (HMAC-SHA256){}, clocks within {}; key id {}{}",
                         if sync.accept_key.is_some() {
                             ", a second key accepted (accept_key_file)"
                         } else {
                             ""
                         },
-                        format_duration(sync.max_clock_skew)
+                        format_duration(sync.max_clock_skew),
+                        key.id(),
+                        sync.accept_key
+                            .map(|k| format!(", accepted key id {}", k.id()))
+                            .unwrap_or_default()
                     ),
                     None => "sync: not keyed (no key_file): run it on a link only the pair reaches"
                         .to_string(),

@@ -2390,7 +2390,18 @@ fn sync_accept_key_file_is_a_second_key_read_as_the_first() {
         "{}",
         c.summary()
     );
+    // Each key named by its id, never by its bytes.
+    let (old_id, new_id) = (s.key.unwrap().id(), s.accept_key.unwrap().id());
+    assert_eq!(old_id.len(), 8);
+    assert_ne!(old_id, new_id);
+    assert!(
+        c.summary()
+            .contains(&format!("; key id {old_id}, accepted key id {new_id}")),
+        "{}",
+        c.summary()
+    );
     let one = Config::parse(&sync(&format!("{base}key_file = \"{path}\""))).unwrap();
+    assert!(one.summary().contains(&format!("; key id {old_id}\n")));
     assert_eq!(one.sync.unwrap().accept_key, None);
     assert!(
         one.restart_required_changes(&c).is_empty() && c.restart_required_changes(&one).is_empty(),
@@ -2416,6 +2427,20 @@ fn sync_accept_key_file_is_a_second_key_read_as_the_first() {
         "sync.accept_key_file",
         "not an absolute path",
     );
+    // The same secret in both (the same file, or a copy): a mistake that
+    // would refuse a peer still on the other key.
+    let (copy_dir, copy) = key_file("accept-copy", b"0123456789abcdef0123456789abcdef\n", 0o600);
+    bad(
+        &format!("key_file = \"{path}\"\naccept_key_file = \"{copy}\""),
+        "sync.accept_key_file",
+        "holds the same key as sync.key_file",
+    );
+    // Without key_file its own faults are reported too.
+    let errs = errors(&sync(&format!("{base}accept_key_file = \"{open}\""))).to_string();
+    assert!(
+        errs.contains("mode 0604") && errs.contains("set sync.key_file too"),
+        "{errs}"
+    );
     // Both files wrong: both reported, each under its own key.
     let errs = errors(&sync(&format!(
         "{base}key_file = \"{short}\"\naccept_key_file = \"{open}\""
@@ -2425,7 +2450,7 @@ fn sync_accept_key_file_is_a_second_key_read_as_the_first() {
         errs.contains("sync.key_file") && errs.contains("sync.accept_key_file"),
         "{errs}"
     );
-    for d in [dir, new_dir, open_dir, short_dir] {
+    for d in [dir, new_dir, open_dir, short_dir, copy_dir] {
         std::fs::remove_dir_all(d).unwrap();
     }
 }

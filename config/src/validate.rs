@@ -1214,17 +1214,24 @@ fn sync(
     let keyed = raw.key_file.is_some();
     // Each key file read and its errors reported, whatever the other's.
     let key = raw.key_file.map(|path| sync_key(c, "sync.key_file", &path));
-    let accept_key = match raw.accept_key_file {
-        Some(_) if !keyed => {
+    let accept_key = raw.accept_key_file.map(|path| {
+        let k = sync_key(c, "sync.accept_key_file", &path);
+        if !keyed {
             c.err(
                 "sync.accept_key_file",
                 "a second key accepted beside sync.key_file, which is not set: set sync.key_file too (or remove this key)",
             );
-            None
+            return None;
         }
-        Some(path) => Some(sync_key(c, "sync.accept_key_file", &path)),
-        None => None,
-    };
+        if k.is_some() && k == key.flatten() {
+            c.err(
+                "sync.accept_key_file",
+                format!("{path} holds the same key as sync.key_file: while the key changes it names the other key file (the old one, or the new one), and otherwise it is left out"),
+            );
+            return None;
+        }
+        k
+    });
     let max_clock_skew = c.duration(
         "sync.max_clock_skew",
         raw.max_clock_skew.as_deref(),

@@ -413,9 +413,13 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
                 s.peer,
                 s.interval,
                 match (s.key, s.accept_key) {
-                    (Some(_), Some(_)) => "keyed, a second key accepted (accept_key_file)",
-                    (Some(_), None) => "keyed",
-                    (None, _) => "not keyed",
+                    (Some(k), Some(a)) => format!(
+                        "keyed, key id {}, a second key accepted (accept_key_file), key id {}",
+                        k.id(),
+                        a.id()
+                    ),
+                    (Some(k), None) => format!("keyed, key id {}", k.id()),
+                    (None, _) => "not keyed".to_string(),
                 }
             );
             Some(t)

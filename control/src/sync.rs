@@ -709,16 +709,18 @@ impl Sync<'_> {
         self.keyed = key.is_some();
         self.max_clock_skew = skew;
         self.auth_logged = [None; Refused::COUNT];
-        match (was, key.is_some()) {
-            (false, true) => log::info!("sync: keyed from now on (reload): messages to {} are tagged, messages from it must be", self.cfg.peer),
-            (true, true) => log::info!(
-                "sync: key or max_clock_skew changed (reload){}",
-                if accept_key.is_some() {
-                    "; a second key accepted from the peer (accept_key_file)"
-                } else {
-                    ""
-                }
+        let ids = match (key, accept_key) {
+            (Some(k), Some(a)) => format!(
+                "key id {}; a second key accepted from the peer (accept_key_file), key id {}",
+                k.id(),
+                a.id()
             ),
+            (Some(k), None) => format!("key id {}", k.id()),
+            (None, _) => String::new(),
+        };
+        match (was, key.is_some()) {
+            (false, true) => log::info!("sync: keyed from now on (reload): messages to {} are tagged, messages from it must be; {ids}", self.cfg.peer),
+            (true, true) => log::info!("sync: key or max_clock_skew changed (reload): {ids}"),
             (true, false) => log::warn!("sync: no longer keyed (reload): messages are neither tagged nor checked; run sync on a link only the pair reaches"),
             (false, false) => {}
         }
@@ -767,7 +769,7 @@ impl Sync<'_> {
                 if own {
                     format!("sync: a message from {peer} was sealed by a {} like this appliance: one of the pair must be role = \"primary\", the other role = \"backup\" (or this appliance's own message was sent back to it)", self.cfg.role)
                 } else {
-                    format!("sync: a message from {peer} has a tag made with another key: the two appliances' [sync] key_file must hold the same key (or someone forged or changed it)")
+                    format!("sync: a message from {peer} has a tag made with another key: the two appliances' [sync] key_file must hold the same key, or, while the key changes, one's key_file the other's accept_key_file (compare the key ids their logs and --check show; or someone forged or changed the message)")
                 }
             }
             Refused::Stale => {

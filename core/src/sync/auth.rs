@@ -207,8 +207,8 @@ impl Verifier {
     }
 
     /// Whether the last message taken was tagged with the accepted key
-    /// (`accept_key_file`), not with the key: the peer has not moved to
-    /// this appliance's key yet.
+    /// (`accept_key_file`), not with the key: while a pair changes its
+    /// key, the peer is a round behind this appliance or ahead of it.
     pub fn last_took_accepted(&self) -> bool {
         self.last_accepted
     }
