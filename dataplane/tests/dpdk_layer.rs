@@ -226,8 +226,9 @@ fn jobs_run_on_the_worker_lcore_only() {
 
 /// A panic on a worker lcore is caught at the FFI boundary (unwinding into
 /// DPDK's C frames would be undefined behaviour) and reported, and the
-/// lcore takes a job again afterwards. (Tests unwind; the release profile
-/// aborts instead, see `trampoline`.)
+/// lcore takes a job again afterwards. (Tests and the release profile
+/// unwind; a `panic = "abort"` build would abort at once, see
+/// `trampoline`.)
 #[test]
 fn a_panicking_job_is_caught_and_reported() {
     let lab = lab();
