@@ -73,6 +73,14 @@ pub struct Quoted {
     pub dst_port: u16,
 }
 
+/// Whether the ICMP `message` (the whole message) has a good checksum.
+/// An error passed on is checked first: its checksum is computed again
+/// after the rewrite, which would otherwise make a damaged or forged one
+/// good.
+pub fn checksum_ok(message: &[u8]) -> bool {
+    Icmpv4Packet::new_checked(message).is_ok_and(|m| m.verify_checksum())
+}
+
 /// Reads the packet quoted by the ICMP error `message` (the whole ICMP
 /// message). None when it is too short to name a TCP or UDP flow.
 pub fn quoted(message: &[u8]) -> Option<Quoted> {

@@ -81,6 +81,12 @@ pub struct Quoted6 {
     pub dst_port: u16,
 }
 
+/// Whether the ICMPv6 `message` (the whole message, from `src` to
+/// `dst`) has a good checksum (see [`super::icmp::checksum_ok`]).
+pub fn checksum_ok(message: &[u8], src: Ipv6Addr, dst: Ipv6Addr) -> bool {
+    Icmpv6Packet::new_checked(message).is_ok_and(|m| m.verify_checksum(src, dst))
+}
+
 /// Reads the packet quoted by the ICMPv6 error `message` (the whole
 /// message). None when it does not name a TCP or UDP flow right after its
 /// fixed header (a quote with extension headers is not followed).

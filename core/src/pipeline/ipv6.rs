@@ -480,11 +480,21 @@ impl Pipeline {
         ip: &Ipv6Meta,
         now: u32,
     ) -> Verdict {
+        let Some(message) = pkt.data().get(ip.l4_start()..ip.end()) else {
+            return Verdict::Drop(DropReason::IcmpNotHandled);
+        };
+        if !icmpv6::checksum_ok(message, ip.src, ip.dst) {
+            return Verdict::Drop(DropReason::BadL4Checksum);
+        }
         let message = ip.l4_start();
         let Some(q) = pkt.data().get(message..ip.end()).and_then(icmpv6::quoted) else {
             return Verdict::Drop(DropReason::IcmpNotHandled);
         };
-        // The quoted packet went from the VIP to the client.
+        // The quoted packet went from the VIP to the client, and the error
+        // back to that VIP.
+        if q.src != ip.dst {
+            return Verdict::Drop(DropReason::IcmpNotHandled);
+        }
         let key = FlowKey {
             proto: u8::from(q.protocol),
             client: q.dst,
@@ -541,11 +551,21 @@ impl Pipeline {
         ip: &Ipv6Meta,
         now: u32,
     ) -> Verdict {
+        let Some(message) = pkt.data().get(ip.l4_start()..ip.end()) else {
+            return Verdict::Drop(DropReason::IcmpNotHandled);
+        };
+        if !icmpv6::checksum_ok(message, ip.src, ip.dst) {
+            return Verdict::Drop(DropReason::BadL4Checksum);
+        }
         let message = ip.l4_start();
         let Some(q) = pkt.data().get(message..ip.end()).and_then(icmpv6::quoted) else {
             return Verdict::Drop(DropReason::IcmpNotHandled);
         };
-        // The quoted packet went from the client to the real.
+        // The quoted packet went from the client to the real, and the
+        // error comes from that real to that client (see `icmp_from_real`).
+        if q.dst != ip.src || q.src != ip.dst {
+            return Verdict::Drop(DropReason::IcmpNotHandled);
+        }
         let key = ReplyKey {
             proto: u8::from(q.protocol),
             real: q.dst,

@@ -910,10 +910,18 @@ impl Pipeline {
         if !snap.is_vip(ip.dst) {
             return Verdict::Drop(DropReason::IcmpNotHandled);
         }
-        let Some(q) = icmp::quoted(&pkt.data()[L4_OFFSET..ip.end()]) else {
+        let message = &pkt.data()[L4_OFFSET..ip.end()];
+        if !icmp::checksum_ok(message) {
+            return Verdict::Drop(DropReason::BadL4Checksum);
+        }
+        let Some(q) = icmp::quoted(message) else {
             return Verdict::Drop(DropReason::IcmpNotHandled);
         };
-        // The quoted packet went from the VIP to the client.
+        // The quoted packet went from the VIP to the client, and the error
+        // back to that VIP (from wherever on the way it was made).
+        if q.src != ip.dst {
+            return Verdict::Drop(DropReason::IcmpNotHandled);
+        }
         let key = FlowKey {
             proto: u8::from(q.protocol),
             client: q.dst,
@@ -946,9 +954,26 @@ impl Pipeline {
                 f.proxy_quote_to_real(),
             );
         }
-        let (verdict, _) =
-            self.towards_real(snap, pkt, ip, f.method, f.real(), (f.real_id, &key), now);
-        self.count_icmp_error(verdict);
+        // Never "fragmentation needed" about an ICMP error (RFC 1122
+        // 3.2.2): one that does not fit the tunnel is dropped, as over
+        // IPv6. (Found in review: one was answered, and counted both as
+        // made and as passed on.)
+        let no_answer = Ipv4Meta {
+            dont_fragment: false,
+            ..*ip
+        };
+        let (verdict, to_real) = self.towards_real(
+            snap,
+            pkt,
+            &no_answer,
+            f.method,
+            f.real(),
+            (f.real_id, &key),
+            now,
+        );
+        if to_real {
+            self.count_icmp_error(verdict);
+        }
         verdict
     }
 
@@ -968,10 +993,21 @@ impl Pipeline {
         if !icmp::is_forwarded_error(kind) {
             return Verdict::Drop(DropReason::NotForUs);
         }
-        let Some(q) = icmp::quoted(&pkt.data()[L4_OFFSET..ip.end()]) else {
+        let message = &pkt.data()[L4_OFFSET..ip.end()];
+        if !icmp::checksum_ok(message) {
+            return Verdict::Drop(DropReason::BadL4Checksum);
+        }
+        let Some(q) = icmp::quoted(message) else {
             return Verdict::Drop(DropReason::IcmpNotHandled);
         };
-        // The quoted packet went from the client to the real.
+        // The quoted packet went from the client to the real, and the
+        // error comes from that real to that client: it leaves from the VIP
+        // to where the flow's packets go, never to an address its sender
+        // chose (found in review: any destination, from the VIP, with the
+        // sender's payload, was passed on).
+        if q.dst != ip.src || q.src != ip.dst {
+            return Verdict::Drop(DropReason::IcmpNotHandled);
+        }
         let key = ReplyKey {
             proto: u8::from(q.protocol),
             real: q.dst,

@@ -1035,7 +1035,12 @@ fn process_burst_agrees_with_process() {
 /// `until`, run in order; returns the pipeline, its snapshot and that step's
 /// input and port.
 fn one_arm_until(until: &str) -> (Snapshot, Pipeline, Vec<u8>, usize) {
-    let sc = golden::scenario("one-arm");
+    scenario_until("one-arm", until)
+}
+
+/// [`one_arm_until`] for another golden scenario.
+fn scenario_until(name: &str, until: &str) -> (Snapshot, Pipeline, Vec<u8>, usize) {
+    let sc = golden::scenario(name);
     let config = Config::parse(&sc.config).unwrap();
     let snap = compile(&config, &sc.port_macs);
     let mut p = pipeline(&snap, 0, 1, 1024);
@@ -1065,6 +1070,156 @@ fn an_icmp_error_for_a_dr_flow_with_its_ttl_spent_is_not_forwarded() {
         3,
         "the NAT and TUN errors before it, not this one"
     );
+}
+
+/// Found in review: an ICMP error "from a NAT real" was passed on from
+/// the VIP to whatever destination its sender wrote, its payload the
+/// sender's and its checksum made good; one to a VIP was taken about
+/// another VIP's flow. Each now needs a good checksum and addresses that
+/// match its quote.
+#[test]
+fn an_icmp_error_goes_on_only_between_the_ends_of_the_flow_it_quotes() {
+    use crate::wire::Icmpv4Packet;
+    const L4: usize = crate::wire::ethernet::HEADER_LEN + crate::wire::ipv4::HEADER_LEN;
+    type Change = fn(&mut Vec<u8>);
+    let cases: [(&str, Change, DropReason); 4] = [
+        // From the real, to an address the flow never had.
+        (
+            "nat: real's port-unreachable",
+            |f| {
+                let mut p = Ipv4Packet::new_unchecked(&mut f[crate::wire::ethernet::HEADER_LEN..]);
+                p.set_dst_addr(Ipv4Addr::new(198, 19, 0, 99));
+                p.fill_checksum();
+            },
+            DropReason::IcmpNotHandled,
+        ),
+        // From the real, the message damaged.
+        (
+            "nat: real's port-unreachable",
+            |f| {
+                f[L4 + 2] ^= 0x40;
+            },
+            DropReason::BadL4Checksum,
+        ),
+        // To another VIP than the one whose packet it quotes.
+        (
+            "nat: router's frag-needed about a reply",
+            |f| {
+                let mut p = Ipv4Packet::new_unchecked(&mut f[crate::wire::ethernet::HEADER_LEN..]);
+                p.set_dst_addr(Ipv4Addr::new(198, 18, 1, 101));
+                p.fill_checksum();
+            },
+            DropReason::IcmpNotHandled,
+        ),
+        (
+            "nat: router's frag-needed about a reply",
+            |f| {
+                f[L4 + 7] ^= 1;
+            },
+            DropReason::BadL4Checksum,
+        ),
+    ];
+    for (step, change, why) in cases {
+        let (snap, mut p, mut input, port) = one_arm_until(step);
+        // As it came, it goes on.
+        let before = p.stats().icmp_errors_forwarded.get();
+        let mut b = VecBuf::from_bytes(&input);
+        assert!(
+            matches!(p.process(&snap, port, &mut b, 5000), Verdict::Transmit(_)),
+            "{step}"
+        );
+        change(&mut input);
+        let mut b = VecBuf::from_bytes(&input);
+        assert_eq!(
+            p.process(&snap, port, &mut b, 5000),
+            Verdict::Drop(why),
+            "{step}"
+        );
+        assert_eq!(p.stats().icmp_errors_forwarded.get(), before + 1, "{step}");
+        assert!(Icmpv4Packet::new_checked(&input[L4..]).is_ok());
+    }
+}
+
+/// The same for ICMPv6 errors about NAT66 flows.
+#[test]
+fn an_icmpv6_error_goes_on_only_between_the_ends_of_the_flow_it_quotes() {
+    use crate::wire::icmpv6::Icmpv6Packet;
+    use crate::wire::ipv6::Ipv6Packet;
+    use std::net::Ipv6Addr;
+    const IP6: usize = crate::wire::ethernet::HEADER_LEN;
+    const L4: usize = IP6 + crate::wire::ipv6::HEADER_LEN;
+    // Moves the outer destination, the message's checksum made good again
+    // (it covers the addresses).
+    let redirect = |f: &mut Vec<u8>, to: Ipv6Addr| {
+        let mut ip = Ipv6Packet::new_unchecked(&mut f[IP6..]);
+        ip.set_dst_addr(to);
+        let src = ip.src_addr();
+        Icmpv6Packet::new_unchecked(&mut f[L4..]).fill_checksum(src, to);
+    };
+    for (step, other) in [
+        (
+            "nat66: real's port-unreachable about a request",
+            "2001:2:ffff::99".parse::<Ipv6Addr>().unwrap(),
+        ),
+        (
+            "nat66: client's port-unreachable about a reply",
+            "2001:2:0:1::101".parse::<Ipv6Addr>().unwrap(),
+        ),
+    ] {
+        let (snap, mut p, input, port) = scenario_until("ipv6", step);
+        let mut b = VecBuf::from_bytes(&input);
+        assert!(
+            matches!(p.process(&snap, port, &mut b, 5000), Verdict::Transmit(_)),
+            "{step}"
+        );
+        let mut moved = input.clone();
+        redirect(&mut moved, other);
+        let mut b = VecBuf::from_bytes(&moved);
+        assert_eq!(
+            p.process(&snap, port, &mut b, 5000),
+            Verdict::Drop(DropReason::IcmpNotHandled),
+            "{step}"
+        );
+        let mut damaged = input.clone();
+        damaged[L4 + 5] ^= 1;
+        let mut b = VecBuf::from_bytes(&damaged);
+        assert_eq!(
+            p.process(&snap, port, &mut b, 5000),
+            Verdict::Drop(DropReason::BadL4Checksum),
+            "{step}"
+        );
+    }
+}
+
+/// Found in review: an ICMP error too big for the tunnel, DF set, was
+/// answered with "fragmentation needed" (an ICMP error about an ICMP
+/// error) and counted as passed on too.
+#[test]
+fn an_icmp_error_too_big_for_the_tunnel_is_dropped_not_answered() {
+    use crate::wire::{ethernet, Icmpv4Packet};
+    let (snap, mut p, input, port) = one_arm_until("tun: router's frag-needed about a reply");
+    let mut f = input.clone();
+    f.resize(ethernet::HEADER_LEN + 1490, 0);
+    let mut ip = Ipv4Packet::new_unchecked(&mut f[ethernet::HEADER_LEN..]);
+    ip.set_total_len(1490);
+    ip.set_dont_fragment(true);
+    ip.fill_checksum();
+    Icmpv4Packet::new_unchecked(ip.payload_mut()).fill_checksum();
+    let (made, passed) = (
+        p.stats().icmp_frag_needed.get(),
+        p.stats().icmp_errors_forwarded.get(),
+    );
+    let mut b = VecBuf::from_bytes(&f);
+    assert_eq!(
+        p.process(&snap, port, &mut b, 5000),
+        Verdict::Drop(DropReason::TooBig)
+    );
+    assert_eq!(p.stats().icmp_frag_needed.get(), made);
+    assert_eq!(p.stats().icmp_errors_forwarded.get(), passed);
+    // As it came, it fits and goes on.
+    let mut b = VecBuf::from_bytes(&input);
+    assert!(matches!(p.process(&snap, port, &mut b, 5000), Verdict::Transmit(_)));
+    assert_eq!(p.stats().icmp_errors_forwarded.get(), passed + 1);
 }
 
 #[test]

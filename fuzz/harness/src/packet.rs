@@ -636,6 +636,13 @@ fn check_ipv4(
                         format!("ICMP made for a protocol {} packet is not a well-formed frag-needed: {out:02x?}", i.proto),
                     );
                 }
+                // Never about an ICMP error (RFC 1122 3.2.2).
+                if i.proto == 1 && matches!(i.icmp_type, Some(3 | 4 | 5 | 11 | 12)) {
+                    v.add(
+                        "out.frag-needed",
+                        format!("frag-needed about an ICMP error: in {input:02x?}"),
+                    );
+                }
                 return Sent::FragNeeded;
             }
             if i.icmp_type == Some(8) && o.icmp_type == Some(0) {
@@ -644,10 +651,23 @@ fn check_ipv4(
                 }
                 return Sent::EchoReply;
             }
-            if i.l4_valid == Some(true) && o.l4_valid != Some(true) {
+            // Passed on only when it came with a good checksum (it is made
+            // good again after a rewrite), and only to the end of the flow
+            // that sent the packet it quotes.
+            if i.l4_valid != Some(true) || o.l4_valid != Some(true) {
                 v.add(
                     "out.icmp-checksum",
-                    format!("ICMP checksum valid in, not out: in {input:02x?} out {out:02x?}"),
+                    format!("ICMP error passed on with a checksum valid in {:?}, out {:?}: in {input:02x?} out {out:02x?}", i.l4_valid, o.l4_valid),
+                );
+            }
+            if out.len() >= IP + 44 && ip.dst_addr() != addr(out, IP + 28 + 12) {
+                v.add(
+                    "out.icmp-error-ends",
+                    format!(
+                        "ICMP error to {} about a packet from {}: {out:02x?}",
+                        ip.dst_addr(),
+                        addr(out, IP + 28 + 12)
+                    ),
                 );
             }
             if i.quoted_valid == Some(true) && o.quoted_valid != Some(true) {
@@ -972,10 +992,22 @@ pub(crate) fn check_ipv6(
                 );
                 return Sent::Other;
             }
-            if i.l4_valid == Some(true) && o.l4_valid != Some(true) {
+            if i.l4_valid != Some(true) || o.l4_valid != Some(true) {
                 v.add(
                     "out.icmp-checksum",
-                    format!("ICMPv6 checksum valid in, not out: in {input:02x?} out {out:02x?}"),
+                    format!("ICMPv6 error passed on with a checksum valid in {:?}, out {:?}: in {input:02x?} out {out:02x?}", i.l4_valid, o.l4_valid),
+                );
+            }
+            // The quoted header's source, after the message's 8 bytes.
+            let quoted_src = o.l4 + 8 + 8;
+            if out.len() >= quoted_src + 16 && addr6(out, IP + 24) != addr6(out, quoted_src) {
+                v.add(
+                    "out.icmp-error-ends",
+                    format!(
+                        "ICMPv6 error to {} about a packet from {}: {out:02x?}",
+                        addr6(out, IP + 24),
+                        addr6(out, quoted_src)
+                    ),
                 );
             }
             check_forwarded6(v, out, input, &o, &i, padding, in_padding, false);
