@@ -135,7 +135,15 @@ enum CtlCommand {
     /// Remove a service (ipvsadm -D).
     DelService { name: String },
     /// Print the running configuration as lb.toml (ipvsadm -S).
-    Save,
+    Save {
+        /// Write it to FILE instead, atomically: a temporary file in the
+        /// same folder, synced, given the old file's mode and owner, then
+        /// renamed over it (through a symlink, onto its target), so a
+        /// failure leaves FILE as it was. Unlike `ctl save > FILE`, which
+        /// empties FILE before anything is known.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 /// Writes an error line to stderr, with its journal priority (`<3>`) when
@@ -173,6 +181,56 @@ fn init_logging() {
         logger.format_timestamp_millis();
     }
     logger.init();
+}
+
+/// Replaces `file` with `text` so that no moment and no failure leaves it
+/// empty or half-written: a temporary file beside it (through a symlink,
+/// beside its target) gets the text, is synced and given the old file's
+/// mode and owner (0640 for a new one), and is renamed over it; the
+/// folder is synced after.
+fn save_atomically(file: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let target = match std::fs::canonicalize(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => file.to_path_buf(),
+        Err(e) => return Err(e),
+    };
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = target
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("not a file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let old = std::fs::metadata(&target).ok();
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        match &old {
+            Some(m) => {
+                std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()))?;
+                f.set_permissions(std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
+            }
+            None => f.set_permissions(std::fs::Permissions::from_mode(0o640))?,
+        }
+        f.sync_all()?;
+        std::fs::rename(&tmp, &target)?;
+        std::fs::File::open(&dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// Writes to stdout. A reader that went away (`| head`) is not an error
@@ -372,13 +430,25 @@ fn ctl(cli: &Cli, socket: Option<&std::path::Path>, command: &CtlCommand) -> Exi
             },
         },
         CtlCommand::DelService { name } => Request::DelService { name: name.clone() },
-        CtlCommand::Save => Request::Save,
+        CtlCommand::Save { .. } => Request::Save,
     };
     match call(&path, &request, |_| {}) {
         Ok(v) => {
-            match &request {
-                Request::Save => out(v["text"].as_str().unwrap_or("")),
-                Request::Zero => {}
+            match (&request, command) {
+                (Request::Save, CtlCommand::Save { output }) => {
+                    let Some(text) = v["text"].as_str() else {
+                        return fail("the appliance's answer has no configuration text".into());
+                    };
+                    match output {
+                        None => out(text),
+                        Some(file) => {
+                            if let Err(e) = save_atomically(file, text) {
+                                return fail(format!("{}: {e}; it is as it was", file.display()));
+                            }
+                        }
+                    }
+                }
+                (Request::Save | Request::Zero, _) => {}
                 _ => out(&format!(
                     "applied: generation {}\n",
                     v["generation"].as_u64().unwrap_or(0)
@@ -400,7 +470,11 @@ fn main() -> ExitCode {
     }
     init_logging();
 
-    let config = match Config::load(&cli.config) {
+    // Read once: the running config and the text `ctl` edits are the same
+    // bytes (found in review: the text was read again after the EAL
+    // started, and a file changed in between made ctl edits land on
+    // another service's lines).
+    let (config, text) = match Config::load_text(&cli.config) {
         Ok(c) => c,
         Err(errors) => {
             error(&format!(
@@ -421,7 +495,7 @@ fn main() -> ExitCode {
         ));
         return ExitCode::SUCCESS;
     }
-    match lb_control::run(config, cli.config) {
+    match lb_control::run(config, &text, cli.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error(&format!("lb-appliance: {e}"));

@@ -293,6 +293,38 @@ fn every_ctl_subcommand_against_a_running_appliance() {
     assert_eq!(web.reals.len(), 2);
     assert_eq!((web.reals[0].weight, web.reals[1].weight), (0, 5));
 
+    // save --output: the same text, in place of the file (through a
+    // symlink, onto its target), its mode kept; a save that fails leaves
+    // the file as it was (`ctl save > FILE` would have emptied it).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = common::TempDir::new("ctl-save");
+        let (file, link) = (dir.path("lb.toml"), dir.path("current.toml"));
+        std::fs::write(&file, "# the old file\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o604)).unwrap();
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let to = link.to_str().unwrap();
+        ok(&ctl(&socket, &["save", "--output", to]));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), saved);
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o604
+        );
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        let gone = dir.path("no.sock");
+        let failed = ctl(&gone, &["save", "--output", to]);
+        assert!(!failed.status.success());
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), saved, "untouched");
+        assert_eq!(
+            std::fs::read_dir(&dir.0).unwrap().count(),
+            2,
+            "no temporary file left"
+        );
+    }
+
     // Refused changes say why and change nothing.
     let generation =
         |lb: &PipeAppliance| metric(&scrape(lb), "lb_config_generation", &[]).unwrap_or(0.0);

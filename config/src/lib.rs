@@ -612,10 +612,16 @@ impl Config {
 
     /// Reads, parses and validates a file; a read error is reported on the file path.
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigErrors> {
+        Self::load_text(path).map(|(c, _)| c)
+    }
+
+    /// [`Self::load`], and the text it was parsed from: what the appliance
+    /// runs and what `ctl` edits must be the same bytes, read once.
+    pub fn load_text(path: &std::path::Path) -> Result<(Config, String), ConfigErrors> {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(name.clone(), format!("cannot read: {e}")))?;
-        Self::parse_named(&text, &name)
+        Self::parse_named(&text, &name).map(|c| (c, text))
     }
 
     /// The EAL main lcore (runs the control thread): `--main-lcore`, else the

@@ -386,9 +386,10 @@ impl Control {
     }
 }
 
-/// Runs the appliance with `config` (loaded from `config_path`) until
+/// Runs the appliance with `config` (parsed from `text`, the content of
+/// `config_path` read once, which `ctl` edits from then on) until
 /// SIGINT or SIGTERM, then stops it cleanly and logs the final counters.
-pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
+pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunError> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(RunError::Signals)?;
@@ -472,9 +473,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
     )
     .map_err(|e| RunError::Control(socket_path.clone(), e))?;
     log::info!("control socket {}", socket_path.display());
-    let doc = std::fs::read_to_string(&config_path)
-        .ok()
-        .and_then(|t| t.parse::<toml_edit::DocumentMut>().ok());
+    let doc = text.parse::<toml_edit::DocumentMut>().ok();
     let mut checkers = HealthCheckers::new();
     checkers.sync(&config);
     systemd.wait_for_first_checks(
@@ -577,7 +576,11 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         }
         // Changes from the control socket (ctl), answered at once.
         while let Ok(ch) = changes_rx.try_recv() {
-            let r = control.handle(&ch.request);
+            let r = if ch.too_late() {
+                Err("came too late: its client had given up, so nothing was changed".to_string())
+            } else {
+                control.handle(&ch.request)
+            };
             if let Err(e) = &r {
                 log::warn!("ctl {} refused: {e}", ch.request.name());
             }

@@ -1218,7 +1218,10 @@ fn an_icmp_error_too_big_for_the_tunnel_is_dropped_not_answered() {
     assert_eq!(p.stats().icmp_errors_forwarded.get(), passed);
     // As it came, it fits and goes on.
     let mut b = VecBuf::from_bytes(&input);
-    assert!(matches!(p.process(&snap, port, &mut b, 5000), Verdict::Transmit(_)));
+    assert!(matches!(
+        p.process(&snap, port, &mut b, 5000),
+        Verdict::Transmit(_)
+    ));
     assert_eq!(p.stats().icmp_errors_forwarded.get(), passed + 1);
 }
 
