@@ -622,6 +622,40 @@ impl Snapshot {
         self.nat_reals.contains(u64::from(u32::from(addr)))
     }
 
+    /// Whether no client may have `addr`: one of ours (a port's address,
+    /// a floating gateway, a VIP), or the network or broadcast address of
+    /// a port's connected IPv4 network (of a /30 or shorter), or the
+    /// subnet-router anycast address of a connected IPv6 network. A
+    /// packet from it came from a host that lies about its source, and an
+    /// answer to it (a flow's replies, "fragmentation needed") would go to
+    /// us or to a whole segment (RFC 1812 5.3.7). Asked when a flow is
+    /// created, not per packet.
+    pub fn is_martian_client(&self, addr: IpAddr) -> bool {
+        match addr {
+            IpAddr::V4(a) => {
+                let n = u32::from(a);
+                self.is_vip(a)
+                    || self.ports.iter().any(|p| {
+                        p.ipv4() == Some(a)
+                            || p.floating == Some(a)
+                            || (p.connected(a)
+                                && p.address.is_some_and(|c| c.prefix_len < 31)
+                                && (n == p.net || n | p.mask == u32::MAX))
+                    })
+            }
+            IpAddr::V6(a) => {
+                self.is_vip6(a)
+                    || self.ports.iter().any(|p| {
+                        p.ipv6() == Some(a)
+                            || p.floating6 == Some(a)
+                            || (p.connected6(a)
+                                && p.address6.is_some_and(|c| c.prefix_len < 127)
+                                && u128::from(a) == p.net6)
+                    })
+            }
+        }
+    }
+
     /// [`Self::is_local`] for IPv6.
     #[inline]
     pub fn is_local6(&self, port: usize, addr: Ipv6Addr) -> bool {

@@ -313,6 +313,13 @@ impl<A: FlowAddr> Conntrack<A> {
             }
             self.end(e, now);
         }
+        // No flow, and none for a client that cannot be one (our own
+        // addresses, a connected network's broadcast): nor a SYN-ACK from
+        // the SYN proxy to it (found in review: flows were created, and
+        // answers sent, to such sources).
+        if snap.is_martian_client(key.client.to_ip()) {
+            return Err(DropReason::BadIpHeader);
+        }
         // SYN proxy hook: a SYN or ACK for no flow, to a service it covers.
         if let Some(seg) = tcp {
             if let Some(outcome) = self.syn_proxy_no_flow(snap, service, seg) {

@@ -46,7 +46,10 @@ fn ndp_target<B: PacketBuf>(ip: &Ipv6Meta, pkt: &B) -> Ipv6Addr {
 impl Pipeline {
     /// An IPv6 packet: neighbor discovery, to us (a VIP's service, or
     /// ICMPv6), or in transit (a NAT66 real's reply or ICMPv6 error).
-    /// `ahead`: what the burst's lookahead found (`lookahead6`).
+    /// `ahead`: what the burst's lookahead found (`lookahead6`);
+    /// `to_group`: it came in a link-layer multicast frame (neighbor
+    /// discovery is handled; nothing is forwarded or answered).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn ipv6<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
@@ -55,6 +58,7 @@ impl Pipeline {
         ip: &Ipv6Meta,
         now: u32,
         ahead: Option<Lookahead>,
+        to_group: bool,
     ) -> Verdict {
         if snap.ports[in_port].address6.is_none() || self.conntrack6.is_none() {
             return Verdict::Drop(DropReason::UnsupportedEthertype);
@@ -111,6 +115,11 @@ impl Pipeline {
         }
         if ip.dst.is_multicast() {
             return Verdict::Drop(DropReason::NotForUs);
+        }
+        // A unicast packet in a multicast frame (RFC 1812 5.3.4, as for
+        // IPv4): not forwarded, not answered.
+        if to_group {
+            return Verdict::Drop(DropReason::NotOurMac);
         }
         // A link-local address is valid on its link only: an echo to us
         // from one is answered (in place, on that link), but nothing with

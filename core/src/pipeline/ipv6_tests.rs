@@ -386,3 +386,33 @@ fn unspecified_to_a_group_is_not_for_us_and_other_impossible_sources_are_bad() {
     );
     assert_eq!(p.flows6().unwrap().len(), 0);
 }
+
+/// The IPv6 side of `no_flow_or_answer_for_a_source_no_host_has_or_a_frame_to_everybody`:
+/// no flow for our own addresses or the subnet-router anycast address
+/// as a client, nothing forwarded from a multicast frame.
+#[test]
+fn no_ipv6_flow_for_our_own_addresses_or_from_a_multicast_frame() {
+    let snap = snapshot(CONFIG);
+    let mut p = pipeline(&snap, 0, 1);
+    let vip = v6("2001:2:0:1::100");
+    for src in [v6("2001:2::2"), vip, v6("2001:2::")] {
+        let mut b = VecBuf::from_bytes(&tcp6((src, 40000), (vip, 80), SYN, ROUTER));
+        assert_eq!(
+            p.process(&snap, 0, &mut b, 0),
+            Verdict::Drop(DropReason::BadIpHeader),
+            "{src}"
+        );
+    }
+    let client = (v6("2001:2:100::10"), 40000);
+    let mut f = tcp6(client, (vip, 80), SYN, ROUTER);
+    f[..6].copy_from_slice(&[0x33, 0x33, 0, 0, 0, 1]);
+    let mut b = VecBuf::from_bytes(&f);
+    assert_eq!(
+        p.process(&snap, 0, &mut b, 0),
+        Verdict::Drop(DropReason::NotOurMac)
+    );
+    assert_eq!(p.flows6().unwrap().len(), 0);
+    let mut b = VecBuf::from_bytes(&tcp6(client, (vip, 80), SYN, ROUTER));
+    assert!(!matches!(p.process(&snap, 0, &mut b, 0), Verdict::Drop(_)));
+    assert_eq!(p.flows6().unwrap().len(), 1);
+}

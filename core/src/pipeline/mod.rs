@@ -517,13 +517,19 @@ impl Pipeline {
             Err(r) => return Verdict::Drop(*r),
         };
         let dst = parsed.dst_mac;
-        if dst != me.mac && !dst.is_broadcast() && !dst.is_multicast() {
+        // Broadcast is multicast too.
+        let to_group = dst != me.mac;
+        if to_group && !dst.is_multicast() {
             return Verdict::Drop(DropReason::NotOurMac);
         }
         match parsed.l3 {
             L3::Arp => self.arp(snap, in_port, pkt, now),
+            // Nothing that came in a link-layer broadcast or multicast is
+            // forwarded or answered (RFC 1812 5.3.4; found in review: a SYN
+            // to a VIP in a broadcast frame was forwarded).
+            L3::Ipv4(ref ip) if to_group => ipv4_to_group(ip),
             L3::Ipv4(ref ip) => self.ipv4(snap, in_port, pkt, ip, now, ahead),
-            L3::Ipv6(ref ip) => self.ipv6(snap, in_port, pkt, ip, now, ahead),
+            L3::Ipv6(ref ip) => self.ipv6(snap, in_port, pkt, ip, now, ahead, to_group),
             L3::Invalid(r) => Verdict::Drop(r),
             L3::Unsupported(_) => Verdict::Drop(DropReason::UnsupportedEthertype),
         }
@@ -562,6 +568,16 @@ impl Pipeline {
         now: u32,
         ahead: Option<Lookahead>,
     ) -> Verdict {
+        // No host sends from 0/8, 127/8, a group or 240/4 and the limited
+        // broadcast (RFC 1812 5.3.7): such a packet makes no flow and gets
+        // no answer, which would go to nobody or to everybody. As over
+        // IPv6, a host without an address yet (DHCP: 0.0.0.0 to a
+        // broadcast or group) is only not for us.
+        let first = ip.src.octets()[0];
+        // 0 and 224..=255 in one comparison (0 wraps to 255).
+        if first.wrapping_sub(1) >= 223 || first == 127 {
+            return martian_source(ip);
+        }
         // The burst's lookahead already sorted TCP and UDP to VIPs and from
         // NAT reals (the checks below, in the same order, give the same
         // verdicts): `process` and `process_burst` agree.
@@ -1067,6 +1083,31 @@ impl Pipeline {
             c.packets.incr();
             c.bytes.add(len);
         }
+    }
+}
+
+/// The verdict on an IPv4 packet in a link-layer broadcast or multicast
+/// frame: never forwarded nor answered; not for us when it is to a group
+/// or a broadcast address (as before), else a frame that should not have
+/// been sent to a group.
+#[cold]
+fn ipv4_to_group(ip: &Ipv4Meta) -> Verdict {
+    if ip.dst.is_broadcast() || ip.dst.is_multicast() {
+        Verdict::Drop(DropReason::NotForUs)
+    } else {
+        Verdict::Drop(DropReason::NotOurMac)
+    }
+}
+
+/// The verdict on an IPv4 packet from a source no host has (see
+/// `Pipeline::ipv4`).
+#[cold]
+fn martian_source(ip: &Ipv4Meta) -> Verdict {
+    let to_group = ip.dst.is_broadcast() || ip.dst.is_multicast();
+    if ip.src.is_unspecified() && to_group {
+        Verdict::Drop(DropReason::NotForUs)
+    } else {
+        Verdict::Drop(DropReason::BadIpHeader)
     }
 }
 

@@ -426,6 +426,64 @@ fn handshake(p: &mut Pipeline, snap: &Snapshot, client: (Ipv4Addr, u16), now: u3
 }
 
 /// A client whose flows worker `w` of 2 owns.
+/// Found in review: flows were created (and SYN-ACKs and frag-needed
+/// sent) for sources no host has, and packets in broadcast frames were
+/// forwarded. None of that makes a flow or an answer now.
+#[test]
+fn no_flow_or_answer_for_a_source_no_host_has_or_a_frame_to_everybody() {
+    let on = NAT_CONFIG.replace("port = 80\n", "port = 80\nsyn_proxy = \"on\"\n");
+    for text in [NAT_CONFIG.to_string(), on] {
+        let config = Config::parse(&text).unwrap();
+        let snap = compile(&config, &[MacAddr(OUR)]);
+        let mut p = pipeline(&snap, 0, 1, 64);
+        let bad = DropReason::BadIpHeader;
+        for (src, why) in [
+            (Ipv4Addr::new(0, 0, 0, 0), bad),
+            (Ipv4Addr::new(0, 1, 2, 3), bad),
+            (Ipv4Addr::new(127, 0, 0, 1), bad),
+            (Ipv4Addr::new(224, 0, 0, 1), bad),
+            (Ipv4Addr::new(240, 0, 0, 1), bad),
+            (Ipv4Addr::BROADCAST, bad),
+            // Ours, and the connected network's ends.
+            (Ipv4Addr::new(198, 18, 0, 2), bad),
+            (VIP, bad),
+            (Ipv4Addr::new(198, 18, 0, 0), bad),
+            (Ipv4Addr::new(198, 18, 0, 255), bad),
+        ] {
+            let mut b = VecBuf::from_bytes(&tcp((src, 40000), (VIP, 80), SYN, OUR));
+            assert_eq!(p.process(&snap, 0, &mut b, 1), Verdict::Drop(why), "{src}");
+        }
+        // A host without an address yet (DHCP) is only not for us.
+        let mut b = VecBuf::from_bytes(&tcp(
+            (Ipv4Addr::UNSPECIFIED, 68),
+            (Ipv4Addr::BROADCAST, 67),
+            SYN,
+            OUR,
+        ));
+        assert_eq!(
+            p.process(&snap, 0, &mut b, 1),
+            Verdict::Drop(DropReason::NotForUs)
+        );
+        // A good client's SYN in a broadcast frame, then in a multicast one.
+        let client = (Ipv4Addr::new(198, 19, 0, 10), 40000);
+        for mac in [[0xff; 6], [0x01, 0, 0x5e, 0, 0, 1]] {
+            let mut b = VecBuf::from_bytes(&tcp(client, (VIP, 80), SYN, mac));
+            assert_eq!(
+                p.process(&snap, 0, &mut b, 1),
+                Verdict::Drop(DropReason::NotOurMac)
+            );
+        }
+        assert_eq!(p.flows().len(), 0);
+        assert_eq!(p.stats().syn_proxy_cookies_sent.get(), 0);
+        // The same SYN to our MAC goes on (a flow, or a cookie SYN-ACK).
+        let mut b = VecBuf::from_bytes(&tcp(client, (VIP, 80), SYN, OUR));
+        assert!(matches!(
+            p.process(&snap, 0, &mut b, 1),
+            Verdict::Transmit(_)
+        ));
+    }
+}
+
 fn client_owned_by(w: usize) -> Ipv4Addr {
     (0..1000u32)
         .map(|i| Ipv4Addr::from(0xc613_0000 + i))

@@ -276,6 +276,25 @@ pub(crate) fn check_sent(
             Sent::Other
         }
     };
+    // Nothing that came in a link-layer group frame is forwarded or
+    // answered, ARP and neighbor discovery aside (RFC 1812 5.3.4); nothing
+    // from an IPv4 source no host has (RFC 1812 5.3.7).
+    if input.len() > IP && input[0] & 1 == 1 && !matches!(sent, Sent::ArpReply | Sent::NdpAdvert)
+    {
+        v.add(
+            "in.to-group",
+            format!("{sent:?} sent for a frame to {:02x?}", &input[..6]),
+        );
+    }
+    if (input.get(12..14) == Some(&[0x08, 0x00][..])) && input.len() >= IP + 20 {
+        let first = input[IP + 12];
+        if first == 0 || first == 127 || first >= 224 {
+            v.add(
+                "in.martian-source",
+                format!("{sent:?} sent for a packet from {}", addr(input, IP + 12)),
+            );
+        }
+    }
     let dst = MacAddr([out[0], out[1], out[2], out[3], out[4], out[5]]);
     if matches!(sent, Sent::ArpReply | Sent::EchoReply) {
         // An answer goes back to the asker, which must be a unicast host.
