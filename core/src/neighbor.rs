@@ -20,6 +20,13 @@ pub const REQUEST_INTERVAL_MS: u32 = 1_000;
 const SLOTS: usize = 4096;
 const PROBE: usize = 8;
 
+/// Requests (ARP or neighbor solicitations) a cache may send: one a
+/// millisecond on average (1,000 a second), at most [`REQUEST_BURST`] at
+/// once. Each unknown next hop costs a broadcast (or a multicast) on the
+/// segment, and strangers choose next hops (a flow's client): without a
+/// bound, a flood of them is a storm on the reals' segment.
+const REQUEST_BURST: u32 = 64;
+
 #[derive(Debug, Clone, Copy)]
 struct Entry<A> {
     ip: A,
@@ -42,9 +49,25 @@ pub enum Lookup {
     },
 }
 
-#[derive(Debug)]
 pub struct NeighborCache<A: FlowAddr = Ipv4Addr> {
     slots: Vec<Entry<A>>,
+    /// The key of the slot hash, random per cache: which addresses share a
+    /// probe window cannot be worked out from outside (found in review:
+    /// with the fixed hash, nine addresses of one /64 pushed the learned
+    /// gateway out).
+    key: u64,
+    /// Requests that may go now ([`REQUEST_BURST`] at most), and when
+    /// that was counted.
+    tokens: u32,
+    tokens_at: u32,
+}
+
+impl<A: FlowAddr> std::fmt::Debug for NeighborCache<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NeighborCache")
+            .field("used", &self.slots.iter().filter(|e| e.used).count())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<A: FlowAddr> Default for NeighborCache<A> {
@@ -55,7 +78,19 @@ impl<A: FlowAddr> Default for NeighborCache<A> {
 
 impl<A: FlowAddr> NeighborCache<A> {
     pub fn new() -> NeighborCache<A> {
+        use std::hash::BuildHasher;
+        Self::with_key(
+            std::collections::hash_map::RandomState::new().hash_one(0x6e65_6967_6862_6f72_u64),
+        )
+    }
+
+    /// A cache whose slot hash has a given key (tests that must place
+    /// addresses in one probe window).
+    fn with_key(key: u64) -> NeighborCache<A> {
         NeighborCache {
+            key,
+            tokens: REQUEST_BURST,
+            tokens_at: 0,
             slots: vec![
                 Entry {
                     ip: A::UNSPECIFIED,
@@ -71,32 +106,50 @@ impl<A: FlowAddr> NeighborCache<A> {
     }
 
     #[inline]
-    fn home(ip: A) -> usize {
-        // IPv4: the address times a constant, as ever; IPv6 folds first.
-        ((ip.fold() as u32).wrapping_mul(0x9e37_79b1) >> 20) as usize % SLOTS
+    fn home(&self, ip: A) -> usize {
+        (crate::flow::mix64(ip.fold() ^ self.key) % SLOTS as u64) as usize
+    }
+
+    fn window(&self, ip: A) -> impl Iterator<Item = usize> + Clone {
+        let h = self.home(ip);
+        (0..PROBE).map(move |i| (h + i) % SLOTS)
     }
 
     fn find(&self, ip: A) -> Option<usize> {
-        let h = Self::home(ip);
-        (0..PROBE)
-            .map(|i| (h + i) % SLOTS)
+        self.window(ip)
             .find(|&s| self.slots[s].used && self.slots[s].ip == ip)
     }
 
-    /// A slot for `ip`: its own, a free one, or the stalest in its probe
-    /// window (a full cache forgets rather than refuses).
-    fn slot_for(&mut self, ip: A) -> usize {
-        if let Some(s) = self.find(ip) {
-            return s;
-        }
-        let h = Self::home(ip);
-        let window = (0..PROBE).map(|i| (h + i) % SLOTS);
+    /// A slot for `ip` that is not its own: a free one, else the stalest
+    /// unresolved one in its probe window, else (only when `evict`, for an
+    /// answer learned) the stalest of all: a lookup of an unknown address,
+    /// which a stranger can cause, never pushes a resolved neighbor out.
+    fn free_slot(&self, ip: A, evict: bool) -> Option<usize> {
+        let window = self.window(ip);
         if let Some(s) = window.clone().find(|&s| !self.slots[s].used) {
-            return s;
+            return Some(s);
         }
-        window
-            .min_by_key(|&s| self.slots[s].learned_at)
-            .unwrap_or(h)
+        let stalest = |resolved: bool| {
+            window
+                .clone()
+                .filter(|&s| self.slots[s].resolved == resolved)
+                .min_by_key(|&s| self.slots[s].learned_at)
+        };
+        stalest(false).or_else(|| if evict { stalest(true) } else { None })
+    }
+
+    /// Whether a request may go at `now` (taking it if so).
+    fn may_ask(&mut self, now: u32) -> bool {
+        let earned = now.wrapping_sub(self.tokens_at);
+        if earned > 0 {
+            self.tokens = self.tokens.saturating_add(earned).min(REQUEST_BURST);
+            self.tokens_at = now;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
     }
 
     /// Looks `ip` up at time `now`, marking that a request is due when one
@@ -105,40 +158,52 @@ impl<A: FlowAddr> NeighborCache<A> {
     pub fn lookup(&mut self, ip: A, now: u32) -> Lookup {
         match self.find(ip) {
             Some(s) => {
-                let e = &mut self.slots[s];
+                let e = self.slots[s];
                 let due = now.wrapping_sub(e.requested_at) >= REQUEST_INTERVAL_MS;
                 if e.resolved {
-                    if now.wrapping_sub(e.learned_at) < REFRESH_MS || !due {
+                    if now.wrapping_sub(e.learned_at) < REFRESH_MS || !due || !self.may_ask(now) {
                         Lookup::Found(e.mac)
                     } else {
-                        e.requested_at = now;
+                        self.slots[s].requested_at = now;
                         Lookup::Refresh(e.mac)
                     }
                 } else {
-                    if due {
-                        e.requested_at = now;
+                    let ask = due && self.may_ask(now);
+                    if ask {
+                        self.slots[s].requested_at = now;
                     }
-                    Lookup::Missing { ask: due }
+                    Lookup::Missing { ask }
                 }
             }
             None => {
-                let s = self.slot_for(ip);
-                self.slots[s] = Entry {
-                    ip,
-                    mac: MacAddr::ZERO,
-                    resolved: false,
-                    learned_at: now,
-                    requested_at: now,
-                    used: true,
-                };
-                Lookup::Missing { ask: true }
+                let ask = self.may_ask(now);
+                // Noted only if a slot is free or unresolved; else the
+                // request still goes (its answer is learned).
+                if let Some(s) = self.free_slot(ip, false) {
+                    self.slots[s] = Entry {
+                        ip,
+                        mac: MacAddr::ZERO,
+                        resolved: false,
+                        learned_at: now,
+                        // Not asked yet when no request could go.
+                        requested_at: if ask {
+                            now
+                        } else {
+                            now.wrapping_sub(REQUEST_INTERVAL_MS)
+                        },
+                        used: true,
+                    };
+                }
+                Lookup::Missing { ask }
             }
         }
     }
 
     /// Records that `ip` is at `mac`. Returns whether that is news.
     pub fn learn(&mut self, ip: A, mac: MacAddr, now: u32) -> bool {
-        let s = self.slot_for(ip);
+        let Some(s) = self.find(ip).or_else(|| self.free_slot(ip, true)) else {
+            return false;
+        };
         let e = &mut self.slots[s];
         let news = !(e.used && e.ip == ip && e.resolved && e.mac == mac);
         *e = Entry {
@@ -182,6 +247,58 @@ mod tests {
         assert_eq!(c.lookup(A, 1200 + REFRESH_MS + 1), Lookup::Refresh(MAC));
         assert_eq!(c.lookup(A, 1200 + REFRESH_MS + 2), Lookup::Found(MAC));
         assert_eq!(c.get(A), Some(MAC));
+    }
+
+    /// Found in review: lookups of unknown addresses that share the
+    /// gateway's probe window pushed the resolved gateway out. A lookup
+    /// now only takes a free or unresolved slot; an answer may still take
+    /// the stalest.
+    #[test]
+    fn lookups_of_unknown_addresses_never_push_a_resolved_neighbor_out() {
+        let mut c = NeighborCache::with_key(7);
+        let gateway = Ipv4Addr::new(198, 18, 0, 1);
+        assert!(c.learn(gateway, MAC, 0));
+        let home = c.home(gateway);
+        let near: Vec<Ipv4Addr> = (0..u32::MAX)
+            .map(|i| Ipv4Addr::from(0xc613_0000 + i))
+            .filter(|&a| c.home(a) == home)
+            .take(2 * PROBE)
+            .collect();
+        // The window full of resolved neighbors, the gateway the stalest.
+        let (known, strangers) = near.split_at(PROBE - 1);
+        for (i, &a) in known.iter().enumerate() {
+            assert!(c.learn(a, MAC, 1 + i as u32));
+        }
+        for (i, &a) in strangers.iter().enumerate() {
+            assert!(matches!(c.lookup(a, 10 + i as u32), Lookup::Missing { .. }));
+        }
+        assert_eq!(c.get(gateway), Some(MAC), "still known");
+        assert_eq!(c.lookup(gateway, 100), Lookup::Found(MAC));
+        // An answer does make room: the stalest goes.
+        assert!(c.learn(strangers[0], MAC, 200));
+        assert_eq!(c.get(gateway), None, "an answer may push it out");
+    }
+
+    /// At most REQUEST_BURST requests at once, then one a millisecond,
+    /// however many unknown next hops strangers make.
+    #[test]
+    fn requests_are_bounded_whatever_the_number_of_unknown_addresses() {
+        let mut c = NeighborCache::with_key(7);
+        let asked = |c: &mut NeighborCache, from: u32, n: u32, now: u32| {
+            (from..from + n)
+                .filter(|&i| {
+                    c.lookup(Ipv4Addr::from(0xc613_0000 + i), now) == Lookup::Missing { ask: true }
+                })
+                .count()
+        };
+        assert_eq!(asked(&mut c, 0, 1000, 5), REQUEST_BURST as usize);
+        assert_eq!(asked(&mut c, 1000, 1000, 5), 0);
+        assert_eq!(asked(&mut c, 2000, 1000, 15), 10, "10 ms later");
+        // One that could not be asked is asked as soon as a request may go.
+        assert_eq!(
+            c.lookup(Ipv4Addr::from(0xc613_0000 + 1999), 16),
+            Lookup::Missing { ask: true }
+        );
     }
 
     #[test]

@@ -279,8 +279,7 @@ pub(crate) fn check_sent(
     // Nothing that came in a link-layer group frame is forwarded or
     // answered, ARP and neighbor discovery aside (RFC 1812 5.3.4); nothing
     // from an IPv4 source no host has (RFC 1812 5.3.7).
-    if input.len() > IP && input[0] & 1 == 1 && !matches!(sent, Sent::ArpReply | Sent::NdpAdvert)
-    {
+    if input.len() > IP && input[0] & 1 == 1 && !matches!(sent, Sent::ArpReply | Sent::NdpAdvert) {
         v.add(
             "in.to-group",
             format!("{sent:?} sent for a frame to {:02x?}", &input[..6]),
