@@ -40,7 +40,10 @@ pub(super) fn arp_sender(
         return None;
     }
     let (ip, mac) = (arp.source_protocol_addr(), arp.source_hardware_addr());
-    (!ip.is_unspecified() && is_station(mac)).then_some((ip, mac))
+    // Nor does a sender claiming one of our own addresses, or a network's
+    // broadcast (found in review: learned; NDP already refused ours).
+    (!ip.is_unspecified() && is_station(mac) && !snap.is_martian_client(ip.into()))
+        .then_some((ip, mac))
 }
 
 /// Whether `mac` can be answered: one station's address, not zero and not

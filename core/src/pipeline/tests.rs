@@ -1320,7 +1320,7 @@ fn arp_between_other_hosts_teaches_nothing() {
     let snap = compile(&test_config(), &[OUR_MAC]);
     let mut p = pipeline(&snap, 0, 1, 8);
     let neighbor = Ipv4Addr::new(198, 18, 0, 77);
-    let arp_frame = |target: Ipv4Addr| {
+    let arp_from = |sender: Ipv4Addr, target: Ipv4Addr| {
         let mut f = vec![0u8; ethernet::HEADER_LEN + arp::PACKET_LEN];
         let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
         eth.set_dst_addr(MacAddr::BROADCAST);
@@ -1329,13 +1329,22 @@ fn arp_between_other_hosts_teaches_nothing() {
         ArpRepr {
             operation: ArpOperation::Request,
             source_hardware_addr: MacAddr(CLIENT_MAC),
-            source_protocol_addr: neighbor,
+            source_protocol_addr: sender,
             target_hardware_addr: MacAddr::ZERO,
             target_protocol_addr: target,
         }
         .emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
         f
     };
+    let arp_frame = |target: Ipv4Addr| arp_from(neighbor, target);
+    // A sender claiming our own address, or the network's broadcast, is
+    // answered but not learned (found in review).
+    let ours = Ipv4Addr::new(198, 18, 0, 2);
+    for liar in [ours, Ipv4Addr::new(198, 18, 0, 255)] {
+        let mut b = VecBuf::from_bytes(&arp_from(liar, ours));
+        p.process(&snap, 0, &mut b, 0);
+        assert_eq!(p.resolved(&snap, liar), None, "{liar} learned");
+    }
     let mut other = VecBuf::from_bytes(&arp_frame(Ipv4Addr::new(198, 18, 0, 99)));
     assert_eq!(
         p.process(&snap, 0, &mut other, 0),
