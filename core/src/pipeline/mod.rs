@@ -715,13 +715,21 @@ impl Pipeline {
             }
         };
         let len = pkt.len() as u64;
-        if target.method == ForwardingMethod::Nat {
+        // Too big for the way to the real: "fragmentation needed" from the
+        // VIP when DF is set, for DR as for NAT (found in review: DR only
+        // dropped it, so its sender never learned the path MTU).
+        if matches!(
+            target.method,
+            ForwardingMethod::Nat | ForwardingMethod::DirectRoute
+        ) {
             if let Some(v) =
                 self.egress
                     .nat_too_big(snap, &self.stats, pkt, ip, target.real, ip.dst, now)
             {
                 return v;
             }
+        }
+        if target.method == ForwardingMethod::Nat {
             match adjust {
                 None => nat::rewrite_request(pkt.data_mut(), target.real, target.real_port),
                 Some(a) => nat::rewrite_request_translated(

@@ -1284,7 +1284,7 @@ fn an_icmp_error_too_big_for_the_tunnel_is_dropped_not_answered() {
 }
 
 #[test]
-fn a_dr_packet_larger_than_the_port_mtu_is_not_sent() {
+fn a_dr_packet_larger_than_the_port_mtu_is_not_sent_and_df_gets_frag_needed() {
     use crate::wire::{ethernet, ipv4, tcp, TcpFlags, TcpPacket};
     let (snap, mut p, _, port) = one_arm_until("mh: ack without a flow");
     // The DR flow's SYN went through just before; now a 1,540-byte segment
@@ -1297,21 +1297,47 @@ fn a_dr_packet_larger_than_the_port_mtu_is_not_sent() {
         .unwrap()
         .input;
     let payload = 1500;
-    let mut f = dr_syn[..ethernet::HEADER_LEN + ipv4::HEADER_LEN + tcp::HEADER_LEN].to_vec();
-    f.resize(f.len() + payload, 0);
-    let mut ip = Ipv4Packet::new_unchecked(&mut f[ethernet::HEADER_LEN..]);
-    ip.set_total_len((ipv4::HEADER_LEN + tcp::HEADER_LEN + payload) as u16);
-    ip.fill_checksum();
-    let (src, dst) = (ip.src_addr(), ip.dst_addr());
-    let mut t = TcpPacket::new_unchecked(ip.payload_mut());
-    t.set_header_len(tcp::HEADER_LEN);
-    t.set_flags(TcpFlags::ACK);
-    t.fill_checksum(src, dst);
-    let mut b = VecBuf::from_bytes(&f);
+    let segment = |df: bool| {
+        let mut f = dr_syn[..ethernet::HEADER_LEN + ipv4::HEADER_LEN + tcp::HEADER_LEN].to_vec();
+        f.resize(f.len() + payload, 0);
+        let mut ip = Ipv4Packet::new_unchecked(&mut f[ethernet::HEADER_LEN..]);
+        ip.set_total_len((ipv4::HEADER_LEN + tcp::HEADER_LEN + payload) as u16);
+        ip.set_dont_fragment(df);
+        ip.fill_checksum();
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let mut t = TcpPacket::new_unchecked(ip.payload_mut());
+        t.set_header_len(tcp::HEADER_LEN);
+        t.set_flags(TcpFlags::ACK);
+        t.fill_checksum(src, dst);
+        f
+    };
+    // Without DF: dropped.
+    let mut b = VecBuf::from_bytes(&segment(false));
     assert_eq!(
         p.process(&snap, port, &mut b, 5000),
         Verdict::Drop(DropReason::TooBig)
     );
+    // With DF: "fragmentation needed" from the VIP back to the client,
+    // announcing the port's MTU, as for NAT (found in review: dropped).
+    let sent = segment(true);
+    let client = Ipv4Packet::new_unchecked(&sent[ethernet::HEADER_LEN..]).src_addr();
+    let vip = Ipv4Packet::new_unchecked(&sent[ethernet::HEADER_LEN..]).dst_addr();
+    let mut b = VecBuf::from_bytes(&sent);
+    assert!(matches!(
+        p.process(&snap, port, &mut b, 5001),
+        Verdict::Transmit(_)
+    ));
+    let out = b.to_vec();
+    let ip = Ipv4Packet::new_unchecked(&out[ethernet::HEADER_LEN..]);
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (vip, client));
+    let icmp =
+        crate::wire::Icmpv4Packet::new_checked(&out[ethernet::HEADER_LEN + ipv4::HEADER_LEN..])
+            .unwrap();
+    assert_eq!(
+        icmp.msg_type(),
+        crate::wire::Icmpv4Type::DestinationUnreachable
+    );
+    assert_eq!((icmp.code(), icmp.next_hop_mtu()), (4, 1500));
 }
 
 #[test]
