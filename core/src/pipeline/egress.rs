@@ -224,12 +224,15 @@ impl Egress {
         if !icmpv6::packet_too_big(pkt, packet_len, from, mtu) {
             return Verdict::Drop(DropReason::Truncated);
         }
-        stats.icmp_frag_needed.incr();
         let sender = crate::wire::ipv6::Ipv6Packet::new_unchecked(&pkt.data()[IP..]).dst_addr();
         let Some(back) = route::lookup6(snap, sender) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        self.link6(snap, pkt, back.port, back.next_hop, now)
+        let v = self.link6(snap, pkt, back.port, back.next_hop, now);
+        if matches!(v, Verdict::Transmit(_) | Verdict::Hold6 { .. }) {
+            stats.icmp_frag_needed.incr();
+        }
+        v
     }
 
     /// TUN over IPv6: wraps the packet (IPv6 when `inner_v6`, else IPv4;
@@ -507,11 +510,16 @@ impl Egress {
         if !icmp::frag_needed(pkt, from, mtu) {
             return Verdict::Drop(DropReason::Truncated);
         }
-        stats.icmp_frag_needed.incr();
         let Some(back) = route::lookup(snap, sender) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        self.link(snap, pkt, back.port, back.next_hop, now)
+        // Counted once on its way (sent, or held for its next hop), not
+        // when it found no route (found in review).
+        let v = self.link(snap, pkt, back.port, back.next_hop, now);
+        if matches!(v, Verdict::Transmit(_) | Verdict::Hold { .. }) {
+            stats.icmp_frag_needed.incr();
+        }
+        v
     }
 
     /// Takes a token from the ICMP bucket, filling it first for the time

@@ -1340,6 +1340,42 @@ fn a_dr_packet_larger_than_the_port_mtu_is_not_sent_and_df_gets_frag_needed() {
     assert_eq!((icmp.code(), icmp.next_hop_mtu()), (4, 1500));
 }
 
+/// A "fragmentation needed" that cannot go back (no route to its sender)
+/// is not counted as sent (found in review).
+#[test]
+fn a_frag_needed_with_no_way_back_is_not_counted() {
+    use crate::wire::{ethernet, ipv4, tcp, TcpFlags, TcpPacket};
+    let text = test_config_text().replace("port = 80\n", "port = 80\nsyn_proxy = \"off\"\n");
+    let snap = compile(&Config::parse(&text).unwrap(), &[OUR_MAC]);
+    let mut p = pipeline(&snap, 0, 1, 8);
+    // Off-link, and the port has no gateway.
+    let client = (Ipv4Addr::new(198, 19, 0, 10), 40000);
+    let mut syn = VecBuf::from_bytes(&tcp(client, (VIP, 80), SYN, OUR));
+    assert!(matches!(
+        p.process(&snap, 0, &mut syn, 0),
+        Verdict::Transmit(_) | Verdict::Hold { .. }
+    ));
+    let mut f = tcp(client, (VIP, 80), ACK, OUR);
+    f.resize(
+        ethernet::HEADER_LEN + ipv4::HEADER_LEN + tcp::HEADER_LEN + 1500,
+        0,
+    );
+    let mut ip = Ipv4Packet::new_unchecked(&mut f[ethernet::HEADER_LEN..]);
+    ip.set_total_len((ipv4::HEADER_LEN + tcp::HEADER_LEN + 1500) as u16);
+    ip.set_dont_fragment(true);
+    ip.fill_checksum();
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let mut t = TcpPacket::new_unchecked(ip.payload_mut());
+    t.set_flags(TcpFlags::ACK);
+    t.fill_checksum(src, dst);
+    let mut b = VecBuf::from_bytes(&f);
+    assert_eq!(
+        p.process(&snap, 0, &mut b, 1),
+        Verdict::Drop(DropReason::NoRoute)
+    );
+    assert_eq!(p.stats().icmp_frag_needed.get(), 0);
+}
+
 #[test]
 fn arp_between_other_hosts_teaches_nothing() {
     use crate::wire::{arp, ethernet, ArpOperation, ArpPacket, ArpRepr, EtherType};
