@@ -60,7 +60,16 @@ pub struct NeighborCache<A: FlowAddr = Ipv4Addr> {
     /// that was counted.
     tokens: u32,
     tokens_at: u32,
+    /// Addresses asked for that found no slot to be noted in (a window
+    /// full of resolved neighbors), with when: each is asked at most once
+    /// a [`REQUEST_INTERVAL_MS`] like a noted one (found in review: one
+    /// such address took every request the bucket allowed).
+    unnoted: [(A, u32); UNNOTED],
+    unnoted_next: usize,
 }
+
+/// How many unnoted addresses are remembered as asked for.
+const UNNOTED: usize = 16;
 
 impl<A: FlowAddr> std::fmt::Debug for NeighborCache<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -88,6 +97,8 @@ impl<A: FlowAddr> NeighborCache<A> {
     /// addresses in one probe window).
     fn with_key(key: u64) -> NeighborCache<A> {
         NeighborCache {
+            unnoted: [(A::UNSPECIFIED, 0); UNNOTED],
+            unnoted_next: 0,
             key,
             tokens: REQUEST_BURST,
             tokens_at: 0,
@@ -176,10 +187,23 @@ impl<A: FlowAddr> NeighborCache<A> {
                 }
             }
             None => {
+                let slot = self.free_slot(ip, false);
+                if slot.is_none() {
+                    // Nowhere to note it: the request still goes (its
+                    // answer is learned), once an interval.
+                    let recent = self
+                        .unnoted
+                        .iter()
+                        .any(|&(a, at)| a == ip && now.wrapping_sub(at) < REQUEST_INTERVAL_MS);
+                    let ask = !recent && self.may_ask(now);
+                    if ask {
+                        self.unnoted[self.unnoted_next] = (ip, now);
+                        self.unnoted_next = (self.unnoted_next + 1) % UNNOTED;
+                    }
+                    return Lookup::Missing { ask };
+                }
                 let ask = self.may_ask(now);
-                // Noted only if a slot is free or unresolved; else the
-                // request still goes (its answer is learned).
-                if let Some(s) = self.free_slot(ip, false) {
+                if let Some(s) = slot {
                     self.slots[s] = Entry {
                         ip,
                         mac: MacAddr::ZERO,
@@ -274,6 +298,16 @@ mod tests {
         }
         assert_eq!(c.get(gateway), Some(MAC), "still known");
         assert_eq!(c.lookup(gateway, 100), Lookup::Found(MAC));
+        // Not noted, but asked for once an interval, not per packet.
+        let stranger = strangers[0];
+        let asks = (0..100)
+            .filter(|&t| c.lookup(stranger, 2000 + t) == Lookup::Missing { ask: true })
+            .count();
+        assert_eq!(asks, 1);
+        assert_eq!(
+            c.lookup(stranger, 2000 + REQUEST_INTERVAL_MS),
+            Lookup::Missing { ask: true }
+        );
         // An answer does make room: the stalest goes.
         assert!(c.learn(strangers[0], MAC, 200));
         assert_eq!(c.get(gateway), None, "an answer may push it out");

@@ -341,7 +341,14 @@ impl<A: FlowAddr> Conntrack<A> {
         let (Some(client), Some(vip)) = (A::from_ip(rec.client), A::from_ip(rec.vip)) else {
             return Err(Refused::BadRecord);
         };
-        if !rec.is_consistent() {
+        // A client no host can be (see `Snapshot::is_martian_client` and
+        // the sources the pipeline drops) is not taken from a peer either
+        // (found in review: an older or broken peer could install flows
+        // whose replies go to a broadcast or to us).
+        if !rec.is_consistent()
+            || !plausible_client(rec.client)
+            || snap.is_martian_client(rec.client)
+        {
             return Err(Refused::BadRecord);
         }
         let key = FlowKey {
@@ -518,3 +525,21 @@ impl<A: FlowAddr> Flow<A> {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether a host could have `addr`: not unspecified, loopback, multicast
+/// or IPv4's 240/4 (the limited broadcast), nor IPv4-mapped: what the
+/// pipeline drops as a source (`bad_ip_header`) before any flow.
+pub(crate) fn plausible_client(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(a) => {
+            let first = a.octets()[0];
+            !(first == 0 || first == 127 || first >= 224)
+        }
+        IpAddr::V6(a) => {
+            !(a.is_unspecified()
+                || a.is_loopback()
+                || a.is_multicast()
+                || a.to_ipv4_mapped().is_some())
+        }
+    }
+}

@@ -100,7 +100,11 @@ impl Pipeline {
         // makes no flow and, above all, gets no ICMPv6 error, which would
         // go to a group or to nobody (RFC 4443 §2.4(e); found by fuzzing:
         // "packet too big" was sent to `::`).
-        if ip.src.is_multicast() || ip.src.is_unspecified() {
+        if ip.src.is_multicast()
+            || ip.src.is_unspecified()
+            || ip.src.is_loopback()
+            || ip.src.to_ipv4_mapped().is_some()
+        {
             // From `::` to a group is a host with no address yet: MLD
             // reports and other hosts' DAD probes, ordinary on a segment
             // where hosts come up (a kernel interface's MLD report is

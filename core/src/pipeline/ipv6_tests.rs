@@ -395,7 +395,13 @@ fn no_ipv6_flow_for_our_own_addresses_or_from_a_multicast_frame() {
     let snap = snapshot(CONFIG);
     let mut p = pipeline(&snap, 0, 1);
     let vip = v6("2001:2:0:1::100");
-    for src in [v6("2001:2::2"), vip, v6("2001:2::")] {
+    for src in [
+        v6("2001:2::2"),
+        vip,
+        v6("2001:2::"),
+        v6("::1"),
+        v6("::ffff:198.19.0.1"),
+    ] {
         let mut b = VecBuf::from_bytes(&tcp6((src, 40000), (vip, 80), SYN, ROUTER));
         assert_eq!(
             p.process(&snap, 0, &mut b, 0),

@@ -235,8 +235,9 @@ pub(super) fn ndp<B: PacketBuf>(
     if !is_station(peer) || asker_mac.is_some_and(|m| !is_station(m)) {
         return (Verdict::Drop(DropReason::NdpInvalid), None);
     }
+    // Not from a sender claiming one of our addresses (as for ARP).
     let learn = match (dad, asker_mac) {
-        (false, Some(m)) => Some((src, m)),
+        (false, Some(m)) if !snap.is_martian_client(src.into()) => Some((src, m)),
         _ => None,
     };
     let (to, to_mac, flags) = if dad {

@@ -425,7 +425,6 @@ fn handshake(p: &mut Pipeline, snap: &Snapshot, client: (Ipv4Addr, u16), now: u3
     real.octets()[3]
 }
 
-/// A client whose flows worker `w` of 2 owns.
 /// Found in review: flows were created (and SYN-ACKs and frag-needed
 /// sent) for sources no host has, and packets in broadcast frames were
 /// forwarded. None of that makes a flow or an answer now.
@@ -484,6 +483,7 @@ fn no_flow_or_answer_for_a_source_no_host_has_or_a_frame_to_everybody() {
     }
 }
 
+/// A client whose flows worker `w` of 2 owns.
 fn client_owned_by(w: usize) -> Ipv4Addr {
     (0..1000u32)
         .map(|i| Ipv4Addr::from(0xc613_0000 + i))

@@ -323,10 +323,27 @@ fn unknown_services_and_reals_are_refused_by_reason() {
     let mut udp = established(40000);
     udp.proto = 17;
     assert_eq!(ct.sync_install(&snap, &udp, 0), Err(Refused::BadRecord));
+    // A client no host can be: not taken from a peer either. (This
+    // snapshot has no ports: the connected network's ends are the
+    // pipeline tests'.)
+    for client in [
+        Ipv4Addr::new(127, 0, 0, 1),
+        Ipv4Addr::BROADCAST,
+        Ipv4Addr::new(224, 0, 0, 1),
+        VIP,
+    ] {
+        let mut r = established(40000);
+        r.client = client.into();
+        assert_eq!(
+            ct.sync_install(&snap, &r, 0),
+            Err(Refused::BadRecord),
+            "{client}"
+        );
+    }
     let c = &ct.stats.sync;
     assert_eq!(c.refused(Refused::UnknownService), 1);
     assert_eq!(c.refused(Refused::UnknownReal), 3);
-    assert_eq!(c.refused(Refused::BadRecord), 2);
+    assert_eq!(c.refused(Refused::BadRecord), 6);
     assert!(ct.table().is_empty());
 }
 
