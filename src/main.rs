@@ -184,18 +184,29 @@ fn init_logging() {
 }
 
 /// Replaces `file` with `text` so that no moment and no failure leaves it
-/// empty or half-written: a temporary file beside it (through a symlink,
-/// beside its target) gets the text, is synced and given the old file's
-/// mode and owner (0640 for a new one), and is renamed over it; the
-/// folder is synced after.
+/// empty or half-written: a temporary file beside it (through symlinks,
+/// beside their target, even one not there yet) gets the text, is synced
+/// and given the old file's mode and owner (0640 for a new one), and is
+/// renamed over it; the folder is synced after (a failure there is only
+/// warned of: the file is in place).
 fn save_atomically(file: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-    let target = match std::fs::canonicalize(file) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => file.to_path_buf(),
-        Err(e) => return Err(e),
-    };
+    // Follow symlinks by hand, so that a dangling one is written through
+    // too (canonicalize fails on it).
+    let mut target = file.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&target) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = std::fs::read_link(&target)?;
+                target = match target.parent() {
+                    Some(dir) if to.is_relative() => dir.join(to),
+                    _ => to,
+                };
+            }
+            _ => break,
+        }
+    }
     let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -209,28 +220,43 @@ fn save_atomically(file: &std::path::Path, text: &str) -> std::io::Result<()> {
         std::process::id()
     ));
     let old = std::fs::metadata(&target).ok();
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
+    // Ours from here on (a file of that name that was there is not).
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    let written = (|| {
         f.write_all(text.as_bytes())?;
         match &old {
             Some(m) => {
-                std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()))?;
+                let mine = f.metadata()?;
+                if (mine.uid(), mine.gid()) != (m.uid(), m.gid()) {
+                    std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid())).map_err(|e| {
+                        std::io::Error::new(
+                            e.kind(),
+                            format!("cannot give the new file the old one's owner and group ({}:{}): {e}", m.uid(), m.gid()),
+                        )
+                    })?;
+                }
                 f.set_permissions(std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
             }
             None => f.set_permissions(std::fs::Permissions::from_mode(0o640))?,
         }
         f.sync_all()?;
-        std::fs::rename(&tmp, &target)?;
-        std::fs::File::open(&dir)?.sync_all()
+        std::fs::rename(&tmp, &target)
     })();
-    if result.is_err() {
+    if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    result
+    if let Err(e) = std::fs::File::open(&dir).and_then(|d| d.sync_all()) {
+        error(&format!(
+            "lb-appliance ctl save: {} is saved, but its folder could not be synced: {e}",
+            target.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Writes to stdout. A reader that went away (`| head`) is not an error

@@ -323,6 +323,24 @@ fn every_ctl_subcommand_against_a_running_appliance() {
             2,
             "no temporary file left"
         );
+        // A symlink to a file not there yet: written through, the link
+        // kept; one into a folder that is not there: an error, nothing
+        // left behind.
+        let (new, dangling) = (dir.path("new.toml"), dir.path("next.toml"));
+        std::os::unix::fs::symlink("new.toml", &dangling).unwrap();
+        ok(&ctl(
+            &socket,
+            &["save", "--output", dangling.to_str().unwrap()],
+        ));
+        assert_eq!(std::fs::read_to_string(&new).unwrap(), saved);
+        assert!(std::fs::symlink_metadata(&dangling)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        let nowhere = dir.path("missing/lb.toml");
+        let failed = ctl(&socket, &["save", "--output", nowhere.to_str().unwrap()]);
+        assert!(!failed.status.success());
+        assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 4);
     }
 
     // Refused changes say why and change nothing.

@@ -164,9 +164,11 @@ impl Request {
 pub struct Change {
     pub request: Request,
     pub reply: Sender<Result<Value, String>>,
-    /// After this the client has given up (it waits [`CHANGE_DEADLINE`],
-    /// this is a second earlier): the control thread then refuses the
-    /// change instead of applying what its client was told failed.
+    /// After this the client may have given up (it waits up to
+    /// [`CHANGE_DEADLINE`] for the queue and as long again for the answer;
+    /// this is a second short of the first): the control thread then
+    /// refuses the change rather than apply one its client may have been
+    /// told failed. It errs towards refusing.
     pub apply_by: std::time::Instant,
 }
 
@@ -239,8 +241,9 @@ impl ControlSocket {
         // Created 0660 (umask 0117 around the bind), not made so after:
         // with a lax umask another user could connect in between and keep
         // the connection (found in review). The umask is the process's:
-        // it is changed only for the bind, at start, when no other thread
-        // of the appliance creates files.
+        // it is changed only for the bind, at start; a file another thread
+        // (DPDK's, say) created in that instant would come out 0660 at
+        // most, never more open than asked.
         let was = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o117));
         let bound = UnixListener::bind(path);
         rustix::process::umask(was);
