@@ -4,6 +4,8 @@
 //! number of writes to the tap (each a system call) and forwarding goes on.
 //! What the kernel runs over it (BGP, BFD, SSH, health checks) is a few
 //! packets per second to a few thousand; the budget is well above that.
+//! Routing and resolution traffic has a budget of its own
+//! ([`KernelBudgets`]).
 
 /// Frames a worker may give the kernel per millisecond, on average
 /// (32 000 per second).
@@ -12,6 +14,90 @@ pub const KERNEL_RATE_PER_MS: u32 = 32;
 /// Frames it may give at once after a quiet spell: the bucket's size, and
 /// the most that wait for the tap per port between two polls.
 pub const KERNEL_BURST: u32 = 64;
+
+/// Frames of the protocols that keep the box routed and reachable (see
+/// [`is_control`]) a worker may give the kernel per millisecond, in a
+/// budget of their own (8 000 per second, bursts of 64), so that a flood
+/// of anything else to a port's address does not take BGP, BFD and
+/// neighbor resolution down with it.
+pub const CONTROL_RATE_PER_MS: u32 = 8;
+
+/// BGP's TCP port, and BFD's UDP ports (single hop, echo, multihop).
+const BGP: u16 = 179;
+const BFD: [u16; 3] = [3784, 3785, 4784];
+
+/// Whether an Ethernet frame for the kernel is routing or resolution
+/// traffic: ARP; IPv6 neighbor and router discovery and redirects; TCP
+/// from or to port 179 (BGP); UDP to BFD's ports. (IPv6 with extension
+/// headers is not looked into: none of these use them.) Its source may
+/// be forged, so this only separates budgets: a flood of forged BGP
+/// segments competes with the real ones, not with everything else.
+pub fn is_control(frame: &[u8]) -> bool {
+    use crate::wire::{EtherType, EthernetFrame, Ipv4Packet, Ipv6Packet};
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return false;
+    };
+    match eth.ethertype() {
+        EtherType::Arp => true,
+        EtherType::Ipv4 => Ipv4Packet::new_checked(eth.payload())
+            .is_ok_and(|ip| l4_control(ip.protocol(), ip.payload())),
+        EtherType::Ipv6 => Ipv6Packet::new_checked(eth.payload())
+            .is_ok_and(|ip| l4_control(ip.next_header(), ip.payload())),
+        _ => false,
+    }
+}
+
+/// [`is_control`] for the IP payload `l4` of `protocol`.
+fn l4_control(protocol: crate::wire::IpProtocol, l4: &[u8]) -> bool {
+    use crate::wire::{Icmpv6Packet, Icmpv6Type, IpProtocol, TransportHeader};
+    match protocol {
+        IpProtocol::Icmpv6 => Icmpv6Packet::new_checked(l4).is_ok_and(|m| {
+            matches!(
+                m.msg_type(),
+                Icmpv6Type::RouterSolicit
+                    | Icmpv6Type::RouterAdvert
+                    | Icmpv6Type::NeighborSolicit
+                    | Icmpv6Type::NeighborAdvert
+                    | Icmpv6Type::Redirect
+            )
+        }),
+        IpProtocol::Tcp => TransportHeader::new_checked(protocol, l4)
+            .is_ok_and(|t| t.src_port() == BGP || t.dst_port() == BGP),
+        IpProtocol::Udp => {
+            TransportHeader::new_checked(protocol, l4).is_ok_and(|t| BFD.contains(&t.dst_port()))
+        }
+        _ => false,
+    }
+}
+
+/// A worker's two budgets for the kernel: routing and resolution traffic
+/// ([`is_control`]), and the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelBudgets {
+    control: KernelBudget,
+    other: KernelBudget,
+}
+
+impl Default for KernelBudgets {
+    fn default() -> Self {
+        KernelBudgets {
+            control: KernelBudget::new(CONTROL_RATE_PER_MS, KERNEL_BURST),
+            other: KernelBudget::default(),
+        }
+    }
+}
+
+impl KernelBudgets {
+    /// Whether `frame` may go to the kernel at `now`, from its budget.
+    #[inline]
+    pub fn take(&mut self, frame: &[u8], now: u32) -> bool {
+        if is_control(frame) {
+            self.control.take(now)
+        } else {
+            self.other.take(now)
+        }
+    }
+}
 
 /// A token bucket refilled by the millisecond.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +173,95 @@ mod tests {
         assert!(!b.take(u32::MAX));
         assert!(b.take(0), "one ms later, across the wrap");
         assert!(!b.take(0));
+    }
+
+    /// Built with the wire types: an Ethernet frame of `ethertype` around
+    /// an IPv4 or IPv6 header of `protocol` and an 8-byte transport header
+    /// with `ports` (or an ICMPv6 header of type `ports.0`).
+    fn frame(v6: bool, protocol: u8, ports: (u16, u16)) -> Vec<u8> {
+        use crate::wire::{
+            EtherType, EthernetFrame, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket,
+        };
+        let l3 = if v6 { 40 } else { 20 };
+        let mut f = vec![0u8; 14 + l3 + 20];
+        let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+        eth.set_ethertype(if v6 { EtherType::Ipv6 } else { EtherType::Ipv4 });
+        let p = IpProtocol::from(protocol);
+        let l4 = if v6 {
+            let mut ip = Ipv6Packet::new_unchecked(eth.payload_mut());
+            ip.set_version(6);
+            ip.set_next_header(p);
+            ip.set_payload_len(20);
+            &mut f[14 + 40..]
+        } else {
+            let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
+            ip.set_version(4);
+            ip.set_header_len(20);
+            ip.set_total_len(40);
+            ip.set_protocol(p);
+            ip.fill_checksum();
+            &mut f[14 + 20..]
+        };
+        match protocol {
+            6 => {
+                let mut t = TcpPacket::new_unchecked(&mut l4[..]);
+                t.set_src_port(ports.0);
+                t.set_dst_port(ports.1);
+                t.set_header_len(20);
+            }
+            17 => {
+                let mut u = UdpPacket::new_unchecked(&mut l4[..]);
+                u.set_src_port(ports.0);
+                u.set_dst_port(ports.1);
+                u.set_len(20);
+            }
+            _ => l4[0] = ports.0 as u8,
+        }
+        f
+    }
+
+    #[test]
+    fn routing_and_resolution_traffic_is_told_from_the_rest() {
+        for v6 in [false, true] {
+            assert!(is_control(&frame(v6, 6, (40000, 179))), "BGP to us");
+            assert!(
+                is_control(&frame(v6, 6, (179, 40000))),
+                "BGP from a peer's port"
+            );
+            assert!(is_control(&frame(v6, 17, (49152, 3784))), "BFD");
+            assert!(is_control(&frame(v6, 17, (49152, 4784))), "multihop BFD");
+            assert!(!is_control(&frame(v6, 6, (40000, 22))), "SSH");
+            assert!(!is_control(&frame(v6, 17, (3784, 53))), "not to BFD");
+        }
+        assert!(
+            is_control(&frame(true, 58, (135, 0))),
+            "neighbor solicitation"
+        );
+        assert!(
+            is_control(&frame(true, 58, (136, 0))),
+            "neighbor advertisement"
+        );
+        assert!(!is_control(&frame(true, 58, (128, 0))), "echo");
+        let mut arp = frame(false, 6, (0, 0));
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert!(is_control(&arp));
+        assert!(!is_control(&[0u8; 10]), "cut short");
+    }
+
+    /// A flood of anything else leaves routing traffic its own budget.
+    #[test]
+    fn a_flood_of_other_frames_leaves_bgp_its_budget() {
+        let mut b = KernelBudgets::default();
+        let flood = frame(false, 17, (1, 9));
+        let bgp = frame(false, 6, (40000, 179));
+        let mut bgp_through = 0;
+        for ms in 0..100 {
+            for _ in 0..1000 {
+                b.take(&flood, ms);
+            }
+            bgp_through += usize::from(b.take(&bgp, ms));
+        }
+        assert_eq!(bgp_through, 100, "every BGP segment went through");
     }
 
     #[test]

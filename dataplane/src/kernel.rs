@@ -18,7 +18,7 @@ use std::process::Command;
 
 use lb_config::{MacAddr, PortConfig};
 use lb_core::buffer::PacketBuf;
-use lb_core::exception::{KernelBudget, KERNEL_BURST};
+use lb_core::exception::{KernelBudgets, KERNEL_BURST};
 use lb_core::stats::{DropReason, WorkerStats};
 
 use crate::dpdk::{Mbuf, MbufBurst, RxQueue, TxQueue};
@@ -92,7 +92,8 @@ pub struct KernelPath {
     macs: Vec<MacAddr>,
     /// Frames for each port's kernel, until the end of the poll.
     queued: Vec<MbufBurst>,
-    budget: KernelBudget,
+    /// Routing and resolution traffic's, and the rest's.
+    budget: KernelBudgets,
     scratch: MbufBurst,
 }
 
@@ -104,7 +105,7 @@ impl KernelPath {
             macs,
             queued: taps.iter().map(|_| MbufBurst::new()).collect(),
             taps,
-            budget: KernelBudget::default(),
+            budget: KernelBudgets::default(),
             scratch: MbufBurst::new(),
         }
     }
@@ -132,7 +133,7 @@ impl KernelPath {
             return;
         }
         let room = queue.len() < KERNEL_BURST as usize;
-        if !room || self.taps[port].is_none() || !self.budget.take(now) {
+        if !room || self.taps[port].is_none() || !self.budget.take(m.data(), now) {
             stats.drop_packet(DropReason::KernelQueueFull);
             return;
         }
