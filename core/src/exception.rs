@@ -99,7 +99,8 @@ impl KernelBudgets {
     }
 }
 
-/// A token bucket refilled by the millisecond.
+/// A token bucket refilled by the millisecond (the neighbor caches'
+/// requests take one too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KernelBudget {
     tokens: u32,

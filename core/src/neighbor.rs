@@ -7,6 +7,7 @@
 
 use std::net::Ipv4Addr;
 
+use crate::exception::KernelBudget;
 use crate::flow::FlowAddr;
 
 use lb_config::MacAddr;
@@ -56,10 +57,9 @@ pub struct NeighborCache<A: FlowAddr = Ipv4Addr> {
     /// with the fixed hash, nine addresses of one /64 pushed the learned
     /// gateway out).
     key: u64,
-    /// Requests that may go now ([`REQUEST_BURST`] at most), and when
-    /// that was counted.
-    tokens: u32,
-    tokens_at: u32,
+    /// Requests that may go: one a millisecond, [`REQUEST_BURST`] at
+    /// most at once.
+    requests: KernelBudget,
     /// Addresses asked for that found no slot to be noted in (a window
     /// full of resolved neighbors), with when: each is asked at most once
     /// a [`REQUEST_INTERVAL_MS`] like a noted one (found in review: one
@@ -100,8 +100,7 @@ impl<A: FlowAddr> NeighborCache<A> {
             unnoted: [(A::UNSPECIFIED, 0); UNNOTED],
             unnoted_next: 0,
             key,
-            tokens: REQUEST_BURST,
-            tokens_at: 0,
+            requests: KernelBudget::new(1, REQUEST_BURST),
             slots: vec![
                 Entry {
                     ip: A::UNSPECIFIED,
@@ -151,16 +150,7 @@ impl<A: FlowAddr> NeighborCache<A> {
 
     /// Whether a request may go at `now` (taking it if so).
     fn may_ask(&mut self, now: u32) -> bool {
-        let earned = now.wrapping_sub(self.tokens_at);
-        if earned > 0 {
-            self.tokens = self.tokens.saturating_add(earned).min(REQUEST_BURST);
-            self.tokens_at = now;
-        }
-        if self.tokens == 0 {
-            return false;
-        }
-        self.tokens -= 1;
-        true
+        self.requests.take(now)
     }
 
     /// Looks `ip` up at time `now`, marking that a request is due when one

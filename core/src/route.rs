@@ -6,6 +6,23 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::snapshot::Snapshot;
 
+/// Whether no host can send from `a` (RFC 1812 5.3.7): 0/8, 127/8, a
+/// group (224/4) or 240/4, the limited broadcast included. Such a source
+/// makes no flow and gets no answer. One comparison for 0 and 224..=255
+/// (0 wraps to 255): it is asked of every IPv4 packet.
+#[inline]
+pub fn no_host_has(a: Ipv4Addr) -> bool {
+    let first = a.octets()[0];
+    first.wrapping_sub(1) >= 223 || first == 127
+}
+
+/// [`no_host_has`] for IPv6: `::`, `::1`, a group, or an IPv4-mapped
+/// address (RFC 4291 2.5.2, 2.5.3, 2.7, 2.5.5.2).
+#[inline]
+pub fn no_host_has6(a: Ipv6Addr) -> bool {
+    a.is_multicast() || a.is_unspecified() || a.is_loopback() || a.to_ipv4_mapped().is_some()
+}
+
 /// The port to send by and the neighbor to send to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {

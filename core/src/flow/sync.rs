@@ -346,7 +346,10 @@ impl<A: FlowAddr> Conntrack<A> {
         // (found in review: an older or broken peer could install flows
         // whose replies go to a broadcast or to us).
         if !rec.is_consistent()
-            || !plausible_client(rec.client)
+            || match rec.client {
+                IpAddr::V4(a) => crate::route::no_host_has(a),
+                IpAddr::V6(a) => crate::route::no_host_has6(a),
+            }
             || snap.is_martian_client(rec.client)
         {
             return Err(Refused::BadRecord);
@@ -525,21 +528,3 @@ impl<A: FlowAddr> Flow<A> {
 
 #[cfg(test)]
 mod tests;
-
-/// Whether a host could have `addr`: not unspecified, loopback, multicast
-/// or IPv4's 240/4 (the limited broadcast), nor IPv4-mapped: what the
-/// pipeline drops as a source (`bad_ip_header`) before any flow.
-pub(crate) fn plausible_client(addr: IpAddr) -> bool {
-    match addr {
-        IpAddr::V4(a) => {
-            let first = a.octets()[0];
-            !(first == 0 || first == 127 || first >= 224)
-        }
-        IpAddr::V6(a) => {
-            !(a.is_unspecified()
-                || a.is_loopback()
-                || a.is_multicast()
-                || a.to_ipv4_mapped().is_some())
-        }
-    }
-}

@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 
 use super::{Rewrite, TcpAdjust, IP, L4};
 use crate::buffer::PacketBuf;
+use crate::stats::DropReason;
 use crate::wire::TransportHeader;
 use crate::wire::{icmpv4, ipv4, Icmpv4Packet, Icmpv4Type, IpProtocol, Ipv4Packet, Ipv4Repr};
 
@@ -73,12 +74,15 @@ pub struct Quoted {
     pub dst_port: u16,
 }
 
-/// Whether the ICMP `message` (the whole message) has a good checksum.
-/// An error passed on is checked first: its checksum is computed again
-/// after the rewrite, which would otherwise make a damaged or forged one
-/// good.
-pub fn checksum_ok(message: &[u8]) -> bool {
-    Icmpv4Packet::new_checked(message).is_ok_and(|m| m.verify_checksum())
+/// The quote of an ICMP error that is to be passed on: its checksum
+/// checked first (`bad_l4_checksum`), since it is computed again after the
+/// rewrite, which would otherwise make a damaged or forged message good;
+/// then [`quoted`] (`icmp_not_handled` when it names no flow).
+pub fn checked_quote(message: &[u8]) -> Result<Quoted, DropReason> {
+    if !Icmpv4Packet::new_checked(message).is_ok_and(|m| m.verify_checksum()) {
+        return Err(DropReason::BadL4Checksum);
+    }
+    quoted(message).ok_or(DropReason::IcmpNotHandled)
 }
 
 /// Reads the packet quoted by the ICMP error `message` (the whole ICMP

@@ -8,6 +8,7 @@ use std::net::Ipv6Addr;
 
 use super::{Rewrite6, TcpAdjust, IP};
 use crate::buffer::PacketBuf;
+use crate::stats::DropReason;
 use crate::wire::icmpv6::{self, Icmpv6Packet, Icmpv6Type};
 use crate::wire::ipv6::{self, Ipv6Packet, Ipv6Repr};
 use crate::wire::{EtherType, EthernetFrame, IpProtocol, TransportHeader};
@@ -81,10 +82,13 @@ pub struct Quoted6 {
     pub dst_port: u16,
 }
 
-/// Whether the ICMPv6 `message` (the whole message, from `src` to
-/// `dst`) has a good checksum (see [`super::icmp::checksum_ok`]).
-pub fn checksum_ok(message: &[u8], src: Ipv6Addr, dst: Ipv6Addr) -> bool {
-    Icmpv6Packet::new_checked(message).is_ok_and(|m| m.verify_checksum(src, dst))
+/// [`super::icmp::checked_quote`] for an ICMPv6 error from `src` to `dst`
+/// (its checksum covers them).
+pub fn checked_quote(message: &[u8], src: Ipv6Addr, dst: Ipv6Addr) -> Result<Quoted6, DropReason> {
+    if !Icmpv6Packet::new_checked(message).is_ok_and(|m| m.verify_checksum(src, dst)) {
+        return Err(DropReason::BadL4Checksum);
+    }
+    quoted(message).ok_or(DropReason::IcmpNotHandled)
 }
 
 /// Reads the packet quoted by the ICMPv6 error `message` (the whole

@@ -95,16 +95,12 @@ impl Pipeline {
                 v => v,
             };
         }
-        // No host sends from a group or from `::` (RFC 4291 §2.7 and
-        // §2.5.2; a DAD probe's `::` was answered above): such a packet
+        // No host sends from a group, `::`, `::1` or an IPv4-mapped address
+        // (`route::no_host_has6`; a DAD probe's `::` was answered above): such a packet
         // makes no flow and, above all, gets no ICMPv6 error, which would
         // go to a group or to nobody (RFC 4443 §2.4(e); found by fuzzing:
         // "packet too big" was sent to `::`).
-        if ip.src.is_multicast()
-            || ip.src.is_unspecified()
-            || ip.src.is_loopback()
-            || ip.src.to_ipv4_mapped().is_some()
-        {
+        if crate::route::no_host_has6(ip.src) {
             // From `::` to a group is a host with no address yet: MLD
             // reports and other hosts' DAD probes, ordinary on a segment
             // where hosts come up (a kernel interface's MLD report is
@@ -493,15 +489,13 @@ impl Pipeline {
         ip: &Ipv6Meta,
         now: u32,
     ) -> Verdict {
-        let Some(message) = pkt.data().get(ip.l4_start()..ip.end()) else {
-            return Verdict::Drop(DropReason::IcmpNotHandled);
-        };
-        if !icmpv6::checksum_ok(message, ip.src, ip.dst) {
-            return Verdict::Drop(DropReason::BadL4Checksum);
-        }
         let message = ip.l4_start();
-        let Some(q) = pkt.data().get(message..ip.end()).and_then(icmpv6::quoted) else {
-            return Verdict::Drop(DropReason::IcmpNotHandled);
+        let q = match pkt.data().get(message..ip.end()) {
+            Some(m) => match icmpv6::checked_quote(m, ip.src, ip.dst) {
+                Ok(q) => q,
+                Err(r) => return Verdict::Drop(r),
+            },
+            None => return Verdict::Drop(DropReason::IcmpNotHandled),
         };
         // The quoted packet went from the VIP to the client, and the error
         // back to that VIP.
@@ -564,15 +558,13 @@ impl Pipeline {
         ip: &Ipv6Meta,
         now: u32,
     ) -> Verdict {
-        let Some(message) = pkt.data().get(ip.l4_start()..ip.end()) else {
-            return Verdict::Drop(DropReason::IcmpNotHandled);
-        };
-        if !icmpv6::checksum_ok(message, ip.src, ip.dst) {
-            return Verdict::Drop(DropReason::BadL4Checksum);
-        }
         let message = ip.l4_start();
-        let Some(q) = pkt.data().get(message..ip.end()).and_then(icmpv6::quoted) else {
-            return Verdict::Drop(DropReason::IcmpNotHandled);
+        let q = match pkt.data().get(message..ip.end()) {
+            Some(m) => match icmpv6::checked_quote(m, ip.src, ip.dst) {
+                Ok(q) => q,
+                Err(r) => return Verdict::Drop(r),
+            },
+            None => return Verdict::Drop(DropReason::IcmpNotHandled),
         };
         // The quoted packet went from the client to the real, and the
         // error comes from that real to that client (see `icmp_from_real`).

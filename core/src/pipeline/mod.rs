@@ -573,9 +573,7 @@ impl Pipeline {
         // no answer, which would go to nobody or to everybody. As over
         // IPv6, a host without an address yet (DHCP: 0.0.0.0 to a
         // broadcast or group) is only not for us.
-        let first = ip.src.octets()[0];
-        // 0 and 224..=255 in one comparison (0 wraps to 255).
-        if first.wrapping_sub(1) >= 223 || first == 127 {
+        if crate::route::no_host_has(ip.src) {
             return martian_source(ip);
         }
         // The burst's lookahead already sorted TCP and UDP to VIPs and from
@@ -934,12 +932,9 @@ impl Pipeline {
         if !snap.is_vip(ip.dst) {
             return Verdict::Drop(DropReason::IcmpNotHandled);
         }
-        let message = &pkt.data()[L4_OFFSET..ip.end()];
-        if !icmp::checksum_ok(message) {
-            return Verdict::Drop(DropReason::BadL4Checksum);
-        }
-        let Some(q) = icmp::quoted(message) else {
-            return Verdict::Drop(DropReason::IcmpNotHandled);
+        let q = match icmp::checked_quote(&pkt.data()[L4_OFFSET..ip.end()]) {
+            Ok(q) => q,
+            Err(r) => return Verdict::Drop(r),
         };
         // The quoted packet went from the VIP to the client, and the error
         // back to that VIP (from wherever on the way it was made).
@@ -1017,12 +1012,9 @@ impl Pipeline {
         if !icmp::is_forwarded_error(kind) {
             return Verdict::Drop(DropReason::NotForUs);
         }
-        let message = &pkt.data()[L4_OFFSET..ip.end()];
-        if !icmp::checksum_ok(message) {
-            return Verdict::Drop(DropReason::BadL4Checksum);
-        }
-        let Some(q) = icmp::quoted(message) else {
-            return Verdict::Drop(DropReason::IcmpNotHandled);
+        let q = match icmp::checked_quote(&pkt.data()[L4_OFFSET..ip.end()]) {
+            Ok(q) => q,
+            Err(r) => return Verdict::Drop(r),
         };
         // The quoted packet went from the client to the real, and the
         // error comes from that real to that client: it leaves from the VIP
