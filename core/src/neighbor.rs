@@ -134,7 +134,10 @@ impl<A: FlowAddr> NeighborCache<A> {
     /// unresolved one in its probe window, else (only when `evict`, for an
     /// answer learned) the stalest of all: a lookup of an unknown address,
     /// which a stranger can cause, never pushes a resolved neighbor out.
-    fn free_slot(&self, ip: A, evict: bool) -> Option<usize> {
+    /// Staleness is age at `now`, which wraps like the clock (the workers'
+    /// milliseconds wrap after 49.7 days: comparing the stamps themselves
+    /// then took the freshest entries for the stalest).
+    fn free_slot(&self, ip: A, evict: bool, now: u32) -> Option<usize> {
         let window = self.window(ip);
         if let Some(s) = window.clone().find(|&s| !self.slots[s].used) {
             return Some(s);
@@ -143,7 +146,7 @@ impl<A: FlowAddr> NeighborCache<A> {
             window
                 .clone()
                 .filter(|&s| self.slots[s].resolved == resolved)
-                .min_by_key(|&s| self.slots[s].learned_at)
+                .max_by_key(|&s| now.wrapping_sub(self.slots[s].learned_at))
         };
         stalest(false).or_else(|| if evict { stalest(true) } else { None })
     }
@@ -177,7 +180,7 @@ impl<A: FlowAddr> NeighborCache<A> {
                 }
             }
             None => {
-                let slot = self.free_slot(ip, false);
+                let slot = self.free_slot(ip, false, now);
                 if slot.is_none() {
                     // Nowhere to note it: the request still goes (its
                     // answer is learned), once an interval.
@@ -215,7 +218,7 @@ impl<A: FlowAddr> NeighborCache<A> {
 
     /// Records that `ip` is at `mac`. Returns whether that is news.
     pub fn learn(&mut self, ip: A, mac: MacAddr, now: u32) -> bool {
-        let Some(s) = self.find(ip).or_else(|| self.free_slot(ip, true)) else {
+        let Some(s) = self.find(ip).or_else(|| self.free_slot(ip, true, now)) else {
             return false;
         };
         let e = &mut self.slots[s];
@@ -332,6 +335,34 @@ mod tests {
             c.learn(Ipv4Addr::from(0xc612_0000 + i), MAC, i);
         }
         assert_eq!(c.get(Ipv4Addr::from(0xc612_0000 + 19_999)), Some(MAC));
+    }
+
+    /// The workers' clock wraps after 49.7 days. An answer that needs room
+    /// in a full window pushes out the neighbor learned longest ago, also
+    /// when the others were learned after the wrap (their stamps are
+    /// smaller): comparing stamps pushed out the freshest.
+    #[test]
+    fn the_stalest_is_found_across_the_clock_wrap() {
+        let mut c = NeighborCache::with_key(7);
+        let start = u32::MAX - 100;
+        let home = c.home(A);
+        let near: Vec<Ipv4Addr> = (1..u32::MAX)
+            .map(|i| Ipv4Addr::from(0xc613_0000 + i))
+            .filter(|&a| c.home(a) == home)
+            .take(PROBE + 1)
+            .collect();
+        // The oldest before the wrap, the rest after it, 10 ms apart.
+        let oldest = near[0];
+        assert!(c.learn(oldest, MAC, start));
+        for (i, &a) in near[1..PROBE].iter().enumerate() {
+            assert!(c.learn(a, MAC, start.wrapping_add(200 + 10 * i as u32)));
+        }
+        let now = start.wrapping_add(1000);
+        assert!(c.learn(near[PROBE], MAC, now));
+        assert_eq!(c.get(oldest), None, "learned longest ago: pushed out");
+        for &a in &near[1..=PROBE] {
+            assert_eq!(c.get(a), Some(MAC), "{a} learned after the wrap stays");
+        }
     }
 
     #[test]
