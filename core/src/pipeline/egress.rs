@@ -112,11 +112,22 @@ impl Egress {
     }
 
     /// Learns `ip` at `mac` from neighbor discovery on `port`: a neighbor
-    /// on its segment (or its link-local gateway), not a static entry.
-    pub fn learn6(&mut self, snap: &Snapshot, port: usize, ip: Ipv6Addr, mac: MacAddr, now: u32) {
+    /// on its segment (or its link-local gateway), not a static entry, and
+    /// (unless `replaces`: a solicitation, or an advertisement with
+    /// Override) not one already known at another MAC.
+    pub fn learn6(
+        &mut self,
+        snap: &Snapshot,
+        port: usize,
+        ip: Ipv6Addr,
+        mac: MacAddr,
+        replaces: bool,
+        now: u32,
+    ) {
         let p = &snap.ports[port];
         if (p.connected6(ip) || p.gateway6 == Some(ip))
             && snap.static_neighbor6(ip).is_none()
+            && (replaces || self.neighbors6.get(ip).is_none_or(|m| m == mac))
             && self.neighbors6.learn(ip, mac, now)
             && self.learned6.len() < OUTBOX
         {

@@ -169,6 +169,74 @@ fn an_ipv6_flow_is_owned_by_one_worker_and_its_reply_translated_there() {
     assert_eq!(workers[1].stats().ipv6_flows.active.get(), 1);
 }
 
+/// A neighbor advertisement from `target` at `mac` to the port's address,
+/// hop limit 255, with `flags`.
+fn advert(target: Ipv6Addr, mac: MacAddr, flags: NeighborFlags) -> Vec<u8> {
+    let na = NdpRepr::NeighborAdvert {
+        flags,
+        target,
+        target_lladdr: Some(mac),
+    };
+    let mut f = vec![0u8; 14 + 40 + na.buffer_len()];
+    let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+    eth.set_dst_addr(OUR);
+    eth.set_src_addr(mac);
+    eth.set_ethertype(EtherType::Ipv6);
+    Ipv6Repr {
+        src: target,
+        dst: v6("2001:2::2"),
+        next_header: IpProtocol::Icmpv6,
+        payload_len: na.buffer_len(),
+        hop_limit: 255,
+        traffic_class: 0,
+        flow_label: 0,
+    }
+    .emit(&mut Ipv6Packet::new_unchecked(&mut f[14..54]));
+    na.emit(
+        target,
+        v6("2001:2::2"),
+        &mut NeighborPacket::new_unchecked(&mut f[54..]),
+    );
+    f
+}
+
+/// RFC 4861 7.2.5: an advertisement without the Override flag does not
+/// replace a MAC already learned (an anycast address's answer, or a
+/// stranger on the segment moving a real's traffic to itself); with it,
+/// it does. Without Override it still teaches a neighbor not yet known.
+#[test]
+fn an_advertisement_without_override_does_not_move_a_known_neighbor() {
+    let snap = snapshot(CONFIG);
+    let mut p = pipeline(&snap, 0, 1);
+    let real = v6("2001:2::11");
+    let other = MacAddr([2, 0, 0, 0, 0x66, 0x66]);
+    let mut b = VecBuf::from_bytes(&advert(real, REAL_MAC, NeighborFlags::empty()));
+    assert_eq!(p.process(&snap, 0, &mut b, 1), Verdict::Consumed);
+    assert_eq!(
+        p.resolved(&snap, real),
+        Some(REAL_MAC),
+        "not known yet: learned"
+    );
+    assert_eq!(p.take_learned().count(), 1);
+    for flags in [NeighborFlags::empty(), NeighborFlags::SOLICITED] {
+        let mut b = VecBuf::from_bytes(&advert(real, other, flags));
+        assert_eq!(p.process(&snap, 0, &mut b, 2), Verdict::Consumed);
+        assert_eq!(p.resolved(&snap, real), Some(REAL_MAC), "{flags:?}: kept");
+        assert_eq!(
+            p.take_learned().count(),
+            0,
+            "nothing told the other workers"
+        );
+    }
+    let mut b = VecBuf::from_bytes(&advert(real, other, NeighborFlags::OVERRIDE));
+    assert_eq!(p.process(&snap, 0, &mut b, 3), Verdict::Consumed);
+    assert_eq!(p.resolved(&snap, real), Some(other), "Override: replaced");
+    assert_eq!(
+        p.take_learned().collect::<Vec<_>>(),
+        vec![(real.into(), other)]
+    );
+}
+
 #[test]
 fn an_unresolved_ipv6_next_hop_holds_the_packet_solicits_once_and_an_advert_resolves_it() {
     let snap = snapshot(CONFIG);
@@ -218,30 +286,10 @@ fn an_unresolved_ipv6_next_hop_holds_the_packet_solicits_once_and_an_advert_reso
         }
     );
     // The real's advertisement: learned, consumed.
-    let na = NdpRepr::NeighborAdvert {
-        flags: NeighborFlags::SOLICITED | NeighborFlags::OVERRIDE,
-        target: real,
-        target_lladdr: Some(REAL_MAC),
-    };
-    let mut f = vec![0u8; 14 + 40 + na.buffer_len()];
-    let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
-    eth.set_dst_addr(OUR);
-    eth.set_src_addr(REAL_MAC);
-    eth.set_ethertype(EtherType::Ipv6);
-    Ipv6Repr {
-        src: real,
-        dst: v6("2001:2::2"),
-        next_header: IpProtocol::Icmpv6,
-        payload_len: na.buffer_len(),
-        hop_limit: 255,
-        traffic_class: 0,
-        flow_label: 0,
-    }
-    .emit(&mut Ipv6Packet::new_unchecked(&mut f[14..54]));
-    na.emit(
+    let mut f = advert(
         real,
-        v6("2001:2::2"),
-        &mut NeighborPacket::new_unchecked(&mut f[54..]),
+        REAL_MAC,
+        NeighborFlags::SOLICITED | NeighborFlags::OVERRIDE,
     );
     let mut b = VecBuf::from_bytes(&f);
     assert_eq!(p.process(&snap, 0, &mut b, 1), Verdict::Consumed);

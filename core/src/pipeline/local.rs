@@ -167,8 +167,10 @@ pub(super) fn icmp(
 }
 
 /// What neighbor discovery asks of the worker besides the verdict: a
-/// neighbor to learn (IPv6 address, MAC).
-pub(super) type Learn6 = Option<(Ipv6Addr, MacAddr)>;
+/// neighbor to learn (IPv6 address, MAC), and whether that may replace a
+/// different MAC already learned for it (a solicitation's source, or an
+/// advertisement with the Override flag: RFC 4861 7.2.3 and 7.2.5).
+pub(super) type Learn6 = Option<(Ipv6Addr, MacAddr, bool)>;
 
 /// A Neighbor Solicitation or Advertisement to us (to one of our addresses
 /// or a solicited-node group), the ICMPv6 message at `message..end` of the
@@ -179,7 +181,8 @@ pub(super) type Learn6 = Option<(Ipv6Addr, MacAddr)>;
 ///   the all-nodes group, not Solicited, so that the prober sees the
 ///   conflict and nothing is learned from it;
 /// - an advertisement teaches its target's MAC (the caller learns it only
-///   for a neighbor on the port's segment), and is consumed;
+///   for a neighbor on the port's segment, and without the Override flag
+///   only when no other MAC is known for it), and is consumed;
 /// - anything else about addresses not ours: `ndp_ignored`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn ndp<B: PacketBuf>(
@@ -215,8 +218,11 @@ pub(super) fn ndp<B: PacketBuf>(
             Ok(NdpOption::TargetLinkAddr(m)) if is_station(m) => Some(m),
             _ => None,
         });
+        // Without Override (an anycast address's answer, or a forgery
+        // that would move a neighbor) it only teaches a MAC not yet known.
+        let replaces = msg.flags().contains(NeighborFlags::OVERRIDE);
         return match mac {
-            Some(m) => (Verdict::Consumed, Some((target, m))),
+            Some(m) => (Verdict::Consumed, Some((target, m, replaces))),
             None => (Verdict::Drop(DropReason::NdpIgnored), None),
         };
     }
@@ -237,7 +243,7 @@ pub(super) fn ndp<B: PacketBuf>(
     }
     // Not from a sender claiming one of our addresses (as for ARP).
     let learn = match (dad, asker_mac) {
-        (false, Some(m)) if !snap.is_martian_client(src.into()) => Some((src, m)),
+        (false, Some(m)) if !snap.is_martian_client(src.into()) => Some((src, m, true)),
         _ => None,
     };
     let (to, to_mac, flags) = if dad {
