@@ -7,6 +7,8 @@
 //! Routing and resolution traffic has a budget of its own
 //! ([`KernelBudgets`]).
 
+use std::net::IpAddr;
+
 /// Frames a worker may give the kernel per millisecond, on average
 /// (32 000 per second).
 pub const KERNEL_RATE_PER_MS: u32 = 32;
@@ -22,56 +24,96 @@ pub const KERNEL_BURST: u32 = 64;
 /// neighbor resolution down with it.
 pub const CONTROL_RATE_PER_MS: u32 = 8;
 
-/// BGP's TCP port, and BFD's UDP ports (single hop, echo, multihop).
+/// BGP's TCP port; BFD's single-hop and echo UDP ports, whose packets are
+/// sent with TTL 255 (RFC 5881 section 5).
 const BGP: u16 = 179;
-const BFD: [u16; 3] = [3784, 3785, 4784];
+const BFD_SINGLE_HOP: [u16; 2] = [3784, 3785];
+
+/// The TTL or hop limit a packet can only arrive with from a sender on the
+/// link itself: every router on the way takes one off (RFC 5082).
+const LINK_TTL: u8 = 255;
 
 /// Whether an Ethernet frame for the kernel is routing or resolution
-/// traffic: ARP; IPv6 neighbor and router discovery and redirects; TCP
-/// from or to port 179 (BGP); UDP to BFD's ports. (IPv6 with extension
-/// headers is not looked into: none of these use them.) Its source may
-/// be forged, so this only separates budgets: a flood of forged BGP
-/// segments competes with the real ones, not with everything else.
-pub fn is_control(frame: &[u8]) -> bool {
+/// traffic from the port's own link, the frames [`KernelBudgets`] give a
+/// budget of their own. A stranger far away can forge any source address
+/// but not a TTL of 255, so a frame only counts when it shows (or at least
+/// claims) that it was sent on the link:
+/// - ARP, which no router forwards;
+/// - IPv6 router and neighbor discovery and redirects with hop limit 255
+///   (receivers must discard the others: RFC 4861);
+/// - BFD to its single-hop or echo port with TTL 255 (RFC 5881 section 5);
+/// - BGP (TCP from or to port 179) with TTL 255 (a session with TTL
+///   security, RFC 5082), or from a source `on_link` says is on the port's
+///   link (an eBGP peer on the segment sends TTL 1 without TTL security).
+///   That source can be forged from afar unless the routers in front drop
+///   packets from outside claiming the segment's addresses (BCP 38); TTL
+///   security on the sessions closes it.
+///
+/// Everything else goes in the other budget, multihop BFD (UDP 4784)
+/// included: it shows nothing of where it came from, and a flood of it
+/// forged must not take ARP, neighbor discovery and BGP down. (IPv6 with
+/// extension headers is not looked into: none of these use them.)
+pub fn is_control(frame: &[u8], on_link: impl Fn(IpAddr) -> bool) -> bool {
     use crate::wire::{EtherType, EthernetFrame, Ipv4Packet, Ipv6Packet};
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
         return false;
     };
     match eth.ethertype() {
         EtherType::Arp => true,
-        EtherType::Ipv4 => Ipv4Packet::new_checked(eth.payload())
-            .is_ok_and(|ip| l4_control(ip.protocol(), ip.payload())),
-        EtherType::Ipv6 => Ipv6Packet::new_checked(eth.payload())
-            .is_ok_and(|ip| l4_control(ip.next_header(), ip.payload())),
+        EtherType::Ipv4 => Ipv4Packet::new_checked(eth.payload()).is_ok_and(|ip| {
+            l4_control(ip.protocol(), ip.payload(), ip.ttl(), || {
+                on_link(ip.src_addr().into())
+            })
+        }),
+        EtherType::Ipv6 => Ipv6Packet::new_checked(eth.payload()).is_ok_and(|ip| {
+            l4_control(ip.next_header(), ip.payload(), ip.hop_limit(), || {
+                on_link(ip.src_addr().into())
+            })
+        }),
         _ => false,
     }
 }
 
-/// [`is_control`] for the IP payload `l4` of `protocol`.
-fn l4_control(protocol: crate::wire::IpProtocol, l4: &[u8]) -> bool {
+/// [`is_control`] for the IP payload `l4` of `protocol`, which arrived
+/// with `ttl` (or hop limit) from a source `from_link` tells about.
+fn l4_control(
+    protocol: crate::wire::IpProtocol,
+    l4: &[u8],
+    ttl: u8,
+    from_link: impl Fn() -> bool,
+) -> bool {
     use crate::wire::{Icmpv6Packet, Icmpv6Type, IpProtocol, TransportHeader};
+    let link_ttl = ttl == LINK_TTL;
     match protocol {
-        IpProtocol::Icmpv6 => Icmpv6Packet::new_checked(l4).is_ok_and(|m| {
-            matches!(
-                m.msg_type(),
-                Icmpv6Type::RouterSolicit
-                    | Icmpv6Type::RouterAdvert
-                    | Icmpv6Type::NeighborSolicit
-                    | Icmpv6Type::NeighborAdvert
-                    | Icmpv6Type::Redirect
-            )
-        }),
-        IpProtocol::Tcp => TransportHeader::new_checked(protocol, l4)
-            .is_ok_and(|t| t.src_port() == BGP || t.dst_port() == BGP),
+        IpProtocol::Icmpv6 => {
+            link_ttl
+                && Icmpv6Packet::new_checked(l4).is_ok_and(|m| {
+                    matches!(
+                        m.msg_type(),
+                        Icmpv6Type::RouterSolicit
+                            | Icmpv6Type::RouterAdvert
+                            | Icmpv6Type::NeighborSolicit
+                            | Icmpv6Type::NeighborAdvert
+                            | Icmpv6Type::Redirect
+                    )
+                })
+        }
+        IpProtocol::Tcp => {
+            TransportHeader::new_checked(protocol, l4)
+                .is_ok_and(|t| t.src_port() == BGP || t.dst_port() == BGP)
+                && (link_ttl || from_link())
+        }
         IpProtocol::Udp => {
-            TransportHeader::new_checked(protocol, l4).is_ok_and(|t| BFD.contains(&t.dst_port()))
+            link_ttl
+                && TransportHeader::new_checked(protocol, l4)
+                    .is_ok_and(|t| BFD_SINGLE_HOP.contains(&t.dst_port()))
         }
         _ => false,
     }
 }
 
 /// A worker's two budgets for the kernel: routing and resolution traffic
-/// ([`is_control`]), and the rest.
+/// from the port's link ([`is_control`]), and the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KernelBudgets {
     control: KernelBudget,
@@ -88,10 +130,11 @@ impl Default for KernelBudgets {
 }
 
 impl KernelBudgets {
-    /// Whether `frame` may go to the kernel at `now`, from its budget.
+    /// Whether `frame`, received on a port whose link `on_link` tells,
+    /// may go to the kernel at `now`, from its budget.
     #[inline]
-    pub fn take(&mut self, frame: &[u8], now: u32) -> bool {
-        if is_control(frame) {
+    pub fn take(&mut self, frame: &[u8], on_link: impl Fn(IpAddr) -> bool, now: u32) -> bool {
+        if is_control(frame, on_link) {
             self.control.take(now)
         } else {
             self.other.take(now)
@@ -176,10 +219,11 @@ mod tests {
         assert!(!b.take(0));
     }
 
-    /// Built with the wire types: an Ethernet frame of `ethertype` around
-    /// an IPv4 or IPv6 header of `protocol` and an 8-byte transport header
-    /// with `ports` (or an ICMPv6 header of type `ports.0`).
-    fn frame(v6: bool, protocol: u8, ports: (u16, u16)) -> Vec<u8> {
+    /// Built with the wire types: an Ethernet frame around an IPv4 or IPv6
+    /// header of `protocol` with `ttl` (or hop limit) and an 8-byte
+    /// transport header with `ports` (or an ICMPv6 header of type
+    /// `ports.0`).
+    fn frame(v6: bool, protocol: u8, ports: (u16, u16), ttl: u8) -> Vec<u8> {
         use crate::wire::{
             EtherType, EthernetFrame, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket,
         };
@@ -193,6 +237,7 @@ mod tests {
             ip.set_version(6);
             ip.set_next_header(p);
             ip.set_payload_len(20);
+            ip.set_hop_limit(ttl);
             &mut f[14 + 40..]
         } else {
             let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
@@ -200,6 +245,7 @@ mod tests {
             ip.set_header_len(20);
             ip.set_total_len(40);
             ip.set_protocol(p);
+            ip.set_ttl(ttl);
             ip.fill_checksum();
             &mut f[14 + 20..]
         };
@@ -221,46 +267,81 @@ mod tests {
         f
     }
 
+    const FAR: fn(IpAddr) -> bool = |_| false;
+    const NEAR: fn(IpAddr) -> bool = |_| true;
+
     #[test]
-    fn routing_and_resolution_traffic_is_told_from_the_rest() {
+    fn routing_and_resolution_traffic_from_the_link_is_told_from_the_rest() {
         for v6 in [false, true] {
-            assert!(is_control(&frame(v6, 6, (40000, 179))), "BGP to us");
+            let bgp_in = frame(v6, 6, (40000, 179), 1);
+            let bgp_out = frame(v6, 6, (179, 40000), 1);
+            assert!(is_control(&bgp_in, NEAR), "BGP to us from the segment");
+            assert!(is_control(&bgp_out, NEAR), "BGP from a peer's port");
+            assert!(!is_control(&bgp_in, FAR), "BGP from afar");
             assert!(
-                is_control(&frame(v6, 6, (179, 40000))),
-                "BGP from a peer's port"
+                is_control(&frame(v6, 6, (40000, 179), 255), FAR),
+                "BGP with TTL security, wherever its source says it is"
             );
-            assert!(is_control(&frame(v6, 17, (49152, 3784))), "BFD");
-            assert!(is_control(&frame(v6, 17, (49152, 4784))), "multihop BFD");
-            assert!(!is_control(&frame(v6, 6, (40000, 22))), "SSH");
-            assert!(!is_control(&frame(v6, 17, (3784, 53))), "not to BFD");
+            for port in [3784, 3785] {
+                assert!(is_control(&frame(v6, 17, (49152, port), 255), FAR), "BFD");
+                assert!(
+                    !is_control(&frame(v6, 17, (49152, port), 254), NEAR),
+                    "single-hop BFD that crossed a router"
+                );
+            }
+            assert!(
+                !is_control(&frame(v6, 17, (49152, 4784), 255), NEAR),
+                "multihop BFD shows nothing of where it came from"
+            );
+            assert!(!is_control(&frame(v6, 6, (40000, 22), 255), NEAR), "SSH");
+            assert!(
+                !is_control(&frame(v6, 17, (3784, 53), 255), NEAR),
+                "not to BFD"
+            );
         }
-        assert!(
-            is_control(&frame(true, 58, (135, 0))),
-            "neighbor solicitation"
-        );
-        assert!(
-            is_control(&frame(true, 58, (136, 0))),
-            "neighbor advertisement"
-        );
-        assert!(!is_control(&frame(true, 58, (128, 0))), "echo");
-        let mut arp = frame(false, 6, (0, 0));
+        for (ty, what) in [
+            (133, "router solicitation"),
+            (134, "router advertisement"),
+            (135, "neighbor solicitation"),
+            (136, "neighbor advertisement"),
+            (137, "redirect"),
+        ] {
+            assert!(is_control(&frame(true, 58, (ty, 0), 255), FAR), "{what}");
+            assert!(
+                !is_control(&frame(true, 58, (ty, 0), 254), NEAR),
+                "{what} that crossed a router (RFC 4861 discards it)"
+            );
+        }
+        assert!(!is_control(&frame(true, 58, (128, 0), 255), NEAR), "echo");
+        let mut arp = frame(false, 6, (0, 0), 0);
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
-        assert!(is_control(&arp));
-        assert!(!is_control(&[0u8; 10]), "cut short");
+        assert!(is_control(&arp, FAR));
+        assert!(!is_control(&[0u8; 10], NEAR), "cut short");
     }
 
-    /// A flood of anything else leaves routing traffic its own budget.
+    /// A flood of anything else leaves routing traffic its own budget, and
+    /// forged routing traffic from afar does not take it.
     #[test]
     fn a_flood_of_other_frames_leaves_bgp_its_budget() {
         let mut b = KernelBudgets::default();
-        let flood = frame(false, 17, (1, 9));
-        let bgp = frame(false, 6, (40000, 179));
+        let on_link = |a: IpAddr| a == IpAddr::from([198, 18, 0, 1]);
+        let flood = frame(false, 17, (1, 9), 64);
+        let forged_bgp = frame(false, 6, (40000, 179), 64);
+        let forged_nd = frame(true, 58, (135, 0), 64);
+        let mut bgp = frame(false, 6, (40000, 179), 1);
+        {
+            let mut ip = crate::wire::Ipv4Packet::new_unchecked(&mut bgp[14..]);
+            ip.set_src_addr([198, 18, 0, 1].into());
+            ip.fill_checksum();
+        }
         let mut bgp_through = 0;
         for ms in 0..100 {
-            for _ in 0..1000 {
-                b.take(&flood, ms);
+            for f in [&flood, &forged_bgp, &forged_nd] {
+                for _ in 0..1000 {
+                    b.take(f, on_link, ms);
+                }
             }
-            bgp_through += usize::from(b.take(&bgp, ms));
+            bgp_through += usize::from(b.take(&bgp, on_link, ms));
         }
         assert_eq!(bgp_through, 100, "every BGP segment went through");
     }

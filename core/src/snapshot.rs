@@ -80,6 +80,17 @@ impl PortView {
     pub fn ipv6(&self) -> Option<Ipv6Addr> {
         self.address6.map(|a| a.address)
     }
+
+    /// Whether `addr` is on this port's link as far as its addresses
+    /// tell: on a connected network, or IPv6 link-local (what an IPv6 BGP
+    /// peer on the segment often speaks from). A claim, not proof: see
+    /// [`crate::exception::is_control`].
+    pub fn on_link(&self, addr: IpAddr) -> bool {
+        match addr {
+            IpAddr::V4(a) => self.connected(a),
+            IpAddr::V6(a) => self.connected6(a) || a.is_unicast_link_local(),
+        }
+    }
 }
 
 /// A real server of a service.

@@ -19,6 +19,7 @@ use std::process::Command;
 use lb_config::{MacAddr, PortConfig};
 use lb_core::buffer::PacketBuf;
 use lb_core::exception::{KernelBudgets, KERNEL_BURST};
+use lb_core::snapshot::Snapshot;
 use lb_core::stats::{DropReason, WorkerStats};
 
 use crate::dpdk::{Mbuf, MbufBurst, RxQueue, TxQueue};
@@ -110,11 +111,11 @@ impl KernelPath {
         }
     }
 
-    /// Queues a frame received on `port` for its kernel interface; over
-    /// the budget, or with the port's queue full, it is dropped
-    /// (`kernel_queue_full`).
+    /// Queues a frame received on `port` (of `snap`) for its kernel
+    /// interface; over the budget, or with the port's queue full, it is
+    /// dropped (`kernel_queue_full`).
     #[inline]
-    pub fn push(&mut self, port: usize, m: Mbuf, now: u32, stats: &WorkerStats) {
+    pub fn push(&mut self, snap: &Snapshot, port: usize, m: Mbuf, now: u32, stats: &WorkerStats) {
         let Some(queue) = self.queued.get_mut(port) else {
             stats.drop_packet(DropReason::KernelQueueFull);
             return;
@@ -133,7 +134,8 @@ impl KernelPath {
             return;
         }
         let room = queue.len() < KERNEL_BURST as usize;
-        if !room || self.taps[port].is_none() || !self.budget.take(m.data(), now) {
+        let on_link = |a| snap.ports.get(port).is_some_and(|p| p.on_link(a));
+        if !room || self.taps[port].is_none() || !self.budget.take(m.data(), on_link, now) {
             stats.drop_packet(DropReason::KernelQueueFull);
             return;
         }

@@ -191,7 +191,16 @@ impl Worker {
                     if let Some((m, v)) = route(v, m, &mut l.out, &mut self.tx, &stats) {
                         // Never handed on again: only held, deferred, or
                         // counted.
-                        keep(&mut l, &self.pipeline, m, port, v, now, &stats);
+                        keep(
+                            &mut l,
+                            &self.pipeline,
+                            &self.snapshot,
+                            m,
+                            port,
+                            v,
+                            now,
+                            &stats,
+                        );
                     }
                 }
             }
@@ -241,7 +250,16 @@ impl Worker {
                                     }
                                 }
                             }
-                            v => keep(&mut l, &self.pipeline, m, port, v, now, &stats),
+                            v => keep(
+                                &mut l,
+                                &self.pipeline,
+                                &self.snapshot,
+                                m,
+                                port,
+                                v,
+                                now,
+                                &stats,
+                            ),
                         }
                     }
                 }
@@ -551,9 +569,11 @@ fn route(
 /// A packet received on port index `in_port` that waits here: held for
 /// ARP, queued for the port's kernel interface, or deferred by the SYN proxy (the owner of its flow defers it:
 /// never the worker that handed it on).
+#[allow(clippy::too_many_arguments)]
 fn keep(
     l: &mut Loop,
     pipeline: &Pipeline,
+    snap: &Snapshot,
     m: Mbuf,
     in_port: usize,
     v: Verdict,
@@ -580,7 +600,7 @@ fn keep(
                 drop(m);
             }
         }
-        Verdict::ToKernel => l.kernel.push(in_port, m, now, stats),
+        Verdict::ToKernel => l.kernel.push(snap, in_port, m, now, stats),
         v => hold(&mut l.held, m, v, now, stats),
     }
 }

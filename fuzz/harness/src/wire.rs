@@ -10,7 +10,9 @@
 //! all of them on the input as is, and from 54 as ICMPv6/NDP), the rest is
 //! the data.
 //!
-//! The kernel budget's `exception::is_control` reads the input as a frame.
+//! The kernel budget's `exception::is_control` reads the input as a frame:
+//! claiming an on-link source only ever adds to what counts, and without
+//! that claim only ARP and frames with TTL (hop limit) 255 count.
 //!
 //! IPv6: the fixed header re-emits byte for byte; the extension-header walk
 //! ends inside the payload; ICMPv6 and NDP reprs round-trip and emit valid
@@ -31,6 +33,33 @@ use lb_core::wire::{
 
 use crate::Violations;
 
+/// `wire.kernel-budget`: the routing budget's classification of `frame`.
+fn kernel_budget(v: &mut Violations, frame: &[u8]) {
+    use lb_core::exception::is_control;
+    let far = is_control(frame, |_| false);
+    let near = is_control(frame, |_| true);
+    if far && !near {
+        v.add(
+            "wire.kernel-budget",
+            "an on-link source took it out".to_string(),
+        );
+    }
+    if far {
+        let ttl = match frame.get(12..14) {
+            Some([0x08, 0x06]) => Some(255),
+            Some([0x08, 0x00]) => frame.get(14 + 8).copied(),
+            Some([0x86, 0xdd]) => frame.get(14 + 7).copied(),
+            _ => None,
+        };
+        if ttl != Some(255) {
+            v.add(
+                "wire.kernel-budget",
+                format!("counted from afar with TTL {ttl:?}"),
+            );
+        }
+    }
+}
+
 /// Runs one `wire` input.
 pub fn run(data: &[u8]) -> Violations {
     let mut v = Violations::default();
@@ -45,8 +74,9 @@ pub fn run(data: &[u8]) -> Violations {
     };
     let body = rest.get(start..).unwrap_or(&[]);
     // The kernel budget's classification reads whole frames (a panic is
-    // the finding).
-    let _ = lb_core::exception::is_control(rest);
+    // the finding); a frame that claims no on-link source counts only as
+    // ARP or with TTL (hop limit) 255.
+    kernel_budget(&mut v, rest);
     ethernet(&mut v, rest);
     arp(&mut v, body);
     ipv4(&mut v, body);
