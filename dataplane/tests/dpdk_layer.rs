@@ -162,6 +162,15 @@ fn net_null_receives_and_transmits() {
     assert_eq!(n, 16, "net_null fills every burst");
     assert_eq!(tx[0].tx_burst(&mut burst), 16);
     assert!(port.stats().unwrap().rx_packets >= 16);
+    // Found in review: a second start of a started port handed its queue
+    // tokens out again (two pollers of one queue). Refused, and the port
+    // keeps working.
+    match Port::start(&lab.eal, &setup) {
+        Ok(_) => panic!("net_null0 started twice"),
+        Err(err) => assert!(err.to_string().contains("already started"), "{err}"),
+    }
+    assert_eq!(rx[0].rx_burst(&mut burst, 16), 16);
+    assert_eq!(tx[0].tx_burst(&mut burst), 16);
     // More queues than the driver offers (net_null: 1024).
     let more = PortSetup {
         device_name: "net_null1",
@@ -245,4 +254,56 @@ fn a_panicking_job_is_caught_and_reported() {
     assert_eq!(launched.wait(), dpdk::JOB_PANICKED);
     let again = lab.eal.launch(LcoreId(1), || 7).expect("the lcore is free");
     assert_eq!(again.wait(), 7);
+}
+
+/// Found in review: a second launch on an lcore whose job had not started
+/// yet (or launched from another thread at the same moment) also
+/// succeeded, one job was lost and the lcore stuck. An lcore launched and
+/// not waited for is refused, from any thread.
+#[test]
+fn a_busy_lcore_refuses_a_second_launch_from_any_thread() {
+    let lab = lab();
+    let _turn = lcore_lock();
+    let (go, wait_go) = std::sync::mpsc::channel::<()>();
+    let first = lab
+        .eal
+        .launch(LcoreId(1), move || {
+            let _ = wait_go.recv();
+            1
+        })
+        .expect("launch on lcore 1");
+    assert!(lab.eal.launch(LcoreId(1), || 2).is_err(), "busy: refused");
+    let barrier = Arc::new(std::sync::Barrier::new(4));
+    let tries: Vec<_> = (0..4)
+        .map(|_| {
+            let b = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                b.wait();
+                lab.eal.launch(LcoreId(1), || 3).is_err()
+            })
+        })
+        .collect();
+    for t in tries {
+        assert!(t.join().unwrap(), "refused from another thread too");
+    }
+    go.send(()).unwrap();
+    assert_eq!(first.wait(), 1, "the first job ran");
+    // Idle again: launches race from several threads, exactly one runs.
+    let barrier = Arc::new(std::sync::Barrier::new(4));
+    let tries: Vec<_> = (0..4)
+        .map(|i| {
+            let b = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                b.wait();
+                lab.eal.launch(LcoreId(1), move || 10 + i).ok()
+            })
+        })
+        .collect();
+    let won: Vec<_> = tries
+        .into_iter()
+        .filter_map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(won.len(), 1, "exactly one launch taken");
+    let rc = won.into_iter().next().unwrap().wait();
+    assert!((10..14).contains(&rc), "its job ran: {rc}");
 }

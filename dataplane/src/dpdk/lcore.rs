@@ -1,8 +1,9 @@
+use std::collections::BTreeSet;
 use std::ffi::{c_int, c_void};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::eal::Eal;
 use super::error::DpdkError;
@@ -36,6 +37,19 @@ struct Launch {
     done: Arc<AtomicBool>,
 }
 
+/// The worker lcores launched and not yet waited for. DPDK's
+/// `rte_eal_remote_launch` checks that the lcore is idle and then hands it
+/// the job in steps that are not atomic, and the lcore is seen busy only
+/// once it took the job: two launches on one lcore, from two threads or
+/// one after the other before the first job started, would both succeed
+/// with one job lost and the lcore stuck (found in review). Launches take
+/// this lock and are refused on an lcore launched and not yet waited for.
+static LAUNCHED: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+
+fn launched() -> MutexGuard<'static, BTreeSet<u32>> {
+    LAUNCHED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// What [`LaunchedLcore::wait`] gives for a job that panicked (the panic
 /// was caught at the FFI boundary and logged).
 pub const JOB_PANICKED: i32 = i32::MIN;
@@ -65,6 +79,14 @@ impl Eal {
                     "worker lcores must be in the EAL core list (-l) and differ from the main lcore",
             });
         }
+        let mut busy = launched();
+        if busy.contains(&lcore.0) {
+            return Err(DpdkError {
+                op: format!("launching a worker on {lcore}"),
+                errno: 16,
+                hint: "that lcore runs a job not yet waited for",
+            });
+        }
         let done = Arc::new(AtomicBool::new(false));
         let launch = Box::new(Launch {
             job: Box::new(job),
@@ -72,8 +94,9 @@ impl Eal {
         });
         let arg = Box::into_raw(launch).cast::<c_void>();
         // SAFETY: `trampoline` matches lcore_function_t and takes ownership
-        // of `arg`, a leaked Box<Launch>; the lcore is enabled and not the
-        // main one, and the job is Send + 'static.
+        // of `arg`, a leaked Box<Launch>; the lcore is enabled, not the
+        // main one and not launched (`busy`, held across the call, so no
+        // other launch runs meanwhile), and the job is Send + 'static.
         let ret = unsafe { dpdk_sys::rte_eal_remote_launch(Some(trampoline), arg, lcore.0) };
         if ret != 0 {
             // SAFETY: the launch failed, so the trampoline never ran and the
@@ -84,6 +107,7 @@ impl Eal {
                     .with_hint("is that lcore already busy?"),
             );
         }
+        busy.insert(lcore.0);
         Ok(LaunchedLcore { lcore, done })
     }
 }
@@ -104,7 +128,10 @@ impl LaunchedLcore {
     pub fn wait(self) -> i32 {
         // SAFETY: the lcore was launched by us and is waited for once (self
         // is consumed).
-        unsafe { dpdk_sys::rte_eal_wait_lcore(self.lcore.0) }
+        let rc = unsafe { dpdk_sys::rte_eal_wait_lcore(self.lcore.0) };
+        // Idle again: it may be launched anew.
+        launched().remove(&self.lcore.0);
+        rc
     }
 }
 

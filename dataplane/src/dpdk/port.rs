@@ -1,6 +1,7 @@
+use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use lb_config::MacAddr;
 
@@ -10,6 +11,18 @@ use super::mbuf::MbufBurst;
 use super::mempool::Mempool;
 
 const ENOTSUP: i32 = 95;
+
+/// The ports this process started and has not closed. DPDK's ethdev
+/// control calls (configure, start, stop, close, stats) are not safe to
+/// run concurrently, and a port started twice would hand out its queue
+/// tokens twice: two threads polling one queue (found in review). Every
+/// control call here holds this lock, and a started port is not started
+/// again.
+static STARTED: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+fn ethdev() -> MutexGuard<'static, BTreeSet<u16>> {
+    STARTED.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A DPDK ethdev port id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -93,8 +106,20 @@ impl Port {
     /// them when more than one), and starts it. Returns the port and its
     /// queue tokens, index i for worker i.
     pub fn start(
+        eal: &Eal,
+        setup: &PortSetup<'_>,
+    ) -> Result<(Port, Vec<RxQueue>, Vec<TxQueue>), DpdkError> {
+        let mut started = ethdev();
+        let r = Self::start_locked(eal, setup, &started)?;
+        started.insert(r.0.inner.id.0);
+        Ok(r)
+    }
+
+    /// [`Port::start`], with the ethdev lock held (`started`).
+    fn start_locked(
         _eal: &Eal,
         setup: &PortSetup<'_>,
+        started: &BTreeSet<u16>,
     ) -> Result<(Port, Vec<RxQueue>, Vec<TxQueue>), DpdkError> {
         let name = setup.device_name;
         let cname = CString::new(name).map_err(|_| DpdkError {
@@ -115,6 +140,13 @@ impl Port {
             );
         }
         let port = PortId(id);
+        if started.contains(&id) {
+            return Err(DpdkError {
+                op: format!("starting {name}"),
+                errno: 16,
+                hint: "the port is already started: each port is set up once",
+            });
+        }
 
         let mut info = dpdk_sys::rte_eth_dev_info::default();
         // SAFETY: valid port id; info is a valid out-pointer.
@@ -257,6 +289,10 @@ impl Port {
         // SAFETY: valid started port; valid out-pointer.
         let ret = unsafe { dpdk_sys::rte_eth_macaddr_get(id, &mut mac) };
         if ret != 0 {
+            // Not left running with nobody to poll or stop it (found in
+            // review). SAFETY: valid started port; its queue tokens were
+            // never handed out.
+            let _ = unsafe { dpdk_sys::rte_eth_dev_stop(id) };
             return Err(DpdkError::from_ret(
                 format!("reading the MAC address of {name}"),
                 ret,
@@ -319,8 +355,11 @@ impl Port {
     /// The port's counters, as the driver keeps them.
     pub fn stats(&self) -> Result<PortStats, DpdkError> {
         let mut s = dpdk_sys::rte_eth_stats::default();
-        // SAFETY: valid started port; valid out-pointer. Drivers read their
-        // counters without side effects.
+        // Some drivers add clear-on-read registers up here: one reader at
+        // a time.
+        let _ethdev = ethdev();
+        // SAFETY: valid started port; valid out-pointer; no other ethdev
+        // control call runs meanwhile (the lock).
         let ret = unsafe { dpdk_sys::rte_eth_stats_get(self.inner.id.0, &mut s) };
         if ret != 0 {
             return Err(DpdkError::from_ret(
@@ -346,7 +385,9 @@ impl Drop for PortInner {
         // No queue token and no Port handle is left: nobody polls this port
         // any more, so it can be stopped and closed (which also flushes
         // drivers such as net_pcap's tx file).
-        // SAFETY: valid started port with no remaining users.
+        let mut started = ethdev();
+        // SAFETY: valid started port with no remaining users; no other
+        // ethdev control call runs meanwhile (the lock).
         let ret = unsafe { dpdk_sys::rte_eth_dev_stop(self.id.0) };
         if ret != 0 {
             log::warn!(
@@ -364,6 +405,7 @@ impl Drop for PortInner {
                 DpdkError::from_ret("rte_eth_dev_close", ret)
             );
         }
+        started.remove(&self.id.0);
     }
 }
 
