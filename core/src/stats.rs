@@ -101,10 +101,14 @@ pub enum DropReason {
     /// packet), and gratuitous ARPs and unsolicited advertisements of a
     /// floating gateway (the next of the repeats goes as planned).
     NoMbuf,
+    /// An mbuf whose buffer is not its own (attached to another mbuf's or
+    /// to external memory, or referenced twice): the dataplane rewrites
+    /// packets in place, so such a buffer is never given to it.
+    SharedBuffer,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 33] = [
+    pub const ALL: [DropReason; 34] = [
         DropReason::Truncated,
         DropReason::MultiSegment,
         DropReason::NotOurMac,
@@ -138,6 +142,7 @@ impl DropReason {
         DropReason::NdpIgnored,
         DropReason::KernelQueueFull,
         DropReason::NoMbuf,
+        DropReason::SharedBuffer,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -177,6 +182,7 @@ impl DropReason {
             DropReason::NdpIgnored => "ndp_ignored",
             DropReason::KernelQueueFull => "kernel_queue_full",
             DropReason::NoMbuf => "no_mbuf",
+            DropReason::SharedBuffer => "shared_buffer",
         }
     }
 }

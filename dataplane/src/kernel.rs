@@ -170,11 +170,12 @@ impl KernelPath {
             from_kernel += n;
             let mut out = 0;
             for m in self.scratch.drain() {
-                if m.segments() == 1 {
-                    send(port, m);
-                    out += 1;
-                } else {
-                    stats.drop_packet(DropReason::MultiSegment);
+                match m.unfit() {
+                    None => {
+                        send(port, m);
+                        out += 1;
+                    }
+                    Some(reason) => stats.drop_packet(reason),
                 }
             }
             count(&stats.from_kernel, port, out);

@@ -212,15 +212,17 @@ impl Worker {
                     continue;
                 }
                 received += n;
-                if !rx_burst.as_mut_slice().iter().all(|m| m.segments() == 1) {
+                if rx_burst.as_mut_slice().iter().any(|m| m.unfit().is_some()) {
                     // Ports are set up without scatter; a chained mbuf must
-                    // not reach the pipeline, which sees one segment.
+                    // not reach the pipeline, which sees one segment, nor
+                    // one whose buffer is shared, which it writes in place.
                     let mut single = MbufBurst::new();
                     for m in rx_burst.drain() {
-                        if m.segments() == 1 {
-                            let _ = single.push(m);
-                        } else {
-                            stats.drop_packet(DropReason::MultiSegment);
+                        match m.unfit() {
+                            None => {
+                                let _ = single.push(m);
+                            }
+                            Some(reason) => stats.drop_packet(reason),
                         }
                     }
                     std::mem::swap(&mut single, &mut rx_burst);

@@ -41,6 +41,45 @@ impl Mbuf {
         self.raw().nb_segs
     }
 
+    /// Whether the packet's buffer is this mbuf's alone: not attached to
+    /// another mbuf's (indirect) or to external memory, and referenced
+    /// once. What [`Mbuf::data_mut`] and [`Mbuf::prepend`] assume; a
+    /// driver that hands out shared buffers (zero-copy receive into one
+    /// big buffer, as some NICs offer) would otherwise let a rewrite or a
+    /// prepended header land in bytes another packet shows. Checked on
+    /// receive, beside [`Mbuf::segments`].
+    #[inline]
+    pub fn is_exclusive(&self) -> bool {
+        let shared = dpdk_sys::RTE_MBUF_F_INDIRECT | dpdk_sys::RTE_MBUF_F_EXTERNAL;
+        if self.raw().ol_flags & shared != 0 {
+            return false;
+        }
+        // SAFETY: the mbuf is valid; its reference count is a naturally
+        // aligned u16 that DPDK only ever changes atomically (a buffer
+        // referenced twice may be changed by another thread meanwhile),
+        // so reading it as an atomic is sound.
+        let refcnt = unsafe {
+            std::sync::atomic::AtomicU16::from_ptr(std::ptr::addr_of_mut!(
+                (*self.0.as_ptr()).refcnt
+            ))
+        };
+        refcnt.load(std::sync::atomic::Ordering::Relaxed) == 1
+    }
+
+    /// One segment, the buffer its own ([`Mbuf::segments`],
+    /// [`Mbuf::is_exclusive`]): what the pipeline may be given. Else the
+    /// reason it is dropped.
+    #[inline]
+    pub fn unfit(&self) -> Option<lb_core::stats::DropReason> {
+        if self.segments() != 1 {
+            Some(lb_core::stats::DropReason::MultiSegment)
+        } else if !self.is_exclusive() {
+            Some(lb_core::stats::DropReason::SharedBuffer)
+        } else {
+            None
+        }
+    }
+
     /// Length of the whole packet (all segments).
     pub fn packet_len(&self) -> u32 {
         self.raw().pkt_len
@@ -308,5 +347,121 @@ impl ExactSizeIterator for Drain<'_> {}
 impl Drop for Drain<'_> {
     fn drop(&mut self) {
         for _ in self.by_ref() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dpdk::{Eal, Mempool};
+    use lb_core::stats::DropReason;
+
+    /// This test binary's own EAL (the integration tests run theirs in
+    /// another process): virtual memory only, no devices, and a default
+    /// mbuf pool ring that only one thread may fill and one empty, which
+    /// `Mempool::create` must not take.
+    fn pool() -> Mempool {
+        static POOL: std::sync::OnceLock<Mempool> = std::sync::OnceLock::new();
+        *POOL.get_or_init(|| {
+            let eal = Eal::init(&[
+                "--no-huge",
+                "-m",
+                "64",
+                "--no-pci",
+                "--no-shconf",
+                "--log-level=lib.eal:warning",
+                "--file-prefix=lbt-dataplane-unit",
+                "--lcores",
+                "0@0",
+                "--mbuf-pool-ops-name=ring_sp_sc",
+            ])
+            .expect("EAL starts with --no-huge");
+            Mempool::create(&eal, "unit_pool", 255, 2176).expect("mempool")
+        })
+    }
+
+    /// Sets what a driver could hand out, for the length of `f`, and puts
+    /// the mbuf back as it was.
+    fn with_header(m: &mut Mbuf, refcnt: u16, flags: u64, f: impl FnOnce(&Mbuf)) {
+        let p = m.0.as_ptr();
+        // SAFETY: the mbuf is ours alone (just allocated, never shared), so
+        // writing its header fields and restoring them is race-free; it is
+        // never freed while they differ.
+        let (old_refcnt, old_flags) = unsafe {
+            let old = ((*p).refcnt, (*p).ol_flags);
+            (*p).refcnt = refcnt;
+            (*p).ol_flags |= flags;
+            old
+        };
+        f(m);
+        // SAFETY: as above.
+        unsafe {
+            (*p).refcnt = old_refcnt;
+            (*p).ol_flags = old_flags;
+        }
+    }
+
+    /// Found in review: nothing checked that a received buffer was the
+    /// mbuf's own, which in-place rewriting assumes.
+    #[test]
+    fn only_a_buffer_of_its_own_is_fit_for_the_pipeline() {
+        let mut m = pool().alloc().expect("an mbuf");
+        assert_eq!(m.unfit(), None, "a fresh mbuf");
+        with_header(&mut m, 2, 0, |m| {
+            assert_eq!(
+                m.unfit(),
+                Some(DropReason::SharedBuffer),
+                "referenced twice"
+            )
+        });
+        for flag in [dpdk_sys::RTE_MBUF_F_INDIRECT, dpdk_sys::RTE_MBUF_F_EXTERNAL] {
+            with_header(&mut m, 1, flag, |m| {
+                assert_eq!(m.unfit(), Some(DropReason::SharedBuffer), "flag {flag:#x}")
+            });
+        }
+        assert_eq!(m.unfit(), None, "as it was");
+    }
+
+    /// Found in review: the pool took the EAL's default ring, which
+    /// `--mbuf-pool-ops-name` in `[dpdk] eal_args` could make
+    /// single-producer, single-consumer; threads taking and returning
+    /// mbufs at once then got the same mbuf twice. Two threads (not EAL
+    /// lcores, so without a cache: straight to the ring) take mbufs, mark
+    /// them as theirs, look again, and return them: no mark may change
+    /// while held.
+    #[test]
+    fn the_pool_is_safe_from_several_threads_whatever_the_eal_default() {
+        let pool = pool();
+        let threads: Vec<_> = (0..2u8)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let mut twice = 0;
+                    for i in 0..50_000u32 {
+                        let mut got = Vec::new();
+                        for k in 0..4u8 {
+                            let Some(mut m) = pool.alloc() else { continue };
+                            if !m.append(8) {
+                                continue;
+                            }
+                            let mark = [t, k, 0, 0, i as u8, (i >> 8) as u8, (i >> 16) as u8, 0];
+                            match m.data_mut().get_mut(..8) {
+                                Some(d) => d.copy_from_slice(&mark),
+                                // Emptied by the other thread meanwhile.
+                                None => twice += 1,
+                            }
+                            got.push((mark, m));
+                        }
+                        for (mark, m) in &got {
+                            if m.data().get(..8) != Some(&mark[..]) {
+                                twice += 1;
+                            }
+                        }
+                    }
+                    twice
+                })
+            })
+            .collect();
+        let twice: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(twice, 0, "mbufs handed out twice");
     }
 }

@@ -5,14 +5,16 @@ use super::eal::Eal;
 use super::error::DpdkError;
 use super::mbuf::Mbuf;
 
-/// A packet-buffer pool (`rte_pktmbuf_pool_create`). Pools are never freed:
+/// A packet-buffer pool (`rte_pktmbuf_pool_create_by_ops`, on the
+/// `ring_mp_mc` ring). Pools are never freed:
 /// an mbuf keeps a raw pointer to its pool, so the pool must outlive every
 /// mbuf, and the simplest proof of that is to keep it until the process ends.
 #[derive(Debug, Clone, Copy)]
 pub struct Mempool(NonNull<dpdk_sys::rte_mempool>);
 
-// SAFETY: DPDK mempools are safe for concurrent get/put from several threads
-// (per-lcore caches, lock-free ring underneath); the pointer is never freed.
+// SAFETY: the pool is created on the multi-producer, multi-consumer ring
+// (`create`), so get and put are safe from several threads at once
+// (per-lcore caches over a lock-free ring); the pointer is never freed.
 unsafe impl Send for Mempool {}
 // SAFETY: as above; all shared-reference operations are thread-safe in DPDK.
 unsafe impl Sync for Mempool {}
@@ -29,16 +31,24 @@ impl Mempool {
         // A per-lcore cache makes get/put cheap; DPDK wants it at most
         // count / 1.5 and at most RTE_MEMPOOL_CACHE_MAX_SIZE (512).
         let cache = (count / 2).min(256);
-        // SAFETY: the EAL is initialised (we hold &Eal), the name is a valid C
-        // string that DPDK copies.
+        // Always the ring that any number of threads may fill and empty at
+        // once: the workers and the control thread all take and return
+        // mbufs. The EAL's default could be changed to a single-producer or
+        // single-consumer ring (`--mbuf-pool-ops-name` in `[dpdk] eal_args`),
+        // which concurrent use corrupts: one mbuf handed out twice (found
+        // in review).
+        let ops = c"ring_mp_mc";
+        // SAFETY: the EAL is initialised (we hold &Eal), the name and the
+        // ops name are valid C strings that DPDK copies.
         let p = unsafe {
-            dpdk_sys::rte_pktmbuf_pool_create(
+            dpdk_sys::rte_pktmbuf_pool_create_by_ops(
                 cname.as_ptr(),
                 count,
                 cache,
                 0,
                 data_room,
                 eal.info().socket_id as i32,
+                ops.as_ptr(),
             )
         };
         NonNull::new(p).map(Mempool).ok_or_else(|| {
