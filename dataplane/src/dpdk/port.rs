@@ -214,7 +214,9 @@ impl Port {
         }
         // SAFETY: valid port.
         let socket = unsafe { dpdk_sys::rte_eth_dev_socket_id(id) };
-        let socket = if socket < 0 { 0 } else { socket as u32 };
+        // Unknown (-1, SOCKET_ID_ANY): passed on as is, so that DPDK takes
+        // memory from any socket rather than insisting on socket 0.
+        let socket = socket as u32;
         for q in 0..setup.queues {
             // SAFETY: valid configured port, queue index below the configured
             // count; a NULL rxconf means the driver's defaults; the mempool
