@@ -48,6 +48,8 @@ impl IpRoute {
         let args = [
             family, "route", verb, &prefix, "dev", dev, "table", &table, "proto", "static",
         ];
+        // DPDK's descriptors stay ours.
+        lb_dataplane::dpdk::close_on_exec_from_3();
         let mut child = Command::new("ip")
             .args(args)
             .stdin(std::process::Stdio::null())

@@ -19,7 +19,6 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -158,12 +157,8 @@ fn probe_network(probe: &Probe, real: &RealKey, timeout: Duration) -> Outcome {
     };
     let line = String::from_utf8_lossy(&buf);
     let line = line.lines().next().unwrap_or("");
-    let mut parts = line.split_whitespace();
-    match (
-        parts.next(),
-        parts.next().and_then(|c| c.parse::<u16>().ok()),
-    ) {
-        (Some(v), Some(code)) if v.starts_with("HTTP/") => {
+    match status_code(line) {
+        Some(code) => {
             if code == expect {
                 Outcome::Success
             } else {
@@ -175,6 +170,21 @@ fn probe_network(probe: &Probe, real: &RealKey, timeout: Duration) -> Outcome {
             line.chars().take(60).collect::<String>()
         )),
     }
+}
+
+/// The status code of an HTTP/1.x status line (RFC 9112 section 4:
+/// `HTTP/1.<digit>`, a space, exactly three digits, then a space and the
+/// reason or nothing). Nothing looser: `HTTP/1.1 +200` or `0200` or
+/// `HTTP/9 200` is not a 200 (found in review: they were taken for one).
+fn status_code(line: &str) -> Option<u16> {
+    let rest = line.strip_prefix("HTTP/1.")?;
+    let (minor, rest) = rest.split_at_checked(1)?;
+    let rest = rest.strip_prefix(' ')?;
+    let (code, rest) = rest.split_at_checked(3)?;
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    (digits(minor) && digits(code) && (rest.is_empty() || rest.starts_with(' ')))
+        .then(|| code.parse().ok())
+        .flatten()
 }
 
 /// A stream whose reads can be given a timeout: a TCP connection, or a
@@ -189,9 +199,10 @@ impl TimedRead for TcpStream {
     }
 }
 
-/// Reads until the status line is complete (a CRLF, or 4 KiB, or the
-/// end), each read bounded by what `left` says remains of the check's
-/// `timeout`.
+/// Reads until the status line is complete (a line feed, with or without
+/// the carriage return before it, as RFC 9112 section 2.2 lets a recipient
+/// accept; or 4 KiB, or the end), each read bounded by what `left` says
+/// remains of the check's `timeout`.
 fn read_status_line(
     stream: &mut impl TimedRead,
     left: impl Fn(&str) -> Result<Duration, Outcome>,
@@ -199,7 +210,7 @@ fn read_status_line(
 ) -> Result<Vec<u8>, Outcome> {
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 256];
-    while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 4096 {
+    while !buf.contains(&b'\n') && buf.len() < 4096 {
         stream.set_read_timeout_to(left("response")?);
         match stream.read(&mut chunk) {
             Ok(0) => break,
@@ -243,13 +254,18 @@ const SCRIPT_STDERR_KEPT: usize = 200;
 /// the appliance's own but for systemd's `NOTIFY_SOCKET` and watchdog
 /// variables), in a process group of its own. Exit status 0 is
 /// success; anything else, a signal, or running past `timeout` is a
-/// failure. At the timeout the whole group gets SIGKILL (a shell script's
-/// children with it, as keepalived does), and the script is reaped: no
-/// zombie, no stray checker. The first line of its stderr goes into the
-/// failure (the last error of `lb-appliance status`). With `stop`, the
-/// script is killed the same way when the checker is told to stop (a
-/// stop of the appliance, or a reload that removed the real or changed
-/// its check), and there is no outcome (None).
+/// failure. When the script ends, or at the timeout, the whole group gets
+/// SIGKILL (what the script left running in the background with it, as
+/// keepalived does at a timeout), and then the script is reaped: no
+/// zombie, no stray checker. (A child that left the group with `setsid`
+/// escapes this, as it escapes any supervisor without cgroups; systemd's
+/// `KillMode=control-group` still ends it at stop.) The first line of its
+/// stderr goes into the failure (the last error of `lb-appliance status`);
+/// stderr is read without blocking on the checker's own thread, so a
+/// child that keeps the pipe open holds no thread. With `stop`, the
+/// script is killed the same way when the checker is told to stop (a stop
+/// of the appliance, or a reload that removed the real or changed its
+/// check), and there is no outcome (None).
 pub fn run_script(
     command: &[String],
     real: &RealKey,
@@ -260,6 +276,9 @@ pub fn run_script(
         return Some(Outcome::Failure("no command to run".into()));
     };
     let deadline = Instant::now() + timeout;
+    // The script gets no descriptor of the appliance's but its three
+    // (DPDK opens its own without close-on-exec).
+    lb_dataplane::dpdk::close_on_exec_from_3();
     let mut child = match Command::new(program)
         .args(args)
         .env("LB_REAL_ADDRESS", real.address.to_string())
@@ -279,30 +298,33 @@ pub fn run_script(
         Ok(c) => c,
         Err(e) => return Some(Outcome::Failure(format!("running {program}: {e}"))),
     };
-    let stderr = StderrHead::start(&mut child);
-    let status = match wait_until(&mut child, deadline, stop) {
-        Ok(Waited::Exited(status)) => status,
-        Ok(Waited::TimedOut) => {
-            kill_and_reap(&mut child);
-            let said = stderr.map(|s| s.finish(Instant::now())).unwrap_or_default();
+    let mut stderr = StderrHead::start(&mut child);
+    let waited = wait_until(&mut child, deadline, stop, stderr.as_mut());
+    // Ended or not, the group goes, then the script is reaped (its exit
+    // status is kept until then).
+    let status = kill_and_reap(&mut child);
+    let said = stderr.map(StderrHead::said).unwrap_or_default();
+    let status = match (waited, status) {
+        (Ok(Waited::Exited), Some(status)) => status,
+        (Ok(Waited::Exited), None) => {
+            return Some(Outcome::Failure(format!(
+                "{program}: its exit status was lost"
+            )))
+        }
+        (Ok(Waited::TimedOut), _) => {
             return Some(Outcome::Failure(format!(
                 "{program}: timed out after {timeout:?}, killed{}",
                 said_suffix(&said)
             )));
         }
-        Ok(Waited::Stopped) => {
-            kill_and_reap(&mut child);
-            return None;
-        }
-        Err(e) => {
-            kill_and_reap(&mut child);
+        (Ok(Waited::Stopped), _) => return None,
+        (Err(e), _) => {
             return Some(Outcome::Failure(format!("{program}: waiting for it: {e}")));
         }
     };
     if status.success() {
         return Some(Outcome::Success);
     }
-    let said = stderr.map(|s| s.finish(deadline)).unwrap_or_default();
     let how = match (
         status.code(),
         std::os::unix::process::ExitStatusExt::signal(&status),
@@ -327,25 +349,36 @@ fn said_suffix(said: &str) -> String {
 
 /// How waiting for a script ended.
 enum Waited {
-    Exited(ExitStatus),
+    /// It exited; it is not reaped yet.
+    Exited,
     TimedOut,
     /// The checker was told to stop.
     Stopped,
 }
 
-/// Waits for `child` to end until `deadline`, or until `stop` says so.
-/// Polls (from 1 ms, doubling to 20 ms; between polls it waits on `stop`):
-/// the standard library has no wait with a timeout, and a check's timing
-/// needs no finer grain.
+/// Waits for `child` to end (without reaping it) until `deadline`, or until
+/// `stop` says so, reading what arrived on its stderr meanwhile. Polls
+/// (from 1 ms, doubling to 20 ms; between polls it waits on `stop`): the
+/// standard library has no wait with a timeout, and a check's timing needs
+/// no finer grain.
 fn wait_until(
     child: &mut Child,
     deadline: Instant,
     stop: Option<&Receiver<()>>,
+    mut stderr: Option<&mut StderrHead>,
 ) -> std::io::Result<Waited> {
+    use rustix::process::{waitid, Pid, WaitId, WaitidOptions};
+    let pid = Pid::from_child(child);
+    let exited = WaitidOptions::EXITED | WaitidOptions::NOWAIT | WaitidOptions::NOHANG;
     let mut pause = Duration::from_millis(1);
     loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Waited::Exited(status));
+        if let Some(s) = stderr.as_deref_mut() {
+            s.drain();
+        }
+        // Ended, and left unreaped: its PID, and with it its group's id,
+        // stays its own until `kill_and_reap`.
+        if waitid(WaitId::Pid(pid), exited)?.is_some() {
+            return Ok(Waited::Exited);
         }
         let now = Instant::now();
         if now >= deadline {
@@ -365,63 +398,62 @@ fn wait_until(
 
 /// SIGKILL to the script's process group (its id is the script's PID:
 /// `process_group(0)`), then to the script itself should that fail, then
-/// reaps it. The script is not reaped before this, so its PID, and with it
-/// the group id, cannot have been reused by another process.
-fn kill_and_reap(child: &mut Child) {
+/// reaps it and gives its exit status. The script is not reaped before
+/// this, so its PID, and with it the group id, cannot have been reused by
+/// another process. A script that already exited keeps its status: the
+/// signal only ends what it left behind.
+fn kill_and_reap(child: &mut Child) -> Option<ExitStatus> {
     let pid = rustix::process::Pid::from_child(child);
     let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::Kill);
     let _ = child.kill();
-    let _ = child.wait();
+    child.wait().ok()
 }
 
-/// The first line of a script's stderr, read by a thread of its own that
-/// then reads the rest to the end and drops it. The thread ends when the
-/// last holder of the pipe closes it (the script, or a child of its that
-/// outlives it); nobody waits for it past the check's deadline.
+/// A script's stderr, read without blocking: the first
+/// [`SCRIPT_STDERR_KEPT`] bytes are kept, the rest read and dropped, so
+/// that the script never blocks on a full pipe for long.
 struct StderrHead {
-    kept: Arc<Mutex<Vec<u8>>>,
-    done: Receiver<()>,
+    pipe: std::process::ChildStderr,
+    kept: Vec<u8>,
+    open: bool,
 }
 
 impl StderrHead {
-    /// None if the pipe is missing or no thread could be started (the pipe
-    /// is then closed, and a script that writes to stderr gets EPIPE).
+    /// None if the pipe is missing or cannot be made non-blocking (the
+    /// pipe is then closed, and a script that writes to stderr gets
+    /// EPIPE).
     fn start(child: &mut Child) -> Option<StderrHead> {
-        let mut pipe = child.stderr.take()?;
-        let kept = Arc::new(Mutex::new(Vec::new()));
-        let (done_tx, done) = mpsc::channel();
-        let k = Arc::clone(&kept);
-        std::thread::Builder::new()
-            .name("health stderr".into())
-            .spawn(move || {
-                let mut chunk = [0u8; 512];
-                loop {
-                    match pipe.read(&mut chunk) {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            let mut k = k.lock().unwrap_or_else(|e| e.into_inner());
-                            let room = SCRIPT_STDERR_KEPT.saturating_sub(k.len());
-                            k.extend_from_slice(&chunk[..n.min(room)]);
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(_) => break,
-                    }
-                }
-                let _ = done_tx.send(());
-            })
-            .ok()?;
-        Some(StderrHead { kept, done })
+        let pipe = child.stderr.take()?;
+        rustix::io::ioctl_fionbio(&pipe, true).ok()?;
+        Some(StderrHead {
+            pipe,
+            kept: Vec::with_capacity(SCRIPT_STDERR_KEPT),
+            open: true,
+        })
     }
 
-    /// What was kept once the pipe closed, or whatever arrived by `until`:
-    /// its first non-empty line, as text.
-    fn finish(self, until: Instant) -> String {
-        let wait = until
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(50));
-        let _ = self.done.recv_timeout(wait);
-        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        String::from_utf8_lossy(&kept)
+    /// Reads what is there now.
+    fn drain(&mut self) {
+        let mut chunk = [0u8; 512];
+        while self.open {
+            match self.pipe.read(&mut chunk) {
+                Ok(0) => self.open = false,
+                Ok(n) => {
+                    let room = SCRIPT_STDERR_KEPT.saturating_sub(self.kept.len());
+                    self.kept.extend_from_slice(&chunk[..n.min(room)]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // Nothing more for now (or the pipe broke).
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// What it said (the script has ended: all it wrote is in the pipe):
+    /// its first non-empty line, as text. The pipe is closed.
+    fn said(mut self) -> String {
+        self.drain();
+        String::from_utf8_lossy(&self.kept)
             .lines()
             .map(str::trim)
             .find(|l| !l.is_empty())
@@ -854,6 +886,49 @@ mod tests {
             Err(Outcome::Failure("response: timed out after 1s".into()))
         );
         assert_eq!(s.timeouts.len(), 5);
+    }
+
+    /// Found in review: `HTTP/1.1 +200`, `0200` and `HTTP/9 200` counted
+    /// as 200, and a status line ended by a bare line feed on a connection
+    /// left open waited for the timeout.
+    #[test]
+    fn only_a_well_formed_status_line_gives_a_code() {
+        for (line, code) in [
+            ("HTTP/1.1 200 OK", Some(200)),
+            ("HTTP/1.0 503 Service Unavailable", Some(503)),
+            ("HTTP/1.1 204", Some(204)),
+            ("HTTP/1.1 200 ", Some(200)),
+            ("HTTP/1.1 +200 OK", None),
+            ("HTTP/1.1 0200 OK", None),
+            ("HTTP/1.1 20 OK", None),
+            ("HTTP/1.1 2000", None),
+            ("HTTP/9 200 OK", None),
+            ("HTTP/2 200", None),
+            ("HTTP/1.x 200 OK", None),
+            ("HTTP/1.1  200 OK", None),
+            ("http/1.1 200 OK", None),
+            ("ICY 200 OK", None),
+            ("", None),
+        ] {
+            assert_eq!(status_code(line), code, "{line:?}");
+        }
+        // A bare line feed ends the line: no wait for more.
+        let mut s = Interrupted {
+            interrupts: 0,
+            data: b"HTTP/1.1 200 OK\n",
+            timeouts: Vec::new(),
+        };
+        let calls = std::cell::Cell::new(0);
+        let left = |what: &str| {
+            calls.set(calls.get() + 1);
+            if calls.get() > 1 {
+                Err(Outcome::Failure(format!("{what}: read again")))
+            } else {
+                Ok(Duration::from_secs(1))
+            }
+        };
+        let line = read_status_line(&mut s, left, Duration::from_secs(1)).unwrap();
+        assert_eq!(line, b"HTTP/1.1 200 OK\n");
     }
 
     #[test]

@@ -417,6 +417,79 @@ fn a_script_past_its_timeout_is_killed_with_its_children_and_reaped() {
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
+/// Found in review: a script that exited leaving a child in the
+/// background (`sleep 60 &`) left it running, and the child's hold on
+/// stderr kept a reader thread and a pipe per check, and made a failing
+/// check last until its timeout. Now the group is killed when the script
+/// ends, the outcome comes at once, and its stderr line is still kept.
+#[test]
+fn a_script_that_exits_leaves_nothing_running_behind_it() {
+    let dir = std::env::temp_dir().join(format!("lb-health-left-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (status, said) in [(0, ""), (3, "gone to lunch")] {
+        let pid_file = dir.join(format!("pid{status}"));
+        let body = format!(
+            "/bin/sleep 60 & echo $! > {}; echo '{said}' >&2; exit {status}",
+            pid_file.display()
+        );
+        let started = Instant::now();
+        let outcome = check_once(
+            &script(&["/bin/sh", "-c", &body]),
+            &real_8080(),
+            Duration::from_secs(10),
+        );
+        let took = started.elapsed();
+        match (status, outcome) {
+            (0, Outcome::Success) => {}
+            (3, Outcome::Failure(e)) => {
+                assert_eq!(e, "/bin/sh: exit status 3: gone to lunch")
+            }
+            (_, o) => panic!("exit {status}: {o:?}"),
+        }
+        // A bound, not a speed: far below the 10 s timeout it waited for.
+        assert!(
+            took < Duration::from_secs(5),
+            "exit {status}: took {took:?}"
+        );
+        let child: u32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let end = Instant::now() + Duration::from_secs(2);
+        while !matches!(proc_state(child), None | Some('Z')) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            matches!(proc_state(child), None | Some('Z')),
+            "exit {status}: the background sleep {child} was killed: state {:?}",
+            proc_state(child)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Found in review: DPDK opens its descriptors without close-on-exec, and
+/// scripts inherited them (all of DPDK's memory among them). A descriptor
+/// opened the way DPDK does (`dup` sets no close-on-exec) is not open in
+/// the script.
+#[test]
+fn a_script_inherits_no_descriptor_of_the_appliance() {
+    let leaky = rustix::io::dup(std::io::stderr()).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&leaky);
+    let check =
+        format!("test ! -e /proc/self/fd/{fd} || {{ echo 'fd {fd} is open' >&2; exit 1; }}");
+    assert_eq!(
+        check_once(
+            &script(&["/bin/sh", "-c", &check]),
+            &real_8080(),
+            Duration::from_secs(5)
+        ),
+        Outcome::Success
+    );
+    drop(leaky);
+}
+
 /// A stop does not wait for a script to time out, nor leave it behind: the
 /// checker kills the script's group and reaps it as soon as it is told.
 #[test]

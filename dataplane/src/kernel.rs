@@ -61,6 +61,7 @@ pub fn configure(port: &PortConfig, interface: &str, mtu: u16) -> Result<(), Sta
 }
 
 fn ip(args: &[&str]) -> Result<(), StartError> {
+    crate::dpdk::close_on_exec_from_3();
     let out = Command::new("ip").args(args).output().map_err(|e| {
         StartError(format!(
             "kernel interface: cannot run `ip {}`: {e} (install iproute2)",
