@@ -239,9 +239,30 @@ pub fn source_hash<A: FlowAddr>(client: A) -> u64 {
     mix64(client.fold() ^ 0x2545_f491_4f6c_dd1d)
 }
 
+static OWNER_KEY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// The key of [`owner_of`]: random, once per process (every worker and the
+/// sync dispatcher of one appliance agree; nothing outside it needs to).
+fn owner_key() -> u64 {
+    *OWNER_KEY.get_or_init(|| {
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one(0x6f77_6e65_722d_6b65_u64)
+    })
+}
+
+/// Fixes [`owner_of`]'s key before its first use, so that which worker owns
+/// a client is the same in every run: for the fuzz harness, whose inputs
+/// must replay alike in another process. Whether the key is now `key`.
+pub fn fix_owner_key(key: u64) -> bool {
+    *OWNER_KEY.get_or_init(|| key) == key
+}
+
 /// The worker that owns every flow of `client`: both directions of a NAT
 /// flow carry the client address, so each can be steered to its owner, and
-/// all flows of one client (persistence) share one worker.
+/// all flows of one client (persistence) share one worker. Keyed per
+/// process: with a fixed hash, a flood from sources chosen to belong to
+/// one worker made every other worker hand its packets to that one, whose
+/// hand-off rings then held the mbuf pool (found in review).
 #[inline]
 pub fn owner_of<A: FlowAddr>(client: A, workers: usize) -> usize {
     if workers <= 1 {
@@ -249,7 +270,8 @@ pub fn owner_of<A: FlowAddr>(client: A, workers: usize) -> usize {
     }
     // The top 32 bits scaled to [0, workers) by a multiply (Lemire's
     // range reduction) rather than a division on every packet.
-    (((source_hash(client) >> 32) * workers as u64) >> 32) as usize
+    let h = mix64(client.fold() ^ owner_key());
+    (((h >> 32) * workers as u64) >> 32) as usize
 }
 
 #[cfg(test)]
@@ -343,5 +365,24 @@ mod tests {
             assert!((9_000..11_000).contains(&c), "{count:?}");
         }
         assert_eq!(owner_of(Ipv4Addr::new(1, 2, 3, 4), 1), 0);
+    }
+
+    /// Sources an attacker picked for one worker under a fixed hash (the
+    /// one `owner_of` used before it was keyed) spread over all of them.
+    #[test]
+    fn owners_cannot_be_picked_from_outside() {
+        let fixed = |c: Ipv4Addr| (((source_hash(c) >> 32) * 4) >> 32) as usize;
+        let picked: Vec<Ipv4Addr> = (0..u32::MAX)
+            .map(|i| Ipv4Addr::from(0xc612_0000 + i))
+            .filter(|&c| fixed(c) == 0)
+            .take(4_000)
+            .collect();
+        let mut count = [0usize; 4];
+        for &c in &picked {
+            count[owner_of(c, 4)] += 1;
+        }
+        for c in count {
+            assert!((800..1_200).contains(&c), "{count:?}");
+        }
     }
 }

@@ -114,6 +114,14 @@ impl Violations {
 /// there). Empty when everything found is fixed.
 pub const KNOWN_OPEN: &[&str] = &[];
 
+/// Fixes `lb_core::flow::owner_of`'s key. Which worker owns a client is
+/// keyed per process in the appliance; here the key is fixed, so that an
+/// input replays alike in any process (a crash libFuzzer found, the replay
+/// test). Called by every target that runs more than one worker.
+pub(crate) fn fix_owners() {
+    lb_core::flow::fix_owner_key(0x2545_f491_4f6c_dd1d);
+}
+
 /// A fuzz target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
