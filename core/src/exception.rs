@@ -112,11 +112,62 @@ fn l4_control(
     }
 }
 
-/// A worker's two budgets for the kernel: routing and resolution traffic
-/// from the port's link ([`is_control`]), and the rest.
+/// Which budget a frame for the kernel takes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelClass {
+    /// Routing and resolution traffic from the port's link ([`is_control`]).
+    Control,
+    /// From the address of a configured real: the answers to the kernel's
+    /// own connections to reals, health checks above all.
+    Reals,
+    /// Everything else: what anybody may send to the port's address.
+    Other,
+}
+
+/// The class of `frame`, received on a port whose link `on_link` tells;
+/// `is_real` says whether an address is a configured real's.
+pub fn kernel_class(
+    frame: &[u8],
+    on_link: impl Fn(IpAddr) -> bool,
+    is_real: impl Fn(IpAddr) -> bool,
+) -> KernelClass {
+    if is_control(frame, on_link) {
+        KernelClass::Control
+    } else if ip_source(frame).is_some_and(is_real) {
+        KernelClass::Reals
+    } else {
+        KernelClass::Other
+    }
+}
+
+/// The IPv4 or IPv6 source address of an Ethernet frame, if it has one.
+fn ip_source(frame: &[u8]) -> Option<IpAddr> {
+    use crate::wire::{EtherType, EthernetFrame, Ipv4Packet, Ipv6Packet};
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    match eth.ethertype() {
+        EtherType::Ipv4 => Ipv4Packet::new_checked(eth.payload())
+            .ok()
+            .map(|ip| ip.src_addr().into()),
+        EtherType::Ipv6 => Ipv6Packet::new_checked(eth.payload())
+            .ok()
+            .map(|ip| ip.src_addr().into()),
+        _ => None,
+    }
+}
+
+/// The budgets for one port's kernel interface in one worker, one per
+/// [`KernelClass`]: a flood of anything to the port's address leaves
+/// routing traffic and the answers from reals their own way in, and each
+/// port has its own, so that a flood at one port (the internet's) does not
+/// take another port's (the reals') health checks or BFD with it (found
+/// in review: one budget per worker, shared by every port, let a UDP
+/// flood at the WAN address fail every health check on the LAN).
+/// The reals' class can be taken by frames forged from a real's address,
+/// which a stranger has to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KernelBudgets {
     control: KernelBudget,
+    reals: KernelBudget,
     other: KernelBudget,
 }
 
@@ -124,20 +175,21 @@ impl Default for KernelBudgets {
     fn default() -> Self {
         KernelBudgets {
             control: KernelBudget::new(CONTROL_RATE_PER_MS, KERNEL_BURST),
+            reals: KernelBudget::default(),
             other: KernelBudget::default(),
         }
     }
 }
 
 impl KernelBudgets {
-    /// Whether `frame`, received on a port whose link `on_link` tells,
-    /// may go to the kernel at `now`, from its budget.
+    /// Whether a frame of `class` may go to the kernel at `now`, from its
+    /// budget.
     #[inline]
-    pub fn take(&mut self, frame: &[u8], on_link: impl Fn(IpAddr) -> bool, now: u32) -> bool {
-        if is_control(frame, on_link) {
-            self.control.take(now)
-        } else {
-            self.other.take(now)
+    pub fn take(&mut self, class: KernelClass, now: u32) -> bool {
+        match class {
+            KernelClass::Control => self.control.take(now),
+            KernelClass::Reals => self.reals.take(now),
+            KernelClass::Other => self.other.take(now),
         }
     }
 }
@@ -319,31 +371,47 @@ mod tests {
         assert!(!is_control(&[0u8; 10], NEAR), "cut short");
     }
 
-    /// A flood of anything else leaves routing traffic its own budget, and
-    /// forged routing traffic from afar does not take it.
+    /// Sets the IPv4 source of a frame built by [`frame`].
+    fn from(mut f: Vec<u8>, src: [u8; 4]) -> Vec<u8> {
+        let mut ip = crate::wire::Ipv4Packet::new_unchecked(&mut f[14..]);
+        ip.set_src_addr(src.into());
+        ip.fill_checksum();
+        f
+    }
+
+    /// A flood of anything else leaves routing traffic and the reals'
+    /// answers their own budgets, and forged routing traffic from afar
+    /// does not take the routing one.
     #[test]
-    fn a_flood_of_other_frames_leaves_bgp_its_budget() {
+    fn a_flood_of_other_frames_leaves_bgp_and_health_checks_their_budgets() {
         let mut b = KernelBudgets::default();
         let on_link = |a: IpAddr| a == IpAddr::from([198, 18, 0, 1]);
-        let flood = frame(false, 17, (1, 9), 64);
+        let is_real = |a: IpAddr| a == IpAddr::from([198, 18, 2, 11]);
+        let class = |f: &[u8]| kernel_class(f, on_link, is_real);
+        let flood = from(frame(false, 17, (1, 9), 64), [203, 0, 113, 9]);
         let forged_bgp = frame(false, 6, (40000, 179), 64);
         let forged_nd = frame(true, 58, (135, 0), 64);
-        let mut bgp = frame(false, 6, (40000, 179), 1);
-        {
-            let mut ip = crate::wire::Ipv4Packet::new_unchecked(&mut bgp[14..]);
-            ip.set_src_addr([198, 18, 0, 1].into());
-            ip.fill_checksum();
-        }
-        let mut bgp_through = 0;
+        let bgp = from(frame(false, 6, (40000, 179), 1), [198, 18, 0, 1]);
+        let health = from(frame(false, 6, (80, 40000), 63), [198, 18, 2, 11]);
+        assert_eq!(class(&flood), KernelClass::Other);
+        assert_eq!(class(&forged_bgp), KernelClass::Other);
+        assert_eq!(class(&bgp), KernelClass::Control);
+        assert_eq!(class(&health), KernelClass::Reals);
+        let (mut bgp_through, mut health_through) = (0, 0);
         for ms in 0..100 {
             for f in [&flood, &forged_bgp, &forged_nd] {
                 for _ in 0..1000 {
-                    b.take(f, on_link, ms);
+                    b.take(class(f), ms);
                 }
             }
-            bgp_through += usize::from(b.take(&bgp, on_link, ms));
+            bgp_through += usize::from(b.take(class(&bgp), ms));
+            health_through += usize::from(b.take(class(&health), ms));
         }
         assert_eq!(bgp_through, 100, "every BGP segment went through");
+        assert_eq!(
+            health_through, 100,
+            "every health check answer went through"
+        );
     }
 
     #[test]

@@ -255,6 +255,10 @@ pub struct Snapshot {
     service_keys6: Keys6<(u8, Ipv6Addr, u16)>,
     nat_endpoints6: Keys6<(u8, Ipv6Addr, u16)>,
     nat_reals6: Keys6<Ipv6Addr>,
+    /// The address of every real of every service, any method and family
+    /// (`is_real`: the kernel path's budget for health checks' answers).
+    real_addrs: KeyMap,
+    real_addrs6: Keys6<Ipv6Addr>,
     /// Indexed by real id: whether the real is still configured.
     real_present: Vec<bool>,
     /// The IPv6 reals of IPv4 services (4in6), by id: their IPv4 flows
@@ -446,6 +450,7 @@ impl Snapshot {
         let mut tunnel6_reals = HashMap::new();
         let (mut nat_endpoints, mut nat_reals) = (Vec::new(), Vec::new());
         let (mut nat_endpoints6, mut nat_reals6) = (Vec::new(), Vec::new());
+        let (mut real_addrs, mut real_addrs6) = (Vec::new(), Vec::new());
         for (i, s) in config.services.iter().enumerate() {
             let persistence_ms = millis(&format!("services[{i}].persistence"), s.persistence)?;
             let proto = ip_protocol(s.protocol);
@@ -454,6 +459,10 @@ impl Snapshot {
             for r in &s.reals {
                 let id = ids.real((sid, r.address, r.port, r.forwarding))?;
                 real_present[id as usize] = true;
+                match r.address {
+                    IpAddr::V4(a) => real_addrs.push((u64::from(u32::from(a)), 0)),
+                    IpAddr::V6(a) => real_addrs6.push((a, 0)),
+                }
                 match (s.vip, r.address) {
                     (IpAddr::V4(_), IpAddr::V6(a)) => {
                         tunnel6_reals.insert(id, a);
@@ -563,6 +572,16 @@ impl Snapshot {
             service_keys6,
             nat_endpoints6: Keys6::build(nat_endpoints6),
             nat_reals6: Keys6::build(nat_reals6),
+            real_addrs: {
+                real_addrs.sort_unstable();
+                real_addrs.dedup();
+                KeyMap::build(real_addrs)
+            },
+            real_addrs6: {
+                real_addrs6.sort_unstable();
+                real_addrs6.dedup();
+                Keys6::build(real_addrs6)
+            },
             real_present,
             tunnel6_reals,
             static_neighbors,
@@ -710,6 +729,15 @@ impl Snapshot {
     #[inline]
     pub fn is_nat_real6(&self, addr: Ipv6Addr) -> bool {
         self.nat_reals6.contains(&addr)
+    }
+
+    /// Whether `addr` is the address of a real of any service (any method,
+    /// either family).
+    pub fn is_real(&self, addr: IpAddr) -> bool {
+        match addr {
+            IpAddr::V4(a) => self.real_addrs.contains(u64::from(u32::from(a))),
+            IpAddr::V6(a) => self.real_addrs6.contains(&a),
+        }
     }
 
     /// Whether any port has an IPv6 address (then workers keep an IPv6

@@ -18,7 +18,7 @@ use std::process::Command;
 
 use lb_config::{MacAddr, PortConfig};
 use lb_core::buffer::PacketBuf;
-use lb_core::exception::{KernelBudgets, KERNEL_BURST};
+use lb_core::exception::{self, KernelBudgets, KERNEL_BURST};
 use lb_core::snapshot::Snapshot;
 use lb_core::stats::{DropReason, WorkerStats};
 
@@ -94,8 +94,9 @@ pub struct KernelPath {
     macs: Vec<MacAddr>,
     /// Frames for each port's kernel, until the end of the poll.
     queued: Vec<MbufBurst>,
-    /// Routing and resolution traffic's, and the rest's.
-    budget: KernelBudgets,
+    /// Each port's budgets: routing and resolution traffic's, the reals'
+    /// answers', and the rest's.
+    budgets: Vec<KernelBudgets>,
     scratch: MbufBurst,
 }
 
@@ -106,8 +107,8 @@ impl KernelPath {
         KernelPath {
             macs,
             queued: taps.iter().map(|_| MbufBurst::new()).collect(),
+            budgets: vec![KernelBudgets::default(); taps.len()],
             taps,
-            budget: KernelBudgets::default(),
             scratch: MbufBurst::new(),
         }
     }
@@ -136,7 +137,8 @@ impl KernelPath {
         }
         let room = queue.len() < KERNEL_BURST as usize;
         let on_link = |a| snap.ports.get(port).is_some_and(|p| p.on_link(a));
-        if !room || self.taps[port].is_none() || !self.budget.take(m.data(), on_link, now) {
+        let class = exception::kernel_class(m.data(), on_link, |a| snap.is_real(a));
+        if !room || self.taps[port].is_none() || !self.budgets[port].take(class, now) {
             stats.drop_packet(DropReason::KernelQueueFull);
             return;
         }

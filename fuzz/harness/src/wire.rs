@@ -35,9 +35,27 @@ use crate::Violations;
 
 /// `wire.kernel-budget`: the routing budget's classification of `frame`.
 fn kernel_budget(v: &mut Violations, frame: &[u8]) {
-    use lb_core::exception::is_control;
+    use lb_core::exception::{is_control, kernel_class, KernelClass};
     let far = is_control(frame, |_| false);
     let near = is_control(frame, |_| true);
+    // The class agrees with the routing test, and nothing is the reals'
+    // unless it comes from one.
+    let class = kernel_class(frame, |_| false, |_| false);
+    if (class == KernelClass::Control) != far || class == KernelClass::Reals {
+        v.add("wire.kernel-budget", format!("classed {class:?}"));
+    }
+    if !far && kernel_class(frame, |_| false, |_| true) == KernelClass::Other {
+        // From a real, it must be an IP frame that has no source (cut
+        // short) to stay in the rest's budget.
+        if lb_core::wire::Ipv4Packet::new_checked(frame.get(14..).unwrap_or(&[])).is_ok()
+            && frame.get(12..14) == Some(&[0x08, 0x00])
+        {
+            v.add(
+                "wire.kernel-budget",
+                "a real's IPv4 frame in the rest's budget".to_string(),
+            );
+        }
+    }
     if far && !near {
         v.add(
             "wire.kernel-budget",
