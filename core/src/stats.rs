@@ -58,7 +58,8 @@ pub enum DropReason {
     /// The next hop's MAC address did not resolve in time, or too many
     /// packets were waiting for resolutions.
     NeighborUnresolved,
-    /// The ring to the worker that owns the flow was full.
+    /// The ring to the worker that owns the flow was full (or the owner
+    /// stopped with it still in its ring).
     HandoffFull,
     /// No headroom to add the IPIP header.
     NoHeadroom,

@@ -423,9 +423,25 @@ impl Worker {
                 .after_poll(received + handed + from_kernel > 0)
                 .wait(&self.doorbells[self.index]);
         }
-        // What is still deferred goes back to the pool, counted.
+        // What is still deferred or held goes back to the pool, counted
+        // (found in review: held packets went uncounted).
         let left = l.deferred.drain().count();
         stats.drop_packets(DropReason::SynProxyPending, left as u64);
+        let held = l.held.slots.iter_mut().filter_map(Option::take).count();
+        l.held.n = 0;
+        stats.drop_packets(DropReason::NeighborUnresolved, held as u64);
+        // And what other workers handed us and we will not run (as if our
+        // rings were full; bounded: the others are stopping too).
+        let mut scratch = MbufBurst::new();
+        for ring in &mut self.handoff_in {
+            for _ in 0..64 {
+                let n = ring.dequeue(&mut scratch, MAX_BURST);
+                if n == 0 {
+                    break;
+                }
+                stats.drop_packets(DropReason::HandoffFull, scratch.free_all() as u64);
+            }
+        }
         log::info!("worker {} stopped", self.index);
         0
     }
