@@ -21,30 +21,8 @@ use lb_core::pipeline::Pipeline;
 use lb_core::snapshot::{CompileError, Ids, Snapshot};
 use lb_core::stats::WorkerStats;
 
-/// The most slots of a hand-off ring between two workers (a power of two).
+/// Slots of each hand-off ring between two workers (a power of two).
 const HANDOFF_RING: u32 = 4096;
-
-/// The fewest: two bursts of the largest size.
-const HANDOFF_RING_MIN: u32 = 256;
-
-/// Slots of each hand-off ring for `workers` workers sharing a pool of
-/// `mbufs`: all the rings together hold at most an eighth of the pool (down
-/// to [`HANDOFF_RING_MIN`] each), a power of two up to [`HANDOFF_RING`].
-/// Rings of a fixed 4,096 could hold three times the default pool with
-/// four workers: a flood handed to one busy worker left no mbuf for any
-/// port's receive ring (found in review).
-fn handoff_ring_slots(mbufs: u32, workers: usize) -> u32 {
-    let rings = u32::try_from(workers.saturating_mul(workers.saturating_sub(1)))
-        .unwrap_or(u32::MAX)
-        .max(1);
-    let share = mbufs / 8 / rings;
-    let slots = if share == 0 {
-        1
-    } else {
-        1 << (31 - share.leading_zeros())
-    };
-    slots.clamp(HANDOFF_RING_MIN, HANDOFF_RING)
-}
 
 // The config bounds lcore ids by its own copy of DPDK's RTE_MAX_LCORE (it
 // does not link DPDK): the build fails if the DPDK linked here disagrees.
@@ -336,22 +314,13 @@ impl Dataplane {
         let stop = Arc::new(AtomicBool::new(false));
         let n = config.workers.lcores.len();
         // Hand-off rings for every ordered pair of workers.
-        let slots = handoff_ring_slots(config.dpdk.mbufs, n);
-        if n > 1 {
-            log::info!(
-                "hand-off rings: {} of {slots} slots, at most {} of the pool's {} mbufs",
-                n * (n - 1),
-                (n * (n - 1)) as u64 * u64::from(slots - 1),
-                config.dpdk.mbufs
-            );
-        }
         let mut producers: Vec<Vec<Option<dpdk::RingProducer>>> =
             (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
         let mut consumers: Vec<Vec<dpdk::RingConsumer>> = (0..n).map(|_| Vec::new()).collect();
         for (from, row) in producers.iter_mut().enumerate() {
             for (to, slot) in row.iter_mut().enumerate() {
                 if from != to {
-                    let (p, c) = spsc_ring(&eal, &format!("lb_handoff_{from}_{to}"), slots)?;
+                    let (p, c) = spsc_ring(&eal, &format!("lb_handoff_{from}_{to}"), HANDOFF_RING)?;
                     *slot = Some(p);
                     consumers[to].push(c);
                 }
@@ -623,25 +592,6 @@ impl Drop for Dataplane {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hand_off_rings_hold_at_most_an_eighth_of_the_pool() {
-        assert_eq!(handoff_ring_slots(16_383, 2), 512);
-        assert_eq!(handoff_ring_slots(16_383, 4), 256);
-        assert_eq!(handoff_ring_slots(1 << 20, 2), HANDOFF_RING, "at most");
-        assert_eq!(handoff_ring_slots(1023, 16), HANDOFF_RING_MIN, "at least");
-        for mbufs in [1023, 16_383, 65_535, 262_143, 1 << 24] {
-            for workers in 2..=8usize {
-                let slots = handoff_ring_slots(mbufs, workers);
-                assert!(slots.is_power_of_two());
-                let rings = (workers * (workers - 1)) as u32;
-                assert!(
-                    slots == HANDOFF_RING_MIN || rings * slots <= mbufs / 8,
-                    "{mbufs} mbufs, {workers} workers: {slots}"
-                );
-            }
-        }
-    }
 
     #[test]
     fn waiting_for_the_workers_is_bounded() {
