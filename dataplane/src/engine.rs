@@ -313,7 +313,21 @@ impl Dataplane {
         ));
         let stop = Arc::new(AtomicBool::new(false));
         let n = config.workers.lcores.len();
-        // Hand-off rings for every ordered pair of workers.
+        // Hand-off rings for every ordered pair of workers. Deep, so that an
+        // owner descheduled for a moment loses nothing; under a flood all of
+        // them together can hold more mbufs than a small pool has, and the
+        // ports' receive rings then go without (rx_nombuf) until the owners
+        // catch up: said at start.
+        let in_rings = n * n.saturating_sub(1) * (HANDOFF_RING as usize - 1);
+        let on_ports = config.ports.len() * usize::from(queues) * 1024;
+        if in_rings + on_ports > config.dpdk.mbufs as usize {
+            log::warn!(
+                "[dpdk] mbufs = {}: the receive rings ({on_ports}) and the {} hand-off rings                  between the workers ({in_rings}) can hold more than that under a flood;                  give the pool at least {} to keep them from running it dry",
+                config.dpdk.mbufs,
+                n * n.saturating_sub(1),
+                (in_rings + on_ports) * 2
+            );
+        }
         let mut producers: Vec<Vec<Option<dpdk::RingProducer>>> =
             (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
         let mut consumers: Vec<Vec<dpdk::RingConsumer>> = (0..n).map(|_| Vec::new()).collect();
