@@ -100,12 +100,16 @@ struct Held {
     port: usize,
     next_hop: IpAddr,
     since: u32,
+    /// Its place in the order packets were held: released in that order.
+    seq: u64,
 }
 
 /// Packets waiting for their next hop's MAC address.
 struct Holds {
     slots: Vec<Option<Held>>,
     n: usize,
+    /// The next packet's [`Held::seq`].
+    next_seq: u64,
 }
 
 /// What the loop keeps besides the worker's own parts.
@@ -131,6 +135,7 @@ impl Worker {
             held: Holds {
                 slots: (0..HOLD_SLOTS).map(|_| None).collect(),
                 n: 0,
+                next_seq: 0,
             },
             deferred: DeferList::new(DEFER_SLOTS, DEFER_MS),
             kernel: std::mem::take(&mut self.kernel),
@@ -666,7 +671,9 @@ fn hold_for(
                 port,
                 next_hop,
                 since: now,
+                seq: held.next_seq,
             });
+            held.next_seq += 1;
             held.n += 1;
             stats.held.incr();
         }
@@ -674,8 +681,10 @@ fn hold_for(
     }
 }
 
-/// Sends held packets whose next hop resolved; drops those that waited
-/// too long.
+/// Sends held packets whose next hop resolved, in the order they were
+/// held (slots are reused out of order, so two packets for one next hop
+/// could leave the wrong way round: found in review); drops those that
+/// waited too long.
 fn release_held(
     pipeline: &Pipeline,
     snap: &Snapshot,
@@ -684,23 +693,38 @@ fn release_held(
     tx: &mut [TxQueue],
     stats: &WorkerStats,
 ) {
-    for slot in l.held.slots.iter_mut() {
+    let mut ready = [(0u64, 0usize, MacAddr::ZERO); HOLD_SLOTS];
+    let mut n = 0;
+    for (i, slot) in l.held.slots.iter_mut().enumerate() {
         let Some(h) = slot.as_ref() else { continue };
-        let (next_hop, port, since) = (h.next_hop, h.port, h.since);
-        if let Some(mac) = pipeline.resolved(snap, next_hop) {
-            // Not an expect: no panic on the per-packet path, even one
-            // that cannot happen.
-            let Some(mut h) = slot.take() else { continue };
-            l.held.n -= 1;
-            if port < l.out.len() {
-                let src = snap.ports[port].mac;
-                forward::set_macs(h.mbuf.data_mut(), mac, src);
-                enqueue(&mut l.out, tx, port, h.mbuf, stats);
+        if let Some(mac) = pipeline.resolved(snap, h.next_hop) {
+            if let Some(r) = ready.get_mut(n) {
+                *r = (h.seq, i, mac);
+                n += 1;
             }
-        } else if now.wrapping_sub(since) > HOLD_MS {
+        } else if now.wrapping_sub(h.since) > HOLD_MS {
             slot.take();
             l.held.n -= 1;
             stats.drop_packet(DropReason::NeighborUnresolved);
+        }
+    }
+    let ready = &mut ready[..n];
+    ready.sort_unstable_by_key(|r| r.0);
+    for &(_, i, mac) in ready.iter() {
+        // Not an expect: no panic on the per-packet path, even one that
+        // cannot happen.
+        let Some(mut h) = l.held.slots.get_mut(i).and_then(Option::take) else {
+            continue;
+        };
+        l.held.n -= 1;
+        match snap.ports.get(h.port) {
+            Some(p) if h.port < l.out.len() => {
+                forward::set_macs(h.mbuf.data_mut(), mac, p.mac);
+                enqueue(&mut l.out, tx, h.port, h.mbuf, stats);
+            }
+            // A port that is no more (it cannot be: ports change only with
+            // a restart): counted, not freed silently.
+            _ => stats.drop_packet(DropReason::NoRoute),
         }
     }
 }
