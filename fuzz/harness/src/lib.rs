@@ -119,7 +119,10 @@ pub const KNOWN_OPEN: &[&str] = &[];
 /// input replays alike in any process (a crash libFuzzer found, the replay
 /// test). Called by every target that runs more than one worker.
 pub(crate) fn fix_owners() {
-    lb_core::flow::fix_owner_key(0x2545_f491_4f6c_dd1d);
+    assert!(
+        lb_core::flow::fix_owner_key(0x2545_f491_4f6c_dd1d),
+        "owner_of was used before the harness fixed its key"
+    );
 }
 
 /// A fuzz target.

@@ -44,7 +44,7 @@ fn records(topology: usize, variant: usize, base: u16) -> Vec<FlowRecord> {
             let proxied = !udp
                 && s.vip.is_ipv4() == r.address.is_ipv4()
                 && r.method == ForwardingMethod::Nat
-                && port.is_multiple_of(3);
+                && port % 3 == 0;
             out.push(FlowRecord {
                 proto: if udp { 17 } else { 6 },
                 client,
