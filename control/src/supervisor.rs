@@ -386,7 +386,12 @@ impl Control {
     }
 }
 
-/// Raises the soft limit on open files to the hard one. Each checked real
+/// The soft limit on open files the appliance raises itself to (the hard
+/// limit permitting): the systemd unit's `LimitNOFILE`.
+const OPEN_FILES: u64 = 65_536;
+
+/// Raises the soft limit on open files towards the hard one, up to
+/// [`OPEN_FILES`]. Each checked real
 /// holds a descriptor while its check runs (thousands of reals, hanging
 /// ones held to their timeout), beside DPDK's and the sockets': at the
 /// usual soft limit of 1,024 a healthy real's check failed with "Too many
@@ -397,12 +402,15 @@ fn raise_open_files_limit() {
     let mut limit = getrlimit(Resource::Nofile);
     // (An unlimited hard limit is not one the kernel takes for files.)
     if let (Some(soft), Some(hard)) = (limit.current, limit.maximum) {
-        if soft < hard {
-            limit.current = Some(hard);
+        // Not past what the systemd unit gives: scripts and `ip` inherit
+        // the limit, and programs that close every descriptor up to it
+        // one by one (some daemons' start-up does) would crawl under a
+        // container's billion (found in review).
+        let want = hard.min(OPEN_FILES);
+        if soft < want {
+            limit.current = Some(want);
             match setrlimit(Resource::Nofile, limit) {
-                Ok(()) => log::info!(
-                    "open files: soft limit raised from {soft} to the hard limit, {hard}"
-                ),
+                Ok(()) => log::info!("open files: soft limit raised from {soft} to {want}"),
                 Err(e) => log::warn!("open files: could not raise the soft limit: {e}"),
             }
         }
@@ -735,18 +743,22 @@ mod tests {
     /// Found in review: at a soft limit of 1,024 open files, hanging reals'
     /// checks took every descriptor and a healthy real's check failed.
     #[test]
-    fn the_open_files_limit_is_raised_to_the_hard_one() {
+    fn the_open_files_limit_is_raised() {
         use rustix::process::{getrlimit, setrlimit, Resource};
         let mut limit = getrlimit(Resource::Nofile);
         let Some(hard) = limit.maximum else {
             return;
         };
-        // Below the hard limit, and not so low that tests running beside
-        // this one run out meanwhile.
-        limit.current = Some(hard.saturating_sub(1).min(4096));
+        let before = limit;
+        // Below what it raises to, and not so low that tests running
+        // beside this one run out meanwhile.
+        let want = hard.min(OPEN_FILES);
+        limit.current = Some(want.saturating_sub(1).min(4096));
         setrlimit(Resource::Nofile, limit).unwrap();
         raise_open_files_limit();
-        assert_eq!(getrlimit(Resource::Nofile).current, Some(hard));
+        let raised = getrlimit(Resource::Nofile).current;
+        setrlimit(Resource::Nofile, before).unwrap();
+        assert_eq!(raised, Some(want));
     }
 
     /// A config with service "web" checked by `check` over `reals`.

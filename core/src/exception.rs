@@ -1,11 +1,11 @@
 //! How much of the exception path (frames for a port's kernel interface,
-//! `pipeline::Verdict::ToKernel`) a worker carries: a token bucket per
-//! worker, so that a flood to a port's address costs the worker a bounded
-//! number of writes to the tap (each a system call) and forwarding goes on.
-//! What the kernel runs over it (BGP, BFD, SSH, health checks) is a few
-//! packets per second to a few thousand; the budget is well above that.
-//! Routing and resolution traffic has a budget of its own
-//! ([`KernelBudgets`]).
+//! `pipeline::Verdict::ToKernel`) a worker carries: token buckets per
+//! worker and port, so that a flood to a port's address costs the worker a
+//! bounded number of writes to the tap (each a system call) and forwarding
+//! goes on. What the kernel runs over it (BGP, BFD, SSH, health checks) is
+//! a few packets per second to a few thousand; the budgets are well above
+//! that. Routing and resolution traffic, and the answers from reals, have
+//! budgets of their own beside the rest's ([`KernelBudgets`]).
 
 use std::net::IpAddr;
 
@@ -16,6 +16,12 @@ pub const KERNEL_RATE_PER_MS: u32 = 32;
 /// Frames it may give at once after a quiet spell: the bucket's size, and
 /// the most that wait for the tap per port between two polls.
 pub const KERNEL_BURST: u32 = 64;
+
+/// Frames from configured reals' addresses (health checks' answers) a
+/// worker may give one port's kernel per millisecond (8 000 per second,
+/// bursts of 64): far above what health checks need, and small beside the
+/// rest's, since anybody who knows a real's address can forge into it.
+pub const REALS_RATE_PER_MS: u32 = 8;
 
 /// Frames of the protocols that keep the box routed and reachable (see
 /// [`is_control`]) a worker may give the kernel per millisecond, in a
@@ -175,7 +181,7 @@ impl Default for KernelBudgets {
     fn default() -> Self {
         KernelBudgets {
             control: KernelBudget::new(CONTROL_RATE_PER_MS, KERNEL_BURST),
-            reals: KernelBudget::default(),
+            reals: KernelBudget::new(REALS_RATE_PER_MS, KERNEL_BURST),
             other: KernelBudget::default(),
         }
     }
