@@ -238,6 +238,15 @@ impl<A: FlowAddr> NeighborCache<A> {
         news
     }
 
+    /// Whether `ip` is known, resolved, and was last learned a refresh
+    /// interval ago or more (it is due to be asked again).
+    pub fn is_stale(&self, ip: A, now: u32) -> bool {
+        self.find(ip).is_some_and(|s| {
+            let e = &self.slots[s];
+            e.resolved && now.wrapping_sub(e.learned_at) >= REFRESH_MS
+        })
+    }
+
     /// The learned address of `ip`, if any, without side effects.
     pub fn get(&self, ip: A) -> Option<MacAddr> {
         self.find(ip)

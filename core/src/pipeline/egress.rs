@@ -112,9 +112,13 @@ impl Egress {
     }
 
     /// Learns `ip` at `mac` from neighbor discovery on `port`: a neighbor
-    /// on its segment (or its link-local gateway), not a static entry, and
-    /// (unless `replaces`: a solicitation, or an advertisement with
-    /// Override) not one already known at another MAC.
+    /// on its segment (or its link-local gateway), not a static entry.
+    /// Unless `replaces` (a solicitation, or an advertisement with
+    /// Override), not over another MAC learned for it within the last
+    /// refresh interval (RFC 4861 7.2.5; an entry that old has not been
+    /// confirmed since, and a proxy or anycast neighbor that moved answers
+    /// only without Override), and not told to the other workers, which
+    /// learn what they are told whatever they knew.
     pub fn learn6(
         &mut self,
         snap: &Snapshot,
@@ -125,11 +129,13 @@ impl Egress {
         now: u32,
     ) {
         let p = &snap.ports[port];
-        if (p.connected6(ip) || p.gateway6 == Some(ip))
-            && snap.static_neighbor6(ip).is_none()
-            && (replaces || self.neighbors6.get(ip).is_none_or(|m| m == mac))
-            && self.neighbors6.learn(ip, mac, now)
-            && self.learned6.len() < OUTBOX
+        if !(p.connected6(ip) || p.gateway6 == Some(ip)) || snap.static_neighbor6(ip).is_some() {
+            return;
+        }
+        let takes = replaces
+            || self.neighbors6.get(ip).is_none_or(|m| m == mac)
+            || self.neighbors6.is_stale(ip, now);
+        if takes && self.neighbors6.learn(ip, mac, now) && replaces && self.learned6.len() < OUTBOX
         {
             self.learned6.push((ip, mac));
         }
