@@ -453,6 +453,12 @@ pub struct PortConfig {
     /// not handle itself (the exception path). `None`: no such interface,
     /// and that traffic is dropped as before.
     pub kernel_interface: Option<String>,
+    /// `routing_peers`: addresses of BGP and BFD peers beyond the port's
+    /// connected network (multihop eBGP, iBGP between loopbacks, multihop
+    /// BFD) whose traffic to the kernel interface counts as routing
+    /// traffic, with its own budget, as a peer on the link does. Only with
+    /// `kernel_interface`. Empty by default.
+    pub routing_peers: Vec<std::net::IpAddr>,
 }
 
 /// One static `[[neighbors]]` entry: ARP for IPv4, neighbor discovery for
@@ -732,6 +738,10 @@ impl Config {
                     .as_ref()
                     .map(|k| format!("kernel interface {k}")),
             );
+            if !p.routing_peers.is_empty() {
+                let peers: Vec<String> = p.routing_peers.iter().map(|a| a.to_string()).collect();
+                words.push(format!("routing peers {}", peers.join(", ")));
+            }
             let _ = writeln!(s, "  {} mtu {}", words.join(" "), p.mtu);
         }
         if !self.neighbors.is_empty() {

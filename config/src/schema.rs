@@ -42,6 +42,7 @@ pub(crate) struct RawPort {
     pub mtu: Option<i64>,
     pub mac: Option<String>,
     pub kernel_interface: Option<String>,
+    pub routing_peers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,6 +155,7 @@ pub(crate) fn known_keys(table: &str) -> &'static [&'static str] {
             "mtu",
             "mac",
             "kernel_interface",
+            "routing_peers",
         ],
         "neighbors" => &["address", "mac"],
         "flows" => &[

@@ -137,6 +137,7 @@ fn example_parses_into_expected_values() {
             mtu: 1500,
             mac: None,
             kernel_interface: None,
+            routing_peers: Vec::new(),
         }],
         neighbors: vec![NeighborConfig {
             address: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 20)),
@@ -1996,6 +1997,56 @@ fn kernel_interface_is_read_summarised_and_needs_a_restart() {
     let without = Config::parse(&port("address = \"198.18.0.2/24\"")).unwrap();
     assert_eq!(without.ports[0].kernel_interface, None);
     assert_eq!(without.restart_required_changes(&c), vec!["ports"]);
+}
+
+#[test]
+fn routing_peers_are_host_addresses_on_a_port_with_a_kernel_interface() {
+    let with = |peers: &str| {
+        port(&format!(
+            "address = \"198.18.0.2/24\"\nkernel_interface = \"lbk0\"\nrouting_peers = {peers}"
+        ))
+    };
+    let c = Config::parse(&with(r#"["198.18.9.1", "2001:2::9", "fe80::1"]"#)).unwrap();
+    assert!(
+        c.summary().contains(
+            "kernel interface lbk0 routing peers 198.18.9.1, 2001:2::9, fe80::1 mtu 1500"
+        ),
+        "{}",
+        c.summary()
+    );
+    assert_eq!(
+        c.ports[0].routing_peers,
+        vec![
+            "198.18.9.1".parse::<std::net::IpAddr>().unwrap(),
+            "2001:2::9".parse().unwrap(),
+            "fe80::1".parse().unwrap()
+        ]
+    );
+    assert!(Config::parse(&port("address = \"198.18.0.2/24\""))
+        .unwrap()
+        .ports[0]
+        .routing_peers
+        .is_empty());
+    assert_error(
+        &with(r#"["198.18.9.1", "bgp.example"]"#),
+        "ports[0].routing_peers[1]",
+        "bgp.example",
+    );
+    assert_error(
+        &with(r#"["224.0.0.5"]"#),
+        "ports[0].routing_peers[0]",
+        "not a unicast host address",
+    );
+    assert_error(
+        &with(r#"["198.18.9.1", "198.18.9.1"]"#),
+        "ports[0].routing_peers[1]",
+        "listed twice",
+    );
+    assert_error(
+        &port("address = \"198.18.0.2/24\"\nrouting_peers = [\"198.18.9.1\"]"),
+        "ports[0].routing_peers",
+        "needs kernel_interface",
+    );
 }
 
 #[test]

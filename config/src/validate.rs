@@ -759,6 +759,25 @@ fn ports(c: &mut Checker<'_>, raw: Option<Vec<RawPort>>) -> (Vec<PortConfig>, Ne
         let kernel_interface = p
             .kernel_interface
             .and_then(|k| interface_name(c, &path("kernel_interface"), k));
+        let mut routing_peers = Vec::new();
+        if let Some(peers) = p.routing_peers {
+            if kernel_interface.is_none() && !peers.is_empty() {
+                c.err(
+                    path("routing_peers"),
+                    "needs kernel_interface on the same port: routing peers talk to the port's kernel interface",
+                );
+            }
+            for (j, text) in peers.iter().enumerate() {
+                let at = format!("{}[{j}]", path("routing_peers"));
+                if let Some(a) = c.ip_host(&at, text, LinkLocal::Allowed) {
+                    if routing_peers.contains(&a) {
+                        c.err(at, format!("{a} is listed twice"));
+                    } else {
+                        routing_peers.push(a);
+                    }
+                }
+            }
+        }
         let label = name.clone().unwrap_or_else(|| format!("ports[{i}]"));
         let port_mtu = mtu.unwrap_or(DEFAULT_MTU);
         if let Some(cidr) = address {
@@ -791,6 +810,7 @@ fn ports(c: &mut Checker<'_>, raw: Option<Vec<RawPort>>) -> (Vec<PortConfig>, Ne
             mtu: mtu.unwrap_or(DEFAULT_MTU),
             mac,
             kernel_interface,
+            routing_peers,
         });
     }
     (out, nets)

@@ -30,36 +30,55 @@ pub const REALS_RATE_PER_MS: u32 = 8;
 /// neighbor resolution down with it.
 pub const CONTROL_RATE_PER_MS: u32 = 8;
 
-/// BGP's TCP port; BFD's single-hop and echo UDP ports, whose packets are
-/// sent with TTL 255 (RFC 5881 section 5).
+/// BGP's TCP port; BFD's single-hop (sent with TTL 255, RFC 5881 section
+/// 5), echo and multihop (RFC 5883) UDP ports.
 const BGP: u16 = 179;
-const BFD_SINGLE_HOP: [u16; 2] = [3784, 3785];
+const BFD_SINGLE_HOP: u16 = 3784;
+const BFD_ECHO: u16 = 3785;
+const BFD_MULTIHOP: u16 = 4784;
 
 /// The TTL or hop limit a packet can only arrive with from a sender on the
 /// link itself: every router on the way takes one off (RFC 5082).
 const LINK_TTL: u8 = 255;
 
+/// What a frame's source address is to the port it came in on
+/// (`PortView::source_of`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The port's own address: a BFD echo packet, looped back by the peer.
+    Own,
+    /// One of the port's `routing_peers`: a multihop BGP or BFD peer.
+    Peer,
+    /// On the port's connected network, or IPv6 link-local.
+    OnLink,
+    /// Anything else.
+    Far,
+}
+
 /// Whether an Ethernet frame for the kernel is routing or resolution
-/// traffic from the port's own link, the frames [`KernelBudgets`] give a
-/// budget of their own. A stranger far away can forge any source address
-/// but not a TTL of 255, so a frame only counts when it shows (or at least
-/// claims) that it was sent on the link:
+/// traffic from the port's own link or a configured peer, the frames
+/// [`KernelBudgets`] give a budget of their own. A stranger far away can
+/// forge any source address but not a TTL of 255, so a frame only counts
+/// when it shows (or at least claims) where it came from; `source` says
+/// what its source address is to the port:
 /// - ARP, which no router forwards;
 /// - IPv6 router and neighbor discovery and redirects with hop limit 255
 ///   (receivers must discard the others: RFC 4861);
-/// - BFD to its single-hop or echo port with TTL 255 (RFC 5881 section 5);
+/// - single-hop BFD with TTL 255 (RFC 5881 section 5); BFD echo from the
+///   port's own address with TTL 254 or 255 (the peer sends it back, one
+///   hop); multihop BFD from a configured routing peer;
 /// - BGP (TCP from or to port 179) with TTL 255 (a session with TTL
-///   security, RFC 5082), or from a source `on_link` says is on the port's
-///   link (an eBGP peer on the segment sends TTL 1 without TTL security).
-///   That source can be forged from afar unless the routers in front drop
-///   packets from outside claiming the segment's addresses (BCP 38); TTL
-///   security on the sessions closes it.
+///   security, RFC 5082), or from a source on the port's link (an eBGP
+///   peer on the segment sends TTL 1 without TTL security) or a
+///   configured routing peer (multihop eBGP, iBGP between loopbacks).
+///   Those sources can be forged from afar unless the routers in front
+///   drop packets from outside claiming them (BCP 38); TTL security on
+///   single-hop sessions closes it.
 ///
-/// Everything else goes in the other budget, multihop BFD (UDP 4784)
-/// included: it shows nothing of where it came from, and a flood of it
-/// forged must not take ARP, neighbor discovery and BGP down. (IPv6 with
+/// Everything else goes in the other budgets: a flood of it, forged, must
+/// not take ARP, neighbor discovery, BGP and BFD down. (IPv6 with
 /// extension headers is not looked into: none of these use them.)
-pub fn is_control(frame: &[u8], on_link: impl Fn(IpAddr) -> bool) -> bool {
+pub fn is_control(frame: &[u8], source: impl Fn(IpAddr) -> Source) -> bool {
     use crate::wire::{EtherType, EthernetFrame, Ipv4Packet, Ipv6Packet};
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
         return false;
@@ -68,12 +87,12 @@ pub fn is_control(frame: &[u8], on_link: impl Fn(IpAddr) -> bool) -> bool {
         EtherType::Arp => true,
         EtherType::Ipv4 => Ipv4Packet::new_checked(eth.payload()).is_ok_and(|ip| {
             l4_control(ip.protocol(), ip.payload(), ip.ttl(), || {
-                on_link(ip.src_addr().into())
+                source(ip.src_addr().into())
             })
         }),
         EtherType::Ipv6 => Ipv6Packet::new_checked(eth.payload()).is_ok_and(|ip| {
             l4_control(ip.next_header(), ip.payload(), ip.hop_limit(), || {
-                on_link(ip.src_addr().into())
+                source(ip.src_addr().into())
             })
         }),
         _ => false,
@@ -81,12 +100,12 @@ pub fn is_control(frame: &[u8], on_link: impl Fn(IpAddr) -> bool) -> bool {
 }
 
 /// [`is_control`] for the IP payload `l4` of `protocol`, which arrived
-/// with `ttl` (or hop limit) from a source `from_link` tells about.
+/// with `ttl` (or hop limit) from a source `source` tells about.
 fn l4_control(
     protocol: crate::wire::IpProtocol,
     l4: &[u8],
     ttl: u8,
-    from_link: impl Fn() -> bool,
+    source: impl Fn() -> Source,
 ) -> bool {
     use crate::wire::{Icmpv6Packet, Icmpv6Type, IpProtocol, TransportHeader};
     let link_ttl = ttl == LINK_TTL;
@@ -107,13 +126,14 @@ fn l4_control(
         IpProtocol::Tcp => {
             TransportHeader::new_checked(protocol, l4)
                 .is_ok_and(|t| t.src_port() == BGP || t.dst_port() == BGP)
-                && (link_ttl || from_link())
+                && (link_ttl || matches!(source(), Source::OnLink | Source::Peer))
         }
-        IpProtocol::Udp => {
-            link_ttl
-                && TransportHeader::new_checked(protocol, l4)
-                    .is_ok_and(|t| BFD_SINGLE_HOP.contains(&t.dst_port()))
-        }
+        IpProtocol::Udp => match TransportHeader::new_checked(protocol, l4).map(|t| t.dst_port()) {
+            Ok(BFD_SINGLE_HOP) => link_ttl,
+            Ok(BFD_ECHO) => ttl >= LINK_TTL - 1 && source() == Source::Own,
+            Ok(BFD_MULTIHOP) => source() == Source::Peer,
+            _ => false,
+        },
         _ => false,
     }
 }
@@ -121,7 +141,8 @@ fn l4_control(
 /// Which budget a frame for the kernel takes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelClass {
-    /// Routing and resolution traffic from the port's link ([`is_control`]).
+    /// Routing and resolution traffic from the port's link or a configured
+    /// peer ([`is_control`]).
     Control,
     /// From the address of a configured real: the answers to the kernel's
     /// own connections to reals, health checks above all.
@@ -130,14 +151,14 @@ pub enum KernelClass {
     Other,
 }
 
-/// The class of `frame`, received on a port whose link `on_link` tells;
-/// `is_real` says whether an address is a configured real's.
+/// The class of `frame`, received on a port that `source` tells the
+/// addresses of; `is_real` says whether an address is a configured real's.
 pub fn kernel_class(
     frame: &[u8],
-    on_link: impl Fn(IpAddr) -> bool,
+    source: impl Fn(IpAddr) -> Source,
     is_real: impl Fn(IpAddr) -> bool,
 ) -> KernelClass {
-    if is_control(frame, on_link) {
+    if is_control(frame, source) {
         KernelClass::Control
     } else if ip_source(frame).is_some_and(is_real) {
         KernelClass::Reals
@@ -325,8 +346,10 @@ mod tests {
         f
     }
 
-    const FAR: fn(IpAddr) -> bool = |_| false;
-    const NEAR: fn(IpAddr) -> bool = |_| true;
+    const FAR: fn(IpAddr) -> Source = |_| Source::Far;
+    const NEAR: fn(IpAddr) -> Source = |_| Source::OnLink;
+    const PEER: fn(IpAddr) -> Source = |_| Source::Peer;
+    const OWN: fn(IpAddr) -> Source = |_| Source::Own;
 
     #[test]
     fn routing_and_resolution_traffic_from_the_link_is_told_from_the_rest() {
@@ -340,17 +363,40 @@ mod tests {
                 is_control(&frame(v6, 6, (40000, 179), 255), FAR),
                 "BGP with TTL security, wherever its source says it is"
             );
-            for port in [3784, 3785] {
-                assert!(is_control(&frame(v6, 17, (49152, port), 255), FAR), "BFD");
+            assert!(
+                is_control(&frame(v6, 6, (40000, 179), 60), PEER),
+                "multihop BGP from a configured peer"
+            );
+            assert!(is_control(&frame(v6, 17, (49152, 3784), 255), FAR), "BFD");
+            assert!(
+                !is_control(&frame(v6, 17, (49152, 3784), 254), NEAR),
+                "single-hop BFD that crossed a router"
+            );
+            // Echo: our own packet, sent back by the peer (one hop).
+            for ttl in [254, 255] {
                 assert!(
-                    !is_control(&frame(v6, 17, (49152, port), 254), NEAR),
-                    "single-hop BFD that crossed a router"
+                    is_control(&frame(v6, 17, (3785, 3785), ttl), OWN),
+                    "BFD echo"
                 );
             }
             assert!(
-                !is_control(&frame(v6, 17, (49152, 4784), 255), NEAR),
-                "multihop BFD shows nothing of where it came from"
+                !is_control(&frame(v6, 17, (3785, 3785), 253), OWN),
+                "echo that crossed more than the peer"
             );
+            assert!(
+                !is_control(&frame(v6, 17, (3785, 3785), 255), NEAR),
+                "echo from another address"
+            );
+            assert!(
+                is_control(&frame(v6, 17, (49152, 4784), 60), PEER),
+                "multihop BFD from a configured peer"
+            );
+            for s in [FAR, NEAR, OWN] {
+                assert!(
+                    !is_control(&frame(v6, 17, (49152, 4784), 255), s),
+                    "multihop BFD from anyone else shows nothing of where it came from"
+                );
+            }
             assert!(!is_control(&frame(v6, 6, (40000, 22), 255), NEAR), "SSH");
             assert!(
                 !is_control(&frame(v6, 17, (3784, 53), 255), NEAR),
@@ -391,10 +437,16 @@ mod tests {
     #[test]
     fn a_flood_of_other_frames_leaves_bgp_and_health_checks_their_budgets() {
         let mut b = KernelBudgets::default();
-        let on_link = |a: IpAddr| a == IpAddr::from([198, 18, 0, 1]);
+        let on_link = |a: IpAddr| {
+            if a == IpAddr::from([198, 18, 0, 1]) {
+                Source::OnLink
+            } else {
+                Source::Far
+            }
+        };
         let is_real = |a: IpAddr| a == IpAddr::from([198, 18, 2, 11]);
         let class = |f: &[u8]| kernel_class(f, on_link, is_real);
-        let flood = from(frame(false, 17, (1, 9), 64), [203, 0, 113, 9]);
+        let flood = from(frame(false, 17, (1, 9), 64), [198, 19, 5, 5]);
         let forged_bgp = frame(false, 6, (40000, 179), 64);
         let forged_nd = frame(true, 58, (135, 0), 64);
         let bgp = from(frame(false, 6, (40000, 179), 1), [198, 18, 0, 1]);

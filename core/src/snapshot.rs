@@ -54,6 +54,8 @@ pub struct PortView {
     /// port's own address. None on a standby appliance.
     pub floating: Option<Ipv4Addr>,
     pub floating6: Option<Ipv6Addr>,
+    /// `routing_peers`: BGP and BFD peers beyond the connected network.
+    pub routing_peers: Vec<IpAddr>,
 }
 
 impl PortView {
@@ -89,6 +91,25 @@ impl PortView {
         match addr {
             IpAddr::V4(a) => self.connected(a),
             IpAddr::V6(a) => self.connected6(a) || a.is_unicast_link_local(),
+        }
+    }
+
+    /// What a frame's source address `addr` is to this port: its own, a
+    /// configured routing peer, on its link, or none of those.
+    pub fn source_of(&self, addr: IpAddr) -> crate::exception::Source {
+        use crate::exception::Source;
+        let own = match addr {
+            IpAddr::V4(a) => self.ipv4() == Some(a),
+            IpAddr::V6(a) => self.ipv6() == Some(a),
+        };
+        if own {
+            Source::Own
+        } else if self.routing_peers.contains(&addr) {
+            Source::Peer
+        } else if self.on_link(addr) {
+            Source::OnLink
+        } else {
+            Source::Far
         }
     }
 }
@@ -443,6 +464,7 @@ impl Snapshot {
                 kernel: p.kernel_interface.is_some(),
                 floating: None,
                 floating6: None,
+                routing_peers: p.routing_peers.clone(),
             })
             .collect();
         let mut services = Vec::with_capacity(config.services.len());
@@ -845,6 +867,32 @@ address = "198.18.0.11"
             None
         );
         assert!(!Keys6::build([(addr(0), 0)]).contains(&Ipv6Addr::UNSPECIFIED));
+    }
+
+    /// The kernel path's budgets ask what a source is to the port it
+    /// came in on, and whether it is a real's.
+    #[test]
+    fn a_port_tells_its_own_its_peers_its_link_and_reals() {
+        use crate::exception::Source;
+        let text = CONFIG.replace(
+            "address = \"198.18.0.2/24\"\n",
+            "address = \"198.18.0.2/24\"\naddress6 = \"2001:2::2/64\"\nkernel_interface = \"lbk0\"\nrouting_peers = [\"198.19.9.9\", \"2001:2:0:9::9\"]\n",
+        );
+        let snap = compile(&Config::parse(&text).unwrap()).unwrap();
+        let p = &snap.ports[0];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(p.source_of(ip("198.18.0.2")), Source::Own);
+        assert_eq!(p.source_of(ip("2001:2::2")), Source::Own);
+        assert_eq!(p.source_of(ip("198.19.9.9")), Source::Peer);
+        assert_eq!(p.source_of(ip("2001:2:0:9::9")), Source::Peer);
+        assert_eq!(p.source_of(ip("198.18.0.1")), Source::OnLink);
+        assert_eq!(p.source_of(ip("2001:2::1")), Source::OnLink);
+        assert_eq!(p.source_of(ip("fe80::1")), Source::OnLink);
+        assert_eq!(p.source_of(ip("198.19.9.10")), Source::Far);
+        assert_eq!(p.source_of(ip("2001:2:0:9::10")), Source::Far);
+        assert!(snap.is_real(ip("198.18.0.11")));
+        assert!(!snap.is_real(ip("198.18.0.12")));
+        assert!(!snap.is_real(ip("198.18.1.100")), "a VIP is not a real");
     }
 
     #[test]

@@ -136,8 +136,12 @@ impl KernelPath {
             return;
         }
         let room = queue.len() < KERNEL_BURST as usize;
-        let on_link = |a| snap.ports.get(port).is_some_and(|p| p.on_link(a));
-        let class = exception::kernel_class(m.data(), on_link, |a| snap.is_real(a));
+        let source = |a| {
+            snap.ports
+                .get(port)
+                .map_or(exception::Source::Far, |p| p.source_of(a))
+        };
+        let class = exception::kernel_class(m.data(), source, |a| snap.is_real(a));
         if !room || self.taps[port].is_none() || !self.budgets[port].take(class, now) {
             stats.drop_packet(DropReason::KernelQueueFull);
             return;

@@ -35,16 +35,15 @@ use crate::Violations;
 
 /// `wire.kernel-budget`: the routing budget's classification of `frame`.
 fn kernel_budget(v: &mut Violations, frame: &[u8]) {
-    use lb_core::exception::{is_control, kernel_class, KernelClass};
-    let far = is_control(frame, |_| false);
-    let near = is_control(frame, |_| true);
+    use lb_core::exception::{is_control, kernel_class, KernelClass, Source};
+    let far = is_control(frame, |_| Source::Far);
     // The class agrees with the routing test, and nothing is the reals'
     // unless it comes from one.
-    let class = kernel_class(frame, |_| false, |_| false);
+    let class = kernel_class(frame, |_| Source::Far, |_| false);
     if (class == KernelClass::Control) != far || class == KernelClass::Reals {
         v.add("wire.kernel-budget", format!("classed {class:?}"));
     }
-    if !far && kernel_class(frame, |_| false, |_| true) == KernelClass::Other {
+    if !far && kernel_class(frame, |_| Source::Far, |_| true) == KernelClass::Other {
         // From a real, it must be an IP frame that has no source (cut
         // short) to stay in the rest's budget.
         if lb_core::wire::Ipv4Packet::new_checked(frame.get(14..).unwrap_or(&[])).is_ok()
@@ -56,11 +55,11 @@ fn kernel_budget(v: &mut Violations, frame: &[u8]) {
             );
         }
     }
-    if far && !near {
-        v.add(
-            "wire.kernel-budget",
-            "an on-link source took it out".to_string(),
-        );
+    // A source that is ours, a peer's or on the link only ever adds.
+    for s in [Source::Own, Source::Peer, Source::OnLink] {
+        if far && !is_control(frame, |_| s) {
+            v.add("wire.kernel-budget", format!("a source {s:?} took it out"));
+        }
     }
     if far {
         let ttl = match frame.get(12..14) {
