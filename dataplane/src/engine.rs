@@ -240,6 +240,11 @@ impl Dataplane {
             .max(dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE as usize);
         let room = u16::try_from(room).map_err(|_| StartError("MTU too large".into()))?;
         let mempool = Mempool::create(&eal, "lb_mbufs", config.dpdk.mbufs, room)?;
+        log::info!(
+            "mbuf pool: {} mbufs of {room} bytes ({})",
+            config.dpdk.mbufs,
+            Mempool::ops_name()
+        );
 
         let mut ports = Vec::new();
         let mut rx_by_port = Vec::new();

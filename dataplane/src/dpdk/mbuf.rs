@@ -357,9 +357,7 @@ mod tests {
     use lb_core::stats::DropReason;
 
     /// This test binary's own EAL (the integration tests run theirs in
-    /// another process): virtual memory only, no devices, and a default
-    /// mbuf pool ring that only one thread may fill and one empty, which
-    /// `Mempool::create` must not take.
+    /// another process): virtual memory only, no devices.
     fn pool() -> Mempool {
         static POOL: std::sync::OnceLock<Mempool> = std::sync::OnceLock::new();
         *POOL.get_or_init(|| {
@@ -373,7 +371,6 @@ mod tests {
                 "--file-prefix=lbt-dataplane-unit",
                 "--lcores",
                 "0@0",
-                "--mbuf-pool-ops-name=ring_sp_sc",
             ])
             .expect("EAL starts with --no-huge");
             Mempool::create(&eal, "unit_pool", 255, 2176).expect("mempool")
@@ -425,10 +422,12 @@ mod tests {
     /// Found in review: the pool took the EAL's default ring, which
     /// `--mbuf-pool-ops-name` in `[dpdk] eal_args` could make
     /// single-producer, single-consumer; threads taking and returning
-    /// mbufs at once then got the same mbuf twice. Two threads (not EAL
-    /// lcores, so without a cache: straight to the ring) take mbufs, mark
-    /// them as theirs, look again, and return them: no mark may change
-    /// while held.
+    /// mbufs at once then got the same mbuf twice (such ops are refused
+    /// now: `mempool::tests`). Two threads (not EAL lcores, so without a
+    /// cache: straight to the ring) take mbufs, mark them as theirs, look
+    /// again, and return them: no mark may change while held. (With
+    /// `--mbuf-pool-ops-name=ring_sp_sc` and the check taken out, this
+    /// failed at once.)
     #[test]
     fn the_pool_is_safe_from_several_threads_whatever_the_eal_default() {
         let pool = pool();

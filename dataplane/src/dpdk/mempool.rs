@@ -31,13 +31,22 @@ impl Mempool {
         // A per-lcore cache makes get/put cheap; DPDK wants it at most
         // count / 1.5 and at most RTE_MEMPOOL_CACHE_MAX_SIZE (512).
         let cache = (count / 2).min(256);
-        // Always the ring that any number of threads may fill and empty at
-        // once: the workers and the control thread all take and return
-        // mbufs. The EAL's default could be changed to a single-producer or
-        // single-consumer ring (`--mbuf-pool-ops-name` in `[dpdk] eal_args`),
-        // which concurrent use corrupts: one mbuf handed out twice (found
-        // in review).
-        let ops = c"ring_mp_mc";
+        // The platform's choice of pool (a NIC's hardware pool where it has
+        // one), but only one that any number of threads may fill and empty
+        // at once: the workers and the control thread all take and return
+        // mbufs. `--mbuf-pool-ops-name` in `[dpdk] eal_args` could make it a
+        // single-producer or single-consumer ring, which concurrent use
+        // corrupts: one mbuf handed out twice (found in review).
+        // SAFETY: the EAL is initialised; the function returns NULL or a
+        // NUL-terminated name that the EAL keeps for the process's life.
+        let best = unsafe { dpdk_sys::rte_mbuf_best_mempool_ops() };
+        let ops = if best.is_null() {
+            c"ring_mp_mc"
+        } else {
+            // SAFETY: non-NULL, NUL-terminated and never freed (above).
+            unsafe { std::ffi::CStr::from_ptr(best) }
+        };
+        thread_safe_ops(&ops.to_string_lossy())?;
         // SAFETY: the EAL is initialised (we hold &Eal), the name and the
         // ops name are valid C strings that DPDK copies.
         let p = unsafe {
@@ -56,6 +65,19 @@ impl Mempool {
                 "lower [dpdk] mbufs, or give the EAL more memory (-m, or more hugepages)",
             )
         })
+    }
+
+    /// The name of the pool's ops (`rte_mbuf_best_mempool_ops`).
+    pub fn ops_name() -> String {
+        // SAFETY: as in `create`.
+        let best = unsafe { dpdk_sys::rte_mbuf_best_mempool_ops() };
+        if best.is_null() {
+            return "ring_mp_mc".into();
+        }
+        // SAFETY: as in `create`.
+        unsafe { std::ffi::CStr::from_ptr(best) }
+            .to_string_lossy()
+            .into_owned()
     }
 
     /// Takes one mbuf, empty, with the default headroom.
@@ -81,5 +103,44 @@ impl Mempool {
 
     pub(crate) fn as_ptr(&self) -> *mut dpdk_sys::rte_mempool {
         self.0.as_ptr()
+    }
+}
+
+/// Refuses mempool ops that only one thread may fill or only one may empty
+/// (DPDK's single-producer or single-consumer rings): the pool is shared.
+fn thread_safe_ops(name: &str) -> Result<(), DpdkError> {
+    if matches!(name, "ring_sp_sc" | "ring_sp_mc" | "ring_mp_sc") {
+        return Err(DpdkError {
+            op: format!("mempool ops {name}"),
+            errno: 22,
+            hint:
+                "the mbuf pool is shared by every worker and the control thread, so its ops must \
+                   take and return from many threads at once: remove --mbuf-pool-ops-name from \
+                   [dpdk] eal_args, or name ring_mp_mc (the default) or stack",
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_producer_or_consumer_pools_are_refused() {
+        for bad in ["ring_sp_sc", "ring_sp_mc", "ring_mp_sc"] {
+            let e = thread_safe_ops(bad).unwrap_err().to_string();
+            assert!(e.contains(bad) && e.contains("eal_args"), "{e}");
+        }
+        for good in [
+            "ring_mp_mc",
+            "ring_mt_rts",
+            "ring_mt_hts",
+            "stack",
+            "lf_stack",
+            "cn10k_mempool_ops",
+        ] {
+            thread_safe_ops(good).unwrap();
+        }
     }
 }
