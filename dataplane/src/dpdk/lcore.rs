@@ -54,7 +54,9 @@ fn launched() -> MutexGuard<'static, BTreeSet<u32>> {
 /// was caught at the FFI boundary and logged).
 pub const JOB_PANICKED: i32 = i32::MIN;
 
-/// A function running on a worker lcore; `wait` joins it.
+/// A function running on a worker lcore; `wait` joins it. Dropped without
+/// `wait`, its lcore stays taken for good: the job may still be running,
+/// so no other may be launched there.
 #[derive(Debug)]
 #[must_use = "a launched lcore must be waited for"]
 pub struct LaunchedLcore {
