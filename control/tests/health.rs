@@ -358,6 +358,16 @@ fn proc_state(pid: u32) -> Option<char> {
     stat.rsplit_once(") ")?.1.chars().next()
 }
 
+/// Whether process `pid` is gone, or a zombie (killed, and reaped by
+/// whoever inherited it, or about to be), within 2 s.
+fn killed(pid: u32) -> bool {
+    let end = Instant::now() + Duration::from_secs(2);
+    while !matches!(proc_state(pid), None | Some('Z')) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    matches!(proc_state(pid), None | Some('Z'))
+}
+
 #[test]
 fn a_script_past_its_timeout_is_killed_with_its_children_and_reaped() {
     let dir = std::env::temp_dir().join(format!("lb-health-script-{}", std::process::id()));
@@ -393,12 +403,8 @@ fn a_script_past_its_timeout_is_killed_with_its_children_and_reaped() {
     // child was killed (then reaped by whoever inherited it: gone, or a
     // zombie for a moment if that is slow).
     assert_eq!(proc_state(ids[0]), None, "the script {} is gone", ids[0]);
-    let end = Instant::now() + Duration::from_secs(2);
-    while !matches!(proc_state(ids[1]), None | Some('Z')) && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(20));
-    }
     assert!(
-        matches!(proc_state(ids[1]), None | Some('Z')),
+        killed(ids[1]),
         "the script's sleep {} was killed: state {:?}",
         ids[1],
         proc_state(ids[1])
@@ -456,12 +462,8 @@ fn a_script_that_exits_leaves_nothing_running_behind_it() {
             .trim()
             .parse()
             .unwrap();
-        let end = Instant::now() + Duration::from_secs(2);
-        while !matches!(proc_state(child), None | Some('Z')) && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(20));
-        }
         assert!(
-            matches!(proc_state(child), None | Some('Z')),
+            killed(child),
             "exit {status}: the background sleep {child} was killed: state {:?}",
             proc_state(child)
         );
