@@ -753,6 +753,23 @@ impl Snapshot {
         self.nat_reals6.contains(&addr)
     }
 
+    /// Whether `addr` is a next hop the config names: a real, a port's
+    /// gateway, or a static neighbor (not a client on a connected network,
+    /// which strangers choose).
+    pub fn is_configured_next_hop(&self, addr: IpAddr) -> bool {
+        self.is_real(addr)
+            || match addr {
+                IpAddr::V4(a) => {
+                    self.static_neighbor(a).is_some()
+                        || self.ports.iter().any(|p| p.gateway == Some(a))
+                }
+                IpAddr::V6(a) => {
+                    self.static_neighbor6(a).is_some()
+                        || self.ports.iter().any(|p| p.gateway6 == Some(a))
+                }
+            }
+    }
+
     /// Whether `addr` is the address of a real of any service (any method,
     /// either family).
     pub fn is_real(&self, addr: IpAddr) -> bool {
@@ -872,11 +889,11 @@ address = "198.18.0.11"
     /// The kernel path's budgets ask what a source is to the port it
     /// came in on, and whether it is a real's.
     #[test]
-    fn a_port_tells_its_own_its_peers_its_link_and_reals() {
+    fn a_port_tells_its_own_its_peers_its_link_reals_and_next_hops() {
         use crate::exception::Source;
         let text = CONFIG.replace(
             "address = \"198.18.0.2/24\"\n",
-            "address = \"198.18.0.2/24\"\naddress6 = \"2001:2::2/64\"\nkernel_interface = \"lbk0\"\nrouting_peers = [\"198.19.9.9\", \"2001:2:0:9::9\"]\n",
+            "address = \"198.18.0.2/24\"\ngateway = \"198.18.0.1\"\naddress6 = \"2001:2::2/64\"\nkernel_interface = \"lbk0\"\nrouting_peers = [\"198.19.9.9\", \"2001:2:0:9::9\"]\n",
         );
         let snap = compile(&Config::parse(&text).unwrap()).unwrap();
         let p = &snap.ports[0];
@@ -893,6 +910,10 @@ address = "198.18.0.11"
         assert!(snap.is_real(ip("198.18.0.11")));
         assert!(!snap.is_real(ip("198.18.0.12")));
         assert!(!snap.is_real(ip("198.18.1.100")), "a VIP is not a real");
+        // Next hops the config names, and one a client's address makes.
+        assert!(snap.is_configured_next_hop(ip("198.18.0.11")), "a real");
+        assert!(snap.is_configured_next_hop(ip("198.18.0.1")), "the gateway");
+        assert!(!snap.is_configured_next_hop(ip("198.18.0.77")), "a client");
     }
 
     #[test]

@@ -95,21 +95,104 @@ pub struct FlowQuery {
     pub reply: Sender<(Vec<FlowInfo>, Option<usize>)>,
 }
 
-struct Held {
-    mbuf: Mbuf,
+struct Held<M = Mbuf> {
+    mbuf: M,
     port: usize,
     next_hop: IpAddr,
     since: u32,
     /// Its place in the order packets were held: released in that order.
     seq: u64,
+    /// Its next hop is one the config names (a real, a gateway, a static
+    /// neighbor), not one a stranger chose (a client on a connected
+    /// network).
+    configured: bool,
 }
 
 /// Packets waiting for their next hop's MAC address.
-struct Holds {
-    slots: Vec<Option<Held>>,
+struct Holds<M = Mbuf> {
+    slots: Vec<Option<Held<M>>>,
     n: usize,
     /// The next packet's [`Held::seq`].
     next_seq: u64,
+}
+
+/// The most packets held for one next hop: one that never answers does not
+/// take every slot.
+const HOLD_PER_NEXT_HOP: usize = 16;
+
+impl<M> Holds<M> {
+    fn new() -> Holds<M> {
+        Holds {
+            slots: (0..HOLD_SLOTS).map(|_| None).collect(),
+            n: 0,
+            next_seq: 0,
+        }
+    }
+
+    /// Holds `m` for `next_hop` on `port`. Beside the bound per next hop:
+    /// with every slot taken, a packet for a next hop the config names
+    /// takes the slot of the oldest one held for a next hop it does not.
+    /// Strangers choose the sources of flows, and so the next hops of
+    /// replies to a connected network: spoofed sources there that never
+    /// answer ARP kept every slot taken, and the first packets to a newly
+    /// resolving real were dropped (found in review).
+    fn hold(
+        &mut self,
+        m: M,
+        port: usize,
+        next_hop: IpAddr,
+        configured: bool,
+        now: u32,
+    ) -> Holding<M> {
+        let same = self
+            .slots
+            .iter()
+            .flatten()
+            .filter(|h| h.next_hop == next_hop)
+            .count();
+        if same >= HOLD_PER_NEXT_HOP {
+            return Holding::Refused(m);
+        }
+        let held = Held {
+            mbuf: m,
+            port,
+            next_hop,
+            since: now,
+            seq: self.next_seq,
+            configured,
+        };
+        if let Some(free) = self.slots.iter().position(Option::is_none) {
+            self.slots[free] = Some(held);
+            self.next_seq += 1;
+            self.n += 1;
+            return Holding::Taken;
+        }
+        let stranger = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| h.as_ref().filter(|h| !h.configured).map(|h| (h.seq, i)))
+            .min();
+        match stranger {
+            Some((_, i)) if configured => {
+                self.next_seq += 1;
+                match self.slots[i].replace(held) {
+                    Some(old) => Holding::Replaced(old.mbuf),
+                    None => Holding::Taken,
+                }
+            }
+            _ => Holding::Refused(held.mbuf),
+        }
+    }
+}
+
+/// What became of a packet given to [`Holds::hold`].
+enum Holding<M> {
+    Taken,
+    /// Not held: given back.
+    Refused(M),
+    /// Held, in the place of this one, given back.
+    Replaced(M),
 }
 
 /// What the loop keeps besides the worker's own parts.
@@ -132,11 +215,7 @@ impl Worker {
         let mut l = Loop {
             out: (0..ports).map(|_| MbufBurst::new()).collect(),
             handoff: (0..workers).map(|_| MbufBurst::new()).collect(),
-            held: Holds {
-                slots: (0..HOLD_SLOTS).map(|_| None).collect(),
-                n: 0,
-                next_seq: 0,
-            },
+            held: Holds::new(),
             deferred: DeferList::new(DEFER_SLOTS, DEFER_MS),
             kernel: std::mem::take(&mut self.kernel),
         };
@@ -295,13 +374,14 @@ impl Worker {
             self.pipeline.syn_timers(&self.snapshot, now);
             if self.pipeline.syn_resends_due() {
                 let (out, tx, held, pool) = (&mut l.out, &mut self.tx, &mut l.held, &self.mempool);
+                let snap = &self.snapshot;
                 self.pipeline.resend_syns_with(
-                    &self.snapshot,
+                    snap,
                     now,
                     || pool.alloc(),
                     |p, m, v| {
                         if let Some((m, v)) = route(v, m, out, tx, &stats) {
-                            hold_made(p, held, m, v, now, &stats);
+                            hold_made(p, snap, held, m, v, now, &stats);
                         }
                     },
                 );
@@ -354,10 +434,11 @@ impl Worker {
             // what waits for ARP (it may join it) and before the flush.
             if l.deferred.due(&self.pipeline, now) {
                 let (out, tx, held) = (&mut l.out, &mut self.tx, &mut l.held);
+                let snap = &self.snapshot;
                 l.deferred
-                    .release_with(&mut self.pipeline, &self.snapshot, now, |p, m, v| {
+                    .release_with(&mut self.pipeline, snap, now, |p, m, v| {
                         if let Some((m, v)) = route(v, m, out, tx, &stats) {
-                            hold_made(p, held, m, v, now, &stats);
+                            hold_made(p, snap, held, m, v, now, &stats);
                         }
                     });
             }
@@ -608,6 +689,7 @@ fn keep(
         Verdict::Hold6 { port, index } => match pipeline.held_next_hop6(index) {
             Some(next_hop) => hold_for(
                 &mut l.held,
+                snap,
                 m,
                 usize::from(port),
                 next_hop.into(),
@@ -624,7 +706,7 @@ fn keep(
             }
         }
         Verdict::ToKernel => l.kernel.push(snap, in_port, m, now, stats),
-        v => hold(&mut l.held, m, v, now, stats),
+        v => hold(&mut l.held, snap, m, v, now, stats),
     }
 }
 
@@ -632,21 +714,36 @@ fn keep(
 /// SYN sent again, a deferred segment), given the pipeline right after
 /// that frame's run: a NAT66 flow's frame held for its next hop
 /// ([`Verdict::Hold6`]) has it named there.
-fn hold_made(p: &Pipeline, held: &mut Holds, m: Mbuf, v: Verdict, now: u32, stats: &WorkerStats) {
+#[allow(clippy::too_many_arguments)]
+fn hold_made(
+    p: &Pipeline,
+    snap: &Snapshot,
+    held: &mut Holds,
+    m: Mbuf,
+    v: Verdict,
+    now: u32,
+    stats: &WorkerStats,
+) {
     match v {
         Verdict::Hold6 { port, index } => match p.held_next_hop6(index) {
-            Some(h) => hold_for(held, m, usize::from(port), h.into(), now, stats),
+            Some(h) => hold_for(held, snap, m, usize::from(port), h.into(), now, stats),
             None => stats.drop_packet(DropReason::NeighborUnresolved),
         },
-        v => hold(held, m, v, now, stats),
+        v => hold(held, snap, m, v, now, stats),
     }
 }
 
-fn hold(held: &mut Holds, m: Mbuf, v: Verdict, now: u32, stats: &WorkerStats) {
+fn hold(held: &mut Holds, snap: &Snapshot, m: Mbuf, v: Verdict, now: u32, stats: &WorkerStats) {
     match v {
-        Verdict::Hold { port, next_hop } => {
-            hold_for(held, m, usize::from(port), next_hop.into(), now, stats)
-        }
+        Verdict::Hold { port, next_hop } => hold_for(
+            held,
+            snap,
+            m,
+            usize::from(port),
+            next_hop.into(),
+            now,
+            stats,
+        ),
         // Only `keep` and `hold_made` can ask the pipeline for an IPv6
         // next hop; none comes here.
         Verdict::Hold6 { .. } => stats.drop_packet(DropReason::NeighborUnresolved),
@@ -656,28 +753,28 @@ fn hold(held: &mut Holds, m: Mbuf, v: Verdict, now: u32, stats: &WorkerStats) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn hold_for(
     held: &mut Holds,
+    snap: &Snapshot,
     m: Mbuf,
     port: usize,
     next_hop: IpAddr,
     now: u32,
     stats: &WorkerStats,
 ) {
-    match held.slots.iter_mut().find(|h| h.is_none()) {
-        Some(slot) => {
-            *slot = Some(Held {
-                mbuf: m,
-                port,
-                next_hop,
-                since: now,
-                seq: held.next_seq,
-            });
-            held.next_seq += 1;
-            held.n += 1;
-            stats.held.incr();
+    let configured = snap.is_configured_next_hop(next_hop);
+    match held.hold(m, port, next_hop, configured, now) {
+        Holding::Taken => stats.held.incr(),
+        Holding::Refused(m) => {
+            stats.drop_packet(DropReason::NeighborUnresolved);
+            drop(m);
         }
-        None => stats.drop_packet(DropReason::NeighborUnresolved),
+        Holding::Replaced(old) => {
+            stats.held.incr();
+            stats.drop_packet(DropReason::NeighborUnresolved);
+            drop(old);
+        }
     }
 }
 
@@ -753,5 +850,65 @@ fn flush(txq: &mut TxQueue, burst: &mut MbufBurst, stats: &WorkerStats) {
         if let Some(c) = stats.tx_failed.get(txq.port().id().0 as usize) {
             c.add(failed as u64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(i: u32) -> IpAddr {
+        IpAddr::V4(std::net::Ipv4Addr::from(0xc612_0000 + i))
+    }
+
+    #[test]
+    fn one_next_hop_takes_a_bounded_share_of_the_slots() {
+        let mut h: Holds<u32> = Holds::new();
+        for k in 0..HOLD_PER_NEXT_HOP as u32 {
+            assert!(matches!(h.hold(k, 0, ip(1), false, 0), Holding::Taken));
+        }
+        assert!(matches!(
+            h.hold(99, 0, ip(1), true, 0),
+            Holding::Refused(99)
+        ));
+        assert!(matches!(h.hold(7, 0, ip(2), false, 0), Holding::Taken));
+        assert_eq!(h.n, HOLD_PER_NEXT_HOP + 1);
+    }
+
+    /// Found in review: replies to spoofed clients on a connected network
+    /// that never answer ARP kept every slot, and first packets to a real
+    /// being resolved were dropped. Now those take a stranger's slot, the
+    /// oldest; a stranger's packet does not.
+    #[test]
+    fn a_configured_next_hop_takes_the_oldest_strangers_slot() {
+        let mut h: Holds<u32> = Holds::new();
+        for k in 0..HOLD_SLOTS as u32 {
+            assert!(matches!(
+                h.hold(k, 0, ip(100 + k), false, k),
+                Holding::Taken
+            ));
+        }
+        assert!(
+            matches!(h.hold(1000, 0, ip(999), false, 100), Holding::Refused(1000)),
+            "full: another stranger is refused"
+        );
+        assert!(
+            matches!(h.hold(2000, 0, ip(1), true, 100), Holding::Replaced(0)),
+            "the oldest stranger's packet goes"
+        );
+        assert!(matches!(
+            h.hold(2001, 0, ip(1), true, 100),
+            Holding::Replaced(1)
+        ));
+        assert_eq!(h.n, HOLD_SLOTS);
+        // Every slot a configured next hop's: nothing to give up.
+        let mut all: Holds<u32> = Holds::new();
+        for k in 0..HOLD_SLOTS as u32 {
+            assert!(matches!(all.hold(k, 0, ip(k), true, 0), Holding::Taken));
+        }
+        assert!(matches!(
+            all.hold(9, 0, ip(500), true, 0),
+            Holding::Refused(9)
+        ));
     }
 }
