@@ -899,7 +899,11 @@ impl<A: FlowAddr> Conntrack<A> {
                     ..target
                 });
             }
-            if flags.contains(TcpFlags::RST) {
+            // Only what a real sends in answer to our SYN (RST and ACK of
+            // the SYN, RFC 9293 3.10.7.2): a blind RST from the real's
+            // address, any sequence number, closed the flow and reached
+            // the client at the number it accepts (found in review).
+            if flags.contains(TcpFlags::RST | TcpFlags::ACK) && seg.ack == f.client_next {
                 // The real refuses (nothing listens): the client, which
                 // thinks it is connected, gets the RST at the sequence
                 // number it expects (cookie + 1).

@@ -755,6 +755,36 @@ fn a_blind_rst_neither_closes_nor_refreshes_a_waiting_flow() {
     assert_eq!(only_flow(&p).state(), FlowState::Closed);
 }
 
+/// Found in review: a blind RST "from the real" (its address and port,
+/// any sequence number, no ACK of our SYN) closed a flow waiting for the
+/// real's SYN-ACK, and went on to the client at the number it accepts.
+/// Only a RST that acknowledges our SYN is the real's answer.
+#[test]
+fn a_blind_rst_from_the_reals_side_neither_closes_a_waiting_flow_nor_reaches_the_client() {
+    let (snap, mut p) = setup("on", 64);
+    handshake_to_real(&mut p, &snap);
+    for (flags, ack) in [
+        (RST, 0),
+        (RST, ISN.wrapping_add(1)),
+        (RST | ACK, 0x0bad_f00d),
+        (RST | ACK, ISN.wrapping_add(2)),
+    ] {
+        let blind = seg(R, C, flags, 0xdead_beef, ack);
+        assert_eq!(
+            run(&mut p, &snap, &blind, NOW + 5),
+            dropped(DropReason::SynProxyPending),
+            "flags {flags:#x} ack {ack:#x}"
+        );
+    }
+    let f = only_flow(&p);
+    assert!(f.is_proxy_waiting());
+    assert_eq!(f.state(), FlowState::SynSent);
+    // The real's own refusal still reaches the client.
+    let rst = seg(R, C, RST | ACK, 0, ISN.wrapping_add(1));
+    let out = run(&mut p, &snap, &rst, NOW + 6).expect("RST to the client");
+    assert_eq!((out.src, out.dst, out.flags), (V, C, RST | ACK));
+}
+
 /// An ICMP error from the client about a segment the VIP sent it: the
 /// quoted sequence number is in the client's view (the real's minus
 /// delta) and goes to the real translated back.
