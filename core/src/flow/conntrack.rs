@@ -127,6 +127,9 @@ pub struct Conntrack<A: FlowAddr = Ipv4Addr> {
     /// SYN proxy: the flows waiting for their real, for the timer that
     /// sends their SYN again when their client sends nothing.
     pub(super) syn_watch: SynWatch<A>,
+    /// SYN proxy: connections given up on, whose clients get a RST
+    /// (`flow::synproxy::ProxyReset`).
+    pub(super) resets: Vec<super::synproxy::ProxyReset<A>>,
     /// Connection sync on a primary: what changed for the peer
     /// (`flow/sync.rs`); None otherwise, and then every hook is one
     /// predictable branch.
@@ -170,6 +173,7 @@ impl<A: FlowAddr> Conntrack<A> {
             defer: Deferrals::default(),
             retries: Box::default(),
             syn_watch: SynWatch::default(),
+            resets: Vec::new(),
             sync: None,
         }
     }

@@ -46,9 +46,30 @@ const PROXY_DEFERRED_ONE: u8 = 32;
 pub const DEFER_PER_FLOW: u8 = 2;
 
 /// How many times the SYN to a real is sent again, at most, while its
-/// flow waits (see [`SynRetries`]); after the last, the flow is left to
-/// time out (`tcp_syn_timeout` after it).
+/// flow waits (see [`SynRetries`]); [`SYN_RTO_MS`] `<<` this after the
+/// last (8 s; 15 s after the first SYN), the proxy gives up
+/// ([`ProxyReset`]).
 pub const SYN_RETRIES: u8 = 3;
+
+/// A proxied connection given up on: its real never answered the SYN nor
+/// its three re-sends. The client, which thinks it is connected (it got
+/// our SYN-ACK), gets a RST at the sequence number it expects (cookie +
+/// 1), as when the real refuses; without it a client whose server speaks
+/// first (SSH, SMTP) waited for ever (found in review). Its flow is
+/// ended. A flow that expires first (`tcp_syn_timeout` under 15 s) gets
+/// none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyReset<A: FlowAddr> {
+    pub key: FlowKey<A>,
+    /// The RST's sequence number (the cookie + 1) and acknowledgment (the
+    /// client's next).
+    pub seq: u32,
+    pub ack: u32,
+}
+
+/// How many resets wait for the worker's pass, at most; a flow given up on
+/// when they are full waits for the next look.
+const PROXY_RESETS: usize = 16;
 /// The first interval before the SYN to a real is sent again (ms), doubled
 /// after each: 1 s, 2 s, 4 s, TCP's initial retransmission timeout and its
 /// back-off (RFC 6298).
@@ -717,11 +738,30 @@ impl<A: FlowAddr> super::Conntrack<A> {
                 let f = self.table.get(e);
                 f.key() == key
                     && f.proxy_syn().is_some()
-                    && (f.syn_retries() < SYN_RETRIES || self.retries.names(e))
                     && !f.expired(now, &snap.timeouts)
                     && snap.real_present(f.real_id)
             };
             if !waiting {
+                self.syn_watch.flows.swap_remove(i);
+                continue;
+            }
+            let f = self.table.get(e);
+            if f.syn_retries() >= SYN_RETRIES
+                && !self.retries.names(e)
+                && now.wrapping_sub(f.syn_sent_at()) >= SYN_RTO_MS << SYN_RETRIES
+            {
+                if self.resets.len() >= PROXY_RESETS {
+                    // On from here at the next poll.
+                    self.syn_watch.resume = Some(i);
+                    return;
+                }
+                // While it waits, the flow's offset field holds the cookie.
+                self.resets.push(ProxyReset {
+                    key,
+                    seq: f.proxy_seq.wrapping_add(1),
+                    ack: f.client_next,
+                });
+                self.end(e, now);
                 self.syn_watch.flows.swap_remove(i);
                 continue;
             }
@@ -734,6 +774,19 @@ impl<A: FlowAddr> super::Conntrack<A> {
             i += 1;
         }
         self.syn_watch.last = now;
+    }
+
+    /// Whether proxied connections given up on wait for their RST to the
+    /// client ([`ProxyReset`]).
+    #[inline]
+    pub fn proxy_resets_due(&self) -> bool {
+        !self.resets.is_empty()
+    }
+
+    /// The connections given up on, forgotten here: the caller sends each
+    /// client its RST now.
+    pub fn take_proxy_resets(&mut self) -> Vec<ProxyReset<A>> {
+        std::mem::take(&mut self.resets)
     }
 
     /// The flows whose SYN is to go to the real again, forgotten here: the

@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 
 use super::{Ipv4Meta, Pipeline, Ports, Verdict};
 use crate::buffer::PacketBuf;
+use crate::flow::synproxy::ProxyReset;
 use crate::flow::{FlowKey, ProxyStep, ProxySyn, Segment, Target, Waiting};
 use crate::forward::IP;
 use crate::snapshot::Snapshot;
@@ -209,10 +210,11 @@ impl Pipeline {
     #[inline]
     pub fn syn_resends_due(&self) -> bool {
         self.conntrack.syn_retries_due()
+            || self.conntrack.proxy_resets_due()
             || self
                 .conntrack6
                 .as_ref()
-                .is_some_and(|ct| ct.syn_retries_due())
+                .is_some_and(|ct| ct.syn_retries_due() || ct.proxy_resets_due())
     }
 
     /// Between bursts: sends the SYN to its real again for each proxied
@@ -271,7 +273,36 @@ impl Pipeline {
             }
             out(self, pkt, v);
         }
+        // Connections given up on: their clients' RSTs (one that finds no
+        // buffer is not sent; the client's own timers end it then).
+        for r in self.conntrack.take_proxy_resets() {
+            let Some(mut pkt) = alloc() else {
+                self.stats.drop_packet(DropReason::NoMbuf);
+                continue;
+            };
+            let v = self.write_reset(snap, &mut pkt, &r, now);
+            out(self, pkt, v);
+        }
         self.resend_syns6(snap, now, &mut alloc, &mut out);
+    }
+
+    /// The RST to the client of a connection given up on, as a whole
+    /// frame in `pkt`, routed to the client.
+    fn write_reset<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        r: &ProxyReset<Ipv4Addr>,
+        now: u32,
+    ) -> Verdict {
+        if !pkt.set_len(IP) {
+            return Verdict::Drop(DropReason::NoHeadroom);
+        }
+        EthernetFrame::new_unchecked(pkt.data_mut()).set_ethertype(EtherType::Ipv4);
+        let Some(end) = frames::write(pkt, &reset_segment(r)) else {
+            return Verdict::Drop(DropReason::NoHeadroom);
+        };
+        self.egress.route(snap, pkt, r.key.client, end, now)
     }
 
     /// The SYN `syn` as a whole frame in `pkt`, routed to its real.
@@ -354,6 +385,23 @@ impl Pipeline {
         let v = self.egress.route(snap, pkt, ip.src, end, now);
         self.count_forwarded(v, real_id, len);
         v
+    }
+}
+
+/// The RST to the client of a proxied connection given up on: from the
+/// VIP, at the sequence number the client expects.
+pub(super) fn reset_segment<A: crate::flow::FlowAddr>(r: &ProxyReset<A>) -> frames::Segment<A> {
+    frames::Segment {
+        src: r.key.vip,
+        dst: r.key.client,
+        src_port: r.key.vip_port,
+        dst_port: r.key.client_port,
+        seq: r.seq,
+        ack: r.ack,
+        flags: TcpFlags::RST | TcpFlags::ACK,
+        window: 0,
+        ttl: DEFAULT_TTL,
+        options: TcpOptions::default(),
     }
 }
 

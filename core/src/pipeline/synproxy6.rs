@@ -227,7 +227,7 @@ impl Pipeline {
         let Some(ct) = self.conntrack6.as_mut() else {
             return;
         };
-        if !ct.syn_retries_due() {
+        if !ct.syn_retries_due() && !ct.proxy_resets_due() {
             return;
         }
         let due = ct.take_syn_retries();
@@ -252,6 +252,39 @@ impl Pipeline {
             }
             out(self, pkt, v);
         }
+        let resets = self
+            .conntrack6
+            .as_mut()
+            .map(|ct| ct.take_proxy_resets())
+            .unwrap_or_default();
+        for r in resets {
+            let Some(mut pkt) = alloc() else {
+                self.stats.drop_packet(DropReason::NoMbuf);
+                continue;
+            };
+            let v = self.write_reset6(snap, &mut pkt, &r, now);
+            out(self, pkt, v);
+        }
+    }
+
+    /// [`Pipeline::write_reset`] for IPv6.
+    fn write_reset6<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        r: &crate::flow::synproxy::ProxyReset<Ipv6Addr>,
+        now: u32,
+    ) -> Verdict {
+        if !pkt.set_len(IP) {
+            return Verdict::Drop(DropReason::NoHeadroom);
+        }
+        EthernetFrame::new_unchecked(pkt.data_mut()).set_ethertype(EtherType::Ipv6);
+        let mut seg = super::synproxy::reset_segment(r);
+        seg.ttl = crate::wire::ipv6::DEFAULT_HOP_LIMIT;
+        let Some(end) = write6(pkt, &seg) else {
+            return Verdict::Drop(DropReason::NoHeadroom);
+        };
+        self.egress.route6(snap, pkt, r.key.client, end, now)
     }
 
     /// The SYN `syn` as a whole IPv6 frame in `pkt`, routed to its real.

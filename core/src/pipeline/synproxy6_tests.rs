@@ -1100,12 +1100,52 @@ fn timers_with_pool(
                 Some(b)
             },
             |_, b, v| {
+                if is_reset6(b.data()) {
+                    // The proxy giving up on the flow (15 s), not a SYN.
+                    return;
+                }
                 assert_eq!((v, b.data()), (Verdict::Transmit(0), first), "at {now}");
                 at.push(now - t0);
             },
         );
     }
     (at, asked)
+}
+
+/// As over IPv4: a real that never answers is given up on 15 s after the
+/// SYN, and the client gets a RST at the number it expects.
+#[test]
+fn an_ipv6_client_whose_real_never_answers_is_reset() {
+    let (snap, mut p) = setup("on", 64);
+    let synack = run(&mut p, &snap, &client_syn(ISN), NOW).expect("SYN-ACK");
+    let mut b = VecBuf::from_bytes(&client_ack(synack.seq).frame());
+    assert_eq!(p.process(&snap, 0, &mut b, NOW + 1), Verdict::Transmit(0));
+    let t0 = NOW + 1;
+    let mut resets = Vec::new();
+    for now in t0..t0 + 16_000 {
+        p.syn_timers(&snap, now);
+        p.resend_syns_with(
+            &snap,
+            now,
+            || {
+                let mut b = VecBuf::from_bytes(&[0xa5; 128]);
+                assert!(b.trim(128));
+                Some(b)
+            },
+            |_, b, _| {
+                if is_reset6(b.data()) {
+                    resets.push((now - t0, b.data().to_vec()));
+                }
+            },
+        );
+    }
+    assert_eq!(resets.len(), 1);
+    assert!(resets[0].0 >= 15_000, "at {}", resets[0].0);
+    let ip = Ipv6Packet::new_checked(&resets[0].1[14..]).unwrap();
+    let t = TcpPacket::new_checked(ip.payload()).unwrap();
+    assert_eq!(t.flags(), TcpFlags::RST | TcpFlags::ACK);
+    assert_eq!(t.seq_number(), synack.seq.wrapping_add(1));
+    assert_eq!(p.flows6().map(|t| t.len()), Some(0), "the flow ended");
 }
 
 #[test]
@@ -1119,7 +1159,7 @@ fn an_ipv6_syn_that_finds_no_buffer_is_counted_and_costs_its_flow_no_attempt() {
     assert_eq!(p.process(&snap, 0, &mut b, NOW + 1), Verdict::Transmit(0));
     let first = b.data().to_vec();
     let t0 = NOW + 1;
-    let (at, asked) = timers_with_pool(&mut p, &snap, &first, (t0, t0, t0 + 20_000), |now| {
+    let (at, asked) = timers_with_pool(&mut p, &snap, &first, (t0, t0, t0 + 15_000), |now| {
         (t0 + 900..t0 + 1_500).contains(&now)
     });
     // Due at each look of the timer from 1 s on, one buffer asked for
@@ -1326,4 +1366,17 @@ fn client_segments_with_destination_options_go_through_the_proxy() {
     let out = run_raw(&mut p, &snap, &with_dstopts(&data), NOW + 3).expect("data to the real");
     assert_eq!((out.seq, out.ack), (ISN.wrapping_add(19), REAL_ISN + 1));
     assert_eq!(out.payload, data.payload);
+}
+
+/// Whether an IPv6 frame out of a resend pass is a RST (to a client given
+/// up on), not a SYN to a real.
+fn is_reset6(frame: &[u8]) -> bool {
+    crate::wire::Ipv6Packet::new_checked(&frame[14..])
+        .ok()
+        .and_then(|ip| {
+            crate::wire::TcpPacket::new_checked(ip.payload())
+                .ok()
+                .map(|t| t.flags())
+        })
+        .is_some_and(|f| f.contains(crate::wire::TcpFlags::RST))
 }

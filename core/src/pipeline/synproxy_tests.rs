@@ -1333,11 +1333,20 @@ fn timers_until(
     for now in (from..to).step_by(step) {
         p.syn_timers(snap, now);
         for r in resend(p, snap, now) {
+            if is_reset(&r) {
+                continue;
+            }
             assert_eq!(r.as_deref(), Ok(first), "at {now}");
             at.push(now - t0);
         }
     }
     at
+}
+
+/// Whether a frame out of a resend pass is a RST (to a client given up
+/// on), not a SYN to a real.
+fn is_reset(r: &Result<Vec<u8>, Verdict>) -> bool {
+    matches!(r, Ok(f) if Seg::read(f).flags & RST != 0)
 }
 
 #[test]
@@ -1347,7 +1356,8 @@ fn a_silent_clients_lost_syn_goes_again_on_the_timer() {
     let (snap, mut p) = setup("on", 64);
     let (_, first) = handshake_to_real_frame(&mut p, &snap);
     let t0 = NOW + 1;
-    let at = timers_until(&mut p, &snap, &first, (t0, t0, t0 + 20_000, 10));
+    // Before the proxy gives up on it (15 s: the next test).
+    let at = timers_until(&mut p, &snap, &first, (t0, t0, t0 + 14_000, 10));
     assert_eq!(SYN_RETRIES, 3);
     assert_eq!(at.len(), 3, "{at:?}");
     // Due at 1 s, 3 s and 7 s; the timer looks every 50 ms.
@@ -1356,7 +1366,44 @@ fn a_silent_clients_lost_syn_goes_again_on_the_timer() {
     }
     assert_eq!(p.stats().syn_proxy_syn_retransmits.get(), 3);
     assert_eq!(only_flow(&p).syn_retries(), SYN_RETRIES);
-    assert!(p.conntrack.syn_watched() == 0, "its last SYN went");
+}
+
+/// Found in review: a real that never answers left a client whose server
+/// speaks first waiting for ever (it got our SYN-ACK, so it thinks it is
+/// connected). 8 s after the last of the three re-sends (15 s after the
+/// SYN) the proxy gives up: the client gets a RST at the number it
+/// expects, and the flow ends.
+#[test]
+fn a_real_that_never_answers_is_given_up_on_and_the_client_reset() {
+    let (snap, mut p) = setup("on", 64);
+    let (cookie, first) = handshake_to_real_frame(&mut p, &snap);
+    let t0 = NOW + 1;
+    let give_up = (1 + 2 + 4 + 8) * SYN_RTO_MS;
+    let at = timers_until(&mut p, &snap, &first, (t0, t0, t0 + give_up - 100, 10));
+    assert_eq!(at.len(), 3, "{at:?}");
+    assert_eq!(p.flows().len(), 1, "still waiting");
+    let mut resets = Vec::new();
+    for now in t0 + give_up - 100..t0 + give_up + 200 {
+        p.syn_timers(&snap, now);
+        for r in resend(&mut p, &snap, now) {
+            resets.push((now - t0, Seg::read(&r.expect("sent"))));
+        }
+    }
+    assert_eq!(resets.len(), 1, "one RST");
+    let (when, rst) = &resets[0];
+    assert!(
+        (give_up..give_up + SYN_WATCH_EVERY_MS + 100).contains(when),
+        "at {when}"
+    );
+    assert_eq!((rst.src, rst.dst, rst.flags), (V, C, RST | ACK));
+    assert_eq!(
+        rst.seq,
+        cookie.wrapping_add(1),
+        "where the client expects it"
+    );
+    assert_eq!(rst.ack, ISN.wrapping_add(1));
+    assert_eq!(p.flows().len(), 0, "the flow ended");
+    assert_eq!(p.conntrack.syn_watched(), 0);
 }
 
 #[test]
@@ -1682,6 +1729,9 @@ fn the_timer_serves_every_watched_flow_soon_after_it_is_due() {
     for now in t0..end {
         p.syn_timers(&snap, now);
         for r in resend(&mut p, &snap, now) {
+            if is_reset(&r) {
+                continue;
+            }
             let s = Seg::read(&r.expect("sent"));
             first_again.entry(s.src.1).or_insert(now - t0);
         }
@@ -1770,14 +1820,16 @@ fn a_syn_that_finds_no_buffer_is_counted_and_costs_its_flow_no_attempt() {
     let (_, first) = handshake_to_real_frame(&mut p, &snap);
     let t0 = NOW + 1;
     let (mut asked, mut sent) = (0, Vec::new());
-    for now in t0..t0 + 20_000 {
+    // Up to just before the proxy would give up on it (8 s after its last
+    // re-send, at about 7.5 s).
+    for now in t0..t0 + 15_000 {
         p.syn_timers(&snap, now);
         let empty = (t0 + 900..t0 + 1_500).contains(&now);
         let (n, out) = resend_from(&mut p, &snap, now, !empty);
         if empty {
             asked += n;
         }
-        for r in out {
+        for r in out.iter().filter(|r| !is_reset(r)) {
             assert_eq!(r.as_deref(), Ok(&first[..]), "at {now}");
             sent.push(now - t0);
         }

@@ -396,6 +396,25 @@ fn syn_key(f: &[u8]) -> Option<SynKey> {
     })
 }
 
+/// The TCP flags of a frame of either family (no IPv4 options, no IPv6
+/// extension headers), if it is TCP.
+fn tcp_flags(f: &[u8]) -> Option<u8> {
+    let l4 = match packet::layout6(f) {
+        Some(l) => match l.upper {
+            Some((6, l4)) if l4 == IP + 40 => l4,
+            _ => return None,
+        },
+        None => {
+            let l = packet::layout(f)?;
+            if l.proto != 6 || l.ihl != 20 {
+                return None;
+            }
+            IP + l.ihl
+        }
+    };
+    f.get(l4 + 13).copied()
+}
+
 struct Driver {
     fam: &'static Family,
     snap: usize,
@@ -1037,7 +1056,10 @@ impl Driver {
                 }
             };
             self.check_resent(snap, Some((port, hold)), buf.data());
-            self.t.syn_resent += 1;
+            // A RST to a client given up on is not a SYN sent again.
+            if tcp_flags(buf.data()).is_none_or(|f| f & 0x04 == 0) {
+                self.t.syn_resent += 1;
+            }
             let f = Frame {
                 input: buf.data().to_vec(),
                 buf,
@@ -1094,6 +1116,10 @@ impl Driver {
     /// `syn.resend`, `syn.resend-rate`: a SYN sent again, out of `port`
     /// (held or not), or dropped (None).
     fn check_resent(&mut self, snap: &Snapshot, to: Option<(usize, bool)>, out: &[u8]) {
+        if tcp_flags(out).is_some_and(|f| f & 0x04 != 0) {
+            self.check_reset(out);
+            return;
+        }
         let now = self.now;
         let Some(first) = syn_key(out).and_then(|k| self.first_syns.get_mut(&k)) else {
             if to.is_some() {
@@ -1151,6 +1177,31 @@ impl Driver {
             );
         }
         first.times.push(now);
+    }
+
+    /// `syn.reset`: a RST out of the resend pass (a proxied connection
+    /// given up on) is RST and ACK, goes to a client whose first SYN went
+    /// to a real, and not before the three re-sends and 8 s more could
+    /// have passed (15 s after that first SYN).
+    fn check_reset(&mut self, out: &[u8]) {
+        let Some((_, _, client, client_port, _)) = syn_key(out) else {
+            self.v
+                .add("syn.reset", format!("a RST that is not TCP: {out:02x?}"));
+            return;
+        };
+        let give_up = (1 + 2 + 4 + 8) * SYN_RTO_MS;
+        let known = self.first_syns.iter().any(|(k, first)| {
+            k.0 == client && k.1 == client_port && self.now.wrapping_sub(first.times[0]) >= give_up
+        });
+        if tcp_flags(out) != Some(0x14) || !known {
+            self.v.add(
+                "syn.reset",
+                format!(
+                    "a RST from the resend pass at {} to no client given up on: {out:02x?}",
+                    self.now
+                ),
+            );
+        }
     }
 
     /// The worker's pass over its deferred frames, as after each poll.
