@@ -173,9 +173,9 @@ pub fn run_with_summary(data: &[u8]) -> (Violations, String) {
     d.finish();
     let t = &d.t;
     let mut summary = format!(
-        "{} frames in: {} sent ({} flow, {} arp, {} na, {} echo, {} frag-needed, {} icmp errors, {} SYNs sent again), {} consumed, {} handed off, {} held, {} deferred ({} sent on); {} solicitations",
+        "{} frames in: {} sent ({} flow, {} arp, {} na, {} echo, {} frag-needed, {} icmp errors, {} SYNs sent again, {} clients reset), {} consumed, {} handed off, {} held, {} deferred ({} sent on); {} solicitations",
         t.frames_in, t.sent, t.flow_packets, t.arp_replies, t.ndp_adverts, t.echo_replies,
-        t.frag_needed, t.icmp_errors, t.syn_resent, t.consumed, t.handoffs, t.held_total,
+        t.frag_needed, t.icmp_errors, t.syn_resent, t.syn_resets, t.consumed, t.handoffs, t.held_total,
         t.deferred_total, t.deferred_sent, t.ndp_solicits
     );
     for r in DropReason::ALL {
@@ -331,6 +331,8 @@ struct Tally {
     /// and of those the ones on their way (sent or held).
     made: u64,
     syn_resent: u64,
+    /// RSTs to clients of proxied connections given up on.
+    syn_resets: u64,
 }
 
 /// A count per drop reason (an array: `Default` stops at 32 elements).
@@ -1059,6 +1061,8 @@ impl Driver {
             // A RST to a client given up on is not a SYN sent again.
             if tcp_flags(buf.data()).is_none_or(|f| f & 0x04 == 0) {
                 self.t.syn_resent += 1;
+            } else {
+                self.t.syn_resets += 1;
             }
             let f = Frame {
                 input: buf.data().to_vec(),

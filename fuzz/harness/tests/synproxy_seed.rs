@@ -145,6 +145,46 @@ fn the_pipeline_target_sends_a_lost_syn_to_the_real_again() {
     check_kept("seed-syn-proxy-syn-retry", &input);
 }
 
+/// A real that never answers (kept in `fuzz/corpus/pipeline/
+/// seed-syn-proxy-give-up`): the client's ACK comes again every 876 ms,
+/// keeping its flow alive (the fuzz configs' `tcp_syn_timeout` is 2 s),
+/// the timer sends the SYN again three times, and 8 s after the last the
+/// proxy gives up: the client gets a RST (`syn.reset` checks it) and the
+/// flow is gone. Each reply answers the cookie SYN-ACK, which every SYN
+/// sent again pushes one further back among the packets sent.
+fn give_up_seed() -> Vec<u8> {
+    let frame = syn();
+    let mut d = vec![1, 0, 60, 0];
+    d.extend_from_slice(&[0x40, 0x00, 0x0f]);
+    d.extend_from_slice(&(frame.len() as u16).to_be_bytes());
+    d.extend_from_slice(&frame);
+    d.extend_from_slice(&[0xd0, 0x10, 0]);
+    let (step, mut now, mut last_syn, mut resent) = (7 * 125 + 1, 0u32, 0u32, 0u32);
+    while now < 18_500 {
+        now += step;
+        d.push(0x87);
+        if resent < 3 && now - last_syn >= 1000 << resent {
+            resent += 1;
+            last_syn = now;
+        }
+        d.extend_from_slice(&[0xd0 + 1 + resent as u8, 0x10, 0]);
+    }
+    d
+}
+
+#[test]
+fn the_pipeline_target_gives_up_on_a_real_that_never_answers() {
+    let input = give_up_seed();
+    let (v, summary) = lb_fuzz_harness::driver::run_with_summary(&input);
+    assert!(v.is_empty(), "{v:?}\n{summary}");
+    assert!(
+        summary.contains("3 SYNs sent again, 1 clients reset")
+            && summary.contains("0 flows and 0 IPv6 flows at the end"),
+        "{summary}"
+    );
+    check_kept("seed-syn-proxy-give-up", &input);
+}
+
 /// [`syn_retry_seed`] with a scarce mbuf pool (`h0 & 0x80`; kept in
 /// `seed-syn-proxy-syn-retry-no-mbuf`): a second on, the timer finds the
 /// SYN due and the pass no buffer for it (`no_mbuf`); that costs the flow
