@@ -280,29 +280,10 @@ impl Pipeline {
                 self.stats.drop_packet(DropReason::NoMbuf);
                 continue;
             };
-            let v = self.write_reset(snap, &mut pkt, &r, now);
+            let v = self.write_made(snap, &mut pkt, &reset_segment(&r), now);
             out(self, pkt, v);
         }
         self.resend_syns6(snap, now, &mut alloc, &mut out);
-    }
-
-    /// The RST to the client of a connection given up on, as a whole
-    /// frame in `pkt`, routed to the client.
-    fn write_reset<B: PacketBuf>(
-        &mut self,
-        snap: &Snapshot,
-        pkt: &mut B,
-        r: &ProxyReset<Ipv4Addr>,
-        now: u32,
-    ) -> Verdict {
-        if !pkt.set_len(IP) {
-            return Verdict::Drop(DropReason::NoHeadroom);
-        }
-        EthernetFrame::new_unchecked(pkt.data_mut()).set_ethertype(EtherType::Ipv4);
-        let Some(end) = frames::write(pkt, &reset_segment(r)) else {
-            return Verdict::Drop(DropReason::NoHeadroom);
-        };
-        self.egress.route(snap, pkt, r.key.client, end, now)
     }
 
     /// The SYN `syn` as a whole frame in `pkt`, routed to its real.
@@ -313,16 +294,29 @@ impl Pipeline {
         syn: &ProxySyn<Ipv4Addr>,
         now: u32,
     ) -> Verdict {
+        self.write_made(snap, pkt, &syn_segment(syn), now)
+    }
+
+    /// A segment the proxy makes between bursts (a SYN sent again, a
+    /// client's RST) as a whole frame in `pkt`, a new buffer, routed to
+    /// its destination.
+    fn write_made<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        seg: &frames::Segment,
+        now: u32,
+    ) -> Verdict {
         // A new buffer: the Ethernet header's type here (a received frame
         // had it), its addresses from egress, as for the first.
         if !pkt.set_len(IP) {
             return Verdict::Drop(DropReason::NoHeadroom);
         }
         EthernetFrame::new_unchecked(pkt.data_mut()).set_ethertype(EtherType::Ipv4);
-        let Some(end) = frames::write(pkt, &syn_segment(syn)) else {
+        let Some(end) = frames::write(pkt, seg) else {
             return Verdict::Drop(DropReason::NoHeadroom);
         };
-        self.egress.route(snap, pkt, syn.real, end, now)
+        self.egress.route(snap, pkt, seg.dst, end, now)
     }
 
     /// The real's SYN-ACK for a waiting flow becomes the ACK to the real;

@@ -262,29 +262,11 @@ impl Pipeline {
                 self.stats.drop_packet(DropReason::NoMbuf);
                 continue;
             };
-            let v = self.write_reset6(snap, &mut pkt, &r, now);
+            let mut seg = super::synproxy::reset_segment(&r);
+            seg.ttl = crate::wire::ipv6::DEFAULT_HOP_LIMIT;
+            let v = self.write_made6(snap, &mut pkt, &seg, now);
             out(self, pkt, v);
         }
-    }
-
-    /// [`Pipeline::write_reset`] for IPv6.
-    fn write_reset6<B: PacketBuf>(
-        &mut self,
-        snap: &Snapshot,
-        pkt: &mut B,
-        r: &crate::flow::synproxy::ProxyReset<Ipv6Addr>,
-        now: u32,
-    ) -> Verdict {
-        if !pkt.set_len(IP) {
-            return Verdict::Drop(DropReason::NoHeadroom);
-        }
-        EthernetFrame::new_unchecked(pkt.data_mut()).set_ethertype(EtherType::Ipv6);
-        let mut seg = super::synproxy::reset_segment(r);
-        seg.ttl = crate::wire::ipv6::DEFAULT_HOP_LIMIT;
-        let Some(end) = write6(pkt, &seg) else {
-            return Verdict::Drop(DropReason::NoHeadroom);
-        };
-        self.egress.route6(snap, pkt, r.key.client, end, now)
     }
 
     /// The SYN `syn` as a whole IPv6 frame in `pkt`, routed to its real.
@@ -295,16 +277,27 @@ impl Pipeline {
         syn: &ProxySyn<Ipv6Addr>,
         now: u32,
     ) -> Verdict {
+        self.write_made6(snap, pkt, &syn_segment6(syn), now)
+    }
+
+    /// [`Pipeline::write_made`] for IPv6.
+    fn write_made6<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        seg: &crate::synproxy::frames::Segment<Ipv6Addr>,
+        now: u32,
+    ) -> Verdict {
         // A new buffer: the Ethernet header's type here, its addresses
         // from egress, as for the first.
         if !pkt.set_len(IP) {
             return Verdict::Drop(DropReason::NoHeadroom);
         }
         EthernetFrame::new_unchecked(pkt.data_mut()).set_ethertype(EtherType::Ipv6);
-        let Some(end) = write6(pkt, &syn_segment6(syn)) else {
+        let Some(end) = write6(pkt, seg) else {
             return Verdict::Drop(DropReason::NoHeadroom);
         };
-        self.egress.route6(snap, pkt, syn.real, end, now)
+        self.egress.route6(snap, pkt, seg.dst, end, now)
     }
 
     /// The real's SYN-ACK for a waiting IPv6 flow becomes the ACK to the
