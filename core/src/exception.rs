@@ -79,23 +79,58 @@ pub enum Source {
 /// not take ARP, neighbor discovery, BGP and BFD down. (IPv6 with
 /// extension headers is not looked into: none of these use them.)
 pub fn is_control(frame: &[u8], source: impl Fn(IpAddr) -> Source) -> bool {
+    match read(frame) {
+        Some(Kernel::Arp) => true,
+        Some(Kernel::Ip(ip)) => l4_control(ip.protocol, ip.l4, ip.ttl, || source(ip.src)),
+        None => false,
+    }
+}
+
+/// What the budgets read of a frame for the kernel.
+enum Kernel<'a> {
+    Arp,
+    Ip(IpView<'a>),
+}
+
+/// An IPv4 or IPv6 packet's source, protocol (next header), TTL (hop
+/// limit) and payload.
+struct IpView<'a> {
+    src: IpAddr,
+    protocol: crate::wire::IpProtocol,
+    ttl: u8,
+    l4: &'a [u8],
+}
+
+/// Reads `frame` once for [`is_control`] and [`kernel_class`]: ARP, an IP
+/// packet, or None for anything else (or cut short).
+fn read(frame: &[u8]) -> Option<Kernel<'_>> {
     use crate::wire::{EtherType, EthernetFrame, Ipv4Packet, Ipv6Packet};
-    let Ok(eth) = EthernetFrame::new_checked(frame) else {
-        return false;
-    };
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let payload = frame.get(crate::wire::ethernet::HEADER_LEN..)?;
     match eth.ethertype() {
-        EtherType::Arp => true,
-        EtherType::Ipv4 => Ipv4Packet::new_checked(eth.payload()).is_ok_and(|ip| {
-            l4_control(ip.protocol(), ip.payload(), ip.ttl(), || {
-                source(ip.src_addr().into())
-            })
-        }),
-        EtherType::Ipv6 => Ipv6Packet::new_checked(eth.payload()).is_ok_and(|ip| {
-            l4_control(ip.next_header(), ip.payload(), ip.hop_limit(), || {
-                source(ip.src_addr().into())
-            })
-        }),
-        _ => false,
+        EtherType::Arp => Some(Kernel::Arp),
+        EtherType::Ipv4 => {
+            let ip = Ipv4Packet::new_checked(payload).ok()?;
+            let l4 = ip.header_len()..ip.header_len() + ip.payload().len();
+            Some(Kernel::Ip(IpView {
+                src: ip.src_addr().into(),
+                protocol: ip.protocol(),
+                ttl: ip.ttl(),
+                l4: payload.get(l4)?,
+            }))
+        }
+        EtherType::Ipv6 => {
+            let ip = Ipv6Packet::new_checked(payload).ok()?;
+            let l4 =
+                crate::wire::ipv6::HEADER_LEN..crate::wire::ipv6::HEADER_LEN + ip.payload().len();
+            Some(Kernel::Ip(IpView {
+                src: ip.src_addr().into(),
+                protocol: ip.next_header(),
+                ttl: ip.hop_limit(),
+                l4: payload.get(l4)?,
+            }))
+        }
+        _ => None,
     }
 }
 
@@ -158,27 +193,13 @@ pub fn kernel_class(
     source: impl Fn(IpAddr) -> Source,
     is_real: impl Fn(IpAddr) -> bool,
 ) -> KernelClass {
-    if is_control(frame, source) {
-        KernelClass::Control
-    } else if ip_source(frame).is_some_and(is_real) {
-        KernelClass::Reals
-    } else {
-        KernelClass::Other
-    }
-}
-
-/// The IPv4 or IPv6 source address of an Ethernet frame, if it has one.
-fn ip_source(frame: &[u8]) -> Option<IpAddr> {
-    use crate::wire::{EtherType, EthernetFrame, Ipv4Packet, Ipv6Packet};
-    let eth = EthernetFrame::new_checked(frame).ok()?;
-    match eth.ethertype() {
-        EtherType::Ipv4 => Ipv4Packet::new_checked(eth.payload())
-            .ok()
-            .map(|ip| ip.src_addr().into()),
-        EtherType::Ipv6 => Ipv6Packet::new_checked(eth.payload())
-            .ok()
-            .map(|ip| ip.src_addr().into()),
-        _ => None,
+    match read(frame) {
+        Some(Kernel::Arp) => KernelClass::Control,
+        Some(Kernel::Ip(ip)) if l4_control(ip.protocol, ip.l4, ip.ttl, || source(ip.src)) => {
+            KernelClass::Control
+        }
+        Some(Kernel::Ip(ip)) if is_real(ip.src) => KernelClass::Reals,
+        _ => KernelClass::Other,
     }
 }
 
