@@ -27,14 +27,20 @@ fn syn() -> Vec<u8> {
     f
 }
 
-fn seed() -> Vec<u8> {
-    let frame = syn();
-    // One-arm topology, 1 worker, capacity 64, clock from 0.
+/// An input's start: the one-arm topology, 1 worker, capacity 64, the
+/// clock from 0; then `frame` as a BURST of one (port 0, worker 0, flags
+/// 0x0f: lengths and checksums fixed).
+fn opening(frame: &[u8]) -> Vec<u8> {
     let mut d = vec![1, 0, 60, 0];
-    // BURST of one, one by one: port 0, worker 0; flags 0x0f.
     d.extend_from_slice(&[0x40, 0x00, 0x0f]);
     d.extend_from_slice(&(frame.len() as u16).to_be_bytes());
-    d.extend_from_slice(&frame);
+    d.extend_from_slice(frame);
+    d
+}
+
+fn seed() -> Vec<u8> {
+    let frame = syn();
+    let mut d = opening(&frame);
     // The client answers the SYN-ACK (ACK), the real the SYN (SYN-ACK),
     // the real sends data after the ACK it got, the client answers it.
     for flags in [0x10u8, 0x12, 0x18, 0x18, 0x11, 0x11] {
@@ -61,10 +67,7 @@ fn the_pipeline_target_reaches_the_whole_proxied_handshake() {
 /// after the real's SYN-ACK sends it on, and the real answers it.
 fn early_data_seed() -> Vec<u8> {
     let frame = syn();
-    let mut d = vec![1, 0, 60, 0];
-    d.extend_from_slice(&[0x40, 0x00, 0x0f]);
-    d.extend_from_slice(&(frame.len() as u16).to_be_bytes());
-    d.extend_from_slice(&frame);
+    let mut d = opening(&frame);
     // The client's ACK (to the cookie SYN-ACK), then its request (to the
     // SYN-ACK again, the second latest sent: with data) before the real's
     // SYN-ACK (to the SYN to the real, now the latest); the real answers
@@ -108,10 +111,7 @@ fn syn_retry_seed() -> Vec<u8> {
 
 /// [`syn_retry_seed`] beginning with the SYN `frame`.
 fn syn_retry_seed_of(frame: &[u8]) -> Vec<u8> {
-    let mut d = vec![1, 0, 60, 0];
-    d.extend_from_slice(&[0x40, 0x00, 0x0f]);
-    d.extend_from_slice(&(frame.len() as u16).to_be_bytes());
-    d.extend_from_slice(frame);
+    let mut d = opening(frame);
     // The client's ACK (to the cookie SYN-ACK): the SYN to the real, lost.
     d.extend_from_slice(&[0xd0, 0x10, 0]);
     // 1001 ms on, the client's ACK again (to the SYN-ACK, now the second
@@ -154,10 +154,7 @@ fn the_pipeline_target_sends_a_lost_syn_to_the_real_again() {
 /// sent again pushes one further back among the packets sent.
 fn give_up_seed() -> Vec<u8> {
     let frame = syn();
-    let mut d = vec![1, 0, 60, 0];
-    d.extend_from_slice(&[0x40, 0x00, 0x0f]);
-    d.extend_from_slice(&(frame.len() as u16).to_be_bytes());
-    d.extend_from_slice(&frame);
+    let mut d = opening(&frame);
     d.extend_from_slice(&[0xd0, 0x10, 0]);
     let (step, mut now, mut last_syn, mut resent) = (7 * 125 + 1, 0u32, 0u32, 0u32);
     while now < 18_500 {
@@ -224,10 +221,7 @@ fn syn6() -> Vec<u8> {
 }
 
 fn with_frame(frame: &[u8], replies: &[(u8, u8, u8)]) -> Vec<u8> {
-    let mut d = vec![1, 0, 60, 0];
-    d.extend_from_slice(&[0x40, 0x00, 0x0f]);
-    d.extend_from_slice(&(frame.len() as u16).to_be_bytes());
-    d.extend_from_slice(frame);
+    let mut d = opening(frame);
     for &(op, flags, b) in replies {
         d.extend_from_slice(&[op, flags, b]);
     }
