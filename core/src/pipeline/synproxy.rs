@@ -267,7 +267,7 @@ impl Pipeline {
                 self.stats.drop_packet(DropReason::NoMbuf);
                 continue;
             };
-            let v = self.write_syn_again(snap, &mut pkt, &syn, now);
+            let v = self.write_made(snap, &mut pkt, &syn_segment(&syn), now);
             if matches!(v, Verdict::Transmit(_) | Verdict::Hold { .. }) {
                 self.stats.syn_proxy_syn_retransmits.incr();
             }
@@ -280,21 +280,10 @@ impl Pipeline {
                 self.stats.drop_packet(DropReason::NoMbuf);
                 continue;
             };
-            let v = self.write_made(snap, &mut pkt, &reset_segment(&r), now);
+            let v = self.write_made(snap, &mut pkt, &reset_segment(&r, DEFAULT_TTL), now);
             out(self, pkt, v);
         }
         self.resend_syns6(snap, now, &mut alloc, &mut out);
-    }
-
-    /// The SYN `syn` as a whole frame in `pkt`, routed to its real.
-    fn write_syn_again<B: PacketBuf>(
-        &mut self,
-        snap: &Snapshot,
-        pkt: &mut B,
-        syn: &ProxySyn<Ipv4Addr>,
-        now: u32,
-    ) -> Verdict {
-        self.write_made(snap, pkt, &syn_segment(syn), now)
     }
 
     /// A segment the proxy makes between bursts (a SYN sent again, a
@@ -383,8 +372,12 @@ impl Pipeline {
 }
 
 /// The RST to the client of a proxied connection given up on: from the
-/// VIP, at the sequence number the client expects.
-pub(super) fn reset_segment<A: crate::flow::FlowAddr>(r: &ProxyReset<A>) -> frames::Segment<A> {
+/// VIP, at the sequence number the client expects, with TTL (hop limit)
+/// `ttl`.
+pub(super) fn reset_segment<A: crate::flow::FlowAddr>(
+    r: &ProxyReset<A>,
+    ttl: u8,
+) -> frames::Segment<A> {
     frames::Segment {
         src: r.key.vip,
         dst: r.key.client,
@@ -394,7 +387,7 @@ pub(super) fn reset_segment<A: crate::flow::FlowAddr>(r: &ProxyReset<A>) -> fram
         ack: r.ack,
         flags: TcpFlags::RST | TcpFlags::ACK,
         window: 0,
-        ttl: DEFAULT_TTL,
+        ttl,
         options: TcpOptions::default(),
     }
 }

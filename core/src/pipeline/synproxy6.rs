@@ -246,7 +246,7 @@ impl Pipeline {
                 self.stats.drop_packet(DropReason::NoMbuf);
                 continue;
             };
-            let v = self.write_syn_again6(snap, &mut pkt, &syn, now);
+            let v = self.write_made6(snap, &mut pkt, &syn_segment6(&syn), now);
             if matches!(v, Verdict::Transmit(_) | Verdict::Hold6 { .. }) {
                 self.stats.syn_proxy_syn_retransmits.incr();
             }
@@ -262,22 +262,10 @@ impl Pipeline {
                 self.stats.drop_packet(DropReason::NoMbuf);
                 continue;
             };
-            let mut seg = super::synproxy::reset_segment(&r);
-            seg.ttl = crate::wire::ipv6::DEFAULT_HOP_LIMIT;
+            let seg = super::synproxy::reset_segment(&r, crate::wire::ipv6::DEFAULT_HOP_LIMIT);
             let v = self.write_made6(snap, &mut pkt, &seg, now);
             out(self, pkt, v);
         }
-    }
-
-    /// The SYN `syn` as a whole IPv6 frame in `pkt`, routed to its real.
-    fn write_syn_again6<B: PacketBuf>(
-        &mut self,
-        snap: &Snapshot,
-        pkt: &mut B,
-        syn: &ProxySyn<Ipv6Addr>,
-        now: u32,
-    ) -> Verdict {
-        self.write_made6(snap, pkt, &syn_segment6(syn), now)
     }
 
     /// [`Pipeline::write_made`] for IPv6.
