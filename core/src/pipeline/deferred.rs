@@ -13,7 +13,10 @@
 //! taken, or kept too long, is dropped as `syn_proxy_pending` (what
 //! happened to all of them before): its client retransmits it as it did.
 //! One client holds at most `DEFER_PER_FLOW` slots per connection, and
-//! each connection cost it a round trip with a valid cookie.
+//! each connection cost it a round trip with a valid cookie; one source
+//! (an IPv4 address, an IPv6 /64) holds at most a quarter of the slots
+//! ([`DeferList::per_source`]), so a client that opens many connections
+//! to a slow real cannot take the early data of every other client.
 //!
 //! Generic over the buffer, so that the worker (mbufs), the fuzz harness
 //! and the tests run the same code.
@@ -63,17 +66,21 @@ struct Deferred<B> {
 pub struct DeferList<B> {
     q: VecDeque<Deferred<B>>,
     slots: usize,
+    /// Frames one source may have kept at once.
+    per_source: usize,
     max_age: u32,
     /// Run every frame again at the next pass (a new config).
     recheck: bool,
 }
 
 impl<B: PacketBuf> DeferList<B> {
-    /// A list of `slots` frames, each kept at most `max_age` ms.
+    /// A list of `slots` frames, each kept at most `max_age` ms, at most a
+    /// quarter of them (at least one) from one source.
     pub fn new(slots: usize, max_age: u32) -> DeferList<B> {
         DeferList {
             q: VecDeque::with_capacity(slots),
             slots,
+            per_source: slots.div_ceil(4).max(1),
             max_age,
             recheck: false,
         }
@@ -87,9 +94,16 @@ impl<B: PacketBuf> DeferList<B> {
         self.q.is_empty()
     }
 
+    /// How many frames one source (an IPv4 address, an IPv6 /64: what one
+    /// host or one customer is given) may have kept at once.
+    pub fn per_source(&self) -> usize {
+        self.per_source
+    }
+
     /// Keeps `pkt`, received on port index `in_port`, which the pipeline
     /// deferred with `verdict` at time `now` (counted in
-    /// `syn_proxy_deferred`). When every slot is taken, or `verdict` is no
+    /// `syn_proxy_deferred`). When every slot is taken, its source has
+    /// [`Self::per_source`] kept already, or `verdict` is no
     /// [`Verdict::Defer`] or [`Verdict::Defer6`] (or, for the latter, the
     /// frame holds no IPv6 header), it is given back for the caller to
     /// count as dropped (`syn_proxy_pending`) and free.
@@ -114,6 +128,16 @@ impl<B: PacketBuf> DeferList<B> {
             _ => return Err(pkt),
         };
         if self.q.len() >= self.slots {
+            return Err(pkt);
+        }
+        let source = source_of(client);
+        if self
+            .q
+            .iter()
+            .filter(|d| source_of(d.client) == source)
+            .count()
+            >= self.per_source
+        {
             return Err(pkt);
         }
         self.q.push_back(Deferred {
@@ -252,6 +276,16 @@ impl Pipeline {
     }
 }
 
+/// What one source is for [`DeferList::per_source`]: an IPv4 address, or
+/// an IPv6 address's /64 (the least a network gives one host), which no
+/// IPv4 address equals.
+fn source_of(client: IpAddr) -> (bool, u64) {
+    match client {
+        IpAddr::V4(a) => (false, u64::from(u32::from(a))),
+        IpAddr::V6(a) => (true, (u128::from(a) >> 64) as u64),
+    }
+}
+
 /// The IPv6 source of a frame (a deferred IPv6 client's segment, as it
 /// came in: the client's address).
 fn source6<B: PacketBuf>(pkt: &B) -> Option<Ipv6Addr> {
@@ -259,4 +293,101 @@ fn source6<B: PacketBuf>(pkt: &B) -> Option<Ipv6Addr> {
     Ipv6Packet::new_checked_header(header)
         .ok()
         .map(|ip| ip.src_addr())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::buffer::VecBuf;
+
+    /// A frame whose IPv6 source is `src` (all `push` reads of a `Defer6`).
+    fn frame6(src: Ipv6Addr) -> VecBuf {
+        let mut f = vec![0u8; IP + 40];
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        f[IP] = 0x60;
+        f[IP + 6] = 6;
+        f[IP + 7] = 64;
+        f[IP + 8..IP + 24].copy_from_slice(&src.octets());
+        f[IP + 24..IP + 40]
+            .copy_from_slice(&Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x80).octets());
+        VecBuf::from_bytes(&f)
+    }
+
+    fn push4(
+        list: &mut DeferList<VecBuf>,
+        client: Ipv4Addr,
+        port: u16,
+        stats: &WorkerStats,
+    ) -> bool {
+        let v = Verdict::Defer {
+            client,
+            client_port: port,
+        };
+        list.push(VecBuf::from_bytes(&[0; 64]), 0, v, 1, stats)
+            .is_ok()
+    }
+
+    fn push6(
+        list: &mut DeferList<VecBuf>,
+        client: Ipv6Addr,
+        port: u16,
+        stats: &WorkerStats,
+    ) -> bool {
+        let v = Verdict::Defer6 { client_port: port };
+        list.push(frame6(client), 0, v, 1, stats).is_ok()
+    }
+
+    #[test]
+    fn one_source_keeps_at_most_a_quarter_of_the_slots() {
+        let stats = WorkerStats::default();
+        let mut list = DeferList::<VecBuf>::new(DEFER_SLOTS, DEFER_MS);
+        assert_eq!(list.per_source(), DEFER_SLOTS / 4);
+        let greedy = Ipv4Addr::new(198, 18, 0, 7);
+        let kept = (0..DEFER_SLOTS as u16)
+            .filter(|&i| push4(&mut list, greedy, 1024 + i, &stats))
+            .count();
+        assert_eq!(kept, DEFER_SLOTS / 4, "one address, many connections");
+        // Everybody else still gets theirs.
+        assert!(push4(&mut list, Ipv4Addr::new(198, 18, 0, 8), 1024, &stats));
+
+        // IPv6: a /64 is one source, whichever of its addresses sends.
+        let net = |host: u16| Ipv6Addr::new(0x2001, 2, 0, 0x10, 0, 0, 0, host);
+        let kept6 = (0..DEFER_SLOTS as u16)
+            .filter(|&i| push6(&mut list, net(i + 1), 1024, &stats))
+            .count();
+        assert_eq!(kept6, DEFER_SLOTS / 4, "one /64, many addresses");
+        let other = Ipv6Addr::new(0x2001, 2, 0, 0x11, 0, 0, 0, 1);
+        assert!(push6(&mut list, other, 1024, &stats));
+        assert_eq!(list.len(), DEFER_SLOTS / 2 + 2);
+        assert_eq!(stats.syn_proxy_deferred.get(), list.len() as u64);
+
+        // The whole list still fills, from enough sources.
+        let mut host = 0u8;
+        while list.len() < DEFER_SLOTS {
+            host += 1;
+            assert!(push4(
+                &mut list,
+                Ipv4Addr::new(198, 19, 0, host),
+                80,
+                &stats
+            ));
+        }
+        assert!(
+            !push4(&mut list, Ipv4Addr::new(198, 19, 1, 1), 80, &stats),
+            "full"
+        );
+    }
+
+    #[test]
+    fn a_small_list_still_keeps_one_per_source() {
+        let stats = WorkerStats::default();
+        let mut list = DeferList::<VecBuf>::new(2, DEFER_MS);
+        assert_eq!(list.per_source(), 1);
+        let c = Ipv4Addr::new(198, 18, 0, 7);
+        assert!(push4(&mut list, c, 1, &stats));
+        assert!(!push4(&mut list, c, 2, &stats));
+        assert!(push4(&mut list, Ipv4Addr::new(198, 18, 0, 9), 1, &stats));
+    }
 }
