@@ -186,6 +186,49 @@ impl<M> Holds<M> {
     }
 }
 
+impl<M> Holds<M> {
+    /// Gives `send` every held packet whose next hop `resolve` knows now,
+    /// with that MAC address, in the order they were held (slots are
+    /// reused out of order, so two packets for one next hop could leave
+    /// the wrong way round: found in review), and `expired` every other
+    /// one held longer than [`HOLD_MS`].
+    fn release(
+        &mut self,
+        now: u32,
+        resolve: impl Fn(IpAddr) -> Option<MacAddr>,
+        mut expired: impl FnMut(M),
+        mut send: impl FnMut(Held<M>, MacAddr),
+    ) {
+        let mut ready = [(0u64, 0usize, MacAddr::ZERO); HOLD_SLOTS];
+        let mut n = 0;
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(h) = slot.as_ref() else { continue };
+            if let Some(mac) = resolve(h.next_hop) {
+                if let Some(r) = ready.get_mut(n) {
+                    *r = (h.seq, i, mac);
+                    n += 1;
+                }
+            } else if now.wrapping_sub(h.since) > HOLD_MS {
+                if let Some(h) = slot.take() {
+                    self.n -= 1;
+                    expired(h.mbuf);
+                }
+            }
+        }
+        let ready = &mut ready[..n];
+        ready.sort_unstable_by_key(|r| r.0);
+        for &(_, i, mac) in ready.iter() {
+            // Not an expect: no panic on the per-packet path, even one
+            // that cannot happen.
+            let Some(h) = self.slots.get_mut(i).and_then(Option::take) else {
+                continue;
+            };
+            self.n -= 1;
+            send(h, mac);
+        }
+    }
+}
+
 /// What became of a packet given to [`Holds::hold`].
 enum Holding<M> {
     Taken,
@@ -779,9 +822,7 @@ fn hold_for(
 }
 
 /// Sends held packets whose next hop resolved, in the order they were
-/// held (slots are reused out of order, so two packets for one next hop
-/// could leave the wrong way round: found in review); drops those that
-/// waited too long.
+/// held; drops those that waited too long.
 fn release_held(
     pipeline: &Pipeline,
     snap: &Snapshot,
@@ -790,40 +831,21 @@ fn release_held(
     tx: &mut [TxQueue],
     stats: &WorkerStats,
 ) {
-    let mut ready = [(0u64, 0usize, MacAddr::ZERO); HOLD_SLOTS];
-    let mut n = 0;
-    for (i, slot) in l.held.slots.iter_mut().enumerate() {
-        let Some(h) = slot.as_ref() else { continue };
-        if let Some(mac) = pipeline.resolved(snap, h.next_hop) {
-            if let Some(r) = ready.get_mut(n) {
-                *r = (h.seq, i, mac);
-                n += 1;
-            }
-        } else if now.wrapping_sub(h.since) > HOLD_MS {
-            slot.take();
-            l.held.n -= 1;
-            stats.drop_packet(DropReason::NeighborUnresolved);
-        }
-    }
-    let ready = &mut ready[..n];
-    ready.sort_unstable_by_key(|r| r.0);
-    for &(_, i, mac) in ready.iter() {
-        // Not an expect: no panic on the per-packet path, even one that
-        // cannot happen.
-        let Some(mut h) = l.held.slots.get_mut(i).and_then(Option::take) else {
-            continue;
-        };
-        l.held.n -= 1;
-        match snap.ports.get(h.port) {
-            Some(p) if h.port < l.out.len() => {
+    let Loop { held, out, .. } = l;
+    held.release(
+        now,
+        |next_hop| pipeline.resolved(snap, next_hop),
+        |_expired| stats.drop_packet(DropReason::NeighborUnresolved),
+        |mut h, mac| match snap.ports.get(h.port) {
+            Some(p) if h.port < out.len() => {
                 forward::set_macs(h.mbuf.data_mut(), mac, p.mac);
-                enqueue(&mut l.out, tx, h.port, h.mbuf, stats);
+                enqueue(out, tx, h.port, h.mbuf, stats);
             }
             // A port that is no more (it cannot be: ports change only with
             // a restart): counted, not freed silently.
             _ => stats.drop_packet(DropReason::NoRoute),
-        }
-    }
+        },
+    );
 }
 
 #[inline]
@@ -859,6 +881,58 @@ mod tests {
 
     fn ip(i: u32) -> IpAddr {
         IpAddr::V4(std::net::Ipv4Addr::from(0xc612_0000 + i))
+    }
+
+    /// Found in review: slots are reused out of order, and packets left in
+    /// slot order. They leave in the order they were held.
+    #[test]
+    fn held_packets_leave_in_the_order_they_were_held() {
+        let mut h: Holds<u32> = Holds::new();
+        let mac = MacAddr([2, 0, 0, 0, 0, 9]);
+        // Fill slots 0..4, free 1 and 3 (their next hop, ip(9), resolves
+        // first), then hold more: they take slots 1 and 3, before older
+        // packets in slots 2 and 4.
+        for (k, hop) in [(0, 1), (1, 9), (2, 1), (3, 9), (4, 1)] {
+            assert!(matches!(h.hold(k, 0, ip(hop), false, 0), Holding::Taken));
+        }
+        let mut sent = Vec::new();
+        h.release(
+            1,
+            |hop| (hop == ip(9)).then_some(mac),
+            |_| panic!("nothing expired"),
+            |p, m| sent.push((p.mbuf, m)),
+        );
+        assert_eq!(sent, [(1, mac), (3, mac)]);
+        for k in [5, 6] {
+            assert!(matches!(h.hold(k, 0, ip(1), false, 2), Holding::Taken));
+        }
+        assert_eq!(h.n, 5);
+        let mut sent = Vec::new();
+        h.release(
+            3,
+            |hop| (hop == ip(1)).then_some(mac),
+            |_| panic!("nothing expired"),
+            |p, _| sent.push(p.mbuf),
+        );
+        assert_eq!(sent, [0, 2, 4, 5, 6]);
+        assert_eq!(h.n, 0);
+    }
+
+    #[test]
+    fn held_packets_of_an_unresolved_next_hop_expire() {
+        let nothing = |_: IpAddr| None;
+        // Held at 0, and just before the worker's clock wraps.
+        for since in [0, u32::MAX - 5] {
+            let mut h: Holds<u32> = Holds::new();
+            assert!(matches!(h.hold(1, 0, ip(1), false, since), Holding::Taken));
+            let mut gone = Vec::new();
+            let at = |ms: u32| since.wrapping_add(ms);
+            h.release(at(HOLD_MS), nothing, |p| gone.push(p), |_, _| panic!());
+            assert!(gone.is_empty(), "not yet, held at {since}");
+            h.release(at(HOLD_MS + 1), nothing, |p| gone.push(p), |_, _| panic!());
+            assert_eq!(gone, [1], "held at {since}");
+            assert_eq!(h.n, 0);
+        }
     }
 
     #[test]
