@@ -33,8 +33,9 @@
 //!   flow, to an `mh` service) are unconfirmed; with TUN or DR they get no
 //!   entry at all once the table is at least half full (the next packet
 //!   hashes to the same real), so a flood of lone ACKs costs no room.
-//! - **Per source:** when the table is at least half full, a client address
-//!   that already holds [`Conntrack::source_limit`] flows gets no more
+//! - **Per source:** when the table is at least half full, a source (an
+//!   IPv4 client address, an IPv6 client's /64: [`FlowAddr::source`]) that
+//!   already holds [`Conntrack::source_limit`] flows gets no more
 //!   (`source_limit`), so one source cannot own the table with handshakes
 //!   it really completes. Counted in hashed buckets (seeded), so sources
 //!   that share a bucket share a limit.
@@ -178,8 +179,8 @@ impl<A: FlowAddr> Conntrack<A> {
         }
     }
 
-    /// How many flows one client address may hold while the table is at
-    /// least half full.
+    /// How many flows one source (an IPv4 client address, an IPv6 client's
+    /// /64) may hold while the table is at least half full.
     pub fn source_limit(&self) -> u32 {
         self.source_limit
     }
@@ -198,7 +199,10 @@ impl<A: FlowAddr> Conntrack<A> {
 
     #[inline]
     pub(super) fn source_bucket(&self, client: A) -> usize {
-        let h = self.table.seed().flow(0, client, 0, A::UNSPECIFIED, 0);
+        let h = self
+            .table
+            .seed()
+            .flow(0, client.source(), 0, A::UNSPECIFIED, 0);
         (h as usize) & (self.sources.len() - 1)
     }
 
@@ -1084,3 +1088,7 @@ impl<A: FlowAddr> Conntrack<A> {
 pub(super) fn real_addr<A: FlowAddr>(address: impl Into<IpAddr>) -> A {
     A::from_ip(address.into()).unwrap_or(A::UNSPECIFIED)
 }
+
+#[cfg(test)]
+#[path = "conntrack_tests.rs"]
+mod tests;

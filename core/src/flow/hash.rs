@@ -34,6 +34,11 @@ pub trait FlowAddr: Copy + Eq + Hash + fmt::Debug + fmt::Display + Send + Sync +
     /// This family's address, if `ip` is one.
     fn from_ip(ip: IpAddr) -> Option<Self>;
 
+    /// What per-source limits count as one source: an IPv4 address, an
+    /// IPv6 address's /64 (the least a network gives one host; a host
+    /// with a /64 has 2^64 addresses to spread its flows over).
+    fn source(self) -> Self;
+
     fn to_ip(self) -> IpAddr;
 }
 
@@ -62,6 +67,11 @@ impl FlowAddr for Ipv4Addr {
     #[inline]
     fn to_ip(self) -> IpAddr {
         IpAddr::V4(self)
+    }
+
+    #[inline]
+    fn source(self) -> Self {
+        self
     }
 }
 
@@ -104,6 +114,11 @@ impl FlowAddr for Ipv6Addr {
     #[inline]
     fn to_ip(self) -> IpAddr {
         IpAddr::V6(self)
+    }
+
+    #[inline]
+    fn source(self) -> Self {
+        Ipv6Addr::from(u128::from(self) & !u128::from(u64::MAX))
     }
 }
 

@@ -1,0 +1,143 @@
+//! Per-source limits: one source (an IPv4 address, an IPv6 /64) holds at
+//! most its share of a table that is at least half full.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use lb_config::Config;
+
+use super::*;
+use crate::snapshot::Ids;
+
+const CONFIG: &str = r#"
+[workers]
+lcores = [1]
+[[ports]]
+name = "wan"
+device = "net_null0"
+address = "198.18.0.2/24"
+address6 = "2001:2::2/64"
+[[services]]
+name = "web"
+vip = "198.18.1.100"
+port = 80
+syn_proxy = "off"
+[[services.reals]]
+address = "198.18.0.11"
+port = 8080
+[[services]]
+name = "web6"
+vip = "2001:2:0:1::100"
+port = 80
+syn_proxy = "off"
+[[services.reals]]
+address = "2001:2::11"
+"#;
+
+const CAPACITY: usize = 1024;
+
+fn snapshot() -> Snapshot {
+    let config = Config::parse(CONFIG).expect("valid");
+    Snapshot::compile(&config, &[], 1, &mut Ids::default(), |_, _, _| true).unwrap()
+}
+
+/// A client's SYN to the service at `vip`:80.
+fn syn<A: FlowAddr>(
+    ct: &mut Conntrack<A>,
+    snap: &Snapshot,
+    service: usize,
+    client: A,
+    port: u16,
+    vip: A,
+) -> Result<Target<A>, DropReason> {
+    let mut schedulers = Schedulers::default();
+    schedulers.adopt(snap);
+    let k = FlowKey {
+        proto: 6,
+        client,
+        client_port: port,
+        vip,
+        vip_port: 80,
+    };
+    let h = ct.table().key_hash(&k);
+    let s = Segment {
+        flags: TcpFlags::SYN,
+        seq: 1000,
+        ack: 0,
+        len: 0,
+    };
+    ct.lookup_or_create::<VecBuf>(snap, service, &k, h, Some(s), 0, &mut schedulers)
+}
+
+/// Fills half of `ct` from `other(i)`, one flow each: per-source limits
+/// apply from then on.
+fn half_full<A: FlowAddr>(
+    ct: &mut Conntrack<A>,
+    snap: &Snapshot,
+    service: usize,
+    vip: A,
+    other: impl Fn(u32) -> A,
+) {
+    for i in 0..CAPACITY as u32 / 2 {
+        syn(ct, snap, service, other(i), 1024, vip).unwrap();
+    }
+}
+
+#[test]
+fn one_ipv4_address_holds_at_most_its_share_under_pressure() {
+    let snap = snapshot();
+    let vip = Ipv4Addr::new(198, 18, 1, 100);
+    let service = snap.service_for(6, vip, 80).unwrap();
+    let mut ct = Conntrack::<Ipv4Addr>::new(CAPACITY, 64, Arc::new(WorkerStats::default()));
+    let limit = ct.source_limit();
+    assert_eq!(limit as usize, MIN_SOURCE_LIMIT);
+    half_full(&mut ct, &snap, service, vip, |i| {
+        Ipv4Addr::from(0xc633_0000 + i)
+    });
+    let greedy = Ipv4Addr::new(203, 0, 113, 9);
+    // Sources share hashed buckets: what others hold in its bucket counts.
+    let room = limit - ct.sources[ct.source_bucket(greedy)];
+    let taken = (0..2 * limit as u16)
+        .filter(|&port| syn(&mut ct, &snap, service, greedy, 2000 + port, vip).is_ok())
+        .count();
+    assert_eq!(taken, room as usize);
+    assert_eq!(
+        syn(&mut ct, &snap, service, greedy, 9999, vip),
+        Err(DropReason::SourceLimit)
+    );
+    // Another address (in another bucket) is another source.
+    let next = (10..)
+        .map(|h| Ipv4Addr::new(203, 0, 113, h))
+        .find(|&a| ct.source_bucket(a) != ct.source_bucket(greedy))
+        .unwrap();
+    assert!(syn(&mut ct, &snap, service, next, 9999, vip).is_ok());
+}
+
+/// Found in review: IPv6 sources were counted by address, so a host with
+/// a /64 (2^64 addresses) took the whole table with handshakes it really
+/// completed, 64 flows an address. A /64 is one source now.
+#[test]
+fn one_ipv6_slash_64_holds_at_most_its_share_under_pressure() {
+    let snap = snapshot();
+    let vip: Ipv6Addr = "2001:2:0:1::100".parse().unwrap();
+    let service = snap.service_for6(6, vip, 80).unwrap();
+    let mut ct = Conntrack::<Ipv6Addr>::new(CAPACITY, 64, Arc::new(WorkerStats::default()));
+    let limit = ct.source_limit();
+    // Other hosts, each in its own /64.
+    half_full(&mut ct, &snap, service, vip, |i| {
+        Ipv6Addr::new(0x2001, 2, 0x10, i as u16, 0, 0, 0, 1)
+    });
+    // One host, a new address for every connection.
+    let host = |i: u16| Ipv6Addr::new(0x2001, 2, 0x20, 7, i, 0, 0, i);
+    let room = limit - ct.sources[ct.source_bucket(host(0))];
+    let taken = (0..2 * limit as u16)
+        .filter(|&i| syn(&mut ct, &snap, service, host(i), 2000, vip).is_ok())
+        .count();
+    assert_eq!(taken, room as usize, "one /64, however many addresses");
+    // The next /64 (in another bucket) is another source.
+    let next = (8..)
+        .map(|n| Ipv6Addr::new(0x2001, 2, 0x20, n, 0, 0, 0, 1))
+        .find(|&a| ct.source_bucket(a) != ct.source_bucket(host(0)))
+        .unwrap();
+    assert!(syn(&mut ct, &snap, service, next, 2000, vip).is_ok());
+}
