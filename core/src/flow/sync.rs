@@ -18,9 +18,13 @@
 //!   confirm it as any flow (a NAT flow by the real's data and the
 //!   client's ACK of it).
 //! - Sequence tracking starts unknown (the peer does not send every
-//!   segment), so the first segment from each side sets it, as for a flow
-//!   picked up mid-stream; the SYN proxy's offsets, fixed once the real
-//!   answered, come with the record, so the translation is the same.
+//!   segment). The real's first segment sets the real's side and, by what
+//!   it acknowledges, the client's; until then the client's segments are
+//!   followed but its RST, FIN or SYN is not believed (`UNSURE_CLIENT`):
+//!   anybody could send the first segment that claims to be the client's.
+//!   TUN and DR flows, whose real's side is never seen, stay so and end by
+//!   their timeout. The SYN proxy's offsets, fixed once the real answered,
+//!   come with the record, so the translation is the same.
 //! - It counts in its real's active flows and its client's source bucket,
 //!   like a flow created here; it is not `flows_created` (nothing was
 //!   scheduled).
@@ -53,7 +57,7 @@ use lb_config::ForwardingMethod;
 use super::conntrack::{real_addr, Conntrack};
 use super::hash::FlowAddr;
 use super::synproxy::{PROXY_CLIENT_WS, PROXY_ON, PROXY_REAL_WS, PROXY_TS};
-use super::table::{FlowTable, SYNCED, VOUCHED};
+use super::table::{FlowTable, SYNCED, UNSURE_CLIENT, VOUCHED};
 use super::{Flow, FlowKey, FlowState, NewFlow, Trust};
 use crate::snapshot::Snapshot;
 use crate::sync::{
@@ -230,10 +234,19 @@ impl<A: FlowAddr> Conntrack<A> {
                 true
             });
         }
+        let timeouts = snap.timeouts;
         if let Some(pass) = log.bulk {
             log.bulk = pass.step(table, budget, |f| {
                 if log.events.is_full() {
                     return false;
+                }
+                // An expired flow the sweep has not reached yet is over:
+                // sent, it would live on at the peer, which takes it for
+                // ours and so neither refreshes nor ends it (found in
+                // review: a whole `tcp_timeout` there, taking new
+                // connections on the tuple to the old real).
+                if f.expired(now, &timeouts) {
+                    return true;
                 }
                 if let Some(r) = f.sync_update(snap) {
                     log.events.push(r, counters);
@@ -244,11 +257,12 @@ impl<A: FlowAddr> Conntrack<A> {
                 true
             });
         }
-        let timeouts = snap.timeouts;
         table.visit(budget, |_, f| {
             // Only our own flows are refreshed: one the peer gave us and
-            // that no packet here touched is the peer's to keep alive.
-            if f.is_template() || f.is_synced() || log.events.is_full() {
+            // that no packet here touched is the peer's to keep alive. An
+            // expired one is over (its removal goes when the sweep ends it).
+            if f.is_template() || f.is_synced() || log.events.is_full() || f.expired(now, &timeouts)
+            {
                 return;
             }
             let half = timeouts.of(f.state()) / 2;
@@ -443,7 +457,7 @@ fn set_synced<A: FlowAddr>(f: &mut Flow<A>, u: &FlowUpdate, now: u32) {
     f.last_seen = now;
     let vouched =
         u.trust >= Trust::OneWay && matches!(u.state, FlowState::Established | FlowState::Datagram);
-    f.seq_known = SYNCED | if vouched { VOUCHED } else { 0 };
+    f.seq_known = SYNCED | UNSURE_CLIENT | if vouched { VOUCHED } else { 0 };
     match u.proxy {
         None => {
             f.proxy = 0;

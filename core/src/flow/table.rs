@@ -98,6 +98,15 @@ pub(super) const SYNCED: u8 = 32;
 /// The sync peer held it at least one-way: `OneWay` here while
 /// established (or a datagram flow), until packets here confirm it.
 pub(super) const VOUCHED: u8 = 64;
+/// Installed by connection sync, and where its client stands in sequence
+/// space is not known yet: the record does not say, and the first
+/// segment that claims to be the client's may be a stranger's (a blind
+/// RST on a synced flow closed it, found in review). Its client's
+/// segments are followed but a RST, FIN or SYN of it is not believed,
+/// until a segment of the real acknowledges what the client sent (NAT:
+/// the real's side is seen) and so places it. TUN and DR, where the real's
+/// side is never seen, keep it: their synced flows end by timeout.
+pub(super) const UNSURE_CLIENT: u8 = 128;
 
 /// How far behind what the real sent a client's ACK may be and still
 /// confirm a NAT flow.
@@ -246,8 +255,9 @@ impl<A: FlowAddr> Flow<A> {
     /// seen to need (more than [`SEQ_WINDOW`](super::SEQ_WINDOW)) is not
     /// believed: it changes neither the state nor the tracking, so a
     /// stranger's RST, FIN or ACK cannot close or confirm the flow; a RST
-    /// must lie within [`RST_WINDOW`](super::state::RST_WINDOW). The first
-    /// segment seen from a side sets where it stands.
+    /// or FIN must lie within [`RST_WINDOW`](super::state::RST_WINDOW). The
+    /// first segment seen from a side sets where it stands, except a synced
+    /// flow's client ([`UNSURE_CLIENT`]): the real's first ACK places it.
     ///
     /// A NAT flow is confirmed (see [`Trust`]) by the client's ACK of the
     /// real's SYN: an acknowledgment number at most 64 KiB behind what the
@@ -271,7 +281,8 @@ impl<A: FlowAddr> Flow<A> {
             && !seg.flags.contains(TcpFlags::ACK);
         if self.seq_known & bit != 0 && !reopen {
             if !seq_near(seg.seq, *next)
-                || (seg.flags.contains(TcpFlags::RST) && !seq_within(seg.seq, *next, RST_WINDOW))
+                || (seg.flags.intersects(TcpFlags::RST | TcpFlags::FIN)
+                    && !seq_within(seg.seq, *next, RST_WINDOW))
             {
                 return;
             }
@@ -280,9 +291,27 @@ impl<A: FlowAddr> Flow<A> {
             if (end.wrapping_sub(*next) as i32) > 0 {
                 *next = end;
             }
+        } else if from_client && self.seq_known & UNSURE_CLIENT != 0 {
+            // A synced flow's client, not yet placed: followed, never
+            // believed to close or reopen the flow.
+            if seg
+                .flags
+                .intersects(TcpFlags::RST | TcpFlags::FIN | TcpFlags::SYN)
+            {
+                return;
+            }
+            *next = seg.seq.wrapping_add(seg.len);
         } else {
             *next = seg.seq.wrapping_add(seg.len);
             self.seq_known |= bit;
+            if !from_client
+                && self.seq_known & UNSURE_CLIENT != 0
+                && seg.flags.contains(TcpFlags::ACK)
+            {
+                // The real says where the client stands.
+                self.client_next = seg.ack;
+                self.seq_known = (self.seq_known | SEEN_CLIENT) & !UNSURE_CLIENT;
+            }
         }
         if from_client && seg.flags.contains(TcpFlags::SYN) && !seg.flags.contains(TcpFlags::ACK) {
             self.seq_known |= SAW_SYN;

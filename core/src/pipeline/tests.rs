@@ -1461,6 +1461,59 @@ fn a_spoofed_rst_changes_nothing_and_a_real_one_closes() {
     assert_eq!(state(&p), FlowState::Closed, "the client's own RST");
 }
 
+/// A stranger's FIN within the 1 MiB every segment must lie in, but
+/// outside the 64 KiB a RST must: it neither demotes an established flow
+/// (to an evictable, closing one) nor lets a SYN move the tuple to another
+/// real (found in review: it did both, at 16 times a blind RST's odds).
+/// The client's own FIN still moves it.
+#[test]
+fn a_blind_fin_changes_nothing_and_a_real_one_closes() {
+    use crate::flow::{FlowState, Trust};
+    const FIN_ACK: u8 = 0x11;
+    let config = Config::parse(NAT_CONFIG).unwrap();
+    let snap = compile(&config, &[MacAddr(OUR)]);
+    let client = client_owned_by(0);
+    let mut p = pipeline(&snap, 0, 2, 64);
+    let isn = 7_000_000u32;
+    let mut syn = VecBuf::from_bytes(&tcp_seq((client, 4000), (VIP, 80), SYN, isn, OUR));
+    assert_eq!(p.process(&snap, 0, &mut syn, 0), Verdict::Transmit(0));
+    let real = real_of(&syn);
+    let mut ack = VecBuf::from_bytes(&tcp_seq((client, 4000), (VIP, 80), ACK, isn + 1, OUR));
+    assert_eq!(p.process(&snap, 0, &mut ack, 1), Verdict::Transmit(0));
+    let flow = |p: &Pipeline| {
+        let e = p.flows().entries()[0];
+        let f = p.flows().get(e);
+        (f.state(), f.trust())
+    };
+    let before = flow(&p);
+    assert_eq!(before.0, FlowState::Established);
+    let mut now = 1;
+    for spoofed in [
+        isn + 1 + (700 << 10),
+        isn + 1 - (300 << 10),
+        isn + 1 + (1 << 16) + 1,
+    ] {
+        let mut fin =
+            VecBuf::from_bytes(&tcp_seq((client, 4000), (VIP, 80), FIN_ACK, spoofed, OUR));
+        now += 1;
+        p.process(&snap, 0, &mut fin, now);
+        assert_eq!(flow(&p), before, "FIN at {spoofed} believed");
+        // A SYN after it (far from the flow, so that it moves nothing).
+        let far = spoofed.wrapping_add(8 << 20);
+        let mut again = VecBuf::from_bytes(&tcp_seq((client, 4000), (VIP, 80), SYN, far, OUR));
+        now += 1;
+        assert_eq!(p.process(&snap, 0, &mut again, now), Verdict::Transmit(0));
+        assert_eq!(real_of(&again), real, "the SYN after it stays on its real");
+    }
+    let mut fin = VecBuf::from_bytes(&tcp_seq((client, 4000), (VIP, 80), FIN_ACK, isn + 1, OUR));
+    assert_eq!(p.process(&snap, 0, &mut fin, now + 1), Verdict::Transmit(0));
+    assert_eq!(
+        flow(&p),
+        (FlowState::FinWait, Trust::Unconfirmed),
+        "the client's own FIN"
+    );
+}
+
 /// Asserts that each real's `active` and `inactive` gauges on `p`'s
 /// worker are what its IPv4 and IPv6 tables hold: flows of the real, and
 /// those of them not established.

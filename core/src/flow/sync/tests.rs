@@ -907,3 +907,114 @@ fn standing_down_hands_our_flows_to_the_peer() {
     assert!(!ct.find(&key(40000)).unwrap().is_synced());
     ct.table().audit().unwrap();
 }
+
+/// Found in review: a synced flow took the first segment claiming to be
+/// its client's as where the client stands, so a stranger's RST with any
+/// number closed it (and a blind ACK set the number for a RST after it).
+/// Until the real's side places the client, no RST, FIN or SYN of the
+/// client's is believed; after that, only one within the window.
+#[test]
+fn a_stranger_cannot_close_a_synced_flow_before_its_real_places_the_client() {
+    let snap = snapshot(CONFIG);
+    let mut ct = conntrack::<Ipv4Addr>(64);
+    ct.sync_install(&snap, &established(40000), 0).unwrap();
+    let state = |ct: &Conntrack| ct.find(&key(40000)).unwrap().state();
+    let mut now = 1;
+    for (flags, seq) in [
+        (TcpFlags::RST, 0xdead_beef),
+        (TcpFlags::FIN | TcpFlags::ACK, 0x1234_5678),
+        (TcpFlags::SYN, 77),
+        // A blind ACK, then a RST where it said the client stands.
+        (TcpFlags::ACK, 0x5000_0000),
+        (TcpFlags::RST, 0x5000_0000),
+    ] {
+        let t = client_packet(&mut ct, &snap, 40000, seg(flags, seq, 0), now).unwrap();
+        assert_eq!(t.real, REAL, "still forwarded to its real");
+        assert_eq!(state(&ct), FlowState::Established, "{flags:?} at {seq:#x}");
+        now += 1;
+    }
+    // The real's segment acknowledges what the client really sent.
+    let f = ct.find(&key(40000)).unwrap();
+    let (reply, hash) = (f.reply_key(), ct.table().reply_key_hash(&f.reply_key()));
+    ct.reply(&snap, &reply, hash, seg(TcpFlags::ACK, 9000, 5000), now)
+        .unwrap();
+    for seq in [0xdead_beef, 0x5000_0000] {
+        client_packet(&mut ct, &snap, 40000, seg(TcpFlags::RST, seq, 0), now).unwrap();
+        assert_eq!(state(&ct), FlowState::Established, "RST at {seq:#x}");
+    }
+    client_packet(&mut ct, &snap, 40000, seg(TcpFlags::RST, 5000, 0), now).unwrap();
+    assert_eq!(state(&ct), FlowState::Closed, "the client's own RST");
+}
+
+/// A synced flow's client segments before the real's are still followed
+/// (a FIN after the real placed the client is judged against them).
+#[test]
+fn a_synced_flows_client_is_placed_by_the_real_then_tracked() {
+    let snap = snapshot(CONFIG);
+    let mut ct = conntrack::<Ipv4Addr>(64);
+    ct.sync_install(&snap, &established(40000), 0).unwrap();
+    client_packet(
+        &mut ct,
+        &snap,
+        40000,
+        seg(TcpFlags::ACK, 5000, 9000).map(|s| Segment { len: 100, ..s }),
+        1,
+    )
+    .unwrap();
+    let f = ct.find(&key(40000)).unwrap();
+    let (reply, hash) = (f.reply_key(), ct.table().reply_key_hash(&f.reply_key()));
+    ct.reply(&snap, &reply, hash, seg(TcpFlags::ACK, 9000, 5100), 2)
+        .unwrap();
+    client_packet(
+        &mut ct,
+        &snap,
+        40000,
+        seg(TcpFlags::FIN | TcpFlags::ACK, 5100, 9000),
+        3,
+    )
+    .unwrap();
+    assert_eq!(ct.find(&key(40000)).unwrap().state(), FlowState::FinWait);
+}
+
+/// Found in review: a bulk pass sent flows that had expired but that the
+/// sweep (which ends a few entries a poll) had not reached yet; the peer
+/// installed them afresh, and as each side took them for the other's,
+/// they lived a whole timeout there.
+#[test]
+fn a_bulk_pass_sends_no_expired_flow() {
+    let snap = snapshot(CONFIG);
+    // Room enough that the SYN proxy (`auto`) stays off.
+    let mut b = conntrack::<Ipv4Addr>(256);
+    b.enable_sync(64);
+    for p in 40000..40040 {
+        b.sync_install(&snap, &established(p), 0).unwrap();
+    }
+    let later = 1 + snap.timeouts.established;
+    for p in 41000..41004 {
+        client_packet(&mut b, &snap, p, seg(TcpFlags::SYN, 1000, 0), later).unwrap();
+        assert!(b.find(&key(p)).is_some());
+    }
+    b.sync_bulk_start();
+    let mut sent = Vec::new();
+    let mut rounds = 0;
+    while b.sync_bulk_pending() {
+        sent.extend(collected(&mut b, &snap, later));
+        rounds += 1;
+        assert!(rounds < 100, "the pass ends");
+    }
+    let updated: Vec<u16> = sent
+        .iter()
+        .filter(|r| matches!(r.change, FlowChange::Update(_)))
+        .map(|r| r.client_port)
+        .collect();
+    assert!(
+        updated.iter().all(|&p| p >= 41000),
+        "expired flows sent: {updated:?}"
+    );
+    let live: std::collections::BTreeSet<u16> = updated.iter().copied().collect();
+    assert_eq!(
+        live,
+        (41000..41004).collect(),
+        "the live ones (created, then in the pass)"
+    );
+}
