@@ -480,3 +480,23 @@ fn no_ipv6_flow_for_our_own_addresses_or_from_a_multicast_frame() {
     assert!(!matches!(p.process(&snap, 0, &mut b, 0), Verdict::Drop(_)));
     assert_eq!(p.flows6().unwrap().len(), 1);
 }
+
+/// Found in review: bytes after the IPv6 packet went out with it, past
+/// the MTU check. They are cut (`tests.rs` has IPv4's).
+#[test]
+fn bytes_after_the_ipv6_packet_are_cut_not_forwarded() {
+    let snap = snapshot(&CONFIG.replace(
+        "[[services]]",
+        "[[neighbors]]\naddress = \"2001:2::11\"\nmac = \"02:00:00:00:02:11\"\n[[services]]",
+    ));
+    let mut p = pipeline(&snap, 0, 1);
+    let client = client_owned_by(0);
+    let vip = v6("2001:2:0:1::100");
+    let mut f = tcp6((client, 5555), (vip, 80), SYN, ROUTER);
+    let len = f.len();
+    f.extend(std::iter::repeat_n(0x41u8, 4000));
+    let mut b = VecBuf::from_bytes(&f);
+    assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::Transmit(0));
+    assert_eq!(b.len(), len);
+    assert_eq!(ip6(&b).dst_addr(), v6("2001:2::11"));
+}

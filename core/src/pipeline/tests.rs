@@ -1340,6 +1340,51 @@ fn a_dr_packet_larger_than_the_port_mtu_is_not_sent_and_df_gets_frag_needed() {
     assert_eq!((icmp.code(), icmp.next_hop_mtu()), (4, 1500));
 }
 
+/// Found in review: bytes after the IP packet went out with it (4,000
+/// after a 28-byte datagram, onto a port of MTU 1500), past the MTU check,
+/// which judged the IP packet. They are cut, over NAT and DR; the padding
+/// of a minimal frame is left alone.
+#[test]
+fn bytes_after_the_ip_packet_are_cut_not_forwarded() {
+    use crate::wire::{ethernet, ipv4, tcp};
+    let len = ethernet::HEADER_LEN + ipv4::HEADER_LEN + tcp::HEADER_LEN;
+    let with_trailer = |mut f: Vec<u8>, n: usize| {
+        f.extend(std::iter::repeat_n(0x41u8, n));
+        VecBuf::from_bytes(&f)
+    };
+    // NAT.
+    let config = Config::parse(NAT_CONFIG).unwrap();
+    let snap = compile(&config, &[MacAddr(OUR)]);
+    let client = client_owned_by(0);
+    let mut p = pipeline(&snap, 0, 2, 64);
+    let mut b = with_trailer(tcp((client, 4000), (VIP, 80), SYN, OUR), 4000);
+    assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::Transmit(0));
+    assert_eq!(b.len(), len, "NAT: cut");
+    // Padding up to the shortest frame stays (54 bytes of packet, 6 of
+    // padding).
+    let mut b = with_trailer(tcp((client, 4001), (VIP, 80), SYN, OUR), 6);
+    assert_eq!(p.process(&snap, 0, &mut b, 1), Verdict::Transmit(0));
+    assert_eq!(b.len(), 60, "a minimal frame's padding");
+
+    // DR: the frame goes out as it came, but for the bytes after it.
+    let (snap, mut p, _, port) = one_arm_until("mh: ack without a flow");
+    let sc = golden::scenario("one-arm");
+    let dr_syn = &sc
+        .steps
+        .iter()
+        .find(|s| s.description.starts_with("dr: tcp syn"))
+        .unwrap()
+        .input;
+    let ip_end = ethernet::HEADER_LEN
+        + usize::from(Ipv4Packet::new_unchecked(&dr_syn[ethernet::HEADER_LEN..]).total_len());
+    let mut b = with_trailer(dr_syn[..ip_end].to_vec(), 4000);
+    assert!(matches!(
+        p.process(&snap, port, &mut b, 5000),
+        Verdict::Transmit(_)
+    ));
+    assert_eq!(b.len(), ip_end, "DR: cut");
+}
+
 /// A "fragmentation needed" that cannot go back (no route to its sender)
 /// is not counted as sent (found in review).
 #[test]

@@ -162,6 +162,20 @@ pub(crate) struct Sums {
     pub icmp_type: Option<u8>,
 }
 
+/// The shortest Ethernet frame (without its FCS).
+const MIN_FRAME: usize = 60;
+
+/// How long a frame of `len` bytes whose IP packet ends at `ip_end` leaves
+/// when forwarded as it is: bytes after the packet are cut, but for the
+/// padding of a minimal frame.
+fn cut_len(len: usize, ip_end: usize) -> usize {
+    if len > ip_end.max(MIN_FRAME) {
+        ip_end
+    } else {
+        len
+    }
+}
+
 /// Reads the checksums of the IPv4 packet of a frame (strict: None if the
 /// IPv4 header does not check out as `wire` sees it).
 pub(crate) fn sums(frame: &[u8]) -> Option<Sums> {
@@ -569,6 +583,14 @@ fn check_ipv4(
             "out.length",
             format!("{} bytes of padding out, {} in", o.padding, i.padding),
         );
+    } else if out.len() > (IP + total).max(MIN_FRAME) {
+        v.add(
+            "out.length",
+            format!(
+                "{} bytes after a {total}-byte packet sent: more than a minimal frame's padding",
+                o.padding
+            ),
+        );
     }
     if let (6, Some(made)) = (o.proto, proxy_made(out, input)) {
         check_proxy_made(v, snap, made, out, input);
@@ -600,12 +622,14 @@ fn check_ipv4(
             if o.udp_zero && !i.udp_zero {
                 v.add("out.udp-zero", "UDP checksum 0 out, not 0 in".to_string());
             }
-            if out.len() != input.len() {
+            if out.len() != cut_len(input.len(), input.len() - i.padding) {
                 v.add(
                     "out.length",
                     format!("{} bytes in, {} out", input.len(), out.len()),
                 );
             } else {
+                // What was cut after the packet is no more.
+                let input = &input[..out.len()];
                 // Only addresses, ports, TTL and checksums change; for a
                 // flow the SYN proxy answered, sequence and acknowledgment
                 // numbers, the window and the options too (their length
@@ -964,6 +988,14 @@ pub(crate) fn check_ipv6(
         return Sent::Other;
     };
     let (padding, in_padding) = (out.len() - o.end, input.len() - i.end);
+    if out.len() > o.end.max(MIN_FRAME) {
+        v.add(
+            "out.length",
+            format!(
+                "{padding} bytes after the IPv6 packet sent: more than a minimal frame's padding"
+            ),
+        );
+    }
     match o.proto {
         Some(58) if o.icmp_type == Some(136) => {
             check_na(v, snap, port, out, input, in_port, &o, &i)
@@ -1089,7 +1121,11 @@ fn check_forwarded6(
     in_padding: usize,
     proxied: bool,
 ) {
-    if padding > in_padding || out.len() != input.len() || o.l4 != i.l4 || o.end != i.end {
+    if padding > in_padding
+        || out.len() != cut_len(input.len(), i.end)
+        || o.l4 != i.l4
+        || o.end != i.end
+    {
         v.add(
             "out.length",
             format!(
@@ -1100,6 +1136,8 @@ fn check_forwarded6(
         );
         return;
     }
+    // What was cut after the packet is no more.
+    let input = &input[..out.len()];
     if (o.src, o.dst) == (i.src, i.dst) {
         if out[IP..] != input[IP..] {
             v.add(
