@@ -2724,3 +2724,107 @@ fn the_examples_commented_health_keys_are_valid() {
     assert_eq!(h.host.as_deref(), Some("www.example.com"));
     assert_eq!(h.initial, InitialHealth::Up);
 }
+
+/// Found in review: IPv4 addresses no host has were accepted for VIPs and
+/// reals, where IPv6's `::1` was refused.
+#[test]
+fn addresses_no_host_has_are_refused() {
+    for (bad, why) in [
+        ("0.1.2.3", "this network"),
+        ("240.0.0.1", "reserved"),
+        ("255.255.255.255", "reserved"),
+        ("224.0.0.9", "multicast"),
+    ] {
+        assert_error(
+            &service(&format!("[[services.reals]]\naddress = \"{bad}\"")),
+            "services[0].reals[0].address",
+            why,
+        );
+        assert_error(
+            &service("").replace("198.18.1.100", bad),
+            "services[0].vip",
+            why,
+        );
+    }
+    // A loopback VIP is refused; a loopback real is only health-checked
+    // (on this host: the tests' local servers).
+    assert_error(
+        &service("").replace("198.18.1.100", "127.0.0.5"),
+        "services[0].vip",
+        "loopback",
+    );
+    assert!(Config::parse(&service("[[services.reals]]\naddress = \"127.0.0.5\"")).is_ok());
+}
+
+/// Found in review: a VIP could be the port's gateway (every host of the
+/// segment lost its router, and the router's answers were refused), a
+/// neighbor's address or the network's own; a real could be a VIP or the
+/// appliance's address (each packet looped through the router until its
+/// TTL ran out).
+#[test]
+fn vips_and_reals_cannot_take_addresses_that_are_others() {
+    let gw = with("").replace("/24\"", "/24\"\ngateway = \"198.18.0.1\"");
+    assert_error(
+        &format!("{gw}\n[[services]]\nname = \"web\"\nvip = \"198.18.0.1\"\nport = 80\n"),
+        "services[0].vip",
+        "gateway of port wan",
+    );
+    for (vip, needle) in [
+        ("198.18.0.0", "network or broadcast"),
+        ("198.18.0.255", "network or broadcast"),
+    ] {
+        assert_error(
+            &service("").replace("198.18.1.100", vip),
+            "services[0].vip",
+            needle,
+        );
+    }
+    let v6 = with("").replace(
+        "/24\"",
+        "/24\"\naddress6 = \"2001:2::2/64\"\ngateway6 = \"2001:2::1\"",
+    );
+    for (vip, needle) in [
+        ("2001:2::1", "gateway of port wan"),
+        ("2001:2::", "subnet-router anycast"),
+    ] {
+        assert_error(
+            &format!("{v6}\n[[services]]\nname = \"web\"\nvip = \"{vip}\"\nport = 80\n"),
+            "services[0].vip",
+            needle,
+        );
+    }
+    assert_error(
+        &format!(
+            "{}\n[[neighbors]]\naddress = \"198.18.0.9\"\nmac = \"02:00:00:00:00:09\"\n",
+            service("").replace("198.18.1.100", "198.18.0.9")
+        ),
+        "services[0].vip",
+        "neighbors[0]",
+    );
+    for (real, needle) in [
+        ("198.18.1.100", "the VIP of services[0]"),
+        ("198.18.0.2", "the address of port wan"),
+    ] {
+        assert_error(
+            &service(&format!("[[services.reals]]\naddress = \"{real}\"")),
+            "services[0].reals[0].address",
+            needle,
+        );
+    }
+    // Another service's VIP too.
+    let two = format!(
+        "{}\n[[services]]\nname = \"other\"\nvip = \"198.18.1.101\"\nport = 80\n[[services.reals]]\naddress = \"198.18.1.100\"\n",
+        service("")
+    );
+    assert_error(
+        &two,
+        "services[1].reals[0].address",
+        "the VIP of services[0]",
+    );
+    // A host address on a /31 is no network's own.
+    let p2p = with("").replace("198.18.0.2/24", "198.18.0.2/31");
+    assert!(Config::parse(&format!(
+        "{p2p}\n[[services]]\nname = \"web\"\nvip = \"198.18.0.3\"\nport = 80\n"
+    ))
+    .is_ok());
+}

@@ -85,8 +85,8 @@ impl Checker<'_> {
     }
 
     fn host4(&mut self, path: &str, a: Ipv4Addr) -> Option<Ipv4Addr> {
-        if a.is_unspecified() || a.is_broadcast() || a.is_multicast() {
-            self.err(path, format!("{a} is not a unicast host address"));
+        if let Some(why) = not_a_host4(a) {
+            self.err(path, format!("{a} is not a unicast host address: {why}"));
             return None;
         }
         Some(a)
@@ -220,6 +220,26 @@ enum LinkLocal {
 }
 
 /// Why `a` cannot be an IPv6 host address, if it cannot.
+/// Why `a` cannot be a host's IPv4 address on a network (RFC 1122 3.2.1.3,
+/// RFC 1812 5.3.7: the addresses the packet path drops as sources no host
+/// has), if it cannot. The same as IPv6's refusal of `::1` (found in
+/// review: a real at 127.0.0.5 was accepted, its health check probed the
+/// appliance itself, and its replies were dropped).
+fn not_a_host4(a: Ipv4Addr) -> Option<&'static str> {
+    let first = a.octets()[0];
+    Some(if first == 0 {
+        "0.0.0.0/8 is \"this network\", no host's"
+    } else if a.is_loopback() {
+        "127.0.0.0/8 is loopback, inside one host"
+    } else if a.is_multicast() {
+        "224.0.0.0/4 is multicast"
+    } else if first >= 240 {
+        "240.0.0.0/4 is reserved (and 255.255.255.255 the limited broadcast)"
+    } else {
+        return None;
+    })
+}
+
 fn not_a_host6(a: Ipv6Addr, link_local: LinkLocal) -> Option<&'static str> {
     if a.is_unspecified() {
         Some("it is the unspecified address (::)")
@@ -296,6 +316,7 @@ pub(crate) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config 
 
 /// Rules that look at several sections at once, on the typed values.
 fn across(c: &mut Checker<'_>, config: &Config) {
+    addresses_taken(c, config);
     if let Some(s) = &config.sync {
         let floating = [
             ("sync.gateway", s.gateway.map(IpAddr::V4)),
@@ -1375,6 +1396,83 @@ fn describe_nets<'a>(nets: impl Iterator<Item = (&'a str, String)>) -> String {
 
 /// Why a floating gateway address may not be `a`: a VIP or a real's
 /// address.
+/// Addresses a VIP or a real must not be (found in review: both were
+/// accepted). The appliance answers ARP and neighbor solicitations for
+/// every VIP on every port, so a VIP that is a port's gateway, a static
+/// neighbor or the network's own (IPv4 network or broadcast address,
+/// IPv6 subnet-router anycast) takes that address from the hosts of the
+/// segment: with the gateway's, every host there loses its router, and
+/// the router's own answers are refused as coming from a VIP. A real that
+/// is a VIP or a port's address sends its packets back to the appliance,
+/// which forwards them again until their TTL runs out: each client packet
+/// crosses the uplink some 60 times.
+fn addresses_taken(c: &mut Checker<'_>, config: &Config) {
+    let vip_taken = |vip: IpAddr| -> Option<String> {
+        for (i, p) in config.ports.iter().enumerate() {
+            let port = format!("port {} (ports[{i}])", p.name);
+            if p.gateway.map(IpAddr::V4) == Some(vip) || p.gateway6.map(IpAddr::V6) == Some(vip) {
+                return Some(format!(
+                    "{vip} is the gateway of {port}: the appliance answers for every VIP, and would take the router's address from the segment"
+                ));
+            }
+            match (vip, p.address, p.address6) {
+                (IpAddr::V4(a), Some(net), _)
+                    if net.prefix_len < 31 && (a == net.network() || a == net.broadcast()) =>
+                {
+                    return Some(format!(
+                        "{vip} is the network or broadcast address of {port}'s network {}: not one host's",
+                        net.network_cidr()
+                    ));
+                }
+                (IpAddr::V6(a), _, Some(net)) if net.prefix_len < 127 && a == net.network() => {
+                    return Some(format!(
+                        "{vip} is the subnet-router anycast address of {port}'s network {}: the routers' on it",
+                        net.network_cidr()
+                    ));
+                }
+                _ => {}
+            }
+        }
+        config
+            .neighbors
+            .iter()
+            .position(|n| n.address == vip)
+            .map(|k| format!("{vip} is the address of neighbors[{k}], a host on the segment: the appliance answers for every VIP, and would take it"))
+    };
+    for (i, s) in config.services.iter().enumerate() {
+        if let Some(why) = vip_taken(s.vip) {
+            c.err(format!("services[{i}].vip"), why);
+        }
+        for (j, r) in s.reals.iter().enumerate() {
+            let why = if let Some((k, other)) = config
+                .services
+                .iter()
+                .enumerate()
+                .find(|(_, o)| o.vip == r.address)
+            {
+                Some(format!(
+                    "{} is the VIP of services[{k}] ({:?}): a real is a host behind the appliance, and packets to a VIP come back to it (a loop until their TTL runs out)",
+                    r.address, other.name
+                ))
+            } else {
+                config.ports.iter().enumerate().find_map(|(k, p)| {
+                    let own = p.address.map(|n| IpAddr::V4(n.address)) == Some(r.address)
+                        || p.address6.map(|n| IpAddr::V6(n.address)) == Some(r.address);
+                    own.then(|| {
+                        format!(
+                            "{} is the address of port {} (ports[{k}]): the appliance's own, not a real server's",
+                            r.address, p.name
+                        )
+                    })
+                })
+            };
+            if let Some(why) = why {
+                c.err(format!("services[{i}].reals[{j}].address"), why);
+            }
+        }
+    }
+}
+
 fn floating_clash(a: IpAddr, services: &[ServiceConfig]) -> Option<String> {
     for (i, s) in services.iter().enumerate() {
         if s.vip == a {
@@ -1803,9 +1901,15 @@ fn reals(
     for (j, r) in raw.into_iter().enumerate() {
         let base = format!("{service}.reals[{j}]");
         let path = |key: &str| format!("{base}.{key}");
-        let address = c
-            .required(&path("address"), r.address)
-            .and_then(|a| c.ip_host(&path("address"), &a, LinkLocal::Refused));
+        let address =
+            c.required(&path("address"), r.address)
+                .and_then(|a| match a.parse::<Ipv4Addr>() {
+                    // Loopback: a real on this host, which only its health
+                    // checks reach (the tests' local servers); anything else
+                    // of 127/8's kind is refused as for VIPs.
+                    Ok(l) if l.is_loopback() => Some(IpAddr::V4(l)),
+                    _ => c.ip_host(&path("address"), &a, LinkLocal::Refused),
+                });
         let explicit_port = r.port.is_some();
         let port = match r.port {
             Some(p) => c.int::<u16>(&path("port"), p, 1, 65535),
