@@ -2828,3 +2828,32 @@ fn vips_and_reals_cannot_take_addresses_that_are_others() {
     ))
     .is_ok());
 }
+
+/// Found in review: names took newlines and escape sequences, from the
+/// file and from the control socket, which forged log lines and reached
+/// the operator's terminal through `status` and `ctl list`.
+#[test]
+fn names_hold_no_control_characters_and_are_bounded() {
+    // As TOML writes them.
+    for bad in [
+        r#""x\nreal 198.18.0.11:80: up""#,
+        r#""x\u001b]0;owned\u0007""#,
+        r#""tab\there""#,
+    ] {
+        let text = service("").replace("name = \"web\"", &format!("name = {bad}"));
+        assert_error(&text, "services[0].name", "control character");
+        let text = with("").replace("name = \"wan\"", &format!("name = {bad}"));
+        assert_error(&text, "ports[0].name", "control character");
+    }
+    let long = "a".repeat(129);
+    assert_error(
+        &service("").replace("name = \"web\"", &format!("name = \"{long}\"")),
+        "services[0].name",
+        "at most 128",
+    );
+    // Spaces and any printable character stay allowed.
+    assert!(
+        Config::parse(&service("").replace("name = \"web\"", "name = \"web · front (eu)\""))
+            .is_ok()
+    );
+}

@@ -207,7 +207,35 @@ impl Checker<'_> {
         }
         Some(text)
     }
+
+    /// A name (of a port or a service): not empty, at most [`MAX_NAME`]
+    /// bytes, and no control character. Names are printed in logs, in
+    /// `--check`'s summary and in the `status` and `ctl list` tables, and a
+    /// control socket client may choose one (found in review: a newline
+    /// forged log lines, and escape sequences reached the operator's
+    /// terminal).
+    fn name(&mut self, path: &str, text: Option<String>) -> Option<String> {
+        let text = self.non_empty(path, text)?;
+        if let Some(ch) = text.chars().find(|ch| ch.is_control()) {
+            self.err(
+                path,
+                format!("{text:?} holds the control character {ch:?}: names are printed in logs and tables"),
+            );
+            return None;
+        }
+        if text.len() > MAX_NAME {
+            self.err(
+                path,
+                format!("{} bytes: a name is at most {MAX_NAME}", text.len()),
+            );
+            return None;
+        }
+        Some(text)
+    }
 }
+
+/// The longest name of a port or a service, in bytes.
+const MAX_NAME: usize = 128;
 
 /// Whether an IPv6 key accepts a link-local address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -695,7 +723,7 @@ fn ports(c: &mut Checker<'_>, raw: Option<Vec<RawPort>>) -> (Vec<PortConfig>, Ne
     let mut names: HashMap<String, usize> = HashMap::new();
     for (i, p) in raw.into_iter().enumerate() {
         let path = |key: &str| format!("ports[{i}].{key}");
-        let name = c.non_empty(&path("name"), p.name);
+        let name = c.name(&path("name"), p.name);
         if let Some(name) = &name {
             if let Some(&first) = names.get(name) {
                 c.err(
@@ -1535,7 +1563,7 @@ fn services(c: &mut Checker<'_>, raw: Vec<RawService>, nets: &Nets) -> Vec<Servi
     for (i, s) in raw.into_iter().enumerate() {
         let base = format!("services[{i}]");
         let path = |key: &str| format!("{base}.{key}");
-        let name = c.non_empty(&path("name"), s.name);
+        let name = c.name(&path("name"), s.name);
         if let Some(name) = &name {
             if let Some(&first) = names.get(name) {
                 c.err(
