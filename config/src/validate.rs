@@ -1363,9 +1363,19 @@ fn sync_key(c: &mut Checker<'_>, at: &str, path: &str) -> Option<SyncKey> {
         c.err(at, why);
         None
     };
+    // Only a regular file is opened: opening a device has effects of its
+    // own (a watchdog arms, a tape rewinds), and --check, which runs
+    // before every start, touches no device (found in review).
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return refuse(c, format!("{path} is not a regular file")),
+        Err(e) => return refuse(c, format!("{path}: {e}")),
+    }
     // Opened without blocking (a FIFO would wait for a writer) and then
-    // looked at through the descriptor: what is checked is what is read.
-    let nonblocking = rustix::fs::OFlags::NONBLOCK.bits() as i32;
+    // looked at through the descriptor: what is checked is what is read
+    // (a file swapped for something else after the look above is
+    // refused here, having been opened without a controlling terminal).
+    let nonblocking = (rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32;
     let mut file = match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nonblocking)
