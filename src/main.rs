@@ -269,12 +269,36 @@ fn out(text: &str) {
         .and_then(|()| stdout.flush());
 }
 
+/// The config a client command (`status`, `ctl`) reads its address from:
+/// None when there is no file at `-c`'s path (the defaults then serve).
+/// A file that does not load is an error, naming why and the flag that
+/// does without it: the defaults could be another appliance's (found in
+/// review: `ctl drain` with a key file the operator could not read went to
+/// the default socket, silently).
+fn client_config(cli: &Cli, command: &str, flag: &str) -> Result<Option<Config>, ExitCode> {
+    match std::fs::metadata(&cli.config) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        _ => {}
+    }
+    Config::load(&cli.config).map(Some).map_err(|e| {
+        error(&format!(
+            "lb-appliance {command}: {} does not load, so where its appliance listens is not known (name it with {flag}):\n{e}",
+            cli.config.display()
+        ));
+        ExitCode::from(2)
+    })
+}
+
 fn status(cli: &Cli, metrics: Option<&str>, json: bool) -> ExitCode {
     let addr = match metrics {
         Some(a) => a.to_string(),
-        None => Config::load(&cli.config)
-            .map(|c| c.metrics.listen.to_string())
-            .unwrap_or_else(|_| "127.0.0.1:9101".to_string()),
+        None => match client_config(cli, "status", "--metrics") {
+            Ok(c) => c.map_or_else(
+                || "127.0.0.1:9101".to_string(),
+                |c| c.metrics.listen.to_string(),
+            ),
+            Err(code) => return code,
+        },
     };
     let body = match lb_control::http::get(&addr, "/status", std::time::Duration::from_secs(5)) {
         Ok(b) => b,
@@ -306,9 +330,13 @@ fn ctl(cli: &Cli, socket: Option<&std::path::Path>, command: &CtlCommand) -> Exi
     use lb_control::ctl::{call, Request};
     let path = match socket {
         Some(p) => p.to_path_buf(),
-        None => Config::load(&cli.config)
-            .map(|c| c.control.socket)
-            .unwrap_or_else(|_| lb_config::DEFAULT_CONTROL_SOCKET.into()),
+        None => match client_config(cli, "ctl", "--socket") {
+            Ok(c) => c.map_or_else(
+                || lb_config::DEFAULT_CONTROL_SOCKET.into(),
+                |c| c.control.socket,
+            ),
+            Err(code) => return code,
+        },
     };
     let fail = |e: String| {
         error(&format!("lb-appliance ctl: {e}"));

@@ -354,3 +354,51 @@ fn status_takes_the_config_flag_after_the_subcommand_too() {
         assert!(err.contains(&want), "{args:?} should read the file:\n{err}");
     }
 }
+
+/// Found in review: `ctl` and `status` went to the default socket and
+/// address when `-c`'s file did not load (a key file the operator could
+/// not read, say), which on a box of two appliances can be the other's.
+/// They refuse, naming the file, why, and the flag that does without it;
+/// with no file at all the defaults still serve.
+#[test]
+fn ctl_and_status_refuse_a_config_that_does_not_load() {
+    let dir = TempDir::new("cli-client-config");
+    let path = dir.path("lb.toml");
+    std::fs::write(&path, VALID.replace("198.18.0.11", "198.18.0.300")).unwrap();
+    let file = path.to_str().unwrap();
+    for (args, flag) in [
+        (vec!["-c", file, "ctl", "list"], "--socket"),
+        (vec!["-c", file, "status"], "--metrics"),
+    ] {
+        let (code, out, err) = run(&args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(
+            err.contains(file) && err.contains(flag) && err.contains("198.18.0.300"),
+            "{args:?}: {err}"
+        );
+    }
+    // The flag does without the file.
+    let sock = dir.path("none.sock");
+    let (code, _, err) = run(&[
+        "-c",
+        file,
+        "ctl",
+        "--socket",
+        sock.to_str().unwrap(),
+        "list",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(!err.contains("does not load"), "{err}");
+    // No file at all: the defaults.
+    let missing = dir.path("missing.toml");
+    let (code, _, err) = run(&[
+        "-c",
+        missing.to_str().unwrap(),
+        "status",
+        "--metrics",
+        "127.0.0.1:1",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    let (_, _, err) = run(&["-c", missing.to_str().unwrap(), "status"]);
+    assert!(err.contains("127.0.0.1:9101"), "{err}");
+}

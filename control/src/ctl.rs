@@ -247,8 +247,11 @@ impl ControlSocket {
         let was = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o117));
         let bound = UnixListener::bind(path);
         rustix::process::umask(was);
+        // No chmod after: the umask made it 0660, and a chmod by path
+        // follows a symlink that replaced the socket meanwhile (found in
+        // review: in a folder others may write to, root would chmod a file
+        // of the attacker's choice).
         let listener = bound?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let ctx = Arc::new(Ctx {
