@@ -97,7 +97,15 @@ impl Routes for IpRoute {
     }
 
     fn delete(&mut self, table: u32, vip: IpAddr, dev: &str) -> Result<(), String> {
-        Self::run("del", table, vip, dev)
+        match Self::run("del", table, vip, dev) {
+            // Gone already (its interface went, or someone removed it):
+            // withdrawn all the same.
+            Err(e) if e.contains("No such process") || e.contains("Cannot find device") => {
+                log::warn!("announce: withdrawing {vip}: {e}");
+                Ok(())
+            }
+            r => r,
+        }
     }
 }
 
@@ -107,8 +115,13 @@ pub struct Announcer<R: Routes> {
     routes: R,
     /// (table, withdraw delay), None without `[announce]`.
     settings: Option<(u32, Duration)>,
-    /// VIP -> the interface its route goes through.
-    announced: BTreeMap<IpAddr, String>,
+    /// VIP -> the interface its route goes through, and the table it is
+    /// in.
+    announced: BTreeMap<IpAddr, (String, u32)>,
+    /// Routes whose removal failed (VIP, interface, table): tried again at
+    /// every update and at the stop (found in review: they were forgotten,
+    /// and the routing daemon kept exporting the VIP).
+    leftovers: Vec<(IpAddr, String, u32)>,
 }
 
 impl<R: Routes> Announcer<R> {
@@ -117,6 +130,7 @@ impl<R: Routes> Announcer<R> {
             routes,
             settings: announce.map(|a| (a.table, a.withdraw_delay)),
             announced: BTreeMap::new(),
+            leftovers: Vec::new(),
         }
     }
 
@@ -148,23 +162,24 @@ impl<R: Routes> Announcer<R> {
         announce: Option<&lb_config::AnnounceConfig>,
         wanted: &BTreeMap<IpAddr, String>,
     ) {
-        let settings = announce.map(|a| (a.table, a.withdraw_delay));
-        if settings.map(|s| s.0) != self.settings.map(|s| s.0) {
-            self.withdraw_all();
-        }
-        self.settings = settings;
-        let Some((table, _)) = self.settings else {
-            return;
-        };
-        let stale: Vec<(IpAddr, String)> = self
+        self.settings = announce.map(|a| (a.table, a.withdraw_delay));
+        let table = self.settings.map(|s| s.0);
+        self.remove_leftovers();
+        // Routes not wanted, in another table than the one now named, or
+        // any left after `[announce]` went (and those whose removal failed
+        // before: they are still here).
+        let stale: Vec<(IpAddr, String, u32)> = self
             .announced
             .iter()
-            .filter(|(vip, dev)| wanted.get(*vip) != Some(*dev))
-            .map(|(v, d)| (*v, d.clone()))
+            .filter(|(vip, (dev, t))| Some(*t) != table || wanted.get(*vip) != Some(dev))
+            .map(|(v, (d, t))| (*v, d.clone(), *t))
             .collect();
-        for (vip, dev) in stale {
-            self.withdraw(table, vip, &dev);
+        for (vip, dev, t) in stale {
+            self.withdraw(t, vip, &dev);
         }
+        let Some(table) = table else {
+            return;
+        };
         for (vip, dev) in wanted {
             if self.announced.contains_key(vip) {
                 continue;
@@ -172,35 +187,62 @@ impl<R: Routes> Announcer<R> {
             match self.routes.replace(table, *vip, dev) {
                 Ok(()) => {
                     log::info!("announce: {vip} via {dev} in table {table}");
-                    self.announced.insert(*vip, dev.clone());
+                    self.announced.insert(*vip, (dev.clone(), table));
                 }
                 Err(e) => log::error!("announce: {vip} not announced: {e}"),
             }
         }
     }
 
+    /// Removes the route of `vip` from `table`; a leftover, tried again
+    /// later, if that fails.
     fn withdraw(&mut self, table: u32, vip: IpAddr, dev: &str) {
-        match self.routes.delete(table, vip, dev) {
-            Ok(()) => log::info!("announce: {vip} withdrawn from table {table}"),
-            // Gone already (its interface went, or someone removed it):
-            // withdrawn all the same.
-            Err(e) => log::warn!("announce: withdrawing {vip}: {e}"),
-        }
         self.announced.remove(&vip);
+        if !self.delete(table, vip, dev) {
+            let left = (vip, dev.to_string(), table);
+            if !self.leftovers.contains(&left) {
+                self.leftovers.push(left);
+            }
+        }
+    }
+
+    fn delete(&mut self, table: u32, vip: IpAddr, dev: &str) -> bool {
+        match self.routes.delete(table, vip, dev) {
+            Ok(()) => {
+                log::info!("announce: {vip} withdrawn from table {table}");
+                true
+            }
+            Err(e) => {
+                log::error!("announce: {vip} not withdrawn from table {table} (tried again at the next update): {e}");
+                false
+            }
+        }
+    }
+
+    /// Tries the removals that failed again.
+    fn remove_leftovers(&mut self) {
+        for (vip, dev, table) in std::mem::take(&mut self.leftovers) {
+            if !self.delete(table, vip, &dev) {
+                self.leftovers.push((vip, dev, table));
+            }
+        }
     }
 
     /// Withdraws every route (a clean stop, or `[announce]` removed) and
     /// returns how long to wait before the ports stop (zero when nothing
     /// was announced).
     pub fn withdraw_all(&mut self) -> Duration {
-        let Some((table, delay)) = self.settings else {
-            return Duration::ZERO;
-        };
-        let all: Vec<(IpAddr, String)> = std::mem::take(&mut self.announced).into_iter().collect();
+        let delay = self.settings.map_or(Duration::ZERO, |s| s.1);
+        let all: Vec<(IpAddr, String, u32)> = self
+            .announced
+            .iter()
+            .map(|(v, (d, t))| (*v, d.clone(), *t))
+            .collect();
         let any = !all.is_empty();
-        for (vip, dev) in all {
+        for (vip, dev, table) in all {
             self.withdraw(table, vip, &dev);
         }
+        self.remove_leftovers();
         if any {
             delay
         } else {
@@ -208,14 +250,21 @@ impl<R: Routes> Announcer<R> {
         }
     }
 
-    /// Whether `vip` is announced now.
+    /// Whether `vip` is announced now (a route whose removal failed is:
+    /// it is still in the table).
     pub fn is_announced(&self, vip: IpAddr) -> bool {
-        self.announced.contains_key(&vip)
+        self.announced.contains_key(&vip) || self.leftovers.iter().any(|l| l.0 == vip)
     }
 
-    /// The VIPs announced now.
+    /// The VIPs announced now (once each).
     pub fn announced(&self) -> impl Iterator<Item = IpAddr> + '_ {
-        self.announced.keys().copied()
+        let left: std::collections::BTreeSet<IpAddr> = self
+            .leftovers
+            .iter()
+            .map(|l| l.0)
+            .filter(|v| !self.announced.contains_key(v))
+            .collect();
+        self.announced.keys().copied().chain(left)
     }
 }
 
@@ -230,6 +279,8 @@ mod tests {
     struct Fake {
         log: Vec<String>,
         refuse: Option<IpAddr>,
+        /// How many removals fail from now on.
+        fail_deletes: usize,
     }
 
     impl Routes for Fake {
@@ -242,6 +293,11 @@ mod tests {
         }
 
         fn delete(&mut self, table: u32, vip: IpAddr, dev: &str) -> Result<(), String> {
+            if self.fail_deletes > 0 {
+                self.fail_deletes -= 1;
+                self.log.push(format!("del {vip} {dev} {table} FAILED"));
+                return Err("no answer within 2s, killed".into());
+            }
             self.log.push(format!("del {vip} {dev} {table}"));
             Ok(())
         }
@@ -383,5 +439,61 @@ address = "198.18.0.13"
         a.update(Some(&A), &Announcer::<Fake>::wanted(&s, lbk0));
         assert!(a.is_announced(vip));
         assert!(Announcer::<Fake>::wanted(&s, |_| None).is_empty());
+    }
+
+    /// Found in review: a removal that failed (an `ip` killed after its
+    /// timeout, say) was forgotten, so the route stayed and the routing
+    /// daemon kept exporting the VIP. It stays announced and is removed
+    /// at the next update, or at the stop, in the table it was put in.
+    #[test]
+    fn a_route_whose_removal_failed_is_removed_later() {
+        let vip: IpAddr = "198.18.1.100".parse().unwrap();
+        let mut a = Announcer::new(Fake::default(), Some(&A));
+        let up = snap(|_| true);
+        let nothing = BTreeMap::new();
+        a.update(Some(&A), &Announcer::<Fake>::wanted(&up, lbk0));
+        a.routes.fail_deletes = 1;
+        a.update(Some(&A), &nothing);
+        assert!(a.is_announced(vip), "still in the table");
+        a.update(Some(&A), &nothing);
+        assert!(!a.is_announced(vip));
+        assert_eq!(
+            a.routes.log[1..],
+            [
+                "del 198.18.1.100 lbk0 100 FAILED",
+                "del 198.18.1.100 lbk0 100"
+            ]
+        );
+        // At the stop, and after the table moved or the section went.
+        a.update(Some(&A), &Announcer::<Fake>::wanted(&up, lbk0));
+        a.routes.fail_deletes = 1;
+        a.update(None, &Announcer::<Fake>::wanted(&up, lbk0));
+        assert!(a.is_announced(vip));
+        assert_eq!(a.withdraw_all(), Duration::ZERO, "no [announce]: no wait");
+        assert!(!a.is_announced(vip));
+        assert_eq!(a.routes.log.last().unwrap(), "del 198.18.1.100 lbk0 100");
+        a.update(Some(&A), &Announcer::<Fake>::wanted(&up, lbk0));
+        a.routes.fail_deletes = 1;
+        let b = AnnounceConfig { table: 101, ..A };
+        a.update(Some(&b), &Announcer::<Fake>::wanted(&up, lbk0));
+        assert_eq!(
+            a.routes.log.last().unwrap(),
+            "replace 198.18.1.100 lbk0 101",
+            "announced in the new table all the same"
+        );
+        assert_eq!(a.withdraw_all(), Duration::from_secs(2));
+        assert_eq!(a.announced().count(), 0);
+        let dels: Vec<&String> = a
+            .routes
+            .log
+            .iter()
+            .filter(|l| l.starts_with("del"))
+            .collect();
+        assert_eq!(
+            dels[dels.len() - 2..],
+            ["del 198.18.1.100 lbk0 101", "del 198.18.1.100 lbk0 100"],
+            "each from its own table: {:?}",
+            a.routes.log
+        );
     }
 }
