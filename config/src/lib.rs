@@ -24,6 +24,18 @@ pub use std::time::Duration;
 /// The name used as the error path for syntax errors when text is not read from a file.
 pub const DEFAULT_SOURCE: &str = "lb.toml";
 
+/// The most services one config may have. Every compile (a reload, a
+/// `ctl` edit, every health change) builds every service's scheduler on
+/// the control thread, which feeds the systemd watchdog: 20,000 `mh`
+/// services took 12 s and 2.5 GB (found in review); 4,096 take about 2 s.
+pub const MAX_SERVICES: usize = 4_096;
+
+/// The most reals one config may have, over all its services: the
+/// dataplane keeps counters for at most this many distinct reals over the
+/// life of the process (`lb_core::snapshot::MAX_REALS`), so a file with
+/// more passed `--check` and then could not start.
+pub const MAX_REALS: usize = 65_536;
+
 /// The longest flow timeout (`flows.tcp_timeout`, `tcp_fin_timeout`,
 /// `tcp_syn_timeout`, `udp_timeout`) and `services[].persistence`: 24 days
 /// (`576h`). A worker's clock is a wrapping `u32` of milliseconds and a flow

@@ -2857,3 +2857,34 @@ fn names_hold_no_control_characters_and_are_bounded() {
             .is_ok()
     );
 }
+
+/// Found in review: any number of services and reals passed validation;
+/// 20,000 `mh` services took 12 s to compile on the control thread (the
+/// watchdog's), and a file of more reals than the dataplane keeps counters
+/// for passed `--check` and then could not start.
+#[test]
+fn services_and_reals_are_bounded() {
+    let mut text = with("");
+    for i in 0..=crate::MAX_SERVICES {
+        text.push_str(&format!(
+            "[[services]]\nname = \"s{i}\"\nvip = \"198.18.1.100\"\nport = {}\n",
+            i + 1
+        ));
+    }
+    assert_error(&text, "services", "at most 4096");
+    let mut text = service("");
+    for i in 0..=65_536u32 {
+        text.push_str(&format!(
+            "[[services.reals]]\naddress = \"198.19.{}.{}\"\nport = {}\n",
+            i / 65_536,
+            (i / 256) % 256,
+            1 + i % 256
+        ));
+    }
+    let errs = errors(&text);
+    assert!(
+        errs.at("services")
+            .any(|e| e.message.contains("65537 reals")),
+        "{errs}"
+    );
+}

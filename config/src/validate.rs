@@ -1567,6 +1567,29 @@ fn sync_address(
 }
 
 fn services(c: &mut Checker<'_>, raw: Vec<RawService>, nets: &Nets) -> Vec<ServiceConfig> {
+    if raw.len() > crate::MAX_SERVICES {
+        c.err(
+            "services",
+            format!(
+                "{} services: at most {} (each is rebuilt at every reload and health change)",
+                raw.len(),
+                crate::MAX_SERVICES
+            ),
+        );
+    }
+    let total_reals: usize = raw
+        .iter()
+        .map(|s| s.reals.as_ref().map_or(0, Vec::len))
+        .sum();
+    if total_reals > crate::MAX_REALS {
+        c.err(
+            "services",
+            format!(
+                "{total_reals} reals over all services: at most {} (the dataplane keeps counters for that many)",
+                crate::MAX_REALS
+            ),
+        );
+    }
     let mut out = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut endpoints: HashMap<(IpAddr, u16, Protocol), usize> = HashMap::new();

@@ -19,8 +19,9 @@ use crate::keymap::KeyMap;
 use crate::scheduler::{Backend, Scheduler};
 use crate::wire::IpProtocol;
 
-/// The most reals (over the life of the process) that counters are kept for.
-pub const MAX_REALS: usize = 65_536;
+/// The most reals (over the life of the process) that counters are kept for
+/// (and so the most one config may have).
+pub const MAX_REALS: usize = lb_config::MAX_REALS;
 
 /// One data port as the fast path sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
