@@ -269,20 +269,20 @@ fn out(text: &str) {
         .and_then(|()| stdout.flush());
 }
 
-/// The config a client command (`status`, `ctl`) reads its address from:
-/// None when there is no file at `-c`'s path (the defaults then serve).
-/// A file that does not load is an error, naming why and the flag that
-/// does without it: the defaults could be another appliance's (found in
-/// review: `ctl drain` with a key file the operator could not read went to
-/// the default socket, silently).
-fn client_config(cli: &Cli, command: &str, flag: &str) -> Result<Option<Config>, ExitCode> {
-    match std::fs::metadata(&cli.config) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        _ => {}
-    }
-    Config::load(&cli.config).map(Some).map_err(|e| {
+/// Where a client command (`status`, `ctl`) finds the appliance: the
+/// `[control] socket` and `[metrics] listen` of `-c`'s file, or the
+/// defaults when there is no file there. A file whose two keys do not
+/// check out (or that is no TOML) is an error, naming why and the flag
+/// that does without it: the defaults could be another appliance's (found
+/// in review: they were taken silently). Nothing else of the file is read.
+fn client_endpoints(
+    cli: &Cli,
+    command: &str,
+    flag: &str,
+) -> Result<(lb_config::ControlConfig, lb_config::MetricsConfig), ExitCode> {
+    Config::client_endpoints(&cli.config).map_err(|e| {
         error(&format!(
-            "lb-appliance {command}: {} does not load, so where its appliance listens is not known (name it with {flag}):\n{e}",
+            "lb-appliance {command}: {} does not say where its appliance listens (name it with {flag}):\n{e}",
             cli.config.display()
         ));
         ExitCode::from(2)
@@ -292,11 +292,8 @@ fn client_config(cli: &Cli, command: &str, flag: &str) -> Result<Option<Config>,
 fn status(cli: &Cli, metrics: Option<&str>, json: bool) -> ExitCode {
     let addr = match metrics {
         Some(a) => a.to_string(),
-        None => match client_config(cli, "status", "--metrics") {
-            Ok(c) => c.map_or_else(
-                || "127.0.0.1:9101".to_string(),
-                |c| c.metrics.listen.to_string(),
-            ),
+        None => match client_endpoints(cli, "status", "--metrics") {
+            Ok((_, metrics)) => metrics.listen.to_string(),
             Err(code) => return code,
         },
     };
@@ -330,11 +327,8 @@ fn ctl(cli: &Cli, socket: Option<&std::path::Path>, command: &CtlCommand) -> Exi
     use lb_control::ctl::{call, Request};
     let path = match socket {
         Some(p) => p.to_path_buf(),
-        None => match client_config(cli, "ctl", "--socket") {
-            Ok(c) => c.map_or_else(
-                || lb_config::DEFAULT_CONTROL_SOCKET.into(),
-                |c| c.control.socket,
-            ),
+        None => match client_endpoints(cli, "ctl", "--socket") {
+            Ok((control, _)) => control.socket,
             Err(code) => return code,
         },
     };

@@ -642,6 +642,25 @@ impl Config {
         Self::parse_named(&text, &name).map(|c| (c, text))
     }
 
+    /// Where the appliance that runs the file at `path` listens (its
+    /// `[control]` socket and `[metrics]` address), for the client
+    /// commands (`ctl`, `status`). Only those keys are read and checked:
+    /// the rest of the file, a key file only root may read among it, is
+    /// the appliance's business (found in review: a group member of the
+    /// socket could not run `ctl` with keyed sync configured). No file at
+    /// `path`: the defaults.
+    pub fn client_endpoints(
+        path: &std::path::Path,
+    ) -> Result<(ControlConfig, MetricsConfig), ConfigErrors> {
+        let name = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(ConfigError::new(name, format!("cannot read: {e}")).into()),
+        };
+        validate::client_endpoints(&text, &name)
+    }
+
     /// The EAL main lcore (runs the control thread): `--main-lcore`, else the
     /// lowest lcore of the EAL core list; `None` when `eal_args` name neither.
     pub fn eal_main_lcore(&self) -> Option<u32> {

@@ -1067,6 +1067,36 @@ fn announce(c: &mut Checker<'_>, raw: RawAnnounce) -> Option<AnnounceConfig> {
 const DEFAULT_WITHDRAW_DELAY: Duration = Duration::from_secs(2);
 
 /// `[control]`: an absolute path short enough for a Unix socket address.
+/// [`Config::client_endpoints`]: `[control]` and `[metrics]` of `text`,
+/// checked as a whole file's are; nothing else of it is read.
+pub(crate) fn client_endpoints(
+    text: &str,
+    source: &str,
+) -> Result<(ControlConfig, MetricsConfig), ConfigErrors> {
+    #[derive(serde::Deserialize)]
+    struct Endpoints {
+        control: Option<RawControl>,
+        metrics: Option<RawMetrics>,
+    }
+    let raw: Endpoints = toml::from_str(text).map_err(|e| {
+        ConfigErrors(vec![ConfigError::new(
+            source,
+            format!("invalid TOML: {}", e.message()),
+        )])
+    })?;
+    let mut errors = Vec::new();
+    let mut c = Checker {
+        errors: &mut errors,
+    };
+    let control = control(&mut c, raw.control.unwrap_or_default());
+    let metrics = metrics(&mut c, raw.metrics.unwrap_or_default());
+    if errors.is_empty() {
+        Ok((control, metrics))
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
 fn control(c: &mut Checker<'_>, raw: RawControl) -> ControlConfig {
     let Some(text) = raw.socket else {
         return ControlConfig::default();
