@@ -30,6 +30,9 @@ pub trait Routes {
     fn delete(&mut self, table: u32, vip: IpAddr, dev: &str) -> Result<(), String>;
 }
 
+/// How often routes whose removal failed are tried again.
+pub const LEFTOVER_RETRY: Duration = Duration::from_secs(5);
+
 /// How long one `ip route` may take before it is killed.
 const IP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -119,9 +122,12 @@ pub struct Announcer<R: Routes> {
     /// in.
     announced: BTreeMap<IpAddr, (String, u32)>,
     /// Routes whose removal failed (VIP, interface, table): tried again at
-    /// every update and at the stop (found in review: they were forgotten,
-    /// and the routing daemon kept exporting the VIP).
+    /// every update, every [`LEFTOVER_RETRY`] and at the stop (found in
+    /// review: they were forgotten, and the routing daemon kept exporting
+    /// the VIP).
     leftovers: Vec<(IpAddr, String, u32)>,
+    /// When the leftovers were last tried.
+    last_retry: Option<std::time::Instant>,
 }
 
 impl<R: Routes> Announcer<R> {
@@ -131,6 +137,7 @@ impl<R: Routes> Announcer<R> {
             settings: announce.map(|a| (a.table, a.withdraw_delay)),
             announced: BTreeMap::new(),
             leftovers: Vec::new(),
+            last_retry: None,
         }
     }
 
@@ -188,6 +195,10 @@ impl<R: Routes> Announcer<R> {
                 Ok(()) => {
                     log::info!("announce: {vip} via {dev} in table {table}");
                     self.announced.insert(*vip, (dev.clone(), table));
+                    // A removal of the same route that failed before is
+                    // moot: the route is wanted (found in review: retried,
+                    // it took the route just put back).
+                    self.leftovers.retain(|l| (l.0, l.2) != (*vip, table));
                 }
                 Err(e) => log::error!("announce: {vip} not announced: {e}"),
             }
@@ -219,13 +230,34 @@ impl<R: Routes> Announcer<R> {
         }
     }
 
-    /// Tries the removals that failed again.
-    fn remove_leftovers(&mut self) {
-        for (vip, dev, table) in std::mem::take(&mut self.leftovers) {
+    /// Tries the removals that failed again, oldest first, up to the first
+    /// that fails again: each may take `ip`'s timeout, on the thread that
+    /// feeds the watchdog. Whether any was removed.
+    fn remove_leftovers(&mut self) -> bool {
+        let mut removed = false;
+        while let Some((vip, dev, table)) = self.leftovers.first().cloned() {
             if !self.delete(table, vip, &dev) {
-                self.leftovers.push((vip, dev, table));
+                break;
             }
+            self.leftovers.remove(0);
+            removed = true;
         }
+        removed
+    }
+
+    /// [`Self::remove_leftovers`], at most every [`LEFTOVER_RETRY`] (the
+    /// control loop calls it every tick: a VIP whose removal failed must
+    /// not wait for the next health change). Whether any was removed.
+    pub fn retry_leftovers(&mut self, now: std::time::Instant) -> bool {
+        if self.leftovers.is_empty()
+            || self
+                .last_retry
+                .is_some_and(|t| now.saturating_duration_since(t) < LEFTOVER_RETRY)
+        {
+            return false;
+        }
+        self.last_retry = Some(now);
+        self.remove_leftovers()
     }
 
     /// Withdraws every route (a clean stop, or `[announce]` removed) and
@@ -233,6 +265,8 @@ impl<R: Routes> Announcer<R> {
     /// was announced).
     pub fn withdraw_all(&mut self) -> Duration {
         let delay = self.settings.map_or(Duration::ZERO, |s| s.1);
+        // Earlier failures first; what fails now is not tried twice.
+        self.remove_leftovers();
         let all: Vec<(IpAddr, String, u32)> = self
             .announced
             .iter()
@@ -242,7 +276,6 @@ impl<R: Routes> Announcer<R> {
         for (vip, dev, table) in all {
             self.withdraw(table, vip, &dev);
         }
-        self.remove_leftovers();
         if any {
             delay
         } else {
@@ -491,9 +524,62 @@ address = "198.18.0.13"
             .collect();
         assert_eq!(
             dels[dels.len() - 2..],
-            ["del 198.18.1.100 lbk0 101", "del 198.18.1.100 lbk0 100"],
+            ["del 198.18.1.100 lbk0 100", "del 198.18.1.100 lbk0 101"],
             "each from its own table: {:?}",
             a.routes.log
         );
+    }
+
+    /// Found in review: a removal that had failed, retried after the VIP
+    /// was announced again, took the route just put back; and leftovers
+    /// waited for the next health change. A route wanted again drops its
+    /// leftover, and the control loop retries the rest every few seconds,
+    /// one failure per pass at most.
+    #[test]
+    fn a_leftover_never_takes_a_route_announced_again_and_is_retried_on_a_timer() {
+        let vip: IpAddr = "198.18.1.100".parse().unwrap();
+        let up = snap(|_| true);
+        let wanted = Announcer::<Fake>::wanted(&up, lbk0);
+        let nothing = BTreeMap::new();
+        let mut a = Announcer::new(Fake::default(), Some(&A));
+        a.update(Some(&A), &wanted);
+        a.routes.fail_deletes = 2;
+        a.update(Some(&A), &nothing); // fails: a leftover
+        a.update(Some(&A), &wanted); // the retry fails, the route is put back
+        let n = a.routes.log.len();
+        a.update(Some(&A), &wanted);
+        assert_eq!(a.routes.log.len(), n, "nothing deleted: {:?}", a.routes.log);
+        assert!(a.is_announced(vip));
+        assert!(
+            !a.retry_leftovers(std::time::Instant::now()),
+            "nothing left"
+        );
+
+        // Drained, the removal fails: retried on the timer, not before.
+        a.routes.fail_deletes = 1;
+        a.update(Some(&A), &nothing);
+        assert!(a.is_announced(vip));
+        let t0 = std::time::Instant::now();
+        assert!(a.retry_leftovers(t0));
+        assert!(!a.is_announced(vip));
+        // Two leftovers whose removals keep failing: one try per pass.
+        a.update(Some(&A), &wanted);
+        let mut b = a;
+        b.routes.fail_deletes = 100;
+        let other: IpAddr = "198.18.1.101".parse().unwrap();
+        b.leftovers.push((other, "lbk0".into(), 100));
+        b.update(Some(&A), &nothing);
+        let tries = |b: &Announcer<Fake>| {
+            b.routes
+                .log
+                .iter()
+                .filter(|l| l.ends_with("FAILED"))
+                .count()
+        };
+        let before = tries(&b);
+        assert!(!b.retry_leftovers(t0 + LEFTOVER_RETRY));
+        assert_eq!(tries(&b), before + 1, "one failure per pass");
+        assert!(!b.retry_leftovers(t0 + LEFTOVER_RETRY + Duration::from_secs(1)));
+        assert_eq!(tries(&b), before + 1, "not before the interval");
     }
 }

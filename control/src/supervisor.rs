@@ -627,6 +627,15 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
             systemd.reloaded(ok, control.dataplane.snapshot(), workers.len());
         }
         systemd.tick(&workers, control.dataplane.snapshot());
+        // Routes whose removal failed, tried again now and then.
+        if control.announcer.retry_leftovers(Instant::now()) {
+            let mut sh = control.shared();
+            let vips: Vec<IpAddr> = sh.announced.keys().copied().collect();
+            for vip in vips {
+                sh.announced
+                    .insert(vip, control.announcer.is_announced(vip));
+            }
+        }
         if last_busy.elapsed() >= Duration::from_secs(1) {
             last_busy = Instant::now();
             let mut sh = control.shared();
