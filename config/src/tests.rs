@@ -2746,6 +2746,18 @@ fn addresses_no_host_has_are_refused() {
             why,
         );
     }
+    // Nor is a port's address there.
+    for (bad, why) in [
+        ("127.0.0.2/8", "loopback"),
+        ("240.0.0.2/24", "reserved"),
+        ("0.1.0.2/16", "this network"),
+    ] {
+        assert_error(
+            &with("").replace("198.18.0.2/24", bad),
+            "ports[0].address",
+            why,
+        );
+    }
     // A loopback VIP is refused; a loopback real is only health-checked
     // (on this host: the tests' local servers).
     assert_error(

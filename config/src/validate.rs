@@ -247,12 +247,11 @@ enum LinkLocal {
     Refused,
 }
 
-/// Why `a` cannot be an IPv6 host address, if it cannot.
 /// Why `a` cannot be a host's IPv4 address on a network (RFC 1122 3.2.1.3,
 /// RFC 1812 5.3.7: the addresses the packet path drops as sources no host
-/// has), if it cannot. The same as IPv6's refusal of `::1` (found in
-/// review: a real at 127.0.0.5 was accepted, its health check probed the
-/// appliance itself, and its replies were dropped).
+/// has), if it cannot: as IPv6's `::1` is refused (found in review: VIPs,
+/// gateways and port addresses there were accepted). Reals on loopback
+/// are let through by their caller.
 fn not_a_host4(a: Ipv4Addr) -> Option<&'static str> {
     let first = a.octets()[0];
     Some(if first == 0 {
@@ -268,6 +267,7 @@ fn not_a_host4(a: Ipv4Addr) -> Option<&'static str> {
     })
 }
 
+/// Why `a` cannot be an IPv6 host address, if it cannot.
 fn not_a_host6(a: Ipv6Addr, link_local: LinkLocal) -> Option<&'static str> {
     if a.is_unspecified() {
         Some("it is the unspecified address (::)")
@@ -294,11 +294,11 @@ fn key_of(path: &str) -> &str {
     path.rsplit('.').next().unwrap_or(path)
 }
 
-/// A maximum duration as `576h (24 days)`: the accepted form, and the days
-/// when it is a whole number of them (the form has no day unit).
 /// The IPv6 minimum link MTU (RFC 8200 §5).
 const IPV6_MIN_MTU: u16 = 1280;
 
+/// A maximum duration as `576h (24 days)`: the accepted form, and the days
+/// when it is a whole number of them (the form has no day unit).
 fn describe_max(max: Duration) -> String {
     const DAY: u64 = 24 * 60 * 60;
     let text = format_duration(max);
@@ -684,8 +684,8 @@ fn cidr(c: &mut Checker<'_>, path: &str, text: &str) -> Option<Ipv4Cidr> {
             format!("invalid address {text:?}: prefix length must be 1..=32"),
         );
         None
-    } else if a.is_unspecified() || a.is_broadcast() || a.is_multicast() {
-        c.err(path, format!("{a} is not a unicast host address"));
+    } else if let Some(why) = not_a_host4(a) {
+        c.err(path, format!("{a} is not a unicast host address: {why}"));
         None
     } else if cidr.prefix_len <= 30 && a == cidr.network() {
         c.err(
@@ -1462,8 +1462,6 @@ fn describe_nets<'a>(nets: impl Iterator<Item = (&'a str, String)>) -> String {
     }
 }
 
-/// Why a floating gateway address may not be `a`: a VIP or a real's
-/// address.
 /// Addresses a VIP or a real must not be (found in review: both were
 /// accepted). The appliance answers ARP and neighbor solicitations for
 /// every VIP on every port, so a VIP that is a port's gateway, a static
@@ -1541,6 +1539,8 @@ fn addresses_taken(c: &mut Checker<'_>, config: &Config) {
     }
 }
 
+/// Why a floating gateway address may not be `a`: a VIP or a real's
+/// address.
 fn floating_clash(a: IpAddr, services: &[ServiceConfig]) -> Option<String> {
     for (i, s) in services.iter().enumerate() {
         if s.vip == a {

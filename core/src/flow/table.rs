@@ -105,8 +105,15 @@ pub(super) const VOUCHED: u8 = 64;
 /// segments are followed but a RST, FIN or SYN of it is not believed,
 /// until a segment of the real acknowledges what the client sent (NAT:
 /// the real's side is seen) and so places it. TUN and DR, where the real's
-/// side is never seen, keep it: their synced flows end by timeout.
+/// side is never seen, keep it, and believe a FIN or RST only where the
+/// client's earlier segments were followed to (`Flow::unsure_client`).
 pub(super) const UNSURE_CLIENT: u8 = 128;
+
+/// How far ahead of the real's first ACK a synced flow's client may have
+/// been followed and still be placed there (bytes in flight; a blind
+/// stranger who set where it was followed lands within it once in 256
+/// tries, and must still be the last before the real's ACK).
+const PLACE_WINDOW: u32 = 16 << 20;
 
 /// How far behind what the real sent a client's ACK may be and still
 /// confirm a NAT flow.
@@ -292,15 +299,9 @@ impl<A: FlowAddr> Flow<A> {
                 *next = end;
             }
         } else if from_client && self.seq_known & UNSURE_CLIENT != 0 {
-            // A synced flow's client, not yet placed: followed, never
-            // believed to close or reopen the flow.
-            if seg
-                .flags
-                .intersects(TcpFlags::RST | TcpFlags::FIN | TcpFlags::SYN)
-            {
+            if self.unsure_client(seg) {
                 return;
             }
-            *next = seg.seq.wrapping_add(seg.len);
         } else {
             *next = seg.seq.wrapping_add(seg.len);
             self.seq_known |= bit;
@@ -308,9 +309,7 @@ impl<A: FlowAddr> Flow<A> {
                 && self.seq_known & UNSURE_CLIENT != 0
                 && seg.flags.contains(TcpFlags::ACK)
             {
-                // The real says where the client stands.
-                self.client_next = seg.ack;
-                self.seq_known = (self.seq_known | SEEN_CLIENT) & !UNSURE_CLIENT;
+                self.place_client(seg.ack);
             }
         }
         if from_client && seg.flags.contains(TcpFlags::SYN) && !seg.flags.contains(TcpFlags::ACK) {
@@ -325,6 +324,48 @@ impl<A: FlowAddr> Flow<A> {
             self.seq_known |= CONFIRMED;
         }
         self.state = self.state.on_tcp(seg.flags, from_client);
+    }
+
+    /// A segment of a synced flow's client not yet placed
+    /// ([`UNSURE_CLIENT`]): followed (forward only, from the first one;
+    /// `client_next` 0 is none yet), but not believed to close or reopen
+    /// the flow, except, for TUN and DR (whose real's side never places
+    /// the client), a FIN or RST within [`RST_WINDOW`] of where earlier
+    /// segments were followed to: before that a synced one-way flow ended
+    /// only by its timeout, and counted as the real's active connection
+    /// meanwhile (found in review). Whether the segment is not believed.
+    #[cold]
+    #[inline(never)]
+    fn unsure_client(&mut self, seg: Segment) -> bool {
+        let followed = self.client_next != 0;
+        if seg
+            .flags
+            .intersects(TcpFlags::RST | TcpFlags::FIN | TcpFlags::SYN)
+        {
+            let one_way = self.method != ForwardingMethod::Nat;
+            return !(one_way
+                && followed
+                && !seg.flags.contains(TcpFlags::SYN)
+                && seq_within(seg.seq, self.client_next, RST_WINDOW));
+        }
+        let end = seg.seq.wrapping_add(seg.len);
+        if !followed || (end.wrapping_sub(self.client_next) as i32) > 0 {
+            self.client_next = end;
+        }
+        false
+    }
+
+    /// The real's first ACK of a synced flow says where its client stands:
+    /// at `ack`, or where its segments were followed to if that is ahead
+    /// of it by at most [`PLACE_WINDOW`] (bytes in flight: found in review,
+    /// a client more than 1 MiB ahead of the real's ACK was placed behind
+    /// for good, and none of its segments believed again).
+    fn place_client(&mut self, ack: u32) {
+        let followed = self.client_next;
+        if followed == 0 || followed.wrapping_sub(ack) > PLACE_WINDOW {
+            self.client_next = ack;
+        }
+        self.seq_known = (self.seq_known | SEEN_CLIENT) & !UNSURE_CLIENT;
     }
 
     /// Records that the real answered (NAT UDP: evidence from both ends).

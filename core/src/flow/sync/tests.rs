@@ -1018,3 +1018,140 @@ fn a_bulk_pass_sends_no_expired_flow() {
         "the live ones (created, then in the pass)"
     );
 }
+
+/// Found in review: the real's first ACK placed a synced client at the
+/// ACK, behind what it had sent; with more than 1 MiB in flight none of
+/// its segments was believed again, its FIN among them. It stays where
+/// it was followed to when that is within bytes in flight of the ACK.
+#[test]
+fn a_synced_upload_is_placed_where_its_client_was_followed() {
+    let snap = snapshot(CONFIG);
+    let mut ct = conntrack::<Ipv4Addr>(64);
+    ct.sync_install(&snap, &established(40000), 0).unwrap();
+    let base = 0x1000_0000u32;
+    let data = |seq: u32| seg(TcpFlags::ACK, seq, 9000).map(|s| Segment { len: 1448, ..s });
+    let mut seq = base;
+    for _ in 0..1500 {
+        client_packet(&mut ct, &snap, 40000, data(seq), 1).unwrap();
+        seq = seq.wrapping_add(1448);
+    }
+    // A retransmission does not move it back.
+    client_packet(&mut ct, &snap, 40000, data(base), 1).unwrap();
+    let f = ct.find(&key(40000)).unwrap();
+    let (reply, hash) = (f.reply_key(), ct.table().reply_key_hash(&f.reply_key()));
+    // The real has 2 MiB less than the client sent.
+    ct.reply(&snap, &reply, hash, seg(TcpFlags::ACK, 9000, base), 2)
+        .unwrap();
+    for _ in 0..100 {
+        client_packet(&mut ct, &snap, 40000, data(seq), 3).unwrap();
+        seq = seq.wrapping_add(1448);
+    }
+    client_packet(
+        &mut ct,
+        &snap,
+        40000,
+        seg(TcpFlags::FIN | TcpFlags::ACK, seq, 9000),
+        4,
+    )
+    .unwrap();
+    assert_eq!(ct.find(&key(40000)).unwrap().state(), FlowState::FinWait);
+}
+
+/// Found in review: a synced TUN or DR flow, which the real never places,
+/// ended only by its timeout (an active connection of its real meanwhile).
+/// A FIN or RST where its client's segments were followed to is believed;
+/// one before any segment, or far from them, is not.
+#[test]
+fn a_synced_one_way_flow_believes_a_fin_where_its_client_was_followed() {
+    let snap = snapshot(CONFIG);
+    let mut ct = conntrack::<Ipv4Addr>(64);
+    let vip = Ipv4Addr::new(198, 18, 1, 101);
+    let tunnelled = |port: u16| FlowRecord {
+        vip: vip.into(),
+        change: FlowChange::Update(FlowUpdate {
+            real: "2001:2::21".parse().unwrap(),
+            real_port: 80,
+            method: ForwardingMethod::Tunnel,
+            state: FlowState::Established,
+            trust: Trust::OneWay,
+            proxy: None,
+        }),
+        ..established(port)
+    };
+    let mut schedulers = Schedulers::default();
+    schedulers.adopt(&snap);
+    let service = snap.service_for(6, vip, 80).unwrap();
+    let mut send = |ct: &mut Conntrack, port: u16, s: Option<Segment>| {
+        let k = FlowKey { vip, ..key(port) };
+        let h = ct.table().key_hash(&k);
+        ct.lookup_or_create::<crate::buffer::VecBuf>(&snap, service, &k, h, s, 5, &mut schedulers)
+            .unwrap();
+        ct.find(&k).unwrap().state()
+    };
+    for port in [40000, 40001] {
+        ct.sync_install(&snap, &tunnelled(port), 0).unwrap();
+    }
+    // Before any segment: not believed.
+    assert_eq!(
+        send(&mut ct, 40000, seg(TcpFlags::RST, 5000, 0)),
+        FlowState::Established
+    );
+    let data = |seq: u32| seg(TcpFlags::ACK, seq, 1).map(|s| Segment { len: 100, ..s });
+    send(&mut ct, 40000, data(5000));
+    send(&mut ct, 40000, data(5100));
+    // Far from where it was followed to: not believed.
+    assert_eq!(
+        send(
+            &mut ct,
+            40000,
+            seg(TcpFlags::FIN | TcpFlags::ACK, 0x7000_0000, 1)
+        ),
+        FlowState::Established
+    );
+    assert_eq!(
+        send(&mut ct, 40000, seg(TcpFlags::FIN | TcpFlags::ACK, 5200, 1)),
+        FlowState::FinWait,
+        "the client's own FIN"
+    );
+    send(&mut ct, 40001, data(7000));
+    assert_eq!(
+        send(&mut ct, 40001, seg(TcpFlags::RST, 7100, 0)),
+        FlowState::Closed
+    );
+}
+
+/// The refresh, like the bulk pass, sends no flow that has expired but
+/// that the sweep has not ended yet (found in review: nothing tested it).
+#[test]
+fn a_refresh_sends_no_expired_flow() {
+    let snap = snapshot(CONFIG);
+    let mut ct = conntrack::<Ipv4Addr>(256);
+    ct.enable_sync(64);
+    for p in 40000..40040 {
+        client_packet(&mut ct, &snap, p, seg(TcpFlags::SYN, 1000, 0), 0).unwrap();
+    }
+    let _ = collected(&mut ct, &snap, 0);
+    // Half a timeout on: due for a refresh, not expired.
+    let half = snap.timeouts.syn / 2 + 1;
+    let mut out = SyncEvents::with_capacity(64);
+    let mut refreshed = 0;
+    for _ in 0..32 {
+        ct.sweep(&snap, half, 16);
+        ct.take_sync_events(&mut out);
+        refreshed += out.drain().count();
+    }
+    assert_eq!(refreshed, 40, "a refresh of every live flow, once");
+    // Past the timeout: nothing but removals, however few the sweep ends
+    // at a time.
+    let later = half + snap.timeouts.syn / 2 + 1;
+    for _ in 0..32 {
+        ct.sweep(&snap, later, 16);
+        ct.take_sync_events(&mut out);
+        let updated: Vec<u16> = out
+            .drain()
+            .filter(|r| matches!(r.change, FlowChange::Update(_)))
+            .map(|r| r.client_port)
+            .collect();
+        assert!(updated.is_empty(), "expired flows refreshed: {updated:?}");
+    }
+}
