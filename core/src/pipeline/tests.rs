@@ -1463,13 +1463,10 @@ fn arp_between_other_hosts_teaches_nothing() {
     assert_eq!(p.resolved(&snap, neighbor), Some(MacAddr(CLIENT_MAC)));
 }
 
-/// A stranger's RST, with a sequence number far from the client's, neither
-/// closes an established flow nor lets a following SYN move it to another
-/// real; the client's own RST still closes it.
-#[test]
-fn a_spoofed_rst_changes_nothing_and_a_real_one_closes() {
-    use crate::flow::FlowState;
-    const RST: u8 = 0x04;
+/// A NAT flow from `client_owned_by(0)`:4000 established (SYN at 0, the
+/// client's ACK at 1) on a worker of two: the snapshot, the pipeline, the
+/// client, its ISN and the real it went to.
+fn nat_flow_established() -> (Snapshot, Pipeline, Ipv4Addr, u32, u8) {
     let config = Config::parse(NAT_CONFIG).unwrap();
     let snap = compile(&config, &[MacAddr(OUR)]);
     let client = client_owned_by(0);
@@ -1480,6 +1477,17 @@ fn a_spoofed_rst_changes_nothing_and_a_real_one_closes() {
     let real = real_of(&syn);
     let mut ack = VecBuf::from_bytes(&tcp_seq((client, 4000), (VIP, 80), ACK, isn + 1, OUR));
     assert_eq!(p.process(&snap, 0, &mut ack, 1), Verdict::Transmit(0));
+    (snap, p, client, isn, real)
+}
+
+/// A stranger's RST, with a sequence number far from the client's, neither
+/// closes an established flow nor lets a following SYN move it to another
+/// real; the client's own RST still closes it.
+#[test]
+fn a_spoofed_rst_changes_nothing_and_a_real_one_closes() {
+    use crate::flow::FlowState;
+    const RST: u8 = 0x04;
+    let (snap, mut p, client, isn, real) = nat_flow_established();
     let state = |p: &Pipeline| {
         let e = p.flows().entries()[0];
         p.flows().get(e).state()
@@ -1515,16 +1523,7 @@ fn a_spoofed_rst_changes_nothing_and_a_real_one_closes() {
 fn a_blind_fin_changes_nothing_and_a_real_one_closes() {
     use crate::flow::{FlowState, Trust};
     const FIN_ACK: u8 = 0x11;
-    let config = Config::parse(NAT_CONFIG).unwrap();
-    let snap = compile(&config, &[MacAddr(OUR)]);
-    let client = client_owned_by(0);
-    let mut p = pipeline(&snap, 0, 2, 64);
-    let isn = 7_000_000u32;
-    let mut syn = VecBuf::from_bytes(&tcp_seq((client, 4000), (VIP, 80), SYN, isn, OUR));
-    assert_eq!(p.process(&snap, 0, &mut syn, 0), Verdict::Transmit(0));
-    let real = real_of(&syn);
-    let mut ack = VecBuf::from_bytes(&tcp_seq((client, 4000), (VIP, 80), ACK, isn + 1, OUR));
-    assert_eq!(p.process(&snap, 0, &mut ack, 1), Verdict::Transmit(0));
+    let (snap, mut p, client, isn, real) = nat_flow_established();
     let flow = |p: &Pipeline| {
         let e = p.flows().entries()[0];
         let f = p.flows().get(e);
