@@ -74,3 +74,26 @@ uint64_t lb_rx_offload_ipv4_cksum(void)
 {
 	return RTE_ETH_RX_OFFLOAD_IPV4_CKSUM;
 }
+
+size_t lb_rte_mbuf_layout(size_t *out, size_t n)
+{
+	/* The size of an mbuf and where the fields lb_dataplane reads
+	 * straight from the struct lie, as this C compiler lays them out
+	 * with DPDK's own flags: a test compares them with bindgen's. */
+	const size_t l[] = {
+		sizeof(struct rte_mbuf),
+		offsetof(struct rte_mbuf, buf_addr),
+		offsetof(struct rte_mbuf, data_off),
+		offsetof(struct rte_mbuf, refcnt),
+		offsetof(struct rte_mbuf, nb_segs),
+		offsetof(struct rte_mbuf, port),
+		offsetof(struct rte_mbuf, ol_flags),
+		offsetof(struct rte_mbuf, pkt_len),
+		offsetof(struct rte_mbuf, data_len),
+		offsetof(struct rte_mbuf, hash.rss),
+	};
+	size_t count = sizeof(l) / sizeof(l[0]);
+	for (size_t i = 0; i < n && i < count; i++)
+		out[i] = l[i];
+	return count;
+}

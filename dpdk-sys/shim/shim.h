@@ -45,4 +45,7 @@ unsigned int lb_rte_ring_dequeue_burst(struct rte_ring *r, void **objs,
 uint64_t lb_rss_hf_ip_tcp_udp(void);
 /* RTE_ETH_RX_OFFLOAD_IPV4_CKSUM (an RTE_BIT64 macro). */
 uint64_t lb_rx_offload_ipv4_cksum(void);
+/* sizeof(struct rte_mbuf), then the offsets of the fields read directly
+ * (see shim.c), into out[0..n]; returns how many there are. */
+size_t lb_rte_mbuf_layout(size_t *out, size_t n);
 #endif
