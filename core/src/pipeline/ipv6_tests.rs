@@ -500,3 +500,33 @@ fn bytes_after_the_ipv6_packet_are_cut_not_forwarded() {
     assert_eq!(b.len(), len);
     assert_eq!(ip6(&b).dst_addr(), v6("2001:2::11"));
 }
+
+/// Found in review: a SYN in an atomic fragment (a fragment header with
+/// offset 0 and M clear, which an older host adds after a Packet Too Big
+/// below 1280 that a stranger can forge) was dropped as `fragment`. It is
+/// the whole packet: translated and sent on, the header kept.
+#[test]
+fn an_atomic_fragment_is_forwarded_as_the_whole_packet() {
+    let snap = snapshot(&CONFIG.replace(
+        "[[services]]",
+        "[[neighbors]]\naddress = \"2001:2::11\"\nmac = \"02:00:00:00:02:11\"\n[[services]]",
+    ));
+    let mut p = pipeline(&snap, 0, 1);
+    let client = client_owned_by(0);
+    let vip = v6("2001:2:0:1::100");
+    let plain = tcp6((client, 5555), (vip, 80), SYN, ROUTER);
+    let mut f = plain[..54].to_vec();
+    f[14 + 6] = 44; // next header: fragment
+    f[14 + 5] += 8; // payload length
+    f.extend_from_slice(&[6, 0, 0, 0, 0x12, 0x34, 0x56, 0x78]); // -> TCP, offset 0, M clear
+    f.extend_from_slice(&plain[54..]);
+    let mut b = VecBuf::from_bytes(&f);
+    assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::Transmit(0));
+    let ip = ip6(&b);
+    assert_eq!(ip.dst_addr(), v6("2001:2::11"));
+    assert_eq!(ip.next_header(), IpProtocol::Ipv6Frag, "the header kept");
+    let t = TcpPacket::new_checked(&ip.payload()[8..]).unwrap();
+    assert_eq!(t.dst_port(), 8080);
+    assert!(t.verify_checksum_v6(client, v6("2001:2::11")));
+    assert_eq!(p.stats().dropped(DropReason::Fragment), 0);
+}

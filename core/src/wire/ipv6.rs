@@ -382,8 +382,9 @@ const EXT_UNIT: usize = 8;
 ///
 /// Skips Hop-by-Hop Options (0, first only), Destination Options (60) and Routing (43)
 /// headers whose segments left is 0, without looking at their options (the options are
-/// for the destination or are ones a router may ignore); stops at the first other next
-/// header. At most [`MAX_EXT_HEADERS`] headers are skipped, each in constant time, and
+/// for the destination or are ones a router may ignore), and the Fragment header (44)
+/// of an atomic fragment (offset 0, M clear: the whole packet); stops at the first
+/// other next header, a real fragment being [`ExtHeaderError::Fragment`]. At most [`MAX_EXT_HEADERS`] headers are skipped, each in constant time, and
 /// nothing is allocated.
 #[inline]
 pub fn walk_ext_headers(
@@ -413,7 +414,25 @@ pub fn walk_ext_headers(
                 next = IpProtocol::from(header[0]);
                 at += len;
             }
-            IpProtocol::Ipv6Frag => return Err(ExtHeaderError::Fragment),
+            IpProtocol::Ipv6Frag => {
+                if skipped == MAX_EXT_HEADERS {
+                    return Err(ExtHeaderError::TooManyHeaders);
+                }
+                let Some(header) = payload.get(at..at + EXT_UNIT) else {
+                    return Err(ExtHeaderError::Truncated);
+                };
+                // An atomic fragment (offset 0, no more fragments) is the
+                // whole packet, to be processed as such (RFC 8200 4.5,
+                // RFC 6946): an older host adds the header to every packet
+                // after a Packet Too Big below 1280, which a stranger can
+                // forge (found in review: dropped). Any other is a part.
+                let offset_and_more = read_u16(header, 2);
+                if offset_and_more & 0xfff9 != 0 {
+                    return Err(ExtHeaderError::Fragment);
+                }
+                next = IpProtocol::from(header[0]);
+                at += EXT_UNIT;
+            }
             IpProtocol::Ipv6NoNxt => return Err(ExtHeaderError::NoNextHeader),
             protocol => {
                 return Ok(UpperLayer {
@@ -632,9 +651,47 @@ mod tests {
         // Behind another extension header too.
         let mut chain = [0u8; 16];
         chain[0] = 44;
+        chain[11] = 1; // M
         assert_eq!(
             walk_ext_headers(IpProtocol::Ipv6Opts, &chain),
             Err(ExtHeaderError::Fragment)
+        );
+        // The last fragment (an offset, M clear) is a part too.
+        let mut last = FRAG;
+        last[42..44].copy_from_slice(&[0x00, 0xb8]); // offset 23, M clear
+        let p = Ipv6Packet::new_checked(&last[..]).unwrap();
+        assert_eq!(p.upper_layer(), Err(ExtHeaderError::Fragment));
+    }
+
+    /// Found in review: an atomic fragment (offset 0, M clear) was refused;
+    /// it is the whole packet, to be processed as one (RFC 6946), whatever
+    /// the reserved bits say.
+    #[test]
+    fn an_atomic_fragment_is_the_whole_packet() {
+        for second in [0x00, 0x06] {
+            let mut atomic = FRAG;
+            atomic[42..44].copy_from_slice(&[0x00, second]);
+            let p = Ipv6Packet::new_checked(&atomic[..]).unwrap();
+            assert_eq!(
+                p.upper_layer(),
+                Ok(UpperLayer {
+                    protocol: IpProtocol::Udp,
+                    offset: HEADER_LEN + 8
+                })
+            );
+        }
+        // It counts in the bound on headers, and must be whole.
+        let mut chain = [0u8; 8 * (MAX_EXT_HEADERS + 1)];
+        for h in chain.chunks_mut(8) {
+            h[0] = 44;
+        }
+        assert_eq!(
+            walk_ext_headers(IpProtocol::Ipv6Frag, &chain),
+            Err(ExtHeaderError::TooManyHeaders)
+        );
+        assert_eq!(
+            walk_ext_headers(IpProtocol::Ipv6Frag, &chain[..7]),
+            Err(ExtHeaderError::Truncated)
         );
     }
 
