@@ -383,7 +383,8 @@ fn ctl_and_status_read_only_where_the_appliance_listens() {
     let (code, out, err) = run(&["-c", &file, "ctl", "list"]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains(sock) && !err.contains("does not say"), "{err}");
-    // The two keys wrong, or no TOML: refused with exit status 2.
+    // The two keys wrong, or no TOML, or an unknown key in their sections:
+    // refused with exit status 2.
     for (text, args, flag) in [
         (
             "[control]\nsocket = \"relative.sock\"\n",
@@ -396,6 +397,12 @@ fn ctl_and_status_read_only_where_the_appliance_listens() {
             "--metrics",
         ),
         ("[control\n", vec!["ctl", "list"], "--socket"),
+        // A key the appliance refuses there: a misspelt socket.
+        (
+            "[control]\nsokcet = \"/run/x.sock\"\n",
+            vec!["ctl", "list"],
+            "--socket",
+        ),
     ] {
         std::fs::write(&path, format!("{VALID}\n{text}")).unwrap();
         let mut all = vec!["-c", file.as_str()];

@@ -1078,13 +1078,29 @@ pub(crate) fn client_endpoints(
         control: Option<RawControl>,
         metrics: Option<RawMetrics>,
     }
-    let raw: Endpoints = toml::from_str(text).map_err(|e| {
+    // Unknown keys in those two sections are refused, as the appliance
+    // refuses them (found in review: a misspelt `socket` sent `ctl` to
+    // the default socket); the rest of the file is not this reader's.
+    let mut unknown = Vec::new();
+    let raw: Endpoints = serde_ignored::deserialize(toml::Deserializer::new(text), |path| {
+        let path = crate::schema::path_string(&path);
+        if path.starts_with("control.") || path.starts_with("metrics.") {
+            unknown.push(path);
+        }
+    })
+    .map_err(|e| {
         ConfigErrors(vec![ConfigError::new(
             source,
-            format!("invalid TOML: {}", e.message()),
+            format!("invalid TOML: {}", e.message().trim()),
         )])
     })?;
-    let mut errors = Vec::new();
+    let mut errors: Vec<ConfigError> = unknown
+        .into_iter()
+        .map(|path| {
+            let message = crate::schema::unknown_key_message(&path);
+            ConfigError::new(path, message)
+        })
+        .collect();
     let mut c = Checker {
         errors: &mut errors,
     };

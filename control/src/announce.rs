@@ -171,7 +171,7 @@ impl<R: Routes> Announcer<R> {
     ) {
         self.settings = announce.map(|a| (a.table, a.withdraw_delay));
         let table = self.settings.map(|s| s.0);
-        self.remove_leftovers();
+        self.remove_leftovers(false);
         // Routes not wanted, in another table than the one now named, or
         // any left after `[announce]` went (and those whose removal failed
         // before: they are still here).
@@ -230,18 +230,27 @@ impl<R: Routes> Announcer<R> {
         }
     }
 
-    /// Tries the removals that failed again, oldest first, up to the first
-    /// that fails again: each may take `ip`'s timeout, on the thread that
-    /// feeds the watchdog. Whether any was removed.
-    fn remove_leftovers(&mut self) -> bool {
+    /// Tries the removals that failed again, oldest first: up to the first
+    /// that fails again (each may take `ip`'s timeout, on the thread that
+    /// feeds the watchdog), or, with `every` (the stop), each once. Whether
+    /// any was removed.
+    fn remove_leftovers(&mut self, every: bool) -> bool {
         let mut removed = false;
-        while let Some((vip, dev, table)) = self.leftovers.first().cloned() {
-            if !self.delete(table, vip, &dev) {
-                break;
+        let mut failed = Vec::new();
+        while !self.leftovers.is_empty() {
+            let (vip, dev, table) = self.leftovers.remove(0);
+            if self.delete(table, vip, &dev) {
+                removed = true;
+            } else {
+                failed.push((vip, dev, table));
+                if !every {
+                    break;
+                }
             }
-            self.leftovers.remove(0);
-            removed = true;
         }
+        // What failed goes behind the rest, so that one route whose
+        // removal keeps failing does not keep the others from being tried.
+        self.leftovers.append(&mut failed);
         removed
     }
 
@@ -257,7 +266,7 @@ impl<R: Routes> Announcer<R> {
             return false;
         }
         self.last_retry = Some(now);
-        self.remove_leftovers()
+        self.remove_leftovers(false)
     }
 
     /// Withdraws every route (a clean stop, or `[announce]` removed) and
@@ -265,14 +274,16 @@ impl<R: Routes> Announcer<R> {
     /// was announced).
     pub fn withdraw_all(&mut self) -> Duration {
         let delay = self.settings.map_or(Duration::ZERO, |s| s.1);
-        // Earlier failures first; what fails now is not tried twice.
-        self.remove_leftovers();
+        // Earlier failures first, each once; what fails now is not tried
+        // twice. A route removed either way was exported: the delay.
+        let had_leftovers = !self.leftovers.is_empty();
+        self.remove_leftovers(true);
         let all: Vec<(IpAddr, String, u32)> = self
             .announced
             .iter()
             .map(|(v, (d, t))| (*v, d.clone(), *t))
             .collect();
-        let any = !all.is_empty();
+        let any = had_leftovers || !all.is_empty();
         for (vip, dev, table) in all {
             self.withdraw(table, vip, &dev);
         }
@@ -581,5 +592,27 @@ address = "198.18.0.13"
         assert_eq!(tries(&b), before + 1, "one failure per pass");
         assert!(!b.retry_leftovers(t0 + LEFTOVER_RETRY + Duration::from_secs(1)));
         assert_eq!(tries(&b), before + 1, "not before the interval");
+    }
+
+    /// Found in review: the stop tried leftovers only up to the first that
+    /// failed again, and gave no delay when leftovers were all it removed
+    /// (a route still exported until then).
+    #[test]
+    fn the_stop_tries_every_leftover_and_waits_for_what_it_removed() {
+        let other: IpAddr = "198.18.1.101".parse().unwrap();
+        let vip: IpAddr = "198.18.1.100".parse().unwrap();
+        let mut a = Announcer::new(Fake::default(), Some(&A));
+        a.leftovers.push((vip, "lbk0".into(), 100));
+        a.leftovers.push((other, "lbk0".into(), 100));
+        a.routes.fail_deletes = 1;
+        assert_eq!(a.withdraw_all(), Duration::from_secs(2));
+        assert_eq!(
+            a.routes.log,
+            [
+                "del 198.18.1.100 lbk0 100 FAILED",
+                "del 198.18.1.101 lbk0 100"
+            ]
+        );
+        assert!(a.is_announced(vip) && !a.is_announced(other));
     }
 }

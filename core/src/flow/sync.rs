@@ -19,14 +19,11 @@
 //!   client's ACK of it).
 //! - Sequence tracking starts unknown (the peer does not send every
 //!   segment). The real's first segment sets the real's side and, by what
-//!   it acknowledges (or where the client's segments were followed to,
-//!   if ahead of that by bytes in flight), the client's; until then the
-//!   client's segments are followed but its RST, FIN or SYN is not
-//!   believed (`UNSURE_CLIENT`): anybody could send the first segment
-//!   that claims to be the client's. TUN and DR flows, whose real's side
-//!   is never seen, believe a FIN or RST where the client's earlier
-//!   segments were followed to (a stranger needs two blind segments and
-//!   the tuple). The SYN proxy's offsets, fixed once the real answered,
+//!   it acknowledges, the client's; until then no RST, FIN or SYN of
+//!   the client's is believed (`UNSURE_CLIENT`): anybody could send the
+//!   first segment that claims to be the client's, or set where it was
+//!   followed to. TUN and DR flows, whose real's side is never seen, stay
+//!   so and end by their timeout. The SYN proxy's offsets, fixed once the real answered,
 //!   come with the record, so the translation is the same.
 //! - It counts in its real's active flows and its client's source bucket,
 //!   like a flow created here; it is not `flows_created` (nothing was
@@ -461,8 +458,6 @@ fn set_synced<A: FlowAddr>(f: &mut Flow<A>, u: &FlowUpdate, now: u32) {
     let vouched =
         u.trust >= Trust::OneWay && matches!(u.state, FlowState::Established | FlowState::Datagram);
     f.seq_known = SYNCED | UNSURE_CLIENT | if vouched { VOUCHED } else { 0 };
-    // Not followed yet (`Flow::unsure_client`).
-    f.client_next = 0;
     match u.proxy {
         None => {
             f.proxy = 0;

@@ -105,15 +105,8 @@ pub(super) const VOUCHED: u8 = 64;
 /// segments are followed but a RST, FIN or SYN of it is not believed,
 /// until a segment of the real acknowledges what the client sent (NAT:
 /// the real's side is seen) and so places it. TUN and DR, where the real's
-/// side is never seen, keep it, and believe a FIN or RST only where the
-/// client's earlier segments were followed to (`Flow::unsure_client`).
+/// side is never seen, keep it: their synced flows end by timeout.
 pub(super) const UNSURE_CLIENT: u8 = 128;
-
-/// How far ahead of the real's first ACK a synced flow's client may have
-/// been followed and still be placed there (bytes in flight; a blind
-/// stranger who set where it was followed lands within it once in 256
-/// tries, and must still be the last before the real's ACK).
-const PLACE_WINDOW: u32 = 16 << 20;
 
 /// How far behind what the real sent a client's ACK may be and still
 /// confirm a NAT flow.
@@ -327,44 +320,26 @@ impl<A: FlowAddr> Flow<A> {
     }
 
     /// A segment of a synced flow's client not yet placed
-    /// ([`UNSURE_CLIENT`]): followed (forward only, from the first one;
-    /// `client_next` 0 is none yet), but not believed to close or reopen
-    /// the flow, except, for TUN and DR (whose real's side never places
-    /// the client), a FIN or RST within [`RST_WINDOW`] of where earlier
-    /// segments were followed to: before that a synced one-way flow ended
-    /// only by its timeout, and counted as the real's active connection
-    /// meanwhile (found in review). Whether the segment is not believed.
+    /// ([`UNSURE_CLIENT`]): never believed to close or reopen the flow
+    /// (whether the segment is not believed: a RST, FIN or SYN). Nothing
+    /// of it is followed either: anything a stranger sends could be
+    /// followed, and a stranger who set where the client stands could then
+    /// close it (found in review, twice: a blind RST, then a blind segment
+    /// followed by a RST at its end). Only the real's ACK places the
+    /// client; TUN and DR, whose real's side is never seen, end by timeout.
     #[cold]
     #[inline(never)]
-    fn unsure_client(&mut self, seg: Segment) -> bool {
-        let followed = self.client_next != 0;
-        if seg
-            .flags
+    fn unsure_client(&self, seg: Segment) -> bool {
+        seg.flags
             .intersects(TcpFlags::RST | TcpFlags::FIN | TcpFlags::SYN)
-        {
-            let one_way = self.method != ForwardingMethod::Nat;
-            return !(one_way
-                && followed
-                && !seg.flags.contains(TcpFlags::SYN)
-                && seq_within(seg.seq, self.client_next, RST_WINDOW));
-        }
-        let end = seg.seq.wrapping_add(seg.len);
-        if !followed || (end.wrapping_sub(self.client_next) as i32) > 0 {
-            self.client_next = end;
-        }
-        false
     }
 
     /// The real's first ACK of a synced flow says where its client stands:
-    /// at `ack`, or where its segments were followed to if that is ahead
-    /// of it by at most [`PLACE_WINDOW`] (bytes in flight: found in review,
-    /// a client more than 1 MiB ahead of the real's ACK was placed behind
-    /// for good, and none of its segments believed again).
+    /// at `ack`, a number only the real knows. (A client with more than
+    /// 1 MiB in flight then sends beyond where it is believed, and its own
+    /// FIN or RST is not believed; the real's FIN still closes the flow.)
     fn place_client(&mut self, ack: u32) {
-        let followed = self.client_next;
-        if followed == 0 || followed.wrapping_sub(ack) > PLACE_WINDOW {
-            self.client_next = ack;
-        }
+        self.client_next = ack;
         self.seq_known = (self.seq_known | SEEN_CLIENT) & !UNSURE_CLIENT;
     }
 

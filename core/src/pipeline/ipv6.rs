@@ -22,10 +22,11 @@ use super::synproxy6::Next6;
 use super::{local, Ipv6Meta, Lookahead, Pipeline, Ports, Verdict, L4};
 use crate::buffer::PacketBuf;
 use crate::flow::{FlowKey, ProxyStep, ReplyKey, ReplyStep, Segment};
-use crate::forward::{icmpv6, nat, tunnel};
+use crate::forward::{icmpv6, nat, tunnel, IP};
 use crate::snapshot::Snapshot;
 use crate::stats::DropReason;
 use crate::wire::icmpv6::Icmpv6Type;
+use crate::wire::ipv6::Ipv6Packet;
 use crate::wire::{ipv6, IpProtocol, NeighborPacket};
 
 /// Whether `a` is link-local unicast (fe80::/10).
@@ -68,6 +69,13 @@ impl Pipeline {
             ..
         } = ip.l4
         {
+            // Never in a fragment, atomic or not (RFC 6980; found in
+            // review: an advertisement in an atomic fragment moved a
+            // real's MAC, which a guard that inspects unfragmented NDP
+            // would not have seen).
+            if ip.l4_start() != IP + ipv6::HEADER_LEN && ndp_in_fragment(pkt, ip) {
+                return Verdict::Drop(DropReason::Fragment);
+            }
             let (v, learn) = local::ndp(
                 snap,
                 in_port,
@@ -608,4 +616,18 @@ impl Pipeline {
     pub fn held_next_hop6(&self, index: u16) -> Option<Ipv6Addr> {
         self.egress.held_next_hop6(index)
     }
+}
+
+/// Whether the NDP message of `pkt` came behind a Fragment header.
+#[cold]
+#[inline(never)]
+fn ndp_in_fragment<B: PacketBuf>(pkt: &B, ip: &Ipv6Meta) -> bool {
+    let Some(packet) = pkt.data().get(IP..ip.end()) else {
+        return true;
+    };
+    let Ok(p) = Ipv6Packet::new_checked(packet) else {
+        return true;
+    };
+    let upper = ip.l4_start() - IP - ipv6::HEADER_LEN;
+    crate::wire::ipv6::has_fragment_header(p.next_header(), p.payload(), upper)
 }

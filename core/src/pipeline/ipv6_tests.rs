@@ -530,3 +530,29 @@ fn an_atomic_fragment_is_forwarded_as_the_whole_packet() {
     assert!(t.verify_checksum_v6(client, v6("2001:2::11")));
     assert_eq!(p.stats().dropped(DropReason::Fragment), 0);
 }
+
+/// Found in review: once atomic fragments were the whole packet, an
+/// advertisement in one moved a real's MAC. Neighbor Discovery is never
+/// taken from a fragment, atomic or not (RFC 6980), as Linux does not.
+#[test]
+fn neighbor_discovery_in_an_atomic_fragment_teaches_nothing() {
+    let snap = snapshot(CONFIG);
+    let mut p = pipeline(&snap, 0, 1);
+    let real = v6("2001:2::11");
+    let plain = advert(real, REAL_MAC, NeighborFlags::OVERRIDE);
+    let mut f = plain[..54].to_vec();
+    f[14 + 6] = 44;
+    f[14 + 5] += 8;
+    f.extend_from_slice(&[58, 0, 0, 0, 0, 0, 0, 1]);
+    f.extend_from_slice(&plain[54..]);
+    let mut b = VecBuf::from_bytes(&f);
+    assert_eq!(
+        p.process(&snap, 0, &mut b, 1),
+        Verdict::Drop(DropReason::Fragment)
+    );
+    assert_eq!(p.resolved(&snap, real), None);
+    // The same advertisement whole teaches it.
+    let mut b = VecBuf::from_bytes(&plain);
+    assert_eq!(p.process(&snap, 0, &mut b, 2), Verdict::Consumed);
+    assert_eq!(p.resolved(&snap, real), Some(REAL_MAC));
+}

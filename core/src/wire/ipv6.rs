@@ -447,6 +447,26 @@ pub fn walk_ext_headers(
     Err(ExtHeaderError::TooManyHeaders)
 }
 
+/// Whether the extension headers before `upper` (an offset into
+/// `payload`, as [`walk_ext_headers`] found it) hold a Fragment header:
+/// the atomic fragment it skips. Neighbor Discovery in one is refused
+/// (RFC 6980), as Linux refuses it.
+pub fn has_fragment_header(next_header: IpProtocol, payload: &[u8], upper: usize) -> bool {
+    let (mut next, mut at) = (next_header, 0);
+    while at < upper {
+        let Some(header) = payload.get(at..at + EXT_UNIT) else {
+            return false;
+        };
+        let len = match next {
+            IpProtocol::Ipv6Frag => return true,
+            _ => (usize::from(header[1]) + 1) * EXT_UNIT,
+        };
+        next = IpProtocol::from(header[0]);
+        at += len;
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
