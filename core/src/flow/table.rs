@@ -292,7 +292,17 @@ impl<A: FlowAddr> Flow<A> {
                 *next = end;
             }
         } else if from_client && self.seq_known & UNSURE_CLIENT != 0 {
-            if self.unsure_client(seg) {
+            // A synced flow's client not yet placed: none of its RSTs,
+            // FINs or SYNs is believed, and nothing of it is followed:
+            // anything a stranger sends could be followed, and a stranger
+            // who set where the client stands could then close it (found
+            // in review, twice: a blind RST, then a blind segment followed
+            // by a RST at its end). Only the real's ACK places the client;
+            // TUN and DR, whose real's side is never seen, end by timeout.
+            if seg
+                .flags
+                .intersects(TcpFlags::RST | TcpFlags::FIN | TcpFlags::SYN)
+            {
                 return;
             }
         } else {
@@ -317,21 +327,6 @@ impl<A: FlowAddr> Flow<A> {
             self.seq_known |= CONFIRMED;
         }
         self.state = self.state.on_tcp(seg.flags, from_client);
-    }
-
-    /// A segment of a synced flow's client not yet placed
-    /// ([`UNSURE_CLIENT`]): never believed to close or reopen the flow
-    /// (whether the segment is not believed: a RST, FIN or SYN). Nothing
-    /// of it is followed either: anything a stranger sends could be
-    /// followed, and a stranger who set where the client stands could then
-    /// close it (found in review, twice: a blind RST, then a blind segment
-    /// followed by a RST at its end). Only the real's ACK places the
-    /// client; TUN and DR, whose real's side is never seen, end by timeout.
-    #[cold]
-    #[inline(never)]
-    fn unsure_client(&self, seg: Segment) -> bool {
-        seg.flags
-            .intersects(TcpFlags::RST | TcpFlags::FIN | TcpFlags::SYN)
     }
 
     /// The real's first ACK of a synced flow says where its client stands:
