@@ -92,6 +92,26 @@ fn tcp6(src: (Ipv6Addr, u16), dst: (Ipv6Addr, u16), flags: TcpFlags, src_mac: Ma
     f
 }
 
+/// [`CONFIG`] with the MAC of the real `2001:2::11` static.
+fn snapshot_with_real_mac() -> Snapshot {
+    snapshot(&CONFIG.replace(
+        "[[services]]",
+        "[[neighbors]]\naddress = \"2001:2::11\"\nmac = \"02:00:00:00:02:11\"\n[[services]]",
+    ))
+}
+
+/// `frame` (an IPv6 packet without extension headers) as an atomic
+/// fragment: a fragment header, offset 0 and M clear, after the fixed one.
+fn in_atomic_fragment(frame: &[u8]) -> Vec<u8> {
+    let mut f = frame[..54].to_vec();
+    let upper = f[14 + 6];
+    f[14 + 6] = 44; // next header: fragment
+    f[14 + 5] += 8; // payload length
+    f.extend_from_slice(&[upper, 0, 0, 0, 0x12, 0x34, 0x56, 0x78]);
+    f.extend_from_slice(&frame[54..]);
+    f
+}
+
 fn ip6(b: &VecBuf) -> Ipv6Packet<&[u8]> {
     let eth = EthernetFrame::new_checked(b.data()).unwrap();
     Ipv6Packet::new_checked(
@@ -118,10 +138,7 @@ const SYN: TcpFlags = TcpFlags::SYN;
 #[test]
 fn an_ipv6_flow_is_owned_by_one_worker_and_its_reply_translated_there() {
     // Both reals' MACs static here.
-    let snap = snapshot(&CONFIG.replace(
-        "[[services]]",
-        "[[neighbors]]\naddress = \"2001:2::11\"\nmac = \"02:00:00:00:02:11\"\n[[services]]",
-    ));
+    let snap = snapshot_with_real_mac();
     let mut workers = [pipeline(&snap, 0, 2), pipeline(&snap, 1, 2)];
     let client = client_owned_by(1);
     let vip = v6("2001:2:0:1::100");
@@ -485,10 +502,7 @@ fn no_ipv6_flow_for_our_own_addresses_or_from_a_multicast_frame() {
 /// the MTU check. They are cut (`tests.rs` has IPv4's).
 #[test]
 fn bytes_after_the_ipv6_packet_are_cut_not_forwarded() {
-    let snap = snapshot(&CONFIG.replace(
-        "[[services]]",
-        "[[neighbors]]\naddress = \"2001:2::11\"\nmac = \"02:00:00:00:02:11\"\n[[services]]",
-    ));
+    let snap = snapshot_with_real_mac();
     let mut p = pipeline(&snap, 0, 1);
     let client = client_owned_by(0);
     let vip = v6("2001:2:0:1::100");
@@ -507,19 +521,12 @@ fn bytes_after_the_ipv6_packet_are_cut_not_forwarded() {
 /// the whole packet: translated and sent on, the header kept.
 #[test]
 fn an_atomic_fragment_is_forwarded_as_the_whole_packet() {
-    let snap = snapshot(&CONFIG.replace(
-        "[[services]]",
-        "[[neighbors]]\naddress = \"2001:2::11\"\nmac = \"02:00:00:00:02:11\"\n[[services]]",
-    ));
+    let snap = snapshot_with_real_mac();
     let mut p = pipeline(&snap, 0, 1);
     let client = client_owned_by(0);
     let vip = v6("2001:2:0:1::100");
     let plain = tcp6((client, 5555), (vip, 80), SYN, ROUTER);
-    let mut f = plain[..54].to_vec();
-    f[14 + 6] = 44; // next header: fragment
-    f[14 + 5] += 8; // payload length
-    f.extend_from_slice(&[6, 0, 0, 0, 0x12, 0x34, 0x56, 0x78]); // -> TCP, offset 0, M clear
-    f.extend_from_slice(&plain[54..]);
+    let f = in_atomic_fragment(&plain);
     let mut b = VecBuf::from_bytes(&f);
     assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::Transmit(0));
     let ip = ip6(&b);
@@ -540,11 +547,7 @@ fn neighbor_discovery_in_an_atomic_fragment_teaches_nothing() {
     let mut p = pipeline(&snap, 0, 1);
     let real = v6("2001:2::11");
     let plain = advert(real, REAL_MAC, NeighborFlags::OVERRIDE);
-    let mut f = plain[..54].to_vec();
-    f[14 + 6] = 44;
-    f[14 + 5] += 8;
-    f.extend_from_slice(&[58, 0, 0, 0, 0, 0, 0, 1]);
-    f.extend_from_slice(&plain[54..]);
+    let f = in_atomic_fragment(&plain);
     let mut b = VecBuf::from_bytes(&f);
     assert_eq!(
         p.process(&snap, 0, &mut b, 1),

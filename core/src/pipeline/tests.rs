@@ -1283,19 +1283,24 @@ fn an_icmp_error_too_big_for_the_tunnel_is_dropped_not_answered() {
     assert_eq!(p.stats().icmp_errors_forwarded.get(), passed + 1);
 }
 
+/// The one-arm scenario's DR SYN, as it came in.
+fn dr_syn() -> Vec<u8> {
+    golden::scenario("one-arm")
+        .steps
+        .iter()
+        .find(|s| s.description.starts_with("dr: tcp syn"))
+        .unwrap()
+        .input
+        .clone()
+}
+
 #[test]
 fn a_dr_packet_larger_than_the_port_mtu_is_not_sent_and_df_gets_frag_needed() {
     use crate::wire::{ethernet, ipv4, tcp, TcpFlags, TcpPacket};
     let (snap, mut p, _, port) = one_arm_until("mh: ack without a flow");
     // The DR flow's SYN went through just before; now a 1,540-byte segment
     // of the same flow, on a 1,500-byte port.
-    let sc = golden::scenario("one-arm");
-    let dr_syn = &sc
-        .steps
-        .iter()
-        .find(|s| s.description.starts_with("dr: tcp syn"))
-        .unwrap()
-        .input;
+    let dr_syn = &dr_syn();
     let payload = 1500;
     let segment = |df: bool| {
         let mut f = dr_syn[..ethernet::HEADER_LEN + ipv4::HEADER_LEN + tcp::HEADER_LEN].to_vec();
@@ -1368,13 +1373,7 @@ fn bytes_after_the_ip_packet_are_cut_not_forwarded() {
 
     // DR: the frame goes out as it came, but for the bytes after it.
     let (snap, mut p, _, port) = one_arm_until("mh: ack without a flow");
-    let sc = golden::scenario("one-arm");
-    let dr_syn = &sc
-        .steps
-        .iter()
-        .find(|s| s.description.starts_with("dr: tcp syn"))
-        .unwrap()
-        .input;
+    let dr_syn = &dr_syn();
     let ip_end = ethernet::HEADER_LEN
         + usize::from(Ipv4Packet::new_unchecked(&dr_syn[ethernet::HEADER_LEN..]).total_len());
     let mut b = with_trailer(dr_syn[..ip_end].to_vec(), 4000);

@@ -146,6 +146,14 @@ fn client_packet(
     ct.lookup_or_create::<crate::buffer::VecBuf>(snap, service, &k, h, tcp, now, &mut schedulers)
 }
 
+/// The real's ACK of `ack` (its own number 9000) on the flow of `port`.
+fn real_acks(ct: &mut Conntrack, snap: &Snapshot, port: u16, ack: u32, now: u32) {
+    let f = ct.find(&key(port)).unwrap();
+    let (reply, hash) = (f.reply_key(), ct.table().reply_key_hash(&f.reply_key()));
+    ct.reply(snap, &reply, hash, seg(TcpFlags::ACK, 9000, ack), now)
+        .unwrap();
+}
+
 #[test]
 fn an_established_nat_flow_continues_on_the_same_real_with_local_ids() {
     let snap = snapshot(CONFIG);
@@ -934,10 +942,7 @@ fn a_stranger_cannot_close_a_synced_flow_before_its_real_places_the_client() {
         now += 1;
     }
     // The real's segment acknowledges what the client really sent.
-    let f = ct.find(&key(40000)).unwrap();
-    let (reply, hash) = (f.reply_key(), ct.table().reply_key_hash(&f.reply_key()));
-    ct.reply(&snap, &reply, hash, seg(TcpFlags::ACK, 9000, 5000), now)
-        .unwrap();
+    real_acks(&mut ct, &snap, 40000, 5000, now);
     for seq in [0xdead_beef, 0x5000_0000] {
         client_packet(&mut ct, &snap, 40000, seg(TcpFlags::RST, seq, 0), now).unwrap();
         assert_eq!(state(&ct), FlowState::Established, "RST at {seq:#x}");
@@ -961,10 +966,7 @@ fn a_synced_flows_client_is_placed_by_the_real_then_tracked() {
         1,
     )
     .unwrap();
-    let f = ct.find(&key(40000)).unwrap();
-    let (reply, hash) = (f.reply_key(), ct.table().reply_key_hash(&f.reply_key()));
-    ct.reply(&snap, &reply, hash, seg(TcpFlags::ACK, 9000, 5100), 2)
-        .unwrap();
+    real_acks(&mut ct, &snap, 40000, 5100, 2);
     client_packet(
         &mut ct,
         &snap,
@@ -1033,10 +1035,7 @@ fn a_blind_segment_before_the_real_does_not_place_a_synced_client() {
     client_packet(&mut ct, &snap, 40000, data(5000), 1).unwrap();
     client_packet(&mut ct, &snap, 40000, seg(TcpFlags::ACK, blind, 9000), 1).unwrap();
     client_packet(&mut ct, &snap, 40000, data(5100), 1).unwrap();
-    let f = ct.find(&key(40000)).unwrap();
-    let (reply, hash) = (f.reply_key(), ct.table().reply_key_hash(&f.reply_key()));
-    ct.reply(&snap, &reply, hash, seg(TcpFlags::ACK, 9000, 5200), 2)
-        .unwrap();
+    real_acks(&mut ct, &snap, 40000, 5200, 2);
     client_packet(&mut ct, &snap, 40000, seg(TcpFlags::RST, blind, 0), 3).unwrap();
     assert_eq!(
         ct.find(&key(40000)).unwrap().state(),
