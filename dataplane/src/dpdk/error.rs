@@ -11,10 +11,18 @@ pub struct DpdkError {
 }
 
 impl DpdkError {
-    /// Builds an error from a negative return code (`-errno`) or, when the
-    /// call returned only -1 or NULL, from `rte_errno`.
+    /// Builds an error from the negative return code (`-errno`) of a call
+    /// that reports its error that way, as every `rte_eth_*` call and
+    /// `rte_eal_remote_launch` do: -1 is `-EPERM` there, not "see
+    /// `rte_errno`" (found in review: a refused operation was reported
+    /// with whatever `rte_errno` held). A call that returns NULL or -1 and
+    /// sets `rte_errno` takes [`DpdkError::from_errno`].
     pub(crate) fn from_ret(op: impl Into<String>, ret: i32) -> Self {
-        let errno = if ret < -1 { -ret } else { current_errno() };
+        let errno = if ret < 0 {
+            ret.checked_neg().unwrap_or(i32::MAX)
+        } else {
+            current_errno()
+        };
         DpdkError {
             op: op.into(),
             errno,
@@ -71,3 +79,15 @@ impl fmt::Display for DpdkError {
 }
 
 impl std::error::Error for DpdkError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_negative_return_is_its_errno_minus_one_included() {
+        assert_eq!(DpdkError::from_ret("op", -1).errno, libc::EPERM);
+        assert_eq!(DpdkError::from_ret("op", -libc::ENODEV).errno, libc::ENODEV);
+        assert_eq!(DpdkError::from_ret("op", i32::MIN).errno, i32::MAX);
+    }
+}
