@@ -31,9 +31,10 @@ pub const DEFAULT_SOURCE: &str = "lb.toml";
 pub const MAX_SERVICES: usize = 4_096;
 
 /// The most reals one config may have, over all its services: the
-/// dataplane keeps counters for at most this many distinct reals over the
-/// life of the process (`lb_core::snapshot::MAX_REALS`), so a file with
-/// more passed `--check` and then could not start.
+/// dataplane keeps counters for at most this many reals at a time
+/// (`lb_core::snapshot::MAX_REALS`; a removed real's slot is given to a
+/// new one once its flows have ended), so a file with more passed
+/// `--check` and then could not start.
 pub const MAX_REALS: usize = 65_536;
 
 /// The longest flow timeout (`flows.tcp_timeout`, `tcp_fin_timeout`,

@@ -459,6 +459,18 @@ impl Exporter {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A real's counters (flows created, packets, bytes) over the workers,
+    /// from `from` on (each at least what its id had counted before the
+    /// real got it: `RealView::counted_before`).
+    fn real_counts(&self, r: &lb_core::snapshot::RealView, from: [u64; 3]) -> [u64; 3] {
+        let raw = [
+            self.real_sum(r.id, |c| c.flows_created.get()),
+            self.real_sum(r.id, |c| c.packets.get()),
+            self.real_sum(r.id, |c| c.bytes.get()),
+        ];
+        std::array::from_fn(|i| raw[i].saturating_sub(from[i].max(r.counted_before[i])))
+    }
+
     /// Sums a real's counter over the workers.
     fn real_sum(&self, id: u32, f: impl Fn(&lb_core::stats::RealCounters) -> u64) -> u64 {
         self.workers.iter().map(|(_, w)| f(w.real(id))).sum()
@@ -611,15 +623,10 @@ impl Exporter {
             for r in &s.reals {
                 let real = real_label(r.address, r.port);
                 let l = &[s.name.as_str(), real.as_str()];
-                created
-                    .with_label_values(l)
-                    .inc_by(self.real_sum(r.id, |c| c.flows_created.get()));
-                packets
-                    .with_label_values(l)
-                    .inc_by(self.real_sum(r.id, |c| c.packets.get()));
-                bytes
-                    .with_label_values(l)
-                    .inc_by(self.real_sum(r.id, |c| c.bytes.get()));
+                let [c, p, b] = self.real_counts(r, [0; 3]);
+                created.with_label_values(l).inc_by(c);
+                packets.with_label_values(l).inc_by(p);
+                bytes.with_label_values(l).inc_by(b);
                 up.with_label_values(l).set(i64::from(r.up));
                 weight.with_label_values(l).set(i64::from(r.weight));
                 flows
@@ -752,6 +759,7 @@ impl Exporter {
                     .iter()
                     .map(|r| {
                         let label = real_label(r.address, r.port);
+                        let [flows_created, packets, bytes] = self.real_counts(r, zero(r.id));
                         RealStatus {
                             address: r.address.to_string(),
                             port: r.port,
@@ -761,15 +769,9 @@ impl Exporter {
                             last_error: shared.last_errors.get(&(s.name.clone(), label)).cloned(),
                             active_flows: self.real_sum(r.id, |c| c.active.get()),
                             inactive_flows: self.real_sum(r.id, |c| c.inactive.get()),
-                            flows_created: self
-                                .real_sum(r.id, |c| c.flows_created.get())
-                                .saturating_sub(zero(r.id)[0]),
-                            packets: self
-                                .real_sum(r.id, |c| c.packets.get())
-                                .saturating_sub(zero(r.id)[1]),
-                            bytes: self
-                                .real_sum(r.id, |c| c.bytes.get())
-                                .saturating_sub(zero(r.id)[2]),
+                            flows_created,
+                            packets,
+                            bytes,
                         }
                     })
                     .collect(),
@@ -896,6 +898,84 @@ mod tests {
             assert!(!help(name).is_empty(), "{name} has no help");
             assert!(text.contains(&format!("# HELP {name} ")), "{name}");
         }
+    }
+
+    #[test]
+    fn a_real_with_a_removed_reals_id_counts_from_zero() {
+        let config = |reals: &[u8]| {
+            let mut text = "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\n\
+                            device = \"net_null0\"\naddress = \"198.18.0.2/24\"\n\
+                            mac = \"02:00:00:00:00:02\"\n[[services]]\nname = \"web\"\n\
+                            vip = \"198.18.1.100\"\nport = 80\n"
+                .to_string();
+            for r in reals {
+                text += &format!("[[services.reals]]\naddress = \"198.18.0.{r}\"\nport = 8080\n");
+            }
+            lb_config::Config::parse(&text).unwrap()
+        };
+        let worker = Arc::new(WorkerStats::default());
+        let mut ids = lb_core::snapshot::Ids::with_limit(2);
+        let compile = |reals: &[u8], generation: u64, ids: &mut lb_core::snapshot::Ids| {
+            Snapshot::compile(
+                &config(reals),
+                &[lb_config::MacAddr([2, 0, 0, 0, 0, 2])],
+                generation,
+                ids,
+                |_, _, _| true,
+            )
+            .unwrap()
+        };
+        let first = compile(&[11, 13], 1, &mut ids);
+        let id = first.services[0].reals[0].id;
+        let c = worker.real(id);
+        c.flows_created.add(5);
+        c.packets.add(50);
+        c.bytes.add(5000);
+        compile(&[13], 2, &mut ids);
+        worker.generation.set(2);
+        ids.offer_drained(&[&*worker]);
+        let snap = compile(&[12, 13], 3, &mut ids);
+        assert_eq!(
+            snap.services[0].reals[0].id, id,
+            "the id went to the new real"
+        );
+        c.packets.add(1);
+        c.bytes.add(60);
+
+        let shared = Arc::new(Mutex::new(Shared {
+            snapshot: Arc::new(snap),
+            health_checks: BTreeMap::new(),
+            last_errors: BTreeMap::new(),
+            reloads_success: 0,
+            reloads_failure: 0,
+            busy: Vec::new(),
+            announced: BTreeMap::new(),
+            // A `ctl zero` from the old real's days.
+            zeroed: BTreeMap::from([(id, [2, 20, 2000])]),
+        }));
+        let exporter = Exporter::new(
+            Arc::clone(&shared),
+            Vec::new(),
+            vec![(LcoreId(1), Arc::clone(&worker))],
+            String::new(),
+        );
+        let r = &exporter.status().services[0].reals[0];
+        assert_eq!(r.address, "198.18.0.12");
+        assert_eq!((r.flows_created, r.packets, r.bytes), (0, 1, 60));
+        let text = exporter.metrics_text();
+        for (name, want) in [
+            ("lb_flows_created_total", 0),
+            ("lb_packets_forwarded_total", 1),
+            ("lb_bytes_forwarded_total", 60),
+        ] {
+            let series = format!("{name}{{real=\"198.18.0.12:8080\",service=\"web\"}} {want}");
+            assert!(text.lines().any(|l| l == series), "{series} in:\n{text}");
+        }
+        // A `ctl zero` since counts from then.
+        shared.lock().unwrap().zeroed = exporter.real_counters();
+        c.packets.add(1);
+        let r = &exporter.status().services[0].reals[0];
+        assert_eq!((r.flows_created, r.packets, r.bytes), (0, 1, 0));
     }
 
     #[test]

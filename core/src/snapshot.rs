@@ -128,6 +128,11 @@ pub struct RealView {
     pub method: ForwardingMethod,
     /// Health: a down real gets no new flows.
     pub up: bool,
+    /// What the per-real counters (flows created, packets, bytes) of this
+    /// id had counted before this real got it: zero unless the id was a
+    /// removed real's ([`Ids`]). Every view of the real's counters
+    /// subtracts it.
+    pub counted_before: [u64; 3],
 }
 
 impl RealView {
@@ -187,36 +192,143 @@ pub fn ip_protocol(p: Protocol) -> u8 {
     }
 }
 
+/// A real's identity for its id: (service id, address, port, forwarding
+/// method). A real whose method changes is a new real, since its flows
+/// cannot continue the old way.
+type RealKey = (u32, IpAddr, u16, ForwardingMethod);
+
 /// Stable ids for services and reals, kept by the control thread across
 /// snapshots so that counters and flows keep their meaning over a reload.
-#[derive(Debug, Default, Clone)]
+///
+/// A removed real keeps its id, and gets it back if it returns, while
+/// fresh ids last. Once [`MAX_REALS`] have been given out, a new real
+/// takes the id of a removed one that every worker has drained
+/// ([`Ids::offer_drained`]: each runs a snapshot without it and holds no
+/// flow of it), so that a long-running box whose reals come and go
+/// through `ctl` never has to be restarted for ids. Its counters then
+/// count on from the old real's, so views subtract what they had counted
+/// ([`RealView::counted_before`]).
+#[derive(Debug, Clone)]
 pub struct Ids {
     services: HashMap<(u8, IpAddr, u16), u32>,
-    /// (service, address, port, forwarding method): a real whose method
-    /// changes is a new real, since its flows cannot continue the old way.
-    reals: HashMap<(u32, IpAddr, u16, ForwardingMethod), u32>,
-    next_real: u32,
+    reals: HashMap<RealKey, u32>,
+    /// By id: the real that has it (to forget that real's claim when the
+    /// id goes to another).
+    keys: Vec<RealKey>,
+    /// Ids out of the config, each with the generation of the first
+    /// snapshot compiled without it.
+    retired: std::collections::BTreeMap<u32, u64>,
+    /// Drained ids that the next compile may give to new reals, with their
+    /// counters' sums (flows created, packets, bytes) when offered. Valid
+    /// for one compile.
+    offered: std::collections::BTreeMap<u32, [u64; 3]>,
+    /// Ids given again, with their counters' sums when given.
+    counted_before: HashMap<u32, [u64; 3]>,
+    limit: usize,
+}
+
+impl Default for Ids {
+    fn default() -> Self {
+        Ids::with_limit(MAX_REALS)
+    }
 }
 
 impl Ids {
+    /// Ids with room for `limit` reals (at most [`MAX_REALS`]): a test's
+    /// way to run out of fresh ids without compiling 65,536 reals.
+    pub fn with_limit(limit: usize) -> Ids {
+        Ids {
+            services: HashMap::new(),
+            reals: HashMap::new(),
+            keys: Vec::new(),
+            retired: Default::default(),
+            offered: Default::default(),
+            counted_before: HashMap::new(),
+            limit: limit.min(MAX_REALS),
+        }
+    }
+
     fn service(&mut self, key: (u8, IpAddr, u16)) -> u32 {
         let n = self.services.len() as u32;
         *self.services.entry(key).or_insert(n)
     }
 
-    fn real(&mut self, key: (u32, IpAddr, u16, ForwardingMethod)) -> Result<u32, CompileError> {
+    fn real(&mut self, key: RealKey) -> Result<u32, CompileError> {
         if let Some(&id) = self.reals.get(&key) {
+            // Back in the config: no longer anyone else's to take.
+            self.offered.remove(&id);
             return Ok(id);
         }
-        if self.next_real as usize >= MAX_REALS {
-            return Err(CompileError(format!(
-                "more than {MAX_REALS} distinct reals since start: restart to reset the ids"
-            )));
+        if self.keys.len() < self.limit {
+            let id = self.keys.len() as u32;
+            self.keys.push(key);
+            self.reals.insert(key, id);
+            return Ok(id);
         }
-        let id = self.next_real;
-        self.next_real += 1;
+        let Some((id, counted)) = self.offered.pop_first() else {
+            return Err(CompileError(format!(
+                "no id left for a new real: all {} are taken by configured reals or by removed \
+                 reals whose flows have not ended yet (they are given again once every worker \
+                 has ended those flows: try again after the flows' timeouts)",
+                self.limit
+            )));
+        };
+        let old = std::mem::replace(&mut self.keys[id as usize], key);
+        self.reals.remove(&old);
         self.reals.insert(key, id);
+        self.retired.remove(&id);
+        self.counted_before.insert(id, counted);
         Ok(id)
+    }
+
+    /// After a compile of generation `generation` in which the ids in
+    /// `present` were used: the others are retired from then on. Offers
+    /// not taken lapse.
+    fn settle(&mut self, generation: u64, present: &[bool]) {
+        for id in 0..self.keys.len() as u32 {
+            if present[id as usize] {
+                self.retired.remove(&id);
+            } else {
+                self.retired.entry(id).or_insert(generation);
+            }
+        }
+        self.offered.clear();
+    }
+
+    /// Whether every fresh id has been given out: only then are removed
+    /// reals' ids worth offering.
+    pub fn exhausted(&self) -> bool {
+        self.keys.len() >= self.limit
+    }
+
+    /// Offers the next compile the ids of removed reals that every worker
+    /// (`workers`: their counters) has drained: it has adopted a snapshot
+    /// without the real (its generation is at least the one the id was
+    /// retired in), and counts no flow of it, active or inactive. Such a
+    /// real can get no new flow (no snapshot has it), so the id is free.
+    /// Each goes with its counters' sums now, which stay put from then on
+    /// (nothing is counted for a real without flows).
+    pub fn offer_drained(&mut self, workers: &[&crate::stats::WorkerStats]) {
+        self.offered.clear();
+        for (&id, &retired) in &self.retired {
+            let drained = workers.iter().all(|w| {
+                let c = w.real(id);
+                w.generation.get() >= retired && c.active.get() == 0 && c.inactive.get() == 0
+            });
+            if drained {
+                let sum = |f: fn(&crate::stats::RealCounters) -> u64| {
+                    workers.iter().map(|w| f(w.real(id))).sum::<u64>()
+                };
+                self.offered.insert(
+                    id,
+                    [
+                        sum(|c| c.flows_created.get()),
+                        sum(|c| c.packets.get()),
+                        sum(|c| c.bytes.get()),
+                    ],
+                );
+            }
+        }
     }
 }
 
@@ -507,6 +619,7 @@ impl Snapshot {
                     weight: r.weight,
                     method: r.forwarding,
                     up: s.health_check.is_none() || is_up(&s.name, r.address, r.port),
+                    counted_before: ids.counted_before.get(&id).copied().unwrap_or_default(),
                 });
             }
             let eligible: Vec<usize> = (0..reals.len()).filter(|&i| reals[i].eligible()).collect();
@@ -541,6 +654,7 @@ impl Snapshot {
                 scheduler: Scheduler::build(s.scheduler, &backends),
             });
         }
+        ids.settle(generation, &real_present);
         let service_keys = KeyMap::build(services.iter().enumerate().filter_map(|(i, s)| {
             let IpAddr::V4(vip) = s.vip else { return None };
             Some((endpoint_key(s.ip_protocol(), vip, s.port), i as u32))

@@ -4,7 +4,7 @@
 //! Then the behaviours golden frames cannot show: hand-off between two
 //! workers, holding for ARP, persistence, draining, removal, a full table.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use lb_config::{Config, MacAddr};
@@ -617,6 +617,107 @@ fn flows_to_a_removed_real_end() {
         Verdict::Drop(DropReason::RealRemoved)
     );
     assert_eq!(p.flows().len(), 0);
+}
+
+/// [`NAT_CONFIG`] with the reals 198.18.0.`n` for each of `reals` (each a
+/// static neighbor).
+fn nat_config_with_reals(reals: &[u8]) -> Config {
+    let base = &NAT_CONFIG[..NAT_CONFIG
+        .find("[[neighbors]]\naddress = \"198.18.0.11\"")
+        .unwrap()];
+    let mut text = base.to_string();
+    for r in reals {
+        text +=
+            &format!("[[neighbors]]\naddress = \"198.18.0.{r}\"\nmac = \"02:00:00:00:00:{r}\"\n");
+    }
+    text += "[[services]]\nname = \"web\"\nvip = \"198.18.1.100\"\nport = 80\nscheduler = \"rr\"\n";
+    for r in reals {
+        text += &format!("[[services.reals]]\naddress = \"198.18.0.{r}\"\nport = 8080\n");
+    }
+    Config::parse(&text).unwrap()
+}
+
+#[test]
+fn a_removed_reals_id_goes_to_a_new_real_only_once_every_flow_of_it_ended() {
+    // Room for two reals' ids, as if 65,534 others had come and gone.
+    let mut ids = Ids::with_limit(2);
+    let compile = |reals: &[u8], generation: u64, ids: &mut Ids| {
+        Snapshot::compile(
+            &nat_config_with_reals(reals),
+            &[MacAddr(OUR)],
+            generation,
+            ids,
+            |_, _, _| true,
+        )
+    };
+    let id_of = |snap: &Snapshot, real: u8| {
+        snap.services[0]
+            .reals
+            .iter()
+            .find(|r| r.address == IpAddr::V4(Ipv4Addr::new(198, 18, 0, real)))
+            .map(|r| (r.id, r.counted_before))
+    };
+    let snap = compile(&[11, 12], 1, &mut ids).unwrap();
+    let mut p = pipeline(&snap, 0, 1, 64);
+    p.stats().generation.set(1);
+    let client = client_owned_by(0);
+    let mut syn = VecBuf::from_bytes(&tcp((client, 3000), (VIP, 80), SYN, OUR));
+    p.process(&snap, 0, &mut syn, 0);
+    let gone = real_of(&syn);
+    let keep = if gone == 11 { 12 } else { 11 };
+    let (gone_id, _) = id_of(&snap, gone).unwrap();
+    let counted = p.stats().real(gone_id);
+    let before = [
+        counted.flows_created.get(),
+        counted.packets.get(),
+        counted.bytes.get(),
+    ];
+    assert_eq!(before[..2], [1, 1]);
+
+    // Removed: its id is not given while the old snapshot runs...
+    let snap2 = compile(&[keep], 2, &mut ids).unwrap();
+    let stats = Arc::clone(p.stats());
+    // A second worker that never saw a flow of it.
+    let other = WorkerStats::default();
+    other.generation.set(1);
+    let workers = [&*stats, &other];
+    let mut next = ids.clone();
+    next.offer_drained(&workers);
+    let e = compile(&[keep, 13], 3, &mut next).unwrap_err();
+    assert!(e.0.contains("no id left for a new real"), "{e}");
+    // ...nor while a flow of it is left, though the worker runs without it.
+    p.adopt(&snap2);
+    p.stats().generation.set(2);
+    let mut next = ids.clone();
+    next.offer_drained(&workers);
+    assert!(compile(&[keep, 13], 3, &mut next).is_err());
+
+    // Its last flow ends: the id is the new real's, counting from zero.
+    let mut ack = VecBuf::from_bytes(&tcp((client, 3000), (VIP, 80), ACK, OUR));
+    assert_eq!(
+        p.process(&snap2, 0, &mut ack, 1),
+        Verdict::Drop(DropReason::RealRemoved)
+    );
+    // Not while another worker still runs the snapshot with it (it could
+    // open a flow to it any moment).
+    let mut next = ids.clone();
+    next.offer_drained(&workers);
+    assert!(compile(&[keep, 13], 3, &mut next).is_err());
+    other.generation.set(2);
+    ids.offer_drained(&workers);
+    let snap3 = compile(&[keep, 13], 3, &mut ids).unwrap();
+    assert_eq!(id_of(&snap3, 13), Some((gone_id, before)));
+    assert_eq!(id_of(&snap3, keep).unwrap().1, [0; 3]);
+    p.adopt(&snap3);
+    p.stats().generation.set(3);
+    // The old real has no id to come back to: it would share one.
+    let mut next = ids.clone();
+    next.offer_drained(&workers);
+    assert!(compile(&[keep, 13, gone], 4, &mut next).is_err());
+    // While a real is configured, its id is never offered.
+    let mut next = ids.clone();
+    next.offer_drained(&workers);
+    assert!(compile(&[keep, 13, 14], 4, &mut next).is_err());
 }
 
 #[test]
