@@ -216,6 +216,8 @@ impl ControlSocket {
             if !dir.exists() {
                 std::fs::create_dir_all(dir)?;
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))?;
+            } else {
+                folder_is_ours(dir)?;
             }
         }
         if let Ok(meta) = std::fs::symlink_metadata(path) {
@@ -272,6 +274,38 @@ impl ControlSocket {
             path: path.to_path_buf(),
             counts,
         })
+    }
+}
+
+/// Refuses a socket folder in which another user could replace the socket
+/// (remove it and bind their own, which `ctl` would then talk to): one
+/// that every user may write to without the sticky bit, or one owned by
+/// another user than us or root. (A folder the appliance creates is 0750
+/// and ours; `/tmp`, sticky, is fine.)
+fn folder_is_ours(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir)?;
+    let (mode, owner) = (meta.mode(), meta.uid());
+    let me = rustix::process::geteuid().as_raw();
+    let problem = if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+        Some("every user may write to it and it is not sticky (chmod o-w or +t)".to_string())
+    } else if owner != me && owner != 0 {
+        Some(format!(
+            "it belongs to user {owner}, who could put another socket there"
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(why) => Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "the control socket's folder {} is unsafe: {why}; another user could \
+                 replace the socket",
+                dir.display()
+            ),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -849,6 +883,32 @@ address = "198.18.0.12"
         let out = doc.to_string();
         Config::parse(&out).map_err(|e| e.to_string())?;
         Ok(out)
+    }
+
+    #[test]
+    fn a_socket_folder_another_user_could_write_to_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("lb-ctl-folder-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mode =
+            |m: u32| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(m)).unwrap();
+        mode(0o750);
+        assert!(folder_is_ours(&dir).is_ok());
+        mode(0o777);
+        let e = folder_is_ours(&dir).unwrap_err().to_string();
+        assert!(
+            e.contains("not sticky") && e.contains("lb-ctl-folder"),
+            "{e}"
+        );
+        mode(0o1777);
+        assert!(folder_is_ours(&dir).is_ok(), "sticky, as /tmp");
+        if rustix::process::geteuid().is_root() {
+            mode(0o755);
+            std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+            let e = folder_is_ours(&dir).unwrap_err().to_string();
+            assert!(e.contains("belongs to user 65534"), "{e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
