@@ -519,7 +519,7 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
         config_path.display(),
         server.addr
     );
-    let announcer = Announcer::new(IpRoute, config.announce.as_ref());
+    let announcer = Announcer::new(IpRoute::default(), config.announce.as_ref());
     let mut control = Control {
         config,
         path: config_path,
