@@ -295,25 +295,60 @@ impl Ids {
         self.offered.clear();
     }
 
-    /// Whether every fresh id has been given out: only then are removed
-    /// reals' ids worth offering.
-    pub fn exhausted(&self) -> bool {
-        self.keys.len() >= self.limit
+    /// Before compiling `config`: if it needs more ids than are fresh,
+    /// offers it those of removed reals that every worker (`workers`: their
+    /// counters) has drained ([`Ids::offer_drained`]).
+    pub fn prepare(&mut self, config: &Config, workers: &[&crate::stats::WorkerStats]) {
+        if self.short_for(config) {
+            self.offer_drained(workers);
+        }
+    }
+
+    /// Whether compiling `config` needs more ids than are fresh: then
+    /// removed reals' ids are worth offering ([`Ids::offer_drained`]) (found
+    /// in review: offered only once every fresh id was gone, a change
+    /// adding more reals than were fresh was refused however long it
+    /// waited).
+    fn short_for(&self, config: &Config) -> bool {
+        let new = config
+            .services
+            .iter()
+            .map(|s| {
+                let sid = self.services.get(&(ip_protocol(s.protocol), s.vip, s.port));
+                s.reals
+                    .iter()
+                    .filter(|r| {
+                        sid.is_none_or(|&sid| {
+                            !self
+                                .reals
+                                .contains_key(&(sid, r.address, r.port, r.forwarding))
+                        })
+                    })
+                    .count()
+            })
+            .sum::<usize>();
+        self.keys.len() + new > self.limit
     }
 
     /// Offers the next compile the ids of removed reals that every worker
     /// (`workers`: their counters) has drained: it has adopted a snapshot
     /// without the real (its generation is at least the one the id was
-    /// retired in), and counts no flow of it, active or inactive. Such a
-    /// real can get no new flow (no snapshot has it), so the id is free.
+    /// retired in), and counts no flow of it, active or inactive, and no
+    /// persistence template that sends a client to it. Such a real can get
+    /// no new flow (no snapshot has it), so the id is free.
     /// Each goes with its counters' sums now, which stay put from then on
     /// (nothing is counted for a real without flows).
     pub fn offer_drained(&mut self, workers: &[&crate::stats::WorkerStats]) {
         self.offered.clear();
         for (&id, &retired) in &self.retired {
+            // The generation first, with acquire: the worker set it (with
+            // release) after every gauge it wrote under older snapshots.
             let drained = workers.iter().all(|w| {
                 let c = w.real(id);
-                w.generation.get() >= retired && c.active.get() == 0 && c.inactive.get() == 0
+                w.generation.get_acquire() >= retired
+                    && c.active.get() == 0
+                    && c.inactive.get() == 0
+                    && c.templates.get() == 0
             });
             if drained {
                 let sum = |f: fn(&crate::stats::RealCounters) -> u64| {

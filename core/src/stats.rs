@@ -218,6 +218,21 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// Sets a gauge after everything its writer did before: a reader that
+    /// sees `v` with [`Counter::get_acquire`] sees those writes too (the
+    /// worker's `generation`, read before its per-real gauges when a real's
+    /// id is to be given again).
+    #[inline]
+    pub fn set_release(&self, v: u64) {
+        self.0.store(v, Ordering::Release)
+    }
+
+    /// Reads a gauge set with [`Counter::set_release`].
+    #[inline]
+    pub fn get_acquire(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 /// Traffic of one real (indexed by its stable id) on one worker.
@@ -231,6 +246,11 @@ pub struct RealCounters {
     /// Of those, the ones not established (`FlowState::is_inactive`:
     /// SYN sent, FIN wait, closed), ipvsadm's InActConn (a gauge).
     pub inactive: Counter,
+    /// Persistence templates that send their client to this real, in the
+    /// worker's table now (a gauge, not exported: the real's id goes to
+    /// another real only while this is 0, as `active`, or a client
+    /// would follow its template to the other real).
+    pub templates: Counter,
 }
 
 /// The most ports per-port worker counters are kept for.

@@ -510,12 +510,10 @@ impl Dataplane {
     ) -> Result<Snapshot, CompileError> {
         let generation = self.snapshot.generation + 1;
         let mut ids = self.ids.clone();
-        if ids.exhausted() {
-            // Fresh ids are all given: removed reals' ids that every worker
-            // has drained go to new reals.
-            let stats: Vec<&WorkerStats> = self.workers.iter().map(|w| &*w.stats).collect();
-            ids.offer_drained(&stats);
-        }
+        // Short of fresh ids, removed reals' ids that every worker has
+        // drained go to new reals.
+        let stats: Vec<&WorkerStats> = self.workers.iter().map(|w| &*w.stats).collect();
+        ids.prepare(config, &stats);
         let snap = Snapshot::compile(config, &self.macs, generation, &mut ids, is_up)?;
         self.ids = ids;
         Ok(with_port_mtus(snap, &self.mtus))

@@ -272,7 +272,7 @@ impl Worker {
             v
         };
         let stats = Arc::clone(&self.stats);
-        stats.generation.set(self.snapshot.generation);
+        stats.generation.set_release(self.snapshot.generation);
         self.pipeline.adopt(&self.snapshot);
         let start = dpdk::rdtsc();
         let tsc_per_ms = self.tsc_per_ms.max(1);
@@ -295,7 +295,7 @@ impl Worker {
                 self.snapshot = next;
                 self.pipeline.adopt(&self.snapshot);
                 l.deferred.recheck();
-                stats.generation.set(self.snapshot.generation);
+                stats.generation.set_release(self.snapshot.generation);
             }
             for (ip, mac) in self.neighbors_in.try_iter() {
                 self.pipeline.learn_neighbor(ip, mac, now);

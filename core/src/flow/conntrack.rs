@@ -105,6 +105,8 @@ pub struct Conntrack<A: FlowAddr = Ipv4Addr> {
     /// Per real: of `active`, the flows not established
     /// (`FlowState::is_inactive`), kept in step at every state change.
     inactive: Vec<u32>,
+    /// Persistence templates per real id (what they send clients to).
+    templates: Vec<u32>,
     pub(super) stats: Arc<WorkerStats>,
     /// Flows the last sweep removed (reused, so sweeping does not allocate).
     ended: Vec<Flow<A>>,
@@ -164,6 +166,7 @@ impl<A: FlowAddr> Conntrack<A> {
             table,
             active: vec![0; MAX_REALS],
             inactive: vec![0; MAX_REALS],
+            templates: vec![0; MAX_REALS],
             stats,
             ended: Vec::with_capacity(sweep_budget),
             sources: vec![0; buckets],
@@ -494,6 +497,8 @@ impl<A: FlowAddr> Conntrack<A> {
                 let t = self.table.get_mut(t);
                 t.retarget(real_addr(r.address), r.port, r.id, r.method);
                 t.last_seen = now;
+                self.count_template(old, false);
+                self.count_template(r.id, true);
                 return Some((ri, true));
             }
         }
@@ -516,6 +521,7 @@ impl<A: FlowAddr> Conntrack<A> {
         let placed = match self.table.insert(&spec) {
             Ok(t) => {
                 self.table.get_mut(t).template_timeout = svc.persistence_ms;
+                self.count_template(r.id, true);
                 true
             }
             Err(_) => false,
@@ -602,13 +608,15 @@ impl<A: FlowAddr> Conntrack<A> {
             |f| f.expired(now, &timeouts),
             |f| {
                 stats.flows_expired.incr();
-                if !f.is_template() {
-                    ended.push(*f);
-                }
+                ended.push(*f);
             },
         );
         for f in &ended {
-            self.flow_ended(f, now);
+            if f.is_template() {
+                self.count_template(f.real_id, false);
+            } else {
+                self.flow_ended(f, now);
+            }
         }
         self.ended = ended;
         if self.sync.is_some() {
@@ -627,7 +635,9 @@ impl<A: FlowAddr> Conntrack<A> {
     /// Removes entry `e`, whatever ends it.
     pub(super) fn end(&mut self, e: u32, now: u32) {
         let f = self.table.remove(e);
-        if !f.is_template() {
+        if f.is_template() {
+            self.count_template(f.real_id, false);
+        } else {
             self.flow_ended(&f, now);
         }
         self.stats
@@ -659,6 +669,14 @@ impl<A: FlowAddr> Conntrack<A> {
         if state.is_inactive() {
             self.count_inactive(real_id, add);
         }
+    }
+
+    /// Counts a persistence template that sends clients to `real_id` in
+    /// (`add`) or out.
+    fn count_template(&mut self, real_id: u32, add: bool) {
+        let n = &mut self.templates[real_id as usize % MAX_REALS];
+        *n = if add { *n + 1 } else { n.saturating_sub(1) };
+        self.stats.real(real_id).templates.set(u64::from(*n));
     }
 
     fn count_inactive(&mut self, real_id: u32, add: bool) {

@@ -622,6 +622,11 @@ fn flows_to_a_removed_real_end() {
 /// [`NAT_CONFIG`] with the reals 198.18.0.`n` for each of `reals` (each a
 /// static neighbor).
 fn nat_config_with_reals(reals: &[u8]) -> Config {
+    nat_config_with_reals_and(reals, "")
+}
+
+/// [`nat_config_with_reals`] with `extra` lines in the service.
+fn nat_config_with_reals_and(reals: &[u8], extra: &str) -> Config {
     let base = &NAT_CONFIG[..NAT_CONFIG
         .find("[[neighbors]]\naddress = \"198.18.0.11\"")
         .unwrap()];
@@ -631,6 +636,7 @@ fn nat_config_with_reals(reals: &[u8]) -> Config {
             &format!("[[neighbors]]\naddress = \"198.18.0.{r}\"\nmac = \"02:00:00:00:00:{r}\"\n");
     }
     text += "[[services]]\nname = \"web\"\nvip = \"198.18.1.100\"\nport = 80\nscheduler = \"rr\"\n";
+    text += extra;
     for r in reals {
         text += &format!("[[services.reals]]\naddress = \"198.18.0.{r}\"\nport = 8080\n");
     }
@@ -718,6 +724,87 @@ fn a_removed_reals_id_goes_to_a_new_real_only_once_every_flow_of_it_ended() {
     let mut next = ids.clone();
     next.offer_drained(&workers);
     assert!(compile(&[keep, 13, 14], 4, &mut next).is_err());
+}
+
+/// Found in review: a removed real's persistence templates outlive its
+/// flows, and a client whose template named the id went to the real that
+/// got it next, past the scheduler.
+#[test]
+fn a_removed_reals_id_waits_for_its_persistence_templates_too() {
+    let mut ids = Ids::with_limit(2);
+    let extra = "persistence = \"60s\"\nsyn_proxy = \"off\"\n";
+    let compile = |reals: &[u8], generation: u64, ids: &mut Ids| {
+        Snapshot::compile(
+            &nat_config_with_reals_and(reals, extra),
+            &[MacAddr(OUR)],
+            generation,
+            ids,
+            |_, _, _| true,
+        )
+    };
+    let snap = compile(&[11, 12], 1, &mut ids).unwrap();
+    let mut p = pipeline(&snap, 0, 1, 64);
+    p.stats().generation.set_release(1);
+    let client = client_owned_by(0);
+    let mut syn = VecBuf::from_bytes(&tcp((client, 3000), (VIP, 80), SYN, OUR));
+    p.process(&snap, 0, &mut syn, 0);
+    let gone = real_of(&syn);
+    let keep = if gone == 11 { 12 } else { 11 };
+    let gone_id = snap.services[0]
+        .reals
+        .iter()
+        .find(|r| r.address == IpAddr::V4(Ipv4Addr::new(198, 18, 0, gone)))
+        .unwrap()
+        .id;
+    let snap2 = compile(&[keep], 2, &mut ids).unwrap();
+    p.adopt(&snap2);
+    p.stats().generation.set_release(2);
+    let mut ack = VecBuf::from_bytes(&tcp((client, 3000), (VIP, 80), ACK, OUR));
+    assert_eq!(
+        p.process(&snap2, 0, &mut ack, 1),
+        Verdict::Drop(DropReason::RealRemoved)
+    );
+    assert_eq!(p.flows().len(), 1, "the client's template is left");
+    let stats = Arc::clone(p.stats());
+    let wanted = nat_config_with_reals_and(&[keep, 13], extra);
+    let mut next = ids.clone();
+    next.prepare(&wanted, &[&*stats]);
+    assert!(
+        compile(&[keep, 13], 3, &mut next).is_err(),
+        "the template still names it"
+    );
+    // The template expires: the id is free.
+    p.sweep(&snap2, 200_000, 1024);
+    assert_eq!(p.flows().len(), 0);
+    ids.prepare(&wanted, &[&*stats]);
+    let snap3 = compile(&[keep, 13], 3, &mut ids).unwrap();
+    assert!(snap3.services[0].reals.iter().any(|r| r.id == gone_id));
+}
+
+/// Found in review: removed reals' ids were offered only once every fresh
+/// id was gone, so a change adding more reals than were fresh was refused
+/// however long it waited.
+#[test]
+fn a_change_needing_more_ids_than_are_fresh_takes_drained_ones_too() {
+    let mut ids = Ids::with_limit(3);
+    let compile = |reals: &[u8], generation: u64, ids: &mut Ids| {
+        Snapshot::compile(
+            &nat_config_with_reals(reals),
+            &[MacAddr(OUR)],
+            generation,
+            ids,
+            |_, _, _| true,
+        )
+    };
+    compile(&[11, 12], 1, &mut ids).unwrap();
+    compile(&[12], 2, &mut ids).unwrap();
+    let worker = WorkerStats::default();
+    worker.generation.set_release(2);
+    ids.prepare(&nat_config_with_reals(&[12, 13, 14]), &[&worker]);
+    let snap = compile(&[12, 13, 14], 3, &mut ids).unwrap();
+    let mut got: Vec<u32> = snap.services[0].reals.iter().map(|r| r.id).collect();
+    got.sort_unstable();
+    assert_eq!(got, [0, 1, 2], "a fresh id and the drained one");
 }
 
 #[test]
