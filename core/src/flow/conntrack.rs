@@ -764,8 +764,12 @@ impl<A: FlowAddr> Conntrack<A> {
     /// Hook for a client's TCP segment for no flow: what the proxy makes
     /// of it, None to carry on as without it. While engaged, nothing the
     /// client sends for no flow other than a SYN or an ACK with a good
-    /// cookie makes state: a SYN with RST (or FIN) set, or a RST, is
-    /// dropped (`no_flow`).
+    /// cookie makes state: a SYN with RST (or FIN) set, a RST, or a
+    /// segment without ACK is dropped (`no_flow`; found in review: a
+    /// Maglev service picked such segments up mid-stream, so spoofed
+    /// flagless segments made flows, evicted clients waiting for their
+    /// real, and reached the real). Nor does a deferred segment whose flow
+    /// is gone (`syn_proxy_pending`).
     #[inline(never)]
     fn syn_proxy_no_flow(
         &self,
@@ -788,6 +792,10 @@ impl<A: FlowAddr> Conntrack<A> {
         } else if f.contains(TcpFlags::ACK) && !f.intersects(TcpFlags::SYN | TcpFlags::RST) {
             let engaged = self.syn_proxy_cover(snap, service) == Cover::Engaged;
             ProxyStep::CheckCookie { engaged }
+        } else if self.defer_rerun() {
+            return Some(Err(DropReason::SynProxyPending));
+        } else if self.syn_proxy_cover(snap, service) == Cover::Engaged {
+            return Some(Err(DropReason::NoFlow));
         } else {
             return None;
         };

@@ -1380,3 +1380,24 @@ fn is_reset6(frame: &[u8]) -> bool {
         })
         .is_some_and(|f| f.contains(crate::wire::TcpFlags::RST))
 }
+
+/// Found in review (the IPv4 twin is in `synproxy_tests`): engaged, a
+/// segment without ACK for no flow to a Maglev service made a flow and
+/// reached the real.
+#[test]
+fn engaged_the_proxy_makes_no_flow_of_a_segment_without_ack_even_for_maglev() {
+    let text = CONFIG.replace("port = 80\n", "port = 80\nscheduler = \"mh\"\n");
+    let config = Config::parse(&text).unwrap();
+    let snap = Snapshot::compile(&config, &[OUR], 1, &mut Ids::default(), |_, _, _| true).unwrap();
+    let mut p = Pipeline::new(0, 1, 64, Arc::new(WorkerStats::default()));
+    p.adopt(&snap);
+    p.set_cookie_key(KEY);
+    for flags in [0x00u8, 0x08, RST] {
+        assert_eq!(
+            run(&mut p, &snap, &seg(c(), v(), flags, 7, 7), NOW),
+            Err(Verdict::Drop(DropReason::NoFlow)),
+            "flags {flags:#x}"
+        );
+    }
+    assert_eq!(p.flows6().unwrap().len(), 0);
+}

@@ -2009,3 +2009,62 @@ fn a_full_table_does_not_take_a_syn_sent_again_for_use() {
     );
     assert_eq!(p.stats().flows_evicted.get(), 1);
 }
+
+/// A Maglev service behind the SYN proxy (`mode`: on or auto).
+fn setup_mh(mode: &str, capacity: usize) -> (Snapshot, Pipeline) {
+    let text = CONFIG
+        .replace("syn_proxy = \"on\"", &format!("syn_proxy = \"{mode}\""))
+        .replace("port = 80\n", "port = 80\nscheduler = \"mh\"\n");
+    let config = Config::parse(&text).unwrap();
+    let snap = Snapshot::compile(&config, &[OUR], 1, &mut Ids::default(), |_, _, _| true).unwrap();
+    let mut p = Pipeline::new(0, 1, capacity, Arc::new(WorkerStats::default()));
+    p.adopt(&snap);
+    p.set_cookie_key(KEY);
+    (snap, p)
+}
+
+/// Found in review: while engaged, only a SYN and an ACK were the proxy's;
+/// anything else for no flow went on as without it, and a Maglev service
+/// picks a segment up mid-stream: spoofed flagless, PSH, FIN or RST
+/// segments made flows, reached the real, and evicted a client waiting
+/// for its real.
+#[test]
+fn engaged_the_proxy_makes_no_flow_of_a_segment_without_ack_even_for_maglev() {
+    let (snap, mut p) = setup_mh("on", 64);
+    for (i, flags) in [0x00u8, 0x08, 0x01, RST, RST | ACK].into_iter().enumerate() {
+        let s = seg((CLIENT, 41000 + i as u16), V, flags, 7, 7);
+        assert_eq!(
+            run(&mut p, &snap, &s, NOW),
+            dropped(DropReason::NoFlow),
+            "flags {flags:#x}"
+        );
+    }
+    assert_eq!(p.flows().len(), 0);
+    // A flood of them leaves a client waiting for its real where it is.
+    handshake_to_real(&mut p, &snap);
+    for i in 0..200u32 {
+        let src = Ipv4Addr::from(u32::from(Ipv4Addr::new(203, 0, 113, 0)) + i);
+        let _ = run(&mut p, &snap, &seg((src, 1024), V, 0x00, i, 0), NOW + 1);
+    }
+    assert_eq!(p.flows().len(), 1);
+    let e = p.flows().entries()[0];
+    assert!(p.flows().get(e).is_proxy_waiting());
+}
+
+/// A deferred segment whose flow is gone makes none, whatever its flags
+/// and the proxy's state: on standby a Maglev service would have picked a
+/// segment without ACK up mid-stream.
+#[test]
+fn a_deferred_segment_without_a_flow_makes_none_on_standby_either() {
+    let (snap, mut p) = setup_mh("auto", 64);
+    let mut b = VecBuf::from_bytes(&seg(C, V, 0x08, 7, 0).frame());
+    assert_eq!(
+        p.process_deferred(&snap, 0, &mut b, NOW),
+        Verdict::Drop(DropReason::SynProxyPending)
+    );
+    assert_eq!(p.flows().len(), 0);
+    // Not deferred, the same segment is picked up as without the proxy.
+    let mut b = VecBuf::from_bytes(&seg(C, V, 0x08, 7, 0).frame());
+    assert_eq!(p.process(&snap, 0, &mut b, NOW), Verdict::Transmit(0));
+    assert_eq!(p.flows().len(), 1);
+}
