@@ -26,6 +26,27 @@ use crate::sync::{Keying, SyncStatus, SyncThread};
 /// How often the control loop wakes up without a health report.
 const TICK: Duration = Duration::from_millis(100);
 
+/// How long one turn of the control loop spends on ctl changes, past the
+/// first.
+const CHANGES_TURN: Duration = Duration::from_millis(200);
+
+/// Takes what `rx` holds, one at a time through `f`, until it is empty or
+/// `budget` has passed (the first is always taken). How many it took.
+fn take_for<T>(
+    rx: &crossbeam::channel::Receiver<T>,
+    budget: Duration,
+    mut f: impl FnMut(T),
+) -> usize {
+    let start = Instant::now();
+    let mut n = 0;
+    while n == 0 || start.elapsed() < budget {
+        let Ok(item) = rx.try_recv() else { break };
+        f(item);
+        n += 1;
+    }
+    n
+}
+
 #[derive(Debug)]
 pub enum RunError {
     /// The dataplane could not start (one line, with the cause).
@@ -606,8 +627,13 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
                 log::error!("publishing the health change: {e}");
             }
         }
-        // Changes from the control socket (ctl), answered at once.
-        while let Ok(ch) = changes_rx.try_recv() {
+        // Changes from the control socket (ctl), answered at once: for
+        // CHANGES_TURN at most (and one at least), the rest next turn, so
+        // that the watchdog, a stop, a reload and health changes are seen
+        // between them (found in audit: the whole queue was drained first,
+        // 16 changes to a 65,536-real config took 16 s, past the
+        // watchdog, and clients that kept asking kept the loop here).
+        take_for(&changes_rx, CHANGES_TURN, |ch| {
             let r = if ch.too_late() {
                 Err("came too late: its client had given up, so nothing was changed".to_string())
             } else {
@@ -617,7 +643,7 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
                 log::warn!("ctl {} refused: {e}", ch.request.name());
             }
             let _ = ch.reply.send(r);
-        }
+        });
         // Checks whose thread could not be started are tried again.
         control.checkers.retry();
         if reload.swap(false, Ordering::Relaxed) {
@@ -747,6 +773,29 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
 
 #[cfg(test)]
 mod tests {
+
+    /// Found in audit: the control loop drained every queued ctl change
+    /// before it fed the watchdog again.
+    #[test]
+    fn a_turn_takes_changes_for_its_budget_and_leaves_the_rest() {
+        let (tx, rx) = crossbeam::channel::bounded(16);
+        for i in 0..10 {
+            tx.send(i).unwrap();
+        }
+        let mut seen = Vec::new();
+        let n = take_for(&rx, Duration::from_millis(50), |i| {
+            seen.push(i);
+            std::thread::sleep(Duration::from_millis(30));
+        });
+        assert!((1..10).contains(&n), "took {n}");
+        assert_eq!(rx.len(), 10 - n, "the rest wait");
+        assert_eq!(seen, (0..n).collect::<Vec<_>>(), "in order");
+        // The first is always taken, however long it takes.
+        assert_eq!(take_for(&rx, Duration::ZERO, |_| {}), 1);
+        // An empty queue: nothing.
+        let (_tx, empty) = crossbeam::channel::bounded::<u8>(1);
+        assert_eq!(take_for(&empty, Duration::from_secs(1), |_| {}), 0);
+    }
     use super::*;
 
     /// Found in review: at a soft limit of 1,024 open files, hanging reals'
