@@ -375,6 +375,75 @@ fn reply_line(mut conn: &UnixStream, v: &Value) -> std::io::Result<()> {
     conn.write_all(line.as_bytes())
 }
 
+/// How long a client has to read an answer: this, and a second more for
+/// every [`ANSWER_RATE`] bytes of it.
+pub const ANSWER_DEADLINE: Duration = Duration::from_secs(10);
+pub const ANSWER_RATE: usize = 256 << 10;
+
+/// An answer being written to a client, against one deadline for all of
+/// it (found in audit: a write timeout per write call let a client that
+/// read 64 KiB every few seconds hold its slot for as long as it liked,
+/// and 16 of them turned every other client away).
+struct Answer<'a> {
+    conn: &'a UnixStream,
+    /// When the first byte was written (the clock starts there: a change
+    /// may take a while to be applied before its answer).
+    start: Instant,
+    written: usize,
+    base: Duration,
+    rate: usize,
+}
+
+impl<'a> Answer<'a> {
+    fn new(conn: &'a UnixStream) -> Answer<'a> {
+        Answer::within(conn, ANSWER_DEADLINE, ANSWER_RATE)
+    }
+
+    /// With `base` and `rate` for [`ANSWER_DEADLINE`] and [`ANSWER_RATE`]
+    /// (tests).
+    fn within(conn: &'a UnixStream, base: Duration, rate: usize) -> Answer<'a> {
+        Answer {
+            conn,
+            start: Instant::now(),
+            written: 0,
+            base,
+            rate,
+        }
+    }
+
+    /// Writes `v` and a newline, by the deadline for what was written.
+    fn line(&mut self, v: &Value) -> std::io::Result<()> {
+        let mut line = v.to_string();
+        line.push('\n');
+        let mut rest = line.as_bytes();
+        if self.written == 0 {
+            self.start = Instant::now();
+        }
+        while !rest.is_empty() {
+            let more = Duration::from_secs_f64(self.written as f64 / self.rate as f64);
+            let deadline = self.start + self.base + more;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client reads its answer too slowly",
+                ));
+            }
+            self.conn.set_write_timeout(Some(left))?;
+            match (&*self.conn).write(rest) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    rest = &rest[n..];
+                    self.written += n;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Reads one request line: at most `MAX_REQUEST` bytes within
 /// `REQUEST_DEADLINE`.
 fn read_request(conn: &UnixStream) -> Result<String, String> {
@@ -444,6 +513,7 @@ fn serve(conn: UnixStream, ctx: &Ctx) {
         }
     };
     let name = request.name();
+    let mut answer = Answer::new(&conn);
     let result = if request.is_change() {
         change(ctx, request)
     } else {
@@ -453,7 +523,7 @@ fn serve(conn: UnixStream, ctx: &Ctx) {
                 zero(ctx);
                 Ok(json!({}))
             }
-            Request::Connections { service, real } => connections(ctx, &conn, service, real),
+            Request::Connections { service, real } => connections(ctx, &mut answer, service, real),
             _ => Err("unreachable".to_string()),
         }
     };
@@ -465,7 +535,7 @@ fn serve(conn: UnixStream, ctx: &Ctx) {
         Err(e) => (json!({"ok": false, "error": e}), "refused"),
     };
     count(ctx, name, label);
-    let _ = reply_line(&conn, &line);
+    let _ = answer.line(&line);
 }
 
 /// Hands a change to the control thread and waits for its answer.
@@ -497,7 +567,7 @@ fn zero(ctx: &Ctx) {
 /// Streams the flows, a worker and a page at a time.
 fn connections(
     ctx: &Ctx,
-    conn: &UnixStream,
+    answer: &mut Answer<'_>,
     service: Option<String>,
     real: Option<String>,
 ) -> Result<Value, String> {
@@ -548,7 +618,8 @@ fn connections(
                     if real.is_some_and(|r| f.real != Some(r.ip()) || f.real_port != r.port()) {
                         continue;
                     }
-                    reply_line(conn, &json!({"flow": flow_json(f, w)}))
+                    answer
+                        .line(&json!({"flow": flow_json(f, w)}))
                         .map_err(|e| format!("writing to the client: {e}"))?;
                     n += 1;
                 }
@@ -883,6 +954,40 @@ address = "198.18.0.12"
         let out = doc.to_string();
         Config::parse(&out).map_err(|e| e.to_string())?;
         Ok(out)
+    }
+
+    /// Found in audit: a client reading its answer a little at a time
+    /// kept its slot (one of 16) for as long as it liked: each write had
+    /// its own timeout, and each found room.
+    #[test]
+    fn an_answer_the_client_reads_too_slowly_is_cut_off() {
+        let line = json!({"flow": "x".repeat(1000)});
+        let answer_to = |reader_pause: Duration| {
+            let (server, client) = UnixStream::pair().unwrap();
+            let reader = std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                let mut got = 0;
+                while let Ok(n @ 1..) = (&client).read(&mut buf) {
+                    got += n;
+                    std::thread::sleep(reader_pause);
+                }
+                got
+            });
+            // 200 KiB/s past 300 ms; 1 MB to write.
+            let mut answer = Answer::within(&server, Duration::from_millis(300), 200 << 10);
+            let sent = (0..1_000)
+                .take_while(|_| answer.line(&line).is_ok())
+                .count();
+            drop(server);
+            (sent, reader.join().unwrap())
+        };
+        // At most 100 KB/s: cut off.
+        let (sent, _) = answer_to(Duration::from_millis(10));
+        assert!(sent < 1_000, "a slow reader got all of it");
+        // As fast as it can: all of it.
+        let (sent, got) = answer_to(Duration::ZERO);
+        assert_eq!(sent, 1_000);
+        assert_eq!(got, 1_000 * (line.to_string().len() + 1));
     }
 
     #[test]
