@@ -199,21 +199,72 @@ impl TimedRead for TcpStream {
     }
 }
 
-/// Reads until the status line is complete (a line feed, with or without
-/// the carriage return before it, as RFC 9112 section 2.2 lets a recipient
-/// accept; or 4 KiB, or the end), each read bounded by what `left` says
-/// remains of the check's `timeout`.
+/// The most interim (1xx) responses read before the final one.
+const MAX_INTERIM: usize = 8;
+
+/// The longest line of a response head read.
+const MAX_LINE: usize = 4096;
+
+/// Reads the final status line, with the line feed that ends it (with or
+/// without the carriage return before it, as RFC 9112 section 2.2 lets a
+/// recipient accept), each read bounded by what `left` says remains of
+/// the check's `timeout`. Interim responses (1xx but 101: `100 Continue`,
+/// `103 Early Hints`) are skipped with their header lines, as RFC 9110
+/// section 15.2 asks of a client (found in audit: a real that sent early
+/// hints before its 200 was taken down). A line that does not end (the
+/// connection closed, or 4 KiB without a line feed) is no status line
+/// (found in audit: `HTTP/1.1 200` and a close passed).
 fn read_status_line(
     stream: &mut impl TimedRead,
     left: impl Fn(&str) -> Result<Duration, Outcome>,
     timeout: Duration,
 ) -> Result<Vec<u8>, Outcome> {
     let mut buf = Vec::with_capacity(256);
+    for _ in 0..=MAX_INTERIM {
+        let line = read_line(stream, &mut buf, &left, timeout, "status line")?;
+        match status_code(String::from_utf8_lossy(&line).trim_end()) {
+            Some(code) if (100..200).contains(&code) && code != 101 => loop {
+                let header = read_line(stream, &mut buf, &left, timeout, "interim response")?;
+                if header.trim_ascii().is_empty() {
+                    break;
+                }
+            },
+            _ => return Ok(line),
+        }
+    }
+    Err(Outcome::Failure(format!(
+        "response: more than {MAX_INTERIM} interim (1xx) responses"
+    )))
+}
+
+/// The next line of `stream` (`buf`: what was read and not used yet),
+/// with its line feed.
+fn read_line(
+    stream: &mut impl TimedRead,
+    buf: &mut Vec<u8>,
+    left: &impl Fn(&str) -> Result<Duration, Outcome>,
+    timeout: Duration,
+    what: &str,
+) -> Result<Vec<u8>, Outcome> {
     let mut chunk = [0u8; 256];
-    while !buf.contains(&b'\n') && buf.len() < 4096 {
+    let mut searched = 0;
+    loop {
+        if let Some(end) = buf[searched..].iter().position(|&b| b == b'\n') {
+            return Ok(buf.drain(..=searched + end).collect());
+        }
+        searched = buf.len();
+        if buf.len() >= MAX_LINE {
+            return Err(Outcome::Failure(format!(
+                "response: no end to the {what} within {MAX_LINE} bytes"
+            )));
+        }
         stream.set_read_timeout_to(left("response")?);
         match stream.read(&mut chunk) {
-            Ok(0) => break,
+            Ok(0) => {
+                return Err(Outcome::Failure(format!(
+                    "response: the connection closed before the end of the {what}"
+                )))
+            }
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             // A signal landed on this thread (net_tap's SIGIO, for one,
             // with a kernel interface): not the real's fault; the deadline
@@ -232,7 +283,6 @@ fn read_status_line(
             Err(e) => return Err(Outcome::Failure(format!("response: {e}"))),
         }
     }
-    Ok(buf)
 }
 
 /// The `Host` header without `host`: the real's address and port.
@@ -929,6 +979,48 @@ mod tests {
         };
         let line = read_status_line(&mut s, left, Duration::from_secs(1)).unwrap();
         assert_eq!(line, b"HTTP/1.1 200 OK\n");
+    }
+
+    /// Found in audit: a status line cut off by a close passed, and a
+    /// real that sent an interim response (early hints) before its 200
+    /// was taken down.
+    #[test]
+    fn a_status_line_must_end_and_interim_responses_are_skipped() {
+        let read = |data: &'static [u8]| {
+            let mut s = Interrupted {
+                interrupts: 0,
+                data,
+                timeouts: Vec::new(),
+            };
+            read_status_line(
+                &mut s,
+                |_| Ok(Duration::from_secs(1)),
+                Duration::from_secs(1),
+            )
+        };
+        let e = read(b"HTTP/1.1 200").unwrap_err();
+        assert!(
+            matches!(&e, Outcome::Failure(m) if m.contains("closed before the end of the status line")),
+            "{e:?}"
+        );
+        assert!(read(&[b'x'; 5000]).is_err(), "no end within 4 KiB");
+        assert_eq!(
+            read(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 100 Continue\n\nHTTP/1.1 200 OK\r\n").unwrap(),
+            b"HTTP/1.1 200 OK\r\n"
+        );
+        // 101 is final (a switch of protocols is no health).
+        assert_eq!(
+            read(b"HTTP/1.1 101 Switching\r\n\r\n").unwrap(),
+            b"HTTP/1.1 101 Switching\r\n"
+        );
+        // An interim response that never ends, or one too many.
+        assert!(read(b"HTTP/1.1 103 Early Hints\r\nLink: x\r\n").is_err());
+        let many: &'static [u8] = "HTTP/1.1 100 Continue\r\n\r\n".repeat(9).leak().as_bytes();
+        let e = read(many).unwrap_err();
+        assert!(
+            matches!(&e, Outcome::Failure(m) if m.contains("interim")),
+            "{e:?}"
+        );
     }
 
     #[test]
