@@ -24,10 +24,12 @@ pub use std::time::Duration;
 /// The name used as the error path for syntax errors when text is not read from a file.
 pub const DEFAULT_SOURCE: &str = "lb.toml";
 
-/// The most services one config may have. Every compile (a reload, a
-/// `ctl` edit, every health change) builds every service's scheduler on
-/// the control thread, which feeds the systemd watchdog: 20,000 `mh`
-/// services took 12 s and 2.5 GB (found in review); 4,096 take about 2 s.
+/// The most services one config may have. The first compile builds
+/// every service's scheduler on the control thread (20,000 `mh` services
+/// took 12 s and 2.5 GB, found in review; 4,096 of one real about 2 s, of
+/// 16 reals about 17 s, before the watchdog is armed); later ones (a
+/// reload, a `ctl` edit, a health change) rebuild only the services whose
+/// eligible reals changed.
 pub const MAX_SERVICES: usize = 4_096;
 
 /// The most reals one config may have, over all its services: the
