@@ -18,8 +18,9 @@ use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, 
 
 use crate::status::{RealStatus, ServiceStatus, Status, WorkerStatus};
 
-/// What the control thread knows and the exporter reads.
-#[derive(Debug)]
+/// What the control thread knows and the exporter reads (a copy of it:
+/// the control thread waits for the lock, not for a render).
+#[derive(Debug, Clone)]
 pub struct Shared {
     pub snapshot: Arc<Snapshot>,
     /// (service, real) -> [successes, failures] of health checks.
@@ -604,7 +605,8 @@ impl Exporter {
                 c.with_label_values(&[command, result]).inc_by(*n);
             }
         }
-        let shared = self.shared();
+        // A copy, as in `status`: the render holds no lock.
+        let shared = self.shared().clone();
         let announced = gauge("lb_vip_announced", &["vip"]);
         for (vip, on) in &shared.announced {
             announced
@@ -741,7 +743,10 @@ impl Exporter {
 
     /// The `/status` view.
     pub fn status(&self) -> Status {
-        let shared = self.shared();
+        // A copy: the control thread must not wait for the render (found
+        // in audit: at 65,536 reals the lock was held for over a second
+        // per scrape, stalling health changes and publishes).
+        let shared = self.shared().clone();
         let snap = Arc::clone(&shared.snapshot);
         let zero = |id: u32| shared.zeroed.get(&id).copied().unwrap_or_default();
         let services = snap

@@ -24,9 +24,9 @@ use crate::exporter::Exporter;
 /// closed at once, counted and logged (rarely).
 pub const MAX_CONNECTIONS: usize = 256;
 
-/// How long one exchange may take in all, from accepting the connection
-/// to the last byte of the answer: a client that trickles its request or
-/// reads the answer slowly is cut off then. Well below Prometheus's default
+/// How long a client has to send its request, from the accepted
+/// connection, and to read the answer, from when it is ready: a client that
+/// trickles its request or reads the answer slowly is cut off then. Well below Prometheus's default
 /// 10 s scrape timeout, and far above what a real scrape needs.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -287,7 +287,7 @@ fn accept_loop(
             .stack_size(CONNECTION_STACK)
             .spawn(move || {
                 let _registered = registered;
-                let _ = serve(conn, &*handler, started + limits.deadline);
+                let _ = serve(conn, &*handler, started + limits.deadline, limits.deadline);
             });
         if let Err(e) = spawned {
             // The closure (and with it the connection and its entry) is
@@ -309,7 +309,12 @@ fn left(deadline: Instant, what: &str) -> std::io::Result<Duration> {
         .ok_or_else(|| timed_out(what))
 }
 
-fn serve(mut conn: TcpStream, handler: &Handler, deadline: Instant) -> std::io::Result<()> {
+fn serve(
+    mut conn: TcpStream,
+    handler: &Handler,
+    deadline: Instant,
+    answer_time: Duration,
+) -> std::io::Result<()> {
     conn.set_nonblocking(false)?;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
@@ -338,6 +343,11 @@ fn serve(mut conn: TcpStream, handler: &Handler, deadline: Instant) -> std::io::
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
     let answer = handler(method, path);
+    // The client has `answer_time` to read the answer from when it is
+    // ready: its rendering is not the client's time (found in audit: at
+    // the limits, 65,536 reals, rendering took most of the 5 s and every
+    // scrape got an empty answer).
+    let deadline = deadline.max(Instant::now() + answer_time);
     let mut out = format!(
         "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         answer.status,
@@ -555,6 +565,27 @@ mod tests {
         let _ = reader.read_to_end(&mut got);
         assert!(got.len() < body.len(), "the whole answer went out");
         drop(idle);
+    }
+
+    /// Found in audit: at the limits (65,536 reals) rendering took most of
+    /// the deadline, and every scrape got an empty answer. The client's
+    /// time to read starts when the answer is ready.
+    #[test]
+    fn a_slow_render_is_not_the_clients_time() {
+        let handler = |_: &str, _: &str| {
+            std::thread::sleep(Duration::from_millis(1200));
+            Response {
+                status: "200 OK",
+                content_type: "text/plain",
+                body: "slow\n".to_string(),
+            }
+        };
+        let limits = Limits {
+            max_connections: 4,
+            deadline: Duration::from_millis(800),
+        };
+        let s = Server::serve("127.0.0.1:0".parse().unwrap(), Arc::new(handler), limits).unwrap();
+        assert_eq!(scrape(s.addr), "slow\n");
     }
 
     /// Beyond the bound, a connection is closed at once and counted; the
