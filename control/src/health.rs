@@ -581,6 +581,8 @@ pub struct Report {
     /// check, the old checker's last word is not about the new check.
     pub probe: Probe,
     pub outcome: Outcome,
+    /// Which checker gave it ([`HealthCheckers::is_live`]).
+    pub checker: u64,
 }
 
 /// What a checker thread is running.
@@ -592,6 +594,8 @@ struct Spec {
 }
 
 struct Running {
+    /// Its number, in its reports.
+    id: u64,
     spec: Spec,
     stop: Sender<()>,
     thread: JoinHandle<()>,
@@ -620,6 +624,8 @@ pub struct HealthCheckers {
     /// and when they were told.
     stopping: Vec<(RealKey, JoinHandle<()>)>,
     stop_since: Option<Instant>,
+    /// The number the next checker started gets.
+    next_id: u64,
 }
 
 impl Default for HealthCheckers {
@@ -655,6 +661,20 @@ impl HealthCheckers {
             stack: CHECKER_STACK,
             stopping: Vec::new(),
             stop_since: None,
+            next_id: 0,
+        }
+    }
+
+    /// Whether `r` comes from the checker of its real that runs now (or
+    /// from one that could not be started): not from one a reload
+    /// replaced (found in audit: a reload that changed only the interval
+    /// or the timeout restarted the checker, and the old one's last result
+    /// and the new one's first both counted, one short of `rise` or
+    /// `fall`).
+    pub fn is_live(&self, r: &Report) -> bool {
+        match self.running.get(&r.real) {
+            Some(c) => c.id == r.checker,
+            None => self.waiting.contains_key(&r.real),
         }
     }
 
@@ -719,15 +739,18 @@ impl HealthCheckers {
         let (stop_tx, stop_rx) = mpsc::channel();
         let reports = self.reports_tx.clone();
         let (k, s) = (key.clone(), spec.clone());
+        let id = self.next_id;
+        self.next_id += 1;
         let spawned = std::thread::Builder::new()
             .name(format!("health {}", key.target()))
             .stack_size(self.stack)
-            .spawn(move || run(k, s, stop_rx, reports));
+            .spawn(move || run(k, s, id, stop_rx, reports));
         match spawned {
             Ok(thread) => {
                 self.running.insert(
                     key,
                     Running {
+                        id,
                         spec,
                         stop: stop_tx,
                         thread,
@@ -746,6 +769,7 @@ impl HealthCheckers {
                     real: key.clone(),
                     probe: spec.probe.clone(),
                     outcome: Outcome::Failure(format!("check thread not started: {e}")),
+                    checker: id,
                 });
                 let again = Instant::now() + spec.interval;
                 self.waiting.insert(key, (spec, again));
@@ -841,7 +865,7 @@ impl Drop for HealthCheckers {
     }
 }
 
-fn run(key: RealKey, spec: Spec, stop: Receiver<()>, reports: Sender<Report>) {
+fn run(key: RealKey, spec: Spec, id: u64, stop: Receiver<()>, reports: Sender<Report>) {
     loop {
         let started = Instant::now();
         let Some(outcome) = check(&spec.probe, &key, spec.timeout, Some(&stop)) else {
@@ -852,6 +876,7 @@ fn run(key: RealKey, spec: Spec, stop: Receiver<()>, reports: Sender<Report>) {
                 real: key.clone(),
                 probe: spec.probe.clone(),
                 outcome,
+                checker: id,
             })
             .is_err()
         {
@@ -1021,6 +1046,48 @@ mod tests {
             matches!(&e, Outcome::Failure(m) if m.contains("interim")),
             "{e:?}"
         );
+    }
+
+    /// Found in audit: a reload that changed only the interval restarted
+    /// the checker, and the old one's last result and the new one's first
+    /// both counted.
+    #[test]
+    fn only_the_running_checkers_reports_count() {
+        // Accepts (the kernel does) and never answers: each check ends at
+        // its timeout.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let real = RealKey {
+            service: "web".into(),
+            address: "127.0.0.1".parse().unwrap(),
+            port: l.local_addr().unwrap().port(),
+        };
+        let spec = |interval: u64| Spec {
+            probe: Probe::Http {
+                path: "/".into(),
+                status: 200,
+                host: None,
+            },
+            interval: Duration::from_secs(interval),
+            timeout: Duration::from_millis(300),
+        };
+        let mut checkers = HealthCheckers::new();
+        checkers.apply(HashMap::from([(real.clone(), spec(10))]));
+        std::thread::sleep(Duration::from_millis(100));
+        checkers.apply(HashMap::from([(real.clone(), spec(20))]));
+        let mut reports = Vec::new();
+        let end = Instant::now() + Duration::from_millis(1500);
+        while reports.len() < 2 && Instant::now() < end {
+            reports.extend(checkers.next_report(Duration::from_millis(50)));
+        }
+        assert_eq!(reports.len(), 2, "the old checker's and the new one's");
+        let live: Vec<bool> = reports.iter().map(|r| checkers.is_live(r)).collect();
+        assert_eq!(
+            live,
+            [false, true],
+            "the old one's came first and is not counted"
+        );
+        checkers.stop();
+        drop(l);
     }
 
     #[test]

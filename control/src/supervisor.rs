@@ -246,7 +246,7 @@ impl Control {
     }
 
     fn on_report(&mut self, r: Report) -> bool {
-        if !self.health.is_current(&r) {
+        if !self.health.is_current(&r) || !self.checkers.is_live(&r) {
             return false; // the last word of a checker a reload stopped
         }
         let label = r.real.label();
@@ -889,6 +889,7 @@ mod tests {
             real: key(81),
             probe,
             outcome: Outcome::Failure("connect: refused".into()),
+            checker: 0,
         };
         assert!(!h.is_current(&report(Probe::Tcp)));
         assert!(h.is_current(&report(h.probes[&key(81)].clone())));
