@@ -154,6 +154,71 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rates_pair_each_real_with_itself_in_its_service() {
+        let real = |address: &str, port: u16, packets: u64| RealStatus {
+            address: address.into(),
+            port,
+            forwarding: "nat".into(),
+            weight: 1,
+            up: true,
+            last_error: None,
+            active_flows: 0,
+            inactive_flows: 0,
+            flows_created: packets / 10,
+            packets,
+            bytes: packets * 100,
+        };
+        let service = |name: &str, reals: Vec<RealStatus>| ServiceStatus {
+            name: name.into(),
+            protocol: "tcp".into(),
+            vip: "198.18.1.100".into(),
+            port: 80,
+            scheduler: "wrr".into(),
+            persistence_ms: 0,
+            reals,
+        };
+        let status = |services| Status {
+            version: String::new(),
+            dpdk: String::new(),
+            generation: 1,
+            services,
+            workers: Vec::new(),
+        };
+        let a = status(vec![
+            service(
+                "web",
+                vec![real("198.18.0.11", 80, 100), real("198.18.0.12", 80, 0)],
+            ),
+            service("api", vec![real("198.18.0.11", 80, 1000)]),
+        ]);
+        let b = status(vec![
+            service("api", vec![real("198.18.0.11", 80, 1500)]),
+            service(
+                "web",
+                vec![
+                    real("198.18.0.12", 80, 20),
+                    real("198.18.0.11", 80, 300),
+                    real("198.18.0.13", 80, 50),
+                ],
+            ),
+        ]);
+        let r = rates(&a, &b, std::time::Duration::from_secs(2));
+        let got: Vec<(&str, &str, f64)> = r
+            .iter()
+            .map(|r| (r.service.as_str(), r.real.as_str(), r.packets_per_second))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("api", "198.18.0.11:80", 250.0),
+                ("web", "198.18.0.12:80", 10.0),
+                ("web", "198.18.0.11:80", 100.0),
+            ],
+            "a new real has no rate yet"
+        );
+    }
+
+    #[test]
     fn endpoints_bracket_ipv6_addresses() {
         assert_eq!(endpoint("198.18.1.100", 80), "198.18.1.100:80");
         assert_eq!(endpoint("2001:2::11", 80), "[2001:2::11]:80");
@@ -305,15 +370,21 @@ pub struct RealRate {
 pub fn rates(a: &Status, b: &Status, elapsed: std::time::Duration) -> Vec<RealRate> {
     let secs = elapsed.as_secs_f64().max(1e-3);
     let per = |x: u64, y: u64| y.saturating_sub(x) as f64 / secs;
+    // Looked up by key, not searched: a service may have 65,536 reals
+    // (found in audit: billions of comparisons at the limits).
+    let earlier: std::collections::HashMap<(&str, &str, u16), &RealStatus> = a
+        .services
+        .iter()
+        .flat_map(|x| {
+            x.reals
+                .iter()
+                .map(move |y| ((x.name.as_str(), y.address.as_str(), y.port), y))
+        })
+        .collect();
     let mut out = Vec::new();
     for s in &b.services {
-        let before = a.services.iter().find(|x| x.name == s.name);
         for r in &s.reals {
-            let Some(r0) = before.and_then(|x| {
-                x.reals
-                    .iter()
-                    .find(|y| y.address == r.address && y.port == r.port)
-            }) else {
+            let Some(r0) = earlier.get(&(s.name.as_str(), r.address.as_str(), r.port)) else {
                 continue;
             };
             out.push(RealRate {
