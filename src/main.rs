@@ -195,17 +195,22 @@ fn save_atomically(file: &std::path::Path, text: &str) -> std::io::Result<()> {
     // Follow symlinks by hand, so that a dangling one is written through
     // too (canonicalize fails on it).
     let mut target = file.to_path_buf();
-    for _ in 0..40 {
-        match std::fs::symlink_metadata(&target) {
-            Ok(m) if m.file_type().is_symlink() => {
-                let to = std::fs::read_link(&target)?;
-                target = match target.parent() {
-                    Some(dir) if to.is_relative() => dir.join(to),
-                    _ => to,
-                };
-            }
-            _ => break,
+    let mut hops = 0;
+    while std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
+        // As the kernel's limit: a loop is an error, not a rename over
+        // the last link looked at (found in audit).
+        hops += 1;
+        if hops > 40 {
+            return Err(std::io::Error::other(format!(
+                "{}: too many levels of symbolic links",
+                file.display()
+            )));
         }
+        let to = std::fs::read_link(&target)?;
+        target = match target.parent() {
+            Some(dir) if to.is_relative() => dir.join(to),
+            _ => to,
+        };
     }
     let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),

@@ -341,6 +341,25 @@ fn every_ctl_subcommand_against_a_running_appliance() {
         let failed = ctl(&socket, &["save", "--output", nowhere.to_str().unwrap()]);
         assert!(!failed.status.success());
         assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 4);
+        // A loop of symlinks: an error, the links left as they were (found
+        // in audit: after 40 hops the last link looked at was replaced).
+        let (a, b) = (dir.path("a.toml"), dir.path("b.toml"));
+        std::os::unix::fs::symlink("b.toml", &a).unwrap();
+        std::os::unix::fs::symlink("a.toml", &b).unwrap();
+        let failed = ctl(&socket, &["save", "--output", a.to_str().unwrap()]);
+        assert!(!failed.status.success());
+        assert!(
+            String::from_utf8_lossy(&failed.stderr).contains("too many levels of symbolic links"),
+            "{}",
+            String::from_utf8_lossy(&failed.stderr)
+        );
+        for l in [&a, &b] {
+            assert!(std::fs::symlink_metadata(l)
+                .unwrap()
+                .file_type()
+                .is_symlink());
+        }
+        assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 6);
     }
 
     // Refused changes say why and change nothing.
