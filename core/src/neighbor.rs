@@ -17,6 +17,14 @@ use lb_config::MacAddr;
 pub const REFRESH_MS: u32 = 60_000;
 /// How often an unresolved address is asked for.
 pub const REQUEST_INTERVAL_MS: u32 = 1_000;
+/// A known neighbor confirmed again (an ARP reply or advertisement for it)
+/// is told to the other workers again if it was last learned this long
+/// ago: an update a worker missed (its channel full, the outbox full) is
+/// then made good when that worker asks, since its answer reaches the
+/// worker that took the ARP and only that one (found in audit: it was told
+/// only news, so a worker that missed one held and dropped every packet to
+/// that neighbor for good).
+pub const SHARE_AGAIN_MS: u32 = REQUEST_INTERVAL_MS;
 
 const SLOTS: usize = 4096;
 const PROBE: usize = 8;
@@ -216,13 +224,16 @@ impl<A: FlowAddr> NeighborCache<A> {
         }
     }
 
-    /// Records that `ip` is at `mac`. Returns whether that is news.
+    /// Records that `ip` is at `mac`. Returns whether that is worth
+    /// telling the other workers: news, or a confirmation at least
+    /// [`SHARE_AGAIN_MS`] after the entry was last learned.
     pub fn learn(&mut self, ip: A, mac: MacAddr, now: u32) -> bool {
         let Some(s) = self.find(ip).or_else(|| self.free_slot(ip, true, now)) else {
             return false;
         };
         let e = &mut self.slots[s];
         let news = !(e.used && e.ip == ip && e.resolved && e.mac == mac);
+        let tell = news || now.wrapping_sub(e.learned_at) >= SHARE_AGAIN_MS;
         *e = Entry {
             ip,
             mac,
@@ -235,7 +246,7 @@ impl<A: FlowAddr> NeighborCache<A> {
             },
             used: true,
         };
-        news
+        tell
     }
 
     /// Whether `ip` is known, resolved, and was last learned a refresh
