@@ -297,8 +297,24 @@ impl Worker {
                 l.deferred.recheck();
                 stats.generation.set_release(self.snapshot.generation);
             }
+            let mut told = false;
             for (ip, mac) in self.neighbors_in.try_iter() {
                 self.pipeline.learn_neighbor(ip, mac, now);
+                told = true;
+            }
+            // What waited for those neighbors goes now, ahead of this
+            // poll's packets to them (found in audit: released at the end
+            // of the poll, held packets left after newer ones of their
+            // flow, the reordering `Holds::release` keeps them from).
+            if told && l.held.n > 0 {
+                release_held(
+                    &self.pipeline,
+                    &self.snapshot,
+                    &mut l,
+                    now,
+                    &mut self.tx,
+                    &stats,
+                );
             }
             // Packets other workers handed to us: we own their flows.
             let mut handed = 0;
