@@ -65,6 +65,8 @@ const IP_TIME_PER_ROUTE: Duration = Duration::from_micros(250);
 pub struct IpRoute {
     /// `ip -n NAME`: a test's network namespace (None: ours).
     netns: Option<String>,
+    /// Another program than `ip` (tests).
+    program: Option<std::path::PathBuf>,
 }
 
 impl IpRoute {
@@ -73,6 +75,16 @@ impl IpRoute {
     fn in_netns(name: &str) -> IpRoute {
         IpRoute {
             netns: Some(name.to_string()),
+            program: None,
+        }
+    }
+
+    /// `program` in place of `ip` (tests).
+    #[cfg(test)]
+    fn with_program(program: &std::path::Path) -> IpRoute {
+        IpRoute {
+            netns: None,
+            program: Some(program.to_path_buf()),
         }
     }
 
@@ -93,14 +105,15 @@ impl IpRoute {
         )
     }
 
-    /// Runs `ip -batch - -force` over `lines`: its stderr, or why it could
-    /// not be run to its end.
-    fn run_batch(&self, lines: &[String]) -> Result<String, String> {
+    /// Runs `ip -batch - -force` over `lines`: how it ended and its
+    /// stderr, or why it could not be run to its end.
+    fn run_batch(&self, lines: &[String]) -> Result<(std::process::ExitStatus, String), String> {
         use std::io::{Read, Write};
         // DPDK's descriptors stay ours.
         lb_dataplane::dpdk::close_on_exec_from_3();
         let netns = self.netns.iter().flat_map(|n| ["-n", n.as_str()]);
-        let mut child = Command::new("ip")
+        let program = self.program.as_deref().unwrap_or("ip".as_ref());
+        let mut child = Command::new(program)
             .args(netns)
             .args(["-batch", "-", "-force"])
             .stdin(std::process::Stdio::piped())
@@ -130,7 +143,7 @@ impl IpRoute {
         let deadline = std::time::Instant::now() + limit;
         let outcome = loop {
             match child.try_wait() {
-                Ok(Some(_)) => break Ok(()),
+                Ok(Some(status)) => break Ok(status),
                 Ok(None) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(1));
                 }
@@ -145,7 +158,7 @@ impl IpRoute {
         // Both ends closed with the child (killed or done).
         let _ = feeder.join();
         let err = reader.join().unwrap_or_default();
-        outcome.map(|()| err)
+        outcome.map(|status| (status, err))
     }
 
     /// Each line's error in `ip -batch -force`'s stderr: the messages
@@ -173,10 +186,32 @@ impl Routes for IpRoute {
             return Vec::new();
         }
         let lines: Vec<String> = changes.iter().map(Self::line).collect();
-        let failures = match self.run_batch(&lines) {
-            Ok(stderr) => Self::failures(&stderr),
+        let (status, stderr) = match self.run_batch(&lines) {
+            Ok(ended) => ended,
             Err(e) => return changes.iter().map(|_| Err(e.clone())).collect(),
         };
+        let mut failures = Self::failures(&stderr);
+        // Lines `ip` gave no word on count as done only if it ended well
+        // or named failures of its own: one that failed as a whole
+        // ("Cannot open rtnetlink", an `ip` without -batch) or was killed
+        // may not have made them (found in review: they were booked as
+        // made, so a route never announced was never tried again).
+        let unsure = match (status.success(), status.code()) {
+            (true, _) => None,
+            (false, Some(_)) if !failures.is_empty() => None,
+            (false, Some(_)) => Some(0),
+            // Killed: what came after its last word is unknown.
+            (false, None) => Some(failures.keys().max().copied().unwrap_or(0)),
+        };
+        if let Some(after) = unsure {
+            let why = match stderr.trim() {
+                "" => format!("ip -batch ended with {status}"),
+                said => format!("ip -batch ended with {status}: {said}"),
+            };
+            for n in after + 1..=lines.len() {
+                failures.entry(n).or_insert_with(|| why.clone());
+            }
+        }
         changes
             .iter()
             .zip(&lines)
@@ -465,6 +500,56 @@ mod tests {
                 (4, "Cannot find device \"nosuch\"".to_string()),
             ])
         );
+    }
+
+    /// Found in review: `ip`'s exit status was not read, so a batch that
+    /// failed as a whole, or an `ip` killed half way, was booked as made.
+    #[test]
+    fn an_ip_that_fails_as_a_whole_or_is_killed_makes_nothing_sure() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("lb-fake-ip-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fake = |name: &str, body: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\ncat >/dev/null\n{body}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            path
+        };
+        let vip = |i: u8| IpAddr::from([198, 18, 1, i]);
+        let batch: Vec<RouteChange> = (1..=3)
+            .map(|i| RouteChange {
+                op: if i == 3 {
+                    RouteOp::Delete
+                } else {
+                    RouteOp::Replace
+                },
+                table: 100,
+                vip: vip(i),
+                dev: "lbk0".into(),
+            })
+            .collect();
+        let outcomes = |program: &std::path::Path| IpRoute::with_program(program).apply(&batch);
+        // As a whole: nothing is sure.
+        let out = outcomes(&fake("whole", "echo 'Cannot open rtnetlink' >&2; exit 1"));
+        assert!(
+            out.iter().all(|o| o
+                .as_ref()
+                .is_err_and(|e| e.contains("Cannot open rtnetlink"))),
+            "{out:?}"
+        );
+        // Killed: nothing after its last word.
+        let out = outcomes(&fake("killed", "kill -9 $$"));
+        assert!(out.iter().all(Result::is_err), "{out:?}");
+        // Its own failures named: the rest were made.
+        let out = outcomes(&fake(
+            "named",
+            "printf 'RTNETLINK answers: File exists\\nCommand failed -:2\\n' >&2; exit 1",
+        ));
+        assert!(
+            out[0].is_ok() && out[1].is_err() && out[2].is_ok(),
+            "{out:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A network namespace of a test's own with an interface `v0` (up),
