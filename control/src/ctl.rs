@@ -386,9 +386,11 @@ pub const ANSWER_RATE: usize = 256 << 10;
 /// and 16 of them turned every other client away).
 struct Answer<'a> {
     conn: &'a UnixStream,
-    /// When the first byte was written (the clock starts there: a change
-    /// may take a while to be applied before its answer).
-    start: Instant,
+    /// How long writes have waited for the client so far: only that is
+    /// its time (found in review: the server's own time between lines, a
+    /// filtered `connections` walking pages that match nothing, counted
+    /// too, and cut off a client that read at once).
+    waited: Duration,
     written: usize,
     base: Duration,
     rate: usize,
@@ -404,25 +406,22 @@ impl<'a> Answer<'a> {
     fn within(conn: &'a UnixStream, base: Duration, rate: usize) -> Answer<'a> {
         Answer {
             conn,
-            start: Instant::now(),
+            waited: Duration::ZERO,
             written: 0,
             base,
             rate,
         }
     }
 
-    /// Writes `v` and a newline, by the deadline for what was written.
+    /// Writes `v` and a newline, within what is left of the client's time
+    /// for what was written.
     fn line(&mut self, v: &Value) -> std::io::Result<()> {
         let mut line = v.to_string();
         line.push('\n');
         let mut rest = line.as_bytes();
-        if self.written == 0 {
-            self.start = Instant::now();
-        }
         while !rest.is_empty() {
             let more = Duration::from_secs_f64(self.written as f64 / self.rate as f64);
-            let deadline = self.start + self.base + more;
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = (self.base + more).saturating_sub(self.waited);
             if left.is_zero() {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
@@ -430,7 +429,10 @@ impl<'a> Answer<'a> {
                 ));
             }
             self.conn.set_write_timeout(Some(left))?;
-            match (&*self.conn).write(rest) {
+            let t = Instant::now();
+            let wrote = (&*self.conn).write(rest);
+            self.waited += t.elapsed();
+            match wrote {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     rest = &rest[n..];
@@ -988,6 +990,25 @@ address = "198.18.0.12"
         let (sent, got) = answer_to(Duration::ZERO);
         assert_eq!(sent, 1_000);
         assert_eq!(got, 1_000 * (line.to_string().len() + 1));
+    }
+
+    /// Found in review: the server's own time between lines (a filtered
+    /// `connections` walking pages that match nothing) counted against a
+    /// client that read at once.
+    #[test]
+    fn the_servers_time_between_lines_is_not_the_clients() {
+        let (server, client) = UnixStream::pair().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut all = String::new();
+            let _ = (&client).read_to_string(&mut all);
+            all.lines().count()
+        });
+        let mut answer = Answer::within(&server, Duration::from_millis(300), 256 << 10);
+        answer.line(&json!({"flow": 1})).unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        answer.line(&json!({"flow": 2})).unwrap();
+        drop(server);
+        assert_eq!(reader.join().unwrap(), 2);
     }
 
     #[test]
