@@ -621,7 +621,7 @@ const CHECKER_STACK: usize = 256 * 1024;
 pub struct HealthCheckers {
     running: HashMap<RealKey, Running>,
     /// Checks whose thread could not be started, with when to try again.
-    waiting: HashMap<RealKey, (Spec, Instant)>,
+    waiting: HashMap<RealKey, (Spec, Instant, u64)>,
     reports_tx: Sender<Report>,
     reports: Receiver<Report>,
     /// The stack size of checker threads (a test makes it impossible).
@@ -672,15 +672,16 @@ impl HealthCheckers {
     }
 
     /// Whether `r` comes from the checker of its real that runs now (or
-    /// from one that could not be started): not from one a reload
-    /// replaced (found in audit: a reload that changed only the interval
+    /// from the one that could not be started, found in review: any report
+    /// counted then): not from one a reload replaced (found in audit: a reload that changed only the interval
     /// or the timeout restarted the checker, and the old one's last result
     /// and the new one's first both counted, one short of `rise` or
     /// `fall`).
     pub fn is_live(&self, r: &Report) -> bool {
         match self.running.get(&r.real) {
             Some(c) => c.id == r.checker,
-            None => self.waiting.contains_key(&r.real),
+            // One that could not be started: its own failure report.
+            None => self.waiting.get(&r.real).is_some_and(|w| w.2 == r.checker),
         }
     }
 
@@ -778,7 +779,7 @@ impl HealthCheckers {
                     checker: id,
                 });
                 let again = Instant::now() + spec.interval;
-                self.waiting.insert(key, (spec, again));
+                self.waiting.insert(key, (spec, again, id));
             }
         }
     }
@@ -794,11 +795,11 @@ impl HealthCheckers {
         let due: Vec<RealKey> = self
             .waiting
             .iter()
-            .filter(|(_, (_, at))| *at <= now)
+            .filter(|(_, (_, at, _))| *at <= now)
             .map(|(k, _)| k.clone())
             .collect();
         for k in due {
-            if let Some((spec, _)) = self.waiting.remove(&k) {
+            if let Some((spec, _, _)) = self.waiting.remove(&k) {
                 self.start(k, spec);
             }
         }
@@ -1092,6 +1093,46 @@ mod tests {
             [false, true],
             "the old one's came first and is not counted"
         );
+        checkers.stop();
+        drop(l);
+    }
+
+    /// Found in review: when the new checker's thread could not be started
+    /// (it waits for a retry), any report of the real counted, the old
+    /// checker's included.
+    #[test]
+    fn an_old_checkers_report_does_not_count_while_the_new_one_waits() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let real = RealKey {
+            service: "web".into(),
+            address: "127.0.0.1".parse().unwrap(),
+            port: l.local_addr().unwrap().port(),
+        };
+        let spec = |interval: u64| Spec {
+            probe: Probe::Tcp,
+            interval: Duration::from_secs(interval),
+            timeout: Duration::from_millis(300),
+        };
+        let mut checkers = HealthCheckers::new();
+        checkers.apply(HashMap::from([(real.clone(), spec(10))]));
+        let old = checkers
+            .next_report(Duration::from_secs(5))
+            .expect("the first check");
+        assert!(checkers.is_live(&old));
+        // No thread can be had now: the new checker waits.
+        checkers.stack = 1 << 50;
+        checkers.apply(HashMap::from([(real.clone(), spec(20))]));
+        let failed = checkers
+            .next_report(Duration::from_secs(1))
+            .expect("its own failure");
+        assert!(
+            matches!(&failed.outcome, Outcome::Failure(m) if m.contains("check thread not started"))
+        );
+        assert!(
+            checkers.is_live(&failed),
+            "the waiting one's own failure counts"
+        );
+        assert!(!checkers.is_live(&old), "the old checker's does not");
         checkers.stop();
         drop(l);
     }
