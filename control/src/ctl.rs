@@ -1043,8 +1043,8 @@ address = "198.18.0.12"
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("not-a-socket");
         std::fs::write(&path, "precious").unwrap();
-        let shared = Arc::new(Mutex::new(Shared {
-            snapshot: Arc::new(
+        let shared = Arc::new(Mutex::new(Shared::new(
+            Arc::new(
                 lb_core::snapshot::Snapshot::compile(
                     &Config::parse(TEXT).unwrap(),
                     &[lb_config::MacAddr([2, 0, 0, 0, 0, 2])],
@@ -1054,14 +1054,8 @@ address = "198.18.0.12"
                 )
                 .unwrap(),
             ),
-            health_checks: BTreeMap::new(),
-            last_errors: BTreeMap::new(),
-            reloads_success: 0,
-            reloads_failure: 0,
-            busy: Vec::new(),
-            announced: BTreeMap::new(),
-            zeroed: BTreeMap::new(),
-        }));
+            0,
+        )));
         let exporter = Exporter::new(Arc::clone(&shared), Vec::new(), Vec::new(), String::new());
         let (tx, _rx) = bounded(1);
         let e = ControlSocket::start(&path, exporter, shared, Vec::new(), tx, Arc::default())

@@ -40,6 +40,22 @@ pub struct Shared {
     pub zeroed: BTreeMap<u32, [u64; 3]>,
 }
 
+impl Shared {
+    /// Before anything happened: `snapshot` running on `workers` workers.
+    pub fn new(snapshot: Arc<Snapshot>, workers: usize) -> Shared {
+        Shared {
+            snapshot,
+            health_checks: BTreeMap::new(),
+            last_errors: BTreeMap::new(),
+            reloads_success: 0,
+            reloads_failure: 0,
+            busy: vec![0.0; workers],
+            announced: BTreeMap::new(),
+            zeroed: BTreeMap::new(),
+        }
+    }
+}
+
 /// The metric names (the public contract) with their help text.
 pub const METRICS: &[(&str, &str)] = &[
     ("lb_port_rx_packets_total", "Packets received by the port."),
@@ -986,15 +1002,9 @@ mod tests {
         c.bytes.add(60);
 
         let shared = Arc::new(Mutex::new(Shared {
-            snapshot: Arc::new(snap),
-            health_checks: BTreeMap::new(),
-            last_errors: BTreeMap::new(),
-            reloads_success: 0,
-            reloads_failure: 0,
-            busy: Vec::new(),
-            announced: BTreeMap::new(),
             // A `ctl zero` from the old real's days.
             zeroed: BTreeMap::from([(id, [2, 20, 2000])]),
+            ..Shared::new(Arc::new(snap), 0)
         }));
         let exporter = Exporter::new(
             Arc::clone(&shared),
@@ -1068,16 +1078,7 @@ mod tests {
             }
         }
         let exporter = Exporter::new(
-            Arc::new(Mutex::new(Shared {
-                snapshot: Arc::new(snap),
-                health_checks: BTreeMap::new(),
-                last_errors: BTreeMap::new(),
-                reloads_success: 0,
-                reloads_failure: 0,
-                busy: Vec::new(),
-                announced: BTreeMap::new(),
-                zeroed: BTreeMap::new(),
-            })),
+            Arc::new(Mutex::new(Shared::new(Arc::new(snap), 0))),
             Vec::new(),
             workers,
             String::new(),

@@ -1055,6 +1055,15 @@ mod tests {
         );
     }
 
+    /// `probe` every `interval` seconds, with a 300 ms timeout.
+    fn spec_300ms(probe: &Probe, interval: u64) -> Spec {
+        Spec {
+            probe: probe.clone(),
+            interval: Duration::from_secs(interval),
+            timeout: Duration::from_millis(300),
+        }
+    }
+
     /// Found in audit: a reload that changed only the interval restarted
     /// the checker, and the old one's last result and the new one's first
     /// both counted.
@@ -1068,15 +1077,12 @@ mod tests {
             address: "127.0.0.1".parse().unwrap(),
             port: l.local_addr().unwrap().port(),
         };
-        let spec = |interval: u64| Spec {
-            probe: Probe::Http {
-                path: "/".into(),
-                status: 200,
-                host: None,
-            },
-            interval: Duration::from_secs(interval),
-            timeout: Duration::from_millis(300),
+        let http = Probe::Http {
+            path: "/".into(),
+            status: 200,
+            host: None,
         };
+        let spec = |interval: u64| spec_300ms(&http, interval);
         let mut checkers = HealthCheckers::new();
         checkers.apply(HashMap::from([(real.clone(), spec(10))]));
         std::thread::sleep(Duration::from_millis(100));
@@ -1108,11 +1114,7 @@ mod tests {
             address: "127.0.0.1".parse().unwrap(),
             port: l.local_addr().unwrap().port(),
         };
-        let spec = |interval: u64| Spec {
-            probe: Probe::Tcp,
-            interval: Duration::from_secs(interval),
-            timeout: Duration::from_millis(300),
-        };
+        let spec = |interval: u64| spec_300ms(&Probe::Tcp, interval);
         let mut checkers = HealthCheckers::new();
         checkers.apply(HashMap::from([(real.clone(), spec(10))]));
         let old = checkers

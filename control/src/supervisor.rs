@@ -486,16 +486,10 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
         _ => None,
     };
     let workers = dataplane.worker_stats();
-    let shared = Arc::new(Mutex::new(Shared {
-        snapshot: Arc::clone(dataplane.snapshot()),
-        health_checks: BTreeMap::new(),
-        last_errors: BTreeMap::new(),
-        reloads_success: 0,
-        reloads_failure: 0,
-        busy: vec![0.0; workers.len()],
-        announced: BTreeMap::new(),
-        zeroed: BTreeMap::new(),
-    }));
+    let shared = Arc::new(Mutex::new(Shared::new(
+        Arc::clone(dataplane.snapshot()),
+        workers.len(),
+    )));
     let mut exporter = Exporter::new(
         Arc::clone(&shared),
         dataplane.ports(),

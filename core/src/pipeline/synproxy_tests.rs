@@ -54,8 +54,15 @@ port = 8080
 "#;
 
 fn setup(mode: &str, capacity: usize) -> (Snapshot, Pipeline) {
-    let text = CONFIG.replace("syn_proxy = \"on\"", &format!("syn_proxy = \"{mode}\""));
-    let config = Config::parse(&text).unwrap();
+    setup_text(
+        &CONFIG.replace("syn_proxy = \"on\"", &format!("syn_proxy = \"{mode}\"")),
+        capacity,
+    )
+}
+
+/// [`setup`] of a config text of its own.
+fn setup_text(text: &str, capacity: usize) -> (Snapshot, Pipeline) {
+    let config = Config::parse(text).unwrap();
     let snap = Snapshot::compile(&config, &[OUR], 1, &mut Ids::default(), |_, _, _| true).unwrap();
     let mut p = Pipeline::new(0, 1, capacity, Arc::new(WorkerStats::default()));
     p.adopt(&snap);
@@ -2015,12 +2022,7 @@ fn setup_mh(mode: &str, capacity: usize) -> (Snapshot, Pipeline) {
     let text = CONFIG
         .replace("syn_proxy = \"on\"", &format!("syn_proxy = \"{mode}\""))
         .replace("port = 80\n", "port = 80\nscheduler = \"mh\"\n");
-    let config = Config::parse(&text).unwrap();
-    let snap = Snapshot::compile(&config, &[OUR], 1, &mut Ids::default(), |_, _, _| true).unwrap();
-    let mut p = Pipeline::new(0, 1, capacity, Arc::new(WorkerStats::default()));
-    p.adopt(&snap);
-    p.set_cookie_key(KEY);
-    (snap, p)
+    setup_text(&text, capacity)
 }
 
 /// Found in review: while engaged, only a SYN and an ACK were the proxy's;

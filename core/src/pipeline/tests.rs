@@ -643,19 +643,29 @@ fn nat_config_with_reals_and(reals: &[u8], extra: &str) -> Config {
     Config::parse(&text).unwrap()
 }
 
+/// Compiles [`nat_config_with_reals_and`] of `reals` and `extra` as
+/// generation `generation` with `ids` (every real up).
+fn compile_reals(
+    reals: &[u8],
+    extra: &str,
+    generation: u64,
+    ids: &mut Ids,
+) -> Result<Snapshot, crate::snapshot::CompileError> {
+    Snapshot::compile(
+        &nat_config_with_reals_and(reals, extra),
+        &[MacAddr(OUR)],
+        generation,
+        ids,
+        |_, _, _| true,
+    )
+}
+
 #[test]
 fn a_removed_reals_id_goes_to_a_new_real_only_once_every_flow_of_it_ended() {
     // Room for two reals' ids, as if 65,534 others had come and gone.
     let mut ids = Ids::with_limit(2);
-    let compile = |reals: &[u8], generation: u64, ids: &mut Ids| {
-        Snapshot::compile(
-            &nat_config_with_reals(reals),
-            &[MacAddr(OUR)],
-            generation,
-            ids,
-            |_, _, _| true,
-        )
-    };
+    let compile =
+        |reals: &[u8], generation: u64, ids: &mut Ids| compile_reals(reals, "", generation, ids);
     let id_of = |snap: &Snapshot, real: u8| {
         snap.services[0]
             .reals
@@ -733,15 +743,8 @@ fn a_removed_reals_id_goes_to_a_new_real_only_once_every_flow_of_it_ended() {
 fn a_removed_reals_id_waits_for_its_persistence_templates_too() {
     let mut ids = Ids::with_limit(2);
     let extra = "persistence = \"60s\"\nsyn_proxy = \"off\"\n";
-    let compile = |reals: &[u8], generation: u64, ids: &mut Ids| {
-        Snapshot::compile(
-            &nat_config_with_reals_and(reals, extra),
-            &[MacAddr(OUR)],
-            generation,
-            ids,
-            |_, _, _| true,
-        )
-    };
+    let compile =
+        |reals: &[u8], generation: u64, ids: &mut Ids| compile_reals(reals, extra, generation, ids);
     let snap = compile(&[11, 12], 1, &mut ids).unwrap();
     let mut p = pipeline(&snap, 0, 1, 64);
     p.stats().generation.set_release(1);
@@ -787,15 +790,8 @@ fn a_removed_reals_id_waits_for_its_persistence_templates_too() {
 #[test]
 fn a_change_needing_more_ids_than_are_fresh_takes_drained_ones_too() {
     let mut ids = Ids::with_limit(3);
-    let compile = |reals: &[u8], generation: u64, ids: &mut Ids| {
-        Snapshot::compile(
-            &nat_config_with_reals(reals),
-            &[MacAddr(OUR)],
-            generation,
-            ids,
-            |_, _, _| true,
-        )
-    };
+    let compile =
+        |reals: &[u8], generation: u64, ids: &mut Ids| compile_reals(reals, "", generation, ids);
     compile(&[11, 12], 1, &mut ids).unwrap();
     compile(&[12], 2, &mut ids).unwrap();
     let worker = WorkerStats::default();
