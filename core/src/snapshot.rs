@@ -204,10 +204,11 @@ type RealKey = (u32, IpAddr, u16, ForwardingMethod);
 /// snapshots so that counters and flows keep their meaning over a reload.
 ///
 /// A removed real keeps its id, and gets it back if it returns, while
-/// fresh ids last. Once [`MAX_REALS`] have been given out, a new real
-/// takes the id of a removed one that every worker has drained
-/// ([`Ids::offer_drained`]: each runs a snapshot without it and holds no
-/// flow of it), so that a long-running box whose reals come and go
+/// fresh ids last. When a config needs more than the fresh ones of
+/// [`MAX_REALS`] ([`Ids::prepare`]), a new real takes the id of a removed
+/// one that every worker has drained ([`Ids::offer_drained`]: each runs a
+/// snapshot without it and holds no flow or persistence template of it),
+/// so that a long-running box whose reals come and go
 /// through `ctl` never has to be restarted for ids. Its counters then
 /// count on from the old real's, so views subtract what they had counted
 /// ([`RealView::counted_before`]).
@@ -299,8 +300,9 @@ impl Ids {
         let Some((id, counted)) = self.offered.pop_first() else {
             return Err(CompileError(format!(
                 "no id left for a new real: all {} are taken by configured reals or by removed \
-                 reals whose flows have not ended yet (they are given again once every worker \
-                 has ended those flows: try again after the flows' timeouts)",
+                 reals whose flows or persistence templates have not ended yet (they are given \
+                 again once every worker has ended them: try again after the flows' timeouts \
+                 or the service's persistence)",
                 self.limit
             )));
         };
