@@ -622,8 +622,25 @@ impl Config {
 
     /// Like [`Config::parse`], naming `source` in syntax errors.
     pub fn parse_named(text: &str, source: &str) -> Result<Config, ConfigErrors> {
+        Self::parse_with(text, source, None)
+    }
+
+    /// [`Config::parse`] of an edit of `running`'s text (`ctl`): `[sync]`'s
+    /// key files are not read again, `running`'s keys stand for them (only
+    /// a reload takes new keys; found in audit: a key file moved or being
+    /// replaced for the next reload made every `ctl` change fail).
+    pub fn parse_keeping_keys(text: &str, running: &Config) -> Result<Config, ConfigErrors> {
+        let keys = running.sync.as_ref().map(|s| [s.key, s.accept_key]);
+        Self::parse_with(text, DEFAULT_SOURCE, keys)
+    }
+
+    fn parse_with(
+        text: &str,
+        source: &str,
+        keys: Option<[Option<SyncKey>; 2]>,
+    ) -> Result<Config, ConfigErrors> {
         let (raw, mut errors) = schema::read(text, source)?;
-        let config = validate::validate(raw, &mut errors);
+        let config = validate::validate(raw, &mut errors, keys);
         if errors.is_empty() {
             Ok(config)
         } else {

@@ -2313,6 +2313,29 @@ fn key_file(name: &str, content: &[u8], mode: u32) -> (std::path::PathBuf, Strin
     (dir, path)
 }
 
+/// Found in audit: every `ctl` change re-read `[sync]`'s key files, so one
+/// moved or being replaced for the next reload made them all fail. An
+/// edit of the running text keeps the running keys.
+#[test]
+fn an_edit_of_the_running_text_keeps_its_keys_without_reading_them() {
+    let base = "role = \"primary\"\npeer = \"192.0.2.1:8848\"\n";
+    let (dir, path) = key_file("kept", b"0123456789abcdef0123456789abcdef\n", 0o600);
+    let text = sync(&format!("{base}key_file = \"{path}\""));
+    let running = Config::parse(&text).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let e = Config::parse(&text).unwrap_err().to_string();
+    assert!(e.contains("sync.key_file"), "{e}");
+    let edited = Config::parse_keeping_keys(&text, &running).unwrap();
+    assert_eq!(
+        edited.sync.as_ref().and_then(|s| s.key),
+        running.sync.as_ref().and_then(|s| s.key)
+    );
+    // Without keys running, the files are read as ever.
+    let plain = Config::parse(&sync(base)).unwrap();
+    assert!(Config::parse_keeping_keys(&text, &plain).is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn sync_key_file_is_read_checked_and_never_shown() {
     let base = "role = \"primary\"\npeer = \"192.0.2.1:8848\"\n";

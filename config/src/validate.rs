@@ -24,6 +24,9 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:9101";
 /// Collects errors; each check returns `None` when it recorded one.
 struct Checker<'a> {
     errors: &'a mut Vec<ConfigError>,
+    /// `[sync]`'s keys as the running config has them (`key_file`,
+    /// `accept_key_file`): taken instead of reading the files again.
+    keys: Option<[Option<SyncKey>; 2]>,
 }
 
 impl Checker<'_> {
@@ -312,8 +315,12 @@ fn describe_max(max: Duration) -> String {
 
 /// Validates `raw`, appending every problem to `errors`. The returned config
 /// is meaningful only when `errors` is empty afterwards.
-pub(crate) fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Config {
-    let mut c = Checker { errors };
+pub(crate) fn validate(
+    raw: RawConfig,
+    errors: &mut Vec<ConfigError>,
+    keys: Option<[Option<SyncKey>; 2]>,
+) -> Config {
+    let mut c = Checker { errors, keys };
     let dpdk = dpdk(&mut c, raw.dpdk.unwrap_or_default());
     let workers = workers(&mut c, raw.workers, &dpdk.eal_args);
     let (ports, port_nets) = ports(&mut c, raw.ports);
@@ -1103,6 +1110,7 @@ pub(crate) fn client_endpoints(
         .collect();
     let mut c = Checker {
         errors: &mut errors,
+        keys: None,
     };
     let control = control(&mut c, raw.control.unwrap_or_default());
     let metrics = metrics(&mut c, raw.metrics.unwrap_or_default());
@@ -1398,6 +1406,12 @@ fn sync(
 fn sync_key(c: &mut Checker<'_>, at: &str, path: &str) -> Option<SyncKey> {
     use std::io::Read;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let running = c
+        .keys
+        .map(|k| if at == "sync.key_file" { k[0] } else { k[1] });
+    if let Some(Some(key)) = running {
+        return Some(key);
+    }
     if !path.starts_with('/') || path.contains('\0') {
         c.err(
             at,

@@ -395,8 +395,8 @@ impl Control {
         let mut doc = doc.clone();
         ctl::edit::apply(&mut doc, &self.config, request)?;
         let text = doc.to_string();
-        let mut new =
-            Config::parse(&text).map_err(|e| format!("refused, nothing changed:\n{e}"))?;
+        let mut new = Config::parse_keeping_keys(&text, &self.config)
+            .map_err(|e| format!("refused, nothing changed:\n{e}"))?;
         // Only a reload (SIGHUP) takes a new sync key: the file may hold
         // one already, meant for a reload in its order (README, "Keyed
         // sync"), which an edit of a real's weight must not apply.
