@@ -192,6 +192,19 @@ impl<M> Holds<M> {
     /// reused out of order, so two packets for one next hop could leave
     /// the wrong way round: found in review), and `expired` every other
     /// one held longer than [`HOLD_MS`].
+    /// Drops (through `dropped`) the packets held for a next hop `gone`
+    /// says is gone.
+    fn forget(&mut self, gone: impl Fn(IpAddr) -> bool, mut dropped: impl FnMut(M)) {
+        for slot in &mut self.slots {
+            if slot.as_ref().is_some_and(|h| gone(h.next_hop)) {
+                if let Some(h) = slot.take() {
+                    self.n -= 1;
+                    dropped(h.mbuf);
+                }
+            }
+        }
+    }
+
     fn release(
         &mut self,
         now: u32,
@@ -291,6 +304,17 @@ impl Worker {
                 let next = self.updates.try_iter().last().unwrap_or(next);
                 if self.index == 0 {
                     announce.adopt(&self.snapshot, &next, now);
+                }
+                // What waits for a next hop the config named and names
+                // no more (a real or gateway a reload removed) is not sent
+                // there once it answers (found in audit: for up to 3 s it
+                // was), as deferred frames are run again below.
+                if l.held.n > 0 {
+                    let (old, new) = (&self.snapshot, &next);
+                    l.held.forget(
+                        |hop| old.is_configured_next_hop(hop) && !new.is_configured_next_hop(hop),
+                        |_| stats.drop_packet(DropReason::RealRemoved),
+                    );
                 }
                 self.snapshot = next;
                 self.pipeline.adopt(&self.snapshot);
@@ -969,6 +993,32 @@ mod tests {
     /// that never answer ARP kept every slot, and first packets to a real
     /// being resolved were dropped. Now those take a stranger's slot, the
     /// oldest; a stranger's packet does not.
+    /// Found in audit: packets held for a real or gateway a reload
+    /// removed were sent there once it answered ARP.
+    #[test]
+    fn forgetting_a_next_hop_drops_only_its_held_packets() {
+        let mut h: Holds<u32> = Holds::new();
+        let (gone, kept): (IpAddr, IpAddr) = (
+            "198.18.0.11".parse().unwrap(),
+            "198.18.0.12".parse().unwrap(),
+        );
+        for (i, hop) in [gone, kept, gone].into_iter().enumerate() {
+            assert!(matches!(h.hold(i as u32, 0, hop, true, 0), Holding::Taken));
+        }
+        let mut dropped = Vec::new();
+        h.forget(|hop| hop == gone, |m| dropped.push(m));
+        assert_eq!(dropped, [0, 2]);
+        assert_eq!(h.n, 1);
+        let mut sent = Vec::new();
+        h.release(
+            1,
+            |_| Some(MacAddr::ZERO),
+            |_| {},
+            |held, _| sent.push(held.mbuf),
+        );
+        assert_eq!(sent, [1]);
+    }
+
     #[test]
     fn a_configured_next_hop_takes_the_oldest_strangers_slot() {
         let mut h: Holds<u32> = Holds::new();
