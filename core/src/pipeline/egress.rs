@@ -138,6 +138,7 @@ impl Egress {
         if takes && self.neighbors6.learn(ip, mac, now) && replaces && self.learned6.len() < OUTBOX
         {
             self.learned6.push((ip, mac));
+            self.neighbors6.told(ip, now);
         }
     }
 
@@ -379,6 +380,7 @@ impl Egress {
             && self.learned.len() < OUTBOX
         {
             self.learned.push((ip, mac));
+            self.neighbors.told(ip, now);
         }
     }
 
