@@ -163,7 +163,9 @@ impl IpRoute {
 
     /// Each line's error in `ip -batch -force`'s stderr: the messages
     /// before each "Command failed -:N" are line N's (1-based).
-    fn failures(stderr: &str) -> BTreeMap<usize, String> {
+    /// Also whether text followed the last of them (an error that ended
+    /// `ip` before it could name the line).
+    fn failures(stderr: &str) -> (BTreeMap<usize, String>, bool) {
         let mut out = BTreeMap::new();
         let mut pending: Vec<&str> = Vec::new();
         for l in stderr.lines() {
@@ -176,7 +178,7 @@ impl IpRoute {
                 _ => {}
             }
         }
-        out
+        (out, !pending.is_empty())
     }
 }
 
@@ -190,33 +192,32 @@ impl Routes for IpRoute {
             Ok(ended) => ended,
             Err(e) => return changes.iter().map(|_| Err(e.clone())).collect(),
         };
-        let mut failures = Self::failures(&stderr);
-        // Lines `ip` gave no word on count as done only if it ended well
-        // or named failures of its own: one that failed as a whole
-        // ("Cannot open rtnetlink", an `ip` without -batch) or was killed
-        // may not have made them (found in review: they were booked as
-        // made, so a route never announced was never tried again).
-        let unsure = match (status.success(), status.code()) {
-            (true, _) => None,
-            (false, Some(_)) if !failures.is_empty() => None,
-            (false, Some(_)) => Some(0),
-            // Killed: what came after its last word is unknown.
-            (false, None) => Some(failures.keys().max().copied().unwrap_or(0)),
+        let (failures, trailing) = Self::failures(&stderr);
+        // Lines `ip` gave no word on count as made only if it ended well or
+        // named its failures and then ended: one that failed as a whole
+        // ("Cannot open rtnetlink", an `ip` without -batch), ended on an
+        // error it named no line for, or was killed may not have made the
+        // lines after its last word (found in review: they were booked as
+        // made, so a route never announced was never tried again). Those
+        // are failures, whatever the text says: never "gone already".
+        let unsure_after = match status.code() {
+            _ if status.success() => None,
+            Some(_) if !failures.is_empty() && !trailing => None,
+            _ => Some(failures.keys().max().copied().unwrap_or(0)),
         };
-        if let Some(after) = unsure {
-            let why = match stderr.trim() {
-                "" => format!("ip -batch ended with {status}"),
-                said => format!("ip -batch ended with {status}: {said}"),
-            };
-            for n in after + 1..=lines.len() {
-                failures.entry(n).or_insert_with(|| why.clone());
-            }
-        }
         changes
             .iter()
             .zip(&lines)
             .enumerate()
             .map(|(i, (c, line))| match failures.get(&(i + 1)) {
+                None if unsure_after.is_some_and(|after| i + 1 > after) => {
+                    Err(match stderr.trim() {
+                        "" => format!("ip {line}: not confirmed (ip -batch ended with {status})"),
+                        said => format!(
+                            "ip {line}: not confirmed (ip -batch ended with {status}: {said})"
+                        ),
+                    })
+                }
                 None => Ok(()),
                 // Gone already (its interface went, or someone removed
                 // it): withdrawn all the same.
@@ -495,11 +496,15 @@ mod tests {
                       Cannot find device \"nosuch\"\nCommand failed -:4\n";
         assert_eq!(
             IpRoute::failures(stderr),
-            BTreeMap::from([
-                (2, "RTNETLINK answers: No such process".to_string()),
-                (4, "Cannot find device \"nosuch\"".to_string()),
-            ])
+            (
+                BTreeMap::from([
+                    (2, "RTNETLINK answers: No such process".to_string()),
+                    (4, "Cannot find device \"nosuch\"".to_string()),
+                ]),
+                false
+            )
         );
+        assert!(IpRoute::failures("Command failed -:1\nError: invalid argument\n").1);
     }
 
     /// Found in review: `ip`'s exit status was not read, so a batch that
@@ -547,6 +552,23 @@ mod tests {
         ));
         assert!(
             out[0].is_ok() && out[1].is_err() && out[2].is_ok(),
+            "{out:?}"
+        );
+        // A named failure, then an error that ended it: the lines after
+        // are unsure, and a removal among them is no "gone already" for the
+        // words its text happens to hold.
+        let out = outcomes(&fake(
+            "ended",
+            "printf 'RTNETLINK answers: No such process\\nCommand failed -:1\\nError: bad\\n' >&2; exit 255",
+        ));
+        assert!(out.iter().all(Result::is_err), "{out:?}");
+        // Killed after a named failure that says "No such process".
+        let out = outcomes(&fake(
+            "killed-after",
+            "printf 'RTNETLINK answers: No such process\\nCommand failed -:1\\n' >&2; kill -9 $$",
+        ));
+        assert!(
+            out[2].as_ref().is_err_and(|e| e.contains("not confirmed")),
             "{out:?}"
         );
         let _ = std::fs::remove_dir_all(&dir);
