@@ -330,7 +330,7 @@ impl Worker {
             // poll's packets to them (found in audit: released at the end
             // of the poll, held packets left after newer ones of their
             // flow, the reordering `Holds::release` keeps them from).
-            if told && l.held.n > 0 {
+            if told {
                 release_held(
                     &self.pipeline,
                     &self.snapshot,
@@ -525,16 +525,14 @@ impl Worker {
                         }
                     });
             }
-            if l.held.n > 0 {
-                release_held(
-                    &self.pipeline,
-                    &self.snapshot,
-                    &mut l,
-                    now,
-                    &mut self.tx,
-                    &stats,
-                );
-            }
+            release_held(
+                &self.pipeline,
+                &self.snapshot,
+                &mut l,
+                now,
+                &mut self.tx,
+                &stats,
+            );
             // The kernel interfaces: what is for them, and what they sent.
             let (out, tx) = (&mut l.out, &mut self.tx);
             let from_kernel = l.kernel.exchange(self.burst, &stats, |port, m| {
@@ -862,7 +860,8 @@ fn hold_for(
 }
 
 /// Sends held packets whose next hop resolved, in the order they were
-/// held; drops those that waited too long.
+/// held; drops those that waited too long. Nothing when nothing is held.
+#[inline]
 fn release_held(
     pipeline: &Pipeline,
     snap: &Snapshot,
@@ -872,6 +871,9 @@ fn release_held(
     stats: &WorkerStats,
 ) {
     let Loop { held, out, .. } = l;
+    if held.n == 0 {
+        return;
+    }
     held.release(
         now,
         |next_hop| pipeline.resolved(snap, next_hop),
