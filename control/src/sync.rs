@@ -863,15 +863,7 @@ fn micros(d: Duration) -> u64 {
 /// A random number for this process's life, not 0 (the peer tells our
 /// restarts by it).
 fn nonce() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.write_u32(std::process::id());
-    (h.finish() as u32).max(1)
+    (lb_core::random::secret_u64() as u32).max(1)
 }
 
 /// A record of an IPv6 flow with SYN proxy state.

@@ -12,6 +12,7 @@
 //! - `neighbor`, `route`: where it leaves and to which MAC.
 //! - `snapshot`: the compiled configuration a worker runs with.
 //! - `stats`: per-worker counters, drops by reason.
+//! - `random`: secret keys from the kernel's random source.
 //! - `exception`: how much a worker gives a port's kernel interface.
 //! - `sync`: connection sync with a backup appliance (`[sync]`): the
 //!   events a primary's workers record, the counters; the message format
@@ -36,6 +37,7 @@ pub mod hint;
 pub mod keymap;
 pub mod neighbor;
 pub mod pipeline;
+pub mod random;
 pub mod route;
 pub mod scheduler;
 pub mod snapshot;

@@ -97,10 +97,7 @@ impl<A: FlowAddr> Default for NeighborCache<A> {
 
 impl<A: FlowAddr> NeighborCache<A> {
     pub fn new() -> NeighborCache<A> {
-        use std::hash::BuildHasher;
-        Self::with_key(
-            std::collections::hash_map::RandomState::new().hash_one(0x6e65_6967_6862_6f72_u64),
-        )
+        Self::with_key(crate::random::secret_u64())
     }
 
     /// A cache whose slot hash has a given key (tests that must place

@@ -185,11 +185,9 @@ impl std::fmt::Debug for IndexSeed {
 impl IndexSeed {
     /// A fresh random key.
     pub fn random() -> IndexSeed {
-        use std::hash::BuildHasher;
-        let s = std::collections::hash_map::RandomState::new();
         IndexSeed {
-            k0: s.hash_one(0x6c62_2d69_6e64_6578_u64),
-            k1: s.hash_one(0x7365_6564_2d6b_3120_u64),
+            k0: crate::random::secret_u64(),
+            k1: crate::random::secret_u64(),
         }
     }
 
@@ -259,10 +257,7 @@ static OWNER_KEY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 /// The key of [`owner_of`]: random, once per process (every worker and the
 /// sync dispatcher of one appliance agree; nothing outside it needs to).
 fn owner_key() -> u64 {
-    *OWNER_KEY.get_or_init(|| {
-        use std::hash::BuildHasher;
-        std::collections::hash_map::RandomState::new().hash_one(0x6f77_6e65_722d_6b65_u64)
-    })
+    *OWNER_KEY.get_or_init(crate::random::secret_u64)
 }
 
 /// Fixes [`owner_of`]'s key before its first use, so that which worker owns

@@ -180,13 +180,9 @@ impl CookieKey {
     pub fn process() -> CookieKey {
         static KEY: OnceLock<CookieKey> = OnceLock::new();
         *KEY.get_or_init(|| {
-            use std::hash::BuildHasher;
-            // The standard library's per-process random keys (from the OS).
-            let a = std::collections::hash_map::RandomState::new();
-            let b = std::collections::hash_map::RandomState::new();
             CookieKey(SipKey {
-                k0: a.hash_one(0x7379_6e2d_636f_6f6b_u64),
-                k1: b.hash_one(0x6b65_792d_7365_6564_u64),
+                k0: crate::random::secret_u64(),
+                k1: crate::random::secret_u64(),
             })
         })
     }
