@@ -2385,6 +2385,20 @@ fn sync_key_file_is_read_checked_and_never_shown() {
     );
     bad("key_file = \"/tmp\"", "sync.key_file", "not a regular file");
     bad(
+        "key_file = \"/dev/null\"",
+        "sync.key_file",
+        "not a regular file",
+    );
+    // A symlink to a key file is followed: the file it names is read.
+    let link = dir.join("link");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    let linked = Config::parse(&sync(&format!("{base}key_file = \"{}\"", link.display())))
+        .unwrap()
+        .sync
+        .unwrap()
+        .key;
+    assert_eq!(linked, Some(key));
+    bad(
         "max_clock_skew = \"5s\"",
         "sync.max_clock_skew",
         "only to keyed messages",

@@ -1405,7 +1405,7 @@ fn sync(
 /// shows the file's content.
 fn sync_key(c: &mut Checker<'_>, at: &str, path: &str) -> Option<SyncKey> {
     use std::io::Read;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let running = c
         .keys
         .map(|k| if at == "sync.key_file" { k[0] } else { k[1] });
@@ -1425,32 +1425,20 @@ fn sync_key(c: &mut Checker<'_>, at: &str, path: &str) -> Option<SyncKey> {
     };
     // Only a regular file is opened: opening a device has effects of its
     // own (a watchdog arms, a tape rewinds), and --check, which runs
-    // before every start, touches no device (found in review).
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_file() => {}
-        Ok(_) => return refuse(c, format!("{path} is not a regular file")),
-        Err(e) => return refuse(c, format!("{path}: {e}")),
-    }
-    // Opened without blocking (a FIFO would wait for a writer) and then
-    // looked at through the descriptor: what is checked is what is read
-    // (a file swapped for something else after the look above is
-    // refused here, having been opened without a controlling terminal).
-    let nonblocking = (rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32;
-    let mut file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nonblocking)
-        .open(path)
-    {
+    // before every start, touches no device (found in review). The path is
+    // resolved once, to a descriptor that opens nothing (O_PATH); what it
+    // names is looked at through that descriptor, and only a regular file
+    // is then opened for reading, through /proc/self/fd: the file looked
+    // at, never one swapped in after the look (the race a stat of the path
+    // then an open of it had).
+    let mut file = match open_regular(path) {
         Ok(f) => f,
-        Err(e) => return refuse(c, format!("{path}: {e}")),
+        Err(why) => return refuse(c, why),
     };
     let meta = match file.metadata() {
         Ok(m) => m,
         Err(e) => return refuse(c, format!("{path}: {e}")),
     };
-    if !meta.is_file() {
-        return refuse(c, format!("{path} is not a regular file"));
-    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return refuse(
@@ -1480,6 +1468,43 @@ fn sync_key(c: &mut Checker<'_>, at: &str, path: &str) -> Option<SyncKey> {
         );
     }
     Some(SyncKey::from_secret(&bytes))
+}
+
+/// Opens `path` for reading if it is a regular file: resolved once to an
+/// `O_PATH` descriptor (which opens no device and waits on no FIFO),
+/// looked at through it, then reopened through `/proc/self/fd`, which
+/// opens that very file whatever the path names by then. The error is
+/// what to tell the user.
+fn open_regular(path: &str) -> Result<std::fs::File, String> {
+    use rustix::fs::{Mode, OFlags};
+    use std::os::fd::AsRawFd;
+    let at = rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| format!("{path}: {}", std::io::Error::from(e)))?;
+    let looked =
+        rustix::fs::fstat(&at).map_err(|e| format!("{path}: {}", std::io::Error::from(e)))?;
+    if rustix::fs::FileType::from_raw_mode(looked.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(format!("{path} is not a regular file"));
+    }
+    let via = format!("/proc/self/fd/{}", at.as_raw_fd());
+    let fd = rustix::fs::open(
+        via.as_str(),
+        OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        format!(
+            "{path}: {} (reopening it through {via}: is /proc mounted?)",
+            std::io::Error::from(e)
+        )
+    })?;
+    let opened =
+        rustix::fs::fstat(&fd).map_err(|e| format!("{path}: {}", std::io::Error::from(e)))?;
+    if (opened.st_dev, opened.st_ino) != (looked.st_dev, looked.st_ino) {
+        return Err(format!(
+            "{path} changed while it was being opened: try again"
+        ));
+    }
+    Ok(std::fs::File::from(fd))
 }
 
 /// "wan 198.18.0.2/24, lan ..." or "none".
