@@ -233,10 +233,10 @@ def ns(target, src=ROUTER_IP6, mac=ROUTER_MAC, hlim=255, sllao=True):
 
 
 def na(target, dst, dst_mac, solicited):
-    """Our advertisement for target (always with our MAC, Override set,
-    never Router: scapy's default has R set)."""
+    """Our advertisement for target (always with our MAC, Override and
+    Router set: the appliance forwards, as Linux sets R when it does)."""
     return (Ether(src=OUR_MAC, dst=dst_mac) / ipv6(target, dst, hlim=255)
-            / ICMPv6ND_NA(R=0, S=int(solicited), O=1, tgt=target) / ICMPv6NDOptDstLLAddr(lladdr=OUR_MAC))
+            / ICMPv6ND_NA(R=1, S=int(solicited), O=1, tgt=target) / ICMPv6NDOptDstLLAddr(lladdr=OUR_MAC))
 
 
 def tunnel6(n, inner, proto, tc, fl):

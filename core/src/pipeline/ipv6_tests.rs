@@ -559,3 +559,107 @@ fn neighbor_discovery_in_an_atomic_fragment_teaches_nothing() {
     assert_eq!(p.process(&snap, 0, &mut b, 2), Verdict::Consumed);
     assert_eq!(p.resolved(&snap, real), Some(REAL_MAC));
 }
+
+/// A neighbor solicitation for `target` from `src` at `mac`, to the
+/// target's solicited-node group, hop limit 255, with a source link-layer
+/// address option.
+fn solicit(src: Ipv6Addr, target: Ipv6Addr, mac: MacAddr) -> Vec<u8> {
+    let ns = NdpRepr::NeighborSolicit {
+        target,
+        source_lladdr: Some(mac),
+    };
+    let dst = ndp::solicited_node(target);
+    let mut f = vec![0u8; 14 + 40 + ns.buffer_len()];
+    let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+    eth.set_dst_addr(ndp::multicast_mac(dst));
+    eth.set_src_addr(mac);
+    eth.set_ethertype(EtherType::Ipv6);
+    Ipv6Repr {
+        src,
+        dst,
+        next_header: IpProtocol::Icmpv6,
+        payload_len: ns.buffer_len(),
+        hop_limit: 255,
+        traffic_class: 0,
+        flow_label: 0,
+    }
+    .emit(&mut Ipv6Packet::new_unchecked(&mut f[14..54]));
+    ns.emit(src, dst, &mut NeighborPacket::new_unchecked(&mut f[54..]));
+    f
+}
+
+/// No host sends from a group, `::1` or an IPv4-mapped address: a
+/// solicitation or an advertisement from one is not answered and teaches
+/// nothing (found in audit: a solicitation from ff02::1 was answered with
+/// a Solicited advertisement to ff02::1). `::` stays duplicate address
+/// detection, answered to all nodes.
+#[test]
+fn neighbor_discovery_from_a_source_no_host_has_is_invalid() {
+    let snap = snapshot(CONFIG);
+    let mut p = pipeline(&snap, 0, 1);
+    let vip = v6("2001:2:0:1::100");
+    let host = MacAddr([2, 0, 0, 0, 0x44, 0x44]);
+    for src in ["ff02::1", "::1", "::ffff:198.18.0.9"] {
+        let mut b = VecBuf::from_bytes(&solicit(v6(src), vip, host));
+        assert_eq!(
+            p.process(&snap, 0, &mut b, 0),
+            Verdict::Drop(DropReason::NdpInvalid),
+            "{src}"
+        );
+    }
+    // An advertisement from a group for a real: not learned.
+    let real = v6("2001:2::11");
+    let mut f = advert(real, REAL_MAC, NeighborFlags::OVERRIDE);
+    let mut ip = Ipv6Packet::new_unchecked(&mut f[14..]);
+    ip.set_src_addr(v6("ff02::1"));
+    let mut b = VecBuf::from_bytes(&f);
+    assert_eq!(
+        p.process(&snap, 0, &mut b, 0),
+        Verdict::Drop(DropReason::NdpInvalid)
+    );
+    assert_eq!(p.resolved(&snap, real), None);
+    // Duplicate address detection is still answered.
+    let mut b = VecBuf::from_bytes(&solicit(Ipv6Addr::UNSPECIFIED, vip, host));
+    let mut f = b.data().to_vec();
+    // DAD carries no source link-layer address option (RFC 4861 7.2.2).
+    f.truncate(14 + 40 + 24);
+    let mut ip = Ipv6Packet::new_unchecked(&mut f[14..]);
+    ip.set_payload_len(24);
+    let icmp_start = 54;
+    let body = &mut f[icmp_start..];
+    NeighborPacket::new_unchecked(&mut body[..])
+        .fill_checksum(Ipv6Addr::UNSPECIFIED, ndp::solicited_node(vip));
+    b = VecBuf::from_bytes(&f);
+    assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::Transmit(0));
+    assert_eq!(ip6(&b).dst_addr(), v6("ff02::1"));
+}
+
+/// Every advertisement we answer with has Router set, as Linux's when it
+/// forwards: the reals' gateway, floating or not, stays a router to them
+/// (found in audit: the floating gateway6 was announced with Router and
+/// answered without it, so a real's IsRouter flag flipped, RFC 4861
+/// 7.2.5).
+#[test]
+fn neighbor_answers_say_router() {
+    let mut snap = snapshot(CONFIG);
+    let gw = v6("2001:2::fe");
+    snap.float_gateways(None, Some(gw));
+    let mut p = pipeline(&snap, 0, 1);
+    let real = v6("2001:2::11");
+    for target in [gw, v6("2001:2::2"), v6("2001:2:0:1::100")] {
+        let mut b = VecBuf::from_bytes(&solicit(real, target, REAL_MAC));
+        assert_eq!(
+            p.process(&snap, 0, &mut b, 0),
+            Verdict::Transmit(0),
+            "{target}"
+        );
+        let ip = ip6(&b);
+        assert_eq!(ip.dst_addr(), real);
+        let na = NeighborPacket::new_checked(ip.payload()).unwrap();
+        assert_eq!(
+            na.flags(),
+            NeighborFlags::ROUTER | NeighborFlags::SOLICITED | NeighborFlags::OVERRIDE,
+            "{target}"
+        );
+    }
+}

@@ -206,6 +206,13 @@ pub(super) fn ndp<B: PacketBuf>(
         return (Verdict::Drop(DropReason::NdpInvalid), None);
     };
     let target = msg.target_addr();
+    // No host sends from a group, `::1` or an IPv4-mapped address (RFC
+    // 4291 2.7; Linux drops such packets before NDP sees them); `::` is
+    // duplicate address detection. Found in audit: a solicitation from
+    // ff02::1 was answered with a Solicited advertisement to ff02::1.
+    if !src.is_unspecified() && crate::route::no_host_has6(src) {
+        return (Verdict::Drop(DropReason::NdpInvalid), None);
+    }
     if msg.msg_type() == Icmpv6Type::NeighborAdvert {
         if ndp::validate_advert(src, dst, hop_limit, &msg).is_err() {
             return (Verdict::Drop(DropReason::NdpInvalid), None);
@@ -246,17 +253,22 @@ pub(super) fn ndp<B: PacketBuf>(
         (false, Some(m)) if !snap.is_martian_client(src.into()) => Some((src, m, true)),
         _ => None,
     };
+    // Router set in every answer, as Linux sets it when it forwards (RFC
+    // 4861 7.2.4): the appliance is the reals' gateway, and its floating
+    // gateway6 is announced with it (`build_unsolicited_advert`). Found in
+    // audit: answered without it, a real's IsRouter flag for its gateway
+    // flipped to false at every solicitation (RFC 4861 7.2.5).
     let (to, to_mac, flags) = if dad {
         (
             ALL_NODES,
             ndp::multicast_mac(ALL_NODES),
-            NeighborFlags::OVERRIDE,
+            NeighborFlags::ROUTER | NeighborFlags::OVERRIDE,
         )
     } else {
         (
             src,
             asker_mac.unwrap_or(peer),
-            NeighborFlags::SOLICITED | NeighborFlags::OVERRIDE,
+            NeighborFlags::ROUTER | NeighborFlags::SOLICITED | NeighborFlags::OVERRIDE,
         )
     };
     let na = NdpRepr::NeighborAdvert {
