@@ -125,7 +125,7 @@ impl<A: FlowAddr> NeighborCache<A> {
 
     #[inline]
     fn home(&self, ip: A) -> usize {
-        (crate::flow::mix64(ip.fold() ^ self.key) % SLOTS as u64) as usize
+        (crate::flow::mix64(ip.fold_keyed(self.key)) % SLOTS as u64) as usize
     }
 
     fn window(&self, ip: A) -> impl Iterator<Item = usize> + Clone {

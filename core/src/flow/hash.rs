@@ -28,8 +28,15 @@ pub trait FlowAddr: Copy + Eq + Hash + fmt::Debug + fmt::Display + Send + Sync +
     /// IPv6, so Maglev picks the same reals across an upgrade.
     fn fold_pair(k: u64, x: Self, y: Self) -> u64;
 
-    /// One address folded into 64 bits (source hashing, worker owners).
+    /// One address folded into 64 bits, unkeyed (source hashing, which
+    /// must agree across boxes). Anyone can find addresses that fold
+    /// alike: whatever must resist that takes [`Self::fold_keyed`].
     fn fold(self) -> u64;
+
+    /// One address folded into 64 bits under a secret `k`: which
+    /// addresses fold alike cannot be worked out without it (worker
+    /// owners, neighbor-cache slots). For IPv4, `fold() ^ k`.
+    fn fold_keyed(self, k: u64) -> u64;
 
     /// This family's address, if `ip` is one.
     fn from_ip(ip: IpAddr) -> Option<Self>;
@@ -56,6 +63,11 @@ impl FlowAddr for Ipv4Addr {
         u64::from(u32::from(self))
     }
 
+    #[inline(always)]
+    fn fold_keyed(self, k: u64) -> u64 {
+        self.fold() ^ k
+    }
+
     #[inline]
     fn from_ip(ip: IpAddr) -> Option<Self> {
         match ip {
@@ -80,19 +92,28 @@ impl FlowAddr for Ipv6Addr {
     const FAMILY: usize = 1;
 
     /// Two folded 64 x 64 -> 128-bit multiplies, one per address, each of
-    /// its two halves (one XORed with `k`), run side by side: every bit of
+    /// its two halves (both XORed with `k`), run side by side: every bit of
     /// both full addresses counts (so Maglev spreads the clients of one
     /// /64 too), the halves are weighted differently so that swapping them
     /// or the addresses is another key, and with a secret `k` nothing of
     /// the result can be worked out offline. A chain of four mixes did the
     /// same at about twice the latency on every IPv6 packet.
+    ///
+    /// Both halves of each factor are keyed: a factor of 0 makes the
+    /// product 0 whatever the other half, so an unkeyed half let anyone
+    /// choose an interface id (`V6_X_LO`) that made every /64 hash alike,
+    /// one probe chain for a flood (found in audit). With `k` = 0 (the
+    /// fixed hashes) the result is what it always was.
     #[inline]
     fn fold_pair(k: u64, x: Self, y: Self) -> u64 {
         let (x, y) = (u128::from(x), u128::from(y));
-        let a = folded_mul((x >> 64) as u64 ^ k ^ V6_X_HI, x as u64 ^ V6_X_LO);
+        let a = folded_mul(
+            (x >> 64) as u64 ^ k ^ V6_X_HI,
+            x as u64 ^ k.rotate_left(29) ^ V6_X_LO,
+        );
         let b = folded_mul(
             (y >> 64) as u64 ^ k.rotate_left(32) ^ V6_Y_HI,
-            y as u64 ^ V6_Y_LO,
+            y as u64 ^ k.rotate_left(47) ^ V6_Y_LO,
         );
         a ^ b.rotate_left(23)
     }
@@ -101,6 +122,19 @@ impl FlowAddr for Ipv6Addr {
     fn fold(self) -> u64 {
         let x = u128::from(self);
         mix64((x >> 64) as u64 ^ V6_FOLD) ^ x as u64
+    }
+
+    /// One keyed multiply over both halves (as in [`Self::fold_pair`]):
+    /// [`Self::fold`] lets anyone pick, for any prefix, the interface id
+    /// that folds to a chosen value (found in audit: IPv6 sources could be
+    /// chosen to share one worker whatever the owner key).
+    #[inline]
+    fn fold_keyed(self, k: u64) -> u64 {
+        let x = u128::from(self);
+        folded_mul(
+            (x >> 64) as u64 ^ k ^ V6_X_HI,
+            x as u64 ^ k.rotate_left(29) ^ V6_X_LO,
+        ) ^ k
     }
 
     #[inline]
@@ -126,7 +160,7 @@ impl FlowAddr for Ipv6Addr {
 const V6_FOLD: u64 = 0x3c6e_f372_fe94_f82b;
 /// The constants of `Ipv6Addr::fold_pair` (digits of pi and e): a factor
 /// of 0 would make the product ignore the other half, so each half is
-/// offset first, and a host would need to own exactly one /64 to meet it.
+/// offset first (and keyed, where a key is given).
 const V6_X_HI: u64 = 0x243f_6a88_85a3_08d3;
 const V6_X_LO: u64 = 0x1319_8a2e_0370_7344;
 const V6_Y_HI: u64 = 0xa409_3822_299f_31d0;
@@ -280,7 +314,7 @@ pub fn owner_of<A: FlowAddr>(client: A, workers: usize) -> usize {
     }
     // The top 32 bits scaled to [0, workers) by a multiply (Lemire's
     // range reduction) rather than a division on every packet.
-    let h = mix64(client.fold() ^ owner_key());
+    let h = mix64(client.fold_keyed(owner_key()));
     (((h >> 32) * workers as u64) >> 32) as usize
 }
 
@@ -375,6 +409,26 @@ mod tests {
             assert!((9_000..11_000).contains(&c), "{count:?}");
         }
         assert_eq!(owner_of(Ipv4Addr::new(1, 2, 3, 4), 1), 0);
+    }
+
+    /// IPv6 sources chosen so that their unkeyed fold is one value (any
+    /// prefix, the interface id that cancels its mix) spread over every
+    /// worker: the owner is taken from a keyed fold (found in audit: they
+    /// all went to one worker whatever the owner key).
+    #[test]
+    fn ipv6_owners_cannot_be_picked_from_outside() {
+        let target = 0x1234_5678_9abc_def0_u64;
+        let mut count = [0usize; 4];
+        for i in 0..4_000u64 {
+            let hi = 0x2001_0db8_0000_0000_u64 + (i << 16);
+            let lo = mix64(hi ^ V6_FOLD) ^ target;
+            let a = Ipv6Addr::from((u128::from(hi) << 64) | u128::from(lo));
+            assert_eq!(a.fold(), target);
+            count[owner_of(a, 4)] += 1;
+        }
+        for c in count {
+            assert!((800..1_200).contains(&c), "{count:?}");
+        }
     }
 
     /// Sources an attacker picked for one worker under a fixed hash (the

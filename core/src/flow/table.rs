@@ -1439,6 +1439,42 @@ mod tests {
         }
     }
 
+    /// IPv6 clients in different /64s whose interface id is the public
+    /// constant of the unkeyed hash's low half do not collide in the index
+    /// (found in audit: with that half unkeyed, `folded_mul(_, 0)` made
+    /// every such tuple hash alike whatever the secret seed: 2,000 of them
+    /// made one 2,000-slot chain).
+    #[test]
+    fn ipv6_clients_with_a_chosen_interface_id_do_not_collide_in_the_index() {
+        const V6_X_LO: u128 = 0x1319_8a2e_0370_7344;
+        const V6_Y_LO: u128 = 0xb7e1_5162_8aed_2a6b;
+        let vip: Ipv6Addr = "2001:2:0:1::100".parse().unwrap();
+        for lo in [V6_X_LO, V6_Y_LO] {
+            let mut t = FlowTable::<Ipv6Addr>::with_capacity(1 << 14);
+            let mut hashes = std::collections::HashSet::new();
+            for i in 0..2_000u32 {
+                // One /64 per flow: no per-source limit would stop it.
+                let client =
+                    Ipv6Addr::from(((0x2001_0db8_0000_0000_u128 + u128::from(i)) << 64) | lo);
+                let spec = NewFlow {
+                    key: FlowKey {
+                        proto: 17,
+                        client,
+                        client_port: 5353,
+                        vip,
+                        vip_port: 53,
+                    },
+                    ..new6(i, true, 0)
+                };
+                hashes.insert(t.key_hash(&spec.key));
+                t.insert(&spec).unwrap();
+            }
+            assert_eq!(hashes.len(), 2_000, "{lo:x}");
+            let longest = t.longest_probe();
+            assert!(longest < 16, "{lo:x}: a {longest}-slot probe chain");
+        }
+    }
+
     #[test]
     fn a_victim_comes_from_the_least_trusted_queue_oldest_first() {
         let mut t = FlowTable::with_capacity(8);
