@@ -284,8 +284,7 @@ impl<A: FlowAddr> Conntrack<A> {
         now: u32,
         schedulers: &mut Schedulers,
     ) -> Result<Target<A>, DropReason> {
-        let syn = tcp
-            .is_some_and(|s| s.flags.contains(TcpFlags::SYN) && !s.flags.contains(TcpFlags::ACK));
+        let syn = tcp.is_some_and(|s| s.opens());
         if let Some(e) = self.table.lookup(key, hash) {
             let f = self.table.get(e);
             // A new SYN on a closing tuple starts a new connection.

@@ -81,6 +81,22 @@ pub struct Segment {
     pub len: u32,
 }
 
+impl Segment {
+    /// A client's SYN that opens a connection: SYN without ACK, and
+    /// without RST or FIN, which no opening SYN carries (Linux's conntrack
+    /// holds SYN with RST or FIN invalid). Only such a SYN may restart a
+    /// half-open flow or replace a closing one (found in audit: a blind
+    /// SYN|RST, believed at any sequence number as a SYN, closed a
+    /// half-open flow, and the next SYN moved it to another real).
+    #[inline]
+    pub fn opens(&self) -> bool {
+        self.flags.contains(TcpFlags::SYN)
+            && !self
+                .flags
+                .intersects(TcpFlags::ACK | TcpFlags::RST | TcpFlags::FIN)
+    }
+}
+
 /// How far a segment's sequence number may lie from the next one its
 /// sender was seen to need and still be believed: a RST or FIN outside it
 /// changes nothing (a stranger guessing blindly hits it about once in

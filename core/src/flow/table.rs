@@ -275,10 +275,7 @@ impl<A: FlowAddr> Flow<A> {
         // A client's SYN on a half-open flow starts where it says: the
         // flow may have been opened by someone else's SYN on the same tuple
         // (the real will answer the last one; nothing is confirmed yet).
-        let reopen = from_client
-            && self.state == FlowState::SynSent
-            && seg.flags.contains(TcpFlags::SYN)
-            && !seg.flags.contains(TcpFlags::ACK);
+        let reopen = from_client && self.state == FlowState::SynSent && seg.opens();
         if self.seq_known & bit != 0 && !reopen {
             if !seq_near(seg.seq, *next)
                 || (seg.flags.intersects(TcpFlags::RST | TcpFlags::FIN)
@@ -315,7 +312,7 @@ impl<A: FlowAddr> Flow<A> {
                 self.place_client(seg.ack);
             }
         }
-        if from_client && seg.flags.contains(TcpFlags::SYN) && !seg.flags.contains(TcpFlags::ACK) {
+        if from_client && seg.opens() {
             self.seq_known |= SAW_SYN;
         }
         if from_client
@@ -1529,6 +1526,40 @@ mod tests {
         f.on_segment(seg(TcpFlags::SYN, 0x7000_0000, 0, 1), true);
         f.on_segment(seg(TcpFlags::RST, 0x7000_0001, 0, 0), true);
         assert_eq!(f.state(), FlowState::Established);
+    }
+
+    /// A SYN that also carries RST or FIN is no opening SYN: on a
+    /// half-open flow it is held to the window as a RST or FIN is (found
+    /// in audit: a blind SYN|RST, believed at any sequence number, closed
+    /// the flow).
+    #[test]
+    fn a_blind_syn_with_rst_or_fin_does_not_close_a_half_open_flow() {
+        for extra in [TcpFlags::RST, TcpFlags::FIN] {
+            let mut t = FlowTable::with_capacity(16);
+            let e = t.insert(&new(1, true, 0)).unwrap();
+            let syn = Segment {
+                flags: TcpFlags::SYN,
+                seq: 1_000,
+                ack: 0,
+                len: 1,
+            };
+            t.get_mut(e).on_segment(syn, true);
+            let blind = Segment {
+                flags: TcpFlags::SYN | extra,
+                seq: 0x8000_0000,
+                ack: 0,
+                len: 1,
+            };
+            t.get_mut(e).on_segment(blind, true);
+            assert_eq!(t.get(e).state(), FlowState::SynSent, "{extra:?}");
+            // In the window it is a RST or FIN as any other.
+            let near = Segment {
+                seq: 1_001,
+                ..blind
+            };
+            t.get_mut(e).on_segment(near, true);
+            assert_ne!(t.get(e).state(), FlowState::SynSent, "{extra:?}");
+        }
     }
 
     #[test]

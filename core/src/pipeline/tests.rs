@@ -2500,3 +2500,28 @@ fn a_nat_reply_in_the_burst_of_its_syn_finds_the_flow() {
         );
     }
 }
+
+/// A stranger's SYN|RST or SYN|FIN, any sequence number, neither closes
+/// a half-open NAT flow nor lets the next SYN move it to another real
+/// (found in audit: it closed it, and the SYN after it was rescheduled).
+#[test]
+fn a_blind_syn_rst_neither_closes_nor_moves_a_half_open_flow() {
+    use crate::flow::FlowState;
+    let config = Config::parse(&without_syn_proxy(NAT_CONFIG)).unwrap();
+    let snap = compile(&config, &[MacAddr(OUR)]);
+    for extra in [0x04u8, 0x01] {
+        let mut p = pipeline(&snap, 0, 1, 64);
+        let client = (Ipv4Addr::new(198, 19, 0, 10), 4000);
+        let mut syn = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), SYN, 1_000, OUR));
+        assert_eq!(p.process(&snap, 0, &mut syn, 0), Verdict::Transmit(0));
+        let real = real_of(&syn);
+        let mut blind =
+            VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), SYN | extra, 0x8000_0000, OUR));
+        p.process(&snap, 0, &mut blind, 1);
+        let e = p.flows().entries()[0];
+        assert_eq!(p.flows().get(e).state(), FlowState::SynSent, "{extra:#x}");
+        let mut again = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), SYN, 0x9000_0000, OUR));
+        assert_eq!(p.process(&snap, 0, &mut again, 2), Verdict::Transmit(0));
+        assert_eq!(real_of(&again), real, "{extra:#x}: not rescheduled");
+    }
+}
