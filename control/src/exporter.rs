@@ -231,6 +231,9 @@ pub const WORKER_COUNTERS: &[(&str, ExtraLabel, WorkerRead)] = &[
     ("lb_stateless_forwards_total", None, |w| {
         w.stateless_forwards.get()
     }),
+    ("lb_nat_replies_unvouched_total", None, |w| {
+        w.nat_replies_unvouched.get()
+    }),
     ("lb_handoffs_total", Some(("direction", "out")), |w| {
         w.handoffs_out.get()
     }),
@@ -314,6 +317,10 @@ pub const WORKER_METRICS: &[(&str, &str)] = &[
     (
         "lb_stateless_forwards_total",
         "Packets of mh flows picked up mid-stream (TUN, DR) forwarded by hash without an entry, the table being at least half full.",
+    ),
+    (
+        "lb_nat_replies_unvouched_total",
+        "Packets from a NAT real's address to a flow not yet confirmed that did not come from where the real is reached (its port and next hop's MAC): passed on, believed in nothing (forged, or replies routed back another way).",
     ),
     (
         "lb_handoffs_total",
@@ -892,6 +899,7 @@ mod tests {
                 &w.arp_replies,
                 &w.ndp_solicitations,
                 &w.ndp_advertisements,
+                &w.nat_replies_unvouched,
             ]
         };
         for (i, c) in fields.iter().enumerate() {
@@ -944,6 +952,7 @@ mod tests {
                 "lb_neighbor_messages_sent_total{type=\"ndp_advertisement\",worker=\"3\"}",
                 119,
             ),
+            ("lb_nat_replies_unvouched_total{worker=\"3\"}", 120),
             ("lb_worker_packets_dropped_total{worker=\"3\"}", 12),
             ("lb_held_packets_total{worker=\"5\"}", 9),
             ("lb_worker_rx_packets_total{worker=\"5\"}", 0),

@@ -731,7 +731,7 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
             .collect();
         log::info!(
             "worker on {lcore}: rx {}, tx {}, arp replies {}, echo replies {}, arp requests {}, \
-             ndp advertisements {} solicitations {}, flows active {} (ipv6 {}) created {} expired {} evicted {} table-full {} stateless {}, handoffs out {} in {}, held {}, \
+             ndp advertisements {} solicitations {}, flows active {} (ipv6 {}) created {} expired {} evicted {} table-full {} stateless {}, nat replies unvouched {}, handoffs out {} in {}, held {}, \
              frag-needed sent {} rate-limited {}, icmp errors forwarded {}, syn cookies sent {} accepted {} deferred {} syn-retransmits {}, dropped {} [{}]",
             w.rx_packets.get(),
             w.tx_packets.get(),
@@ -747,6 +747,7 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
             w.flows_evicted.get(),
             w.flow_table_full.get(),
             w.stateless_forwards.get(),
+            w.nat_replies_unvouched.get(),
             w.handoffs_out.get(),
             w.handoffs_in.get(),
             w.held.get(),

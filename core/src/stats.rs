@@ -301,6 +301,11 @@ pub struct WorkerStats {
     /// Packets of Maglev flows picked up mid-stream (TUN, DR) forwarded by
     /// hash without an entry, because the table was at least half full.
     pub stateless_forwards: Counter,
+    /// NAT packets from a real's address, to a flow that does not trust
+    /// its real's side yet, that did not come from where the real is
+    /// reached (its port and next hop's MAC): passed on, believed in
+    /// nothing (forged, or replies routed back another way).
+    pub nat_replies_unvouched: Counter,
     /// Packets handed to / received from the worker that owns their flow.
     pub handoffs_out: Counter,
     pub handoffs_in: Counter,
@@ -376,6 +381,7 @@ impl Default for WorkerStats {
             flows_expired: Counter::default(),
             flows_evicted: Counter::default(),
             stateless_forwards: Counter::default(),
+            nat_replies_unvouched: Counter::default(),
             handoffs_out: Counter::default(),
             handoffs_in: Counter::default(),
             arp_requests: Counter::default(),

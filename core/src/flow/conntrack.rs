@@ -531,6 +531,16 @@ impl<A: FlowAddr> Conntrack<A> {
     /// The NAT flow a real's packet to a client belongs to (`hash`: the
     /// key's [`FlowTable::reply_key_hash`]), its TCP state
     /// advanced by the packet's flags (`tcp`; None for UDP).
+    ///
+    /// `from_real` says whether the packet came from where the real is
+    /// reached (the port and next hop's MAC the appliance sends to it
+    /// through); it is asked only while the packet could raise the flow's
+    /// trust ([`Flow::awaits_real`]). A packet that did not is passed on
+    /// and believed in nothing: no tracking, no confirmation, no refresh,
+    /// counted in `nat_replies_unvouched` (found in audit: a stranger who
+    /// knew a real's address forged its SYN-ACK from the internet,
+    /// acknowledged it from a spoofed client, and so pinned a confirmed
+    /// entry per spoofed source, none of them evictable).
     #[inline]
     pub fn reply(
         &mut self,
@@ -539,6 +549,7 @@ impl<A: FlowAddr> Conntrack<A> {
         hash: u64,
         tcp: Option<Segment>,
         now: u32,
+        from_real: impl FnOnce() -> bool,
     ) -> Result<ReplyTarget<A>, DropReason> {
         let e = self
             .table
@@ -563,6 +574,17 @@ impl<A: FlowAddr> Conntrack<A> {
             self.sync_mark_if_changed(e, inputs);
             return r;
         }
+        if f.awaits_real(tcp.is_some()) && !from_real() {
+            self.stats.nat_replies_unvouched.incr();
+            let f = self.table.get(e);
+            return Ok(ReplyTarget {
+                vip: f.vip(),
+                vip_port: f.vip_port(),
+                real_id: f.real_id,
+                proxy: ReplyStep::None,
+            });
+        }
+        let f = self.table.get_mut(e);
         let inputs = f.trust_inputs();
         f.last_seen = now;
         match tcp {

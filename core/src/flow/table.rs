@@ -335,6 +335,20 @@ impl<A: FlowAddr> Flow<A> {
         self.seq_known = (self.seq_known | SEEN_CLIENT) & !UNSURE_CLIENT;
     }
 
+    /// Whether a packet from the real (`tcp`: a TCP segment) could change
+    /// what this flow is trusted with: a TCP flow not yet confirmed, or a
+    /// synced one whose client the real's ACK is yet to place; a datagram
+    /// flow whose real was not heard yet. `Conntrack::reply` believes such
+    /// a packet only from where the real is reached.
+    #[inline(always)]
+    pub fn awaits_real(&self, tcp: bool) -> bool {
+        if tcp {
+            self.seq_known & CONFIRMED == 0 || self.seq_known & UNSURE_CLIENT != 0
+        } else {
+            self.seq_known & SEEN_REAL == 0
+        }
+    }
+
     /// Records that the real answered (NAT UDP: evidence from both ends).
     #[inline]
     pub fn heard_from_real(&mut self) {

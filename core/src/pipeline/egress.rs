@@ -142,6 +142,22 @@ impl Egress {
         }
     }
 
+    /// Whether a frame from `src`, sent by `mac` and received on
+    /// `in_port`, came from where the appliance sends to `src`: that
+    /// route's port, and its next hop's MAC as known now (a real's own on
+    /// its segment, its gateway's behind one). What a stranger elsewhere
+    /// cannot forge, whatever addresses it writes.
+    pub fn came_from_next_hop6(
+        &self,
+        snap: &Snapshot,
+        in_port: usize,
+        src: Ipv6Addr,
+        mac: MacAddr,
+    ) -> bool {
+        route::lookup6(snap, src)
+            .is_some_and(|r| r.port == in_port && self.resolved6(snap, r.next_hop) == Some(mac))
+    }
+
     /// [`Self::resolved`] for IPv6.
     pub fn resolved6(&self, snap: &Snapshot, next_hop: Ipv6Addr) -> Option<MacAddr> {
         snap.static_neighbor6(next_hop)
@@ -382,6 +398,18 @@ impl Egress {
             self.learned.push((ip, mac));
             self.neighbors.told(ip, now);
         }
+    }
+
+    /// [`Self::came_from_next_hop6`] for IPv4.
+    pub fn came_from_next_hop(
+        &self,
+        snap: &Snapshot,
+        in_port: usize,
+        src: Ipv4Addr,
+        mac: MacAddr,
+    ) -> bool {
+        route::lookup(snap, src)
+            .is_some_and(|r| r.port == in_port && self.resolved(snap, r.next_hop) == Some(mac))
     }
 
     /// The MAC address to send to `next_hop`, if known now (static entries

@@ -27,7 +27,7 @@ use crate::snapshot::Snapshot;
 use crate::stats::DropReason;
 use crate::wire::icmpv6::Icmpv6Type;
 use crate::wire::ipv6::Ipv6Packet;
-use crate::wire::{ipv6, IpProtocol, NeighborPacket};
+use crate::wire::{ipv6, EthernetFrame, IpProtocol, NeighborPacket};
 
 /// Whether `a` is link-local unicast (fe80::/10).
 #[inline]
@@ -427,7 +427,12 @@ impl Pipeline {
             ct.table().reply_key_hash(&key),
             "the lookahead hashed it"
         );
-        let back = match ct.reply(snap, &key, hash, tcp, now) {
+        let egress = &self.egress;
+        let from_real = || {
+            let mac = EthernetFrame::new_unchecked(pkt.data()).src_addr();
+            egress.came_from_next_hop6(snap, in_port, ip.src, mac)
+        };
+        let back = match ct.reply(snap, &key, hash, tcp, now, from_real) {
             Ok(b) => b,
             Err(r) => return Verdict::Drop(r),
         };

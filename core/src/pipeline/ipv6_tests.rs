@@ -663,3 +663,36 @@ fn neighbor_answers_say_router() {
         );
     }
 }
+
+/// NAT66: a real's SYN-ACK forged from elsewhere (the router's MAC) is
+/// passed on but believed in nothing, so the client's ACK confirms no
+/// flow; from the real's own MAC it does (found in audit for IPv4: forged
+/// real segments pinned confirmed entries).
+#[test]
+fn a_real_forged_from_elsewhere_confirms_no_ipv6_flow() {
+    use crate::flow::Trust;
+    let snap = snapshot_with_real_mac();
+    let reals = [
+        (v6("2001:2::11"), MacAddr([2, 0, 0, 0, 2, 0x11])),
+        (v6("2001:2::12"), MacAddr([2, 0, 0, 0, 2, 0x12])),
+    ];
+    let vip = v6("2001:2:0:1::100");
+    for (forged, want) in [(true, Trust::Unconfirmed), (false, Trust::Confirmed)] {
+        let mut p = pipeline(&snap, 0, 1);
+        let client = (v6("2001:2:0:10::10"), 40000);
+        let mut syn = VecBuf::from_bytes(&tcp6(client, (vip, 80), SYN, ROUTER));
+        assert_eq!(p.process(&snap, 0, &mut syn, 0), Verdict::Transmit(0));
+        let real = ip6(&syn).dst_addr();
+        let real_mac = reals.iter().find(|r| r.0 == real).unwrap().1;
+        let from = if forged { ROUTER } else { real_mac };
+        let synack = tcp6((real, 8080), client, SYN | TcpFlags::ACK, from);
+        let mut b = VecBuf::from_bytes(&synack);
+        assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::Transmit(0));
+        let mut ack = VecBuf::from_bytes(&tcp6(client, (vip, 80), TcpFlags::ACK, ROUTER));
+        assert_eq!(p.process(&snap, 0, &mut ack, 0), Verdict::Transmit(0));
+        let t = p.flows6().unwrap();
+        let e = t.entries()[0];
+        assert_eq!(t.trust(e), want, "forged: {forged}");
+        assert_eq!(p.stats().nat_replies_unvouched.get(), u64::from(forged));
+    }
+}

@@ -866,7 +866,12 @@ impl Pipeline {
             table.reply_key_hash(&key),
             "the lookahead hashed this key"
         );
-        let back = match self.conntrack.reply(snap, &key, hash, tcp, now) {
+        let egress = &self.egress;
+        let from_real = || {
+            let mac = EthernetFrame::new_unchecked(pkt.data()).src_addr();
+            egress.came_from_next_hop(snap, in_port, ip.src, mac)
+        };
+        let back = match self.conntrack.reply(snap, &key, hash, tcp, now, from_real) {
             Ok(b) => b,
             Err(r) => return Verdict::Drop(r),
         };

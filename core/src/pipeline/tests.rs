@@ -402,6 +402,20 @@ const SYNACK: u8 = 0x12;
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 100);
 const OUR: [u8; 6] = [2, 0, 0, 0, 0, 2];
 
+/// `frame`, a real's packet, as its real sends it: from its MAC (a
+/// static neighbor of the config), the only source the appliance believes
+/// a real's side of an unconfirmed flow from.
+fn from_real(snap: &Snapshot, mut frame: Vec<u8>) -> Vec<u8> {
+    let src = Ipv4Packet::new_checked(&frame[crate::wire::ethernet::HEADER_LEN..])
+        .unwrap()
+        .src_addr();
+    let mac = snap
+        .static_neighbor(src)
+        .expect("a real with a static neighbor entry");
+    EthernetFrame::new_unchecked(&mut frame[..]).set_src_addr(mac);
+    frame
+}
+
 /// A whole NAT handshake through `p` at `now`: the client's SYN, the real's
 /// SYN-ACK, the client's ACK of it (the flow is then confirmed). Returns
 /// the last byte of the real's address.
@@ -411,14 +425,8 @@ fn handshake(p: &mut Pipeline, snap: &Snapshot, client: (Ipv4Addr, u16), now: u3
     assert_eq!(p.process(snap, 0, &mut syn, now), Verdict::Transmit(0));
     let real = ip_of(&syn).dst_addr();
     let real_isn = 9_000_000;
-    let mut synack = VecBuf::from_bytes(&tcp_ack(
-        (real, 8080),
-        client,
-        SYNACK,
-        real_isn,
-        isn + 1,
-        OUR,
-    ));
+    let synack = tcp_ack((real, 8080), client, SYNACK, real_isn, isn + 1, OUR);
+    let mut synack = VecBuf::from_bytes(&from_real(snap, synack));
     assert_eq!(p.process(snap, 0, &mut synack, now), Verdict::Transmit(0));
     let mut ack = VecBuf::from_bytes(&tcp_ack(client, (VIP, 80), ACK, isn + 1, real_isn + 1, OUR));
     assert_eq!(p.process(snap, 0, &mut ack, now), Verdict::Transmit(0));
@@ -2524,4 +2532,65 @@ fn a_blind_syn_rst_neither_closes_nor_moves_a_half_open_flow() {
         assert_eq!(p.process(&snap, 0, &mut again, 2), Verdict::Transmit(0));
         assert_eq!(real_of(&again), real, "{extra:#x}: not rescheduled");
     }
+}
+
+/// A stranger who knows a NAT real's address forges the real's SYN-ACK
+/// from elsewhere (here: the router's side, the client's MAC), before the
+/// real's own answer, acknowledges its own forged ISN from a spoofed
+/// client, and pushes the tracked real sequence 1 MiB on. None of it is
+/// believed: the entries stay unconfirmed, and a legitimate client gets
+/// one evicted for its flow (found in audit: every entry was confirmed,
+/// none evictable, and every new NAT flow refused). The real's own
+/// SYN-ACK, from its MAC, still confirms a flow it answers.
+#[test]
+fn a_real_forged_from_elsewhere_confirms_nothing() {
+    use crate::flow::Trust;
+    let config = Config::parse(&without_syn_proxy(NAT_CONFIG)).unwrap();
+    let snap = compile(&config, &[MacAddr(OUR)]);
+    let mut p = pipeline(&snap, 0, 1, 4);
+    for i in 0..4u32 {
+        let client = (Ipv4Addr::from(0xc613_4000 + i), 40000);
+        let isn = 1_000;
+        let mut syn = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), SYN, isn, OUR));
+        assert_eq!(p.process(&snap, 0, &mut syn, 0), Verdict::Transmit(0));
+        let real = ip_of(&syn).dst_addr();
+        let forged_isn = 5_000_000;
+        for f in [
+            tcp_ack((real, 8080), client, SYNACK, forged_isn, isn + 1, OUR),
+            tcp_ack(client, (VIP, 80), ACK, isn + 1, forged_isn + 1, OUR),
+            tcp_ack(
+                (real, 8080),
+                client,
+                ACK,
+                forged_isn + 1 + (1 << 20),
+                isn + 1,
+                OUR,
+            ),
+        ] {
+            let mut b = VecBuf::from_bytes(&f);
+            assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::Transmit(0));
+        }
+    }
+    assert_eq!(p.stats().nat_replies_unvouched.get(), 8);
+    for e in p.flows().entries() {
+        assert_ne!(
+            p.flows().trust(e),
+            Trust::Confirmed,
+            "{:?}",
+            p.flows().get(e)
+        );
+    }
+    // A legitimate client gets room, and its handshake confirms its flow.
+    let client = (Ipv4Addr::new(198, 19, 9, 9), 1234);
+    handshake(&mut p, &snap, client, 1);
+    let key = crate::flow::FlowKey {
+        proto: 6,
+        client: client.0,
+        client_port: client.1,
+        vip: VIP,
+        vip_port: 80,
+    };
+    let e = p.flows().lookup(&key, p.flows().key_hash(&key)).unwrap();
+    assert_eq!(p.flows().trust(e), Trust::Confirmed);
+    assert_eq!(p.stats().flows_evicted.get(), 1);
 }

@@ -150,8 +150,15 @@ fn client_packet(
 fn real_acks(ct: &mut Conntrack, snap: &Snapshot, port: u16, ack: u32, now: u32) {
     let f = ct.find(&key(port)).unwrap();
     let (reply, hash) = (f.reply_key(), ct.table().reply_key_hash(&f.reply_key()));
-    ct.reply(snap, &reply, hash, seg(TcpFlags::ACK, 9000, ack), now)
-        .unwrap();
+    ct.reply(
+        snap,
+        &reply,
+        hash,
+        seg(TcpFlags::ACK, 9000, ack),
+        now,
+        || true,
+    )
+    .unwrap();
 }
 
 #[test]
@@ -193,6 +200,7 @@ fn an_established_nat_flow_continues_on_the_same_real_with_local_ids() {
         hash,
         seg(TcpFlags::ACK, 9000, 5000).map(|s| Segment { len: 100, ..s }),
         11,
+        || true,
     )
     .unwrap();
     client_packet(&mut ct, &snap, 40000, seg(TcpFlags::ACK, 5000, 9100), 12).unwrap();
@@ -604,6 +612,7 @@ fn a_primary_records_creation_state_changes_refresh_and_end() {
             hash,
             seg(TcpFlags::SYN | TcpFlags::ACK, 9000, 1001),
             2,
+            || true,
         )
         .unwrap();
     client_packet(
