@@ -365,11 +365,16 @@ impl<A: FlowAddr> Conntrack<A> {
         if self.pressed() && self.sources[bucket] >= self.source_limit {
             return Err(DropReason::SourceLimit);
         }
+        // A pick-up mid-stream into a table at least half full makes no
+        // persistence template: lone ACKs from spoofed sources would each
+        // take an entry for the persistence time (found in audit, for an
+        // `mh` DR service with persistence).
+        let pick_up_pressed = tcp.is_some() && !syn && self.pressed();
         let (ri, templated) = self
-            .schedule(snap, service, key, now, schedulers)
+            .schedule(snap, service, key, now, schedulers, !pick_up_pressed)
             .ok_or(DropReason::NoReal)?;
         let r = &svc.reals[ri];
-        if tcp.is_some() && !syn && r.method != ForwardingMethod::Nat && self.pressed() {
+        if pick_up_pressed && r.method != ForwardingMethod::Nat {
             // A Maglev pick-up mid-stream (TUN, DR) into a table at least
             // half full: its next packet hashes to the same real anyway, so
             // it gets no entry, and a flood of lone ACKs costs no room.
@@ -400,6 +405,11 @@ impl<A: FlowAddr> Conntrack<A> {
             index_reply: r.method == ForwardingMethod::Nat,
             now,
         };
+        // The client's template counts this flow before room is made for
+        // it: with a child it is confirmed, so it is not the victim (found
+        // in audit: a returning client's flow evicted its own childless
+        // template, and then counted itself out of the client's next one).
+        let held = templated && self.template_child(key, now, true);
         let mut inserted = self.table.insert_deferred(&spec);
         if inserted.is_err() {
             // Make room: the least trusted entry (never a confirmed one).
@@ -417,15 +427,12 @@ impl<A: FlowAddr> Conntrack<A> {
                     self.table.prefetch_pending::<B>();
                 }
                 let f = self.table.get_mut(e);
-                f.templated = templated;
+                f.templated = held;
                 if let Some(seg) = tcp {
                     f.on_segment(seg, true);
                 }
                 self.reclass(e, Trust::Unconfirmed, now);
                 self.sync_mark(e);
-                if templated {
-                    self.template_child(key, now, true);
-                }
                 self.sources[bucket] += 1;
                 let state = self.table.get(e).state();
                 self.count_active(r.id, state, true);
@@ -435,6 +442,9 @@ impl<A: FlowAddr> Conntrack<A> {
                     .set(self.table.len() as u64);
             }
             Err(_) => {
+                if held {
+                    self.template_child(key, now, false);
+                }
                 // A persistence template may have been placed even so.
                 self.stats
                     .flow_gauges(A::FAMILY)
@@ -462,8 +472,8 @@ impl<A: FlowAddr> Conntrack<A> {
 
     /// Picks a real for a new flow: the persistence template's if the
     /// service has one and its real can still take flows, else the
-    /// scheduler's. Returns the index into the service's reals and whether
-    /// a template placed it.
+    /// scheduler's (which makes a template when `make_template`). Returns
+    /// the index into the service's reals and whether a template placed it.
     fn schedule(
         &mut self,
         snap: &Snapshot,
@@ -471,6 +481,7 @@ impl<A: FlowAddr> Conntrack<A> {
         key: &FlowKey<A>,
         now: u32,
         schedulers: &mut Schedulers,
+        make_template: bool,
     ) -> Option<(usize, bool)> {
         let svc = &snap.services[service];
         if svc.persistence_ms == 0 {
@@ -502,6 +513,9 @@ impl<A: FlowAddr> Conntrack<A> {
             }
         }
         let ri = schedulers.choose(snap, service, key, &self.active)?;
+        if !make_template {
+            return Some((ri, false));
+        }
         let r = &svc.reals[ri];
         let spec = NewFlow {
             key: tk,
@@ -729,19 +743,22 @@ impl<A: FlowAddr> Conntrack<A> {
     /// Counts a flow in (`add`) or out of its persistence template, on
     /// whatever real: a template lives while any flow it placed does, even
     /// after it was moved to another real.
-    fn template_child(&mut self, key: &FlowKey<A>, now: u32, add: bool) {
+    /// Whether the template was there.
+    fn template_child(&mut self, key: &FlowKey<A>, now: u32, add: bool) -> bool {
         let tk = template_key(key);
-        if let Some(e) = self.table.lookup(&tk, self.table.key_hash(&tk)) {
-            let t = self.table.get_mut(e);
-            let before = t.trust();
-            t.children = if add {
-                t.children + 1
-            } else {
-                t.children.saturating_sub(1)
-            };
-            t.last_seen = now;
-            self.reclass(e, before, now);
-        }
+        let Some(e) = self.table.lookup(&tk, self.table.key_hash(&tk)) else {
+            return false;
+        };
+        let t = self.table.get_mut(e);
+        let before = t.trust();
+        t.children = if add {
+            t.children + 1
+        } else {
+            t.children.saturating_sub(1)
+        };
+        t.last_seen = now;
+        self.reclass(e, before, now);
+        true
     }
 }
 

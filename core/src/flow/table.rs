@@ -1168,6 +1168,37 @@ impl<A: FlowAddr> FlowTable<A> {
                 ));
             }
         }
+        // Every persistence template counts exactly the live flows it
+        // placed (found in audit: a flow that evicted its template later
+        // counted itself out of another, which its flows then no longer
+        // held).
+        let mut placed: std::collections::HashMap<FlowKey<A>, u32> = Default::default();
+        for (i, f) in self.flows.iter().enumerate() {
+            if self.class[i] != FREE && f.templated && !f.is_template() {
+                let k = FlowKey {
+                    proto: f.proto | FLOW_TEMPLATE,
+                    client_port: 0,
+                    ..f.key()
+                };
+                *placed.entry(k).or_default() += 1;
+            }
+        }
+        for (i, f) in self.flows.iter().enumerate() {
+            if self.class[i] != FREE && f.is_template() {
+                let n = placed.remove(&f.key()).unwrap_or(0);
+                if f.children != n {
+                    return Err(format!(
+                        "template {i} counts {} children, {n} live flows name it ({f:?})",
+                        f.children
+                    ));
+                }
+            }
+        }
+        if let Some((k, n)) = placed.into_iter().next() {
+            return Err(format!(
+                "{n} live flows name a template that is gone: {k:?}"
+            ));
+        }
         Ok(())
     }
 

@@ -2594,3 +2594,146 @@ fn a_real_forged_from_elsewhere_confirms_nothing() {
     assert_eq!(p.flows().trust(e), Trust::Confirmed);
     assert_eq!(p.stats().flows_evicted.get(), 1);
 }
+
+/// A returning client's new flow, placed by its childless persistence
+/// template into a full table, does not evict that template: the
+/// template counts it before room is made, and so holds while it lives,
+/// and later flows keep their count right (found in audit: the flow
+/// evicted its own template, was left `templated` without one, and when
+/// it ended counted itself out of the client's next template, which its
+/// live flow then no longer held).
+#[test]
+fn a_flow_does_not_evict_the_template_that_placed_it() {
+    use crate::flow::Trust;
+    const RST: u8 = 0x04;
+    let text = format!(
+        "{}{}",
+        without_syn_proxy(&NAT_CONFIG.replace(
+            "scheduler = \"rr\"",
+            "scheduler = \"rr\"\npersistence = \"300s\"",
+        )),
+        r#"
+[[services]]
+name = "plain"
+vip = "198.18.1.101"
+port = 80
+syn_proxy = "off"
+[[services.reals]]
+address = "198.18.0.11"
+port = 8080
+"#
+    );
+    let snap = compile(&Config::parse(&text).unwrap(), &[MacAddr(OUR)]);
+    let mut p = pipeline(&snap, 0, 1, 4);
+    let a = Ipv4Addr::new(198, 19, 0, 1);
+    let plain = Ipv4Addr::new(198, 18, 1, 101);
+    let send =
+        |p: &mut Pipeline, src: (Ipv4Addr, u16), dst: Ipv4Addr, flags: u8, seq: u32, now: u32| {
+            let mut b = VecBuf::from_bytes(&tcp_seq(src, (dst, 80), flags, seq, OUR));
+            p.process(&snap, 0, &mut b, now)
+        };
+    let template = |p: &Pipeline| {
+        p.flows()
+            .entries()
+            .into_iter()
+            .find(|&e| p.flows().get(e).is_template())
+    };
+    // A's first flow ends: its template is childless, persisting.
+    assert_eq!(send(&mut p, (a, 1), VIP, SYN, 100, 0), Verdict::Transmit(0));
+    assert_eq!(send(&mut p, (a, 1), VIP, RST, 101, 1), Verdict::Transmit(0));
+    let mut now = snap.timeouts.closed + 10;
+    p.sweep(&snap, now, 64);
+    assert_eq!(p.flows().len(), 1, "the template alone");
+    // Three SYNs of another client to a service without persistence fill
+    // the table.
+    now += 1;
+    for port in 1..4 {
+        let src = (Ipv4Addr::new(198, 19, 0, 2), port);
+        assert_eq!(send(&mut p, src, plain, SYN, 5, now), Verdict::Transmit(0));
+    }
+    assert_eq!(p.flows().len(), 4);
+    // A comes back: placed by its template, which holds; a filler goes.
+    now += 1;
+    assert_eq!(
+        send(&mut p, (a, 2), VIP, SYN, 200, now),
+        Verdict::Transmit(0)
+    );
+    assert_eq!(
+        send(&mut p, (a, 2), VIP, ACK, 201, now),
+        Verdict::Transmit(0)
+    );
+    let t = template(&p).expect("the template that placed A2 is kept");
+    assert_eq!(p.flows().get(t).children, 1);
+    assert_eq!(p.flows().trust(t), Trust::Confirmed);
+    // The fillers expire; A opens a third flow: two children.
+    now += snap.timeouts.syn + 10;
+    p.sweep(&snap, now, 64);
+    assert_eq!(
+        send(&mut p, (a, 3), VIP, SYN, 300, now),
+        Verdict::Transmit(0)
+    );
+    assert_eq!(
+        send(&mut p, (a, 3), VIP, ACK, 301, now),
+        Verdict::Transmit(0)
+    );
+    assert_eq!(p.flows().get(template(&p).unwrap()).children, 2);
+    // A2 ends: A3 still lives, and holds the template.
+    assert_eq!(
+        send(&mut p, (a, 2), VIP, RST, 201, now),
+        Verdict::Transmit(0)
+    );
+    now += snap.timeouts.closed + 10;
+    p.sweep(&snap, now, 64);
+    let t = template(&p).unwrap();
+    assert_eq!(
+        (p.flows().get(t).children, p.flows().trust(t)),
+        (1, Trust::Confirmed)
+    );
+    p.flows().audit().unwrap();
+}
+
+/// A lone ACK to an `mh` DR service with persistence, into a table at
+/// least half full, is forwarded without an entry and makes no
+/// persistence template either (found in audit: each such ACK from a new
+/// source took an entry for the persistence time).
+#[test]
+fn lone_acks_to_a_persistent_mh_dr_service_make_no_templates() {
+    let text = format!(
+        "{}{}",
+        without_syn_proxy(NAT_CONFIG),
+        r#"
+[[services]]
+name = "dr"
+vip = "198.18.1.101"
+port = 80
+scheduler = "mh"
+forwarding = "dr"
+persistence = "300s"
+[[services.reals]]
+address = "198.18.0.11"
+[[services.reals]]
+address = "198.18.0.12"
+"#
+    );
+    let snap = compile(&Config::parse(&text).unwrap(), &[MacAddr(OUR)]);
+    let mut p = pipeline(&snap, 0, 1, 16);
+    // Half full: 8 NAT flows.
+    for port in 5000..5008 {
+        let mut b = VecBuf::from_bytes(&tcp(
+            (Ipv4Addr::new(198, 19, 0, 1), port),
+            (VIP, 80),
+            SYN,
+            OUR,
+        ));
+        assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::Transmit(0));
+    }
+    assert_eq!(p.flows().len(), 8);
+    let dr_vip = Ipv4Addr::new(198, 18, 1, 101);
+    for i in 0..8u32 {
+        let src = Ipv4Addr::from(0xc613_5000 + i);
+        let mut b = VecBuf::from_bytes(&tcp((src, 4000), (dr_vip, 80), ACK, OUR));
+        assert_eq!(p.process(&snap, 0, &mut b, 1), Verdict::Transmit(0));
+    }
+    assert_eq!(p.stats().stateless_forwards.get(), 8, "no flow entries");
+    assert_eq!(p.flows().len(), 8, "and no templates");
+}
