@@ -39,6 +39,40 @@ pub const MAX_SERVICES: usize = 4_096;
 /// `--check` and then could not start.
 pub const MAX_REALS: usize = 65_536;
 
+/// The longest config file read: far more than 4,096 services and 65,536
+/// reals take, and little enough to parse well within the control
+/// thread's watchdog on a reload.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// Reads a config file as the appliance does, on start and on every
+/// reload: only a regular file (a FIFO or a device in its place is refused
+/// at once, never waited on or opened: found in audit, a FIFO there
+/// blocked the control thread until the watchdog killed the appliance),
+/// of at most [`MAX_CONFIG_BYTES`], in UTF-8.
+pub fn read_config_file(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
+    let file = validate::open_regular(path).map_err(|e| match e {
+        validate::OpenError::Io(e) => e,
+        validate::OpenError::NotRegular => invalid("not a regular file".to_string()),
+        validate::OpenError::Changed => invalid("changed while it was being opened".to_string()),
+    })?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(invalid(format!(
+            "longer than {} MiB: not a config file",
+            MAX_CONFIG_BYTES >> 20
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| invalid("not valid UTF-8".to_string()))
+}
+
+/// The most reals one service may have: a scheduler's tables index them
+/// with a `u16` (`lb_core::scheduler::MAX_BACKENDS`), so one more would be
+/// configured, up and counted, and never get a flow (found in audit).
+pub const MAX_SERVICE_REALS: usize = 65_535;
+
 /// The longest flow timeout (`flows.tcp_timeout`, `tcp_fin_timeout`,
 /// `tcp_syn_timeout`, `udp_timeout`) and `services[].persistence`: 24 days
 /// (`576h`). A worker's clock is a wrapping `u32` of milliseconds and a flow
@@ -657,7 +691,7 @@ impl Config {
     /// runs and what `ctl` edits must be the same bytes, read once.
     pub fn load_text(path: &std::path::Path) -> Result<(Config, String), ConfigErrors> {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path)
+        let text = read_config_file(path)
             .map_err(|e| ConfigError::new(name.clone(), format!("cannot read: {e}")))?;
         Self::parse_named(&text, &name).map(|c| (c, text))
     }
@@ -673,7 +707,7 @@ impl Config {
         path: &std::path::Path,
     ) -> Result<(ControlConfig, MetricsConfig), ConfigErrors> {
         let name = path.display().to_string();
-        let text = match std::fs::read_to_string(path) {
+        let text = match read_config_file(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(ConfigError::new(name, format!("cannot read: {e}")).into()),

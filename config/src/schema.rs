@@ -176,6 +176,9 @@ pub(crate) fn known_keys(table: &str) -> &'static [&'static str] {
             "dead_after",
             "gateway",
             "gateway6",
+            "key_file",
+            "accept_key_file",
+            "max_clock_skew",
         ],
         "services" => &[
             "name",
@@ -312,9 +315,15 @@ pub(crate) fn read(
     text: &str,
     source: &str,
 ) -> Result<(RawConfig, Vec<crate::ConfigError>), crate::ConfigError> {
+    // At most `MAX_ERRORS` unknown keys are named; the rest are counted.
     let mut unknown = Vec::new();
+    let mut more = 0usize;
     let raw: RawConfig = serde_ignored::deserialize(toml::Deserializer::new(text), |path| {
-        unknown.push(path_string(&path));
+        if unknown.len() < crate::validate::MAX_ERRORS {
+            unknown.push(path_string(&path));
+        } else {
+            more += 1;
+        }
     })
     .map_err(|e| {
         // One error per line in reports: fold toml's multi-line messages.
@@ -340,6 +349,13 @@ pub(crate) fn read(
             let message = unknown_key_message(&path);
             crate::ConfigError::new(path, message)
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let mut errors = errors;
+    if more > 0 {
+        errors.push(crate::ConfigError::new(
+            "(config)",
+            format!("{more} more unknown keys not shown"),
+        ));
+    }
     Ok((raw, errors))
 }

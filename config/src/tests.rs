@@ -444,7 +444,7 @@ fn bad_cidrs() {
     let port = |a: &str| with("").replace("198.18.0.2/24", a);
     assert_error(&port("198.18.0.2"), "ports[0].address", "a.b.c.d/len");
     assert_error(&port("198.18.0.2/33"), "ports[0].address", "at most 32");
-    assert_error(&port("198.18.0.2/0"), "ports[0].address", "1..=32");
+    assert_error(&port("198.18.0.2/0"), "ports[0].address", "1..=31");
     assert_error(
         &port("198.18.0.0/24"),
         "ports[0].address",
@@ -456,7 +456,8 @@ fn bad_cidrs() {
         "broadcast address",
     );
     assert!(Config::parse(&port("198.18.0.0/31")).is_ok());
-    assert!(Config::parse(&port("198.18.0.1/32")).is_ok());
+    // A /32 leaves the port no connected network (as a /128 does).
+    assert_error(&port("198.18.0.1/32"), "ports[0].address", "1..=31");
 }
 
 #[test]
@@ -2934,6 +2935,178 @@ fn services_and_reals_are_bounded() {
     assert!(
         errs.at("services")
             .any(|e| e.message.contains("65537 reals")),
+        "{errs}"
+    );
+}
+
+// ---- From an audit of config validation (2026-11-29) ----
+
+/// MINIMAL's port with a kernel interface and one routing peer.
+fn with_peer(peer: &str) -> String {
+    MINIMAL.replace(
+        "address = \"198.18.0.2/24\"",
+        &format!(
+            "address = \"198.18.0.2/24\"\nkernel_interface = \"lb0\"\nrouting_peers = [\"{peer}\"]"
+        ),
+    )
+}
+
+#[test]
+fn a_vip_may_not_be_a_routing_peer() {
+    let text =
+        with_peer("198.18.0.9") + "[[services]]\nname = \"web\"\nvip = \"198.18.0.9\"\nport = 80\n";
+    assert_error(&text, "services[0].vip", "routing_peers[0], a BGP/BFD peer");
+}
+
+#[test]
+fn the_floating_gateway_is_no_other_hosts_address() {
+    let sync = "[sync]\nrole = \"primary\"\npeer = \"198.18.0.3:8848\"\n";
+    let neighbor = with(&format!(
+        "[[neighbors]]\naddress = \"198.18.0.20\"\nmac = \"02:00:00:00:00:20\"\n{sync}gateway = \"198.18.0.20\"\n"
+    ));
+    assert_error(&neighbor, "sync.gateway", "neighbors[0]");
+    let peer = with_peer("198.18.0.9") + sync + "gateway = \"198.18.0.9\"\n";
+    assert_error(&peer, "sync.gateway", "routing_peers[0]");
+    // Behind a very short prefix, a group address is on the network.
+    let v4 = "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\ndevice = \"d\"\n\
+              address = \"192.0.2.2/1\"\n[sync]\nrole = \"primary\"\npeer = \"192.0.2.3:8848\"\n\
+              gateway = \"224.0.0.5\"\n";
+    assert_error(v4, "sync.gateway", "multicast");
+    let v6 = "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\ndevice = \"d\"\n\
+              address6 = \"8000::2/1\"\n[sync]\nrole = \"primary\"\npeer = \"[8000::3]:8848\"\n\
+              gateway6 = \"ff02::1\"\n";
+    assert!(errors(v6).at("sync.gateway6").next().is_some());
+}
+
+#[test]
+fn network_and_broadcast_addresses_are_no_hosts() {
+    let gw = MINIMAL.replace("/24\"", "/24\"\ngateway = \"198.18.0.255\"");
+    assert_error(&gw, "ports[0].gateway", "network or broadcast");
+    let real = service("forwarding = \"dr\"\n[[services.reals]]\naddress = \"198.18.0.255\"\n");
+    assert_error(
+        &real,
+        "services[0].reals[0].address",
+        "network or broadcast",
+    );
+    let real = service("[[services.reals]]\naddress = \"198.18.0.0\"\n");
+    assert_error(
+        &real,
+        "services[0].reals[0].address",
+        "network or broadcast",
+    );
+    let n = with("[[neighbors]]\naddress = \"198.18.0.255\"\nmac = \"02:00:00:00:00:01\"\n");
+    assert_error(&n, "neighbors[0].address", "network or broadcast");
+    // A /31's two addresses are both hosts (RFC 3021).
+    let p2p = MINIMAL
+        .replace("198.18.0.2/24", "198.18.0.2/31")
+        .replace("/31\"", "/31\"\ngateway = \"198.18.0.3\"");
+    Config::parse(&p2p).unwrap();
+}
+
+#[test]
+fn an_ipv4_port_needs_a_connected_network_as_an_ipv6_one_does() {
+    let text = MINIMAL.replace("198.18.0.2/24", "198.18.0.2/32");
+    assert_error(&text, "ports[0].address", "prefix length must be 1..=31");
+}
+
+#[test]
+fn sync_key_typos_get_a_hint() {
+    let text = with("[sync]\nrole = \"primary\"\npeer = \"198.18.0.3:8848\"\nkey_fil = \"/x\"\n");
+    assert_error(&text, "sync.key_fil", "did you mean \"key_file\"");
+}
+
+#[test]
+fn names_refuse_invisible_formatting() {
+    for ch in ['\u{202e}', '\u{200b}', '\u{2066}', '\u{feff}'] {
+        let text = with(&format!(
+            "[[services]]\nname = \"abc{ch}fed\"\nvip = \"198.18.1.100\"\nport = 80\n"
+        ));
+        assert_error(&text, "services[0].name", "invisible formatting character");
+    }
+    // Letters of any script stay names.
+    Config::parse(&with(
+        "[[services]]\nname = \"wéb-ウェブ\"\nvip = \"198.18.1.100\"\nport = 80\n",
+    ))
+    .unwrap();
+}
+
+#[test]
+fn kernel_interface_may_not_be_another_ports_device_interface() {
+    let text = "[workers]\nlcores = [1]\n[[ports]]\nname = \"a\"\ndevice = \"net_af_packet0,iface=eth1\"\n\
+                address = \"198.18.0.2/24\"\n[[ports]]\nname = \"b\"\ndevice = \"net_af_packet1,iface=eth2\"\n\
+                address = \"198.19.0.2/24\"\nkernel_interface = \"eth1\"\n";
+    assert_error(text, "ports[1].kernel_interface", "the device of ports[0]");
+}
+
+#[test]
+fn one_service_has_at_most_a_schedulers_worth_of_reals() {
+    let mut t = service("scheduler = \"rr\"\n");
+    for port in 1..=65535u32 {
+        t += &format!("[[services.reals]]\naddress = \"198.18.0.11\"\nport = {port}\n");
+    }
+    let at_most = Config::parse(&t);
+    t += "[[services.reals]]\naddress = \"198.18.0.12\"\nport = 1\n";
+    assert_error(&t, "services[0].reals", "at most 65535");
+    assert_eq!(at_most.unwrap().services[0].reals.len(), 65_535);
+}
+
+/// A FIFO (or a device) in the config's place is refused at once, never
+/// waited on: a reload reads it on the control thread (found in audit: it
+/// blocked until the watchdog killed the appliance). So is a file over
+/// the size limit.
+#[test]
+fn the_config_file_is_a_regular_file_of_bounded_size() {
+    let dir = std::env::temp_dir().join(format!("lb-config-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("lb.toml");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(Config::load(&path).map(|_| ()));
+    });
+    let answer = rx.recv_timeout(std::time::Duration::from_secs(5));
+    if answer.is_err() {
+        // Unblock the reader before failing.
+        let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+    }
+    let err = answer.expect("answered at once").unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    let err = Config::load(std::path::Path::new("/dev/zero")).unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    let big = dir.join("big.toml");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(crate::MAX_CONFIG_BYTES + 1).unwrap();
+    let err = Config::load(&big).unwrap_err();
+    assert!(err.to_string().contains("longer than 16 MiB"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A million bad values give a hundred errors and a count of the rest,
+/// not a million errors.
+#[test]
+fn errors_are_capped() {
+    let list = vec!["999"; 100_000].join(",");
+    let text = format!(
+        "[workers]\nlcores = [{list}]\n[[ports]]\nname=\"wan\"\ndevice=\"d\"\naddress=\"198.18.0.2/24\"\n"
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.0.len(), crate::validate::MAX_ERRORS + 1, "{errs}");
+    let last = errs.0.last().unwrap();
+    assert!(last.message.contains("more errors not shown"), "{last:?}");
+    let keys: String = (0..500).map(|i| format!("bogus{i} = 1\n")).collect();
+    let errs = errors(&format!("{keys}{MINIMAL}"));
+    assert!(
+        errs.0.len() <= 2 * crate::validate::MAX_ERRORS + 2,
+        "{}",
+        errs.0.len()
+    );
+    assert!(
+        errs.to_string().contains("more unknown keys not shown"),
         "{errs}"
     );
 }

@@ -21,9 +21,17 @@ const DEFAULT_CAPACITY: u32 = 1 << 20;
 const MAX_CAPACITY: i64 = 1 << 24;
 const DEFAULT_LISTEN: &str = "127.0.0.1:9101";
 
+/// The most errors one check of a config reports: a file of a million bad
+/// values would otherwise take a million errors' memory and time on the
+/// control thread (found in audit: 4 MB of bad lcores, 1,000,000 errors
+/// and 114 MB in 1.4 s). The rest are counted in one last error.
+pub(crate) const MAX_ERRORS: usize = 100;
+
 /// Collects errors; each check returns `None` when it recorded one.
 struct Checker<'a> {
     errors: &'a mut Vec<ConfigError>,
+    /// Errors beyond [`MAX_ERRORS`], counted only.
+    more: usize,
     /// `[sync]`'s keys as the running config has them (`key_file`,
     /// `accept_key_file`): taken instead of reading the files again.
     keys: Option<[Option<SyncKey>; 2]>,
@@ -31,7 +39,24 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        if self.errors.len() >= MAX_ERRORS {
+            self.more += 1;
+            return;
+        }
         self.errors.push(ConfigError::new(path, message));
+    }
+
+    /// Counts the errors past [`MAX_ERRORS`] in one error of their own.
+    fn finish(self) {
+        if self.more > 0 {
+            self.errors.push(ConfigError::new(
+                "(config)",
+                format!(
+                    "{} more errors not shown: fix the ones above first",
+                    self.more
+                ),
+            ));
+        }
     }
 
     fn required<T>(&mut self, path: &str, value: Option<T>) -> Option<T> {
@@ -226,6 +251,16 @@ impl Checker<'_> {
             );
             return None;
         }
+        // Nor a character that reorders or hides text where it is printed
+        // (bidirectional controls, zero-width characters: found in audit,
+        // a ctl client could make a name read as another in a table).
+        if let Some(ch) = text.chars().find(|&ch| invisible_format(ch)) {
+            self.err(
+                path,
+                format!("{text:?} holds the invisible formatting character U+{:04X}: names are printed in logs and tables, and it would change how they read", u32::from(ch)),
+            );
+            return None;
+        }
         if text.len() > MAX_NAME {
             self.err(
                 path,
@@ -287,6 +322,24 @@ fn not_a_host6(a: Ipv6Addr, link_local: LinkLocal) -> Option<&'static str> {
     }
 }
 
+/// A Unicode format character that reorders or hides text: the
+/// bidirectional controls (U+061C, U+200E-U+200F, U+202A-U+202E,
+/// U+2066-U+2069), zero-width ones (U+200B-U+200D, U+2060-U+2064,
+/// U+FEFF), the soft hyphen and the Mongolian vowel separator.
+fn invisible_format(ch: char) -> bool {
+    matches!(
+        ch,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
+
 /// `fe80::/10`.
 fn is_link_local6(a: Ipv6Addr) -> bool {
     a.segments()[0] & 0xffc0 == 0xfe80
@@ -320,7 +373,11 @@ pub(crate) fn validate(
     errors: &mut Vec<ConfigError>,
     keys: Option<[Option<SyncKey>; 2]>,
 ) -> Config {
-    let mut c = Checker { errors, keys };
+    let mut c = Checker {
+        errors,
+        more: 0,
+        keys,
+    };
     let dpdk = dpdk(&mut c, raw.dpdk.unwrap_or_default());
     let workers = workers(&mut c, raw.workers, &dpdk.eal_args);
     let (ports, port_nets) = ports(&mut c, raw.ports);
@@ -346,6 +403,7 @@ pub(crate) fn validate(
         control,
     };
     across(&mut c, &config);
+    c.finish();
     config
 }
 
@@ -395,12 +453,22 @@ fn across(c: &mut Checker<'_>, config: &Config) {
                     kernel.insert(k, i);
                 }
             }
-            // A tap of the name the port's own af_packet or af_xdp device
-            // opens could not be created (the name is taken).
-            if p.device.split(',').any(|arg| arg == format!("iface={k}")) {
+            // A tap of the name a port's af_packet or af_xdp device opens
+            // could not be created (the name is taken): this port's, or
+            // another's (found in audit).
+            if let Some(j) = config
+                .ports
+                .iter()
+                .position(|q| q.device.split(',').any(|arg| arg == format!("iface={k}")))
+            {
+                let whose = if j == i {
+                    "the port's device".to_string()
+                } else {
+                    format!("the device of ports[{j}]")
+                };
                 c.err(
                     format!("ports[{i}].kernel_interface"),
-                    format!("{k:?} is the interface the port's device uses; name another"),
+                    format!("{k:?} is the interface {whose} uses; name another"),
                 );
             }
         }
@@ -557,6 +625,34 @@ struct Nets {
 }
 
 impl Nets {
+    /// Why `a` is no host of a connected network: its network or
+    /// broadcast address (IPv4; a /31's two are hosts, RFC 3021), or its
+    /// subnet-router anycast address (IPv6). Found in audit: a port's
+    /// gateway, a real and a neighbor there were accepted, where a VIP is
+    /// refused.
+    fn network_end(&self, a: IpAddr) -> Option<String> {
+        match a {
+            IpAddr::V4(a) => self.v4.iter().find_map(|n| {
+                (n.cidr.prefix_len < 31 && (a == n.cidr.network() || a == n.cidr.broadcast())).then(|| {
+                    format!(
+                        "{a} is the network or broadcast address of port {}'s network {}: not one host's",
+                        n.name,
+                        n.cidr.network_cidr()
+                    )
+                })
+            }),
+            IpAddr::V6(a) => self.v6.iter().find_map(|n| {
+                (n.cidr.prefix_len < 127 && a == n.cidr.network()).then(|| {
+                    format!(
+                        "{a} is the subnet-router anycast address of port {}'s network {}: the routers' on it",
+                        n.name,
+                        n.cidr.network_cidr()
+                    )
+                })
+            }),
+        }
+    }
+
     /// The MTU of the port an IPv6 packet to `addr` leaves by (its
     /// connected network's, else the gateway6 port's).
     fn mtu6(&self, addr: Ipv6Addr) -> Option<u16> {
@@ -685,10 +781,12 @@ fn cidr(c: &mut Checker<'_>, path: &str, text: &str) -> Option<Ipv4Cidr> {
         }
     };
     let a = cidr.address;
-    if cidr.prefix_len == 0 {
+    if cidr.prefix_len == 0 || cidr.prefix_len == 32 {
+        // A /32 leaves the port no connected network, as a /128 does over
+        // IPv6 (found in audit: the one was refused, the other accepted).
         c.err(
             path,
-            format!("invalid address {text:?}: prefix length must be 1..=32"),
+            format!("invalid address {text:?}: prefix length must be 1..=31 (the port's connected network, e.g. /24)"),
         );
         None
     } else if let Some(why) = not_a_host4(a) {
@@ -769,6 +867,14 @@ fn ports(c: &mut Checker<'_>, raw: Option<Vec<RawPort>>) -> (Vec<PortConfig>, Ne
                     );
                 } else if gw == net.address {
                     c.err(path("gateway"), format!("{gw} is the port's own address"));
+                } else if net.prefix_len < 31 && (gw == net.network() || gw == net.broadcast()) {
+                    c.err(
+                        path("gateway"),
+                        format!(
+                            "{gw} is the network or broadcast address of {}: a gateway is one host",
+                            net.network_cidr()
+                        ),
+                    );
                 }
             } else if !has_address {
                 c.err(
@@ -970,6 +1076,10 @@ fn neighbors(c: &mut Checker<'_>, raw: Vec<RawNeighbor>, nets: &Nets) -> Vec<Nei
 /// has an IPv4 address: an entry off every network was accepted (and
 /// unused) before IPv6, and stays so.
 fn neighbor_on_link(c: &mut Checker<'_>, path: &str, a: IpAddr, nets: &Nets) {
+    if let Some(why) = nets.network_end(a) {
+        c.err(path, why);
+        return;
+    }
     if !nets.complete || nets.connected(a) {
         return;
     }
@@ -1110,6 +1220,7 @@ pub(crate) fn client_endpoints(
         .collect();
     let mut c = Checker {
         errors: &mut errors,
+        more: 0,
         keys: None,
     };
     let control = control(&mut c, raw.control.unwrap_or_default());
@@ -1433,7 +1544,14 @@ fn sync_key(c: &mut Checker<'_>, at: &str, path: &str) -> Option<SyncKey> {
     // then an open of it had).
     let mut file = match open_regular(path) {
         Ok(f) => f,
-        Err(why) => return refuse(c, why),
+        Err(OpenError::Io(e)) => return refuse(c, format!("{path}: {e}")),
+        Err(OpenError::NotRegular) => return refuse(c, format!("{path} is not a regular file")),
+        Err(OpenError::Changed) => {
+            return refuse(
+                c,
+                format!("{path} changed while it was being opened: try again"),
+            )
+        }
     };
     let meta = match file.metadata() {
         Ok(m) => m,
@@ -1470,20 +1588,26 @@ fn sync_key(c: &mut Checker<'_>, at: &str, path: &str) -> Option<SyncKey> {
     Some(SyncKey::from_secret(&bytes))
 }
 
+/// Why [`open_regular`] opened nothing.
+pub(crate) enum OpenError {
+    Io(std::io::Error),
+    NotRegular,
+    Changed,
+}
+
 /// Opens `path` for reading if it is a regular file: resolved once to an
 /// `O_PATH` descriptor (which opens no device and waits on no FIFO),
 /// looked at through it, then reopened through `/proc/self/fd`, which
-/// opens that very file whatever the path names by then. The error is
-/// what to tell the user.
-fn open_regular(path: &str) -> Result<std::fs::File, String> {
+/// opens that very file whatever the path names by then.
+pub(crate) fn open_regular(path: impl AsRef<std::path::Path>) -> Result<std::fs::File, OpenError> {
     use rustix::fs::{Mode, OFlags};
     use std::os::fd::AsRawFd;
-    let at = rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| format!("{path}: {}", std::io::Error::from(e)))?;
-    let looked =
-        rustix::fs::fstat(&at).map_err(|e| format!("{path}: {}", std::io::Error::from(e)))?;
+    let io = |e: rustix::io::Errno| OpenError::Io(e.into());
+    let at = rustix::fs::open(path.as_ref(), OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+        .map_err(io)?;
+    let looked = rustix::fs::fstat(&at).map_err(io)?;
     if rustix::fs::FileType::from_raw_mode(looked.st_mode) != rustix::fs::FileType::RegularFile {
-        return Err(format!("{path} is not a regular file"));
+        return Err(OpenError::NotRegular);
     }
     let via = format!("/proc/self/fd/{}", at.as_raw_fd());
     let fd = rustix::fs::open(
@@ -1491,18 +1615,10 @@ fn open_regular(path: &str) -> Result<std::fs::File, String> {
         OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| {
-        format!(
-            "{path}: {} (reopening it through {via}: is /proc mounted?)",
-            std::io::Error::from(e)
-        )
-    })?;
-    let opened =
-        rustix::fs::fstat(&fd).map_err(|e| format!("{path}: {}", std::io::Error::from(e)))?;
+    .map_err(io)?;
+    let opened = rustix::fs::fstat(&fd).map_err(io)?;
     if (opened.st_dev, opened.st_ino) != (looked.st_dev, looked.st_ino) {
-        return Err(format!(
-            "{path} changed while it was being opened: try again"
-        ));
+        return Err(OpenError::Changed);
     }
     Ok(std::fs::File::from(fd))
 }
@@ -1554,12 +1670,41 @@ fn addresses_taken(c: &mut Checker<'_>, config: &Config) {
                 _ => {}
             }
         }
-        config
-            .neighbors
-            .iter()
-            .position(|n| n.address == vip)
-            .map(|k| format!("{vip} is the address of neighbors[{k}], a host on the segment: the appliance answers for every VIP, and would take it"))
+        if let Some(k) = config.neighbors.iter().position(|n| n.address == vip) {
+            return Some(format!("{vip} is the address of neighbors[{k}], a host on the segment: the appliance answers for every VIP, and would take it"));
+        }
+        // Found in audit: a routing peer's address was accepted as a VIP,
+        // and the BGP session to it would have become VIP traffic.
+        routing_peer(config, vip).map(|(k, j)| format!(
+            "{vip} is ports[{k}].routing_peers[{j}], a BGP/BFD peer: the appliance answers for every VIP, and would take the peer's address (and its session)"
+        ))
     };
+    // The floating gateway, which the active appliance answers for: no
+    // other host's address either (found in audit: a static neighbor's or
+    // a routing peer's was accepted, and a multicast one behind a very
+    // short prefix).
+    if let Some(s) = &config.sync {
+        for (key, a) in [
+            ("sync.gateway", s.gateway.map(IpAddr::V4)),
+            ("sync.gateway6", s.gateway6.map(IpAddr::V6)),
+        ] {
+            let Some(a) = a else { continue };
+            let not_host = match a {
+                IpAddr::V4(a4) => not_a_host4(a4),
+                IpAddr::V6(a6) => not_a_host6(a6, LinkLocal::Refused),
+            };
+            let why = if let Some(why) = not_host {
+                Some(format!("{a} is no host's address: {why}"))
+            } else if let Some(k) = config.neighbors.iter().position(|n| n.address == a) {
+                Some(format!("{a} is the address of neighbors[{k}], a host on the segment: the active appliance answers for the floating gateway, and would take it"))
+            } else {
+                routing_peer(config, a).map(|(k, j)| format!("{a} is ports[{k}].routing_peers[{j}], a BGP/BFD peer: the active appliance answers for the floating gateway, and would take the peer's address"))
+            };
+            if let Some(why) = why {
+                c.err(key, why);
+            }
+        }
+    }
     for (i, s) in config.services.iter().enumerate() {
         if let Some(why) = vip_taken(s.vip) {
             c.err(format!("services[{i}].vip"), why);
@@ -1592,6 +1737,15 @@ fn addresses_taken(c: &mut Checker<'_>, config: &Config) {
             }
         }
     }
+}
+
+/// Which port's routing peer `a` is, if any: (port, peer) indices.
+fn routing_peer(config: &Config, a: IpAddr) -> Option<(usize, usize)> {
+    config
+        .ports
+        .iter()
+        .enumerate()
+        .find_map(|(k, p)| p.routing_peers.iter().position(|&r| r == a).map(|j| (k, j)))
 }
 
 /// Why a floating gateway address may not be `a`: a VIP or a real's
@@ -1674,6 +1828,18 @@ fn services(c: &mut Checker<'_>, raw: Vec<RawService>, nets: &Nets) -> Vec<Servi
                 crate::MAX_REALS
             ),
         );
+    }
+    for (i, s) in raw.iter().enumerate() {
+        let n = s.reals.as_ref().map_or(0, Vec::len);
+        if n > crate::MAX_SERVICE_REALS {
+            c.err(
+                format!("services[{i}].reals"),
+                format!(
+                    "{n} reals: one service takes at most {} (its scheduler's tables index them with 16 bits)",
+                    crate::MAX_SERVICE_REALS
+                ),
+            );
+        }
     }
     let mut out = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
@@ -2159,6 +2325,10 @@ fn real_address(
             );
             return;
         }
+    }
+    if let Some(why) = nets.network_end(address) {
+        c.err(path, why);
+        return;
     }
     if !nets.complete || nets.connected(address) {
         return;

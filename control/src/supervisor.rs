@@ -289,7 +289,7 @@ impl Control {
     /// control socket since are replaced by the file's text (as keepalived
     /// does on reload). Returns whether it was applied.
     fn reload(&mut self) -> bool {
-        let text = match std::fs::read_to_string(&self.path) {
+        let text = match lb_config::read_config_file(&self.path) {
             Ok(t) => t,
             Err(e) => {
                 log::error!(

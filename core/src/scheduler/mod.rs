@@ -28,6 +28,9 @@ pub use wrr::WeightedRoundRobin;
 /// in [`Scheduler::len`].
 pub const MAX_BACKENDS: usize = u16::MAX as usize;
 
+// Validation refuses a service with more reals than a scheduler takes.
+const _: () = assert!(lb_config::MAX_SERVICE_REALS <= MAX_BACKENDS);
+
 /// One eligible real as the scheduler sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backend {
