@@ -194,10 +194,11 @@ impl Pipeline {
             }
             return Verdict::Drop(DropReason::NotForUs);
         }
-        // Transit: only NAT66 replies and ICMPv6 errors from NAT reals.
+        // Transit: only NAT66 replies, and ICMPv6 errors about NAT66 flows
+        // from their reals or from a router on the way to them.
         if let L4::Icmpv6 { kind, .. } = ip.l4 {
-            if icmpv6::is_forwarded_error(kind) && snap.is_nat_real6(ip.src) {
-                return self.icmp6_from_real(snap, pkt, ip, now);
+            if icmpv6::is_forwarded_error(kind) {
+                return self.icmp6_from_real(snap, in_port, pkt, ip, now);
             }
             return Verdict::Drop(DropReason::NotForUs);
         }
@@ -562,27 +563,41 @@ impl Pipeline {
         verdict
     }
 
-    /// An ICMPv6 error from a NAT66 real to a client about the client's
-    /// packet: from the VIP, the quote translated back.
+    /// An ICMPv6 error to a client about the client's packet to a NAT66
+    /// real, from that real or from a router on the way to it (Packet Too
+    /// Big above all: IPv6 routers do not fragment): from the VIP, the
+    /// quote translated back. Anything else in transit is not for us.
     fn icmp6_from_real<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
+        in_port: usize,
         pkt: &mut B,
         ip: &Ipv6Meta,
         now: u32,
     ) -> Verdict {
+        let real = snap.is_nat_real6(ip.src);
+        let why = |r: DropReason| Verdict::Drop(if real { r } else { DropReason::NotForUs });
         let message = ip.l4_start();
         let q = match pkt.data().get(message..ip.end()) {
             Some(m) => match icmpv6::checked_quote(m, ip.src, ip.dst) {
                 Ok(q) => q,
-                Err(r) => return Verdict::Drop(r),
+                Err(r) => return why(r),
             },
-            None => return Verdict::Drop(DropReason::IcmpNotHandled),
+            None => return why(DropReason::IcmpNotHandled),
         };
         // The quoted packet went from the client to the real, and the
-        // error comes from that real to that client (see `icmp_from_real`).
-        if q.dst != ip.src || q.src != ip.dst {
-            return Verdict::Drop(DropReason::IcmpNotHandled);
+        // error goes to that client, from the real or from where the real
+        // is reached (see `icmp_from_real`).
+        if q.src != ip.dst {
+            return why(DropReason::IcmpNotHandled);
+        }
+        if q.dst != ip.src {
+            let mac = EthernetFrame::new_unchecked(pkt.data()).src_addr();
+            if !snap.is_nat_real6(q.dst)
+                || !self.egress.came_from_next_hop6(snap, in_port, q.dst, mac)
+            {
+                return why(DropReason::IcmpNotHandled);
+            }
         }
         let key = ReplyKey {
             proto: u8::from(q.protocol),

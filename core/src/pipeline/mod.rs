@@ -640,9 +640,10 @@ impl Pipeline {
             }
             return self.request(snap, service, pkt, ip, ports, tcp, now, ahead);
         }
-        // Transit: only NAT replies and ICMP errors from NAT reals.
-        if ip.protocol == IpProtocol::Icmp && snap.is_nat_real(ip.src) {
-            return self.icmp_from_real(snap, pkt, ip, now);
+        // Transit: only NAT replies, and ICMP errors about NAT flows from
+        // their reals or from a router on the way to them.
+        if ip.protocol == IpProtocol::Icmp {
+            return self.icmp_from_real(snap, in_port, pkt, ip, now);
         }
         if !matches!(ip.protocol, IpProtocol::Tcp | IpProtocol::Udp) {
             return Verdict::Drop(DropReason::NotForUs);
@@ -1007,17 +1008,26 @@ impl Pipeline {
         verdict
     }
 
-    /// An ICMP error from a NAT real to a client about the client's packet.
+    /// An ICMP error to a client about the client's packet to a NAT real,
+    /// from that real or from a router on the way to it (a NAT real
+    /// reached through a gateway: found in audit, a router's "fragmentation
+    /// needed" never reached the client, so path MTU discovery failed).
+    /// Anything else in transit is not for us, as before.
     fn icmp_from_real<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
+        in_port: usize,
         pkt: &mut B,
         ip: &Ipv4Meta,
         now: u32,
     ) -> Verdict {
+        // What a stranger (no NAT real) sends that is not such an error is
+        // `not_for_us`, whatever is wrong with it.
+        let real = snap.is_nat_real(ip.src);
+        let why = |r: DropReason| Verdict::Drop(if real { r } else { DropReason::NotForUs });
         let kind = match ip.l4 {
             L4::Icmp { kind, .. } => kind,
-            L4::Invalid(r) => return Verdict::Drop(r),
+            L4::Invalid(r) => return why(r),
             _ => return Verdict::Drop(DropReason::NotForUs),
         };
         if !icmp::is_forwarded_error(kind) {
@@ -1025,15 +1035,25 @@ impl Pipeline {
         }
         let q = match icmp::checked_quote(&pkt.data()[L4_OFFSET..ip.end()]) {
             Ok(q) => q,
-            Err(r) => return Verdict::Drop(r),
+            Err(r) => return why(r),
         };
         // The quoted packet went from the client to the real, and the
-        // error comes from that real to that client: it leaves from the VIP
-        // to where the flow's packets go, never to an address its sender
-        // chose (found in review: any destination, from the VIP, with the
-        // sender's payload, was passed on).
-        if q.dst != ip.src || q.src != ip.dst {
-            return Verdict::Drop(DropReason::IcmpNotHandled);
+        // error goes to that client: it leaves from the VIP to where the
+        // flow's packets go, never to an address its sender chose (found
+        // in review: any destination, from the VIP, with the sender's
+        // payload, was passed on). It comes from the real, or from where
+        // the real is reached (its port, its next hop's MAC): a router on
+        // the way, never a stranger elsewhere.
+        if q.src != ip.dst {
+            return why(DropReason::IcmpNotHandled);
+        }
+        if q.dst != ip.src {
+            let mac = EthernetFrame::new_unchecked(pkt.data()).src_addr();
+            if !snap.is_nat_real(q.dst)
+                || !self.egress.came_from_next_hop(snap, in_port, q.dst, mac)
+            {
+                return why(DropReason::IcmpNotHandled);
+            }
         }
         let key = ReplyKey {
             proto: u8::from(q.protocol),

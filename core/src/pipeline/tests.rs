@@ -2737,3 +2737,62 @@ address = "198.18.0.12"
     assert_eq!(p.stats().stateless_forwards.get(), 8, "no flow entries");
     assert_eq!(p.flows().len(), 8, "and no templates");
 }
+
+/// An ICMP error about a NAT flow from a router on the way to the real
+/// (here: another address, from where the real is reached) goes on to the
+/// client as the real's would; from anywhere else it is not for us (found
+/// in audit: only errors from a real's own address went on, so a router's
+/// "fragmentation needed" or "packet too big" in front of a routed real
+/// never reached the client).
+#[test]
+fn an_icmp_error_from_a_router_before_the_real_goes_on() {
+    use crate::wire::icmpv6::Icmpv6Packet;
+    use crate::wire::ipv6::Ipv6Packet;
+    use std::net::Ipv6Addr;
+    const ETH: usize = crate::wire::ethernet::HEADER_LEN;
+    let elsewhere = MacAddr([2, 0, 0, 0, 0x77, 0x77]);
+    // IPv4.
+    let (snap, mut p, input, port) = one_arm_until("nat: real's port-unreachable");
+    let mut router = input.clone();
+    let mut ip = Ipv4Packet::new_unchecked(&mut router[ETH..]);
+    ip.set_src_addr(Ipv4Addr::new(198, 18, 0, 77));
+    ip.fill_checksum();
+    let before = p.stats().icmp_errors_forwarded.get();
+    let mut b = VecBuf::from_bytes(&router);
+    assert!(matches!(
+        p.process(&snap, port, &mut b, 5000),
+        Verdict::Transmit(_)
+    ));
+    assert_eq!(
+        ip_of(&b).src_addr(),
+        Ipv4Addr::new(198, 18, 1, 100),
+        "from the VIP"
+    );
+    assert_eq!(p.stats().icmp_errors_forwarded.get(), before + 1);
+    EthernetFrame::new_unchecked(&mut router[..]).set_src_addr(elsewhere);
+    let mut b = VecBuf::from_bytes(&router);
+    assert_eq!(
+        p.process(&snap, port, &mut b, 5000),
+        Verdict::Drop(DropReason::NotForUs)
+    );
+    // IPv6.
+    let step = "nat66: real's port-unreachable about a request";
+    let (snap, mut p, input, port) = scenario_until("ipv6", step);
+    let mut router = input.clone();
+    let mut ip = Ipv6Packet::new_unchecked(&mut router[ETH..]);
+    let other: Ipv6Addr = "2001:2::77".parse().unwrap();
+    ip.set_src_addr(other);
+    let dst = ip.dst_addr();
+    Icmpv6Packet::new_unchecked(&mut router[ETH + 40..]).fill_checksum(other, dst);
+    let mut b = VecBuf::from_bytes(&router);
+    assert!(matches!(
+        p.process(&snap, port, &mut b, 5000),
+        Verdict::Transmit(_)
+    ));
+    EthernetFrame::new_unchecked(&mut router[..]).set_src_addr(elsewhere);
+    let mut b = VecBuf::from_bytes(&router);
+    assert_eq!(
+        p.process(&snap, port, &mut b, 5000),
+        Verdict::Drop(DropReason::NotForUs)
+    );
+}
