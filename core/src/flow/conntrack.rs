@@ -638,6 +638,7 @@ impl<A: FlowAddr> Conntrack<A> {
         ended.clear();
         let stats = &self.stats;
         let removed = self.table.sweep(
+            now,
             budget,
             (budget / 8).max(8),
             |f| f.expired(now, &timeouts),

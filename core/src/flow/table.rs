@@ -489,6 +489,11 @@ pub const SECOND_CHANCES: usize = 8;
 /// waited in its queue more than this many times as long.
 pub const ONE_WAY_BIAS: u32 = 4;
 
+/// The oldest an entry's queue time is let get (2^30 ms, 12.4 days; the
+/// sweep brings older ones forward): with every flow timeout at most 24
+/// days, `last_seen - queued_at` and `now - queued_at` then never wrap.
+pub const QUEUE_AGE_MAX: u32 = 1 << 30;
+
 /// The class byte of a free entry.
 const FREE: u8 = 0xff;
 /// No entry (queue links).
@@ -1011,8 +1016,15 @@ impl<A: FlowAddr> FlowTable<A> {
     /// deletions and a queue unlink) costs far more than a look, so this
     /// bounds the time a call takes however many entries expire at once.
     /// Returns how many were removed.
+    ///
+    /// An entry it keeps has its queue time brought to at most
+    /// [`QUEUE_AGE_MAX`] before `now`: the victim search compares queue
+    /// times with the worker clock and with `last_seen`, which wrap (u32
+    /// ms), and an entry that sat in its queue for 25 days or more read as
+    /// unused or as new (found in audit).
     pub fn sweep(
         &mut self,
+        now: u32,
         budget: usize,
         max_removals: usize,
         mut expired: impl FnMut(&Flow<A>) -> bool,
@@ -1026,10 +1038,15 @@ impl<A: FlowAddr> FlowTable<A> {
             }
             let e = self.sweep_cursor;
             self.sweep_cursor = if e + 1 == n { 0 } else { e + 1 };
-            if self.class[e] != FREE && expired(&self.flows[e]) {
+            if self.class[e] == FREE {
+                continue;
+            }
+            if expired(&self.flows[e]) {
                 let f = self.remove(e as u32);
                 on_remove(&f);
                 removed += 1;
+            } else if now.wrapping_sub(self.queued_at[e]) > QUEUE_AGE_MAX {
+                self.queued_at[e] = now.wrapping_sub(QUEUE_AGE_MAX);
             }
         }
         removed
@@ -1399,13 +1416,13 @@ mod tests {
             }
         }
         let mut gone = 0;
-        let removed = t.sweep(16, 16, |f| f.expired(500, &timeouts), |_| gone += 1);
+        let removed = t.sweep(500, 16, 16, |f| f.expired(500, &timeouts), |_| gone += 1);
         assert_eq!(
             removed, 8,
             "16 looked at, half of them SYN-only and expired"
         );
         assert_eq!(gone, 8);
-        t.sweep(64, 64, |f| f.expired(500, &timeouts), |_| {});
+        t.sweep(500, 64, 64, |f| f.expired(500, &timeouts), |_| {});
         assert_eq!(t.len(), 32, "established flows stay");
         for i in (0..64).step_by(2) {
             let k = key(i);
@@ -1607,6 +1624,26 @@ mod tests {
         }
     }
 
+    /// An entry that sat in its queue for more than 24.8 days, used a
+    /// moment ago, still gets its second chance: the sweep keeps queue
+    /// times within `QUEUE_AGE_MAX` of now, so the victim search's
+    /// comparisons never wrap (found in audit: `last_seen - queued_at`
+    /// read as negative, and the busy flow went first).
+    #[test]
+    fn a_long_queued_entry_used_lately_keeps_its_second_chance() {
+        let mut t = FlowTable::with_capacity(8);
+        let a = t.insert(&new(1, false, 0)).unwrap();
+        t.set_trust(a, Trust::OneWay, 0);
+        let b = t.insert(&new(2, false, 5)).unwrap();
+        t.set_trust(b, Trust::OneWay, 5);
+        let now = (1u32 << 31) + 100;
+        t.get_mut(a).last_seen = now - 10;
+        t.get_mut(b).last_seen = 5;
+        // The sweep passes (nothing expires here).
+        t.sweep(now, 64, 64, |_| false, |_| {});
+        assert_eq!(t.victim(now), Some(b), "a was used, b was not");
+    }
+
     #[test]
     fn a_busy_queue_still_gives_up_a_victim_in_bounded_steps() {
         let mut t = FlowTable::with_capacity(64);
@@ -1633,7 +1670,7 @@ mod tests {
         for i in 0..256 {
             t.insert(&new(i, true, 0)).unwrap();
         }
-        let removed = t.sweep(256, 10, |f| f.expired(100, &timeouts), |_| {});
+        let removed = t.sweep(100, 256, 10, |f| f.expired(100, &timeouts), |_| {});
         assert_eq!(removed, 10);
         assert_eq!(t.len(), 246);
         assert_eq!(t.audit(), Ok(()));
