@@ -80,6 +80,17 @@ fn is_real(ip: Ipv4Addr) -> bool {
     matches!(ip.octets(), [198, 18, 0, 11..=14])
 }
 
+/// The MAC a frame from `ip` comes from: a real's own (its `[[neighbors]]`
+/// entry: the appliance believes a real's side of a NAT flow only from
+/// there), else the router's side.
+fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
+    match ip.octets() {
+        // `02:00:00:00:01:{n:02}`: the decimal digits read as hex.
+        [198, 18, 0, n @ 11..=14] => [2, 0, 0, 0, 1, 0x10 + (n - 10)],
+        _ => PEER_MAC,
+    }
+}
+
 /// A TCP frame to the appliance's MAC, checksums filled.
 #[allow(clippy::too_many_arguments)]
 pub fn tcp_frame(
@@ -94,7 +105,7 @@ pub fn tcp_frame(
     let mut f = vec![0u8; 14 + 20 + l4];
     let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
     eth.set_dst_addr(MacAddr(OUR_MAC));
-    eth.set_src_addr(MacAddr(PEER_MAC));
+    eth.set_src_addr(MacAddr(mac_of(src.0)));
     eth.set_ethertype(EtherType::Ipv4);
     let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
     Ipv4Repr {
