@@ -1228,7 +1228,9 @@ fn check_na(
         && out[L4_6 + 1] == 0
         && target == ns_target
         && o.src == target
-        && flags & 0xa0 == 0x20
+        // Router and Override set (the appliance forwards: Router, as
+        // Linux sets it when forwarding).
+        && flags & 0xa0 == 0xa0
         && out[L4_6 + 24..] == [2, 1, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]]
         && addressed;
     if !ok {
