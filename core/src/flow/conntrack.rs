@@ -590,6 +590,17 @@ impl<A: FlowAddr> Conntrack<A> {
         }
         if f.awaits_real(tcp.is_some()) && !from_real() {
             self.stats.nat_replies_unvouched.incr();
+            // Still a packet of the flow: it keeps the flow alive and makes
+            // a synced one ours, as any packet does (found in review: a
+            // real streaming to a silent client, seen from another MAC or
+            // before its neighbor entry was back after a failover, let its
+            // flow expire under it). An unconfirmed entry stays evictable,
+            // so this pins nothing; nothing else of it is believed.
+            let f = self.table.get_mut(e);
+            let inputs = f.trust_inputs();
+            f.last_seen = now;
+            f.seq_known &= !super::table::SYNCED;
+            self.reclass_if_changed(e, inputs, now);
             let f = self.table.get(e);
             return Ok(ReplyTarget {
                 vip: f.vip(),

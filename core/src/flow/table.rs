@@ -349,6 +349,16 @@ impl<A: FlowAddr> Flow<A> {
         }
     }
 
+    /// Whether `seq`, a TCP sequence number an ICMP error quotes as the
+    /// client's, lies near where the client was seen to stand (RFC 5927:
+    /// an error that quotes a segment nobody sent is not believed). True
+    /// while the client's place is not known.
+    pub fn quotes_client_seq(&self, seq: u32) -> bool {
+        self.seq_known & SEEN_CLIENT == 0
+            || self.seq_known & UNSURE_CLIENT != 0
+            || seq_near(seq, self.client_next)
+    }
+
     /// Records that the real answered (NAT UDP: evidence from both ends).
     #[inline]
     pub fn heard_from_real(&mut self) {

@@ -72,6 +72,9 @@ pub struct Quoted {
     pub dst: Ipv4Addr,
     pub src_port: u16,
     pub dst_port: u16,
+    /// A quoted TCP segment's sequence number (its first 8 bytes are
+    /// always quoted); 0 for UDP.
+    pub seq: u32,
 }
 
 /// The quote of an ICMP error that is to be passed on: its checksum
@@ -105,6 +108,11 @@ pub fn quoted(message: &[u8]) -> Option<Quoted> {
         dst: ip.dst_addr(),
         src_port: ports.src_port(),
         dst_port: ports.dst_port(),
+        seq: if protocol == IpProtocol::Tcp {
+            u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]])
+        } else {
+            0
+        },
     })
 }
 

@@ -80,6 +80,9 @@ pub struct Quoted6 {
     pub dst: Ipv6Addr,
     pub src_port: u16,
     pub dst_port: u16,
+    /// A quoted TCP segment's sequence number (its first 8 bytes are
+    /// always quoted); 0 for UDP.
+    pub seq: u32,
 }
 
 /// [`super::icmp::checked_quote`] for an ICMPv6 error from `src` to `dst`
@@ -110,6 +113,11 @@ pub fn quoted(message: &[u8]) -> Option<Quoted6> {
         dst: ip.dst_addr(),
         src_port: ports.src_port(),
         dst_port: ports.dst_port(),
+        seq: if protocol == IpProtocol::Tcp {
+            u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]])
+        } else {
+            0
+        },
     })
 }
 

@@ -144,18 +144,46 @@ impl Egress {
 
     /// Whether a frame from `src`, sent by `mac` and received on
     /// `in_port`, came from where the appliance sends to `src`: that
-    /// route's port, and its next hop's MAC as known now (a real's own on
-    /// its segment, its gateway's behind one). What a stranger elsewhere
-    /// cannot forge, whatever addresses it writes.
+    /// route's port, and on a connected network its own MAC as known now.
+    /// What a stranger elsewhere cannot forge, whatever addresses it
+    /// writes. A next hop not known
+    /// (yet, or any more) is asked for, as a packet to it would ask (found
+    /// in review: after a failover the new active's cache was empty, and a
+    /// real streaming to a silent client was never believed).
     pub fn came_from_next_hop6(
-        &self,
+        &mut self,
         snap: &Snapshot,
         in_port: usize,
         src: Ipv6Addr,
         mac: MacAddr,
+        now: u32,
     ) -> bool {
-        route::lookup6(snap, src)
-            .is_some_and(|r| r.port == in_port && self.resolved6(snap, r.next_hop) == Some(mac))
+        let Some(r) = route::lookup6(snap, src).filter(|r| r.port == in_port) else {
+            return false;
+        };
+        // Behind a gateway only the port can be checked: a router's
+        // frames may come from another MAC than its neighbor answer gives
+        // (HSRP forwards from its own), and where the internet comes
+        // through the same router nothing tells the two apart anyway.
+        if !r.connected {
+            return true;
+        }
+        if let Some(m) = snap.static_neighbor6(r.next_hop) {
+            return m == mac;
+        }
+        match self.neighbors6.lookup(r.next_hop, now) {
+            Lookup::Found(m) => m == mac,
+            Lookup::Refresh(m) => {
+                self.solicit(r.port, r.next_hop);
+                m == mac
+            }
+            Lookup::Missing { ask } => {
+                if ask {
+                    self.solicit(r.port, r.next_hop);
+                }
+                false
+            }
+        }
     }
 
     /// [`Self::resolved`] for IPv6.
@@ -402,14 +430,35 @@ impl Egress {
 
     /// [`Self::came_from_next_hop6`] for IPv4.
     pub fn came_from_next_hop(
-        &self,
+        &mut self,
         snap: &Snapshot,
         in_port: usize,
         src: Ipv4Addr,
         mac: MacAddr,
+        now: u32,
     ) -> bool {
-        route::lookup(snap, src)
-            .is_some_and(|r| r.port == in_port && self.resolved(snap, r.next_hop) == Some(mac))
+        let Some(r) = route::lookup(snap, src).filter(|r| r.port == in_port) else {
+            return false;
+        };
+        if !r.connected {
+            return true;
+        }
+        if let Some(m) = snap.static_neighbor(r.next_hop) {
+            return m == mac;
+        }
+        match self.neighbors.lookup(r.next_hop, now) {
+            Lookup::Found(m) => m == mac,
+            Lookup::Refresh(m) => {
+                self.ask(r.port, r.next_hop);
+                m == mac
+            }
+            Lookup::Missing { ask } => {
+                if ask {
+                    self.ask(r.port, r.next_hop);
+                }
+                false
+            }
+        }
     }
 
     /// The MAC address to send to `next_hop`, if known now (static entries

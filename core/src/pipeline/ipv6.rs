@@ -428,10 +428,10 @@ impl Pipeline {
             ct.table().reply_key_hash(&key),
             "the lookahead hashed it"
         );
-        let egress = &self.egress;
+        let egress = &mut self.egress;
         let from_real = || {
             let mac = EthernetFrame::new_unchecked(pkt.data()).src_addr();
-            egress.came_from_next_hop6(snap, in_port, ip.src, mac)
+            egress.came_from_next_hop6(snap, in_port, ip.src, mac, now)
         };
         let back = match ct.reply(snap, &key, hash, tcp, now, from_real) {
             Ok(b) => b,
@@ -594,7 +594,9 @@ impl Pipeline {
         if q.dst != ip.src {
             let mac = EthernetFrame::new_unchecked(pkt.data()).src_addr();
             if !snap.is_nat_real6(q.dst)
-                || !self.egress.came_from_next_hop6(snap, in_port, q.dst, mac)
+                || !self
+                    .egress
+                    .came_from_next_hop6(snap, in_port, q.dst, mac, now)
             {
                 return why(DropReason::IcmpNotHandled);
             }
@@ -612,6 +614,10 @@ impl Pipeline {
         let Some(f) = self.conntrack6.as_ref().and_then(|ct| ct.find_reply(&key)) else {
             return Verdict::Drop(DropReason::NoFlow);
         };
+        // From a router on the way: only about a segment the client sent.
+        if q.dst != ip.src && q.protocol == IpProtocol::Tcp && !f.quotes_client_seq(q.seq) {
+            return Verdict::Drop(DropReason::IcmpNotHandled);
+        }
         if ip.hop_limit <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }

@@ -867,10 +867,10 @@ impl Pipeline {
             table.reply_key_hash(&key),
             "the lookahead hashed this key"
         );
-        let egress = &self.egress;
+        let egress = &mut self.egress;
         let from_real = || {
             let mac = EthernetFrame::new_unchecked(pkt.data()).src_addr();
-            egress.came_from_next_hop(snap, in_port, ip.src, mac)
+            egress.came_from_next_hop(snap, in_port, ip.src, mac, now)
         };
         let back = match self.conntrack.reply(snap, &key, hash, tcp, now, from_real) {
             Ok(b) => b,
@@ -1050,7 +1050,9 @@ impl Pipeline {
         if q.dst != ip.src {
             let mac = EthernetFrame::new_unchecked(pkt.data()).src_addr();
             if !snap.is_nat_real(q.dst)
-                || !self.egress.came_from_next_hop(snap, in_port, q.dst, mac)
+                || !self
+                    .egress
+                    .came_from_next_hop(snap, in_port, q.dst, mac, now)
             {
                 return why(DropReason::IcmpNotHandled);
             }
@@ -1068,6 +1070,12 @@ impl Pipeline {
         let Some(f) = self.conntrack.find_reply(&key) else {
             return Verdict::Drop(DropReason::NoFlow);
         };
+        // From a router on the way: only about a segment the client sent
+        // (RFC 5927; found in review: behind one gateway, anyone who knew
+        // a flow's four addresses and ports could have it passed on).
+        if q.dst != ip.src && q.protocol == IpProtocol::Tcp && !f.quotes_client_seq(q.seq) {
+            return Verdict::Drop(DropReason::IcmpNotHandled);
+        }
         if ip.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
