@@ -1225,6 +1225,7 @@ pub(crate) fn client_endpoints(
     };
     let control = control(&mut c, raw.control.unwrap_or_default());
     let metrics = metrics(&mut c, raw.metrics.unwrap_or_default());
+    c.finish();
     if errors.is_empty() {
         Ok((control, metrics))
     } else {
@@ -1598,7 +1599,10 @@ pub(crate) enum OpenError {
 /// Opens `path` for reading if it is a regular file: resolved once to an
 /// `O_PATH` descriptor (which opens no device and waits on no FIFO),
 /// looked at through it, then reopened through `/proc/self/fd`, which
-/// opens that very file whatever the path names by then.
+/// opens that very file whatever the path names by then. Without `/proc`
+/// (a chroot, a minimal container) the path is opened again, without
+/// blocking, and must still be that file (found in review: every read
+/// failed there, and `ctl` took the failure for "no config file").
 pub(crate) fn open_regular(path: impl AsRef<std::path::Path>) -> Result<std::fs::File, OpenError> {
     use rustix::fs::{Mode, OFlags};
     use std::os::fd::AsRawFd;
@@ -1610,12 +1614,14 @@ pub(crate) fn open_regular(path: impl AsRef<std::path::Path>) -> Result<std::fs:
         return Err(OpenError::NotRegular);
     }
     let via = format!("/proc/self/fd/{}", at.as_raw_fd());
-    let fd = rustix::fs::open(
-        via.as_str(),
-        OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(io)?;
+    let flags = OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match rustix::fs::open(via.as_str(), flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => {
+            rustix::fs::open(path.as_ref(), flags, Mode::empty()).map_err(io)?
+        }
+        Err(e) => return Err(io(e)),
+    };
     let opened = rustix::fs::fstat(&fd).map_err(io)?;
     if (opened.st_dev, opened.st_ino) != (looked.st_dev, looked.st_ino) {
         return Err(OpenError::Changed);

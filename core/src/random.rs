@@ -6,15 +6,17 @@
 
 use std::hash::BuildHasher;
 
-/// 64 random bits from the kernel. Should `getrandom(2)` fail (a kernel
-/// older than 3.17, a seccomp filter), the standard library's per-process
-/// random keys are used instead: they come from the same source through
-/// its own fallbacks, so the key is still not predictable.
+/// 64 random bits from the kernel, never waiting for it. Should
+/// `getrandom(2)` fail (a kernel older than 3.17, a seccomp filter) or
+/// have no entropy yet (early boot on an old kernel: found in review, a
+/// blocking call could stall the start), the standard library's
+/// per-process random keys are used instead: they come from the same
+/// source through its own fallbacks, so the key is still not predictable.
 pub fn secret_u64() -> u64 {
     let mut buf = [0u8; 8];
     let mut filled = 0;
     while filled < buf.len() {
-        match rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::empty()) {
+        match rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::NONBLOCK) {
             Ok(n) => filled += n,
             Err(rustix::io::Errno::INTR) => {}
             Err(_) => return fallback(),
