@@ -547,14 +547,15 @@ impl<A: FlowAddr> Conntrack<A> {
     /// advanced by the packet's flags (`tcp`; None for UDP).
     ///
     /// `from_real` says whether the packet came from where the real is
-    /// reached (the port and next hop's MAC the appliance sends to it
-    /// through); it is asked only while the packet could raise the flow's
-    /// trust ([`Flow::awaits_real`]). A packet that did not is passed on
-    /// and believed in nothing: no tracking, no confirmation, no refresh,
-    /// counted in `nat_replies_unvouched` (found in audit: a stranger who
-    /// knew a real's address forged its SYN-ACK from the internet,
-    /// acknowledged it from a spoofed client, and so pinned a confirmed
-    /// entry per spoofed source, none of them evictable).
+    /// reached (the port the appliance sends to it through, and on a
+    /// connected network the real's MAC); it is asked only while the packet
+    /// could raise the flow's trust ([`Flow::awaits_real`]). A packet that
+    /// did not is passed on and refreshes the flow, but is believed in
+    /// nothing else: no tracking, no confirmation; counted in
+    /// `nat_replies_unvouched` (found in audit: a stranger who knew a
+    /// real's address forged its SYN-ACK from the internet, acknowledged
+    /// it from a spoofed client, and so pinned a confirmed entry per
+    /// spoofed source, none of them evictable).
     #[inline]
     pub fn reply(
         &mut self,

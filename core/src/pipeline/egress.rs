@@ -146,10 +146,10 @@ impl Egress {
     /// `in_port`, came from where the appliance sends to `src`: that
     /// route's port, and on a connected network its own MAC as known now.
     /// What a stranger elsewhere cannot forge, whatever addresses it
-    /// writes. A next hop not known
-    /// (yet, or any more) is asked for, as a packet to it would ask (found
-    /// in review: after a failover the new active's cache was empty, and a
-    /// real streaming to a silent client was never believed).
+    /// writes. A next hop not known (yet, or any more) is asked for, as a
+    /// packet to it would ask (found in review: after a failover the new
+    /// active's cache was empty, and a real streaming to a silent client
+    /// was never believed).
     pub fn came_from_next_hop6(
         &mut self,
         snap: &Snapshot,
