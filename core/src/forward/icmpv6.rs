@@ -114,7 +114,9 @@ pub fn quoted(message: &[u8]) -> Option<Quoted6> {
         src_port: ports.src_port(),
         dst_port: ports.dst_port(),
         seq: if protocol == IpProtocol::Tcp {
-            u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]])
+            // The quote holds at least 8 bytes: the sequence number's 4
+            // end there.
+            crate::wire::TcpPacket::new_unchecked(l4).seq_number()
         } else {
             0
         },

@@ -2989,8 +2989,8 @@ fn a_routers_icmp_error_must_quote_a_segment_the_client_sent() {
     assert_eq!(p.process(&snap, 0, &mut b, 1), Verdict::Transmit(0));
     // The same quote with a sequence number the client never used.
     let mut far = sent.clone();
-    let seq_at = crate::wire::ethernet::HEADER_LEN + crate::wire::ipv4::HEADER_LEN + 4;
-    far[seq_at..seq_at + 4].copy_from_slice(&0x8000_0000u32.to_be_bytes());
+    let l4 = crate::wire::ethernet::HEADER_LEN + crate::wire::ipv4::HEADER_LEN;
+    crate::wire::TcpPacket::new_unchecked(&mut far[l4..]).set_seq_number(0x8000_0000);
     let mut b = VecBuf::from_bytes(&frag_needed_about(&far, router, real_mac));
     assert_eq!(
         p.process(&snap, 0, &mut b, 1),
