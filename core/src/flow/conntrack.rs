@@ -589,33 +589,24 @@ impl<A: FlowAddr> Conntrack<A> {
             self.sync_mark_if_changed(e, inputs);
             return r;
         }
-        if f.awaits_real(tcp.is_some()) && !from_real() {
-            self.stats.nat_replies_unvouched.incr();
-            // Still a packet of the flow: it keeps the flow alive and makes
-            // a synced one ours, as any packet does (found in review: a
-            // real streaming to a silent client, seen from another MAC or
-            // before its neighbor entry was back after a failover, let its
-            // flow expire under it). An unconfirmed entry stays evictable,
-            // so this pins nothing; nothing else of it is believed.
-            let f = self.table.get_mut(e);
-            let inputs = f.trust_inputs();
-            f.last_seen = now;
-            f.seq_known &= !super::table::SYNCED;
-            self.reclass_if_changed(e, inputs, now);
-            let f = self.table.get(e);
-            return Ok(ReplyTarget {
-                vip: f.vip(),
-                vip_port: f.vip_port(),
-                real_id: f.real_id,
-                proxy: ReplyStep::None,
-            });
-        }
-        let f = self.table.get_mut(e);
+        // A packet not from where the real is reached is still one of the flow,
+        // which keeps the flow alive and makes a synced one ours, as any
+        // packet does (found in review: a real streaming to a silent
+        // client, seen from another MAC or before its neighbor entry was
+        // back after a failover, let its flow expire under it); an
+        // unconfirmed entry stays evictable, so this pins nothing. Nothing
+        // else of it is believed.
+        let believed = !f.awaits_real(tcp.is_some()) || from_real();
         let inputs = f.trust_inputs();
         f.last_seen = now;
-        match tcp {
-            Some(seg) => f.on_segment(seg, false),
-            None => f.heard_from_real(),
+        if believed {
+            match tcp {
+                Some(seg) => f.on_segment(seg, false),
+                None => f.heard_from_real(),
+            }
+        } else {
+            self.stats.nat_replies_unvouched.incr();
+            f.seq_known &= !super::table::SYNCED;
         }
         let back = ReplyTarget {
             vip: f.vip(),

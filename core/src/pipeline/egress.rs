@@ -168,20 +168,34 @@ impl Egress {
         if !r.connected {
             return true;
         }
-        if let Some(m) = snap.static_neighbor6(r.next_hop) {
-            return m == mac;
+        self.neighbor6(snap, r.port, r.next_hop, now) == Some(mac)
+    }
+
+    /// The MAC of the IPv6 `next_hop` on `port` (static entries first),
+    /// soliciting it when it is unknown or due a refresh, as sending to it
+    /// does.
+    #[inline(always)]
+    fn neighbor6(
+        &mut self,
+        snap: &Snapshot,
+        port: usize,
+        next_hop: Ipv6Addr,
+        now: u32,
+    ) -> Option<MacAddr> {
+        if let Some(m) = snap.static_neighbor6(next_hop) {
+            return Some(m);
         }
-        match self.neighbors6.lookup(r.next_hop, now) {
-            Lookup::Found(m) => m == mac,
+        match self.neighbors6.lookup(next_hop, now) {
+            Lookup::Found(m) => Some(m),
             Lookup::Refresh(m) => {
-                self.solicit(r.port, r.next_hop);
-                m == mac
+                self.solicit(port, next_hop);
+                Some(m)
             }
             Lookup::Missing { ask } => {
                 if ask {
-                    self.solicit(r.port, r.next_hop);
+                    self.solicit(port, next_hop);
                 }
-                false
+                None
             }
         }
     }
@@ -367,29 +381,16 @@ impl Egress {
         now: u32,
     ) -> Verdict {
         let src = snap.ports[port].mac;
-        let mac = match snap.static_neighbor6(next_hop) {
-            Some(m) => m,
-            None => match self.neighbors6.lookup(next_hop, now) {
-                Lookup::Found(m) => m,
-                Lookup::Refresh(m) => {
-                    self.solicit(port, next_hop);
-                    m
-                }
-                Lookup::Missing { ask } => {
-                    if ask {
-                        self.solicit(port, next_hop);
-                    }
-                    forward::set_macs(pkt.data_mut(), MacAddr::ZERO, src);
-                    if self.held6.len() >= HELD6 {
-                        return Verdict::Drop(DropReason::NeighborUnresolved);
-                    }
-                    self.held6.push(next_hop);
-                    return Verdict::Hold6 {
-                        port: port as u16,
-                        index: (self.held6.len() - 1) as u16,
-                    };
-                }
-            },
+        let Some(mac) = self.neighbor6(snap, port, next_hop, now) else {
+            forward::set_macs(pkt.data_mut(), MacAddr::ZERO, src);
+            if self.held6.len() >= HELD6 {
+                return Verdict::Drop(DropReason::NeighborUnresolved);
+            }
+            self.held6.push(next_hop);
+            return Verdict::Hold6 {
+                port: port as u16,
+                index: (self.held6.len() - 1) as u16,
+            };
         };
         forward::set_macs(pkt.data_mut(), mac, src);
         Verdict::Transmit(port as u16)
@@ -443,20 +444,32 @@ impl Egress {
         if !r.connected {
             return true;
         }
-        if let Some(m) = snap.static_neighbor(r.next_hop) {
-            return m == mac;
+        self.neighbor(snap, r.port, r.next_hop, now) == Some(mac)
+    }
+
+    /// [`Self::neighbor6`] for IPv4 (ARP).
+    #[inline(always)]
+    fn neighbor(
+        &mut self,
+        snap: &Snapshot,
+        port: usize,
+        next_hop: Ipv4Addr,
+        now: u32,
+    ) -> Option<MacAddr> {
+        if let Some(m) = snap.static_neighbor(next_hop) {
+            return Some(m);
         }
-        match self.neighbors.lookup(r.next_hop, now) {
-            Lookup::Found(m) => m == mac,
+        match self.neighbors.lookup(next_hop, now) {
+            Lookup::Found(m) => Some(m),
             Lookup::Refresh(m) => {
-                self.ask(r.port, r.next_hop);
-                m == mac
+                self.ask(port, next_hop);
+                Some(m)
             }
             Lookup::Missing { ask } => {
                 if ask {
-                    self.ask(r.port, r.next_hop);
+                    self.ask(port, next_hop);
                 }
-                false
+                None
             }
         }
     }
@@ -647,25 +660,12 @@ impl Egress {
         now: u32,
     ) -> Verdict {
         let src = snap.ports[port].mac;
-        let mac = match snap.static_neighbor(next_hop) {
-            Some(m) => m,
-            None => match self.neighbors.lookup(next_hop, now) {
-                Lookup::Found(m) => m,
-                Lookup::Refresh(m) => {
-                    self.ask(port, next_hop);
-                    m
-                }
-                Lookup::Missing { ask } => {
-                    if ask {
-                        self.ask(port, next_hop);
-                    }
-                    forward::set_macs(pkt.data_mut(), MacAddr::ZERO, src);
-                    return Verdict::Hold {
-                        port: port as u16,
-                        next_hop,
-                    };
-                }
-            },
+        let Some(mac) = self.neighbor(snap, port, next_hop, now) else {
+            forward::set_macs(pkt.data_mut(), MacAddr::ZERO, src);
+            return Verdict::Hold {
+                port: port as u16,
+                next_hop,
+            };
         };
         forward::set_macs(pkt.data_mut(), mac, src);
         // Port indices are below stats::MAX_PORTS.
