@@ -60,6 +60,13 @@ impl Ipv4Cidr {
     pub fn contains(&self, addr: Ipv4Addr) -> bool {
         u32::from(addr) & self.mask_bits() == u32::from(self.network())
     }
+
+    /// True when `addr` is this network's network or broadcast address,
+    /// which names no host (a /31's two and a /32's one are hosts, RFC
+    /// 3021).
+    pub fn is_network_end(&self, addr: Ipv4Addr) -> bool {
+        self.prefix_len < 31 && (addr == self.network() || addr == self.broadcast())
+    }
 }
 
 impl FromStr for Ipv4Cidr {
@@ -132,6 +139,12 @@ impl Ipv6Cidr {
     /// True when `addr` lies in this connected network.
     pub fn contains(&self, addr: Ipv6Addr) -> bool {
         u128::from(addr) & self.mask_bits() == u128::from(self.network())
+    }
+
+    /// True when `addr` is this network's subnet-router anycast address
+    /// (the prefix with zero host bits; a /127's and /128's are hosts).
+    pub fn is_subnet_router(&self, addr: Ipv6Addr) -> bool {
+        self.prefix_len < 127 && addr == self.network()
     }
 }
 

@@ -633,7 +633,7 @@ impl Nets {
     fn network_end(&self, a: IpAddr) -> Option<String> {
         match a {
             IpAddr::V4(a) => self.v4.iter().find_map(|n| {
-                (n.cidr.prefix_len < 31 && (a == n.cidr.network() || a == n.cidr.broadcast())).then(|| {
+                n.cidr.is_network_end(a).then(|| {
                     format!(
                         "{a} is the network or broadcast address of port {}'s network {}: not one host's",
                         n.name,
@@ -642,7 +642,7 @@ impl Nets {
                 })
             }),
             IpAddr::V6(a) => self.v6.iter().find_map(|n| {
-                (n.cidr.prefix_len < 127 && a == n.cidr.network()).then(|| {
+                n.cidr.is_subnet_router(a).then(|| {
                     format!(
                         "{a} is the subnet-router anycast address of port {}'s network {}: the routers' on it",
                         n.name,
@@ -867,7 +867,7 @@ fn ports(c: &mut Checker<'_>, raw: Option<Vec<RawPort>>) -> (Vec<PortConfig>, Ne
                     );
                 } else if gw == net.address {
                     c.err(path("gateway"), format!("{gw} is the port's own address"));
-                } else if net.prefix_len < 31 && (gw == net.network() || gw == net.broadcast()) {
+                } else if net.is_network_end(gw) {
                     c.err(
                         path("gateway"),
                         format!(
@@ -1401,7 +1401,7 @@ fn sync(
                 "{a} is the address of port {} (ports[{}]): the floating gateway must be an address of its own, which moves between the appliances",
                 n.name, n.index
             )),
-            Some(n) if n.cidr.prefix_len < 31 && (a == n.cidr.network() || a == n.cidr.broadcast()) => Some(format!(
+            Some(n) if n.cidr.is_network_end(a) => Some(format!(
                 "{a} is the network or broadcast address of port {}'s network {}",
                 n.name,
                 n.cidr.network_cidr()
@@ -1659,15 +1659,13 @@ fn addresses_taken(c: &mut Checker<'_>, config: &Config) {
                 ));
             }
             match (vip, p.address, p.address6) {
-                (IpAddr::V4(a), Some(net), _)
-                    if net.prefix_len < 31 && (a == net.network() || a == net.broadcast()) =>
-                {
+                (IpAddr::V4(a), Some(net), _) if net.is_network_end(a) => {
                     return Some(format!(
                         "{vip} is the network or broadcast address of {port}'s network {}: not one host's",
                         net.network_cidr()
                     ));
                 }
-                (IpAddr::V6(a), _, Some(net)) if net.prefix_len < 127 && a == net.network() => {
+                (IpAddr::V6(a), _, Some(net)) if net.is_subnet_router(a) => {
                     return Some(format!(
                         "{vip} is the subnet-router anycast address of {port}'s network {}: the routers' on it",
                         net.network_cidr()
