@@ -287,9 +287,9 @@ impl<A: FlowAddr> Conntrack<A> {
         let syn = tcp.is_some_and(|s| s.opens());
         if let Some(e) = self.table.lookup(key, hash) {
             let f = self.table.get(e);
-            // A new SYN on a closing tuple starts a new connection.
-            let stale = f.expired(now, &snap.timeouts)
-                || (syn && matches!(f.state(), FlowState::FinWait | FlowState::Closed));
+            // A new SYN on a closed tuple (a RST, or a FIN each way) starts
+            // a new connection; on a half-closed one it does not.
+            let stale = f.expired(now, &snap.timeouts) || (syn && f.state() == FlowState::Closed);
             if !stale {
                 if !snap.real_present(f.real_id) {
                     self.end(e, now);

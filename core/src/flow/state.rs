@@ -14,7 +14,7 @@ pub enum FlowState {
     Established = 1,
     /// TCP: a FIN was seen from either side.
     FinWait = 2,
-    /// TCP: a RST was seen.
+    /// TCP: a RST was seen, or a FIN from each side.
     Closed = 3,
     /// UDP (or any datagram flow).
     Datagram = 4,

@@ -91,6 +91,10 @@ const SEEN_CLIENT: u8 = 1;
 const SEEN_REAL: u8 = 2;
 const CONFIRMED: u8 = 4;
 const REPEATED: u8 = 8;
+/// TCP's use of [`REPEATED`]'s bit (only datagram flows read that one):
+/// the flow's first FIN came from the real, so that a FIN from the other
+/// side can be told from a retransmission of the first.
+const FIRST_FIN_REAL: u8 = REPEATED;
 const SAW_SYN: u8 = 16;
 /// Installed by connection sync, and no packet seen here since: sync may
 /// update or remove it (`flow/sync.rs`). The first packet makes it ours.
@@ -159,7 +163,8 @@ pub struct Flow<A: FlowAddr = Ipv4Addr> {
     /// What was seen of the flow: `SEEN_CLIENT` and `SEEN_REAL` (TCP:
     /// that side's next sequence number is known; UDP: the real answered),
     /// `CONFIRMED` (NAT: the client acknowledged the real's SYN),
-    /// `REPEATED` (UDP: the client sent again), `SAW_SYN` (TCP: the flow
+    /// `REPEATED` (UDP: the client sent again; TCP: `FIRST_FIN_REAL`,
+    /// which side's FIN began the close), `SAW_SYN` (TCP: the flow
     /// began with the client's SYN, not mid-stream), `SYNCED` and
     /// `VOUCHED` (connection sync).
     pub(super) seq_known: u8,
@@ -323,7 +328,26 @@ impl<A: FlowAddr> Flow<A> {
         {
             self.seq_known |= CONFIRMED;
         }
-        self.state = self.state.on_tcp(seg.flags, from_client);
+        let state = self.state.on_tcp(seg.flags, from_client);
+        // A FIN from each side closes it (as a RST does): only then may a
+        // client's SYN replace it. One side's FIN leaves a half-closed
+        // connection whose other side still sends; a stranger's SYN on it
+        // must not end it (found in audit: a blind SYN ended a
+        // half-closed proxied flow and its translation with it). TUN and
+        // DR see only the client's FIN, so theirs end by timeout.
+        self.state = if state == FlowState::FinWait && !seg.flags.contains(TcpFlags::RST) {
+            let side = if from_client { 0 } else { FIRST_FIN_REAL };
+            if self.state != FlowState::FinWait {
+                self.seq_known = (self.seq_known & !FIRST_FIN_REAL) | side;
+                state
+            } else if self.seq_known & FIRST_FIN_REAL != side && seg.flags.contains(TcpFlags::FIN) {
+                FlowState::Closed
+            } else {
+                state
+            }
+        } else {
+            state
+        };
     }
 
     /// The real's first ACK of a synced flow says where its client stands:

@@ -2070,3 +2070,36 @@ fn a_deferred_segment_without_a_flow_makes_none_on_standby_either() {
     assert_eq!(p.process(&snap, 0, &mut b, NOW), Verdict::Transmit(0));
     assert_eq!(p.flows().len(), 1);
 }
+
+/// Found in audit: one blind SYN on the tuple of a proxied flow the client
+/// had half-closed ended the flow, and its translation with it: the real's
+/// response then met no flow (`on`), or went out untranslated through a
+/// new plain flow (`auto` on standby). A SYN on a half-closed flow now
+/// changes nothing, and the response still reaches the client.
+#[test]
+fn a_blind_syn_does_not_end_a_half_closed_proxied_flow() {
+    let (snap, mut p) = setup("on", 64);
+    let cookie = established(&mut p, &snap);
+    // The client half-closes (shutdown(SHUT_WR)) and waits for the response.
+    let fin = Seg {
+        options: ts_opt(5003, NOW),
+        ..seg(C, V, FINACK, ISN.wrapping_add(1), cookie.wrapping_add(1))
+    };
+    run(&mut p, &snap, &fin, NOW + 3).expect("FIN to the real");
+    assert_eq!(only_flow(&p).state(), FlowState::FinWait);
+    // A stranger who knows only the tuple: one SYN, any ISN, no ACK.
+    let _ = run(&mut p, &snap, &seg(C, V, SYN, 0x0bad_5eed, 0), NOW + 4);
+    assert_eq!(only_flow(&p).state(), FlowState::FinWait);
+    // The real's response, in the real's sequence space.
+    let reply = Seg {
+        payload: b"HTTP/1.0 200 OK\r\n\r\n".to_vec(),
+        options: ts_opt(780, 5003),
+        ..seg(R, C, PSHACK, REAL_ISN + 1, ISN.wrapping_add(2))
+    };
+    let back = run(&mut p, &snap, &reply, NOW + 5).map(|s| (s.dst, s.seq));
+    assert_eq!(
+        back,
+        Ok((C, cookie.wrapping_add(1))),
+        "the response still reaches the client"
+    );
+}

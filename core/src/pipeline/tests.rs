@@ -1797,6 +1797,75 @@ fn a_blind_fin_changes_nothing_and_a_real_one_closes() {
     );
 }
 
+/// A half-closed connection (one side's FIN) still carries the other
+/// side's data: a stranger's SYN on its tuple, at any sequence number,
+/// neither ends the flow nor moves the tuple to another real (found in
+/// audit: it did, and the real's remaining data then met no flow). A
+/// retransmitted FIN of the same side changes nothing; the other side's
+/// FIN closes the flow, and only then does a SYN start a new connection.
+#[test]
+fn a_syn_on_a_half_closed_flow_changes_nothing_until_both_sides_closed() {
+    use crate::flow::FlowState;
+    const FIN_ACK: u8 = 0x11;
+    let config = Config::parse(&without_syn_proxy(NAT_CONFIG)).unwrap();
+    let snap = compile(&config, &[MacAddr(OUR)]);
+    let client = (client_owned_by(0), 4000);
+    let mut p = pipeline(&snap, 0, 2, 64);
+    let real = handshake(&mut p, &snap, client, 0);
+    let real_ip = Ipv4Addr::new(198, 18, 0, real);
+    let (isn, real_isn) = (1_000 + 4000u32, 9_000_000u32);
+    let state = |p: &Pipeline| {
+        let e = p.flows().entries()[0];
+        p.flows().get(e).state()
+    };
+    let mut fin = VecBuf::from_bytes(&tcp_ack(
+        client,
+        (VIP, 80),
+        FIN_ACK,
+        isn + 1,
+        real_isn + 1,
+        OUR,
+    ));
+    assert_eq!(p.process(&snap, 0, &mut fin, 1), Verdict::Transmit(0));
+    assert_eq!(state(&p), FlowState::FinWait);
+    for (i, blind) in [0x0bad_5eed, isn + 2, isn + 100_000]
+        .into_iter()
+        .enumerate()
+    {
+        let now = 2 + i as u32;
+        let mut syn = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), SYN, blind, OUR));
+        assert_eq!(p.process(&snap, 0, &mut syn, now), Verdict::Transmit(0));
+        assert_eq!(real_of(&syn), real, "the SYN at {blind} stays on its real");
+        assert_eq!(state(&p), FlowState::FinWait, "the SYN at {blind}");
+        assert_eq!(p.flows().len(), 1);
+        // The real's data still reaches the client, translated.
+        let data = tcp_ack((real_ip, 8080), client, ACK, real_isn + 1, isn + 2, OUR);
+        let mut data = VecBuf::from_bytes(&from_real(&snap, data));
+        assert_eq!(p.process(&snap, 0, &mut data, now), Verdict::Transmit(0));
+        assert_eq!(ip_of(&data).src_addr(), VIP);
+    }
+    // The client's FIN again: still half-closed.
+    let mut again = VecBuf::from_bytes(&tcp_ack(
+        client,
+        (VIP, 80),
+        FIN_ACK,
+        isn + 1,
+        real_isn + 1,
+        OUR,
+    ));
+    assert_eq!(p.process(&snap, 0, &mut again, 9), Verdict::Transmit(0));
+    assert_eq!(state(&p), FlowState::FinWait, "a retransmitted FIN");
+    // The real's FIN: closed both ways.
+    let rfin = tcp_ack((real_ip, 8080), client, FIN_ACK, real_isn + 1, isn + 2, OUR);
+    let mut rfin = VecBuf::from_bytes(&from_real(&snap, rfin));
+    assert_eq!(p.process(&snap, 0, &mut rfin, 10), Verdict::Transmit(0));
+    assert_eq!(state(&p), FlowState::Closed, "a FIN each way");
+    // Now a SYN starts a new connection (rr: on the other real).
+    let mut syn = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), SYN, isn + 500_000, OUR));
+    assert_eq!(p.process(&snap, 0, &mut syn, 11), Verdict::Transmit(0));
+    assert_eq!(state(&p), FlowState::SynSent, "a new connection");
+}
+
 /// Asserts that each real's `active` and `inactive` gauges on `p`'s
 /// worker are what its IPv4 and IPv6 tables hold: flows of the real, and
 /// those of them not established.
