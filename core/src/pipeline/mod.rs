@@ -394,6 +394,7 @@ impl Pipeline {
         let n = pkts.len().min(verdicts.len());
         self.egress.begin();
         let mut chunk = std::mem::take(&mut self.chunk);
+        let my_mac = snap.ports.get(in_port).map(|p| p.mac);
         let mut base = 0;
         while base < n {
             let m = CHUNK.min(n - base);
@@ -406,6 +407,13 @@ impl Pipeline {
                     self.conntrack.prefetch_slot::<B>(h);
                 }
                 any6 |= ahead == Some(Lookahead::Ipv6);
+                if ahead == Some(Lookahead::NoService) && settled_no_service(&parsed, my_mac) {
+                    chunk.push(Classified {
+                        parsed: Err(DropReason::NoService),
+                        ahead: None,
+                    });
+                    continue;
+                }
                 chunk.push(Classified { parsed, ahead });
             }
             // IPv6 frames get their own pass, out of line: the loop above
@@ -1170,6 +1178,20 @@ fn martian_source(ip: &Ipv4Meta) -> Verdict {
         Verdict::Drop(DropReason::NotForUs)
     } else {
         Verdict::Drop(DropReason::BadIpHeader)
+    }
+}
+
+/// Whether an IPv4 frame the lookahead found to a VIP on no service's port
+/// is dropped for that in `run` whatever else: to our MAC, from a source a
+/// host can have. Its verdict is then settled in the burst's first pass.
+#[inline(always)]
+fn settled_no_service(parsed: &Result<Parsed, DropReason>, my_mac: Option<MacAddr>) -> bool {
+    match parsed {
+        Ok(Parsed {
+            dst_mac,
+            l3: L3::Ipv4(ip),
+        }) => Some(*dst_mac) == my_mac && !crate::route::no_host_has(ip.src),
+        _ => false,
     }
 }
 

@@ -1247,6 +1247,24 @@ fn process_burst_agrees_with_process() {
         if let Some(real) = real {
             frames.push((0, tcp(real, (port_ip, 1000), ACK, port_mac)));
         }
+        // To an IPv4 VIP on a port no service has, which the burst settles
+        // in its first pass: padded past the minimal frame, from a source
+        // no host has, to another MAC, to the broadcast MAC.
+        let vip4 = snap.services.iter().find_map(|s| match s.vip {
+            std::net::IpAddr::V4(a) => Some(a),
+            std::net::IpAddr::V6(_) => None,
+        });
+        if let Some(vip) = vip4 {
+            let client = Ipv4Addr::new(198, 18, 9, 9);
+            let mut padded = tcp((client, 1002), (vip, 9), SYN, port_mac);
+            padded.extend_from_slice(&[0xee; 40]);
+            frames.push((0, padded));
+            frames.push((0, tcp((client, 1003), (vip, 9), ACK, port_mac)));
+            let martian = Ipv4Addr::new(127, 0, 0, 1);
+            frames.push((0, tcp((martian, 1004), (vip, 9), SYN, port_mac)));
+            frames.push((0, tcp((client, 1005), (vip, 9), SYN, [2, 0, 0, 0, 0, 9])));
+            frames.push((0, tcp((client, 1006), (vip, 9), SYN, [0xff; 6])));
+        }
         // The same for IPv6, and what the IPv6 lookahead must also leave to
         // the stages' checks: a reply to a multicast group, a request whose
         // hop limit is spent.
@@ -1307,7 +1325,14 @@ fn process_burst_agrees_with_process() {
             i = end;
         }
         for (k, (w, g)) in want.iter().zip(&got).enumerate() {
-            assert_eq!(w, g, "{} frame {k}", scenario.name);
+            // A dropped frame's bytes go nowhere: the burst settles some
+            // drops in its first pass, before `run` would cut their
+            // trailer.
+            if matches!(w.0, Verdict::Drop(_)) {
+                assert_eq!(w.0, g.0, "{} frame {k}", scenario.name);
+            } else {
+                assert_eq!(w, g, "{} frame {k}", scenario.name);
+            }
         }
         let (a, b) = (one.stats(), burst.stats());
         for r in R::ALL {
