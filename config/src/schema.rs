@@ -318,14 +318,19 @@ pub(crate) fn read(
     // At most `MAX_ERRORS` unknown keys are named; the rest are counted.
     let mut unknown = Vec::new();
     let mut more = 0usize;
-    let raw: RawConfig = serde_ignored::deserialize(toml::Deserializer::new(text), |path| {
+    let mut note = |path: serde_ignored::Path<'_>| {
         if unknown.len() < crate::validate::MAX_ERRORS {
             unknown.push(path_string(&path));
         } else {
             more += 1;
         }
-    })
-    .map_err(|e| {
+    };
+    let ignored = serde_ignored::Deserializer::new(toml::Deserializer::new(text), &mut note);
+    let raw: RawConfig = serde_path_to_error::deserialize(ignored).map_err(|e| {
+        // The key it is at, when there is one (a syntax error has none):
+        // the house rule is that a bad config names the offending key.
+        let key = e.path().to_string();
+        let e = e.into_inner();
         // One error per line in reports: fold toml's multi-line messages.
         let message = e
             .message()
@@ -334,6 +339,11 @@ pub(crate) fn read(
             .collect::<Vec<_>>()
             .join("; ")
             .replace("expected i64", "expected an integer");
+        // Not the schema's type names: `expected struct RawFlows`.
+        let message = match message.find("expected struct ") {
+            Some(at) => format!("{}expected a table", &message[..at]),
+            None => message,
+        };
         let message = match e.span() {
             Some(span) => {
                 let (line, column) = line_column(text, span.start);
@@ -341,7 +351,10 @@ pub(crate) fn read(
             }
             None => format!("invalid TOML: {message}"),
         };
-        crate::ConfigError::new(source, message)
+        match key.as_str() {
+            "" | "." => crate::ConfigError::new(source, message),
+            _ => crate::ConfigError::new(key, format!("{message} (in {source})")),
+        }
     })?;
     let errors = unknown
         .into_iter()

@@ -390,7 +390,8 @@ fn type_error_reported_once_with_line_and_column() {
     let text = service("").replace("port = 80", "port = \"eighty\"");
     let errs = errors(&text);
     assert_eq!(errs.0.len(), 1, "{errs}");
-    assert_eq!(errs.0[0].path, "lb.toml");
+    assert_eq!(errs.0[0].path, "services[0].port");
+    assert!(errs.0[0].message.ends_with("(in lb.toml)"), "{errs}");
     let line = text.lines().position(|l| l.contains("eighty")).unwrap() + 1;
     assert!(
         errs.0[0]
@@ -1253,6 +1254,7 @@ fn workers_poll_takes_busy_or_adaptive() {
     assert_error(&poll("poll = \"Busy\""), "workers.poll", "accepted values");
     let errs = errors(&poll("poll = true"));
     assert!(errs.0[0].message.contains("invalid TOML"), "{errs}");
+    assert_eq!(errs.0[0].path, "workers.poll", "the key named: {errs}");
     assert_error(
         &poll("pool = \"adaptive\""),
         "workers.pool",
@@ -3109,4 +3111,25 @@ fn errors_are_capped() {
         errs.to_string().contains("more unknown keys not shown"),
         "{errs}"
     );
+}
+
+/// A value of the wrong type names its key, as every other bad value does
+/// (before, only the file and a line and column), and says what was
+/// expected without the schema's type names; a syntax error, which is at
+/// no key, still names the file.
+#[test]
+fn a_type_error_names_its_key() {
+    let text = EXAMPLE.replacen("weight = ", "weight = \"heavy\" # ", 1);
+    let errs = errors(&text);
+    assert_eq!(errs.0.len(), 1, "{errs}");
+    assert!(errs.0[0].path.starts_with("services[0].reals["), "{errs}");
+    assert!(errs.0[0].path.ends_with("].weight"), "{errs}");
+    assert!(errs.0[0].message.contains("expected an integer"), "{errs}");
+    let errs = errors(&format!("flows = 5\n{MINIMAL}"));
+    assert_eq!(errs.0[0].path, "flows", "{errs}");
+    assert!(errs.0[0].message.contains("expected a table"), "{errs}");
+    assert!(!errs.0[0].message.contains("Raw"), "{errs}");
+    let errs = errors(&format!("{EXAMPLE}\n[flows\n"));
+    assert_eq!(errs.0[0].path, "lb.toml", "{errs}");
+    assert!(errs.0[0].message.contains("invalid TOML at line"), "{errs}");
 }
