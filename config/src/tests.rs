@@ -3133,3 +3133,19 @@ fn a_type_error_names_its_key() {
     assert_eq!(errs.0[0].path, "lb.toml", "{errs}");
     assert!(errs.0[0].message.contains("invalid TOML at line"), "{errs}");
 }
+
+/// Found in audit: `[announce]` writes each VIP route through `ip -batch`
+/// as `route replace VIP dev NAME table N`, and `ip` reads `#` as the
+/// start of a comment even inside a word and a leading quote as a quoted
+/// string: `lb#0` put the routes in the main table through a device `lb`,
+/// `"lb0` failed every batch. Such names are refused.
+#[test]
+fn kernel_interface_names_that_ip_batch_cannot_carry_are_refused() {
+    for name in ["lb#0", "\"lb0", "'lb0", "lb\\0"] {
+        let text = with("[announce]\ntable = 100\n").replace(
+            "address = \"198.18.0.2/24\"",
+            &format!("address = \"198.18.0.2/24\"\nkernel_interface = {name:?}"),
+        );
+        assert_error(&text, "ports[0].kernel_interface", "ip -batch");
+    }
+}

@@ -983,7 +983,11 @@ const MAX_INTERFACE_NAME: usize = 15;
 
 /// A name the kernel accepts for a network interface (`dev_valid_name`:
 /// 1..=15 bytes, not `.` or `..`, no `/`, `:` or whitespace) that also
-/// fits in a DPDK device argument (no `,` or `=`, which separate them).
+/// fits in a DPDK device argument (no `,` or `=`, which separate them) and
+/// in a line of `ip -batch`, which `[announce]` writes routes through (no
+/// `#`, which starts a comment there even inside a word, nor quotes:
+/// found in audit, `lb#0` put every VIP route in the main table through
+/// a device `lb`, and a leading `"` failed every batch).
 fn interface_name(c: &mut Checker<'_>, path: &str, name: String) -> Option<String> {
     let why = if name.is_empty() {
         Some("must not be empty".to_string())
@@ -994,12 +998,14 @@ fn interface_name(c: &mut Checker<'_>, path: &str, name: String) -> Option<Strin
         ))
     } else if name == "." || name == ".." {
         Some(format!("{name:?} is not a valid interface name"))
-    } else if let Some(bad) = name
-        .chars()
-        .find(|ch| ch.is_whitespace() || ch.is_control() || matches!(ch, '/' | ':' | ',' | '='))
-    {
+    } else if let Some(bad) = name.chars().find(|ch| {
+        ch.is_whitespace()
+            || ch.is_control()
+            || matches!(ch, '/' | ':' | ',' | '=' | '#' | '"' | '\'' | '\\')
+    }) {
         let what = match bad {
             ',' | '=' => "it would split the DPDK device argument",
+            '#' | '"' | '\'' | '\\' => "`ip -batch` would misread it in the routes of [announce]",
             _ => "Linux refuses it in interface names",
         };
         Some(format!("{name:?} contains {bad:?}: {what}"))
