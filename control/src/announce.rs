@@ -913,6 +913,9 @@ address = "198.18.0.13"
         a.routes.fail_deletes = 1;
         a.update(Some(&A), &nothing);
         assert!(a.is_announced(vip));
+        // What `lb_vip_announced` is built from, beside the snapshot's
+        // VIPs (a VIP a reload removed is in no snapshot).
+        assert_eq!(a.announced().collect::<Vec<_>>(), vec![vip]);
         let t0 = std::time::Instant::now();
         assert!(a.retry_leftovers(t0));
         assert!(!a.is_announced(vip));

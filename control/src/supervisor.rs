@@ -234,7 +234,16 @@ impl Control {
             wanted.clear();
         }
         self.announcer.update(config.announce.as_ref(), &wanted);
-        let state = match config.announce {
+        self.publish_announced();
+    }
+
+    /// `lb_vip_announced`: every VIP of the running snapshot (with
+    /// `[announce]`), and every route still in the table, a VIP a reload
+    /// removed included while its removal keeps failing (found in audit:
+    /// its series went with the VIP, though the route stayed exported).
+    fn publish_announced(&self) {
+        let snap = self.dataplane.snapshot();
+        let mut state: BTreeMap<IpAddr, bool> = match self.config.announce {
             None => BTreeMap::new(),
             Some(_) => snap
                 .services
@@ -242,6 +251,7 @@ impl Control {
                 .map(|s| (s.vip, self.announcer.is_announced(s.vip)))
                 .collect(),
         };
+        state.extend(self.announcer.announced().map(|vip| (vip, true)));
         self.shared().announced = state;
     }
 
@@ -654,12 +664,7 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
         systemd.tick(&workers, control.dataplane.snapshot());
         // Routes whose removal failed, tried again now and then.
         if control.announcer.retry_leftovers(Instant::now()) {
-            let mut sh = control.shared();
-            let vips: Vec<IpAddr> = sh.announced.keys().copied().collect();
-            for vip in vips {
-                sh.announced
-                    .insert(vip, control.announcer.is_announced(vip));
-            }
+            control.publish_announced();
         }
         if last_busy.elapsed() >= Duration::from_secs(1) {
             last_busy = Instant::now();
