@@ -31,7 +31,7 @@ use crate::wire::{ipv6, EthernetFrame, IpProtocol, NeighborPacket};
 
 /// Whether `a` is link-local unicast (fe80::/10).
 #[inline]
-fn is_link_local(a: Ipv6Addr) -> bool {
+pub(super) fn is_link_local(a: Ipv6Addr) -> bool {
     a.segments()[0] & 0xffc0 == 0xfe80
 }
 

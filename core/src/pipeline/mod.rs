@@ -419,7 +419,7 @@ impl Pipeline {
             // IPv6 frames get their own pass, out of line: the loop above
             // stays what it was for IPv4 (reading `parsed` back in it
             // before the push cost store-forwarding stalls).
-            let any6 = any6 && self.lookahead6::<B>(snap, &mut chunk);
+            let any6 = any6 && self.lookahead6::<B>(snap, in_port, &mut chunk);
             for h in chunk
                 .iter()
                 .filter_map(|c| c.ahead.and_then(Lookahead::hash))
@@ -451,21 +451,38 @@ impl Pipeline {
     }
 
     /// The burst's lookahead for its IPv6 frames (`Lookahead::Ipv6`),
-    /// their flow-table slots prefetched; whether any has a slot.
+    /// their flow-table slots prefetched; whether any has a slot. A frame
+    /// to a VIP on no service's port is settled here, as over IPv4 (see
+    /// [`settled_no_service6`]).
     #[inline(never)]
-    fn lookahead6<B: PacketBuf>(&self, snap: &Snapshot, chunk: &mut [Classified]) -> bool {
+    fn lookahead6<B: PacketBuf>(
+        &self,
+        snap: &Snapshot,
+        in_port: usize,
+        chunk: &mut [Classified],
+    ) -> bool {
         let Some(ct6) = self.conntrack6.as_ref() else {
             return false;
         };
+        let me = snap.ports.get(in_port).filter(|p| p.address6.is_some());
         let mut any = false;
         for c in chunk.iter_mut() {
             let Ok(Parsed {
-                l3: L3::Ipv6(ip), ..
+                dst_mac,
+                l3: L3::Ipv6(ip),
             }) = &c.parsed
             else {
                 continue;
             };
             c.ahead = lookahead6(snap, ct6.seed(), ip);
+            if c.ahead == Some(Lookahead::NoService)
+                && me.is_some_and(|p| p.mac == *dst_mac)
+                && settled_no_service6(ip)
+            {
+                c.parsed = Err(DropReason::NoService);
+                c.ahead = None;
+                continue;
+            }
             if let Some(h) = c.ahead.and_then(Lookahead::hash6) {
                 ct6.prefetch_slot::<B>(h);
                 any = true;
@@ -1193,6 +1210,19 @@ fn settled_no_service(parsed: &Result<Parsed, DropReason>, my_mac: Option<MacAdd
         }) => Some(*dst_mac) == my_mac && !crate::route::no_host_has(ip.src),
         _ => false,
     }
+}
+
+/// Whether an IPv6 packet to our MAC on a port with an IPv6 address,
+/// which the lookahead found to a VIP on no service's port, is dropped
+/// for that in `run` whatever else: TCP or UDP (not neighbor discovery),
+/// from a source a host can have, neither end link-local (a VIP is never
+/// multicast, link-local nor a port's address).
+#[inline(always)]
+fn settled_no_service6(ip: &Ipv6Meta) -> bool {
+    matches!(ip.l4, L4::Tcp { .. } | L4::Udp { .. })
+        && !crate::route::no_host_has6(ip.src)
+        && !ipv6::is_link_local(ip.src)
+        && !ipv6::is_link_local(ip.dst)
 }
 
 /// [`Verdict::ToKernel`] on a port with a kernel interface, else a drop

@@ -1296,6 +1296,20 @@ fn process_burst_agrees_with_process() {
                 let ll: std::net::Ipv6Addr = "fe80::1234".parse().unwrap();
                 frames.push((0, tcp6_hops((ll, 1001), vip, SYN, 64, port_mac)));
                 frames.push((0, tcp6_hops((ll, 1001), (vip.0, 9), SYN, 64, port_mac)));
+                // To no service's port, which the burst settles in its
+                // first pass: spent hop limit, padded, another MAC, a
+                // group's MAC.
+                frames.push((0, tcp6_hops((client, 1002), (vip.0, 9), SYN, 1, port_mac)));
+                let mut padded = tcp6_hops((client, 1003), (vip.0, 9), ACK, 64, port_mac);
+                padded.extend_from_slice(&[0xee; 40]);
+                frames.push((0, padded));
+                frames.push((
+                    0,
+                    tcp6_hops((client, 1004), (vip.0, 9), SYN, 64, [2, 0, 0, 0, 0, 9]),
+                ));
+                let group_mac = [0x33, 0x33, 0, 0, 0, 1];
+                frames.push((0, tcp6_hops((client, 1005), (vip.0, 9), SYN, 64, group_mac)));
+                frames.push((0, tcp6_hops((nobody, 1006), (vip.0, 9), SYN, 64, port_mac)));
                 frames.push((0, tcp6_hops(real, (ll, 1001), ACK, 64, port_mac)));
             }
         }
