@@ -307,6 +307,9 @@ impl<A: FlowAddr> Conntrack<A> {
                 }
                 let inputs = f.trust_inputs();
                 f.last_seen = now;
+                if syn && f.state() == FlowState::FinWait {
+                    f.reopen();
+                }
                 match tcp {
                     Some(seg) => f.on_segment(seg, true),
                     None => f.repeated(),

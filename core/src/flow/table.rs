@@ -334,8 +334,12 @@ impl<A: FlowAddr> Flow<A> {
         // connection whose other side still sends; a stranger's SYN on it
         // must not end it (found in audit: a blind SYN ended a
         // half-closed proxied flow and its translation with it). TUN and
-        // DR see only the client's FIN, so theirs end by timeout.
-        self.state = if state == FlowState::FinWait && !seg.flags.contains(TcpFlags::RST) {
+        // DR see only the client's FIN: a SYN on theirs [`Self::reopen`]s
+        // it. Closed stays closed (found in review: a retransmitted last
+        // FIN half-opened it again).
+        self.state = if self.state == FlowState::Closed {
+            FlowState::Closed
+        } else if state == FlowState::FinWait && !seg.flags.contains(TcpFlags::RST) {
             let side = if from_client { 0 } else { FIRST_FIN_REAL };
             if self.state != FlowState::FinWait {
                 self.seq_known = (self.seq_known & !FIRST_FIN_REAL) | side;
@@ -354,6 +358,23 @@ impl<A: FlowAddr> Flow<A> {
     /// at `ack`, a number only the real knows. (A client with more than
     /// 1 MiB in flight then sends beyond where it is believed, and its own
     /// FIN or RST is not believed; the real's FIN still closes the flow.)
+    /// A client's SYN (`Segment::opens`) on a half-closed flow: the same
+    /// client port again, most likely after the real closed its side
+    /// unseen (TUN and DR never see the real's FIN), possibly a
+    /// stranger's. The flow keeps its real and becomes established again,
+    /// with where each side stands forgotten, as for a synced flow
+    /// ([`UNSURE_CLIENT`]): nothing the client sends closes it until the
+    /// real's ACK places the client (NAT; TUN and DR end by timeout). So
+    /// a port reused within `tcp_fin_timeout` works as long as it is used
+    /// (found in review: it stayed half-closed and its segments were not
+    /// followed, so it ended `tcp_fin_timeout` after it went idle), and a
+    /// stranger's SYN moves nothing and can close nothing.
+    pub(super) fn reopen(&mut self) {
+        self.seq_known =
+            (self.seq_known & !(SEEN_CLIENT | SEEN_REAL | SYNCED | FIRST_FIN_REAL)) | UNSURE_CLIENT;
+        self.state = FlowState::Established;
+    }
+
     fn place_client(&mut self, ack: u32) {
         self.client_next = ack;
         self.seq_known = (self.seq_known | SEEN_CLIENT) & !UNSURE_CLIENT;

@@ -1010,10 +1010,11 @@ fn persistence_templates_expire_after_their_last_flow_however_flows_end() {
     p.sweep(&snap, late + 2_000, 4096);
     assert_eq!(p.flows().len(), 0, "every template expired after its flow");
 
-    // A flow replaced by a new SYN on the same client port, then reset.
+    // A flow replaced by a new SYN on the same client port (once closed:
+    // a SYN on a half-closed one only reopens it), then reset.
     let c = Ipv4Addr::from(0xc613_1000);
-    let fin = 0x11;
-    for (flags, t) in [(SYN, 0), (fin, 1), (SYN, 2), (0x04, 3)] {
+    let rst = 0x04;
+    for (flags, t) in [(SYN, 0), (rst, 1), (SYN, 2), (rst, 3)] {
         let mut b = VecBuf::from_bytes(&tcp((c, 7001), (VIP, 80), flags, OUR));
         p.process(&snap, 0, &mut b, t);
     }
@@ -1839,13 +1840,18 @@ fn a_blind_fin_changes_nothing_and_a_real_one_closes() {
 /// A half-closed connection (one side's FIN) still carries the other
 /// side's data: a stranger's SYN on its tuple, at any sequence number,
 /// neither ends the flow nor moves the tuple to another real (found in
-/// audit: it did, and the real's remaining data then met no flow). A
-/// retransmitted FIN of the same side changes nothing; the other side's
-/// FIN closes the flow, and only then does a SYN start a new connection.
+/// audit: it did, and the real's remaining data then met no flow). It
+/// reopens the flow on its real with where the client stands forgotten,
+/// so that the stranger's RST after it closes nothing either, and the
+/// real's next segment places the client again. A FIN each way closes
+/// the flow, a retransmitted FIN leaves it closed (found in review: it
+/// half-opened it again), and only then does a SYN start a new
+/// connection.
 #[test]
 fn a_syn_on_a_half_closed_flow_changes_nothing_until_both_sides_closed() {
     use crate::flow::FlowState;
     const FIN_ACK: u8 = 0x11;
+    const RST: u8 = 0x04;
     let config = Config::parse(&without_syn_proxy(NAT_CONFIG)).unwrap();
     let snap = compile(&config, &[MacAddr(OUR)]);
     let client = (client_owned_by(0), 4000);
@@ -1857,52 +1863,107 @@ fn a_syn_on_a_half_closed_flow_changes_nothing_until_both_sides_closed() {
         let e = p.flows().entries()[0];
         p.flows().get(e).state()
     };
-    let mut fin = VecBuf::from_bytes(&tcp_ack(
-        client,
-        (VIP, 80),
-        FIN_ACK,
-        isn + 1,
-        real_isn + 1,
-        OUR,
-    ));
+    let client_fin = || tcp_ack(client, (VIP, 80), FIN_ACK, isn + 1, real_isn + 1, OUR);
+    let mut fin = VecBuf::from_bytes(&client_fin());
     assert_eq!(p.process(&snap, 0, &mut fin, 1), Verdict::Transmit(0));
     assert_eq!(state(&p), FlowState::FinWait);
-    for (i, blind) in [0x0bad_5eed, isn + 2, isn + 100_000]
-        .into_iter()
-        .enumerate()
-    {
-        let now = 2 + i as u32;
+    let mut now = 1;
+    for blind in [0x0bad_5eed, isn + 2] {
+        now += 1;
         let mut syn = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), SYN, blind, OUR));
         assert_eq!(p.process(&snap, 0, &mut syn, now), Verdict::Transmit(0));
         assert_eq!(real_of(&syn), real, "the SYN at {blind} stays on its real");
-        assert_eq!(state(&p), FlowState::FinWait, "the SYN at {blind}");
         assert_eq!(p.flows().len(), 1);
+        if blind == 0x0bad_5eed {
+            // Where the stranger's own SYN said it stands: not believed.
+            let mut rst = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), RST, blind + 1, OUR));
+            assert_eq!(p.process(&snap, 0, &mut rst, now), Verdict::Transmit(0));
+            assert_eq!(state(&p), FlowState::Established, "the RST after the SYN");
+        }
         // The real's data still reaches the client, translated.
         let data = tcp_ack((real_ip, 8080), client, ACK, real_isn + 1, isn + 2, OUR);
         let mut data = VecBuf::from_bytes(&from_real(&snap, data));
         assert_eq!(p.process(&snap, 0, &mut data, now), Verdict::Transmit(0));
         assert_eq!(ip_of(&data).src_addr(), VIP);
     }
-    // The client's FIN again: still half-closed.
-    let mut again = VecBuf::from_bytes(&tcp_ack(
-        client,
-        (VIP, 80),
-        FIN_ACK,
-        isn + 1,
-        real_isn + 1,
-        OUR,
-    ));
-    assert_eq!(p.process(&snap, 0, &mut again, 9), Verdict::Transmit(0));
-    assert_eq!(state(&p), FlowState::FinWait, "a retransmitted FIN");
-    // The real's FIN: closed both ways.
+    // The real's FIN, then the client's again: closed both ways.
     let rfin = tcp_ack((real_ip, 8080), client, FIN_ACK, real_isn + 1, isn + 2, OUR);
     let mut rfin = VecBuf::from_bytes(&from_real(&snap, rfin));
-    assert_eq!(p.process(&snap, 0, &mut rfin, 10), Verdict::Transmit(0));
+    assert_eq!(
+        p.process(&snap, 0, &mut rfin, now + 1),
+        Verdict::Transmit(0)
+    );
+    assert_eq!(state(&p), FlowState::FinWait, "the real's FIN");
+    let mut again = VecBuf::from_bytes(&client_fin());
+    assert_eq!(
+        p.process(&snap, 0, &mut again, now + 2),
+        Verdict::Transmit(0)
+    );
     assert_eq!(state(&p), FlowState::Closed, "a FIN each way");
-    // Now a SYN starts a new connection (rr: on the other real).
+    let mut again = VecBuf::from_bytes(&client_fin());
+    assert_eq!(
+        p.process(&snap, 0, &mut again, now + 3),
+        Verdict::Transmit(0)
+    );
+    assert_eq!(state(&p), FlowState::Closed, "a retransmitted FIN");
+    // Now a SYN starts a new connection.
     let mut syn = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), SYN, isn + 500_000, OUR));
-    assert_eq!(p.process(&snap, 0, &mut syn, 11), Verdict::Transmit(0));
+    assert_eq!(p.process(&snap, 0, &mut syn, now + 4), Verdict::Transmit(0));
     assert_eq!(state(&p), FlowState::SynSent, "a new connection");
+}
+
+/// TUN and DR never see the real's FIN: after the server closed first
+/// (it keeps TIME_WAIT), the client may open a new connection from the
+/// same port at once. Found in review: that connection's flow stayed
+/// half-closed and unfollowed, and ended `tcp_fin_timeout` after it went
+/// idle (its next ACK then met no flow). The SYN reopens the flow on its
+/// real; a stranger's RST cannot close it; it lives as an established one.
+#[test]
+fn a_dr_client_reusing_its_port_after_its_fin_keeps_its_flow() {
+    use crate::flow::FlowState;
+    let text = format!(
+        "{}{}",
+        without_syn_proxy(NAT_CONFIG),
+        r#"
+[[services]]
+name = "dr"
+vip = "198.18.1.101"
+port = 80
+scheduler = "rr"
+forwarding = "dr"
+syn_proxy = "off"
+[[services.reals]]
+address = "198.18.0.11"
+[[services.reals]]
+address = "198.18.0.12"
+"#
+    );
+    let snap = compile(&Config::parse(&text).unwrap(), &[MacAddr(OUR)]);
+    let client = (client_owned_by(0), 4000);
+    let vip = (Ipv4Addr::new(198, 18, 1, 101), 80);
+    let mut p = pipeline(&snap, 0, 2, 64);
+    let state = |p: &Pipeline| p.flows().get(p.flows().entries()[0]).state();
+    let go = |p: &mut Pipeline, flags: u8, seq: u32, t: u32| {
+        let mut b = VecBuf::from_bytes(&tcp_seq(client, vip, flags, seq, OUR));
+        let v = p.process(&snap, 0, &mut b, t);
+        (v, EthernetFrame::new_checked(b.data()).unwrap().dst_addr())
+    };
+    let (_, real) = go(&mut p, SYN, 1000, 0);
+    go(&mut p, ACK, 1001, 1);
+    go(&mut p, 0x11, 1001, 2);
+    assert_eq!(state(&p), FlowState::FinWait);
+    let (v, again) = go(&mut p, SYN, 50_000_000, 1_000);
+    assert_eq!((v, again), (Verdict::Transmit(0), real), "the same real");
+    go(&mut p, ACK, 50_000_001, 1_001);
+    go(&mut p, 0x04, 50_000_001, 1_002);
+    assert_eq!(state(&p), FlowState::Established, "no RST believed");
+    let idle = snap.timeouts.fin + 60_000;
+    let (v, again) = go(&mut p, ACK, 50_000_001, 1_002 + idle);
+    assert_eq!(
+        (v, again),
+        (Verdict::Transmit(0), real),
+        "idle past tcp_fin_timeout"
+    );
 }
 
 /// Asserts that each real's `active` and `inactive` gauges on `p`'s
