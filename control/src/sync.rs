@@ -306,24 +306,33 @@ struct Sequence {
 const REORDERED: u32 = 64;
 
 impl Sequence {
-    /// Messages missed before `seq` (0 for the next one, a repeat, one
-    /// that was overtaken, or a restart of the peer, which begins again at
-    /// 1). An overtaken message leaves the newest where it was: taking it
-    /// for the newest counted the messages after it lost again (found in
-    /// audit: 1, 3, 2, 4 counted two lost, and damaged two bulk passes).
+    /// Messages missed before `seq`: 0 for the next one, a repeat or one
+    /// that was overtaken; the gap for one further on; for a restart of
+    /// the peer (its numbering begins again at 1) those of the new life
+    /// before `seq`. An overtaken message leaves the newest where it was:
+    /// taking it for the newest counted the messages after it lost again
+    /// (found in audit: 1, 3, 2, 4 counted two lost, and damaged two bulk
+    /// passes). Message 1 is always a restart, whatever came before (found
+    /// in review: after a life of fewer than 64 messages, the new life's
+    /// first ones were taken for overtaken ones and their losses missed),
+    /// and a restart whose first messages were lost counts them.
     fn lost_before(&mut self, seq: u32) -> u64 {
         let lost = match self.last {
-            Some(last) if last.wrapping_sub(seq) <= REORDERED => return 0,
+            None => 0,
             Some(last) => {
                 let gap = seq.wrapping_sub(last);
-                // Far ahead or behind: a restart, not loss.
-                if (2..=1 << 16).contains(&gap) {
+                if gap == 0 {
+                    return 0;
+                } else if gap <= 1 << 16 {
                     u64::from(gap - 1)
-                } else {
+                } else if seq == 1 {
                     0
+                } else if last.wrapping_sub(seq) <= REORDERED {
+                    return 0;
+                } else {
+                    u64::from(seq - 1).min(1 << 16)
                 }
             }
-            None => 0,
         };
         self.last = Some(seq);
         lost
@@ -1098,6 +1107,23 @@ mod tests {
         assert_eq!(s.lost_before(3), 1, "2 not here yet");
         assert_eq!(s.lost_before(2), 0, "2 was only overtaken");
         assert_eq!(s.lost_before(4), 0, "nothing between 3 and 4 was missed");
+    }
+
+    /// Found in review: after a life of fewer than 64 messages the new
+    /// life's were taken for overtaken ones, and a loss among them (the
+    /// first bulk pass's records) was missed; and a new life whose first
+    /// message was lost counted nothing.
+    #[test]
+    fn a_restart_is_a_restart_however_short_the_life_before() {
+        let mut s = Sequence::default();
+        for q in 1..=30 {
+            s.lost_before(q);
+        }
+        assert_eq!(s.lost_before(1), 0, "a new life");
+        assert_eq!(s.lost_before(3), 1, "2 lost");
+        let mut s = Sequence::default();
+        s.lost_before(5000);
+        assert_eq!(s.lost_before(2), 1, "a new life whose 1 was lost");
     }
 
     /// Found in audit: a pass begins when the peer hears us, and its first
