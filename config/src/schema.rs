@@ -308,6 +308,44 @@ pub(crate) fn unknown_key_message(path: &str) -> String {
     }
 }
 
+/// A TOML syntax or type error of `text` (read from `source`) as a config
+/// error: at the key it is at when there is one (a syntax error has none:
+/// then at `source`), the house rule being that a bad config names the
+/// offending key, with the line and column, in one line, without the
+/// schema's type names.
+pub(crate) fn toml_error(
+    text: &str,
+    source: &str,
+    e: serde_path_to_error::Error<toml::de::Error>,
+) -> crate::ConfigError {
+    let key = e.path().to_string();
+    let e = e.into_inner();
+    // One error per line in reports: fold toml's multi-line messages.
+    let message = e
+        .message()
+        .trim()
+        .lines()
+        .collect::<Vec<_>>()
+        .join("; ")
+        .replace("expected i64", "expected an integer");
+    // Not the schema's type names: `expected struct RawFlows`.
+    let message = match message.find("expected struct ") {
+        Some(at) => format!("{}expected a table", &message[..at]),
+        None => message,
+    };
+    let message = match e.span() {
+        Some(span) => {
+            let (line, column) = line_column(text, span.start);
+            format!("invalid TOML at line {line}, column {column}: {message}")
+        }
+        None => format!("invalid TOML: {message}"),
+    };
+    match key.as_str() {
+        "" | "." => crate::ConfigError::new(source, message),
+        _ => crate::ConfigError::new(key, format!("{message} (in {source})")),
+    }
+}
+
 /// Deserializes `text` into the raw schema. Unknown keys come back as errors
 /// alongside the raw config; a syntax or type error is returned alone, with
 /// `source` as its path and its line and column.
@@ -326,36 +364,8 @@ pub(crate) fn read(
         }
     };
     let ignored = serde_ignored::Deserializer::new(toml::Deserializer::new(text), &mut note);
-    let raw: RawConfig = serde_path_to_error::deserialize(ignored).map_err(|e| {
-        // The key it is at, when there is one (a syntax error has none):
-        // the house rule is that a bad config names the offending key.
-        let key = e.path().to_string();
-        let e = e.into_inner();
-        // One error per line in reports: fold toml's multi-line messages.
-        let message = e
-            .message()
-            .trim()
-            .lines()
-            .collect::<Vec<_>>()
-            .join("; ")
-            .replace("expected i64", "expected an integer");
-        // Not the schema's type names: `expected struct RawFlows`.
-        let message = match message.find("expected struct ") {
-            Some(at) => format!("{}expected a table", &message[..at]),
-            None => message,
-        };
-        let message = match e.span() {
-            Some(span) => {
-                let (line, column) = line_column(text, span.start);
-                format!("invalid TOML at line {line}, column {column}: {message}")
-            }
-            None => format!("invalid TOML: {message}"),
-        };
-        match key.as_str() {
-            "" | "." => crate::ConfigError::new(source, message),
-            _ => crate::ConfigError::new(key, format!("{message} (in {source})")),
-        }
-    })?;
+    let raw: RawConfig =
+        serde_path_to_error::deserialize(ignored).map_err(|e| toml_error(text, source, e))?;
     let errors = unknown
         .into_iter()
         .map(|path| {

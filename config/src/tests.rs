@@ -3149,3 +3149,26 @@ fn kernel_interface_names_that_ip_batch_cannot_carry_are_refused() {
         assert_error(&text, "ports[0].kernel_interface", "ip -batch");
     }
 }
+
+/// The client commands' reader (`ctl`, `status`) names the key of a type
+/// error too (found in review: it said `invalid TOML: invalid type:
+/// integer 5, expected struct RawControl`, with no key nor line).
+#[test]
+fn the_client_reader_names_the_key_of_a_type_error() {
+    let dir = std::env::temp_dir().join(format!("lb-config-client-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("lb.toml");
+    for (text, key, needle) in [
+        ("control = 5\n", "control", "expected a table"),
+        ("[metrics]\nlisten = 9100\n", "metrics.listen", "line 2"),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let errs = Config::client_endpoints(&path).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(errs.0.len(), 1, "{errs}");
+        assert_eq!(errs.0[0].path, key, "{errs}");
+        assert!(errs.0[0].message.contains(needle), "{errs}");
+        assert!(!errs.0[0].message.contains("Raw"), "{errs}");
+    }
+    std::fs::remove_dir(&dir).unwrap();
+}

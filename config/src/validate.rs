@@ -1205,18 +1205,15 @@ pub(crate) fn client_endpoints(
     // refuses them (found in review: a misspelt `socket` sent `ctl` to
     // the default socket); the rest of the file is not this reader's.
     let mut unknown = Vec::new();
-    let raw: Endpoints = serde_ignored::deserialize(toml::Deserializer::new(text), |path| {
+    let mut note = |path: serde_ignored::Path<'_>| {
         let path = crate::schema::path_string(&path);
         if path.starts_with("control.") || path.starts_with("metrics.") {
             unknown.push(path);
         }
-    })
-    .map_err(|e| {
-        ConfigErrors(vec![ConfigError::new(
-            source,
-            format!("invalid TOML: {}", e.message().trim()),
-        )])
-    })?;
+    };
+    let ignored = serde_ignored::Deserializer::new(toml::Deserializer::new(text), &mut note);
+    let raw: Endpoints = serde_path_to_error::deserialize(ignored)
+        .map_err(|e| ConfigErrors(vec![crate::schema::toml_error(text, source, e)]))?;
     let mut errors: Vec<ConfigError> = unknown
         .into_iter()
         .map(|path| {
