@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -65,8 +65,9 @@ pub struct Renders<T, const KINDS: usize> {
     inner: Mutex<(T, [Option<Rendered>; KINDS])>,
 }
 
-/// A render: when it began, and its body.
-type Rendered = (Instant, Arc<str>);
+/// A render: when it began, and its body while some answer still holds it
+/// (not longer: at the limits a body is tens of MB).
+type Rendered = (Instant, Weak<str>);
 
 impl<T, const KINDS: usize> Renders<T, KINDS> {
     pub fn new(source: T) -> Self {
@@ -85,13 +86,13 @@ impl<T, const KINDS: usize> Renders<T, KINDS> {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let (source, last) = &mut *g;
         if let Some((began, body)) = &last[kind] {
-            if *began >= arrived {
-                return Arc::clone(body);
+            if let Some(body) = body.upgrade().filter(|_| *began >= arrived) {
+                return body;
             }
         }
         let began = Instant::now();
         let body: Arc<str> = render(source).into();
-        last[kind] = Some((began, Arc::clone(&body)));
+        last[kind] = Some((began, Arc::downgrade(&body)));
         body
     }
 }
@@ -647,9 +648,21 @@ mod tests {
             "{bodies:?}"
         );
         // One after them all renders afresh, for each kind.
+        let early = Instant::now();
         let after = renders.get(0, Instant::now(), slow);
         assert_ne!(&*after, &*made);
         assert_ne!(&*renders.get(1, Instant::now(), |n| n.to_string()), &*made);
+        // A body no answer holds any more is not kept: the next request
+        // renders, even one that arrived before the last render.
+        let kept = renders.get(0, early, slow);
+        assert_eq!(kept, after, "held by an answer: shared");
+        let n = after.to_string();
+        drop((bodies, after, kept));
+        assert_ne!(
+            &*renders.get(0, early, slow),
+            n.as_str(),
+            "freed, rendered again"
+        );
     }
 
     /// Found in audit: at the limits (65,536 reals) rendering took most of
