@@ -328,30 +328,38 @@ impl<A: FlowAddr> Flow<A> {
         {
             self.seq_known |= CONFIRMED;
         }
-        let state = self.state.on_tcp(seg.flags, from_client);
-        // A FIN from each side closes it (as a RST does): only then may a
-        // client's SYN replace it. One side's FIN leaves a half-closed
-        // connection whose other side still sends; a stranger's SYN on it
-        // must not end it (found in audit: a blind SYN ended a
-        // half-closed proxied flow and its translation with it). TUN and
-        // DR see only the client's FIN: a SYN on theirs [`Self::reopen`]s
-        // it. Closed stays closed (found in review: a retransmitted last
-        // FIN half-opened it again).
-        self.state = if self.state == FlowState::Closed {
-            FlowState::Closed
-        } else if state == FlowState::FinWait && !seg.flags.contains(TcpFlags::RST) {
+        if seg.flags.contains(TcpFlags::FIN) || self.state == FlowState::Closed {
+            self.close_step(seg.flags, from_client);
+        } else {
+            self.state = self.state.on_tcp(seg.flags, from_client);
+        }
+    }
+
+    /// [`Self::on_segment`]'s state step for a FIN, or on a closed flow
+    /// (out of line: the established path has neither). A FIN from each
+    /// side closes it (as a RST does): only then may a client's SYN
+    /// replace it. One side's FIN leaves a half-closed connection whose
+    /// other side still sends; a stranger's SYN on it must not end it
+    /// (found in audit: a blind SYN ended a half-closed proxied flow and
+    /// its translation with it). TUN and DR see only the client's FIN: a
+    /// SYN on theirs [`Self::reopen`]s it. Closed stays closed (found in
+    /// review: a retransmitted last FIN half-opened it again).
+    #[cold]
+    fn close_step(&mut self, flags: TcpFlags, from_client: bool) {
+        if self.state == FlowState::Closed {
+            return;
+        }
+        let state = self.state.on_tcp(flags, from_client);
+        if state == FlowState::FinWait {
             let side = if from_client { 0 } else { FIRST_FIN_REAL };
             if self.state != FlowState::FinWait {
                 self.seq_known = (self.seq_known & !FIRST_FIN_REAL) | side;
-                state
-            } else if self.seq_known & FIRST_FIN_REAL != side && seg.flags.contains(TcpFlags::FIN) {
-                FlowState::Closed
-            } else {
-                state
+            } else if self.seq_known & FIRST_FIN_REAL != side {
+                self.state = FlowState::Closed;
+                return;
             }
-        } else {
-            state
-        };
+        }
+        self.state = state;
     }
 
     /// The real's first ACK of a synced flow says where its client stands:
