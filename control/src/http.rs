@@ -371,7 +371,14 @@ fn serve(
     // a time costs linear time, not quadratic (found in review).
     let mut searched = 0;
     loop {
-        if buf[searched..].windows(4).any(|w| w == b"\r\n\r\n") || buf.len() >= MAX_REQUEST {
+        // A head ends at an empty line; a bare LF ends a line too (RFC
+        // 9112 2.2 lets a server take it; found in audit: `\n\n` got no
+        // answer and waited out the deadline).
+        let rest = &buf[searched..];
+        if rest.windows(4).any(|w| w == b"\r\n\r\n")
+            || rest.windows(2).any(|w| w == b"\n\n")
+            || buf.len() >= MAX_REQUEST
+        {
             break;
         }
         searched = buf.len().saturating_sub(3);
@@ -517,6 +524,20 @@ mod tests {
 
     fn scrape(addr: SocketAddr) -> String {
         get(&addr.to_string(), "/metrics", Duration::from_secs(9)).unwrap()
+    }
+
+    /// A request whose lines end with a bare LF is answered at once, not
+    /// at the deadline.
+    #[test]
+    fn a_request_with_bare_line_feeds_is_answered() {
+        let s = server("lb_up 1\n".into(), Limits::default());
+        let mut c = TcpStream::connect(s.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\nHost: x\n\n").unwrap();
+        let mut got = String::new();
+        c.read_to_string(&mut got).unwrap();
+        assert!(got.starts_with("HTTP/1.1 200 OK"), "{got:?}");
+        assert!(got.ends_with("lb_up 1\n"), "{got:?}");
     }
 
     /// The case: with 100 idle and 100 trickling connections held
