@@ -288,8 +288,17 @@ impl<A: FlowAddr> Conntrack<A> {
         if let Some(e) = self.table.lookup(key, hash) {
             let f = self.table.get(e);
             // A new SYN on a closed tuple (a RST, or a FIN each way) starts
-            // a new connection; on a half-closed one it does not.
-            let stale = f.expired(now, &snap.timeouts) || (syn && f.state() == FlowState::Closed);
+            // a new connection; on a half-closed one it reopens the flow
+            // (`Flow::reopen`), unless its real takes no new flows (down or
+            // drained: found in review, a client reusing its port stayed
+            // on such a real), when it starts a new one too.
+            let stale = f.expired(now, &snap.timeouts)
+                || (syn
+                    && match f.state() {
+                        FlowState::Closed => true,
+                        FlowState::FinWait => !real_takes_flows(snap, service, f.real_id),
+                        _ => false,
+                    });
             if !stale {
                 if !snap.real_present(f.real_id) {
                     self.end(e, now);
@@ -1156,6 +1165,17 @@ impl<A: FlowAddr> Conntrack<A> {
 /// real of the other family (an IPv4 service's IPv6 real, 4in6), which the
 /// pipeline finds in the snapshot by the real's id.
 #[inline(always)]
+/// Whether the real with id `real_id` of service index `service` may take
+/// new flows (up, weight above 0). A scan of the service's reals: only a
+/// SYN on a half-closed flow asks, once per flow.
+#[cold]
+fn real_takes_flows(snap: &Snapshot, service: usize, real_id: u32) -> bool {
+    snap.services
+        .get(service)
+        .and_then(|s| s.reals.iter().find(|r| r.id == real_id))
+        .is_some_and(|r| r.eligible())
+}
+
 pub(super) fn real_addr<A: FlowAddr>(address: impl Into<IpAddr>) -> A {
     A::from_ip(address.into()).unwrap_or(A::UNSPECIFIED)
 }

@@ -57,7 +57,7 @@ use lb_config::ForwardingMethod;
 use super::conntrack::{real_addr, Conntrack};
 use super::hash::FlowAddr;
 use super::synproxy::{PROXY_CLIENT_WS, PROXY_ON, PROXY_REAL_WS, PROXY_TS};
-use super::table::{FlowTable, SYNCED, UNSURE_CLIENT, VOUCHED};
+use super::table::{FlowTable, FIRST_FIN_REAL, SYNCED, UNSURE_CLIENT, VOUCHED};
 use super::{Flow, FlowKey, FlowState, NewFlow, Trust};
 use crate::snapshot::Snapshot;
 use crate::sync::{
@@ -458,6 +458,14 @@ fn set_synced<A: FlowAddr>(f: &mut Flow<A>, u: &FlowUpdate, now: u32) {
     let vouched =
         u.trust >= Trust::OneWay && matches!(u.state, FlowState::Established | FlowState::Datagram);
     f.seq_known = SYNCED | UNSURE_CLIENT | if vouched { VOUCHED } else { 0 };
+    // Which side's FIN began the close is not in the record: taken for the
+    // real's, so that only the client's FIN (believed once the real's ACK
+    // placed it) closes the flow, never a real's retransmitted one (found
+    // in review: a half-closed flow synced so closed on the backup at the
+    // real's FIN again, and a stranger's SYN then replaced it).
+    if u.state == FlowState::FinWait {
+        f.seq_known |= FIRST_FIN_REAL;
+    }
     match u.proxy {
         None => {
             f.proxy = 0;

@@ -93,8 +93,10 @@ const CONFIRMED: u8 = 4;
 const REPEATED: u8 = 8;
 /// TCP's use of [`REPEATED`]'s bit (only datagram flows read that one):
 /// the flow's first FIN came from the real, so that a FIN from the other
-/// side can be told from a retransmission of the first.
-const FIRST_FIN_REAL: u8 = REPEATED;
+/// side can be told from a retransmission of the first. Sync does not
+/// carry it: a flow synced half-closed gets it (`flow/sync.rs`), so that
+/// only the client's FIN, believed once the real placed it, closes it.
+pub(super) const FIRST_FIN_REAL: u8 = REPEATED;
 const SAW_SYN: u8 = 16;
 /// Installed by connection sync, and no packet seen here since: sync may
 /// update or remove it (`flow/sync.rs`). The first packet makes it ours.
@@ -293,6 +295,14 @@ impl<A: FlowAddr> Flow<A> {
             if (end.wrapping_sub(*next) as i32) > 0 {
                 *next = end;
             }
+            // A reopened flow's client is placed by the real's ACK within
+            // the real's own window ([`Self::reopen`]).
+            if !from_client
+                && self.seq_known & UNSURE_CLIENT != 0
+                && seg.flags.contains(TcpFlags::ACK)
+            {
+                self.place_client(seg.ack);
+            }
         } else if from_client && self.seq_known & UNSURE_CLIENT != 0 {
             // A synced flow's client not yet placed: none of its RSTs,
             // FINs or SYNs is believed, and nothing of it is followed:
@@ -377,9 +387,18 @@ impl<A: FlowAddr> Flow<A> {
     /// (found in review: it stayed half-closed and its segments were not
     /// followed, so it ended `tcp_fin_timeout` after it went idle), and a
     /// stranger's SYN moves nothing and can close nothing.
+    ///
+    /// What the real's side was seen to need stays (found in review:
+    /// forgotten, a forged real's ACK on a routed real's port placed the
+    /// client where a stranger chose, and its RST there closed the flow);
+    /// nothing the flow earned does: not confirmed nor vouched for any
+    /// more (found in review: a stranger's SYN made a closing flow
+    /// confirmed, never evicted, for `tcp_timeout`). The client's ACK of
+    /// the real's data confirms it again.
     pub(super) fn reopen(&mut self) {
-        self.seq_known =
-            (self.seq_known & !(SEEN_CLIENT | SEEN_REAL | SYNCED | FIRST_FIN_REAL)) | UNSURE_CLIENT;
+        self.seq_known = (self.seq_known
+            & !(SEEN_CLIENT | CONFIRMED | VOUCHED | SYNCED | FIRST_FIN_REAL))
+            | UNSURE_CLIENT;
         self.state = FlowState::Established;
     }
 

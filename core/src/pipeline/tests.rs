@@ -1025,6 +1025,24 @@ fn persistence_templates_expire_after_their_last_flow_however_flows_end() {
         0,
         "the template does not outlive its flows"
     );
+
+    // A half-closed flow reopened by a SYN on its port: one flow still,
+    // on the template's real, and both gone once it expired.
+    let c = Ipv4Addr::from(0xc613_1001);
+    for (flags, t) in [(SYN, 0), (ACK, 1), (0x11, 2), (SYN, 3)] {
+        let seq = if flags == SYN && t > 0 {
+            5_000_000
+        } else {
+            u32::from(t > 0)
+        };
+        let mut b = VecBuf::from_bytes(&tcp_seq((c, 7002), (VIP, 80), flags, seq, OUR));
+        assert_eq!(p.process(&snap, 0, &mut b, t), Verdict::Transmit(0));
+    }
+    assert_eq!(p.flows().len(), 2, "the reopened flow and its template");
+    let late = 10 + snap.timeouts.established;
+    p.sweep(&snap, late, 4096);
+    p.sweep(&snap, late + 2_000, 4096);
+    assert_eq!(p.flows().len(), 0, "the template went after its flow");
 }
 
 #[test]
@@ -1843,12 +1861,13 @@ fn a_blind_fin_changes_nothing_and_a_real_one_closes() {
 /// audit: it did, and the real's remaining data then met no flow). It
 /// reopens the flow on its real with where the client stands forgotten,
 /// so that the stranger's RST after it closes nothing either, and the
-/// real's next segment places the client again. A FIN each way closes
-/// the flow, a retransmitted FIN leaves it closed (found in review: it
-/// half-opened it again), and only then does a SYN start a new
-/// connection.
+/// real's next segment places the client again. (The close it was in is
+/// forgotten with it: the real's FIN then half-closes it anew, and the
+/// client's FIN closes it.) A FIN each way closes the flow, a
+/// retransmitted FIN leaves it closed (found in review: it half-opened it
+/// again), and only then does a SYN start a new connection.
 #[test]
-fn a_syn_on_a_half_closed_flow_changes_nothing_until_both_sides_closed() {
+fn a_syn_on_a_half_closed_flow_moves_and_closes_nothing() {
     use crate::flow::FlowState;
     const FIN_ACK: u8 = 0x11;
     const RST: u8 = 0x04;
@@ -1917,7 +1936,9 @@ fn a_syn_on_a_half_closed_flow_changes_nothing_until_both_sides_closed() {
 /// same port at once. Found in review: that connection's flow stayed
 /// half-closed and unfollowed, and ended `tcp_fin_timeout` after it went
 /// idle (its next ACK then met no flow). The SYN reopens the flow on its
-/// real; a stranger's RST cannot close it; it lives as an established one.
+/// real, where no RST of the client's is believed any more (TUN and DR
+/// never see the real's ACK that would place the client again): it lives
+/// as an established flow, until `tcp_timeout`.
 #[test]
 fn a_dr_client_reusing_its_port_after_its_fin_keeps_its_flow() {
     use crate::flow::FlowState;
@@ -1956,7 +1977,7 @@ address = "198.18.0.12"
     assert_eq!((v, again), (Verdict::Transmit(0), real), "the same real");
     go(&mut p, ACK, 50_000_001, 1_001);
     go(&mut p, 0x04, 50_000_001, 1_002);
-    assert_eq!(state(&p), FlowState::Established, "no RST believed");
+    assert_eq!(state(&p), FlowState::Established, "no client RST believed");
     let idle = snap.timeouts.fin + 60_000;
     let (v, again) = go(&mut p, ACK, 50_000_001, 1_002 + idle);
     assert_eq!(
@@ -1964,6 +1985,244 @@ address = "198.18.0.12"
         (Verdict::Transmit(0), real),
         "idle past tcp_fin_timeout"
     );
+}
+
+/// Plain closes, with no SYN in between: the client's FIN then the
+/// real's, or the real's then the client's, close the flow (10 s then);
+/// a FIN of the same side again leaves it half-closed.
+#[test]
+fn a_fin_each_way_closes_a_flow_whichever_side_begins() {
+    use crate::flow::FlowState;
+    const FIN_ACK: u8 = 0x11;
+    let config = Config::parse(&without_syn_proxy(NAT_CONFIG)).unwrap();
+    let snap = compile(&config, &[MacAddr(OUR)]);
+    for real_first in [false, true] {
+        let client = (client_owned_by(0), 4000);
+        let mut p = pipeline(&snap, 0, 2, 64);
+        let real = handshake(&mut p, &snap, client, 0);
+        let real_ip = Ipv4Addr::new(198, 18, 0, real);
+        let (isn, real_isn) = (1_000 + 4000u32, 9_000_000u32);
+        let state = |p: &Pipeline| p.flows().get(p.flows().entries()[0]).state();
+        let cfin = tcp_ack(client, (VIP, 80), FIN_ACK, isn + 1, real_isn + 1, OUR);
+        let rfin = from_real(
+            &snap,
+            tcp_ack((real_ip, 8080), client, FIN_ACK, real_isn + 1, isn + 1, OUR),
+        );
+        let (first, second) = if real_first {
+            (&rfin, &cfin)
+        } else {
+            (&cfin, &rfin)
+        };
+        for (i, f) in [first, first, second].into_iter().enumerate() {
+            let mut b = VecBuf::from_bytes(f);
+            assert_eq!(
+                p.process(&snap, 0, &mut b, 1 + i as u32),
+                Verdict::Transmit(0)
+            );
+            let want = if i < 2 {
+                FlowState::FinWait
+            } else {
+                FlowState::Closed
+            };
+            assert_eq!(state(&p), want, "real first: {real_first}, FIN {i}");
+        }
+    }
+}
+
+/// Found in review: a SYN on a half-closed flow reopened it as it was,
+/// confirmed, so that a stranger's SYN made a closing flow one that is
+/// never evicted, for `tcp_timeout`. Reopened, it is confirmed again only
+/// by the client's ACK of the real's data.
+#[test]
+fn a_reopened_flow_is_not_confirmed_until_the_client_acks_the_real() {
+    use crate::flow::{FlowState, Trust};
+    const FIN_ACK: u8 = 0x11;
+    let config = Config::parse(&without_syn_proxy(NAT_CONFIG)).unwrap();
+    let snap = compile(&config, &[MacAddr(OUR)]);
+    let client = (client_owned_by(0), 4000);
+    let mut p = pipeline(&snap, 0, 2, 64);
+    let real = handshake(&mut p, &snap, client, 0);
+    let real_ip = Ipv4Addr::new(198, 18, 0, real);
+    let (isn, real_isn) = (1_000 + 4000u32, 9_000_000u32);
+    let e = p.flows().entries()[0];
+    assert_eq!(p.flows().trust(e), Trust::Confirmed);
+    let mut fin = VecBuf::from_bytes(&tcp_ack(
+        client,
+        (VIP, 80),
+        FIN_ACK,
+        isn + 1,
+        real_isn + 1,
+        OUR,
+    ));
+    p.process(&snap, 0, &mut fin, 1);
+    let mut syn = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), SYN, 0x0bad_5eed, OUR));
+    p.process(&snap, 0, &mut syn, 2);
+    assert_eq!(p.flows().get(e).state(), FlowState::Established);
+    assert_eq!(
+        p.flows().trust(e),
+        Trust::Unconfirmed,
+        "a stranger's SYN earns nothing"
+    );
+    // The real's data places the client; the client's ACK of it confirms.
+    let data = tcp_ack((real_ip, 8080), client, ACK, real_isn + 1, isn + 2, OUR);
+    let mut data = VecBuf::from_bytes(&from_real(&snap, data));
+    assert_eq!(p.process(&snap, 0, &mut data, 3), Verdict::Transmit(0));
+    let mut ack = VecBuf::from_bytes(&tcp_ack(client, (VIP, 80), ACK, isn + 2, real_isn + 1, OUR));
+    assert_eq!(p.process(&snap, 0, &mut ack, 4), Verdict::Transmit(0));
+    assert_eq!(p.flows().trust(e), Trust::Confirmed);
+}
+
+/// Found in review: reopening forgot where the real stands too, so that a
+/// real's forged ACK (believed from any MAC on a routed real's port)
+/// placed the client where a stranger chose, and its RST there closed the
+/// flow. The real's side stays followed: a forged ACK outside it places
+/// nothing.
+#[test]
+fn a_forged_real_ack_cannot_place_a_reopened_flows_client() {
+    use crate::flow::FlowState;
+    const FIN_ACK: u8 = 0x11;
+    const RST: u8 = 0x04;
+    let routed = without_syn_proxy(NAT_CONFIG)
+        .replace("198.18.0.11", "10.9.0.11")
+        .replace("198.18.0.12", "10.9.0.12");
+    let snap = compile(&Config::parse(&routed).unwrap(), &[MacAddr(OUR)]);
+    let client = (client_owned_by(0), 4000);
+    let mut p = pipeline(&snap, 0, 2, 64);
+    let gw = [2, 0, 0, 0, 0, 1];
+    let (isn, real_isn) = (7_000u32, 9_000_000u32);
+    let mut syn = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), SYN, isn, OUR));
+    assert_eq!(p.process(&snap, 0, &mut syn, 0), Verdict::Transmit(0));
+    let real_ip = ip_of(&syn).dst_addr();
+    let from_gw = |mut f: Vec<u8>| {
+        EthernetFrame::new_unchecked(&mut f[..]).set_src_addr(MacAddr(gw));
+        VecBuf::from_bytes(&f)
+    };
+    let mut synack = from_gw(tcp_ack(
+        (real_ip, 8080),
+        client,
+        SYNACK,
+        real_isn,
+        isn + 1,
+        OUR,
+    ));
+    assert_eq!(p.process(&snap, 0, &mut synack, 0), Verdict::Transmit(0));
+    let mut ack = VecBuf::from_bytes(&tcp_ack(client, (VIP, 80), ACK, isn + 1, real_isn + 1, OUR));
+    p.process(&snap, 0, &mut ack, 0);
+    let mut fin = VecBuf::from_bytes(&tcp_ack(
+        client,
+        (VIP, 80),
+        FIN_ACK,
+        isn + 1,
+        real_isn + 1,
+        OUR,
+    ));
+    p.process(&snap, 0, &mut fin, 1);
+    let state = |p: &Pipeline| p.flows().get(p.flows().entries()[0]).state();
+    assert_eq!(state(&p), FlowState::FinWait);
+    let x = 0x4000_0000u32;
+    let mut syn = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), SYN, x - 1, OUR));
+    p.process(&snap, 0, &mut syn, 2);
+    let mut forged = from_gw(tcp_ack((real_ip, 8080), client, ACK, 0x7777_0000, x, OUR));
+    p.process(&snap, 0, &mut forged, 3);
+    let mut rst = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), RST, x, OUR));
+    p.process(&snap, 0, &mut rst, 4);
+    assert_ne!(state(&p), FlowState::Closed, "the stranger's RST closed it");
+}
+
+/// Found in review: a client reusing its port after its FIN stayed on a
+/// real that takes no new flows any more (drained or down). A SYN on a
+/// half-closed flow of such a real starts a new connection elsewhere.
+#[test]
+fn a_syn_on_a_half_closed_flow_of_a_drained_real_is_scheduled_afresh() {
+    let dr = |w11: u32, w12: u32| {
+        let nat = without_syn_proxy(NAT_CONFIG);
+        format!(
+            r#"{nat}
+[[services]]
+name = "dr"
+vip = "198.18.1.101"
+port = 80
+scheduler = "rr"
+forwarding = "dr"
+syn_proxy = "off"
+[[services.reals]]
+address = "198.18.0.11"
+weight = {w11}
+[[services.reals]]
+address = "198.18.0.12"
+weight = {w12}
+"#
+        )
+    };
+    let snap = compile(&Config::parse(&dr(1, 1)).unwrap(), &[MacAddr(OUR)]);
+    let client = (client_owned_by(0), 4000);
+    let vip = (Ipv4Addr::new(198, 18, 1, 101), 80);
+    let mut p = pipeline(&snap, 0, 2, 64);
+    let go = |p: &mut Pipeline, snap: &Snapshot, flags: u8, seq: u32, t: u32| {
+        let mut b = VecBuf::from_bytes(&tcp_seq(client, vip, flags, seq, OUR));
+        let v = p.process(snap, 0, &mut b, t);
+        (v, EthernetFrame::new_checked(b.data()).unwrap().dst_addr())
+    };
+    let (_, first) = go(&mut p, &snap, SYN, 1000, 0);
+    go(&mut p, &snap, ACK, 1001, 1);
+    go(&mut p, &snap, 0x11, 1001, 2);
+    // Drain the real the flow is on (the rr order put it on .11 or .12).
+    let drained = if first == MacAddr([2, 0, 0, 0, 0, 0x11]) {
+        dr(0, 1)
+    } else {
+        dr(1, 0)
+    };
+    let snap2 = compile(&Config::parse(&drained).unwrap(), &[MacAddr(OUR)]);
+    p.adopt(&snap2);
+    let (v, again) = go(&mut p, &snap2, SYN, 50_000_000, 1_000);
+    assert_eq!(v, Verdict::Transmit(0));
+    assert_ne!(
+        again, first,
+        "a new connection to the real still taking flows"
+    );
+}
+
+/// Found in review: sync does not say which side's FIN began a close, and
+/// a flow synced half-closed by its real read as closed by its client: on
+/// the backup the real's FIN again (its client's ACK lost) closed it, and
+/// a stranger's SYN then replaced it. Taken for the real's, only the
+/// client's FIN closes it.
+#[test]
+fn a_flow_synced_half_closed_by_its_real_is_not_closed_by_the_real_again() {
+    use crate::flow::FlowState;
+    use crate::sync::SyncEvents;
+    const FIN_ACK: u8 = 0x11;
+    let config = Config::parse(&without_syn_proxy(NAT_CONFIG)).unwrap();
+    let snap = compile(&config, &[MacAddr(OUR)]);
+    let client = (client_owned_by(0), 4000);
+    let mut primary = pipeline(&snap, 0, 2, 64);
+    primary.enable_sync(64);
+    let real = handshake(&mut primary, &snap, client, 0);
+    let real_ip = Ipv4Addr::new(198, 18, 0, real);
+    let (isn, real_isn) = (1_000 + 4000u32, 9_000_000u32);
+    let rfin = from_real(
+        &snap,
+        tcp_ack((real_ip, 8080), client, FIN_ACK, real_isn + 1, isn + 1, OUR),
+    );
+    let mut b = VecBuf::from_bytes(&rfin);
+    assert_eq!(primary.process(&snap, 0, &mut b, 1), Verdict::Transmit(0));
+    primary.sweep(&snap, 2, 0);
+    let mut events = SyncEvents::with_capacity(64);
+    primary.take_sync_events(&mut events);
+    let mut backup = pipeline(&snap, 0, 2, 64);
+    for r in events.drain() {
+        backup.sync_install(&snap, &r, 2).unwrap();
+    }
+    let state = |p: &Pipeline| p.flows().get(p.flows().entries()[0]).state();
+    assert_eq!(state(&backup), FlowState::FinWait);
+    let mut b = VecBuf::from_bytes(&rfin);
+    assert_eq!(backup.process(&snap, 0, &mut b, 3), Verdict::Transmit(0));
+    assert_eq!(state(&backup), FlowState::FinWait, "the real's FIN again");
+    // The client's own FIN, placed by the real's ACK above, closes it.
+    let cfin = tcp_ack(client, (VIP, 80), FIN_ACK, isn + 1, real_isn + 2, OUR);
+    let mut b = VecBuf::from_bytes(&cfin);
+    assert_eq!(backup.process(&snap, 0, &mut b, 4), Verdict::Transmit(0));
+    assert_eq!(state(&backup), FlowState::Closed, "the client's FIN");
 }
 
 /// Asserts that each real's `active` and `inactive` gauges on `p`'s
