@@ -330,6 +330,30 @@ fn without_syn_proxy(text: &str) -> String {
     text.replace("port = 80\n", "port = 80\nsyn_proxy = \"off\"\n")
 }
 
+/// [`NAT_CONFIG`] without the SYN proxy, and a DR service "dr" on
+/// 198.18.1.101:80 whose two reals (.11 and .12) have `weights`, with
+/// `keys` (its scheduler among them) added to it.
+fn with_dr_service(keys: &str, weights: (u32, u32)) -> String {
+    let nat = without_syn_proxy(NAT_CONFIG);
+    let (w11, w12) = weights;
+    format!(
+        r#"{nat}
+[[services]]
+name = "dr"
+vip = "198.18.1.101"
+port = 80
+forwarding = "dr"
+{keys}
+[[services.reals]]
+address = "198.18.0.11"
+weight = {w11}
+[[services.reals]]
+address = "198.18.0.12"
+weight = {w12}
+"#
+    )
+}
+
 /// A TCP segment with correct checksums (built with our own wire types:
 /// these tests are about state, not bytes).
 fn tcp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8, dst_mac: [u8; 6]) -> Vec<u8> {
@@ -431,6 +455,46 @@ fn handshake(p: &mut Pipeline, snap: &Snapshot, client: (Ipv4Addr, u16), now: u3
     let mut ack = VecBuf::from_bytes(&tcp_ack(client, (VIP, 80), ACK, isn + 1, real_isn + 1, OUR));
     assert_eq!(p.process(snap, 0, &mut ack, now), Verdict::Transmit(0));
     real.octets()[3]
+}
+
+/// A NAT flow of client 4000 through a whole [`handshake`] at 0 (SYN proxy
+/// off), for the tests of how flows close: `prepare` runs on the pipeline
+/// before it (to enable sync, say).
+struct Handshaken {
+    snap: Snapshot,
+    p: Pipeline,
+    client: (Ipv4Addr, u16),
+    /// The last byte of the real's address, and the address.
+    real: u8,
+    real_ip: Ipv4Addr,
+    /// The client's and the real's initial sequence numbers.
+    isn: u32,
+    real_isn: u32,
+}
+
+impl Handshaken {
+    fn new(prepare: impl FnOnce(&mut Pipeline)) -> Handshaken {
+        let config = Config::parse(&without_syn_proxy(NAT_CONFIG)).unwrap();
+        let snap = compile(&config, &[MacAddr(OUR)]);
+        let client = (client_owned_by(0), 4000);
+        let mut p = pipeline(&snap, 0, 2, 64);
+        prepare(&mut p);
+        let real = handshake(&mut p, &snap, client, 0);
+        Handshaken {
+            snap,
+            p,
+            client,
+            real,
+            real_ip: Ipv4Addr::new(198, 18, 0, real),
+            isn: 1_000 + 4000,
+            real_isn: 9_000_000,
+        }
+    }
+}
+
+/// The state of the only flow in `p`.
+fn only_state(p: &Pipeline) -> crate::flow::FlowState {
+    p.flows().get(p.flows().entries()[0]).state()
 }
 
 /// Found in review: flows were created (and SYN-ACKs and frag-needed
@@ -949,22 +1013,7 @@ fn a_table_full_of_established_flows_refuses_new_nat_flows_and_keeps_the_old() {
 
 #[test]
 fn a_full_table_still_forwards_maglev_dr_flows_without_an_entry() {
-    let text = format!(
-        "{}{}",
-        without_syn_proxy(NAT_CONFIG),
-        r#"
-[[services]]
-name = "dr"
-vip = "198.18.1.101"
-port = 80
-scheduler = "mh"
-forwarding = "dr"
-[[services.reals]]
-address = "198.18.0.11"
-[[services.reals]]
-address = "198.18.0.12"
-"#
-    );
+    let text = with_dr_service("scheduler = \"mh\"", (1, 1));
     let snap = compile(&Config::parse(&text).unwrap(), &[MacAddr(OUR)]);
     let client = client_owned_by(0);
     let mut p = pipeline(&snap, 0, 2, 2);
@@ -1871,17 +1920,16 @@ fn a_syn_on_a_half_closed_flow_moves_and_closes_nothing() {
     use crate::flow::FlowState;
     const FIN_ACK: u8 = 0x11;
     const RST: u8 = 0x04;
-    let config = Config::parse(&without_syn_proxy(NAT_CONFIG)).unwrap();
-    let snap = compile(&config, &[MacAddr(OUR)]);
-    let client = (client_owned_by(0), 4000);
-    let mut p = pipeline(&snap, 0, 2, 64);
-    let real = handshake(&mut p, &snap, client, 0);
-    let real_ip = Ipv4Addr::new(198, 18, 0, real);
-    let (isn, real_isn) = (1_000 + 4000u32, 9_000_000u32);
-    let state = |p: &Pipeline| {
-        let e = p.flows().entries()[0];
-        p.flows().get(e).state()
-    };
+    let Handshaken {
+        snap,
+        mut p,
+        client,
+        real,
+        real_ip,
+        isn,
+        real_isn,
+    } = Handshaken::new(|_| {});
+    let state = only_state;
     let client_fin = || tcp_ack(client, (VIP, 80), FIN_ACK, isn + 1, real_isn + 1, OUR);
     let mut fin = VecBuf::from_bytes(&client_fin());
     assert_eq!(p.process(&snap, 0, &mut fin, 1), Verdict::Transmit(0));
@@ -1942,23 +1990,7 @@ fn a_syn_on_a_half_closed_flow_moves_and_closes_nothing() {
 #[test]
 fn a_dr_client_reusing_its_port_after_its_fin_keeps_its_flow() {
     use crate::flow::FlowState;
-    let text = format!(
-        "{}{}",
-        without_syn_proxy(NAT_CONFIG),
-        r#"
-[[services]]
-name = "dr"
-vip = "198.18.1.101"
-port = 80
-scheduler = "rr"
-forwarding = "dr"
-syn_proxy = "off"
-[[services.reals]]
-address = "198.18.0.11"
-[[services.reals]]
-address = "198.18.0.12"
-"#
-    );
+    let text = with_dr_service("scheduler = \"rr\"\nsyn_proxy = \"off\"", (1, 1));
     let snap = compile(&Config::parse(&text).unwrap(), &[MacAddr(OUR)]);
     let client = (client_owned_by(0), 4000);
     let vip = (Ipv4Addr::new(198, 18, 1, 101), 80);
@@ -1994,15 +2026,17 @@ address = "198.18.0.12"
 fn a_fin_each_way_closes_a_flow_whichever_side_begins() {
     use crate::flow::FlowState;
     const FIN_ACK: u8 = 0x11;
-    let config = Config::parse(&without_syn_proxy(NAT_CONFIG)).unwrap();
-    let snap = compile(&config, &[MacAddr(OUR)]);
     for real_first in [false, true] {
-        let client = (client_owned_by(0), 4000);
-        let mut p = pipeline(&snap, 0, 2, 64);
-        let real = handshake(&mut p, &snap, client, 0);
-        let real_ip = Ipv4Addr::new(198, 18, 0, real);
-        let (isn, real_isn) = (1_000 + 4000u32, 9_000_000u32);
-        let state = |p: &Pipeline| p.flows().get(p.flows().entries()[0]).state();
+        let Handshaken {
+            snap,
+            mut p,
+            client,
+            real_ip,
+            isn,
+            real_isn,
+            ..
+        } = Handshaken::new(|_| {});
+        let state = only_state;
         let cfin = tcp_ack(client, (VIP, 80), FIN_ACK, isn + 1, real_isn + 1, OUR);
         let rfin = from_real(
             &snap,
@@ -2037,13 +2071,15 @@ fn a_fin_each_way_closes_a_flow_whichever_side_begins() {
 fn a_reopened_flow_is_not_confirmed_until_the_client_acks_the_real() {
     use crate::flow::{FlowState, Trust};
     const FIN_ACK: u8 = 0x11;
-    let config = Config::parse(&without_syn_proxy(NAT_CONFIG)).unwrap();
-    let snap = compile(&config, &[MacAddr(OUR)]);
-    let client = (client_owned_by(0), 4000);
-    let mut p = pipeline(&snap, 0, 2, 64);
-    let real = handshake(&mut p, &snap, client, 0);
-    let real_ip = Ipv4Addr::new(198, 18, 0, real);
-    let (isn, real_isn) = (1_000 + 4000u32, 9_000_000u32);
+    let Handshaken {
+        snap,
+        mut p,
+        client,
+        real_ip,
+        isn,
+        real_isn,
+        ..
+    } = Handshaken::new(|_| {});
     let e = p.flows().entries()[0];
     assert_eq!(p.flows().trust(e), Trust::Confirmed);
     let mut fin = VecBuf::from_bytes(&tcp_ack(
@@ -2134,26 +2170,8 @@ fn a_forged_real_ack_cannot_place_a_reopened_flows_client() {
 /// half-closed flow of such a real starts a new connection elsewhere.
 #[test]
 fn a_syn_on_a_half_closed_flow_of_a_drained_real_is_scheduled_afresh() {
-    let dr = |w11: u32, w12: u32| {
-        let nat = without_syn_proxy(NAT_CONFIG);
-        format!(
-            r#"{nat}
-[[services]]
-name = "dr"
-vip = "198.18.1.101"
-port = 80
-scheduler = "rr"
-forwarding = "dr"
-syn_proxy = "off"
-[[services.reals]]
-address = "198.18.0.11"
-weight = {w11}
-[[services.reals]]
-address = "198.18.0.12"
-weight = {w12}
-"#
-        )
-    };
+    let dr =
+        |w11: u32, w12: u32| with_dr_service("scheduler = \"rr\"\nsyn_proxy = \"off\"", (w11, w12));
     let snap = compile(&Config::parse(&dr(1, 1)).unwrap(), &[MacAddr(OUR)]);
     let client = (client_owned_by(0), 4000);
     let vip = (Ipv4Addr::new(198, 18, 1, 101), 80);
@@ -2192,14 +2210,15 @@ fn a_flow_synced_half_closed_by_its_real_is_not_closed_by_the_real_again() {
     use crate::flow::FlowState;
     use crate::sync::SyncEvents;
     const FIN_ACK: u8 = 0x11;
-    let config = Config::parse(&without_syn_proxy(NAT_CONFIG)).unwrap();
-    let snap = compile(&config, &[MacAddr(OUR)]);
-    let client = (client_owned_by(0), 4000);
-    let mut primary = pipeline(&snap, 0, 2, 64);
-    primary.enable_sync(64);
-    let real = handshake(&mut primary, &snap, client, 0);
-    let real_ip = Ipv4Addr::new(198, 18, 0, real);
-    let (isn, real_isn) = (1_000 + 4000u32, 9_000_000u32);
+    let Handshaken {
+        snap,
+        p: mut primary,
+        client,
+        real_ip,
+        isn,
+        real_isn,
+        ..
+    } = Handshaken::new(|p| p.enable_sync(64));
     let rfin = from_real(
         &snap,
         tcp_ack((real_ip, 8080), client, FIN_ACK, real_isn + 1, isn + 1, OUR),
@@ -2213,7 +2232,7 @@ fn a_flow_synced_half_closed_by_its_real_is_not_closed_by_the_real_again() {
     for r in events.drain() {
         backup.sync_install(&snap, &r, 2).unwrap();
     }
-    let state = |p: &Pipeline| p.flows().get(p.flows().entries()[0]).state();
+    let state = only_state;
     assert_eq!(state(&backup), FlowState::FinWait);
     let mut b = VecBuf::from_bytes(&rfin);
     assert_eq!(backup.process(&snap, 0, &mut b, 3), Verdict::Transmit(0));
@@ -3126,23 +3145,7 @@ port = 8080
 /// source took an entry for the persistence time).
 #[test]
 fn lone_acks_to_a_persistent_mh_dr_service_make_no_templates() {
-    let text = format!(
-        "{}{}",
-        without_syn_proxy(NAT_CONFIG),
-        r#"
-[[services]]
-name = "dr"
-vip = "198.18.1.101"
-port = 80
-scheduler = "mh"
-forwarding = "dr"
-persistence = "300s"
-[[services.reals]]
-address = "198.18.0.11"
-[[services.reals]]
-address = "198.18.0.12"
-"#
-    );
+    let text = with_dr_service("scheduler = \"mh\"\npersistence = \"300s\"", (1, 1));
     let snap = compile(&Config::parse(&text).unwrap(), &[MacAddr(OUR)]);
     let mut p = pipeline(&snap, 0, 1, 16);
     // Half full: 8 NAT flows.
