@@ -404,8 +404,18 @@ fn proxy_made(out: &[u8], input: &[u8]) -> Option<Made> {
 
 /// A segment the SYN proxy made: whole (valid checksums, as its input
 /// had: the proxy drops what does not verify), no payload, no padding,
-/// addressed as its kind says.
-fn check_proxy_made(v: &mut Violations, snap: &Snapshot, made: Made, out: &[u8], input: &[u8]) {
+/// addressed as its kind says. A SYN-ACK answers a SYN to a service the
+/// proxy covers, or one on a flow it proxies (`proxied`: answered again
+/// while the flow waits for its real, whatever the service's mode is
+/// since a reload; found by fuzzing, run 79).
+fn check_proxy_made(
+    v: &mut Violations,
+    snap: &Snapshot,
+    made: Made,
+    out: &[u8],
+    input: &[u8],
+    proxied: bool,
+) {
     let ip = Ipv4Packet::new_unchecked(&out[IP..]);
     let seg = ip.payload();
     let ok_tcp = TcpPacket::new_checked(seg).is_ok_and(|t| {
@@ -421,7 +431,8 @@ fn check_proxy_made(v: &mut Violations, snap: &Snapshot, made: Made, out: &[u8],
     let shaped = match made {
         Made::SynAck => {
             let svc = snap.service_for(6, idst, dport);
-            svc.is_some_and(|s| snap.services[s].syn_proxy != lb_config::SynProxyMode::Off)
+            (proxied
+                || svc.is_some_and(|s| snap.services[s].syn_proxy != lb_config::SynProxyMode::Off))
                 && (osrc, odst, osport, odport) == (idst, isrc, dport, sport)
                 && ip.ttl() == 64
                 && TcpPacket::new_unchecked(seg).ack_number()
@@ -473,6 +484,7 @@ fn proxy_made6(out: &[u8], input: &[u8], o: &V6, i: &V6) -> Option<Made> {
 
 /// [`check_proxy_made`] over IPv6: whole (a plain 40-byte header, valid
 /// checksum, no payload, no padding), addressed as its kind says.
+#[allow(clippy::too_many_arguments)]
 fn check_proxy_made6(
     v: &mut Violations,
     snap: &Snapshot,
@@ -481,6 +493,7 @@ fn check_proxy_made6(
     input: &[u8],
     o: &V6,
     i: &V6,
+    proxied: bool,
 ) {
     let seg = &out[o.l4.min(o.end)..o.end];
     let ok_tcp = TcpPacket::new_checked(seg).is_ok_and(|t| {
@@ -492,7 +505,8 @@ fn check_proxy_made6(
     let shaped = match made {
         Made::SynAck => {
             let svc = snap.service_for6(6, i.dst, dport);
-            svc.is_some_and(|s| snap.services[s].syn_proxy != lb_config::SynProxyMode::Off)
+            (proxied
+                || svc.is_some_and(|s| snap.services[s].syn_proxy != lb_config::SynProxyMode::Off))
                 && (o.src, o.dst, osport, odport) == (i.dst, i.src, dport, sport)
                 && o.hop == 64
                 && TcpPacket::new_checked(seg).is_ok_and(|t| {
@@ -593,7 +607,7 @@ fn check_ipv4(
         );
     }
     if let (6, Some(made)) = (o.proto, proxy_made(out, input)) {
-        check_proxy_made(v, snap, made, out, input);
+        check_proxy_made(v, snap, made, out, input, proxied);
         return if made == Made::SynAck {
             Sent::SynCookie
         } else {
@@ -1072,7 +1086,7 @@ pub(crate) fn check_ipv6(
                 return Sent::Other;
             }
             if let (6, Some(made)) = (p, proxy_made6(out, input, &o, &i)) {
-                check_proxy_made6(v, snap, made, out, input, &o, &i);
+                check_proxy_made6(v, snap, made, out, input, &o, &i, proxied);
                 return if made == Made::SynAck {
                     Sent::SynCookie
                 } else {
