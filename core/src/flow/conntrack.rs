@@ -287,16 +287,20 @@ impl<A: FlowAddr> Conntrack<A> {
         let syn = tcp.is_some_and(|s| s.opens());
         if let Some(e) = self.table.lookup(key, hash) {
             let f = self.table.get(e);
-            // A new SYN on a closed tuple (a RST, or a FIN each way) starts
-            // a new connection; on a half-closed one it reopens the flow
-            // (`Flow::reopen`), unless its real takes no new flows (down or
-            // drained: found in review, a client reusing its port stayed
-            // on such a real), when it starts a new one too.
+            // A client's SYN (`Segment::opens`) starts a new connection on
+            // a closed tuple (a RST, or a FIN each way). On a half-closed
+            // one it does for TUN and DR, which never see the real's FIN:
+            // a client that reuses its port after the real closed first is
+            // the common case there, as IPVS has it. For NAT, which sees
+            // both FINs, a SYN on a half-closed flow changes nothing, as
+            // in Linux conntrack: the other side still sends, and a
+            // stranger's SYN must not end it (found in audit: one blind
+            // SYN ended a half-closed proxied flow and its translation).
             let stale = f.expired(now, &snap.timeouts)
                 || (syn
                     && match f.state() {
                         FlowState::Closed => true,
-                        FlowState::FinWait => !real_takes_flows(snap, service, f.real_id),
+                        FlowState::FinWait => f.method != ForwardingMethod::Nat,
                         _ => false,
                     });
             if !stale {
@@ -316,9 +320,6 @@ impl<A: FlowAddr> Conntrack<A> {
                 }
                 let inputs = f.trust_inputs();
                 f.last_seen = now;
-                if syn && f.state() == FlowState::FinWait {
-                    f.reopen();
-                }
                 match tcp {
                     Some(seg) => f.on_segment(seg, true),
                     None => f.repeated(),
@@ -1165,17 +1166,6 @@ impl<A: FlowAddr> Conntrack<A> {
 /// real of the other family (an IPv4 service's IPv6 real, 4in6), which the
 /// pipeline finds in the snapshot by the real's id.
 #[inline(always)]
-/// Whether the real with id `real_id` of service index `service` may take
-/// new flows (up, weight above 0). A scan of the service's reals: only a
-/// SYN on a half-closed flow asks, once per flow.
-#[cold]
-fn real_takes_flows(snap: &Snapshot, service: usize, real_id: u32) -> bool {
-    snap.services
-        .get(service)
-        .and_then(|s| s.reals.iter().find(|r| r.id == real_id))
-        .is_some_and(|r| r.eligible())
-}
-
 pub(super) fn real_addr<A: FlowAddr>(address: impl Into<IpAddr>) -> A {
     A::from_ip(address.into()).unwrap_or(A::UNSPECIFIED)
 }

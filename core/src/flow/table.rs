@@ -295,14 +295,6 @@ impl<A: FlowAddr> Flow<A> {
             if (end.wrapping_sub(*next) as i32) > 0 {
                 *next = end;
             }
-            // A reopened flow's client is placed by the real's ACK within
-            // the real's own window ([`Self::reopen`]).
-            if !from_client
-                && self.seq_known & UNSURE_CLIENT != 0
-                && seg.flags.contains(TcpFlags::ACK)
-            {
-                self.place_client(seg.ack);
-            }
         } else if from_client && self.seq_known & UNSURE_CLIENT != 0 {
             // A synced flow's client not yet placed: none of its RSTs,
             // FINs or SYNs is believed, and nothing of it is followed:
@@ -351,8 +343,8 @@ impl<A: FlowAddr> Flow<A> {
     /// replace it. One side's FIN leaves a half-closed connection whose
     /// other side still sends; a stranger's SYN on it must not end it
     /// (found in audit: a blind SYN ended a half-closed proxied flow and
-    /// its translation with it). TUN and DR see only the client's FIN: a
-    /// SYN on theirs [`Self::reopen`]s it. Closed stays closed (found in
+    /// its translation with it; `Conntrack::lookup_or_create` has the
+    /// rule, and why TUN and DR differ). Closed stays closed (found in
     /// review: a retransmitted last FIN half-opened it again).
     #[cold]
     fn close_step(&mut self, flags: TcpFlags, from_client: bool) {
@@ -376,32 +368,6 @@ impl<A: FlowAddr> Flow<A> {
     /// at `ack`, a number only the real knows. (A client with more than
     /// 1 MiB in flight then sends beyond where it is believed, and its own
     /// FIN or RST is not believed; the real's FIN still closes the flow.)
-    /// A client's SYN (`Segment::opens`) on a half-closed flow: the same
-    /// client port again, most likely after the real closed its side
-    /// unseen (TUN and DR never see the real's FIN), possibly a
-    /// stranger's. The flow keeps its real and becomes established again,
-    /// with where each side stands forgotten, as for a synced flow
-    /// ([`UNSURE_CLIENT`]): nothing the client sends closes it until the
-    /// real's ACK places the client (NAT; TUN and DR end by timeout). So
-    /// a port reused within `tcp_fin_timeout` works as long as it is used
-    /// (found in review: it stayed half-closed and its segments were not
-    /// followed, so it ended `tcp_fin_timeout` after it went idle), and a
-    /// stranger's SYN moves nothing and can close nothing.
-    ///
-    /// What the real's side was seen to need stays (found in review:
-    /// forgotten, a forged real's ACK on a routed real's port placed the
-    /// client where a stranger chose, and its RST there closed the flow);
-    /// nothing the flow earned does: not confirmed nor vouched for any
-    /// more (found in review: a stranger's SYN made a closing flow
-    /// confirmed, never evicted, for `tcp_timeout`). The client's ACK of
-    /// the real's data confirms it again.
-    pub(super) fn reopen(&mut self) {
-        self.seq_known = (self.seq_known
-            & !(SEEN_CLIENT | CONFIRMED | VOUCHED | SYNCED | FIRST_FIN_REAL))
-            | UNSURE_CLIENT;
-        self.state = FlowState::Established;
-    }
-
     fn place_client(&mut self, ack: u32) {
         self.client_next = ack;
         self.seq_known = (self.seq_known | SEEN_CLIENT) & !UNSURE_CLIENT;

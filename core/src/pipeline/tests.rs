@@ -1075,8 +1075,8 @@ fn persistence_templates_expire_after_their_last_flow_however_flows_end() {
         "the template does not outlive its flows"
     );
 
-    // A half-closed flow reopened by a SYN on its port: one flow still,
-    // on the template's real, and both gone once it expired.
+    // A SYN on a half-closed flow's port: one flow still, on the
+    // template's real, and both gone once it expired.
     let c = Ipv4Addr::from(0xc613_1001);
     for (flags, t) in [(SYN, 0), (ACK, 1), (0x11, 2), (SYN, 3)] {
         let seq = if flags == SYN && t > 0 {
@@ -1087,7 +1087,7 @@ fn persistence_templates_expire_after_their_last_flow_however_flows_end() {
         let mut b = VecBuf::from_bytes(&tcp_seq((c, 7002), (VIP, 80), flags, seq, OUR));
         assert_eq!(p.process(&snap, 0, &mut b, t), Verdict::Transmit(0));
     }
-    assert_eq!(p.flows().len(), 2, "the reopened flow and its template");
+    assert_eq!(p.flows().len(), 2, "the half-closed flow and its template");
     let late = 10 + snap.timeouts.established;
     p.sweep(&snap, late, 4096);
     p.sweep(&snap, late + 2_000, 4096);
@@ -1904,20 +1904,17 @@ fn a_blind_fin_changes_nothing_and_a_real_one_closes() {
     );
 }
 
-/// A half-closed connection (one side's FIN) still carries the other
+/// A half-closed NAT connection (one side's FIN) still carries the other
 /// side's data: a stranger's SYN on its tuple, at any sequence number,
-/// neither ends the flow nor moves the tuple to another real (found in
-/// audit: it did, and the real's remaining data then met no flow). It
-/// reopens the flow on its real with where the client stands forgotten,
-/// so that the stranger's RST after it closes nothing either, and the
-/// real's next segment places the client again. (The close it was in is
-/// forgotten with it: the real's FIN then half-closes it anew, and the
-/// client's FIN closes it.) A FIN each way closes the flow, a
-/// retransmitted FIN leaves it closed (found in review: it half-opened it
-/// again), and only then does a SYN start a new connection.
+/// neither ends the flow nor moves the tuple to another real, nor lets
+/// its RST after it close the flow (found in audit: the SYN ended the
+/// flow, and the real's remaining data then met no flow). The real's FIN
+/// then closes it, a retransmitted FIN leaves it closed (found in review:
+/// it half-opened it again), and only then does a SYN start a new
+/// connection.
 #[test]
-fn a_syn_on_a_half_closed_flow_moves_and_closes_nothing() {
-    use crate::flow::FlowState;
+fn a_syn_on_a_half_closed_nat_flow_changes_nothing() {
+    use crate::flow::{FlowState, Trust};
     const FIN_ACK: u8 = 0x11;
     const RST: u8 = 0x04;
     let Handshaken {
@@ -1934,48 +1931,33 @@ fn a_syn_on_a_half_closed_flow_moves_and_closes_nothing() {
     let mut fin = VecBuf::from_bytes(&client_fin());
     assert_eq!(p.process(&snap, 0, &mut fin, 1), Verdict::Transmit(0));
     assert_eq!(state(&p), FlowState::FinWait);
-    let mut now = 1;
-    for blind in [0x0bad_5eed, isn + 2] {
-        now += 1;
-        let mut syn = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), SYN, blind, OUR));
-        assert_eq!(p.process(&snap, 0, &mut syn, now), Verdict::Transmit(0));
-        assert_eq!(real_of(&syn), real, "the SYN at {blind} stays on its real");
-        assert_eq!(p.flows().len(), 1);
-        if blind == 0x0bad_5eed {
-            // Where the stranger's own SYN said it stands: not believed.
-            let mut rst = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), RST, blind + 1, OUR));
-            assert_eq!(p.process(&snap, 0, &mut rst, now), Verdict::Transmit(0));
-            assert_eq!(state(&p), FlowState::Established, "the RST after the SYN");
-        }
-        // The real's data still reaches the client, translated.
-        let data = tcp_ack((real_ip, 8080), client, ACK, real_isn + 1, isn + 2, OUR);
-        let mut data = VecBuf::from_bytes(&from_real(&snap, data));
-        assert_eq!(p.process(&snap, 0, &mut data, now), Verdict::Transmit(0));
-        assert_eq!(ip_of(&data).src_addr(), VIP);
-    }
-    // The real's FIN, then the client's again: closed both ways.
+    let e = p.flows().entries()[0];
+    let trust = p.flows().trust(e);
+    assert_eq!(trust, Trust::Unconfirmed, "closing");
+    let blind = 0x0bad_5eed;
+    let mut syn = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), SYN, blind, OUR));
+    assert_eq!(p.process(&snap, 0, &mut syn, 2), Verdict::Transmit(0));
+    assert_eq!(real_of(&syn), real, "the SYN stays on its real");
+    let mut rst = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), RST, blind + 1, OUR));
+    assert_eq!(p.process(&snap, 0, &mut rst, 2), Verdict::Transmit(0));
+    assert_eq!((p.flows().len(), state(&p)), (1, FlowState::FinWait));
+    assert_eq!(p.flows().trust(e), trust, "nothing earned");
+    // The real's data still reaches the client, translated.
+    let data = tcp_ack((real_ip, 8080), client, ACK, real_isn + 1, isn + 2, OUR);
+    let mut data = VecBuf::from_bytes(&from_real(&snap, data));
+    assert_eq!(p.process(&snap, 0, &mut data, 3), Verdict::Transmit(0));
+    assert_eq!(ip_of(&data).src_addr(), VIP);
+    // The real's FIN: closed both ways, and a FIN again leaves it so.
     let rfin = tcp_ack((real_ip, 8080), client, FIN_ACK, real_isn + 1, isn + 2, OUR);
     let mut rfin = VecBuf::from_bytes(&from_real(&snap, rfin));
-    assert_eq!(
-        p.process(&snap, 0, &mut rfin, now + 1),
-        Verdict::Transmit(0)
-    );
-    assert_eq!(state(&p), FlowState::FinWait, "the real's FIN");
-    let mut again = VecBuf::from_bytes(&client_fin());
-    assert_eq!(
-        p.process(&snap, 0, &mut again, now + 2),
-        Verdict::Transmit(0)
-    );
+    assert_eq!(p.process(&snap, 0, &mut rfin, 4), Verdict::Transmit(0));
     assert_eq!(state(&p), FlowState::Closed, "a FIN each way");
     let mut again = VecBuf::from_bytes(&client_fin());
-    assert_eq!(
-        p.process(&snap, 0, &mut again, now + 3),
-        Verdict::Transmit(0)
-    );
+    assert_eq!(p.process(&snap, 0, &mut again, 5), Verdict::Transmit(0));
     assert_eq!(state(&p), FlowState::Closed, "a retransmitted FIN");
     // Now a SYN starts a new connection.
     let mut syn = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), SYN, isn + 500_000, OUR));
-    assert_eq!(p.process(&snap, 0, &mut syn, now + 4), Verdict::Transmit(0));
+    assert_eq!(p.process(&snap, 0, &mut syn, 6), Verdict::Transmit(0));
     assert_eq!(state(&p), FlowState::SynSent, "a new connection");
 }
 
@@ -1983,12 +1965,11 @@ fn a_syn_on_a_half_closed_flow_moves_and_closes_nothing() {
 /// (it keeps TIME_WAIT), the client may open a new connection from the
 /// same port at once. Found in review: that connection's flow stayed
 /// half-closed and unfollowed, and ended `tcp_fin_timeout` after it went
-/// idle (its next ACK then met no flow). The SYN reopens the flow on its
-/// real, where no RST of the client's is believed any more (TUN and DR
-/// never see the real's ACK that would place the client again): it lives
-/// as an established flow, until `tcp_timeout`.
+/// idle (its next ACK then met no flow). A SYN after the client's FIN
+/// starts a new connection there, as IPVS does: followed, established,
+/// alive while used within `tcp_timeout`.
 #[test]
-fn a_dr_client_reusing_its_port_after_its_fin_keeps_its_flow() {
+fn a_dr_client_reusing_its_port_after_its_fin_gets_a_new_connection() {
     use crate::flow::FlowState;
     let text = with_dr_service("scheduler = \"rr\"\nsyn_proxy = \"off\"", (1, 1));
     let snap = compile(&Config::parse(&text).unwrap(), &[MacAddr(OUR)]);
@@ -2001,17 +1982,17 @@ fn a_dr_client_reusing_its_port_after_its_fin_keeps_its_flow() {
         let v = p.process(&snap, 0, &mut b, t);
         (v, EthernetFrame::new_checked(b.data()).unwrap().dst_addr())
     };
-    let (_, real) = go(&mut p, SYN, 1000, 0);
+    go(&mut p, SYN, 1000, 0);
     go(&mut p, ACK, 1001, 1);
     go(&mut p, 0x11, 1001, 2);
     assert_eq!(state(&p), FlowState::FinWait);
-    let (v, again) = go(&mut p, SYN, 50_000_000, 1_000);
-    assert_eq!((v, again), (Verdict::Transmit(0), real), "the same real");
+    let (v, real) = go(&mut p, SYN, 50_000_000, 1_000);
+    assert_eq!(v, Verdict::Transmit(0));
+    assert_eq!(state(&p), FlowState::SynSent, "a new connection");
     go(&mut p, ACK, 50_000_001, 1_001);
-    go(&mut p, 0x04, 50_000_001, 1_002);
-    assert_eq!(state(&p), FlowState::Established, "no client RST believed");
+    assert_eq!(state(&p), FlowState::Established);
     let idle = snap.timeouts.fin + 60_000;
-    let (v, again) = go(&mut p, ACK, 50_000_001, 1_002 + idle);
+    let (v, again) = go(&mut p, ACK, 50_000_001, 1_001 + idle);
     assert_eq!(
         (v, again),
         (Verdict::Transmit(0), real),
@@ -2063,58 +2044,13 @@ fn a_fin_each_way_closes_a_flow_whichever_side_begins() {
     }
 }
 
-/// Found in review: a SYN on a half-closed flow reopened it as it was,
-/// confirmed, so that a stranger's SYN made a closing flow one that is
-/// never evicted, for `tcp_timeout`. Reopened, it is confirmed again only
-/// by the client's ACK of the real's data.
+/// Found in review of an earlier form of the half-close rule, which
+/// reopened a half-closed flow on a SYN and forgot where the real stands:
+/// a real's forged ACK (believed from any MAC on a routed real's port)
+/// then placed the client where a stranger chose, and its RST there
+/// closed the flow. The SYN, the forged ACK and the RST change nothing.
 #[test]
-fn a_reopened_flow_is_not_confirmed_until_the_client_acks_the_real() {
-    use crate::flow::{FlowState, Trust};
-    const FIN_ACK: u8 = 0x11;
-    let Handshaken {
-        snap,
-        mut p,
-        client,
-        real_ip,
-        isn,
-        real_isn,
-        ..
-    } = Handshaken::new(|_| {});
-    let e = p.flows().entries()[0];
-    assert_eq!(p.flows().trust(e), Trust::Confirmed);
-    let mut fin = VecBuf::from_bytes(&tcp_ack(
-        client,
-        (VIP, 80),
-        FIN_ACK,
-        isn + 1,
-        real_isn + 1,
-        OUR,
-    ));
-    p.process(&snap, 0, &mut fin, 1);
-    let mut syn = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), SYN, 0x0bad_5eed, OUR));
-    p.process(&snap, 0, &mut syn, 2);
-    assert_eq!(p.flows().get(e).state(), FlowState::Established);
-    assert_eq!(
-        p.flows().trust(e),
-        Trust::Unconfirmed,
-        "a stranger's SYN earns nothing"
-    );
-    // The real's data places the client; the client's ACK of it confirms.
-    let data = tcp_ack((real_ip, 8080), client, ACK, real_isn + 1, isn + 2, OUR);
-    let mut data = VecBuf::from_bytes(&from_real(&snap, data));
-    assert_eq!(p.process(&snap, 0, &mut data, 3), Verdict::Transmit(0));
-    let mut ack = VecBuf::from_bytes(&tcp_ack(client, (VIP, 80), ACK, isn + 2, real_isn + 1, OUR));
-    assert_eq!(p.process(&snap, 0, &mut ack, 4), Verdict::Transmit(0));
-    assert_eq!(p.flows().trust(e), Trust::Confirmed);
-}
-
-/// Found in review: reopening forgot where the real stands too, so that a
-/// real's forged ACK (believed from any MAC on a routed real's port)
-/// placed the client where a stranger chose, and its RST there closed the
-/// flow. The real's side stays followed: a forged ACK outside it places
-/// nothing.
-#[test]
-fn a_forged_real_ack_cannot_place_a_reopened_flows_client() {
+fn a_strangers_syn_ack_and_rst_cannot_close_a_half_closed_flow() {
     use crate::flow::FlowState;
     const FIN_ACK: u8 = 0x11;
     const RST: u8 = 0x04;
@@ -2165,11 +2101,12 @@ fn a_forged_real_ack_cannot_place_a_reopened_flows_client() {
     assert_ne!(state(&p), FlowState::Closed, "the stranger's RST closed it");
 }
 
-/// Found in review: a client reusing its port after its FIN stayed on a
-/// real that takes no new flows any more (drained or down). A SYN on a
-/// half-closed flow of such a real starts a new connection elsewhere.
+/// Found in review of an earlier form of the half-close rule: a DR client
+/// reusing its port after its FIN stayed on a real that takes no new
+/// flows any more (drained or down). Its SYN starts a new connection,
+/// scheduled afresh.
 #[test]
-fn a_syn_on_a_half_closed_flow_of_a_drained_real_is_scheduled_afresh() {
+fn a_dr_syn_after_the_clients_fin_is_scheduled_afresh() {
     let dr =
         |w11: u32, w12: u32| with_dr_service("scheduler = \"rr\"\nsyn_proxy = \"off\"", (w11, w12));
     let snap = compile(&Config::parse(&dr(1, 1)).unwrap(), &[MacAddr(OUR)]);
