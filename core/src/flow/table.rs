@@ -95,7 +95,8 @@ const REPEATED: u8 = 8;
 /// the flow's first FIN came from the real, so that a FIN from the other
 /// side can be told from a retransmission of the first. Sync does not
 /// carry it: a flow synced half-closed gets it (`flow/sync.rs`), so that
-/// only the client's FIN, believed once the real placed it, closes it.
+/// only the client's FIN, believed once the real placed it, closes it
+/// (NAT; a TUN or DR flow so synced ends by a SYN or by timeout).
 pub(super) const FIRST_FIN_REAL: u8 = REPEATED;
 const SAW_SYN: u8 = 16;
 /// Installed by connection sync, and no packet seen here since: sync may

@@ -1059,8 +1059,9 @@ fn persistence_templates_expire_after_their_last_flow_however_flows_end() {
     p.sweep(&snap, late + 2_000, 4096);
     assert_eq!(p.flows().len(), 0, "every template expired after its flow");
 
-    // A flow replaced by a new SYN on the same client port (once closed:
-    // a SYN on a half-closed one only reopens it), then reset.
+    // A flow replaced by a new SYN on the same client port (once closed
+    // by a RST: a SYN on a half-closed NAT flow changes nothing), then
+    // reset.
     let c = Ipv4Addr::from(0xc613_1000);
     let rst = 0x04;
     for (flags, t) in [(SYN, 0), (rst, 1), (SYN, 2), (rst, 3)] {
@@ -1075,8 +1076,8 @@ fn persistence_templates_expire_after_their_last_flow_however_flows_end() {
         "the template does not outlive its flows"
     );
 
-    // A SYN on a half-closed flow's port: one flow still, on the
-    // template's real, and both gone once it expired.
+    // A SYN on a half-closed NAT flow's port changes nothing: the same
+    // flow, still half-closed, and its template; both gone once it expired.
     let c = Ipv4Addr::from(0xc613_1001);
     for (flags, t) in [(SYN, 0), (ACK, 1), (0x11, 2), (SYN, 3)] {
         let seq = if flags == SYN && t > 0 {
@@ -1088,6 +1089,11 @@ fn persistence_templates_expire_after_their_last_flow_however_flows_end() {
         assert_eq!(p.process(&snap, 0, &mut b, t), Verdict::Transmit(0));
     }
     assert_eq!(p.flows().len(), 2, "the half-closed flow and its template");
+    let half_closed = p.flows().entries().into_iter().any(|e| {
+        let f = p.flows().get(e);
+        !f.is_template() && f.state() == crate::flow::FlowState::FinWait
+    });
+    assert!(half_closed, "the SYN changed nothing");
     let late = 10 + snap.timeouts.established;
     p.sweep(&snap, late, 4096);
     p.sweep(&snap, late + 2_000, 4096);
