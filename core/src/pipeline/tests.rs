@@ -371,6 +371,36 @@ fn tcp_seq(
     tcp_ack(src, dst, flags, seq, 0, dst_mac)
 }
 
+/// An Ethernet frame from `macs.0` to `macs.1` holding an IPv4 header
+/// (TTL 64, DF clear, checksum filled) from `src` to `dst` for `l4_len`
+/// bytes of `protocol`, left zero for the caller to write.
+fn ipv4_frame(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: crate::wire::IpProtocol,
+    l4_len: usize,
+    macs: ([u8; 6], [u8; 6]),
+) -> Vec<u8> {
+    use crate::wire::{ethernet, ipv4, EtherType, Ipv4Repr};
+    let mut f = vec![0u8; ethernet::HEADER_LEN + ipv4::HEADER_LEN + l4_len];
+    let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+    eth.set_src_addr(MacAddr(macs.0));
+    eth.set_dst_addr(MacAddr(macs.1));
+    eth.set_ethertype(EtherType::Ipv4);
+    Ipv4Repr {
+        src,
+        dst,
+        protocol,
+        payload_len: l4_len,
+        ttl: 64,
+        dont_fragment: false,
+        ident: 0,
+        dscp_ecn: 0,
+    }
+    .emit(&mut Ipv4Packet::new_unchecked(eth.payload_mut()));
+    f
+}
+
 /// [`tcp`] with sequence and acknowledgment numbers.
 fn tcp_ack(
     src: (Ipv4Addr, u16),
@@ -380,25 +410,10 @@ fn tcp_ack(
     ack: u32,
     dst_mac: [u8; 6],
 ) -> Vec<u8> {
-    use crate::wire::{ethernet, ipv4, tcp, EtherType, IpProtocol, Ipv4Repr, TcpFlags, TcpPacket};
-    let mut f = vec![0u8; ethernet::HEADER_LEN + ipv4::HEADER_LEN + tcp::HEADER_LEN];
-    let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
-    eth.set_dst_addr(MacAddr(dst_mac));
-    eth.set_src_addr(MacAddr(CLIENT_MAC));
-    eth.set_ethertype(EtherType::Ipv4);
-    let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
-    Ipv4Repr {
-        src: src.0,
-        dst: dst.0,
-        protocol: IpProtocol::Tcp,
-        payload_len: tcp::HEADER_LEN,
-        ttl: 64,
-        dont_fragment: false,
-        ident: 0,
-        dscp_ecn: 0,
-    }
-    .emit(&mut ip);
-    let mut t = TcpPacket::new_unchecked(ip.payload_mut());
+    use crate::wire::{ethernet, ipv4, tcp, IpProtocol, TcpFlags, TcpPacket};
+    let macs = (CLIENT_MAC, dst_mac);
+    let mut f = ipv4_frame(src.0, dst.0, IpProtocol::Tcp, tcp::HEADER_LEN, macs);
+    let mut t = TcpPacket::new_unchecked(&mut f[ethernet::HEADER_LEN + ipv4::HEADER_LEN..]);
     t.set_src_port(src.1);
     t.set_dst_port(dst.1);
     t.set_seq_number(seq);
@@ -3178,26 +3193,11 @@ fn udp_frame(
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
 ) -> Vec<u8> {
-    use crate::wire::{ethernet, ipv4, udp, EtherType, IpProtocol, Ipv4Repr, UdpPacket};
+    use crate::wire::{ethernet, ipv4, udp, IpProtocol, UdpPacket};
     let payload = 8;
-    let mut f = vec![0u8; ethernet::HEADER_LEN + ipv4::HEADER_LEN + udp::HEADER_LEN + payload];
-    let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
-    eth.set_dst_addr(MacAddr(dst_mac));
-    eth.set_src_addr(MacAddr(src_mac));
-    eth.set_ethertype(EtherType::Ipv4);
-    let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
-    Ipv4Repr {
-        src: src.0,
-        dst: dst.0,
-        protocol: IpProtocol::Udp,
-        payload_len: udp::HEADER_LEN + payload,
-        ttl: 64,
-        dont_fragment: false,
-        ident: 0,
-        dscp_ecn: 0,
-    }
-    .emit(&mut ip);
-    let mut u = UdpPacket::new_unchecked(ip.payload_mut());
+    let len = udp::HEADER_LEN + payload;
+    let mut f = ipv4_frame(src.0, dst.0, IpProtocol::Udp, len, (src_mac, dst_mac));
+    let mut u = UdpPacket::new_unchecked(&mut f[ethernet::HEADER_LEN + ipv4::HEADER_LEN..]);
     u.set_src_port(src.1);
     u.set_dst_port(dst.1);
     u.set_len((udp::HEADER_LEN + payload) as u16);
@@ -3314,7 +3314,7 @@ fn a_real_sending_from_another_mac_keeps_its_flow_and_a_routed_one_is_believed()
 /// client of `quoted`, a frame the appliance sent to a real, quoting its
 /// IPv4 header and first 8 bytes.
 fn frag_needed_about(quoted: &[u8], router: Ipv4Addr, mac: [u8; 6]) -> Vec<u8> {
-    use crate::wire::{ethernet, ipv4, EtherType, Icmpv4Packet, IpProtocol, Ipv4Repr};
+    use crate::wire::{ethernet, ipv4, Icmpv4Packet, IpProtocol};
     let q = &quoted[ethernet::HEADER_LEN..ethernet::HEADER_LEN + ipv4::HEADER_LEN + 8];
     let client = Ipv4Packet::new_checked(&quoted[ethernet::HEADER_LEN..])
         .unwrap()
@@ -3322,25 +3322,8 @@ fn frag_needed_about(quoted: &[u8], router: Ipv4Addr, mac: [u8; 6]) -> Vec<u8> {
     let mut icmp = vec![3u8, 4, 0, 0, 0, 0, 0x05, 0x78];
     icmp.extend_from_slice(q);
     Icmpv4Packet::new_unchecked(&mut icmp[..]).fill_checksum();
-    let mut f = vec![0u8; ethernet::HEADER_LEN + ipv4::HEADER_LEN];
-    let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
-    eth.set_dst_addr(MacAddr(OUR));
-    eth.set_src_addr(MacAddr(mac));
-    eth.set_ethertype(EtherType::Ipv4);
-    Ipv4Repr {
-        src: router,
-        dst: client,
-        protocol: IpProtocol::Icmp,
-        payload_len: icmp.len(),
-        ttl: 64,
-        dont_fragment: false,
-        ident: 0,
-        dscp_ecn: 0,
-    }
-    .emit(&mut Ipv4Packet::new_unchecked(
-        &mut f[ethernet::HEADER_LEN..],
-    ));
-    f.extend_from_slice(&icmp);
+    let mut f = ipv4_frame(router, client, IpProtocol::Icmp, icmp.len(), (mac, OUR));
+    f[ethernet::HEADER_LEN + ipv4::HEADER_LEN..].copy_from_slice(&icmp);
     f
 }
 
