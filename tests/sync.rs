@@ -299,6 +299,7 @@ fn forged(port: u16, sealer: Option<(&mut Sealer, u64)>) -> Vec<u8> {
             real_port: 8080,
             method: ForwardingMethod::Nat,
             state: FlowState::Established,
+            fin_by_client: false,
             trust: Trust::Confirmed,
             proxy: None,
         }),

@@ -1022,6 +1022,7 @@ mod tests {
                 real_port: 8080,
                 method: ForwardingMethod::Nat,
                 state: FlowState::Established,
+                fin_by_client: false,
                 trust: Trust::Confirmed,
                 proxy: None,
             }),

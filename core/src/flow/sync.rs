@@ -458,12 +458,16 @@ fn set_synced<A: FlowAddr>(f: &mut Flow<A>, u: &FlowUpdate, now: u32) {
     let vouched =
         u.trust >= Trust::OneWay && matches!(u.state, FlowState::Established | FlowState::Datagram);
     f.seq_known = SYNCED | UNSURE_CLIENT | if vouched { VOUCHED } else { 0 };
-    // Which side's FIN began the close is not in the record: taken for the
-    // real's, so that only the client's FIN (believed once the real's ACK
-    // placed it) closes the flow, never a real's retransmitted one (found
-    // in review: a half-closed flow synced so closed on the backup at the
-    // real's FIN again, and a stranger's SYN then replaced it).
-    if u.state == FlowState::FinWait {
+    // Which side's FIN began the close: when the record does not say the
+    // client's (an older sender's, or a flow itself synced so), taken for
+    // the real's, so that only the client's FIN (believed once the real's
+    // ACK placed it) closes the flow, never a real's retransmitted one
+    // (found in review: a half-closed flow synced so closed on the backup
+    // at the real's FIN again, and a stranger's SYN then replaced it).
+    // Begun by the client, the real's FIN closes it (before the record
+    // said, such a NAT flow stayed half-closed on the backup until
+    // `tcp_fin_timeout` and a client reusing its port rode it unfollowed).
+    if u.state == FlowState::FinWait && !u.fin_by_client {
         f.seq_known |= FIRST_FIN_REAL;
     }
     match u.proxy {
@@ -519,6 +523,8 @@ impl<A: FlowAddr> Flow<A> {
             real_port: self.real_port(),
             method: self.method,
             state: self.state(),
+            fin_by_client: self.state() == FlowState::FinWait
+                && self.seq_known & FIRST_FIN_REAL == 0,
             trust: self.trust(),
             proxy,
         })))

@@ -93,10 +93,11 @@ const CONFIRMED: u8 = 4;
 const REPEATED: u8 = 8;
 /// TCP's use of [`REPEATED`]'s bit (only datagram flows read that one):
 /// the flow's first FIN came from the real, so that a FIN from the other
-/// side can be told from a retransmission of the first. Sync does not
-/// carry it: a flow synced half-closed gets it (`flow/sync.rs`), so that
-/// only the client's FIN, believed once the real placed it, closes it
-/// (NAT; a TUN or DR flow so synced ends by a SYN or by timeout).
+/// side can be told from a retransmission of the first. Sync carries it
+/// (`FlowUpdate::fin_by_client`); a flow synced half-closed without it
+/// gets it (`flow/sync.rs`), so that only the client's FIN, believed once
+/// the real placed it, closes it (NAT; a TUN or DR flow synced
+/// half-closed ends by a SYN or by timeout).
 pub(super) const FIRST_FIN_REAL: u8 = REPEATED;
 const SAW_SYN: u8 = 16;
 /// Installed by connection sync, and no packet seen here since: sync may

@@ -2158,7 +2158,7 @@ fn a_dr_syn_after_the_clients_fin_is_scheduled_afresh() {
     );
 }
 
-/// Found in review: sync does not say which side's FIN began a close, and
+/// Found in review: sync did not say which side's FIN began a close, and
 /// a flow synced half-closed by its real read as closed by its client: on
 /// the backup the real's FIN again (its client's ACK lost) closed it, and
 /// a stranger's SYN then replaced it. Taken for the real's, only the
@@ -2200,6 +2200,56 @@ fn a_flow_synced_half_closed_by_its_real_is_not_closed_by_the_real_again() {
     let mut b = VecBuf::from_bytes(&cfin);
     assert_eq!(backup.process(&snap, 0, &mut b, 4), Verdict::Transmit(0));
     assert_eq!(state(&backup), FlowState::Closed, "the client's FIN");
+}
+
+/// Found in review: a flow synced half-closed by its client was taken for
+/// one half-closed by its real, so on the backup the real's FIN did not
+/// close it; it stayed half-closed until `tcp_fin_timeout`, and a client
+/// reusing the port within that time rode it unfollowed. The record now
+/// says which side's FIN began the close: the real's FIN closes it, and a
+/// client's SYN then starts a new connection.
+#[test]
+fn a_flow_synced_half_closed_by_its_client_is_closed_by_the_real() {
+    use crate::flow::FlowState;
+    use crate::sync::SyncEvents;
+    const FIN_ACK: u8 = 0x11;
+    let Handshaken {
+        snap,
+        p: mut primary,
+        client,
+        real_ip,
+        isn,
+        real_isn,
+        ..
+    } = Handshaken::new(|p| p.enable_sync(64));
+    let cfin = tcp_ack(client, (VIP, 80), FIN_ACK, isn + 1, real_isn + 1, OUR);
+    let mut b = VecBuf::from_bytes(&cfin);
+    assert_eq!(primary.process(&snap, 0, &mut b, 1), Verdict::Transmit(0));
+    primary.sweep(&snap, 2, 0);
+    let mut events = SyncEvents::with_capacity(64);
+    primary.take_sync_events(&mut events);
+    let mut backup = pipeline(&snap, 0, 2, 64);
+    for r in events.drain() {
+        backup.sync_install(&snap, &r, 2).unwrap();
+    }
+    let state = only_state;
+    assert_eq!(state(&backup), FlowState::FinWait);
+    // The client's FIN again (the real's ACK lost): still half-closed.
+    let mut b = VecBuf::from_bytes(&cfin);
+    assert_eq!(backup.process(&snap, 0, &mut b, 3), Verdict::Transmit(0));
+    assert_eq!(state(&backup), FlowState::FinWait, "the client's FIN again");
+    let rfin = from_real(
+        &snap,
+        tcp_ack((real_ip, 8080), client, FIN_ACK, real_isn + 1, isn + 2, OUR),
+    );
+    let mut b = VecBuf::from_bytes(&rfin);
+    assert_eq!(backup.process(&snap, 0, &mut b, 4), Verdict::Transmit(0));
+    assert_eq!(state(&backup), FlowState::Closed, "the real's FIN");
+    // The client reuses its port: a new connection, followed from its SYN.
+    let syn = tcp_ack(client, (VIP, 80), SYN, 70_000_000, 0, OUR);
+    let mut b = VecBuf::from_bytes(&syn);
+    assert_eq!(backup.process(&snap, 0, &mut b, 5), Verdict::Transmit(0));
+    assert_eq!(state(&backup), FlowState::SynSent, "a new connection");
 }
 
 /// Asserts that each real's `active` and `inactive` gauges on `p`'s

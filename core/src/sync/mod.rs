@@ -237,6 +237,7 @@ mod tests {
                 real_port: 80,
                 method: ForwardingMethod::Nat,
                 state: FlowState::Established,
+                fin_by_client: false,
                 trust: Trust::Confirmed,
                 proxy: None,
             }),

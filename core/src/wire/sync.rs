@@ -39,8 +39,9 @@
 //!  8+2A     1     real family: 4 or 6 (6 under a 4 flow: 4in6, tun only)
 //!  9+2A     1     method: 1 nat, 2 tun, 3 dr
 //!  10+2A    2     real port
-//!  12+2A    1     TCP state: 0 SYN sent, 1 established, 2 FIN wait,
-//!                 3 closed, 4 datagram (UDP)
+//!  12+2A    1     TCP state: 0 SYN sent, 1 established, 2 FIN wait
+//!                 (begun by the real's FIN, or not known), 3 closed,
+//!                 4 datagram (UDP), 5 FIN wait begun by the client's FIN
 //!  13+2A    1     trust on the sender: 0 unconfirmed, 1 one-way,
 //!                 2 confirmed
 //!  14+2A    1     SYN proxy flags: 1 proxied, 2 timestamps, 4 client
@@ -540,6 +541,10 @@ pub struct FlowUpdate {
     pub method: ForwardingMethod,
     /// Never `Template`; `Datagram` exactly for UDP.
     pub state: FlowState,
+    /// `FinWait` only: the client's FIN began the close, so the real's
+    /// closes the flow (false: the real's began it, or the sender does not
+    /// know, and only the client's FIN closes it).
+    pub fin_by_client: bool,
     /// The flow's class on the sender.
     pub trust: Trust,
     /// The SYN proxy's translation, for a flow whose handshake it
@@ -569,6 +574,7 @@ const PROXY_TS: u8 = 2;
 const PROXY_CLIENT_WS: u8 = 4;
 const PROXY_REAL_WS: u8 = 8;
 const MAX_WSCALE: u8 = 14;
+const STATE_FIN_BY_CLIENT: u8 = 5;
 
 fn family_len(family: u8) -> Option<usize> {
     match family {
@@ -614,17 +620,26 @@ fn method_code(m: ForwardingMethod) -> u8 {
     }
 }
 
-fn state_code(s: FlowState) -> u8 {
-    s as u8
+/// The state byte: [`FlowState`]'s own number, but 5 for a FIN wait the
+/// client's FIN began (a receiver that predates it refuses the record as
+/// `BadRecord`: the flow is then not carried over, as before).
+fn state_code(s: FlowState, fin_by_client: bool) -> u8 {
+    if s == FlowState::FinWait && fin_by_client {
+        STATE_FIN_BY_CLIENT
+    } else {
+        s as u8
+    }
 }
 
-fn state_of(v: u8) -> Option<FlowState> {
+/// The state and `fin_by_client` of a state byte.
+fn state_of(v: u8) -> Option<(FlowState, bool)> {
     Some(match v {
-        0 => FlowState::SynSent,
-        1 => FlowState::Established,
-        2 => FlowState::FinWait,
-        3 => FlowState::Closed,
-        4 => FlowState::Datagram,
+        0 => (FlowState::SynSent, false),
+        1 => (FlowState::Established, false),
+        2 => (FlowState::FinWait, false),
+        3 => (FlowState::Closed, false),
+        4 => (FlowState::Datagram, false),
+        STATE_FIN_BY_CLIENT => (FlowState::FinWait, true),
         _ => return None,
     })
 }
@@ -719,7 +734,7 @@ impl FlowRecord {
                 _ => return Err(Refused::BadRecord),
             };
             let real_port = u16_at(at + 2)?;
-            let state = state_of(b[at + 4]).ok_or(Refused::BadRecord)?;
+            let (state, fin_by_client) = state_of(b[at + 4]).ok_or(Refused::BadRecord)?;
             let trust = match b[at + 5] {
                 0 => Trust::Unconfirmed,
                 1 => Trust::OneWay,
@@ -735,6 +750,7 @@ impl FlowRecord {
                 real_port,
                 method,
                 state,
+                fin_by_client,
                 trust,
                 proxy,
             })
@@ -766,7 +782,10 @@ impl FlowRecord {
             return true;
         };
         let udp = self.proto == u8::from(IpProtocol::Udp);
-        if udp != (u.state == FlowState::Datagram) || u.state == FlowState::Template {
+        if udp != (u.state == FlowState::Datagram)
+            || u.state == FlowState::Template
+            || (u.fin_by_client && u.state != FlowState::FinWait)
+        {
             return false;
         }
         if u.real.is_ipv4() != self.vip.is_ipv4()
@@ -807,7 +826,7 @@ impl FlowRecord {
             b[at] = family_of(u.real);
             b[at + 1] = method_code(u.method);
             write_u16(b, at + 2, u.real_port);
-            b[at + 4] = state_code(u.state);
+            b[at + 4] = state_code(u.state, u.fin_by_client);
             b[at + 5] = u.trust as u8;
             let (flags, scales, seq, ts) = proxy_bytes(u.proxy);
             b[at + 6] = flags;
@@ -1020,6 +1039,7 @@ mod tests {
                 real_port: 8080,
                 method: ForwardingMethod::Nat,
                 state: FlowState::Established,
+                fin_by_client: false,
                 trust: Trust::Confirmed,
                 proxy: None,
             }),
@@ -1180,7 +1200,7 @@ mod tests {
             (16, 6, Refused::BadLength, false),   // real IPv6: 48 bytes, not 36
             (17, 0, Refused::BadRecord, true),    // method
             (17, 4, Refused::BadRecord, true),    // method
-            (20, 5, Refused::BadRecord, true),    // state: template
+            (20, 6, Refused::BadRecord, true),    // state: none such
             (21, 3, Refused::BadRecord, true),    // trust
             (22, 2, Refused::BadRecord, true),    // proxy flags without "proxied"
             (22, 0x11, Refused::BadRecord, true), // an unknown proxy flag
@@ -1282,6 +1302,7 @@ mod tests {
                 real_port: 8080,
                 method: ForwardingMethod::Nat,
                 state: FlowState::Established,
+                fin_by_client: false,
                 trust: Trust::Confirmed,
                 proxy: Some(proxy),
             }),
@@ -1359,6 +1380,30 @@ mod tests {
         check(r);
     }
 
+    /// A FIN wait the client began is state 5 on the wire, one the real
+    /// began (or nobody knows who) 2; either parses back as it was.
+    #[test]
+    fn the_side_that_began_a_close_is_in_the_state_byte() {
+        let mut buf = [0u8; MAX_RECORD_LEN];
+        let at = 12 + 2 * 4;
+        for (by_client, code) in [(false, 2), (true, 5)] {
+            let mut r = update();
+            if let FlowChange::Update(u) = &mut r.change {
+                u.state = FlowState::FinWait;
+                u.fin_by_client = by_client;
+            }
+            let n = r.emit(&mut buf);
+            assert_eq!(buf[at], code);
+            assert_eq!(FlowRecord::parse(&buf[..n]), Ok((r, n)));
+        }
+        // Only a FIN wait has a side: the flag elsewhere is inconsistent.
+        let mut r = update();
+        if let FlowChange::Update(u) = &mut r.change {
+            u.fin_by_client = true;
+        }
+        assert!(!r.is_consistent());
+    }
+
     #[test]
     fn a_full_message_takes_no_more() {
         let mut buf = [0u8; 2 * MAX_MESSAGE_LEN];
@@ -1404,15 +1449,15 @@ mod tests {
                 arb_ip(v6),
                 arb_ip(real_v6),
                 any::<(u16, u16, u16)>(),
-                0..4u8,
+                prop_oneof![0..4u8, Just(STATE_FIN_BY_CLIENT)],
                 0..3usize,
                 any::<bool>(),
                 any::<(u32, Option<u32>, Option<u8>, Option<u8>)>(),
             )
                 .prop_map(
                     move |(client, vip, real, ports, state, trust, proxied, px)| {
-                        let state = if udp {
-                            FlowState::Datagram
+                        let (state, fin_by_client) = if udp {
+                            (FlowState::Datagram, false)
                         } else {
                             state_of(state).unwrap()
                         };
@@ -1441,6 +1486,7 @@ mod tests {
                                     real_port: ports.2,
                                     method,
                                     state,
+                                    fin_by_client,
                                     trust: Trust::ALL[trust],
                                     proxy,
                                 })

@@ -60,6 +60,7 @@ fn records(topology: usize, variant: usize, base: u16) -> Vec<FlowRecord> {
                     } else {
                         FlowState::Established
                     },
+                    fin_by_client: false,
                     trust: Trust::Confirmed,
                     proxy: proxied.then_some(ProxyState {
                         seq_offset: 0x1000_0000 + u32::from(port),
@@ -120,6 +121,8 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
                 if let FlowChange::Update(u) = &mut r.change {
                     if u.state == FlowState::Established {
                         u.state = FlowState::FinWait;
+                        // Either side's FIN first (wire state 2 or 5).
+                        u.fin_by_client = r.client_port % 2 == 0;
                         u.trust = Trust::Unconfirmed;
                     }
                 }
