@@ -155,28 +155,58 @@ pub fn classify(frame: &[u8]) -> Result<Parsed, DropReason> {
 /// dropped, an unknown one is checked in software.
 #[inline(always)]
 pub fn classify_offloaded(frame: &[u8], rx: RxChecksum) -> Result<Parsed, DropReason> {
-    let eth = EthernetFrame::new_checked(frame).map_err(|_| DropReason::Truncated)?;
+    classify_then(
+        frame,
+        rx,
+        |dst_mac, ip| {
+            Ok(Parsed {
+                dst_mac,
+                l3: L3::Ipv4(ip),
+            })
+        },
+        |parsed| parsed,
+    )
+}
+
+/// [`classify_offloaded`], handing a sound IPv4 packet without options
+/// (the common frame) to `ipv4` as its parts, before they are joined
+/// into a [`Parsed`], and anything else to `other`: the burst's first
+/// pass looks at the parts where they are (in registers) and builds the
+/// [`Parsed`] only for a frame it keeps.
+#[inline(always)]
+pub fn classify_then<R>(
+    frame: &[u8],
+    rx: RxChecksum,
+    ipv4: impl FnOnce(MacAddr, Ipv4Meta) -> R,
+    other: impl FnOnce(Result<Parsed, DropReason>) -> R,
+) -> R {
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return other(Err(DropReason::Truncated));
+    };
     let dst_mac = eth.dst_addr();
     match eth.ethertype() {
         EtherType::Ipv4 => {
             let payload = eth.payload();
             match payload.first_chunk::<{ ipv4::HEADER_LEN }>() {
-                Some(h) if h[0] == 0x45 => Ok(Parsed {
-                    dst_mac,
-                    l3: ipv4_plain(h, payload, rx),
-                }),
-                _ => ipv4_frame_viewed(dst_mac, payload, rx),
+                Some(h) if h[0] == 0x45 => match ipv4_plain(h, payload, rx) {
+                    Ok(ip) => ipv4(dst_mac, ip),
+                    Err(r) => other(Ok(Parsed {
+                        dst_mac,
+                        l3: L3::Invalid(r),
+                    })),
+                },
+                _ => other(ipv4_frame_viewed(dst_mac, payload, rx)),
             }
         }
-        EtherType::Ipv6 => ipv6_frame(dst_mac, eth.payload()),
-        EtherType::Arp => Ok(Parsed {
+        EtherType::Ipv6 => other(ipv6_frame(dst_mac, eth.payload())),
+        EtherType::Arp => other(Ok(Parsed {
             dst_mac,
             l3: L3::Arp,
-        }),
-        other => Ok(Parsed {
+        })),
+        kind => other(Ok(Parsed {
             dst_mac,
-            l3: L3::Unsupported(other),
-        }),
+            l3: L3::Unsupported(kind),
+        })),
     }
 }
 
@@ -187,15 +217,19 @@ pub fn classify_offloaded(frame: &[u8], rx: RxChecksum) -> Result<Parsed, DropRe
 /// give the same verdict for the same bytes (the
 /// `ipv4_fast_agrees_with_the_view` test).
 #[inline(always)]
-fn ipv4_plain(h: &[u8; ipv4::HEADER_LEN], bytes: &[u8], rx: RxChecksum) -> L3 {
+fn ipv4_plain(
+    h: &[u8; ipv4::HEADER_LEN],
+    bytes: &[u8],
+    rx: RxChecksum,
+) -> Result<Ipv4Meta, DropReason> {
     // The view over a fixed-size array: every accessor's bounds are known.
     let ip = Ipv4Packet::new_unchecked(h);
     let total_len = ip.total_len();
     if usize::from(total_len) < ipv4::HEADER_LEN {
-        return L3::Invalid(DropReason::BadIpHeader);
+        return Err(DropReason::BadIpHeader);
     }
     let Some(packet) = bytes.get(..usize::from(total_len)) else {
-        return L3::Invalid(DropReason::Truncated);
+        return Err(DropReason::Truncated);
     };
     let good = match rx {
         RxChecksum::Good => true,
@@ -203,13 +237,13 @@ fn ipv4_plain(h: &[u8; ipv4::HEADER_LEN], bytes: &[u8], rx: RxChecksum) -> L3 {
         RxChecksum::Unknown => ip.verify_checksum(),
     };
     if !good {
-        return L3::Invalid(DropReason::BadIpChecksum);
+        return Err(DropReason::BadIpChecksum);
     }
     if ip.is_fragment() {
-        return L3::Invalid(DropReason::Fragment);
+        return Err(DropReason::Fragment);
     }
     let protocol = ip.protocol();
-    L3::Ipv4(Ipv4Meta {
+    Ok(Ipv4Meta {
         src: ip.src_addr(),
         dst: ip.dst_addr(),
         protocol,
@@ -608,7 +642,7 @@ mod tests {
             let rx = rx_of(rx);
             let viewed = ipv4_viewed(&bytes, rx);
             let fast = match bytes.first_chunk::<{ ipv4::HEADER_LEN }>() {
-                Some(h) if h[0] == 0x45 => ipv4_plain(h, &bytes, rx),
+                Some(h) if h[0] == 0x45 => ipv4_plain(h, &bytes, rx).map_or_else(L3::Invalid, L3::Ipv4),
                 _ => viewed,
             };
             prop_assert_eq!(fast, viewed);

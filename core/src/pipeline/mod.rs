@@ -31,7 +31,9 @@ use std::sync::Arc;
 
 use lb_config::{ForwardingMethod, MacAddr};
 
-pub use classify::{classify, classify_offloaded, Ipv4Meta, Ipv6Meta, Parsed, Ports, L3, L4};
+pub use classify::{
+    classify, classify_offloaded, classify_then, Ipv4Meta, Ipv6Meta, Parsed, Ports, L3, L4,
+};
 pub use deferred::{DeferList, DEFER_MS, DEFER_SLOTS};
 pub use egress::{ArpRequest, NdpRequest, HELD6, ICMP_BURST, ICMP_RATE};
 pub use local::{
@@ -401,20 +403,42 @@ impl Pipeline {
             chunk.clear();
             let mut any6 = false;
             for pkt in &pkts[base..base + m] {
-                let parsed = classify_offloaded(pkt.data(), pkt.rx_ip_checksum());
-                let ahead = lookahead(snap, self.conntrack.seed(), &parsed);
-                if let Some(h) = ahead.and_then(Lookahead::hash) {
+                // The common IPv4 frame is looked at in its parts, before
+                // they are joined into a `Parsed` (which a settled drop
+                // then never builds): `classify_offloaded` and `lookahead`
+                // one after the other read it back from the stack.
+                let seed = self.conntrack.seed();
+                let c = classify_then(
+                    pkt.data(),
+                    pkt.rx_ip_checksum(),
+                    |dst_mac, ip| {
+                        let ahead = lookahead4(snap, seed, &ip);
+                        if ahead == Some(Lookahead::NoService)
+                            && settled_no_service(dst_mac, &ip, my_mac)
+                        {
+                            return Classified {
+                                parsed: Err(DropReason::NoService),
+                                ahead: None,
+                            };
+                        }
+                        Classified {
+                            parsed: Ok(Parsed {
+                                dst_mac,
+                                l3: L3::Ipv4(ip),
+                            }),
+                            ahead,
+                        }
+                    },
+                    |parsed| Classified {
+                        ahead: lookahead(snap, seed, &parsed),
+                        parsed,
+                    },
+                );
+                if let Some(h) = c.ahead.and_then(Lookahead::hash) {
                     self.conntrack.prefetch_slot::<B>(h);
                 }
-                any6 |= ahead == Some(Lookahead::Ipv6);
-                if ahead == Some(Lookahead::NoService) && settled_no_service(&parsed, my_mac) {
-                    chunk.push(Classified {
-                        parsed: Err(DropReason::NoService),
-                        ahead: None,
-                    });
-                    continue;
-                }
-                chunk.push(Classified { parsed, ahead });
+                any6 |= c.ahead == Some(Lookahead::Ipv6);
+                chunk.push(c);
             }
             // IPv6 frames get their own pass, out of line: the loop above
             // stays what it was for IPv4 (reading `parsed` back in it
@@ -1202,14 +1226,8 @@ fn martian_source(ip: &Ipv4Meta) -> Verdict {
 /// is dropped for that in `run` whatever else: to our MAC, from a source a
 /// host can have. Its verdict is then settled in the burst's first pass.
 #[inline(always)]
-fn settled_no_service(parsed: &Result<Parsed, DropReason>, my_mac: Option<MacAddr>) -> bool {
-    match parsed {
-        Ok(Parsed {
-            dst_mac,
-            l3: L3::Ipv4(ip),
-        }) => Some(*dst_mac) == my_mac && !crate::route::no_host_has(ip.src),
-        _ => false,
-    }
+fn settled_no_service(dst_mac: MacAddr, ip: &Ipv4Meta, my_mac: Option<MacAddr>) -> bool {
+    Some(dst_mac) == my_mac && !crate::route::no_host_has(ip.src)
 }
 
 /// Whether an IPv6 packet to our MAC on a port with an IPv6 address,
@@ -1266,15 +1284,20 @@ fn lookahead(
     seed: &IndexSeed,
     parsed: &Result<Parsed, DropReason>,
 ) -> Option<Lookahead> {
-    let ip = match parsed {
+    match parsed {
         Ok(Parsed {
             l3: L3::Ipv4(ip), ..
-        }) => ip,
+        }) => lookahead4(snap, seed, ip),
         Ok(Parsed {
             l3: L3::Ipv6(_), ..
-        }) => return Some(Lookahead::Ipv6),
-        _ => return None,
-    };
+        }) => Some(Lookahead::Ipv6),
+        _ => None,
+    }
+}
+
+/// [`lookahead`] for an IPv4 packet.
+#[inline(always)]
+fn lookahead4(snap: &Snapshot, seed: &IndexSeed, ip: &Ipv4Meta) -> Option<Lookahead> {
     let (ports, _) = ip.l4.ports()?;
     let proto = u8::from(ip.protocol);
     if let Some(service) = snap.service_for(proto, ip.dst, ports.dst) {
