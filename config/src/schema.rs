@@ -318,7 +318,7 @@ pub(crate) fn toml_error(
     source: &str,
     e: serde_path_to_error::Error<toml::de::Error>,
 ) -> crate::ConfigError {
-    let key = e.path().to_string();
+    let mut key = e.path().to_string();
     let e = e.into_inner();
     // One error per line in reports: fold toml's multi-line messages.
     let message = e
@@ -332,6 +332,20 @@ pub(crate) fn toml_error(
     let message = match message.find("expected struct ") {
         Some(at) => format!("{}expected a table", &message[..at]),
         None => message,
+    };
+    // A table where an element of an array of tables was being read as
+    // something else: the key was written `[[key]]` where it takes a
+    // table (serde reads a struct from a sequence too, and then said
+    // `flows[0]: invalid type: map, expected an integer`, about the
+    // table's first field) or a plain array.
+    let message = match key.rfind('[') {
+        Some(at) if message.starts_with("invalid type: map") && key.ends_with(']') => {
+            key.truncate(at);
+            format!(
+                "an array of tables (`[[{key}]]`) where `{key}` takes none (a table is written `[{key}]`)"
+            )
+        }
+        _ => message,
     };
     let message = match e.span() {
         Some(span) => {

@@ -3129,6 +3129,16 @@ fn a_type_error_names_its_key() {
     assert_eq!(errs.0[0].path, "flows", "{errs}");
     assert!(errs.0[0].message.contains("expected a table"), "{errs}");
     assert!(!errs.0[0].message.contains("Raw"), "{errs}");
+    // `[[flows]]` where `[flows]` belongs: the key, not its first field.
+    for table in ["flows", "workers"] {
+        let text = EXAMPLE.replacen(&format!("[{table}]"), &format!("[[{table}]]"), 1);
+        assert!(text.contains(&format!("[[{table}]]")));
+        let errs = errors(&text);
+        assert_eq!(errs.0.len(), 1, "{errs}");
+        assert_eq!(errs.0[0].path, table, "{errs}");
+        assert!(errs.0[0].message.contains("an array of tables"), "{errs}");
+        assert!(errs.0[0].message.contains("line "), "{errs}");
+    }
     let errs = errors(&format!("{EXAMPLE}\n[flows\n"));
     assert_eq!(errs.0[0].path, "lb.toml", "{errs}");
     assert!(errs.0[0].message.contains("invalid TOML at line"), "{errs}");
