@@ -257,6 +257,9 @@ impl Pipeline {
         if !self.syn_resends_due() {
             return;
         }
+        // A pipeline call of its own: `out` has read the next hops of the
+        // last one's held packets (a pass on an idle worker piled them up).
+        self.egress.begin();
         let due = self.conntrack.take_syn_retries();
         for named in due.iter() {
             let Some(syn) = self.conntrack.syn_to_resend(snap, named) else {

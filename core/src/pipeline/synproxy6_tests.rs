@@ -1042,6 +1042,44 @@ fn an_ipv6_syn_sent_again_waits_for_neighbor_discovery_as_the_first_did() {
     assert_eq!(p.stats().syn_proxy_syn_retransmits.get(), 1, "on its way");
 }
 
+/// Found in review: the passes that send SYNs again did not begin a
+/// pipeline call, so on a worker that received nothing between them (the
+/// timer alone makes them due) their held SYNs' next hops piled up, named
+/// 0, 1, 2 ..., until `HELD6` of them, and every re-send held after that
+/// was dropped as `neighbor_unresolved`. Each pass names its own from 0,
+/// as a burst does.
+#[test]
+fn each_pass_that_sends_ipv6_syns_again_names_its_holds_from_zero() {
+    use crate::flow::synproxy::SYN_WATCH_EVERY_MS;
+    let text = CONFIG.replace(
+        "[[neighbors]]\naddress = \"2001:2::11\"\nmac = \"02:00:00:00:00:11\"\n",
+        "",
+    );
+    let config = Config::parse(&text).unwrap();
+    let snap = Snapshot::compile(&config, &[OUR], 1, &mut Ids::default(), |_, _, _| true).unwrap();
+    let mut p = Pipeline::new(0, 1, 64, Arc::new(WorkerStats::default()));
+    p.adopt(&snap);
+    p.set_cookie_key(KEY);
+    let cookie = run(&mut p, &snap, &client_syn(ISN), NOW)
+        .expect("SYN-ACK")
+        .seq;
+    let mut b = VecBuf::from_bytes(&client_ack(cookie).frame());
+    let v = p.process(&snap, 0, &mut b, NOW + 1);
+    assert!(matches!(v, Verdict::Hold6 { port: 0, .. }), "{v:?}");
+    // The client says nothing more: the timer alone, no burst between.
+    let mut held = Vec::new();
+    for now in (NOW + 1..NOW + 10_000).step_by(SYN_WATCH_EVERY_MS as usize) {
+        p.syn_timers(&snap, now);
+        for r in resend(&mut p, &snap, now) {
+            match r {
+                Err((Verdict::Hold6 { index, .. }, hop)) => held.push((index, hop)),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(held, vec![(0, Some(v6(REAL))); usize::from(SYN_RETRIES)]);
+}
+
 #[test]
 fn a_silent_ipv6_clients_lost_syn_goes_again_on_the_timer() {
     use crate::flow::synproxy::SYN_WATCH_EVERY_MS;
