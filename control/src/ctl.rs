@@ -144,6 +144,18 @@ impl Request {
         }
     }
 
+    /// The service a change names (None for what is not a change to one).
+    pub fn service(&self) -> Option<&str> {
+        match self {
+            Request::AddReal { service, .. }
+            | Request::EditReal { service, .. }
+            | Request::Drain { service, .. }
+            | Request::DelReal { service, .. } => Some(service),
+            Request::AddService { name, .. } | Request::DelService { name } => Some(name),
+            _ => None,
+        }
+    }
+
     /// Whether the control thread must do it (it changes or reads the
     /// running configuration).
     fn is_change(&self) -> bool {
@@ -834,6 +846,12 @@ pub mod edit {
                 {
                     return Err("a script health check (health_check.kind = \"script\", health_check.command) runs a program as root: set it in the config file and reload; a ctl client may not".into());
                 }
+                // After every table of the text: one without a position is
+                // written after the last table visited before it, which may
+                // be the last service's `[services.health_check]` with a
+                // `[[services.reals]]` of that service after it, and that
+                // real then read as the new service's (found in audit).
+                t.set_position(last_position(doc) + 1);
                 if doc.get("services").is_none() {
                     doc.insert("services", Item::ArrayOfTables(ArrayOfTables::new()));
                 }
@@ -850,6 +868,69 @@ pub mod edit {
                 s.remove(i);
             }
             _ => return Err("not a change".into()),
+        }
+        Ok(())
+    }
+
+    /// `request` applied to a copy of the running text `doc`: the edited
+    /// document as read back from its text (so that what the next edit
+    /// sees is what runs: found in audit, a document kept as edited placed
+    /// a table otherwise than its text, and later edits went to the wrong
+    /// service), and that text.
+    pub fn edited(
+        doc: &DocumentMut,
+        config: &Config,
+        request: &Request,
+    ) -> Result<(DocumentMut, String), String> {
+        let mut d = doc.clone();
+        apply(&mut d, config, request)?;
+        let text = d.to_string();
+        let d = text.parse().map_err(|e| {
+            format!("refused, nothing changed: the edited text reads back wrong: {e}")
+        })?;
+        Ok((d, text))
+    }
+
+    /// The highest position of a table in `doc` (0 for none): where the
+    /// text places it.
+    fn last_position(doc: &DocumentMut) -> usize {
+        fn walk(t: &Table, max: &mut usize) {
+            *max = (*max).max(t.position().unwrap_or(0));
+            for (_, item) in t.iter() {
+                match item {
+                    Item::Table(t) => walk(t, max),
+                    Item::ArrayOfTables(a) => a.iter().for_each(|t| walk(t, max)),
+                    _ => {}
+                }
+            }
+        }
+        let mut max = 0;
+        walk(doc.as_table(), &mut max);
+        max
+    }
+
+    /// Whether `new`, the running `old` with `request` applied through
+    /// the text, leaves every service but the one the request names as it
+    /// was: a change that moved anything of another (a table the text
+    /// placed where it belongs to another service) is refused, whatever
+    /// the cause. (An edit writes only into `[[services]]`.)
+    pub fn changes_only_its_service(
+        old: &Config,
+        new: &Config,
+        request: &Request,
+    ) -> Result<(), String> {
+        let named = request.service().unwrap_or_default();
+        let others = |c: &Config| -> Vec<lb_config::ServiceConfig> {
+            c.services
+                .iter()
+                .filter(|s| s.name != named)
+                .cloned()
+                .collect()
+        };
+        if others(old) != others(new) {
+            return Err(format!(
+                "refused, nothing changed: the edit of {named:?} would also change another service (as the text places its tables); edit the file and reload"
+            ));
         }
         Ok(())
     }
@@ -1177,6 +1258,106 @@ address = "198.18.0.12"
         assert!(e.contains("has no real"), "{e}");
         let e = run(TEXT, add("web", "198.18.0.13", None)).unwrap_err();
         assert!(e.contains("is not ADDR:PORT"), "{e}");
+    }
+
+    /// A valid file whose last service has a real written after its
+    /// health check (still that service's real).
+    const REAL_AFTER_CHECK: &str = r#"
+[workers]
+lcores = [1]
+
+[[ports]]
+name = "wan"
+device = "net_null0"
+address = "198.18.0.2/24"
+
+[[services]]
+name = "web"
+vip = "198.18.1.100"
+port = 80
+
+[[services.reals]]
+address = "198.18.0.11"
+
+[services.health_check]
+kind = "tcp"
+
+[[services.reals]]
+address = "198.18.0.12"
+"#;
+
+    /// Found in audit: toml_edit writes a table without a position after
+    /// the last table it visited before it, here the last service's
+    /// health check, so `add-service` put the new `[[services]]` before
+    /// that service's second real, which the new service then took.
+    #[test]
+    fn add_service_does_not_take_the_last_services_reals() {
+        let before = Config::parse(REAL_AFTER_CHECK).unwrap();
+        assert_eq!(before.services[0].reals.len(), 2);
+        let out = run(REAL_AFTER_CHECK, add_service(&[])).unwrap();
+        let after = Config::parse(&out).unwrap();
+        assert_eq!(after.services[0], before.services[0], "{out}");
+        assert!(after.services[1].reals.is_empty(), "{out}");
+    }
+
+    /// Found in audit: the control thread kept the document as edited
+    /// while the running config was read from its text; after the
+    /// add-service above the two disagreed, and `add-real web` went to
+    /// the new service. Each step as `Control::handle` takes it.
+    #[test]
+    fn add_real_after_add_service_goes_to_the_named_service() {
+        let step = |doc: &mut toml_edit::DocumentMut, config: &mut Config, r: Request| {
+            let (d, text) = edit::edited(doc, config, &r)?;
+            let new = Config::parse(&text).map_err(|e| e.to_string())?;
+            edit::changes_only_its_service(config, &new, &r)?;
+            *config = new;
+            *doc = d;
+            Ok::<(), String>(())
+        };
+        let mut doc: toml_edit::DocumentMut = REAL_AFTER_CHECK.parse().unwrap();
+        let mut config = Config::parse(REAL_AFTER_CHECK).unwrap();
+        step(&mut doc, &mut config, add_service(&[])).unwrap();
+        step(
+            &mut doc,
+            &mut config,
+            Request::AddReal {
+                service: "web".into(),
+                real: "198.18.0.13:80".into(),
+                weight: None,
+                forwarding: None,
+            },
+        )
+        .unwrap();
+        let reals = |i: usize| -> Vec<String> {
+            config.services[i]
+                .reals
+                .iter()
+                .map(|r| r.address.to_string())
+                .collect()
+        };
+        assert_eq!(
+            reals(0),
+            ["198.18.0.11", "198.18.0.12", "198.18.0.13"],
+            "{doc}"
+        );
+        assert!(reals(1).is_empty(), "{doc}");
+    }
+
+    /// Whatever the text does with an edit's tables, one that changes a
+    /// service the request does not name is refused.
+    #[test]
+    fn an_edit_that_changes_another_service_is_refused() {
+        let old = Config::parse(REAL_AFTER_CHECK).unwrap();
+        let mut new = old.clone();
+        new.services[0].reals.pop();
+        let r = add_service(&[]);
+        let e = edit::changes_only_its_service(&old, &new, &r).unwrap_err();
+        assert!(e.contains("nothing changed"), "{e}");
+        let named = Request::DelReal {
+            service: "web".into(),
+            real: "198.18.0.12:80".into(),
+        };
+        edit::changes_only_its_service(&old, &new, &named).unwrap();
     }
 
     fn add_service(set: &[(&str, &str)]) -> Request {

@@ -402,11 +402,10 @@ impl Control {
         if let ctl::Request::Save = request {
             return Ok(serde_json::json!({ "text": doc.to_string() }));
         }
-        let mut doc = doc.clone();
-        ctl::edit::apply(&mut doc, &self.config, request)?;
-        let text = doc.to_string();
+        let (doc, text) = ctl::edit::edited(doc, &self.config, request)?;
         let mut new = Config::parse_keeping_keys(&text, &self.config)
             .map_err(|e| format!("refused, nothing changed:\n{e}"))?;
+        ctl::edit::changes_only_its_service(&self.config, &new, request)?;
         // Only a reload (SIGHUP) takes a new sync key: the file may hold
         // one already, meant for a reload in its order (README, "Keyed
         // sync"), which an edit of a real's weight must not apply.
