@@ -212,6 +212,29 @@ fn http_health_check_fields() {
     assert_eq!(h.expect_status, 204);
 }
 
+/// Found in audit: `expect_status` took any of 100 to 599, but the check
+/// skips interim responses (1xx but 101) to the final one, so a check
+/// expecting one could never pass. Refused at its key; 101 stays.
+#[test]
+fn an_interim_status_is_not_one_a_check_can_expect() {
+    let with = |status: u16| {
+        EXAMPLE.replace(
+            "kind = \"tcp\"",
+            &format!("kind = \"http\"\nexpect_status = {status}"),
+        )
+    };
+    for status in [100, 102, 103, 199] {
+        assert_error(
+            &with(status),
+            "services[0].health_check.expect_status",
+            "interim",
+        );
+    }
+    for status in [101, 200, 599] {
+        Config::parse(&with(status)).unwrap();
+    }
+}
+
 #[test]
 fn defaults_apply() {
     let c = Config::parse(&service(

@@ -2046,7 +2046,17 @@ fn health_check(c: &mut Checker<'_>, base: &str, h: RawHealthCheck) -> HealthChe
         }
     }
     let expect_status = if is_http {
-        c.opt_int(&path("expect_status"), h.expect_status, 200u16, 100, 599)
+        let v = c.opt_int(&path("expect_status"), h.expect_status, 200u16, 100, 599);
+        // An interim response (1xx but 101) is skipped, never the answer:
+        // a check expecting one could never pass (found in audit: every
+        // real went down at its first check, its error about the close).
+        if let Some(status @ (100 | 102..=199)) = v {
+            c.err(
+                path("expect_status"),
+                format!("{status} is an interim response, which the check skips to the final one: expect 101 or 200 to 599"),
+            );
+        }
+        v
     } else {
         None
     };
