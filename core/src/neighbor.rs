@@ -81,6 +81,11 @@ pub struct NeighborCache<A: FlowAddr = Ipv4Addr> {
 /// How many unnoted addresses are remembered as asked for.
 const UNNOTED: usize = 16;
 
+/// How long after an unnoted request its answer may still push a resolved
+/// neighbor out (an answer takes milliseconds; a host asks three times, a
+/// second apart, before it gives up).
+const ANSWER_WITHIN_MS: u32 = 3_000;
+
 impl<A: FlowAddr> std::fmt::Debug for NeighborCache<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NeighborCache")
@@ -139,9 +144,11 @@ impl<A: FlowAddr> NeighborCache<A> {
     }
 
     /// A slot for `ip` that is not its own: a free one, else the stalest
-    /// unresolved one in its probe window, else (only when `evict`, for an
-    /// answer learned) the stalest of all: a lookup of an unknown address,
-    /// which a stranger can cause, never pushes a resolved neighbor out.
+    /// unresolved one in its probe window, else (only when `evict`: the
+    /// answer to a request of ours that found no slot) the stalest of all:
+    /// a lookup of an unknown address, or an ARP or NDP message nobody
+    /// asked for, which a stranger can cause, never pushes a resolved
+    /// neighbor out.
     /// Staleness is age at `now`, which wraps like the clock (the workers'
     /// milliseconds wrap after 49.7 days: comparing the stamps themselves
     /// then took the freshest entries for the stalest).
@@ -157,6 +164,14 @@ impl<A: FlowAddr> NeighborCache<A> {
                 .max_by_key(|&s| now.wrapping_sub(self.slots[s].learned_at))
         };
         stalest(false).or_else(|| if evict { stalest(true) } else { None })
+    }
+
+    /// Whether `ip` was asked for, unnoted, within the last
+    /// [`ANSWER_WITHIN_MS`].
+    fn asked_unnoted(&self, ip: A, now: u32) -> bool {
+        self.unnoted
+            .iter()
+            .any(|&(a, at)| a == ip && now.wrapping_sub(at) < ANSWER_WITHIN_MS)
     }
 
     /// Whether a request may go at `now` (taking it if so).
@@ -231,8 +246,15 @@ impl<A: FlowAddr> NeighborCache<A> {
     /// found in review: measured from the last confirmation, confirmations
     /// less than that apart, two workers asking at their own phases, kept
     /// it from ever being told again).
+    /// Only the answer to a request of ours that found no slot to be
+    /// noted in may push a resolved neighbor out (found in audit: a host
+    /// on the segment sending ARP requests from a new address each time
+    /// pushed out the gateway in use, and every worker it was told to).
     pub fn learn(&mut self, ip: A, mac: MacAddr, now: u32) -> bool {
-        let Some(s) = self.find(ip).or_else(|| self.free_slot(ip, true, now)) else {
+        let Some(s) = self
+            .find(ip)
+            .or_else(|| self.free_slot(ip, self.asked_unnoted(ip, now), now))
+        else {
             return false;
         };
         let e = &mut self.slots[s];
@@ -358,8 +380,8 @@ mod tests {
             c.lookup(stranger, 2000 + REQUEST_INTERVAL_MS),
             Lookup::Missing { ask: true }
         );
-        // An answer does make room: the stalest goes.
-        assert!(c.learn(strangers[0], MAC, 200));
+        // The answer to that request does make room: the stalest goes.
+        assert!(c.learn(strangers[0], MAC, 3010));
         assert_eq!(c.get(gateway), None, "an answer may push it out");
     }
 
@@ -385,13 +407,31 @@ mod tests {
         );
     }
 
+    /// A full window keeps its neighbors against messages nobody asked
+    /// for, and makes room for the answer to a request of ours.
     #[test]
-    fn a_full_window_forgets_the_stalest() {
-        let mut c = NeighborCache::new();
+    fn a_full_window_forgets_the_stalest_for_an_answer_only() {
+        let mut c = NeighborCache::with_key(7);
         for i in 0..20_000u32 {
             c.learn(Ipv4Addr::from(0xc612_0000 + i), MAC, i);
         }
-        assert_eq!(c.get(Ipv4Addr::from(0xc612_0000 + 19_999)), Some(MAC));
+        let unkept = (0..20_000u32)
+            .map(|i| Ipv4Addr::from(0xc612_0000 + i))
+            .find(|&a| c.get(a).is_none())
+            .expect("some found no room");
+        assert!(!c.learn(unkept, MAC, 20_000), "not asked for: no room");
+        assert_eq!(c.get(unkept), None);
+        assert_eq!(c.lookup(unkept, 20_001), Lookup::Missing { ask: true });
+        assert!(c.learn(unkept, MAC, 20_002), "asked for");
+        assert_eq!(c.get(unkept), Some(MAC));
+        // Only within a while of the request.
+        let late = (0..20_000u32)
+            .map(|i| Ipv4Addr::from(0xc612_0000 + i))
+            .filter(|&a| c.get(a).is_none())
+            .nth(1)
+            .unwrap();
+        assert_eq!(c.lookup(late, 20_003), Lookup::Missing { ask: true });
+        assert!(!c.learn(late, MAC, 20_003 + ANSWER_WITHIN_MS));
     }
 
     /// The workers' clock wraps after 49.7 days. An answer that needs room
@@ -415,6 +455,7 @@ mod tests {
             assert!(c.learn(a, MAC, start.wrapping_add(200 + 10 * i as u32)));
         }
         let now = start.wrapping_add(1000);
+        assert_eq!(c.lookup(near[PROBE], now), Lookup::Missing { ask: true });
         assert!(c.learn(near[PROBE], MAC, now));
         assert_eq!(c.get(oldest), None, "learned longest ago: pushed out");
         for &a in &near[1..=PROBE] {

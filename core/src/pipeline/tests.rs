@@ -2252,6 +2252,49 @@ fn a_flow_synced_half_closed_by_its_client_is_closed_by_the_real() {
     assert_eq!(state(&backup), FlowState::SynSent, "a new connection");
 }
 
+/// Found in audit: every ARP request to our address from a new sender
+/// address on the segment took a slot, pushing out the stalest resolved
+/// neighbor of its window: one host claiming a new address each time
+/// pushed out the gateway in use (and, told, every worker's). Only the
+/// answer to a request of ours may push a resolved neighbor out now.
+#[test]
+fn a_strangers_arp_requests_do_not_push_the_gateway_out() {
+    use crate::wire::{arp, ethernet, ArpOperation, ArpPacket, ArpRepr, EtherType};
+    let text = NAT_CONFIG
+        .replace("198.18.0.2/24", "198.18.0.2/16")
+        .replace(
+            "[[neighbors]]\naddress = \"198.18.0.1\"\nmac = \"02:00:00:00:00:01\"\n",
+            "",
+        );
+    let text = without_syn_proxy(&text);
+    let snap = compile(&Config::parse(&text).unwrap(), &[MacAddr(OUR)]);
+    let mut p = pipeline(&snap, 0, 1, 64);
+    let gateway = Ipv4Addr::new(198, 18, 0, 1);
+    let gw_mac = [2, 0, 0, 0, 0, 1];
+    p.process(&snap, 0, &mut arp_reply_from(gateway, gw_mac), 0);
+    assert_eq!(p.resolved(&snap, gateway), Some(MacAddr(gw_mac)));
+    let stranger = [2, 0, 0, 0, 0x66, 0x66];
+    for i in 0..20_000u32 {
+        let sender = Ipv4Addr::from(0xc612_0100 + i);
+        let mut f = vec![0u8; ethernet::HEADER_LEN + arp::PACKET_LEN];
+        let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+        eth.set_dst_addr(MacAddr::BROADCAST);
+        eth.set_src_addr(MacAddr(stranger));
+        eth.set_ethertype(EtherType::Arp);
+        ArpRepr {
+            operation: ArpOperation::Request,
+            source_hardware_addr: MacAddr(stranger),
+            source_protocol_addr: sender,
+            target_hardware_addr: MacAddr::ZERO,
+            target_protocol_addr: Ipv4Addr::new(198, 18, 0, 2),
+        }
+        .emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
+        let mut b = VecBuf::from_bytes(&f);
+        p.process(&snap, 0, &mut b, 1 + i / 1000);
+    }
+    assert_eq!(p.resolved(&snap, gateway), Some(MacAddr(gw_mac)));
+}
+
 /// Asserts that each real's `active` and `inactive` gauges on `p`'s
 /// worker are what its IPv4 and IPv6 tables hold: flows of the real, and
 /// those of them not established.
