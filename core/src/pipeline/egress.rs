@@ -41,6 +41,44 @@ const OUTBOX: usize = 64;
 pub const ICMP_RATE: u32 = 1000;
 pub const ICMP_BURST: u32 = 50;
 
+/// Of those, to one address (an IPv6 address's /64, the least a network
+/// gives one host) at most this many per second, in bursts of up to
+/// [`ICMP_SOURCE_BURST`]: one sender of large DF packets cannot spend the
+/// worker's whole budget, and every other sender's path-MTU discovery
+/// with it (found in audit: one client's 2,000 full-size DF segments a
+/// second through a TUN service kept every other client of the worker
+/// from hearing "fragmentation needed"). Sources share [`ICMP_SOURCES`]
+/// buckets by a keyed hash, so which share one cannot be worked out.
+pub const ICMP_SOURCE_RATE: u32 = 100;
+pub const ICMP_SOURCE_BURST: u32 = 10;
+const ICMP_SOURCES: usize = 256;
+
+/// A token bucket (worker clock, ms).
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: u32,
+    filled: u32,
+}
+
+impl Bucket {
+    const fn full(burst: u32) -> Bucket {
+        Bucket {
+            tokens: burst,
+            filled: 0,
+        }
+    }
+
+    /// Fills the bucket for the time passed since it was last filled.
+    fn fill(&mut self, now: u32, rate: u32, burst: u32) {
+        let passed = now.wrapping_sub(self.filled);
+        let earned = u64::from(passed) * u64::from(rate) / 1000;
+        if earned > 0 {
+            self.tokens = (u64::from(self.tokens) + earned).min(u64::from(burst)) as u32;
+            self.filled = now;
+        }
+    }
+}
+
 /// A worker's neighbor cache and what it has for the worker to do.
 #[derive(Debug)]
 pub struct Egress {
@@ -58,10 +96,11 @@ pub struct Egress {
     /// began (`Verdict::Hold6` holds an index here: an IPv6 address does
     /// not fit an eight-byte verdict).
     held6: Vec<Ipv6Addr>,
-    /// The ICMP token bucket: tokens left, and when it was last filled
-    /// (worker clock, ms).
-    icmp_tokens: u32,
-    icmp_filled: u32,
+    /// The worker's ICMP token bucket, and the per-source ones in front
+    /// of it, with the key of their hash.
+    icmp: Bucket,
+    icmp_sources: Box<[Bucket]>,
+    icmp_key: u64,
 }
 
 impl Default for Egress {
@@ -74,8 +113,9 @@ impl Default for Egress {
             learned6: Vec::with_capacity(OUTBOX),
             ndp_out: Vec::with_capacity(OUTBOX),
             held6: Vec::with_capacity(HELD6),
-            icmp_tokens: ICMP_BURST,
-            icmp_filled: 0,
+            icmp: Bucket::full(ICMP_BURST),
+            icmp_sources: vec![Bucket::full(ICMP_SOURCE_BURST); ICMP_SOURCES].into_boxed_slice(),
+            icmp_key: crate::random::secret_u64(),
         }
     }
 }
@@ -293,7 +333,17 @@ impl Egress {
         mtu: u32,
         now: u32,
     ) -> Verdict {
-        if !self.icmp_token(now) {
+        let Some(source) = pkt
+            .data()
+            .get(IP..)
+            .and_then(|h| crate::wire::ipv6::Ipv6Packet::new_checked_header(h).ok())
+            .map(|ip| ip.src_addr())
+        else {
+            return Verdict::Drop(DropReason::Truncated);
+        };
+        // Per /64.
+        let source = ((u128::from(source) >> 64) as u64) ^ (1 << 63);
+        if !self.icmp_token(source, now) {
             stats.icmp_rate_limited.incr();
             return Verdict::Drop(DropReason::TooBig);
         }
@@ -612,7 +662,7 @@ impl Egress {
         mtu: u16,
         now: u32,
     ) -> Verdict {
-        if !self.icmp_token(now) {
+        if !self.icmp_token(u64::from(u32::from(sender)), now) {
             stats.icmp_rate_limited.incr();
             return Verdict::Drop(DropReason::TooBig);
         }
@@ -631,21 +681,22 @@ impl Egress {
         v
     }
 
-    /// Takes a token from the ICMP bucket, filling it first for the time
+    /// Takes a token from the ICMP bucket of `source` (an IPv4 address,
+    /// or an IPv6 /64 with the top bit flipped) and one from the worker's,
+    /// or neither when either is empty; each filled first for the time
     /// passed.
-    fn icmp_token(&mut self, now: u32) -> bool {
-        let passed = now.wrapping_sub(self.icmp_filled);
-        let earned = u64::from(passed) * u64::from(ICMP_RATE) / 1000;
-        if earned > 0 {
-            self.icmp_tokens =
-                (u64::from(self.icmp_tokens) + earned).min(u64::from(ICMP_BURST)) as u32;
-            self.icmp_filled = now;
+    fn icmp_token(&mut self, source: u64, now: u32) -> bool {
+        let slot = (crate::flow::mix64(source ^ self.icmp_key) % ICMP_SOURCES as u64) as usize;
+        let mut one = self.icmp_sources[slot];
+        one.fill(now, ICMP_SOURCE_RATE, ICMP_SOURCE_BURST);
+        self.icmp.fill(now, ICMP_RATE, ICMP_BURST);
+        let ok = one.tokens > 0 && self.icmp.tokens > 0;
+        if ok {
+            one.tokens -= 1;
+            self.icmp.tokens -= 1;
         }
-        if self.icmp_tokens == 0 {
-            return false;
-        }
-        self.icmp_tokens -= 1;
-        true
+        self.icmp_sources[slot] = one;
+        ok
     }
 
     /// Sets the MACs for `next_hop` on `port`, or holds the packet and asks

@@ -2466,7 +2466,7 @@ fn big_tcp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), total: usize, df: bool) -
 /// replies), quoting the packet as it was sent, within a rate limit.
 #[test]
 fn nat_answers_a_packet_too_big_with_fragmentation_needed_within_a_rate() {
-    use super::{ICMP_BURST, ICMP_RATE};
+    use super::egress::{ICMP_SOURCE_BURST, ICMP_SOURCE_RATE};
     use crate::wire::{Icmpv4Packet, IpProtocol};
     let config = Config::parse(NAT_CONFIG).unwrap();
     let snap = compile(&config, &[MacAddr(OUR)]);
@@ -2508,20 +2508,99 @@ fn nat_answers_a_packet_too_big_with_fragmentation_needed_within_a_rate() {
         (Ipv4Addr::new(198, 18, 0, 2), real)
     );
 
-    // A flood of them: a burst, then the rate.
+    // A flood of them from the client: its own burst, then its own rate
+    // (the worker's, shared by every sender, is in the next test).
     let mut sent = 0;
     for i in 0..200 {
         let mut b = VecBuf::from_bytes(&input);
-        if p.process(&snap, 0, &mut b, 10_000 + i / 100) == Verdict::Transmit(0) {
+        if p.process(&snap, 0, &mut b, 10_000 + i) == Verdict::Transmit(0) {
             sent += 1;
         }
     }
     assert_eq!(
         sent,
-        ICMP_BURST + ICMP_RATE / 1000,
-        "a full bucket, then 1 ms of rate"
+        ICMP_SOURCE_BURST + 199 * ICMP_SOURCE_RATE / 1000,
+        "a full bucket, then 199 ms of rate"
     );
     assert_eq!(p.stats().icmp_rate_limited.get(), 200 - u64::from(sent));
+}
+
+/// A TUN service on 198.18.1.100:80 (reals on the port's segment, MACs
+/// static), SYN proxy off: a SYN alone opens a flow.
+const TUN_CONFIG: &str = r#"
+[workers]
+lcores = [1]
+[[ports]]
+name = "wan"
+device = "net_null0"
+address = "198.18.0.2/24"
+mac = "02:00:00:00:00:02"
+gateway = "198.18.0.1"
+[[neighbors]]
+address = "198.18.0.1"
+mac = "02:00:00:00:00:01"
+[[neighbors]]
+address = "198.18.0.11"
+mac = "02:00:00:00:00:11"
+[[services]]
+name = "web"
+vip = "198.18.1.100"
+port = 80
+forwarding = "tun"
+syn_proxy = "off"
+[[services.reals]]
+address = "198.18.0.11"
+"#;
+
+/// Found in audit: "fragmentation needed" had one budget per worker, so
+/// one client sending 2,000 full-size DF segments a second through a TUN
+/// service (which adds 20 bytes) spent it all, and every other client of
+/// the worker lost its path-MTU discovery. Each sender now spends only
+/// its own share; the worker's budget still bounds them all.
+#[test]
+fn one_client_cannot_spend_every_clients_fragmentation_needed() {
+    use super::{ICMP_BURST, ICMP_RATE};
+    let snap = compile(&Config::parse(TUN_CONFIG).unwrap(), &[MacAddr(OUR)]);
+    let mut p = pipeline(&snap, 0, 1, 64);
+    let attacker = (Ipv4Addr::new(198, 19, 0, 66), 4000);
+    let victim = (Ipv4Addr::new(198, 19, 0, 10), 4000);
+    for c in [attacker, victim] {
+        let mut syn = VecBuf::from_bytes(&tcp(c, (VIP, 80), SYN, OUR));
+        assert_eq!(p.process(&snap, 0, &mut syn, 0), Verdict::Transmit(0));
+    }
+    let big = |c| VecBuf::from_bytes(&big_tcp(c, (VIP, 80), 1500, true));
+    for now in 1_000..2_000u32 {
+        for _ in 0..2 {
+            p.process(&snap, 0, &mut big(attacker), now);
+        }
+        if now % 100 == 50 {
+            let mut b = big(victim);
+            assert_eq!(
+                p.process(&snap, 0, &mut b, now),
+                Verdict::Transmit(0),
+                "at {now} ms"
+            );
+            assert_eq!(ip_of(&b).dst_addr(), victim.0, "frag-needed to the victim");
+        }
+    }
+    // Many senders at once: the worker's burst, then its rate.
+    let clients: Vec<(Ipv4Addr, u16)> = (0..200u32)
+        .map(|i| (Ipv4Addr::from(0xc613_1000 + i), 4000))
+        .collect();
+    for &c in &clients {
+        let mut syn = VecBuf::from_bytes(&tcp(c, (VIP, 80), SYN, OUR));
+        assert_eq!(p.process(&snap, 0, &mut syn, 10_000), Verdict::Transmit(0));
+    }
+    let sent = clients
+        .iter()
+        .filter(|&&c| p.process(&snap, 0, &mut big(c), 20_000) == Verdict::Transmit(0))
+        .count();
+    assert_eq!(sent, ICMP_BURST as usize);
+    let sent = clients
+        .iter()
+        .filter(|&&c| p.process(&snap, 0, &mut big(c), 20_010) == Verdict::Transmit(0))
+        .count();
+    assert_eq!(sent, (10 * ICMP_RATE / 1000) as usize, "10 ms of rate");
 }
 
 /// Where the NIC checked the IPv4 header checksum, its verdict stands (the
