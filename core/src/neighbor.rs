@@ -247,7 +247,8 @@ impl<A: FlowAddr> NeighborCache<A> {
     /// less than that apart, two workers asking at their own phases, kept
     /// it from ever being told again).
     /// Only the answer to a request of ours that found no slot to be
-    /// noted in may push a resolved neighbor out (found in audit: a host
+    /// noted in may push a resolved neighbor out; one that finds no room
+    /// is still worth telling, for the worker that asked (found in audit: a host
     /// on the segment sending ARP requests from a new address each time
     /// pushed out the gateway in use, and every worker it was told to).
     pub fn learn(&mut self, ip: A, mac: MacAddr, now: u32) -> bool {
@@ -255,7 +256,11 @@ impl<A: FlowAddr> NeighborCache<A> {
             .find(ip)
             .or_else(|| self.free_slot(ip, self.asked_unnoted(ip, now), now))
         else {
-            return false;
+            // No room here, but worth telling: an answer reaches one
+            // worker's queue, maybe not the one that asked, which may make
+            // room for it (found in review: with both windows full, the
+            // asker never learned its answer).
+            return true;
         };
         let e = &mut self.slots[s];
         let same = e.used && e.ip == ip;
@@ -385,6 +390,35 @@ mod tests {
         assert_eq!(c.get(gateway), None, "an answer may push it out");
     }
 
+    /// Found in review: an answer reaches one worker's queue, often not
+    /// the asker's; with both windows full of resolved neighbors (the
+    /// same ones: workers share what they learn), the taker, which did not
+    /// ask, kept it to itself, and the asker never learned it. It is told
+    /// now, and the asker makes room.
+    #[test]
+    fn an_answer_taken_by_another_worker_still_reaches_the_asker() {
+        let mut asker = NeighborCache::with_key(7);
+        let mut taker = NeighborCache::with_key(8);
+        for i in 0..20_000u32 {
+            let a = Ipv4Addr::from(0xc612_0000 + i);
+            asker.learn(a, MAC, i);
+            taker.learn(a, MAC, i);
+        }
+        let now = 30_000;
+        let x = (0..u32::MAX)
+            .map(|i| Ipv4Addr::from(0xc614_0000 + i))
+            .find(|&a| {
+                asker.free_slot(a, false, now).is_none() && taker.free_slot(a, false, now).is_none()
+            })
+            .unwrap();
+        let new_mac = MacAddr([2, 0, 0, 0, 0, 0x99]);
+        assert_eq!(asker.lookup(x, now), Lookup::Missing { ask: true });
+        assert!(taker.learn(x, new_mac, now + 1), "worth telling");
+        assert_eq!(taker.get(x), None, "no room where nobody asked");
+        asker.learn(x, new_mac, now + 2);
+        assert_eq!(asker.get(x), Some(new_mac));
+    }
+
     /// At most REQUEST_BURST requests at once, then one a millisecond,
     /// however many unknown next hops strangers make.
     #[test]
@@ -419,8 +453,8 @@ mod tests {
             .map(|i| Ipv4Addr::from(0xc612_0000 + i))
             .find(|&a| c.get(a).is_none())
             .expect("some found no room");
-        assert!(!c.learn(unkept, MAC, 20_000), "not asked for: no room");
-        assert_eq!(c.get(unkept), None);
+        assert!(c.learn(unkept, MAC, 20_000), "worth telling, for an asker");
+        assert_eq!(c.get(unkept), None, "not asked for here: no room");
         assert_eq!(c.lookup(unkept, 20_001), Lookup::Missing { ask: true });
         assert!(c.learn(unkept, MAC, 20_002), "asked for");
         assert_eq!(c.get(unkept), Some(MAC));
@@ -431,7 +465,8 @@ mod tests {
             .nth(1)
             .unwrap();
         assert_eq!(c.lookup(late, 20_003), Lookup::Missing { ask: true });
-        assert!(!c.learn(late, MAC, 20_003 + ANSWER_WITHIN_MS));
+        c.learn(late, MAC, 20_003 + ANSWER_WITHIN_MS);
+        assert_eq!(c.get(late), None);
     }
 
     /// The workers' clock wraps after 49.7 days. An answer that needs room
