@@ -34,24 +34,22 @@ pub struct NdpRequest {
 /// How many learned neighbors and ARP requests wait for the worker.
 const OUTBOX: usize = 64;
 
-/// ICMP errors a worker makes itself ("fragmentation needed"): at most
-/// this many per second, in bursts of up to [`ICMP_BURST`] (as Linux's
-/// `icmp_msgs_per_sec`), so that a flood of large DF packets cannot turn
-/// the appliance into a reflector.
-pub const ICMP_RATE: u32 = 1000;
-pub const ICMP_BURST: u32 = 50;
-
-/// Of those, to one address (an IPv6 address's /64, the least a network
-/// gives one host) at most this many per second, in bursts of up to
-/// [`ICMP_SOURCE_BURST`]: one sender of large DF packets cannot spend the
-/// worker's whole budget, and every other sender's path-MTU discovery
-/// with it (found in audit: one client's 2,000 full-size DF segments a
-/// second through a TUN service kept every other client of the worker
-/// from hearing "fragmentation needed"). Sources share [`ICMP_SOURCES`]
-/// buckets by a keyed hash, so which share one cannot be worked out.
-pub const ICMP_SOURCE_RATE: u32 = 100;
-pub const ICMP_SOURCE_BURST: u32 = 10;
-const ICMP_SOURCES: usize = 256;
+/// ICMP errors a worker makes itself ("fragmentation needed", "packet
+/// too big") to one destination (an IPv4 address, or an IPv6 address's
+/// /64, the least a network gives one host): at most this many per
+/// second, in bursts of up to [`ICMP_BURST`], so that a flood of large DF
+/// packets with a victim's source address cannot turn the appliance into
+/// a reflector (each answer is smaller than what it answers: no
+/// amplification). There is no budget shared by all destinations: one
+/// sender of large DF packets, or a handful, kept every other sender of
+/// the worker from hearing theirs, a path-MTU black hole (found in audit,
+/// then in review of a per-destination share in front of a shared budget;
+/// Linux does not limit these two messages at all). Destinations share
+/// [`ICMP_SOURCES`] buckets by a keyed hash, so which share one cannot be
+/// worked out from outside.
+pub const ICMP_RATE: u32 = 100;
+pub const ICMP_BURST: u32 = 10;
+const ICMP_SOURCES: usize = 1024;
 
 /// A token bucket (worker clock, ms).
 #[derive(Debug, Clone, Copy)]
@@ -96,9 +94,7 @@ pub struct Egress {
     /// began (`Verdict::Hold6` holds an index here: an IPv6 address does
     /// not fit an eight-byte verdict).
     held6: Vec<Ipv6Addr>,
-    /// The worker's ICMP token bucket, and the per-source ones in front
-    /// of it, with the key of their hash.
-    icmp: Bucket,
+    /// The ICMP token buckets of destinations, and the key of their hash.
     icmp_sources: Box<[Bucket]>,
     icmp_key: u64,
 }
@@ -113,8 +109,7 @@ impl Default for Egress {
             learned6: Vec::with_capacity(OUTBOX),
             ndp_out: Vec::with_capacity(OUTBOX),
             held6: Vec::with_capacity(HELD6),
-            icmp: Bucket::full(ICMP_BURST),
-            icmp_sources: vec![Bucket::full(ICMP_SOURCE_BURST); ICMP_SOURCES].into_boxed_slice(),
+            icmp_sources: vec![Bucket::full(ICMP_BURST); ICMP_SOURCES].into_boxed_slice(),
             icmp_key: crate::random::secret_u64(),
         }
     }
@@ -681,22 +676,22 @@ impl Egress {
         v
     }
 
-    /// Takes a token from the ICMP bucket of `source` (an IPv4 address,
-    /// or an IPv6 /64 with the top bit flipped) and one from the worker's,
-    /// or neither when either is empty; each filled first for the time
-    /// passed.
-    fn icmp_token(&mut self, source: u64, now: u32) -> bool {
-        let slot = (crate::flow::mix64(source ^ self.icmp_key) % ICMP_SOURCES as u64) as usize;
-        let mut one = self.icmp_sources[slot];
-        one.fill(now, ICMP_SOURCE_RATE, ICMP_SOURCE_BURST);
-        self.icmp.fill(now, ICMP_RATE, ICMP_BURST);
-        let ok = one.tokens > 0 && self.icmp.tokens > 0;
-        if ok {
-            one.tokens -= 1;
-            self.icmp.tokens -= 1;
+    /// Takes a token from the ICMP bucket of `destination` (an IPv4
+    /// address, or an IPv6 /64 with the top bit flipped), filled first for
+    /// the time passed; false when it is empty.
+    fn icmp_token(&mut self, destination: u64, now: u32) -> bool {
+        let b = &mut self.icmp_sources[self.icmp_slot(destination)];
+        b.fill(now, ICMP_RATE, ICMP_BURST);
+        if b.tokens == 0 {
+            return false;
         }
-        self.icmp_sources[slot] = one;
-        ok
+        b.tokens -= 1;
+        true
+    }
+
+    /// The bucket of `destination`.
+    pub(super) fn icmp_slot(&self, destination: u64) -> usize {
+        (crate::flow::mix64(destination ^ self.icmp_key) % ICMP_SOURCES as u64) as usize
     }
 
     /// Sets the MACs for `next_hop` on `port`, or holds the packet and asks

@@ -2466,7 +2466,7 @@ fn big_tcp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), total: usize, df: bool) -
 /// replies), quoting the packet as it was sent, within a rate limit.
 #[test]
 fn nat_answers_a_packet_too_big_with_fragmentation_needed_within_a_rate() {
-    use super::egress::{ICMP_SOURCE_BURST, ICMP_SOURCE_RATE};
+    use super::{ICMP_BURST, ICMP_RATE};
     use crate::wire::{Icmpv4Packet, IpProtocol};
     let config = Config::parse(NAT_CONFIG).unwrap();
     let snap = compile(&config, &[MacAddr(OUR)]);
@@ -2508,8 +2508,8 @@ fn nat_answers_a_packet_too_big_with_fragmentation_needed_within_a_rate() {
         (Ipv4Addr::new(198, 18, 0, 2), real)
     );
 
-    // A flood of them from the client: its own burst, then its own rate
-    // (the worker's, shared by every sender, is in the next test).
+    // A flood of them from the client: its burst, then its rate (each
+    // destination its own: the next test).
     let mut sent = 0;
     for i in 0..200 {
         let mut b = VecBuf::from_bytes(&input);
@@ -2519,7 +2519,7 @@ fn nat_answers_a_packet_too_big_with_fragmentation_needed_within_a_rate() {
     }
     assert_eq!(
         sent,
-        ICMP_SOURCE_BURST + 199 * ICMP_SOURCE_RATE / 1000,
+        ICMP_BURST + 199 * ICMP_RATE / 1000,
         "a full bucket, then 199 ms of rate"
     );
     assert_eq!(p.stats().icmp_rate_limited.get(), 200 - u64::from(sent));
@@ -2555,52 +2555,68 @@ address = "198.18.0.11"
 /// Found in audit: "fragmentation needed" had one budget per worker, so
 /// one client sending 2,000 full-size DF segments a second through a TUN
 /// service (which adds 20 bytes) spent it all, and every other client of
-/// the worker lost its path-MTU discovery. Each sender now spends only
-/// its own share; the worker's budget still bounds them all.
+/// the worker lost its path-MTU discovery; then in review: with a share
+/// per destination in front of that budget, twenty senders each within
+/// its share still spent it. Each destination has only its own budget
+/// now: other senders hear theirs, unless one shares its bucket (by a
+/// keyed hash) with a flooding one.
 #[test]
-fn one_client_cannot_spend_every_clients_fragmentation_needed() {
+fn no_sender_or_few_spend_another_clients_fragmentation_needed() {
     use super::{ICMP_BURST, ICMP_RATE};
     let snap = compile(&Config::parse(TUN_CONFIG).unwrap(), &[MacAddr(OUR)]);
-    let mut p = pipeline(&snap, 0, 1, 64);
-    let attacker = (Ipv4Addr::new(198, 19, 0, 66), 4000);
-    let victim = (Ipv4Addr::new(198, 19, 0, 10), 4000);
-    for c in [attacker, victim] {
+    let mut p = pipeline(&snap, 0, 1, 256);
+    let addrs = |base: u32, n: u32| -> Vec<(Ipv4Addr, u16)> {
+        (0..n).map(|i| (Ipv4Addr::from(base + i), 4000)).collect()
+    };
+    let attackers = addrs(0xc613_4200, 20);
+    let victims = addrs(0xc613_0a00, 5);
+    for &c in attackers.iter().chain(&victims) {
         let mut syn = VecBuf::from_bytes(&tcp(c, (VIP, 80), SYN, OUR));
         assert_eq!(p.process(&snap, 0, &mut syn, 0), Verdict::Transmit(0));
     }
+    let slot = |p: &Pipeline, c: (Ipv4Addr, u16)| p.egress.icmp_slot(u64::from(u32::from(c.0)));
+    let flooded: Vec<usize> = attackers.iter().map(|&a| slot(&p, a)).collect();
     let big = |c| VecBuf::from_bytes(&big_tcp(c, (VIP, 80), 1500, true));
-    for now in 1_000..2_000u32 {
-        for _ in 0..2 {
-            p.process(&snap, 0, &mut big(attacker), now);
+    let mut answered = [0u32; 5];
+    for now in 1_000..3_000u32 {
+        // Attacker 0: 2,000 a second; the others their whole rate each.
+        p.process(&snap, 0, &mut big(attackers[0]), now);
+        p.process(&snap, 0, &mut big(attackers[0]), now);
+        for (i, &a) in attackers.iter().enumerate().skip(1) {
+            if now % 10 == (i % 10) as u32 {
+                p.process(&snap, 0, &mut big(a), now);
+            }
         }
-        if now % 100 == 50 {
-            let mut b = big(victim);
-            assert_eq!(
-                p.process(&snap, 0, &mut b, now),
-                Verdict::Transmit(0),
-                "at {now} ms"
-            );
-            assert_eq!(ip_of(&b).dst_addr(), victim.0, "frag-needed to the victim");
+        // Each victim: one full-size DF packet every 100 ms.
+        if now % 100 < 5 {
+            let v = (now % 100) as usize;
+            let mut b = big(victims[v]);
+            if p.process(&snap, 0, &mut b, now) == Verdict::Transmit(0) {
+                assert_eq!(ip_of(&b).dst_addr(), victims[v].0);
+                answered[v] += 1;
+            }
         }
     }
-    // Many senders at once: the worker's burst, then its rate.
-    let clients: Vec<(Ipv4Addr, u16)> = (0..200u32)
-        .map(|i| (Ipv4Addr::from(0xc613_1000 + i), 4000))
-        .collect();
-    for &c in &clients {
-        let mut syn = VecBuf::from_bytes(&tcp(c, (VIP, 80), SYN, OUR));
-        assert_eq!(p.process(&snap, 0, &mut syn, 10_000), Verdict::Transmit(0));
+    for (v, &c) in victims.iter().enumerate() {
+        if !flooded.contains(&slot(&p, c)) {
+            assert_eq!(answered[v], 20, "victim {v} heard each: {answered:?}");
+        }
     }
-    let sent = clients
-        .iter()
-        .filter(|&&c| p.process(&snap, 0, &mut big(c), 20_000) == Verdict::Transmit(0))
+    assert!(
+        victims
+            .iter()
+            .filter(|&&c| !flooded.contains(&slot(&p, c)))
+            .count()
+            >= 1,
+        "1,024 buckets: some victim has its own"
+    );
+    // One destination still gets no more than its rate.
+    let sent = (0..100)
+        .filter(|&i| {
+            p.process(&snap, 0, &mut big(attackers[0]), 10_000 + i) == Verdict::Transmit(0)
+        })
         .count();
-    assert_eq!(sent, ICMP_BURST as usize);
-    let sent = clients
-        .iter()
-        .filter(|&&c| p.process(&snap, 0, &mut big(c), 20_010) == Verdict::Transmit(0))
-        .count();
-    assert_eq!(sent, (10 * ICMP_RATE / 1000) as usize, "10 ms of rate");
+    assert_eq!(sent as u32, ICMP_BURST + 99 * ICMP_RATE / 1000);
 }
 
 /// Where the NIC checked the IPv4 header checksum, its verdict stands (the
