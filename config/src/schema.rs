@@ -341,9 +341,10 @@ pub(crate) fn toml_error(
     let message = match key.rfind('[') {
         Some(at) if message.starts_with("invalid type: map") && key.ends_with(']') => {
             key.truncate(at);
-            format!(
-                "an array of tables (`[[{key}]]`) where `{key}` takes none (a table is written `[{key}]`)"
-            )
+            // Not "write `[key]`": the key may take a plain array
+            // (`lcores = [1]`), which the error cannot tell from a table
+            // (found in review).
+            format!("an array of tables (`[[{key}]]`) where `{key}` takes none")
         }
         _ => message,
     };

@@ -3162,6 +3162,13 @@ fn a_type_error_names_its_key() {
         assert!(errs.0[0].message.contains("an array of tables"), "{errs}");
         assert!(errs.0[0].message.contains("line "), "{errs}");
     }
+    // Nor told to be a table where a plain array belongs (found in review).
+    let text = EXAMPLE.replacen("lcores = [1]", "[[workers.lcores]]\nid = 1", 1);
+    assert!(text.contains("[[workers.lcores]]"));
+    let errs = errors(&text);
+    assert_eq!(errs.0[0].path, "workers.lcores", "{errs}");
+    assert!(errs.0[0].message.contains("an array of tables"), "{errs}");
+    assert!(!errs.0[0].message.contains("a table is"), "{errs}");
     let errs = errors(&format!("{EXAMPLE}\n[flows\n"));
     assert_eq!(errs.0[0].path, "lb.toml", "{errs}");
     assert!(errs.0[0].message.contains("invalid TOML at line"), "{errs}");
