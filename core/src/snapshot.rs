@@ -829,6 +829,22 @@ impl Snapshot {
             || self.is_vip(addr)
     }
 
+    /// Whether `src`, the source of a frame that came in on `port`, is
+    /// another port's: that port's own address, one of its routing peers,
+    /// or on its link, and none of those to `port` (a frame that claims it
+    /// on `port` is forged; checked before a frame goes to a kernel
+    /// interface).
+    pub fn source_elsewhere(&self, port: usize, src: IpAddr) -> bool {
+        use crate::exception::Source;
+        let mine = |p: &PortView| p.source_of(src) != Source::Far;
+        !self.ports.get(port).is_some_and(mine)
+            && self
+                .ports
+                .iter()
+                .enumerate()
+                .any(|(i, p)| i != port && mine(p))
+    }
+
     #[inline]
     pub fn is_vip(&self, addr: Ipv4Addr) -> bool {
         self.vip_set.contains(u64::from(u32::from(addr)))

@@ -161,7 +161,12 @@ impl Pipeline {
                 Some(Lookahead::Reply6 { hash }) => {
                     if snap.ports[in_port].ipv6() == Some(ip.dst) {
                         // To our own address, not a client's.
-                        return super::to_kernel_or(snap, in_port, DropReason::NotForUs);
+                        return super::to_kernel_or(
+                            snap,
+                            in_port,
+                            ip.src.into(),
+                            DropReason::NotForUs,
+                        );
                     }
                     if ip.hop_limit <= 1 {
                         return Verdict::Drop(DropReason::TtlExceeded);
@@ -190,7 +195,7 @@ impl Pipeline {
         if link_local {
             // To the kernel interface's own link-local address, if any.
             if is_link_local(ip.dst) {
-                return super::to_kernel_or(snap, in_port, DropReason::NotForUs);
+                return super::to_kernel_or(snap, in_port, ip.src.into(), DropReason::NotForUs);
             }
             return Verdict::Drop(DropReason::NotForUs);
         }
@@ -278,7 +283,7 @@ impl Pipeline {
         reason: DropReason,
     ) -> Verdict {
         if snap.ports[in_port].ipv6() == Some(ip.dst) {
-            super::to_kernel_or(snap, in_port, reason)
+            super::to_kernel_or(snap, in_port, ip.src.into(), reason)
         } else {
             Verdict::Drop(reason)
         }

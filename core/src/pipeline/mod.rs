@@ -645,11 +645,17 @@ impl Pipeline {
             }
             Some(Lookahead::NoService) => return Verdict::Drop(DropReason::NoService),
             Some(Lookahead::Reply { .. }) => {
-                if snap.ports[in_port].ipv4() == Some(ip.dst) {
+                let me = &snap.ports[in_port];
+                if me.ipv4() == Some(ip.dst) {
                     // To our own address, not a client's: nothing we
                     // forward (the kernel's, health checks say, if it has
                     // an interface).
-                    return to_kernel_or(snap, in_port, DropReason::NotForUs);
+                    return to_kernel_or(snap, in_port, ip.src.into(), DropReason::NotForUs);
+                }
+                if me.floating == Some(ip.dst) {
+                    // To the floating gateway: ours, nothing for it here,
+                    // as below (found in audit: this went to `reply`).
+                    return Verdict::Drop(DropReason::NotForUs);
                 }
                 if ip.ttl <= 1 {
                     return Verdict::Drop(DropReason::TtlExceeded);
@@ -668,8 +674,14 @@ impl Pipeline {
             }
             if !snap.is_vip(ip.dst) {
                 // The port's own address: nothing but ICMP echo is
-                // answered here.
-                return to_kernel_or(snap, in_port, DropReason::NotForUs);
+                // answered here; the rest is the kernel's, if the port has
+                // an interface. Not the floating gateway's, which the
+                // kernel does not hold (found in audit: a host that
+                // forwards routed them back out, ARPing for it).
+                if snap.ports[in_port].ipv4() == Some(ip.dst) {
+                    return to_kernel_or(snap, in_port, ip.src.into(), DropReason::NotForUs);
+                }
+                return Verdict::Drop(DropReason::NotForUs);
             }
             if !matches!(ip.protocol, IpProtocol::Tcp | IpProtocol::Udp) {
                 return Verdict::Drop(DropReason::NoService);
@@ -982,9 +994,11 @@ impl Pipeline {
         };
         // To the port's own address: echo requests are answered here, the
         // rest (echo replies, errors about the kernel's own traffic) is the
-        // kernel's, if the port has an interface for it.
-        if kind != Icmpv4Type::EchoRequest && snap.ports[in_port].kernel && !snap.is_vip(ip.dst) {
-            return Verdict::ToKernel;
+        // kernel's, if the port has an interface for it (not to the
+        // floating gateway, which the kernel does not hold).
+        let me = &snap.ports[in_port];
+        if kind != Icmpv4Type::EchoRequest && me.kernel && me.ipv4() == Some(ip.dst) {
+            return to_kernel_or(snap, in_port, ip.src.into(), DropReason::IcmpNotHandled);
         }
         if !icmp::is_forwarded_error(kind) {
             let frame = EthernetFrame::new_unchecked(pkt.data_mut());
@@ -1244,10 +1258,15 @@ fn settled_no_service6(ip: &Ipv6Meta) -> bool {
 }
 
 /// [`Verdict::ToKernel`] on a port with a kernel interface, else a drop
-/// for `reason` (what the frame got before the exception path existed).
+/// for `reason` (what the frame got before the exception path existed);
+/// also a drop when its source `src` belongs to another port (reverse-path
+/// check: found in audit, a frame on the WAN claiming the sync peer's or a
+/// real's address on the LAN reached the WAN's kernel interface, which
+/// Linux's loose reverse-path filter lets through to a socket that trusts
+/// that address, such as an unkeyed `[sync]` listening on every address).
 #[cold]
-fn to_kernel_or(snap: &Snapshot, in_port: usize, reason: DropReason) -> Verdict {
-    if snap.ports.get(in_port).is_some_and(|p| p.kernel) {
+fn to_kernel_or(snap: &Snapshot, in_port: usize, src: IpAddr, reason: DropReason) -> Verdict {
+    if snap.ports.get(in_port).is_some_and(|p| p.kernel) && !snap.source_elsewhere(in_port, src) {
         Verdict::ToKernel
     } else {
         Verdict::Drop(reason)

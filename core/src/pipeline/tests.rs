@@ -2713,6 +2713,135 @@ fn ipv6_from_unspecified_or_a_group_is_dropped_not_answered() {
     assert_eq!(p.stats().icmp_frag_needed.get(), 1);
 }
 
+/// Found in audit: TCP, UDP and ICMP other than echo to the floating
+/// gateway (`[sync] gateway`) went to the kernel, which does not hold that
+/// address (a host that forwards routed them back out, ARPing for it).
+/// Only what is to the port's own address is the kernel's.
+#[test]
+fn traffic_to_the_floating_gateway_is_not_the_kernels() {
+    use crate::wire::{ethernet, ipv4, IpProtocol};
+    let cfg = Config::parse(&with_kernel_interfaces(NAT_CONFIG)).unwrap();
+    let mut snap = compile(&cfg, &[OUR_MAC]);
+    let gw = Ipv4Addr::new(198, 18, 0, 5);
+    snap.float_gateways(Some(gw), None);
+    assert!(snap.ports[0].kernel && snap.ports[0].floating == Some(gw));
+    let host = Ipv4Addr::new(198, 18, 0, 77);
+    let timestamp = |dst: Ipv4Addr| {
+        let mut f = ipv4_frame(host, dst, IpProtocol::Icmp, 20, (CLIENT_MAC, OUR));
+        let l4 = ethernet::HEADER_LEN + ipv4::HEADER_LEN;
+        let mut m = crate::wire::Icmpv4Packet::new_unchecked(&mut f[l4..]);
+        m.set_msg_type(crate::wire::Icmpv4Type::from(13u8));
+        m.fill_checksum();
+        f
+    };
+    let cases = |dst: Ipv4Addr| {
+        [
+            ("TCP", tcp((host, 40000), (dst, 22), SYN, OUR)),
+            ("UDP", udp_frame((host, 40000), (dst, 161), CLIENT_MAC, OUR)),
+            ("ICMP timestamp", timestamp(dst)),
+        ]
+    };
+    let mut p = pipeline(&snap, 0, 1, 64);
+    for (what, frame) in cases(gw) {
+        let mut b = VecBuf::from_bytes(&frame);
+        assert_ne!(p.process(&snap, 0, &mut b, 0), Verdict::ToKernel, "{what}");
+    }
+    // The port's own address: the kernel's, as before.
+    let own = snap.ports[0].ipv4().unwrap();
+    for (what, frame) in cases(own) {
+        let mut b = VecBuf::from_bytes(&frame);
+        assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::ToKernel, "{what}");
+    }
+}
+
+/// Found in audit: a NAT real's segment to the floating gateway went to
+/// `reply` in a burst (no flow) and to the kernel one at a time; both
+/// drop it now, for the same reason.
+#[test]
+fn a_nat_reals_segment_to_the_floating_gateway_gets_one_verdict() {
+    let cfg = Config::parse(&with_kernel_interfaces(NAT_CONFIG)).unwrap();
+    let mut snap = compile(&cfg, &[OUR_MAC]);
+    let gw = Ipv4Addr::new(198, 18, 0, 5);
+    snap.float_gateways(Some(gw), None);
+    let real = snap.services[0].reals[0].address;
+    let IpAddr::V4(real) = real else {
+        panic!("an IPv4 real")
+    };
+    let port = snap.services[0].reals[0].port;
+    let frame = from_real(&snap, tcp((real, port), (gw, 50000), SYNACK, OUR));
+    let mut p = pipeline(&snap, 0, 1, 64);
+    let mut b = VecBuf::from_bytes(&frame);
+    let one = p.process(&snap, 0, &mut b, 0);
+    let mut q = pipeline(&snap, 0, 1, 64);
+    let mut bufs = vec![VecBuf::from_bytes(&frame)];
+    let mut v = [Verdict::Consumed];
+    q.process_burst(&snap, 0, &mut bufs, &mut v, 0);
+    assert_eq!(one, v[0]);
+    assert_eq!(one, Verdict::Drop(DropReason::NotForUs));
+}
+
+/// Found in audit: a frame on the WAN to the WAN's own address claiming a
+/// source of the LAN (the sync peer, a real) went to the WAN's kernel
+/// interface, and Linux's loose reverse-path filter let it through to
+/// any socket on every address (an unkeyed `[sync]` trusts the peer's
+/// address). A source that belongs to another port does not reach this
+/// port's kernel; the WAN's own neighbors still do.
+#[test]
+fn a_source_of_another_ports_network_does_not_reach_this_ports_kernel() {
+    let text = r#"
+[workers]
+lcores = [1]
+[[ports]]
+name = "wan"
+device = "net_null0"
+address = "198.19.7.2/24"
+mac = "02:00:00:00:00:02"
+kernel_interface = "lbk0"
+routing_peers = ["198.19.200.1"]
+[[ports]]
+name = "lan"
+device = "net_null1"
+address = "198.18.0.2/24"
+mac = "02:00:00:00:00:03"
+kernel_interface = "lbk1"
+routing_peers = ["198.18.200.1"]
+[[services]]
+name = "web"
+vip = "198.18.1.100"
+port = 80
+[[services.reals]]
+address = "198.18.0.11"
+"#;
+    let cfg = Config::parse(text).unwrap();
+    let lan_mac = MacAddr([2, 0, 0, 0, 0, 3]);
+    let snap = compile(&cfg, &[OUR_MAC, lan_mac]);
+    let wan = Ipv4Addr::new(198, 19, 7, 2);
+    let mut p = pipeline(&snap, 0, 1, 64);
+    let verdict = |p: &mut Pipeline, src: Ipv4Addr| {
+        let frame = udp_frame((src, 8848), (wan, 8848), CLIENT_MAC, OUR);
+        p.process(&snap, 0, &mut VecBuf::from_bytes(&frame), 0)
+    };
+    for (what, src) in [
+        ("the sync peer on the LAN", Ipv4Addr::new(198, 18, 0, 3)),
+        ("a real", Ipv4Addr::new(198, 18, 0, 11)),
+        ("the LAN's own address", Ipv4Addr::new(198, 18, 0, 2)),
+        ("the LAN's routing peer", Ipv4Addr::new(198, 18, 200, 1)),
+    ] {
+        assert_eq!(
+            verdict(&mut p, src),
+            Verdict::Drop(DropReason::NotForUs),
+            "{what}'s address, forged on the WAN"
+        );
+    }
+    for (what, src) in [
+        ("a WAN neighbor", Ipv4Addr::new(198, 19, 7, 1)),
+        ("the WAN's routing peer", Ipv4Addr::new(198, 19, 200, 1)),
+        ("a host far away", Ipv4Addr::new(198, 19, 99, 9)),
+    ] {
+        assert_eq!(verdict(&mut p, src), Verdict::ToKernel, "{what}");
+    }
+}
+
 /// `cfg` with `kernel_interface` on every port.
 fn with_kernel_interfaces(cfg: &str) -> String {
     let mut n = 0;
