@@ -999,11 +999,10 @@ fn a_lost_ipv6_syn_to_the_real_goes_again_backing_off_the_same_bytes() {
     assert_eq!(only_flow(&p).state(), FlowState::Established);
 }
 
-#[test]
-fn an_ipv6_syn_sent_again_waits_for_neighbor_discovery_as_the_first_did() {
-    // No static neighbor for the real: the first SYN is held while
-    // neighbor discovery asks, and so is the one sent again; the pass
-    // names its next hop.
+/// No static neighbor for the real: a proxied flow whose first SYN to
+/// the real (in the frame returned) is held while neighbor discovery
+/// asks; the pipeline, and the cookie its client acknowledged.
+fn first_syn_held_for_the_real() -> (Snapshot, Pipeline, u32, VecBuf) {
     let text = CONFIG.replace(
         "[[neighbors]]\naddress = \"2001:2::11\"\nmac = \"02:00:00:00:00:11\"\n",
         "",
@@ -1019,6 +1018,15 @@ fn an_ipv6_syn_sent_again_waits_for_neighbor_discovery_as_the_first_did() {
     let mut b = VecBuf::from_bytes(&client_ack(cookie).frame());
     let v = p.process(&snap, 0, &mut b, NOW + 1);
     assert!(matches!(v, Verdict::Hold6 { port: 0, .. }), "{v:?}");
+    (snap, p, cookie, b)
+}
+
+#[test]
+fn an_ipv6_syn_sent_again_waits_for_neighbor_discovery_as_the_first_did() {
+    // No static neighbor for the real: the first SYN is held while
+    // neighbor discovery asks, and so is the one sent again; the pass
+    // names its next hop.
+    let (snap, mut p, cookie, b) = first_syn_held_for_the_real();
     let first = b.data().to_vec();
     let now = NOW + 1 + SYN_RTO_MS;
     let _ = run(&mut p, &snap, &client_ack(cookie), now);
@@ -1051,21 +1059,7 @@ fn an_ipv6_syn_sent_again_waits_for_neighbor_discovery_as_the_first_did() {
 #[test]
 fn each_pass_that_sends_ipv6_syns_again_names_its_holds_from_zero() {
     use crate::flow::synproxy::SYN_WATCH_EVERY_MS;
-    let text = CONFIG.replace(
-        "[[neighbors]]\naddress = \"2001:2::11\"\nmac = \"02:00:00:00:00:11\"\n",
-        "",
-    );
-    let config = Config::parse(&text).unwrap();
-    let snap = Snapshot::compile(&config, &[OUR], 1, &mut Ids::default(), |_, _, _| true).unwrap();
-    let mut p = Pipeline::new(0, 1, 64, Arc::new(WorkerStats::default()));
-    p.adopt(&snap);
-    p.set_cookie_key(KEY);
-    let cookie = run(&mut p, &snap, &client_syn(ISN), NOW)
-        .expect("SYN-ACK")
-        .seq;
-    let mut b = VecBuf::from_bytes(&client_ack(cookie).frame());
-    let v = p.process(&snap, 0, &mut b, NOW + 1);
-    assert!(matches!(v, Verdict::Hold6 { port: 0, .. }), "{v:?}");
+    let (snap, mut p, _, _) = first_syn_held_for_the_real();
     // The client says nothing more: the timer alone, no burst between.
     let mut held = Vec::new();
     for now in (NOW + 1..NOW + 10_000).step_by(SYN_WATCH_EVERY_MS as usize) {

@@ -2158,6 +2158,44 @@ fn a_dr_syn_after_the_clients_fin_is_scheduled_afresh() {
     );
 }
 
+const FIN_ACK: u8 = 0x11;
+
+/// A handshaken NAT flow half-closed on a primary by the client's FIN
+/// (`by_client`) or the real's, synced from there to a new backup (at 2
+/// ms), where it is in FIN wait: the primary's parts, and the backup.
+fn half_closed_then_synced(by_client: bool) -> (Handshaken, Pipeline) {
+    use crate::flow::FlowState;
+    use crate::sync::SyncEvents;
+    let mut h = Handshaken::new(|p| p.enable_sync(64));
+    let (snap, client, isn, real_isn) = (&h.snap, h.client, h.isn, h.real_isn);
+    let fin = if by_client {
+        tcp_ack(client, (VIP, 80), FIN_ACK, isn + 1, real_isn + 1, OUR)
+    } else {
+        from_real(
+            snap,
+            tcp_ack(
+                (h.real_ip, 8080),
+                client,
+                FIN_ACK,
+                real_isn + 1,
+                isn + 1,
+                OUR,
+            ),
+        )
+    };
+    let mut b = VecBuf::from_bytes(&fin);
+    assert_eq!(h.p.process(snap, 0, &mut b, 1), Verdict::Transmit(0));
+    h.p.sweep(snap, 2, 0);
+    let mut events = SyncEvents::with_capacity(64);
+    h.p.take_sync_events(&mut events);
+    let mut backup = pipeline(snap, 0, 2, 64);
+    for r in events.drain() {
+        backup.sync_install(snap, &r, 2).unwrap();
+    }
+    assert_eq!(only_state(&backup), FlowState::FinWait);
+    (h, backup)
+}
+
 /// Found in review: sync did not say which side's FIN began a close, and
 /// a flow synced half-closed by its real read as closed by its client: on
 /// the backup the real's FIN again (its client's ACK lost) closed it, and
@@ -2166,32 +2204,20 @@ fn a_dr_syn_after_the_clients_fin_is_scheduled_afresh() {
 #[test]
 fn a_flow_synced_half_closed_by_its_real_is_not_closed_by_the_real_again() {
     use crate::flow::FlowState;
-    use crate::sync::SyncEvents;
-    const FIN_ACK: u8 = 0x11;
+    let (h, mut backup) = half_closed_then_synced(false);
     let Handshaken {
         snap,
-        p: mut primary,
         client,
         real_ip,
         isn,
         real_isn,
         ..
-    } = Handshaken::new(|p| p.enable_sync(64));
+    } = h;
     let rfin = from_real(
         &snap,
         tcp_ack((real_ip, 8080), client, FIN_ACK, real_isn + 1, isn + 1, OUR),
     );
-    let mut b = VecBuf::from_bytes(&rfin);
-    assert_eq!(primary.process(&snap, 0, &mut b, 1), Verdict::Transmit(0));
-    primary.sweep(&snap, 2, 0);
-    let mut events = SyncEvents::with_capacity(64);
-    primary.take_sync_events(&mut events);
-    let mut backup = pipeline(&snap, 0, 2, 64);
-    for r in events.drain() {
-        backup.sync_install(&snap, &r, 2).unwrap();
-    }
     let state = only_state;
-    assert_eq!(state(&backup), FlowState::FinWait);
     let mut b = VecBuf::from_bytes(&rfin);
     assert_eq!(backup.process(&snap, 0, &mut b, 3), Verdict::Transmit(0));
     assert_eq!(state(&backup), FlowState::FinWait, "the real's FIN again");
@@ -2211,29 +2237,17 @@ fn a_flow_synced_half_closed_by_its_real_is_not_closed_by_the_real_again() {
 #[test]
 fn a_flow_synced_half_closed_by_its_client_is_closed_by_the_real() {
     use crate::flow::FlowState;
-    use crate::sync::SyncEvents;
-    const FIN_ACK: u8 = 0x11;
+    let (h, mut backup) = half_closed_then_synced(true);
     let Handshaken {
         snap,
-        p: mut primary,
         client,
         real_ip,
         isn,
         real_isn,
         ..
-    } = Handshaken::new(|p| p.enable_sync(64));
+    } = h;
     let cfin = tcp_ack(client, (VIP, 80), FIN_ACK, isn + 1, real_isn + 1, OUR);
-    let mut b = VecBuf::from_bytes(&cfin);
-    assert_eq!(primary.process(&snap, 0, &mut b, 1), Verdict::Transmit(0));
-    primary.sweep(&snap, 2, 0);
-    let mut events = SyncEvents::with_capacity(64);
-    primary.take_sync_events(&mut events);
-    let mut backup = pipeline(&snap, 0, 2, 64);
-    for r in events.drain() {
-        backup.sync_install(&snap, &r, 2).unwrap();
-    }
     let state = only_state;
-    assert_eq!(state(&backup), FlowState::FinWait);
     // The client's FIN again (the real's ACK lost): still half-closed.
     let mut b = VecBuf::from_bytes(&cfin);
     assert_eq!(backup.process(&snap, 0, &mut b, 3), Verdict::Transmit(0));
