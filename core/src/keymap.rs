@@ -84,7 +84,7 @@ impl KeyMap {
 }
 
 /// Where `key` starts probing in a table of 2^(64 - `shift`) slots (at
-/// least 8, so `shift` is at most 61).
+/// least 16, so `shift` is at most 60).
 #[inline(always)]
 fn slot(key: u64, shift: u32) -> usize {
     (key.wrapping_mul(FIBONACCI) >> shift) as usize

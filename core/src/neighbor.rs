@@ -76,6 +76,12 @@ pub struct NeighborCache<A: FlowAddr = Ipv4Addr> {
     /// such address took every request the bucket allowed).
     unnoted: [(A, u32); UNNOTED],
     unnoted_next: usize,
+    /// Addresses learned without room to keep them, with when they were
+    /// last told to the other workers: each is told at most once a
+    /// [`SHARE_AGAIN_MS`], as a kept one is (found in review: one
+    /// stranger's request again and again filled the outbox every poll).
+    untold: [(A, u32); UNNOTED],
+    untold_next: usize,
 }
 
 /// How many unnoted addresses are remembered as asked for.
@@ -111,6 +117,8 @@ impl<A: FlowAddr> NeighborCache<A> {
         NeighborCache {
             unnoted: [(A::UNSPECIFIED, 0); UNNOTED],
             unnoted_next: 0,
+            untold: [(A::UNSPECIFIED, 0); UNNOTED],
+            untold_next: 0,
             key,
             requests: KernelBudget::new(1, REQUEST_BURST),
             slots: vec![
@@ -259,7 +267,16 @@ impl<A: FlowAddr> NeighborCache<A> {
             // No room here, but worth telling: an answer reaches one
             // worker's queue, maybe not the one that asked, which may make
             // room for it (found in review: with both windows full, the
-            // asker never learned its answer).
+            // asker never learned its answer). Once a while, as news.
+            if self
+                .untold
+                .iter()
+                .any(|&(a, at)| a == ip && now.wrapping_sub(at) < SHARE_AGAIN_MS)
+            {
+                return false;
+            }
+            self.untold[self.untold_next] = (ip, now);
+            self.untold_next = (self.untold_next + 1) % UNNOTED;
             return true;
         };
         let e = &mut self.slots[s];

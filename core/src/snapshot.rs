@@ -830,19 +830,24 @@ impl Snapshot {
     }
 
     /// Whether `src`, the source of a frame that came in on `port`, is
-    /// another port's: that port's own address, one of its routing peers,
-    /// or on its link, and none of those to `port` (a frame that claims it
-    /// on `port` is forged; checked before a frame goes to a kernel
-    /// interface).
+    /// another port's: that port's own address or on its link, and neither
+    /// nor a routing peer to `port` (a frame that claims it on `port` is
+    /// forged; checked before a frame goes to a kernel interface). Not
+    /// another port's routing peer: a multihop peer may arrive on any
+    /// port (found in review).
     pub fn source_elsewhere(&self, port: usize, src: IpAddr) -> bool {
         use crate::exception::Source;
-        let mine = |p: &PortView| p.source_of(src) != Source::Far;
-        !self.ports.get(port).is_some_and(mine)
-            && self
-                .ports
-                .iter()
-                .enumerate()
-                .any(|(i, p)| i != port && mine(p))
+        if self
+            .ports
+            .get(port)
+            .is_some_and(|p| p.source_of(src) != Source::Far)
+        {
+            return false;
+        }
+        self.ports
+            .iter()
+            .enumerate()
+            .any(|(i, p)| i != port && matches!(p.source_of(src), Source::Own | Source::OnLink))
     }
 
     #[inline]

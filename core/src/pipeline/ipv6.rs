@@ -168,6 +168,11 @@ impl Pipeline {
                             DropReason::NotForUs,
                         );
                     }
+                    if snap.ports[in_port].floating6 == Some(ip.dst) {
+                        // To the floating gateway: ours, nothing for it
+                        // here, as `for_us6` says (found in review).
+                        return Verdict::Drop(DropReason::NotForUs);
+                    }
                     if ip.hop_limit <= 1 {
                         return Verdict::Drop(DropReason::TtlExceeded);
                     }

@@ -696,3 +696,29 @@ fn a_real_forged_from_elsewhere_confirms_no_ipv6_flow() {
         assert_eq!(p.stats().nat_replies_unvouched.get(), u64::from(forged));
     }
 }
+
+/// Found in review: a NAT66 real's segment to the floating IPv6 gateway
+/// (`[sync] gateway6`) was dropped as `not_for_us` one at a time but went
+/// to `reply6` in a burst (no flow; with more workers, a hand-off), as its
+/// IPv4 twin did before.
+#[test]
+fn a_nat66_reals_segment_to_the_floating_gateway6_gets_one_verdict() {
+    let mut snap = snapshot_with_real_mac();
+    let gw = v6("2001:2::fe");
+    snap.float_gateways(None, Some(gw));
+    assert_eq!(snap.ports[0].floating6, Some(gw));
+    let frame = tcp6(
+        (v6("2001:2::11"), 8080),
+        (gw, 50000),
+        SYN | TcpFlags::ACK,
+        MacAddr([2, 0, 0, 0, 2, 0x11]),
+    );
+    let mut p = pipeline(&snap, 0, 1);
+    let one = p.process(&snap, 0, &mut VecBuf::from_bytes(&frame), 0);
+    let mut q = pipeline(&snap, 0, 1);
+    let mut bufs = vec![VecBuf::from_bytes(&frame)];
+    let mut v = [Verdict::Consumed];
+    q.process_burst(&snap, 0, &mut bufs, &mut v, 0);
+    assert_eq!(one, Verdict::Drop(DropReason::NotForUs));
+    assert_eq!(v[0], one);
+}

@@ -46,6 +46,12 @@ pub(super) fn arp_sender(
         .then_some((ip, mac))
 }
 
+/// The address an Ethernet/IPv4 ARP frame is for.
+pub(super) fn arp_target(frame: &EthernetFrame<&mut [u8]>) -> Option<Ipv4Addr> {
+    let arp = ArpPacket::new_checked(frame.payload()).ok()?;
+    arp.is_ethernet_ipv4().then(|| arp.target_protocol_addr())
+}
+
 /// Whether `mac` can be answered: one station's address, not zero and not
 /// a group address.
 fn is_station(mac: MacAddr) -> bool {

@@ -602,11 +602,14 @@ impl Pipeline {
         if let Some((ip, mac)) = local::arp_sender(snap, in_port, &frame) {
             self.egress.learn(snap, in_port, ip, mac, now);
         }
+        // The kernel holds the port's own address only (not the floating
+        // gateway's, not a VIP: found in review).
+        let to_own = local::arp_target(&frame) == snap.ports[in_port].ipv4();
         match local::arp(snap, in_port, frame, &self.stats) {
             // A reply to us may answer the kernel's own request: it gets
             // the frame once we have learned from it (requests for our
             // addresses stay ours to answer, so it never answers them).
-            Verdict::Consumed if snap.ports[in_port].kernel => Verdict::ToKernel,
+            Verdict::Consumed if snap.ports[in_port].kernel && to_own => Verdict::ToKernel,
             v => v,
         }
     }

@@ -2766,6 +2766,20 @@ fn traffic_to_the_floating_gateway_is_not_the_kernels() {
         let mut b = VecBuf::from_bytes(&frame);
         assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::ToKernel, "{what}");
     }
+    // Nor an ARP reply to the floating gateway, which cannot answer a
+    // request of the kernel's (found in review); one to the port's own
+    // address may.
+    let reply_to = |target: Ipv4Addr| {
+        let mut b = arp_reply_from(host, CLIENT_MAC);
+        let at = b.data().len() - 60 + 38;
+        b.data_mut()[at..at + 4].copy_from_slice(&target.octets());
+        b
+    };
+    assert_eq!(p.process(&snap, 0, &mut reply_to(gw), 0), Verdict::Consumed);
+    assert_eq!(
+        p.process(&snap, 0, &mut reply_to(own), 0),
+        Verdict::ToKernel
+    );
 }
 
 /// Found in audit: a NAT real's segment to the floating gateway went to
@@ -2839,7 +2853,6 @@ address = "198.18.0.11"
         ("the sync peer on the LAN", Ipv4Addr::new(198, 18, 0, 3)),
         ("a real", Ipv4Addr::new(198, 18, 0, 11)),
         ("the LAN's own address", Ipv4Addr::new(198, 18, 0, 2)),
-        ("the LAN's routing peer", Ipv4Addr::new(198, 18, 200, 1)),
     ] {
         assert_eq!(
             verdict(&mut p, src),
@@ -2847,13 +2860,83 @@ address = "198.18.0.11"
             "{what}'s address, forged on the WAN"
         );
     }
+    // A multihop peer may arrive on any port, wherever it is listed
+    // (found in review: one listed on one uplink was cut off on another).
     for (what, src) in [
         ("a WAN neighbor", Ipv4Addr::new(198, 19, 7, 1)),
         ("the WAN's routing peer", Ipv4Addr::new(198, 19, 200, 1)),
+        ("the LAN's routing peer", Ipv4Addr::new(198, 18, 200, 1)),
         ("a host far away", Ipv4Addr::new(198, 19, 99, 9)),
     ] {
         assert_eq!(verdict(&mut p, src), Verdict::ToKernel, "{what}");
     }
+}
+
+/// Found in review: an address learned without room to keep it was told
+/// to the other workers at every frame that taught it, so one stranger's
+/// ARP request again and again filled the outbox every poll, and real
+/// news (here the gateway's new MAC) found no room. Once a while now.
+#[test]
+fn an_unkept_strangers_arp_does_not_crowd_out_real_news() {
+    use crate::wire::{arp, ethernet, ArpOperation, ArpPacket, ArpRepr, EtherType};
+    let text = NAT_CONFIG
+        .replace("198.18.0.2/24", "198.18.0.2/16")
+        .replace(
+            "[[neighbors]]\naddress = \"198.18.0.1\"\nmac = \"02:00:00:00:00:01\"\n",
+            "",
+        );
+    let text = without_syn_proxy(&text);
+    let snap = compile(&Config::parse(&text).unwrap(), &[MacAddr(OUR)]);
+    let mut p = pipeline(&snap, 0, 1, 64);
+    let stranger = [2, 0, 0, 0, 0x66, 0x66];
+    let request = |sender: Ipv4Addr| {
+        let mut f = vec![0u8; ethernet::HEADER_LEN + arp::PACKET_LEN];
+        let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+        eth.set_dst_addr(MacAddr::BROADCAST);
+        eth.set_src_addr(MacAddr(stranger));
+        eth.set_ethertype(EtherType::Arp);
+        ArpRepr {
+            operation: ArpOperation::Request,
+            source_hardware_addr: MacAddr(stranger),
+            source_protocol_addr: sender,
+            target_hardware_addr: MacAddr::ZERO,
+            target_protocol_addr: Ipv4Addr::new(198, 18, 0, 2),
+        }
+        .emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
+        VecBuf::from_bytes(&f)
+    };
+    let gateway = Ipv4Addr::new(198, 18, 0, 1);
+    p.process(
+        &snap,
+        0,
+        &mut arp_reply_from(gateway, [2, 0, 0, 0, 0, 1]),
+        0,
+    );
+    // The segment fills the cache (the worker drains its outbox each poll).
+    for i in 0..20_000u32 {
+        p.process(&snap, 0, &mut request(Ipv4Addr::from(0xc612_0100 + i)), 1);
+        p.take_learned().for_each(drop);
+    }
+    let unkept = (0..20_000u32)
+        .map(|i| Ipv4Addr::from(0xc612_0100 + i))
+        .find(|&a| !snap.is_martian_client(a.into()) && p.resolved(&snap, a).is_none())
+        .expect("some found no room");
+    for _ in 0..64 {
+        p.process(&snap, 0, &mut request(unkept), 1_000);
+    }
+    p.process(
+        &snap,
+        0,
+        &mut arp_reply_from(gateway, [2, 0, 0, 0, 0, 0x77]),
+        1_000,
+    );
+    let told: Vec<_> = p.take_learned().collect();
+    let copies = told.iter().filter(|t| t.0 == IpAddr::V4(unkept)).count();
+    assert_eq!(
+        copies, 1,
+        "one unkept address told {copies} times in a poll"
+    );
+    assert!(told.iter().any(|t| t.0 == IpAddr::V4(gateway)), "{told:?}");
 }
 
 /// `cfg` with `kernel_interface` on every port.
