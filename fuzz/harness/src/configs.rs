@@ -26,7 +26,8 @@
 //!
 //! The odd variants are those of the active appliance of a `[sync]` pair:
 //! wan floats the gateway [`FLOAT4`] and [`FLOAT6`] (answered like the
-//! port's own address), so RELOAD between them is a change of role.
+//! port's own address), so RELOAD between them is a change of role; wan
+//! has a kernel interface there.
 //!
 //! Compiled once per process (Maglev tables are not cheap) with one
 //! [`Ids`], as the control thread keeps them across reloads.
@@ -690,6 +691,10 @@ fn build(topology: usize) -> Family {
                     .unwrap_or_else(|e| panic!("fuzz config {topology}/{v} does not compile: {e}"));
             if v % 2 == 1 {
                 snap.float_gateways(Some(FLOAT4), Some(FLOAT6));
+                // With a kernel interface on wan, as a pair that speaks BGP
+                // has (`verdict.to_kernel`: what goes there, never what is
+                // for the floating gateway).
+                snap.ports[0].kernel = true;
             }
             snap
         })

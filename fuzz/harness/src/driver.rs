@@ -35,7 +35,8 @@
 //!   only by a snapshot that floats it on the in-port (the active
 //!   appliance of a pair; `configs::FLOAT4`, `FLOAT6`).
 //! - `verdict.to_kernel`: only a port with a kernel interface gives a
-//!   frame to the kernel (counted with the consumed ones).
+//!   frame to the kernel (counted with the consumed ones), and never one
+//!   addressed to the floating gateway, which the kernel does not hold.
 //! - `verdict.defer`: a deferred frame is untouched, a TCP segment from
 //!   the client the verdict names (`Defer6`: its IPv6 source) to a VIP,
 //!   deferred by the owner of its flow; a frame run again is never handed
@@ -730,6 +731,15 @@ impl Driver {
                         "verdict.to_kernel",
                         format!(
                             "a frame went to the kernel from port {}, which has no kernel interface: {:02x?}",
+                            f.in_port, f.input
+                        ),
+                    );
+                }
+                if let Some(g) = to_floating_gateway(&f.input) {
+                    self.v.add(
+                        "verdict.to_kernel",
+                        format!(
+                            "a frame for the floating gateway {g} went to the kernel from port {}: {:02x?}",
                             f.in_port, f.input
                         ),
                     );
