@@ -465,8 +465,12 @@ impl<A: FlowAddr> Conntrack<A> {
                     .set(self.table.len() as u64);
                 self.stats.flow_table_full.incr();
                 // Without an entry, later packets find the same real only
-                // by hashing, and NAT replies not at all.
-                let stable = matches!(svc.kind, SchedulerKind::Maglev | SchedulerKind::SourceHash);
+                // by hashing, and NAT replies not at all; a TCP segment
+                // after the SYN only by Maglev (the gate above: found in
+                // audit, an `sh` TUN or DR SYN went out and the rest of
+                // its connection was dropped as `no_flow`).
+                let stable = svc.kind == SchedulerKind::Maglev
+                    || (svc.kind == SchedulerKind::SourceHash && tcp.is_none());
                 if !stable || r.method == ForwardingMethod::Nat {
                     return Err(DropReason::FlowTableFull);
                 }

@@ -2939,6 +2939,28 @@ fn an_unkept_strangers_arp_does_not_crowd_out_real_news() {
     assert!(told.iter().any(|t| t.0 == IpAddr::V4(gateway)), "{told:?}");
 }
 
+/// Found in audit: a full table forwarded a new `sh` DR flow's SYN
+/// without an entry (as `mh`'s), but every later segment of the
+/// connection found no flow and, not being `mh`, was dropped as
+/// `no_flow`: the SYN went out and the connection could never complete.
+/// Such a SYN is refused now, as any flow that cannot go on is.
+#[test]
+fn a_full_table_does_not_send_a_source_hash_tcp_flow_it_cannot_go_on_with() {
+    let text = with_dr_service("scheduler = \"sh\"", (1, 1));
+    let snap = compile(&Config::parse(&text).unwrap(), &[MacAddr(OUR)]);
+    let client = client_owned_by(0);
+    let mut p = pipeline(&snap, 0, 2, 2);
+    for port in 5000..5002 {
+        handshake(&mut p, &snap, (client, port), 0);
+    }
+    let dr_vip = Ipv4Addr::new(198, 18, 1, 101);
+    let mut first = VecBuf::from_bytes(&tcp((client, 5009), (dr_vip, 80), SYN, OUR));
+    assert_eq!(
+        p.process(&snap, 0, &mut first, 1),
+        Verdict::Drop(DropReason::FlowTableFull)
+    );
+}
+
 /// `cfg` with `kernel_interface` on every port.
 fn with_kernel_interfaces(cfg: &str) -> String {
     let mut n = 0;
