@@ -2,15 +2,20 @@
 //! states for the services of its snapshot, and the one call that turns a
 //! service's built [`Scheduler`](super::Scheduler) pick into a real.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use crate::flow::{source_hash, FlowAddr, FlowKey};
 use crate::snapshot::{Snapshot, MAX_REALS};
 
-use super::{PickInput, SchedulerState};
+use super::{PickInput, Scheduler, SchedulerState};
 
-/// One worker's scheduler states, one per service of the snapshot it runs.
+/// One worker's scheduler states, one per service of the snapshot it runs,
+/// each with its service's id and the scheduler it belongs to.
 #[derive(Debug)]
 pub struct Schedulers {
     states: Vec<SchedulerState>,
+    owners: Vec<(u32, Arc<Scheduler>)>,
     generation: u64,
 }
 
@@ -18,23 +23,40 @@ impl Default for Schedulers {
     fn default() -> Self {
         Schedulers {
             states: Vec::new(),
+            owners: Vec::new(),
             generation: u64::MAX,
         }
     }
 }
 
 impl Schedulers {
-    /// Fresh states for a new snapshot's services (allocates: call it
-    /// between bursts). A snapshot already adopted is left alone.
+    /// The states for a new snapshot's services (allocates: call it
+    /// between bursts): a service whose scheduler the snapshot kept (same
+    /// kind, same reals and weights: [`Ids`](crate::snapshot::Ids) reuses
+    /// it) keeps its state, any other starts afresh. A snapshot already
+    /// adopted is left alone. (Found in audit: every publish, a health
+    /// change of any real of any service among them, restarted every
+    /// service's rr, wrr and lc sequence at its first real, so with
+    /// publishes between its new flows a quiet service sent them all
+    /// there.)
     pub fn adopt(&mut self, snap: &Snapshot) {
         if self.generation == snap.generation {
             return;
         }
-        self.states = snap
-            .services
-            .iter()
-            .map(|s| s.scheduler.new_state())
+        let mut old: HashMap<u32, (Arc<Scheduler>, SchedulerState)> = self
+            .owners
+            .drain(..)
+            .zip(self.states.drain(..))
+            .map(|((id, sched), state)| (id, (sched, state)))
             .collect();
+        for s in &snap.services {
+            let state = match old.remove(&s.id) {
+                Some((sched, state)) if Arc::ptr_eq(&sched, &s.scheduler) => state,
+                _ => s.scheduler.new_state(),
+            };
+            self.states.push(state);
+            self.owners.push((s.id, Arc::clone(&s.scheduler)));
+        }
         self.generation = snap.generation;
     }
 

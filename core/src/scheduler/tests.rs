@@ -570,3 +570,66 @@ proptest! {
         }
     }
 }
+
+/// Found in audit: a worker restarted every service's scheduler state at
+/// each publish, so a health change of a real of another service (the
+/// quiet service's scheduler the very same one) put the quiet service's
+/// next new flow on its first real again: with a publish between each,
+/// rr and wrr sent all of them there. A kept scheduler keeps its state.
+#[test]
+fn rr_and_wrr_are_not_restarted_by_a_publish_that_kept_them() {
+    use crate::flow::FlowKey;
+    use crate::snapshot::{Ids, Snapshot};
+    use lb_config::{Config, MacAddr};
+    for kind in ["rr", "wrr"] {
+        let text = format!(
+            "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\ndevice = \"net_null0\"\n\
+             address = \"198.18.0.2/24\"\n\
+             [[services]]\nname = \"a\"\nvip = \"198.18.1.100\"\nport = 80\nscheduler = \"{kind}\"\n\
+             [[services.reals]]\naddress = \"198.18.0.11\"\n\
+             [[services.reals]]\naddress = \"198.18.0.12\"\n\
+             [[services.reals]]\naddress = \"198.18.0.13\"\n\
+             [[services]]\nname = \"b\"\nvip = \"198.18.1.101\"\nport = 80\n\
+             [services.health_check]\nkind = \"tcp\"\n\
+             [[services.reals]]\naddress = \"198.18.0.21\"\n\
+             [[services.reals]]\naddress = \"198.18.0.22\"\n"
+        );
+        let config = Config::parse(&text).unwrap();
+        let mut ids = Ids::default();
+        let mut schedulers = Schedulers::default();
+        let mut picks = Vec::new();
+        let mut kept = 0;
+        let mut prev: Option<Snapshot> = None;
+        for g in 1..=9u64 {
+            // Service b's second real flaps; service a is untouched.
+            let down = g % 2 == 0;
+            let snap = Snapshot::compile(
+                &config,
+                &[MacAddr([2, 0, 0, 0, 0, 2])],
+                g,
+                &mut ids,
+                |s, a, _| !(down && s == "b" && a.to_string() == "198.18.0.22"),
+            )
+            .unwrap();
+            if let Some(p) = &prev {
+                kept += usize::from(std::sync::Arc::ptr_eq(
+                    &p.services[0].scheduler,
+                    &snap.services[0].scheduler,
+                ));
+            }
+            schedulers.adopt(&snap);
+            let key = FlowKey {
+                proto: 6,
+                client: std::net::Ipv4Addr::new(198, 19, 0, 1),
+                client_port: 1000 + g as u16,
+                vip: std::net::Ipv4Addr::new(198, 18, 1, 100),
+                vip_port: 80,
+            };
+            let active = vec![0; crate::snapshot::MAX_REALS];
+            picks.push(schedulers.choose(&snap, 0, &key, &active).unwrap());
+            prev = Some(snap);
+        }
+        assert_eq!(kept, 8, "{kind}: service a's scheduler kept");
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2, 0, 1, 2], "{kind}");
+    }
+}
