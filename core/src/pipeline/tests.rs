@@ -1790,26 +1790,10 @@ fn a_frag_needed_with_no_way_back_is_not_counted() {
 
 #[test]
 fn arp_between_other_hosts_teaches_nothing() {
-    use crate::wire::{arp, ethernet, ArpOperation, ArpPacket, ArpRepr, EtherType};
     let snap = compile(&test_config(), &[OUR_MAC]);
     let mut p = pipeline(&snap, 0, 1, 8);
     let neighbor = Ipv4Addr::new(198, 18, 0, 77);
-    let arp_from = |sender: Ipv4Addr, target: Ipv4Addr| {
-        let mut f = vec![0u8; ethernet::HEADER_LEN + arp::PACKET_LEN];
-        let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
-        eth.set_dst_addr(MacAddr::BROADCAST);
-        eth.set_src_addr(MacAddr(CLIENT_MAC));
-        eth.set_ethertype(EtherType::Arp);
-        ArpRepr {
-            operation: ArpOperation::Request,
-            source_hardware_addr: MacAddr(CLIENT_MAC),
-            source_protocol_addr: sender,
-            target_hardware_addr: MacAddr::ZERO,
-            target_protocol_addr: target,
-        }
-        .emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
-        f
-    };
+    let arp_from = |sender: Ipv4Addr, target: Ipv4Addr| arp_request(CLIENT_MAC, sender, target);
     let arp_frame = |target: Ipv4Addr| arp_from(neighbor, target);
     // A sender claiming our own address, or the network's broadcast, is
     // answered but not learned (found in review).
@@ -2266,14 +2250,35 @@ fn a_flow_synced_half_closed_by_its_client_is_closed_by_the_real() {
     assert_eq!(state(&backup), FlowState::SynSent, "a new connection");
 }
 
-/// Found in audit: every ARP request to our address from a new sender
-/// address on the segment took a slot, pushing out the stalest resolved
-/// neighbor of its window: one host claiming a new address each time
-/// pushed out the gateway in use (and, told, every worker's). Only the
-/// answer to a request of ours may push a resolved neighbor out now.
-#[test]
-fn a_strangers_arp_requests_do_not_push_the_gateway_out() {
+/// A broadcast ARP request from `mac`: `sender` asks who has `target`.
+fn arp_request(mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
     use crate::wire::{arp, ethernet, ArpOperation, ArpPacket, ArpRepr, EtherType};
+    let mut f = vec![0u8; ethernet::HEADER_LEN + arp::PACKET_LEN];
+    let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+    eth.set_dst_addr(MacAddr::BROADCAST);
+    eth.set_src_addr(MacAddr(mac));
+    eth.set_ethertype(EtherType::Arp);
+    ArpRepr {
+        operation: ArpOperation::Request,
+        source_hardware_addr: MacAddr(mac),
+        source_protocol_addr: sender,
+        target_hardware_addr: MacAddr::ZERO,
+        target_protocol_addr: target,
+    }
+    .emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
+    f
+}
+
+/// One host on the segment, 02:00:00:00:66:66, asking for our address as
+/// `sender`.
+fn stranger_asks(sender: Ipv4Addr) -> VecBuf {
+    let stranger = [2, 0, 0, 0, 0x66, 0x66];
+    VecBuf::from_bytes(&arp_request(stranger, sender, Ipv4Addr::new(198, 18, 0, 2)))
+}
+
+/// NAT on a /16 whose gateway is learned, not configured (room for many
+/// neighbors on the segment), SYN proxy off.
+fn a_slash_16_without_a_static_gateway() -> (Snapshot, Pipeline) {
     let text = NAT_CONFIG
         .replace("198.18.0.2/24", "198.18.0.2/16")
         .replace(
@@ -2282,28 +2287,25 @@ fn a_strangers_arp_requests_do_not_push_the_gateway_out() {
         );
     let text = without_syn_proxy(&text);
     let snap = compile(&Config::parse(&text).unwrap(), &[MacAddr(OUR)]);
-    let mut p = pipeline(&snap, 0, 1, 64);
+    let p = pipeline(&snap, 0, 1, 64);
+    (snap, p)
+}
+
+/// Found in audit: every ARP request to our address from a new sender
+/// address on the segment took a slot, pushing out the stalest resolved
+/// neighbor of its window: one host claiming a new address each time
+/// pushed out the gateway in use (and, told, every worker's). Only the
+/// answer to a request of ours may push a resolved neighbor out now.
+#[test]
+fn a_strangers_arp_requests_do_not_push_the_gateway_out() {
+    let (snap, mut p) = a_slash_16_without_a_static_gateway();
     let gateway = Ipv4Addr::new(198, 18, 0, 1);
     let gw_mac = [2, 0, 0, 0, 0, 1];
     p.process(&snap, 0, &mut arp_reply_from(gateway, gw_mac), 0);
     assert_eq!(p.resolved(&snap, gateway), Some(MacAddr(gw_mac)));
-    let stranger = [2, 0, 0, 0, 0x66, 0x66];
     for i in 0..20_000u32 {
         let sender = Ipv4Addr::from(0xc612_0100 + i);
-        let mut f = vec![0u8; ethernet::HEADER_LEN + arp::PACKET_LEN];
-        let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
-        eth.set_dst_addr(MacAddr::BROADCAST);
-        eth.set_src_addr(MacAddr(stranger));
-        eth.set_ethertype(EtherType::Arp);
-        ArpRepr {
-            operation: ArpOperation::Request,
-            source_hardware_addr: MacAddr(stranger),
-            source_protocol_addr: sender,
-            target_hardware_addr: MacAddr::ZERO,
-            target_protocol_addr: Ipv4Addr::new(198, 18, 0, 2),
-        }
-        .emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
-        let mut b = VecBuf::from_bytes(&f);
+        let mut b = stranger_asks(sender);
         p.process(&snap, 0, &mut b, 1 + i / 1000);
     }
     assert_eq!(p.resolved(&snap, gateway), Some(MacAddr(gw_mac)));
@@ -2878,33 +2880,8 @@ address = "198.18.0.11"
 /// news (here the gateway's new MAC) found no room. Once a while now.
 #[test]
 fn an_unkept_strangers_arp_does_not_crowd_out_real_news() {
-    use crate::wire::{arp, ethernet, ArpOperation, ArpPacket, ArpRepr, EtherType};
-    let text = NAT_CONFIG
-        .replace("198.18.0.2/24", "198.18.0.2/16")
-        .replace(
-            "[[neighbors]]\naddress = \"198.18.0.1\"\nmac = \"02:00:00:00:00:01\"\n",
-            "",
-        );
-    let text = without_syn_proxy(&text);
-    let snap = compile(&Config::parse(&text).unwrap(), &[MacAddr(OUR)]);
-    let mut p = pipeline(&snap, 0, 1, 64);
-    let stranger = [2, 0, 0, 0, 0x66, 0x66];
-    let request = |sender: Ipv4Addr| {
-        let mut f = vec![0u8; ethernet::HEADER_LEN + arp::PACKET_LEN];
-        let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
-        eth.set_dst_addr(MacAddr::BROADCAST);
-        eth.set_src_addr(MacAddr(stranger));
-        eth.set_ethertype(EtherType::Arp);
-        ArpRepr {
-            operation: ArpOperation::Request,
-            source_hardware_addr: MacAddr(stranger),
-            source_protocol_addr: sender,
-            target_hardware_addr: MacAddr::ZERO,
-            target_protocol_addr: Ipv4Addr::new(198, 18, 0, 2),
-        }
-        .emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
-        VecBuf::from_bytes(&f)
-    };
+    let (snap, mut p) = a_slash_16_without_a_static_gateway();
+    let request = stranger_asks;
     let gateway = Ipv4Addr::new(198, 18, 0, 1);
     p.process(
         &snap,
@@ -3235,26 +3212,11 @@ fn every_golden_flow_reaches_a_backup_whole() {
 /// takes the address parse back as what they claim.
 #[test]
 fn the_floating_gateway_is_ours_only_while_active() {
-    use crate::wire::{arp, ethernet, ArpOperation, ArpPacket, ArpRepr, EtherType};
+    use crate::wire::{ArpOperation, ArpPacket, ArpRepr};
     let mut snap = compile(&test_config(), &[OUR_MAC]);
     let gw = Ipv4Addr::new(198, 18, 0, 5);
     let real = Ipv4Addr::new(198, 18, 0, 77);
-    let arp_frame = |target: Ipv4Addr| {
-        let mut f = vec![0u8; ethernet::HEADER_LEN + arp::PACKET_LEN];
-        let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
-        eth.set_dst_addr(MacAddr::BROADCAST);
-        eth.set_src_addr(MacAddr(CLIENT_MAC));
-        eth.set_ethertype(EtherType::Arp);
-        ArpRepr {
-            operation: ArpOperation::Request,
-            source_hardware_addr: MacAddr(CLIENT_MAC),
-            source_protocol_addr: real,
-            target_hardware_addr: MacAddr::ZERO,
-            target_protocol_addr: target,
-        }
-        .emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
-        f
-    };
+    let arp_frame = |target: Ipv4Addr| arp_request(CLIENT_MAC, real, target);
     // Standby: not ours, not answered.
     let mut p = pipeline(&snap, 0, 1, 8);
     let mut ask = VecBuf::from_bytes(&arp_frame(gw));
