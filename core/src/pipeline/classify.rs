@@ -158,13 +158,14 @@ pub fn classify_offloaded(frame: &[u8], rx: RxChecksum) -> Result<Parsed, DropRe
     classify_then(
         frame,
         rx,
-        |dst_mac, ip| {
+        (),
+        |(), dst_mac, ip| {
             Ok(Parsed {
                 dst_mac,
                 l3: L3::Ipv4(ip),
             })
         },
-        |parsed| parsed,
+        |(), parsed| parsed,
     )
 }
 
@@ -174,14 +175,15 @@ pub fn classify_offloaded(frame: &[u8], rx: RxChecksum) -> Result<Parsed, DropRe
 /// pass looks at the parts where they are (in registers) and builds the
 /// [`Parsed`] only for a frame it keeps.
 #[inline(always)]
-pub fn classify_then<R>(
+pub fn classify_then<C, R>(
     frame: &[u8],
     rx: RxChecksum,
-    ipv4: impl FnOnce(MacAddr, Ipv4Meta) -> R,
-    other: impl FnOnce(Result<Parsed, DropReason>) -> R,
+    ctx: C,
+    ipv4: impl FnOnce(C, MacAddr, Ipv4Meta) -> R,
+    other: impl FnOnce(C, Result<Parsed, DropReason>) -> R,
 ) -> R {
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
-        return other(Err(DropReason::Truncated));
+        return other(ctx, Err(DropReason::Truncated));
     };
     let dst_mac = eth.dst_addr();
     match eth.ethertype() {
@@ -189,24 +191,33 @@ pub fn classify_then<R>(
             let payload = eth.payload();
             match payload.first_chunk::<{ ipv4::HEADER_LEN }>() {
                 Some(h) if h[0] == 0x45 => match ipv4_plain(h, payload, rx) {
-                    Ok(ip) => ipv4(dst_mac, ip),
-                    Err(r) => other(Ok(Parsed {
-                        dst_mac,
-                        l3: L3::Invalid(r),
-                    })),
+                    Ok(ip) => ipv4(ctx, dst_mac, ip),
+                    Err(r) => other(
+                        ctx,
+                        Ok(Parsed {
+                            dst_mac,
+                            l3: L3::Invalid(r),
+                        }),
+                    ),
                 },
-                _ => other(ipv4_frame_viewed(dst_mac, payload, rx)),
+                _ => other(ctx, ipv4_frame_viewed(dst_mac, payload, rx)),
             }
         }
-        EtherType::Ipv6 => other(ipv6_frame(dst_mac, eth.payload())),
-        EtherType::Arp => other(Ok(Parsed {
-            dst_mac,
-            l3: L3::Arp,
-        })),
-        kind => other(Ok(Parsed {
-            dst_mac,
-            l3: L3::Unsupported(kind),
-        })),
+        EtherType::Ipv6 => other(ctx, ipv6_frame(dst_mac, eth.payload())),
+        EtherType::Arp => other(
+            ctx,
+            Ok(Parsed {
+                dst_mac,
+                l3: L3::Arp,
+            }),
+        ),
+        kind => other(
+            ctx,
+            Ok(Parsed {
+                dst_mac,
+                l3: L3::Unsupported(kind),
+            }),
+        ),
     }
 }
 

@@ -112,13 +112,24 @@ pub struct Pipeline {
     schedulers: Schedulers,
     egress: Egress,
     stats: Arc<WorkerStats>,
-    /// The current chunk of a burst, classified (reused: no allocation).
-    chunk: Vec<Classified>,
+    /// The current chunk of a burst, classified (reused: no allocation;
+    /// `None` only while a burst has it).
+    chunk: Option<Box<[Classified; CHUNK]>>,
     /// The SYN proxy's cookie key (the process's, unless a test sets one).
     cookies: CookieKey,
     /// Connection sync on a primary: the events each table may hold
     /// between two collections (None: not a primary).
     sync_capacity: Option<usize>,
+}
+
+/// A burst's chunk, its frames written in place by the first pass.
+fn new_chunk() -> Box<[Classified; CHUNK]> {
+    Box::new(
+        [Classified {
+            parsed: Err(DropReason::Truncated),
+            ahead: None,
+        }; CHUNK],
+    )
 }
 
 /// A frame of a burst after the first pass.
@@ -210,7 +221,7 @@ impl Pipeline {
             schedulers: Schedulers::default(),
             egress: Egress::default(),
             stats,
-            chunk: Vec::with_capacity(CHUNK),
+            chunk: Some(new_chunk()),
             cookies: CookieKey::process(),
             sync_capacity: None,
         }
@@ -395,55 +406,63 @@ impl Pipeline {
     ) {
         let n = pkts.len().min(verdicts.len());
         self.egress.begin();
-        let mut chunk = std::mem::take(&mut self.chunk);
+        // Taken for the burst (so that the passes can borrow `self`), put
+        // back at its end: never missing at the start of one.
+        let mut chunk = self.chunk.take().unwrap_or_else(new_chunk);
         let my_mac = snap.ports.get(in_port).map(|p| p.mac);
         let mut base = 0;
         while base < n {
             let m = CHUNK.min(n - base);
-            chunk.clear();
+            let chunk = &mut chunk[..m];
             let mut any6 = false;
-            for pkt in &pkts[base..base + m] {
+            for (pkt, slot) in pkts[base..base + m].iter().zip(chunk.iter_mut()) {
                 // The common IPv4 frame is looked at in its parts, before
                 // they are joined into a `Parsed` (which a settled drop
                 // then never builds): `classify_offloaded` and `lookahead`
-                // one after the other read it back from the stack.
+                // one after the other read it back from the stack. Each
+                // frame is written straight into its slot: built on the
+                // stack and pushed, it cost a 88-byte copy whose wide loads
+                // read the narrow stores just made (store forwarding).
                 let seed = self.conntrack.seed();
-                let c = classify_then(
+                let ahead = classify_then(
                     pkt.data(),
                     pkt.rx_ip_checksum(),
-                    |dst_mac, ip| {
+                    slot,
+                    |slot, dst_mac, ip| {
                         let ahead = lookahead4(snap, seed, &ip);
                         if ahead == Some(Lookahead::NoService)
                             && settled_no_service(dst_mac, &ip, my_mac)
                         {
-                            return Classified {
+                            *slot = Classified {
                                 parsed: Err(DropReason::NoService),
                                 ahead: None,
                             };
+                            return None;
                         }
-                        Classified {
+                        *slot = Classified {
                             parsed: Ok(Parsed {
                                 dst_mac,
                                 l3: L3::Ipv4(ip),
                             }),
                             ahead,
-                        }
+                        };
+                        ahead
                     },
-                    |parsed| Classified {
-                        ahead: lookahead(snap, seed, &parsed),
-                        parsed,
+                    |slot, parsed| {
+                        let ahead = lookahead(snap, seed, &parsed);
+                        *slot = Classified { ahead, parsed };
+                        ahead
                     },
                 );
-                if let Some(h) = c.ahead.and_then(Lookahead::hash) {
+                if let Some(h) = ahead.and_then(Lookahead::hash) {
                     self.conntrack.prefetch_slot::<B>(h);
                 }
-                any6 |= c.ahead == Some(Lookahead::Ipv6);
-                chunk.push(c);
+                any6 |= ahead == Some(Lookahead::Ipv6);
             }
             // IPv6 frames get their own pass, out of line: the loop above
             // stays what it was for IPv4 (reading `parsed` back in it
-            // before the push cost store-forwarding stalls).
-            let any6 = any6 && self.lookahead6::<B>(snap, in_port, &mut chunk);
+            // cost store-forwarding stalls).
+            let any6 = any6 && self.lookahead6::<B>(snap, in_port, chunk);
             for h in chunk
                 .iter()
                 .filter_map(|c| c.ahead.and_then(Lookahead::hash))
@@ -451,15 +470,17 @@ impl Pipeline {
                 self.conntrack.prefetch_entry::<B>(h);
             }
             if any6 {
-                self.prefetch_entries6::<B>(&chunk);
+                self.prefetch_entries6::<B>(chunk);
             }
-            for (i, c) in chunk.iter().enumerate() {
-                verdicts[base + i] =
-                    self.run(snap, in_port, &mut pkts[base + i], now, &c.parsed, c.ahead);
+            let frames = pkts[base..base + m]
+                .iter_mut()
+                .zip(&mut verdicts[base..base + m]);
+            for ((pkt, verdict), c) in frames.zip(chunk.iter()) {
+                *verdict = self.run(snap, in_port, pkt, now, &c.parsed, c.ahead);
             }
             base += m;
         }
-        self.chunk = chunk;
+        self.chunk = Some(chunk);
         self.settle();
     }
 
