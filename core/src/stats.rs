@@ -106,10 +106,15 @@ pub enum DropReason {
     /// to external memory, or referenced twice): the dataplane rewrites
     /// packets in place, so such a buffer is never given to it.
     SharedBuffer,
+    /// For the port's kernel interface, but from a source that belongs to
+    /// another port (its address, or on its network and not on this
+    /// port's nor a routing peer): a reverse-path check, since Linux's
+    /// loose one would let such a forged source reach a local socket.
+    ReversePath,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 34] = [
+    pub const ALL: [DropReason; 35] = [
         DropReason::Truncated,
         DropReason::MultiSegment,
         DropReason::NotOurMac,
@@ -144,6 +149,7 @@ impl DropReason {
         DropReason::KernelQueueFull,
         DropReason::NoMbuf,
         DropReason::SharedBuffer,
+        DropReason::ReversePath,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -184,6 +190,7 @@ impl DropReason {
             DropReason::KernelQueueFull => "kernel_queue_full",
             DropReason::NoMbuf => "no_mbuf",
             DropReason::SharedBuffer => "shared_buffer",
+            DropReason::ReversePath => "reverse_path",
         }
     }
 }

@@ -1283,17 +1283,24 @@ fn settled_no_service6(ip: &Ipv6Meta) -> bool {
 
 /// [`Verdict::ToKernel`] on a port with a kernel interface, else a drop
 /// for `reason` (what the frame got before the exception path existed);
-/// also a drop when its source `src` belongs to another port (reverse-path
-/// check: found in audit, a frame on the WAN claiming the sync peer's or a
-/// real's address on the LAN reached the WAN's kernel interface, which
-/// Linux's loose reverse-path filter lets through to a socket that trusts
-/// that address, such as an unkeyed `[sync]` listening on every address).
+/// a drop for [`DropReason::ReversePath`] when its source `src` belongs to
+/// another port (reverse-path check: found in audit, a frame on the WAN
+/// claiming the sync peer's or a real's address on the LAN reached the
+/// WAN's kernel interface, which Linux's loose reverse-path filter lets
+/// through to a socket that trusts that address, such as an unkeyed
+/// `[sync]` listening on every address). Its own reason, so that forged
+/// sources show apart from other frames for nobody.
 #[cold]
 fn to_kernel_or(snap: &Snapshot, in_port: usize, src: IpAddr, reason: DropReason) -> Verdict {
-    if snap.ports.get(in_port).is_some_and(|p| p.kernel) && !snap.source_elsewhere(in_port, src) {
-        Verdict::ToKernel
-    } else {
-        Verdict::Drop(reason)
+    match snap.ports.get(in_port) {
+        Some(p) if p.kernel => {
+            if snap.source_elsewhere(in_port, src) {
+                Verdict::Drop(DropReason::ReversePath)
+            } else {
+                Verdict::ToKernel
+            }
+        }
+        _ => Verdict::Drop(reason),
     }
 }
 

@@ -2858,7 +2858,7 @@ address = "198.18.0.11"
     ] {
         assert_eq!(
             verdict(&mut p, src),
-            Verdict::Drop(DropReason::NotForUs),
+            Verdict::Drop(DropReason::ReversePath),
             "{what}'s address, forged on the WAN"
         );
     }

@@ -36,7 +36,10 @@
 //!   appliance of a pair; `configs::FLOAT4`, `FLOAT6`).
 //! - `verdict.to_kernel`: only a port with a kernel interface gives a
 //!   frame to the kernel (counted with the consumed ones), and never one
-//!   addressed to the floating gateway, which the kernel does not hold.
+//!   addressed to the floating gateway, which the kernel does not hold,
+//!   nor an IP frame (neighbor discovery aside) whose source belongs to
+//!   another port (`Snapshot::source_elsewhere`); and a frame is dropped
+//!   as `reverse_path` only for that, on a port with a kernel interface.
 //! - `verdict.defer`: a deferred frame is untouched, a TCP segment from
 //!   the client the verdict names (`Defer6`: its IPv6 source) to a VIP,
 //!   deferred by the owner of its flow; a frame run again is never handed
@@ -136,6 +139,20 @@ fn to_floating_gateway(b: &[u8]) -> Option<IpAddr> {
                 .then(|| hit(IpAddr::V6(addr6(b, IP + 48))))
                 .flatten();
             dst.or(ns)
+        }
+        _ => None,
+    }
+}
+
+/// The IP source of an IPv4 frame, or of an IPv6 one other than
+/// neighbor discovery (which goes to the kernel without the reverse-path
+/// check: its sender is held to the link by its own rules).
+fn ip_source_checked(b: &[u8]) -> Option<IpAddr> {
+    match b.get(12..14)? {
+        [0x08, 0x00] if b.len() >= IP + 20 => Some(IpAddr::V4(addr(b, IP + 12))),
+        [0x86, 0xdd] if b.len() >= IP + 40 => {
+            let ndp = b[IP + 6] == 58 && b.get(IP + 40).is_some_and(|t| (133..=137).contains(t));
+            (!ndp).then(|| IpAddr::V6(addr6(b, IP + 8)))
         }
         _ => None,
     }
@@ -708,7 +725,23 @@ impl Driver {
                 }
             }
             Verdict::Hold { port, next_hop } => self.hold(w, f, usize::from(port), next_hop.into()),
-            Verdict::Drop(reason) => self.drop(w, reason),
+            Verdict::Drop(reason) => {
+                if reason == DropReason::ReversePath {
+                    let src = ip_source_checked(&f.input);
+                    if !snap.ports.get(f.in_port).is_some_and(|p| p.kernel)
+                        || !src.is_some_and(|s| snap.source_elsewhere(f.in_port, s))
+                    {
+                        self.v.add(
+                            "verdict.to_kernel",
+                            format!(
+                                "a frame from {src:?} on port {} was dropped as reverse_path: {:02x?}",
+                                f.in_port, f.input
+                            ),
+                        );
+                    }
+                }
+                self.drop(w, reason)
+            }
             Verdict::Defer { .. } | Verdict::Defer6 { .. } => {
                 self.check_defer(snap, w, &f, v, from);
                 let worker = &mut self.workers[w];
@@ -743,6 +776,17 @@ impl Driver {
                             f.in_port, f.input
                         ),
                     );
+                }
+                if let Some(s) = ip_source_checked(&f.input) {
+                    if snap.source_elsewhere(f.in_port, s) {
+                        self.v.add(
+                            "verdict.to_kernel",
+                            format!(
+                                "a frame from {s}, another port's, went to the kernel from port {}: {:02x?}",
+                                f.in_port, f.input
+                            ),
+                        );
+                    }
                 }
             }
             Verdict::Consumed => {
