@@ -142,7 +142,7 @@ fn an_ipv6_flow_is_owned_by_one_worker_and_its_reply_translated_there() {
     let mut workers = [pipeline(&snap, 0, 2), pipeline(&snap, 1, 2)];
     let client = client_owned_by(1);
     let vip = v6("2001:2:0:1::100");
-    // rr: the first flow goes to ::11.
+    // rr: worker 1's first flow goes to ::12 (worker 0's to ::11).
     let mut syn = VecBuf::from_bytes(&tcp6((client, 5555), (vip, 80), SYN, ROUTER));
     assert_eq!(
         workers[0].process(&snap, 0, &mut syn, 0),
@@ -153,14 +153,14 @@ fn an_ipv6_flow_is_owned_by_one_worker_and_its_reply_translated_there() {
         Verdict::Transmit(0)
     );
     let real = ip6(&syn).dst_addr();
-    assert_eq!(real, v6("2001:2::11"));
+    assert_eq!(real, v6("2001:2::12"));
     assert_eq!(ip6(&syn).hop_limit(), 63);
     assert_eq!(dst_port(&syn), 8080);
     let mut reply = VecBuf::from_bytes(&tcp6(
         (real, 8080),
         (client, 5555),
         TcpFlags::SYN | TcpFlags::ACK,
-        REAL_MAC,
+        MacAddr([2, 0, 0, 0, 2, 0x12]),
     ));
     assert_eq!(
         workers[0].process(&snap, 0, &mut reply, 1),

@@ -218,7 +218,7 @@ impl Pipeline {
             conntrack: Conntrack::new(flow_capacity, SWEEP_BUDGET, stats.clone()),
             conntrack6: None,
             flow_capacity,
-            schedulers: Schedulers::default(),
+            schedulers: Schedulers::for_worker(index),
             egress: Egress::default(),
             stats,
             chunk: Some(new_chunk()),

@@ -618,6 +618,27 @@ fn a_nat_reply_arriving_at_the_other_worker_is_handed_to_the_owner_and_translate
     assert_eq!(workers[0].stats().handoffs_out.get(), 2);
 }
 
+/// Found in audit: both workers' rr began at the first real, so the first
+/// new flow of each went there. Worker 1 starts one pick in.
+#[test]
+fn the_workers_first_flows_go_to_different_reals() {
+    let config = Config::parse(NAT_CONFIG).unwrap();
+    let snap = compile(&config, &[MacAddr(OUR)]);
+    let reals: Vec<u8> = (0..2)
+        .map(|w| {
+            let mut p = pipeline(&snap, w, 2, 64);
+            let client = client_owned_by(w);
+            let mut b = VecBuf::from_bytes(&tcp((client, 1000), (VIP, 80), SYN, OUR));
+            assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::Transmit(0));
+            real_of(&b)
+        })
+        .collect();
+    assert_ne!(
+        reals[0], reals[1],
+        "first flows of workers 0 and 1: {reals:?}"
+    );
+}
+
 #[test]
 fn rr_spreads_flows_and_each_flow_keeps_its_real() {
     let config = Config::parse(NAT_CONFIG).unwrap();

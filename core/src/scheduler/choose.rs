@@ -17,19 +17,29 @@ pub struct Schedulers {
     states: Vec<SchedulerState>,
     owners: Vec<(u32, Arc<Scheduler>)>,
     generation: u64,
+    /// Where this worker's sequences start ([`Scheduler::new_state_at`]):
+    /// its index.
+    phase: usize,
 }
 
 impl Default for Schedulers {
     fn default() -> Self {
-        Schedulers {
-            states: Vec::new(),
-            owners: Vec::new(),
-            generation: u64::MAX,
-        }
+        Schedulers::for_worker(0)
     }
 }
 
 impl Schedulers {
+    /// The states of worker `index`, whose sequences start `index` picks
+    /// in ([`Scheduler::new_state_at`]).
+    pub fn for_worker(index: usize) -> Self {
+        Schedulers {
+            states: Vec::new(),
+            owners: Vec::new(),
+            generation: u64::MAX,
+            phase: index,
+        }
+    }
+
     /// The states for a new snapshot's services (allocates: call it
     /// between bursts): a service whose scheduler the snapshot kept (same
     /// kind, same reals and weights: [`Ids`](crate::snapshot::Ids) reuses
@@ -52,7 +62,7 @@ impl Schedulers {
         for s in &snap.services {
             let state = match old.remove(&s.id) {
                 Some((sched, state)) if Arc::ptr_eq(&sched, &s.scheduler) => state,
-                _ => s.scheduler.new_state(),
+                _ => s.scheduler.new_state_at(self.phase),
             };
             self.states.push(state);
             self.owners.push((s.id, Arc::clone(&s.scheduler)));

@@ -59,6 +59,10 @@ pub struct PickInput {
     pub source_hash: u64,
 }
 
+/// The most steps (picks times reals) a wrr state is advanced by to start
+/// a worker's sequence where it should ([`Scheduler::new_state_at`]).
+pub const PHASE_STEPS: usize = 1 << 10;
+
 /// A built scheduler: immutable, `Send + Sync`, shared by all workers
 /// through an `Arc`'d snapshot. Every variant is built by
 /// [`Scheduler::build`] only.
@@ -137,12 +141,34 @@ impl Scheduler {
     /// A fresh per-worker mutable state for this scheduler (rr cursor, wrr
     /// current weights). Allocates; call it between bursts.
     pub fn new_state(&self) -> SchedulerState {
+        self.new_state_at(0)
+    }
+
+    /// [`Self::new_state`] for worker `phase` of several: its sequence
+    /// starts `phase` picks into worker 0's (rr, wrr; lc and wlc start their
+    /// scan for the minimum there), so that the workers do not all send
+    /// their first new flows to the same first real (found in audit: every
+    /// worker's rr, wrr and lc began at the first real, so the first flow
+    /// of each worker, after any rebuild, went there). A wrr state is
+    /// advanced pick by pick, each as long as the list of reals, at most
+    /// [`PHASE_STEPS`] steps in all: a worker adopts a snapshot between
+    /// bursts, and many large services must not stall it (past that, a
+    /// worker starts where an earlier one did; with so many reals the
+    /// difference is one flow among many).
+    pub fn new_state_at(&self, phase: usize) -> SchedulerState {
         match self {
-            Scheduler::WeightedRoundRobin(s) => SchedulerState {
-                cursor: 0,
-                current: s.new_current(),
+            Scheduler::WeightedRoundRobin(s) => {
+                let mut current = s.new_current();
+                let picks = phase.min(PHASE_STEPS / s.len().max(1));
+                for _ in 0..picks {
+                    s.pick(&mut current, 0);
+                }
+                SchedulerState { cursor: 0, current }
+            }
+            _ => SchedulerState {
+                cursor: phase,
+                current: Box::default(),
             },
-            _ => SchedulerState::default(),
         }
     }
 

@@ -186,6 +186,56 @@ fn wrr_random_flows_follow_weights() {
     assert_shares(&counts, &weights, 0.01);
 }
 
+/// Found in audit: every worker's rr, wrr and lc state started at the
+/// first real, so the first new flow of each worker (after any rebuild)
+/// went to the same real. Worker `w` now starts `w` picks into worker 0's
+/// sequence: with equal weights the workers' first flows, one each, go to
+/// as many reals.
+#[test]
+fn each_worker_starts_its_sequence_elsewhere() {
+    for (kind, weights) in [
+        (SchedulerKind::RoundRobin, vec![1, 1, 1, 1]),
+        (SchedulerKind::WeightedRoundRobin, vec![1, 1, 1, 1]),
+        (SchedulerKind::WeightedRoundRobin, vec![3, 2, 1]),
+        (SchedulerKind::LeastConnection, vec![1, 1, 1, 1]),
+        (SchedulerKind::WeightedLeastConnection, vec![2, 2, 2, 2]),
+    ] {
+        let s = Scheduler::build(kind, &backends(&weights));
+        let n = weights.len();
+        let firsts: Vec<usize> = (0..n)
+            .map(|w| {
+                let mut state = s.new_state_at(w);
+                s.pick(&mut state, &flow(w as u64), no_active).unwrap()
+            })
+            .collect();
+        let mut distinct = firsts.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        // Equal weights: as many reals as workers. (Weighted: the heavier
+        // come first more often, as the sequence below has it.)
+        if weights.iter().all(|&x| x == weights[0]) {
+            assert_eq!(
+                distinct.len(),
+                n,
+                "{kind:?} {weights:?}: first picks {firsts:?}"
+            );
+        }
+        // Worker 0's sequence, shifted: the same picks over a period.
+        let total: u32 = weights.iter().sum();
+        let mut zero = s.new_state_at(0);
+        let seq: Vec<usize> = (0..2 * total)
+            .map(|_| s.pick(&mut zero, &flow(0), no_active).unwrap())
+            .collect();
+        for w in 1..n {
+            let mut state = s.new_state_at(w);
+            for (k, expected) in seq[w..w + total as usize].iter().enumerate() {
+                let got = s.pick(&mut state, &flow(0), no_active).unwrap();
+                assert_eq!(got, *expected, "{kind:?} {weights:?}: worker {w}, pick {k}");
+            }
+        }
+    }
+}
+
 #[test]
 fn wrr_with_a_foreign_state_stays_weighted() {
     let weights = [5, 3, 1, 1];
