@@ -324,10 +324,16 @@ impl Dataplane {
         // ports' receive rings then go without (rx_nombuf) until the owners
         // catch up: said at start.
         let in_rings = n * n.saturating_sub(1) * (HANDOFF_RING as usize - 1);
-        let on_ports = config.ports.len() * usize::from(queues) * 1024;
+        // The data ports' receive rings, and the kernel interfaces' (their
+        // taps fill from the pool too: found in audit, they were left out).
+        let on_ports = config.ports.len() * usize::from(queues) * 1024
+            + kernel_ports.len() * usize::from(queues) * 256;
         if in_rings + on_ports > config.dpdk.mbufs as usize {
             log::warn!(
-                "[dpdk] mbufs = {}: the receive rings ({on_ports}) and the {} hand-off rings                  between the workers ({in_rings}) can hold more than that under a flood;                  give the pool at least {} to keep them from running it dry",
+                "[dpdk] mbufs = {}: the receive rings ({on_ports}, kernel interfaces' \
+                 included) and the {} hand-off rings between the workers ({in_rings}) \
+                 can hold more than that under a flood; give the pool at least {} to \
+                 keep them from running it dry",
                 config.dpdk.mbufs,
                 n * n.saturating_sub(1),
                 (in_rings + on_ports) * 2
