@@ -423,8 +423,11 @@ impl Pipeline {
                 // frame is written straight into its slot: built on the
                 // stack and pushed, it cost a 88-byte copy whose wide loads
                 // read the narrow stores just made (store forwarding).
-                let seed = self.conntrack.seed();
-                let ahead = classify_then(
+                let ct = &self.conntrack;
+                let seed = ct.seed();
+                // Each branch prefetches its frame's slot itself: an
+                // `ahead` handed out of both went through the stack.
+                any6 |= classify_then(
                     pkt.data(),
                     pkt.rx_ip_checksum(),
                     slot,
@@ -437,7 +440,10 @@ impl Pipeline {
                                 parsed: Err(DropReason::NoService),
                                 ahead: None,
                             };
-                            return None;
+                            return false;
+                        }
+                        if let Some(h) = ahead.and_then(Lookahead::hash) {
+                            ct.prefetch_slot::<B>(h);
                         }
                         *slot = Classified {
                             parsed: Ok(Parsed {
@@ -446,18 +452,17 @@ impl Pipeline {
                             }),
                             ahead,
                         };
-                        ahead
+                        false
                     },
                     |slot, parsed| {
                         let ahead = lookahead(snap, seed, &parsed);
+                        if let Some(h) = ahead.and_then(Lookahead::hash) {
+                            ct.prefetch_slot::<B>(h);
+                        }
                         *slot = Classified { ahead, parsed };
-                        ahead
+                        ahead == Some(Lookahead::Ipv6)
                     },
                 );
-                if let Some(h) = ahead.and_then(Lookahead::hash) {
-                    self.conntrack.prefetch_slot::<B>(h);
-                }
-                any6 |= ahead == Some(Lookahead::Ipv6);
             }
             // IPv6 frames get their own pass, out of line: the loop above
             // stays what it was for IPv4 (reading `parsed` back in it
