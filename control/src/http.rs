@@ -434,7 +434,18 @@ fn write_by(conn: &mut TcpStream, bytes: &[u8], deadline: Instant) -> std::io::R
     Ok(())
 }
 
-/// Fetches `path` from a server at `addr` (for `lb-appliance status`).
+/// The largest answer [`get`] reads: more than any `/status` or
+/// `/metrics` at the limits (65,536 reals: tens of MB).
+pub const MAX_ANSWER: usize = 64 << 20;
+
+/// How many times its `timeout` [`get`] gives a whole answer.
+pub const WHOLE_ANSWER_TIMEOUTS: u32 = 6;
+
+/// Fetches `path` from a server at `addr` (for `lb-appliance status`):
+/// each read within `timeout`, the whole answer within
+/// [`WHOLE_ANSWER_TIMEOUTS`] of it and at most [`MAX_ANSWER`] bytes (found
+/// in audit: a server that trickled bytes kept the command running for
+/// ever, and one that never stopped ran it out of memory).
 pub fn get(addr: &str, path: &str, timeout: Duration) -> std::io::Result<String> {
     use std::net::ToSocketAddrs;
     let sa = addr.to_socket_addrs()?.next().ok_or_else(|| {
@@ -449,8 +460,35 @@ pub fn get(addr: &str, path: &str, timeout: Duration) -> std::io::Result<String>
     conn.write_all(
         format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
     )?;
+    let deadline = Instant::now() + timeout * WHOLE_ANSWER_TIMEOUTS;
     let mut resp = Vec::new();
-    conn.read_to_end(&mut resp)?;
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        conn.set_read_timeout(Some(left(deadline, "the whole answer")?.min(timeout)))?;
+        match conn.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                if resp.len() + n > MAX_ANSWER {
+                    return Err(std::io::Error::other(format!(
+                        "{addr}{path}: the answer is larger than {MAX_ANSWER} bytes"
+                    )));
+                }
+                resp.extend_from_slice(&chunk[..n]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // A read timeout (EAGAIN on Linux): this read's, or the answer's.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                left(deadline, "the whole answer")?;
+                return Err(timed_out("a read"));
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let text = String::from_utf8_lossy(&resp).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.lines().next().unwrap_or("");
@@ -463,6 +501,57 @@ pub fn get(addr: &str, path: &str, timeout: Duration) -> std::io::Result<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server that answers its one connection with `head`, then `chunk`
+    /// `times` times, `gap` apart; its address.
+    fn sender(head: &'static [u8], chunk: Vec<u8>, times: usize, gap: Duration) -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let Ok((mut c, _)) = l.accept() else { return };
+            let _ = c.write_all(head);
+            for _ in 0..times {
+                if c.write_all(&chunk).is_err() {
+                    return;
+                }
+                std::thread::sleep(gap);
+            }
+        });
+        addr
+    }
+
+    /// Found in audit: the timeout held each read, not the answer, so a
+    /// server that trickled a byte at a time kept `status` for ever.
+    #[test]
+    fn a_trickled_answer_ends_at_the_whole_answers_deadline() {
+        let addr = sender(
+            b"HTTP/1.1 200 OK\r\n\r\n",
+            vec![b' '],
+            100,
+            Duration::from_millis(50),
+        );
+        let t = Instant::now();
+        let e = get(&addr, "/status", Duration::from_millis(100)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            t.elapsed()
+        );
+    }
+
+    /// Found in audit: an answer without end was read into memory whole.
+    #[test]
+    fn an_answer_without_end_is_cut_at_the_limit() {
+        let addr = sender(
+            b"HTTP/1.1 200 OK\r\n\r\n",
+            vec![b'x'; 1 << 20],
+            100,
+            Duration::ZERO,
+        );
+        let e = get(&addr, "/status", Duration::from_secs(5)).unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
+    }
 
     /// A server whose `/metrics` answers `body`.
     fn server(body: String, limits: Limits) -> Server {
