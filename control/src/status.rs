@@ -57,8 +57,28 @@ pub struct WorkerStatus {
 pub fn endpoint(address: &str, port: u16) -> String {
     match address.parse::<std::net::Ipv6Addr>() {
         Ok(a) => format!("[{a}]:{port}"),
-        Err(_) => format!("{address}:{port}"),
+        Err(_) => format!("{}:{port}", shown(address)),
     }
+}
+
+/// `text` with its control characters escaped (`\u{1b}`, `\n`): what a
+/// status document says is printed to an operator's terminal, and a
+/// server at `--metrics` (or a health check's error text) must not
+/// write escape sequences or lines of its own there (found in audit).
+pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 impl Status {
@@ -69,7 +89,9 @@ impl Status {
     pub fn table(&self) -> String {
         let mut out = format!(
             "lb-appliance {} ({}), config generation {}\n",
-            self.version, self.dpdk, self.generation
+            shown(&self.version),
+            shown(&self.dpdk),
+            self.generation
         );
         out.push_str(&format!(
             "{:<5}{:<28}{:<10}{:>7}{:>11}{:>10}{:>10}{:>12}{:>14}  {}\n",
@@ -86,7 +108,11 @@ impl Status {
         ));
         out.push_str(&format!("  {:<31}Forward\n", "-> RemoteAddress:Port"));
         for s in &self.services {
-            let sum = |f: fn(&RealStatus) -> u64| -> u64 { s.reals.iter().map(f).sum() };
+            // Saturating: the document is a server's, and two counters
+            // at u64::MAX overflowed the sum (found in audit).
+            let sum = |f: fn(&RealStatus) -> u64| -> u64 {
+                s.reals.iter().map(f).fold(0, u64::saturating_add)
+            };
             let sched = if s.persistence_ms > 0 {
                 // As the config writes it ("1500ms" is not "1s").
                 format!(
@@ -99,9 +125,10 @@ impl Status {
             } else {
                 s.scheduler.clone()
             };
+            let sched = shown(&sched);
             out.push_str(&format!(
                 "{:<5}{:<28}{:<10}{:>7}{:>11}{:>10}{:>10}{:>12}{:>14}  {}\n",
-                s.protocol.to_uppercase(),
+                shown(&s.protocol.to_uppercase()),
                 endpoint(&s.vip, s.port),
                 sched,
                 "",
@@ -110,12 +137,12 @@ impl Status {
                 sum(|r| r.flows_created),
                 sum(|r| r.packets),
                 sum(|r| r.bytes),
-                s.name
+                shown(&s.name)
             ));
             for r in &s.reals {
                 let state = match (r.up, &r.last_error) {
                     (true, _) => String::new(),
-                    (false, Some(e)) => format!("  (down) last error: {e}"),
+                    (false, Some(e)) => format!("  (down) last error: {}", shown(e)),
                     (false, None) => "  (down)".to_string(),
                 };
                 out.push_str(&format!(
@@ -216,6 +243,59 @@ mod tests {
             ],
             "a new real has no rate yet"
         );
+    }
+
+    /// Found in audit: the table summed counters that overflow (a debug
+    /// build panicked, a release one printed a wrapped total) and printed
+    /// the document's strings as they came, escape sequences and line
+    /// breaks of a hostile server included.
+    #[test]
+    fn a_hostile_document_neither_overflows_nor_writes_to_the_terminal() {
+        let real = |bytes: u64, last_error: Option<&str>| RealStatus {
+            address: "198.18.0.11\x1b]0;owned\x07".into(),
+            port: 80,
+            forwarding: "nat".into(),
+            weight: 1,
+            up: last_error.is_none(),
+            last_error: last_error.map(Into::into),
+            active_flows: 0,
+            inactive_flows: 0,
+            flows_created: 0,
+            packets: 0,
+            bytes,
+        };
+        let status = Status {
+            version: "1.0\x1b[2J".into(),
+            dpdk: "22.11\r".into(),
+            generation: 1,
+            services: vec![ServiceStatus {
+                name: "web\nfake line".into(),
+                protocol: "tcp\x1b[1m".into(),
+                vip: "198.18.1.100".into(),
+                port: 80,
+                scheduler: "wrr\x08".into(),
+                persistence_ms: 0,
+                reals: vec![real(u64::MAX, None), real(1, Some("refused\n-> 6.6.6.6:1"))],
+            }],
+            workers: Vec::new(),
+        };
+        let table = status.table();
+        assert!(
+            !table.chars().any(|c| c.is_control() && c != '\n'),
+            "{table:?}"
+        );
+        // Header, column heads (two lines), the service, its two reals.
+        assert_eq!(table.lines().count(), 6, "{table}");
+        assert!(table.contains(&u64::MAX.to_string()), "{table}");
+        let rates = rate_table(&[RealRate {
+            service: "web\x1b[2J".into(),
+            real: "x\ny".into(),
+            connections_per_second: 0.0,
+            packets_per_second: 0.0,
+            bytes_per_second: 0.0,
+        }]);
+        assert_eq!(rates.lines().count(), 2, "{rates}");
+        assert!(!rates.contains('\x1b'), "{rates:?}");
     }
 
     #[test]
@@ -408,7 +488,11 @@ pub fn rate_table(rates: &[RealRate]) -> String {
     for r in rates {
         out.push_str(&format!(
             "{:<16}{:<28}{:>12.0}{:>12.0}{:>14.0}\n",
-            r.service, r.real, r.connections_per_second, r.packets_per_second, r.bytes_per_second
+            shown(&r.service),
+            shown(&r.real),
+            r.connections_per_second,
+            r.packets_per_second,
+            r.bytes_per_second
         ));
     }
     out
