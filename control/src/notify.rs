@@ -69,8 +69,14 @@ impl Notifier {
                 "neither an absolute path nor an @abstract name",
             ));
         };
+        // Never blocking: with systemd not reading its socket, a full queue
+        // would stop the control thread, and with it health checks, ctl
+        // and SIGTERM (found in audit). A message that finds no room is
+        // lost and logged.
+        let socket = UnixDatagram::unbound()?;
+        socket.set_nonblocking(true)?;
         Ok(Notifier {
-            socket: UnixDatagram::unbound()?,
+            socket,
             target,
             name: name.to_string(),
         })
@@ -184,6 +190,15 @@ impl FirstChecks {
     /// (checked so far, total).
     pub fn counts(&self) -> (usize, usize) {
         (self.total - self.pending.len(), self.total)
+    }
+
+    /// A reload left `checked` as the reals under a check: one no longer
+    /// among them is not waited for (found in audit: READY waited for a
+    /// real the reload had removed until the deadline).
+    pub fn keep_only(&mut self, checked: &BTreeSet<RealKey>) {
+        let before = self.pending.len();
+        self.pending.retain(|k| checked.contains(k));
+        self.total -= before - self.pending.len();
     }
 }
 
@@ -325,7 +340,8 @@ impl Systemd {
                 );
             }
             self.starting = None;
-            let status = running_status(snap, workers.len());
+            // A reload refused before READY is said too.
+            let status = self.running(snap, workers.len());
             log::info!("ready: {status}");
             self.send(&format!("READY=1\nSTATUS={status}"));
             self.last_status = status;
@@ -364,10 +380,7 @@ impl Systemd {
                 "watchdog: the worker on {} made no progress in {interval:?}; not pinging systemd, which restarts the appliance when WatchdogSec= runs out",
                 which.join(", ")
             );
-            self.status(format!(
-                "worker on {} stuck: watchdog withheld",
-                which.join(", ")
-            ));
+            self.status(stuck_status(&stalled));
             self.stalled = stalled;
         }
     }
@@ -386,13 +399,29 @@ impl Systemd {
     }
 
     /// The reload is over: applied (`ok`) or refused, the running
-    /// configuration is `snap`.
-    pub fn reloaded(&mut self, ok: bool, snap: &Snapshot, workers: usize) {
-        if self.starting.is_some() {
+    /// configuration is `snap`, whose checked reals are `checked`. Before
+    /// READY it is only remembered: a refusal is said with READY, and the
+    /// first checks no longer awaited are not waited for. (Found in
+    /// audit: a refusal before READY was never said, and a reload while
+    /// a worker was stuck put "running" back into STATUS until systemd
+    /// killed the appliance.)
+    pub fn reloaded(
+        &mut self,
+        ok: bool,
+        snap: &Snapshot,
+        workers: usize,
+        checked: &BTreeSet<RealKey>,
+    ) {
+        self.refused = !ok;
+        if let Some(s) = self.starting.as_mut() {
+            s.keep_only(checked);
             return;
         }
-        self.refused = !ok;
-        let status = self.running(snap, workers);
+        let status = if self.stalled.is_empty() {
+            self.running(snap, workers)
+        } else {
+            stuck_status(&self.stalled)
+        };
         self.send(&format!("READY=1\nSTATUS={status}"));
         self.last_status = status;
     }
@@ -401,6 +430,12 @@ impl Systemd {
     pub fn stopping(&mut self) {
         self.send("STOPPING=1\nSTATUS=stopping: withdrawing VIPs, then stopping the workers");
     }
+}
+
+/// STATUS while the workers on `stalled` make no progress.
+fn stuck_status(stalled: &[LcoreId]) -> String {
+    let which: Vec<String> = stalled.iter().map(|l| l.to_string()).collect();
+    format!("worker on {} stuck: watchdog withheld", which.join(", "))
 }
 
 fn polls(workers: &[(LcoreId, Arc<WorkerStats>)]) -> Vec<u64> {
@@ -589,10 +624,78 @@ address = "198.18.0.12"
         sd.reloading();
         let got = recv_all();
         assert!(got[0].starts_with("RELOADING=1\n") && got[0].contains("\nMONOTONIC_USEC="));
-        sd.reloaded(false, &snap, 2);
+        sd.reloaded(false, &snap, 2, &BTreeSet::new());
         assert!(recv_all()[0].starts_with("READY=1\nSTATUS=reload refused"));
+
+        // Found in audit: a reload while a worker was stuck said
+        // "running" again, and nothing put the stuck status back.
+        turn(&mut sd, &[0]);
+        assert!(recv_all()[0].contains("lcore 2 stuck"));
+        sd.reloading();
+        recv_all();
+        sd.reloaded(true, &snap, 2, &BTreeSet::new());
+        let got = recv_all();
+        assert_eq!(
+            got,
+            vec!["READY=1\nSTATUS=worker on lcore 2 stuck: watchdog withheld"],
+            "{got:?}"
+        );
+        turn(&mut sd, &[0]);
+        assert!(recv_all().is_empty(), "still no ping, status unchanged");
         sd.stopping();
         assert!(recv_all()[0].starts_with("STOPPING=1\n"));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Found in audit: a reload refused before READY was never said, and
+    /// READY waited (until its deadline) for a real the reload removed.
+    #[test]
+    fn a_reload_before_ready_is_remembered_and_drops_removed_reals() {
+        let dir = std::env::temp_dir().join(format!("lb-notify-early-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("notify.sock");
+        let listener = UnixDatagram::bind(&path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let recv_all = || {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 512];
+            while let Ok(n) = listener.recv(&mut buf) {
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            got
+        };
+        let n = Notifier::new(path.to_str().unwrap()).unwrap();
+        let mut sd = Systemd::new(Some(n), None);
+        let workers: Vec<(LcoreId, Arc<WorkerStats>)> =
+            vec![(LcoreId(1), Arc::new(WorkerStats::default()))];
+        let snap = snapshot();
+        sd.wait_for_first_checks([key(80), key(81)], Duration::from_secs(60));
+        sd.reported(&key(80));
+        sd.tick(&workers, &snap);
+        assert!(recv_all()[0].contains("(1 of 2 real(s) checked)"));
+        // The reload removed the real on port 81, and was refused anyway
+        // for something else: nothing is said before READY.
+        sd.reloading();
+        sd.reloaded(false, &snap, 1, &BTreeSet::from([key(80)]));
+        assert!(recv_all().is_empty());
+        sd.tick(&workers, &snap);
+        let got = recv_all();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with("READY=1\nSTATUS=reload refused (see the log), still running"),
+            "{got:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_first_check_no_longer_checked_is_not_waited_for() {
+        let t0 = Instant::now();
+        let mut f = FirstChecks::new([key(80), key(81)], t0, Duration::from_secs(5));
+        f.reported(&key(80));
+        f.keep_only(&BTreeSet::from([key(80), key(82)]));
+        assert_eq!(f.counts(), (1, 1));
+        assert!(f.done(t0));
     }
 }

@@ -658,7 +658,8 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
             log::info!("SIGHUP: reloading {}", control.path.display());
             systemd.reloading();
             let ok = control.reload();
-            systemd.reloaded(ok, control.dataplane.snapshot(), workers.len());
+            let checked = control.health.states.keys().cloned().collect();
+            systemd.reloaded(ok, control.dataplane.snapshot(), workers.len(), &checked);
         }
         systemd.tick(&workers, control.dataplane.snapshot());
         // Routes whose removal failed, tried again now and then.
