@@ -183,6 +183,33 @@ fn init_logging() {
     logger.init();
 }
 
+/// The kernel's `fs.protected_symlinks` rule, which following a symlink
+/// by hand does not get: a symlink in a sticky, world-writable folder
+/// (`/tmp`) is followed only when it is ours or the folder owner's (found
+/// in audit: another user's `/tmp/lb.toml -> /etc/passwd` had root's
+/// `ctl save --output /tmp/lb.toml` rename the config over the target).
+fn refuse_planted_symlink(link: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = match link.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let (l, d) = (std::fs::symlink_metadata(link)?, std::fs::metadata(dir)?);
+    let shared = d.mode() & 0o1002 == 0o1002;
+    let me = rustix::process::geteuid().as_raw();
+    if shared && l.uid() != me && l.uid() != d.uid() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{}: a symbolic link of user {} in a folder anyone may write to; not followed (as the kernel's fs.protected_symlinks)",
+                link.display(),
+                l.uid()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Replaces `file` with `text` so that no moment and no failure leaves it
 /// empty or half-written: a temporary file beside it (through symlinks,
 /// beside their target, even one not there yet) gets the text, is synced
@@ -206,6 +233,7 @@ fn save_atomically(file: &std::path::Path, text: &str) -> std::io::Result<()> {
                 file.display()
             )));
         }
+        refuse_planted_symlink(&target)?;
         let to = std::fs::read_link(&target)?;
         target = match target.parent() {
             Some(dir) if to.is_relative() => dir.join(to),
@@ -554,5 +582,41 @@ fn main() -> ExitCode {
             error(&format!("lb-appliance: {e}"));
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Found in audit: another user's symlink in a folder anyone may write
+    /// to (`/tmp`) was followed by `ctl save --output`, so root replaced
+    /// the file it named. Ours, or the folder owner's, is still followed,
+    /// as is any symlink in a folder that is not shared.
+    #[test]
+    fn another_users_symlink_in_a_shared_folder_is_not_followed() {
+        let dir = std::env::temp_dir().join(format!("lb-save-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("victim");
+        std::fs::write(&target, "precious\n").unwrap();
+        let link = dir.join("lb.toml");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(refuse_planted_symlink(&link).is_ok(), "our own link");
+        let me = rustix::process::geteuid().as_raw();
+        if me == 0 {
+            // Planted by "nobody".
+            std::os::unix::fs::lchown(&link, Some(65534), None).unwrap();
+            let e = save_atomically(&link, "config\n").unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+            assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+            // The same link in a folder that is not shared: followed.
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            save_atomically(&link, "config\n").unwrap();
+            assert_eq!(std::fs::read_to_string(&target).unwrap(), "config\n");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
