@@ -109,7 +109,12 @@ pub const SEQ_WINDOW: u32 = 1 << 20;
 /// A RST or FIN must lie closer still: its sender puts the next sequence
 /// number it would send there (RFC 793), which the flow tracks, so 64 KiB
 /// either side is room enough for reordering, and a blind guess hits it
-/// about once in 32,768 tries. (A FIN within 1 MiB was believed: it
+/// about once in 32,768 tries. A stranger who knows the tuple can do
+/// better in two steps: a segment that lands within [`SEQ_WINDOW`] (once
+/// in 2,048 tries) moves the tracking to its end, where a RST is then
+/// believed; so about 2,048 guesses of two packets each close a flow.
+/// Holding the tracking to the receiver's acknowledgments, as Linux
+/// conntrack does, would close that; not done yet. (A FIN within 1 MiB was believed: it
 /// demoted a confirmed flow to an evictable one at 16 times the odds of a
 /// RST, and a SYN after it moved the tuple to another real; found in
 /// review. A FIN sent behind more than 64 KiB of data the appliance has
