@@ -69,12 +69,14 @@ impl Notifier {
                 "neither an absolute path nor an @abstract name",
             ));
         };
-        // Never blocking: with systemd not reading its socket, a full queue
-        // would stop the control thread, and with it health checks, ctl
-        // and SIGTERM (found in audit). A message that finds no room is
-        // lost and logged.
+        // Waiting for room a moment, not for ever: with systemd not
+        // reading its socket, a full queue would stop the control thread,
+        // and with it health checks, ctl and SIGTERM (found in audit); a
+        // socket that never waits lost READY=1 to a queue full for an
+        // instant, and systemd then killed the start (found in review).
+        // A message that finds no room in time is lost and logged.
         let socket = UnixDatagram::unbound()?;
-        socket.set_nonblocking(true)?;
+        socket.set_write_timeout(Some(SEND_WAIT))?;
         Ok(Notifier {
             socket,
             target,
@@ -89,6 +91,9 @@ impl Notifier {
             .map(|_| ())
     }
 }
+
+/// How long a message waits for room in systemd's queue.
+pub const SEND_WAIT: Duration = Duration::from_secs(1);
 
 /// How often to send `WATCHDOG=1`: half of `$WATCHDOG_USEC` (as
 /// `sd_watchdog_enabled(3)` advises), if it is set, valid, and meant for this
@@ -161,6 +166,8 @@ impl Progress {
 #[derive(Debug)]
 pub struct FirstChecks {
     pending: BTreeSet<RealKey>,
+    /// Every real a report came from.
+    seen: BTreeSet<RealKey>,
     total: usize,
     deadline: Instant,
 }
@@ -172,6 +179,7 @@ impl FirstChecks {
         FirstChecks {
             total: pending.len(),
             pending,
+            seen: BTreeSet::new(),
             deadline: now + wait,
         }
     }
@@ -179,6 +187,7 @@ impl FirstChecks {
     /// A report from `real` arrived.
     pub fn reported(&mut self, real: &RealKey) {
         self.pending.remove(real);
+        self.seen.insert(real.clone());
     }
 
     /// Whether the wait is over at `now`: every real reported, or the time
@@ -192,13 +201,17 @@ impl FirstChecks {
         (self.total - self.pending.len(), self.total)
     }
 
-    /// A reload left `checked` as the reals under a check: one no longer
-    /// among them is not waited for (found in audit: READY waited for a
-    /// real the reload had removed until the deadline).
-    pub fn keep_only(&mut self, checked: &BTreeSet<RealKey>) {
-        let before = self.pending.len();
-        self.pending.retain(|k| checked.contains(k));
-        self.total -= before - self.pending.len();
+    /// A reload left `checked` as the reals under a check: those are
+    /// waited for (not yet reported), no others (found in audit: READY
+    /// waited for a real the reload had removed until the deadline; then
+    /// in review: it did not wait for one the reload added).
+    pub fn rechecked(&mut self, checked: &BTreeSet<RealKey>) {
+        self.pending = checked
+            .iter()
+            .filter(|k| !self.seen.contains(*k))
+            .cloned()
+            .collect();
+        self.total = checked.len();
     }
 }
 
@@ -414,7 +427,7 @@ impl Systemd {
     ) {
         self.refused = !ok;
         if let Some(s) = self.starting.as_mut() {
-            s.keep_only(checked);
+            s.rechecked(checked);
             return;
         }
         let status = if self.stalled.is_empty() {
@@ -509,6 +522,49 @@ address = "198.18.0.12"
         n.send("WATCHDOG=1").unwrap();
         let len = listener.recv(&mut buf).unwrap();
         assert_eq!(&buf[..len], b"WATCHDOG=1");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Found in review: a socket that never waited lost READY=1 to a queue
+    /// full for a moment, and nothing sent it again.
+    #[test]
+    fn ready_waits_for_room_in_a_full_queue() {
+        let dir = std::env::temp_dir().join(format!("lb-notify-full-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("notify.sock");
+        let listener = UnixDatagram::bind(&path).unwrap();
+        let filler = UnixDatagram::unbound().unwrap();
+        filler.set_nonblocking(true).unwrap();
+        let mut queued = 0;
+        while filler.send_to(b"X=1", &path).is_ok() {
+            queued += 1;
+            assert!(queued < 100_000, "the queue never filled");
+        }
+        let mut sd = Systemd::new(Some(Notifier::new(path.to_str().unwrap()).unwrap()), None);
+        let workers: Vec<(LcoreId, Arc<WorkerStats>)> =
+            vec![(LcoreId(1), Arc::new(WorkerStats::default()))];
+        let snap = snapshot();
+        sd.wait_for_first_checks([], Duration::from_secs(60));
+        // systemd reads again a moment later.
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            let mut got = Vec::new();
+            let mut buf = [0u8; 512];
+            listener
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            while let Ok(n) = listener.recv(&mut buf) {
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            got
+        });
+        sd.tick(&workers, &snap);
+        let got = reader.join().unwrap();
+        assert!(
+            got.iter().any(|m| m.starts_with("READY=1\n")),
+            "queue held {queued}; READY=1 never arrived"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -690,12 +746,18 @@ address = "198.18.0.12"
     }
 
     #[test]
-    fn a_first_check_no_longer_checked_is_not_waited_for() {
+    fn a_reload_before_ready_changes_which_first_checks_are_awaited() {
         let t0 = Instant::now();
         let mut f = FirstChecks::new([key(80), key(81)], t0, Duration::from_secs(5));
         f.reported(&key(80));
-        f.keep_only(&BTreeSet::from([key(80), key(82)]));
+        f.rechecked(&BTreeSet::from([key(80)]));
         assert_eq!(f.counts(), (1, 1));
+        assert!(f.done(t0));
+        // A real the reload added is waited for.
+        f.rechecked(&BTreeSet::from([key(80), key(82)]));
+        assert_eq!(f.counts(), (1, 2));
+        assert!(!f.done(t0));
+        f.reported(&key(82));
         assert!(f.done(t0));
     }
 }
