@@ -338,8 +338,20 @@ fn status(cli: &Cli, metrics: Option<&str>, json: bool) -> ExitCode {
         }
     };
     if json {
-        out(&format!("{body}\n"));
-        return ExitCode::SUCCESS;
+        // Written again, not echoed: serde_json escapes what a hostile
+        // server put in its strings (found in review).
+        return match serde_json::from_str::<serde_json::Value>(&body) {
+            Ok(v) => {
+                out(&format!("{v}\n"));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                error(&format!(
+                    "lb-appliance status: http://{addr}/status is not JSON: {e}"
+                ));
+                ExitCode::from(1)
+            }
+        };
     }
     match serde_json::from_str::<lb_control::status::Status>(&body) {
         Ok(s) => {
