@@ -5,12 +5,13 @@
 #
 # In this order: checks the NICs (a PCI address such as 0000:3b:00.0, or a
 # kernel interface name such as enp59s0f0) and refuses the one that carries
-# the route of the operator's SSH session (unless --force); reserves the
-# hugepages (and, with --persist, keeps them across a reboot) and mounts
-# hugetlbfs if no mount of that page size exists; loads the driver
-# (vfio-pci, or uio_pci_generic); checks that the IOMMU is on (vfio-pci);
-# records each NIC's kernel driver in $STATE_DIR/nic-drivers and binds the
-# NICs with dpdk-devbind.py. --status shows the bindings, --unbind gives the
+# the route of the operator's SSH session (unless --force; through bridges,
+# bonds and VLANs, and under sudo too); loads the driver (vfio-pci, or
+# uio_pci_generic) and checks that the IOMMU is on (vfio-pci); reserves the
+# hugepages (never fewer than are reserved already, unless --hugepages
+# says so; with --persist, keeps them across a reboot) and mounts hugetlbfs
+# if no mount of that page size exists; records each NIC's kernel driver
+# in $STATE_DIR/nic-drivers and binds the NICs with dpdk-devbind.py. --status shows the bindings, --unbind gives the
 # NICs back to their kernel driver. Run `scripts/bind-nics.sh --help`.
 #
 # Exit status: 0 done, 1 something failed (the message says what and what to
@@ -27,6 +28,10 @@
 #   IP_ROUTE_GET   [empty]               if set, taken as the output of
 #                                        `ip route get <ssh client>` instead
 #                                        of running it (e.g. "dev eth9")
+#   PROC           [/proc]               where the SSH session is looked for
+#                                        in the callers' environments (sudo
+#                                        drops SSH_CONNECTION) and meminfo
+#   APPLIANCE_PROC [lb-appliance]        the process --unbind waits on
 set -euo pipefail
 
 DPDK_DEVBIND=${DPDK_DEVBIND:-dpdk-devbind.py}
@@ -35,6 +40,8 @@ SYSFS=${SYSFS:-/sys}
 STATE_DIR=${STATE_DIR:-/var/lib/lb-appliance}
 SYSCTL_DIR=${SYSCTL_DIR:-/etc/sysctl.d}
 IP_ROUTE_GET=${IP_ROUTE_GET:-}
+PROC=${PROC:-/proc}
+APPLIANCE_PROC=${APPLIANCE_PROC:-lb-appliance}
 
 SYSCTL_FILE=80-lb-appliance-hugepages.conf
 PROG=${0##*/}
@@ -60,7 +67,9 @@ enp59s0f0) to it with dpdk-devbind.py, for lb-appliance. With no NIC, only
 the hugepages are set up.
 
 Options:
-  --hugepages N          hugepages to reserve (default 1024: 2 GB of 2M pages)
+  --hugepages N          hugepages to reserve (default: 2 GB of them, 1024
+                         of 2M or 2 of 1G, and never fewer than are
+                         reserved already; a number given is set as is)
   --hugepage-size SIZE   2M (default) or 1G
   --persist              keep the hugepages across a reboot: for 2M pages,
                          writes vm.nr_hugepages (applied early at boot,
@@ -75,7 +84,8 @@ Options:
   --driver DRIVER        vfio-pci (default; needs the IOMMU) or
                          uio_pci_generic (no IOMMU, no DMA isolation)
   --force                bind even the NIC that carries this SSH session's
-                         route (the session will drop; have a console)
+                         route (the session will drop; have a console);
+                         --unbind even while lb-appliance runs
   --status               show the NIC bindings (dpdk-devbind.py --status),
                          the hugepages and the recorded kernel drivers
   --unbind               give the named NICs back to their kernel driver
@@ -101,7 +111,8 @@ EOF
 
 # ---------------------------------------------------------------- arguments
 
-hugepages=1024
+hugepages=
+hugepages_given=0
 size=2M
 persist=0
 do_hugepages=1
@@ -119,11 +130,11 @@ while [ $# -gt 0 ]; do
     case "$1" in
     --hugepages)
         need_value "$1" $#
-        hugepages=$2
+        hugepages=$2 hugepages_given=1
         shift 2
         ;;
     --hugepages=*)
-        hugepages=${1#*=}
+        hugepages=${1#*=} hugepages_given=1
         shift
         ;;
     --hugepage-size)
@@ -170,15 +181,20 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-case "$hugepages" in
-'' | *[!0-9]*) bad_usage "--hugepages needs a whole number of pages, not '$hugepages'" ;;
-esac
-hugepages=$((10#$hugepages))
 case "$size" in
 2M | 2m | 2MB | 2mb | 2048k | 2048kB) size=2M kb=2048 ;;
 1G | 1g | 1GB | 1gb | 1048576k | 1048576kB) size=1G kb=1048576 ;;
 *) bad_usage "--hugepage-size must be 2M or 1G, not '$size'" ;;
 esac
+# Not given: 2 GB's worth, and never fewer than are reserved already
+# (found in audit: the default of 1024 pages meant 1 TiB of 1G pages, and
+# a run to bind one more NIC shrank a larger reservation under the
+# running appliance).
+[ "$hugepages_given" -eq 1 ] || hugepages=$((2 * 1024 * 1024 / kb))
+case "$hugepages" in
+'' | *[!0-9]*) bad_usage "--hugepages needs a whole number of pages, not '$hugepages'" ;;
+esac
+hugepages=$((10#$hugepages))
 case "$driver" in
 vfio-pci | uio_pci_generic) ;;
 *) bad_usage "--driver must be vfio-pci or uio_pci_generic, not '$driver'" ;;
@@ -280,6 +296,46 @@ resolve_nic() {
     printf '%s\n' "$pci"
 }
 
+# This SSH session (client address, port, server address, port), from our
+# environment or our callers' (found in audit: sudo and su - drop
+# SSH_CONNECTION, and the check was then skipped without a word).
+ssh_connection() {
+    if [ -n "${SSH_CONNECTION:-}" ]; then
+        printf '%s\n' "$SSH_CONNECTION"
+        return 0
+    fi
+    local pid=$PPID hops=0 found
+    while [ "$pid" -gt 1 ] && [ "$hops" -lt 32 ]; do
+        found=$(tr '\0' '\n' <"$PROC/$pid/environ" 2>/dev/null | sed -n 's/^SSH_CONNECTION=//p' | head -n 1) || found=
+        if [ -n "$found" ]; then
+            printf '%s\n' "$found"
+            return 0
+        fi
+        pid=$(awk '/^PPid:/ { print $2 }' "$PROC/$pid/status" 2>/dev/null) || pid=0
+        pid=${pid:-0}
+        hops=$((hops + 1))
+    done
+    return 0
+}
+
+# An interface and every interface under it, as far down as they stack:
+# the ports of a bridge (brif/NAME), the members of a bond and whatever a
+# VLAN, macvlan or bond sits on (lower_NAME), through any number of
+# levels (found in audit: a bridge's port was read as "brport", and a
+# VLAN on a bond stopped at the bond).
+stacked_ifaces() {
+    local name=$1 depth=${2:-0} entry
+    printf '%s\n' "$name"
+    [ "$depth" -lt 8 ] || return 0
+    for entry in "$SYSFS/class/net/$name/lower_"* "$SYSFS/class/net/$name/brif/"*; do
+        [ -e "$entry" ] || [ -L "$entry" ] || continue
+        case "$entry" in
+        */lower_*) stacked_ifaces "${entry##*/lower_}" $((depth + 1)) ;;
+        *) stacked_ifaces "${entry##*/}" $((depth + 1)) ;;
+        esac
+    done
+}
+
 STATE_FILE=$STATE_DIR/nic-drivers
 
 # The kernel driver recorded for a PCI device (empty if none).
@@ -348,6 +404,15 @@ need_devbind() {
 
 if [ "$mode" = unbind ]; then
     need_devbind
+    # The kernel holds an unbind from vfio-pci until the process using the
+    # device lets go: with the appliance running it hung (found in audit).
+    if running=$(pgrep -x "$APPLIANCE_PROC" 2>/dev/null) && [ -n "$running" ]; then
+        if [ "$force" -eq 1 ]; then
+            say "warning: $APPLIANCE_PROC is running (pid $(echo $running)); unbinding anyway (--force): this waits until it lets go of the NICs"
+        else
+            die "$APPLIANCE_PROC is running (pid $(echo $running)): stop it first (systemctl stop lb-appliance); unbinding a NIC it holds waits until it lets go. Or add --force"
+        fi
+    fi
     pcis=()
     if [ "${#nics[@]}" -eq 0 ]; then
         [ -s "$STATE_FILE" ] ||
@@ -404,23 +469,27 @@ for n in "${nics[@]}"; do
     pcis+=("$(resolve_nic "$n")")
 done
 
-if [ "${#pcis[@]}" -gt 0 ] && [ -n "${SSH_CONNECTION:-}" ]; then
-    client=${SSH_CONNECTION%% *}
+ssh=
+[ "${#pcis[@]}" -eq 0 ] || ssh=$(ssh_connection)
+if [ -n "$ssh" ]; then
+    client=${ssh%% *}
+    server=$(printf '%s\n' "$ssh" | awk '{ print $3 }')
     if [ -n "$IP_ROUTE_GET" ]; then
         route=$IP_ROUTE_GET
     else
-        route=$(ip route get "$client" 2>/dev/null | head -n 1 | sed 's/ *$//') || route=
+        # From the address the session came in on, as policy routing
+        # answers it (found in audit); without, if that fails.
+        route=$(ip route get "$client" from "$server" 2>/dev/null | head -n 1 | sed 's/ *$//') || route=
+        [ -n "$route" ] || route=$(ip route get "$client" 2>/dev/null | head -n 1 | sed 's/ *$//') || route=
     fi
     ssh_if=$(printf '%s\n' "$route" | awk '{ for (i = 1; i < NF; i++) if ($i == "dev") { print $(i + 1); exit } }')
     if [ -n "$ssh_if" ]; then
-        # The route's interface, and the members of a bond or bridge under it.
+        # The route's interface, and every interface under it.
         ssh_pcis=()
-        for ifdir in "$SYSFS/class/net/$ssh_if" "$SYSFS/class/net/$ssh_if/lower_"* "$SYSFS/class/net/$ssh_if/brif/"*; do
-            [ -e "$ifdir" ] || continue
-            ifname=$(basename "$(readlink -f "$ifdir")")
+        while read -r ifname; do
             sp=$(pci_of_iface "$ifname")
             [ -z "$sp" ] || ssh_pcis+=("$sp")
-        done
+        done < <(stacked_ifaces "$ssh_if")
         for pci in "${pcis[@]}"; do
             for sp in "${ssh_pcis[@]+"${ssh_pcis[@]}"}"; do
                 [ "$pci" = "$sp" ] || continue
@@ -434,7 +503,38 @@ if [ "${#pcis[@]}" -gt 0 ] && [ -n "${SSH_CONNECTION:-}" ]; then
     fi
 fi
 
-# 2. Hugepages.
+# 2. The driver, and 3. the IOMMU (vfio-pci only): checked before the
+# hugepages are touched, so that a box that cannot bind is left as it was
+# (found in audit).
+if [ "${#pcis[@]}" -gt 0 ]; then
+    need_devbind
+
+    # The driver.
+    if [ -d "$SYSFS/bus/pci/drivers/$driver" ]; then
+        : # loaded already, or built into the kernel
+    elif [ "$dry_run" -eq 1 ]; then
+        run "$MODPROBE" "$driver"
+    elif ! err=$("$MODPROBE" "$driver" 2>&1); then
+        die "cannot load $driver ($MODPROBE $driver: ${err:-failed}). Check that the kernel has it (grep -E 'VFIO_PCI|UIO_PCI_GENERIC' /boot/config-\$(uname -r)), that this kernel's modules are installed (apt-get install linux-image-\$(uname -r) on Debian, linux-modules-extra-\$(uname -r) on Ubuntu), and that module loading is allowed (cat /proc/sys/kernel/modules_disabled is 0)"
+    fi
+
+    # The IOMMU (vfio-pci only).
+    if [ "$driver" = vfio-pci ]; then
+        groups=$SYSFS/kernel/iommu_groups
+        noiommu=$SYSFS/module/vfio/parameters/enable_unsafe_noiommu_mode
+        if [ -d "$groups" ] && [ -n "$(ls -A "$groups" 2>/dev/null)" ]; then
+            : # IOMMU on
+        elif [ -r "$noiommu" ] && grep -qE '^(Y|1)' "$noiommu"; then
+            say "warning: no IOMMU; vfio runs in unsafe no-IOMMU mode ($noiommu is on): the NICs can DMA anywhere in memory. Fine for a test box, not for production."
+        else
+            die "the IOMMU is off ($groups is empty), and vfio-pci needs it. Turn on VT-d (Intel) or AMD-Vi (AMD) in the firmware, add  intel_iommu=on iommu=pt  (Intel) or  amd_iommu=on iommu=pt  (AMD) to GRUB_CMDLINE_LINUX in /etc/default/grub, run update-grub and reboot. Only on a test box, knowing that the NICs can then DMA anywhere in memory: echo 1 > /sys/module/vfio/parameters/enable_unsafe_noiommu_mode (after modprobe vfio-pci), or use --driver uio_pci_generic."
+        fi
+    else
+        say "note: $driver gives the NICs no DMA isolation and no interrupts per queue; prefer vfio-pci with the IOMMU on"
+    fi
+fi
+
+# 4. Hugepages.
 if [ "$do_hugepages" -eq 1 ]; then
     hp_dir=$SYSFS/kernel/mm/hugepages/hugepages-${kb}kB
     if [ ! -d "$hp_dir" ]; then
@@ -443,18 +543,28 @@ if [ "$do_hugepages" -eq 1 ]; then
         fi
         die "$hp_dir is missing: this kernel has no 2M hugepages (CONFIG_HUGETLBFS); use a kernel with them"
     fi
-    write_file "$hugepages" "$hp_dir/nr_hugepages" ||
-        die "cannot reserve hugepages: run as root (sudo $PROG ...)"
-    if [ "$dry_run" -eq 0 ]; then
-        got=$(cat "$hp_dir/nr_hugepages")
-        if [ "$got" -lt "$hugepages" ]; then
-            die "asked for $hugepages hugepages of $size, the kernel granted $got: memory is too fragmented (or too small). Ask for fewer (--hugepages $got), or reserve them at boot: $PROG --persist --hugepages $hugepages --hugepage-size $size, then reboot"
-        fi
-        say "$got hugepages of $size reserved ($((got * kb / 1024)) MB)"
+    prev=$(cat "$hp_dir/nr_hugepages" 2>/dev/null) || prev=0
+    prev=${prev:-0}
+    # Not given: never fewer than are reserved already.
+    if [ "$hugepages_given" -eq 0 ] && [ "$prev" -gt "$hugepages" ]; then
+        hugepages=$prev
+    fi
+    # More than three quarters of the memory would starve the kernel and
+    # the OOM killer would pick processes (sshd too): refused.
+    mem_kb=$(awk '/^MemTotal:/ { print $2 }' "$PROC/meminfo" 2>/dev/null) || mem_kb=
+    if [ -n "$mem_kb" ] && [ $((hugepages * kb)) -gt $((mem_kb / 4 * 3)) ]; then
+        die "$hugepages hugepages of $size are $((hugepages * kb / 1024)) MB, more than three quarters of this machine's $((mem_kb / 1024)) MB: ask for fewer (--hugepages N)"
     fi
 
     if [ "$persist" -eq 1 ]; then
         if [ "$size" = 2M ]; then
+            # vm.nr_hugepages counts pages of the default size (found in
+            # audit: on a box booted with default_hugepagesz=1G it would
+            # reserve 1G pages).
+            default_kb=$(awk '/^Hugepagesize:/ { print $2 }' "$PROC/meminfo" 2>/dev/null) || default_kb=
+            if [ -n "$default_kb" ] && [ "$default_kb" != 2048 ]; then
+                die "the default hugepage size here is ${default_kb} kB, not 2M, so vm.nr_hugepages would reserve pages of that size: put  hugepagesz=2M hugepages=$hugepages  on the kernel command line (GRUB_CMDLINE_LINUX in /etc/default/grub, then update-grub) instead of --persist"
+            fi
             conf=$SYSCTL_DIR/$SYSCTL_FILE
             content="# Written by lb-appliance's scripts/bind-nics.sh: 2M hugepages for DPDK,
 # reserved by systemd-sysctl early at boot, before memory fragments.
@@ -473,6 +583,25 @@ vm.nr_hugepages = $hugepages"
             say "  add  default_hugepagesz=1G hugepagesz=1G hugepages=$hugepages  to GRUB_CMDLINE_LINUX in /etc/default/grub,"
             say "  then run  update-grub  and reboot (check with: cat /proc/cmdline)."
             say "  Also mount them at boot: echo 'nodev /dev/hugepages-1G hugetlbfs pagesize=1G 0 0' >> /etc/fstab"
+        fi
+    fi
+
+    if [ "$prev" -eq "$hugepages" ] && [ "$dry_run" -eq 0 ]; then
+        say "$prev hugepages of $size reserved already ($((prev * kb / 1024)) MB)"
+    else
+        write_file "$hugepages" "$hp_dir/nr_hugepages" ||
+            die "cannot reserve hugepages: run as root (sudo $PROG ...)"
+        if [ "$dry_run" -eq 0 ]; then
+            got=$(cat "$hp_dir/nr_hugepages")
+            if [ "$got" -lt "$hugepages" ]; then
+                # Not left half-done: the count goes back to what it was.
+                write_file "$prev" "$hp_dir/nr_hugepages" || true
+                if [ "$persist" -eq 1 ]; then
+                    die "asked for $hugepages hugepages of $size, the kernel granted $got now (memory is too fragmented or too small), so the count is back at $prev; they are reserved at the next boot as written above: reboot, then run this again"
+                fi
+                die "asked for $hugepages hugepages of $size, the kernel granted $got (memory is too fragmented or too small), so the count is back at $prev. Ask for fewer (--hugepages $got), or reserve them at boot: $PROG --persist --hugepages $hugepages --hugepage-size $size, then reboot"
+            fi
+            say "$got hugepages of $size reserved ($((got * kb / 1024)) MB)"
         fi
     fi
 
@@ -496,31 +625,6 @@ vm.nr_hugepages = $hugepages"
 fi
 
 [ "${#pcis[@]}" -gt 0 ] || exit 0
-need_devbind
-
-# 3. The driver.
-if [ -d "$SYSFS/bus/pci/drivers/$driver" ]; then
-    : # loaded already, or built into the kernel
-elif [ "$dry_run" -eq 1 ]; then
-    run "$MODPROBE" "$driver"
-elif ! err=$("$MODPROBE" "$driver" 2>&1); then
-    die "cannot load $driver ($MODPROBE $driver: ${err:-failed}). Check that the kernel has it (grep -E 'VFIO_PCI|UIO_PCI_GENERIC' /boot/config-\$(uname -r)), that this kernel's modules are installed (apt-get install linux-image-\$(uname -r) on Debian, linux-modules-extra-\$(uname -r) on Ubuntu), and that module loading is allowed (cat /proc/sys/kernel/modules_disabled is 0)"
-fi
-
-# 4. The IOMMU (vfio-pci only).
-if [ "$driver" = vfio-pci ]; then
-    groups=$SYSFS/kernel/iommu_groups
-    noiommu=$SYSFS/module/vfio/parameters/enable_unsafe_noiommu_mode
-    if [ -d "$groups" ] && [ -n "$(ls -A "$groups" 2>/dev/null)" ]; then
-        : # IOMMU on
-    elif [ -r "$noiommu" ] && grep -qE '^(Y|1)' "$noiommu"; then
-        say "warning: no IOMMU; vfio runs in unsafe no-IOMMU mode ($noiommu is on): the NICs can DMA anywhere in memory. Fine for a test box, not for production."
-    else
-        die "the IOMMU is off ($groups is empty), and vfio-pci needs it. Turn on VT-d (Intel) or AMD-Vi (AMD) in the firmware, add  intel_iommu=on iommu=pt  (Intel) or  amd_iommu=on iommu=pt  (AMD) to GRUB_CMDLINE_LINUX in /etc/default/grub, run update-grub and reboot. Only on a test box, knowing that the NICs can then DMA anywhere in memory: echo 1 > /sys/module/vfio/parameters/enable_unsafe_noiommu_mode (after modprobe vfio-pci), or use --driver uio_pci_generic."
-    fi
-else
-    say "note: $driver gives the NICs no DMA isolation and no interrupts per queue; prefer vfio-pci with the IOMMU on"
-fi
 
 # 5. Bind, recording each NIC's kernel driver first.
 devbind_force=()
@@ -537,14 +641,14 @@ for pci in "${pcis[@]}"; do
     fi
     ifs=$(ifaces_of "$pci")
     if ! run "$DPDK_DEVBIND" "${devbind_force[@]+"${devbind_force[@]}"}" -b "$driver" "$pci"; then
-        say "$DPDK_DEVBIND -b $driver $pci failed (see above). If it says the interface is active (it has addresses or routes): ip addr flush dev ${ifs:-IFACE}; ip link set ${ifs:-IFACE} down, then run this again"
+        say "$DPDK_DEVBIND -b $driver $pci failed (see above). If it says the interface is active (it has addresses or routes) and ${ifs:-IFACE} is not how you reach this box (check: ip route; who): ip addr flush dev ${ifs:-IFACE}; ip link set ${ifs:-IFACE} down, then run this again"
         failed=1
         continue
     fi
     [ "$dry_run" -eq 0 ] || continue
     after=$(current_driver "$pci")
     if [ "$after" != "$driver" ]; then
-        say "$pci is still on ${after:-no driver} after $DPDK_DEVBIND -b $driver $pci (see its warnings above: it skips an active interface): ip addr flush dev ${ifs:-IFACE}; ip link set ${ifs:-IFACE} down, then run this again, or add --force"
+        say "$pci is still on ${after:-no driver} after $DPDK_DEVBIND -b $driver $pci (see its warnings above: it skips an active interface). If ${ifs:-IFACE} is not how you reach this box (check: ip route; who): ip addr flush dev ${ifs:-IFACE}; ip link set ${ifs:-IFACE} down, then run this again"
         failed=1
         continue
     fi

@@ -47,6 +47,8 @@ fn script_cmd(name: &str) -> Command {
         "STATE_DIR",
         "SYSCTL_DIR",
         "IP_ROUTE_GET",
+        "PROC",
+        "APPLIANCE_PROC",
         "SSH_CONNECTION",
         "SSH_CLIENT",
         "DESTDIR",
@@ -372,6 +374,79 @@ fn hugepages_dry_run_and_1g_persist() {
     ]);
     assert!(!sysctl_dir.exists(), "1G pages are not persisted by sysctl");
 
+    // Found in audit: the default of 1024 pages meant 1 TiB of 1G pages.
+    // Not given, it is 2 GB's worth of either size.
+    let mut c = script_cmd("bind-nics.sh");
+    c.args(["--dry-run", "--hugepage-size", "1G"])
+        .env("SYSFS", &sysfs);
+    let r = run(c);
+    r.assert_ok();
+    let count_1g = sysfs.join("kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages");
+    assert!(
+        r.stdout
+            .contains(&format!("+ echo 2 > {}", count_1g.display())),
+        "{}",
+        r.show()
+    );
+    // Nor fewer than are reserved already, unless given (found in audit: a
+    // run to bind one more NIC shrank the running appliance's pages).
+    std::fs::write(&count, "4096\n").unwrap();
+    let mut c = script_cmd("bind-nics.sh");
+    c.args(["--dry-run"]).env("SYSFS", &sysfs);
+    let r = run(c);
+    r.assert_ok();
+    assert!(
+        r.stdout
+            .contains(&format!("+ echo 4096 > {}", count.display())),
+        "{}",
+        r.show()
+    );
+    let mut c = script_cmd("bind-nics.sh");
+    c.args(["--dry-run", "--hugepages", "16"])
+        .env("SYSFS", &sysfs);
+    let r = run(c);
+    assert!(
+        r.stdout
+            .contains(&format!("+ echo 16 > {}", count.display())),
+        "given, it is set as is: {}",
+        r.show()
+    );
+    std::fs::write(&count, "0\n").unwrap();
+    // More than three quarters of the memory is refused (PROC stands for
+    // /proc: a machine of 4 GB).
+    let proc_dir = tmp.path("proc");
+    std::fs::create_dir_all(&proc_dir).unwrap();
+    std::fs::write(
+        proc_dir.join("meminfo"),
+        "MemTotal:        4194304 kB\nHugepagesize:       2048 kB\n",
+    )
+    .unwrap();
+    let mut c = script_cmd("bind-nics.sh");
+    c.args(["--dry-run", "--hugepages", "2048"])
+        .env("SYSFS", &sysfs)
+        .env("PROC", &proc_dir);
+    run(c).assert_code(1).assert_stderr_has(&[
+        "4096 MB",
+        "three quarters",
+        "4096 MB: ask for fewer",
+    ]);
+    // --persist of 2M pages where the default size is 1G: vm.nr_hugepages
+    // would count 1G pages (found in audit).
+    std::fs::write(
+        proc_dir.join("meminfo"),
+        "MemTotal:        33554432 kB\nHugepagesize:    1048576 kB\n",
+    )
+    .unwrap();
+    let mut c = script_cmd("bind-nics.sh");
+    c.args(["--dry-run", "--hugepages", "16", "--persist"])
+        .env("SYSFS", &sysfs)
+        .env("SYSCTL_DIR", &sysctl_dir)
+        .env("PROC", &proc_dir);
+    run(c).assert_code(1).assert_stderr_has(&[
+        "default hugepage size here is 1048576 kB",
+        "hugepagesz=2M hugepages=16",
+    ]);
+
     // A size the machine does not have is a failure that says what to use.
     std::fs::remove_dir_all(sysfs.join("kernel/mm/hugepages/hugepages-1048576kB")).unwrap();
     let mut c = script_cmd("bind-nics.sh");
@@ -493,7 +568,10 @@ impl Fake {
             .env("STATE_DIR", &self.state)
             .env("SYSCTL_DIR", self.dir.path("sysctl.d"))
             .env("DEVBIND_LOG", &self.devbind_log)
-            .env("MODPROBE_LOG", &self.modprobe_log);
+            .env("MODPROBE_LOG", &self.modprobe_log)
+            // No process of that name: an appliance running on this
+            // machine does not change what --unbind does here.
+            .env("APPLIANCE_PROC", "lb-appliance-not-running");
         c
     }
 
@@ -685,6 +763,86 @@ fn the_ssh_nic_is_refused_unless_forced() {
     );
     assert_eq!(f.driver_of(PCI), "vfio-pci");
     assert_eq!(f.recorded(), format!("0000:00:08.0 ixgbe\n{PCI} e1000e\n"));
+}
+
+/// Found in audit: the SSH route's NIC under a bridge was read as
+/// "brport", and under a VLAN on a bond the walk stopped at the bond, so
+/// the NIC carrying the session was bound. Every level is followed now.
+#[test]
+fn the_ssh_nic_under_a_bridge_or_a_vlan_on_a_bond_is_refused() {
+    let f = Fake::new("ops-stack", true);
+    let net = f.sysfs.join("class/net");
+    for d in ["br0/brif", "bond0.100", "bond0"] {
+        std::fs::create_dir_all(net.join(d)).unwrap();
+    }
+    // As the kernel has them: a bridge port's entry points at the port's
+    // brport folder; a VLAN's and a bond's lower_ entries at the device.
+    symlink("../../eth9/brport", net.join("br0/brif/eth9")).unwrap();
+    symlink("../bond0", net.join("bond0.100/lower_bond0")).unwrap();
+    symlink("../eth8", net.join("bond0/lower_eth8")).unwrap();
+    let ssh = "203.0.113.7 50022 192.0.2.2 22";
+    for (via, nic, pci) in [("br0", "eth9", PCI), ("bond0.100", "eth8", "0000:00:08.0")] {
+        let mut c = f.cmd(&["--no-hugepages", nic]);
+        c.env("SSH_CONNECTION", ssh).env(
+            "IP_ROUTE_GET",
+            format!("203.0.113.7 dev {via} src 192.0.2.2"),
+        );
+        run(c)
+            .assert_code(1)
+            .assert_stderr_has(&[&format!("refusing {pci}"), via]);
+    }
+    assert!(f.devbind_calls().is_empty(), "nothing bound");
+}
+
+/// Found in audit: sudo and su - drop SSH_CONNECTION, and the check was
+/// then skipped without a word. The callers' environments are read too
+/// (PROC stands for /proc: this test process is the script's parent).
+#[test]
+fn the_ssh_session_is_found_in_a_callers_environment() {
+    let f = Fake::new("ops-sudo", true);
+    let proc_dir = f.dir.path("proc");
+    let me = proc_dir.join(std::process::id().to_string());
+    std::fs::create_dir_all(&me).unwrap();
+    std::fs::write(
+        me.join("environ"),
+        b"HOME=/root\0SSH_CONNECTION=203.0.113.7 50022 192.0.2.2 22\0TERM=xterm\0",
+    )
+    .unwrap();
+    std::fs::write(me.join("status"), "Name:\tsudo\nPPid:\t1\n").unwrap();
+    let mut c = f.cmd(&["--no-hugepages", "eth9"]);
+    c.env("PROC", &proc_dir)
+        .env("IP_ROUTE_GET", "203.0.113.7 dev eth9 src 192.0.2.2");
+    run(c)
+        .assert_code(1)
+        .assert_stderr_has(&[&format!("refusing {PCI}"), "203.0.113.7"]);
+    assert!(f.devbind_calls().is_empty(), "nothing bound");
+}
+
+/// Found in audit: --unbind while the appliance held the NIC hung in the
+/// kernel. It is refused (APPLIANCE_PROC names the process looked for;
+/// a sleep of this test stands in for it), or warned of with --force.
+#[test]
+fn unbind_refuses_while_the_appliance_runs() {
+    let f = Fake::new("ops-busy", true);
+    f.run(&["--no-hugepages", "eth9"]).assert_ok();
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let mut c = f.cmd(&["--unbind"]);
+    c.env("APPLIANCE_PROC", "sleep");
+    let r = run(c);
+    let mut c = f.cmd(&["--unbind", "--force"]);
+    c.env("APPLIANCE_PROC", "sleep");
+    let forced = run(c);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    r.assert_code(1).assert_stderr_has(&[
+        "sleep is running",
+        "systemctl stop lb-appliance",
+        "--force",
+    ]);
+    forced
+        .assert_ok()
+        .assert_stderr_has(&["warning: sleep is running"]);
+    assert_eq!(f.driver_of(PCI), "e1000e", "given back with --force");
 }
 
 /// Stub: --dry-run prints the binding commands and runs none of them.
