@@ -95,3 +95,13 @@ done
 
 pkg-config --modversion libdpdk >/dev/null || { log "libdpdk not found by pkg-config after install"; exit 1; }
 log "ready: DPDK $(pkg-config --modversion libdpdk), $(cargo --version)"
+# A toolchain put in ~/.cargo/bin is on this script's PATH only (found in
+# audit: the next step, cargo build, then said "not found").
+case ":$PATH:" in
+*":$HOME/.cargo/bin:"*)
+    if [ "$(command -v cargo)" = "$HOME/.cargo/bin/cargo" ] &&
+        ! (PATH=$(getconf PATH 2>/dev/null || echo /usr/bin:/bin) command -v cargo >/dev/null 2>&1); then
+        log "cargo is in $HOME/.cargo/bin (${USER:-root}'s): run  . \"$HOME/.cargo/env\"  (or open a new login shell) before cargo build"
+    fi
+    ;;
+esac
