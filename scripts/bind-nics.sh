@@ -81,6 +81,11 @@ Options:
                          GRUB_CMDLINE_LINUX of /etc/default/grub, then
                          update-grub), since 1G pages are best reserved at boot
   --no-hugepages         leave hugepages and hugetlbfs alone
+  --nics-file FILE       also bind the NICs FILE names (PCI addresses or
+                         interface names, separated by blanks or lines;
+                         # starts a comment): what the boot-time unit
+                         lb-appliance-bind-nics.service runs with
+                         /etc/lb-appliance/nics
   --driver DRIVER        vfio-pci (default; needs the IOMMU) or
                          uio_pci_generic (no IOMMU, no DMA isolation)
   --force                bind even the NIC that carries this SSH session's
@@ -121,6 +126,7 @@ force=0
 mode=bind
 dry_run=0
 nics=()
+nics_file=
 
 need_value() {
     [ "$2" -ge 2 ] || bad_usage "$1 needs a value"
@@ -155,6 +161,15 @@ while [ $# -gt 0 ]; do
         driver=${1#*=}
         shift
         ;;
+    --nics-file)
+        need_value "$1" $#
+        nics_file=$2
+        shift 2
+        ;;
+    --nics-file=*)
+        nics_file=${1#*=}
+        shift
+        ;;
     --persist) persist=1 && shift ;;
     --no-hugepages) do_hugepages=0 && shift ;;
     --force) force=1 && shift ;;
@@ -181,6 +196,13 @@ while [ $# -gt 0 ]; do
     esac
 done
 
+if [ -n "$nics_file" ]; then
+    [ -r "$nics_file" ] || bad_usage "--nics-file $nics_file cannot be read"
+    while read -r line || [ -n "$line" ]; do
+        read -ra words <<<"${line%%#*}"
+        nics+=("${words[@]+"${words[@]}"}")
+    done <"$nics_file"
+fi
 case "$size" in
 2M | 2m | 2MB | 2mb | 2048k | 2048kB) size=2M kb=2048 ;;
 1G | 1g | 1GB | 1gb | 1048576k | 1048576kB) size=1G kb=1048576 ;;

@@ -10,6 +10,12 @@
 #   PREFIX/share/lb-appliance/examples/      every example configuration
 #   /etc/systemd/system/lb-appliance.service packaging/systemd/lb-appliance.service
 #                                            (its paths follow --prefix)
+#   PREFIX/sbin/lb-appliance-bind-nics       scripts/bind-nics.sh
+#   /etc/systemd/system/lb-appliance-bind-nics.service
+#                                            binds the NICs named in
+#                                            /etc/lb-appliance/nics at boot,
+#                                            before the service (enable it
+#                                            once that file names them)
 #
 # then `systemctl daemon-reload` and `systemctl enable lb-appliance` when
 # systemd runs this machine (else it says what to run). It does not start
@@ -36,9 +42,12 @@ Usage: ${0##*/} [--prefix DIR] [--no-enable]
 
 Installs lb-appliance as a systemd service: the binary to DIR/bin, the
 example configurations to DIR/share/lb-appliance/examples,
-/etc/lb-appliance/lb.toml (only if absent) and
-/etc/systemd/system/lb-appliance.service; then reloads systemd and enables
-the service (not with --no-enable). It does not start it.
+/etc/lb-appliance/lb.toml (only if absent),
+/etc/systemd/system/lb-appliance.service, and bind-nics.sh as
+DIR/sbin/lb-appliance-bind-nics with the unit lb-appliance-bind-nics.service
+that runs it at boot for the NICs in /etc/lb-appliance/nics (enable it
+yourself once that file names them); then reloads systemd and enables the
+service (not with --no-enable). It does not start it.
 
 Options:
   --prefix DIR   installation prefix (default /usr/local)
@@ -92,7 +101,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 destdir=${DESTDIR:-}
 destdir=${destdir%/}
 unit_src=$root/packaging/systemd/lb-appliance.service
-[ -f "$unit_src" ] || die "$unit_src is missing: run this script from a clone of the repository"
+bind_unit_src=$root/packaging/systemd/lb-appliance-bind-nics.service
+for f in "$unit_src" "$bind_unit_src" "$root/scripts/bind-nics.sh"; do
+    [ -f "$f" ] || die "$f is missing: run this script from a clone of the repository"
+done
 
 if [ -z "$destdir" ] && [ "$(id -u)" -ne 0 ]; then
     die "run as root (it writes $prefix, /etc and /etc/systemd/system): sudo $0, or stage with DESTDIR=DIR"
@@ -112,11 +124,12 @@ if [ ! -x "$binary" ]; then
 fi
 
 bindir=$destdir$p/bin
+sbindir=$destdir$p/sbin
 etcdir=$destdir/etc/lb-appliance
 sharedir=$destdir$p/share/lb-appliance/examples
 unitdir=$destdir/etc/systemd/system
 
-install -d -m 0755 "$bindir" "$etcdir" "$sharedir" "$unitdir"
+install -d -m 0755 "$bindir" "$sbindir" "$etcdir" "$sharedir" "$unitdir"
 install -m 0755 "$binary" "$bindir/lb-appliance"
 say "installed $bindir/lb-appliance"
 
@@ -132,11 +145,16 @@ for f in "$root"/examples/*.toml; do
 done
 say "installed the examples in $sharedir"
 
-# The unit names /usr/local; follow --prefix.
-sed "s#/usr/local/#$p/#g" "$unit_src" >"$unitdir/lb-appliance.service.tmp"
-chmod 0644 "$unitdir/lb-appliance.service.tmp"
-mv "$unitdir/lb-appliance.service.tmp" "$unitdir/lb-appliance.service"
-say "installed $unitdir/lb-appliance.service"
+# The units name /usr/local; follow --prefix.
+for u in "$unit_src" "$bind_unit_src"; do
+    name=${u##*/}
+    sed "s#/usr/local/#$p/#g" "$u" >"$unitdir/$name.tmp"
+    chmod 0644 "$unitdir/$name.tmp"
+    mv "$unitdir/$name.tmp" "$unitdir/$name"
+    say "installed $unitdir/$name"
+done
+install -m 0755 "$root/scripts/bind-nics.sh" "$sbindir/lb-appliance-bind-nics"
+say "installed $sbindir/lb-appliance-bind-nics (scripts/bind-nics.sh): to bind the NICs at every boot, write them into /etc/lb-appliance/nics and run: systemctl enable lb-appliance-bind-nics"
 
 # Is the installed configuration valid? (Touches no device.)
 if ! check=$("$bindir/lb-appliance" -c "$etcdir/lb.toml" --check 2>&1); then

@@ -899,6 +899,7 @@ fn unknown_or_virtual_nics_are_refused() {
 // ------------------------------------------------------------------ systemd unit and install
 
 const UNIT: &str = "packaging/systemd/lb-appliance.service";
+const BIND_UNIT: &str = "packaging/systemd/lb-appliance-bind-nics.service";
 
 fn install_into(destdir: &Path, args: &[&str]) -> Run {
     let mut c = script_cmd("install-service.sh");
@@ -945,6 +946,18 @@ fn install_service_stages_every_file() {
         std::fs::read_to_string(dest.join("etc/systemd/system/lb-appliance.service")).unwrap(),
         std::fs::read_to_string(root.join(UNIT)).unwrap()
     );
+    // The boot-time binding: its unit and the script it runs.
+    assert_eq!(
+        std::fs::read_to_string(dest.join("etc/systemd/system/lb-appliance-bind-nics.service"))
+            .unwrap(),
+        std::fs::read_to_string(root.join(BIND_UNIT)).unwrap()
+    );
+    let script = dest.join("usr/local/sbin/lb-appliance-bind-nics");
+    assert_eq!(
+        std::fs::read(&script).unwrap(),
+        std::fs::read(root.join("scripts/bind-nics.sh")).unwrap()
+    );
+    assert!(std::fs::metadata(&script).unwrap().permissions().mode() & 0o111 != 0);
 
     // The operator's lb.toml survives a second install.
     let mine = "# the operator's own configuration\n";
@@ -965,6 +978,34 @@ fn install_service_stages_every_file() {
         std::fs::read_to_string(dest2.join("etc/systemd/system/lb-appliance.service")).unwrap();
     assert!(unit.contains("ExecStart=/opt/lb/bin/lb-appliance -c /etc/lb-appliance/lb.toml\n"));
     assert!(!unit.contains("/usr/local/"), "{unit}");
+    let bind =
+        std::fs::read_to_string(dest2.join("etc/systemd/system/lb-appliance-bind-nics.service"))
+            .unwrap();
+    assert!(bind.contains("ExecStart=/opt/lb/sbin/lb-appliance-bind-nics --no-hugepages --nics-file /etc/lb-appliance/nics\n"), "{bind}");
+    assert!(dest2.join("opt/lb/sbin/lb-appliance-bind-nics").is_file());
+}
+
+/// Stub: --nics-file binds what the file names (as the boot-time unit
+/// runs it), comments and blank lines aside; an unreadable file is a bad
+/// argument.
+#[test]
+fn nics_file_binds_what_it_names() {
+    let f = Fake::new("ops-nicsfile", true);
+    let list = f.dir.path("nics");
+    std::fs::write(
+        &list,
+        "# the data-plane NICs\n\neth9   # uplink\n0000:00:08.0",
+    )
+    .unwrap();
+    f.run(&["--no-hugepages", "--nics-file", list.to_str().unwrap()])
+        .assert_ok();
+    assert_eq!(
+        binds(&f.devbind_calls()),
+        [&format!("-b vfio-pci {PCI}"), "-b vfio-pci 0000:00:08.0"]
+    );
+    f.run(&["--no-hugepages", "--nics-file", "/nonexistent/nics"])
+        .assert_code(2)
+        .assert_stderr_has(&["--nics-file /nonexistent/nics cannot be read"]);
 }
 
 fn systemd_analyze_available() -> bool {
@@ -1076,6 +1117,29 @@ fn the_systemd_unit_verifies() {
             "systemd-analyze verify {UNIT}: {line}\n{err}"
         );
     }
+
+    // The boot-time binding unit, staged and pointing at the staged
+    // script: not a word either.
+    let bind =
+        std::fs::read_to_string(dest.join("etc/systemd/system/lb-appliance-bind-nics.service"))
+            .unwrap()
+            .replace(
+                "/usr/local/sbin/",
+                &format!("{}/", dest.join("usr/local/sbin").display()),
+            );
+    let bind_dir = tmp.path("verify-bind");
+    std::fs::create_dir_all(&bind_dir).unwrap();
+    let bind_unit = bind_dir.join("lb-appliance-bind-nics.service");
+    std::fs::write(&bind_unit, bind).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", bind_unit.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify of the staged bind unit:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Staged, pointing at the staged binary: not a word.
     let staged = std::fs::read_to_string(dest.join("etc/systemd/system/lb-appliance.service"))
