@@ -459,6 +459,49 @@ fn polls(workers: &[(LcoreId, Arc<WorkerStats>)]) -> Vec<u64> {
 mod tests {
     use super::*;
 
+    /// A socket systemd would listen on, in a folder of its own (removed
+    /// when dropped), and what arrived there.
+    struct Socket {
+        dir: std::path::PathBuf,
+        path: std::path::PathBuf,
+        listener: UnixDatagram,
+    }
+
+    impl Socket {
+        fn new(tag: &str) -> Socket {
+            let dir = std::env::temp_dir().join(format!("lb-notify-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("notify.sock");
+            let listener = UnixDatagram::bind(&path).unwrap();
+            listener.set_nonblocking(true).unwrap();
+            Socket {
+                dir,
+                path,
+                listener,
+            }
+        }
+
+        fn notifier(&self) -> Notifier {
+            Notifier::new(self.path.to_str().unwrap()).unwrap()
+        }
+
+        fn recv_all(&self) -> Vec<String> {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 512];
+            while let Ok(n) = self.listener.recv(&mut buf) {
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            got
+        }
+    }
+
+    impl Drop for Socket {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
     fn key(port: u16) -> RealKey {
         RealKey {
             service: "web".into(),
@@ -627,21 +670,9 @@ address = "198.18.0.12"
 
     #[test]
     fn a_stuck_worker_stops_the_pings_and_progress_resumes_them() {
-        let dir = std::env::temp_dir().join(format!("lb-notify-wd-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("notify.sock");
-        let listener = UnixDatagram::bind(&path).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let recv_all = || {
-            let mut got = Vec::new();
-            let mut buf = [0u8; 512];
-            while let Ok(n) = listener.recv(&mut buf) {
-                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-            }
-            got
-        };
-        let n = Notifier::new(path.to_str().unwrap()).unwrap();
+        let socket = Socket::new("wd");
+        let recv_all = || socket.recv_all();
+        let n = socket.notifier();
         let mut sd = Systemd::new(Some(n), Some(Duration::from_millis(10)));
         let workers: Vec<(LcoreId, Arc<WorkerStats>)> = (1..=2)
             .map(|i| (LcoreId(i), Arc::new(WorkerStats::default())))
@@ -700,28 +731,15 @@ address = "198.18.0.12"
         assert!(recv_all().is_empty(), "still no ping, status unchanged");
         sd.stopping();
         assert!(recv_all()[0].starts_with("STOPPING=1\n"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Found in audit: a reload refused before READY was never said, and
     /// READY waited (until its deadline) for a real the reload removed.
     #[test]
     fn a_reload_before_ready_is_remembered_and_drops_removed_reals() {
-        let dir = std::env::temp_dir().join(format!("lb-notify-early-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("notify.sock");
-        let listener = UnixDatagram::bind(&path).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let recv_all = || {
-            let mut got = Vec::new();
-            let mut buf = [0u8; 512];
-            while let Ok(n) = listener.recv(&mut buf) {
-                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-            }
-            got
-        };
-        let n = Notifier::new(path.to_str().unwrap()).unwrap();
+        let socket = Socket::new("early");
+        let recv_all = || socket.recv_all();
+        let n = socket.notifier();
         let mut sd = Systemd::new(Some(n), None);
         let workers: Vec<(LcoreId, Arc<WorkerStats>)> =
             vec![(LcoreId(1), Arc::new(WorkerStats::default()))];
@@ -742,7 +760,6 @@ address = "198.18.0.12"
             got[0].starts_with("READY=1\nSTATUS=reload refused (see the log), still running"),
             "{got:?}"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
