@@ -566,9 +566,15 @@ impl<A: FlowAddr> Conntrack<A> {
     /// `from_real` says whether the packet came from where the real is
     /// reached (the port the appliance sends to it through, and on a
     /// connected network the real's MAC); it is asked only while the packet
-    /// could raise the flow's trust ([`Flow::awaits_real`]). A packet that
-    /// did not is passed on and refreshes the flow, but is believed in
-    /// nothing else: no tracking, no confirmation; counted in
+    /// could raise the flow's trust ([`Flow::awaits_real`]), and of every
+    /// segment that could end the flow or start it again (RST, FIN, SYN:
+    /// rare, so the check costs the established path nothing; found in
+    /// review: a stranger who knew a confirmed flow's tuple and its real's
+    /// address forged the real's RST from the internet, and once its
+    /// sequence number fell in the window the flow closed under the
+    /// client). A packet that did not is passed on and refreshes the flow,
+    /// but is believed in nothing else: no tracking, no confirmation;
+    /// counted in
     /// `nat_replies_unvouched` (found in audit: a stranger who knew a
     /// real's address forged its SYN-ACK from the internet, acknowledged
     /// it from a spoofed client, and so pinned a confirmed entry per
@@ -613,7 +619,11 @@ impl<A: FlowAddr> Conntrack<A> {
         // back after a failover, let its flow expire under it); an
         // unconfirmed entry stays evictable, so this pins nothing. Nothing
         // else of it is believed.
-        let believed = !f.awaits_real(tcp.is_some()) || from_real();
+        let ends = tcp.is_some_and(|s| {
+            s.flags
+                .intersects(TcpFlags::RST | TcpFlags::FIN | TcpFlags::SYN)
+        });
+        let believed = (!ends && !f.awaits_real(tcp.is_some())) || from_real();
         let inputs = f.trust_inputs();
         f.last_seen = now;
         if believed {

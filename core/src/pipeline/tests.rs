@@ -1987,6 +1987,41 @@ fn a_syn_on_a_half_closed_nat_flow_changes_nothing() {
     assert_eq!(state(&p), FlowState::SynSent, "a new connection");
 }
 
+/// A stranger who knows a confirmed NAT flow's tuple and its real's
+/// address forges the real's RST, and FIN, from the internet (the
+/// router's side: not the real's MAC) at exactly the sequence number the
+/// real stands at. Neither is believed: the flow stays established, and
+/// its packets go on. The real's own RST, from its MAC, still closes it
+/// (found in review: a forged real RST within the window closed it).
+#[test]
+fn a_forged_real_rst_or_fin_from_elsewhere_changes_nothing() {
+    use crate::flow::FlowState;
+    const RST_ACK: u8 = 0x14;
+    const FIN_ACK: u8 = 0x11;
+    let Handshaken {
+        snap,
+        mut p,
+        client,
+        real_ip,
+        isn,
+        real_isn,
+        ..
+    } = Handshaken::new(|_| {});
+    for flags in [RST_ACK, FIN_ACK] {
+        let forged = tcp_ack((real_ip, 8080), client, flags, real_isn + 1, isn + 1, OUR);
+        let mut b = VecBuf::from_bytes(&forged);
+        assert_eq!(p.process(&snap, 0, &mut b, 1), Verdict::Transmit(0));
+        assert_eq!(only_state(&p), FlowState::Established, "{flags:#x}");
+    }
+    assert_eq!(p.stats().nat_replies_unvouched.get(), 2);
+    let mut ack = VecBuf::from_bytes(&tcp_ack(client, (VIP, 80), ACK, isn + 1, real_isn + 1, OUR));
+    assert_eq!(p.process(&snap, 0, &mut ack, 2), Verdict::Transmit(0));
+    let rst = tcp_ack((real_ip, 8080), client, RST_ACK, real_isn + 1, isn + 1, OUR);
+    let mut rst = VecBuf::from_bytes(&from_real(&snap, rst));
+    assert_eq!(p.process(&snap, 0, &mut rst, 3), Verdict::Transmit(0));
+    assert_eq!(only_state(&p), FlowState::Closed, "the real's own RST");
+}
+
 /// TUN and DR never see the real's FIN: after the server closed first
 /// (it keeps TIME_WAIT), the client may open a new connection from the
 /// same port at once. Found in review: that connection's flow stayed
