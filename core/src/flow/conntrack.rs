@@ -603,20 +603,10 @@ impl<A: FlowAddr> Conntrack<A> {
             return Err(DropReason::RealRemoved);
         }
         let f = self.table.get_mut(e);
-        let ends = tcp.is_some_and(|s| {
-            s.flags
-                .intersects(TcpFlags::RST | TcpFlags::FIN | TcpFlags::SYN)
-        });
-        // SYN proxy hook: a flow whose handshake it answered. Its real's
-        // SYN-ACK, RST or FIN from elsewhere is not the real's either.
+        // SYN proxy hook: a flow whose handshake it answered.
         if f.proxy != 0 {
-            let vouched = !ends || from_real();
-            if !vouched {
-                self.stats.nat_replies_unvouched.incr();
-            }
-            let f = self.table.get_mut(e);
             let (before, inputs) = (f.trust(), f.trust_inputs());
-            let r = self.syn_proxy_reply(e, tcp, now, vouched);
+            let r = self.syn_proxy_reply(e, tcp, now);
             self.reclass(e, before, now);
             self.restate(e, inputs);
             self.sync_mark_if_changed(e, inputs);
@@ -629,6 +619,10 @@ impl<A: FlowAddr> Conntrack<A> {
         // back after a failover, let its flow expire under it); an
         // unconfirmed entry stays evictable, so this pins nothing. Nothing
         // else of it is believed.
+        let ends = tcp.is_some_and(|s| {
+            s.flags
+                .intersects(TcpFlags::RST | TcpFlags::FIN | TcpFlags::SYN)
+        });
         let believed = (!ends && !f.awaits_real(tcp.is_some())) || from_real();
         let inputs = f.trust_inputs();
         f.last_seen = now;
@@ -970,10 +964,7 @@ impl<A: FlowAddr> Conntrack<A> {
         })
     }
 
-    /// Hook for a real's segment of a proxied flow (entry `e`); not
-    /// `vouched`: a SYN, RST or FIN that did not come from where the real
-    /// is reached, which neither completes the handshake nor changes the
-    /// flow (passed on, translated, once the flow is answered).
+    /// Hook for a real's segment of a proxied flow (entry `e`).
     #[cold]
     #[inline(never)]
     pub(super) fn syn_proxy_reply(
@@ -981,7 +972,6 @@ impl<A: FlowAddr> Conntrack<A> {
         e: u32,
         tcp: Option<Segment>,
         now: u32,
-        vouched: bool,
     ) -> Result<ReplyTarget<A>, DropReason> {
         let f = self.table.get_mut(e);
         let target = ReplyTarget {
@@ -994,9 +984,6 @@ impl<A: FlowAddr> Conntrack<A> {
             return Err(DropReason::SynProxyPending);
         };
         if f.is_proxy_waiting() {
-            if !vouched {
-                return Err(DropReason::SynProxyPending);
-            }
             let flags = seg.flags;
             // Only a plain SYN-ACK, to a flow still opening (not one the
             // client reset meanwhile), completes the handshake.
@@ -1040,9 +1027,7 @@ impl<A: FlowAddr> Conntrack<A> {
             return Err(DropReason::SynProxyPending);
         }
         f.last_seen = now;
-        if vouched {
-            f.on_segment(seg, false);
-        }
+        f.on_segment(seg, false);
         self.adjust = f.proxy_to_client();
         Ok(ReplyTarget {
             proxy: ReplyStep::Translate,

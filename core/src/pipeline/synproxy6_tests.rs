@@ -120,14 +120,7 @@ impl Seg {
         let mut f = vec![0u8; L4 + tcp_len];
         let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
         eth.set_dst_addr(OUR);
-        // The real sends from its own MAC (its RST, FIN and SYN-ACK are
-        // believed only from there); everything else comes through the
-        // router.
-        eth.set_src_addr(if self.src.0 == v6(REAL) {
-            MacAddr([2, 0, 0, 0, 0, 0x11])
-        } else {
-            MacAddr([2, 0, 0, 0, 0, 1])
-        });
+        eth.set_src_addr(MacAddr([2, 0, 0, 0, 0, 1]));
         eth.set_ethertype(EtherType::Ipv6);
         Ipv6Repr {
             src: self.src.0,
