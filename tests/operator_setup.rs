@@ -1118,49 +1118,32 @@ fn the_systemd_unit_verifies() {
         );
     }
 
-    // The boot-time binding unit, staged and pointing at the staged
-    // script: not a word either.
-    let bind =
-        std::fs::read_to_string(dest.join("etc/systemd/system/lb-appliance-bind-nics.service"))
+    // Staged, pointing at the staged binary and script: not a word, from
+    // either unit.
+    for (name, bin) in [
+        ("lb-appliance.service", "bin"),
+        ("lb-appliance-bind-nics.service", "sbin"),
+    ] {
+        let staged = std::fs::read_to_string(dest.join("etc/systemd/system").join(name))
             .unwrap()
             .replace(
-                "/usr/local/sbin/",
-                &format!("{}/", dest.join("usr/local/sbin").display()),
+                &format!("/usr/local/{bin}/"),
+                &format!("{}/", dest.join("usr/local").join(bin).display()),
             );
-    let bind_dir = tmp.path("verify-bind");
-    std::fs::create_dir_all(&bind_dir).unwrap();
-    let bind_unit = bind_dir.join("lb-appliance-bind-nics.service");
-    std::fs::write(&bind_unit, bind).unwrap();
-    let out = Command::new("systemd-analyze")
-        .args(["verify", bind_unit.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "systemd-analyze verify of the staged bind unit:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    // Staged, pointing at the staged binary: not a word.
-    let staged = std::fs::read_to_string(dest.join("etc/systemd/system/lb-appliance.service"))
-        .unwrap()
-        .replace(
-            "/usr/local/bin/",
-            &format!("{}/", dest.join("usr/local/bin").display()),
+        let unit_dir = tmp.path(&format!("verify-{bin}"));
+        std::fs::create_dir_all(&unit_dir).unwrap();
+        let unit = unit_dir.join(name);
+        std::fs::write(&unit, staged).unwrap();
+        let out = Command::new("systemd-analyze")
+            .args(["verify", unit.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "systemd-analyze verify of the staged {name}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
         );
-    let unit_dir = tmp.path("verify");
-    std::fs::create_dir_all(&unit_dir).unwrap();
-    let unit = unit_dir.join("lb-appliance.service");
-    std::fs::write(&unit, staged).unwrap();
-    let out = Command::new("systemd-analyze")
-        .args(["verify", unit.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "systemd-analyze verify of the staged unit:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    }
 }
 
 /// Stub: a virtio-net interface resolves to the virtio-pci function above

@@ -1047,16 +1047,22 @@ fn a_table_full_of_established_flows_refuses_new_nat_flows_and_keeps_the_old() {
     }
 }
 
-#[test]
-fn a_full_table_still_forwards_maglev_dr_flows_without_an_entry() {
-    let text = with_dr_service("scheduler = \"mh\"", (1, 1));
+/// A DR service (198.18.1.101) with `scheduler`, and a table of 2 that two
+/// confirmed NAT flows of `client` fill: nothing can be evicted.
+fn full_table_beside_a_dr_service(scheduler: &str) -> (Snapshot, Pipeline, Ipv4Addr) {
+    let text = with_dr_service(&format!("scheduler = \"{scheduler}\""), (1, 1));
     let snap = compile(&Config::parse(&text).unwrap(), &[MacAddr(OUR)]);
     let client = client_owned_by(0);
     let mut p = pipeline(&snap, 0, 2, 2);
-    // Two confirmed NAT flows fill the table: nothing can be evicted.
     for port in 5000..5002 {
         handshake(&mut p, &snap, (client, port), 0);
     }
+    (snap, p, client)
+}
+
+#[test]
+fn a_full_table_still_forwards_maglev_dr_flows_without_an_entry() {
+    let (snap, mut p, client) = full_table_beside_a_dr_service("mh");
     let dr_vip = Ipv4Addr::new(198, 18, 1, 101);
     let mut first = VecBuf::from_bytes(&tcp((client, 5009), (dr_vip, 80), SYN, OUR));
     assert_eq!(p.process(&snap, 0, &mut first, 1), Verdict::Transmit(0));
@@ -2979,13 +2985,7 @@ fn an_unkept_strangers_arp_does_not_crowd_out_real_news() {
 /// Such a SYN is refused now, as any flow that cannot go on is.
 #[test]
 fn a_full_table_does_not_send_a_source_hash_tcp_flow_it_cannot_go_on_with() {
-    let text = with_dr_service("scheduler = \"sh\"", (1, 1));
-    let snap = compile(&Config::parse(&text).unwrap(), &[MacAddr(OUR)]);
-    let client = client_owned_by(0);
-    let mut p = pipeline(&snap, 0, 2, 2);
-    for port in 5000..5002 {
-        handshake(&mut p, &snap, (client, port), 0);
-    }
+    let (snap, mut p, client) = full_table_beside_a_dr_service("sh");
     let dr_vip = Ipv4Addr::new(198, 18, 1, 101);
     let mut first = VecBuf::from_bytes(&tcp((client, 5009), (dr_vip, 80), SYN, OUR));
     assert_eq!(
