@@ -579,7 +579,12 @@ impl<A: FlowAddr> Conntrack<A> {
     /// real's address forged its SYN-ACK from the internet, acknowledged
     /// it from a spoofed client, and so pinned a confirmed entry per
     /// spoofed source, none of them evictable).
+    ///
+    /// `sender` gives the packet's [`sender_mark`](super::sender_mark): a flow the SYN proxy
+    /// answered believes its real's RST, FIN and SYN from where its
+    /// SYN-ACK came, or where `from_real` says.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     pub fn reply(
         &mut self,
         snap: &Snapshot,
@@ -588,6 +593,7 @@ impl<A: FlowAddr> Conntrack<A> {
         tcp: Option<Segment>,
         now: u32,
         from_real: impl FnOnce() -> bool,
+        sender: impl FnOnce() -> u32,
     ) -> Result<ReplyTarget<A>, DropReason> {
         let e = self
             .table
@@ -606,7 +612,7 @@ impl<A: FlowAddr> Conntrack<A> {
         // SYN proxy hook: a flow whose handshake it answered.
         if f.proxy != 0 {
             let (before, inputs) = (f.trust(), f.trust_inputs());
-            let r = self.syn_proxy_reply(e, tcp, now);
+            let r = self.syn_proxy_reply(e, tcp, now, from_real, sender);
             self.reclass(e, before, now);
             self.restate(e, inputs);
             self.sync_mark_if_changed(e, inputs);
@@ -972,6 +978,8 @@ impl<A: FlowAddr> Conntrack<A> {
         e: u32,
         tcp: Option<Segment>,
         now: u32,
+        from_real: impl FnOnce() -> bool,
+        sender: impl FnOnce() -> u32,
     ) -> Result<ReplyTarget<A>, DropReason> {
         let f = self.table.get_mut(e);
         let target = ReplyTarget {
@@ -996,6 +1004,7 @@ impl<A: FlowAddr> Conntrack<A> {
                     client_next: f.client_next,
                     window: f.proxy_window,
                     timestamps: f.proxy & PROXY_TS != 0,
+                    sender: sender(),
                 };
                 return Ok(ReplyTarget {
                     proxy: ReplyStep::AckToReal,
@@ -1027,7 +1036,22 @@ impl<A: FlowAddr> Conntrack<A> {
             return Err(DropReason::SynProxyPending);
         }
         f.last_seen = now;
-        f.on_segment(seg, false);
+        // A segment that could end the flow or start it again is believed
+        // only from where the real's SYN-ACK came, or from where the real
+        // is reached (found in review: a stranger who knew the tuple forged
+        // the real's RST from the internet, and once its sequence number
+        // fell in the window the flow closed under the client). One from
+        // elsewhere still goes to the client, as for any NAT flow, which
+        // judges it by its own window.
+        let ends = seg
+            .flags
+            .intersects(TcpFlags::RST | TcpFlags::FIN | TcpFlags::SYN);
+        if ends && f.children != sender() && !from_real() {
+            self.stats.nat_replies_unvouched.incr();
+            f.seq_known &= !super::table::SYNCED;
+        } else {
+            f.on_segment(seg, false);
+        }
         self.adjust = f.proxy_to_client();
         Ok(ReplyTarget {
             proxy: ReplyStep::Translate,
@@ -1152,8 +1176,8 @@ impl<A: FlowAddr> Conntrack<A> {
         f.proxy &= !PROXY_WAITING;
         f.proxy_window = 0;
         // Its SYN is done with (`Flow::proxy_syn`); `real_next` is the
-        // real's from here on.
-        f.children = 0;
+        // real's from here on, and `children` where it sends from.
+        f.children = w.sender;
         f.last_seen = now;
         f.on_segment(seg, false);
         // The ACK the pipeline sends the real for the client: it

@@ -86,6 +86,28 @@ pub struct Waiting {
     pub window: u16,
     /// Whether the SYN to the real carried timestamps.
     pub timestamps: bool,
+    /// Where the SYN-ACK came from ([`sender_mark`]).
+    pub sender: u32,
+}
+
+/// Where a real's segment came from: the port it arrived on and its
+/// source MAC, folded into 32 bits, never 0. A flow the SYN proxy answered
+/// keeps its real's (`Flow::children`, unused once the real answered),
+/// taken from the SYN-ACK that acknowledged the client's ISN, which no
+/// stranger knows; from then on the real's RST, FIN and SYN are believed
+/// only from there, or from where the appliance reaches the real. Frames a
+/// stranger sends from elsewhere through a router carry the router's MAC.
+/// Unlike the neighbor check alone, this takes a real whose frames carry
+/// another MAC than its ARP answer (bonding balance-tlb/alb, Windows NLB).
+/// 0 means not known (a flow synced from a peer): only the neighbor check
+/// is then asked.
+#[inline]
+pub fn sender_mark(port: usize, mac: [u8; 6]) -> u32 {
+    let mut b = [0u8; 8];
+    b[..6].copy_from_slice(&mac);
+    let x = u64::from_le_bytes(b) ^ ((port as u64) << 48);
+    // A multiply mixes every bit into the high half (Fibonacci hashing).
+    ((x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32) | 1
 }
 
 /// The SYN to a waiting flow's real, as the flow rebuilds it: the first
@@ -827,7 +849,7 @@ impl<A: FlowAddr> super::Conntrack<A> {
             return None;
         }
         let f = self.table.get(due.entry);
-        (f.key() == due.key && f.syn_retries() == due.count).then_some(f)
+        (f.key() == due.key && f.is_proxy_waiting() && f.syn_retries() == due.count).then_some(f)
     }
 
     /// Whether the packets looked up from now on are deferred segments

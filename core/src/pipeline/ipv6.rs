@@ -443,7 +443,11 @@ impl Pipeline {
             let mac = EthernetFrame::new_unchecked(pkt.data()).src_addr();
             egress.came_from_next_hop6(snap, in_port, ip.src, mac, now)
         };
-        let back = match ct.reply(snap, &key, hash, tcp, now, from_real) {
+        let sender = || {
+            let mac = EthernetFrame::new_unchecked(pkt.data()).src_addr();
+            crate::flow::sender_mark(in_port, mac.0)
+        };
+        let back = match ct.reply(snap, &key, hash, tcp, now, from_real, sender) {
             Ok(b) => b,
             Err(r) => return Verdict::Drop(r),
         };

@@ -962,7 +962,14 @@ impl Pipeline {
             let mac = EthernetFrame::new_unchecked(pkt.data()).src_addr();
             egress.came_from_next_hop(snap, in_port, ip.src, mac, now)
         };
-        let back = match self.conntrack.reply(snap, &key, hash, tcp, now, from_real) {
+        let sender = || {
+            let mac = EthernetFrame::new_unchecked(pkt.data()).src_addr();
+            crate::flow::sender_mark(in_port, mac.0)
+        };
+        let back = match self
+            .conntrack
+            .reply(snap, &key, hash, tcp, now, from_real, sender)
+        {
             Ok(b) => b,
             Err(r) => return Verdict::Drop(r),
         };

@@ -114,13 +114,21 @@ fn ts_opt(val: u32, ecr: u32) -> Vec<u8> {
 const IP: usize = ethernet::HEADER_LEN;
 const L4: usize = IP + ipv6::HEADER_LEN;
 
+/// The gateway's MAC, which every test frame carries unless said.
+const GATEWAY_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+
 impl Seg {
     fn frame(&self) -> Vec<u8> {
+        self.frame_from(GATEWAY_MAC)
+    }
+
+    /// [`Self::frame`], sent by `mac`.
+    fn frame_from(&self, mac: MacAddr) -> Vec<u8> {
         let tcp_len = tcp::HEADER_LEN + self.options.len();
         let mut f = vec![0u8; L4 + tcp_len];
         let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
         eth.set_dst_addr(OUR);
-        eth.set_src_addr(MacAddr([2, 0, 0, 0, 0, 1]));
+        eth.set_src_addr(mac);
         eth.set_ethertype(EtherType::Ipv6);
         Ipv6Repr {
             src: self.src.0,
@@ -183,7 +191,18 @@ impl Seg {
 
 /// Runs `s` through the pipeline: what was sent, or the verdict.
 fn run(p: &mut Pipeline, snap: &Snapshot, s: &Seg, now: u32) -> Result<Seg, Verdict> {
-    let mut b = VecBuf::from_bytes(&s.frame());
+    run_from(p, snap, s, GATEWAY_MAC, now)
+}
+
+/// [`run`] of a frame sent by `mac`.
+fn run_from(
+    p: &mut Pipeline,
+    snap: &Snapshot,
+    s: &Seg,
+    mac: MacAddr,
+    now: u32,
+) -> Result<Seg, Verdict> {
+    let mut b = VecBuf::from_bytes(&s.frame_from(mac));
     match p.process(snap, 0, &mut b, now) {
         Verdict::Transmit(0) => Ok(Seg::read(b.data())),
         v => Err(v),
@@ -265,6 +284,29 @@ fn established(p: &mut Pipeline, snap: &Snapshot) -> u32 {
     let ack = run(p, snap, &real_synack(), NOW + 2).expect("ACK to the real");
     assert_eq!((ack.src, ack.dst, ack.flags), (c(), r(), ACK));
     cookie
+}
+
+/// The IPv6 side of the IPv4 test of the same name: a forged real RST,
+/// FIN or SYN from the internet leaves a proxied flow established; the
+/// real's own RST, from where its SYN-ACK came (not its neighbor
+/// answer's MAC), closes it.
+#[test]
+fn a_forged_real_rst_fin_or_syn_from_elsewhere_leaves_a_proxied_flow_alone() {
+    const FIN: u8 = 0x01;
+    let its_own = MacAddr([2, 0, 0, 0, 0, 0x12]);
+    let (snap, mut p) = setup("on", 64);
+    handshake_to_real(&mut p, &snap);
+    let ack = run_from(&mut p, &snap, &real_synack(), its_own, NOW + 2).expect("ACK");
+    assert_eq!((ack.dst, ack.flags), (r(), ACK));
+    for flags in [RST, FIN | ACK, SYN] {
+        let forged = seg(r(), c(), flags, REAL_ISN + 1, ISN.wrapping_add(1));
+        run(&mut p, &snap, &forged, NOW + 3).expect("on to the client");
+        assert_eq!(only_flow(&p).state(), FlowState::Established, "{flags:#x}");
+    }
+    assert_eq!(p.stats().nat_replies_unvouched.get(), 3);
+    let rst = seg(r(), c(), RST, REAL_ISN + 1, 0);
+    run_from(&mut p, &snap, &rst, its_own, NOW + 4).expect("forwarded");
+    assert_eq!(only_flow(&p).state(), FlowState::Closed);
 }
 
 fn only_flow(p: &Pipeline) -> Flow<Ipv6Addr> {

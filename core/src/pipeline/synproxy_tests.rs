@@ -115,13 +115,21 @@ fn ts_opt(val: u32, ecr: u32) -> Vec<u8> {
     })
 }
 
+/// The gateway's MAC, which every test frame carries unless said.
+const GATEWAY_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+
 impl Seg {
     fn frame(&self) -> Vec<u8> {
+        self.frame_from(GATEWAY_MAC)
+    }
+
+    /// [`Self::frame`], sent by `mac`.
+    fn frame_from(&self, mac: MacAddr) -> Vec<u8> {
         let tcp_len = tcp::HEADER_LEN + self.options.len();
         let mut f = vec![0u8; ethernet::HEADER_LEN + ipv4::HEADER_LEN + tcp_len];
         let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
         eth.set_dst_addr(OUR);
-        eth.set_src_addr(MacAddr([2, 0, 0, 0, 0, 1]));
+        eth.set_src_addr(mac);
         eth.set_ethertype(EtherType::Ipv4);
         let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
         Ipv4Repr {
@@ -185,7 +193,18 @@ impl Seg {
 
 /// Runs `s` through the pipeline: what was sent, or the drop reason.
 fn run(p: &mut Pipeline, snap: &Snapshot, s: &Seg, now: u32) -> Result<Seg, Verdict> {
-    let mut b = VecBuf::from_bytes(&s.frame());
+    run_from(p, snap, s, GATEWAY_MAC, now)
+}
+
+/// [`run`] of a frame sent by `mac`.
+fn run_from(
+    p: &mut Pipeline,
+    snap: &Snapshot,
+    s: &Seg,
+    mac: MacAddr,
+    now: u32,
+) -> Result<Seg, Verdict> {
+    let mut b = VecBuf::from_bytes(&s.frame_from(mac));
     match p.process(snap, 0, &mut b, now) {
         Verdict::Transmit(0) => Ok(Seg::read(b.data())),
         v => Err(v),
@@ -244,6 +263,11 @@ fn handshake_to_real_frame(p: &mut Pipeline, snap: &Snapshot) -> (u32, Vec<u8>) 
 /// [`handshake_to_real`], then the real's SYN-ACK (window scale 5,
 /// TSval 777) and the ACK to the real: returns the cookie.
 fn established(p: &mut Pipeline, snap: &Snapshot) -> u32 {
+    established_from(p, snap, GATEWAY_MAC)
+}
+
+/// [`established`], the real's SYN-ACK sent by `mac`.
+fn established_from(p: &mut Pipeline, snap: &Snapshot, mac: MacAddr) -> u32 {
     let cookie = handshake_to_real(p, snap);
     let real_synack = Seg {
         window: 65160,
@@ -258,7 +282,7 @@ fn established(p: &mut Pipeline, snap: &Snapshot) -> u32 {
         }),
         ..seg(R, C, SYNACK, REAL_ISN, ISN.wrapping_add(1))
     };
-    let ack = run(p, snap, &real_synack, NOW + 2).expect("ACK to the real");
+    let ack = run_from(p, snap, &real_synack, mac, NOW + 2).expect("ACK to the real");
     assert_eq!((ack.src, ack.dst, ack.flags), (C, R, ACK));
     cookie
 }
@@ -516,6 +540,36 @@ fn a_reset_in_the_window_closes_a_proxied_flow_and_one_outside_does_not() {
         // Through the proxy's own paths too, the gauges follow the state.
         super::tests::assert_real_gauges_match_tables(&p, &snap);
         assert_eq!(p.stats().real(only_flow(&p).real_id).inactive.get(), 1);
+    }
+}
+
+/// A stranger who knows a proxied flow's tuple forges the real's RST,
+/// FIN and SYN from the internet (through the router: its MAC) at
+/// exactly the number the real stands at. None is believed: each still
+/// reaches the client, which judges it by its own window, and the flow
+/// stays established. The real's own RST closes it, from where its
+/// SYN-ACK came (here another MAC than its ARP answer, as bonding
+/// balance-alb gives) or from its ARP answer's MAC (found in review: a
+/// forged real RST within the window closed a proxied flow from
+/// anywhere).
+#[test]
+fn a_forged_real_rst_fin_or_syn_from_elsewhere_leaves_a_proxied_flow_alone() {
+    const FIN: u8 = 0x01;
+    let its_own = MacAddr([2, 0, 0, 0, 0, 0x12]);
+    let arp_answer = MacAddr([2, 0, 0, 0, 0, 0x11]);
+    for closer in [its_own, arp_answer] {
+        let (snap, mut p) = setup("on", 64);
+        established_from(&mut p, &snap, its_own);
+        for flags in [RST, FIN | ACK, SYN] {
+            let forged = seg(R, C, flags, REAL_ISN + 1, ISN.wrapping_add(1));
+            run(&mut p, &snap, &forged, NOW + 3).expect("on to the client");
+            assert_eq!(only_flow(&p).state(), FlowState::Established, "{flags:#x}");
+        }
+        assert_eq!(p.stats().nat_replies_unvouched.get(), 3);
+        let rst = seg(R, C, RST, REAL_ISN + 1, 0);
+        run_from(&mut p, &snap, &rst, closer, NOW + 4).expect("forwarded");
+        assert_eq!(only_flow(&p).state(), FlowState::Closed, "{closer:?}");
+        assert_eq!(p.stats().nat_replies_unvouched.get(), 3);
     }
 }
 
@@ -1271,7 +1325,11 @@ fn a_lost_syn_to_the_real_goes_again_after_the_interval_and_the_handshake_comple
     assert_eq!((ack.seq, ack.ack), (ISN.wrapping_add(1), REAL_ISN + 1));
     let f = only_flow(&p);
     assert!(!f.is_proxy_waiting() && f.state() == FlowState::Established);
-    assert_eq!(f.children, 0, "its SYN is done with");
+    assert_eq!(
+        f.children,
+        crate::flow::sender_mark(0, GATEWAY_MAC.0),
+        "its SYN is done with: where its real sends from instead"
+    );
     let out = release(&mut p, &snap, &mut list, late + 200);
     assert_eq!(out.len(), 2, "{out:?}");
     for o in out {

@@ -158,6 +158,7 @@ fn real_acks(ct: &mut Conntrack, snap: &Snapshot, port: u16, ack: u32, now: u32)
         seg(TcpFlags::ACK, 9000, ack),
         now,
         || true,
+        || 1,
     )
     .unwrap();
 }
@@ -202,6 +203,7 @@ fn an_established_nat_flow_continues_on_the_same_real_with_local_ids() {
         seg(TcpFlags::ACK, 9000, 5000).map(|s| Segment { len: 100, ..s }),
         11,
         || true,
+        || 1,
     )
     .unwrap();
     client_packet(&mut ct, &snap, 40000, seg(TcpFlags::ACK, 5000, 9100), 12).unwrap();
@@ -545,6 +547,37 @@ fn a_proxied_flow_keeps_its_translation() {
     ct.table().audit().unwrap();
 }
 
+/// A proxied flow synced from a peer never saw its real's SYN-ACK, so
+/// does not know where the real sends from: its real's RST is believed
+/// only from where the real is reached.
+#[test]
+fn a_synced_proxied_flow_believes_its_reals_rst_only_from_the_real() {
+    let snap = snapshot(CONFIG);
+    let mut ct = conntrack::<Ipv4Addr>(64);
+    let mut r = established(40000);
+    if let FlowChange::Update(u) = &mut r.change {
+        u.proxy = Some(ProxyState {
+            seq_offset: 0x1234_5678,
+            ts_offset: None,
+            client_wscale: None,
+            real_wscale: None,
+        });
+        u.trust = Trust::OneWay;
+    }
+    assert_eq!(ct.sync_install(&snap, &r, 0), Ok(Installed::Created));
+    let f = ct.find(&key(40000)).unwrap();
+    let (reply, hash) = (f.reply_key(), ct.table().reply_key_hash(&f.reply_key()));
+    for (from_real, state) in [(false, FlowState::Established), (true, FlowState::Closed)] {
+        let rst = seg(TcpFlags::RST, 9000, 0);
+        // Whatever mark the sender has, none is the flow's.
+        for mark in [1, u32::MAX] {
+            ct.reply(&snap, &reply, hash, rst, 1, || from_real, || mark)
+                .unwrap();
+        }
+        assert_eq!(ct.find(&key(40000)).unwrap().state(), state);
+    }
+}
+
 #[test]
 fn what_is_not_synced() {
     let snap = snapshot(CONFIG);
@@ -617,6 +650,7 @@ fn a_primary_records_creation_state_changes_refresh_and_end() {
             seg(TcpFlags::SYN | TcpFlags::ACK, 9000, 1001),
             2,
             || true,
+            || 1,
         )
         .unwrap();
     client_packet(
