@@ -667,10 +667,11 @@ fn neighbor_answers_say_router() {
 /// NAT66: a real's SYN-ACK forged from elsewhere (the router's MAC) is
 /// passed on but believed in nothing, so the client's ACK confirms no
 /// flow; from the real's own MAC it does (found in audit for IPv4: forged
-/// real segments pinned confirmed entries).
+/// real segments pinned confirmed entries). Once confirmed, the real's
+/// RST is believed from its own MAC only.
 #[test]
 fn a_real_forged_from_elsewhere_confirms_no_ipv6_flow() {
-    use crate::flow::Trust;
+    use crate::flow::{FlowState, Trust};
     let snap = snapshot_with_real_mac();
     let reals = [
         (v6("2001:2::11"), MacAddr([2, 0, 0, 0, 2, 0x11])),
@@ -694,6 +695,22 @@ fn a_real_forged_from_elsewhere_confirms_no_ipv6_flow() {
         let e = t.entries()[0];
         assert_eq!(t.trust(e), want, "forged: {forged}");
         assert_eq!(p.stats().nat_replies_unvouched.get(), u64::from(forged));
+        if forged {
+            continue;
+        }
+        // Confirmed: a RST forged from elsewhere changes nothing; the
+        // real's own closes the flow.
+        for (from, state) in [
+            (ROUTER, FlowState::Established),
+            (real_mac, FlowState::Closed),
+        ] {
+            let rst = tcp6((real, 8080), client, TcpFlags::RST, from);
+            let mut b = VecBuf::from_bytes(&rst);
+            assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::Transmit(0));
+            let t = p.flows6().unwrap();
+            assert_eq!(t.get(t.entries()[0]).state(), state, "{from:?}");
+        }
+        assert_eq!(p.stats().nat_replies_unvouched.get(), 1);
     }
 }
 

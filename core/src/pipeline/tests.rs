@@ -489,8 +489,13 @@ struct Handshaken {
 
 impl Handshaken {
     fn new(prepare: impl FnOnce(&mut Pipeline)) -> Handshaken {
-        let config = Config::parse(&without_syn_proxy(NAT_CONFIG)).unwrap();
-        let snap = compile(&config, &[MacAddr(OUR)]);
+        Handshaken::of(NAT_CONFIG, &[MacAddr(OUR)], prepare)
+    }
+
+    /// [`Handshaken::new`] on config `text` (its ports' MACs `macs`).
+    fn of(text: &str, macs: &[MacAddr], prepare: impl FnOnce(&mut Pipeline)) -> Handshaken {
+        let config = Config::parse(&without_syn_proxy(text)).unwrap();
+        let snap = compile(&config, macs);
         let client = (client_owned_by(0), 4000);
         let mut p = pipeline(&snap, 0, 2, 64);
         prepare(&mut p);
@@ -1997,13 +2002,22 @@ fn a_syn_on_a_half_closed_nat_flow_changes_nothing() {
 /// address forges the real's RST, and FIN, from the internet (the
 /// router's side: not the real's MAC) at exactly the sequence number the
 /// real stands at. Neither is believed: the flow stays established, and
-/// its packets go on. The real's own RST, from its MAC, still closes it
-/// (found in review: a forged real RST within the window closed it).
+/// its packets go on. Nor is one with the real's own MAC that comes in on
+/// another port than the real is reached through. The real's own RST,
+/// from its MAC on its port, still closes it (found in review: a forged
+/// real RST within the window closed it).
 #[test]
 fn a_forged_real_rst_or_fin_from_elsewhere_changes_nothing() {
     use crate::flow::FlowState;
     const RST_ACK: u8 = 0x14;
     const FIN_ACK: u8 = 0x11;
+    const LAN: [u8; 6] = [2, 0, 0, 0, 0, 3];
+    let two_ports = NAT_CONFIG.replacen(
+        "[[neighbors]]",
+        "[[ports]]\nname = \"lan\"\ndevice = \"net_null1\"\n\
+         address = \"198.19.5.2/24\"\nmac = \"02:00:00:00:00:03\"\n[[neighbors]]",
+        1,
+    );
     let Handshaken {
         snap,
         mut p,
@@ -2012,14 +2026,20 @@ fn a_forged_real_rst_or_fin_from_elsewhere_changes_nothing() {
         isn,
         real_isn,
         ..
-    } = Handshaken::new(|_| {});
+    } = Handshaken::of(&two_ports, &[MacAddr(OUR), MacAddr(LAN)], |_| {});
+    assert_eq!(snap.ports.len(), 2);
     for flags in [RST_ACK, FIN_ACK] {
         let forged = tcp_ack((real_ip, 8080), client, flags, real_isn + 1, isn + 1, OUR);
         let mut b = VecBuf::from_bytes(&forged);
         assert_eq!(p.process(&snap, 0, &mut b, 1), Verdict::Transmit(0));
         assert_eq!(only_state(&p), FlowState::Established, "{flags:#x}");
+        // The real's MAC, on the other port.
+        let forged = tcp_ack((real_ip, 8080), client, flags, real_isn + 1, isn + 1, LAN);
+        let mut b = VecBuf::from_bytes(&from_real(&snap, forged));
+        assert_eq!(p.process(&snap, 1, &mut b, 1), Verdict::Transmit(0));
+        assert_eq!(only_state(&p), FlowState::Established, "{flags:#x} on lan");
     }
-    assert_eq!(p.stats().nat_replies_unvouched.get(), 2);
+    assert_eq!(p.stats().nat_replies_unvouched.get(), 4);
     let mut ack = VecBuf::from_bytes(&tcp_ack(client, (VIP, 80), ACK, isn + 1, real_isn + 1, OUR));
     assert_eq!(p.process(&snap, 0, &mut ack, 2), Verdict::Transmit(0));
     let rst = tcp_ack((real_ip, 8080), client, RST_ACK, real_isn + 1, isn + 1, OUR);
