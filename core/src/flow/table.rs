@@ -160,7 +160,9 @@ pub struct Flow<A: FlowAddr = Ipv4Addr> {
     /// proxy answered, while it waits for its real (no template reads it
     /// then): the TTL of its SYN to the real and how often that SYN was
     /// sent again (`flow/synproxy.rs`, [`SynRetries`](super::synproxy::SynRetries));
-    /// 0 otherwise.
+    /// once its real answered, where the real sends from
+    /// ([`sender_mark`](super::synproxy::sender_mark); 0 on a flow synced
+    /// from a peer); 0 otherwise.
     pub children: u32,
     /// Whether this flow was placed through a persistence template.
     pub templated: bool,

@@ -573,6 +573,37 @@ fn a_forged_real_rst_fin_or_syn_from_elsewhere_leaves_a_proxied_flow_alone() {
     }
 }
 
+/// A re-send named while the flow waited, given back unsent after the
+/// real answered: the flow's fields are the answered flow's now (its
+/// real's sender mark in `children`), and nothing of them is undone, even
+/// when the mark's second byte reads as the re-send's count (found in
+/// review: only the count was compared).
+#[test]
+fn a_resend_given_back_after_the_answer_leaves_the_flow_alone() {
+    // A sender whose mark's second byte is 1, the count of the first
+    // re-send.
+    let mac = (0..=255u8)
+        .flat_map(|a| (0..=255u8).map(move |b| MacAddr([2, 0, 0, 0, a, b])))
+        .find(|m| (crate::flow::sender_mark(0, m.0) >> 8) as u8 == 1)
+        .expect("one in 256 has it");
+    let (snap, mut p) = setup("on", 64);
+    let cookie = handshake_to_real(&mut p, &snap);
+    let late = NOW + 1 + SYN_RTO_MS;
+    assert_eq!(
+        run(&mut p, &snap, &client_ack(cookie), late),
+        dropped(DropReason::SynProxyPending)
+    );
+    let due: Vec<_> = p.conntrack.take_syn_retries().iter().collect();
+    assert_eq!(due.len(), 1, "named");
+    let ack = run_from(&mut p, &snap, &real_synack(), mac, late + 1).expect("ACK to the real");
+    assert_eq!(ack.flags, ACK);
+    let answered = only_flow(&p);
+    assert_eq!(answered.children, crate::flow::sender_mark(0, mac.0));
+    assert_eq!(answered.syn_retries(), 1, "what the count would read");
+    p.conntrack.syn_resend_unsent(due[0]);
+    assert_eq!(only_flow(&p), answered);
+}
+
 #[test]
 fn a_real_that_refuses_resets_the_client_at_the_number_it_expects() {
     let (snap, mut p) = setup("on", 64);
