@@ -1040,13 +1040,16 @@ impl<A: FlowAddr> Conntrack<A> {
         // only from where the real's SYN-ACK came, or from where the real
         // is reached (found in review: a stranger who knew the tuple forged
         // the real's RST from the internet, and once its sequence number
-        // fell in the window the flow closed under the client). One from
-        // elsewhere still goes to the client, as for any NAT flow, which
-        // judges it by its own window.
+        // fell in the window the flow closed under the client); so is
+        // every segment of a flow synced from a peer until the real's ACK
+        // placed the client, as for plain NAT flows (found in review: a
+        // forged real ACK placed the client where a RST then closed the
+        // flow). One from elsewhere still goes to the client, as for any
+        // NAT flow, which judges it by its own window.
         let ends = seg
             .flags
             .intersects(TcpFlags::RST | TcpFlags::FIN | TcpFlags::SYN);
-        if ends && f.children != sender() && !from_real() {
+        if (ends || f.awaits_real(true)) && f.children != sender() && !from_real() {
             self.stats.nat_replies_unvouched.incr();
             f.seq_known &= !super::table::SYNCED;
         } else {

@@ -578,6 +578,40 @@ fn a_synced_proxied_flow_believes_its_reals_rst_only_from_the_real() {
     }
 }
 
+/// A forged real ACK on a proxied flow synced from a peer places nothing:
+/// a client RST where it said is not believed (found in review: the
+/// stranger's ACK placed the client, and its RST there closed the flow).
+/// The real's own ACK places it, and the client's RST there closes it.
+#[test]
+fn a_forged_real_ack_does_not_place_a_synced_proxied_flows_client() {
+    let snap = snapshot(CONFIG);
+    let mut ct = conntrack::<Ipv4Addr>(64);
+    let mut r = established(40000);
+    if let FlowChange::Update(u) = &mut r.change {
+        u.proxy = Some(ProxyState {
+            seq_offset: 0x1234_5678,
+            ts_offset: None,
+            client_wscale: None,
+            real_wscale: None,
+        });
+        u.trust = Trust::OneWay;
+    }
+    assert_eq!(ct.sync_install(&snap, &r, 0), Ok(Installed::Created));
+    let f = ct.find(&key(40000)).unwrap();
+    let (reply, hash) = (f.reply_key(), ct.table().reply_key_hash(&f.reply_key()));
+    for (now, from_real, state) in [
+        (1, false, FlowState::Established),
+        (3, true, FlowState::Closed),
+    ] {
+        let ack = seg(TcpFlags::ACK, 9000, 777_000);
+        ct.reply(&snap, &reply, hash, ack, now, || from_real, || 1)
+            .unwrap();
+        let rst = seg(TcpFlags::RST, 777_000, 0);
+        client_packet(&mut ct, &snap, 40000, rst, now + 1).unwrap();
+        assert_eq!(ct.find(&key(40000)).unwrap().state(), state, "{from_real}");
+    }
+}
+
 #[test]
 fn what_is_not_synced() {
     let snap = snapshot(CONFIG);
