@@ -342,3 +342,83 @@ fn the_vip_route_follows_its_reals_and_goes_first_on_a_clean_stop() {
     );
     assert!(log.contains("VIPs withdrawn, waiting 1s"), "{log}");
 }
+
+/// A switch that snoops MLD keeps the port's solicited-node group: the
+/// peer is a Linux bridge that queries every second and forgets a group 3
+/// s after its last report. The appliance gives the queries to lbk0, whose
+/// kernel answers for the addresses it holds; before, they were dropped,
+/// and the group (learnt from lbk0's reports when it came up) aged out,
+/// so that the switch would no longer have passed on neighbor
+/// solicitations for the port's address.
+#[test]
+fn a_snooping_switch_keeps_the_ports_solicited_node_group() {
+    if !privileged("a_snooping_switch_keeps_the_ports_solicited_node_group") {
+        return;
+    }
+    let dir = TempDir::new("netns-mld");
+    let switch = Netns::new("msw");
+    let lb = Netns::new("mlb");
+    veth(&switch, "sw0", &lb, "lb0");
+    switch.exec(&[
+        "ip",
+        "link",
+        "add",
+        "br0",
+        "type",
+        "bridge",
+        "mcast_snooping",
+        "1",
+        "mcast_querier",
+        "1",
+        "mcast_query_interval",
+        "100",
+        "mcast_query_response_interval",
+        "50",
+        "mcast_membership_interval",
+        "300",
+        "mcast_startup_query_interval",
+        "100",
+    ]);
+    switch.exec(&["ip", "link", "set", "sw0", "master", "br0"]);
+    switch.exec(&["ip", "link", "set", "br0", "up"]);
+    switch.exec(&["ip", "addr", "add", "2001:2::1/64", "dev", "br0", "nodad"]);
+    lb.exec(&["ip", "link", "add", "lbt-off", "type", "bridge"]);
+    lb.exec(&["ip", "link", "set", "lb0", "master", "lbt-off"]);
+    lb.exec(&["sysctl", "-qw", "net.ipv6.conf.lb0.disable_ipv6=1"]);
+    let prefix = DpdkPrefix::new("mld");
+    let config = dir.path("lb.toml");
+    std::fs::write(
+        &config,
+        common::with_control_socket(&CONFIG.replace("PREFIX", &prefix.0), &dir.0),
+    )
+    .unwrap();
+    let mut cmd = lb.command(BIN);
+    cmd.args(["-c", config.to_str().unwrap()]);
+    let mut app = Proc::spawn(cmd, &dir.path("lb.log"));
+    assert!(
+        app.wait_for_log("polling", Duration::from_secs(30)),
+        "did not start:\n{}",
+        app.log_text()
+    );
+    // 2001:2::2's solicited-node group, on the bridge's port to lb.
+    let listed = || {
+        let out = switch.exec(&["bridge", "mdb", "show", "dev", "br0"]);
+        String::from_utf8_lossy(&out.stdout).contains("port sw0 grp ff02::1:ff00:2 ")
+    };
+    wait_until("the group in the bridge", &app, listed);
+    // Three membership intervals: each would have forgotten it unless
+    // lbk0 answered a query within it.
+    let end = Instant::now() + Duration::from_secs(9);
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(250));
+        let mdb = switch.exec(&["bridge", "mdb", "show", "dev", "br0"]);
+        assert!(
+            listed(),
+            "the bridge forgot the port's group:\n{}\n{}",
+            String::from_utf8_lossy(&mdb.stdout),
+            app.log_text()
+        );
+    }
+    let code = app.stop("INT", Duration::from_secs(20));
+    assert_eq!(code, Some(0), "clean exit on SIGINT:\n{}", app.log_text());
+}

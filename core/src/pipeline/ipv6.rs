@@ -37,6 +37,20 @@ pub(super) fn is_link_local(a: Ipv6Addr) -> bool {
 
 /// The target of a neighbor-discovery message (unspecified if the message
 /// is too short to have one: `local::ndp` has refused it then).
+/// Whether `ip` is a multicast listener query as a router sends it: ICMPv6
+/// type 130 from a link-local address with hop limit 1 (RFC 2710 §3,
+/// RFC 3810 §5.1.14; a query from elsewhere is discarded there too).
+fn is_mld_query(ip: &Ipv6Meta) -> bool {
+    matches!(
+        ip.l4,
+        L4::Icmpv6 {
+            kind: Icmpv6Type::Unknown(130),
+            ..
+        }
+    ) && ip.src.is_unicast_link_local()
+        && ip.hop_limit == 1
+}
+
 fn ndp_target<B: PacketBuf>(ip: &Ipv6Meta, pkt: &B) -> Ipv6Addr {
     pkt.data()
         .get(ip.l4_start()..ip.end())
@@ -122,6 +136,17 @@ impl Pipeline {
             return Verdict::Drop(why);
         }
         if ip.dst.is_multicast() {
+            // A multicast listener query (MLD, RFC 3810 §5.1.14: from a
+            // link-local address, hop limit 1) is the kernel interface's
+            // to answer, for the groups of the addresses it holds (the
+            // port's among them): a switch that snoops MLD forgets a group
+            // whose listeners stop answering, and then no longer sends the
+            // port its neighbor solicitations (found in audit: they were
+            // dropped, so the port's solicited-node group aged out of
+            // such a switch minutes after start).
+            if is_mld_query(ip) {
+                return super::to_kernel_or(snap, in_port, ip.src.into(), DropReason::NotForUs);
+            }
             return Verdict::Drop(DropReason::NotForUs);
         }
         // A unicast packet in a multicast frame (RFC 1812 5.3.4, as for

@@ -739,3 +739,70 @@ fn a_nat66_reals_segment_to_the_floating_gateway6_gets_one_verdict() {
     assert_eq!(one, Verdict::Drop(DropReason::NotForUs));
     assert_eq!(v[0], one);
 }
+
+/// A multicast listener query as a router sends it (MLDv1, RFC 2710: 24
+/// bytes after a hop-by-hop header with Router Alert), from `src` with
+/// hop limit `hop_limit`, to ff02::1 in its group's frame.
+fn mld_query(src: Ipv6Addr, hop_limit: u8) -> Vec<u8> {
+    let all_nodes = v6("ff02::1");
+    let mut f = vec![0u8; 14 + 40 + 8 + 24];
+    let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+    eth.set_dst_addr(MacAddr([0x33, 0x33, 0, 0, 0, 1]));
+    eth.set_src_addr(ROUTER);
+    eth.set_ethertype(EtherType::Ipv6);
+    Ipv6Repr {
+        src,
+        dst: all_nodes,
+        next_header: IpProtocol::HopByHop,
+        payload_len: 8 + 24,
+        hop_limit,
+        traffic_class: 0,
+        flow_label: 0,
+    }
+    .emit(&mut Ipv6Packet::new_unchecked(&mut f[14..54]));
+    // Next header ICMPv6, length 0; Router Alert (MLD), then a PadN of 0.
+    f[54..62].copy_from_slice(&[58, 0, 5, 2, 0, 0, 1, 0]);
+    // A general query: no group, a maximum response delay of 0.
+    let mut m = crate::wire::Icmpv6Packet::new_unchecked(&mut f[62..]);
+    m.set_msg_type(Icmpv6Type::from(130));
+    m.fill_checksum(src, all_nodes);
+    f
+}
+
+/// Found in audit: MLD queries were dropped, so a port's kernel interface
+/// never answered one, and a switch that snoops MLD forgot the port's
+/// solicited-node group within minutes: neighbor solicitations for the
+/// port's address stopped reaching it. A query as routers send it goes
+/// to the kernel interface, which answers for the groups of the addresses
+/// it holds; one that is not (from a global address, or a hop limit other
+/// than 1) does not, and without a kernel interface nothing changes.
+#[test]
+fn an_mld_query_goes_to_the_kernel_interface() {
+    let kernel = CONFIG.replace(
+        "gateway6 = \"2001:2::1\"\n",
+        "gateway6 = \"2001:2::1\"\nkernel_interface = \"lbk0\"\n",
+    );
+    let router = v6("fe80::1");
+    for (text, with_kernel) in [(kernel.as_str(), true), (CONFIG, false)] {
+        let snap = snapshot(text);
+        assert_eq!(snap.ports[0].kernel, with_kernel);
+        let mut p = pipeline(&snap, 0, 1);
+        for (src, hop_limit, theirs) in [
+            (router, 1, with_kernel),
+            (v6("2001:2::1"), 1, false),
+            (router, 255, false),
+        ] {
+            let mut b = VecBuf::from_bytes(&mld_query(src, hop_limit));
+            let want = if theirs {
+                Verdict::ToKernel
+            } else {
+                Verdict::Drop(DropReason::NotForUs)
+            };
+            assert_eq!(
+                p.process(&snap, 0, &mut b, 0),
+                want,
+                "from {src}, hop limit {hop_limit}, kernel: {with_kernel}"
+            );
+        }
+    }
+}
