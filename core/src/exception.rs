@@ -75,15 +75,35 @@ pub enum Source {
 ///   drop packets from outside claiming them (BCP 38); TTL security on
 ///   single-hop sessions closes it.
 ///
+/// - multicast listener queries (MLD) from a link-local address with hop
+///   limit 1, past one hop-by-hop header.
+///
 /// Everything else goes in the other budgets: a flood of it, forged, must
-/// not take ARP, neighbor discovery, BGP and BFD down. (IPv6 with
-/// extension headers is not looked into: none of these use them.)
+/// not take ARP, neighbor discovery, MLD, BGP and BFD down. (IPv6 with
+/// other extension headers is not looked into: none of these use them.)
 pub fn is_control(frame: &[u8], source: impl Fn(IpAddr) -> Source) -> bool {
     match read(frame) {
         Some(Kernel::Arp) => true,
-        Some(Kernel::Ip(ip)) => l4_control(ip.protocol, ip.l4, ip.ttl, || source(ip.src)),
+        Some(Kernel::Ip(ip)) => {
+            l4_control(ip.protocol, ip.l4, ip.ttl, || source(ip.src)) || is_mld_query(&ip)
+        }
         None => false,
     }
+}
+
+/// A multicast listener query from a router on the link: ICMPv6 type 130
+/// from a link-local address with hop limit 1, past its hop-by-hop header
+/// (MLD carries Router Alert). No router forwards a link-local source, so
+/// only a host on the segment sends one; a query lost to a flood of the
+/// port's address would let a snooping switch forget the port's groups.
+fn is_mld_query(ip: &IpView<'_>) -> bool {
+    let IpAddr::V6(src) = ip.src else {
+        return false;
+    };
+    ip.protocol == crate::wire::IpProtocol::Icmpv6
+        && ip.ttl == 1
+        && src.is_unicast_link_local()
+        && ip.l4.first() == Some(&130)
 }
 
 /// What the budgets read of a frame for the kernel.
@@ -123,11 +143,18 @@ fn read(frame: &[u8]) -> Option<Kernel<'_>> {
             let ip = Ipv6Packet::new_checked(payload).ok()?;
             let l4 =
                 crate::wire::ipv6::HEADER_LEN..crate::wire::ipv6::HEADER_LEN + ip.payload().len();
+            let (mut protocol, mut l4) = (ip.next_header(), payload.get(l4)?);
+            // One hop-by-hop header (MLD's Router Alert) is looked past.
+            if protocol == crate::wire::IpProtocol::HopByHop {
+                let len = (usize::from(*l4.get(1)?) + 1) * 8;
+                protocol = crate::wire::IpProtocol::from(*l4.first()?);
+                l4 = l4.get(len..)?;
+            }
             Some(Kernel::Ip(IpView {
                 src: ip.src_addr().into(),
-                protocol: ip.next_header(),
+                protocol,
                 ttl: ip.hop_limit(),
-                l4: payload.get(l4)?,
+                l4,
             }))
         }
         _ => None,
@@ -195,7 +222,9 @@ pub fn kernel_class(
 ) -> KernelClass {
     match read(frame) {
         Some(Kernel::Arp) => KernelClass::Control,
-        Some(Kernel::Ip(ip)) if l4_control(ip.protocol, ip.l4, ip.ttl, || source(ip.src)) => {
+        Some(Kernel::Ip(ip))
+            if l4_control(ip.protocol, ip.l4, ip.ttl, || source(ip.src)) || is_mld_query(&ip) =>
+        {
             KernelClass::Control
         }
         Some(Kernel::Ip(ip)) if is_real(ip.src) => KernelClass::Reals,
@@ -371,6 +400,49 @@ mod tests {
     const NEAR: fn(IpAddr) -> Source = |_| Source::OnLink;
     const PEER: fn(IpAddr) -> Source = |_| Source::Peer;
     const OWN: fn(IpAddr) -> Source = |_| Source::Own;
+
+    /// An MLD query (Router Alert in a hop-by-hop header, then ICMPv6
+    /// type 130) from `src` with hop limit `hop_limit`.
+    fn mld_query(src: std::net::Ipv6Addr, hop_limit: u8) -> Vec<u8> {
+        use crate::wire::{EtherType, EthernetFrame, IpProtocol, Ipv6Packet};
+        let mut f = vec![0u8; 14 + 40 + 8 + 24];
+        let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+        eth.set_ethertype(EtherType::Ipv6);
+        let mut ip = Ipv6Packet::new_unchecked(eth.payload_mut());
+        ip.set_version(6);
+        ip.set_next_header(IpProtocol::HopByHop);
+        ip.set_payload_len(32);
+        ip.set_hop_limit(hop_limit);
+        ip.set_src_addr(src);
+        f[54..62].copy_from_slice(&[58, 0, 5, 2, 0, 0, 1, 0]);
+        f[62] = 130;
+        f
+    }
+
+    /// Found in audit: MLD queries now go to the kernel interface (which
+    /// answers them for a snooping switch), and a flood of the port's
+    /// address must not starve them: they are routing traffic from the
+    /// link. From a global address, or with another hop limit, they are
+    /// not.
+    #[test]
+    fn an_mld_query_from_the_link_is_control_traffic() {
+        let router: std::net::Ipv6Addr = "fe80::1".parse().unwrap();
+        let q = mld_query(router, 1);
+        assert!(is_control(&q, FAR));
+        assert_eq!(kernel_class(&q, FAR, |_| false), KernelClass::Control);
+        for q in [
+            mld_query("2001:2::1".parse().unwrap(), 1),
+            mld_query(router, 2),
+            mld_query(router, 255),
+        ] {
+            assert!(!is_control(&q, NEAR));
+            assert_eq!(kernel_class(&q, NEAR, |_| false), KernelClass::Other);
+        }
+        // A hop-by-hop header cut short is nothing.
+        let mut short = mld_query(router, 1);
+        short[55] = 9;
+        assert!(!is_control(&short, NEAR));
+    }
 
     #[test]
     fn routing_and_resolution_traffic_from_the_link_is_told_from_the_rest() {
