@@ -23,6 +23,42 @@ use lb_core::stats::WorkerStats;
 
 /// Slots of each hand-off ring between two workers (a power of two).
 const HANDOFF_RING: u32 = 4096;
+/// Receive and transmit descriptors per queue of a data port.
+const PORT_DESCRIPTORS: u16 = 1024;
+/// Receive and transmit descriptors per queue of a kernel interface's tap.
+const TAP_DESCRIPTORS: u16 = 256;
+
+/// How many mbufs can be out of the pool's reach at once under a flood,
+/// with `ports` data ports and `taps` kernel interfaces of `queues` queue
+/// pairs each, `workers` workers and a pool of `mbufs`: the rings that
+/// receiving fills and transmitting drains (each ring of each queue; a
+/// transmit ring keeps what it sent until its descriptors come round
+/// again), the hand-off rings between every ordered pair of workers, and
+/// the per-lcore caches of the workers and the main lcore (up to 1.5
+/// times the cache size each). (The rings, in `on_rings`; the hand-off
+/// rings, in `in_handoff`; the caches, in `in_caches`.)
+fn mbufs_held(ports: usize, taps: usize, queues: u16, workers: usize, mbufs: u32) -> MbufsHeld {
+    let queues = usize::from(queues);
+    MbufsHeld {
+        on_rings: ports * queues * 2 * usize::from(PORT_DESCRIPTORS)
+            + taps * queues * 2 * usize::from(TAP_DESCRIPTORS),
+        in_handoff: workers * workers.saturating_sub(1) * (HANDOFF_RING as usize - 1),
+        in_caches: (workers + 1) * dpdk::mempool_cache_size(mbufs) as usize * 3 / 2,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MbufsHeld {
+    on_rings: usize,
+    in_handoff: usize,
+    in_caches: usize,
+}
+
+impl MbufsHeld {
+    fn total(self) -> usize {
+        self.on_rings + self.in_handoff + self.in_caches
+    }
+}
 
 // The config bounds lcore ids by its own copy of DPDK's RTE_MAX_LCORE (it
 // does not link DPDK): the build fails if the DPDK linked here disagrees.
@@ -255,8 +291,8 @@ impl Dataplane {
                 queues,
                 mtu: p.mtu,
                 mempool,
-                rx_descriptors: 1024,
-                tx_descriptors: 1024,
+                rx_descriptors: PORT_DESCRIPTORS,
+                tx_descriptors: PORT_DESCRIPTORS,
                 mac: p.mac,
             };
             let (port, rx, tx) = Port::start(&eal, &setup)
@@ -291,8 +327,8 @@ impl Dataplane {
                 queues,
                 mtu: mtus[i],
                 mempool,
-                rx_descriptors: 256,
-                tx_descriptors: 256,
+                rx_descriptors: TAP_DESCRIPTORS,
+                tx_descriptors: TAP_DESCRIPTORS,
                 mac: Some(macs[i]),
             };
             let (tap, rx, tx) = Port::start(&eal, &setup).map_err(|e| {
@@ -322,21 +358,29 @@ impl Dataplane {
         // owner descheduled for a moment loses nothing; under a flood all of
         // them together can hold more mbufs than a small pool has, and the
         // ports' receive rings then go without (rx_nombuf) until the owners
-        // catch up: said at start.
-        let in_rings = n * n.saturating_sub(1) * (HANDOFF_RING as usize - 1);
-        // The data ports' receive rings, and the kernel interfaces' (their
-        // taps fill from the pool too: found in audit, they were left out).
-        let on_ports = config.ports.len() * usize::from(queues) * 1024
-            + kernel_ports.len() * usize::from(queues) * 256;
-        if in_rings + on_ports > config.dpdk.mbufs as usize {
+        // catch up: said at start, with what the rings of the ports and of
+        // the kernel interfaces (found in audit: first left out), their
+        // transmit rings and the lcores' caches (found in review: left out
+        // after that) hold too.
+        let held = mbufs_held(
+            config.ports.len(),
+            kernel_ports.len(),
+            queues,
+            n,
+            config.dpdk.mbufs,
+        );
+        if held.total() > config.dpdk.mbufs as usize {
             log::warn!(
-                "[dpdk] mbufs = {}: the receive rings ({on_ports}, kernel interfaces' \
-                 included) and the {} hand-off rings between the workers ({in_rings}) \
-                 can hold more than that under a flood; give the pool at least {} to \
-                 keep them from running it dry",
+                "[dpdk] mbufs = {}: the ports' receive and transmit rings ({}, kernel \
+                 interfaces' included), the {} hand-off rings between the workers ({}) \
+                 and the lcores' caches ({}) can hold more than that under a flood; give \
+                 the pool at least {} to keep them from running it dry",
                 config.dpdk.mbufs,
+                held.on_rings,
                 n * n.saturating_sub(1),
-                (in_rings + on_ports) * 2
+                held.in_handoff,
+                held.in_caches,
+                held.total() * 2
             );
         }
         let mut producers: Vec<Vec<Option<dpdk::RingProducer>>> =
@@ -621,6 +665,31 @@ impl Drop for Dataplane {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the start-up warning adds up: a default pool (16383) holds one
+    /// port of one queue pair and a worker; a second port with a kernel
+    /// interface and a second worker, whose hand-off rings alone hold
+    /// 8,190, do not fit.
+    #[test]
+    fn the_mbufs_the_rings_and_caches_hold_are_all_counted() {
+        let one = mbufs_held(1, 0, 1, 1, 16383);
+        assert_eq!(
+            one,
+            MbufsHeld {
+                on_rings: 2048,
+                in_handoff: 0,
+                in_caches: 2 * 384,
+            }
+        );
+        assert!(one.total() <= 16383);
+        let two = mbufs_held(2, 1, 2, 2, 16383);
+        assert_eq!(two.on_rings, 2 * 2 * 2048 + 2 * 512);
+        assert_eq!(two.in_handoff, 2 * 4095);
+        assert_eq!(two.in_caches, 3 * 384);
+        assert!(two.total() > 16383, "{two:?}");
+        // A small pool has small caches.
+        assert_eq!(mbufs_held(1, 0, 1, 1, 100).in_caches, 2 * 75);
+    }
 
     #[test]
     fn waiting_for_the_workers_is_bounded() {

@@ -19,6 +19,14 @@ unsafe impl Send for Mempool {}
 // SAFETY: as above; all shared-reference operations are thread-safe in DPDK.
 unsafe impl Sync for Mempool {}
 
+/// The per-lcore cache of a pool of `count` mbufs: it makes get and put
+/// cheap; DPDK wants it at most count / 1.5 and at most
+/// RTE_MEMPOOL_CACHE_MAX_SIZE (512). Each lcore's cache can hold up to 1.5
+/// times this many mbufs that no other lcore can take.
+pub fn cache_size(count: u32) -> u32 {
+    (count / 2).min(256)
+}
+
 impl Mempool {
     /// Creates a pool of `count` mbufs with `data_room` bytes each (headroom
     /// included) on the EAL's socket.
@@ -28,9 +36,7 @@ impl Mempool {
             errno: 22,
             hint: "no NUL bytes in names",
         })?;
-        // A per-lcore cache makes get/put cheap; DPDK wants it at most
-        // count / 1.5 and at most RTE_MEMPOOL_CACHE_MAX_SIZE (512).
-        let cache = (count / 2).min(256);
+        let cache = cache_size(count);
         // The platform's choice of pool (a NIC's hardware pool where it has
         // one), but only one that any number of threads may fill and empty
         // at once: the workers and the control thread all take and return

@@ -20,7 +20,7 @@ pub use eal::{Eal, EalInfo};
 pub use error::DpdkError;
 pub use lcore::{LaunchedLcore, LcoreId, JOB_PANICKED};
 pub use mbuf::{Drain, Mbuf, MbufBurst, MAX_BURST};
-pub use mempool::Mempool;
+pub use mempool::{cache_size as mempool_cache_size, Mempool};
 pub use port::{Port, PortId, PortSetup, PortStats, QueueId, RxQueue, TxQueue};
 pub use ring::{spsc_ring, RingConsumer, RingProducer};
 
