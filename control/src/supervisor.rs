@@ -255,8 +255,14 @@ impl Control {
         self.shared().announced = state;
     }
 
+    /// Whether report `r` counts: not the last word of a checker a
+    /// reload stopped or replaced.
+    fn counts(&self, r: &Report) -> bool {
+        self.health.is_current(r) && self.checkers.is_live(r)
+    }
+
     fn on_report(&mut self, r: Report) -> bool {
-        if !self.health.is_current(&r) || !self.checkers.is_live(&r) {
+        if !self.counts(&r) {
             return false; // the last word of a checker a reload stopped
         }
         let label = r.real.label();
@@ -588,11 +594,14 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
         }
         let mut changed = false;
         if let Some(r) = control.checkers.next_report(TICK) {
-            systemd.reported(&r.real);
-            changed |= control.on_report(r);
             let more: Vec<Report> = control.checkers.reports().collect();
-            for r in more {
-                systemd.reported(&r.real);
+            for r in std::iter::once(r).chain(more) {
+                // READY waits for the first word of each real's check as
+                // it runs now, not a replaced checker's last (noted in
+                // review: one of those counted as the real's first check).
+                if control.counts(&r) {
+                    systemd.reported(&r.real);
+                }
                 changed |= control.on_report(r);
             }
         }
