@@ -35,22 +35,37 @@ pub(super) fn is_link_local(a: Ipv6Addr) -> bool {
     a.segments()[0] & 0xffc0 == 0xfe80
 }
 
-/// The target of a neighbor-discovery message (unspecified if the message
-/// is too short to have one: `local::ndp` has refused it then).
-/// Whether `ip` is a multicast listener query as a router sends it: ICMPv6
-/// type 130 from a link-local address with hop limit 1 (RFC 2710 §3,
-/// RFC 3810 §5.1.14; a query from elsewhere is discarded there too).
-fn is_mld_query(ip: &Ipv6Meta) -> bool {
-    matches!(
-        ip.l4,
-        L4::Icmpv6 {
-            kind: Icmpv6Type::Unknown(130),
-            ..
-        }
-    ) && ip.src.is_unicast_link_local()
+/// Whether `ip`, in a frame to a group (`to_group`), is a multicast
+/// listener query as a router sends it: ICMPv6 type 130 from a link-local
+/// address with hop limit 1 (RFC 2710 §3, RFC 3810 §5.1.14; a query from
+/// elsewhere is discarded there too), right after the fixed header or one
+/// hop-by-hop header of 8 bytes (Router Alert), as routers write it.
+fn is_mld_query<B: PacketBuf>(ip: &Ipv6Meta, pkt: &B, to_group: bool) -> bool {
+    let fixed = IP + ipv6::HEADER_LEN;
+    let shape = match ip.l4_start() {
+        at if at == fixed => true,
+        at if at == fixed + 8 => pkt
+            .data()
+            .get(IP..)
+            .and_then(|b| Ipv6Packet::new_checked(b).ok())
+            .is_some_and(|h| h.next_header() == IpProtocol::HopByHop),
+        _ => false,
+    };
+    to_group
+        && shape
+        && matches!(
+            ip.l4,
+            L4::Icmpv6 {
+                kind: Icmpv6Type::Unknown(130),
+                ..
+            }
+        )
+        && ip.src.is_unicast_link_local()
         && ip.hop_limit == 1
 }
 
+/// The target of a neighbor-discovery message (unspecified if the message
+/// is too short to have one: `local::ndp` has refused it then).
 fn ndp_target<B: PacketBuf>(ip: &Ipv6Meta, pkt: &B) -> Ipv6Addr {
     pkt.data()
         .get(ip.l4_start()..ip.end())
@@ -144,7 +159,7 @@ impl Pipeline {
             // port its neighbor solicitations (found in audit: they were
             // dropped, so the port's solicited-node group aged out of
             // such a switch minutes after start).
-            if is_mld_query(ip) {
+            if is_mld_query(ip, pkt, to_group) {
                 return super::to_kernel_or(snap, in_port, ip.src.into(), DropReason::NotForUs);
             }
             return Verdict::Drop(DropReason::NotForUs);

@@ -804,5 +804,15 @@ fn an_mld_query_goes_to_the_kernel_interface() {
                 "from {src}, hop limit {hop_limit}, kernel: {with_kernel}"
             );
         }
+        // Not as routers send it: in a frame to our MAC (found in
+        // review), or behind a destination-options header.
+        let mut unicast = mld_query(router, 1);
+        EthernetFrame::new_unchecked(&mut unicast[..]).set_dst_addr(OUR);
+        let mut options = mld_query(router, 1);
+        Ipv6Packet::new_unchecked(&mut options[14..]).set_next_header(IpProtocol::from(60));
+        for (what, frame) in [("unicast frame", unicast), ("destination options", options)] {
+            let mut b = VecBuf::from_bytes(&frame);
+            assert_ne!(p.process(&snap, 0, &mut b, 0), Verdict::ToKernel, "{what}");
+        }
     }
 }
