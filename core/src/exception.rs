@@ -92,7 +92,8 @@ pub fn is_control(frame: &[u8], source: impl Fn(IpAddr) -> Source) -> bool {
 }
 
 /// A multicast listener query from a router on the link: ICMPv6 type 130
-/// from a link-local address with hop limit 1, past its hop-by-hop header
+/// from a link-local address with hop limit 1 to a group, past its
+/// hop-by-hop header
 /// (MLD carries Router Alert). No router forwards a link-local source, so
 /// only a host on the segment sends one; a query lost to a flood of the
 /// port's address would let a snooping switch forget the port's groups.
@@ -103,6 +104,7 @@ fn is_mld_query(ip: &IpView<'_>) -> bool {
     ip.protocol == crate::wire::IpProtocol::Icmpv6
         && ip.ttl == 1
         && src.is_unicast_link_local()
+        && ip.dst.is_multicast()
         && ip.l4.first() == Some(&130)
 }
 
@@ -116,6 +118,7 @@ enum Kernel<'a> {
 /// limit) and payload.
 struct IpView<'a> {
     src: IpAddr,
+    dst: IpAddr,
     protocol: crate::wire::IpProtocol,
     ttl: u8,
     l4: &'a [u8],
@@ -134,6 +137,7 @@ fn read(frame: &[u8]) -> Option<Kernel<'_>> {
             let l4 = ip.header_len()..ip.header_len() + ip.payload().len();
             Some(Kernel::Ip(IpView {
                 src: ip.src_addr().into(),
+                dst: ip.dst_addr().into(),
                 protocol: ip.protocol(),
                 ttl: ip.ttl(),
                 l4: payload.get(l4)?,
@@ -152,6 +156,7 @@ fn read(frame: &[u8]) -> Option<Kernel<'_>> {
             }
             Some(Kernel::Ip(IpView {
                 src: ip.src_addr().into(),
+                dst: ip.dst_addr().into(),
                 protocol,
                 ttl: ip.hop_limit(),
                 l4,
@@ -414,6 +419,7 @@ mod tests {
         ip.set_payload_len(32);
         ip.set_hop_limit(hop_limit);
         ip.set_src_addr(src);
+        ip.set_dst_addr("ff02::1".parse().unwrap());
         f[54..62].copy_from_slice(&[58, 0, 5, 2, 0, 0, 1, 0]);
         f[62] = 130;
         f
@@ -438,6 +444,11 @@ mod tests {
             assert!(!is_control(&q, NEAR));
             assert_eq!(kernel_class(&q, NEAR, |_| false), KernelClass::Other);
         }
+        // To a unicast address, it is no query (found in review).
+        let mut unicast = mld_query(router, 1);
+        crate::wire::Ipv6Packet::new_unchecked(&mut unicast[14..])
+            .set_dst_addr("fe80::2".parse().unwrap());
+        assert!(!is_control(&unicast, NEAR));
         // A hop-by-hop header cut short is nothing.
         let mut short = mld_query(router, 1);
         short[55] = 9;

@@ -12,7 +12,10 @@
 //!
 //! The kernel budget's `exception::is_control` reads the input as a frame:
 //! claiming an on-link source only ever adds to what counts, and without
-//! that claim only ARP and frames with TTL (hop limit) 255 count.
+//! that claim only ARP, frames with TTL (hop limit) 255 and multicast
+//! listener queries count (ICMPv6 type 130 from a link-local address with
+//! hop limit 1 to a group, behind at most one hop-by-hop header: no router
+//! forwards a link-local source).
 //!
 //! IPv6: the fixed header re-emits byte for byte; the extension-header walk
 //! ends inside the payload; ICMPv6 and NDP reprs round-trip and emit valid
@@ -68,13 +71,39 @@ fn kernel_budget(v: &mut Violations, frame: &[u8]) {
             Some([0x86, 0xdd]) => frame.get(14 + 7).copied(),
             _ => None,
         };
-        if ttl != Some(255) {
+        if ttl != Some(255) && !mld_query_from_link(frame) {
             v.add(
                 "wire.kernel-budget",
                 format!("counted from afar with TTL {ttl:?}"),
             );
         }
     }
+}
+
+/// Whether `frame` is an MLD query from the link, read here on its own:
+/// IPv6, hop limit 1, from a link-local address to a group, ICMPv6 type
+/// 130 right after the fixed header or one hop-by-hop header.
+fn mld_query_from_link(frame: &[u8]) -> bool {
+    let Some(ip) = frame.get(14..).and_then(|b| Ipv6Packet::new_checked(b).ok()) else {
+        return false;
+    };
+    if frame.get(12..14) != Some(&[0x86, 0xdd])
+        || ip.hop_limit() != 1
+        || !ip.src_addr().is_unicast_link_local()
+        || !ip.dst_addr().is_multicast()
+    {
+        return false;
+    }
+    let payload = ip.payload();
+    let (next, message) = if ip.next_header() == IpProtocol::HopByHop {
+        let Some(&units) = payload.get(1) else {
+            return false;
+        };
+        (payload[0], payload.get((usize::from(units) + 1) * 8..))
+    } else {
+        (u8::from(ip.next_header()), Some(payload))
+    };
+    next == 58 && message.and_then(|m| m.first()) == Some(&130)
 }
 
 /// Runs one `wire` input.
