@@ -84,7 +84,10 @@ fn kernel_budget(v: &mut Violations, frame: &[u8]) {
 /// IPv6, hop limit 1, from a link-local address to a group, ICMPv6 type
 /// 130 right after the fixed header or one hop-by-hop header.
 fn mld_query_from_link(frame: &[u8]) -> bool {
-    let Some(ip) = frame.get(14..).and_then(|b| Ipv6Packet::new_checked(b).ok()) else {
+    let Some(ip) = frame
+        .get(14..)
+        .and_then(|b| Ipv6Packet::new_checked(b).ok())
+    else {
         return false;
     };
     if frame.get(12..14) != Some(&[0x86, 0xdd])
