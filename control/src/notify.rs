@@ -201,11 +201,17 @@ impl FirstChecks {
         (self.total - self.pending.len(), self.total)
     }
 
-    /// A reload left `checked` as the reals under a check: those are
-    /// waited for (not yet reported), no others (found in audit: READY
-    /// waited for a real the reload had removed until the deadline; then
-    /// in review: it did not wait for one the reload added).
-    pub fn rechecked(&mut self, checked: &BTreeSet<RealKey>) {
+    /// A reload or a `ctl` change left `checked` as the reals under a
+    /// check, of which `fresh` are checked anew (a new real, or a changed
+    /// check): those not yet reported as checked now are waited for, no
+    /// others (found in audit: READY waited for a real the reload had
+    /// removed until the deadline; then in review: it did not wait for
+    /// one the reload added, nor for the new check of a real the old one
+    /// had reported).
+    pub fn rechecked(&mut self, checked: &BTreeSet<RealKey>, fresh: &BTreeSet<RealKey>) {
+        for k in fresh {
+            self.seen.remove(k);
+        }
         self.pending = checked
             .iter()
             .filter(|k| !self.seen.contains(*k))
@@ -316,6 +322,21 @@ impl Systemd {
         self.starting = Some(FirstChecks::new(checked, Instant::now(), wait));
     }
 
+    /// Whether READY is still to come (the first checks are awaited).
+    pub fn is_starting(&self) -> bool {
+        self.starting.is_some()
+    }
+
+    /// Before READY: the reals under a check are `checked` now, `fresh`
+    /// of them checked anew ([`FirstChecks::rechecked`]); a `ctl` change
+    /// says so as a reload does (found in review: after one, READY waited
+    /// for a deleted real until its deadline).
+    pub fn rechecked(&mut self, checked: &BTreeSet<RealKey>, fresh: &BTreeSet<RealKey>) {
+        if let Some(s) = self.starting.as_mut() {
+            s.rechecked(checked, fresh);
+        }
+    }
+
     /// A health report from `real` arrived.
     pub fn reported(&mut self, real: &RealKey) {
         if let Some(s) = self.starting.as_mut() {
@@ -424,10 +445,11 @@ impl Systemd {
         snap: &Snapshot,
         workers: usize,
         checked: &BTreeSet<RealKey>,
+        fresh: &BTreeSet<RealKey>,
     ) {
         self.refused = !ok;
-        if let Some(s) = self.starting.as_mut() {
-            s.rechecked(checked);
+        if self.starting.is_some() {
+            self.rechecked(checked, fresh);
             return;
         }
         let status = if self.stalled.is_empty() {
@@ -711,7 +733,7 @@ address = "198.18.0.12"
         sd.reloading();
         let got = recv_all();
         assert!(got[0].starts_with("RELOADING=1\n") && got[0].contains("\nMONOTONIC_USEC="));
-        sd.reloaded(false, &snap, 2, &BTreeSet::new());
+        sd.reloaded(false, &snap, 2, &BTreeSet::new(), &BTreeSet::new());
         assert!(recv_all()[0].starts_with("READY=1\nSTATUS=reload refused"));
 
         // Found in audit: a reload while a worker was stuck said
@@ -720,7 +742,7 @@ address = "198.18.0.12"
         assert!(recv_all()[0].contains("lcore 2 stuck"));
         sd.reloading();
         recv_all();
-        sd.reloaded(true, &snap, 2, &BTreeSet::new());
+        sd.reloaded(true, &snap, 2, &BTreeSet::new(), &BTreeSet::new());
         let got = recv_all();
         assert_eq!(
             got,
@@ -751,7 +773,13 @@ address = "198.18.0.12"
         // The reload removed the real on port 81, and was refused anyway
         // for something else: nothing is said before READY.
         sd.reloading();
-        sd.reloaded(false, &snap, 1, &BTreeSet::from([key(80)]));
+        sd.reloaded(
+            false,
+            &snap,
+            1,
+            &BTreeSet::from([key(80)]),
+            &BTreeSet::new(),
+        );
         assert!(recv_all().is_empty());
         sd.tick(&workers, &snap);
         let got = recv_all();
@@ -767,14 +795,28 @@ address = "198.18.0.12"
         let t0 = Instant::now();
         let mut f = FirstChecks::new([key(80), key(81)], t0, Duration::from_secs(5));
         f.reported(&key(80));
-        f.rechecked(&BTreeSet::from([key(80)]));
+        let none = BTreeSet::new();
+        f.rechecked(&BTreeSet::from([key(80)]), &none);
         assert_eq!(f.counts(), (1, 1));
         assert!(f.done(t0));
         // A real the reload added is waited for.
-        f.rechecked(&BTreeSet::from([key(80), key(82)]));
+        f.rechecked(
+            &BTreeSet::from([key(80), key(82)]),
+            &BTreeSet::from([key(82)]),
+        );
         assert_eq!(f.counts(), (1, 2));
         assert!(!f.done(t0));
         f.reported(&key(82));
+        assert!(f.done(t0));
+        // A real whose check changed is waited for again, although the
+        // old check reported (found in review).
+        f.rechecked(
+            &BTreeSet::from([key(80), key(82)]),
+            &BTreeSet::from([key(80)]),
+        );
+        assert_eq!(f.counts(), (1, 2));
+        assert!(!f.done(t0));
+        f.reported(&key(80));
         assert!(f.done(t0));
     }
 }

@@ -4,7 +4,7 @@
 //! workers see, always by publishing a whole new compiled snapshot.
 #![deny(unsafe_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -126,6 +126,23 @@ impl Health {
         }
         self.states = next;
         self.probes = probes;
+    }
+
+    /// The reals under a check now, and those of them checked anew since
+    /// the checks were `before` (a new real, or a changed check), for
+    /// READY's wait ([`notify::FirstChecks::rechecked`]).
+    fn checks_since(
+        &self,
+        before: &BTreeMap<RealKey, Probe>,
+    ) -> (BTreeSet<RealKey>, BTreeSet<RealKey>) {
+        let checked = self.probes.keys().cloned().collect();
+        let fresh = self
+            .probes
+            .iter()
+            .filter(|(k, p)| before.get(*k) != Some(*p))
+            .map(|(k, _)| k.clone())
+            .collect();
+        (checked, fresh)
     }
 
     /// Whether `r` is about a real as it is checked now: not the last
@@ -650,6 +667,8 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
         // between them (found in audit: the whole queue was drained first,
         // 16 changes to a 65,536-real config took 16 s, past the
         // watchdog, and clients that kept asking kept the loop here).
+        // Before READY, which first checks are awaited follows the changes.
+        let probes_before = systemd.is_starting().then(|| control.health.probes.clone());
         take_for(&changes_rx, CHANGES_TURN, |ch| {
             let r = if ch.too_late() {
                 Err("came too late: its client had given up, so nothing was changed".to_string())
@@ -661,14 +680,27 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
             }
             let _ = ch.reply.send(r);
         });
+        if let Some(before) = probes_before {
+            if before != control.health.probes {
+                let (checked, fresh) = control.health.checks_since(&before);
+                systemd.rechecked(&checked, &fresh);
+            }
+        }
         // Checks whose thread could not be started are tried again.
         control.checkers.retry();
         if reload.swap(false, Ordering::Relaxed) {
             log::info!("SIGHUP: reloading {}", control.path.display());
             systemd.reloading();
+            let before = control.health.probes.clone();
             let ok = control.reload();
-            let checked = control.health.states.keys().cloned().collect();
-            systemd.reloaded(ok, control.dataplane.snapshot(), workers.len(), &checked);
+            let (checked, fresh) = control.health.checks_since(&before);
+            systemd.reloaded(
+                ok,
+                control.dataplane.snapshot(),
+                workers.len(),
+                &checked,
+                &fresh,
+            );
         }
         systemd.tick(&workers, control.dataplane.snapshot());
         // Routes whose removal failed, tried again now and then.
@@ -858,6 +890,26 @@ mod tests {
             address: "198.18.0.11".parse().unwrap(),
             port,
         }
+    }
+
+    /// What READY's wait is told after a reload or a `ctl` change: the
+    /// reals checked now, and which of them anew.
+    #[test]
+    fn the_reals_checked_anew_are_new_or_checked_another_way() {
+        let mut h = Health::default();
+        h.sync(&config("kind = \"tcp\"", &[80, 81]));
+        let before = h.probes.clone();
+        h.sync(&config("kind = \"tcp\"\nfall = 5", &[80, 82]));
+        let (checked, fresh) = h.checks_since(&before);
+        assert_eq!(checked, BTreeSet::from([key(80), key(82)]));
+        assert_eq!(
+            fresh,
+            BTreeSet::from([key(82)]),
+            "new rise and fall: the same check"
+        );
+        let before = h.probes.clone();
+        h.sync(&config("kind = \"http\"", &[80, 82]));
+        assert_eq!(h.checks_since(&before).1, checked, "another check");
     }
 
     #[test]
