@@ -69,6 +69,9 @@ struct PortInner {
     /// The MTU the device really has (the configured one, unless the
     /// driver refused it).
     mtu: u16,
+    /// Descriptors per receive and per transmit queue, as the driver
+    /// adjusted them.
+    descriptors: (u16, u16),
 }
 
 /// The right to receive on one queue of one port. Not `Clone`: exactly one
@@ -315,6 +318,7 @@ impl Port {
                 mac: software_mac.unwrap_or(MacAddr(mac.addr_bytes)),
                 driver,
                 mtu,
+                descriptors: (nb_rx, nb_tx),
             }),
         };
         let rx = (0..setup.queues)
@@ -352,6 +356,12 @@ impl Port {
     /// refused that.
     pub fn mtu(&self) -> u16 {
         self.inner.mtu
+    }
+
+    /// Descriptors per receive and per transmit queue (what the driver
+    /// made of the ones asked for).
+    pub fn descriptors(&self) -> (u16, u16) {
+        self.inner.descriptors
     }
 
     /// The port's counters, as the driver keeps them.
