@@ -64,6 +64,14 @@ fn kernel_budget(v: &mut Violations, frame: &[u8]) {
             v.add("wire.kernel-budget", format!("a source {s:?} took it out"));
         }
     }
+    // Nor is a query from the link left to the rest's budget (found in
+    // review: the check went one way only).
+    if !far && mld_query_from_link(frame) {
+        v.add(
+            "wire.kernel-budget",
+            "an MLD query from the link in the rest's budget".to_string(),
+        );
+    }
     if far {
         let ttl = match frame.get(12..14) {
             Some([0x08, 0x06]) => Some(255),
