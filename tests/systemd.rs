@@ -440,3 +440,97 @@ fn config_errors_carry_the_error_priority_only_on_the_journal_stream() {
         "{text}"
     );
 }
+
+/// A real whose health check is never answered: the connection is
+/// accepted and held until the test ends.
+struct SilentReal {
+    port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl SilentReal {
+    fn start() -> SilentReal {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !s.load(Ordering::Relaxed) {
+                if let Ok((conn, _)) = listener.accept() {
+                    held.push(conn);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        SilentReal { port, stop }
+    }
+}
+
+impl Drop for SilentReal {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Found in review: a real deleted with `ctl` before READY was still
+/// awaited, and READY came only when the wait for first checks ran out
+/// (the check's timeout and a second). Now the deletion tells the wait,
+/// and READY follows the other real's first check.
+#[test]
+fn a_real_deleted_before_ready_is_not_waited_for() {
+    let dir = TempDir::new("systemd-ctl-before-ready");
+    let prefix = DpdkPrefix::new("systemd-ctl");
+    let silent = SilentReal::start();
+    let answering = SlowReal::start();
+    // Both checked with a 10 s timeout: the wait for first checks is 11 s.
+    let text = config(&prefix, answering.port, 5)
+        .replace("timeout = \"3s\"", "timeout = \"10s\"")
+        .replace("interval = \"5s\"", "interval = \"20s\"")
+        + &format!(
+            "[[services.reals]]\naddress = \"127.0.0.1\"\nport = {}\n",
+            silent.port
+        );
+    let path = dir.path("lb.toml");
+    std::fs::write(&path, common::with_control_socket(&text, &dir.0)).unwrap();
+    let stub = NotifyStub::bind(&dir.path("notify.sock"));
+    let mut cmd = Command::new(BIN);
+    cmd.args(["-c", path.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .env("NOTIFY_SOCKET", dir.path("notify.sock"));
+    let mut app = Proc::spawn(cmd, &dir.path("lb.log"));
+    assert!(
+        app.wait_for_log("control socket", Duration::from_secs(30)),
+        "did not start:\n{}",
+        app.log_text()
+    );
+    let out = Command::new(BIN)
+        .args(["ctl", "--socket"])
+        .arg(dir.path("ctl.sock"))
+        .args(["del-real", "web", &format!("127.0.0.1:{}", silent.port)])
+        .output()
+        .expect("lb-appliance ctl");
+    let deleted = Instant::now();
+    assert!(
+        out.status.success(),
+        "ctl del-real: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        app.log_text()
+    );
+    let ready = stub.wait_for(0, "READY=1", &app);
+    let (ready_at, msg) = &stub.all()[ready];
+    let after = ready_at.saturating_duration_since(deleted);
+    assert!(
+        after < Duration::from_secs(8),
+        "READY {} ms after the deletion: it waited for the deleted real ({msg})\n{}",
+        ms(after),
+        tail(&app.log_text(), 30)
+    );
+    assert!(
+        msg.contains("1 of 1 real(s) up"),
+        "READY after the other real's check: {msg}"
+    );
+    let code = app.stop("TERM", Duration::from_secs(20));
+    assert_eq!(code, Some(0), "clean stop:\n{}", tail(&app.log_text(), 30));
+}
