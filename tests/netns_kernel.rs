@@ -349,7 +349,9 @@ fn the_vip_route_follows_its_reals_and_goes_first_on_a_clean_stop() {
 /// kernel answers for the addresses it holds; before, they were dropped,
 /// and the group (learnt from lbk0's reports when it came up) aged out,
 /// so that the switch would no longer have passed on neighbor
-/// solicitations for the port's address.
+/// solicitations for the port's address. A VIP on the port's network,
+/// which only the dataplane holds, has its group joined on lbk0 and kept
+/// the same way.
 #[test]
 fn a_snooping_switch_keeps_the_ports_solicited_node_group() {
     if !privileged("a_snooping_switch_keeps_the_ports_solicited_node_group") {
@@ -387,11 +389,12 @@ fn a_snooping_switch_keeps_the_ports_solicited_node_group() {
     lb.exec(&["sysctl", "-qw", "net.ipv6.conf.lb0.disable_ipv6=1"]);
     let prefix = DpdkPrefix::new("mld");
     let config = dir.path("lb.toml");
-    std::fs::write(
-        &config,
-        common::with_control_socket(&CONFIG.replace("PREFIX", &prefix.0), &dir.0),
-    )
-    .unwrap();
+    let text = format!(
+        "{}\n[[services]]\nname = \"web6\"\nvip = \"2001:2::100\"\nport = 80\n\
+         [[services.reals]]\naddress = \"2001:2::1\"\nport = 8080\nforwarding = \"nat\"\n",
+        CONFIG.replace("PREFIX", &prefix.0)
+    );
+    std::fs::write(&config, common::with_control_socket(&text, &dir.0)).unwrap();
     let mut cmd = lb.command(BIN);
     cmd.args(["-c", config.to_str().unwrap()]);
     let mut app = Proc::spawn(cmd, &dir.path("lb.log"));
@@ -400,10 +403,13 @@ fn a_snooping_switch_keeps_the_ports_solicited_node_group() {
         "did not start:\n{}",
         app.log_text()
     );
-    // 2001:2::2's solicited-node group, on the bridge's port to lb.
+    // The solicited-node groups of 2001:2::2 (the port's) and of
+    // 2001:2::100 (the VIP's), on the bridge's port to lb.
     let listed = || {
         let out = switch.exec(&["bridge", "mdb", "show", "dev", "br0"]);
-        String::from_utf8_lossy(&out.stdout).contains("port sw0 grp ff02::1:ff00:2 ")
+        let mdb = String::from_utf8_lossy(&out.stdout).into_owned();
+        mdb.contains("port sw0 grp ff02::1:ff00:2 ")
+            && mdb.contains("port sw0 grp ff02::1:ff00:100 ")
     };
     wait_until("the group in the bridge", &app, listed);
     // Three membership intervals: each would have forgotten it unless
@@ -414,7 +420,7 @@ fn a_snooping_switch_keeps_the_ports_solicited_node_group() {
         let mdb = switch.exec(&["bridge", "mdb", "show", "dev", "br0"]);
         assert!(
             listed(),
-            "the bridge forgot the port's group:\n{}\n{}",
+            "the bridge forgot a group of the port's:\n{}\n{}",
             String::from_utf8_lossy(&mdb.stdout),
             app.log_text()
         );

@@ -128,6 +128,9 @@ pub struct Dataplane {
     /// The taps of the ports' kernel interfaces (interface name, device):
     /// the interfaces go when these close.
     kernel_ports: Vec<(String, Port)>,
+    /// Each kernel interface's port index and the groups it joins for the
+    /// addresses only the dataplane holds (`kernel::Groups`).
+    groups: Vec<(usize, kernel::Groups)>,
     workers: Vec<RunningWorker>,
     stop: Arc<AtomicBool>,
     snapshot: Arc<Snapshot>,
@@ -319,6 +322,7 @@ impl Dataplane {
         // The kernel interfaces: the port's MAC (so that the kernel takes
         // the frames addressed to the port) and MTU, then its addresses.
         let mut kernel_ports = Vec::new();
+        let mut groups = Vec::new();
         let mut taps_by_port = Vec::new();
         for (i, p) in config.ports.iter().enumerate() {
             let Some(name) = &p.kernel_interface else {
@@ -339,6 +343,7 @@ impl Dataplane {
                 StartError(format!("port {}: kernel interface {name}: {e}", p.name))
             })?;
             kernel::configure(p, name, mtus[i])?;
+            groups.push((i, kernel::Groups::open(name)?));
             log::info!(
                 "port {}: kernel interface {name} ({}, mac {}, {} queue pair(s))",
                 p.name,
@@ -405,6 +410,7 @@ impl Dataplane {
             eal,
             ports,
             kernel_ports,
+            groups,
             workers: Vec::new(),
             stop: Arc::clone(&stop),
             snapshot: Arc::clone(&snapshot),
@@ -499,6 +505,7 @@ impl Dataplane {
                 }
             }
         }
+        dp.join_groups();
         Ok(dp)
     }
 
@@ -581,6 +588,16 @@ impl Dataplane {
             w.updates.replace(Arc::clone(&snapshot));
         }
         self.snapshot = snapshot;
+        self.join_groups();
+    }
+
+    /// Has each kernel interface join the solicited-node groups of the
+    /// addresses only the dataplane holds on its port, as the running
+    /// snapshot has them (`kernel::Groups`).
+    fn join_groups(&mut self) {
+        for (port, g) in &mut self.groups {
+            g.update(&kernel::dataplane_only6(&self.snapshot, *port));
+        }
     }
 
     /// The workers that ended before the stop (a panic, caught at the

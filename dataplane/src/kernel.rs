@@ -14,6 +14,8 @@
 //! control thread: no netlink crate to carry for three commands.
 #![deny(unsafe_code)]
 
+use std::collections::BTreeSet;
+use std::net::{Ipv6Addr, UdpSocket};
 use std::process::Command;
 
 use lb_config::{MacAddr, PortConfig};
@@ -58,6 +60,105 @@ pub fn configure(port: &PortConfig, interface: &str, mtu: u16) -> Result<(), Sta
         ])?;
     }
     Ok(())
+}
+
+/// The solicited-node multicast group of `addr` (RFC 4291 §2.7.1):
+/// ff02::1:ff00:0/104 and the address's low 24 bits, where neighbor
+/// solicitations for it are sent.
+pub fn solicited_node(addr: Ipv6Addr) -> Ipv6Addr {
+    let a = addr.octets();
+    Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | u16::from(a[13]),
+        u16::from_be_bytes([a[14], a[15]]),
+    )
+}
+
+/// The IPv6 addresses the dataplane answers neighbor solicitations for on
+/// port `port` of `snap` but the kernel interface does not hold: the VIPs
+/// on the port's connected network and the floating gateway where this
+/// appliance is active (the port's own address the kernel holds, and
+/// joins its group itself).
+pub fn dataplane_only6(snap: &Snapshot, port: usize) -> BTreeSet<Ipv6Addr> {
+    let Some(p) = snap.ports.get(port) else {
+        return BTreeSet::new();
+    };
+    snap.vips6
+        .iter()
+        .copied()
+        .filter(|&v| p.connected6(v))
+        .chain(p.floating6)
+        .filter(|&a| p.ipv6() != Some(a))
+        .collect()
+}
+
+/// The solicited-node groups a kernel interface joins for the addresses
+/// only the dataplane holds ([`dataplane_only6`]): the kernel then reports
+/// them to a switch that snoops MLD (it answers the queries the pipeline
+/// gives it), so that the switch keeps passing on the solicitations for
+/// them (a VIP on the port's network, the floating gateway after a
+/// failover). Joined and left as the snapshot changes, through a socket
+/// that receives nothing (bound to the loopback address).
+#[derive(Debug)]
+pub struct Groups {
+    interface: String,
+    ifindex: u32,
+    socket: UdpSocket,
+    joined: BTreeSet<Ipv6Addr>,
+}
+
+impl Groups {
+    /// For kernel interface `interface` (already up).
+    pub fn open(interface: &str) -> Result<Groups, StartError> {
+        let path = format!("/sys/class/net/{interface}/ifindex");
+        let ifindex = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .ok_or_else(|| {
+                StartError(format!("kernel interface {interface}: no index in {path}"))
+            })?;
+        let socket = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).map_err(|e| {
+            StartError(format!(
+                "kernel interface {interface}: a socket for multicast groups: {e}"
+            ))
+        })?;
+        Ok(Groups {
+            interface: interface.to_string(),
+            ifindex,
+            socket,
+            joined: BTreeSet::new(),
+        })
+    }
+
+    /// Joins the groups of `addresses` not joined yet and leaves the rest;
+    /// a failure is logged and tried again at the next update.
+    pub fn update(&mut self, addresses: &BTreeSet<Ipv6Addr>) {
+        let wanted: BTreeSet<Ipv6Addr> = addresses.iter().map(|&a| solicited_node(a)).collect();
+        for g in self.joined.difference(&wanted).copied().collect::<Vec<_>>() {
+            if let Err(e) = self.socket.leave_multicast_v6(&g, self.ifindex) {
+                log::warn!("kernel interface {}: leaving {g}: {e}", self.interface);
+            }
+            self.joined.remove(&g);
+        }
+        for g in wanted.difference(&self.joined).copied().collect::<Vec<_>>() {
+            match self.socket.join_multicast_v6(&g, self.ifindex) {
+                Ok(()) => {
+                    self.joined.insert(g);
+                }
+                Err(e) => log::warn!("kernel interface {}: joining {g}: {e}", self.interface),
+            }
+        }
+    }
+
+    /// The groups joined now.
+    pub fn joined(&self) -> &BTreeSet<Ipv6Addr> {
+        &self.joined
+    }
 }
 
 fn ip(args: &[&str]) -> Result<(), StartError> {
@@ -205,5 +306,60 @@ mod tests {
     fn tap_vdevs_are_named_for_the_net_tap_driver_and_the_port() {
         assert_eq!(tap_vdev(0, "lbk0"), "net_tap_lb0,iface=lbk0");
         assert!(tap_device(3).starts_with("net_tap"));
+    }
+
+    #[test]
+    fn the_solicited_node_group_takes_the_low_24_bits() {
+        let g = |a: &str| solicited_node(a.parse().unwrap()).to_string();
+        assert_eq!(g("2001:2::2"), "ff02::1:ff00:2");
+        assert_eq!(g("2001:2::abcd:1234:5678"), "ff02::1:ff34:5678");
+        assert_eq!(g("fe80::1"), "ff02::1:ff00:1");
+    }
+
+    /// The VIPs on the port's network and the floating gateway where it
+    /// floats: the addresses the kernel interface does not hold.
+    #[test]
+    fn the_groups_are_of_what_only_the_dataplane_holds() {
+        use lb_config::Config;
+        use lb_core::snapshot::Ids;
+        let text = r#"
+[workers]
+lcores = [1]
+[[ports]]
+name = "wan"
+device = "net_null0"
+address = "198.18.0.2/24"
+address6 = "2001:2::2/64"
+kernel_interface = "lbk0"
+[[services]]
+name = "on-link"
+vip = "2001:2::100"
+port = 80
+[[services.reals]]
+address = "2001:2::11"
+port = 8080
+[[services]]
+name = "routed"
+vip = "2001:2:0:1::100"
+port = 80
+[[services.reals]]
+address = "2001:2::11"
+port = 8080
+"#;
+        let config = Config::parse(text).unwrap();
+        let mac = lb_config::MacAddr([2, 0, 0, 0, 0, 2]);
+        let mut snap =
+            Snapshot::compile(&config, &[mac], 1, &mut Ids::default(), |_, _, _| true).unwrap();
+        let v6 = |a: &str| a.parse::<Ipv6Addr>().unwrap();
+        assert_eq!(
+            dataplane_only6(&snap, 0),
+            BTreeSet::from([v6("2001:2::100")])
+        );
+        snap.float_gateways(None, Some(v6("2001:2::1")));
+        assert_eq!(
+            dataplane_only6(&snap, 0),
+            BTreeSet::from([v6("2001:2::1"), v6("2001:2::100")])
+        );
+        assert!(dataplane_only6(&snap, 1).is_empty(), "no such port");
     }
 }
