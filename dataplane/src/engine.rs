@@ -343,7 +343,15 @@ impl Dataplane {
                 StartError(format!("port {}: kernel interface {name}: {e}", p.name))
             })?;
             kernel::configure(p, name, mtus[i])?;
-            groups.push((i, kernel::Groups::open(name)?));
+            // Only for an IPv6 port, and never a reason not to start (a
+            // host with IPv6 turned off has no socket for it): without
+            // it, a switch that snoops MLD may forget the groups.
+            if p.address6.is_some() {
+                match kernel::Groups::open(name) {
+                    Ok(g) => groups.push((i, g)),
+                    Err(e) => log::warn!("{e}: the VIPs' multicast groups are not joined"),
+                }
+            }
             log::info!(
                 "port {}: kernel interface {name} ({}, mac {}, {} queue pair(s))",
                 p.name,
