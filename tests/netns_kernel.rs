@@ -69,6 +69,29 @@ fn metric(lb: &Netns, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// lb0 is also a kernel interface of lb's namespace, with the port's MAC:
+/// keep the kernel off it, or it would answer for lbk0's addresses there
+/// too (duplicate replies) and see its own frames. A bridge that stays
+/// down takes every frame after af_packet has seen it, and drops it.
+fn keep_kernel_off_lb0(lb: &Netns) {
+    lb.exec(&["ip", "link", "add", "lbt-off", "type", "bridge"]);
+    lb.exec(&["ip", "link", "set", "lb0", "master", "lbt-off"]);
+    lb.exec(&["sysctl", "-qw", "net.ipv6.conf.lb0.disable_ipv6=1"]);
+}
+
+/// The appliance in `lb` with `config`, polling.
+fn start(lb: &Netns, config: &std::path::Path, dir: &TempDir) -> Proc {
+    let mut cmd = lb.command(BIN);
+    cmd.args(["-c", config.to_str().unwrap()]);
+    let mut app = Proc::spawn(cmd, &dir.path("lb.log"));
+    assert!(
+        app.wait_for_log("polling", Duration::from_secs(30)),
+        "did not start:\n{}",
+        app.log_text()
+    );
+    app
+}
+
 fn wait_until(what: &str, app: &Proc, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + Duration::from_secs(20);
     while !cond() {
@@ -137,14 +160,7 @@ fn the_kernel_interface_carries_tcp_ping_neighbors_and_health_checks() {
     client.exec(&["ip", "addr", "add", "198.18.0.1/24", "dev", "cl0"]);
     client.exec(&["ip", "addr", "add", "2001:2::1/64", "dev", "cl0", "nodad"]);
     client.exec(&["ip", "route", "add", "198.18.1.0/24", "via", "198.18.0.2"]);
-    // lb0 is also a kernel interface of lb's namespace, with the port's
-    // MAC: keep the kernel off it, or it would answer for lbk0's addresses
-    // there too (duplicate replies) and see its own frames. A bridge that
-    // stays down takes every frame after af_packet has seen it, and drops
-    // it.
-    lb.exec(&["ip", "link", "add", "lbt-off", "type", "bridge"]);
-    lb.exec(&["ip", "link", "set", "lb0", "master", "lbt-off"]);
-    lb.exec(&["sysctl", "-qw", "net.ipv6.conf.lb0.disable_ipv6=1"]);
+    keep_kernel_off_lb0(&lb);
 
     let prefix = DpdkPrefix::new("kni");
     let config = dir.path("lb.toml");
@@ -166,14 +182,7 @@ fn the_kernel_interface_carries_tcp_ping_neighbors_and_health_checks() {
     ]);
     let _web = Proc::spawn(web, &dir.path("web.log"));
 
-    let mut cmd = lb.command(BIN);
-    cmd.args(["-c", config.to_str().unwrap()]);
-    let mut app = Proc::spawn(cmd, &dir.path("lb.log"));
-    assert!(
-        app.wait_for_log("polling", Duration::from_secs(30)),
-        "did not start:\n{}",
-        app.log_text()
-    );
+    let mut app = start(&lb, &config, &dir);
     let link = lb.exec(&["ip", "addr", "show", "dev", "lbk0"]);
     let link = String::from_utf8_lossy(&link.stdout);
     assert!(
@@ -282,9 +291,7 @@ fn the_vip_route_follows_its_reals_and_goes_first_on_a_clean_stop() {
     let lb = Netns::new("alb");
     veth(&client, "cl0", &lb, "lb0");
     client.exec(&["ip", "addr", "add", "198.18.0.1/24", "dev", "cl0"]);
-    lb.exec(&["ip", "link", "add", "lbt-off", "type", "bridge"]);
-    lb.exec(&["ip", "link", "set", "lb0", "master", "lbt-off"]);
-    lb.exec(&["sysctl", "-qw", "net.ipv6.conf.lb0.disable_ipv6=1"]);
+    keep_kernel_off_lb0(&lb);
     let prefix = DpdkPrefix::new("ann");
     let config = dir.path("lb.toml");
     let text = format!(
@@ -306,14 +313,7 @@ fn the_vip_route_follows_its_reals_and_goes_first_on_a_clean_stop() {
         Proc::spawn(web, &dir.path("web.log"))
     };
     let real = web(&dir);
-    let mut cmd = lb.command(BIN);
-    cmd.args(["-c", config.to_str().unwrap()]);
-    let mut app = Proc::spawn(cmd, &dir.path("lb.log"));
-    assert!(
-        app.wait_for_log("polling", Duration::from_secs(30)),
-        "did not start:\n{}",
-        app.log_text()
-    );
+    let mut app = start(&lb, &config, &dir);
     let routes = || {
         let out = lb.exec(&["ip", "-4", "route", "show", "table", "100"]);
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -384,9 +384,7 @@ fn a_snooping_switch_keeps_the_ports_solicited_node_group() {
     switch.exec(&["ip", "link", "set", "sw0", "master", "br0"]);
     switch.exec(&["ip", "link", "set", "br0", "up"]);
     switch.exec(&["ip", "addr", "add", "2001:2::1/64", "dev", "br0", "nodad"]);
-    lb.exec(&["ip", "link", "add", "lbt-off", "type", "bridge"]);
-    lb.exec(&["ip", "link", "set", "lb0", "master", "lbt-off"]);
-    lb.exec(&["sysctl", "-qw", "net.ipv6.conf.lb0.disable_ipv6=1"]);
+    keep_kernel_off_lb0(&lb);
     let prefix = DpdkPrefix::new("mld");
     let config = dir.path("lb.toml");
     let text = format!(
@@ -395,14 +393,7 @@ fn a_snooping_switch_keeps_the_ports_solicited_node_group() {
         CONFIG.replace("PREFIX", &prefix.0)
     );
     std::fs::write(&config, common::with_control_socket(&text, &dir.0)).unwrap();
-    let mut cmd = lb.command(BIN);
-    cmd.args(["-c", config.to_str().unwrap()]);
-    let mut app = Proc::spawn(cmd, &dir.path("lb.log"));
-    assert!(
-        app.wait_for_log("polling", Duration::from_secs(30)),
-        "did not start:\n{}",
-        app.log_text()
-    );
+    let mut app = start(&lb, &config, &dir);
     // The solicited-node groups of 2001:2::2 (the port's) and of
     // 2001:2::100 (the VIP's), on the bridge's port to lb.
     let listed = || {

@@ -547,11 +547,9 @@ fn a_proxied_flow_keeps_its_translation() {
     ct.table().audit().unwrap();
 }
 
-/// A proxied flow synced from a peer never saw its real's SYN-ACK, so
-/// does not know where the real sends from: its real's RST is believed
-/// only from where the real is reached.
-#[test]
-fn a_synced_proxied_flow_believes_its_reals_rst_only_from_the_real() {
+/// An established proxied flow of client port 40000 synced from a peer,
+/// with its reply key and that key's hash.
+fn synced_proxied_flow() -> (Snapshot, Conntrack, crate::flow::ReplyKey<Ipv4Addr>, u64) {
     let snap = snapshot(CONFIG);
     let mut ct = conntrack::<Ipv4Addr>(64);
     let mut r = established(40000);
@@ -565,8 +563,17 @@ fn a_synced_proxied_flow_believes_its_reals_rst_only_from_the_real() {
         u.trust = Trust::OneWay;
     }
     assert_eq!(ct.sync_install(&snap, &r, 0), Ok(Installed::Created));
-    let f = ct.find(&key(40000)).unwrap();
-    let (reply, hash) = (f.reply_key(), ct.table().reply_key_hash(&f.reply_key()));
+    let reply = ct.find(&key(40000)).unwrap().reply_key();
+    let hash = ct.table().reply_key_hash(&reply);
+    (snap, ct, reply, hash)
+}
+
+/// A proxied flow synced from a peer never saw its real's SYN-ACK, so
+/// does not know where the real sends from: its real's RST is believed
+/// only from where the real is reached.
+#[test]
+fn a_synced_proxied_flow_believes_its_reals_rst_only_from_the_real() {
+    let (snap, mut ct, reply, hash) = synced_proxied_flow();
     for (from_real, state) in [(false, FlowState::Established), (true, FlowState::Closed)] {
         let rst = seg(TcpFlags::RST, 9000, 0);
         // Whatever mark the sender has, none is the flow's.
@@ -584,21 +591,7 @@ fn a_synced_proxied_flow_believes_its_reals_rst_only_from_the_real() {
 /// The real's own ACK places it, and the client's RST there closes it.
 #[test]
 fn a_forged_real_ack_does_not_place_a_synced_proxied_flows_client() {
-    let snap = snapshot(CONFIG);
-    let mut ct = conntrack::<Ipv4Addr>(64);
-    let mut r = established(40000);
-    if let FlowChange::Update(u) = &mut r.change {
-        u.proxy = Some(ProxyState {
-            seq_offset: 0x1234_5678,
-            ts_offset: None,
-            client_wscale: None,
-            real_wscale: None,
-        });
-        u.trust = Trust::OneWay;
-    }
-    assert_eq!(ct.sync_install(&snap, &r, 0), Ok(Installed::Created));
-    let f = ct.find(&key(40000)).unwrap();
-    let (reply, hash) = (f.reply_key(), ct.table().reply_key_hash(&f.reply_key()));
+    let (snap, mut ct, reply, hash) = synced_proxied_flow();
     for (now, from_real, state) in [
         (1, false, FlowState::Established),
         (3, true, FlowState::Closed),
