@@ -94,6 +94,11 @@ impl std::error::Error for RunError {}
 struct Health {
     states: BTreeMap<RealKey, Hysteresis>,
     probes: BTreeMap<RealKey, Probe>,
+    /// The reals whose state `sync` made anew (a new real, or a changed
+    /// check) since [`Health::take_rechecks`], and whether it ran: what
+    /// READY's wait is told.
+    anew: BTreeSet<RealKey>,
+    resynced: bool,
 }
 
 impl Health {
@@ -117,7 +122,10 @@ impl Health {
                 let same = self.probes.get(&key) == Some(&probe);
                 let mut st = match self.states.remove(&key) {
                     Some(st) if same => st,
-                    _ => Hysteresis::new(h.rise, h.fall, h.initial == InitialHealth::Up),
+                    _ => {
+                        self.anew.insert(key.clone());
+                        Hysteresis::new(h.rise, h.fall, h.initial == InitialHealth::Up)
+                    }
                 };
                 st.retune(h.rise, h.fall);
                 next.insert(key.clone(), st);
@@ -126,23 +134,25 @@ impl Health {
         }
         self.states = next;
         self.probes = probes;
+        self.resynced = true;
     }
 
-    /// The reals under a check now, and those of them checked anew since
-    /// the checks were `before` (a new real, or a changed check), for
-    /// READY's wait ([`notify::FirstChecks::rechecked`]).
-    fn checks_since(
-        &self,
-        before: &BTreeMap<RealKey, Probe>,
-    ) -> (BTreeSet<RealKey>, BTreeSet<RealKey>) {
-        let checked = self.probes.keys().cloned().collect();
-        let fresh = self
-            .probes
-            .iter()
-            .filter(|(k, p)| before.get(*k) != Some(*p))
-            .map(|(k, _)| k.clone())
-            .collect();
-        (checked, fresh)
+    /// The reals under a check now.
+    fn checked(&self) -> BTreeSet<RealKey> {
+        self.probes.keys().cloned().collect()
+    }
+
+    /// If `sync` ran since the last call: the reals under a check now and
+    /// those of them whose state it made anew (a new real, a changed check,
+    /// also a real deleted and added again), for READY's wait
+    /// ([`notify::FirstChecks::rechecked`]); None otherwise, or when
+    /// `wanted` is false (after READY: nothing is built, and what was
+    /// noted is forgotten). Found in review: comparing the checks before
+    /// and after each turn cloned 65,536 of them per turn, and missed a
+    /// real deleted and added again within one.
+    fn take_rechecks(&mut self, wanted: bool) -> Option<(BTreeSet<RealKey>, BTreeSet<RealKey>)> {
+        let anew = std::mem::take(&mut self.anew);
+        (std::mem::take(&mut self.resynced) && wanted).then(|| (self.checked(), anew))
     }
 
     /// Whether `r` is about a real as it is checked now: not the last
@@ -492,6 +502,8 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
     systemd.starting_dataplane();
     let mut health = Health::default();
     health.sync(&config);
+    // The start's reals are the first checks awaited, not a change.
+    health.take_rechecks(false);
     let mut dataplane = Dataplane::start(&config, |s, a, p| health.is_up(&config, s, a, p))
         .map_err(RunError::Start)?;
     let sync = match (&config.sync, dataplane.take_sync_links()) {
@@ -667,8 +679,6 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
         // between them (found in audit: the whole queue was drained first,
         // 16 changes to a 65,536-real config took 16 s, past the
         // watchdog, and clients that kept asking kept the loop here).
-        // Before READY, which first checks are awaited follows the changes.
-        let probes_before = systemd.is_starting().then(|| control.health.probes.clone());
         take_for(&changes_rx, CHANGES_TURN, |ch| {
             let r = if ch.too_late() {
                 Err("came too late: its client had given up, so nothing was changed".to_string())
@@ -680,26 +690,26 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
             }
             let _ = ch.reply.send(r);
         });
-        if let Some(before) = probes_before {
-            if before != control.health.probes {
-                let (checked, fresh) = control.health.checks_since(&before);
-                systemd.rechecked(&checked, &fresh);
-            }
+        // Before READY, which first checks are awaited follows the changes.
+        if let Some((checked, anew)) = control.health.take_rechecks(systemd.is_starting()) {
+            systemd.rechecked(&checked, &anew);
         }
         // Checks whose thread could not be started are tried again.
         control.checkers.retry();
         if reload.swap(false, Ordering::Relaxed) {
             log::info!("SIGHUP: reloading {}", control.path.display());
             systemd.reloading();
-            let before = control.health.probes.clone();
             let ok = control.reload();
-            let (checked, fresh) = control.health.checks_since(&before);
+            let (checked, anew) = control
+                .health
+                .take_rechecks(systemd.is_starting())
+                .unwrap_or_else(|| (control.health.checked(), BTreeSet::new()));
             systemd.reloaded(
                 ok,
                 control.dataplane.snapshot(),
                 workers.len(),
                 &checked,
-                &fresh,
+                &anew,
             );
         }
         systemd.tick(&workers, control.dataplane.snapshot());
@@ -898,18 +908,26 @@ mod tests {
     fn the_reals_checked_anew_are_new_or_checked_another_way() {
         let mut h = Health::default();
         h.sync(&config("kind = \"tcp\"", &[80, 81]));
-        let before = h.probes.clone();
+        h.take_rechecks(false);
+        assert_eq!(h.take_rechecks(true), None, "nothing since");
         h.sync(&config("kind = \"tcp\"\nfall = 5", &[80, 82]));
-        let (checked, fresh) = h.checks_since(&before);
+        let (checked, anew) = h.take_rechecks(true).unwrap();
         assert_eq!(checked, BTreeSet::from([key(80), key(82)]));
         assert_eq!(
-            fresh,
+            anew,
             BTreeSet::from([key(82)]),
             "new rise and fall: the same check"
         );
-        let before = h.probes.clone();
         h.sync(&config("kind = \"http\"", &[80, 82]));
-        assert_eq!(h.checks_since(&before).1, checked, "another check");
+        assert_eq!(h.take_rechecks(true).unwrap().1, checked, "another check");
+        // Deleted and added again before anyone asked (found in review).
+        h.sync(&config("kind = \"http\"", &[80]));
+        h.sync(&config("kind = \"http\"", &[80, 82]));
+        assert_eq!(h.take_rechecks(true).unwrap().1, BTreeSet::from([key(82)]));
+        // After READY nothing is built, and nothing piles up.
+        h.sync(&config("kind = \"tcp\"", &[80, 82]));
+        assert_eq!(h.take_rechecks(false), None);
+        assert!(h.anew.is_empty());
     }
 
     #[test]
