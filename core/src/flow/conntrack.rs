@@ -580,9 +580,9 @@ impl<A: FlowAddr> Conntrack<A> {
     /// it from a spoofed client, and so pinned a confirmed entry per
     /// spoofed source, none of them evictable).
     ///
-    /// `sender` gives the packet's [`sender_mark`](super::sender_mark): a flow the SYN proxy
-    /// answered believes its real's RST, FIN and SYN from where its
-    /// SYN-ACK came, or where `from_real` says.
+    /// `sender` gives the packet's [`sender_mark`](super::sender_mark): a
+    /// flow the SYN proxy answered believes its real's RST, FIN and SYN
+    /// from where its SYN-ACK came, or where `from_real` says.
     #[inline]
     #[allow(clippy::too_many_arguments)]
     pub fn reply(
