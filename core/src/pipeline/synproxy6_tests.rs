@@ -288,25 +288,28 @@ fn established(p: &mut Pipeline, snap: &Snapshot) -> u32 {
 
 /// The IPv6 side of the IPv4 test of the same name: a forged real RST,
 /// FIN or SYN from the internet leaves a proxied flow established; the
-/// real's own RST, from where its SYN-ACK came (not its neighbor
-/// answer's MAC), closes it.
+/// real's own RST closes it, from where its SYN-ACK came (not its neighbor
+/// answer's MAC) or from its neighbor answer's MAC.
 #[test]
 fn a_forged_real_rst_fin_or_syn_from_elsewhere_leaves_a_proxied_flow_alone() {
     const FIN: u8 = 0x01;
     let its_own = MacAddr([2, 0, 0, 0, 0, 0x12]);
-    let (snap, mut p) = setup("on", 64);
-    handshake_to_real(&mut p, &snap);
-    let ack = run_from(&mut p, &snap, &real_synack(), its_own, NOW + 2).expect("ACK");
-    assert_eq!((ack.dst, ack.flags), (r(), ACK));
-    for flags in [RST, FIN | ACK, SYN] {
-        let forged = seg(r(), c(), flags, REAL_ISN + 1, ISN.wrapping_add(1));
-        run(&mut p, &snap, &forged, NOW + 3).expect("on to the client");
-        assert_eq!(only_flow(&p).state(), FlowState::Established, "{flags:#x}");
+    let nd_answer = MacAddr([2, 0, 0, 0, 0, 0x11]);
+    for closer in [its_own, nd_answer] {
+        let (snap, mut p) = setup("on", 64);
+        handshake_to_real(&mut p, &snap);
+        let ack = run_from(&mut p, &snap, &real_synack(), its_own, NOW + 2).expect("ACK");
+        assert_eq!((ack.dst, ack.flags), (r(), ACK));
+        for flags in [RST, FIN | ACK, SYN] {
+            let forged = seg(r(), c(), flags, REAL_ISN + 1, ISN.wrapping_add(1));
+            run(&mut p, &snap, &forged, NOW + 3).expect("on to the client");
+            assert_eq!(only_flow(&p).state(), FlowState::Established, "{flags:#x}");
+        }
+        assert_eq!(p.stats().nat_replies_unvouched.get(), 3);
+        let rst = seg(r(), c(), RST, REAL_ISN + 1, 0);
+        run_from(&mut p, &snap, &rst, closer, NOW + 4).expect("forwarded");
+        assert_eq!(only_flow(&p).state(), FlowState::Closed, "{closer:?}");
     }
-    assert_eq!(p.stats().nat_replies_unvouched.get(), 3);
-    let rst = seg(r(), c(), RST, REAL_ISN + 1, 0);
-    run_from(&mut p, &snap, &rst, its_own, NOW + 4).expect("forwarded");
-    assert_eq!(only_flow(&p).state(), FlowState::Closed);
 }
 
 fn only_flow(p: &Pipeline) -> Flow<Ipv6Addr> {
