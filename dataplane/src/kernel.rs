@@ -23,6 +23,7 @@ use lb_core::buffer::PacketBuf;
 use lb_core::exception::{self, KernelBudgets, KERNEL_BURST};
 use lb_core::snapshot::Snapshot;
 use lb_core::stats::{DropReason, WorkerStats};
+use lb_core::wire::ndp::solicited_node;
 
 use crate::dpdk::{Mbuf, MbufBurst, RxQueue, TxQueue};
 use crate::engine::StartError;
@@ -60,23 +61,6 @@ pub fn configure(port: &PortConfig, interface: &str, mtu: u16) -> Result<(), Sta
         ])?;
     }
     Ok(())
-}
-
-/// The solicited-node multicast group of `addr` (RFC 4291 §2.7.1):
-/// ff02::1:ff00:0/104 and the address's low 24 bits, where neighbor
-/// solicitations for it are sent.
-pub fn solicited_node(addr: Ipv6Addr) -> Ipv6Addr {
-    let a = addr.octets();
-    Ipv6Addr::new(
-        0xff02,
-        0,
-        0,
-        0,
-        0,
-        1,
-        0xff00 | u16::from(a[13]),
-        u16::from_be_bytes([a[14], a[15]]),
-    )
 }
 
 /// The IPv6 addresses the dataplane answers neighbor solicitations for on
@@ -387,14 +371,6 @@ mod tests {
         assert_eq!(g.joined().count(), 1500);
         g.update(&BTreeSet::new());
         assert_eq!(g.joined().count(), 0);
-    }
-
-    #[test]
-    fn the_solicited_node_group_takes_the_low_24_bits() {
-        let g = |a: &str| solicited_node(a.parse().unwrap()).to_string();
-        assert_eq!(g("2001:2::2"), "ff02::1:ff00:2");
-        assert_eq!(g("2001:2::abcd:1234:5678"), "ff02::1:ff34:5678");
-        assert_eq!(g("fe80::1"), "ff02::1:ff00:1");
     }
 
     /// The VIPs on the port's network and the floating gateway where it
