@@ -84,11 +84,14 @@ pub enum Source {
 pub fn is_control(frame: &[u8], source: impl Fn(IpAddr) -> Source) -> bool {
     match read(frame) {
         Some(Kernel::Arp) => true,
-        Some(Kernel::Ip(ip)) => {
-            l4_control(ip.protocol, ip.l4, ip.ttl, || source(ip.src)) || is_mld_query(&ip)
-        }
+        Some(Kernel::Ip(ip)) => ip_control(&ip, source),
         None => false,
     }
+}
+
+/// [`is_control`] for an IP packet.
+fn ip_control(ip: &IpView<'_>, source: impl Fn(IpAddr) -> Source) -> bool {
+    l4_control(ip.protocol, ip.l4, ip.ttl, || source(ip.src)) || is_mld_query(ip)
 }
 
 /// A multicast listener query from a router on the link: ICMPv6 type 130
@@ -229,11 +232,7 @@ pub fn kernel_class(
 ) -> KernelClass {
     match read(frame) {
         Some(Kernel::Arp) => KernelClass::Control,
-        Some(Kernel::Ip(ip))
-            if l4_control(ip.protocol, ip.l4, ip.ttl, || source(ip.src)) || is_mld_query(&ip) =>
-        {
-            KernelClass::Control
-        }
+        Some(Kernel::Ip(ip)) if ip_control(&ip, &source) => KernelClass::Control,
         Some(Kernel::Ip(ip)) if is_real(ip.src) => KernelClass::Reals,
         _ => KernelClass::Other,
     }

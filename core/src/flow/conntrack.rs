@@ -625,10 +625,7 @@ impl<A: FlowAddr> Conntrack<A> {
         // back after a failover, let its flow expire under it); an
         // unconfirmed entry stays evictable, so this pins nothing. Nothing
         // else of it is believed.
-        let ends = tcp.is_some_and(|s| {
-            s.flags
-                .intersects(TcpFlags::RST | TcpFlags::FIN | TcpFlags::SYN)
-        });
+        let ends = tcp.is_some_and(|s| s.ends_or_opens());
         let believed = (!ends && !f.awaits_real(tcp.is_some())) || from_real();
         let inputs = f.trust_inputs();
         f.last_seen = now;
@@ -1046,10 +1043,7 @@ impl<A: FlowAddr> Conntrack<A> {
         // forged real ACK placed the client where a RST then closed the
         // flow). One from elsewhere still goes to the client, as for any
         // NAT flow, which judges it by its own window.
-        let ends = seg
-            .flags
-            .intersects(TcpFlags::RST | TcpFlags::FIN | TcpFlags::SYN);
-        if (ends || f.awaits_real(true)) && f.children != sender() && !from_real() {
+        if (seg.ends_or_opens() || f.awaits_real(true)) && f.children != sender() && !from_real() {
             self.stats.nat_replies_unvouched.incr();
             f.seq_known &= !super::table::SYNCED;
         } else {

@@ -95,6 +95,14 @@ impl Segment {
                 .flags
                 .intersects(TcpFlags::ACK | TcpFlags::RST | TcpFlags::FIN)
     }
+
+    /// Whether it could end its flow or start it again (RST, FIN or SYN):
+    /// what is believed only from whom the flow trusts with that.
+    #[inline]
+    pub fn ends_or_opens(&self) -> bool {
+        self.flags
+            .intersects(TcpFlags::RST | TcpFlags::FIN | TcpFlags::SYN)
+    }
 }
 
 /// How far a segment's sequence number may lie from the next one its

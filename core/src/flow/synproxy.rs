@@ -106,8 +106,7 @@ pub fn sender_mark(port: usize, mac: [u8; 6]) -> u32 {
     let mut b = [0u8; 8];
     b[..6].copy_from_slice(&mac);
     let x = u64::from_le_bytes(b) ^ ((port as u64) << 48);
-    // A multiply mixes every bit into the high half (Fibonacci hashing).
-    ((x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32) | 1
+    ((super::hash::mix64(x) >> 32) as u32) | 1
 }
 
 /// The SYN to a waiting flow's real, as the flow rebuilds it: the first

@@ -307,10 +307,7 @@ impl<A: FlowAddr> Flow<A> {
             // in review, twice: a blind RST, then a blind segment followed
             // by a RST at its end). Only the real's ACK places the client;
             // TUN and DR, whose real's side is never seen, end by timeout.
-            if seg
-                .flags
-                .intersects(TcpFlags::RST | TcpFlags::FIN | TcpFlags::SYN)
-            {
+            if seg.ends_or_opens() {
                 return;
             }
         } else {
