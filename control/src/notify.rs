@@ -433,23 +433,15 @@ impl Systemd {
     }
 
     /// The reload is over: applied (`ok`) or refused, the running
-    /// configuration is `snap`, whose checked reals are `checked`. Before
-    /// READY it is only remembered: a refusal is said with READY, and the
-    /// first checks no longer awaited are not waited for. (Found in
+    /// configuration is `snap`. Before READY it is only remembered: a
+    /// refusal is said with READY (which reals are awaited then is told
+    /// through [`Self::rechecked`], as after a `ctl` change). (Found in
     /// audit: a refusal before READY was never said, and a reload while
     /// a worker was stuck put "running" back into STATUS until systemd
     /// killed the appliance.)
-    pub fn reloaded(
-        &mut self,
-        ok: bool,
-        snap: &Snapshot,
-        workers: usize,
-        checked: &BTreeSet<RealKey>,
-        fresh: &BTreeSet<RealKey>,
-    ) {
+    pub fn reloaded(&mut self, ok: bool, snap: &Snapshot, workers: usize) {
         self.refused = !ok;
         if self.starting.is_some() {
-            self.rechecked(checked, fresh);
             return;
         }
         let status = if self.stalled.is_empty() {
@@ -733,7 +725,7 @@ address = "198.18.0.12"
         sd.reloading();
         let got = recv_all();
         assert!(got[0].starts_with("RELOADING=1\n") && got[0].contains("\nMONOTONIC_USEC="));
-        sd.reloaded(false, &snap, 2, &BTreeSet::new(), &BTreeSet::new());
+        sd.reloaded(false, &snap, 2);
         assert!(recv_all()[0].starts_with("READY=1\nSTATUS=reload refused"));
 
         // Found in audit: a reload while a worker was stuck said
@@ -742,7 +734,7 @@ address = "198.18.0.12"
         assert!(recv_all()[0].contains("lcore 2 stuck"));
         sd.reloading();
         recv_all();
-        sd.reloaded(true, &snap, 2, &BTreeSet::new(), &BTreeSet::new());
+        sd.reloaded(true, &snap, 2);
         let got = recv_all();
         assert_eq!(
             got,
@@ -773,13 +765,8 @@ address = "198.18.0.12"
         // The reload removed the real on port 81, and was refused anyway
         // for something else: nothing is said before READY.
         sd.reloading();
-        sd.reloaded(
-            false,
-            &snap,
-            1,
-            &BTreeSet::from([key(80)]),
-            &BTreeSet::new(),
-        );
+        sd.rechecked(&BTreeSet::from([key(80)]), &BTreeSet::new());
+        sd.reloaded(false, &snap, 1);
         assert!(recv_all().is_empty());
         sd.tick(&workers, &snap);
         let got = recv_all();

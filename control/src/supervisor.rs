@@ -690,27 +690,20 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
             }
             let _ = ch.reply.send(r);
         });
-        // Before READY, which first checks are awaited follows the changes.
+        // Checks whose thread could not be started are tried again.
+        control.checkers.retry();
+        let reloaded = reload.swap(false, Ordering::Relaxed).then(|| {
+            log::info!("SIGHUP: reloading {}", control.path.display());
+            systemd.reloading();
+            control.reload()
+        });
+        // Before READY, which first checks are awaited follows the ctl
+        // changes and the reload.
         if let Some((checked, anew)) = control.health.take_rechecks(systemd.is_starting()) {
             systemd.rechecked(&checked, &anew);
         }
-        // Checks whose thread could not be started are tried again.
-        control.checkers.retry();
-        if reload.swap(false, Ordering::Relaxed) {
-            log::info!("SIGHUP: reloading {}", control.path.display());
-            systemd.reloading();
-            let ok = control.reload();
-            let (checked, anew) = control
-                .health
-                .take_rechecks(systemd.is_starting())
-                .unwrap_or_else(|| (control.health.checked(), BTreeSet::new()));
-            systemd.reloaded(
-                ok,
-                control.dataplane.snapshot(),
-                workers.len(),
-                &checked,
-                &anew,
-            );
+        if let Some(ok) = reloaded {
+            systemd.reloaded(ok, control.dataplane.snapshot(), workers.len());
         }
         systemd.tick(&workers, control.dataplane.snapshot());
         // Routes whose removal failed, tried again now and then.
