@@ -40,6 +40,10 @@
 //!   nor an IP frame (neighbor discovery aside) whose source belongs to
 //!   another port (`Snapshot::source_elsewhere`); and a frame is dropped
 //!   as `reverse_path` only for that, on a port with a kernel interface.
+//!   Of what is sent to an IPv6 group, only neighbor discovery and an MLD
+//!   query as routers send it (type 130 in a group's frame, from a
+//!   link-local address, hop limit 1, right after the fixed header or one
+//!   8-byte hop-by-hop header) reach the kernel.
 //! - `verdict.defer`: a deferred frame is untouched, a TCP segment from
 //!   the client the verdict names (`Defer6`: its IPv6 source) to a VIP,
 //!   deferred by the owner of its flow; a frame run again is never handed
@@ -779,6 +783,15 @@ impl Driver {
                         "verdict.to_kernel",
                         format!(
                             "a frame for the floating gateway {g} went to the kernel from port {}: {:02x?}",
+                            f.in_port, f.input
+                        ),
+                    );
+                }
+                if to_group6(&f.input) && !ndp_or_mld_query(&f.input) {
+                    self.v.add(
+                        "verdict.to_kernel",
+                        format!(
+                            "a frame to an IPv6 group, neither neighbor discovery nor an MLD query, went to the kernel from port {}: {:02x?}",
                             f.in_port, f.input
                         ),
                     );
@@ -1687,6 +1700,32 @@ fn audit_table<A: FlowAddr>(
 
 /// Whether a frame is a Neighbor Advertisement (which the pipeline may
 /// consume: it learned from it).
+/// Whether `f` is IPv6 to a multicast destination.
+fn to_group6(f: &[u8]) -> bool {
+    f.get(12..14) == Some(&[0x86, 0xdd]) && f.get(IP + 24) == Some(&0xff)
+}
+
+/// Whether `f` (IPv6 to a group) is neighbor discovery (past any extension
+/// headers), or an MLD query as routers send it, read here on its own.
+fn ndp_or_mld_query(f: &[u8]) -> bool {
+    let Some((proto, at)) = packet::layout6(f).and_then(|l| l.upper) else {
+        return false;
+    };
+    let kind = f.get(at).copied();
+    if proto != 58 {
+        return false;
+    }
+    if matches!(kind, Some(135 | 136)) {
+        return true;
+    }
+    let src = addr6(f, IP + 8);
+    kind == Some(130)
+        && f.get(..2) == Some(&[0x33, 0x33])
+        && f.get(IP + 7) == Some(&1)
+        && src.is_unicast_link_local()
+        && (at == IP + 40 || (at == IP + 48 && f.get(IP + 6) == Some(&0)))
+}
+
 fn is_advert(f: &[u8]) -> bool {
     packet::layout6(f).is_some_and(|l| matches!(l.upper, Some((58, at)) if f.get(at) == Some(&136)))
 }
