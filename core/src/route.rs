@@ -4,7 +4,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::snapshot::Snapshot;
+use crate::snapshot::{PortView, Snapshot};
 
 /// Whether no host can send from `a` (RFC 1812 5.3.7): 0/8, 127/8, a
 /// group (224/4) or 240/4, the limited broadcast included. Such a source
@@ -34,7 +34,13 @@ pub struct Route {
 
 #[inline]
 pub fn lookup(snap: &Snapshot, dst: Ipv4Addr) -> Option<Route> {
-    for (i, p) in snap.ports.iter().enumerate() {
+    lookup_in(&snap.ports, dst)
+}
+
+/// [`lookup`] over a snapshot's ports, before the snapshot is built.
+#[inline]
+pub fn lookup_in(ports: &[PortView], dst: Ipv4Addr) -> Option<Route> {
+    for (i, p) in ports.iter().enumerate() {
         if p.connected(dst) {
             return Some(Route {
                 port: i,
@@ -43,7 +49,7 @@ pub fn lookup(snap: &Snapshot, dst: Ipv4Addr) -> Option<Route> {
             });
         }
     }
-    snap.ports.iter().enumerate().find_map(|(i, p)| {
+    ports.iter().enumerate().find_map(|(i, p)| {
         p.gateway.map(|gw| Route {
             port: i,
             next_hop: gw,

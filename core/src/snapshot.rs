@@ -16,6 +16,7 @@ use lb_config::{
 
 use crate::flow::{mix64, FlowAddr, Timeouts};
 use crate::keymap::KeyMap;
+use crate::route;
 use crate::scheduler::{Backend, Scheduler};
 use crate::wire::IpProtocol;
 
@@ -466,6 +467,9 @@ pub struct Snapshot {
     real_addrs6: Keys6<Ipv6Addr>,
     /// Indexed by real id: whether the real is still configured.
     real_present: Vec<bool>,
+    /// Indexed by real id: where packets to that IPv4 real leave
+    /// ([`RealRoute`]); as long as the highest IPv4 real id.
+    real_routes: Vec<RealRoute>,
     /// The IPv6 reals of IPv4 services (4in6), by id: their IPv4 flows
     /// cannot hold the address.
     tunnel6_reals: HashMap<u32, Ipv6Addr>,
@@ -496,6 +500,82 @@ pub struct Snapshot {
 #[inline]
 fn endpoint_key(proto: u8, addr: Ipv4Addr, port: u16) -> u64 {
     (u64::from(u32::from(addr)) << 32) | (u64::from(port) << 8) | u64::from(proto)
+}
+
+/// Where packets to one IPv4 real leave, worked out when the snapshot is
+/// built: [`route::lookup`] of its address and the static neighbor of the
+/// next hop are fixed for a snapshot's life, and an established packet
+/// would otherwise look both up again (a scan of the ports and a hash
+/// probe). Learned neighbors change between packets and are still looked
+/// up when `mac` is None.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RealRoute {
+    /// The real's address (what a flow to it carries).
+    pub addr: Ipv4Addr,
+    /// The port's index in `ports`.
+    pub port: u8,
+    /// False for a real with no route (and for ids no IPv4 real has).
+    pub routed: bool,
+    /// Whether `addr` is on the port's connected network (`next_hop` is
+    /// then `addr`).
+    pub connected: bool,
+    pub mtu: u16,
+    pub next_hop: Ipv4Addr,
+    /// The port's own MAC, the frame's source.
+    pub src_mac: MacAddr,
+    /// The static neighbor entry of `next_hop`, if any: it wins over
+    /// anything learned.
+    pub mac: Option<MacAddr>,
+}
+
+/// [`RealRoute`] of every IPv4 real, by id.
+fn real_routes(
+    ports: &[PortView],
+    services: &[ServiceView],
+    static_neighbors: &[(Ipv4Addr, MacAddr)],
+    neighbor_index: &KeyMap,
+) -> Vec<RealRoute> {
+    let mut routes: Vec<RealRoute> = Vec::new();
+    for r in services.iter().flat_map(|s| &s.reals) {
+        let IpAddr::V4(addr) = r.address else {
+            continue;
+        };
+        let Some(at) = route::lookup_in(ports, addr) else {
+            continue;
+        };
+        let Ok(port) = u8::try_from(at.port) else {
+            continue;
+        };
+        let id = r.id as usize;
+        if routes.len() <= id {
+            routes.resize(
+                id + 1,
+                RealRoute {
+                    addr: Ipv4Addr::UNSPECIFIED,
+                    port: 0,
+                    routed: false,
+                    connected: false,
+                    mtu: 0,
+                    next_hop: Ipv4Addr::UNSPECIFIED,
+                    src_mac: MacAddr::ZERO,
+                    mac: None,
+                },
+            );
+        }
+        routes[id] = RealRoute {
+            addr,
+            port,
+            routed: true,
+            connected: at.connected,
+            mtu: ports[at.port].mtu,
+            next_hop: at.next_hop,
+            src_mac: ports[at.port].mac,
+            mac: neighbor_index
+                .get(u64::from(u32::from(at.next_hop)))
+                .map(|i| static_neighbors[i as usize].1),
+        };
+    }
+    routes
 }
 
 /// The scheduler's identity for a real: placement in Maglev and source
@@ -629,7 +709,7 @@ impl Snapshot {
         is_up: impl Fn(&str, IpAddr, u16) -> bool,
     ) -> Result<Snapshot, CompileError> {
         let timeouts = Timeouts::from_config(&config.flows)?;
-        let ports = config
+        let ports: Vec<PortView> = config
             .ports
             .iter()
             .zip(port_macs)
@@ -766,6 +846,7 @@ impl Snapshot {
         let static_neighbors6 =
             Keys6::build(neighbors6.iter().enumerate().map(|(i, n)| (n.0, i as u32)));
         let vip_set = KeyMap::build(vips.iter().map(|v| (u64::from(u32::from(*v)), 0)));
+        let real_routes = real_routes(&ports, &services, &static_neighbors, &neighbor_index);
         Ok(Snapshot {
             generation,
             ports,
@@ -791,6 +872,7 @@ impl Snapshot {
                 Keys6::build(real_addrs6)
             },
             real_present,
+            real_routes,
             tunnel6_reals,
             static_neighbors,
             neighbor_index,
@@ -1004,6 +1086,16 @@ impl Snapshot {
         self.real_present.get(id as usize).copied().unwrap_or(false)
     }
 
+    /// Where packets to the IPv4 real `id` at `addr` leave: None when it
+    /// has no route, or when `addr` is not that real's (then route by
+    /// address, which gives the same answer the long way).
+    #[inline(always)]
+    pub fn real_route(&self, id: u32, addr: Ipv4Addr) -> Option<&RealRoute> {
+        self.real_routes
+            .get(id as usize)
+            .filter(|r| r.routed && r.addr == addr)
+    }
+
     /// The static neighbor entry for `ip`.
     #[inline(always)]
     pub fn static_neighbor(&self, ip: Ipv4Addr) -> Option<MacAddr> {
@@ -1089,6 +1181,92 @@ mod tests {
         build(&fewer, 5, &mut ids, None);
         let back = build(&text(5), 6, &mut ids, None);
         assert!(!same(&edited, &back, 1));
+    }
+
+    /// The route worked out per real when the snapshot is built is the
+    /// one an address lookup and the static neighbors give, whichever way
+    /// the real is reached; and an address that is not the id's real's (a
+    /// flow of an id since given to another real) gets none.
+    #[test]
+    fn each_real_is_routed_as_its_address_would_be() {
+        let text = r#"
+[workers]
+lcores = [1]
+[[ports]]
+name = "lan"
+device = "net_null0"
+address = "198.18.0.2/24"
+mtu = 1400
+[[ports]]
+name = "wan"
+device = "net_null1"
+address = "198.19.0.2/24"
+gateway = "198.19.0.1"
+address6 = "2001:2::2/64"
+[[neighbors]]
+address = "198.18.0.11"
+mac = "02:00:00:00:00:11"
+[[neighbors]]
+address = "198.19.0.1"
+mac = "02:00:00:00:00:01"
+[[services]]
+name = "web"
+vip = "198.19.1.100"
+port = 80
+[[services.reals]]
+address = "198.18.0.11"
+[[services.reals]]
+address = "198.18.0.12"
+[[services.reals]]
+address = "198.19.7.7"
+[[services.reals]]
+address = "2001:2::7"
+forwarding = "tun"
+"#;
+        let config = Config::parse(text).unwrap();
+        let macs = [MacAddr([2, 0, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 3])];
+        let snap =
+            Snapshot::compile(&config, &macs, 1, &mut Ids::default(), |_, _, _| true).unwrap();
+        let mut seen = 0;
+        for r in &snap.services[0].reals {
+            let IpAddr::V4(addr) = r.address else {
+                assert!(snap.real_route(r.id, Ipv4Addr::UNSPECIFIED).is_none());
+                continue;
+            };
+            let long = route::lookup(&snap, addr).unwrap();
+            let got = *snap.real_route(r.id, addr).expect("a routed real");
+            assert_eq!(
+                (usize::from(got.port), got.next_hop, got.connected),
+                (long.port, long.next_hop, long.connected),
+                "{addr}"
+            );
+            assert_eq!(got.mtu, snap.ports[long.port].mtu);
+            assert_eq!(got.src_mac, snap.ports[long.port].mac);
+            assert_eq!(got.mac, snap.static_neighbor(long.next_hop), "{addr}");
+            assert!(snap
+                .real_route(r.id, Ipv4Addr::new(198, 18, 0, 99))
+                .is_none());
+            seen += 1;
+        }
+        assert_eq!(seen, 3);
+        let by = |a: &str| {
+            let a: Ipv4Addr = a.parse().unwrap();
+            let r = snap.services[0]
+                .reals
+                .iter()
+                .find(|r| r.address == IpAddr::V4(a));
+            *snap.real_route(r.unwrap().id, a).unwrap()
+        };
+        // Static neighbor, learned neighbor, and through the gateway.
+        assert_eq!(by("198.18.0.11").mac, Some(MacAddr([2, 0, 0, 0, 0, 0x11])));
+        assert_eq!(by("198.18.0.12").mac, None);
+        assert_eq!(by("198.18.0.12").mtu, 1400);
+        let far = by("198.19.7.7");
+        assert_eq!((far.port, far.connected), (1, false));
+        assert_eq!(far.mac, Some(MacAddr([2, 0, 0, 0, 0, 1])));
+        assert!(snap
+            .real_route(9_999, Ipv4Addr::new(198, 18, 0, 11))
+            .is_none());
     }
 
     const CONFIG: &str = r#"

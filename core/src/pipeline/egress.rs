@@ -14,7 +14,7 @@ use crate::buffer::PacketBuf;
 use crate::forward::{self, icmp, icmpv6, tunnel, IP};
 use crate::neighbor::{Lookup, NeighborCache};
 use crate::route;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{RealRoute, Snapshot};
 use crate::stats::{DropReason, WorkerStats};
 
 /// An ARP request the worker is to send.
@@ -512,6 +512,13 @@ impl Egress {
         if let Some(m) = snap.static_neighbor(next_hop) {
             return Some(m);
         }
+        self.learned(port, next_hop, now)
+    }
+
+    /// The learned neighbor `next_hop` on `port` (asked for when missing or
+    /// due a refresh): for a next hop with no static entry.
+    #[inline(always)]
+    fn learned(&mut self, port: usize, next_hop: Ipv4Addr, now: u32) -> Option<MacAddr> {
         match self.neighbors.lookup(next_hop, now) {
             Lookup::Found(m) => Some(m),
             Lookup::Refresh(m) => {
@@ -552,6 +559,69 @@ impl Egress {
             return Verdict::Drop(DropReason::TooBig);
         }
         self.link(snap, pkt, r.port, r.next_hop, now)
+    }
+
+    /// [`Self::route`] to the real `id` at `real` (NAT, after the rewrite):
+    /// by the route the snapshot worked out for it, else by address.
+    #[inline(always)]
+    pub fn route_to_real<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        id: u32,
+        real: Ipv4Addr,
+        ip_end: usize,
+        now: u32,
+    ) -> Verdict {
+        let Some(r) = snap.real_route(id, real) else {
+            return self.route(snap, pkt, real, ip_end, now);
+        };
+        if ip_end - IP > usize::from(r.mtu) {
+            return Verdict::Drop(DropReason::TooBig);
+        }
+        self.real_link(pkt, r, now)
+    }
+
+    /// [`Self::direct`] to the real `id` at `real`, as [`Self::route_to_real`].
+    #[inline(always)]
+    pub fn direct_to_real<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        id: u32,
+        real: Ipv4Addr,
+        ip_end: usize,
+        now: u32,
+    ) -> Verdict {
+        match snap.real_route(id, real) {
+            None => self.direct(snap, pkt, real, ip_end, now),
+            Some(r) if !r.connected => Verdict::Drop(DropReason::NoRoute),
+            Some(r) => {
+                if ip_end - IP > usize::from(r.mtu) {
+                    return Verdict::Drop(DropReason::TooBig);
+                }
+                self.real_link(pkt, r, now)
+            }
+        }
+    }
+
+    /// [`Self::link`] by a real's [`RealRoute`]: its static neighbor when
+    /// it has one, else the learned one.
+    #[inline(always)]
+    fn real_link<B: PacketBuf>(&mut self, pkt: &mut B, r: &RealRoute, now: u32) -> Verdict {
+        let mac = match r.mac {
+            Some(m) => Some(m),
+            None => self.learned(usize::from(r.port), r.next_hop, now),
+        };
+        let Some(mac) = mac else {
+            forward::set_macs(pkt.data_mut(), MacAddr::ZERO, r.src_mac);
+            return Verdict::Hold {
+                port: u16::from(r.port),
+                next_hop: r.next_hop,
+            };
+        };
+        forward::set_macs(pkt.data_mut(), mac, r.src_mac);
+        Verdict::Transmit(u16::from(r.port))
     }
 
     /// DR: the real must be on a connected segment, and the packet (ending
@@ -619,14 +689,22 @@ impl Egress {
         snap: &Snapshot,
         stats: &WorkerStats,
         pkt: &mut B,
-        real: Ipv4Addr,
+        (id, real): (u32, Ipv4Addr),
         client: Ipv4Addr,
         vip: Ipv4Addr,
         dont_fragment: bool,
         ip_end: usize,
         now: u32,
     ) -> (Verdict, bool) {
-        let Some(r) = route::lookup(snap, real) else {
+        let known = snap.real_route(id, real);
+        let Some(r) = known
+            .map(|r| route::Route {
+                port: usize::from(r.port),
+                next_hop: r.next_hop,
+                connected: r.connected,
+            })
+            .or_else(|| route::lookup(snap, real))
+        else {
             return (Verdict::Drop(DropReason::NoRoute), false);
         };
         let mtu = usize::from(snap.ports[r.port].mtu);
@@ -646,7 +724,10 @@ impl Egress {
         if !tunnel::encapsulate(pkt, inner, src, real) {
             return (Verdict::Drop(DropReason::NoHeadroom), false);
         }
-        (self.link(snap, pkt, r.port, r.next_hop, now), true)
+        match known {
+            Some(k) => (self.real_link(pkt, k, now), true),
+            None => (self.link(snap, pkt, r.port, r.next_hop, now), true),
+        }
     }
 
     /// Turns the packet into "fragmentation needed" from `from` to its

@@ -872,15 +872,21 @@ impl Pipeline {
             ForwardingMethod::Tunnel if real.is_unspecified() => {
                 self.tunnel_4in6(snap, pkt, ip, flow.0, flow.1, now)
             }
-            ForwardingMethod::Nat => (self.egress.route(snap, pkt, real, ip.end(), now), true),
-            ForwardingMethod::DirectRoute => {
-                (self.egress.direct(snap, pkt, real, ip.end(), now), true)
-            }
+            ForwardingMethod::Nat => (
+                self.egress
+                    .route_to_real(snap, pkt, flow.0, real, ip.end(), now),
+                true,
+            ),
+            ForwardingMethod::DirectRoute => (
+                self.egress
+                    .direct_to_real(snap, pkt, flow.0, real, ip.end(), now),
+                true,
+            ),
             ForwardingMethod::Tunnel => self.egress.tunnel(
                 snap,
                 &self.stats,
                 pkt,
-                real,
+                (flow.0, real),
                 ip.src,
                 ip.dst,
                 ip.dont_fragment,
