@@ -70,7 +70,13 @@ pub struct Route6 {
 /// `gateway6` (which may be link-local on that port).
 #[inline]
 pub fn lookup6(snap: &Snapshot, dst: Ipv6Addr) -> Option<Route6> {
-    for (i, p) in snap.ports.iter().enumerate() {
+    lookup6_in(&snap.ports, dst)
+}
+
+/// [`lookup6`] over a snapshot's ports, before the snapshot is built.
+#[inline]
+pub fn lookup6_in(ports: &[PortView], dst: Ipv6Addr) -> Option<Route6> {
+    for (i, p) in ports.iter().enumerate() {
         if p.connected6(dst) {
             return Some(Route6 {
                 port: i,
@@ -79,7 +85,7 @@ pub fn lookup6(snap: &Snapshot, dst: Ipv6Addr) -> Option<Route6> {
             });
         }
     }
-    snap.ports.iter().enumerate().find_map(|(i, p)| {
+    ports.iter().enumerate().find_map(|(i, p)| {
         p.gateway6.map(|gw| Route6 {
             port: i,
             next_hop: gw,

@@ -470,6 +470,8 @@ pub struct Snapshot {
     /// Indexed by real id: where packets to that IPv4 real leave
     /// ([`RealRoute`]); as long as the highest IPv4 real id.
     real_routes: Vec<RealRoute>,
+    /// The same for IPv6 reals (those of 4in6 included).
+    real_routes6: Vec<RealRoute<Ipv6Addr>>,
     /// The IPv6 reals of IPv4 services (4in6), by id: their IPv4 flows
     /// cannot hold the address.
     tunnel6_reals: HashMap<u32, Ipv6Addr>,
@@ -502,25 +504,27 @@ fn endpoint_key(proto: u8, addr: Ipv4Addr, port: u16) -> u64 {
     (u64::from(u32::from(addr)) << 32) | (u64::from(port) << 8) | u64::from(proto)
 }
 
-/// Where packets to one IPv4 real leave, worked out when the snapshot is
-/// built: [`route::lookup`] of its address and the static neighbor of the
-/// next hop are fixed for a snapshot's life, and an established packet
-/// would otherwise look both up again (a scan of the ports and a hash
-/// probe). Learned neighbors change between packets and are still looked
-/// up when `mac` is None.
+/// Where packets to one real leave, worked out when the snapshot is
+/// built: the route of its address ([`route::lookup`], [`route::lookup6`])
+/// and the static neighbor of the next hop are fixed for a snapshot's
+/// life, and an established packet would otherwise look both up again (a
+/// scan of the ports and a hash probe). Learned neighbors change between
+/// packets and are still looked up when `mac` is None. `A`: the real's
+/// family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RealRoute {
+pub struct RealRoute<A = Ipv4Addr> {
     /// The real's address (what a flow to it carries).
-    pub addr: Ipv4Addr,
+    pub addr: A,
     /// The port's index in `ports`.
     pub port: u8,
-    /// False for a real with no route (and for ids no IPv4 real has).
+    /// False for a real with no route (and for ids no real of this family
+    /// has).
     pub routed: bool,
     /// Whether `addr` is on the port's connected network (`next_hop` is
     /// then `addr`).
     pub connected: bool,
     pub mtu: u16,
-    pub next_hop: Ipv4Addr,
+    pub next_hop: A,
     /// The port's own MAC, the frame's source.
     pub src_mac: MacAddr,
     /// The static neighbor entry of `next_hop`, if any: it wins over
@@ -528,22 +532,26 @@ pub struct RealRoute {
     pub mac: Option<MacAddr>,
 }
 
-/// [`RealRoute`] of every IPv4 real, by id.
-fn real_routes(
+/// [`RealRoute`] of every real of family `A` (`family` picks its address
+/// out), by id: `lookup` routes an address (port, next hop, connected),
+/// `neighbor` is the static neighbor table.
+fn routes_of_reals<A: Copy>(
     ports: &[PortView],
     services: &[ServiceView],
-    static_neighbors: &[(Ipv4Addr, MacAddr)],
-    neighbor_index: &KeyMap,
-) -> Vec<RealRoute> {
-    let mut routes: Vec<RealRoute> = Vec::new();
+    unspecified: A,
+    family: impl Fn(IpAddr) -> Option<A>,
+    lookup: impl Fn(A) -> Option<(usize, A, bool)>,
+    neighbor: impl Fn(A) -> Option<MacAddr>,
+) -> Vec<RealRoute<A>> {
+    let mut routes: Vec<RealRoute<A>> = Vec::new();
     for r in services.iter().flat_map(|s| &s.reals) {
-        let IpAddr::V4(addr) = r.address else {
+        let Some(addr) = family(r.address) else {
             continue;
         };
-        let Some(at) = route::lookup_in(ports, addr) else {
+        let Some((at, next_hop, connected)) = lookup(addr) else {
             continue;
         };
-        let Ok(port) = u8::try_from(at.port) else {
+        let Ok(port) = u8::try_from(at) else {
             continue;
         };
         let id = r.id as usize;
@@ -551,12 +559,12 @@ fn real_routes(
             routes.resize(
                 id + 1,
                 RealRoute {
-                    addr: Ipv4Addr::UNSPECIFIED,
+                    addr: unspecified,
                     port: 0,
                     routed: false,
                     connected: false,
                     mtu: 0,
-                    next_hop: Ipv4Addr::UNSPECIFIED,
+                    next_hop: unspecified,
                     src_mac: MacAddr::ZERO,
                     mac: None,
                 },
@@ -566,13 +574,11 @@ fn real_routes(
             addr,
             port,
             routed: true,
-            connected: at.connected,
-            mtu: ports[at.port].mtu,
-            next_hop: at.next_hop,
-            src_mac: ports[at.port].mac,
-            mac: neighbor_index
-                .get(u64::from(u32::from(at.next_hop)))
-                .map(|i| static_neighbors[i as usize].1),
+            connected,
+            mtu: ports[at].mtu,
+            next_hop,
+            src_mac: ports[at].mac,
+            mac: neighbor(next_hop),
         };
     }
     routes
@@ -846,7 +852,32 @@ impl Snapshot {
         let static_neighbors6 =
             Keys6::build(neighbors6.iter().enumerate().map(|(i, n)| (n.0, i as u32)));
         let vip_set = KeyMap::build(vips.iter().map(|v| (u64::from(u32::from(*v)), 0)));
-        let real_routes = real_routes(&ports, &services, &static_neighbors, &neighbor_index);
+        let real_routes = routes_of_reals(
+            &ports,
+            &services,
+            Ipv4Addr::UNSPECIFIED,
+            |a| match a {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            },
+            |a| route::lookup_in(&ports, a).map(|r| (r.port, r.next_hop, r.connected)),
+            |a| {
+                neighbor_index
+                    .get(u64::from(u32::from(a)))
+                    .map(|i| static_neighbors[i as usize].1)
+            },
+        );
+        let real_routes6 = routes_of_reals(
+            &ports,
+            &services,
+            Ipv6Addr::UNSPECIFIED,
+            |a| match a {
+                IpAddr::V6(a) => Some(a),
+                IpAddr::V4(_) => None,
+            },
+            |a| route::lookup6_in(&ports, a).map(|r| (r.port, r.next_hop, r.connected)),
+            |a| static_neighbors6.get(&a).map(|i| neighbors6[i as usize].1),
+        );
         Ok(Snapshot {
             generation,
             ports,
@@ -873,6 +904,7 @@ impl Snapshot {
             },
             real_present,
             real_routes,
+            real_routes6,
             tunnel6_reals,
             static_neighbors,
             neighbor_index,
@@ -1096,6 +1128,14 @@ impl Snapshot {
             .filter(|r| r.routed && r.addr == addr)
     }
 
+    /// [`Self::real_route`] for an IPv6 real.
+    #[inline(always)]
+    pub fn real_route6(&self, id: u32, addr: Ipv6Addr) -> Option<&RealRoute<Ipv6Addr>> {
+        self.real_routes6
+            .get(id as usize)
+            .filter(|r| r.routed && r.addr == addr)
+    }
+
     /// The static neighbor entry for `ip`.
     #[inline(always)]
     pub fn static_neighbor(&self, ip: Ipv4Addr) -> Option<MacAddr> {
@@ -1185,8 +1225,9 @@ mod tests {
 
     /// The route worked out per real when the snapshot is built is the
     /// one an address lookup and the static neighbors give, whichever way
-    /// the real is reached; and an address that is not the id's real's (a
-    /// flow of an id since given to another real) gets none.
+    /// the real is reached and in either family; and an address that is
+    /// not the id's real's (a flow of an id since given to another real)
+    /// gets none.
     #[test]
     fn each_real_is_routed_as_its_address_would_be() {
         let text = r#"
@@ -1209,6 +1250,9 @@ mac = "02:00:00:00:00:11"
 [[neighbors]]
 address = "198.19.0.1"
 mac = "02:00:00:00:00:01"
+[[neighbors]]
+address = "2001:2::7"
+mac = "02:00:00:00:00:07"
 [[services]]
 name = "web"
 vip = "198.19.1.100"
@@ -1231,8 +1275,22 @@ forwarding = "tun"
         for r in &snap.services[0].reals {
             let IpAddr::V4(addr) = r.address else {
                 assert!(snap.real_route(r.id, Ipv4Addr::UNSPECIFIED).is_none());
+                let IpAddr::V6(addr) = r.address else {
+                    unreachable!()
+                };
+                let long = route::lookup6(&snap, addr).unwrap();
+                let got = *snap.real_route6(r.id, addr).expect("a routed real");
+                assert_eq!(
+                    (usize::from(got.port), got.next_hop, got.connected),
+                    (long.port, long.next_hop, long.connected)
+                );
+                assert_eq!(got.mac, Some(MacAddr([2, 0, 0, 0, 0, 7])));
+                assert!(snap
+                    .real_route6(r.id, "2001:2::8".parse().unwrap())
+                    .is_none());
                 continue;
             };
+            assert!(snap.real_route6(r.id, Ipv6Addr::UNSPECIFIED).is_none());
             let long = route::lookup(&snap, addr).unwrap();
             let got = *snap.real_route(r.id, addr).expect("a routed real");
             assert_eq!(

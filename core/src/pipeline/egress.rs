@@ -228,6 +228,13 @@ impl Egress {
         if let Some(m) = snap.static_neighbor6(next_hop) {
             return Some(m);
         }
+        self.learned6(port, next_hop, now)
+    }
+
+    /// [`Self::learned`] for IPv6 (solicited when missing or due a
+    /// refresh).
+    #[inline(always)]
+    fn learned6(&mut self, port: usize, next_hop: Ipv6Addr, now: u32) -> Option<MacAddr> {
         match self.neighbors6.lookup(next_hop, now) {
             Lookup::Found(m) => Some(m),
             Lookup::Refresh(m) => {
@@ -267,6 +274,67 @@ impl Egress {
             return Verdict::Drop(DropReason::TooBig);
         }
         self.link6(snap, pkt, r.port, r.next_hop, now)
+    }
+
+    /// [`Self::route6`] to the real `id` at `real`, as
+    /// [`Self::route_to_real`].
+    #[inline(always)]
+    pub fn route6_to_real<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        id: u32,
+        real: Ipv6Addr,
+        ip_end: usize,
+        now: u32,
+    ) -> Verdict {
+        let Some(r) = snap.real_route6(id, real) else {
+            return self.route6(snap, pkt, real, ip_end, now);
+        };
+        if ip_end - IP > usize::from(r.mtu) {
+            return Verdict::Drop(DropReason::TooBig);
+        }
+        self.real_link6(pkt, r, now)
+    }
+
+    /// [`Self::direct6`] to the real `id` at `real`, as
+    /// [`Self::route_to_real`].
+    #[inline(always)]
+    pub fn direct6_to_real<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        id: u32,
+        real: Ipv6Addr,
+        ip_end: usize,
+        now: u32,
+    ) -> Verdict {
+        match snap.real_route6(id, real) {
+            None => self.direct6(snap, pkt, real, ip_end, now),
+            Some(r) if !r.connected => Verdict::Drop(DropReason::NoRoute),
+            Some(r) => {
+                if ip_end - IP > usize::from(r.mtu) {
+                    return Verdict::Drop(DropReason::TooBig);
+                }
+                self.real_link6(pkt, r, now)
+            }
+        }
+    }
+
+    /// [`Self::link6`] by a real's [`RealRoute`].
+    #[inline(always)]
+    fn real_link6<B: PacketBuf>(
+        &mut self,
+        pkt: &mut B,
+        r: &RealRoute<Ipv6Addr>,
+        now: u32,
+    ) -> Verdict {
+        let port = usize::from(r.port);
+        let mac = match r.mac {
+            Some(m) => Some(m),
+            None => self.learned6(port, r.next_hop, now),
+        };
+        self.set_link6(pkt, port, r.src_mac, r.next_hop, mac)
     }
 
     /// DR for IPv6: the real must be on a connected segment.
@@ -374,13 +442,21 @@ impl Egress {
         &mut self,
         snap: &Snapshot,
         pkt: &mut B,
-        real: Ipv6Addr,
+        (id, real): (u32, Ipv6Addr),
         inner_len: usize,
         inner_v6: bool,
         flow_label: u32,
         now: u32,
     ) -> (Verdict, bool) {
-        let Some(r) = route::lookup6(snap, real) else {
+        let known = snap.real_route6(id, real);
+        let Some(r) = known
+            .map(|r| route::Route6 {
+                port: usize::from(r.port),
+                next_hop: r.next_hop,
+                connected: r.connected,
+            })
+            .or_else(|| route::lookup6(snap, real))
+        else {
             return (Verdict::Drop(DropReason::NoRoute), false);
         };
         let Some(src) = snap.ports[r.port].ipv6() else {
@@ -392,7 +468,10 @@ impl Egress {
         if !tunnel::encapsulate6(pkt, inner_len, inner_v6, src, real, flow_label) {
             return (Verdict::Drop(DropReason::NoHeadroom), false);
         }
-        (self.link6(snap, pkt, r.port, r.next_hop, now), true)
+        match known {
+            Some(k) => (self.real_link6(pkt, k, now), true),
+            None => (self.link6(snap, pkt, r.port, r.next_hop, now), true),
+        }
     }
 
     /// 4in6, before wrapping an IPv4 packet (ending at `ip_end`, from
@@ -434,7 +513,22 @@ impl Egress {
         now: u32,
     ) -> Verdict {
         let src = snap.ports[port].mac;
-        let Some(mac) = self.neighbor6(snap, port, next_hop, now) else {
+        let mac = self.neighbor6(snap, port, next_hop, now);
+        self.set_link6(pkt, port, src, next_hop, mac)
+    }
+
+    /// Sets the frame's MACs for `next_hop` on `port` (from `src`), or
+    /// holds it while `mac` is unknown.
+    #[inline(always)]
+    fn set_link6<B: PacketBuf>(
+        &mut self,
+        pkt: &mut B,
+        port: usize,
+        src: MacAddr,
+        next_hop: Ipv6Addr,
+        mac: Option<MacAddr>,
+    ) -> Verdict {
+        let Some(mac) = mac else {
             forward::set_macs(pkt.data_mut(), MacAddr::ZERO, src);
             if self.held6.len() >= HELD6 {
                 return Verdict::Drop(DropReason::NeighborUnresolved);

@@ -420,18 +420,26 @@ impl Pipeline {
                     ),
                 }
                 (
-                    self.egress.route6(snap, pkt, target.real, ip.end(), now),
+                    self.egress.route6_to_real(
+                        snap,
+                        pkt,
+                        target.real_id,
+                        target.real,
+                        ip.end(),
+                        now,
+                    ),
                     true,
                 )
             }
             ForwardingMethod::DirectRoute => (
-                self.egress.direct6(snap, pkt, target.real, ip.end(), now),
+                self.egress
+                    .direct6_to_real(snap, pkt, target.real_id, target.real, ip.end(), now),
                 true,
             ),
             ForwardingMethod::Tunnel => self.egress.tunnel6(
                 snap,
                 pkt,
-                target.real,
+                (target.real_id, target.real),
                 ip.packet_len(),
                 true,
                 tunnel::flow_label(key.hash()),
@@ -609,7 +617,15 @@ impl Pipeline {
             ForwardingMethod::Tunnel => {
                 let label = tunnel::flow_label(f.key().hash());
                 self.egress
-                    .tunnel6(snap, pkt, real, ip.packet_len(), true, label, now)
+                    .tunnel6(
+                        snap,
+                        pkt,
+                        (f.real_id, real),
+                        ip.packet_len(),
+                        true,
+                        label,
+                        now,
+                    )
                     .0
             }
         };

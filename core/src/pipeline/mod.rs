@@ -922,7 +922,7 @@ impl Pipeline {
         self.egress.tunnel6(
             snap,
             pkt,
-            real,
+            (real_id, real),
             usize::from(ip.total_len),
             false,
             label,
