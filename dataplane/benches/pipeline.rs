@@ -1,6 +1,7 @@
 //! Per-packet cost of `Pipeline::process` on prepared buffers, single
 //! thread, no DPDK: established flows (NAT, TUN, DR) with 1 thousand and
-//! 1 million active flows, and new flows (SYN: lookup miss, schedule,
+//! 1 million active flows, NAT replies (the real's side of the same
+//! flows), and new flows (SYN: lookup miss, schedule,
 //! insert) with `wrr` and `mh`, each for IPv4 and for IPv6 (NAT66, 6in6,
 //! DR; the rows named "IPv6 ...").
 //!
@@ -29,7 +30,7 @@ use std::time::Instant;
 
 use lb_config::{Config, MacAddr};
 use lb_core::buffer::RxChecksum;
-use lb_core::flow::Flow;
+use lb_core::flow::{Flow, Trust};
 use lb_core::pipeline::{Pipeline, Verdict};
 use lb_core::snapshot::{Ids, Snapshot};
 use lb_core::stats::DropReason;
@@ -553,6 +554,39 @@ impl Frames {
         }
     }
 
+    /// Slot `k` holds a NAT real's segment (TCP `flags`) to flow
+    /// `order[k]`'s client: from
+    /// `reals[i]` (the real's address, as the flow's rewritten SYN
+    /// carried it: 4 or 16 bytes) port 8080, in a frame from that real's
+    /// MAC (its static neighbor entry).
+    fn replies(family: Family, order: &[u32], reals: &[Vec<u8>], flags: u8) -> Frames {
+        // 198.18.0.1x -> 02:00:00:00:01:1x (the decimal digits as hex),
+        // 2001:2::1x -> 02:00:00:00:02:1x.
+        let real_mac = |a: &[u8], v6: bool| {
+            let last = a[a.len() - 1];
+            let last = if v6 {
+                last
+            } else {
+                ((last / 10) << 4) | (last % 10)
+            };
+            MacAddr([2, 0, 0, 0, if v6 { 2 } else { 1 }, last])
+        };
+        match family {
+            Family::V4 => Frames::V4(Pool::build(order, |f, i| {
+                let a = &reals[i as usize];
+                let real = Ipv4Addr::new(a[0], a[1], a[2], a[3]);
+                write_tcp(f, (real, 8080), client(i), flags);
+                EthernetFrame::new_unchecked(f).set_src_addr(real_mac(a, false));
+            })),
+            Family::V6 => Frames::V6(Pool::build(order, |f, i| {
+                let a = &reals[i as usize];
+                let real = Ipv6Addr::from(<[u8; 16]>::try_from(&a[..]).unwrap());
+                write_tcp6(f, (real, 8080), client6(i), flags);
+                EthernetFrame::new_unchecked(f).set_src_addr(real_mac(a, true));
+            })),
+        }
+    }
+
     /// Restores frame `k` into `buf` (outside any timed loop).
     fn restore(&self, buf: &mut Buf, k: usize) {
         match self {
@@ -1018,6 +1052,87 @@ impl Bench {
         self.rows_of(&names, samples, &b);
     }
 
+    /// For each of `families`: opens `n` NAT flows with a handshake (the
+    /// client's SYN, the real's SYN-ACK, the client's ACK: confirmed, as
+    /// a live connection is), then times their reals' ACKs back to the
+    /// clients (the other half of a NAT flow's packets: reply key lookup,
+    /// rewrite of the source, routed to the client through the gateway),
+    /// in bursts.
+    fn replies(&mut self, n: usize, bases: Bases, families: &[Family]) {
+        let name = format!("NAT replies, {}", label(n));
+        let (families, names) = self.wanted_families(families, &name);
+        if families.is_empty() {
+            return;
+        }
+        let mut pipes = Vec::new();
+        let mut pools = Vec::new();
+        for &family in &families {
+            let mut p = self.pipeline();
+            let opened = shuffled(n, 2);
+            let syns = Frames::new(family, &opened, Svc::Nat, 80, SYN);
+            let mut buf = Buf::from_bytes(syns.frame(0));
+            // Each flow's real, as its rewritten SYN says.
+            let mut reals = vec![Vec::new(); n];
+            for (k, &i) in opened.iter().enumerate() {
+                syns.restore(&mut buf, k);
+                assert_eq!(
+                    p.process(&self.snap, 0, &mut buf, NOW),
+                    Verdict::Transmit(0)
+                );
+                let d = buf.data();
+                reals[i as usize] = match family {
+                    Family::V4 => d[30..34].to_vec(),
+                    Family::V6 => d[38..54].to_vec(),
+                };
+            }
+            let answers = Frames::replies(family, &opened, &reals, SYN | ACK);
+            let acks = Frames::new(family, &opened, Svc::Nat, 80, ACK);
+            for k in 0..n {
+                for step in [&answers, &acks] {
+                    step.restore(&mut buf, k);
+                    assert_eq!(
+                        p.process(&self.snap, 0, &mut buf, NOW),
+                        Verdict::Transmit(0)
+                    );
+                }
+            }
+            assert!(
+                confirmed(&p, family) == n,
+                "{name}: every handshake confirmed its flow"
+            );
+            let frames = Frames::replies(family, &shuffled(n, 1), &reals, ACK);
+            let mut buf = Buf::from_bytes(frames.frame(0));
+            assert_eq!(
+                p.process(&self.snap, 0, &mut buf, NOW),
+                Verdict::Transmit(0),
+                "{name}: a real's reply goes back"
+            );
+            let d = buf.data();
+            match family {
+                Family::V4 => assert_eq!(&d[26..30], &VIP_NAT.octets(), "from the VIP"),
+                Family::V6 => assert_eq!(&d[22..38], &VIP6_NAT.octets(), "from the VIP"),
+            }
+            assert_eq!(&d[..6], &GATEWAY_MAC, "to the client's gateway");
+            pipes.push(p);
+            pools.push(frames);
+        }
+        let passes = self.passes(n);
+        let samples = {
+            let this = &*self;
+            let mut sides: Vec<Box<dyn FnMut() -> f64>> = pipes
+                .iter_mut()
+                .zip(&pools)
+                .map(|(p, f)| {
+                    Box::new(move || this.time(Some(p), f, passes, Verdict::Transmit(0), true))
+                        as Box<dyn FnMut() -> f64>
+                })
+                .collect();
+            this.interleave(&mut sides)
+        };
+        let b: Vec<Option<f64>> = families.iter().map(|&f| Some(bases.of(f, true))).collect();
+        self.rows_of(&names, samples, &b);
+    }
+
     /// SYNs of `large` distinct flows into an empty table, averaged over
     /// the whole fill; a fresh pipeline for every run, the families' runs
     /// interleaved.
@@ -1074,6 +1189,21 @@ impl Bench {
                 "{:<48} {:>8.1} {:>15} {:>7} {:>6}   {lo:.1}..{hi:.1}",
                 r.name, m, minus, mpps, ratio
             );
+        }
+    }
+}
+
+/// The number of confirmed flows in `family`'s table.
+fn confirmed(p: &Pipeline, family: Family) -> usize {
+    let confirmed = |t: Vec<Trust>| t.into_iter().filter(|t| *t == Trust::Confirmed).count();
+    match family {
+        Family::V4 => {
+            let t = p.flows();
+            confirmed(t.entries().into_iter().map(|e| t.trust(e)).collect())
+        }
+        Family::V6 => {
+            let t = p.flows6().expect("a port has an IPv6 address");
+            confirmed(t.entries().into_iter().map(|e| t.trust(e)).collect())
         }
     }
 }
@@ -1163,6 +1293,8 @@ fn main() {
         b.established(svc, small, base_small, &both, true);
         b.established(svc, large, base_large, &both, true);
     }
+    b.replies(small, base_small, &both);
+    b.replies(large, base_large, &both);
     b.established(Svc::Nat, small, base_small, &[Family::V4], false);
     b.established(Svc::Nat, large, base_large, &[Family::V4], false);
     b.new_flows("wrr", Svc::Nat, base_large);
