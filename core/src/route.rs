@@ -23,6 +23,20 @@ pub fn no_host_has6(a: Ipv6Addr) -> bool {
     a.is_multicast() || a.is_unspecified() || a.is_loopback() || a.to_ipv4_mapped().is_some()
 }
 
+/// The first port whose connected IPv4 network holds `dst`: the route
+/// to `dst` when there is one ([`lookup`]), else the gateway's
+/// ([`Snapshot::default_route`]).
+#[inline]
+pub fn connected_in(ports: &[PortView], dst: Ipv4Addr) -> Option<usize> {
+    ports.iter().position(|p| p.connected(dst))
+}
+
+/// [`connected_in`] for IPv6.
+#[inline]
+pub fn connected6_in(ports: &[PortView], dst: Ipv6Addr) -> Option<usize> {
+    ports.iter().position(|p| p.connected6(dst))
+}
+
 /// The port to send by and the neighbor to send to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
@@ -40,14 +54,12 @@ pub fn lookup(snap: &Snapshot, dst: Ipv4Addr) -> Option<Route> {
 /// [`lookup`] over a snapshot's ports, before the snapshot is built.
 #[inline]
 pub fn lookup_in(ports: &[PortView], dst: Ipv4Addr) -> Option<Route> {
-    for (i, p) in ports.iter().enumerate() {
-        if p.connected(dst) {
-            return Some(Route {
-                port: i,
-                next_hop: dst,
-                connected: true,
-            });
-        }
+    if let Some(i) = connected_in(ports, dst) {
+        return Some(Route {
+            port: i,
+            next_hop: dst,
+            connected: true,
+        });
     }
     ports.iter().enumerate().find_map(|(i, p)| {
         p.gateway.map(|gw| Route {
@@ -76,14 +88,12 @@ pub fn lookup6(snap: &Snapshot, dst: Ipv6Addr) -> Option<Route6> {
 /// [`lookup6`] over a snapshot's ports, before the snapshot is built.
 #[inline]
 pub fn lookup6_in(ports: &[PortView], dst: Ipv6Addr) -> Option<Route6> {
-    for (i, p) in ports.iter().enumerate() {
-        if p.connected6(dst) {
-            return Some(Route6 {
-                port: i,
-                next_hop: dst,
-                connected: true,
-            });
-        }
+    if let Some(i) = connected6_in(ports, dst) {
+        return Some(Route6 {
+            port: i,
+            next_hop: dst,
+            connected: true,
+        });
     }
     ports.iter().enumerate().find_map(|(i, p)| {
         p.gateway6.map(|gw| Route6 {

@@ -472,6 +472,11 @@ pub struct Snapshot {
     real_routes: Vec<RealRoute>,
     /// The same for IPv6 reals (those of 4in6 included).
     real_routes6: Vec<RealRoute<Ipv6Addr>>,
+    /// Where IPv4 packets to no port's connected network leave (the first
+    /// port with a `gateway`), as a [`RealRoute`] to the gateway.
+    default_route: Option<RealRoute>,
+    /// The same for IPv6 (`gateway6`).
+    default_route6: Option<RealRoute<Ipv6Addr>>,
     /// The IPv6 reals of IPv4 services (4in6), by id: their IPv4 flows
     /// cannot hold the address.
     tunnel6_reals: HashMap<u32, Ipv6Addr>,
@@ -867,6 +872,25 @@ impl Snapshot {
                     .map(|i| static_neighbors[i as usize].1)
             },
         );
+        // As `route::lookup_in` picks the gateway.
+        let default_route = ports
+            .iter()
+            .enumerate()
+            .find_map(|(i, p)| p.gateway.map(|gw| (i, gw)))
+            .and_then(|(i, gw)| {
+                Some(RealRoute {
+                    addr: gw,
+                    port: u8::try_from(i).ok()?,
+                    routed: true,
+                    connected: false,
+                    mtu: ports[i].mtu,
+                    next_hop: gw,
+                    src_mac: ports[i].mac,
+                    mac: neighbor_index
+                        .get(u64::from(u32::from(gw)))
+                        .map(|n| static_neighbors[n as usize].1),
+                })
+            });
         let real_routes6 = routes_of_reals(
             &ports,
             &services,
@@ -878,6 +902,23 @@ impl Snapshot {
             |a| route::lookup6_in(&ports, a).map(|r| (r.port, r.next_hop, r.connected)),
             |a| static_neighbors6.get(&a).map(|i| neighbors6[i as usize].1),
         );
+        // As `route::lookup6_in` picks the gateway.
+        let default_route6 = ports
+            .iter()
+            .enumerate()
+            .find_map(|(i, p)| p.gateway6.map(|gw| (i, gw)))
+            .and_then(|(i, gw)| {
+                Some(RealRoute {
+                    addr: gw,
+                    port: u8::try_from(i).ok()?,
+                    routed: true,
+                    connected: false,
+                    mtu: ports[i].mtu,
+                    next_hop: gw,
+                    src_mac: ports[i].mac,
+                    mac: static_neighbors6.get(&gw).map(|n| neighbors6[n as usize].1),
+                })
+            });
         Ok(Snapshot {
             generation,
             ports,
@@ -905,6 +946,8 @@ impl Snapshot {
             real_present,
             real_routes,
             real_routes6,
+            default_route,
+            default_route6,
             tunnel6_reals,
             static_neighbors,
             neighbor_index,
@@ -1128,6 +1171,19 @@ impl Snapshot {
             .filter(|r| r.routed && r.addr == addr)
     }
 
+    /// Where an IPv4 packet to no port's connected network leaves: to
+    /// the first `gateway`, by its port (see [`route::lookup`]).
+    #[inline(always)]
+    pub fn default_route(&self) -> Option<&RealRoute> {
+        self.default_route.as_ref()
+    }
+
+    /// [`Self::default_route`] for IPv6 (`gateway6`).
+    #[inline(always)]
+    pub fn default_route6(&self) -> Option<&RealRoute<Ipv6Addr>> {
+        self.default_route6.as_ref()
+    }
+
     /// [`Self::real_route`] for an IPv6 real.
     #[inline(always)]
     pub fn real_route6(&self, id: u32, addr: Ipv6Addr) -> Option<&RealRoute<Ipv6Addr>> {
@@ -1227,7 +1283,8 @@ mod tests {
     /// one an address lookup and the static neighbors give, whichever way
     /// the real is reached and in either family; and an address that is
     /// not the id's real's (a flow of an id since given to another real)
-    /// gets none.
+    /// gets none. The same for the gateway's route (what an address off
+    /// every connected network takes).
     #[test]
     fn each_real_is_routed_as_its_address_would_be() {
         let text = r#"
@@ -1244,6 +1301,7 @@ device = "net_null1"
 address = "198.19.0.2/24"
 gateway = "198.19.0.1"
 address6 = "2001:2::2/64"
+gateway6 = "2001:2::1"
 [[neighbors]]
 address = "198.18.0.11"
 mac = "02:00:00:00:00:11"
@@ -1325,6 +1383,30 @@ forwarding = "tun"
         assert!(snap
             .real_route(9_999, Ipv4Addr::new(198, 18, 0, 11))
             .is_none());
+        // Off every connected network: the gateway's route, with its
+        // static neighbor.
+        let off = route::lookup(&snap, Ipv4Addr::new(198, 19, 200, 1)).unwrap();
+        let d = *snap.default_route().unwrap();
+        assert_eq!(
+            (usize::from(d.port), d.next_hop, d.connected, d.mtu),
+            (off.port, off.next_hop, false, 1500)
+        );
+        assert_eq!(d.mac, Some(MacAddr([2, 0, 0, 0, 0, 1])));
+        let off6 = route::lookup6(&snap, "2001:2:0:9::1".parse().unwrap()).unwrap();
+        let d6 = *snap.default_route6().unwrap();
+        assert_eq!(
+            (usize::from(d6.port), d6.next_hop, d6.connected),
+            (off6.port, off6.next_hop, false)
+        );
+        assert_eq!(d6.mac, None, "no static entry: learned per packet");
+        let mut none = config.clone();
+        for p in &mut none.ports {
+            p.gateway = None;
+            p.gateway6 = None;
+        }
+        let none = Snapshot::compile(&none, &macs, 1, &mut Ids::default(), |_, _, _| true);
+        let none = none.unwrap();
+        assert!(none.default_route().is_none() && none.default_route6().is_none());
     }
 
     const CONFIG: &str = r#"

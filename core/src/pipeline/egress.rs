@@ -267,13 +267,21 @@ impl Egress {
         ip_end: usize,
         now: u32,
     ) -> Verdict {
-        let Some(r) = route::lookup6(snap, dst) else {
+        if let Some(port) = route::connected6_in(&snap.ports, dst) {
+            if ip_end - IP > usize::from(snap.ports[port].mtu) {
+                return Verdict::Drop(DropReason::TooBig);
+            }
+            return self.link6(snap, pkt, port, dst, now);
+        }
+        // Through the gateway, whose route and static neighbor the
+        // snapshot worked out (replies to clients, mostly).
+        let Some(r) = snap.default_route6() else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        if ip_end - IP > usize::from(snap.ports[r.port].mtu) {
+        if ip_end - IP > usize::from(r.mtu) {
             return Verdict::Drop(DropReason::TooBig);
         }
-        self.link6(snap, pkt, r.port, r.next_hop, now)
+        self.real_link6(pkt, r, now)
     }
 
     /// [`Self::route6`] to the real `id` at `real`, as
@@ -646,13 +654,21 @@ impl Egress {
         ip_end: usize,
         now: u32,
     ) -> Verdict {
-        let Some(r) = route::lookup(snap, dst) else {
+        if let Some(port) = route::connected_in(&snap.ports, dst) {
+            if ip_end - IP > usize::from(snap.ports[port].mtu) {
+                return Verdict::Drop(DropReason::TooBig);
+            }
+            return self.link(snap, pkt, port, dst, now);
+        }
+        // Through the gateway, whose route and static neighbor the
+        // snapshot worked out (replies to clients, mostly).
+        let Some(r) = snap.default_route() else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        if ip_end - IP > usize::from(snap.ports[r.port].mtu) {
+        if ip_end - IP > usize::from(r.mtu) {
             return Verdict::Drop(DropReason::TooBig);
         }
-        self.link(snap, pkt, r.port, r.next_hop, now)
+        self.real_link(pkt, r, now)
     }
 
     /// [`Self::route`] to the real `id` at `real` (NAT, after the rewrite):
@@ -668,12 +684,27 @@ impl Egress {
         now: u32,
     ) -> Verdict {
         let Some(r) = snap.real_route(id, real) else {
-            return self.route(snap, pkt, real, ip_end, now);
+            return self.route_cold(snap, pkt, real, ip_end, now);
         };
         if ip_end - IP > usize::from(r.mtu) {
             return Verdict::Drop(DropReason::TooBig);
         }
         self.real_link(pkt, r, now)
+    }
+
+    /// [`Self::route`] out of line: for a real the snapshot has no route
+    /// for (rare), so that the fast path's code stays small.
+    #[cold]
+    #[inline(never)]
+    fn route_cold<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        dst: Ipv4Addr,
+        ip_end: usize,
+        now: u32,
+    ) -> Verdict {
+        self.route(snap, pkt, dst, ip_end, now)
     }
 
     /// [`Self::direct`] to the real `id` at `real`, as [`Self::route_to_real`].
@@ -688,7 +719,7 @@ impl Egress {
         now: u32,
     ) -> Verdict {
         match snap.real_route(id, real) {
-            None => self.direct(snap, pkt, real, ip_end, now),
+            None => self.direct_cold(snap, pkt, real, ip_end, now),
             Some(r) if !r.connected => Verdict::Drop(DropReason::NoRoute),
             Some(r) => {
                 if ip_end - IP > usize::from(r.mtu) {
@@ -716,6 +747,20 @@ impl Egress {
         };
         forward::set_macs(pkt.data_mut(), mac, r.src_mac);
         Verdict::Transmit(u16::from(r.port))
+    }
+
+    /// [`Self::direct`] out of line, as [`Self::route_cold`].
+    #[cold]
+    #[inline(never)]
+    fn direct_cold<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        real: Ipv4Addr,
+        ip_end: usize,
+        now: u32,
+    ) -> Verdict {
+        self.direct(snap, pkt, real, ip_end, now)
     }
 
     /// DR: the real must be on a connected segment, and the packet (ending
