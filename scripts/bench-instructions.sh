@@ -20,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKETS=${PACKETS:-100000}
-CASES=${CASES:-"IPv4 parse only|IPv4 NAT established, 1k flows|IPv4 TUN established, 1k flows|IPv4 DR established, 1k flows|IPv6 parse only|IPv6 NAT established, 1k flows|IPv6 DR established, 1k flows"}
+CASES=${CASES:-"IPv4 parse only|IPv4 NAT established, 1k flows|IPv4 TUN established, 1k flows|IPv4 DR established, 1k flows|IPv4 NAT replies, 1k flows|IPv6 parse only|IPv6 NAT established, 1k flows|IPv6 DR established, 1k flows|IPv6 NAT replies, 1k flows"}
 
 command -v valgrind >/dev/null || { echo "valgrind is needed: scripts/install-deps.sh --bench (or apt-get install valgrind)" >&2; exit 1; }
 bench=$(cargo bench -p lb-dataplane --bench pipeline --no-run --message-format=json 2>/dev/null |
