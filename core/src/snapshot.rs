@@ -609,21 +609,31 @@ pub trait Key6: Copy + Eq + fmt::Debug {
     /// empty).
     const FILL: Self;
 
-    /// The slot hash: well mixed in its low bits, which pick the slot.
+    /// The key folded to 64 bits: [`Keys6`] takes the slot from the top
+    /// bits of its product with an odd constant (Fibonacci hashing, as
+    /// [`KeyMap`]), which every bit of the fold moves.
     fn hash64(&self) -> u64;
 }
 
-/// The slot hash of an IPv6 address with `extra` (ports and protocol)
-/// folded into its low half: two mixes side by side rather than one after
-/// the other, so a lookup waits for one.
+/// An IPv6 address with `extra` (ports and protocol) folded to 64 bits:
+/// the high half times an odd constant, so that its low bits (the subnet,
+/// for VIPs one per /64) reach the top bits that pick the slot, and so
+/// that addresses whose halves are alike do not cancel out (a rotation
+/// instead left one VIP per /64 at 2.6 slots a lookup). It was two full
+/// 64-bit mixes: a NAT66 reply takes three such lookups before its flow's
+/// (service, VIP, NAT endpoint), about 20 instructions each
+/// (`scripts/bench-instructions.sh`: IPv6 parse and drop 424 to 355).
+/// Only the snapshot's own keys fill slots: a key a packet brings costs
+/// at most the probe to the first empty slot
+/// (`ipv6_keys_spread_in_the_shapes_configs_have`).
 #[inline(always)]
 fn hash6(addr: Ipv6Addr, extra: u64) -> u64 {
     let a = u128::from(addr);
-    mix64((a >> 64) as u64 ^ KEY6_HI) ^ mix64(a as u64 ^ extra ^ KEY6_LO)
+    ((a >> 64) as u64).wrapping_mul(KEY6_HI) ^ a as u64 ^ extra
 }
 
+/// Odd.
 const KEY6_HI: u64 = 0x3c6e_f372_fe94_f82b;
-const KEY6_LO: u64 = 0xa54f_f53a_5f1d_36f1;
 
 impl Key6 for Ipv6Addr {
     const FILL: Self = Ipv6Addr::UNSPECIFIED;
@@ -655,6 +665,9 @@ pub struct Keys6<K> {
     /// (key, value + 1); value 0 marks an empty slot.
     slots: Box<[(K, u32)]>,
     mask: usize,
+    /// 64 less the log2 of the slots: a key's first slot is the top bits
+    /// of its product with [`crate::keymap::FIBONACCI`].
+    shift: u32,
 }
 
 impl<K: Key6> Default for Keys6<K> {
@@ -671,8 +684,9 @@ impl<K: Key6> Keys6<K> {
         let size = (entries.len() * 2).next_power_of_two().max(8);
         let mut slots = vec![(K::FILL, 0u32); size].into_boxed_slice();
         let mask = size - 1;
+        let shift = 64 - size.trailing_zeros();
         for (k, v) in entries {
-            let mut i = (k.hash64() as usize) & mask;
+            let mut i = slot6(&k, shift);
             loop {
                 if slots[i].1 == 0 {
                     slots[i] = (k, v.saturating_add(1));
@@ -684,12 +698,12 @@ impl<K: Key6> Keys6<K> {
                 i = (i + 1) & mask;
             }
         }
-        Keys6 { slots, mask }
+        Keys6 { slots, mask, shift }
     }
 
     #[inline(always)]
     pub fn get(&self, key: &K) -> Option<u32> {
-        let mut i = (key.hash64() as usize) & self.mask;
+        let mut i = slot6(key, self.shift);
         loop {
             let (k, v) = self.slots[i];
             if v == 0 {
@@ -706,6 +720,24 @@ impl<K: Key6> Keys6<K> {
     pub fn contains(&self, key: &K) -> bool {
         self.get(key).is_some()
     }
+
+    /// The slots a lookup of `key` reads.
+    #[cfg(test)]
+    fn probes(&self, key: &K) -> usize {
+        let mut i = slot6(key, self.shift);
+        let mut n = 1;
+        while self.slots[i].1 != 0 && self.slots[i].0 != *key {
+            i = (i + 1) & self.mask;
+            n += 1;
+        }
+        n
+    }
+}
+
+/// Where `key` starts probing in a [`Keys6`] of 2^(64 - `shift`) slots.
+#[inline(always)]
+fn slot6<K: Key6>(key: &K, shift: u32) -> usize {
+    (key.hash64().wrapping_mul(crate::keymap::FIBONACCI) >> shift) as usize
 }
 
 impl Snapshot {
@@ -1470,6 +1502,64 @@ address = "198.18.0.11"
             None
         );
         assert!(!Keys6::build([(addr(0), 0)]).contains(&Ipv6Addr::UNSPECIFIED));
+    }
+
+    /// The IPv6 maps' slots come from a 64-bit fold of the key and one
+    /// multiply: the shapes configs have (consecutive VIPs, a VIP's many
+    /// ports, one VIP per /64, random interface identifiers) must still
+    /// spread, or every lookup would walk a cluster.
+    #[test]
+    fn ipv6_keys_spread_in_the_shapes_configs_have() {
+        let base = u128::from("2001:2:0:1::".parse::<Ipv6Addr>().unwrap());
+        let n = 65_536u128;
+        type Key = (u8, Ipv6Addr, u16);
+        let shapes: Vec<(&str, Vec<Key>)> = vec![
+            (
+                "consecutive VIPs",
+                (0..n).map(|i| (6, Ipv6Addr::from(base + i), 80)).collect(),
+            ),
+            (
+                "one VIP's ports",
+                (0..n)
+                    .map(|i| (6, Ipv6Addr::from(base), i as u16))
+                    .collect(),
+            ),
+            (
+                "a VIP per /64",
+                (0..n)
+                    .map(|i| (17, Ipv6Addr::from(base + (i << 64) + 1), 53))
+                    .collect(),
+            ),
+            (
+                "random identifiers",
+                (0..n)
+                    .map(|i| {
+                        let iid = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                        (6, Ipv6Addr::from(base | u128::from(iid)), 443)
+                    })
+                    .collect(),
+            ),
+            (
+                "both halves alike",
+                (0..n)
+                    .map(|i| {
+                        let h = 0x2001_0002_0000_0000u128 | i;
+                        (6, Ipv6Addr::from((h << 64) | h), 80)
+                    })
+                    .collect(),
+            ),
+        ];
+        for (shape, keys) in shapes {
+            let map = Keys6::build(keys.iter().enumerate().map(|(i, k)| (*k, i as u32)));
+            let probes: Vec<usize> = keys.iter().map(|k| map.probes(k)).collect();
+            let mean = probes.iter().sum::<usize>() as f64 / probes.len() as f64;
+            let max = *probes.iter().max().unwrap();
+            // Linear probing at half full: 1.5 slots on average.
+            assert!(mean < 1.6 && max < 64, "{shape}: mean {mean:.2}, max {max}");
+            for (i, k) in keys.iter().enumerate().step_by(997) {
+                assert_eq!(map.get(k), Some(i as u32), "{shape}");
+            }
+        }
     }
 
     /// The kernel path's budgets ask what a source is to the port it
