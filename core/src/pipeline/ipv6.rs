@@ -35,12 +35,14 @@ pub(super) fn is_link_local(a: Ipv6Addr) -> bool {
     a.segments()[0] & 0xffc0 == 0xfe80
 }
 
-/// Whether `ip`, in a frame to a group (`to_group`), is a multicast
-/// listener query as a router sends it: ICMPv6 type 130 from a link-local
-/// address with hop limit 1 (RFC 2710 §3, RFC 3810 §5.1.14; a query from
-/// elsewhere is discarded there too), right after the fixed header or one
-/// hop-by-hop header of 8 bytes (Router Alert), as routers write it.
-fn is_mld_query<B: PacketBuf>(ip: &Ipv6Meta, pkt: &B, to_group: bool) -> bool {
+/// Whether `ip` is a multicast listener query as a router sends it:
+/// ICMPv6 type 130 from a link-local address with hop limit 1 (RFC 2710
+/// §3, RFC 3810 §5.1.14; a query from elsewhere is discarded there too),
+/// right after the fixed header or one hop-by-hop header of 8 bytes
+/// (Router Alert), in the frame of its group (`33:33` and the group's
+/// last four bytes, RFC 2464 §7; found by the `pipeline` fuzz target: one
+/// in a broadcast or another group's frame reached the kernel).
+fn is_mld_query<B: PacketBuf>(ip: &Ipv6Meta, pkt: &B) -> bool {
     let fixed = IP + ipv6::HEADER_LEN;
     let shape = match ip.l4_start() {
         at if at == fixed => true,
@@ -51,7 +53,8 @@ fn is_mld_query<B: PacketBuf>(ip: &Ipv6Meta, pkt: &B, to_group: bool) -> bool {
             .is_some_and(|h| h.next_header() == IpProtocol::HopByHop),
         _ => false,
     };
-    to_group
+    let frame = EthernetFrame::new_unchecked(pkt.data());
+    frame.dst_addr() == crate::wire::ndp::multicast_mac(ip.dst)
         && shape
         && matches!(
             ip.l4,
@@ -159,7 +162,7 @@ impl Pipeline {
             // port its neighbor solicitations (found in audit: they were
             // dropped, so the port's solicited-node group aged out of
             // such a switch minutes after start).
-            if is_mld_query(ip, pkt, to_group) {
+            if is_mld_query(ip, pkt) {
                 return super::to_kernel_or(snap, in_port, ip.src.into(), DropReason::NotForUs);
             }
             return Verdict::Drop(DropReason::NotForUs);

@@ -805,12 +805,25 @@ fn an_mld_query_goes_to_the_kernel_interface() {
             );
         }
         // Not as routers send it: in a frame to our MAC (found in
-        // review), or behind a destination-options header.
-        let mut unicast = mld_query(router, 1);
-        EthernetFrame::new_unchecked(&mut unicast[..]).set_dst_addr(OUR);
+        // review), in a broadcast frame or another group's (found by the
+        // `pipeline` fuzz target), or behind a destination-options header.
+        let in_frame = |mac: [u8; 6]| {
+            let mut f = mld_query(router, 1);
+            EthernetFrame::new_unchecked(&mut f[..]).set_dst_addr(MacAddr(mac));
+            f
+        };
         let mut options = mld_query(router, 1);
         Ipv6Packet::new_unchecked(&mut options[14..]).set_next_header(IpProtocol::from(60));
-        for (what, frame) in [("unicast frame", unicast), ("destination options", options)] {
+        for (what, frame) in [
+            ("unicast frame", in_frame(OUR.0)),
+            ("broadcast frame", in_frame([0xff; 6])),
+            ("another group's frame", in_frame([0x31, 0x36, 0, 0, 0, 1])),
+            (
+                "another IPv6 group's frame",
+                in_frame([0x33, 0x33, 0, 0, 0, 2]),
+            ),
+            ("destination options", options),
+        ] {
             let mut b = VecBuf::from_bytes(&frame);
             assert_ne!(p.process(&snap, 0, &mut b, 0), Verdict::ToKernel, "{what}");
         }
