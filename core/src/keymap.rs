@@ -21,7 +21,7 @@
 
 /// 2^64 over the golden ratio, odd: its products spread keys that differ
 /// in a few bits (consecutive addresses or ports) over the top bits.
-pub(crate) const FIBONACCI: u64 = 0x9e37_79b9_7f4a_7c15;
+const FIBONACCI: u64 = 0x9e37_79b9_7f4a_7c15;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyMap {

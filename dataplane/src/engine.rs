@@ -147,9 +147,7 @@ pub struct Dataplane {
 /// The snapshot with each port's MTU as the device has it (the config's
 /// unless the driver refused it): MTU checks must match the wire.
 fn with_port_mtus(mut snap: Snapshot, mtus: &[u16]) -> Snapshot {
-    for (view, &mtu) in snap.ports.iter_mut().zip(mtus) {
-        view.mtu = mtu;
-    }
+    snap.set_port_mtus(mtus);
     snap
 }
 

@@ -278,7 +278,7 @@ impl Egress {
         let Some(r) = snap.default_route6() else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        if ip_end - IP > usize::from(r.mtu) {
+        if ip_end - IP > usize::from(snap.ports[usize::from(r.port)].mtu) {
             return Verdict::Drop(DropReason::TooBig);
         }
         self.real_link6(pkt, r, now)
@@ -299,7 +299,7 @@ impl Egress {
         let Some(r) = snap.real_route6(id, real) else {
             return self.route6(snap, pkt, real, ip_end, now);
         };
-        if ip_end - IP > usize::from(r.mtu) {
+        if ip_end - IP > usize::from(snap.ports[usize::from(r.port)].mtu) {
             return Verdict::Drop(DropReason::TooBig);
         }
         self.real_link6(pkt, r, now)
@@ -321,7 +321,7 @@ impl Egress {
             None => self.direct6(snap, pkt, real, ip_end, now),
             Some(r) if !r.connected => Verdict::Drop(DropReason::NoRoute),
             Some(r) => {
-                if ip_end - IP > usize::from(r.mtu) {
+                if ip_end - IP > usize::from(snap.ports[usize::from(r.port)].mtu) {
                     return Verdict::Drop(DropReason::TooBig);
                 }
                 self.real_link6(pkt, r, now)
@@ -665,7 +665,7 @@ impl Egress {
         let Some(r) = snap.default_route() else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        if ip_end - IP > usize::from(r.mtu) {
+        if ip_end - IP > usize::from(snap.ports[usize::from(r.port)].mtu) {
             return Verdict::Drop(DropReason::TooBig);
         }
         self.real_link(pkt, r, now)
@@ -686,7 +686,7 @@ impl Egress {
         let Some(r) = snap.real_route(id, real) else {
             return self.route_cold(snap, pkt, real, ip_end, now);
         };
-        if ip_end - IP > usize::from(r.mtu) {
+        if ip_end - IP > usize::from(snap.ports[usize::from(r.port)].mtu) {
             return Verdict::Drop(DropReason::TooBig);
         }
         self.real_link(pkt, r, now)
@@ -722,7 +722,7 @@ impl Egress {
             None => self.direct_cold(snap, pkt, real, ip_end, now),
             Some(r) if !r.connected => Verdict::Drop(DropReason::NoRoute),
             Some(r) => {
-                if ip_end - IP > usize::from(r.mtu) {
+                if ip_end - IP > usize::from(snap.ports[usize::from(r.port)].mtu) {
                     return Verdict::Drop(DropReason::TooBig);
                 }
                 self.real_link(pkt, r, now)
@@ -741,12 +741,12 @@ impl Egress {
         let Some(mac) = mac else {
             forward::set_macs(pkt.data_mut(), MacAddr::ZERO, r.src_mac);
             return Verdict::Hold {
-                port: u16::from(r.port),
+                port: r.port,
                 next_hop: r.next_hop,
             };
         };
         forward::set_macs(pkt.data_mut(), mac, r.src_mac);
-        Verdict::Transmit(u16::from(r.port))
+        Verdict::Transmit(r.port)
     }
 
     /// [`Self::direct`] out of line, as [`Self::route_cold`].

@@ -1745,6 +1745,55 @@ fn a_dr_packet_larger_than_the_port_mtu_is_not_sent_and_df_gets_frag_needed() {
     assert_eq!((icmp.code(), icmp.next_hop_mtu()), (4, 1500));
 }
 
+/// Found in review: the dataplane sets a port's MTU to what its device
+/// took after compiling (`Snapshot::set_port_mtus`), but the smallest MTU
+/// and each real's route kept the config's: a DR segment between the two
+/// went out whole, and with DF set got no "fragmentation needed".
+#[test]
+fn a_port_mtu_lowered_after_compiling_is_the_one_checked() {
+    use crate::wire::{ethernet, ipv4, tcp, TcpFlags, TcpPacket};
+    let (mut snap, mut p, _, port) = one_arm_until("mh: ack without a flow");
+    let mtus = vec![1400; snap.ports.len()];
+    snap.set_port_mtus(&mtus);
+    assert_eq!(
+        (snap.min_mtu, snap.syn_proxy_mss, snap.syn_proxy_mss6),
+        (1400, 1360, 1340)
+    );
+    // The DR flow's SYN went through just before; now a 1,450-byte
+    // segment of it: within the config's 1,500, beyond the port's 1,400.
+    let dr_syn = &dr_syn();
+    let payload = 1450 - ipv4::HEADER_LEN - tcp::HEADER_LEN;
+    let segment = |df: bool| {
+        let mut f = dr_syn[..ethernet::HEADER_LEN + ipv4::HEADER_LEN + tcp::HEADER_LEN].to_vec();
+        f.resize(f.len() + payload, 0);
+        let mut ip = Ipv4Packet::new_unchecked(&mut f[ethernet::HEADER_LEN..]);
+        ip.set_total_len(1450);
+        ip.set_dont_fragment(df);
+        ip.fill_checksum();
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let mut t = TcpPacket::new_unchecked(ip.payload_mut());
+        t.set_header_len(tcp::HEADER_LEN);
+        t.set_flags(TcpFlags::ACK);
+        t.fill_checksum(src, dst);
+        f
+    };
+    let mut b = VecBuf::from_bytes(&segment(false));
+    assert_eq!(
+        p.process(&snap, port, &mut b, 5000),
+        Verdict::Drop(DropReason::TooBig)
+    );
+    let mut b = VecBuf::from_bytes(&segment(true));
+    assert!(matches!(
+        p.process(&snap, port, &mut b, 5001),
+        Verdict::Transmit(_)
+    ));
+    let out = b.to_vec();
+    let icmp =
+        crate::wire::Icmpv4Packet::new_checked(&out[ethernet::HEADER_LEN + ipv4::HEADER_LEN..])
+            .unwrap();
+    assert_eq!((icmp.code(), icmp.next_hop_mtu()), (4, 1400));
+}
+
 /// Found in review: bytes after the IP packet went out with it (4,000
 /// after a 28-byte datagram, onto a port of MTU 1500), past the MTU check,
 /// which judged the IP packet. They are cut, over NAT and DR; the padding
