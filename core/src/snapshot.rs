@@ -599,6 +599,29 @@ fn routes_of_reals<A: Copy>(
     routes
 }
 
+/// The [`RealRoute`] to the gateway that [`route::lookup`] and
+/// [`route::lookup6`] pick for an address on no connected network: the
+/// first port's (`gateway` gives a port's gateway of the family).
+fn gateway_route<A: Copy>(
+    ports: &[PortView],
+    gateway: impl Fn(&PortView) -> Option<A>,
+    neighbor: impl Fn(A) -> Option<MacAddr>,
+) -> Option<RealRoute<A>> {
+    let (i, gw) = ports
+        .iter()
+        .enumerate()
+        .find_map(|(i, p)| gateway(p).map(|gw| (i, gw)))?;
+    Some(RealRoute {
+        addr: gw,
+        port: u16::try_from(i).ok()?,
+        routed: true,
+        connected: false,
+        next_hop: gw,
+        src_mac: ports[i].mac,
+        mac: neighbor(gw),
+    })
+}
+
 /// The scheduler's identity for a real: placement in Maglev and source
 /// hash tables depends only on the real's address and port (fixed hashes:
 /// the same on every appliance; an IPv4 real's as before IPv6 came).
@@ -904,24 +927,15 @@ impl Snapshot {
                     .map(|i| static_neighbors[i as usize].1)
             },
         );
-        // As `route::lookup_in` picks the gateway.
-        let default_route = ports
-            .iter()
-            .enumerate()
-            .find_map(|(i, p)| p.gateway.map(|gw| (i, gw)))
-            .and_then(|(i, gw)| {
-                Some(RealRoute {
-                    addr: gw,
-                    port: u16::try_from(i).ok()?,
-                    routed: true,
-                    connected: false,
-                    next_hop: gw,
-                    src_mac: ports[i].mac,
-                    mac: neighbor_index
-                        .get(u64::from(u32::from(gw)))
-                        .map(|n| static_neighbors[n as usize].1),
-                })
-            });
+        let default_route = gateway_route(
+            &ports,
+            |p| p.gateway,
+            |a| {
+                neighbor_index
+                    .get(u64::from(u32::from(a)))
+                    .map(|i| static_neighbors[i as usize].1)
+            },
+        );
         let real_routes6 = routes_of_reals(
             &ports,
             &services,
@@ -933,22 +947,11 @@ impl Snapshot {
             |a| route::lookup6_in(&ports, a).map(|r| (r.port, r.next_hop, r.connected)),
             |a| static_neighbors6.get(&a).map(|i| neighbors6[i as usize].1),
         );
-        // As `route::lookup6_in` picks the gateway.
-        let default_route6 = ports
-            .iter()
-            .enumerate()
-            .find_map(|(i, p)| p.gateway6.map(|gw| (i, gw)))
-            .and_then(|(i, gw)| {
-                Some(RealRoute {
-                    addr: gw,
-                    port: u16::try_from(i).ok()?,
-                    routed: true,
-                    connected: false,
-                    next_hop: gw,
-                    src_mac: ports[i].mac,
-                    mac: static_neighbors6.get(&gw).map(|n| neighbors6[n as usize].1),
-                })
-            });
+        let default_route6 = gateway_route(
+            &ports,
+            |p| p.gateway6,
+            |a| static_neighbors6.get(&a).map(|i| neighbors6[i as usize].1),
+        );
         Ok(Snapshot {
             generation,
             ports,

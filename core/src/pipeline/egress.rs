@@ -268,7 +268,7 @@ impl Egress {
         now: u32,
     ) -> Verdict {
         if let Some(port) = route::connected6_in(&snap.ports, dst) {
-            if ip_end - IP > usize::from(snap.ports[port].mtu) {
+            if over_mtu(snap, port, ip_end) {
                 return Verdict::Drop(DropReason::TooBig);
             }
             return self.link6(snap, pkt, port, dst, now);
@@ -278,7 +278,7 @@ impl Egress {
         let Some(r) = snap.default_route6() else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        if ip_end - IP > usize::from(snap.ports[usize::from(r.port)].mtu) {
+        if over_mtu(snap, usize::from(r.port), ip_end) {
             return Verdict::Drop(DropReason::TooBig);
         }
         self.real_link6(pkt, r, now)
@@ -299,7 +299,7 @@ impl Egress {
         let Some(r) = snap.real_route6(id, real) else {
             return self.route6(snap, pkt, real, ip_end, now);
         };
-        if ip_end - IP > usize::from(snap.ports[usize::from(r.port)].mtu) {
+        if over_mtu(snap, usize::from(r.port), ip_end) {
             return Verdict::Drop(DropReason::TooBig);
         }
         self.real_link6(pkt, r, now)
@@ -321,7 +321,7 @@ impl Egress {
             None => self.direct6(snap, pkt, real, ip_end, now),
             Some(r) if !r.connected => Verdict::Drop(DropReason::NoRoute),
             Some(r) => {
-                if ip_end - IP > usize::from(snap.ports[usize::from(r.port)].mtu) {
+                if over_mtu(snap, usize::from(r.port), ip_end) {
                     return Verdict::Drop(DropReason::TooBig);
                 }
                 self.real_link6(pkt, r, now)
@@ -655,7 +655,7 @@ impl Egress {
         now: u32,
     ) -> Verdict {
         if let Some(port) = route::connected_in(&snap.ports, dst) {
-            if ip_end - IP > usize::from(snap.ports[port].mtu) {
+            if over_mtu(snap, port, ip_end) {
                 return Verdict::Drop(DropReason::TooBig);
             }
             return self.link(snap, pkt, port, dst, now);
@@ -665,7 +665,7 @@ impl Egress {
         let Some(r) = snap.default_route() else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        if ip_end - IP > usize::from(snap.ports[usize::from(r.port)].mtu) {
+        if over_mtu(snap, usize::from(r.port), ip_end) {
             return Verdict::Drop(DropReason::TooBig);
         }
         self.real_link(pkt, r, now)
@@ -686,7 +686,7 @@ impl Egress {
         let Some(r) = snap.real_route(id, real) else {
             return self.route_cold(snap, pkt, real, ip_end, now);
         };
-        if ip_end - IP > usize::from(snap.ports[usize::from(r.port)].mtu) {
+        if over_mtu(snap, usize::from(r.port), ip_end) {
             return Verdict::Drop(DropReason::TooBig);
         }
         self.real_link(pkt, r, now)
@@ -722,7 +722,7 @@ impl Egress {
             None => self.direct_cold(snap, pkt, real, ip_end, now),
             Some(r) if !r.connected => Verdict::Drop(DropReason::NoRoute),
             Some(r) => {
-                if ip_end - IP > usize::from(snap.ports[usize::from(r.port)].mtu) {
+                if over_mtu(snap, usize::from(r.port), ip_end) {
                     return Verdict::Drop(DropReason::TooBig);
                 }
                 self.real_link(pkt, r, now)
@@ -951,6 +951,13 @@ impl Egress {
             self.arp_out.push(ArpRequest { port, target });
         }
     }
+}
+
+/// Whether a packet ending at `ip_end` in its frame is longer than the
+/// MTU of port `port`.
+#[inline(always)]
+fn over_mtu(snap: &Snapshot, port: usize, ip_end: usize) -> bool {
+    ip_end - IP > usize::from(snap.ports[port].mtu)
 }
 
 #[cfg(test)]
