@@ -100,8 +100,9 @@ fn ip_control(ip: &IpView<'_>, source: impl Fn(IpAddr) -> Source) -> bool {
 /// link-local source, so only a host on the segment sends one; a query
 /// lost to a flood of the port's address would let a snooping switch
 /// forget the port's groups. Looser than the pipeline's own test
-/// (`pipeline/ipv6.rs`, which also wants a group's frame and an 8-byte
-/// hop-by-hop header): the budgets only see what the pipeline passed.
+/// (`pipeline/ipv6.rs`, which also wants the group's own frame, `33:33`
+/// and the group's last four bytes, and at most one 8-byte hop-by-hop
+/// header): the budgets only see what the pipeline passed.
 fn is_mld_query(ip: &IpView<'_>) -> bool {
     let IpAddr::V6(src) = ip.src else {
         return false;

@@ -33,6 +33,8 @@ pub struct PortView {
     /// local answers IPv4 there and no IPv4 route leaves by it.
     pub address: Option<Ipv4Cidr>,
     pub gateway: Option<Ipv4Addr>,
+    /// The config's `mtu`, or the device's where that is smaller
+    /// ([`Snapshot::set_port_mtus`]).
     pub mtu: u16,
     /// The connected network and its mask, as integers (route lookups);
     /// both 0 without an IPv4 address (then `connected` is always false).
@@ -489,7 +491,7 @@ pub struct Snapshot {
     /// Number of workers (flows are owned by `flow::owner_of`).
     pub workers: usize,
     /// The MSS the SYN proxy announces to clients: the smallest port MTU
-    /// less 40 (IPv4 and TCP headers).
+    /// less 40 (IPv4 and TCP headers), at least 536.
     pub syn_proxy_mss: u16,
     /// The same for IPv6 clients: the smallest port MTU less 60 (IPv6 and
     /// TCP headers, as Linux computes it), at least 1220 (IPv6's minimum
@@ -1203,16 +1205,17 @@ impl Snapshot {
         self.default_route6.as_ref()
     }
 
-    /// Each port's MTU as its device has it (the config's, unless the
-    /// driver refused it: `mtus` in port order), and what follows from
-    /// the smallest, `min_mtu` and the SYN proxy's MSS: MTU checks must
-    /// match the wire. (Found in review: the smallest MTU and the MSS
-    /// stayed the config's, so a packet between the device's MTU and the
-    /// config's skipped "fragmentation needed" and the SYN proxy promised
-    /// segments the port could not carry.)
+    /// Each port's MTU as its device has it (`mtus`, in port order: the
+    /// config's, unless the driver refused it) where that is smaller than
+    /// the config's, and what follows from the smallest, `min_mtu` and the
+    /// SYN proxy's MSS: MTU checks must match the wire, and never send
+    /// more than the operator asked. (Found in review: the smallest MTU
+    /// and the MSS stayed the config's, so a packet between the device's
+    /// MTU and the config's skipped "fragmentation needed" and the SYN
+    /// proxy promised segments the port could not carry.)
     pub fn set_port_mtus(&mut self, mtus: &[u16]) {
         for (view, &mtu) in self.ports.iter_mut().zip(mtus) {
-            view.mtu = mtu;
+            view.mtu = view.mtu.min(mtu);
         }
         let min = self.ports.iter().map(|p| p.mtu).min();
         self.min_mtu = min.unwrap_or(0);

@@ -144,8 +144,12 @@ pub struct Dataplane {
     sync: Option<ControlLinks>,
 }
 
-/// The snapshot with each port's MTU as the device has it (the config's
-/// unless the driver refused it): MTU checks must match the wire.
+/// The IPv6 minimum link MTU (RFC 8200 §5).
+const IPV6_MIN_MTU: u16 = 1280;
+
+/// The snapshot with each port's MTU as the dataplane sends it (the
+/// config's, or the device's where the driver kept a smaller one): MTU
+/// checks must match the wire.
 fn with_port_mtus(mut snap: Snapshot, mtus: &[u16]) -> Snapshot {
     snap.set_port_mtus(mtus);
     snap
@@ -316,7 +320,25 @@ impl Dataplane {
             tx_by_port.push(tx.into_iter());
         }
         let macs: Vec<_> = ports.iter().map(|(_, p)| p.mac()).collect();
-        let mtus: Vec<u16> = ports.iter().map(|(_, p)| p.mtu()).collect();
+        // What the dataplane sends at most on each port: the config's MTU,
+        // or the device's where the driver kept a smaller one.
+        let mtus: Vec<u16> = ports
+            .iter()
+            .zip(&config.ports)
+            .map(|((_, port), p)| port.mtu().min(p.mtu))
+            .collect();
+        for (p, &mtu) in config.ports.iter().zip(&mtus) {
+            // Validation holds the config's to this; a driver may not
+            // (found in review).
+            if p.address6.is_some() && mtu < IPV6_MIN_MTU {
+                return Err(StartError(format!(
+                    "port {} ({}): the device keeps an MTU of {mtu}, below {IPV6_MIN_MTU}, the IPv6 \
+                     minimum link MTU (RFC 8200): a port with address6 needs a device that takes at \
+                     least {IPV6_MIN_MTU}",
+                    p.name, p.device
+                )));
+            }
+        }
         // The kernel interfaces: the port's MAC (so that the kernel takes
         // the frames addressed to the port) and MTU, then its addresses.
         let mut kernel_ports = Vec::new();

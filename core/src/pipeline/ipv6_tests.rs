@@ -515,6 +515,36 @@ fn bytes_after_the_ipv6_packet_are_cut_not_forwarded() {
     assert_eq!(ip6(&b).dst_addr(), v6("2001:2::11"));
 }
 
+/// Found in review: a port whose device kept an MTU below the IPv6
+/// minimum (which validation refuses for the config's, and the engine now
+/// refuses at start) answered a packet too big for it with a "packet too
+/// big" below 1280, which no host takes (RFC 8201). Such a packet is
+/// dropped. A device that takes more than the config asks for does not
+/// raise the MTU.
+#[test]
+fn no_packet_too_big_below_the_ipv6_minimum() {
+    let mut snap = snapshot_with_real_mac();
+    snap.set_port_mtus(&[9000]);
+    assert_eq!((snap.ports[0].mtu, snap.min_mtu), (1500, 1500));
+    snap.set_port_mtus(&[1250]);
+    assert_eq!((snap.ports[0].mtu, snap.min_mtu), (1250, 1250));
+    let mut p = pipeline(&snap, 0, 1);
+    let client = client_owned_by(0);
+    let mut f = tcp6((client, 5555), (v6("2001:2:0:1::100"), 80), SYN, ROUTER);
+    // 1,270 bytes of IPv6: over the port's 1,250.
+    f.resize(14 + 1270, 0);
+    let mut ip = Ipv6Packet::new_unchecked(&mut f[14..]);
+    ip.set_payload_len(1230);
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    TcpPacket::new_unchecked(ip.payload_mut()).fill_checksum_v6(src, dst);
+    let mut b = VecBuf::from_bytes(&f);
+    assert_eq!(
+        p.process(&snap, 0, &mut b, 0),
+        Verdict::Drop(DropReason::TooBig)
+    );
+    assert_eq!(p.stats().icmp_frag_needed.get(), 0);
+}
+
 /// Found in review: a SYN in an atomic fragment (a fragment header with
 /// offset 0 and M clear, which an older host adds after a Packet Too Big
 /// below 1280 that a stranger can forge) was dropped as `fragment`. It is
@@ -744,15 +774,20 @@ fn a_nat66_reals_segment_to_the_floating_gateway6_gets_one_verdict() {
 /// bytes after a hop-by-hop header with Router Alert), from `src` with
 /// hop limit `hop_limit`, to ff02::1 in its group's frame.
 fn mld_query(src: Ipv6Addr, hop_limit: u8) -> Vec<u8> {
-    let all_nodes = v6("ff02::1");
+    mld_query_to(src, hop_limit, v6("ff02::1"))
+}
+
+/// [`mld_query`] to `group` (a query about that group's listeners), in
+/// that group's frame.
+fn mld_query_to(src: Ipv6Addr, hop_limit: u8, group: Ipv6Addr) -> Vec<u8> {
     let mut f = vec![0u8; 14 + 40 + 8 + 24];
     let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
-    eth.set_dst_addr(MacAddr([0x33, 0x33, 0, 0, 0, 1]));
+    eth.set_dst_addr(crate::wire::ndp::multicast_mac(group));
     eth.set_src_addr(ROUTER);
     eth.set_ethertype(EtherType::Ipv6);
     Ipv6Repr {
         src,
-        dst: all_nodes,
+        dst: group,
         next_header: IpProtocol::HopByHop,
         payload_len: 8 + 24,
         hop_limit,
@@ -765,7 +800,7 @@ fn mld_query(src: Ipv6Addr, hop_limit: u8) -> Vec<u8> {
     // A general query: no group, a maximum response delay of 0.
     let mut m = crate::wire::Icmpv6Packet::new_unchecked(&mut f[62..]);
     m.set_msg_type(Icmpv6Type::from(130));
-    m.fill_checksum(src, all_nodes);
+    m.fill_checksum(src, group);
     f
 }
 
@@ -787,12 +822,15 @@ fn an_mld_query_goes_to_the_kernel_interface() {
         let snap = snapshot(text);
         assert_eq!(snap.ports[0].kernel, with_kernel);
         let mut p = pipeline(&snap, 0, 1);
-        for (src, hop_limit, theirs) in [
-            (router, 1, with_kernel),
-            (v6("2001:2::1"), 1, false),
-            (router, 255, false),
+        // A general query, and one about a solicited-node group, in that
+        // group's frame (33:33:ff:00:00:02).
+        for (src, hop_limit, group, theirs) in [
+            (router, 1, "ff02::1", with_kernel),
+            (router, 1, "ff02::1:ff00:2", with_kernel),
+            (v6("2001:2::1"), 1, "ff02::1", false),
+            (router, 255, "ff02::1", false),
         ] {
-            let mut b = VecBuf::from_bytes(&mld_query(src, hop_limit));
+            let mut b = VecBuf::from_bytes(&mld_query_to(src, hop_limit, v6(group)));
             let want = if theirs {
                 Verdict::ToKernel
             } else {
@@ -801,9 +839,25 @@ fn an_mld_query_goes_to_the_kernel_interface() {
             assert_eq!(
                 p.process(&snap, 0, &mut b, 0),
                 want,
-                "from {src}, hop limit {hop_limit}, kernel: {with_kernel}"
+                "from {src}, hop limit {hop_limit}, to {group}, kernel: {with_kernel}"
             );
         }
+        // Without the hop-by-hop header (some routers leave it out): the
+        // message right after the IPv6 header.
+        let mut bare = mld_query(router, 1);
+        bare.drain(54..62);
+        let mut ip = Ipv6Packet::new_unchecked(&mut bare[14..]);
+        ip.set_next_header(IpProtocol::Icmpv6);
+        ip.set_payload_len(24);
+        let mut m = crate::wire::Icmpv6Packet::new_unchecked(&mut bare[54..]);
+        m.fill_checksum(router, v6("ff02::1"));
+        let mut b = VecBuf::from_bytes(&bare);
+        let want = if with_kernel {
+            Verdict::ToKernel
+        } else {
+            Verdict::Drop(DropReason::NotForUs)
+        };
+        assert_eq!(p.process(&snap, 0, &mut b, 0), want, "no hop-by-hop header");
         // Not as routers send it: in a frame to our MAC (found in
         // review), in a broadcast frame or another group's (found by the
         // `pipeline` fuzz target), or behind a destination-options header.

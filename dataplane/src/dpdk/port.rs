@@ -284,7 +284,7 @@ impl Port {
         if !mtu_ok {
             log::warn!(
                 "{name}: MTU {} outside what {driver} accepts ({}..={}); the port keeps the driver's own, \
-                 and the dataplane uses that",
+                 and the dataplane uses the smaller of the two",
                 setup.mtu,
                 info.min_mtu,
                 info.max_mtu

@@ -1706,7 +1706,8 @@ fn to_group6(f: &[u8]) -> bool {
 }
 
 /// Whether `f` (IPv6 to a group) is neighbor discovery (past any extension
-/// headers), or an MLD query as routers send it, read here on its own.
+/// headers), or an MLD query as routers send it (in its group's own
+/// frame: `33:33` and the group's last four bytes), read here on its own.
 fn ndp_or_mld_query(f: &[u8]) -> bool {
     let Some((proto, at)) = packet::layout6(f).and_then(|l| l.upper) else {
         return false;
@@ -1721,6 +1722,7 @@ fn ndp_or_mld_query(f: &[u8]) -> bool {
     let src = addr6(f, IP + 8);
     kind == Some(130)
         && f.get(..2) == Some(&[0x33, 0x33])
+        && f.get(2..6) == f.get(IP + 36..IP + 40)
         && f.get(IP + 7) == Some(&1)
         && src.is_unicast_link_local()
         && (at == IP + 40 || (at == IP + 48 && f.get(IP + 6) == Some(&0)))
