@@ -39,6 +39,11 @@ pub const MAX_SERVICES: usize = 4_096;
 /// `--check` and then could not start.
 pub const MAX_REALS: usize = 65_536;
 
+/// The IPv6 minimum link MTU (RFC 8200 §5): what a port with `address6`
+/// needs at least (validation for the config's MTU, the dataplane for the
+/// device's).
+pub const IPV6_MIN_MTU: u16 = 1280;
+
 /// The longest config file read: far more than 4,096 services and 65,536
 /// reals take, and little enough to parse well within the control
 /// thread's watchdog on a reload.

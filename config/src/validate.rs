@@ -350,9 +350,6 @@ fn key_of(path: &str) -> &str {
     path.rsplit('.').next().unwrap_or(path)
 }
 
-/// The IPv6 minimum link MTU (RFC 8200 §5).
-const IPV6_MIN_MTU: u16 = 1280;
-
 /// A maximum duration as `576h (24 days)`: the accepted form, and the days
 /// when it is a whole number of them (the form has no day unit).
 fn describe_max(max: Duration) -> String {

@@ -515,7 +515,9 @@ fn proxy_mss(min: Option<u16>) -> u16 {
 /// The same for IPv6 clients: less 60, at least 1220 (IPv6's minimum MTU,
 /// 1280, less 60).
 fn proxy_mss6(min: Option<u16>) -> u16 {
-    min.unwrap_or(1500).saturating_sub(60).max(1220)
+    min.unwrap_or(1500)
+        .saturating_sub(60)
+        .max(lb_config::IPV6_MIN_MTU - 60)
 }
 
 #[inline]

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam::channel::{bounded, Receiver, Sender, TrySendError};
-use lb_config::Config;
+use lb_config::{Config, IPV6_MIN_MTU};
 
 use crate::backoff::Doorbell;
 use crate::dpdk::{
@@ -143,9 +143,6 @@ pub struct Dataplane {
     /// it takes them.
     sync: Option<ControlLinks>,
 }
-
-/// The IPv6 minimum link MTU (RFC 8200 §5).
-const IPV6_MIN_MTU: u16 = 1280;
 
 /// The snapshot with each port's MTU as the dataplane sends it (the
 /// config's, or the device's where the driver kept a smaller one): MTU

@@ -7,7 +7,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use lb_config::MacAddr;
+use lb_config::{MacAddr, IPV6_MIN_MTU};
 
 use super::{Ipv4Meta, Verdict};
 use crate::buffer::PacketBuf;
@@ -278,10 +278,7 @@ impl Egress {
         let Some(r) = snap.default_route6() else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        if over_mtu(snap, usize::from(r.port), ip_end) {
-            return Verdict::Drop(DropReason::TooBig);
-        }
-        self.real_link6(pkt, r, now)
+        self.send_by6(snap, pkt, r, ip_end, now)
     }
 
     /// [`Self::route6`] to the real `id` at `real`, as
@@ -299,10 +296,7 @@ impl Egress {
         let Some(r) = snap.real_route6(id, real) else {
             return self.route6(snap, pkt, real, ip_end, now);
         };
-        if over_mtu(snap, usize::from(r.port), ip_end) {
-            return Verdict::Drop(DropReason::TooBig);
-        }
-        self.real_link6(pkt, r, now)
+        self.send_by6(snap, pkt, r, ip_end, now)
     }
 
     /// [`Self::direct6`] to the real `id` at `real`, as
@@ -320,13 +314,24 @@ impl Egress {
         match snap.real_route6(id, real) {
             None => self.direct6(snap, pkt, real, ip_end, now),
             Some(r) if !r.connected => Verdict::Drop(DropReason::NoRoute),
-            Some(r) => {
-                if over_mtu(snap, usize::from(r.port), ip_end) {
-                    return Verdict::Drop(DropReason::TooBig);
-                }
-                self.real_link6(pkt, r, now)
-            }
+            Some(r) => self.send_by6(snap, pkt, r, ip_end, now),
         }
+    }
+
+    /// [`Self::send_by`] for IPv6.
+    #[inline(always)]
+    fn send_by6<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        r: &RealRoute<Ipv6Addr>,
+        ip_end: usize,
+        now: u32,
+    ) -> Verdict {
+        if over_mtu(snap, usize::from(r.port), ip_end) {
+            return Verdict::Drop(DropReason::TooBig);
+        }
+        self.real_link6(pkt, r, now)
     }
 
     /// [`Self::link6`] by a real's [`RealRoute`].
@@ -672,10 +677,7 @@ impl Egress {
         let Some(r) = snap.default_route() else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        if over_mtu(snap, usize::from(r.port), ip_end) {
-            return Verdict::Drop(DropReason::TooBig);
-        }
-        self.real_link(pkt, r, now)
+        self.send_by(snap, pkt, r, ip_end, now)
     }
 
     /// [`Self::route`] to the real `id` at `real` (NAT, after the rewrite):
@@ -693,10 +695,7 @@ impl Egress {
         let Some(r) = snap.real_route(id, real) else {
             return self.route_cold(snap, pkt, real, ip_end, now);
         };
-        if over_mtu(snap, usize::from(r.port), ip_end) {
-            return Verdict::Drop(DropReason::TooBig);
-        }
-        self.real_link(pkt, r, now)
+        self.send_by(snap, pkt, r, ip_end, now)
     }
 
     /// [`Self::route`] out of line: for a real the snapshot has no route
@@ -728,13 +727,25 @@ impl Egress {
         match snap.real_route(id, real) {
             None => self.direct_cold(snap, pkt, real, ip_end, now),
             Some(r) if !r.connected => Verdict::Drop(DropReason::NoRoute),
-            Some(r) => {
-                if over_mtu(snap, usize::from(r.port), ip_end) {
-                    return Verdict::Drop(DropReason::TooBig);
-                }
-                self.real_link(pkt, r, now)
-            }
+            Some(r) => self.send_by(snap, pkt, r, ip_end, now),
         }
+    }
+
+    /// Sends a packet ending at `ip_end` by route `r` (a real's or the
+    /// gateway's): dropped when longer than the port's MTU.
+    #[inline(always)]
+    fn send_by<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        r: &RealRoute,
+        ip_end: usize,
+        now: u32,
+    ) -> Verdict {
+        if over_mtu(snap, usize::from(r.port), ip_end) {
+            return Verdict::Drop(DropReason::TooBig);
+        }
+        self.real_link(pkt, r, now)
     }
 
     /// [`Self::link`] by a real's [`RealRoute`]: its static neighbor when
@@ -959,9 +970,6 @@ impl Egress {
         }
     }
 }
-
-/// The IPv6 minimum link MTU (RFC 8200 §5).
-const IPV6_MIN_MTU: u16 = 1280;
 
 /// Whether a packet ending at `ip_end` in its frame is longer than the
 /// MTU of port `port`.

@@ -1694,28 +1694,31 @@ fn dr_syn() -> Vec<u8> {
         .clone()
 }
 
+/// A segment of the one-arm scenario's DR flow, `ip_len` bytes of IPv4
+/// (the SYN's headers, an ACK, zero payload), DF as `df`.
+fn dr_segment(ip_len: usize, df: bool) -> Vec<u8> {
+    use crate::wire::{ethernet, ipv4, tcp, TcpFlags, TcpPacket};
+    let mut f = dr_syn()[..ethernet::HEADER_LEN + ipv4::HEADER_LEN + tcp::HEADER_LEN].to_vec();
+    f.resize(ethernet::HEADER_LEN + ip_len, 0);
+    let mut ip = Ipv4Packet::new_unchecked(&mut f[ethernet::HEADER_LEN..]);
+    ip.set_total_len(ip_len as u16);
+    ip.set_dont_fragment(df);
+    ip.fill_checksum();
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let mut t = TcpPacket::new_unchecked(ip.payload_mut());
+    t.set_header_len(tcp::HEADER_LEN);
+    t.set_flags(TcpFlags::ACK);
+    t.fill_checksum(src, dst);
+    f
+}
+
 #[test]
 fn a_dr_packet_larger_than_the_port_mtu_is_not_sent_and_df_gets_frag_needed() {
-    use crate::wire::{ethernet, ipv4, tcp, TcpFlags, TcpPacket};
+    use crate::wire::{ethernet, ipv4};
     let (snap, mut p, _, port) = one_arm_until("mh: ack without a flow");
     // The DR flow's SYN went through just before; now a 1,540-byte segment
     // of the same flow, on a 1,500-byte port.
-    let dr_syn = &dr_syn();
-    let payload = 1500;
-    let segment = |df: bool| {
-        let mut f = dr_syn[..ethernet::HEADER_LEN + ipv4::HEADER_LEN + tcp::HEADER_LEN].to_vec();
-        f.resize(f.len() + payload, 0);
-        let mut ip = Ipv4Packet::new_unchecked(&mut f[ethernet::HEADER_LEN..]);
-        ip.set_total_len((ipv4::HEADER_LEN + tcp::HEADER_LEN + payload) as u16);
-        ip.set_dont_fragment(df);
-        ip.fill_checksum();
-        let (src, dst) = (ip.src_addr(), ip.dst_addr());
-        let mut t = TcpPacket::new_unchecked(ip.payload_mut());
-        t.set_header_len(tcp::HEADER_LEN);
-        t.set_flags(TcpFlags::ACK);
-        t.fill_checksum(src, dst);
-        f
-    };
+    let segment = |df: bool| dr_segment(1540, df);
     // Without DF: dropped.
     let mut b = VecBuf::from_bytes(&segment(false));
     assert_eq!(
@@ -1751,7 +1754,7 @@ fn a_dr_packet_larger_than_the_port_mtu_is_not_sent_and_df_gets_frag_needed() {
 /// went out whole, and with DF set got no "fragmentation needed".
 #[test]
 fn a_port_mtu_lowered_after_compiling_is_the_one_checked() {
-    use crate::wire::{ethernet, ipv4, tcp, TcpFlags, TcpPacket};
+    use crate::wire::{ethernet, ipv4};
     let (mut snap, mut p, _, port) = one_arm_until("mh: ack without a flow");
     let mtus = vec![1400; snap.ports.len()];
     snap.set_port_mtus(&mtus);
@@ -1761,22 +1764,7 @@ fn a_port_mtu_lowered_after_compiling_is_the_one_checked() {
     );
     // The DR flow's SYN went through just before; now a 1,450-byte
     // segment of it: within the config's 1,500, beyond the port's 1,400.
-    let dr_syn = &dr_syn();
-    let payload = 1450 - ipv4::HEADER_LEN - tcp::HEADER_LEN;
-    let segment = |df: bool| {
-        let mut f = dr_syn[..ethernet::HEADER_LEN + ipv4::HEADER_LEN + tcp::HEADER_LEN].to_vec();
-        f.resize(f.len() + payload, 0);
-        let mut ip = Ipv4Packet::new_unchecked(&mut f[ethernet::HEADER_LEN..]);
-        ip.set_total_len(1450);
-        ip.set_dont_fragment(df);
-        ip.fill_checksum();
-        let (src, dst) = (ip.src_addr(), ip.dst_addr());
-        let mut t = TcpPacket::new_unchecked(ip.payload_mut());
-        t.set_header_len(tcp::HEADER_LEN);
-        t.set_flags(TcpFlags::ACK);
-        t.fill_checksum(src, dst);
-        f
-    };
+    let segment = |df: bool| dr_segment(1450, df);
     let mut b = VecBuf::from_bytes(&segment(false));
     assert_eq!(
         p.process(&snap, port, &mut b, 5000),
