@@ -19,7 +19,7 @@ pub fn rewrite_request(frame: &mut [u8], real: Ipv4Addr, real_port: u16) {
         decrement_ttl: true,
         ..Rewrite::default()
     }
-    .apply(&mut frame[IP..]);
+    .apply_frame(frame);
 }
 
 /// Real:port -> client becomes VIP:port -> client.
@@ -31,7 +31,7 @@ pub fn rewrite_reply(frame: &mut [u8], vip: Ipv4Addr, vip_port: u16) {
         decrement_ttl: true,
         ..Rewrite::default()
     }
-    .apply(&mut frame[IP..]);
+    .apply_frame(frame);
 }
 
 /// [`rewrite_request`] for a flow the SYN proxy answered the handshake of:
@@ -84,7 +84,7 @@ pub fn rewrite_request6(
         decrement_hop_limit: true,
         ..Rewrite6::default()
     }
-    .apply(&mut frame[IP..], protocol, l4_offset);
+    .apply_frame(frame, protocol, l4_offset);
 }
 
 /// NAT66: real:port -> client becomes VIP:port -> client.
@@ -102,7 +102,7 @@ pub fn rewrite_reply6(
         decrement_hop_limit: true,
         ..Rewrite6::default()
     }
-    .apply(&mut frame[IP..], protocol, l4_offset);
+    .apply_frame(frame, protocol, l4_offset);
 }
 
 /// [`rewrite_request6`] for a flow the SYN proxy answered the handshake
