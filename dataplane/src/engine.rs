@@ -16,8 +16,9 @@ use crate::dpdk::{
 use crate::kernel::{self, KernelPath, Tap};
 use crate::sync::{self as sync_link, ControlLinks};
 use crate::worker::FlowQuery;
-use crate::worker::Worker;
-use lb_core::pipeline::Pipeline;
+use crate::worker::{Worker, HOLD_SLOTS};
+use lb_core::exception::KERNEL_BURST;
+use lb_core::pipeline::{Pipeline, DEFER_SLOTS};
 use lb_core::snapshot::{CompileError, Ids, Snapshot};
 use lb_core::stats::WorkerStats;
 
@@ -37,11 +38,20 @@ const TAP_DESCRIPTORS: u16 = 256;
 /// round again; the hand-off rings between every ordered pair of
 /// `workers`; and the per-lcore caches of a pool of `mbufs`, up to 1.5
 /// times the cache size each (DPDK flushes a cache above that), for the
-/// workers and the main lcore. Not counted: the few hundred per worker in
-/// hold and deferral slots and in frames queued for a tap.
-fn mbufs_held(rings: &[(u16, u16)], queues: u16, workers: usize, mbufs: u32) -> MbufsHeld {
+/// workers and the main lcore; and what each worker keeps between polls:
+/// its slots for packets held for a next hop and deferred by the SYN
+/// proxy, and the frames it queues for each of the `taps` kernel
+/// interfaces (found in audit: left out, a few hundred per worker).
+fn mbufs_held(
+    rings: &[(u16, u16)],
+    queues: u16,
+    workers: usize,
+    taps: usize,
+    mbufs: u32,
+) -> MbufsHeld {
     let queues = usize::from(queues);
     MbufsHeld {
+        in_workers: workers * (HOLD_SLOTS + DEFER_SLOTS + taps * KERNEL_BURST as usize),
         on_rings: rings
             .iter()
             .map(|&(rx, tx)| queues * (usize::from(rx) + usize::from(tx)))
@@ -53,6 +63,7 @@ fn mbufs_held(rings: &[(u16, u16)], queues: u16, workers: usize, mbufs: u32) -> 
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct MbufsHeld {
+    in_workers: usize,
     on_rings: usize,
     in_handoff: usize,
     in_caches: usize,
@@ -60,7 +71,7 @@ struct MbufsHeld {
 
 impl MbufsHeld {
     fn total(self) -> usize {
-        self.on_rings + self.in_handoff + self.in_caches
+        self.on_rings + self.in_handoff + self.in_caches + self.in_workers
     }
 }
 
@@ -401,18 +412,20 @@ impl Dataplane {
             .map(|(_, p)| p.descriptors())
             .chain(kernel_ports.iter().map(|(_, t)| (t.descriptors().0, 0)))
             .collect();
-        let held = mbufs_held(&rings, queues, n, config.dpdk.mbufs);
+        let held = mbufs_held(&rings, queues, n, kernel_ports.len(), config.dpdk.mbufs);
         if held.total() > config.dpdk.mbufs as usize {
             log::warn!(
                 "[dpdk] mbufs = {}: the ports' receive and transmit rings ({}, kernel \
-                 interfaces' included), the {} hand-off rings between the workers ({}) \
-                 and the lcores' caches ({}) can hold more than that under a flood; give \
-                 the pool at least {} to keep them from running it dry",
+                 interfaces' included), the {} hand-off rings between the workers ({}), \
+                 the lcores' caches ({}) and the workers' hold, deferral and kernel \
+                 queues ({}) can hold more than that under a flood; give the pool at \
+                 least {} to keep them from running it dry",
                 config.dpdk.mbufs,
                 held.on_rings,
                 n * n.saturating_sub(1),
                 held.in_handoff,
                 held.in_caches,
+                held.in_workers,
                 held.total() * 2
             );
         }
@@ -718,23 +731,26 @@ mod tests {
     fn the_mbufs_rings_and_caches_hold_are_counted() {
         let port = (PORT_DESCRIPTORS, PORT_DESCRIPTORS);
         let tap = (TAP_DESCRIPTORS, 0);
-        let one = mbufs_held(&[port], 2, 2, 16383);
+        let one = mbufs_held(&[port], 2, 2, 0, 16383);
         assert_eq!(
             one,
             MbufsHeld {
+                in_workers: 2 * (64 + 64),
                 on_rings: 2 * 2048,
                 in_handoff: 2 * 4095,
                 in_caches: 3 * 384,
             }
         );
         assert!(one.total() <= 16383, "{one:?}");
-        let two = mbufs_held(&[port, port, tap], 2, 2, 16383);
+        let two = mbufs_held(&[port, port, tap], 2, 2, 1, 16383);
         assert_eq!(two.on_rings, 2 * 2 * 2048 + 2 * 256);
+        // Each worker queues up to a burst for the kernel interface.
+        assert_eq!(two.in_workers, 2 * (64 + 64 + 64));
         assert!(two.total() > 16383, "{two:?}");
         // A driver that gave fewer descriptors: counted as given.
-        assert_eq!(mbufs_held(&[(512, 256)], 1, 1, 16383).on_rings, 768);
+        assert_eq!(mbufs_held(&[(512, 256)], 1, 1, 0, 16383).on_rings, 768);
         // A small pool has small caches.
-        assert_eq!(mbufs_held(&[port], 1, 1, 100).in_caches, 2 * 75);
+        assert_eq!(mbufs_held(&[port], 1, 1, 0, 100).in_caches, 2 * 75);
     }
 
     #[test]
