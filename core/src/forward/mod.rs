@@ -44,8 +44,9 @@ pub fn set_macs(frame: &mut [u8], dst: MacAddr, src: MacAddr) {
 }
 
 /// The changes a forwarding method makes to an IPv4 packet's addresses,
-/// ports and TTL. Applied by [`Rewrite::apply`], the one place where the
-/// checksums of a rewrite are updated.
+/// ports and TTL. Applied by [`Rewrite::apply`] (or, to a whole frame,
+/// [`Rewrite::apply_frame`]), whose one body updates the checksums of
+/// every rewrite.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Rewrite {
     pub src: Option<Ipv4Addr>,
@@ -164,7 +165,8 @@ impl Rewrite {
     /// rewritten through a view of fixed size, whose fields need no bounds
     /// check and whose checksum no length test; anything else takes
     /// `apply`, with the same result (the `apply_frame_agrees_with_apply`
-    /// test).
+    /// test); a frame shorter than an Ethernet header (never the
+    /// pipeline's) is left alone.
     #[inline(always)]
     pub fn apply_frame(&self, frame: &mut [u8]) {
         const TCP_END: usize = L4 + tcp::HEADER_LEN;
@@ -315,7 +317,8 @@ impl Rewrite6 {
     /// classified, as [`Rewrite::apply_frame`]: a TCP or UDP header right
     /// after the fixed IPv6 header, whole, is rewritten through a view of
     /// fixed size; anything else (extension headers) takes `apply`, with
-    /// the same result (the `apply6_frame_agrees_with_apply` test).
+    /// the same result (the `apply6_frame_agrees_with_apply` test); a
+    /// frame shorter than an Ethernet header is left alone.
     #[inline(always)]
     pub fn apply_frame(&self, frame: &mut [u8], protocol: IpProtocol, l4_offset: usize) {
         const HEADER_LEN: usize = crate::wire::ipv6::HEADER_LEN;
@@ -382,10 +385,23 @@ mod tests {
         ]
     }
 
+    /// Makes `l4`, where it is long enough, a TCP header with a
+    /// timestamps option (what a translation rewrites past the fixed
+    /// header: random bytes almost never hold a valid one).
+    fn plant_timestamps(l4: &mut [u8]) {
+        const OPTIONS: [u8; 12] = [1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2];
+        if l4.len() >= 32 {
+            l4[12] = 8 << 4;
+            l4[13] |= 0x10;
+            l4[20..32].copy_from_slice(&OPTIONS);
+        }
+    }
+
     proptest! {
         /// The fixed-size path of `apply_frame` writes what `apply` does,
         /// for any bytes: TCP and UDP (UDP's checksum 0 included), with and
-        /// without a translation, other
+        /// without a translation (of a timestamps option: a translation
+        /// on the fixed-size path would miss it), other
         /// protocols, IP options and other versions (which take `apply`),
         /// and frames that end inside the transport header.
         #[test]
@@ -395,12 +411,16 @@ mod tests {
             first in prop_oneof![Just(0x45u8), any::<u8>()],
             protocol in prop_oneof![Just(6u8), Just(17u8), any::<u8>()],
             zero_udp_checksum in any::<bool>(),
+            timestamps in any::<bool>(),
         ) {
             frame[IP] = first;
             frame[IP + 9] = protocol;
             if zero_udp_checksum && frame.len() >= L4 + 8 {
                 frame[L4 + 6] = 0;
                 frame[L4 + 7] = 0;
+            }
+            if timestamps {
+                plant_timestamps(&mut frame[L4..]);
             }
             let mut general = frame.clone();
             r.apply(&mut general[IP..]);
@@ -422,6 +442,7 @@ mod tests {
             l4_offset in prop_oneof![Just(40usize), 40usize..90],
             zero_udp_checksum in any::<bool>(),
             tcp in tcp_adjust(),
+            timestamps in any::<bool>(),
         ) {
             let r = Rewrite6 {
                 src: src.map(Ipv6Addr::from),
@@ -435,6 +456,11 @@ mod tests {
             if zero_udp_checksum && frame.len() >= at + 2 {
                 frame[at] = 0;
                 frame[at + 1] = 0;
+            }
+            if timestamps {
+                if let Some(l4) = frame.get_mut(IP + l4_offset..) {
+                    plant_timestamps(l4);
+                }
             }
             let protocol = IpProtocol::from(protocol);
             let mut general = frame.clone();

@@ -1,8 +1,8 @@
 //! VS/NAT: requests get the real's address and port as destination, replies
 //! get the VIP and service port back as source, and the TTL (IPv6: hop
 //! limit) is decremented, as a router does. Checksums are updated by
-//! [`Rewrite::apply`] and [`Rewrite6::apply`] (NAT66: IPv6 to IPv6 only,
-//! never a translation between the families).
+//! [`Rewrite`] and [`Rewrite6`] (`apply_frame` on the established path;
+//! NAT66: IPv6 to IPv6 only, never a translation between the families).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
