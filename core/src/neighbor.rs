@@ -87,9 +87,11 @@ pub struct NeighborCache<A: FlowAddr = Ipv4Addr> {
 /// How many unnoted addresses are remembered as asked for.
 const UNNOTED: usize = 16;
 
-/// How long after an unnoted request its answer may still push a resolved
-/// neighbor out (an answer takes milliseconds; a host asks three times, a
-/// second apart, before it gives up).
+/// How long after a request its answer counts as one: it may then move a
+/// resolved neighbor to another MAC, and, for a request that found no
+/// slot to be noted in, push a resolved neighbor out (an answer takes
+/// milliseconds; a host asks three times, a second apart, before it gives
+/// up).
 const ANSWER_WITHIN_MS: u32 = 3_000;
 
 impl<A: FlowAddr> std::fmt::Debug for NeighborCache<A> {
@@ -160,7 +162,13 @@ impl<A: FlowAddr> NeighborCache<A> {
     /// Staleness is age at `now`, which wraps like the clock (the workers'
     /// milliseconds wrap after 49.7 days: comparing the stamps themselves
     /// then took the freshest entries for the stalest).
-    fn free_slot(&self, ip: A, evict: bool, now: u32) -> Option<usize> {
+    /// A resolved neighbor that `keep` names (the config's next hops:
+    /// reals, gateways) is never pushed out: strangers can have the
+    /// appliance ask for addresses they answer (a flow's client on a
+    /// connected network), and those answers may take a slot (found in
+    /// audit: a window filled with a stranger's addresses, then answers for
+    /// more of them, pushed out the gateway again and again).
+    fn free_slot(&self, ip: A, evict: bool, now: u32, keep: impl Fn(A) -> bool) -> Option<usize> {
         let window = self.window(ip);
         if let Some(s) = window.clone().find(|&s| !self.slots[s].used) {
             return Some(s);
@@ -169,6 +177,7 @@ impl<A: FlowAddr> NeighborCache<A> {
             window
                 .clone()
                 .filter(|&s| self.slots[s].resolved == resolved)
+                .filter(|&s| !resolved || !keep(self.slots[s].ip))
                 .max_by_key(|&s| now.wrapping_sub(self.slots[s].learned_at))
         };
         stalest(false).or_else(|| if evict { stalest(true) } else { None })
@@ -185,6 +194,32 @@ impl<A: FlowAddr> NeighborCache<A> {
     /// Whether a request may go at `now` (taking it if so).
     fn may_ask(&mut self, now: u32) -> bool {
         self.requests.take(now)
+    }
+
+    /// Whether `ip` was asked for within the last [`ANSWER_WITHIN_MS`]:
+    /// an answer now is one to a request of ours.
+    pub fn asked_lately(&self, ip: A, now: u32) -> bool {
+        self.find(ip)
+            .is_some_and(|s| now.wrapping_sub(self.slots[s].requested_at) < ANSWER_WITHIN_MS)
+            || self.asked_unnoted(ip, now)
+    }
+
+    /// Someone says that `ip`, resolved here, is at another MAC, in a
+    /// frame that answers no request of ours: it is not believed, but
+    /// asked about again, at once, so that the neighbor's own answer
+    /// decides (a host whose MAC really changed announces it so). Whether
+    /// to send that request now (once a [`REQUEST_INTERVAL_MS`] at most,
+    /// within the cache's request budget).
+    pub fn doubt(&mut self, ip: A, now: u32) -> bool {
+        let Some(s) = self.find(ip).filter(|&s| self.slots[s].resolved) else {
+            return false;
+        };
+        let due = now.wrapping_sub(self.slots[s].requested_at) >= REQUEST_INTERVAL_MS;
+        if due && self.may_ask(now) {
+            self.slots[s].requested_at = now;
+            return true;
+        }
+        false
     }
 
     /// Looks `ip` up at time `now`, marking that a request is due when one
@@ -211,7 +246,7 @@ impl<A: FlowAddr> NeighborCache<A> {
                 }
             }
             None => {
-                let slot = self.free_slot(ip, false, now);
+                let slot = self.free_slot(ip, false, now, |_| false);
                 if slot.is_none() {
                     // Nowhere to note it: the request still goes (its
                     // answer is learned), once an interval.
@@ -237,7 +272,7 @@ impl<A: FlowAddr> NeighborCache<A> {
                         requested_at: if ask {
                             now
                         } else {
-                            now.wrapping_sub(REQUEST_INTERVAL_MS)
+                            now.wrapping_sub(ANSWER_WITHIN_MS)
                         },
                         told_at: now.wrapping_sub(SHARE_AGAIN_MS),
                         used: true,
@@ -260,9 +295,21 @@ impl<A: FlowAddr> NeighborCache<A> {
     /// on the segment sending ARP requests from a new address each time
     /// pushed out the gateway in use, and every worker it was told to).
     pub fn learn(&mut self, ip: A, mac: MacAddr, now: u32) -> bool {
+        self.learn_keeping(ip, mac, now, |_| false)
+    }
+
+    /// [`Self::learn`], never pushing out a resolved neighbor that `keep`
+    /// names (see [`Self::free_slot`]).
+    pub fn learn_keeping(
+        &mut self,
+        ip: A,
+        mac: MacAddr,
+        now: u32,
+        keep: impl Fn(A) -> bool,
+    ) -> bool {
         let Some(s) = self
             .find(ip)
-            .or_else(|| self.free_slot(ip, self.asked_unnoted(ip, now), now))
+            .or_else(|| self.free_slot(ip, self.asked_unnoted(ip, now), now, keep))
         else {
             // No room here, but worth telling: an answer reaches one
             // worker's queue, maybe not the one that asked, which may make
@@ -293,8 +340,10 @@ impl<A: FlowAddr> NeighborCache<A> {
             mac,
             resolved: true,
             learned_at: now,
+            // News answers any request: not asked since (an older
+            // request's answer is not one to a request now).
             requested_at: if news {
-                now.wrapping_sub(REQUEST_INTERVAL_MS)
+                now.wrapping_sub(ANSWER_WITHIN_MS)
             } else {
                 e.requested_at
             },
@@ -407,6 +456,38 @@ mod tests {
         assert_eq!(c.get(gateway), None, "an answer may push it out");
     }
 
+    /// Found in audit: strangers can have the appliance ask for addresses
+    /// they answer (clients on a connected network), and each answer to
+    /// a request that found no slot pushed out the stalest resolved
+    /// neighbor of its window: the gateway, again and again. A neighbor
+    /// the config names (`keep`) is never the one pushed out.
+    #[test]
+    fn an_answer_never_pushes_out_a_configured_next_hop() {
+        let mut c = NeighborCache::with_key(7);
+        let gateway = Ipv4Addr::new(198, 18, 0, 1);
+        let keep = |a: Ipv4Addr| a == gateway;
+        assert!(c.learn_keeping(gateway, MAC, 0, keep));
+        let home = c.home(gateway);
+        let near: Vec<Ipv4Addr> = (0..u32::MAX)
+            .map(|i| Ipv4Addr::from(0xc613_0000 + i))
+            .filter(|&a| c.home(a) == home)
+            .take(2 * PROBE)
+            .collect();
+        let (known, strangers) = near.split_at(PROBE - 1);
+        for (i, &a) in known.iter().enumerate() {
+            assert!(c.learn_keeping(a, MAC, 1 + i as u32, keep));
+        }
+        // Answers to requests for strangers: each takes a slot, never the
+        // gateway's, the stalest.
+        for (i, &a) in strangers.iter().enumerate() {
+            let now = 10_000 * (i as u32 + 1);
+            assert_eq!(c.lookup(a, now), Lookup::Missing { ask: true });
+            c.learn_keeping(a, MAC, now + 1, keep);
+            assert_eq!(c.get(a), Some(MAC), "stranger {i} learned");
+            assert_eq!(c.get(gateway), Some(MAC), "gateway kept ({i})");
+        }
+    }
+
     /// Found in review: an answer reaches one worker's queue, often not
     /// the asker's; with both windows full of resolved neighbors (the
     /// same ones: workers share what they learn), the taker, which did not
@@ -425,7 +506,8 @@ mod tests {
         let x = (0..u32::MAX)
             .map(|i| Ipv4Addr::from(0xc614_0000 + i))
             .find(|&a| {
-                asker.free_slot(a, false, now).is_none() && taker.free_slot(a, false, now).is_none()
+                asker.free_slot(a, false, now, |_| false).is_none()
+                    && taker.free_slot(a, false, now, |_| false).is_none()
             })
             .unwrap();
         let new_mac = MacAddr([2, 0, 0, 0, 0, 0x99]);

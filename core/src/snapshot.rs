@@ -1140,6 +1140,12 @@ impl Snapshot {
         self.nat_reals6.contains(&addr)
     }
 
+    /// Whether `mac` is one of our ports' MACs: no neighbor is learned at
+    /// it (a frame sent there would come back to us, or nowhere).
+    pub fn is_own_mac(&self, mac: MacAddr) -> bool {
+        self.ports.iter().any(|p| p.mac == mac)
+    }
+
     /// Whether `addr` is a next hop the config names: a real, a port's
     /// gateway, or a static neighbor (not a client on a connected network,
     /// which strangers choose).

@@ -323,7 +323,7 @@ impl Worker {
             }
             let mut told = false;
             for (ip, mac) in self.neighbors_in.try_iter() {
-                self.pipeline.learn_neighbor(ip, mac, now);
+                self.pipeline.learn_neighbor(&self.snapshot, ip, mac, now);
                 told = true;
             }
             // What waited for those neighbors goes now, ahead of this

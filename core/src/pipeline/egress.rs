@@ -150,18 +150,25 @@ impl Egress {
     }
 
     /// Records a neighbor another worker learned (IPv6).
-    pub fn learn_from_peer6(&mut self, ip: Ipv6Addr, mac: MacAddr, now: u32) {
-        self.neighbors6.learn(ip, mac, now);
+    pub fn learn_from_peer6(&mut self, snap: &Snapshot, ip: Ipv6Addr, mac: MacAddr, now: u32) {
+        self.neighbors6
+            .learn_keeping(ip, mac, now, |a| snap.is_configured_next_hop(a.into()));
     }
 
     /// Learns `ip` at `mac` from neighbor discovery on `port`: a neighbor
-    /// on its segment (or its link-local gateway), not a static entry.
-    /// Unless `replaces` (a solicitation, or an advertisement with
-    /// Override), not over another MAC learned for it within the last
-    /// refresh interval (RFC 4861 7.2.5; an entry that old has not been
-    /// confirmed since, and a proxy or anycast neighbor that moved answers
-    /// only without Override), and not told to the other workers, which
-    /// learn what they are told whatever they knew.
+    /// on its segment (or its link-local gateway), not a static entry,
+    /// never at one of our own ports' MACs. A resolved neighbor moves to
+    /// another MAC only by an `answer` (a solicited advertisement) to a
+    /// request of ours, and then, unless `replaces` (Override set), only
+    /// when it was not confirmed within the last refresh interval (RFC
+    /// 4861 7.2.5: a proxy or anycast neighbor that moved answers without
+    /// Override). A solicitation or an unsolicited advertisement that says
+    /// it moved has it asked about again instead, as for ARP
+    /// ([`Self::learn`]; RFC 4861 would take either, and so would any
+    /// host on the segment that sends one). What is learned without
+    /// `replaces` is not told to the other workers, which learn what they
+    /// are told whatever they knew.
+    #[allow(clippy::too_many_arguments)]
     pub fn learn6(
         &mut self,
         snap: &Snapshot,
@@ -169,16 +176,35 @@ impl Egress {
         ip: Ipv6Addr,
         mac: MacAddr,
         replaces: bool,
+        answer: bool,
         now: u32,
     ) {
         let p = &snap.ports[port];
-        if !(p.connected6(ip) || p.gateway6 == Some(ip)) || snap.static_neighbor6(ip).is_some() {
+        if !(p.connected6(ip) || p.gateway6 == Some(ip))
+            || snap.static_neighbor6(ip).is_some()
+            || snap.is_own_mac(mac)
+        {
             return;
         }
-        let takes = replaces
-            || self.neighbors6.get(ip).is_none_or(|m| m == mac)
-            || self.neighbors6.is_stale(ip, now);
-        if takes && self.neighbors6.learn(ip, mac, now) && replaces && self.learned6.len() < OUTBOX
+        let takes = match self.neighbors6.get(ip) {
+            None => true,
+            Some(m) if m == mac => true,
+            Some(_) => {
+                answer
+                    && self.neighbors6.asked_lately(ip, now)
+                    && (replaces || self.neighbors6.is_stale(ip, now))
+            }
+        };
+        if !takes {
+            if self.neighbors6.doubt(ip, now) {
+                self.solicit(port, ip);
+            }
+            return;
+        }
+        let keep = |a: Ipv6Addr| snap.is_configured_next_hop(a.into());
+        if self.neighbors6.learn_keeping(ip, mac, now, keep)
+            && replaces
+            && self.learned6.len() < OUTBOX
         {
             self.learned6.push((ip, mac));
             self.neighbors6.told(ip, now);
@@ -578,21 +604,73 @@ impl Egress {
     }
 
     /// Records a neighbor another worker learned.
-    pub fn learn_from_peer(&mut self, ip: Ipv4Addr, mac: MacAddr, now: u32) {
-        self.neighbors.learn(ip, mac, now);
+    pub fn learn_from_peer(&mut self, snap: &Snapshot, ip: Ipv4Addr, mac: MacAddr, now: u32) {
+        self.neighbors
+            .learn_keeping(ip, mac, now, |a| snap.is_configured_next_hop(a.into()));
     }
 
     /// Learns `ip` at `mac` from ARP seen on `port` (a neighbor on its
     /// segment, not a static entry's address: those win) and queues it for
-    /// the other workers.
-    pub fn learn(&mut self, snap: &Snapshot, port: usize, ip: Ipv4Addr, mac: MacAddr, now: u32) {
-        if snap.ports[port].connected(ip)
-            && snap.static_neighbor(ip).is_none()
-            && self.neighbors.learn(ip, mac, now)
+    /// the other workers. A resolved neighbor moves to another MAC only
+    /// by an `answer` (an ARP reply) to a request of ours; anything else
+    /// that says it moved (a request, a reply nobody asked for) has it
+    /// asked about again instead ([`NeighborCache::doubt`]: found in
+    /// audit, any host on the segment moved the gateway with one ARP
+    /// request to us). Never at one of our own ports' MACs (found in
+    /// audit: a real learned at ours looped DR frames).
+    pub fn learn(
+        &mut self,
+        snap: &Snapshot,
+        port: usize,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        answer: bool,
+        now: u32,
+    ) {
+        if !snap.ports[port].connected(ip)
+            || snap.static_neighbor(ip).is_some()
+            || snap.is_own_mac(mac)
+        {
+            return;
+        }
+        if self.neighbors.get(ip).is_some_and(|m| m != mac)
+            && !(answer && self.neighbors.asked_lately(ip, now))
+        {
+            if self.neighbors.doubt(ip, now) {
+                self.ask(port, ip);
+            }
+            return;
+        }
+        if self
+            .neighbors
+            .learn_keeping(ip, mac, now, |a| snap.is_configured_next_hop(a.into()))
             && self.learned.len() < OUTBOX
         {
             self.learned.push((ip, mac));
             self.neighbors.told(ip, now);
+        }
+    }
+
+    /// A frame on `port` says that `ip` is at `mac` without being addressed
+    /// to us (a gratuitous ARP: a host announcing a new MAC, as a VRRP
+    /// gateway without a virtual MAC does when it takes over). Nothing is
+    /// learned from it; a resolved neighbor it contradicts is asked about
+    /// again at once ([`NeighborCache::doubt`]), so that a real move is
+    /// followed within a round trip, not at the next refresh.
+    pub fn announced(
+        &mut self,
+        snap: &Snapshot,
+        port: usize,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        now: u32,
+    ) {
+        if snap.ports[port].connected(ip)
+            && snap.static_neighbor(ip).is_none()
+            && self.neighbors.get(ip).is_some_and(|m| m != mac)
+            && self.neighbors.doubt(ip, now)
+        {
+            self.ask(port, ip);
         }
     }
 

@@ -119,8 +119,9 @@ impl Pipeline {
                 ip.end(),
                 &self.stats,
             );
-            if let Some((addr, mac, replaces)) = learn {
-                self.egress.learn6(snap, in_port, addr, mac, replaces, now);
+            if let Some((addr, mac, replaces, answer)) = learn {
+                self.egress
+                    .learn6(snap, in_port, addr, mac, replaces, answer, now);
             }
             // Solicitations for our addresses stay ours to answer; what we
             // only learn from or ignore (advertisements, solicitations for

@@ -249,18 +249,44 @@ fn an_advertisement_without_override_does_not_move_a_known_neighbor() {
             "nothing told the other workers"
         );
     }
+    // Override without Solicited: nobody asked (any host on the segment
+    // can send one; found in audit: it moved the neighbor). Asked about
+    // again at once instead; the answer, with Override, moves it.
+    p.take_ndp_requests().for_each(drop);
     let mut b = VecBuf::from_bytes(&advert(real, other, NeighborFlags::OVERRIDE));
-    assert_eq!(p.process(&snap, 0, &mut b, 3), Verdict::Consumed);
-    assert_eq!(p.resolved(&snap, real), Some(other), "Override: replaced");
+    assert_eq!(p.process(&snap, 0, &mut b, 3_000), Verdict::Consumed);
+    assert_eq!(p.resolved(&snap, real), Some(REAL_MAC), "unsolicited: kept");
+    let asked: Vec<_> = p.take_ndp_requests().collect();
+    assert_eq!(asked.len(), 1, "asked again at once");
+    assert_eq!(asked[0].target, real);
+    let answer = NeighborFlags::OVERRIDE | NeighborFlags::SOLICITED;
+    let mut b = VecBuf::from_bytes(&advert(real, other, answer));
+    assert_eq!(p.process(&snap, 0, &mut b, 3_010), Verdict::Consumed);
+    assert_eq!(p.resolved(&snap, real), Some(other), "the answer: replaced");
     assert_eq!(
         p.take_learned().collect::<Vec<_>>(),
         vec![(real.into(), other)]
     );
+    // A solicitation from the neighbor's address naming another MAC is
+    // no answer either; nor is anything at our own MAC learned.
+    let third = MacAddr([2, 0, 0, 0, 0x77, 0x77]);
+    let mut b = VecBuf::from_bytes(&solicit(real, v6("2001:2::2"), third));
+    p.process(&snap, 0, &mut b, 10_000);
+    assert_eq!(p.resolved(&snap, real), Some(other), "solicitation: kept");
+    assert_eq!(p.take_ndp_requests().count(), 1, "asked again");
+    let ours = snap.ports[0].mac;
+    let mut b = VecBuf::from_bytes(&advert(real, ours, answer));
+    p.process(&snap, 0, &mut b, 10_010);
+    assert_eq!(p.resolved(&snap, real), Some(other), "never at our MAC");
     // Unconfirmed for a refresh interval: an answer without Override moves
-    // it (the neighbor moved, and answers so).
-    let later = 3 + crate::neighbor::REFRESH_MS;
+    // it (the neighbor moved, and answers so), once we asked.
+    let later = 3_010 + crate::neighbor::REFRESH_MS;
     let mut b = VecBuf::from_bytes(&advert(real, REAL_MAC, NeighborFlags::SOLICITED));
     assert_eq!(p.process(&snap, 0, &mut b, later), Verdict::Consumed);
+    assert_eq!(p.resolved(&snap, real), Some(other), "not asked: kept");
+    assert_eq!(p.take_ndp_requests().count(), 1, "asked now");
+    let mut b = VecBuf::from_bytes(&advert(real, REAL_MAC, NeighborFlags::SOLICITED));
+    assert_eq!(p.process(&snap, 0, &mut b, later + 5), Verdict::Consumed);
     assert_eq!(p.resolved(&snap, real), Some(REAL_MAC), "stale: replaced");
 }
 

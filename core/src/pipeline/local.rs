@@ -22,28 +22,63 @@ use crate::wire::{
     Ipv4Packet,
 };
 
+/// What the sender of a well-formed Ethernet/IPv4 ARP packet says of
+/// itself, where a neighbor cache may hear it (unicast MAC, non-zero
+/// address, not one of ours).
+pub(super) enum ArpSender {
+    /// Addressed to one of our addresses: learned from; `answer` for a
+    /// reply (which answers a request of ours if one is out).
+    ToUs {
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        answer: bool,
+    },
+    /// A gratuitous ARP (the sender's own address as the target): a host
+    /// announcing where it is, never learned from (only asked about again
+    /// when it contradicts what is known).
+    Announcing { ip: Ipv4Addr, mac: MacAddr },
+}
+
 /// The sender of a well-formed Ethernet/IPv4 ARP packet addressed to one of
-/// our addresses, if it is one a neighbor cache may learn (unicast MAC,
-/// non-zero address).
+/// our addresses or announcing its sender, if it is one a neighbor cache
+/// may hear.
 pub(super) fn arp_sender(
     snap: &Snapshot,
     port: usize,
     frame: &EthernetFrame<&mut [u8]>,
-) -> Option<(Ipv4Addr, MacAddr)> {
+) -> Option<ArpSender> {
     let arp = ArpPacket::new_checked(frame.payload()).ok()?;
     if !arp.is_ethernet_ipv4() {
         return None;
     }
-    // Only ARP addressed to one of our addresses teaches us anything: a
-    // request or reply between two other hosts is not for us to believe.
-    if !snap.is_local(port, arp.target_protocol_addr()) {
+    let (ip, mac) = (arp.source_protocol_addr(), arp.source_hardware_addr());
+    // Not a sender claiming one of our own addresses, or a network's
+    // broadcast (found in review: learned; NDP already refused ours).
+    if ip.is_unspecified() || !is_station(mac) || snap.is_martian_client(ip.into()) {
         return None;
     }
-    let (ip, mac) = (arp.source_protocol_addr(), arp.source_hardware_addr());
-    // Nor does a sender claiming one of our own addresses, or a network's
-    // broadcast (found in review: learned; NDP already refused ours).
-    (!ip.is_unspecified() && is_station(mac) && !snap.is_martian_client(ip.into()))
-        .then_some((ip, mac))
+    let operation = arp.operation();
+    // Only ARP addressed to one of our addresses teaches us anything: a
+    // request or reply between two other hosts is not for us to believe;
+    // nor is an operation that is neither (found in audit: learned).
+    let target = arp.target_protocol_addr();
+    if snap.is_local(port, target) {
+        return match operation {
+            ArpOperation::Request => Some(ArpSender::ToUs {
+                ip,
+                mac,
+                answer: false,
+            }),
+            ArpOperation::Reply => Some(ArpSender::ToUs {
+                ip,
+                mac,
+                answer: true,
+            }),
+            _ => None,
+        };
+    }
+    (target == ip && matches!(operation, ArpOperation::Request | ArpOperation::Reply))
+        .then_some(ArpSender::Announcing { ip, mac })
 }
 
 /// The address an Ethernet/IPv4 ARP frame is for.
@@ -173,10 +208,12 @@ pub(super) fn icmp(
 }
 
 /// What neighbor discovery asks of the worker besides the verdict: a
-/// neighbor to learn (IPv6 address, MAC), and whether that may replace a
+/// neighbor to learn (IPv6 address, MAC), whether that may replace a
 /// different MAC already learned for it (a solicitation's source, or an
-/// advertisement with the Override flag: RFC 4861 7.2.3 and 7.2.5).
-pub(super) type Learn6 = Option<(Ipv6Addr, MacAddr, bool)>;
+/// advertisement with the Override flag: RFC 4861 7.2.3 and 7.2.5), and
+/// whether it is an answer (a solicited advertisement; see
+/// `Egress::learn6` for what only an answer may do).
+pub(super) type Learn6 = Option<(Ipv6Addr, MacAddr, bool, bool)>;
 
 /// A Neighbor Solicitation or Advertisement to us (to one of our addresses
 /// or a solicited-node group), the ICMPv6 message at `message..end` of the
@@ -234,8 +271,10 @@ pub(super) fn ndp<B: PacketBuf>(
         // Without Override (an anycast address's answer, or a forgery
         // that would move a neighbor) it only teaches a MAC not yet known.
         let replaces = msg.flags().contains(NeighborFlags::OVERRIDE);
+        // Solicited: an answer (to a request of ours, if one is out).
+        let answer = msg.flags().contains(NeighborFlags::SOLICITED);
         return match mac {
-            Some(m) => (Verdict::Consumed, Some((target, m, replaces))),
+            Some(m) => (Verdict::Consumed, Some((target, m, replaces, answer))),
             None => (Verdict::Drop(DropReason::NdpIgnored), None),
         };
     }
@@ -256,7 +295,7 @@ pub(super) fn ndp<B: PacketBuf>(
     }
     // Not from a sender claiming one of our addresses (as for ARP).
     let learn = match (dad, asker_mac) {
-        (false, Some(m)) if !snap.is_martian_client(src.into()) => Some((src, m, true)),
+        (false, Some(m)) if !snap.is_martian_client(src.into()) => Some((src, m, true, false)),
         _ => None,
     };
     // Router set in every answer, as Linux sets it when it forwards (RFC

@@ -364,11 +364,18 @@ impl Pipeline {
         self.egress.take_arp_requests()
     }
 
-    /// Records a neighbor another worker learned.
-    pub fn learn_neighbor(&mut self, ip: impl Into<IpAddr>, mac: MacAddr, now: u32) {
+    /// Records a neighbor another worker learned (under `snap`, whose
+    /// next hops it never pushes out of the cache).
+    pub fn learn_neighbor(
+        &mut self,
+        snap: &Snapshot,
+        ip: impl Into<IpAddr>,
+        mac: MacAddr,
+        now: u32,
+    ) {
         match ip.into() {
-            IpAddr::V4(ip) => self.egress.learn_from_peer(ip, mac, now),
-            IpAddr::V6(ip) => self.egress.learn_from_peer6(ip, mac, now),
+            IpAddr::V4(ip) => self.egress.learn_from_peer(snap, ip, mac, now),
+            IpAddr::V6(ip) => self.egress.learn_from_peer6(snap, ip, mac, now),
         }
     }
 
@@ -625,8 +632,14 @@ impl Pipeline {
         now: u32,
     ) -> Verdict {
         let frame = EthernetFrame::new_unchecked(pkt.data_mut());
-        if let Some((ip, mac)) = local::arp_sender(snap, in_port, &frame) {
-            self.egress.learn(snap, in_port, ip, mac, now);
+        match local::arp_sender(snap, in_port, &frame) {
+            Some(local::ArpSender::ToUs { ip, mac, answer }) => {
+                self.egress.learn(snap, in_port, ip, mac, answer, now)
+            }
+            Some(local::ArpSender::Announcing { ip, mac }) => {
+                self.egress.announced(snap, in_port, ip, mac, now)
+            }
+            None => {}
         }
         // The kernel holds the port's own address only (not the floating
         // gateway's, not a VIP: found in review).

@@ -957,7 +957,7 @@ fn a_neighbor_update_a_worker_missed_is_told_again_when_confirmed() {
     let told: Vec<(IpAddr, MacAddr)> = w0.take_learned().collect();
     assert_eq!(told, [(IpAddr::V4(real), MacAddr(mac))]);
     for (ip, m) in told {
-        w1.learn_neighbor(ip, m, 600);
+        w1.learn_neighbor(&snap, ip, m, 600);
     }
     w0.process(&snap, 0, &mut arp_reply_from(real, mac), 900);
     assert_eq!(w0.take_learned().count(), 0, "at most twice a second");
@@ -1216,6 +1216,7 @@ fn an_unresolved_next_hop_holds_the_packet_and_asks_once() {
     let asked: Vec<_> = p.take_arp_requests().collect();
     assert_eq!(asked.len(), 1, "asked once, not per packet: {asked:?}");
     p.learn_neighbor(
+        &snap,
         Ipv4Addr::new(198, 18, 0, 11),
         MacAddr([2, 0, 0, 0, 0, 0x11]),
         5,
@@ -2410,6 +2411,152 @@ fn a_slash_16_without_a_static_gateway() -> (Snapshot, Pipeline) {
     (snap, p)
 }
 
+/// Found in audit: any host on the segment moved a resolved neighbor (the
+/// gateway here) to its own MAC with one ARP request to us, or a reply
+/// nobody asked for, and every worker was told. Now such a frame is not
+/// believed: the neighbor is asked about again at once, and only an
+/// answer to that request moves it (a host whose MAC really changed
+/// answers so, within a round trip).
+#[test]
+fn a_resolved_neighbor_moves_only_by_an_answer_to_our_request() {
+    let (snap, mut p) = a_slash_16_without_a_static_gateway();
+    let gateway = Ipv4Addr::new(198, 18, 0, 1);
+    let (old, new) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0x66, 0x66]);
+    p.process(&snap, 0, &mut arp_reply_from(gateway, old), 0);
+    assert_eq!(p.take_arp_requests().count(), 0);
+    p.take_learned().for_each(drop);
+    let us = Ipv4Addr::new(198, 18, 0, 2);
+    let claims = [
+        VecBuf::from_bytes(&arp_request(new, gateway, us)),
+        arp_reply_from(gateway, new),
+    ];
+    for (i, mut claim) in claims.into_iter().enumerate() {
+        let now = 10_000 * (i as u32 + 1);
+        p.process(&snap, 0, &mut claim, now);
+        assert_eq!(p.resolved(&snap, gateway), Some(MacAddr(old)), "claim {i}");
+        assert_eq!(p.take_learned().count(), 0, "claim {i}: nothing told");
+        let asked: Vec<_> = p.take_arp_requests().collect();
+        assert_eq!(asked.len(), 1, "claim {i}: asked again at once");
+        assert_eq!(asked[0].target, gateway);
+        // Claimed again within the second: not asked again.
+        p.process(&snap, 0, &mut arp_reply_from(gateway, old), now + 1);
+        let mut again = VecBuf::from_bytes(&arp_request(new, gateway, us));
+        p.process(&snap, 0, &mut again, now + 2);
+        assert_eq!(p.take_arp_requests().count(), 0, "claim {i}: once a second");
+        assert_eq!(p.resolved(&snap, gateway), Some(MacAddr(old)));
+        // (The old MAC's answer confirmed it, which is told.)
+        p.take_learned().for_each(drop);
+    }
+    // The MAC really changed: the answer to our request moves it, and is
+    // told to the other workers.
+    p.process(
+        &snap,
+        0,
+        &mut VecBuf::from_bytes(&arp_request(new, gateway, us)),
+        40_000,
+    );
+    assert_eq!(p.take_arp_requests().count(), 1);
+    p.process(&snap, 0, &mut arp_reply_from(gateway, new), 40_005);
+    assert_eq!(p.resolved(&snap, gateway), Some(MacAddr(new)));
+    assert_eq!(
+        p.take_learned().collect::<Vec<_>>(),
+        [(IpAddr::V4(gateway), MacAddr(new))]
+    );
+    // An answer more than three seconds after the request answers nothing.
+    p.process(
+        &snap,
+        0,
+        &mut VecBuf::from_bytes(&arp_request(old, gateway, us)),
+        50_000,
+    );
+    assert_eq!(p.take_arp_requests().count(), 1);
+    p.process(&snap, 0, &mut arp_reply_from(gateway, old), 53_000);
+    assert_eq!(p.resolved(&snap, gateway), Some(MacAddr(new)));
+}
+
+/// A gratuitous ARP (the sender's own address as the target: a VRRP
+/// gateway without a virtual MAC announcing a takeover) teaches nothing,
+/// as before, but a resolved neighbor it contradicts is asked about at
+/// once (found in audit: it was ignored, and traffic went to the old MAC
+/// until the next refresh, up to a minute later). ARP of other operations
+/// teaches nothing either (found in audit: learned before being dropped).
+#[test]
+fn a_gratuitous_arp_has_a_moved_neighbor_asked_about_at_once() {
+    use crate::wire::{arp, ethernet, ArpOperation, ArpPacket, ArpRepr, EtherType};
+    let (snap, mut p) = a_slash_16_without_a_static_gateway();
+    let gateway = Ipv4Addr::new(198, 18, 0, 1);
+    let (old, new) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 0x0b]);
+    let frame = |operation, sender: Ipv4Addr, mac: [u8; 6], target: Ipv4Addr| {
+        let mut f = vec![0u8; ethernet::HEADER_LEN + arp::PACKET_LEN];
+        let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+        eth.set_dst_addr(MacAddr::BROADCAST);
+        eth.set_src_addr(MacAddr(mac));
+        eth.set_ethertype(EtherType::Arp);
+        ArpRepr {
+            operation,
+            source_hardware_addr: MacAddr(mac),
+            source_protocol_addr: sender,
+            target_hardware_addr: MacAddr::ZERO,
+            target_protocol_addr: target,
+        }
+        .emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
+        VecBuf::from_bytes(&f)
+    };
+    // Unknown operations to us: not learned.
+    let stranger = Ipv4Addr::new(198, 18, 7, 7);
+    let us = Ipv4Addr::new(198, 18, 0, 2);
+    let mut odd = frame(ArpOperation::Unknown(9), stranger, new, us);
+    p.process(&snap, 0, &mut odd, 0);
+    assert_eq!(p.resolved(&snap, stranger), None);
+    // A gratuitous ARP for an address not known: nothing learned or asked.
+    let mut g = frame(ArpOperation::Request, gateway, old, gateway);
+    p.process(&snap, 0, &mut g, 0);
+    assert_eq!(p.resolved(&snap, gateway), None);
+    assert_eq!(p.take_arp_requests().count(), 0);
+    p.process(&snap, 0, &mut arp_reply_from(gateway, old), 1);
+    p.take_learned().for_each(drop);
+    // The same MAC announced: nothing to ask.
+    p.process(
+        &snap,
+        0,
+        &mut frame(ArpOperation::Request, gateway, old, gateway),
+        5_000,
+    );
+    assert_eq!(p.take_arp_requests().count(), 0);
+    // A new one, in a request or a reply: asked about, not learned.
+    for (i, operation) in [ArpOperation::Request, ArpOperation::Reply]
+        .into_iter()
+        .enumerate()
+    {
+        let now = 10_000 * (i as u32 + 1);
+        p.process(&snap, 0, &mut frame(operation, gateway, new, gateway), now);
+        assert_eq!(
+            p.resolved(&snap, gateway),
+            Some(MacAddr(old)),
+            "{operation:?}"
+        );
+        assert_eq!(p.take_arp_requests().count(), 1, "{operation:?}");
+    }
+    p.process(&snap, 0, &mut arp_reply_from(gateway, new), 20_010);
+    assert_eq!(p.resolved(&snap, gateway), Some(MacAddr(new)));
+}
+
+/// Found in audit: a neighbor could be learned at one of our own ports'
+/// MACs (from an ARP or a neighbor advertisement naming it), and frames
+/// to it came back to us (a DR frame, whose TTL nothing lowers, for
+/// ever between two appliances). Never now, whatever the frame.
+#[test]
+fn no_neighbor_is_learned_at_our_own_mac() {
+    let (snap, mut p) = a_slash_16_without_a_static_gateway();
+    let gateway = Ipv4Addr::new(198, 18, 0, 1);
+    let us = Ipv4Addr::new(198, 18, 0, 2);
+    let mut claim = VecBuf::from_bytes(&arp_request(OUR, gateway, us));
+    p.process(&snap, 0, &mut claim, 0);
+    p.process(&snap, 0, &mut arp_reply_from(gateway, OUR), 1);
+    assert_eq!(p.resolved(&snap, gateway), None);
+    assert_eq!(p.take_learned().count(), 0);
+}
+
 /// Found in audit: every ARP request to our address from a new sender
 /// address on the segment took a slot, pushing out the stalest resolved
 /// neighbor of its window: one host claiming a new address each time
@@ -3020,12 +3167,15 @@ fn an_unkept_strangers_arp_does_not_crowd_out_real_news() {
     for _ in 0..64 {
         p.process(&snap, 0, &mut request(unkept), 1_000);
     }
-    p.process(
-        &snap,
-        0,
-        &mut arp_reply_from(gateway, [2, 0, 0, 0, 0, 0x77]),
-        1_000,
-    );
+    // The gateway's new MAC: doubted, asked about, then the answer.
+    for _ in 0..2 {
+        p.process(
+            &snap,
+            0,
+            &mut arp_reply_from(gateway, [2, 0, 0, 0, 0, 0x77]),
+            1_000,
+        );
+    }
     let told: Vec<_> = p.take_learned().collect();
     let copies = told.iter().filter(|t| t.0 == IpAddr::V4(unkept)).count();
     assert_eq!(
@@ -3753,7 +3903,7 @@ fn a_synced_udp_stream_from_the_real_survives_a_failover() {
     let client = (Ipv4Addr::new(198, 19, 0, 10), 40000);
     let mut primary = pipeline(&snap, 0, 1, 64);
     primary.enable_sync(64);
-    primary.learn_neighbor(real, MacAddr(real_mac), 0);
+    primary.learn_neighbor(&snap, real, MacAddr(real_mac), 0);
     let mut b = VecBuf::from_bytes(&udp_frame(client, (VIP, 5004), CLIENT_MAC, OUR));
     assert_eq!(primary.process(&snap, 0, &mut b, 0), Verdict::Transmit(0));
     let mut b = VecBuf::from_bytes(&udp_frame((real, 5004), client, real_mac, OUR));
@@ -3795,12 +3945,12 @@ fn a_real_sending_from_another_mac_keeps_its_flow_and_a_routed_one_is_believed()
     let (arp_mac, tx_mac) = ([2, 0, 0, 0, 0, 0x11], [2, 0, 0, 0, 0, 0x12]);
     let client = (Ipv4Addr::new(198, 19, 0, 10), 40000);
     let mut p = pipeline(&snap, 0, 1, 64);
-    p.learn_neighbor(real, MacAddr(arp_mac), 0);
+    p.learn_neighbor(&snap, real, MacAddr(arp_mac), 0);
     let mut b = VecBuf::from_bytes(&udp_frame(client, (VIP, 5004), CLIENT_MAC, OUR));
     assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::Transmit(0));
     let mut now = 10;
     while now < 600_000 {
-        p.learn_neighbor(real, MacAddr(arp_mac), now);
+        p.learn_neighbor(&snap, real, MacAddr(arp_mac), now);
         let mut b = VecBuf::from_bytes(&udp_frame((real, 5004), client, tx_mac, OUR));
         let v = p.process(&snap, 0, &mut b, now);
         p.sweep(&snap, now, 64);

@@ -1038,7 +1038,7 @@ impl Driver {
             for (i, other) in self.workers.iter_mut().enumerate() {
                 if i != w {
                     for &(ip, mac) in &learned {
-                        other.pipeline.learn_neighbor(ip, mac, now);
+                        other.pipeline.learn_neighbor(snap, ip, mac, now);
                     }
                 }
             }
