@@ -61,6 +61,26 @@ const CHANGE_DEADLINE: Duration = Duration::from_secs(10);
 const MAX_SET_KEY_PARTS: usize = 4;
 const MAX_SET_KEY_LEN: usize = 128;
 const MAX_SET_KEYS: usize = 64;
+/// How deeply a `--set` value may nest arrays and inline tables (a dotted
+/// key inside an inline table is a table per part): no key of a service
+/// takes more than two.
+const MAX_SET_VALUE_DEPTH: usize = 4;
+
+/// How deeply `v` nests arrays and inline tables (a plain value: 0),
+/// walked without recursion (the walk must not be what overflows).
+fn value_depth(v: &toml_edit::Value) -> usize {
+    let mut deepest = 0;
+    let mut todo = vec![(v, 0usize)];
+    while let Some((v, depth)) = todo.pop() {
+        deepest = deepest.max(depth);
+        match v {
+            toml_edit::Value::Array(a) => todo.extend(a.iter().map(|x| (x, depth + 1))),
+            toml_edit::Value::InlineTable(t) => todo.extend(t.iter().map(|(_, x)| (x, depth + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
 
 /// One request (the `command` field names it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -963,6 +983,16 @@ pub mod edit {
         let v: toml_edit::Value = text
             .parse()
             .unwrap_or_else(|_| toml_edit::Value::from(text));
+        // Nor is any value of a service deeper than a few arrays or inline
+        // tables; a deeper one (inline tables of dotted keys nest about
+        // 6,300 tables in 13 KB) overflowed the control thread's stack when
+        // the edited text was validated, aborting the appliance (found in
+        // audit).
+        if value_depth(&v) > MAX_SET_VALUE_DEPTH {
+            return Err(format!(
+                "--set {key:?}: a value nests at most {MAX_SET_VALUE_DEPTH} arrays or inline tables"
+            ));
+        }
         let (last, tables) = parts.split_last().ok_or("--set: an empty key")?;
         let mut cur = t;
         for p in tables {
@@ -1398,6 +1428,34 @@ address = "198.18.0.12"
         // Four parts are let through to validation, which names the key.
         let e = run(TEXT, add_service(&[("health_check.a.b.c", "1")])).unwrap_err();
         assert!(!e.contains("dotted parts"), "{e}");
+    }
+
+    /// Found in audit: a `--set` value of inline tables of dotted keys
+    /// (79 levels of 79-part keys: about 6,300 tables in 13 KB) overflowed
+    /// the control thread's stack when the edited text was validated,
+    /// aborting the whole appliance. Refused before anything is edited
+    /// now (the test's thread has a 4 MiB stack, which the old path, in a
+    /// debug build, overflowed).
+    #[test]
+    fn a_deeply_nested_set_value_is_refused_before_validation() {
+        let key = vec!["a"; 79].join(".");
+        let deep = format!("{}1{}", format!("{{{key}=").repeat(79), "}".repeat(79));
+        assert!(deep.len() < 13_000);
+        std::thread::Builder::new()
+            .stack_size(4 << 20)
+            .spawn(move || {
+                let e = run(TEXT, add_service(&[("health_check.x", &deep)])).unwrap_err();
+                assert!(e.contains("nests at most 4"), "{e}");
+                // A value as deep as any real one goes on to validation.
+                let e = run(TEXT, add_service(&[("health_check.x", "[{a = [1]}]")])).unwrap_err();
+                assert!(!e.contains("nests at most"), "{e}");
+                let e =
+                    run(TEXT, add_service(&[("health_check.x", "{a.b.c.d.e = 1}")])).unwrap_err();
+                assert!(e.contains("nests at most 4"), "{e}");
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     /// A script health check runs its program as root: not from the

@@ -330,7 +330,11 @@ impl Sequence {
                 } else if last.wrapping_sub(seq) <= REORDERED {
                     return 0;
                 } else {
-                    u64::from(seq - 1).min(1 << 16)
+                    // A new life's messages 1..seq were lost. (0 is never
+                    // a life's first message, only one after a wrap:
+                    // found in audit, `seq - 1` underflowed, a panic in a
+                    // checked build, 65,536 lost counted in a release one.)
+                    u64::from(seq.saturating_sub(1)).min(1 << 16)
                 }
             }
         };
@@ -1097,6 +1101,12 @@ mod tests {
         assert_eq!(s.lost_before(u32::MAX - 1), 0);
         assert_eq!(s.lost_before(u32::MAX), 0);
         assert_eq!(s.lost_before(1), 1, "across the wrap: 0 was missed");
+        // Found in audit: 0 far from the last one heard (an unkeyed
+        // stranger can send it) underflowed.
+        let mut s = Sequence::default();
+        assert_eq!(s.lost_before(100), 0);
+        assert_eq!(s.lost_before(0), 0);
+        assert_eq!(s.lost_before(1), 0);
     }
 
     /// Found in audit: 1, 3, 2, 4 counted two lost (3 again, after 2 had
