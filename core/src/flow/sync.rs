@@ -58,7 +58,7 @@ use super::conntrack::{real_addr, Conntrack};
 use super::hash::FlowAddr;
 use super::synproxy::{PROXY_CLIENT_WS, PROXY_ON, PROXY_REAL_WS, PROXY_TS};
 use super::table::{FlowTable, FIRST_FIN_REAL, SYNCED, UNSURE_CLIENT, VOUCHED};
-use super::{Flow, FlowKey, FlowState, NewFlow, Trust};
+use super::{Flow, FlowKey, FlowState, NewFlow, ReplyKey, Trust};
 use crate::snapshot::Snapshot;
 use crate::sync::{
     FlowChange, FlowRecord, FlowUpdate, ProxyState, Refused, SyncCounters, SyncEvents,
@@ -421,6 +421,28 @@ impl<A: FlowAddr> Conntrack<A> {
             // The tuple went to another real on the peer: a new connection
             // on it. The old entry goes.
             self.end(e, now);
+        }
+        // A NAT flow's replies are matched by (real, client) alone, which
+        // flows to two VIPs sharing a real can have alike: one whose reply
+        // key another live flow holds would take that flow's replies (the
+        // first in the index wins) and send them from its VIP (found in
+        // audit: one record moved a local connection's replies). Refused,
+        // as a local flow's tuple is.
+        if u.method == ForwardingMethod::Nat {
+            let reply = ReplyKey {
+                proto: rec.proto,
+                real: real_addr(u.real),
+                real_port: u.real_port,
+                client,
+                client_port: rec.client_port,
+            };
+            let hash = self.table.reply_key_hash(&reply);
+            if let Some(holder) = self.table.lookup_reply(&reply, hash) {
+                if !self.table.get(holder).expired(now, &snap.timeouts) {
+                    return Err(Refused::LocalFlow);
+                }
+                self.end(holder, now);
+            }
         }
         if self.table.is_full() {
             return Err(Refused::TableFull);

@@ -307,6 +307,49 @@ fn another_real_on_the_tuple_replaces_the_synced_entry() {
     ct.table().audit().unwrap();
 }
 
+/// Found in audit: NAT replies are matched by (real, client), which flows
+/// to two VIPs sharing a real can have alike. One record for the other
+/// VIP's flow on a local flow's reply key took that flow's replies (the
+/// real's SYN-ACK went out from the other VIP). Refused now, as a local
+/// flow's tuple is; an expired holder makes room.
+#[test]
+fn a_synced_flow_never_takes_another_flows_replies() {
+    // web on 198.18.0.12:8080 alone, and web2 sharing that real.
+    let text = format!(
+        "{}[[services]]\nname = \"web2\"\nvip = \"198.18.1.102\"\nport = 80\n\
+         [[services.reals]]\naddress = \"198.18.0.12\"\nport = 8080\n",
+        CONFIG.replace(
+            "[[services.reals]]\naddress = \"198.18.0.11\"\nport = 8080\n",
+            ""
+        )
+    );
+    let snap = snapshot(&text);
+    let mut ct = conntrack::<Ipv4Addr>(64);
+    let port = 40000;
+    let t = client_packet(&mut ct, &snap, port, seg(TcpFlags::SYN, 1, 0), 0).unwrap();
+    assert_eq!(t.real, REAL);
+    let local = ct.find(&key(port)).unwrap().reply_key();
+    // The peer's record: the same client and port to web2, same real.
+    let mut r = established(port);
+    r.vip = Ipv4Addr::new(198, 18, 1, 102).into();
+    assert_eq!(ct.sync_install(&snap, &r, 1), Err(Refused::LocalFlow));
+    let hash = ct.table().reply_key_hash(&local);
+    let holder = ct.table().lookup_reply(&local, hash).unwrap();
+    assert_eq!(
+        ct.table().get(holder).key(),
+        key(port),
+        "replies stay the local flow's"
+    );
+    // Once the local flow has expired, the record is taken.
+    let later = snap.timeouts.syn + 1;
+    assert_eq!(ct.sync_install(&snap, &r, later), Ok(Installed::Created));
+    let holder = ct.table().lookup_reply(&local, hash).unwrap();
+    assert_eq!(
+        ct.table().get(holder).key().vip,
+        Ipv4Addr::new(198, 18, 1, 102)
+    );
+}
+
 #[test]
 fn unknown_services_and_reals_are_refused_by_reason() {
     let snap = snapshot(CONFIG);
