@@ -61,6 +61,10 @@ const CHANGE_DEADLINE: Duration = Duration::from_secs(10);
 const MAX_SET_KEY_PARTS: usize = 4;
 const MAX_SET_KEY_LEN: usize = 128;
 const MAX_SET_KEYS: usize = 64;
+/// The longest line of an answer the `ctl` client reads (one record of a
+/// listing, or the final answer: a few kilobytes at most).
+const MAX_ANSWER_LINE: usize = 1 << 20;
+
 /// How deeply a `--set` value may nest arrays and inline tables (a dotted
 /// key inside an inline table is a table per part): no key of a service
 /// takes more than two.
@@ -705,11 +709,29 @@ pub fn call(path: &Path, request: &Request, mut item: impl FnMut(&Value)) -> Res
     conn.write_all(line.as_bytes())
         .map_err(|e| format!("writing to {}: {e}", path.display()))?;
     let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
-    let reader = BufReader::new(conn);
-    for l in reader.lines() {
-        let l = l.map_err(|e| format!("reading from {}: {e}", path.display()))?;
-        let v: Value =
-            serde_json::from_str(&l).map_err(|e| format!("a reply that is not JSON ({e}): {l}"))?;
+    let mut reader = BufReader::new(conn);
+    let mut buf = Vec::new();
+    loop {
+        // One line at a time, each bounded: whatever answers on the path
+        // cannot make the (root) client hold without limit (found in
+        // audit: `lines()` read a line of any length).
+        buf.clear();
+        let n = (&mut reader)
+            .take(MAX_ANSWER_LINE as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| format!("reading from {}: {e}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        if buf.len() > MAX_ANSWER_LINE {
+            return Err(format!(
+                "a reply line longer than {MAX_ANSWER_LINE} bytes from {}",
+                path.display()
+            ));
+        }
+        let l = String::from_utf8_lossy(&buf);
+        let v: Value = serde_json::from_str(l.trim_end())
+            .map_err(|e| format!("a reply that is not JSON ({e}): {l}"))?;
         match v.get("ok").and_then(Value::as_bool) {
             Some(true) => return Ok(v),
             Some(false) => {
@@ -1174,6 +1196,34 @@ address = "198.18.0.12"
             .expect("refused");
         assert!(e.to_string().contains("is not a socket"), "{e}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Found in audit: the client read a reply line of any length. A line
+    /// over the cap is refused; items and the answer below it still read.
+    #[test]
+    fn the_client_refuses_an_endless_reply_line() {
+        let dir = std::env::temp_dir().join(format!("lb-ctl-client-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            for answer in [
+                "{\"item\":1}\n{\"ok\":true,\"n\":2}\n".to_string(),
+                format!("{{\"item\":\"{}\"}}\n", "x".repeat(MAX_ANSWER_LINE + 10)),
+            ] {
+                let (mut c, _) = listener.accept().unwrap();
+                let mut line = String::new();
+                BufReader::new(&c).read_line(&mut line).unwrap();
+                let _ = c.write_all(answer.as_bytes());
+            }
+        });
+        let mut items = 0;
+        let v = call(&path, &Request::List, |_| items += 1).unwrap();
+        assert_eq!((items, v["n"].as_u64()), (1, Some(2)));
+        let e = call(&path, &Request::List, |_| ()).unwrap_err();
+        assert!(e.contains("longer than"), "{e}");
+        server.join().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 
