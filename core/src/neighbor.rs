@@ -36,6 +36,11 @@ const PROBE: usize = 8;
 /// bound, a flood of them is a storm on the reals' segment.
 const REQUEST_BURST: u32 = 64;
 
+/// Requests about neighbors said to have moved ([`NeighborCache::doubt`]):
+/// as many a second as [`REQUEST_BURST`]'s bucket refills (one a
+/// millisecond; each answers one claim, no more), at most this many at once.
+const DOUBT_BURST: u32 = 16;
+
 #[derive(Debug, Clone, Copy)]
 struct Entry<A> {
     ip: A,
@@ -45,6 +50,10 @@ struct Entry<A> {
     requested_at: u32,
     /// When it was last told to the other workers ([`NeighborCache::told`]).
     told_at: u32,
+    /// Said to have moved by a frame nobody asked for
+    /// ([`NeighborCache::doubt`]): asked about once a second while in use,
+    /// until an answer or a confirmation settles it.
+    doubted: bool,
     used: bool,
 }
 
@@ -70,6 +79,11 @@ pub struct NeighborCache<A: FlowAddr = Ipv4Addr> {
     /// Requests that may go: one a millisecond, [`REQUEST_BURST`] at
     /// most at once.
     requests: KernelBudget,
+    /// Requests about a resolved neighbor someone says moved
+    /// ([`Self::doubt`]), a budget of their own: strangers on the segment
+    /// can make such claims at will, and must not starve the requests for
+    /// next hops not known yet (found in review).
+    doubts: KernelBudget,
     /// Addresses asked for that found no slot to be noted in (a window
     /// full of resolved neighbors), with when: each is asked at most once
     /// a [`REQUEST_INTERVAL_MS`] like a noted one (found in review: one
@@ -123,6 +137,7 @@ impl<A: FlowAddr> NeighborCache<A> {
             untold_next: 0,
             key,
             requests: KernelBudget::new(1, REQUEST_BURST),
+            doubts: KernelBudget::new(1, DOUBT_BURST),
             slots: vec![
                 Entry {
                     ip: A::UNSPECIFIED,
@@ -131,6 +146,7 @@ impl<A: FlowAddr> NeighborCache<A> {
                     learned_at: 0,
                     requested_at: 0,
                     told_at: 0,
+                    doubted: false,
                     used: false,
                 };
                 SLOTS
@@ -208,14 +224,16 @@ impl<A: FlowAddr> NeighborCache<A> {
     /// frame that answers no request of ours: it is not believed, but
     /// asked about again, at once, so that the neighbor's own answer
     /// decides (a host whose MAC really changed announces it so). Whether
-    /// to send that request now (once a [`REQUEST_INTERVAL_MS`] at most,
-    /// within the cache's request budget).
+    /// to send that request now (once a [`REQUEST_INTERVAL_MS`] at most
+    /// per neighbor, within a budget of its own: claims cannot starve the
+    /// requests for next hops not known yet).
     pub fn doubt(&mut self, ip: A, now: u32) -> bool {
         let Some(s) = self.find(ip).filter(|&s| self.slots[s].resolved) else {
             return false;
         };
+        self.slots[s].doubted = true;
         let due = now.wrapping_sub(self.slots[s].requested_at) >= REQUEST_INTERVAL_MS;
-        if due && self.may_ask(now) {
+        if due && self.doubts.take(now) {
             self.slots[s].requested_at = now;
             return true;
         }
@@ -231,6 +249,16 @@ impl<A: FlowAddr> NeighborCache<A> {
                 let e = self.slots[s];
                 let due = now.wrapping_sub(e.requested_at) >= REQUEST_INTERVAL_MS;
                 if e.resolved {
+                    if e.doubted && due && self.doubts.take(now) {
+                        // Asked again until an answer settles it: the
+                        // worker that takes the answer tells it only twice
+                        // a second (found in review: the first answer to a
+                        // doubting worker's request was confirmed there
+                        // and never told, and the doubter kept the old MAC
+                        // until its refresh, a minute later).
+                        self.slots[s].requested_at = now;
+                        return Lookup::Refresh(e.mac);
+                    }
                     if now.wrapping_sub(e.learned_at) < REFRESH_MS || !due || !self.may_ask(now) {
                         Lookup::Found(e.mac)
                     } else {
@@ -275,6 +303,7 @@ impl<A: FlowAddr> NeighborCache<A> {
                             now.wrapping_sub(ANSWER_WITHIN_MS)
                         },
                         told_at: now.wrapping_sub(SHARE_AGAIN_MS),
+                        doubted: false,
                         used: true,
                     };
                 }
@@ -348,6 +377,7 @@ impl<A: FlowAddr> NeighborCache<A> {
                 e.requested_at
             },
             told_at,
+            doubted: false,
             used: true,
         };
         tell
@@ -454,6 +484,37 @@ mod tests {
         // The answer to that request does make room: the stalest goes.
         assert!(c.learn(strangers[0], MAC, 3010));
         assert_eq!(c.get(gateway), None, "an answer may push it out");
+    }
+
+    /// A doubted neighbor is asked about once a second while in use, until
+    /// an answer or a confirmation settles it (found in review: asked
+    /// once, its answer confirmed at the worker that takes ARP and not told
+    /// again so soon, the doubter kept the old MAC for a minute). Doubts
+    /// have a budget of their own: strangers' claims cannot starve the
+    /// requests for next hops not known yet.
+    #[test]
+    fn a_doubted_neighbor_is_asked_about_until_settled_within_its_own_budget() {
+        let mut c = NeighborCache::with_key(7);
+        assert!(c.learn(A, MAC, 0));
+        assert!(c.doubt(A, 5_000), "asked at once");
+        assert!(!c.doubt(A, 5_001), "not twice a second");
+        assert!(c.asked_lately(A, 5_100));
+        assert_eq!(c.lookup(A, 5_500), Lookup::Found(MAC));
+        assert_eq!(c.lookup(A, 6_000), Lookup::Refresh(MAC), "doubted: again");
+        assert_eq!(c.lookup(A, 6_001), Lookup::Found(MAC));
+        c.learn(A, MAC, 6_005);
+        assert_eq!(c.lookup(A, 7_100), Lookup::Found(MAC), "settled");
+        assert!(!c.asked_lately(A, 9_100));
+        // Claims about many neighbors: 16 asked at once, then one a
+        // millisecond; unknown next hops are still asked for.
+        let many: Vec<Ipv4Addr> = (0..100).map(|i| Ipv4Addr::from(0xc612_1000 + i)).collect();
+        for &a in &many {
+            c.learn(a, MAC, 10_000);
+        }
+        let asked = many.iter().filter(|&&a| c.doubt(a, 20_000)).count();
+        assert_eq!(asked, 16);
+        let unknown = Ipv4Addr::new(198, 18, 9, 9);
+        assert_eq!(c.lookup(unknown, 20_000), Lookup::Missing { ask: true });
     }
 
     /// Found in audit: strangers can have the appliance ask for addresses

@@ -149,8 +149,23 @@ impl Egress {
         self.held6.get(usize::from(index)).copied()
     }
 
-    /// Records a neighbor another worker learned (IPv6).
+    /// Records a neighbor another worker learned (IPv6), as
+    /// [`Self::learn_from_peer`].
     pub fn learn_from_peer6(&mut self, snap: &Snapshot, ip: Ipv6Addr, mac: MacAddr, now: u32) {
+        if self.neighbors6.get(ip).is_some_and(|m| m != mac)
+            && !self.neighbors6.asked_lately(ip, now)
+        {
+            let port = snap
+                .ports
+                .iter()
+                .position(|p| p.connected6(ip) || p.gateway6 == Some(ip));
+            if let Some(port) = port {
+                if self.neighbors6.doubt(ip, now) {
+                    self.solicit(port, ip);
+                }
+            }
+            return;
+        }
         self.neighbors6
             .learn_keeping(ip, mac, now, |a| snap.is_configured_next_hop(a.into()));
     }
@@ -603,8 +618,24 @@ impl Egress {
         self.arp_out.drain(..)
     }
 
-    /// Records a neighbor another worker learned.
+    /// Records a neighbor another worker learned. What it heard may be a
+    /// frame nobody asked for (the worker that takes a port's ARP tells
+    /// what it learns into a free slot, or could not keep, found in
+    /// review: one ARP request to it moved a resolved real in every other
+    /// worker): a resolved neighbor here moves only when this worker asked
+    /// lately (the news is then the answer, taken by the worker its queue
+    /// is on); otherwise it is asked about, as a claim to this worker would
+    /// be ([`Self::learn`]).
     pub fn learn_from_peer(&mut self, snap: &Snapshot, ip: Ipv4Addr, mac: MacAddr, now: u32) {
+        if self.neighbors.get(ip).is_some_and(|m| m != mac) && !self.neighbors.asked_lately(ip, now)
+        {
+            if let Some(port) = route::connected_in(&snap.ports, ip) {
+                if self.neighbors.doubt(ip, now) {
+                    self.ask(port, ip);
+                }
+            }
+            return;
+        }
         self.neighbors
             .learn_keeping(ip, mac, now, |a| snap.is_configured_next_hop(a.into()));
     }

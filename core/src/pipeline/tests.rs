@@ -2474,6 +2474,44 @@ fn a_resolved_neighbor_moves_only_by_an_answer_to_our_request() {
     assert_eq!(p.resolved(&snap, gateway), Some(MacAddr(new)));
 }
 
+/// Found in review: what the worker that takes ARP learned from a frame
+/// nobody asked for (into a free slot, or without room to keep it) was
+/// told to the other workers, which took it over their resolved entry:
+/// one ARP request moved a real in every other worker. A worker takes a
+/// peer's news over a resolved neighbor only when it asked lately (the
+/// news is then the answer to its request); otherwise it asks.
+#[test]
+fn a_peers_news_moves_a_resolved_neighbor_only_when_asked_for() {
+    let text = NAT_CONFIG.replace(
+        "[[neighbors]]\naddress = \"198.18.0.11\"\nmac = \"02:00:00:00:00:11\"\n",
+        "",
+    );
+    let snap = compile(&Config::parse(&text).unwrap(), &[MacAddr(OUR)]);
+    let mut w0 = pipeline(&snap, 0, 2, 64);
+    let real = Ipv4Addr::new(198, 18, 0, 11);
+    let (old, new) = (
+        MacAddr([2, 0, 0, 0, 0, 0x11]),
+        MacAddr([2, 0, 0, 0, 0x66, 0x66]),
+    );
+    w0.learn_neighbor(&snap, real, old, 0);
+    assert_eq!(
+        w0.resolved(&snap, real),
+        Some(old),
+        "news of the unknown: taken"
+    );
+    w0.learn_neighbor(&snap, real, new, 10_000);
+    assert_eq!(w0.resolved(&snap, real), Some(old), "not asked for: kept");
+    let asked: Vec<_> = w0.take_arp_requests().collect();
+    assert_eq!(asked.len(), 1, "asked about instead");
+    assert_eq!(asked[0].target, real);
+    // The answer, taken by the other worker and told within 3 s.
+    w0.learn_neighbor(&snap, real, new, 10_020);
+    assert_eq!(w0.resolved(&snap, real), Some(new));
+    // Confirmations of what is known are taken whenever they come.
+    w0.learn_neighbor(&snap, real, new, 50_000);
+    assert_eq!(w0.take_arp_requests().count(), 0);
+}
+
 /// A gratuitous ARP (the sender's own address as the target: a VRRP
 /// gateway without a virtual MAC announcing a takeover) teaches nothing,
 /// as before, but a resolved neighbor it contradicts is asked about at
