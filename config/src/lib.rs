@@ -20,6 +20,7 @@ pub use lcores::{parse_core_list, parse_core_mask, parse_lcores_map, RTE_MAX_LCO
 pub use mac::MacAddr;
 pub use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 pub use std::time::Duration;
+pub use validate::invisible_format;
 
 /// The name used as the error path for syntax errors when text is not read from a file.
 pub const DEFAULT_SOURCE: &str = "lb.toml";

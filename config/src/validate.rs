@@ -326,7 +326,7 @@ fn not_a_host6(a: Ipv6Addr, link_local: LinkLocal) -> Option<&'static str> {
 /// bidirectional controls (U+061C, U+200E-U+200F, U+202A-U+202E,
 /// U+2066-U+2069), zero-width ones (U+200B-U+200D, U+2060-U+2064,
 /// U+FEFF), the soft hyphen and the Mongolian vowel separator.
-fn invisible_format(ch: char) -> bool {
+pub fn invisible_format(ch: char) -> bool {
     matches!(
         ch,
         '\u{00AD}'

@@ -515,7 +515,10 @@ impl StderrHead {
             .find(|l| !l.is_empty())
             .unwrap_or("")
             .chars()
-            .filter(|c| !c.is_control())
+            // Printed in `status` and logs: nothing that reorders or hides
+            // text there either (found in audit: bidirectional and
+            // zero-width characters passed, as names no longer may).
+            .filter(|&c| !c.is_control() && !lb_config::invisible_format(c))
             .collect()
     }
 }

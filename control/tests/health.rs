@@ -296,6 +296,21 @@ fn a_script_check_succeeds_on_exit_status_0_only() {
         Outcome::Failure(e) => assert_eq!(e, "/bin/sh: exit status 3: db is read-only"),
         o => panic!("{o:?}"),
     }
+    // Printed in status and logs: no control character, nor one that
+    // reorders or hides text there (found in audit: a right-to-left
+    // override and a zero-width space passed).
+    match check_once(
+        &script(&[
+            "/bin/sh",
+            "-c",
+            "printf 'lag \\342\\200\\256 40s\\342\\200\\213\\033[31m\\n' >&2; exit 2",
+        ]),
+        &real_8080(),
+        t,
+    ) {
+        Outcome::Failure(e) => assert_eq!(e, "/bin/sh: exit status 2: lag  40s[31m"),
+        o => panic!("{o:?}"),
+    }
     match check_once(&script(&["/nonexistent/check"]), &real_8080(), t) {
         Outcome::Failure(e) => assert!(e.starts_with("running /nonexistent/check: "), "{e}"),
         o => panic!("{o:?}"),
