@@ -1427,6 +1427,18 @@ impl Driver {
                     self.v
                         .add("hold.mac", format!("{} resolved to {mac:?}", h.next_hop));
                 }
+                // Never learned at one of our own ports' MACs (a static
+                // neighbor is the config's to name).
+                let configured = match h.next_hop {
+                    IpAddr::V4(a) => snap.static_neighbor(a).is_some(),
+                    IpAddr::V6(a) => snap.static_neighbor6(a).is_some(),
+                };
+                if !configured && snap.is_own_mac(mac) {
+                    self.v.add(
+                        "hold.mac",
+                        format!("{} learned at our own MAC {mac:?}", h.next_hop),
+                    );
+                }
                 let src = snap.ports[h.port].mac;
                 forward::set_macs(h.frame.buf.data_mut(), mac, src);
                 self.t.held_now -= 1;
