@@ -84,14 +84,29 @@ pub enum Source {
 pub fn is_control(frame: &[u8], source: impl Fn(IpAddr) -> Source) -> bool {
     match read(frame) {
         Some(Kernel::Arp) => true,
-        Some(Kernel::Ip(ip)) => ip_control(&ip, source),
+        Some(Kernel::Ip(ip)) => ip_control(&ip, source).is_some(),
         None => false,
     }
 }
 
-/// [`is_control`] for an IP packet.
-fn ip_control(ip: &IpView<'_>, source: impl Fn(IpAddr) -> Source) -> bool {
-    l4_control(ip.protocol, ip.l4, ip.ttl, || source(ip.src)) || is_mld_query(ip)
+/// How a frame [`is_control`] earned its place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proof {
+    /// By what only a sender on the link can send: TTL (hop limit) 255,
+    /// or an MLD query's link-local source and hop limit 1.
+    Link,
+    /// By what its source address claims (on the port's network, a
+    /// configured routing peer), which anyone can forge from afar where
+    /// the routers in front let such packets in.
+    Claimed,
+}
+
+/// [`is_control`] for an IP packet: how, if it is.
+fn ip_control(ip: &IpView<'_>, source: impl Fn(IpAddr) -> Source) -> Option<Proof> {
+    if is_mld_query(ip) {
+        return Some(Proof::Link);
+    }
+    l4_control(ip.protocol, ip.l4, ip.ttl, || source(ip.src))
 }
 
 /// A multicast listener query from a router on the link: ICMPv6 type 130
@@ -179,44 +194,58 @@ fn l4_control(
     l4: &[u8],
     ttl: u8,
     source: impl Fn() -> Source,
-) -> bool {
+) -> Option<Proof> {
     use crate::wire::{Icmpv6Packet, Icmpv6Type, IpProtocol, TransportHeader};
     let link_ttl = ttl == LINK_TTL;
     match protocol {
-        IpProtocol::Icmpv6 => {
-            link_ttl
-                && Icmpv6Packet::new_checked(l4).is_ok_and(|m| {
-                    matches!(
-                        m.msg_type(),
-                        Icmpv6Type::RouterSolicit
-                            | Icmpv6Type::RouterAdvert
-                            | Icmpv6Type::NeighborSolicit
-                            | Icmpv6Type::NeighborAdvert
-                            | Icmpv6Type::Redirect
-                    )
-                })
-        }
+        IpProtocol::Icmpv6 => (link_ttl
+            && Icmpv6Packet::new_checked(l4).is_ok_and(|m| {
+                matches!(
+                    m.msg_type(),
+                    Icmpv6Type::RouterSolicit
+                        | Icmpv6Type::RouterAdvert
+                        | Icmpv6Type::NeighborSolicit
+                        | Icmpv6Type::NeighborAdvert
+                        | Icmpv6Type::Redirect
+                )
+            }))
+        .then_some(Proof::Link),
         IpProtocol::Tcp => {
-            TransportHeader::new_checked(protocol, l4)
-                .is_ok_and(|t| t.src_port() == BGP || t.dst_port() == BGP)
-                && (link_ttl || matches!(source(), Source::OnLink | Source::Peer))
+            let bgp = TransportHeader::new_checked(protocol, l4)
+                .is_ok_and(|t| t.src_port() == BGP || t.dst_port() == BGP);
+            if !bgp {
+                None
+            } else if link_ttl {
+                Some(Proof::Link)
+            } else {
+                matches!(source(), Source::OnLink | Source::Peer).then_some(Proof::Claimed)
+            }
         }
         IpProtocol::Udp => match TransportHeader::new_checked(protocol, l4).map(|t| t.dst_port()) {
-            Ok(BFD_SINGLE_HOP) => link_ttl,
-            Ok(BFD_ECHO) => ttl >= LINK_TTL - 1 && source() == Source::Own,
-            Ok(BFD_MULTIHOP) => source() == Source::Peer,
-            _ => false,
+            Ok(BFD_SINGLE_HOP) => link_ttl.then_some(Proof::Link),
+            // Our own packet back from the peer: one hop at most.
+            Ok(BFD_ECHO) => (ttl >= LINK_TTL - 1 && source() == Source::Own).then_some(Proof::Link),
+            Ok(BFD_MULTIHOP) => (source() == Source::Peer).then_some(Proof::Claimed),
+            _ => None,
         },
-        _ => false,
+        _ => None,
     }
 }
 
 /// Which budget a frame for the kernel takes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelClass {
-    /// Routing and resolution traffic from the port's link or a configured
-    /// peer ([`is_control`]).
+    /// Routing and resolution traffic that only the port's link can send
+    /// ([`is_control`] by TTL 255, ARP, an MLD query).
     Control,
+    /// Routing traffic admitted by what its source claims (BGP from the
+    /// port's network without TTL 255, BGP and multihop BFD from a
+    /// configured peer): a budget apart from [`KernelClass::Control`]'s,
+    /// since anyone can forge such a source from afar where the routers
+    /// in front let it in (found in audit: a flood of forged BGP from the
+    /// upstream router's address took the shared budget, and the real
+    /// TTL-255 BGP and BFD sessions went down with it).
+    Claimed,
     /// From the address of a configured real: the answers to the kernel's
     /// own connections to reals, health checks above all.
     Reals,
@@ -233,9 +262,13 @@ pub fn kernel_class(
 ) -> KernelClass {
     match read(frame) {
         Some(Kernel::Arp) => KernelClass::Control,
-        Some(Kernel::Ip(ip)) if ip_control(&ip, &source) => KernelClass::Control,
-        Some(Kernel::Ip(ip)) if is_real(ip.src) => KernelClass::Reals,
-        _ => KernelClass::Other,
+        Some(Kernel::Ip(ip)) => match ip_control(&ip, &source) {
+            Some(Proof::Link) => KernelClass::Control,
+            Some(Proof::Claimed) => KernelClass::Claimed,
+            None if is_real(ip.src) => KernelClass::Reals,
+            None => KernelClass::Other,
+        },
+        None => KernelClass::Other,
     }
 }
 
@@ -251,6 +284,7 @@ pub fn kernel_class(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KernelBudgets {
     control: KernelBudget,
+    claimed: KernelBudget,
     reals: KernelBudget,
     other: KernelBudget,
 }
@@ -259,6 +293,7 @@ impl Default for KernelBudgets {
     fn default() -> Self {
         KernelBudgets {
             control: KernelBudget::new(CONTROL_RATE_PER_MS, KERNEL_BURST),
+            claimed: KernelBudget::new(CONTROL_RATE_PER_MS, KERNEL_BURST),
             reals: KernelBudget::new(REALS_RATE_PER_MS, KERNEL_BURST),
             other: KernelBudget::default(),
         }
@@ -272,6 +307,7 @@ impl KernelBudgets {
     pub fn take(&mut self, class: KernelClass, now: u32) -> bool {
         match class {
             KernelClass::Control => self.control.take(now),
+            KernelClass::Claimed => self.claimed.take(now),
             KernelClass::Reals => self.reals.take(now),
             KernelClass::Other => self.other.take(now),
         }
@@ -555,23 +591,32 @@ mod tests {
         let flood = from(frame(false, 17, (1, 9), 64), [198, 19, 5, 5]);
         let forged_bgp = frame(false, 6, (40000, 179), 64);
         let forged_nd = frame(true, 58, (135, 0), 64);
-        let bgp = from(frame(false, 6, (40000, 179), 1), [198, 18, 0, 1]);
+        // BGP from afar claiming the on-link router's address (found in
+        // audit: it took the routing budget, and the real sessions with
+        // it).
+        let claimed_bgp = from(frame(false, 6, (40000, 179), 50), [198, 18, 0, 1]);
+        let bgp = from(frame(false, 6, (40000, 179), 255), [198, 18, 0, 1]);
+        let bfd = from(frame(false, 17, (49152, 3784), 255), [198, 18, 0, 1]);
         let health = from(frame(false, 6, (80, 40000), 63), [198, 18, 2, 11]);
         assert_eq!(class(&flood), KernelClass::Other);
         assert_eq!(class(&forged_bgp), KernelClass::Other);
+        assert_eq!(class(&claimed_bgp), KernelClass::Claimed);
         assert_eq!(class(&bgp), KernelClass::Control);
+        assert_eq!(class(&bfd), KernelClass::Control);
         assert_eq!(class(&health), KernelClass::Reals);
-        let (mut bgp_through, mut health_through) = (0, 0);
+        let (mut bgp_through, mut bfd_through, mut health_through) = (0, 0, 0);
         for ms in 0..100 {
-            for f in [&flood, &forged_bgp, &forged_nd] {
+            for f in [&flood, &forged_bgp, &forged_nd, &claimed_bgp] {
                 for _ in 0..1000 {
                     b.take(class(f), ms);
                 }
             }
             bgp_through += usize::from(b.take(class(&bgp), ms));
+            bfd_through += usize::from(b.take(class(&bfd), ms));
             health_through += usize::from(b.take(class(&health), ms));
         }
         assert_eq!(bgp_through, 100, "every BGP segment went through");
+        assert_eq!(bfd_through, 100, "every BFD packet went through");
         assert_eq!(
             health_through, 100,
             "every health check answer went through"
