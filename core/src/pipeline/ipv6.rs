@@ -96,6 +96,18 @@ impl Pipeline {
         if snap.ports[in_port].address6.is_none() || self.conntrack6.is_none() {
             return Verdict::Drop(DropReason::UnsupportedEthertype);
         }
+        // Router advertisements and redirects change how a host routes: the
+        // kernel interface would take a default route, an address or a
+        // hop limit from any host on the segment (Linux accepts them by
+        // default; found in audit). The appliance routes by its config,
+        // and its kernel interface by nothing else either.
+        if let L4::Icmpv6 {
+            kind: Icmpv6Type::RouterAdvert | Icmpv6Type::Redirect,
+            ..
+        } = ip.l4
+        {
+            return Verdict::Drop(DropReason::NdpIgnored);
+        }
         if let L4::Icmpv6 {
             kind: Icmpv6Type::NeighborSolicit | Icmpv6Type::NeighborAdvert,
             ..

@@ -644,6 +644,51 @@ fn solicit(src: Ipv6Addr, target: Ipv6Addr, mac: MacAddr) -> Vec<u8> {
     f
 }
 
+/// Found in audit: a router advertisement or a redirect from any host on
+/// the segment (hop limit 255, link-local source) to the port's address
+/// or a link-local one went to the kernel interface, where Linux, by
+/// default, takes a default route, an address or a hop limit from it.
+/// Neither goes anywhere now, with or without a kernel interface.
+#[test]
+fn router_advertisements_and_redirects_never_reach_the_kernel() {
+    let kernel = CONFIG.replace(
+        "gateway6 = \"2001:2::1\"\n",
+        "gateway6 = \"2001:2::1\"\nkernel_interface = \"lbk0\"\n",
+    );
+    let snap = snapshot(&kernel);
+    let mut p = pipeline(&snap, 0, 1);
+    let src = v6("fe80::bad");
+    let mac = MacAddr([2, 0, 0, 0, 0xba, 0xd0]);
+    for (kind, body) in [(134u8, 12usize), (137, 36)] {
+        for dst in [v6("2001:2::2"), v6("fe80::2")] {
+            let mut f = vec![0u8; 14 + 40 + 4 + body];
+            let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+            eth.set_dst_addr(snap.ports[0].mac);
+            eth.set_src_addr(mac);
+            eth.set_ethertype(EtherType::Ipv6);
+            Ipv6Repr {
+                src,
+                dst,
+                next_header: IpProtocol::Icmpv6,
+                payload_len: 4 + body,
+                hop_limit: 255,
+                traffic_class: 0,
+                flow_label: 0,
+            }
+            .emit(&mut Ipv6Packet::new_unchecked(&mut f[14..54]));
+            f[54] = kind;
+            let mut m = crate::wire::Icmpv6Packet::new_unchecked(&mut f[54..]);
+            m.fill_checksum(src, dst);
+            let mut b = VecBuf::from_bytes(&f);
+            assert_eq!(
+                p.process(&snap, 0, &mut b, 0),
+                Verdict::Drop(DropReason::NdpIgnored),
+                "type {kind} to {dst}"
+            );
+        }
+    }
+}
+
 /// No host sends from a group, `::1` or an IPv4-mapped address: a
 /// solicitation or an advertisement from one is not answered and teaches
 /// nothing (found in audit: a solicitation from ff02::1 was answered with

@@ -1052,6 +1052,13 @@ impl Pipeline {
         // kernel's, if the port has an interface for it (not to the
         // floating gateway, which the kernel does not hold).
         let me = &snap.ports[in_port];
+        // A redirect would change how the kernel interface routes, on the
+        // word of a packet that claims the gateway's address from anywhere
+        // (found in audit: handed to the kernel, which takes one from its
+        // gateway): the appliance's routes are its config's.
+        if kind == Icmpv4Type::Unknown(ICMP_REDIRECT) {
+            return Verdict::Drop(DropReason::IcmpNotHandled);
+        }
         if kind != Icmpv4Type::EchoRequest && me.kernel && me.ipv4() == Some(ip.dst) {
             return to_kernel_or(snap, in_port, ip.src.into(), DropReason::IcmpNotHandled);
         }
@@ -1242,6 +1249,9 @@ impl Pipeline {
         }
     }
 }
+
+/// ICMP's redirect (RFC 792).
+const ICMP_REDIRECT: u8 = 5;
 
 /// The shortest Ethernet frame (without its FCS): shorter packets come
 /// padded to it.

@@ -3088,6 +3088,44 @@ fn traffic_to_the_floating_gateway_is_not_the_kernels() {
     );
 }
 
+/// Found in audit: an ICMP redirect to the port's address, claiming the
+/// gateway's address from anywhere, went to the kernel interface, which
+/// takes a redirect from its gateway. Dropped now.
+#[test]
+fn an_icmp_redirect_never_reaches_the_kernel() {
+    let cfg = Config::parse(&with_kernel_interfaces(NAT_CONFIG)).unwrap();
+    let snap = compile(&cfg, &[OUR_MAC]);
+    let mut p = pipeline(&snap, 0, 1, 64);
+    let gateway = Ipv4Addr::new(198, 18, 0, 1);
+    let port = snap.ports[0].ipv4().unwrap();
+    let mut f = tcp((gateway, 1), (port, 2), ACK, OUR);
+    // An IPv4 header then ICMP type 5 code 1 and a quoted header.
+    f.truncate(34);
+    f.extend_from_slice(&[5, 1, 0, 0, 198, 18, 0, 66]);
+    f.extend_from_slice(&[0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0]);
+    f.extend_from_slice(&port.octets());
+    f.extend_from_slice(&[198, 51, 100, 1, 0, 1, 0, 2, 0, 8, 0, 0]);
+    let total = (f.len() - 14) as u16;
+    let mut ip = crate::wire::Ipv4Packet::new_unchecked(&mut f[14..]);
+    ip.set_protocol(crate::wire::IpProtocol::Icmp);
+    ip.set_total_len(total);
+    ip.set_ttl(40);
+    let mut ip = crate::wire::Ipv4Packet::new_unchecked(&mut f[14..]);
+    ip.fill_checksum();
+    crate::wire::Icmpv4Packet::new_unchecked(&mut f[34..]).fill_checksum();
+    let mut b = VecBuf::from_bytes(&f);
+    assert_eq!(
+        p.process(&snap, 0, &mut b, 0),
+        Verdict::Drop(DropReason::IcmpNotHandled)
+    );
+    // An echo reply there still goes to the kernel.
+    let mut m = crate::wire::Icmpv4Packet::new_unchecked(&mut f[34..]);
+    m.set_msg_type(crate::wire::Icmpv4Type::EchoReply);
+    m.fill_checksum();
+    let mut b = VecBuf::from_bytes(&f);
+    assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::ToKernel);
+}
+
 /// Found in audit: a NAT real's segment to the floating gateway went to
 /// `reply` in a burst (no flow) and to the kernel one at a time; both
 /// drop it now, for the same reason.

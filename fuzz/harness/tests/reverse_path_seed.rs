@@ -2,10 +2,10 @@
 //! (`fuzz/corpus/pipeline/seed-reverse-path`): on the three-arm topology,
 //! UDP datagrams arrive on wan for wan's own address, one from the LAN's
 //! network (a source that belongs to another port: forged) and one from
-//! a host far away, then an ICMPv6 redirect and a neighbor advertisement
+//! a host far away, then an ICMPv6 echo reply and a neighbor advertisement
 //! behind a hop-by-hop header, both from the LAN's IPv6 network, while wan
 //! has a kernel interface (an odd variant) and again without one (even).
-//! With the interface, the forged datagram and the redirect are dropped as
+//! With the interface, the forged datagram and the echo reply are dropped as
 //! `reverse_path`, the other datagram and the advertisement (neighbor
 //! discovery: held to the link by its own rules) go to the kernel; without
 //! it they are dropped as before. `verdict.to_kernel` checks every mutation of it: nothing
@@ -47,14 +47,16 @@ fn ipv6_to_wan(next: u8, rest: &[u8]) -> Vec<u8> {
     f
 }
 
-/// A redirect (ICMPv6 137) from the LAN's network: not neighbor discovery
-/// the kernel gets unchecked, so a source of another port's is refused
-/// (found in review: the oracle exempted it).
-fn redirect_from_lan() -> Vec<u8> {
-    let mut icmp = vec![137, 0, 0, 0, 0, 0, 0, 0];
-    icmp.extend_from_slice(&[0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x77]);
-    icmp.extend_from_slice(&[0x20, 0x01, 0, 2, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 9]);
-    ipv6_to_wan(58, &icmp)
+/// An echo reply (ICMPv6 129) from the LAN's network: not neighbor
+/// discovery, which the kernel gets unchecked, so a source of another
+/// port's is refused (found in review: the oracle exempted ICMPv6 other
+/// than neighbor discovery; the seed had a redirect, which no longer goes
+/// to the kernel from anywhere).
+fn echo_reply_from_lan() -> Vec<u8> {
+    ipv6_to_wan(
+        58,
+        &[129, 0, 0, 0, 0x12, 0x34, 0, 1, b'p', b'i', b'n', b'g'],
+    )
 }
 
 /// A neighbor advertisement behind a hop-by-hop header, for a target that
@@ -76,7 +78,7 @@ fn seed() -> Vec<u8> {
         burst(&mut d, &udp_to_wan([198, 18, 2, 11]));
         // A host on no port's network.
         burst(&mut d, &udp_to_wan([198, 19, 99, 9]));
-        burst(&mut d, &redirect_from_lan());
+        burst(&mut d, &echo_reply_from_lan());
         burst(&mut d, &advert_behind_hop_by_hop());
     }
     d
