@@ -212,9 +212,9 @@ impl Routes for IpRoute {
             .map(|(i, (c, line))| match failures.get(&(i + 1)) {
                 None if unsure_after.is_some_and(|after| i + 1 > after) => {
                     Err(match stderr.trim() {
-                        "" => format!("ip {line}: not confirmed (ip -batch ended with {status})"),
+                        "" => format!("ip {line}: {NOT_CONFIRMED} (ip -batch ended with {status})"),
                         said => format!(
-                            "ip {line}: not confirmed (ip -batch ended with {status}: {said})"
+                            "ip {line}: {NOT_CONFIRMED} (ip -batch ended with {status}: {said})"
                         ),
                     })
                 }
@@ -234,6 +234,10 @@ impl Routes for IpRoute {
     }
 }
 
+/// What the error of a change `ip` gave no word on says: it may have been
+/// made ([`Announcer`] books a route put in so as maybe in the table).
+const NOT_CONFIRMED: &str = "not confirmed";
+
 /// The VIPs announced now, and where.
 #[derive(Debug)]
 pub struct Announcer<R: Routes> {
@@ -248,6 +252,13 @@ pub struct Announcer<R: Routes> {
     /// review: they were forgotten, and the routing daemon kept exporting
     /// the VIP).
     leftovers: Vec<(IpAddr, String, u32)>,
+    /// Routes put in without a confirmation (`ip` killed at its deadline,
+    /// or failed on no line it named: [`NOT_CONFIRMED`]): maybe in the
+    /// table, so counted as announced, and removed once
+    /// not wanted, as an announced one is (found in audit: forgotten, a
+    /// route `ip` had made before it was killed stayed exported for a VIP
+    /// with no healthy real, and the metric said 0).
+    unconfirmed: BTreeMap<IpAddr, (String, u32)>,
     /// When the leftovers were last tried.
     last_retry: Option<std::time::Instant>,
 }
@@ -258,6 +269,7 @@ impl<R: Routes> Announcer<R> {
             routes,
             settings: announce.map(|a| (a.table, a.withdraw_delay)),
             announced: BTreeMap::new(),
+            unconfirmed: BTreeMap::new(),
             leftovers: Vec::new(),
             last_retry: None,
         }
@@ -297,15 +309,19 @@ impl<R: Routes> Announcer<R> {
         // Routes not wanted, in another table than the one now named, or
         // any left after `[announce]` went (and those whose removal failed
         // before: they are still here).
+        let unwanted = |(vip, (dev, t)): (&IpAddr, &(String, u32))| {
+            (Some(*t) != table || wanted.get(vip) != Some(dev)).then(|| (*vip, dev.clone(), *t))
+        };
         let stale: Vec<(IpAddr, String, u32)> = self
             .announced
             .iter()
-            .filter(|(vip, (dev, t))| Some(*t) != table || wanted.get(*vip) != Some(dev))
-            .map(|(v, (d, t))| (*v, d.clone(), *t))
+            .chain(&self.unconfirmed)
+            .filter_map(unwanted)
             .collect();
         let mut batch = self.leftover_changes();
         for (vip, dev, t) in stale {
             self.announced.remove(&vip);
+            self.unconfirmed.remove(&vip);
             batch.push(RouteChange {
                 op: RouteOp::Delete,
                 table: t,
@@ -356,7 +372,12 @@ impl<R: Routes> Announcer<R> {
                 (RouteOp::Replace, Ok(())) => {
                     log::info!("announce: {vip} via {} in table {table}", c.dev);
                     self.leftovers.retain(|l| (l.0, l.2) != (vip, table));
+                    self.unconfirmed.remove(&vip);
                     self.announced.insert(vip, (c.dev, table));
+                }
+                (RouteOp::Replace, Err(e)) if e.contains(NOT_CONFIRMED) => {
+                    log::error!("announce: {vip} maybe announced (put in again while wanted, removed once not): {e}");
+                    self.unconfirmed.insert(vip, (c.dev, table));
                 }
                 (RouteOp::Replace, Err(e)) => log::error!("announce: {vip} not announced: {e}"),
                 (RouteOp::Delete, Ok(())) => {
@@ -405,7 +426,11 @@ impl<R: Routes> Announcer<R> {
     pub fn withdraw_all(&mut self) -> Duration {
         let delay = self.settings.map_or(Duration::ZERO, |s| s.1);
         let mut batch = self.leftover_changes();
-        for (vip, (dev, table)) in std::mem::take(&mut self.announced) {
+        let unconfirmed = std::mem::take(&mut self.unconfirmed);
+        for (vip, (dev, table)) in std::mem::take(&mut self.announced)
+            .into_iter()
+            .chain(unconfirmed)
+        {
             batch.push(RouteChange {
                 op: RouteOp::Delete,
                 table,
@@ -425,7 +450,9 @@ impl<R: Routes> Announcer<R> {
     /// Whether `vip` is announced now (a route whose removal failed is:
     /// it is still in the table).
     pub fn is_announced(&self, vip: IpAddr) -> bool {
-        self.announced.contains_key(&vip) || self.leftovers.iter().any(|l| l.0 == vip)
+        self.announced.contains_key(&vip)
+            || self.unconfirmed.contains_key(&vip)
+            || self.leftovers.iter().any(|l| l.0 == vip)
     }
 
     /// The VIPs announced now (once each).
@@ -434,6 +461,7 @@ impl<R: Routes> Announcer<R> {
             .leftovers
             .iter()
             .map(|l| l.0)
+            .chain(self.unconfirmed.keys().copied())
             .filter(|v| !self.announced.contains_key(v))
             .collect();
         self.announced.keys().copied().chain(left)
@@ -455,6 +483,9 @@ mod tests {
         fail_deletes: usize,
         /// How many batches were made.
         batches: usize,
+        /// A VIP whose route goes in but is not confirmed (`ip` killed
+        /// after it made the line).
+        unconfirm: Option<IpAddr>,
     }
 
     impl Routes for Fake {
@@ -476,6 +507,9 @@ mod tests {
                 return Err("refused".into());
             }
             self.log.push(format!("replace {vip} {dev} {table}"));
+            if self.unconfirm == Some(vip) {
+                return Err(format!("{NOT_CONFIRMED} (killed)"));
+            }
             Ok(())
         }
 
@@ -826,6 +860,52 @@ address = "198.18.0.13"
         a.update(Some(&A), &Announcer::<Fake>::wanted(&s, lbk0));
         assert!(a.is_announced(vip));
         assert!(Announcer::<Fake>::wanted(&s, |_| None).is_empty());
+    }
+
+    /// Found in audit: a route `ip` made before it was killed (so not
+    /// confirmed) was forgotten: never removed when its VIP stopped being
+    /// wanted, nor at the stop, while the routing daemon exported it. It
+    /// counts as announced now, and is removed like one.
+    #[test]
+    fn a_route_put_in_without_a_confirmation_is_removed_when_not_wanted() {
+        let vip: IpAddr = "198.18.1.100".parse().unwrap();
+        let s = snap(|_| true);
+        let wanted = Announcer::<Fake>::wanted(&s, lbk0);
+        for stop in [false, true] {
+            let mut a = Announcer::new(
+                Fake {
+                    unconfirm: Some(vip),
+                    ..Fake::default()
+                },
+                Some(&A),
+            );
+            a.update(Some(&A), &wanted);
+            assert!(a.is_announced(vip), "maybe in the table: counted");
+            assert_eq!(a.announced().collect::<Vec<_>>(), [vip]);
+            if stop {
+                assert_eq!(a.withdraw_all(), A.withdraw_delay);
+            } else {
+                a.update(Some(&A), &BTreeMap::new());
+            }
+            assert_eq!(a.routes.log.last().unwrap(), "del 198.18.1.100 lbk0 100");
+            assert!(!a.is_announced(vip));
+        }
+        // Still wanted: put in again, and announced once confirmed.
+        let mut a = Announcer::new(
+            Fake {
+                unconfirm: Some(vip),
+                ..Fake::default()
+            },
+            Some(&A),
+        );
+        a.update(Some(&A), &wanted);
+        a.routes.unconfirm = None;
+        a.update(Some(&A), &wanted);
+        assert_eq!(
+            a.routes.log.last().unwrap(),
+            "replace 198.18.1.100 lbk0 100"
+        );
+        assert!(a.is_announced(vip));
     }
 
     /// Found in review: a removal that failed (an `ip` killed after its
