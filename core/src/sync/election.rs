@@ -99,7 +99,9 @@ pub struct Heard {
     /// The peer was not alive before (it came back, or it is new): it
     /// holds none of our flows.
     pub came_back: bool,
-    /// The peer was active and is not any more, while we are: the hosts
+    /// The peer is not active while we are, and was active or was not
+    /// heard (a partition healed: it may have answered for the gateway
+    /// meanwhile, and stepped down before we heard it active): the hosts
     /// that followed it must be told the gateway is here again.
     pub stood_down: bool,
 }
@@ -157,7 +159,11 @@ impl Election {
         self.heard = Some((now, flags));
         Heard {
             came_back,
-            stood_down: self.active && was_active && flags & flags::ACTIVE == 0,
+            // Found in audit: after a partition the backup, hearing the
+            // primary first, stepped down at once, so its first message
+            // here said standby, and nothing was announced again: the
+            // reals kept the backup's MAC for the gateway.
+            stood_down: self.active && (was_active || came_back) && flags & flags::ACTIVE == 0,
         }
     }
 
@@ -376,6 +382,15 @@ mod tests {
         assert!(p.is_active());
         assert!(p.heard(ms(t0, 900), 0).stood_down);
         assert!(!p.heard(ms(t0, 1100), 0).stood_down, "once");
+        // Found in audit: a backup that heard the primary first stepped
+        // down before the primary heard it active; its first message after
+        // the partition says standby, and the gateway is announced again
+        // all the same.
+        let later = ms(t0, 1100) + DEAD * 3;
+        assert!(p.tick(later, false, true).is_none());
+        let h = p.heard(later, 0);
+        assert!(h.came_back && h.stood_down, "{h:?}");
+        assert!(!p.heard(later + DEAD / 2, 0).stood_down, "once");
     }
 
     #[test]
