@@ -162,6 +162,45 @@ impl Progress {
     }
 }
 
+/// Whether some worker has stopped polling, judged every [`STALL_AFTER`]
+/// by the control loop whether or not systemd's watchdog is on: a stuck
+/// worker forwards nothing of its share, so the VIPs are withdrawn while
+/// one is (found in audit: only the watchdog noticed, by not pinging,
+/// and without one the routes stayed for good).
+pub struct StallWatch {
+    progress: Progress,
+    since: Instant,
+    stuck: Vec<usize>,
+}
+
+/// How long a worker may make no progress before it counts as stuck (an
+/// idle worker polls at least every millisecond).
+pub const STALL_AFTER: Duration = Duration::from_secs(3);
+
+impl StallWatch {
+    pub fn new(polls: Vec<u64>, now: Instant) -> StallWatch {
+        StallWatch {
+            progress: Progress::new(polls),
+            since: now,
+            stuck: Vec::new(),
+        }
+    }
+
+    /// Judges `polls` (one counter per worker) at `now`: the indexes of
+    /// the workers stuck now, when that changed since the last verdict.
+    pub fn check(&mut self, polls: &[u64], now: Instant) -> Option<Vec<usize>> {
+        if now.saturating_duration_since(self.since) < STALL_AFTER {
+            return None;
+        }
+        self.since = now;
+        let stuck = self.progress.stalled(polls);
+        (stuck != self.stuck).then(|| {
+            self.stuck = stuck.clone();
+            stuck
+        })
+    }
+}
+
 /// The wait for the first health results before READY.
 #[derive(Debug)]
 pub struct FirstChecks {
@@ -465,13 +504,27 @@ fn stuck_status(stalled: &[LcoreId]) -> String {
     format!("worker on {} stuck: watchdog withheld", which.join(", "))
 }
 
-fn polls(workers: &[(LcoreId, Arc<WorkerStats>)]) -> Vec<u64> {
+pub fn polls(workers: &[(LcoreId, Arc<WorkerStats>)]) -> Vec<u64> {
     workers.iter().map(|(_, w)| w.polls.get()).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A worker whose counter does not move for STALL_AFTER is stuck, said
+    /// once, and said again when it moves (found in audit: the VIPs stayed
+    /// announced over a stuck worker).
+    #[test]
+    fn a_worker_that_stops_polling_is_stuck_until_it_polls_again() {
+        let t0 = Instant::now();
+        let mut w = StallWatch::new(vec![10, 10], t0);
+        assert_eq!(w.check(&[20, 20], t0 + STALL_AFTER / 2), None, "too soon");
+        assert_eq!(w.check(&[30, 20], t0 + STALL_AFTER), None, "both moved");
+        assert_eq!(w.check(&[40, 20], t0 + STALL_AFTER * 2), Some(vec![1]));
+        assert_eq!(w.check(&[50, 20], t0 + STALL_AFTER * 3), None, "said once");
+        assert_eq!(w.check(&[60, 21], t0 + STALL_AFTER * 4), Some(vec![]));
+    }
 
     /// A socket systemd would listen on, in a folder of its own (removed
     /// when dropped), and what arrived there.

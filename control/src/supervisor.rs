@@ -202,6 +202,9 @@ struct Control {
     sync_thread: Option<SyncThread>,
     /// Raised to have the floating gateways announced again.
     announce_epoch: u64,
+    /// A worker polls no more ([`crate::notify::StallWatch`]): nothing is
+    /// announced while one is stuck.
+    stuck: bool,
     /// The running configuration's text (the file's, with the control
     /// socket's changes since), for `ctl` to edit and `ctl save` to print;
     /// None if the file could not be read back as TOML.
@@ -257,7 +260,7 @@ impl Control {
         let mut wanted = Announcer::<IpRoute>::wanted(&snap, |vip| {
             config.announce_interface(vip).map(str::to_string)
         });
-        if standby_primary {
+        if standby_primary || self.stuck {
             wanted.clear();
         }
         self.announcer.update(config.announce.as_ref(), &wanted);
@@ -595,6 +598,7 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
         sync: sync.as_ref().map(|t| Arc::clone(&t.status)),
         sync_thread: sync,
         announce_epoch: 0,
+        stuck: false,
         doc,
     };
     // The workers run: announce what can take flows already.
@@ -606,6 +610,7 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
         .map(|(_, w)| (w.polls.get(), w.busy_polls.get()))
         .collect();
     let mut failed = None;
+    let mut stalls = crate::notify::StallWatch::new(crate::notify::polls(&workers), Instant::now());
     while !stop.load(Ordering::Relaxed) {
         // A worker that ended on its own (a panic caught at its lcore's
         // entry): `ended_workers` told the others to stop; stop the rest
@@ -620,6 +625,23 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
             log::error!("{what}: stopping the appliance");
             failed = Some(what);
             break;
+        }
+        // A worker stuck (not ended): its share of the traffic goes
+        // nowhere, so the VIPs are withdrawn until it polls again (the
+        // watchdog, under systemd, restarts the appliance meanwhile).
+        if let Some(stuck) = stalls.check(&crate::notify::polls(&workers), Instant::now()) {
+            if stuck.is_empty() {
+                log::warn!("every worker polls again: announcing the VIPs again");
+            } else {
+                let which: Vec<String> = stuck.iter().map(|&i| workers[i].0.to_string()).collect();
+                log::error!(
+                    "the worker on {} made no progress in {:?}: withdrawing the VIPs while it is stuck",
+                    which.join(", "),
+                    crate::notify::STALL_AFTER
+                );
+            }
+            control.stuck = !stuck.is_empty();
+            control.announce();
         }
         let mut changed = false;
         if let Some(r) = control.checkers.next_report(TICK) {
