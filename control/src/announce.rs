@@ -150,9 +150,14 @@ impl IpRoute {
                 Ok(None) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    break Err(format!("ip -batch: no answer within {limit:?}, killed"));
+                    // It may have made any of the lines before it was
+                    // killed (found in review: booked as refused, so a
+                    // route made was forgotten).
+                    break Err(format!(
+                        "ip -batch: {NOT_CONFIRMED}: no answer within {limit:?}, killed"
+                    ));
                 }
-                Err(e) => break Err(format!("ip -batch: {e}")),
+                Err(e) => break Err(format!("ip -batch: {NOT_CONFIRMED}: {e}")),
             }
         };
         // Both ends closed with the child (killed or done).
@@ -377,6 +382,9 @@ impl<R: Routes> Announcer<R> {
                 }
                 (RouteOp::Replace, Err(e)) if e.contains(NOT_CONFIRMED) => {
                     log::error!("announce: {vip} maybe announced (put in again while wanted, removed once not): {e}");
+                    // Nor may an older removal's retry take it out now
+                    // (found in review), as for a route confirmed.
+                    self.leftovers.retain(|l| (l.0, l.2) != (vip, table));
                     self.unconfirmed.insert(vip, (c.dev, table));
                 }
                 (RouteOp::Replace, Err(e)) => log::error!("announce: {vip} not announced: {e}"),
@@ -402,12 +410,13 @@ impl<R: Routes> Announcer<R> {
         removed
     }
 
-    /// Tries the removals that failed again, in one batch, at most every
+    /// Tries the removals that failed again, and the routes put in without
+    /// a confirmation, in one batch, at most every
     /// [`LEFTOVER_RETRY`] (the control loop calls it every tick: a VIP
     /// whose removal failed must not wait for the next health change).
     /// Whether any was removed.
     pub fn retry_leftovers(&mut self, now: std::time::Instant) -> bool {
-        if self.leftovers.is_empty()
+        if (self.leftovers.is_empty() && self.unconfirmed.is_empty())
             || self
                 .last_retry
                 .is_some_and(|t| now.saturating_duration_since(t) < LEFTOVER_RETRY)
@@ -415,7 +424,20 @@ impl<R: Routes> Announcer<R> {
             return false;
         }
         self.last_retry = Some(now);
-        let batch = self.leftover_changes();
+        let mut batch = self.leftover_changes();
+        // Routes put in without a confirmation are put in again on the
+        // same timer (found in review: only the next update did), until
+        // one is confirmed or they are not wanted any more.
+        batch.extend(
+            self.unconfirmed
+                .iter()
+                .map(|(vip, (dev, table))| RouteChange {
+                    op: RouteOp::Replace,
+                    table: *table,
+                    vip: *vip,
+                    dev: dev.clone(),
+                }),
+        );
         self.apply(batch)
     }
 
@@ -900,12 +922,34 @@ address = "198.18.0.13"
         );
         a.update(Some(&A), &wanted);
         a.routes.unconfirm = None;
-        a.update(Some(&A), &wanted);
+        // On the leftovers' timer, not only at the next update.
+        assert!(!a.retry_leftovers(std::time::Instant::now()));
+        assert_eq!(a.unconfirmed.len(), 0, "confirmed");
         assert_eq!(
             a.routes.log.last().unwrap(),
             "replace 198.18.1.100 lbk0 100"
         );
         assert!(a.is_announced(vip));
+    }
+
+    /// Found in review: an `ip` killed at our deadline gave every line an
+    /// error without the "not confirmed" mark, so a route it had made was
+    /// booked as refused and forgotten. Through the real `IpRoute` now,
+    /// with an `ip` that reads the batch and never answers.
+    #[test]
+    fn a_route_ip_was_killed_over_is_maybe_announced() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("lb-fake-ip-hang-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let program = dir.join("ip");
+        std::fs::write(&program, "#!/bin/sh\ncat >/dev/null\nexec sleep 30\n").unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let vip: IpAddr = "198.18.1.100".parse().unwrap();
+        let mut a = Announcer::new(IpRoute::with_program(&program), Some(&A));
+        let s = snap(|_| true);
+        a.update(Some(&A), &Announcer::<IpRoute>::wanted(&s, lbk0));
+        assert!(a.is_announced(vip), "killed over it: maybe in the table");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Found in review: a removal that failed (an `ip` killed after its
