@@ -106,7 +106,12 @@ fn ip_control(ip: &IpView<'_>, source: impl Fn(IpAddr) -> Source) -> Option<Proo
     if is_mld_query(ip) {
         return Some(Proof::Link);
     }
-    l4_control(ip.protocol, ip.l4, ip.ttl, || source(ip.src))
+    // No router forwards a link-local source (RFC 4291 2.5.6): one proves
+    // its sender on the link as TTL 255 does (found in review: BGP over
+    // link-local addresses without TTL security went in the claims'
+    // budget).
+    let link_local = matches!(ip.src, IpAddr::V6(a) if a.is_unicast_link_local());
+    l4_control(ip.protocol, ip.l4, ip.ttl, link_local, || source(ip.src))
 }
 
 /// A multicast listener query from a router on the link: ICMPv6 type 130
@@ -188,11 +193,13 @@ fn read(frame: &[u8]) -> Option<Kernel<'_>> {
 }
 
 /// [`is_control`] for the IP payload `l4` of `protocol`, which arrived
-/// with `ttl` (or hop limit) from a source `source` tells about.
+/// with `ttl` (or hop limit) from a source `source` tells about
+/// (`link_local`: an IPv6 link-local one).
 fn l4_control(
     protocol: crate::wire::IpProtocol,
     l4: &[u8],
     ttl: u8,
+    link_local: bool,
     source: impl Fn() -> Source,
 ) -> Option<Proof> {
     use crate::wire::{Icmpv6Packet, Icmpv6Type, IpProtocol, TransportHeader};
@@ -215,7 +222,7 @@ fn l4_control(
                 .is_ok_and(|t| t.src_port() == BGP || t.dst_port() == BGP);
             if !bgp {
                 None
-            } else if link_ttl {
+            } else if link_ttl || link_local {
                 Some(Proof::Link)
             } else {
                 matches!(source(), Source::OnLink | Source::Peer).then_some(Proof::Claimed)
@@ -468,6 +475,22 @@ mod tests {
     /// address must not starve them: they are routing traffic from the
     /// link. From a global address, or with another hop limit, they are
     /// not.
+    /// BGP from an IPv6 link-local address (sessions over link-local
+    /// addresses, often without TTL security) is the link's whatever its
+    /// hop limit: no router forwards a link-local source (found in
+    /// review: it went in the claims' budget).
+    #[test]
+    fn bgp_from_a_link_local_address_is_the_links() {
+        let mut f = frame(true, 6, (40000, 179), 1);
+        let ll: std::net::Ipv6Addr = "fe80::1".parse().unwrap();
+        crate::wire::Ipv6Packet::new_unchecked(&mut f[14..]).set_src_addr(ll);
+        assert_eq!(kernel_class(&f, FAR, |_| false), KernelClass::Control);
+        let global: std::net::Ipv6Addr = "2001:2::1".parse().unwrap();
+        crate::wire::Ipv6Packet::new_unchecked(&mut f[14..]).set_src_addr(global);
+        assert_eq!(kernel_class(&f, NEAR, |_| false), KernelClass::Claimed);
+        assert_eq!(kernel_class(&f, FAR, |_| false), KernelClass::Other);
+    }
+
     #[test]
     fn an_mld_query_from_the_link_is_control_traffic() {
         let router: std::net::Ipv6Addr = "fe80::1".parse().unwrap();

@@ -79,7 +79,14 @@ fn kernel_budget(v: &mut Violations, frame: &[u8]) {
             Some([0x86, 0xdd]) => frame.get(14 + 7).copied(),
             _ => None,
         };
-        if ttl != Some(255) && !mld_query_from_link(frame) {
+        // Nor from a link-local source, which no router forwards (BGP
+        // over link-local addresses counts whatever its hop limit).
+        let link_local = frame.get(12..14) == Some(&[0x86, 0xdd])
+            && frame
+                .get(14..)
+                .and_then(|b| Ipv6Packet::new_checked(b).ok())
+                .is_some_and(|ip| ip.src_addr().is_unicast_link_local());
+        if ttl != Some(255) && !mld_query_from_link(frame) && !link_local {
             v.add(
                 "wire.kernel-budget",
                 format!("counted from afar with TTL {ttl:?}"),
