@@ -214,10 +214,24 @@ impl<A: FlowAddr> NeighborCache<A> {
 
     /// Whether `ip` was asked for within the last [`ANSWER_WITHIN_MS`]:
     /// an answer now is one to a request of ours.
-    pub fn asked_lately(&self, ip: A, now: u32) -> bool {
+    fn asked_lately(&self, ip: A, now: u32) -> bool {
         self.find(ip)
             .is_some_and(|s| now.wrapping_sub(self.slots[s].requested_at) < ANSWER_WITHIN_MS)
             || self.asked_unnoted(ip, now)
+    }
+
+    /// Whether a frame (or another worker's news) saying that `ip` is at
+    /// `mac` is not believed: it names another MAC than the one resolved
+    /// here, and is no `answer` to a request of ours within
+    /// [`ANSWER_WITHIN_MS`]. Then the neighbor is doubted ([`Self::doubt`])
+    /// and `Some(ask)` says whether to send the request now; None: what it
+    /// says may be learned. The one place of the rule for both families,
+    /// ARP and neighbor discovery alike.
+    pub fn unbelieved(&mut self, ip: A, mac: MacAddr, answer: bool, now: u32) -> Option<bool> {
+        if self.get(ip).is_none_or(|m| m == mac) || (answer && self.asked_lately(ip, now)) {
+            return None;
+        }
+        Some(self.doubt(ip, now))
     }
 
     /// Someone says that `ip`, resolved here, is at another MAC, in a
@@ -227,7 +241,7 @@ impl<A: FlowAddr> NeighborCache<A> {
     /// to send that request now (once a [`REQUEST_INTERVAL_MS`] at most
     /// per neighbor, within a budget of its own: claims cannot starve the
     /// requests for next hops not known yet).
-    pub fn doubt(&mut self, ip: A, now: u32) -> bool {
+    fn doubt(&mut self, ip: A, now: u32) -> bool {
         let Some(s) = self.find(ip).filter(|&s| self.slots[s].resolved) else {
             return false;
         };

@@ -152,17 +152,13 @@ impl Egress {
     /// Records a neighbor another worker learned (IPv6), as
     /// [`Self::learn_from_peer`].
     pub fn learn_from_peer6(&mut self, snap: &Snapshot, ip: Ipv6Addr, mac: MacAddr, now: u32) {
-        if self.neighbors6.get(ip).is_some_and(|m| m != mac)
-            && !self.neighbors6.asked_lately(ip, now)
-        {
+        if let Some(ask) = self.neighbors6.unbelieved(ip, mac, true, now) {
             let port = snap
                 .ports
                 .iter()
                 .position(|p| p.connected6(ip) || p.gateway6 == Some(ip));
-            if let Some(port) = port {
-                if self.neighbors6.doubt(ip, now) {
-                    self.solicit(port, ip);
-                }
+            if let (true, Some(port)) = (ask, port) {
+                self.solicit(port, ip);
             }
             return;
         }
@@ -201,17 +197,9 @@ impl Egress {
         {
             return;
         }
-        let takes = match self.neighbors6.get(ip) {
-            None => true,
-            Some(m) if m == mac => true,
-            Some(_) => {
-                answer
-                    && self.neighbors6.asked_lately(ip, now)
-                    && (replaces || self.neighbors6.is_stale(ip, now))
-            }
-        };
-        if !takes {
-            if self.neighbors6.doubt(ip, now) {
+        let answer = answer && (replaces || self.neighbors6.is_stale(ip, now));
+        if let Some(ask) = self.neighbors6.unbelieved(ip, mac, answer, now) {
+            if ask {
                 self.solicit(port, ip);
             }
             return;
@@ -627,12 +615,9 @@ impl Egress {
     /// is on); otherwise it is asked about, as a claim to this worker would
     /// be ([`Self::learn`]).
     pub fn learn_from_peer(&mut self, snap: &Snapshot, ip: Ipv4Addr, mac: MacAddr, now: u32) {
-        if self.neighbors.get(ip).is_some_and(|m| m != mac) && !self.neighbors.asked_lately(ip, now)
-        {
-            if let Some(port) = route::connected_in(&snap.ports, ip) {
-                if self.neighbors.doubt(ip, now) {
-                    self.ask(port, ip);
-                }
+        if let Some(ask) = self.neighbors.unbelieved(ip, mac, true, now) {
+            if let (true, Some(port)) = (ask, route::connected_in(&snap.ports, ip)) {
+                self.ask(port, ip);
             }
             return;
         }
@@ -645,7 +630,7 @@ impl Egress {
     /// the other workers. A resolved neighbor moves to another MAC only
     /// by an `answer` (an ARP reply) to a request of ours; anything else
     /// that says it moved (a request, a reply nobody asked for) has it
-    /// asked about again instead ([`NeighborCache::doubt`]: found in
+    /// asked about again instead ([`NeighborCache::unbelieved`]: found in
     /// audit, any host on the segment moved the gateway with one ARP
     /// request to us). Never at one of our own ports' MACs (found in
     /// audit: a real learned at ours looped DR frames).
@@ -664,10 +649,8 @@ impl Egress {
         {
             return;
         }
-        if self.neighbors.get(ip).is_some_and(|m| m != mac)
-            && !(answer && self.neighbors.asked_lately(ip, now))
-        {
-            if self.neighbors.doubt(ip, now) {
+        if let Some(ask) = self.neighbors.unbelieved(ip, mac, answer, now) {
+            if ask {
                 self.ask(port, ip);
             }
             return;
@@ -686,7 +669,7 @@ impl Egress {
     /// to us (a gratuitous ARP: a host announcing a new MAC, as a VRRP
     /// gateway without a virtual MAC does when it takes over). Nothing is
     /// learned from it; a resolved neighbor it contradicts is asked about
-    /// again at once ([`NeighborCache::doubt`]), so that a real move is
+    /// again at once ([`NeighborCache::unbelieved`]), so that a real move is
     /// followed within a round trip, not at the next refresh.
     pub fn announced(
         &mut self,
@@ -698,8 +681,7 @@ impl Egress {
     ) {
         if snap.ports[port].connected(ip)
             && snap.static_neighbor(ip).is_none()
-            && self.neighbors.get(ip).is_some_and(|m| m != mac)
-            && self.neighbors.doubt(ip, now)
+            && self.neighbors.unbelieved(ip, mac, false, now) == Some(true)
         {
             self.ask(port, ip);
         }
