@@ -214,7 +214,7 @@ impl<A: FlowAddr> NeighborCache<A> {
 
     /// Whether `ip` was asked for within the last [`ANSWER_WITHIN_MS`]:
     /// an answer now is one to a request of ours.
-    fn asked_lately(&self, ip: A, now: u32) -> bool {
+    pub fn asked_lately(&self, ip: A, now: u32) -> bool {
         self.find(ip)
             .is_some_and(|s| now.wrapping_sub(self.slots[s].requested_at) < ANSWER_WITHIN_MS)
             || self.asked_unnoted(ip, now)

@@ -177,8 +177,12 @@ impl Egress {
     /// it moved has it asked about again instead, as for ARP
     /// ([`Self::learn`]; RFC 4861 would take either, and so would any
     /// host on the segment that sends one). What is learned without
-    /// `replaces` is not told to the other workers, which learn what they
-    /// are told whatever they knew.
+    /// `replaces` is told to the other workers only when it answers a
+    /// request of ours (found in audit: a neighbor whose answers lack
+    /// Override was known only to the worker its answers reach, and every
+    /// other worker held its packets to it until they were dropped); the
+    /// others move a MAC they know on it only if they asked lately
+    /// ([`Self::learn_from_peer6`]).
     #[allow(clippy::too_many_arguments)]
     pub fn learn6(
         &mut self,
@@ -197,6 +201,8 @@ impl Egress {
         {
             return;
         }
+        // Asked before it is learned: learning resets the request's time.
+        let tell = replaces || (answer && self.neighbors6.asked_lately(ip, now));
         let answer = answer && (replaces || self.neighbors6.is_stale(ip, now));
         if let Some(ask) = self.neighbors6.unbelieved(ip, mac, answer, now) {
             if ask {
@@ -205,9 +211,7 @@ impl Egress {
             return;
         }
         let keep = |a: Ipv6Addr| snap.is_configured_next_hop(a.into());
-        if self.neighbors6.learn_keeping(ip, mac, now, keep)
-            && replaces
-            && self.learned6.len() < OUTBOX
+        if self.neighbors6.learn_keeping(ip, mac, now, keep) && tell && self.learned6.len() < OUTBOX
         {
             self.learned6.push((ip, mac));
             self.neighbors6.told(ip, now);

@@ -220,11 +220,11 @@ fn advert(target: Ipv6Addr, mac: MacAddr, flags: NeighborFlags) -> Vec<u8> {
 /// RFC 4861 7.2.5: an advertisement without the Override flag does not
 /// replace a MAC already learned (an anycast address's answer, or a
 /// stranger on the segment moving a real's traffic to itself); with it,
-/// it does. Without Override it still teaches a neighbor not yet known,
-/// but only to the worker that got it (the others take what they are
-/// told over what they knew: found in review), and it replaces an entry
-/// not confirmed for a refresh interval (a proxy or anycast neighbor
-/// that moved).
+/// it does. Without Override it still teaches a neighbor not yet known
+/// (told to the other workers only when it answers a request of ours:
+/// [`an_answer_without_override_is_told_to_the_other_workers`]), and it
+/// replaces an entry not confirmed for a refresh interval (a proxy or
+/// anycast neighbor that moved).
 #[test]
 fn an_advertisement_without_override_does_not_move_a_known_neighbor() {
     let snap = snapshot(CONFIG);
@@ -288,6 +288,51 @@ fn an_advertisement_without_override_does_not_move_a_known_neighbor() {
     let mut b = VecBuf::from_bytes(&advert(real, REAL_MAC, NeighborFlags::SOLICITED));
     assert_eq!(p.process(&snap, 0, &mut b, later + 5), Verdict::Consumed);
     assert_eq!(p.resolved(&snap, real), Some(REAL_MAC), "stale: replaced");
+}
+
+/// A neighbor whose answers lack Override (an anycast address, some
+/// proxies) answers the worker that asked, but RSS takes the answer to
+/// whichever worker its addresses hash to. Found in audit: learned
+/// there only and never told, so every other worker held its packets to
+/// that next hop until they were dropped. An answer to a request of ours
+/// is told now; an unsolicited advertisement without Override still
+/// teaches only the worker that got it.
+#[test]
+fn an_answer_without_override_is_told_to_the_other_workers() {
+    let snap = snapshot(CONFIG);
+    // Two workers' caches (each of one worker, so that no flow is handed
+    // off: which worker owns a client depends on the process's key).
+    let mut p = pipeline(&snap, 0, 1);
+    let mut peer = pipeline(&snap, 0, 1);
+    let real = v6("2001:2::11");
+    let vip = v6("2001:2:0:1::100");
+    // Unsolicited, no Override: learned here, told to nobody.
+    let stranger = v6("2001:2::12");
+    let mut b = VecBuf::from_bytes(&advert(stranger, REAL_MAC, NeighborFlags::empty()));
+    assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::Consumed);
+    assert_eq!(p.take_learned().count(), 0, "nobody asked: not told");
+    // A packet to the real has it asked for; the answer has no Override.
+    let mut asked = false;
+    for port in 7000..7010 {
+        let client = v6("2001:2:0:10::10");
+        let mut b = VecBuf::from_bytes(&tcp6((client, port), (vip, 80), SYN, ROUTER));
+        p.process(&snap, 0, &mut b, 10);
+        asked |= p.take_ndp_requests().any(|r| r.target == real);
+    }
+    assert!(asked, "the real was solicited");
+    let mut b = VecBuf::from_bytes(&advert(real, REAL_MAC, NeighborFlags::SOLICITED));
+    assert_eq!(p.process(&snap, 0, &mut b, 20), Verdict::Consumed);
+    assert_eq!(p.resolved(&snap, real), Some(REAL_MAC));
+    let told: Vec<_> = p.take_learned().collect();
+    assert_eq!(told, vec![(real.into(), REAL_MAC)], "the answer is told");
+    for (ip, mac) in told {
+        peer.learn_neighbor(&snap, ip, mac, 21);
+    }
+    assert_eq!(
+        peer.resolved(&snap, real),
+        Some(REAL_MAC),
+        "the peer knows it"
+    );
 }
 
 #[test]
