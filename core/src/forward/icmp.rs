@@ -80,13 +80,29 @@ pub struct Quoted {
 /// The quote of an ICMP error that is to be passed on: its checksum
 /// checked first (`bad_l4_checksum`), since it is computed again after the
 /// rewrite, which would otherwise make a damaged or forged message good;
-/// then [`quoted`] (`icmp_not_handled` when it names no flow).
+/// then [`quoted`] (`icmp_not_handled` when it names no flow, or when it
+/// is a "fragmentation needed" announcing an MTU below the 68 bytes every
+/// IPv4 link carries, RFC 791: no router sends one, and a host that
+/// believed it would cut its packets to nothing; 0 stays, an old router's
+/// "unknown", RFC 1191 5).
 pub fn checked_quote(message: &[u8]) -> Result<Quoted, DropReason> {
-    if !Icmpv4Packet::new_checked(message).is_ok_and(|m| m.verify_checksum()) {
+    let Ok(m) = Icmpv4Packet::new_checked(message) else {
         return Err(DropReason::BadL4Checksum);
+    };
+    if !m.verify_checksum() {
+        return Err(DropReason::BadL4Checksum);
+    }
+    if m.msg_type() == Icmpv4Type::DestinationUnreachable
+        && m.code() == icmpv4::CODE_FRAG_NEEDED
+        && (1..MIN_IPV4_MTU).contains(&m.next_hop_mtu())
+    {
+        return Err(DropReason::IcmpNotHandled);
     }
     quoted(message).ok_or(DropReason::IcmpNotHandled)
 }
+
+/// The smallest MTU of an IPv4 link (RFC 791).
+const MIN_IPV4_MTU: u16 = 68;
 
 /// Reads the packet quoted by the ICMP error `message` (the whole ICMP
 /// message). None when it is too short to name a TCP or UDP flow.
@@ -94,6 +110,12 @@ pub fn quoted(message: &[u8]) -> Option<Quoted> {
     let icmp = Icmpv4Packet::new_checked(message).ok()?;
     let quote = icmp.payload();
     let ip = Ipv4Packet::new_checked_header(quote).ok()?;
+    // A fragment after the first holds no transport header: what sits
+    // where the ports would is payload (the appliance forwards no
+    // fragments, so no flow of its own is quoted so).
+    if ip.frag_offset() != 0 {
+        return None;
+    }
     let protocol = ip.protocol();
     // The RFC 792 minimum: the header and 8 bytes of the transport (the
     // quoted total length is not trusted to say where they end).

@@ -88,8 +88,17 @@ pub struct Quoted6 {
 /// [`super::icmp::checked_quote`] for an ICMPv6 error from `src` to `dst`
 /// (its checksum covers them).
 pub fn checked_quote(message: &[u8], src: Ipv6Addr, dst: Ipv6Addr) -> Result<Quoted6, DropReason> {
-    if !Icmpv6Packet::new_checked(message).is_ok_and(|m| m.verify_checksum(src, dst)) {
+    let Ok(m) = Icmpv6Packet::new_checked(message) else {
         return Err(DropReason::BadL4Checksum);
+    };
+    if !m.verify_checksum(src, dst) {
+        return Err(DropReason::BadL4Checksum);
+    }
+    // A Packet Too Big below the IPv6 minimum link MTU is discarded (RFC
+    // 8201 4): passed on, it would have an older host send atomic
+    // fragments, which a stranger could then forge into its stream.
+    if m.msg_type() == Icmpv6Type::PacketTooBig && m.mtu() < ipv6::MIN_MTU as u32 {
+        return Err(DropReason::IcmpNotHandled);
     }
     quoted(message).ok_or(DropReason::IcmpNotHandled)
 }

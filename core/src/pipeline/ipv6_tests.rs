@@ -999,3 +999,111 @@ fn an_mld_query_goes_to_the_kernel_interface() {
         }
     }
 }
+
+/// A Packet Too Big about `quoted` (a frame: its IPv6 header and 20
+/// transport bytes are quoted), from `src` to `dst` in a frame from `mac`.
+fn packet_too_big_about(
+    quoted: &[u8],
+    (src, dst): (Ipv6Addr, Ipv6Addr),
+    mtu: u32,
+    mac: MacAddr,
+) -> Vec<u8> {
+    use crate::wire::icmpv6::Icmpv6Packet;
+    let q = &quoted[14..quoted.len().min(14 + 40 + 20)];
+    let len = 8 + q.len();
+    let mut f = vec![0u8; 14 + 40 + len];
+    let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+    eth.set_dst_addr(OUR);
+    eth.set_src_addr(mac);
+    eth.set_ethertype(EtherType::Ipv6);
+    Ipv6Repr {
+        src,
+        dst,
+        next_header: IpProtocol::Icmpv6,
+        payload_len: len,
+        hop_limit: 64,
+        traffic_class: 0,
+        flow_label: 0,
+    }
+    .emit(&mut Ipv6Packet::new_unchecked(&mut f[14..54]));
+    let mut m = Icmpv6Packet::new_unchecked(&mut f[54..]);
+    m.set_msg_type(Icmpv6Type::PacketTooBig);
+    m.set_code(0);
+    m.set_mtu(mtu);
+    m.payload_mut().copy_from_slice(q);
+    m.fill_checksum(src, dst);
+    f
+}
+
+/// An ICMPv6 error that names the NAT66 real as its source is checked as
+/// one from a router on the way is (found in audit: writing the real's
+/// address skipped both checks): it comes from where the real is reached,
+/// and quotes a sequence number the client sent.
+#[test]
+fn an_icmpv6_error_naming_the_real_is_checked_as_a_routers() {
+    let snap = snapshot_with_real_mac();
+    let mut p = pipeline(&snap, 0, 1);
+    let client = client_owned_by(0);
+    let vip = v6("2001:2:0:1::100");
+    let mut b = VecBuf::from_bytes(&tcp6((client, 5555), (vip, 80), SYN, ROUTER));
+    assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::Transmit(0));
+    let real = ip6(&b).dst_addr();
+    let sent = b.data().to_vec();
+    let mut far = sent.clone();
+    TcpPacket::new_unchecked(&mut far[54..]).set_seq_number(0x8000_0000);
+    let mac = snap.static_neighbor6(real).unwrap();
+    let stranger = MacAddr([2, 0, 0, 0, 0x77, 0x77]);
+    assert_ne!(stranger, mac);
+    let before = p.stats().icmp_errors_forwarded.get();
+    for (quote, from, why) in [
+        (&far, mac, "a sequence number the client never sent"),
+        (&sent, stranger, "from a stranger's MAC"),
+    ] {
+        let mut b = VecBuf::from_bytes(&packet_too_big_about(quote, (real, client), 1280, from));
+        assert_eq!(
+            p.process(&snap, 0, &mut b, 1),
+            Verdict::Drop(DropReason::IcmpNotHandled),
+            "{why}"
+        );
+    }
+    assert_eq!(p.stats().icmp_errors_forwarded.get(), before);
+    let mut b = VecBuf::from_bytes(&packet_too_big_about(&sent, (real, client), 1280, mac));
+    assert_eq!(p.process(&snap, 0, &mut b, 1), Verdict::Transmit(0));
+    assert_eq!(p.stats().icmp_errors_forwarded.get(), before + 1);
+}
+
+/// A Packet Too Big below the IPv6 minimum link MTU is discarded (RFC
+/// 8201 4), in both directions (found in audit: passed on, it has older
+/// hosts send atomic fragments, which a stranger can forge into).
+#[test]
+fn a_packet_too_big_below_1280_is_not_passed_on() {
+    let snap = snapshot_with_real_mac();
+    let mut p = pipeline(&snap, 0, 1);
+    let client = client_owned_by(0);
+    let vip = v6("2001:2:0:1::100");
+    let mut b = VecBuf::from_bytes(&tcp6((client, 5555), (vip, 80), SYN, ROUTER));
+    assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::Transmit(0));
+    let real = ip6(&b).dst_addr();
+    let to_real = b.data().to_vec();
+    let mac = snap.static_neighbor6(real).unwrap();
+    let reply = tcp6((vip, 80), (client, 5555), SYN | TcpFlags::ACK, ROUTER);
+    let router = v6("2001:2:0:10::1");
+    for (mtu, passed) in [(600, false), (1279, false), (1280, true)] {
+        let f = packet_too_big_about(&reply, (router, vip), mtu, ROUTER);
+        let mut b = VecBuf::from_bytes(&f);
+        let v = p.process(&snap, 0, &mut b, 1);
+        assert_eq!(
+            v == Verdict::Transmit(0),
+            passed,
+            "to the VIP, {mtu}: {v:?}"
+        );
+        let f = packet_too_big_about(&to_real, (real, client), mtu, mac);
+        let mut b = VecBuf::from_bytes(&f);
+        let v = p.process(&snap, 0, &mut b, 1);
+        assert_eq!(
+            v == Verdict::Transmit(0),
+            passed,
+            "from the real, {mtu}: {v:?}"
+        );
+    }
+}

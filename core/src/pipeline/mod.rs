@@ -1172,15 +1172,17 @@ impl Pipeline {
         if q.src != ip.dst {
             return why(DropReason::IcmpNotHandled);
         }
-        if q.dst != ip.src {
-            let mac = EthernetFrame::new_unchecked(pkt.data()).src_addr();
-            if !snap.is_nat_real(q.dst)
-                || !self
-                    .egress
-                    .came_from_next_hop(snap, in_port, q.dst, mac, now)
-            {
-                return why(DropReason::IcmpNotHandled);
-            }
+        // Checked as well when the error names the real as its source
+        // (found in audit: any host with a frame to the appliance, a
+        // neighbor on any port, skipped both checks by writing the real's
+        // address, which no check of its own covered).
+        let mac = EthernetFrame::new_unchecked(pkt.data()).src_addr();
+        if !snap.is_nat_real(q.dst)
+            || !self
+                .egress
+                .came_from_next_hop(snap, in_port, q.dst, mac, now)
+        {
+            return why(DropReason::IcmpNotHandled);
         }
         let key = ReplyKey {
             proto: u8::from(q.protocol),
@@ -1195,10 +1197,11 @@ impl Pipeline {
         let Some(f) = self.conntrack.find_reply(&key) else {
             return Verdict::Drop(DropReason::NoFlow);
         };
-        // From a router on the way: only about a segment the client sent
-        // (RFC 5927; found in review: behind one gateway, anyone who knew
-        // a flow's four addresses and ports could have it passed on).
-        if q.dst != ip.src && q.protocol == IpProtocol::Tcp && !f.quotes_client_seq(q.seq) {
+        // From the real or a router on the way: only about a segment the
+        // client sent (RFC 5927; found in review: behind one gateway,
+        // anyone who knew a flow's four addresses and ports could have it
+        // passed on).
+        if q.protocol == IpProtocol::Tcp && !f.quotes_client_seq(q.seq) {
             return Verdict::Drop(DropReason::IcmpNotHandled);
         }
         if ip.ttl <= 1 {

@@ -4090,7 +4090,73 @@ fn a_routers_icmp_error_must_quote_a_segment_the_client_sent() {
         p.process(&snap, 0, &mut b, 1),
         Verdict::Drop(DropReason::IcmpNotHandled)
     );
-    // From the real itself, as before.
+    // From the real itself: the same rules (found in audit: naming the
+    // real as the source skipped both the sequence and the sender check).
     let mut b = VecBuf::from_bytes(&frag_needed_about(&far, real, real_mac));
+    assert_eq!(
+        p.process(&snap, 0, &mut b, 1),
+        Verdict::Drop(DropReason::IcmpNotHandled)
+    );
+    let mut b = VecBuf::from_bytes(&frag_needed_about(&sent, real, real_mac));
     assert_eq!(p.process(&snap, 0, &mut b, 1), Verdict::Transmit(0));
+    // A host on the segment that writes the real's address, from its own
+    // MAC, is no router on the way nor the real.
+    let stranger = [2, 0, 0, 0, 0x77, 0x77];
+    assert_ne!(stranger, real_mac);
+    let before = p.stats().icmp_errors_forwarded.get();
+    let mut b = VecBuf::from_bytes(&frag_needed_about(&sent, real, stranger));
+    assert_eq!(
+        p.process(&snap, 0, &mut b, 1),
+        Verdict::Drop(DropReason::IcmpNotHandled)
+    );
+    assert_eq!(p.stats().icmp_errors_forwarded.get(), before);
+}
+
+/// A "fragmentation needed" announcing an MTU below 68 (no IPv4 link is
+/// smaller: RFC 791) is passed on in neither direction (found in audit:
+/// from anyone to the VIP it reached the real, from the real's side the
+/// client); 0, an old router's "unknown" (RFC 1191 5), still is.
+#[test]
+fn a_frag_needed_below_the_ipv4_minimum_mtu_is_not_passed_on() {
+    use crate::wire::Icmpv4Packet;
+    let config = Config::parse(&without_syn_proxy(NAT_CONFIG)).unwrap();
+    let snap = compile(&config, &[MacAddr(OUR)]);
+    let mut p = pipeline(&snap, 0, 1, 64);
+    let client = (Ipv4Addr::new(198, 19, 0, 10), 4000);
+    let mut syn = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), SYN, 1_000, OUR));
+    assert_eq!(p.process(&snap, 0, &mut syn, 0), Verdict::Transmit(0));
+    let real = ip_of(&syn).dst_addr();
+    let real_mac = snap.static_neighbor(real).unwrap().0;
+    let from_vip = tcp((VIP, 80), client, SYNACK, OUR);
+    let l4 = crate::wire::ethernet::HEADER_LEN + crate::wire::ipv4::HEADER_LEN;
+    let with_mtu = |mut f: Vec<u8>, mtu: u16| {
+        let mut icmp = Icmpv4Packet::new_unchecked(&mut f[l4..]);
+        icmp.set_next_hop_mtu(mtu);
+        icmp.fill_checksum();
+        f
+    };
+    for (mtu, passed) in [(20, false), (67, false), (0, true), (68, true)] {
+        // From the real's side to the client.
+        let f = with_mtu(frag_needed_about(syn.data(), real, real_mac), mtu);
+        let mut b = VecBuf::from_bytes(&f);
+        let v = p.process(&snap, 0, &mut b, 1);
+        assert_eq!(
+            v == Verdict::Transmit(0),
+            passed,
+            "to the client, MTU {mtu}: {v:?}"
+        );
+        // From the internet to the VIP, for the real.
+        let router = Ipv4Addr::new(198, 19, 0, 1);
+        let f = with_mtu(frag_needed_about(&from_vip, router, CLIENT_MAC), mtu);
+        let mut b = VecBuf::from_bytes(&f);
+        let v = p.process(&snap, 0, &mut b, 1);
+        assert_eq!(
+            v == Verdict::Transmit(0),
+            passed,
+            "to the real, MTU {mtu}: {v:?}"
+        );
+        if !passed {
+            assert_eq!(v, Verdict::Drop(DropReason::IcmpNotHandled));
+        }
+    }
 }
