@@ -33,6 +33,17 @@ pub const DEFAULT_SOURCE: &str = "lb.toml";
 /// eligible reals changed.
 pub const MAX_SERVICES: usize = 4_096;
 
+/// The most ports one config may have: DPDK's `RTE_MAX_ETHPORTS` as
+/// Debian builds it, and what the workers keep per-port counters for
+/// (`lb_core::stats::MAX_PORTS`); a file with more passed `--check` and
+/// then could not start (found in audit, as was validation time growing
+/// with the square of the ports' count in a file of 16 MiB).
+pub const MAX_PORTS: usize = 32;
+
+/// The most routing peers (`ports[N].routing_peers`) one port may list:
+/// far more BGP and BFD sessions than one segment needs.
+pub const MAX_ROUTING_PEERS: usize = 256;
+
 /// The most reals one config may have, over all its services: the
 /// dataplane keeps counters for at most this many reals at a time
 /// (`lb_core::snapshot::MAX_REALS`; a removed real's slot is given to a

@@ -2964,6 +2964,47 @@ fn services_and_reals_are_bounded() {
     );
 }
 
+/// Found in audit: any number of ports passed `--check` (then start
+/// failed past DPDK's 32), and checks across ports took time with the
+/// square of their number (8,000 ports 7 s of a reload's control thread);
+/// so did a port's routing peers. Past a limit the rest is not looked at.
+#[test]
+fn ports_and_routing_peers_are_bounded() {
+    let port = |i: usize| {
+        format!(
+            "[[ports]]\nname = \"p{i}\"\ndevice = \"net_null{i}\"\naddress = \"10.{}.{}.1/24\"\n",
+            i / 256,
+            i % 256
+        )
+    };
+    let mut text = "[workers]\nlcores = [1]\n".to_string();
+    for i in 0..crate::MAX_PORTS {
+        text.push_str(&port(i));
+    }
+    assert!(Config::parse(&text).is_ok(), "32 ports are fine");
+    for i in crate::MAX_PORTS..5_000 {
+        text.push_str(&port(i));
+        // One bad value past the limit: not looked at.
+        if i == 4_000 {
+            text.push_str("mtu = 1\n");
+        }
+    }
+    let errs = errors(&text);
+    assert_error(&text, "ports", "5000 ports: at most 32");
+    assert_eq!(errs.0.len(), 1, "{errs}");
+    let peers: Vec<String> = (0..=crate::MAX_ROUTING_PEERS)
+        .map(|i| format!("\"198.18.0.{}\"", 3 + i % 200))
+        .collect();
+    let text = MINIMAL.replace(
+        "address = \"198.18.0.2/24\"",
+        &format!(
+            "address = \"198.18.0.2/24\"\nkernel_interface = \"lb0\"\nrouting_peers = [{}]",
+            peers.join(", ")
+        ),
+    );
+    assert_error(&text, "ports[0].routing_peers", "257 peers: at most 256");
+}
+
 // ---- From an audit of config validation (2026-11-29) ----
 
 /// MINIMAL's port with a kernel interface and one routing peer.

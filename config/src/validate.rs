@@ -813,9 +813,23 @@ fn cidr(c: &mut Checker<'_>, path: &str, text: &str) -> Option<Ipv4Cidr> {
 }
 
 fn ports(c: &mut Checker<'_>, raw: Option<Vec<RawPort>>) -> (Vec<PortConfig>, Nets) {
-    let raw = raw.unwrap_or_default();
+    let mut raw = raw.unwrap_or_default();
     if raw.is_empty() {
         c.err("ports", "at least one [[ports]] entry is required");
+    }
+    // Past the limit the rest is not looked at: the file is refused
+    // anyway, and checks across ports take time with the square of their
+    // number.
+    if raw.len() > crate::MAX_PORTS {
+        c.err(
+            "ports",
+            format!(
+                "{} ports: at most {} (what DPDK and the workers' counters take)",
+                raw.len(),
+                crate::MAX_PORTS
+            ),
+        );
+        raw.truncate(crate::MAX_PORTS);
     }
     let mut out = Vec::new();
     let mut nets = Nets {
@@ -926,7 +940,17 @@ fn ports(c: &mut Checker<'_>, raw: Option<Vec<RawPort>>) -> (Vec<PortConfig>, Ne
                     "needs kernel_interface on the same port: routing peers talk to the port's kernel interface",
                 );
             }
-            for (j, text) in peers.iter().enumerate() {
+            if peers.len() > crate::MAX_ROUTING_PEERS {
+                c.err(
+                    path("routing_peers"),
+                    format!(
+                        "{} peers: at most {} on one port",
+                        peers.len(),
+                        crate::MAX_ROUTING_PEERS
+                    ),
+                );
+            }
+            for (j, text) in peers.iter().enumerate().take(crate::MAX_ROUTING_PEERS) {
                 let at = format!("{}[{j}]", path("routing_peers"));
                 if let Some(a) = c.ip_host(&at, text, LinkLocal::Allowed) {
                     if routing_peers.contains(&a) {
@@ -1650,6 +1674,24 @@ fn describe_nets<'a>(nets: impl Iterator<Item = (&'a str, String)>) -> String {
 /// which forwards them again until their TTL runs out: each client packet
 /// crosses the uplink some 60 times.
 fn addresses_taken(c: &mut Checker<'_>, config: &Config) {
+    // Looked up by address, not searched for each VIP and real (found in
+    // audit: time grew with services times reals, neighbors or peers).
+    let first_of = |addrs: &mut dyn Iterator<Item = IpAddr>| {
+        let mut m: HashMap<IpAddr, usize> = HashMap::new();
+        for (i, a) in addrs.enumerate() {
+            m.entry(a).or_insert(i);
+        }
+        m
+    };
+    let neighbor_at = first_of(&mut config.neighbors.iter().map(|n| n.address));
+    let vip_at = first_of(&mut config.services.iter().map(|s| s.vip));
+    let mut peer_at: HashMap<IpAddr, (usize, usize)> = HashMap::new();
+    for (k, p) in config.ports.iter().enumerate() {
+        for (j, &a) in p.routing_peers.iter().enumerate() {
+            peer_at.entry(a).or_insert((k, j));
+        }
+    }
+    let routing_peer = |a: IpAddr| peer_at.get(&a).copied();
     let vip_taken = |vip: IpAddr| -> Option<String> {
         for (i, p) in config.ports.iter().enumerate() {
             let port = format!("port {} (ports[{i}])", p.name);
@@ -1674,12 +1716,12 @@ fn addresses_taken(c: &mut Checker<'_>, config: &Config) {
                 _ => {}
             }
         }
-        if let Some(k) = config.neighbors.iter().position(|n| n.address == vip) {
+        if let Some(k) = neighbor_at.get(&vip) {
             return Some(format!("{vip} is the address of neighbors[{k}], a host on the segment: the appliance answers for every VIP, and would take it"));
         }
         // Found in audit: a routing peer's address was accepted as a VIP,
         // and the BGP session to it would have become VIP traffic.
-        routing_peer(config, vip).map(|(k, j)| format!(
+        routing_peer(vip).map(|(k, j)| format!(
             "{vip} is ports[{k}].routing_peers[{j}], a BGP/BFD peer: the appliance answers for every VIP, and would take the peer's address (and its session)"
         ))
     };
@@ -1699,10 +1741,10 @@ fn addresses_taken(c: &mut Checker<'_>, config: &Config) {
             };
             let why = if let Some(why) = not_host {
                 Some(format!("{a} is no host's address: {why}"))
-            } else if let Some(k) = config.neighbors.iter().position(|n| n.address == a) {
+            } else if let Some(k) = neighbor_at.get(&a) {
                 Some(format!("{a} is the address of neighbors[{k}], a host on the segment: the active appliance answers for the floating gateway, and would take it"))
             } else {
-                routing_peer(config, a).map(|(k, j)| format!("{a} is ports[{k}].routing_peers[{j}], a BGP/BFD peer: the active appliance answers for the floating gateway, and would take the peer's address"))
+                routing_peer(a).map(|(k, j)| format!("{a} is ports[{k}].routing_peers[{j}], a BGP/BFD peer: the active appliance answers for the floating gateway, and would take the peer's address"))
             };
             if let Some(why) = why {
                 c.err(key, why);
@@ -1714,15 +1756,10 @@ fn addresses_taken(c: &mut Checker<'_>, config: &Config) {
             c.err(format!("services[{i}].vip"), why);
         }
         for (j, r) in s.reals.iter().enumerate() {
-            let why = if let Some((k, other)) = config
-                .services
-                .iter()
-                .enumerate()
-                .find(|(_, o)| o.vip == r.address)
-            {
+            let why = if let Some(&k) = vip_at.get(&r.address) {
                 Some(format!(
                     "{} is the VIP of services[{k}] ({:?}): a real is a host behind the appliance, and packets to a VIP come back to it (a loop until their TTL runs out)",
-                    r.address, other.name
+                    r.address, config.services[k].name
                 ))
             } else {
                 config.ports.iter().enumerate().find_map(|(k, p)| {
@@ -1741,15 +1778,6 @@ fn addresses_taken(c: &mut Checker<'_>, config: &Config) {
             }
         }
     }
-}
-
-/// Which port's routing peer `a` is, if any: (port, peer) indices.
-fn routing_peer(config: &Config, a: IpAddr) -> Option<(usize, usize)> {
-    config
-        .ports
-        .iter()
-        .enumerate()
-        .find_map(|(k, p)| p.routing_peers.iter().position(|&r| r == a).map(|j| (k, j)))
 }
 
 /// Why a floating gateway address may not be `a`: a VIP or a real's
@@ -1809,7 +1837,7 @@ fn sync_address(
     Some(addr)
 }
 
-fn services(c: &mut Checker<'_>, raw: Vec<RawService>, nets: &Nets) -> Vec<ServiceConfig> {
+fn services(c: &mut Checker<'_>, mut raw: Vec<RawService>, nets: &Nets) -> Vec<ServiceConfig> {
     if raw.len() > crate::MAX_SERVICES {
         c.err(
             "services",
@@ -1819,6 +1847,9 @@ fn services(c: &mut Checker<'_>, raw: Vec<RawService>, nets: &Nets) -> Vec<Servi
                 crate::MAX_SERVICES
             ),
         );
+        // The rest is not looked at (found in audit: refusing 40,000
+        // services took 16 s of the control thread on a reload).
+        raw.truncate(crate::MAX_SERVICES);
     }
     let total_reals: usize = raw
         .iter()
