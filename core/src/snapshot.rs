@@ -237,6 +237,14 @@ pub struct Ids {
     /// `mh` services of 16 reals took 16.8 s a publish, past the control
     /// thread's watchdog, with 512 MB of Maglev tables per snapshot).
     schedulers: HashMap<u32, (SchedulerKind, Vec<Backend>, std::sync::Arc<Scheduler>)>,
+    /// The same schedulers by what they were built from: services over
+    /// the same reals and weights share one (found in audit: a reload
+    /// changing the weights of a pool 4,096 `mh` services share, or one
+    /// shared real's health, rebuilt 4,096 identical Maglev tables on the
+    /// control thread, past its watchdog). Building is deterministic and
+    /// a built scheduler is never changed, so sharing one is sharing a
+    /// value.
+    shared: HashMap<(SchedulerKind, Vec<Backend>), std::sync::Arc<Scheduler>>,
 }
 
 impl Default for Ids {
@@ -258,6 +266,7 @@ impl Ids {
             counted_before: HashMap::new(),
             limit: limit.min(MAX_REALS),
             schedulers: HashMap::new(),
+            shared: HashMap::new(),
         }
     }
 
@@ -275,11 +284,18 @@ impl Ids {
                 return std::sync::Arc::clone(built);
             }
         }
-        let built = std::sync::Arc::new(Scheduler::build(kind, backends));
-        self.schedulers.insert(
-            sid,
-            (kind, backends.to_vec(), std::sync::Arc::clone(&built)),
-        );
+        let content = (kind, backends.to_vec());
+        let built = match self.shared.get(&content) {
+            Some(built) => std::sync::Arc::clone(built),
+            None => {
+                let built = std::sync::Arc::new(Scheduler::build(kind, backends));
+                self.shared
+                    .insert(content.clone(), std::sync::Arc::clone(&built));
+                built
+            }
+        };
+        self.schedulers
+            .insert(sid, (kind, content.1, std::sync::Arc::clone(&built)));
         built
     }
 
@@ -324,6 +340,14 @@ impl Ids {
         // Schedulers of services gone are not kept.
         let sids: std::collections::HashSet<u32> = services.iter().map(|s| s.id).collect();
         self.schedulers.retain(|sid, _| sids.contains(sid));
+        // Only what a service still uses is shared on.
+        let used: std::collections::HashSet<*const Scheduler> = self
+            .schedulers
+            .values()
+            .map(|(_, _, s)| std::sync::Arc::as_ptr(s))
+            .collect();
+        self.shared
+            .retain(|_, s| used.contains(&std::sync::Arc::as_ptr(s)));
         for id in 0..self.keys.len() as u32 {
             if present[id as usize] {
                 self.retired.remove(&id);
@@ -1324,6 +1348,66 @@ mod tests {
         build(&fewer, 5, &mut ids, None);
         let back = build(&text(5), 6, &mut ids, None);
         assert!(!same(&edited, &back, 1));
+    }
+
+    /// Found in audit: services over one pool of reals each had their own
+    /// Maglev table, so a reload of the pool's weights, or one shared
+    /// real's health change, rebuilt every one of them on the control
+    /// thread. Services of the same kind over the same reals and weights
+    /// share one scheduler, built once, and apart once they differ.
+    #[test]
+    fn services_over_the_same_reals_share_one_scheduler() {
+        let text = |weight: u32, kinds: [&str; 3]| {
+            let mut t = "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\n\
+                         device = \"net_null0\"\naddress = \"198.18.0.2/24\"\n"
+                .to_string();
+            for (i, kind) in kinds.iter().enumerate() {
+                t += &format!(
+                    "[[services]]\nname = \"s{i}\"\nvip = \"198.18.1.{}\"\nport = 80\n\
+                     scheduler = \"{kind}\"\n[services.health_check]\nkind = \"tcp\"\n\
+                     [[services.reals]]\naddress = \"198.18.0.11\"\n\
+                     [[services.reals]]\naddress = \"198.18.0.12\"\nweight = {weight}\n",
+                    100 + i,
+                );
+            }
+            Config::parse(&t).unwrap()
+        };
+        let mut ids = Ids::default();
+        let build = |c: &Config, g: u64, ids: &mut Ids, down: Option<&str>| {
+            Snapshot::compile(c, &[MacAddr([2, 0, 0, 0, 0, 2])], g, ids, |_, a, _| {
+                down != Some(&*a.to_string())
+            })
+            .unwrap()
+        };
+        let shared = |s: &Snapshot, i: usize, j: usize| {
+            std::sync::Arc::ptr_eq(&s.services[i].scheduler, &s.services[j].scheduler)
+        };
+        let all_mh = ["mh", "mh", "mh"];
+        let first = build(&text(1, all_mh), 1, &mut ids, None);
+        assert!(shared(&first, 0, 1) && shared(&first, 1, 2));
+        // One shared real down, then a reload of the pool's weights: one
+        // new scheduler each time, shared again, and what a fresh build
+        // of one service gives.
+        let down = build(&text(1, all_mh), 2, &mut ids, Some("198.18.0.12"));
+        assert!(!std::sync::Arc::ptr_eq(
+            &first.services[0].scheduler,
+            &down.services[0].scheduler
+        ));
+        assert!(shared(&down, 0, 1) && shared(&down, 1, 2));
+        let reweighed = build(&text(3, all_mh), 3, &mut ids, None);
+        assert!(shared(&reweighed, 0, 1) && shared(&reweighed, 1, 2));
+        let fresh = build(&text(3, all_mh), 1, &mut Ids::default(), None);
+        assert_eq!(
+            *reweighed.services[2].scheduler,
+            *fresh.services[0].scheduler
+        );
+        // Another kind over the same reals is another scheduler.
+        let mixed = build(&text(3, ["mh", "wrr", "mh"]), 4, &mut ids, None);
+        assert!(!shared(&mixed, 0, 1) && shared(&mixed, 0, 2));
+        assert_eq!(
+            mixed.services[1].scheduler.kind(),
+            SchedulerKind::WeightedRoundRobin
+        );
     }
 
     /// The route worked out per real when the snapshot is built is the

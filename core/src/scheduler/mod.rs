@@ -32,7 +32,7 @@ pub const MAX_BACKENDS: usize = u16::MAX as usize;
 const _: () = assert!(lb_config::MAX_SERVICE_REALS <= MAX_BACKENDS);
 
 /// One eligible real as the scheduler sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Backend {
     /// A stable identity (the caller hashes the real's address and port);
     /// `sh` and `mh` use it to place the backend, so that the same set of
