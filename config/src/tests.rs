@@ -3005,6 +3005,32 @@ fn ports_and_routing_peers_are_bounded() {
     assert_error(&text, "ports[0].routing_peers", "257 peers: at most 256");
 }
 
+/// Found in audit: a health check every millisecond, and metrics on a
+/// group address, were taken.
+#[test]
+fn a_health_check_interval_has_a_floor_and_metrics_a_unicast_address() {
+    let check = |interval: &str| {
+        service(&format!(
+            "[services.health_check]\nkind = \"tcp\"\ninterval = \"{interval}\"\ntimeout = \"1ms\"\n\
+             [[services.reals]]\naddress = \"198.18.0.11\"\n"
+        ))
+    };
+    assert_error(
+        &check("1ms"),
+        "services[0].health_check.interval",
+        "below the minimum of 10ms",
+    );
+    assert!(Config::parse(&check("10ms")).is_ok());
+    for group in ["224.0.0.1:9101", "255.255.255.255:9101", "[ff02::1]:9101"] {
+        assert_error(
+            &with(&format!("[metrics]\nlisten = \"{group}\"\n")),
+            "metrics.listen",
+            "is a group address",
+        );
+    }
+    assert!(Config::parse(&with("[metrics]\nlisten = \"127.0.0.1:0\"\n")).is_ok());
+}
+
 // ---- From an audit of config validation (2026-11-29) ----
 
 /// MINIMAL's port with a kernel interface and one routing peer.

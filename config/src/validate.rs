@@ -1302,6 +1302,18 @@ fn metrics(c: &mut Checker<'_>, raw: RawMetrics) -> MetricsConfig {
             default
         }),
     };
+    // Found in audit: a group address (nothing can listen there) was
+    // taken. Port 0 stays: the kernel picks a free one, which the log
+    // names (tests run several appliances side by side so).
+    if listen.ip().is_multicast() || listen.ip() == IpAddr::V4(Ipv4Addr::BROADCAST) {
+        c.err(
+            "metrics.listen",
+            format!(
+                "{} is a group address: listen on one of the box's own, or 0.0.0.0",
+                listen.ip()
+            ),
+        );
+    }
     MetricsConfig { listen }
 }
 
@@ -2031,13 +2043,27 @@ fn health_check(c: &mut Checker<'_>, base: &str, h: RawHealthCheck) -> HealthChe
     let kind = c
         .required(&path("kind"), h.kind)
         .and_then(|k| c.word(&path("kind"), Some(&k), HealthCheckKind::Tcp));
-    let interval = c.duration(
-        &path("interval"),
-        h.interval.as_deref(),
-        Duration::from_secs(2),
-        true,
-        MAX_HEALTH_CHECK_INTERVAL,
-    );
+    let interval = c
+        .duration(
+            &path("interval"),
+            h.interval.as_deref(),
+            Duration::from_secs(2),
+            true,
+            MAX_HEALTH_CHECK_INTERVAL,
+        )
+        .filter(|&d| {
+            if d < crate::MIN_HEALTH_CHECK_INTERVAL {
+                c.err(
+                    path("interval"),
+                    format!(
+                        "{} is below the minimum of {}",
+                        format_duration(d),
+                        format_duration(crate::MIN_HEALTH_CHECK_INTERVAL)
+                    ),
+                );
+            }
+            d >= crate::MIN_HEALTH_CHECK_INTERVAL
+        });
     let timeout = c.duration(
         &path("timeout"),
         h.timeout.as_deref(),
