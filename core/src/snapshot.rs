@@ -835,8 +835,12 @@ impl Snapshot {
             let proto = ip_protocol(s.protocol);
             let sid = ids.service((proto, s.vip, s.port));
             let mut reals = Vec::with_capacity(s.reals.len());
-            for r in &s.reals {
-                let id = ids.real((sid, r.address, r.port, r.forwarding))?;
+            for (j, r) in s.reals.iter().enumerate() {
+                // Named by its key, as validation names what it refuses
+                // (found in audit: this refusal named none).
+                let id = ids
+                    .real((sid, r.address, r.port, r.forwarding))
+                    .map_err(|e| CompileError(format!("services[{i}].reals[{j}]: {e}")))?;
                 real_present[id as usize] = true;
                 match r.address {
                     IpAddr::V4(a) => real_addrs.push((u64::from(u32::from(a)), 0)),

@@ -814,6 +814,10 @@ fn a_removed_reals_id_goes_to_a_new_real_only_once_every_flow_of_it_ended() {
     next.offer_drained(&workers);
     let e = compile(&[keep, 13], 3, &mut next).unwrap_err();
     assert!(e.0.contains("no id left for a new real"), "{e}");
+    assert!(
+        e.0.starts_with("services[0].reals[1]: "),
+        "named by its key: {e}"
+    );
     // ...nor while a flow of it is left, though the worker runs without it.
     p.adopt(&snap2);
     p.stats().generation.set(2);
