@@ -2257,6 +2257,7 @@ fn sync_errors_have_their_paths() {
     bad_peer("224.0.0.81:8848", "multicast");
     bad_peer("[ff02::1]:8848", "multicast");
     bad_peer("255.255.255.255:8848", "broadcast");
+    bad_peer("240.0.0.1:8848", "reserved");
     bad_peer("[::ffff:192.0.2.1]:8848", "IPv4-mapped");
     bad_peer("198.18.1.100:8848", "the VIP of services[0]");
     bad_peer("198.18.0.2:8848", "the address of port wan");
@@ -3029,6 +3030,41 @@ fn a_health_check_interval_has_a_floor_and_metrics_a_unicast_address() {
         );
     }
     assert!(Config::parse(&with("[metrics]\nlisten = \"127.0.0.1:0\"\n")).is_ok());
+}
+
+/// Found in audit: accepted though they name nothing usable.
+#[test]
+fn nonsense_the_audit_found_is_refused() {
+    // A static neighbor at a port's own address, or at its MAC.
+    assert_error(
+        &with("[[neighbors]]\naddress = \"198.18.0.2\"\nmac = \"02:00:00:00:00:99\"\n"),
+        "neighbors[0].address",
+        "the appliance's own",
+    );
+    let with_mac = MINIMAL.replace(
+        "address = \"198.18.0.2/24\"",
+        "address = \"198.18.0.2/24\"\nmac = \"02:00:00:00:00:02\"",
+    );
+    assert_error(
+        &format!(
+            "{with_mac}\n[[neighbors]]\naddress = \"198.18.0.9\"\nmac = \"02:00:00:00:00:02\"\n"
+        ),
+        "neighbors[0].mac",
+        "would come back to the appliance",
+    );
+    // One PCI device spelled with and without its domain, or in capitals.
+    for other in ["3b:00.0", "0000:3B:00.0", "3B:00.0,rxq=2"] {
+        let text = with(&format!(
+            "[[ports]]\nname = \"lan\"\ndevice = \"{other}\"\naddress = \"198.19.0.2/24\"\n"
+        ));
+        assert_error(&text, "ports[1].device", "the same device as ports[0]");
+    }
+    let text =
+        with("[[ports]]\nname = \"lan\"\ndevice = \"0000:3b:00.1\"\naddress = \"198.19.0.2/24\"\n");
+    assert!(Config::parse(&text).is_ok(), "another function");
+    // An IPv4 link-local VIP, as IPv6 link-local ones are.
+    let text = with("[[services]]\nname = \"web\"\nvip = \"169.254.10.10\"\nport = 80\n");
+    assert_error(&text, "services[0].vip", "link-local");
 }
 
 // ---- From an audit of config validation (2026-11-29) ----

@@ -435,7 +435,7 @@ fn across(c: &mut Checker<'_>, config: &Config) {
             "needs a port with kernel_interface: the VIP routes go through a port's kernel interface, for the routing daemon to export",
         );
     }
-    let mut devices: HashMap<&str, usize> = HashMap::new();
+    let mut devices: HashMap<String, usize> = HashMap::new();
     let mut gateway: Option<usize> = None;
     let mut gateway6: Option<usize> = None;
     let mut kernel: HashMap<&str, usize> = HashMap::new();
@@ -472,13 +472,13 @@ fn across(c: &mut Checker<'_>, config: &Config) {
         if p.device.is_empty() {
             continue;
         }
-        match devices.get(p.device.as_str()) {
+        match devices.get(&pci_identity(&p.device)) {
             Some(&first) => c.err(
                 format!("ports[{i}].device"),
                 format!("the same device as ports[{first}]"),
             ),
             None => {
-                devices.insert(p.device.as_str(), i);
+                devices.insert(pci_identity(&p.device), i);
             }
         }
         // Per family: an IPv4 network and an IPv6 one never overlap.
@@ -509,6 +509,33 @@ fn across(c: &mut Checker<'_>, config: &Config) {
                 None => *first = Some(i),
             }
         }
+    }
+}
+
+/// A device as DPDK names it, for telling two spellings of one apart: a
+/// PCI address gets its domain (`0000:` when left out) and lower-case hex,
+/// without its arguments (found in audit: `0000:01:00.0` and `01:00.0`
+/// were taken as two ports); anything else (a virtual device with its
+/// arguments) as written.
+fn pci_identity(device: &str) -> String {
+    let name = device.split_once(',').map_or(device, |(n, _)| n);
+    let hex = |t: &str, n: usize| t.len() == n && t.bytes().all(|b| b.is_ascii_hexdigit());
+    let parts: Vec<&str> = name.split(':').collect();
+    let bdf = match parts.as_slice() {
+        [bus, df] => Some(("0000", *bus, *df)),
+        [domain, bus, df] if hex(domain, 4) => Some((*domain, *bus, *df)),
+        _ => None,
+    };
+    match bdf {
+        Some((domain, bus, df))
+            if hex(bus, 2)
+                && df
+                    .split_once('.')
+                    .is_some_and(|(d, f)| hex(d, 2) && hex(f, 1)) =>
+        {
+            format!("{domain}:{bus}:{df}").to_ascii_lowercase()
+        }
+        _ => device.to_string(),
     }
 }
 
@@ -1737,6 +1764,32 @@ fn addresses_taken(c: &mut Checker<'_>, config: &Config) {
             "{vip} is ports[{k}].routing_peers[{j}], a BGP/BFD peer: the appliance answers for every VIP, and would take the peer's address (and its session)"
         ))
     };
+    // A static neighbor at a port's own address or MAC (found in audit:
+    // both were taken; frames to it would come back to the appliance).
+    for (k, n) in config.neighbors.iter().enumerate() {
+        for (i, p) in config.ports.iter().enumerate() {
+            let own = p.address.map(|a| IpAddr::V4(a.address)) == Some(n.address)
+                || p.address6.map(|a| IpAddr::V6(a.address)) == Some(n.address);
+            if own {
+                c.err(
+                    format!("neighbors[{k}].address"),
+                    format!(
+                        "{} is the address of port {} (ports[{i}]): the appliance's own, not a neighbor's",
+                        n.address, p.name
+                    ),
+                );
+            }
+            if p.mac == Some(n.mac) {
+                c.err(
+                    format!("neighbors[{k}].mac"),
+                    format!(
+                        "{} is the MAC of port {} (ports[{i}]): frames to the neighbor would come back to the appliance",
+                        n.mac, p.name
+                    ),
+                );
+            }
+        }
+    }
     // The floating gateway, which the active appliance answers for: no
     // other host's address either (found in audit: a static neighbor's or
     // a routing peer's was accepted, and a multicast one behind a very
@@ -1837,6 +1890,7 @@ fn sync_address(
         IpAddr::V4(a) if a.is_broadcast() => {
             Some("the broadcast address; sync is unicast to one peer")
         }
+        IpAddr::V4(a) if a.octets()[0] >= 240 => Some("reserved (240.0.0.0/4), no host's"),
         IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => {
             Some("an IPv4-mapped address; write the IPv4 address itself")
         }
@@ -1909,7 +1963,12 @@ fn services(c: &mut Checker<'_>, mut raw: Vec<RawService>, nets: &Nets) -> Vec<S
             .required(&path("vip"), s.vip)
             .and_then(|v| c.ip_host(&path("vip"), &v, LinkLocal::Refused));
         if let Some(vip) = vip {
-            if let Some((index, port_name)) = nets.port_address(vip) {
+            if matches!(vip, IpAddr::V4(a) if a.is_link_local()) {
+                c.err(
+                    path("vip"),
+                    format!("{vip} is link-local (169.254.0.0/16), which no router forwards (RFC 3927), as fe80::/10 VIPs are refused"),
+                );
+            } else if let Some((index, port_name)) = nets.port_address(vip) {
                 c.err(
                     path("vip"),
                     format!("{vip} is the address of port {port_name} (ports[{index}]); a VIP must be a separate address"),
