@@ -201,10 +201,10 @@ pub fn run_with_summary(data: &[u8]) -> (Violations, String) {
     d.finish();
     let t = &d.t;
     let mut summary = format!(
-        "{} frames in: {} sent ({} flow, {} arp, {} na, {} echo, {} frag-needed, {} icmp errors, {} SYNs sent again, {} clients reset), {} consumed, {} handed off, {} held, {} deferred ({} sent on); {} solicitations",
+        "{} frames in: {} sent ({} flow, {} arp, {} na, {} echo, {} frag-needed, {} icmp errors, {} SYNs sent again, {} clients reset), {} consumed, {} handed off, {} held, {} deferred ({} sent on); {} solicitations, {} arp requests",
         t.frames_in, t.sent, t.flow_packets, t.arp_replies, t.ndp_adverts, t.echo_replies,
         t.frag_needed, t.icmp_errors, t.syn_resent, t.syn_resets, t.consumed, t.handoffs, t.held_total,
-        t.deferred_total, t.deferred_sent, t.ndp_solicits
+        t.deferred_total, t.deferred_sent, t.ndp_solicits, t.arp_requests
     );
     for r in DropReason::ALL {
         if t.dropped[r as usize] > 0 {
@@ -346,6 +346,8 @@ struct Tally {
     arp_replies: u64,
     ndp_adverts: u64,
     ndp_solicits: u64,
+    /// ARP requests the workers sent.
+    arp_requests: u64,
     echo_replies: u64,
     frag_needed: u64,
     icmp_errors: u64,
@@ -1048,6 +1050,7 @@ impl Driver {
             let asks: Vec<_> = self.workers[w].pipeline.take_arp_requests().collect();
             for req in asks {
                 check_arp_request(&mut self.v, snap, req.port, req.target);
+                self.t.arp_requests += 1;
             }
             // Solicitations, sent as the worker sends them.
             let asks6: Vec<_> = self.workers[w].pipeline.take_ndp_requests().collect();
@@ -1441,6 +1444,15 @@ impl Driver {
                 }
                 let src = snap.ports[h.port].mac;
                 forward::set_macs(h.frame.buf.data_mut(), mac, src);
+                // What a REPLY or ERROR op makes from it comes from where
+                // it went (recorded when it was held, without a MAC: an
+                // error from a real at 00:00:00:00:00:00 is refused).
+                let sent = h.frame.buf.data();
+                for (_, f) in self.recent_out.iter_mut() {
+                    if f.len() == sent.len() && f[..6] == [0; 6] && f[12..] == sent[12..] {
+                        f[..12].copy_from_slice(&sent[..12]);
+                    }
+                }
                 self.t.held_now -= 1;
                 self.t.sent += 1;
             } else if now.wrapping_sub(h.since) > HOLD_MS {
