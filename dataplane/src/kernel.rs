@@ -308,20 +308,17 @@ impl KernelPath {
                 count(&stats.to_kernel, port, sent);
                 stats.drop_packets(DropReason::KernelQueueFull, failed as u64);
             }
-            let n = tap.rx.rx_burst(&mut self.scratch, burst);
+            let n = tap
+                .rx
+                .rx_burst(&mut self.scratch, burst, |r| stats.drop_packet(r));
             if n == 0 {
                 continue;
             }
             from_kernel += n;
             let mut out = 0;
             for m in self.scratch.drain() {
-                match m.unfit() {
-                    None => {
-                        send(port, m);
-                        out += 1;
-                    }
-                    Some(reason) => stats.drop_packet(reason),
-                }
+                send(port, m);
+                out += 1;
             }
             count(&stats.from_kernel, port, out);
         }

@@ -374,26 +374,14 @@ impl Worker {
             // Our own queues, a burst at a time.
             let mut received = 0;
             for port in 0..ports {
-                let n = self.rx[port].rx_burst(&mut rx_burst, self.burst);
+                // A chained mbuf never reaches the pipeline, which sees one
+                // segment, nor one whose buffer is shared, which it writes
+                // in place: the queue frees them, counted here.
+                let n = self.rx[port].rx_burst(&mut rx_burst, self.burst, |r| stats.drop_packet(r));
                 if n == 0 {
                     continue;
                 }
                 received += n;
-                if rx_burst.as_mut_slice().iter().any(|m| m.unfit().is_some()) {
-                    // Ports are set up without scatter; a chained mbuf must
-                    // not reach the pipeline, which sees one segment, nor
-                    // one whose buffer is shared, which it writes in place.
-                    let mut single = MbufBurst::new();
-                    for m in rx_burst.drain() {
-                        match m.unfit() {
-                            None => {
-                                let _ = single.push(m);
-                            }
-                            Some(reason) => stats.drop_packet(reason),
-                        }
-                    }
-                    std::mem::swap(&mut single, &mut rx_burst);
-                }
                 let n = rx_burst.len();
                 let v = &mut verdicts[..n];
                 self.pipeline

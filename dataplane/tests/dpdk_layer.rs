@@ -133,7 +133,7 @@ fn net_ring_loops_transmitted_frames_back_byte_for_byte() {
     assert_eq!(tx[0].tx_burst(&mut out), 8);
     assert!(out.is_empty());
     let mut back = MbufBurst::new();
-    let n = rx[0].rx_burst(&mut back, 32);
+    let n = rx[0].rx_burst(&mut back, 32, |r| panic!("{r:?}"));
     assert_eq!(n, 8);
     for (i, m) in back.drain().enumerate() {
         assert_eq!(m.data(), &[i as u8; 64][..]);
@@ -158,7 +158,7 @@ fn net_null_receives_and_transmits() {
     };
     let (port, mut rx, mut tx) = Port::start(&lab.eal, &setup).expect("net_null0 starts");
     let mut burst = MbufBurst::new();
-    let n = rx[0].rx_burst(&mut burst, 16);
+    let n = rx[0].rx_burst(&mut burst, 16, |r| panic!("{r:?}"));
     assert_eq!(n, 16, "net_null fills every burst");
     assert_eq!(tx[0].tx_burst(&mut burst), 16);
     assert!(port.stats().unwrap().rx_packets >= 16);
@@ -169,7 +169,7 @@ fn net_null_receives_and_transmits() {
         Ok(_) => panic!("net_null0 started twice"),
         Err(err) => assert!(err.to_string().contains("already started"), "{err}"),
     }
-    assert_eq!(rx[0].rx_burst(&mut burst, 16), 16);
+    assert_eq!(rx[0].rx_burst(&mut burst, 16, |r| panic!("{r:?}")), 16);
     assert_eq!(tx[0].tx_burst(&mut burst), 16);
     // More queues than the driver offers (net_null: 1024).
     let more = PortSetup {

@@ -9,7 +9,11 @@ pub const MAX_BURST: usize = 128;
 /// dataplane drops multi-segment packets before it looks at them.
 ///
 /// The mbuf is owned exclusively (refcount 1, never cloned or attached), so
-/// `&mut Mbuf` is the only way to write its bytes.
+/// `&mut Mbuf` is the only way to write its bytes: a pool's mbufs are, and
+/// [`RxQueue::rx_burst`](super::RxQueue::rx_burst) frees and reports what
+/// a driver hands out otherwise before any `Mbuf` of it is seen (found in
+/// audit: that check was the worker's, so safe code that skipped it could
+/// write into a buffer another packet shows).
 #[derive(Debug)]
 #[repr(transparent)]
 pub struct Mbuf(NonNull<dpdk_sys::rte_mbuf>);
@@ -144,7 +148,7 @@ impl PacketBuf for Mbuf {
     #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `data`; `&mut self` gives exclusive access and the
-        // mbuf is never shared (refcount 1).
+        // buffer is this mbuf's alone (see [`Mbuf`]: every `Mbuf` is).
         unsafe {
             let r = self.0.as_mut();
             std::slice::from_raw_parts_mut(
@@ -285,6 +289,25 @@ impl MbufBurst {
     pub(crate) unsafe fn commit(&mut self, n: usize) {
         debug_assert!(self.len + n <= MAX_BURST);
         self.len += n;
+    }
+
+    /// Keeps, in order, the mbufs from index `start` on that `keep` takes,
+    /// and frees the others.
+    pub(crate) fn retain_from(&mut self, start: usize, mut keep: impl FnMut(&Mbuf) -> bool) {
+        let end = self.len;
+        // Counted back in as each is kept: should `keep` panic, what is
+        // not yet looked at leaks rather than being freed twice.
+        self.len = start.min(end);
+        for r in self.len..end {
+            // SAFETY: slot r (r >= len) holds an owned, valid mbuf that no
+            // other slot below len names; it is moved to slot len (<= r) or
+            // freed, once.
+            let m = unsafe { Mbuf::from_raw(NonNull::new_unchecked(self.ptrs[r])) };
+            if keep(&m) {
+                self.ptrs[self.len] = m.into_raw();
+                self.len += 1;
+            }
+        }
     }
 
     /// The owned pointers, for a tx burst.
@@ -462,5 +485,33 @@ mod tests {
             .collect();
         let twice: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
         assert_eq!(twice, 0, "mbufs handed out twice");
+    }
+
+    /// What a receive queue keeps of a burst ([`MbufBurst::retain_from`],
+    /// with [`Mbuf::unfit`] as the test): the kept in their order, from
+    /// where the burst's new part starts, the rest back in the pool, none
+    /// freed twice.
+    #[test]
+    fn a_burst_keeps_what_it_is_told_in_order_and_frees_the_rest_once() {
+        let pool = pool();
+        let before = pool.in_use();
+        let mut burst = MbufBurst::new();
+        for i in 0..10u8 {
+            let mut m = pool.alloc().expect("an mbuf");
+            assert!(m.append(1));
+            m.data_mut()[0] = i;
+            burst.push(m).unwrap();
+        }
+        burst.retain_from(3, |m| m.data()[0] % 3 != 0);
+        let kept: Vec<u8> = burst.as_mut_slice().iter().map(|m| m.data()[0]).collect();
+        assert_eq!(
+            kept,
+            [0, 1, 2, 4, 5, 7, 8],
+            "before 3 untouched, 3, 6 and 9 gone"
+        );
+        assert_eq!(pool.in_use(), before + 7);
+        burst.retain_from(0, |_| false);
+        assert!(burst.is_empty());
+        assert_eq!(pool.in_use(), before);
     }
 }

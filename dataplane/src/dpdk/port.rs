@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use lb_config::MacAddr;
+use lb_core::stats::DropReason;
 
 use super::eal::Eal;
 use super::error::DpdkError;
@@ -431,17 +432,40 @@ impl RxQueue {
     }
 
     /// Receives up to the burst's free space (and at most `max`) packets,
-    /// appending them. Returns how many arrived.
+    /// appending those the packet path may be given (one segment, a
+    /// buffer of its own: [`super::Mbuf::unfit`]); the others are freed and their
+    /// reasons handed to `unfit`. Returns how many arrived, both kinds.
     #[inline]
-    pub fn rx_burst(&mut self, burst: &mut MbufBurst, max: usize) -> usize {
+    pub fn rx_burst(
+        &mut self,
+        burst: &mut MbufBurst,
+        max: usize,
+        mut unfit: impl FnMut(DropReason),
+    ) -> usize {
+        let start = burst.len();
         let (ptr, spare) = burst.spare_raw();
         let want = spare.min(max).min(u16::MAX as usize) as u16;
         // SAFETY: this token is the only poller of (port, queue) (&mut self,
         // not Clone); ptr has room for `want` pointers.
         let n =
             unsafe { dpdk_sys::lb_rte_eth_rx_burst(self.port.inner.id.0, self.queue.0, ptr, want) };
-        // SAFETY: the driver filled the first n slots with owned mbufs.
+        // SAFETY: the driver filled the first n slots with mbufs it gives
+        // up; the ones whose buffers are not theirs alone go just below.
         unsafe { burst.commit(n as usize) };
+        // Ports are set up without scatter, and a shared buffer is the
+        // exception (zero-copy receive): one pass to look, one to sort.
+        if burst.as_mut_slice()[start..]
+            .iter()
+            .any(|m| m.unfit().is_some())
+        {
+            burst.retain_from(start, |m| match m.unfit() {
+                None => true,
+                Some(reason) => {
+                    unfit(reason);
+                    false
+                }
+            });
+        }
         n as usize
     }
 }
