@@ -655,6 +655,50 @@ impl<A: FlowAddr> Conntrack<A> {
             .map(|e| *self.table.get(e))
     }
 
+    /// Where a packet of client-side `key` to service `service` goes
+    /// without an entry, as a Maglev pick-up into a pressed table sends it
+    /// ([`Self::lookup_or_create`]): the real an ICMP error about such a
+    /// TUN or DR flow is for (found in audit: with no entry to be found
+    /// by, those errors were dropped as `no_flow`, and path MTU discovery
+    /// failed for the flows while the table was pressed). A client's live
+    /// persistence template still names its real; nothing is made or
+    /// changed. None for another scheduler, a NAT real, or no eligible one.
+    pub fn stateless_target(
+        &self,
+        snap: &Snapshot,
+        service: usize,
+        key: &FlowKey<A>,
+        now: u32,
+        schedulers: &mut Schedulers,
+    ) -> Option<Target<A>> {
+        let svc = snap.services.get(service)?;
+        if svc.kind != SchedulerKind::Maglev {
+            return None;
+        }
+        let templated = (svc.persistence_ms != 0)
+            .then(|| template_key(key))
+            .and_then(|tk| self.table.lookup(&tk, self.table.key_hash(&tk)))
+            .map(|t| self.table.get(t))
+            .filter(|t| !t.expired(now, &snap.timeouts))
+            .and_then(|t| {
+                svc.reals
+                    .iter()
+                    .position(|r| r.id == t.real_id && r.eligible())
+            });
+        let ri = match templated {
+            Some(ri) => ri,
+            None => schedulers.choose(snap, service, key, &self.active)?,
+        };
+        let r = &svc.reals[ri];
+        (r.method != ForwardingMethod::Nat).then(|| Target {
+            real: real_addr(r.address),
+            real_port: r.port,
+            method: r.method,
+            real_id: r.id,
+            proxy: ProxyStep::None,
+        })
+    }
+
     /// The NAT flow with reply `key`, untouched.
     pub fn find_reply(&self, key: &ReplyKey<A>) -> Option<Flow<A>> {
         self.table

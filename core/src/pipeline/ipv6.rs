@@ -604,17 +604,36 @@ impl Pipeline {
         if let Some(v) = self.hand_off(key.client) {
             return v;
         }
-        let Some(f) = self.conntrack6.as_ref().and_then(|ct| ct.find(&key)) else {
-            return Verdict::Drop(DropReason::NoFlow);
+        let found = self.conntrack6.as_ref().and_then(|ct| ct.find(&key));
+        // Without an entry: where an `mh` TUN or DR flow's packets go by
+        // hash alone, as over IPv4 (`icmp_to_stateless`).
+        let (method, real, real_id, real_port, quote_to_real) = match found {
+            Some(f) => (
+                f.method,
+                f.real(),
+                f.real_id,
+                f.real_port(),
+                f.proxy_quote_to_real(),
+            ),
+            None => {
+                let target = (snap.service_for6(key.proto, key.vip, key.vip_port))
+                    .zip(self.conntrack6.as_ref())
+                    .and_then(|(s, ct)| {
+                        ct.stateless_target(snap, s, &key, now, &mut self.schedulers)
+                    });
+                match target {
+                    Some(t) => (t.method, t.real, t.real_id, t.real_port, None),
+                    None => return Verdict::Drop(DropReason::NoFlow),
+                }
+            }
         };
-        if !snap.real_present(f.real_id) {
+        if !snap.real_present(real_id) {
             return Verdict::Drop(DropReason::RealRemoved);
         }
         if ip.hop_limit <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        let real = f.real();
-        let verdict = match f.method {
+        let verdict = match method {
             ForwardingMethod::Nat => {
                 icmpv6::rewrite_nat_error(
                     pkt.data_mut(),
@@ -622,8 +641,8 @@ impl Pipeline {
                     ip.end(),
                     false,
                     real,
-                    f.real_port(),
-                    f.proxy_quote_to_real(),
+                    real_port,
+                    quote_to_real,
                 );
                 self.egress.route6(snap, pkt, real, ip.end(), now)
             }
@@ -631,12 +650,12 @@ impl Pipeline {
             // No "packet too big" about an error: one that does not fit
             // the tunnel is dropped.
             ForwardingMethod::Tunnel => {
-                let label = tunnel::flow_label(f.key().hash());
+                let label = tunnel::flow_label(key.hash());
                 self.egress
                     .tunnel6(
                         snap,
                         pkt,
-                        (f.real_id, real),
+                        (real_id, real),
                         ip.packet_len(),
                         true,
                         label,

@@ -1107,3 +1107,50 @@ fn a_packet_too_big_below_1280_is_not_passed_on() {
         );
     }
 }
+
+/// [`super::tests::an_icmp_error_about_a_flow_forwarded_by_hash_goes_to_its_real`]
+/// over IPv6: a Packet Too Big about an `mh` DR6 flow forwarded by hash
+/// alone (no entry: the table is at least half full) goes to the real
+/// the flow's packets go to.
+#[test]
+fn an_icmpv6_error_about_a_flow_forwarded_by_hash_goes_to_its_real() {
+    let text = CONFIG.replace(
+        "[[services]]",
+        "[[neighbors]]\naddress = \"2001:2::21\"\nmac = \"02:00:00:00:02:21\"\n\
+         [[neighbors]]\naddress = \"2001:2::22\"\nmac = \"02:00:00:00:02:22\"\n\
+         [[services]]\nname = \"dr6\"\nvip = \"2001:2:0:1::102\"\nport = 80\n\
+         scheduler = \"mh\"\nforwarding = \"dr\"\n\
+         [[services.reals]]\naddress = \"2001:2::21\"\n\
+         [[services.reals]]\naddress = \"2001:2::22\"\n[[services]]",
+    );
+    let snap = snapshot(&text);
+    let mut p = super::tests::pipeline(&snap, 0, 1, 2);
+    let vip = v6("2001:2:0:1::102");
+    // The table half full: one DR6 flow of a client's.
+    let client = v6("2001:2:0:10::10");
+    let mut b = VecBuf::from_bytes(&tcp6((client, 5000), (vip, 80), SYN, ROUTER));
+    assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::Transmit(0));
+    let mut ack = VecBuf::from_bytes(&tcp6((client, 5009), (vip, 80), TcpFlags::ACK, ROUTER));
+    assert_eq!(p.process(&snap, 0, &mut ack, 1), Verdict::Transmit(0));
+    assert_eq!(p.stats().stateless_forwards.get(), 1, "no entry");
+    let from_vip = tcp6((vip, 80), (client, 5009), TcpFlags::ACK, ROUTER);
+    let router = v6("2001:2:0:10::1");
+    let f = packet_too_big_about(&from_vip, (router, vip), 1280, ROUTER);
+    let mut b = VecBuf::from_bytes(&f);
+    assert_eq!(p.process(&snap, 0, &mut b, 2), Verdict::Transmit(0));
+    assert_eq!(
+        EthernetFrame::new_checked(b.data()).unwrap().dst_addr(),
+        EthernetFrame::new_checked(ack.data()).unwrap().dst_addr(),
+        "to the flow's real"
+    );
+    assert_eq!(p.stats().icmp_errors_forwarded.get(), 1);
+    // Of a flow of the rr service, which needs an entry: none.
+    let web6 = v6("2001:2:0:1::100");
+    let from_web = tcp6((web6, 80), (client, 5010), TcpFlags::ACK, ROUTER);
+    let f = packet_too_big_about(&from_web, (router, web6), 1280, ROUTER);
+    let mut b = VecBuf::from_bytes(&f);
+    assert_eq!(
+        p.process(&snap, 0, &mut b, 3),
+        Verdict::Drop(DropReason::NoFlow)
+    );
+}

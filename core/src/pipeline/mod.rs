@@ -1089,7 +1089,7 @@ impl Pipeline {
             return v;
         }
         let Some(f) = self.conntrack.find(&key) else {
-            return Verdict::Drop(DropReason::NoFlow);
+            return self.icmp_to_stateless(snap, pkt, ip, &key, now);
         };
         if !snap.real_present(f.real_id) {
             return Verdict::Drop(DropReason::RealRemoved);
@@ -1125,6 +1125,51 @@ impl Pipeline {
             f.method,
             f.real(),
             (f.real_id, &key),
+            now,
+        );
+        if to_real {
+            self.count_icmp_error(verdict);
+        }
+        verdict
+    }
+
+    /// An ICMP error to a VIP about a flow without an entry: to where the
+    /// flow's packets go if it is a TUN or DR flow of an `mh` service,
+    /// which a pressed table forwards by hash alone
+    /// ([`Conntrack::stateless_target`]); else `no_flow`. Out of line:
+    /// rare, and not the established path.
+    #[inline(never)]
+    fn icmp_to_stateless<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        ip: &Ipv4Meta,
+        key: &FlowKey,
+        now: u32,
+    ) -> Verdict {
+        let target = snap
+            .service_for(key.proto, key.vip, key.vip_port)
+            .and_then(|s| {
+                self.conntrack
+                    .stateless_target(snap, s, key, now, &mut self.schedulers)
+            });
+        let Some(t) = target else {
+            return Verdict::Drop(DropReason::NoFlow);
+        };
+        if ip.ttl <= 1 {
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
+        let no_answer = Ipv4Meta {
+            dont_fragment: false,
+            ..*ip
+        };
+        let (verdict, to_real) = self.towards_real(
+            snap,
+            pkt,
+            &no_answer,
+            t.method,
+            t.real,
+            (t.real_id, key),
             now,
         );
         if to_real {

@@ -1090,6 +1090,43 @@ fn a_full_table_still_forwards_maglev_dr_flows_without_an_entry() {
     );
 }
 
+/// Found in audit: an ICMP error about a Maglev DR flow forwarded by hash
+/// alone (a pick-up mid-stream into a pressed table, which makes no
+/// entry) was dropped as `no_flow`, so a router's "fragmentation needed"
+/// about the real's direct replies never reached it: a path MTU black
+/// hole for as long as the table stayed pressed. It goes where the
+/// flow's packets go; for a `wrr` DR service, which forwards nothing
+/// without an entry, it is still `no_flow`.
+#[test]
+fn an_icmp_error_about_a_flow_forwarded_by_hash_goes_to_its_real() {
+    for (scheduler, forwarded) in [("mh", true), ("wrr", false)] {
+        let (snap, mut p, client) = full_table_beside_a_dr_service(scheduler);
+        let dr_vip = Ipv4Addr::new(198, 18, 1, 101);
+        let mut ack = VecBuf::from_bytes(&tcp((client, 5009), (dr_vip, 80), ACK, OUR));
+        let v = p.process(&snap, 0, &mut ack, 1);
+        // The real's reply to the client, straight from the real, and a
+        // router's error about it, back to the VIP.
+        let from_vip = tcp((dr_vip, 80), (client, 5009), ACK, OUR);
+        let router = Ipv4Addr::new(198, 19, 0, 1);
+        let mut b = VecBuf::from_bytes(&frag_needed_about(&from_vip, router, CLIENT_MAC));
+        let e = p.process(&snap, 0, &mut b, 2);
+        if !forwarded {
+            assert_eq!(e, Verdict::Drop(DropReason::NoFlow), "{scheduler}");
+            continue;
+        }
+        assert_eq!(v, Verdict::Transmit(0));
+        assert_eq!(p.stats().stateless_forwards.get(), 1, "no entry");
+        assert_eq!(e, Verdict::Transmit(0), "{scheduler}");
+        assert_eq!(
+            EthernetFrame::new_checked(b.data()).unwrap().dst_addr(),
+            EthernetFrame::new_checked(ack.data()).unwrap().dst_addr(),
+            "to the flow's real"
+        );
+        assert_eq!(p.stats().icmp_errors_forwarded.get(), 1);
+        assert_eq!(p.flows().len(), 2, "nothing made");
+    }
+}
+
 #[test]
 fn persistence_templates_expire_after_their_last_flow_however_flows_end() {
     let text = NAT_CONFIG.replace(
@@ -4070,7 +4107,8 @@ fn frag_needed_about(quoted: &[u8], router: Ipv4Addr, mac: [u8; 6]) -> Vec<u8> {
 
 /// A router's error about a TCP flow goes on only when it quotes a
 /// segment near where the client stands (RFC 5927; found in review: one
-/// quoting any sequence number went on); the real's own is not held to it.
+/// quoting any sequence number went on); so does the real's own, and both
+/// come from where the real is reached.
 #[test]
 fn a_routers_icmp_error_must_quote_a_segment_the_client_sent() {
     let config = Config::parse(&without_syn_proxy(NAT_CONFIG)).unwrap();
