@@ -35,10 +35,14 @@
 //!   hashes to the same real), so a flood of lone ACKs costs no room.
 //! - **Per source:** when the table is at least half full, a source (an
 //!   IPv4 client address, an IPv6 client's /64: [`FlowAddr::source`]) that
-//!   already holds [`Conntrack::source_limit`] flows gets no more
-//!   (`source_limit`), so one source cannot own the table with handshakes
-//!   it really completes. Counted in hashed buckets (seeded), so sources
-//!   that share a bucket share a limit.
+//!   already holds [`Conntrack::source_limit`] confirmed flows gets no
+//!   more (`source_limit`), so one source cannot own the table with
+//!   handshakes it really completes. Only confirmed flows count: anyone
+//!   can send in a source's name what makes the others (found in audit:
+//!   spoofed SYN-then-ACK pairs to a DR service in a victim's name spent
+//!   its limit, and the victim was then refused by every service, NAT
+//!   included), and the others are evictable anyway. Counted in hashed
+//!   buckets (seeded), so sources that share a bucket share a limit.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -109,7 +113,7 @@ pub struct Conntrack<A: FlowAddr = Ipv4Addr> {
     templates: Vec<u32>,
     pub(super) stats: Arc<WorkerStats>,
     /// Flows the last sweep removed (reused, so sweeping does not allocate).
-    ended: Vec<Flow<A>>,
+    ended: Vec<(Flow<A>, Trust)>,
     /// Flows per client address, in seeded hashed buckets.
     pub(super) sources: Vec<u32>,
     source_limit: u32,
@@ -215,9 +219,36 @@ impl<A: FlowAddr> Conntrack<A> {
     pub(super) fn reclass(&mut self, e: u32, before: Trust, now: u32) {
         let after = self.table.get(e).trust();
         if after != before {
-            self.table.set_trust(e, after, now);
+            self.set_class(e, after, now);
             self.sync_mark(e);
         }
+    }
+
+    /// Moves live entry `e` to class `after`: the one place a class
+    /// changes, so that its source's count of confirmed flows (what the
+    /// per-source limit counts) follows it.
+    #[inline]
+    fn set_class(&mut self, e: u32, after: Trust, now: u32) {
+        let before = self.table.trust(e);
+        if before == after {
+            return;
+        }
+        let f = self.table.get(e);
+        if !f.is_template() && (before == Trust::Confirmed) != (after == Trust::Confirmed) {
+            self.count_confirmed(f.client(), after == Trust::Confirmed);
+        }
+        self.table.set_trust(e, after, now);
+    }
+
+    /// One confirmed flow more (or less) for `client`'s source.
+    #[cold]
+    fn count_confirmed(&mut self, client: A, more: bool) {
+        let b = self.source_bucket(client);
+        self.sources[b] = if more {
+            self.sources[b].saturating_add(1)
+        } else {
+            self.sources[b].saturating_sub(1)
+        };
     }
 
     /// [`Self::reclass`] for the packet path: `inputs` is what
@@ -229,11 +260,8 @@ impl<A: FlowAddr> Conntrack<A> {
             self.restate(e, inputs);
             // A new state (or what was seen of it): the peer hears of it.
             self.sync_mark(e);
-            let before = self.table.trust(e);
             let after = self.table.get(e).trust();
-            if after != before {
-                self.table.set_trust(e, after, now);
-            }
+            self.set_class(e, after, now);
         }
     }
 
@@ -371,18 +399,24 @@ impl<A: FlowAddr> Conntrack<A> {
         if tcp.is_some() && !syn && svc.kind != SchedulerKind::Maglev {
             return Err(DropReason::NoFlow);
         }
-        let bucket = self.source_bucket(key.client);
         // Pressure first: the count is a random place in a table of up to
         // a megabyte, and a branch on it stalled every new flow (about 5 %
         // of a new flow's time, pipeline bench).
-        if self.pressed() && self.sources[bucket] >= self.source_limit {
-            return Err(DropReason::SourceLimit);
-        }
+        let over = self.pressed() && {
+            let bucket = self.source_bucket(key.client);
+            self.sources[bucket] >= self.source_limit
+        };
         // A pick-up mid-stream into a table at least half full makes no
         // persistence template: lone ACKs from spoofed sources would each
         // take an entry for the persistence time (found in audit, for an
         // `mh` DR service with persistence).
         let pick_up_pressed = tcp.is_some() && !syn && self.pressed();
+        // One that takes no entry (TUN, DR, below) is not refused for its
+        // source (found in audit: it was, before it was seen to cost no
+        // room).
+        if over && !pick_up_pressed {
+            return Err(DropReason::SourceLimit);
+        }
         let (ri, templated) = self
             .schedule(snap, service, key, now, schedulers, !pick_up_pressed)
             .ok_or(DropReason::NoReal)?;
@@ -399,6 +433,9 @@ impl<A: FlowAddr> Conntrack<A> {
                 real_id: r.id,
                 proxy: ProxyStep::None,
             });
+        }
+        if over {
+            return Err(DropReason::SourceLimit);
         }
         let state = match tcp {
             None => FlowState::Datagram,
@@ -446,7 +483,6 @@ impl<A: FlowAddr> Conntrack<A> {
                 }
                 self.reclass(e, Trust::Unconfirmed, now);
                 self.sync_mark(e);
-                self.sources[bucket] += 1;
                 let state = self.table.get(e).state();
                 self.count_active(r.id, state, true);
                 self.stats
@@ -719,16 +755,16 @@ impl<A: FlowAddr> Conntrack<A> {
             budget,
             (budget / 8).max(8),
             |f| f.expired(now, &timeouts),
-            |f| {
+            |f, trust| {
                 stats.flows_expired.incr();
-                ended.push(*f);
+                ended.push((*f, trust));
             },
         );
-        for f in &ended {
+        for (f, trust) in &ended {
             if f.is_template() {
                 self.count_template(f.real_id, false);
             } else {
-                self.flow_ended(f, now);
+                self.flow_ended(f, *trust, now);
             }
         }
         self.ended = ended;
@@ -747,11 +783,12 @@ impl<A: FlowAddr> Conntrack<A> {
 
     /// Removes entry `e`, whatever ends it.
     pub(super) fn end(&mut self, e: u32, now: u32) {
+        let trust = self.table.trust(e);
         let f = self.table.remove(e);
         if f.is_template() {
             self.count_template(f.real_id, false);
         } else {
-            self.flow_ended(&f, now);
+            self.flow_ended(&f, trust, now);
         }
         self.stats
             .flow_gauges(A::FAMILY)
@@ -762,13 +799,14 @@ impl<A: FlowAddr> Conntrack<A> {
     /// Bookkeeping for a flow that is gone: its real's active count, and
     /// its persistence template, which lives on for the service's
     /// persistence after its last flow.
-    fn flow_ended(&mut self, f: &Flow<A>, now: u32) {
+    fn flow_ended(&mut self, f: &Flow<A>, trust: Trust, now: u32) {
         if let Some(log) = self.sync.as_mut() {
             log.ended(f, &self.stats.sync);
         }
         self.count_active(f.real_id, f.state(), false);
-        let b = self.source_bucket(f.client());
-        self.sources[b] = self.sources[b].saturating_sub(1);
+        if trust == Trust::Confirmed {
+            self.count_confirmed(f.client(), false);
+        }
         if f.templated {
             self.template_child(&f.key(), now, false);
         }

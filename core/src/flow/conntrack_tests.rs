@@ -1,5 +1,6 @@
 //! Per-source limits: one source (an IPv4 address, an IPv6 /64) holds at
-//! most its share of a table that is at least half full.
+//! most its share of confirmed flows in a table that is at least half
+//! full, and nobody can spend that share in its name.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -69,6 +70,55 @@ fn syn<A: FlowAddr>(
     ct.lookup_or_create::<VecBuf>(snap, service, &k, h, Some(s), 0, &mut schedulers)
 }
 
+/// A client's whole handshake: its SYN, the real's SYN-ACK, the client's
+/// ACK of that: a confirmed flow, what the per-source limit counts.
+fn handshake<A: FlowAddr>(
+    ct: &mut Conntrack<A>,
+    snap: &Snapshot,
+    service: usize,
+    client: A,
+    port: u16,
+    vip: A,
+) -> Result<(), DropReason> {
+    let t = syn(ct, snap, service, client, port, vip)?;
+    ct.settle();
+    let rk = ReplyKey {
+        proto: 6,
+        real: t.real,
+        real_port: t.real_port,
+        client,
+        client_port: port,
+    };
+    let h = ct.table().reply_key_hash(&rk);
+    let synack = Segment {
+        flags: TcpFlags::SYN | TcpFlags::ACK,
+        seq: 5000,
+        ack: 1001,
+        len: 1,
+    };
+    ct.reply(snap, &rk, h, Some(synack), 0, || true, || 0)?;
+    let mut schedulers = Schedulers::default();
+    schedulers.adopt(snap);
+    let k = FlowKey {
+        proto: 6,
+        client,
+        client_port: port,
+        vip,
+        vip_port: 80,
+    };
+    let h = ct.table().key_hash(&k);
+    let ack = Segment {
+        flags: TcpFlags::ACK,
+        seq: 1001,
+        ack: 5001,
+        len: 0,
+    };
+    ct.lookup_or_create::<VecBuf>(snap, service, &k, h, Some(ack), 0, &mut schedulers)?;
+    let e = ct.table().lookup(&k, h).expect("the flow");
+    assert_eq!(ct.table().trust(e), Trust::Confirmed, "a whole handshake");
+    Ok(())
+}
+
 /// Fills half of `ct` from `other(i)`, one flow each: per-source limits
 /// apply from then on.
 fn half_full<A: FlowAddr>(
@@ -95,14 +145,35 @@ fn one_ipv4_address_holds_at_most_its_share_under_pressure() {
         Ipv4Addr::from(0xc633_0000 + i)
     });
     let greedy = Ipv4Addr::new(203, 0, 113, 9);
+    // Unconfirmed flows in its name (spoofed SYNs: found in audit, they
+    // spent a victim's limit) count for nothing.
+    for port in 0..2 * limit as u16 {
+        syn(&mut ct, &snap, service, greedy, 30_000 + port, vip).unwrap();
+    }
     // Sources share hashed buckets: what others hold in its bucket counts.
     let room = limit - ct.sources[ct.source_bucket(greedy)];
+    assert_eq!(room, limit, "no confirmed flow yet");
     let taken = (0..2 * limit as u16)
-        .filter(|&port| syn(&mut ct, &snap, service, greedy, 2000 + port, vip).is_ok())
+        .filter(|&port| handshake(&mut ct, &snap, service, greedy, 2000 + port, vip).is_ok())
         .count();
     assert_eq!(taken, room as usize);
     assert_eq!(
         syn(&mut ct, &snap, service, greedy, 9999, vip),
+        Err(DropReason::SourceLimit)
+    );
+    // A confirmed flow that ends gives its place back.
+    let k = FlowKey {
+        proto: 6,
+        client: greedy,
+        client_port: 2000,
+        vip,
+        vip_port: 80,
+    };
+    let e = ct.table().lookup(&k, ct.table().key_hash(&k)).unwrap();
+    ct.end(e, 1);
+    assert!(handshake(&mut ct, &snap, service, greedy, 9999, vip).is_ok());
+    assert_eq!(
+        syn(&mut ct, &snap, service, greedy, 9998, vip),
         Err(DropReason::SourceLimit)
     );
     // Another address (in another bucket) is another source.
@@ -131,7 +202,7 @@ fn one_ipv6_slash_64_holds_at_most_its_share_under_pressure() {
     let host = |i: u16| Ipv6Addr::new(0x2001, 2, 0x20, 7, i, 0, 0, i);
     let room = limit - ct.sources[ct.source_bucket(host(0))];
     let taken = (0..2 * limit as u16)
-        .filter(|&i| syn(&mut ct, &snap, service, host(i), 2000, vip).is_ok())
+        .filter(|&i| handshake(&mut ct, &snap, service, host(i), 2000, vip).is_ok())
         .count();
     assert_eq!(taken, room as usize, "one /64, however many addresses");
     // The next /64 (in another bucket) is another source.

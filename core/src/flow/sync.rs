@@ -462,8 +462,6 @@ impl<A: FlowAddr> Conntrack<A> {
         let e = self.table.insert(&spec).map_err(|_| Refused::TableFull)?;
         set_synced(self.table.get_mut(e), &u, now);
         self.reclass(e, Trust::Unconfirmed, now);
-        let b = self.source_bucket(client);
-        self.sources[b] += 1;
         self.count_active(real_id, u.state, true);
         self.stats
             .flow_gauges(A::FAMILY)

@@ -1077,7 +1077,7 @@ impl<A: FlowAddr> FlowTable<A> {
         budget: usize,
         max_removals: usize,
         mut expired: impl FnMut(&Flow<A>) -> bool,
-        mut on_remove: impl FnMut(&Flow<A>),
+        mut on_remove: impl FnMut(&Flow<A>, Trust),
     ) -> usize {
         let n = self.flows.len();
         let mut removed = 0;
@@ -1091,8 +1091,9 @@ impl<A: FlowAddr> FlowTable<A> {
                 continue;
             }
             if expired(&self.flows[e]) {
+                let trust = self.trust(e as u32);
                 let f = self.remove(e as u32);
-                on_remove(&f);
+                on_remove(&f, trust);
                 removed += 1;
             } else if now.wrapping_sub(self.queued_at[e]) > QUEUE_AGE_MAX {
                 self.queued_at[e] = now.wrapping_sub(QUEUE_AGE_MAX);
@@ -1465,13 +1466,13 @@ mod tests {
             }
         }
         let mut gone = 0;
-        let removed = t.sweep(500, 16, 16, |f| f.expired(500, &timeouts), |_| gone += 1);
+        let removed = t.sweep(500, 16, 16, |f| f.expired(500, &timeouts), |_, _| gone += 1);
         assert_eq!(
             removed, 8,
             "16 looked at, half of them SYN-only and expired"
         );
         assert_eq!(gone, 8);
-        t.sweep(500, 64, 64, |f| f.expired(500, &timeouts), |_| {});
+        t.sweep(500, 64, 64, |f| f.expired(500, &timeouts), |_, _| {});
         assert_eq!(t.len(), 32, "established flows stay");
         for i in (0..64).step_by(2) {
             let k = key(i);
@@ -1689,7 +1690,7 @@ mod tests {
         t.get_mut(a).last_seen = now - 10;
         t.get_mut(b).last_seen = 5;
         // The sweep passes (nothing expires here).
-        t.sweep(now, 64, 64, |_| false, |_| {});
+        t.sweep(now, 64, 64, |_| false, |_, _| {});
         assert_eq!(t.victim(now), Some(b), "a was used, b was not");
     }
 
@@ -1719,7 +1720,7 @@ mod tests {
         for i in 0..256 {
             t.insert(&new(i, true, 0)).unwrap();
         }
-        let removed = t.sweep(100, 256, 10, |f| f.expired(100, &timeouts), |_| {});
+        let removed = t.sweep(100, 256, 10, |f| f.expired(100, &timeouts), |_, _| {});
         assert_eq!(removed, 10);
         assert_eq!(t.len(), 246);
         assert_eq!(t.audit(), Ok(()));

@@ -1127,6 +1127,51 @@ fn an_icmp_error_about_a_flow_forwarded_by_hash_goes_to_its_real() {
     }
 }
 
+/// Found in audit: TUN and DR never see the real's side, so anyone can
+/// open flows there in a victim's name (a SYN, then an ACK, per source
+/// port); they counted against the victim's per-source limit, and once
+/// the table was half full the victim was refused by every service, NAT
+/// included. Only confirmed flows count now. Nor is a Maglev pick-up that
+/// takes no entry refused for its source.
+#[test]
+fn flows_opened_in_a_victims_name_do_not_spend_its_source_limit() {
+    for scheduler in ["rr", "mh"] {
+        let text = with_dr_service(&format!("scheduler = \"{scheduler}\""), (1, 1));
+        let snap = compile(&Config::parse(&text).unwrap(), &[MacAddr(OUR)]);
+        let mut p = pipeline(&snap, 0, 1, 256);
+        let cap = p.flows().capacity();
+        let dr_vip = Ipv4Addr::new(198, 18, 1, 101);
+        let victim = Ipv4Addr::new(203, 0, 113, 77);
+        let pair = |p: &mut Pipeline, c: (Ipv4Addr, u16)| {
+            let mut syn = VecBuf::from_bytes(&tcp_seq(c, (dr_vip, 80), SYN, 100, OUR));
+            p.process(&snap, 0, &mut syn, 0);
+            let mut ack = VecBuf::from_bytes(&tcp_ack(c, (dr_vip, 80), ACK, 101, 1, OUR));
+            p.process(&snap, 0, &mut ack, 0);
+        };
+        let limit = p.conntrack.source_limit() as u16;
+        for port in 0..2 * limit {
+            pair(&mut p, (victim, 10_000 + port));
+        }
+        let mut i = 0u32;
+        while p.flows().len() * 2 < cap {
+            pair(&mut p, (Ipv4Addr::from(0xc633_0000 + i), 20_000));
+            i += 1;
+        }
+        let mut syn = VecBuf::from_bytes(&tcp_seq((victim, 40_000), (VIP, 80), SYN, 5, OUR));
+        assert_eq!(
+            p.process(&snap, 0, &mut syn, 1),
+            Verdict::Transmit(0),
+            "{scheduler}: the victim's own NAT flow"
+        );
+        if scheduler == "mh" {
+            let mut ack =
+                VecBuf::from_bytes(&tcp_ack((victim, 50_000), (dr_vip, 80), ACK, 7, 1, OUR));
+            assert_eq!(p.process(&snap, 0, &mut ack, 1), Verdict::Transmit(0));
+        }
+        assert_eq!(p.stats().dropped(DropReason::SourceLimit), 0, "{scheduler}");
+    }
+}
+
 #[test]
 fn persistence_templates_expire_after_their_last_flow_however_flows_end() {
     let text = NAT_CONFIG.replace(
