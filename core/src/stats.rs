@@ -106,10 +106,11 @@ pub enum DropReason {
     /// to external memory, or referenced twice): the dataplane rewrites
     /// packets in place, so such a buffer is never given to it.
     SharedBuffer,
-    /// For the port's kernel interface, but from a source that belongs to
-    /// another port (its address, or on its network and not on this
-    /// port's nor a routing peer): a reverse-path check, since Linux's
-    /// loose one would let such a forged source reach a local socket.
+    /// From a source that belongs to another port (its address, or on its
+    /// network and not on this port's nor a routing peer): a reverse-path
+    /// check, for the port's kernel interface (Linux's loose one would let
+    /// such a forged source reach a local socket) and for a request that
+    /// would make a flow (the real's answer would go to that host).
     ReversePath,
 }
 

@@ -311,6 +311,7 @@ impl<A: FlowAddr> Conntrack<A> {
         tcp: Option<Segment>,
         now: u32,
         schedulers: &mut Schedulers,
+        from_elsewhere: impl FnOnce() -> bool,
     ) -> Result<Target<A>, DropReason> {
         let syn = tcp.is_some_and(|s| s.opens());
         if let Some(e) = self.table.lookup(key, hash) {
@@ -370,6 +371,15 @@ impl<A: FlowAddr> Conntrack<A> {
         // answers sent, to such sources).
         if snap.is_martian_client(key.client.to_ip()) {
             return Err(DropReason::BadIpHeader);
+        }
+        // Nor for a client whose address belongs to another port than the
+        // one the packet came in on (`from_elsewhere`: the caller's
+        // reverse-path check, made only here, for a flow to be): found in
+        // audit, a SYN on the internet side from a host on a back-end
+        // network reached a real, whose answer (or the SYN proxy's, or a
+        // UDP service's) then went to that host.
+        if from_elsewhere() {
+            return Err(DropReason::ReversePath);
         }
         // SYN proxy hook: a SYN or ACK for no flow, to a service it covers.
         if let Some(seg) = tcp {

@@ -67,7 +67,7 @@ fn syn<A: FlowAddr>(
         ack: 0,
         len: 0,
     };
-    ct.lookup_or_create::<VecBuf>(snap, service, &k, h, Some(s), 0, &mut schedulers)
+    ct.lookup_or_create::<VecBuf>(snap, service, &k, h, Some(s), 0, &mut schedulers, || false)
 }
 
 /// A client's whole handshake: its SYN, the real's SYN-ACK, the client's
@@ -113,7 +113,9 @@ fn handshake<A: FlowAddr>(
         ack: 5001,
         len: 0,
     };
-    ct.lookup_or_create::<VecBuf>(snap, service, &k, h, Some(ack), 0, &mut schedulers)?;
+    ct.lookup_or_create::<VecBuf>(snap, service, &k, h, Some(ack), 0, &mut schedulers, || {
+        false
+    })?;
     let e = ct.table().lookup(&k, h).expect("the flow");
     assert_eq!(ct.table().trust(e), Trust::Confirmed, "a whole handshake");
     Ok(())

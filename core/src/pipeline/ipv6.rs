@@ -203,6 +203,7 @@ impl Pipeline {
                     if let Some((ports, tcp)) = ip.l4.ports() {
                         return self.request6(
                             snap,
+                            in_port,
                             service as usize,
                             pkt,
                             ip,
@@ -329,7 +330,7 @@ impl Pipeline {
         if ip.hop_limit <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        self.request6(snap, service, pkt, ip, ports, tcp, now, None)
+        self.request6(snap, in_port, service, pkt, ip, ports, tcp, now, None)
     }
 
     /// A packet for one of our addresses that nothing here handles: the
@@ -357,6 +358,7 @@ impl Pipeline {
     fn request6<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
+        in_port: usize,
         service: usize,
         pkt: &mut B,
         ip: &Ipv6Meta,
@@ -380,8 +382,16 @@ impl Pipeline {
         };
         let hash = hash.unwrap_or_else(|| ct.table().key_hash(&key));
         debug_assert_eq!(hash, ct.table().key_hash(&key), "the lookahead hashed it");
-        let found =
-            ct.lookup_or_create::<B>(snap, service, &key, hash, tcp, now, &mut self.schedulers);
+        let found = ct.lookup_or_create::<B>(
+            snap,
+            service,
+            &key,
+            hash,
+            tcp,
+            now,
+            &mut self.schedulers,
+            || snap.source_elsewhere(in_port, std::net::IpAddr::V6(key.client)),
+        );
         let target = match found {
             Ok(t) => t,
             Err(r) => return Verdict::Drop(r),

@@ -682,7 +682,17 @@ impl Pipeline {
                     return Verdict::Drop(DropReason::TtlExceeded);
                 }
                 if let Some((ports, tcp)) = ip.l4.ports() {
-                    return self.request(snap, service as usize, pkt, ip, ports, tcp, now, ahead);
+                    return self.request(
+                        snap,
+                        in_port,
+                        service as usize,
+                        pkt,
+                        ip,
+                        ports,
+                        tcp,
+                        now,
+                        ahead,
+                    );
                 }
             }
             Some(Lookahead::NoService) => return Verdict::Drop(DropReason::NoService),
@@ -741,7 +751,7 @@ impl Pipeline {
             if ip.ttl <= 1 {
                 return Verdict::Drop(DropReason::TtlExceeded);
             }
-            return self.request(snap, service, pkt, ip, ports, tcp, now, ahead);
+            return self.request(snap, in_port, service, pkt, ip, ports, tcp, now, ahead);
         }
         // Transit: only NAT replies, and ICMP errors about NAT flows from
         // their reals or from a router on the way to them.
@@ -773,6 +783,7 @@ impl Pipeline {
     fn request<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
+        in_port: usize,
         service: usize,
         pkt: &mut B,
         ip: &Ipv4Meta,
@@ -805,6 +816,7 @@ impl Pipeline {
             tcp,
             now,
             &mut self.schedulers,
+            || snap.source_elsewhere(in_port, IpAddr::V4(key.client)),
         ) {
             Ok(t) => t,
             Err(r) => return Verdict::Drop(r),

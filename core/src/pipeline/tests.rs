@@ -1172,6 +1172,35 @@ fn flows_opened_in_a_victims_name_do_not_spend_its_source_limit() {
     }
 }
 
+/// Found in audit: a request on the internet side from an address of a
+/// back-end network (another port's) made a flow, so the real's answer,
+/// the SYN proxy's or a UDP service's, went to that host. Such a client
+/// makes no flow (`reverse_path`); from its own port it does.
+#[test]
+fn a_request_from_another_ports_network_makes_no_flow() {
+    let scenario = golden::scenario("two-arm");
+    let snap = compile(
+        &Config::parse(&scenario.config).unwrap(),
+        &scenario.port_macs,
+    );
+    let mut p = pipeline(&snap, 0, 1, 64);
+    let lan_host = Ipv4Addr::new(198, 18, 2, 50);
+    let vip = Ipv4Addr::new(198, 18, 1, 102);
+    let mut b = VecBuf::from_bytes(&tcp((lan_host, 4000), (vip, 80), SYN, OUR));
+    assert_eq!(
+        p.process(&snap, 0, &mut b, 0),
+        Verdict::Drop(DropReason::ReversePath),
+        "on wan"
+    );
+    assert_eq!(p.flows().len(), 0);
+    let lan_mac = snap.ports[1].mac.0;
+    let mut b = VecBuf::from_bytes(&tcp((lan_host, 4000), (vip, 80), SYN, lan_mac));
+    assert!(
+        matches!(p.process(&snap, 1, &mut b, 0), Verdict::Transmit(_)),
+        "on lan, its own port"
+    );
+}
+
 #[test]
 fn persistence_templates_expire_after_their_last_flow_however_flows_end() {
     let text = NAT_CONFIG.replace(

@@ -39,7 +39,8 @@
 //!   addressed to the floating gateway, which the kernel does not hold,
 //!   nor an IP frame (neighbor discovery aside) whose source belongs to
 //!   another port (`Snapshot::source_elsewhere`); and a frame is dropped
-//!   as `reverse_path` only for that, on a port with a kernel interface.
+//!   as `reverse_path` only for such a source (for the kernel, or a
+//!   request that would have made a flow).
 //!   Of what is sent to an IPv6 group, only neighbor discovery and an MLD
 //!   query as routers send it (type 130 in a group's frame, from a
 //!   link-local address, hop limit 1, right after the fixed header or one
@@ -740,9 +741,7 @@ impl Driver {
             Verdict::Drop(reason) => {
                 if reason == DropReason::ReversePath {
                     let src = ip_source_checked(&f.input);
-                    if !snap.ports.get(f.in_port).is_some_and(|p| p.kernel)
-                        || !src.is_some_and(|s| snap.source_elsewhere(f.in_port, s))
-                    {
+                    if !src.is_some_and(|s| snap.source_elsewhere(f.in_port, s)) {
                         self.v.add(
                             "verdict.to_kernel",
                             format!(

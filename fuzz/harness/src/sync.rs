@@ -416,6 +416,7 @@ fn local_flows(
                 Some(syn),
                 NOW,
                 &mut schedulers,
+                || false,
             );
             keys.push(key);
         }

@@ -144,7 +144,16 @@ fn client_packet(
     let k = key(port);
     let h = ct.table().key_hash(&k);
     let service = snap.service_for(6, VIP, 80).unwrap();
-    ct.lookup_or_create::<crate::buffer::VecBuf>(snap, service, &k, h, tcp, now, &mut schedulers)
+    ct.lookup_or_create::<crate::buffer::VecBuf>(
+        snap,
+        service,
+        &k,
+        h,
+        tcp,
+        now,
+        &mut schedulers,
+        || false,
+    )
 }
 
 /// The real's ACK of `ack` (its own number 9000) on the flow of `port`.
@@ -1198,8 +1207,17 @@ fn a_synced_one_way_flow_believes_no_fin_or_rst() {
     let k = FlowKey { vip, ..key(40000) };
     let mut send = |ct: &mut Conntrack, s: Option<Segment>| {
         let h = ct.table().key_hash(&k);
-        ct.lookup_or_create::<crate::buffer::VecBuf>(&snap, service, &k, h, s, 5, &mut schedulers)
-            .unwrap();
+        ct.lookup_or_create::<crate::buffer::VecBuf>(
+            &snap,
+            service,
+            &k,
+            h,
+            s,
+            5,
+            &mut schedulers,
+            || false,
+        )
+        .unwrap();
         ct.find(&k).unwrap().state()
     };
     let data = |seq: u32| seg(TcpFlags::ACK, seq, 1).map(|s| Segment { len: 100, ..s });
