@@ -203,7 +203,6 @@ impl Pipeline {
                     if let Some((ports, tcp)) = ip.l4.ports() {
                         return self.request6(
                             snap,
-                            in_port,
                             service as usize,
                             pkt,
                             ip,
@@ -330,7 +329,7 @@ impl Pipeline {
         if ip.hop_limit <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        self.request6(snap, in_port, service, pkt, ip, ports, tcp, now, None)
+        self.request6(snap, service, pkt, ip, ports, tcp, now, None)
     }
 
     /// A packet for one of our addresses that nothing here handles: the
@@ -358,7 +357,6 @@ impl Pipeline {
     fn request6<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
-        in_port: usize,
         service: usize,
         pkt: &mut B,
         ip: &Ipv6Meta,
@@ -370,6 +368,7 @@ impl Pipeline {
         if let Some(v) = self.hand_off(ip.src) {
             return v;
         }
+        let in_port = self.in_port;
         let Some(ct) = self.conntrack6.as_mut() else {
             return Verdict::Drop(DropReason::UnsupportedEthertype);
         };
