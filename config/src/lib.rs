@@ -809,6 +809,42 @@ impl Config {
         out
     }
 
+    /// The keys of `ports` that differ from `new` (`ports[0].mtu`), or
+    /// the count of ports when that changed: what a refusal for
+    /// [`Self::restart_required_changes`]'s `ports` names (found in audit:
+    /// only the section was named).
+    pub fn ports_changed(&self, new: &Config) -> Vec<String> {
+        if self.ports.len() != new.ports.len() {
+            return vec![format!(
+                "{} ports instead of {}",
+                new.ports.len(),
+                self.ports.len()
+            )];
+        }
+        let mut out = Vec::new();
+        for (i, (a, b)) in self.ports.iter().zip(&new.ports).enumerate() {
+            let differ = [
+                ("name", a.name != b.name),
+                ("device", a.device != b.device),
+                ("address", a.address != b.address),
+                ("address6", a.address6 != b.address6),
+                ("gateway", a.gateway != b.gateway),
+                ("gateway6", a.gateway6 != b.gateway6),
+                ("mtu", a.mtu != b.mtu),
+                ("mac", a.mac != b.mac),
+                ("kernel_interface", a.kernel_interface != b.kernel_interface),
+                ("routing_peers", a.routing_peers != b.routing_peers),
+            ];
+            out.extend(
+                differ
+                    .iter()
+                    .filter(|(_, d)| *d)
+                    .map(|(key, _)| format!("ports[{i}].{key}")),
+            );
+        }
+        out
+    }
+
     /// A human summary for `--check`.
     pub fn summary(&self) -> String {
         use std::fmt::Write as _;

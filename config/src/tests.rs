@@ -2023,6 +2023,7 @@ fn kernel_interface_is_read_summarised_and_needs_a_restart() {
     let without = Config::parse(&port("address = \"198.18.0.2/24\"")).unwrap();
     assert_eq!(without.ports[0].kernel_interface, None);
     assert_eq!(without.restart_required_changes(&c), vec!["ports"]);
+    assert!(!without.ports_changed(&c).is_empty());
 }
 
 #[test]
@@ -3065,6 +3066,29 @@ fn nonsense_the_audit_found_is_refused() {
     // An IPv4 link-local VIP, as IPv6 link-local ones are.
     let text = with("[[services]]\nname = \"web\"\nvip = \"169.254.10.10\"\nport = 80\n");
     assert_error(&text, "services[0].vip", "link-local");
+}
+
+/// Found in audit: a reload refused for a port's change named only the
+/// section; it names the keys (or the count of ports) too.
+#[test]
+fn a_ports_change_names_its_keys() {
+    let old = Config::parse(MINIMAL).unwrap();
+    let new = Config::parse(&MINIMAL.replace(
+        "address = \"198.18.0.2/24\"",
+        "address = \"198.18.0.3/24\"\nmtu = 9000",
+    ))
+    .unwrap();
+    assert_eq!(old.restart_required_changes(&new), vec!["ports"]);
+    assert_eq!(
+        old.ports_changed(&new),
+        vec!["ports[0].address", "ports[0].mtu"]
+    );
+    let two = Config::parse(&with(
+        "[[ports]]\nname = \"lan\"\ndevice = \"net_null1\"\naddress = \"198.19.0.2/24\"\n",
+    ))
+    .unwrap();
+    assert_eq!(old.ports_changed(&two), vec!["2 ports instead of 1"]);
+    assert!(old.ports_changed(&old).is_empty());
 }
 
 // ---- From an audit of config validation (2026-11-29) ----

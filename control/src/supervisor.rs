@@ -385,8 +385,15 @@ impl Control {
     fn apply(&mut self, new: Config) -> Result<u64, String> {
         let restart = self.config.restart_required_changes(&new);
         if !restart.is_empty() {
+            // The keys of a port that changed, after what the message
+            // always said (found in audit: only the section was named).
+            let keys = if restart.contains(&"ports") {
+                format!(" ({})", self.config.ports_changed(&new).join(", "))
+            } else {
+                String::new()
+            };
             return Err(format!(
-                "{} changed, which needs a restart; nothing of it was applied",
+                "{} changed, which needs a restart; nothing of it was applied{keys}",
                 restart.join(", ")
             ));
         }
