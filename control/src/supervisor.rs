@@ -346,7 +346,9 @@ impl Control {
                 return false;
             }
         };
-        let new = match Config::parse(&text) {
+        // Syntax errors name the file reloaded, as at start (found in
+        // audit: they named `lb.toml` whatever the file).
+        let new = match Config::parse_named(&text, &self.path.display().to_string()) {
             Ok(c) => c,
             Err(errors) => {
                 log::error!(
