@@ -299,7 +299,12 @@ impl Worker {
             self.poll
         );
         while !self.stop.load(Ordering::Relaxed) {
-            let now = ((dpdk::rdtsc() - start) / tsc_per_ms) as u32;
+            // Saturating: a TSC read on another CPU may be a little behind
+            // the start's (an lcore on a CPU set, TSCs not in sync); that
+            // is no reason for a debug build to panic, nor for the clock
+            // to jump by ages as a wrapped difference would (found in
+            // audit).
+            let now = (dpdk::rdtsc().saturating_sub(start) / tsc_per_ms) as u32;
             if let Ok(next) = self.updates.try_recv() {
                 let next = self.updates.try_iter().last().unwrap_or(next);
                 if self.index == 0 {
