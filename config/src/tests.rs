@@ -3005,6 +3005,19 @@ fn ports_and_routing_peers_are_bounded() {
         ),
     );
     assert_error(&text, "ports[0].routing_peers", "257 peers: at most 256");
+    // A kernel interface is a DPDK device too (found in review).
+    let mut text = "[workers]\nlcores = [1]\n".to_string();
+    for i in 0..17 {
+        text.push_str(&port(i));
+        text.push_str(&format!("kernel_interface = \"lbk{i}\"\n"));
+    }
+    assert_error(&text, "ports", "17 ports and 17 kernel interfaces");
+    let mut text = "[workers]\nlcores = [1]\n".to_string();
+    for i in 0..16 {
+        text.push_str(&port(i));
+        text.push_str(&format!("kernel_interface = \"lbk{i}\"\n"));
+    }
+    assert!(Config::parse(&text).is_ok(), "16 and 16 are fine");
 }
 
 /// Found in audit: a health check every millisecond, and metrics on a

@@ -435,6 +435,23 @@ fn across(c: &mut Checker<'_>, config: &Config) {
             "needs a port with kernel_interface: the VIP routes go through a port's kernel interface, for the routing daemon to export",
         );
     }
+    // Each kernel interface is a DPDK device too (a tap beside its port):
+    // found in review, 17 ports with one each passed `--check` and made 34.
+    let taps = config
+        .ports
+        .iter()
+        .filter(|p| p.kernel_interface.is_some())
+        .count();
+    if config.ports.len() <= crate::MAX_PORTS && config.ports.len() + taps > crate::MAX_PORTS {
+        c.err(
+            "ports",
+            format!(
+                "{} ports and {taps} kernel interfaces: DPDK takes at most {} devices, and each kernel interface is one",
+                config.ports.len(),
+                crate::MAX_PORTS
+            ),
+        );
+    }
     let mut devices: HashMap<String, usize> = HashMap::new();
     let mut gateway: Option<usize> = None;
     let mut gateway6: Option<usize> = None;

@@ -36,8 +36,9 @@
 //! - **Per source:** when the table is at least half full, a source (an
 //!   IPv4 client address, an IPv6 client's /64: [`FlowAddr::source`]) that
 //!   already holds [`Conntrack::source_limit`] confirmed flows gets no
-//!   more (`source_limit`), so one source cannot own the table with
-//!   handshakes it really completes. Only confirmed flows count: anyone
+//!   more (`source_limit`), and a flow of it that completes its handshake
+//!   then stays evictable (`OneWay`), so one source cannot own the table
+//!   with handshakes it really completes. Only confirmed flows count: anyone
 //!   can send in a source's name what makes the others (found in audit:
 //!   spoofed SYN-then-ACK pairs to a DR service in a victim's name spent
 //!   its limit, and the victim was then refused by every service, NAT
@@ -226,7 +227,12 @@ impl<A: FlowAddr> Conntrack<A> {
 
     /// Moves live entry `e` to class `after`: the one place a class
     /// changes, so that its source's count of confirmed flows (what the
-    /// per-source limit counts) follows it.
+    /// per-source limit counts) follows it. A flow that earns
+    /// `Confirmed` while its source holds its share of a pressed table
+    /// is held at `OneWay` instead: it works on, but stays evictable
+    /// (found in review: the limit was checked only when flows were
+    /// made, so a source that sent all its SYNs first and then completed
+    /// every handshake owned the table).
     #[inline]
     fn set_class(&mut self, e: u32, after: Trust, now: u32) {
         let before = self.table.trust(e);
@@ -234,21 +240,33 @@ impl<A: FlowAddr> Conntrack<A> {
             return;
         }
         let f = self.table.get(e);
-        if !f.is_template() && (before == Trust::Confirmed) != (after == Trust::Confirmed) {
-            self.count_confirmed(f.client(), after == Trust::Confirmed);
+        let mut after = after;
+        if !f.is_template()
+            && (before == Trust::Confirmed) != (after == Trust::Confirmed)
+            && !self.count_confirmed(f.client(), after == Trust::Confirmed)
+        {
+            after = Trust::OneWay;
+            if before == after {
+                return;
+            }
         }
         self.table.set_trust(e, after, now);
     }
 
-    /// One confirmed flow more (or less) for `client`'s source.
+    /// One confirmed flow more (or less) for `client`'s source: false,
+    /// and nothing counted, when one more would take the source past its
+    /// limit in a table at least half full.
     #[cold]
-    fn count_confirmed(&mut self, client: A, more: bool) {
+    fn count_confirmed(&mut self, client: A, more: bool) -> bool {
         let b = self.source_bucket(client);
-        self.sources[b] = if more {
-            self.sources[b].saturating_add(1)
+        if !more {
+            self.sources[b] = self.sources[b].saturating_sub(1);
+        } else if self.pressed() && self.sources[b] >= self.source_limit {
+            return false;
         } else {
-            self.sources[b].saturating_sub(1)
-        };
+            self.sources[b] = self.sources[b].saturating_add(1);
+        }
+        true
     }
 
     /// [`Self::reclass`] for the packet path: `inputs` is what
