@@ -1130,20 +1130,28 @@ fn an_icmpv6_error_about_a_flow_forwarded_by_hash_goes_to_its_real() {
     let client = v6("2001:2:0:10::10");
     let mut b = VecBuf::from_bytes(&tcp6((client, 5000), (vip, 80), SYN, ROUTER));
     assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::Transmit(0));
-    let mut ack = VecBuf::from_bytes(&tcp6((client, 5009), (vip, 80), TcpFlags::ACK, ROUTER));
-    assert_eq!(p.process(&snap, 0, &mut ack, 1), Verdict::Transmit(0));
-    assert_eq!(p.stats().stateless_forwards.get(), 1, "no entry");
-    let from_vip = tcp6((vip, 80), (client, 5009), TcpFlags::ACK, ROUTER);
     let router = v6("2001:2:0:10::1");
-    let f = packet_too_big_about(&from_vip, (router, vip), 1280, ROUTER);
-    let mut b = VecBuf::from_bytes(&f);
-    assert_eq!(p.process(&snap, 0, &mut b, 2), Verdict::Transmit(0));
-    assert_eq!(
-        EthernetFrame::new_checked(b.data()).unwrap().dst_addr(),
-        EthernetFrame::new_checked(ack.data()).unwrap().dst_addr(),
-        "to the flow's real"
-    );
-    assert_eq!(p.stats().icmp_errors_forwarded.get(), 1);
+    // Several flows, so that an error sent to the wrong one of the two
+    // reals would show.
+    let mut reals = std::collections::HashSet::new();
+    for (i, port) in (5009..5025u16).enumerate() {
+        let mut ack = VecBuf::from_bytes(&tcp6((client, port), (vip, 80), TcpFlags::ACK, ROUTER));
+        assert_eq!(p.process(&snap, 0, &mut ack, 1), Verdict::Transmit(0));
+        assert_eq!(p.stats().stateless_forwards.get(), i as u64 + 1, "no entry");
+        let from_vip = tcp6((vip, 80), (client, port), TcpFlags::ACK, ROUTER);
+        let f = packet_too_big_about(&from_vip, (router, vip), 1280, ROUTER);
+        let mut b = VecBuf::from_bytes(&f);
+        assert_eq!(p.process(&snap, 0, &mut b, 2), Verdict::Transmit(0));
+        let to = EthernetFrame::new_checked(ack.data()).unwrap().dst_addr();
+        assert_eq!(
+            EthernetFrame::new_checked(b.data()).unwrap().dst_addr(),
+            to,
+            "to the flow's real"
+        );
+        reals.insert(to);
+    }
+    assert_eq!(reals.len(), 2, "both reals had flows");
+    assert_eq!(p.stats().icmp_errors_forwarded.get(), 16);
     // Of a flow of the rr service, which needs an entry: none.
     let web6 = v6("2001:2:0:1::100");
     let from_web = tcp6((web6, 80), (client, 5010), TcpFlags::ACK, ROUTER);

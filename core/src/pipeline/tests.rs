@@ -1102,28 +1102,38 @@ fn an_icmp_error_about_a_flow_forwarded_by_hash_goes_to_its_real() {
     for (scheduler, forwarded) in [("mh", true), ("wrr", false)] {
         let (snap, mut p, client) = full_table_beside_a_dr_service(scheduler);
         let dr_vip = Ipv4Addr::new(198, 18, 1, 101);
-        let mut ack = VecBuf::from_bytes(&tcp((client, 5009), (dr_vip, 80), ACK, OUR));
-        let v = p.process(&snap, 0, &mut ack, 1);
-        // The real's reply to the client, straight from the real, and a
-        // router's error about it, back to the VIP.
-        let from_vip = tcp((dr_vip, 80), (client, 5009), ACK, OUR);
-        let router = Ipv4Addr::new(198, 19, 0, 1);
-        let mut b = VecBuf::from_bytes(&frag_needed_about(&from_vip, router, CLIENT_MAC));
-        let e = p.process(&snap, 0, &mut b, 2);
-        if !forwarded {
-            assert_eq!(e, Verdict::Drop(DropReason::NoFlow), "{scheduler}");
-            continue;
+        // Several flows, so that an error sent to the wrong one of the two
+        // reals would show.
+        let mut reals = std::collections::HashSet::new();
+        for (i, port) in (5009..5025u16).enumerate() {
+            let mut ack = VecBuf::from_bytes(&tcp((client, port), (dr_vip, 80), ACK, OUR));
+            let v = p.process(&snap, 0, &mut ack, 1);
+            // The real's reply to the client, straight from the real, and
+            // a router's error about it, back to the VIP.
+            let from_vip = tcp((dr_vip, 80), (client, port), ACK, OUR);
+            let router = Ipv4Addr::new(198, 19, 0, 1);
+            let mut b = VecBuf::from_bytes(&frag_needed_about(&from_vip, router, CLIENT_MAC));
+            let e = p.process(&snap, 0, &mut b, 2);
+            if !forwarded {
+                assert_eq!(e, Verdict::Drop(DropReason::NoFlow), "{scheduler}");
+                continue;
+            }
+            assert_eq!(v, Verdict::Transmit(0));
+            assert_eq!(p.stats().stateless_forwards.get(), i as u64 + 1, "no entry");
+            assert_eq!(e, Verdict::Transmit(0), "{scheduler}");
+            let to = EthernetFrame::new_checked(ack.data()).unwrap().dst_addr();
+            assert_eq!(
+                EthernetFrame::new_checked(b.data()).unwrap().dst_addr(),
+                to,
+                "to the flow's real"
+            );
+            reals.insert(to);
         }
-        assert_eq!(v, Verdict::Transmit(0));
-        assert_eq!(p.stats().stateless_forwards.get(), 1, "no entry");
-        assert_eq!(e, Verdict::Transmit(0), "{scheduler}");
-        assert_eq!(
-            EthernetFrame::new_checked(b.data()).unwrap().dst_addr(),
-            EthernetFrame::new_checked(ack.data()).unwrap().dst_addr(),
-            "to the flow's real"
-        );
-        assert_eq!(p.stats().icmp_errors_forwarded.get(), 1);
-        assert_eq!(p.flows().len(), 2, "nothing made");
+        if forwarded {
+            assert_eq!(reals.len(), 2, "both reals had flows");
+            assert_eq!(p.stats().icmp_errors_forwarded.get(), 16);
+            assert_eq!(p.flows().len(), 2, "nothing made");
+        }
     }
 }
 
