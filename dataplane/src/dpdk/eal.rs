@@ -48,18 +48,20 @@ impl Eal {
             }
         }
         // The EAL may keep pointers into argv (it reorders it and keeps some
-        // strings): give it storage that lives as long as the process.
-        let strings: &'static mut [CString] = Box::leak(owned.into_boxed_slice());
+        // strings): give it storage that lives as long as the process,
+        // writable as `char **argv` says (found in audit: the pointers came
+        // from `CString::as_ptr`, a shared borrow).
         let argv: &'static mut [*mut c_char] = Box::leak(
-            strings
-                .iter_mut()
-                .map(|c| c.as_ptr() as *mut c_char)
+            owned
+                .into_iter()
+                .map(CString::into_raw)
                 .collect::<Vec<_>>()
                 .into_boxed_slice(),
         );
         let argc = argv.len() as i32;
-        // SAFETY: argv holds argc valid NUL-terminated strings that live for
-        // the rest of the process; this is the only EAL initialisation (the
+        // SAFETY: argv holds argc pointers to valid, writable NUL-terminated
+        // strings (`CString::into_raw`, never taken back: they live for the
+        // rest of the process); this is the only EAL initialisation (the
         // flag above), made before any other DPDK call.
         let ret = unsafe { dpdk_sys::rte_eal_init(argc, argv.as_mut_ptr()) };
         if ret < 0 {

@@ -12,9 +12,11 @@ use super::mbuf::Mbuf;
 #[derive(Debug, Clone, Copy)]
 pub struct Mempool(NonNull<dpdk_sys::rte_mempool>);
 
-// SAFETY: the pool is created on the multi-producer, multi-consumer ring
-// (`create`), so get and put are safe from several threads at once
-// (per-lcore caches over a lock-free ring); the pointer is never freed.
+// SAFETY: `create` refuses any mempool ops but thread-safe ones
+// (`thread_safe_ops`: the platform's best, never a single-producer or
+// single-consumer ring), so get and put are safe from several threads at
+// once (per-lcore caches, none for a thread that is not an lcore, over
+// thread-safe ops); the pointer is never freed.
 unsafe impl Send for Mempool {}
 // SAFETY: as above; all shared-reference operations are thread-safe in DPDK.
 unsafe impl Sync for Mempool {}
