@@ -313,6 +313,15 @@ impl<A: FlowAddr> Flow<A> {
         } else {
             *next = seg.seq.wrapping_add(seg.len);
             self.seq_known |= bit;
+            // A new SYN on a half-open flow is a new handshake: the real's
+            // answer to it is placed afresh too (found in audit: a client
+            // reconnecting from the same port after a lost SYN-ACK got a
+            // second SYN-ACK far from the first, never believed, so the
+            // flow was never confirmed and none of the real's FINs or RSTs
+            // counted; Linux conntrack re-initialises both sides).
+            if reopen {
+                self.seq_known &= !SEEN_REAL;
+            }
             if !from_client
                 && self.seq_known & UNSURE_CLIENT != 0
                 && seg.flags.contains(TcpFlags::ACK)

@@ -1211,6 +1211,64 @@ fn a_request_from_another_ports_network_makes_no_flow() {
     );
 }
 
+/// Found in audit: a client that connects again from the same port while
+/// its first attempt is half-open (the real's SYN-ACK lost on the way
+/// back) gets a SYN-ACK with a new initial sequence number, far from the
+/// first; it was never believed, so the flow was never confirmed and the
+/// real's FIN never counted. A new SYN places the real afresh too.
+#[test]
+fn a_reconnect_on_the_same_port_while_half_open_is_confirmed_and_closes() {
+    let config = Config::parse(&without_syn_proxy(NAT_CONFIG)).unwrap();
+    let snap = compile(&config, &[MacAddr(OUR)]);
+    let client = (client_owned_by(0), 1023);
+    let mut p = pipeline(&snap, 0, 2, 64);
+    let (c1, r1) = (1_000_000u32, 9_000_000u32);
+    let (c2, r2) = (c1.wrapping_add(40_000_000), r1.wrapping_add(40_000_000));
+    let send = |p: &mut Pipeline, f: Vec<u8>, now: u32| {
+        let mut b = VecBuf::from_bytes(&f);
+        p.process(&snap, 0, &mut b, now)
+    };
+    let mut syn = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), SYN, c1, OUR));
+    assert_eq!(p.process(&snap, 0, &mut syn, 0), Verdict::Transmit(0));
+    let real = (ip_of(&syn).dst_addr(), 8080);
+    send(
+        &mut p,
+        from_real(&snap, tcp_ack(real, client, SYNACK, r1, c1 + 1, OUR)),
+        0,
+    );
+    send(&mut p, tcp_seq(client, (VIP, 80), SYN, c2, OUR), 3_000);
+    send(
+        &mut p,
+        from_real(&snap, tcp_ack(real, client, SYNACK, r2, c2 + 1, OUR)),
+        3_000,
+    );
+    send(
+        &mut p,
+        tcp_ack(client, (VIP, 80), ACK, c2 + 1, r2 + 1, OUR),
+        3_000,
+    );
+    let e = p.flows().entries()[0];
+    let f = *p.flows().get(e);
+    use crate::flow::{FlowState, Trust};
+    assert_eq!(
+        (f.state(), f.trust()),
+        (FlowState::Established, Trust::Confirmed)
+    );
+    // A FIN each way closes it.
+    const FIN_ACK: u8 = 0x11;
+    send(
+        &mut p,
+        from_real(&snap, tcp_ack(real, client, FIN_ACK, r2 + 1, c2 + 1, OUR)),
+        3_100,
+    );
+    send(
+        &mut p,
+        tcp_ack(client, (VIP, 80), FIN_ACK, c2 + 1, r2 + 2, OUR),
+        3_100,
+    );
+    assert_eq!(p.flows().get(e).state(), FlowState::Closed);
+}
+
 #[test]
 fn persistence_templates_expire_after_their_last_flow_however_flows_end() {
     let text = NAT_CONFIG.replace(
