@@ -71,6 +71,51 @@ impl Maglev {
                 n,
             };
         }
+        let first = backends[0].effective_weight();
+        if backends.iter().all(|b| b.effective_weight() == first) {
+            return Self::build_equal(backends);
+        }
+        Self::build_weighted(backends)
+    }
+
+    /// [`Self::build`] when every weight is the same: each round is every
+    /// backend once in (key, index) order, which is the order the heap of
+    /// [`Self::build_weighted`] gives then, without a heap or a division
+    /// per claim (the paper's algorithm; a reload rebuilding many services
+    /// spends its time here).
+    fn build_equal(backends: &[Backend]) -> Maglev {
+        let n = backends.len();
+        let m = MAGLEV_TABLE_SIZE as u64;
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_unstable_by_key(|&i| (backends[i].key, i));
+        let (mut position, skip): (Vec<u64>, Vec<u64>) =
+            backends.iter().map(|b| permutation(b.key)).unzip();
+        let mut table = vec![EMPTY; MAGLEV_TABLE_SIZE].into_boxed_slice();
+        let mut filled = 0;
+        'rounds: loop {
+            for &i in &order {
+                loop {
+                    let entry = position[i] as usize;
+                    let next = position[i] + skip[i];
+                    position[i] = if next >= m { next - m } else { next };
+                    if table[entry] == EMPTY {
+                        table[entry] = i as u16;
+                        break;
+                    }
+                }
+                filled += 1;
+                if filled == MAGLEV_TABLE_SIZE {
+                    break 'rounds;
+                }
+            }
+        }
+        Maglev { table, n }
+    }
+
+    /// [`Self::build`] for weights that differ: claims in (round, key,
+    /// index) order through a heap.
+    fn build_weighted(backends: &[Backend]) -> Maglev {
+        let n = backends.len();
         let m = MAGLEV_TABLE_SIZE as u64;
         let max_weight = backends
             .iter()
@@ -104,7 +149,10 @@ impl Maglev {
             // an empty entry comes within M steps.
             loop {
                 let entry = position[i] as usize;
-                position[i] = (position[i] + skip[i]) % m;
+                // position and skip are below M, so one subtraction wraps
+                // it (a division per probe was most of a build's time).
+                let next = position[i] + skip[i];
+                position[i] = if next >= m { next - m } else { next };
                 if table[entry] == EMPTY {
                     table[entry] = i as u16;
                     break;

@@ -456,6 +456,10 @@ fn mh_matches_the_round_based_reference() {
         &[1, 1, 1, 1, 1],
         &[1, 2, 3],
         &[7, 1, 100, 3, 3],
+        // Equal weights take a path of their own (no heap).
+        &[3, 3, 3, 3],
+        &[2; 16],
+        &[0, 1, 0],
     ] {
         let list = backends(weights);
         assert_eq!(maglev_table(&list), reference_maglev(&list), "{weights:?}");
