@@ -27,10 +27,11 @@ pub const DEFAULT_SOURCE: &str = "lb.toml";
 
 /// The most services one config may have. The first compile builds
 /// every service's scheduler on the control thread (20,000 `mh` services
-/// took 12 s and 2.5 GB, found in review; 4,096 of one real about 2 s, of
-/// 16 reals about 17 s, before the watchdog is armed); later ones (a
-/// reload, a `ctl` edit, a health change) rebuild only the services whose
-/// eligible reals changed.
+/// took 12 s and 2.5 GB, found in review; 4,096 of 16 reals about 17 s,
+/// about 4 s since a Maglev build takes no division per probe); later
+/// ones (a reload, a `ctl` edit, a health change) rebuild only the
+/// services whose eligible reals changed, and services over the same
+/// reals share one.
 pub const MAX_SERVICES: usize = 4_096;
 
 /// The most ports one config may have: DPDK's `RTE_MAX_ETHPORTS` as
