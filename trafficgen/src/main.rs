@@ -331,7 +331,14 @@ impl Receiver {
         if self.at_mark.is_none() && self.mark_tsc.load(Ordering::Acquire) != 0 {
             self.at_mark = Some(self.counts.packets);
         }
-        let n = self.rxq.rx_burst(&mut self.burst, MAX_BURST);
+        // A chained or shared mbuf (which the receive queue frees as it
+        // arrives) is a packet received all the same, of no kind counted.
+        let mut unfit = 0;
+        let n = self
+            .rxq
+            .rx_burst(&mut self.burst, MAX_BURST, |_| unfit += 1);
+        self.counts.packets += unfit;
+        self.counts.other += unfit;
         if n > 0 {
             for m in self.burst.as_mut_slice() {
                 self.counts.count(m.data(), self.vip, self.verify);
