@@ -14,9 +14,10 @@
 //! every packet, and a full table evicts from the least trusted class
 //! first (`FlowTable::victim`):
 //! - **NAT** sees both directions, so a TCP flow is `Confirmed` only by a
-//!   real handshake: the real's SYN-ACK and the client's ACK of it. A SYN,
-//!   a spoofed ACK, a Maglev pick-up mid-stream and a closing flow stay
-//!   `Unconfirmed`; UDP becomes `OneWay` when the real answers.
+//!   real handshake: the real's SYN-ACK and the client's ACK of it, and
+//!   stays so while half-closed. A SYN, a spoofed ACK, a Maglev pick-up
+//!   mid-stream and a closed flow are `Unconfirmed`; UDP becomes `OneWay`
+//!   when the real answers.
 //! - **TUN and DR** see only the client, so nothing proves a flow there:
 //!   a flow established from a SYN is `OneWay` (bounded trust): it
 //!   outranks half-open and spoofed-once entries (it is evicted first only

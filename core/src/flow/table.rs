@@ -417,9 +417,13 @@ impl<A: FlowAddr> Flow<A> {
     /// - a template: `Confirmed` while flows depend on it, else
     ///   `Unconfirmed`;
     /// - TCP: `Confirmed` when established after a handshake seen both
-    ///   ways (NAT), `OneWay` when established from a SYN with only the
-    ///   client seen (TUN, DR), `Unconfirmed` otherwise (a SYN, an unverified ACK, a
-    ///   Maglev pick-up mid-stream, a closing flow);
+    ///   ways (NAT), and while half-closed after it (found in audit: a
+    ///   client that sent its request and FIN and waited for a slow answer
+    ///   was evicted first under a SYN flood, and the answer dropped; Linux
+    ///   keeps an assured entry through the close), `OneWay` when
+    ///   established from a SYN with only the client seen (TUN, DR),
+    ///   `Unconfirmed` otherwise (a SYN, an unverified ACK, a Maglev
+    ///   pick-up mid-stream, a closed flow, a one-way flow closing);
     /// - UDP: `OneWay` once NAT saw the real answer, or TUN and DR saw a
     ///   second packet (`repeated`), else `Unconfirmed`;
     /// - a synced flow the peer held at least one-way (`VOUCHED`):
@@ -431,7 +435,9 @@ impl<A: FlowAddr> Flow<A> {
     pub fn trust(&self) -> Trust {
         match self.state {
             FlowState::Template if self.children > 0 => Trust::Confirmed,
-            FlowState::Established if self.seq_known & CONFIRMED != 0 => Trust::Confirmed,
+            FlowState::Established | FlowState::FinWait if self.seq_known & CONFIRMED != 0 => {
+                Trust::Confirmed
+            }
             FlowState::Established | FlowState::Datagram if self.seq_known & VOUCHED != 0 => {
                 Trust::OneWay
             }
@@ -492,7 +498,7 @@ impl<A: FlowAddr> Flow<A> {
 #[repr(u8)]
 pub enum Trust {
     /// No evidence that the client exists: a SYN, a handshake not yet
-    /// complete, a flow picked up mid-stream, a closing flow, a
+    /// complete, a flow picked up mid-stream, a closed flow, a
     /// persistence template without flows. Evicted first.
     Unconfirmed = 0,
     /// Evidence from one direction only (TUN and DR see only the client;

@@ -1269,6 +1269,46 @@ fn a_reconnect_on_the_same_port_while_half_open_is_confirmed_and_closes() {
     assert_eq!(p.flows().get(e).state(), FlowState::Closed);
 }
 
+/// Found in audit: a client that sent its request and its FIN and waited
+/// for a slow answer had its flow made unconfirmed by the FIN, so a flood
+/// of SYNs into a full table evicted it first and the real's answer was
+/// dropped (`no_flow`). Half-closed after a handshake, it stays confirmed,
+/// as Linux keeps an assured entry through the close.
+#[test]
+fn a_half_closed_nat_flow_survives_a_full_table() {
+    let config = Config::parse(&without_syn_proxy(NAT_CONFIG)).unwrap();
+    let snap = compile(&config, &[MacAddr(OUR)]);
+    let mut p = pipeline(&snap, 0, 2, 16);
+    let client = (client_owned_by(0), 4000);
+    let r = handshake(&mut p, &snap, client, 0);
+    let real = (Ipv4Addr::new(198, 18, 0, r), 8080);
+    let (isn, real_isn) = (1_000 + 4000u32, 9_000_000u32);
+    const FIN_ACK: u8 = 0x11;
+    let send = |p: &mut Pipeline, f: Vec<u8>, now: u32| {
+        let mut b = VecBuf::from_bytes(&f);
+        p.process(&snap, 0, &mut b, now)
+    };
+    send(
+        &mut p,
+        tcp_ack(client, (VIP, 80), FIN_ACK, isn + 1, real_isn + 1, OUR),
+        1,
+    );
+    let mut next = 0xcb00_7100u32;
+    for i in 0..40u32 {
+        let c = (next..)
+            .map(Ipv4Addr::from)
+            .find(|&c| crate::flow::owner_of(c, 2) == 0)
+            .unwrap();
+        next = u32::from(c) + 1;
+        send(&mut p, tcp_seq((c, 1234), (VIP, 80), SYN, 1, OUR), 2 + i);
+    }
+    let answer = from_real(
+        &snap,
+        tcp_ack(real, client, ACK, real_isn + 1, isn + 2, OUR),
+    );
+    assert_eq!(send(&mut p, answer, 50), Verdict::Transmit(0), "the answer");
+}
+
 #[test]
 fn persistence_templates_expire_after_their_last_flow_however_flows_end() {
     let text = NAT_CONFIG.replace(
@@ -2191,7 +2231,9 @@ fn a_syn_on_a_half_closed_nat_flow_changes_nothing() {
     assert_eq!(state(&p), FlowState::FinWait);
     let e = p.flows().entries()[0];
     let trust = p.flows().trust(e);
-    assert_eq!(trust, Trust::Unconfirmed, "closing");
+    // Half-closed after a handshake: still confirmed (found in audit: it
+    // was evicted first under a SYN flood while its answer was on the way).
+    assert_eq!(trust, Trust::Confirmed, "half-closed");
     let blind = 0x0bad_5eed;
     let mut syn = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), SYN, blind, OUR));
     assert_eq!(p.process(&snap, 0, &mut syn, 2), Verdict::Transmit(0));
