@@ -278,3 +278,165 @@ fn syns_first_then_handshakes_stay_within_the_share() {
     assert_eq!(confirmed, limit as usize, "only its share is confirmed");
     assert_eq!(ct.sources[ct.source_bucket(greedy)], limit);
 }
+
+/// The client's segment `s` on the flow of (`client`, `port`) to the
+/// IPv4 service's VIP.
+fn client_seg(
+    ct: &mut Conntrack<Ipv4Addr>,
+    snap: &Snapshot,
+    service: usize,
+    (client, port): (Ipv4Addr, u16),
+    s: Segment,
+    now: u32,
+) {
+    let mut schedulers = Schedulers::default();
+    schedulers.adopt(snap);
+    let k = FlowKey {
+        proto: 6,
+        client,
+        client_port: port,
+        vip: Ipv4Addr::new(198, 18, 1, 100),
+        vip_port: 80,
+    };
+    let h = ct.table().key_hash(&k);
+    ct.lookup_or_create::<VecBuf>(snap, service, &k, h, Some(s), now, &mut schedulers, || {
+        false
+    })
+    .unwrap();
+    ct.settle();
+}
+
+/// The real's segment `s` on that flow, from where the real is reached.
+fn real_seg(
+    ct: &mut Conntrack<Ipv4Addr>,
+    snap: &Snapshot,
+    (client, port): (Ipv4Addr, u16),
+    s: Segment,
+) {
+    let k = FlowKey {
+        proto: 6,
+        client,
+        client_port: port,
+        vip: Ipv4Addr::new(198, 18, 1, 100),
+        vip_port: 80,
+    };
+    let f = ct.find(&k).expect("the flow");
+    let rk = ReplyKey {
+        proto: 6,
+        real: f.real(),
+        real_port: f.real_port(),
+        client,
+        client_port: port,
+    };
+    let h = ct.table().reply_key_hash(&rk);
+    ct.reply(snap, &rk, h, Some(s), 0, || true, || 0).unwrap();
+}
+
+/// The class of that flow's entry.
+fn class_of(ct: &Conntrack<Ipv4Addr>, (client, port): (Ipv4Addr, u16)) -> Trust {
+    let k = FlowKey {
+        proto: 6,
+        client,
+        client_port: port,
+        vip: Ipv4Addr::new(198, 18, 1, 100),
+        vip_port: 80,
+    };
+    ct.table().trust(
+        ct.table()
+            .lookup(&k, ct.table().key_hash(&k))
+            .expect("the flow"),
+    )
+}
+
+/// Found in review: the table's own audit (which the fuzzer and the flood
+/// bench run) took a flow held at one-way for its source's share for a
+/// broken entry.
+#[test]
+fn the_table_audit_takes_a_held_flow() {
+    let snap = snapshot();
+    let vip = Ipv4Addr::new(198, 18, 1, 100);
+    let service = snap.service_for(6, vip, 80).unwrap();
+    let mut ct = Conntrack::<Ipv4Addr>::new(CAPACITY, 64, Arc::new(WorkerStats::default()));
+    let limit = ct.source_limit() as u16;
+    half_full(&mut ct, &snap, service, vip, |i| {
+        Ipv4Addr::from(0xc633_0000 + i)
+    });
+    let greedy = Ipv4Addr::new(203, 0, 113, 9);
+    for port in 0..=limit {
+        syn(&mut ct, &snap, service, greedy, 2000 + port, vip).unwrap();
+    }
+    for port in 0..=limit {
+        handshake_of_open_flow(&mut ct, &snap, service, greedy, 2000 + port, vip);
+    }
+    assert_eq!(class_of(&ct, (greedy, 2000 + limit)), Trust::OneWay, "held");
+    assert_eq!(ct.table().audit(), Ok(()));
+}
+
+/// Found in review: a SYN retransmitted with the same initial sequence
+/// number, crossing the real's SYN-ACK, had the real's side forgotten
+/// (as for a new SYN on a half-open flow), so the client's ACK confirmed
+/// nothing.
+#[test]
+fn a_retransmitted_syn_crossing_the_synack_still_confirms() {
+    let snap = snapshot();
+    let vip = Ipv4Addr::new(198, 18, 1, 100);
+    let service = snap.service_for(6, vip, 80).unwrap();
+    let mut ct = Conntrack::<Ipv4Addr>::new(CAPACITY, 64, Arc::new(WorkerStats::default()));
+    let c = (Ipv4Addr::new(203, 0, 113, 20), 4000);
+    let syn = Segment {
+        flags: TcpFlags::SYN,
+        seq: 1000,
+        ack: 0,
+        len: 1,
+    };
+    client_seg(&mut ct, &snap, service, c, syn, 0);
+    let synack = Segment {
+        flags: TcpFlags::SYN | TcpFlags::ACK,
+        seq: 5000,
+        ack: 1001,
+        len: 1,
+    };
+    real_seg(&mut ct, &snap, c, synack);
+    client_seg(&mut ct, &snap, service, c, syn, 1000);
+    let ack = Segment {
+        flags: TcpFlags::ACK,
+        seq: 1001,
+        ack: 5001,
+        len: 0,
+    };
+    client_seg(&mut ct, &snap, service, c, ack, 1001);
+    assert_eq!(class_of(&ct, c), Trust::Confirmed);
+}
+
+/// Found in review: a half-closed flow the primary held confirmed came
+/// over to the backup unconfirmed (an established one one-way), so after
+/// a takeover a SYN flood evicted it first.
+#[test]
+fn a_synced_half_closed_flow_is_one_way_as_an_established_one() {
+    use crate::sync::{FlowChange, FlowRecord, FlowUpdate};
+    let snap = snapshot();
+    let mut ct = Conntrack::<Ipv4Addr>::new(128, 64, Arc::new(WorkerStats::default()));
+    let client = Ipv4Addr::new(203, 0, 113, 30);
+    let record = |port: u16, state: FlowState| FlowRecord {
+        proto: 6,
+        client: client.into(),
+        client_port: port,
+        vip: Ipv4Addr::new(198, 18, 1, 100).into(),
+        vip_port: 80,
+        change: FlowChange::Update(FlowUpdate {
+            real: Ipv4Addr::new(198, 18, 0, 11).into(),
+            real_port: 8080,
+            method: ForwardingMethod::Nat,
+            state,
+            fin_by_client: state == FlowState::FinWait,
+            trust: Trust::Confirmed,
+            proxy: None,
+        }),
+    };
+    ct.sync_install(&snap, &record(1, FlowState::Established), 0)
+        .unwrap();
+    ct.sync_install(&snap, &record(2, FlowState::FinWait), 0)
+        .unwrap();
+    assert_eq!(class_of(&ct, (client, 1)), Trust::OneWay);
+    assert_eq!(class_of(&ct, (client, 2)), Trust::OneWay);
+}

@@ -48,7 +48,7 @@ pub fn page<A: FlowAddr>(
     budget: usize,
     out: &mut Vec<FlowInfo>,
 ) -> Option<usize> {
-    table.page(from, budget, |_, f| {
+    table.page(from, budget, |e, f| {
         if f.is_template() {
             return;
         }
@@ -62,7 +62,9 @@ pub fn page<A: FlowAddr>(
         out.push(FlowInfo {
             proto: f.key().proto,
             state: f.state(),
-            trust: f.trust(),
+            // The class the entry is in (a flow held at `one_way` for its
+            // source's share earned more: found in review, shown so).
+            trust: table.trust(e),
             expires_in_ms: timeout.saturating_sub(age),
             client: f.client().to_ip(),
             client_port: f.client_port(),

@@ -475,8 +475,14 @@ impl<A: FlowAddr> Conntrack<A> {
 fn set_synced<A: FlowAddr>(f: &mut Flow<A>, u: &FlowUpdate, now: u32) {
     f.set_state(u.state);
     f.last_seen = now;
-    let vouched =
-        u.trust >= Trust::OneWay && matches!(u.state, FlowState::Established | FlowState::Datagram);
+    // Half-closed too (found in review: a flow the primary held confirmed
+    // through its close came over unconfirmed, evicted first after a
+    // takeover).
+    let vouched = u.trust >= Trust::OneWay
+        && matches!(
+            u.state,
+            FlowState::Established | FlowState::FinWait | FlowState::Datagram
+        );
     f.seq_known = SYNCED | UNSURE_CLIENT | if vouched { VOUCHED } else { 0 };
     // Which side's FIN began the close: when the record does not say the
     // client's (an older sender's, or a flow itself synced so), taken for

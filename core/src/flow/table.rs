@@ -311,6 +311,7 @@ impl<A: FlowAddr> Flow<A> {
                 return;
             }
         } else {
+            let same = *next == seg.seq.wrapping_add(seg.len);
             *next = seg.seq.wrapping_add(seg.len);
             self.seq_known |= bit;
             // A new SYN on a half-open flow is a new handshake: the real's
@@ -318,8 +319,10 @@ impl<A: FlowAddr> Flow<A> {
             // reconnecting from the same port after a lost SYN-ACK got a
             // second SYN-ACK far from the first, never believed, so the
             // flow was never confirmed and none of the real's FINs or RSTs
-            // counted; Linux conntrack re-initialises both sides).
-            if reopen {
+            // counted; Linux conntrack re-initialises both sides). Not a
+            // retransmission of the same SYN, which the real's SYN-ACK
+            // already answers (found in review).
+            if reopen && !same {
                 self.seq_known &= !SEEN_REAL;
             }
             if !from_client
@@ -427,8 +430,9 @@ impl<A: FlowAddr> Flow<A> {
     /// - UDP: `OneWay` once NAT saw the real answer, or TUN and DR saw a
     ///   second packet (`repeated`), else `Unconfirmed`;
     /// - a synced flow the peer held at least one-way (`VOUCHED`):
-    ///   `OneWay` while established or a datagram flow, unless confirmed
-    ///   here since. The peer's word is evidence from elsewhere, not a
+    ///   `OneWay` while established, half-closed (found in review: a
+    ///   half-closed flow the primary held confirmed came over
+    ///   unconfirmed) or a datagram flow, unless confirmed here since. The peer's word is evidence from elsewhere, not a
     ///   handshake seen here: it outranks a spoofed SYN, never a
     ///   confirmed local flow.
     #[inline]
@@ -438,7 +442,9 @@ impl<A: FlowAddr> Flow<A> {
             FlowState::Established | FlowState::FinWait if self.seq_known & CONFIRMED != 0 => {
                 Trust::Confirmed
             }
-            FlowState::Established | FlowState::Datagram if self.seq_known & VOUCHED != 0 => {
+            FlowState::Established | FlowState::FinWait | FlowState::Datagram
+                if self.seq_known & VOUCHED != 0 =>
+            {
                 Trust::OneWay
             }
             FlowState::Established
@@ -1212,7 +1218,11 @@ impl<A: FlowAddr> FlowTable<A> {
                     if self.class[i] != c as u8 {
                         return Err(format!("entry {e} in the {} queue", c.name()));
                     }
-                    if self.flows[i].trust() != c {
+                    // A flow whose source holds its share is held at
+                    // one-way though it earned confirmed
+                    // (`Conntrack::set_class`).
+                    let held = c == Trust::OneWay && self.flows[i].trust() == Trust::Confirmed;
+                    if self.flows[i].trust() != c && !held {
                         return Err(format!(
                             "entry {e} is {} but earned {} ({:?})",
                             c.name(),
