@@ -318,6 +318,16 @@ impl Pipeline {
         self.conntrack6.as_ref().is_some_and(|ct| ct.syn_pressure())
     }
 
+    /// Sets the per-source limit of both families' tables (at least 1;
+    /// by default a sixteenth of the capacity, at least 64): for the
+    /// fuzzer and tests, whose tables are too small to reach the default.
+    pub fn set_source_limit(&mut self, limit: u32) {
+        self.conntrack.set_source_limit(limit);
+        if let Some(ct) = self.conntrack6.as_mut() {
+            ct.set_source_limit(limit);
+        }
+    }
+
     pub fn stats(&self) -> &Arc<WorkerStats> {
         &self.stats
     }
@@ -341,6 +351,7 @@ impl Pipeline {
             if let Some(c) = self.sync_capacity {
                 ct.enable_sync(c);
             }
+            ct.set_source_limit(self.conntrack.source_limit());
             self.conntrack6 = Some(ct);
         }
     }

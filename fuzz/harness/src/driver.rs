@@ -180,7 +180,13 @@ pub fn run_with_summary(data: &[u8]) -> (Violations, String) {
     let mut r = Reader { data, pos: 0 };
     let topology = usize::from(r.byte());
     let workers = 1 + usize::from(r.byte()) % 3;
-    let capacity = 4 + usize::from(r.byte()) % 61;
+    let h2 = r.byte();
+    let capacity = 4 + usize::from(h2) % 61;
+    // The capacity byte's top values also set a per-source limit the
+    // small tables reach (2 to 5 confirmed flows a source; the default,
+    // at least 64, never is), so that flows held one-way for their
+    // source's share are fuzzed too (found in review).
+    let source_limit = (h2 >= 183).then(|| 2 + u32::from(h2 % 4));
     let h3 = r.byte();
     let start = if h3 == 0 {
         0
@@ -189,6 +195,11 @@ pub fn run_with_summary(data: &[u8]) -> (Violations, String) {
     };
     let scarce = topology & 0x80 != 0;
     let mut d = Driver::new(configs::family(topology), workers, capacity, start, scarce);
+    if let Some(limit) = source_limit {
+        for w in &mut d.workers {
+            w.pipeline.set_source_limit(limit);
+        }
+    }
     while let Some(op) = r.u8() {
         if d.t.frames_in >= MAX_FRAMES {
             break;
@@ -242,6 +253,25 @@ pub fn run_with_summary(data: &[u8]) -> (Violations, String) {
         "; {} syn cookies sent; {flows} flows and {flows6} IPv6 flows at the end, {proxied} proxied and answered by their real",
         t.syn_cookies
     ));
+    // Flows held one-way for their source's share (IPv4 table: enough to
+    // show a seed reaches it).
+    let held: usize = d
+        .workers
+        .iter()
+        .map(|w| {
+            let t = w.pipeline.flows();
+            t.entries()
+                .into_iter()
+                .filter(|&e| {
+                    t.trust(e) == lb_core::flow::Trust::OneWay
+                        && t.get(e).trust() == lb_core::flow::Trust::Confirmed
+                })
+                .count()
+        })
+        .sum();
+    if held > 0 {
+        summary.push_str(&format!(", {held} held one-way for their source"));
+    }
     (d.v, summary)
 }
 
