@@ -37,6 +37,17 @@ address = "2001:2::11"
 
 const CAPACITY: usize = 1024;
 
+/// The key of a client's TCP flow to the service at `vip`:80.
+fn key_to<A: FlowAddr>(client: A, port: u16, vip: A) -> FlowKey<A> {
+    FlowKey {
+        proto: 6,
+        client,
+        client_port: port,
+        vip,
+        vip_port: 80,
+    }
+}
+
 fn snapshot() -> Snapshot {
     let config = Config::parse(CONFIG).expect("valid");
     Snapshot::compile(&config, &[], 1, &mut Ids::default(), |_, _, _| true).unwrap()
@@ -53,13 +64,7 @@ fn syn<A: FlowAddr>(
 ) -> Result<Target<A>, DropReason> {
     let mut schedulers = Schedulers::default();
     schedulers.adopt(snap);
-    let k = FlowKey {
-        proto: 6,
-        client,
-        client_port: port,
-        vip,
-        vip_port: 80,
-    };
+    let k = key_to(client, port, vip);
     let h = ct.table().key_hash(&k);
     let s = Segment {
         flags: TcpFlags::SYN,
@@ -125,13 +130,7 @@ fn complete<A: FlowAddr>(
     ct.reply(snap, &rk, h, Some(synack), 0, || true, || 0)?;
     let mut schedulers = Schedulers::default();
     schedulers.adopt(snap);
-    let k = FlowKey {
-        proto: 6,
-        client,
-        client_port: port,
-        vip,
-        vip_port: 80,
-    };
+    let k = key_to(client, port, vip);
     let h = ct.table().key_hash(&k);
     let ack = Segment {
         flags: TcpFlags::ACK,
@@ -189,13 +188,7 @@ fn one_ipv4_address_holds_at_most_its_share_under_pressure() {
         Err(DropReason::SourceLimit)
     );
     // A confirmed flow that ends gives its place back.
-    let k = FlowKey {
-        proto: 6,
-        client: greedy,
-        client_port: 2000,
-        vip,
-        vip_port: 80,
-    };
+    let k = key_to(greedy, 2000, vip);
     let e = ct.table().lookup(&k, ct.table().key_hash(&k)).unwrap();
     ct.end(e, 1);
     assert!(handshake(&mut ct, &snap, service, greedy, 9999, vip).is_ok());
@@ -291,13 +284,7 @@ fn client_seg(
 ) {
     let mut schedulers = Schedulers::default();
     schedulers.adopt(snap);
-    let k = FlowKey {
-        proto: 6,
-        client,
-        client_port: port,
-        vip: Ipv4Addr::new(198, 18, 1, 100),
-        vip_port: 80,
-    };
+    let k = key_to(client, port, Ipv4Addr::new(198, 18, 1, 100));
     let h = ct.table().key_hash(&k);
     ct.lookup_or_create::<VecBuf>(snap, service, &k, h, Some(s), now, &mut schedulers, || {
         false
@@ -313,13 +300,7 @@ fn real_seg(
     (client, port): (Ipv4Addr, u16),
     s: Segment,
 ) {
-    let k = FlowKey {
-        proto: 6,
-        client,
-        client_port: port,
-        vip: Ipv4Addr::new(198, 18, 1, 100),
-        vip_port: 80,
-    };
+    let k = key_to(client, port, Ipv4Addr::new(198, 18, 1, 100));
     let f = ct.find(&k).expect("the flow");
     let rk = ReplyKey {
         proto: 6,
@@ -334,13 +315,7 @@ fn real_seg(
 
 /// The class of that flow's entry.
 fn class_of(ct: &Conntrack<Ipv4Addr>, (client, port): (Ipv4Addr, u16)) -> Trust {
-    let k = FlowKey {
-        proto: 6,
-        client,
-        client_port: port,
-        vip: Ipv4Addr::new(198, 18, 1, 100),
-        vip_port: 80,
-    };
+    let k = key_to(client, port, Ipv4Addr::new(198, 18, 1, 100));
     ct.table().trust(
         ct.table()
             .lookup(&k, ct.table().key_hash(&k))

@@ -61,6 +61,26 @@ pub(super) fn permutation(key: u64) -> (u64, u64) {
     (h1(key) % m, h2(key) % (m - 1) + 1)
 }
 
+/// Backend `i` claims the next empty entry of its permutation, which it
+/// goes on from at `position` with stride `skip`. The permutation visits
+/// every entry and the table is not full: an empty entry comes within M
+/// steps.
+#[inline]
+fn claim(table: &mut [u16], position: &mut u64, skip: u64, i: usize) {
+    let m = MAGLEV_TABLE_SIZE as u64;
+    loop {
+        let entry = *position as usize;
+        // position and skip are below M, so one subtraction wraps it (a
+        // division per probe was most of a build's time).
+        let next = *position + skip;
+        *position = if next >= m { next - m } else { next };
+        if table[entry] == EMPTY {
+            table[entry] = i as u16;
+            return;
+        }
+    }
+}
+
 impl Maglev {
     /// `backends` has at most `MAX_BACKENDS` entries.
     pub(super) fn build(backends: &[Backend]) -> Maglev {
@@ -85,7 +105,6 @@ impl Maglev {
     /// spends its time here).
     fn build_equal(backends: &[Backend]) -> Maglev {
         let n = backends.len();
-        let m = MAGLEV_TABLE_SIZE as u64;
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_unstable_by_key(|&i| (backends[i].key, i));
         let (mut position, skip): (Vec<u64>, Vec<u64>) =
@@ -94,15 +113,7 @@ impl Maglev {
         let mut filled = 0;
         'rounds: loop {
             for &i in &order {
-                loop {
-                    let entry = position[i] as usize;
-                    let next = position[i] + skip[i];
-                    position[i] = if next >= m { next - m } else { next };
-                    if table[entry] == EMPTY {
-                        table[entry] = i as u16;
-                        break;
-                    }
-                }
+                claim(&mut table, &mut position[i], skip[i], i);
                 filled += 1;
                 if filled == MAGLEV_TABLE_SIZE {
                     break 'rounds;
@@ -116,7 +127,6 @@ impl Maglev {
     /// index) order through a heap.
     fn build_weighted(backends: &[Backend]) -> Maglev {
         let n = backends.len();
-        let m = MAGLEV_TABLE_SIZE as u64;
         let max_weight = backends
             .iter()
             .map(|b| u64::from(b.effective_weight()))
@@ -145,19 +155,7 @@ impl Maglev {
             let Some(Reverse((_, key, i))) = heap.pop() else {
                 break; // unreachable: every backend is always back in the heap
             };
-            // The permutation visits every entry and the table is not full:
-            // an empty entry comes within M steps.
-            loop {
-                let entry = position[i] as usize;
-                // position and skip are below M, so one subtraction wraps
-                // it (a division per probe was most of a build's time).
-                let next = position[i] + skip[i];
-                position[i] = if next >= m { next - m } else { next };
-                if table[entry] == EMPTY {
-                    table[entry] = i as u16;
-                    break;
-                }
-            }
+            claim(&mut table, &mut position[i], skip[i], i);
             filled += 1;
             claims[i] += 1;
             let w = u64::from(backends[i].effective_weight());
