@@ -1108,10 +1108,32 @@ impl Pipeline {
         if let Some(v) = self.hand_off(key.client) {
             return v;
         }
-        let Some(f) = self.conntrack.find(&key) else {
-            return self.icmp_to_stateless(snap, pkt, ip, &key, now);
+        // Without an entry: where an `mh` TUN or DR flow's packets go by
+        // hash alone (`Conntrack::stateless_target`: found in audit, a
+        // router's error about one was `no_flow`, a path MTU black hole
+        // while the table was pressed).
+        let (method, real, real_port, real_id, quote) = match self.conntrack.find(&key) {
+            Some(f) => (
+                f.method,
+                f.real(),
+                f.real_port(),
+                f.real_id,
+                f.proxy_quote_to_real(),
+            ),
+            None => {
+                let target = snap
+                    .service_for(key.proto, key.vip, key.vip_port)
+                    .and_then(|s| {
+                        self.conntrack
+                            .stateless_target(snap, s, &key, now, &mut self.schedulers)
+                    });
+                match target {
+                    Some(t) => (t.method, t.real, t.real_port, t.real_id, None),
+                    None => return Verdict::Drop(DropReason::NoFlow),
+                }
+            }
         };
-        if !snap.real_present(f.real_id) {
+        if !snap.real_present(real_id) {
             return Verdict::Drop(DropReason::RealRemoved);
         }
         // Forwarded like any packet: not with its TTL spent, whatever the
@@ -1120,15 +1142,8 @@ impl Pipeline {
         if ip.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        if f.method == ForwardingMethod::Nat {
-            icmp::rewrite_nat_error(
-                pkt.data_mut(),
-                ip.end(),
-                false,
-                f.real(),
-                f.real_port(),
-                f.proxy_quote_to_real(),
-            );
+        if method == ForwardingMethod::Nat {
+            icmp::rewrite_nat_error(pkt.data_mut(), ip.end(), false, real, real_port, quote);
         }
         // Never "fragmentation needed" about an ICMP error (RFC 1122
         // 3.2.2): one that does not fit the tunnel is dropped, as over
@@ -1138,60 +1153,8 @@ impl Pipeline {
             dont_fragment: false,
             ..*ip
         };
-        let (verdict, to_real) = self.towards_real(
-            snap,
-            pkt,
-            &no_answer,
-            f.method,
-            f.real(),
-            (f.real_id, &key),
-            now,
-        );
-        if to_real {
-            self.count_icmp_error(verdict);
-        }
-        verdict
-    }
-
-    /// An ICMP error to a VIP about a flow without an entry: to where the
-    /// flow's packets go if it is a TUN or DR flow of an `mh` service,
-    /// which a pressed table forwards by hash alone
-    /// ([`Conntrack::stateless_target`]); else `no_flow`. Out of line:
-    /// rare, and not the established path.
-    #[inline(never)]
-    fn icmp_to_stateless<B: PacketBuf>(
-        &mut self,
-        snap: &Snapshot,
-        pkt: &mut B,
-        ip: &Ipv4Meta,
-        key: &FlowKey,
-        now: u32,
-    ) -> Verdict {
-        let target = snap
-            .service_for(key.proto, key.vip, key.vip_port)
-            .and_then(|s| {
-                self.conntrack
-                    .stateless_target(snap, s, key, now, &mut self.schedulers)
-            });
-        let Some(t) = target else {
-            return Verdict::Drop(DropReason::NoFlow);
-        };
-        if ip.ttl <= 1 {
-            return Verdict::Drop(DropReason::TtlExceeded);
-        }
-        let no_answer = Ipv4Meta {
-            dont_fragment: false,
-            ..*ip
-        };
-        let (verdict, to_real) = self.towards_real(
-            snap,
-            pkt,
-            &no_answer,
-            t.method,
-            t.real,
-            (t.real_id, key),
-            now,
-        );
+        let (verdict, to_real) =
+            self.towards_real(snap, pkt, &no_answer, method, real, (real_id, &key), now);
         if to_real {
             self.count_icmp_error(verdict);
         }
