@@ -116,7 +116,8 @@ pub struct Conntrack<A: FlowAddr = Ipv4Addr> {
     pub(super) stats: Arc<WorkerStats>,
     /// Flows the last sweep removed (reused, so sweeping does not allocate).
     ended: Vec<(Flow<A>, Trust)>,
-    /// Flows per client address, in seeded hashed buckets.
+    /// Confirmed flows per source (an IPv4 client address, an IPv6 /64),
+    /// in seeded hashed buckets: what the per-source limit counts.
     pub(super) sources: Vec<u32>,
     source_limit: u32,
     /// SYN proxy: the SYN-pressure hysteresis (`syn_pressure`).

@@ -615,7 +615,7 @@ impl Pipeline {
         }
         let found = self.conntrack6.as_ref().and_then(|ct| ct.find(&key));
         // Without an entry: where an `mh` TUN or DR flow's packets go by
-        // hash alone, as over IPv4 (`icmp_to_stateless`).
+        // hash alone, as over IPv4 (`Conntrack::stateless_target`).
         let (method, real, real_id, real_port, quote_to_real) = match found {
             Some(f) => (
                 f.method,
@@ -625,7 +625,8 @@ impl Pipeline {
                 f.proxy_quote_to_real(),
             ),
             None => {
-                let target = (snap.service_for6(key.proto, key.vip, key.vip_port))
+                let target = snap
+                    .service_for6(key.proto, key.vip, key.vip_port)
                     .zip(self.conntrack6.as_ref())
                     .and_then(|(s, ct)| {
                         ct.stateless_target(snap, s, &key, now, &mut self.schedulers)
