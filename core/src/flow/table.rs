@@ -311,26 +311,7 @@ impl<A: FlowAddr> Flow<A> {
                 return;
             }
         } else {
-            let same = *next == seg.seq.wrapping_add(seg.len);
-            *next = seg.seq.wrapping_add(seg.len);
-            self.seq_known |= bit;
-            // A new SYN on a half-open flow is a new handshake: the real's
-            // answer to it is placed afresh too (found in audit: a client
-            // reconnecting from the same port after a lost SYN-ACK got a
-            // second SYN-ACK far from the first, never believed, so the
-            // flow was never confirmed and none of the real's FINs or RSTs
-            // counted; Linux conntrack re-initialises both sides). Not a
-            // retransmission of the same SYN, which the real's SYN-ACK
-            // already answers (found in review).
-            if reopen && !same {
-                self.seq_known &= !SEEN_REAL;
-            }
-            if !from_client
-                && self.seq_known & UNSURE_CLIENT != 0
-                && seg.flags.contains(TcpFlags::ACK)
-            {
-                self.place_client(seg.ack);
-            }
+            self.place_side(seg, from_client, reopen);
         }
         if from_client && seg.opens() {
             self.seq_known |= SAW_SYN;
@@ -347,6 +328,37 @@ impl<A: FlowAddr> Flow<A> {
             self.close_step(seg.flags, from_client);
         } else {
             self.state = self.state.on_tcp(seg.flags, from_client);
+        }
+    }
+
+    /// [`Self::on_segment`] for the first segment seen from a side (or a
+    /// client's SYN that reopens a half-open flow): where that side stands
+    /// from now on. Out of line: once or twice a flow, never on the
+    /// established path.
+    #[cold]
+    fn place_side(&mut self, seg: Segment, from_client: bool, reopen: bool) {
+        let (bit, next) = if from_client {
+            (SEEN_CLIENT, &mut self.client_next)
+        } else {
+            (SEEN_REAL, &mut self.real_next)
+        };
+        let same = *next == seg.seq.wrapping_add(seg.len);
+        *next = seg.seq.wrapping_add(seg.len);
+        self.seq_known |= bit;
+        // A new SYN on a half-open flow is a new handshake: the real's
+        // answer to it is placed afresh too (found in audit: a client
+        // reconnecting from the same port after a lost SYN-ACK got a
+        // second SYN-ACK far from the first, never believed, so the flow
+        // was never confirmed and none of the real's FINs or RSTs counted;
+        // Linux conntrack re-initialises both sides). Not a retransmission
+        // of the same SYN, which the real's SYN-ACK already answers (found
+        // in review).
+        if reopen && !same {
+            self.seq_known &= !SEEN_REAL;
+        }
+        if !from_client && self.seq_known & UNSURE_CLIENT != 0 && seg.flags.contains(TcpFlags::ACK)
+        {
+            self.place_client(seg.ack);
         }
     }
 
