@@ -1259,6 +1259,38 @@ impl Snapshot {
         self.syn_proxy_mss6 = proxy_mss6(min);
     }
 
+    /// Refuses `config`'s IPv6 services' 6in6 reals that are reached by a
+    /// port whose MTU, as the dataplane sends ([`Self::set_port_mtus`]),
+    /// cannot carry an IPv6 packet of the minimum MTU (1280) with its
+    /// 40-byte outer header: such packets would be neither tunnelled nor
+    /// answered (no Packet Too Big below 1280). Validation holds the
+    /// config's MTU to 1320; a device may keep a smaller one (found in
+    /// audit: a device MTU of 1280 to 1319 started, and dropped them).
+    pub fn check_tunnel6_mtus(&self, config: &Config) -> Result<(), CompileError> {
+        let needed = crate::wire::ipv6::MIN_MTU + crate::forward::tunnel::OVERHEAD6;
+        for (i, s) in config.services.iter().enumerate() {
+            if !s.vip.is_ipv6() {
+                continue;
+            }
+            for (j, r) in s.reals.iter().enumerate() {
+                let (ForwardingMethod::Tunnel, IpAddr::V6(a)) = (r.forwarding, r.address) else {
+                    continue;
+                };
+                let Some(port) = route::lookup6(self, a).and_then(|r| self.ports.get(r.port))
+                else {
+                    continue;
+                };
+                if usize::from(port.mtu) < needed {
+                    return Err(CompileError(format!(
+                        "services[{i}].reals[{j}].address: {a} is reached by port {}, whose device keeps an MTU of {}: 6in6 adds a 40-byte header, so an IPv6 packet of 1280 bytes, the minimum, needs {needed}",
+                        port.name, port.mtu
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// [`Self::real_route`] for an IPv6 real.
     #[inline(always)]
     pub fn real_route6(&self, id: u32, addr: Ipv6Addr) -> Option<&RealRoute<Ipv6Addr>> {
@@ -1411,6 +1443,42 @@ mod tests {
         assert_eq!(
             mixed.services[1].scheduler.kind(),
             SchedulerKind::WeightedRoundRobin
+        );
+    }
+
+    /// Found in audit: validation holds a port's configured MTU to 1320
+    /// for a 6in6 real reached through it, but a device may keep a smaller
+    /// one, and then IPv6 packets of 1280 bytes were neither tunnelled nor
+    /// answered. A snapshot with the device's MTU refuses it, naming the
+    /// real; a 4in6 real (an IPv4 service's) needs no such room.
+    #[test]
+    fn a_device_mtu_too_small_for_6in6_refuses_the_real() {
+        let text = "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\n\
+                    device = \"net_null0\"\naddress = \"198.18.0.2/24\"\n\
+                    address6 = \"2001:2::2/64\"\n\
+                    [[services]]\nname = \"v4\"\nvip = \"198.18.1.100\"\nport = 80\n\
+                    forwarding = \"tun\"\n[[services.reals]]\naddress = \"2001:2::21\"\n\
+                    [[services]]\nname = \"v6\"\nvip = \"2001:2:0:1::100\"\nport = 80\n\
+                    forwarding = \"tun\"\n[[services.reals]]\naddress = \"2001:2::21\"\n";
+        let config = Config::parse(text).unwrap();
+        let with_mtu = |mtu: u16| {
+            let mut snap = Snapshot::compile(
+                &config,
+                &[MacAddr([2, 0, 0, 0, 0, 2])],
+                1,
+                &mut Ids::default(),
+                |_, _, _| true,
+            )
+            .unwrap();
+            snap.set_port_mtus(&[mtu]);
+            snap.check_tunnel6_mtus(&config)
+        };
+        assert!(with_mtu(1500).is_ok());
+        assert!(with_mtu(1320).is_ok());
+        let e = with_mtu(1300).unwrap_err();
+        assert!(
+            e.0.starts_with("services[1].reals[0].address: 2001:2::21 is reached by port wan"),
+            "{e}"
         );
     }
 

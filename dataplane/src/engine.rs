@@ -393,10 +393,9 @@ impl Dataplane {
         let mut ids = Ids::default();
         // `is_up` gives each checked real's health (reals under a check start
         // down, the control thread decides).
-        let snapshot = Arc::new(with_port_mtus(
-            Snapshot::compile(config, &macs, 1, &mut ids, is_up)?,
-            &mtus,
-        ));
+        let snapshot = with_port_mtus(Snapshot::compile(config, &macs, 1, &mut ids, is_up)?, &mtus);
+        snapshot.check_tunnel6_mtus(config)?;
+        let snapshot = Arc::new(snapshot);
         let stop = Arc::new(AtomicBool::new(false));
         let n = config.workers.lcores.len();
         // Hand-off rings for every ordered pair of workers. Deep, so that an
@@ -612,9 +611,13 @@ impl Dataplane {
         // drained go to new reals.
         let stats: Vec<&WorkerStats> = self.workers.iter().map(|w| &*w.stats).collect();
         ids.prepare(config, &stats);
-        let snap = Snapshot::compile(config, &self.macs, generation, &mut ids, is_up)?;
+        let snap = with_port_mtus(
+            Snapshot::compile(config, &self.macs, generation, &mut ids, is_up)?,
+            &self.mtus,
+        );
+        snap.check_tunnel6_mtus(config)?;
         self.ids = ids;
-        Ok(with_port_mtus(snap, &self.mtus))
+        Ok(snap)
     }
 
     /// Hands `snapshot` to every worker, which switches to it between
