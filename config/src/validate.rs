@@ -172,6 +172,23 @@ impl Checker<'_> {
         }
     }
 
+    /// `d` when it is at least `min` (else the error at `path`, and None).
+    fn at_least(&mut self, path: &str, d: Option<Duration>, min: Duration) -> Option<Duration> {
+        let d = d?;
+        if d < min {
+            self.err(
+                path,
+                format!(
+                    "{} is below the minimum of {}",
+                    format_duration(d),
+                    format_duration(min)
+                ),
+            );
+            return None;
+        }
+        Some(d)
+    }
+
     /// A duration no longer than `max`, and not zero when `positive`.
     fn duration(
         &mut self,
@@ -1428,19 +1445,7 @@ fn sync(
         true,
         MAX_SYNC_INTERVAL,
     );
-    let interval = interval.filter(|&d| {
-        if d < MIN_SYNC_INTERVAL {
-            c.err(
-                "sync.interval",
-                format!(
-                    "{} is below the minimum of {}",
-                    format_duration(d),
-                    format_duration(MIN_SYNC_INTERVAL)
-                ),
-            );
-        }
-        d >= MIN_SYNC_INTERVAL
-    });
+    let interval = c.at_least("sync.interval", interval, MIN_SYNC_INTERVAL);
     let dead_after = c.duration(
         "sync.dead_after",
         raw.dead_after.as_deref(),
@@ -1554,18 +1559,8 @@ fn sync(
         true,
         MAX_SYNC_CLOCK_SKEW,
     );
-    let max_clock_skew = max_clock_skew.filter(|&d| {
-        if d < MIN_SYNC_CLOCK_SKEW {
-            c.err(
-                "sync.max_clock_skew",
-                format!(
-                    "{} is below the minimum of {}",
-                    format_duration(d),
-                    format_duration(MIN_SYNC_CLOCK_SKEW)
-                ),
-            );
-            return false;
-        }
+    let max_clock_skew = c.at_least("sync.max_clock_skew", max_clock_skew, MIN_SYNC_CLOCK_SKEW);
+    let max_clock_skew = max_clock_skew.filter(|_| {
         if raw.max_clock_skew.is_some() && !keyed {
             c.err(
                 "sync.max_clock_skew",
@@ -2119,27 +2114,18 @@ fn health_check(c: &mut Checker<'_>, base: &str, h: RawHealthCheck) -> HealthChe
     let kind = c
         .required(&path("kind"), h.kind)
         .and_then(|k| c.word(&path("kind"), Some(&k), HealthCheckKind::Tcp));
-    let interval = c
-        .duration(
-            &path("interval"),
-            h.interval.as_deref(),
-            Duration::from_secs(2),
-            true,
-            MAX_HEALTH_CHECK_INTERVAL,
-        )
-        .filter(|&d| {
-            if d < crate::MIN_HEALTH_CHECK_INTERVAL {
-                c.err(
-                    path("interval"),
-                    format!(
-                        "{} is below the minimum of {}",
-                        format_duration(d),
-                        format_duration(crate::MIN_HEALTH_CHECK_INTERVAL)
-                    ),
-                );
-            }
-            d >= crate::MIN_HEALTH_CHECK_INTERVAL
-        });
+    let interval = c.duration(
+        &path("interval"),
+        h.interval.as_deref(),
+        Duration::from_secs(2),
+        true,
+        MAX_HEALTH_CHECK_INTERVAL,
+    );
+    let interval = c.at_least(
+        &path("interval"),
+        interval,
+        crate::MIN_HEALTH_CHECK_INTERVAL,
+    );
     let timeout = c.duration(
         &path("timeout"),
         h.timeout.as_deref(),

@@ -232,20 +232,21 @@ pub struct Ids {
     /// Ids given again, with their counters' sums when given.
     counted_before: HashMap<u32, [u64; 3]>,
     limit: usize,
-    /// By service id: the scheduler last built for it, and what from
-    /// (found in audit: every publish rebuilt every scheduler, and 4,096
-    /// `mh` services of 16 reals took 16.8 s a publish, past the control
-    /// thread's watchdog, with 512 MB of Maglev tables per snapshot).
-    schedulers: HashMap<u32, (SchedulerKind, Vec<Backend>, std::sync::Arc<Scheduler>)>,
-    /// The same schedulers by what they were built from: services over
-    /// the same reals and weights share one (found in audit: a reload
-    /// changing the weights of a pool 4,096 `mh` services share, or one
-    /// shared real's health, rebuilt 4,096 identical Maglev tables on the
-    /// control thread, past its watchdog). Building is deterministic and
-    /// a built scheduler is never changed, so sharing one is sharing a
-    /// value.
-    shared: HashMap<(SchedulerKind, Vec<Backend>), std::sync::Arc<Scheduler>>,
+    /// The schedulers the last compile used, by what they were built
+    /// from (kind, eligible reals and weights): a service whose own did
+    /// not change gets the very one it had (found in audit: every publish
+    /// rebuilt every scheduler, and 4,096 `mh` services of 16 reals took
+    /// 16.8 s a publish, past the control thread's watchdog), and services
+    /// over the same reals share one (found in audit: a reload of a pool
+    /// 4,096 `mh` services share, or one shared real's health, rebuilt
+    /// 4,096 identical Maglev tables). Building is deterministic and a
+    /// built scheduler never changes, so sharing one is sharing a value.
+    schedulers: SchedulerCache,
+    /// The ones this compile has used so far: the cache from its end on.
+    used: SchedulerCache,
 }
+
+type SchedulerCache = HashMap<(SchedulerKind, Vec<Backend>), std::sync::Arc<Scheduler>>;
 
 impl Default for Ids {
     fn default() -> Self {
@@ -266,37 +267,27 @@ impl Ids {
             counted_before: HashMap::new(),
             limit: limit.min(MAX_REALS),
             schedulers: HashMap::new(),
-            shared: HashMap::new(),
+            used: HashMap::new(),
         }
     }
 
-    /// The scheduler of service `sid` over `backends`: the one built last
-    /// time if nothing it was built from changed (building is
-    /// deterministic), else a new one.
+    /// The scheduler of `kind` over `backends`: the one this compile or the
+    /// last already has for them, else a new one.
     fn scheduler(
         &mut self,
-        sid: u32,
         kind: SchedulerKind,
         backends: &[Backend],
     ) -> std::sync::Arc<Scheduler> {
-        if let Some((k, b, built)) = self.schedulers.get(&sid) {
-            if *k == kind && b.as_slice() == backends {
-                return std::sync::Arc::clone(built);
-            }
-        }
         let content = (kind, backends.to_vec());
-        let built = match self.shared.get(&content) {
-            Some(built) => std::sync::Arc::clone(built),
-            None => {
-                let built = std::sync::Arc::new(Scheduler::build(kind, backends));
-                self.shared
-                    .insert(content.clone(), std::sync::Arc::clone(&built));
-                built
-            }
+        if let Some(s) = self.used.get(&content) {
+            return std::sync::Arc::clone(s);
+        }
+        let s = match self.schedulers.get(&content) {
+            Some(s) => std::sync::Arc::clone(s),
+            None => std::sync::Arc::new(Scheduler::build(kind, backends)),
         };
-        self.schedulers
-            .insert(sid, (kind, content.1, std::sync::Arc::clone(&built)));
-        built
+        self.used.insert(content, std::sync::Arc::clone(&s));
+        s
     }
 
     fn service(&mut self, key: (u8, IpAddr, u16)) -> u32 {
@@ -336,18 +327,9 @@ impl Ids {
     /// After a compile of generation `generation` in which the ids in
     /// `present` were used: the others are retired from then on. Offers
     /// not taken lapse.
-    fn settle(&mut self, generation: u64, present: &[bool], services: &[ServiceView]) {
-        // Schedulers of services gone are not kept.
-        let sids: std::collections::HashSet<u32> = services.iter().map(|s| s.id).collect();
-        self.schedulers.retain(|sid, _| sids.contains(sid));
-        // Only what a service still uses is shared on.
-        let used: std::collections::HashSet<*const Scheduler> = self
-            .schedulers
-            .values()
-            .map(|(_, _, s)| std::sync::Arc::as_ptr(s))
-            .collect();
-        self.shared
-            .retain(|_, s| used.contains(&std::sync::Arc::as_ptr(s)));
+    fn settle(&mut self, generation: u64, present: &[bool]) {
+        // Only the schedulers this compile used are kept.
+        self.schedulers = std::mem::take(&mut self.used);
         for id in 0..self.keys.len() as u32 {
             if present[id as usize] {
                 self.retired.remove(&id);
@@ -801,6 +783,9 @@ impl Snapshot {
         ids: &mut Ids,
         is_up: impl Fn(&str, IpAddr, u16) -> bool,
     ) -> Result<Snapshot, CompileError> {
+        // What a compile that failed halfway had begun to use is not this
+        // one's.
+        ids.used.clear();
         let timeouts = Timeouts::from_config(&config.flows)?;
         let ports: Vec<PortView> = config
             .ports
@@ -899,10 +884,10 @@ impl Snapshot {
                 },
                 reals,
                 eligible,
-                scheduler: ids.scheduler(sid, s.scheduler, &backends),
+                scheduler: ids.scheduler(s.scheduler, &backends),
             });
         }
-        ids.settle(generation, &real_present, &services);
+        ids.settle(generation, &real_present);
         let service_keys = KeyMap::build(services.iter().enumerate().filter_map(|(i, s)| {
             let IpAddr::V4(vip) = s.vip else { return None };
             Some((endpoint_key(s.ip_protocol(), vip, s.port), i as u32))

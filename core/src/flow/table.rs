@@ -444,9 +444,9 @@ impl<A: FlowAddr> Flow<A> {
     /// - a synced flow the peer held at least one-way (`VOUCHED`):
     ///   `OneWay` while established, half-closed (found in review: a
     ///   half-closed flow the primary held confirmed came over
-    ///   unconfirmed) or a datagram flow, unless confirmed here since. The peer's word is evidence from elsewhere, not a
-    ///   handshake seen here: it outranks a spoofed SYN, never a
-    ///   confirmed local flow.
+    ///   unconfirmed) or a datagram flow, unless confirmed here since.
+    ///   The peer's word is evidence from elsewhere, not a handshake seen
+    ///   here: it outranks a spoofed SYN, never a confirmed local flow.
     #[inline]
     pub fn trust(&self) -> Trust {
         match self.state {
