@@ -726,6 +726,19 @@ fn check_ipv4(
                     ),
                 );
             }
+            // A "fragmentation needed" passed on announces 0 ("unknown",
+            // RFC 1191) or at least 68, the smallest IPv4 link (RFC 791).
+            // (No IPv4 options: the pipeline passes on none.)
+            let l4 = IP + 20;
+            if o.icmp_type == Some(3) && out.get(l4 + 1) == Some(&4) && out.len() >= l4 + 8 {
+                let mtu = get16(out, l4 + 6);
+                if (1..68).contains(&mtu) {
+                    v.add(
+                        "out.icmp-mtu",
+                        format!("frag-needed passed on announcing MTU {mtu}: {out:02x?}"),
+                    );
+                }
+            }
             if i.quoted_valid == Some(true) && o.quoted_valid != Some(true) {
                 v.add(
                     "out.quoted-checksum",
@@ -1061,6 +1074,21 @@ pub(crate) fn check_ipv6(
                     "out.icmp-checksum",
                     format!("ICMPv6 error passed on with a checksum valid in {:?}, out {:?}: in {input:02x?} out {out:02x?}", i.l4_valid, o.l4_valid),
                 );
+            }
+            // A Packet Too Big passed on announces at least 1280 (RFC 8201).
+            if o.icmp_type == Some(2) && out.len() >= o.l4 + 8 {
+                let mtu = u32::from_be_bytes([
+                    out[o.l4 + 4],
+                    out[o.l4 + 5],
+                    out[o.l4 + 6],
+                    out[o.l4 + 7],
+                ]);
+                if mtu < 1280 {
+                    v.add(
+                        "out.icmp-mtu",
+                        format!("Packet Too Big passed on announcing MTU {mtu}: {out:02x?}"),
+                    );
+                }
             }
             // The quoted header's source, after the message's 8 bytes.
             let quoted_src = o.l4 + 8 + 8;
