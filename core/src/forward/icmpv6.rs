@@ -83,6 +83,9 @@ pub struct Quoted6 {
     /// A quoted TCP segment's sequence number (its first 8 bytes are
     /// always quoted); 0 for UDP.
     pub seq: u32,
+    /// Where the quoted transport header starts, from the quoted IPv6
+    /// header: 40, or past the extension headers the packet carried.
+    pub l4_offset: usize,
 }
 
 /// [`super::icmp::checked_quote`] for an ICMPv6 error from `src` to `dst`
@@ -104,14 +107,20 @@ pub fn checked_quote(message: &[u8], src: Ipv6Addr, dst: Ipv6Addr) -> Result<Quo
 }
 
 /// Reads the packet quoted by the ICMPv6 error `message` (the whole
-/// message). None when it does not name a TCP or UDP flow right after its
-/// fixed header (a quote with extension headers is not followed).
+/// message). None when it does not name a TCP or UDP flow. The quote's
+/// extension headers are walked as the classifier walks a packet's (found
+/// in audit: a quote with any was not followed, while the packet it
+/// quotes, an atomic fragment or one with hop-by-hop options, had been
+/// forwarded with them; Packet Too Big for such a flow never reached its
+/// sender): a quote of a fragment that is not atomic, or of a chain cut
+/// short, names no flow.
 pub fn quoted(message: &[u8]) -> Option<Quoted6> {
     let icmp = Icmpv6Packet::new_checked(message).ok()?;
     let quote = icmp.invoking_packet()?;
     let ip = Ipv6Packet::new_checked_header(quote).ok()?;
-    let protocol = ip.next_header();
-    let l4 = quote.get(ipv6::HEADER_LEN..)?;
+    let upper = ipv6::walk_ext_headers(ip.next_header(), quote.get(ipv6::HEADER_LEN..)?).ok()?;
+    let protocol = upper.protocol;
+    let l4 = quote.get(upper.offset..)?;
     if l4.len() < 8 {
         return None;
     }
@@ -129,6 +138,7 @@ pub fn quoted(message: &[u8]) -> Option<Quoted6> {
         } else {
             0
         },
+        l4_offset: upper.offset,
     })
 }
 
@@ -139,19 +149,23 @@ pub fn quoted(message: &[u8]) -> Option<Quoted6> {
 /// outer destination (an error to the VIP going to the real); the quoted
 /// packet's opposite address and port change to `addr`/`port`. The outer
 /// hop limit is decremented and the message checksum computed again.
-/// `quoted_tcp`: a translation for the quoted TCP header (a flow the SYN
-/// proxy answered, as for IPv4 in `icmp::rewrite_nat_error`).
+/// `quote`: what [`quoted`] read of it (its transport protocol and
+/// header's place). `quoted_tcp`: a translation for the quoted TCP header
+/// (a flow the SYN proxy answered, as for IPv4 in
+/// `icmp::rewrite_nat_error`).
+#[allow(clippy::too_many_arguments)]
 pub fn rewrite_nat_error(
     frame: &mut [u8],
     message: usize,
     ip_end: usize,
+    quote: &Quoted6,
     outer_src: bool,
     addr: Ipv6Addr,
     port: u16,
     quoted_tcp: Option<TcpAdjust>,
 ) {
     let quoted_at = message + icmpv6::HEADER_LEN;
-    if ip_end < quoted_at + ipv6::HEADER_LEN + 8 || frame.len() < ip_end || message < IP {
+    if ip_end < quoted_at + quote.l4_offset + 8 || frame.len() < ip_end || message < IP {
         return;
     }
     let outer = if outer_src {
@@ -172,7 +186,6 @@ pub fn rewrite_nat_error(
         ..outer
     }
     .apply(&mut frame[IP..ip_end], IpProtocol::Icmpv6, ip_end);
-    let protocol = Ipv6Packet::new_unchecked(&frame[quoted_at..ip_end]).next_header();
     let inner = if outer_src {
         Rewrite6 {
             dst: Some(addr),
@@ -190,7 +203,11 @@ pub fn rewrite_nat_error(
         tcp: quoted_tcp,
         ..inner
     };
-    inner.apply(&mut frame[quoted_at..ip_end], protocol, ipv6::HEADER_LEN);
+    inner.apply(
+        &mut frame[quoted_at..ip_end],
+        quote.protocol,
+        quote.l4_offset,
+    );
     let ip = Ipv6Packet::new_unchecked(&frame[IP..ip_end]);
     let (src, dst) = (ip.src_addr(), ip.dst_addr());
     Icmpv6Packet::new_unchecked(&mut frame[message..ip_end]).fill_checksum(src, dst);

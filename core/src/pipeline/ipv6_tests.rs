@@ -1162,3 +1162,79 @@ fn an_icmpv6_error_about_a_flow_forwarded_by_hash_goes_to_its_real() {
         Verdict::Drop(DropReason::NoFlow)
     );
 }
+
+/// A Packet Too Big quoting a packet that carried extension headers (as
+/// forwarded: an atomic fragment here) is passed on in both directions,
+/// its quote rewritten past them (found in audit: such quotes were not
+/// followed, so the flow's sender never learned the path MTU). The
+/// quoted transport header is rewritten where it is, with its checksum,
+/// and the extension header is left as it was.
+#[test]
+fn a_packet_too_big_quoting_extension_headers_is_passed_on() {
+    use crate::wire::icmpv6::Icmpv6Packet;
+    let snap = snapshot_with_real_mac();
+    let mut p = pipeline(&snap, 0, 1);
+    let client = client_owned_by(0);
+    let vip = v6("2001:2:0:1::100");
+    let syn = in_atomic_fragment(&tcp6((client, 5555), (vip, 80), SYN, ROUTER));
+    let mut b = VecBuf::from_bytes(&syn);
+    assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::Transmit(0));
+    let real = ip6(&b).dst_addr();
+    let to_real = b.data().to_vec();
+    assert_eq!(to_real[14 + 6], 44, "forwarded with its fragment header");
+    let real_port = TcpPacket::new_unchecked(&to_real[62..]).dst_port();
+    let mac = snap.static_neighbor6(real).unwrap();
+    // The quote as the client sent it, and as it comes back rewritten.
+    let quoted = |b: &VecBuf| -> (Vec<u8>, Ipv6Addr, Ipv6Addr, u16, u16) {
+        let outer = ip6(b);
+        let m = Icmpv6Packet::new_checked(outer.payload()).unwrap();
+        let (ip6_src, ip6_dst) = (outer.src_addr(), outer.dst_addr());
+        assert!(m.verify_checksum(ip6_src, ip6_dst), "message checksum");
+        let q = m.payload().to_vec();
+        let inner = Ipv6Packet::new_unchecked(&q[..40]);
+        let (src, dst) = (inner.src_addr(), inner.dst_addr());
+        let tcp = TcpPacket::new_unchecked(&q[48..]);
+        let ports = (tcp.src_port(), tcp.dst_port());
+        (q, src, dst, ports.0, ports.1)
+    };
+    // From the real (about what we sent it) to the client: the quote names
+    // the VIP again.
+    let f = packet_too_big_about(&to_real, (real, client), 1280, mac);
+    let mut b = VecBuf::from_bytes(&f);
+    assert_eq!(p.process(&snap, 0, &mut b, 1), Verdict::Transmit(0));
+    assert_eq!(ip6(&b).dst_addr(), client);
+    let (q, src, dst, sport, dport) = quoted(&b);
+    assert_eq!((src, dst, sport, dport), (client, vip, 5555, 80));
+    assert_eq!(q[40..48], syn[54..62], "the fragment header as it was");
+    // The quote holds the segment's first 12 bytes (ports, sequence and
+    // acknowledgment numbers): the client's own again.
+    assert_eq!(
+        q[48..60],
+        syn[62..74],
+        "the quoted segment as the client sent it"
+    );
+    // From a router on the way back, about the VIP's reply, to the real.
+    let reply = in_atomic_fragment(&tcp6(
+        (vip, 80),
+        (client, 5555),
+        SYN | TcpFlags::ACK,
+        ROUTER,
+    ));
+    let router = v6("2001:2:0:10::1");
+    let f = packet_too_big_about(&reply, (router, vip), 1280, ROUTER);
+    let mut b = VecBuf::from_bytes(&f);
+    assert_eq!(p.process(&snap, 0, &mut b, 2), Verdict::Transmit(0));
+    assert_eq!(ip6(&b).dst_addr(), real);
+    let (q, src, dst, sport, dport) = quoted(&b);
+    assert_eq!((src, dst, sport, dport), (real, client, real_port, 5555));
+    assert_eq!(q[40..48], reply[54..62], "the fragment header as it was");
+    // A quote of a fragment that is not atomic names no flow.
+    let mut part = reply.clone();
+    part[54 + 3] = 1; // M set: the first of several
+    let f = packet_too_big_about(&part, (router, vip), 1280, ROUTER);
+    let mut b = VecBuf::from_bytes(&f);
+    assert_eq!(
+        p.process(&snap, 0, &mut b, 3),
+        Verdict::Drop(DropReason::IcmpNotHandled)
+    );
+}
