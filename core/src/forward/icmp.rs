@@ -102,13 +102,18 @@ pub fn checked_quote(message: &[u8]) -> Result<Quoted, DropReason> {
 }
 
 /// The smallest MTU of an IPv4 link (RFC 791).
-const MIN_IPV4_MTU: u16 = 68;
+pub const MIN_IPV4_MTU: u16 = 68;
 
 /// Reads the packet quoted by the ICMP error `message` (the whole ICMP
 /// message). None when it is too short to name a TCP or UDP flow.
 pub fn quoted(message: &[u8]) -> Option<Quoted> {
     let icmp = Icmpv4Packet::new_checked(message).ok()?;
-    let quote = icmp.payload();
+    quoted_packet(icmp.payload())
+}
+
+/// [`quoted`] of the quote alone (an IPv4 packet's first bytes): also
+/// what an IPIP packet's quote wraps.
+pub fn quoted_packet(quote: &[u8]) -> Option<Quoted> {
     let ip = Ipv4Packet::new_checked_header(quote).ok()?;
     // A fragment after the first holds no transport header: what sits
     // where the ports would is payload (the appliance forwards no

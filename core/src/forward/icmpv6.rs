@@ -116,7 +116,12 @@ pub fn checked_quote(message: &[u8], src: Ipv6Addr, dst: Ipv6Addr) -> Result<Quo
 /// short, names no flow.
 pub fn quoted(message: &[u8]) -> Option<Quoted6> {
     let icmp = Icmpv6Packet::new_checked(message).ok()?;
-    let quote = icmp.invoking_packet()?;
+    quoted_packet(icmp.invoking_packet()?)
+}
+
+/// [`quoted`] of the quote alone (an IPv6 packet's first bytes): also
+/// what a 6in6 packet's quote wraps.
+pub fn quoted_packet(quote: &[u8]) -> Option<Quoted6> {
     let ip = Ipv6Packet::new_checked_header(quote).ok()?;
     let upper = ipv6::walk_ext_headers(ip.next_header(), quote.get(ipv6::HEADER_LEN..)?).ok()?;
     let protocol = upper.protocol;

@@ -15,7 +15,7 @@ use crate::forward::{self, icmp, icmpv6, tunnel, IP};
 use crate::neighbor::{Lookup, NeighborCache};
 use crate::route;
 use crate::snapshot::{RealRoute, Snapshot};
-use crate::stats::{DropReason, WorkerStats};
+use crate::stats::{Counter, DropReason, WorkerStats};
 
 /// An ARP request the worker is to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -457,6 +457,24 @@ impl Egress {
         mtu: u32,
         now: u32,
     ) -> Verdict {
+        let made = &stats.icmp_frag_needed;
+        self.packet_too_big_as(snap, stats, pkt, (packet_len, from), mtu, now, made)
+    }
+
+    /// [`Self::packet_too_big`], counted in `counter` (as
+    /// [`Self::frag_needed_as`]).
+    #[allow(clippy::too_many_arguments)]
+    #[cold]
+    pub(super) fn packet_too_big_as<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        stats: &WorkerStats,
+        pkt: &mut B,
+        (packet_len, from): (usize, Ipv6Addr),
+        mtu: u32,
+        now: u32,
+        counter: &Counter,
+    ) -> Verdict {
         let Some(source) = pkt
             .data()
             .get(IP..)
@@ -480,7 +498,7 @@ impl Egress {
         };
         let v = self.link6(snap, pkt, back.port, back.next_hop, now);
         if matches!(v, Verdict::Transmit(_) | Verdict::Hold6 { .. }) {
-            stats.icmp_frag_needed.incr();
+            counter.incr();
         }
         v
     }
@@ -998,6 +1016,25 @@ impl Egress {
         mtu: u16,
         now: u32,
     ) -> Verdict {
+        let made = &stats.icmp_frag_needed;
+        self.frag_needed_as(snap, stats, pkt, (sender, from), mtu, now, made)
+    }
+
+    /// [`Self::frag_needed`], counted in `counter` once on its way: a
+    /// router's error relayed from inside a tunnel is one passed on
+    /// (`icmp_errors_forwarded`), not one the appliance made.
+    #[allow(clippy::too_many_arguments)]
+    #[cold]
+    pub(super) fn frag_needed_as<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        stats: &WorkerStats,
+        pkt: &mut B,
+        (sender, from): (Ipv4Addr, Ipv4Addr),
+        mtu: u16,
+        now: u32,
+        counter: &Counter,
+    ) -> Verdict {
         if !self.icmp_token(u64::from(u32::from(sender)), now) {
             stats.icmp_rate_limited.incr();
             return Verdict::Drop(DropReason::TooBig);
@@ -1012,7 +1049,7 @@ impl Egress {
         // when it found no route (found in review).
         let v = self.link(snap, pkt, back.port, back.next_hop, now);
         if matches!(v, Verdict::Transmit(_) | Verdict::Hold { .. }) {
-            stats.icmp_frag_needed.incr();
+            counter.incr();
         }
         v
     }

@@ -307,6 +307,13 @@ impl Pipeline {
                 return local::echo6(snap, in_port, pkt, ip.end(), &self.stats);
             }
             L4::Icmpv6 { kind, .. } => {
+                // Packet Too Big about a tunnel's packet is the client's to
+                // learn (`tunnel_errors.rs`), not the kernel's.
+                if kind == Icmpv6Type::PacketTooBig && snap.ports[in_port].ipv6() == Some(ip.dst) {
+                    if let Some(v) = self.tunnel_too_big6(snap, in_port, pkt, ip, now) {
+                        return v;
+                    }
+                }
                 if icmpv6::is_forwarded_error(kind) && snap.is_vip6(ip.dst) {
                     return self.icmp6_to_vip(snap, pkt, ip, now);
                 }

@@ -1238,3 +1238,128 @@ fn a_packet_too_big_quoting_extension_headers_is_passed_on() {
         Verdict::Drop(DropReason::IcmpNotHandled)
     );
 }
+
+/// A Packet Too Big to the port's address from `router` (sent by `mac`)
+/// about the tunnel frame `sent`, quoting its first `quote` bytes of IPv6.
+fn packet_too_big_in_tunnel(
+    sent: &[u8],
+    router: Ipv6Addr,
+    mtu: u32,
+    quote: usize,
+    mac: MacAddr,
+) -> Vec<u8> {
+    let to = Ipv6Packet::new_checked(&sent[14..]).unwrap().src_addr();
+    let mut f = packet_too_big_about(sent, (router, to), mtu, mac);
+    // As `packet_too_big_about` makes it, with the longer quote.
+    let q = &sent[14..14 + quote];
+    f.truncate(14 + 40 + 8);
+    f.extend_from_slice(q);
+    let len = f.len() - 54;
+    let mut ip = Ipv6Packet::new_unchecked(&mut f[14..]);
+    ip.set_payload_len(len as u16);
+    let mut m = crate::wire::icmpv6::Icmpv6Packet::new_unchecked(&mut f[54..]);
+    m.fill_checksum(router, to);
+    f
+}
+
+/// [`super::tests::fragmentation_needed_from_inside_a_tunnel_reaches_the_client`]
+/// for the tunnels over IPv6 (RFC 2473 8.2, as Linux's `ip6_tnl_err`): a
+/// Packet Too Big to the tunnel's entry about a 6in6 packet reaches the
+/// client as Packet Too Big from the VIP, about a 4in6 packet as
+/// "fragmentation needed", both announcing the router's MTU less the
+/// outer header; a 6in6 tunnel narrower than IPv6's minimum is not
+/// announced (the appliance would have to fragment).
+#[test]
+fn packet_too_big_from_inside_a_tunnel_reaches_the_client() {
+    use crate::wire::icmpv6::Icmpv6Packet;
+    use crate::wire::{Icmpv4Packet, Icmpv4Type, Ipv4Packet};
+    let text = CONFIG
+        .replace(
+            "gateway6 = \"2001:2::1\"",
+            "gateway6 = \"2001:2::1\"\ngateway = \"198.18.0.1\"",
+        )
+        .replacen(
+            "[[services]]",
+            "[[neighbors]]\naddress = \"198.18.0.1\"\nmac = \"02:00:00:00:00:01\"\n\
+             [[neighbors]]\naddress = \"2001:2::31\"\nmac = \"02:00:00:00:02:31\"\n\
+             [[services]]\nname = \"tun6\"\nvip = \"2001:2:0:1::103\"\nport = 80\n\
+             scheduler = \"rr\"\nforwarding = \"tun\"\n\
+             [[services.reals]]\naddress = \"2001:2::31\"\n\
+             [[services]]\nname = \"tun4in6\"\nvip = \"198.18.1.105\"\nport = 80\n\
+             scheduler = \"rr\"\nforwarding = \"tun\"\n\
+             [[services.reals]]\naddress = \"2001:2::31\"\n[[services]]",
+            1,
+        );
+    let snap = snapshot(&text);
+    let mut p = pipeline(&snap, 0, 1);
+    let real_mac = MacAddr([2, 0, 0, 0, 2, 0x31]);
+    let router = v6("2001:2::77");
+    let made = p.stats().icmp_errors_forwarded.get();
+    // 6in6.
+    let (client, vip) = (v6("2001:2:0:10::10"), v6("2001:2:0:1::103"));
+    let syn = tcp6((client, 5555), (vip, 80), SYN, ROUTER);
+    let mut b = VecBuf::from_bytes(&syn);
+    assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::Transmit(0));
+    let sent = b.data().to_vec();
+    assert_eq!(ip6(&b).next_header(), IpProtocol::Ipv6);
+    let quote = 40 + 40 + 20;
+    let f = packet_too_big_in_tunnel(&sent, router, 1400, quote, real_mac);
+    let mut b = VecBuf::from_bytes(&f);
+    assert_eq!(p.process(&snap, 0, &mut b, 1), Verdict::Transmit(0));
+    assert_eq!((ip6(&b).src_addr(), ip6(&b).dst_addr()), (vip, client));
+    let outer = ip6(&b);
+    let m = Icmpv6Packet::new_checked(outer.payload()).unwrap();
+    assert!(m.verify_checksum(vip, client));
+    assert_eq!((m.msg_type(), m.mtu()), (Icmpv6Type::PacketTooBig, 1360));
+    assert_eq!(
+        &m.payload()[..60],
+        &syn[14..74],
+        "quoting the client's own packet"
+    );
+    assert_eq!(p.stats().icmp_errors_forwarded.get(), made + 1);
+    for (f, why) in [
+        (
+            packet_too_big_in_tunnel(&sent, router, 1300, quote, real_mac),
+            "a tunnel narrower than 1280 once unwrapped",
+        ),
+        (
+            packet_too_big_in_tunnel(&sent, router, 1400, quote, ROUTER),
+            "not from where the real is reached",
+        ),
+        (
+            packet_too_big_in_tunnel(&sent, router, 1400, 40 + 8, real_mac),
+            "the client's packet not quoted",
+        ),
+    ] {
+        let mut b = VecBuf::from_bytes(&f);
+        assert_eq!(
+            p.process(&snap, 0, &mut b, 2),
+            Verdict::Drop(DropReason::IcmpNotHandled),
+            "{why}"
+        );
+    }
+    assert_eq!(p.stats().icmp_errors_forwarded.get(), made + 1);
+    // 4in6: an IPv4 client's SYN, wrapped in IPv6.
+    let client4 = Ipv4Addr::new(198, 19, 0, 10);
+    let vip4 = Ipv4Addr::new(198, 18, 1, 105);
+    let syn4 = super::tests::tcp_seq((client4, 4000), (vip4, 80), 0x02, 1000, OUR.0);
+    let mut b = VecBuf::from_bytes(&syn4);
+    assert_eq!(p.process(&snap, 0, &mut b, 3), Verdict::Transmit(0));
+    assert_eq!(ip6(&b).next_header(), IpProtocol::IpIp);
+    let sent4 = b.data().to_vec();
+    let f = packet_too_big_in_tunnel(&sent4, router, 1400, 40 + 20 + 8, real_mac);
+    let mut b = VecBuf::from_bytes(&f);
+    assert_eq!(p.process(&snap, 0, &mut b, 4), Verdict::Transmit(0));
+    let ip = Ipv4Packet::new_checked(&b.data()[crate::wire::ethernet::HEADER_LEN..]).unwrap();
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (vip4, client4));
+    let m = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert!(m.verify_checksum());
+    assert_eq!(m.msg_type(), Icmpv4Type::DestinationUnreachable);
+    assert_eq!(m.next_hop_mtu(), 1360);
+    assert_eq!(
+        &m.payload()[..28],
+        &syn4[14..42],
+        "quoting the client's own packet"
+    );
+    assert_eq!(p.stats().icmp_errors_forwarded.get(), made + 2);
+}

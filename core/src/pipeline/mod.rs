@@ -25,6 +25,7 @@ mod ipv6;
 mod local;
 mod synproxy;
 mod synproxy6;
+mod tunnel_errors;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -1078,6 +1079,13 @@ impl Pipeline {
         // gateway): the appliance's routes are its config's.
         if kind == Icmpv4Type::Unknown(ICMP_REDIRECT) {
             return Verdict::Drop(DropReason::IcmpNotHandled);
+        }
+        // "Fragmentation needed" about a tunnel's packet is the client's to
+        // learn (`tunnel_errors.rs`), not the kernel's, which sent none.
+        if kind == Icmpv4Type::DestinationUnreachable && me.ipv4() == Some(ip.dst) {
+            if let Some(v) = self.tunnel_frag_needed(snap, in_port, pkt, ip, now) {
+                return v;
+            }
         }
         if kind != Icmpv4Type::EchoRequest && me.kernel && me.ipv4() == Some(ip.dst) {
             return to_kernel_or(snap, in_port, ip.src.into(), DropReason::IcmpNotHandled);

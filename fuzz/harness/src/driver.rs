@@ -490,6 +490,9 @@ struct Driver {
     /// Recent flow packets sent (for TUN, the inner packet) and the port
     /// they left by.
     recent_out: VecDeque<(usize, Vec<u8>)>,
+    /// Recent tunnel packets sent (IPIP, 6in6, 4in6), whole, and the port
+    /// they left by: what a router inside a tunnel quotes.
+    recent_tunnels: VecDeque<(usize, Vec<u8>)>,
     /// The targets of the latest solicitations the workers sent, and the
     /// port (answered by the IPV6 op's kind 5).
     solicited: VecDeque<(usize, Ipv6Addr)>,
@@ -531,6 +534,7 @@ impl Driver {
             t: Tally::default(),
             recent_in: VecDeque::new(),
             recent_out: VecDeque::new(),
+            recent_tunnels: VecDeque::new(),
             solicited: VecDeque::new(),
             first_syns: HashMap::new(),
             v: Violations::default(),
@@ -622,7 +626,12 @@ impl Driver {
             0xe0..=0xef => {
                 let kind = r.byte();
                 let w = usize::from(r.byte());
-                if let Some((port, f)) = recent(&self.recent_out, op) {
+                let about = if kind & 0x40 != 0 {
+                    &self.recent_tunnels
+                } else {
+                    &self.recent_out
+                };
+                if let Some((port, f)) = recent(about, op) {
                     let err = if packet::layout6(&f).is_some() {
                         icmp6_error_about(&f, kind, self.snapshot(), port)
                     } else {
@@ -1022,6 +1031,7 @@ impl Driver {
                 let inner = if out[12..14] == [0x86, 0xdd] {
                     check_service6(&mut self.v, snap, out, &f.input);
                     if matches!(out[IP + 6], 4 | 41) {
+                        push_recent(&mut self.recent_tunnels, (port, out.to_vec()));
                         // The client's packet, inside the tunnel (6in6,
                         // 4in6).
                         let mut e = out[..IP].to_vec();
@@ -1042,6 +1052,7 @@ impl Driver {
                 } else {
                     check_service(&mut self.v, snap, out, &f.input);
                     if out[IP + 9] == 4 {
+                        push_recent(&mut self.recent_tunnels, (port, out.to_vec()));
                         // The client's packet, inside the tunnel.
                         let mut e = out[..IP].to_vec();
                         e.extend_from_slice(&out[IP + 20..]);
@@ -1477,7 +1488,11 @@ impl Driver {
                 // it went (recorded when it was held, without a MAC: an
                 // error from a real at 00:00:00:00:00:00 is refused).
                 let sent = h.frame.buf.data();
-                for (_, f) in self.recent_out.iter_mut() {
+                for (_, f) in self
+                    .recent_out
+                    .iter_mut()
+                    .chain(self.recent_tunnels.iter_mut())
+                {
                     if f.len() == sent.len() && f[..6] == [0; 6] && f[12..] == sent[12..] {
                         f[..12].copy_from_slice(&sent[..12]);
                     }
@@ -1985,15 +2000,19 @@ fn reply_to(f: &[u8], flags: u8, snap: &Snapshot, port: usize) -> Option<Vec<u8>
 /// complains about a DR or TUN real's direct reply).
 fn icmp_error_about(f: &[u8], kind: u8, snap: &Snapshot, port: usize) -> Option<Vec<u8>> {
     let l = packet::layout(f)?;
-    if l.proto != 6 && l.proto != 17 {
+    // An IPIP packet (TUN) too: a router inside the tunnel quotes the
+    // outer header, the client's and its first 8 bytes (as Linux does,
+    // more than RFC 792's minimum, which names no flow).
+    let tunnel = l.proto == 4;
+    if l.proto != 6 && l.proto != 17 && !tunnel {
         return None;
     }
-    let about = if kind & 0x80 != 0 {
+    let about = if kind & 0x80 != 0 && !tunnel {
         reply_to(f, 0x10, snap, port)?
     } else {
         f.to_vec()
     };
-    let quote_len = (l.ihl + 8).min(about.len() - IP);
+    let quote_len = (l.ihl + if tunnel { 28 } else { 8 }).min(about.len() - IP);
     let quote = &about[IP..IP + quote_len];
     // From the quoted packet's destination to its source.
     let (qsrc, qdst) = (&about[IP + 12..IP + 16], &about[IP + 16..IP + 20]);
@@ -2231,10 +2250,12 @@ fn icmp6_error_about(f: &[u8], kind: u8, snap: &Snapshot, port: usize) -> Option
     e.extend_from_slice(&[58, 64]);
     e.extend_from_slice(qdst);
     e.extend_from_slice(qsrc);
+    // A Packet Too Big announces 1280 and up, by 40 (`(kind >> 2) & 7`,
+    // its code bits): a tunnel's is passed on from 1320.
     let (t, mtu) = match kind & 3 {
         0 => (1u8, 0u32),
         1 => (3, 0),
-        2 => (2, 1280),
+        2 => (2, 1280 + 40 * u32::from((kind >> 2) & 7)),
         _ => (4, 40),
     };
     let code = if t == 2 { 0 } else { (kind >> 2) & 7 };

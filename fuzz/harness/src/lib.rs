@@ -36,7 +36,7 @@
 //! | `0xc0..=0xc7` | RELOAD: every worker adopts snapshot `op & 3` of the topology |
 //! | `0xc8..=0xcf` | IPV6: an IPv6 frame of kind `op & 7` built from the next six bytes (in-port and worker, addresses, mutations, the kind's byte, size, source port; see [`gen6`]) |
 //! | `0xd0..=0xdf` | REPLY to the `(op & 0xf)`-th latest flow packet sent (from its destination, ports swapped; IPv4 or IPv6). Next bytes: TCP flags, then `b`: worker `b & 0x7f`; `b & 0x80`: the reply carries 32 bytes of data after what it copied |
-//! | `0xe0..=0xef` | ICMP ERROR about the `(op & 0xf)`-th latest flow packet sent, from its destination. Next bytes: type/code (IPv4: `b & 1`: 3 else 11, code `(b >> 1) & 0xf`; IPv6: `b & 3`: unreachable, time exceeded, packet too big, parameter problem, code `(b >> 2) & 7`, `b & 0x20` quote cut to the headers), worker; `b & 0x80`: about the packet's reply |
+//! | `0xe0..=0xef` | ICMP ERROR about the `(op & 0xf)`-th latest flow packet sent, from its destination. Next bytes: type/code (IPv4: `b & 1`: 3 else 11, code `(b >> 1) & 0xf`; IPv6: `b & 3`: unreachable, time exceeded, packet too big, parameter problem, code `(b >> 2) & 7`, `b & 0x20` quote cut to the headers; a Packet Too Big announces `1280 + 40 * ((b >> 2) & 7)`), worker; `b & 0x80`: about the packet's reply; `b & 0x40`: about the `(op & 0xf)`-th latest tunnel packet sent, outer header and all (IPIP quoted with the client's header and 8 bytes), from inside the tunnel |
 //! | `0xf0..=0xff` | AGAIN: the `(op & 0xf)`-th latest input frame once more. Next bytes: TCP flags (0: unchanged), worker |
 //!
 //! Frame flags ([`packet::flag`]): `0x01` IPv4 total length := frame

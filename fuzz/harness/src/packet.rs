@@ -279,6 +279,7 @@ pub(crate) fn check_sent(
         );
     }
     let sent = match (out[12], out[13]) {
+        _ if tunnel_quote(snap, input).is_some() => check_tunnel_relay(v, snap, out, input),
         (0x08, 0x06) => check_arp_reply(v, snap, port, out, input, in_port),
         (0x08, 0x00) => check_ipv4(v, snap, port, out, input, proxied),
         (0x86, 0xdd) => check_ipv6(v, snap, port, out, input, in_port, proxied),
@@ -1411,4 +1412,139 @@ fn check_tunnel6(
             Sent::Other
         }
     }
+}
+
+/// What an ICMP error to one of our port addresses quotes when it is about
+/// a tunnel packet we sent from that address (IPIP; 6in6 or 4in6): the
+/// router's MTU, the outer header's length and the client's packet as
+/// quoted (`inner`: its offset in the input frame).
+struct TunnelQuote {
+    mtu: u32,
+    outer: usize,
+    inner: usize,
+    inner_v6: bool,
+}
+
+fn tunnel_quote(snap: &Snapshot, input: &[u8]) -> Option<TunnelQuote> {
+    match (input.get(12)?, input.get(13)?) {
+        (0x08, 0x00) => {
+            let ihl = usize::from(input.get(IP)? & 0x0f) * 4;
+            let m = IP + ihl;
+            // Type 3, code 4, to a port's address, quoting an IPIP packet
+            // from that address.
+            if ihl < 20 || input.get(IP + 9) != Some(&1) || input.get(m..m + 2) != Some(&[3, 4]) {
+                return None;
+            }
+            let q = m + 8;
+            let outer = usize::from(input.get(q)? & 0x0f) * 4;
+            let to = addr(input, IP + 16);
+            let ours = snap.ports.iter().any(|p| p.ipv4() == Some(to));
+            (input.len() >= q + 20
+                && input[q] >> 4 == 4
+                && input[q + 9] == 4
+                && ours
+                && addr(input, q + 12) == to)
+                .then(|| TunnelQuote {
+                    mtu: u32::from(get16(input, m + 6)),
+                    outer,
+                    inner: q + outer,
+                    inner_v6: false,
+                })
+        }
+        (0x86, 0xdd) => {
+            // A Packet Too Big right after the fixed header (the relay
+            // needs no other), to a port's address, quoting a 6in6 or
+            // 4in6 packet from that address.
+            let m = IP + IP6_LEN;
+            if input.get(IP + 6) != Some(&58) || input.get(m) != Some(&2) {
+                return None;
+            }
+            let q = m + 8;
+            let to = addr6(input, IP + 24);
+            let ours = snap.ports.iter().any(|p| p.ipv6() == Some(to));
+            (input.len() >= q + IP6_LEN
+                && matches!(input[q + 6], 4 | 41)
+                && ours
+                && addr6(input, q + 8) == to)
+                .then(|| TunnelQuote {
+                    mtu: u32::from_be_bytes([
+                        input[m + 4],
+                        input[m + 5],
+                        input[m + 6],
+                        input[m + 7],
+                    ]),
+                    outer: IP6_LEN,
+                    inner: q + IP6_LEN,
+                    inner_v6: input[q + 6] == 41,
+                })
+        }
+        _ => None,
+    }
+}
+
+/// A router's "fragmentation needed" or Packet Too Big from inside a
+/// tunnel, relayed to the client (`pipeline/tunnel_errors.rs`): an error
+/// of the client's family, from the VIP its packet went to, to the
+/// client, announcing the router's MTU less the outer header (at least
+/// the family's minimum), quoting the client's packet as the router did,
+/// with valid checksums.
+fn check_tunnel_relay(v: &mut Violations, snap: &Snapshot, out: &[u8], input: &[u8]) -> Sent {
+    let Some(t) = tunnel_quote(snap, input) else {
+        return Sent::Other;
+    };
+    let quote = &input[t.inner..];
+    let mut bad = |what: &str| {
+        v.add(
+            "out.tunnel-relay",
+            format!("{what}: in {input:02x?} out {out:02x?}"),
+        );
+        Sent::Other
+    };
+    let announced = t.mtu.checked_sub(t.outer as u32);
+    if t.inner_v6 {
+        let m = IP + IP6_LEN;
+        if out.get(12..14) != Some(&[0x86, 0xdd])
+            || out.len() < m + 8 + IP6_LEN
+            || quote.len() < IP6_LEN
+        {
+            return bad("not an IPv6 error about the client's IPv6 packet");
+        }
+        let (src, dst) = (addr6(out, IP + 8), addr6(out, IP + 24));
+        if out[IP + 6] != 58 || out[m] != 2 || (src, dst) != (addr6(quote, 24), addr6(quote, 8)) {
+            return bad("not a Packet Too Big from the VIP to the client");
+        }
+        let mtu = u32::from_be_bytes([out[m + 4], out[m + 5], out[m + 6], out[m + 7]]);
+        if Some(mtu) != announced || mtu < 1280 {
+            return bad("not the router's MTU less the outer header, or below 1280");
+        }
+        let msg = &out[m..];
+        let sum = checksum::fold(
+            checksum::pseudo_header_sum_v6(src, dst, 58, msg.len() as u32) + checksum::sum(msg),
+        );
+        if sum != 0xffff || out[m + 8..] != quote[..out.len() - m - 8] {
+            return bad("a bad checksum, or not the client's packet quoted");
+        }
+    } else {
+        let Some(o) = sums(out) else {
+            return bad("not an IPv4 error about the client's IPv4 packet");
+        };
+        let m = IP + 20;
+        if quote.len() < 28 || o.proto != 1 || out.len() < m + 8 + 28 {
+            return bad("not an IPv4 error about the client's IPv4 packet");
+        }
+        if out[m..m + 2] != [3, 4]
+            || (addr(out, IP + 12), addr(out, IP + 16)) != (addr(quote, 16), addr(quote, 12))
+            || !snap.is_vip(addr(out, IP + 12))
+        {
+            return bad("not a frag-needed from the VIP to the client");
+        }
+        let mtu = u32::from(get16(out, m + 6));
+        if Some(mtu) != announced || mtu < 68 {
+            return bad("not the router's MTU less the outer header, or below 68");
+        }
+        if o.l4_valid != Some(true) || out[m + 8..m + 36] != quote[..28] {
+            return bad("a bad checksum, or not the client's packet quoted");
+        }
+    }
+    Sent::IcmpError
 }
