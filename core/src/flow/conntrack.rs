@@ -784,7 +784,12 @@ impl<A: FlowAddr> Conntrack<A> {
             now,
             budget,
             (budget / 8).max(8),
-            |f| f.expired(now, &timeouts),
+            // A flow (or template) of a real a reload removed is over too:
+            // its next packet would end it (`real_removed`), but until
+            // then it held its entry, confirmed and unevictable, for up to
+            // the established timeout, and counted against its source
+            // (found in audit).
+            |f| f.expired(now, &timeouts) || !snap.real_present(f.real_id),
             |f, trust| {
                 stats.flows_expired.incr();
                 ended.push((*f, trust));

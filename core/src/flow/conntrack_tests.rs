@@ -415,3 +415,66 @@ fn a_synced_half_closed_flow_is_one_way_as_an_established_one() {
     assert_eq!(class_of(&ct, (client, 1)), Trust::OneWay);
     assert_eq!(class_of(&ct, (client, 2)), Trust::OneWay);
 }
+
+/// The sweep ends the flows of a real a reload removed (found in audit:
+/// they kept their entries, confirmed and unevictable, counted against
+/// their source, until their next packet or the established timeout),
+/// and not those of a real that stays; the counts stay right.
+#[test]
+fn the_sweep_ends_the_flows_of_a_removed_real() {
+    // Maglev, so that the flows spread over both reals by port.
+    let one_real = CONFIG.replacen(
+        "name = \"web\"\n",
+        "name = \"web\"\nscheduler = \"mh\"\n",
+        1,
+    );
+    let two_reals = one_real.replacen(
+        "[[services.reals]]\naddress = \"198.18.0.11\"\nport = 8080\n",
+        "[[services.reals]]\naddress = \"198.18.0.11\"\nport = 8080\n\
+         [[services.reals]]\naddress = \"198.18.0.12\"\nport = 8080\n",
+        1,
+    );
+    let mut ids = Ids::default();
+    let compile = |text: &str, generation: u64, ids: &mut Ids| {
+        let config = Config::parse(text).expect("valid");
+        Snapshot::compile(&config, &[], generation, ids, |_, _, _| true).unwrap()
+    };
+    let snap = compile(&two_reals, 1, &mut ids);
+    let vip = Ipv4Addr::new(198, 18, 1, 100);
+    let service = snap.service_for(6, vip, 80).unwrap();
+    let mut ct = Conntrack::<Ipv4Addr>::new(CAPACITY, 64, Arc::new(WorkerStats::default()));
+    for port in 0..8 {
+        handshake(
+            &mut ct,
+            &snap,
+            service,
+            Ipv4Addr::new(203, 0, 113, 7),
+            1000 + port,
+            vip,
+        )
+        .unwrap();
+    }
+    let on = |ct: &Conntrack, snap: &Snapshot| {
+        ct.table()
+            .entries()
+            .into_iter()
+            .filter(|&e| snap.real_present(ct.table().get(e).real_id))
+            .count()
+    };
+    assert_eq!(on(&ct, &snap), 8);
+    // 198.18.0.12 goes; the flows on .11 stay.
+    let snap = compile(&one_real, 2, &mut ids);
+    let kept = on(&ct, &snap);
+    assert!(
+        kept > 0 && kept < 8,
+        "both reals had flows: {kept} on the one kept"
+    );
+    ct.sweep(&snap, 1, CAPACITY);
+    assert_eq!(
+        ct.table().len(),
+        kept,
+        "only the removed real's flows ended"
+    );
+    assert_eq!(on(&ct, &snap), kept);
+    ct.table().audit().unwrap();
+}
