@@ -459,6 +459,8 @@ pub struct Snapshot {
     vip_set: KeyMap,
     /// (protocol, VIP, port) key -> index in `services` (IPv4 VIPs).
     service_keys: KeyMap,
+    /// A service's stable id -> its index in `services`.
+    service_ids: KeyMap,
     /// (protocol, address, port) keys of NAT reals: a packet from one of
     /// them is a reply to translate back.
     nat_endpoints: KeyMap,
@@ -892,6 +894,12 @@ impl Snapshot {
             let IpAddr::V4(vip) = s.vip else { return None };
             Some((endpoint_key(s.ip_protocol(), vip, s.port), i as u32))
         }));
+        let service_ids = KeyMap::build(
+            services
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (u64::from(s.id), i as u32)),
+        );
         let service_keys6 = Keys6::build(services.iter().enumerate().filter_map(|(i, s)| {
             let IpAddr::V6(vip) = s.vip else { return None };
             Some(((s.ip_protocol(), vip, s.port), i as u32))
@@ -978,6 +986,7 @@ impl Snapshot {
             services,
             vip_set,
             service_keys,
+            service_ids,
             nat_endpoints,
             nat_reals,
             service_keys6,
@@ -1300,9 +1309,11 @@ impl Snapshot {
             .map(|i| self.static_macs6[i as usize])
     }
 
-    /// The service with a stable id (linear: only used off the fast path).
+    /// The service with a stable id.
     pub fn service_by_id(&self, id: u32) -> Option<&ServiceView> {
-        self.services.iter().find(|s| s.id == id)
+        self.service_ids
+            .get(u64::from(id))
+            .and_then(|i| self.services.get(i as usize))
     }
 }
 

@@ -153,6 +153,18 @@ impl<A: FlowAddr> std::fmt::Debug for Conntrack<A> {
 }
 
 /// The persistence template's key for a flow key.
+/// Whether persistence template `t`, without flows, has outlived its
+/// service's persistence as it is now (a reload may have shortened it,
+/// turned it off, or removed the service): what it was made with, kept in
+/// the entry, is only an upper bound (found in audit: a client stayed
+/// pinned, and the template kept its entry, up to the old time).
+fn template_over<A: FlowAddr>(snap: &Snapshot, t: &Flow<A>, now: u32) -> bool {
+    let persistence = snap
+        .service_by_id(t.service_id)
+        .map_or(0, |s| s.persistence_ms);
+    t.children == 0 && now.wrapping_sub(t.last_seen) > persistence
+}
+
 fn template_key<A: FlowAddr>(k: &FlowKey<A>) -> FlowKey<A> {
     FlowKey {
         proto: k.proto | FLOW_TEMPLATE,
@@ -575,9 +587,17 @@ impl<A: FlowAddr> Conntrack<A> {
         let tk = template_key(key);
         if let Some(t) = self.table.lookup(&tk, self.table.key_hash(&tk)) {
             let f = self.table.get(t);
-            if f.expired(now, &snap.timeouts) {
+            // Under the service's persistence now: a reload that shortened
+            // it shortens the templates made before (found in audit: a
+            // client stayed pinned for the old time, up to an hour).
+            let over = f.expired(now, &snap.timeouts) || template_over(snap, f, now);
+            if over {
                 self.end(t, now);
             } else {
+                if f.template_timeout != svc.persistence_ms {
+                    self.table.get_mut(t).template_timeout = svc.persistence_ms;
+                }
+                let f = self.table.get(t);
                 let old = f.real_id;
                 if let Some(ri) = svc.reals.iter().position(|r| r.id == old && r.eligible()) {
                     return Some((ri, true));
@@ -789,7 +809,11 @@ impl<A: FlowAddr> Conntrack<A> {
             // then it held its entry, confirmed and unevictable, for up to
             // the established timeout, and counted against its source
             // (found in audit).
-            |f| f.expired(now, &timeouts) || !snap.real_present(f.real_id),
+            |f| {
+                f.expired(now, &timeouts)
+                    || !snap.real_present(f.real_id)
+                    || (f.is_template() && template_over(snap, f, now))
+            },
             |f, trust| {
                 stats.flows_expired.incr();
                 ended.push((*f, trust));

@@ -478,3 +478,86 @@ fn the_sweep_ends_the_flows_of_a_removed_real() {
     assert_eq!(on(&ct, &snap), kept);
     ct.table().audit().unwrap();
 }
+
+/// A reload that shortens a service's persistence shortens the templates
+/// made before it (found in audit: they kept the old time, up to an hour,
+/// the client pinned to its real and the entry held): the sweep ends one
+/// without flows once the new time has passed, and so does a new flow of
+/// the client, which is scheduled afresh. Turning persistence off, or
+/// removing the service, ends them too.
+#[test]
+fn a_reload_that_shortens_persistence_shortens_its_templates() {
+    let with = |persistence: &str| {
+        CONFIG.replacen(
+            "name = \"web\"\n",
+            &format!("name = \"web\"\npersistence = \"{persistence}\"\n"),
+            1,
+        )
+    };
+    let mut ids = Ids::default();
+    let compile = |text: &str, generation: u64, ids: &mut Ids| {
+        let config = Config::parse(text).expect("valid");
+        Snapshot::compile(&config, &[], generation, ids, |_, _, _| true).unwrap()
+    };
+    let vip = Ipv4Addr::new(198, 18, 1, 100);
+    let client = Ipv4Addr::new(203, 0, 113, 7);
+    for (after, when) in [("1s", 2_000), ("0s", 1), ("", 1)] {
+        let snap = compile(&with("1h"), 1, &mut ids);
+        let service = snap.service_for(6, vip, 80).unwrap();
+        let mut ct = Conntrack::<Ipv4Addr>::new(CAPACITY, 64, Arc::new(WorkerStats::default()));
+        syn(&mut ct, &snap, service, client, 1000, vip).unwrap();
+        let k = key_to(client, 1000, vip);
+        let e = ct.table().lookup(&k, ct.table().key_hash(&k)).unwrap();
+        ct.end(e, 0);
+        assert_eq!(ct.table().len(), 1, "the template, without flows");
+        // Under the old persistence the sweep keeps it a minute on.
+        ct.sweep(&snap, 60_000, CAPACITY);
+        assert_eq!(ct.table().len(), 1);
+        let text = match after {
+            "" => CONFIG.replacen("vip = \"198.18.1.100\"", "vip = \"198.18.1.200\"", 1),
+            p => with(p),
+        };
+        let snap = compile(&text, 2, &mut ids);
+        ct.sweep(&snap, when, CAPACITY);
+        assert_eq!(
+            ct.table().len(),
+            0,
+            "persistence {after:?}: the template is over"
+        );
+    }
+    // A new flow of the client past the new time does not follow the old
+    // template: it is made afresh.
+    let snap = compile(&with("1h"), 3, &mut ids);
+    let service = snap.service_for(6, vip, 80).unwrap();
+    let mut ct = Conntrack::<Ipv4Addr>::new(CAPACITY, 64, Arc::new(WorkerStats::default()));
+    syn(&mut ct, &snap, service, client, 1000, vip).unwrap();
+    let k = key_to(client, 1000, vip);
+    let e = ct.table().lookup(&k, ct.table().key_hash(&k)).unwrap();
+    ct.end(e, 0);
+    let template = |ct: &Conntrack| {
+        ct.table()
+            .entries()
+            .into_iter()
+            .find(|&e| ct.table().get(e).is_template())
+            .map(|e| ct.table().get(e).last_seen)
+    };
+    assert_eq!(template(&ct), Some(0));
+    let snap = compile(&with("1s"), 4, &mut ids);
+    let service = snap.service_for(6, vip, 80).unwrap();
+    // (`syn` sends at time 0: the time since the template's last use is
+    // what counts, so it is made older instead.)
+    let t = ct
+        .table()
+        .entries()
+        .into_iter()
+        .find(|&e| ct.table().get(e).is_template())
+        .unwrap();
+    ct.table.get_mut(t).last_seen = 0u32.wrapping_sub(2_000);
+    syn(&mut ct, &snap, service, client, 1001, vip).unwrap();
+    assert_eq!(
+        template(&ct),
+        Some(0),
+        "a template made afresh for the new flow"
+    );
+    ct.table().audit().unwrap();
+}
