@@ -159,11 +159,17 @@ impl Scheduler {
     /// difference is one flow among many).
     pub fn new_state_at(&self, phase: usize) -> SchedulerState {
         match self {
+            // A large pool's table: `phase` slots in, at no cost.
+            Scheduler::WeightedRoundRobin(s) if s.stepped() => SchedulerState {
+                cursor: phase,
+                current: Box::default(),
+            },
             Scheduler::WeightedRoundRobin(s) => {
                 let mut current = s.new_current();
+                let mut cursor = 0;
                 let picks = phase.min(PHASE_STEPS / s.len().max(1));
                 for _ in 0..picks {
-                    s.pick(&mut current, 0);
+                    s.pick(&mut cursor, &mut current, 0);
                 }
                 SchedulerState { cursor: 0, current }
             }
@@ -191,7 +197,9 @@ impl Scheduler {
     ) -> Option<usize> {
         match self {
             Scheduler::RoundRobin(s) => s.pick(&mut state.cursor),
-            Scheduler::WeightedRoundRobin(s) => s.pick(&mut state.current, input.flow_hash),
+            Scheduler::WeightedRoundRobin(s) => {
+                s.pick(&mut state.cursor, &mut state.current, input.flow_hash)
+            }
             Scheduler::LeastConnection(s) => s.pick(&mut state.cursor, active),
             Scheduler::WeightedLeastConnection(s) => s.pick(&mut state.cursor, active),
             Scheduler::SourceHash(s) => s.pick(input.source_hash),

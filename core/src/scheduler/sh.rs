@@ -59,53 +59,10 @@ impl std::fmt::Debug for SourceHash {
 impl SourceHash {
     /// `backends` has at most `MAX_BACKENDS` entries.
     pub(super) fn build(backends: &[Backend]) -> SourceHash {
-        let n = backends.len();
-        if n == 0 {
-            return SourceHash {
-                table: Box::new([]),
-                n,
-            };
+        SourceHash {
+            table: interleaved(backends),
+            n: backends.len(),
         }
-        let buckets_len = table_size(n);
-        let size = buckets_len as u64;
-        let total: u64 = backends
-            .iter()
-            .map(|b| u64::from(b.effective_weight()))
-            .sum();
-        // size * w < 2^21 * 2^32: no overflow.
-        let mut quota: Vec<u64> = Vec::with_capacity(n);
-        let mut remainder: Vec<u64> = Vec::with_capacity(n);
-        for b in backends {
-            let share = size * u64::from(b.effective_weight());
-            quota.push(share / total);
-            remainder.push(share % total);
-        }
-        // Fewer than `n` buckets are left over; they go to the largest
-        // remainders.
-        let leftover = (size - quota.iter().sum::<u64>()) as usize;
-        let mut order: Vec<usize> = (0..n).collect();
-        order.sort_unstable_by_key(|&i| (Reverse(remainder[i]), backends[i].key, i));
-        for &i in &order[..leftover] {
-            quota[i] += 1;
-        }
-
-        // (numerator, denominator, index): bucket at virtual time num / den.
-        let mut buckets: Vec<(u64, u64, usize)> = Vec::with_capacity(buckets_len);
-        for (i, &q) in quota.iter().enumerate() {
-            for k in 0..q {
-                buckets.push((2 * k + 1, 2 * q, i));
-            }
-        }
-        // Numerators and denominators are below 2^22: products fit.
-        buckets.sort_unstable_by(|a, b| {
-            (a.0 * b.1)
-                .cmp(&(b.0 * a.1))
-                .then_with(|| backends[a.2].key.cmp(&backends[b.2].key))
-                .then_with(|| a.2.cmp(&b.2))
-        });
-        debug_assert_eq!(buckets.len(), buckets_len);
-        let table = buckets.iter().map(|&(_, _, i)| i as u16).collect();
-        SourceHash { table, n }
     }
 
     pub fn len(&self) -> usize {
@@ -129,4 +86,53 @@ impl SourceHash {
         let bucket = (source_hash % self.table.len() as u64) as usize;
         Some(usize::from(self.table[bucket]))
     }
+}
+
+/// The backends' buckets, each backend's share of the table by weight and
+/// spread over it (see the module's comment); empty for no backends. Also
+/// what `wrr` steps through for a large pool.
+pub(super) fn interleaved(backends: &[Backend]) -> Box<[u16]> {
+    let n = backends.len();
+    if n == 0 {
+        return Box::new([]);
+    }
+    let buckets_len = table_size(n);
+    let size = buckets_len as u64;
+    let total: u64 = backends
+        .iter()
+        .map(|b| u64::from(b.effective_weight()))
+        .sum();
+    // size * w < 2^21 * 2^32: no overflow.
+    let mut quota: Vec<u64> = Vec::with_capacity(n);
+    let mut remainder: Vec<u64> = Vec::with_capacity(n);
+    for b in backends {
+        let share = size * u64::from(b.effective_weight());
+        quota.push(share / total);
+        remainder.push(share % total);
+    }
+    // Fewer than `n` buckets are left over; they go to the largest
+    // remainders.
+    let leftover = (size - quota.iter().sum::<u64>()) as usize;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_unstable_by_key(|&i| (Reverse(remainder[i]), backends[i].key, i));
+    for &i in &order[..leftover] {
+        quota[i] += 1;
+    }
+
+    // (numerator, denominator, index): bucket at virtual time num / den.
+    let mut buckets: Vec<(u64, u64, usize)> = Vec::with_capacity(buckets_len);
+    for (i, &q) in quota.iter().enumerate() {
+        for k in 0..q {
+            buckets.push((2 * k + 1, 2 * q, i));
+        }
+    }
+    // Numerators and denominators are below 2^22: products fit.
+    buckets.sort_unstable_by(|a, b| {
+        (a.0 * b.1)
+            .cmp(&(b.0 * a.1))
+            .then_with(|| backends[a.2].key.cmp(&backends[b.2].key))
+            .then_with(|| a.2.cmp(&b.2))
+    });
+    debug_assert_eq!(buckets.len(), buckets_len);
+    buckets.iter().map(|&(_, _, i)| i as u16).collect()
 }

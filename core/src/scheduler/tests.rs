@@ -712,3 +712,97 @@ fn every_sh_backend_owns_buckets_however_many_there_are() {
         assert!(fewest >= 16, "{n} backends: one owns {fewest} buckets");
     }
 }
+
+/// A new flow to a pool of more reals than `wrr` passes over per pick, or
+/// than `lc` and `wlc` compare, costs a bounded amount of work (found in
+/// audit: a pass over all 65,535 reals, some 50 µs, for every SYN a flood
+/// sent): `wrr` steps through a table of the reals' shares (at least 16
+/// slots each, so every real is picked, by its weight within a slot), and
+/// `lc` and `wlc` compare at most 256 reals from their cursor, which goes
+/// round the pool. Small pools pick as they always did.
+#[test]
+fn large_pools_pick_in_bounded_work() {
+    use super::least::SCAN_MAX;
+    use super::wrr::SMOOTH_MAX;
+    let n = 5_000;
+    let weights: Vec<u32> = (0..n).map(|i| 1 + (i % 3) as u32).collect();
+    let list = backends(&weights);
+    // wrr: one pass over the table picks each real its share, within one.
+    let s = Scheduler::build(SchedulerKind::WeightedRoundRobin, &list);
+    let mut state = s.new_state();
+    let Scheduler::WeightedRoundRobin(wrr) = &s else {
+        unreachable!()
+    };
+    assert!(wrr.stepped());
+    let period = 262_139; // the sh table for 5,000 backends
+    let mut counts = vec![0u32; n];
+    for h in 0..period {
+        counts[s.pick(&mut state, &flow(h), no_active).unwrap()] += 1;
+    }
+    let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+    for (i, &w) in weights.iter().enumerate() {
+        let exact = period as f64 * f64::from(w) / total as f64;
+        assert!(
+            (f64::from(counts[i]) - exact).abs() < 1.0,
+            "real {i}: {} picks for a share of {exact}",
+            counts[i]
+        );
+    }
+    // Workers start at different places of the table.
+    let firsts: std::collections::HashSet<usize> = (0..4)
+        .map(|w| s.pick(&mut s.new_state_at(w), &flow(0), no_active).unwrap())
+        .collect();
+    assert!(firsts.len() > 1);
+    // Up to SMOOTH_MAX reals: the smooth sequence, as before.
+    let small = Scheduler::build(
+        SchedulerKind::WeightedRoundRobin,
+        &backends(&[1; SMOOTH_MAX]),
+    );
+    let Scheduler::WeightedRoundRobin(small) = &small else {
+        unreachable!()
+    };
+    assert!(!small.stepped());
+    // lc, wlc: at most SCAN_MAX reals asked about per pick; the least
+    // loaded of them taken; and over enough picks every real.
+    for kind in [
+        SchedulerKind::LeastConnection,
+        SchedulerKind::WeightedLeastConnection,
+    ] {
+        let s = Scheduler::build(kind, &list);
+        let mut state = s.new_state();
+        let asked = std::cell::Cell::new(0usize);
+        let idle = 100; // the one real without flows, within the window
+        let active = |i: usize| {
+            asked.set(asked.get() + 1);
+            if i == idle {
+                0
+            } else {
+                5
+            }
+        };
+        assert_eq!(s.pick(&mut state, &flow(0), active), Some(idle), "{kind:?}");
+        asked.set(0);
+        let mut seen = vec![false; n];
+        for h in 0..(n / SCAN_MAX + 1) * 2 {
+            let before = asked.get();
+            let i = s
+                .pick(&mut state, &flow(h as u64), |_| {
+                    asked.set(asked.get() + 1);
+                    7
+                })
+                .unwrap();
+            assert!(
+                asked.get() - before <= SCAN_MAX,
+                "{kind:?}: {}",
+                asked.get() - before
+            );
+            seen[i] = true;
+        }
+        // Equal loads: each pick takes the first of its window and the
+        // cursor moves on by one, so picks walk the pool.
+        assert!(
+            seen.iter().filter(|&&s| s).count() >= (n / SCAN_MAX + 1) * 2,
+            "{kind:?}"
+        );
+    }
+}

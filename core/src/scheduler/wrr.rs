@@ -4,8 +4,22 @@
 //! it. After `total` picks every current weight is back to 0, so the choices
 //! repeat with period `total`, and any `total` consecutive picks choose each
 //! backend exactly `weight` times, spread out rather than in runs.
+//!
+//! That is a pass over every backend per pick. For a pool of more than
+//! [`SMOOTH_MAX`] backends (validation allows 65,535) the pass is what a
+//! flood of new flows buys per packet (found in audit: 51 µs a new flow at
+//! 65,535 reals), so such a pool is given a table instead, built once per
+//! snapshot: each backend's share of it by weight, spread out (the `sh`
+//! table's, at least 16 slots per backend), which a worker steps through
+//! one slot per new flow. The shares are then exact to within a slot of
+//! the table, no longer to the flow.
 
+use super::sh::interleaved;
 use super::Backend;
+
+/// The most backends `wrr` passes over per pick; a larger pool steps
+/// through a table.
+pub const SMOOTH_MAX: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WeightedRoundRobin {
@@ -13,6 +27,9 @@ pub struct WeightedRoundRobin {
     pub(super) weights: Box<[u32]>,
     /// Sum of `weights`.
     pub(super) total: u64,
+    /// For more than [`SMOOTH_MAX`] backends: the backends in the order
+    /// picks take them (else empty).
+    table: Box<[u16]>,
 }
 
 impl WeightedRoundRobin {
@@ -33,7 +50,16 @@ impl WeightedRoundRobin {
             let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
             // Terminates: at shift 32 every weight is 1 and n < 2^16.
             if (n + 1).saturating_mul(total) <= i64::MAX as u64 {
-                return WeightedRoundRobin { weights, total };
+                let table = if backends.len() > SMOOTH_MAX {
+                    interleaved(backends)
+                } else {
+                    Box::default()
+                };
+                return WeightedRoundRobin {
+                    weights,
+                    total,
+                    table,
+                };
             }
             shift += 1;
         }
@@ -47,14 +73,35 @@ impl WeightedRoundRobin {
         self.weights.is_empty()
     }
 
+    /// Whether picks step through the table (a pool of more than
+    /// [`SMOOTH_MAX`] backends).
+    pub(super) fn stepped(&self) -> bool {
+        !self.table.is_empty()
+    }
+
     pub(super) fn new_current(&self) -> Box<[i64]> {
+        if self.stepped() {
+            return Box::default();
+        }
         vec![0; self.weights.len()].into_boxed_slice()
     }
 
+    /// The next backend: from the table at `cursor` for a large pool, else
+    /// by the smooth weights in `current`.
     #[inline]
-    pub(super) fn pick(&self, current: &mut [i64], flow_hash: u64) -> Option<usize> {
+    pub(super) fn pick(
+        &self,
+        cursor: &mut usize,
+        current: &mut [i64],
+        flow_hash: u64,
+    ) -> Option<usize> {
         if self.weights.is_empty() {
             return None;
+        }
+        if self.stepped() {
+            let i = self.table[*cursor % self.table.len()];
+            *cursor = cursor.wrapping_add(1);
+            return Some(usize::from(i));
         }
         if current.len() != self.weights.len() {
             return Some(self.stateless(flow_hash));
