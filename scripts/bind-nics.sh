@@ -4,9 +4,11 @@
 #   scripts/bind-nics.sh [options] [PCI|IFACE ...]
 #
 # In this order: checks the NICs (a PCI address such as 0000:3b:00.0, or a
-# kernel interface name such as enp59s0f0) and refuses the one that carries
-# the route of the operator's SSH session (unless --force; through bridges,
-# bonds and VLANs, and under sudo too); loads the driver (vfio-pci, or
+# kernel interface name such as enp59s0f0) and refuses the ones that carry
+# the route of the operator's SSH session or a default route, IPv4 or
+# IPv6: the box's management (unless --force; through bridges, bonds and
+# VLANs, and under sudo too; with or without an SSH session, on the console
+# and at boot alike); loads the driver (vfio-pci, or
 # uio_pci_generic) and checks that the IOMMU is on (vfio-pci); reserves the
 # hugepages (never fewer than are reserved already, unless --hugepages
 # says so; with --persist, keeps them across a reboot) and mounts hugetlbfs
@@ -28,6 +30,10 @@
 #   IP_ROUTE_GET   [empty]               if set, taken as the output of
 #                                        `ip route get <ssh client>` instead
 #                                        of running it (e.g. "dev eth9")
+#   IP_DEFAULT_ROUTES [unset]            if set (even empty), taken as the
+#                                        output of `ip route show default`
+#                                        for both families instead of
+#                                        running it
 #   PROC           [/proc]               where the SSH session is looked for
 #                                        in the callers' environments (sudo
 #                                        drops SSH_CONNECTION) and meminfo
@@ -89,7 +95,8 @@ Options:
   --driver DRIVER        vfio-pci (default; needs the IOMMU) or
                          uio_pci_generic (no IOMMU, no DMA isolation)
   --force                bind even the NIC that carries this SSH session's
-                         route (the session will drop; have a console);
+                         route or a default route (the box may lose that
+                         path; have a console);
                          --unbind even while lb-appliance runs
   --status               show the NIC bindings (dpdk-devbind.py --status),
                          the hugepages and the recorded kernel drivers
@@ -225,6 +232,13 @@ if [ "$mode" = status ] && [ "${#nics[@]}" -gt 0 ]; then
     bad_usage "--status takes no NIC"
 fi
 if [ "$mode" = bind ] && [ "$do_hugepages" -eq 0 ] && [ "${#nics[@]}" -eq 0 ]; then
+    # A NIC file that names none (all commented out: a NIC the kernel
+    # driver serves, as mlx5's) is nothing to do, not a mistake: the boot
+    # unit runs this, and the appliance must still start (found in audit).
+    if [ -n "$nics_file" ]; then
+        say "$nics_file names no NIC: nothing to bind"
+        exit 0
+    fi
     bad_usage "nothing to do: name the NICs to bind, or drop --no-hugepages"
 fi
 
@@ -491,6 +505,18 @@ for n in "${nics[@]}"; do
     pcis+=("$(resolve_nic "$n")")
 done
 
+# The management interfaces: what the SSH session's route and the default
+# routes (IPv4 and IPv6) go through. A NIC under any of them is refused
+# unless --force, SSH session or not: on the console or at boot a bond's
+# member or an IPv6-only uplink was bound all the same, dpdk-devbind.py
+# seeing only IPv4 routes on the very interface (found in audit).
+refuse() { # refuse PCI WHY
+    if [ "$force" -eq 1 ]; then
+        say "warning: $1: $2; binding it anyway (--force): the box may lose that path"
+    else
+        die "refusing $1: $2. Binding it to $driver takes it from the kernel and cuts that path. Name another NIC, or add --force if you have a console."
+    fi
+}
 ssh=
 [ "${#pcis[@]}" -eq 0 ] || ssh=$(ssh_connection)
 if [ -n "$ssh" ]; then
@@ -505,6 +531,14 @@ if [ -n "$ssh" ]; then
         [ -n "$route" ] || route=$(ip route get "$client" 2>/dev/null | head -n 1 | sed 's/ *$//') || route=
     fi
     ssh_if=$(printf '%s\n' "$route" | awk '{ for (i = 1; i < NF; i++) if ($i == "dev") { print $(i + 1); exit } }')
+    # A session whose way in cannot be worked out (no route, a VRF's): none
+    # of the NICs can be told safe, so none is bound (found in audit: the
+    # check was skipped without a word).
+    if [ -z "$ssh_if" ]; then
+        for pci in "${pcis[@]}"; do
+            refuse "$pci" "this SSH session's interface cannot be told (ip route get $client: '${route:-nothing}'), so it may carry the session"
+        done
+    fi
     if [ -n "$ssh_if" ]; then
         # The route's interface, and every interface under it.
         ssh_pcis=()
@@ -523,6 +557,24 @@ if [ -n "$ssh" ]; then
             done
         done
     fi
+fi
+
+if [ -n "${IP_DEFAULT_ROUTES+set}" ]; then
+    defaults=$IP_DEFAULT_ROUTES
+else
+    defaults=$({ ip -4 route show default; ip -6 route show default; } 2>/dev/null) || defaults=
+fi
+if [ "${#pcis[@]}" -gt 0 ]; then
+    while read -r dflt_if; do
+        [ -n "$dflt_if" ] || continue
+        while read -r ifname; do
+            sp=$(pci_of_iface "$ifname")
+            for pci in "${pcis[@]}"; do
+                [ -n "$sp" ] && [ "$pci" = "$sp" ] || continue
+                refuse "$pci" "it carries a default route of this box through $dflt_if (ip route show default)"
+            done
+        done < <(stacked_ifaces "$dflt_if")
+    done < <(printf '%s\n' "$defaults" | awk '{ for (i = 1; i < NF; i++) if ($i == "dev") print $(i + 1) }' | sort -u)
 fi
 
 # 2. The driver, and 3. the IOMMU (vfio-pci only): checked before the
@@ -628,7 +680,11 @@ vm.nr_hugepages = $hugepages"
     fi
 
     # hugetlbfs: a mount of this page size, at /dev/hugepages if free.
-    if ! awk -v ps="pagesize=$size" '$3 == "hugetlbfs" && ("," $4 ",") ~ ("," ps ",") { found = 1 } END { exit !found }' /proc/mounts; then
+    # The kernel shows a 1G mount's page size as 1024M (found in audit:
+    # every 1G run stacked one more mount).
+    shown=$size
+    [ "$size" != 1G ] || shown=1024M
+    if ! awk -v ps="pagesize=$size" -v ps2="pagesize=$shown" '$3 == "hugetlbfs" && (("," $4 ",") ~ ("," ps ",") || ("," $4 ",") ~ ("," ps2 ",")) { found = 1 } END { exit !found }' /proc/mounts; then
         mnt=/dev/hugepages
         if awk -v m="$mnt" '$2 == m { found = 1 } END { exit !found }' /proc/mounts; then
             mnt=/dev/hugepages-$size

@@ -47,6 +47,7 @@ fn script_cmd(name: &str) -> Command {
         "STATE_DIR",
         "SYSCTL_DIR",
         "IP_ROUTE_GET",
+        "IP_DEFAULT_ROUTES",
         "PROC",
         "APPLIANCE_PROC",
         "SSH_CONNECTION",
@@ -571,7 +572,10 @@ impl Fake {
             .env("MODPROBE_LOG", &self.modprobe_log)
             // No process of that name: an appliance running on this
             // machine does not change what --unbind does here.
-            .env("APPLIANCE_PROC", "lb-appliance-not-running");
+            .env("APPLIANCE_PROC", "lb-appliance-not-running")
+            // No default route: this machine's own does not reach the fake
+            // NICs (a test that wants one sets it).
+            .env("IP_DEFAULT_ROUTES", "");
         c
     }
 
@@ -763,6 +767,57 @@ fn the_ssh_nic_is_refused_unless_forced() {
     );
     assert_eq!(f.driver_of(PCI), "vfio-pci");
     assert_eq!(f.recorded(), format!("0000:00:08.0 ixgbe\n{PCI} e1000e\n"));
+}
+
+/// Found in audit: without an SSH session (on the console, or the boot
+/// unit) nothing kept the box's management NIC from being bound, and
+/// dpdk-devbind.py's own check sees IPv4 routes on the very interface
+/// only. A NIC under a default route, IPv4 or IPv6, through a bond too, is
+/// refused, SSH or not, unless --force; one the defaults do not use is
+/// bound. An SSH session whose interface cannot be told refuses every NIC.
+#[test]
+fn the_default_route_nic_is_refused_without_ssh_too() {
+    let f = Fake::new("ops-default", true);
+    let net = f.sysfs.join("class/net");
+    std::fs::create_dir_all(net.join("bond0")).unwrap();
+    symlink("../eth8", net.join("bond0/lower_eth8")).unwrap();
+    let v6 = "default via fe80::1 dev eth9 proto ra metric 1024 expires 1799sec pref medium";
+    let bonded = "default via 192.0.2.1 dev bond0 proto static";
+    for (defaults, nic, pci, via) in [
+        (v6, "eth9", PCI, "eth9"),
+        (bonded, "eth8", "0000:00:08.0", "bond0"),
+    ] {
+        let mut c = f.cmd(&["--no-hugepages", nic]);
+        c.env("IP_DEFAULT_ROUTES", defaults);
+        run(c).assert_code(1).assert_stderr_has(&[
+            &format!("refusing {pci}"),
+            "default route",
+            via,
+            "--force",
+        ]);
+    }
+    assert!(f.devbind_calls().is_empty(), "nothing bound");
+    // The NIC the default does not use is bound.
+    let mut c = f.cmd(&["--no-hugepages", "eth8"]);
+    c.env("IP_DEFAULT_ROUTES", v6);
+    run(c).assert_ok();
+    assert_eq!(f.driver_of("0000:00:08.0"), "vfio-pci");
+    // --force: bound, with a warning.
+    let mut c = f.cmd(&["--no-hugepages", "--force", "eth9"]);
+    c.env("IP_DEFAULT_ROUTES", v6);
+    run(c)
+        .assert_ok()
+        .assert_stderr_has(&["warning: 0000:00:09.0: it carries a default route"]);
+    assert_eq!(f.driver_of(PCI), "vfio-pci");
+    // An SSH session whose route names no interface: nothing is bound.
+    let f = Fake::new("ops-ssh-unknown", true);
+    let mut c = f.cmd(&["--no-hugepages", "eth8"]);
+    c.env("SSH_CONNECTION", "203.0.113.7 50022 192.0.2.2 22")
+        .env("IP_ROUTE_GET", "unreachable 203.0.113.7");
+    run(c)
+        .assert_code(1)
+        .assert_stderr_has(&["refusing 0000:00:08.0", "cannot be told"]);
+    assert!(f.devbind_calls().is_empty(), "nothing bound");
 }
 
 /// Found in audit: the SSH route's NIC under a bridge was read as
@@ -1006,6 +1061,17 @@ fn nics_file_binds_what_it_names() {
     f.run(&["--no-hugepages", "--nics-file", "/nonexistent/nics"])
         .assert_code(2)
         .assert_stderr_has(&["--nics-file /nonexistent/nics cannot be read"]);
+    // A file that names none (found in audit: exit 2, so the boot unit
+    // failed and the appliance, which requires it, did not start).
+    let none = f.dir.path("nics-none");
+    std::fs::write(&none, "# one PCI address or interface per line
+# eth9
+").unwrap();
+    let before = f.devbind_calls().len();
+    f.run(&["--no-hugepages", "--nics-file", none.to_str().unwrap()])
+        .assert_ok()
+        .assert_stderr_has(&["names no NIC: nothing to bind"]);
+    assert_eq!(f.devbind_calls().len(), before, "nothing bound");
 }
 
 fn systemd_analyze_available() -> bool {
