@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs lb-appliance as a systemd service, from a clone of this repository:
 #
-#   scripts/install-service.sh [--prefix /usr/local] [--no-enable]
+#   scripts/install-service.sh [--prefix /usr/local] [--no-enable] [--force]
 #
 #   PREFIX/bin/lb-appliance                  the binary (built with
 #                                            `cargo build --release` if missing)
@@ -38,7 +38,7 @@ die() {
 
 usage() {
     cat <<EOF
-Usage: ${0##*/} [--prefix DIR] [--no-enable]
+Usage: ${0##*/} [--prefix DIR] [--no-enable] [--force]
 
 Installs lb-appliance as a systemd service: the binary to DIR/bin, the
 example configurations to DIR/share/lb-appliance/examples,
@@ -51,7 +51,10 @@ service (not with --no-enable). It does not start it.
 
 Options:
   --prefix DIR   installation prefix (default /usr/local)
-  --no-enable    do not enable the service
+  --no-enable    do not enable the service (a re-run also leaves a
+                 service that was disabled disabled)
+  --force        install even a binary that refuses the existing
+                 /etc/lb-appliance/lb.toml (else nothing is installed)
   -h, --help     this text
 
 Environment: DESTDIR stages the files under a folder instead of /;
@@ -62,6 +65,7 @@ EOF
 
 prefix=/usr/local
 enable=1
+force=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --prefix)
@@ -77,6 +81,7 @@ while [ $# -gt 0 ]; do
         shift
         ;;
     --no-enable) enable=0 && shift ;;
+    --force) force=1 && shift ;;
     -h | --help)
         usage
         exit 0
@@ -91,6 +96,14 @@ case "$prefix" in
 /*) ;;
 *)
     say "--prefix must be an absolute path, not '$prefix'"
+    exit 2
+    ;;
+esac
+# It goes into sed and into the units' ExecStart lines (found in audit: a
+# '#', '&' or a space broke the install half way).
+case "$prefix" in
+*[!A-Za-z0-9/._+-]*)
+    say "--prefix may hold letters, digits and / . _ + - only, not '$prefix'"
     exit 2
     ;;
 esac
@@ -129,7 +142,22 @@ etcdir=$destdir/etc/lb-appliance
 sharedir=$destdir$p/share/lb-appliance/examples
 unitdir=$destdir/etc/systemd/system
 
-install -d -m 0755 "$bindir" "$sbindir" "$etcdir" "$sharedir" "$unitdir"
+# An upgrade: the new binary must take the configuration the box runs, or
+# the next restart (a watchdog's too) fails its ExecStartPre check (found
+# in audit: it was installed all the same, with a warning after the fact).
+if [ -e "$etcdir/lb.toml" ] && ! check=$("$binary" -c "$etcdir/lb.toml" --check 2>&1); then
+    printf '%s\n' "$check" >&2
+    [ "$force" -eq 1 ] ||
+        die "$binary refuses the existing $etcdir/lb.toml (above): nothing installed. Fix the configuration for this version first, or install anyway with --force"
+    say "warning: installing anyway (--force); the service will not start until $etcdir/lb.toml validates"
+fi
+
+# The configuration folder keeps the mode an operator gave it (found in
+# audit: a re-run made 0750 into 0755).
+[ -d "$etcdir" ] || install -d -m 0755 "$etcdir"
+install -d -m 0755 "$bindir" "$sbindir" "$sharedir" "$unitdir"
+unit_existed=0
+[ ! -e "$unitdir/lb-appliance.service" ] || unit_existed=1
 install -m 0755 "$binary" "$bindir/lb-appliance"
 say "installed $bindir/lb-appliance"
 
@@ -167,7 +195,16 @@ if [ -n "$destdir" ]; then
     say "staged in $destdir; on the target machine run: systemctl daemon-reload && systemctl enable lb-appliance"
 elif [ -d /run/systemd/system ]; then
     systemctl daemon-reload || die "systemctl daemon-reload failed (see above)"
-    if [ "$enable" -eq 1 ]; then
+    if systemctl is-active --quiet lb-appliance 2>/dev/null; then
+        say "lb-appliance is running the binary it started with: systemctl restart lb-appliance runs this one (flows in the tables are lost; a connection-sync backup takes them over, see README)"
+    fi
+    # A re-run (an upgrade) leaves a service an operator disabled (a
+    # standby, maintenance) disabled (found in audit: it was enabled
+    # again, and started at the next boot).
+    if [ "$enable" -eq 1 ] && [ "$unit_existed" -eq 1 ] &&
+        [ "$(systemctl is-enabled lb-appliance 2>/dev/null)" = disabled ]; then
+        say "lb-appliance was disabled and stays so (systemctl enable lb-appliance to start it at boot); $next"
+    elif [ "$enable" -eq 1 ]; then
         systemctl enable lb-appliance || die "systemctl enable lb-appliance failed (see above)"
         say "enabled lb-appliance (it starts at boot); $next"
     else

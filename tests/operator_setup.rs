@@ -1014,13 +1014,39 @@ fn install_service_stages_every_file() {
     );
     assert!(std::fs::metadata(&script).unwrap().permissions().mode() & 0o111 != 0);
 
-    // The operator's lb.toml survives a second install.
-    let mine = "# the operator's own configuration\n";
-    std::fs::write(&conf, mine).unwrap();
+    // The operator's lb.toml survives a second install, and so does the
+    // mode the operator gave its folder (found in audit: 0750 became 0755).
+    let mine = format!("# the operator's own configuration\n{example}");
+    std::fs::write(&conf, &mine).unwrap();
+    let etc = dest.join("etc/lb-appliance");
+    std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o750)).unwrap();
     install_into(&dest, &["--no-enable"])
         .assert_ok()
         .assert_stderr_has(&["kept the existing"]);
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), mine);
+    assert_eq!(std::fs::metadata(&etc).unwrap().permissions().mode() & 0o777, 0o750);
+
+    // An upgrade whose binary refuses the existing lb.toml installs
+    // nothing (found in audit: it was installed, and the next restart
+    // failed), unless --force.
+    let bad = "# not a configuration this version takes\n";
+    std::fs::write(&conf, bad).unwrap();
+    std::fs::remove_file(&bin).unwrap();
+    install_into(&dest, &["--no-enable"])
+        .assert_code(1)
+        .assert_stderr_has(&["refuses the existing", "nothing installed", "--force"]);
+    assert!(!bin.exists(), "nothing installed");
+    install_into(&dest, &["--no-enable", "--force"])
+        .assert_ok()
+        .assert_stderr_has(&["installing anyway"]);
+    assert!(bin.is_file());
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), bad, "never overwritten");
+
+    // A prefix the units' lines cannot carry is refused before anything.
+    install_into(&tmp.path("root3"), &["--prefix", "/opt/my lb"])
+        .assert_code(2)
+        .assert_stderr_has(&["--prefix may hold"]);
+    assert!(!tmp.path("root3").exists());
 
     // --prefix: the binary and the unit's commands follow it.
     let dest2 = tmp.path("root2");
