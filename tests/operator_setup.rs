@@ -1024,7 +1024,10 @@ fn install_service_stages_every_file() {
         .assert_ok()
         .assert_stderr_has(&["kept the existing"]);
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), mine);
-    assert_eq!(std::fs::metadata(&etc).unwrap().permissions().mode() & 0o777, 0o750);
+    assert_eq!(
+        std::fs::metadata(&etc).unwrap().permissions().mode() & 0o777,
+        0o750
+    );
 
     // An upgrade whose binary refuses the existing lb.toml installs
     // nothing (found in audit: it was installed, and the next restart
@@ -1040,7 +1043,11 @@ fn install_service_stages_every_file() {
         .assert_ok()
         .assert_stderr_has(&["installing anyway"]);
     assert!(bin.is_file());
-    assert_eq!(std::fs::read_to_string(&conf).unwrap(), bad, "never overwritten");
+    assert_eq!(
+        std::fs::read_to_string(&conf).unwrap(),
+        bad,
+        "never overwritten"
+    );
 
     // A prefix the units' lines cannot carry is refused before anything.
     install_into(&tmp.path("root3"), &["--prefix", "/opt/my lb"])
@@ -1090,9 +1097,13 @@ fn nics_file_binds_what_it_names() {
     // A file that names none (found in audit: exit 2, so the boot unit
     // failed and the appliance, which requires it, did not start).
     let none = f.dir.path("nics-none");
-    std::fs::write(&none, "# one PCI address or interface per line
+    std::fs::write(
+        &none,
+        "# one PCI address or interface per line
 # eth9
-").unwrap();
+",
+    )
+    .unwrap();
     let before = f.devbind_calls().len();
     f.run(&["--no-hugepages", "--nics-file", none.to_str().unwrap()])
         .assert_ok()

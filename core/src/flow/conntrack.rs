@@ -809,10 +809,19 @@ impl<A: FlowAddr> Conntrack<A> {
             // then it held its entry, confirmed and unevictable, for up to
             // the established timeout, and counted against its source
             // (found in audit).
+            // A template with flows lives on whatever its real (found in
+            // review: one moved to a real a reload then removed, while a
+            // flow of it on an older real went on, was ended, and the
+            // client's next template counted one flow too few); using it
+            // moves it to a real that exists (`schedule`).
             |f| {
                 f.expired(now, &timeouts)
-                    || !snap.real_present(f.real_id)
-                    || (f.is_template() && template_over(snap, f, now))
+                    || if f.is_template() {
+                        f.children == 0
+                            && (!snap.real_present(f.real_id) || template_over(snap, f, now))
+                    } else {
+                        !snap.real_present(f.real_id)
+                    }
             },
             |f, trust| {
                 stats.flows_expired.incr();

@@ -561,3 +561,57 @@ fn a_reload_that_shortens_persistence_shortens_its_templates() {
     );
     ct.table().audit().unwrap();
 }
+
+/// A persistence template with flows is not ended by the sweep when a
+/// reload removes its real (found in review: a template moved to a new
+/// real when its first was drained, whose new real a reload then removed,
+/// was ended under a flow still going to the first; the client's next
+/// template then counted a flow too few). Its next use moves it.
+#[test]
+fn the_sweep_keeps_a_template_with_flows_whose_real_was_removed() {
+    let text = |w11: u32, w12: Option<u32>| {
+        let mut reals =
+            format!("[[services.reals]]\naddress = \"198.18.0.11\"\nport = 8080\nweight = {w11}\n");
+        if let Some(w) = w12 {
+            reals += &format!(
+                "[[services.reals]]\naddress = \"198.18.0.12\"\nport = 8080\nweight = {w}\n"
+            );
+        }
+        CONFIG
+            .replacen(
+                "name = \"web\"\n",
+                "name = \"web\"\npersistence = \"1h\"\nscheduler = \"rr\"\n",
+                1,
+            )
+            .replacen(
+                "[[services.reals]]\naddress = \"198.18.0.11\"\nport = 8080\n",
+                &reals,
+                1,
+            )
+    };
+    let mut ids = Ids::default();
+    let compile = |t: &str, g: u64, ids: &mut Ids| {
+        Snapshot::compile(&Config::parse(t).unwrap(), &[], g, ids, |_, _, _| true).unwrap()
+    };
+    let vip = Ipv4Addr::new(198, 18, 1, 100);
+    let client = Ipv4Addr::new(203, 0, 113, 7);
+    let mut ct = Conntrack::<Ipv4Addr>::new(CAPACITY, 64, Arc::new(WorkerStats::default()));
+    let snap = compile(&text(1, Some(0)), 1, &mut ids);
+    let service = snap.service_for(6, vip, 80).unwrap();
+    let t1 = syn(&mut ct, &snap, service, client, 1000, vip).unwrap();
+    assert_eq!(t1.real, Ipv4Addr::new(198, 18, 0, 11));
+    // .11 drained: the client's next flow moves the template to .12.
+    let snap = compile(&text(0, Some(1)), 2, &mut ids);
+    let t2 = syn(&mut ct, &snap, service, client, 1001, vip).unwrap();
+    assert_eq!(t2.real, Ipv4Addr::new(198, 18, 0, 12));
+    ct.table().audit().unwrap();
+    // .12 removed: its flow ends, the template (a flow on .11 still) stays.
+    let snap = compile(&text(1, None), 3, &mut ids);
+    ct.sweep(&snap, 1, CAPACITY);
+    ct.table().audit().unwrap();
+    assert_eq!(ct.table().len(), 2, "the flow on .11 and its template");
+    // The next flow of the client moves the template to a real that is.
+    let t3 = syn(&mut ct, &snap, service, client, 1002, vip).unwrap();
+    assert_eq!(t3.real, Ipv4Addr::new(198, 18, 0, 11));
+    ct.table().audit().unwrap();
+}

@@ -8,7 +8,10 @@ use super::{Rewrite, TcpAdjust, IP, L4};
 use crate::buffer::PacketBuf;
 use crate::stats::DropReason;
 use crate::wire::TransportHeader;
-use crate::wire::{icmpv4, ipv4, Icmpv4Packet, Icmpv4Type, IpProtocol, Ipv4Packet, Ipv4Repr};
+use crate::wire::{
+    icmpv4, ipv4, EtherType, EthernetFrame, Icmpv4Packet, Icmpv4Type, IpProtocol, Ipv4Packet,
+    Ipv4Repr,
+};
 
 /// What an ICMP error quotes of the offending packet: its header (no
 /// options here) and the first 8 bytes of its payload.
@@ -33,6 +36,9 @@ pub fn frag_needed<B: PacketBuf>(pkt: &mut B, from: Ipv4Addr, mtu: u16) -> bool 
     let b = pkt.data_mut();
     let sender = Ipv4Packet::new_unchecked(&b[IP..]).src_addr();
     b.copy_within(IP..IP + QUOTE, QUOTED_IP);
+    // An IPv4 frame, whatever it came in as (found in review: a 4in6
+    // tunnel's error, relayed from an IPv6 frame, left labelled IPv6).
+    EthernetFrame::new_unchecked(&mut b[..]).set_ethertype(EtherType::Ipv4);
     let (header, message) = b[IP..OUT].split_at_mut(ipv4::HEADER_LEN);
     let mut icmp = Icmpv4Packet::new_unchecked(message);
     icmp.set_msg_type(Icmpv4Type::DestinationUnreachable);

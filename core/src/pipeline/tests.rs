@@ -4464,6 +4464,10 @@ fn fragmentation_needed_from_inside_a_tunnel_reaches_the_client() {
     let v = p.process(&snap, port, &mut b, 5002);
     assert!(matches!(v, Verdict::Transmit(_)), "{v:?}");
     assert_eq!(p.stats().icmp_errors_forwarded.get(), made + 1);
+    assert_eq!(
+        EthernetFrame::new_unchecked(b.data()).ethertype(),
+        crate::wire::EtherType::Ipv4
+    );
     let ip = Ipv4Packet::new_checked(&b.data()[ethernet::HEADER_LEN..]).unwrap();
     assert_eq!((ip.src_addr(), ip.dst_addr()), (vip, client));
     assert!(ip.verify_checksum());
@@ -4504,6 +4508,13 @@ fn fragmentation_needed_from_inside_a_tunnel_reaches_the_client() {
     };
     let mut damaged = frag_needed_in_tunnel(&sent, router, 1400, quote);
     damaged[L4 + 12] ^= 1;
+    // About a client without a flow (another port): see the IPv6 test.
+    let other = {
+        let mut s = sent.clone();
+        let at = ethernet::HEADER_LEN + 2 * ipv4::HEADER_LEN;
+        TcpPacket::new_unchecked(&mut s[at..]).set_src_port(4444);
+        s
+    };
     for (f, want, why) in [
         (
             frag_needed_in_tunnel(&far, router, 1400, quote),
@@ -4534,6 +4545,11 @@ fn fragmentation_needed_from_inside_a_tunnel_reaches_the_client() {
             damaged,
             Verdict::Drop(DropReason::BadL4Checksum),
             "a damaged message",
+        ),
+        (
+            frag_needed_in_tunnel(&other, router, 1400, quote),
+            Verdict::Drop(DropReason::NoFlow),
+            "a client without a flow",
         ),
     ] {
         assert_eq!(relayed(&mut p, &f), want, "{why}");

@@ -11,11 +11,13 @@
 //!
 //! What a stranger can forge here is what a router on the way to a NAT
 //! real can (`Pipeline::icmp_from_real`): the quote must be of an IPIP
-//! packet from the port's address to the real of a TUN flow that exists
-//! (or that an `mh` service sends by hash alone), and a TCP quote must
-//! hold a sequence number near the client's; the announced MTU is at
-//! least IPv4's minimum, and what the appliance sends back is within its
-//! ICMP rate limit per client.
+//! packet from the port's address to the real of a TUN flow the
+//! appliance holds (not one an `mh` service forwards by hash alone, which
+//! ties no client to a connection: the error would go wherever a quote
+//! said), from where that real is reached, and a TCP quote must hold a
+//! sequence number near the client's; the announced MTU is at least
+//! IPv4's minimum, and what the appliance sends back is within its ICMP
+//! rate limit per client.
 
 use lb_config::ForwardingMethod;
 
@@ -101,30 +103,23 @@ impl Pipeline {
         if let Some(v) = self.hand_off(key.client) {
             return Some(v);
         }
-        // The flow's real must be the tunnel's far end, and a TCP quote
+        // A flow the appliance holds (found in review: one an `mh` service
+        // forwards by hash alone ties no client to a connection, so the
+        // error went to any address the quote named: a reflector), whose
+        // real, still configured, is the tunnel's far end, and a TCP quote
         // the client's own segment (as for a router's error about a NAT
         // flow).
-        let (method, flow_real) = match self.conntrack.find(&key) {
-            Some(f) => {
-                if q.protocol == IpProtocol::Tcp && !f.quotes_client_seq(q.seq) {
-                    return not_handled;
-                }
-                (f.method, f.real())
-            }
-            None => {
-                let target = snap
-                    .service_for(key.proto, key.vip, key.vip_port)
-                    .and_then(|s| {
-                        self.conntrack
-                            .stateless_target(snap, s, &key, now, &mut self.schedulers)
-                    });
-                match target {
-                    Some(t) => (t.method, t.real),
-                    None => return Some(Verdict::Drop(DropReason::NoFlow)),
-                }
-            }
+        let Some(f) = self.conntrack.find(&key) else {
+            return Some(Verdict::Drop(DropReason::NoFlow));
         };
-        if method != ForwardingMethod::Tunnel || flow_real != real {
+        if q.protocol == IpProtocol::Tcp && !f.quotes_client_seq(q.seq) {
+            return not_handled;
+        }
+        if f.method != ForwardingMethod::Tunnel
+            || f.real() != real
+            || real.is_unspecified()
+            || !snap.real_present(f.real_id)
+        {
             return not_handled;
         }
         // From where the real is reached (the router is on the way to it).
@@ -220,28 +215,15 @@ impl Pipeline {
             if let Some(v) = self.hand_off(key.client) {
                 return Some(v);
             }
-            let ct6 = self.conntrack6.as_ref()?;
-            let (method, flow_real) = match ct6.find(&key) {
-                Some(f) => {
-                    if q.protocol == IpProtocol::Tcp && !f.quotes_client_seq(q.seq) {
-                        return not_handled;
-                    }
-                    (f.method, f.real())
-                }
-                None => {
-                    let target = snap
-                        .service_for6(key.proto, key.vip, key.vip_port)
-                        .and_then(|s| {
-                            ct6.stateless_target(snap, s, &key, now, &mut self.schedulers)
-                        });
-                    match target {
-                        Some(t) => (t.method, t.real),
-                        None => return Some(Verdict::Drop(DropReason::NoFlow)),
-                    }
-                }
+            let Some(f) = self.conntrack6.as_ref().and_then(|ct6| ct6.find(&key)) else {
+                return Some(Verdict::Drop(DropReason::NoFlow));
             };
-            if method != ForwardingMethod::Tunnel
-                || flow_real != real
+            if q.protocol == IpProtocol::Tcp && !f.quotes_client_seq(q.seq) {
+                return not_handled;
+            }
+            if f.method != ForwardingMethod::Tunnel
+                || f.real() != real
+                || !snap.real_present(f.real_id)
                 || !self
                     .egress
                     .came_from_next_hop6(snap, in_port, real, mac, now)
@@ -289,28 +271,15 @@ impl Pipeline {
         if let Some(v) = self.hand_off(key.client) {
             return Some(v);
         }
-        let (method, real_id) = match self.conntrack.find(&key) {
-            Some(f) => {
-                if q.protocol == IpProtocol::Tcp && !f.quotes_client_seq(q.seq) {
-                    return not_handled;
-                }
-                (f.method, f.real_id)
-            }
-            None => {
-                let target = snap
-                    .service_for(key.proto, key.vip, key.vip_port)
-                    .and_then(|s| {
-                        self.conntrack
-                            .stateless_target(snap, s, &key, now, &mut self.schedulers)
-                    });
-                match target {
-                    Some(t) => (t.method, t.real_id),
-                    None => return Some(Verdict::Drop(DropReason::NoFlow)),
-                }
-            }
+        let Some(f) = self.conntrack.find(&key) else {
+            return Some(Verdict::Drop(DropReason::NoFlow));
         };
-        if method != ForwardingMethod::Tunnel
-            || snap.tunnel6_real(real_id) != Some(real)
+        if q.protocol == IpProtocol::Tcp && !f.quotes_client_seq(q.seq) {
+            return not_handled;
+        }
+        if f.method != ForwardingMethod::Tunnel
+            || !snap.real_present(f.real_id)
+            || snap.tunnel6_real(f.real_id) != Some(real)
             || !self
                 .egress
                 .came_from_next_hop6(snap, in_port, real, mac, now)

@@ -1525,7 +1525,7 @@ fn check_tunnel_relay(v: &mut Violations, snap: &Snapshot, out: &[u8], input: &[
             return bad("a bad checksum, or not the client's packet quoted");
         }
     } else {
-        let Some(o) = sums(out) else {
+        let Some(o) = sums(out).filter(|_| out.get(12..14) == Some(&[0x08, 0x00])) else {
             return bad("not an IPv4 error about the client's IPv4 packet");
         };
         let m = IP + 20;
