@@ -510,8 +510,10 @@ done
 # unless --force, SSH session or not: on the console or at boot a bond's
 # member or an IPv6-only uplink was bound all the same, dpdk-devbind.py
 # seeing only IPv4 routes on the very interface (found in audit).
+forced=" "
 refuse() { # refuse PCI WHY
     if [ "$force" -eq 1 ]; then
+        forced="$forced$1 "
         say "warning: $1: $2; binding it anyway (--force): the box may lose that path"
     else
         die "refusing $1: $2. Binding it to $driver takes it from the kernel and cuts that path. Name another NIC, or add --force if you have a console."
@@ -550,6 +552,7 @@ if [ -n "$ssh" ]; then
             for sp in "${ssh_pcis[@]+"${ssh_pcis[@]}"}"; do
                 [ "$pci" = "$sp" ] || continue
                 if [ "$force" -eq 1 ]; then
+                    forced="$forced$pci "
                     say "warning: $pci carries this SSH session's route ($client via $ssh_if); binding it anyway (--force): the session will drop"
                 else
                     die "refusing $pci: it carries the route of this SSH session through $ssh_if (ip route get $client: $route). Binding it to $driver takes it from the kernel and cuts the session. Name another NIC, connect through another interface, or add --force if you have a console."
@@ -704,11 +707,13 @@ fi
 
 [ "${#pcis[@]}" -gt 0 ] || exit 0
 
-# 5. Bind, recording each NIC's kernel driver first.
-devbind_force=()
-[ "$force" -eq 0 ] || devbind_force=(--force)
+# 5. Bind, recording each NIC's kernel driver first. dpdk-devbind.py's own
+# check (an interface with routes) is lifted only for the NICs --force let
+# through above (found in audit: it was lifted for every NIC named).
 failed=0
 for pci in "${pcis[@]}"; do
+    devbind_force=()
+    case "$forced" in *" $pci "*) devbind_force=(--force) ;; esac
     now=$(current_driver "$pci")
     if [ "$now" = "$driver" ]; then
         say "$pci is already bound to $driver"

@@ -809,6 +809,37 @@ fn the_default_route_nic_is_refused_without_ssh_too() {
         .assert_ok()
         .assert_stderr_has(&["warning: 0000:00:09.0: it carries a default route"]);
     assert_eq!(f.driver_of(PCI), "vfio-pci");
+    // dpdk-devbind.py's own check is lifted for the NIC --force let
+    // through, not for the others named with it (found in audit).
+    assert!(
+        f.devbind_calls()
+            .last()
+            .unwrap()
+            .ends_with(&format!("--force -b vfio-pci {PCI}")),
+        "{:?}",
+        f.devbind_calls()
+    );
+    let g = Fake::new("ops-default-force", true);
+    let mut c = g.cmd(&["--no-hugepages", "--force", "eth9", "eth8"]);
+    c.env("IP_DEFAULT_ROUTES", v6);
+    run(c).assert_ok();
+    let calls = g.devbind_calls();
+    let binds: Vec<&String> = calls
+        .iter()
+        .filter(|c| c.contains(" -b ") || c.starts_with("-b "))
+        .collect();
+    assert!(
+        binds
+            .iter()
+            .any(|c| c.ends_with(&format!("--force -b vfio-pci {PCI}"))),
+        "{calls:?}"
+    );
+    assert!(
+        binds
+            .iter()
+            .any(|c| c.ends_with("-b vfio-pci 0000:00:08.0") && !c.contains("--force")),
+        "{calls:?}"
+    );
     // An SSH session whose route names no interface: nothing is bound.
     let f = Fake::new("ops-ssh-unknown", true);
     let mut c = f.cmd(&["--no-hugepages", "eth8"]);
