@@ -21,9 +21,10 @@
 
 use lb_config::ForwardingMethod;
 
+use super::egress::Egress;
 use super::{Ipv4Meta, Ipv6Meta, Pipeline, Verdict};
 use crate::buffer::PacketBuf;
-use crate::flow::FlowKey;
+use crate::flow::{Flow, FlowKey};
 use crate::forward::icmpv6 as forward_icmpv6;
 use crate::forward::{icmp, tunnel, IP, L4 as L4_OFFSET};
 use crate::snapshot::Snapshot;
@@ -82,66 +83,14 @@ impl Pipeline {
         };
         let real = outer.dst_addr();
         let inner_at = L4_OFFSET + icmpv4::HEADER_LEN + outer.header_len();
-        let Some(q) = pkt
-            .data()
-            .get(inner_at..ip.end())
-            .filter(|inner| sound_ipv4_header(inner))
-            .and_then(icmp::quoted_packet)
-        else {
-            return not_handled;
-        };
-        if !matches!(q.protocol, IpProtocol::Tcp | IpProtocol::Udp) || !snap.is_vip(q.dst) {
-            return not_handled;
-        }
-        let key = FlowKey {
-            proto: u8::from(q.protocol),
-            client: q.src,
-            client_port: q.src_port,
-            vip: q.dst,
-            vip_port: q.dst_port,
-        };
-        if let Some(v) = self.hand_off(key.client) {
-            return Some(v);
-        }
-        // A flow the appliance holds (found in review: one an `mh` service
-        // forwards by hash alone ties no client to a connection, so the
-        // error went to any address the quote named: a reflector), whose
-        // real, still configured, is the tunnel's far end, and a TCP quote
-        // the client's own segment (as for a router's error about a NAT
-        // flow).
-        let Some(f) = self.conntrack.find(&key) else {
-            return Some(Verdict::Drop(DropReason::NoFlow));
-        };
-        if q.protocol == IpProtocol::Tcp && !f.quotes_client_seq(q.seq) {
-            return not_handled;
-        }
-        if f.method != ForwardingMethod::Tunnel
-            || f.real() != real
-            || real.is_unspecified()
-            || !snap.real_present(f.real_id)
-        {
-            return not_handled;
-        }
         // From where the real is reached (the router is on the way to it).
         let mac = EthernetFrame::new_unchecked(pkt.data()).src_addr();
-        if !self
-            .egress
-            .came_from_next_hop(snap, in_port, real, mac, now)
-        {
-            return not_handled;
-        }
-        // The client's packet, as much of it as the router quoted, becomes
-        // the packet "fragmentation needed" is made of.
-        let quote_len = ip.end() - inner_at;
-        pkt.data_mut().copy_within(inner_at..ip.end(), IP);
-        if !pkt.set_len(IP + quote_len) {
-            return Some(Verdict::Drop(DropReason::Truncated));
-        }
-        let relayed = &self.stats.icmp_errors_forwarded;
-        let ends = (key.client, key.vip);
         Some(
-            self.egress
-                .frag_needed_as(snap, &self.stats, pkt, ends, mtu, now, relayed),
+            self.relay_frag_needed(snap, pkt, (inner_at, ip.end()), mtu, now, |egress, f| {
+                f.real() == real
+                    && !real.is_unspecified()
+                    && egress.came_from_next_hop(snap, in_port, real, mac, now)
+            }),
         )
     }
 }
@@ -250,9 +199,36 @@ impl Pipeline {
         let Some(mtu) = u16::try_from(mtu).ok().filter(|&m| m >= icmp::MIN_IPV4_MTU) else {
             return not_handled;
         };
+        Some(
+            self.relay_frag_needed(snap, pkt, (inner_at, ip.end()), mtu, now, |egress, f| {
+                snap.tunnel6_real(f.real_id) == Some(real)
+                    && egress.came_from_next_hop6(snap, in_port, real, mac, now)
+            }),
+        )
+    }
+
+    /// The relay of an error about an IPv4 client's packet, quoted from
+    /// `inner_at` to `end` in the frame, as "fragmentation needed"
+    /// announcing `mtu`: for a flow the appliance holds (found in review:
+    /// one an `mh` service forwards by hash alone ties no client to a
+    /// connection, so the error went to any address the quote named: a
+    /// reflector), TUN to a real still configured that `tunnel` says is
+    /// the far end of the tunnel the error came back through (and from
+    /// where it is reached), a TCP quote the client's own segment (as for
+    /// a router's error about a NAT flow). Counted as an error passed on.
+    fn relay_frag_needed<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        (inner_at, end): (usize, usize),
+        mtu: u16,
+        now: u32,
+        tunnel: impl FnOnce(&mut Egress, &Flow) -> bool,
+    ) -> Verdict {
+        let not_handled = Verdict::Drop(DropReason::IcmpNotHandled);
         let Some(q) = pkt
             .data()
-            .get(inner_at..ip.end())
+            .get(inner_at..end)
             .filter(|inner| sound_ipv4_header(inner))
             .and_then(icmp::quoted_packet)
         else {
@@ -269,33 +245,28 @@ impl Pipeline {
             vip_port: q.dst_port,
         };
         if let Some(v) = self.hand_off(key.client) {
-            return Some(v);
+            return v;
         }
         let Some(f) = self.conntrack.find(&key) else {
-            return Some(Verdict::Drop(DropReason::NoFlow));
+            return Verdict::Drop(DropReason::NoFlow);
         };
-        if q.protocol == IpProtocol::Tcp && !f.quotes_client_seq(q.seq) {
-            return not_handled;
-        }
-        if f.method != ForwardingMethod::Tunnel
+        if (q.protocol == IpProtocol::Tcp && !f.quotes_client_seq(q.seq))
+            || f.method != ForwardingMethod::Tunnel
             || !snap.real_present(f.real_id)
-            || snap.tunnel6_real(f.real_id) != Some(real)
-            || !self
-                .egress
-                .came_from_next_hop6(snap, in_port, real, mac, now)
+            || !tunnel(&mut self.egress, &f)
         {
             return not_handled;
         }
-        pkt.data_mut().copy_within(inner_at..ip.end(), IP);
-        if !pkt.set_len(IP + quote_len) {
-            return Some(Verdict::Drop(DropReason::Truncated));
+        // The client's packet, as much of it as the router quoted, becomes
+        // the packet "fragmentation needed" is made of.
+        pkt.data_mut().copy_within(inner_at..end, IP);
+        if !pkt.set_len(IP + (end - inner_at)) {
+            return Verdict::Drop(DropReason::Truncated);
         }
         let relayed = &self.stats.icmp_errors_forwarded;
         let ends = (key.client, key.vip);
-        Some(
-            self.egress
-                .frag_needed_as(snap, &self.stats, pkt, ends, mtu, now, relayed),
-        )
+        self.egress
+            .frag_needed_as(snap, &self.stats, pkt, ends, mtu, now, relayed)
     }
 }
 
