@@ -804,11 +804,13 @@ impl<A: FlowAddr> Conntrack<A> {
             now,
             budget,
             (budget / 8).max(8),
-            // A flow (or template) of a real a reload removed is over too:
-            // its next packet would end it (`real_removed`), but until
-            // then it held its entry, confirmed and unevictable, for up to
-            // the established timeout, and counted against its source
-            // (found in audit).
+            // A flow of a real a reload removed is as good as closed: its
+            // next packet ends it (`real_removed`), and silent it lives no
+            // longer than a closed flow (found in audit: it held its entry,
+            // confirmed and unevictable, for up to the established
+            // timeout, and counted against its source; ended at once, a
+            // connection's next packet was `no_flow`, found by the reload
+            // end-to-end test).
             // A template with flows lives on whatever its real (found in
             // review: one moved to a real a reload then removed, while a
             // flow of it on an older real went on, was ended, and the
@@ -821,6 +823,7 @@ impl<A: FlowAddr> Conntrack<A> {
                             && (!snap.real_present(f.real_id) || template_over(snap, f, now))
                     } else {
                         !snap.real_present(f.real_id)
+                            && now.wrapping_sub(f.last_seen) > timeouts.of(FlowState::Closed)
                     }
             },
             |f, trust| {

@@ -462,14 +462,19 @@ fn the_sweep_ends_the_flows_of_a_removed_real() {
             .count()
     };
     assert_eq!(on(&ct, &snap), 8);
-    // 198.18.0.12 goes; the flows on .11 stay.
+    // 198.18.0.12 goes; the flows on .11 stay. Within a closed flow's
+    // time the removed real's flows are kept, so that a connection's next
+    // packet is counted `real_removed`; silent past it they are ended.
     let snap = compile(&one_real, 2, &mut ids);
     let kept = on(&ct, &snap);
     assert!(
         kept > 0 && kept < 8,
         "both reals had flows: {kept} on the one kept"
     );
-    ct.sweep(&snap, 1, CAPACITY);
+    let closed = snap.timeouts.of(FlowState::Closed);
+    ct.sweep(&snap, closed, CAPACITY);
+    assert_eq!(ct.table().len(), 8, "not yet");
+    ct.sweep(&snap, closed + 1, CAPACITY);
     assert_eq!(
         ct.table().len(),
         kept,
@@ -605,9 +610,10 @@ fn the_sweep_keeps_a_template_with_flows_whose_real_was_removed() {
     let t2 = syn(&mut ct, &snap, service, client, 1001, vip).unwrap();
     assert_eq!(t2.real, Ipv4Addr::new(198, 18, 0, 12));
     ct.table().audit().unwrap();
-    // .12 removed: its flow ends, the template (a flow on .11 still) stays.
+    // .12 removed: its flow ends (silent past a closed flow's time), the
+    // template (a flow on .11 still) stays.
     let snap = compile(&text(1, None), 3, &mut ids);
-    ct.sweep(&snap, 1, CAPACITY);
+    ct.sweep(&snap, snap.timeouts.of(FlowState::Closed) + 1, CAPACITY);
     ct.table().audit().unwrap();
     assert_eq!(ct.table().len(), 2, "the flow on .11 and its template");
     // The next flow of the client moves the template to a real that is.
