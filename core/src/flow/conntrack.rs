@@ -152,7 +152,6 @@ impl<A: FlowAddr> std::fmt::Debug for Conntrack<A> {
     }
 }
 
-/// The persistence template's key for a flow key.
 /// Whether persistence template `t`, without flows, has outlived its
 /// service's persistence as it is now (a reload may have shortened it,
 /// turned it off, or removed the service): what it was made with, kept in
@@ -165,6 +164,7 @@ fn template_over<A: FlowAddr>(snap: &Snapshot, t: &Flow<A>, now: u32) -> bool {
     t.children == 0 && now.wrapping_sub(t.last_seen) > persistence
 }
 
+/// The persistence template's key for a flow key.
 fn template_key<A: FlowAddr>(k: &FlowKey<A>) -> FlowKey<A> {
     FlowKey {
         proto: k.proto | FLOW_TEMPLATE,
