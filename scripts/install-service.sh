@@ -145,7 +145,9 @@ unitdir=$destdir/etc/systemd/system
 # An upgrade: the new binary must take the configuration the box runs, or
 # the next restart (a watchdog's too) fails its ExecStartPre check (found
 # in audit: it was installed all the same, with a warning after the fact).
-if [ -e "$etcdir/lb.toml" ] && ! check=$("$binary" -c "$etcdir/lb.toml" --check 2>&1); then
+checked=0
+[ ! -e "$etcdir/lb.toml" ] || checked=1
+if [ "$checked" -eq 1 ] && ! check=$("$binary" -c "$etcdir/lb.toml" --check 2>&1); then
     printf '%s\n' "$check" >&2
     [ "$force" -eq 1 ] ||
         die "$binary refuses the existing $etcdir/lb.toml (above): nothing installed. Fix the configuration for this version first, or install anyway with --force"
@@ -184,8 +186,9 @@ done
 install -m 0755 "$root/scripts/bind-nics.sh" "$sbindir/lb-appliance-bind-nics"
 say "installed $sbindir/lb-appliance-bind-nics (scripts/bind-nics.sh): to bind the NICs at every boot, write them into /etc/lb-appliance/nics and run: systemctl enable lb-appliance-bind-nics"
 
-# Is the installed configuration valid? (Touches no device.)
-if ! check=$("$bindir/lb-appliance" -c "$etcdir/lb.toml" --check 2>&1); then
+# Is a configuration installed from the example valid? (Touches no
+# device; an existing one was checked before the binary was installed.)
+if [ "$checked" -eq 0 ] && ! check=$("$bindir/lb-appliance" -c "$etcdir/lb.toml" --check 2>&1); then
     say "warning: $etcdir/lb.toml does not validate yet; the service will not start until it does:"
     printf '%s\n' "$check" >&2
 fi

@@ -48,6 +48,13 @@ fn key_to<A: FlowAddr>(client: A, port: u16, vip: A) -> FlowKey<A> {
     }
 }
 
+/// The snapshot of `text` a reload makes (generation `generation`), the
+/// ids of reals and services kept in `ids` from one to the next.
+fn reloaded(text: &str, generation: u64, ids: &mut Ids) -> Snapshot {
+    let config = Config::parse(text).expect("valid");
+    Snapshot::compile(&config, &[], generation, ids, |_, _, _| true).unwrap()
+}
+
 fn snapshot() -> Snapshot {
     let config = Config::parse(CONFIG).expect("valid");
     Snapshot::compile(&config, &[], 1, &mut Ids::default(), |_, _, _| true).unwrap()
@@ -435,11 +442,7 @@ fn the_sweep_ends_the_flows_of_a_removed_real() {
         1,
     );
     let mut ids = Ids::default();
-    let compile = |text: &str, generation: u64, ids: &mut Ids| {
-        let config = Config::parse(text).expect("valid");
-        Snapshot::compile(&config, &[], generation, ids, |_, _, _| true).unwrap()
-    };
-    let snap = compile(&two_reals, 1, &mut ids);
+    let snap = reloaded(&two_reals, 1, &mut ids);
     let vip = Ipv4Addr::new(198, 18, 1, 100);
     let service = snap.service_for(6, vip, 80).unwrap();
     let mut ct = Conntrack::<Ipv4Addr>::new(CAPACITY, 64, Arc::new(WorkerStats::default()));
@@ -465,7 +468,7 @@ fn the_sweep_ends_the_flows_of_a_removed_real() {
     // 198.18.0.12 goes; the flows on .11 stay. Within a closed flow's
     // time the removed real's flows are kept, so that a connection's next
     // packet is counted `real_removed`; silent past it they are ended.
-    let snap = compile(&one_real, 2, &mut ids);
+    let snap = reloaded(&one_real, 2, &mut ids);
     let kept = on(&ct, &snap);
     assert!(
         kept > 0 && kept < 8,
@@ -500,14 +503,10 @@ fn a_reload_that_shortens_persistence_shortens_its_templates() {
         )
     };
     let mut ids = Ids::default();
-    let compile = |text: &str, generation: u64, ids: &mut Ids| {
-        let config = Config::parse(text).expect("valid");
-        Snapshot::compile(&config, &[], generation, ids, |_, _, _| true).unwrap()
-    };
     let vip = Ipv4Addr::new(198, 18, 1, 100);
     let client = Ipv4Addr::new(203, 0, 113, 7);
     for (after, when) in [("1s", 2_000), ("0s", 1), ("", 1)] {
-        let snap = compile(&with("1h"), 1, &mut ids);
+        let snap = reloaded(&with("1h"), 1, &mut ids);
         let service = snap.service_for(6, vip, 80).unwrap();
         let mut ct = Conntrack::<Ipv4Addr>::new(CAPACITY, 64, Arc::new(WorkerStats::default()));
         syn(&mut ct, &snap, service, client, 1000, vip).unwrap();
@@ -522,7 +521,7 @@ fn a_reload_that_shortens_persistence_shortens_its_templates() {
             "" => CONFIG.replacen("vip = \"198.18.1.100\"", "vip = \"198.18.1.200\"", 1),
             p => with(p),
         };
-        let snap = compile(&text, 2, &mut ids);
+        let snap = reloaded(&text, 2, &mut ids);
         ct.sweep(&snap, when, CAPACITY);
         assert_eq!(
             ct.table().len(),
@@ -532,7 +531,7 @@ fn a_reload_that_shortens_persistence_shortens_its_templates() {
     }
     // A new flow of the client past the new time does not follow the old
     // template: it is made afresh.
-    let snap = compile(&with("1h"), 3, &mut ids);
+    let snap = reloaded(&with("1h"), 3, &mut ids);
     let service = snap.service_for(6, vip, 80).unwrap();
     let mut ct = Conntrack::<Ipv4Addr>::new(CAPACITY, 64, Arc::new(WorkerStats::default()));
     syn(&mut ct, &snap, service, client, 1000, vip).unwrap();
@@ -547,7 +546,7 @@ fn a_reload_that_shortens_persistence_shortens_its_templates() {
             .map(|e| ct.table().get(e).last_seen)
     };
     assert_eq!(template(&ct), Some(0));
-    let snap = compile(&with("1s"), 4, &mut ids);
+    let snap = reloaded(&with("1s"), 4, &mut ids);
     let service = snap.service_for(6, vip, 80).unwrap();
     // (`syn` sends at time 0: the time since the template's last use is
     // what counts, so it is made older instead.)
@@ -595,24 +594,21 @@ fn the_sweep_keeps_a_template_with_flows_whose_real_was_removed() {
             )
     };
     let mut ids = Ids::default();
-    let compile = |t: &str, g: u64, ids: &mut Ids| {
-        Snapshot::compile(&Config::parse(t).unwrap(), &[], g, ids, |_, _, _| true).unwrap()
-    };
     let vip = Ipv4Addr::new(198, 18, 1, 100);
     let client = Ipv4Addr::new(203, 0, 113, 7);
     let mut ct = Conntrack::<Ipv4Addr>::new(CAPACITY, 64, Arc::new(WorkerStats::default()));
-    let snap = compile(&text(1, Some(0)), 1, &mut ids);
+    let snap = reloaded(&text(1, Some(0)), 1, &mut ids);
     let service = snap.service_for(6, vip, 80).unwrap();
     let t1 = syn(&mut ct, &snap, service, client, 1000, vip).unwrap();
     assert_eq!(t1.real, Ipv4Addr::new(198, 18, 0, 11));
     // .11 drained: the client's next flow moves the template to .12.
-    let snap = compile(&text(0, Some(1)), 2, &mut ids);
+    let snap = reloaded(&text(0, Some(1)), 2, &mut ids);
     let t2 = syn(&mut ct, &snap, service, client, 1001, vip).unwrap();
     assert_eq!(t2.real, Ipv4Addr::new(198, 18, 0, 12));
     ct.table().audit().unwrap();
     // .12 removed: its flow ends (silent past a closed flow's time), the
     // template (a flow on .11 still) stays.
-    let snap = compile(&text(1, None), 3, &mut ids);
+    let snap = reloaded(&text(1, None), 3, &mut ids);
     ct.sweep(&snap, snap.timeouts.of(FlowState::Closed) + 1, CAPACITY);
     ct.table().audit().unwrap();
     assert_eq!(ct.table().len(), 2, "the flow on .11 and its template");
