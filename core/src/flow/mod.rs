@@ -18,7 +18,9 @@ mod table;
 
 pub use conntrack::{Conntrack, ReplyTarget, Target, SOURCE_SHARE};
 pub use hash::{fix_owner_key, flow_hash, mix64, owner_of, source_hash, FlowAddr, IndexSeed};
-pub use state::{seq_near, seq_within, FlowState, Segment, Timeouts, RST_WINDOW, SEQ_WINDOW};
+pub use state::{
+    seq_near, seq_within, FlowState, Segment, Timeouts, ACK_WINDOW, RST_WINDOW, SEQ_WINDOW,
+};
 pub use sync::Installed;
 pub use synproxy::{sender_mark, Cover, ProxyStep, ProxySyn, ReplyStep, Waiting};
 pub use table::{

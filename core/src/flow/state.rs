@@ -117,17 +117,30 @@ pub const SEQ_WINDOW: u32 = 1 << 20;
 /// A RST or FIN must lie closer still: its sender puts the next sequence
 /// number it would send there (RFC 793), which the flow tracks, so 64 KiB
 /// either side is room enough for reordering, and a blind guess hits it
-/// about once in 32,768 tries. A stranger who knows the tuple can do
+/// about once in 32,768 tries. A stranger who knows the tuple could do
 /// better in two steps: a segment that lands within [`SEQ_WINDOW`] (once
 /// in 2,048 tries) moves the tracking to its end, where a RST is then
-/// believed; so about 2,048 guesses of two packets each close a flow.
-/// Holding the tracking to the receiver's acknowledgments, as Linux
-/// conntrack does, would close that; not done yet. (A FIN within 1 MiB was believed: it
+/// believed. Where the appliance sees both sides (NAT), that segment must
+/// also acknowledge what the other side sent ([`ACK_WINDOW`]), so the
+/// first step takes about 2^19 tries; TUN and DR, which see one side,
+/// still take about 2,048 pairs. (A FIN within 1 MiB was believed: it
 /// demoted a confirmed flow to an evictable one at 16 times the odds of a
 /// RST, and a SYN after it moved the tuple to another real; found in
 /// review. A FIN sent behind more than 64 KiB of data the appliance has
 /// not seen yet is not believed: its flow ends by its timeout.)
 pub const RST_WINDOW: u32 = 1 << 16;
+
+/// How far behind what the other side was seen to send a segment's
+/// acknowledgment number may lie (never ahead of it) for the segment to
+/// be believed, where the appliance sees both sides (NAT), as Linux
+/// conntrack holds segments to the receiver's data: the acknowledgment of
+/// a stranger's segment then lands once in 256 tries, on top of its
+/// sequence number. 16 MiB, not the window the endpoints use (the
+/// appliance does not read window scaling): a receiver with more than
+/// that unacknowledged (a download of more than 1.3 Gbit/s over 100 ms)
+/// is followed only once its acknowledgments catch up; until then its
+/// FIN or RST is not believed and the flow may end by its timeout.
+pub const ACK_WINDOW: u32 = 1 << 24;
 
 /// Whether `seq` lies within [`SEQ_WINDOW`] of `next`, either side
 /// (sequence numbers wrap).

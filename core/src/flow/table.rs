@@ -17,7 +17,7 @@ use std::net::Ipv4Addr;
 use lb_config::ForwardingMethod;
 
 use super::hash::{flow_hash, FlowAddr, IndexSeed};
-use super::state::{seq_near, seq_within, FlowState, Segment, Timeouts, RST_WINDOW};
+use super::state::{seq_near, seq_within, FlowState, Segment, Timeouts, ACK_WINDOW, RST_WINDOW};
 use crate::buffer::PacketBuf;
 use crate::wire::TcpFlags;
 
@@ -277,27 +277,50 @@ impl<A: FlowAddr> Flow<A> {
     #[inline(always)]
     pub fn on_segment(&mut self, seg: Segment, from_client: bool) {
         self.seq_known &= !SYNCED;
-        let bit = if from_client { SEEN_CLIENT } else { SEEN_REAL };
-        let next = if from_client {
-            &mut self.client_next
+        let (bit, other) = if from_client {
+            (SEEN_CLIENT, SEEN_REAL)
         } else {
-            &mut self.real_next
+            (SEEN_REAL, SEEN_CLIENT)
         };
         // A client's SYN on a half-open flow starts where it says: the
         // flow may have been opened by someone else's SYN on the same tuple
         // (the real will answer the last one; nothing is confirmed yet).
         let reopen = from_client && self.state == FlowState::SynSent && seg.opens();
         if self.seq_known & bit != 0 && !reopen {
-            if !seq_near(seg.seq, *next)
+            let (next, other_next) = if from_client {
+                (self.client_next, self.real_next)
+            } else {
+                (self.real_next, self.client_next)
+            };
+            if !seq_near(seg.seq, next)
                 || (seg.flags.intersects(TcpFlags::RST | TcpFlags::FIN)
-                    && !seq_within(seg.seq, *next, RST_WINDOW))
+                    && !seq_within(seg.seq, next, RST_WINDOW))
+            {
+                return;
+            }
+            // Where the other side is seen (NAT), a segment must also
+            // acknowledge what that side sent: at most `ACK_WINDOW` behind
+            // it, never ahead. Only SYN and RST may come without ACK (as
+            // in Linux conntrack's table of valid flags). A stranger who
+            // knows the tuple then has to guess both numbers to move the
+            // tracking.
+            if self.seq_known & other != 0
+                && !if seg.flags.contains(TcpFlags::ACK) {
+                    other_next.wrapping_sub(seg.ack) <= ACK_WINDOW
+                } else {
+                    seg.flags.intersects(TcpFlags::SYN | TcpFlags::RST)
+                }
             {
                 return;
             }
             let end = seg.seq.wrapping_add(seg.len);
             // Only forward: a retransmission does not move it back.
-            if (end.wrapping_sub(*next) as i32) > 0 {
-                *next = end;
+            if (end.wrapping_sub(next) as i32) > 0 {
+                if from_client {
+                    self.client_next = end;
+                } else {
+                    self.real_next = end;
+                }
             }
         } else if from_client && self.seq_known & UNSURE_CLIENT != 0 {
             // A synced flow's client not yet placed: none of its RSTs,
@@ -1675,6 +1698,72 @@ mod tests {
         f.on_segment(seg(TcpFlags::SYN, 0x7000_0000, 0, 1), true);
         f.on_segment(seg(TcpFlags::RST, 0x7000_0001, 0, 0), true);
         assert_eq!(f.state(), FlowState::Established);
+    }
+
+    /// Where both sides are seen (NAT), a segment moves the tracking only
+    /// if it also acknowledges what the other side sent: a stranger's
+    /// segment that lands in the sequence window but acknowledges nothing
+    /// sent (or carries no ACK) does not move it, so its RST at that
+    /// segment's end is not believed; a client whose acknowledgments lag
+    /// 8 MiB behind a download is still followed, its FIN believed.
+    #[test]
+    fn a_segment_must_acknowledge_what_the_other_side_sent() {
+        let seg = |flags, seq, ack, len| Segment {
+            flags,
+            seq,
+            ack,
+            len,
+        };
+        let established = || {
+            let mut t = FlowTable::with_capacity(4);
+            let e = t.insert(&new(1, true, 0)).unwrap();
+            let f = t.get_mut(e);
+            f.on_segment(seg(TcpFlags::SYN, 1_000, 0, 1), true);
+            f.on_segment(seg(TcpFlags::SYN | TcpFlags::ACK, 50_000, 1_001, 1), false);
+            f.on_segment(seg(TcpFlags::ACK, 1_001, 50_001, 0), true);
+            assert_eq!(f.trust(), Trust::Confirmed);
+            t
+        };
+        let ahead = 1_001 + (1 << 19);
+        for (flags, ack) in [
+            (TcpFlags::ACK, 0x9000_0000),
+            (TcpFlags::ACK, 50_002),
+            (TcpFlags::ACK, 50_001u32.wrapping_sub(ACK_WINDOW + 1)),
+            (TcpFlags::PSH, 0),
+        ] {
+            let mut t = established();
+            let f = t.get_mut(0);
+            f.on_segment(seg(flags, ahead, ack, 1_000), true);
+            f.on_segment(seg(TcpFlags::RST, ahead + 1_000, 0, 0), true);
+            assert_eq!(f.state(), FlowState::Established, "{flags:?} ack {ack}");
+        }
+        // An acknowledgment within the window moves it, as before.
+        let mut t = established();
+        let f = t.get_mut(0);
+        f.on_segment(seg(TcpFlags::ACK, ahead, 50_001, 1_000), true);
+        f.on_segment(seg(TcpFlags::RST, ahead + 1_000, 0, 0), true);
+        assert_eq!(f.state(), FlowState::Closed);
+        // A download: the real has sent 8 MiB more than the client acknowledged.
+        let mut t = established();
+        let f = t.get_mut(0);
+        let mut real_seq = 50_001u32;
+        for _ in 0..8 * 1024 {
+            f.on_segment(seg(TcpFlags::ACK, real_seq, 1_001, 1_024), false);
+            real_seq += 1_024;
+        }
+        f.on_segment(seg(TcpFlags::FIN | TcpFlags::ACK, 1_001, 50_001, 1), true);
+        assert_eq!(f.state(), FlowState::FinWait);
+        // The real's segments are held to the client's side the same way.
+        let mut t = established();
+        let f = t.get_mut(0);
+        f.on_segment(seg(TcpFlags::RST | TcpFlags::ACK, 50_001, 1_002, 0), false);
+        assert_eq!(
+            f.state(),
+            FlowState::Established,
+            "acknowledges a byte not sent"
+        );
+        f.on_segment(seg(TcpFlags::RST | TcpFlags::ACK, 50_001, 1_001, 0), false);
+        assert_eq!(f.state(), FlowState::Closed);
     }
 
     /// A SYN that also carries RST or FIN is no opening SYN: on a

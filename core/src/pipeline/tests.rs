@@ -2202,6 +2202,52 @@ fn a_blind_fin_changes_nothing_and_a_real_one_closes() {
     );
 }
 
+/// The two-step attack on a NAT flow whose tuple a stranger knows: a
+/// segment that lands within the 1 MiB window moves the tracking only if
+/// it also acknowledges what the real sent, so a RST at its end is not
+/// believed when its acknowledgment number is a guess (or it carries no
+/// ACK); with the real's own acknowledgment number it would be.
+#[test]
+fn a_blind_segment_that_acknowledges_nothing_sent_does_not_move_a_nat_flow() {
+    use crate::flow::FlowState;
+    const RST: u8 = 0x04;
+    const PSH: u8 = 0x08;
+    let mut now = 1;
+    for (flags, ack_off, closes) in [
+        (ACK, 0x4000_0000u32, false),
+        (ACK, 2, false),
+        (PSH, 0, false),
+        (ACK, 0, true),
+    ] {
+        let Handshaken {
+            snap,
+            mut p,
+            client,
+            isn,
+            real_isn,
+            ..
+        } = Handshaken::new(|_| {});
+        let ahead = isn + 1 + (512 << 10);
+        let ack = (real_isn + 1).wrapping_add(ack_off);
+        let mut step = VecBuf::from_bytes(&tcp_ack(client, (VIP, 80), flags, ahead, ack, OUR));
+        now += 1;
+        assert_eq!(p.process(&snap, 0, &mut step, now), Verdict::Transmit(0));
+        let mut rst = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), RST, ahead, OUR));
+        now += 1;
+        assert_eq!(p.process(&snap, 0, &mut rst, now), Verdict::Transmit(0));
+        let want = if closes {
+            FlowState::Closed
+        } else {
+            FlowState::Established
+        };
+        assert_eq!(
+            only_state(&p),
+            want,
+            "flags {flags:#x}, ack {ack_off:#x} off"
+        );
+    }
+}
+
 /// A half-closed NAT connection (one side's FIN) still carries the other
 /// side's data: a stranger's SYN on its tuple, at any sequence number,
 /// neither ends the flow nor moves the tuple to another real, nor lets

@@ -123,12 +123,13 @@ fn real_id(snap: &Snapshot, addr: IpAddr) -> u32 {
         .id
 }
 
+/// A segment without payload: SYN and FIN take one sequence number each.
 fn seg(flags: TcpFlags, seq: u32, ack: u32) -> Option<Segment> {
     Some(Segment {
         flags,
         seq,
         ack,
-        len: 0,
+        len: u32::from(flags.contains(TcpFlags::SYN)) + u32::from(flags.contains(TcpFlags::FIN)),
     })
 }
 
