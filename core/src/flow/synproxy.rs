@@ -625,6 +625,11 @@ fn syn_due<A: FlowAddr>(f: &Flow<A>, now: u32) -> bool {
 pub const SYN_WATCH: usize = 4096;
 /// How often the watched flows are looked at (ms).
 pub const SYN_WATCH_EVERY_MS: u32 = 50;
+/// How many watched flows one poll looks at, at most: a look at all
+/// [`SYN_WATCH`] of both families, each a random read of the flow table,
+/// took up to a millisecond of one poll (found in audit); a larger list is
+/// looked at over several polls in a row.
+pub const SYN_WATCH_BUDGET: usize = 256;
 
 /// The timer side of [`SynRetries`]: a client that sends nothing after its
 /// ACK (the server speaks first: SSH, SMTP, many databases) gives no
@@ -645,10 +650,12 @@ pub struct SynWatch<A: FlowAddr> {
     flows: Vec<(u32, FlowKey<A>)>,
     /// When they were last looked at in full.
     last: u32,
-    /// Where a look that filled the queue stopped: the next look (at the
-    /// next poll, not a tick later) goes on from there, so that no flow
-    /// waits behind others that keep coming due.
-    resume: Option<usize>,
+    /// Where a look that filled the queue, or used up its budget
+    /// ([`SYN_WATCH_BUDGET`]), stopped, and how many of the look's flows
+    /// are still to see: the next look (at the next poll, not a tick
+    /// later) goes on from there, so that no flow waits behind others that
+    /// keep coming due.
+    resume: Option<(usize, usize)>,
 }
 
 impl<A: FlowAddr> Default for SynWatch<A> {
@@ -736,14 +743,24 @@ impl<A: FlowAddr> super::Conntrack<A> {
     #[cold]
     #[inline(never)]
     fn syn_watch_scan(&mut self, snap: &Snapshot, now: u32) {
-        let start = self.syn_watch.resume.take().unwrap_or(0);
-        let mut i = start;
-        // Each watched flow once: from `start` to the end, then from the
-        // beginning to `start` (a removal moves the last one into `i`,
+        let (mut i, mut left) = self
+            .syn_watch
+            .resume
+            .take()
+            .unwrap_or((0, self.syn_watch.flows.len()));
+        // Each watched flow once: from where the look began to the end,
+        // then from the beginning (a removal moves the last one into `i`,
         // which is then looked at; one moved from the part already done
         // may be looked at twice, which is harmless: once named, it is
-        // not due again).
-        for _ in 0..self.syn_watch.flows.len() {
+        // not due again). At most `SYN_WATCH_BUDGET` a poll.
+        let mut budget = SYN_WATCH_BUDGET;
+        while left > 0 {
+            if budget == 0 {
+                self.syn_watch.resume = Some((i, left));
+                return;
+            }
+            budget -= 1;
+            left -= 1;
             if i >= self.syn_watch.flows.len() {
                 i = 0;
             }
@@ -773,7 +790,7 @@ impl<A: FlowAddr> super::Conntrack<A> {
             {
                 if self.resets.len() >= PROXY_RESETS {
                     // On from here at the next poll.
-                    self.syn_watch.resume = Some(i);
+                    self.syn_watch.resume = Some((i, left + 1));
                     return;
                 }
                 // While it waits, the flow's offset field holds the cookie.
@@ -789,7 +806,7 @@ impl<A: FlowAddr> super::Conntrack<A> {
             let f = self.table.get_mut(e);
             if syn_due(f, now) && !self.retries.name(e, f, now) {
                 // The queue is full: on from here at the next poll.
-                self.syn_watch.resume = Some(i);
+                self.syn_watch.resume = Some((i, left + 1));
                 return;
             }
             i += 1;

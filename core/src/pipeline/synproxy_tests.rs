@@ -2192,3 +2192,43 @@ fn a_blind_syn_does_not_end_a_half_closed_proxied_flow() {
         "the response still reaches the client"
     );
 }
+
+/// The SYN timer looks at no more than `SYN_WATCH_BUDGET` watched flows a
+/// poll (found in audit: a look at a full watch list of both families, a
+/// random flow-table read each, took up to a millisecond of one poll); a
+/// longer list is looked at over the next polls in a row, not a tick
+/// later, and every flow of it is seen.
+#[test]
+fn the_syn_timer_looks_at_a_bounded_number_of_flows_a_poll() {
+    use crate::flow::synproxy::SYN_WATCH_BUDGET;
+    let (snap, mut p) = setup("on", 4096);
+    let n = 2 * SYN_WATCH_BUDGET + 100;
+    for i in 0..n {
+        let c = (CLIENT, 20_000 + i as u16);
+        let syn = Seg {
+            src: c,
+            ..client_syn(ISN)
+        };
+        let synack = run(&mut p, &snap, &syn, NOW).expect("SYN-ACK");
+        let ack = Seg {
+            src: c,
+            ..client_ack(synack.seq)
+        };
+        let mut b = VecBuf::from_bytes(&ack.frame());
+        assert_eq!(p.process(&snap, 0, &mut b, NOW + 1), Verdict::Transmit(0));
+    }
+    assert_eq!(p.conntrack.syn_watched(), n);
+    // Long after: every one of them expired, so each look forgets the
+    // flows it sees.
+    let later = NOW + 3_600_000;
+    let mut watched = vec![p.conntrack.syn_watched()];
+    for _ in 0..4 {
+        p.syn_timers(&snap, later);
+        watched.push(p.conntrack.syn_watched());
+    }
+    assert_eq!(
+        watched,
+        [n, n - SYN_WATCH_BUDGET, n - 2 * SYN_WATCH_BUDGET, 0, 0],
+        "flows watched after each poll"
+    );
+}
