@@ -285,6 +285,15 @@ fn metrics_status_health_and_reload_on_a_running_appliance() {
     ] {
         assert!(w(name, &[]) >= 0.0);
     }
+    // Every frame received is accounted for: sent, dropped by a reason, or
+    // taken in by the worker (one worker, nothing held or handed on).
+    assert_eq!(
+        w("lb_worker_rx_packets_total", &[]),
+        w("lb_worker_tx_packets_total", &[])
+            + w("lb_worker_packets_dropped_total", &[])
+            + w("lb_worker_packets_consumed_total", &[]),
+        "rx = tx + dropped + consumed"
+    );
     for direction in ["in", "out"] {
         assert_eq!(w("lb_handoffs_total", &[("direction", direction)]), 0.0);
     }

@@ -132,7 +132,7 @@ pub const METRICS: &[(&str, &str)] = &[
     ("lb_build_info", "Version of lb-appliance and of DPDK."),
     (
         "lb_kernel_packets_total",
-        "Frames of the exception path through the port's kernel interface: to_kernel (given to it) and from_kernel (sent by it out of the port).",
+        "Frames of the exception path through the port's kernel interface: to_kernel (given to it) and from_kernel (sent by it, handed to the port's transmit queue; one the queue refuses is also a tx_full drop).",
     ),
     (
         "lb_syn_proxy_cookies_sent_total",
@@ -241,6 +241,9 @@ pub const WORKER_COUNTERS: &[(&str, ExtraLabel, WorkerRead)] = &[
         w.handoffs_in.get()
     }),
     ("lb_held_packets_total", None, |w| w.held.get()),
+    ("lb_worker_packets_consumed_total", None, |w| {
+        w.consumed.get()
+    }),
     ("lb_icmp_frag_needed_sent_total", None, |w| {
         w.icmp_frag_needed.get()
     }),
@@ -304,7 +307,7 @@ pub const WORKER_METRICS: &[(&str, &str)] = &[
     ),
     (
         "lb_flows_expired_total",
-        "Flows that ended by timeout in the worker's tables.",
+        "Flows the sweep ended in the worker's tables: by timeout, or because a reload removed their real.",
     ),
     (
         "lb_flows_evicted_total",
@@ -312,7 +315,7 @@ pub const WORKER_METRICS: &[(&str, &str)] = &[
     ),
     (
         "lb_flow_table_full_total",
-        "New flows forwarded without a table entry because every entry was confirmed (sh and mh services; others are flow_table_full drops).",
+        "New mh TUN/DR flows (and sh TUN/DR UDP flows) forwarded without a table entry because every entry was confirmed (other flows are flow_table_full drops).",
     ),
     (
         "lb_stateless_forwards_total",
@@ -329,6 +332,10 @@ pub const WORKER_METRICS: &[(&str, &str)] = &[
     (
         "lb_held_packets_total",
         "Packets held while their next hop's MAC address was being resolved.",
+    ),
+    (
+        "lb_worker_packets_consumed_total",
+        "Frames the worker took in itself, neither sent nor dropped: ARP replies and Neighbor Advertisements it learned from.",
     ),
     (
         "lb_icmp_frag_needed_sent_total",
@@ -392,6 +399,8 @@ pub struct Exporter {
     dpdk: String,
     /// By port index: whether the port has a kernel interface.
     kernel: Vec<bool>,
+    /// By port index: whether the last read of the port's counters failed.
+    port_unread: Vec<std::sync::atomic::AtomicBool>,
     /// `[sync]`: the sync thread's counters (None without the section,
     /// and then no sync series).
     sync: Option<Arc<SyncCounters>>,
@@ -432,12 +441,14 @@ impl Exporter {
             .iter()
             .map(|p| p.kernel)
             .collect();
+        let port_unread = ports.iter().map(|_| Default::default()).collect();
         Exporter {
             shared,
             ports,
             workers,
             dpdk,
             kernel,
+            port_unread,
             sync: None,
             sync_status: None,
             ctl: None,
@@ -528,8 +539,31 @@ impl Exporter {
         let tx_b = counter("lb_port_tx_bytes_total", &["port"]);
         let missed = counter("lb_port_rx_missed_total", &["port"]);
         let tx_failed = counter("lb_port_tx_failed_total", &["port"]);
-        for (name, port) in &self.ports {
-            let s = port.stats().unwrap_or_default();
+        for (i, (name, port)) in self.ports.iter().enumerate() {
+            // A read that failed (a VF's stats go through its PF's mailbox,
+            // which can fail for a moment, during a reset) leaves the
+            // port's series out of this scrape: zeros would read as a
+            // counter reset, and the next scrape's full values as the
+            // port's whole life in one interval (found in audit: a false
+            // rx-missed alert). Logged when it starts and stops failing.
+            let failing = &self.port_unread[i];
+            let s = match port.stats() {
+                Ok(s) => {
+                    if failing.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                        log::info!("metrics: port {name}'s counters are read again");
+                    }
+                    s
+                }
+                Err(e) => {
+                    if !failing.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        log::warn!(
+                            "metrics: port {name}'s counters could not be read ({e}): \
+                             its lb_port_* series are left out until they can"
+                        );
+                    }
+                    continue;
+                }
+            };
             let l = &[name.as_str()];
             rx_p.with_label_values(l).inc_by(s.rx_packets);
             tx_p.with_label_values(l).inc_by(s.tx_packets);
@@ -539,7 +573,7 @@ impl Exporter {
             let ours: u64 = self
                 .workers
                 .iter()
-                .map(|(_, w)| w.tx_failed.get(port.id().0 as usize).map_or(0, |c| c.get()))
+                .map(|(_, w)| w.tx_failed.get(i).map_or(0, |c| c.get()))
                 .sum();
             tx_failed.with_label_values(l).inc_by(s.tx_errors + ours);
         }
@@ -852,6 +886,8 @@ impl Exporter {
                 active_flows: w.active_flows.get(),
                 flow_capacity: w.flow_capacity.get(),
                 busy_ratio: shared.busy.get(i).copied().unwrap_or(0.0),
+                active_flows6: w.ipv6_flows.active.get(),
+                flow_capacity6: w.ipv6_flows.capacity.get(),
             })
             .collect();
         Status {
@@ -900,6 +936,7 @@ mod tests {
                 &w.ndp_solicitations,
                 &w.ndp_advertisements,
                 &w.nat_replies_unvouched,
+                &w.consumed,
             ]
         };
         for (i, c) in fields.iter().enumerate() {
@@ -953,6 +990,7 @@ mod tests {
                 119,
             ),
             ("lb_nat_replies_unvouched_total{worker=\"3\"}", 120),
+            ("lb_worker_packets_consumed_total{worker=\"3\"}", 121),
             ("lb_worker_packets_dropped_total{worker=\"3\"}", 12),
             ("lb_held_packets_total{worker=\"5\"}", 9),
             ("lb_worker_rx_packets_total{worker=\"5\"}", 0),

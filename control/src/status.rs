@@ -48,9 +48,17 @@ pub struct RealStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerStatus {
     pub lcore: u32,
+    /// The IPv4 flow table's.
     pub active_flows: u64,
     pub flow_capacity: u64,
     pub busy_ratio: f64,
+    /// The IPv6 flow table's (0 without an IPv6 port; found in audit: an
+    /// IPv6-only appliance showed no flows). Absent in the JSON of older
+    /// versions, hence the default.
+    #[serde(default)]
+    pub active_flows6: u64,
+    #[serde(default)]
+    pub flow_capacity6: u64,
 }
 
 /// `address:port`, with an IPv6 address in brackets (`[2001:2::11]:80`).

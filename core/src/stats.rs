@@ -320,6 +320,10 @@ pub struct WorkerStats {
     pub arp_requests: Counter,
     /// Packets held while their next hop was being resolved.
     pub held: Counter,
+    /// Frames the worker took in itself, neither sent nor dropped: ARP
+    /// replies and Neighbor Advertisements it learned from (without this,
+    /// rx was more than what became of the frames).
+    pub consumed: Counter,
     pub icmp_frag_needed: Counter,
     /// "Fragmentation needed" not sent: over the ICMP rate limit.
     pub icmp_rate_limited: Counter,
@@ -339,7 +343,8 @@ pub struct WorkerStats {
     /// Connection sync: what this worker recorded for the peer and
     /// installed from it (`crate::sync`).
     pub sync: crate::sync::SyncCounters,
-    /// Packets the tx queue of each port did not take.
+    /// Packets the tx queue of each port did not take, by port index
+    /// (config order; at most `MAX_PORTS` ports, which config checks).
     pub tx_failed: [Counter; MAX_PORTS],
     /// The exception path, by port index (config order): frames given to
     /// the port's kernel interface, and frames the kernel sent that left
@@ -394,6 +399,7 @@ impl Default for WorkerStats {
             handoffs_in: Counter::default(),
             arp_requests: Counter::default(),
             held: Counter::default(),
+            consumed: Counter::default(),
             icmp_frag_needed: Counter::default(),
             icmp_rate_limited: Counter::default(),
             icmp_errors_forwarded: Counter::default(),

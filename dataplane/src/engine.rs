@@ -397,6 +397,7 @@ impl Dataplane {
         snapshot.check_tunnel6_mtus(config)?;
         let snapshot = Arc::new(snapshot);
         let stop = Arc::new(AtomicBool::new(false));
+        let left = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let n = config.workers.lcores.len();
         // Hand-off rings for every ordered pair of workers. Deep, so that an
         // owner descheduled for a moment loses nothing; under a flood all of
@@ -500,6 +501,7 @@ impl Dataplane {
                 updates: rx_updates,
                 stats: Arc::clone(&stats),
                 stop: Arc::clone(&stop),
+                left: Arc::clone(&left),
                 pipeline,
                 mempool,
                 handoff_out,

@@ -18,7 +18,7 @@
 #![deny(unsafe_code)]
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam::channel::{Receiver, Sender};
@@ -40,6 +40,12 @@ use lb_core::pipeline::{
 use lb_core::snapshot::Snapshot;
 use lb_core::stats::{DropReason, WorkerStats};
 
+/// How long a stopping worker waits for the others to leave their loops
+/// before it stops counting what they hand it (they look at the stop flag
+/// between bursts, well under a millisecond apart; within the engine's
+/// `WORKER_STOP_DEADLINE`).
+const HANDOFF_DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How many packets may wait for ARP at once, per worker.
 pub const HOLD_SLOTS: usize = 64;
 /// How long a packet waits for its next hop to resolve.
@@ -58,6 +64,10 @@ pub struct Worker {
     pub updates: Receiver<Arc<Snapshot>>,
     pub stats: Arc<WorkerStats>,
     pub stop: Arc<AtomicBool>,
+    /// How many workers have left their poll loop (each adds itself once,
+    /// after its last hand-off): what a stopping worker drains its
+    /// hand-off rings until.
+    pub left: Arc<AtomicUsize>,
     pub pipeline: Pipeline,
     pub mempool: Mempool,
     /// Rings to each other worker (None at our own index).
@@ -532,7 +542,7 @@ impl Worker {
                 enqueue(out, tx, port, m, &stats)
             });
             for (to, burst) in l.out.iter_mut().enumerate() {
-                flush(&mut self.tx[to], burst, &stats);
+                flush(&mut self.tx[to], to, burst, &stats);
             }
             // A busy worker sweeps 16 entries per poll: at a few hundred
             // thousand polls a second that still passes over a 1M-entry
@@ -590,17 +600,30 @@ impl Worker {
         let held = l.held.slots.iter_mut().filter_map(Option::take).count();
         l.held.n = 0;
         stats.drop_packets(DropReason::NeighborUnresolved, held as u64);
-        // And what other workers handed us and we will not run (as if our
-        // rings were full; bounded: the others are stopping too).
+        // And what other workers handed us and we will not run, counted as
+        // if our rings were full: until every worker has left its loop (a
+        // peer still in its last poll hands us more after our first look;
+        // found in audit: those were freed uncounted with the rings), then
+        // once more. Bounded: a peer that never leaves is stuck, which the
+        // engine's stop deadline reports.
+        let workers = self.handoff_out.len();
+        self.left.fetch_add(1, Ordering::Release);
+        let deadline = std::time::Instant::now() + HANDOFF_DRAIN_DEADLINE;
         let mut scratch = MbufBurst::new();
-        for ring in &mut self.handoff_in {
-            for _ in 0..64 {
-                let n = ring.dequeue(&mut scratch, MAX_BURST);
-                if n == 0 {
-                    break;
+        loop {
+            let all_left = self.left.load(Ordering::Acquire) >= workers;
+            for ring in &mut self.handoff_in {
+                for _ in 0..64 {
+                    if ring.dequeue(&mut scratch, MAX_BURST) == 0 {
+                        break;
+                    }
+                    stats.drop_packets(DropReason::HandoffFull, scratch.free_all() as u64);
                 }
-                stats.drop_packets(DropReason::HandoffFull, scratch.free_all() as u64);
             }
+            if all_left || std::time::Instant::now() >= deadline {
+                break;
+            }
+            std::thread::yield_now();
         }
         log::info!("worker {} stopped", self.index);
         0
@@ -734,7 +757,10 @@ fn route(
             stats.drop_packet(reason);
             None
         }
-        Verdict::Consumed => None,
+        Verdict::Consumed => {
+            stats.consumed.incr();
+            None
+        }
         v @ (Verdict::HandOff(_)
         | Verdict::Hold { .. }
         | Verdict::Hold6 { .. }
@@ -886,12 +912,13 @@ fn release_held(
 #[inline]
 fn enqueue(out: &mut [MbufBurst], tx: &mut [TxQueue], to: usize, m: Mbuf, stats: &WorkerStats) {
     if let Err(m) = out[to].push(m) {
-        flush(&mut tx[to], &mut out[to], stats);
+        flush(&mut tx[to], to, &mut out[to], stats);
         let _ = out[to].push(m);
     }
 }
 
-fn flush(txq: &mut TxQueue, burst: &mut MbufBurst, stats: &WorkerStats) {
+/// Sends `burst` on `txq`, the queue of port index `to` (config order).
+fn flush(txq: &mut TxQueue, to: usize, burst: &mut MbufBurst, stats: &WorkerStats) {
     if burst.is_empty() {
         return;
     }
@@ -904,7 +931,10 @@ fn flush(txq: &mut TxQueue, burst: &mut MbufBurst, stats: &WorkerStats) {
     let failed = burst.free_all();
     if failed > 0 {
         stats.drop_packets(DropReason::TxFull, failed as u64);
-        if let Some(c) = stats.tx_failed.get(txq.port().id().0 as usize) {
+        // By port index, as the exporter reads it: a DPDK port id can
+        // be past `MAX_PORTS` (vdevs, representors), a port index cannot
+        // (found in audit: such a port's count was lost).
+        if let Some(c) = stats.tx_failed.get(to) {
             c.add(failed as u64);
         }
     }
