@@ -625,6 +625,7 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
         // entry): `ended_workers` told the others to stop; stop the rest
         // cleanly, and fail.
         let ended = control.dataplane.ended_workers();
+        control.dataplane.reap_retired();
         if !ended.is_empty() {
             let what: Vec<String> = ended
                 .iter()

@@ -145,6 +145,11 @@ pub struct Dataplane {
     workers: Vec<RunningWorker>,
     stop: Arc<AtomicBool>,
     snapshot: Arc<Snapshot>,
+    /// Snapshots published before `snapshot`, kept until every worker has
+    /// adopted a later one ([`Dataplane::reap_retired`]): what a worker
+    /// drops then is never the last reference, so the memory of an old
+    /// snapshot and its schedulers is freed here, on the control thread.
+    retired: Vec<Arc<Snapshot>>,
     mempool: Mempool,
     ids: Ids,
     macs: Vec<lb_config::MacAddr>,
@@ -452,6 +457,7 @@ impl Dataplane {
             workers: Vec::new(),
             stop: Arc::clone(&stop),
             snapshot: Arc::clone(&snapshot),
+            retired: Vec::new(),
             mempool,
             ids,
             macs,
@@ -630,8 +636,30 @@ impl Dataplane {
         for w in &self.workers {
             w.updates.replace(Arc::clone(&snapshot));
         }
-        self.snapshot = snapshot;
+        let old = std::mem::replace(&mut self.snapshot, snapshot);
+        self.retired.push(old);
         self.join_groups();
+        self.reap_retired();
+    }
+
+    /// Drops the retired snapshots every running worker has moved past
+    /// (its `generation`, set after it let go of the one before). Found in
+    /// audit: the last worker to adopt a new snapshot freed the old one,
+    /// and with it every Maglev table a reload replaced (about 128 KiB
+    /// each, thousands with thousands of services), in one poll of its
+    /// loop. The control thread calls it on every tick.
+    pub fn reap_retired(&mut self) {
+        if self.retired.is_empty() {
+            return;
+        }
+        let oldest_running = self
+            .workers
+            .iter()
+            .filter(|w| w.launched.is_some())
+            .map(|w| w.stats.generation.get_acquire())
+            .min()
+            .unwrap_or(u64::MAX);
+        self.retired.retain(|s| s.generation >= oldest_running);
     }
 
     /// Has each kernel interface join the solicited-node groups of the
