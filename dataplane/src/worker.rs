@@ -263,6 +263,9 @@ enum Holding<M> {
 
 /// What the loop keeps besides the worker's own parts.
 struct Loop {
+    /// A burst's frames that wait while what was held for a neighbor the
+    /// burst taught us goes first.
+    later: MbufBurst,
     out: Vec<MbufBurst>,
     handoff: Vec<MbufBurst>,
     held: Holds,
@@ -278,7 +281,9 @@ impl Worker {
         let workers = self.handoff_out.len();
         let mut rx_burst = MbufBurst::new();
         let mut verdicts = [Verdict::Consumed; MAX_BURST];
+        let mut later_verdicts = [Verdict::Consumed; MAX_BURST];
         let mut l = Loop {
+            later: MbufBurst::new(),
             out: (0..ports).map(|_| MbufBurst::new()).collect(),
             handoff: (0..workers).map(|_| MbufBurst::new()).collect(),
             held: Holds::new(),
@@ -401,39 +406,66 @@ impl Worker {
                 let v = &mut verdicts[..n];
                 self.pipeline
                     .process_burst(&self.snapshot, port, rx_burst.as_mut_slice(), v, now);
+                // A neighbor this burst taught us (its ARP reply or
+                // advertisement among the frames): what waits for it is
+                // older than the burst's packets to it, so it goes first
+                // (found in audit: released at the end of the poll, it went
+                // after them, as `told` above keeps from for neighbors other
+                // workers learn). The burst's own packets held for it came
+                // before the answer, so they are held first, then all
+                // released, then the rest of the burst follows.
+                let learned = self.pipeline.has_learned();
+                let mut later = 0;
                 for (m, v) in rx_burst.drain().zip(v.iter()) {
-                    if let Some((m, v)) = route(*v, m, &mut l.out, &mut self.tx, &stats) {
-                        match v {
-                            Verdict::HandOff(w)
-                                if usize::from(w) < workers
-                                    && self.handoff_out[usize::from(w)].is_some() =>
-                            {
-                                let w = usize::from(w);
-                                if let Err(m) = l.handoff[w].push(m) {
-                                    // The burst is full: pass it on now and
-                                    // start another.
-                                    if let Some(ring) = self.handoff_out[w].as_mut() {
-                                        ring.enqueue(&mut l.handoff[w]);
-                                    }
-                                    if l.handoff[w].is_full() {
-                                        stats.drop_packet(DropReason::HandoffFull);
-                                    } else {
-                                        let _ = l.handoff[w].push(m);
-                                    }
-                                }
-                            }
-                            v => keep(
-                                &mut l,
-                                &self.pipeline,
-                                &self.snapshot,
-                                m,
-                                port,
-                                v,
-                                now,
-                                &stats,
-                            ),
+                    if learned && !matches!(v, Verdict::Hold { .. } | Verdict::Hold6 { .. }) {
+                        if let Err(m) = l.later.push(m) {
+                            // (The same capacity as the burst: cannot be.)
+                            drop(m);
+                            stats.drop_packet(DropReason::HandoffFull);
+                        } else {
+                            later_verdicts[later] = *v;
+                            later += 1;
                         }
+                        continue;
                     }
+                    dispose(
+                        &mut l,
+                        &mut self.tx,
+                        &mut self.handoff_out,
+                        &self.pipeline,
+                        &self.snapshot,
+                        m,
+                        *v,
+                        port,
+                        now,
+                        &stats,
+                    );
+                }
+                if learned {
+                    release_held(
+                        &self.pipeline,
+                        &self.snapshot,
+                        &mut l,
+                        now,
+                        &mut self.tx,
+                        &stats,
+                    );
+                    let mut rest = std::mem::take(&mut l.later);
+                    for (m, v) in rest.drain().zip(&later_verdicts[..later]) {
+                        dispose(
+                            &mut l,
+                            &mut self.tx,
+                            &mut self.handoff_out,
+                            &self.pipeline,
+                            &self.snapshot,
+                            m,
+                            *v,
+                            port,
+                            now,
+                            &stats,
+                        );
+                    }
+                    l.later = rest;
                 }
             }
             for (w, burst) in l.handoff.iter_mut().enumerate() {
@@ -767,6 +799,45 @@ fn route(
         | Verdict::Defer { .. }
         | Verdict::Defer6 { .. }
         | Verdict::ToKernel) => Some((m, v)),
+    }
+}
+
+/// Where a frame of one of our rx bursts goes after the pipeline's
+/// verdict `v`: sent, dropped, handed to the worker that owns its flow, or
+/// kept here (held, deferred, to the kernel).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn dispose(
+    l: &mut Loop,
+    tx: &mut [TxQueue],
+    handoff_out: &mut [Option<RingProducer>],
+    pipeline: &Pipeline,
+    snap: &Snapshot,
+    m: Mbuf,
+    v: Verdict,
+    port: usize,
+    now: u32,
+    stats: &WorkerStats,
+) {
+    let Some((m, v)) = route(v, m, &mut l.out, tx, stats) else {
+        return;
+    };
+    match v {
+        Verdict::HandOff(w) if handoff_out.get(usize::from(w)).is_some_and(Option::is_some) => {
+            let w = usize::from(w);
+            if let Err(m) = l.handoff[w].push(m) {
+                // The burst is full: pass it on now and start another.
+                if let Some(ring) = handoff_out[w].as_mut() {
+                    ring.enqueue(&mut l.handoff[w]);
+                }
+                if l.handoff[w].is_full() {
+                    stats.drop_packet(DropReason::HandoffFull);
+                } else {
+                    let _ = l.handoff[w].push(m);
+                }
+            }
+        }
+        v => keep(l, pipeline, snap, m, port, v, now, stats),
     }
 }
 

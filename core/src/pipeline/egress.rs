@@ -624,6 +624,13 @@ impl Egress {
         self.learned.drain(..)
     }
 
+    /// Whether a neighbor of either family was learned since the last
+    /// `take_learned`.
+    #[inline]
+    pub fn has_learned(&self) -> bool {
+        !self.learned.is_empty() || !self.learned6.is_empty()
+    }
+
     pub fn take_arp_requests(&mut self) -> impl Iterator<Item = ArpRequest> + '_ {
         self.arp_out.drain(..)
     }

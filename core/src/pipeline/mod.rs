@@ -372,6 +372,13 @@ impl Pipeline {
         )
     }
 
+    /// Whether this worker learned a neighbor since the last
+    /// [`Self::take_learned`]: packets held for it may go now.
+    #[inline]
+    pub fn has_learned(&self) -> bool {
+        self.egress.has_learned()
+    }
+
     /// Neighbor solicitations to send since the last call.
     pub fn take_ndp_requests(&mut self) -> impl Iterator<Item = NdpRequest> + '_ {
         self.egress.take_ndp_requests()
