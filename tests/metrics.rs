@@ -466,17 +466,19 @@ port = 9000
         series(&s0, "lb_health_checks_total").all(|(k, _)| !k.contains("service=scripted")),
         "no result yet: the state is the initial one"
     );
-    wait_for(&addr, "the first failure to take the real down", |s| {
+    let s1 = wait_for(&addr, "the first failure to take the real down", |s| {
         s.get(up_key) == Some(&0.0)
     });
-    let s1 = parse(&get(&addr, "/metrics"));
-    assert_eq!(
-        value(
-            &s1,
-            "lb_health_checks_total{real=198.18.0.11:9000,result=failure,service=scripted}"
-        ),
-        1.0,
-        "one failure was enough (fall = 3)"
+    // Read from the scrape that first saw it down: fewer failures than
+    // `fall` (a busy host may run the next check before that scrape, found
+    // flaky at exactly 1).
+    let failures = value(
+        &s1,
+        "lb_health_checks_total{real=198.18.0.11:9000,result=failure,service=scripted}",
+    );
+    assert!(
+        (1.0..3.0).contains(&failures),
+        "{failures} failures: one was enough (fall = 3)"
     );
     let table = Command::new(BIN)
         .args(["status", "--metrics", &addr])

@@ -412,6 +412,28 @@ pub struct Exporter {
     http_refused: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
+/// `lb_health_checks_total` by `service`, `real` and `result`, in the text
+/// format the encoder writes (labels by name; nothing without checks).
+fn write_health_series(checks: &BTreeMap<(String, String), [u64; 2]>, out: &mut String) {
+    use std::fmt::Write;
+    if checks.is_empty() {
+        return;
+    }
+    let name = "lb_health_checks_total";
+    let help = help(name).replace('\\', "\\\\").replace('\n', "\\n");
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    out.reserve(checks.len() * 2 * 96);
+    for ((service, real), [ok, failed]) in checks {
+        let (real, service) = (escape_label(real), escape_label(service));
+        for (result, n) in [("failure", failed), ("success", ok)] {
+            let _ = writeln!(
+                out,
+                "{name}{{real=\"{real}\",result=\"{result}\",service=\"{service}\"}} {n}"
+            );
+        }
+    }
+}
+
 /// A label value as the text format writes it: backslash, double quote
 /// and line feed escaped.
 fn escape_label(v: &str) -> String {
@@ -671,7 +693,7 @@ impl Exporter {
             }
         }
         // A copy, as in `status`: the render holds no lock.
-        let shared = self.shared().clone();
+        let mut shared = self.shared().clone();
         let announced = gauge("lb_vip_announced", &["vip"]);
         for (vip, on) in &shared.announced {
             announced
@@ -683,15 +705,10 @@ impl Exporter {
         // registry took seconds over them (found in audit).
         let snap = Arc::clone(&shared.snapshot);
 
-        let checks = counter("lb_health_checks_total", &["service", "real", "result"]);
-        for ((service, real), [ok, failed]) in &shared.health_checks {
-            checks
-                .with_label_values(&[service, real, "success"])
-                .inc_by(*ok);
-            checks
-                .with_label_values(&[service, real, "failure"])
-                .inc_by(*failed);
-        }
+        // Written by hand too, with the per-real families (found in
+        // audit: at 4,096 services of 16 checked reals the registry took
+        // about 0.6 s of a scrape over them).
+        let health = std::mem::take(&mut shared.health_checks);
         let reloads = counter("lb_config_reloads_total", &["result"]);
         reloads
             .with_label_values(&["success"])
@@ -783,6 +800,7 @@ impl Exporter {
         let _ = TextEncoder::new().encode(&reg.gather(), &mut out);
         let mut text = String::from_utf8(out).unwrap_or_default();
         self.write_real_series(&snap, &mut text);
+        write_health_series(&health, &mut text);
         text
     }
 
