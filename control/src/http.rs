@@ -834,32 +834,38 @@ mod tests {
     /// ones within it are served.
     #[test]
     fn connections_beyond_the_bound_are_closed_at_once_and_counted() {
+        // The deadline is far longer than the read timeout below, so a
+        // connection the server kept (until its deadline) reads as "timed
+        // out", never as "closed".
         let s = server(
             "z\n".into(),
             Limits {
                 max_connections: 4,
-                deadline: Duration::from_secs(2),
+                deadline: Duration::from_secs(60),
             },
         );
         let idle: Vec<TcpStream> = (0..4)
             .map(|_| TcpStream::connect(s.addr).unwrap())
             .collect();
-        assert!(wait_until(Duration::from_secs(2), || s.connections() == 4));
+        assert!(wait_until(Duration::from_secs(10), || s.connections() == 4));
         let mut extra = TcpStream::connect(s.addr).unwrap();
         extra
-            .set_read_timeout(Some(Duration::from_secs(1)))
+            .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        let t = Instant::now();
+        // Closed: end of stream or a reset. Kept open: the read times out.
         let mut b = [0u8; 16];
-        assert!(matches!(extra.read(&mut b), Ok(0) | Err(_)));
-        let e = extra.read(&mut b);
+        let r = extra.read(&mut b);
         assert!(
-            t.elapsed() < Duration::from_millis(900),
-            "not closed at once: {e:?}"
+            matches!(&r, Ok(0))
+                || matches!(&r, Err(e) if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+                )),
+            "not closed at once: {r:?}"
         );
-        assert!(wait_until(Duration::from_secs(1), || s.refused() == 1));
+        assert!(wait_until(Duration::from_secs(10), || s.refused() == 1));
         drop(idle);
-        assert!(wait_until(Duration::from_secs(2), || s.connections() == 0));
+        assert!(wait_until(Duration::from_secs(10), || s.connections() == 0));
         assert_eq!(scrape(s.addr), "z\n");
     }
 }
