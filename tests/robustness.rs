@@ -1,8 +1,10 @@
 //! A control plane that its inputs cannot stall, on a running appliance
 //! (a `net_pcap` port on a named pipe, no root): a scrape answers while
 //! 100 idle and 100 trickling connections are held open on the metrics
-//! listener, and a SIGTERM stops it within 5 s while 40 reals' HTTP checks
-//! hang (before, checkers were joined one at a time: 32 s).
+//! listener, and a SIGTERM stops it, leaving behind the checkers of 40
+//! reals whose HTTP checks hang (before, checkers were joined one at a
+//! time: 32 s). The time bounds below guard against those stalls, not
+//! speed: each is far above the expected time.
 
 mod common;
 
@@ -93,8 +95,12 @@ fn scrapes_answer_under_idle_and_slow_clients_and_a_stop_beats_hanging_checks() 
             "no scrape answer: {:?}",
             text.chars().take(200).collect::<String>()
         );
+        eprintln!("scrape with 200 slow clients: {took:?}");
+        // Guards against a scrape queued behind the slow clients, which are
+        // cut off only after the 5 s request deadline; a scrape takes tens
+        // of milliseconds, so this is no speed claim.
         assert!(
-            took < Duration::from_secs(3),
+            took < Duration::from_millis(4500),
             "a scrape took {took:?} with 200 slow clients"
         );
         std::thread::sleep(Duration::from_millis(500));
@@ -114,8 +120,10 @@ fn scrapes_answer_under_idle_and_slow_clients_and_a_stop_beats_hanging_checks() 
     drop(idle);
     let log = lb.app.log_text();
     assert_eq!(code, Some(0), "{}", common::tail(&log, 30));
+    // Guards against joining hung checkers one at a time (32 s before),
+    // not a speed claim: the stop waits about STOP_WAIT (2 s) for them.
     assert!(
-        took < Duration::from_secs(5),
+        took < Duration::from_secs(20),
         "the stop took {took:?}:\n{}",
         common::tail(&log, 30)
     );

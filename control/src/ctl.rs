@@ -1465,7 +1465,13 @@ address = "198.18.0.12"
         let started = std::time::Instant::now();
         let e = run(TEXT, add_service(&[(&deep, "1")])).unwrap_err();
         assert!(e.contains("at most 4 dotted parts"), "{e}");
-        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // Guards against the hang found in review (42 s), not a speed
+        // claim: refusing takes milliseconds, the bound is far above that.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "took {:?}",
+            started.elapsed()
+        );
         let e = run(TEXT, add_service(&[("a.b.c.d.e", "1")])).unwrap_err();
         assert!(e.contains("at most 4 dotted parts"), "{e}");
         let long = "k".repeat(129);

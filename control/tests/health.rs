@@ -145,27 +145,53 @@ fn config(ports: &[u16], interval: &str, timeout: &str) -> Config {
     Config::parse(&text).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Two http-checked services on loopback: "fast" over `healthy` every
+/// 100 ms, and "slow" over `hung` with the given interval and timeout.
+fn two_services(healthy: u16, hung: u16, slow: &str) -> Config {
+    let mut text = String::from(
+        "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\ndevice = \"net_null0\"\naddress = \"198.18.0.2/24\"\n",
+    );
+    for (name, vip, port, every) in [
+        ("fast", "198.18.1.100", healthy, "100ms"),
+        ("slow", "198.18.1.101", hung, slow),
+    ] {
+        text.push_str(&format!(
+            "[[services]]\nname = \"{name}\"\nvip = \"{vip}\"\nport = 80\n\
+             [services.health_check]\nkind = \"http\"\ninterval = \"{every}\"\ntimeout = \"{every}\"\nrise = 1\nfall = 1\npath = \"/\"\n\
+             [[services.reals]]\naddress = \"127.0.0.1\"\nport = {port}\nforwarding = \"nat\"\n"
+        ));
+    }
+    Config::parse(&text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// While the hung real's check waits out its 3 s timeout, the healthy real
+/// keeps being checked every 100 ms. Told apart by order, not by a speed:
+/// a checker that waited for the hung real would report the healthy one at
+/// most once before the hung one's timeout; independent checkers report it
+/// about 30 times, and at least 3 are wanted (a tenth of that).
 #[test]
 fn a_hung_real_is_timed_out_while_the_others_keep_their_interval() {
     let healthy = http_server();
     let hung = http_server();
     hung.mode.store(HANG, Ordering::SeqCst);
-    let cfg = config(&[healthy.addr.port(), hung.addr.port()], "200ms", "150ms");
+    let cfg = two_services(healthy.addr.port(), hung.addr.port(), "3s");
     let mut checkers = HealthCheckers::new();
+    let started = Instant::now();
     checkers.sync(&cfg);
-    let key = |p: u16| RealKey {
-        service: "web".into(),
+    let key = |service: &str, p: u16| RealKey {
+        service: service.into(),
         address: Ipv4Addr::LOCALHOST.into(),
         port: p,
     };
-    let (mut ok, mut timed_out) = (0, 0);
-    let end = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < end {
+    let (mut ok_before, mut timed_out) = (0, 0);
+    // A generous deadline against a hang only.
+    let end = Instant::now() + Duration::from_secs(60);
+    while timed_out == 0 && Instant::now() < end {
         if let Some(r) = checkers.next_report(Duration::from_millis(50)) {
-            if r.real == key(healthy.addr.port()) && r.outcome.is_success() {
-                ok += 1;
+            if r.real == key("fast", healthy.addr.port()) && r.outcome.is_success() {
+                ok_before += 1;
             }
-            if r.real == key(hung.addr.port()) {
+            if r.real == key("slow", hung.addr.port()) {
                 match r.outcome {
                     Outcome::Failure(e) if e.contains("timed out") => timed_out += 1,
                     o => panic!("the hung real reported {o:?}"),
@@ -173,13 +199,13 @@ fn a_hung_real_is_timed_out_while_the_others_keep_their_interval() {
             }
         }
     }
+    let took = started.elapsed();
     checkers.stop();
-    // About 10 checks each in 2 s at a 200 ms interval; a checker that
-    // waited for the hung real would manage far fewer for the healthy one.
-    assert!(ok >= 6, "the healthy real kept its interval: {ok} checks");
+    eprintln!("{ok_before} checks of the healthy real before the hung one timed out ({took:?})");
+    assert_eq!(timed_out, 1, "the hung real was never timed out");
     assert!(
-        timed_out >= 4,
-        "the hung real was timed out each time: {timed_out}"
+        ok_before >= 3,
+        "the healthy real waited for the hung one: {ok_before} checks before its timeout"
     );
 }
 
