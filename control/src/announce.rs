@@ -637,7 +637,10 @@ mod tests {
     impl Netns {
         fn new(tag: &str) -> Option<Netns> {
             if !rustix::process::geteuid().is_root() {
-                eprintln!("skipped: needs root for a network namespace");
+                crate::skip_test(
+                    &format!("the {tag} namespace test"),
+                    "needs root for a network namespace",
+                );
                 return None;
             }
             let name = format!("lbt-{tag}-{}", std::process::id());

@@ -1357,8 +1357,15 @@ mod tests {
     /// (skipped where the host has no IPv6 loopback).
     #[test]
     fn a_tcp_check_reaches_an_ipv6_real() {
-        let Ok(listener) = std::net::TcpListener::bind("[::1]:0") else {
-            return;
+        let listener = match std::net::TcpListener::bind("[::1]:0") {
+            Ok(l) => l,
+            Err(e) => {
+                crate::skip_test(
+                    "a_tcp_check_reaches_an_ipv6_real",
+                    &format!("no IPv6 loopback here ([::1]: {e})"),
+                );
+                return;
+            }
         };
         let target = listener.local_addr().unwrap();
         let real = RealKey {

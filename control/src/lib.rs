@@ -14,3 +14,14 @@ pub mod supervisor;
 pub mod sync;
 
 pub use supervisor::{run, RunError};
+
+/// A unit test that cannot run here says why (`SKIPPED <test>: <why>` on
+/// stderr, as the integration tests' `common::privileged` does), and fails
+/// instead where LB_REQUIRE_PRIVILEGED_TESTS=1 (CI runs every test).
+#[cfg(test)]
+pub(crate) fn skip_test(test: &str, why: &str) {
+    if std::env::var("LB_REQUIRE_PRIVILEGED_TESTS").as_deref() == Ok("1") {
+        panic!("{test}: cannot run ({why}) but LB_REQUIRE_PRIVILEGED_TESTS=1");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+}
