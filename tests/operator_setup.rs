@@ -286,15 +286,31 @@ fn hugepages_for_real() {
     let mut c = script_cmd("bind-nics.sh");
     c.args(["--hugepages", &want_s])
         .env("SYSCTL_DIR", &sysctl_dir);
-    run(c)
-        .assert_ok()
+    let ran = run(c);
+    ran.assert_ok()
         .assert_stderr_has(&[&format!("{want} hugepages of 2M reserved")]);
     assert_eq!(nr_hugepages(), want, "the kernel's count after the script");
-    assert!(
-        hugetlbfs_mounts().iter().any(|m| m.contains("pagesize=2M")),
-        "a hugetlbfs mount of 2M pages exists: {:?}",
-        hugetlbfs_mounts()
-    );
+    // The mounts the script made (the guard saw those from before): one of
+    // 2M pages where there was none, and none where there was one.
+    let new: Vec<String> = hugetlbfs_mounts()
+        .into_iter()
+        .filter(|m| !guard.mounts.contains(m))
+        .collect();
+    if guard.mounts.iter().any(|m| m.contains("pagesize=2M")) {
+        eprintln!(
+            "a 2M hugetlbfs mount was there before ({:?}): the script must add none",
+            guard.mounts
+        );
+        assert!(new.is_empty(), "the script stacked another mount: {new:?}");
+    } else {
+        assert!(
+            new.len() == 1 && new[0].contains("pagesize=2M"),
+            "the script made one hugetlbfs mount of 2M pages: {new:?} (before: {:?})",
+            guard.mounts
+        );
+        let point = new[0].split(' ').next().unwrap();
+        ran.assert_stderr_has(&[&format!("mounted hugetlbfs (pagesize=2M) on {point}")]);
+    }
     assert!(
         !sysctl_dir.exists(),
         "nothing is persisted without --persist"
