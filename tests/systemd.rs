@@ -31,9 +31,9 @@ use common::{tail, DpdkPrefix, Proc, TempDir, BIN};
 /// wait for it.
 const REAL_DELAY: Duration = Duration::from_millis(1500);
 
-/// `$WATCHDOG_USEC`: pings are due every second (2 s leaves a loaded
-/// machine's scheduler room before a gap would trip it).
-const WATCHDOG_USEC: u64 = 2_000_000;
+/// `$WATCHDOG_USEC`: pings are due every 2.5 s, and a gap would trip
+/// systemd only at 5 s (2.5 s of room for a loaded machine's scheduler).
+const WATCHDOG_USEC: u64 = 5_000_000;
 
 fn config(prefix: &DpdkPrefix, real_port: u16, weight: i64) -> String {
     format!(
@@ -266,7 +266,7 @@ fn the_appliance_speaks_sd_notify_and_logs_with_journal_priorities() {
     );
 
     // The watchdog: pings at about half of WATCHDOG_USEC.
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(6));
 
     // A valid reload (a weight), then an invalid one.
     let n = stub.all().len();
@@ -278,14 +278,19 @@ fn the_appliance_speaks_sd_notify_and_logs_with_journal_priorities() {
             .unwrap()
             .success())
     };
+    // MONOTONIC_USEC is read from CLOCK_MONOTONIC between these two.
+    let before1 = lb_control::notify::monotonic_usec();
     hup();
     let reloading1 = stub.wait_for(n, "RELOADING=1", &app);
+    let after1 = lb_control::notify::monotonic_usec();
     let ready1 = stub.wait_for(reloading1, "READY=1", &app);
     std::thread::sleep(Duration::from_secs(1));
     std::fs::write(&path, config(&prefix, real.port, -3)).unwrap();
     let n = stub.all().len();
+    let before2 = lb_control::notify::monotonic_usec();
     hup();
     let reloading2 = stub.wait_for(n, "RELOADING=1", &app);
+    let after2 = lb_control::notify::monotonic_usec();
     let ready2 = stub.wait_for(reloading2, "READY=1", &app);
     std::thread::sleep(Duration::from_millis(1200));
 
@@ -303,15 +308,13 @@ fn the_appliance_speaks_sd_notify_and_logs_with_journal_priorities() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no MONOTONIC_USEC in {:?}", msgs[i].1))
     };
+    // Each is the monotonic clock (the test reads the same clock) at a
+    // time between the SIGHUP and the message's arrival: no tolerance.
     let (m1, m2) = (mono(reloading1), mono(reloading2));
-    let between_usec = msgs[reloading2]
-        .0
-        .duration_since(msgs[reloading1].0)
-        .as_micros() as i128;
     assert!(
-        (i128::from(m2) - i128::from(m1) - between_usec).abs() < 300_000,
-        "MONOTONIC_USEC advanced {} µs between the reloads, which arrived {between_usec} µs apart",
-        m2 - m1
+        (before1..=after1).contains(&m1) && (before2..=after2).contains(&m2),
+        "MONOTONIC_USEC {m1} and {m2} are not CLOCK_MONOTONIC between each SIGHUP \
+         ({before1}, {before2}) and its RELOADING=1 ({after1}, {after2})"
     );
     let status1 = field(&msgs[ready1].1, "STATUS").unwrap_or("");
     assert!(
@@ -326,8 +329,10 @@ fn the_appliance_speaks_sd_notify_and_logs_with_journal_priorities() {
         msgs[ready2].1
     );
 
-    // The watchdog pinged from READY to STOPPING about every second, and
-    // never left a gap that would have made systemd kill the appliance.
+    // The watchdog pinged from READY to STOPPING and never left a gap
+    // (from READY, between pings, or to STOPPING) that would have made
+    // systemd kill the appliance. How regular the pings are is not
+    // asserted: a busy host delays them; only reaching WatchdogSec fails.
     let pings: Vec<Instant> = msgs[ready..stopping]
         .iter()
         .filter(|m| m.1 == "WATCHDOG=1")
@@ -336,20 +341,15 @@ fn the_appliance_speaks_sd_notify_and_logs_with_journal_priorities() {
     let span = msgs[stopping].0.duration_since(*ready_at);
     let mut gaps: Vec<Duration> = std::iter::once(*ready_at)
         .chain(pings.iter().copied())
+        .chain(std::iter::once(msgs[stopping].0))
         .collect::<Vec<_>>()
         .windows(2)
         .map(|w| w[1].duration_since(w[0]))
         .collect();
     gaps.sort();
-    assert!(pings.len() >= 4, "{} pings in {} ms", pings.len(), ms(span));
+    assert!(pings.len() >= 2, "{} pings in {} ms", pings.len(), ms(span));
     let median = gaps[gaps.len() / 2];
     let longest = *gaps.last().unwrap();
-    assert!(
-        (700..=1600).contains(&ms(median)),
-        "median gap {} ms, want about {} ms: {gaps:?}",
-        ms(median),
-        WATCHDOG_USEC / 2000
-    );
     assert!(
         longest < Duration::from_micros(WATCHDOG_USEC),
         "a gap of {} ms would have tripped WatchdogSec: {gaps:?}",
