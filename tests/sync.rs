@@ -661,7 +661,22 @@ fn a_ctl_edit_keeps_the_running_key_and_a_reload_takes_the_new_one() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::thread::sleep(Duration::from_millis(200));
+    // A key the edit handed the sync thread would be taken (and logged) at
+    // the top of its next round, before it sends. The ctl has returned, so
+    // the edit is applied: once three more messages are sent, the later
+    // ones come from rounds begun after it, and the line would be there.
+    let sent = |s: &Scrape| m(s, "lb_sync_messages_total", &[("direction", "sent")]);
+    let sent_after_edit = sent(&scrape(&lb));
+    assert!(sent_after_edit >= 0.0, "no sync messages counted");
+    let end = Instant::now() + Duration::from_secs(30);
+    while sent(&scrape(&lb)) < sent_after_edit + 3.0 {
+        assert!(
+            Instant::now() < end,
+            "the sync thread sent nothing after the ctl edit:\n{}",
+            common::tail(&lb.app.log_text(), 10)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
         !lb.app.log_text().contains("key or max_clock_skew changed"),
         "a ctl edit applied the new key:\n{}",
