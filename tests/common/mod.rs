@@ -367,9 +367,35 @@ pub fn run_on_pcap(tag: &str, config: &str, frames: &[&[u8]]) -> PcapRun {
         "the appliance did not start:\n{}",
         app.log_text()
     );
-    // net_pcap reads its whole file in the first polls; give it time, then
-    // stop (which closes the port and flushes the output file).
-    std::thread::sleep(Duration::from_millis(1500));
+    // net_pcap reads its whole file in the first polls: wait until the
+    // port has received every frame (its rx counter, scraped), then stop
+    // (which closes the port and flushes the output file). The deadline is
+    // against a hang only.
+    assert!(
+        app.wait_for_log("metrics on http://", Duration::from_secs(20)),
+        "no metrics address in the log:\n{}",
+        app.log_text()
+    );
+    let log = app.log_text();
+    let addr = log
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .expect("the metrics address in the log")
+        .to_string();
+    let want = frames.len() as f64;
+    let mut received = 0.0;
+    let all_in = wait_until(Duration::from_secs(30), || {
+        received = scrape_sum(&addr, "lb_port_rx_packets_total").unwrap_or(0.0);
+        received >= want
+    });
+    if !all_in {
+        // `app` is killed when dropped.
+        panic!(
+            "the port received {received} of {want} frames in 30 s:\n{}",
+            tail(&app.log_text(), 30)
+        );
+    }
     let code = app.stop("TERM", Duration::from_secs(20));
     let log = app.log_text();
     assert_eq!(code, Some(0), "clean exit on SIGTERM:\n{log}");
@@ -384,6 +410,26 @@ pub fn run_on_pcap(tag: &str, config: &str, frames: &[&[u8]]) -> PcapRun {
         out_path: output,
         _dir: dir,
     }
+}
+
+/// The sum of every sample of metric `name` in a scrape of `addr`
+/// (`host:port`), or None if the scrape failed.
+pub fn scrape_sum(addr: &str, name: &str) -> Option<f64> {
+    let mut c = std::net::TcpStream::connect(addr).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    c.read_to_string(&mut text).ok()?;
+    let body = text.split_once("\r\n\r\n")?.1;
+    let prefix = format!("{name}{{");
+    Some(
+        parse_metrics(body)
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, v)| v)
+            .sum(),
+    )
 }
 
 /// Asks tshark, an independent dissector, to validate every IP, TCP, UDP,
