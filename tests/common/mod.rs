@@ -123,8 +123,21 @@ pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
     sh(&[
         "ip", "link", "add", &tmp_a, "type", "veth", "peer", "name", &tmp_b,
     ]);
+    // Until both ends are in their namespaces (whose deletion takes the
+    // pair with it), a failure must not leave the pair in the root
+    // namespace: deleting either end left there deletes the pair.
+    struct RootPair<'a>(Option<[&'a str; 2]>);
+    impl Drop for RootPair<'_> {
+        fn drop(&mut self) {
+            for end in self.0.into_iter().flatten() {
+                let _ = Command::new("ip").args(["link", "del", end]).output();
+            }
+        }
+    }
+    let mut pair = RootPair(Some([&tmp_a, &tmp_b]));
     sh(&["ip", "link", "set", &tmp_a, "netns", &a.name]);
     sh(&["ip", "link", "set", &tmp_b, "netns", &b.name]);
+    pair.0 = None;
     a.exec(&["ip", "link", "set", &tmp_a, "name", a_if]);
     b.exec(&["ip", "link", "set", &tmp_b, "name", b_if]);
     for (ns, ifname) in [(a, a_if), (b, b_if)] {
