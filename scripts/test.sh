@@ -11,9 +11,22 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # as root and must run them all).
 export LB_REQUIRE_PRIVILEGED_TESTS="${LB_REQUIRE_PRIVILEGED_TESTS:-$([ "$(id -u)" -eq 0 ] && echo 1 || echo 0)}"
 
+echo "== shell scripts: bash -n (and shellcheck -S error where installed)"
+for script in scripts/*.sh; do
+    bash -n "$script"
+done
+if command -v shellcheck >/dev/null 2>&1; then
+    shellcheck -S error scripts/*.sh
+else
+    echo "shellcheck is not installed: only bash -n"
+fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace --all-targets -- --test-threads="${LB_TEST_THREADS:-2}"
+echo "== cargo test --doc"
+# --all-targets leaves out doc tests; there are none yet, and this costs
+# about 2 s once the libraries are built.
+cargo test --workspace --doc
