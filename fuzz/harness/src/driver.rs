@@ -689,27 +689,32 @@ impl Driver {
             })
             .collect();
         self.t.frames_in += frames.len() as u64;
-        let mut verdicts = vec![Verdict::Consumed; frames.len()];
-        {
+        let mut handoffs = Vec::new();
+        if one_by_one {
+            // Each verdict acted on before the next call, as the worker
+            // loop does with what it runs one at a time: a call forgets
+            // the next hops of the last one's held IPv6 packets (found by
+            // fuzzing: the driver read them after the whole op).
+            for mut f in frames {
+                let v = self.workers[w]
+                    .pipeline
+                    .process(snap, in_port, &mut f.buf, self.now);
+                self.settle(w, f, v, From::Rx, &mut handoffs);
+            }
+        } else {
+            let mut verdicts = vec![Verdict::Consumed; frames.len()];
             let mut bufs: Vec<VecBuf> = frames
                 .iter_mut()
                 .map(|f| std::mem::replace(&mut f.buf, VecBuf::from_bytes(&[])))
                 .collect();
             let p = &mut self.workers[w].pipeline;
-            if one_by_one {
-                for (b, v) in bufs.iter_mut().zip(verdicts.iter_mut()) {
-                    *v = p.process(snap, in_port, b, self.now);
-                }
-            } else {
-                p.process_burst(snap, in_port, &mut bufs, &mut verdicts, self.now);
-            }
+            p.process_burst(snap, in_port, &mut bufs, &mut verdicts, self.now);
             for (f, b) in frames.iter_mut().zip(bufs) {
                 f.buf = b;
             }
-        }
-        let mut handoffs = Vec::new();
-        for (f, v) in frames.into_iter().zip(verdicts) {
-            self.settle(w, f, v, From::Rx, &mut handoffs);
+            for (f, v) in frames.into_iter().zip(verdicts) {
+                self.settle(w, f, v, From::Rx, &mut handoffs);
+            }
         }
         // The owners take them (the worker loop does, at its next poll).
         let mut again = Vec::new();
