@@ -131,15 +131,19 @@ pub const SEQ_WINDOW: u32 = 1 << 20;
 pub const RST_WINDOW: u32 = 1 << 16;
 
 /// How far behind what the other side was seen to send a segment's
-/// acknowledgment number may lie (never ahead of it) for the segment to
-/// be believed, where the appliance sees both sides (NAT), as Linux
-/// conntrack holds segments to the receiver's data: the acknowledgment of
-/// a stranger's segment then lands once in 256 tries, on top of its
-/// sequence number. 16 MiB, not the window the endpoints use (the
-/// appliance does not read window scaling): a receiver with more than
-/// that unacknowledged (a download of more than 1.3 Gbit/s over 100 ms)
-/// is followed only once its acknowledgments catch up; until then its
-/// FIN or RST is not believed and the flow may end by its timeout.
+/// acknowledgment number may lie for the segment to be believed, where
+/// the appliance sees both sides (NAT), as Linux conntrack holds segments
+/// to the receiver's data; ahead of it, at most [`SEQ_WINDOW`] (data of
+/// that side the tracking did not follow: a retransmission seen first
+/// after a failover or a pick-up; held to "never ahead", one such segment
+/// froze both sides' tracking for good, found in review). The
+/// acknowledgment of a stranger's segment lands once in about 240 tries,
+/// on top of its sequence number. 16 MiB, not the window the endpoints
+/// use (the appliance does not read window scaling): a receiver with more
+/// than that unacknowledged (a download of more than 1.3 Gbit/s over
+/// 100 ms) is followed again once its acknowledgments catch up, if what
+/// it sent meanwhile is within [`SEQ_WINDOW`]; until then its FIN or RST
+/// is not believed and the flow may end by its timeout.
 pub const ACK_WINDOW: u32 = 1 << 24;
 
 /// Whether `seq` lies within [`SEQ_WINDOW`] of `next`, either side

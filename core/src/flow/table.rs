@@ -17,7 +17,9 @@ use std::net::Ipv4Addr;
 use lb_config::ForwardingMethod;
 
 use super::hash::{flow_hash, FlowAddr, IndexSeed};
-use super::state::{seq_near, seq_within, FlowState, Segment, Timeouts, ACK_WINDOW, RST_WINDOW};
+use super::state::{
+    seq_near, seq_within, FlowState, Segment, Timeouts, ACK_WINDOW, RST_WINDOW, SEQ_WINDOW,
+};
 use crate::buffer::PacketBuf;
 use crate::wire::TcpFlags;
 
@@ -299,14 +301,19 @@ impl<A: FlowAddr> Flow<A> {
                 return;
             }
             // Where the other side is seen (NAT), a segment must also
-            // acknowledge what that side sent: at most `ACK_WINDOW` behind
-            // it, never ahead. Only SYN and RST may come without ACK (as
-            // in Linux conntrack's table of valid flags). A stranger who
-            // knows the tuple then has to guess both numbers to move the
-            // tracking.
+            // acknowledge near what that side sent: at most `ACK_WINDOW`
+            // behind it, at most `SEQ_WINDOW` ahead (data of that side the
+            // tracking did not follow: a retransmission seen first after a
+            // failover or a pick-up, a segment not believed; found in
+            // review: held to "never ahead", one such segment froze both
+            // sides' tracking for good). Only SYN and RST may come without
+            // ACK (as in Linux conntrack's table of valid flags). A
+            // stranger who knows the tuple then has to guess both numbers
+            // to move the tracking.
             if self.seq_known & other != 0
                 && !if seg.flags.contains(TcpFlags::ACK) {
-                    other_next.wrapping_sub(seg.ack) <= ACK_WINDOW
+                    seg.ack.wrapping_sub(other_next).wrapping_add(ACK_WINDOW)
+                        <= ACK_WINDOW + SEQ_WINDOW
                 } else {
                     seg.flags.intersects(TcpFlags::SYN | TcpFlags::RST)
                 }
@@ -1727,7 +1734,7 @@ mod tests {
         let ahead = 1_001 + (1 << 19);
         for (flags, ack) in [
             (TcpFlags::ACK, 0x9000_0000),
-            (TcpFlags::ACK, 50_002),
+            (TcpFlags::ACK, 50_001 + SEQ_WINDOW + 1),
             (TcpFlags::ACK, 50_001u32.wrapping_sub(ACK_WINDOW + 1)),
             (TcpFlags::PSH, 0),
         ] {
@@ -1756,14 +1763,80 @@ mod tests {
         // The real's segments are held to the client's side the same way.
         let mut t = established();
         let f = t.get_mut(0);
-        f.on_segment(seg(TcpFlags::RST | TcpFlags::ACK, 50_001, 1_002, 0), false);
-        assert_eq!(
-            f.state(),
-            FlowState::Established,
-            "acknowledges a byte not sent"
-        );
+        let far = 1_001 + SEQ_WINDOW + 1;
+        f.on_segment(seg(TcpFlags::RST | TcpFlags::ACK, 50_001, far, 0), false);
+        assert_eq!(f.state(), FlowState::Established, "acknowledges far ahead");
         f.on_segment(seg(TcpFlags::RST | TcpFlags::ACK, 50_001, 1_001, 0), false);
         assert_eq!(f.state(), FlowState::Closed);
+    }
+
+    /// Found in review: where the tracking of one side fell behind what
+    /// that side really sent, the other side's acknowledgments are ahead
+    /// of it; held to "never ahead", they were not believed, so neither
+    /// side's tracking moved again and no FIN closed the flow. Each way in
+    /// now closes by its FINs: a NAT pick-up mid-stream whose real is
+    /// first seen retransmitting, a flow synced from a peer that failed
+    /// (the same), and a client that sends data while its
+    /// acknowledgments lag more than `ACK_WINDOW` behind a download.
+    #[test]
+    fn tracking_that_fell_behind_catches_up_and_fins_close() {
+        let seg = |flags, seq, ack, len| Segment {
+            flags,
+            seq,
+            ack,
+            len,
+        };
+        let fins_close = |f: &mut Flow, client: u32, real: u32, what: &str| {
+            f.on_segment(seg(TcpFlags::FIN | TcpFlags::ACK, client, real, 1), true);
+            f.on_segment(
+                seg(TcpFlags::FIN | TcpFlags::ACK, real, client + 1, 1),
+                false,
+            );
+            f.on_segment(seg(TcpFlags::ACK, client + 1, real + 1, 0), true);
+            assert_eq!(f.state(), FlowState::Closed, "{what}");
+        };
+        let (c, r) = (7_000u32, 900_000u32);
+        for synced in [false, true] {
+            let mut t = FlowTable::with_capacity(4);
+            let e = t.insert(&new(1, true, 0)).unwrap();
+            let f = t.get_mut(e);
+            let what = if synced { "synced" } else { "pick-up" };
+            if synced {
+                f.seq_known = SYNCED | UNSURE_CLIENT | VOUCHED;
+                f.set_state(FlowState::Established);
+            } else {
+                // The client's ACK, mid-stream: it has the real's data up to r.
+                f.on_segment(seg(TcpFlags::ACK, c, r, 0), true);
+            }
+            // The real's first segment here: a retransmission from before.
+            f.on_segment(
+                seg(TcpFlags::ACK | TcpFlags::PSH, r - 5_000, c, 1_000),
+                false,
+            );
+            // The client's data, acknowledging beyond it; the real's answer.
+            f.on_segment(seg(TcpFlags::ACK | TcpFlags::PSH, c, r, 100), true);
+            f.on_segment(seg(TcpFlags::ACK | TcpFlags::PSH, r, c + 100, 1_000), false);
+            fins_close(f, c + 100, r + 1_000, what);
+        }
+        // The lagging client of a download: the real is 20 MiB ahead of
+        // its acknowledgments when it sends a request of its own, which is
+        // not followed; the real acknowledges it all the same; once the
+        // client's acknowledgments catch up, the FINs close the flow.
+        let mut t = FlowTable::with_capacity(4);
+        let e = t.insert(&new(1, true, 0)).unwrap();
+        let f = t.get_mut(e);
+        f.on_segment(seg(TcpFlags::SYN, c - 1, 0, 1), true);
+        f.on_segment(seg(TcpFlags::SYN | TcpFlags::ACK, r - 1, c, 1), false);
+        f.on_segment(seg(TcpFlags::ACK, c, r, 0), true);
+        let sent = 20 << 20;
+        let mut at = r;
+        while at.wrapping_sub(r) < sent {
+            f.on_segment(seg(TcpFlags::ACK, at, c, 65_536), false);
+            at += 65_536;
+        }
+        f.on_segment(seg(TcpFlags::ACK | TcpFlags::PSH, c, r, 500), true);
+        f.on_segment(seg(TcpFlags::ACK, at, c + 500, 0), false);
+        fins_close(f, c + 500, at, "lagging client");
     }
 
     /// A SYN that also carries RST or FIN is no opening SYN: on a

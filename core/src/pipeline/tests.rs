@@ -2215,7 +2215,7 @@ fn a_blind_segment_that_acknowledges_nothing_sent_does_not_move_a_nat_flow() {
     let mut now = 1;
     for (flags, ack_off, closes) in [
         (ACK, 0x4000_0000u32, false),
-        (ACK, 2, false),
+        (ACK, crate::flow::SEQ_WINDOW + 2, false),
         (PSH, 0, false),
         (ACK, 0, true),
     ] {
