@@ -660,6 +660,14 @@ impl Dataplane {
             .min()
             .unwrap_or(u64::MAX);
         self.retired.retain(|s| s.generation >= oldest_running);
+        // A worker that stopped taking snapshots (stuck in a poll: the
+        // supervisor withdraws the VIPs then) keeps each later one alive.
+        if self.retired.len() == RETIRED_WARN {
+            log::warn!(
+                "{} replaced configuration snapshots wait for a worker to move past generation {oldest_running}",
+                self.retired.len()
+            );
+        }
     }
 
     /// Has each kernel interface join the solicited-node groups of the
@@ -726,6 +734,9 @@ impl Dataplane {
         self.port_stats()
     }
 }
+
+/// How many replaced snapshots may wait for the workers before it is said.
+const RETIRED_WARN: usize = 16;
 
 /// How long a stop waits for the workers to leave their loops (they look
 /// at the stop flag between bursts, well under a millisecond apart; an

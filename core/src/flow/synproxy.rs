@@ -751,8 +751,11 @@ impl<A: FlowAddr> super::Conntrack<A> {
         // Each watched flow once: from where the look began to the end,
         // then from the beginning (a removal moves the last one into `i`,
         // which is then looked at; one moved from the part already done
-        // may be looked at twice, which is harmless: once named, it is
-        // not due again). At most `SYN_WATCH_BUDGET` a poll.
+        // is looked at twice, which names nothing twice, once named it is
+        // not due again, but counts against the look, as a flow added
+        // between polls does: a few flows may then wait for the next
+        // look, `SYN_WATCH_EVERY_MS` later). At most `SYN_WATCH_BUDGET` a
+        // poll.
         let mut budget = SYN_WATCH_BUDGET;
         while left > 0 {
             if budget == 0 {
