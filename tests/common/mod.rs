@@ -389,13 +389,7 @@ pub fn run_on_pcap(tag: &str, config: &str, frames: &[&[u8]]) -> PcapRun {
         "no metrics address in the log:\n{}",
         app.log_text()
     );
-    let log = app.log_text();
-    let addr = log
-        .split("metrics on http://")
-        .nth(1)
-        .and_then(|s| s.split('/').next())
-        .expect("the metrics address in the log")
-        .to_string();
+    let addr = metrics_addr(&app.log_text());
     let want = frames.len() as f64;
     let mut received = 0.0;
     let all_in = wait_until(Duration::from_secs(30), || {
@@ -423,6 +417,16 @@ pub fn run_on_pcap(tag: &str, config: &str, frames: &[&[u8]]) -> PcapRun {
         out_path: output,
         _dir: dir,
     }
+}
+
+/// The `host:port` of the metrics server an appliance's log announces
+/// ("metrics on http://...").
+pub fn metrics_addr(log: &str) -> String {
+    log.split("metrics on http://")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .expect("the metrics address in the log")
+        .to_string()
 }
 
 /// The sum of every sample of metric `name` in a scrape of `addr`
@@ -692,13 +696,7 @@ impl PipeAppliance {
             app.log_text()
         );
         let pipe = writer.join().unwrap();
-        let log = app.log_text();
-        let addr = log
-            .split("metrics on http://")
-            .nth(1)
-            .and_then(|s| s.split('/').next())
-            .expect("the metrics address in the log")
-            .to_string();
+        let addr = metrics_addr(&app.log_text());
         PipeAppliance {
             app,
             addr,
