@@ -3076,6 +3076,18 @@ fn nonsense_the_audit_found_is_refused() {
     let text =
         with("[[ports]]\nname = \"lan\"\ndevice = \"0000:3b:00.1\"\naddress = \"198.19.0.2/24\"\n");
     assert!(Config::parse(&text).is_ok(), "another function");
+    // One virtual device named twice with other arguments (DPDK holds one
+    // vdev per name).
+    let vdevs = |a: &str, b: &str| {
+        MINIMAL.replace("0000:3b:00.0", a)
+            + &format!("[[ports]]\nname = \"lan\"\ndevice = \"{b}\"\naddress = \"198.19.0.2/24\"\n")
+    };
+    assert_error(
+        &vdevs("net_null0", "net_null0,size=64"),
+        "ports[1].device",
+        "the same device as ports[0]",
+    );
+    assert!(Config::parse(&vdevs("net_null0", "net_null1,size=64")).is_ok());
     // An IPv4 link-local VIP, as IPv6 link-local ones are.
     let text = with("[[services]]\nname = \"web\"\nvip = \"169.254.10.10\"\nport = 80\n");
     assert_error(&text, "services[0].vip", "link-local");

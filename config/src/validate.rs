@@ -551,6 +551,11 @@ fn across(c: &mut Checker<'_>, config: &Config) {
 /// without its arguments (found in audit: `0000:01:00.0` and `01:00.0`
 /// were taken as two ports); anything else (a virtual device with its
 /// arguments) as written.
+/// What names a port's device for DPDK: a PCI address in one spelling
+/// (domain, lower case), or a virtual device's name without its arguments
+/// (DPDK holds one vdev per name: `net_null0` and `net_null0,size=64` are
+/// one device, which EAL refused at start with an error naming neither
+/// port; found in audit).
 fn pci_identity(device: &str) -> String {
     let name = device.split_once(',').map_or(device, |(n, _)| n);
     let hex = |t: &str, n: usize| t.len() == n && t.bytes().all(|b| b.is_ascii_hexdigit());
@@ -569,7 +574,7 @@ fn pci_identity(device: &str) -> String {
         {
             format!("{domain}:{bus}:{df}").to_ascii_lowercase()
         }
-        _ => device.to_string(),
+        _ => name.to_string(),
     }
 }
 
