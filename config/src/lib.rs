@@ -810,6 +810,33 @@ impl Config {
         out
     }
 
+    /// The restart-only keys of `[sync]` that differ from `new`
+    /// (`sync.peer`), or the section added or removed: what a refusal for
+    /// [`Self::restart_required_changes`]'s `sync` names (it named only
+    /// the section). The keys a reload takes (`key_file`,
+    /// `accept_key_file`, `max_clock_skew`) are not among them.
+    pub fn sync_changed(&self, new: &Config) -> Vec<String> {
+        let (a, b) = match (&self.sync, &new.sync) {
+            (Some(a), Some(b)) => (a, b),
+            (None, Some(_)) => return vec!["sync added".to_string()],
+            (Some(_), None) => return vec!["sync removed".to_string()],
+            (None, None) => return Vec::new(),
+        };
+        [
+            ("role", a.role != b.role),
+            ("peer", a.peer != b.peer),
+            ("listen", a.listen != b.listen),
+            ("interval", a.interval != b.interval),
+            ("dead_after", a.dead_after != b.dead_after),
+            ("gateway", a.gateway != b.gateway),
+            ("gateway6", a.gateway6 != b.gateway6),
+        ]
+        .iter()
+        .filter(|(_, differ)| *differ)
+        .map(|(key, _)| format!("sync.{key}"))
+        .collect()
+    }
+
     /// The keys of `ports` that differ from `new` (`ports[0].mtu`), or
     /// the count of ports when that changed: what a refusal for
     /// [`Self::restart_required_changes`]'s `ports` names (found in audit:

@@ -3116,6 +3116,28 @@ fn a_ports_change_names_its_keys() {
     assert!(old.ports_changed(&old).is_empty());
 }
 
+/// A reload refused for a `[sync]` change names its keys too (it named
+/// only the section); what a reload takes (the key files) is not named.
+#[test]
+fn a_sync_change_names_its_keys() {
+    let sync = "[sync]\nrole = \"primary\"\npeer = \"198.18.0.3:8848\"\n";
+    let old = Config::parse(&with(sync)).unwrap();
+    let new = Config::parse(&with(
+        &format!("{sync}interval = \"100ms\"\n").replace("198.18.0.3:8848", "198.18.0.4:8848"),
+    ))
+    .unwrap();
+    assert_eq!(old.restart_required_changes(&new), vec!["sync"]);
+    // dead_after, three intervals by default, follows the interval.
+    assert_eq!(
+        old.sync_changed(&new),
+        vec!["sync.peer", "sync.interval", "sync.dead_after"]
+    );
+    let none = Config::parse(MINIMAL).unwrap();
+    assert_eq!(none.sync_changed(&old), vec!["sync added"]);
+    assert_eq!(old.sync_changed(&none), vec!["sync removed"]);
+    assert!(old.sync_changed(&old).is_empty());
+}
+
 // ---- From an audit of config validation (2026-11-29) ----
 
 /// MINIMAL's port with a kernel interface and one routing peer.

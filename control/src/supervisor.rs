@@ -387,12 +387,20 @@ impl Control {
     fn apply(&mut self, new: Config) -> Result<u64, String> {
         let restart = self.config.restart_required_changes(&new);
         if !restart.is_empty() {
-            // The keys of a port that changed, after what the message
-            // always said (found in audit: only the section was named).
-            let keys = if restart.contains(&"ports") {
-                format!(" ({})", self.config.ports_changed(&new).join(", "))
-            } else {
+            // The keys of a port, or of `[sync]`, that changed, after what
+            // the message always said (found in audit: only the section
+            // was named).
+            let mut changed = Vec::new();
+            if restart.contains(&"ports") {
+                changed.extend(self.config.ports_changed(&new));
+            }
+            if restart.contains(&"sync") {
+                changed.extend(self.config.sync_changed(&new));
+            }
+            let keys = if changed.is_empty() {
                 String::new()
+            } else {
+                format!(" ({})", changed.join(", "))
             };
             return Err(format!(
                 "{} changed, which needs a restart; nothing of it was applied{keys}",
