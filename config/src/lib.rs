@@ -672,6 +672,18 @@ impl From<ConfigError> for ConfigErrors {
     }
 }
 
+/// `prefix.key` for each key whose flag says it differs (the names a
+/// refused reload gives).
+fn keys_that_differ<'a>(
+    prefix: &'a str,
+    differ: &'a [(&'a str, bool)],
+) -> impl Iterator<Item = String> + 'a {
+    differ
+        .iter()
+        .filter(|(_, d)| *d)
+        .map(move |(key, _)| format!("{prefix}.{key}"))
+}
+
 impl Config {
     /// Parses and validates `lb.toml` text.
     pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
@@ -822,18 +834,18 @@ impl Config {
             (Some(_), None) => return vec!["sync removed".to_string()],
             (None, None) => return Vec::new(),
         };
-        [
-            ("role", a.role != b.role),
-            ("peer", a.peer != b.peer),
-            ("listen", a.listen != b.listen),
-            ("interval", a.interval != b.interval),
-            ("dead_after", a.dead_after != b.dead_after),
-            ("gateway", a.gateway != b.gateway),
-            ("gateway6", a.gateway6 != b.gateway6),
-        ]
-        .iter()
-        .filter(|(_, differ)| *differ)
-        .map(|(key, _)| format!("sync.{key}"))
+        keys_that_differ(
+            "sync",
+            &[
+                ("role", a.role != b.role),
+                ("peer", a.peer != b.peer),
+                ("listen", a.listen != b.listen),
+                ("interval", a.interval != b.interval),
+                ("dead_after", a.dead_after != b.dead_after),
+                ("gateway", a.gateway != b.gateway),
+                ("gateway6", a.gateway6 != b.gateway6),
+            ],
+        )
         .collect()
     }
 
@@ -851,6 +863,7 @@ impl Config {
         }
         let mut out = Vec::new();
         for (i, (a, b)) in self.ports.iter().zip(&new.ports).enumerate() {
+            let prefix = format!("ports[{i}]");
             let differ = [
                 ("name", a.name != b.name),
                 ("device", a.device != b.device),
@@ -863,12 +876,7 @@ impl Config {
                 ("kernel_interface", a.kernel_interface != b.kernel_interface),
                 ("routing_peers", a.routing_peers != b.routing_peers),
             ];
-            out.extend(
-                differ
-                    .iter()
-                    .filter(|(_, d)| *d)
-                    .map(|(key, _)| format!("ports[{i}].{key}")),
-            );
+            out.extend(keys_that_differ(&prefix, &differ));
         }
         out
     }
