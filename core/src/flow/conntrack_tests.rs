@@ -505,14 +505,19 @@ fn a_reload_that_shortens_persistence_shortens_its_templates() {
     let mut ids = Ids::default();
     let vip = Ipv4Addr::new(198, 18, 1, 100);
     let client = Ipv4Addr::new(203, 0, 113, 7);
-    for (after, when) in [("1s", 2_000), ("0s", 1), ("", 1)] {
-        let snap = reloaded(&with("1h"), 1, &mut ids);
+    // A flow of the client, ended: its template is left without flows.
+    let template_left = |snap: &Snapshot| {
         let service = snap.service_for(6, vip, 80).unwrap();
         let mut ct = Conntrack::<Ipv4Addr>::new(CAPACITY, 64, Arc::new(WorkerStats::default()));
-        syn(&mut ct, &snap, service, client, 1000, vip).unwrap();
+        syn(&mut ct, snap, service, client, 1000, vip).unwrap();
         let k = key_to(client, 1000, vip);
         let e = ct.table().lookup(&k, ct.table().key_hash(&k)).unwrap();
         ct.end(e, 0);
+        ct
+    };
+    for (after, when) in [("1s", 2_000), ("0s", 1), ("", 1)] {
+        let snap = reloaded(&with("1h"), 1, &mut ids);
+        let mut ct = template_left(&snap);
         assert_eq!(ct.table().len(), 1, "the template, without flows");
         // Under the old persistence the sweep keeps it a minute on.
         ct.sweep(&snap, 60_000, CAPACITY);
@@ -531,13 +536,7 @@ fn a_reload_that_shortens_persistence_shortens_its_templates() {
     }
     // A new flow of the client past the new time does not follow the old
     // template: it is made afresh.
-    let snap = reloaded(&with("1h"), 3, &mut ids);
-    let service = snap.service_for(6, vip, 80).unwrap();
-    let mut ct = Conntrack::<Ipv4Addr>::new(CAPACITY, 64, Arc::new(WorkerStats::default()));
-    syn(&mut ct, &snap, service, client, 1000, vip).unwrap();
-    let k = key_to(client, 1000, vip);
-    let e = ct.table().lookup(&k, ct.table().key_hash(&k)).unwrap();
-    ct.end(e, 0);
+    let mut ct = template_left(&reloaded(&with("1h"), 3, &mut ids));
     let template = |ct: &Conntrack| {
         ct.table()
             .entries()
