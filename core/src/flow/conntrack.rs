@@ -116,6 +116,9 @@ pub struct Conntrack<A: FlowAddr = Ipv4Addr> {
     pub(super) stats: Arc<WorkerStats>,
     /// Flows the last sweep removed (reused, so sweeping does not allocate).
     ended: Vec<(Flow<A>, Trust)>,
+    /// Entries the last sweep found held at `OneWay` for their source's
+    /// share (reused, as `ended`).
+    held: Vec<u32>,
     /// Confirmed flows per source (an IPv4 client address, an IPv6 /64),
     /// in seeded hashed buckets: what the per-source limit counts.
     pub(super) sources: Vec<u32>,
@@ -188,6 +191,7 @@ impl<A: FlowAddr> Conntrack<A> {
             templates: vec![0; MAX_REALS],
             stats,
             ended: Vec::with_capacity(sweep_budget),
+            held: Vec::with_capacity(sweep_budget),
             sources: vec![0; buckets],
             source_limit,
             pressure: Pressure::default(),
@@ -799,6 +803,8 @@ impl<A: FlowAddr> Conntrack<A> {
         let timeouts = snap.timeouts;
         let mut ended = std::mem::take(&mut self.ended);
         ended.clear();
+        let mut held = std::mem::take(&mut self.held);
+        held.clear();
         let stats = &self.stats;
         let removed = self.table.sweep(
             now,
@@ -830,6 +836,13 @@ impl<A: FlowAddr> Conntrack<A> {
                 stats.flows_expired.incr();
                 ended.push((*f, trust));
             },
+            // At most what was made room for: the rest are found again
+            // on the next pass.
+            |e| {
+                if held.len() < held.capacity() {
+                    held.push(e);
+                }
+            },
         );
         for (f, trust) in &ended {
             if f.is_template() {
@@ -839,6 +852,18 @@ impl<A: FlowAddr> Conntrack<A> {
             }
         }
         self.ended = ended;
+        // A flow held at `OneWay` because its source held its share of a
+        // pressed table is confirmed as soon as the share has room again
+        // (the table less than half full, or fewer of the source's flows
+        // confirmed), not only at its next change of state (noticed in
+        // review: after a flood, a heavy source's held flows stayed
+        // evictable for their whole life, and a SYN-then-ACK flood to TUN
+        // or DR, whose entries are `OneWay` too, evicted them first, being
+        // older).
+        for &e in &held {
+            self.set_class(e, Trust::Confirmed, now);
+        }
+        self.held = held;
         if self.sync.is_some() {
             self.sync_collect(snap, now, budget);
         }

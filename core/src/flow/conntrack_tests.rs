@@ -354,6 +354,51 @@ fn the_table_audit_takes_a_held_flow() {
     assert_eq!(ct.table().audit(), Ok(()));
 }
 
+/// Noticed in review: a flow held at one-way for its source's share stayed
+/// so, evictable, until its state changed, however long after the table
+/// had room again. The sweep confirms it once the share allows, and not
+/// before.
+#[test]
+fn a_held_flow_is_confirmed_once_its_share_has_room() {
+    let snap = snapshot();
+    let vip = Ipv4Addr::new(198, 18, 1, 100);
+    let service = snap.service_for(6, vip, 80).unwrap();
+    let mut ct = Conntrack::<Ipv4Addr>::new(CAPACITY, 64, Arc::new(WorkerStats::default()));
+    let limit = ct.source_limit() as u16;
+    half_full(&mut ct, &snap, service, vip, |i| {
+        Ipv4Addr::from(0xc633_0000 + i)
+    });
+    let greedy = Ipv4Addr::new(203, 0, 113, 9);
+    for port in 0..=limit {
+        syn(&mut ct, &snap, service, greedy, 2000 + port, vip).unwrap();
+    }
+    for port in 0..=limit {
+        handshake_of_open_flow(&mut ct, &snap, service, greedy, 2000 + port, vip);
+    }
+    let last = (greedy, 2000 + limit);
+    assert_eq!(class_of(&ct, last), Trust::OneWay, "held");
+    // Still pressed: a whole pass of the sweep keeps it held.
+    ct.sweep(&snap, 1, CAPACITY);
+    assert_eq!(class_of(&ct, last), Trust::OneWay, "held while pressed");
+    assert_eq!(ct.table().audit(), Ok(()));
+    // The SYNs that filled half the table time out; the source's
+    // established flows stay.
+    let later = snap.timeouts.of(FlowState::SynSent) + 1;
+    let mut passes = 0;
+    while class_of(&ct, last) != Trust::Confirmed {
+        passes += 1;
+        assert!(passes <= 16, "not confirmed after {passes} passes");
+        ct.sweep(&snap, later, CAPACITY);
+    }
+    assert_eq!(
+        ct.table().len(),
+        usize::from(limit) + 1,
+        "only the source's flows left"
+    );
+    assert_eq!(ct.table().count(Trust::Confirmed), usize::from(limit) + 1);
+    assert_eq!(ct.table().audit(), Ok(()));
+}
+
 /// Found in review: a SYN retransmitted with the same initial sequence
 /// number, crossing the real's SYN-ACK, had the real's side forgotten
 /// (as for a new SYN on a half-open flow), so the client's ACK confirmed

@@ -971,6 +971,14 @@ impl<A: FlowAddr> FlowTable<A> {
         self.class[entry as usize] != FREE
     }
 
+    /// Whether live entry `e` is held at `OneWay` though its flow earned
+    /// `Confirmed`: its source held its share of a pressed table
+    /// (`Conntrack::set_class`).
+    #[inline]
+    fn is_held(&self, e: usize) -> bool {
+        self.class[e] == Trust::OneWay as u8 && self.flows[e].trust() == Trust::Confirmed
+    }
+
     /// The class of live entry `entry`.
     #[inline]
     pub fn trust(&self, entry: u32) -> Trust {
@@ -1127,7 +1135,9 @@ impl<A: FlowAddr> FlowTable<A> {
     /// but no more than `max_removals` of them: a removal (two index
     /// deletions and a queue unlink) costs far more than a look, so this
     /// bounds the time a call takes however many entries expire at once.
-    /// Returns how many were removed.
+    /// Returns how many were removed. `on_held` is called with each live
+    /// entry it keeps that is held at `OneWay` though its flow earned
+    /// `Confirmed` ([`Self::is_held`]).
     ///
     /// An entry it keeps has its queue time brought to at most
     /// [`QUEUE_AGE_MAX`] before `now`: the victim search compares queue
@@ -1141,6 +1151,7 @@ impl<A: FlowAddr> FlowTable<A> {
         max_removals: usize,
         mut expired: impl FnMut(&Flow<A>) -> bool,
         mut on_remove: impl FnMut(&Flow<A>, Trust),
+        mut on_held: impl FnMut(u32),
     ) -> usize {
         let n = self.flows.len();
         let mut removed = 0;
@@ -1158,8 +1169,13 @@ impl<A: FlowAddr> FlowTable<A> {
                 let f = self.remove(e as u32);
                 on_remove(&f, trust);
                 removed += 1;
-            } else if now.wrapping_sub(self.queued_at[e]) > QUEUE_AGE_MAX {
-                self.queued_at[e] = now.wrapping_sub(QUEUE_AGE_MAX);
+            } else {
+                if now.wrapping_sub(self.queued_at[e]) > QUEUE_AGE_MAX {
+                    self.queued_at[e] = now.wrapping_sub(QUEUE_AGE_MAX);
+                }
+                if self.is_held(e) {
+                    on_held(e as u32);
+                }
             }
         }
         removed
@@ -1263,8 +1279,7 @@ impl<A: FlowAddr> FlowTable<A> {
                     // A flow whose source holds its share is held at
                     // one-way though it earned confirmed
                     // (`Conntrack::set_class`).
-                    let held = c == Trust::OneWay && self.flows[i].trust() == Trust::Confirmed;
-                    if self.flows[i].trust() != c && !held {
+                    if self.flows[i].trust() != c && !self.is_held(i) {
                         return Err(format!(
                             "entry {e} is {} but earned {} ({:?})",
                             c.name(),
@@ -1533,13 +1548,27 @@ mod tests {
             }
         }
         let mut gone = 0;
-        let removed = t.sweep(500, 16, 16, |f| f.expired(500, &timeouts), |_, _| gone += 1);
+        let removed = t.sweep(
+            500,
+            16,
+            16,
+            |f| f.expired(500, &timeouts),
+            |_, _| gone += 1,
+            |_| {},
+        );
         assert_eq!(
             removed, 8,
             "16 looked at, half of them SYN-only and expired"
         );
         assert_eq!(gone, 8);
-        t.sweep(500, 64, 64, |f| f.expired(500, &timeouts), |_, _| {});
+        t.sweep(
+            500,
+            64,
+            64,
+            |f| f.expired(500, &timeouts),
+            |_, _| {},
+            |_| {},
+        );
         assert_eq!(t.len(), 32, "established flows stay");
         for i in (0..64).step_by(2) {
             let k = key(i);
@@ -1889,7 +1918,7 @@ mod tests {
         t.get_mut(a).last_seen = now - 10;
         t.get_mut(b).last_seen = 5;
         // The sweep passes (nothing expires here).
-        t.sweep(now, 64, 64, |_| false, |_, _| {});
+        t.sweep(now, 64, 64, |_| false, |_, _| {}, |_| {});
         assert_eq!(t.victim(now), Some(b), "a was used, b was not");
     }
 
@@ -1919,7 +1948,14 @@ mod tests {
         for i in 0..256 {
             t.insert(&new(i, true, 0)).unwrap();
         }
-        let removed = t.sweep(100, 256, 10, |f| f.expired(100, &timeouts), |_, _| {});
+        let removed = t.sweep(
+            100,
+            256,
+            10,
+            |f| f.expired(100, &timeouts),
+            |_, _| {},
+            |_| {},
+        );
         assert_eq!(removed, 10);
         assert_eq!(t.len(), 246);
         assert_eq!(t.audit(), Ok(()));
