@@ -193,8 +193,20 @@ impl Delta {
     /// computed as two additions and one fold.
     #[inline]
     pub fn change128(mut self, old: Ipv6Addr, new: Ipv6Addr) -> Delta {
-        // sum(~m_i) over 8 words == 8 * 0xffff - sum(m_i) == !fold(sum(m)) (mod 0xffff).
-        self.0 += u32::from(!(sum128(old) as u16)) + sum128(new);
+        // One sum of the eight 32-bit words of `new` and of `!old`: a
+        // 32-bit word's complement is its negation modulo 0xffff (as
+        // 0xffff_ffff = 0xffff * 0x1_0001 is 0 there), so the sum is
+        // sum(new) - sum(old), folded once (two separate sums of the
+        // addresses, each folded, cost twice the instructions).
+        let (o, n) = (!u128::from(old), u128::from(new));
+        let mut acc: u64 = 0;
+        for i in 0..4 {
+            acc += u64::from((o >> (32 * i)) as u32) + u64::from((n >> (32 * i)) as u32);
+        }
+        // Eight words: a carry of up to 7 above bit 31, then at most 1.
+        acc = (acc & 0xffff_ffff) + (acc >> 32);
+        acc = (acc & 0xffff_ffff) + (acc >> 32);
+        self.0 += u32::from(fold(acc as u32));
         self
     }
 
