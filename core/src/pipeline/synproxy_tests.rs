@@ -2193,6 +2193,30 @@ fn a_blind_syn_does_not_end_a_half_closed_proxied_flow() {
     );
 }
 
+/// Found in audit: a stranger's SYN (no ACK needed) up to 1 MiB ahead of a
+/// proxied flow's client moved its tracking, and a RST at its end then
+/// closed the flow: about 2,048 blind pairs. A SYN on an established flow
+/// moves nothing.
+#[test]
+fn a_blind_syn_then_rst_does_not_close_a_proxied_flow() {
+    let (snap, mut p) = setup("on", 64);
+    established(&mut p, &snap);
+    assert_eq!(only_flow(&p).trust(), crate::flow::Trust::Confirmed);
+    let ahead = ISN.wrapping_add(1 + (700 << 10));
+    let _ = run(&mut p, &snap, &seg(C, V, SYN, ahead, 0), NOW + 3);
+    let _ = run(
+        &mut p,
+        &snap,
+        &seg(C, V, RST, ahead.wrapping_add(1), 0),
+        NOW + 4,
+    );
+    assert_eq!(
+        only_flow(&p).state(),
+        FlowState::Established,
+        "closed blind"
+    );
+}
+
 /// The SYN timer looks at no more than `SYN_WATCH_BUDGET` watched flows a
 /// poll (found in audit: a look at a full watch list of both families, a
 /// random flow-table read each, took up to a millisecond of one poll); a

@@ -2217,6 +2217,8 @@ fn a_blind_segment_that_acknowledges_nothing_sent_does_not_move_a_nat_flow() {
         (ACK, 0x4000_0000u32, false),
         (ACK, crate::flow::SEQ_WINDOW + 2, false),
         (PSH, 0, false),
+        // Found in audit: a SYN needs no ACK, and moved it.
+        (SYN, 0, false),
         (ACK, 0, true),
     ] {
         let Handshaken {
@@ -2246,6 +2248,52 @@ fn a_blind_segment_that_acknowledges_nothing_sent_does_not_move_a_nat_flow() {
             "flags {flags:#x}, ack {ack_off:#x} off"
         );
     }
+}
+
+/// Found in audit: a stranger's SYNs (which need no ACK), each up to 1 MiB
+/// ahead of the client's data, pushed the client's tracking past what
+/// the real's acknowledgments may lag (16 MiB) in 17 steps: from then on
+/// neither side's segments were followed, so the connection's close was
+/// never seen and its entry stayed established and confirmed for the
+/// whole established timeout. A SYN on an established flow moves nothing.
+#[test]
+fn blind_syns_do_not_freeze_a_nat_flows_tracking() {
+    use crate::flow::{FlowState, Trust};
+    const FIN_ACK: u8 = 0x11;
+    let Handshaken {
+        snap,
+        mut p,
+        client,
+        isn,
+        real_ip,
+        real_isn,
+        ..
+    } = Handshaken::new(|_| {});
+    let mut at = isn + 1;
+    for i in 0..17u32 {
+        at += 1000 << 10;
+        let mut syn = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), SYN, at, OUR));
+        p.process(&snap, 0, &mut syn, 2 + i);
+        at += 1;
+    }
+    let fin = tcp_ack((real_ip, 8080), client, FIN_ACK, real_isn + 1, isn + 1, OUR);
+    let mut fin = VecBuf::from_bytes(&from_real(&snap, fin));
+    assert_eq!(p.process(&snap, 0, &mut fin, 100), Verdict::Transmit(0));
+    let mut cfin = VecBuf::from_bytes(&tcp_ack(
+        client,
+        (VIP, 80),
+        FIN_ACK,
+        isn + 1,
+        real_isn + 2,
+        OUR,
+    ));
+    assert_eq!(p.process(&snap, 0, &mut cfin, 101), Verdict::Transmit(0));
+    let e = p.flows().entries()[0];
+    assert_eq!(
+        (p.flows().get(e).state(), p.flows().trust(e)),
+        (FlowState::Closed, Trust::Unconfirmed),
+        "the close is seen"
+    );
 }
 
 /// A half-closed NAT connection (one side's FIN) still carries the other
