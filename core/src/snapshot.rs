@@ -136,6 +136,12 @@ pub struct RealView {
     /// removed real's ([`Ids`]). Every view of the real's counters
     /// subtracts it.
     pub counted_before: [u64; 3],
+    /// A NAT real whose (protocol, address, port) another service's NAT
+    /// real shares: flows of one client port to both services would have
+    /// the same reply key, so a new flow to it checks that key first
+    /// (`Conntrack::claim_reply_key`; a random read of the index that
+    /// flows to other reals are spared).
+    pub shared_endpoint: bool,
 }
 
 impl RealView {
@@ -817,6 +823,24 @@ impl Snapshot {
         let (mut nat_endpoints, mut nat_reals) = (Vec::new(), Vec::new());
         let (mut nat_endpoints6, mut nat_reals6) = (Vec::new(), Vec::new());
         let (mut real_addrs, mut real_addrs6) = (Vec::new(), Vec::new());
+        // How many services have each NAT endpoint (protocol, address,
+        // port) as a real.
+        let mut endpoint_services: HashMap<(u8, IpAddr, u16), u32> = HashMap::new();
+        for s in &config.services {
+            let proto = ip_protocol(s.protocol);
+            let mut own = std::collections::HashSet::new();
+            for r in s
+                .reals
+                .iter()
+                .filter(|r| r.forwarding == ForwardingMethod::Nat)
+            {
+                if own.insert((r.address, r.port)) {
+                    *endpoint_services
+                        .entry((proto, r.address, r.port))
+                        .or_default() += 1;
+                }
+            }
+        }
         for (i, s) in config.services.iter().enumerate() {
             let persistence_ms = millis(&format!("services[{i}].persistence"), s.persistence)?;
             let proto = ip_protocol(s.protocol);
@@ -855,6 +879,10 @@ impl Snapshot {
                     method: r.forwarding,
                     up: s.health_check.is_none() || is_up(&s.name, r.address, r.port),
                     counted_before: ids.counted_before.get(&id).copied().unwrap_or_default(),
+                    shared_endpoint: r.forwarding == ForwardingMethod::Nat
+                        && endpoint_services
+                            .get(&(proto, r.address, r.port))
+                            .is_some_and(|&n| n > 1),
                 });
             }
             let eligible: Vec<usize> = (0..reals.len()).filter(|&i| reals[i].eligible()).collect();

@@ -112,10 +112,16 @@ pub enum DropReason {
     /// such a forged source reach a local socket) and for a request that
     /// would make a flow (the real's answer would go to that host).
     ReversePath,
+    /// A new NAT flow whose real would see the same connection (client
+    /// address and port, real address and port) as a live connection the
+    /// appliance holds to another VIP on that real: the real could not
+    /// tell the two apart, and the replies of one would go out as the
+    /// other's.
+    TupleInUse,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 35] = [
+    pub const ALL: [DropReason; 36] = [
         DropReason::Truncated,
         DropReason::MultiSegment,
         DropReason::NotOurMac,
@@ -151,6 +157,7 @@ impl DropReason {
         DropReason::NoMbuf,
         DropReason::SharedBuffer,
         DropReason::ReversePath,
+        DropReason::TupleInUse,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -192,6 +199,7 @@ impl DropReason {
             DropReason::NoMbuf => "no_mbuf",
             DropReason::SharedBuffer => "shared_buffer",
             DropReason::ReversePath => "reverse_path",
+            DropReason::TupleInUse => "tuple_in_use",
         }
     }
 }

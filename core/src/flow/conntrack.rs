@@ -501,6 +501,9 @@ impl<A: FlowAddr> Conntrack<A> {
             index_reply: r.method == ForwardingMethod::Nat,
             now,
         };
+        if r.shared_endpoint {
+            self.claim_reply_key(key, spec.real, r.port, now, &snap.timeouts)?;
+        }
         // The client's template counts this flow before room is made for
         // it: with a child it is confirmed, so it is not the victim (found
         // in audit: a returning client's flow evicted its own childless
@@ -875,6 +878,52 @@ impl<A: FlowAddr> Conntrack<A> {
             self.stats.flow_gauges(A::FAMILY).1[t as usize].set(self.table.count(t) as u64);
         }
         removed
+    }
+
+    /// Makes sure no live flow holds the reply key a new NAT flow to
+    /// `real`:`real_port` for `key`'s client will take. A NAT flow's
+    /// replies are found by (real, client) alone, which flows to two VIPs
+    /// sharing a real can have alike, and the one first in the index took
+    /// both's replies. Only for a real the snapshot marks
+    /// [`shared_endpoint`](crate::snapshot::RealView::shared_endpoint):
+    /// the read of the key's index slot is a cache miss that doubled the
+    /// cost of every new flow (found in audit: a stranger's SYN to the other VIP,
+    /// on the client's next source port, made the client's handshake
+    /// fail for as long as it lived; connection sync refuses such a flow
+    /// already). An unconfirmed holder (a SYN, a closed or picked-up
+    /// flow: what anyone can make) gives way to the new flow; one with
+    /// more trust keeps the key, and the new flow is refused
+    /// (`tuple_in_use`): the real could not tell the two connections
+    /// apart either.
+    #[inline]
+    fn claim_reply_key(
+        &mut self,
+        key: &FlowKey<A>,
+        real: A,
+        real_port: u16,
+        now: u32,
+        timeouts: &crate::flow::Timeouts,
+    ) -> Result<(), DropReason> {
+        let reply = ReplyKey {
+            proto: key.proto,
+            real,
+            real_port,
+            client: key.client,
+            client_port: key.client_port,
+        };
+        let Some(holder) = self
+            .table
+            .lookup_reply(&reply, self.table.reply_key_hash(&reply))
+        else {
+            return Ok(());
+        };
+        if self.table.trust(holder) != Trust::Unconfirmed
+            && !self.table.get(holder).expired(now, timeouts)
+        {
+            return Err(DropReason::TupleInUse);
+        }
+        self.end(holder, now);
+        Ok(())
     }
 
     /// Removes entry `e`, whatever ends it.

@@ -2296,6 +2296,71 @@ fn blind_syns_do_not_freeze_a_nat_flows_tracking() {
     );
 }
 
+/// [`NAT_CONFIG`] with one real (.11:8080), no SYN proxy, and a second NAT
+/// service "other" on 198.18.1.101:80 sharing that real and port: flows
+/// of one client port to both VIPs would have the same reply key.
+fn shared_real_config() -> Snapshot {
+    let text = without_syn_proxy(NAT_CONFIG)
+        .replace("[[services.reals]]\naddress = \"198.18.0.12\"\nport = 8080\n", "")
+        + "[[services]]\nname = \"other\"\nvip = \"198.18.1.101\"\nport = 80\nsyn_proxy = \"off\"\n[[services.reals]]\naddress = \"198.18.0.11\"\nport = 8080\n";
+    compile(&Config::parse(&text).unwrap(), &[MacAddr(OUR)])
+}
+
+/// Found in audit: a stranger's SYN to another VIP sharing the real, from
+/// the client's next source port, made a flow whose reply key the
+/// client's own connection then needed; the first in the index won, so
+/// the real's SYN-ACK went to the client from the wrong VIP (and the
+/// client's RST to it killed the handshake), for as long as the planted
+/// flow lived. An unconfirmed holder gives way to the new flow.
+#[test]
+fn a_planted_flow_to_another_vip_gives_way_to_the_clients_connection() {
+    let snap = shared_real_config();
+    let mut p = pipeline(&snap, 0, 2, 64);
+    let client = (client_owned_by(0), 4000);
+    let other_vip = Ipv4Addr::new(198, 18, 1, 101);
+    let mut planted = VecBuf::from_bytes(&tcp_seq(client, (other_vip, 80), SYN, 77, OUR));
+    assert_eq!(p.process(&snap, 0, &mut planted, 0), Verdict::Transmit(0));
+    let mut syn = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), SYN, 5_000, OUR));
+    assert_eq!(p.process(&snap, 0, &mut syn, 1), Verdict::Transmit(0));
+    let real = ip_of(&syn).dst_addr();
+    let synack = tcp_ack((real, 8080), client, SYNACK, 9_000, 5_001, OUR);
+    let mut synack = VecBuf::from_bytes(&from_real(&snap, synack));
+    assert_eq!(p.process(&snap, 0, &mut synack, 2), Verdict::Transmit(0));
+    assert_eq!(ip_of(&synack).src_addr(), VIP, "SYN-ACK from the wrong VIP");
+    assert_eq!(p.flows().len(), 1, "the planted flow is gone");
+}
+
+/// A client's live connection to one VIP keeps its reply key: a new flow
+/// from the same source port to another VIP on the same real and port
+/// (which the real could not tell from the first) is refused
+/// (`tuple_in_use`), and the first connection's replies still leave from
+/// its own VIP.
+#[test]
+fn a_confirmed_flow_keeps_its_reply_key_from_a_flow_to_another_vip() {
+    let snap = shared_real_config();
+    let mut p = pipeline(&snap, 0, 2, 64);
+    let client = (client_owned_by(0), 4000);
+    let other_vip = Ipv4Addr::new(198, 18, 1, 101);
+    let real = (Ipv4Addr::new(198, 18, 0, 11), 8080);
+    let mut syn = VecBuf::from_bytes(&tcp_seq(client, (other_vip, 80), SYN, 77, OUR));
+    assert_eq!(p.process(&snap, 0, &mut syn, 0), Verdict::Transmit(0));
+    let synack = tcp_ack(real, client, SYNACK, 9_000, 78, OUR);
+    let mut synack = VecBuf::from_bytes(&from_real(&snap, synack));
+    assert_eq!(p.process(&snap, 0, &mut synack, 1), Verdict::Transmit(0));
+    let mut ack = VecBuf::from_bytes(&tcp_ack(client, (other_vip, 80), ACK, 78, 9_001, OUR));
+    assert_eq!(p.process(&snap, 0, &mut ack, 2), Verdict::Transmit(0));
+    let mut second = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), SYN, 5_000, OUR));
+    assert_eq!(
+        p.process(&snap, 0, &mut second, 3),
+        Verdict::Drop(DropReason::TupleInUse)
+    );
+    let data = tcp_ack(real, client, ACK, 9_001, 78, OUR);
+    let mut data = VecBuf::from_bytes(&from_real(&snap, data));
+    assert_eq!(p.process(&snap, 0, &mut data, 4), Verdict::Transmit(0));
+    assert_eq!(ip_of(&data).src_addr(), other_vip);
+    assert_eq!(p.flows().len(), 1);
+}
+
 /// A half-closed NAT connection (one side's FIN) still carries the other
 /// side's data: a stranger's SYN on its tuple, at any sequence number,
 /// neither ends the flow nor moves the tuple to another real, nor lets
