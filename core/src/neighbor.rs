@@ -79,6 +79,15 @@ pub struct NeighborCache<A: FlowAddr = Ipv4Addr> {
     /// Requests that may go: one a millisecond, [`REQUEST_BURST`] at
     /// most at once.
     requests: KernelBudget,
+    /// The same for the config's next hops (reals, gateways, static
+    /// neighbors; see [`Self::lookup_for`]), a budget of their own:
+    /// strangers' next hops (a flow's client on a connected network,
+    /// which anyone can name by spoofing a source there) must not starve
+    /// them (found in audit: spoofed SYNs from a port's /64, each
+    /// answered through the neighbor cache, took every request, and a new
+    /// real waited seconds for its first solicitation while its packets
+    /// were held and dropped).
+    configured: KernelBudget,
     /// Requests about a resolved neighbor someone says moved
     /// ([`Self::doubt`]), a budget of their own: strangers on the segment
     /// can make such claims at will, and must not starve the requests for
@@ -137,6 +146,7 @@ impl<A: FlowAddr> NeighborCache<A> {
             untold_next: 0,
             key,
             requests: KernelBudget::new(1, REQUEST_BURST),
+            configured: KernelBudget::new(1, REQUEST_BURST),
             doubts: KernelBudget::new(1, DOUBT_BURST),
             slots: vec![
                 Entry {
@@ -207,9 +217,15 @@ impl<A: FlowAddr> NeighborCache<A> {
             .any(|&(a, at)| a == ip && now.wrapping_sub(at) < ANSWER_WITHIN_MS)
     }
 
-    /// Whether a request may go at `now` (taking it if so).
-    fn may_ask(&mut self, now: u32) -> bool {
-        self.requests.take(now)
+    /// Whether a request may go at `now` (taking it if so), from the
+    /// budget of the config's next hops when `configured` says `ip` is one
+    /// (asked only then: a request is due rarely).
+    fn may_ask(&mut self, now: u32, configured: impl Fn() -> bool) -> bool {
+        if configured() {
+            self.configured.take(now)
+        } else {
+            self.requests.take(now)
+        }
     }
 
     /// Whether `ip` was asked for within the last [`ANSWER_WITHIN_MS`]:
@@ -255,9 +271,18 @@ impl<A: FlowAddr> NeighborCache<A> {
     }
 
     /// Looks `ip` up at time `now`, marking that a request is due when one
-    /// should be sent.
+    /// should be sent: [`Self::lookup_for`] a next hop the config does not
+    /// name.
     #[inline]
     pub fn lookup(&mut self, ip: A, now: u32) -> Lookup {
+        self.lookup_for(ip, now, || false)
+    }
+
+    /// [`Self::lookup`], a request for `ip` taken from the budget of the
+    /// config's next hops when `configured` (called only when a request
+    /// is due) says it is one.
+    #[inline]
+    pub fn lookup_for(&mut self, ip: A, now: u32, configured: impl Fn() -> bool) -> Lookup {
         match self.find(ip) {
             Some(s) => {
                 let e = self.slots[s];
@@ -273,14 +298,17 @@ impl<A: FlowAddr> NeighborCache<A> {
                         self.slots[s].requested_at = now;
                         return Lookup::Refresh(e.mac);
                     }
-                    if now.wrapping_sub(e.learned_at) < REFRESH_MS || !due || !self.may_ask(now) {
+                    if now.wrapping_sub(e.learned_at) < REFRESH_MS
+                        || !due
+                        || !self.may_ask(now, &configured)
+                    {
                         Lookup::Found(e.mac)
                     } else {
                         self.slots[s].requested_at = now;
                         Lookup::Refresh(e.mac)
                     }
                 } else {
-                    let ask = due && self.may_ask(now);
+                    let ask = due && self.may_ask(now, &configured);
                     if ask {
                         self.slots[s].requested_at = now;
                     }
@@ -296,14 +324,14 @@ impl<A: FlowAddr> NeighborCache<A> {
                         .unnoted
                         .iter()
                         .any(|&(a, at)| a == ip && now.wrapping_sub(at) < REQUEST_INTERVAL_MS);
-                    let ask = !recent && self.may_ask(now);
+                    let ask = !recent && self.may_ask(now, &configured);
                     if ask {
                         self.unnoted[self.unnoted_next] = (ip, now);
                         self.unnoted_next = (self.unnoted_next + 1) % UNNOTED;
                     }
                     return Lookup::Missing { ask };
                 }
-                let ask = self.may_ask(now);
+                let ask = self.may_ask(now, &configured);
                 if let Some(s) = slot {
                     self.slots[s] = Entry {
                         ip,

@@ -5,7 +5,7 @@
 //! worker to send). A packet too big to tunnel is answered with ICMP
 //! "fragmentation needed" instead.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lb_config::{MacAddr, IPV6_MIN_MTU};
 
@@ -261,14 +261,22 @@ impl Egress {
         if let Some(m) = snap.static_neighbor6(next_hop) {
             return Some(m);
         }
-        self.learned6(port, next_hop, now)
+        self.learned6(port, next_hop, now, || {
+            snap.is_configured_next_hop(IpAddr::V6(next_hop))
+        })
     }
 
     /// [`Self::learned`] for IPv6 (solicited when missing or due a
     /// refresh).
     #[inline(always)]
-    fn learned6(&mut self, port: usize, next_hop: Ipv6Addr, now: u32) -> Option<MacAddr> {
-        match self.neighbors6.lookup(next_hop, now) {
+    fn learned6(
+        &mut self,
+        port: usize,
+        next_hop: Ipv6Addr,
+        now: u32,
+        configured: impl Fn() -> bool,
+    ) -> Option<MacAddr> {
+        match self.neighbors6.lookup_for(next_hop, now, configured) {
             Lookup::Found(m) => Some(m),
             Lookup::Refresh(m) => {
                 self.solicit(port, next_hop);
@@ -378,7 +386,8 @@ impl Egress {
         let port = usize::from(r.port);
         let mac = match r.mac {
             Some(m) => Some(m),
-            None => self.learned6(port, r.next_hop, now),
+            // A real's next hop: the config's.
+            None => self.learned6(port, r.next_hop, now, || true),
         };
         self.set_link6(pkt, port, r.src_mac, r.next_hop, mac)
     }
@@ -746,14 +755,22 @@ impl Egress {
         if let Some(m) = snap.static_neighbor(next_hop) {
             return Some(m);
         }
-        self.learned(port, next_hop, now)
+        self.learned(port, next_hop, now, || {
+            snap.is_configured_next_hop(IpAddr::V4(next_hop))
+        })
     }
 
     /// The learned neighbor `next_hop` on `port` (asked for when missing or
     /// due a refresh): for a next hop with no static entry.
     #[inline(always)]
-    fn learned(&mut self, port: usize, next_hop: Ipv4Addr, now: u32) -> Option<MacAddr> {
-        match self.neighbors.lookup(next_hop, now) {
+    fn learned(
+        &mut self,
+        port: usize,
+        next_hop: Ipv4Addr,
+        now: u32,
+        configured: impl Fn() -> bool,
+    ) -> Option<MacAddr> {
+        match self.neighbors.lookup_for(next_hop, now, configured) {
             Lookup::Found(m) => Some(m),
             Lookup::Refresh(m) => {
                 self.ask(port, next_hop);
@@ -874,7 +891,8 @@ impl Egress {
     fn real_link<B: PacketBuf>(&mut self, pkt: &mut B, r: &RealRoute, now: u32) -> Verdict {
         let mac = match r.mac {
             Some(m) => Some(m),
-            None => self.learned(usize::from(r.port), r.next_hop, now),
+            // A real's next hop: the config's.
+            None => self.learned(usize::from(r.port), r.next_hop, now, || true),
         };
         let Some(mac) = mac else {
             forward::set_macs(pkt.data_mut(), MacAddr::ZERO, r.src_mac);

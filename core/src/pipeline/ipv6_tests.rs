@@ -1383,3 +1383,83 @@ fn packet_too_big_from_inside_a_tunnel_reaches_the_client() {
     );
     assert_eq!(p.stats().icmp_errors_forwarded.get(), made + 2);
 }
+
+/// Found in audit: the requests that resolve next hops had one budget per
+/// worker, and a stranger can name next hops at will (a spoofed source on
+/// the port's own /64, answered through the neighbor cache: here the SYN
+/// proxy's cookie SYN-ACKs). Ten a millisecond took every request, and a
+/// real not resolved yet (after a start, a failover or a reload) waited
+/// seconds for its first solicitation while its packets were held and
+/// then dropped. The config's next hops have a budget of their own.
+#[test]
+fn spoofed_on_link_sources_do_not_starve_the_solicitations_for_a_real() {
+    const FLOOD: usize = 5;
+    let text = r#"
+[workers]
+lcores = [1]
+[[ports]]
+name = "wan"
+device = "net_null0"
+address6 = "2001:2::2/64"
+gateway6 = "2001:2::1"
+[[neighbors]]
+address = "2001:2::1"
+mac = "02:00:00:00:00:01"
+[[neighbors]]
+address = "2001:2::12"
+mac = "02:00:00:00:02:12"
+[[services]]
+name = "app6"
+vip = "2001:2:0:1::100"
+port = 80
+syn_proxy = "off"
+[[services.reals]]
+address = "2001:2::11"
+port = 8080
+[[services]]
+name = "web6"
+vip = "2001:2:0:1::100"
+port = 443
+syn_proxy = "on"
+[[services.reals]]
+address = "2001:2::12"
+port = 8443
+"#;
+    let snap = snapshot(text);
+    let mut p = pipeline(&snap, 0, 1);
+    let (vip, real, client) = (v6("2001:2:0:1::100"), v6("2001:2::11"), v6("2001:db8::7"));
+    let mut spoofed = 0u128;
+    let mut flood = |p: &mut Pipeline, now: u32| {
+        for _ in 0..FLOOD {
+            // A new host of 2001:2::/64, the port's own network.
+            spoofed += 1;
+            let src = Ipv6Addr::from(u128::from(v6("2001:2::")) + (1 << 32) + spoofed);
+            let mut b = VecBuf::from_bytes(&tcp6((src, 1024), (vip, 443), SYN, ROUTER));
+            let v = p.process(&snap, 0, &mut b, now);
+            assert!(matches!(v, Verdict::Hold6 { .. }), "{v:?}");
+        }
+    };
+    let (mut asked_for_real, mut held_for_real) = (0, 0);
+    // Ten spoofed SYNs a millisecond, the client's SYNs among them.
+    for now in 0..4_000u32 {
+        flood(&mut p, now);
+        if now == 1_000 || now == 2_000 || now == 3_999 {
+            let mut b = VecBuf::from_bytes(&tcp6((client, 5555), (vip, 80), SYN, ROUTER));
+            match p.process(&snap, 0, &mut b, now) {
+                Verdict::Hold6 { index, .. } => {
+                    assert_eq!(p.held_next_hop6(index), Some(real));
+                    held_for_real += 1;
+                }
+                v => panic!("{v:?}"),
+            }
+        }
+        flood(&mut p, now);
+        asked_for_real += p.take_ndp_requests().filter(|r| r.target == real).count();
+    }
+    assert_eq!(held_for_real, 3);
+    // At the first SYN, and again a request interval later.
+    assert!(
+        asked_for_real >= 2,
+        "the real was solicited {asked_for_real} times"
+    );
+}
