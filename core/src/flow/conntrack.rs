@@ -182,7 +182,12 @@ impl<A: FlowAddr> Conntrack<A> {
         stats.flow_gauges(A::FAMILY).2.set(capacity as u64);
         let table = FlowTable::with_capacity(capacity);
         // About one bucket per 16 flows: a source's count is rarely shared.
-        let buckets = (table.capacity() / 16).next_power_of_two().max(64);
+        // At least 4,096: at most 16 sources can reach the limit (1/16 of
+        // the table each), and another source that shares a bucket with
+        // one of them is refused too; with 64 buckets, a small table's
+        // minimum before, that was a quarter of all sources (found in
+        // audit).
+        let buckets = (table.capacity() / 16).next_power_of_two().max(4096);
         let source_limit = (table.capacity() / SOURCE_SHARE).max(MIN_SOURCE_LIMIT) as u32;
         Conntrack {
             table,

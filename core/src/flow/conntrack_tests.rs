@@ -354,6 +354,43 @@ fn the_table_audit_takes_a_held_flow() {
     assert_eq!(ct.table().audit(), Ok(()));
 }
 
+/// Found in audit: a small table had 64 per-source buckets, so the few
+/// sources that can hold their whole share (8 here, half the table) had a
+/// bucket in common with an eighth of all other sources, whose first flow
+/// was then refused too (`source_limit`). There are at least 4,096 now.
+#[test]
+fn sources_at_their_limit_refuse_few_others_in_a_small_table() {
+    let snap = snapshot();
+    let vip = Ipv4Addr::new(198, 18, 1, 100);
+    let service = snap.service_for(6, vip, 80).unwrap();
+    let mut ct = Conntrack::<Ipv4Addr>::new(CAPACITY, 64, Arc::new(WorkerStats::default()));
+    let limit = ct.source_limit() as u16;
+    for g in 0..8u32 {
+        let greedy = Ipv4Addr::from(0xcb00_7100 + g);
+        for port in 0..limit {
+            syn(&mut ct, &snap, service, greedy, 2000 + port, vip).unwrap();
+        }
+        for port in 0..limit {
+            handshake_of_open_flow(&mut ct, &snap, service, greedy, 2000 + port, vip);
+        }
+    }
+    assert_eq!(ct.table().count(Trust::Confirmed), CAPACITY / 2);
+    let refused = (0..400u32)
+        .filter(|&i| {
+            syn(
+                &mut ct,
+                &snap,
+                service,
+                Ipv4Addr::from(0xc633_0000 + i),
+                1024,
+                vip,
+            ) == Err(DropReason::SourceLimit)
+        })
+        .count();
+    // An eighth (50) with 64 buckets; 8 / 4,096 of them (under 1) now.
+    assert!(refused < 20, "{refused} of 400 other sources refused");
+}
+
 /// Noticed in review: a flow held at one-way for its source's share stayed
 /// so, evictable, until its state changed, however long after the table
 /// had room again. The sweep confirms it once the share allows, and not
