@@ -1250,6 +1250,34 @@ impl Snapshot {
             .filter(|r| r.routed && r.addr == addr)
     }
 
+    /// Whether a packet from the IPv4 real `id` at `addr` came in on
+    /// `port`, the one the real is reached through (any port when no route
+    /// leads to it, or `id` is no longer that address's): loads only, on
+    /// every NAT reply.
+    #[inline(always)]
+    pub fn real_on_port(&self, id: u32, addr: Ipv4Addr, port: usize) -> bool {
+        self.real_routes
+            .get(id as usize)
+            .is_none_or(|r| !r.routed || r.addr != addr || usize::from(r.port) == port)
+    }
+
+    /// [`Self::real_on_port`] for a real of either family.
+    #[inline(always)]
+    pub fn real_reached_on<A: FlowAddr>(&self, id: u32, addr: A, port: usize) -> bool {
+        match addr.to_ip() {
+            IpAddr::V4(a) => self.real_on_port(id, a, port),
+            IpAddr::V6(a) => self.real_on_port6(id, a, port),
+        }
+    }
+
+    /// [`Self::real_on_port`] for an IPv6 real.
+    #[inline(always)]
+    pub fn real_on_port6(&self, id: u32, addr: Ipv6Addr, port: usize) -> bool {
+        self.real_routes6
+            .get(id as usize)
+            .is_none_or(|r| !r.routed || r.addr != addr || usize::from(r.port) == port)
+    }
+
     /// Where an IPv4 packet to no port's connected network leaves: to
     /// the first `gateway`, by its port (see [`route::lookup`]).
     #[inline(always)]

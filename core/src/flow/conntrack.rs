@@ -681,6 +681,10 @@ impl<A: FlowAddr> Conntrack<A> {
     /// `sender` gives the packet's [`sender_mark`](super::sender_mark): a
     /// flow the SYN proxy answered believes its real's RST, FIN and SYN
     /// from where its SYN-ACK came, or where `from_real` says.
+    ///
+    /// The pipeline calls [`Self::reply_on`], which also checks the port
+    /// the packet came in on; this takes it as checked (tests of the flow
+    /// table alone).
     #[inline]
     #[allow(clippy::too_many_arguments)]
     pub fn reply(
@@ -690,6 +694,30 @@ impl<A: FlowAddr> Conntrack<A> {
         hash: u64,
         tcp: Option<Segment>,
         now: u32,
+        from_real: impl FnOnce() -> bool,
+        sender: impl FnOnce() -> u32,
+    ) -> Result<ReplyTarget<A>, DropReason> {
+        self.reply_on(snap, key, hash, tcp, now, None, from_real, sender)
+    }
+
+    /// [`Self::reply`] for a packet received on port index `in_port`
+    /// (None: not checked): one from another port than the one its
+    /// flow's real is reached through is forged, and is dropped
+    /// (`reverse_path`) before it touches the flow (found in audit:
+    /// passed on, replies forged from the internet from guessed
+    /// addresses and ports came back to the attacker from the VIP for
+    /// the real's own pair alone, which told the reals' private
+    /// addresses, and let anyone who knew a flow's tuple send into it).
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub fn reply_on(
+        &mut self,
+        snap: &Snapshot,
+        key: &ReplyKey<A>,
+        hash: u64,
+        tcp: Option<Segment>,
+        now: u32,
+        in_port: Option<usize>,
         from_real: impl FnOnce() -> bool,
         sender: impl FnOnce() -> u32,
     ) -> Result<ReplyTarget<A>, DropReason> {
@@ -705,6 +733,9 @@ impl<A: FlowAddr> Conntrack<A> {
         if !snap.real_present(f.real_id) {
             self.end(e, now);
             return Err(DropReason::RealRemoved);
+        }
+        if in_port.is_some_and(|p| !snap.real_reached_on(f.real_id, key.real, p)) {
+            return Err(DropReason::ReversePath);
         }
         let f = self.table.get_mut(e);
         // SYN proxy hook: a flow whose handshake it answered.

@@ -527,7 +527,7 @@ impl Pipeline {
             let mac = EthernetFrame::new_unchecked(pkt.data()).src_addr();
             crate::flow::sender_mark(in_port, mac.0)
         };
-        let back = match ct.reply(snap, &key, hash, tcp, now, from_real, sender) {
+        let back = match ct.reply_on(snap, &key, hash, tcp, now, Some(in_port), from_real, sender) {
             Ok(b) => b,
             Err(r) => return Verdict::Drop(r),
         };

@@ -1013,10 +1013,16 @@ impl Pipeline {
             let mac = EthernetFrame::new_unchecked(pkt.data()).src_addr();
             crate::flow::sender_mark(in_port, mac.0)
         };
-        let back = match self
-            .conntrack
-            .reply(snap, &key, hash, tcp, now, from_real, sender)
-        {
+        let back = match self.conntrack.reply_on(
+            snap,
+            &key,
+            hash,
+            tcp,
+            now,
+            Some(in_port),
+            from_real,
+            sender,
+        ) {
             Ok(b) => b,
             Err(r) => return Verdict::Drop(r),
         };

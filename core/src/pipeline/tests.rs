@@ -2456,18 +2456,106 @@ fn a_forged_real_rst_or_fin_from_elsewhere_changes_nothing() {
         assert_eq!(p.process(&snap, 0, &mut b, 1), Verdict::Transmit(0));
         assert_eq!(only_state(&p), FlowState::Established, "{flags:#x}");
         // The real's MAC, on the other port.
+        // Not even passed on from there (found in audit).
         let forged = tcp_ack((real_ip, 8080), client, flags, real_isn + 1, isn + 1, LAN);
         let mut b = VecBuf::from_bytes(&from_real(&snap, forged));
-        assert_eq!(p.process(&snap, 1, &mut b, 1), Verdict::Transmit(0));
+        assert_eq!(
+            p.process(&snap, 1, &mut b, 1),
+            Verdict::Drop(DropReason::ReversePath)
+        );
         assert_eq!(only_state(&p), FlowState::Established, "{flags:#x} on lan");
     }
-    assert_eq!(p.stats().nat_replies_unvouched.get(), 4);
+    // The two from the real's port; the two from elsewhere never reached
+    // the flow.
+    assert_eq!(p.stats().nat_replies_unvouched.get(), 2);
     let mut ack = VecBuf::from_bytes(&tcp_ack(client, (VIP, 80), ACK, isn + 1, real_isn + 1, OUR));
     assert_eq!(p.process(&snap, 0, &mut ack, 2), Verdict::Transmit(0));
     let rst = tcp_ack((real_ip, 8080), client, RST_ACK, real_isn + 1, isn + 1, OUR);
     let mut rst = VecBuf::from_bytes(&from_real(&snap, rst));
     assert_eq!(p.process(&snap, 0, &mut rst, 3), Verdict::Transmit(0));
     assert_eq!(only_state(&p), FlowState::Closed, "the real's own RST");
+}
+
+/// Found in audit: on a box whose reals are on a port of their own, a
+/// reply forged from the internet (on the clients' port) from a guessed
+/// real address and port came back to the attacker from the VIP for the
+/// real's pair alone: a sweep of guesses told the real's private address
+/// and port. A real's packets count only from the port it is reached
+/// through.
+#[test]
+fn a_reply_forged_from_the_clients_port_tells_no_real_apart() {
+    const TWO_ARM: &str = r#"
+[workers]
+lcores = [1]
+[[ports]]
+name = "wan"
+device = "net_null0"
+address = "198.18.0.2/24"
+mac = "02:00:00:00:00:02"
+gateway = "198.18.0.1"
+[[ports]]
+name = "lan"
+device = "net_null1"
+address = "198.19.5.2/24"
+mac = "02:00:00:00:00:03"
+[[neighbors]]
+address = "198.18.0.1"
+mac = "02:00:00:00:00:01"
+[[neighbors]]
+address = "198.19.5.11"
+mac = "02:00:00:00:05:11"
+[[services]]
+name = "web"
+vip = "198.18.1.100"
+port = 80
+syn_proxy = "off"
+[[services.reals]]
+address = "198.19.5.11"
+port = 8080
+"#;
+    const LAN_MAC: [u8; 6] = [2, 0, 0, 0, 0, 3];
+    let snap = compile(
+        &Config::parse(TWO_ARM).unwrap(),
+        &[MacAddr(OUR), MacAddr(LAN_MAC)],
+    );
+    let mut p = pipeline(&snap, 0, 1, 64);
+    let me = (Ipv4Addr::new(203, 0, 113, 7), 40000);
+    let mut syn = VecBuf::from_bytes(&tcp_seq(me, (VIP, 80), SYN, 1000, OUR));
+    assert_eq!(p.process(&snap, 0, &mut syn, 0), Verdict::Transmit(1));
+    let synack = tcp_ack(
+        (Ipv4Addr::new(198, 19, 5, 11), 8080),
+        me,
+        SYNACK,
+        5000,
+        1001,
+        LAN_MAC,
+    );
+    let mut b = VecBuf::from_bytes(&from_real(&snap, synack));
+    assert_eq!(p.process(&snap, 1, &mut b, 0), Verdict::Transmit(0));
+    let mut ack = VecBuf::from_bytes(&tcp_ack(me, (VIP, 80), ACK, 1001, 5001, OUR));
+    assert_eq!(p.process(&snap, 0, &mut ack, 0), Verdict::Transmit(1));
+    let mut heard = Vec::new();
+    for last in 1..=20u8 {
+        for port in [80u16, 8080, 8443] {
+            let guess = (Ipv4Addr::new(198, 19, 5, last), port);
+            let mut b = VecBuf::from_bytes(&tcp_ack(guess, me, ACK, 5001, 1001, OUR));
+            if let Verdict::Transmit(_) = p.process(&snap, 0, &mut b, 1) {
+                heard.push(guess);
+            }
+        }
+    }
+    assert!(heard.is_empty(), "the attacker heard back for {heard:?}");
+    // The real's own, from its port, still goes.
+    let data = tcp_ack(
+        (Ipv4Addr::new(198, 19, 5, 11), 8080),
+        me,
+        ACK,
+        5001,
+        1001,
+        LAN_MAC,
+    );
+    let mut b = VecBuf::from_bytes(&from_real(&snap, data));
+    assert_eq!(p.process(&snap, 1, &mut b, 2), Verdict::Transmit(0));
 }
 
 /// TUN and DR never see the real's FIN: after the server closed first
