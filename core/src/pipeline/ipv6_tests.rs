@@ -1362,6 +1362,17 @@ fn packet_too_big_from_inside_a_tunnel_reaches_the_client() {
     assert_eq!(p.process(&snap, 0, &mut b, 3), Verdict::Transmit(0));
     assert_eq!(ip6(&b).next_header(), IpProtocol::IpIp);
     let sent4 = b.data().to_vec();
+    // Found in audit: an MTU no IPv6 link has went to the client as
+    // "fragmentation needed" announcing 68.
+    for mtu in [108, 1279] {
+        let f = packet_too_big_in_tunnel(&sent4, router, mtu, 40 + 20 + 8, real_mac);
+        let mut b = VecBuf::from_bytes(&f);
+        assert_eq!(
+            p.process(&snap, 0, &mut b, 4),
+            Verdict::Drop(DropReason::IcmpNotHandled),
+            "4in6, MTU {mtu}"
+        );
+    }
     let f = packet_too_big_in_tunnel(&sent4, router, 1400, 40 + 20 + 8, real_mac);
     let mut b = VecBuf::from_bytes(&f);
     assert_eq!(p.process(&snap, 0, &mut b, 4), Verdict::Transmit(0));
