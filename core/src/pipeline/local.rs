@@ -179,6 +179,13 @@ pub(super) fn icmp(
     }
     // The caller checked the IPv4 header (no options, not a fragment).
     let mut ip = Ipv4Packet::new_unchecked(frame.payload_mut());
+    // No answer to an address no host has (our own, a connected network's
+    // own or broadcast address), as no flow is made for one (found in
+    // audit: an echo from a port network's broadcast address was
+    // answered).
+    if snap.is_martian_client(ip.src_addr().into()) {
+        return Verdict::Drop(DropReason::BadIpHeader);
+    }
     let Ok(mut icmp) = Icmpv4Packet::new_checked(ip.payload_mut()) else {
         return Verdict::Drop(DropReason::Truncated);
     };
@@ -372,6 +379,10 @@ pub(super) fn echo6<B: PacketBuf>(
     frame.set_src_addr(our_mac);
     let mut ip = Ipv6Packet::new_unchecked(&mut b[ethernet::HEADER_LEN..]);
     let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    // As over IPv4: no answer to an address no host has.
+    if snap.is_martian_client(src.into()) {
+        return Verdict::Drop(DropReason::BadIpHeader);
+    }
     let Ok(mut icmp) = Icmpv6Packet::new_checked(ip.payload_mut()) else {
         return Verdict::Drop(DropReason::Truncated);
     };

@@ -1487,6 +1487,36 @@ fn an_all_zero_echo_gets_a_valid_reply_checksum() {
     assert!(icmp.verify_checksum() && reply.verify_checksum());
 }
 
+/// Found in audit: an echo request from the broadcast address of a port's
+/// network was answered (no flow is made for such a source, nor a
+/// SYN-ACK sent to it); a host's own is answered still.
+#[test]
+fn an_echo_from_a_networks_broadcast_address_gets_no_answer() {
+    use crate::wire::{icmpv4, Icmpv4Packet, Icmpv4Type, IpProtocol};
+    let snap = compile(&test_config(), &[OUR_MAC]);
+    let mut p = pipeline(&snap, 0, 1, 8);
+    let echo = |src: Ipv4Addr| {
+        let mut f = ipv4_frame(
+            src,
+            Ipv4Addr::new(198, 18, 0, 2),
+            IpProtocol::Icmp,
+            icmpv4::HEADER_LEN + 4,
+            (CLIENT_MAC, OUR_MAC.0),
+        );
+        let mut icmp = Icmpv4Packet::new_unchecked(&mut f[34..]);
+        icmp.set_msg_type(Icmpv4Type::EchoRequest);
+        icmp.fill_checksum();
+        VecBuf::from_bytes(&f)
+    };
+    let mut b = echo(Ipv4Addr::new(198, 18, 0, 255));
+    assert_eq!(
+        p.process(&snap, 0, &mut b, 0),
+        Verdict::Drop(DropReason::BadIpHeader)
+    );
+    let mut b = echo(Ipv4Addr::new(198, 18, 0, 1));
+    assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::Transmit(0));
+}
+
 #[test]
 fn an_unknown_port_index_is_dropped_not_panicked() {
     let snap = compile(&test_config(), &[OUR_MAC]);
