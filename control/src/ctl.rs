@@ -61,9 +61,13 @@ const CHANGE_DEADLINE: Duration = Duration::from_secs(10);
 const MAX_SET_KEY_PARTS: usize = 4;
 const MAX_SET_KEY_LEN: usize = 128;
 const MAX_SET_KEYS: usize = 64;
-/// The longest line of an answer the `ctl` client reads (one record of a
-/// listing, or the final answer: a few kilobytes at most).
-const MAX_ANSWER_LINE: usize = 1 << 20;
+/// The longest line of an answer the `ctl` client reads: one record of a
+/// listing, or the final answer, which for `list` holds every real's
+/// counters (about 170 bytes a real: 11 MB at 65,536) and for `save` the
+/// whole configuration (at most 16 MiB, escaped as JSON). Found in
+/// audit: at 1 MiB, `list` failed from about 6,000 reals and `save`
+/// from about 17,000.
+const MAX_ANSWER_LINE: usize = 64 << 20;
 
 /// How deeply a `--set` value may nest arrays and inline tables (a dotted
 /// key inside an inline table is a table per part): no key of a service
@@ -1168,6 +1172,53 @@ address = "198.18.0.12"
             assert!(e.contains("belongs to user 65534"), "{e}");
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Found in audit: the answers of `list` and `save` are one line each,
+    /// which the client refused past 1 MiB: `list` failed from about 6,000
+    /// reals. At 8,192 reals both fit, with room to 65,536.
+    #[test]
+    fn list_and_save_answers_fit_the_clients_line_limit() {
+        let mut text = "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\n\
+                        device = \"net_null0\"\naddress = \"198.18.0.2/16\"\n"
+            .to_string();
+        for s in 0..64u32 {
+            text += &format!(
+                "[[services]]\nname = \"service-{s}\"\nvip = \"198.19.1.{}\"\nport = 80\n",
+                s + 1
+            );
+            for r in 0..128u32 {
+                text += &format!(
+                    "[[services.reals]]\naddress = \"198.18.{}.{}\"\nport = 8080\n",
+                    r / 100 + 1,
+                    r % 100 + 1
+                );
+            }
+        }
+        let config = Config::parse(&text).unwrap();
+        let snap = lb_core::snapshot::Snapshot::compile(
+            &config,
+            &[lb_config::MacAddr([2, 0, 0, 0, 0, 2])],
+            1,
+            &mut lb_core::snapshot::Ids::default(),
+            |_, _, _| true,
+        )
+        .unwrap();
+        let shared = Arc::new(Mutex::new(Shared::new(Arc::new(snap), 0)));
+        let exporter = Exporter::new(shared, Vec::new(), Vec::new(), String::new());
+        let list = json!({"status": exporter.status(), "ok": true})
+            .to_string()
+            .len()
+            + 1;
+        let save = json!({"text": text, "ok": true}).to_string().len() + 1;
+        let reals = 64 * 128;
+        for (what, len) in [("list", list), ("save", save)] {
+            let at_most = len / reals * lb_core::snapshot::MAX_REALS;
+            assert!(
+                at_most <= MAX_ANSWER_LINE,
+                "{what}: {len} bytes at {reals} reals, {at_most} at the most reals"
+            );
+        }
     }
 
     #[test]
