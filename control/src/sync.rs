@@ -412,6 +412,14 @@ struct OwnPasses {
     passed: u32,
     /// The pass started since the peer last came back, if any.
     for_peer: Option<u32>,
+    /// When a pass last began because the peer came back, and whether it
+    /// came back again since: at most one such pass a `dead_after`, the
+    /// next one once that has passed (found in audit: a status with a new
+    /// nonce each time, from a forger where sync is not keyed or from a
+    /// broken peer, made every worker start its pass over the whole flow
+    /// table again at each datagram).
+    came_back_at: Option<Instant>,
+    pass_again: bool,
 }
 
 /// Everything the loop keeps.
@@ -450,6 +458,55 @@ struct Sync<'a> {
     /// reason at most every [`REFUSAL_LOG_EVERY`] (a forger sending
     /// between the peer's messages must not flood the log).
     auth_logged: [Option<Instant>; Refused::COUNT],
+    /// When the peer's coming back (or new life) was last logged, and how
+    /// often it came back since without a line: at most one a
+    /// [`COME_BACK_LOG_EVERY`].
+    came_back_logged: Option<Instant>,
+    came_back_unlogged: u64,
+}
+
+/// How often at most the peer's coming back is logged (found in audit: a
+/// status with a new nonce, which anyone can send where sync is not keyed
+/// and a broken peer may send each time, wrote a line each, some 400,000
+/// a second, and journald's rate limit then dropped the appliance's own
+/// failover lines).
+const COME_BACK_LOG_EVERY: Duration = Duration::from_secs(1);
+
+impl<'a> Sync<'a> {
+    fn new(
+        socket: &'a UdpSocket,
+        sync: &'a SyncConfig,
+        links: &'a ControlLinks,
+        counters: &'a SyncCounters,
+        status: &'a SyncStatus,
+    ) -> Sync<'a> {
+        Sync {
+            socket,
+            cfg: sync,
+            links,
+            counters,
+            status,
+            election: Election::new(sync.role, sync.dead_after, Instant::now()),
+            packer: Packer::new(sync.key.map(|k| Sealer::new(k, sync.role))),
+            sequence: Sequence::default(),
+            nonce: nonce(),
+            peer: PeerPasses::default(),
+            own: OwnPasses::default(),
+            peer_status: None,
+            peer_reads_proxy6: false,
+            proxy6_held_logged: false,
+            misconfig_logged: false,
+            verifier: sync.key.map(|k| {
+                Verifier::new(k, sync.role, micros(sync.max_clock_skew)).accepting(sync.accept_key)
+            }),
+            peer_on_accepted: false,
+            keyed: sync.key.is_some(),
+            max_clock_skew: sync.max_clock_skew,
+            auth_logged: [None; Refused::COUNT],
+            came_back_logged: None,
+            came_back_unlogged: 0,
+        }
+    }
 }
 
 fn run(
@@ -461,30 +518,7 @@ fn run(
     stop: &AtomicBool,
     rekeyed: &Mutex<Option<Keying>>,
 ) {
-    let mut s = Sync {
-        socket,
-        cfg: sync,
-        links,
-        counters,
-        status,
-        election: Election::new(sync.role, sync.dead_after, Instant::now()),
-        packer: Packer::new(sync.key.map(|k| Sealer::new(k, sync.role))),
-        sequence: Sequence::default(),
-        nonce: nonce(),
-        peer: PeerPasses::default(),
-        own: OwnPasses::default(),
-        peer_status: None,
-        peer_reads_proxy6: false,
-        proxy6_held_logged: false,
-        misconfig_logged: false,
-        verifier: sync.key.map(|k| {
-            Verifier::new(k, sync.role, micros(sync.max_clock_skew)).accepting(sync.accept_key)
-        }),
-        peer_on_accepted: false,
-        keyed: sync.key.is_some(),
-        max_clock_skew: sync.max_clock_skew,
-        auth_logged: [None; Refused::COUNT],
-    };
+    let mut s = Sync::new(socket, sync, links, counters, status);
     // Room for more than a message: a longer datagram is not ours.
     let mut buf = [0u8; 2 * MAX_MESSAGE_LEN];
     // The first heartbeat goes at once: the peer learns of us quickly.
@@ -553,6 +587,38 @@ fn run(
 
 impl Sync<'_> {
     /// Asks every worker for a bulk pass.
+    /// A bulk pass for the peer, which came back at `now`.
+    fn pass_for_peer(&mut self, now: Instant) {
+        self.own.came_back_at = Some(now);
+        self.own.pass_again = false;
+        self.own.for_peer = Some(self.start_pass());
+    }
+
+    /// Logs that the peer came back (`started`: a new life of it), at
+    /// most once a [`COME_BACK_LOG_EVERY`], saying how often since.
+    fn log_came_back(&mut self, started: bool, flags: u16, now: Instant) {
+        if self
+            .came_back_logged
+            .is_some_and(|t| now.duration_since(t) < COME_BACK_LOG_EVERY)
+        {
+            self.came_back_unlogged += 1;
+            return;
+        }
+        let more = std::mem::take(&mut self.came_back_unlogged);
+        log::info!(
+            "sync: peer {} {} ({}); sending it every flow held here{}",
+            self.cfg.peer,
+            if started { "started" } else { "heard again" },
+            describe_flags(flags),
+            if more > 0 {
+                format!(" ({more} more times since the last line)")
+            } else {
+                String::new()
+            }
+        );
+        self.came_back_logged = Some(now);
+    }
+
     fn start_pass(&mut self) -> u32 {
         // The workers count in u64; the wire carries 32 bits, and 0 is
         // "none".
@@ -564,6 +630,14 @@ impl Sync<'_> {
     /// The interval's work: the workers' records, then a status.
     fn send_interval(&mut self) {
         let now = Instant::now();
+        if self.own.pass_again
+            && self
+                .own
+                .came_back_at
+                .is_none_or(|t| now.duration_since(t) >= self.cfg.dead_after)
+        {
+            self.pass_for_peer(now);
+        }
         if self.election.handover_wanted(now) && self.own.for_peer.is_none() {
             self.own.for_peer = Some(self.start_pass());
         }
@@ -689,18 +763,22 @@ impl Sync<'_> {
         self.check_roles(h.flags);
         let heard = self.election.heard(now, h.flags);
         if heard.came_back || came_back {
-            log::info!(
-                "sync: peer {} {} ({}); sending it every flow held here",
-                self.cfg.peer,
-                if came_back { "started" } else { "heard again" },
-                describe_flags(h.flags)
-            );
+            self.log_came_back(came_back, h.flags, now);
             if came_back {
                 // Its numbering begins again.
                 self.sequence = Sequence::default();
                 self.peer_status = None;
             }
-            self.own.for_peer = Some(self.start_pass());
+            if self
+                .own
+                .came_back_at
+                .is_some_and(|t| now.duration_since(t) < self.cfg.dead_after)
+            {
+                self.own.for_peer = None;
+                self.own.pass_again = true;
+            } else {
+                self.pass_for_peer(now);
+            }
         }
         if heard.stood_down {
             log::info!(
@@ -1283,6 +1361,43 @@ mod tests {
         assert_eq!(c.messages_received.get(), msgs.len() as u64);
         assert_eq!(c.flows_received.get(), 100);
         assert_eq!(c.refused_total(), 0);
+    }
+
+    /// Found in audit: a status with a new nonce each time (a forger where
+    /// sync is not keyed, a broken peer) was a restart of the peer each:
+    /// a log line and a bulk pass over every worker's whole table per
+    /// datagram, some 400,000 a second. At most one pass and one line a
+    /// `dead_after` and a second now, the next pass once that has passed.
+    #[test]
+    fn a_peer_restarting_at_every_datagram_starts_few_passes() {
+        let text = "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\n\
+                    device = \"net_null0\"\naddress = \"198.18.0.2/24\"\n\
+                    [sync]\nrole = \"backup\"\npeer = \"127.0.0.1:9\"\n";
+        let cfg = lb_config::Config::parse(text).unwrap().sync.unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (_workers, links) = lb_dataplane::sync::links(1);
+        let counters = SyncCounters::default();
+        let status = SyncStatus::new(cfg.role);
+        let mut s = Sync::new(&socket, &cfg, &links, &counters, &status);
+        let mut buf = [0u8; MAX_MESSAGE_LEN];
+        let peer = cfg.peer.ip();
+        for i in 1..=10_000u32 {
+            let len = Status {
+                nonce: i,
+                ..Status::default()
+            }
+            .emit(&mut buf, i, flags::PRIMARY | flags::ACTIVE);
+            s.datagram(&buf[..len], peer);
+        }
+        let passes = links.shared.bulk_request.load(Ordering::Relaxed);
+        assert_eq!(passes, 1, "bulk passes asked for 10,000 restarts");
+        assert!(s.came_back_unlogged >= 9_000, "{}", s.came_back_unlogged);
+        assert!(s.own.pass_again, "one more pass due");
+        // Once `dead_after` has passed, the interval starts the one due.
+        s.own.came_back_at = Some(Instant::now() - cfg.dead_after);
+        s.send_interval();
+        assert_eq!(links.shared.bulk_request.load(Ordering::Relaxed), 2);
+        assert!(!s.own.pass_again);
     }
 
     #[test]
