@@ -159,6 +159,35 @@ pub fn quoted_packet(quote: &[u8]) -> Option<Quoted> {
 /// outer TTL is decremented and the ICMP checksum recomputed (the message
 /// is small). `quoted_tcp`: the SYN proxy's translation of the quoted
 /// segment (its sequence number), for a flow it answered the handshake of.
+/// The most of the original datagram an error passed on to a client
+/// keeps (RFC 4884's original-datagram field when extensions follow):
+/// the rest, where a router's RFC 4884 extensions sit (RFC 5837
+/// interface addresses and names, RFC 4950 MPLS labels), is cut.
+pub const KEPT_QUOTE: usize = 128;
+
+/// Cuts the ICMP error in `frame` (its IPv4 packet ending at `ip_end`)
+/// after [`KEPT_QUOTE`] bytes of its quote, and clears its RFC 4884
+/// length: a router inside says nothing of itself beyond the quote to a
+/// client outside (found in audit: a Time Exceeded from inside carried
+/// the router's inside address and name to the client). Returns where
+/// the packet ends now; the outer header's length and checksum follow.
+/// The caller shortens the frame and recomputes the ICMP checksum
+/// ([`rewrite_nat_error`] does).
+pub fn cut_extensions(frame: &mut [u8], ip_end: usize) -> usize {
+    let end = ip_end.min(QUOTED_IP + KEPT_QUOTE);
+    if frame.len() < end || end < QUOTED_IP {
+        return ip_end;
+    }
+    // The length (32-bit words of the original datagram), byte 5.
+    frame[L4 + 5] = 0;
+    if end < ip_end {
+        let mut ip = Ipv4Packet::new_unchecked(&mut frame[IP..end]);
+        ip.set_total_len((end - IP) as u16);
+        ip.fill_checksum();
+    }
+    end
+}
+
 pub fn rewrite_nat_error(
     frame: &mut [u8],
     ip_end: usize,

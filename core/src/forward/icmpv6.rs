@@ -147,6 +147,27 @@ pub fn quoted_packet(quote: &[u8]) -> Option<Quoted6> {
     })
 }
 
+/// [`super::icmp::cut_extensions`] for an ICMPv6 error whose message
+/// starts at `message` in `frame` (its IPv6 packet ending at `ip_end`)
+/// and quotes a packet read as `quote`: cut after
+/// [`KEPT_QUOTE`](super::icmp::KEPT_QUOTE) bytes of the quote, or after
+/// the quoted transport header's first 8 bytes where extension headers
+/// take more, its RFC 4884 length (byte 4) cleared, the outer payload
+/// length following. Returns where the packet ends now.
+pub fn cut_extensions(frame: &mut [u8], message: usize, ip_end: usize, quote: &Quoted6) -> usize {
+    let quoted = message + icmpv6::HEADER_LEN;
+    let end = ip_end.min((quoted + super::icmp::KEPT_QUOTE).max(quoted + quote.l4_offset + 8));
+    if frame.len() < end || end < quoted {
+        return ip_end;
+    }
+    frame[message + 4] = 0;
+    if end < ip_end {
+        Ipv6Packet::new_unchecked(&mut frame[IP..end])
+            .set_payload_len((end - IP - ipv6::HEADER_LEN) as u16);
+    }
+    end
+}
+
 /// Rewrites an ICMPv6 error about a NAT66 flow in place, in the frame whose
 /// IPv6 packet ends at `ip_end` and whose ICMPv6 message starts at
 /// `message` (its quote checked by [`quoted`]). `outer_src` true changes

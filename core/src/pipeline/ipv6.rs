@@ -747,19 +747,24 @@ impl Pipeline {
         if ip.hop_limit <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
+        // Only the quote goes out, not what a router inside appended.
+        let end = icmpv6::cut_extensions(pkt.data_mut(), message, ip.end(), &q);
+        if !pkt.set_len(end) {
+            return Verdict::Drop(DropReason::Truncated);
+        }
         // The quoted segment is the client's: its sequence number is the
         // client's own, proxied flow or not.
         icmpv6::rewrite_nat_error(
             pkt.data_mut(),
             message,
-            ip.end(),
+            end,
             &q,
             true,
             f.vip(),
             f.vip_port(),
             None,
         );
-        let verdict = self.egress.route6(snap, pkt, f.client(), ip.end(), now);
+        let verdict = self.egress.route6(snap, pkt, f.client(), end, now);
         self.count_icmp_error(verdict);
         verdict
     }

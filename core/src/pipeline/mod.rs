@@ -1256,10 +1256,15 @@ impl Pipeline {
         if ip.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
+        // Only the quote goes out, not what a router inside appended.
+        let end = icmp::cut_extensions(pkt.data_mut(), ip.end());
+        if !pkt.set_len(end) {
+            return Verdict::Drop(DropReason::Truncated);
+        }
         // The quoted segment is the client's: its sequence number is the
         // client's own, proxied flow or not.
-        icmp::rewrite_nat_error(pkt.data_mut(), ip.end(), true, f.vip(), f.vip_port(), None);
-        let verdict = self.egress.route(snap, pkt, f.client(), ip.end(), now);
+        icmp::rewrite_nat_error(pkt.data_mut(), end, true, f.vip(), f.vip_port(), None);
+        let verdict = self.egress.route(snap, pkt, f.client(), end, now);
         self.count_icmp_error(verdict);
         verdict
     }

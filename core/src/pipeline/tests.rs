@@ -1487,6 +1487,67 @@ fn an_all_zero_echo_gets_a_valid_reply_checksum() {
     assert!(icmp.verify_checksum() && reply.verify_checksum());
 }
 
+/// Found in audit: an ICMP error from a router inside (a traceroute through
+/// the VIP towards a NAT real behind the gateway) was passed on with what
+/// followed its quote: RFC 4884 extensions naming the router's inside
+/// address and interface (RFC 5837). Only 128 bytes of quote go out, the
+/// length field cleared.
+#[test]
+fn an_icmp_extension_from_inside_does_not_reach_the_client() {
+    use crate::wire::{ethernet, ipv4, Icmpv4Packet, IpProtocol};
+    let text = without_syn_proxy(NAT_CONFIG)
+        .replace(
+            "address = \"198.18.0.11\"\nport = 8080",
+            "address = \"10.9.0.11\"\nport = 8080",
+        )
+        .replace(
+            "address = \"198.18.0.12\"\nport = 8080",
+            "address = \"10.9.0.12\"\nport = 8080",
+        );
+    let snap = compile(&Config::parse(&text).unwrap(), &[MacAddr(OUR)]);
+    let mut p = pipeline(&snap, 0, 1, 64);
+    let me = (Ipv4Addr::new(203, 0, 113, 7), 40000);
+    let mut syn = VecBuf::from_bytes(&tcp_seq(me, (VIP, 80), SYN, 1000, OUR));
+    assert_eq!(p.process(&snap, 0, &mut syn, 0), Verdict::Transmit(0));
+    let l3 = ethernet::HEADER_LEN;
+    let inside = [10u8, 9, 255, 1];
+    // Time Exceeded, RFC 4884 length 32 words (128 bytes of quote).
+    let mut icmp = vec![11u8, 0, 0, 0, 0, 32, 0, 0];
+    icmp.extend_from_slice(&syn.data()[l3..l3 + ipv4::HEADER_LEN + 20]);
+    icmp.resize(136, 0);
+    // An RFC 5837 interface object (class 2): its address and its name.
+    let mut body = vec![0, 1, 0, 0];
+    body.extend_from_slice(&inside);
+    body.extend_from_slice(b"\x0acore-rtr1\0\0");
+    let n = 4 + body.len();
+    icmp.extend_from_slice(&[0x20, 0, 0, 0]);
+    icmp.extend_from_slice(&[(n >> 8) as u8, n as u8, 2, 0x0c]);
+    icmp.extend_from_slice(&body);
+    Icmpv4Packet::new_unchecked(&mut icmp[..]).fill_checksum();
+    let mut f = ipv4_frame(
+        Ipv4Addr::new(10, 9, 255, 1),
+        me.0,
+        IpProtocol::Icmp,
+        icmp.len(),
+        (CLIENT_MAC, OUR),
+    );
+    f[l3 + ipv4::HEADER_LEN..].copy_from_slice(&icmp);
+    let mut b = VecBuf::from_bytes(&f);
+    assert_eq!(p.process(&snap, 0, &mut b, 1), Verdict::Transmit(0));
+    let out = ip_of(&b);
+    assert_eq!(out.src_addr(), VIP);
+    assert!(out.verify_checksum());
+    assert_eq!(usize::from(out.total_len()), ipv4::HEADER_LEN + 8 + 128);
+    let m = Icmpv4Packet::new_checked(out.payload()).unwrap();
+    assert!(m.verify_checksum());
+    assert_eq!(out.payload()[5], 0, "the RFC 4884 length cleared");
+    let bytes = b.data();
+    assert!(
+        !(bytes.windows(4).any(|w| w == inside) || bytes.windows(8).any(|w| w == b"core-rtr")),
+        "the router's inside address or name reached the client"
+    );
+}
+
 /// Found in audit: an echo request from the broadcast address of a port's
 /// network was answered (no flow is made for such a source, nor a
 /// SYN-ACK sent to it); a host's own is answered still.
