@@ -928,9 +928,10 @@ impl<A: FlowAddr> Conntrack<A> {
     /// fail for as long as it lived; connection sync refuses such a flow
     /// already). An unconfirmed holder (a SYN, a closed or picked-up
     /// flow: what anyone can make) gives way to the new flow; one with
-    /// more trust keeps the key, and the new flow is refused
-    /// (`tuple_in_use`): the real could not tell the two connections
-    /// apart either.
+    /// more trust (confirmed, or one-way: held for its source's share,
+    /// vouched for by the peer), or one the SYN proxy answered, keeps the
+    /// key, and the new flow is refused (`tuple_in_use`): the real could
+    /// not tell the two connections apart either.
     #[inline]
     fn claim_reply_key(
         &mut self,
@@ -953,9 +954,14 @@ impl<A: FlowAddr> Conntrack<A> {
         else {
             return Ok(());
         };
-        if self.table.trust(holder) != Trust::Unconfirmed
-            && !self.table.get(holder).expired(now, timeouts)
-        {
+        let f = self.table.get(holder);
+        // A flow the SYN proxy answered keeps it while it waits for its
+        // real, unconfirmed as it is: its client proved its address with
+        // the cookie and, its handshake done, never sends its SYN again
+        // (found in review: a stranger's SYN to the other VIP ended it,
+        // and the real's SYN-ACK then left from the wrong VIP).
+        let gives_way = self.table.trust(holder) == Trust::Unconfirmed && f.proxy == 0;
+        if !gives_way && !f.expired(now, timeouts) {
             return Err(DropReason::TupleInUse);
         }
         self.end(holder, now);

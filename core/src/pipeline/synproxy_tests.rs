@@ -2217,6 +2217,33 @@ fn a_blind_syn_then_rst_does_not_close_a_proxied_flow() {
     );
 }
 
+/// Found in review: a new NAT flow takes its reply key from an unconfirmed
+/// holder, and a flow the SYN proxy answered is unconfirmed until its
+/// real answers: a stranger's SYN to another VIP on the same real, from
+/// the client's address and port, ended it, and the real's SYN-ACK went
+/// to the client from the wrong VIP, which it never asks again for (its
+/// handshake is done). The proxied flow keeps its key.
+#[test]
+fn a_strangers_syn_to_another_vip_does_not_end_a_waiting_proxied_flow() {
+    let text = CONFIG.to_string()
+        + "[[services]]\nname = \"other\"\nvip = \"198.18.1.101\"\nport = 80\n\
+           syn_proxy = \"off\"\n[[services.reals]]\naddress = \"198.18.0.11\"\nport = 8080\n";
+    let (snap, mut p) = setup_text(&text, 64);
+    handshake_to_real(&mut p, &snap);
+    assert_eq!(p.flows().len(), 1, "waiting for the real");
+    let other = (Ipv4Addr::new(198, 18, 1, 101), 80);
+    assert_eq!(
+        run(&mut p, &snap, &seg(C, other, SYN, 77, 0), NOW + 1).err(),
+        Some(Verdict::Drop(DropReason::TupleInUse))
+    );
+    let real_synack = seg(R, C, SYNACK, REAL_ISN, ISN.wrapping_add(1));
+    let r = run(&mut p, &snap, &real_synack, NOW + 2);
+    assert!(
+        matches!(&r, Ok(ack) if ack.dst == R && ack.flags == ACK),
+        "the real's SYN-ACK no longer completes the client's connection: {r:?}"
+    );
+}
+
 /// The SYN timer looks at no more than `SYN_WATCH_BUDGET` watched flows a
 /// poll (found in audit: a look at a full watch list of both families, a
 /// random flow-table read each, took up to a millisecond of one poll); a
