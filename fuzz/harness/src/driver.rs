@@ -40,7 +40,8 @@
 //!   nor an IP frame (neighbor discovery aside) whose source belongs to
 //!   another port (`Snapshot::source_elsewhere`); and a frame is dropped
 //!   as `reverse_path` only for such a source (for the kernel, or a
-//!   request that would have made a flow).
+//!   request that would have made a flow), or for a NAT real's packet
+//!   that came in on another port than the one the real is routed by.
 //!   Of what is sent to an IPv6 group, only neighbor discovery and an MLD
 //!   query as routers send it (type 130 in a group's frame, from a
 //!   link-local address, hop limit 1, right after the fixed header or one
@@ -785,7 +786,9 @@ impl Driver {
             Verdict::Drop(reason) => {
                 if reason == DropReason::ReversePath {
                     let src = ip_source_checked(&f.input);
-                    if !src.is_some_and(|s| snap.source_elsewhere(f.in_port, s)) {
+                    if !src.is_some_and(|s| {
+                        snap.source_elsewhere(f.in_port, s) || real_elsewhere(snap, f.in_port, s)
+                    }) {
                         self.v.add(
                             "verdict.to_kernel",
                             format!(
@@ -2268,4 +2271,20 @@ fn icmp6_error_about(f: &[u8], kind: u8, snap: &Snapshot, port: usize) -> Option
     e.extend_from_slice(&mtu.to_be_bytes());
     e.extend_from_slice(quote);
     Some(e)
+}
+
+/// Whether `src` is a NAT real's address routed out of another port than
+/// `in_port`: its packets that come in there are dropped as
+/// `reverse_path` (`Conntrack::reply_on`).
+fn real_elsewhere(snap: &Snapshot, in_port: usize, src: std::net::IpAddr) -> bool {
+    match src {
+        std::net::IpAddr::V4(a) => {
+            snap.is_nat_real(a)
+                && lb_core::route::lookup(snap, a).is_some_and(|r| r.port != in_port)
+        }
+        std::net::IpAddr::V6(a) => {
+            snap.is_nat_real6(a)
+                && lb_core::route::lookup6(snap, a).is_some_and(|r| r.port != in_port)
+        }
+    }
 }
