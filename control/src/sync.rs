@@ -638,7 +638,8 @@ impl Sync<'_> {
         {
             self.pass_for_peer(now);
         }
-        if self.election.handover_wanted(now) && self.own.for_peer.is_none() {
+        if self.election.handover_wanted(now) && self.own.for_peer.is_none() && !self.own.pass_again
+        {
             self.own.for_peer = Some(self.start_pass());
         }
         // The peer found our last pass damaged: again.
@@ -774,6 +775,11 @@ impl Sync<'_> {
                 .came_back_at
                 .is_some_and(|t| now.duration_since(t) < self.cfg.dead_after)
             {
+                // No pass of ours is the new life's yet (one under way
+                // since its last life must not be acked as whole for it);
+                // the one due starts once `dead_after` has passed, and the
+                // handover's own pass waits for it (found in review: it
+                // started at every interval meanwhile).
                 self.own.for_peer = None;
                 self.own.pass_again = true;
             } else {
