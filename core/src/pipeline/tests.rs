@@ -2613,15 +2613,15 @@ port = 8080
     let me = (Ipv4Addr::new(203, 0, 113, 7), 40000);
     let mut syn = VecBuf::from_bytes(&tcp_seq(me, (VIP, 80), SYN, 1000, OUR));
     assert_eq!(p.process(&snap, 0, &mut syn, 0), Verdict::Transmit(1));
-    let synack = tcp_ack(
-        (Ipv4Addr::new(198, 19, 5, 11), 8080),
-        me,
-        SYNACK,
-        5000,
-        1001,
-        LAN_MAC,
-    );
-    let mut b = VecBuf::from_bytes(&from_real(&snap, synack));
+    // The real's own segments, from its port.
+    let from_the_real = |flags| {
+        let real = (Ipv4Addr::new(198, 19, 5, 11), 8080);
+        VecBuf::from_bytes(&from_real(
+            &snap,
+            tcp_ack(real, me, flags, 5000, 1001, LAN_MAC),
+        ))
+    };
+    let mut b = from_the_real(SYNACK);
     assert_eq!(p.process(&snap, 1, &mut b, 0), Verdict::Transmit(0));
     let mut ack = VecBuf::from_bytes(&tcp_ack(me, (VIP, 80), ACK, 1001, 5001, OUR));
     assert_eq!(p.process(&snap, 0, &mut ack, 0), Verdict::Transmit(1));
@@ -2637,15 +2637,7 @@ port = 8080
     }
     assert!(heard.is_empty(), "the attacker heard back for {heard:?}");
     // The real's own, from its port, still goes.
-    let data = tcp_ack(
-        (Ipv4Addr::new(198, 19, 5, 11), 8080),
-        me,
-        ACK,
-        5001,
-        1001,
-        LAN_MAC,
-    );
-    let mut b = VecBuf::from_bytes(&from_real(&snap, data));
+    let mut b = from_the_real(ACK);
     assert_eq!(p.process(&snap, 1, &mut b, 2), Verdict::Transmit(0));
 }
 
