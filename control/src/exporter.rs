@@ -276,6 +276,16 @@ pub const WORKER_COUNTERS: &[(&str, ExtraLabel, WorkerRead)] = &[
         Some(("type", "ndp_advertisement")),
         |w| w.ndp_advertisements.get(),
     ),
+    (
+        "lb_neighbor_requests_refused_total",
+        Some(("family", "ipv4")),
+        |w| w.neighbor_requests_refused[0].get(),
+    ),
+    (
+        "lb_neighbor_requests_refused_total",
+        Some(("family", "ipv6")),
+        |w| w.neighbor_requests_refused[1].get(),
+    ),
 ];
 
 /// The names and help of [`WORKER_COUNTERS`] (part of the contract, like
@@ -356,6 +366,10 @@ pub const WORKER_METRICS: &[(&str, &str)] = &[
     (
         "lb_neighbor_messages_sent_total",
         "ARP requests and replies, neighbor solicitations and advertisements the worker sent.",
+    ),
+    (
+        "lb_neighbor_requests_refused_total",
+        "ARP requests and neighbor solicitations due that the worker's request budgets did not let go (asked again later).",
     ),
 ];
 
@@ -955,6 +969,8 @@ mod tests {
                 &w.ndp_advertisements,
                 &w.nat_replies_unvouched,
                 &w.consumed,
+                &w.neighbor_requests_refused[0],
+                &w.neighbor_requests_refused[1],
             ]
         };
         for (i, c) in fields.iter().enumerate() {
@@ -1009,6 +1025,14 @@ mod tests {
             ),
             ("lb_nat_replies_unvouched_total{worker=\"3\"}", 120),
             ("lb_worker_packets_consumed_total{worker=\"3\"}", 121),
+            (
+                "lb_neighbor_requests_refused_total{family=\"ipv4\",worker=\"3\"}",
+                122,
+            ),
+            (
+                "lb_neighbor_requests_refused_total{family=\"ipv6\",worker=\"3\"}",
+                123,
+            ),
             ("lb_worker_packets_dropped_total{worker=\"3\"}", 12),
             ("lb_held_packets_total{worker=\"5\"}", 9),
             ("lb_worker_rx_packets_total{worker=\"5\"}", 0),

@@ -88,6 +88,8 @@ pub struct NeighborCache<A: FlowAddr = Ipv4Addr> {
     /// real waited seconds for its first solicitation while its packets
     /// were held and dropped).
     configured: KernelBudget,
+    /// Requests a budget did not let go, since the cache was made.
+    refused: u64,
     /// Requests about a resolved neighbor someone says moved
     /// ([`Self::doubt`]), a budget of their own: strangers on the segment
     /// can make such claims at will, and must not starve the requests for
@@ -147,6 +149,7 @@ impl<A: FlowAddr> NeighborCache<A> {
             key,
             requests: KernelBudget::new(1, REQUEST_BURST),
             configured: KernelBudget::new(1, REQUEST_BURST),
+            refused: 0,
             doubts: KernelBudget::new(1, DOUBT_BURST),
             slots: vec![
                 Entry {
@@ -221,11 +224,19 @@ impl<A: FlowAddr> NeighborCache<A> {
     /// budget of the config's next hops when `configured` says `ip` is one
     /// (asked only then: a request is due rarely).
     fn may_ask(&mut self, now: u32, configured: impl Fn() -> bool) -> bool {
-        if configured() {
+        let may = if configured() {
             self.configured.take(now)
         } else {
             self.requests.take(now)
-        }
+        };
+        self.refused += u64::from(!may);
+        may
+    }
+
+    /// Requests a budget did not let go since the cache was made (a
+    /// request due that must wait: asked again by a later lookup).
+    pub fn requests_refused(&self) -> u64 {
+        self.refused
     }
 
     /// Whether `ip` was asked for within the last [`ANSWER_WITHIN_MS`]:
@@ -635,6 +646,8 @@ mod tests {
         };
         assert_eq!(asked(&mut c, 0, 1000, 5), REQUEST_BURST as usize);
         assert_eq!(asked(&mut c, 1000, 1000, 5), 0);
+        // Each one not asked counted (`lb_neighbor_requests_refused_total`).
+        assert_eq!(c.requests_refused(), 2000 - u64::from(REQUEST_BURST));
         assert_eq!(asked(&mut c, 2000, 1000, 15), 10, "10 ms later");
         // One that could not be asked is asked as soon as a request may go.
         assert_eq!(

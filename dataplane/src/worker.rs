@@ -615,6 +615,13 @@ impl Worker {
                 link.between_bursts(&mut self.pipeline, &self.snapshot, now);
             }
             stats.polls.incr();
+            for (c, n) in stats
+                .neighbor_requests_refused
+                .iter()
+                .zip(self.pipeline.neighbor_requests_refused())
+            {
+                c.set(n);
+            }
             if received > 0 {
                 stats.rx_packets.add(received as u64);
                 stats.busy_polls.incr();

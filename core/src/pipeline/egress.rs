@@ -144,6 +144,15 @@ impl Egress {
         }
     }
 
+    /// ARP requests and neighbor solicitations the budgets did not let go,
+    /// so far (see [`NeighborCache::requests_refused`]).
+    pub fn neighbor_requests_refused(&self) -> [u64; 2] {
+        [
+            self.neighbors.requests_refused(),
+            self.neighbors6.requests_refused(),
+        ]
+    }
+
     /// The next hop of the IPv6 packet held as `index` in this call.
     pub fn held_next_hop6(&self, index: u16) -> Option<Ipv6Addr> {
         self.held6.get(usize::from(index)).copied()

@@ -1468,6 +1468,8 @@ port = 8443
         asked_for_real += p.take_ndp_requests().filter(|r| r.target == real).count();
     }
     assert_eq!(held_for_real, 3);
+    // The strangers' requests the budget refused are counted.
+    assert!(p.neighbor_requests_refused()[1] > 10_000);
     // At the first SYN, and again a request interval later.
     assert!(
         asked_for_real >= 2,
