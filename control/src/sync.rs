@@ -191,6 +191,17 @@ const RECEIVE_BUFFER: usize = 4 << 20;
 /// none only looks at the workers' channels.
 const FLUSH_EVERY: Duration = Duration::from_millis(10);
 
+/// The most messages one flush sends back to back: half the burst the
+/// peer's dataplane lets through to a kernel interface at once
+/// (`exception::SYNC_BURST`), so that a bulk pass over a port's kernel
+/// interface is not cut there (found in audit: every worker's queue,
+/// about 125 messages, went at once; the rest waits for the next flush).
+const FLUSH_MESSAGES: usize = lb_core::exception::SYNC_BURST as usize / 2;
+
+/// What is pending below which the workers' records are collected again
+/// (a few flushes' worth).
+const PENDING_COLLECT: usize = 4 * lb_core::sync::EVENT_QUEUE_CAPACITY;
+
 /// The most datagrams, and the longest time, read from the socket before
 /// an interval's heartbeat goes out; the rest are read after it.
 const DRAIN_DATAGRAMS: usize = 4096;
@@ -212,9 +223,26 @@ fn bind(listen: SocketAddr) -> io::Result<UdpSocket> {
         // [::] takes IPv4 peers too, as the standard library's socket does.
         let _ = s.set_only_v6(false);
     }
+    // Sent with TTL (hop limit) 255, which only a sender on the link can
+    // arrive with (RFC 5082): over a port's kernel interface the peer's
+    // dataplane gives such datagrams from the peer's address to the sync
+    // port a budget of their own (`exception::KernelClass::Sync`), which
+    // nobody farther away can spend.
+    let ttl = if listen.is_ipv6() {
+        let _ = s.set_ttl(SYNC_TTL);
+        s.set_unicast_hops_v6(SYNC_TTL)
+    } else {
+        s.set_ttl(SYNC_TTL)
+    };
+    if let Err(e) = ttl {
+        log::warn!("sync: cannot send with TTL {SYNC_TTL} from {listen}: {e}");
+    }
     s.bind(&listen.into())?;
     Ok(s.into())
 }
+
+/// The TTL (hop limit) sync datagrams go out with (see [`bind`]).
+const SYNC_TTL: u32 = 255;
 
 /// Packs records into messages and hands each finished one to `send`,
 /// keyed when `[sync] key_file` is set.
@@ -263,10 +291,24 @@ impl Packer {
     /// Sends every pending record in as few messages as fit (none when
     /// there is none), each with `flags`; returns (messages, records)
     /// sent.
-    fn flush(&mut self, flags: u16, mut send: impl FnMut(&[u8]) -> bool) -> (u64, u64) {
+    #[cfg(test)]
+    fn flush(&mut self, flags: u16, send: impl FnMut(&[u8]) -> bool) -> (u64, u64) {
+        self.flush_some(flags, usize::MAX, send)
+    }
+
+    /// [`Self::flush`], at most `max` messages: what does not fit stays
+    /// pending, first in line for the next call.
+    fn flush_some(
+        &mut self,
+        flags: u16,
+        max: usize,
+        mut send: impl FnMut(&[u8]) -> bool,
+    ) -> (u64, u64) {
         let (mut messages, mut records) = (0, 0);
         let mut next = 0;
-        while next < self.pending.len() {
+        let mut made = 0;
+        while next < self.pending.len() && made < max {
+            made += 1;
             self.sequence = self.sequence.wrapping_add(1);
             let mut w = MessageWriter::new(&mut self.buf, self.sequence);
             w.set_flags(flags);
@@ -283,7 +325,7 @@ impl Packer {
                 records += n;
             }
         }
-        self.pending.clear();
+        self.pending.drain(..next);
         (messages, records)
     }
 
@@ -675,7 +717,12 @@ impl Sync<'_> {
     /// and every [`FLUSH_EVERY`] between: a new flow reaches the peer
     /// within about that, not within an interval.
     fn send_flows(&mut self, now: Instant) {
-        collect(&self.links.outbound, &mut self.packer.pending);
+        // More only when what is pending goes within a few flushes: the
+        // workers' queues then fill and their bulk passes wait for room,
+        // as they do for a slow peer.
+        if self.packer.pending.len() < PENDING_COLLECT {
+            collect(&self.links.outbound, &mut self.packer.pending);
+        }
         if self.packer.pending.is_empty() {
             return;
         }
@@ -685,15 +732,15 @@ impl Sync<'_> {
         let flags = self.election.flags(now) | flags::PROXY6;
         let socket = self.socket;
         let peer = self.cfg.peer;
-        let (m, r) = self
-            .packer
-            .flush(flags, |msg| match socket.send_to(msg, peer) {
+        let (m, r) = self.packer.flush_some(flags, FLUSH_MESSAGES, |msg| {
+            match socket.send_to(msg, peer) {
                 Ok(_) => true,
                 Err(e) => {
                     log::debug!("sync: sending to {peer}: {e}");
                     false
                 }
-            });
+            }
+        });
         self.counters.messages_sent.add(m);
         self.counters.flows_sent.add(r);
     }
@@ -1404,6 +1451,49 @@ mod tests {
         s.send_interval();
         assert_eq!(links.shared.bulk_request.load(Ordering::Relaxed), 2);
         assert!(!s.own.pass_again);
+    }
+
+    /// A flush sends at most `FLUSH_MESSAGES`; what is left goes first
+    /// at the next, every record once.
+    #[test]
+    fn a_flush_sends_at_most_its_share_and_keeps_the_rest() {
+        let mut p = Packer::new(None);
+        let n = 8 * lb_core::sync::EVENT_QUEUE_CAPACITY;
+        p.pending.extend((0..n).map(|i| record(i as u16)));
+        let mut messages = Vec::new();
+        let mut flushes = 0;
+        while !p.pending.is_empty() {
+            flushes += 1;
+            let before = messages.len();
+            p.flush_some(0, FLUSH_MESSAGES, |m| {
+                messages.push(m.to_vec());
+                true
+            });
+            assert!(messages.len() - before <= FLUSH_MESSAGES);
+            assert!(flushes < 100);
+        }
+        assert!(flushes > 1, "{} messages in one flush", messages.len());
+        let (tx, _rx) = bounded(messages.len());
+        let c = SyncCounters::default();
+        for m in &messages {
+            let _ = receive(m, PEER, PEER, None, std::slice::from_ref(&tx), &c);
+        }
+        assert_eq!(c.flows_received.get(), n as u64, "every record once");
+        assert_eq!(c.messages_received.get(), messages.len() as u64);
+    }
+
+    /// Found in audit: a worker's whole queue of records went out as about
+    /// 125 datagrams at once, which the peer's kernel interface took only
+    /// 64 of (its budget for anybody's frames): every bulk pass of more
+    /// than about 2,000 flows was damaged. The sync class's burst holds
+    /// several workers' at once.
+    #[test]
+    fn a_bulk_pass_flush_fits_the_peers_kernel_budget_for_sync() {
+        let per_worker = packed(lb_core::sync::EVENT_QUEUE_CAPACITY).len();
+        assert!(
+            4 * per_worker <= lb_core::exception::SYNC_BURST as usize,
+            "{per_worker} datagrams a worker"
+        );
     }
 
     #[test]

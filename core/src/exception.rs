@@ -30,6 +30,13 @@ pub const REALS_RATE_PER_MS: u32 = 8;
 /// neighbor resolution down with it.
 pub const CONTROL_RATE_PER_MS: u32 = 8;
 
+/// Connection-sync datagrams from the `[sync]` peer (see
+/// [`KernelClass::Sync`]) a worker may give the kernel per millisecond, and
+/// at once: a bulk pass sends each worker's queue of records (about 125
+/// datagrams) back to back every 10 ms, all on one 5-tuple and so to one
+/// worker here; the burst holds eight such workers' at once.
+pub const SYNC_RATE_PER_MS: u32 = 128;
+pub const SYNC_BURST: u32 = 1024;
 /// BGP's TCP port; BFD's single-hop (sent with TTL 255, RFC 5881 section
 /// 5), echo and multihop (RFC 5883) UDP ports.
 const BGP: u16 = 179;
@@ -256,6 +263,16 @@ pub enum KernelClass {
     /// From the address of a configured real: the answers to the kernel's
     /// own connections to reals, health checks above all.
     Reals,
+    /// Connection sync from the `[sync]` peer over a port's kernel
+    /// interface: UDP from the peer's address to the sync port, with TTL
+    /// (hop limit) 255, which the peer sends with and nobody beyond the
+    /// link can forge (found in audit: in the other class, a flood of
+    /// anything to the port's address starved the peer's heartbeats, and
+    /// the backup took over while the primary stayed active; and a bulk
+    /// pass, 125 datagrams a worker at once, never fitted that class's
+    /// burst of 64, so every pass of more than about 2,000 flows was
+    /// damaged and sent again, and a backup never handed back).
+    Sync,
     /// Everything else: what anybody may send to the port's address.
     Other,
 }
@@ -267,8 +284,20 @@ pub fn kernel_class(
     source: impl Fn(IpAddr) -> Source,
     is_real: impl Fn(IpAddr) -> bool,
 ) -> KernelClass {
+    kernel_class_with_sync(frame, source, is_real, None)
+}
+
+/// [`kernel_class`] on a box whose `[sync]` peer is at `sync.0` and whose
+/// sync socket listens on port `sync.1` ([`KernelClass::Sync`]).
+pub fn kernel_class_with_sync(
+    frame: &[u8],
+    source: impl Fn(IpAddr) -> Source,
+    is_real: impl Fn(IpAddr) -> bool,
+    sync: Option<(IpAddr, u16)>,
+) -> KernelClass {
     match read(frame) {
         Some(Kernel::Arp) => KernelClass::Control,
+        Some(Kernel::Ip(ip)) if is_sync(&ip, sync) => KernelClass::Sync,
         Some(Kernel::Ip(ip)) => match ip_control(&ip, &source) {
             Some(Proof::Link) => KernelClass::Control,
             Some(Proof::Claimed) => KernelClass::Claimed,
@@ -277,6 +306,23 @@ pub fn kernel_class(
         },
         None => KernelClass::Other,
     }
+}
+
+/// Whether `ip` is a sync datagram from the peer `sync` names, with the
+/// TTL only the link gives (an IPv4-mapped peer matches an IPv4 source).
+fn is_sync(ip: &IpView<'_>, sync: Option<(IpAddr, u16)>) -> bool {
+    use crate::wire::{IpProtocol, TransportHeader};
+    let Some((peer, port)) = sync else {
+        return false;
+    };
+    let peer = match peer {
+        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+        v4 => v4,
+    };
+    ip.src == peer
+        && ip.ttl == LINK_TTL
+        && ip.protocol == IpProtocol::Udp
+        && TransportHeader::new_checked(ip.protocol, ip.l4).is_ok_and(|t| t.dst_port() == port)
 }
 
 /// The budgets for one port's kernel interface in one worker, one per
@@ -293,6 +339,7 @@ pub struct KernelBudgets {
     control: KernelBudget,
     claimed: KernelBudget,
     reals: KernelBudget,
+    sync: KernelBudget,
     other: KernelBudget,
 }
 
@@ -302,6 +349,7 @@ impl Default for KernelBudgets {
             control: KernelBudget::new(CONTROL_RATE_PER_MS, KERNEL_BURST),
             claimed: KernelBudget::new(CONTROL_RATE_PER_MS, KERNEL_BURST),
             reals: KernelBudget::new(REALS_RATE_PER_MS, KERNEL_BURST),
+            sync: KernelBudget::new(SYNC_RATE_PER_MS, SYNC_BURST),
             other: KernelBudget::default(),
         }
     }
@@ -316,6 +364,7 @@ impl KernelBudgets {
             KernelClass::Control => self.control.take(now),
             KernelClass::Claimed => self.claimed.take(now),
             KernelClass::Reals => self.reals.take(now),
+            KernelClass::Sync => self.sync.take(now),
             KernelClass::Other => self.other.take(now),
         }
     }
@@ -594,6 +643,64 @@ mod tests {
         ip.set_src_addr(src.into());
         ip.fill_checksum();
         f
+    }
+
+    /// Found in audit: the `[sync]` peer's datagrams over a kernel
+    /// interface took the budget anybody may spend, so a flood of anything
+    /// to the port's address starved the peer's heartbeats (the backup
+    /// took over while the primary stayed active), and no bulk pass fitted
+    /// its burst of 64. They have a class of their own now, which only the
+    /// peer's address with TTL 255 on the sync port takes.
+    #[test]
+    fn the_sync_peers_datagrams_have_a_budget_a_flood_cannot_spend() {
+        let mut b = KernelBudgets::default();
+        let peer = [198, 18, 0, 3];
+        let sync = Some((IpAddr::from(peer), 8848));
+        let source = |a: IpAddr| {
+            if a == IpAddr::from(peer) {
+                Source::OnLink
+            } else {
+                Source::Far
+            }
+        };
+        let class = |f: &[u8]| kernel_class_with_sync(f, source, |_| false, sync);
+        let heartbeat = from(frame(false, 17, (8848, 8848), 255), peer);
+        let flood = from(frame(false, 17, (40000, 9), 57), [203, 0, 113, 7]);
+        assert_eq!(class(&heartbeat), KernelClass::Sync);
+        assert_eq!(class(&flood), KernelClass::Other);
+        // Forged from afar (TTL below 255), or to another port: not sync.
+        let forged = from(frame(false, 17, (8848, 8848), 254), peer);
+        assert_eq!(class(&forged), KernelClass::Other);
+        let elsewhere = from(frame(false, 17, (8848, 8849), 255), peer);
+        assert_eq!(class(&elsewhere), KernelClass::Other);
+        // An IPv4 peer written as IPv4-mapped ([::] listening).
+        let mapped = Some((
+            IpAddr::from(std::net::Ipv4Addr::from(peer).to_ipv6_mapped()),
+            8848,
+        ));
+        assert_eq!(
+            kernel_class_with_sync(&heartbeat, source, |_| false, mapped),
+            KernelClass::Sync
+        );
+        // 15 heartbeats, 200 ms apart, through a flood of 320 a millisecond.
+        let (mut sent, mut through) = (0, 0);
+        for ms in 0..3000u32 {
+            for _ in 0..160 {
+                b.take(class(&flood), ms);
+            }
+            if ms % 200 == 100 {
+                sent += 1;
+                through += usize::from(b.take(class(&heartbeat), ms));
+            }
+            for _ in 0..160 {
+                b.take(class(&flood), ms);
+            }
+        }
+        assert_eq!(through, sent, "every sync heartbeat reached the kernel");
+        // A bulk pass's flush from several of the peer's workers at once.
+        let mut b = KernelBudgets::default();
+        let burst = (0..500).filter(|_| b.take(KernelClass::Sync, 5)).count();
+        assert_eq!(burst, 500, "four workers' flush of a bulk pass");
     }
 
     /// A flood of anything else leaves routing traffic and the reals'

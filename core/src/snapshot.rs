@@ -514,6 +514,10 @@ pub struct Snapshot {
     /// The smallest MTU of any port: an IP packet no longer fits every
     /// port, so only a longer one needs its out-port's MTU looked up.
     pub min_mtu: u16,
+    /// The `[sync]` peer's address and this box's sync port (`listen`'s),
+    /// for the kernel interfaces' budget of its datagrams
+    /// (`exception::KernelClass::Sync`).
+    pub sync_peer: Option<(IpAddr, u16)>,
     /// Raised by the control thread to have the floating gateways
     /// announced again (gratuitous ARP, unsolicited NA) though they did
     /// not move: the peer held them meanwhile (a healed partition).
@@ -1045,6 +1049,7 @@ impl Snapshot {
             syn_proxy_mss: proxy_mss(min_mtu),
             syn_proxy_mss6: proxy_mss6(min_mtu),
             min_mtu: min_mtu.unwrap_or(0),
+            sync_peer: config.sync.as_ref().map(|s| (s.peer.ip(), s.listen.port())),
             announce_epoch: 0,
         })
     }

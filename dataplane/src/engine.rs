@@ -17,7 +17,6 @@ use crate::kernel::{self, KernelPath, Tap};
 use crate::sync::{self as sync_link, ControlLinks};
 use crate::worker::FlowQuery;
 use crate::worker::{Worker, HOLD_SLOTS};
-use lb_core::exception::KERNEL_BURST;
 use lb_core::pipeline::{Pipeline, DEFER_SLOTS};
 use lb_core::snapshot::{CompileError, Ids, Snapshot};
 use lb_core::stats::WorkerStats;
@@ -51,7 +50,9 @@ fn mbufs_held(
 ) -> MbufsHeld {
     let queues = usize::from(queues);
     MbufsHeld {
-        in_workers: workers * (HOLD_SLOTS + DEFER_SLOTS + taps * KERNEL_BURST as usize),
+        // A tap's queue holds up to a whole burst (sync datagrams), the
+        // rest up to the budgets' burst.
+        in_workers: workers * (HOLD_SLOTS + DEFER_SLOTS + taps * dpdk::MAX_BURST),
         on_rings: rings
             .iter()
             .map(|&(rx, tx)| queues * (usize::from(rx) + usize::from(tx)))
@@ -788,8 +789,9 @@ mod tests {
         assert!(one.total() <= 16383, "{one:?}");
         let two = mbufs_held(&[port, port, tap], 2, 2, 1, 16383);
         assert_eq!(two.on_rings, 2 * 2 * 2048 + 2 * 256);
-        // Each worker queues up to a burst for the kernel interface.
-        assert_eq!(two.in_workers, 2 * (64 + 64 + 64));
+        // Each worker queues up to a whole burst for the kernel interface
+        // (the sync peer's datagrams may take it all).
+        assert_eq!(two.in_workers, 2 * (64 + 64 + 128));
         assert!(two.total() > 16383, "{two:?}");
         // A driver that gave fewer descriptors: counted as given.
         assert_eq!(mbufs_held(&[(512, 256)], 1, 1, 0, 16383).on_rings, 768);

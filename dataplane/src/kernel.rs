@@ -277,13 +277,25 @@ impl KernelPath {
             stats.drop_packet(DropReason::NotForUs);
             return;
         }
-        let room = queue.len() < KERNEL_BURST as usize;
         let source = |a| {
             snap.ports
                 .get(port)
                 .map_or(exception::Source::Far, |p| p.source_of(a))
         };
-        let class = exception::kernel_class(m.data(), source, |a| snap.is_real(a));
+        let class = exception::kernel_class_with_sync(
+            m.data(),
+            source,
+            |a| snap.is_real(a),
+            snap.sync_peer,
+        );
+        // The peer's sync datagrams come in bursts (a bulk pass): room up
+        // to a whole queue for them, the budgets' burst for the rest.
+        let room = queue.len()
+            < if class == exception::KernelClass::Sync {
+                crate::dpdk::MAX_BURST
+            } else {
+                KERNEL_BURST as usize
+            };
         if !room || self.taps[port].is_none() || !self.budgets[port].take(class, now) {
             stats.drop_packet(DropReason::KernelQueueFull);
             return;
