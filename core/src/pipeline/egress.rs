@@ -192,6 +192,12 @@ impl Egress {
     /// other worker held its packets to it until they were dropped); the
     /// others move a MAC they know on it only if they asked lately
     /// ([`Self::learn_from_peer6`]).
+    ///
+    /// False when the claim contradicts what is known here (a static
+    /// neighbor, our own MAC, a resolved neighbor it does not move): then
+    /// nobody else is to hear it either, the port's kernel interface
+    /// included (found in audit: an advertisement the dataplane doubted
+    /// still went to the kernel, whose neighbor cache took it).
     #[allow(clippy::too_many_arguments)]
     pub fn learn6(
         &mut self,
@@ -202,13 +208,13 @@ impl Egress {
         replaces: bool,
         answer: bool,
         now: u32,
-    ) {
+    ) -> bool {
         let p = &snap.ports[port];
-        if !(p.connected6(ip) || p.gateway6 == Some(ip))
-            || snap.static_neighbor6(ip).is_some()
-            || snap.is_own_mac(mac)
-        {
-            return;
+        if snap.static_neighbor6(ip).is_some_and(|m| m != mac) || snap.is_own_mac(mac) {
+            return false;
+        }
+        if !(p.connected6(ip) || p.gateway6 == Some(ip)) || snap.static_neighbor6(ip).is_some() {
+            return true;
         }
         // Asked before it is learned: learning resets the request's time.
         let tell = replaces || (answer && self.neighbors6.asked_lately(ip, now));
@@ -217,13 +223,42 @@ impl Egress {
             if ask {
                 self.solicit(port, ip);
             }
-            return;
+            return false;
         }
         let keep = |a: Ipv6Addr| snap.is_configured_next_hop(a.into());
         if self.neighbors6.learn_keeping(ip, mac, now, keep) && tell && self.learned6.len() < OUTBOX
         {
             self.learned6.push((ip, mac));
             self.neighbors6.told(ip, now);
+        }
+        true
+    }
+
+    /// Whether a frame that says `ip` is at `mac` (a solicitation's source
+    /// link-layer address, which we do not learn from when it asks for
+    /// another's address) contradicts what is known here; a resolved
+    /// neighbor it contradicts is asked about again. Such a frame is not
+    /// given to the port's kernel interface either, whose cache would take
+    /// it (found in audit).
+    pub fn contradicted6(
+        &mut self,
+        snap: &Snapshot,
+        port: usize,
+        ip: Ipv6Addr,
+        mac: MacAddr,
+        now: u32,
+    ) -> bool {
+        if snap.static_neighbor6(ip).is_some_and(|m| m != mac) || snap.is_own_mac(mac) {
+            return true;
+        }
+        match self.neighbors6.unbelieved(ip, mac, false, now) {
+            Some(ask) => {
+                if ask {
+                    self.solicit(port, ip);
+                }
+                true
+            }
+            None => false,
         }
     }
 
@@ -680,7 +715,8 @@ impl Egress {
     /// asked about again instead ([`NeighborCache::unbelieved`]: found in
     /// audit, any host on the segment moved the gateway with one ARP
     /// request to us). Never at one of our own ports' MACs (found in
-    /// audit: a real learned at ours looped DR frames).
+    /// audit: a real learned at ours looped DR frames). False, as
+    /// [`Self::learn6`], when the claim contradicts what is known here.
     pub fn learn(
         &mut self,
         snap: &Snapshot,
@@ -689,18 +725,18 @@ impl Egress {
         mac: MacAddr,
         answer: bool,
         now: u32,
-    ) {
-        if !snap.ports[port].connected(ip)
-            || snap.static_neighbor(ip).is_some()
-            || snap.is_own_mac(mac)
-        {
-            return;
+    ) -> bool {
+        if snap.static_neighbor(ip).is_some_and(|m| m != mac) || snap.is_own_mac(mac) {
+            return false;
+        }
+        if !snap.ports[port].connected(ip) || snap.static_neighbor(ip).is_some() {
+            return true;
         }
         if let Some(ask) = self.neighbors.unbelieved(ip, mac, answer, now) {
             if ask {
                 self.ask(port, ip);
             }
-            return;
+            return false;
         }
         if self
             .neighbors
@@ -710,6 +746,7 @@ impl Egress {
             self.learned.push((ip, mac));
             self.neighbors.told(ip, now);
         }
+        true
     }
 
     /// A frame on `port` says that `ip` is at `mac` without being addressed

@@ -77,6 +77,40 @@ fn ndp_target<B: PacketBuf>(ip: &Ipv6Meta, pkt: &B) -> Ipv6Addr {
 }
 
 impl Pipeline {
+    /// Whether `ip` is a Neighbor Solicitation whose source link-layer
+    /// address contradicts what is known here of its sender (see
+    /// [`Egress::contradicted6`](super::egress::Egress::contradicted6)).
+    fn solicitation_contradicts<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        in_port: usize,
+        pkt: &B,
+        ip: &Ipv6Meta,
+        now: u32,
+    ) -> bool {
+        if !matches!(
+            ip.l4,
+            L4::Icmpv6 {
+                kind: Icmpv6Type::NeighborSolicit,
+                ..
+            }
+        ) || ip.src.is_unspecified()
+        {
+            return false;
+        }
+        let mac = pkt
+            .data()
+            .get(ip.l4_start()..ip.end())
+            .and_then(|b| NeighborPacket::new_checked(b).ok())
+            .and_then(|m| {
+                m.option_iter().find_map(|o| match o {
+                    Ok(crate::wire::ndp::NdpOption::SourceLinkAddr(m)) => Some(m),
+                    _ => None,
+                })
+            });
+        mac.is_some_and(|m| self.egress.contradicted6(snap, in_port, ip.src, m, now))
+    }
+
     /// An IPv6 packet: neighbor discovery, to us (a VIP's service, or
     /// ICMPv6), or in transit (a NAT66 real's reply or ICMPv6 error).
     /// `ahead`: what the burst's lookahead found (`lookahead6`);
@@ -131,17 +165,26 @@ impl Pipeline {
                 ip.end(),
                 &self.stats,
             );
-            if let Some((addr, mac, replaces, answer)) = learn {
-                self.egress
-                    .learn6(snap, in_port, addr, mac, replaces, answer, now);
-            }
+            let believed = match learn {
+                Some((addr, mac, replaces, answer)) => self
+                    .egress
+                    .learn6(snap, in_port, addr, mac, replaces, answer, now),
+                None => true,
+            };
             // Solicitations for our addresses stay ours to answer; what we
             // only learn from or ignore (advertisements, solicitations for
-            // the kernel's link-local address) is also the kernel's.
+            // the kernel's link-local address) is also the kernel's, unless
+            // it says something of a neighbor that contradicts what is
+            // known here (found in audit: the kernel's cache took an
+            // advertisement ours doubted, or a solicitation from a real's
+            // address naming another MAC, and sent its health checks and
+            // BGP there).
             return match v {
                 Verdict::Consumed | Verdict::Drop(DropReason::NdpIgnored)
                     if snap.ports[in_port].kernel
-                        && !snap.is_local6(in_port, ndp_target(ip, pkt)) =>
+                        && believed
+                        && !snap.is_local6(in_port, ndp_target(ip, pkt))
+                        && !self.solicitation_contradicts(snap, in_port, pkt, ip, now) =>
                 {
                     Verdict::ToKernel
                 }

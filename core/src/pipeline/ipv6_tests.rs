@@ -1476,3 +1476,51 @@ port = 8443
         "the real was solicited {asked_for_real} times"
     );
 }
+
+/// [`CONFIG`] with a kernel interface on its port.
+fn kernel_snapshot() -> Snapshot {
+    snapshot(&CONFIG.replace(
+        "gateway6 = \"2001:2::1\"\n",
+        "gateway6 = \"2001:2::1\"\nkernel_interface = \"lbk0\"\n",
+    ))
+}
+
+/// Found in audit: an advertisement that moved a resolved real to a
+/// stranger's MAC was doubted here, but given to the port's kernel
+/// interface all the same, whose neighbor cache took it (Linux believes
+/// an unsolicited advertisement with Override): its health checks and
+/// BGP went to the stranger. What the dataplane does not believe, the
+/// kernel does not hear.
+#[test]
+fn an_advert_the_dataplane_doubts_is_not_given_to_the_kernel() {
+    let snap = kernel_snapshot();
+    let mut p = pipeline(&snap, 0, 1);
+    let real = v6("2001:2::11");
+    let stranger = MacAddr([2, 0, 0, 0, 0xba, 0xd0]);
+    let mut b = VecBuf::from_bytes(&advert(real, REAL_MAC, NeighborFlags::OVERRIDE));
+    assert_eq!(p.process(&snap, 0, &mut b, 1), Verdict::ToKernel);
+    assert_eq!(p.resolved(&snap, real), Some(REAL_MAC));
+    let mut b = VecBuf::from_bytes(&advert(real, stranger, NeighborFlags::OVERRIDE));
+    let v = p.process(&snap, 0, &mut b, 5_000);
+    assert_eq!(p.resolved(&snap, real), Some(REAL_MAC), "doubted here");
+    assert_ne!(v, Verdict::ToKernel, "and not told to the kernel");
+}
+
+/// Found in audit: a solicitation for the kernel's link-local address
+/// from a real's address, naming a stranger's MAC, went to the kernel,
+/// which learns its sender from it (RFC 4861 7.2.3). One that names
+/// another MAC than the real's known one does not; the real's own does.
+#[test]
+fn a_solicitation_naming_another_mac_for_a_known_real_is_not_given_to_the_kernel() {
+    let snap = kernel_snapshot();
+    let mut p = pipeline(&snap, 0, 1);
+    let real = v6("2001:2::11");
+    let mut b = VecBuf::from_bytes(&advert(real, REAL_MAC, NeighborFlags::OVERRIDE));
+    p.process(&snap, 0, &mut b, 1);
+    let stranger = MacAddr([2, 0, 0, 0, 0xba, 0xd0]);
+    let kernels = v6("fe80::ff:fe00:2");
+    let mut b = VecBuf::from_bytes(&solicit(real, kernels, stranger));
+    assert_ne!(p.process(&snap, 0, &mut b, 2), Verdict::ToKernel);
+    let mut b = VecBuf::from_bytes(&solicit(real, kernels, REAL_MAC));
+    assert_eq!(p.process(&snap, 0, &mut b, 3), Verdict::ToKernel);
+}

@@ -666,15 +666,18 @@ impl Pipeline {
         now: u32,
     ) -> Verdict {
         let frame = EthernetFrame::new_unchecked(pkt.data_mut());
-        match local::arp_sender(snap, in_port, &frame) {
+        // A claim not believed here is not the kernel's to hear either
+        // (found in audit: its neighbor cache took what ours doubted).
+        let believed = match local::arp_sender(snap, in_port, &frame) {
             Some(local::ArpSender::ToUs { ip, mac, answer }) => {
                 self.egress.learn(snap, in_port, ip, mac, answer, now)
             }
             Some(local::ArpSender::Announcing { ip, mac }) => {
-                self.egress.announced(snap, in_port, ip, mac, now)
+                self.egress.announced(snap, in_port, ip, mac, now);
+                true
             }
-            None => {}
-        }
+            None => true,
+        };
         // The kernel holds the port's own address only (not the floating
         // gateway's, not a VIP: found in review).
         let to_own = local::arp_target(&frame) == snap.ports[in_port].ipv4();
@@ -682,7 +685,9 @@ impl Pipeline {
             // A reply to us may answer the kernel's own request: it gets
             // the frame once we have learned from it (requests for our
             // addresses stay ours to answer, so it never answers them).
-            Verdict::Consumed if snap.ports[in_port].kernel && to_own => Verdict::ToKernel,
+            Verdict::Consumed if snap.ports[in_port].kernel && to_own && believed => {
+                Verdict::ToKernel
+            }
             v => v,
         }
     }

@@ -3588,6 +3588,31 @@ fn ipv6_from_unspecified_or_a_group_is_dropped_not_answered() {
     assert_eq!(p.stats().icmp_frag_needed.get(), 1);
 }
 
+/// Found in audit (the IPv4 side of what the kernel heard of neighbors): an
+/// ARP reply to the port's address that the dataplane does not believe (a
+/// static neighbor or a resolved one at another MAC, unasked) went to the
+/// kernel interface all the same, whose cache took it. Only what is
+/// believed here goes.
+#[test]
+fn an_arp_reply_the_dataplane_doubts_is_not_given_to_the_kernel() {
+    let cfg = Config::parse(&with_kernel_interfaces(NAT_CONFIG)).unwrap();
+    let snap = compile(&cfg, &[OUR_MAC]);
+    let mut p = pipeline(&snap, 0, 1, 64);
+    let stranger = [2, 0, 0, 0, 0xba, 0xd0];
+    // A real with a static entry, claimed at another MAC.
+    let real = Ipv4Addr::new(198, 18, 0, 11);
+    let mut b = arp_reply_from(real, stranger);
+    assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::Consumed);
+    let mut b = arp_reply_from(real, [2, 0, 0, 0, 0, 0x11]);
+    assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::ToKernel);
+    // A host learned here, then claimed at another MAC unasked.
+    let host = Ipv4Addr::new(198, 18, 0, 77);
+    let mut b = arp_reply_from(host, CLIENT_MAC);
+    assert_eq!(p.process(&snap, 0, &mut b, 1), Verdict::ToKernel);
+    let mut b = arp_reply_from(host, stranger);
+    assert_eq!(p.process(&snap, 0, &mut b, 5_000), Verdict::Consumed);
+}
+
 /// Found in audit: TCP, UDP and ICMP other than echo to the floating
 /// gateway (`[sync] gateway`) went to the kernel, which does not hold that
 /// address (a host that forwards routed them back out, ARPing for it).
