@@ -369,7 +369,7 @@ pub const WORKER_METRICS: &[(&str, &str)] = &[
     ),
     (
         "lb_neighbor_requests_refused_total",
-        "ARP requests and neighbor solicitations due that the worker's request budgets did not let go (asked again later).",
+        "Lookups that found an ARP request or neighbor solicitation due and the worker's request budget refused it (asked again by a later lookup).",
     ),
 ];
 

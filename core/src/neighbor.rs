@@ -233,8 +233,9 @@ impl<A: FlowAddr> NeighborCache<A> {
         may
     }
 
-    /// Requests a budget did not let go since the cache was made (a
-    /// request due that must wait: asked again by a later lookup).
+    /// Lookups that found a request due and a budget refused it, since
+    /// the cache was made (the request waits: asked again by a later
+    /// lookup, which counts again if refused again).
     pub fn requests_refused(&self) -> u64 {
         self.refused
     }

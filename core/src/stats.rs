@@ -294,10 +294,11 @@ pub struct WorkerStats {
     /// solicitations sent to resolve IPv6 next hops.
     pub ndp_advertisements: Counter,
     pub ndp_solicitations: Counter,
-    /// ARP requests (index 0) and neighbor solicitations (1) a budget
-    /// did not let go (`neighbor::NeighborCache`): a flood of next hops
-    /// that strangers name, or more unknown next hops than the budgets
-    /// allow. Set by the worker from its caches' counts.
+    /// Lookups that found an ARP request (index 0) or a neighbor
+    /// solicitation (1) due and a budget refused it
+    /// (`neighbor::NeighborCache`): a flood of next hops that strangers
+    /// name, or more unknown next hops than the budgets allow. Set by the
+    /// worker from its caches' counts.
     pub neighbor_requests_refused: [Counter; 2],
     pub icmp_echo_replies: Counter,
     /// The snapshot generation this worker runs.

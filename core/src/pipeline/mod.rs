@@ -357,15 +357,15 @@ impl Pipeline {
         }
     }
 
-    /// Neighbors learned since the last call (for the other workers), of
-    /// both families.
-    /// ARP requests (index 0) and neighbor solicitations (1) the budgets
-    /// did not let go, so far: what the worker shows as
-    /// `WorkerStats::neighbor_requests_refused`.
+    /// Lookups that found an ARP request (index 0) or a neighbor
+    /// solicitation (1) due and a budget refused it, so far: what the
+    /// worker shows as `WorkerStats::neighbor_requests_refused`.
     pub fn neighbor_requests_refused(&self) -> [u64; 2] {
         self.egress.neighbor_requests_refused()
     }
 
+    /// Neighbors learned since the last call (for the other workers), of
+    /// both families.
     pub fn take_learned(&mut self) -> impl Iterator<Item = (IpAddr, MacAddr)> + '_ {
         let v4: Vec<(IpAddr, MacAddr)> = self
             .egress
