@@ -1434,6 +1434,19 @@ mod tests {
         assert_eq!(c.refused_total(), 0);
     }
 
+    /// The `[sync]` of a box in `role` whose peer is 127.0.0.1:9 (discard),
+    /// and a socket to send from, for tests that run the sync loop's
+    /// state (`Sync::new`).
+    fn sync_setup(role: &str) -> (SyncConfig, UdpSocket) {
+        let text = format!(
+            "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\n\
+             device = \"net_null0\"\naddress = \"198.18.0.2/24\"\n\
+             [sync]\nrole = \"{role}\"\npeer = \"127.0.0.1:9\"\n"
+        );
+        let cfg = lb_config::Config::parse(&text).unwrap().sync.unwrap();
+        (cfg, UdpSocket::bind("127.0.0.1:0").unwrap())
+    }
+
     /// Found in audit: a status with a new nonce each time (a forger where
     /// sync is not keyed, a broken peer) was a restart of the peer each:
     /// a log line and a bulk pass over every worker's whole table per
@@ -1441,11 +1454,7 @@ mod tests {
     /// `dead_after` and a second now, the next pass once that has passed.
     #[test]
     fn a_peer_restarting_at_every_datagram_starts_few_passes() {
-        let text = "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\n\
-                    device = \"net_null0\"\naddress = \"198.18.0.2/24\"\n\
-                    [sync]\nrole = \"backup\"\npeer = \"127.0.0.1:9\"\n";
-        let cfg = lb_config::Config::parse(text).unwrap().sync.unwrap();
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (cfg, socket) = sync_setup("backup");
         let (_workers, links) = lb_dataplane::sync::links(1);
         let counters = SyncCounters::default();
         let status = SyncStatus::new(cfg.role);
@@ -1478,11 +1487,7 @@ mod tests {
     /// handed over before saying "done" has gone out whole.
     #[test]
     fn a_pass_is_through_only_once_its_last_records_are_sent() {
-        let text = "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\n\
-                    device = \"net_null0\"\naddress = \"198.18.0.2/24\"\n\
-                    [sync]\nrole = \"primary\"\npeer = \"127.0.0.1:9\"\n";
-        let cfg = lb_config::Config::parse(text).unwrap().sync.unwrap();
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (cfg, socket) = sync_setup("primary");
         let (mut workers, links) = lb_dataplane::sync::links(1);
         let counters = SyncCounters::default();
         let status = SyncStatus::new(cfg.role);
