@@ -210,10 +210,11 @@ impl Egress {
         now: u32,
     ) -> bool {
         let p = &snap.ports[port];
-        if snap.static_neighbor6(ip).is_some_and(|m| m != mac) || snap.is_own_mac(mac) {
+        let fixed = snap.static_neighbor6(ip);
+        if overruled(snap, fixed, mac) {
             return false;
         }
-        if !(p.connected6(ip) || p.gateway6 == Some(ip)) || snap.static_neighbor6(ip).is_some() {
+        if !(p.connected6(ip) || p.gateway6 == Some(ip)) || fixed.is_some() {
             return true;
         }
         // Asked before it is learned: learning resets the request's time.
@@ -248,7 +249,7 @@ impl Egress {
         mac: MacAddr,
         now: u32,
     ) -> bool {
-        if snap.static_neighbor6(ip).is_some_and(|m| m != mac) || snap.is_own_mac(mac) {
+        if overruled(snap, snap.static_neighbor6(ip), mac) {
             return true;
         }
         match self.neighbors6.unbelieved(ip, mac, false, now) {
@@ -726,10 +727,11 @@ impl Egress {
         answer: bool,
         now: u32,
     ) -> bool {
-        if snap.static_neighbor(ip).is_some_and(|m| m != mac) || snap.is_own_mac(mac) {
+        let fixed = snap.static_neighbor(ip);
+        if overruled(snap, fixed, mac) {
             return false;
         }
-        if !snap.ports[port].connected(ip) || snap.static_neighbor(ip).is_some() {
+        if !snap.ports[port].connected(ip) || fixed.is_some() {
             return true;
         }
         if let Some(ask) = self.neighbors.unbelieved(ip, mac, answer, now) {
@@ -1172,6 +1174,15 @@ impl Egress {
             self.arp_out.push(ArpRequest { port, target });
         }
     }
+}
+
+/// Whether the config overrules a claim that a neighbor whose static
+/// entry is `fixed` (if any) is at `mac`: another MAC than that entry's,
+/// or one of our own ports' (what [`Egress::learn`], [`Egress::learn6`]
+/// and [`Egress::contradicted6`] refuse before asking the cache).
+#[inline]
+fn overruled(snap: &Snapshot, fixed: Option<MacAddr>, mac: MacAddr) -> bool {
+    fixed.is_some_and(|m| m != mac) || snap.is_own_mac(mac)
 }
 
 /// Whether a packet ending at `ip_end` in its frame is longer than the
