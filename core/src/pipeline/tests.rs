@@ -4929,3 +4929,96 @@ fn fragmentation_needed_from_inside_a_tunnel_reaches_the_client() {
     assert_eq!(p.stats().icmp_errors_forwarded.get(), made + 1);
     let _ = real;
 }
+
+// ---- audit: a malicious real (or a host on the reals' segment) ----------
+
+/// Two arms: clients on "wan" (port 0), one NAT real 198.19.5.11 on "lan"
+/// (port 1), SYN proxy off.
+const AUDIT_TWO_ARM: &str = r#"
+[workers]
+lcores = [1]
+[[ports]]
+name = "wan"
+device = "net_null0"
+address = "198.18.0.2/24"
+mac = "02:00:00:00:00:02"
+gateway = "198.18.0.1"
+[[ports]]
+name = "lan"
+device = "net_null1"
+address = "198.19.5.2/24"
+mac = "02:00:00:00:00:03"
+[[neighbors]]
+address = "198.18.0.1"
+mac = "02:00:00:00:00:01"
+[[neighbors]]
+address = "198.19.5.11"
+mac = "02:00:00:00:05:11"
+[[services]]
+name = "web"
+vip = "198.18.1.100"
+port = 80
+syn_proxy = "off"
+[[services.reals]]
+address = "198.19.5.11"
+port = 8080
+"#;
+
+/// Audit (malicious real): a NAT real, on its own port, sends SYNs to the
+/// VIP from client addresses of its choice (the reverse-path check for a
+/// flow to be only refuses sources on another port's connected network,
+/// not ones routed out of another port), answers them itself (it knows
+/// its own ISN, so the handshake the appliance sees is whole) and ACKs
+/// them as the "client": every entry is confirmed, so unevictable, and
+/// from as many sources as it likes, so the per-source limit does not
+/// bite. The table fills and a genuine client is refused; meanwhile the
+/// appliance sent the real's SYN-ACKs (and would send any data) from the
+/// VIP to addresses the real chose.
+#[test]
+#[ignore = "audit: a real pins the flow table with confirmed flows of clients it spoofs on its own port"]
+fn a_real_cannot_pin_the_table_with_clients_it_spoofs() {
+    const LAN_MAC: [u8; 6] = [2, 0, 0, 0, 0, 3];
+    const REAL_MAC: [u8; 6] = [2, 0, 0, 0, 5, 0x11];
+    let snap = compile(
+        &Config::parse(AUDIT_TWO_ARM).unwrap(),
+        &[MacAddr(OUR), MacAddr(LAN_MAC)],
+    );
+    let mut p = pipeline(&snap, 0, 1, 64);
+    let real = (Ipv4Addr::new(198, 19, 5, 11), 8080);
+    // A frame the real sends on its own segment, from its own MAC.
+    let from_the_real = |mut f: Vec<u8>| {
+        EthernetFrame::new_unchecked(&mut f[..]).set_src_addr(MacAddr(REAL_MAC));
+        VecBuf::from_bytes(&f)
+    };
+    let mut reflected = Vec::new();
+    for i in 0..200u32 {
+        // Internet addresses, routed out of "wan", not on its network.
+        let spoofed = (Ipv4Addr::from(0xc613_c800 + i), 40000);
+        let isn = 1000;
+        let mut syn = from_the_real(tcp_seq(spoofed, (VIP, 80), SYN, isn, LAN_MAC));
+        if p.process(&snap, 1, &mut syn, 0) != Verdict::Transmit(1) {
+            continue;
+        }
+        let mut synack = from_the_real(tcp_ack(real, spoofed, SYNACK, 5000, isn + 1, LAN_MAC));
+        if p.process(&snap, 1, &mut synack, 0) == Verdict::Transmit(0) {
+            reflected.push(ip_of(&synack).dst_addr());
+        }
+        let mut ack = from_the_real(tcp_ack(spoofed, (VIP, 80), ACK, isn + 1, 5001, LAN_MAC));
+        p.process(&snap, 1, &mut ack, 0);
+    }
+    // A genuine client from the internet, on the clients' port.
+    let client = (Ipv4Addr::new(198, 19, 100, 1), 40000);
+    let mut syn = VecBuf::from_bytes(&tcp_seq(client, (VIP, 80), SYN, 7, OUR));
+    let v = p.process(&snap, 0, &mut syn, 1);
+    assert_eq!(
+        v,
+        Verdict::Transmit(1),
+        "the genuine client was refused: {} flows in a table of 64",
+        p.flows().len()
+    );
+    assert!(
+        reflected.is_empty(),
+        "the real's SYN-ACKs went from the VIP to {} addresses it chose",
+        reflected.len()
+    );
+}
