@@ -1085,6 +1085,36 @@ impl Snapshot {
             .any(|(i, p)| i != port && matches!(p.source_of(src), Source::Own | Source::OnLink))
     }
 
+    /// Whether a flow to be for `client`, whose first packet came in on
+    /// `port`, comes from where that client cannot be: [`source_elsewhere`]
+    /// (another port's address or network), or a client off every
+    /// connected network (and no routing peer of `port`) on another port
+    /// than the gateway's of its family, the only way back to it. Found in
+    /// audit (a compromised NAT real on the reals' port): it sent SYNs to
+    /// a VIP from internet addresses of its choice, answered its own
+    /// SYN-ACKs and ACKed as the "client", so every entry was confirmed
+    /// and unevictable, from as many sources as it liked (no per-source
+    /// limit bit), until genuine clients met a full table; and the
+    /// appliance sent its SYN-ACKs from the VIP to addresses it chose.
+    /// Asked only for a flow to be, never per packet.
+    ///
+    /// [`source_elsewhere`]: Snapshot::source_elsewhere
+    pub fn client_elsewhere(&self, port: usize, client: IpAddr) -> bool {
+        use crate::exception::Source;
+        if self.source_elsewhere(port, client) {
+            return true;
+        }
+        let here = self.ports.get(port).map(|p| p.source_of(client));
+        if here.is_some_and(|s| s != Source::Far) {
+            return false;
+        }
+        let gateway_port = self.ports.iter().position(|p| match client {
+            IpAddr::V4(_) => p.gateway.is_some(),
+            IpAddr::V6(_) => p.gateway6.is_some(),
+        });
+        gateway_port.is_some_and(|g| g != port)
+    }
+
     #[inline]
     pub fn is_vip(&self, addr: Ipv4Addr) -> bool {
         self.vip_set.contains(u64::from(u32::from(addr)))

@@ -439,7 +439,7 @@ impl Pipeline {
             tcp,
             now,
             &mut self.schedulers,
-            || snap.source_elsewhere(in_port, std::net::IpAddr::V6(key.client)),
+            || snap.client_elsewhere(in_port, std::net::IpAddr::V6(key.client)),
         );
         let target = match found {
             Ok(t) => t,

@@ -1524,3 +1524,63 @@ fn a_solicitation_naming_another_mac_for_a_known_real_is_not_given_to_the_kernel
     let mut b = VecBuf::from_bytes(&solicit(real, kernels, REAL_MAC));
     assert_eq!(p.process(&snap, 0, &mut b, 3), Verdict::ToKernel);
 }
+
+/// Found in audit (a compromised NAT66 real, two arms): the IPv6 twin of
+/// `a_real_cannot_pin_the_table_with_clients_it_spoofs`. A SYN for a
+/// client off every connected network comes in on the gateway's port or
+/// makes no flow: from the reals' port it is a real forging clients
+/// (which it then answers and ACKs for, pinning confirmed entries, while
+/// its SYN-ACKs leave from the VIP for addresses it chose).
+#[test]
+fn a_routed_client_makes_a_flow_only_on_the_gateways_port() {
+    const LAN: MacAddr = MacAddr([2, 0, 0, 0, 0, 3]);
+    let text = r#"
+[workers]
+lcores = [1]
+[[ports]]
+name = "wan"
+device = "net_null0"
+address6 = "2001:2::2/64"
+gateway6 = "2001:2::1"
+[[ports]]
+name = "lan"
+device = "net_null1"
+address6 = "2001:2:0:5::2/64"
+[[neighbors]]
+address = "2001:2::1"
+mac = "02:00:00:00:00:01"
+[[neighbors]]
+address = "2001:2:0:5::11"
+mac = "02:00:00:00:05:11"
+[[services]]
+name = "web6"
+vip = "2001:2:0:1::100"
+port = 80
+syn_proxy = "off"
+[[services.reals]]
+address = "2001:2:0:5::11"
+port = 8080
+"#;
+    let snap = super::tests::compile(&Config::parse(text).unwrap(), &[OUR, LAN]);
+    let mut p = pipeline(&snap, 0, 1);
+    let vip = v6("2001:2:0:1::100");
+    let spoofed = (v6("2001:2:0:1000::1"), 40000);
+    let real_mac = MacAddr([2, 0, 0, 0, 5, 0x11]);
+    let mut syn = tcp6(spoofed, (vip, 80), SYN, real_mac);
+    EthernetFrame::new_unchecked(&mut syn[..]).set_dst_addr(LAN);
+    let mut b = VecBuf::from_bytes(&syn);
+    assert_eq!(
+        p.process(&snap, 1, &mut b, 0),
+        Verdict::Drop(DropReason::ReversePath)
+    );
+    assert_eq!(p.flows6().map_or(0, |t| t.len()), 0);
+    // The same client through the router, on the gateway's port.
+    let mut b = VecBuf::from_bytes(&tcp6(spoofed, (vip, 80), SYN, ROUTER));
+    assert_eq!(p.process(&snap, 0, &mut b, 0), Verdict::Transmit(1));
+    assert_eq!(ip6(&b).dst_addr(), v6("2001:2:0:5::11"));
+    // A client on the reals' own network is theirs to have.
+    let mut syn = tcp6((v6("2001:2:0:5::77"), 40000), (vip, 80), SYN, real_mac);
+    EthernetFrame::new_unchecked(&mut syn[..]).set_dst_addr(LAN);
+    let mut b = VecBuf::from_bytes(&syn);
+    assert_eq!(p.process(&snap, 1, &mut b, 0), Verdict::Transmit(1));
+}

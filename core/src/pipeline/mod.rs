@@ -844,7 +844,7 @@ impl Pipeline {
             tcp,
             now,
             &mut self.schedulers,
-            || snap.source_elsewhere(self.in_port, IpAddr::V4(key.client)),
+            || snap.client_elsewhere(self.in_port, IpAddr::V4(key.client)),
         ) {
             Ok(t) => t,
             Err(r) => return Verdict::Drop(r),

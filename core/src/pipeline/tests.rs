@@ -4975,7 +4975,6 @@ port = 8080
 /// appliance sent the real's SYN-ACKs (and would send any data) from the
 /// VIP to addresses the real chose.
 #[test]
-#[ignore = "audit: a real pins the flow table with confirmed flows of clients it spoofs on its own port"]
 fn a_real_cannot_pin_the_table_with_clients_it_spoofs() {
     const LAN_MAC: [u8; 6] = [2, 0, 0, 0, 0, 3];
     const REAL_MAC: [u8; 6] = [2, 0, 0, 0, 5, 0x11];

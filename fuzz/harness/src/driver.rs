@@ -40,7 +40,9 @@
 //!   nor an IP frame (neighbor discovery aside) whose source belongs to
 //!   another port (`Snapshot::source_elsewhere`); and a frame is dropped
 //!   as `reverse_path` only for such a source (for the kernel, or a
-//!   request that would have made a flow), or for a NAT real's packet
+//!   request that would have made a flow), for a request that would have
+//!   made a flow from a client routed out of another port (off every
+//!   connected network, not on the gateway's port), or for a NAT real's packet
 //!   that came in on another port than the one the real is routed by.
 //!   Of what is sent to an IPv6 group, only neighbor discovery and an MLD
 //!   query as routers send it (type 130 in a group's frame, from a
@@ -787,7 +789,9 @@ impl Driver {
                 if reason == DropReason::ReversePath {
                     let src = ip_source_checked(&f.input);
                     if !src.is_some_and(|s| {
-                        snap.source_elsewhere(f.in_port, s) || real_elsewhere(snap, f.in_port, s)
+                        snap.source_elsewhere(f.in_port, s)
+                            || real_elsewhere(snap, f.in_port, s)
+                            || routed_elsewhere(snap, f.in_port, s)
                     }) {
                         self.v.add(
                             "verdict.to_kernel",
@@ -2271,6 +2275,21 @@ fn icmp6_error_about(f: &[u8], kind: u8, snap: &Snapshot, port: usize) -> Option
     e.extend_from_slice(&mtu.to_be_bytes());
     e.extend_from_slice(quote);
     Some(e)
+}
+
+/// Whether the way back to `src` leaves by another port than `in_port`:
+/// a request from it there that would make a flow is dropped as
+/// `reverse_path` (`Snapshot::client_elsewhere`: a client off every
+/// connected network comes in on the gateway's port).
+fn routed_elsewhere(snap: &Snapshot, in_port: usize, src: std::net::IpAddr) -> bool {
+    match src {
+        std::net::IpAddr::V4(a) => {
+            lb_core::route::lookup(snap, a).is_some_and(|r| r.port != in_port)
+        }
+        std::net::IpAddr::V6(a) => {
+            lb_core::route::lookup6(snap, a).is_some_and(|r| r.port != in_port)
+        }
+    }
 }
 
 /// Whether `src` is a NAT real's address routed out of another port than
