@@ -48,6 +48,9 @@ struct Entry<A> {
     resolved: bool,
     learned_at: u32,
     requested_at: u32,
+    /// The last request was answered: what says otherwise within
+    /// [`ANSWER_WITHIN_MS`] of it is no answer (the first one is).
+    answered: bool,
     /// When it was last told to the other workers ([`NeighborCache::told`]).
     told_at: u32,
     /// Said to have moved by a frame nobody asked for
@@ -158,6 +161,7 @@ impl<A: FlowAddr> NeighborCache<A> {
                     resolved: false,
                     learned_at: 0,
                     requested_at: 0,
+                    answered: false,
                     told_at: 0,
                     doubted: false,
                     used: false,
@@ -243,9 +247,10 @@ impl<A: FlowAddr> NeighborCache<A> {
     /// Whether `ip` was asked for within the last [`ANSWER_WITHIN_MS`]:
     /// an answer now is one to a request of ours.
     pub fn asked_lately(&self, ip: A, now: u32) -> bool {
-        self.find(ip)
-            .is_some_and(|s| now.wrapping_sub(self.slots[s].requested_at) < ANSWER_WITHIN_MS)
-            || self.asked_unnoted(ip, now)
+        self.find(ip).is_some_and(|s| {
+            let e = &self.slots[s];
+            !e.answered && now.wrapping_sub(e.requested_at) < ANSWER_WITHIN_MS
+        }) || self.asked_unnoted(ip, now)
     }
 
     /// Whether a frame (or another worker's news) saying that `ip` is at
@@ -277,6 +282,7 @@ impl<A: FlowAddr> NeighborCache<A> {
         let due = now.wrapping_sub(self.slots[s].requested_at) >= REQUEST_INTERVAL_MS;
         if due && self.doubts.take(now) {
             self.slots[s].requested_at = now;
+            self.slots[s].answered = false;
             return true;
         }
         false
@@ -308,6 +314,7 @@ impl<A: FlowAddr> NeighborCache<A> {
                         // and never told, and the doubter kept the old MAC
                         // until its refresh, a minute later).
                         self.slots[s].requested_at = now;
+                        self.slots[s].answered = false;
                         return Lookup::Refresh(e.mac);
                     }
                     if now.wrapping_sub(e.learned_at) < REFRESH_MS
@@ -317,12 +324,14 @@ impl<A: FlowAddr> NeighborCache<A> {
                         Lookup::Found(e.mac)
                     } else {
                         self.slots[s].requested_at = now;
+                        self.slots[s].answered = false;
                         Lookup::Refresh(e.mac)
                     }
                 } else {
                     let ask = due && self.may_ask(now, &configured);
                     if ask {
                         self.slots[s].requested_at = now;
+                        self.slots[s].answered = false;
                     }
                     Lookup::Missing { ask }
                 }
@@ -356,6 +365,7 @@ impl<A: FlowAddr> NeighborCache<A> {
                         } else {
                             now.wrapping_sub(ANSWER_WITHIN_MS)
                         },
+                        answered: false,
                         told_at: now.wrapping_sub(SHARE_AGAIN_MS),
                         doubted: false,
                         used: true,
@@ -430,6 +440,13 @@ impl<A: FlowAddr> NeighborCache<A> {
             } else {
                 e.requested_at
             },
+            // Any answer settles the request, news or the MAC confirmed:
+            // a later answer to it is no answer but a claim (doubted, and
+            // asked about again when a request is due). Found in audit: a
+            // confirmation left the window open, and a host answering a
+            // few milliseconds after the neighbor itself, no race needed,
+            // moved it to its own MAC.
+            answered: true,
             told_at,
             doubted: false,
             used: true,

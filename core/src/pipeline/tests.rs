@@ -5031,7 +5031,6 @@ fn a_real_cannot_pin_the_table_with_clients_it_spoofs() {
 /// own claim prompts the request, so it can do this at will, and the
 /// neighbor is not asked again until the next doubt or refresh.
 #[test]
-#[ignore = "audit: a later answer within 3 s moves a neighbor whose own answer already confirmed it"]
 fn an_answer_after_the_neighbors_own_does_not_move_it() {
     let (snap, mut p) = a_slash_16_without_a_static_gateway();
     let gateway = Ipv4Addr::new(198, 18, 0, 1);
