@@ -386,6 +386,12 @@ impl<A: FlowAddr> Conntrack<A> {
                     self.reclass(e, before, now);
                     self.restate(e, inputs);
                     self.sync_mark_if_changed(e, inputs);
+                    // An ACK that may open a new flow in the waiting one's
+                    // place: held to the check a new flow's first packet
+                    // passes (below).
+                    if matches!(&r, Ok(t) if t.proxy == ProxyStep::Restart) && from_elsewhere() {
+                        return Err(DropReason::ReversePath);
+                    }
                     return r;
                 }
                 let inputs = f.trust_inputs();
@@ -1210,6 +1216,22 @@ impl<A: FlowAddr> Conntrack<A> {
                     ..target
                 });
             }
+            // An ACK of another cookie than the flow's: perhaps of the
+            // one its client got for a new SYN (see `ProxyStep::Restart`;
+            // the pipeline checks it). Not a deferred segment running
+            // again: its client did not send it now. Nothing of the flow
+            // moves here: a blind ACK neither ends nor refreshes it.
+            if !self.defer.rerun
+                && f.state() == FlowState::SynSent
+                && flags.contains(TcpFlags::ACK)
+                && !flags.intersects(TcpFlags::SYN | TcpFlags::RST)
+                && seg.ack != f.proxy_seq.wrapping_add(1)
+            {
+                return Ok(Target {
+                    proxy: ProxyStep::Restart,
+                    ..target
+                });
+            }
             // Data (or the ACK again) before the real answered: kept for
             // later, or dropped; and the SYN to the real again if due.
             let step = self.proxy_early(e, seg, now)?;
@@ -1391,6 +1413,30 @@ impl<A: FlowAddr> Conntrack<A> {
             // It was made waiting and opening just now.
             None => Err(DropReason::SynProxyPending),
         }
+    }
+
+    /// The client of the proxied flow on `key`, which still waits for its
+    /// real, started again: the ACK of a newer cookie for the same tuple
+    /// checked out (`ProxyStep::Restart`). The waiting flow is ended, as
+    /// its client's RST would end it, so that the ACK opens a new one
+    /// ([`Self::syn_proxy_create`], scheduled as any new flow). Its
+    /// deferred segments run at the next pass and, acknowledging the old
+    /// cookie, are dropped (not sent into the new connection); its SYN's
+    /// re-sends and its watch find the entry gone, or another flow's (a
+    /// re-send count of its own). False, ending nothing, when no such flow
+    /// waits there.
+    pub fn syn_proxy_replace(&mut self, key: &FlowKey<A>, now: u32) -> bool {
+        let hash = self.table().key_hash(key);
+        let Some(e) = self.table().lookup(key, hash) else {
+            return false;
+        };
+        let f = self.table.get(e);
+        if !f.is_proxy_waiting() || f.state() != FlowState::SynSent {
+            return false;
+        }
+        self.defer.changed(f);
+        self.end(e, now);
+        true
     }
 
     /// A non-proxied new flow for a mid-stream ACK whose cookie did not

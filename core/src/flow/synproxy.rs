@@ -150,6 +150,17 @@ pub enum ProxyStep {
     /// [`Deferrals`]): client data for a flow still waiting for its real's
     /// SYN-ACK, or a segment that must not overtake such data.
     Defer,
+    /// An ACK for a flow still waiting for its real that does not
+    /// acknowledge the flow's cookie: it may acknowledge a newer one, which
+    /// its client got for a new SYN from the same port (it started again:
+    /// its connect() gave up, or its application retried). If its cookie
+    /// checks out, the waiting flow is ended
+    /// ([`Conntrack::syn_proxy_replace`](super::Conntrack::syn_proxy_replace))
+    /// and the ACK opens a new one, as for no flow; else it is dropped
+    /// (`syn_proxy_pending`), as before. Never for a flow its real
+    /// answered: the cookie proves the client's address, not that the
+    /// client is done with a live connection.
+    Restart,
 }
 
 /// What the SYN proxy makes of a real's packet (in
@@ -422,7 +433,7 @@ impl DeferReady {
 #[derive(Debug, Default)]
 pub struct Deferrals {
     /// The pipeline is running a deferred segment again.
-    rerun: bool,
+    pub(super) rerun: bool,
     ready: DeferReady,
 }
 

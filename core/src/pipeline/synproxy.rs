@@ -68,13 +68,23 @@ impl Pipeline {
                 Ok(seen) => self.answer_syn(snap, pkt, ip, ports, &tuple, &seen, now),
                 Err(r) => Verdict::Drop(r),
             }),
-            ProxyStep::CheckCookie { engaged } => {
+            ProxyStep::CheckCookie { .. } | ProxyStep::Restart => {
                 let checked = seen.as_ref().ok().and_then(|s| {
                     let (isn, cookie) = (s.seq.wrapping_sub(1), s.ack.wrapping_sub(1));
                     self.cookies
                         .check(&tuple, isn, cookie, now)
                         .map(|opts| (*s, isn, cookie, opts))
                 });
+                let engaged = match step {
+                    ProxyStep::CheckCookie { engaged } => engaged,
+                    // The client of a waiting flow started again: the flow
+                    // makes way for the new one. Anything else for it is
+                    // dropped as it was (`syn_proxy_pending`).
+                    _ => match checked {
+                        Some(_) if self.conntrack.syn_proxy_replace(key, now) => true,
+                        _ => return Next::Done(Verdict::Drop(DropReason::SynProxyPending)),
+                    },
+                };
                 match (checked, seen) {
                     (Some((s, isn, cookie, opts)), _) => Next::Done(
                         self.syn_to_real(snap, service, pkt, ip, key, &s, isn, cookie, &opts, now),

@@ -78,13 +78,22 @@ impl Pipeline {
                 Ok(seen) => self.answer_syn6(snap, pkt, ip, ports, &tuple, &seen, now),
                 Err(r) => Verdict::Drop(r),
             }),
-            ProxyStep::CheckCookie { engaged } => {
+            ProxyStep::CheckCookie { .. } | ProxyStep::Restart => {
                 let checked = seen.as_ref().ok().and_then(|s| {
                     let (isn, cookie) = (s.seq.wrapping_sub(1), s.ack.wrapping_sub(1));
                     self.cookies
                         .check(&tuple, isn, cookie, now)
                         .map(|opts| (*s, isn, cookie, opts))
                 });
+                let engaged = match step {
+                    ProxyStep::CheckCookie { engaged } => engaged,
+                    // As over IPv4 (`Pipeline::syn_proxy_client`): the
+                    // waiting flow makes way for the new one.
+                    _ => match checked {
+                        Some(_) if ct.syn_proxy_replace(key, now) => true,
+                        _ => return Next6::Done(Verdict::Drop(DropReason::SynProxyPending)),
+                    },
+                };
                 match (checked, seen) {
                     (Some((s, isn, cookie, opts)), _) => Next6::Done(
                         self.syn_to_real6(snap, service, pkt, ip, key, &s, isn, cookie, &opts, now),

@@ -1478,3 +1478,73 @@ fn engaged_the_proxy_makes_no_flow_of_a_segment_without_ack_even_for_maglev() {
     }
     assert_eq!(p.flows6().unwrap().len(), 0);
 }
+
+/// The IPv6 side of the IPv4 test of the same name: a client that starts
+/// a new handshake from the same port while its first flow waits for the
+/// real gets a new flow at the ACK of its new cookie (it was stuck until
+/// the proxy gave up); the old flow's deferred data goes nowhere, the
+/// real's late answer to the old SYN completes nothing, and a blind ACK
+/// replaces nothing.
+#[test]
+fn a_client_that_starts_again_while_its_flow_waits_gets_a_new_flow() {
+    const ISN2: u32 = 0x7000_0000;
+    let (snap, mut p) = setup("on", 64);
+    let mut list = DeferList::new(DEFER_SLOTS, DEFER_MS);
+    let cookie = handshake_to_real(&mut p, &snap);
+    let early = Seg {
+        payload: b"old request".to_vec(),
+        options: ts_opt(5002, NOW),
+        ..seg(
+            c(),
+            v(),
+            PSHACK,
+            ISN.wrapping_add(1),
+            cookie.wrapping_add(1),
+        )
+    };
+    assert_eq!(
+        run_or_defer(&mut p, &snap, &mut list, &early, NOW + 2),
+        DEFERRED
+    );
+    let blind = seg(c(), v(), ACK, ISN2.wrapping_add(1), cookie.wrapping_add(2));
+    assert_eq!(
+        run(&mut p, &snap, &blind, NOW + 3),
+        dropped(DropReason::SynProxyPending)
+    );
+    let synack = run(&mut p, &snap, &client_syn(ISN2), NOW + 3_000).expect("a cookie");
+    assert_eq!((synack.flags, synack.ack), (SYNACK, ISN2.wrapping_add(1)));
+    let ack = Seg {
+        options: ts_opt(6001, NOW + 3_000),
+        ..seg(
+            c(),
+            v(),
+            ACK,
+            ISN2.wrapping_add(1),
+            synack.seq.wrapping_add(1),
+        )
+    };
+    let syn = run(&mut p, &snap, &ack, NOW + 3_001).expect("a SYN to the real");
+    assert_eq!(
+        (syn.src, syn.dst, syn.flags, syn.seq),
+        (c(), r(), SYN, ISN2)
+    );
+    let f = only_flow(&p);
+    assert!(f.is_proxy_waiting());
+    assert_eq!(f.proxy_syn().map(|s| s.isn), Some(ISN2));
+    assert_eq!(p.stats().syn_proxy_cookies_accepted.get(), 2);
+    assert!(list.due(&p, NOW + 3_001));
+    let out = release(&mut p, &snap, &mut list, NOW + 3_001);
+    assert_eq!(out, vec![dropped(DropReason::SynProxyPending)]);
+    assert!(list.is_empty());
+    assert_eq!(
+        run(&mut p, &snap, &real_synack(), NOW + 3_002),
+        dropped(DropReason::SynProxyPending)
+    );
+    let answer = seg(r(), c(), SYNACK, REAL_ISN, ISN2.wrapping_add(1));
+    let ack = run(&mut p, &snap, &answer, NOW + 3_003).expect("the ACK to the real");
+    assert_eq!(
+        (ack.dst, ack.flags, ack.seq),
+        (r(), ACK, ISN2.wrapping_add(1))
+    );
+    assert_eq!(only_flow(&p).state(), FlowState::Established);
+}

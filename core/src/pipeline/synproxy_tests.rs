@@ -2283,3 +2283,105 @@ fn the_syn_timer_looks_at_a_bounded_number_of_flows_a_poll() {
         "flows watched after each poll"
     );
 }
+
+/// A client's new ISN, as after its connect() gave up, or an application
+/// that retries from the same port.
+const ISN2: u32 = 0x7000_0000;
+
+/// The client's SYN of a new connection from the same port (ISN `isn`)
+/// and its ACK of the cookie SYN-ACK it gets: what became of the ACK.
+fn start_again(p: &mut Pipeline, snap: &Snapshot, isn: u32, now: u32) -> Result<Seg, Verdict> {
+    let synack = run(p, snap, &client_syn(isn), now).expect("a cookie SYN-ACK");
+    assert_eq!((synack.flags, synack.ack), (SYNACK, isn.wrapping_add(1)));
+    let ack = Seg {
+        options: ts_opt(6001, now),
+        ..seg(C, V, ACK, isn.wrapping_add(1), synack.seq.wrapping_add(1))
+    };
+    run(p, snap, &ack, now + 1)
+}
+
+/// A client that starts a new handshake (a new ISN, from the same port)
+/// while its first proxied flow still waits for the real was stuck until
+/// the proxy gave up (~15 s): the new SYN got a cookie, but the ACK of it
+/// was dropped as early data of the waiting flow, whose cookie it does
+/// not acknowledge. As Linux conntrack lets a new SYN through on a flow
+/// the real has not confirmed, the ACK of the new cookie now replaces the
+/// waiting flow: a SYN with the new ISN goes to a real, the old flow's
+/// deferred data is dropped, not sent into the new connection, and the
+/// real's late answer to the old SYN completes nothing.
+#[test]
+fn a_client_that_starts_again_while_its_flow_waits_gets_a_new_flow() {
+    let (snap, mut p) = setup("on", 64);
+    let mut list = DeferList::new(DEFER_SLOTS, DEFER_MS);
+    let cookie = handshake_to_real(&mut p, &snap);
+    let early = early_data(cookie, 0, b"old request");
+    assert_eq!(
+        run_or_defer(&mut p, &snap, &mut list, &early, NOW + 2),
+        DEFERRED
+    );
+    let syn = start_again(&mut p, &snap, ISN2, NOW + 3_000).expect("a SYN to the real");
+    assert_eq!((syn.src, syn.dst, syn.flags), (C, R, SYN));
+    assert_eq!(syn.seq, ISN2, "the client's new ISN");
+    assert_eq!(syn.opts().timestamps.map(|t| t.val), Some(6001));
+    let f = only_flow(&p);
+    assert!(f.is_proxy_waiting());
+    assert_eq!(f.proxy_syn().map(|s| s.isn), Some(ISN2));
+    assert_eq!(p.stats().syn_proxy_cookies_accepted.get(), 2);
+    super::tests::assert_real_gauges_match_tables(&p, &snap);
+    // The old flow's deferred data leaves its slot, to no one.
+    assert!(list.due(&p, NOW + 3_001));
+    let out = release(&mut p, &snap, &mut list, NOW + 3_001);
+    assert_eq!(out, vec![dropped(DropReason::SynProxyPending)]);
+    assert!(list.is_empty());
+    // The real's late SYN-ACK to the old SYN completes nothing.
+    assert_eq!(
+        run(&mut p, &snap, &real_synack(), NOW + 3_002),
+        dropped(DropReason::SynProxyPending)
+    );
+    // Its answer to the new one does.
+    let answer = Seg {
+        ..seg(R, C, SYNACK, REAL_ISN, ISN2.wrapping_add(1))
+    };
+    let ack = run(&mut p, &snap, &answer, NOW + 3_003).expect("the ACK to the real");
+    assert_eq!(
+        (ack.dst, ack.flags, ack.seq),
+        (R, ACK, ISN2.wrapping_add(1))
+    );
+    assert_eq!(only_flow(&p).state(), FlowState::Established);
+    super::tests::assert_real_gauges_match_tables(&p, &snap);
+}
+
+/// What may replace a waiting flow is an ACK whose cookie checks out for
+/// its tuple: a blind ACK with any other number is dropped as before and
+/// leaves the flow as it was (neither replaced nor refreshed); and a flow
+/// its real confirmed is never replaced, even by a good cookie for a new
+/// ISN (one a stranger who sees no traffic cannot have; here made by
+/// another pipeline with the same key).
+#[test]
+fn only_a_good_cookie_replaces_a_waiting_flow_and_never_a_confirmed_one() {
+    let (snap, mut p) = setup("on", 64);
+    let cookie = handshake_to_real(&mut p, &snap);
+    let before = only_flow(&p);
+    for ack in [cookie.wrapping_add(2), cookie ^ 0x8000_0000, 0] {
+        let blind = seg(C, V, ACK, ISN2.wrapping_add(1), ack);
+        assert_eq!(
+            run(&mut p, &snap, &blind, NOW + 500),
+            dropped(DropReason::SynProxyPending)
+        );
+    }
+    assert_eq!(only_flow(&p), before, "not replaced, not refreshed");
+    assert_eq!(p.stats().syn_proxy_cookies_accepted.get(), 1);
+
+    let (snap, mut p) = setup("on", 64);
+    established(&mut p, &snap);
+    let before = only_flow(&p);
+    let (_, mut other) = setup("on", 64);
+    let synack = run(&mut other, &snap, &client_syn(ISN2), NOW + 3).expect("a cookie");
+    let ack = seg(C, V, ACK, ISN2.wrapping_add(1), synack.seq.wrapping_add(1));
+    let _ = run(&mut p, &snap, &ack, NOW + 4);
+    let after = only_flow(&p);
+    assert_eq!(after.state(), FlowState::Established);
+    assert_eq!(after.proxy_to_client(), before.proxy_to_client());
+    assert_eq!(after.proxy_to_real(), before.proxy_to_real());
+    assert_eq!(p.stats().syn_proxy_cookies_accepted.get(), 1);
+}

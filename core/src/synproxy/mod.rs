@@ -63,6 +63,13 @@
 //! server speaks first) gets the same from a timer
 //! (`flow::synproxy::SynWatch`, `Pipeline::syn_timers`).
 //!
+//! A client that starts again from the same port (a new SYN, a new ISN)
+//! while its flow waits for the real gets a new cookie; the ACK of it,
+//! which checks out but is not the waiting flow's, ends that flow and
+//! opens a new one (`flow::ProxyStep::Restart`), as Linux conntrack lets a
+//! new SYN through on a connection the server has not answered. A flow
+//! the real answered is never replaced.
+//!
 //! Known costs, as with any SYN-cookie proxy:
 //! - Early data that cannot be deferred (beyond two segments per flow,
 //!   every slot taken, kept longer than 2 s, its flow closed meanwhile)
