@@ -386,12 +386,6 @@ impl<A: FlowAddr> Conntrack<A> {
                     self.reclass(e, before, now);
                     self.restate(e, inputs);
                     self.sync_mark_if_changed(e, inputs);
-                    // An ACK that may open a new flow in the waiting one's
-                    // place: held to the check a new flow's first packet
-                    // passes (below).
-                    if matches!(&r, Ok(t) if t.proxy == ProxyStep::Restart) && from_elsewhere() {
-                        return Err(DropReason::ReversePath);
-                    }
                     return r;
                 }
                 let inputs = f.trust_inputs();

@@ -4,7 +4,7 @@
 //! between bursts, the SYN to the real again for a flow whose real is
 //! silent while its client is not (`flow::synproxy::SynRetries`).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::{Ipv4Meta, Pipeline, Ports, Verdict};
 use crate::buffer::PacketBuf;
@@ -78,8 +78,15 @@ impl Pipeline {
                 let engaged = match step {
                     ProxyStep::CheckCookie { engaged } => engaged,
                     // The client of a waiting flow started again: the flow
-                    // makes way for the new one. Anything else for it is
+                    // makes way for the new one, if the ACK passes the
+                    // check a new flow's first packet passes (where its
+                    // source may come from). Anything else for it is
                     // dropped as it was (`syn_proxy_pending`).
+                    _ if checked.is_some()
+                        && snap.source_elsewhere(self.in_port, IpAddr::V4(ip.src)) =>
+                    {
+                        return Next::Done(Verdict::Drop(DropReason::ReversePath))
+                    }
                     _ => match checked {
                         Some(_) if self.conntrack.syn_proxy_replace(key, now) => true,
                         _ => return Next::Done(Verdict::Drop(DropReason::SynProxyPending)),

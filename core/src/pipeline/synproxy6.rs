@@ -11,7 +11,7 @@
 //! of line and cold: an IPv6 flow the proxy did not answer pays what an
 //! IPv4 one does, a branch on its step.
 
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use super::{Ipv6Meta, Pipeline, Ports, Verdict};
 use crate::buffer::PacketBuf;
@@ -89,6 +89,11 @@ impl Pipeline {
                     ProxyStep::CheckCookie { engaged } => engaged,
                     // As over IPv4 (`Pipeline::syn_proxy_client`): the
                     // waiting flow makes way for the new one.
+                    _ if checked.is_some()
+                        && snap.source_elsewhere(self.in_port, IpAddr::V6(ip.src)) =>
+                    {
+                        return Next6::Done(Verdict::Drop(DropReason::ReversePath))
+                    }
                     _ => match checked {
                         Some(_) if ct.syn_proxy_replace(key, now) => true,
                         _ => return Next6::Done(Verdict::Drop(DropReason::SynProxyPending)),
