@@ -16,7 +16,9 @@
 //! each connection cost it a round trip with a valid cookie; one source
 //! (an IPv4 address, an IPv6 /64) holds at most a quarter of the slots
 //! ([`DeferList::per_source`]), so a client that opens many connections
-//! to a slow real cannot take the early data of every other client.
+//! to a slow real cannot take the early data of every other client; and
+//! once three quarters are taken, at most one connection's worth
+//! (`DEFER_PER_FLOW`), so that four such sources cannot either.
 //!
 //! Generic over the buffer, so that the worker (mbufs), the fuzz harness
 //! and the tests run the same code.
@@ -37,7 +39,7 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use super::{Pipeline, Verdict};
 use crate::buffer::PacketBuf;
-use crate::flow::synproxy::DeferReady;
+use crate::flow::synproxy::{DeferReady, DEFER_PER_FLOW};
 use crate::forward::IP;
 use crate::snapshot::Snapshot;
 use crate::stats::{DropReason, WorkerStats};
@@ -100,10 +102,27 @@ impl<B: PacketBuf> DeferList<B> {
         self.per_source
     }
 
+    /// How many frames the next frame's source may have kept for it to be
+    /// kept: [`Self::per_source`] while fewer than three quarters of the
+    /// slots are taken, then one connection's worth (`DEFER_PER_FLOW`):
+    /// the last quarter is shared, so that a few sources cannot take
+    /// every slot (found in audit: four did, a quarter each, and every
+    /// other client's early data cost it a retransmission). Filling the
+    /// list takes at least 3 + `slots / 4 / DEFER_PER_FLOW` sources (11
+    /// for 64).
+    fn share(&self) -> usize {
+        if self.q.len() < self.slots - self.slots / 4 {
+            self.per_source
+        } else {
+            self.per_source.min(usize::from(DEFER_PER_FLOW))
+        }
+    }
+
     /// Keeps `pkt`, received on port index `in_port`, which the pipeline
     /// deferred with `verdict` at time `now` (counted in
     /// `syn_proxy_deferred`). When every slot is taken, its source has
-    /// [`Self::per_source`] kept already, or `verdict` is no
+    /// its share kept already ([`Self::per_source`], in the last quarter
+    /// of the slots one connection's worth), or `verdict` is no
     /// [`Verdict::Defer`] or [`Verdict::Defer6`] (or, for the latter, the
     /// frame holds no IPv6 header), it is given back for the caller to
     /// count as dropped (`syn_proxy_pending`) and free.
@@ -136,7 +155,7 @@ impl<B: PacketBuf> DeferList<B> {
             .iter()
             .filter(|d| source_of(d.client) == source)
             .count()
-            >= self.per_source
+            >= self.share()
         {
             return Err(pkt);
         }
@@ -378,6 +397,41 @@ mod tests {
             !push4(&mut list, Ipv4Addr::new(198, 19, 1, 1), 80, &stats),
             "full"
         );
+    }
+
+    /// Found in audit: four sources (one IPv6 customer's /64s) that keep
+    /// proxied flows waiting (a real in TIME_WAIT answers a SYN below its
+    /// old sequence with a bare ACK) took every slot, a quarter each, and
+    /// every other client's early data cost it a retransmission. The last
+    /// quarter of the slots is shared: a source that has one connection's
+    /// worth (`DEFER_PER_FLOW`) kept takes none of it.
+    #[test]
+    fn a_few_sources_cannot_take_every_slot() {
+        let stats = WorkerStats::default();
+        let mut list = DeferList::<VecBuf>::new(DEFER_SLOTS, DEFER_MS);
+        let greedy = |i: u8| Ipv4Addr::new(198, 18, 0, i);
+        for round in 0..DEFER_SLOTS as u16 {
+            for i in 1..=4 {
+                push4(&mut list, greedy(i), 1024 + round, &stats);
+            }
+        }
+        let share = DEFER_PER_FLOW as usize;
+        assert!(
+            list.len() <= DEFER_SLOTS * 3 / 4 + share,
+            "four sources keep {} of {DEFER_SLOTS}",
+            list.len()
+        );
+        // What is left goes to other clients, a connection's worth each.
+        let mut others = 0u8;
+        while list.len() < DEFER_SLOTS {
+            others += 1;
+            let c = Ipv4Addr::new(198, 19, 0, others);
+            for k in 0..share as u16 {
+                assert!(push4(&mut list, c, 80 + k, &stats), "room for {c}");
+            }
+            assert!(!push4(&mut list, c, 90, &stats), "{c}: its share");
+        }
+        assert!(usize::from(others) >= DEFER_SLOTS / 4 / share - 1);
     }
 
     #[test]
