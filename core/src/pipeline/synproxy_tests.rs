@@ -2385,3 +2385,87 @@ fn only_a_good_cookie_replaces_a_waiting_flow_and_never_a_confirmed_one() {
     assert_eq!(after.proxy_to_real(), before.proxy_to_real());
     assert_eq!(p.stats().syn_proxy_cookies_accepted.get(), 1);
 }
+
+/// A re-send of the old flow's SYN named in the same burst as the
+/// restart is not sent (the entry is another flow's now, or gone), and
+/// the new flow's SYN goes again on its own schedule, with the new ISN.
+#[test]
+fn a_restart_sends_the_old_syn_no_more_and_the_new_one_again_when_due() {
+    let (snap, mut p) = setup("on", 64);
+    let cookie = handshake_to_real(&mut p, &snap);
+    // The client's ACK again, a second later: the old SYN is due again.
+    assert_eq!(
+        run(&mut p, &snap, &client_ack(cookie), NOW + 1_500),
+        dropped(DropReason::SynProxyPending)
+    );
+    assert!(p.syn_resends_due());
+    start_again(&mut p, &snap, ISN2, NOW + 1_600).expect("a SYN to the real");
+    assert!(resend(&mut p, &snap, NOW + 1_601).is_empty(), "not the old");
+    p.syn_timers(&snap, NOW + 2_700);
+    let out = resend(&mut p, &snap, NOW + 2_700);
+    assert_eq!(out.len(), 1, "the new SYN again");
+    let syn = Seg::read(out[0].as_ref().expect("sent"));
+    assert_eq!((syn.dst, syn.flags, syn.seq), (R, SYN, ISN2));
+    assert_eq!(p.stats().syn_proxy_syn_retransmits.get(), 1);
+}
+
+/// A restart opens a flow, so its ACK passes the check a new flow's first
+/// packet passes: from another port than the one its source's network is
+/// on, it is dropped (`reverse_path`) and the waiting flow stays.
+#[test]
+fn a_restart_from_another_ports_network_is_refused() {
+    const LAN_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 3]);
+    let text = CONFIG.replace(
+        "[[neighbors]]\naddress = \"198.18.0.1\"",
+        "[[ports]]\nname = \"lan\"\ndevice = \"net_null1\"\naddress = \"10.9.0.2/24\"\n\
+         mac = \"02:00:00:00:00:03\"\n[[neighbors]]\naddress = \"10.9.0.50\"\n\
+         mac = \"02:00:00:00:00:50\"\n[[neighbors]]\naddress = \"198.18.0.1\"",
+    );
+    let config = Config::parse(&text).unwrap();
+    let snap = Snapshot::compile(
+        &config,
+        &[OUR, LAN_MAC],
+        1,
+        &mut Ids::default(),
+        |_, _, _| true,
+    )
+    .unwrap();
+    let mut p = Pipeline::new(0, 1, 64, Arc::new(WorkerStats::default()));
+    p.adopt(&snap);
+    p.set_cookie_key(KEY);
+    let host = (Ipv4Addr::new(10, 9, 0, 50), 40000);
+    // Frames as they come in on `port`: to its MAC.
+    let on = |p: &mut Pipeline, s: &Seg, port: usize, now: u32| {
+        let mut f = s.frame_from(MacAddr([2, 0, 0, 0, 0, 0x50]));
+        if port == 1 {
+            f[..6].copy_from_slice(&LAN_MAC.0);
+        }
+        let mut b = VecBuf::from_bytes(&f);
+        let v = p.process(&snap, port, &mut b, now);
+        (v, Seg::read(b.data()))
+    };
+    let syn = Seg {
+        src: host,
+        ..client_syn(ISN)
+    };
+    let (v, synack) = on(&mut p, &syn, 1, NOW);
+    assert_eq!(v, Verdict::Transmit(1), "the cookie SYN-ACK");
+    let ack = seg(host, V, ACK, ISN + 1, synack.seq.wrapping_add(1));
+    assert_eq!(on(&mut p, &ack, 1, NOW + 1).0, Verdict::Transmit(0));
+    let before = only_flow(&p);
+    let syn2 = Seg {
+        src: host,
+        ..client_syn(ISN2)
+    };
+    let (v, synack2) = on(&mut p, &syn2, 1, NOW + 2);
+    assert_eq!(v, Verdict::Transmit(1));
+    let ack2 = seg(host, V, ACK, ISN2 + 1, synack2.seq.wrapping_add(1));
+    assert_eq!(
+        on(&mut p, &ack2, 0, NOW + 3).0,
+        Verdict::Drop(DropReason::ReversePath),
+        "on wan"
+    );
+    assert_eq!(only_flow(&p), before);
+    let (v, syn) = on(&mut p, &ack2, 1, NOW + 4);
+    assert_eq!((v, syn.flags, syn.seq), (Verdict::Transmit(0), SYN, ISN2));
+}
