@@ -83,7 +83,7 @@ impl Pipeline {
                     // source may come from). Anything else for it is
                     // dropped as it was (`syn_proxy_pending`).
                     _ if checked.is_some()
-                        && snap.source_elsewhere(self.in_port, IpAddr::V4(ip.src)) =>
+                        && snap.client_elsewhere(self.in_port, IpAddr::V4(ip.src)) =>
                     {
                         return Next::Done(Verdict::Drop(DropReason::ReversePath))
                     }

@@ -90,7 +90,7 @@ impl Pipeline {
                     // As over IPv4 (`Pipeline::syn_proxy_client`): the
                     // waiting flow makes way for the new one.
                     _ if checked.is_some()
-                        && snap.source_elsewhere(self.in_port, IpAddr::V6(ip.src)) =>
+                        && snap.client_elsewhere(self.in_port, IpAddr::V6(ip.src)) =>
                     {
                         return Next6::Done(Verdict::Drop(DropReason::ReversePath))
                     }
