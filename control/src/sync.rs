@@ -1480,6 +1480,49 @@ mod tests {
         assert!(!s.own.pass_again);
     }
 
+    /// The flag bit a stopping appliance's last statuses carry (its
+    /// goodbye); kept literal here so the test runs on code without it.
+    const GOODBYE_BIT: u16 = 32;
+
+    /// A keyed pair's primary stops cleanly: its goodbye, sealed as any
+    /// message, makes the standby backup active at once, not `dead_after`
+    /// later (keepalived's priority-0 advertisement).
+    #[test]
+    fn an_active_primarys_goodbye_makes_the_backup_active_at_once() {
+        let (cfg, socket) = sync_setup("backup");
+        let (_workers, links) = lb_dataplane::sync::links(1);
+        let counters = SyncCounters::default();
+        let status = SyncStatus::new(cfg.role);
+        let mut s = Sync::new(&socket, &cfg, &links, &counters, &status);
+        s.verifier = Some(Verifier::new(KEY, SyncRole::Backup, SKEW));
+        s.keyed = true;
+        let peer = cfg.peer.ip();
+        let mut primary = Packer::new(Some(Sealer::new(KEY, SyncRole::Primary)));
+        let st = Status {
+            nonce: 77,
+            ..Status::default()
+        };
+        let active = flags::PRIMARY | flags::ACTIVE | flags::PROXY6;
+        let mut sent = Vec::new();
+        for f in [active, active, active | GOODBYE_BIT] {
+            primary.status(&st, f, |m| {
+                sent.push(m.to_vec());
+                true
+            });
+        }
+        s.datagram(&sent[0], peer);
+        s.datagram(&sent[1], peer);
+        assert!(!status.is_active(), "the primary is alive and active");
+        assert_eq!(status.changes.get(), 0);
+        s.datagram(&sent[2], peer);
+        assert!(
+            status.is_active(),
+            "the goodbye did not hand the gateway over"
+        );
+        assert_eq!(status.changes.get(), 1);
+        assert!(!status.peer_alive.load(Ordering::Relaxed));
+    }
+
     /// Found in review: with flushes paced, the status said a pass was
     /// through while its last records still waited (pending, or in a
     /// worker's channel), and a peer that had seen no loss took over
