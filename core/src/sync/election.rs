@@ -29,6 +29,16 @@
 //!   forwards what reaches it, with the same flows.
 //! - Both active (a partition healed): the backup steps down at once; the
 //!   flows it made meanwhile may break (the primary never heard of them).
+//! - An appliance that stops cleanly says goodbye ([`flags::GOODBYE`])
+//!   once its workers no longer answer for the gateway. From then on the
+//!   peer is not alive, until a normal status of it arrives that was sent
+//!   after the goodbye (the sync thread tells which). If it was alive and
+//!   active, and its goodbye says it was active, the other one takes over
+//!   at once ([`Change::PeerLeft`]), or once `confirm` passed without a
+//!   word from it (unkeyed sync: a forged goodbye must not outweigh the
+//!   real peer's next heartbeat). A goodbye of a standby peer changes
+//!   nothing but its liveness: the silence counts from its last normal
+//!   message, as before.
 //!
 //! This module is the decision only, fed with times and flags; the sync
 //! thread (`control::sync`) feeds it and acts on what it says.
@@ -56,6 +66,9 @@ pub enum Change {
     HandedBack,
     /// Stepped down: the primary is active too (a partition healed).
     PrimaryActive,
+    /// Became active: the peer, alive and active, said goodbye (it stops
+    /// cleanly and no longer answers for the gateway).
+    PeerLeft,
 }
 
 impl Change {
@@ -63,7 +76,7 @@ impl Change {
     pub fn active(self) -> bool {
         matches!(
             self,
-            Change::TookOver | Change::PeerStandby | Change::HoldExpired
+            Change::TookOver | Change::PeerStandby | Change::HoldExpired | Change::PeerLeft
         )
     }
 
@@ -77,6 +90,7 @@ impl Change {
                 "every flow was handed to the primary, which asked for the gateway back"
             }
             Change::PrimaryActive => "the primary is active too",
+            Change::PeerLeft => "the active peer said goodbye (it is stopping)",
         }
     }
 }
@@ -118,6 +132,18 @@ pub struct Election {
     /// Since when a primary on standby has heard the backup alive and
     /// standby without holding its flows.
     waiting: Option<Instant>,
+    /// The peer said goodbye, and nothing normal came from it since.
+    left: Option<Left>,
+}
+
+/// A goodbye from the peer.
+#[derive(Debug, Clone, Copy)]
+struct Left {
+    at: Instant,
+    /// It was alive and active, and said so in its goodbye: the gateway
+    /// is free once `confirm` has passed.
+    active: bool,
+    confirm: Duration,
 }
 
 impl Election {
@@ -130,6 +156,7 @@ impl Election {
             active: false,
             heard: None,
             waiting: None,
+            left: None,
         }
     }
 
@@ -141,10 +168,13 @@ impl Election {
         self.role
     }
 
-    /// Whether a valid message from the peer arrived within `dead_after`.
+    /// Whether a valid message from the peer arrived within `dead_after`
+    /// (and it has not said goodbye since).
     pub fn peer_alive(&self, now: Instant) -> bool {
-        self.heard
-            .is_some_and(|(t, _)| now.saturating_duration_since(t) < self.dead_after)
+        self.left.is_none()
+            && self
+                .heard
+                .is_some_and(|(t, _)| now.saturating_duration_since(t) < self.dead_after)
     }
 
     /// The flags of the peer's last message, while it is alive.
@@ -157,6 +187,7 @@ impl Election {
         let came_back = !self.peer_alive(now);
         let was_active = self.peer_flags(now).is_some_and(|f| f & flags::ACTIVE != 0);
         self.heard = Some((now, flags));
+        self.left = None;
         Heard {
             came_back,
             // Found in audit: after a partition the backup, hearing the
@@ -165,6 +196,27 @@ impl Election {
             // reals kept the backup's MAC for the gateway.
             stood_down: self.active && (was_active || came_back) && flags & flags::ACTIVE == 0,
         }
+    }
+
+    /// The peer said goodbye with `flags` (its last word: it stops
+    /// cleanly). It is not alive from now on, until [`Self::heard`] is
+    /// fed one of its normal messages sent after this. If it was alive
+    /// and active and its goodbye says it was active, the next
+    /// [`Self::tick`] from `confirm` on makes this appliance active
+    /// ([`Change::PeerLeft`]); otherwise the silence counts from its last
+    /// normal message, as without a goodbye. A repeat of the goodbye
+    /// changes nothing. Returns whether the peer left the gateway to this
+    /// appliance.
+    pub fn goodbye(&mut self, now: Instant, flags: u16, confirm: Duration) -> bool {
+        if self.left.is_none() {
+            let was_active = self.peer_flags(now).is_some_and(|f| f & flags::ACTIVE != 0);
+            self.left = Some(Left {
+                at: now,
+                active: was_active && flags & flags::ACTIVE != 0,
+                confirm,
+            });
+        }
+        self.left.is_some_and(|l| l.active)
     }
 
     /// Whether an active backup owes the primary its flows before it steps
@@ -200,6 +252,11 @@ impl Election {
     pub fn tick(&mut self, now: Instant, handed_over: bool, holding: bool) -> Option<Change> {
         let peer = self.peer_flags(now);
         let peer_active = peer.is_some_and(|f| f & flags::ACTIVE != 0);
+        // The active peer said goodbye (and, unkeyed, stayed silent for
+        // `confirm` since).
+        let left = self
+            .left
+            .is_some_and(|l| l.active && now.saturating_duration_since(l.at) >= l.confirm);
         // Silent since its last word, or since we started (then for
         // STARTUP_WAIT at least: the first messages may wait for ARP).
         let silent = peer.is_none()
@@ -215,6 +272,7 @@ impl Election {
             self.waiting = None;
         }
         let change = match (self.role, self.active) {
+            (_, false) if left => Some(Change::PeerLeft),
             (SyncRole::Primary, false) if silent => Some(Change::TookOver),
             (SyncRole::Primary, false) if standby_peer && holding => Some(Change::PeerStandby),
             (SyncRole::Primary, false) if standby_peer => {
@@ -404,5 +462,125 @@ mod tests {
         assert_eq!(p.tick(ms(t0, 700), true, true), None);
         assert!(p.is_active());
         assert!(!p.handover_wanted(ms(t0, 700)));
+    }
+    #[test]
+    fn an_active_primarys_goodbye_makes_the_backup_active_at_once() {
+        let t0 = Instant::now();
+        let mut b = Election::new(SyncRole::Backup, DEAD, t0);
+        let active = flags::PRIMARY | flags::ACTIVE;
+        b.heard(ms(t0, 100), active);
+        assert_eq!(b.tick(ms(t0, 100), false, true), None);
+        assert!(b.goodbye(ms(t0, 150), active | flags::GOODBYE, Duration::ZERO));
+        assert!(!b.peer_alive(ms(t0, 150)));
+        assert_eq!(b.tick(ms(t0, 150), false, true), Some(Change::PeerLeft));
+        assert!(b.is_active());
+        assert_eq!(b.flags(ms(t0, 150)), flags::ACTIVE);
+        // Its repeats change nothing, and it is not alive until it speaks.
+        assert!(b.goodbye(ms(t0, 160), active | flags::GOODBYE, Duration::ZERO));
+        assert_eq!(b.tick(ms(t0, 5000), false, true), None);
+        assert!(!b.peer_alive(ms(t0, 5000)));
+    }
+
+    /// Unkeyed, a goodbye frees the gateway only once the peer stayed
+    /// silent for `confirm`: a forged one is outweighed by the real
+    /// primary's next heartbeat.
+    #[test]
+    fn an_unconfirmed_goodbye_is_outweighed_by_the_next_heartbeat() {
+        let t0 = Instant::now();
+        let confirm = Duration::from_millis(250);
+        let active = flags::PRIMARY | flags::ACTIVE;
+        let mut b = Election::new(SyncRole::Backup, DEAD, t0);
+        b.heard(ms(t0, 3000), active);
+        assert!(b.goodbye(ms(t0, 3050), active | flags::GOODBYE, confirm));
+        assert_eq!(b.tick(ms(t0, 3299), false, true), None);
+        // The primary's heartbeat: alive and active, the goodbye forgotten.
+        assert!(b.heard(ms(t0, 3200), active).came_back);
+        for at in [3300, 3400, 3799] {
+            assert_eq!(b.tick(ms(t0, at), false, true), None, "at {at}");
+        }
+        assert!(!b.is_active());
+        // A goodbye nothing outweighs: active once `confirm` has passed.
+        b.heard(ms(t0, 3400), active);
+        assert!(b.goodbye(ms(t0, 3450), active | flags::GOODBYE, confirm));
+        assert_eq!(b.tick(ms(t0, 3699), false, true), None);
+        assert_eq!(b.tick(ms(t0, 3700), false, true), Some(Change::PeerLeft));
+    }
+
+    /// A goodbye never makes the peer of a standby sender active: a
+    /// backup stopping, a primary that was not active, or a goodbye that
+    /// claims an activity the peer was not heard in.
+    #[test]
+    fn a_standby_appliances_goodbye_flips_nothing() {
+        let t0 = Instant::now();
+        // The active primary hears its standby backup leave.
+        let mut p = Election::new(SyncRole::Primary, DEAD, t0);
+        p.heard(ms(t0, 10), 0);
+        assert_eq!(p.tick(ms(t0, 10), false, true), Some(Change::PeerStandby));
+        assert!(!p.goodbye(ms(t0, 100), flags::GOODBYE, Duration::ZERO));
+        assert_eq!(p.tick(ms(t0, 100), false, true), None);
+        assert!(p.is_active() && !p.peer_alive(ms(t0, 100)));
+        // A standby primary waiting for the backup's flows: the backup's
+        // goodbye does not make it take over; dead_after of silence does.
+        let mut p = Election::new(SyncRole::Primary, DEAD, t0);
+        p.heard(ms(t0, 10), 0);
+        assert_eq!(p.tick(ms(t0, 10), false, false), None);
+        assert!(!p.goodbye(ms(t0, 100), flags::GOODBYE, Duration::ZERO));
+        assert_eq!(p.tick(ms(t0, 100), false, false), None);
+        assert_eq!(p.tick(ms(t0, 609), false, false), None);
+        assert_eq!(p.tick(ms(t0, 610), false, false), Some(Change::TookOver));
+        // A standby backup hears a primary that was standby say goodbye
+        // claiming it was active: nothing before dead_after.
+        let mut b = Election::new(SyncRole::Backup, DEAD, t0);
+        b.heard(ms(t0, 3000), flags::PRIMARY | flags::TAKEBACK);
+        let claims = flags::PRIMARY | flags::ACTIVE | flags::GOODBYE;
+        assert!(!b.goodbye(ms(t0, 3100), claims, Duration::ZERO));
+        assert_eq!(b.tick(ms(t0, 3100), false, true), None);
+        // ... nor one from a primary never heard.
+        let mut b = Election::new(SyncRole::Backup, DEAD, t0);
+        assert!(!b.goodbye(ms(t0, 100), claims, Duration::ZERO));
+        assert_eq!(b.tick(ms(t0, 100), false, true), None);
+        assert_eq!(b.tick(ms(t0, 2999), false, true), None, "STARTUP_WAIT");
+        // An active primary's goodbye saying standby: not its gateway to
+        // give (it let it go before; the silence decides).
+        let mut b = Election::new(SyncRole::Backup, DEAD, t0);
+        b.heard(ms(t0, 3000), flags::PRIMARY | flags::ACTIVE);
+        assert!(!b.goodbye(
+            ms(t0, 3100),
+            flags::PRIMARY | flags::GOODBYE,
+            Duration::ZERO
+        ));
+        assert_eq!(b.tick(ms(t0, 3599), false, true), None);
+        assert_eq!(b.tick(ms(t0, 3600), false, true), Some(Change::TookOver));
+    }
+
+    /// An active backup stopping hands the gateway to the standby primary
+    /// at once; a primary that comes back after its goodbye finds the
+    /// backup active and takes the gateway back as after a crash.
+    #[test]
+    fn goodbyes_both_ways_and_a_primary_coming_back() {
+        let t0 = Instant::now();
+        let mut b = Election::new(SyncRole::Backup, DEAD, t0);
+        b.heard(ms(t0, 3000), flags::PRIMARY | flags::ACTIVE);
+        let bye = flags::PRIMARY | flags::ACTIVE | flags::GOODBYE;
+        assert!(b.goodbye(ms(t0, 3100), bye, Duration::ZERO));
+        assert_eq!(b.tick(ms(t0, 3100), false, true), Some(Change::PeerLeft));
+        // The primary restarts: standby, asking for the gateway back.
+        let mut p = Election::new(SyncRole::Primary, DEAD, ms(t0, 4000));
+        p.heard(ms(t0, 4010), b.flags(ms(t0, 4010)));
+        assert_eq!(p.tick(ms(t0, 4010), false, true), None);
+        let asks = p.flags(ms(t0, 4010));
+        assert_eq!(asks, flags::PRIMARY | flags::TAKEBACK);
+        assert!(b.heard(ms(t0, 4020), asks).came_back, "a bulk pass for it");
+        assert!(b.handover_wanted(ms(t0, 4020)));
+        assert_eq!(b.tick(ms(t0, 4030), true, true), Some(Change::HandedBack));
+        // Now the backup, active again after a takeover, is stopped: the
+        // standby primary (still waiting) takes over at once.
+        let mut p = Election::new(SyncRole::Primary, DEAD, t0);
+        p.heard(ms(t0, 100), flags::ACTIVE);
+        assert_eq!(p.tick(ms(t0, 100), false, false), None);
+        assert!(p.goodbye(ms(t0, 200), flags::ACTIVE | flags::GOODBYE, Duration::ZERO));
+        assert!(!p.handover_wanted(ms(t0, 200)));
+        assert_eq!(p.tick(ms(t0, 200), false, false), Some(Change::PeerLeft));
+        assert_eq!(p.flags(ms(t0, 200)), flags::PRIMARY | flags::ACTIVE);
     }
 }

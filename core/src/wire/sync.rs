@@ -69,10 +69,11 @@
 //!
 //! Lengths: a removal 16 (IPv4) or 40 (IPv6) bytes; an update 36 (IPv4),
 //! 48 (4in6) or 72 (IPv6). Type 2 is a [`Status`] (the heartbeat, sent
-//! every interval after the interval's flow messages). The flags say
-//! where the sender stands in the election of the active appliance
-//! ([`flags`], `sync::election`); a receiver ignores the bits it does not
-//! know, so later ones need no new version.
+//! every interval after the interval's flow messages; with
+//! [`flags::GOODBYE`], one of the last few of an appliance that stops
+//! cleanly). The flags say where the sender stands in the election of
+//! the active appliance ([`flags`], `sync::election`); a receiver ignores
+//! the bits it does not know, so later ones need no new version.
 
 use core::ops::Range;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -115,6 +116,16 @@ pub mod flags {
     /// tag, so it cannot be taken off to pass a keyed message for an
     /// unkeyed one.
     pub const AUTH: u16 = 16;
+    /// On a `Status` only: the sender is stopping cleanly and this is one
+    /// of its last messages (it sends a few, datagrams get lost), as
+    /// keepalived's VRRP priority-0 advertisement. [`ACTIVE`] then says
+    /// the sender was active until now and has let the floating gateway
+    /// go: its peer takes over at once instead of `dead_after` later.
+    /// Like every bit, under the tag of a keyed message; a receiver that
+    /// does not know it takes such a status for a heartbeat (and takes
+    /// over `dead_after` after the last one, as before). Ignored on a
+    /// `Flows` message.
+    pub const GOODBYE: u16 = 32;
 }
 
 /// Length of the message header.
