@@ -108,6 +108,9 @@ impl Keying {
 /// The running sync thread.
 pub struct SyncThread {
     stop: Arc<AtomicBool>,
+    /// Raised with `stop` by [`SyncThread::leave`]: the thread says
+    /// goodbye to the peer before it ends.
+    goodbye: Arc<AtomicBool>,
     /// The latest key for the thread from a reload, until it takes it.
     rekey: Arc<Mutex<Option<Keying>>>,
     handle: Option<JoinHandle<()>>,
@@ -126,6 +129,7 @@ impl SyncThread {
         let socket = bind(sync.listen)?;
         let local = socket.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
+        let goodbye = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(SyncCounters::default());
         let status = Arc::new(SyncStatus::new(sync.role));
         let (s, c, st, cfg) = (
@@ -136,11 +140,13 @@ impl SyncThread {
         );
         let rekey = Arc::new(Mutex::new(None));
         let rekeyed = Arc::clone(&rekey);
+        let bye = Arc::clone(&goodbye);
         let handle = std::thread::Builder::new()
             .name("lb-sync".into())
-            .spawn(move || run(&socket, &cfg, &links, &c, &st, &s, &rekeyed))?;
+            .spawn(move || run(&socket, &cfg, &links, &c, &st, (&s, &bye), &rekeyed))?;
         Ok(SyncThread {
             stop,
+            goodbye,
             rekey,
             handle: Some(handle),
             counters,
@@ -160,8 +166,18 @@ impl SyncThread {
         }
     }
 
+    /// Stops the thread after it said goodbye to the peer
+    /// ([`flags::GOODBYE`], [`GOODBYE_REPEATS`] statuses): a clean stop of
+    /// the appliance. An active one must have stopped answering for the
+    /// floating gateway first, since the peer takes it over at once.
+    pub fn leave(&mut self) {
+        self.goodbye.store(true, Ordering::Relaxed);
+        self.stop();
+    }
+
     /// Stops the thread (it wakes at least every 10 ms, `FLUSH_EVERY`) and
-    /// waits for it.
+    /// waits for it, without a goodbye: the peer takes over once it has
+    /// heard nothing for `dead_after`.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
@@ -512,6 +528,23 @@ struct Sync<'a> {
     /// [`COME_BACK_LOG_EVERY`].
     came_back_logged: Option<Instant>,
     came_back_unlogged: u64,
+    /// The peer said goodbye: messages from it feed nothing but the
+    /// workers' tables until it sends a normal status after it.
+    peer_left: Option<PeerGoodbye>,
+}
+
+/// How many goodbyes a clean stop sends (datagrams get lost), and how far
+/// apart: together they hold the stop for 20 ms.
+pub const GOODBYE_REPEATS: usize = 3;
+const GOODBYE_SPACING: Duration = Duration::from_millis(10);
+
+/// The peer's goodbye, while nothing normal came from it since.
+#[derive(Debug, Clone, Copy)]
+struct PeerGoodbye {
+    /// Its counter, when it was keyed: only a status with a later one is
+    /// the peer speaking again (an earlier one was sent before it, and
+    /// overtaken on the way, or is replayed).
+    counter: Option<u64>,
 }
 
 /// How often at most the peer's coming back is logged (found in audit: a
@@ -554,6 +587,7 @@ impl<'a> Sync<'a> {
             auth_logged: [None; Refused::COUNT],
             came_back_logged: None,
             came_back_unlogged: 0,
+            peer_left: None,
         }
     }
 }
@@ -564,7 +598,7 @@ fn run(
     links: &ControlLinks,
     counters: &SyncCounters,
     status: &SyncStatus,
-    stop: &AtomicBool,
+    (stop, goodbye): (&AtomicBool, &AtomicBool),
     rekeyed: &Mutex<Option<Keying>>,
 ) {
     let mut s = Sync::new(socket, sync, links, counters, status);
@@ -631,6 +665,9 @@ fn run(
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
+    }
+    if goodbye.load(Ordering::Relaxed) {
+        s.say_goodbye(|| std::thread::sleep(GOODBYE_SPACING));
     }
 }
 
@@ -764,6 +801,11 @@ impl Sync<'_> {
     }
 
     fn send_status(&mut self, now: Instant) {
+        self.send_status_flagged(self.election.flags(now) | flags::PROXY6);
+    }
+
+    /// Sends a status with `flags`; true if it went.
+    fn send_status_flagged(&mut self, flags: u16) -> bool {
         let st = Status {
             nonce: self.nonce,
             pass: self.own.pass,
@@ -771,7 +813,6 @@ impl Sync<'_> {
             acked: self.peer.acked,
             nacked: self.peer.nacked,
         };
-        let flags = self.election.flags(now) | flags::PROXY6;
         let socket = self.socket;
         let peer = self.cfg.peer;
         let sent = self
@@ -780,6 +821,38 @@ impl Sync<'_> {
         if sent {
             self.counters.messages_sent.incr();
         }
+        sent
+    }
+
+    /// A clean stop's last words: the records the workers handed over
+    /// still go, then [`GOODBYE_REPEATS`] statuses with
+    /// [`flags::GOODBYE`] and the flags as they stand (keyed as every
+    /// message), `pause` between two. An active appliance's say it was
+    /// active, and the peer takes the gateway over at once.
+    fn say_goodbye(&mut self, mut pause: impl FnMut()) {
+        let now = Instant::now();
+        self.send_flows(now);
+        let flags = self.election.flags(now) | flags::PROXY6 | flags::GOODBYE;
+        let mut sent = 0;
+        for i in 0..GOODBYE_REPEATS {
+            if i > 0 {
+                pause();
+            }
+            sent += usize::from(self.send_status_flagged(flags));
+        }
+        log::info!(
+            "sync: said goodbye to the peer {} ({sent} of {GOODBYE_REPEATS} sent; {}){}",
+            self.cfg.peer,
+            describe_flags(flags),
+            match (flags & flags::ACTIVE != 0, self.keyed) {
+                (false, _) => String::new(),
+                (true, true) => "; it takes the gateway over now".to_string(),
+                (true, false) => format!(
+                    "; it takes the gateway over once it heard nothing more for {:?} (sync is not keyed)",
+                    self.cfg.interval * 2
+                ),
+            }
+        );
     }
 
     /// One datagram.
@@ -808,20 +881,49 @@ impl Sync<'_> {
         self.status.messages_lost.add(lost);
         let damaged = lost > 0 || drops > 0;
         let mut came_back = false;
-        if h.kind == MessageKind::Status {
-            let Ok((_, p)) = SyncHeader::parse(bytes) else {
-                return;
-            };
+        let Ok((_, p)) = SyncHeader::parse(bytes) else {
+            return;
+        };
+        // A keyed message's counter (checked by `receive`).
+        let counter = p.trailer().map(|(c, _)| c).filter(|_| self.keyed);
+        let status = if h.kind == MessageKind::Status {
             match Status::parse(&p) {
-                Ok(st) => {
-                    came_back |= self.peer.status(&st, damaged);
-                    self.peer_status = Some(st);
-                }
+                Ok(st) => Some(st),
                 Err(why) => {
                     self.counters.refuse(why);
                     return;
                 }
             }
+        } else {
+            None
+        };
+        if let (Some(st), true) = (status, h.flags & flags::GOODBYE != 0) {
+            self.peer_goodbye(&st, h.flags, counter, now);
+            return;
+        }
+        if let Some(left) = self.peer_left {
+            // Only a status sent after the goodbye (keyed: a later
+            // counter) is the peer speaking again; what was sent before
+            // it and arrives late, or is replayed, is not, and the
+            // records of a flows message were installed all the same.
+            let after = status.is_some()
+                && match (left.counter, counter) {
+                    (Some(bye), Some(c)) => c > bye,
+                    _ => true,
+                };
+            if !after {
+                return;
+            }
+            self.peer_left = None;
+            log::info!(
+                "sync: peer {} speaks again after its goodbye ({})",
+                self.cfg.peer,
+                describe_flags(h.flags)
+            );
+        }
+        if let Some(st) = status {
+            came_back |= self.peer.status(&st, damaged);
+            self.peer_status = Some(st);
         } else if damaged {
             self.peer.damaged = true;
         }
@@ -857,6 +959,49 @@ impl Sync<'_> {
                 self.cfg.peer
             );
             self.status.reannounce.store(true, Ordering::Release);
+        }
+        self.decide(now);
+    }
+
+    /// A goodbye from the peer (a status with [`flags::GOODBYE`], valid
+    /// and, keyed, authentic and fresh: `counter`): it stops cleanly.
+    /// Taken only from the peer's life heard last (its nonce): one of an
+    /// earlier life, or of one never heard, changes nothing. Unkeyed, it
+    /// frees the gateway only once the peer stayed silent for two
+    /// intervals after it, so that a forged one loses to the real peer's
+    /// next heartbeat.
+    fn peer_goodbye(&mut self, st: &Status, flags: u16, counter: Option<u64>, now: Instant) {
+        if self.peer.nonce != Some(st.nonce) {
+            log::debug!(
+                "sync: a goodbye from {} of a life not heard last (nonce {}): ignored",
+                self.cfg.peer,
+                st.nonce
+            );
+            return;
+        }
+        let first = self.peer_left.is_none();
+        if first {
+            self.peer_left = Some(PeerGoodbye { counter });
+        }
+        let confirm = if self.keyed {
+            Duration::ZERO
+        } else {
+            self.cfg.interval * 2
+        };
+        let frees = self.election.goodbye(now, flags, confirm);
+        if first {
+            log::info!(
+                "sync: peer {} said goodbye: it is stopping ({}){}",
+                self.cfg.peer,
+                describe_flags(flags),
+                match (frees, self.keyed) {
+                    (false, _) => String::new(),
+                    (true, true) => "; its gateway is free".to_string(),
+                    (true, false) => format!(
+                        "; its gateway is free unless it speaks within {confirm:?} (sync is not keyed)"
+                    ),
+                }
+            );
         }
         self.decide(now);
     }
@@ -1480,10 +1625,6 @@ mod tests {
         assert!(!s.own.pass_again);
     }
 
-    /// The flag bit a stopping appliance's last statuses carry (its
-    /// goodbye); kept literal here so the test runs on code without it.
-    const GOODBYE_BIT: u16 = 32;
-
     /// A keyed pair's primary stops cleanly: its goodbye, sealed as any
     /// message, makes the standby backup active at once, not `dead_after`
     /// later (keepalived's priority-0 advertisement).
@@ -1504,7 +1645,7 @@ mod tests {
         };
         let active = flags::PRIMARY | flags::ACTIVE | flags::PROXY6;
         let mut sent = Vec::new();
-        for f in [active, active, active | GOODBYE_BIT] {
+        for f in [active, active, active | flags::GOODBYE] {
             primary.status(&st, f, |m| {
                 sent.push(m.to_vec());
                 true
@@ -1521,6 +1662,223 @@ mod tests {
         );
         assert_eq!(status.changes.get(), 1);
         assert!(!status.peer_alive.load(Ordering::Relaxed));
+    }
+
+    /// A keyed backup's state, and a primary's messages sealed by life
+    /// `nonce` (its own sealer: a restart).
+    fn keyed_statuses(nonce: u32, flags_each: &[u16]) -> Vec<Vec<u8>> {
+        let mut primary = Packer::new(Some(Sealer::new(KEY, SyncRole::Primary)));
+        let st = Status {
+            nonce,
+            ..Status::default()
+        };
+        let mut sent = Vec::new();
+        for &f in flags_each {
+            primary.status(&st, f, |m| {
+                sent.push(m.to_vec());
+                true
+            });
+        }
+        sent
+    }
+
+    /// Keyed, a goodbye is taken exactly as any message: replayed, forged,
+    /// from a life of the peer before the one heard last, it changes
+    /// nothing; and a status the peer sent before its goodbye, arriving
+    /// after it, does not make it alive again.
+    #[test]
+    fn a_replayed_forged_or_outdated_goodbye_changes_nothing() {
+        let (cfg, socket) = sync_setup("backup");
+        let (_workers, links) = lb_dataplane::sync::links(1);
+        let counters = SyncCounters::default();
+        let status = SyncStatus::new(cfg.role);
+        let mut s = Sync::new(&socket, &cfg, &links, &counters, &status);
+        s.verifier = Some(Verifier::new(KEY, SyncRole::Backup, SKEW));
+        s.keyed = true;
+        let peer = cfg.peer.ip();
+        let active = flags::PRIMARY | flags::ACTIVE | flags::PROXY6;
+        let bye = active | flags::GOODBYE;
+        // Life A: two heartbeats, two goodbyes; the second heartbeat is
+        // overtaken by the first goodbye.
+        let a = keyed_statuses(77, &[active, active, bye, bye]);
+        s.datagram(&a[0], peer);
+        s.datagram(&a[2], peer);
+        assert!(status.is_active());
+        assert_eq!(status.changes.get(), 1);
+        s.datagram(&a[1], peer);
+        assert_eq!(counters.refused_total(), 0, "taken, as overtaken");
+        assert!(!s.election.peer_alive(Instant::now()), "sent before");
+        assert!(status.is_active() && s.peer_left.is_some());
+        // Replayed: refused.
+        s.datagram(&a[2], peer);
+        assert_eq!(counters.refused(Refused::Replayed), 1);
+        // Life B speaks: alive again, standby, asking for the gateway.
+        let b = keyed_statuses(
+            78,
+            &[
+                flags::PRIMARY | flags::TAKEBACK | flags::PROXY6,
+                bye, // forged below
+            ],
+        );
+        s.datagram(&b[0], peer);
+        assert!(s.peer_left.is_none());
+        assert!(s.election.peer_alive(Instant::now()));
+        assert!(status.is_active(), "it hands over first");
+        let before = counters.refused_total();
+        // Life A's goodbye replayed, and its second one, held back until
+        // now (authentic, never taken): neither is life B's.
+        s.datagram(&a[2], peer);
+        assert_eq!(counters.refused(Refused::Replayed), 2);
+        s.datagram(&a[3], peer);
+        assert_eq!(counters.refused_total(), before + 1, "only the replay");
+        assert!(s.peer_left.is_none());
+        assert!(s.election.peer_alive(Instant::now()));
+        // Forged for life B: with another key, unkeyed, with a bit
+        // flipped, or our own role's (reflected).
+        let mut other = Packer::new(Some(Sealer::new(
+            lb_config::SyncKey([4; 32]),
+            SyncRole::Primary,
+        )));
+        let st = Status {
+            nonce: 78,
+            ..Status::default()
+        };
+        let mut forged = Vec::new();
+        for p in [&mut other, &mut Packer::new(None)] {
+            p.status(&st, bye, |m| {
+                forged.push(m.to_vec());
+                true
+            });
+        }
+        let mut flipped = b[1].clone();
+        flipped[HEADER_LEN + 5] ^= 1;
+        forged.push(flipped);
+        let mut own = Packer::new(Some(Sealer::new(KEY, SyncRole::Backup)));
+        own.status(&st, bye, |m| {
+            forged.push(m.to_vec());
+            true
+        });
+        for f in &forged {
+            s.datagram(f, peer);
+        }
+        assert_eq!(counters.refused(Refused::BadTag), 3);
+        assert_eq!(counters.refused(Refused::Unauthenticated), 1);
+        assert!(s.peer_left.is_none());
+        assert!(s.election.peer_alive(Instant::now()));
+        assert_eq!(status.changes.get(), 1, "nothing changed");
+        // Its real goodbye, standby: not alive, nothing flips.
+        let standby_bye = keyed_statuses(78, &[flags::PRIMARY | flags::GOODBYE]);
+        s.datagram(&standby_bye[0], peer);
+        assert!(!s.election.peer_alive(Instant::now()));
+        assert!(status.is_active());
+        assert_eq!(status.changes.get(), 1);
+    }
+
+    /// Unkeyed, a goodbye must name the peer's life (its nonce), and frees
+    /// the gateway only once the peer stayed silent for two intervals:
+    /// its next heartbeat outweighs a forged one.
+    #[test]
+    fn unkeyed_a_goodbye_waits_for_the_peers_silence() {
+        let (mut cfg, socket) = sync_setup("backup");
+        cfg.interval = Duration::from_millis(20);
+        let (_workers, links) = lb_dataplane::sync::links(1);
+        let counters = SyncCounters::default();
+        let status = SyncStatus::new(cfg.role);
+        let mut s = Sync::new(&socket, &cfg, &links, &counters, &status);
+        let peer = cfg.peer.ip();
+        let active = flags::PRIMARY | flags::ACTIVE | flags::PROXY6;
+        let mut primary = Packer::new(None);
+        let mut send = |nonce: u32, f: u16| {
+            let mut out = Vec::new();
+            primary.status(
+                &Status {
+                    nonce,
+                    ..Status::default()
+                },
+                f,
+                |m| {
+                    out = m.to_vec();
+                    true
+                },
+            );
+            out
+        };
+        let settle = |s: &mut Sync| {
+            std::thread::sleep(Duration::from_millis(60));
+            s.decide(Instant::now());
+        };
+        s.datagram(&send(77, active), peer);
+        // A guessed nonce: ignored.
+        s.datagram(&send(5, active | flags::GOODBYE), peer);
+        assert!(s.peer_left.is_none());
+        settle(&mut s);
+        assert!(!status.is_active());
+        // The right one, then the real primary's heartbeat: outweighed.
+        s.datagram(&send(77, active | flags::GOODBYE), peer);
+        assert!(!status.is_active(), "not before two intervals");
+        s.datagram(&send(77, active), peer);
+        assert!(s.peer_left.is_none());
+        settle(&mut s);
+        assert!(!status.is_active());
+        assert_eq!(status.changes.get(), 0);
+        // A goodbye followed by silence.
+        s.datagram(&send(77, active | flags::GOODBYE), peer);
+        assert!(!status.is_active());
+        settle(&mut s);
+        assert!(status.is_active());
+        assert_eq!(status.changes.get(), 1);
+    }
+
+    /// The sender's side: an active appliance's clean stop sends the
+    /// records still pending, then GOODBYE_REPEATS keyed goodbyes saying
+    /// it was active; its peer, over real sockets, takes over at the
+    /// first.
+    #[test]
+    fn a_clean_stop_says_goodbye_and_the_peer_takes_over() {
+        let (mut pcfg, psock) = sync_setup("primary");
+        let (mut bcfg, bsock) = sync_setup("backup");
+        pcfg.peer = bsock.local_addr().unwrap();
+        bcfg.peer = psock.local_addr().unwrap();
+        let (_pw, plinks) = lb_dataplane::sync::links(1);
+        let (_bw, blinks) = lb_dataplane::sync::links(1);
+        let (pc, bc) = (SyncCounters::default(), SyncCounters::default());
+        let (pst, bst) = (SyncStatus::new(pcfg.role), SyncStatus::new(bcfg.role));
+        let mut p = Sync::new(&psock, &pcfg, &plinks, &pc, &pst);
+        let mut b = Sync::new(&bsock, &bcfg, &blinks, &bc, &bst);
+        p.packer = Packer::new(Some(Sealer::new(KEY, SyncRole::Primary)));
+        p.keyed = true;
+        b.verifier = Some(Verifier::new(KEY, SyncRole::Backup, SKEW));
+        b.keyed = true;
+        let now = Instant::now();
+        p.election.heard(now, 0);
+        assert_eq!(p.election.tick(now, false, true), Some(Change::PeerStandby));
+        bsock
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 2 * MAX_MESSAGE_LEN];
+        let mut deliver = |b: &mut Sync| {
+            let (n, from) = bsock.recv_from(&mut buf).unwrap();
+            b.datagram(&buf[..n], from.ip());
+            SyncHeader::parse(&buf[..n]).unwrap().0
+        };
+        p.send_status(now);
+        deliver(&mut b);
+        assert!(!bst.is_active());
+        p.packer.pending.push(record(7));
+        let mut pauses = 0;
+        p.say_goodbye(|| pauses += 1);
+        assert_eq!(pauses, GOODBYE_REPEATS - 1);
+        let h = deliver(&mut b);
+        assert_eq!(h.kind, MessageKind::Flows, "the last records first");
+        let want = flags::PRIMARY | flags::ACTIVE | flags::PROXY6 | flags::GOODBYE | flags::AUTH;
+        for i in 0..GOODBYE_REPEATS {
+            let h = deliver(&mut b);
+            assert_eq!((h.kind, h.flags), (MessageKind::Status, want));
+            assert!(bst.is_active(), "goodbye {i}");
+            assert_eq!(bst.changes.get(), 1);
+        }
+        assert_eq!(bc.refused_total(), 0);
+        assert_eq!(pc.messages_sent.get(), 2 + GOODBYE_REPEATS as u64);
     }
 
     /// Found in review: with flushes paced, the status said a pass was
