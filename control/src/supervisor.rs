@@ -30,6 +30,11 @@ const TICK: Duration = Duration::from_millis(100);
 /// first.
 const CHANGES_TURN: Duration = Duration::from_millis(200);
 
+/// How long a clean stop waits for the workers to let the floating
+/// gateway go before it says goodbye to the sync peer (they switch
+/// snapshots between bursts, well under a millisecond apart).
+const LEAVE_WAIT: Duration = Duration::from_millis(500);
+
 /// Takes what `rx` holds, one at a time through `f`, until it is empty or
 /// `budget` has passed (the first is always taken). How many it took.
 fn take_for<T>(
@@ -241,6 +246,46 @@ impl Control {
         self.shared().snapshot = snap;
         self.announce();
         Ok(generation)
+    }
+
+    /// A clean stop with `[sync]`: the workers stop answering for the
+    /// floating gateway (a snapshot without it, which every running worker
+    /// has taken before this returns, or [`LEAVE_WAIT`] passed), so that
+    /// the goodbye after it hands the gateway to the peer with nobody here
+    /// still claiming it. Announces nothing: the VIPs are withdrawn.
+    fn let_the_gateway_go(&mut self) {
+        let floats = self
+            .config
+            .sync
+            .is_some_and(|s| s.gateway.is_some() || s.gateway6.is_some());
+        if !floats || !self.active() {
+            return;
+        }
+        let health = &self.health;
+        let config = &self.config;
+        let snap = match self
+            .dataplane
+            .compile(config, |s, a, p| health.is_up(config, s, a, p))
+        {
+            Ok(mut snap) => {
+                snap.announce_epoch = self.announce_epoch;
+                snap
+            }
+            Err(e) => {
+                log::warn!("stopping: cannot let the floating gateway go before the goodbye: {e}");
+                return;
+            }
+        };
+        let generation = snap.generation;
+        self.dataplane.publish(snap);
+        self.shared().snapshot = Arc::clone(self.dataplane.snapshot());
+        if self.dataplane.wait_adopted(generation, LEAVE_WAIT) {
+            log::info!("stopping: no longer answering for the floating gateway; saying goodbye to the sync peer");
+        } else {
+            log::warn!(
+                "stopping: a worker did not let the floating gateway go within {LEAVE_WAIT:?} (stuck: it answers nothing); saying goodbye to the sync peer"
+            );
+        }
     }
 
     /// Brings the announced VIP routes in line with the running snapshot
@@ -769,10 +814,16 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
         log::info!("stopping: VIPs withdrawn, waiting {delay:?} before the ports stop");
         std::thread::sleep(delay);
     }
-    log::info!("stopping: waiting for the workers to finish their burst");
-    if let Some(t) = control.sync_thread.as_mut() {
-        t.stop();
+    // The floating gateway goes before the goodbye: the peer takes it
+    // over at the goodbye, and a worker still answering for it then would
+    // draw the reals back here until the ports stop.
+    if control.sync_thread.is_some() {
+        control.let_the_gateway_go();
     }
+    if let Some(t) = control.sync_thread.as_mut() {
+        t.leave();
+    }
+    log::info!("stopping: waiting for the workers to finish their burst");
     // Neither slow metrics clients nor hanging health checks hold the stop
     // for long: the checkers are told first and end (or are left behind)
     // within health::STOP_WAIT (2 s), while the metrics server shuts its

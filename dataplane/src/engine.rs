@@ -643,6 +643,18 @@ impl Dataplane {
         self.reap_retired();
     }
 
+    /// Waits up to `limit` until every running worker has switched to
+    /// the snapshot of `generation` (or a later one); false if one has
+    /// not by then (it is stuck, and forwards nothing meanwhile).
+    pub fn wait_adopted(&self, generation: u64, limit: std::time::Duration) -> bool {
+        wait_until(limit, || {
+            self.workers
+                .iter()
+                .filter(|w| w.launched.as_ref().is_some_and(|l| !l.is_finished()))
+                .all(|w| w.stats.generation.get_acquire() >= generation)
+        })
+    }
+
     /// Drops the retired snapshots every running worker has moved past
     /// (its `generation`, set after it let go of the one before). Found in
     /// audit: the last worker to adopt a new snapshot freed the old one,
