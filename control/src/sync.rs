@@ -21,6 +21,11 @@
 //! that the primary asks for the gateway back steps down only once such
 //! a pass, started after the primary came back, went out whole.
 //!
+//! A clean stop ([`SyncThread::leave`]) ends with a goodbye
+//! ([`flags::GOODBYE`]): an active appliance that says it frees the
+//! floating gateway, which its peer then takes over without waiting for
+//! `dead_after`.
+//!
 //! A thread of its own rather than a step of the control loop: the loop
 //! waits on health reports for up to 100 ms, which would hold reading and
 //! the heartbeats back by as much; this thread only ever blocks on its
