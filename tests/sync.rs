@@ -110,17 +110,22 @@ fn sync_section_every(role: &str, listen: &str, peer: &str, interval: &str) -> S
 /// The pair of [`Pair`], started with `[sync] interval` = `interval`, its
 /// first heartbeats exchanged.
 fn pair_every(interval: &str, scenario: &golden::Scenario) -> Pair {
+    pair_with(interval, "", scenario)
+}
+
+/// [`pair_every`], with `more` added to both `[sync]` sections.
+fn pair_with(interval: &str, more: &str, scenario: &golden::Scenario) -> Pair {
     let (p_port, b_port) = (free_udp_port("127.0.0.2"), free_udp_port("127.0.0.1"));
     let (p_addr, b_addr) = (format!("127.0.0.2:{p_port}"), format!("127.0.0.1:{b_port}"));
     let backup = PipeAppliance::start(
         "sync-backup",
         &scenario.config,
-        &sync_section_every("backup", &b_addr, &p_addr, interval),
+        &(sync_section_every("backup", &b_addr, &p_addr, interval) + more),
     );
     let primary = PipeAppliance::start(
         "sync-primary",
         &scenario.config,
-        &sync_section_every("primary", &p_addr, &b_addr, interval),
+        &(sync_section_every("primary", &p_addr, &b_addr, interval) + more),
     );
     let filler = scenario
         .steps
@@ -177,6 +182,65 @@ fn a_new_flow_reaches_the_backup_long_before_the_next_interval() {
     );
     assert!(m(&b, "lb_sync_flows_total", &[("direction", "installed")]) >= 1.0);
     pair.stop();
+}
+
+/// A clean stop (SIGTERM) of the active primary says goodbye: the backup
+/// is active long before it would have taken the primary for dead
+/// (unkeyed: two intervals, 100 ms, after the goodbye; `dead_after` is
+/// 1 s, and the primary's heartbeats go on until its goodbye). The
+/// primary takes over after 10 x `dead_after` here: the backup's bulk
+/// pass, 16 entries a poll, never ends while its worker polls only when
+/// fed.
+#[test]
+fn a_clean_stop_of_the_active_primary_hands_over_before_dead_after() {
+    let scenario = golden::scenario("one-arm");
+    let mut pair = pair_with("50ms", "dead_after = \"1s\"\n", &scenario);
+    pair.wait_for(true, "the primary active", |s| {
+        m(s, "lb_sync_active", &[]) == 1.0
+    });
+    pair.wait_for(false, "the backup standby, hearing it", |s| {
+        m(s, "lb_sync_active", &[]) == 0.0 && m(s, "lb_sync_peer_alive", &[]) == 1.0
+    });
+    pair.primary.close_input();
+    let pid = pair.primary.app.pid().to_string();
+    let stopped = Instant::now();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // The log, not a scrape (which takes a parser process), tells when.
+    let took = loop {
+        if pair.backup.app.log_text().contains("backup -> active") {
+            break stopped.elapsed();
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_millis(800),
+            "the backup waited for dead_after:\n{}",
+            common::tail(&pair.backup.app.log_text(), 20)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    eprintln!("the backup was active {took:?} after the primary's SIGTERM");
+    let s = scrape(&pair.backup);
+    assert_eq!(m(&s, "lb_sync_active", &[]), 1.0);
+    assert_eq!(m(&s, "lb_sync_role_changes_total", &[]), 1.0);
+    assert_eq!(
+        pair.primary.app.stop("TERM", Duration::from_secs(20)),
+        Some(0)
+    );
+    let plog = pair.primary.app.log_text();
+    assert!(
+        plog.contains("sync: said goodbye to the peer"),
+        "{}",
+        common::tail(&plog, 20)
+    );
+    assert!(pair
+        .backup
+        .app
+        .log_text()
+        .contains("backup -> active: the active peer said goodbye"));
+    assert_eq!(pair.backup.stop(), Some(0));
 }
 
 #[test]
