@@ -536,6 +536,10 @@ struct Sync<'a> {
     /// The peer said goodbye: messages from it feed nothing but the
     /// workers' tables until it sends a normal status after it.
     peer_left: Option<PeerGoodbye>,
+    /// When a goodbye (or a return after one) was last logged, and how
+    /// many were not since.
+    goodbye_logged: Option<Instant>,
+    goodbyes_unlogged: u64,
 }
 
 /// How many goodbyes a clean stop sends (datagrams get lost), and how far
@@ -593,6 +597,8 @@ impl<'a> Sync<'a> {
             came_back_logged: None,
             came_back_unlogged: 0,
             peer_left: None,
+            goodbye_logged: None,
+            goodbyes_unlogged: 0,
         }
     }
 }
@@ -920,11 +926,13 @@ impl Sync<'_> {
                 return;
             }
             self.peer_left = None;
-            log::info!(
-                "sync: peer {} speaks again after its goodbye ({})",
-                self.cfg.peer,
-                describe_flags(h.flags)
-            );
+            if self.goodbye_log_due(now) {
+                log::info!(
+                    "sync: peer {} speaks again after its goodbye ({})",
+                    self.cfg.peer,
+                    describe_flags(h.flags)
+                );
+            }
         }
         if let Some(st) = status {
             came_back |= self.peer.status(&st, damaged);
@@ -994,9 +1002,10 @@ impl Sync<'_> {
             self.cfg.interval * 2
         };
         let frees = self.election.goodbye(now, flags, confirm);
-        if first {
+        if first && self.goodbye_log_due(now) {
+            let more = std::mem::take(&mut self.goodbyes_unlogged);
             log::info!(
-                "sync: peer {} said goodbye: it is stopping ({}){}",
+                "sync: peer {} said goodbye: it is stopping ({}){}{}",
                 self.cfg.peer,
                 describe_flags(flags),
                 match (frees, self.keyed) {
@@ -1005,10 +1014,31 @@ impl Sync<'_> {
                     (true, false) => format!(
                         "; its gateway is free unless it speaks within {confirm:?} (sync is not keyed)"
                     ),
+                },
+                if more > 0 {
+                    format!(" ({more} more goodbyes or returns since the last line)")
+                } else {
+                    String::new()
                 }
             );
         }
         self.decide(now);
+    }
+
+    /// Whether a goodbye or a return after one may be logged now: at most
+    /// one line a [`COME_BACK_LOG_EVERY`] (unkeyed, whoever reads the
+    /// peer's nonce can send a goodbye between each two of its
+    /// heartbeats); the others are counted for the next line.
+    fn goodbye_log_due(&mut self, now: Instant) -> bool {
+        if self
+            .goodbye_logged
+            .is_some_and(|t| now.duration_since(t) < COME_BACK_LOG_EVERY)
+        {
+            self.goodbyes_unlogged += 1;
+            return false;
+        }
+        self.goodbye_logged = Some(now);
+        true
     }
 
     /// A reload changed the key or `max_clock_skew`: what goes out from
@@ -1826,6 +1856,7 @@ mod tests {
         settle(&mut s);
         assert!(!status.is_active());
         assert_eq!(status.changes.get(), 0);
+        assert_eq!(s.goodbyes_unlogged, 1, "one line a second");
         // A goodbye followed by silence.
         s.datagram(&send(77, active | flags::GOODBYE), peer);
         assert!(!status.is_active());
