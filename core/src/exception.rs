@@ -753,6 +753,42 @@ mod tests {
         );
     }
 
+    /// Audit (malicious real): the reals' class is one budget per port and
+    /// worker, shared by every configured real. One real that sends to the
+    /// port's address from its own address (any protocol, from enough
+    /// source ports to reach every worker's queue: 8 frames a millisecond
+    /// each) takes it all, and the other reals' answers to the kernel's
+    /// health checks are dropped: their checks time out, they go down, and
+    /// the service is left to the attacker's real (or to nobody).
+    #[test]
+    #[ignore = "audit: one real's frames to the port's address starve every other real's health-check answers"]
+    fn one_reals_flood_leaves_the_other_reals_health_checks_their_way() {
+        let mut b = KernelBudgets::default();
+        let reals = [
+            IpAddr::from([198, 18, 2, 11]),
+            IpAddr::from([198, 18, 2, 12]),
+        ];
+        let is_real = |a: IpAddr| reals.contains(&a);
+        let class = |f: &[u8]| kernel_class(f, |_| Source::OnLink, is_real);
+        // The attacker, 198.18.2.11: UDP to some port of ours.
+        let flood = from(frame(false, 17, (40000, 9), 64), [198, 18, 2, 11]);
+        // The honest real's SYN-ACK to a health check's connect.
+        let health = from(frame(false, 6, (80, 40000), 64), [198, 18, 2, 12]);
+        assert_eq!(class(&flood), KernelClass::Reals);
+        assert_eq!(class(&health), KernelClass::Reals);
+        let mut health_through = 0;
+        for ms in 0..100 {
+            for _ in 0..100 {
+                b.take(class(&flood), ms);
+            }
+            health_through += usize::from(b.take(class(&health), ms));
+        }
+        assert_eq!(
+            health_through, 100,
+            "the honest real's answers that reached the kernel"
+        );
+    }
+
     #[test]
     fn the_default_is_the_documented_budget() {
         let mut b = KernelBudget::default();
