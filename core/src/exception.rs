@@ -789,6 +789,37 @@ mod tests {
         );
     }
 
+    /// Audit (malicious real): on a port whose segment holds both the
+    /// routers (BGP, BFD) and the reals (one arm, or reals beside the
+    /// routers), a real's own frames with TTL 255 (TCP to port 179, say,
+    /// or neighbor solicitations) are "routing traffic from the link" and
+    /// take the Control budget, even from a configured real's address
+    /// (the routing test comes before the reals' one): the router's BFD
+    /// and BGP are dropped, the sessions fail, and the VIPs are withdrawn.
+    #[test]
+    #[ignore = "audit: a real's TTL-255 frames take the routing budget and starve the routers' BFD and BGP"]
+    fn a_reals_link_frames_leave_the_routers_bfd_its_way() {
+        let mut b = KernelBudgets::default();
+        let router = IpAddr::from([198, 18, 0, 1]);
+        let real = IpAddr::from([198, 18, 0, 11]);
+        let is_real = |a: IpAddr| a == real;
+        let class = |f: &[u8]| kernel_class(f, |_| Source::OnLink, is_real);
+        let flood = from(frame(false, 6, (40000, 179), 255), [198, 18, 0, 11]);
+        let bfd = from(frame(false, 17, (49152, 3784), 255), [198, 18, 0, 1]);
+        assert_eq!(class(&bfd), KernelClass::Control);
+        let mut bfd_through = 0;
+        for ms in 0..100 {
+            for _ in 0..100 {
+                b.take(class(&flood), ms);
+            }
+            bfd_through += usize::from(b.take(class(&bfd), ms));
+        }
+        assert_eq!(
+            bfd_through, 100,
+            "the router's ({router}) BFD packets that reached the kernel while the real ({real}) sent"
+        );
+    }
+
     #[test]
     fn the_default_is_the_documented_budget() {
         let mut b = KernelBudget::default();
