@@ -90,7 +90,7 @@ pub enum Source {
 /// other extension headers is not looked into: none of these use them.)
 pub fn is_control(frame: &[u8], source: impl Fn(IpAddr) -> Source) -> bool {
     match read(frame) {
-        Some(Kernel::Arp) => true,
+        Some(Kernel::Arp(_)) => true,
         Some(Kernel::Ip(ip)) => ip_control(&ip, source).is_some(),
         None => false,
     }
@@ -143,7 +143,8 @@ fn is_mld_query(ip: &IpView<'_>) -> bool {
 
 /// What the budgets read of a frame for the kernel.
 enum Kernel<'a> {
-    Arp,
+    /// ARP, with its sender's IPv4 address if the packet is whole.
+    Arp(Option<IpAddr>),
     Ip(IpView<'a>),
 }
 
@@ -160,11 +161,16 @@ struct IpView<'a> {
 /// Reads `frame` once for [`is_control`] and [`kernel_class`]: ARP, an IP
 /// packet, or None for anything else (or cut short).
 fn read(frame: &[u8]) -> Option<Kernel<'_>> {
-    use crate::wire::{EtherType, EthernetFrame, Ipv4Packet, Ipv6Packet};
+    use crate::wire::{ArpPacket, EtherType, EthernetFrame, Ipv4Packet, Ipv6Packet};
     let eth = EthernetFrame::new_checked(frame).ok()?;
     let payload = frame.get(crate::wire::ethernet::HEADER_LEN..)?;
     match eth.ethertype() {
-        EtherType::Arp => Some(Kernel::Arp),
+        EtherType::Arp => Some(Kernel::Arp(
+            ArpPacket::new_checked(payload)
+                .ok()
+                .filter(|a| a.is_ethernet_ipv4())
+                .map(|a| IpAddr::V4(a.source_protocol_addr())),
+        )),
         EtherType::Ipv4 => {
             let ip = Ipv4Packet::new_checked(payload).ok()?;
             let l4 = ip.header_len()..ip.header_len() + ip.payload().len();
@@ -261,7 +267,14 @@ pub enum KernelClass {
     /// TTL-255 BGP and BFD sessions went down with it).
     Claimed,
     /// From the address of a configured real: the answers to the kernel's
-    /// own connections to reals, health checks above all.
+    /// own connections to reals, health checks above all, and whatever
+    /// else a real sends to the port (its ARP too, by the sender address
+    /// the ARP packet gives), TTL 255 or not: reals do not speak BGP or
+    /// BFD to the appliance (found in audit: a real's own TCP to port 179
+    /// or neighbor solicitations with TTL 255 took the routing budget, and
+    /// the routers' BFD was dropped). A real's address that is also one of
+    /// the port's `routing_peers` is a router's first; the `[sync]`
+    /// peer's datagrams stay [`KernelClass::Sync`].
     Reals,
     /// Connection sync from the `[sync]` peer over a port's kernel
     /// interface: UDP from the peer's address to the sync port, with TTL
@@ -277,6 +290,28 @@ pub enum KernelClass {
     Other,
 }
 
+/// A frame for the kernel as [`KernelBudgets`] see it: its class, and
+/// the address it comes from (an IP packet's source, an ARP packet's
+/// sender), by which the routing and the reals' budgets share themselves
+/// out among senders. None for a frame without one (ARP cut short,
+/// neither ARP nor IP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelFrame {
+    pub class: KernelClass,
+    pub sender: Option<IpAddr>,
+}
+
+impl From<KernelClass> for KernelFrame {
+    /// A frame of `class` from no address (all such share one sender's
+    /// part of the class).
+    fn from(class: KernelClass) -> KernelFrame {
+        KernelFrame {
+            class,
+            sender: None,
+        }
+    }
+}
+
 /// The class of `frame`, received on a port that `source` tells the
 /// addresses of; `is_real` says whether an address is a configured real's.
 pub fn kernel_class(
@@ -284,7 +319,7 @@ pub fn kernel_class(
     source: impl Fn(IpAddr) -> Source,
     is_real: impl Fn(IpAddr) -> bool,
 ) -> KernelClass {
-    kernel_class_with_sync(frame, source, is_real, None)
+    kernel_frame(frame, source, is_real, None).class
 }
 
 /// [`kernel_class`] on a box whose `[sync]` peer is at `sync.0` and whose
@@ -295,17 +330,35 @@ pub fn kernel_class_with_sync(
     is_real: impl Fn(IpAddr) -> bool,
     sync: Option<(IpAddr, u16)>,
 ) -> KernelClass {
-    match read(frame) {
-        Some(Kernel::Arp) => KernelClass::Control,
-        Some(Kernel::Ip(ip)) if is_sync(&ip, sync) => KernelClass::Sync,
+    kernel_frame(frame, source, is_real, sync).class
+}
+
+/// [`kernel_class_with_sync`] and the frame's sender: what
+/// [`KernelBudgets::take`] wants. In this order: the `[sync]` peer's
+/// datagrams; anything from a configured real's address that is not one
+/// of the port's routing peers (a real's TTL-255 frames are not routing
+/// traffic: found in audit); routing traffic ([`is_control`]); the rest.
+pub fn kernel_frame(
+    frame: &[u8],
+    source: impl Fn(IpAddr) -> Source,
+    is_real: impl Fn(IpAddr) -> bool,
+    sync: Option<(IpAddr, u16)>,
+) -> KernelFrame {
+    // A real's own address, unless the config also names it a router.
+    let reals = |a: IpAddr| is_real(a) && source(a) != Source::Peer;
+    let (class, sender) = match read(frame) {
+        Some(Kernel::Arp(sender)) if sender.is_some_and(reals) => (KernelClass::Reals, sender),
+        Some(Kernel::Arp(sender)) => (KernelClass::Control, sender),
+        Some(Kernel::Ip(ip)) if is_sync(&ip, sync) => (KernelClass::Sync, Some(ip.src)),
+        Some(Kernel::Ip(ip)) if reals(ip.src) => (KernelClass::Reals, Some(ip.src)),
         Some(Kernel::Ip(ip)) => match ip_control(&ip, &source) {
-            Some(Proof::Link) => KernelClass::Control,
-            Some(Proof::Claimed) => KernelClass::Claimed,
-            None if is_real(ip.src) => KernelClass::Reals,
-            None => KernelClass::Other,
+            Some(Proof::Link) => (KernelClass::Control, Some(ip.src)),
+            Some(Proof::Claimed) => (KernelClass::Claimed, Some(ip.src)),
+            None => (KernelClass::Other, Some(ip.src)),
         },
-        None => KernelClass::Other,
-    }
+        None => (KernelClass::Other, None),
+    };
+    KernelFrame { class, sender }
 }
 
 /// Whether `ip` is a sync datagram from the peer `sync` names, with the
@@ -332,41 +385,191 @@ fn is_sync(ip: &IpView<'_>, sync: Option<(IpAddr, u16)>) -> bool {
 /// take another port's (the reals') health checks or BFD with it (found
 /// in review: one budget per worker, shared by every port, let a UDP
 /// flood at the WAN address fail every health check on the LAN).
-/// The reals' class can be taken by frames forged from a real's address,
-/// which a stranger has to know.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The routing classes and the reals' are shared out among senders
+/// ([`SenderBudget`]): one sender (one real, one host on the segment) no
+/// longer takes a whole class (found in audit: one real's frames to the
+/// port's address starved every other real's health checks). The sync
+/// class has one sender by definition, the rest's is anybody's.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelBudgets {
-    control: KernelBudget,
-    claimed: KernelBudget,
-    reals: KernelBudget,
+    control: SenderBudget,
+    claimed: SenderBudget,
+    reals: SenderBudget,
     sync: KernelBudget,
     other: KernelBudget,
 }
 
 impl Default for KernelBudgets {
+    /// With a key from the kernel's random source.
     fn default() -> Self {
-        KernelBudgets {
-            control: KernelBudget::new(CONTROL_RATE_PER_MS, KERNEL_BURST),
-            claimed: KernelBudget::new(CONTROL_RATE_PER_MS, KERNEL_BURST),
-            reals: KernelBudget::new(REALS_RATE_PER_MS, KERNEL_BURST),
-            sync: KernelBudget::new(SYNC_RATE_PER_MS, SYNC_BURST),
-            other: KernelBudget::default(),
-        }
+        KernelBudgets::with_key(crate::random::secret_u64())
     }
 }
 
 impl KernelBudgets {
-    /// Whether a frame of `class` may go to the kernel at `now`, from its
-    /// budget.
+    /// Budgets whose senders are told apart by a hash keyed with `key`
+    /// (which senders share a part cannot be worked out without it).
+    pub fn with_key(key: u64) -> KernelBudgets {
+        KernelBudgets {
+            control: SenderBudget::new(CONTROL_RATE_PER_MS, key),
+            claimed: SenderBudget::new(CONTROL_RATE_PER_MS, key.rotate_left(21)),
+            reals: SenderBudget::new(REALS_RATE_PER_MS, key.rotate_left(42)),
+            sync: KernelBudget::new(SYNC_RATE_PER_MS, SYNC_BURST),
+            other: KernelBudget::default(),
+        }
+    }
+
+    /// Whether a frame (its class, and its sender: see [`kernel_frame`])
+    /// may go to the kernel at `now`, from its budget; a bare
+    /// [`KernelClass`] is a frame from no address.
     #[inline]
-    pub fn take(&mut self, class: KernelClass, now: u32) -> bool {
+    pub fn take(&mut self, frame: impl Into<KernelFrame>, now: u32) -> bool {
+        let KernelFrame { class, sender } = frame.into();
         match class {
-            KernelClass::Control => self.control.take(now),
-            KernelClass::Claimed => self.claimed.take(now),
-            KernelClass::Reals => self.reals.take(now),
+            KernelClass::Control => self.control.take(sender, now),
+            KernelClass::Claimed => self.claimed.take(sender, now),
+            KernelClass::Reals => self.reals.take(sender, now),
             KernelClass::Sync => self.sync.take(now),
             KernelClass::Other => self.other.take(now),
         }
+    }
+}
+
+/// How many parts a class shared out among senders ([`SenderBudget`]) has
+/// of its own: a sender's address, hashed with a secret key, picks one.
+pub const SENDER_SHARES: usize = 256;
+
+/// Each part's reserve refills one frame every this many milliseconds
+/// (about 15 a second, a worker, a port: several BFD sessions at 300 ms,
+/// a health check's answers every second), up to
+/// [`SHARE_RESERVE_BURST`]; the 256 reserves together refill 4 frames a
+/// millisecond.
+pub const SHARE_RESERVE_MS: u32 = 64;
+pub const SHARE_RESERVE_BURST: u32 = 4;
+
+/// The most one sender takes of its class's common bucket: 2 frames a
+/// millisecond, 16 at once (a quarter of the class).
+pub const SENDER_RATE_PER_MS: u32 = 2;
+pub const SENDER_BURST: u32 = 16;
+
+/// Fixed-point units of a part's tokens: one frame.
+const UNIT: u32 = SHARE_RESERVE_MS;
+
+/// A class's budget shared out among its senders, for a class of
+/// `per_ms` frames a millisecond in bursts of [`KERNEL_BURST`]: what one
+/// sender (one source address) may have of it is bounded, and every
+/// sender keeps a little of its own that nobody else's flood takes. Of
+/// the class's rate, [`SENDER_SHARES`] / [`SHARE_RESERVE_MS`] frames a
+/// millisecond (4) are the reserves' (a part each, picked by the
+/// sender's address hashed with a secret key, [`SHARE_RESERVE_BURST`]
+/// at once), and the rest (4 a millisecond, bursts of 32: half the
+/// class's) is a common bucket, of which each part takes at most
+/// [`SENDER_RATE_PER_MS`] a millisecond and [`SENDER_BURST`] at once. A
+/// frame takes from the common bucket while its part may, else from its
+/// part's reserve. So one sender, whatever it sends, gets at most a
+/// quarter of the class and its own reserve, and leaves the others the
+/// rest; a host that forges many source addresses can spend the common
+/// bucket, but the reserve of a part it does not hit stays its sender's
+/// (a source address it forges is that address's part: only the switch,
+/// with source guard, stops that). The total stays the class's rate;
+/// after a quiet spell the reserves can add their bursts (at most
+/// [`KERNEL_BURST`] frames a poll wait for the tap all the same).
+/// Frames from no address share one part, without a reserve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SenderBudget {
+    common: KernelBudget,
+    parts: [Part; SENDER_SHARES],
+    /// The frames from no address: only a cap on the common bucket.
+    anonymous: Part,
+    key: u64,
+}
+
+/// One part of a [`SenderBudget`], in [`UNIT`]s of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Part {
+    /// Frames it may still take from the common bucket.
+    cap: u32,
+    /// Frames of its own.
+    reserve: u32,
+    /// The millisecond of the last refill.
+    at: u32,
+}
+
+impl Part {
+    const FULL: Part = Part {
+        cap: SENDER_BURST * UNIT,
+        reserve: SHARE_RESERVE_BURST * UNIT,
+        at: 0,
+    };
+
+    /// Refills to `now` (a wrapping clock, as [`KernelBudget::take`]'s).
+    #[inline]
+    fn refill(&mut self, now: u32, reserve_per_ms: u32) {
+        let elapsed = now.wrapping_sub(self.at);
+        if elapsed == 0 {
+            return;
+        }
+        let elapsed = if elapsed > u32::MAX / 2 { 0 } else { elapsed };
+        self.cap = self
+            .cap
+            .saturating_add(elapsed.saturating_mul(SENDER_RATE_PER_MS * UNIT))
+            .min(SENDER_BURST * UNIT);
+        self.reserve = self
+            .reserve
+            .saturating_add(elapsed.saturating_mul(reserve_per_ms))
+            .min(SHARE_RESERVE_BURST * UNIT);
+        self.at = now;
+    }
+}
+
+impl SenderBudget {
+    /// For a class of `per_ms` frames a millisecond (at least the
+    /// reserves' 4), senders hashed with `key`.
+    pub fn new(per_ms: u32, key: u64) -> SenderBudget {
+        let reserves = SENDER_SHARES as u32 / SHARE_RESERVE_MS;
+        SenderBudget {
+            common: KernelBudget::new(per_ms.saturating_sub(reserves), KERNEL_BURST / 2),
+            parts: [Part::FULL; SENDER_SHARES],
+            anonymous: Part {
+                reserve: 0,
+                ..Part::FULL
+            },
+            key,
+        }
+    }
+
+    /// The part of `sender`'s frames.
+    #[inline]
+    fn part(&self, sender: IpAddr) -> usize {
+        use crate::flow::FlowAddr;
+        let folded = match sender {
+            IpAddr::V4(a) => a.fold_keyed(self.key),
+            IpAddr::V6(a) => a.fold_keyed(self.key),
+        };
+        (crate::flow::mix64(folded) % SENDER_SHARES as u64) as usize
+    }
+
+    /// Whether one more frame from `sender` may go at `now`; takes it if
+    /// so. O(1): one part and the common bucket.
+    #[inline]
+    pub fn take(&mut self, sender: Option<IpAddr>, now: u32) -> bool {
+        let (part, reserve_per_ms) = match sender {
+            Some(a) => {
+                let i = self.part(a);
+                (&mut self.parts[i], 1)
+            }
+            None => (&mut self.anonymous, 0),
+        };
+        part.refill(now, reserve_per_ms);
+        if part.cap >= UNIT && self.common.take(now) {
+            part.cap -= UNIT;
+            return true;
+        }
+        if part.reserve >= UNIT {
+            part.reserve -= UNIT;
+            return true;
+        }
+        false
     }
 }
 
@@ -760,8 +963,9 @@ mod tests {
     /// each) takes it all, and the other reals' answers to the kernel's
     /// health checks are dropped: their checks time out, they go down, and
     /// the service is left to the attacker's real (or to nobody).
+    ///
+    /// Fixed: the class is shared out among senders ([`SenderBudget`]).
     #[test]
-    #[ignore = "audit: one real's frames to the port's address starve every other real's health-check answers"]
     fn one_reals_flood_leaves_the_other_reals_health_checks_their_way() {
         let mut b = KernelBudgets::default();
         let reals = [
@@ -769,13 +973,13 @@ mod tests {
             IpAddr::from([198, 18, 2, 12]),
         ];
         let is_real = |a: IpAddr| reals.contains(&a);
-        let class = |f: &[u8]| kernel_class(f, |_| Source::OnLink, is_real);
+        let class = |f: &[u8]| kernel_frame(f, |_| Source::OnLink, is_real, None);
         // The attacker, 198.18.2.11: UDP to some port of ours.
         let flood = from(frame(false, 17, (40000, 9), 64), [198, 18, 2, 11]);
         // The honest real's SYN-ACK to a health check's connect.
         let health = from(frame(false, 6, (80, 40000), 64), [198, 18, 2, 12]);
-        assert_eq!(class(&flood), KernelClass::Reals);
-        assert_eq!(class(&health), KernelClass::Reals);
+        assert_eq!(class(&flood).class, KernelClass::Reals);
+        assert_eq!(class(&health).class, KernelClass::Reals);
         let mut health_through = 0;
         for ms in 0..100 {
             for _ in 0..100 {
@@ -796,17 +1000,19 @@ mod tests {
     /// take the Control budget, even from a configured real's address
     /// (the routing test comes before the reals' one): the router's BFD
     /// and BGP are dropped, the sessions fail, and the VIPs are withdrawn.
+    ///
+    /// Fixed: a real's frames are the reals' class, before the routing
+    /// test.
     #[test]
-    #[ignore = "audit: a real's TTL-255 frames take the routing budget and starve the routers' BFD and BGP"]
     fn a_reals_link_frames_leave_the_routers_bfd_its_way() {
         let mut b = KernelBudgets::default();
         let router = IpAddr::from([198, 18, 0, 1]);
         let real = IpAddr::from([198, 18, 0, 11]);
         let is_real = |a: IpAddr| a == real;
-        let class = |f: &[u8]| kernel_class(f, |_| Source::OnLink, is_real);
+        let class = |f: &[u8]| kernel_frame(f, |_| Source::OnLink, is_real, None);
         let flood = from(frame(false, 6, (40000, 179), 255), [198, 18, 0, 11]);
         let bfd = from(frame(false, 17, (49152, 3784), 255), [198, 18, 0, 1]);
-        assert_eq!(class(&bfd), KernelClass::Control);
+        assert_eq!(class(&bfd).class, KernelClass::Control);
         let mut bfd_through = 0;
         for ms in 0..100 {
             for _ in 0..100 {

@@ -237,7 +237,8 @@ pub struct KernelPath {
     /// Frames for each port's kernel, until the end of the poll.
     queued: Vec<MbufBurst>,
     /// Each port's budgets: routing and resolution traffic's, the reals'
-    /// answers', and the rest's.
+    /// answers', the sync peer's and the rest's (the first three shared
+    /// out among senders).
     budgets: Vec<KernelBudgets>,
     scratch: MbufBurst,
 }
@@ -282,21 +283,16 @@ impl KernelPath {
                 .get(port)
                 .map_or(exception::Source::Far, |p| p.source_of(a))
         };
-        let class = exception::kernel_class_with_sync(
-            m.data(),
-            source,
-            |a| snap.is_real(a),
-            snap.sync_peer,
-        );
+        let frame = exception::kernel_frame(m.data(), source, |a| snap.is_real(a), snap.sync_peer);
         // The peer's sync datagrams come in bursts (a bulk pass): room up
         // to a whole queue for them, the budgets' burst for the rest.
         let room = queue.len()
-            < if class == exception::KernelClass::Sync {
+            < if frame.class == exception::KernelClass::Sync {
                 crate::dpdk::MAX_BURST
             } else {
                 KERNEL_BURST as usize
             };
-        if !room || self.taps[port].is_none() || !self.budgets[port].take(class, now) {
+        if !room || self.taps[port].is_none() || !self.budgets[port].take(frame, now) {
             stats.drop_packet(DropReason::KernelQueueFull);
             return;
         }
