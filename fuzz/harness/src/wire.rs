@@ -15,7 +15,9 @@
 //! that claim only ARP, frames with TTL (hop limit) 255 and multicast
 //! listener queries count (ICMPv6 type 130 from a link-local address with
 //! hop limit 1 to a group, behind at most one hop-by-hop header: no router
-//! forwards a link-local source).
+//! forwards a link-local source). A real's frames (every address a
+//! real's) are never routing traffic but ARP naming no sender; a routing
+//! peer that is also a real keeps the link's budget.
 //!
 //! IPv6: the fixed header re-emits byte for byte; the extension-header walk
 //! ends inside the payload; ICMPv6 and NDP reprs round-trip and emit valid
@@ -57,6 +59,23 @@ fn kernel_budget(v: &mut Violations, frame: &[u8]) {
                 "a real's IPv4 frame in the rest's budget".to_string(),
             );
         }
+    }
+    // A real's frames never take the routing budgets (found in audit:
+    // its TTL-255 frames starved the routers' BFD): with every address a
+    // real's and none a routing peer's, only ARP that names no sender is
+    // routing traffic, and a frame with a sender has it in the budgets'
+    // view; nor does a real that is also a routing peer lose its place.
+    let real = lb_core::exception::kernel_frame(frame, |_| Source::OnLink, |_| true, None);
+    if real.class == KernelClass::Claimed
+        || (real.class == KernelClass::Control && real.sender.is_some())
+    {
+        v.add("wire.kernel-budget", format!("a real's frame {real:?}"));
+    }
+    if far && kernel_class(frame, |_| Source::Peer, |_| true) != KernelClass::Control {
+        v.add(
+            "wire.kernel-budget",
+            "a routing peer that is also a real lost its link's budget".to_string(),
+        );
     }
     // A source that is ours, a peer's or on the link only ever adds.
     for s in [Source::Own, Source::Peer, Source::OnLink] {
