@@ -21,6 +21,7 @@ pub const KERNEL_BURST: u32 = 64;
 /// worker may give one port's kernel per millisecond (8 000 per second,
 /// bursts of 64): far above what health checks need, and small beside the
 /// rest's, since anybody who knows a real's address can forge into it.
+/// Shared out among the reals ([`SenderBudget`]): no one real takes it.
 pub const REALS_RATE_PER_MS: u32 = 8;
 
 /// Frames of the protocols that keep the box routed and reachable (see
