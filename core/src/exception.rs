@@ -877,7 +877,7 @@ mod tests {
     /// peer's address with TTL 255 on the sync port takes.
     #[test]
     fn the_sync_peers_datagrams_have_a_budget_a_flood_cannot_spend() {
-        let mut b = KernelBudgets::default();
+        let mut b = KernelBudgets::with_key(0x5eed);
         let peer = [198, 18, 0, 3];
         let sync = Some((IpAddr::from(peer), 8848));
         let source = |a: IpAddr| {
@@ -922,7 +922,7 @@ mod tests {
         }
         assert_eq!(through, sent, "every sync heartbeat reached the kernel");
         // A bulk pass's flush from several of the peer's workers at once.
-        let mut b = KernelBudgets::default();
+        let mut b = KernelBudgets::with_key(0x5eed);
         let burst = (0..500).filter(|_| b.take(KernelClass::Sync, 5)).count();
         assert_eq!(burst, 500, "four workers' flush of a bulk pass");
     }
@@ -932,7 +932,7 @@ mod tests {
     /// does not take the routing one.
     #[test]
     fn a_flood_of_other_frames_leaves_bgp_and_health_checks_their_budgets() {
-        let mut b = KernelBudgets::default();
+        let mut b = KernelBudgets::with_key(0x5eed);
         let on_link = |a: IpAddr| {
             if a == IpAddr::from([198, 18, 0, 1]) {
                 Source::OnLink
@@ -989,7 +989,7 @@ mod tests {
     /// Fixed: the class is shared out among senders ([`SenderBudget`]).
     #[test]
     fn one_reals_flood_leaves_the_other_reals_health_checks_their_way() {
-        let mut b = KernelBudgets::default();
+        let mut b = KernelBudgets::with_key(0x5eed);
         let reals = [
             IpAddr::from([198, 18, 2, 11]),
             IpAddr::from([198, 18, 2, 12]),
@@ -1027,7 +1027,7 @@ mod tests {
     /// test.
     #[test]
     fn a_reals_link_frames_leave_the_routers_bfd_its_way() {
-        let mut b = KernelBudgets::default();
+        let mut b = KernelBudgets::with_key(0x5eed);
         let router = IpAddr::from([198, 18, 0, 1]);
         let real = IpAddr::from([198, 18, 0, 11]);
         let is_real = |a: IpAddr| a == real;
