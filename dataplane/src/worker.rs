@@ -303,7 +303,7 @@ impl Worker {
         stats.generation.set_release(self.snapshot.generation);
         self.pipeline.adopt(&self.snapshot);
         let start = dpdk::rdtsc();
-        let tsc_per_ms = self.tsc_per_ms.max(1);
+        let tsc_per_ms = self.tsc_per_ms;
         let mut backoff = Backoff::new(self.poll);
         let mut announce = Announce::default();
         log::info!(
@@ -313,13 +313,9 @@ impl Worker {
             self.burst,
             self.poll
         );
+        let mut clock = Clock::new(start, tsc_per_ms);
         while !self.stop.load(Ordering::Relaxed) {
-            // Saturating: a TSC read on another CPU may be a little behind
-            // the start's (an lcore on a CPU set, TSCs not in sync); that
-            // is no reason for a debug build to panic, nor for the clock
-            // to jump by ages as a wrapped difference would (found in
-            // audit).
-            let now = (dpdk::rdtsc().saturating_sub(start) / tsc_per_ms) as u32;
+            let now = clock.now(dpdk::rdtsc());
             if let Ok(next) = self.updates.try_recv() {
                 let next = self.updates.try_iter().last().unwrap_or(next);
                 if self.index == 0 {
@@ -1018,9 +1014,62 @@ fn flush(txq: &mut TxQueue, to: usize, burst: &mut MbufBurst, stats: &WorkerStat
     }
 }
 
+/// A worker's clock: milliseconds since its start, from the TSC, handed
+/// to the pipeline as a `u32` that wraps every 49.7 days (every stamp the
+/// pipeline compares is compared wrapping).
+#[derive(Debug)]
+struct Clock {
+    start: u64,
+    tsc_per_ms: u64,
+    /// The last reading, in ms: the clock never goes back.
+    ms: u64,
+}
+
+impl Clock {
+    fn new(start: u64, tsc_per_ms: u64) -> Clock {
+        Clock {
+            start,
+            tsc_per_ms: tsc_per_ms.max(1),
+            ms: 0,
+        }
+    }
+
+    /// The time at TSC reading `tsc`. A reading behind the start's or
+    /// the last one's (an lcore on a CPU set whose TSCs are not in sync)
+    /// is the last time again: behind the start, a wrapped difference
+    /// jumped the clock by ages (found in audit); behind the last poll,
+    /// every stamp of the last few milliseconds was 2^32 ms old to the
+    /// pipeline, and the sweep ended the live flows it had just touched
+    /// (found in audit).
+    #[inline]
+    fn now(&mut self, tsc: u64) -> u32 {
+        self.ms = self
+            .ms
+            .max(tsc.saturating_sub(self.start) / self.tsc_per_ms);
+        self.ms as u32
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found in audit: the clock was read afresh at every poll, and a
+    /// reading behind the last one's (another CPU's TSC) went back in
+    /// time; the pipeline then took every stamp of the last milliseconds
+    /// for 49.7 days old and its sweep ended live flows.
+    #[test]
+    fn the_clock_never_goes_back() {
+        let mut c = Clock::new(1_000_000, 1_000);
+        assert_eq!(c.now(999_000), 0, "behind the start");
+        assert_eq!(c.now(1_005_000), 5);
+        assert_eq!(c.now(1_004_000), 5, "behind the last reading");
+        assert_eq!(c.now(1_007_999), 7);
+        // Wraps as the pipeline's clock does, after 2^32 ms.
+        let wrap = 1_000_000 + (1u64 << 32) * 1_000;
+        assert_eq!(c.now(wrap + 3_000), 3);
+        assert_eq!(Clock::new(0, 0).now(42), 42, "no division by zero");
+    }
 
     fn ip(i: u32) -> IpAddr {
         IpAddr::V4(std::net::Ipv4Addr::from(0xc612_0000 + i))
