@@ -518,7 +518,7 @@ impl Part {
         if elapsed == 0 {
             return;
         }
-        let elapsed = if elapsed > u32::MAX / 2 { 0 } else { elapsed };
+        // Any difference is time gone by, as for `KernelBudget::take`.
         self.cap = self
             .cap
             .saturating_add(elapsed.saturating_mul(PART_RATE_PER_MS * UNIT))
@@ -628,9 +628,10 @@ impl KernelBudget {
     pub fn take(&mut self, now: u32) -> bool {
         let elapsed = now.wrapping_sub(self.at);
         if elapsed > 0 {
-            // Above 2^31 ms the clock went backwards (it does not): treat
-            // it as no time.
-            let elapsed = if elapsed > u32::MAX / 2 { 0 } else { elapsed };
+            // The worker's clock never goes back, so any difference is
+            // time gone by (found in audit: one above 2^31 ms was taken
+            // for a clock gone back, and a budget idle for 25 to 50 days
+            // refilled nothing).
             let refill = elapsed.saturating_mul(self.per_ms);
             self.tokens = self.tokens.saturating_add(refill).min(self.burst);
             self.at = now;
@@ -646,6 +647,22 @@ impl KernelBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found in audit (time): an elapsed time above 2^31 ms was taken for
+    /// a clock gone back (the worker's never goes back), and a budget
+    /// spent, then idle for 25 to 50 days (a sync peer down for a month),
+    /// refused its next frames.
+    #[test]
+    fn a_budget_idle_for_weeks_is_full_again() {
+        let mut b = KernelBudget::new(4, 10);
+        while b.take(5) {}
+        let later = 5 + (1u32 << 31) + 1_000;
+        assert!(b.take(later), "a kernel budget after 25 days");
+        let mut s = SenderBudget::new(8, 0x5eed);
+        let a = Some(IpAddr::from([198, 18, 0, 9]));
+        while s.take(a, 5) {}
+        assert!(s.take(a, later), "a shared-out budget after 25 days");
+    }
 
     #[test]
     fn a_flood_gets_the_burst_then_the_rate() {
