@@ -1517,3 +1517,7 @@ pub(super) fn real_addr<A: FlowAddr>(address: impl Into<IpAddr>) -> A {
 #[cfg(test)]
 #[path = "conntrack_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "steer_tests.rs"]
+mod steer_tests;
