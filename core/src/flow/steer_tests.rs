@@ -279,3 +279,65 @@ fn persistent_mh_connections_survive_a_restart() {
         );
     }
 }
+
+/// Finding: with `persistence` on an `mh` service, the first packet of a
+/// client address decides the real of all its connections for the
+/// persistence time, and `mh`'s hash is fixed and public, so whoever
+/// sends that packet in the client's name (one spoofed SYN, or a lone
+/// ACK: a pick-up makes a template too, while the table is below half
+/// full) chooses the real by choosing the source port: any client
+/// address, for example a carrier-grade NAT's that thousands of users
+/// share, can be pinned to one real the attacker picks (and kept there
+/// with one spoofed packet per persistence time). Without persistence,
+/// or with IPVS `mh`/`sh` persistence (which place by the address), the
+/// stranger decides nothing: the victim's real is a function of its own
+/// packets.
+#[test]
+#[ignore = "audit: mh with persistence: one spoofed packet with a chosen port pins any client address to the attacker's chosen real"]
+fn a_spoofed_first_packet_cannot_choose_a_clients_persistent_real() {
+    let snap = compile(&config("mh", "dr", "10m"));
+    let mut moved = 0;
+    for i in 0..16u32 {
+        let victim = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 51, 100, 1)) + i);
+        // The victim's own connection, by its own hash, goes to `own`.
+        let own = hashed_real(&snap, victim, 50000);
+        // The attacker wants it on .14, and finds a port that hashes there
+        // offline: nothing of the hash is secret.
+        let target = Ipv4Addr::new(198, 18, 0, 14);
+        if own == target {
+            continue;
+        }
+        let chosen = (1024..)
+            .find(|&p| hashed_real(&snap, victim, p) == target)
+            .unwrap();
+        let mut ct = conntrack();
+        let mut schedulers = Schedulers::for_worker(0);
+        schedulers.adopt(&snap);
+        // One spoofed lone ACK in the victim's name (no answer needed).
+        send(
+            &mut ct,
+            &snap,
+            &mut schedulers,
+            victim,
+            chosen,
+            TcpFlags::ACK,
+        )
+        .unwrap();
+        let t = send(
+            &mut ct,
+            &snap,
+            &mut schedulers,
+            victim,
+            50000,
+            TcpFlags::SYN,
+        )
+        .unwrap();
+        if t.real == target {
+            moved += 1;
+        }
+    }
+    assert_eq!(
+        moved, 0,
+        "{moved} victims' connections were placed on the attacker's chosen real"
+    );
+}
