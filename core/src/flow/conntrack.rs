@@ -593,7 +593,7 @@ impl<A: FlowAddr> Conntrack<A> {
         let svc = &snap.services[service];
         if svc.persistence_ms == 0 {
             return schedulers
-                .choose(snap, service, key, &self.active)
+                .choose(snap, service, key, &self.active, &self.inactive)
                 .map(|ri| (ri, false));
         }
         let tk = template_key(key);
@@ -617,7 +617,7 @@ impl<A: FlowAddr> Conntrack<A> {
                 // Its real can take no new flows: the client moves, and the
                 // template with it. Its flows on the old real still count:
                 // the template lives until the client's last flow ends.
-                let ri = schedulers.choose(snap, service, key, &self.active)?;
+                let ri = schedulers.choose(snap, service, key, &self.active, &self.inactive)?;
                 let r = &svc.reals[ri];
                 let t = self.table.get_mut(t);
                 t.retarget(real_addr(r.address), r.port, r.id, r.method);
@@ -627,7 +627,7 @@ impl<A: FlowAddr> Conntrack<A> {
                 return Some((ri, true));
             }
         }
-        let ri = schedulers.choose(snap, service, key, &self.active)?;
+        let ri = schedulers.choose(snap, service, key, &self.active, &self.inactive)?;
         if !make_template {
             return Some((ri, false));
         }
@@ -816,7 +816,7 @@ impl<A: FlowAddr> Conntrack<A> {
             });
         let ri = match templated {
             Some(ri) => ri,
-            None => schedulers.choose(snap, service, key, &self.active)?,
+            None => schedulers.choose(snap, service, key, &self.active, &self.inactive)?,
         };
         let r = &svc.reals[ri];
         (r.method != ForwardingMethod::Nat).then(|| Target {

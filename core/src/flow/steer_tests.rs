@@ -144,7 +144,6 @@ fn handshake(
 /// targeted overload of those (or, with more sources, of one chosen
 /// real), while the service looks balanced in `ActiveConn` terms.
 #[test]
-#[ignore = "audit: lc/wlc count unanswered SYNs as full active connections; with persistence one host's SYNs steer all new flows off a real"]
 fn unanswered_syns_of_one_persistent_source_do_not_steer_lc() {
     for scheduler in ["lc", "wlc"] {
         let snap = compile(&config(scheduler, "nat", "10m"));
@@ -197,147 +196,107 @@ fn unanswered_syns_of_one_persistent_source_do_not_steer_lc() {
     }
 }
 
-/// The real `mh` alone (no template, no flow) gives (`client`, `port`).
-fn hashed_real(snap: &Snapshot, client: Ipv4Addr, port: u16) -> Ipv4Addr {
-    let mut s = Schedulers::default();
-    s.adopt(snap);
-    let ri = s
-        .choose(snap, 0, &key(client, port), &[0; MAX_REALS])
-        .unwrap();
-    match snap.services[0].reals[ri].address {
-        IpAddr::V4(a) => a,
-        IpAddr::V6(_) => unreachable!(),
-    }
+/// The real of `client`'s connection from `port` when it is the only
+/// packet a fresh worker has seen (its first packet: `SYN`, or a pick-up:
+/// `ACK`).
+fn alone(snap: &Snapshot, client: Ipv4Addr, port: u16, flags: TcpFlags) -> IpAddr {
+    let mut ct = conntrack();
+    let mut schedulers = Schedulers::for_worker(0);
+    schedulers.adopt(snap);
+    send(&mut ct, snap, &mut schedulers, client, port, flags)
+        .unwrap()
+        .real
+        .to_ip()
 }
 
-/// Two ports of `client` that `mh` alone sends to different reals.
-fn ports_on_two_reals(snap: &Snapshot, client: Ipv4Addr) -> (u16, u16) {
-    let first = 40000;
-    let other = (first + 1..)
-        .find(|&p| hashed_real(snap, client, p) != hashed_real(snap, client, first))
-        .unwrap();
-    (first, other)
-}
-
-/// Finding: README says `mh` flows "survive a restart of the appliance or
-/// a move to another box behind ECMP", the choice depending only on the
-/// packet. With `persistence` on an `mh` service that is false: every
-/// connection of a client goes to its template's real, which the client's
-/// first connection's own 5-tuple hash chose, while a connection picked up
-/// mid-stream after a restart (or on the other box) goes by its own
-/// 5-tuple hash, to another real for about 3 of 4 of a client's later
-/// connections (4 reals): they are reset. (Katran and IPVS `mh` hash the
-/// same thing for placement and pick-up.)
+/// Found in audit: README says `mh` flows "survive a restart of the
+/// appliance or a move to another box behind ECMP", the choice depending
+/// only on the packet. With `persistence` on an `mh` service it was
+/// false: every connection of a client went to its template's real,
+/// which the client's first connection's own 5-tuple hash chose, while a
+/// connection picked up mid-stream after a restart (or on the other box)
+/// went by its own 5-tuple hash, to another real for about 3 of 4 of a
+/// client's later connections (4 reals): they were reset. A persistent
+/// `mh` service picks by the client's address now.
 #[test]
-#[ignore = "audit: mh with persistence: connections picked up after a restart or ECMP move go to another real than the template sent them to"]
 fn persistent_mh_connections_survive_a_restart() {
     for forwarding in ["dr", "tun"] {
         let snap = compile(&config("mh", forwarding, "10m"));
         let client = Ipv4Addr::new(203, 0, 113, 7);
-        let (first, second) = ports_on_two_reals(&snap, client);
         let mut ct = conntrack();
         let mut schedulers = Schedulers::for_worker(0);
         schedulers.adopt(&snap);
-        let a = send(
+        let first = send(
             &mut ct,
             &snap,
             &mut schedulers,
             client,
-            first,
+            40000,
             TcpFlags::SYN,
         )
-        .unwrap();
-        let b = send(
-            &mut ct,
-            &snap,
-            &mut schedulers,
-            client,
-            second,
-            TcpFlags::SYN,
-        )
-        .unwrap();
-        assert_eq!(a.real, b.real, "persistence: both on the template's real");
-        // The appliance restarts (or ECMP moves the client to a peer with
-        // the same config): a fresh table. The second connection's next
-        // segment is picked up mid-stream.
-        let mut ct = conntrack();
-        let mut schedulers = Schedulers::for_worker(0);
-        schedulers.adopt(&snap);
-        let after = send(
-            &mut ct,
-            &snap,
-            &mut schedulers,
-            client,
-            second,
-            TcpFlags::ACK,
-        )
-        .unwrap();
-        assert_eq!(
-            after.real, b.real,
-            "{forwarding}: the connection was on {}, picked up it goes to {}",
-            b.real, after.real
-        );
+        .unwrap()
+        .real;
+        for port in 40001..40017 {
+            let later = send(&mut ct, &snap, &mut schedulers, client, port, TcpFlags::SYN)
+                .unwrap()
+                .real;
+            assert_eq!(later, first, "persistence: on the template's real");
+            // The appliance restarts (or ECMP moves the client to a peer
+            // with the same config): the connection's next segment is
+            // picked up mid-stream by a fresh table.
+            let after = alone(&snap, client, port, TcpFlags::ACK);
+            assert_eq!(
+                after,
+                first.to_ip(),
+                "{forwarding}: port {port} was on {first}, picked up it goes to {after}"
+            );
+        }
     }
 }
 
-/// Finding: with `persistence` on an `mh` service, the first packet of a
-/// client address decides the real of all its connections for the
-/// persistence time, and `mh`'s hash is fixed and public, so whoever
-/// sends that packet in the client's name (one spoofed SYN, or a lone
-/// ACK: a pick-up makes a template too, while the table is below half
-/// full) chooses the real by choosing the source port: any client
-/// address, for example a carrier-grade NAT's that thousands of users
-/// share, can be pinned to one real the attacker picks (and kept there
-/// with one spoofed packet per persistence time). Without persistence,
-/// or with IPVS `mh`/`sh` persistence (which place by the address), the
-/// stranger decides nothing: the victim's real is a function of its own
-/// packets.
+/// Found in audit: with `persistence` on an `mh` service, the first
+/// packet of a client address decides the real of all its connections for
+/// the persistence time, and `mh`'s hash is fixed and public, so whoever
+/// sent that packet in the client's name (one spoofed SYN, or a lone ACK:
+/// a pick-up makes a template too, while the table is below half full)
+/// chose the real by choosing the source port: any client address, a
+/// carrier-grade NAT's that thousands of users share say, could be pinned
+/// to one real the attacker picked. By the client's address, the stranger
+/// decides nothing: the victim's real is what its own packets would get.
 #[test]
-#[ignore = "audit: mh with persistence: one spoofed packet with a chosen port pins any client address to the attacker's chosen real"]
 fn a_spoofed_first_packet_cannot_choose_a_clients_persistent_real() {
     let snap = compile(&config("mh", "dr", "10m"));
-    let mut moved = 0;
     for i in 0..16u32 {
         let victim = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 51, 100, 1)) + i);
-        // The victim's own connection, by its own hash, goes to `own`.
-        let own = hashed_real(&snap, victim, 50000);
-        // The attacker wants it on .14, and finds a port that hashes there
-        // offline: nothing of the hash is secret.
-        let target = Ipv4Addr::new(198, 18, 0, 14);
-        if own == target {
-            continue;
-        }
-        let chosen = (1024..)
-            .find(|&p| hashed_real(&snap, victim, p) == target)
+        let own = alone(&snap, victim, 50000, TcpFlags::SYN);
+        for spoofed_port in (1024..1088).step_by(4) {
+            let mut ct = conntrack();
+            let mut schedulers = Schedulers::for_worker(0);
+            schedulers.adopt(&snap);
+            // One spoofed lone ACK in the victim's name (no answer needed).
+            send(
+                &mut ct,
+                &snap,
+                &mut schedulers,
+                victim,
+                spoofed_port,
+                TcpFlags::ACK,
+            )
             .unwrap();
-        let mut ct = conntrack();
-        let mut schedulers = Schedulers::for_worker(0);
-        schedulers.adopt(&snap);
-        // One spoofed lone ACK in the victim's name (no answer needed).
-        send(
-            &mut ct,
-            &snap,
-            &mut schedulers,
-            victim,
-            chosen,
-            TcpFlags::ACK,
-        )
-        .unwrap();
-        let t = send(
-            &mut ct,
-            &snap,
-            &mut schedulers,
-            victim,
-            50000,
-            TcpFlags::SYN,
-        )
-        .unwrap();
-        if t.real == target {
-            moved += 1;
+            let t = send(
+                &mut ct,
+                &snap,
+                &mut schedulers,
+                victim,
+                50000,
+                TcpFlags::SYN,
+            )
+            .unwrap();
+            assert_eq!(
+                t.real.to_ip(),
+                own,
+                "victim {victim}: a spoofed packet from port {spoofed_port} placed it"
+            );
         }
     }
-    assert_eq!(
-        moved, 0,
-        "{moved} victims' connections were placed on the attacker's chosen real"
-    );
 }

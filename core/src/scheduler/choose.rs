@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::flow::{source_hash, FlowAddr, FlowKey};
 use crate::snapshot::{Snapshot, MAX_REALS};
 
-use super::{PickInput, Scheduler, SchedulerState};
+use super::{PickInput, Scheduler, SchedulerKind, SchedulerState};
 
 /// One worker's scheduler states, one per service of the snapshot it runs,
 /// each with its service's id and the scheduler it belongs to.
@@ -75,8 +75,20 @@ impl Schedulers {
     /// see the fixed hashes of the key ([`FlowKey::hash`], [`source_hash`]),
     /// never the flow table's seeded one, so `mh` and `sh` choose the same
     /// real on every box and after a restart.
-    /// `active[real id]` is this worker's count of flows per real (for the
-    /// least-connection schedulers).
+    /// `active[real id]` is this worker's count of flows per real, and
+    /// `inactive[real id]` how many of them are not established (for the
+    /// least-connection schedulers, which weigh an established flow as
+    /// 256 of the others, as IPVS does: found in audit, a host that never
+    /// answered its SYN-ACKs, its SYNs all sent to one real by its
+    /// persistence template, made that real look the busiest and pushed
+    /// every other client's new flows off it).
+    ///
+    /// A persistent `mh` service picks by the client's address alone
+    /// ([`source_hash`]): every flow of a client then goes where its
+    /// template sends it on every box and after a restart, and one forged
+    /// packet no longer chooses a client's real for it by its port (found
+    /// in audit: by their own ports, a client's later connections picked
+    /// up elsewhere went to another real than their template's).
     #[inline]
     pub fn choose<A: FlowAddr>(
         &mut self,
@@ -84,19 +96,25 @@ impl Schedulers {
         service: usize,
         key: &FlowKey<A>,
         active: &[u32],
+        inactive: &[u32],
     ) -> Option<usize> {
         let svc = snap.services.get(service)?;
         let state = self.states.get_mut(service)?;
+        let source_hash = source_hash(key.client);
         let input = PickInput {
-            flow_hash: key.hash(),
-            source_hash: source_hash(key.client),
+            flow_hash: if svc.persistence_ms != 0 && svc.kind == SchedulerKind::Maglev {
+                source_hash
+            } else {
+                key.hash()
+            },
+            source_hash,
         };
         let (eligible, reals) = (&svc.eligible, &svc.reals);
         let i = svc.scheduler.pick(state, &input, |b| {
-            active
-                .get(reals[eligible[b]].id as usize % MAX_REALS)
-                .copied()
-                .unwrap_or(0)
+            let id = reals[eligible[b]].id as usize % MAX_REALS;
+            let all = active.get(id).copied().unwrap_or(0);
+            let opening = inactive.get(id).copied().unwrap_or(0).min(all);
+            (all - opening).saturating_mul(256).saturating_add(opening)
         })?;
         eligible.get(i).copied()
     }

@@ -680,7 +680,7 @@ fn rr_and_wrr_are_not_restarted_by_a_publish_that_kept_them() {
                 vip_port: 80,
             };
             let active = vec![0; crate::snapshot::MAX_REALS];
-            picks.push(schedulers.choose(&snap, 0, &key, &active).unwrap());
+            picks.push(schedulers.choose(&snap, 0, &key, &active, &[]).unwrap());
             prev = Some(snap);
         }
         assert_eq!(kept, 8, "{kind}: service a's scheduler kept");
