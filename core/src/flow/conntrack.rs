@@ -1315,6 +1315,27 @@ impl<A: FlowAddr> Conntrack<A> {
                     ..target
                 });
             }
+            // An ACK of something else than our SYN, from where the real
+            // is reached: the real holds another connection on the tuple
+            // (the client's last one in TIME_WAIT, which answers a SYN
+            // below its sequence so; or one half open after its SYN-ACK
+            // was lost and the client started again) and will never
+            // answer our SYN otherwise: the flow waited for the give-up,
+            // 15 s (found in review). As the client's own TCP in SYN-SENT
+            // would (RFC 9293 3.10.7.3), the real gets a RST at the
+            // number it acknowledged, which ends that connection, and the
+            // SYN sent again opens ours. Nothing of the flow moves.
+            if flags.contains(TcpFlags::ACK)
+                && !flags.intersects(TcpFlags::SYN | TcpFlags::RST)
+                && f.state() == FlowState::SynSent
+                && seg.ack != f.client_next
+                && from_real()
+            {
+                return Ok(ReplyTarget {
+                    proxy: ReplyStep::ResetReal,
+                    ..target
+                });
+            }
             return Err(DropReason::SynProxyPending);
         }
         f.last_seen = now;

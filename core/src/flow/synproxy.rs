@@ -175,6 +175,11 @@ pub enum ReplyStep {
     /// [`Conntrack::proxy_waiting`](super::Conntrack::proxy_waiting) says
     /// what the flow waited with.
     AckToReal,
+    /// The real's ACK of something else than our SYN, for a waiting flow:
+    /// answer the real with a RST at the number it acknowledged, as the
+    /// client's TCP in SYN-SENT would (RFC 9293 3.10.7.3), so that the SYN
+    /// sent again opens the connection.
+    ResetReal,
 }
 
 /// How the SYN proxy's mode applies to one new connection now.

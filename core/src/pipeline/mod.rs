@@ -1057,6 +1057,9 @@ impl Pipeline {
                     now,
                 );
             }
+            ReplyStep::ResetReal => {
+                return self.syn_proxy_reset_real(snap, pkt, ip, ports, back.real_id, now);
+            }
         };
         let len = pkt.len() as u64;
         // Too big for the way to the client: the real hears it from the

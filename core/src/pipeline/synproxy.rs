@@ -391,6 +391,47 @@ impl Pipeline {
     }
 }
 
+impl Pipeline {
+    /// The RST to a real that answered the SYN of a waiting flow with an
+    /// ACK of another connection (`ReplyStep::ResetReal`): from the
+    /// client, at the number the real acknowledged, without ACK (RFC 9293
+    /// 3.10.7.3), so that the real ends what it holds on the tuple and the
+    /// SYN sent again opens the flow's connection.
+    pub(super) fn syn_proxy_reset_real<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        ip: &Ipv4Meta,
+        ports: Ports,
+        real_id: u32,
+        now: u32,
+    ) -> Verdict {
+        let seen = match frames::read(pkt.data(), ip.end(), ip.src, ip.dst) {
+            Ok(s) => s,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let rst = frames::Segment {
+            src: ip.dst,
+            dst: ip.src,
+            src_port: ports.dst,
+            dst_port: ports.src,
+            seq: seen.ack,
+            ack: 0,
+            flags: TcpFlags::RST,
+            window: 0,
+            ttl: DEFAULT_TTL,
+            options: TcpOptions::default(),
+        };
+        let len = pkt.len() as u64;
+        let Some(end) = frames::write(pkt, &rst) else {
+            return Verdict::Drop(DropReason::NoHeadroom);
+        };
+        let v = self.egress.route(snap, pkt, ip.src, end, now);
+        self.count_forwarded(v, real_id, len);
+        v
+    }
+}
+
 /// The RST to the client of a proxied connection given up on: from the
 /// VIP, at the sequence number the client expects, with TTL (hop limit)
 /// `ttl`.

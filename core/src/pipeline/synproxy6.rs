@@ -362,6 +362,43 @@ impl Pipeline {
     }
 }
 
+impl Pipeline {
+    /// [`Pipeline::syn_proxy_reset_real`] over IPv6.
+    pub(super) fn syn_proxy_reset_real6<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        pkt: &mut B,
+        ip: &Ipv6Meta,
+        ports: Ports,
+        real_id: u32,
+        now: u32,
+    ) -> Verdict {
+        let seen = match read6(pkt.data(), ip.l4_start(), ip.end(), ip.src, ip.dst) {
+            Ok(s) => s,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let rst = Frame {
+            src: ip.dst,
+            dst: ip.src,
+            src_port: ports.dst,
+            dst_port: ports.src,
+            seq: seen.ack,
+            ack: 0,
+            flags: TcpFlags::RST,
+            window: 0,
+            ttl: DEFAULT_HOP_LIMIT,
+            options: TcpOptions::default(),
+        };
+        let len = pkt.len() as u64;
+        let Some(end) = write6(pkt, &rst) else {
+            return Verdict::Drop(DropReason::NoHeadroom);
+        };
+        let v = self.egress.route6(snap, pkt, ip.src, end, now);
+        self.count_forwarded(v, real_id, len);
+        v
+    }
+}
+
 /// The SYN to a NAT66 real as a segment to write: the first and each one
 /// sent again alike.
 fn syn_segment6(syn: &ProxySyn<Ipv6Addr>) -> Frame<Ipv6Addr> {

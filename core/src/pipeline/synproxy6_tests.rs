@@ -1548,3 +1548,37 @@ fn a_client_that_starts_again_while_its_flow_waits_gets_a_new_flow() {
     );
     assert_eq!(only_flow(&p).state(), FlowState::Established);
 }
+
+/// The IPv6 side of the IPv4 test of the same name: a real that answers
+/// the proxy's SYN with an ACK of another connection on the tuple gets a
+/// RST at the number it acknowledged (only from where it is reached), and
+/// the SYN sent again opens the connection.
+#[test]
+fn a_real_that_acks_another_connection_gets_a_reset_and_the_syn_again() {
+    let real_mac = MacAddr([2, 0, 0, 0, 0, 0x11]);
+    let (snap, mut p) = setup("on", 64);
+    let cookie = handshake_to_real(&mut p, &snap);
+    let sent_at = NOW + 1;
+    let stale = seg(r(), c(), ACK, 0x0bad_0001, 0x00c0_ffee);
+    assert_eq!(
+        run(&mut p, &snap, &stale, sent_at + 1),
+        dropped(DropReason::SynProxyPending)
+    );
+    let rst = run_from(&mut p, &snap, &stale, real_mac, sent_at + 1).expect("a RST to the real");
+    assert_eq!(
+        (rst.src, rst.dst, rst.flags, rst.seq, rst.ack, rst.window),
+        (c(), r(), RST, 0x00c0_ffee, 0, 0)
+    );
+    assert!(rst.payload.is_empty() && rst.options.is_empty());
+    let f = only_flow(&p);
+    assert!(f.is_proxy_waiting() && f.state() == crate::flow::FlowState::SynSent);
+    let late = sent_at + SYN_RTO_MS;
+    assert_eq!(
+        run(&mut p, &snap, &client_ack(cookie), late),
+        dropped(DropReason::SynProxyPending)
+    );
+    assert_eq!(resend(&mut p, &snap, late).len(), 1, "the SYN again");
+    let ack = run_from(&mut p, &snap, &real_synack(), real_mac, late + 1).expect("ACK to the real");
+    assert_eq!((ack.dst, ack.flags), (r(), ACK));
+    assert_eq!(only_flow(&p).state(), crate::flow::FlowState::Established);
+}

@@ -2469,3 +2469,50 @@ fn a_restart_from_another_ports_network_is_refused() {
     let (v, syn) = on(&mut p, &ack2, 1, NOW + 4);
     assert_eq!((v, syn.flags, syn.seq), (Verdict::Transmit(0), SYN, ISN2));
 }
+
+/// Found in review: a real that holds another connection on the tuple
+/// (the client's last one in TIME_WAIT, which answers a SYN below its
+/// sequence with an ACK, or one half open after its SYN-ACK was lost and
+/// the client started again) answered the proxy's SYN with an ACK of that
+/// one, which the proxy dropped: the flow waited for the give-up, 15 s.
+/// The real gets a RST at the number it acknowledged (RFC 9293 3.10.7.3),
+/// only when the ACK comes from where the real is reached, and the SYN
+/// sent again opens the connection.
+#[test]
+fn a_real_that_acks_another_connection_gets_a_reset_and_the_syn_again() {
+    let real_mac = MacAddr([2, 0, 0, 0, 0, 0x11]);
+    let (snap, mut p) = setup("on", 64);
+    let (cookie, first) = handshake_to_real_frame(&mut p, &snap);
+    let sent_at = NOW + 1;
+    let stale = seg(R, C, ACK, 0x0bad_0001, 0x00c0_ffee);
+    // From elsewhere on the segment: believed in nothing, answered with
+    // nothing.
+    assert_eq!(
+        run(&mut p, &snap, &stale, sent_at + 1),
+        dropped(DropReason::SynProxyPending)
+    );
+    let rst = run_from(&mut p, &snap, &stale, real_mac, sent_at + 1).expect("a RST to the real");
+    assert_eq!(
+        (rst.src, rst.dst, rst.flags, rst.seq, rst.ack, rst.window),
+        (C, R, RST, 0x00c0_ffee, 0, 0)
+    );
+    assert!(rst.payload.is_empty() && rst.options.is_empty());
+    let f = only_flow(&p);
+    assert!(
+        f.is_proxy_waiting() && f.state() == FlowState::SynSent,
+        "nothing of the flow moved"
+    );
+    // The client's ACK again, an interval later: the SYN goes again, and
+    // the real, its old connection gone, answers it.
+    let late = sent_at + SYN_RTO_MS;
+    assert_eq!(
+        run(&mut p, &snap, &client_ack(cookie), late),
+        dropped(DropReason::SynProxyPending)
+    );
+    let again = resend(&mut p, &snap, late);
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].clone().expect("sent"), first);
+    let ack = run_from(&mut p, &snap, &real_synack(), real_mac, late + 1).expect("ACK to the real");
+    assert_eq!((ack.dst, ack.flags), (R, ACK));
+    assert_eq!(only_flow(&p).state(), FlowState::Established);
+}

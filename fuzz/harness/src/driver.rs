@@ -25,7 +25,8 @@
 //!   `out.wrong-vip`). For a flow the SYN proxy answered, sequence and
 //!   acknowledgment numbers, window and options may change too (same
 //!   length). A handshake segment the proxy makes (the cookie SYN-ACK, the
-//!   SYN and the ACK to the real) is whole: valid checksums (its input's
+//!   SYN and the ACK to the real, a RST to a real that acknowledged
+//!   another connection than the SYN's, at that number) is whole: valid checksums (its input's
 //!   were: the proxy verifies what it terminates), no payload, no padding,
 //!   addressed as it must be (`out.syn-proxy`); over IPv6 (NAT66) the
 //!   same, with a plain 40-byte header.

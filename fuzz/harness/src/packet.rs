@@ -385,6 +385,9 @@ enum Made {
     SynToReal,
     /// The ACK to the real, from its SYN-ACK.
     AckToReal,
+    /// The RST to the real, from its ACK of another connection than the
+    /// waiting flow's SYN: at the number it acknowledged, without ACK.
+    RstToReal,
 }
 
 fn proxy_made(out: &[u8], input: &[u8]) -> Option<Made> {
@@ -398,6 +401,8 @@ fn proxy_made(out: &[u8], input: &[u8]) -> Option<Made> {
         Some(Made::SynToReal)
     } else if synack(i) && o == F_ACK && out[IP + 16..IP + 20] == input[IP + 12..IP + 16] {
         Some(Made::AckToReal)
+    } else if ack(i) && o == F_RST && out[IP + 16..IP + 20] == input[IP + 12..IP + 16] {
+        Some(Made::RstToReal)
     } else {
         None
     }
@@ -452,6 +457,13 @@ fn check_proxy_made(
             (osrc, odst, osport, odport) == (idst, isrc, dport, sport)
                 && snap.is_nat_endpoint(6, isrc, sport)
         }
+        Made::RstToReal => {
+            (osrc, odst, osport, odport) == (idst, isrc, dport, sport)
+                && snap.is_nat_endpoint(6, isrc, sport)
+                && ip.ttl() == 64
+                && out[IP + 24..IP + 28] == input[IP + 28..IP + 32]
+                && out[IP + 28..IP + 32] == [0; 4]
+        }
     };
     if !(ok_tcp && whole && shaped) {
         v.add(
@@ -478,6 +490,8 @@ fn proxy_made6(out: &[u8], input: &[u8], o: &V6, i: &V6) -> Option<Made> {
         Some(Made::SynToReal)
     } else if synack(fi) && fo == F_ACK && o.dst == i.src {
         Some(Made::AckToReal)
+    } else if ack(fi) && fo == F_RST && o.dst == i.src {
+        Some(Made::RstToReal)
     } else {
         None
     }
@@ -530,6 +544,13 @@ fn check_proxy_made6(
         Made::AckToReal => {
             (o.src, o.dst, osport, odport) == (i.dst, i.src, dport, sport)
                 && snap.is_nat_endpoint6(6, i.src, sport)
+        }
+        Made::RstToReal => {
+            (o.src, o.dst, osport, odport) == (i.dst, i.src, dport, sport)
+                && snap.is_nat_endpoint6(6, i.src, sport)
+                && o.hop == 64
+                && out.get(o.l4 + 4..o.l4 + 8) == input.get(i.l4 + 8..i.l4 + 12)
+                && out.get(o.l4 + 8..o.l4 + 12) == Some(&[0u8; 4][..])
         }
     };
     if !(ok_tcp && whole && shaped) {
