@@ -1589,4 +1589,80 @@ address = "198.18.0.12"
         // Other checks still go.
         run(TEXT, add_service(&[("health_check.kind", "http")])).unwrap();
     }
+
+    /// Runs `/usr/bin/python3` as uid and gid 65534 ("nobody"): it binds a
+    /// Unix socket at `path`, says "ready", and answers `answers` requests
+    /// with `reply` (one line each). The child, to kill and reap.
+    fn serve_as_nobody(path: &Path, answers: usize, reply: &str) -> std::process::Child {
+        use std::os::unix::process::CommandExt;
+        let script = r#"
+import os, socket, sys
+path, n, reply = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.socket(socket.AF_UNIX)
+s.bind(path)
+os.chmod(path, 0o666)
+s.listen(4)
+print("ready", flush=True)
+for _ in range(n):
+    c, _ = s.accept()
+    c.makefile("rb").readline()
+    c.sendall(reply.encode() + b"\n")
+    c.close()
+"#;
+        let mut child = std::process::Command::new("/usr/bin/python3")
+            .args(["-c", script])
+            .arg(path)
+            .arg(answers.to_string())
+            .arg(reply)
+            .gid(65534)
+            .uid(65534)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 as nobody");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "the helper did not start");
+        child
+    }
+
+    /// AUDIT (moderate): the `ctl` client talks to whatever answers on the
+    /// socket path, and the appliance accepts a socket folder that every
+    /// user may write to when it is sticky (`/tmp`). In such a folder any
+    /// local user can bind the socket's name while the appliance is not
+    /// running (before its first start, during a restart), and then:
+    /// the appliance refuses to start ("answered by another process"),
+    /// and root's `ctl list` shows the user's invented state while `ctl
+    /// save --output /etc/lb-appliance/lb.toml` writes the user's
+    /// configuration, script health checks (run as root) included. The
+    /// client should refuse a server that is neither root nor its own user
+    /// (`SO_PEERCRED`), and the appliance a folder others may write to.
+    #[test]
+    #[ignore = "audit: ctl trusts a control socket served by another (unprivileged) user"]
+    fn audit_ctl_refuses_a_socket_served_by_another_user() {
+        use std::os::unix::fs::PermissionsExt;
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("SKIPPED: needs root (to run a helper as another user)");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("lb-audit-squat-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // As /tmp: anyone may write, sticky. The appliance takes it.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(folder_is_ours(&dir).is_ok());
+        let path = dir.join("control.sock");
+        let evil = "[[services]]\nname = \"web\"\n[services.health_check]\nkind = \"script\"\ncommand = [\"/bin/sh\", \"-c\", \"id > /tmp/owned\"]\n";
+        let reply = json!({"ok": true, "text": evil}).to_string();
+        let mut helper = serve_as_nobody(&path, 1, &reply);
+        let got = call(&path, &Request::Save, |_| {});
+        let _ = helper.kill();
+        let _ = helper.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            got.is_err(),
+            "root's ctl took the answer of a socket served by uid 65534: {got:?}"
+        );
+    }
 }
