@@ -1665,4 +1665,31 @@ for _ in range(n):
             "root's ctl took the answer of a socket served by uid 65534: {got:?}"
         );
     }
+
+    /// AUDIT (low): `folder_is_ours` looks at the world-write bit and the
+    /// owner only. A folder its group may write to (`/run/lb-appliance`
+    /// made 0770 or 2770 root:ops so that a team can use `ctl`) lets any
+    /// member of that group remove the appliance's socket and bind their
+    /// own, then feed root's `ctl save --output` (above): a user allowed
+    /// to change what is forwarded, "but not run programs", gets root.
+    #[test]
+    #[ignore = "audit: a socket folder its group may write to is taken"]
+    fn audit_a_socket_folder_its_group_may_write_to_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("SKIPPED: needs root (to give the folder another group)");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("lb-audit-group-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(0), Some(65534)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o2770)).unwrap();
+        let verdict = folder_is_ours(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            verdict.is_err(),
+            "a folder group 65534 may write to was taken for the control socket"
+        );
+    }
 }
