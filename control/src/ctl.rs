@@ -30,7 +30,6 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -253,12 +252,8 @@ impl ControlSocket {
         counts: RequestCounts,
     ) -> std::io::Result<ControlSocket> {
         if let Some(dir) = path.parent() {
-            if !dir.exists() {
-                std::fs::create_dir_all(dir)?;
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))?;
-            } else {
-                folder_is_ours(dir)?;
-            }
+            make_folder(dir)?;
+            folder_is_ours(dir)?;
         }
         if let Ok(meta) = std::fs::symlink_metadata(path) {
             use std::os::unix::fs::FileTypeExt;
@@ -317,34 +312,156 @@ impl ControlSocket {
     }
 }
 
-/// Refuses a socket folder in which another user could replace the socket
-/// (remove it and bind their own, which `ctl` would then talk to): one
-/// that every user may write to without the sticky bit, or one owned by
-/// another user than us or root. (A folder the appliance creates is 0750
-/// and ours; `/tmp`, sticky, is fine.)
-fn folder_is_ours(dir: &Path) -> std::io::Result<()> {
+/// Makes the socket's folder if it is missing: its parents as
+/// `create_dir_all` would, the folder itself created 0750 at once (never
+/// made so after by a chmod of its path, which follows a symlink put there
+/// meanwhile: found in audit). One that is there already, or that
+/// another process made first, is left as it is: [`folder_is_ours`]
+/// then decides, without following symlinks.
+fn make_folder(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.as_os_str().is_empty() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        if !parent.as_os_str().is_empty() && std::fs::symlink_metadata(parent).is_err() {
+            std::fs::create_dir_all(parent)?;
+        }
+    }
+    match std::fs::DirBuilder::new().mode(0o750).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot make the control socket's folder {}: {e}",
+                dir.display()
+            ),
+        )),
+    }
+}
+
+/// Why another user could write to a folder (and so remove or rename
+/// what is in it), if they could: its owner is not root or us, every user
+/// may write to it, or its group may and it is not root's group.
+fn others_may_write(meta: &std::fs::Metadata, me: u32) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(dir)?;
-    let (mode, owner) = (meta.mode(), meta.uid());
-    let me = rustix::process::geteuid().as_raw();
-    let problem = if mode & 0o002 != 0 && mode & 0o1000 == 0 {
-        Some("every user may write to it and it is not sticky (chmod o-w or +t)".to_string())
-    } else if owner != me && owner != 0 {
+    let (mode, owner, group) = (meta.mode(), meta.uid(), meta.gid());
+    if owner != me && owner != 0 {
+        Some(format!("it belongs to user {owner}"))
+    } else if mode & 0o002 != 0 {
         Some(format!(
-            "it belongs to user {owner}, who could put another socket there"
+            "every user may write to it (mode {:04o})",
+            mode & 0o7777
+        ))
+    } else if mode & 0o020 != 0 && group != 0 {
+        Some(format!(
+            "its group (gid {group}) may write to it (mode {:04o})",
+            mode & 0o7777
         ))
     } else {
         None
-    };
-    match problem {
-        Some(why) => Err(std::io::Error::new(
+    }
+}
+
+/// Refuses a socket folder in which another user could replace the socket
+/// (remove it and bind their own, which root's `ctl` would then talk to:
+/// found in audit, `ctl save --output` then wrote that user's
+/// configuration). The folder itself must be root's or ours, and neither
+/// every user nor a group other than root's may write to it, sticky or
+/// not (a sticky `/tmp` does not keep another user from binding the name
+/// while the appliance is down). It is looked at without following
+/// symlinks: every folder on the way to it, from `/`, and every symlink
+/// on the way, must be such that no other user could swap it: a symlink
+/// must be root's or ours, and an entry of a folder others may write to
+/// must be root's or ours in a sticky folder of root's or ours (as `/tmp`
+/// is; found in audit: another user's `/tmp/lb -> /root-dir` passed as
+/// root's folder, and the link could be pointed elsewhere at any time).
+fn folder_is_ours(dir: &Path) -> std::io::Result<()> {
+    folder_is_ours_within(dir, 0)
+}
+
+/// [`folder_is_ours`], `depth` symlinks in.
+fn folder_is_ours_within(dir: &Path, depth: usize) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    let unsafe_because = |why: String| {
+        std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
             format!(
                 "the control socket's folder {} is unsafe: {why}; another user could \
                  replace the socket",
                 dir.display()
             ),
-        )),
+        )
+    };
+    if depth > 40 {
+        return Err(unsafe_because("too many levels of symbolic links".into()));
+    }
+    let absolute = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(dir)
+    };
+    let mut at = PathBuf::from("/");
+    let mut above = std::fs::symlink_metadata(&at)?;
+    let mut parts = absolute.components().skip(1).peekable();
+    while let Some(part) = parts.next() {
+        let next = at.join(part);
+        let meta = std::fs::symlink_metadata(&next)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", next.display())))?;
+        // An entry of a folder others may write to: only sticky keeps
+        // them from removing it, and only if it is not theirs.
+        if let Some(why) = others_may_write(&above, me) {
+            let (owner, sticky) = (above.uid(), above.mode() & 0o1000 != 0);
+            if owner != me && owner != 0 {
+                return Err(unsafe_because(format!(
+                    "{} is in {}: {why}",
+                    next.display(),
+                    at.display()
+                )));
+            }
+            if !sticky {
+                return Err(unsafe_because(format!(
+                    "{} is in {}, which is not sticky: {why}",
+                    next.display(),
+                    at.display()
+                )));
+            }
+            let entry_owner = meta.uid();
+            if entry_owner != me && entry_owner != 0 {
+                return Err(unsafe_because(format!(
+                    "{} belongs to user {entry_owner} and is in {}: {why}",
+                    next.display(),
+                    at.display()
+                )));
+            }
+        }
+        if meta.file_type().is_symlink() {
+            let owner = meta.uid();
+            if owner != me && owner != 0 {
+                return Err(unsafe_because(format!(
+                    "{} is a symbolic link of user {owner}, who may point it elsewhere at any time",
+                    next.display()
+                )));
+            }
+            // What it names, from `/`, then the rest of the path there.
+            let to = std::fs::read_link(&next)?;
+            let mut resolved = at.join(to);
+            resolved.extend(parts);
+            return folder_is_ours_within(&resolved, depth + 1);
+        }
+        at = next;
+        above = meta;
+    }
+    // `at` is the folder itself, looked at without following a symlink.
+    if !above.is_dir() {
+        return Err(unsafe_because("it is not a folder".into()));
+    }
+    match others_may_write(&above, me) {
+        Some(why) => Err(unsafe_because(format!(
+            "{why} (chmod 750, owned by root or the appliance's user)"
+        ))),
         None => Ok(()),
     }
 }
@@ -698,6 +815,33 @@ pub fn parse_endpoint(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{text:?} is not ADDR:PORT (e.g. 198.18.0.11:80 or [2001:2::11]:80)"))
 }
 
+/// Refuses a server that is neither root nor our own user (its
+/// `SO_PEERCRED`, which the kernel records when it listened). Found in
+/// audit: `ctl` talked to whatever answered on the path, so another user
+/// who bound it while the appliance was down fed root's `ctl list` what
+/// they liked and root's `ctl save --output` their configuration.
+fn server_is_trusted(conn: &UnixStream, path: &Path) -> Result<(), String> {
+    let peer = rustix::net::sockopt::get_socket_peercred(conn).map_err(|e| {
+        format!(
+            "cannot tell who serves {} (SO_PEERCRED): {e}; not talking to it",
+            path.display()
+        )
+    })?;
+    let me = rustix::process::geteuid();
+    if peer.uid.is_root() || peer.uid == me {
+        return Ok(());
+    }
+    Err(format!(
+        "{} is served by user {} (process {}), neither root nor this user ({}): not talking to it; \
+         another user may have bound the socket's name while the appliance was down \
+         (keep [control] socket in a folder only root may write to, such as /run/lb-appliance)",
+        path.display(),
+        peer.uid.as_raw(),
+        peer.pid.as_raw_nonzero(),
+        me.as_raw()
+    ))
+}
+
 /// The client side: sends `request` to the socket at `path`; calls
 /// `item` with every line before the final one; returns the final one
 /// (with `ok` true) or its error.
@@ -708,6 +852,7 @@ pub fn call(path: &Path, request: &Request, mut item: impl FnMut(&Value)) -> Res
             path.display()
         )
     })?;
+    server_is_trusted(&conn, path)?;
     let mut line = serde_json::to_string(request).map_err(|e| e.to_string())?;
     line.push('\n');
     conn.write_all(line.as_bytes())
@@ -1160,11 +1305,19 @@ address = "198.18.0.12"
         mode(0o777);
         let e = folder_is_ours(&dir).unwrap_err().to_string();
         assert!(
-            e.contains("not sticky") && e.contains("lb-ctl-folder"),
+            e.contains("every user may write to it") && e.contains("lb-ctl-folder"),
             "{e}"
         );
+        // Found in audit: sticky, as /tmp, does not keep another user from
+        // binding the name while the appliance is down.
         mode(0o1777);
-        assert!(folder_is_ours(&dir).is_ok(), "sticky, as /tmp");
+        let e = folder_is_ours(&dir).unwrap_err().to_string();
+        assert!(e.contains("every user may write to it (mode 1777)"), "{e}");
+        // Its group may write to it: only root's group.
+        mode(0o770);
+        let e = folder_is_ours(&dir);
+        let group = std::os::unix::fs::MetadataExt::gid(&std::fs::metadata(&dir).unwrap());
+        assert_eq!(e.is_ok(), group == 0, "{e:?}");
         if rustix::process::geteuid().is_root() {
             mode(0o755);
             std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
@@ -1639,7 +1792,6 @@ for _ in range(n):
     /// client should refuse a server that is neither root nor its own user
     /// (`SO_PEERCRED`), and the appliance a folder others may write to.
     #[test]
-    #[ignore = "audit: ctl trusts a control socket served by another (unprivileged) user"]
     fn audit_ctl_refuses_a_socket_served_by_another_user() {
         use std::os::unix::fs::PermissionsExt;
         if !rustix::process::geteuid().is_root() {
@@ -1649,9 +1801,10 @@ for _ in range(n):
         let dir = std::env::temp_dir().join(format!("lb-audit-squat-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        // As /tmp: anyone may write, sticky. The appliance takes it.
+        // As /tmp: anyone may write, sticky. The appliance refuses it now;
+        // the client must refuse the other user's server all the same.
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
-        assert!(folder_is_ours(&dir).is_ok());
+        assert!(folder_is_ours(&dir).is_err());
         let path = dir.join("control.sock");
         let evil = "[[services]]\nname = \"web\"\n[services.health_check]\nkind = \"script\"\ncommand = [\"/bin/sh\", \"-c\", \"id > /tmp/owned\"]\n";
         let reply = json!({"ok": true, "text": evil}).to_string();
@@ -1664,6 +1817,64 @@ for _ in range(n):
             got.is_err(),
             "root's ctl took the answer of a socket served by uid 65534: {got:?}"
         );
+        let e = got.unwrap_err();
+        assert!(
+            e.contains("served by user 65534") && e.contains("control.sock"),
+            "{e}"
+        );
+    }
+
+    /// Found in audit: a missing folder was made by `create_dir_all`, then
+    /// chmodded 0750 by its path, which follows a symlink put there in
+    /// between, and a folder another user made in between was taken. Now
+    /// the folder is made 0750 at once, and one already there (made by
+    /// whoever, or a symlink) is only looked at, never chmodded.
+    #[test]
+    fn the_socket_folder_is_made_0750_and_one_in_the_way_is_only_looked_at() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let base = std::env::temp_dir().join(format!("lb-ctl-make-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Missing, parents too: made, the folder itself 0750 at most.
+        let made = base.join("a/b/run");
+        make_folder(&made).unwrap();
+        let mode = std::fs::symlink_metadata(&made).unwrap().mode() & 0o7777;
+        assert_eq!(mode & !0o750, 0, "{mode:04o}");
+        assert!(folder_is_ours(&made).is_ok());
+        // A symlink in the way: not followed by a chmod.
+        let victim = base.join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        make_folder(&link).unwrap();
+        let mode = std::fs::metadata(&victim).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o777, "the symlink's target was chmodded");
+        assert!(folder_is_ours(&link).is_err(), "every user may write to it");
+        if rustix::process::geteuid().is_root() {
+            // Another user's folder, made in between: refused.
+            let theirs = base.join("theirs");
+            std::fs::create_dir(&theirs).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+            make_folder(&theirs).unwrap();
+            let e = folder_is_ours(&theirs).unwrap_err().to_string();
+            assert!(
+                e.contains("belongs to user 65534") && e.contains("theirs"),
+                "{e}"
+            );
+            // Another user's symlink to a folder of ours: refused.
+            std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o750)).unwrap();
+            assert!(folder_is_ours(&link).is_ok(), "our own symlink");
+            std::os::unix::fs::lchown(&link, Some(65534), None).unwrap();
+            let e = folder_is_ours(&link).unwrap_err().to_string();
+            assert!(e.contains("symbolic link of user 65534"), "{e}");
+            // A folder of ours in a folder another user may replace it in.
+            std::os::unix::fs::chown(&base, Some(65534), None).unwrap();
+            let e = folder_is_ours(&made).unwrap_err().to_string();
+            assert!(e.contains("belongs to user 65534"), "{e}");
+        }
+        let _ = std::fs::remove_dir_all(&base);
     }
 
     /// AUDIT (low): `folder_is_ours` looks at the world-write bit and the
@@ -1673,7 +1884,6 @@ for _ in range(n):
     /// own, then feed root's `ctl save --output` (above): a user allowed
     /// to change what is forwarded, "but not run programs", gets root.
     #[test]
-    #[ignore = "audit: a socket folder its group may write to is taken"]
     fn audit_a_socket_folder_its_group_may_write_to_is_refused() {
         use std::os::unix::fs::PermissionsExt;
         if !rustix::process::geteuid().is_root() {
@@ -1705,7 +1915,6 @@ for _ in range(n):
     /// that is neither root's nor ours (or `O_NOFOLLOW`/`openat` the
     /// folder and bind relative to it).
     #[test]
-    #[ignore = "audit: a socket folder reached through another user's symlink is taken"]
     fn audit_a_socket_folder_behind_another_users_symlink_is_refused() {
         use std::os::unix::fs::PermissionsExt;
         if !rustix::process::geteuid().is_root() {
