@@ -1638,6 +1638,17 @@ fn sync_key(c: &mut Checker<'_>, at: &str, path: &str) -> Option<SyncKey> {
         Ok(m) => m,
         Err(e) => return refuse(c, format!("{path}: {e}")),
     };
+    // Its owner may read and rewrite it whatever its mode, so forge keyed
+    // sync messages: only root or the appliance's own user (found in
+    // audit: a key file of another user was taken).
+    let owner = std::os::unix::fs::MetadataExt::uid(&meta);
+    let me = rustix::process::geteuid().as_raw();
+    if owner != 0 && owner != me {
+        return refuse(
+            c,
+            format!("{path} belongs to user {owner}, who may read and rewrite it: a key file must be root's or the appliance's own user's (chown root {path})"),
+        );
+    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return refuse(
