@@ -210,12 +210,44 @@ fn refuse_planted_symlink(link: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The kernel's `fs.protected_regular` rule, which a rename over a file
+/// does not get: in a sticky folder others may write to (`/tmp`), a file
+/// of another user than us or the folder's owner is not replaced (found
+/// in audit: another user's planted `/tmp/lb.toml`, mode 0666, got root's
+/// saved configuration as their own file, to edit before the operator
+/// installed it).
+fn refuse_planted_file(
+    file: &std::path::Path,
+    old: &std::fs::Metadata,
+    dir: &std::path::Path,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let d = std::fs::metadata(dir)?;
+    let shared = d.mode() & 0o1000 != 0 && d.mode() & 0o022 != 0;
+    let me = rustix::process::geteuid().as_raw();
+    if shared && old.uid() != me && old.uid() != d.uid() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{}: a file of user {} in a folder others may write to; not replaced (as the kernel's fs.protected_regular): remove it, or save elsewhere",
+                file.display(),
+                old.uid()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Replaces `file` with `text` so that no moment and no failure leaves it
 /// empty or half-written: a temporary file beside it (through symlinks,
 /// beside their target, even one not there yet) gets the text, is synced
 /// and given the old file's mode and owner (0640 for a new one), and is
 /// renamed over it; the folder is synced after (a failure there is only
-/// warned of: the file is in place).
+/// warned of: the file is in place). Found in audit: the old file's owner
+/// is kept only if it is root or us (never is root's configuration given
+/// to another user), its mode without write bits for group and others
+/// (and without set-id and sticky bits), and another user's file in a
+/// sticky shared folder is not replaced at all ([`refuse_planted_file`]).
 fn save_atomically(file: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -252,7 +284,11 @@ fn save_atomically(file: &std::path::Path, text: &str) -> std::io::Result<()> {
         name.to_string_lossy(),
         std::process::id()
     ));
-    let old = std::fs::metadata(&target).ok();
+    let old = std::fs::symlink_metadata(&target).ok();
+    if let Some(m) = &old {
+        refuse_planted_file(&target, m, &dir)?;
+    }
+    let me = rustix::process::geteuid().as_raw();
     // Ours from here on (a file of that name that was there is not).
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -264,7 +300,8 @@ fn save_atomically(file: &std::path::Path, text: &str) -> std::io::Result<()> {
         match &old {
             Some(m) => {
                 let mine = f.metadata()?;
-                if (mine.uid(), mine.gid()) != (m.uid(), m.gid()) {
+                let trusted = m.uid() == 0 || m.uid() == me;
+                if trusted && (mine.uid(), mine.gid()) != (m.uid(), m.gid()) {
                     std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid())).map_err(|e| {
                         std::io::Error::new(
                             e.kind(),
@@ -272,7 +309,7 @@ fn save_atomically(file: &std::path::Path, text: &str) -> std::io::Result<()> {
                         )
                     })?;
                 }
-                f.set_permissions(std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
+                f.set_permissions(std::fs::Permissions::from_mode(m.mode() & 0o755))?;
             }
             None => f.set_permissions(std::fs::Permissions::from_mode(0o640))?,
         }
@@ -628,6 +665,50 @@ mod tests {
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
             save_atomically(&link, "config\n").unwrap();
             assert_eq!(std::fs::read_to_string(&target).unwrap(), "config\n");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Found in audit: `ctl save --output` gave the new file the old one's
+    /// owner and mode, whoever's they were. Now another user's file in a
+    /// sticky shared folder is not replaced (as `fs.protected_regular`);
+    /// elsewhere it is, but the new file is ours and no longer writable by
+    /// group or others.
+    #[test]
+    fn another_users_file_is_not_given_roots_configuration() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("lb-save-owner-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("lb.toml");
+        std::fs::write(&file, "old\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o4666)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        save_atomically(&file, "config\n").unwrap();
+        let m = std::fs::metadata(&file).unwrap();
+        assert_eq!(
+            m.mode() & 0o7777,
+            0o644,
+            "write bits for group and others dropped"
+        );
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(&file, Some(65534), Some(65534)).unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+            // Not shared: replaced, but root's now.
+            save_atomically(&file, "config 2\n").unwrap();
+            let m = std::fs::metadata(&file).unwrap();
+            assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o644));
+            // Shared and sticky: left alone.
+            std::os::unix::fs::chown(&file, Some(65534), Some(65534)).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+            let e = save_atomically(&file, "config 3\n").unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+            assert!(e.to_string().contains("fs.protected_regular"), "{e}");
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), "config 2\n");
+            // Ours in the same folder: replaced.
+            std::os::unix::fs::chown(&file, Some(0), Some(0)).unwrap();
+            save_atomically(&file, "config 4\n").unwrap();
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), "config 4\n");
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -1,7 +1,7 @@
 //! Audit: what a local unprivileged user can do to the operator's
-//! `lb-appliance ctl save --output` (run by root). Each test is ignored
-//! (it fails on the audited code); run them as root with
-//! `cargo test --test audit_local -- --ignored`. They start no appliance:
+//! `lb-appliance ctl save --output` (run by root). Each test failed on
+//! the audited code; they need root (to act as another user) and are
+//! skipped without it. They start no appliance:
 //! the control socket is served by the test itself (as root) or by a
 //! helper it runs as uid 65534, which it kills by its PID.
 
@@ -95,7 +95,6 @@ fn save(socket: &Path, output: &Path) -> std::process::Output {
 /// replace another user's file in a sticky world-writable folder (or
 /// never give away ownership to a user other than root/us).
 #[test]
-#[ignore = "audit: ctl save --output in a shared folder hands the file to whoever planted it"]
 fn audit_ctl_save_in_a_shared_folder_keeps_a_planted_files_owner() {
     if !is_root() {
         eprintln!("SKIPPED: needs root (to plant a file as another user)");
@@ -135,7 +134,6 @@ fn audit_ctl_save_in_a_shared_folder_keeps_a_planted_files_owner() {
 /// not (or the socket lives only in a root-only folder such as
 /// `/run/lb-appliance`).
 #[test]
-#[ignore = "audit: ctl save --output writes what another user's socket answers"]
 fn audit_ctl_save_refuses_a_socket_another_user_serves() {
     if !is_root() {
         eprintln!("SKIPPED: needs root (to run a helper as another user)");
@@ -159,5 +157,10 @@ fn audit_ctl_save_refuses_a_socket_another_user_serves() {
         !content.contains("kind = \"script\""),
         "root's ctl save wrote uid 65534's configuration (exit {:?}): {content}",
         out.status.code()
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("served by user 65534"),
+        "{stderr}"
     );
 }
