@@ -15,9 +15,11 @@
 //!
 //! Who may talk to it: the socket file is created mode 0660, owned by
 //! root (the appliance's user) and its group; its folder is created 0750 if
-//! missing. Reading requests and answering them happens on threads of this
-//! module (at most [`MAX_CLIENTS`] at once), never on the control thread:
-//! a slow or silent client stalls nothing. A change is handed to the
+//! missing and refused if another user could replace the socket in it
+//! (`folder_is_ours`); the client talks only to a socket root or its
+//! own user serves (`SO_PEERCRED`). Reading requests and answering them
+//! happens on threads of this module (at most [`MAX_CLIENTS`] at once),
+//! never on the control thread: a slow or silent client stalls nothing. A change is handed to the
 //! control thread, which validates the edited configuration exactly as it
 //! would a file (`Config::parse` of the whole text) and applies it as a new
 //! snapshot, flows kept as on reload; a refused change changes nothing.
