@@ -3395,7 +3395,7 @@ fn the_client_reader_names_the_key_of_a_type_error() {
 /// election, install flows). Refuse a key file whose owner is neither
 /// root nor the appliance's user, as the control socket's folder is.
 #[test]
-fn audit_a_sync_key_file_of_another_user_is_refused() {
+fn a_sync_key_file_of_another_user_is_refused() {
     if !rustix::process::geteuid().is_root() {
         eprintln!("SKIPPED: needs root (to give the key file to another user)");
         return;

@@ -1794,7 +1794,7 @@ for _ in range(n):
     /// client should refuse a server that is neither root nor its own user
     /// (`SO_PEERCRED`), and the appliance a folder others may write to.
     #[test]
-    fn audit_ctl_refuses_a_socket_served_by_another_user() {
+    fn ctl_refuses_a_socket_served_by_another_user() {
         use std::os::unix::fs::PermissionsExt;
         if !rustix::process::geteuid().is_root() {
             eprintln!("SKIPPED: needs root (to run a helper as another user)");
@@ -1886,7 +1886,7 @@ for _ in range(n):
     /// own, then feed root's `ctl save --output` (above): a user allowed
     /// to change what is forwarded, "but not run programs", gets root.
     #[test]
-    fn audit_a_socket_folder_its_group_may_write_to_is_refused() {
+    fn a_socket_folder_its_group_may_write_to_is_refused() {
         use std::os::unix::fs::PermissionsExt;
         if !rustix::process::geteuid().is_root() {
             eprintln!("SKIPPED: needs root (to give the folder another group)");
@@ -1911,13 +1911,13 @@ for _ in range(n):
     /// passes as a folder of root's, the appliance binds its socket
     /// through it, and the user may point the link elsewhere at any time
     /// while the appliance runs: root's `ctl` then connects to the user's
-    /// socket (see `audit_ctl_refuses_a_socket_served_by_another_user`),
+    /// socket (see `ctl_refuses_a_socket_served_by_another_user`),
     /// and the appliance's stop removes `control.sock` in the folder the
     /// link names by then. Fix: refuse a folder reached through a symlink
     /// that is neither root's nor ours (or `O_NOFOLLOW`/`openat` the
     /// folder and bind relative to it).
     #[test]
-    fn audit_a_socket_folder_behind_another_users_symlink_is_refused() {
+    fn a_socket_folder_behind_another_users_symlink_is_refused() {
         use std::os::unix::fs::PermissionsExt;
         if !rustix::process::geteuid().is_root() {
             eprintln!("SKIPPED: needs root (to plant a symlink as another user)");

@@ -1,7 +1,7 @@
-//! Audit: what a local unprivileged user can do to the operator's
+//! Found in audit: what a local unprivileged user could do to the operator's
 //! `lb-appliance ctl save --output` (run by root). Each test failed on
 //! the audited code; they need root (to act as another user) and are
-//! skipped without it. They start no appliance:
+//! skipped without it (a failure under LB_REQUIRE_PRIVILEGED_TESTS=1). They start no appliance:
 //! the control socket is served by the test itself (as root) or by a
 //! helper it runs as uid 65534, which it kills by its PID.
 
@@ -14,10 +14,6 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{TempDir, BIN};
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
 
 /// Serves `answers` requests on a socket at `path`, as this (root)
 /// process, each answered with `{"ok": true, "text": text}`.
@@ -95,9 +91,8 @@ fn save(socket: &Path, output: &Path) -> std::process::Output {
 /// replace another user's file in a sticky world-writable folder (or
 /// never give away ownership to a user other than root/us).
 #[test]
-fn audit_ctl_save_in_a_shared_folder_keeps_a_planted_files_owner() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (to plant a file as another user)");
+fn ctl_save_in_a_shared_folder_never_gives_the_file_away() {
+    if !common::privileged("ctl_save_in_a_shared_folder_never_gives_the_file_away") {
         return;
     }
     let private = TempDir::new("audit-save-private");
@@ -134,9 +129,8 @@ fn audit_ctl_save_in_a_shared_folder_keeps_a_planted_files_owner() {
 /// not (or the socket lives only in a root-only folder such as
 /// `/run/lb-appliance`).
 #[test]
-fn audit_ctl_save_refuses_a_socket_another_user_serves() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (to run a helper as another user)");
+fn ctl_save_refuses_a_socket_another_user_serves() {
+    if !common::privileged("ctl_save_refuses_a_socket_another_user_serves") {
         return;
     }
     let private = TempDir::new("audit-squat-private");
