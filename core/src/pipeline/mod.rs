@@ -126,6 +126,12 @@ pub struct Pipeline {
     /// down the established path, where one more argument cost 4 to 8
     /// instructions a packet).
     in_port: usize,
+    /// How many times the worker's clock has wrapped (2^32 ms, 49.7 days)
+    /// as the pipeline saw it, and its last reading: the SYN proxy's
+    /// cookies are made and checked on a clock that does not wrap
+    /// ([`Pipeline::cookie_clock`]).
+    wraps: u32,
+    last_now: u32,
 }
 
 /// A burst's chunk, its frames written in place by the first pass.
@@ -231,7 +237,27 @@ impl Pipeline {
             cookies: CookieKey::process(),
             sync_capacity: None,
             in_port: 0,
+            wraps: 0,
+            last_now: 0,
         }
+    }
+
+    /// Counts a wrap of the worker's clock, which never goes back: a
+    /// reading more than 2^31 ms behind the last one is the clock gone
+    /// past 2^32 (a test's clock may step back a little; that is no
+    /// wrap). Called at every burst and sweep, so no wrap goes unseen.
+    #[inline]
+    fn tick(&mut self, now: u32) {
+        if now < self.last_now && self.last_now - now > 1 << 31 {
+            self.wraps = self.wraps.wrapping_add(1);
+        }
+        self.last_now = now;
+    }
+
+    /// `now` on a clock that does not wrap: the worker's with its wraps.
+    #[inline]
+    fn cookie_clock(&self, now: u32) -> u64 {
+        (u64::from(self.wraps) << 32) | u64::from(now)
     }
 
     /// Makes this worker record its flows' changes for a sync peer
@@ -423,6 +449,7 @@ impl Pipeline {
     /// Reclaims expired flows, looking at up to `budget` entries of each
     /// family's table.
     pub fn sweep(&mut self, snap: &Snapshot, now: u32, budget: usize) -> usize {
+        self.tick(now);
         let v6 = match self.conntrack6.as_mut() {
             Some(ct) => ct.sweep(snap, now, budget),
             None => 0,
@@ -446,6 +473,7 @@ impl Pipeline {
         let n = pkts.len().min(verdicts.len());
         self.egress.begin();
         self.in_port = in_port;
+        self.tick(now);
         // Taken for the burst (so that the passes can borrow `self`), put
         // back at its end: never missing at the start of one.
         let mut chunk = self.chunk.take().unwrap_or_else(new_chunk);
@@ -607,6 +635,7 @@ impl Pipeline {
     ) -> Verdict {
         self.egress.begin();
         self.in_port = in_port;
+        self.tick(now);
         let parsed = classify_offloaded(pkt.data(), pkt.rx_ip_checksum());
         let v = self.run(snap, in_port, pkt, now, &parsed, None);
         self.settle();

@@ -72,7 +72,7 @@ impl Pipeline {
                 let checked = seen.as_ref().ok().and_then(|s| {
                     let (isn, cookie) = (s.seq.wrapping_sub(1), s.ack.wrapping_sub(1));
                     self.cookies
-                        .check(&tuple, isn, cookie, now)
+                        .check(&tuple, isn, cookie, self.cookie_clock(now))
                         .map(|opts| (*s, isn, cookie, opts))
                 });
                 let engaged = match step {
@@ -136,7 +136,9 @@ impl Pipeline {
     ) -> Verdict {
         let o = seen.options;
         let carried = CookieOptions::from_syn(0, o.mss, o.wscale, o.sack_permitted);
-        let cookie = self.cookies.make(tuple, seen.seq, &carried, now);
+        let cookie = self
+            .cookies
+            .make(tuple, seen.seq, &carried, self.cookie_clock(now));
         let answer = frames::Segment {
             src: ip.dst,
             dst: ip.src,

@@ -59,6 +59,7 @@ impl Pipeline {
                 client_port: ports.src,
             });
         }
+        let clock = self.cookie_clock(now);
         let Some(ct) = self.conntrack6.as_mut() else {
             return Next6::Done(Verdict::Drop(DropReason::UnsupportedEthertype));
         };
@@ -82,7 +83,7 @@ impl Pipeline {
                 let checked = seen.as_ref().ok().and_then(|s| {
                     let (isn, cookie) = (s.seq.wrapping_sub(1), s.ack.wrapping_sub(1));
                     self.cookies
-                        .check(&tuple, isn, cookie, now)
+                        .check(&tuple, isn, cookie, clock)
                         .map(|opts| (*s, isn, cookie, opts))
                 });
                 let engaged = match step {
@@ -148,7 +149,9 @@ impl Pipeline {
     ) -> Verdict {
         let o = seen.options;
         let carried = CookieOptions::from_syn(1, o.mss, o.wscale, o.sack_permitted);
-        let cookie = self.cookies.make(tuple, seen.seq, &carried, now);
+        let cookie = self
+            .cookies
+            .make(tuple, seen.seq, &carried, self.cookie_clock(now));
         let answer = Frame {
             src: ip.dst,
             dst: ip.src,

@@ -393,7 +393,7 @@ fn the_handshake_goes_through_the_proxy_over_ipv6_and_both_directions_are_transl
         vip_port: 80,
     };
     let carried = CookieOptions::from_syn(1, Some(1440), Some(7), true);
-    assert_eq!(synack.seq, KEY.make(&tuple, ISN, &carried, NOW));
+    assert_eq!(synack.seq, KEY.make(&tuple, ISN, &carried, u64::from(NOW)));
     assert_eq!(flows6(&p), 0, "no state for a SYN");
     assert_eq!(p.flows().len(), 0, "nor in the IPv4 table");
     assert_eq!(p.stats().syn_proxy_cookies_sent.get(), 1);

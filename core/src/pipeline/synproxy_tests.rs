@@ -2516,3 +2516,27 @@ fn a_real_that_acks_another_connection_gets_a_reset_and_the_syn_again() {
     assert_eq!((ack.dst, ack.flags), (R, ACK));
     assert_eq!(only_flow(&p).state(), FlowState::Established);
 }
+
+/// Found in audit (time): the cookie's period number was the worker
+/// clock's upper 16 bits, so a cookie seen once (by an earlier holder of
+/// the client's address, or an on-path observer) was good again 2^32 ms
+/// (49.7 days) later, when the clock came round. The pipeline counts the
+/// clock's wraps and the cookie covers them.
+#[test]
+fn a_cookie_is_not_good_again_when_the_clock_comes_round() {
+    let (snap, mut p) = setup("on", 64);
+    let synack = run(&mut p, &snap, &client_syn(ISN), NOW).expect("SYN-ACK");
+    let ack = client_ack(synack.seq);
+    // The worker's clock goes round: its sweeps see every stretch of it.
+    for at in [0x4000_0000, 0x8000_0000, 0xc000_0000, u32::MAX - 1000] {
+        p.sweep(&snap, at, 16);
+    }
+    assert_eq!(
+        run(&mut p, &snap, &ack, NOW + 1),
+        dropped(DropReason::SynProxyBadCookie)
+    );
+    // A fresh SYN's cookie checks as ever.
+    let synack = run(&mut p, &snap, &client_syn(ISN), NOW + 2).expect("SYN-ACK");
+    let mut b = VecBuf::from_bytes(&client_ack(synack.seq).frame());
+    assert_eq!(p.process(&snap, 0, &mut b, NOW + 3), Verdict::Transmit(0));
+}
