@@ -2567,15 +2567,9 @@ fn a_forged_real_rst_or_fin_from_elsewhere_changes_nothing() {
     assert_eq!(only_state(&p), FlowState::Closed, "the real's own RST");
 }
 
-/// Found in audit: on a box whose reals are on a port of their own, a
-/// reply forged from the internet (on the clients' port) from a guessed
-/// real address and port came back to the attacker from the VIP for the
-/// real's pair alone: a sweep of guesses told the real's private address
-/// and port. A real's packets count only from the port it is reached
-/// through.
-#[test]
-fn a_reply_forged_from_the_clients_port_tells_no_real_apart() {
-    const TWO_ARM: &str = r#"
+/// Two arms: clients on "wan" (port 0), one NAT real 198.19.5.11 on "lan"
+/// (port 1), SYN proxy off.
+const TWO_ARM_NAT: &str = r#"
 [workers]
 lcores = [1]
 [[ports]]
@@ -2604,9 +2598,18 @@ syn_proxy = "off"
 address = "198.19.5.11"
 port = 8080
 "#;
+
+/// Found in audit: on a box whose reals are on a port of their own, a
+/// reply forged from the internet (on the clients' port) from a guessed
+/// real address and port came back to the attacker from the VIP for the
+/// real's pair alone: a sweep of guesses told the real's private address
+/// and port. A real's packets count only from the port it is reached
+/// through.
+#[test]
+fn a_reply_forged_from_the_clients_port_tells_no_real_apart() {
     const LAN_MAC: [u8; 6] = [2, 0, 0, 0, 0, 3];
     let snap = compile(
-        &Config::parse(TWO_ARM).unwrap(),
+        &Config::parse(TWO_ARM_NAT).unwrap(),
         &[MacAddr(OUR), MacAddr(LAN_MAC)],
     );
     let mut p = pipeline(&snap, 0, 1, 64);
@@ -4930,56 +4933,23 @@ fn fragmentation_needed_from_inside_a_tunnel_reaches_the_client() {
     let _ = real;
 }
 
-// ---- audit: a malicious real (or a host on the reals' segment) ----------
-
-/// Two arms: clients on "wan" (port 0), one NAT real 198.19.5.11 on "lan"
-/// (port 1), SYN proxy off.
-const AUDIT_TWO_ARM: &str = r#"
-[workers]
-lcores = [1]
-[[ports]]
-name = "wan"
-device = "net_null0"
-address = "198.18.0.2/24"
-mac = "02:00:00:00:00:02"
-gateway = "198.18.0.1"
-[[ports]]
-name = "lan"
-device = "net_null1"
-address = "198.19.5.2/24"
-mac = "02:00:00:00:00:03"
-[[neighbors]]
-address = "198.18.0.1"
-mac = "02:00:00:00:00:01"
-[[neighbors]]
-address = "198.19.5.11"
-mac = "02:00:00:00:05:11"
-[[services]]
-name = "web"
-vip = "198.18.1.100"
-port = 80
-syn_proxy = "off"
-[[services.reals]]
-address = "198.19.5.11"
-port = 8080
-"#;
-
-/// Audit (malicious real): a NAT real, on its own port, sends SYNs to the
-/// VIP from client addresses of its choice (the reverse-path check for a
-/// flow to be only refuses sources on another port's connected network,
-/// not ones routed out of another port), answers them itself (it knows
-/// its own ISN, so the handshake the appliance sees is whole) and ACKs
-/// them as the "client": every entry is confirmed, so unevictable, and
-/// from as many sources as it likes, so the per-source limit does not
-/// bite. The table fills and a genuine client is refused; meanwhile the
-/// appliance sent the real's SYN-ACKs (and would send any data) from the
-/// VIP to addresses the real chose.
+/// Found in audit (a malicious real): a NAT real on its own port sent
+/// SYNs to the VIP from client addresses of its choice (the reverse-path
+/// check for a flow to be refused only sources on another port's
+/// connected network, not ones routed out of another port), answered
+/// them itself (it knows its own ISN, so the handshake the appliance saw
+/// was whole) and ACKed them as the "client": every entry confirmed, so
+/// unevictable, and from as many sources as it liked, so the per-source
+/// limit did not bite. The table filled and a genuine client was
+/// refused; meanwhile the appliance sent the real's SYN-ACKs from the VIP
+/// to addresses the real chose. Such a client makes a flow only on the
+/// gateway's port now (`Snapshot::client_elsewhere`).
 #[test]
 fn a_real_cannot_pin_the_table_with_clients_it_spoofs() {
     const LAN_MAC: [u8; 6] = [2, 0, 0, 0, 0, 3];
     const REAL_MAC: [u8; 6] = [2, 0, 0, 0, 5, 0x11];
     let snap = compile(
-        &Config::parse(AUDIT_TWO_ARM).unwrap(),
+        &Config::parse(TWO_ARM_NAT).unwrap(),
         &[MacAddr(OUR), MacAddr(LAN_MAC)],
     );
     let mut p = pipeline(&snap, 0, 1, 64);
