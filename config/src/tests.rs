@@ -3387,7 +3387,7 @@ fn the_client_reader_names_the_key_of_a_type_error() {
     std::fs::remove_dir(&dir).unwrap();
 }
 
-/// AUDIT (low): `sync.key_file` is checked for its mode only, not its
+/// Found in audit: `sync.key_file` is checked for its mode only, not its
 /// owner: a key file of another user, mode 0600, is taken by root (an
 /// appliance started by hand; under the systemd unit, which drops
 /// CAP_DAC_OVERRIDE, reading it fails instead). That user knows the key,
@@ -3397,7 +3397,11 @@ fn the_client_reader_names_the_key_of_a_type_error() {
 #[test]
 fn a_sync_key_file_of_another_user_is_refused() {
     if !rustix::process::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root (to give the key file to another user)");
+        let why = "needs root (to give the key file to another user)";
+        if std::env::var("LB_REQUIRE_PRIVILEGED_TESTS").as_deref() == Ok("1") {
+            panic!("a_sync_key_file_of_another_user_is_refused: cannot run ({why}) but LB_REQUIRE_PRIVILEGED_TESTS=1");
+        }
+        eprintln!("SKIPPED a_sync_key_file_of_another_user_is_refused: {why}");
         return;
     }
     let base = "role = \"primary\"\npeer = \"192.0.2.1:8848\"\n";

@@ -1782,7 +1782,7 @@ for _ in range(n):
         child
     }
 
-    /// AUDIT (moderate): the `ctl` client talks to whatever answers on the
+    /// Found in audit: the `ctl` client talks to whatever answers on the
     /// socket path, and the appliance accepts a socket folder that every
     /// user may write to when it is sticky (`/tmp`). In such a folder any
     /// local user can bind the socket's name while the appliance is not
@@ -1797,7 +1797,10 @@ for _ in range(n):
     fn ctl_refuses_a_socket_served_by_another_user() {
         use std::os::unix::fs::PermissionsExt;
         if !rustix::process::geteuid().is_root() {
-            eprintln!("SKIPPED: needs root (to run a helper as another user)");
+            crate::skip_test(
+                "ctl_refuses_a_socket_served_by_another_user",
+                "needs root (to run a helper as another user)",
+            );
             return;
         }
         let dir = std::env::temp_dir().join(format!("lb-audit-squat-{}", std::process::id()));
@@ -1879,7 +1882,7 @@ for _ in range(n):
         let _ = std::fs::remove_dir_all(&base);
     }
 
-    /// AUDIT (low): `folder_is_ours` looks at the world-write bit and the
+    /// Found in audit: `folder_is_ours` looks at the world-write bit and the
     /// owner only. A folder its group may write to (`/run/lb-appliance`
     /// made 0770 or 2770 root:ops so that a team can use `ctl`) lets any
     /// member of that group remove the appliance's socket and bind their
@@ -1889,7 +1892,10 @@ for _ in range(n):
     fn a_socket_folder_its_group_may_write_to_is_refused() {
         use std::os::unix::fs::PermissionsExt;
         if !rustix::process::geteuid().is_root() {
-            eprintln!("SKIPPED: needs root (to give the folder another group)");
+            crate::skip_test(
+                "a_socket_folder_its_group_may_write_to_is_refused",
+                "needs root (to give the folder another group)",
+            );
             return;
         }
         let dir = std::env::temp_dir().join(format!("lb-audit-group-{}", std::process::id()));
@@ -1905,7 +1911,7 @@ for _ in range(n):
         );
     }
 
-    /// AUDIT (moderate): the socket's folder is looked at through
+    /// Found in audit: the socket's folder is looked at through
     /// symlinks (`metadata`, not `symlink_metadata`). In a sticky folder
     /// anyone may write to, another user's symlink `/tmp/lb -> /root-dir`
     /// passes as a folder of root's, the appliance binds its socket
@@ -1920,7 +1926,10 @@ for _ in range(n):
     fn a_socket_folder_behind_another_users_symlink_is_refused() {
         use std::os::unix::fs::PermissionsExt;
         if !rustix::process::geteuid().is_root() {
-            eprintln!("SKIPPED: needs root (to plant a symlink as another user)");
+            crate::skip_test(
+                "a_socket_folder_behind_another_users_symlink_is_refused",
+                "needs root (to plant a symlink as another user)",
+            );
             return;
         }
         let base = std::env::temp_dir().join(format!("lb-audit-link-{}", std::process::id()));
