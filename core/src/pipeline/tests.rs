@@ -5037,7 +5037,7 @@ fn a_real_cannot_pin_the_table_with_on_link_clients_it_spoofs() {
     const LAN_MAC: [u8; 6] = [2, 0, 0, 0, 0, 3];
     const REAL_MAC: [u8; 6] = [2, 0, 0, 0, 5, 0x11];
     let snap = compile(
-        &Config::parse(AUDIT_TWO_ARM).unwrap(),
+        &Config::parse(TWO_ARM_NAT).unwrap(),
         &[MacAddr(OUR), MacAddr(LAN_MAC)],
     );
     let mut p = pipeline(&snap, 0, 1, 64);
