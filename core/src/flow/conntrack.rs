@@ -123,6 +123,8 @@ pub struct Conntrack<A: FlowAddr = Ipv4Addr> {
     /// in seeded hashed buckets: what the per-source limit counts.
     pub(super) sources: Vec<u32>,
     source_limit: u32,
+    /// The box's connected networks of this family ([`Self::set_links`]).
+    links: Vec<(u128, u128)>,
     /// SYN proxy: the SYN-pressure hysteresis (`syn_pressure`).
     pressure: Pressure,
     /// SYN proxy: the translation of the packet just looked up, when its
@@ -207,7 +209,43 @@ impl<A: FlowAddr> Conntrack<A> {
             syn_watch: SynWatch::default(),
             resets: Vec::new(),
             sync: None,
+            links: Vec::new(),
         }
+    }
+
+    /// The connected networks of this table's family, as (network, mask)
+    /// bits ([`Self::source_of`]): the pipeline sets them from each
+    /// snapshot it adopts (ports change only with a restart).
+    pub fn set_links(&mut self, links: &[(u128, u128)]) {
+        if self.links != links {
+            self.links = links.to_vec();
+        }
+    }
+
+    /// What the per-source limit counts `client` as: its connected
+    /// network's address when it is on one of the box's links (found in
+    /// review: a compromised real forged clients of its own segment, one
+    /// source per address, and sixteen of them pinned the whole table
+    /// with flows it confirmed itself; an on-link network counts as one
+    /// source, as an IPv6 /64 does), else [`FlowAddr::source`].
+    #[inline]
+    fn source_of(&self, client: A) -> A {
+        if !self.links.is_empty() {
+            let bits = match client.to_ip() {
+                IpAddr::V4(a) => u128::from(u32::from(a)),
+                IpAddr::V6(a) => u128::from(a),
+            };
+            for &(net, mask) in &self.links {
+                if bits & mask == net {
+                    let ip = match client.to_ip() {
+                        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(net as u32)),
+                        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::from(net)),
+                    };
+                    return A::from_ip(ip).unwrap_or(client).source();
+                }
+            }
+        }
+        client.source()
     }
 
     /// How many flows one source (an IPv4 client address, an IPv6 client's
@@ -233,7 +271,7 @@ impl<A: FlowAddr> Conntrack<A> {
         let h = self
             .table
             .seed()
-            .flow(0, client.source(), 0, A::UNSPECIFIED, 0);
+            .flow(0, self.source_of(client), 0, A::UNSPECIFIED, 0);
         (h as usize) & (self.sources.len() - 1)
     }
 

@@ -381,6 +381,24 @@ impl Pipeline {
             ct.set_source_limit(self.conntrack.source_limit());
             self.conntrack6 = Some(ct);
         }
+        // The connected networks, each one source for the per-source
+        // limit (`Conntrack::set_links`).
+        let links4: Vec<(u128, u128)> = snap
+            .ports
+            .iter()
+            .filter(|p| p.address.is_some())
+            .map(|p| (u128::from(p.net), u128::from(p.mask)))
+            .collect();
+        self.conntrack.set_links(&links4);
+        if let Some(ct) = self.conntrack6.as_mut() {
+            let links6: Vec<(u128, u128)> = snap
+                .ports
+                .iter()
+                .filter(|p| p.address6.is_some())
+                .map(|p| (p.net6, p.mask6))
+                .collect();
+            ct.set_links(&links6);
+        }
     }
 
     /// Lookups that found an ARP request (index 0) or a neighbor
