@@ -5071,3 +5071,50 @@ fn a_real_cannot_pin_the_table_with_on_link_clients_it_spoofs() {
         p.flows().len()
     );
 }
+
+/// Review of ec552b7: a connected network counts as ONE source for the
+/// per-source limit, whoever is on it. On a box whose clients share a
+/// connected network (the WAN's /24 here: an internal or one-arm box), a
+/// table pressed by anyone (here: unconfirmed SYNs from routed sources,
+/// which any remote host can send) leaves the whole network a single
+/// sixteenth of the table: five distinct, well-behaved on-link hosts with
+/// one connection each, and the fifth is refused (`source_limit`), as are
+/// all its neighbors from then on. Before the commit each host had its own
+/// share.
+#[test]
+#[ignore = "review: a connected network of genuine clients shares one source's limit"]
+fn distinct_on_link_clients_are_not_one_source() {
+    let snap = compile(
+        &Config::parse(TWO_ARM_NAT).unwrap(),
+        &[MacAddr(OUR), MacAddr([2, 0, 0, 0, 0, 3])],
+    );
+    let mut p = pipeline(&snap, 0, 1, 64);
+    // A sixteenth of the table, as the default is for a full-sized one.
+    p.set_source_limit(4);
+    let real = (Ipv4Addr::new(198, 19, 5, 11), 8080);
+    // Half the table, unconfirmed, from routed (remote) sources.
+    for i in 0..32u32 {
+        let src = (Ipv4Addr::from(0xcb00_7100 + i), 1000);
+        let mut syn = VecBuf::from_bytes(&tcp_seq(src, (VIP, 80), SYN, 1, OUR));
+        assert_eq!(p.process(&snap, 0, &mut syn, 0), Verdict::Transmit(1));
+    }
+    assert!(p.flows().len() * 2 >= 64, "pressed");
+    let lan_mac = [2, 0, 0, 0, 0, 3];
+    for i in 0..5u32 {
+        // 198.18.0.50 + i: five hosts of the WAN port's own /24.
+        let host = (Ipv4Addr::from(0xc612_0032 + i), 40000);
+        let mut syn = VecBuf::from_bytes(&tcp_seq(host, (VIP, 80), SYN, 100, OUR));
+        let v = p.process(&snap, 0, &mut syn, 1);
+        assert_eq!(
+            v,
+            Verdict::Transmit(1),
+            "on-link host {i} (one connection) refused: {:?}",
+            p.stats().dropped(DropReason::SourceLimit)
+        );
+        let mut synack = VecBuf::from_bytes(&tcp_ack(real, host, SYNACK, 5000, 101, lan_mac));
+        EthernetFrame::new_unchecked(synack.data_mut()).set_src_addr(MacAddr([2, 0, 0, 0, 5, 0x11]));
+        p.process(&snap, 1, &mut synack, 1);
+        let mut ack = VecBuf::from_bytes(&tcp_ack(host, (VIP, 80), ACK, 101, 5001, OUR));
+        p.process(&snap, 0, &mut ack, 1);
+    }
+}
