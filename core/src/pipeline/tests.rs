@@ -5072,17 +5072,15 @@ fn a_real_cannot_pin_the_table_with_on_link_clients_it_spoofs() {
     );
 }
 
-/// Review of ec552b7: a connected network counts as ONE source for the
-/// per-source limit, whoever is on it. On a box whose clients share a
-/// connected network (the WAN's /24 here: an internal or one-arm box), a
-/// table pressed by anyone (here: unconfirmed SYNs from routed sources,
-/// which any remote host can send) leaves the whole network a single
-/// sixteenth of the table: five distinct, well-behaved on-link hosts with
-/// one connection each, and the fifth is refused (`source_limit`), as are
-/// all its neighbors from then on. Before the commit each host had its own
-/// share.
+/// Found in review: with every connected network one source for the
+/// per-source limit, a box whose clients share a connected network (the
+/// WAN's /24 here: an internal or one-arm box) left the whole network a
+/// single sixteenth of a pressed table (pressed by anyone: unconfirmed
+/// SYNs from routed sources here), and the fifth of five well-behaved
+/// on-link hosts was refused. Only the networks of ports without a
+/// gateway (the reals' side) count as one source; the clients' port
+/// counts its on-link hosts one by one.
 #[test]
-#[ignore = "review: a connected network of genuine clients shares one source's limit"]
 fn distinct_on_link_clients_are_not_one_source() {
     let snap = compile(
         &Config::parse(TWO_ARM_NAT).unwrap(),
@@ -5112,7 +5110,8 @@ fn distinct_on_link_clients_are_not_one_source() {
             p.stats().dropped(DropReason::SourceLimit)
         );
         let mut synack = VecBuf::from_bytes(&tcp_ack(real, host, SYNACK, 5000, 101, lan_mac));
-        EthernetFrame::new_unchecked(synack.data_mut()).set_src_addr(MacAddr([2, 0, 0, 0, 5, 0x11]));
+        EthernetFrame::new_unchecked(synack.data_mut())
+            .set_src_addr(MacAddr([2, 0, 0, 0, 5, 0x11]));
         p.process(&snap, 1, &mut synack, 1);
         let mut ack = VecBuf::from_bytes(&tcp_ack(host, (VIP, 80), ACK, 101, 5001, OUR));
         p.process(&snap, 0, &mut ack, 1);
