@@ -309,7 +309,11 @@ fn save_atomically(file: &std::path::Path, text: &str) -> std::io::Result<()> {
                         )
                     })?;
                 }
-                f.set_permissions(std::fs::Permissions::from_mode(m.mode() & 0o755))?;
+                // Another user's mode is not ours to keep (found in
+                // review: a planted 0666 file made root's saved
+                // configuration readable by all): as a new file.
+                let mode = if trusted { m.mode() & 0o755 } else { 0o640 };
+                f.set_permissions(std::fs::Permissions::from_mode(mode))?;
             }
             None => f.set_permissions(std::fs::Permissions::from_mode(0o640))?,
         }
@@ -697,7 +701,7 @@ mod tests {
             // Not shared: replaced, but root's now.
             save_atomically(&file, "config 2\n").unwrap();
             let m = std::fs::metadata(&file).unwrap();
-            assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o644));
+            assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o640));
             // Shared and sticky: left alone.
             std::os::unix::fs::chown(&file, Some(65534), Some(65534)).unwrap();
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
