@@ -1988,4 +1988,64 @@ address = "198.18.0.11"
             "VIPs still are"
         );
     }
+
+    /// Audit (churn): `Ids` keeps an id for every service key (protocol,
+    /// VIP, port) it ever compiled, and never forgets one, though a
+    /// service's id is looked up only in the snapshot that has it. A box
+    /// whose services come and go through `ctl` (automation that makes a
+    /// service per customer or per port) grows the map by one entry per
+    /// new key for as long as it runs; and `Dataplane::compile` clones the
+    /// whole `Ids` for every publish (every health change, reload and
+    /// `ctl` edit), so the control thread's cost of a publish grows with
+    /// the history, not with the config.
+    #[test]
+    #[ignore = "audit: Ids.services grows with every service key ever configured; each publish clones it"]
+    fn service_churn_leaves_the_ids_no_bigger_than_the_config() {
+        let text = |port: u32| {
+            format!(
+                "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\n\
+                 device = \"net_null0\"\naddress = \"198.18.0.2/24\"\n\
+                 [[services]]\nname = \"s\"\nvip = \"198.18.1.{}\"\nport = {}\n\
+                 [[services.reals]]\naddress = \"198.18.0.11\"\n",
+                100 + port / 60_000,
+                1 + port % 60_000
+            )
+        };
+        let mut ids = Ids::default();
+        let macs = [MacAddr([2, 0, 0, 0, 0, 2])];
+        // 2,000 changes, each replacing the one service by another: one
+        // service configured at any time.
+        for g in 0..2_000u32 {
+            let c = Config::parse(&text(g)).unwrap();
+            Snapshot::compile(&c, &macs, u64::from(g) + 1, &mut ids, |_, _, _| true).unwrap();
+        }
+        let after_churn = ids.services.len();
+        // Where a year of such churn goes (a change a minute: ~525,000
+        // keys): what every publish then clones.
+        for k in 0..525_000u32 {
+            ids.service((6, IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + k)), 80));
+        }
+        let t = std::time::Instant::now();
+        let mut cloned = 0;
+        for _ in 0..10 {
+            cloned += ids.clone().services.len();
+        }
+        let per_clone = t.elapsed() / 10;
+        let small = Ids::default();
+        let t = std::time::Instant::now();
+        for _ in 0..10 {
+            cloned += small.clone().services.len();
+        }
+        let per_clone_fresh = t.elapsed() / 10;
+        assert!(cloned > 0);
+        assert!(
+            after_churn <= 2,
+            "one service configured, {after_churn} service ids kept after 2,000 changes; \
+             with a year of a change a minute ({} keys, about {} MiB of map) the clone every \
+             publish makes takes {per_clone:?} (fresh Ids: {per_clone_fresh:?})",
+            ids.services.len(),
+            ids.services.capacity() * (std::mem::size_of::<((u8, IpAddr, u16), u32)>() + 1)
+                / (1 << 20)
+        );
+    }
 }
