@@ -2048,4 +2048,67 @@ address = "198.18.0.11"
                 / (1 << 20)
         );
     }
+
+    /// Audit (churn): the scheduler cache keeps only what the last compile
+    /// used, so a real that flaps rebuilds the Maglev table (65,537
+    /// entries) of every service it is in at every flip, both ways: going
+    /// back to the state of two publishes ago builds again what was just
+    /// thrown away. A real (address and port) in many services whose pools
+    /// differ (a shared host among per-customer pools) multiplies it: one
+    /// flapping real costs that many table builds on the control thread
+    /// per flip, and with several reals flapping the control thread (which
+    /// also reads health reports, serves `ctl` and feeds the watchdog)
+    /// does little else. Keeping the previous state's tables as well (or
+    /// damping health publishes) makes a flap back free.
+    #[test]
+    #[ignore = "audit: a flapping real rebuilds every Maglev table it is in at every flip, both ways"]
+    fn a_real_flapping_back_reuses_the_maglev_tables_it_had() {
+        const SERVICES: usize = 128;
+        let mut t = "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\n\
+                     device = \"net_null0\"\naddress = \"198.18.0.2/24\"\n"
+            .to_string();
+        for i in 0..SERVICES {
+            t += &format!(
+                "[[services]]\nname = \"s{i}\"\nvip = \"198.18.1.100\"\nport = {}\n\
+                 scheduler = \"mh\"\n[services.health_check]\nkind = \"tcp\"\n\
+                 [[services.reals]]\naddress = \"198.18.0.10\"\nport = 80\n",
+                1000 + i
+            );
+            // Its own pool besides the shared real.
+            for j in 0..15 {
+                t += &format!(
+                    "[[services.reals]]\naddress = \"198.18.0.{}\"\nport = {}\n",
+                    11 + j,
+                    1000 + i
+                );
+            }
+        }
+        let config = Config::parse(&t).unwrap();
+        let macs = [MacAddr([2, 0, 0, 0, 0, 2])];
+        let mut ids = Ids::default();
+        let mut g = 0;
+        let mut build = |up: bool, ids: &mut Ids| {
+            g += 1;
+            let start = std::time::Instant::now();
+            let s = Snapshot::compile(&config, &macs, g, ids, |_, a, _| {
+                up || a != IpAddr::V4(Ipv4Addr::new(198, 18, 0, 10))
+            })
+            .unwrap();
+            (s, start.elapsed())
+        };
+        let (up, _) = build(true, &mut ids);
+        let (_down, flip_down) = build(false, &mut ids);
+        let (up_again, flip_up) = build(true, &mut ids);
+        let (_, unchanged) = build(true, &mut ids);
+        let rebuilt = (0..SERVICES)
+            .filter(|&i| {
+                !std::sync::Arc::ptr_eq(&up.services[i].scheduler, &up_again.services[i].scheduler)
+            })
+            .count();
+        assert_eq!(
+            rebuilt, 0,
+            "the shared real down and up again: {rebuilt} of {SERVICES} Maglev tables built \
+             again (publish: down {flip_down:?}, up {flip_up:?}, nothing changed {unchanged:?})"
+        );
+    }
 }
