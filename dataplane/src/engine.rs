@@ -655,14 +655,25 @@ impl Dataplane {
         })
     }
 
-    /// Drops the retired snapshots every running worker has moved past
-    /// (its `generation`, set after it let go of the one before). Found in
+    /// Drops the retired snapshots no worker holds any more. Found in
     /// audit: the last worker to adopt a new snapshot freed the old one,
     /// and with it every Maglev table a reload replaced (about 128 KiB
     /// each, thousands with thousands of services), in one poll of its
-    /// loop. The control thread calls it on every tick.
+    /// loop; so each is kept here, and freed here, on the control thread.
+    /// Found in audit (churn): every snapshot at or after a stalled
+    /// worker's generation was kept, though that worker holds only its
+    /// own and its slot only the newest, so memory grew with publishes
+    /// for as long as it was stalled. The control thread calls it on
+    /// every tick.
     pub fn reap_retired(&mut self) {
         if self.retired.is_empty() {
+            return;
+        }
+        reap(&mut self.retired);
+        // What is left, someone still holds: workers stuck on as many
+        // generations (stuck in a poll: the supervisor withdraws the VIPs
+        // then).
+        if self.retired.len() != RETIRED_WARN {
             return;
         }
         let oldest_running = self
@@ -672,15 +683,10 @@ impl Dataplane {
             .map(|w| w.stats.generation.get_acquire())
             .min()
             .unwrap_or(u64::MAX);
-        self.retired.retain(|s| s.generation >= oldest_running);
-        // A worker that stopped taking snapshots (stuck in a poll: the
-        // supervisor withdraws the VIPs then) keeps each later one alive.
-        if self.retired.len() == RETIRED_WARN {
-            log::warn!(
-                "{} replaced configuration snapshots wait for a worker to move past generation {oldest_running}",
-                self.retired.len()
-            );
-        }
+        log::warn!(
+            "{} replaced configuration snapshots are still held by workers (the oldest running generation is {oldest_running})",
+            self.retired.len()
+        );
     }
 
     /// Has each kernel interface join the solicited-node groups of the
@@ -750,6 +756,16 @@ impl Dataplane {
 
 /// How many replaced snapshots may wait for the workers before it is said.
 const RETIRED_WARN: usize = 16;
+
+/// Drops from `retired` what nothing else holds: a worker's snapshot
+/// reaches it only through its slot, which holds only the newest (never
+/// retired), so one that only `retired` holds can never be taken again,
+/// and what is dropped here is the last reference (freed on this thread).
+/// One a worker holds, or took from its slot and has not adopted yet, is
+/// kept: that worker drops its reference, never the last one.
+fn reap<T>(retired: &mut Vec<Arc<T>>) {
+    retired.retain(|s| Arc::strong_count(s) > 1);
+}
 
 /// How long a stop waits for the workers to leave their loops (they look
 /// at the stop flag between bursts, well under a millisecond apart; an
@@ -835,6 +851,51 @@ mod tests {
         assert!(!is_pci_address("0000:3b:00.8"));
         assert_eq!(device_name("net_af_packet0,iface=lb0"), "net_af_packet0");
         assert_eq!(device_name("0000:3b:00.0"), "0000:3b:00.0");
+    }
+
+    /// Found in audit (churn): every snapshot at or after a stalled
+    /// worker's generation was kept while it was stalled. Only what a
+    /// worker holds is: a stalled worker's own, and the one it took while
+    /// others were published; what is dropped is freed here.
+    #[test]
+    fn reaping_keeps_only_the_snapshots_a_worker_holds() {
+        let (slot, worker) = latest::<Arc<u64>>();
+        let mut current = Arc::new(1u64);
+        let mut retired: Vec<Arc<u64>> = Vec::new();
+        let publish = |current: &mut Arc<u64>, retired: &mut Vec<Arc<u64>>, g: u64| {
+            let next = Arc::new(g);
+            slot.replace(Arc::clone(&next));
+            retired.push(std::mem::replace(current, next));
+            reap(retired);
+        };
+        // The worker runs 2, then stalls while 3..=1000 are published.
+        publish(&mut current, &mut retired, 2);
+        let held = worker.try_recv().unwrap();
+        let watch = Arc::downgrade(&held);
+        for g in 3..=1000 {
+            publish(&mut current, &mut retired, g);
+            assert!(retired.len() <= 1, "{g}: {} kept", retired.len());
+        }
+        assert_eq!(retired.iter().map(|s| **s).collect::<Vec<_>>(), [2]);
+        // It comes back: takes the newest, then 1001 is published before it
+        // drops 2: 1000 is in its hands, so kept; 2 is not yet let go.
+        let taken = worker.try_recv().unwrap();
+        assert_eq!(*taken, 1000);
+        publish(&mut current, &mut retired, 1001);
+        assert_eq!(retired.iter().map(|s| **s).collect::<Vec<_>>(), [2, 1000]);
+        // It lets go of 2: the next reap frees it, here.
+        drop(held);
+        assert!(
+            watch.upgrade().is_some(),
+            "the worker's drop was not the last"
+        );
+        reap(&mut retired);
+        assert!(watch.upgrade().is_none());
+        assert_eq!(retired.iter().map(|s| **s).collect::<Vec<_>>(), [1000]);
+        drop(taken);
+        reap(&mut retired);
+        assert!(retired.is_empty());
+        assert_eq!(*worker.try_recv().unwrap(), 1001);
     }
 
     /// Publishing to a worker that does not poll never blocks, and the
