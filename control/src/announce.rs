@@ -1090,4 +1090,77 @@ address = "198.18.0.13"
         );
         assert!(a.is_announced(vip) && !a.is_announced(other));
     }
+
+    /// Audit (churn): a VIP whose only real flaps is withdrawn and
+    /// announced again at every flap, with no hold-down. An attacker who
+    /// drops 3 of every 5 check answers (the defaults: `rise` 2, `fall` 3,
+    /// `interval` 2s) makes one withdrawal and one announcement every 10 s,
+    /// 12 route changes a minute, each a BGP UPDATE upstream; RFC 2439
+    /// damping (Cisco/Juniper defaults: 1000 a flap, suppressed at 2000 or
+    /// 3000, half-life 15 min) then suppresses the VIP's prefix at the
+    /// routers for tens of minutes, long after the real settled. A hold-down
+    /// (keep a VIP withdrawn a while, or announce again only after it has
+    /// been wanted for some time, backing off as flaps repeat) bounds it.
+    #[test]
+    #[ignore = "audit: a flapping real withdraws and re-announces its VIP at every flap, no hold-down"]
+    fn a_flapping_real_does_not_flap_its_vips_route_every_few_seconds() {
+        use crate::health::Hysteresis;
+        const ONE: &str = r#"
+[workers]
+lcores = [1]
+[[ports]]
+name = "wan"
+device = "net_null0"
+address = "198.18.0.2/24"
+[[services]]
+name = "web"
+vip = "198.18.1.100"
+port = 80
+[services.health_check]
+kind = "tcp"
+[[services.reals]]
+address = "198.18.0.11"
+"#;
+        let config = Config::parse(ONE).unwrap();
+        let h = config.services[0].health_check.as_ref().unwrap();
+        assert_eq!((h.rise, h.fall, h.interval), (2, 3, Duration::from_secs(2)));
+        let mut ids = Ids::default();
+        let mut generation = 0;
+        let mut compile = |up: bool| {
+            generation += 1;
+            Snapshot::compile(
+                &config,
+                &[MacAddr([2, 0, 0, 0, 0, 2])],
+                generation,
+                &mut ids,
+                |_, _, _| up,
+            )
+            .unwrap()
+        };
+        let mut state = Hysteresis::new(h.rise, h.fall, true);
+        let mut a = Announcer::new(Fake::default(), Some(&A));
+        a.update(Some(&A), &Announcer::<Fake>::wanted(&compile(true), lbk0));
+        assert!(state.record(true).is_none(), "first check answered");
+        let announced = a.routes.log.len();
+        // One minute of checks every 2 s: the attacker lets 2 answers of 5
+        // through (fail, fail, fail, ok, ok), as a lossy path might.
+        let mut flips = 0;
+        for check in 0..30 {
+            let ok = check % 5 >= 3;
+            if let Some(up) = state.record(ok) {
+                flips += 1;
+                // What the supervisor does on a health change: publish and
+                // announce what the new snapshot wants.
+                a.update(Some(&A), &Announcer::<Fake>::wanted(&compile(up), lbk0));
+            }
+        }
+        let changes = a.routes.log.len() - announced;
+        assert!(
+            changes <= 2,
+            "in one minute {flips} health flips of one real made {changes} route changes \
+             (withdraw/announce cycles: {}): {:?}",
+            changes / 2,
+            &a.routes.log[announced..]
+        );
+    }
 }
