@@ -10,6 +10,21 @@
 //! first). A crashed appliance announces nothing: the routes go with its
 //! kernel interface, which goes with the process.
 //!
+//! A VIP that flaps is damped (found in audit: a real made to flap by
+//! dropping 3 of every 5 check answers withdrew and announced its VIP
+//! every 10 s, and routers with RFC 2439 damping suppressed the prefix for
+//! tens of minutes after the real settled). A withdrawal is immediate: a VIP
+//! no real can serve only drops traffic here, while routers have other
+//! next hops (an ECMP peer, the backup), and `fall` already waited for it.
+//! What is held is the announcement again: a VIP that stopped being wanted
+//! while announced or held down (a flap) is announced again only once it
+//! has been wanted continuously for its hold-down, [`HOLD_DOWN_FIRST`] after
+//! one flap, doubled by each further one, at most [`HOLD_DOWN_MAX`]; each
+//! [`HOLD_DOWN_DECAY`] without a flap takes one doubling off, down to no
+//! hold-down at all. A VIP's first announcement (the start, a VIP a reload
+//! added, `[announce]` added or its table moved) is never held, and a
+//! removal (a reload, a stop) is never delayed.
+//!
 //! Routes are set with iproute2: every change of one update (a reload
 //! may move thousands of VIPs) in one `ip -batch - -force`, on the control
 //! thread. One `ip` per route cost about 3 ms (4,096 of them from a
@@ -22,7 +37,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lb_core::snapshot::Snapshot;
 
@@ -54,6 +69,61 @@ pub trait Routes {
 
 /// How often routes whose removal failed are tried again.
 pub const LEFTOVER_RETRY: Duration = Duration::from_secs(5);
+
+/// The hold-down after one flap: how long a VIP withdrawn because no real
+/// could take flows must be wanted again, continuously, before it is
+/// announced again. Each further flap doubles it, up to [`HOLD_DOWN_MAX`].
+pub const HOLD_DOWN_FIRST: Duration = Duration::from_secs(5);
+
+/// The longest hold-down (5 s doubled 5 times is 160 s: capped here).
+pub const HOLD_DOWN_MAX: Duration = Duration::from_secs(120);
+
+/// Each this long without a flap takes one doubling off a VIP's hold-down
+/// (from the cap, 6 flaps deep, 30 minutes to none).
+pub const HOLD_DOWN_DECAY: Duration = Duration::from_secs(300);
+
+/// The most flaps remembered: the first count whose hold-down is the cap
+/// (more would only make the decay from it longer).
+const MAX_FLAPS: u32 = {
+    let mut n = 1;
+    while HOLD_DOWN_FIRST.as_secs() << (n - 1) < HOLD_DOWN_MAX.as_secs() {
+        n += 1;
+    }
+    n
+};
+
+/// At most one line this often says a VIP is held down (a flapping real
+/// behind 4,096 VIPs would write one a VIP and a flap otherwise); the
+/// next says how many were not logged meanwhile.
+const HOLD_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The hold-down after `flaps` flaps (none after none).
+pub fn hold_down(flaps: u32) -> Duration {
+    match flaps {
+        0 => Duration::ZERO,
+        n => HOLD_DOWN_FIRST
+            .saturating_mul(1 << (n - 1).min(20))
+            .min(HOLD_DOWN_MAX),
+    }
+}
+
+/// A VIP's flaps: how many, decayed as of the last, and when that was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Flaps {
+    count: u32,
+    last: Instant,
+}
+
+impl Flaps {
+    /// The count at `now`: one less for each [`HOLD_DOWN_DECAY`] since the
+    /// last flap.
+    fn at(&self, now: Instant) -> u32 {
+        let quiet = now.saturating_duration_since(self.last);
+        let steps = quiet.as_secs() / HOLD_DOWN_DECAY.as_secs();
+        self.count
+            .saturating_sub(u32::try_from(steps).unwrap_or(u32::MAX))
+    }
+}
 
 /// How long one `ip -batch` may take before it is killed: this, and
 /// [`IP_TIME_PER_ROUTE`] for each route (a healthy one takes about 25 µs).
@@ -265,7 +335,19 @@ pub struct Announcer<R: Routes> {
     /// with no healthy real, and the metric said 0).
     unconfirmed: BTreeMap<IpAddr, (String, u32)>,
     /// When the leftovers were last tried.
-    last_retry: Option<std::time::Instant>,
+    last_retry: Option<Instant>,
+    /// Each VIP's flaps (it stopped being wanted while announced or held
+    /// down), while they have not decayed to none.
+    flaps: BTreeMap<IpAddr, Flaps>,
+    /// VIPs wanted but held down: the interface their route is to go
+    /// through, and since when they have been wanted without a break.
+    held: BTreeMap<IpAddr, (String, Instant)>,
+    /// Route changes made for each VIP (announced, withdrawn), for
+    /// `lb_vip_route_changes_total`.
+    changes: BTreeMap<IpAddr, u64>,
+    /// When a hold-down was last logged, and how many were not since.
+    hold_logged: Option<Instant>,
+    holds_unlogged: u64,
 }
 
 impl<R: Routes> Announcer<R> {
@@ -277,6 +359,11 @@ impl<R: Routes> Announcer<R> {
             unconfirmed: BTreeMap::new(),
             leftovers: Vec::new(),
             last_retry: None,
+            flaps: BTreeMap::new(),
+            held: BTreeMap::new(),
+            changes: BTreeMap::new(),
+            hold_logged: None,
+            holds_unlogged: 0,
         }
     }
 
@@ -299,15 +386,19 @@ impl<R: Routes> Announcer<R> {
         out
     }
 
-    /// Makes the announced routes what `wanted` says, with the settings of
-    /// `announce` (a reload may change the table: every route moves; or
-    /// remove the section: every route goes), removals that failed before
-    /// tried again first, all in one batch. Logs each change; a route the
+    /// Makes the announced routes what `wanted` says at `now`, with the
+    /// settings of `announce` (a reload may change the table: every route
+    /// moves; or remove the section: every route goes), removals that
+    /// failed before tried again first, all in one batch. A VIP no longer
+    /// wanted is withdrawn at once, and one wanted again after a flap waits
+    /// out its hold-down (here if it has been wanted long enough by now,
+    /// else by [`Self::release_held`]). Logs each change; a route the
     /// kernel refused is logged and tried again at the next update.
     pub fn update(
         &mut self,
         announce: Option<&lb_config::AnnounceConfig>,
         wanted: &BTreeMap<IpAddr, String>,
+        now: Instant,
     ) {
         self.settings = announce.map(|a| (a.table, a.withdraw_delay));
         let table = self.settings.map(|s| s.0);
@@ -323,10 +414,27 @@ impl<R: Routes> Announcer<R> {
             .chain(&self.unconfirmed)
             .filter_map(unwanted)
             .collect();
+        // Routes still in the table (maybe put in, or their removal
+        // failed): they never went away, so are no announcement again.
+        let mut in_table: std::collections::BTreeSet<IpAddr> = self
+            .leftovers
+            .iter()
+            .filter(|l| Some(l.2) == table)
+            .map(|l| l.0)
+            .chain(self.unconfirmed.keys().copied())
+            .collect();
         let mut batch = self.leftover_changes();
         for (vip, dev, t) in stale {
             self.announced.remove(&vip);
             self.unconfirmed.remove(&vip);
+            if Some(t) == table && !wanted.contains_key(&vip) {
+                // No real may take flows (or a reload removed the VIP):
+                // a flap. A move to another table or interface, or
+                // `[announce]` gone, is the operator's, and not one.
+                self.flap(vip, now);
+            } else {
+                in_table.insert(vip);
+            }
             batch.push(RouteChange {
                 op: RouteOp::Delete,
                 table: t,
@@ -334,19 +442,155 @@ impl<R: Routes> Announcer<R> {
                 dev,
             });
         }
-        if let Some(table) = table {
-            for (vip, dev) in wanted {
-                if !self.announced.contains_key(vip) {
-                    batch.push(RouteChange {
-                        op: RouteOp::Replace,
-                        table,
-                        vip: *vip,
-                        dev: dev.clone(),
-                    });
-                }
+        // Held down and not wanted again before its time: a flap too, so a
+        // real that keeps flapping keeps its VIP withdrawn (and the next
+        // wait starts from nothing, longer).
+        let broken: Vec<IpAddr> = self
+            .held
+            .keys()
+            .filter(|v| table.is_none() || !wanted.contains_key(v))
+            .copied()
+            .collect();
+        for vip in broken {
+            self.held.remove(&vip);
+            if table.is_some() {
+                self.flap(vip, now);
             }
         }
+        if let Some(table) = table {
+            for (vip, dev) in wanted {
+                if self.announced.contains_key(vip)
+                    || !(in_table.contains(vip) || self.hold_over(*vip, dev, now))
+                {
+                    continue;
+                }
+                batch.push(RouteChange {
+                    op: RouteOp::Replace,
+                    table,
+                    vip: *vip,
+                    dev: dev.clone(),
+                });
+            }
+        }
+        let held = &self.held;
+        self.flaps
+            .retain(|vip, f| f.at(now) > 0 || held.contains_key(vip));
         self.apply(batch);
+    }
+
+    /// Counts a flap of `vip` at `now`.
+    fn flap(&mut self, vip: IpAddr, now: Instant) {
+        let count = self.flaps.get(&vip).map_or(0, |f| f.at(now));
+        self.flaps.insert(
+            vip,
+            Flaps {
+                count: (count + 1).min(MAX_FLAPS),
+                last: now,
+            },
+        );
+    }
+
+    /// Whether `vip`, wanted now through `dev` and not announced, has been
+    /// wanted long enough after its flaps to be announced (then it is no
+    /// longer held); else it is held, from now if it was not yet.
+    fn hold_over(&mut self, vip: IpAddr, dev: &str, now: Instant) -> bool {
+        let flaps = self.flaps.get(&vip).map_or(0, |f| f.at(now));
+        let hold = hold_down(flaps);
+        let since = match self.held.get_mut(&vip) {
+            Some(held) => {
+                held.0 = dev.to_string();
+                held.1
+            }
+            None if hold.is_zero() => return true,
+            None => {
+                self.held.insert(vip, (dev.to_string(), now));
+                now
+            }
+        };
+        if now.saturating_duration_since(since) >= hold {
+            self.held.remove(&vip);
+            log::info!(
+                "announce: {vip} wanted for {hold:?} without a break after {flaps} flap(s): hold-down over"
+            );
+            return true;
+        }
+        if since == now {
+            self.log_hold(vip, flaps, hold, now);
+        }
+        false
+    }
+
+    /// Logs that `vip` is held down, at most once a [`HOLD_LOG_EVERY`].
+    fn log_hold(&mut self, vip: IpAddr, flaps: u32, hold: Duration, now: Instant) {
+        if self
+            .hold_logged
+            .is_some_and(|t| now.saturating_duration_since(t) < HOLD_LOG_EVERY)
+        {
+            self.holds_unlogged += 1;
+            return;
+        }
+        let more = match std::mem::take(&mut self.holds_unlogged) {
+            0 => String::new(),
+            n => format!(" ({n} more VIP hold-down(s) not logged since the last such line)"),
+        };
+        log::warn!(
+            "announce: {vip} wanted again after {flaps} flap(s) of its reals: held down, announced once wanted for {hold:?} without a break{more}"
+        );
+        self.hold_logged = Some(now);
+    }
+
+    /// Announces the VIPs held down that have been wanted for their
+    /// hold-down by `now` (the control loop calls it every tick: no health
+    /// change may come to do it). A route the kernel refuses then is held
+    /// again, so tried again a hold-down later. Whether any was announced.
+    pub fn release_held(&mut self, now: Instant) -> bool {
+        let Some((table, _)) = self.settings else {
+            self.held.clear();
+            return false;
+        };
+        let flaps = &self.flaps;
+        let due: Vec<(IpAddr, String, Duration)> = self
+            .held
+            .iter()
+            .filter_map(|(vip, (dev, since))| {
+                let hold = hold_down(flaps.get(vip).map_or(0, |f| f.at(now)));
+                (now.saturating_duration_since(*since) >= hold).then(|| (*vip, dev.clone(), hold))
+            })
+            .collect();
+        if due.is_empty() {
+            return false;
+        }
+        let mut batch = Vec::new();
+        for (vip, dev, hold) in due {
+            self.held.remove(&vip);
+            log::info!("announce: {vip} wanted for {hold:?} without a break: hold-down over");
+            batch.push(RouteChange {
+                op: RouteOp::Replace,
+                table,
+                vip,
+                dev,
+            });
+        }
+        self.apply(batch);
+        true
+    }
+
+    /// Whether `vip` is wanted but held down now.
+    pub fn is_held(&self, vip: IpAddr) -> bool {
+        self.held.contains_key(&vip)
+    }
+
+    /// The route changes made for `vip` (announced, withdrawn) since it
+    /// was first seen, for `lb_vip_route_changes_total`.
+    pub fn route_changes(&self, vip: IpAddr) -> u64 {
+        self.changes.get(&vip).copied().unwrap_or(0)
+    }
+
+    /// Forgets the route change counts of the VIPs `keep` does not name
+    /// (the exporter's series are the running snapshot's VIPs and the
+    /// routes in the table: a VIP a reload removed goes, as its series).
+    pub fn retain_route_changes(&mut self, keep: impl Fn(&IpAddr) -> bool) {
+        self.changes.retain(|vip, _| keep(vip));
     }
 
     /// A removal for each route whose removal failed before, oldest first
@@ -376,12 +620,18 @@ impl<R: Routes> Announcer<R> {
             match (c.op, outcome) {
                 (RouteOp::Replace, Ok(())) => {
                     log::info!("announce: {vip} via {} in table {table}", c.dev);
+                    if !self.announced.contains_key(&vip) && !self.unconfirmed.contains_key(&vip) {
+                        *self.changes.entry(vip).or_default() += 1;
+                    }
                     self.leftovers.retain(|l| (l.0, l.2) != (vip, table));
                     self.unconfirmed.remove(&vip);
                     self.announced.insert(vip, (c.dev, table));
                 }
                 (RouteOp::Replace, Err(e)) if e.contains(NOT_CONFIRMED) => {
                     log::error!("announce: {vip} maybe announced (put in again while wanted, removed once not): {e}");
+                    if !self.announced.contains_key(&vip) && !self.unconfirmed.contains_key(&vip) {
+                        *self.changes.entry(vip).or_default() += 1;
+                    }
                     // Nor may an older removal's retry take it out now
                     // (found in review), as for a route confirmed.
                     self.leftovers.retain(|l| (l.0, l.2) != (vip, table));
@@ -390,6 +640,7 @@ impl<R: Routes> Announcer<R> {
                 (RouteOp::Replace, Err(e)) => log::error!("announce: {vip} not announced: {e}"),
                 (RouteOp::Delete, Ok(())) => {
                     log::info!("announce: {vip} withdrawn from table {table}");
+                    *self.changes.entry(vip).or_default() += 1;
                     removed = true;
                 }
                 (RouteOp::Delete, Err(e)) => {
@@ -415,7 +666,7 @@ impl<R: Routes> Announcer<R> {
     /// [`LEFTOVER_RETRY`] (the control loop calls it every tick: a VIP
     /// whose removal failed must not wait for the next health change).
     /// Whether any was removed.
-    pub fn retry_leftovers(&mut self, now: std::time::Instant) -> bool {
+    pub fn retry_leftovers(&mut self, now: Instant) -> bool {
         if (self.leftovers.is_empty() && self.unconfirmed.is_empty())
             || self
                 .last_retry
@@ -447,6 +698,8 @@ impl<R: Routes> Announcer<R> {
     /// was announced: a route removed either way was exported).
     pub fn withdraw_all(&mut self) -> Duration {
         let delay = self.settings.map_or(Duration::ZERO, |s| s.1);
+        // Nothing held is announced after this.
+        self.held.clear();
         let mut batch = self.leftover_changes();
         let unconfirmed = std::mem::take(&mut self.unconfirmed);
         for (vip, (dev, table)) in std::mem::take(&mut self.announced)
@@ -729,7 +982,7 @@ mod tests {
         // the stop withdraws them all, and one gone already is no failure.
         let mut a = Announcer::new(routes, Some(&A));
         let wanted: BTreeMap<IpAddr, String> = vips.iter().map(|&v| (v, "v0".into())).collect();
-        a.update(Some(&A), &wanted);
+        a.update(Some(&A), &wanted, Instant::now());
         assert_eq!(a.announced().count(), 4096);
         let ip = Command::new("ip")
             .args([
@@ -810,13 +1063,21 @@ address = "198.18.0.13"
         let vip6: IpAddr = "2001:2:0:1::100".parse().unwrap();
         let mut a = Announcer::new(Fake::default(), Some(&A));
         let all_up = snap(|_| true);
-        a.update(Some(&A), &Announcer::<Fake>::wanted(&all_up, lbk0));
+        a.update(
+            Some(&A),
+            &Announcer::<Fake>::wanted(&all_up, lbk0),
+            Instant::now(),
+        );
         assert!(a.is_announced(vip));
         assert!(!a.is_announced(vip6), "its one real is drained");
         assert_eq!(a.routes.log, ["replace 198.18.1.100 lbk0 100"]);
         // Both web reals down: dns (unchecked) still holds the VIP up.
         let web_down = snap(|r| r.to_string() != "198.18.0.11" && r.to_string() != "198.18.0.12");
-        a.update(Some(&A), &Announcer::<Fake>::wanted(&web_down, lbk0));
+        a.update(
+            Some(&A),
+            &Announcer::<Fake>::wanted(&web_down, lbk0),
+            Instant::now(),
+        );
         assert!(a.is_announced(vip));
         assert_eq!(a.routes.log.len(), 1, "nothing changed, nothing done");
         // Every real of every service on it down: withdrawn.
@@ -833,11 +1094,16 @@ address = "198.18.0.13"
             |_, _, _| false,
         )
         .unwrap();
-        a.update(Some(&A), &Announcer::<Fake>::wanted(&none, lbk0));
+        let t0 = Instant::now();
+        a.update(Some(&A), &Announcer::<Fake>::wanted(&none, lbk0), t0);
         assert!(!a.is_announced(vip));
         assert_eq!(a.routes.log[1], "del 198.18.1.100 lbk0 100");
-        // Back up, then a clean stop: withdrawn, and the stop waits.
-        a.update(Some(&A), &Announcer::<Fake>::wanted(&all_up, lbk0));
+        // Back up: announced again once wanted for the hold-down of one
+        // flap; then a clean stop: withdrawn, and the stop waits.
+        a.update(Some(&A), &Announcer::<Fake>::wanted(&all_up, lbk0), t0);
+        assert!(a.is_held(vip) && !a.is_announced(vip));
+        assert!(a.release_held(t0 + HOLD_DOWN_FIRST));
+        assert!(a.is_announced(vip));
         assert_eq!(a.withdraw_all(), Duration::from_secs(2));
         assert_eq!(a.announced().count(), 0);
         assert_eq!(a.withdraw_all(), Duration::ZERO, "nothing left to wait for");
@@ -847,9 +1113,17 @@ address = "198.18.0.13"
     fn a_reload_that_moves_or_drops_the_table_moves_or_drops_every_route() {
         let mut a = Announcer::new(Fake::default(), Some(&A));
         let s = snap(|_| true);
-        a.update(Some(&A), &Announcer::<Fake>::wanted(&s, lbk0));
+        a.update(
+            Some(&A),
+            &Announcer::<Fake>::wanted(&s, lbk0),
+            Instant::now(),
+        );
         let b = AnnounceConfig { table: 101, ..A };
-        a.update(Some(&b), &Announcer::<Fake>::wanted(&s, lbk0));
+        a.update(
+            Some(&b),
+            &Announcer::<Fake>::wanted(&s, lbk0),
+            Instant::now(),
+        );
         assert_eq!(
             a.routes.log,
             [
@@ -858,12 +1132,12 @@ address = "198.18.0.13"
                 "replace 198.18.1.100 lbk0 101"
             ]
         );
-        a.update(None, &Announcer::<Fake>::wanted(&s, lbk0));
+        a.update(None, &Announcer::<Fake>::wanted(&s, lbk0), Instant::now());
         assert_eq!(a.routes.log.last().unwrap(), "del 198.18.1.100 lbk0 101");
         assert_eq!(a.announced().count(), 0);
         // Without the section nothing is ever announced.
         let mut off = Announcer::new(Fake::default(), None);
-        off.update(None, &Announcer::<Fake>::wanted(&s, lbk0));
+        off.update(None, &Announcer::<Fake>::wanted(&s, lbk0), Instant::now());
         assert!(off.routes.log.is_empty());
         assert_eq!(off.withdraw_all(), Duration::ZERO);
     }
@@ -879,10 +1153,18 @@ address = "198.18.0.13"
             Some(&A),
         );
         let s = snap(|_| true);
-        a.update(Some(&A), &Announcer::<Fake>::wanted(&s, lbk0));
+        a.update(
+            Some(&A),
+            &Announcer::<Fake>::wanted(&s, lbk0),
+            Instant::now(),
+        );
         assert!(!a.is_announced(vip));
         a.routes.refuse = None;
-        a.update(Some(&A), &Announcer::<Fake>::wanted(&s, lbk0));
+        a.update(
+            Some(&A),
+            &Announcer::<Fake>::wanted(&s, lbk0),
+            Instant::now(),
+        );
         assert!(a.is_announced(vip));
         assert!(Announcer::<Fake>::wanted(&s, |_| None).is_empty());
     }
@@ -904,13 +1186,13 @@ address = "198.18.0.13"
                 },
                 Some(&A),
             );
-            a.update(Some(&A), &wanted);
+            a.update(Some(&A), &wanted, Instant::now());
             assert!(a.is_announced(vip), "maybe in the table: counted");
             assert_eq!(a.announced().collect::<Vec<_>>(), [vip]);
             if stop {
                 assert_eq!(a.withdraw_all(), A.withdraw_delay);
             } else {
-                a.update(Some(&A), &BTreeMap::new());
+                a.update(Some(&A), &BTreeMap::new(), Instant::now());
             }
             assert_eq!(a.routes.log.last().unwrap(), "del 198.18.1.100 lbk0 100");
             assert!(!a.is_announced(vip));
@@ -923,7 +1205,7 @@ address = "198.18.0.13"
             },
             Some(&A),
         );
-        a.update(Some(&A), &wanted);
+        a.update(Some(&A), &wanted, Instant::now());
         a.routes.unconfirm = None;
         // On the leftovers' timer, not only at the next update.
         assert!(!a.retry_leftovers(std::time::Instant::now()));
@@ -950,7 +1232,11 @@ address = "198.18.0.13"
         let vip: IpAddr = "198.18.1.100".parse().unwrap();
         let mut a = Announcer::new(IpRoute::with_program(&program), Some(&A));
         let s = snap(|_| true);
-        a.update(Some(&A), &Announcer::<IpRoute>::wanted(&s, lbk0));
+        a.update(
+            Some(&A),
+            &Announcer::<IpRoute>::wanted(&s, lbk0),
+            Instant::now(),
+        );
         assert!(a.is_announced(vip), "killed over it: maybe in the table");
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -965,11 +1251,15 @@ address = "198.18.0.13"
         let mut a = Announcer::new(Fake::default(), Some(&A));
         let up = snap(|_| true);
         let nothing = BTreeMap::new();
-        a.update(Some(&A), &Announcer::<Fake>::wanted(&up, lbk0));
+        a.update(
+            Some(&A),
+            &Announcer::<Fake>::wanted(&up, lbk0),
+            Instant::now(),
+        );
         a.routes.fail_deletes = 1;
-        a.update(Some(&A), &nothing);
+        a.update(Some(&A), &nothing, Instant::now());
         assert!(a.is_announced(vip), "still in the table");
-        a.update(Some(&A), &nothing);
+        a.update(Some(&A), &nothing, Instant::now());
         assert!(!a.is_announced(vip));
         assert_eq!(
             a.routes.log[1..],
@@ -978,18 +1268,29 @@ address = "198.18.0.13"
                 "del 198.18.1.100 lbk0 100"
             ]
         );
-        // At the stop, and after the table moved or the section went.
-        a.update(Some(&A), &Announcer::<Fake>::wanted(&up, lbk0));
+        // At the stop, and after the table moved or the section went (the
+        // VIP wanted again long after its flap: no hold-down left).
+        let later = Instant::now() + HOLD_DOWN_DECAY;
+        a.update(Some(&A), &Announcer::<Fake>::wanted(&up, lbk0), later);
+        assert!(a.is_announced(vip));
         a.routes.fail_deletes = 1;
-        a.update(None, &Announcer::<Fake>::wanted(&up, lbk0));
+        a.update(None, &Announcer::<Fake>::wanted(&up, lbk0), Instant::now());
         assert!(a.is_announced(vip));
         assert_eq!(a.withdraw_all(), Duration::ZERO, "no [announce]: no wait");
         assert!(!a.is_announced(vip));
         assert_eq!(a.routes.log.last().unwrap(), "del 198.18.1.100 lbk0 100");
-        a.update(Some(&A), &Announcer::<Fake>::wanted(&up, lbk0));
+        a.update(
+            Some(&A),
+            &Announcer::<Fake>::wanted(&up, lbk0),
+            Instant::now(),
+        );
         a.routes.fail_deletes = 1;
         let b = AnnounceConfig { table: 101, ..A };
-        a.update(Some(&b), &Announcer::<Fake>::wanted(&up, lbk0));
+        a.update(
+            Some(&b),
+            &Announcer::<Fake>::wanted(&up, lbk0),
+            Instant::now(),
+        );
         assert_eq!(
             a.routes.log.last().unwrap(),
             "replace 198.18.1.100 lbk0 101",
@@ -1023,12 +1324,12 @@ address = "198.18.0.13"
         let wanted = Announcer::<Fake>::wanted(&up, lbk0);
         let nothing = BTreeMap::new();
         let mut a = Announcer::new(Fake::default(), Some(&A));
-        a.update(Some(&A), &wanted);
+        a.update(Some(&A), &wanted, Instant::now());
         a.routes.fail_deletes = 2;
-        a.update(Some(&A), &nothing); // fails: a leftover
-        a.update(Some(&A), &wanted); // the retry fails, the route is put back
+        a.update(Some(&A), &nothing, Instant::now()); // fails: a leftover
+        a.update(Some(&A), &wanted, Instant::now()); // the retry fails, the route is put back
         let n = a.routes.log.len();
-        a.update(Some(&A), &wanted);
+        a.update(Some(&A), &wanted, Instant::now());
         assert_eq!(a.routes.log.len(), n, "nothing deleted: {:?}", a.routes.log);
         assert!(a.is_announced(vip));
         assert!(
@@ -1038,7 +1339,7 @@ address = "198.18.0.13"
 
         // Drained, the removal fails: retried on the timer, not before.
         a.routes.fail_deletes = 1;
-        a.update(Some(&A), &nothing);
+        a.update(Some(&A), &nothing, Instant::now());
         assert!(a.is_announced(vip));
         // What `lb_vip_announced` is built from, beside the snapshot's
         // VIPs (a VIP a reload removed is in no snapshot).
@@ -1046,13 +1347,15 @@ address = "198.18.0.13"
         let t0 = std::time::Instant::now();
         assert!(a.retry_leftovers(t0));
         assert!(!a.is_announced(vip));
-        // Two leftovers whose removals keep failing: one try per pass.
-        a.update(Some(&A), &wanted);
+        // Two leftovers whose removals keep failing: one try per pass (the
+        // VIP wanted again after its two flaps decayed: announced at once).
+        a.update(Some(&A), &wanted, t0 + 2 * HOLD_DOWN_DECAY);
+        assert!(a.is_announced(vip));
         let mut b = a;
         b.routes.fail_deletes = 100;
         let other: IpAddr = "198.18.1.101".parse().unwrap();
         b.leftovers.push((other, "lbk0".into(), 100));
-        b.update(Some(&A), &nothing);
+        b.update(Some(&A), &nothing, Instant::now());
         let tries = |b: &Announcer<Fake>| {
             b.routes
                 .log
@@ -1091,18 +1394,22 @@ address = "198.18.0.13"
         assert!(a.is_announced(vip) && !a.is_announced(other));
     }
 
-    /// Audit (churn): a VIP whose only real flaps is withdrawn and
+    /// Audit (churn): a VIP whose only real flaps was withdrawn and
     /// announced again at every flap, with no hold-down. An attacker who
     /// drops 3 of every 5 check answers (the defaults: `rise` 2, `fall` 3,
-    /// `interval` 2s) makes one withdrawal and one announcement every 10 s,
+    /// `interval` 2s) made one withdrawal and one announcement every 10 s,
     /// 12 route changes a minute, each a BGP UPDATE upstream; RFC 2439
     /// damping (Cisco/Juniper defaults: 1000 a flap, suppressed at 2000 or
-    /// 3000, half-life 15 min) then suppresses the VIP's prefix at the
-    /// routers for tens of minutes, long after the real settled. A hold-down
-    /// (keep a VIP withdrawn a while, or announce again only after it has
-    /// been wanted for some time, backing off as flaps repeat) bounds it.
+    /// 3000, half-life 15 min) then suppressed the VIP's prefix at the
+    /// routers for tens of minutes, long after the real settled. Now the
+    /// withdrawal stays immediate, and the announcement again waits for a
+    /// hold-down that doubles at each flap: the first withdrawal, one
+    /// announcement after 5 s, the second withdrawal, and then nothing for
+    /// as long as the real keeps flapping (its 6 s up at a time never
+    /// outlast a hold-down of 10 s and more); once it settles, the VIP is
+    /// back within the cap. Driven as the control loop drives it: an update
+    /// at each health change, `release_held` every tick (1 s here).
     #[test]
-    #[ignore = "audit: a flapping real withdraws and re-announces its VIP at every flap, no hold-down"]
     fn a_flapping_real_does_not_flap_its_vips_route_every_few_seconds() {
         use crate::health::Hysteresis;
         const ONE: &str = r#"
@@ -1124,6 +1431,7 @@ address = "198.18.0.11"
         let config = Config::parse(ONE).unwrap();
         let h = config.services[0].health_check.as_ref().unwrap();
         assert_eq!((h.rise, h.fall, h.interval), (2, 3, Duration::from_secs(2)));
+        let vip: IpAddr = "198.18.1.100".parse().unwrap();
         let mut ids = Ids::default();
         let mut generation = 0;
         let mut compile = |up: bool| {
@@ -1137,30 +1445,276 @@ address = "198.18.0.11"
             )
             .unwrap()
         };
+        let t0 = Instant::now();
         let mut state = Hysteresis::new(h.rise, h.fall, true);
         let mut a = Announcer::new(Fake::default(), Some(&A));
-        a.update(Some(&A), &Announcer::<Fake>::wanted(&compile(true), lbk0));
+        a.update(
+            Some(&A),
+            &Announcer::<Fake>::wanted(&compile(true), lbk0),
+            t0,
+        );
+        assert!(a.is_announced(vip), "the start is never held");
         assert!(state.record(true).is_none(), "first check answered");
         let announced = a.routes.log.len();
-        // One minute of checks every 2 s: the attacker lets 2 answers of 5
-        // through (fail, fail, fail, ok, ok), as a lossy path might.
+        // Ten minutes of checks every 2 s: the attacker lets 2 answers of 5
+        // through (fail, fail, fail, ok, ok), as a lossy path might. Then
+        // the real settles.
         let mut flips = 0;
-        for check in 0..30 {
-            let ok = check % 5 >= 3;
-            if let Some(up) = state.record(ok) {
-                flips += 1;
-                // What the supervisor does on a health change: publish and
-                // announce what the new snapshot wants.
-                a.update(Some(&A), &Announcer::<Fake>::wanted(&compile(up), lbk0));
+        let mut flips_in_a_minute = 0;
+        let mut changes_in_a_minute = 0;
+        let mut last_up = 0;
+        let mut announced_at = Vec::new();
+        let mut was = true;
+        for second in 1..=900u64 {
+            let now = t0 + Duration::from_secs(second);
+            a.release_held(now);
+            if second % 2 == 0 {
+                let check = second / 2 - 1;
+                let ok = check >= 300 || check % 5 >= 3;
+                if let Some(up) = state.record(ok) {
+                    flips += 1;
+                    if up {
+                        last_up = second;
+                    }
+                    // What the supervisor does on a health change: publish
+                    // and announce what the new snapshot wants.
+                    a.update(
+                        Some(&A),
+                        &Announcer::<Fake>::wanted(&compile(up), lbk0),
+                        now,
+                    );
+                }
             }
+            if second == 60 {
+                flips_in_a_minute = flips;
+                changes_in_a_minute = a.routes.log.len() - announced;
+            }
+            if a.is_announced(vip) && !was {
+                announced_at.push(second);
+            }
+            was = a.is_announced(vip);
         }
-        let changes = a.routes.log.len() - announced;
+        assert!(flips_in_a_minute >= 11, "{flips_in_a_minute} flips");
         assert!(
-            changes <= 2,
-            "in one minute {flips} health flips of one real made {changes} route changes \
-             (withdraw/announce cycles: {}): {:?}",
-            changes / 2,
-            &a.routes.log[announced..]
+            changes_in_a_minute <= 3,
+            "in one minute {flips_in_a_minute} health flips of one real made \
+             {changes_in_a_minute} route changes: {:?}",
+            &a.routes.log[announced..announced + changes_in_a_minute]
         );
+        let log = &a.routes.log[announced..];
+        assert_eq!(
+            log[..3],
+            [
+                "del 198.18.1.100 lbk0 100",
+                "replace 198.18.1.100 lbk0 100",
+                "del 198.18.1.100 lbk0 100"
+            ],
+            "{flips} flips in ten minutes: {log:?}"
+        );
+        // Ten minutes of flapping: no more route changes than in the first.
+        // Settled: announced again once wanted for the cap, at most.
+        let (settled, back) = (last_up, *announced_at.last().unwrap());
+        assert!(
+            settled >= 590,
+            "the last flip up is the real settling: {settled}"
+        );
+        assert_eq!(announced_at.len(), 2, "{announced_at:?}");
+        assert_eq!(log.len(), 4, "{log:?}");
+        assert_eq!(log[3], "replace 198.18.1.100 lbk0 100");
+        assert!(
+            back > settled && back - settled <= HOLD_DOWN_MAX.as_secs() + 1,
+            "settled at {settled}s, announced again at {back}s"
+        );
+    }
+
+    #[test]
+    fn the_hold_down_doubles_with_each_flap_up_to_the_cap_and_decays_when_quiet() {
+        assert_eq!(hold_down(0), Duration::ZERO);
+        let holds: Vec<u64> = (1..=8).map(|n| hold_down(n).as_secs()).collect();
+        assert_eq!(holds, [5, 10, 20, 40, 80, 120, 120, 120]);
+        assert_eq!(hold_down(u32::MAX), HOLD_DOWN_MAX);
+        assert_eq!(MAX_FLAPS, 6);
+
+        // Through the announcer: withdrawn, wanted again, announced after
+        // the hold-down of the flaps so far, each time twice as long.
+        let vip: IpAddr = "198.18.1.100".parse().unwrap();
+        let wanted = BTreeMap::from([(vip, "lbk0".to_string())]);
+        let nothing = BTreeMap::new();
+        let mut a = Announcer::new(Fake::default(), Some(&A));
+        let mut now = Instant::now();
+        a.update(Some(&A), &wanted, now);
+        assert!(a.is_announced(vip));
+        let mut waited = Vec::new();
+        for _ in 0..8 {
+            a.update(Some(&A), &nothing, now);
+            assert!(!a.is_announced(vip), "withdrawn at once");
+            a.update(Some(&A), &wanted, now);
+            let since = now;
+            while !a.is_announced(vip) {
+                now += Duration::from_secs(1);
+                a.release_held(now);
+                // Another health change meanwhile (a second real up, say)
+                // changes nothing.
+                a.update(Some(&A), &wanted, now);
+            }
+            waited.push((now - since).as_secs());
+        }
+        assert_eq!(waited, [5, 10, 20, 40, 80, 120, 120, 120]);
+
+        // Quiet (announced, no flap) for one decay period since the last
+        // flap: one doubling less; for two, two less; for six, none left
+        // (a VIP that stays down as long decays as well).
+        now += HOLD_DOWN_DECAY;
+        a.update(Some(&A), &nothing, now);
+        a.update(Some(&A), &wanted, now);
+        assert!(!a.release_held(now + Duration::from_secs(119)));
+        assert!(a.release_held(now + HOLD_DOWN_MAX), "6 flaps (5 + 1): cap");
+        now += 2 * HOLD_DOWN_DECAY;
+        a.update(Some(&A), &nothing, now);
+        a.update(Some(&A), &wanted, now);
+        assert!(!a.release_held(now + Duration::from_secs(79)));
+        assert!(
+            a.release_held(now + Duration::from_secs(80)),
+            "6 - 2 + 1 flaps"
+        );
+        now += 6 * HOLD_DOWN_DECAY;
+        a.update(Some(&A), &nothing, now);
+        assert!(a.flaps.contains_key(&vip));
+        now += HOLD_DOWN_DECAY;
+        a.update(Some(&A), &wanted, now);
+        assert!(a.is_announced(vip), "decayed to none: announced at once");
+        assert!(a.flaps.is_empty(), "forgotten");
+    }
+
+    /// A VIP held down that stops being wanted before its time flaps
+    /// again: its next hold-down is longer, and counts from its next
+    /// wanting, not from the first.
+    #[test]
+    fn wanted_with_breaks_is_not_wanted_continuously() {
+        let vip: IpAddr = "198.18.1.100".parse().unwrap();
+        let wanted = BTreeMap::from([(vip, "lbk0".to_string())]);
+        let nothing = BTreeMap::new();
+        let t = Instant::now();
+        let s = |n: u64| t + Duration::from_secs(n);
+        let mut a = Announcer::new(Fake::default(), Some(&A));
+        a.update(Some(&A), &wanted, s(0));
+        a.update(Some(&A), &nothing, s(1)); // 1 flap: 5 s
+        a.update(Some(&A), &wanted, s(2));
+        a.update(Some(&A), &nothing, s(6)); // held, broken: 2 flaps, 10 s
+        a.update(Some(&A), &wanted, s(7));
+        assert!(!a.release_held(s(16)));
+        assert!(a.release_held(s(17)));
+        assert_eq!(
+            a.routes.log,
+            [
+                "replace 198.18.1.100 lbk0 100",
+                "del 198.18.1.100 lbk0 100",
+                "replace 198.18.1.100 lbk0 100"
+            ]
+        );
+    }
+
+    /// The start, a VIP a reload adds, a move to another table or
+    /// interface, and `[announce]` added again are never held; a removal
+    /// (a reload that drops a VIP, one held down too; a stop) is never
+    /// delayed, and nothing held is announced after it.
+    #[test]
+    fn starts_moves_removals_and_the_stop_are_never_held() {
+        let vip: IpAddr = "198.18.1.100".parse().unwrap();
+        let other: IpAddr = "198.18.1.101".parse().unwrap();
+        let one = BTreeMap::from([(vip, "lbk0".to_string())]);
+        let both = BTreeMap::from([(vip, "lbk0".to_string()), (other, "lbk0".to_string())]);
+        let nothing = BTreeMap::new();
+        let t = Instant::now();
+        let mut a = Announcer::new(Fake::default(), Some(&A));
+        a.update(Some(&A), &one, t);
+        assert!(a.is_announced(vip), "the start");
+        a.update(Some(&A), &both, t);
+        assert!(a.is_announced(other), "a VIP a reload added");
+        // Flapped: held.
+        a.update(Some(&A), &nothing, t);
+        assert_eq!(a.announced().count(), 0, "withdrawn at once");
+        a.update(Some(&A), &both, t);
+        assert!(a.is_held(vip) && a.is_held(other));
+        // A move of the table, or `[announce]` dropped and added again,
+        // while held: the hold-down goes on in the new table, as it was
+        // not the operator's move that flapped.
+        let b = AnnounceConfig { table: 101, ..A };
+        a.update(Some(&b), &both, t + Duration::from_secs(1));
+        assert!(a.is_held(vip), "still held");
+        a.update(None, &both, t + Duration::from_secs(2));
+        assert!(!a.is_held(vip) && a.announced().count() == 0);
+        assert!(!a.release_held(t + HOLD_DOWN_MAX), "no [announce]");
+        // A VIP announced and moved: at once, though it flapped.
+        a.update(Some(&A), &both, t + HOLD_DOWN_MAX);
+        assert!(a.release_held(t + HOLD_DOWN_MAX + HOLD_DOWN_FIRST * 4));
+        assert!(a.is_announced(vip) && a.is_announced(other));
+        let n = a.routes.log.len();
+        a.update(Some(&b), &both, t + HOLD_DOWN_MAX + HOLD_DOWN_FIRST * 4);
+        assert_eq!(
+            a.routes.log[n..],
+            [
+                "del 198.18.1.100 lbk0 100",
+                "del 198.18.1.101 lbk0 100",
+                "replace 198.18.1.100 lbk0 101",
+                "replace 198.18.1.101 lbk0 101"
+            ]
+        );
+        let moved = BTreeMap::from([(vip, "lbk1".to_string()), (other, "lbk0".to_string())]);
+        a.update(Some(&b), &moved, t + HOLD_DOWN_MAX + HOLD_DOWN_FIRST * 4);
+        assert_eq!(
+            a.routes.log.last().unwrap(),
+            "replace 198.18.1.100 lbk1 101"
+        );
+        // A reload drops both: withdrawn at once. `vip` wanted again is
+        // held, and a reload that drops it meanwhile keeps it out for good.
+        let later = t + 2 * HOLD_DOWN_MAX;
+        let vip_lbk1 = BTreeMap::from([(vip, "lbk1".to_string())]);
+        a.update(Some(&b), &nothing, later);
+        assert_eq!(a.announced().count(), 0);
+        a.update(Some(&b), &vip_lbk1, later);
+        assert!(a.is_held(vip));
+        a.update(Some(&b), &nothing, later);
+        assert!(!a.is_held(vip));
+        assert!(!a.release_held(later + HOLD_DOWN_MAX));
+        assert_eq!(a.announced().count(), 0);
+        // The stop: what is announced is withdrawn at once, and the stop
+        // waits; what is held stays out.
+        let then = later + HOLD_DOWN_MAX;
+        a.update(Some(&b), &vip_lbk1, then);
+        assert!(a.release_held(then + HOLD_DOWN_MAX));
+        a.update(Some(&b), &moved, then + HOLD_DOWN_MAX);
+        assert!(a.is_announced(vip) && a.is_held(other));
+        let n = a.routes.log.len();
+        assert_eq!(a.withdraw_all(), Duration::from_secs(2));
+        assert_eq!(a.routes.log[n..], ["del 198.18.1.100 lbk1 101"]);
+        assert!(!a.release_held(then + 4 * HOLD_DOWN_MAX), "nothing held");
+        assert_eq!(a.announced().count(), 0);
+    }
+
+    /// Hold-down lines are rate-limited (one a VIP and a flap, for 4,096
+    /// VIPs behind one flapping real, would flood the journal), and each
+    /// VIP's route changes are counted for `lb_vip_route_changes_total`.
+    #[test]
+    fn hold_downs_are_logged_rate_limited_and_route_changes_counted() {
+        let vips: Vec<IpAddr> = (1..=50u8).map(|i| IpAddr::from([198, 18, 1, i])).collect();
+        let all: BTreeMap<IpAddr, String> = vips.iter().map(|v| (*v, "lbk0".into())).collect();
+        let t = Instant::now();
+        let mut a = Announcer::new(Fake::default(), Some(&A));
+        a.update(Some(&A), &all, t);
+        a.update(Some(&A), &BTreeMap::new(), t);
+        a.update(Some(&A), &all, t);
+        assert_eq!(a.hold_logged, Some(t), "one line");
+        assert_eq!(a.holds_unlogged, 49, "the rest counted");
+        a.update(Some(&A), &BTreeMap::new(), t + HOLD_LOG_EVERY);
+        a.update(Some(&A), &all, t + HOLD_LOG_EVERY);
+        assert_eq!(a.hold_logged, Some(t + HOLD_LOG_EVERY));
+        assert_eq!(a.holds_unlogged, 49, "said, and counted again");
+        assert!(a.release_held(t + HOLD_LOG_EVERY + hold_down(2)));
+        // Announced, withdrawn, announced again.
+        assert_eq!(a.route_changes(vips[0]), 3);
+        a.retain_route_changes(|v| *v == vips[0]);
+        assert_eq!(a.route_changes(vips[0]), 3);
+        assert_eq!(a.route_changes(vips[1]), 0, "forgotten");
     }
 }

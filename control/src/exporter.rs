@@ -34,6 +34,9 @@ pub struct Shared {
     /// `[announce]`: every VIP and whether its route is announced now
     /// (empty without the section).
     pub announced: BTreeMap<std::net::IpAddr, bool>,
+    /// Every VIP of the snapshot, and every route in the table: the route
+    /// changes `[announce]` made for it (0 without the section).
+    pub route_changes: BTreeMap<std::net::IpAddr, u64>,
     /// `ctl zero`: each real's counters (flows created, packets, bytes) at
     /// the time, which `/status` (so `status` and `ctl list`) counts from.
     /// `/metrics` is never zeroed: Prometheus counters only grow.
@@ -51,6 +54,7 @@ impl Shared {
             reloads_failure: 0,
             busy: vec![0.0; workers],
             announced: BTreeMap::new(),
+            route_changes: BTreeMap::new(),
             zeroed: BTreeMap::new(),
         }
     }
@@ -124,6 +128,10 @@ pub const METRICS: &[(&str, &str)] = &[
     (
         "lb_vip_announced",
         "1 while the VIP's host route is announced ([announce]), else 0.",
+    ),
+    (
+        "lb_vip_route_changes_total",
+        "Changes made to the VIP's host route ([announce]): announced or withdrawn; a VIP that flaps is held down.",
     ),
     (
         "lb_worker_busy_ratio",
@@ -713,6 +721,12 @@ impl Exporter {
             announced
                 .with_label_values(&[&vip.to_string()])
                 .set(i64::from(*on));
+        }
+        let route_changes = counter("lb_vip_route_changes_total", &["vip"]);
+        for (vip, n) in &shared.route_changes {
+            route_changes
+                .with_label_values(&[&vip.to_string()])
+                .inc_by(*n);
         }
         // The per-real series are written by hand after the rest (below):
         // at the limits, 65,536 reals, they are 458,752 series, and the

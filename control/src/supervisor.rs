@@ -308,7 +308,8 @@ impl Control {
         if standby_primary || self.stuck {
             wanted.clear();
         }
-        self.announcer.update(config.announce.as_ref(), &wanted);
+        self.announcer
+            .update(config.announce.as_ref(), &wanted, Instant::now());
         self.publish_announced();
     }
 
@@ -316,8 +317,11 @@ impl Control {
     /// `[announce]`), and every route still in the table, a VIP a reload
     /// removed included while its removal keeps failing (found in audit:
     /// its series went with the VIP, though the route stayed exported).
-    fn publish_announced(&self) {
-        let snap = self.dataplane.snapshot();
+    /// `lb_vip_route_changes_total`: every VIP of the running snapshot
+    /// (0 without `[announce]`) and every route in the table; the counts
+    /// of other VIPs are forgotten, so its series stay as many as those.
+    fn publish_announced(&mut self) {
+        let snap = Arc::clone(self.dataplane.snapshot());
         let mut state: BTreeMap<IpAddr, bool> = match self.config.announce {
             None => BTreeMap::new(),
             Some(_) => snap
@@ -327,7 +331,18 @@ impl Control {
                 .collect(),
         };
         state.extend(self.announcer.announced().map(|vip| (vip, true)));
-        self.shared().announced = state;
+        let changes: BTreeMap<IpAddr, u64> = snap
+            .services
+            .iter()
+            .map(|s| s.vip)
+            .chain(self.announcer.announced())
+            .map(|vip| (vip, self.announcer.route_changes(vip)))
+            .collect();
+        self.announcer
+            .retain_route_changes(|vip| changes.contains_key(vip));
+        let mut shared = self.shared();
+        shared.announced = state;
+        shared.route_changes = changes;
     }
 
     /// Whether report `r` counts: not the last word of a checker a
@@ -791,8 +806,11 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
             systemd.reloaded(ok, control.dataplane.snapshot(), workers.len());
         }
         systemd.tick(&workers, control.dataplane.snapshot());
-        // Routes whose removal failed, tried again now and then.
-        if control.announcer.retry_leftovers(Instant::now()) {
+        // Routes whose removal failed, tried again now and then, and VIPs
+        // wanted for their hold-down since their last flap, announced.
+        let now = Instant::now();
+        let retried = control.announcer.retry_leftovers(now);
+        if control.announcer.release_held(now) || retried {
             control.publish_announced();
         }
         if last_busy.elapsed() >= Duration::from_secs(1) {
