@@ -21,9 +21,10 @@
 //! has been wanted continuously for its hold-down, [`HOLD_DOWN_FIRST`] after
 //! one flap, doubled by each further one, at most [`HOLD_DOWN_MAX`]; each
 //! [`HOLD_DOWN_DECAY`] without a flap takes one doubling off, down to no
-//! hold-down at all. A VIP's first announcement (the start, a VIP a reload
-//! added, `[announce]` added or its table moved) is never held, and a
-//! removal (a reload, a stop) is never delayed.
+//! hold-down at all. A first announcement (the start, a VIP a reload
+//! added that did not flap lately, `[announce]` added, a route moved to
+//! another table or interface) is never held, and a removal (a reload, a
+//! stop) is never delayed.
 //!
 //! Routes are set with iproute2: every change of one update (a reload
 //! may move thousands of VIPs) in one `ip -batch - -force`, on the control

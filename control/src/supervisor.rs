@@ -709,7 +709,9 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
         // watchdog, under systemd, restarts the appliance meanwhile).
         if let Some(stuck) = stalls.check(&crate::notify::polls(&workers), Instant::now()) {
             if stuck.is_empty() {
-                log::warn!("every worker polls again: announcing the VIPs again");
+                log::warn!(
+                    "every worker polls again: announcing the VIPs again (after their hold-down)"
+                );
             } else {
                 let which: Vec<String> = stuck.iter().map(|&i| workers[i].0.to_string()).collect();
                 log::error!(
