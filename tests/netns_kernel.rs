@@ -279,8 +279,8 @@ fn the_kernel_interface_carries_tcp_ping_neighbors_and_health_checks() {
 
 /// `[announce]`: the VIP's host route is in table 100 through lbk0 while
 /// its real is up, withdrawn when the real goes down, back when it comes
-/// back, and withdrawn before the ports stop on a clean stop, which then
-/// waits `withdraw_delay`.
+/// back (after the hold-down of one flap), and withdrawn before the ports
+/// stop on a clean stop, which then waits `withdraw_delay`.
 #[test]
 fn the_vip_route_follows_its_reals_and_goes_first_on_a_clean_stop() {
     if !privileged("the_vip_route_follows_its_reals_and_goes_first_on_a_clean_stop") {
@@ -327,9 +327,27 @@ fn the_vip_route_follows_its_reals_and_goes_first_on_a_clean_stop() {
     wait_until("the VIP withdrawn", &app, || {
         !routes().contains("198.18.1.100") && metric(&lb, series) == 0.0
     });
+    // Back: announced again after the hold-down of one flap (5 s), by the
+    // control loop's tick (no health change comes to do it).
+    let back = Instant::now();
     let _real = web(&dir);
     wait_until("the VIP announced again", &app, || {
         routes().contains("198.18.1.100 dev lbk0")
+    });
+    eprintln!(
+        "the VIP announced again {:?} after its real",
+        back.elapsed()
+    );
+    assert!(back.elapsed() >= Duration::from_secs(5), "held down first");
+    let held = app.log_text();
+    assert!(
+        held.contains(
+            "announce: 198.18.1.100 wanted again after 1 flap(s) of its reals: held down"
+        ) && held.contains("announce: 198.18.1.100 wanted for 5s without a break: hold-down over"),
+        "{held}"
+    );
+    wait_until("three route changes counted", &app, || {
+        metric(&lb, "lb_vip_route_changes_total{vip=\"198.18.1.100\"}") == 3.0
     });
     let code = app.stop("TERM", Duration::from_secs(20));
     let log = app.log_text();
