@@ -936,6 +936,11 @@ impl Sync<'_> {
         }
         if let Some(st) = status {
             came_back |= self.peer.status(&st, damaged);
+            if came_back {
+                // A new life holds nothing of a takeback its last one was
+                // in (the election yields to it no more).
+                self.election.peer_restarted();
+            }
             self.peer_status = Some(st);
         } else if damaged {
             self.peer.damaged = true;
@@ -1658,6 +1663,40 @@ mod tests {
         s.send_interval();
         assert_eq!(links.shared.bulk_request.load(Ordering::Relaxed), 2);
         assert!(!s.own.pass_again);
+    }
+
+    /// Found in audit (churn): a primary that took over by silence during
+    /// its takeback yields to the backup heard active again, but only to
+    /// the backup's life it was taking back from: a new nonce (a restart,
+    /// which holds nothing worth taking back) gets the partition rule.
+    #[test]
+    fn a_primary_yields_after_a_burst_only_to_the_same_life_of_the_backup() {
+        let (cfg, socket) = sync_setup("primary");
+        let (_workers, links) = lb_dataplane::sync::links(1);
+        let counters = SyncCounters::default();
+        let mut buf = [0u8; MAX_MESSAGE_LEN];
+        let peer = cfg.peer.ip();
+        for (nonce, yields) in [(5, true), (6, false)] {
+            let status = SyncStatus::new(cfg.role);
+            let mut s = Sync::new(&socket, &cfg, &links, &counters, &status);
+            // Heard the backup (life 5) active, asked for the gateway
+            // back, then nothing for dead_after: took over.
+            s.peer.nonce = Some(5);
+            let t = Instant::now() - 4 * cfg.dead_after;
+            s.election = Election::new(SyncRole::Primary, cfg.dead_after, t);
+            s.election.heard(t, flags::ACTIVE);
+            assert_eq!(s.election.flags(t), flags::PRIMARY | flags::TAKEBACK);
+            let c = s.election.tick(t + cfg.dead_after, false, false);
+            assert_eq!(c, Some(Change::TookOver));
+            let len = Status {
+                nonce,
+                ..Status::default()
+            }
+            .emit(&mut buf, 1, flags::ACTIVE | flags::PROXY6);
+            s.datagram(&buf[..len], peer);
+            assert_eq!(s.election.is_active(), !yields, "nonce {nonce}");
+            assert_eq!(status.changes.get(), u64::from(yields), "nonce {nonce}");
+        }
     }
 
     /// A keyed pair's primary stops cleanly: its goodbye, sealed as any

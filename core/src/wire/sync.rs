@@ -101,7 +101,13 @@ pub mod flags {
     /// The sender is the active appliance (it holds the floating gateway).
     pub const ACTIVE: u16 = 1;
     /// The sender, a primary on standby, asks the active backup to hand
-    /// its flows over and step down.
+    /// its flows over and step down. With [`ACTIVE`]: a primary that took
+    /// over by silence while it asked for the gateway back, and still
+    /// holds none of the backup's flows; it goes back to standby when it
+    /// hears the backup active, and a backup hearing it keeps the gateway
+    /// (for `dead_after` at most) instead of stepping down at once
+    /// (`sync::election`). A receiver of a version before that reads it
+    /// as a plain active primary, as before.
     pub const TAKEBACK: u16 = 2;
     /// The sender's configured role is primary.
     pub const PRIMARY: u16 = 4;
