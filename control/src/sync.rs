@@ -17,7 +17,9 @@
 //! `lb_sync_active`. A peer that comes back (heard again after
 //! `dead_after` of silence, or for the first time) gets a bulk pass:
 //! every worker sends every flow it holds, so that a restarted appliance
-//! holds the connections again before it may be needed; an active backup
+//! holds the connections again before it may be needed (backed off for a
+//! peer that keeps coming back after silences, a flapping link:
+//! `OwnPasses::came_back`); an active backup
 //! that the primary asks for the gateway back steps down only once such
 //! a pass, started after the primary came back, went out whole.
 //!
@@ -483,6 +485,18 @@ struct OwnPasses {
     /// table again at each datagram).
     came_back_at: Option<Instant>,
     pass_again: bool,
+    /// How long after `came_back_at` the next such pass may begin:
+    /// `dead_after` for a new life of the peer, longer for a peer heard
+    /// again after a silence when it keeps doing that (`backoff`).
+    wait: Duration,
+    /// The back-off of passes for a peer heard again after a silence
+    /// (found in audit: a flapping sync link, bursts of `dead_after` every
+    /// two, made a full pass each way at every burst): the wait doubles
+    /// at each (from `dead_after`, [`BACKOFF_LEVELS`] times at most,
+    /// [`BACKOFF_CAP`] at most), and halves again for every twice the
+    /// wait without one (`flapped_at`: the last).
+    backoff: u32,
+    flapped_at: Option<Instant>,
     /// The pass every worker said it finished, until all it handed over
     /// is sent (`drained`: the workers' channels were collected since):
     /// flushes are paced, so that may take a few (found in review: the
@@ -490,6 +504,68 @@ struct OwnPasses {
     /// waited, and the peer took over before it had them).
     finishing: Option<u32>,
     drained: bool,
+}
+
+/// How often at most the wait between passes for a peer that keeps
+/// coming back after a silence doubles (32 × `dead_after`: 19.2 s by
+/// default).
+const BACKOFF_LEVELS: u32 = 5;
+/// The longest that wait gets (unless `dead_after` is longer).
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+
+/// The wait at back-off `level`.
+fn backoff_wait(level: u32, dead_after: Duration) -> Duration {
+    (dead_after * (1u32 << level.min(BACKOFF_LEVELS))).min(BACKOFF_CAP.max(dead_after))
+}
+
+impl OwnPasses {
+    /// The peer came back at `now`: a new life of it (`restarted`, which
+    /// holds none of our flows: the next pass waits `dead_after` from the
+    /// last at most, as a forged restart must not start one per datagram),
+    /// or heard again after a silence (it holds our flows but what
+    /// changed meanwhile; backed off). Sets and returns the wait.
+    fn came_back(&mut self, now: Instant, restarted: bool, dead_after: Duration) -> Duration {
+        if restarted {
+            self.wait = dead_after;
+            return self.wait;
+        }
+        if let Some(t) = self.flapped_at {
+            let mut quiet = now.saturating_duration_since(t);
+            while self.backoff > 0 {
+                let stable = 2 * backoff_wait(self.backoff, dead_after);
+                if quiet < stable {
+                    break;
+                }
+                quiet -= stable;
+                self.backoff -= 1;
+            }
+        }
+        let wait = backoff_wait(self.backoff, dead_after);
+        // A pass already waiting (a new life's above all) is not put off.
+        self.wait = if self.pass_again {
+            self.wait.min(wait)
+        } else {
+            wait
+        };
+        self.backoff = (self.backoff + 1).min(BACKOFF_LEVELS);
+        self.flapped_at = Some(now);
+        self.wait
+    }
+
+    /// How long the pass for a peer that came back at `now` waits (none:
+    /// it begins now).
+    fn deferred(&self, now: Instant) -> Option<Duration> {
+        let since = now.saturating_duration_since(self.came_back_at?);
+        (since < self.wait).then(|| self.wait - since)
+    }
+
+    /// Whether the pass that waited begins at `now`.
+    fn due(&self, now: Instant) -> bool {
+        self.pass_again
+            && self
+                .came_back_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= self.wait)
+    }
 }
 
 /// Everything the loop keeps.
@@ -692,8 +768,15 @@ impl Sync<'_> {
     }
 
     /// Logs that the peer came back (`started`: a new life of it), at
-    /// most once a [`COME_BACK_LOG_EVERY`], saying how often since.
-    fn log_came_back(&mut self, started: bool, flags: u16, now: Instant) {
+    /// most once a [`COME_BACK_LOG_EVERY`], saying how often since, and
+    /// when its pass begins if not now (`deferred`).
+    fn log_came_back(
+        &mut self,
+        started: bool,
+        flags: u16,
+        now: Instant,
+        deferred: Option<Duration>,
+    ) {
         if self
             .came_back_logged
             .is_some_and(|t| now.duration_since(t) < COME_BACK_LOG_EVERY)
@@ -703,10 +786,17 @@ impl Sync<'_> {
         }
         let more = std::mem::take(&mut self.came_back_unlogged);
         log::info!(
-            "sync: peer {} {} ({}); sending it every flow held here{}",
+            "sync: peer {} {} ({}); sending it every flow held here{}{}",
             self.cfg.peer,
             if started { "started" } else { "heard again" },
             describe_flags(flags),
+            match deferred {
+                Some(left) => format!(
+                    " in {left:?} (passes back off to one a {:?} while it keeps coming back)",
+                    self.own.wait
+                ),
+                None => String::new(),
+            },
             if more > 0 {
                 format!(" ({more} more times since the last line)")
             } else {
@@ -727,12 +817,7 @@ impl Sync<'_> {
     /// The interval's work: the workers' records, then a status.
     fn send_interval(&mut self) {
         let now = Instant::now();
-        if self.own.pass_again
-            && self
-                .own
-                .came_back_at
-                .is_none_or(|t| now.duration_since(t) >= self.cfg.dead_after)
-        {
+        if self.own.due(now) {
             self.pass_for_peer(now);
         }
         if self.election.handover_wanted(now) && self.own.for_peer.is_none() && !self.own.pass_again
@@ -949,22 +1034,22 @@ impl Sync<'_> {
         self.check_roles(h.flags);
         let heard = self.election.heard(now, h.flags);
         if heard.came_back || came_back {
-            self.log_came_back(came_back, h.flags, now);
+            self.own.came_back(now, came_back, self.cfg.dead_after);
+            let deferred = self.own.deferred(now);
+            self.log_came_back(came_back, h.flags, now, deferred);
             if came_back {
                 // Its numbering begins again.
                 self.sequence = Sequence::default();
                 self.peer_status = None;
             }
-            if self
-                .own
-                .came_back_at
-                .is_some_and(|t| now.duration_since(t) < self.cfg.dead_after)
-            {
+            if deferred.is_some() {
                 // No pass of ours is the new life's yet (one under way
                 // since its last life must not be acked as whole for it);
-                // the one due starts once `dead_after` has passed, and the
-                // handover's own pass waits for it (found in review: it
-                // started at every interval meanwhile).
+                // the one due starts once `wait` has passed (`dead_after`,
+                // longer for a peer that keeps coming back after
+                // silences), and the handover's own pass waits for it
+                // (found in review: it started at every interval
+                // meanwhile).
                 self.own.for_peer = None;
                 self.own.pass_again = true;
             } else {
@@ -1697,6 +1782,102 @@ mod tests {
             assert_eq!(s.election.is_active(), !yields, "nonce {nonce}");
             assert_eq!(status.changes.get(), u64::from(yields), "nonce {nonce}");
         }
+    }
+
+    /// Found in audit (churn): a flapping sync link (bursts of 700 ms
+    /// every 1.4 s, `dead_after` 600 ms) made a full pass each way at
+    /// every burst, ~43 a minute. Passes for a peer heard again after a
+    /// silence back off now (doubling, capped), the first of a stable
+    /// link's glitches still goes at once, the back-off decays when the
+    /// link is stable, and a restart (new life) is never backed off.
+    #[test]
+    fn passes_for_a_flapping_peer_back_off_and_recover() {
+        let dead = Duration::from_millis(600);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // One comeback at `now` and the intervals up to `until`, as the
+        // loop does them (`pass_for_peer`: the pass begins).
+        fn run(
+            own: &mut OwnPasses,
+            from: Instant,
+            comebacks: impl Iterator<Item = (Instant, bool)>,
+            until: Instant,
+        ) -> Vec<Instant> {
+            let mut passes = Vec::new();
+            let mut begin = |own: &mut OwnPasses, now: Instant| {
+                own.came_back_at = Some(now);
+                own.pass_again = false;
+                passes.push(now);
+            };
+            let mut tick = from;
+            for (now, restarted) in comebacks {
+                while tick < now {
+                    if own.due(tick) {
+                        begin(own, tick);
+                    }
+                    tick += Duration::from_millis(200);
+                }
+                own.came_back(now, restarted, Duration::from_millis(600));
+                if own.deferred(now).is_some() {
+                    own.pass_again = true;
+                } else {
+                    begin(own, now);
+                }
+            }
+            while tick <= until {
+                if own.due(tick) {
+                    begin(own, tick);
+                }
+                tick += Duration::from_millis(200);
+            }
+            passes
+        }
+        let mut own = OwnPasses::default();
+        // A minute of flapping: heard again every 1.4 s.
+        let flaps = (0..43).map(|i| (at(i * 1400), false));
+        let passes = run(&mut own, t0, flaps, at(60_000));
+        let ms: Vec<_> = passes.iter().map(|p| (*p - t0).as_millis()).collect();
+        // 43 before; the wait doubles at each flap, up to 32 × dead_after.
+        assert_eq!(ms, [0, 1400, 3800, 8600, 27_800, 47_000], "passes");
+        assert_eq!(passes[0], at(0), "the first at once");
+        assert_eq!(own.wait, backoff_wait(BACKOFF_LEVELS, dead));
+        assert_eq!(own.wait, Duration::from_millis(19_200));
+        assert!(own.pass_again && !own.due(at(66_199)) && own.due(at(66_200)));
+        // A restart is not backed off: its pass waits dead_after at most.
+        let mut o = OwnPasses {
+            came_back_at: Some(at(59_900)),
+            ..OwnPasses::default()
+        };
+        o.backoff = own.backoff;
+        o.flapped_at = own.flapped_at;
+        assert_eq!(o.came_back(at(60_000), true, dead), dead);
+        assert_eq!(o.deferred(at(60_000)), Some(Duration::from_millis(500)));
+        assert_eq!(o.backoff, BACKOFF_LEVELS, "a restart is no flap");
+        // Nor does a silence after it put its pass off.
+        o.pass_again = true;
+        o.came_back(at(60_100), false, dead);
+        assert_eq!(o.deferred(at(60_100)), Some(Duration::from_millis(400)));
+        // Stable for a while: decayed, the next glitch's pass goes at once.
+        let last = own.flapped_at.unwrap();
+        let quiet = last + Duration::from_secs(75);
+        assert_eq!(own.came_back(quiet, false, dead), dead);
+        assert_eq!(own.deferred(quiet), None);
+        // Half-way: decayed partly.
+        let mut o = OwnPasses {
+            backoff: BACKOFF_LEVELS,
+            flapped_at: Some(t0),
+            came_back_at: Some(t0),
+            ..OwnPasses::default()
+        };
+        let w = o.came_back(at(40_000), false, dead);
+        assert_eq!(w, Duration::from_millis(9_600), "one level down");
+        assert_eq!(o.deferred(at(40_000)), None, "due already");
+        // Occasional glitches (one every 10 s) are never backed off.
+        let mut own = OwnPasses::default();
+        let glitches = (0..6).map(|i| (at(i * 10_000), false));
+        let passes = run(&mut own, t0, glitches, at(60_000));
+        assert_eq!(passes, (0..6).map(|i| at(i * 10_000)).collect::<Vec<_>>());
+        assert!(own.backoff <= 1);
     }
 
     /// A keyed pair's primary stops cleanly: its goodbye, sealed as any
