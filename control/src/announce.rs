@@ -401,6 +401,29 @@ impl<R: Routes> Announcer<R> {
         wanted: &BTreeMap<IpAddr, String>,
         now: Instant,
     ) {
+        self.change(announce, wanted, now, true);
+    }
+
+    /// Withdraws every route at `now` because this box stands by (a
+    /// primary on standby, a stuck worker), not because reals flapped:
+    /// no flap is counted, so that the VIPs are announced at once when it
+    /// may forward again, unless their reals' own flaps hold them (found
+    /// in review: a primary back to standby after a loss burst, then
+    /// active because its backup died, was held down while no box
+    /// announced the VIP at all).
+    pub fn stand_by(&mut self, announce: Option<&lb_config::AnnounceConfig>, now: Instant) {
+        self.change(announce, &BTreeMap::new(), now, false);
+    }
+
+    /// [`Self::update`]; withdrawals of VIPs no longer wanted count as
+    /// flaps when `flaps` says so.
+    fn change(
+        &mut self,
+        announce: Option<&lb_config::AnnounceConfig>,
+        wanted: &BTreeMap<IpAddr, String>,
+        now: Instant,
+        flaps: bool,
+    ) {
         self.settings = announce.map(|a| (a.table, a.withdraw_delay));
         let table = self.settings.map(|s| s.0);
         // Routes not wanted, in another table than the one now named, or
@@ -431,8 +454,11 @@ impl<R: Routes> Announcer<R> {
             if Some(t) == table && !wanted.contains_key(&vip) {
                 // No real may take flows (or a reload removed the VIP):
                 // a flap. A move to another table or interface, or
-                // `[announce]` gone, is the operator's, and not one.
-                self.flap(vip, now);
+                // `[announce]` gone, is the operator's, and not one; nor
+                // is standing by.
+                if flaps {
+                    self.flap(vip, now);
+                }
             } else {
                 in_table.insert(vip);
             }
@@ -454,7 +480,7 @@ impl<R: Routes> Announcer<R> {
             .collect();
         for vip in broken {
             self.held.remove(&vip);
-            if table.is_some() {
+            if table.is_some() && flaps {
                 self.flap(vip, now);
             }
         }
@@ -1691,6 +1717,39 @@ address = "198.18.0.11"
         assert_eq!(a.routes.log[n..], ["del 198.18.1.100 lbk1 101"]);
         assert!(!a.release_held(then + 4 * HOLD_DOWN_MAX), "nothing held");
         assert_eq!(a.announced().count(), 0);
+    }
+
+    /// Found in review: the supervisor cleared `wanted` for a standby
+    /// primary (`standby_primary` in supervisor.rs), and the announcer
+    /// counted that as a flap. A primary that went back to standby while running (a
+    /// `TakebackResumed` after a loss burst during its takeback; a stuck
+    /// worker) and then becomes active because the backup died (it took
+    /// over by silence: nobody else announces now, a dead backup announces
+    /// nothing) is held down 5 s, up to 120 s after repeated bursts: the
+    /// VIP is announced by no box at all for that long, on top of
+    /// `dead_after`. A role change is not a real's flap; the one box that
+    /// can forward must announce at once.
+    #[test]
+    fn a_primary_that_becomes_active_is_not_held_down_by_its_standby() {
+        let vip: IpAddr = "198.18.1.100".parse().unwrap();
+        let s = snap(|_| true);
+        let wanted = Announcer::<Fake>::wanted(&s, lbk0);
+        let t = Instant::now();
+        let mut a = Announcer::new(Fake::default(), Some(&A));
+        // Active (by silence during its takeback): announced.
+        a.update(Some(&A), &wanted, t);
+        assert!(a.is_announced(vip));
+        // It hears the backup active: TakebackResumed, standby.
+        a.stand_by(Some(&A), t + Duration::from_secs(1));
+        assert!(!a.is_announced(vip));
+        // The backup dies; dead_after later the primary is active again,
+        // the only box that can forward.
+        a.update(Some(&A), &wanted, t + Duration::from_secs(2));
+        assert!(
+            a.is_announced(vip),
+            "the active primary's VIP is held down ({}), and the dead backup announces nothing",
+            a.is_held(vip)
+        );
     }
 
     /// Hold-down lines are rate-limited (one a VIP and a flap, for 4,096

@@ -302,14 +302,18 @@ impl Control {
             && config
                 .sync
                 .is_some_and(|s| s.role == lb_config::SyncRole::Primary);
-        let mut wanted = Announcer::<IpRoute>::wanted(&snap, |vip| {
+        let wanted = Announcer::<IpRoute>::wanted(&snap, |vip| {
             config.announce_interface(vip).map(str::to_string)
         });
         if standby_primary || self.stuck {
-            wanted.clear();
+            // Standing by is no flap of the reals: announced again at
+            // once when this box may forward (`Announcer::stand_by`).
+            self.announcer
+                .stand_by(config.announce.as_ref(), Instant::now());
+        } else {
+            self.announcer
+                .update(config.announce.as_ref(), &wanted, Instant::now());
         }
-        self.announcer
-            .update(config.announce.as_ref(), &wanted, Instant::now());
         self.publish_announced();
     }
 
@@ -709,9 +713,7 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
         // watchdog, under systemd, restarts the appliance meanwhile).
         if let Some(stuck) = stalls.check(&crate::notify::polls(&workers), Instant::now()) {
             if stuck.is_empty() {
-                log::warn!(
-                    "every worker polls again: announcing the VIPs again (after their hold-down)"
-                );
+                log::warn!("every worker polls again: announcing the VIPs again");
             } else {
                 let which: Vec<String> = stuck.iter().map(|&i| workers[i].0.to_string()).collect();
                 log::error!(
