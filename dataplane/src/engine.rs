@@ -898,6 +898,72 @@ mod tests {
         assert_eq!(*worker.try_recv().unwrap(), 1001);
     }
 
+    /// Found in review: the house rule is that what a worker drops is
+    /// never the last reference, so that a replaced snapshot and its Maglev tables
+    /// are freed on the control thread. With reaping by `strong_count`,
+    /// the worker's `self.snapshot = next` (worker.rs) makes the control
+    /// thread's next `reap` free the old snapshot at once, while the
+    /// worker's `Schedulers` (`owners`) still hold that snapshot's
+    /// schedulers until its `pipeline.adopt` a moment later: when `Ids`
+    /// no longer keeps them spare (a worker stalled over many publishes),
+    /// that adopt drops the last reference, and the tables are freed in
+    /// the worker's loop. (Reaping by generation kept the snapshot until
+    /// the worker had set its generation, after the adopt.)
+    #[test]
+    fn a_worker_never_drops_the_last_reference_to_a_scheduler() {
+        use lb_core::scheduler::Schedulers;
+        use std::net::{IpAddr, Ipv4Addr};
+        let mut t = "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\n\
+                     device = \"net_null0\"\naddress = \"198.18.0.2/24\"\n\
+                     [[services]]\nname = \"web\"\nvip = \"198.18.1.100\"\nport = 80\n\
+                     scheduler = \"mh\"\n[services.health_check]\nkind = \"tcp\"\n"
+            .to_string();
+        for j in 0..20 {
+            t += &format!("[[services.reals]]\naddress = \"198.18.0.{}\"\n", 10 + j);
+        }
+        let config = Config::parse(&t).unwrap();
+        let macs = [lb_config::MacAddr([2, 0, 0, 0, 0, 2])];
+        let mut ids = Ids::default();
+        let mut compile = |g: u64, down: Option<u8>| {
+            Arc::new(
+                Snapshot::compile(&config, &macs, g, &mut ids, |_, a, _| {
+                    down.is_none_or(|d| a != IpAddr::V4(Ipv4Addr::new(198, 18, 0, d)))
+                })
+                .unwrap(),
+            )
+        };
+        let mut current = compile(1, None);
+        let mut retired: Vec<Arc<Snapshot>> = Vec::new();
+        // The worker runs generation 1, its schedulers adopted.
+        let mut held = Arc::clone(&current);
+        let mut schedulers = Schedulers::for_worker(0);
+        schedulers.adopt(&held);
+        let first = Arc::downgrade(&held.services[0].scheduler);
+        // It stalls while the control thread publishes 2..=41 (a real
+        // flapping through the service's twenty): the spare tables go.
+        for g in 2..=41u64 {
+            let next = compile(g, Some(10 + (g % 20) as u8));
+            retired.push(std::mem::replace(&mut current, next));
+            reap(&mut retired);
+        }
+        // It comes back as the worker loop does (worker.rs): takes the
+        // newest, keeps its old snapshot through the adopt...
+        let old = std::mem::replace(&mut held, Arc::clone(&current));
+        // ...the control thread ticks in between...
+        reap(&mut retired);
+        // ...the worker adopts the new snapshot's schedulers, then lets
+        // the old snapshot go: none of it is the last reference.
+        schedulers.adopt(&held);
+        drop(old);
+        assert!(
+            first.upgrade().is_some(),
+            "the worker dropped the last reference to generation 1's Maglev table"
+        );
+        // The control thread's next reap frees it.
+        reap(&mut retired);
+        assert!(first.upgrade().is_none(), "freed on the control thread");
+    }
+
     /// Publishing to a worker that does not poll never blocks, and the
     /// worker finds the newest value when it comes back (the old publish
     /// fell back to a blocking send once its queue of 4 was full).

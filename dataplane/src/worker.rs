@@ -332,8 +332,15 @@ impl Worker {
                         |_| stats.drop_packet(DropReason::RealRemoved),
                     );
                 }
-                self.snapshot = next;
+                // The old snapshot is kept until the pipeline has adopted
+                // the new one (its schedulers let go of the old one's),
+                // so that the control thread, which reaps replaced
+                // snapshots nobody else holds, makes the last drop of
+                // every Maglev table (found in review: reaped between the
+                // two, the worker's adopt freed them in its loop).
+                let old = std::mem::replace(&mut self.snapshot, next);
                 self.pipeline.adopt(&self.snapshot);
+                drop(old);
                 l.deferred.recheck();
                 stats.generation.set_release(self.snapshot.generation);
             }
