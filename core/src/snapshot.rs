@@ -608,6 +608,11 @@ pub struct Snapshot {
     /// announced again (gratuitous ARP, unsolicited NA) though they did
     /// not move: the peer held them meanwhile (a healed partition).
     pub announce_epoch: u64,
+    /// The connected networks that hold a NAT real, as (network, mask)
+    /// bits, IPv4 and IPv6: each counts as one source for the per-source
+    /// limit (`Conntrack::set_links`; found in review: a compromised real
+    /// forged its neighbors' addresses, each a source of its own).
+    pub nat_links: [Vec<(u128, u128)>; 2],
 }
 
 /// The MSS the SYN proxy announces to IPv4 clients: the smallest port
@@ -1096,7 +1101,25 @@ impl Snapshot {
             |p| p.gateway6,
             |a| static_neighbors6.get(&a).map(|i| neighbors6[i as usize].1),
         );
+        let mut nat_links: [Vec<(u128, u128)>; 2] = [Vec::new(), Vec::new()];
+        for r in services
+            .iter()
+            .flat_map(|s| &s.reals)
+            .filter(|r| r.method == ForwardingMethod::Nat)
+        {
+            for p in &ports {
+                let (family, link) = match r.address {
+                    IpAddr::V4(a) if p.connected(a) => (0, (u128::from(p.net), u128::from(p.mask))),
+                    IpAddr::V6(a) if p.connected6(a) => (1, (p.net6, p.mask6)),
+                    _ => continue,
+                };
+                if !nat_links[family].contains(&link) {
+                    nat_links[family].push(link);
+                }
+            }
+        }
         Ok(Snapshot {
+            nat_links,
             generation,
             ports,
             vip_set6: Keys6::build(vips6.iter().map(|v| (*v, 0))),

@@ -381,27 +381,13 @@ impl Pipeline {
             ct.set_source_limit(self.conntrack.source_limit());
             self.conntrack6 = Some(ct);
         }
-        // The connected networks of the ports without a gateway (the
-        // reals' side of a two-arm box), each one source for the
-        // per-source limit (`Conntrack::set_links`); the clients' port,
-        // the one with the gateway, counts its on-link clients one by one
-        // (found in review: a LAN of genuine clients there shared one
-        // source's share).
-        let links4: Vec<(u128, u128)> = snap
-            .ports
-            .iter()
-            .filter(|p| p.address.is_some() && p.gateway.is_none())
-            .map(|p| (u128::from(p.net), u128::from(p.mask)))
-            .collect();
-        self.conntrack.set_links(&links4);
+        // The connected networks that hold a NAT real, each one source
+        // for the per-source limit (`Conntrack::set_links`); other
+        // networks count their on-link clients one by one (found in
+        // review: a LAN of genuine clients sharing one source's share).
+        self.conntrack.set_links(&snap.nat_links[0]);
         if let Some(ct) = self.conntrack6.as_mut() {
-            let links6: Vec<(u128, u128)> = snap
-                .ports
-                .iter()
-                .filter(|p| p.address6.is_some() && p.gateway6.is_none())
-                .map(|p| (p.net6, p.mask6))
-                .collect();
-            ct.set_links(&links6);
+            ct.set_links(&snap.nat_links[1]);
         }
     }
 
