@@ -644,8 +644,14 @@ impl<A: FlowAddr> Conntrack<A> {
             if over {
                 self.end(t, now);
             } else {
-                if f.template_timeout != svc.persistence_ms {
-                    self.table.get_mut(t).template_timeout = svc.persistence_ms;
+                if f.template_timeout != svc.persistence_ms || f.service_id != svc.id {
+                    let f = self.table.get_mut(t);
+                    f.template_timeout = svc.persistence_ms;
+                    // The service's id now: one removed and added again
+                    // has another (b8a536d), and a template that kept the
+                    // old one found no service once its flows ended and
+                    // was over at once (found in review).
+                    f.service_id = svc.id;
                 }
                 let f = self.table.get(t);
                 let old = f.real_id;

@@ -1,8 +1,6 @@
-//! Audit (steering): clients who choose which real their own or other
-//! clients' connections reach, through the schedulers and persistence.
-//! Every test here fails on the code as audited and is ignored so that
-//! the branch passes; run them with
-//! `cargo test -p lb-core --lib flow::conntrack::steer_tests -- --ignored`.
+//! Found in audit (steering): clients who chose which real their own or
+//! other clients' connections reached, through the schedulers and
+//! persistence. Every test here failed on the code as audited.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -299,4 +297,55 @@ fn a_spoofed_first_packet_cannot_choose_a_clients_persistent_real() {
             );
         }
     }
+}
+
+/// Found in review: a service removed and added again gets another id
+/// (its id lasts while it is configured), and a persistence template
+/// that still had flows kept the old one: once they ended it found no
+/// service under it and was over at once, whatever the persistence. A
+/// template in use takes its service's id now.
+#[test]
+fn a_template_takes_the_id_of_its_service_added_again() {
+    let text = config("rr", "dr", "10m");
+    let with = Config::parse(&text).unwrap();
+    let without = Config::parse(text.split("[[services]]").next().unwrap()).unwrap();
+    let mut ids = Ids::default();
+    let mut compile =
+        |c: &Config, g| Snapshot::compile(c, &[], g, &mut ids, |_, _, _| true).unwrap();
+    let first = compile(&with, 1);
+    compile(&without, 2);
+    let again = compile(&with, 3);
+    assert_ne!(first.services[0].id, again.services[0].id, "another id");
+    let client = Ipv4Addr::new(203, 0, 113, 9);
+    let mut ct = conntrack();
+    let mut schedulers = Schedulers::for_worker(0);
+    schedulers.adopt(&first);
+    send(
+        &mut ct,
+        &first,
+        &mut schedulers,
+        client,
+        40000,
+        TcpFlags::SYN,
+    )
+    .unwrap();
+    schedulers.adopt(&again);
+    send(
+        &mut ct,
+        &again,
+        &mut schedulers,
+        client,
+        40001,
+        TcpFlags::SYN,
+    )
+    .unwrap();
+    let templates: Vec<u32> = ct
+        .table()
+        .entries()
+        .into_iter()
+        .map(|e| ct.table().get(e))
+        .filter(|f| f.state() == FlowState::Template)
+        .map(|f| f.service_id)
+        .collect();
+    assert_eq!(templates, [again.services[0].id]);
 }
