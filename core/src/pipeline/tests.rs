@@ -5077,89 +5077,50 @@ fn a_real_cannot_pin_the_table_with_on_link_clients_it_spoofs() {
 /// WAN's /24 here: an internal or one-arm box) left the whole network a
 /// single sixteenth of a pressed table (pressed by anyone: unconfirmed
 /// SYNs from routed sources here), and the fifth of five well-behaved
-/// on-link hosts was refused. Only the networks of ports without a
-/// gateway (the reals' side) count as one source; the clients' port
-/// counts its on-link hosts one by one.
+/// on-link hosts was refused; counting by whether a port has a gateway,
+/// the same held on a box without any gateway (clients on the WAN /24,
+/// reals on the LAN /24), and a one-arm box lost the protection against
+/// a real forging its neighbours' addresses. The networks that hold a
+/// NAT real count as one source (`Snapshot::nat_links`), the others host
+/// by host: with and without a gateway, five hosts of the WAN's /24 get
+/// a flow each.
 #[test]
 fn distinct_on_link_clients_are_not_one_source() {
-    let snap = compile(
-        &Config::parse(TWO_ARM_NAT).unwrap(),
-        &[MacAddr(OUR), MacAddr([2, 0, 0, 0, 0, 3])],
-    );
-    let mut p = pipeline(&snap, 0, 1, 64);
-    // A sixteenth of the table, as the default is for a full-sized one.
-    p.set_source_limit(4);
-    let real = (Ipv4Addr::new(198, 19, 5, 11), 8080);
-    // Half the table, unconfirmed, from routed (remote) sources.
-    for i in 0..32u32 {
-        let src = (Ipv4Addr::from(0xcb00_7100 + i), 1000);
-        let mut syn = VecBuf::from_bytes(&tcp_seq(src, (VIP, 80), SYN, 1, OUR));
-        assert_eq!(p.process(&snap, 0, &mut syn, 0), Verdict::Transmit(1));
-    }
-    assert!(p.flows().len() * 2 >= 64, "pressed");
-    let lan_mac = [2, 0, 0, 0, 0, 3];
-    for i in 0..5u32 {
-        // 198.18.0.50 + i: five hosts of the WAN port's own /24.
-        let host = (Ipv4Addr::from(0xc612_0032 + i), 40000);
-        let mut syn = VecBuf::from_bytes(&tcp_seq(host, (VIP, 80), SYN, 100, OUR));
-        let v = p.process(&snap, 0, &mut syn, 1);
-        assert_eq!(
-            v,
-            Verdict::Transmit(1),
-            "on-link host {i} (one connection) refused: {:?}",
-            p.stats().dropped(DropReason::SourceLimit)
+    let without_gateway = TWO_ARM_NAT.replace("gateway = \"198.18.0.1\"\n", "");
+    for text in [TWO_ARM_NAT, &without_gateway] {
+        let snap = compile(
+            &Config::parse(text).unwrap(),
+            &[MacAddr(OUR), MacAddr([2, 0, 0, 0, 0, 3])],
         );
-        let mut synack = VecBuf::from_bytes(&tcp_ack(real, host, SYNACK, 5000, 101, lan_mac));
-        EthernetFrame::new_unchecked(synack.data_mut())
-            .set_src_addr(MacAddr([2, 0, 0, 0, 5, 0x11]));
-        p.process(&snap, 1, &mut synack, 1);
-        let mut ack = VecBuf::from_bytes(&tcp_ack(host, (VIP, 80), ACK, 101, 5001, OUR));
-        p.process(&snap, 0, &mut ack, 1);
-    }
-}
-
-/// Found in review: counting by whether a port has a gateway, a box
-/// whose clients are all on a connected network and that has no gateway
-/// at all (an internal box: clients on the WAN /24, reals on the LAN /24)
-/// still counted the clients' whole network as one source, and a one-arm
-/// box, whose NAT reals share the clients' port with its gateway, had no
-/// protection against a real forging its neighbours' addresses. The
-/// networks that hold a NAT real count as one source
-/// (`Snapshot::nat_links`), the others host by host.
-#[test]
-fn distinct_on_link_clients_of_a_box_without_a_gateway_are_not_one_source() {
-    let text = TWO_ARM_NAT.replace("gateway = \"198.18.0.1\"\n", "");
-    let snap = compile(
-        &Config::parse(&text).unwrap(),
-        &[MacAddr(OUR), MacAddr([2, 0, 0, 0, 0, 3])],
-    );
-    let mut p = pipeline(&snap, 0, 1, 64);
-    p.set_source_limit(4);
-    let real = (Ipv4Addr::new(198, 19, 5, 11), 8080);
-    // Half the table, unconfirmed, from remote sources (as in
-    // `distinct_on_link_clients_are_not_one_source`).
-    for i in 0..32u32 {
-        let src = (Ipv4Addr::from(0xcb00_7100 + i), 1000);
-        let mut syn = VecBuf::from_bytes(&tcp_seq(src, (VIP, 80), SYN, 1, OUR));
-        assert_eq!(p.process(&snap, 0, &mut syn, 0), Verdict::Transmit(1));
-    }
-    assert!(p.flows().len() * 2 >= 64, "pressed");
-    let lan_mac = [2, 0, 0, 0, 0, 3];
-    for i in 0..5u32 {
-        let host = (Ipv4Addr::from(0xc612_0032 + i), 40000);
-        let mut syn = VecBuf::from_bytes(&tcp_seq(host, (VIP, 80), SYN, 100, OUR));
-        let v = p.process(&snap, 0, &mut syn, 1);
-        assert_eq!(
-            v,
-            Verdict::Transmit(1),
-            "on-link host {i} (one connection) refused: {:?}",
-            p.stats().dropped(DropReason::SourceLimit)
-        );
-        let mut synack = VecBuf::from_bytes(&tcp_ack(real, host, SYNACK, 5000, 101, lan_mac));
-        EthernetFrame::new_unchecked(synack.data_mut())
-            .set_src_addr(MacAddr([2, 0, 0, 0, 5, 0x11]));
-        p.process(&snap, 1, &mut synack, 1);
-        let mut ack = VecBuf::from_bytes(&tcp_ack(host, (VIP, 80), ACK, 101, 5001, OUR));
-        p.process(&snap, 0, &mut ack, 1);
+        let mut p = pipeline(&snap, 0, 1, 64);
+        // A sixteenth of the table, as the default is for a full-sized one.
+        p.set_source_limit(4);
+        let real = (Ipv4Addr::new(198, 19, 5, 11), 8080);
+        // Half the table, unconfirmed, from routed (remote) sources.
+        for i in 0..32u32 {
+            let src = (Ipv4Addr::from(0xcb00_7100 + i), 1000);
+            let mut syn = VecBuf::from_bytes(&tcp_seq(src, (VIP, 80), SYN, 1, OUR));
+            assert_eq!(p.process(&snap, 0, &mut syn, 0), Verdict::Transmit(1));
+        }
+        assert!(p.flows().len() * 2 >= 64, "pressed");
+        let lan_mac = [2, 0, 0, 0, 0, 3];
+        for i in 0..5u32 {
+            // 198.18.0.50 + i: five hosts of the WAN port's own /24.
+            let host = (Ipv4Addr::from(0xc612_0032 + i), 40000);
+            let mut syn = VecBuf::from_bytes(&tcp_seq(host, (VIP, 80), SYN, 100, OUR));
+            let v = p.process(&snap, 0, &mut syn, 1);
+            assert_eq!(
+                v,
+                Verdict::Transmit(1),
+                "on-link host {i} (one connection) refused: {:?}",
+                p.stats().dropped(DropReason::SourceLimit)
+            );
+            let mut synack = VecBuf::from_bytes(&tcp_ack(real, host, SYNACK, 5000, 101, lan_mac));
+            EthernetFrame::new_unchecked(synack.data_mut())
+                .set_src_addr(MacAddr([2, 0, 0, 0, 5, 0x11]));
+            p.process(&snap, 1, &mut synack, 1);
+            let mut ack = VecBuf::from_bytes(&tcp_ack(host, (VIP, 80), ACK, 101, 5001, OUR));
+            p.process(&snap, 0, &mut ack, 1);
+        }
     }
 }
