@@ -5,7 +5,8 @@
 //! and exchanges data both ways, all through the driver's REPLY op (which
 //! numbers each answer as the other end would). Every invariant holds and
 //! the flow ends up proxied and answered by its real. The same two over
-//! IPv6, to the NAT66 service tls-nat6 (`seed-syn-proxy6-*`).
+//! IPv6, to the NAT66 service tls-nat6 (`seed-syn-proxy6-*`); and a
+//! restart that resets the real's old connection (`seed-syn-proxy-restart`).
 
 use std::path::Path;
 
@@ -300,4 +301,62 @@ fn the_pipeline_target_sends_a_lost_ipv6_syn_to_the_real_again() {
         "{summary}"
     );
     check_kept("seed-syn-proxy6-syn-retry", &input);
+}
+
+/// A client that starts again while its proxied flow waits, and a real
+/// that still holds the first connection (kept in `fuzz/corpus/pipeline/
+/// seed-syn-proxy-restart`): the client's SYN and ACK (the SYN to the
+/// real, unanswered); another client's handshake, which `rr` sends to the
+/// other real (held for its ARP); a new SYN from the first client's port
+/// with another ISN, and the ACK of its cookie (the waiting flow replaced:
+/// the SYN with the new ISN to the first real again); the real answers
+/// the first SYN with a bare ACK of it, which gets a RST at that number
+/// (`out.syn-proxy`: `RstToReal`), then the new SYN with its SYN-ACK.
+fn restart_seed() -> Vec<u8> {
+    let first = syn();
+    let with = |at: usize, bytes: &[u8]| {
+        let mut f = syn();
+        f[at..at + bytes.len()].copy_from_slice(bytes);
+        f
+    };
+    // Another client port (14 + 20: the TCP source port), another ISN
+    // (14 + 20 + 4: the sequence number).
+    let other = with(34, &40001u16.to_be_bytes());
+    let again = with(38, &0x7000_0000u32.to_be_bytes());
+    let burst = |d: &mut Vec<u8>, f: &[u8]| {
+        d.extend_from_slice(&[0x40, 0x00, 0x0f]);
+        d.extend_from_slice(&(f.len() as u16).to_be_bytes());
+        d.extend_from_slice(f);
+    };
+    let mut d = opening(&first);
+    d.extend_from_slice(&[0xd0, 0x10, 0]);
+    burst(&mut d, &other);
+    d.extend_from_slice(&[0xd0, 0x10, 0]);
+    burst(&mut d, &again);
+    // Out so far, latest last: SYN-ACK 1, SYN 1 to the real, the other
+    // client's SYN-ACK and its SYN to the other real (held), SYN-ACK 2.
+    // The client ACKs the latest (out: SYN 2 to the real); the real ACKs
+    // the fifth latest (SYN 1), and answers the second latest after the
+    // RST (SYN 2).
+    for (op, flags) in [(0xd0u8, 0x10u8), (0xd4, 0x10), (0xd1, 0x12), (0xd0, 0x18)] {
+        d.extend_from_slice(&[op, flags, 0]);
+    }
+    d
+}
+
+#[test]
+fn the_pipeline_target_restarts_a_waiting_flow_and_resets_the_reals_old_one() {
+    let input = restart_seed();
+    let (v, summary) = lb_fuzz_harness::driver::run_with_summary(&input);
+    assert!(v.is_empty(), "{v:?}\n{summary}");
+    // The real's ACK of its first SYN was answered (a RST), not dropped,
+    // and the new connection opened.
+    assert!(
+        summary.contains("8 sent")
+            && summary.contains("3 syn cookies sent")
+            && summary.contains("1 proxied and answered")
+            && !summary.contains("syn_proxy_pending"),
+        "{summary}"
+    );
+    check_kept("seed-syn-proxy-restart", &input);
 }
