@@ -79,7 +79,7 @@ fn save(socket: &Path, output: &Path) -> std::process::Output {
         .expect("run lb-appliance ctl save")
 }
 
-/// AUDIT (moderate): `ctl save --output FILE` gives the new file "the
+/// Found in audit: `ctl save --output FILE` gives the new file "the
 /// old file's mode and owner". In a folder anyone may write to (`/tmp`),
 /// a local user who creates FILE first (mode 0666) gets root's saved
 /// configuration as their own file, writable by all: they can then edit
@@ -118,7 +118,7 @@ fn ctl_save_in_a_shared_folder_never_gives_the_file_away() {
     );
 }
 
-/// AUDIT (moderate): end to end, the control socket in a sticky folder
+/// Found in audit: end to end, the control socket in a sticky folder
 /// anyone may write to (which the appliance accepts as its socket's
 /// folder): uid 65534 binds the socket's name while the appliance is not
 /// running, and root's `ctl save --output` writes that user's

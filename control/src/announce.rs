@@ -1421,7 +1421,7 @@ address = "198.18.0.13"
         assert!(a.is_announced(vip) && !a.is_announced(other));
     }
 
-    /// Audit (churn): a VIP whose only real flaps was withdrawn and
+    /// Found in audit (churn): a VIP whose only real flaps was withdrawn and
     /// announced again at every flap, with no hold-down. An attacker who
     /// drops 3 of every 5 check answers (the defaults: `rise` 2, `fall` 3,
     /// `interval` 2s) made one withdrawal and one announcement every 10 s,

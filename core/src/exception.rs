@@ -995,7 +995,7 @@ mod tests {
         );
     }
 
-    /// Audit (malicious real): the reals' class is one budget per port and
+    /// Found in audit (malicious real): the reals' class is one budget per port and
     /// worker, shared by every configured real. One real that sends to the
     /// port's address from its own address (any protocol, from enough
     /// source ports to reach every worker's queue: 8 frames a millisecond
@@ -1032,7 +1032,7 @@ mod tests {
         );
     }
 
-    /// Audit (malicious real): on a port whose segment holds both the
+    /// Found in audit (malicious real): on a port whose segment holds both the
     /// routers (BGP, BFD) and the reals (one arm, or reals beside the
     /// routers), a real's own frames with TTL 255 (TCP to port 179, say,
     /// or neighbor solicitations) are "routing traffic from the link" and

@@ -680,7 +680,7 @@ mod tests {
         );
     }
 
-    /// Review: the first answer settles a request only when the request
+    /// Found in review: the first answer settles a request only when the request
     /// was noted in a slot. A request that found its window full of
     /// resolved neighbors (a host on the segment can fill it with claims
     /// from addresses of the connected network) is remembered in

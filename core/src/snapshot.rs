@@ -2248,15 +2248,16 @@ address = "198.18.0.11"
         assert_eq!(all.len(), 5);
     }
 
-    /// Audit (churn): `Ids` keeps an id for every service key (protocol,
-    /// VIP, port) it ever compiled, and never forgets one, though a
+    /// Found in audit (churn): `Ids` kept an id for every service key
+    /// (protocol, VIP, port) it ever compiled, and never forgot one, though a
     /// service's id is looked up only in the snapshot that has it. A box
     /// whose services come and go through `ctl` (automation that makes a
     /// service per customer or per port) grows the map by one entry per
     /// new key for as long as it runs; and `Dataplane::compile` clones the
     /// whole `Ids` for every publish (every health change, reload and
     /// `ctl` edit), so the control thread's cost of a publish grows with
-    /// the history, not with the config.
+    /// the history, not with the config. A service has its id only while
+    /// configured now.
     #[test]
     fn service_churn_leaves_the_ids_no_bigger_than_the_config() {
         let text = |port: u32| {
@@ -2307,17 +2308,17 @@ address = "198.18.0.11"
         );
     }
 
-    /// Audit (churn): the scheduler cache keeps only what the last compile
-    /// used, so a real that flaps rebuilds the Maglev table (65,537
-    /// entries) of every service it is in at every flip, both ways: going
-    /// back to the state of two publishes ago builds again what was just
-    /// thrown away. A real (address and port) in many services whose pools
+    /// Found in audit (churn): the scheduler cache kept only what the last
+    /// compile used, so a real that flapped rebuilt the Maglev table
+    /// (65,537 entries) of every service it is in at every flip, both
+    /// ways: going back to the state of two publishes ago built again what
+    /// was just thrown away. A real (address and port) in many services whose pools
     /// differ (a shared host among per-customer pools) multiplies it: one
     /// flapping real costs that many table builds on the control thread
     /// per flip, and with several reals flapping the control thread (which
     /// also reads health reports, serves `ctl` and feeds the watchdog)
-    /// does little else. Keeping the previous state's tables as well (or
-    /// damping health publishes) makes a flap back free.
+    /// does little else. The tables a compile drops are kept spare now, and
+    /// a flap back builds nothing.
     #[test]
     fn a_real_flapping_back_reuses_the_maglev_tables_it_had() {
         const SERVICES: usize = 128;

@@ -4992,7 +4992,7 @@ fn a_real_cannot_pin_the_table_with_clients_it_spoofs() {
     );
 }
 
-/// Audit (a host on the segment, a real say): README says "the first
+/// Found in audit (a host on the segment, a real say): README says "the first
 /// answer to such a request is believed", so a host that wants a
 /// neighbor's place must beat the neighbor to it. It need not: when the
 /// neighbor's own answer merely confirms the MAC already known, the

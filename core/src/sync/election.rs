@@ -679,7 +679,7 @@ mod tests {
         assert_eq!(p.flags(ms(t0, 200)), flags::PRIMARY | flags::ACTIVE);
     }
 
-    /// Audit (churn): a loss burst of `dead_after` (600 ms by default) on
+    /// Found in audit (churn): a loss burst of `dead_after` (600 ms by default) on
     /// the sync link while an active backup hands its flows back to the
     /// returning primary ends the handover without the flows. The standby
     /// primary hears nothing for `dead_after` and takes over (it must: the
