@@ -1430,6 +1430,29 @@ impl Snapshot {
         self.default_route.as_ref()
     }
 
+    /// Whether a packet to `client` has no way out: no gateway of its
+    /// family and no port's connected network holds it. Nothing a NAT
+    /// real says to such a client opens, ends or confirms a flow (it is
+    /// sent on, and dropped as `no_route`) (found in audit: on a box without `gateway6`, a NAT66 real forged
+    /// SYNs from routed clients, answered them and ACKed its own
+    /// SYN-ACKs, which never left; each forged client one source, the
+    /// confirmed entries pinned the table). A handshake whose SYN-ACK
+    /// cannot reach its client proves nothing, so such a flow is never
+    /// confirmed and stays evictable; one-way set-ups without a gateway
+    /// (requests only) are unchanged.
+    #[cold]
+    #[inline(never)]
+    pub fn no_way_back(&self, client: IpAddr) -> bool {
+        match client {
+            IpAddr::V4(c) => {
+                self.default_route.is_none() && route::connected_in(&self.ports, c).is_none()
+            }
+            IpAddr::V6(c) => {
+                self.default_route6.is_none() && route::connected6_in(&self.ports, c).is_none()
+            }
+        }
+    }
+
     /// [`Self::default_route`] for IPv6 (`gateway6`).
     #[inline(always)]
     pub fn default_route6(&self) -> Option<&RealRoute<Ipv6Addr>> {

@@ -14,7 +14,7 @@
 //! SYN proxy covers NAT66 services as it covers IPv4 NAT ones (its IPv6
 //! frames in `synproxy6`).
 
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use lb_config::ForwardingMethod;
 
@@ -562,7 +562,13 @@ impl Pipeline {
             "the lookahead hashed it"
         );
         let egress = &mut self.egress;
+        // What the flow believes of a real (asked only of what opens or
+        // ends it): nothing said to a client there is no way back to,
+        // whose handshake proves nothing (`Snapshot::no_way_back`).
         let from_real = || {
+            if snap.no_way_back(IpAddr::V6(ip.dst)) {
+                return false;
+            }
             let mac = EthernetFrame::new_unchecked(pkt.data()).src_addr();
             egress.came_from_next_hop6(snap, in_port, ip.src, mac, now)
         };

@@ -1584,3 +1584,87 @@ port = 8080
     let mut b = VecBuf::from_bytes(&syn);
     assert_eq!(p.process(&snap, 1, &mut b, 0), Verdict::Transmit(1));
 }
+
+/// Found in audit (a compromised NAT66 real, a box with `address6` but
+/// no `gateway6`): with no gateway of the family, a client off every
+/// connected network may come in on any port (one-way set-ups send
+/// requests from routed addresses), so the real forged SYNs from routed
+/// clients, each its own /64, answered them and ACKed its own SYN-ACKs
+/// (which never left: no route): confirmed, unevictable entries from as
+/// many sources as it liked, and a genuine client was refused. What a
+/// real says to a client there is no way to is not believed, so such a
+/// handshake confirms nothing (`Snapshot::no_way_back`).
+#[test]
+fn a_real_cannot_pin_the_table_with_clients_it_has_no_way_back_to() {
+    const LAN: MacAddr = MacAddr([2, 0, 0, 0, 0, 3]);
+    let text = r#"
+[workers]
+lcores = [1]
+[[ports]]
+name = "wan"
+device = "net_null0"
+address6 = "2001:2::2/64"
+[[ports]]
+name = "lan"
+device = "net_null1"
+address6 = "2001:2:0:5::2/64"
+[[neighbors]]
+address = "2001:2:0:5::11"
+mac = "02:00:00:00:05:11"
+[[services]]
+name = "web6"
+vip = "2001:2:0:1::100"
+port = 80
+syn_proxy = "off"
+[[services.reals]]
+address = "2001:2:0:5::11"
+port = 8080
+"#;
+    let snap = super::tests::compile(&Config::parse(text).unwrap(), &[OUR, LAN]);
+    let mut p = pipeline(&snap, 0, 1);
+    let (vip, real) = (v6("2001:2:0:1::100"), v6("2001:2:0:5::11"));
+    let real_mac = MacAddr([2, 0, 0, 0, 5, 0x11]);
+    let segment = |src, dst, flags, seq: u32, ack: u32| {
+        let mut f = tcp6(src, dst, flags, real_mac);
+        EthernetFrame::new_unchecked(&mut f[..]).set_dst_addr(LAN);
+        let mut t = TcpPacket::new_unchecked(&mut f[54..]);
+        t.set_seq_number(seq);
+        t.set_ack_number(ack);
+        t.fill_checksum_v6(src.0, dst.0);
+        VecBuf::from_bytes(&f)
+    };
+    let mut left = 0;
+    for i in 0..200u128 {
+        // A routed client, a /64 of its own each.
+        let spoofed = (
+            Ipv6Addr::from(u128::from(v6("2001:2:0:1000::1")) + (i << 64)),
+            40000,
+        );
+        let mut syn = segment(spoofed, (vip, 80), SYN, 1000, 0);
+        if p.process(&snap, 1, &mut syn, 0) != Verdict::Transmit(1) {
+            continue;
+        }
+        let synack_flags = TcpFlags::SYN | TcpFlags::ACK;
+        let mut synack = segment((real, 8080), spoofed, synack_flags, 5000, 1001);
+        if matches!(p.process(&snap, 1, &mut synack, 0), Verdict::Transmit(_)) {
+            left += 1;
+        }
+        let mut ack = segment(spoofed, (vip, 80), TcpFlags::ACK, 1001, 5001);
+        p.process(&snap, 1, &mut ack, 0);
+    }
+    assert_eq!(left, 0, "a SYN-ACK left for a client with no route");
+    let table = p.flows6().unwrap();
+    assert_eq!(
+        table.count(crate::flow::Trust::Confirmed),
+        0,
+        "handshakes nobody could see confirmed flows"
+    );
+    // A genuine client on the WAN's own network.
+    let client = (v6("2001:2::77"), 40000);
+    let mut b = VecBuf::from_bytes(&tcp6(client, (vip, 80), SYN, ROUTER));
+    let v = p.process(&snap, 0, &mut b, 1);
+    assert!(
+        matches!(v, Verdict::Transmit(1) | Verdict::Hold6 { .. }),
+        "the genuine client was refused: {v:?}"
+    );
+}

@@ -1054,7 +1054,13 @@ impl Pipeline {
             "the lookahead hashed this key"
         );
         let egress = &mut self.egress;
+        // What the flow believes of a real (asked only of what opens or
+        // ends it): nothing said to a client there is no way back to,
+        // whose handshake proves nothing (`Snapshot::no_way_back`).
         let from_real = || {
+            if snap.no_way_back(IpAddr::V4(ip.dst)) {
+                return false;
+            }
             let mac = EthernetFrame::new_unchecked(pkt.data()).src_addr();
             egress.came_from_next_hop(snap, in_port, ip.src, mac, now)
         };
