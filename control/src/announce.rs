@@ -24,7 +24,12 @@
 //! hold-down at all. A first announcement (the start, a VIP a reload
 //! added that did not flap lately, `[announce]` added, a route moved to
 //! another table or interface) is never held, and a removal (a reload, a
-//! stop) is never delayed.
+//! stop) is never delayed. Nor is a VIP announced only on its reals'
+//! `initial = "up"` (no check has answered for any of them yet) and
+//! withdrawn at their first results a flap: that is the start settling,
+//! not a real flapping (found in CI: a first check that failed before
+//! the real's neighbor entry was there held the VIP 5 s once the real
+//! was up; [`Announcer::set_unsettled`]).
 //!
 //! Routes are set with iproute2: every change of one update (a reload
 //! may move thousands of VIPs) in one `ip -batch - -force`, on the control
@@ -35,7 +40,7 @@
 //! (the `thousands_of_routes` test prints it). Its errors read like an
 //! operator's own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -349,6 +354,12 @@ pub struct Announcer<R: Routes> {
     /// When a hold-down was last logged, and how many were not since.
     hold_logged: Option<Instant>,
     holds_unlogged: u64,
+    /// The VIPs wanted now only on reals no check has answered for yet
+    /// ([`Self::set_unsettled`]).
+    unsettled: BTreeSet<IpAddr>,
+    /// VIPs announced (or maybe announced) while unsettled and not wanted
+    /// on a checked real since: their withdrawal is no flap.
+    provisional: BTreeSet<IpAddr>,
 }
 
 impl<R: Routes> Announcer<R> {
@@ -365,7 +376,19 @@ impl<R: Routes> Announcer<R> {
             changes: BTreeMap::new(),
             hold_logged: None,
             holds_unlogged: 0,
+            unsettled: BTreeSet::new(),
+            provisional: BTreeSet::new(),
         }
+    }
+
+    /// Names the VIPs that the next [`Self::update`]s find wanted only on
+    /// reals no health check has answered for yet (their `initial`
+    /// state). One announced so and withdrawn before a checked real
+    /// wanted it is no flap: the start, or a reload's new reals,
+    /// settling. Once a check has answered for a real of it, its
+    /// withdrawals count again, so a real that flaps is damped as before.
+    pub fn set_unsettled(&mut self, vips: BTreeSet<IpAddr>) {
+        self.unsettled = vips;
     }
 
     /// The VIPs that are to be announced by `snap`: every VIP with a
@@ -440,23 +463,28 @@ impl<R: Routes> Announcer<R> {
             .collect();
         // Routes still in the table (maybe put in, or their removal
         // failed): they never went away, so are no announcement again.
-        let mut in_table: std::collections::BTreeSet<IpAddr> = self
+        let mut in_table: BTreeSet<IpAddr> = self
             .leftovers
             .iter()
             .filter(|l| Some(l.2) == table)
             .map(|l| l.0)
             .chain(self.unconfirmed.keys().copied())
             .collect();
+        // Announced VIPs wanted on a checked real are settled.
+        let unsettled = &self.unsettled;
+        self.provisional
+            .retain(|vip| !wanted.contains_key(vip) || unsettled.contains(vip));
         let mut batch = self.leftover_changes();
         for (vip, dev, t) in stale {
             self.announced.remove(&vip);
             self.unconfirmed.remove(&vip);
+            let provisional = self.provisional.remove(&vip);
             if Some(t) == table && !wanted.contains_key(&vip) {
                 // No real may take flows (or a reload removed the VIP):
                 // a flap. A move to another table or interface, or
                 // `[announce]` gone, is the operator's, and not one; nor
-                // is standing by.
-                if flaps {
+                // is standing by, or the start settling.
+                if flaps && !provisional {
                     self.flap(vip, now);
                 }
             } else {
@@ -491,6 +519,9 @@ impl<R: Routes> Announcer<R> {
                 {
                     continue;
                 }
+                if self.unsettled.contains(vip) {
+                    self.provisional.insert(*vip);
+                }
                 batch.push(RouteChange {
                     op: RouteOp::Replace,
                     table,
@@ -503,6 +534,9 @@ impl<R: Routes> Announcer<R> {
         self.flaps
             .retain(|vip, f| f.at(now) > 0 || held.contains_key(vip));
         self.apply(batch);
+        let (announced, unconfirmed) = (&self.announced, &self.unconfirmed);
+        self.provisional
+            .retain(|vip| announced.contains_key(vip) || unconfirmed.contains_key(vip));
     }
 
     /// Counts a flap of `vip` at `now`.
@@ -759,7 +793,7 @@ impl<R: Routes> Announcer<R> {
 
     /// The VIPs announced now (once each).
     pub fn announced(&self) -> impl Iterator<Item = IpAddr> + '_ {
-        let left: std::collections::BTreeSet<IpAddr> = self
+        let left: BTreeSet<IpAddr> = self
             .leftovers
             .iter()
             .map(|l| l.0)
@@ -1717,6 +1751,43 @@ address = "198.18.0.11"
         assert_eq!(a.routes.log[n..], ["del 198.18.1.100 lbk1 101"]);
         assert!(!a.release_held(then + 4 * HOLD_DOWN_MAX), "nothing held");
         assert_eq!(a.announced().count(), 0);
+    }
+
+    /// Found in CI: with `initial = "up"` a VIP is announced at the
+    /// start, before any check answered; a first check that failed (the
+    /// real's neighbor not known yet, the real still starting) withdrew
+    /// it, and that counted as a flap, so the VIP came back only 5 s
+    /// after its real did. A VIP announced only on unanswered reals and
+    /// withdrawn at their first results is no flap; one announced while a
+    /// checked real wanted it still is, and a VIP unsettled again (a
+    /// reload's new reals) after a flap is still held (and, released
+    /// from it, announced as any held VIP, its next withdrawal a flap).
+    #[test]
+    fn the_start_settling_is_no_flap() {
+        let vip: IpAddr = "198.18.1.100".parse().unwrap();
+        let one = BTreeMap::from([(vip, "lbk0".to_string())]);
+        let nothing = BTreeMap::new();
+        let t = Instant::now();
+        let mut a = Announcer::new(Fake::default(), Some(&A));
+        a.set_unsettled(BTreeSet::from([vip]));
+        a.update(Some(&A), &one, t);
+        assert!(a.is_announced(vip), "the start");
+        // The first check fails: withdrawn, and no flap.
+        a.set_unsettled(BTreeSet::new());
+        a.update(Some(&A), &nothing, t + Duration::from_secs(1));
+        assert_eq!(a.announced().count(), 0, "withdrawn at once");
+        a.update(Some(&A), &one, t + Duration::from_secs(3));
+        assert!(a.is_announced(vip), "back at once: the start settled");
+        // Now wanted on a checked real: its withdrawal is a flap.
+        a.update(Some(&A), &nothing, t + Duration::from_secs(4));
+        a.update(Some(&A), &one, t + Duration::from_secs(5));
+        assert!(a.is_held(vip), "a flap of a checked real");
+        // A reload makes its reals anew while held: still held.
+        a.set_unsettled(BTreeSet::from([vip]));
+        a.update(Some(&A), &one, t + Duration::from_secs(6));
+        assert!(a.is_held(vip) && !a.is_announced(vip));
+        assert!(a.release_held(t + Duration::from_secs(5) + HOLD_DOWN_FIRST));
+        assert!(a.is_announced(vip));
     }
 
     /// Found in review: the supervisor cleared `wanted` for a standby

@@ -554,6 +554,12 @@ impl Hysteresis {
         }
     }
 
+    /// Whether a check has answered for the real yet (its state is no
+    /// longer only its `initial` one).
+    pub fn answered(&self) -> bool {
+        self.checked
+    }
+
     /// Keeps the state and counts, with new thresholds (after a reload).
     pub fn retune(&mut self, rise: u32, fall: u32) {
         self.rise = rise.max(1);

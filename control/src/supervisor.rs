@@ -142,6 +142,33 @@ impl Health {
         self.resynced = true;
     }
 
+    /// The VIPs of `snap` each of whose eligible reals is under a check
+    /// that has not answered yet (up by their `initial` state only): what
+    /// [`Announcer::set_unsettled`] is told.
+    fn unsettled(&self, snap: &lb_core::snapshot::Snapshot) -> BTreeSet<IpAddr> {
+        // Once every check has answered (all but the first seconds), no
+        // key is built.
+        if self.states.values().all(Hysteresis::answered) {
+            return BTreeSet::new();
+        }
+        let mut settled = BTreeSet::new();
+        let mut eligible = BTreeSet::new();
+        for s in &snap.services {
+            for r in s.reals.iter().filter(|r| r.eligible()) {
+                eligible.insert(s.vip);
+                let key = RealKey {
+                    service: s.name.clone(),
+                    address: r.address,
+                    port: r.port,
+                };
+                if self.states.get(&key).is_none_or(|h| h.answered()) {
+                    settled.insert(s.vip);
+                }
+            }
+        }
+        eligible.difference(&settled).copied().collect()
+    }
+
     /// The reals under a check now.
     fn checked(&self) -> BTreeSet<RealKey> {
         self.probes.keys().cloned().collect()
@@ -311,6 +338,7 @@ impl Control {
             self.announcer
                 .stand_by(config.announce.as_ref(), Instant::now());
         } else {
+            self.announcer.set_unsettled(self.health.unsettled(&snap));
             self.announcer
                 .update(config.announce.as_ref(), &wanted, Instant::now());
         }
@@ -1038,6 +1066,52 @@ mod tests {
         h.sync(&config("kind = \"tcp\"", &[80, 82]));
         assert_eq!(h.take_rechecks(false), None);
         assert!(h.anew.is_empty());
+    }
+
+    /// A VIP is unsettled while every real that may take its flows is
+    /// up only by its `initial` state (no check answered): its withdrawal
+    /// then is no flap (`Announcer::set_unsettled`).
+    #[test]
+    fn a_vip_is_unsettled_until_a_check_answers_for_one_of_its_reals() {
+        let mut h = Health::default();
+        let c = config("kind = \"tcp\"", &[80, 81]);
+        h.sync(&c);
+        let snap = |h: &Health| {
+            lb_core::snapshot::Snapshot::compile(
+                &c,
+                &[lb_config::MacAddr([2, 0, 0, 0, 0, 2])],
+                1,
+                &mut lb_core::snapshot::Ids::default(),
+                |s, a, p| h.is_up(&c, s, a, p),
+            )
+            .unwrap()
+        };
+        let vip: IpAddr = "198.18.1.100".parse().unwrap();
+        assert_eq!(h.unsettled(&snap(&h)), BTreeSet::from([vip]));
+        // One real's first check fails: down, and the other still unsettled.
+        h.states.get_mut(&key(80)).unwrap().record(false);
+        assert_eq!(h.unsettled(&snap(&h)), BTreeSet::from([vip]));
+        // The other's answers: settled.
+        h.states.get_mut(&key(81)).unwrap().record(true);
+        assert!(h.unsettled(&snap(&h)).is_empty());
+        // Without a check a real is settled from the start.
+        let unchecked = Config::parse(
+            "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\ndevice = \"net_null0\"\n\
+             address = \"198.18.0.2/24\"\n[[services]]\nname = \"web\"\n\
+             vip = \"198.18.1.100\"\nport = 80\n[[services.reals]]\naddress = \"198.18.0.11\"\n",
+        )
+        .unwrap();
+        let mut h = Health::default();
+        h.sync(&unchecked);
+        let snap = lb_core::snapshot::Snapshot::compile(
+            &unchecked,
+            &[lb_config::MacAddr([2, 0, 0, 0, 0, 2])],
+            1,
+            &mut lb_core::snapshot::Ids::default(),
+            |_, _, _| true,
+        )
+        .unwrap();
+        assert!(h.unsettled(&snap).is_empty());
     }
 
     #[test]
