@@ -149,6 +149,19 @@ def u32(x):
     return x & 0xFFFFFFFF
 
 
+def ts_offset(client, vip):
+    """What the proxy adds to its clock for its SYN-ACK's TSval (one
+    offset per address pair, CookieKey::ts_offset): the low 32 bits of the
+    key's SipHash of the two addresses alone (IPv4 as little-endian u32,
+    IPv6 as their 16 bytes), a message shorter than a cookie's."""
+    c, v = ipaddress.ip_address(client), ipaddress.ip_address(vip)
+    if c.version == 4:
+        msg = struct.pack("<I", int(c)) + struct.pack("<I", int(v))
+    else:
+        msg = c.packed + v.packed
+    return u32(siphash24(*GOLDEN_KEY, msg))
+
+
 def from_router(l3):
     return Ether(dst=OUR_MAC, src=ROUTER_MAC) / l3
 
@@ -194,19 +207,20 @@ def build():
 
     # 1. SYN -> SYN-ACK with a cookie, nothing kept.
     t0 = now()
+    tsv = u32(t0 + ts_offset(CLIENT_IP, VIP))
     ck = cookie(CLIENT_IP, cport, isn, 1460, 7, True, t0)
     syn = from_router(IP(src=CLIENT_IP, dst=VIP, id=0x2001, flags="DF", ttl=60)
                       / TCP(sport=cport, dport=VPORT, flags="S", seq=isn, window=64240,
                             options=syn_opts(1460, 7, True, (client_ts, 0))))
     synack = to_router(IP(src=VIP, dst=CLIENT_IP, id=0, flags="DF", ttl=64)
                        / TCP(sport=VPORT, dport=cport, flags="SA", seq=ck, ack=u32(isn + 1), window=SYNACK_WINDOW,
-                             options=syn_opts(1460, ADVERTISED_WSCALE, True, (t0, client_ts))))
+                             options=syn_opts(1460, ADVERTISED_WSCALE, True, (tsv, client_ts))))
     step("syn proxy: a client syn is answered with a cookie syn-ack, no state", syn, synack)
 
     # 2. The client's ACK -> the SYN to the real (client ISN, cookie options).
     ack = from_router(IP(src=CLIENT_IP, dst=VIP, id=0x2002, flags="DF", ttl=60)
                       / TCP(sport=cport, dport=VPORT, flags="A", seq=u32(isn + 1), ack=u32(ck + 1), window=502,
-                            options=[("NOP", None), ("NOP", None), ("Timestamp", (client_ts + 1, t0))]))
+                            options=[("NOP", None), ("NOP", None), ("Timestamp", (client_ts + 1, tsv))]))
     syn_real = to_real(IP(src=CLIENT_IP, dst=REAL_IP, id=0, flags="DF", ttl=59)
                        / TCP(sport=cport, dport=REAL_PORT, flags="S", seq=isn, ack=0, window=min(502 << 7, 65535),
                              options=syn_opts(1460, 7, True, (client_ts + 1, 0))))
@@ -217,7 +231,7 @@ def build():
     req = b"GET / HTTP/1.1\r\nHost: lb\r\n\r\n"
     early = from_router(IP(src=CLIENT_IP, dst=VIP, id=0x2003, flags="DF", ttl=60)
                         / TCP(sport=cport, dport=VPORT, flags="PA", seq=u32(isn + 1), ack=u32(ck + 1), window=502,
-                              options=[("NOP", None), ("NOP", None), ("Timestamp", (client_ts + 2, t0))]) / req)
+                              options=[("NOP", None), ("NOP", None), ("Timestamp", (client_ts + 2, tsv))]) / req)
     step("syn proxy: client data while the real has not answered is deferred", early, "deferred")
 
     # 4. The real's SYN-ACK -> the ACK to the real.
@@ -231,17 +245,17 @@ def build():
     step("syn proxy: the real's syn-ack becomes the ack to the real", real_synack, ack_real)
 
     delta = u32(real_isn - ck)
-    ts_off = u32(t0 - real_ts)
+    ts_off = u32(tsv - real_ts)
 
     # 5. Client data -> real: ack + delta, SACK + delta, TSecr - offset.
     data = from_router(IP(src=CLIENT_IP, dst=VIP, id=0x2004, flags="DF", ttl=60)
                        / TCP(sport=cport, dport=VPORT, flags="PA", seq=u32(isn + 1), ack=u32(ck + 1), window=502,
-                             options=[("NOP", None), ("NOP", None), ("Timestamp", (client_ts + 3, u32(t0 + 3))),
+                             options=[("NOP", None), ("NOP", None), ("Timestamp", (client_ts + 3, u32(tsv + 3))),
                                       ("NOP", None), ("NOP", None), ("SAck", (u32(ck + 100), u32(ck + 200)))]) / req)
     data_real = to_real(IP(src=CLIENT_IP, dst=REAL_IP, id=0x2004, flags="DF", ttl=59)
                         / TCP(sport=cport, dport=REAL_PORT, flags="PA", seq=u32(isn + 1), ack=u32(real_isn + 1),
                               window=502,
-                              options=[("NOP", None), ("NOP", None), ("Timestamp", (client_ts + 3, u32(t0 + 3 - ts_off))),
+                              options=[("NOP", None), ("NOP", None), ("Timestamp", (client_ts + 3, u32(tsv + 3 - ts_off))),
                                        ("NOP", None), ("NOP", None),
                                        ("SAck", (u32(ck + 100 + delta), u32(ck + 200 + delta)))]) / req)
     step("syn proxy: client data to the real, ack, sack and timestamp echo translated", data, data_real)
@@ -381,20 +395,21 @@ def build6():
     #    1432 (a PPPoE path), is carried as IPv6's 1420 (IPv4's table would
     #    cut it to 1220); the proxy announces its own, 1440.
     t0 = now()
+    tsv = u32(t0 + ts_offset(CLIENT_IP6, VIP6))
     ck = cookie(CLIENT_IP6, cport, isn, 1432, 7, True, t0, VIP6)
     syn = from_router(client6()
                       / TCP(sport=cport, dport=VPORT, flags="S", seq=isn, window=64800,
                             options=syn_opts(1432, 7, True, (client_ts, 0))))
     synack = to_router(new6(VIP6, CLIENT_IP6)
                        / TCP(sport=VPORT, dport=cport, flags="SA", seq=ck, ack=u32(isn + 1), window=SYNACK_WINDOW,
-                             options=syn_opts(SYNACK_MSS6, ADVERTISED_WSCALE, True, (t0, client_ts))))
+                             options=syn_opts(SYNACK_MSS6, ADVERTISED_WSCALE, True, (tsv, client_ts))))
     step("syn proxy6: a client syn is answered with a cookie syn-ack (mss 1440), no state", syn, synack)
 
     # 1. The client's ACK -> the SYN to the real: client ISN, the cookie's
     #    options (MSS 1420), one hop less, a new header (class and label 0).
     ack = from_router(client6()
                       / TCP(sport=cport, dport=VPORT, flags="A", seq=u32(isn + 1), ack=u32(ck + 1), window=502,
-                            options=[("NOP", None), ("NOP", None), ("Timestamp", (client_ts + 1, t0))]))
+                            options=[("NOP", None), ("NOP", None), ("Timestamp", (client_ts + 1, tsv))]))
     syn_real = to_real(IPv6(src=CLIENT_IP6, dst=REAL_IP6, hlim=59, tc=0, fl=0)
                        / TCP(sport=cport, dport=REAL_PORT, flags="S", seq=isn, ack=0, window=min(502 << 7, 65535),
                              options=syn_opts(1420, 7, True, (client_ts + 1, 0))))
@@ -405,7 +420,7 @@ def build6():
     req = b"GET / HTTP/1.1\r\nHost: lb\r\n\r\n"
     early = from_router(client6()
                         / TCP(sport=cport, dport=VPORT, flags="PA", seq=u32(isn + 1), ack=u32(ck + 1), window=502,
-                              options=[("NOP", None), ("NOP", None), ("Timestamp", (client_ts + 2, t0))]) / req)
+                              options=[("NOP", None), ("NOP", None), ("Timestamp", (client_ts + 2, tsv))]) / req)
     step("syn proxy6: client data while the real has not answered is deferred", early, "deferred")
 
     # 3. The real's SYN-ACK -> the ACK to the real (a new frame: hop limit
@@ -420,18 +435,18 @@ def build6():
     step("syn proxy6: the real's syn-ack becomes the ack to the real", real_synack, ack_real)
 
     delta = u32(real_isn - ck)
-    ts_off = u32(t0 - real_ts)
+    ts_off = u32(tsv - real_ts)
 
     # 4. Client data -> real: ack + delta, SACK + delta, TSecr - offset;
     #    NAT66 otherwise (hop limit - 1, class and label kept).
     data = from_router(client6()
                        / TCP(sport=cport, dport=VPORT, flags="PA", seq=u32(isn + 1), ack=u32(ck + 1), window=502,
-                             options=[("NOP", None), ("NOP", None), ("Timestamp", (client_ts + 3, u32(t0 + 3))),
+                             options=[("NOP", None), ("NOP", None), ("Timestamp", (client_ts + 3, u32(tsv + 3))),
                                       ("NOP", None), ("NOP", None), ("SAck", (u32(ck + 100), u32(ck + 200)))]) / req)
     data_real = to_real(IPv6(src=CLIENT_IP6, dst=REAL_IP6, hlim=59, tc=CLIENT_TC, fl=CLIENT_FL)
                         / TCP(sport=cport, dport=REAL_PORT, flags="PA", seq=u32(isn + 1), ack=u32(real_isn + 1),
                               window=502,
-                              options=[("NOP", None), ("NOP", None), ("Timestamp", (client_ts + 3, u32(t0 + 3 - ts_off))),
+                              options=[("NOP", None), ("NOP", None), ("Timestamp", (client_ts + 3, u32(tsv + 3 - ts_off))),
                                        ("NOP", None), ("NOP", None),
                                        ("SAck", (u32(ck + 100 + delta), u32(ck + 200 + delta)))]) / req)
     step("syn proxy6: client data to the real, ack, sack and timestamp echo translated", data, data_real)
@@ -459,7 +474,7 @@ def build6():
     #    address whole, so it is not one for this client.
     replay = from_router(client6(src=OTHER_CLIENT_IP6)
                          / TCP(sport=cport, dport=VPORT, flags="A", seq=u32(isn + 1), ack=u32(ck + 1), window=502,
-                               options=[("NOP", None), ("NOP", None), ("Timestamp", (client_ts + 1, t0))]))
+                               options=[("NOP", None), ("NOP", None), ("Timestamp", (client_ts + 1, tsv))]))
     step("syn proxy6: the good ack from another prefix, same interface id, is dropped", replay,
          "syn_proxy_bad_cookie")
 

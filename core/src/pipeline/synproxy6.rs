@@ -167,7 +167,7 @@ impl Pipeline {
                 wscale: o.wscale.map(|_| ADVERTISED_WSCALE),
                 sack_permitted: o.sack_permitted,
                 timestamps: o.timestamps.map(|t| Timestamps {
-                    val: now,
+                    val: now.wrapping_add(self.cookies.ts_offset(ip.src, ip.dst)),
                     ecr: t.val,
                 }),
             },

@@ -380,7 +380,7 @@ fn the_handshake_goes_through_the_proxy_over_ipv6_and_both_directions_are_transl
             wscale: Some(ADVERTISED_WSCALE),
             sack_permitted: true,
             timestamps: Some(Timestamps {
-                val: NOW,
+                val: NOW.wrapping_add(KEY.ts_offset(c().0, v().0)),
                 ecr: 5000
             }),
         }

@@ -293,6 +293,29 @@ fn only_flow(p: &Pipeline) -> crate::flow::Flow {
     *p.flows().get(e[0])
 }
 
+/// Found in audit (time): the SYN-ACK's TSval was the worker's clock,
+/// the time since the start, so anyone who sent a SYN with timestamps
+/// learned the box's uptime (and when it last restarted). It is the clock
+/// plus an offset keyed per address pair (`CookieKey::ts_offset`): two
+/// clients asking at once get unrelated values, while one client's
+/// TSvals still grow with the clock (PAWS across its connections).
+#[test]
+fn the_syn_acks_tsval_tells_no_uptime() {
+    let (snap, mut p) = setup("on", 64);
+    let tsval = |p: &mut Pipeline, client: Ipv4Addr, now: u32| {
+        let mut syn = client_syn(ISN);
+        syn.src = (client, 40000);
+        let synack = run(p, &snap, &syn, now).expect("SYN-ACK");
+        synack.opts().timestamps.expect("timestamps").val
+    };
+    let a = tsval(&mut p, CLIENT, NOW);
+    assert_ne!(a, NOW, "not the clock");
+    let other = Ipv4Addr::new(198, 19, 100, 2);
+    let b = tsval(&mut p, other, NOW);
+    assert_ne!(a, b, "another client, another offset");
+    assert_eq!(tsval(&mut p, CLIENT, NOW + 1_000), a.wrapping_add(1_000));
+}
+
 #[test]
 fn the_handshake_goes_through_the_proxy_and_both_directions_are_translated() {
     let (snap, mut p) = setup("on", 64);
@@ -309,7 +332,7 @@ fn the_handshake_goes_through_the_proxy_and_both_directions_are_translated() {
             wscale: Some(ADVERTISED_WSCALE),
             sack_permitted: true,
             timestamps: Some(Timestamps {
-                val: NOW,
+                val: NOW.wrapping_add(KEY.ts_offset(CLIENT, VIP)),
                 ecr: 5000
             }),
         }

@@ -136,6 +136,11 @@ pub trait CookieAddr: Copy {
     const FAMILY: usize;
 
     fn mac(key: SipKey, t: &CookieTuple<Self>, isn: u32, counter: u32, bits: u8) -> u64;
+
+    /// The MAC of the address pair alone (for [`CookieKey::ts_offset`]):
+    /// its message is shorter than a cookie's, and SipHash takes the
+    /// length in, so the two never share an input.
+    fn pair(key: SipKey, client: Self, vip: Self) -> u64;
 }
 
 impl CookieAddr for Ipv4Addr {
@@ -152,6 +157,13 @@ impl CookieAddr for Ipv4Addr {
         m[20] = bits;
         siphash24(key, &m)
     }
+
+    fn pair(key: SipKey, client: Ipv4Addr, vip: Ipv4Addr) -> u64 {
+        let mut m = [0u8; 8];
+        m[0..4].copy_from_slice(&u32::from(client).to_le_bytes());
+        m[4..8].copy_from_slice(&u32::from(vip).to_le_bytes());
+        siphash24(key, &m)
+    }
 }
 
 impl CookieAddr for Ipv6Addr {
@@ -166,6 +178,13 @@ impl CookieAddr for Ipv6Addr {
         m[36..40].copy_from_slice(&isn.to_le_bytes());
         m[40..44].copy_from_slice(&counter.to_le_bytes());
         m[44] = bits;
+        siphash24(key, &m)
+    }
+
+    fn pair(key: SipKey, client: Ipv6Addr, vip: Ipv6Addr) -> u64 {
+        let mut m = [0u8; 32];
+        m[0..16].copy_from_slice(&client.octets());
+        m[16..32].copy_from_slice(&vip.octets());
         siphash24(key, &m)
     }
 }
@@ -190,6 +209,18 @@ impl CookieKey {
     /// A key given by the caller (tests and the golden packets).
     pub const fn fixed(k0: u64, k1: u64) -> CookieKey {
         CookieKey(SipKey { k0, k1 })
+    }
+
+    /// What the proxy adds to its clock for the TSval of its SYN-ACKs
+    /// from `vip` to `client`: one offset per address pair, as Linux has
+    /// it (RFC 7323 section 7.1 and appendix: an offset per connection
+    /// or pair), so a client's TSvals still grow from one connection to
+    /// the next (PAWS), and none tells the box's uptime (found in audit:
+    /// the TSval was the worker's clock, which is the time since the
+    /// start). Keyed with the cookies' key: nobody who does not know it
+    /// can work out one pair's offset from another's.
+    pub fn ts_offset<A: CookieAddr>(&self, client: A, vip: A) -> u32 {
+        A::pair(self.0, client, vip) as u32
     }
 
     fn mac<A: CookieAddr>(&self, t: &CookieTuple<A>, isn: u32, counter: u32, bits: u32) -> u32 {
