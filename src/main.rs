@@ -143,6 +143,11 @@ enum CtlCommand {
         /// empties FILE before anything is known.
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// With --output onto the file the appliance loads: replace it
+        /// even when it holds an edit the appliance has not loaded (which
+        /// is otherwise refused, as saving would lose that edit).
+        #[arg(long, requires = "output")]
+        force: bool,
     },
 }
 
@@ -181,6 +186,39 @@ fn init_logging() {
         logger.format_timestamp_millis();
     }
     logger.init();
+}
+
+/// Before `ctl save --output FILE` replaces the file the appliance loads
+/// (`config` in its answer, as a canonical path): an error unless FILE
+/// holds one of the texts the answer's `known` names (the file as the
+/// appliance loaded it, or one `ctl save` gave out since). Found in
+/// audit: an operator's edit of the file, made but not reloaded yet,
+/// was lost without a word when another ran `ctl save --output` onto
+/// it. An appliance that names no file (an older one) is not asked.
+fn unloaded_edit(file: &std::path::Path, answer: &serde_json::Value) -> Result<(), String> {
+    let Some(config) = answer["config"].as_str() else {
+        return Ok(());
+    };
+    let Ok(target) = std::fs::canonicalize(file) else {
+        // No such file yet (or a dangling link): nothing to lose.
+        return Ok(());
+    };
+    if target != std::path::Path::new(config) {
+        return Ok(());
+    }
+    let known = |d: u64| {
+        answer["known"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|x| x.as_str() == Some(&format!("{d:016x}"))))
+    };
+    match std::fs::read_to_string(&target) {
+        Ok(now) if known(lb_control::ctl::text_digest(&now)) => Ok(()),
+        Ok(_) => Err(
+            "the file the appliance loads holds an edit it has not loaded (reload it first, and its edit replaces the runtime changes; or save elsewhere; or add --force to replace the edit)"
+                .into(),
+        ),
+        Err(e) => Err(format!("could not be read to see whether it holds an edit not loaded ({e}); add --force to replace it anyway")),
+    }
 }
 
 /// The kernel's `fs.protected_symlinks` rule, which following a symlink
@@ -569,13 +607,21 @@ fn ctl(cli: &Cli, socket: Option<&std::path::Path>, command: &CtlCommand) -> Exi
     match call(&path, &request, |_| {}) {
         Ok(v) => {
             match (&request, command) {
-                (Request::Save, CtlCommand::Save { output }) => {
+                (Request::Save, CtlCommand::Save { output, force }) => {
                     let Some(text) = v["text"].as_str() else {
                         return fail("the appliance's answer has no configuration text".into());
                     };
                     match output {
                         None => out(text),
                         Some(file) => {
+                            if !force {
+                                if let Err(e) = unloaded_edit(file, &v) {
+                                    return fail(format!(
+                                        "{}: {e}; it is as it was",
+                                        file.display()
+                                    ));
+                                }
+                            }
                             if let Err(e) = save_atomically(file, text) {
                                 return fail(format!("{}: {e}; it is as it was", file.display()));
                             }

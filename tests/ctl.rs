@@ -393,6 +393,29 @@ fn every_ctl_subcommand_against_a_running_appliance() {
         assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 6);
     }
 
+    // save --output onto the file the appliance loads: replaced while it
+    // holds the text loaded (or one `ctl save` gave out since); an edit
+    // not reloaded yet is not lost without --force (found in audit: it
+    // was overwritten without a word).
+    {
+        let config = rig.lb.config.to_str().unwrap().to_string();
+        ok(&ctl(&socket, &["save", "--output", &config]));
+        assert_eq!(std::fs::read_to_string(&rig.lb.config).unwrap(), saved);
+        ok(&ctl(&socket, &["save", "--output", &config]));
+        let edited = format!("{saved}\n# an operator's edit, not reloaded\n");
+        std::fs::write(&rig.lb.config, &edited).unwrap();
+        let failed = ctl(&socket, &["save", "--output", &config]);
+        assert!(!failed.status.success());
+        let why = String::from_utf8_lossy(&failed.stderr);
+        assert!(
+            why.contains("holds an edit it has not loaded") && why.contains("--force"),
+            "{why}"
+        );
+        assert_eq!(std::fs::read_to_string(&rig.lb.config).unwrap(), edited);
+        ok(&ctl(&socket, &["save", "--output", &config, "--force"]));
+        assert_eq!(std::fs::read_to_string(&rig.lb.config).unwrap(), saved);
+    }
+
     // Refused changes say why and change nothing.
     let generation =
         |lb: &PipeAppliance| metric(&scrape(lb), "lb_config_generation", &[]).unwrap_or(0.0);

@@ -812,6 +812,23 @@ fn flow_json(f: &FlowInfo, worker: usize) -> Value {
 }
 
 /// `ADDR:PORT`, with an IPv6 address in brackets.
+/// The digest `ctl save` compares configuration texts by (FNV-1a, 64
+/// bits): the appliance names the texts its file may hold without an edit
+/// being lost (the file as loaded, what `ctl save` gave out since), and
+/// `ctl save --output` onto that file refuses to replace any other text
+/// unless forced. A guard against overwriting an operator's edit not yet
+/// reloaded, not against anyone who means harm (who may write the file
+/// may do as they like with it).
+pub fn text_digest(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// How many texts `ctl save` gave out are remembered (the oldest go
+/// first): a file saved that many saves ago is taken for an edit.
+pub const SAVED_TEXTS: usize = 32;
+
 pub fn parse_endpoint(text: &str) -> Result<SocketAddr, String> {
     text.parse::<SocketAddr>()
         .map_err(|_| format!("{text:?} is not ADDR:PORT (e.g. 198.18.0.11:80 or [2001:2::11]:80)"))

@@ -241,6 +241,12 @@ struct Control {
     /// socket's changes since), for `ctl` to edit and `ctl save` to print;
     /// None if the file could not be read back as TOML.
     doc: Option<toml_edit::DocumentMut>,
+    /// The digests ([`ctl::text_digest`]) of the texts the file may hold
+    /// without an edit of it being lost: the file as last loaded, then
+    /// each text `ctl save` gave out since (at most
+    /// [`ctl::SAVED_TEXTS`] of them): what `ctl save --output` onto the
+    /// file may replace without `--force`.
+    known_texts: std::collections::VecDeque<u64>,
 }
 
 impl Control {
@@ -454,6 +460,7 @@ impl Control {
         match self.apply(new) {
             Ok(generation) => {
                 self.doc = text.parse().ok();
+                self.known_texts = [ctl::text_digest(&text)].into();
                 self.shared().reloads_success += 1;
                 log::info!(
                     "reloaded {}: generation {generation}, {} service(s)",
@@ -545,7 +552,23 @@ impl Control {
             ));
         };
         if let ctl::Request::Save = request {
-            return Ok(serde_json::json!({ "text": doc.to_string() }));
+            let text = doc.to_string();
+            let digest = ctl::text_digest(&text);
+            if !self.known_texts.contains(&digest) {
+                if self.known_texts.len() > ctl::SAVED_TEXTS {
+                    // The loaded file's stays first.
+                    self.known_texts.remove(1);
+                }
+                self.known_texts.push_back(digest);
+            }
+            // The file the appliance loads, as `ctl save --output` will
+            // name it (its own path may be relative to our folder).
+            let config = std::fs::canonicalize(&self.path).ok();
+            return Ok(serde_json::json!({
+                "text": text,
+                "config": config.map(|p| p.to_string_lossy().into_owned()),
+                "known": self.known_texts.iter().map(|d| format!("{d:016x}")).collect::<Vec<_>>(),
+            }));
         }
         let (doc, text) = ctl::edit::edited(doc, &self.config, request)?;
         let mut new = Config::parse_keeping_keys(&text, &self.config)
@@ -709,6 +732,7 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
         announce_epoch: 0,
         stuck: false,
         doc,
+        known_texts: [ctl::text_digest(text)].into(),
     };
     // The workers run: announce what can take flows already.
     control.announce();
