@@ -9,6 +9,7 @@ mod cidr;
 mod duration;
 mod lcores;
 mod mac;
+pub mod owner;
 mod schema;
 mod validate;
 

@@ -2328,6 +2328,66 @@ fn sync_is_restart_only() {
     }
 }
 
+/// Found in audit: a script check runs its program as root, and README
+/// only asked operators to keep it writable by root alone. A program
+/// another user could change (its mode, its owner), or swap through a
+/// folder on its way, is refused with its key now; one in a root-owned
+/// folder, or in sticky `/tmp`, is fine.
+#[test]
+fn a_script_another_user_could_change_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("lb-config-script-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let set_mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    set_mode(&dir, 0o755);
+    let program = dir.join("check.sh");
+    std::fs::write(&program, "#!/bin/sh\nexit 0\n").unwrap();
+    let text = service(&format!(
+        "[services.health_check]\nkind = \"script\"\ncommand = [\"{}\"]",
+        program.display()
+    ));
+    let at = "services[0].health_check.command[0]";
+    let mut outcomes = Vec::new();
+    for (file_mode, dir_mode) in [
+        (0o755, 0o755),
+        (0o757, 0o755),
+        (0o755, 0o777),
+        (0o755, 0o1777),
+    ] {
+        set_mode(&program, file_mode);
+        set_mode(&dir, dir_mode);
+        outcomes.push(Config::parse(&text).map(|_| ()).map_err(|e| e.to_string()));
+    }
+    let mut owned_by_another = None;
+    if rustix::process::geteuid().is_root() {
+        set_mode(&dir, 0o755);
+        set_mode(&program, 0o755);
+        std::os::unix::fs::chown(&program, Some(65534), None).unwrap();
+        owned_by_another = Some(Config::parse(&text).map(|_| ()).map_err(|e| e.to_string()));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
+    let refused = |o: &Result<(), String>, why: &str| {
+        let e = o.as_ref().expect_err("refused");
+        assert!(
+            e.contains(at)
+                && e.contains("could be changed by another user than root")
+                && e.contains(why),
+            "{e}"
+        );
+    };
+    refused(&outcomes[1], "every user may write to it (mode 0757)");
+    refused(&outcomes[2], "which is not sticky");
+    // In a sticky folder anyone may write to, as /tmp, a root-owned
+    // program stays root's.
+    assert!(outcomes[3].is_ok(), "{:?}", outcomes[3]);
+    if let Some(o) = owned_by_another {
+        refused(&o, "it belongs to user 65534");
+    }
+}
+
 /// A key file of `content` with `mode` in a directory of its own; the
 /// directory, to remove.
 fn key_file(name: &str, content: &[u8], mode: u32) -> (std::path::PathBuf, String) {

@@ -2334,7 +2334,26 @@ fn script_command(c: &mut Checker<'_>, path: &str, cmd: &[String]) {
         Ok(m) if m.permissions().mode() & 0o111 == 0 => {
             c.err(at, format!("{program} is not executable (no x permission)"))
         }
-        Ok(_) => {}
+        Ok(_) => {
+            // It runs as the appliance's user, root under the unit: a
+            // program another user could change, or swap through a folder
+            // or symlink on its way, would run their code as root (found
+            // in audit; README asked it of operators, nothing checked it),
+            // as keepalived's `enable_script_security` refuses.
+            use crate::owner::{others_may_write, walk, Unsafe};
+            let me = rustix::process::geteuid().as_raw();
+            let why = match walk(std::path::Path::new(program), me) {
+                Ok(m) => others_may_write(&m, me),
+                Err(Unsafe::Others(why)) => Some(why),
+                Err(Unsafe::Io(e)) => Some(e.to_string()),
+            };
+            if let Some(why) = why {
+                c.err(
+                    at,
+                    format!("{program} could be changed by another user than root: {why}; the check runs it as root (keep it and every folder on its way writable by root only)"),
+                );
+            }
+        }
     }
 }
 

@@ -343,29 +343,6 @@ fn make_folder(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Why another user could write to a folder (and so remove or rename
-/// what is in it), if they could: its owner is not root or us, every user
-/// may write to it, or its group may and it is not root's group.
-fn others_may_write(meta: &std::fs::Metadata, me: u32) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    let (mode, owner, group) = (meta.mode(), meta.uid(), meta.gid());
-    if owner != me && owner != 0 {
-        Some(format!("it belongs to user {owner}"))
-    } else if mode & 0o002 != 0 {
-        Some(format!(
-            "every user may write to it (mode {:04o})",
-            mode & 0o7777
-        ))
-    } else if mode & 0o020 != 0 && group != 0 {
-        Some(format!(
-            "its group (gid {group}) may write to it (mode {:04o})",
-            mode & 0o7777
-        ))
-    } else {
-        None
-    }
-}
-
 /// Refuses a socket folder in which another user could replace the socket
 /// (remove it and bind their own, which root's `ctl` would then talk to:
 /// found in audit, `ctl save --output` then wrote that user's
@@ -380,12 +357,7 @@ fn others_may_write(meta: &std::fs::Metadata, me: u32) -> Option<String> {
 /// is; found in audit: another user's `/tmp/lb -> /root-dir` passed as
 /// root's folder, and the link could be pointed elsewhere at any time).
 fn folder_is_ours(dir: &Path) -> std::io::Result<()> {
-    folder_is_ours_within(dir, 0)
-}
-
-/// [`folder_is_ours`], `depth` symlinks in.
-fn folder_is_ours_within(dir: &Path, depth: usize) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
+    use lb_config::owner::{others_may_write, walk, Unsafe};
     let me = rustix::process::geteuid().as_raw();
     let unsafe_because = |why: String| {
         std::io::Error::new(
@@ -397,66 +369,12 @@ fn folder_is_ours_within(dir: &Path, depth: usize) -> std::io::Result<()> {
             ),
         )
     };
-    if depth > 40 {
-        return Err(unsafe_because("too many levels of symbolic links".into()));
-    }
-    let absolute = if dir.is_absolute() {
-        dir.to_path_buf()
-    } else {
-        std::env::current_dir()?.join(dir)
+    let above = match walk(dir, me) {
+        Ok(m) => m,
+        Err(Unsafe::Others(why)) => return Err(unsafe_because(why)),
+        Err(Unsafe::Io(e)) => return Err(e),
     };
-    let mut at = PathBuf::from("/");
-    let mut above = std::fs::symlink_metadata(&at)?;
-    let mut parts = absolute.components().skip(1).peekable();
-    while let Some(part) = parts.next() {
-        let next = at.join(part);
-        let meta = std::fs::symlink_metadata(&next)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", next.display())))?;
-        // An entry of a folder others may write to: only sticky keeps
-        // them from removing it, and only if it is not theirs.
-        if let Some(why) = others_may_write(&above, me) {
-            let (owner, sticky) = (above.uid(), above.mode() & 0o1000 != 0);
-            if owner != me && owner != 0 {
-                return Err(unsafe_because(format!(
-                    "{} is in {}: {why}",
-                    next.display(),
-                    at.display()
-                )));
-            }
-            if !sticky {
-                return Err(unsafe_because(format!(
-                    "{} is in {}, which is not sticky: {why}",
-                    next.display(),
-                    at.display()
-                )));
-            }
-            let entry_owner = meta.uid();
-            if entry_owner != me && entry_owner != 0 {
-                return Err(unsafe_because(format!(
-                    "{} belongs to user {entry_owner} and is in {}: {why}",
-                    next.display(),
-                    at.display()
-                )));
-            }
-        }
-        if meta.file_type().is_symlink() {
-            let owner = meta.uid();
-            if owner != me && owner != 0 {
-                return Err(unsafe_because(format!(
-                    "{} is a symbolic link of user {owner}, who may point it elsewhere at any time",
-                    next.display()
-                )));
-            }
-            // What it names, from `/`, then the rest of the path there.
-            let to = std::fs::read_link(&next)?;
-            let mut resolved = at.join(to);
-            resolved.extend(parts);
-            return folder_is_ours_within(&resolved, depth + 1);
-        }
-        at = next;
-        above = meta;
-    }
-    // `at` is the folder itself, looked at without following a symlink.
+    // The folder itself, looked at without following a symlink.
     if !above.is_dir() {
         return Err(unsafe_because("it is not a folder".into()));
     }
