@@ -602,8 +602,10 @@ impl<R: Routes> Announcer<R> {
 
     /// Announces the VIPs held down that have been wanted for their
     /// hold-down by `now` (the control loop calls it every tick: no health
-    /// change may come to do it). A route the kernel refuses then is held
-    /// again, so tried again a hold-down later. Whether any was announced.
+    /// change may come to do it). A route the kernel refuses then stays
+    /// held, due again [`LEFTOVER_RETRY`] later (found in review: it was
+    /// held a whole hold-down again, up to 120 s more, for one refusal).
+    /// Whether any was announced.
     pub fn release_held(&mut self, now: Instant) -> bool {
         let Some((table, _)) = self.settings else {
             self.held.clear();
@@ -622,9 +624,13 @@ impl<R: Routes> Announcer<R> {
             return false;
         }
         let mut batch = Vec::new();
+        let mut retry = Vec::new();
         for (vip, dev, hold) in due {
             self.held.remove(&vip);
             log::info!("announce: {vip} wanted for {hold:?} without a break: hold-down over");
+            // Due again a retry from now, should the kernel refuse it.
+            let since = (now + LEFTOVER_RETRY).checked_sub(hold).unwrap_or(now);
+            retry.push((vip, dev.clone(), since));
             batch.push(RouteChange {
                 op: RouteOp::Replace,
                 table,
@@ -633,7 +639,15 @@ impl<R: Routes> Announcer<R> {
             });
         }
         self.apply(batch);
-        true
+        let mut announced = false;
+        for (vip, dev, since) in retry {
+            if self.announced.contains_key(&vip) || self.unconfirmed.contains_key(&vip) {
+                announced = true;
+            } else {
+                self.held.insert(vip, (dev, since));
+            }
+        }
+        announced
     }
 
     /// Whether `vip` is wanted but held down now.
@@ -1751,6 +1765,29 @@ address = "198.18.0.11"
         assert_eq!(a.routes.log[n..], ["del 198.18.1.100 lbk1 101"]);
         assert!(!a.release_held(then + 4 * HOLD_DOWN_MAX), "nothing held");
         assert_eq!(a.announced().count(), 0);
+    }
+
+    /// Found in review: a route the kernel refused when its hold-down
+    /// ended was held a whole hold-down again (up to 120 s) before the
+    /// next try. It stays held, due again a retry later.
+    #[test]
+    fn a_route_refused_at_the_end_of_its_hold_down_is_tried_again_soon() {
+        let vip: IpAddr = "198.18.1.100".parse().unwrap();
+        let one = BTreeMap::from([(vip, "lbk0".to_string())]);
+        let t = Instant::now();
+        let mut a = Announcer::new(Fake::default(), Some(&A));
+        a.update(Some(&A), &one, t);
+        a.update(Some(&A), &BTreeMap::new(), t);
+        a.update(Some(&A), &one, t);
+        assert!(a.is_held(vip));
+        a.routes.refuse = Some(vip);
+        assert!(!a.release_held(t + HOLD_DOWN_FIRST), "refused");
+        assert!(a.is_held(vip) && !a.is_announced(vip));
+        a.routes.refuse = None;
+        let soon = t + HOLD_DOWN_FIRST + LEFTOVER_RETRY;
+        assert!(!a.release_held(soon - Duration::from_millis(1)));
+        assert!(a.release_held(soon), "tried again a retry later");
+        assert!(a.is_announced(vip) && !a.is_held(vip));
     }
 
     /// Found in CI: with `initial = "up"` a VIP is announced at the
