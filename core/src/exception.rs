@@ -4,8 +4,9 @@
 //! bounded number of writes to the tap (each a system call) and forwarding
 //! goes on. What the kernel runs over it (BGP, BFD, SSH, health checks) is
 //! a few packets per second to a few thousand; the budgets are well above
-//! that. Routing and resolution traffic, and the answers from reals, have
-//! budgets of their own beside the rest's ([`KernelBudgets`]).
+//! that. Routing and resolution traffic, BFD apart from the rest of it,
+//! and the answers from reals, have budgets of their own beside the
+//! rest's ([`KernelBudgets`]).
 
 use std::net::IpAddr;
 
@@ -30,6 +31,21 @@ pub const REALS_RATE_PER_MS: u32 = 8;
 /// of anything else to a port's address does not take BGP, BFD and
 /// neighbor resolution down with it.
 pub const CONTROL_RATE_PER_MS: u32 = 8;
+
+/// BFD packets (see [`KernelClass::Bfd`]) a worker may give one port's
+/// kernel per millisecond, in a budget of their own beside the other
+/// routing traffic's (and another as large for multihop BFD from a
+/// configured peer, [`KernelClass::ClaimedBfd`]), so that a router's BGP,
+/// a full table sent at once, does not spend what its BFD needs (found in
+/// review: its BFD was dropped, timed out, and the session went down when
+/// it was busiest). Shared out among senders as the others are
+/// ([`SenderBudget`]): one sender takes at most 2 a millisecond, 16 at
+/// once, and two parts' reserves (2,000 a second a worker: BFD is a few
+/// packets per session and interval, tens a second at 10 ms), and half
+/// of it (4 a millisecond, one frame every 64 ms for each of the 256
+/// parts) is the parts' reserves, which a flood from other senders does
+/// not spend.
+pub const BFD_RATE_PER_MS: u32 = 8;
 
 /// Connection-sync datagrams from the `[sync]` peer (see
 /// [`KernelClass::Sync`]) a worker may give the kernel per millisecond, and
@@ -87,7 +103,9 @@ pub enum Source {
 ///   limit 1, past one hop-by-hop header.
 ///
 /// Everything else goes in the other budgets: a flood of it, forged, must
-/// not take ARP, neighbor discovery, MLD, BGP and BFD down. (IPv6 with
+/// not take ARP, neighbor discovery, MLD, BGP and BFD down. BFD, though
+/// routing traffic here, has budgets of its own ([`KernelClass::Bfd`],
+/// [`KernelClass::ClaimedBfd`]). (IPv6 with
 /// other extension headers is not looked into: none of these use them.)
 pub fn is_control(frame: &[u8], source: impl Fn(IpAddr) -> Source) -> bool {
     match read(frame) {
@@ -109,10 +127,36 @@ enum Proof {
     Claimed,
 }
 
+/// What [`is_control`] found an IP packet to be: how it earned its place,
+/// and whether it is BFD (control or echo), which has budgets of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Routing {
+    proof: Proof,
+    bfd: bool,
+}
+
+impl Proof {
+    /// Routing traffic so proven, not BFD.
+    fn other(self) -> Routing {
+        Routing {
+            proof: self,
+            bfd: false,
+        }
+    }
+
+    /// BFD so proven.
+    fn bfd(self) -> Routing {
+        Routing {
+            proof: self,
+            bfd: true,
+        }
+    }
+}
+
 /// [`is_control`] for an IP packet: how, if it is.
-fn ip_control(ip: &IpView<'_>, source: impl Fn(IpAddr) -> Source) -> Option<Proof> {
+fn ip_control(ip: &IpView<'_>, source: impl Fn(IpAddr) -> Source) -> Option<Routing> {
     if is_mld_query(ip) {
-        return Some(Proof::Link);
+        return Some(Proof::Link.other());
     }
     // No router forwards a link-local source (RFC 4291 2.5.6): one proves
     // its sender on the link as TTL 255 does (found in review: BGP over
@@ -215,7 +259,7 @@ fn l4_control(
     ttl: u8,
     link_local: bool,
     source: impl Fn() -> Source,
-) -> Option<Proof> {
+) -> Option<Routing> {
     use crate::wire::{Icmpv6Packet, Icmpv6Type, IpProtocol, TransportHeader};
     let link_ttl = ttl == LINK_TTL;
     match protocol {
@@ -230,23 +274,25 @@ fn l4_control(
                         | Icmpv6Type::Redirect
                 )
             }))
-        .then_some(Proof::Link),
+        .then_some(Proof::Link.other()),
         IpProtocol::Tcp => {
             let bgp = TransportHeader::new_checked(protocol, l4)
                 .is_ok_and(|t| t.src_port() == BGP || t.dst_port() == BGP);
             if !bgp {
                 None
             } else if link_ttl || link_local {
-                Some(Proof::Link)
+                Some(Proof::Link.other())
             } else {
-                matches!(source(), Source::OnLink | Source::Peer).then_some(Proof::Claimed)
+                matches!(source(), Source::OnLink | Source::Peer).then_some(Proof::Claimed.other())
             }
         }
         IpProtocol::Udp => match TransportHeader::new_checked(protocol, l4).map(|t| t.dst_port()) {
-            Ok(BFD_SINGLE_HOP) => link_ttl.then_some(Proof::Link),
+            Ok(BFD_SINGLE_HOP) => link_ttl.then_some(Proof::Link.bfd()),
             // Our own packet back from the peer: one hop at most.
-            Ok(BFD_ECHO) => (ttl >= LINK_TTL - 1 && source() == Source::Own).then_some(Proof::Link),
-            Ok(BFD_MULTIHOP) => (source() == Source::Peer).then_some(Proof::Claimed),
+            Ok(BFD_ECHO) => {
+                (ttl >= LINK_TTL - 1 && source() == Source::Own).then_some(Proof::Link.bfd())
+            }
+            Ok(BFD_MULTIHOP) => (source() == Source::Peer).then_some(Proof::Claimed.bfd()),
             _ => None,
         },
         _ => None,
@@ -257,16 +303,35 @@ fn l4_control(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelClass {
     /// Routing and resolution traffic that only the port's link can send
-    /// ([`is_control`] by TTL 255, ARP, an MLD query).
+    /// ([`is_control`] by TTL 255, ARP, an MLD query), but BFD
+    /// ([`KernelClass::Bfd`]).
     Control,
     /// Routing traffic admitted by what its source claims (BGP from the
-    /// port's network without TTL 255, BGP and multihop BFD from a
-    /// configured peer): a budget apart from [`KernelClass::Control`]'s,
+    /// port's network without TTL 255, BGP from a configured peer; a
+    /// peer's multihop BFD is [`KernelClass::ClaimedBfd`]): a budget apart from [`KernelClass::Control`]'s,
     /// since anyone can forge such a source from afar where the routers
     /// in front let it in (found in audit: a flood of forged BGP from the
     /// upstream router's address took the shared budget, and the real
     /// TTL-255 BGP and BFD sessions went down with it).
     Claimed,
+    /// BFD that only the port's link can send: single-hop BFD control
+    /// with TTL (hop limit) 255 (RFC 5881 section 5), and echo from the
+    /// port's own address with TTL 254 or 255. A budget of its own beside
+    /// [`KernelClass::Control`]'s ([`BFD_RATE_PER_MS`]), shared out among
+    /// senders as that one is (found in review: a router's BGP, a full
+    /// table at once, spent its sender's share of the Control budget,
+    /// and its BFD, from the same address in the same milliseconds, was
+    /// dropped with it: BFD timed out and the session went down). BFD
+    /// from afar (below TTL 255) never takes it, and one sender's flood
+    /// of it takes its own share, not another's.
+    Bfd,
+    /// Multihop BFD (RFC 5883) from one of the port's `routing_peers`:
+    /// admitted by what its source claims, so beside
+    /// [`KernelClass::Bfd`] (a forged flood of it from afar spends this
+    /// one, not the link's BFD), and apart from
+    /// [`KernelClass::Claimed`] (a peer's multihop BGP does not spend
+    /// its BFD's share).
+    ClaimedBfd,
     /// From the address of a configured real: the answers to the kernel's
     /// own connections to reals, health checks above all, and whatever
     /// else a real sends to the port (its ARP too, by the sender address
@@ -352,11 +417,20 @@ pub fn kernel_frame(
         Some(Kernel::Arp(sender)) => (KernelClass::Control, sender),
         Some(Kernel::Ip(ip)) if is_sync(&ip, sync) => (KernelClass::Sync, Some(ip.src)),
         Some(Kernel::Ip(ip)) if reals(ip.src) => (KernelClass::Reals, Some(ip.src)),
-        Some(Kernel::Ip(ip)) => match ip_control(&ip, &source) {
-            Some(Proof::Link) => (KernelClass::Control, Some(ip.src)),
-            Some(Proof::Claimed) => (KernelClass::Claimed, Some(ip.src)),
-            None => (KernelClass::Other, Some(ip.src)),
-        },
+        Some(Kernel::Ip(ip)) => {
+            let class = match ip_control(&ip, &source) {
+                Some(Routing { proof, bfd: false }) => match proof {
+                    Proof::Link => KernelClass::Control,
+                    Proof::Claimed => KernelClass::Claimed,
+                },
+                Some(Routing { proof, bfd: true }) => match proof {
+                    Proof::Link => KernelClass::Bfd,
+                    Proof::Claimed => KernelClass::ClaimedBfd,
+                },
+                None => KernelClass::Other,
+            };
+            (class, Some(ip.src))
+        }
         None => (KernelClass::Other, None),
     };
     KernelFrame { class, sender }
@@ -390,11 +464,15 @@ fn is_sync(ip: &IpView<'_>, sync: Option<(IpAddr, u16)>) -> bool {
 /// ([`SenderBudget`]): one sender (one real, one host on the segment) no
 /// longer takes a whole class (found in audit: one real's frames to the
 /// port's address starved every other real's health checks). The sync
-/// class has one sender by definition, the rest's is anybody's.
+/// class has one sender by definition, the rest's is anybody's. BFD has
+/// budgets of its own beside the other routing traffic's, so that a
+/// router's BGP does not spend its BFD's share (found in review).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelBudgets {
     control: SenderBudget,
     claimed: SenderBudget,
+    bfd: SenderBudget,
+    claimed_bfd: SenderBudget,
     reals: SenderBudget,
     sync: KernelBudget,
     other: KernelBudget,
@@ -414,6 +492,8 @@ impl KernelBudgets {
         KernelBudgets {
             control: SenderBudget::new(CONTROL_RATE_PER_MS, key),
             claimed: SenderBudget::new(CONTROL_RATE_PER_MS, key.rotate_left(21)),
+            bfd: SenderBudget::new(BFD_RATE_PER_MS, key.rotate_left(7)),
+            claimed_bfd: SenderBudget::new(BFD_RATE_PER_MS, key.rotate_left(28)),
             reals: SenderBudget::new(REALS_RATE_PER_MS, key.rotate_left(42)),
             sync: KernelBudget::new(SYNC_RATE_PER_MS, SYNC_BURST),
             other: KernelBudget::default(),
@@ -429,6 +509,8 @@ impl KernelBudgets {
         match class {
             KernelClass::Control => self.control.take(sender, now),
             KernelClass::Claimed => self.claimed.take(sender, now),
+            KernelClass::Bfd => self.bfd.take(sender, now),
+            KernelClass::ClaimedBfd => self.claimed_bfd.take(sender, now),
             KernelClass::Reals => self.reals.take(sender, now),
             KernelClass::Sync => self.sync.take(now),
             KernelClass::Other => self.other.take(now),
@@ -974,7 +1056,7 @@ mod tests {
         assert_eq!(class(&forged_bgp), KernelClass::Other);
         assert_eq!(class(&claimed_bgp), KernelClass::Claimed);
         assert_eq!(class(&bgp), KernelClass::Control);
-        assert_eq!(class(&bfd), KernelClass::Control);
+        assert_eq!(class(&bfd), KernelClass::Bfd);
         assert_eq!(class(&health), KernelClass::Reals);
         let (mut bgp_through, mut bfd_through, mut health_through) = (0, 0, 0);
         for ms in 0..100 {
@@ -1050,12 +1132,16 @@ mod tests {
         let is_real = |a: IpAddr| a == real;
         let class = |f: &[u8]| kernel_frame(f, |_| Source::OnLink, is_real, None);
         let flood = from(frame(false, 6, (40000, 179), 255), [198, 18, 0, 11]);
+        // And BFD of its own, which BFD's budgets never see either.
+        let bfd_flood = from(frame(false, 17, (49152, 3784), 255), [198, 18, 0, 11]);
         let bfd = from(frame(false, 17, (49152, 3784), 255), [198, 18, 0, 1]);
-        assert_eq!(class(&bfd).class, KernelClass::Control);
+        assert_eq!(class(&bfd).class, KernelClass::Bfd);
+        assert_eq!(class(&bfd_flood).class, KernelClass::Reals);
         let mut bfd_through = 0;
         for ms in 0..100 {
             for _ in 0..100 {
                 b.take(class(&flood), ms);
+                b.take(class(&bfd_flood), ms);
             }
             bfd_through += usize::from(b.take(class(&bfd), ms));
         }
@@ -1063,6 +1149,184 @@ mod tests {
             bfd_through, 100,
             "the router's ({router}) BFD packets that reached the kernel while the real ({real}) sent"
         );
+    }
+
+    /// Sets the IPv6 source of a frame built by [`frame`].
+    fn from6(mut f: Vec<u8>, src: &str) -> Vec<u8> {
+        let src: std::net::Ipv6Addr = src.parse().unwrap();
+        crate::wire::Ipv6Packet::new_unchecked(&mut f[14..]).set_src_addr(src);
+        f
+    }
+
+    /// Found in review (known limitation): one sender's cap counted all
+    /// it sent, so a router that sends its full BGP table at once (TTL
+    /// 255 segments, 20 a millisecond for two seconds) spent the share
+    /// its BFD control packets, from the same address in the same
+    /// milliseconds, needed too: they were dropped, BFD timed out and
+    /// the BGP session went down when it was busiest. IPv4 and IPv6.
+    #[test]
+    fn a_routers_bgp_burst_leaves_its_bfd_its_way() {
+        let v4 = (
+            from(frame(false, 6, (179, 40000), 255), [198, 18, 0, 1]),
+            from(frame(false, 17, (49152, 3784), 255), [198, 18, 0, 1]),
+        );
+        let v6 = (
+            from6(frame(true, 6, (179, 40000), 255), "2001:2::1"),
+            from6(frame(true, 17, (49152, 3784), 255), "2001:2::1"),
+        );
+        for (bgp, bfd) in [v4, v6] {
+            let mut b = KernelBudgets::with_key(0x5eed);
+            let class = |f: &[u8]| kernel_frame(f, NEAR, |_| false, None);
+            let (mut sent, mut through, mut bgp_through) = (0, 0, 0);
+            for ms in 1..=2000u32 {
+                for _ in 0..20 {
+                    bgp_through += usize::from(b.take(class(&bgp), ms));
+                }
+                // Several sessions (or a fast one): one every 10 ms.
+                if ms % 10 == 0 {
+                    sent += 1;
+                    through += usize::from(b.take(class(&bfd), ms));
+                }
+            }
+            assert_eq!(
+                through, sent,
+                "the router's BFD packets that reached the kernel"
+            );
+            // BGP itself still has its share: 2 a millisecond.
+            assert!(bgp_through >= 2 * 2000, "{bgp_through}");
+        }
+    }
+
+    /// The same for a multihop session (a configured routing peer): the
+    /// peer's BGP (in the claims' budget) leaves its multihop BFD its own
+    /// way, IPv4 and IPv6.
+    #[test]
+    fn a_peers_multihop_bgp_burst_leaves_its_multihop_bfd_its_way() {
+        let v4 = (
+            from(frame(false, 6, (179, 40000), 60), [192, 0, 2, 1]),
+            from(frame(false, 17, (49152, 4784), 60), [192, 0, 2, 1]),
+        );
+        let v6 = (
+            from6(frame(true, 6, (179, 40000), 60), "2001:db8::1"),
+            from6(frame(true, 17, (49152, 4784), 60), "2001:db8::1"),
+        );
+        for (bgp, bfd) in [v4, v6] {
+            let mut b = KernelBudgets::with_key(0x5eed);
+            let class = |f: &[u8]| kernel_frame(f, PEER, |_| false, None);
+            assert_eq!(class(&bgp).class, KernelClass::Claimed);
+            assert_eq!(class(&bfd).class, KernelClass::ClaimedBfd);
+            let (mut sent, mut through, mut bgp_through) = (0, 0, 0);
+            for ms in 1..=2000u32 {
+                for _ in 0..20 {
+                    bgp_through += usize::from(b.take(class(&bgp), ms));
+                }
+                if ms % 10 == 0 {
+                    sent += 1;
+                    through += usize::from(b.take(class(&bfd), ms));
+                }
+            }
+            assert_eq!(
+                through, sent,
+                "the peer's BFD packets that reached the kernel"
+            );
+            assert!(bgp_through >= 2 * 2000, "{bgp_through}");
+        }
+    }
+
+    /// BFD's budget is the link's: BFD from afar (below TTL 255), forged
+    /// with the router's address or any other, single-hop, echo or
+    /// multihop, never takes it (multihop from a configured peer's
+    /// address takes the claims' BFD budget, apart), and the router's BFD
+    /// and BGP go through a flood of all of them. IPv4 and IPv6.
+    #[test]
+    fn a_forged_bfd_flood_from_afar_leaves_the_links_bfd_its_way() {
+        let router4 = |f: Vec<u8>| from(f, [198, 18, 0, 1]);
+        let router6 = |f: Vec<u8>| from6(f, "2001:2::1");
+        for v6 in [false, true] {
+            let router = |f: Vec<u8>| if v6 { router6(f) } else { router4(f) };
+            let mut forged = Vec::new();
+            for ttl in [1, 64, 254] {
+                forged.push(router(frame(v6, 17, (49152, 3784), ttl)));
+                forged.push(router(frame(v6, 17, (49152, 4784), ttl)));
+            }
+            // Echo "from our own address" that crossed routers.
+            forged.push(frame(v6, 17, (3785, 3785), 253));
+            let near = |f: &[u8]| kernel_frame(f, NEAR, |_| false, None);
+            let own = |f: &[u8]| kernel_frame(f, OWN, |_| false, None);
+            let peer = |f: &[u8]| kernel_frame(f, PEER, |_| false, None);
+            for f in &forged {
+                for c in [near(f), own(f), peer(f)] {
+                    assert_ne!(c.class, KernelClass::Bfd, "{c:?}");
+                    assert_ne!(c.class, KernelClass::Control, "{c:?}");
+                }
+            }
+            // Multihop BFD with TTL 255 from anyone but a peer is nothing
+            // either: only a configured peer's address admits it.
+            let mh = router(frame(v6, 17, (49152, 4784), 255));
+            assert_eq!(near(&mh).class, KernelClass::Other);
+            assert_eq!(peer(&mh).class, KernelClass::ClaimedBfd);
+            let bfd = router(frame(v6, 17, (49152, 3784), 255));
+            let bgp = router(frame(v6, 6, (179, 40000), 255));
+            assert_eq!(near(&bfd).class, KernelClass::Bfd);
+            let mut b = KernelBudgets::with_key(0x5eed);
+            let (mut sent, mut bfd_through, mut bgp_through) = (0, 0, 0);
+            for ms in 1..=1000u32 {
+                for f in &forged {
+                    for _ in 0..50 {
+                        // As the port would see them: the router's
+                        // address on the link, also a routing peer's.
+                        b.take(near(f), ms);
+                        b.take(peer(f), ms);
+                    }
+                }
+                if ms % 10 == 0 {
+                    sent += 1;
+                    bfd_through += usize::from(b.take(near(&bfd), ms));
+                    bgp_through += usize::from(b.take(near(&bgp), ms));
+                }
+            }
+            assert_eq!(bfd_through, sent, "the router's BFD (IPv6: {v6})");
+            assert_eq!(bgp_through, sent, "the router's BGP (IPv6: {v6})");
+        }
+    }
+
+    /// A host on the link that floods TTL-255 BFD from its own address
+    /// takes its own share of BFD's budget (a quarter, and its parts'
+    /// reserves), and another router's BFD still goes through, IPv4 and
+    /// IPv6; the flood gets no more than its share.
+    #[test]
+    fn one_senders_bfd_flood_leaves_another_senders_bfd_its_way() {
+        let v4 = (
+            from(frame(false, 17, (49152, 3784), 255), [198, 18, 0, 66]),
+            from(frame(false, 17, (49152, 3784), 255), [198, 18, 0, 1]),
+        );
+        let v6 = (
+            from6(frame(true, 17, (49152, 3784), 255), "2001:2::66"),
+            from6(frame(true, 17, (49152, 3784), 255), "2001:2::1"),
+        );
+        for (flood, bfd) in [v4, v6] {
+            let mut b = KernelBudgets::with_key(0x5eed);
+            let class = |f: &[u8]| kernel_frame(f, NEAR, |_| false, None);
+            assert_eq!(class(&flood).class, KernelClass::Bfd);
+            let (mut sent, mut through, mut flood_through) = (0u32, 0u32, 0u32);
+            for ms in 1..=1000u32 {
+                for _ in 0..100 {
+                    flood_through += u32::from(b.take(class(&flood), ms));
+                }
+                if ms % 10 == 0 {
+                    sent += 1;
+                    through += u32::from(b.take(class(&bfd), ms));
+                }
+                for _ in 0..100 {
+                    flood_through += u32::from(b.take(class(&flood), ms));
+                }
+            }
+            assert_eq!(through, sent, "the other router's BFD packets");
+            let share = SENDER_BURST
+                + SENDER_RATE_PER_MS * 1000
+                + 2 * (SHARE_RESERVE_BURST + 1000 / SHARE_RESERVE_MS + 1);
+            assert!(flood_through <= share, "{flood_through}");
+        }
     }
 
     /// An Ethernet/IPv4 ARP packet from `sender`.
@@ -1124,7 +1388,7 @@ mod tests {
         assert_eq!(
             near(&from(frame(false, 17, (49152, 3784), 255), router)),
             KernelFrame {
-                class: KernelClass::Control,
+                class: KernelClass::Bfd,
                 sender: Some(IpAddr::from(router)),
             }
         );
@@ -1144,7 +1408,9 @@ mod tests {
 
     /// A host on the segment that forges a few source addresses (none
     /// of them the router's part) spends the common bucket, and the
-    /// router's BFD still goes on its part's reserve; a flood from one
+    /// router's BGP keepalives (TTL 255) still go on its part's reserve
+    /// (its BFD has a budget of its own: see
+    /// `one_senders_bfd_flood_leaves_another_senders_bfd_its_way`); a flood from one
     /// address gets a quarter of the class and its reserve, no more.
     #[test]
     fn a_forger_of_several_sources_leaves_another_sender_its_reserve() {
@@ -1165,7 +1431,8 @@ mod tests {
             .iter()
             .map(|&a| from(frame(false, 6, (40000, 179), 255), a))
             .collect();
-        let bfd = from(frame(false, 17, (49152, 3784), 255), [198, 18, 0, 1]);
+        let keepalive = from(frame(false, 6, (179, 40000), 255), [198, 18, 0, 1]);
+        assert_eq!(class(&keepalive).class, KernelClass::Control);
         let (mut sent, mut through, mut flood_through) = (0, 0, 0);
         for ms in 1..=3000u32 {
             for f in &floods {
@@ -1175,10 +1442,10 @@ mod tests {
             }
             if ms % 100 == 0 {
                 sent += 1;
-                through += usize::from(b.take(class(&bfd), ms));
+                through += usize::from(b.take(class(&keepalive), ms));
             }
         }
-        assert_eq!(through, sent, "every BFD packet went through");
+        assert_eq!(through, sent, "every keepalive went through");
         // The forger had the common bucket (4 a ms) and its 32 reserves.
         assert!(flood_through <= 32 + 3000 * 4 + 32 * (4 + 3000 / 64 + 1));
         // One address alone: 2 a millisecond from the common bucket, and

@@ -17,7 +17,9 @@
 //! hop limit 1 to a group, behind at most one hop-by-hop header: no router
 //! forwards a link-local source). A real's frames (every address a
 //! real's) are never routing traffic but ARP naming no sender; a routing
-//! peer that is also a real keeps the link's budget.
+//! peer that is also a real keeps the link's budget. BFD (UDP to 3784,
+//! 3785, 4784 as read here) is never in the other routing budgets, and
+//! only UDP is in BFD's.
 //!
 //! IPv6: the fixed header re-emits byte for byte; the extension-header walk
 //! ends inside the payload; ICMPv6 and NDP reprs round-trip and emit valid
@@ -45,7 +47,8 @@ fn kernel_budget(v: &mut Violations, frame: &[u8]) {
     // The class agrees with the routing test, and nothing is the reals'
     // unless it comes from one.
     let class = kernel_class(frame, |_| Source::Far, |_| false);
-    if (class == KernelClass::Control) != far || class == KernelClass::Reals {
+    let link = |c: KernelClass| matches!(c, KernelClass::Control | KernelClass::Bfd);
+    if link(class) != far || class == KernelClass::Reals {
         v.add("wire.kernel-budget", format!("classed {class:?}"));
     }
     if !far && kernel_class(frame, |_| Source::Far, |_| true) == KernelClass::Other {
@@ -66,16 +69,31 @@ fn kernel_budget(v: &mut Violations, frame: &[u8]) {
     // routing traffic, and a frame with a sender has it in the budgets'
     // view; nor does a real that is also a routing peer lose its place.
     let real = lb_core::exception::kernel_frame(frame, |_| Source::OnLink, |_| true, None);
-    if real.class == KernelClass::Claimed
-        || (real.class == KernelClass::Control && real.sender.is_some())
+    if matches!(real.class, KernelClass::Claimed | KernelClass::ClaimedBfd)
+        || (link(real.class) && real.sender.is_some())
     {
         v.add("wire.kernel-budget", format!("a real's frame {real:?}"));
     }
-    if far && kernel_class(frame, |_| Source::Peer, |_| true) != KernelClass::Control {
+    if far && kernel_class(frame, |_| Source::Peer, |_| true) != class {
         v.add(
             "wire.kernel-budget",
             "a routing peer that is also a real lost its link's budget".to_string(),
         );
+    }
+    // BFD has budgets of its own (found in review: a router's BGP spent
+    // its BFD's share): BFD as read here is never in the other routing
+    // budgets, and nothing but UDP is in BFD's.
+    let bfd = bfd_port(frame);
+    for s in [Source::Far, Source::Own, Source::Peer, Source::OnLink] {
+        let c = kernel_class(frame, |_| s, |_| false);
+        let in_bfd = matches!(c, KernelClass::Bfd | KernelClass::ClaimedBfd);
+        let in_routing = matches!(c, KernelClass::Control | KernelClass::Claimed);
+        if (bfd == Some(true) && in_routing) || (in_bfd && bfd.is_none()) {
+            v.add(
+                "wire.kernel-budget",
+                format!("BFD {bfd:?} classed {c:?} from {s:?}"),
+            );
+        }
     }
     // A source that is ours, a peer's or on the link only ever adds.
     for s in [Source::Own, Source::Peer, Source::OnLink] {
@@ -111,6 +129,30 @@ fn kernel_budget(v: &mut Violations, frame: &[u8]) {
                 format!("counted from afar with TTL {ttl:?}"),
             );
         }
+    }
+}
+
+/// Whether `frame` is UDP to one of BFD's ports, read here on its own:
+/// None if it is no UDP (IPv4 protocol 17, IPv6 next header 17 or a
+/// hop-by-hop header, which the budgets look past and this does not).
+fn bfd_port(frame: &[u8]) -> Option<bool> {
+    let bfd = |l4: &[u8]| {
+        UdpPacket::new_checked(l4).is_ok_and(|u| matches!(u.dst_port(), 3784 | 3785 | 4784))
+    };
+    match frame.get(12..14)? {
+        [0x08, 0x00] => {
+            let ip = Ipv4Packet::new_checked(frame.get(14..)?).ok()?;
+            (ip.protocol() == IpProtocol::Udp).then(|| bfd(ip.payload()))
+        }
+        [0x86, 0xdd] => {
+            let ip = Ipv6Packet::new_checked(frame.get(14..)?).ok()?;
+            match ip.next_header() {
+                IpProtocol::Udp => Some(bfd(ip.payload())),
+                IpProtocol::HopByHop => Some(false),
+                _ => None,
+            }
+        }
+        _ => None,
     }
 }
 
