@@ -284,14 +284,7 @@ impl KernelPath {
                 .map_or(exception::Source::Far, |p| p.source_of(a))
         };
         let frame = exception::kernel_frame(m.data(), source, |a| snap.is_real(a), snap.sync_peer);
-        // The peer's sync datagrams come in bursts (a bulk pass): room up
-        // to a whole queue for them, the budgets' burst for the rest.
-        let room = queue.len()
-            < if frame.class == exception::KernelClass::Sync {
-                crate::dpdk::MAX_BURST
-            } else {
-                KERNEL_BURST as usize
-            };
+        let room = queue.len() < room_for(frame.class);
         if !room || self.taps[port].is_none() || !self.budgets[port].take(frame, now) {
             stats.drop_packet(DropReason::KernelQueueFull);
             return;
@@ -345,9 +338,43 @@ fn count(counters: &[lb_core::stats::Counter], port: usize, n: usize) {
     }
 }
 
+/// How full a port's queue for the tap (frames since the last poll's
+/// write) may be for one more frame of `class`. The peer's sync datagrams
+/// come in bursts (a bulk pass): room up to a whole queue for them, the
+/// budgets' burst for the rest. BFD too may fill the queue, so that the
+/// rest's burst after a quiet spell (64 at once, the whole room) does not
+/// take the poll's room from it (found in review): its budgets bound it,
+/// as they bound sync.
+#[inline]
+fn room_for(class: exception::KernelClass) -> usize {
+    use exception::KernelClass;
+    match class {
+        KernelClass::Sync | KernelClass::Bfd | KernelClass::ClaimedBfd => crate::dpdk::MAX_BURST,
+        _ => KERNEL_BURST as usize,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A flood of anything to the port's address, after a quiet spell,
+    /// fills the rest's room in one poll (its budget's whole burst): the
+    /// router's BFD in the same poll still finds room, and so does the
+    /// sync peer's; the rest, and BGP, do not.
+    #[test]
+    fn bfd_finds_room_behind_a_floods_first_burst() {
+        use exception::{KernelBudgets, KernelClass};
+        let mut b = KernelBudgets::with_key(1);
+        let queued = (0..1000).filter(|_| b.take(KernelClass::Other, 5)).count();
+        assert_eq!(queued, KERNEL_BURST as usize);
+        for class in [KernelClass::Bfd, KernelClass::ClaimedBfd, KernelClass::Sync] {
+            assert!(queued < room_for(class), "{class:?}");
+        }
+        for class in [KernelClass::Other, KernelClass::Control, KernelClass::Reals] {
+            assert!(queued >= room_for(class), "{class:?}");
+        }
+    }
 
     #[test]
     fn tap_vdevs_are_named_for_the_net_tap_driver_and_the_port() {
