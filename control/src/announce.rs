@@ -1827,6 +1827,35 @@ address = "198.18.0.11"
         assert!(a.is_announced(vip));
     }
 
+    /// Review: a real whose first check succeeds changes no state
+    /// (`Hysteresis::record` returns None for `initial = "up"` then up),
+    /// so the supervisor publishes nothing and `update` is not called
+    /// until the real's next change of state. The VIP stays
+    /// `provisional` from the start, and the real's first genuine failure
+    /// (hours later, checks long answered: `unsettled` empty) is no flap:
+    /// the VIP comes back without a hold-down.
+    #[test]
+    #[ignore = "review: a VIP stays provisional when its real's first check succeeds"]
+    fn review_a_real_that_answered_up_then_went_down_flaps() {
+        let vip: IpAddr = "198.18.1.100".parse().unwrap();
+        let one = BTreeMap::from([(vip, "lbk0".to_string())]);
+        let nothing = BTreeMap::new();
+        let t = Instant::now();
+        let mut a = Announcer::new(Fake::default(), Some(&A));
+        a.set_unsettled(BTreeSet::from([vip]));
+        a.update(Some(&A), &one, t);
+        assert!(a.is_announced(vip), "the start");
+        // The first check succeeds: no state change, no publish, no
+        // update. An hour later the real fails (answered long ago).
+        a.set_unsettled(BTreeSet::new());
+        a.update(Some(&A), &nothing, t + Duration::from_secs(3600));
+        a.update(Some(&A), &one, t + Duration::from_secs(3601));
+        assert!(
+            a.is_held(vip) && !a.is_announced(vip),
+            "a checked real's failure is a flap, not the start settling"
+        );
+    }
+
     /// Found in review: the supervisor cleared `wanted` for a standby
     /// primary (`standby_primary` in supervisor.rs), and the announcer
     /// counted that as a flap. A primary that went back to standby while running (a
