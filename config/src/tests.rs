@@ -3477,3 +3477,60 @@ fn a_sync_key_file_of_another_user_is_refused() {
         "{e}"
     );
 }
+
+/// Review: `others_may_write` reads the mode bits alone. On a file (or a
+/// folder on the way) of group root with a POSIX ACL naming another user
+/// (`setfacl -m u:deploy:rwx /opt/check.sh`), the group bits show the
+/// ACL mask, `rwx`, and group root's write is taken as root's: the
+/// program is accepted though that user may rewrite it, and it runs as
+/// root at the next check. Needs root and a file system with ACLs.
+#[test]
+#[ignore = "review: a script writable by another user through a POSIX ACL is accepted"]
+fn review_a_script_another_user_may_write_through_an_acl_is_refused() {
+    if !rustix::process::geteuid().is_root() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("lb-config-acl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let program = dir.join("check.sh");
+    std::fs::write(&program, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // user::rwx user:12345:rwx group::r-x mask::rwx other::r-x
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (0x01u16, 7u16, u32::MAX),
+        (0x02, 7, 12345),
+        (0x04, 5, u32::MAX),
+        (0x10, 7, u32::MAX),
+        (0x20, 5, u32::MAX),
+    ] {
+        acl.extend(tag.to_le_bytes());
+        acl.extend(perm.to_le_bytes());
+        acl.extend(id.to_le_bytes());
+    }
+    let set = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import os,sys; os.setxattr(sys.argv[1], 'system.posix_acl_access', bytes.fromhex(sys.argv[2]))",
+        ])
+        .arg(&program)
+        .arg(acl.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        .status();
+    if !set.is_ok_and(|s| s.success()) {
+        let _ = std::fs::remove_dir_all(&dir);
+        return; // no ACLs here
+    }
+    let text = service(&format!(
+        "[services.health_check]\nkind = \"script\"\ncommand = [\"{}\"]",
+        program.display()
+    ));
+    let outcome = Config::parse(&text).map(|_| ()).map_err(|e| e.to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    let e = outcome.expect_err("user 12345 may write to the program: refused");
+    assert!(
+        e.contains("could be changed by another user than root"),
+        "{e}"
+    );
+}
