@@ -1790,6 +1790,44 @@ address = "198.18.0.11"
         assert!(a.is_announced(vip) && !a.is_held(vip));
     }
 
+    /// Review: a route the kernel keeps refusing (its interface down,
+    /// say) stays held and is retried; once its flaps have decayed to none
+    /// (`HOLD_DOWN_DECAY`, no new flap while held) its hold-down is zero,
+    /// `since = now + LEFTOVER_RETRY - 0` lies in the future, and
+    /// `saturating_duration_since` makes it due at once: an `ip -batch`
+    /// (and two log lines) every control tick (100 ms), not every
+    /// `LEFTOVER_RETRY`.
+    #[test]
+    #[ignore = "review: a refused route with its flaps decayed is retried every tick"]
+    fn review_a_refused_route_is_not_retried_every_tick() {
+        let vip: IpAddr = "198.18.1.100".parse().unwrap();
+        let one = BTreeMap::from([(vip, "lbk0".to_string())]);
+        let t = Instant::now();
+        let mut a = Announcer::new(Fake::default(), Some(&A));
+        a.update(Some(&A), &one, t);
+        a.update(Some(&A), &BTreeMap::new(), t);
+        a.update(Some(&A), &one, t);
+        assert!(a.is_held(vip));
+        a.routes.refuse = Some(vip);
+        // Refused every LEFTOVER_RETRY until the flap has decayed.
+        let mut now = t + HOLD_DOWN_FIRST;
+        while now <= t + HOLD_DOWN_DECAY + LEFTOVER_RETRY {
+            a.release_held(now);
+            now += LEFTOVER_RETRY;
+        }
+        assert!(a.is_held(vip));
+        let before = a.routes.batches;
+        // Ten ticks of 100 ms: at most one try.
+        for i in 1..=10u32 {
+            a.release_held(now + Duration::from_millis(100) * i);
+        }
+        assert!(
+            a.routes.batches - before <= 1,
+            "{} `ip` runs in one second",
+            a.routes.batches - before
+        );
+    }
+
     /// Found in CI: with `initial = "up"` a VIP is announced at the
     /// start, before any check answered; a first check that failed (the
     /// real's neighbor not known yet, the real still starting) withdrew
