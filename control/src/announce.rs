@@ -360,6 +360,12 @@ pub struct Announcer<R: Routes> {
     /// VIPs announced (or maybe announced) while unsettled and not wanted
     /// on a checked real since: their withdrawal is no flap.
     provisional: BTreeSet<IpAddr>,
+    /// Held VIPs whose hold-down was over but whose route the kernel
+    /// refused: not tried again before this.
+    retry_at: BTreeMap<IpAddr, Instant>,
+    /// Held VIPs `hold_over` released in the update under way (with when
+    /// they had been held since), in case the kernel refuses them.
+    releasing: Vec<(IpAddr, String, Instant)>,
 }
 
 impl<R: Routes> Announcer<R> {
@@ -378,6 +384,8 @@ impl<R: Routes> Announcer<R> {
             holds_unlogged: 0,
             unsettled: BTreeSet::new(),
             provisional: BTreeSet::new(),
+            retry_at: BTreeMap::new(),
+            releasing: Vec::new(),
         }
     }
 
@@ -389,6 +397,16 @@ impl<R: Routes> Announcer<R> {
     /// withdrawals count again, so a real that flaps is damped as before.
     pub fn set_unsettled(&mut self, vips: BTreeSet<IpAddr>) {
         self.unsettled = vips;
+    }
+
+    /// A check answered "up" for a real of `vip`: it is settled, and its
+    /// next withdrawal is a flap. Told as the answer comes, since a first
+    /// success of a real up by `initial = "up"` changes no state, so
+    /// brings no [`Self::update`] (found in review: the VIP stayed
+    /// provisional, and its real's first genuine failure, any time later,
+    /// was taken for the start settling: no hold-down).
+    pub fn settle(&mut self, vip: IpAddr) {
+        self.provisional.remove(&vip);
     }
 
     /// The VIPs that are to be announced by `snap`: every VIP with a
@@ -534,9 +552,32 @@ impl<R: Routes> Announcer<R> {
         self.flaps
             .retain(|vip, f| f.at(now) > 0 || held.contains_key(vip));
         self.apply(batch);
+        let released = std::mem::take(&mut self.releasing);
+        self.hold_refused(released, now);
         let (announced, unconfirmed) = (&self.announced, &self.unconfirmed);
         self.provisional
             .retain(|vip| announced.contains_key(vip) || unconfirmed.contains_key(vip));
+    }
+
+    /// After a batch that announced `released` (VIPs whose hold-down was
+    /// over, with when they had been held since): those the kernel
+    /// refused stay held, due again [`LEFTOVER_RETRY`] later (found in
+    /// review: held again from scratch, up to 120 s more for one refused
+    /// line; then, with their flaps decayed, tried at every tick).
+    /// Whether any was announced.
+    fn hold_refused(&mut self, released: Vec<(IpAddr, String, Instant)>, now: Instant) -> bool {
+        let mut announced = false;
+        for (vip, dev, since) in released {
+            if self.announced.contains_key(&vip) || self.unconfirmed.contains_key(&vip) {
+                announced = true;
+            } else {
+                self.held.insert(vip, (dev, since));
+                self.retry_at.insert(vip, now + LEFTOVER_RETRY);
+            }
+        }
+        let held = &self.held;
+        self.retry_at.retain(|vip, _| held.contains_key(vip));
+        announced
     }
 
     /// Counts a flap of `vip` at `now`.
@@ -568,8 +609,10 @@ impl<R: Routes> Announcer<R> {
                 now
             }
         };
-        if now.saturating_duration_since(since) >= hold {
+        let refused_lately = self.retry_at.get(&vip).is_some_and(|t| now < *t);
+        if now.saturating_duration_since(since) >= hold && !refused_lately {
             self.held.remove(&vip);
+            self.releasing.push((vip, dev.to_string(), since));
             log::info!(
                 "announce: {vip} wanted for {hold:?} without a break after {flaps} flap(s): hold-down over"
             );
@@ -603,34 +646,33 @@ impl<R: Routes> Announcer<R> {
     /// Announces the VIPs held down that have been wanted for their
     /// hold-down by `now` (the control loop calls it every tick: no health
     /// change may come to do it). A route the kernel refuses then stays
-    /// held, due again [`LEFTOVER_RETRY`] later (found in review: it was
-    /// held a whole hold-down again, up to 120 s more, for one refusal).
+    /// held, due again [`LEFTOVER_RETRY`] later ([`Self::hold_refused`]).
     /// Whether any was announced.
     pub fn release_held(&mut self, now: Instant) -> bool {
         let Some((table, _)) = self.settings else {
             self.held.clear();
             return false;
         };
-        let flaps = &self.flaps;
-        let due: Vec<(IpAddr, String, Duration)> = self
+        let (flaps, retry_at) = (&self.flaps, &self.retry_at);
+        let due: Vec<(IpAddr, String, Instant, Duration)> = self
             .held
             .iter()
             .filter_map(|(vip, (dev, since))| {
                 let hold = hold_down(flaps.get(vip).map_or(0, |f| f.at(now)));
-                (now.saturating_duration_since(*since) >= hold).then(|| (*vip, dev.clone(), hold))
+                let refused_lately = retry_at.get(vip).is_some_and(|t| now < *t);
+                (now.saturating_duration_since(*since) >= hold && !refused_lately)
+                    .then(|| (*vip, dev.clone(), *since, hold))
             })
             .collect();
         if due.is_empty() {
             return false;
         }
         let mut batch = Vec::new();
-        let mut retry = Vec::new();
-        for (vip, dev, hold) in due {
+        let mut released = Vec::new();
+        for (vip, dev, since, hold) in due {
             self.held.remove(&vip);
             log::info!("announce: {vip} wanted for {hold:?} without a break: hold-down over");
-            // Due again a retry from now, should the kernel refuse it.
-            let since = (now + LEFTOVER_RETRY).checked_sub(hold).unwrap_or(now);
-            retry.push((vip, dev.clone(), since));
+            released.push((vip, dev.clone(), since));
             batch.push(RouteChange {
                 op: RouteOp::Replace,
                 table,
@@ -639,15 +681,7 @@ impl<R: Routes> Announcer<R> {
             });
         }
         self.apply(batch);
-        let mut announced = false;
-        for (vip, dev, since) in retry {
-            if self.announced.contains_key(&vip) || self.unconfirmed.contains_key(&vip) {
-                announced = true;
-            } else {
-                self.held.insert(vip, (dev, since));
-            }
-        }
-        announced
+        self.hold_refused(released, now)
     }
 
     /// Whether `vip` is wanted but held down now.
@@ -1788,18 +1822,32 @@ address = "198.18.0.11"
         assert!(!a.release_held(soon - Duration::from_millis(1)));
         assert!(a.release_held(soon), "tried again a retry later");
         assert!(a.is_announced(vip) && !a.is_held(vip));
+        // The same when an update finds the hold-down over (found in
+        // review: held again from scratch, 10 s after the second flap).
+        let later = soon + Duration::from_secs(1);
+        a.update(Some(&A), &BTreeMap::new(), later);
+        a.update(Some(&A), &one, later);
+        assert!(a.is_held(vip));
+        a.routes.refuse = Some(vip);
+        let over = later + HOLD_DOWN_FIRST * 2;
+        a.update(Some(&A), &one, over);
+        assert!(a.is_held(vip) && !a.is_announced(vip), "refused");
+        a.routes.refuse = None;
+        a.update(Some(&A), &one, over + Duration::from_secs(1));
+        assert!(a.is_held(vip), "not before the retry");
+        a.update(Some(&A), &one, over + LEFTOVER_RETRY);
+        assert!(a.is_announced(vip), "a retry later, not a hold-down");
     }
 
-    /// Review: a route the kernel keeps refusing (its interface down,
-    /// say) stays held and is retried; once its flaps have decayed to none
-    /// (`HOLD_DOWN_DECAY`, no new flap while held) its hold-down is zero,
-    /// `since = now + LEFTOVER_RETRY - 0` lies in the future, and
-    /// `saturating_duration_since` makes it due at once: an `ip -batch`
+    /// Found in review: a route the kernel keeps refusing (its interface
+    /// down, say) stays held and is retried; once its flaps had decayed
+    /// to none (`HOLD_DOWN_DECAY`, no new flap while held) its hold-down
+    /// was zero, the retry time moved into `since` lay in the future, and
+    /// `saturating_duration_since` made it due at once: an `ip -batch`
     /// (and two log lines) every control tick (100 ms), not every
-    /// `LEFTOVER_RETRY`.
+    /// `LEFTOVER_RETRY`. The retry time is kept apart now.
     #[test]
-    #[ignore = "review: a refused route with its flaps decayed is retried every tick"]
-    fn review_a_refused_route_is_not_retried_every_tick() {
+    fn a_refused_route_is_not_retried_every_tick() {
         let vip: IpAddr = "198.18.1.100".parse().unwrap();
         let one = BTreeMap::from([(vip, "lbk0".to_string())]);
         let t = Instant::now();
@@ -1865,16 +1913,16 @@ address = "198.18.0.11"
         assert!(a.is_announced(vip));
     }
 
-    /// Review: a real whose first check succeeds changes no state
-    /// (`Hysteresis::record` returns None for `initial = "up"` then up),
-    /// so the supervisor publishes nothing and `update` is not called
-    /// until the real's next change of state. The VIP stays
+    /// Found in review: a real whose first check succeeds changes no
+    /// state (`Hysteresis::record` returns None for `initial = "up"` then
+    /// up), so the supervisor publishes nothing and `update` is not
+    /// called until the real's next change of state. The VIP stayed
     /// `provisional` from the start, and the real's first genuine failure
-    /// (hours later, checks long answered: `unsettled` empty) is no flap:
-    /// the VIP comes back without a hold-down.
+    /// (hours later) was no flap: the VIP came back without a hold-down.
+    /// The supervisor tells the announcer of the first answer
+    /// (`Announcer::settle`).
     #[test]
-    #[ignore = "review: a VIP stays provisional when its real's first check succeeds"]
-    fn review_a_real_that_answered_up_then_went_down_flaps() {
+    fn a_real_that_answered_up_then_went_down_flaps() {
         let vip: IpAddr = "198.18.1.100".parse().unwrap();
         let one = BTreeMap::from([(vip, "lbk0".to_string())]);
         let nothing = BTreeMap::new();
@@ -1884,7 +1932,8 @@ address = "198.18.0.11"
         a.update(Some(&A), &one, t);
         assert!(a.is_announced(vip), "the start");
         // The first check succeeds: no state change, no publish, no
-        // update. An hour later the real fails (answered long ago).
+        // update; the supervisor says so. An hour later the real fails.
+        a.settle(vip);
         a.set_unsettled(BTreeSet::new());
         a.update(Some(&A), &nothing, t + Duration::from_secs(3600));
         a.update(Some(&A), &one, t + Duration::from_secs(3601));

@@ -104,6 +104,8 @@ struct Health {
     /// READY's wait is told.
     anew: BTreeSet<RealKey>,
     resynced: bool,
+    /// Each checked service's VIP, by the service's name.
+    vips: BTreeMap<String, IpAddr>,
 }
 
 impl Health {
@@ -115,9 +117,11 @@ impl Health {
     fn sync(&mut self, config: &Config) {
         let mut next = BTreeMap::new();
         let mut probes = BTreeMap::new();
+        self.vips.clear();
         for s in &config.services {
             let Some(h) = &s.health_check else { continue };
             let Some(probe) = probe_of(h) else { continue };
+            self.vips.insert(s.name.clone(), s.vip);
             for r in &s.reals {
                 let key = RealKey {
                     service: s.name.clone(),
@@ -411,7 +415,16 @@ impl Control {
         let Some(state) = self.health.states.get_mut(&r.real) else {
             return false; // a report from a real that a reload removed
         };
-        match state.record(r.outcome.is_success()) {
+        let first = !state.answered();
+        let changed = state.record(r.outcome.is_success());
+        if first && state.up {
+            // Its VIP is wanted on a checked real now: its next
+            // withdrawal is a flap (`Announcer::settle`).
+            if let Some(vip) = self.health.vips.get(&r.real.service) {
+                self.announcer.settle(*vip);
+            }
+        }
+        match changed {
             Some(up) => {
                 let (old, new) = if up { ("down", "up") } else { ("up", "down") };
                 let last_error = match &r.outcome {
