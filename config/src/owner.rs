@@ -18,11 +18,14 @@ pub enum Unsafe {
     Io(std::io::Error),
 }
 
-/// Why another user than root or `me` could write to an entry (and, for a
-/// folder, remove or rename what is in it), if they could: its owner is
-/// not root or `me`, every user may write to it, or its group may and it
-/// is not root's group.
-pub fn others_may_write(meta: &Metadata, me: u32) -> Option<String> {
+/// Why another user than root or `me` could write to the entry at `path`
+/// (`meta`, not followed if a symlink; for a folder, remove or rename what
+/// is in it), if they could: its owner is not root or `me`, every user may
+/// write to it, its group may and it is not root's group, or its POSIX
+/// ACL lets a named user or group write (found in review: with `setfacl
+/// -m u:deploy:rwx` on a root-owned file, the group bits show the ACL's
+/// mask, and group root passed).
+pub fn others_may_write(path: &Path, meta: &Metadata, me: u32) -> Option<String> {
     let (mode, owner, group) = (meta.mode(), meta.uid(), meta.gid());
     if owner != me && owner != 0 {
         Some(format!("it belongs to user {owner}"))
@@ -36,9 +39,73 @@ pub fn others_may_write(meta: &Metadata, me: u32) -> Option<String> {
             "its group (gid {group}) may write to it (mode {:04o})",
             mode & 0o7777
         ))
-    } else {
+    } else if meta.file_type().is_symlink() {
         None
+    } else {
+        acl_lets_others_write(path, me)
     }
+}
+
+/// The extended attribute a POSIX access ACL is kept in.
+const ACL_ACCESS: &str = "system.posix_acl_access";
+
+/// Why `path`'s access ACL lets a user other than root or `me`, or a
+/// group other than root's, write to it, if it does: a named user or
+/// group entry with write, within the ACL's mask. An ACL that cannot be
+/// read (too large, malformed) is taken to let others write.
+fn acl_lets_others_write(path: &Path, me: u32) -> Option<String> {
+    // Large enough for some 500 entries; anything larger is refused.
+    let mut buf = vec![0u8; 4 + 8 * 512];
+    let len = match rustix::fs::lgetxattr(path, ACL_ACCESS, &mut buf[..]) {
+        Ok(n) => n,
+        Err(e) if e == rustix::io::Errno::NODATA || e == rustix::io::Errno::OPNOTSUPP => {
+            return None;
+        }
+        Err(e) => return Some(format!("its ACL could not be read ({e})")),
+    };
+    acl_writers(&buf[..len.min(buf.len())], me)
+}
+
+/// [`acl_lets_others_write`] over an ACL as the kernel gives it: a 4-byte
+/// version (2), then entries of a 2-byte tag, 2-byte permissions and
+/// 4-byte id, little-endian.
+fn acl_writers(acl: &[u8], me: u32) -> Option<String> {
+    const USER: u16 = 0x02;
+    const GROUP: u16 = 0x08;
+    const MASK: u16 = 0x10;
+    const WRITE: u16 = 0x02;
+    let malformed = || Some("its ACL is malformed".to_string());
+    let Some((version, entries)) = acl.split_first_chunk::<4>() else {
+        return malformed();
+    };
+    if u32::from_le_bytes(*version) != 2 || entries.len() % 8 != 0 {
+        return malformed();
+    }
+    let parse = |e: &[u8]| {
+        (
+            u16::from_le_bytes([e[0], e[1]]),
+            u16::from_le_bytes([e[2], e[3]]),
+            u32::from_le_bytes([e[4], e[5], e[6], e[7]]),
+        )
+    };
+    let mask = entries
+        .chunks_exact(8)
+        .map(parse)
+        .find(|&(tag, _, _)| tag == MASK)
+        .map_or(0xffff, |(_, perm, _)| perm);
+    entries
+        .chunks_exact(8)
+        .map(parse)
+        .find_map(|(tag, perm, id)| {
+            let writes = perm & mask & WRITE != 0;
+            match tag {
+                USER if writes && id != 0 && id != me => {
+                    Some(format!("its ACL lets user {id} write to it"))
+                }
+                GROUP if writes && id != 0 => Some(format!("its ACL lets group {id} write to it")),
+                _ => None,
+            }
+        })
 }
 
 /// Walks `path` from `/` without following symlinks by the kernel: every
@@ -47,13 +114,14 @@ pub fn others_may_write(meta: &Metadata, me: u32) -> Option<String> {
 /// a symlink must be root's or `me`'s, and an entry of a folder others
 /// may write to must be root's or `me`'s in a sticky folder of root's or
 /// `me`'s (as `/tmp` is). Returns what the path names in the end (not a
-/// symlink); whether others may write to that is the caller's to ask
-/// ([`others_may_write`]), as is what it must be.
-pub fn walk(path: &Path, me: u32) -> Result<Metadata, Unsafe> {
+/// symlink) and where, symlinks resolved; whether others may write to
+/// that is the caller's to ask ([`others_may_write`]), as is what it must
+/// be.
+pub fn walk(path: &Path, me: u32) -> Result<(PathBuf, Metadata), Unsafe> {
     walk_within(path, me, 0)
 }
 
-fn walk_within(path: &Path, me: u32, depth: usize) -> Result<Metadata, Unsafe> {
+fn walk_within(path: &Path, me: u32, depth: usize) -> Result<(PathBuf, Metadata), Unsafe> {
     if depth > 40 {
         return Err(Unsafe::Others("too many levels of symbolic links".into()));
     }
@@ -75,7 +143,7 @@ fn walk_within(path: &Path, me: u32, depth: usize) -> Result<Metadata, Unsafe> {
         })?;
         // An entry of a folder others may write to: only sticky keeps
         // them from removing it, and only if it is not theirs.
-        if let Some(why) = others_may_write(&above, me) {
+        if let Some(why) = others_may_write(&at, &above, me) {
             let (owner, sticky) = (above.uid(), above.mode() & 0o1000 != 0);
             if owner != me && owner != 0 {
                 return Err(Unsafe::Others(format!(
@@ -117,5 +185,65 @@ fn walk_within(path: &Path, me: u32, depth: usize) -> Result<Metadata, Unsafe> {
         at = next;
         above = meta;
     }
-    Ok(above)
+    Ok((at, above))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::acl_writers;
+
+    /// An ACL as the kernel gives it, from (tag, permissions, id).
+    fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+        let mut a = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in entries {
+            a.extend(tag.to_le_bytes());
+            a.extend(perm.to_le_bytes());
+            a.extend(id.to_le_bytes());
+        }
+        a
+    }
+
+    #[test]
+    fn an_acl_names_who_else_may_write() {
+        const ME: u32 = 1000;
+        let base = [
+            (0x01, 7, u32::MAX),
+            (0x04, 5, u32::MAX),
+            (0x20, 5, u32::MAX),
+        ];
+        let with = |more: &[(u16, u16, u32)]| {
+            let mut e = base.to_vec();
+            e.extend_from_slice(more);
+            acl_writers(&acl(&e), ME)
+        };
+        assert_eq!(with(&[]), None, "the mode's three alone");
+        assert_eq!(
+            with(&[(0x02, 7, 12345), (0x10, 7, u32::MAX)]).as_deref(),
+            Some("its ACL lets user 12345 write to it")
+        );
+        assert_eq!(
+            with(&[(0x08, 6, 50), (0x10, 7, u32::MAX)]).as_deref(),
+            Some("its ACL lets group 50 write to it")
+        );
+        // Within the mask only; root and we may.
+        assert_eq!(with(&[(0x02, 7, 12345), (0x10, 5, u32::MAX)]), None);
+        assert_eq!(
+            with(&[
+                (0x02, 7, 0),
+                (0x02, 7, ME),
+                (0x08, 7, 0),
+                (0x10, 7, u32::MAX)
+            ]),
+            None
+        );
+        assert_eq!(
+            with(&[(0x02, 5, 12345), (0x10, 7, u32::MAX)]),
+            None,
+            "read only"
+        );
+        // What cannot be read is taken to let others write.
+        assert!(acl_writers(&[2, 0, 0], ME).is_some());
+        assert!(acl_writers(&acl(&base)[..9], ME).is_some());
+        assert!(acl_writers(&[1, 0, 0, 0], ME).is_some(), "another version");
+    }
 }

@@ -2343,7 +2343,7 @@ fn script_command(c: &mut Checker<'_>, path: &str, cmd: &[String]) {
             use crate::owner::{others_may_write, walk, Unsafe};
             let me = rustix::process::geteuid().as_raw();
             let why = match walk(std::path::Path::new(program), me) {
-                Ok(m) => others_may_write(&m, me),
+                Ok((at, m)) => others_may_write(&at, &m, me),
                 Err(Unsafe::Others(why)) => Some(why),
                 Err(Unsafe::Io(e)) => Some(e.to_string()),
             };

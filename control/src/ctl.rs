@@ -369,7 +369,7 @@ fn folder_is_ours(dir: &Path) -> std::io::Result<()> {
             ),
         )
     };
-    let above = match walk(dir, me) {
+    let (at, above) = match walk(dir, me) {
         Ok(m) => m,
         Err(Unsafe::Others(why)) => return Err(unsafe_because(why)),
         Err(Unsafe::Io(e)) => return Err(e),
@@ -378,7 +378,7 @@ fn folder_is_ours(dir: &Path) -> std::io::Result<()> {
     if !above.is_dir() {
         return Err(unsafe_because("it is not a folder".into()));
     }
-    match others_may_write(&above, me) {
+    match others_may_write(&at, &above, me) {
         Some(why) => Err(unsafe_because(format!(
             "{why} (chmod 750, owned by root or the appliance's user)"
         ))),
