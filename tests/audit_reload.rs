@@ -50,8 +50,7 @@ fn threads(pid: u32) -> usize {
 
 /// Reloads that restart the checkers of reals whose checks hang (each
 /// old checker stays in its check until its timeout) leave no thread
-/// behind once those timeouts have passed, and a refused reload in
-/// (Held in audit: 20 reloads in 3 s with 20 hanging reals peaked at
+/// behind once those timeouts have passed. (Held in audit: 20 reloads in 3 s with 20 hanging reals peaked at
 /// about 240 extra threads, all gone within the old timeout.)
 #[test]
 fn reloads_that_restart_hanging_checkers_leave_no_threads() {
