@@ -1963,4 +1963,55 @@ address = "198.18.0.21"
         let new = parsed.expect("a drain of web was refused because of db's check program");
         assert_eq!(new.services[0].reals[0].weight, 0);
     }
+
+    /// Found in audit: a file is at most `MAX_CONFIG_BYTES` (16 MiB), but
+    /// the running text a `ctl` change edits has no bound, and a `--set`
+    /// string keeps the escapes it was written with (`"\u0061"`, six
+    /// bytes for one): a ctl client grows the text about 13 KB per
+    /// `add-service` (a 2,048-byte `health_check.path` and a `host`, each
+    /// character escaped), so some 1,250 of them (far below the 4,096
+    /// services allowed) take it past 16 MiB. `ctl save --output` then
+    /// writes a file that the next start, `--check` and a reload refuse
+    /// (`longer than 16 MiB: not a config file`), and every later change
+    /// parses the whole text again on the control thread. Here the text
+    /// starts just below the limit (a file the appliance reads) and one
+    /// change takes it past.
+    #[test]
+    #[ignore = "audit: ctl changes grow the running text past what a start or a reload reads"]
+    fn a_ctl_change_never_takes_the_running_text_past_the_file_limit() {
+        let limit = lb_config::MAX_CONFIG_BYTES as usize;
+        let mut text = TEXT.to_string();
+        let line = format!("# {}\n", "x".repeat(1000));
+        while text.len() + line.len() < limit - 8 * 1024 {
+            text.push_str(&line);
+        }
+        let running = Config::parse(&text).unwrap();
+        let doc: toml_edit::DocumentMut = text.parse().unwrap();
+        let escaped = |first: &str, n: usize| format!("\"{first}{}\"", "\\u0061".repeat(n));
+        let path = escaped("\\u002f", 2047);
+        let host = escaped("", 200);
+        let request = add_service(&[
+            ("health_check.kind", "http"),
+            ("health_check.path", &path),
+            ("health_check.host", &host),
+        ]);
+        // As Control::handle takes it.
+        let taken = edit::edited(&doc, &running, &request).and_then(|(_, edited)| {
+            Config::parse_keeping_keys(&edited, &running)
+                .map(|_| edited)
+                .map_err(|e| e.to_string())
+        });
+        if let Ok(edited) = taken {
+            let saved =
+                std::env::temp_dir().join(format!("lb-audit-size-{}.toml", std::process::id()));
+            std::fs::write(&saved, &edited).unwrap();
+            let read = lb_config::read_config_file(&saved);
+            let _ = std::fs::remove_file(&saved);
+            panic!(
+                "the change was taken: the running text is {} bytes (limit {limit}), and saved it reads back as {:?}",
+                edited.len(),
+                read.map(|t| t.len())
+            );
+        }
+    }
 }
