@@ -50,8 +50,9 @@ fn threads(pid: u32) -> usize {
 
 /// Reloads that restart the checkers of reals whose checks hang (each
 /// old checker stays in its check until its timeout) leave no thread
-/// behind once those timeouts have passed. (Held in audit: 20 reloads in 3 s with 20 hanging reals peaked at
-/// about 240 extra threads, all gone within the old timeout.)
+/// behind once those timeouts have passed. (Held in audit: 20 reloads
+/// in 3 s with 20 hanging reals peaked at about 240 extra threads, all
+/// gone within the old timeout.)
 #[test]
 fn reloads_that_restart_hanging_checkers_leave_no_threads() {
     let listeners: Vec<std::net::TcpListener> = (0..20)
@@ -70,7 +71,7 @@ fn reloads_that_restart_hanging_checkers_leave_no_threads() {
         text
     };
     let scenario = golden::scenario("one-arm");
-    let mut lb = PipeAppliance::start("audit-churn", &scenario.config, &service("2s"));
+    let lb = PipeAppliance::start("audit-churn", &scenario.config, &service("2s"));
     let pid = lb.app.pid();
     std::thread::sleep(Duration::from_secs(3));
     let before = threads(pid);
