@@ -3533,3 +3533,57 @@ fn a_script_another_user_may_write_through_an_acl_is_refused() {
         "{e}"
     );
 }
+
+/// Found in audit: a script check's program runs as the appliance's user
+/// (root under the unit) at every interval, but validation asks only that
+/// it exist and have an x bit. A program another user owns, one anyone
+/// may write, or one in a folder another user may write to (so replace),
+/// is taken, and that user's code then runs as root: the README only
+/// advises "keep the program and its directory writable by root only".
+/// The sync key files, the control socket's folder and `ctl save`'s
+/// target are refused in the same case; keepalived's
+/// `enable_script_security` refuses such scripts too. (Found the same
+/// session by `a_script_another_user_could_change_is_refused`'s fix;
+/// this audit's cases, another user's folder among them, kept.)
+#[test]
+fn a_script_program_another_user_may_rewrite_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to give files to another user");
+        return;
+    }
+    let base = std::env::temp_dir().join(format!("lb-audit-prog-{}", std::process::id()));
+    let theirs = base.join("theirs");
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // uid 65534 ("nobody") owns this folder: it may replace what is in it.
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let write = |path: &std::path::Path, mode: u32, owner: Option<u32>| {
+        std::fs::write(path, "#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        if let Some(uid) = owner {
+            std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
+        }
+    };
+    let owned_by_other = base.join("owned-by-nobody");
+    write(&owned_by_other, 0o755, Some(65534));
+    let world_writable = base.join("world-writable");
+    write(&world_writable, 0o777, None);
+    let in_their_folder = theirs.join("check");
+    write(&in_their_folder, 0o755, None);
+    let mut taken = Vec::new();
+    for program in [&owned_by_other, &world_writable, &in_their_folder] {
+        let text = service(&format!(
+            "[services.health_check]\nkind = \"script\"\ncommand = [\"{}\"]",
+            program.display()
+        ));
+        if Config::parse(&text).is_ok() {
+            taken.push(program.display().to_string());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&base);
+    assert!(
+        taken.is_empty(),
+        "taken, to be run as root at every interval: {taken:?}"
+    );
+}
