@@ -693,25 +693,48 @@ impl Config {
 
     /// Like [`Config::parse`], naming `source` in syntax errors.
     pub fn parse_named(text: &str, source: &str) -> Result<Config, ConfigErrors> {
-        Self::parse_with(text, source, None)
+        Self::parse_with(text, source, None, None)
     }
 
     /// [`Config::parse`] of an edit of `running`'s text (`ctl`): `[sync]`'s
     /// key files are not read again, `running`'s keys stand for them (only
     /// a reload takes new keys; found in audit: a key file moved or being
-    /// replaced for the next reload made every `ctl` change fail).
+    /// replaced for the next reload made every `ctl` change fail); nor
+    /// are the programs of script checks `running` has looked at on disk
+    /// again (found in audit: one service's program being replaced made a
+    /// drain of another fail). A text longer than a config file may be
+    /// ([`MAX_CONFIG_BYTES`]) is refused, as `ctl save` would write a file
+    /// nothing reads (found in audit).
     pub fn parse_keeping_keys(text: &str, running: &Config) -> Result<Config, ConfigErrors> {
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigErrors(vec![ConfigError::new(
+                DEFAULT_SOURCE,
+                format!(
+                    "the running configuration would be {} bytes, above the {} MiB a config file may have (a start, --check or a reload would refuse what ctl save wrote): trim it, then reload",
+                    text.len(),
+                    MAX_CONFIG_BYTES >> 20
+                ),
+            )]));
+        }
         let keys = running.sync.as_ref().map(|s| [s.key, s.accept_key]);
-        Self::parse_with(text, DEFAULT_SOURCE, keys)
+        let programs: std::collections::BTreeSet<String> = running
+            .services
+            .iter()
+            .filter_map(|s| s.health_check.as_ref())
+            .filter(|h| h.kind == HealthCheckKind::Script)
+            .filter_map(|h| h.command.first().cloned())
+            .collect();
+        Self::parse_with(text, DEFAULT_SOURCE, keys, Some(&programs))
     }
 
     fn parse_with(
         text: &str,
         source: &str,
         keys: Option<[Option<SyncKey>; 2]>,
+        programs: Option<&std::collections::BTreeSet<String>>,
     ) -> Result<Config, ConfigErrors> {
         let (raw, mut errors) = schema::read(text, source)?;
-        let config = validate::validate(raw, &mut errors, keys);
+        let config = validate::validate(raw, &mut errors, keys, programs);
         if errors.is_empty() {
             Ok(config)
         } else {
@@ -845,6 +868,22 @@ impl Config {
                 ("dead_after", a.dead_after != b.dead_after),
                 ("gateway", a.gateway != b.gateway),
                 ("gateway6", a.gateway6 != b.gateway6),
+            ],
+        )
+        .collect()
+    }
+
+    /// The keys of `[dpdk]` that differ from `new` (`dpdk.burst`): what a
+    /// refusal for [`Self::restart_required_changes`]'s `dpdk` names
+    /// (found in audit: only the section was named).
+    pub fn dpdk_changed(&self, new: &Config) -> Vec<String> {
+        let (a, b) = (&self.dpdk, &new.dpdk);
+        keys_that_differ(
+            "dpdk",
+            &[
+                ("eal_args", a.eal_args != b.eal_args),
+                ("mbufs", a.mbufs != b.mbufs),
+                ("burst", a.burst != b.burst),
             ],
         )
         .collect()

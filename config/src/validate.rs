@@ -35,6 +35,9 @@ struct Checker<'a> {
     /// `[sync]`'s keys as the running config has them (`key_file`,
     /// `accept_key_file`): taken instead of reading the files again.
     keys: Option<[Option<SyncKey>; 2]>,
+    /// The script checks' programs the running config has: taken without
+    /// looking at them on disk again (a `ctl` edit of the running text).
+    programs: Option<&'a std::collections::BTreeSet<String>>,
 }
 
 impl Checker<'_> {
@@ -386,11 +389,13 @@ pub(crate) fn validate(
     raw: RawConfig,
     errors: &mut Vec<ConfigError>,
     keys: Option<[Option<SyncKey>; 2]>,
+    programs: Option<&std::collections::BTreeSet<String>>,
 ) -> Config {
     let mut c = Checker {
         errors,
         more: 0,
         keys,
+        programs,
     };
     let dpdk = dpdk(&mut c, raw.dpdk.unwrap_or_default());
     let workers = workers(&mut c, raw.workers, &dpdk.eal_args);
@@ -1312,6 +1317,7 @@ pub(crate) fn client_endpoints(
         errors: &mut errors,
         more: 0,
         keys: None,
+        programs: None,
     };
     let control = control(&mut c, raw.control.unwrap_or_default());
     let metrics = metrics(&mut c, raw.metrics.unwrap_or_default());
@@ -2325,6 +2331,13 @@ fn script_command(c: &mut Checker<'_>, path: &str, cmd: &[String]) {
         return;
     }
     if program.contains('\0') {
+        return;
+    }
+    // A program the running config has was looked at when it was loaded;
+    // a `ctl` edit does not look again (found in audit: while one
+    // service's program was being replaced, a drain of another service
+    // was refused). A reload looks at every one.
+    if c.programs.is_some_and(|p| p.contains(program)) {
         return;
     }
     use std::os::unix::fs::PermissionsExt;

@@ -1920,11 +1920,10 @@ for _ in range(n):
     /// again, the programs of every script check included, so when one
     /// service's check program is missing for a moment (a package upgrade
     /// that removes and installs it, an operator fixing it), a drain of
-    /// another service, in the middle of an incident, is refused. Only a
-    /// reload (or the edited service's own check) should look at the
-    /// programs again, as only a reload reads the sync key files.
+    /// another service, in the middle of an incident, was refused. Only a
+    /// reload looks at the running config's programs again now, as only
+    /// a reload reads the sync key files (`Config::parse_keeping_keys`).
     #[test]
-    #[ignore = "audit: a ctl change is refused for another service's missing check program"]
     fn a_drain_is_not_refused_for_another_services_missing_check_program() {
         use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("lb-audit-script-{}", std::process::id()));
@@ -1975,9 +1974,8 @@ address = "198.18.0.21"
     /// (`longer than 16 MiB: not a config file`), and every later change
     /// parses the whole text again on the control thread. Here the text
     /// starts just below the limit (a file the appliance reads) and one
-    /// change takes it past.
+    /// change would take it past: refused now (`Config::parse_keeping_keys`).
     #[test]
-    #[ignore = "audit: ctl changes grow the running text past what a start or a reload reads"]
     fn a_ctl_change_never_takes_the_running_text_past_the_file_limit() {
         let limit = lb_config::MAX_CONFIG_BYTES as usize;
         let mut text = TEXT.to_string();
