@@ -499,10 +499,13 @@ impl Control {
     fn apply(&mut self, new: Config) -> Result<u64, String> {
         let restart = self.config.restart_required_changes(&new);
         if !restart.is_empty() {
-            // The keys of a port, or of `[sync]`, that changed, after what
-            // the message always said (found in audit: only the section
-            // was named).
+            // The keys of `[dpdk]`, a port, or `[sync]` that changed, after
+            // what the message always said (found in audit: only the
+            // section was named).
             let mut changed = Vec::new();
+            if restart.contains(&"dpdk") {
+                changed.extend(self.config.dpdk_changed(&new));
+            }
             if restart.contains(&"ports") {
                 changed.extend(self.config.ports_changed(&new));
             }
