@@ -1452,6 +1452,140 @@ mod tests {
         }
     }
 
+    /// A pair of sync loops over loopback, for tests of bulk passes on a
+    /// link that loses, repeats or reorders datagrams: A (primary) sends
+    /// B (backup) a pass of `flows` records, made by a worker simulated
+    /// here; each round is an interval of each, and `link` does what it
+    /// will with each round's datagrams from A to B (B's to A arrive as
+    /// sent). What the pair did is returned when B holds every flow and
+    /// A's pass is handed over, or after `rounds`.
+    #[derive(Debug, Default)]
+    struct PairRun {
+        /// Passes the worker was asked for.
+        passes: u64,
+        /// The round B acked the pass A sent last (and A knew it).
+        done_at: Option<usize>,
+        /// Distinct flows B's worker got.
+        flows_at_b: usize,
+        /// Flows messages A sent.
+        flows_messages: usize,
+    }
+
+    fn pair_run(flows: usize, rounds: usize, mut link: impl FnMut(&mut Vec<Vec<u8>>)) -> PairRun {
+        let sa = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let sb = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let conf = |role: &str, peer: SocketAddr| {
+            let text = format!(
+                "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\n\
+                 device = \"net_null0\"\naddress = \"198.18.0.2/24\"\n\
+                 [sync]\nrole = \"{role}\"\npeer = \"{peer}\"\n"
+            );
+            lb_config::Config::parse(&text).unwrap().sync.unwrap()
+        };
+        let (cfg_a, cfg_b) = (
+            conf("primary", sb.local_addr().unwrap()),
+            conf("backup", sa.local_addr().unwrap()),
+        );
+        let (mut wa, links_a) = lb_dataplane::sync::links(1);
+        let (_wb, mut links_b) = lb_dataplane::sync::links(1);
+        let (to_b, at_b) = crossbeam::channel::unbounded();
+        links_b.inbound = vec![to_b];
+        let (ca, cb) = (SyncCounters::default(), SyncCounters::default());
+        let (sta, stb) = (SyncStatus::new(cfg_a.role), SyncStatus::new(cfg_b.role));
+        let mut a = Sync::new(&sa, &cfg_a, &links_a, &ca, &sta);
+        let mut b = Sync::new(&sb, &cfg_b, &links_b, &cb, &stb);
+        let mut run = PairRun::default();
+        let mut held = std::collections::HashSet::new();
+        let (mut asked, mut left) = (0u64, 0usize);
+        let mut buf = [0u8; 2 * MAX_MESSAGE_LEN];
+        let mut read = |s: &UdpSocket| {
+            s.set_nonblocking(true).unwrap();
+            let mut out = Vec::new();
+            while let Ok((n, _)) = s.recv_from(&mut buf) {
+                out.push(buf[..n].to_vec());
+            }
+            out
+        };
+        const CHUNK: usize = 1000;
+        let peer = IpAddr::from([127, 0, 0, 1]);
+        for round in 0..rounds {
+            // The worker: a pass asked for starts over; a chunk a round.
+            let req = links_a.shared.bulk_request.load(Ordering::Relaxed);
+            if req != asked {
+                (asked, left) = (req, flows);
+                run.passes += 1;
+            }
+            let w = &mut wa[0];
+            if left > 0 && w.current().len() + CHUNK <= w.current().capacity() {
+                let n = left.min(CHUNK);
+                for i in flows - left..flows - left + n {
+                    assert!(w.current().push(record(i as u16), &ca));
+                }
+                left -= n;
+            }
+            w.hand_over();
+            if left == 0 && w.current().is_empty() {
+                links_a.shared.bulk_done[0].store(asked, Ordering::Relaxed);
+            }
+            a.send_interval();
+            let mut batch = read(&sb);
+            run.flows_messages += batch
+                .iter()
+                .filter(|m| SyncHeader::parse(m).is_ok_and(|(h, _)| h.kind == MessageKind::Flows))
+                .count();
+            link(&mut batch);
+            for m in batch {
+                b.datagram(&m, peer);
+            }
+            held.extend(at_b.try_iter().map(|r| r.client_port));
+            b.send_interval();
+            for m in read(&sa) {
+                a.datagram(&m, peer);
+            }
+            let p = a.own.pass;
+            let handed_over = p != 0
+                && a.own.passed == p
+                && a.peer_status.is_some_and(|st| st.acked == p)
+                && b.peer.acked == p;
+            if handed_over && run.done_at.is_none() {
+                run.done_at = Some(round);
+                break;
+            }
+        }
+        run.flows_at_b = held.len();
+        run
+    }
+
+    /// A link that loses every `n`th flows message from A to B.
+    fn losing_every(n: usize) -> impl FnMut(&mut Vec<Vec<u8>>) {
+        let mut seen = 0;
+        move |batch| {
+            batch.retain(|m| {
+                let flows = SyncHeader::parse(m).is_ok_and(|(h, _)| h.kind == MessageKind::Flows);
+                if !flows {
+                    return true;
+                }
+                seen += 1;
+                seen % n != 0
+            })
+        }
+    }
+
+    /// The limitation: a bulk pass was acked only whole, so a pass of
+    /// 30,000 flows (~900 datagrams) over a link that loses one datagram
+    /// in 400 lost two or so each time and was sent again from scratch,
+    /// never arriving whole: the backup never held every flow by the
+    /// pass, and a primary waiting for the hand-over waited for ever.
+    #[test]
+    #[ignore = "the limitation: fails until a pass is acked by segments"]
+    fn a_bulk_pass_over_a_lossy_link_completes_without_starting_over() {
+        let flows = 30_000;
+        let run = pair_run(flows, 300, losing_every(400));
+        assert!(run.done_at.is_some(), "never handed over: {run:?}");
+        assert_eq!(run.passes, 1, "sent again whole: {run:?}");
+        assert_eq!(run.flows_at_b, flows, "{run:?}");
+    }
+
     /// What is held back from a peer that does not say it reads proxied
     /// NAT66 records: exactly those, never an IPv4 or unproxied one.
     #[test]
