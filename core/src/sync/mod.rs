@@ -20,6 +20,7 @@ use crate::stats::Counter;
 
 pub mod auth;
 pub mod election;
+pub mod segments;
 
 pub use crate::wire::sync::{FlowChange, FlowRecord, FlowUpdate, ProxyState};
 

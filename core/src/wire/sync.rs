@@ -18,8 +18,9 @@
 //! +-------------------------------------------------------------+
 //! |                   magic 0x4c425359 ("LBSY")                 |
 //! +---------------+---------------+-----------------------------+
-//! |  version = 1  | type 1 flows, |     count (records)         |
-//! |               |  2 status     |                             |
+//! |  version = 1  | type 1 flows, |     count (records; gaps    |
+//! |               |  2 status,    |     of an acks message)     |
+//! |               |  3 acks       |                             |
 //! +---------------+---------------+-----------------------------+
 //! |  length (header + records)    |  flags (the sender's role)  |
 //! +-------------------------------+-----------------------------+
@@ -74,6 +75,11 @@
 //! cleanly). The flags say where the sender stands in the election of
 //! the active appliance ([`flags`], `sync::election`); a receiver ignores
 //! the bits it does not know, so later ones need no new version.
+//!
+//! Type 3 is an [`Acks`] (sent only to a peer that says
+//! [`flags::SEGMENTS`]): which of the peer's messages arrived, so that a
+//! bulk pass is acknowledged datagram by datagram and only the lost ones
+//! are sent again (`lb_core::sync::segments`).
 
 use core::ops::Range;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -132,6 +138,15 @@ pub mod flags {
     /// over `dead_after` after the last one, as before). Ignored on a
     /// `Flows` message.
     pub const GOODBYE: u16 = 32;
+    /// The sender acknowledges bulk passes by segment: it sends [`Acks`]
+    /// (type 3, `super::MessageKind::Acks`) of the messages it got, and
+    /// sends again only the segments of its own passes that the peer's
+    /// acks say are missing. A pass of a sender that says this is through
+    /// (`Status::passed`) only once every segment was acknowledged; a
+    /// peer that does not say it gets no acks (a version before them
+    /// refuses type 3 as `unknown_type`) and passes acked whole, as
+    /// before.
+    pub const SEGMENTS: u16 = 64;
 }
 
 /// Length of the message header.
@@ -176,6 +191,8 @@ pub enum MessageKind {
     /// Where the sender stands: [`Status`], every interval (the
     /// heartbeat).
     Status,
+    /// Which of the peer's messages arrived: [`Acks`].
+    Acks,
     Unknown(u8),
 }
 
@@ -184,6 +201,7 @@ impl From<u8> for MessageKind {
         match v {
             1 => MessageKind::Flows,
             2 => MessageKind::Status,
+            3 => MessageKind::Acks,
             v => MessageKind::Unknown(v),
         }
     }
@@ -194,6 +212,7 @@ impl From<MessageKind> for u8 {
         match k {
             MessageKind::Flows => 1,
             MessageKind::Status => 2,
+            MessageKind::Acks => 3,
             MessageKind::Unknown(v) => v,
         }
     }
@@ -485,6 +504,240 @@ impl Status {
         write_u32(b, 16, self.nacked);
         len
     }
+}
+
+/// The body of an `Acks` message (type 3, big-endian): which of the
+/// peer's messages (by their sequence numbers, in the peer's life
+/// `peer`) arrived here, and from where the sender's own may be
+/// forgotten. `count` is the number of gaps.
+///
+/// ```text
+///  off  size  field
+///  0    4     nonce: the sender's own (as its status's; not 0)
+///  4    4     peer: the life of the peer whose messages are acked (the
+///             nonce of its status; 0: none heard)
+///  8    4     floor: the first message of the sender's still wanted by
+///             it (a gap before it need not be reported any more)
+///  12   4     from: the first of the peer's messages tracked here
+///  16   4     cum: every message from `from` through `cum` arrived
+///             (`from - 1`: none yet)
+///  20   4     until: the gaps below are every message missing in
+///             (`cum`, `until`]; what is past `until` is not said
+///  24   6n    gaps: first (4), length (2, at least 1), in order, not
+///             overlapping, within (`cum`, `until`]
+/// ```
+///
+/// Everything is checked on parse; the sequence arithmetic wraps, and a
+/// span (`from` to `until`) of 2^31 or more is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acks {
+    pub nonce: u32,
+    pub peer: u32,
+    pub floor: u32,
+    pub from: u32,
+    pub cum: u32,
+    pub until: u32,
+    gaps: [Gap; MAX_GAPS],
+    count: u8,
+}
+
+/// Messages `first` to `first + len - 1` did not arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Gap {
+    pub first: u32,
+    pub len: u16,
+}
+
+impl Gap {
+    /// The last message of the gap.
+    pub fn last(&self) -> u32 {
+        self.first
+            .wrapping_add(u32::from(self.len).saturating_sub(1))
+    }
+}
+
+/// The most gaps an `Acks` carries (it then says less with `until`).
+pub const MAX_GAPS: usize = 128;
+
+/// The length of an `Acks` body without its gaps.
+pub const ACKS_LEN: usize = 24;
+
+/// The length of a gap in an `Acks` body.
+pub const GAP_LEN: usize = 6;
+
+/// Where `x` stands after `base`, in wrapping sequence arithmetic: `None`
+/// when it is before it (2^31 or more after).
+#[inline]
+pub fn seq_after(base: u32, x: u32) -> Option<u32> {
+    let d = x.wrapping_sub(base);
+    (d < 1 << 31).then_some(d)
+}
+
+impl Acks {
+    /// Acks with no gap: `from..=cum` arrived, and nothing is said past
+    /// `cum` (`until` = `cum`).
+    pub fn new(nonce: u32, peer: u32, floor: u32, from: u32, cum: u32) -> Acks {
+        Acks {
+            nonce,
+            peer,
+            floor,
+            from,
+            cum,
+            until: cum,
+            gaps: [Gap::default(); MAX_GAPS],
+            count: 0,
+        }
+    }
+
+    /// The gaps, in order.
+    pub fn gaps(&self) -> &[Gap] {
+        &self.gaps[..usize::from(self.count)]
+    }
+
+    /// Adds a gap after the last one (and after `cum`), and moves `until`
+    /// to its end; false (nothing added) when it is full, empty, or not
+    /// after the last one.
+    pub fn push_gap(&mut self, g: Gap) -> bool {
+        let after = self.gaps().last().map_or(self.cum, Gap::last);
+        let ok = usize::from(self.count) < MAX_GAPS
+            && g.len > 0
+            && seq_after(after, g.first).is_some_and(|d| d >= 1)
+            && seq_after(self.from.wrapping_sub(1), g.last())
+                .is_some_and(|d| d > self.cum.wrapping_sub(self.from.wrapping_sub(1)));
+        if ok {
+            self.gaps[usize::from(self.count)] = g;
+            self.count += 1;
+            self.until = g.last();
+        }
+        ok
+    }
+
+    /// Says that the messages after the last gap through `until` all
+    /// arrived (`until` at or past the last gap's end and `cum`).
+    pub fn set_until(&mut self, until: u32) {
+        let after = self.gaps().last().map_or(self.cum, Gap::last);
+        if seq_after(after, until).is_some() {
+            self.until = until;
+        }
+    }
+
+    /// What the acks say of message `seq`: `Some(true)` it arrived,
+    /// `Some(false)` it did not (a gap, or before `from`: never tracked),
+    /// `None` not said (past `until`).
+    pub fn arrived(&self, seq: u32) -> Option<bool> {
+        let before = self.from.wrapping_sub(1);
+        let at = match seq_after(before, seq) {
+            Some(d) if d >= 1 => d,
+            _ => return Some(false),
+        };
+        if at <= self.cum.wrapping_sub(before) {
+            return Some(true);
+        }
+        if at > self.until.wrapping_sub(before) {
+            return None;
+        }
+        let gaps = self.gaps();
+        // The gaps are in order: the last one starting at or before seq.
+        let i = gaps.partition_point(|g| g.first.wrapping_sub(before) <= at);
+        let in_gap = i > 0 && gaps[i - 1].last().wrapping_sub(before) >= at;
+        Some(!in_gap)
+    }
+
+    /// The acks of a checked `Acks` message: `BadLength` unless its body
+    /// is [`ACKS_LEN`] and `count` gaps of [`GAP_LEN`], at most
+    /// [`MAX_GAPS`]; `BadRecord` for a nonce of 0, a span of 2^31 or
+    /// more, `cum` before `from - 1` or past `until`, or a gap empty, out
+    /// of order, overlapping or outside (`cum`, `until`].
+    pub fn parse(p: &SyncPacket<&[u8]>) -> core::result::Result<Acks, Refused> {
+        let b = p.payload();
+        let n = usize::from(p.count());
+        if n > MAX_GAPS || b.len() != ACKS_LEN + n * GAP_LEN {
+            return Err(Refused::BadLength);
+        }
+        let mut a = Acks::new(
+            read_u32(b, 0),
+            read_u32(b, 4),
+            read_u32(b, 8),
+            read_u32(b, 12),
+            read_u32(b, 16),
+        );
+        let until = read_u32(b, 20);
+        if a.nonce == 0 {
+            return Err(Refused::BadRecord);
+        }
+        let before = a.from.wrapping_sub(1);
+        let (Some(cum), Some(end)) = (seq_after(before, a.cum), seq_after(before, until)) else {
+            return Err(Refused::BadRecord);
+        };
+        if cum > end {
+            return Err(Refused::BadRecord);
+        }
+        for i in 0..n {
+            let at = ACKS_LEN + i * GAP_LEN;
+            let g = Gap {
+                first: read_u32(b, at),
+                len: read_u16(b, at + 4),
+            };
+            if !a.push_gap(g) || seq_after(before, g.last()).is_none_or(|d| d > end) {
+                return Err(Refused::BadRecord);
+            }
+        }
+        a.until = until;
+        Ok(a)
+    }
+
+    /// The length of the whole message.
+    pub fn buffer_len(&self) -> usize {
+        HEADER_LEN + ACKS_LEN + usize::from(self.count) * GAP_LEN
+    }
+
+    /// Writes a whole `Acks` message with `sequence` and `flags` into
+    /// `buf` (at least [`buffer_len`](Self::buffer_len) bytes); returns
+    /// its length.
+    pub fn emit(&self, buf: &mut [u8], sequence: u32, flags: u16) -> usize {
+        let len = self.buffer_len();
+        let mut p = SyncPacket::new_unchecked(&mut buf[..len]);
+        p.set_magic(MAGIC);
+        p.set_version(VERSION);
+        p.set_kind(MessageKind::Acks);
+        p.set_count(u16::from(self.count));
+        p.set_len(len as u16);
+        p.set_flags(flags);
+        p.set_sequence(sequence);
+        let b = &mut buf[HEADER_LEN..len];
+        write_u32(b, 0, self.nonce);
+        write_u32(b, 4, self.peer);
+        write_u32(b, 8, self.floor);
+        write_u32(b, 12, self.from);
+        write_u32(b, 16, self.cum);
+        write_u32(b, 20, self.until);
+        for (i, g) in self.gaps().iter().enumerate() {
+            let at = ACKS_LEN + i * GAP_LEN;
+            write_u32(b, at, g.first);
+            write_u16(b, at + 4, g.len);
+        }
+        len
+    }
+}
+
+/// The longest `Acks` message fits a message with room for a trailer.
+const _: () = assert!(HEADER_LEN + ACKS_LEN + MAX_GAPS * GAP_LEN <= MAX_RECORDS_END);
+
+/// Writes a whole flows message of `count` records already emitted
+/// (`records`, at most [`MAX_RECORDS_END`] - [`HEADER_LEN`] bytes: what a
+/// [`MessageWriter`] made, sent again) into `buf`; returns its length.
+pub fn emit_flows(buf: &mut [u8], sequence: u32, flags: u16, count: u16, records: &[u8]) -> usize {
+    let len = HEADER_LEN + records.len();
+    let mut p = SyncPacket::new_unchecked(&mut buf[..len]);
+    p.set_magic(MAGIC);
+    p.set_version(VERSION);
+    p.set_kind(MessageKind::Flows);
+    p.set_count(count);
+    p.set_len(u16::try_from(len).expect("a message is at most MAX_MESSAGE_LEN bytes"));
+    p.set_flags(flags);
+    p.set_sequence(sequence);
+    buf[HEADER_LEN..len].copy_from_slice(records);
+    len
 }
 
 /// The records of a message (see [`SyncPacket::records`]).
@@ -1016,6 +1269,126 @@ mod tests {
         let n0 = Status { nonce: 0, ..st }.emit(&mut buf, 1, 0);
         let (_, p) = SyncHeader::parse(&buf[..n0]).unwrap();
         assert_eq!(Status::parse(&p), Err(Refused::BadRecord));
+    }
+
+    /// Every field of an acks message is the peer's word: what does not
+    /// hold together is refused whole, nothing is allocated by a count.
+    #[test]
+    fn an_acks_message_round_trips_and_refuses_what_does_not_hold() {
+        let mut a = Acks::new(9, 5, 40, 10, 12);
+        assert!(a.push_gap(Gap { first: 14, len: 2 }));
+        assert!(!a.push_gap(Gap { first: 15, len: 1 }), "overlapping");
+        assert!(!a.push_gap(Gap { first: 20, len: 0 }), "empty");
+        assert!(a.push_gap(Gap { first: 20, len: 1 }));
+        a.set_until(25);
+        let mut buf = [0u8; MAX_MESSAGE_LEN];
+        let n = a.emit(&mut buf, 3, flags::SEGMENTS);
+        assert_eq!(n, HEADER_LEN + ACKS_LEN + 2 * GAP_LEN);
+        let (h, p) = SyncHeader::parse(&buf[..n]).unwrap();
+        assert_eq!((h.kind, h.count, h.sequence), (MessageKind::Acks, 2, 3));
+        assert_eq!(Acks::parse(&p), Ok(a));
+        // Bytes changed one field at a time.
+        let refused = |edit: &dyn Fn(&mut [u8]), len: usize| {
+            let mut b = buf;
+            edit(&mut b);
+            let (_, p) = SyncHeader::parse(&b[..len]).unwrap();
+            Acks::parse(&p).unwrap_err()
+        };
+        let at = |o: usize| HEADER_LEN + o;
+        assert_eq!(
+            refused(&|b| write_u32(b, at(0), 0), n),
+            Refused::BadRecord,
+            "nonce 0"
+        );
+        assert_eq!(
+            refused(&|b| write_u32(b, at(20), 13), n),
+            Refused::BadRecord,
+            "gap past until"
+        );
+        assert_eq!(
+            refused(&|b| write_u32(b, at(16), 26), n),
+            Refused::BadRecord,
+            "cum past until"
+        );
+        assert_eq!(
+            refused(&|b| write_u32(b, at(16), 8), n),
+            Refused::BadRecord,
+            "cum before from"
+        );
+        assert_eq!(
+            refused(&|b| write_u32(b, at(24), 12), n),
+            Refused::BadRecord,
+            "gap at cum"
+        );
+        assert_eq!(
+            refused(&|b| write_u32(b, at(30), 14), n),
+            Refused::BadRecord,
+            "out of order"
+        );
+        assert_eq!(
+            refused(&|b| write_u16(b, at(28), 0), n),
+            Refused::BadRecord,
+            "empty gap"
+        );
+        assert_eq!(
+            refused(&|b| write_u32(b, at(20), 10 + (1 << 31)), n),
+            Refused::BadRecord,
+            "a span of 2^31"
+        );
+        assert_eq!(
+            refused(&|b| SyncPacket::new_unchecked(b).set_count(3), n),
+            Refused::BadLength,
+            "a count the body does not hold"
+        );
+        assert_eq!(
+            refused(&|b| SyncPacket::new_unchecked(b).set_count(u16::MAX), n),
+            Refused::BadLength,
+            "a count past the most"
+        );
+        assert_eq!(
+            refused(
+                &|b| {
+                    let mut p = SyncPacket::new_unchecked(b);
+                    p.set_count(150);
+                    p.set_len((HEADER_LEN + ACKS_LEN + 150 * GAP_LEN) as u16);
+                },
+                HEADER_LEN + ACKS_LEN + 150 * GAP_LEN
+            ),
+            Refused::BadLength,
+            "more gaps than an ack carries"
+        );
+    }
+
+    proptest! {
+        /// Whatever the bytes, parsing never panics, and what parses
+        /// re-emits to them and says of every message what its gaps say.
+        #[test]
+        fn any_acks_body_parses_whole_or_is_refused(body in proptest::collection::vec(any::<u8>(), 0..120), count in 0u16..20, probe in any::<u32>()) {
+            let mut buf = [0u8; MAX_MESSAGE_LEN];
+            let len = HEADER_LEN + body.len();
+            {
+                let mut p = SyncPacket::new_unchecked(&mut buf[..len]);
+                p.set_magic(MAGIC);
+                p.set_version(VERSION);
+                p.set_kind(MessageKind::Acks);
+                p.set_count(count);
+                p.set_len(len as u16);
+            }
+            buf[HEADER_LEN..len].copy_from_slice(&body);
+            let (h, p) = SyncHeader::parse(&buf[..len]).unwrap();
+            if let Ok(a) = Acks::parse(&p) {
+                let mut out = [0u8; MAX_MESSAGE_LEN];
+                let n = a.emit(&mut out, h.sequence, h.flags);
+                prop_assert_eq!(&out[..n], &buf[..len]);
+                let in_gap = a.gaps().iter().any(|g| probe.wrapping_sub(g.first) < u32::from(g.len));
+                if in_gap {
+                    prop_assert_eq!(a.arrived(probe), Some(false));
+                }
+                if a.arrived(probe) == Some(true) {
+                    prop_assert!(probe.wrapping_sub(a.from) <= a.until.wrapping_sub(a.from));
+                }
+            }
+        }
     }
 
     /// A message of two records: an IPv4 NAT TCP flow established and

@@ -1,0 +1,368 @@
+//! Bulk passes acknowledged by segment (`wire::sync::flags::SEGMENTS`):
+//! the bookkeeping of both ends, socket-free.
+//!
+//! A bulk pass (every flow a box holds, sent to its peer) is thousands of
+//! datagrams; acked only whole, one lost datagram in a pass sent it all
+//! again, and at a loss of one in 10,000 a pass of a million flows almost
+//! never arrived whole. Here every message a box sends while its pass is
+//! under way is a *segment* of the pass, named by its sequence number:
+//!
+//! - the receiver notes which of the peer's messages arrived whole
+//!   ([`Received`]: every record handed to a worker; one with a record
+//!   dropped for want of room is not noted) and tells it every interval
+//!   in an [`Acks`] (every message through `cum`, and the gaps after it);
+//! - the sender keeps each segment's records ([`PassSegments`]) until an
+//!   ack says it arrived, sends again, as a new message (a new sequence
+//!   number: the segment is then known by it), each one an ack says is
+//!   missing, and takes the pass for through once every segment is
+//!   acknowledged (its status's `passed`, which the peer then acks as
+//!   before).
+//!
+//! Everything in an ack is the peer's word, checked: an ack of another
+//! life (nonce) than the one the sender is, or that speaks of a message
+//! the sender never sent, is ignored whole; an ack never makes the sender
+//! forget a segment it did not say arrived, and what it says missing only
+//! costs a resend. Memory is bounded: the receiver's window is fixed
+//! ([`WINDOW`] messages, allocated once), the sender's record at most
+//! [`MAX_PASS_SEGMENTS`] segments of at most a message each (beyond, the
+//! pass is sent whole again, as before).
+
+use crate::wire::sync::{seq_after, Acks, Gap, MAX_RECORDS_END};
+
+/// How many of the peer's messages past `cum` the receiver tracks; one
+/// further on forgets the oldest (they are then before `from`, which the
+/// sender sends again if it still wants them).
+pub const WINDOW: u32 = 1 << 16;
+
+const WORDS: usize = (WINDOW / 64) as usize;
+
+/// The most segments a pass records: a pass of about 17 million IPv4
+/// flows (or 500 MB of records). A pass beyond is sent whole again.
+pub const MAX_PASS_SEGMENTS: usize = 1 << 19;
+
+/// Which of the peer's messages (of one life of it) arrived.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The peer's life tracked (its nonce; 0: none).
+    peer: u32,
+    /// (`from`, `cum`, `top`): tracked from `from`, every one through
+    /// `cum` arrived, `top` the furthest that arrived. `None`: nothing
+    /// arrived yet.
+    span: Option<(u32, u32, u32)>,
+    /// Bit `s % WINDOW`: message `s` in (`cum`, `cum + WINDOW`] arrived.
+    bits: Box<[u64; WORDS]>,
+}
+
+impl Default for Received {
+    fn default() -> Self {
+        Received {
+            peer: 0,
+            span: None,
+            bits: Box::new([0; WORDS]),
+        }
+    }
+}
+
+impl Received {
+    /// Starts over for the peer's life `peer` (a restart: its numbering
+    /// begins again).
+    pub fn reset(&mut self, peer: u32) {
+        self.peer = peer;
+        self.span = None;
+        self.bits.fill(0);
+    }
+
+    /// The peer's life tracked.
+    pub fn peer(&self) -> u32 {
+        self.peer
+    }
+
+    fn bit(&self, s: u32) -> bool {
+        let i = s % WINDOW;
+        self.bits[(i / 64) as usize] & (1 << (i % 64)) != 0
+    }
+
+    fn set(&mut self, s: u32, on: bool) {
+        let i = s % WINDOW;
+        let w = &mut self.bits[(i / 64) as usize];
+        if on {
+            *w |= 1 << (i % 64);
+        } else {
+            *w &= !(1 << (i % 64));
+        }
+    }
+
+    /// Moves `cum` on to `to` (after it), forgetting what was between:
+    /// tracking starts again at `to + 1` (what was missing there is
+    /// before `from` now: not said to have arrived).
+    fn forget_through(&mut self, cum: u32, to: u32) {
+        let d = to.wrapping_sub(cum);
+        if d >= WINDOW {
+            self.bits.fill(0);
+        } else {
+            for k in 1..=d {
+                self.set(cum.wrapping_add(k), false);
+            }
+        }
+    }
+
+    /// Walks `cum` on over what arrived.
+    fn advance(&mut self, mut cum: u32) -> u32 {
+        while self.bit(cum.wrapping_add(1)) {
+            cum = cum.wrapping_add(1);
+            self.set(cum, false);
+        }
+        cum
+    }
+
+    /// Message `seq` of the tracked life arrived whole.
+    pub fn arrived(&mut self, seq: u32) {
+        let Some((from, cum, top)) = self.span else {
+            self.span = Some((seq, seq, seq));
+            return;
+        };
+        let d = match seq_after(cum, seq) {
+            Some(d) if d >= 1 => d,
+            _ => return, // through `cum` already, or before it
+        };
+        let (mut from, mut cum) = (from, cum);
+        if d > WINDOW {
+            let to = seq.wrapping_sub(WINDOW);
+            self.forget_through(cum, to);
+            (from, cum) = (to.wrapping_add(1), to);
+        }
+        self.set(seq, true);
+        let top = if seq_after(top, seq).is_some() {
+            seq
+        } else {
+            top
+        };
+        let top = if seq_after(cum, top).is_some() {
+            top
+        } else {
+            seq
+        };
+        let cum = self.advance(cum);
+        self.span = Some((from, cum, top));
+    }
+
+    /// The peer wants none of its messages before `floor` any more: the
+    /// gaps before it are forgotten (tracking starts at `floor` if it is
+    /// past `cum + 1`). A floor that is not further on changes nothing; a
+    /// false one only makes the peer send again what it still wanted.
+    pub fn floor(&mut self, floor: u32) {
+        let Some((_, cum, top)) = self.span else {
+            return;
+        };
+        let to = floor.wrapping_sub(1);
+        match seq_after(cum, to) {
+            Some(d) if d >= 1 => {}
+            _ => return,
+        }
+        self.forget_through(cum, to);
+        let cum = self.advance(to);
+        let top = if seq_after(cum, top).is_some() {
+            top
+        } else {
+            cum
+        };
+        self.span = Some((floor, cum, top));
+    }
+
+    /// The acks to send: from `nonce` (this box's life), with its own
+    /// `floor`, of the tracked life (none, `peer` 0, when nothing of it
+    /// arrived yet). As many gaps as fit; `until` says how far they go.
+    pub fn acks(&self, nonce: u32, floor: u32) -> Acks {
+        let Some((from, cum, top)) = self.span else {
+            return Acks::new(nonce, 0, floor, 1, 0);
+        };
+        let mut a = Acks::new(nonce, self.peer, floor, from, cum);
+        let span = seq_after(cum, top).unwrap_or(0).min(WINDOW);
+        let mut gap: Option<Gap> = None;
+        for k in 1..=span {
+            let s = cum.wrapping_add(k);
+            if self.bit(s) {
+                if let Some(g) = gap.take() {
+                    if !a.push_gap(g) {
+                        return a;
+                    }
+                }
+                a.set_until(s);
+            } else {
+                match gap.as_mut() {
+                    Some(g) if g.len < u16::MAX => g.len += 1,
+                    _ => {
+                        if let Some(g) = gap.replace(Gap { first: s, len: 1 }) {
+                            if !a.push_gap(g) {
+                                return a;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // The messages past the last that arrived are not said (`top`
+        // arrived, so a gap is always followed by one that did).
+        a
+    }
+}
+
+/// One segment of a pass: a message's records, as sent.
+#[derive(Debug, Clone)]
+struct Segment {
+    /// The sequence number it went out with last.
+    seq: u32,
+    count: u16,
+    records: Box<[u8]>,
+    /// An ack said it is missing: to be sent again.
+    due: bool,
+}
+
+/// A pass of this box's, by segment: what was sent and not yet acked.
+#[derive(Debug, Clone)]
+pub struct PassSegments {
+    /// The pass (its number in the status).
+    pub pass: u32,
+    /// The sequence number before the pass's first message: every
+    /// segment's is after it.
+    base: u32,
+    segments: Vec<Segment>,
+    /// Every record of the pass went out (no more segments are recorded).
+    sent: bool,
+    /// More than [`MAX_PASS_SEGMENTS`]: the pass cannot be finished by
+    /// segment.
+    overflowed: bool,
+    due: usize,
+}
+
+/// A message to send again: its records.
+#[derive(Debug, Clone, Copy)]
+pub struct Resend<'a> {
+    pub count: u16,
+    pub records: &'a [u8],
+}
+
+impl PassSegments {
+    /// Pass `pass`, begun after message `base`.
+    pub fn new(pass: u32, base: u32) -> PassSegments {
+        PassSegments {
+            pass,
+            base,
+            segments: Vec::new(),
+            sent: false,
+            overflowed: false,
+            due: 0,
+        }
+    }
+
+    /// A flows message sent (or lost sending it) while the pass is under
+    /// way: a segment of it, kept until acked.
+    pub fn record(&mut self, seq: u32, count: u16, records: &[u8]) {
+        if self.sent || records.len() > MAX_RECORDS_END {
+            return;
+        }
+        if self.segments.len() >= MAX_PASS_SEGMENTS {
+            self.overflowed = true;
+            return;
+        }
+        self.segments.push(Segment {
+            seq,
+            count,
+            records: records.into(),
+            due: false,
+        });
+    }
+
+    /// Every record of the pass went out.
+    pub fn all_sent(&mut self) {
+        self.sent = true;
+    }
+
+    pub fn is_sent(&self) -> bool {
+        self.sent
+    }
+
+    /// More segments than recorded: the pass is to be sent whole again.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    /// Every segment went out and was acked: the pass arrived whole.
+    pub fn is_through(&self) -> bool {
+        self.sent && !self.overflowed && self.segments.is_empty()
+    }
+
+    /// Segments not acked yet.
+    pub fn unacked(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Segments an ack said are missing, not yet sent again.
+    pub fn due(&self) -> usize {
+        self.due
+    }
+
+    /// The first message of this pass's still wanted (`next`, the next
+    /// sequence number, when none is).
+    pub fn floor(&self, next: u32) -> u32 {
+        self.segments
+            .iter()
+            .map(|s| s.seq.wrapping_sub(self.base))
+            .min()
+            .map_or(next, |d| self.base.wrapping_add(d))
+    }
+
+    /// Takes the peer's acks: each segment they say arrived is forgotten,
+    /// each they say is missing is due again. Ignored whole (0) unless
+    /// they are of this box's life `own` and speak of nothing past `last`,
+    /// the last message this box sent. Returns the segments acked.
+    pub fn take_acks(&mut self, a: &Acks, own: u32, last: u32) -> usize {
+        if a.peer != own || own == 0 {
+            return 0;
+        }
+        // Past the last sent (or before the pass, by 2^31): not a word of
+        // this life's.
+        if seq_after(a.until, last).is_none() {
+            return 0;
+        }
+        let before = self.segments.len();
+        let mut due = 0;
+        self.segments.retain_mut(|s| match a.arrived(s.seq) {
+            Some(true) => false,
+            Some(false) => {
+                s.due = true;
+                due += 1;
+                true
+            }
+            None => {
+                due += usize::from(s.due);
+                true
+            }
+        });
+        self.due = due;
+        before - self.segments.len()
+    }
+
+    /// Sends the due segments again, at most `max`, each as a new message
+    /// whose sequence number `send` returns (its records given); returns
+    /// how many went.
+    pub fn resend(&mut self, max: usize, mut send: impl FnMut(Resend<'_>) -> u32) -> usize {
+        let mut n = 0;
+        for s in self.segments.iter_mut().filter(|s| s.due) {
+            if n >= max {
+                break;
+            }
+            s.seq = send(Resend {
+                count: s.count,
+                records: &s.records,
+            });
+            s.due = false;
+            n += 1;
+        }
+        self.due -= n;
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,230 @@
+use super::*;
+use crate::wire::sync::{MessageKind, SyncHeader};
+
+fn roundtrip(a: &Acks) -> Acks {
+    let mut buf = [0u8; 1232];
+    let n = a.emit(&mut buf, 7, 0);
+    let (h, p) = SyncHeader::parse(&buf[..n]).unwrap();
+    assert_eq!(h.kind, MessageKind::Acks);
+    let b = Acks::parse(&p).unwrap();
+    assert_eq!(&b, a);
+    b
+}
+
+#[test]
+fn the_receiver_acks_what_arrived_and_names_the_gaps() {
+    let mut r = Received::default();
+    r.reset(5);
+    for s in [10, 11, 12, 14, 15, 18] {
+        r.arrived(s);
+    }
+    let a = roundtrip(&r.acks(9, 100));
+    assert_eq!(
+        (a.nonce, a.peer, a.floor, a.from, a.cum, a.until),
+        (9, 5, 100, 10, 12, 18)
+    );
+    assert_eq!(
+        a.gaps(),
+        &[Gap { first: 13, len: 1 }, Gap { first: 16, len: 2 }]
+    );
+    let said: Vec<_> = (8..=20).map(|s| a.arrived(s)).collect();
+    use Some as S;
+    assert_eq!(
+        said,
+        [
+            S(false),
+            S(false),
+            S(true),
+            S(true),
+            S(true),
+            S(false),
+            S(true),
+            S(true),
+            S(false),
+            S(false),
+            S(true),
+            None,
+            None
+        ]
+    );
+    // The late one fills its gap; a repeat changes nothing.
+    r.arrived(13);
+    r.arrived(13);
+    r.arrived(11);
+    let a = roundtrip(&r.acks(9, 100));
+    assert_eq!((a.cum, a.until), (15, 18));
+    assert_eq!(a.gaps(), &[Gap { first: 16, len: 2 }]);
+    // Nothing heard yet: nothing acked.
+    let mut r = Received::default();
+    r.reset(5);
+    assert_eq!(r.acks(9, 1).peer, 0);
+}
+
+#[test]
+fn a_floor_forgets_gaps_the_peer_no_longer_wants() {
+    let mut r = Received::default();
+    r.reset(5);
+    for s in [1, 3, 5, 6] {
+        r.arrived(s);
+    }
+    r.floor(4);
+    let a = roundtrip(&r.acks(9, 1));
+    assert_eq!((a.from, a.cum, a.until), (4, 3, 6));
+    assert_eq!(a.gaps(), &[Gap { first: 4, len: 1 }]);
+    assert_eq!(
+        a.arrived(2),
+        Some(false),
+        "before from: not said to have arrived"
+    );
+    r.floor(5);
+    let a = roundtrip(&r.acks(9, 1));
+    assert_eq!((a.from, a.cum, a.until), (5, 6, 6));
+    assert!(a.gaps().is_empty());
+    // A floor behind changes nothing; one far ahead starts over there.
+    r.floor(2);
+    assert_eq!(r.acks(9, 1).cum, 6);
+    r.floor(1_000_000);
+    let a = r.acks(9, 1);
+    assert_eq!((a.from, a.cum), (1_000_000, 999_999));
+}
+
+#[test]
+fn the_window_slides_without_claiming_what_it_forgot() {
+    let mut r = Received::default();
+    r.reset(5);
+    r.arrived(1);
+    r.arrived(3); // 2 lost
+    r.arrived(3 + WINDOW + 10);
+    let a = roundtrip(&r.acks(9, 1));
+    assert_eq!(a.arrived(2), Some(false));
+    assert_eq!(a.arrived(3), Some(false), "forgotten: not claimed");
+    assert_eq!(a.arrived(3 + WINDOW + 10), Some(true));
+    // Across the wrap of the sequence numbers.
+    let mut r = Received::default();
+    r.reset(5);
+    for s in [u32::MAX - 1, u32::MAX, 1, 2] {
+        r.arrived(s);
+    }
+    let a = roundtrip(&r.acks(9, 1));
+    assert_eq!((a.cum, a.until), (u32::MAX, 2));
+    assert_eq!(a.gaps(), &[Gap { first: 0, len: 1 }]);
+}
+
+#[test]
+fn more_gaps_than_fit_say_less_never_more() {
+    let mut r = Received::default();
+    r.reset(5);
+    for s in (1..2000).step_by(2) {
+        r.arrived(s);
+    }
+    let a = roundtrip(&r.acks(9, 1));
+    assert_eq!(a.gaps().len(), crate::wire::sync::MAX_GAPS);
+    let last = a.until;
+    assert_eq!(
+        last,
+        a.gaps().last().unwrap().last() + 1,
+        "the one after the last gap"
+    );
+    for s in 1..2000 {
+        let said = a.arrived(s);
+        if s % 2 == 0 {
+            assert_ne!(said, Some(true), "{s} never arrived");
+        } else if s <= last {
+            assert_eq!(said, Some(true), "{s}");
+        } else {
+            assert_eq!(said, None, "{s}");
+        }
+    }
+}
+
+fn pass_of(n: u32) -> PassSegments {
+    let mut p = PassSegments::new(1, 100);
+    for s in 101..=100 + n {
+        p.record(s, 1, &s.to_be_bytes());
+    }
+    p.all_sent();
+    p
+}
+
+/// Acks of everything from 101 but `missing`, through `until`.
+fn acks_but(missing: &[u32], until: u32) -> Acks {
+    let mut r = Received::default();
+    r.reset(9);
+    for s in 101..=until {
+        if !missing.contains(&s) {
+            r.arrived(s);
+        }
+    }
+    r.acks(5, 1)
+}
+
+#[test]
+fn only_the_missing_segments_go_again_and_then_the_pass_is_through() {
+    for missing in [[101], [150], [200]] {
+        let mut p = pass_of(100);
+        // The last one lost: the receiver cannot name it as a gap; the
+        // sender learns of it when a later message arrives.
+        let until = if missing[0] == 200 { 201 } else { 200 };
+        assert_eq!(p.take_acks(&acks_but(&missing, until), 9, 201), 99);
+        assert!(!p.is_through());
+        assert_eq!(p.due(), 1);
+        let mut again = Vec::new();
+        let n = p.resend(512, |r| {
+            again.push(u32::from_be_bytes(r.records.try_into().unwrap()));
+            300
+        });
+        assert_eq!((n, again.as_slice()), (1, &missing[..]), "{missing:?}");
+        assert_eq!(p.floor(301), 300);
+        // An ack from before the resend says nothing of it.
+        assert_eq!(p.take_acks(&acks_but(&missing, until), 9, 301), 0);
+        assert_eq!(p.due(), 0, "not due again while under way");
+        let mut r = Received::default();
+        r.reset(9);
+        r.arrived(300);
+        assert_eq!(p.take_acks(&r.acks(5, 1), 9, 301), 1);
+        assert!(p.is_through());
+    }
+}
+
+#[test]
+fn a_forged_or_out_of_range_ack_is_ignored() {
+    let mut p = pass_of(10);
+    let all = acks_but(&[], 110);
+    assert_eq!(p.take_acks(&all, 8, 110), 0, "of another life");
+    assert_eq!(p.take_acks(&all, 9, 105), 0, "of messages never sent");
+    assert_eq!(p.take_acks(&all, 0, 110), 0);
+    assert_eq!(p.unacked(), 10);
+    assert_eq!(p.take_acks(&all, 9, 110), 10);
+    assert!(p.is_through());
+}
+
+#[test]
+fn repeated_and_reordered_acks_change_nothing_more() {
+    let mut p = pass_of(10);
+    let early = acks_but(&[103], 105);
+    let late = acks_but(&[103], 110);
+    assert_eq!(p.take_acks(&late, 9, 110), 9);
+    assert_eq!(p.take_acks(&early, 9, 110), 0);
+    assert_eq!(p.take_acks(&late, 9, 110), 0);
+    assert_eq!(p.due(), 1);
+    assert_eq!(p.resend(512, |_| 111), 1);
+    assert_eq!(p.take_acks(&late, 9, 111), 0, "a repeat after the resend");
+    assert_eq!(p.due(), 0);
+}
+
+#[test]
+fn an_overflowing_pass_is_never_through() {
+    let mut p = PassSegments::new(1, 0);
+    for s in 1..=MAX_PASS_SEGMENTS as u32 + 1 {
+        p.record(s, 0, &[]);
+    }
+    p.all_sent();
+    assert!(p.overflowed());
+    let mut r = Received::default();
+    r.reset(9);
+    r.floor(1);
+    r.arrived(1);
+    r.floor(MAX_PASS_SEGMENTS as u32 + 2);
+    p.take_acks(&r.acks(5, 1), 9, MAX_PASS_SEGMENTS as u32 + 1);
+    assert!(!p.is_through());
+}
