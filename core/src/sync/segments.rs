@@ -72,6 +72,16 @@ impl Received {
         self.bits.fill(0);
     }
 
+    /// The peer's life as its status says: the first one heard is taken
+    /// for the life of what arrived before it; another one starts over.
+    pub fn life(&mut self, peer: u32) {
+        if self.peer == 0 {
+            self.peer = peer;
+        } else if self.peer != peer {
+            self.reset(peer);
+        }
+    }
+
     /// The peer's life tracked.
     pub fn peer(&self) -> u32 {
         self.peer
