@@ -307,6 +307,11 @@ impl PassSegments {
         self.segments.len()
     }
 
+    /// The sequence numbers of the segments not acked yet.
+    pub fn unacked_seqs(&self) -> impl Iterator<Item = u32> + '_ {
+        self.segments.iter().map(|s| s.seq)
+    }
+
     /// Segments an ack said are missing, not yet sent again.
     pub fn due(&self) -> usize {
         self.due

@@ -529,7 +529,7 @@ impl Status {
 ///
 /// Everything is checked on parse; the sequence arithmetic wraps, and a
 /// span (`from` to `until`) of 2^31 or more is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Acks {
     pub nonce: u32,
     pub peer: u32,
@@ -539,6 +539,20 @@ pub struct Acks {
     pub until: u32,
     gaps: [Gap; MAX_GAPS],
     count: u8,
+}
+
+impl core::fmt::Debug for Acks {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Acks")
+            .field("nonce", &self.nonce)
+            .field("peer", &self.peer)
+            .field("floor", &self.floor)
+            .field("from", &self.from)
+            .field("cum", &self.cum)
+            .field("until", &self.until)
+            .field("gaps", &self.gaps())
+            .finish()
+    }
 }
 
 /// Messages `first` to `first + len - 1` did not arrive.

@@ -30,6 +30,16 @@
 //! demotion (standing down) makes every flow the peer's, keeps the tables
 //! whole and sends nothing (`sync.demote`).
 //!
+//! Bulk passes acked by segment (`sync.segments`,
+//! `lb_core::sync::segments`): every datagram whose header parses is
+//! noted as arrived by a receiver's window, and every `Acks` message
+//! that parses re-emits to its bytes, feeds its floor to that window and
+//! its acks to a sender's pass of 64 segments (its life
+//! [`SEGMENTS_NONCE`], messages 1 to 64 sent): the sender forgets only
+//! segments the acks say arrived, and none at all from acks of another
+//! life or past its last message; the window's own acks parse back and
+//! never claim a message that did not arrive.
+//!
 //! Keyed sync (`sync.auth`, `lb_core::sync::auth`): every datagram whose
 //! header parses also goes to a backup's receiver keyed with a fixed key
 //! and accepting a second one (`accept_key_file`), which must take it
@@ -50,9 +60,11 @@ use lb_core::scheduler::Schedulers;
 use lb_core::snapshot::Snapshot;
 use lb_core::stats::WorkerStats;
 use lb_core::sync::auth::{tag, Sealer, Verifier};
+use lb_core::sync::segments::{PassSegments, Received};
 use lb_core::sync::{FlowRecord, Refused, SyncEvents};
 use lb_core::wire::sync::{
-    flags, MessageKind, Status, SyncHeader, SyncPacket, AUTH_LEN, MAX_RECORD_LEN,
+    flags, seq_after, Acks, MessageKind, Status, SyncHeader, SyncPacket, AUTH_LEN, MAX_MESSAGE_LEN,
+    MAX_RECORD_LEN,
 };
 use lb_core::wire::TcpFlags;
 
@@ -120,6 +132,80 @@ impl Keyed {
     }
 }
 
+/// The `sync.segments` sender's life, and its last message (its pass is
+/// messages 1 to this).
+pub const SEGMENTS_NONCE: u32 = 0x5e6e;
+const SEGMENTS_SENT: u32 = 64;
+
+/// The `sync.segments` ends: a receiver's window and what arrived in it,
+/// a sender's pass.
+struct Segments {
+    received: Received,
+    arrived: HashSet<u32>,
+    pass: PassSegments,
+}
+
+impl Segments {
+    fn new() -> Segments {
+        let mut received = Received::default();
+        received.reset(SEGMENTS_NONCE);
+        let mut pass = PassSegments::new(1, 0);
+        for seq in 1..=SEGMENTS_SENT {
+            pass.record(seq, 1, &seq.to_be_bytes());
+        }
+        pass.all_sent();
+        Segments {
+            received,
+            arrived: HashSet::new(),
+            pass,
+        }
+    }
+
+    /// A datagram that parsed, of sequence number `seq`.
+    fn arrived(&mut self, seq: u32) {
+        self.received.arrived(seq);
+        self.arrived.insert(seq);
+    }
+
+    /// An `Acks` that parsed.
+    fn acks(&mut self, v: &mut Violations, a: &Acks) {
+        self.received.floor(a.floor);
+        let before: Vec<u32> = self.pass.unacked_seqs().collect();
+        self.pass.take_acks(a, SEGMENTS_NONCE, SEGMENTS_SENT);
+        let after: HashSet<u32> = self.pass.unacked_seqs().collect();
+        let valid = a.peer == SEGMENTS_NONCE && seq_after(a.until, SEGMENTS_SENT).is_some();
+        for seq in before.iter().filter(|s| !after.contains(s)) {
+            if !valid || a.arrived(*seq) != Some(true) {
+                v.add("sync.segments", format!("segment {seq} forgotten by {a:?}"));
+            }
+        }
+        // The window's own acks: they parse back and claim only what
+        // arrived.
+        let mine = self.received.acks(9, 1);
+        let mut buf = [0u8; MAX_MESSAGE_LEN];
+        let n = mine.emit(&mut buf, 1, 0);
+        match SyncHeader::parse(&buf[..n]).map(|(_, p)| Acks::parse(&p)) {
+            Ok(Ok(back)) if back == mine => {}
+            other => v.add("sync.segments", format!("{mine:?} read back as {other:?}")),
+        }
+        if mine.peer != 0 {
+            let probes = self
+                .arrived
+                .iter()
+                .flat_map(|&s| [s.wrapping_sub(1), s, s.wrapping_add(1)])
+                .chain([mine.from, mine.cum, mine.until]);
+            for s in probes {
+                if mine.arrived(s) == Some(true) && !self.arrived.contains(&s) {
+                    v.add(
+                        "sync.segments",
+                        format!("{s} claimed, never arrived: {mine:?}"),
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// The clock stands still: nothing expires, so every local flow must
 /// still be there at the end.
 const NOW: u32 = 1000;
@@ -161,6 +247,7 @@ pub fn run(data: &[u8]) -> Violations {
         sealer: Sealer::new(KEY, SyncRole::Primary),
         own: Verifier::new(KEY, SyncRole::Backup, SKEW_US),
     };
+    let mut segments = Segments::new();
     let mut handed = 0u64;
     let mut absent = 0u64;
     let mut rest = data.get(3..).unwrap_or(&[]);
@@ -173,6 +260,21 @@ pub fn run(data: &[u8]) -> Violations {
             continue;
         };
         keyed.check(&mut v, &h, &p);
+        segments.arrived(h.sequence);
+        if h.kind == MessageKind::Acks {
+            if let Ok(a) = Acks::parse(&p) {
+                let mut out = [0u8; MAX_MESSAGE_LEN];
+                let n = a.emit(&mut out, h.sequence, h.flags);
+                if datagram.get(..n) != Some(&out[..n]) {
+                    v.add(
+                        "sync.roundtrip",
+                        format!("{a:?} re-emitted as {:02x?}", &out[..n]),
+                    );
+                }
+                segments.acks(&mut v, &a);
+            }
+            continue;
+        }
         if h.kind == MessageKind::Status {
             // The election's input: parsed whole or refused, and emitted
             // back to the same bytes.

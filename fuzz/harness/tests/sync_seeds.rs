@@ -17,8 +17,9 @@ use lb_config::{ForwardingMethod, Protocol};
 use lb_core::flow::{Conntrack, FlowState, Trust};
 use lb_core::stats::WorkerStats;
 use lb_core::sync::auth::Sealer;
+use lb_core::sync::segments::Received;
 use lb_core::wire::sync::{
-    FlowChange, FlowRecord, FlowUpdate, MessageWriter, ProxyState, AUTH_LEN, MAX_MESSAGE_LEN,
+    flags, FlowChange, FlowRecord, FlowUpdate, MessageWriter, ProxyState, AUTH_LEN, MAX_MESSAGE_LEN,
 };
 use lb_fuzz_harness::{configs, Target};
 
@@ -218,6 +219,32 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
         out.push((
             format!("seed-{name}-other-snapshot"),
             input([topology as u8 | 2 << 1, 40, 0], &messages(&all, &mut seq)),
+        ));
+
+        // Records, then acks of bulk-pass segments: the sender's life's
+        // with a gap, another life's, past its last message, and one
+        // whose count lies.
+        let mut acked = messages(&all, &mut seq);
+        let acks = |peer: u32, through: u32| {
+            let mut r = Received::default();
+            r.reset(1);
+            for s in (1..=through).filter(|s| s % 7 != 3) {
+                r.arrived(s);
+            }
+            let mut a = r.acks(0x77, through / 2);
+            a.peer = peer;
+            let mut buf = vec![0u8; MAX_MESSAGE_LEN];
+            let n = a.emit(&mut buf, seq, flags::SEGMENTS);
+            buf.truncate(n);
+            buf
+        };
+        let nonce = lb_fuzz_harness::sync::SEGMENTS_NONCE;
+        let mut lying = acks(nonce, 40);
+        lying[7] += 1;
+        acked.extend([acks(nonce, 40), acks(nonce ^ 1, 64), acks(nonce, 90), lying]);
+        out.push((
+            format!("seed-{name}-acks"),
+            input([topology as u8, 40, 0], &acked),
         ));
     }
     out
