@@ -270,6 +270,10 @@ fn flows_of_the_primary_appear_in_the_backups_table() {
     assert!(sum(&p, "lb_flows_created_total") >= 1.0);
     assert!(m(&p, "lb_sync_messages_total", &[("direction", "sent")]) >= 1.0);
     assert_eq!(m(&p, "lb_sync_events_dropped_total", &[]), 0.0);
+    // The pair acks passes by segment: the backup's acks are taken (none
+    // refused), and over loopback nothing is sent again.
+    assert_eq!(sum(&p, "lb_sync_refused_total"), 0.0);
+    assert_eq!(m(&p, "lb_sync_segments_resent_total", &[]), 0.0);
     let active = m(&p, "lb_active_flows", &[("worker", "1")]);
     let b = pair.wait_for(false, "the primary's flows in the backup's table", |s| {
         m(s, "lb_active_flows", &[("worker", "1")]) == active

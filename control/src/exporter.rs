@@ -199,6 +199,10 @@ pub const METRICS: &[(&str, &str)] = &[
         "Changes between active and standby since start ([sync]).",
     ),
     (
+        "lb_sync_segments_resent_total",
+        "Datagrams of this appliance's bulk passes sent again because the peer's acks said they were missing ([sync]).",
+    ),
+    (
         "lb_syn_proxy_deferred_total",
         "Client segments the SYN proxy kept while their flow waited for the real's SYN-ACK, to send on once it answered.",
     ),
@@ -700,6 +704,9 @@ impl Exporter {
             counter("lb_sync_role_changes_total", &[])
                 .with_label_values(&[])
                 .inc_by(st.changes.get());
+            counter("lb_sync_segments_resent_total", &[])
+                .with_label_values(&[])
+                .inc_by(st.segments_resent.get());
         }
 
         if let Some(refused) = &self.http_refused {

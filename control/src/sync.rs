@@ -71,6 +71,9 @@ pub struct SyncStatus {
     pub messages_lost: Counter,
     /// Role changes since start.
     pub changes: Counter,
+    /// Segments of our bulk passes sent again: the peer's acks said they
+    /// were missing.
+    pub segments_resent: Counter,
     /// Set when the peer stood down while this appliance stayed active
     /// (a partition healed): the control loop has the gateway announced
     /// again, since hosts followed the peer meanwhile.
@@ -86,6 +89,7 @@ impl SyncStatus {
             changed: AtomicBool::new(false),
             messages_lost: Counter::default(),
             changes: Counter::default(),
+            segments_resent: Counter::default(),
             reannounce: AtomicBool::new(false),
         }
     }
@@ -984,6 +988,7 @@ impl Sync<'_> {
         };
         // What the peer's acks said is missing first, in the same budget.
         let (tried, m, r) = self.packer.resend_some(flags, FLUSH_MESSAGES, send);
+        self.status.segments_resent.add(m);
         self.counters.messages_sent.add(m);
         self.counters.flows_sent.add(r);
         let (m, r) = self
@@ -1622,6 +1627,8 @@ mod tests {
         flows_messages: usize,
         /// A's pass at the end.
         pass: u32,
+        /// Segments A sent again (`lb_sync_segments_resent_total`).
+        resent: u64,
     }
 
     fn pair_run(flows: usize, rounds: usize, link: impl FnMut(&mut Vec<Vec<u8>>)) -> PairRun {
@@ -1724,6 +1731,7 @@ mod tests {
         }
         run.flows_at_b = held.len();
         run.pass = a.own.pass;
+        run.resent = sta.segments_resent.get();
         run
     }
 
@@ -1767,8 +1775,8 @@ mod tests {
             assert_eq!(run.passes, 1, "lost {lost:?}: {run:?}");
             assert_eq!(run.flows_at_b, flows, "lost {lost:?}: {run:?}");
             assert_eq!(
-                run.flows_messages,
-                n + lost.len(),
+                (run.flows_messages, run.resent),
+                (n + lost.len(), lost.len() as u64),
                 "only the lost ones again: {lost:?}"
             );
         }
@@ -1939,6 +1947,8 @@ mod tests {
         assert!(run.done_at.is_some(), "never handed over: {run:?}");
         assert_eq!(run.passes, 1, "sent again whole: {run:?}");
         assert_eq!(run.flows_at_b, flows, "{run:?}");
+        let lost = run.flows_messages as u64 / 400;
+        assert!((1..=lost).contains(&run.resent), "{run:?}");
     }
 
     /// What is held back from a peer that does not say it reads proxied
