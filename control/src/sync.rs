@@ -1635,14 +1635,53 @@ mod tests {
         pair_run_with(flows, rounds, link, |_| {}, None)
     }
 
+    /// Counters of A's, after a run of [`pair_run_keyed`].
+    #[derive(Debug, Default)]
+    struct KeyedRun {
+        run: PairRun,
+        replayed: u64,
+        unauthenticated: u64,
+        bad_tag: u64,
+    }
+
+    /// [`pair_run_with`] with both boxes keyed (`[sync] key_file`).
+    fn pair_run_keyed(
+        flows: usize,
+        rounds: usize,
+        link: impl FnMut(&mut Vec<Vec<u8>>),
+        back: impl FnMut(&mut Vec<Vec<u8>>),
+    ) -> KeyedRun {
+        let mut out = KeyedRun::default();
+        out.run = pair_run_inner(flows, rounds, link, back, None, true, &mut |c| {
+            out.replayed = c.refused(Refused::Replayed);
+            out.unauthenticated = c.refused(Refused::Unauthenticated);
+            out.bad_tag = c.refused(Refused::BadTag);
+        });
+        out
+    }
+
     /// [`pair_run`], with `back` doing what it will with B's datagrams to
     /// A, and A starting a new pass at round `restart_at`.
     fn pair_run_with(
         flows: usize,
         rounds: usize,
+        link: impl FnMut(&mut Vec<Vec<u8>>),
+        back: impl FnMut(&mut Vec<Vec<u8>>),
+        restart_at: Option<usize>,
+    ) -> PairRun {
+        pair_run_inner(flows, rounds, link, back, restart_at, false, &mut |_| {})
+    }
+
+    /// The pair run itself; `keyed`: both boxes key their messages;
+    /// `counted` sees A's counters at the end.
+    fn pair_run_inner(
+        flows: usize,
+        rounds: usize,
         mut link: impl FnMut(&mut Vec<Vec<u8>>),
         mut back: impl FnMut(&mut Vec<Vec<u8>>),
         restart_at: Option<usize>,
+        keyed: bool,
+        counted: &mut dyn FnMut(&SyncCounters),
     ) -> PairRun {
         let sa = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let sb = bind("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -1666,6 +1705,13 @@ mod tests {
         let (sta, stb) = (SyncStatus::new(cfg_a.role), SyncStatus::new(cfg_b.role));
         let mut a = Sync::new(&sa, &cfg_a, &links_a, &ca, &sta);
         let mut b = Sync::new(&sb, &cfg_b, &links_b, &cb, &stb);
+        if keyed {
+            for (s, role) in [(&mut a, SyncRole::Primary), (&mut b, SyncRole::Backup)] {
+                s.packer = Packer::new(Some(Sealer::new(KEY, role)));
+                s.verifier = Some(Verifier::new(KEY, role, SKEW));
+                s.keyed = true;
+            }
+        }
         let mut run = PairRun::default();
         let mut held = std::collections::HashSet::new();
         let (mut asked, mut left) = (0u64, 0usize);
@@ -1732,7 +1778,42 @@ mod tests {
         run.flows_at_b = held.len();
         run.pass = a.own.pass;
         run.resent = sta.segments_resent.get();
+        counted(&ca);
         run
+    }
+
+    /// Keyed, acks are tagged and checked as every message: B's acks
+    /// replayed, stripped of their tag or changed after sealing are
+    /// refused by reason, and the pass over a lossy link is through on
+    /// the real ones, in one pass.
+    #[test]
+    fn keyed_acks_are_taken_once_and_only_as_sealed() {
+        use lb_core::wire::sync::AUTH_LEN;
+        let flows = 3000;
+        let k = pair_run_keyed(flows, 100, losing(vec![3, 40]), |batch| {
+            let acks: Vec<Vec<u8>> = batch
+                .iter()
+                .filter(|m| kind(m) == Some(MessageKind::Acks))
+                .cloned()
+                .collect();
+            for m in acks {
+                let mut bare = m[..m.len() - AUTH_LEN].to_vec();
+                SyncPacket::new_unchecked(&mut bare[..]).set_flags(flags::SEGMENTS);
+                let mut changed = m.clone();
+                changed[HEADER_LEN + 16] ^= 0x40; // its cum
+                batch.extend([m, bare, changed]);
+            }
+        });
+        assert!(k.run.done_at.is_some(), "{k:?}");
+        assert_eq!(
+            (k.run.passes, k.run.flows_at_b, k.run.resent),
+            (1, flows, 2),
+            "{k:?}"
+        );
+        assert!(
+            k.replayed >= 1 && k.unauthenticated >= 1 && k.bad_tag >= 1,
+            "{k:?}"
+        );
     }
 
     /// The flows messages a pass of `flows` records takes, lossless.
