@@ -50,8 +50,7 @@ use lb_core::sync::election::{Change, Election};
 use lb_core::sync::segments::{PassSegments, Received};
 use lb_core::sync::{FlowChange, FlowRecord, Refused, SyncCounters, SyncEvents};
 use lb_core::wire::sync::{
-    emit_flows, flags, Acks, MessageKind, MessageWriter, Status, SyncHeader, HEADER_LEN,
-    MAX_MESSAGE_LEN,
+    flags, Acks, MessageKind, MessageWriter, Status, SyncHeader, HEADER_LEN, MAX_MESSAGE_LEN,
 };
 use lb_dataplane::sync::ControlLinks;
 
@@ -352,6 +351,7 @@ impl Packer {
             self.sequence = self.sequence.wrapping_add(1);
             let mut w = MessageWriter::new(&mut self.buf, self.sequence);
             w.set_flags(flags);
+            let from = next;
             while next < self.pending.len() && w.push(&self.pending[next]) {
                 next += 1;
             }
@@ -361,7 +361,11 @@ impl Packer {
             }
             let len = w.finish();
             if let Some(ps) = self.segments.as_mut() {
-                // Kept whether it went or not: unacked, it goes again.
+                // Each record the newest of its flow; kept whether it went
+                // or not: unacked, it goes again.
+                for r in &self.pending[from..next] {
+                    ps.note(r, self.sequence);
+                }
                 ps.record(self.sequence, n as u16, &self.buf[HEADER_LEN..len]);
             }
             if send(self.sealed(len)) {
@@ -389,12 +393,16 @@ impl Packer {
             return (0, 0, 0);
         };
         let (mut messages, mut records) = (0, 0);
-        let tried = ps.resend(max, |r| {
+        let tried = ps.resend(max, |rs| {
             self.sequence = self.sequence.wrapping_add(1);
-            let len = emit_flows(&mut self.buf, self.sequence, flags, r.count, r.records);
+            let mut w = MessageWriter::new(&mut self.buf, self.sequence);
+            w.set_flags(flags);
+            // A subset of what fitted one message: it fits.
+            let n = rs.iter().take_while(|r| w.push(r)).count() as u64;
+            let len = w.finish();
             if send(self.sealed(len)) {
                 messages += 1;
-                records += u64::from(r.count);
+                records += n;
             }
             self.sequence
         });
@@ -1629,10 +1637,22 @@ mod tests {
         pass: u32,
         /// Segments A sent again (`lb_sync_segments_resent_total`).
         resent: u64,
+        /// Per flow, whether the last record B got of it was a removal.
+        last_at_b: std::collections::HashMap<u16, bool>,
     }
 
     fn pair_run(flows: usize, rounds: usize, link: impl FnMut(&mut Vec<Vec<u8>>)) -> PairRun {
         pair_run_with(flows, rounds, link, |_| {}, None)
+    }
+
+    /// How a pair run goes besides its links: A starts a new pass at
+    /// round `restart_at`; both boxes are keyed; A's worker records the
+    /// `live` records at their rounds, after that round's pass records.
+    #[derive(Debug, Default)]
+    struct PairOpts<'a> {
+        restart_at: Option<usize>,
+        keyed: bool,
+        live: &'a [(usize, FlowRecord)],
     }
 
     /// Counters of A's, after a run of [`pair_run_keyed`].
@@ -1652,7 +1672,11 @@ mod tests {
         back: impl FnMut(&mut Vec<Vec<u8>>),
     ) -> KeyedRun {
         let mut out = KeyedRun::default();
-        out.run = pair_run_inner(flows, rounds, link, back, None, true, &mut |c| {
+        let opts = PairOpts {
+            keyed: true,
+            ..PairOpts::default()
+        };
+        out.run = pair_run_inner(flows, rounds, link, back, opts, &mut |c| {
             out.replayed = c.refused(Refused::Replayed);
             out.unauthenticated = c.refused(Refused::Unauthenticated);
             out.bad_tag = c.refused(Refused::BadTag);
@@ -1669,7 +1693,11 @@ mod tests {
         back: impl FnMut(&mut Vec<Vec<u8>>),
         restart_at: Option<usize>,
     ) -> PairRun {
-        pair_run_inner(flows, rounds, link, back, restart_at, false, &mut |_| {})
+        let opts = PairOpts {
+            restart_at,
+            ..PairOpts::default()
+        };
+        pair_run_inner(flows, rounds, link, back, opts, &mut |_| {})
     }
 
     /// The pair run itself; `keyed`: both boxes key their messages;
@@ -1679,10 +1707,14 @@ mod tests {
         rounds: usize,
         mut link: impl FnMut(&mut Vec<Vec<u8>>),
         mut back: impl FnMut(&mut Vec<Vec<u8>>),
-        restart_at: Option<usize>,
-        keyed: bool,
+        opts: PairOpts<'_>,
         counted: &mut dyn FnMut(&SyncCounters),
     ) -> PairRun {
+        let PairOpts {
+            restart_at,
+            keyed,
+            live,
+        } = opts;
         let sa = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let sb = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let conf = |role: &str, peer: SocketAddr| {
@@ -1741,6 +1773,9 @@ mod tests {
                 }
                 left -= n;
             }
+            for (_, r) in live.iter().filter(|(at, _)| *at == round) {
+                assert!(w.current().push(*r, &ca));
+            }
             w.hand_over();
             if left == 0 && w.current().is_empty() {
                 links_a.shared.bulk_done[0].store(asked, Ordering::Relaxed);
@@ -1755,7 +1790,11 @@ mod tests {
             for m in batch {
                 b.datagram(&m, peer);
             }
-            held.extend(at_b.try_iter().map(|r| r.client_port));
+            for r in at_b.try_iter() {
+                held.insert(r.client_port);
+                run.last_at_b
+                    .insert(r.client_port, r.change == FlowChange::Removed);
+            }
             b.send_interval();
             let mut batch = read(&sa);
             back(&mut batch);
@@ -1947,6 +1986,30 @@ mod tests {
         );
         assert_eq!(run.done_at, None, "{run:?}");
         assert_eq!(run.passes, 1, "{run:?}");
+    }
+
+    /// Found in review: a segment sent again carried its records as they
+    /// were, so a flow that ended after its record was lost came back on
+    /// the peer (and a SYN-sent one set an established flow back, to
+    /// expire there while the connection lived). The first datagram of a
+    /// pass is lost; the flow it carried ends later in the same flush (a
+    /// removal, which arrives): the datagram goes again without it.
+    #[test]
+    fn a_segment_sent_again_does_not_bring_back_a_flow_that_ended() {
+        let flows = 3000;
+        let ended = FlowRecord {
+            change: FlowChange::Removed,
+            ..record(5)
+        };
+        let opts = PairOpts {
+            live: &[(1, ended)],
+            ..PairOpts::default()
+        };
+        let run = pair_run_inner(flows, 100, losing(vec![1]), |_| {}, opts, &mut |_| {});
+        assert!(run.done_at.is_some(), "{run:?}");
+        assert_eq!((run.passes, run.resent), (1, 1));
+        assert_eq!(run.last_at_b.get(&5), Some(&true), "flow 5 brought back");
+        assert_eq!(run.last_at_b.get(&6), Some(&false), "flow 6 sent again");
     }
 
     /// A pass started again (a new pass number) while the one before is

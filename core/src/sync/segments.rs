@@ -27,7 +27,12 @@
 //! [`MAX_PASS_SEGMENTS`] segments of at most a message each (beyond, the
 //! pass is sent whole again, as before).
 
-use crate::wire::sync::{seq_after, Acks, Gap, MAX_RECORDS_END};
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use crate::sync::FlowRecord;
+use crate::wire::sync::{records_of, seq_after, Acks, Gap, MAX_RECORDS_END};
 
 /// How many of the peer's messages past `cum` the receiver tracks; one
 /// further on forgets the oldest (they are then before `from`, which the
@@ -35,6 +40,11 @@ use crate::wire::sync::{seq_after, Acks, Gap, MAX_RECORDS_END};
 pub const WINDOW: u32 = 1 << 16;
 
 const WORDS: usize = (WINDOW / 64) as usize;
+
+/// The most flows whose newest record a pass remembers (see
+/// [`PassSegments::note`]): beyond, a segment sent again may carry a
+/// record older than one sent since.
+pub const MAX_NOTED: usize = 1 << 21;
 
 /// The most segments a pass records: a pass of about 17 million IPv4
 /// flows (or 500 MB of records). A pass beyond is sent whole again.
@@ -220,12 +230,15 @@ impl Received {
 /// One segment of a pass: a message's records, as sent.
 #[derive(Debug, Clone)]
 struct Segment {
-    /// The sequence number it went out with last.
+    /// The sequence number it went out with last, and first.
     seq: u32,
+    orig: u32,
     count: u16,
     records: Box<[u8]>,
     /// An ack said it is missing: to be sent again.
     due: bool,
+    /// Every record of it was superseded: nothing to send again.
+    superseded: bool,
 }
 
 /// A pass of this box's, by segment: what was sent and not yet acked.
@@ -243,13 +256,14 @@ pub struct PassSegments {
     /// segment.
     overflowed: bool,
     due: usize,
-}
-
-/// A message to send again: its records.
-#[derive(Debug, Clone, Copy)]
-pub struct Resend<'a> {
-    pub count: u16,
-    pub records: &'a [u8],
+    /// Per flow (its key, hashed with `keys`): the message (its first
+    /// sequence number) that carried its newest record; a segment sent
+    /// again leaves out the records of its flows that a later message
+    /// carried (found in review: a segment sent again after the flow
+    /// changed or ended set the peer's entry back, a SYN-sent one to
+    /// expire there while the connection lived).
+    latest: HashMap<u64, u32>,
+    keys: RandomState,
 }
 
 impl PassSegments {
@@ -262,6 +276,22 @@ impl PassSegments {
             sent: false,
             overflowed: false,
             due: 0,
+            latest: HashMap::new(),
+            keys: RandomState::new(),
+        }
+    }
+
+    fn key(keys: &RandomState, r: &FlowRecord) -> u64 {
+        keys.hash_one((r.proto, r.client, r.client_port, r.vip, r.vip_port))
+    }
+
+    /// Record `r` went out in message `seq` (a first sending, not a
+    /// resend): it is its flow's newest, until another one's note.
+    /// At most [`MAX_NOTED`] flows are remembered.
+    pub fn note(&mut self, r: &FlowRecord, seq: u32) {
+        let k = Self::key(&self.keys, r);
+        if self.latest.len() < MAX_NOTED || self.latest.contains_key(&k) {
+            self.latest.insert(k, seq);
         }
     }
 
@@ -277,9 +307,11 @@ impl PassSegments {
         }
         self.segments.push(Segment {
             seq,
+            orig: seq,
             count,
             records: records.into(),
             due: false,
+            superseded: false,
         });
     }
 
@@ -359,22 +391,38 @@ impl PassSegments {
     }
 
     /// Sends the due segments again, at most `max`, each as a new message
-    /// whose sequence number `send` returns (its records given); returns
-    /// how many went.
-    pub fn resend(&mut self, max: usize, mut send: impl FnMut(Resend<'_>) -> u32) -> usize {
-        let mut n = 0;
-        for s in self.segments.iter_mut().filter(|s| s.due) {
+    /// whose sequence number `send` returns; `send` gets the segment's
+    /// records but those of flows a later message carried (their newest
+    /// went since). A segment with none left is done, nothing is sent for
+    /// it. Returns how many messages went.
+    pub fn resend(&mut self, max: usize, mut send: impl FnMut(&[FlowRecord]) -> u32) -> usize {
+        let (mut n, mut done, mut tried) = (0, 0, 0);
+        let mut kept = Vec::new();
+        let (segments, latest, keys) = (&mut self.segments, &self.latest, &self.keys);
+        for s in segments.iter_mut().filter(|s| s.due) {
             if n >= max {
                 break;
             }
-            s.seq = send(Resend {
-                count: s.count,
-                records: &s.records,
-            });
+            tried += 1;
             s.due = false;
+            kept.clear();
+            kept.extend(
+                records_of(s.count, &s.records)
+                    .filter_map(Result::ok)
+                    .filter(|r| latest.get(&Self::key(keys, r)).is_none_or(|&o| o == s.orig)),
+            );
+            if kept.is_empty() {
+                s.superseded = true;
+                done += 1;
+                continue;
+            }
+            s.seq = send(&kept);
             n += 1;
         }
-        self.due -= n;
+        if done > 0 {
+            self.segments.retain(|s| !s.superseded);
+        }
+        self.due -= tried;
         n
     }
 }

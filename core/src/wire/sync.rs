@@ -737,29 +737,22 @@ impl Acks {
 /// The longest `Acks` message fits a message with room for a trailer.
 const _: () = assert!(HEADER_LEN + ACKS_LEN + MAX_GAPS * GAP_LEN <= MAX_RECORDS_END);
 
-/// Writes a whole flows message of `count` records already emitted
-/// (`records`, at most [`MAX_RECORDS_END`] - [`HEADER_LEN`] bytes: what a
-/// [`MessageWriter`] made, sent again) into `buf`; returns its length.
-pub fn emit_flows(buf: &mut [u8], sequence: u32, flags: u16, count: u16, records: &[u8]) -> usize {
-    let len = HEADER_LEN + records.len();
-    let mut p = SyncPacket::new_unchecked(&mut buf[..len]);
-    p.set_magic(MAGIC);
-    p.set_version(VERSION);
-    p.set_kind(MessageKind::Flows);
-    p.set_count(count);
-    p.set_len(u16::try_from(len).expect("a message is at most MAX_MESSAGE_LEN bytes"));
-    p.set_flags(flags);
-    p.set_sequence(sequence);
-    buf[HEADER_LEN..len].copy_from_slice(records);
-    len
-}
-
 /// The records of a message (see [`SyncPacket::records`]).
 #[derive(Debug, Clone)]
 pub struct Records<'a> {
     data: &'a [u8],
     left: u16,
     done: bool,
+}
+
+/// The records of `count` records' bytes as a [`MessageWriter`] wrote
+/// them (a message's payload), read as [`SyncPacket::records`] does.
+pub fn records_of(count: u16, payload: &[u8]) -> Records<'_> {
+    Records {
+        data: payload,
+        left: count,
+        done: false,
+    }
 }
 
 impl Iterator for Records<'_> {
