@@ -94,6 +94,37 @@ impl fmt::Display for RunError {
 
 impl std::error::Error for RunError {}
 
+/// Warns when `checked` reals' checker threads (one each) would not fit
+/// in the memory maps the kernel allows a process (`vm.max_map_count`;
+/// a thread's stack and its guard take two): the checkers past it fail
+/// to start, and their reals are counted down (found in audit, with the
+/// unit's task limit, which the unit now lifts).
+fn warn_of_thread_room(checked: usize) {
+    let Some(max) = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|t| t.trim().parse::<usize>().ok())
+    else {
+        return;
+    };
+    if let Some(why) = thread_room(checked, max) {
+        log::warn!("{why}");
+    }
+}
+
+/// [`warn_of_thread_room`]'s reckoning: 2 maps a checker thread, and
+/// 4,096 for everything else (DPDK's memory, the binary, the workers').
+fn thread_room(checked: usize, max_map_count: usize) -> Option<String> {
+    let needed = checked.saturating_mul(2).saturating_add(4096);
+    (needed > max_map_count).then(|| {
+        format!(
+            "health: {checked} checked reals need about {needed} memory maps (a checker thread each), \
+             above vm.max_map_count ({max_map_count}): checkers past it will fail to start and their \
+             reals count as down; raise it (sysctl -w vm.max_map_count={}, and in /etc/sysctl.d/)",
+            needed.next_power_of_two().max(262_144)
+        )
+    })
+}
+
 /// The health state of every checked real, and the check it comes from.
 #[derive(Debug, Default, Clone)]
 struct Health {
@@ -528,6 +559,7 @@ impl Control {
         match self.publish() {
             Ok(generation) => {
                 self.checkers.sync(&self.config);
+                warn_of_thread_room(self.health.states.len());
                 // The keys and max_clock_skew are all of [sync] a reload
                 // may change (restart_required_changes): to the thread.
                 if let (Some(t), Some(was), Some(now)) =
@@ -723,6 +755,7 @@ pub fn run(config: Config, text: &str, config_path: PathBuf) -> Result<(), RunEr
     let doc = text.parse::<toml_edit::DocumentMut>().ok();
     let mut checkers = HealthCheckers::new();
     checkers.sync(&config);
+    warn_of_thread_room(health.states.len());
     systemd.wait_for_first_checks(
         health.states.keys().cloned(),
         notify::first_checks_wait(&config),
@@ -1152,6 +1185,18 @@ mod tests {
         )
         .unwrap();
         assert!(h.unsettled(&snap).is_empty());
+    }
+
+    #[test]
+    fn too_many_checked_reals_for_the_kernels_map_count_are_warned_of() {
+        assert_eq!(thread_room(1_000, 65_530), None);
+        assert_eq!(thread_room(30_000, 65_530), None);
+        let w = thread_room(40_000, 65_530).expect("warned");
+        assert!(
+            w.contains("40000 checked reals") && w.contains("vm.max_map_count=262144"),
+            "{w}"
+        );
+        assert_eq!(thread_room(65_536, 262_144), None);
     }
 
     #[test]
