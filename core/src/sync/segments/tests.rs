@@ -306,3 +306,81 @@ fn a_segment_sent_again_leaves_out_what_a_later_message_superseded() {
     assert_eq!(p.take_acks(&r.acks(5, 1), 9, 200), 1);
     assert!(p.is_through());
 }
+
+/// Review: a segment is forgotten as "superseded" when a later message
+/// carried a newer record of each of its flows, whether or not that later
+/// message is known to have arrived. A message sent after `all_sent` is
+/// not a segment (nobody tracks it), so when it is lost too, the flow
+/// reaches the peer in neither message, and yet the pass is through (and
+/// the hand-over goes ahead). Before segments, the lost segment damaged
+/// the pass and it went whole again, flow included.
+#[test]
+#[ignore = "review: a segment superseded only by an untracked (lost) later message is forgotten; the pass is through without the flow"]
+fn review_a_segment_superseded_by_a_lost_message_after_the_pass_is_not_through() {
+    let mut p = PassSegments::new(1, 0);
+    send(&mut p, 1, &[flow(5, FlowState::Established)]);
+    p.all_sent();
+    // A live change of flow 5 after the pass went out: message 2, noted
+    // as the flow's newest but not recorded (the pass is sent).
+    send(&mut p, 2, &[flow(5, FlowState::FinWait)]);
+    assert_eq!(p.unacked(), 1, "message 2 is no segment");
+    // Both lost; message 3 (a status) arrived: 1 and 2 are a gap.
+    let mut a = Acks::new(5, 9, 1, 1, 0);
+    assert!(a.push_gap(Gap { first: 1, len: 2 }));
+    a.set_until(3);
+    assert_eq!(a.arrived(1), Some(false));
+    assert_eq!(a.arrived(2), Some(false));
+    p.take_acks(&a, 9, 3);
+    assert_eq!(p.due(), 1);
+    let mut again = Vec::new();
+    p.resend(512, |rs| {
+        again.extend_from_slice(rs);
+        4
+    });
+    let five_sent = again.iter().any(|r| r.client_port == 5);
+    assert!(
+        five_sent || !p.is_through(),
+        "flow 5 reached the peer in no message, yet the pass is through"
+    );
+}
+
+/// Review: the fix of "a segment sent again sets a flow back" only holds
+/// for the first MAX_NOTED (2,097,152) flows of a pass. A table larger than
+/// that (capacity may be 16M per worker) gets a stale record resent after
+/// the flow's removal arrived: the ended flow comes back on the peer.
+#[test]
+#[ignore = "review: beyond MAX_NOTED flows a segment sent again brings back a flow that ended"]
+fn review_a_segment_sent_again_in_a_big_pass_does_not_bring_back_an_ended_flow() {
+    let mut p = PassSegments::new(1, 0);
+    // Message 1: the pass's first MAX_NOTED flows (other clients).
+    for i in 0..MAX_NOTED as u32 {
+        let r = FlowRecord {
+            client: Ipv4Addr::from(0x0a00_0000 + i).into(),
+            ..flow(1, FlowState::Established)
+        };
+        p.note(&r, 1);
+    }
+    // Message 2: flow 5 (established); message 3: its removal.
+    send(&mut p, 2, &[flow(5, FlowState::Established)]);
+    let ended = FlowRecord {
+        change: FlowChange::Removed,
+        ..flow(5, FlowState::Established)
+    };
+    send(&mut p, 3, &[ended]);
+    p.all_sent();
+    // 2 lost, 3 (the removal) arrived.
+    let mut a = Acks::new(5, 9, 1, 2, 1);
+    assert!(a.push_gap(Gap { first: 2, len: 1 }));
+    a.set_until(3);
+    p.take_acks(&a, 9, 3);
+    assert_eq!(p.due(), 1);
+    let mut again = Vec::new();
+    p.resend(512, |rs| {
+        again.extend_from_slice(rs);
+        4
+    });
+    assert!(
+        again.is_empty(),
+        "flow 5's record sent again after its removal arrived: {again:?}"
+    );
+}
