@@ -1525,16 +1525,9 @@ fn a_solicitation_naming_another_mac_for_a_known_real_is_not_given_to_the_kernel
     assert_eq!(p.process(&snap, 0, &mut b, 3), Verdict::ToKernel);
 }
 
-/// Found in audit (a compromised NAT66 real, two arms): the IPv6 twin of
-/// `a_real_cannot_pin_the_table_with_clients_it_spoofs`. A SYN for a
-/// client off every connected network comes in on the gateway's port or
-/// makes no flow: from the reals' port it is a real forging clients
-/// (which it then answers and ACKs for, pinning confirmed entries, while
-/// its SYN-ACKs leave from the VIP for addresses it chose).
-#[test]
-fn a_routed_client_makes_a_flow_only_on_the_gateways_port() {
-    const LAN: MacAddr = MacAddr([2, 0, 0, 0, 0, 3]);
-    let text = r#"
+/// Two ports, each its /64, a NAT66 real on "lan" and the gateway on
+/// "wan", both static neighbors.
+const TWO_ARM_NAT66: &str = r#"
 [workers]
 lcores = [1]
 [[ports]]
@@ -1561,7 +1554,17 @@ syn_proxy = "off"
 address = "2001:2:0:5::11"
 port = 8080
 "#;
-    let snap = super::tests::compile(&Config::parse(text).unwrap(), &[OUR, LAN]);
+
+/// Found in audit (a compromised NAT66 real, two arms): the IPv6 twin of
+/// `a_real_cannot_pin_the_table_with_clients_it_spoofs`. A SYN for a
+/// client off every connected network comes in on the gateway's port or
+/// makes no flow: from the reals' port it is a real forging clients
+/// (which it then answers and ACKs for, pinning confirmed entries, while
+/// its SYN-ACKs leave from the VIP for addresses it chose).
+#[test]
+fn a_routed_client_makes_a_flow_only_on_the_gateways_port() {
+    const LAN: MacAddr = MacAddr([2, 0, 0, 0, 0, 3]);
+    let snap = super::tests::compile(&Config::parse(TWO_ARM_NAT66).unwrap(), &[OUR, LAN]);
     let mut p = pipeline(&snap, 0, 1);
     let vip = v6("2001:2:0:1::100");
     let spoofed = (v6("2001:2:0:1000::1"), 40000);
@@ -1597,30 +1600,13 @@ port = 8080
 #[test]
 fn a_real_cannot_pin_the_table_with_clients_it_has_no_way_back_to() {
     const LAN: MacAddr = MacAddr([2, 0, 0, 0, 0, 3]);
-    let text = r#"
-[workers]
-lcores = [1]
-[[ports]]
-name = "wan"
-device = "net_null0"
-address6 = "2001:2::2/64"
-[[ports]]
-name = "lan"
-device = "net_null1"
-address6 = "2001:2:0:5::2/64"
-[[neighbors]]
-address = "2001:2:0:5::11"
-mac = "02:00:00:00:05:11"
-[[services]]
-name = "web6"
-vip = "2001:2:0:1::100"
-port = 80
-syn_proxy = "off"
-[[services.reals]]
-address = "2001:2:0:5::11"
-port = 8080
-"#;
-    let snap = super::tests::compile(&Config::parse(text).unwrap(), &[OUR, LAN]);
+    let text = TWO_ARM_NAT66
+        .replace("gateway6 = \"2001:2::1\"\n", "")
+        .replace(
+            "[[neighbors]]\naddress = \"2001:2::1\"\nmac = \"02:00:00:00:00:01\"\n",
+            "",
+        );
+    let snap = super::tests::compile(&Config::parse(&text).unwrap(), &[OUR, LAN]);
     let mut p = pipeline(&snap, 0, 1);
     let (vip, real) = (v6("2001:2:0:1::100"), v6("2001:2:0:5::11"));
     let real_mac = MacAddr([2, 0, 0, 0, 5, 0x11]);
