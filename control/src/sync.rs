@@ -492,15 +492,18 @@ struct PeerPasses {
 impl PeerPasses {
     /// A status from the peer; true when it is a new life of the peer (it
     /// restarted: everything it knew of us is gone).
-    /// `segments`: the peer acks by segment ([`flags::SEGMENTS`]), and
-    /// says a pass is through only once this appliance acked every
-    /// segment of it: what was lost meanwhile was sent again, and the
-    /// pass is whole.
-    fn status(&mut self, st: &Status, lost_now: bool, segments: bool) -> bool {
+    /// `by_segment`: the peer acks by segment ([`flags::SEGMENTS`]) and
+    /// its pass is not acked whole ([`flags::WHOLE_PASS`]), so it says a
+    /// pass is through only once this appliance acked every segment of
+    /// it: what was lost meanwhile was sent again, and the pass is whole.
+    /// What was lost is counted against the pass all the same, for a pass
+    /// that turns out to be acked whole (found in review: one too big to
+    /// ack by segment).
+    fn status(&mut self, st: &Status, lost_now: bool, by_segment: bool) -> bool {
         // Taken before a new life's reset: what was lost since the last
         // status may be the new life's first messages (found in audit: a
         // restarted primary's first pass was acked whole without them).
-        let damaged = (std::mem::take(&mut self.damaged) || lost_now) && !segments;
+        let damaged = std::mem::take(&mut self.damaged) || lost_now;
         let restarted = self.nonce != Some(st.nonce);
         if restarted {
             *self = PeerPasses {
@@ -525,7 +528,7 @@ impl PeerPasses {
         }
         if let Some((p, whole)) = self.receiving {
             if st.passed == p {
-                if whole {
+                if whole || by_segment {
                     self.acked = p;
                 } else {
                     self.nacked = p;
@@ -573,6 +576,12 @@ struct OwnPasses {
     /// waited, and the peer took over before it had them).
     finishing: Option<u32>,
     drained: bool,
+    /// The pass (`pass`) is acked whole, not by segment: the peer does
+    /// not ack by segment, or the pass was too big to (found in review:
+    /// such a pass was started again by segment, overflowed again, for
+    /// ever), or the peer stopped saying it does. Said to the peer
+    /// ([`flags::WHOLE_PASS`]), which then judges it by what was lost.
+    whole: bool,
 }
 
 /// How often at most the wait between passes for a peer that keeps
@@ -889,6 +898,7 @@ impl Sync<'_> {
         let n = (self.links.shared.request_bulk() as u32).max(1);
         self.own.pass = n;
         self.own.finishing = None;
+        self.own.whole = !self.peer_segments;
         // A pass before it, partly acked, is over: this one sends every
         // flow again.
         self.packer.segments = self
@@ -934,6 +944,7 @@ impl Sync<'_> {
             self.own.drained = false;
         }
         self.send_flows(now);
+        self.whole_if_overflowed();
         let pass = self.own.pass;
         let segments = self.packer.segments.as_mut().filter(|ps| ps.pass == pass);
         if self.own.finishing == Some(pass) && self.own.drained && self.packer.pending.is_empty() {
@@ -948,22 +959,35 @@ impl Sync<'_> {
             if ps.is_through() {
                 self.own.passed = ps.pass;
                 self.packer.segments = None;
-            } else if ps.overflowed() {
-                log::warn!(
-                    "sync: bulk pass {} to {} has more than {} datagrams, too many to ack one by one; sending every flow again",
-                    ps.pass,
-                    self.cfg.peer,
-                    lb_core::sync::segments::MAX_PASS_SEGMENTS
-                );
-                let n = self.start_pass();
-                if self.own.for_peer.is_some() {
-                    self.own.for_peer = Some(n);
-                }
             }
         }
         self.send_status(now);
         self.send_acks(now);
         self.decide(now);
+    }
+
+    /// A pass too big to ack by segment (more datagrams than are kept) is acked whole from now on, as with a
+    /// peer before segments: its records are dropped, it is through once
+    /// every record went out, and the peer acks it if nothing was lost
+    /// (else it is sent whole again). Found in review: it was started
+    /// again by segment, overflowed again, and was never through.
+    fn whole_if_overflowed(&mut self) {
+        let Some(ps) = self.packer.segments.as_ref().filter(|ps| ps.overflowed()) else {
+            return;
+        };
+        log::warn!(
+            "sync: bulk pass {} to {} has more than {} datagrams, too many to ack one by one; it is acked whole",
+            ps.pass,
+            self.cfg.peer,
+            lb_core::sync::segments::MAX_PASS_SEGMENTS
+        );
+        if ps.pass == self.own.pass {
+            self.own.whole = true;
+            if ps.is_sent() {
+                self.own.passed = ps.pass;
+            }
+        }
+        self.packer.segments = None;
     }
 
     /// What the workers handed over since the last call, to the peer (no
@@ -1007,7 +1031,8 @@ impl Sync<'_> {
     }
 
     fn send_status(&mut self, now: Instant) {
-        self.send_status_flagged(self.election.flags(now) | OWN_FLAGS);
+        let whole = if self.own.whole { flags::WHOLE_PASS } else { 0 };
+        self.send_status_flagged(self.election.flags(now) | OWN_FLAGS | whole);
     }
 
     /// Tells a peer that acks by segment which of its messages arrived
@@ -1176,7 +1201,8 @@ impl Sync<'_> {
         }
         let segments = h.flags & flags::SEGMENTS != 0;
         if let Some(st) = status {
-            came_back |= self.peer.status(&st, damaged, segments);
+            let by_segment = segments && h.flags & flags::WHOLE_PASS == 0;
+            came_back |= self.peer.status(&st, damaged, by_segment);
             // Its numbering, if a new life's, begins again.
             self.received.life(st.nonce);
             if came_back {
@@ -1191,8 +1217,11 @@ impl Sync<'_> {
         self.peer_reads_proxy6 = h.flags & flags::PROXY6 != 0;
         if self.peer_segments && !segments {
             // Now an older version (or another box): it gets no acks, and
-            // a pass for it is acked whole.
-            self.packer.segments = None;
+            // a pass for it is acked whole (and says so: found in review,
+            // the peer, reading SEGMENTS, would not judge it by loss).
+            if self.packer.segments.take().is_some() {
+                self.own.whole = true;
+            }
         }
         self.peer_segments = segments;
         self.check_roles(h.flags);
@@ -2095,16 +2124,17 @@ mod tests {
         assert!((1..=lost).contains(&run.resent), "{run:?}");
     }
 
-    /// Review: a pass of more than `MAX_PASS_SEGMENTS` datagrams (about 17
-    /// million IPv4 flows, fewer with IPv6 ones or live churn during the
-    /// pass; `flows.capacity` allows 16M per worker) is "sent whole again"
-    /// by starting a new pass, but the new pass is kept by segment again
-    /// (the peer still says SEGMENTS), overflows again, and is started over
-    /// for ever: the pass is never through, so a hand-over never happens.
-    /// Before segments such a pass was acked whole when nothing was lost.
+    /// Found in review: a pass of more than `MAX_PASS_SEGMENTS` datagrams
+    /// (about 17 million IPv4 flows, fewer with IPv6 ones or live churn
+    /// during the pass; `flows.capacity` allows 16M per worker) was "sent
+    /// whole again" by starting a new pass, but the new pass was kept by
+    /// segment again (the peer still said SEGMENTS), overflowed again, and
+    /// was started over for ever: never through, so no hand-over. Such a
+    /// pass is now acked whole, as before segments: through once sent, and
+    /// its statuses say [`flags::WHOLE_PASS`], so the peer judges it by
+    /// what was lost.
     #[test]
-    #[ignore = "review: a pass of more than MAX_PASS_SEGMENTS datagrams is restarted by segment again, for ever"]
-    fn review_a_pass_too_big_to_ack_by_segment_is_through_once_sent_whole() {
+    fn a_pass_too_big_to_ack_by_segment_is_through_once_sent_whole() {
         use lb_core::sync::segments::MAX_PASS_SEGMENTS;
         let sa = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let sb = bind("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -2134,6 +2164,7 @@ mod tests {
             links.shared.bulk_done[0].store(u64::from(pass), Ordering::Release);
             a.send_interval();
             if a.own.passed == a.own.pass {
+                assert!(a.own.whole && a.packer.segments.is_none());
                 return;
             }
             eprintln!(
@@ -2984,6 +3015,34 @@ mod tests {
         assert_eq!(rx.len(), 2, "the queue holds two");
         assert_eq!(c.events_dropped.get(), 3);
         assert_eq!(c.flows_received.get(), 5);
+    }
+
+    /// A pass of a peer that acks by segment is acked whatever was lost
+    /// meanwhile (the lost segments went again), unless its status says
+    /// it is acked whole ([`flags::WHOLE_PASS`]): then what was lost
+    /// since it began nacks it, as a peer's before segments.
+    #[test]
+    fn a_pass_acked_whole_by_a_segment_peer_is_judged_by_loss() {
+        let st = |pass, passed| Status {
+            nonce: 5,
+            pass,
+            passed,
+            ..Status::default()
+        };
+        for (by_segment, acked) in [(true, true), (false, false)] {
+            let mut pp = PeerPasses::default();
+            pp.status(&st(0, 0), false, true);
+            pp.status(&st(1, 0), false, true);
+            // Lost while the pass was still said to be by segment.
+            pp.damaged = true;
+            pp.status(&st(1, 0), false, true);
+            pp.status(&st(1, 1), false, by_segment);
+            assert_eq!(
+                (pp.acked == 1, pp.nacked == 1),
+                (acked, !acked),
+                "by segment: {by_segment}"
+            );
+        }
     }
 
     #[test]

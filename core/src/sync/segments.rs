@@ -25,7 +25,7 @@
 //! costs a resend. Memory is bounded: the receiver's window is fixed
 //! ([`WINDOW`] messages, allocated once), the sender's record at most
 //! [`MAX_PASS_SEGMENTS`] segments of at most a message each (beyond, the
-//! pass is sent whole again, as before).
+//! pass is acked whole, as with a peer before segments).
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -47,7 +47,8 @@ const WORDS: usize = (WINDOW / 64) as usize;
 pub const MAX_NOTED: usize = 1 << 21;
 
 /// The most segments a pass records: a pass of about 17 million IPv4
-/// flows (or 500 MB of records). A pass beyond is sent whole again.
+/// flows (or 620 MB of records). A pass beyond is acked whole (its
+/// segments are dropped, and its statuses say `flags::WHOLE_PASS`).
 pub const MAX_PASS_SEGMENTS: usize = 1 << 19;
 
 /// Which of the peer's messages (of one life of it) arrived.

@@ -147,6 +147,11 @@ pub mod flags {
     /// refuses type 3 as `unknown_type`) and passes acked whole, as
     /// before.
     pub const SEGMENTS: u16 = 64;
+    /// In a status of a sender that says [`SEGMENTS`]: its pass (the
+    /// status's `pass`) is acked whole, not by segment (it was too big to
+    /// track), so the receiver judges it by what was lost, as a pass of a
+    /// sender before segments.
+    pub const WHOLE_PASS: u16 = 128;
 }
 
 /// Length of the message header.
