@@ -28,7 +28,7 @@
 //! pass is acked whole, as with a peer before segments).
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 
 use crate::sync::FlowRecord;
@@ -240,6 +240,15 @@ struct Segment {
     due: bool,
     /// Every record of it was superseded: nothing to send again.
     superseded: bool,
+    /// Recorded before every record of the pass went out: the pass is
+    /// through only once it is acked.
+    in_pass: bool,
+    /// A record of an earlier segment was left out of its resend because
+    /// this one carried a newer one: the pass is through only once this
+    /// one is acked too (found in review: a live change after the pass,
+    /// not tracked, was lost, and the pass was through while the peer
+    /// never had the flow).
+    needed: bool,
 }
 
 /// A pass of this box's, by segment: what was sent and not yet acked.
@@ -251,7 +260,9 @@ pub struct PassSegments {
     /// segment's is after it.
     base: u32,
     segments: Vec<Segment>,
-    /// Every record of the pass went out (no more segments are recorded).
+    /// Every record of the pass went out. Flows messages sent after it
+    /// are still recorded until the pass is through: a resend may leave
+    /// a record out because one of them superseded it.
     sent: bool,
     /// More than [`MAX_PASS_SEGMENTS`]: the pass cannot be finished by
     /// segment.
@@ -296,10 +307,10 @@ impl PassSegments {
         }
     }
 
-    /// A flows message sent (or lost sending it) while the pass is under
-    /// way: a segment of it, kept until acked.
+    /// A flows message sent (or lost sending it) while the pass is not
+    /// through: a segment of it, kept until acked.
     pub fn record(&mut self, seq: u32, count: u16, records: &[u8]) {
-        if self.sent || records.len() > MAX_RECORDS_END {
+        if records.len() > MAX_RECORDS_END {
             return;
         }
         if self.segments.len() >= MAX_PASS_SEGMENTS {
@@ -313,6 +324,8 @@ impl PassSegments {
             records: records.into(),
             due: false,
             superseded: false,
+            in_pass: !self.sent,
+            needed: false,
         });
     }
 
@@ -330,12 +343,14 @@ impl PassSegments {
         self.overflowed
     }
 
-    /// Every segment went out and was acked: the pass arrived whole.
+    /// Every segment of the pass went out and was acked, and every later
+    /// message whose records a resend counted on: the pass arrived whole.
+    /// Other messages sent since (live changes) need not be acked.
     pub fn is_through(&self) -> bool {
-        self.sent && !self.overflowed && self.segments.is_empty()
+        self.sent && !self.overflowed && !self.segments.iter().any(|s| s.in_pass || s.needed)
     }
 
-    /// Segments not acked yet.
+    /// Segments (and later messages) not acked yet.
     pub fn unacked(&self) -> usize {
         self.segments.len()
     }
@@ -394,11 +409,13 @@ impl PassSegments {
     /// Sends the due segments again, at most `max`, each as a new message
     /// whose sequence number `send` returns; `send` gets the segment's
     /// records but those of flows a later message carried (their newest
-    /// went since). A segment with none left is done, nothing is sent for
-    /// it. Returns how many messages went.
+    /// went since: those messages are then waited for, see
+    /// [`Self::is_through`]). A segment with none left is done, nothing
+    /// is sent for it. Returns how many messages went.
     pub fn resend(&mut self, max: usize, mut send: impl FnMut(&[FlowRecord]) -> u32) -> usize {
         let (mut n, mut done, mut tried) = (0, 0, 0);
         let mut kept = Vec::new();
+        let mut needed = HashSet::new();
         let (segments, latest, keys) = (&mut self.segments, &self.latest, &self.keys);
         for s in segments.iter_mut().filter(|s| s.due) {
             if n >= max {
@@ -407,11 +424,15 @@ impl PassSegments {
             tried += 1;
             s.due = false;
             kept.clear();
-            kept.extend(
-                records_of(s.count, &s.records)
-                    .filter_map(Result::ok)
-                    .filter(|r| latest.get(&Self::key(keys, r)).is_none_or(|&o| o == s.orig)),
-            );
+            for r in records_of(s.count, &s.records).filter_map(Result::ok) {
+                match latest.get(&Self::key(keys, &r)) {
+                    // A later message carried this flow's newest record.
+                    Some(&o) if o != s.orig => {
+                        needed.insert(o);
+                    }
+                    _ => kept.push(r),
+                }
+            }
             if kept.is_empty() {
                 s.superseded = true;
                 done += 1;
@@ -420,8 +441,15 @@ impl PassSegments {
             s.seq = send(&kept);
             n += 1;
         }
+        if !needed.is_empty() {
+            // Not found: acked already (or itself superseded, and what
+            // superseded it marked in turn).
+            for s in segments.iter_mut().filter(|s| needed.contains(&s.orig)) {
+                s.needed = true;
+            }
+        }
         if done > 0 {
-            self.segments.retain(|s| !s.superseded);
+            segments.retain(|s| !s.superseded);
         }
         self.due -= tried;
         n
