@@ -966,7 +966,8 @@ impl Sync<'_> {
         self.decide(now);
     }
 
-    /// A pass too big to ack by segment (more datagrams than are kept) is acked whole from now on, as with a
+    /// A pass too big to ack by segment (more datagrams, or flows, not
+    /// acked at once than are kept) is acked whole from now on, as with a
     /// peer before segments: its records are dropped, it is through once
     /// every record went out, and the peer acks it if nothing was lost
     /// (else it is sent whole again). Found in review: it was started
@@ -976,10 +977,11 @@ impl Sync<'_> {
             return;
         };
         log::warn!(
-            "sync: bulk pass {} to {} has more than {} datagrams, too many to ack one by one; it is acked whole",
+            "sync: bulk pass {} to {} has more than {} datagrams (or {} flows) not acked yet, too many to ack one by one; it is acked whole",
             ps.pass,
             self.cfg.peer,
-            lb_core::sync::segments::MAX_PASS_SEGMENTS
+            lb_core::sync::segments::MAX_PASS_SEGMENTS,
+            lb_core::sync::segments::MAX_NOTED
         );
         if ps.pass == self.own.pass {
             self.own.whole = true;

@@ -4,8 +4,9 @@
 //! A bulk pass (every flow a box holds, sent to its peer) is thousands of
 //! datagrams; acked only whole, one lost datagram in a pass sent it all
 //! again, and at a loss of one in 10,000 a pass of a million flows almost
-//! never arrived whole. Here every message a box sends while its pass is
-//! under way is a *segment* of the pass, named by its sequence number:
+//! never arrived whole. Here every flows message a box sends until its
+//! pass is through is a *segment* of the pass, named by its sequence
+//! number:
 //!
 //! - the receiver notes which of the peer's messages arrived whole
 //!   ([`Received`]: every record handed to a worker; one with a record
@@ -14,9 +15,12 @@
 //! - the sender keeps each segment's records ([`PassSegments`]) until an
 //!   ack says it arrived, sends again, as a new message (a new sequence
 //!   number: the segment is then known by it), each one an ack says is
-//!   missing, and takes the pass for through once every segment is
-//!   acknowledged (its status's `passed`, which the peer then acks as
-//!   before).
+//!   missing (but the records a later message superseded: that one is
+//!   then waited for too), and takes the pass for through once every
+//!   segment of the pass proper is acknowledged (its status's `passed`,
+//!   which the peer then acks as before); live changes sent after it
+//!   are sent again when lost, but not waited for unless a resend
+//!   counted on them.
 //!
 //! Everything in an ack is the peer's word, checked: an ack of another
 //! life (nonce) than the one the sender is, or that speaks of a message
@@ -24,8 +28,10 @@
 //! forget a segment it did not say arrived, and what it says missing only
 //! costs a resend. Memory is bounded: the receiver's window is fixed
 //! ([`WINDOW`] messages, allocated once), the sender's record at most
-//! [`MAX_PASS_SEGMENTS`] segments of at most a message each (beyond, the
-//! pass is acked whole, as with a peer before segments).
+//! [`MAX_PASS_SEGMENTS`] segments not acked yet, of at most a message
+//! each, and the notes of at most [`MAX_NOTED`] flows, those of the
+//! segments not acked yet (beyond either, the pass is acked whole, as
+//! with a peer before segments).
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
@@ -41,14 +47,16 @@ pub const WINDOW: u32 = 1 << 16;
 
 const WORDS: usize = (WINDOW / 64) as usize;
 
-/// The most flows whose newest record a pass remembers (see
-/// [`PassSegments::note`]): beyond, a segment sent again may carry a
-/// record older than one sent since.
+/// The most flows whose newest record a pass remembers at once (see
+/// [`PassSegments::note`]): those of the segments not acked yet. One more
+/// overflows the pass (it is then acked whole: no segment is sent again
+/// without knowing what superseded its records).
 pub const MAX_NOTED: usize = 1 << 21;
 
-/// The most segments a pass records: a pass of about 17 million IPv4
-/// flows (or 620 MB of records). A pass beyond is acked whole (its
-/// segments are dropped, and its statuses say `flags::WHOLE_PASS`).
+/// The most segments a pass records at once (acked ones are forgotten):
+/// about 17 million IPv4 flows, or 620 MB of records (each kept in a
+/// buffer of its own, of at most 1,208 bytes). One more overflows the
+/// pass: it is then acked whole, and its segments are dropped.
 pub const MAX_PASS_SEGMENTS: usize = 1 << 19;
 
 /// Which of the peer's messages (of one life of it) arrived.
@@ -264,17 +272,19 @@ pub struct PassSegments {
     /// are still recorded until the pass is through: a resend may leave
     /// a record out because one of them superseded it.
     sent: bool,
-    /// More than [`MAX_PASS_SEGMENTS`]: the pass cannot be finished by
-    /// segment.
+    /// More than [`MAX_PASS_SEGMENTS`] segments, or [`MAX_NOTED`] flows,
+    /// at once: the pass cannot be finished by segment.
     overflowed: bool,
     due: usize,
-    /// Per flow (its key, hashed with `keys`): the message (its first
-    /// sequence number) that carried its newest record; a segment sent
-    /// again leaves out the records of its flows that a later message
-    /// carried (found in review: a segment sent again after the flow
-    /// changed or ended set the peer's entry back, a SYN-sent one to
-    /// expire there while the connection lived).
-    latest: HashMap<u64, u32>,
+    /// Per flow (its key, hashed with `keys`) of the segments not acked
+    /// yet: the message (its first sequence number) that carried its
+    /// newest record, and how many of those segments carry it (at 0 the
+    /// entry goes). A segment sent again leaves out the records of its
+    /// flows that a later message carried (found in review: a segment
+    /// sent again after the flow changed or ended set the peer's entry
+    /// back, a SYN-sent one to expire there while the connection lived),
+    /// and that message is then waited for ([`Segment::needed`]).
+    latest: HashMap<u64, (u32, u32)>,
     keys: RandomState,
 }
 
@@ -298,22 +308,39 @@ impl PassSegments {
     }
 
     /// Record `r` went out in message `seq` (a first sending, not a
-    /// resend): it is its flow's newest, until another one's note.
-    /// At most [`MAX_NOTED`] flows are remembered.
+    /// resend), which is then [`Self::record`]ed: it is its flow's
+    /// newest, until another one's note. At most [`MAX_NOTED`] flows are
+    /// remembered at once; one more overflows the pass (found in review:
+    /// beyond, a segment sent again brought back a flow that ended).
     pub fn note(&mut self, r: &FlowRecord, seq: u32) {
         let k = Self::key(&self.keys, r);
-        if self.latest.len() < MAX_NOTED || self.latest.contains_key(&k) {
-            self.latest.insert(k, seq);
+        if let Some(e) = self.latest.get_mut(&k) {
+            *e = (seq, e.1.saturating_add(1));
+        } else if self.latest.len() < MAX_NOTED {
+            self.latest.insert(k, (seq, 1));
+        } else {
+            self.overflowed = true;
+        }
+    }
+
+    /// The notes of a segment that is acked (or has nothing left to
+    /// send): its flows are one segment less.
+    fn forget(latest: &mut HashMap<u64, (u32, u32)>, keys: &RandomState, s: &Segment) {
+        for r in records_of(s.count, &s.records).filter_map(Result::ok) {
+            let k = Self::key(keys, &r);
+            if let Some(e) = latest.get_mut(&k) {
+                e.1 = e.1.saturating_sub(1);
+                if e.1 == 0 {
+                    latest.remove(&k);
+                }
+            }
         }
     }
 
     /// A flows message sent (or lost sending it) while the pass is not
     /// through: a segment of it, kept until acked.
     pub fn record(&mut self, seq: u32, count: u16, records: &[u8]) {
-        if records.len() > MAX_RECORDS_END {
-            return;
-        }
-        if self.segments.len() >= MAX_PASS_SEGMENTS {
+        if records.len() > MAX_RECORDS_END || self.segments.len() >= MAX_PASS_SEGMENTS {
             self.overflowed = true;
             return;
         }
@@ -338,7 +365,8 @@ impl PassSegments {
         self.sent
     }
 
-    /// More segments than recorded: the pass is to be sent whole again.
+    /// More segments (or flows) than recorded: the pass is to be acked
+    /// whole.
     pub fn overflowed(&self) -> bool {
         self.overflowed
     }
@@ -390,8 +418,12 @@ impl PassSegments {
         }
         let before = self.segments.len();
         let mut due = 0;
-        self.segments.retain_mut(|s| match a.arrived(s.seq) {
-            Some(true) => false,
+        let (segments, latest, keys) = (&mut self.segments, &mut self.latest, &self.keys);
+        segments.retain_mut(|s| match a.arrived(s.seq) {
+            Some(true) => {
+                Self::forget(latest, keys, s);
+                false
+            }
             Some(false) => {
                 s.due = true;
                 due += 1;
@@ -411,8 +443,12 @@ impl PassSegments {
     /// records but those of flows a later message carried (their newest
     /// went since: those messages are then waited for, see
     /// [`Self::is_through`]). A segment with none left is done, nothing
-    /// is sent for it. Returns how many messages went.
+    /// is sent for it. An overflowed pass sends nothing again (it is
+    /// acked whole). Returns how many messages went.
     pub fn resend(&mut self, max: usize, mut send: impl FnMut(&[FlowRecord]) -> u32) -> usize {
+        if self.overflowed {
+            return 0;
+        }
         let (mut n, mut done, mut tried) = (0, 0, 0);
         let mut kept = Vec::new();
         let mut needed = HashSet::new();
@@ -426,8 +462,9 @@ impl PassSegments {
             kept.clear();
             for r in records_of(s.count, &s.records).filter_map(Result::ok) {
                 match latest.get(&Self::key(keys, &r)) {
-                    // A later message carried this flow's newest record.
-                    Some(&o) if o != s.orig => {
+                    // Every flow of a segment is noted (else the pass
+                    // overflowed); a later message carried this one's.
+                    Some(&(o, _)) if o != s.orig => {
                         needed.insert(o);
                     }
                     _ => kept.push(r),
@@ -449,7 +486,12 @@ impl PassSegments {
             }
         }
         if done > 0 {
-            segments.retain(|s| !s.superseded);
+            segments.retain(|s| {
+                if s.superseded {
+                    Self::forget(&mut self.latest, keys, s);
+                }
+                !s.superseded
+            });
         }
         self.due -= tried;
         n
