@@ -3019,6 +3019,41 @@ mod tests {
         assert_eq!(c.flows_received.get(), 5);
     }
 
+    /// A message with a record the receiver did not hand a worker (no
+    /// room in its queue, or refused) is not acked: the sender sends it
+    /// again. The others are.
+    #[test]
+    fn a_message_with_a_record_not_installed_is_not_acked() {
+        let (cfg, socket) = sync_setup("backup");
+        let (_w, mut links) = lb_dataplane::sync::links(1);
+        let msgs = packed(100);
+        assert!(msgs.len() >= 4);
+        let first = usize::from(SyncHeader::parse(&msgs[0]).unwrap().0.count);
+        let (tx, rx) = bounded(first + 1);
+        links.inbound = vec![tx];
+        let (c, st) = (SyncCounters::default(), SyncStatus::new(cfg.role));
+        let mut s = Sync::new(&socket, &cfg, &links, &c, &st);
+        let from = IpAddr::from([127, 0, 0, 1]);
+        // 1 fits; 2 only one record of it: the queue is full.
+        s.datagram(&msgs[0], from);
+        s.datagram(&msgs[1], from);
+        assert_eq!(rx.len(), first + 1);
+        rx.try_iter().for_each(drop);
+        // 3 with a record refused (made ICMP); 4 whole.
+        let mut bad = msgs[2].clone();
+        bad[HEADER_LEN + 3] = 1;
+        s.datagram(&bad, from);
+        s.datagram(&msgs[3], from);
+        assert_eq!(c.refused(Refused::BadRecord), 1);
+        let a = s.received.acks(1, 1);
+        let said: Vec<_> = (1..=4).map(|q| a.arrived(q)).collect();
+        assert_eq!(
+            said,
+            [Some(true), Some(false), Some(false), Some(true)],
+            "{a:?}"
+        );
+    }
+
     /// A pass of a peer that acks by segment is acked whatever was lost
     /// meanwhile (the lost segments went again), unless its status says
     /// it is acked whole ([`flags::WHOLE_PASS`]): then what was lost
