@@ -944,7 +944,7 @@ impl Sync<'_> {
             self.own.drained = false;
         }
         self.send_flows(now);
-        self.whole_if_overflowed();
+        self.whole_if_untracked(now);
         let pass = self.own.pass;
         let segments = self.packer.segments.as_mut().filter(|ps| ps.pass == pass);
         if self.own.finishing == Some(pass) && self.own.drained && self.packer.pending.is_empty() {
@@ -971,18 +971,33 @@ impl Sync<'_> {
     /// peer before segments: its records are dropped, it is through once
     /// every record went out, and the peer acks it if nothing was lost
     /// (else it is sent whole again). Found in review: it was started
-    /// again by segment, overflowed again, and was never through.
-    fn whole_if_overflowed(&mut self) {
-        let Some(ps) = self.packer.segments.as_ref().filter(|ps| ps.overflowed()) else {
+    /// again by segment, overflowed again, and was never through. So is a
+    /// pass for a peer that went silent (nothing heard for `dead_after`,
+    /// or its goodbye): nothing will ack its segments, and its records
+    /// (up to some 650 MB) were kept until the next pass (found in
+    /// review); the peer heard again gets a new pass.
+    fn whole_if_untracked(&mut self, now: Instant) {
+        let Some(ps) = self.packer.segments.as_ref() else {
             return;
         };
-        log::warn!(
-            "sync: bulk pass {} to {} has more than {} datagrams (or {} flows) not acked yet, too many to ack one by one; it is acked whole",
-            ps.pass,
-            self.cfg.peer,
-            lb_core::sync::segments::MAX_PASS_SEGMENTS,
-            lb_core::sync::segments::MAX_NOTED
-        );
+        if ps.overflowed() {
+            log::warn!(
+                "sync: bulk pass {} to {} has more than {} datagrams (or {} flows) not acked yet, too many to ack one by one; it is acked whole",
+                ps.pass,
+                self.cfg.peer,
+                lb_core::sync::segments::MAX_PASS_SEGMENTS,
+                lb_core::sync::segments::MAX_NOTED
+            );
+        } else if self.election.peer_alive(now) {
+            return;
+        } else {
+            log::debug!(
+                "sync: peer {} silent; bulk pass {} is acked whole, its {} unacked datagrams dropped",
+                self.cfg.peer,
+                ps.pass,
+                ps.unacked()
+            );
+        }
         if ps.pass == self.own.pass {
             self.own.whole = true;
             if ps.is_sent() {
@@ -3080,6 +3095,43 @@ mod tests {
                 "by segment: {by_segment}"
             );
         }
+    }
+
+    /// A pass by segment for a peer that goes silent keeps no records:
+    /// once nothing was heard from it for `dead_after`, its segments are
+    /// dropped and the pass is acked whole (memory is not held until the
+    /// next pass).
+    #[test]
+    fn a_pass_for_a_silent_peer_drops_its_segments() {
+        let (cfg, socket) = sync_setup("primary");
+        let (_w, links) = lb_dataplane::sync::links(1);
+        let (c, st) = (SyncCounters::default(), SyncStatus::new(cfg.role));
+        let mut s = Sync::new(&socket, &cfg, &links, &c, &st);
+        let from = IpAddr::from([127, 0, 0, 1]);
+        let hello = |nonce| {
+            let st = Status {
+                nonce,
+                ..Status::default()
+            };
+            let mut buf = [0u8; MAX_MESSAGE_LEN];
+            let n = st.emit(&mut buf, 1, flags::SEGMENTS);
+            buf[..n].to_vec()
+        };
+        s.datagram(&hello(7), from);
+        assert!(s.peer_segments);
+        s.own.for_peer = Some(s.start_pass());
+        s.packer.pending.extend((0..100).map(record));
+        s.send_interval();
+        assert!(s
+            .packer
+            .segments
+            .as_ref()
+            .is_some_and(|ps| ps.unacked() > 0));
+        assert!(!s.own.whole);
+        // A fresh election: the peer not heard since, silent.
+        s.election = Election::new(cfg.role, cfg.dead_after, Instant::now());
+        s.send_interval();
+        assert!(s.packer.segments.is_none() && s.own.whole);
     }
 
     #[test]
