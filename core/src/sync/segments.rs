@@ -54,8 +54,8 @@ const WORDS: usize = (WINDOW / 64) as usize;
 pub const MAX_NOTED: usize = 1 << 21;
 
 /// The most segments a pass records at once (acked ones are forgotten):
-/// about 17 million IPv4 flows, or 620 MB of records (each kept in a
-/// buffer of its own, of at most 1,208 bytes). One more overflows the
+/// about 17 million IPv4 flows, or some 650 MB of records (each kept in
+/// a buffer of its own, of at most 1,208 bytes). One more overflows the
 /// pass: it is then acked whole, and its segments are dropped.
 pub const MAX_PASS_SEGMENTS: usize = 1 << 19;
 

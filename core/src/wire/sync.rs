@@ -142,15 +142,16 @@ pub mod flags {
     /// (type 3, `super::MessageKind::Acks`) of the messages it got, and
     /// sends again only the segments of its own passes that the peer's
     /// acks say are missing. A pass of a sender that says this is through
-    /// (`Status::passed`) only once every segment was acknowledged; a
-    /// peer that does not say it gets no acks (a version before them
-    /// refuses type 3 as `unknown_type`) and passes acked whole, as
-    /// before.
+    /// (`Status::passed`) only once every segment was acknowledged
+    /// (unless its status says [`WHOLE_PASS`]); a peer that does not
+    /// say it gets no acks (a version before them refuses type 3 as
+    /// `unknown_type`) and passes acked whole, as before.
     pub const SEGMENTS: u16 = 64;
     /// In a status of a sender that says [`SEGMENTS`]: its pass (the
     /// status's `pass`) is acked whole, not by segment (it was too big to
-    /// track), so the receiver judges it by what was lost, as a pass of a
-    /// sender before segments.
+    /// track, or its peer went silent or stopped saying [`SEGMENTS`]), so
+    /// the receiver judges it by what was lost, as a pass of a sender
+    /// before segments.
     pub const WHOLE_PASS: u16 = 128;
 }
 
