@@ -221,6 +221,10 @@ const RECEIVE_BUFFER: usize = 4 << 20;
 /// none only looks at the workers' channels.
 const FLUSH_EVERY: Duration = Duration::from_millis(10);
 
+/// How many of the peer's messages arrive before acks go between two
+/// intervals (see `Sync::acks_if_many`): some 135,000 flows.
+const ACK_EVERY: u32 = 4096;
+
 /// The most messages one flush sends back to back: half the burst the
 /// peer's dataplane lets through to a kernel interface at once
 /// (`exception::SYNC_BURST`), so that a bulk pass over a port's kernel
@@ -667,6 +671,8 @@ struct Sync<'a> {
     /// The peer acks passes by segment ([`flags::SEGMENTS`] in its last
     /// message): a pass begun for it is kept by segment.
     peer_segments: bool,
+    /// The peer's messages noted as arrived since the last acks sent.
+    arrived_unacked: u32,
     /// The peer reads proxied NAT66 records ([`flags::PROXY6`] in its
     /// last message); until it says so they are held back.
     peer_reads_proxy6: bool,
@@ -746,6 +752,7 @@ impl<'a> Sync<'a> {
             peer_status: None,
             received: Received::default(),
             peer_segments: false,
+            arrived_unacked: 0,
             peer_reads_proxy6: false,
             proxy6_held_logged: false,
             misconfig_logged: false,
@@ -1010,8 +1017,11 @@ impl Sync<'_> {
     /// What the workers handed over since the last call, to the peer (no
     /// message when there is nothing). Every interval before its status,
     /// and every [`FLUSH_EVERY`] between: a new flow reaches the peer
-    /// within about that, not within an interval.
+    /// within about that, not within an interval. Acks go first when
+    /// many of the peer's messages arrived since the last
+    /// ([`Self::acks_if_many`]).
     fn send_flows(&mut self, now: Instant) {
+        self.acks_if_many(now);
         // More only when what is pending goes within a few flushes: the
         // workers' queues then fill and their bulk passes wait for room,
         // as they do for a slow peer.
@@ -1047,6 +1057,18 @@ impl Sync<'_> {
         self.counters.flows_sent.add(r);
     }
 
+    /// Acks between intervals once [`ACK_EVERY`] of the peer's messages
+    /// arrived since the last: a pass's messages in flight (kept by the
+    /// peer until acked) then stay far below its bounds whatever the
+    /// `interval` (found in review: at one a second a pass of millions of
+    /// flows could have more than `MAX_NOTED` in flight, and be acked
+    /// whole).
+    fn acks_if_many(&mut self, now: Instant) {
+        if self.arrived_unacked >= ACK_EVERY {
+            self.send_acks(now);
+        }
+    }
+
     fn send_status(&mut self, now: Instant) {
         let whole = if self.own.whole { flags::WHOLE_PASS } else { 0 };
         self.send_status_flagged(self.election.flags(now) | OWN_FLAGS | whole);
@@ -1056,6 +1078,7 @@ impl Sync<'_> {
     /// (and, by the floor, which of ours are still wanted): every
     /// interval, after the status.
     fn send_acks(&mut self, now: Instant) {
+        self.arrived_unacked = 0;
         if !self.peer_segments {
             return;
         }
@@ -1197,6 +1220,7 @@ impl Sync<'_> {
         }
         if drops == 0 {
             self.received.arrived(h.sequence);
+            self.arrived_unacked = self.arrived_unacked.saturating_add(1);
         }
         if h.kind == MessageKind::Acks {
             match Acks::parse(&p) {
@@ -3132,6 +3156,41 @@ mod tests {
         s.election = Election::new(cfg.role, cfg.dead_after, Instant::now());
         s.send_interval();
         assert!(s.packer.segments.is_none() && s.own.whole);
+    }
+
+    /// Acks go between intervals too once [`ACK_EVERY`] of the peer's
+    /// messages arrived since the last, so that a pass's messages in
+    /// flight stay well below what the peer keeps, however long the
+    /// interval.
+    #[test]
+    fn many_messages_are_acked_before_the_interval() {
+        let (cfg, socket) = sync_setup("backup");
+        let (_w, links) = lb_dataplane::sync::links(1);
+        let (c, st) = (SyncCounters::default(), SyncStatus::new(cfg.role));
+        let mut s = Sync::new(&socket, &cfg, &links, &c, &st);
+        let from = IpAddr::from([127, 0, 0, 1]);
+        let status = |seq| {
+            let st = Status {
+                nonce: 7,
+                ..Status::default()
+            };
+            let mut buf = [0u8; MAX_MESSAGE_LEN];
+            let n = st.emit(&mut buf, seq, flags::SEGMENTS | flags::PRIMARY);
+            buf[..n].to_vec()
+        };
+        for seq in 1..ACK_EVERY {
+            s.datagram(&status(seq), from);
+        }
+        // No pass of its own under way: acks go all the same.
+        s.packer.segments = None;
+        let sent = c.messages_sent.get();
+        s.send_flows(Instant::now());
+        assert_eq!(c.messages_sent.get(), sent, "not yet");
+        s.datagram(&status(ACK_EVERY), from);
+        s.send_flows(Instant::now());
+        assert_eq!(c.messages_sent.get(), sent + 1, "an acks message");
+        s.send_flows(Instant::now());
+        assert_eq!(c.messages_sent.get(), sent + 1, "once");
     }
 
     #[test]
