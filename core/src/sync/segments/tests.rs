@@ -462,3 +462,98 @@ fn a_pass_waits_only_for_the_later_messages_a_resend_counted_on() {
     q.take_acks(&acks_from(5, &[], 6), 9, 6);
     assert!(q.is_through());
 }
+
+/// A bulk pass by segment, simulated as the control loop runs it: the
+/// sender sends up to `burst` messages a flush (10 ms, resends first),
+/// each message lost when a hash of its sequence number says so (`loss`
+/// in a million); the receiver acks after every 4,096 messages that
+/// arrived (`ACK_EVERY`) and at each interval; the sender's floor
+/// reaches the receiver once an interval (its acks message). Returns
+/// (overflowed, through, flushes, most flows noted at once, messages).
+fn simulate_pass(
+    flows: u32,
+    burst: usize,
+    interval_flushes: u32,
+    loss: u32,
+) -> (bool, bool, u32, usize, u32) {
+    const SENDER: u32 = 11;
+    const RECEIVER: u32 = 22;
+    let lost = |s: u32| (s.wrapping_mul(2_654_435_761) >> 8) % 1_000_000 < loss;
+    let rec = |i: u32| FlowRecord {
+        client: Ipv4Addr::from(0x0a00_0000 + i).into(),
+        ..flow(1000, FlowState::Established)
+    };
+    let mut ps = PassSegments::new(1, 0);
+    let mut r = Received::default();
+    r.reset(SENDER);
+    let (mut seq, mut next, mut since_ack, mut most) = (0u32, 0u32, 0u32, 0usize);
+    let mut buf = [0u8; 1232];
+    for tick in 1..200_000u32 {
+        let mut arrived = Vec::new();
+        let tried = ps.resend(burst, |_| {
+            seq += 1;
+            arrived.push(seq);
+            seq
+        });
+        for _ in tried..burst {
+            if next >= flows {
+                break;
+            }
+            seq += 1;
+            let mut w = MessageWriter::new(&mut buf, seq);
+            let from = next;
+            while next < flows && w.push(&rec(next)) {
+                next += 1;
+            }
+            let n = w.count();
+            let len = w.finish();
+            for i in from..next {
+                ps.note(&rec(i), seq);
+            }
+            ps.record(seq, n, &buf[HEADER_LEN..len]);
+            arrived.push(seq);
+        }
+        if next >= flows && !ps.is_sent() {
+            ps.all_sent();
+        }
+        for s in arrived.into_iter().filter(|&s| !lost(s)) {
+            r.arrived(s);
+            since_ack += 1;
+        }
+        most = most.max(ps.latest.len());
+        let interval = tick % interval_flushes == 0;
+        if since_ack >= 4096 || interval {
+            since_ack = 0;
+            ps.take_acks(&r.acks(RECEIVER, 1), SENDER, seq);
+        }
+        if interval {
+            r.floor(ps.floor(seq.wrapping_add(1)));
+        }
+        if ps.overflowed() || ps.is_through() {
+            return (ps.overflowed(), ps.is_through(), tick, most, seq);
+        }
+    }
+    (ps.overflowed(), ps.is_through(), 200_000, most, seq)
+}
+
+/// Review: `ACK_EVERY` is said to keep a pass's messages in flight "far
+/// below its bounds whatever the interval", but an acks message names at
+/// most `MAX_GAPS` (128) gaps, and the receiver keeps the gap of a lost
+/// message after the sender sent its segment again (under a new number)
+/// until the sender's floor comes, once an interval. Past 128 losses
+/// between two floors every ack stops at the 128th gap: nothing after it
+/// is acked, and the flows of those segments pile up to `MAX_NOTED`. A
+/// pass of 8M IPv4 flows at the full flush rate (512 messages a 10 ms)
+/// and 2% loss, interval 1 s, overflows after some 78,000 messages; it
+/// is then acked whole, the loss nacks it, the next pass overflows the
+/// same way: never through, no hand-over. (3% overflows at the default
+/// 200 ms too; at 1% and a 5 s interval it is through 11 times later.)
+#[test]
+#[ignore = "review: under 2% loss a big pass overflows MAX_NOTED (acks stop at 128 gaps until the floor), is acked whole and nacked, for ever"]
+fn review_a_big_pass_at_two_percent_loss_is_through_by_segment() {
+    let (overflowed, through, flushes, most, messages) = simulate_pass(8_000_000, 512, 100, 20_000);
+    assert!(
+        !overflowed && through,
+        "overflowed after {flushes} flushes, {messages} messages, {most} flows noted"
+    );
+}
