@@ -3139,6 +3139,137 @@ mod tests {
         }
     }
 
+    /// How a pass by segment comes to be acked whole, in
+    /// [`a_pass_acked_whole_is_nacked_by_the_peer_when_a_message_is_lost`].
+    #[derive(Debug, Clone, Copy)]
+    enum GoesWhole {
+        /// Too many datagrams not acked: it overflows.
+        Overflows,
+        /// The peer stops saying [`flags::SEGMENTS`] mid-pass.
+        PeerStopsSegments,
+    }
+
+    /// A pair, end to end: A (primary) sends B (backup) a pass by segment
+    /// that goes whole (`how`) after its first round, and a flows message
+    /// of it is lost after that. Returns A's pass, B's `acked` and
+    /// `nacked`, and whether A's statuses said [`flags::WHOLE_PASS`].
+    fn whole_pass_run(how: GoesWhole) -> (u32, u32, u32, bool) {
+        use lb_core::sync::segments::MAX_PASS_SEGMENTS;
+        let flows = 5000usize;
+        let sa = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let sb = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let conf = |role: &str, peer: SocketAddr| {
+            let text = format!(
+                "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\n\
+                 device = \"net_null0\"\naddress = \"198.18.0.2/24\"\n\
+                 [sync]\nrole = \"{role}\"\npeer = \"{peer}\"\n"
+            );
+            lb_config::Config::parse(&text).unwrap().sync.unwrap()
+        };
+        let (cfg_a, cfg_b) = (
+            conf("primary", sb.local_addr().unwrap()),
+            conf("backup", sa.local_addr().unwrap()),
+        );
+        let (mut wa, links_a) = lb_dataplane::sync::links(1);
+        let (_wb, mut links_b) = lb_dataplane::sync::links(1);
+        let (to_b, _at_b) = crossbeam::channel::unbounded();
+        links_b.inbound = vec![to_b];
+        let (ca, cb) = (SyncCounters::default(), SyncCounters::default());
+        let (sta, stb) = (SyncStatus::new(cfg_a.role), SyncStatus::new(cfg_b.role));
+        let mut a = Sync::new(&sa, &cfg_a, &links_a, &ca, &sta);
+        let mut b = Sync::new(&sb, &cfg_b, &links_b, &cb, &stb);
+        let mut buf = [0u8; 2 * MAX_MESSAGE_LEN];
+        let mut read = |s: &UdpSocket| {
+            s.set_nonblocking(true).unwrap();
+            let mut out = Vec::new();
+            while let Ok((n, _)) = s.recv_from(&mut buf) {
+                out.push(buf[..n].to_vec());
+            }
+            out
+        };
+        let peer = IpAddr::from([127, 0, 0, 1]);
+        let (mut asked, mut left) = (0u64, 0usize);
+        let (mut tampered, mut whole_said) = (false, false);
+        for round in 0..40 {
+            let req = links_a.shared.bulk_request.load(Ordering::Relaxed);
+            if req != asked {
+                (asked, left) = (req, flows);
+            }
+            let w = &mut wa[0];
+            if left > 0 {
+                let n = left.min(1000);
+                for i in flows - left..flows - left + n {
+                    assert!(w.current().push(record(i as u16), &ca));
+                }
+                left -= n;
+            }
+            w.hand_over();
+            if left == 0 && w.current().is_empty() {
+                links_a.shared.bulk_done[0].store(asked, Ordering::Relaxed);
+            }
+            a.send_interval();
+            let mut first_flows = round == 3;
+            for m in read(&sb) {
+                let Ok((h, _)) = SyncHeader::parse(&m) else {
+                    continue;
+                };
+                if h.kind == MessageKind::Flows && std::mem::take(&mut first_flows) {
+                    continue; // lost, once the pass goes whole
+                }
+                if h.kind == MessageKind::Status && tampered {
+                    whole_said |= h.flags & flags::WHOLE_PASS != 0;
+                }
+                b.datagram(&m, peer);
+            }
+            b.send_interval();
+            for mut m in read(&sa) {
+                if tampered && matches!(how, GoesWhole::PeerStopsSegments) {
+                    if kind(&m) == Some(MessageKind::Acks) {
+                        continue;
+                    }
+                    let mut p = SyncPacket::new_unchecked(&mut m[..]);
+                    p.set_flags(p.flags() & !flags::SEGMENTS);
+                }
+                a.datagram(&m, peer);
+            }
+            if !tampered && a.own.pass != 0 {
+                assert!(a.packer.segments.is_some(), "not by segment at first");
+                tampered = true;
+                if let (GoesWhole::Overflows, Some(ps)) = (how, a.packer.segments.as_mut()) {
+                    for s in 1..=MAX_PASS_SEGMENTS as u32 + 1 {
+                        ps.record(s, 0, &[]);
+                    }
+                }
+            }
+            let pass = a.own.pass;
+            if tampered && (b.peer.acked == pass || b.peer.nacked == pass) {
+                break;
+            }
+        }
+        (a.own.pass, b.peer.acked, b.peer.nacked, whole_said)
+    }
+
+    /// A pass by segment that overflows (too many datagrams not acked)
+    /// is acked whole: its statuses say [`flags::WHOLE_PASS`], and the
+    /// peer, reading it, judges the pass by what was lost, not by its
+    /// segments (none are sent again): a message lost nacks it. So does
+    /// one whose peer stops saying [`flags::SEGMENTS`] mid-pass. Each
+    /// failed with its step left out: `send_status` never saying
+    /// WHOLE_PASS, the receiver ignoring it, or `own.whole` not set when
+    /// the peer stopped saying SEGMENTS (then acked by segment, a flow
+    /// missing).
+    #[test]
+    fn a_pass_acked_whole_is_nacked_by_the_peer_when_a_message_is_lost() {
+        for how in [GoesWhole::Overflows, GoesWhole::PeerStopsSegments] {
+            let (pass, acked, nacked, whole_said) = whole_pass_run(how);
+            assert!(whole_said, "{how:?}: no status said WHOLE_PASS");
+            assert!(
+                pass != 0 && nacked == pass && acked != pass,
+                "{how:?}: pass {pass} with a message lost, acked {acked}, nacked {nacked}"
+            );
+        }
+    }
+
     /// Found in review: the backup A sent the primary B its pass; B
     /// restarted before the pass was through. A's pass for the new life
     /// waited (`dead_after` since the last one began), so the pass under
