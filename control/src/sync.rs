@@ -1799,6 +1799,26 @@ mod tests {
         pair_run_inner(flows, rounds, link, back, opts, &mut |_| {})
     }
 
+    /// The `[sync]` of a primary on `sa` and a backup on `sb`, each the
+    /// other's peer.
+    fn pair_configs(
+        sa: &UdpSocket,
+        sb: &UdpSocket,
+    ) -> (lb_config::SyncConfig, lb_config::SyncConfig) {
+        let conf = |role: &str, peer: SocketAddr| {
+            let text = format!(
+                "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\n\
+                 device = \"net_null0\"\naddress = \"198.18.0.2/24\"\n\
+                 [sync]\nrole = \"{role}\"\npeer = \"{peer}\"\n"
+            );
+            lb_config::Config::parse(&text).unwrap().sync.unwrap()
+        };
+        (
+            conf("primary", sb.local_addr().unwrap()),
+            conf("backup", sa.local_addr().unwrap()),
+        )
+    }
+
     /// The pair run itself; `keyed`: both boxes key their messages;
     /// `counted` sees A's counters at the end.
     fn pair_run_inner(
@@ -1816,18 +1836,7 @@ mod tests {
         } = opts;
         let sa = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let sb = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let conf = |role: &str, peer: SocketAddr| {
-            let text = format!(
-                "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\n\
-                 device = \"net_null0\"\naddress = \"198.18.0.2/24\"\n\
-                 [sync]\nrole = \"{role}\"\npeer = \"{peer}\"\n"
-            );
-            lb_config::Config::parse(&text).unwrap().sync.unwrap()
-        };
-        let (cfg_a, cfg_b) = (
-            conf("primary", sb.local_addr().unwrap()),
-            conf("backup", sa.local_addr().unwrap()),
-        );
+        let (cfg_a, cfg_b) = pair_configs(&sa, &sb);
         let (mut wa, links_a) = lb_dataplane::sync::links(1);
         let (_wb, mut links_b) = lb_dataplane::sync::links(1);
         let (to_b, at_b) = crossbeam::channel::unbounded();
@@ -3169,18 +3178,7 @@ mod tests {
         let flows = 5000usize;
         let sa = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let sb = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let conf = |role: &str, peer: SocketAddr| {
-            let text = format!(
-                "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\n\
-                 device = \"net_null0\"\naddress = \"198.18.0.2/24\"\n\
-                 [sync]\nrole = \"{role}\"\npeer = \"{peer}\"\n"
-            );
-            lb_config::Config::parse(&text).unwrap().sync.unwrap()
-        };
-        let (cfg_a, cfg_b) = (
-            conf("primary", sb.local_addr().unwrap()),
-            conf("backup", sa.local_addr().unwrap()),
-        );
+        let (cfg_a, cfg_b) = pair_configs(&sa, &sb);
         let (mut wa, links_a) = lb_dataplane::sync::links(1);
         let (_wb, mut links_b) = lb_dataplane::sync::links(1);
         let (to_b, _at_b) = crossbeam::channel::unbounded();
@@ -3296,18 +3294,8 @@ mod tests {
         let flows = 5000usize;
         let sa = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let sb = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let conf = |role: &str, peer: SocketAddr| {
-            let text = format!(
-                "[workers]\nlcores = [1]\n[[ports]]\nname = \"wan\"\n\
-                 device = \"net_null0\"\naddress = \"198.18.0.2/24\"\n\
-                 [sync]\nrole = \"{role}\"\npeer = \"{peer}\"\n"
-            );
-            lb_config::Config::parse(&text).unwrap().sync.unwrap()
-        };
-        let (cfg_a, cfg_b) = (
-            conf("backup", sb.local_addr().unwrap()),
-            conf("primary", sa.local_addr().unwrap()),
-        );
+        // A is the backup here.
+        let (cfg_b, cfg_a) = pair_configs(&sb, &sa);
         let (mut wa, links_a) = lb_dataplane::sync::links(1);
         let (_wb, mut links_b) = lb_dataplane::sync::links(1);
         let (to_b, at_b) = crossbeam::channel::unbounded();
