@@ -1799,6 +1799,33 @@ mod tests {
         pair_run_inner(flows, rounds, link, back, opts, &mut |_| {})
     }
 
+    /// One round of a simulated worker's bulk pass of `flows` records: a
+    /// pass asked for starts over (`asked`, `left`), 1,000 records a
+    /// round, and the pass is said done once all went out.
+    fn pass_step(
+        links: &lb_dataplane::sync::ControlLinks,
+        w: &mut lb_dataplane::sync::WorkerLink,
+        counters: &SyncCounters,
+        flows: usize,
+        (asked, left): (&mut u64, &mut usize),
+    ) {
+        let req = links.shared.bulk_request.load(Ordering::Relaxed);
+        if req != *asked {
+            (*asked, *left) = (req, flows);
+        }
+        if *left > 0 {
+            let n = (*left).min(1000);
+            for i in flows - *left..flows - *left + n {
+                assert!(w.current().push(record(i as u16), counters));
+            }
+            *left -= n;
+        }
+        w.hand_over();
+        if *left == 0 && w.current().is_empty() {
+            links.shared.bulk_done[0].store(*asked, Ordering::Relaxed);
+        }
+    }
+
     /// The `[sync]` of a primary on `sa` and a backup on `sb`, each the
     /// other's peer.
     fn pair_configs(
@@ -3200,22 +3227,7 @@ mod tests {
         let (mut asked, mut left) = (0u64, 0usize);
         let (mut tampered, mut whole_said) = (false, false);
         for round in 0..40 {
-            let req = links_a.shared.bulk_request.load(Ordering::Relaxed);
-            if req != asked {
-                (asked, left) = (req, flows);
-            }
-            let w = &mut wa[0];
-            if left > 0 {
-                let n = left.min(1000);
-                for i in flows - left..flows - left + n {
-                    assert!(w.current().push(record(i as u16), &ca));
-                }
-                left -= n;
-            }
-            w.hand_over();
-            if left == 0 && w.current().is_empty() {
-                links_a.shared.bulk_done[0].store(asked, Ordering::Relaxed);
-            }
+            pass_step(&links_a, &mut wa[0], &ca, flows, (&mut asked, &mut left));
             a.send_interval();
             let mut first_flows = round == 3;
             for m in read(&sb) {
@@ -3322,22 +3334,7 @@ mod tests {
         let (mut asked, mut left, mut restarted) = (0u64, 0usize, false);
         let mut held_by_new_life = std::collections::HashSet::new();
         for round in 0..60 {
-            let req = links_a.shared.bulk_request.load(Ordering::Relaxed);
-            if req != asked {
-                (asked, left) = (req, flows);
-            }
-            let w = &mut wa[0];
-            if left > 0 {
-                let n = left.min(1000);
-                for i in flows - left..flows - left + n {
-                    assert!(w.current().push(record(i as u16), &ca));
-                }
-                left -= n;
-            }
-            w.hand_over();
-            if left == 0 && w.current().is_empty() {
-                links_a.shared.bulk_done[0].store(asked, Ordering::Relaxed);
-            }
+            pass_step(&links_a, &mut wa[0], &ca, flows, (&mut asked, &mut left));
             a.send_interval();
             for m in read(&sb) {
                 b.datagram(&m, peer);
