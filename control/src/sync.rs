@@ -1799,6 +1799,17 @@ mod tests {
         pair_run_inner(flows, rounds, link, back, opts, &mut |_| {})
     }
 
+    /// Every datagram waiting on `s`, without blocking.
+    fn received(s: &UdpSocket) -> Vec<Vec<u8>> {
+        let mut buf = [0u8; 2 * MAX_MESSAGE_LEN];
+        s.set_nonblocking(true).unwrap();
+        let mut out = Vec::new();
+        while let Ok((n, _)) = s.recv_from(&mut buf) {
+            out.push(buf[..n].to_vec());
+        }
+        out
+    }
+
     /// One round of a simulated worker's bulk pass of `flows` records: a
     /// pass asked for starts over (`asked`, `left`), 1,000 records a
     /// round, and the pass is said done once all went out.
@@ -1882,15 +1893,7 @@ mod tests {
         let mut run = PairRun::default();
         let mut held = std::collections::HashSet::new();
         let (mut asked, mut left) = (0u64, 0usize);
-        let mut buf = [0u8; 2 * MAX_MESSAGE_LEN];
-        let mut read = |s: &UdpSocket| {
-            s.set_nonblocking(true).unwrap();
-            let mut out = Vec::new();
-            while let Ok((n, _)) = s.recv_from(&mut buf) {
-                out.push(buf[..n].to_vec());
-            }
-            out
-        };
+        let read = received;
         const CHUNK: usize = 1000;
         let peer = IpAddr::from([127, 0, 0, 1]);
         for round in 0..rounds {
@@ -3214,15 +3217,7 @@ mod tests {
         let (sta, stb) = (SyncStatus::new(cfg_a.role), SyncStatus::new(cfg_b.role));
         let mut a = Sync::new(&sa, &cfg_a, &links_a, &ca, &sta);
         let mut b = Sync::new(&sb, &cfg_b, &links_b, &cb, &stb);
-        let mut buf = [0u8; 2 * MAX_MESSAGE_LEN];
-        let mut read = |s: &UdpSocket| {
-            s.set_nonblocking(true).unwrap();
-            let mut out = Vec::new();
-            while let Ok((n, _)) = s.recv_from(&mut buf) {
-                out.push(buf[..n].to_vec());
-            }
-            out
-        };
+        let read = received;
         let peer = IpAddr::from([127, 0, 0, 1]);
         let (mut asked, mut left) = (0u64, 0usize);
         let (mut tampered, mut whole_said) = (false, false);
@@ -3321,15 +3316,7 @@ mod tests {
         let (stb1, stb2) = (SyncStatus::new(cfg_b.role), SyncStatus::new(cfg_b.role));
         let mut a = Sync::new(&sa, &cfg_a, &links_a, &ca, &sta);
         let mut b = Sync::new(&sb, &cfg_b, &links_b, &cb1, &stb1);
-        let mut buf = [0u8; 2 * MAX_MESSAGE_LEN];
-        let mut read = |s: &UdpSocket| {
-            s.set_nonblocking(true).unwrap();
-            let mut out = Vec::new();
-            while let Ok((n, _)) = s.recv_from(&mut buf) {
-                out.push(buf[..n].to_vec());
-            }
-            out
-        };
+        let read = received;
         let peer = IpAddr::from([127, 0, 0, 1]);
         let (mut asked, mut left, mut restarted) = (0u64, 0usize, false);
         let mut held_by_new_life = std::collections::HashSet::new();
