@@ -1177,17 +1177,7 @@ mod tests {
         for (bgp, bfd) in [v4, v6] {
             let mut b = KernelBudgets::with_key(0x5eed);
             let class = |f: &[u8]| kernel_frame(f, NEAR, |_| false, None);
-            let (mut sent, mut through, mut bgp_through) = (0, 0, 0);
-            for ms in 1..=2000u32 {
-                for _ in 0..20 {
-                    bgp_through += usize::from(b.take(class(&bgp), ms));
-                }
-                // Several sessions (or a fast one): one every 10 ms.
-                if ms % 10 == 0 {
-                    sent += 1;
-                    through += usize::from(b.take(class(&bfd), ms));
-                }
-            }
+            let (sent, through, bgp_through) = bgp_burst_and_bfd(&mut b, class(&bgp), class(&bfd));
             assert_eq!(
                 through, sent,
                 "the router's BFD packets that reached the kernel"
@@ -1195,6 +1185,27 @@ mod tests {
             // BGP itself still has its share: 2 a millisecond.
             assert!(bgp_through >= 2 * 2000, "{bgp_through}");
         }
+    }
+
+    /// 2 s of a BGP burst (20 frames a millisecond) with BFD beside it
+    /// (one every 10 ms: several sessions, or a fast one) through `b`:
+    /// BFD sent, BFD through, BGP through.
+    fn bgp_burst_and_bfd(
+        b: &mut KernelBudgets,
+        bgp: KernelFrame,
+        bfd: KernelFrame,
+    ) -> (usize, usize, usize) {
+        let (mut sent, mut through, mut bgp_through) = (0, 0, 0);
+        for ms in 1..=2000u32 {
+            for _ in 0..20 {
+                bgp_through += usize::from(b.take(bgp, ms));
+            }
+            if ms % 10 == 0 {
+                sent += 1;
+                through += usize::from(b.take(bfd, ms));
+            }
+        }
+        (sent, through, bgp_through)
     }
 
     /// The same for a multihop session (a configured routing peer): the
@@ -1215,16 +1226,7 @@ mod tests {
             let class = |f: &[u8]| kernel_frame(f, PEER, |_| false, None);
             assert_eq!(class(&bgp).class, KernelClass::Claimed);
             assert_eq!(class(&bfd).class, KernelClass::ClaimedBfd);
-            let (mut sent, mut through, mut bgp_through) = (0, 0, 0);
-            for ms in 1..=2000u32 {
-                for _ in 0..20 {
-                    bgp_through += usize::from(b.take(class(&bgp), ms));
-                }
-                if ms % 10 == 0 {
-                    sent += 1;
-                    through += usize::from(b.take(class(&bfd), ms));
-                }
-            }
+            let (sent, through, bgp_through) = bgp_burst_and_bfd(&mut b, class(&bgp), class(&bfd));
             assert_eq!(
                 through, sent,
                 "the peer's BFD packets that reached the kernel"
