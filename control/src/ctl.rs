@@ -1598,6 +1598,30 @@ address = "198.18.0.12"
         }
     }
 
+    /// Found in audit (output): a `--set` value is put into the running
+    /// text as its client wrote it, comments inside an array included
+    /// (TOML lets a comment hold any character but C0 controls and DEL):
+    /// a ctl client (group access to the socket, not root) writes lines
+    /// of its choosing into the text that `ctl save` prints raw to root's
+    /// terminal and `ctl save --output` writes into /etc/.../lb.toml: C1
+    /// controls (U+009B is CSI, which some terminals take as ESC [),
+    /// bidirectional overrides and zero-width characters, which names
+    /// refuse for that very reason, and text posing as the operator's
+    /// own comments ("# approved by ..."), up to the 64 KiB request.
+    #[test]
+    #[ignore = "audit: a --set value's comments (C1 controls, bidi overrides) land in the saved config text"]
+    fn a_set_value_plants_no_comment_in_the_running_text() {
+        let planted =
+            "[{address = \"198.18.0.15\"}, # \u{9b}2J\u{202e}\n# reviewed and approved by root\n]";
+        let out = run(TEXT, add_service(&[("reals", planted)])).unwrap();
+        assert!(
+            !out.chars()
+                .any(|c| c.is_control() && c != '\n' || lb_config::invisible_format(c)),
+            "{out:?}"
+        );
+        assert!(!out.contains("approved"), "{out}");
+    }
+
     /// Found in review: a key of 8,000 dotted parts (16 KB) held the
     /// control thread for 42 s and 5 GB while the document was written.
     #[test]
