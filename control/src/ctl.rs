@@ -91,6 +91,34 @@ fn value_depth(v: &toml_edit::Value) -> usize {
     deepest
 }
 
+/// `v` written afresh: no comment, whitespace or spelling of its client's
+/// kept. A `--set` value keeps what its text held around and inside it
+/// (comments in an array may hold any character but C0 controls: C1
+/// controls, bidirectional overrides, lines posing as the operator's own
+/// comments), and `ctl save` prints that text to root and writes it into
+/// the file the appliance loads (found in audit). Only after
+/// [`value_depth`] has bounded the recursion.
+fn written_afresh(v: &mut toml_edit::Value) {
+    use toml_edit::Value as V;
+    match v {
+        V::Array(a) => {
+            a.iter_mut().for_each(written_afresh);
+            a.fmt();
+        }
+        V::InlineTable(t) => {
+            t.iter_mut().for_each(|(_, x)| written_afresh(x));
+            t.fmt();
+            t.set_preamble("");
+        }
+        V::String(f) => f.fmt(),
+        V::Integer(f) => f.fmt(),
+        V::Float(f) => f.fmt(),
+        V::Boolean(f) => f.fmt(),
+        V::Datetime(f) => f.fmt(),
+    }
+    v.decor_mut().clear();
+}
+
 /// One request (the `command` field names it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "kebab-case", deny_unknown_fields)]
@@ -1088,7 +1116,7 @@ pub mod edit {
                 "--set {key:?}: a key is a dotted path of bare keys (e.g. health_check.kind)"
             ));
         }
-        let v: toml_edit::Value = text
+        let mut v: toml_edit::Value = text
             .parse()
             .unwrap_or_else(|_| toml_edit::Value::from(text));
         // Nor is any value of a service deeper than a few arrays or inline
@@ -1101,6 +1129,7 @@ pub mod edit {
                 "--set {key:?}: a value nests at most {MAX_SET_VALUE_DEPTH} arrays or inline tables"
             ));
         }
+        written_afresh(&mut v);
         let (last, tables) = parts.split_last().ok_or("--set: an empty key")?;
         let mut cur = t;
         for p in tables {
@@ -1609,7 +1638,6 @@ address = "198.18.0.12"
     /// refuse for that very reason, and text posing as the operator's
     /// own comments ("# approved by ..."), up to the 64 KiB request.
     #[test]
-    #[ignore = "audit: a --set value's comments (C1 controls, bidi overrides) land in the saved config text"]
     fn a_set_value_plants_no_comment_in_the_running_text() {
         let planted =
             "[{address = \"198.18.0.15\"}, # \u{9b}2J\u{202e}\n# reviewed and approved by root\n]";
@@ -1999,14 +2027,21 @@ address = "198.18.0.21"
     /// parses the whole text again on the control thread. Here the text
     /// starts just below the limit (a file the appliance reads) and one
     /// change would take it past: refused now (`Config::parse_keeping_keys`).
+    /// (Values are written afresh now, escapes decoded: the change adds
+    /// about 2.4 KB, so the text starts 2 KiB below the limit.)
     #[test]
     fn a_ctl_change_never_takes_the_running_text_past_the_file_limit() {
         let limit = lb_config::MAX_CONFIG_BYTES as usize;
         let mut text = TEXT.to_string();
         let line = format!("# {}\n", "x".repeat(1000));
-        while text.len() + line.len() < limit - 8 * 1024 {
+        while text.len() + line.len() < limit - 2 * 1024 {
             text.push_str(&line);
         }
+        text.push_str(&format!(
+            "#{}\n",
+            "x".repeat(limit - 2 * 1024 - text.len() - 2)
+        ));
+        assert_eq!(text.len(), limit - 2 * 1024);
         let running = Config::parse(&text).unwrap();
         let doc: toml_edit::DocumentMut = text.parse().unwrap();
         let escaped = |first: &str, n: usize| format!("\"{first}{}\"", "\\u0061".repeat(n));
