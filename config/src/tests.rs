@@ -3621,7 +3621,6 @@ fn a_script_programs_control_characters_are_not_echoed_raw() {
 /// DPDK's EAL, which logs its arguments) prints them as written: a line
 /// feed forges summary lines, an escape sequence reaches the terminal.
 #[test]
-#[ignore = "audit: ports.device and dpdk.eal_args accept control characters, printed raw by --check"]
 fn device_and_eal_args_control_characters_are_refused() {
     let text = MINIMAL.replace(
         "device = \"0000:3b:00.0\"",
@@ -3629,7 +3628,12 @@ fn device_and_eal_args_control_characters_are_refused() {
     );
     let text = format!("[dpdk]\neal_args = [\"-l\", \"0-1\", \"--no-pci\\u001b[1m\"]\n{text}");
     match Config::parse(&text) {
-        Err(_) => {}
+        Err(e) => {
+            let shown = e.to_string();
+            assert!(shown.contains("ports[0].device"), "{shown}");
+            assert!(shown.contains("dpdk.eal_args[2]"), "{shown}");
+            assert!(!shown.contains('\u{1b}'), "{shown:?}");
+        }
         Ok(c) => {
             let summary = c.summary();
             panic!("taken; --check prints: {summary:?}");

@@ -264,21 +264,7 @@ impl Checker<'_> {
     /// terminal).
     fn name(&mut self, path: &str, text: Option<String>) -> Option<String> {
         let text = self.non_empty(path, text)?;
-        if let Some(ch) = text.chars().find(|ch| ch.is_control()) {
-            self.err(
-                path,
-                format!("{text:?} holds the control character {ch:?}: names are printed in logs and tables"),
-            );
-            return None;
-        }
-        // Nor a character that reorders or hides text where it is printed
-        // (bidirectional controls, zero-width characters: found in audit,
-        // a ctl client could make a name read as another in a table).
-        if let Some(ch) = text.chars().find(|&ch| invisible_format(ch)) {
-            self.err(
-                path,
-                format!("{text:?} holds the invisible formatting character U+{:04X}: names are printed in logs and tables, and it would change how they read", u32::from(ch)),
-            );
+        if !self.printable(path, &text, "names are printed in logs and tables") {
             return None;
         }
         if text.len() > MAX_NAME {
@@ -289,6 +275,36 @@ impl Checker<'_> {
             return None;
         }
         Some(text)
+    }
+}
+
+impl Checker<'_> {
+    /// Whether `text`, which `why` says is printed somewhere, holds no
+    /// control character (a newline forges log lines, an escape sequence
+    /// reaches the operator's terminal: found in review) nor a character
+    /// that reorders or hides text where it is printed (bidirectional
+    /// controls, zero-width characters: found in audit, a ctl client
+    /// could make a name read as another in a table). If it does, the
+    /// error names `path`.
+    fn printable(&mut self, path: &str, text: &str, why: &str) -> bool {
+        if let Some(ch) = text.chars().find(|ch| ch.is_control()) {
+            self.err(
+                path,
+                format!("{text:?} holds the control character {ch:?}: {why}"),
+            );
+            return false;
+        }
+        if let Some(ch) = text.chars().find(|&ch| invisible_format(ch)) {
+            self.err(
+                path,
+                format!(
+                    "{text:?} holds the invisible formatting character U+{:04X}: {why}, and it would change how they read",
+                    u32::from(ch)
+                ),
+            );
+            return false;
+        }
+        true
     }
 }
 
@@ -602,8 +618,17 @@ fn overlaps(
 fn dpdk(c: &mut Checker<'_>, raw: RawDpdk) -> DpdkConfig {
     let mbufs = c.opt_int("dpdk.mbufs", raw.mbufs, DEFAULT_MBUFS, 1023, 1 << 24);
     let burst = c.opt_int("dpdk.burst", raw.burst, DEFAULT_BURST, 1, 128);
+    let eal_args = raw.eal_args.unwrap_or_default();
+    for (i, a) in eal_args.iter().enumerate() {
+        // As a port's device (found in audit).
+        c.printable(
+            &format!("dpdk.eal_args[{i}]"),
+            a,
+            "EAL arguments are printed in logs and by --check",
+        );
+    }
     DpdkConfig {
-        eal_args: raw.eal_args.unwrap_or_default(),
+        eal_args,
         mbufs: mbufs.unwrap_or(DEFAULT_MBUFS),
         burst: burst.unwrap_or(DEFAULT_BURST),
     }
@@ -921,7 +946,15 @@ fn ports(c: &mut Checker<'_>, raw: Option<Vec<RawPort>>) -> (Vec<PortConfig>, Ne
                 names.insert(name.clone(), i);
             }
         }
-        let device = c.non_empty(&path("device"), p.device);
+        // Printed by `--check` and handed to DPDK, which logs it (found in
+        // audit: a newline forged summary lines).
+        let device = c.non_empty(&path("device"), p.device).filter(|d| {
+            c.printable(
+                &path("device"),
+                d,
+                "a device is printed in logs and by --check",
+            )
+        });
         if p.address.is_none() && p.address6.is_none() {
             c.err(
                 path("address"),
