@@ -11,6 +11,7 @@ mod lcores;
 mod mac;
 pub mod owner;
 mod schema;
+mod script;
 mod validate;
 
 use std::fmt;

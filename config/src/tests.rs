@@ -3640,3 +3640,72 @@ fn device_and_eal_args_control_characters_are_refused() {
         }
     }
 }
+
+/// Found in review: the interpreter a script's `#!` line names was not
+/// looked at, and the kernel runs it with the check's privileges (root
+/// under the unit): a root-owned script whose `#!` interpreter another
+/// user could rewrite gave that user root. The interpreter is checked as
+/// the program is now, and so is its own (a `#!` interpreter of a `#!`
+/// interpreter); a good one is taken. Needs no root: a world-writable
+/// interpreter is refused whoever owns it.
+#[test]
+fn a_script_whose_interpreter_another_user_could_change_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("lb-config-shebang-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str, mode: u32| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p.display().to_string()
+    };
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let parse = |program: &str| {
+        Config::parse(&service(&format!(
+            "[services.health_check]\nkind = \"script\"\ncommand = [\"{program}\", \"--quick\"]"
+        )))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
+    let interp = write("interp", "#!/bin/sh\nexec /bin/sh \"$@\"\n", 0o757);
+    let check = write("check.sh", &format!("#! {interp} -e\nexit 0\n"), 0o755);
+    let open_interp = parse(&check);
+    std::fs::set_permissions(&interp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let good = parse(&check);
+    // One level further: an interpreter whose own interpreter is open.
+    let inner = write("inner", "#!/bin/sh\n", 0o777);
+    write("interp", &format!("#!{inner}\n"), 0o755);
+    let open_inner = parse(&check);
+    let missing = write("missing.sh", &format!("#!{}/nowhere\n", dir.display()), 0o755);
+    let missing = parse(&missing);
+    let relative = parse(&write("relative.sh", "#!sh\n", 0o755));
+    let mut long = String::from("#!/");
+    long.push_str(&"a".repeat(300));
+    let too_long = parse(&write("long.sh", &long, 0o755));
+    // Root reads any file; another user cannot read a 0311 one of theirs.
+    let unreadable = write("unreadable.sh", "#!/bin/sh\n", 0o311);
+    let unreadable = (!rustix::process::geteuid().is_root()).then(|| parse(&unreadable));
+    let _ = std::fs::remove_dir_all(&dir);
+    let at = "services[0].health_check.command[0]: ";
+    let e = open_interp.expect_err("an interpreter anyone may rewrite was taken");
+    assert!(
+        e.contains(&format!("{at}{check}: its interpreter {interp} could be changed by another user than root: every user may write to it (mode 0757)")),
+        "{e}"
+    );
+    good.unwrap();
+    let e = open_inner.expect_err("the interpreter's interpreter anyone may rewrite was taken");
+    assert!(
+        e.contains(&format!("{at}{check}: its interpreter {interp}: its interpreter {inner} could be changed by another user than root")),
+        "{e}"
+    );
+    let e = missing.unwrap_err();
+    assert!(e.contains("its interpreter") && e.contains("No such file"), "{e}");
+    let e = relative.unwrap_err();
+    assert!(e.contains(at) && e.contains("not an absolute path"), "{e}");
+    let e = too_long.unwrap_err();
+    assert!(e.contains(at) && e.contains("does not end within its first 256 bytes"), "{e}");
+    if let Some(unreadable) = unreadable {
+        let e = unreadable.unwrap_err();
+        assert!(e.contains(at) && e.contains("could not be read"), "{e}");
+    }
+}

@@ -2373,34 +2373,65 @@ fn script_command(c: &mut Checker<'_>, path: &str, cmd: &[String]) {
     if c.programs.is_some_and(|p| p.contains(program)) {
         return;
     }
-    use std::os::unix::fs::PermissionsExt;
-    match std::fs::metadata(program) {
-        Err(e) => c.err(at, format!("{program}: {e}")),
-        Ok(m) if !m.is_file() => c.err(at, format!("{program} is not a regular file")),
-        Ok(m) if m.permissions().mode() & 0o111 == 0 => {
-            c.err(at, format!("{program} is not executable (no x permission)"))
-        }
-        Ok(_) => {
-            // It runs as the appliance's user, root under the unit: a
-            // program another user could change, or swap through a folder
-            // or symlink on its way, would run their code as root (found
-            // in audit; README asked it of operators, nothing checked it),
-            // as keepalived's `enable_script_security` refuses.
-            use crate::owner::{others_may_write, walk, Unsafe};
-            let me = rustix::process::geteuid().as_raw();
-            let why = match walk(std::path::Path::new(program), me) {
-                Ok((at, m)) => others_may_write(&at, &m, me),
-                Err(Unsafe::Others(why)) => Some(why),
-                Err(Unsafe::Io(e)) => Some(e.to_string()),
-            };
-            if let Some(why) = why {
-                c.err(
-                    at,
-                    format!("{program} could be changed by another user than root: {why}; the check runs it as root (keep it and every folder on its way writable by root only)"),
-                );
-            }
-        }
+    let me = rustix::process::geteuid().as_raw();
+    if let Some(why) = program_refused(std::path::Path::new(program), me, 0) {
+        c.err(at, why);
     }
+}
+
+/// Why a script check may not run the program at `path` (or, `depth` > 0,
+/// the interpreter of a `#!` program), if it may not: it is missing, not
+/// a regular file, not executable, or another user than root or `me` (the
+/// appliance's user) could change it, or swap it through a folder or
+/// symlink on its way; and the same of the interpreter its `#!` line
+/// names, since the kernel runs that interpreter with the check's
+/// privileges (found in review: a root-owned script whose `#!/opt/x/sh`
+/// another user could rewrite gave that user root), and of that one's,
+/// as deep as the kernel follows them.
+fn program_refused(path: &std::path::Path, me: u32, depth: usize) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    match std::fs::metadata(path) {
+        Err(e) => return Some(format!("{shown}: {e}")),
+        Ok(m) if !m.is_file() => return Some(format!("{shown} is not a regular file")),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => {
+            return Some(format!("{shown} is not executable (no x permission)"))
+        }
+        Ok(_) => {}
+    }
+    // It runs as the appliance's user, root under the unit: a program
+    // another user could change, or swap through a folder or symlink on
+    // its way, would run their code as root (found in audit; README asked
+    // it of operators, nothing checked it), as keepalived's
+    // `enable_script_security` refuses.
+    use crate::owner::{others_may_write, walk, Unsafe};
+    let resolved = match walk(path, me) {
+        Ok((at, m)) => match others_may_write(&at, &m, me) {
+            None => at,
+            Some(why) => return Some(changeable(&shown, &why)),
+        },
+        Err(Unsafe::Others(why)) => return Some(changeable(&shown, &why)),
+        Err(Unsafe::Io(e)) => return Some(changeable(&shown, &e.to_string())),
+    };
+    let interpreter = match crate::script::interpreter(&resolved) {
+        Ok(None) => return None,
+        Ok(Some(i)) => i,
+        Err(why) => return Some(format!("{shown} {why}")),
+    };
+    if depth + 1 >= crate::script::MAX_INTERPRETERS {
+        return Some(format!(
+            "{shown}: its interpreter {} is one #! program too many: the kernel runs at most {} in a row",
+            interpreter.display(),
+            crate::script::MAX_INTERPRETERS
+        ));
+    }
+    program_refused(&interpreter, me, depth + 1)
+        .map(|why| format!("{shown}: its interpreter {why}"))
+}
+
+/// The refusal of a program another user than root could change.
+fn changeable(shown: &std::path::Display<'_>, why: &str) -> String {
+    format!("{shown} could be changed by another user than root: {why}; the check runs it as root (keep it and every folder on its way writable by root only)")
 }
 
 /// What a service's reals are checked against (each `None` when invalid).
