@@ -600,9 +600,24 @@ pub struct HealthCheckConfig {
     /// Script only: the program (an absolute path) and its arguments, run
     /// without a shell.
     pub command: Vec<String>,
+    /// Script only: the user the program runs as (`user`); `None` runs it
+    /// as the appliance's user (root under the unit).
+    pub user: Option<ScriptUser>,
     /// The state of a real before its checks decide (a new real at start
     /// or added by a reload, or one whose check changed).
     pub initial: InitialHealth,
+}
+
+/// The user a script check's program runs as (`[services.health_check]
+/// user`): looked up when the file is loaded, in `/etc/passwd`. The
+/// program gets `uid`, `gid` (the user's primary group) and no
+/// supplementary group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ScriptUser {
+    /// As the file gives it: a user name or a numeric uid.
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// One `[[services.reals]]` entry.
@@ -718,24 +733,32 @@ impl Config {
             )]));
         }
         let keys = running.sync.as_ref().map(|s| [s.key, s.accept_key]);
-        let programs: std::collections::BTreeSet<String> = running
+        let scripts = running
             .services
             .iter()
             .filter_map(|s| s.health_check.as_ref())
-            .filter(|h| h.kind == HealthCheckKind::Script)
-            .filter_map(|h| h.command.first().cloned())
-            .collect();
-        Self::parse_with(text, DEFAULT_SOURCE, keys, Some(&programs))
+            .filter(|h| h.kind == HealthCheckKind::Script);
+        let known = validate::Known {
+            programs: scripts
+                .clone()
+                .filter_map(|h| h.command.first().cloned())
+                .collect(),
+            users: scripts
+                .filter_map(|h| h.user.clone())
+                .map(|u| (u.name.clone(), u))
+                .collect(),
+        };
+        Self::parse_with(text, DEFAULT_SOURCE, keys, Some(&known))
     }
 
     fn parse_with(
         text: &str,
         source: &str,
         keys: Option<[Option<SyncKey>; 2]>,
-        programs: Option<&std::collections::BTreeSet<String>>,
+        known: Option<&validate::Known>,
     ) -> Result<Config, ConfigErrors> {
         let (raw, mut errors) = schema::read(text, source)?;
-        let config = validate::validate(raw, &mut errors, keys, programs);
+        let config = validate::validate(raw, &mut errors, keys, known);
         if errors.is_empty() {
             Ok(config)
         } else {
@@ -1053,7 +1076,10 @@ impl Config {
                             }
                             None => format!("http {} expect {}", h.path, h.expect_status),
                         },
-                        HealthCheckKind::Script => format!("script {}", h.command.join(" ")),
+                        HealthCheckKind::Script => match &h.user {
+                            Some(u) => format!("script {} as {}", h.command.join(" "), u.name),
+                            None => format!("script {}", h.command.join(" ")),
+                        },
                         k => k.to_string(),
                     };
                     let initially = match h.initial {

@@ -115,6 +115,7 @@ pub(crate) struct RawHealthCheck {
     pub expect_status: Option<i64>,
     pub host: Option<String>,
     pub command: Option<Vec<String>>,
+    pub user: Option<String>,
     pub initial: Option<String>,
 }
 
@@ -202,6 +203,7 @@ pub(crate) fn known_keys(table: &str) -> &'static [&'static str] {
             "expect_status",
             "host",
             "command",
+            "user",
             "initial",
         ],
         "services.reals" => &["address", "port", "weight", "forwarding"],

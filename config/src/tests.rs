@@ -172,6 +172,7 @@ fn example_parses_into_expected_values() {
                 expect_status: 200,
                 host: None,
                 command: vec![],
+                user: None,
                 initial: InitialHealth::Up,
             }),
             reals: vec![
@@ -280,6 +281,7 @@ fn defaults_apply() {
             expect_status: 200,
             host: None,
             command: vec![],
+            user: None,
             initial: InitialHealth::Up,
         })
     );
@@ -3676,7 +3678,11 @@ fn a_script_whose_interpreter_another_user_could_change_is_refused() {
     let inner = write("inner", "#!/bin/sh\n", 0o777);
     write("interp", &format!("#!{inner}\n"), 0o755);
     let open_inner = parse(&check);
-    let missing = write("missing.sh", &format!("#!{}/nowhere\n", dir.display()), 0o755);
+    let missing = write(
+        "missing.sh",
+        &format!("#!{}/nowhere\n", dir.display()),
+        0o755,
+    );
     let missing = parse(&missing);
     let relative = parse(&write("relative.sh", "#!sh\n", 0o755));
     let mut long = String::from("#!/");
@@ -3699,13 +3705,100 @@ fn a_script_whose_interpreter_another_user_could_change_is_refused() {
         "{e}"
     );
     let e = missing.unwrap_err();
-    assert!(e.contains("its interpreter") && e.contains("No such file"), "{e}");
+    assert!(
+        e.contains("its interpreter") && e.contains("No such file"),
+        "{e}"
+    );
     let e = relative.unwrap_err();
     assert!(e.contains(at) && e.contains("not an absolute path"), "{e}");
     let e = too_long.unwrap_err();
-    assert!(e.contains(at) && e.contains("does not end within its first 256 bytes"), "{e}");
+    assert!(
+        e.contains(at) && e.contains("does not end within its first 256 bytes"),
+        "{e}"
+    );
     if let Some(unreadable) = unreadable {
         let e = unreadable.unwrap_err();
         assert!(e.contains(at) && e.contains("could not be read"), "{e}");
+    }
+}
+
+/// `user` runs a script check's program as that user (keepalived's
+/// `script_user`): a name or a numeric uid from /etc/passwd, with its
+/// primary group. An unknown one, a malformed one, or one given to
+/// another kind of check is refused with its key. Taken (as root, who may
+/// switch to it): `nobody` and `65534`.
+#[test]
+fn a_script_check_runs_as_the_user_it_names() {
+    let check = |kind: &str, user: &str| {
+        let command = if kind == "script" {
+            "command = [\"/bin/true\"]\n"
+        } else {
+            ""
+        };
+        Config::parse(&service(&format!(
+            "[services.health_check]\nkind = \"{kind}\"\n{command}user = {user}"
+        )))
+    };
+    let at = "services[0].health_check.user";
+    let refused = |kind: &str, user: &str, why: &str| {
+        let e = check(kind, user).map(|_| ()).expect_err(user).to_string();
+        assert!(e.contains(at) && e.contains(why), "{user}: {e}");
+    };
+    refused(
+        "script",
+        "\"no-such-user-here\"",
+        "no user \"no-such-user-here\" in /etc/passwd",
+    );
+    refused(
+        "script",
+        "\"4000000000\"",
+        "no user with uid 4000000000 in /etc/passwd",
+    );
+    refused("script", "\"root:x\"", "is not a user name");
+    refused("script", "\"\"", "is empty");
+    refused("script", "\"4294967295\"", "is not a uid");
+    refused(
+        "tcp",
+        "\"nobody\"",
+        "only for kind = \"script\" (this check is tcp)",
+    );
+    refused("none", "\"nobody\"", "only for kind = \"script\"");
+    // A TOML integer is not a user name: a type error naming the key.
+    let e = check("script", "65534").unwrap_err().to_string();
+    assert!(e.contains(at), "{e}");
+    if !rustix::process::geteuid().is_root() {
+        // Another user cannot switch to nobody: refused, saying why.
+        if rustix::process::geteuid().as_raw() != 65534 {
+            refused(
+                "script",
+                "\"nobody\"",
+                "cannot run the check as user nobody",
+            );
+        }
+        eprintln!("SKIPPED a_script_check_runs_as_the_user_it_names (taken as root): needs root");
+        return;
+    }
+    let gid = std::fs::read_to_string("/etc/passwd")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("nobody:x:65534:")?
+                .split(':')
+                .next()?
+                .parse::<u32>()
+                .ok()
+        })
+        .expect("nobody (65534) in /etc/passwd");
+    for (user, name) in [("\"nobody\"", "nobody"), ("\"65534\"", "65534")] {
+        let config = check("script", user).unwrap();
+        let h = config.services[0].health_check.as_ref().unwrap();
+        assert_eq!(
+            h.user,
+            Some(ScriptUser {
+                name: name.into(),
+                uid: 65534,
+                gid
+            })
+        );
     }
 }

@@ -35,9 +35,19 @@ struct Checker<'a> {
     /// `[sync]`'s keys as the running config has them (`key_file`,
     /// `accept_key_file`): taken instead of reading the files again.
     keys: Option<[Option<SyncKey>; 2]>,
-    /// The script checks' programs the running config has: taken without
-    /// looking at them on disk again (a `ctl` edit of the running text).
-    programs: Option<&'a std::collections::BTreeSet<String>>,
+    /// The script checks' programs and users the running config has:
+    /// taken without looking at them again (a `ctl` edit of the running
+    /// text).
+    known: Option<&'a Known>,
+}
+
+/// What the running config's script checks have, looked at when it was
+/// loaded: a `ctl` edit of its text does not look at them again.
+pub(crate) struct Known {
+    /// Programs (`command[0]`).
+    pub programs: std::collections::BTreeSet<String>,
+    /// Users (`user`), by the name the file gives.
+    pub users: std::collections::BTreeMap<String, crate::ScriptUser>,
 }
 
 impl Checker<'_> {
@@ -405,13 +415,13 @@ pub(crate) fn validate(
     raw: RawConfig,
     errors: &mut Vec<ConfigError>,
     keys: Option<[Option<SyncKey>; 2]>,
-    programs: Option<&std::collections::BTreeSet<String>>,
+    known: Option<&Known>,
 ) -> Config {
     let mut c = Checker {
         errors,
         more: 0,
         keys,
-        programs,
+        known,
     };
     let dpdk = dpdk(&mut c, raw.dpdk.unwrap_or_default());
     let workers = workers(&mut c, raw.workers, &dpdk.eal_args);
@@ -1350,7 +1360,7 @@ pub(crate) fn client_endpoints(
         errors: &mut errors,
         more: 0,
         keys: None,
-        programs: None,
+        known: None,
     };
     let control = control(&mut c, raw.control.unwrap_or_default());
     let metrics = metrics(&mut c, raw.metrics.unwrap_or_default());
@@ -2236,6 +2246,19 @@ fn health_check(c: &mut Checker<'_>, base: &str, h: RawHealthCheck) -> HealthChe
             c.err(path("host"), format!("{host:?} {why}"));
         }
     }
+    let user = match (kind, h.user) {
+        (Some(HealthCheckKind::Script), Some(u)) => script_user(c, &path("user"), &u),
+        (Some(k), Some(_)) => {
+            c.err(
+                path("user"),
+                format!(
+                    "only for kind = \"script\" (this check is {k}); remove it or change the kind"
+                ),
+            );
+            None
+        }
+        (None, _) | (_, None) => None,
+    };
     let command = match (kind, h.command) {
         (Some(HealthCheckKind::Script), None) => {
             c.err(
@@ -2245,7 +2268,7 @@ fn health_check(c: &mut Checker<'_>, base: &str, h: RawHealthCheck) -> HealthChe
             Vec::new()
         }
         (Some(HealthCheckKind::Script), Some(cmd)) => {
-            script_command(c, &path("command"), &cmd);
+            script_command(c, &path("command"), &cmd, user.as_ref());
             cmd
         }
         (Some(k), Some(_)) => {
@@ -2271,6 +2294,7 @@ fn health_check(c: &mut Checker<'_>, base: &str, h: RawHealthCheck) -> HealthChe
         expect_status: expect_status.unwrap_or(200),
         host: h.host,
         command,
+        user,
         initial: initial.unwrap_or_default(),
     }
 }
@@ -2326,12 +2350,53 @@ fn not_request_target(path: &str) -> Option<String> {
     })
 }
 
+/// The user a script check runs as (`user`): found in `/etc/passwd`, and
+/// one the appliance can switch to (and kill the program of).
+fn script_user(c: &mut Checker<'_>, path: &str, spec: &str) -> Option<crate::ScriptUser> {
+    // Looked up when the running config was loaded: a `ctl` edit does not
+    // look again (a user being edited in /etc/passwd does not fail it).
+    if let Some(u) = c.known.and_then(|k| k.users.get(spec)) {
+        return Some(u.clone());
+    }
+    let user = match crate::script::lookup_user(spec) {
+        Ok(u) => u,
+        Err(why) => {
+            c.err(path, why);
+            return None;
+        }
+    };
+    let me = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
+    let effective = match rustix::thread::capabilities(None) {
+        Ok(sets) => sets.effective,
+        Err(e) => {
+            c.err(
+                path,
+                format!("the appliance's capabilities could not be read: {e}"),
+            );
+            return None;
+        }
+    };
+    if let Some(why) = crate::script::cannot_switch(&user, me, effective) {
+        c.err(path, why);
+        return None;
+    }
+    Some(user)
+}
+
 /// Checks a script check's `command`: a program named by an absolute path
 /// that exists and is executable now (so that a typo is refused at
 /// `--check`, at start and at reload, with the running config unchanged,
 /// instead of taking every real down at its first check), and words that
 /// can be passed to `execve` (no NUL byte).
-fn script_command(c: &mut Checker<'_>, path: &str, cmd: &[String]) {
+fn script_command(
+    c: &mut Checker<'_>,
+    path: &str,
+    cmd: &[String],
+    user: Option<&crate::ScriptUser>,
+) {
     let Some(program) = cmd.first() else {
         c.err(
             path,
@@ -2370,11 +2435,11 @@ fn script_command(c: &mut Checker<'_>, path: &str, cmd: &[String]) {
     // a `ctl` edit does not look again (found in audit: while one
     // service's program was being replaced, a drain of another service
     // was refused). A reload looks at every one.
-    if c.programs.is_some_and(|p| p.contains(program)) {
+    if c.known.is_some_and(|k| k.programs.contains(program)) {
         return;
     }
     let me = rustix::process::geteuid().as_raw();
-    if let Some(why) = program_refused(std::path::Path::new(program), me, 0) {
+    if let Some(why) = program_refused(std::path::Path::new(program), me, user, 0) {
         c.err(at, why);
     }
 }
@@ -2388,7 +2453,12 @@ fn script_command(c: &mut Checker<'_>, path: &str, cmd: &[String]) {
 /// privileges (found in review: a root-owned script whose `#!/opt/x/sh`
 /// another user could rewrite gave that user root), and of that one's,
 /// as deep as the kernel follows them.
-fn program_refused(path: &std::path::Path, me: u32, depth: usize) -> Option<String> {
+fn program_refused(
+    path: &std::path::Path,
+    me: u32,
+    user: Option<&crate::ScriptUser>,
+    depth: usize,
+) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
     let shown = path.display();
     match std::fs::metadata(path) {
@@ -2408,10 +2478,10 @@ fn program_refused(path: &std::path::Path, me: u32, depth: usize) -> Option<Stri
     let resolved = match walk(path, me) {
         Ok((at, m)) => match others_may_write(&at, &m, me) {
             None => at,
-            Some(why) => return Some(changeable(&shown, &why)),
+            Some(why) => return Some(changeable(&shown, &why, user)),
         },
-        Err(Unsafe::Others(why)) => return Some(changeable(&shown, &why)),
-        Err(Unsafe::Io(e)) => return Some(changeable(&shown, &e.to_string())),
+        Err(Unsafe::Others(why)) => return Some(changeable(&shown, &why, user)),
+        Err(Unsafe::Io(e)) => return Some(changeable(&shown, &e.to_string(), user)),
     };
     let interpreter = match crate::script::interpreter(&resolved) {
         Ok(None) => return None,
@@ -2425,13 +2495,27 @@ fn program_refused(path: &std::path::Path, me: u32, depth: usize) -> Option<Stri
             crate::script::MAX_INTERPRETERS
         ));
     }
-    program_refused(&interpreter, me, depth + 1)
+    program_refused(&interpreter, me, user, depth + 1)
         .map(|why| format!("{shown}: its interpreter {why}"))
 }
 
-/// The refusal of a program another user than root could change.
-fn changeable(shown: &std::path::Display<'_>, why: &str) -> String {
-    format!("{shown} could be changed by another user than root: {why}; the check runs it as root (keep it and every folder on its way writable by root only)")
+/// The refusal of a program another user than root could change. Run as
+/// `user`, the same holds: whoever could change it decides which reals
+/// get traffic (and, were it the user's own, a compromised service user
+/// could steer the load balancer).
+fn changeable(
+    shown: &std::path::Display<'_>,
+    why: &str,
+    user: Option<&crate::ScriptUser>,
+) -> String {
+    let runs = match user {
+        None => "the check runs it as root".to_string(),
+        Some(u) => format!(
+            "the check runs it as user {}, and its result decides which reals get traffic",
+            u.name
+        ),
+    };
+    format!("{shown} could be changed by another user than root: {why}; {runs} (keep it and every folder on its way writable by root only)")
 }
 
 /// What a service's reals are checked against (each `None` when invalid).
