@@ -1222,6 +1222,10 @@ fn the_systemd_unit_verifies() {
         "CAP_NET_ADMIN",
         "CAP_NET_RAW",
         "CAP_SYS_RAWIO",
+        // A script check's `user`: switched to, and its program killed.
+        "CAP_SETUID",
+        "CAP_SETGID",
+        "CAP_KILL",
     ] {
         assert!(
             settings

