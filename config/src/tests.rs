@@ -3600,7 +3600,6 @@ fn a_script_program_another_user_may_rewrite_is_refused() {
 /// protocol, scheduler, forwarding, persistence, syn_proxy, the check's
 /// keys, the reals' keys, unknown keys in inline tables).
 #[test]
-#[ignore = "audit: health_check.command[0] with control characters is echoed raw in errors"]
 fn a_script_programs_control_characters_are_not_echoed_raw() {
     // As TOML writes them: a line feed and an ESC.
     for program in [r"/bin/true\n\u001b[31mforged", r"x\n\u001b[31mforged"] {

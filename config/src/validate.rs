@@ -2421,6 +2421,18 @@ fn script_command(
         }
     }
     let at = format!("{path}[0]");
+    // The program is printed in `--check`'s errors, in every failed
+    // check and in the log (found in audit: a line feed in it forged log
+    // lines, an escape sequence reached the terminal).
+    if !program.contains('\0')
+        && !c.printable(
+            &at,
+            program,
+            "the program is printed in logs and in check failures",
+        )
+    {
+        return;
+    }
     if !program.starts_with('/') {
         c.err(
             at,

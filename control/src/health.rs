@@ -337,6 +337,7 @@ pub fn run_script(
     // (DPDK opens its own without close-on-exec).
     lb_dataplane::dpdk::close_on_exec_from_3();
     let mut cmd = Command::new(program);
+    let shown = program_shown(program);
     if let Some(u) = user {
         cmd.uid(u.uid).gid(u.gid);
     }
@@ -359,7 +360,7 @@ pub fn run_script(
         Ok(c) => c,
         Err(e) => {
             let who = user.map_or(String::new(), |u| format!(" as user {}", u.name));
-            return Some(Outcome::Failure(format!("running {program}{who}: {e}")));
+            return Some(Outcome::Failure(format!("running {shown}{who}: {e}")));
         }
     };
     let mut stderr = StderrHead::start(&mut child);
@@ -372,18 +373,18 @@ pub fn run_script(
         (Ok(Waited::Exited), Some(status)) => status,
         (Ok(Waited::Exited), None) => {
             return Some(Outcome::Failure(format!(
-                "{program}: its exit status was lost"
+                "{shown}: its exit status was lost"
             )))
         }
         (Ok(Waited::TimedOut), _) => {
             return Some(Outcome::Failure(format!(
-                "{program}: timed out after {timeout:?}, killed{}",
+                "{shown}: timed out after {timeout:?}, killed{}",
                 said_suffix(&said)
             )));
         }
         (Ok(Waited::Stopped), _) => return None,
         (Err(e), _) => {
-            return Some(Outcome::Failure(format!("{program}: waiting for it: {e}")));
+            return Some(Outcome::Failure(format!("{shown}: waiting for it: {e}")));
         }
     };
     if status.success() {
@@ -398,9 +399,25 @@ pub fn run_script(
         (None, None) => status.to_string(),
     };
     Some(Outcome::Failure(format!(
-        "{program}: {how}{}",
+        "{shown}: {how}{}",
         said_suffix(&said)
     )))
+}
+
+/// A program's path as a check failure shows it: as written, or quoted
+/// with escapes when it holds a control or invisible formatting
+/// character (validation refuses such a program; this is the failure
+/// text's own guard, as the script's stderr has one: found in audit, the
+/// path reached the log raw).
+fn program_shown(program: &str) -> std::borrow::Cow<'_, str> {
+    if program
+        .chars()
+        .any(|c| c.is_control() || lb_config::invisible_format(c))
+    {
+        format!("{program:?}").into()
+    } else {
+        program.into()
+    }
 }
 
 fn said_suffix(said: &str) -> String {
@@ -1281,6 +1298,36 @@ mod tests {
             matches!(&probe, Some(Probe::Script { user: Some(u), .. }) if u.uid == 65534),
             "{probe:?}"
         );
+    }
+
+    /// Found in audit (output): a failed script check's error starts with
+    /// the program's path (`{program}: exit status 1`), and the control
+    /// thread logs it (`health: service ... (last error: ...)`): a path
+    /// holding a line feed or an escape sequence forged log lines and
+    /// wrote to the terminal of whoever read the log. Validation refuses
+    /// such a program now; the failure text escapes it too.
+    #[test]
+    fn a_programs_path_reaches_the_failure_text_escaped() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("lb-audit-prog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let program = dir.join("check\nhealth: service web real 6.6.6.6:80: down -> up\u{1b}[8m");
+        std::fs::write(&program, "#!/bin/sh\nexit 1\n").unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let real = RealKey {
+            service: "web".into(),
+            address: "127.0.0.1".parse().unwrap(),
+            port: 80,
+        };
+        let command = vec![program.to_str().unwrap().to_string()];
+        let outcome = run_script(&command, None, &real, Duration::from_secs(5), None);
+        let _ = std::fs::remove_dir_all(&dir);
+        let Some(Outcome::Failure(m)) = outcome else {
+            panic!("{outcome:?}");
+        };
+        assert!(!m.chars().any(char::is_control), "{m:?}");
+        assert!(m.ends_with(": exit status 1"), "{m:?}");
     }
 
     #[test]
