@@ -417,11 +417,12 @@ fn status(cli: &Cli, metrics: Option<&str>, json: bool) -> ExitCode {
         }
     };
     if json {
-        // Written again, not echoed: serde_json escapes what a hostile
-        // server put in its strings (found in review).
+        // Written again, not echoed, with what a hostile server put in
+        // its strings escaped (found in review; C1 and bidirectional
+        // characters too: found in audit).
         return match serde_json::from_str::<serde_json::Value>(&body) {
             Ok(v) => {
-                out(&format!("{v}\n"));
+                out(&format!("{}\n", lb_control::status::json_text(&v, false)));
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -476,7 +477,7 @@ fn ctl(cli: &Cli, socket: Option<&std::path::Path>, command: &CtlCommand) -> Exi
                 if *json {
                     out(&format!(
                         "{}\n",
-                        serde_json::to_string_pretty(&first).unwrap_or_default()
+                        lb_control::status::json_text(&first, true)
                     ));
                 } else {
                     out(&first.table());
@@ -493,7 +494,7 @@ fn ctl(cli: &Cli, socket: Option<&std::path::Path>, command: &CtlCommand) -> Exi
             if *json {
                 out(&format!(
                     "{}\n",
-                    serde_json::to_string_pretty(&rates).unwrap_or_default()
+                    lb_control::status::json_text(&rates, true)
                 ));
             } else {
                 out(&lb_control::status::rate_table(&rates));
@@ -518,10 +519,11 @@ fn ctl(cli: &Cli, socket: Option<&std::path::Path>, command: &CtlCommand) -> Exi
             let r = call(&path, &req, |v| {
                 let f = &v["flow"];
                 if *json {
-                    out(&format!("{f}\n"));
+                    out(&format!("{}\n", lb_control::status::json_text(f, false)));
                     return;
                 }
-                let s = |k: &str| f[k].as_str().unwrap_or("-").to_string();
+                let s =
+                    |k: &str| lb_control::status::shown(f[k].as_str().unwrap_or("-")).into_owned();
                 let ms = f["expires_in_ms"].as_u64().unwrap_or(0);
                 out(&format!(
                     "{:<4} {:>6}.{:02} {:<12} {:<24} {:<24} {:<24} {:>6}\n",
