@@ -376,7 +376,7 @@ impl Drop for Drain<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dpdk::{Eal, Mempool};
+    use crate::dpdk::Mempool;
     use lb_core::stats::DropReason;
 
     /// This test binary's own EAL (the integration tests run theirs in
@@ -393,25 +393,8 @@ mod tests {
     }
 
     fn pools() -> (Mempool, Mempool) {
-        static POOLS: std::sync::OnceLock<(Mempool, Mempool)> = std::sync::OnceLock::new();
-        *POOLS.get_or_init(|| {
-            let eal = Eal::init(&[
-                "--no-huge",
-                "-m",
-                "64",
-                "--no-pci",
-                "--no-shconf",
-                "--log-level=lib.eal:warning",
-                "--file-prefix=lbt-dataplane-unit",
-                "--lcores",
-                "0@0",
-            ])
-            .expect("EAL starts with --no-huge");
-            (
-                Mempool::create(&eal, "unit_pool", 255, 2176).expect("mempool"),
-                Mempool::create(&eal, "unit_pool_counted", 63, 2176).expect("mempool"),
-            )
-        })
+        let t = crate::dpdk::test_eal::get();
+        (t.pool, t.counted)
     }
 
     /// Sets what a driver could hand out, for the length of `f`, and puts

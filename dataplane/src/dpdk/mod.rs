@@ -15,6 +15,10 @@ mod mbuf;
 mod mempool;
 mod port;
 mod ring;
+#[cfg(test)]
+pub(crate) mod test_eal;
+#[cfg(test)]
+mod audit_tests;
 
 pub use eal::{Eal, EalInfo};
 pub use error::DpdkError;
