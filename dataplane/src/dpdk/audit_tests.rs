@@ -91,7 +91,10 @@ fn odd_mbufs_from_a_driver_are_freed_once_and_never_reach_the_pipeline() {
     let before = pool.in_use();
 
     let a = frame(pool, 0xa, 64);
-    let (b1, b2) = (frame(pool, 0xb, 32).into_raw(), frame(pool, 0xb, 32).into_raw());
+    let (b1, b2) = (
+        frame(pool, 0xb, 32).into_raw(),
+        frame(pool, 0xb, 32).into_raw(),
+    );
     // SAFETY: both mbufs are ours alone (just allocated); chained as
     // rte_pktmbuf_chain does, then owned as one packet.
     let b = unsafe {
@@ -212,7 +215,11 @@ fn a_ring_frees_what_it_holds_when_both_ends_are_gone() {
     drop(out);
     assert_eq!(pool.in_use(), before + 5, "five still in the ring");
     drop(p);
-    assert_eq!(pool.in_use(), before + 5, "the consumer still holds the ring");
+    assert_eq!(
+        pool.in_use(),
+        before + 5,
+        "the consumer still holds the ring"
+    );
     drop(c);
     assert_eq!(pool.in_use(), before);
 }

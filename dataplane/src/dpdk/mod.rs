@@ -8,6 +8,8 @@
 //! is stopped and closed only when its last queue token is gone.
 #![allow(unsafe_code)]
 
+#[cfg(test)]
+mod audit_tests;
 mod eal;
 mod error;
 mod lcore;
@@ -17,8 +19,6 @@ mod port;
 mod ring;
 #[cfg(test)]
 pub(crate) mod test_eal;
-#[cfg(test)]
-mod audit_tests;
 
 pub use eal::{Eal, EalInfo};
 pub use error::DpdkError;
