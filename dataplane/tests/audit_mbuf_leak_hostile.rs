@@ -65,7 +65,7 @@ fn a_hostile_stream_ends_no_worker_and_leaks_no_mbuf() {
     let mut huge = golden[0].clone();
     huge.resize(65535, 0x55);
     frames.push(huge);
-    let c = audit_common::run_frames("one-arm", "hostile", &frames);
+    let c = audit_common::run_frames("one-arm", "hostile", &frames, "");
     assert!(
         c.multi_segment >= 2 * 61,
         "the jumbo frames came chained: {c:?}"

@@ -42,7 +42,7 @@ fn pcap(path: &Path, frames: &[&[u8]]) {
 }
 
 /// The scenario's config on `device`, two workers, no static neighbors.
-fn config(text: &str, device: &str, prefix: &str) -> String {
+fn config(text: &str, device: &str, prefix: &str, port_extra: &str) -> String {
     let mut out = String::new();
     let mut skipping = false;
     for line in text.lines() {
@@ -54,7 +54,7 @@ fn config(text: &str, device: &str, prefix: &str) -> String {
             continue;
         }
         if t.starts_with("device") {
-            out.push_str(&format!("device = \"{device}\"\n"));
+            out.push_str(&format!("device = \"{device}\"\n{port_extra}"));
         } else if t.starts_with("eal_args") {
             out.push_str(&format!(
                 "eal_args = [\"--lcores\", \"0@0,1@0,2@0\", \"--no-huge\", \"-m\", \"256\", \
@@ -81,6 +81,8 @@ pub struct Counts {
     pub deferred: u64,
     /// Dropped as chained (`multi_segment`).
     pub multi_segment: u64,
+    pub to_kernel: u64,
+    pub from_kernel: u64,
 }
 
 /// Runs scenario `name` (one port) as above.
@@ -88,12 +90,12 @@ pub fn run(name: &str) -> Counts {
     let scenario = golden::scenario(name);
     let one: Vec<Vec<u8>> = scenario.steps.iter().map(|s| s.input.clone()).collect();
     let frames: Vec<Vec<u8>> = (0..200).flat_map(|_| one.iter().cloned()).collect();
-    run_frames(name, name, &frames)
+    run_frames(name, name, &frames, "")
 }
 
-/// [`run`], with `frames` (once each) on scenario `name`'s config; `tag`
-/// names the run.
-pub fn run_frames(name: &str, tag: &str, frames: &[Vec<u8>]) -> Counts {
+/// [`run`], with `frames` (once each) on scenario `name`'s config, its
+/// port given the lines `port_extra` too; `tag` names the run.
+pub fn run_frames(name: &str, tag: &str, frames: &[Vec<u8>], port_extra: &str) -> Counts {
     let scenario = golden::scenario(name);
     let prefix = format!("lbt-audit-leak-{tag}");
     let dir: PathBuf = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
@@ -108,7 +110,7 @@ pub fn run_frames(name: &str, tag: &str, frames: &[Vec<u8>]) -> Counts {
         out1.display(),
         i = input.display()
     );
-    let text = config(&scenario.config, &device, &prefix);
+    let text = config(&scenario.config, &device, &prefix, port_extra);
     let config = Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let mut dp = Dataplane::start(&config, |_, _, _| true).expect("the dataplane starts");
     let pool = dp.mempool();
@@ -123,10 +125,13 @@ pub fn run_frames(name: &str, tag: &str, frames: &[Vec<u8>]) -> Counts {
     let handoffs = sum(&|s| s.handoffs_in.get());
     let held = sum(&|s| s.held.get());
     let deferred = sum(&|s| s.syn_proxy_deferred.get());
+    let to_kernel = sum(&|s| s.to_kernel.iter().map(|c| c.get()).sum());
+    let from_kernel = sum(&|s| s.from_kernel.iter().map(|c| c.get()).sum());
     let multi_segment = sum(&|s| s.dropped(lb_dataplane::DropReason::MultiSegment));
     eprintln!(
         "{tag}: rx {rx}, handoffs {handoffs}, held {held}, deferred {deferred}, \
-         multi_segment {multi_segment}, in use while running {}",
+         multi_segment {multi_segment}, to kernel {to_kernel}, from kernel {from_kernel}, \
+         in use while running {}",
         pool.in_use()
     );
     let ended = dp.ended_workers();
@@ -145,5 +150,7 @@ pub fn run_frames(name: &str, tag: &str, frames: &[Vec<u8>]) -> Counts {
         held,
         deferred,
         multi_segment,
+        to_kernel,
+        from_kernel,
     }
 }
