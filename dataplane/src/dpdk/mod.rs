@@ -8,13 +8,13 @@
 //! is stopped and closed only when its last queue token is gone.
 #![allow(unsafe_code)]
 
-#[cfg(test)]
-mod audit_tests;
 mod eal;
 mod error;
 mod lcore;
 mod mbuf;
 mod mempool;
+#[cfg(test)]
+mod ownership_tests;
 mod port;
 mod ring;
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Audit (shared by the `audit_mbuf_leak*` tests): every mbuf the workers
+//! Mbuf accounting, found sound in an audit (shared by the `mbuf_accounting*` tests): every mbuf the workers
 //! take ends exactly once, end to end. The whole dataplane
 //! (`Dataplane::start`, two workers, so packets are handed between them)
 //! runs a golden scenario's frames, 200 times over, from a

@@ -1,5 +1,5 @@
-//! Audit: the exception path (a `net_tap` kernel interface) in the mbuf
-//! accounting of `audit_common`: frames for the port's own address go to
+//! Mbuf accounting (audit): the exception path (a `net_tap` kernel interface) in the mbuf
+//! accounting of `accounting`: frames for the port's own address go to
 //! the kernel (TCP and UDP to it, within the budgets, the rest dropped as
 //! `kernel_queue_full`), the kernel's own frames (its ARP requests for
 //! the clients, its answers) come back through the tap and out of the
@@ -8,7 +8,7 @@
 //! every EAL thread and `ip` run there): needs root; skipped with the
 //! reason otherwise, a failure where LB_REQUIRE_PRIVILEGED_TESTS=1.
 
-mod audit_common;
+mod accounting;
 
 use lb_core::golden;
 
@@ -115,7 +115,7 @@ fn the_exception_path_leaks_no_mbuf() {
         frames.push(frame(client, 17, udp(40000 + i, 5000, (i % 200) as usize)));
         frames.push(golden[usize::from(i) % golden.len()].clone());
     }
-    let c = audit_common::run_frames(
+    let c = accounting::run_frames(
         "one-arm",
         "kernel",
         &frames,

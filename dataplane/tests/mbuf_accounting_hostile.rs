@@ -1,12 +1,12 @@
-//! Audit: a hostile stream through the whole worker loop (the pipeline is
+//! Mbuf accounting (audit): a hostile stream through the whole worker loop (the pipeline is
 //! fuzzed on its own; the loop around it, with real mbufs, is not): the
 //! golden one-arm frames with bytes of their headers flipped, cut short
 //! or grown with garbage, empty and tiny frames, and jumbo frames larger
 //! than the mbuf data room (net_pcap hands those out chained: dropped as
 //! `multi_segment`). No worker may end, and every mbuf must be back in
-//! the pool after the stop. See `audit_common`.
+//! the pool after the stop. See `accounting`.
 
-mod audit_common;
+mod accounting;
 
 use lb_core::golden;
 
@@ -65,7 +65,7 @@ fn a_hostile_stream_ends_no_worker_and_leaks_no_mbuf() {
     let mut huge = golden[0].clone();
     huge.resize(65535, 0x55);
     frames.push(huge);
-    let c = audit_common::run_frames("one-arm", "hostile", &frames, "");
+    let c = accounting::run_frames("one-arm", "hostile", &frames, "");
     assert!(
         c.multi_segment >= 2 * 61,
         "the jumbo frames came chained: {c:?}"
