@@ -689,31 +689,6 @@ fn integer_ranges() {
     );
 }
 
-/// Audit: `rte_eth_rx_burst`'s contract (rte_ethdev.h: "Some drivers using
-/// vector instructions require that nb_pkts is divisible by 4 or 8 ...
-/// The value must be divisible by 8 in order to work with any driver").
-/// The worker asks each receive queue for `dpdk.burst` packets
-/// (`RxQueue::rx_burst`: `spare.min(max)`, the burst being empty), so a
-/// burst of 1 to 7 asks a vector PMD (ixgbe, i40e, ice: they round down
-/// to their 4 or 8) for nothing at all: the port never receives, and
-/// every other value not a multiple of 8 is cut to one. Validation
-/// takes any value of 1..=128.
-#[test]
-#[ignore = "audit: dpdk.burst not a multiple of 8 breaks rte_eth_rx_burst's contract (vector PMDs receive 0)"]
-fn a_burst_that_vector_drivers_cannot_serve_is_refused() {
-    for burst in [1, 2, 3, 4, 7, 12, 100] {
-        let text = with(&format!("[dpdk]\nburst = {burst}"));
-        assert!(
-            Config::parse(&text).is_err(),
-            "dpdk.burst = {burst} is accepted"
-        );
-    }
-    for burst in [8, 32, 64, 128] {
-        let text = with(&format!("[dpdk]\nburst = {burst}"));
-        assert!(Config::parse(&text).is_ok(), "dpdk.burst = {burst}");
-    }
-}
-
 #[test]
 fn missing_required_keys() {
     assert_error(
