@@ -36,13 +36,42 @@ impl Mbuf {
     }
 
     fn raw(&self) -> &dpdk_sys::rte_mbuf {
-        // SAFETY: we own a valid mbuf; shared access to its header.
+        // SAFETY: we own a valid mbuf; shared access to its header. Only
+        // for mbufs whose buffer is known to be theirs alone (what
+        // `unfit` lets through at receive, and mbufs made here): the
+        // header of a shared one holds a reference count another holder
+        // may change, so `unfit` reads its fields one at a time instead.
         unsafe { self.0.as_ref() }
     }
 
     /// Number of segments; anything but 1 is a chained packet.
     pub fn segments(&self) -> u16 {
-        self.raw().nb_segs
+        // SAFETY: the mbuf is valid; a plain read of one field through the
+        // pointer, not a reference to the whole header (which holds the
+        // reference count another holder of a shared buffer may change
+        // meanwhile: found in audit).
+        unsafe { std::ptr::addr_of!((*self.0.as_ptr()).nb_segs).read() }
+    }
+
+    /// Whether the first segment holds the packet whole and within its
+    /// buffer: `data_off + data_len <= buf_len` and `pkt_len == data_len`.
+    /// DPDK's invariants, which [`PacketBuf::data`] relies on; a driver
+    /// that broke them would have its packet read out of bounds, or sent
+    /// on with the lengths disagreeing (found in audit: cheap, the header
+    /// line is loaded already).
+    fn lengths_agree(&self) -> bool {
+        let p = self.0.as_ptr();
+        // SAFETY: the mbuf is valid; plain reads of single fields through
+        // the pointer, as in `segments`.
+        let (off, data, buf, pkt) = unsafe {
+            (
+                std::ptr::addr_of!((*p).data_off).read(),
+                std::ptr::addr_of!((*p).data_len).read(),
+                std::ptr::addr_of!((*p).buf_len).read(),
+                std::ptr::addr_of!((*p).pkt_len).read(),
+            )
+        };
+        u32::from(off) + u32::from(data) <= u32::from(buf) && pkt == u32::from(data)
     }
 
     /// Whether the packet's buffer is this mbuf's alone: not attached to
@@ -55,7 +84,9 @@ impl Mbuf {
     #[inline]
     pub fn is_exclusive(&self) -> bool {
         let shared = dpdk_sys::RTE_MBUF_F_INDIRECT | dpdk_sys::RTE_MBUF_F_EXTERNAL;
-        if self.raw().ol_flags & shared != 0 {
+        // SAFETY: as in `segments`: one field, read through the pointer.
+        let flags = unsafe { std::ptr::addr_of!((*self.0.as_ptr()).ol_flags).read() };
+        if flags & shared != 0 {
             return false;
         }
         // SAFETY: the mbuf is valid; its reference count is a naturally
@@ -70,12 +101,14 @@ impl Mbuf {
         refcnt.load(std::sync::atomic::Ordering::Relaxed) == 1
     }
 
-    /// One segment, the buffer its own ([`Mbuf::segments`],
+    /// One segment that holds the packet, the buffer its own
+    /// ([`Mbuf::segments`], [`Mbuf::lengths_agree`],
     /// [`Mbuf::is_exclusive`]): what the pipeline may be given. Else the
-    /// reason it is dropped.
+    /// reason it is dropped (a first segment that does not hold the packet
+    /// whole counts as a chained one).
     #[inline]
     pub fn unfit(&self) -> Option<lb_core::stats::DropReason> {
-        if self.segments() != 1 {
+        if self.segments() != 1 || !self.lengths_agree() {
             Some(lb_core::stats::DropReason::MultiSegment)
         } else if !self.is_exclusive() {
             Some(lb_core::stats::DropReason::SharedBuffer)

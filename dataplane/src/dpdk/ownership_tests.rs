@@ -223,3 +223,30 @@ fn a_ring_frees_what_it_holds_when_both_ends_are_gone() {
     drop(c);
     assert_eq!(pool.in_use(), before);
 }
+
+/// Found in audit: `data` trusts the driver to keep the first segment's
+/// lengths within its buffer, and a one-segment packet's `pkt_len` equal
+/// to its `data_len`. A driver that broke either would have the packet
+/// read out of bounds or sent on with lengths that disagree: such an
+/// mbuf is unfit, as a chained one is.
+#[test]
+fn an_mbuf_whose_lengths_disagree_is_unfit() {
+    let (pool, _l) = audit();
+    let good = frame(pool, 0x1, 64);
+    assert_eq!(good.unfit(), None);
+    let long = frame(pool, 0x2, 64).into_raw();
+    // SAFETY: ours alone (just allocated); a length a driver could leave.
+    let long = unsafe {
+        (*long).pkt_len = 65;
+        Mbuf::from_raw(NonNull::new(long).unwrap())
+    };
+    assert_eq!(long.unfit(), Some(DropReason::MultiSegment));
+    let past = frame(pool, 0x3, 64).into_raw();
+    // SAFETY: ours alone; only the offset is moved, past the buffer's
+    // end, and nothing reads the data (the mbuf is freed as unfit is).
+    let past = unsafe {
+        (*past).data_off = (*past).buf_len - 32;
+        Mbuf::from_raw(NonNull::new(past).unwrap())
+    };
+    assert_eq!(past.unfit(), Some(DropReason::MultiSegment));
+}
