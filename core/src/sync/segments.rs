@@ -11,7 +11,9 @@
 //! - the receiver notes which of the peer's messages arrived whole
 //!   ([`Received`]: every record handed to a worker; one with a record
 //!   dropped for want of room is not noted) and tells it every interval
-//!   in an [`Acks`] (every message through `cum`, and the gaps after it);
+//!   in an [`Acks`] (every message through `cum`, and the gaps after it;
+//!   between intervals too, once 4,096 messages arrived or 64 were found
+//!   missing since the last);
 //! - the sender keeps each segment's records ([`PassSegments`]) until an
 //!   ack says it arrived, sends again, as a new message (a new sequence
 //!   number: the segment is then known by it), each one an ack says is
@@ -20,7 +22,16 @@
 //!   segment of the pass proper is acknowledged (its status's `passed`,
 //!   which the peer then acks as before); live changes sent after it
 //!   are sent again when lost, but not waited for unless a resend
-//!   counted on them.
+//!   counted on them;
+//! - the sender's own acks carry its floor ([`PassSegments::floor`]: the
+//!   first of its messages still wanted), every interval and after a
+//!   flush whenever the peer's last acks named a gap before it
+//!   ([`PassSegments::floor_wanted`]: mostly a segment that just went
+//!   again under a new number), and the receiver forgets the gaps before
+//!   it ([`Received::floor`]). An ack names at most 128 gaps, so such a
+//!   gap must go soon (found in review: with the floor once an interval,
+//!   at 2 % loss a big pass's acks filled with them, stopped acking what
+//!   came after them, and its notes overflowed).
 //!
 //! Everything in an ack is the peer's word, checked: an ack of another
 //! life (nonce) than the one the sender is, or that speaks of a message
@@ -286,6 +297,9 @@ pub struct PassSegments {
     /// and that message is then waited for ([`Segment::needed`]).
     latest: HashMap<u64, (u32, u32)>,
     keys: RandomState,
+    /// The first gap the peer's last acks named, until the floor is past
+    /// it or nothing is due (see [`Self::floor_wanted`]).
+    named: Option<u32>,
 }
 
 impl PassSegments {
@@ -300,6 +314,7 @@ impl PassSegments {
             due: 0,
             latest: HashMap::new(),
             keys: RandomState::new(),
+            named: None,
         }
     }
 
@@ -403,6 +418,33 @@ impl PassSegments {
             .map_or(next, |d| self.base.wrapping_add(d))
     }
 
+    /// Whether the peer is to be sent the floor now (`next`: the next
+    /// sequence number): its last acks named a gap before it, a message
+    /// this box no longer wants (its segment went again under a new
+    /// number, was acked or superseded since, or it was no segment). An
+    /// acks message names at most [`MAX_GAPS`](crate::wire::sync::MAX_GAPS)
+    /// gaps, and the peer keeps each until the floor comes: found in
+    /// review, with the floor once an interval, at 2 % loss a big pass's
+    /// acks filled with such gaps, nothing after them was acked, and the
+    /// notes overflowed. Asked after every resend (and a lost floor is
+    /// asked for again by the next acks, which still name the gap); true
+    /// once per such acks. While the gap is still wanted it is kept only
+    /// as long as something is due (a resend may pass it): the floor is
+    /// computed over every segment, as a resend goes over them.
+    pub fn floor_wanted(&mut self, next: u32) -> bool {
+        let Some(g) = self.named else {
+            return false;
+        };
+        if seq_after(g, self.floor(next)).is_some_and(|d| d >= 1) {
+            self.named = None;
+            return true;
+        }
+        if self.due == 0 {
+            self.named = None;
+        }
+        false
+    }
+
     /// Takes the peer's acks: each segment they say arrived is forgotten,
     /// each they say is missing is due again. Ignored whole (0) unless
     /// they are of this box's life `own` and speak of nothing past `last`,
@@ -435,6 +477,7 @@ impl PassSegments {
             }
         });
         self.due = due;
+        self.named = a.gaps().first().map(|g| g.first);
         before - self.segments.len()
     }
 

@@ -463,6 +463,52 @@ fn a_pass_waits_only_for_the_later_messages_a_resend_counted_on() {
     assert!(q.is_through());
 }
 
+/// The floor goes to the peer when its acks name a gap before it: once
+/// the segment went again (under a new number), and again when the peer
+/// names the gap again (the floor was lost); not for a gap still wanted,
+/// nor for acks without one.
+#[test]
+fn the_floor_is_wanted_once_the_acks_name_a_gap_no_longer_wanted() {
+    let mut p = pass_of(10);
+    assert!(!p.floor_wanted(111), "no acks yet");
+    assert_eq!(p.take_acks(&acks_but(&[103], 110), 9, 110), 9);
+    assert!(!p.floor_wanted(111), "103 still wanted: due");
+    assert!(!p.floor_wanted(111), "and kept while due");
+    assert_eq!(p.resend(512, |_| 111), 1);
+    assert_eq!(p.floor(112), 111);
+    assert!(p.floor_wanted(112), "103 went again as 111");
+    assert!(!p.floor_wanted(112), "once");
+    // That floor lost: 111 arrived, 103 still named.
+    let mut r = Received::default();
+    r.reset(9);
+    for s in (101..=111).filter(|&s| s != 103) {
+        r.arrived(s);
+    }
+    let a = r.acks(5, 1);
+    assert_eq!(a.gaps(), &[Gap { first: 103, len: 1 }]);
+    assert_eq!(p.take_acks(&a, 9, 111), 1);
+    assert!(p.floor_wanted(112), "asked again");
+    // The floor arrived: nothing named, nothing wanted.
+    r.floor(112);
+    assert!(r.acks(5, 1).gaps().is_empty());
+    p.take_acks(&r.acks(5, 1), 9, 111);
+    assert!(!p.floor_wanted(112));
+    // Acks from before the resend, arriving after it: 102 is 104 now.
+    let mut q = pass_of(3);
+    q.take_acks(&acks_but(&[102], 103), 9, 103);
+    q.resend(512, |_| 104);
+    q.take_acks(&acks_but(&[102], 103), 9, 104);
+    assert_eq!((q.due(), q.floor(105)), (0, 104));
+    assert!(q.floor_wanted(105), "102 is 104 now");
+    // No room left in the flush for it: still wanted, and kept.
+    let mut q = pass_of(3);
+    q.take_acks(&acks_but(&[102], 103), 9, 103);
+    assert_eq!(q.resend(0, |_| 104), 0);
+    assert!(!q.floor_wanted(104), "102 is still due: the floor is 102");
+    assert_eq!(q.resend(1, |_| 104), 1);
+    assert!(q.floor_wanted(105));
+}
+
 /// A bulk pass by segment, simulated as the control loop runs it: the
 /// sender sends up to `burst` messages a flush (10 ms, resends first),
 /// each message lost when a hash of its sequence number says so (`loss`
