@@ -222,17 +222,18 @@ const RECEIVE_BUFFER: usize = 4 << 20;
 const FLUSH_EVERY: Duration = Duration::from_millis(10);
 
 /// How many of the peer's messages arrive before acks go between two
-/// intervals (see `Sync::acks_if_many`): some 135,000 flows. This keeps
-/// a pass's unacked messages far below the sender's bounds whatever the
-/// `interval` only while few are lost: an ack names at most 128 gaps,
-/// and a lost message's gap stays in the acks (after its segment went
-/// again) until the sender's floor comes, once an interval. At a few
-/// per cent loss a pass of millions of flows can pass 128 losses between
-/// two floors, stop being acked beyond the 128th gap, overflow its notes
-/// (`MAX_NOTED`) and fall back to being acked whole, which then needs a
-/// pass with no loss (`lb_core` sync segments test
-/// `review_a_big_pass_at_two_percent_loss_is_through_by_segment`, ignored:
-/// a known limit).
+/// intervals (see `Sync::acks_if_many`): some 135,000 flows. With the
+/// floor sent after a flush whenever the peer's acks named a gap before
+/// it (`Sync::send_flows`), this keeps a pass's unacked messages far
+/// below the sender's bounds whatever the `interval` at a loss of a few
+/// per cent: an ack names at most 128 gaps, and a lost message's gap
+/// stays in the acks (after its segment went again) until the sender's
+/// floor comes. Found in review: with the floor once an interval, at a
+/// few per cent loss a pass of millions of flows passed 128 losses
+/// between two floors, stopped being acked beyond the 128th gap,
+/// overflowed its notes (`MAX_NOTED`) and fell back to being acked
+/// whole, which needs a pass with no loss (`lb_core` sync segments test
+/// `review_a_big_pass_at_two_percent_loss_is_through_by_segment`).
 const ACK_EVERY: u32 = 4096;
 
 /// The most messages one flush sends back to back: half the burst the
@@ -1045,7 +1046,13 @@ impl Sync<'_> {
     /// and every [`FLUSH_EVERY`] between: a new flow reaches the peer
     /// within about that, not within an interval. Acks go first when
     /// many of the peer's messages arrived since the last
-    /// ([`Self::acks_if_many`]).
+    /// ([`Self::acks_if_many`]), and after the flush when the peer's last
+    /// acks named a gap before the floor (mostly a segment that just went
+    /// again under a new number, or one whose floor was lost): they carry
+    /// the floor, so that the peer drops the gap from its acks at once
+    /// (found in review: with the floor once an interval, at a few per
+    /// cent loss a big pass's acks stopped at 128 gaps, see
+    /// [`ACK_EVERY`]; `PassSegments::floor_wanted`).
     fn send_flows(&mut self, now: Instant) {
         self.acks_if_many(now);
         // More only when what is pending goes within a few flushes: the
@@ -1081,15 +1088,26 @@ impl Sync<'_> {
             .flush_some(flags, FLUSH_MESSAGES.saturating_sub(tried), send);
         self.counters.messages_sent.add(m);
         self.counters.flows_sent.add(r);
+        // The floor, when the peer's last acks named a gap before it
+        // (what went again just now, under a new number): at most one
+        // acks message a flush, as `acks_if_many`'s.
+        let next = self.packer.sequence.wrapping_add(1);
+        if self
+            .packer
+            .segments
+            .as_mut()
+            .is_some_and(|ps| ps.floor_wanted(next))
+        {
+            self.send_acks(now);
+        }
     }
 
     /// Acks between intervals once [`ACK_EVERY`] of the peer's messages
     /// arrived since the last: a pass's messages in flight (kept by the
     /// peer until acked) then stay far below its bounds whatever the
-    /// `interval` while little is lost (found in review: at one a second
-    /// a pass of millions of flows could have more than `MAX_NOTED` in
-    /// flight, and be acked whole); at a few per cent loss they may not
-    /// (see [`ACK_EVERY`]).
+    /// `interval` (found in review: at one a second a pass of millions of
+    /// flows could have more than `MAX_NOTED` in flight, and be acked
+    /// whole), while little is lost (see [`ACK_EVERY`]).
     fn acks_if_many(&mut self, now: Instant) {
         if self.arrived_unacked >= ACK_EVERY {
             self.send_acks(now);
@@ -1103,7 +1121,7 @@ impl Sync<'_> {
 
     /// Tells a peer that acks by segment which of its messages arrived
     /// (and, by the floor, which of ours are still wanted): every
-    /// interval, after the status.
+    /// interval, after the status, and between (see [`Self::send_flows`]).
     fn send_acks(&mut self, now: Instant) {
         self.arrived_unacked = 0;
         if !self.peer_segments {
@@ -1691,7 +1709,7 @@ mod tests {
     use lb_config::ForwardingMethod;
     use lb_core::flow::{FlowState, Trust};
     use lb_core::sync::{FlowChange, FlowUpdate};
-    use lb_core::wire::sync::{SyncPacket, HEADER_LEN};
+    use lb_core::wire::sync::{seq_after, Gap, SyncPacket, HEADER_LEN};
     use std::net::Ipv4Addr;
 
     const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
@@ -3425,6 +3443,88 @@ mod tests {
         assert_eq!(c.messages_sent.get(), sent + 1, "an acks message");
         s.send_flows(Instant::now());
         assert_eq!(c.messages_sent.get(), sent + 1, "once");
+    }
+
+    /// Found in review: the sender's floor went only with its acks each
+    /// interval, so the peer kept naming the gap of a segment sent again
+    /// under a new number until then; at a few per cent loss its acks
+    /// were full of such gaps (128 at most) and a big pass stopped being
+    /// acked (`lb_core` sync segments test
+    /// `a_big_pass_at_two_percent_loss_is_through_by_segment`). A flush
+    /// that sends a segment again now ends with acks whose floor is past
+    /// the segment's old number; one that sends none again sends none;
+    /// and when that floor is lost, the peer's next acks, naming the old
+    /// number again, bring it again.
+    #[test]
+    fn a_segment_sent_again_is_followed_by_the_floor_past_it() {
+        let sa = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let sb = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let (cfg, _) = pair_configs(&sa, &sb);
+        let (_w, links) = lb_dataplane::sync::links(1);
+        let (c, st) = (SyncCounters::default(), SyncStatus::new(cfg.role));
+        let mut a = Sync::new(&sa, &cfg, &links, &c, &st);
+        let from = IpAddr::from([127, 0, 0, 1]);
+        let hello = Status {
+            nonce: 7,
+            ..Status::default()
+        };
+        let mut buf = [0u8; MAX_MESSAGE_LEN];
+        let n = hello.emit(&mut buf, 1, flags::SEGMENTS);
+        a.datagram(&buf[..n], from);
+        a.own.for_peer = Some(a.start_pass());
+        a.packer.pending.extend((0..200).map(record));
+        a.send_flows(Instant::now());
+        let first = received(&sb);
+        let seqs: Vec<u32> = first
+            .iter()
+            .filter(|m| kind(m) == Some(MessageKind::Flows))
+            .map(|m| SyncHeader::parse(m).unwrap().0.sequence)
+            .collect();
+        assert!(seqs.len() >= 3, "{seqs:?}");
+        assert_eq!(first.len(), seqs.len(), "flows only: nothing resent");
+        let (lost, last) = (seqs[0], *seqs.last().unwrap());
+        // The peer's acks: the first lost, the rest arrived.
+        let mut acks = Acks::new(7, a.nonce, 1, lost, lost.wrapping_sub(1));
+        assert!(acks.push_gap(Gap {
+            first: lost,
+            len: 1
+        }));
+        acks.set_until(last);
+        let n = acks.emit(&mut buf, 2, flags::SEGMENTS);
+        a.datagram(&buf[..n], from);
+        assert_eq!(a.packer.segments.as_ref().map(PassSegments::due), Some(1));
+        a.send_flows(Instant::now());
+        let again = received(&sb);
+        let kinds: Vec<_> = again.iter().map(|m| kind(m)).collect();
+        assert_eq!(
+            kinds,
+            [Some(MessageKind::Flows), Some(MessageKind::Acks)],
+            "the segment again, then the floor"
+        );
+        let resent = SyncHeader::parse(&again[0]).unwrap().0.sequence;
+        let (_, p) = SyncHeader::parse(&again[1]).unwrap();
+        let floor = Acks::parse(&p).unwrap().floor;
+        assert_eq!(floor, resent, "the first still wanted: the resent one");
+        assert_eq!(seq_after(lost, floor).map(|d| d > 0), Some(true));
+        a.send_flows(Instant::now());
+        assert!(received(&sb).is_empty(), "nothing sent again: no acks");
+        // That floor lost: the peer's acks name the old number again
+        // (the segment's resend arrived).
+        let mut acks = Acks::new(7, a.nonce, 1, lost, lost.wrapping_sub(1));
+        assert!(acks.push_gap(Gap {
+            first: lost,
+            len: 1
+        }));
+        acks.set_until(resent);
+        let n = acks.emit(&mut buf, 3, flags::SEGMENTS);
+        a.datagram(&buf[..n], from);
+        a.send_flows(Instant::now());
+        let again = received(&sb);
+        assert_eq!(again.len(), 1, "the floor alone");
+        let (h, p) = SyncHeader::parse(&again[0]).unwrap();
+        assert_eq!(h.kind, MessageKind::Acks);
+        let floor = Acks::parse(&p).unwrap().floor;
+        assert_eq!(seq_after(resent, floor).map(|d| d > 0), Some(true));
     }
 
     #[test]
