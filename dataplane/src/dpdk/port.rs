@@ -81,6 +81,9 @@ struct PortInner {
 pub struct RxQueue {
     port: Port,
     queue: QueueId,
+    /// What the queue's receive path serves requests in: [`RX_MULTIPLE`]
+    /// for a vector path, 1 for the rest ([`vector_receive`]).
+    multiple: usize,
 }
 
 /// The right to transmit on one queue of one port. Not `Clone`.
@@ -326,6 +329,11 @@ impl Port {
             .map(|q| RxQueue {
                 port: port.clone(),
                 queue: QueueId(q),
+                multiple: if vector_receive(id, q, name) {
+                    RX_MULTIPLE
+                } else {
+                    1
+                },
             })
             .collect();
         let tx = (0..setup.queues)
@@ -427,19 +435,51 @@ impl Drop for PortInner {
 /// by 8 in order to work with any driver", `rte_ethdev.h`).
 const RX_MULTIPLE: usize = 8;
 
+/// Whether queue `queue` of the started port `id` receives through a
+/// vector path, as the driver describes it (`rte_eth_rx_burst_mode_get`:
+/// "Vector SSE", "Vector AVX2", "Vector Neon"...; a driver that does not
+/// say is taken as scalar).
+fn vector_receive(id: u16, queue: u16, name: &str) -> bool {
+    let mut mode = dpdk_sys::rte_eth_burst_mode::default();
+    // SAFETY: a valid started port and one of its queues; a valid
+    // out-pointer to a zeroed struct the driver fills.
+    let ret = unsafe { dpdk_sys::rte_eth_rx_burst_mode_get(id, queue, &mut mode) };
+    if ret != 0 {
+        return false;
+    }
+    let info: Vec<u8> = mode
+        .info
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| (c as u8).to_ascii_lowercase())
+        .collect();
+    let info = String::from_utf8_lossy(&info);
+    let vector = ["vec", "sse", "avx", "neon"]
+        .iter()
+        .any(|w| info.contains(w));
+    if vector {
+        log::info!(
+            "{name} queue {queue}: receive path {info:?}: bursts are asked for in multiples of {RX_MULTIPLE}"
+        );
+    }
+    vector
+}
+
 /// How many packets to ask a receive queue for, with room for `spare` and
-/// `[dpdk] burst` = `max`: `max` rounded up to a multiple of
-/// [`RX_MULTIPLE`], within `spare` rounded down to one (found in audit: a
-/// burst of 1 to 3 asked ixgbe, i40e or ice for nothing, and the port
-/// received nothing, without a word; 20 got 16). A worker takes a few
-/// more packets a poll than a burst below a multiple of 8 says; the
-/// burst has room for [`super::MAX_BURST`], a multiple. Only with less
-/// room than a multiple is the request the room itself.
-fn rx_request(spare: usize, max: usize) -> u16 {
-    let wanted = max.max(1).div_ceil(RX_MULTIPLE) * RX_MULTIPLE;
-    let room = spare / RX_MULTIPLE * RX_MULTIPLE;
+/// `[dpdk] burst` = `max`, of a queue that serves requests in multiples of
+/// `multiple`: `max` rounded up to a multiple, within `spare` rounded down
+/// to one (found in audit: a burst of 1 to 3 asked ixgbe, i40e or ice
+/// for nothing, and the port received nothing, without a word; 20 got
+/// 16). A worker then takes a few more packets a poll than its burst
+/// says. Only with less room than a multiple is the request the room
+/// itself. Other queues get `max` as written: some block until they have
+/// as many as asked (`net_pcap` reading a pipe).
+fn rx_request(spare: usize, max: usize, multiple: usize) -> u16 {
+    let multiple = multiple.max(1);
+    let wanted = max.max(1).div_ceil(multiple) * multiple;
+    let room = spare / multiple * multiple;
     let n = if room == 0 { spare } else { wanted.min(room) };
-    n.min(usize::from(u16::MAX) / RX_MULTIPLE * RX_MULTIPLE) as u16
+    n.min(usize::from(u16::MAX) / multiple * multiple) as u16
 }
 
 impl RxQueue {
@@ -464,7 +504,7 @@ impl RxQueue {
     ) -> usize {
         let start = burst.len();
         let (ptr, spare) = burst.spare_raw();
-        let want = rx_request(spare, max);
+        let want = rx_request(spare, max, self.multiple);
         // SAFETY: this token is the only poller of (port, queue) (&mut self,
         // not Clone); ptr has room for `want` pointers.
         let n =
@@ -523,25 +563,28 @@ mod tests {
     use super::*;
 
     /// Found in audit: a `[dpdk] burst` below 4 asked a vector driver for
-    /// nothing, and one not a multiple of 8 for less than it said.
+    /// nothing, and one not a multiple of 8 for less than it said. Other
+    /// queues get the burst as written.
     #[test]
     fn a_receive_request_is_a_multiple_vector_drivers_serve() {
-        assert_eq!(rx_request(128, 1), 8);
-        assert_eq!(rx_request(128, 3), 8);
-        assert_eq!(rx_request(128, 20), 24);
-        assert_eq!(rx_request(128, 32), 32);
-        assert_eq!(rx_request(128, 128), 128);
-        assert_eq!(rx_request(12, 32), 8, "within the room");
-        assert_eq!(rx_request(5, 32), 5, "less room than a multiple");
-        assert_eq!(rx_request(0, 32), 0);
+        let v = RX_MULTIPLE;
+        assert_eq!(rx_request(128, 1, v), 8);
+        assert_eq!(rx_request(128, 3, v), 8);
+        assert_eq!(rx_request(128, 20, v), 24);
+        assert_eq!(rx_request(128, 32, v), 32);
+        assert_eq!(rx_request(128, 128, v), 128);
+        assert_eq!(rx_request(12, 32, v), 8, "within the room");
+        assert_eq!(rx_request(5, 32, v), 5, "less room than a multiple");
+        assert_eq!(rx_request(0, 32, v), 0);
         for spare in 0..=super::super::MAX_BURST {
             for max in 1..=super::super::MAX_BURST {
-                let n = usize::from(rx_request(spare, max));
+                let n = usize::from(rx_request(spare, max, v));
                 assert!(n <= spare, "{spare} {max}: {n}");
-                if spare >= RX_MULTIPLE {
-                    assert_eq!(n % RX_MULTIPLE, 0, "{spare} {max}: {n}");
-                    assert!(n >= max.min(spare / RX_MULTIPLE * RX_MULTIPLE));
+                if spare >= v {
+                    assert_eq!(n % v, 0, "{spare} {max}: {n}");
+                    assert!(n >= max.min(spare / v * v));
                 }
+                assert_eq!(usize::from(rx_request(spare, max, 1)), max.min(spare));
             }
         }
     }
