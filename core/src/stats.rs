@@ -118,10 +118,15 @@ pub enum DropReason {
     /// tell the two apart, and the replies of one would go out as the
     /// other's.
     TupleInUse,
+    /// A received mbuf whose lengths its driver left inconsistent: its
+    /// data past the end of its buffer, or a one-segment packet whose
+    /// length is not its segment's. A driver bug; the packet would be
+    /// read out of bounds or sent on with lengths that disagree.
+    BadMbuf,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 36] = [
+    pub const ALL: [DropReason; 37] = [
         DropReason::Truncated,
         DropReason::MultiSegment,
         DropReason::NotOurMac,
@@ -158,6 +163,7 @@ impl DropReason {
         DropReason::SharedBuffer,
         DropReason::ReversePath,
         DropReason::TupleInUse,
+        DropReason::BadMbuf,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -200,6 +206,7 @@ impl DropReason {
             DropReason::SharedBuffer => "shared_buffer",
             DropReason::ReversePath => "reverse_path",
             DropReason::TupleInUse => "tuple_in_use",
+            DropReason::BadMbuf => "bad_mbuf",
         }
     }
 }

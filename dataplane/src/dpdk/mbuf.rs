@@ -104,12 +104,13 @@ impl Mbuf {
     /// One segment that holds the packet, the buffer its own
     /// ([`Mbuf::segments`], [`Mbuf::lengths_agree`],
     /// [`Mbuf::is_exclusive`]): what the pipeline may be given. Else the
-    /// reason it is dropped (a first segment that does not hold the packet
-    /// whole counts as a chained one).
+    /// reason it is dropped.
     #[inline]
     pub fn unfit(&self) -> Option<lb_core::stats::DropReason> {
-        if self.segments() != 1 || !self.lengths_agree() {
+        if self.segments() != 1 {
             Some(lb_core::stats::DropReason::MultiSegment)
+        } else if !self.lengths_agree() {
+            Some(lb_core::stats::DropReason::BadMbuf)
         } else if !self.is_exclusive() {
             Some(lb_core::stats::DropReason::SharedBuffer)
         } else {

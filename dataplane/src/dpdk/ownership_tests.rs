@@ -228,7 +228,7 @@ fn a_ring_frees_what_it_holds_when_both_ends_are_gone() {
 /// lengths within its buffer, and a one-segment packet's `pkt_len` equal
 /// to its `data_len`. A driver that broke either would have the packet
 /// read out of bounds or sent on with lengths that disagree: such an
-/// mbuf is unfit, as a chained one is.
+/// mbuf is unfit (`bad_mbuf`).
 #[test]
 fn an_mbuf_whose_lengths_disagree_is_unfit() {
     let (pool, _l) = audit();
@@ -240,7 +240,7 @@ fn an_mbuf_whose_lengths_disagree_is_unfit() {
         (*long).pkt_len = 65;
         Mbuf::from_raw(NonNull::new(long).unwrap())
     };
-    assert_eq!(long.unfit(), Some(DropReason::MultiSegment));
+    assert_eq!(long.unfit(), Some(DropReason::BadMbuf));
     let past = frame(pool, 0x3, 64).into_raw();
     // SAFETY: ours alone; only the offset is moved, past the buffer's
     // end, and nothing reads the data (the mbuf is freed as unfit is).
@@ -248,5 +248,5 @@ fn an_mbuf_whose_lengths_disagree_is_unfit() {
         (*past).data_off = (*past).buf_len - 32;
         Mbuf::from_raw(NonNull::new(past).unwrap())
     };
-    assert_eq!(past.unfit(), Some(DropReason::MultiSegment));
+    assert_eq!(past.unfit(), Some(DropReason::BadMbuf));
 }
