@@ -22,7 +22,7 @@ pub use lcores::{parse_core_list, parse_core_mask, parse_lcores_map, RTE_MAX_LCO
 pub use mac::MacAddr;
 pub use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 pub use std::time::Duration;
-pub use validate::invisible_format;
+pub use validate::{invisible_format, shown, unsafe_to_print};
 
 /// The name used as the error path for syntax errors when text is not read from a file.
 pub const DEFAULT_SOURCE: &str = "lb.toml";
@@ -1005,7 +1005,11 @@ impl Config {
             format_duration(f.udp_timeout)
         );
         let _ = writeln!(s, "metrics: listen {}", self.metrics.listen);
-        let _ = writeln!(s, "control: socket {}", self.control.socket.display());
+        let _ = writeln!(
+            s,
+            "control: socket {}",
+            shown(&self.control.socket.display().to_string())
+        );
         if let Some(a) = &self.announce {
             let _ = writeln!(
                 s,
@@ -1077,8 +1081,13 @@ impl Config {
                             None => format!("http {} expect {}", h.path, h.expect_status),
                         },
                         HealthCheckKind::Script => match &h.user {
-                            Some(u) => format!("script {} as {}", h.command.join(" "), u.name),
-                            None => format!("script {}", h.command.join(" ")),
+                            // Arguments may hold line feeds (`sh -c` over
+                            // lines: found in review); the program and the
+                            // user name cannot.
+                            Some(u) => {
+                                format!("script {} as {}", shown(&h.command.join(" ")), u.name)
+                            }
+                            None => format!("script {}", shown(&h.command.join(" "))),
                         },
                         k => k.to_string(),
                     };

@@ -3802,16 +3802,16 @@ fn a_script_check_runs_as_the_user_it_names() {
     }
 }
 
-/// Review: `user` is meant to run a check's program without root's
+/// Found in review: `user` is meant to run a check's program without root's
 /// privileges ("though it no longer runs as root", README), but a `user`
 /// that is root by another name is taken: `"root"`, `"0"`, `"000"`, or
 /// any alias with uid 0 in /etc/passwd (`toor`). The check then runs as
 /// root while `--check` and every failure say "as user ..."; nothing
 /// tells the operator. Such a user should be refused at load (or at the
-/// least not be described as a switch), and likewise a primary group 0.
+/// least not be described as a switch), and likewise a primary group 0:
+/// refused now.
 #[test]
-#[ignore = "review: a `user` with uid 0 (root, \"0\", \"000\", a uid-0 alias) is taken and the check runs as root"]
-fn review_a_script_user_that_is_root_by_another_name_is_refused() {
+fn a_script_user_that_is_root_by_another_name_is_refused() {
     for user in ["\"root\"", "\"0\"", "\"000\""] {
         let text = service(&format!(
             "[services.health_check]\nkind = \"script\"\ncommand = [\"/bin/true\"]\nuser = {user}"
@@ -3836,7 +3836,7 @@ fn review_a_script_user_that_is_root_by_another_name_is_refused() {
     }
 }
 
-/// Review: validation now refuses control characters in a port's device,
+/// Found in review: validation refuses control characters in a port's device,
 /// the EAL arguments and a script's program, because `--check`'s summary
 /// and the log print them (a line feed forges summary lines, an escape
 /// sequence reaches the terminal). A script check's *arguments* are
@@ -3845,8 +3845,7 @@ fn review_a_script_user_that_is_root_by_another_name_is_refused() {
 /// way to write a multi-line check: its lines read as summary lines of
 /// their own, and an ESC reaches the terminal of whoever runs --check.
 #[test]
-#[ignore = "review: --check's summary prints a script check's arguments and control.socket raw (line feeds, ESC)"]
-fn review_check_summary_escapes_a_scripts_arguments() {
+fn check_summary_escapes_a_scripts_arguments() {
     let text = service(
         "[services.health_check]\nkind = \"script\"\ncommand = [\"/bin/sh\", \"-c\", \"exit 0\\nservice evil: real 6.6.6.6:80 up\\u001b[2J\"]",
     );
@@ -3857,12 +3856,9 @@ fn review_check_summary_escapes_a_scripts_arguments() {
         "{summary:?}"
     );
     // `[control] socket` is printed the same way (`control: socket ...`)
-    // and takes any character but NUL.
+    // and took any character but NUL: refused now, with its key.
     let text = format!("[control]\nsocket = \"/run/lb\\nports: 0\\u001b[2J.sock\"\n{MINIMAL}");
-    let c = Config::parse(&text).unwrap_or_else(|e| panic!("{e}"));
-    let summary = c.summary();
-    assert!(
-        !summary.contains('\u{1b}') && !summary.contains("\nports: 0"),
-        "{summary:?}"
-    );
+    let e = Config::parse(&text).unwrap_err().to_string();
+    assert!(e.contains("control.socket"), "{e}");
+    assert!(!e.contains('\u{1b}') && !e.contains("\nports: 0"), "{e:?}");
 }

@@ -297,6 +297,9 @@ impl Checker<'_> {
     /// could make a name read as another in a table). If it does, the
     /// error names `path`.
     fn printable(&mut self, path: &str, text: &str, why: &str) -> bool {
+        if !text.chars().any(unsafe_to_print) {
+            return true;
+        }
         if let Some(ch) = text.chars().find(|ch| ch.is_control()) {
             self.err(
                 path,
@@ -366,6 +369,35 @@ fn not_a_host6(a: Ipv6Addr, link_local: LinkLocal) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// A character that must not reach a terminal or a log as written: a
+/// control character (C0, DEL, C1: a line feed forges lines, an escape
+/// sequence drives the terminal) or one of [`invisible_format`].
+pub fn unsafe_to_print(ch: char) -> bool {
+    ch.is_control() || invisible_format(ch)
+}
+
+/// `text` as it may be printed to an operator's terminal or a log: as
+/// written, or with each [`unsafe_to_print`] character escaped (`\n`,
+/// `\u{1b}`, `\u{202e}`). For what came from elsewhere: a status
+/// document, a health check's answer, a config value printed back.
+pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(unsafe_to_print) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else if invisible_format(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// A Unicode format character that reorders or hides text: the
@@ -1389,6 +1421,9 @@ fn control(c: &mut Checker<'_>, raw: RawControl) -> ControlConfig {
         ))
     } else if text.contains('\0') {
         Some("contains a NUL byte".to_string())
+    } else if text.chars().any(unsafe_to_print) {
+        // Printed by `--check` and in the log (found in review).
+        Some("holds a control or invisible formatting character: the path is printed in logs and by --check".to_string())
     } else {
         None
     };
@@ -2365,6 +2400,24 @@ fn script_user(c: &mut Checker<'_>, path: &str, spec: &str) -> Option<crate::Scr
             return None;
         }
     };
+    // `user` is for running a check without root's privileges: root by
+    // another name (`"0"`, an alias such as `toor`), or a user whose
+    // primary group is root's, would run it with them while `--check`
+    // and every failure say "as user ..." (found in review).
+    if user.uid == 0 {
+        c.err(
+            path,
+            format!("{spec:?} is root (uid 0): leave `user` out to run the program as the appliance's user, or name a user of its own"),
+        );
+        return None;
+    }
+    if user.gid == 0 {
+        c.err(
+            path,
+            format!("{spec:?} has root's group (gid 0) as its primary group: the program would keep root's group; name a user of its own"),
+        );
+        return None;
+    }
     let me = (
         rustix::process::geteuid().as_raw(),
         rustix::process::getegid().as_raw(),

@@ -337,7 +337,9 @@ pub fn run_script(
     // (DPDK opens its own without close-on-exec).
     lb_dataplane::dpdk::close_on_exec_from_3();
     let mut cmd = Command::new(program);
-    let shown = program_shown(program);
+    // Validation refuses a program with a control or invisible character;
+    // the failure text guards itself too (found in audit).
+    let shown = lb_config::shown(program);
     if let Some(u) = user {
         cmd.uid(u.uid).gid(u.gid);
     }
@@ -402,22 +404,6 @@ pub fn run_script(
         "{shown}: {how}{}",
         said_suffix(&said)
     )))
-}
-
-/// A program's path as a check failure shows it: as written, or quoted
-/// with escapes when it holds a control or invisible formatting
-/// character (validation refuses such a program; this is the failure
-/// text's own guard, as the script's stderr has one: found in audit, the
-/// path reached the log raw).
-fn program_shown(program: &str) -> std::borrow::Cow<'_, str> {
-    if program
-        .chars()
-        .any(|c| c.is_control() || lb_config::invisible_format(c))
-    {
-        format!("{program:?}").into()
-    } else {
-        program.into()
-    }
 }
 
 fn said_suffix(said: &str) -> String {
@@ -549,7 +535,7 @@ impl StderrHead {
             // Printed in `status` and logs: nothing that reorders or hides
             // text there either (found in audit: bidirectional and
             // zero-width characters passed, as names no longer may).
-            .filter(|&c| !c.is_control() && !lb_config::invisible_format(c))
+            .filter(|&c| !lb_config::unsafe_to_print(c))
             .collect()
     }
 }

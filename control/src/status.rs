@@ -69,36 +69,11 @@ pub fn endpoint(address: &str, port: u16) -> String {
     }
 }
 
-/// `text` with its control characters escaped (`\u{1b}`, `\n`): what a
-/// status document says is printed to an operator's terminal, and a
-/// server at `--metrics` (or a health check's error text) must not
-/// write escape sequences or lines of its own there (found in audit).
-/// Nor characters that reorder or hide text (bidirectional overrides,
-/// zero-width ones: found in audit, a hostile document reordered the
-/// table), escaped as `\u{202e}`.
-pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(unsafe_to_print) {
-        return text.into();
-    }
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else if lb_config::invisible_format(c) {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect::<String>()
-        .into()
-}
-
-/// A character a terminal must not get raw from a document: a control
-/// character (C0, DEL, C1) or one that reorders or hides text.
-fn unsafe_to_print(c: char) -> bool {
-    c.is_control() || lb_config::invisible_format(c)
-}
+/// What a status document says is printed to an operator's terminal,
+/// and a server at `--metrics` (or a health check's error text) must not
+/// write escape sequences or lines of its own there, nor reorder or hide
+/// text (found in audits): its strings go through this.
+pub use lb_config::shown;
 
 /// `v` as JSON (`pretty`: indented, one value a line) for an operator's
 /// terminal: serde_json escapes only U+0000 to U+001F in strings, so DEL,
@@ -114,15 +89,20 @@ pub fn json_text<T: serde::Serialize + ?Sized>(v: &T, pretty: bool) -> String {
         serde_json::to_string(v)
     }
     .unwrap_or_default();
-    if !text.chars().any(|c| c != '\n' && unsafe_to_print(c)) {
+    if !text
+        .chars()
+        .any(|c| c != '\n' && lb_config::unsafe_to_print(c))
+    {
         return text;
     }
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
-        if c != '\n' && unsafe_to_print(c) {
-            // Every such character is in the Basic Multilingual Plane:
-            // one escape each.
-            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        if c != '\n' && lb_config::unsafe_to_print(c) {
+            // As UTF-16 code units: a character past the Basic
+            // Multilingual Plane is two escapes (a surrogate pair).
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
         } else {
             out.push(c);
         }
