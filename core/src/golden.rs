@@ -101,6 +101,40 @@ pub fn load(dir: &Path) -> Result<Scenario, String> {
     })
 }
 
+/// The global header of a classic pcap file (Ethernet link type, µs).
+pub fn pcap_header() -> Vec<u8> {
+    let mut hdr = Vec::with_capacity(24);
+    hdr.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
+    hdr.extend_from_slice(&2u16.to_le_bytes());
+    hdr.extend_from_slice(&4u16.to_le_bytes());
+    hdr.extend_from_slice(&0i32.to_le_bytes());
+    hdr.extend_from_slice(&0u32.to_le_bytes());
+    hdr.extend_from_slice(&65535u32.to_le_bytes());
+    hdr.extend_from_slice(&1u32.to_le_bytes());
+    hdr
+}
+
+/// One frame's record of a classic pcap file, stamped `seconds`.
+pub fn pcap_record(seconds: u32, frame: &[u8]) -> Vec<u8> {
+    let mut rec = Vec::with_capacity(16 + frame.len());
+    rec.extend_from_slice(&seconds.to_le_bytes());
+    rec.extend_from_slice(&0u32.to_le_bytes());
+    rec.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+    rec.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+    rec.extend_from_slice(frame);
+    rec
+}
+
+/// Writes `frames` as a classic pcap file (what `net_pcap`'s `rx_pcap`
+/// replays). Panics (it is for tests) when the file cannot be written.
+pub fn write_pcap(path: &Path, frames: &[&[u8]]) {
+    let mut data = pcap_header();
+    for (i, fr) in frames.iter().enumerate() {
+        data.extend_from_slice(&pcap_record(i as u32, fr));
+    }
+    std::fs::write(path, data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
 /// load(fixtures_dir().join(name)), panicking with the error (for tests).
 pub fn scenario(name: &str) -> Scenario {
     load(&fixtures_dir().join(name)).unwrap_or_else(|e| panic!("{e}"))

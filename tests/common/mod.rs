@@ -255,33 +255,7 @@ impl Drop for TempDir {
     }
 }
 
-/// Writes frames as a classic pcap file (Ethernet link type).
-pub fn write_pcap(path: &Path, frames: &[&[u8]]) {
-    let mut f = std::fs::File::create(path).unwrap();
-    f.write_all(&pcap_header()).unwrap();
-    for (i, fr) in frames.iter().enumerate() {
-        let mut rec = Vec::new();
-        rec.extend_from_slice(&(i as u32).to_le_bytes());
-        rec.extend_from_slice(&0u32.to_le_bytes());
-        rec.extend_from_slice(&(fr.len() as u32).to_le_bytes());
-        rec.extend_from_slice(&(fr.len() as u32).to_le_bytes());
-        f.write_all(&rec).unwrap();
-        f.write_all(fr).unwrap();
-    }
-}
-
-/// The global header of a classic pcap file (Ethernet link type).
-pub fn pcap_header() -> Vec<u8> {
-    let mut hdr = Vec::new();
-    hdr.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
-    hdr.extend_from_slice(&2u16.to_le_bytes());
-    hdr.extend_from_slice(&4u16.to_le_bytes());
-    hdr.extend_from_slice(&0i32.to_le_bytes());
-    hdr.extend_from_slice(&0u32.to_le_bytes());
-    hdr.extend_from_slice(&65535u32.to_le_bytes());
-    hdr.extend_from_slice(&1u32.to_le_bytes());
-    hdr
-}
+pub use lb_core::golden::{pcap_header, write_pcap};
 
 /// Reads the frames of a classic pcap file (either byte order, µs or ns).
 pub fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
@@ -712,13 +686,8 @@ impl PipeAppliance {
     pub fn feed(&mut self, frames: &[&[u8]]) {
         let f = self.pipe.as_mut().expect("the pipe is open");
         for frame in frames {
-            let mut rec = Vec::with_capacity(16 + frame.len());
-            rec.extend_from_slice(&0u32.to_le_bytes());
-            rec.extend_from_slice(&0u32.to_le_bytes());
-            rec.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-            rec.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-            rec.extend_from_slice(frame);
-            f.write_all(&rec).unwrap();
+            f.write_all(&lb_core::golden::pcap_record(0, frame))
+                .unwrap();
         }
         f.flush().unwrap();
     }

@@ -11,35 +11,12 @@
 
 #![allow(dead_code)]
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use lb_config::Config;
 use lb_core::golden;
 use lb_dataplane::engine::Dataplane;
-
-fn pcap(path: &Path, frames: &[&[u8]]) {
-    let mut f = std::fs::File::create(path).unwrap();
-    let mut hdr = Vec::new();
-    hdr.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
-    hdr.extend_from_slice(&2u16.to_le_bytes());
-    hdr.extend_from_slice(&4u16.to_le_bytes());
-    hdr.extend_from_slice(&0i32.to_le_bytes());
-    hdr.extend_from_slice(&0u32.to_le_bytes());
-    hdr.extend_from_slice(&65535u32.to_le_bytes());
-    hdr.extend_from_slice(&1u32.to_le_bytes());
-    f.write_all(&hdr).unwrap();
-    for (i, fr) in frames.iter().enumerate() {
-        let mut rec = Vec::new();
-        rec.extend_from_slice(&(i as u32).to_le_bytes());
-        rec.extend_from_slice(&0u32.to_le_bytes());
-        rec.extend_from_slice(&(fr.len() as u32).to_le_bytes());
-        rec.extend_from_slice(&(fr.len() as u32).to_le_bytes());
-        f.write_all(&rec).unwrap();
-        f.write_all(fr).unwrap();
-    }
-}
 
 /// The scenario's config on `device`, two workers, no static neighbors.
 fn config(text: &str, device: &str, prefix: &str, port_extra: &str) -> String {
@@ -85,6 +62,22 @@ pub struct Counts {
     pub from_kernel: u64,
 }
 
+/// A folder removed when dropped: also when an assertion fails.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(path: PathBuf) -> TempDir {
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Runs scenario `name` (one port) as above.
 pub fn run(name: &str) -> Counts {
     let scenario = golden::scenario(name);
@@ -98,11 +91,11 @@ pub fn run(name: &str) -> Counts {
 pub fn run_frames(name: &str, tag: &str, frames: &[Vec<u8>], port_extra: &str) -> Counts {
     let scenario = golden::scenario(name);
     let prefix = format!("lbt-audit-leak-{tag}");
-    let dir: PathBuf = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new(std::env::temp_dir().join(format!("{prefix}-{}", std::process::id())));
+    let dir = &dir.0;
     let frames: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
     let input = dir.join("in.pcap");
-    pcap(&input, &frames);
+    golden::write_pcap(&input, &frames);
     let (out0, out1) = (dir.join("out0.pcap"), dir.join("out1.pcap"));
     let device = format!(
         "net_pcap0,rx_pcap={i},rx_pcap={i},tx_pcap={},tx_pcap={}",
@@ -114,13 +107,20 @@ pub fn run_frames(name: &str, tag: &str, frames: &[Vec<u8>], port_extra: &str) -
     let config = Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let mut dp = Dataplane::start(&config, |_, _, _| true).expect("the dataplane starts");
     let pool = dp.mempool();
-    // Every frame read (twice: one per queue), held ones expired (3 s)
-    // and deferred ones too, and counted.
-    std::thread::sleep(Duration::from_secs(5));
+    // Every frame read (twice: one per queue; waited for, as the machine
+    // allows), then held ones expired (3 s) and deferred ones too.
     let stats = dp.worker_stats();
     let sum = |f: &dyn Fn(&lb_dataplane::WorkerStats) -> u64| -> u64 {
         stats.iter().map(|(_, s)| f(s)).sum()
     };
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    while sum(&|s| s.rx_packets.get()) < 2 * frames.len() as u64
+        && std::time::Instant::now() < end
+        && dp.ended_workers().is_empty()
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(3_500));
     let rx = sum(&|s| s.rx_packets.get());
     let handoffs = sum(&|s| s.handoffs_in.get());
     let held = sum(&|s| s.held.get());
@@ -143,7 +143,6 @@ pub fn run_frames(name: &str, tag: &str, frames: &[Vec<u8>], port_extra: &str) -
         0,
         "mbufs not back in the pool after the stop"
     );
-    let _ = std::fs::remove_dir_all(&dir);
     Counts {
         rx,
         handoffs,
