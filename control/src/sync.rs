@@ -3436,6 +3436,17 @@ mod tests {
     /// messages arrived since the last, so that a pass's messages in
     /// flight stay well below what the peer keeps, however long the
     /// interval.
+    /// A primary's status (life 7) that says `SEGMENTS`, numbered `seq`.
+    fn segments_status(seq: u32) -> Vec<u8> {
+        let st = Status {
+            nonce: 7,
+            ..Status::default()
+        };
+        let mut buf = [0u8; MAX_MESSAGE_LEN];
+        let n = st.emit(&mut buf, seq, flags::SEGMENTS | flags::PRIMARY);
+        buf[..n].to_vec()
+    }
+
     #[test]
     fn many_messages_are_acked_before_the_interval() {
         let (cfg, socket) = sync_setup("backup");
@@ -3443,24 +3454,15 @@ mod tests {
         let (c, st) = (SyncCounters::default(), SyncStatus::new(cfg.role));
         let mut s = Sync::new(&socket, &cfg, &links, &c, &st);
         let from = IpAddr::from([127, 0, 0, 1]);
-        let status = |seq| {
-            let st = Status {
-                nonce: 7,
-                ..Status::default()
-            };
-            let mut buf = [0u8; MAX_MESSAGE_LEN];
-            let n = st.emit(&mut buf, seq, flags::SEGMENTS | flags::PRIMARY);
-            buf[..n].to_vec()
-        };
         for seq in 1..ACK_EVERY {
-            s.datagram(&status(seq), from);
+            s.datagram(&segments_status(seq), from);
         }
         // No pass of its own under way: acks go all the same.
         s.packer.segments = None;
         let sent = c.messages_sent.get();
         s.send_flows(Instant::now());
         assert_eq!(c.messages_sent.get(), sent, "not yet");
-        s.datagram(&status(ACK_EVERY), from);
+        s.datagram(&segments_status(ACK_EVERY), from);
         s.send_flows(Instant::now());
         assert_eq!(c.messages_sent.get(), sent + 1, "an acks message");
         s.send_flows(Instant::now());
@@ -3480,28 +3482,19 @@ mod tests {
         let (c, st) = (SyncCounters::default(), SyncStatus::new(cfg.role));
         let mut s = Sync::new(&socket, &cfg, &links, &c, &st);
         let from = IpAddr::from([127, 0, 0, 1]);
-        let status = |seq| {
-            let st = Status {
-                nonce: 7,
-                ..Status::default()
-            };
-            let mut buf = [0u8; MAX_MESSAGE_LEN];
-            let n = st.emit(&mut buf, seq, flags::SEGMENTS | flags::PRIMARY);
-            buf[..n].to_vec()
-        };
         // Its life heard (its numbering taken from the next one), then
         // every other one lost: 4, 6, ..., 2 * ACK_MISSING arrived.
         for seq in [1, 2] {
-            s.datagram(&status(seq), from);
+            s.datagram(&segments_status(seq), from);
         }
         for k in 2..=ACK_MISSING {
-            s.datagram(&status(2 * k), from);
+            s.datagram(&segments_status(2 * k), from);
         }
         s.packer.segments = None;
         let sent = c.messages_sent.get();
         s.send_flows(Instant::now());
         assert_eq!(c.messages_sent.get(), sent, "not yet: 63 missing");
-        s.datagram(&status(2 * ACK_MISSING + 2), from);
+        s.datagram(&segments_status(2 * ACK_MISSING + 2), from);
         s.send_flows(Instant::now());
         assert_eq!(c.messages_sent.get(), sent + 1, "an acks message");
         s.send_flows(Instant::now());
