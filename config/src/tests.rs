@@ -3278,7 +3278,7 @@ fn sync_key_typos_get_a_hint() {
 
 #[test]
 fn names_refuse_invisible_formatting() {
-    for ch in ['\u{202e}', '\u{200b}', '\u{2066}', '\u{feff}'] {
+    for ch in ['\u{202e}', '\u{200b}', '\u{2066}', '\u{feff}', '\u{2028}'] {
         let text = with(&format!(
             "[[services]]\nname = \"abc{ch}fed\"\nvip = \"198.18.1.100\"\nport = 80\n"
         ));

@@ -403,7 +403,9 @@ pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
 /// A Unicode format character that reorders or hides text: the
 /// bidirectional controls (U+061C, U+200E-U+200F, U+202A-U+202E,
 /// U+2066-U+2069), zero-width ones (U+200B-U+200D, U+2060-U+2064,
-/// U+FEFF), the soft hyphen and the Mongolian vowel separator.
+/// U+FEFF), the soft hyphen and the Mongolian vowel separator; and the
+/// line and paragraph separators (U+2028, U+2029), which some log
+/// viewers break lines at (found in audit).
 pub fn invisible_format(ch: char) -> bool {
     matches!(
         ch,
@@ -411,7 +413,7 @@ pub fn invisible_format(ch: char) -> bool {
             | '\u{061C}'
             | '\u{180E}'
             | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
+            | '\u{2028}'..='\u{202E}'
             | '\u{2060}'..='\u{2064}'
             | '\u{2066}'..='\u{2069}'
             | '\u{FEFF}'
