@@ -373,7 +373,9 @@ pub struct WorkerStats {
     pub to_kernel: [Counter; MAX_PORTS],
     pub from_kernel: [Counter; MAX_PORTS],
     drops: [Counter; DropReason::COUNT],
-    reals: Box<[RealCounters]>,
+    /// Of a fixed length, so that [`Self::real`] clamps an id to a
+    /// constant and needs no bounds check.
+    reals: Box<[RealCounters; crate::snapshot::MAX_REALS]>,
 }
 
 impl WorkerStats {
@@ -437,7 +439,9 @@ impl Default for WorkerStats {
             drops: std::array::from_fn(|_| Counter::default()),
             reals: (0..crate::snapshot::MAX_REALS)
                 .map(|_| RealCounters::default())
-                .collect(),
+                .collect::<Box<[_]>>()
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("MAX_REALS counters")),
         }
     }
 }
@@ -460,7 +464,7 @@ impl WorkerStats {
     /// The counters of the real with stable id `id`.
     #[inline]
     pub fn real(&self, id: u32) -> &RealCounters {
-        &self.reals[(id as usize).min(self.reals.len() - 1)]
+        &self.reals[(id as usize).min(crate::snapshot::MAX_REALS - 1)]
     }
 
     pub fn dropped_total(&self) -> u64 {
