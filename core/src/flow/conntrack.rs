@@ -333,9 +333,12 @@ impl<A: FlowAddr> Conntrack<A> {
     /// [`Self::reclass`] for the packet path: `inputs` is what
     /// [`Flow::trust_inputs`] was before the packet; only when that changed
     /// (rarely: a handshake, a close) is the class worked out and compared.
+    /// `after` is what [`Flow::trust_inputs`] is now, read by the caller
+    /// from the entry it holds (looking the entry up again here cost a
+    /// bounds check and two loads a packet).
     #[inline(always)]
-    fn reclass_if_changed(&mut self, e: u32, inputs: u16, now: u32) {
-        if self.table.get(e).trust_inputs() != inputs {
+    fn reclass_if_changed(&mut self, e: u32, inputs: u16, after: u16, now: u32) {
+        if after != inputs {
             self.restate(e, inputs);
             // A new state (or what was seen of it): the peer hears of it.
             self.sync_mark(e);
@@ -439,7 +442,8 @@ impl<A: FlowAddr> Conntrack<A> {
                     real_id: f.real_id,
                     proxy: ProxyStep::None,
                 };
-                self.reclass_if_changed(e, inputs, now);
+                let after = f.trust_inputs();
+                self.reclass_if_changed(e, inputs, after, now);
                 return Ok(target);
             }
             self.end(e, now);
@@ -817,7 +821,8 @@ impl<A: FlowAddr> Conntrack<A> {
             real_id: f.real_id,
             proxy: ReplyStep::None,
         };
-        self.reclass_if_changed(e, inputs, now);
+        let after = f.trust_inputs();
+        self.reclass_if_changed(e, inputs, after, now);
         Ok(back)
     }
 
