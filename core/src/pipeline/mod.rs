@@ -671,7 +671,7 @@ impl Pipeline {
         };
         let dst = parsed.dst_mac;
         // Broadcast is multicast too.
-        let to_group = dst != me.mac;
+        let to_group = !same_mac(&dst, &me.mac);
         if to_group && !dst.is_multicast() {
             return Verdict::Drop(DropReason::NotOurMac);
         }
@@ -1363,6 +1363,16 @@ impl Pipeline {
             c.bytes.add(len);
         }
     }
+}
+
+/// Whether two MAC addresses are the same, compared as a word and a half
+/// word: the derived comparison of the six bytes joined each side into a
+/// 48-bit value first, some 8 instructions more on every frame.
+#[inline(always)]
+fn same_mac(a: &MacAddr, b: &MacAddr) -> bool {
+    let word = |m: &MacAddr| m.0.first_chunk::<4>().map(|w| u32::from_ne_bytes(*w));
+    let half = |m: &MacAddr| m.0.last_chunk::<2>().map(|h| u16::from_ne_bytes(*h));
+    word(a) == word(b) && half(a) == half(b)
 }
 
 /// ICMP's redirect (RFC 792).
