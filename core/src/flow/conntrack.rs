@@ -395,7 +395,6 @@ impl<A: FlowAddr> Conntrack<A> {
         schedulers: &mut Schedulers,
         from_elsewhere: impl FnOnce() -> bool,
     ) -> Result<Target<A>, DropReason> {
-        let syn = tcp.is_some_and(|s| s.opens());
         if let Some(e) = self.table.lookup(key, hash) {
             let f = self.table.get(e);
             // A client's SYN (`Segment::opens`) starts a new connection on
@@ -408,7 +407,7 @@ impl<A: FlowAddr> Conntrack<A> {
             // stranger's SYN must not end it (found in audit: one blind
             // SYN ended a half-closed proxied flow and its translation).
             let stale = f.expired(now, &snap.timeouts)
-                || (syn
+                || (tcp.is_some_and(|s| s.opens())
                     && match f.state() {
                         FlowState::Closed => true,
                         FlowState::FinWait => f.method != ForwardingMethod::Nat,
@@ -448,6 +447,9 @@ impl<A: FlowAddr> Conntrack<A> {
             }
             self.end(e, now);
         }
+        // (Worked out here, not before the lookup: held across it, it was a
+        // spill and a reload on every established packet.)
+        let syn = tcp.is_some_and(|s| s.opens());
         // No flow, and none for a client that cannot be one (our own
         // addresses, a connected network's broadcast): nor a SYN-ACK from
         // the SYN proxy to it (found in review: flows were created, and
