@@ -860,13 +860,16 @@ impl Pipeline {
         if let Some(v) = self.hand_off(ip.src) {
             return v;
         }
-        let svc = &snap.services[service];
+        // The service was found by (protocol, VIP, port) of this packet,
+        // so its port is the packet's: not read from the snapshot (a
+        // bounds check and two loads a packet).
+        debug_assert_eq!(snap.services[service].port, ports.dst);
         let key = FlowKey {
             proto: u8::from(ip.protocol),
             client: ip.src,
             client_port: ports.src,
             vip: ip.dst,
-            vip_port: svc.port,
+            vip_port: ports.dst,
         };
         let table = self.conntrack.table();
         let hash = ahead
