@@ -122,8 +122,11 @@ pub const SEQ_WINDOW: u32 = 1 << 20;
 /// in 2,048 tries) moves the tracking to its end, where a RST is then
 /// believed. Where the appliance sees both sides (NAT), that segment must
 /// also acknowledge what the other side sent ([`ACK_WINDOW`]), so the
-/// first step takes about 2^19 tries; TUN and DR, which see one side,
-/// still take about 2,048 pairs. (A FIN within 1 MiB was believed: it
+/// first step takes about 2^19 tries; TUN and DR, which see one side, hold
+/// it to the client's own last acknowledgment instead (within
+/// [`ACK_WINDOW`], unless it is the next segment in order:
+/// `Flow::client_acks_fit`), about 2^19 tries too (they took about 2,048
+/// pairs, found in review). (A FIN within 1 MiB was believed: it
 /// demoted a confirmed flow to an evictable one at 16 times the odds of a
 /// RST, and a SYN after it moved the tuple to another real; found in
 /// review. A FIN sent behind more than 64 KiB of data the appliance has
