@@ -118,10 +118,26 @@ fn acl_writers(acl: &[u8], me: u32) -> Option<String> {
 /// that is the caller's to ask ([`others_may_write`]), as is what it must
 /// be.
 pub fn walk(path: &Path, me: u32) -> Result<(PathBuf, Metadata), Unsafe> {
-    walk_within(path, me, 0)
+    walk_within(path, me, 0, &mut |_, _| {})
 }
 
-fn walk_within(path: &Path, me: u32, depth: usize) -> Result<(PathBuf, Metadata), Unsafe> {
+/// [`walk`], handing `searched` every folder the walk looks an entry up
+/// in (each one the kernel needs search permission on to reach the path,
+/// symlinks followed), in order.
+pub fn walk_searching(
+    path: &Path,
+    me: u32,
+    searched: &mut dyn FnMut(&Path, &Metadata),
+) -> Result<(PathBuf, Metadata), Unsafe> {
+    walk_within(path, me, 0, searched)
+}
+
+fn walk_within(
+    path: &Path,
+    me: u32,
+    depth: usize,
+    searched: &mut dyn FnMut(&Path, &Metadata),
+) -> Result<(PathBuf, Metadata), Unsafe> {
     if depth > 40 {
         return Err(Unsafe::Others("too many levels of symbolic links".into()));
     }
@@ -134,6 +150,7 @@ fn walk_within(path: &Path, me: u32, depth: usize) -> Result<(PathBuf, Metadata)
     let mut above = std::fs::symlink_metadata(&at).map_err(Unsafe::Io)?;
     let mut parts = absolute.components().skip(1).peekable();
     while let Some(part) = parts.next() {
+        searched(&at, &above);
         let next = at.join(part);
         let meta = std::fs::symlink_metadata(&next).map_err(|e| {
             Unsafe::Io(std::io::Error::new(
@@ -180,7 +197,7 @@ fn walk_within(path: &Path, me: u32, depth: usize) -> Result<(PathBuf, Metadata)
             let to = std::fs::read_link(&next).map_err(Unsafe::Io)?;
             let mut resolved = at.join(to);
             resolved.extend(parts);
-            return walk_within(&resolved, me, depth + 1);
+            return walk_within(&resolved, me, depth + 1, searched);
         }
         at = next;
         above = meta;
@@ -188,9 +205,201 @@ fn walk_within(path: &Path, me: u32, depth: usize) -> Result<(PathBuf, Metadata)
     Ok((at, above))
 }
 
+/// Read permission, as a mode's and an ACL entry's bits have it.
+pub const READ: u16 = 4;
+/// Execute permission (search, on a folder).
+pub const EXECUTE: u16 = 1;
+
+/// Why a process of `uid` and `gid` alone (no supplementary groups, not
+/// root) may not have `want` ([`READ`], [`EXECUTE`] or both) on the entry
+/// at `path` (`meta`, not a symlink), if it may not: its mode, or its
+/// POSIX access ACL as the kernel evaluates one (acl(5)). What the kernel
+/// adds beyond (a read-only or `noexec` mount, an LSM) is not looked at.
+pub fn denied_to(path: &Path, meta: &Metadata, uid: u32, gid: u32, want: u16) -> Option<String> {
+    let mut buf = vec![0u8; 4 + 8 * 512];
+    let acl = match rustix::fs::lgetxattr(path, ACL_ACCESS, &mut buf[..]) {
+        Ok(n) => Some(&buf[..n.min(buf.len())]),
+        Err(e) if e == rustix::io::Errno::NODATA || e == rustix::io::Errno::OPNOTSUPP => None,
+        Err(e) => return Some(format!("its ACL could not be read ({e})")),
+    };
+    let mode = meta.mode();
+    let file = Owners {
+        mode: mode as u16 & 0o777,
+        owner: meta.uid(),
+        group: meta.gid(),
+    };
+    match grants(&file, acl, uid, gid, want) {
+        Ok(true) => None,
+        Ok(false) => Some(format!(
+            "mode {:04o}, owner uid {}, group gid {}{}",
+            mode & 0o7777,
+            file.owner,
+            file.group,
+            if acl.is_some() { ", and an ACL" } else { "" }
+        )),
+        Err(why) => Some(why),
+    }
+}
+
+/// An entry's permission bits and owners.
+#[derive(Debug, Clone, Copy)]
+struct Owners {
+    mode: u16,
+    owner: u32,
+    group: u32,
+}
+
+/// Whether `uid`, `gid` (no other groups, not root) get `want` on `file`
+/// with the access ACL `acl` (as the kernel gives it, see
+/// [`acl_writers`]), acl(5)'s algorithm: the owner gets the owner's bits;
+/// a named user its entry within the mask; a member of the owning group
+/// or of a named group gets `want` if one of those entries grants it
+/// within the mask, and nothing else; anyone else the other bits. Without
+/// an ACL the mode's three classes are the same algorithm.
+fn grants(
+    file: &Owners,
+    acl: Option<&[u8]>,
+    uid: u32,
+    gid: u32,
+    want: u16,
+) -> Result<bool, String> {
+    const USER_OBJ: u16 = 0x01;
+    const USER: u16 = 0x02;
+    const GROUP_OBJ: u16 = 0x04;
+    const GROUP: u16 = 0x08;
+    const MASK: u16 = 0x10;
+    const OTHER: u16 = 0x20;
+    let has = |perm: u16| perm & want == want;
+    let Some(acl) = acl else {
+        return Ok(if uid == file.owner {
+            has(file.mode >> 6)
+        } else if gid == file.group {
+            has(file.mode >> 3)
+        } else {
+            has(file.mode)
+        });
+    };
+    let malformed = || Err("its ACL is malformed".to_string());
+    let Some((version, entries)) = acl.split_first_chunk::<4>() else {
+        return malformed();
+    };
+    if u32::from_le_bytes(*version) != 2 || entries.len() % 8 != 0 {
+        return malformed();
+    }
+    let entries: Vec<(u16, u16, u32)> = entries
+        .chunks_exact(8)
+        .map(|e| {
+            (
+                u16::from_le_bytes([e[0], e[1]]),
+                u16::from_le_bytes([e[2], e[3]]),
+                u32::from_le_bytes([e[4], e[5], e[6], e[7]]),
+            )
+        })
+        .collect();
+    let tagged = |tag: u16| entries.iter().find(|e| e.0 == tag).map(|e| e.1);
+    let mask = tagged(MASK).unwrap_or(0o7);
+    if uid == file.owner {
+        return Ok(has(tagged(USER_OBJ).unwrap_or(file.mode >> 6)));
+    }
+    if let Some(&(_, perm, _)) = entries.iter().find(|e| e.0 == USER && e.2 == uid) {
+        return Ok(has(perm & mask));
+    }
+    let mut member = false;
+    for &(tag, perm, id) in &entries {
+        let matches = (tag == GROUP_OBJ && gid == file.group) || (tag == GROUP && gid == id);
+        if matches {
+            member = true;
+            if has(perm & mask) {
+                return Ok(true);
+            }
+        }
+    }
+    if member {
+        return Ok(false);
+    }
+    Ok(has(tagged(OTHER).unwrap_or(file.mode)))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::acl_writers;
+    use super::{acl_writers, grants, Owners, EXECUTE, READ};
+
+    /// acl(5)'s access check, on the mode alone and through an ACL.
+    #[test]
+    fn who_may_execute_by_mode_and_acl() {
+        const USER: u32 = 65534;
+        const GROUP: u32 = 65533;
+        let file = |mode, owner, group| Owners { mode, owner, group };
+        let by_mode = |f: &Owners, want| grants(f, None, USER, GROUP, want).unwrap();
+        assert!(by_mode(&file(0o755, 0, 0), EXECUTE));
+        assert!(by_mode(&file(0o755, 0, 0), READ | EXECUTE));
+        assert!(!by_mode(&file(0o750, 0, 0), EXECUTE), "not in root's group");
+        assert!(by_mode(&file(0o750, 0, GROUP), EXECUTE), "its group");
+        assert!(
+            !by_mode(&file(0o710, 0, GROUP), READ | EXECUTE),
+            "a script needs read too"
+        );
+        assert!(
+            by_mode(&file(0o710, 0, GROUP), EXECUTE),
+            "a binary does not"
+        );
+        assert!(
+            !by_mode(&file(0o007, USER, 0), EXECUTE),
+            "the owner gets the owner's bits"
+        );
+        assert!(
+            !by_mode(&file(0o707, 0, GROUP), EXECUTE),
+            "the group gets the group's"
+        );
+        assert!(by_mode(&file(0o100, USER, 0), EXECUTE));
+
+        let with = |f: &Owners, entries: &[(u16, u16, u32)], want| {
+            grants(f, Some(&acl(entries)), USER, GROUP, want)
+        };
+        let base = [
+            (0x01, 7, u32::MAX),
+            (0x04, 5, u32::MAX),
+            (0x20, 0, u32::MAX),
+        ];
+        let plus = |more: &[(u16, u16, u32)]| {
+            let mut e = base.to_vec();
+            e.extend_from_slice(more);
+            e
+        };
+        let root = file(0o750, 0, 0);
+        assert_eq!(with(&root, &base, EXECUTE), Ok(false));
+        // A named user, within the mask.
+        assert_eq!(
+            with(&root, &plus(&[(0x02, 5, USER), (0x10, 7, 0)]), EXECUTE),
+            Ok(true)
+        );
+        assert_eq!(
+            with(&root, &plus(&[(0x02, 5, USER), (0x10, 4, 0)]), EXECUTE),
+            Ok(false)
+        );
+        // A named user's entry decides, even against other's bits.
+        let open = [
+            (0x01, 7, u32::MAX),
+            (0x04, 5, u32::MAX),
+            (0x20, 5, u32::MAX),
+        ];
+        let mut no = open.to_vec();
+        no.extend([(0x02, 0, USER), (0x10, 7, 0)]);
+        assert_eq!(with(&root, &no, EXECUTE), Ok(false));
+        // A named group; a member of a group that grants nothing gets
+        // nothing, whatever other's bits say.
+        assert_eq!(
+            with(&root, &plus(&[(0x08, 1, GROUP), (0x10, 7, 0)]), EXECUTE),
+            Ok(true)
+        );
+        let mut member = open.to_vec();
+        member.extend([(0x08, 4, GROUP), (0x10, 7, 0)]);
+        assert_eq!(with(&root, &member, EXECUTE), Ok(false));
+        // The owner's entry for the owner.
+        assert_eq!(with(&file(0o750, USER, 0), &base, READ | EXECUTE), Ok(true));
+        // Malformed.
+        assert!(grants(&root, Some(&[2, 0, 0]), USER, GROUP, EXECUTE).is_err());
+    }
 
     /// An ACL as the kernel gives it, from (tag, permissions, id).
     fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {

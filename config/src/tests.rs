@@ -3802,6 +3802,101 @@ fn a_script_check_runs_as_the_user_it_names() {
     }
 }
 
+/// Found in session 41's closing note: whether `user` may run the program
+/// was not looked at, so a program it could not execute (or a `#!` script
+/// it could not read, or one in a folder it could not search) was taken,
+/// and every check of it failed at run time, marking the reals down. Now
+/// refused at load, naming the key and why; a program the user may run
+/// is taken, also one that only an ACL entry opens to it. Needs root (it
+/// makes root's files and checks them as `nobody`).
+#[test]
+fn a_script_its_user_may_not_run_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED a_script_its_user_may_not_run_is_refused: needs root");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("lb-config-user-access-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("closed")).unwrap();
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(&dir, 0o755);
+    mode(&dir.join("closed"), 0o700);
+    let write = |name: &str, text: &str, m: u32| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        mode(&p, m);
+        p.display().to_string()
+    };
+    let parse = |program: &str| {
+        Config::parse(&service(&format!(
+            "[services.health_check]\nkind = \"script\"\ncommand = [\"{program}\"]\nuser = \"nobody\""
+        )))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
+    let open = parse(&write("open.sh", "#!/bin/sh\nexit 0\n", 0o755));
+    let owner_only = write("owner-only.sh", "#!/bin/sh\nexit 0\n", 0o700);
+    let owner_only_refused = parse(&owner_only);
+    let execute_only = parse(&write("execute-only.sh", "#!/bin/sh\nexit 0\n", 0o711));
+    let hidden = parse(&write("closed/hidden.sh", "#!/bin/sh\nexit 0\n", 0o755));
+    // An ACL entry for nobody's uid, r-x within an r-x mask, opens the
+    // owner-only script to it (set by hand: `setfacl` may not be here;
+    // skipped where the file system keeps no ACLs).
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (0x01u16, 7u16, u32::MAX),
+        (0x02, 5, 65534),
+        (0x04, 0, u32::MAX),
+        (0x10, 5, u32::MAX),
+        (0x20, 0, u32::MAX),
+    ] {
+        acl.extend(tag.to_le_bytes());
+        acl.extend(perm.to_le_bytes());
+        acl.extend(id.to_le_bytes());
+    }
+    let through_acl = rustix::fs::setxattr(
+        owner_only.as_str(),
+        "system.posix_acl_access",
+        &acl,
+        rustix::fs::XattrFlags::empty(),
+    )
+    .ok()
+    .map(|()| parse(&owner_only));
+    let _ = std::fs::remove_dir_all(&dir);
+    let at = "services[0].health_check.command[0]: ";
+    open.unwrap();
+    let e = owner_only_refused.unwrap_err();
+    assert!(
+        e.contains(at)
+            && e.contains("owner-only.sh: user nobody (uid 65534")
+            && e.contains("may not read and execute it (mode 0700, owner uid 0"),
+        "{e}"
+    );
+    let e = execute_only.unwrap_err();
+    assert!(
+        e.contains(at) && e.contains("may not read and execute it (mode 0711"),
+        "a script is read by its interpreter: {e}"
+    );
+    let e = hidden.unwrap_err();
+    assert!(
+        e.contains(at)
+            && e.contains(&format!(
+                "cannot search folder {}/closed (mode 0700",
+                dir.display()
+            )),
+        "{e}"
+    );
+    match through_acl {
+        Some(r) => r.unwrap(),
+        None => eprintln!(
+            "(the ACL case skipped: no ACLs on {})",
+            std::env::temp_dir().display()
+        ),
+    }
+}
+
 /// Found in review: `user` is meant to run a check's program without root's
 /// privileges ("though it no longer runs as root", README), but a `user`
 /// that is root by another name is taken: `"root"`, `"0"`, `"000"`, or

@@ -2541,20 +2541,56 @@ fn program_refused(
     // its way, would run their code as root (found in audit; README asked
     // it of operators, nothing checked it), as keepalived's
     // `enable_script_security` refuses.
-    use crate::owner::{others_may_write, walk, Unsafe};
-    let resolved = match walk(path, me) {
+    use crate::owner::{denied_to, others_may_write, walk_searching, Unsafe, EXECUTE, READ};
+    // Run as `user`, every folder on the way must let it search (found
+    // in session 41's closing note: a program `user` could not run was
+    // taken, and every check of it failed at run time).
+    let mut unsearchable = None;
+    let walked = walk_searching(path, me, &mut |folder, m| {
+        if let (Some(u), None) = (user, &unsearchable) {
+            unsearchable = denied_to(folder, m, u.uid, u.gid, EXECUTE)
+                .map(|why| format!("cannot search folder {} ({why})", folder.display()));
+        }
+    });
+    let (resolved, meta) = match walked {
         Ok((at, m)) => match others_may_write(&at, &m, me) {
-            None => at,
+            None => (at, m),
             Some(why) => return Some(changeable(&shown, &why, user)),
         },
         Err(Unsafe::Others(why)) => return Some(changeable(&shown, &why, user)),
         Err(Unsafe::Io(e)) => return Some(changeable(&shown, &e.to_string(), user)),
     };
     let interpreter = match crate::script::interpreter(&resolved) {
-        Ok(None) => return None,
-        Ok(Some(i)) => i,
+        Ok(i) => i,
         Err(why) => return Some(format!("{shown} {why}")),
     };
+    if let Some(u) = user {
+        // The kernel executes it; a `#!` script is then read by its
+        // interpreter, as the user.
+        let want = if interpreter.is_some() {
+            READ | EXECUTE
+        } else {
+            EXECUTE
+        };
+        let denied = unsearchable.or_else(|| {
+            denied_to(&resolved, &meta, u.uid, u.gid, want).map(|why| {
+                let what = if want == EXECUTE {
+                    "execute"
+                } else {
+                    "read and execute"
+                };
+                format!("may not {what} it ({why})")
+            })
+        });
+        if let Some(why) = denied {
+            return Some(format!(
+                "{shown}: user {} (uid {}, gid {}, no other groups) {why}; every check would fail (give the user access, or run the check as another user)",
+                u.name, u.uid, u.gid
+            ));
+        }
+    }
+    // Not a `#!` script: nothing more to look at.
+    let interpreter = interpreter?;
     if depth + 1 >= crate::script::MAX_INTERPRETERS {
         return Some(format!(
             "{shown}: its interpreter {} is one #! program too many: the kernel runs at most {} in a row",
