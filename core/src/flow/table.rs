@@ -2121,6 +2121,62 @@ mod tests {
         );
     }
 
+    /// A segment for the review tests below.
+    fn sg(flags: TcpFlags, seq: u32, ack: u32, len: u32) -> Segment {
+        Segment {
+            flags,
+            seq,
+            ack,
+            len,
+        }
+    }
+
+    /// A TUN or DR flow (`A`: its address family) that saw the client's SYN
+    /// at `isn`, nothing more.
+    fn half_open_one_sided<A: FlowAddr>(method: ForwardingMethod, isn: u32, len: u32) -> Flow<A> {
+        let mut f = Flow::<A>::default_entry();
+        f.state = FlowState::SynSent;
+        f.method = method;
+        f.on_segment(sg(TcpFlags::SYN, isn, 0, len), true);
+        assert_eq!(f.state(), FlowState::SynSent);
+        f
+    }
+
+    /// Review (h2): while a TUN or DR flow is half-open no acknowledgment
+    /// of the client's was believed yet, so the mark `client_acks_fit`
+    /// holds a segment to is 0, which every stranger knows: a blind
+    /// segment in the sequence window that acknowledged near 0 was
+    /// believed (once in 4,096 tries, as before the mark), and a RST at
+    /// its end closed the flow; or the real client's handshake ACK, no
+    /// longer in order and acknowledging far from the stranger's mark, was
+    /// not believed, nor anything of the client after it.
+    #[test]
+    fn a_half_open_one_sided_flow_has_no_mark_a_stranger_knows() {
+        fn run<A: FlowAddr>(method: ForwardingMethod) {
+            const REAL_ISN: u32 = 0x5000_0000;
+            let ahead = 1_001 + (1 << 19);
+            for ack in [0, 0x10, ACK_WINDOW, 0u32.wrapping_sub(ACK_WINDOW)] {
+                let mut f = half_open_one_sided::<A>(method, 1_000, 1);
+                f.on_segment(sg(TcpFlags::ACK, ahead, ack, 1_000), true);
+                f.on_segment(sg(TcpFlags::RST, ahead + 1_000, 0, 0), true);
+                assert_ne!(f.state(), FlowState::Closed, "{method:?} ack {ack}");
+                assert_eq!(f.client_next, 1_001, "{method:?} ack {ack}");
+                // The real client's handshake ACK and FIN are believed.
+                f.on_segment(sg(TcpFlags::ACK, 1_001, REAL_ISN + 1, 0), true);
+                assert_eq!(f.state(), FlowState::Established, "{method:?} ack {ack}");
+                f.on_segment(
+                    sg(TcpFlags::FIN | TcpFlags::ACK, 1_001, REAL_ISN + 1, 1),
+                    true,
+                );
+                assert_eq!(f.state(), FlowState::FinWait, "{method:?} ack {ack}");
+            }
+        }
+        for method in [ForwardingMethod::Tunnel, ForwardingMethod::DirectRoute] {
+            run::<Ipv4Addr>(method);
+            run::<Ipv6Addr>(method);
+        }
+    }
+
     /// Found in review: where the tracking of one side fell behind what
     /// that side really sent, the other side's acknowledgments are ahead
     /// of it; held to "never ahead", they were not believed, so neither
