@@ -2185,6 +2185,37 @@ mod tests {
         }
     }
 
+    /// Review (h2): only SYN and RST may come without ACK, but a SYN with
+    /// FIN and no ACK passed as a SYN: a blind one within `RST_WINDOW`
+    /// (once in 32,768 tries) was believed as a FIN, where a FIN with ACK
+    /// must also acknowledge near the mark (TUN, DR) or the real's data
+    /// (NAT); on TUN and DR a SYN then replaces the half-closed flow.
+    /// Linux conntrack holds SYN|FIN invalid.
+    #[test]
+    fn a_syn_with_fin_and_no_ack_is_not_believed() {
+        const REAL_ISN: u32 = 0x5000_0000;
+        for method in [
+            ForwardingMethod::Nat,
+            ForwardingMethod::Tunnel,
+            ForwardingMethod::DirectRoute,
+        ] {
+            let mut f = Flow::<Ipv4Addr>::default_entry();
+            f.state = FlowState::SynSent;
+            f.method = method;
+            f.on_segment(sg(TcpFlags::SYN, 1_000, 0, 1), true);
+            if method == ForwardingMethod::Nat {
+                f.on_segment(sg(TcpFlags::SYN | TcpFlags::ACK, REAL_ISN, 1_001, 1), false);
+            }
+            f.on_segment(sg(TcpFlags::ACK, 1_001, REAL_ISN + 1, 0), true);
+            assert_eq!(f.state(), FlowState::Established, "{method:?}");
+            for flags in [TcpFlags::SYN | TcpFlags::FIN, TcpFlags::FIN] {
+                let mut g = f;
+                g.on_segment(sg(flags, 1_001 + 100, 0, 2), true);
+                assert_eq!(g.state(), FlowState::Established, "{method:?} {flags:?}");
+            }
+        }
+    }
+
     /// Found in review: where the tracking of one side fell behind what
     /// that side really sent, the other side's acknowledgments are ahead
     /// of it; held to "never ahead", they were not believed, so neither
