@@ -2226,6 +2226,40 @@ mod tests {
         }
     }
 
+    /// Review (h2): a TCP Fast Open client (data on its SYN) whose SYN-ACK
+    /// is late sends its SYN again without the data (as Linux does), which
+    /// reopens the half-open flow at its ISN plus one; the real had taken
+    /// the data, so every later segment of the client lies beyond that,
+    /// never in order, and acknowledges far from the mark (0, none
+    /// believed yet). Before `client_acks_fit` the window took the first
+    /// of them; now nothing of the client is believed: the flow stays
+    /// half-open (its FIN is not believed, it times out after
+    /// `tcp_syn_timeout` of quiet while the connection lives, and is the
+    /// first evicted).
+    #[test]
+    fn a_fast_open_client_that_sent_its_syn_again_is_followed() {
+        fn run<A: FlowAddr>(method: ForwardingMethod) {
+            const REAL_ISN: u32 = 0x5000_0000;
+            // SYN with 100 bytes, then the bare SYN again.
+            let mut f = half_open_one_sided::<A>(method, 1_000, 101);
+            f.on_segment(sg(TcpFlags::SYN, 1_000, 0, 1), true);
+            // The real acknowledged the SYN's data: the client goes on
+            // from there.
+            f.on_segment(sg(TcpFlags::ACK, 1_101, REAL_ISN + 1, 0), true);
+            f.on_segment(sg(TcpFlags::ACK, 1_101, REAL_ISN + 1_449, 0), true);
+            assert_eq!(f.state(), FlowState::Established, "{method:?}");
+            f.on_segment(
+                sg(TcpFlags::FIN | TcpFlags::ACK, 1_101, REAL_ISN + 2_897, 1),
+                true,
+            );
+            assert_eq!(f.state(), FlowState::FinWait, "{method:?}");
+        }
+        for method in [ForwardingMethod::Tunnel, ForwardingMethod::DirectRoute] {
+            run::<Ipv4Addr>(method);
+            run::<Ipv6Addr>(method);
+        }
+    }
+
     /// Found in review: where the tracking of one side fell behind what
     /// that side really sent, the other side's acknowledgments are ahead
     /// of it; held to "never ahead", they were not believed, so neither
