@@ -511,8 +511,18 @@ impl<A: FlowAddr> Flow<A> {
         } else {
             (SEEN_REAL, &mut self.real_next)
         };
-        let same = *next == seg.seq.wrapping_add(seg.len);
-        *next = seg.seq.wrapping_add(seg.len);
+        let end = seg.seq.wrapping_add(seg.len);
+        // A client's SYN sent again without the data the first one carried
+        // (TCP Fast Open: Linux retransmits a bare SYN) is the same SYN:
+        // the client goes on from the first one's end, which the real may
+        // have acknowledged (found in review: put back to the bare SYN's
+        // end, a TUN or DR client was never in order again, and nothing of
+        // it was believed).
+        let behind = next.wrapping_sub(end);
+        let same = *next == end || (reopen && behind != 0 && behind < RST_WINDOW);
+        if !same {
+            *next = end;
+        }
         self.seq_known |= bit;
         // Where only the client is seen, its first acknowledgment is the
         // mark its later segments are held to (`client_acks_fit`); a SYN
