@@ -2270,6 +2270,108 @@ mod tests {
         }
     }
 
+    /// Review (h2): what real clients send through TUN and DR is followed
+    /// with the mark, and their FIN or RST believed after it: keepalive
+    /// probes (one behind the tracked next, Linux's without data and
+    /// Windows' with a byte), zero-window probes (one behind the oldest
+    /// unacknowledged byte), Fast Open with data on the SYN (taken or
+    /// not), a half-close after which the download goes on, a RST without
+    /// ACK at what the real acknowledged, a RST with ACK, and a late
+    /// retransmission.
+    #[test]
+    fn a_one_sided_flow_follows_what_real_clients_send() {
+        const REAL_ISN: u32 = 0x5000_0000;
+        let established = |method, len| {
+            let mut f = half_open_one_sided::<Ipv4Addr>(method, 1_000, len);
+            f.on_segment(sg(TcpFlags::ACK, 1_000 + len, REAL_ISN + 1, 0), true);
+            assert_eq!(f.state(), FlowState::Established);
+            f
+        };
+        let fin = TcpFlags::FIN | TcpFlags::ACK;
+        let rst_ack = TcpFlags::RST | TcpFlags::ACK;
+        for method in [ForwardingMethod::Tunnel, ForwardingMethod::DirectRoute] {
+            // Keepalives after a download of 12 MiB, one ACK per 8 MiB.
+            for len in [0, 1] {
+                let mut f = established(method, 1);
+                let ack = REAL_ISN + 1 + (12 << 20);
+                f.on_segment(sg(TcpFlags::ACK, 1_001, ack - (4 << 20), 0), true);
+                f.on_segment(sg(TcpFlags::ACK, 1_001, ack, 0), true);
+                for _ in 0..10 {
+                    f.on_segment(sg(TcpFlags::ACK, 1_000, ack, len), true);
+                }
+                assert_eq!(f.client_next, 1_001);
+                f.on_segment(sg(rst_ack, 1_001, ack, 0), true);
+                assert_eq!(f.state(), FlowState::Closed, "{method:?} keepalive {len}");
+            }
+            // An upload of 1 MiB against a zero window: probes one behind
+            // the oldest unacknowledged byte, then the FIN.
+            let mut f = established(method, 1);
+            let mut seq = 1_001u32;
+            for _ in 0..700 {
+                f.on_segment(sg(TcpFlags::ACK, seq, REAL_ISN + 1, 1_448), true);
+                seq += 1_448;
+            }
+            for _ in 0..5 {
+                f.on_segment(sg(TcpFlags::ACK, seq - 60_001, REAL_ISN + 1, 0), true);
+            }
+            f.on_segment(sg(fin, seq, REAL_ISN + 1, 1), true);
+            assert_eq!(f.state(), FlowState::FinWait, "{method:?} zero window");
+            // Fast Open: the real took the data, or not (the data comes
+            // again, behind the tracked next).
+            let mut f = half_open_one_sided::<Ipv4Addr>(method, 1_000, 101);
+            f.on_segment(sg(TcpFlags::ACK, 1_101, REAL_ISN + 1, 0), true);
+            f.on_segment(sg(fin, 1_101, REAL_ISN + 1, 1), true);
+            assert_eq!(f.state(), FlowState::FinWait, "{method:?} fast open");
+            let mut f = half_open_one_sided::<Ipv4Addr>(method, 1_000, 101);
+            f.on_segment(
+                sg(TcpFlags::ACK | TcpFlags::PSH, 1_001, REAL_ISN + 1, 100),
+                true,
+            );
+            f.on_segment(sg(TcpFlags::ACK, 1_101, REAL_ISN + 1_449, 0), true);
+            assert_eq!(
+                f.state(),
+                FlowState::Established,
+                "{method:?} fast open refused"
+            );
+            f.on_segment(sg(fin, 1_101, REAL_ISN + 1_449, 1), true);
+            assert_eq!(
+                f.state(),
+                FlowState::FinWait,
+                "{method:?} fast open refused"
+            );
+            // A half-close: the download goes on after the client's FIN,
+            // 20 MiB between ACKs; the real's FIN acknowledged.
+            let mut f = established(method, 1);
+            f.on_segment(sg(fin, 1_001, REAL_ISN + 1, 1), true);
+            let mut ack = REAL_ISN + 1;
+            for _ in 0..10 {
+                ack = ack.wrapping_add(20 << 20);
+                f.on_segment(sg(TcpFlags::ACK, 1_002, ack, 0), true);
+            }
+            assert_eq!(f.real_next, ack, "{method:?} half-close");
+            f.on_segment(sg(TcpFlags::ACK, 1_002, ack + 1, 0), true);
+            f.on_segment(sg(TcpFlags::RST, 1_002, 0, 0), true);
+            assert_eq!(f.state(), FlowState::Closed, "{method:?} half-close");
+            // A RST without ACK, at what the real acknowledged, after a
+            // tail of data the appliance did not see.
+            let mut f = established(method, 1);
+            f.on_segment(sg(TcpFlags::RST, 1_001 + 30_000, 0, 0), true);
+            assert_eq!(f.state(), FlowState::Closed, "{method:?} RST");
+            // A late retransmission, acknowledging 8 MiB behind, does not
+            // stop the next segment after a lost one.
+            let mut f = established(method, 1);
+            let ack = REAL_ISN + 1 + (8 << 20);
+            f.on_segment(sg(TcpFlags::ACK, 1_001, ack, 1_448), true);
+            f.on_segment(sg(TcpFlags::ACK, 1_001, REAL_ISN + 1, 1_448), true);
+            f.on_segment(
+                sg(TcpFlags::ACK, 1_001 + 2 * 1_448, ack + (8 << 20), 1_448),
+                true,
+            );
+            f.on_segment(sg(fin, 1_001 + 3 * 1_448, ack + (8 << 20), 1), true);
+            assert_eq!(f.state(), FlowState::FinWait, "{method:?} late");
+        }
+    }
+
     /// Found in review: where the tracking of one side fell behind what
     /// that side really sent, the other side's acknowledgments are ahead
     /// of it; held to "never ahead", they were not believed, so neither
