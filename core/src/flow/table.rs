@@ -474,7 +474,10 @@ impl<A: FlowAddr> Flow<A> {
     /// segments came through is followed again from its next one in
     /// order; a reordered segment sets it back a little, within the
     /// window; a stranger's lucky hit moves it at most `ACK_WINDOW`, and
-    /// the client's next segment in order sets it right). Found in review: without it a stranger who
+    /// the client's next segment that fits the window sets it right: not
+    /// one in order, since the hit moved the tracked next past the
+    /// client). While half-open no acknowledgment was believed, so only
+    /// the next segment in order is. Found in review: without it a stranger who
     /// knew the tuple moved the client's tracking with a blind segment
     /// within [`SEQ_WINDOW`] once in 4,096 tries, and a RST at its end
     /// closed the flow; two such hits put the client outside the window,
