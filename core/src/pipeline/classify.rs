@@ -319,10 +319,57 @@ fn ipv4_viewed(bytes: &[u8], rx: RxChecksum) -> L3 {
 /// store-forwarding stall on every IPv4 frame).
 #[inline(never)]
 fn ipv6_frame(dst_mac: MacAddr, payload: &[u8]) -> Result<Parsed, DropReason> {
-    Ok(Parsed {
-        dst_mac,
-        l3: ipv6_packet(payload),
+    let l3 = match payload.first_chunk::<{ ipv6::HEADER_LEN }>() {
+        Some(h) if ipv6_plain_header(h) => ipv6_plain(h, payload),
+        _ => ipv6_packet(payload),
+    };
+    Ok(Parsed { dst_mac, l3 })
+}
+
+/// Whether [`ipv6_plain`] reads the packet with this fixed header: version
+/// 6, TCP or UDP straight after it (no extension header: the common one).
+#[inline(always)]
+fn ipv6_plain_header(h: &[u8; ipv6::HEADER_LEN]) -> bool {
+    let ip = Ipv6Packet::new_unchecked(h);
+    ip.version() == 6 && matches!(ip.next_header(), IpProtocol::Tcp | IpProtocol::Udp)
+}
+
+/// An IPv6 packet of version 6 with TCP or UDP straight after its fixed
+/// header ([`ipv6_plain_header`]), read at fixed offsets (`h`: its first
+/// 40 bytes of `bytes`): [`ipv6_packet`]'s checks that are left, in its
+/// order, then the fields; both give the same for the same bytes (the
+/// `ipv6_fast_agrees_with_the_view` test).
+#[inline(always)]
+fn ipv6_plain(h: &[u8; ipv6::HEADER_LEN], bytes: &[u8]) -> L3 {
+    // The view over a fixed-size array: every accessor's bounds are known.
+    let ip = Ipv6Packet::new_unchecked(h);
+    let payload_len = ip.payload_len();
+    let Some(upper) = bytes.get(ipv6::HEADER_LEN..ipv6::HEADER_LEN + usize::from(payload_len))
+    else {
+        return L3::Invalid(DropReason::Truncated);
+    };
+    let protocol = ip.next_header();
+    let l4 = match protocol {
+        // As in `ipv6_packet`: a zero UDP checksum is invalid over IPv6.
+        IpProtocol::Udp if udp_zero_checksum(upper) => L4::Invalid(DropReason::BadL4Header),
+        p => transport(p, upper),
+    };
+    L3::Ipv6(Ipv6Meta {
+        src: ip.src_addr(),
+        dst: ip.dst_addr(),
+        protocol,
+        hop_limit: ip.hop_limit(),
+        payload_len,
+        l4_offset: ipv6::HEADER_LEN as u16,
+        l4,
     })
+}
+
+/// Whether `upper`, a UDP datagram over IPv6, is long enough to hold a
+/// header and has a zero checksum (RFC 8200 §8.1: discarded).
+#[inline(always)]
+fn udp_zero_checksum(upper: &[u8]) -> bool {
+    upper.len() >= wire::udp::HEADER_LEN && UdpPacket::new_unchecked(upper).checksum() == 0
 }
 
 /// An IPv6 packet: the fixed header, then the extension headers walked to
@@ -353,9 +400,7 @@ fn ipv6_packet(bytes: &[u8]) -> L3 {
         },
         // A zero UDP checksum is invalid over IPv6 (RFC 8200 §8.1): such a
         // datagram is discarded, and a NAT rewrite must never make one.
-        IpProtocol::Udp if upper.len() >= wire::udp::HEADER_LEN && upper[6..8] == [0, 0] => {
-            L4::Invalid(DropReason::BadL4Header)
-        }
+        IpProtocol::Udp if udp_zero_checksum(upper) => L4::Invalid(DropReason::BadL4Header),
         IpProtocol::Ipv6NoNxt => L4::Other,
         p => transport(p, upper),
     };
@@ -634,6 +679,41 @@ mod tests {
             })
     }
 
+    /// IPv6 packets near the fixed-offset reader's edges: version 6 or
+    /// not, TCP, UDP (a zero checksum or not) or another next header,
+    /// payload lengths a little off the buffer's, TCP data offsets and UDP
+    /// lengths a little off the segment's.
+    fn near_ipv6() -> impl Strategy<Value = Vec<u8>> {
+        (
+            proptest::collection::vec(any::<u8>(), 0..110),
+            prop_oneof![Just(0x60u8), any::<u8>()],
+            prop_oneof![Just(6u8), Just(17u8), Just(0u8), Just(44u8), any::<u8>()],
+            -4i32..4,
+            -8i32..8,
+            any::<bool>(),
+        )
+            .prop_map(|(mut b, ver, next, slack, l4_slack, zero)| {
+                if b.len() >= 40 {
+                    let l4 = b.len() - 40;
+                    let want = (l4 as i32 + l4_slack).max(0) as usize;
+                    if next == 6 && b.len() >= 60 && want >= 20 {
+                        TcpPacket::new_unchecked(&mut b[40..]).set_header_len(want.min(60) & !3);
+                    } else if next == 17 && b.len() >= 48 {
+                        let mut u = UdpPacket::new_unchecked(&mut b[40..]);
+                        u.set_len(want as u16);
+                        if zero {
+                            u.set_checksum(0);
+                        }
+                    }
+                    b[0] = ver;
+                    let mut ip = Ipv6Packet::new_unchecked(&mut b[..]);
+                    ip.set_payload_len((l4 as i32 + slack).clamp(0, 0xffff) as u16);
+                    ip.set_next_header(IpProtocol::from(next));
+                }
+                b
+            })
+    }
+
     fn rx_of(n: u8) -> RxChecksum {
         match n {
             0 => RxChecksum::Unknown,
@@ -654,6 +734,18 @@ mod tests {
             let viewed = ipv4_viewed(&bytes, rx);
             let fast = match bytes.first_chunk::<{ ipv4::HEADER_LEN }>() {
                 Some(h) if h[0] == 0x45 => ipv4_plain(h, &bytes, rx).map_or_else(L3::Invalid, L3::Ipv4),
+                _ => viewed,
+            };
+            prop_assert_eq!(fast, viewed);
+        }
+
+        /// The fixed-offset IPv6 reader gives what the extension-header
+        /// walk gives, for every packet it takes.
+        #[test]
+        fn ipv6_fast_agrees_with_the_view(bytes in near_ipv6()) {
+            let viewed = ipv6_packet(&bytes);
+            let fast = match bytes.first_chunk::<{ ipv6::HEADER_LEN }>() {
+                Some(h) if ipv6_plain_header(h) => ipv6_plain(h, &bytes),
                 _ => viewed,
             };
             prop_assert_eq!(fast, viewed);
