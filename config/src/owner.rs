@@ -401,6 +401,57 @@ mod tests {
         assert!(grants(&root, Some(&[2, 0, 0]), USER, GROUP, EXECUTE).is_err());
     }
 
+    /// Found in review: the kernel looks at a file's ACL only when the
+    /// mode's group bits (the ACL's mask) are not all clear
+    /// (`acl_permission_check` in fs/namei.c: `IS_POSIXACL(inode) && (mode
+    /// & S_IRWXG)`); with an empty mask (`chmod 705` of a file with ACL
+    /// entries), a named user or a member of a named group that is not the
+    /// owning group gets the other bits, as the mode alone gives them.
+    /// Checked against the kernel by running such files as `nobody`.
+    #[test]
+    fn an_empty_mask_leaves_named_entries_to_the_mode() {
+        const USER: u32 = 65534;
+        const GROUP: u32 = 65533;
+        let root = Owners {
+            mode: 0o705,
+            owner: 0,
+            group: 0,
+        };
+        let named_user = acl(&[
+            (0x01, 7, u32::MAX),
+            (0x02, 7, USER),
+            (0x04, 0, u32::MAX),
+            (0x10, 0, u32::MAX),
+            (0x20, 5, u32::MAX),
+        ]);
+        assert_eq!(
+            grants(&root, Some(&named_user), USER, GROUP, READ | EXECUTE),
+            Ok(true),
+            "a named user, with an empty mask, gets the other bits"
+        );
+        let named_group = acl(&[
+            (0x01, 7, u32::MAX),
+            (0x04, 0, u32::MAX),
+            (0x08, 0, GROUP),
+            (0x10, 0, u32::MAX),
+            (0x20, 5, u32::MAX),
+        ]);
+        assert_eq!(
+            grants(&root, Some(&named_group), USER, GROUP, READ | EXECUTE),
+            Ok(true),
+            "so does a member of a named group"
+        );
+        // The owning group's members still get its (empty) bits.
+        let theirs = Owners {
+            group: GROUP,
+            ..root
+        };
+        assert_eq!(
+            grants(&theirs, Some(&named_group), USER, GROUP, EXECUTE),
+            Ok(false)
+        );
+    }
+
     /// An ACL as the kernel gives it, from (tag, permissions, id).
     fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
         let mut a = 2u32.to_le_bytes().to_vec();

@@ -3897,6 +3897,69 @@ fn a_script_its_user_may_not_run_is_refused() {
     }
 }
 
+/// Found in review: with an ACL whose mask is empty (`chmod 705` of a
+/// file with ACL entries: the group bits are the mask), the kernel does
+/// not look at the ACL (`acl_permission_check`: only when the group bits
+/// are not all clear), and a named user gets the other bits. A root-owned
+/// script, mode 0705, with an entry `u:nobody:r-x`, runs as `nobody`, but
+/// was refused ("may not read and execute it"). The kernel's verdict is
+/// taken by running it as `nobody`. Needs root and ACLs on the temp folder.
+#[test]
+fn a_script_an_empty_acl_mask_leaves_to_other_is_taken() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED a_script_an_empty_acl_mask_leaves_to_other_is_taken: needs root");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("lb-config-empty-mask-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let program = dir.join("check.sh");
+    std::fs::write(&program, "#!/bin/sh\nexit 0\n").unwrap();
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (0x01u16, 7u16, u32::MAX),
+        (0x02, 5, 65534),
+        (0x04, 0, u32::MAX),
+        (0x10, 0, u32::MAX),
+        (0x20, 5, u32::MAX),
+    ] {
+        acl.extend(tag.to_le_bytes());
+        acl.extend(perm.to_le_bytes());
+        acl.extend(id.to_le_bytes());
+    }
+    let set = rustix::fs::setxattr(
+        &program,
+        "system.posix_acl_access",
+        &acl,
+        rustix::fs::XattrFlags::empty(),
+    );
+    if set.is_err() {
+        let _ = std::fs::remove_dir_all(&dir);
+        eprintln!("SKIPPED a_script_an_empty_acl_mask_leaves_to_other_is_taken: no ACLs here");
+        return;
+    }
+    let mode = std::fs::metadata(&program).unwrap().permissions().mode() & 0o7777;
+    let ran = std::process::Command::new(&program)
+        .uid(65534)
+        .gid(65534)
+        .status();
+    let parsed = Config::parse(&service(&format!(
+        "[services.health_check]\nkind = \"script\"\ncommand = [\"{}\"]\nuser = \"nobody\"",
+        program.display()
+    )))
+    .map(|_| ())
+    .map_err(|e| e.to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(mode, 0o705, "the mask is the group bits");
+    assert!(
+        ran.as_ref().is_ok_and(|s| s.success()),
+        "the kernel lets nobody run it: {ran:?}"
+    );
+    parsed.unwrap();
+}
+
 /// Found in review: `user` is meant to run a check's program without root's
 /// privileges ("though it no longer runs as root", README), but a `user`
 /// that is root by another name is taken: `"root"`, `"0"`, `"000"`, or
