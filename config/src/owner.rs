@@ -255,7 +255,9 @@ struct Owners {
 /// a named user its entry within the mask; a member of the owning group
 /// or of a named group gets `want` if one of those entries grants it
 /// within the mask, and nothing else; anyone else the other bits. Without
-/// an ACL the mode's three classes are the same algorithm.
+/// an ACL the mode's three classes are the same algorithm, and so with an
+/// ACL whose mask is empty (the mode's group bits all clear): the kernel
+/// then does not look at the ACL, and a named user gets the other bits.
 fn grants(
     file: &Owners,
     acl: Option<&[u8]>,
@@ -263,21 +265,29 @@ fn grants(
     gid: u32,
     want: u16,
 ) -> Result<bool, String> {
-    const USER_OBJ: u16 = 0x01;
     const USER: u16 = 0x02;
     const GROUP_OBJ: u16 = 0x04;
     const GROUP: u16 = 0x08;
     const MASK: u16 = 0x10;
     const OTHER: u16 = 0x20;
     let has = |perm: u16| perm & want == want;
-    let Some(acl) = acl else {
-        return Ok(if uid == file.owner {
-            has(file.mode >> 6)
-        } else if gid == file.group {
-            has(file.mode >> 3)
-        } else {
-            has(file.mode)
-        });
+    // The owner gets the mode's owner bits, ACL or not; and the kernel
+    // looks at the ACL only when the mode's group bits (its mask) are not
+    // all clear (`acl_permission_check` in fs/namei.c; found in review:
+    // with an empty mask a named user gets the other bits, and was
+    // refused).
+    if uid == file.owner {
+        return Ok(has(file.mode >> 6));
+    }
+    let acl = match acl {
+        Some(acl) if file.mode & 0o070 != 0 => acl,
+        _ => {
+            return Ok(if gid == file.group {
+                has(file.mode >> 3)
+            } else {
+                has(file.mode)
+            })
+        }
     };
     let malformed = || Err("its ACL is malformed".to_string());
     let Some((version, entries)) = acl.split_first_chunk::<4>() else {
@@ -298,9 +308,6 @@ fn grants(
         .collect();
     let tagged = |tag: u16| entries.iter().find(|e| e.0 == tag).map(|e| e.1);
     let mask = tagged(MASK).unwrap_or(0o7);
-    if uid == file.owner {
-        return Ok(has(tagged(USER_OBJ).unwrap_or(file.mode >> 6)));
-    }
     if let Some(&(_, perm, _)) = entries.iter().find(|e| e.0 == USER && e.2 == uid) {
         return Ok(has(perm & mask));
     }
