@@ -3960,6 +3960,54 @@ fn a_script_an_empty_acl_mask_leaves_to_other_is_taken() {
     parsed.unwrap();
 }
 
+/// Found in review: a program with neither a `#!` line nor a binary's
+/// header is run, as `user`, by the standard library's `execvp`, which on
+/// the kernel's ENOEXEC runs `/bin/sh` with it (glibc's fallback): `sh`
+/// then reads it as the user. Such a program the user may execute but not
+/// read (mode 0711) was taken as a binary, and every check failed at run
+/// time ("/bin/sh: 0: cannot open ...: Permission denied"). The test runs
+/// it as `nobody` for the kernel's and glibc's verdict. Needs root.
+#[test]
+fn a_program_without_a_shebang_its_user_may_not_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !rustix::process::geteuid().is_root() {
+        eprintln!(
+            "SKIPPED a_program_without_a_shebang_its_user_may_not_read_is_refused: needs root"
+        );
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("lb-config-no-shebang-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let program = dir.join("check");
+    std::fs::write(&program, "exit 0\n").unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let ran = std::process::Command::new(&program)
+        .uid(65534)
+        .gid(65534)
+        .stderr(std::process::Stdio::null())
+        .status();
+    let parsed = Config::parse(&service(&format!(
+        "[services.health_check]\nkind = \"script\"\ncommand = [\"{}\"]\nuser = \"nobody\"",
+        program.display()
+    )))
+    .map(|_| ())
+    .map_err(|e| e.to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        ran.as_ref().is_ok_and(|s| !s.success()),
+        "nobody cannot run it: {ran:?}"
+    );
+    let e = parsed.unwrap_err();
+    assert!(
+        e.contains("services[0].health_check.command[0]: ")
+            && e.contains("user nobody (uid 65534")
+            && e.contains("may not read and execute it (mode 0711"),
+        "{e}"
+    );
+}
+
 /// Found in review: `user` is meant to run a check's program without root's
 /// privileges ("though it no longer runs as root", README), but a `user`
 /// that is root by another name is taken: `"root"`, `"0"`, `"000"`, or
