@@ -4008,6 +4008,71 @@ fn a_program_without_a_shebang_its_user_may_not_read_is_refused() {
     );
 }
 
+/// Found in review: the commit that checks whether `user` may run its
+/// program says the same of the interpreter a `#!` line names, but no
+/// test looked (handing the recursion no user passed them all). An
+/// interpreter the user may not execute (mode 0700), and one that is a
+/// `#!` script itself that the user may execute but not read (mode 0711),
+/// are refused; the kernel's verdict is taken by running them as `nobody`.
+/// Needs root.
+#[test]
+fn a_script_whose_interpreter_its_user_may_not_run_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED a_script_whose_interpreter_its_user_may_not_run_is_refused: needs root");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("lb-config-user-interp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(&dir, 0o755);
+    let sh = dir.join("sh");
+    std::fs::copy("/bin/sh", &sh).unwrap();
+    mode(&sh, 0o700);
+    let wrap = dir.join("wrap");
+    std::fs::write(&wrap, "#!/bin/sh\nexec /bin/sh \"$@\"\n").unwrap();
+    mode(&wrap, 0o711);
+    let write = |name: &str, interp: &std::path::Path| {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!{}\nexit 0\n", interp.display())).unwrap();
+        mode(&p, 0o755);
+        p
+    };
+    let check = |program: &std::path::Path| {
+        let ran = std::process::Command::new(program)
+            .uid(65534)
+            .gid(65534)
+            .stderr(std::process::Stdio::null())
+            .status();
+        let parsed = Config::parse(&service(&format!(
+            "[services.health_check]\nkind = \"script\"\ncommand = [\"{}\"]\nuser = \"nobody\"",
+            program.display()
+        )))
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+        (ran.is_ok_and(|s| s.success()), parsed)
+    };
+    let by_sh = check(&write("by-sh.sh", &sh));
+    let by_wrap = check(&write("by-wrap.sh", &wrap));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!by_sh.0 && !by_wrap.0, "nobody can run neither");
+    let e = by_sh.1.unwrap_err();
+    assert!(
+        e.contains(&format!("its interpreter {}: user nobody", sh.display()))
+            && e.contains("may not execute it (mode 0700"),
+        "{e}"
+    );
+    let e = by_wrap.1.unwrap_err();
+    assert!(
+        e.contains(&format!("its interpreter {}: user nobody", wrap.display()))
+            && e.contains("may not read and execute it (mode 0711"),
+        "{e}"
+    );
+}
+
 /// Found in review: `user` is meant to run a check's program without root's
 /// privileges ("though it no longer runs as root", README), but a `user`
 /// that is root by another name is taken: `"root"`, `"0"`, `"000"`, or
