@@ -399,6 +399,25 @@ mod tests {
             with(&root, &plus(&[(0x08, 1, GROUP), (0x10, 7, 0)]), EXECUTE),
             Ok(true)
         );
+        // The mask cuts a group entry too (review: no test caught its
+        // loss), and the owning group's.
+        assert_eq!(
+            with(&root, &plus(&[(0x08, 7, GROUP), (0x10, 4, 0)]), EXECUTE),
+            Ok(false)
+        );
+        assert_eq!(
+            with(
+                &file(0o750, 0, GROUP),
+                &[
+                    (0x01, 7, u32::MAX),
+                    (0x04, 5, u32::MAX),
+                    (0x10, 4, 0),
+                    (0x20, 0, u32::MAX)
+                ],
+                EXECUTE
+            ),
+            Ok(false)
+        );
         let mut member = open.to_vec();
         member.extend([(0x08, 4, GROUP), (0x10, 7, 0)]);
         assert_eq!(with(&root, &member, EXECUTE), Ok(false));

@@ -16,15 +16,29 @@ pub(crate) const SHEBANG_BYTES: usize = 256;
 /// gives up (`ELOOP`): a script whose interpreter is a script, and so on.
 pub(crate) const MAX_INTERPRETERS: usize = 4;
 
-/// The interpreter the `#!` line of the program at `path` names, if it
-/// starts with one, read as the kernel reads it (`fs/binfmt_script.c`): at
+/// What a program's first bytes say it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Head {
+    /// A `#!` script, and the interpreter its line names.
+    Script(PathBuf),
+    /// An ELF binary: the kernel loads it.
+    Binary,
+    /// Neither: the kernel refuses it (`ENOEXEC`), unless a `binfmt_misc`
+    /// format takes it, and run as a `user` (fork and `execvp`) glibc's
+    /// fallback hands it to `/bin/sh`, which reads it as that user.
+    Other,
+}
+
+/// What the program at `path` is ([`Head`]): the interpreter its `#!`
+/// line names, if it starts with one, read as the kernel reads it (`fs/binfmt_script.c`): at
 /// most [`SHEBANG_BYTES`], the line ends at a line feed or a NUL, the name
 /// is its first word after `#!` and optional spaces or tabs. `path` is
 /// opened without following a symlink (the caller resolved them) and
 /// without blocking (a FIFO swapped in does not hang the load). A program
 /// that cannot be read is refused: the kernel reads its `#!` line with no
 /// permission check, so an unreadable one may still name an interpreter.
-pub(crate) fn interpreter(path: &Path) -> Result<Option<PathBuf>, String> {
+/// Without one, a binary (ELF) is told from anything else.
+pub(crate) fn head(path: &Path) -> Result<Head, String> {
     use rustix::fs::{Mode, OFlags};
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| {
@@ -40,10 +54,14 @@ pub(crate) fn interpreter(path: &Path) -> Result<Option<PathBuf>, String> {
     file.take(SHEBANG_BYTES as u64)
         .read_to_end(&mut head)
         .map_err(|e| format!("could not be read to look for a #! line ({e})"))?;
-    shebang(&head)
+    Ok(match shebang(&head)? {
+        Some(i) => Head::Script(i),
+        None if head.starts_with(b"\x7fELF") => Head::Binary,
+        None => Head::Other,
+    })
 }
 
-/// [`interpreter`] over the first bytes of a program.
+/// [`head`]'s `#!` line, over the first bytes of a program.
 pub(crate) fn shebang(head: &[u8]) -> Result<Option<PathBuf>, String> {
     let Some(rest) = head.strip_prefix(b"#!") else {
         return Ok(None);

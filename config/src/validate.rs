@@ -2560,17 +2560,19 @@ fn program_refused(
         Err(Unsafe::Others(why)) => return Some(changeable(&shown, &why, user)),
         Err(Unsafe::Io(e)) => return Some(changeable(&shown, &e.to_string(), user)),
     };
-    let interpreter = match crate::script::interpreter(&resolved) {
-        Ok(i) => i,
+    let head = match crate::script::head(&resolved) {
+        Ok(h) => h,
         Err(why) => return Some(format!("{shown} {why}")),
     };
     if let Some(u) = user {
         // The kernel executes it; a `#!` script is then read by its
-        // interpreter, as the user.
-        let want = if interpreter.is_some() {
-            READ | EXECUTE
-        } else {
-            EXECUTE
+        // interpreter, as the user, and so is a program with neither a
+        // `#!` line nor a binary's header, which glibc's `execvp` hands
+        // to `/bin/sh` (found in review: one the user could execute but
+        // not read was taken, and every check failed).
+        let want = match head {
+            crate::script::Head::Binary => EXECUTE,
+            crate::script::Head::Script(_) | crate::script::Head::Other => READ | EXECUTE,
         };
         let denied = unsearchable.or_else(|| {
             denied_to(&resolved, &meta, u.uid, u.gid, want).map(|why| {
@@ -2590,7 +2592,9 @@ fn program_refused(
         }
     }
     // Not a `#!` script: nothing more to look at.
-    let interpreter = interpreter?;
+    let crate::script::Head::Script(interpreter) = head else {
+        return None;
+    };
     if depth + 1 >= crate::script::MAX_INTERPRETERS {
         return Some(format!(
             "{shown}: its interpreter {} is one #! program too many: the kernel runs at most {} in a row",
