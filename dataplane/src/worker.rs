@@ -430,10 +430,7 @@ impl Worker {
                     if let Verdict::Transmit(to) = *v {
                         let to = usize::from(to);
                         if !learned && to < l.out.len() {
-                            if let Err(m) = l.out[to].push(m) {
-                                flush(&mut self.tx[to], to, &mut l.out[to], &stats);
-                                let _ = l.out[to].push(m);
-                            }
+                            enqueue(&mut l.out, &mut self.tx, to, m, &stats);
                             continue;
                         }
                     }
