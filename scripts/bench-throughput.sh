@@ -16,6 +16,9 @@
 #                               (another build) in the same rounds
 #   BASELINE_LB []              an lb-appliance binary to compare with, e.g. one
 #                               built from an older commit in a git worktree
+#   BURST     []                [dpdk] burst of this build's runs (unset: the default, 32)
+#   BASELINE_BURST []           the same for BASELINE_LB's runs (BASELINE_LB may be
+#                               this very binary: burst sizes then compared alone)
 #   LB        [target/release/lb-appliance]
 #                               the build measured as "this build", e.g.
 #                               target/pgo/lb-appliance (scripts/build-pgo.sh)
@@ -253,6 +256,11 @@ log "memory: $MEMNOTE"
 log "building (release)"
 cargo build --release -q -p lb-appliance -p lb-trafficgen
 LB="${LB:-$TARGET/release/lb-appliance}"
+BURST=${BURST:-} BASELINE_BURST=${BASELINE_BURST:-}
+for b in "$BURST" "$BASELINE_BURST"; do
+    [ -z "$b" ] || { [[ $b =~ ^[1-9][0-9]{0,2}$ ]] && [ "$b" -le 128 ]; } ||
+        die "BURST/BASELINE_BURST: '$b' is not 1..128"
+done
 [ -x "$LB" ] || die "LB: '$LB' is not an executable"
 GEN="$TARGET/release/lb-trafficgen"
 
@@ -434,6 +442,7 @@ mtu = 1500' net=2001:2:: vip=2001:2:1::100 name=web6
     cat <<EOF
 [dpdk]
 eal_args = [${eal%, }]
+${5:-}
 [workers]
 lcores = [1]
 [[ports]]
@@ -461,7 +470,9 @@ run_appliance() { # run_appliance CASE FLOWS (CASE: METHOD, or METHOD@base)
     local case=$1 method=${1%@base} flows=$2 name="r$ROUND-lb-${1/@/-}-$2" sock pid bin=$LB
     if [ "$case" != "$method" ]; then bin=$BASELINE_LB; fi
     sock="$WORK/$name.sock"
-    appliance_config "$method" "$sock" "$flows" "$TAG-$name" >"$WORK/$name.toml"
+    local burst=$BURST
+    if [ "$case" != "$method" ]; then burst=$BASELINE_BURST; fi
+    appliance_config "$method" "$sock" "$flows" "$TAG-$name" "${burst:+burst = $burst}" >"$WORK/$name.toml"
     [ "$ROUND" = 1 ] && cp "$WORK/$name.toml" "$WORK/config-$method-$flows.toml"
     start "$name" env RUST_LOG=info "$bin" -c "$WORK/$name.toml"
     pid=$LAST_PID
