@@ -247,7 +247,7 @@ fn defaults_apply() {
         DpdkConfig {
             eal_args: vec![],
             mbufs: 16383,
-            burst: 32
+            burst: 64
         }
     );
     assert_eq!(c.ports[0].gateway, None);
