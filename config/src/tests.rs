@@ -3802,6 +3802,90 @@ fn a_script_check_runs_as_the_user_it_names() {
     }
 }
 
+/// A folder of programs for the tests of what a script check's `user` may
+/// run: made as root, mode 0755, removed when dropped (also when a test
+/// fails).
+struct ProgramDir(std::path::PathBuf);
+
+impl ProgramDir {
+    /// `None` (and a line saying the test was skipped) unless run as root.
+    fn for_root(test: &str) -> Option<ProgramDir> {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("SKIPPED {test}: needs root");
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("lb-config-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir = ProgramDir(dir);
+        dir.chmod(&dir.0, 0o755);
+        Some(dir)
+    }
+
+    fn chmod(&self, path: &std::path::Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// Writes `text` into `name` (in a folder made already) with `mode`.
+    fn write(&self, name: &str, text: &str, mode: u32) -> std::path::PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        self.chmod(&p, mode);
+        p
+    }
+
+    /// Whether `nobody` (uid and gid 65534, no other groups, as the
+    /// runner starts a check) runs `program` to success: the kernel's and
+    /// glibc's verdict.
+    fn runs_as_nobody(program: &std::path::Path) -> bool {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new(program)
+            .uid(65534)
+            .gid(65534)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// What loading a script check of `program` run as `nobody` says.
+    fn load_as_nobody(program: &std::path::Path) -> Result<(), String> {
+        Config::parse(&service(&format!(
+            "[services.health_check]\nkind = \"script\"\ncommand = [\"{}\"]\nuser = \"nobody\"",
+            program.display()
+        )))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    }
+
+    /// Gives `path` the POSIX access ACL of `entries` (tag, permissions,
+    /// id), by hand (`setfacl` may not be installed); false where the
+    /// file system keeps no ACLs.
+    fn set_acl(path: &std::path::Path, entries: &[(u16, u16, u32)]) -> bool {
+        let mut acl = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in entries {
+            acl.extend(tag.to_le_bytes());
+            acl.extend(perm.to_le_bytes());
+            acl.extend(id.to_le_bytes());
+        }
+        rustix::fs::setxattr(
+            path,
+            "system.posix_acl_access",
+            &acl,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .is_ok()
+    }
+}
+
+impl Drop for ProgramDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Where a refusal of a script check's program is reported.
+const PROGRAM_KEY: &str = "services[0].health_check.command[0]: ";
+
 /// Found in session 41's closing note: whether `user` may run the program
 /// was not looked at, so a program it could not execute (or a `#!` script
 /// it could not read, or one in a folder it could not search) was taken,
@@ -3811,89 +3895,49 @@ fn a_script_check_runs_as_the_user_it_names() {
 /// makes root's files and checks them as `nobody`).
 #[test]
 fn a_script_its_user_may_not_run_is_refused() {
-    use std::os::unix::fs::PermissionsExt;
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("SKIPPED a_script_its_user_may_not_run_is_refused: needs root");
+    let Some(dir) = ProgramDir::for_root("a_script_its_user_may_not_run_is_refused") else {
         return;
-    }
-    let dir = std::env::temp_dir().join(format!("lb-config-user-access-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("closed")).unwrap();
-    let mode = |p: &std::path::Path, m: u32| {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
     };
-    mode(&dir, 0o755);
-    mode(&dir.join("closed"), 0o700);
-    let write = |name: &str, text: &str, m: u32| {
-        let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        mode(&p, m);
-        p.display().to_string()
-    };
-    let parse = |program: &str| {
-        Config::parse(&service(&format!(
-            "[services.health_check]\nkind = \"script\"\ncommand = [\"{program}\"]\nuser = \"nobody\""
-        )))
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-    };
-    let open = parse(&write("open.sh", "#!/bin/sh\nexit 0\n", 0o755));
-    let owner_only = write("owner-only.sh", "#!/bin/sh\nexit 0\n", 0o700);
-    let owner_only_refused = parse(&owner_only);
-    let execute_only = parse(&write("execute-only.sh", "#!/bin/sh\nexit 0\n", 0o711));
-    let hidden = parse(&write("closed/hidden.sh", "#!/bin/sh\nexit 0\n", 0o755));
-    // An ACL entry for nobody's uid, r-x within an r-x mask, opens the
-    // owner-only script to it (set by hand: `setfacl` may not be here;
-    // skipped where the file system keeps no ACLs).
-    let mut acl = 2u32.to_le_bytes().to_vec();
-    for (tag, perm, id) in [
-        (0x01u16, 7u16, u32::MAX),
-        (0x02, 5, 65534),
-        (0x04, 0, u32::MAX),
-        (0x10, 5, u32::MAX),
-        (0x20, 0, u32::MAX),
-    ] {
-        acl.extend(tag.to_le_bytes());
-        acl.extend(perm.to_le_bytes());
-        acl.extend(id.to_le_bytes());
-    }
-    let through_acl = rustix::fs::setxattr(
-        owner_only.as_str(),
-        "system.posix_acl_access",
-        &acl,
-        rustix::fs::XattrFlags::empty(),
-    )
-    .ok()
-    .map(|()| parse(&owner_only));
-    let _ = std::fs::remove_dir_all(&dir);
-    let at = "services[0].health_check.command[0]: ";
-    open.unwrap();
-    let e = owner_only_refused.unwrap_err();
+    std::fs::create_dir(dir.0.join("closed")).unwrap();
+    dir.chmod(&dir.0.join("closed"), 0o700);
+    let script = "#!/bin/sh\nexit 0\n";
+    let load = ProgramDir::load_as_nobody;
+    load(&dir.write("open.sh", script, 0o755)).unwrap();
+    let owner_only = dir.write("owner-only.sh", script, 0o700);
+    let e = load(&owner_only).unwrap_err();
     assert!(
-        e.contains(at)
+        e.contains(PROGRAM_KEY)
             && e.contains("owner-only.sh: user nobody (uid 65534")
             && e.contains("may not read and execute it (mode 0700, owner uid 0"),
         "{e}"
     );
-    let e = execute_only.unwrap_err();
+    let e = load(&dir.write("execute-only.sh", script, 0o711)).unwrap_err();
     assert!(
-        e.contains(at) && e.contains("may not read and execute it (mode 0711"),
+        e.contains(PROGRAM_KEY) && e.contains("may not read and execute it (mode 0711"),
         "a script is read by its interpreter: {e}"
     );
-    let e = hidden.unwrap_err();
+    let e = load(&dir.write("closed/hidden.sh", script, 0o755)).unwrap_err();
     assert!(
-        e.contains(at)
+        e.contains(PROGRAM_KEY)
             && e.contains(&format!(
                 "cannot search folder {}/closed (mode 0700",
-                dir.display()
+                dir.0.display()
             )),
         "{e}"
     );
-    match through_acl {
-        Some(r) => r.unwrap(),
-        None => eprintln!(
-            "(the ACL case skipped: no ACLs on {})",
-            std::env::temp_dir().display()
-        ),
+    // An ACL entry for nobody's uid, r-x within an r-x mask, opens the
+    // owner-only script to it.
+    let acl = [
+        (0x01, 7, u32::MAX),
+        (0x02, 5, 65534),
+        (0x04, 0, u32::MAX),
+        (0x10, 5, u32::MAX),
+        (0x20, 0, u32::MAX),
+    ];
+    if ProgramDir::set_acl(&owner_only, &acl) {
+        load(&owner_only).unwrap();
+    } else {
+        eprintln!("(the ACL case skipped: no ACLs on {})", dir.0.display());
     }
 }
 
@@ -3907,57 +3951,29 @@ fn a_script_its_user_may_not_run_is_refused() {
 #[test]
 fn a_script_an_empty_acl_mask_leaves_to_other_is_taken() {
     use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("SKIPPED a_script_an_empty_acl_mask_leaves_to_other_is_taken: needs root");
+    let test = "a_script_an_empty_acl_mask_leaves_to_other_is_taken";
+    let Some(dir) = ProgramDir::for_root(test) else {
         return;
-    }
-    let dir = std::env::temp_dir().join(format!("lb-config-empty-mask-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let program = dir.join("check.sh");
-    std::fs::write(&program, "#!/bin/sh\nexit 0\n").unwrap();
-    let mut acl = 2u32.to_le_bytes().to_vec();
-    for (tag, perm, id) in [
-        (0x01u16, 7u16, u32::MAX),
+    };
+    let program = dir.write("check.sh", "#!/bin/sh\nexit 0\n", 0o644);
+    let acl = [
+        (0x01, 7, u32::MAX),
         (0x02, 5, 65534),
         (0x04, 0, u32::MAX),
         (0x10, 0, u32::MAX),
         (0x20, 5, u32::MAX),
-    ] {
-        acl.extend(tag.to_le_bytes());
-        acl.extend(perm.to_le_bytes());
-        acl.extend(id.to_le_bytes());
-    }
-    let set = rustix::fs::setxattr(
-        &program,
-        "system.posix_acl_access",
-        &acl,
-        rustix::fs::XattrFlags::empty(),
-    );
-    if set.is_err() {
-        let _ = std::fs::remove_dir_all(&dir);
-        eprintln!("SKIPPED a_script_an_empty_acl_mask_leaves_to_other_is_taken: no ACLs here");
+    ];
+    if !ProgramDir::set_acl(&program, &acl) {
+        eprintln!("SKIPPED {test}: no ACLs here");
         return;
     }
     let mode = std::fs::metadata(&program).unwrap().permissions().mode() & 0o7777;
-    let ran = std::process::Command::new(&program)
-        .uid(65534)
-        .gid(65534)
-        .status();
-    let parsed = Config::parse(&service(&format!(
-        "[services.health_check]\nkind = \"script\"\ncommand = [\"{}\"]\nuser = \"nobody\"",
-        program.display()
-    )))
-    .map(|_| ())
-    .map_err(|e| e.to_string());
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(mode, 0o705, "the mask is the group bits");
     assert!(
-        ran.as_ref().is_ok_and(|s| s.success()),
-        "the kernel lets nobody run it: {ran:?}"
+        ProgramDir::runs_as_nobody(&program),
+        "the kernel lets nobody run it"
     );
-    parsed.unwrap();
+    ProgramDir::load_as_nobody(&program).unwrap();
 }
 
 /// Found in review: a program with neither a `#!` line nor a binary's
@@ -3969,39 +3985,19 @@ fn a_script_an_empty_acl_mask_leaves_to_other_is_taken() {
 /// it as `nobody` for the kernel's and glibc's verdict. Needs root.
 #[test]
 fn a_program_without_a_shebang_its_user_may_not_read_is_refused() {
-    use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
-    if !rustix::process::geteuid().is_root() {
-        eprintln!(
-            "SKIPPED a_program_without_a_shebang_its_user_may_not_read_is_refused: needs root"
-        );
+    let Some(dir) =
+        ProgramDir::for_root("a_program_without_a_shebang_its_user_may_not_read_is_refused")
+    else {
         return;
-    }
-    let dir = std::env::temp_dir().join(format!("lb-config-no-shebang-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let program = dir.join("check");
-    std::fs::write(&program, "exit 0\n").unwrap();
-    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o711)).unwrap();
-    let ran = std::process::Command::new(&program)
-        .uid(65534)
-        .gid(65534)
-        .stderr(std::process::Stdio::null())
-        .status();
-    let parsed = Config::parse(&service(&format!(
-        "[services.health_check]\nkind = \"script\"\ncommand = [\"{}\"]\nuser = \"nobody\"",
-        program.display()
-    )))
-    .map(|_| ())
-    .map_err(|e| e.to_string());
-    let _ = std::fs::remove_dir_all(&dir);
+    };
+    let program = dir.write("check", "exit 0\n", 0o711);
     assert!(
-        ran.as_ref().is_ok_and(|s| !s.success()),
-        "nobody cannot run it: {ran:?}"
+        !ProgramDir::runs_as_nobody(&program),
+        "nobody cannot run it"
     );
-    let e = parsed.unwrap_err();
+    let e = ProgramDir::load_as_nobody(&program).unwrap_err();
     assert!(
-        e.contains("services[0].health_check.command[0]: ")
+        e.contains(PROGRAM_KEY)
             && e.contains("user nobody (uid 65534")
             && e.contains("may not read and execute it (mode 0711"),
         "{e}"
@@ -4017,60 +4013,37 @@ fn a_program_without_a_shebang_its_user_may_not_read_is_refused() {
 /// Needs root.
 #[test]
 fn a_script_whose_interpreter_its_user_may_not_run_is_refused() {
-    use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("SKIPPED a_script_whose_interpreter_its_user_may_not_run_is_refused: needs root");
+    let Some(dir) =
+        ProgramDir::for_root("a_script_whose_interpreter_its_user_may_not_run_is_refused")
+    else {
         return;
-    }
-    let dir = std::env::temp_dir().join(format!("lb-config-user-interp-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mode = |p: &std::path::Path, m: u32| {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
     };
-    mode(&dir, 0o755);
-    let sh = dir.join("sh");
+    let sh = dir.0.join("sh");
     std::fs::copy("/bin/sh", &sh).unwrap();
-    mode(&sh, 0o700);
-    let wrap = dir.join("wrap");
-    std::fs::write(&wrap, "#!/bin/sh\nexec /bin/sh \"$@\"\n").unwrap();
-    mode(&wrap, 0o711);
-    let write = |name: &str, interp: &std::path::Path| {
-        let p = dir.join(name);
-        std::fs::write(&p, format!("#!{}\nexit 0\n", interp.display())).unwrap();
-        mode(&p, 0o755);
-        p
-    };
-    let check = |program: &std::path::Path| {
-        let ran = std::process::Command::new(program)
-            .uid(65534)
-            .gid(65534)
-            .stderr(std::process::Stdio::null())
-            .status();
-        let parsed = Config::parse(&service(&format!(
-            "[services.health_check]\nkind = \"script\"\ncommand = [\"{}\"]\nuser = \"nobody\"",
-            program.display()
-        )))
-        .map(|_| ())
-        .map_err(|e| e.to_string());
-        (ran.is_ok_and(|s| s.success()), parsed)
-    };
-    let by_sh = check(&write("by-sh.sh", &sh));
-    let by_wrap = check(&write("by-wrap.sh", &wrap));
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(!by_sh.0 && !by_wrap.0, "nobody can run neither");
-    let e = by_sh.1.unwrap_err();
-    assert!(
-        e.contains(&format!("its interpreter {}: user nobody", sh.display()))
-            && e.contains("may not execute it (mode 0700"),
-        "{e}"
-    );
-    let e = by_wrap.1.unwrap_err();
-    assert!(
-        e.contains(&format!("its interpreter {}: user nobody", wrap.display()))
-            && e.contains("may not read and execute it (mode 0711"),
-        "{e}"
-    );
+    dir.chmod(&sh, 0o700);
+    let wrap = dir.write("wrap", "#!/bin/sh\nexec /bin/sh \"$@\"\n", 0o711);
+    for (name, interp, why) in [
+        ("by-sh.sh", &sh, "may not execute it (mode 0700"),
+        (
+            "by-wrap.sh",
+            &wrap,
+            "may not read and execute it (mode 0711",
+        ),
+    ] {
+        let program = dir.write(name, &format!("#!{}\nexit 0\n", interp.display()), 0o755);
+        assert!(
+            !ProgramDir::runs_as_nobody(&program),
+            "nobody cannot run {name}"
+        );
+        let e = ProgramDir::load_as_nobody(&program).unwrap_err();
+        assert!(
+            e.contains(&format!(
+                "its interpreter {}: user nobody",
+                interp.display()
+            )) && e.contains(why),
+            "{e}"
+        );
+    }
 }
 
 /// Found in review: `user` is meant to run a check's program without root's
