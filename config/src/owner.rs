@@ -215,12 +215,12 @@ pub const EXECUTE: u16 = 1;
 /// at `path` (`meta`, not a symlink), if it may not: its mode, or its
 /// POSIX access ACL as the kernel evaluates one (acl(5)). What the kernel
 /// adds beyond (a read-only or `noexec` mount, an LSM) is not looked at.
-pub fn denied_to(path: &Path, meta: &Metadata, uid: u32, gid: u32, want: u16) -> Option<String> {
+pub fn denied_to(path: &Path, meta: &Metadata, uid: u32, gid: u32, want: u16) -> Option<Denied> {
     let mut buf = vec![0u8; 4 + 8 * 512];
     let acl = match rustix::fs::lgetxattr(path, ACL_ACCESS, &mut buf[..]) {
         Ok(n) => Some(&buf[..n.min(buf.len())]),
         Err(e) if e == rustix::io::Errno::NODATA || e == rustix::io::Errno::OPNOTSUPP => None,
-        Err(e) => return Some(format!("its ACL could not be read ({e})")),
+        Err(e) => return Some(Denied::Unknown(format!("its ACL could not be read ({e})"))),
     };
     let mode = meta.mode();
     let file = Owners {
@@ -230,15 +230,25 @@ pub fn denied_to(path: &Path, meta: &Metadata, uid: u32, gid: u32, want: u16) ->
     };
     match grants(&file, acl, uid, gid, want) {
         Ok(true) => None,
-        Ok(false) => Some(format!(
+        Ok(false) => Some(Denied::By(format!(
             "mode {:04o}, owner uid {}, group gid {}{}",
             mode & 0o7777,
             file.owner,
             file.group,
             if acl.is_some() { ", and an ACL" } else { "" }
-        )),
-        Err(why) => Some(why),
+        ))),
+        Err(why) => Some(Denied::Unknown(why)),
     }
+}
+
+/// Why [`denied_to`] did not grant an access.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// The mode or the ACL refuses it: what they are.
+    By(String),
+    /// Whether they do cannot be told (an ACL that cannot be read or is
+    /// malformed): why; refused as a denial is.
+    Unknown(String),
 }
 
 /// An entry's permission bits and owners.

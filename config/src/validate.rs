@@ -2545,15 +2545,21 @@ fn program_refused(
     // its way, would run their code as root (found in audit; README asked
     // it of operators, nothing checked it), as keepalived's
     // `enable_script_security` refuses.
-    use crate::owner::{denied_to, others_may_write, walk_searching, Unsafe, EXECUTE, READ};
+    use crate::owner::{
+        denied_to, others_may_write, walk_searching, Denied, Unsafe, EXECUTE, READ,
+    };
     // Run as `user`, every folder on the way must let it search (found
     // in session 41's closing note: a program `user` could not run was
     // taken, and every check of it failed at run time).
     let mut unsearchable = None;
     let walked = walk_searching(path, me, &mut |folder, m| {
         if let (Some(u), None) = (user, &unsearchable) {
-            unsearchable = denied_to(folder, m, u.uid, u.gid, EXECUTE)
-                .map(|why| format!("cannot search folder {} ({why})", folder.display()));
+            unsearchable = denied_to(folder, m, u.uid, u.gid, EXECUTE).map(|d| match d {
+                Denied::By(why) => format!("cannot search folder {} ({why})", folder.display()),
+                Denied::Unknown(why) => {
+                    format!("may or may not search folder {}: {why}", folder.display())
+                }
+            });
         }
     });
     let (resolved, meta) = match walked {
@@ -2579,18 +2585,28 @@ fn program_refused(
             crate::script::Head::Script(_) | crate::script::Head::Other => READ | EXECUTE,
         };
         let denied = unsearchable.or_else(|| {
-            denied_to(&resolved, &meta, u.uid, u.gid, want).map(|why| {
+            denied_to(&resolved, &meta, u.uid, u.gid, want).map(|d| {
                 let what = if want == EXECUTE {
                     "execute"
                 } else {
                     "read and execute"
                 };
-                format!("may not {what} it ({why})")
+                // (Found in review: an ACL that could not be read was
+                // reported as a denial.)
+                match d {
+                    Denied::By(why) => format!("may not {what} it ({why})"),
+                    Denied::Unknown(why) => format!("may or may not {what} it: {why}"),
+                }
             })
         });
         if let Some(why) = denied {
+            let outcome = if why.starts_with("may or may not") {
+                "refused, since every check might fail"
+            } else {
+                "every check would fail"
+            };
             return Some(format!(
-                "{shown}: user {} (uid {}, gid {}, no other groups) {why}; every check would fail (give the user access, or run the check as another user)",
+                "{shown}: user {} (uid {}, gid {}, no other groups) {why}; {outcome} (give the user access, or run the check as another user)",
                 u.name, u.uid, u.gid
             ));
         }
