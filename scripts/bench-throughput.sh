@@ -16,7 +16,7 @@
 #                               (another build) in the same rounds
 #   BASELINE_LB []              an lb-appliance binary to compare with, e.g. one
 #                               built from an older commit in a git worktree
-#   BURST     []                [dpdk] burst of this build's runs (unset: the default, 32)
+#   BURST     []                [dpdk] burst of this build's runs (unset: the default, 64)
 #   BASELINE_BURST []           the same for BASELINE_LB's runs (BASELINE_LB may be
 #                               this very binary: burst sizes then compared alone)
 #   LB        [target/release/lb-appliance]
@@ -173,6 +173,13 @@ for c in $CASES; do
     *) die "CASES: unknown case '$c' (nat, tun, dr, nat6, tun6, dr6, or METHOD@base with BASELINE_LB)" ;;
     esac
 done
+# Checked before the build (found in review: after it, a typo cost a
+# release build first).
+BURST=${BURST:-} BASELINE_BURST=${BASELINE_BURST:-}
+for b in "$BURST" "$BASELINE_BURST"; do
+    [ -z "$b" ] || { [[ $b =~ ^[1-9][0-9]{0,2}$ ]] && [ "$b" -le 128 ]; } ||
+        die "BURST/BASELINE_BURST: '$b' is not 1..128"
+done
 # is_v6 CASE: whether the case (or testpmd run) sends IPv6.
 is_v6() { [[ $1 == *6 || $1 == *6@base ]]; }
 # baseline_of CASE: the macswap run its ratio is to.
@@ -256,11 +263,6 @@ log "memory: $MEMNOTE"
 log "building (release)"
 cargo build --release -q -p lb-appliance -p lb-trafficgen
 LB="${LB:-$TARGET/release/lb-appliance}"
-BURST=${BURST:-} BASELINE_BURST=${BASELINE_BURST:-}
-for b in "$BURST" "$BASELINE_BURST"; do
-    [ -z "$b" ] || { [[ $b =~ ^[1-9][0-9]{0,2}$ ]] && [ "$b" -le 128 ]; } ||
-        die "BURST/BASELINE_BURST: '$b' is not 1..128"
-done
 [ -x "$LB" ] || die "LB: '$LB' is not an executable"
 GEN="$TARGET/release/lb-trafficgen"
 
@@ -424,12 +426,14 @@ capacity() {
     echo "$c"
 }
 
-# appliance_config METHOD SOCKET FLOWS PREFIX (METHOD: nat ... dr6): the
-# appliance's lb.toml for a run. The IPv6 methods (see the header comment)
+# appliance_config METHOD SOCKET FLOWS PREFIX [DPDK_LINE] (METHOD: nat ...
+# dr6): the appliance's lb.toml for a run, with DPDK_LINE (`burst = N`) in
+# its [dpdk] table when given (nothing, not even a blank line, when not). The IPv6 methods (see the header comment)
 # give the port address6 and MTU 1500 instead of an IPv4 address, and take
 # IPv6 reals, neighbors and VIP.
 appliance_config() {
-    local method=${1%6} sock=$2 port_line="" eal address net vip name=web
+    local method=${1%6} sock=$2 port_line="" eal address net vip name=web extra=""
+    [ -z "${5:-}" ] || extra=$'\n'$5
     [ "$method" = nat ] && port_line="port = 8080"
     if is_v6 "$1"; then
         address='address6 = "2001:2::2/64"
@@ -441,8 +445,7 @@ mtu = 1500' net=2001:2:: vip=2001:2:1::100 name=web6
     eal=$(printf '"%s", ' --lcores 0@0,1@0 $MEM --file-prefix "$4")
     cat <<EOF
 [dpdk]
-eal_args = [${eal%, }]
-${5:-}
+eal_args = [${eal%, }]$extra
 [workers]
 lcores = [1]
 [[ports]]
@@ -473,7 +476,13 @@ run_appliance() { # run_appliance CASE FLOWS (CASE: METHOD, or METHOD@base)
     local burst=$BURST
     if [ "$case" != "$method" ]; then burst=$BASELINE_BURST; fi
     appliance_config "$method" "$sock" "$flows" "$TAG-$name" "${burst:+burst = $burst}" >"$WORK/$name.toml"
-    [ "$ROUND" = 1 ] && cp "$WORK/$name.toml" "$WORK/config-$method-$flows.toml"
+    # The config printed at the end is this build's (found in review: with
+    # CASES="nat nat@base", the baseline's run came second and its config,
+    # BASELINE_BURST's burst, was printed as the one measured); a
+    # baseline's only where this build does not run the method.
+    if [ "$ROUND" = 1 ] && { [ "$case" = "$method" ] || [ ! -f "$WORK/config-$method-$flows.toml" ]; }; then
+        cp "$WORK/$name.toml" "$WORK/config-$method-$flows.toml"
+    fi
     start "$name" env RUST_LOG=info "$bin" -c "$WORK/$name.toml"
     pid=$LAST_PID
     wait_for 60 ready "$pid" "$WORK/$name.log" polling "$sock" ||
