@@ -1316,6 +1316,32 @@ mod tests {
         assert!(m.ends_with(": exit status 1"), "{m:?}");
     }
 
+    /// Found in review of 6d05079: a program with neither a `#!` line nor
+    /// an ELF header, which config validation takes, runs as a `user`
+    /// (fork and `execvp`: on the kernel's ENOEXEC glibc hands it to
+    /// `/bin/sh`), but without one the standard library spawns it with
+    /// `posix_spawnp`, which has no such fallback: every check failed
+    /// with "Exec format error", marking the reals down.
+    #[test]
+    fn a_program_without_a_shebang_runs_without_a_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("lb-review-no-shebang-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let program = dir.join("check");
+        std::fs::write(&program, "[ \"$1\" = arg ] && [ \"$LB_SERVICE\" = web ]\n").unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let real = RealKey {
+            service: "web".into(),
+            address: "127.0.0.1".parse().unwrap(),
+            port: 80,
+        };
+        let command = vec![program.to_str().unwrap().to_string(), "arg".to_string()];
+        let outcome = run_script(&command, None, &real, Duration::from_secs(5), None);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(matches!(outcome, Some(Outcome::Success)), "{outcome:?}");
+    }
+
     #[test]
     fn hysteresis_needs_rise_successes_and_fall_failures_in_a_row() {
         let mut h = Hysteresis::new(2, 3, false);
