@@ -336,29 +336,38 @@ pub fn run_script(
     // The script gets no descriptor of the appliance's but its three
     // (DPDK opens its own without close-on-exec).
     lb_dataplane::dpdk::close_on_exec_from_3();
-    let mut cmd = Command::new(program);
     // Validation refuses a program with a control or invisible character;
     // the failure text guards itself too (found in audit).
     let shown = lb_config::shown(program);
-    if let Some(u) = user {
-        cmd.uid(u.uid).gid(u.gid);
-    }
-    let mut child = match cmd
-        .args(args)
-        .env("LB_REAL_ADDRESS", real.address.to_string())
-        .env("LB_REAL_PORT", real.port.to_string())
-        .env("LB_SERVICE", &real.service)
-        // Not the appliance's systemd channels: a script must not be able
-        // to notify or feed the watchdog for it.
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("WATCHDOG_PID")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
+    let spawn = |cmd: &mut Command| {
+        if let Some(u) = user {
+            cmd.uid(u.uid).gid(u.gid);
+        }
+        cmd.env("LB_REAL_ADDRESS", real.address.to_string())
+            .env("LB_REAL_PORT", real.port.to_string())
+            .env("LB_SERVICE", &real.service)
+            // Not the appliance's systemd channels: a script must not be
+            // able to notify or feed the watchdog for it.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+    };
+    let mut spawned = spawn(Command::new(program).args(args));
+    // A program the kernel cannot execute (neither a `#!` line nor a
+    // binary's header) goes to `/bin/sh`, as glibc's `execvp` does with a
+    // `user` (fork and exec); without one the standard library spawns with
+    // `posix_spawnp`, which does not (found in review: every such check
+    // failed with "Exec format error" as root, and passed as a user).
+    if matches!(&spawned, Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOEXEC.raw_os_error()))
     {
+        spawned = spawn(Command::new("/bin/sh").arg(program).args(args));
+    }
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
             let who = user.map_or(String::new(), |u| format!(" as user {}", u.name));
