@@ -19,8 +19,10 @@ pub(crate) const MAX_INTERPRETERS: usize = 4;
 /// What a program's first bytes say it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Head {
-    /// A `#!` script, and the interpreter its line names.
-    Script(PathBuf),
+    /// A `#!` script, the interpreter its line names, and the one
+    /// argument the kernel passes that interpreter (the rest of the line,
+    /// blanks around it trimmed), if any.
+    Script(PathBuf, Option<std::ffi::OsString>),
     /// An ELF binary: the kernel loads it.
     Binary,
     /// Neither: the kernel refuses it (`ENOEXEC`), unless a `binfmt_misc`
@@ -55,7 +57,7 @@ pub(crate) fn head(path: &Path) -> Result<Head, String> {
         .read_to_end(&mut head)
         .map_err(|e| format!("could not be read to look for a #! line ({e})"))?;
     Ok(match shebang(&head)? {
-        Some(i) => Head::Script(i),
+        Some(i) => Head::Script(i, shebang_arg(&head)),
         None if head.starts_with(b"\x7fELF") => Head::Binary,
         None => Head::Other,
     })
@@ -89,6 +91,83 @@ pub(crate) fn shebang(head: &[u8]) -> Result<Option<PathBuf>, String> {
         ));
     }
     Ok(Some(name.to_path_buf()))
+}
+
+/// The argument a `#!` line gives its interpreter, as the kernel reads it
+/// (`fs/binfmt_script.c`): what follows the interpreter's name on the
+/// line, blanks (spaces, tabs) around it trimmed, as one word; `None` when
+/// nothing does, or the head is no `#!` line.
+pub(crate) fn shebang_arg(head: &[u8]) -> Option<std::ffi::OsString> {
+    let rest = head.strip_prefix(b"#!")?;
+    let line = &rest[..rest
+        .iter()
+        .position(|&b| b == b'\n' || b == 0)
+        .unwrap_or(rest.len())];
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = line.iter().position(|b| !blank(b))?;
+    let word = &line[start..];
+    let after = &word[word.iter().position(blank)?..];
+    let first = after.iter().position(|b| !blank(b))?;
+    let last = after.iter().rposition(|b| !blank(b))?;
+    Some(OsStr::from_bytes(&after[first..=last]).to_os_string())
+}
+
+/// The program `env` runs given `arg`, the one argument a `#!` line
+/// passes it: `arg` whole (`#!/usr/bin/env python3`), or with `-S` (split
+/// into words) its first word that is neither an option nor a `NAME=VALUE`
+/// setting (`#!/usr/bin/env -S python3 -u`). `None` when `arg` is an
+/// option without `-S` (`env` then runs nothing, or what the kernel could
+/// not say) or `-S` names no program.
+pub(crate) fn env_program(arg: &OsStr) -> Option<&OsStr> {
+    let bytes = arg.as_bytes();
+    let Some(split) = bytes.strip_prefix(b"-S") else {
+        return (!bytes.starts_with(b"-")).then_some(arg);
+    };
+    split
+        .split(|b| *b == b' ' || *b == b'\t')
+        .find(|w| !w.is_empty() && !w.starts_with(b"-") && !w.contains(&b'='))
+        .map(OsStr::from_bytes)
+}
+
+/// Where `env` finds `name` (no `/` in it) along `path` (the `PATH` the
+/// check inherits, the appliance's), as `execvp` looks: the first folder
+/// holding an executable file of that name. Refused: a folder before it
+/// that is relative (or empty: the working folder), or one another user
+/// than root or `me` could put a program of that name in first
+/// (`unsafe_folder` says why), or no such program at all (the check
+/// would fail).
+pub(crate) fn find_in_path(
+    name: &OsStr,
+    path: &OsStr,
+    unsafe_folder: impl Fn(&Path) -> Option<String>,
+) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = Path::new(name).display();
+    for dir in path.as_bytes().split(|b| *b == b':') {
+        let dir = Path::new(OsStr::from_bytes(dir));
+        if !dir.is_absolute() {
+            return Err(format!(
+                "PATH has {:?}, relative to the working folder, before any {shown}",
+                dir.display().to_string()
+            ));
+        }
+        if let Some(why) = unsafe_folder(dir) {
+            return Err(format!(
+                "env looks for {shown} in {} first, where another user than root could put one: {why}",
+                dir.display()
+            ));
+        }
+        let candidate = dir.join(name);
+        if let Ok(m) = std::fs::metadata(&candidate) {
+            if m.is_file() && m.permissions().mode() & 0o111 != 0 {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(format!(
+        "env finds no {shown} along PATH ({})",
+        Path::new(path).display()
+    ))
 }
 
 /// Where users are looked up. Only this file: users of other sources
@@ -326,5 +405,87 @@ mod tests {
         let mut long_arg = b"#!/bin/sh ".to_vec();
         long_arg.resize(SHEBANG_BYTES, b'a');
         assert_eq!(name(&long_arg).unwrap().unwrap(), "/bin/sh");
+    }
+
+    /// The one argument a `#!` line passes, and what `env` runs with it.
+    #[test]
+    fn env_is_read_as_env_reads_its_argument() {
+        let arg = |h: &[u8]| shebang_arg(h).map(|a| a.to_string_lossy().into_owned());
+        assert_eq!(arg(b"#!/usr/bin/env python3\n").as_deref(), Some("python3"));
+        assert_eq!(
+            arg(b"#! /usr/bin/env \t -S python3 -u  \nprint()").as_deref(),
+            Some("-S python3 -u")
+        );
+        assert_eq!(arg(b"#!/bin/sh\n"), None);
+        assert_eq!(arg(b"#!/bin/sh   \n"), None);
+        assert_eq!(arg(b"echo hi\n"), None);
+        let env = |a: &str| env_program(OsStr::new(a)).map(|p| p.to_string_lossy().into_owned());
+        assert_eq!(env("python3").as_deref(), Some("python3"));
+        assert_eq!(env("/opt/py/python3").as_deref(), Some("/opt/py/python3"));
+        assert_eq!(env("-S python3 -u").as_deref(), Some("python3"));
+        assert_eq!(env("-S -i LANG=C  perl -w").as_deref(), Some("perl"));
+        assert_eq!(env("-S"), None);
+        assert_eq!(env("-i"), None);
+    }
+
+    /// `env`'s program is looked for along PATH as `execvp` looks, and
+    /// refused when a folder before it is relative or open to others, or
+    /// when none holds it.
+    #[test]
+    fn env_finds_its_program_along_path_and_refuses_open_folders() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("lb-config-env-path-{}", std::process::id()));
+        let (a, b) = (base.join("a"), base.join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let prog = b.join("lbcheck-interp");
+        std::fs::write(&prog, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Not executable: passed over, as execvp does.
+        std::fs::write(a.join("lbcheck-interp"), "").unwrap();
+        let path = |dirs: &[&Path]| {
+            std::ffi::OsString::from(
+                dirs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(":"),
+            )
+        };
+        let name = OsStr::new("lbcheck-interp");
+        let safe = |_: &Path| None;
+        let found = find_in_path(name, &path(&[&a, &b]), safe);
+        let open = find_in_path(name, &path(&[&a, &b]), |d: &Path| {
+            (d == a).then(|| "every user may write to it".to_string())
+        });
+        let open_after = find_in_path(name, &path(&[&b, &a]), |d: &Path| {
+            (d == a).then(|| "every user may write to it".to_string())
+        });
+        let missing = find_in_path(OsStr::new("lbcheck-none"), &path(&[&a, &b]), safe);
+        let _ = std::fs::remove_dir_all(&base);
+        assert_eq!(found, Ok(prog.clone()));
+        let e = open.unwrap_err();
+        assert!(
+            e.contains(&format!(
+                "env looks for lbcheck-interp in {} first",
+                a.display()
+            )) && e.contains("every user may write to it"),
+            "{e}"
+        );
+        assert_eq!(
+            open_after,
+            Ok(prog),
+            "a folder after the one found does not matter"
+        );
+        assert!(missing
+            .unwrap_err()
+            .contains("env finds no lbcheck-none along PATH"));
+        for relative in ["bin:/usr/bin", ":/usr/bin", "/usr/bin/../bin:x"] {
+            let r = find_in_path(OsStr::new("lbcheck-none"), OsStr::new(relative), safe);
+            assert!(
+                r.as_ref()
+                    .is_err_and(|e| e.contains("relative to the working folder")),
+                "{relative}: {r:?}"
+            );
+        }
     }
 }

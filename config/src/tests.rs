@@ -3721,6 +3721,62 @@ fn a_script_whose_interpreter_another_user_could_change_is_refused() {
     }
 }
 
+/// Found in session 41's closing note: a `#!/usr/bin/env NAME` line had
+/// `env` checked, not the program `env` runs, which the kernel runs with
+/// the check's privileges all the same. That program is checked as an
+/// interpreter is now: named by an absolute path (here, with and without
+/// `-S`), or found along PATH (`script::find_in_path`'s test: a folder
+/// open to others before it is refused). Needs no root: a world-writable
+/// program is refused whoever owns it.
+#[test]
+fn the_program_a_shebangs_env_runs_is_checked() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("lb-config-env-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let write = |name: &str, text: &str, mode: u32| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p.display().to_string()
+    };
+    let parse = |program: &str| {
+        Config::parse(&service(&format!(
+            "[services.health_check]\nkind = \"script\"\ncommand = [\"{program}\"]"
+        )))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
+    let interp = write("interp", "#!/bin/sh\nexec /bin/sh \"$@\"\n", 0o757);
+    let plain = parse(&write(
+        "plain.sh",
+        &format!("#!/usr/bin/env {interp}\n"),
+        0o755,
+    ));
+    let split = parse(&write(
+        "split.sh",
+        &format!("#!/usr/bin/env -S LANG=C {interp} -e\n"),
+        0o755,
+    ));
+    let relative = parse(&write("relative.sh", "#!/usr/bin/env ./interp\n", 0o755));
+    std::fs::set_permissions(&interp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let good = parse(&dir.join("plain.sh").display().to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    for (what, r) in [("plain", plain), ("-S", split)] {
+        let e = r.expect_err(what);
+        assert!(
+            e.contains("services[0].health_check.command[0]: ")
+                && e.contains(&format!(
+                    "the program its #! line has env run, {interp} could be changed by another user than root"
+                )),
+            "{what}: {e}"
+        );
+    }
+    let e = relative.unwrap_err();
+    assert!(e.contains("relative to the working folder"), "{e}");
+    good.unwrap();
+}
+
 /// `user` runs a script check's program as that user (keepalived's
 /// `script_user`): a name or a numeric uid from /etc/passwd, with its
 /// primary group. An unknown one, a malformed one, or one given to

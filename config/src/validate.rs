@@ -2582,7 +2582,7 @@ fn program_refused(
         // not read was taken, and every check failed).
         let want = match head {
             crate::script::Head::Binary => EXECUTE,
-            crate::script::Head::Script(_) | crate::script::Head::Other => READ | EXECUTE,
+            crate::script::Head::Script(..) | crate::script::Head::Other => READ | EXECUTE,
         };
         let denied = unsearchable.or_else(|| {
             denied_to(&resolved, &meta, u.uid, u.gid, want).map(|d| {
@@ -2612,7 +2612,7 @@ fn program_refused(
         }
     }
     // Not a `#!` script: nothing more to look at.
-    let crate::script::Head::Script(interpreter) = head else {
+    let crate::script::Head::Script(interpreter, arg) = head else {
         return None;
     };
     if depth + 1 >= crate::script::MAX_INTERPRETERS {
@@ -2622,9 +2622,47 @@ fn program_refused(
             crate::script::MAX_INTERPRETERS
         ));
     }
-    program_refused(&interpreter, me, user, depth + 1)
-        .map(|why| format!("{shown}: its interpreter {why}"))
+    if let Some(why) = program_refused(&interpreter, me, user, depth + 1) {
+        return Some(format!("{shown}: its interpreter {why}"));
+    }
+    // `#!/usr/bin/env NAME`: `env` is checked above, and runs what it
+    // finds along PATH, with the check's privileges (found in session
+    // 41's closing note: not looked at, so a `python3` another user could
+    // put in a folder early in PATH ran as root). Checked as an
+    // interpreter is, and so is every folder PATH has before it.
+    let env = interpreter.file_name() == Some(std::ffi::OsStr::new("env"));
+    let target = arg
+        .as_deref()
+        .filter(|_| env)
+        .and_then(crate::script::env_program)?;
+    let found = if std::os::unix::ffi::OsStrExt::as_bytes(target).contains(&b'/') {
+        let target = std::path::Path::new(target);
+        if !target.is_absolute() {
+            return Some(format!(
+                "{shown}: its #! line has env run {}, relative to the working folder (give an absolute path)",
+                target.display()
+            ));
+        }
+        target.to_path_buf()
+    } else {
+        let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_EXEC_PATH.into());
+        let unsafe_folder = |dir: &std::path::Path| match walk_searching(dir, me, &mut |_, _| {}) {
+            Ok((at, m)) => others_may_write(&at, &m, me),
+            Err(Unsafe::Others(why)) => Some(why),
+            // A folder that is not there holds nothing to run.
+            Err(Unsafe::Io(_)) => None,
+        };
+        match crate::script::find_in_path(target, &path, unsafe_folder) {
+            Ok(p) => p,
+            Err(why) => return Some(format!("{shown}: its #! line runs env: {why}")),
+        }
+    };
+    program_refused(&found, me, user, depth + 1)
+        .map(|why| format!("{shown}: the program its #! line has env run, {why}"))
 }
+
+/// The `PATH` `execvp` searches when the environment has none (glibc's).
+const DEFAULT_EXEC_PATH: &str = "/bin:/usr/bin";
 
 /// The refusal of a program another user than root could change. Run as
 /// `user`, the same holds: whoever could change it decides which reals
