@@ -4102,6 +4102,31 @@ fn a_script_whose_interpreter_its_user_may_not_run_is_refused() {
     }
 }
 
+/// Found in review: an interpreter a `#!` line names that is neither a
+/// binary nor a `#!` script was asked for read and execute permission,
+/// but the kernel only checks that it may execute it before refusing its
+/// format, and the script then runs under `/bin/sh`: one the user may
+/// execute but not read (mode 0711) is taken, as `nobody` runs the script.
+/// Needs root.
+#[test]
+fn an_interpreter_the_kernel_cannot_run_needs_execute_only() {
+    let Some(dir) = ProgramDir::for_root("an_interpreter_the_kernel_cannot_run_needs_execute_only")
+    else {
+        return;
+    };
+    let interp = dir.write("interp", "not a program\n", 0o711);
+    let program = dir.write(
+        "check.sh",
+        &format!("#!{}\nexit 0\n", interp.display()),
+        0o755,
+    );
+    assert!(
+        ProgramDir::runs_as_nobody(&program),
+        "nobody runs it (under /bin/sh)"
+    );
+    ProgramDir::load_as_nobody(&program).unwrap();
+}
+
 /// Found in review: `user` is meant to run a check's program without root's
 /// privileges ("though it no longer runs as root", README), but a `user`
 /// that is root by another name is taken: `"root"`, `"0"`, `"000"`, or

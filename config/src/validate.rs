@@ -2580,8 +2580,13 @@ fn program_refused(
         // `#!` line nor a binary's header, which glibc's `execvp` hands
         // to `/bin/sh` (found in review: one the user could execute but
         // not read was taken, and every check failed).
+        // An interpreter (`depth` > 0) that is neither: the kernel checks
+        // that it may be executed, then refuses its format, and the
+        // script itself goes to `/bin/sh`; nothing reads the interpreter
+        // (found in review: it was asked for read too).
         let want = match head {
             crate::script::Head::Binary => EXECUTE,
+            crate::script::Head::Other if depth > 0 => EXECUTE,
             crate::script::Head::Script(..) | crate::script::Head::Other => READ | EXECUTE,
         };
         let denied = unsearchable.or_else(|| {
