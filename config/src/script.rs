@@ -428,6 +428,32 @@ mod tests {
         assert_eq!(env("-i"), None);
     }
 
+    /// Found in review: without a line feed in the kernel's 256 bytes, the
+    /// line ends before the last of them (`fs/binfmt_script.c` puts its
+    /// NUL there), and a line the file or a NUL ends keeps its trailing
+    /// blanks (the kernel trims them only before a line feed or that last
+    /// byte): the argument env gets is not the one that was checked.
+    #[test]
+    fn review_shebang_arg_is_cut_where_the_kernel_cuts_it() {
+        let mut long = b"#!/usr/bin/env ".to_vec();
+        long.resize(SHEBANG_BYTES, b'a');
+        let arg = shebang_arg(&long).unwrap();
+        assert_eq!(
+            arg.len(),
+            SHEBANG_BYTES - 1 - 15,
+            "the byte at 255 is dropped"
+        );
+        assert_eq!(
+            shebang_arg(b"#!/usr/bin/env python3 \0x\n").unwrap(),
+            "python3 "
+        );
+        assert_eq!(shebang_arg(b"#!/usr/bin/env python3 ").unwrap(), "python3 ");
+        assert_eq!(
+            shebang_arg(b"#!/usr/bin/env python3 \n").unwrap(),
+            "python3"
+        );
+    }
+
     /// `env`'s program is looked for along PATH as `execvp` looks, and
     /// refused when a folder before it is relative or open to others, or
     /// when none holds it.
