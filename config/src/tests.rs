@@ -4187,3 +4187,156 @@ fn check_summary_escapes_a_scripts_arguments() {
     assert!(e.contains("control.socket"), "{e}");
     assert!(!e.contains('\u{1b}') && !e.contains("\nports: 0"), "{e:?}");
 }
+
+/// Review of the `#!/usr/bin/env` check: a script, its folder (0755) and
+/// a config whose check runs it.
+fn env_review_dir(tag: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("lb-config-envr-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+fn env_review_write(dir: &std::path::Path, name: &str, text: &str, mode: u32) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    p.display().to_string()
+}
+
+fn env_review_parse(program: &str) -> Result<(), String> {
+    Config::parse(&service(&format!(
+        "[services.health_check]\nkind = \"script\"\ncommand = [\"{program}\"]"
+    )))
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+/// Found in review: GNU env reads `-S` in any of its forms (`-vS`, `-iS`,
+/// `--split-string=`, as its own error message suggests: "use -[v]S to
+/// pass options in shebang lines"), and its options that take an
+/// argument (`-u NAME`) take the next word. The program was not checked
+/// at all after `-vS` (run as root unchecked), and the argument of `-u`
+/// was taken for the program (a common line refused).
+#[test]
+fn review_env_split_string_in_every_form_is_read() {
+    let dir = env_review_dir("forms");
+    let open = env_review_write(&dir, "interp", "#!/bin/sh\nexec /bin/sh \"$@\"\n", 0o757);
+    let safe = env_review_write(&dir, "safe", "#!/bin/sh\nexec /bin/sh \"$@\"\n", 0o755);
+    let mut refused = Vec::new();
+    for (i, line) in [
+        format!("-vS {open} -e"),
+        format!("-iS {open}"),
+        format!("-S-i {open}"),
+        format!("--split-string={open} -e"),
+        format!("--split-s={open}"),
+        format!("-S -u PYTHONPATH {open}"),
+        format!("-S -C / {open}"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let p = env_review_write(
+            &dir,
+            &format!("s{i}.sh"),
+            &format!("#!/usr/bin/env {line}\n"),
+            0o755,
+        );
+        refused.push((line.clone(), env_review_parse(&p)));
+    }
+    let unset = env_review_write(
+        &dir,
+        "unset.sh",
+        &format!("#!/usr/bin/env -S -u PYTHONPATH {safe} -e\n"),
+        0o755,
+    );
+    let unset = env_review_parse(&unset);
+    let _ = std::fs::remove_dir_all(&dir);
+    for (line, r) in refused {
+        let e = r.expect_err(&line);
+        assert!(
+            e.contains(&format!(
+                "the program its #! line has env run, {open} could be changed by another user than root"
+            )),
+            "{line}: {e}"
+        );
+    }
+    unset.expect("-S -u PYTHONPATH: the program is the word after PYTHONPATH");
+}
+
+/// Found in review: `env -S PATH=... NAME` (or `-i`, `-u PATH`) looks for
+/// NAME along the PATH it sets, not the appliance's: a folder open to
+/// every user named there was not looked at (and a NAME found in the
+/// appliance's PATH was checked instead of the one run).
+#[test]
+fn review_env_looks_along_the_path_the_line_sets() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = env_review_dir("path");
+    let (open, safe) = (dir.join("open"), dir.join("safe"));
+    std::fs::create_dir_all(&open).unwrap();
+    std::fs::create_dir_all(&safe).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(&safe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let body = "#!/bin/sh\nexec /bin/sh \"$@\"\n";
+    env_review_write(&safe, "lbcheck-envpath", body, 0o755);
+    env_review_write(&open, "sh", body, 0o755);
+    let (o, s) = (open.display(), safe.display());
+    let script = |name: &str, line: String| {
+        env_review_parse(&env_review_write(
+            &dir,
+            name,
+            &format!("#!/usr/bin/env {line}\n"),
+            0o755,
+        ))
+    };
+    let before = script("before.sh", format!("-S PATH={o}:{s} lbcheck-envpath"));
+    let good = script("good.sh", format!("-S PATH={s} lbcheck-envpath"));
+    // `sh` is found along any appliance's PATH; env looks in `open`.
+    let sh = script("sh.sh", format!("-S PATH={o} sh"));
+    let _ = std::fs::remove_dir_all(&dir);
+    for (what, r) in [("before", before), ("sh", sh)] {
+        let e = r.expect_err(what);
+        assert!(
+            e.contains("env looks for ") && e.contains(&format!(" in {o} first")),
+            "{what}: {e}"
+        );
+    }
+    good.expect("PATH set to a safe folder holding the program");
+}
+
+/// Found in review: a PATH folder that is not there was taken as safe,
+/// though another user could create it (and a program in it) when the
+/// folder it would be in is theirs or open to them.
+#[test]
+fn review_a_missing_path_folder_another_user_could_create_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = env_review_dir("missing");
+    let (open, safe) = (dir.join("open"), dir.join("safe"));
+    std::fs::create_dir_all(&open).unwrap();
+    std::fs::create_dir_all(&safe).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(&safe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env_review_write(&safe, "lbcheck-envpath", "#!/bin/sh\n", 0o755);
+    let (o, s) = (open.display(), safe.display());
+    let p = env_review_write(
+        &dir,
+        "missing.sh",
+        &format!("#!/usr/bin/env -S PATH={o}/bin:{s}:/nonexistent-lb-review lbcheck-envpath\n"),
+        0o755,
+    );
+    let r = env_review_parse(&p);
+    let ok = env_review_write(
+        &dir,
+        "ok.sh",
+        &format!("#!/usr/bin/env -S PATH=/nonexistent-lb-review/bin:{s} lbcheck-envpath\n"),
+        0o755,
+    );
+    let ok = env_review_parse(&ok);
+    let _ = std::fs::remove_dir_all(&dir);
+    let e = r.expect_err("a missing folder in a folder open to every user");
+    assert!(e.contains(&format!("{o}/bin")), "{e}");
+    ok.expect("a missing folder only root could create");
+}
