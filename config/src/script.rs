@@ -94,22 +94,40 @@ pub(crate) fn shebang(head: &[u8]) -> Result<Option<PathBuf>, String> {
 }
 
 /// The argument a `#!` line gives its interpreter, as the kernel reads it
-/// (`fs/binfmt_script.c`): what follows the interpreter's name on the
-/// line, blanks (spaces, tabs) around it trimmed, as one word; `None` when
-/// nothing does, or the head is no `#!` line.
+/// (`fs/binfmt_script.c`): in its buffer of the file's first
+/// [`SHEBANG_BYTES`] (NUL-padded), the line ends at a line feed before any
+/// NUL, else at the buffer's last byte (which the kernel overwrites with
+/// its NUL: an argument is cut there, not refused); blanks (spaces, tabs)
+/// before that end are trimmed; the argument is what follows the
+/// interpreter's name and blanks, as one word, up to that end or a NUL
+/// (found in review: the byte at 255 was kept, and blanks before a NUL or
+/// the file's end were trimmed, which the kernel keeps). `None` when
+/// nothing follows, or the head is no `#!` line.
 pub(crate) fn shebang_arg(head: &[u8]) -> Option<std::ffi::OsString> {
-    let rest = head.strip_prefix(b"#!")?;
-    let line = &rest[..rest
+    if !head.starts_with(b"#!") {
+        return None;
+    }
+    let mut buf = [0u8; SHEBANG_BYTES];
+    let n = head.len().min(SHEBANG_BYTES);
+    buf[..n].copy_from_slice(&head[..n]);
+    let blank = |b: u8| b == b' ' || b == b'\t';
+    let mut end = buf
         .iter()
-        .position(|&b| b == b'\n' || b == 0)
-        .unwrap_or(rest.len())];
-    let blank = |b: &u8| *b == b' ' || *b == b'\t';
-    let start = line.iter().position(|b| !blank(b))?;
-    let word = &line[start..];
-    let after = &word[word.iter().position(blank)?..];
-    let first = after.iter().position(|b| !blank(b))?;
-    let last = after.iter().rposition(|b| !blank(b))?;
-    Some(OsStr::from_bytes(&after[first..=last]).to_os_string())
+        .take_while(|&&b| b != 0)
+        .position(|&b| b == b'\n')
+        .unwrap_or(SHEBANG_BYTES - 1);
+    while end > 2 && blank(buf[end - 1]) {
+        end -= 1;
+    }
+    let line = &buf[2..end];
+    let name = line.iter().position(|&b| !blank(b))?;
+    let sep = name + line[name..].iter().position(|&b| blank(b) || b == 0)?;
+    if line[sep] == 0 {
+        return None;
+    }
+    let arg = &line[sep + line[sep..].iter().position(|&b| !blank(b))?..];
+    let arg = &arg[..arg.iter().position(|&b| b == 0).unwrap_or(arg.len())];
+    Some(OsStr::from_bytes(arg).to_os_string())
 }
 
 /// The program `env` runs given `arg`, the one argument a `#!` line
