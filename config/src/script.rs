@@ -130,21 +130,186 @@ pub(crate) fn shebang_arg(head: &[u8]) -> Option<std::ffi::OsString> {
     Some(OsStr::from_bytes(arg).to_os_string())
 }
 
-/// The program `env` runs given `arg`, the one argument a `#!` line
-/// passes it: `arg` whole (`#!/usr/bin/env python3`), or with `-S` (split
-/// into words) its first word that is neither an option nor a `NAME=VALUE`
-/// setting (`#!/usr/bin/env -S python3 -u`). `None` when `arg` is an
-/// option without `-S` (`env` then runs nothing, or what the kernel could
-/// not say) or `-S` names no program.
-pub(crate) fn env_program(arg: &OsStr) -> Option<&OsStr> {
-    let bytes = arg.as_bytes();
-    let Some(split) = bytes.strip_prefix(b"-S") else {
-        return (!bytes.starts_with(b"-")).then_some(arg);
+/// The `PATH` `env` searches for its program: the one it inherits, none
+/// (`-i`, `-u PATH`: `execvp`'s default), or one the line sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EnvPath {
+    Inherited,
+    Unset,
+    Set(std::ffi::OsString),
+}
+
+/// The long options of GNU `env` (coreutils 9), and whether each takes an
+/// argument (`=VALUE` or the next word); optional ones only take `=`.
+const ENV_LONG: [(&str, bool); 13] = [
+    ("argv0", true),
+    ("ignore-environment", false),
+    ("null", false),
+    ("unset", true),
+    ("chdir", true),
+    ("default-signal", false),
+    ("ignore-signal", false),
+    ("block-signal", false),
+    ("list-signal-handling", false),
+    ("debug", false),
+    ("split-string", true),
+    ("help", false),
+    ("version", false),
+];
+
+/// What GNU `env` runs given `arg`, the one argument a `#!` line passes
+/// it, and along which `PATH` ([`EnvPath`]), read as `env` reads its
+/// arguments: options (`getopt_long`, stopping at the first word that is
+/// none: short ones clustered, `-u`, `-C`, `-a`, `-S` taking the rest of
+/// the cluster or the next word, long ones as unique prefixes), `-S`
+/// splitting its string into words read in the same way, then `-`, then
+/// `NAME=VALUE` settings, then the program (found in review: `-vS`,
+/// `-iS` and `--split-string=` left the program unchecked, the argument
+/// of `-u` was taken for the program, and a `PATH=` setting was not
+/// read). Refused: an option this does not know, a `-S` string with
+/// quotes, backslashes or `$` up to its program (not modelled), and a
+/// line naming no program (`env` would run the script itself, again and
+/// again).
+pub(crate) fn env_program(arg: &OsStr) -> Result<(std::ffi::OsString, EnvPath), String> {
+    // Each word, and whether it came from `-S` (read by env's own rules).
+    let mut words: std::collections::VecDeque<(Vec<u8>, bool)> =
+        std::collections::VecDeque::from([(arg.as_bytes().to_vec(), false)]);
+    let (mut clear, mut path) = (false, None::<Vec<u8>>);
+    let next = |words: &mut std::collections::VecDeque<(Vec<u8>, bool)>| {
+        let (w, split) = words.pop_front()?;
+        Some((w, split))
     };
-    split
-        .split(|b| *b == b' ' || *b == b'\t')
-        .find(|w| !w.is_empty() && !w.starts_with(b"-") && !w.contains(&b'='))
-        .map(OsStr::from_bytes)
+    let plain = |w: &[u8], split: bool| -> Result<(), String> {
+        if split && w.iter().any(|b| matches!(b, b'\'' | b'"' | b'\\' | b'$')) {
+            return Err(format!(
+                "env -S string has quotes, a backslash or $ in {:?}, which this check does not read (write the words plainly, or name the interpreter by its path)",
+                String::from_utf8_lossy(w)
+            ));
+        }
+        Ok(())
+    };
+    let split_string = |s: &[u8], words: &mut std::collections::VecDeque<(Vec<u8>, bool)>| {
+        let mut new: Vec<(Vec<u8>, bool)> = Vec::new();
+        for w in s.split(|b| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')) {
+            if w.starts_with(b"#") {
+                break;
+            }
+            if !w.is_empty() {
+                new.push((w.to_vec(), true));
+            }
+        }
+        for w in new.into_iter().rev() {
+            words.push_front(w);
+        }
+    };
+    let no_program = || {
+        "its #! line has env run no program (env would run the script itself, again and again)"
+            .to_string()
+    };
+    // Options.
+    while let Some((w, split)) = words.front().cloned() {
+        if !w.starts_with(b"-") || w == b"-" {
+            break;
+        }
+        words.pop_front();
+        plain(&w, split)?;
+        if w == b"--" {
+            break;
+        }
+        if let Some(long) = w.strip_prefix(b"--") {
+            let (name, value) = match long.iter().position(|&b| b == b'=') {
+                Some(i) => (&long[..i], Some(long[i + 1..].to_vec())),
+                None => (long, None),
+            };
+            let exact = ENV_LONG.iter().find(|(n, _)| n.as_bytes() == name);
+            let mut prefixed = ENV_LONG
+                .iter()
+                .filter(|(n, _)| n.as_bytes().starts_with(name));
+            let found = exact.or_else(|| match (prefixed.next(), prefixed.next()) {
+                (Some(o), None) => Some(o),
+                _ => None,
+            });
+            let Some(&(option, takes)) = found.filter(|_| !name.is_empty()) else {
+                return Err(format!(
+                    "its #! line gives env the option {:?}, which this check does not read",
+                    String::from_utf8_lossy(&w)
+                ));
+            };
+            let value = match (takes, value) {
+                (true, Some(v)) => v,
+                (true, None) => {
+                    let (v, split) = next(&mut words).ok_or_else(no_program)?;
+                    plain(&v, split)?;
+                    v
+                }
+                (false, _) => Vec::new(),
+            };
+            match option {
+                "split-string" => split_string(&value, &mut words),
+                "unset" if value == b"PATH" => clear_path(&mut clear, &mut path),
+                "ignore-environment" => clear_path(&mut clear, &mut path),
+                "help" | "version" => return Err(no_program()),
+                _ => {}
+            }
+            continue;
+        }
+        let cluster = &w[1..];
+        for (i, &c) in cluster.iter().enumerate() {
+            match c {
+                b'i' => clear_path(&mut clear, &mut path),
+                b'v' | b'0' => {}
+                b'u' | b'C' | b'a' | b'S' => {
+                    let value = if i + 1 < cluster.len() {
+                        cluster[i + 1..].to_vec()
+                    } else {
+                        let (v, split) = next(&mut words).ok_or_else(no_program)?;
+                        plain(&v, split)?;
+                        v
+                    };
+                    match c {
+                        b'S' => split_string(&value, &mut words),
+                        b'u' if value == b"PATH" => clear_path(&mut clear, &mut path),
+                        _ => {}
+                    }
+                    break;
+                }
+                _ => {
+                    return Err(format!(
+                        "its #! line gives env the option {:?}, which this check does not read",
+                        String::from_utf8_lossy(&w)
+                    ))
+                }
+            }
+        }
+    }
+    if words.front().is_some_and(|(w, _)| w == b"-") {
+        words.pop_front();
+        clear_path(&mut clear, &mut path);
+    }
+    // Settings, then the program.
+    loop {
+        let (w, split) = next(&mut words).ok_or_else(no_program)?;
+        plain(&w, split)?;
+        match w.iter().position(|&b| b == b'=') {
+            Some(i) if &w[..i] == b"PATH" => path = Some(w[i + 1..].to_vec()),
+            Some(_) => {}
+            None => {
+                let how = match path {
+                    Some(p) => EnvPath::Set(OsStr::from_bytes(&p).to_os_string()),
+                    None if clear => EnvPath::Unset,
+                    None => EnvPath::Inherited,
+                };
+                return Ok((OsStr::from_bytes(&w).to_os_string(), how));
+            }
+        }
+    }
+}
+
+/// `-i` or `-u PATH`: `env` runs its program without the `PATH` it was
+/// given (a `PATH=` setting still sets one).
+fn clear_path(clear: &mut bool, path: &mut Option<Vec<u8>>) {
+    *clear = true;
+    *path = None;
 }
 
 /// Where `env` finds `name` (no `/` in it) along `path` (the `PATH` the
@@ -437,13 +602,48 @@ mod tests {
         assert_eq!(arg(b"#!/bin/sh\n"), None);
         assert_eq!(arg(b"#!/bin/sh   \n"), None);
         assert_eq!(arg(b"echo hi\n"), None);
-        let env = |a: &str| env_program(OsStr::new(a)).map(|p| p.to_string_lossy().into_owned());
-        assert_eq!(env("python3").as_deref(), Some("python3"));
-        assert_eq!(env("/opt/py/python3").as_deref(), Some("/opt/py/python3"));
-        assert_eq!(env("-S python3 -u").as_deref(), Some("python3"));
-        assert_eq!(env("-S -i LANG=C  perl -w").as_deref(), Some("perl"));
-        assert_eq!(env("-S"), None);
-        assert_eq!(env("-i"), None);
+        let env = |a: &str| {
+            env_program(OsStr::new(a))
+                .ok()
+                .map(|(p, how)| (p.to_string_lossy().into_owned(), how))
+        };
+        let inherited = |p: &str| Some((p.to_string(), EnvPath::Inherited));
+        assert_eq!(env("python3"), inherited("python3"));
+        assert_eq!(env("/opt/py/python3"), inherited("/opt/py/python3"));
+        assert_eq!(env("-S python3 -u"), inherited("python3"));
+        assert_eq!(env("-Spython3 -u"), inherited("python3"));
+        assert_eq!(env("-vS python3"), inherited("python3"));
+        assert_eq!(env("--split-string=python3 -u"), inherited("python3"));
+        assert_eq!(env("-S -u PYTHONPATH python3"), inherited("python3"));
+        assert_eq!(env("-S --unset PYTHONPATH python3"), inherited("python3"));
+        assert_eq!(env("-S -C /srv python3\r"), inherited("python3"));
+        assert_eq!(env("-S python3 -c 'print(1)'"), inherited("python3"));
+        let unset = |p: &str| Some((p.to_string(), EnvPath::Unset));
+        assert_eq!(env("-S -i LANG=C  perl -w"), unset("perl"));
+        assert_eq!(env("-iS perl"), unset("perl"));
+        assert_eq!(env("-S -u PATH perl"), unset("perl"));
+        assert_eq!(env("-S - perl"), unset("perl"));
+        assert_eq!(
+            env("-S -i PATH=/opt/bin perl"),
+            Some(("perl".into(), EnvPath::Set("/opt/bin".into())))
+        );
+        for refused in [
+            "-S",
+            "-i",
+            "-S #python3",
+            "A=1 python3",
+            "-i python3",
+            "-S 'python3'",
+            "-S ${PY}",
+            "-S py\\thon3",
+            "-S -x python3",
+            "--frobnicate python3",
+            "-S -u",
+            "-S --help",
+        ] {
+            let r = env_program(OsStr::new(refused));
+            assert!(r.is_err(), "{refused}: {r:?}");
+        }
     }
 
     /// Found in review: without a line feed in the kernel's 256 bytes, the

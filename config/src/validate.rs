@@ -2636,10 +2636,12 @@ fn program_refused(
     // put in a folder early in PATH ran as root). Checked as an
     // interpreter is, and so is every folder PATH has before it.
     let env = interpreter.file_name() == Some(std::ffi::OsStr::new("env"));
-    let target = arg
-        .as_deref()
-        .filter(|_| env)
-        .and_then(crate::script::env_program)?;
+    let arg = arg.filter(|_| env)?;
+    let (target, search) = match crate::script::env_program(&arg) {
+        Ok(run) => run,
+        Err(why) => return Some(format!("{shown}: {why}")),
+    };
+    let target = target.as_os_str();
     let found = if std::os::unix::ffi::OsStrExt::as_bytes(target).contains(&b'/') {
         let target = std::path::Path::new(target);
         if !target.is_absolute() {
@@ -2650,7 +2652,16 @@ fn program_refused(
         }
         target.to_path_buf()
     } else {
-        let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_EXEC_PATH.into());
+        // The PATH env searches: the appliance's (inherited by the
+        // check), none (`-i`, `-u PATH`), or one the line sets (found in
+        // review: `-S PATH=/x NAME` was looked for along the appliance's).
+        let path = match search {
+            crate::script::EnvPath::Inherited => {
+                std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_EXEC_PATH.into())
+            }
+            crate::script::EnvPath::Unset => DEFAULT_EXEC_PATH.into(),
+            crate::script::EnvPath::Set(p) => p,
+        };
         let unsafe_folder = |dir: &std::path::Path| match walk_searching(dir, me, &mut |_, _| {}) {
             Ok((at, m)) => others_may_write(&at, &m, me),
             Err(Unsafe::Others(why)) => Some(why),
