@@ -2662,11 +2662,27 @@ fn program_refused(
             crate::script::EnvPath::Unset => DEFAULT_EXEC_PATH.into(),
             crate::script::EnvPath::Set(p) => p,
         };
-        let unsafe_folder = |dir: &std::path::Path| match walk_searching(dir, me, &mut |_, _| {}) {
-            Ok((at, m)) => others_may_write(&at, &m, me),
-            Err(Unsafe::Others(why)) => Some(why),
-            // A folder that is not there holds nothing to run.
-            Err(Unsafe::Io(_)) => None,
+        let unsafe_folder = |dir: &std::path::Path| {
+            // The last folder the walk looked in: where what is missing
+            // would be.
+            let mut last = None;
+            match walk_searching(dir, me, &mut |f, m| {
+                last = Some((f.to_path_buf(), m.clone()))
+            }) {
+                Ok((at, m)) => others_may_write(&at, &m, me),
+                Err(Unsafe::Others(why)) => Some(why),
+                // A folder that is not there holds nothing to run, unless
+                // another user could create it (found in review: one in
+                // a folder open to every user was taken).
+                Err(Unsafe::Io(e)) => last.and_then(|(at, m)| {
+                    others_may_write(&at, &m, me).map(|why| {
+                        format!(
+                            "it cannot be looked at ({e}), and {} could be written to: {why}",
+                            at.display()
+                        )
+                    })
+                }),
+            }
         };
         match crate::script::find_in_path(target, &path, unsafe_folder) {
             Ok(p) => p,
