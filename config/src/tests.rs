@@ -3730,40 +3730,18 @@ fn a_script_whose_interpreter_another_user_could_change_is_refused() {
 /// program is refused whoever owns it.
 #[test]
 fn the_program_a_shebangs_env_runs_is_checked() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!("lb-config-env-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let write = |name: &str, text: &str, mode: u32| {
-        let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-        p.display().to_string()
-    };
-    let parse = |program: &str| {
-        Config::parse(&service(&format!(
-            "[services.health_check]\nkind = \"script\"\ncommand = [\"{program}\"]"
-        )))
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-    };
-    let interp = write("interp", "#!/bin/sh\nexec /bin/sh \"$@\"\n", 0o757);
-    let plain = parse(&write(
-        "plain.sh",
-        &format!("#!/usr/bin/env {interp}\n"),
-        0o755,
-    ));
-    let split = parse(&write(
+    let dir = ProgramDir::new("the_program_a_shebangs_env_runs_is_checked");
+    let interp = dir.write("interp", "#!/bin/sh\nexec /bin/sh \"$@\"\n", 0o757);
+    let interp = interp.display().to_string();
+    let plain = dir.write("plain.sh", &format!("#!/usr/bin/env {interp}\n"), 0o755);
+    let split = dir.write(
         "split.sh",
         &format!("#!/usr/bin/env -S LANG=C {interp} -e\n"),
         0o755,
-    ));
-    let relative = parse(&write("relative.sh", "#!/usr/bin/env ./interp\n", 0o755));
-    std::fs::set_permissions(&interp, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let good = parse(&dir.join("plain.sh").display().to_string());
-    let _ = std::fs::remove_dir_all(&dir);
-    for (what, r) in [("plain", plain), ("-S", split)] {
-        let e = r.expect_err(what);
+    );
+    let relative = dir.write("relative.sh", "#!/usr/bin/env ./interp\n", 0o755);
+    for (what, program) in [("plain", &plain), ("-S", &split)] {
+        let e = ProgramDir::load(program).expect_err(what);
         assert!(
             e.contains("services[0].health_check.command[0]: ")
                 && e.contains(&format!(
@@ -3772,9 +3750,10 @@ fn the_program_a_shebangs_env_runs_is_checked() {
             "{what}: {e}"
         );
     }
-    let e = relative.unwrap_err();
+    let e = ProgramDir::load(&relative).unwrap_err();
     assert!(e.contains("relative to the working folder"), "{e}");
-    good.unwrap();
+    dir.chmod(std::path::Path::new(&interp), 0o755);
+    ProgramDir::load(&plain).unwrap();
 }
 
 /// `user` runs a script check's program as that user (keepalived's
@@ -3870,11 +3849,26 @@ impl ProgramDir {
             eprintln!("SKIPPED {test}: needs root");
             return None;
         }
+        Some(ProgramDir::new(test))
+    }
+
+    /// A fresh folder for `test` (any user may make one: refusals of
+    /// programs open to every user need no root).
+    fn new(test: &str) -> ProgramDir {
         let dir = std::env::temp_dir().join(format!("lb-config-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let dir = ProgramDir(dir);
         dir.chmod(&dir.0, 0o755);
-        Some(dir)
+        dir
+    }
+
+    /// Makes the folder `name` in it with `mode`.
+    fn folder(&self, name: &str, mode: u32) -> std::path::PathBuf {
+        let p = self.0.join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        self.chmod(&p, mode);
+        p
     }
 
     fn chmod(&self, path: &std::path::Path, mode: u32) {
@@ -3905,8 +3899,18 @@ impl ProgramDir {
 
     /// What loading a script check of `program` run as `nobody` says.
     fn load_as_nobody(program: &std::path::Path) -> Result<(), String> {
+        Self::load_with(program, "user = \"nobody\"")
+    }
+
+    /// What loading a script check of `program` run as the appliance's
+    /// user says.
+    fn load(program: &std::path::Path) -> Result<(), String> {
+        Self::load_with(program, "")
+    }
+
+    fn load_with(program: &std::path::Path, more: &str) -> Result<(), String> {
         Config::parse(&service(&format!(
-            "[services.health_check]\nkind = \"script\"\ncommand = [\"{}\"]\nuser = \"nobody\"",
+            "[services.health_check]\nkind = \"script\"\ncommand = [\"{}\"]\n{more}",
             program.display()
         )))
         .map(|_| ())
@@ -4188,33 +4192,6 @@ fn check_summary_escapes_a_scripts_arguments() {
     assert!(!e.contains('\u{1b}') && !e.contains("\nports: 0"), "{e:?}");
 }
 
-/// Review of the `#!/usr/bin/env` check: a script, its folder (0755) and
-/// a config whose check runs it.
-fn env_review_dir(tag: &str) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!("lb-config-envr-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
-
-fn env_review_write(dir: &std::path::Path, name: &str, text: &str, mode: u32) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-    p.display().to_string()
-}
-
-fn env_review_parse(program: &str) -> Result<(), String> {
-    Config::parse(&service(&format!(
-        "[services.health_check]\nkind = \"script\"\ncommand = [\"{program}\"]"
-    )))
-    .map(|_| ())
-    .map_err(|e| e.to_string())
-}
-
 /// Found in review: GNU env reads `-S` in any of its forms (`-vS`, `-iS`,
 /// `--split-string=`, as its own error message suggests: "use -[v]S to
 /// pass options in shebang lines"), and its options that take an
@@ -4223,9 +4200,10 @@ fn env_review_parse(program: &str) -> Result<(), String> {
 /// was taken for the program (a common line refused).
 #[test]
 fn review_env_split_string_in_every_form_is_read() {
-    let dir = env_review_dir("forms");
-    let open = env_review_write(&dir, "interp", "#!/bin/sh\nexec /bin/sh \"$@\"\n", 0o757);
-    let safe = env_review_write(&dir, "safe", "#!/bin/sh\nexec /bin/sh \"$@\"\n", 0o755);
+    let dir = ProgramDir::new("review_env_forms");
+    let open = dir.write("interp", "#!/bin/sh\nexec /bin/sh \"$@\"\n", 0o757);
+    let safe = dir.write("safe", "#!/bin/sh\nexec /bin/sh \"$@\"\n", 0o755);
+    let (open, safe) = (open.display(), safe.display());
     let mut refused = Vec::new();
     for (i, line) in [
         format!("-vS {open} -e"),
@@ -4239,22 +4217,19 @@ fn review_env_split_string_in_every_form_is_read() {
     .iter()
     .enumerate()
     {
-        let p = env_review_write(
-            &dir,
+        let p = dir.write(
             &format!("s{i}.sh"),
             &format!("#!/usr/bin/env {line}\n"),
             0o755,
         );
-        refused.push((line.clone(), env_review_parse(&p)));
+        refused.push((line.clone(), ProgramDir::load(&p)));
     }
-    let unset = env_review_write(
-        &dir,
+    let unset = dir.write(
         "unset.sh",
         &format!("#!/usr/bin/env -S -u PYTHONPATH {safe} -e\n"),
         0o755,
     );
-    let unset = env_review_parse(&unset);
-    let _ = std::fs::remove_dir_all(&dir);
+    let unset = ProgramDir::load(&unset);
     for (line, r) in refused {
         let e = r.expect_err(&line);
         assert!(
@@ -4273,30 +4248,19 @@ fn review_env_split_string_in_every_form_is_read() {
 /// appliance's PATH was checked instead of the one run).
 #[test]
 fn review_env_looks_along_the_path_the_line_sets() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = env_review_dir("path");
-    let (open, safe) = (dir.join("open"), dir.join("safe"));
-    std::fs::create_dir_all(&open).unwrap();
-    std::fs::create_dir_all(&safe).unwrap();
-    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
-    std::fs::set_permissions(&safe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = ProgramDir::new("review_env_path");
+    let (open, safe) = (dir.folder("open", 0o777), dir.folder("safe", 0o755));
     let body = "#!/bin/sh\nexec /bin/sh \"$@\"\n";
-    env_review_write(&safe, "lbcheck-envpath", body, 0o755);
-    env_review_write(&open, "sh", body, 0o755);
+    dir.write("safe/lbcheck-envpath", body, 0o755);
+    dir.write("open/sh", body, 0o755);
     let (o, s) = (open.display(), safe.display());
     let script = |name: &str, line: String| {
-        env_review_parse(&env_review_write(
-            &dir,
-            name,
-            &format!("#!/usr/bin/env {line}\n"),
-            0o755,
-        ))
+        ProgramDir::load(&dir.write(name, &format!("#!/usr/bin/env {line}\n"), 0o755))
     };
     let before = script("before.sh", format!("-S PATH={o}:{s} lbcheck-envpath"));
     let good = script("good.sh", format!("-S PATH={s} lbcheck-envpath"));
     // `sh` is found along any appliance's PATH; env looks in `open`.
     let sh = script("sh.sh", format!("-S PATH={o} sh"));
-    let _ = std::fs::remove_dir_all(&dir);
     for (what, r) in [("before", before), ("sh", sh)] {
         let e = r.expect_err(what);
         assert!(
@@ -4312,30 +4276,22 @@ fn review_env_looks_along_the_path_the_line_sets() {
 /// folder it would be in is theirs or open to them.
 #[test]
 fn review_a_missing_path_folder_another_user_could_create_is_refused() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = env_review_dir("missing");
-    let (open, safe) = (dir.join("open"), dir.join("safe"));
-    std::fs::create_dir_all(&open).unwrap();
-    std::fs::create_dir_all(&safe).unwrap();
-    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
-    std::fs::set_permissions(&safe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    env_review_write(&safe, "lbcheck-envpath", "#!/bin/sh\n", 0o755);
+    let dir = ProgramDir::new("review_env_missing");
+    let (open, safe) = (dir.folder("open", 0o777), dir.folder("safe", 0o755));
+    dir.write("safe/lbcheck-envpath", "#!/bin/sh\n", 0o755);
     let (o, s) = (open.display(), safe.display());
-    let p = env_review_write(
-        &dir,
+    let p = dir.write(
         "missing.sh",
         &format!("#!/usr/bin/env -S PATH={o}/bin:{s}:/nonexistent-lb-review lbcheck-envpath\n"),
         0o755,
     );
-    let r = env_review_parse(&p);
-    let ok = env_review_write(
-        &dir,
+    let r = ProgramDir::load(&p);
+    let ok = dir.write(
         "ok.sh",
         &format!("#!/usr/bin/env -S PATH=/nonexistent-lb-review/bin:{s} lbcheck-envpath\n"),
         0o755,
     );
-    let ok = env_review_parse(&ok);
-    let _ = std::fs::remove_dir_all(&dir);
+    let ok = ProgramDir::load(&ok);
     let e = r.expect_err("a missing folder in a folder open to every user");
     assert!(e.contains(&format!("{o}/bin")), "{e}");
     ok.expect("a missing folder only root could create");
