@@ -374,6 +374,7 @@ fn forged(port: u16, sealer: Option<(&mut Sealer, u64)>) -> Vec<u8> {
             fin_by_client: false,
             trust: Trust::Confirmed,
             proxy: None,
+            client_seq: None,
         }),
     };
     let mut buf = [0u8; MAX_MESSAGE_LEN];

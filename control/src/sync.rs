@@ -315,8 +315,9 @@ struct Packer {
 }
 
 /// The flags this version sets on every message beside the election's:
-/// it reads proxied NAT66 records, and acks passes by segment.
-const OWN_FLAGS: u16 = flags::PROXY6 | flags::SEGMENTS;
+/// it reads proxied NAT66 records and where TUN and DR clients stand, and
+/// acks passes by segment.
+const OWN_FLAGS: u16 = flags::PROXY6 | flags::SEGMENTS | flags::CLIENT_SEQ;
 
 impl Packer {
     fn new(sealer: Option<Sealer>) -> Packer {
@@ -701,6 +702,11 @@ struct Sync<'a> {
     peer_reads_proxy6: bool,
     /// Proxied NAT66 records held back from this peer were logged.
     proxy6_held_logged: bool,
+    /// The peer reads where a TUN or DR flow's client stands
+    /// ([`flags::CLIENT_SEQ`] in its last message); until it says so
+    /// records go without it (`FlowUpdate::client_seq`), which a version
+    /// before it refuses.
+    peer_reads_client_seq: bool,
     /// A misconfigured pair (two primaries or two backups) was logged.
     misconfig_logged: bool,
     /// Checks what the peer sends while `keyed`; kept without a key, so
@@ -777,6 +783,7 @@ impl<'a> Sync<'a> {
             peer_segments: false,
             arrived_unacked: 0,
             missing_unacked: 0,
+            peer_reads_client_seq: false,
             peer_reads_proxy6: false,
             proxy6_held_logged: false,
             misconfig_logged: false,
@@ -1081,6 +1088,9 @@ impl Sync<'_> {
         if !self.peer_reads_proxy6 {
             self.hold_back_proxied6();
         }
+        if !self.peer_reads_client_seq {
+            leave_out_client_seq(&mut self.packer.pending);
+        }
         let flags = self.election.flags(now) | OWN_FLAGS;
         let socket = self.socket;
         let peer = self.cfg.peer;
@@ -1323,6 +1333,7 @@ impl Sync<'_> {
             self.peer.damaged = true;
         }
         self.peer_reads_proxy6 = h.flags & flags::PROXY6 != 0;
+        self.peer_reads_client_seq = h.flags & flags::CLIENT_SEQ != 0;
         if self.peer_segments && !segments {
             // Now an older version (or another box): it gets no acks, and
             // a pass for it is acked whole (and says so: found in review,
@@ -1618,6 +1629,17 @@ fn is_proxied6(r: &FlowRecord) -> bool {
     r.client.is_ipv6() && matches!(r.change, FlowChange::Update(u) if u.proxy.is_some())
 }
 
+/// Takes where TUN and DR clients stand out of `pending`'s records, for a
+/// peer that does not read it: the rest of each record is what versions
+/// before it read, and its receiver leaves such a client unplaced.
+fn leave_out_client_seq(pending: &mut [FlowRecord]) {
+    for r in pending {
+        if let FlowChange::Update(u) = &mut r.change {
+            u.client_seq = None;
+        }
+    }
+}
+
 /// Takes every worker's handed-over buffer into `pending` and gives the
 /// buffers back.
 fn collect(outbound: &[(Receiver<SyncEvents>, Sender<SyncEvents>)], pending: &mut Vec<FlowRecord>) {
@@ -1751,6 +1773,7 @@ mod tests {
                 fin_by_client: false,
                 trust: Trust::Confirmed,
                 proxy: None,
+                client_seq: None,
             }),
         }
     }
@@ -3499,6 +3522,80 @@ mod tests {
         assert_eq!(c.messages_sent.get(), sent + 1, "an acks message");
         s.send_flows(Instant::now());
         assert_eq!(c.messages_sent.get(), sent + 1, "once");
+    }
+
+    /// Where a TUN or DR flow's client stands goes only to a peer that
+    /// says it reads it ([`flags::CLIENT_SEQ`]): a version before it
+    /// refuses such a record (and the rest of its message), so to it the
+    /// record goes without, which it reads as before.
+    #[test]
+    fn where_one_way_clients_stand_goes_only_to_a_peer_that_reads_it() {
+        use lb_core::sync::ClientSeq;
+        let sa = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let sb = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let (cfg, _) = pair_configs(&sa, &sb);
+        let (_w, links) = lb_dataplane::sync::links(1);
+        let (c, st) = (SyncCounters::default(), SyncStatus::new(cfg.role));
+        let mut a = Sync::new(&sa, &cfg, &links, &c, &st);
+        let from = IpAddr::from([127, 0, 0, 1]);
+        let placed = ClientSeq {
+            next: 0x1234_5678,
+            ack: 0x9abc_def0,
+        };
+        let tun = |port: u16| {
+            let mut r = record(port);
+            if let FlowChange::Update(u) = &mut r.change {
+                u.method = ForwardingMethod::Tunnel;
+                u.client_seq = Some(placed);
+            }
+            r
+        };
+        let mut buf = [0u8; MAX_MESSAGE_LEN];
+        let mut sent = |a: &mut Sync, peer_flags: u16, seq: u32| {
+            let n = Status {
+                nonce: 7,
+                ..Status::default()
+            }
+            .emit(&mut buf, seq, peer_flags);
+            a.datagram(&buf[..n], from);
+            a.packer.pending.push(tun(seq as u16));
+            a.send_flows(Instant::now());
+            let got: Vec<FlowRecord> = received(&sb)
+                .iter()
+                .filter(|m| kind(m) == Some(MessageKind::Flows))
+                .flat_map(|m| {
+                    let (_, p) = SyncHeader::parse(m).unwrap();
+                    p.records().map(Result::unwrap).collect::<Vec<_>>()
+                })
+                .collect();
+            got
+        };
+        let older = sent(&mut a, flags::PRIMARY, 1);
+        assert_eq!(older.len(), 1);
+        assert!(
+            matches!(older[0].change, FlowChange::Update(u) if u.client_seq.is_none()),
+            "{older:?}"
+        );
+        let newer = sent(&mut a, flags::PRIMARY | flags::CLIENT_SEQ, 2);
+        assert_eq!(newer.len(), 1);
+        assert!(
+            matches!(newer[0].change, FlowChange::Update(u) if u.client_seq == Some(placed)),
+            "{newer:?}"
+        );
+        assert_eq!(OWN_FLAGS & flags::CLIENT_SEQ, flags::CLIENT_SEQ);
+        assert_eq!(
+            flags::CLIENT_SEQ
+                & (flags::ACTIVE
+                    | flags::TAKEBACK
+                    | flags::PRIMARY
+                    | flags::PROXY6
+                    | flags::AUTH
+                    | flags::GOODBYE
+                    | flags::SEGMENTS
+                    | flags::WHOLE_PASS),
+            0,
+            "a bit of its own"
+        );
     }
 
     /// Found in review: the sender's floor went only with its acks each

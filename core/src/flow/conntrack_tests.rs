@@ -497,6 +497,7 @@ fn a_synced_half_closed_flow_is_one_way_as_an_established_one() {
             fin_by_client: state == FlowState::FinWait,
             trust: Trust::Confirmed,
             proxy: None,
+            client_seq: None,
         }),
     };
     ct.sync_install(&snap, &record(1, FlowState::Established), 0)

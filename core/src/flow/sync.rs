@@ -22,9 +22,16 @@
 //!   it acknowledges, the client's; until then no RST, FIN or SYN of
 //!   the client's is believed (`UNSURE_CLIENT`): anybody could send the
 //!   first segment that claims to be the client's, or set where it was
-//!   followed to. TUN and DR flows, whose real's side is never seen, stay
-//!   so and end by their timeout. The SYN proxy's offsets, fixed once the real answered,
-//!   come with the record, so the translation is the same.
+//!   followed to. A TUN or DR flow, whose real's side is never seen, is
+//!   placed where the record says the peer had its client
+//!   (`FlowUpdate::client_seq`: its next sequence number and its last
+//!   acknowledgment believed, which a stranger does not know); its
+//!   segments are then held to that as on the peer, and its FIN and RST
+//!   believed. Without it (a peer before it, or one that had the client
+//!   unplaced) it stays unsure and ends by its timeout, as does one whose
+//!   client moved beyond the windows since the peer's last record. The SYN
+//!   proxy's offsets, fixed once the real answered, come with the record,
+//!   so the translation is the same.
 //! - It counts in its real's active flows and its client's source bucket,
 //!   like a flow created here; it is not `flows_created` (nothing was
 //!   scheduled).
@@ -40,7 +47,14 @@
 //! sent: a non-template uses it for nothing else, except a proxied flow
 //! waiting for its real, which is not sent and keeps its SYN's time
 //! there), so that the peer's entries do not expire while the flow lives
-//! here. A full list or queue drops and counts (`events_dropped`); the
+//! here; and a TUN or DR flow whose client moved more than a quarter of
+//! the windows its segments are held to since its last record
+//! (`Flow::client_drifted`: 256 KiB of its data, 4 MiB of its
+//! acknowledgments), so that the peer can still follow it after a
+//! takeover. That refresh goes at the sweep's pace (a 1M-entry table in
+//! under half a second at full load), so a faster client (a download of
+//! some 30 MB/s, an upload of some 2 MB/s) may be beyond the peer's
+//! windows when it takes over: it is then not followed there, as before. A full list or queue drops and counts (`events_dropped`); the
 //! refresh repairs what a drop lost. A flow the peer gave us is not sent
 //! back (no echo) until a packet of it is seen here: then it is ours. A
 //! bulk pass (`Conntrack::sync_bulk_start`) sends every flow, the peer's
@@ -216,7 +230,7 @@ impl<A: FlowAddr> Conntrack<A> {
             let f = table.get_mut(e);
             if let Some(r) = f.sync_update(snap) {
                 if log.events.push(r, counters) {
-                    f.template_timeout = now;
+                    f.sent(now);
                 }
             }
         }
@@ -249,9 +263,8 @@ impl<A: FlowAddr> Conntrack<A> {
                     return true;
                 }
                 if let Some(r) = f.sync_update(snap) {
-                    log.events.push(r, counters);
-                    if !f.is_synced() {
-                        f.template_timeout = now;
+                    if log.events.push(r, counters) && !f.is_synced() {
+                        f.sent(now);
                     }
                 }
                 true
@@ -265,13 +278,16 @@ impl<A: FlowAddr> Conntrack<A> {
             {
                 return;
             }
+            // Also a TUN or DR flow whose client moved on far enough that
+            // the peer, after a takeover, would no longer follow it.
             let half = timeouts.of(f.state()) / 2;
-            if now.wrapping_sub(f.template_timeout) < half {
+            if now.wrapping_sub(f.template_timeout) < half && !f.client_drifted() {
                 return;
             }
             if let Some(r) = f.sync_update(snap) {
-                log.events.push(r, counters);
-                f.template_timeout = now;
+                if log.events.push(r, counters) {
+                    f.sent(now);
+                }
             }
         });
     }
@@ -502,6 +518,10 @@ fn set_synced<A: FlowAddr>(f: &mut Flow<A>, u: &FlowUpdate, now: u32) {
             f.proxy_wscale = 0;
             f.proxy_seq = 0;
             f.proxy_ts = 0;
+            // TUN, DR: where the peer had the client, when it says.
+            if let Some(c) = u.client_seq.filter(|_| u.method != ForwardingMethod::Nat) {
+                f.place_synced_client(c);
+            }
         }
         Some(p) => {
             let mut flags = PROXY_ON;
@@ -553,7 +573,16 @@ impl<A: FlowAddr> Flow<A> {
                 && self.seq_known & FIRST_FIN_REAL == 0,
             trust: self.trust(),
             proxy,
+            client_seq: self.client_seq(),
         })))
+    }
+
+    /// Notes that a record of [`Self::sync_update`] went into the queue
+    /// for the peer: when (the refresh goes by it), and where the client
+    /// stood.
+    fn sent(&mut self, now: u32) {
+        self.template_timeout = now;
+        self.client_seq_sent();
     }
 
     /// The record that tells the peer this flow ended (None for a

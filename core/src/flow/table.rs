@@ -21,7 +21,8 @@ use super::state::{
     seq_near, seq_within, FlowState, Segment, Timeouts, ACK_WINDOW, RST_WINDOW, SEQ_WINDOW,
 };
 use crate::buffer::PacketBuf;
-use crate::wire::TcpFlags;
+use crate::sync::ClientSeq;
+use crate::wire::{IpProtocol, TcpFlags};
 
 /// Marks a persistence template's protocol byte, so that a template key
 /// never equals a flow key.
@@ -192,10 +193,14 @@ pub struct Flow<A: FlowAddr = Ipv4Addr> {
     /// number, [`Flow::client_acks_fit`].)
     pub(super) real_next: u32,
     /// SYN proxy: the real's ISN minus the cookie (the proxy's ISN);
-    /// while waiting for the real's SYN-ACK, the cookie.
+    /// while waiting for the real's SYN-ACK, the cookie. (On a TUN or DR
+    /// TCP flow, never proxied: the client's next sequence number as last
+    /// told to the sync peer, [`Flow::client_drifted`].)
     pub(super) proxy_seq: u32,
     /// SYN proxy: added to the real's TSval towards the client; while
-    /// waiting, the TSval the proxy sent the client.
+    /// waiting, the TSval the proxy sent the client. (On a TUN or DR TCP
+    /// flow: the client's acknowledgment mark as last told to the sync
+    /// peer.)
     pub(super) proxy_ts: u32,
 }
 
@@ -576,6 +581,57 @@ impl<A: FlowAddr> Flow<A> {
             }
         }
         self.state = state;
+    }
+
+    /// Where this flow's client stands, for the sync peer: a TUN or DR
+    /// TCP flow whose client is placed (on such a flow `real_next` holds
+    /// its acknowledgment mark, [`Self::client_acks_fit`]); None for any
+    /// other flow (NAT's receiver places the client by the real's ACK).
+    pub(super) fn client_seq(&self) -> Option<ClientSeq> {
+        (self.proto == u8::from(IpProtocol::Tcp)
+            && self.method != ForwardingMethod::Nat
+            && self.seq_known & (SEEN_CLIENT | UNSURE_CLIENT) == SEEN_CLIENT)
+            .then_some(ClientSeq {
+                next: self.client_next,
+                ack: self.real_next,
+            })
+    }
+
+    /// A synced TUN or DR flow's client placed where the peer had it
+    /// (`c`): its segments are held to that from now on, as they were on
+    /// the peer, and its FIN and RST are believed. A client that moved
+    /// further than the windows allow since the peer's record is not
+    /// followed, as an unplaced one (the flow ends by its timeout). Also
+    /// remembered as what the peer was last told, for
+    /// [`Self::client_drifted`] once the flow is ours.
+    pub(super) fn place_synced_client(&mut self, c: ClientSeq) {
+        self.client_next = c.next;
+        self.real_next = c.ack;
+        self.proxy_seq = c.next;
+        self.proxy_ts = c.ack;
+        self.seq_known = (self.seq_known | SEEN_CLIENT) & !UNSURE_CLIENT;
+    }
+
+    /// Whether this TUN or DR flow's client moved, since the sync peer was
+    /// last told ([`Self::client_seq_sent`]), far enough that a record
+    /// should tell it again: more than a quarter of the windows its
+    /// segments are held to (`SEQ_WINDOW` for its sequence numbers,
+    /// `ACK_WINDOW` for its acknowledgments), so that a record or two may
+    /// be lost and the peer still follows it after a takeover.
+    pub(super) fn client_drifted(&self) -> bool {
+        self.client_seq().is_some_and(|c| {
+            !seq_within(c.next, self.proxy_seq, SEQ_WINDOW / 4)
+                || !seq_within(c.ack, self.proxy_ts, ACK_WINDOW / 4)
+        })
+    }
+
+    /// Notes what the sync peer was just told of where the client stands
+    /// (a record with [`Self::client_seq`] was queued).
+    pub(super) fn client_seq_sent(&mut self) {
+        if let Some(c) = self.client_seq() {
+            self.proxy_seq = c.next;
+            self.proxy_ts = c.ack;
+        }
     }
 
     /// The real's first ACK of a synced flow says where its client stands:

@@ -22,7 +22,7 @@ pub mod auth;
 pub mod election;
 pub mod segments;
 
-pub use crate::wire::sync::{FlowChange, FlowRecord, FlowUpdate, ProxyState};
+pub use crate::wire::sync::{ClientSeq, FlowChange, FlowRecord, FlowUpdate, ProxyState};
 
 /// Events a worker's queue holds between two collections: 4,096 (about
 /// 400 kB a worker). The sync thread collects every 10 ms (every
@@ -241,6 +241,7 @@ mod tests {
                 fin_by_client: false,
                 trust: Trust::Confirmed,
                 proxy: None,
+                client_seq: None,
             }),
         }
     }

@@ -47,13 +47,23 @@
 //!                 2 confirmed
 //!  14+2A    1     SYN proxy flags: 1 proxied, 2 timestamps, 4 client
 //!                 window scale, 8 real window scale; 0 for a flow the
-//!                 proxy did not answer
+//!                 proxy did not answer. Or 16 alone: a TUN or DR TCP
+//!                 flow whose client is placed (the two fields at 16+2A
+//!                 say where, see below)
 //!  15+2A    1     SYN proxy window scales: client's (high nibble),
 //!                 real's (low)
-//!  16+2A    4     SYN proxy sequence offset (real's ISN - cookie)
-//!  20+2A    4     SYN proxy timestamp offset
+//!  16+2A    4     SYN proxy sequence offset (real's ISN - cookie); with
+//!                 flag 16, the client's next sequence number
+//!  20+2A    4     SYN proxy timestamp offset; with flag 16, the client's
+//!                 last acknowledgment number believed
 //!  24+2A    R     real address
 //! ```
+//!
+//! Flag 16 ([`ClientSeq`]) goes only to a peer that says
+//! [`flags::CLIENT_SEQ`] (a version before it refuses the record as
+//! `bad_record`); without it a TUN or DR flow's client is not placed on
+//! the receiver, which then believes none of its FINs and RSTs (the flow
+//! ends by its timeout).
 //!
 //! Keyed messages (`[sync] key_file`; the header's [`flags::AUTH`]) carry
 //! a trailer right after the `length` bytes, which the length does not
@@ -153,6 +163,12 @@ pub mod flags {
     /// the receiver judges it by what was lost, as a pass of a sender
     /// before segments.
     pub const WHOLE_PASS: u16 = 128;
+    /// The sender reads where a TUN or DR flow's client stands in its
+    /// records ([`ClientSeq`](super::ClientSeq), record flag 16): a sender
+    /// leaves it out of its records to a peer that does not say this (a
+    /// version before it refuses such a record as `bad_record`, and with
+    /// it the rest of its message).
+    pub const CLIENT_SEQ: u16 = 256;
 }
 
 /// Length of the message header.
@@ -834,6 +850,22 @@ pub struct FlowUpdate {
     /// answered and whose real has answered too (NAT TCP: IPv4 NAT or
     /// NAT66).
     pub proxy: Option<ProxyState>,
+    /// Where the client of a TUN or DR TCP flow stands, when the sender
+    /// has it placed (never with `proxy`): its receiver holds the
+    /// client's segments to it as the sender did, and believes its FIN
+    /// and RST. None: not known, or the peer does not read it.
+    pub client_seq: Option<ClientSeq>,
+}
+
+/// Where a TUN or DR flow's client stands in sequence space: what the
+/// appliance, which never sees the real's side of such a flow, holds the
+/// client's segments to (`Flow::client_acks_fit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientSeq {
+    /// The client's next sequence number.
+    pub next: u32,
+    /// The client's last acknowledgment number believed.
+    pub ack: u32,
 }
 
 /// The translation of a proxied flow, fixed once its real answered.
@@ -856,6 +888,9 @@ const PROXY_ON: u8 = 1;
 const PROXY_TS: u8 = 2;
 const PROXY_CLIENT_WS: u8 = 4;
 const PROXY_REAL_WS: u8 = 8;
+/// Not a SYN proxy flag: the record carries a [`ClientSeq`] in the proxy's
+/// offset fields.
+const CLIENT_PLACED: u8 = 16;
 const MAX_WSCALE: u8 = 14;
 const STATE_FIN_BY_CLIENT: u8 = 5;
 
@@ -1027,7 +1062,14 @@ impl FlowRecord {
             let (flags, scales) = (b[at + 6], b[at + 7]);
             let (seq, ts) = (u32_at(at + 8)?, u32_at(at + 12)?);
             let real = read_addr(b, at + 16, real_len).ok_or(Refused::Truncated)?;
-            let proxy = proxy_of(flags, scales, seq, ts)?;
+            let (proxy, client_seq) = if flags == CLIENT_PLACED {
+                if scales != 0 {
+                    return Err(Refused::BadRecord);
+                }
+                (None, Some(ClientSeq { next: seq, ack: ts }))
+            } else {
+                (proxy_of(flags, scales, seq, ts)?, None)
+            };
             FlowChange::Update(FlowUpdate {
                 real,
                 real_port,
@@ -1036,6 +1078,7 @@ impl FlowRecord {
                 fin_by_client,
                 trust,
                 proxy,
+                client_seq,
             })
         };
         let r = FlowRecord {
@@ -1056,7 +1099,7 @@ impl FlowRecord {
     /// family for client and VIP; UDP exactly in `Datagram`, never a
     /// template; a real of the other family only as 4in6 (`tun`); the SYN
     /// proxy only on NAT TCP (IPv4 NAT or NAT66: a real of the flow's
-    /// family).
+    /// family); a [`ClientSeq`] only on TUN or DR TCP.
     pub fn is_consistent(&self) -> bool {
         if self.client.is_ipv4() != self.vip.is_ipv4() {
             return false;
@@ -1074,6 +1117,9 @@ impl FlowRecord {
         if u.real.is_ipv4() != self.vip.is_ipv4()
             && !(self.vip.is_ipv4() && u.method == ForwardingMethod::Tunnel)
         {
+            return false;
+        }
+        if u.client_seq.is_some() && (udp || u.method == ForwardingMethod::Nat) {
             return false;
         }
         match u.proxy {
@@ -1111,7 +1157,10 @@ impl FlowRecord {
             write_u16(b, at + 2, u.real_port);
             b[at + 4] = state_code(u.state, u.fin_by_client);
             b[at + 5] = u.trust as u8;
-            let (flags, scales, seq, ts) = proxy_bytes(u.proxy);
+            let (flags, scales, seq, ts) = match u.client_seq {
+                Some(c) => (CLIENT_PLACED, 0, c.next, c.ack),
+                None => proxy_bytes(u.proxy),
+            };
             b[at + 6] = flags;
             b[at + 7] = scales;
             write_u32(b, at + 8, seq);
@@ -1445,6 +1494,7 @@ mod tests {
                 fin_by_client: false,
                 trust: Trust::Confirmed,
                 proxy: None,
+                client_seq: None,
             }),
         }
     }
@@ -1708,6 +1758,7 @@ mod tests {
                 fin_by_client: false,
                 trust: Trust::Confirmed,
                 proxy: Some(proxy),
+                client_seq: None,
             }),
             ..update()
         };
@@ -1781,6 +1832,53 @@ mod tests {
         let mut r = update();
         r.proto = 17;
         check(r);
+        // Where the client stands, on NAT (the real's ACK places it there).
+        check(with(&|u| {
+            u.client_seq = Some(ClientSeq { next: 1, ack: 2 });
+        }));
+    }
+
+    /// A TUN or DR flow's client: flag 16 alone, its next sequence number
+    /// and acknowledgment where the SYN proxy's offsets go; with any SYN
+    /// proxy flag, a window scale, or on UDP, refused.
+    #[test]
+    fn where_a_one_way_client_stands_is_in_the_proxy_fields() {
+        let mut r = update();
+        if let FlowChange::Update(u) = &mut r.change {
+            u.method = ForwardingMethod::DirectRoute;
+            u.client_seq = Some(ClientSeq {
+                next: 0x0102_0304,
+                ack: 0xa0b0_c0d0,
+            });
+        }
+        let mut buf = [0u8; MAX_RECORD_LEN];
+        let n = r.emit(&mut buf);
+        assert_eq!(n, 36);
+        let at = 8 + 2 * 4;
+        assert_eq!(
+            &buf[at + 6..at + 16],
+            &[16, 0, 1, 2, 3, 4, 0xa0, 0xb0, 0xc0, 0xd0]
+        );
+        assert_eq!(FlowRecord::parse(&buf[..n]), Ok((r, n)));
+        for (i, v) in [(at + 6, 16 | 1), (at + 6, 16 | 2), (at + 7, 0x10)] {
+            let mut b = buf;
+            b[i] = v;
+            assert_eq!(
+                FlowRecord::parse(&b[..n]),
+                Err(Refused::BadRecord),
+                "{i} {v}"
+            );
+        }
+        let mut udp = r;
+        udp.proto = 17;
+        if let FlowChange::Update(u) = &mut udp.change {
+            u.state = FlowState::Datagram;
+        }
+        assert!(!udp.is_consistent());
+        let mut b = buf;
+        b[3] = 17;
+        b[at + 4] = FlowState::Datagram as u8;
+        assert_eq!(FlowRecord::parse(&b[..n]), Err(Refused::BadRecord));
     }
 
     /// A FIN wait the client began is state 5 on the wire, one the real
@@ -1856,9 +1954,10 @@ mod tests {
                 0..3usize,
                 any::<bool>(),
                 any::<(u32, Option<u32>, Option<u8>, Option<u8>)>(),
+                any::<Option<(u32, u32)>>(),
             )
                 .prop_map(
-                    move |(client, vip, real, ports, state, trust, proxied, px)| {
+                    move |(client, vip, real, ports, state, trust, proxied, px, placed)| {
                         let (state, fin_by_client) = if udp {
                             (FlowState::Datagram, false)
                         } else {
@@ -1892,6 +1991,9 @@ mod tests {
                                     fin_by_client,
                                     trust: Trust::ALL[trust],
                                     proxy,
+                                    client_seq: placed
+                                        .filter(|_| !udp && method != ForwardingMethod::Nat)
+                                        .map(|(next, ack)| ClientSeq { next, ack }),
                                 })
                             },
                         }

@@ -19,7 +19,8 @@ use lb_core::stats::WorkerStats;
 use lb_core::sync::auth::Sealer;
 use lb_core::sync::segments::Received;
 use lb_core::wire::sync::{
-    flags, FlowChange, FlowRecord, FlowUpdate, MessageWriter, ProxyState, AUTH_LEN, MAX_MESSAGE_LEN,
+    flags, ClientSeq, FlowChange, FlowRecord, FlowUpdate, MessageWriter, ProxyState, AUTH_LEN,
+    MAX_MESSAGE_LEN,
 };
 use lb_fuzz_harness::{configs, Target};
 
@@ -68,6 +69,11 @@ fn records(topology: usize, variant: usize, base: u16) -> Vec<FlowRecord> {
                         ts_offset: Some(99),
                         client_wscale: Some(7),
                         real_wscale: Some(8),
+                    }),
+                    // TUN and DR say where the client stands.
+                    client_seq: (!udp && r.method != ForwardingMethod::Nat).then_some(ClientSeq {
+                        next: 0x2000_0000 + u32::from(port),
+                        ack: 0x3000_0000,
                     }),
                 }),
             });

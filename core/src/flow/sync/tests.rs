@@ -12,6 +12,7 @@ use crate::flow::{Segment, Target};
 use crate::scheduler::Schedulers;
 use crate::snapshot::{Ids, Snapshot};
 use crate::stats::WorkerStats;
+use crate::sync::ClientSeq;
 use crate::wire::TcpFlags;
 
 const CONFIG: &str = r#"
@@ -89,6 +90,7 @@ fn update(port: u16, state: FlowState, trust: Trust) -> FlowRecord {
             fin_by_client: false,
             trust,
             proxy: None,
+            client_seq: None,
         }),
     }
 }
@@ -487,6 +489,7 @@ fn udp_tun_4in6_and_ipv6_flows_install_in_their_tables() {
             fin_by_client: false,
             trust: Trust::OneWay,
             proxy: None,
+            client_seq: None,
         }),
         ..established(5353)
     };
@@ -516,6 +519,7 @@ fn udp_tun_4in6_and_ipv6_flows_install_in_their_tables() {
             fin_by_client: false,
             trust: Trust::OneWay,
             proxy: None,
+            client_seq: None,
         }),
         ..established(40000)
     };
@@ -544,6 +548,7 @@ fn udp_tun_4in6_and_ipv6_flows_install_in_their_tables() {
             fin_by_client: false,
             trust: Trust::Confirmed,
             proxy: None,
+            client_seq: None,
         }),
         ..established(40000)
     };
@@ -1198,6 +1203,7 @@ fn a_synced_one_way_flow_believes_no_fin_or_rst() {
             fin_by_client: false,
             trust: Trust::OneWay,
             proxy: None,
+            client_seq: None,
         }),
         ..established(40000)
     };
@@ -1268,4 +1274,253 @@ fn a_refresh_sends_no_expired_flow() {
             .collect();
         assert!(updated.is_empty(), "expired flows refreshed: {updated:?}");
     }
+}
+
+const TUN_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 101);
+
+/// A segment of `port`'s client to the TUN service, on `ct` (a primary
+/// or a backup); the flow's state after it.
+fn tun_packet(
+    ct: &mut Conntrack,
+    snap: &Snapshot,
+    port: u16,
+    tcp: Option<Segment>,
+    now: u32,
+) -> FlowState {
+    let mut schedulers = Schedulers::default();
+    schedulers.adopt(snap);
+    let k = FlowKey {
+        vip: TUN_VIP,
+        ..key(port)
+    };
+    let h = ct.table().key_hash(&k);
+    let service = snap.service_for(6, TUN_VIP, 80).unwrap();
+    ct.lookup_or_create::<crate::buffer::VecBuf>(
+        snap,
+        service,
+        &k,
+        h,
+        tcp,
+        now,
+        &mut schedulers,
+        || false,
+    )
+    .unwrap();
+    ct.find(&k).unwrap().state()
+}
+
+/// A client segment with `len` bytes of data, acknowledging `ack`.
+fn data(seq: u32, ack: u32, len: u32) -> Option<Segment> {
+    seg(TcpFlags::ACK, seq, ack).map(|s| Segment { len, ..s })
+}
+
+/// The client's handshake through a primary to the TUN service (ISN
+/// 1000; the real's, never seen, 5000), collected: the records.
+fn tun_handshake(primary: &mut Conntrack, snap: &Snapshot, port: u16) -> Vec<FlowRecord> {
+    tun_packet(primary, snap, port, seg(TcpFlags::SYN, 1000, 0), 0);
+    assert_eq!(
+        tun_packet(primary, snap, port, data(1001, 5001, 0), 1),
+        FlowState::Established
+    );
+    collected(primary, snap, 2)
+}
+
+fn client_seq_of(r: &FlowRecord) -> Option<ClientSeq> {
+    match r.change {
+        FlowChange::Update(u) => u.client_seq,
+        FlowChange::Removed => None,
+    }
+}
+
+/// A TUN or DR flow's record says where its client stands, so that the
+/// backup, which never sees the real's side, follows the client after a
+/// takeover as the primary did: its FIN and RST are believed, a
+/// stranger's are not (before it, such a flow's client stayed unplaced on
+/// the backup, and the flow ended by `tcp_timeout`, counted active on its
+/// real all along). NAT's records do not carry it: the real's ACK places
+/// the client there.
+#[test]
+fn a_synced_tun_flow_is_followed_where_the_primary_had_its_client() {
+    let snap = snapshot(CONFIG);
+    let mut primary = conntrack::<Ipv4Addr>(64);
+    primary.enable_sync(16);
+    let got = tun_handshake(&mut primary, &snap, 40000);
+    assert_eq!(
+        got.last().and_then(client_seq_of),
+        Some(ClientSeq {
+            next: 1001,
+            ack: 5001
+        }),
+        "{got:?}"
+    );
+    // The client sends 100 bytes: a state change it is not, no record.
+    tun_packet(&mut primary, &snap, 40000, data(1001, 5001, 100), 3);
+
+    let mut backup = conntrack::<Ipv4Addr>(64);
+    for r in &got {
+        backup.sync_install(&snap, r, 2).unwrap();
+    }
+    // A stranger's RST, FIN and data anywhere but where the client is:
+    // nothing believed.
+    for s in [
+        seg(TcpFlags::RST, 0x4000_0000, 0),
+        seg(TcpFlags::FIN | TcpFlags::ACK, 0x4000_0000, 5001),
+        data(1001 + 200, 0x7000_0000, 10),
+        seg(TcpFlags::RST, 1001 + (1 << 20) + 1, 0),
+    ] {
+        assert_eq!(
+            tun_packet(&mut backup, &snap, 40000, s, 4),
+            FlowState::Established,
+            "{s:?}"
+        );
+    }
+    // The client goes on from where it was (one segment behind the
+    // record: its acknowledgment fits) and closes: believed.
+    assert_eq!(
+        tun_packet(&mut backup, &snap, 40000, data(1101, 5001 + 3000, 50), 5),
+        FlowState::Established
+    );
+    assert_eq!(
+        tun_packet(
+            &mut backup,
+            &snap,
+            40000,
+            seg(TcpFlags::FIN | TcpFlags::ACK, 1151, 5001 + 3000),
+            6
+        ),
+        FlowState::FinWait
+    );
+    assert_eq!(
+        tun_packet(&mut backup, &snap, 40000, seg(TcpFlags::RST, 1152, 0), 7),
+        FlowState::Closed
+    );
+}
+
+/// A DR flow's too; an unplaced client (a flow synced here, no packet of
+/// it seen since) says nothing, and NAT's never do.
+#[test]
+fn only_placed_one_way_clients_are_sent() {
+    let snap = snapshot(CONFIG);
+    let mut primary = conntrack::<Ipv4Addr>(64);
+    primary.enable_sync(16);
+    // NAT: the real places the client on the receiver.
+    client_packet(&mut primary, &snap, 40001, seg(TcpFlags::SYN, 1000, 0), 0).unwrap();
+    let got = collected(&mut primary, &snap, 1);
+    assert!(got.iter().all(|r| client_seq_of(r).is_none()), "{got:?}");
+    // DR (the UDP service is the only DR one: its records never carry
+    // it), then a DR TCP flow built by hand from a TUN one.
+    let got = tun_handshake(&mut primary, &snap, 40002);
+    let f = primary
+        .find(&FlowKey {
+            vip: TUN_VIP,
+            ..key(40002)
+        })
+        .unwrap();
+    let mut dr = f;
+    dr.method = ForwardingMethod::DirectRoute;
+    assert_eq!(dr.client_seq(), f.client_seq());
+    assert!(f.client_seq().is_some(), "{got:?}");
+    let mut nat = f;
+    nat.method = ForwardingMethod::Nat;
+    assert_eq!(nat.client_seq(), None);
+    // Installed on a peer without it: unplaced there, so none sent back
+    // (after a packet made it that peer's own).
+    let mut other = conntrack::<Ipv4Addr>(64);
+    other.enable_sync(16);
+    let mut r = got.last().copied().unwrap();
+    if let FlowChange::Update(u) = &mut r.change {
+        u.client_seq = None;
+    }
+    other.sync_install(&snap, &r, 2).unwrap();
+    tun_packet(&mut other, &snap, 40002, data(1001, 5001, 10), 3);
+    let back = other
+        .find(&FlowKey {
+            vip: TUN_VIP,
+            ..key(40002)
+        })
+        .unwrap();
+    assert_eq!(back.client_seq(), None);
+}
+
+/// A record whose client moved on beyond the windows since (a lost
+/// record, a client faster than the refresh): the backup does not follow
+/// the client, and believes none of its FINs or RSTs, as before records
+/// said where it stood. Nothing a stranger could use either.
+#[test]
+fn a_stale_client_seq_is_not_followed() {
+    let snap = snapshot(CONFIG);
+    let mut primary = conntrack::<Ipv4Addr>(64);
+    primary.enable_sync(16);
+    let got = tun_handshake(&mut primary, &snap, 40003);
+    let mut backup = conntrack::<Ipv4Addr>(64);
+    for r in &got {
+        backup.sync_install(&snap, r, 2).unwrap();
+    }
+    // 32 MiB of the real's data later (beyond ACK_WINDOW), and 2 MiB of
+    // the client's (beyond SEQ_WINDOW).
+    let (seq, ack) = (1001 + (2 << 20), 5001 + (32 << 20));
+    for s in [
+        data(seq, ack, 100),
+        seg(TcpFlags::FIN | TcpFlags::ACK, seq + 100, ack),
+        seg(TcpFlags::RST, seq + 101, 0),
+    ] {
+        assert_eq!(
+            tun_packet(&mut backup, &snap, 40003, s, 3),
+            FlowState::Established,
+            "{s:?}"
+        );
+    }
+}
+
+/// The refresh sends a TUN or DR flow again once its client moved more
+/// than a quarter of a window since its last record (4 MiB of
+/// acknowledgments, 256 KiB of its own data), not for less, so that the
+/// peer's record stays within reach of where the client is.
+#[test]
+fn a_client_that_moved_on_is_sent_again() {
+    let snap = snapshot(CONFIG);
+    let mut primary = conntrack::<Ipv4Addr>(64);
+    primary.enable_sync(16);
+    let got = tun_handshake(&mut primary, &snap, 40004);
+    assert!(!got.is_empty());
+    let mut now = 3;
+    let mut send = |primary: &mut Conntrack, seq: u32, ack: u32| {
+        now += 1;
+        tun_packet(primary, &snap, 40004, data(seq, ack, 0), now);
+        collected(primary, &snap, now)
+    };
+    // Acknowledgments within 4 MiB in steps of 1 MiB: nothing.
+    for mib in 1..=4 {
+        let got = send(&mut primary, 1001, 5001 + (mib << 20));
+        assert!(got.is_empty(), "{mib} MiB: {got:?}");
+    }
+    let got = send(&mut primary, 1001, 5001 + (5 << 20));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        client_seq_of(&got[0]),
+        Some(ClientSeq {
+            next: 1001,
+            ack: 5001 + (5 << 20)
+        })
+    );
+    // The client's own data: 256 KiB at most without a record.
+    let ack = 5001 + (5 << 20);
+    let mut next = 1001;
+    for _ in 0..4 {
+        let s = data(next, ack, 64 << 10);
+        now += 1;
+        tun_packet(&mut primary, &snap, 40004, s, now);
+        next += 64 << 10;
+        assert!(collected(&mut primary, &snap, now).is_empty());
+    }
+    now += 1;
+    tun_packet(&mut primary, &snap, 40004, data(next, ack, 1), now);
+    let got = collected(&mut primary, &snap, now);
+    assert_eq!(
+        got.iter().map(client_seq_of).collect::<Vec<_>>(),
+        vec![Some(ClientSeq {
+            next: next + 1,
+            ack
+        })]
+    );
 }

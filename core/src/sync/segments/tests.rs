@@ -20,6 +20,7 @@ fn flow(port: u16, state: FlowState) -> FlowRecord {
             fin_by_client: false,
             trust: Trust::Confirmed,
             proxy: None,
+            client_seq: None,
         }),
     }
 }
