@@ -40,19 +40,28 @@ const TAP_DESCRIPTORS: u16 = 256;
 /// workers and the main lcore; and what each worker keeps between polls:
 /// its slots for packets held for a next hop and deferred by the SYN
 /// proxy, and the frames it queues for each of the `taps` kernel
-/// interfaces (found in audit: left out, a few hundred per worker).
+/// interfaces (found in audit: left out, a few hundred per worker); and
+/// what it holds within a poll: the receive burst of `burst` frames on
+/// their way to the transmit bursts, and the SYNs the SYN proxy sends
+/// again, each in a buffer of its own (16 a family a poll).
 fn mbufs_held(
     rings: &[(u16, u16)],
     queues: u16,
     workers: usize,
     taps: usize,
     mbufs: u32,
+    burst: usize,
 ) -> MbufsHeld {
     let queues = usize::from(queues);
     MbufsHeld {
         // A tap's queue holds up to a whole burst (sync datagrams), the
         // rest up to the budgets' burst.
-        in_workers: workers * (HOLD_SLOTS + DEFER_SLOTS + taps * dpdk::MAX_BURST),
+        in_workers: workers
+            * (HOLD_SLOTS
+                + DEFER_SLOTS
+                + taps * dpdk::MAX_BURST
+                + burst
+                + 2 * lb_core::flow::synproxy::SYN_RETRY_QUEUE),
         on_rings: rings
             .iter()
             .map(|&(rx, tx)| queues * (usize::from(rx) + usize::from(tx)))
@@ -418,13 +427,20 @@ impl Dataplane {
             .map(|(_, p)| p.descriptors())
             .chain(kernel_ports.iter().map(|(_, t)| (t.descriptors().0, 0)))
             .collect();
-        let held = mbufs_held(&rings, queues, n, kernel_ports.len(), config.dpdk.mbufs);
+        let held = mbufs_held(
+            &rings,
+            queues,
+            n,
+            kernel_ports.len(),
+            config.dpdk.mbufs,
+            usize::from(config.dpdk.burst),
+        );
         if held.total() > config.dpdk.mbufs as usize {
             log::warn!(
                 "[dpdk] mbufs = {}: the ports' receive and transmit rings ({}, kernel \
                  interfaces' included), the {} hand-off rings between the workers ({}), \
                  the lcores' caches ({}) and the workers' hold, deferral and kernel \
-                 queues ({}) can hold more than that under a flood; give the pool at \
+                 queues and bursts in hand ({}) can hold more than that under a flood; give the pool at \
                  least {} to keep them from running it dry",
                 config.dpdk.mbufs,
                 held.on_rings,
@@ -804,27 +820,28 @@ mod tests {
     fn the_mbufs_rings_and_caches_hold_are_counted() {
         let port = (PORT_DESCRIPTORS, PORT_DESCRIPTORS);
         let tap = (TAP_DESCRIPTORS, 0);
-        let one = mbufs_held(&[port], 2, 2, 0, 16383);
+        let one = mbufs_held(&[port], 2, 2, 0, 16383, 64);
         assert_eq!(
             one,
             MbufsHeld {
-                in_workers: 2 * (64 + 64),
+                // Hold and deferral slots, a burst, 32 SYNs sent again.
+                in_workers: 2 * (64 + 64 + 64 + 32),
                 on_rings: 2 * 2048,
                 in_handoff: 2 * 4095,
                 in_caches: 3 * 384,
             }
         );
         assert!(one.total() <= 16383, "{one:?}");
-        let two = mbufs_held(&[port, port, tap], 2, 2, 1, 16383);
+        let two = mbufs_held(&[port, port, tap], 2, 2, 1, 16383, 64);
         assert_eq!(two.on_rings, 2 * 2 * 2048 + 2 * 256);
         // Each worker queues up to a whole burst for the kernel interface
         // (the sync peer's datagrams may take it all).
-        assert_eq!(two.in_workers, 2 * (64 + 64 + 128));
+        assert_eq!(two.in_workers, 2 * (64 + 64 + 128 + 64 + 32));
         assert!(two.total() > 16383, "{two:?}");
         // A driver that gave fewer descriptors: counted as given.
-        assert_eq!(mbufs_held(&[(512, 256)], 1, 1, 0, 16383).on_rings, 768);
+        assert_eq!(mbufs_held(&[(512, 256)], 1, 1, 0, 16383, 32).on_rings, 768);
         // A small pool has small caches.
-        assert_eq!(mbufs_held(&[port], 1, 1, 0, 100).in_caches, 2 * 75);
+        assert_eq!(mbufs_held(&[port], 1, 1, 0, 100, 32).in_caches, 2 * 75);
     }
 
     #[test]
