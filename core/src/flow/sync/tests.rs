@@ -1524,3 +1524,38 @@ fn a_client_that_moved_on_is_sent_again() {
         })]
     );
 }
+
+/// Found in review: a TUN or DR flow sent half-open says where its client
+/// stands too (its ISN, no acknowledgment yet), and the backup placed it
+/// there; when the record of its handshake's end was lost on the way (a
+/// sync datagram lost: it is not sent again until half `tcp_timeout`,
+/// the client having moved less than a quarter of the windows), the
+/// client's segments after a takeover were held to that half-open place:
+/// none in order once the client had sent its request, so none believed,
+/// and the flow stayed half-open (unconfirmed, first to be evicted, and
+/// gone after `tcp_syn_timeout` of quiet, its connection's next packet
+/// then `no_flow`), where an unplaced one (before records said where the
+/// client stood) became established at the client's first ACK.
+#[test]
+fn a_half_open_record_does_not_hold_the_client_to_its_handshake() {
+    let snap = snapshot(CONFIG);
+    let mut primary = conntrack::<Ipv4Addr>(64);
+    primary.enable_sync(16);
+    tun_packet(&mut primary, &snap, 40005, seg(TcpFlags::SYN, 1000, 0), 0);
+    let half_open = collected(&mut primary, &snap, 1);
+    assert_eq!(half_open.len(), 1, "{half_open:?}");
+    // The handshake's end and the request: their record lost.
+    tun_packet(&mut primary, &snap, 40005, data(1001, 5001, 0), 2);
+    tun_packet(&mut primary, &snap, 40005, data(1001, 5001, 300), 3);
+    assert!(!collected(&mut primary, &snap, 4).is_empty());
+
+    let mut backup = conntrack::<Ipv4Addr>(64);
+    for r in &half_open {
+        backup.sync_install(&snap, r, 4).unwrap();
+    }
+    // After a takeover: the client acknowledges the answer.
+    assert_eq!(
+        tun_packet(&mut backup, &snap, 40005, data(1301, 5001 + 2000, 0), 5),
+        FlowState::Established
+    );
+}
