@@ -23,7 +23,8 @@
 //!   the client's is believed (`UNSURE_CLIENT`): anybody could send the
 //!   first segment that claims to be the client's, or set where it was
 //!   followed to. A TUN or DR flow, whose real's side is never seen, is
-//!   placed where the record says the peer had its client
+//!   placed, once past its handshake, where the record says the peer had
+//!   its client
 //!   (`FlowUpdate::client_seq`: its next sequence number and its last
 //!   acknowledgment believed, which a stranger does not know); its
 //!   segments are then held to that as on the peer, and its FIN and RST
@@ -518,8 +519,14 @@ fn set_synced<A: FlowAddr>(f: &mut Flow<A>, u: &FlowUpdate, now: u32) {
             f.proxy_wscale = 0;
             f.proxy_seq = 0;
             f.proxy_ts = 0;
-            // TUN, DR: where the peer had the client, when it says.
-            if let Some(c) = u.client_seq.filter(|_| u.method != ForwardingMethod::Nat) {
+            // TUN, DR: where the peer had the client, when it says; not
+            // while half-open (`Flow::client_seq`: the client would be
+            // held to its handshake, should the record of its end be
+            // lost).
+            if let Some(c) = u
+                .client_seq
+                .filter(|_| u.method != ForwardingMethod::Nat && u.state != FlowState::SynSent)
+            {
                 f.place_synced_client(c);
             }
         }

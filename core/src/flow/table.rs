@@ -585,11 +585,19 @@ impl<A: FlowAddr> Flow<A> {
 
     /// Where this flow's client stands, for the sync peer: a TUN or DR
     /// TCP flow whose client is placed (on such a flow `real_next` holds
-    /// its acknowledgment mark, [`Self::client_acks_fit`]); None for any
-    /// other flow (NAT's receiver places the client by the real's ACK).
+    /// its acknowledgment mark, [`Self::client_acks_fit`]), past its
+    /// handshake; None for any other flow (NAT's receiver places the
+    /// client by the real's ACK). Not while half-open: no acknowledgment
+    /// is believed yet, and a peer that took over holding the client to
+    /// its handshake (the record of its end lost) would believe none of
+    /// its segments once it sent data, and keep the flow half-open; not
+    /// placed, the flow becomes established at the client's first ACK
+    /// there, as before records said where the client stood (found in
+    /// review).
     pub(super) fn client_seq(&self) -> Option<ClientSeq> {
         (self.proto == u8::from(IpProtocol::Tcp)
             && self.method != ForwardingMethod::Nat
+            && self.state != FlowState::SynSent
             && self.seq_known & (SEEN_CLIENT | UNSURE_CLIENT) == SEEN_CLIENT)
             .then_some(ClientSeq {
                 next: self.client_next,

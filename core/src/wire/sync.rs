@@ -48,8 +48,8 @@
 //!  14+2A    1     SYN proxy flags: 1 proxied, 2 timestamps, 4 client
 //!                 window scale, 8 real window scale; 0 for a flow the
 //!                 proxy did not answer. Or 16 alone: a TUN or DR TCP
-//!                 flow whose client is placed (the two fields at 16+2A
-//!                 say where, see below)
+//!                 flow past its handshake whose client is placed (the
+//!                 two fields at 16+2A say where, see below)
 //!  15+2A    1     SYN proxy window scales: client's (high nibble),
 //!                 real's (low)
 //!  16+2A    4     SYN proxy sequence offset (real's ISN - cookie); with

@@ -1558,4 +1558,17 @@ fn a_half_open_record_does_not_hold_the_client_to_its_handshake() {
         tun_packet(&mut backup, &snap, 40005, data(1301, 5001 + 2000, 0), 5),
         FlowState::Established
     );
+    // Nor does a receiver place a half-open client a sender (013970e's)
+    // says where it stands.
+    let mut r = half_open[0];
+    if let FlowChange::Update(u) = &mut r.change {
+        assert_eq!(u.state, FlowState::SynSent);
+        u.client_seq = Some(ClientSeq { next: 1001, ack: 0 });
+    }
+    let mut other = conntrack::<Ipv4Addr>(64);
+    other.sync_install(&snap, &r, 4).unwrap();
+    assert_eq!(
+        tun_packet(&mut other, &snap, 40005, data(1301, 5001 + 2000, 0), 5),
+        FlowState::Established
+    );
 }
