@@ -1572,3 +1572,75 @@ fn a_half_open_record_does_not_hold_the_client_to_its_handshake() {
         FlowState::Established
     );
 }
+
+/// A client that only downloads sends every segment in order (its
+/// sequence number does not move): however far its acknowledgments went
+/// beyond the backup's record, its next segment there is believed and
+/// places its acknowledgments again, and its FIN closes the flow. Only a
+/// client that sent data since is lost (found in review: the README said
+/// a download faster than some 30 MB/s was).
+#[test]
+fn a_downloading_client_is_followed_however_far_its_acks_went() {
+    let snap = snapshot(CONFIG);
+    let mut primary = conntrack::<Ipv4Addr>(64);
+    primary.enable_sync(16);
+    let got = tun_handshake(&mut primary, &snap, 40006);
+    let mut backup = conntrack::<Ipv4Addr>(64);
+    for r in &got {
+        backup.sync_install(&snap, r, 2).unwrap();
+    }
+    // 1 GiB later.
+    let ack = 5001u32.wrapping_add(1 << 30);
+    assert_eq!(
+        tun_packet(&mut backup, &snap, 40006, data(1001, ack, 0), 3),
+        FlowState::Established
+    );
+    assert_eq!(
+        tun_packet(
+            &mut backup,
+            &snap,
+            40006,
+            seg(TcpFlags::FIN | TcpFlags::ACK, 1001, ack + 10),
+            4
+        ),
+        FlowState::FinWait
+    );
+}
+
+/// A client that moved on while the queue for the peer had no room is
+/// sent at the refresh's next visit: its last record is what the peer
+/// was told, not what a full queue dropped.
+#[test]
+fn a_drifted_client_the_queue_had_no_room_for_goes_next_time() {
+    let snap = snapshot(CONFIG);
+    let mut primary = conntrack::<Ipv4Addr>(64);
+    primary.enable_sync(2);
+    assert!(!tun_handshake(&mut primary, &snap, 40007).is_empty());
+    tun_packet(
+        &mut primary,
+        &snap,
+        40007,
+        data(1001, 5001 + (5 << 20), 0),
+        3,
+    );
+    // Two new flows fill the queue first.
+    for port in [40008, 40009] {
+        tun_packet(&mut primary, &snap, port, seg(TcpFlags::SYN, 7000, 0), 4);
+    }
+    let got = collected(&mut primary, &snap, 5);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.iter().all(|r| r.client_port != 40007), "{got:?}");
+    let got = collected(&mut primary, &snap, 6);
+    assert_eq!(
+        got.iter()
+            .map(|r| (r.client_port, client_seq_of(r)))
+            .collect::<Vec<_>>(),
+        vec![(
+            40007,
+            Some(ClientSeq {
+                next: 1001,
+                ack: 5001 + (5 << 20)
+            })
+        )]
+    );
+}
