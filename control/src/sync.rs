@@ -3526,8 +3526,9 @@ mod tests {
 
     /// Where a TUN or DR flow's client stands goes only to a peer that
     /// says it reads it ([`flags::CLIENT_SEQ`]): a version before it
-    /// refuses such a record (and the rest of its message), so to it the
-    /// record goes without, which it reads as before.
+    /// refuses such a record (and finds the message damaged; older ones
+    /// drop the rest of it too), so to it the record goes without, which
+    /// it reads as before.
     #[test]
     fn where_one_way_clients_stand_goes_only_to_a_peer_that_reads_it() {
         use lb_core::sync::ClientSeq;

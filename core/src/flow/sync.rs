@@ -53,9 +53,13 @@
 //! (`Flow::client_drifted`: 256 KiB of its data, 4 MiB of its
 //! acknowledgments), so that the peer can still follow it after a
 //! takeover. That refresh goes at the sweep's pace (a 1M-entry table in
-//! under half a second at full load), so a faster client (a download of
-//! some 30 MB/s, an upload of some 2 MB/s) may be beyond the peer's
-//! windows when it takes over: it is then not followed there, as before. A full list or queue drops and counts (`events_dropped`); the
+//! under half a second at full load), so a faster client (an upload of
+//! some 2 MB/s; or one that sends data and acknowledges some 30 MB/s: a
+//! client that only downloads sends in order, and is followed however
+//! far its acknowledgments went) may be beyond the peer's windows when
+//! it takes over: it is then not followed there, as before. Those
+//! numbers are what a stranger needs to reset the connection, and go in
+//! the clear (a key authenticates, it does not hide). A full list or queue drops and counts (`events_dropped`); the
 //! refresh repairs what a drop lost. A flow the peer gave us is not sent
 //! back (no echo) until a packet of it is seen here: then it is ours. A
 //! bulk pass (`Conntrack::sync_bulk_start`) sends every flow, the peer's

@@ -100,7 +100,8 @@ const REPEATED: u8 = 8;
 /// (`FlowUpdate::fin_by_client`); a flow synced half-closed without it
 /// gets it (`flow/sync.rs`), so that only the client's FIN, believed once
 /// the real placed it, closes it (NAT; a TUN or DR flow synced
-/// half-closed ends by a SYN or by timeout).
+/// half-closed ends by a SYN, by its client's RST where the record
+/// placed the client, or by timeout).
 pub(super) const FIRST_FIN_REAL: u8 = REPEATED;
 const SAW_SYN: u8 = 16;
 /// Installed by connection sync, and no packet seen here since: sync may
@@ -113,10 +114,13 @@ pub(super) const VOUCHED: u8 = 64;
 /// space is not known yet: the record does not say, and the first
 /// segment that claims to be the client's may be a stranger's (a blind
 /// RST on a synced flow closed it, found in review). Its client's
-/// segments are followed but a RST, FIN or SYN of it is not believed,
-/// until a segment of the real acknowledges what the client sent (NAT:
-/// the real's side is seen) and so places it. TUN and DR, where the real's
-/// side is never seen, keep it: their synced flows end by timeout.
+/// segments are not followed and a RST, FIN or SYN of it is not
+/// believed, until a segment of the real acknowledges what the client
+/// sent (NAT: the real's side is seen) and so places it. A TUN or DR
+/// flow, where the real's side is never seen, is placed by its record
+/// when that says where the peer had the client
+/// (`FlowUpdate::client_seq`, [`Flow::place_synced_client`]); without
+/// it, it keeps this bit and ends by timeout.
 pub(super) const UNSURE_CLIENT: u8 = 128;
 
 /// How far behind what the real sent a client's ACK may be and still
@@ -287,7 +291,8 @@ impl<A: FlowAddr> Flow<A> {
     /// stranger's RST, FIN or ACK cannot close or confirm the flow; a RST
     /// or FIN must lie within [`RST_WINDOW`](super::state::RST_WINDOW). The
     /// first segment seen from a side sets where it stands, except a synced
-    /// flow's client ([`UNSURE_CLIENT`]): the real's first ACK places it.
+    /// flow's client ([`UNSURE_CLIENT`]): the real's first ACK places it
+    /// (a TUN or DR flow's: its record, or nothing).
     ///
     /// A NAT flow is confirmed (see [`Trust`]) by the client's ACK of the
     /// real's SYN: an acknowledgment number at most 64 KiB behind what the
@@ -437,7 +442,8 @@ impl<A: FlowAddr> Flow<A> {
             // who set where the client stands could then close it (found
             // in review, twice: a blind RST, then a blind segment followed
             // by a RST at its end). Only the real's ACK places the client;
-            // TUN and DR, whose real's side is never seen, end by timeout.
+            // TUN and DR, whose real's side is never seen, end by timeout
+            // unless their record placed it.
             if seg.ends_or_opens() {
                 return;
             }

@@ -166,8 +166,9 @@ pub mod flags {
     /// The sender reads where a TUN or DR flow's client stands in its
     /// records ([`ClientSeq`](super::ClientSeq), record flag 16): a sender
     /// leaves it out of its records to a peer that does not say this (a
-    /// version before it refuses such a record as `bad_record`, and with
-    /// it the rest of its message).
+    /// version before it refuses such a record as `bad_record`, and marks
+    /// the message damaged; versions before records were stepped over
+    /// drop the rest of the message too).
     pub const CLIENT_SEQ: u16 = 256;
 }
 
