@@ -270,7 +270,7 @@ const FRAME_LEN: usize = 54;
 /// Ethernet + IPv6 + TCP, no payload.
 const FRAME6_LEN: usize = 74;
 /// Frames per burst, as a worker receives them (`[dpdk] burst`).
-const BURST: usize = 32;
+const BURST: usize = 64;
 /// IPv4 frames are stored one per cache line.
 const STRIDE: usize = 64;
 /// IPv6 frames (74 bytes) one per two cache lines.
@@ -397,7 +397,9 @@ fn write_tcp6(f: &mut [u8], src: (Ipv6Addr, u16), dst: (Ipv6Addr, u16), flags: u
 fn fill_tcp(t: &mut TcpPacket<&mut [u8]>, src_port: u16, dst_port: u16, flags: u8) {
     t.set_src_port(src_port);
     t.set_dst_port(dst_port);
-    t.set_seq_number(1);
+    // A SYN takes sequence number 1; what follows it comes next in order
+    // (every pure ACK of a download does).
+    t.set_seq_number(if flags & SYN != 0 { 1 } else { 2 });
     t.set_header_len(tcp::HEADER_LEN);
     t.set_flags(TcpFlags(flags));
     t.set_window(65535);
