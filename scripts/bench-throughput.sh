@@ -109,6 +109,8 @@
 # stdbuf (coreutils) and 2 CPUs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib/bench-appliance.sh
+. scripts/lib/bench-appliance.sh
 
 USE_HUGEPAGES=0
 for arg in "$@"; do
@@ -180,8 +182,6 @@ for b in "$BURST" "$BASELINE_BURST"; do
     [ -z "$b" ] || { [[ $b =~ ^[1-9][0-9]{0,2}$ ]] && [ "$b" -le 128 ]; } ||
         die "BURST/BASELINE_BURST: '$b' is not 1..128"
 done
-# is_v6 CASE: whether the case (or testpmd run) sends IPv6.
-is_v6() { [[ $1 == *6 || $1 == *6@base ]]; }
 # baseline_of CASE: the macswap run its ratio is to.
 baseline_of() { if is_v6 "${1%-again}"; then echo testpmd-macswap6; else echo testpmd-macswap; fi; }
 HAS_V6=0
@@ -418,64 +418,14 @@ run_testpmd() {
     record "$kind" "$flows"
 }
 
-# capacity FLOWS: a flow-table capacity with room for FLOWS (twice, rounded
-# up to a power of two, at least 2^20).
-capacity() {
-    local c=1048576
-    while [ "$c" -lt $(($1 * 2)) ]; do c=$((c * 2)); done
-    echo "$c"
-}
-
-# appliance_config METHOD SOCKET FLOWS PREFIX [DPDK_LINE] (METHOD: nat ...
-# dr6): the appliance's lb.toml for a run, with DPDK_LINE (`burst = N`) in
-# its [dpdk] table when given (nothing, not even a blank line, when not). The IPv6 methods (see the header comment)
-# give the port address6 and MTU 1500 instead of an IPv4 address, and take
-# IPv6 reals, neighbors and VIP.
-appliance_config() {
-    local method=${1%6} sock=$2 port_line="" eal address net vip name=web extra=""
-    [ -z "${5:-}" ] || extra=$'\n'$5
-    [ "$method" = nat ] && port_line="port = 8080"
-    if is_v6 "$1"; then
-        address='address6 = "2001:2::2/64"
-mtu = 1500' net=2001:2:: vip=2001:2:1::100 name=web6
-    else
-        address='address = "198.18.0.2/24"' net=198.18.0. vip=198.18.1.100
-    fi
-    # shellcheck disable=SC2086 # $MEM is a list of words
-    eal=$(printf '"%s", ' --lcores 0@0,1@0 $MEM --file-prefix "$4")
-    cat <<EOF
-[dpdk]
-eal_args = [${eal%, }]$extra
-[workers]
-lcores = [1]
-[[ports]]
-name = "wan"
-device = "net_memif0,role=server,id=0,socket=$sock,socket-abstract=no"
-$address
-mac = "$LB_MAC"
-[flows]
-capacity = $(capacity "$3")
-[metrics]
-listen = "127.0.0.1:0"
-$(for r in 11 12 13; do printf '[[neighbors]]\naddress = "%s%s"\nmac = "%s"\n' "$net" "$r" "$GEN_MAC"; done)
-[[services]]
-name = "$name"
-vip = "$vip"
-port = 80
-protocol = "tcp"
-scheduler = "wrr"
-forwarding = "$method"
-$(for r in 11:3 12:2 13:1; do printf '[[services.reals]]\naddress = "%s%s"\nweight = %s\n%s\n' "$net" "${r%:*}" "${r#*:}" "$port_line"; done)
-EOF
-}
-
 run_appliance() { # run_appliance CASE FLOWS (CASE: METHOD, or METHOD@base)
     local case=$1 method=${1%@base} flows=$2 name="r$ROUND-lb-${1/@/-}-$2" sock pid bin=$LB
     if [ "$case" != "$method" ]; then bin=$BASELINE_LB; fi
     sock="$WORK/$name.sock"
     local burst=$BURST
     if [ "$case" != "$method" ]; then burst=$BASELINE_BURST; fi
-    appliance_config "$method" "$sock" "$flows" "$TAG-$name" "${burst:+burst = $burst}" >"$WORK/$name.toml"
+    appliance_config "$method" "net_memif0,role=server,id=0,socket=$sock,socket-abstract=no" \
+        "$(capacity "$flows")" "$TAG-$name" "${burst:+burst = $burst}" >"$WORK/$name.toml"
     # The config printed at the end is this build's (found in review: with
     # CASES="nat nat@base", the baseline's run came second and its config,
     # BASELINE_BURST's burst, was printed as the one measured); a
