@@ -532,6 +532,25 @@ fn udp_tun_4in6_and_ipv6_flows_install_in_their_tables() {
     assert_eq!(f.real(), Ipv4Addr::UNSPECIFIED);
     assert_eq!(snap.tunnel6_real(f.real_id), Some(real6));
     assert_eq!(f.sync_update(&snap), Some(tun));
+    // Where its client stands comes through too, and goes back as it came.
+    let mut placed = FlowRecord {
+        client_port: 40001,
+        ..tun
+    };
+    if let FlowChange::Update(u) = &mut placed.change {
+        u.client_seq = Some(ClientSeq {
+            next: 0x8000_0001,
+            ack: 0x1234,
+        });
+    }
+    assert_eq!(ct.sync_install(&snap, &placed, 0), Ok(Installed::Created));
+    let f = ct
+        .find(&FlowKey {
+            client_port: 40001,
+            ..k
+        })
+        .unwrap();
+    assert_eq!(f.sync_update(&snap), Some(placed));
     ct.table().audit().unwrap();
 
     // IPv6 NAT into the IPv6 table; refused by the IPv4 one.
