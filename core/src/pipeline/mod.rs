@@ -53,7 +53,7 @@ use crate::snapshot::Snapshot;
 use crate::stats::{DropReason, WorkerStats};
 use crate::synproxy::CookieKey;
 use crate::wire::{EthernetFrame, Icmpv4Type, IpProtocol};
-use egress::Egress;
+use egress::{Egress, FrameRewrite};
 
 /// The fate of a frame. Eight bytes, so that it travels in a register:
 /// port and worker indices are small (`stats::MAX_PORTS`, the lcores), and
@@ -917,38 +917,53 @@ impl Pipeline {
                 return v;
             }
         }
-        if target.method == ForwardingMethod::Nat {
-            match adjust {
-                None => nat::rewrite_request(pkt.data_mut(), target.real, target.real_port),
-                Some(a) => nat::rewrite_request_translated(
-                    pkt.data_mut(),
-                    target.real,
-                    target.real_port,
-                    a,
-                ),
+        let (real, real_id) = (target.real, target.real_id);
+        // NAT and DR each give a verdict of their own (in a register): the
+        // tuple `towards_real` returns went through the stack.
+        let verdict = match target.method {
+            ForwardingMethod::Nat => self.egress.route_to_real(
+                snap,
+                pkt,
+                (real_id, real),
+                ip.end(),
+                now,
+                NatRequest {
+                    real,
+                    real_port: target.real_port,
+                    adjust,
+                },
+            ),
+            ForwardingMethod::DirectRoute => {
+                self.egress
+                    .direct_to_real(snap, pkt, real_id, real, ip.end(), now)
             }
-        }
-        let (verdict, to_real) = self.towards_real(
-            snap,
-            pkt,
-            ip,
-            target.method,
-            target.real,
-            (target.real_id, &key),
-            now,
-        );
-        if to_real {
-            self.count_forwarded(verdict, target.real_id, len);
-        }
+            ForwardingMethod::Tunnel => {
+                let (v, to_real) = self.towards_real(
+                    snap,
+                    pkt,
+                    ip,
+                    ForwardingMethod::Tunnel,
+                    real,
+                    (real_id, &key),
+                    now,
+                    NoRewrite,
+                );
+                if !to_real {
+                    return v;
+                }
+                v
+            }
+        };
+        self.count_forwarded(verdict, real_id, len);
         verdict
     }
 
-    /// Egress towards a flow's real, for a packet already rewritten if its
-    /// method is NAT: routed for NAT, sent on the connected segment for DR,
-    /// wrapped (or answered with "fragmentation needed") for TUN. The flag
-    /// says whether the packet went on to the real. `flow`: the real's id
-    /// and the flow's key, for a TUN real that is IPv6 (4in6; `real` is
-    /// then unspecified).
+    /// Egress towards a flow's real: for NAT rewritten by `nat_rewrite`
+    /// (called with the frame, for NAT only) and routed, sent on the
+    /// connected segment for DR, wrapped (or answered with "fragmentation
+    /// needed") for TUN. The flag says whether the packet went on to the
+    /// real. `flow`: the real's id and the flow's key, for a TUN real that
+    /// is IPv6 (4in6; `real` is then unspecified).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn towards_real<B: PacketBuf>(
@@ -960,6 +975,7 @@ impl Pipeline {
         real: Ipv4Addr,
         flow: (u32, &FlowKey),
         now: u32,
+        nat_rewrite: impl FrameRewrite,
     ) -> (Verdict, bool) {
         match method {
             ForwardingMethod::Tunnel if real.is_unspecified() => {
@@ -967,7 +983,7 @@ impl Pipeline {
             }
             ForwardingMethod::Nat => (
                 self.egress
-                    .route_to_real(snap, pkt, flow.0, real, ip.end(), now),
+                    .route_to_real(snap, pkt, (flow.0, real), ip.end(), now, nat_rewrite),
                 true,
             ),
             ForwardingMethod::DirectRoute => (
@@ -1118,11 +1134,19 @@ impl Pipeline {
         {
             return v;
         }
-        match adjust {
-            None => nat::rewrite_reply(pkt.data_mut(), back.vip, back.vip_port),
-            Some(a) => nat::rewrite_reply_translated(pkt.data_mut(), back.vip, back.vip_port, a),
-        }
-        let v = self.egress.route(snap, pkt, client, ip.end(), now);
+        let (vip, vip_port) = (back.vip, back.vip_port);
+        let v = self.egress.route_rewritten(
+            snap,
+            pkt,
+            client,
+            ip.end(),
+            now,
+            NatReply {
+                vip,
+                vip_port,
+                adjust,
+            },
+        );
         self.count_forwarded(v, back.real_id, len);
         v
     }
@@ -1224,9 +1248,6 @@ impl Pipeline {
         if ip.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        if method == ForwardingMethod::Nat {
-            icmp::rewrite_nat_error(pkt.data_mut(), ip.end(), false, real, real_port, quote);
-        }
         // Never "fragmentation needed" about an ICMP error (RFC 1122
         // 3.2.2): one that does not fit the tunnel is dropped, as over
         // IPv6. (Found in review: one was answered, and counted both as
@@ -1235,8 +1256,23 @@ impl Pipeline {
             dont_fragment: false,
             ..*ip
         };
-        let (verdict, to_real) =
-            self.towards_real(snap, pkt, &no_answer, method, real, (real_id, &key), now);
+        // A NAT real's error is rewritten on its way (`towards_real`).
+        let end = ip.end();
+        let (verdict, to_real) = self.towards_real(
+            snap,
+            pkt,
+            &no_answer,
+            method,
+            real,
+            (real_id, &key),
+            now,
+            NatErrorToReal {
+                end,
+                real,
+                real_port,
+                quote,
+            },
+        );
         if to_real {
             self.count_icmp_error(verdict);
         }
@@ -1365,6 +1401,70 @@ impl Pipeline {
             c.packets.incr();
             c.bytes.add(len);
         }
+    }
+}
+
+/// A NAT request's rewrite, made by egress ([`FrameRewrite`]).
+struct NatRequest {
+    real: Ipv4Addr,
+    real_port: u16,
+    adjust: Option<crate::forward::TcpAdjust>,
+}
+
+impl FrameRewrite for NatRequest {
+    #[inline(always)]
+    fn apply(self, frame: &mut [u8]) {
+        match self.adjust {
+            None => nat::rewrite_request(frame, self.real, self.real_port),
+            Some(a) => nat::rewrite_request_translated(frame, self.real, self.real_port, a),
+        }
+    }
+}
+
+/// A NAT reply's rewrite, made by egress ([`FrameRewrite`]).
+struct NatReply {
+    vip: Ipv4Addr,
+    vip_port: u16,
+    adjust: Option<crate::forward::TcpAdjust>,
+}
+
+impl FrameRewrite for NatReply {
+    #[inline(always)]
+    fn apply(self, frame: &mut [u8]) {
+        match self.adjust {
+            None => nat::rewrite_reply(frame, self.vip, self.vip_port),
+            Some(a) => nat::rewrite_reply_translated(frame, self.vip, self.vip_port, a),
+        }
+    }
+}
+
+/// No rewrite (a method other than NAT, whose rewrite is never asked for).
+struct NoRewrite;
+
+impl FrameRewrite for NoRewrite {
+    #[inline(always)]
+    fn apply(self, _: &mut [u8]) {}
+}
+
+/// An ICMP error's rewrite on its way to a NAT real
+/// ([`icmp::rewrite_nat_error`]), made by egress ([`FrameRewrite`]).
+struct NatErrorToReal {
+    end: usize,
+    real: Ipv4Addr,
+    real_port: u16,
+    quote: Option<crate::forward::TcpAdjust>,
+}
+
+impl FrameRewrite for NatErrorToReal {
+    fn apply(self, frame: &mut [u8]) {
+        icmp::rewrite_nat_error(
+            frame,
+            self.end,
+            false,
+            self.real,
+            self.real_port,
+            self.quote,
+        );
     }
 }
 
