@@ -183,12 +183,12 @@ impl Rewrite {
         match protocol {
             Some(IpProtocol::Tcp) => {
                 if let Some(f) = frame.first_chunk_mut::<TCP_END>() {
-                    return self.write(&mut f[IP..], IpProtocol::Tcp, ipv4::HEADER_LEN);
+                    return self.write_raw(&mut f[IP..], IpProtocol::Tcp);
                 }
             }
             Some(IpProtocol::Udp) => {
                 if let Some(f) = frame.first_chunk_mut::<UDP_END>() {
-                    return self.write(&mut f[IP..], IpProtocol::Udp, ipv4::HEADER_LEN);
+                    return self.write_raw(&mut f[IP..], IpProtocol::Udp);
                 }
             }
             _ => {}
@@ -196,6 +196,57 @@ impl Rewrite {
         if let Some(packet) = frame.get_mut(IP..) {
             self.apply(packet);
         }
+    }
+
+    /// [`Rewrite::write`] without a translation, on a 20-byte header and a
+    /// whole TCP or UDP header (`apply_frame`'s fixed-size path), its
+    /// checksum arithmetic on words in the machine's byte order: the same
+    /// bytes, without a byte swap per field read or written
+    /// ([`Delta`]; the `apply_frame_agrees_with_apply` test).
+    #[inline(always)]
+    fn write_raw(&self, packet: &mut [u8], protocol: IpProtocol) {
+        debug_assert!(self.tcp.is_none());
+        // An address as the machine reads its four bytes.
+        let raw = |a: Ipv4Addr| u32::from_ne_bytes(a.octets());
+        let mut ip = Ipv4Packet::new_unchecked(&mut *packet);
+        let mut header = Delta::default();
+        let mut pseudo = Delta::default();
+        if let Some(a) = self.src {
+            let old = ip.src_addr_raw();
+            ip.set_src_addr(a);
+            header = header.change32(old, raw(a));
+            pseudo = pseudo.change32(old, raw(a));
+        }
+        if let Some(a) = self.dst {
+            let old = ip.dst_addr_raw();
+            ip.set_dst_addr(a);
+            header = header.change32(old, raw(a));
+            pseudo = pseudo.change32(old, raw(a));
+        }
+        if self.decrement_ttl {
+            let (old, new) = ip.decrement_ttl_raw();
+            header = header.change16(old, new);
+        }
+        let c = ip.checksum_raw();
+        ip.set_checksum_raw(header.apply(c));
+        let Some(l4) = packet.get_mut(ipv4::HEADER_LEN..) else {
+            return;
+        };
+        let mut transport = pseudo;
+        let Ok(mut t) = TransportHeader::new_checked(protocol, l4) else {
+            return;
+        };
+        // A port as the machine reads its two bytes.
+        let raw16 = |p: u16| u16::from_ne_bytes([(p >> 8) as u8, p as u8]);
+        if let Some(p) = self.src_port {
+            transport = transport.change16(t.src_port_raw(), raw16(p));
+            t.set_src_port(p);
+        }
+        if let Some(p) = self.dst_port {
+            transport = transport.change16(t.dst_port_raw(), raw16(p));
+            t.set_dst_port(p);
+        }
+        t.update_checksum_raw(transport);
     }
 
     /// [`Rewrite::apply`]'s work on `packet`, whose header says `protocol`
@@ -313,6 +364,51 @@ impl Rewrite6 {
         t.update_checksum(transport);
     }
 
+    /// [`Rewrite6::apply`] without a translation, on a fixed header and a
+    /// whole TCP or UDP header right after it (`apply_frame`'s fixed-size
+    /// path), its checksum arithmetic on words in the machine's byte order,
+    /// as [`Rewrite::write_raw`]: the same bytes.
+    #[inline(always)]
+    fn write_raw(&self, packet: &mut [u8], protocol: IpProtocol) {
+        const HEADER_LEN: usize = crate::wire::ipv6::HEADER_LEN;
+        debug_assert!(self.tcp.is_none());
+        if packet.len() < HEADER_LEN {
+            return;
+        }
+        let raw = |a: Ipv6Addr| u128::from_ne_bytes(a.octets());
+        let mut ip = Ipv6Packet::new_unchecked(&mut *packet);
+        let mut pseudo = Delta::default();
+        if let Some(a) = self.src {
+            pseudo = pseudo.change128_raw(ip.src_addr_raw(), raw(a));
+            ip.set_src_addr(a);
+        }
+        if let Some(a) = self.dst {
+            pseudo = pseudo.change128_raw(ip.dst_addr_raw(), raw(a));
+            ip.set_dst_addr(a);
+        }
+        if self.decrement_hop_limit {
+            let h = ip.hop_limit();
+            ip.set_hop_limit(h.saturating_sub(1));
+        }
+        let Some(l4) = packet.get_mut(HEADER_LEN..) else {
+            return;
+        };
+        let Ok(mut t) = TransportHeader::new_checked(protocol, l4) else {
+            return;
+        };
+        let mut transport = pseudo;
+        let raw16 = |p: u16| u16::from_ne_bytes([(p >> 8) as u8, p as u8]);
+        if let Some(p) = self.src_port {
+            transport = transport.change16(t.src_port_raw(), raw16(p));
+            t.set_src_port(p);
+        }
+        if let Some(p) = self.dst_port {
+            transport = transport.change16(t.dst_port_raw(), raw16(p));
+            t.set_dst_port(p);
+        }
+        t.update_checksum_raw(transport);
+    }
+
     /// [`Rewrite6::apply`] to a whole frame (Ethernet at 0) the pipeline
     /// classified, as [`Rewrite::apply_frame`]: a TCP or UDP header right
     /// after the fixed IPv6 header, whole, is rewritten through a view of
@@ -328,11 +424,11 @@ impl Rewrite6 {
         if l4_offset == HEADER_LEN && self.tcp.is_none() {
             if protocol == IpProtocol::Tcp {
                 if let Some(f) = frame.first_chunk_mut::<TCP_END>() {
-                    return self.apply(&mut f[IP..], IpProtocol::Tcp, HEADER_LEN);
+                    return self.write_raw(&mut f[IP..], IpProtocol::Tcp);
                 }
             } else if protocol == IpProtocol::Udp {
                 if let Some(f) = frame.first_chunk_mut::<UDP_END>() {
-                    return self.apply(&mut f[IP..], IpProtocol::Udp, HEADER_LEN);
+                    return self.write_raw(&mut f[IP..], IpProtocol::Udp);
                 }
             }
         }

@@ -8,7 +8,10 @@ use core::ops::Range;
 use std::net::Ipv4Addr;
 
 use super::checksum;
-use super::{read_u16, read_u32, write_u16, write_u32, Error, Result};
+use super::{
+    read_raw_u16, read_raw_u32, read_u16, read_u32, write_raw_u16, write_u16, write_u32, Error,
+    Result,
+};
 
 /// The IP protocol number: the IPv4 `protocol` field and the IPv6 `next header`
 /// field, which share one IANA registry (so IPv6 extension headers are named here
@@ -293,6 +296,27 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         Ipv4Addr::from(read_u32(self.buffer.as_ref(), field::DST_ADDR.start))
     }
 
+    /// The source address in the machine's byte order, for checksum
+    /// arithmetic ([`checksum::Delta`]: "raw" words).
+    #[inline]
+    pub fn src_addr_raw(&self) -> u32 {
+        read_raw_u32(self.buffer.as_ref(), field::SRC_ADDR.start)
+    }
+
+    /// The destination address in the machine's byte order, as
+    /// [`Self::src_addr_raw`].
+    #[inline]
+    pub fn dst_addr_raw(&self) -> u32 {
+        read_raw_u32(self.buffer.as_ref(), field::DST_ADDR.start)
+    }
+
+    /// The header checksum in the machine's byte order, as
+    /// [`Self::src_addr_raw`].
+    #[inline]
+    pub fn checksum_raw(&self) -> u16 {
+        read_raw_u16(self.buffer.as_ref(), field::CHECKSUM.start)
+    }
+
     /// Options: bytes 20..header_len.
     #[inline]
     pub fn options(&self) -> &[u8] {
@@ -400,6 +424,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         write_u16(self.buffer.as_mut(), field::CHECKSUM.start, value);
     }
 
+    /// Sets the header checksum from a value in the machine's byte order
+    /// ([`Self::checksum_raw`]).
+    #[inline]
+    pub fn set_checksum_raw(&mut self, value: u16) {
+        write_raw_u16(self.buffer.as_mut(), field::CHECKSUM.start, value);
+    }
+
     /// Sets the source address.
     #[inline]
     pub fn set_src_addr(&mut self, value: Ipv4Addr) {
@@ -434,6 +465,18 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         let old = read_u16(self.buffer.as_ref(), field::TTL);
         let new = old.wrapping_sub(0x0100);
         write_u16(self.buffer.as_mut(), field::TTL, new);
+        (old, new)
+    }
+
+    /// [`Self::decrement_ttl`], the TTL-and-protocol word before and after
+    /// in the machine's byte order ([`Self::checksum_raw`]).
+    #[inline]
+    pub fn decrement_ttl_raw(&mut self) -> (u16, u16) {
+        let b = self.buffer.as_ref();
+        let (ttl, protocol) = (b[field::TTL], b[field::PROTOCOL]);
+        let old = u16::from_ne_bytes([ttl, protocol]);
+        let new = u16::from_ne_bytes([ttl.wrapping_sub(1), protocol]);
+        write_raw_u16(self.buffer.as_mut(), field::TTL, new);
         (old, new)
     }
 

@@ -41,6 +41,13 @@ pub const DEFAULT_HOP_LIMIT: u8 = 64;
 
 const FLOW_LABEL_MASK: u32 = 0x000f_ffff;
 
+/// An address's 16 bytes as the machine reads them ([`Ipv6Packet::src_addr_raw`]).
+#[inline]
+fn raw_from_bytes(b: &[u8]) -> u128 {
+    let b: [u8; 16] = b.try_into().expect("a 16-byte slice");
+    u128::from_ne_bytes(b)
+}
+
 /// The IPv6 address in `data`, which must be exactly 16 bytes long (callers pass fixed
 /// in-bounds ranges).
 #[inline]
@@ -166,6 +173,20 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     #[inline]
     pub fn dst_addr(&self) -> Ipv6Addr {
         addr_from_bytes(&self.buffer.as_ref()[field::DST_ADDR])
+    }
+
+    /// The source address in the machine's byte order, for checksum
+    /// arithmetic (`checksum::Delta`: "raw" words).
+    #[inline]
+    pub fn src_addr_raw(&self) -> u128 {
+        raw_from_bytes(&self.buffer.as_ref()[field::SRC_ADDR])
+    }
+
+    /// The destination address in the machine's byte order, as
+    /// [`Self::src_addr_raw`].
+    #[inline]
+    pub fn dst_addr_raw(&self) -> u128 {
+        raw_from_bytes(&self.buffer.as_ref()[field::DST_ADDR])
     }
 
     /// Payload: bytes 40..40 + payload length (excludes link-layer padding; a quote ends

@@ -81,6 +81,29 @@ pub(crate) fn write_u32(data: &mut [u8], at: usize, value: u32) {
     data[at..at + 4].copy_from_slice(&value.to_be_bytes());
 }
 
+/// Reads the `u16` at `at` in the machine's byte order ("raw"): for
+/// checksum arithmetic, which gives the same result byte-swapped whichever
+/// order its words are read in ([`checksum::Delta`]), so that a rewrite
+/// needs no byte swaps. Callers guarantee the range is in bounds.
+#[inline]
+pub(crate) fn read_raw_u16(data: &[u8], at: usize) -> u16 {
+    let b: [u8; 2] = data[at..at + 2].try_into().expect("a 2-byte slice");
+    u16::from_ne_bytes(b)
+}
+
+/// Reads the `u32` at `at` in the machine's byte order ([`read_raw_u16`]).
+#[inline]
+pub(crate) fn read_raw_u32(data: &[u8], at: usize) -> u32 {
+    let b: [u8; 4] = data[at..at + 4].try_into().expect("a 4-byte slice");
+    u32::from_ne_bytes(b)
+}
+
+/// Writes `value`, in the machine's byte order, at `at` ([`read_raw_u16`]).
+#[inline]
+pub(crate) fn write_raw_u16(data: &mut [u8], at: usize, value: u16) {
+    data[at..at + 2].copy_from_slice(&value.to_ne_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@
 //! as 0xffff (RFC 768).
 
 use super::checksum::Delta;
-use super::{read_u16, write_u16, Error, IpProtocol, Result};
+use super::{read_raw_u16, read_u16, write_raw_u16, write_u16, Error, IpProtocol, Result};
 
 /// The ports of both protocols sit at the same offsets.
 mod field {
@@ -53,6 +53,20 @@ impl<T: AsRef<[u8]>> TransportHeader<T> {
     #[inline(always)]
     pub fn dst_port(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::DST_PORT)
+    }
+
+    /// The source port in the machine's byte order, for checksum
+    /// arithmetic ([`Delta`]: "raw" words).
+    #[inline(always)]
+    pub fn src_port_raw(&self) -> u16 {
+        read_raw_u16(self.buffer.as_ref(), field::SRC_PORT)
+    }
+
+    /// The destination port in the machine's byte order, as
+    /// [`Self::src_port_raw`].
+    #[inline(always)]
+    pub fn dst_port_raw(&self) -> u16 {
+        read_raw_u16(self.buffer.as_ref(), field::DST_PORT)
     }
 
     #[inline(always)]
@@ -101,6 +115,25 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TransportHeader<T> {
             new = 0xffff;
         }
         write_u16(self.buffer.as_mut(), at, new);
+    }
+
+    /// [`Self::update_checksum`] for a `delta` of words in the machine's
+    /// byte order ([`Self::src_port_raw`]): the same result. UDP's two
+    /// special values, 0 and 0xffff, read the same in either order.
+    #[inline(always)]
+    pub fn update_checksum_raw(&mut self, delta: Delta) {
+        let Some(at) = self.checksum_at() else {
+            return;
+        };
+        let old = read_raw_u16(self.buffer.as_ref(), at);
+        if self.udp && old == 0 {
+            return;
+        }
+        let mut new = delta.apply(old);
+        if self.udp && new == 0 {
+            new = 0xffff;
+        }
+        write_raw_u16(self.buffer.as_mut(), at, new);
     }
 }
 
