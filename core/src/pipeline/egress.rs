@@ -1251,10 +1251,15 @@ pub(super) trait FrameRewrite {
 }
 
 /// Whether a packet ending at `ip_end` in its frame is longer than the
-/// MTU of port `port`.
+/// MTU of port `port`. A packet within the smallest port's MTU
+/// (`Snapshot::min_mtu`, the minimum over `ports`) fits every port: the
+/// established NAT and DR packet, whose `nat_too_big` made the same test
+/// just before, so that the compiler folds the two and the port's MTU is
+/// not read (its bounds check and multiply).
 #[inline(always)]
 fn over_mtu(snap: &Snapshot, port: usize, ip_end: usize) -> bool {
-    ip_end - IP > usize::from(snap.ports[port].mtu)
+    let len = ip_end - IP;
+    len > usize::from(snap.min_mtu) && len > usize::from(snap.ports[port].mtu)
 }
 
 #[cfg(test)]
