@@ -660,6 +660,23 @@ pub struct RealRoute<A = Ipv4Addr> {
     /// The static neighbor entry of `next_hop`, if any: it wins over
     /// anything learned.
     pub mac: Option<MacAddr>,
+    /// `mac` and `src_mac` joined as a frame's first 12 bytes
+    /// (`wire::ethernet::addrs`), when `mac` is known: set in one copy
+    /// (read as two MACs and written as four pieces, they were some ten
+    /// instructions more a packet). Made by [`RealRoute::with_link`].
+    pub link: Option<[u8; 12]>,
+}
+
+impl<A> RealRoute<A> {
+    /// The route with its `link` made from `mac` and `src_mac`.
+    fn with_link(self) -> RealRoute<A> {
+        RealRoute {
+            link: self
+                .mac
+                .map(|m| crate::wire::ethernet::addrs(m, self.src_mac)),
+            ..self
+        }
+    }
 }
 
 /// [`RealRoute`] of every real of family `A` (`family` picks its address
@@ -696,6 +713,7 @@ fn routes_of_reals<A: Copy>(
                     next_hop: unspecified,
                     src_mac: MacAddr::ZERO,
                     mac: None,
+                    link: None,
                 },
             );
         }
@@ -707,7 +725,9 @@ fn routes_of_reals<A: Copy>(
             next_hop,
             src_mac: ports[at].mac,
             mac: neighbor(next_hop),
-        };
+            link: None,
+        }
+        .with_link();
     }
     routes
 }
@@ -724,15 +744,19 @@ fn gateway_route<A: Copy>(
         .iter()
         .enumerate()
         .find_map(|(i, p)| gateway(p).map(|gw| (i, gw)))?;
-    Some(RealRoute {
-        addr: gw,
-        port: u16::try_from(i).ok()?,
-        routed: true,
-        connected: false,
-        next_hop: gw,
-        src_mac: ports[i].mac,
-        mac: neighbor(gw),
-    })
+    Some(
+        RealRoute {
+            addr: gw,
+            port: u16::try_from(i).ok()?,
+            routed: true,
+            connected: false,
+            next_hop: gw,
+            src_mac: ports[i].mac,
+            mac: neighbor(gw),
+            link: None,
+        }
+        .with_link(),
+    )
 }
 
 /// The scheduler's identity for a real: placement in Maglev and source

@@ -43,6 +43,13 @@ pub fn set_macs(frame: &mut [u8], dst: MacAddr, src: MacAddr) {
     eth.set_src_addr(src);
 }
 
+/// [`set_macs`] from the two addresses joined beforehand
+/// (`wire::ethernet::addrs`): one 12-byte copy.
+#[inline]
+pub fn set_addrs(frame: &mut [u8], both: &[u8; 12]) {
+    EthernetFrame::new_unchecked(frame).set_addrs(both);
+}
+
 /// The changes a forwarding method makes to an IPv4 packet's addresses,
 /// ports and TTL. Applied by [`Rewrite::apply`] (or, to a whole frame,
 /// [`Rewrite::apply_frame`]), whose one body updates the checksums of

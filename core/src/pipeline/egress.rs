@@ -428,12 +428,14 @@ impl Egress {
         r: &RealRoute<Ipv6Addr>,
         now: u32,
     ) -> Verdict {
+        // A static neighbor: both MACs in one copy.
+        if let Some(both) = &r.link {
+            forward::set_addrs(pkt.data_mut(), both);
+            return Verdict::Transmit(r.port);
+        }
         let port = usize::from(r.port);
-        let mac = match r.mac {
-            Some(m) => Some(m),
-            // A real's next hop: the config's.
-            None => self.learned6(port, r.next_hop, now, || true),
-        };
+        // A real's next hop: the config's.
+        let mac = self.learned6(port, r.next_hop, now, || true);
         self.set_link6(pkt, port, r.src_mac, r.next_hop, mac)
     }
 
@@ -981,11 +983,13 @@ impl Egress {
     /// [`Self::real_link`] on the frame itself.
     #[inline(always)]
     fn real_link_frame(&mut self, frame: &mut [u8], r: &RealRoute, now: u32) -> Verdict {
-        let mac = match r.mac {
-            Some(m) => Some(m),
-            // A real's next hop: the config's.
-            None => self.learned(usize::from(r.port), r.next_hop, now, || true),
-        };
+        // A static neighbor: both MACs in one copy.
+        if let Some(both) = &r.link {
+            forward::set_addrs(frame, both);
+            return Verdict::Transmit(r.port);
+        }
+        // A real's next hop: the config's.
+        let mac = self.learned(usize::from(r.port), r.next_hop, now, || true);
         let Some(mac) = mac else {
             forward::set_macs(frame, MacAddr::ZERO, r.src_mac);
             return Verdict::Hold {

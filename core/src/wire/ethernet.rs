@@ -153,7 +153,23 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     }
 }
 
+/// The destination and source MAC addresses as a frame's first 12 bytes
+/// ([`EthernetFrame::set_addrs`]).
+#[inline]
+pub fn addrs(dst: MacAddr, src: MacAddr) -> [u8; 12] {
+    let mut b = [0; 12];
+    b[field::DESTINATION].copy_from_slice(&dst.0);
+    b[field::SOURCE].copy_from_slice(&src.0);
+    b
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
+    /// Sets both MAC addresses from [`addrs`]: one 12-byte copy.
+    #[inline]
+    pub fn set_addrs(&mut self, both: &[u8; 12]) {
+        self.buffer.as_mut()[field::DESTINATION.start..field::SOURCE.end].copy_from_slice(both);
+    }
+
     /// Sets the destination MAC address.
     #[inline]
     pub fn set_dst_addr(&mut self, value: MacAddr) {
