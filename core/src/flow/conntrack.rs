@@ -395,7 +395,37 @@ impl<A: FlowAddr> Conntrack<A> {
         schedulers: &mut Schedulers,
         from_elsewhere: impl FnOnce() -> bool,
     ) -> Result<Target<A>, DropReason> {
-        if let Some(e) = self.table.lookup(key, hash) {
+        self.lookup_or_create_key::<B>(
+            snap,
+            service,
+            *key,
+            hash,
+            tcp,
+            now,
+            schedulers,
+            from_elsewhere,
+        )
+    }
+
+    /// [`Self::lookup_or_create`] with the key by value: the pipeline's
+    /// call. Only a new flow's (out-of-line) path takes the key's address,
+    /// from a copy of its own, so that an established packet's key stays
+    /// in registers (held in memory for that path, it cost four stores and
+    /// reloads a packet).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub fn lookup_or_create_key<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        service: usize,
+        key: FlowKey<A>,
+        hash: u64,
+        tcp: Option<Segment>,
+        now: u32,
+        schedulers: &mut Schedulers,
+        from_elsewhere: impl FnOnce() -> bool,
+    ) -> Result<Target<A>, DropReason> {
+        if let Some(e) = self.table.lookup(&key, hash) {
             let f = self.table.get(e);
             // A client's SYN (`Segment::opens`) starts a new connection on
             // a closed tuple (a RST, or a FIN each way). On a half-closed
@@ -472,7 +502,8 @@ impl<A: FlowAddr> Conntrack<A> {
                 return outcome;
             }
         }
-        self.create::<B>(snap, service, key, tcp, syn, now, schedulers)
+        let key_copy = key;
+        self.create::<B>(snap, service, &key_copy, tcp, syn, now, schedulers)
     }
 
     /// A new flow: a real for it, and an entry when the table has (or can
@@ -771,9 +802,27 @@ impl<A: FlowAddr> Conntrack<A> {
         from_real: impl FnOnce() -> bool,
         sender: impl FnOnce() -> u32,
     ) -> Result<ReplyTarget<A>, DropReason> {
+        self.reply_on_key(snap, *key, hash, tcp, now, in_port, from_real, sender)
+    }
+
+    /// [`Self::reply_on`] with the key by value (the pipeline's call), as
+    /// [`Self::lookup_or_create_key`]: the key stays in registers.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub fn reply_on_key(
+        &mut self,
+        snap: &Snapshot,
+        key: ReplyKey<A>,
+        hash: u64,
+        tcp: Option<Segment>,
+        now: u32,
+        in_port: Option<usize>,
+        from_real: impl FnOnce() -> bool,
+        sender: impl FnOnce() -> u32,
+    ) -> Result<ReplyTarget<A>, DropReason> {
         let e = self
             .table
-            .lookup_reply(key, hash)
+            .lookup_reply(&key, hash)
             .ok_or(DropReason::NoFlow)?;
         let f = self.table.get(e);
         if f.expired(now, &snap.timeouts) {

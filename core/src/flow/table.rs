@@ -1042,7 +1042,12 @@ impl<A: FlowAddr> FlowTable<A> {
         self.find(hash, |f, reply| {
             reply && f.has_reply && f.reply_key() == *key
         })
-        .or_else(|| self.pending_reply(key, hash))
+        // A copy for the out-of-line search: `key`'s own address not taken
+        // (the caller's key stays in registers).
+        .or_else(|| {
+            let key = *key;
+            self.pending_reply(&key, hash)
+        })
     }
 
     #[inline]

@@ -431,15 +431,18 @@ impl Pipeline {
         };
         let hash = hash.unwrap_or_else(|| ct.table().key_hash(&key));
         debug_assert_eq!(hash, ct.table().key_hash(&key), "the lookahead hashed it");
-        let found = ct.lookup_or_create::<B>(
+        // The key, and what the closure reads, by value: a reference would
+        // hold the key in memory on every packet (`Pipeline::request`).
+        let client = key.client;
+        let found = ct.lookup_or_create_key::<B>(
             snap,
             service,
-            &key,
+            key,
             hash,
             tcp,
             now,
             &mut self.schedulers,
-            || snap.client_elsewhere(in_port, std::net::IpAddr::V6(key.client)),
+            move || snap.client_elsewhere(in_port, std::net::IpAddr::V6(client)),
         );
         let target = match found {
             Ok(t) => t,
@@ -453,7 +456,11 @@ impl Pipeline {
                 let Some(seg) = tcp else {
                     return Verdict::Drop(DropReason::NoFlow);
                 };
-                match self.syn_proxy_client6(snap, service, pkt, ip, ports, seg, &key, step, now) {
+                // A copy of its own, so that `key` stays in registers.
+                let own_key = key;
+                match self
+                    .syn_proxy_client6(snap, service, pkt, ip, ports, seg, &own_key, step, now)
+                {
                     Next6::Done(v) => return v,
                     Next6::Forward(t) => (t, None),
                 }
@@ -576,10 +583,11 @@ impl Pipeline {
             let mac = EthernetFrame::new_unchecked(pkt.data()).src_addr();
             crate::flow::sender_mark(in_port, mac.0)
         };
-        let back = match ct.reply_on(snap, &key, hash, tcp, now, Some(in_port), from_real, sender) {
-            Ok(b) => b,
-            Err(r) => return Verdict::Drop(r),
-        };
+        let back =
+            match ct.reply_on_key(snap, key, hash, tcp, now, Some(in_port), from_real, sender) {
+                Ok(b) => b,
+                Err(r) => return Verdict::Drop(r),
+            };
         let adjust = match back.proxy {
             ReplyStep::None => None,
             ReplyStep::Translate => Some(ct.proxy_adjust()),

@@ -876,15 +876,18 @@ impl Pipeline {
             .and_then(Lookahead::hash)
             .unwrap_or_else(|| table.key_hash(&key));
         debug_assert_eq!(hash, table.key_hash(&key), "the lookahead hashed this key");
-        let target = match self.conntrack.lookup_or_create::<B>(
+        // The key and what the closure reads by value: a reference to
+        // them would hold the key in memory on every packet.
+        let (in_port, client) = (self.in_port, key.client);
+        let target = match self.conntrack.lookup_or_create_key::<B>(
             snap,
             service,
-            &key,
+            key,
             hash,
             tcp,
             now,
             &mut self.schedulers,
-            || snap.client_elsewhere(self.in_port, IpAddr::V4(key.client)),
+            move || snap.client_elsewhere(in_port, IpAddr::V4(client)),
         ) {
             Ok(t) => t,
             Err(r) => return Verdict::Drop(r),
@@ -896,7 +899,10 @@ impl Pipeline {
                 let Some(seg) = tcp else {
                     return Verdict::Drop(DropReason::NoFlow);
                 };
-                match self.syn_proxy_client(snap, service, pkt, ip, ports, seg, &key, step, now) {
+                // A copy of its own, so that `key` stays in registers.
+                let own_key = key;
+                match self.syn_proxy_client(snap, service, pkt, ip, ports, seg, &own_key, step, now)
+                {
                     synproxy::Next::Done(v) => return v,
                     synproxy::Next::Forward(t) => (t, None),
                 }
@@ -944,7 +950,7 @@ impl Pipeline {
                     ip,
                     ForwardingMethod::Tunnel,
                     real,
-                    (real_id, &key),
+                    (real_id, key),
                     now,
                     NoRewrite,
                 );
@@ -973,7 +979,7 @@ impl Pipeline {
         ip: &Ipv4Meta,
         method: ForwardingMethod,
         real: Ipv4Addr,
-        flow: (u32, &FlowKey),
+        flow: (u32, FlowKey),
         now: u32,
         nat_rewrite: impl FrameRewrite,
     ) -> (Verdict, bool) {
@@ -1015,7 +1021,7 @@ impl Pipeline {
         pkt: &mut B,
         ip: &Ipv4Meta,
         real_id: u32,
-        key: &FlowKey,
+        key: FlowKey,
         now: u32,
     ) -> (Verdict, bool) {
         let Some(real) = snap.tunnel6_real(real_id) else {
@@ -1087,9 +1093,9 @@ impl Pipeline {
             let mac = EthernetFrame::new_unchecked(pkt.data()).src_addr();
             crate::flow::sender_mark(in_port, mac.0)
         };
-        let back = match self.conntrack.reply_on(
+        let back = match self.conntrack.reply_on_key(
             snap,
-            &key,
+            key,
             hash,
             tcp,
             now,
@@ -1264,7 +1270,7 @@ impl Pipeline {
             &no_answer,
             method,
             real,
-            (real_id, &key),
+            (real_id, key),
             now,
             NatErrorToReal {
                 end,
