@@ -400,7 +400,7 @@ impl<A: FlowAddr> Conntrack<A> {
             service,
             *key,
             hash,
-            tcp,
+            tcp.as_ref(),
             now,
             schedulers,
             from_elsewhere,
@@ -420,7 +420,7 @@ impl<A: FlowAddr> Conntrack<A> {
         service: usize,
         key: FlowKey<A>,
         hash: u64,
-        tcp: Option<Segment>,
+        tcp: Option<&Segment>,
         now: u32,
         schedulers: &mut Schedulers,
         from_elsewhere: impl FnOnce() -> bool,
@@ -452,7 +452,7 @@ impl<A: FlowAddr> Conntrack<A> {
                 // SYN proxy hook: a flow whose handshake it answered.
                 if f.proxy != 0 {
                     let (before, inputs) = (f.trust(), f.trust_inputs());
-                    let r = self.syn_proxy_client(e, tcp, now);
+                    let r = self.syn_proxy_client(e, tcp.copied(), now);
                     self.reclass(e, before, now);
                     self.restate(e, inputs);
                     self.sync_mark_if_changed(e, inputs);
@@ -461,7 +461,7 @@ impl<A: FlowAddr> Conntrack<A> {
                 let inputs = f.trust_inputs();
                 f.last_seen = now;
                 match tcp {
-                    Some(seg) => f.on_segment(seg, true),
+                    Some(&seg) => f.on_segment(seg, true),
                     None => f.repeated(),
                 }
                 let target = Target {
@@ -497,13 +497,13 @@ impl<A: FlowAddr> Conntrack<A> {
             return Err(DropReason::ReversePath);
         }
         // SYN proxy hook: a SYN or ACK for no flow, to a service it covers.
-        if let Some(seg) = tcp {
+        if let Some(&seg) = tcp {
             if let Some(outcome) = self.syn_proxy_no_flow(snap, service, seg) {
                 return outcome;
             }
         }
         let key_copy = key;
-        self.create::<B>(snap, service, &key_copy, tcp, syn, now, schedulers)
+        self.create::<B>(snap, service, &key_copy, tcp.copied(), syn, now, schedulers)
     }
 
     /// A new flow: a real for it, and an entry when the table has (or can
@@ -802,7 +802,16 @@ impl<A: FlowAddr> Conntrack<A> {
         from_real: impl FnOnce() -> bool,
         sender: impl FnOnce() -> u32,
     ) -> Result<ReplyTarget<A>, DropReason> {
-        self.reply_on_key(snap, *key, hash, tcp, now, in_port, from_real, sender)
+        self.reply_on_key(
+            snap,
+            *key,
+            hash,
+            tcp.as_ref(),
+            now,
+            in_port,
+            from_real,
+            sender,
+        )
     }
 
     /// [`Self::reply_on`] with the key by value (the pipeline's call), as
@@ -814,7 +823,7 @@ impl<A: FlowAddr> Conntrack<A> {
         snap: &Snapshot,
         key: ReplyKey<A>,
         hash: u64,
-        tcp: Option<Segment>,
+        tcp: Option<&Segment>,
         now: u32,
         in_port: Option<usize>,
         from_real: impl FnOnce() -> bool,
@@ -840,7 +849,7 @@ impl<A: FlowAddr> Conntrack<A> {
         // SYN proxy hook: a flow whose handshake it answered.
         if f.proxy != 0 {
             let (before, inputs) = (f.trust(), f.trust_inputs());
-            let r = self.syn_proxy_reply(e, tcp, now, from_real, sender);
+            let r = self.syn_proxy_reply(e, tcp.copied(), now, from_real, sender);
             self.reclass(e, before, now);
             self.restate(e, inputs);
             self.sync_mark_if_changed(e, inputs);
@@ -859,7 +868,7 @@ impl<A: FlowAddr> Conntrack<A> {
         f.last_seen = now;
         if believed {
             match tcp {
-                Some(seg) => f.on_segment(seg, false),
+                Some(&seg) => f.on_segment(seg, false),
                 None => f.heard_from_real(),
             }
         } else {

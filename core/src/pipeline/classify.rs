@@ -142,6 +142,17 @@ impl L4 {
             _ => None,
         }
     }
+
+    /// [`Self::ports`], the segment where it is (the burst's chunk): not
+    /// copied out on its way to the flow table.
+    #[inline]
+    pub fn ports_ref(&self) -> Option<(Ports, Option<&Segment>)> {
+        match self {
+            L4::Tcp { ports, segment } => Some((*ports, Some(segment))),
+            L4::Udp { ports } => Some((*ports, None)),
+            _ => None,
+        }
+    }
 }
 
 /// Reads a frame. Err only when it is too short for an Ethernet header.

@@ -243,7 +243,7 @@ impl Pipeline {
                     if ip.hop_limit <= 1 {
                         return Verdict::Drop(DropReason::TtlExceeded);
                     }
-                    if let Some((ports, tcp)) = ip.l4.ports() {
+                    if let Some((ports, tcp)) = ip.l4.ports_ref() {
                         return self.request6(
                             snap,
                             service as usize,
@@ -275,7 +275,7 @@ impl Pipeline {
                     if ip.hop_limit <= 1 {
                         return Verdict::Drop(DropReason::TtlExceeded);
                     }
-                    if let Some((ports, tcp)) = ip.l4.ports() {
+                    if let Some((ports, tcp)) = ip.l4.ports_ref() {
                         return self.reply6(snap, in_port, pkt, ip, ports, tcp, now, Some(hash));
                     }
                 }
@@ -325,7 +325,7 @@ impl Pipeline {
         if ip.hop_limit <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        self.reply6(snap, in_port, pkt, ip, ports, tcp, now, None)
+        self.reply6(snap, in_port, pkt, ip, ports, tcp.as_ref(), now, None)
     }
 
     /// To a port address or a VIP: echo, ICMPv6 errors about a VIP's flow,
@@ -379,7 +379,7 @@ impl Pipeline {
         if ip.hop_limit <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        self.request6(snap, service, pkt, ip, ports, tcp, now, None)
+        self.request6(snap, service, pkt, ip, ports, tcp.as_ref(), now, None)
     }
 
     /// A packet for one of our addresses that nothing here handles: the
@@ -411,7 +411,7 @@ impl Pipeline {
         pkt: &mut B,
         ip: &Ipv6Meta,
         ports: Ports,
-        tcp: Option<Segment>,
+        tcp: Option<&Segment>,
         now: u32,
         hash: Option<u64>,
     ) -> Verdict {
@@ -453,7 +453,7 @@ impl Pipeline {
             ProxyStep::None => (target, None),
             ProxyStep::Translate => (target, Some(ct.proxy_adjust())),
             step => {
-                let Some(seg) = tcp else {
+                let Some(&seg) = tcp else {
                     return Verdict::Drop(DropReason::NoFlow);
                 };
                 // A copy of its own, so that `key` stays in registers.
@@ -544,7 +544,7 @@ impl Pipeline {
         pkt: &mut B,
         ip: &Ipv6Meta,
         ports: Ports,
-        tcp: Option<Segment>,
+        tcp: Option<&Segment>,
         now: u32,
         hash: Option<u64>,
     ) -> Verdict {
@@ -592,7 +592,7 @@ impl Pipeline {
             ReplyStep::None => None,
             ReplyStep::Translate => Some(ct.proxy_adjust()),
             ReplyStep::AckToReal => {
-                let Some(seg) = tcp else {
+                let Some(&seg) = tcp else {
                     return Verdict::Drop(DropReason::SynProxyPending);
                 };
                 let w = ct.proxy_waiting();

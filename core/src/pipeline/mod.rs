@@ -757,7 +757,7 @@ impl Pipeline {
                 if ip.ttl <= 1 {
                     return Verdict::Drop(DropReason::TtlExceeded);
                 }
-                if let Some((ports, tcp)) = ip.l4.ports() {
+                if let Some((ports, tcp)) = ip.l4.ports_ref() {
                     return self.request(snap, service as usize, pkt, ip, ports, tcp, now, ahead);
                 }
             }
@@ -778,7 +778,7 @@ impl Pipeline {
                 if ip.ttl <= 1 {
                     return Verdict::Drop(DropReason::TtlExceeded);
                 }
-                if let Some((ports, tcp)) = ip.l4.ports() {
+                if let Some((ports, tcp)) = ip.l4.ports_ref() {
                     return self.reply(snap, in_port, pkt, ip, ports, tcp, now, ahead);
                 }
             }
@@ -805,7 +805,7 @@ impl Pipeline {
                 return Verdict::Drop(DropReason::NoService);
             }
             let (ports, tcp) = match ip.l4 {
-                L4::Tcp { ports, segment } => (ports, Some(segment)),
+                L4::Tcp { ports, ref segment } => (ports, Some(segment)),
                 L4::Udp { ports } => (ports, None),
                 L4::Invalid(r) => return Verdict::Drop(r),
                 _ => return Verdict::Drop(DropReason::NoService),
@@ -839,7 +839,7 @@ impl Pipeline {
         if ip.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        self.reply(snap, in_port, pkt, ip, ports, tcp, now, ahead)
+        self.reply(snap, in_port, pkt, ip, ports, tcp.as_ref(), now, ahead)
     }
 
     /// A packet from a client to a service's VIP: conntrack (and schedule),
@@ -853,7 +853,7 @@ impl Pipeline {
         pkt: &mut B,
         ip: &Ipv4Meta,
         ports: Ports,
-        tcp: Option<Segment>,
+        tcp: Option<&Segment>,
         now: u32,
         ahead: Option<Lookahead>,
     ) -> Verdict {
@@ -896,7 +896,7 @@ impl Pipeline {
             ProxyStep::None => (target, None),
             ProxyStep::Translate => (target, Some(self.conntrack.proxy_adjust())),
             step => {
-                let Some(seg) = tcp else {
+                let Some(&seg) = tcp else {
                     return Verdict::Drop(DropReason::NoFlow);
                 };
                 // A copy of its own, so that `key` stays in registers.
@@ -1054,7 +1054,7 @@ impl Pipeline {
         pkt: &mut B,
         ip: &Ipv4Meta,
         ports: Ports,
-        tcp: Option<Segment>,
+        tcp: Option<&Segment>,
         now: u32,
         ahead: Option<Lookahead>,
     ) -> Verdict {
@@ -1110,7 +1110,7 @@ impl Pipeline {
             ReplyStep::None => None,
             ReplyStep::Translate => Some(self.conntrack.proxy_adjust()),
             ReplyStep::AckToReal => {
-                let Some(seg) = tcp else {
+                let Some(&seg) = tcp else {
                     return Verdict::Drop(DropReason::SynProxyPending);
                 };
                 let w = self.conntrack.proxy_waiting();
