@@ -572,15 +572,21 @@ impl Pipeline {
         // What the flow believes of a real (asked only of what opens or
         // ends it): nothing said to a client there is no way back to,
         // whose handshake proves nothing (`Snapshot::no_way_back`).
-        let from_real = || {
+        // Both capture by value (`move`, the frame as a shared borrow):
+        // captured by reference, `now` and `in_port` were stored on the
+        // stack and the closures' references built there on every packet,
+        // for calls only a SYN proxy's flow or an opening or closing
+        // segment makes.
+        let frame_of: &B = pkt;
+        let from_real = move || {
             if snap.no_way_back(IpAddr::V6(ip.dst)) {
                 return false;
             }
-            let mac = EthernetFrame::new_unchecked(pkt.data()).src_addr();
+            let mac = EthernetFrame::new_unchecked(frame_of.data()).src_addr();
             egress.came_from_next_hop6(snap, in_port, ip.src, mac, now)
         };
-        let sender = || {
-            let mac = EthernetFrame::new_unchecked(pkt.data()).src_addr();
+        let sender = move || {
+            let mac = EthernetFrame::new_unchecked(frame_of.data()).src_addr();
             crate::flow::sender_mark(in_port, mac.0)
         };
         let back =
