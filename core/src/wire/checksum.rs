@@ -222,7 +222,7 @@ impl Delta {
     /// [`Delta::change128`] of a field read in the machine's byte order
     /// (see [`Delta`]): `old` and `new` as `u128::from_ne_bytes` of its 16
     /// bytes.
-    #[inline]
+    #[inline(always)]
     pub fn change128_raw(mut self, old: u128, new: u128) -> Delta {
         let (o, n) = (!old, new);
         let mut acc: u64 = 0;
