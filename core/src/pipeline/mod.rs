@@ -557,7 +557,7 @@ impl Pipeline {
                 .iter_mut()
                 .zip(&mut verdicts[base..base + m]);
             for ((pkt, verdict), c) in frames.zip(chunk.iter()) {
-                *verdict = self.run(snap, in_port, pkt, now, &c.parsed, c.ahead);
+                *verdict = self.run(snap, in_port, pkt, now, &c.parsed, &c.ahead);
             }
             base += m;
         }
@@ -645,7 +645,7 @@ impl Pipeline {
         self.in_port = in_port;
         self.tick(now);
         let parsed = classify_offloaded(pkt.data(), pkt.rx_ip_checksum());
-        let v = self.run(snap, in_port, pkt, now, &parsed, None);
+        let v = self.run(snap, in_port, pkt, now, &parsed, &None);
         self.settle();
         v
     }
@@ -660,7 +660,7 @@ impl Pipeline {
         pkt: &mut B,
         now: u32,
         parsed: &Result<Parsed, DropReason>,
-        ahead: Option<Lookahead>,
+        ahead: &Option<Lookahead>,
     ) -> Verdict {
         let Some(me) = snap.ports.get(in_port) else {
             return Verdict::Drop(DropReason::NotForUs);
@@ -687,7 +687,7 @@ impl Pipeline {
             }
             L3::Ipv6(ref ip) => {
                 cut_trailer(pkt, ip.end());
-                self.ipv6(snap, in_port, pkt, ip, now, ahead, to_group)
+                self.ipv6(snap, in_port, pkt, ip, now, *ahead, to_group)
             }
             L3::Invalid(r) => Verdict::Drop(r),
             L3::Unsupported(_) => Verdict::Drop(DropReason::UnsupportedEthertype),
@@ -739,7 +739,7 @@ impl Pipeline {
         pkt: &mut B,
         ip: &Ipv4Meta,
         now: u32,
-        ahead: Option<Lookahead>,
+        ahead: &Option<Lookahead>,
     ) -> Verdict {
         // No host sends from 0/8, 127/8, a group or 240/4 and the limited
         // broadcast (RFC 1812 5.3.7): such a packet makes no flow and gets
@@ -753,16 +753,25 @@ impl Pipeline {
         // NAT reals (the checks below, in the same order, give the same
         // verdicts): `process` and `process_burst` agree.
         match ahead {
-            Some(Lookahead::Request { service, .. }) => {
+            Some(Lookahead::Request { service, hash }) => {
                 if ip.ttl <= 1 {
                     return Verdict::Drop(DropReason::TtlExceeded);
                 }
                 if let Some((ports, tcp)) = ip.l4.ports_ref() {
-                    return self.request(snap, service as usize, pkt, ip, ports, tcp, now, ahead);
+                    return self.request(
+                        snap,
+                        *service as usize,
+                        pkt,
+                        ip,
+                        ports,
+                        tcp,
+                        now,
+                        Some(*hash),
+                    );
                 }
             }
             Some(Lookahead::NoService) => return Verdict::Drop(DropReason::NoService),
-            Some(Lookahead::Reply { .. }) => {
+            Some(Lookahead::Reply { hash }) => {
                 let me = &snap.ports[in_port];
                 if me.ipv4() == Some(ip.dst) {
                     // To our own address, not a client's: nothing we
@@ -779,7 +788,7 @@ impl Pipeline {
                     return Verdict::Drop(DropReason::TtlExceeded);
                 }
                 if let Some((ports, tcp)) = ip.l4.ports_ref() {
-                    return self.reply(snap, in_port, pkt, ip, ports, tcp, now, ahead);
+                    return self.reply(snap, in_port, pkt, ip, ports, tcp, now, Some(*hash));
                 }
             }
             Some(Lookahead::Request6 { .. } | Lookahead::Reply6 { .. } | Lookahead::Ipv6)
@@ -817,7 +826,16 @@ impl Pipeline {
             if ip.ttl <= 1 {
                 return Verdict::Drop(DropReason::TtlExceeded);
             }
-            return self.request(snap, service, pkt, ip, ports, tcp, now, ahead);
+            return self.request(
+                snap,
+                service,
+                pkt,
+                ip,
+                ports,
+                tcp,
+                now,
+                ahead.and_then(Lookahead::hash),
+            );
         }
         // Transit: only NAT replies, and ICMP errors about NAT flows from
         // their reals or from a router on the way to them.
@@ -839,7 +857,16 @@ impl Pipeline {
         if ip.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        self.reply(snap, in_port, pkt, ip, ports, tcp.as_ref(), now, ahead)
+        self.reply(
+            snap,
+            in_port,
+            pkt,
+            ip,
+            ports,
+            tcp.as_ref(),
+            now,
+            ahead.and_then(Lookahead::hash),
+        )
     }
 
     /// A packet from a client to a service's VIP: conntrack (and schedule),
@@ -855,7 +882,7 @@ impl Pipeline {
         ports: Ports,
         tcp: Option<&Segment>,
         now: u32,
-        ahead: Option<Lookahead>,
+        hash: Option<u64>,
     ) -> Verdict {
         if let Some(v) = self.hand_off(ip.src) {
             return v;
@@ -872,9 +899,7 @@ impl Pipeline {
             vip_port: ports.dst,
         };
         let table = self.conntrack.table();
-        let hash = ahead
-            .and_then(Lookahead::hash)
-            .unwrap_or_else(|| table.key_hash(&key));
+        let hash = hash.unwrap_or_else(|| table.key_hash(&key));
         debug_assert_eq!(hash, table.key_hash(&key), "the lookahead hashed this key");
         // The key and what the closure reads by value: a reference to
         // them would hold the key in memory on every packet.
@@ -1056,7 +1081,7 @@ impl Pipeline {
         ports: Ports,
         tcp: Option<&Segment>,
         now: u32,
-        ahead: Option<Lookahead>,
+        hash: Option<u64>,
     ) -> Verdict {
         let client = ip.dst;
         if let Some(v) = self.hand_off(client) {
@@ -1070,9 +1095,7 @@ impl Pipeline {
             client_port: ports.dst,
         };
         let table = self.conntrack.table();
-        let hash = ahead
-            .and_then(Lookahead::hash)
-            .unwrap_or_else(|| table.reply_key_hash(&key));
+        let hash = hash.unwrap_or_else(|| table.reply_key_hash(&key));
         debug_assert_eq!(
             hash,
             table.reply_key_hash(&key),
