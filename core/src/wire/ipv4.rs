@@ -484,8 +484,10 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     #[inline]
     pub fn fill_checksum(&mut self) {
         self.set_checksum(0);
-        let c = checksum::checksum(&self.buffer.as_ref()[..self.header_len()]);
-        self.set_checksum(c);
+        // Summed and written in the machine's byte order: the same bytes,
+        // without a swap per word (`checksum::checksum_raw`).
+        let c = checksum::checksum_raw(&self.buffer.as_ref()[..self.header_len()]);
+        self.set_checksum_raw(c);
     }
 }
 
