@@ -59,14 +59,13 @@ use egress::{Egress, FrameRewrite};
 /// port and worker indices are small (`stats::MAX_PORTS`, the lcores), and
 /// a wider verdict, built on the stack with a narrow store and copied out
 /// with a wide load, stalled store forwarding on every dropped packet.
+/// The verdicts of a frame on its way (`Transmit`, `Hold`, `Hold6`) come
+/// first, so that testing for them (`count_forwarded`, every forwarded
+/// packet) is one compare of the tag, not a bit test of a mask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Send the (rewritten) frame out of this port index.
     Transmit(u16),
-    /// Drop it, counting the reason.
-    Drop(DropReason),
-    /// Give it, untouched, to this worker: it owns the flow.
-    HandOff(u16),
     /// Rewritten except for the destination MAC, which is being resolved:
     /// hold it, then send it out of `port` to `next_hop`'s MAC.
     Hold { port: u16, next_hop: Ipv4Addr },
@@ -74,6 +73,10 @@ pub enum Verdict {
     /// [`Pipeline::held_next_hop6`] of `index` names it, until the next
     /// call into the pipeline.
     Hold6 { port: u16, index: u16 },
+    /// Drop it, counting the reason.
+    Drop(DropReason),
+    /// Give it, untouched, to this worker: it owns the flow.
+    HandOff(u16),
     /// Used up here (an ARP reply we learned from).
     Consumed,
     /// Untouched, to be kept and run again with
