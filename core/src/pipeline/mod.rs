@@ -227,6 +227,10 @@ impl Pipeline {
         flow_capacity: usize,
         stats: Arc<WorkerStats>,
     ) -> Pipeline {
+        // Worker `index` of `workers`: another index would hand every flow
+        // to the workers that own it and own none itself (noticed in
+        // review; every caller numbers its workers from 0).
+        debug_assert!(index < workers.max(1), "worker {index} of {workers}");
         Pipeline {
             index,
             workers: workers.max(1),
