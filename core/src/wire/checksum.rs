@@ -38,15 +38,13 @@ pub fn fold(sum: u32) -> u16 {
     s as u16
 }
 
-/// Whether `data`, which holds its own checksum field, sums to a correct
-/// Internet checksum (what [`checksum`] == 0 says, but cheaper): the
-/// ones-complement sum of a block is the same, byte-swapped, whichever byte
-/// order its words are read in, and a correct block sums to `0xffff`, which
-/// reads the same both ways, so the words are summed in the machine's own
-/// order (no byte swaps). A 20-byte block (an IPv4 header without options)
-/// takes a fixed, unrolled path.
-#[inline]
-pub fn is_valid(data: &[u8]) -> bool {
+/// The folded ones-complement sum of `data` read in the machine's own byte
+/// order (no byte swap per word): the same sum as [`sum`]'s, byte-swapped
+/// on a little-endian machine, since a ones-complement sum is the same
+/// whichever byte order its words are read in. A 20-byte block (an IPv4
+/// header without options) takes a fixed, unrolled path.
+#[inline(always)]
+fn sum_ne(data: &[u8]) -> u16 {
     let mut acc: u64 = 0;
     if let Ok(h) = <&[u8; 20]>::try_from(data) {
         for i in 0..5 {
@@ -76,43 +74,24 @@ pub fn is_valid(data: &[u8]) -> bool {
     }
     acc = (acc & 0xffff_ffff) + (acc >> 32);
     acc = (acc & 0xffff_ffff) + (acc >> 32);
-    fold(acc as u32) == 0xffff
+    fold(acc as u32)
+}
+
+/// Whether `data`, which holds its own checksum field, sums to a correct
+/// Internet checksum (what [`checksum`] == 0 says, but cheaper): a correct
+/// block sums to `0xffff`, which reads the same in both byte orders, so
+/// the words are summed in the machine's own ([`sum_ne`]).
+#[inline]
+pub fn is_valid(data: &[u8]) -> bool {
+    sum_ne(data) == 0xffff
 }
 
 /// [`checksum`] in the machine's byte order ("raw", see [`Delta`]): what
 /// `u16::from_ne_bytes` of the two checksum bytes [`checksum`] gives would
-/// read. Summed without a byte swap per word, as [`is_valid`] is; a
-/// 20-byte block (an IPv4 header without options) takes a fixed,
-/// unrolled path.
+/// read, summed without byte swaps ([`sum_ne`]).
 #[inline]
 pub fn checksum_raw(data: &[u8]) -> u16 {
-    let mut acc: u64 = 0;
-    if let Ok(h) = <&[u8; 20]>::try_from(data) {
-        for i in 0..5 {
-            acc += u64::from(u32::from_ne_bytes([
-                h[4 * i],
-                h[4 * i + 1],
-                h[4 * i + 2],
-                h[4 * i + 3],
-            ]));
-        }
-    } else {
-        let mut words = data.chunks_exact(4);
-        for w in &mut words {
-            acc += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
-        }
-        let rest = words.remainder();
-        let mut pairs = rest.chunks_exact(2);
-        for p in &mut pairs {
-            acc += u64::from(u16::from_ne_bytes([p[0], p[1]]));
-        }
-        if let [last] = pairs.remainder() {
-            acc += u64::from(u16::from_ne_bytes([*last, 0]));
-        }
-    }
-    acc = (acc & 0xffff_ffff) + (acc >> 32);
-    acc = (acc & 0xffff_ffff) + (acc >> 32);
-    !fold(acc as u32)
+    !sum_ne(data)
 }
 
 /// The Internet checksum of `data`: the complement of its folded ones-complement sum.
