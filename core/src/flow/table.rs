@@ -119,8 +119,12 @@ pub(super) const VOUCHED: u8 = 64;
 /// sent (NAT: the real's side is seen) and so places it. A TUN or DR
 /// flow, where the real's side is never seen, is placed by its record
 /// when that says where the peer had the client
-/// (`FlowUpdate::client_seq`, [`Flow::place_synced_client`]); without
-/// it, it keeps this bit and ends by timeout.
+/// (`FlowUpdate::client_seq`, [`Flow::place_synced_client`]), and keeps
+/// this bit beside `SEEN_CLIENT` until a segment of the client's is
+/// believed there (`Flow::client_acks_fit`): until then the place is the
+/// peer's word, possibly stale, and ICMP errors quoting the client are
+/// not held to it ([`Flow::quotes_client_seq`]). Without a place, it
+/// keeps this bit and ends by timeout.
 pub(super) const UNSURE_CLIENT: u8 = 128;
 
 /// How far behind what the real sent a client's ACK may be and still
@@ -511,6 +515,9 @@ impl<A: FlowAddr> Flow<A> {
             return false;
         }
         self.real_next = seg.ack;
+        // A synced flow's client is where this segment says, no longer
+        // only where the peer had it (`place_synced_client`).
+        self.seq_known &= !UNSURE_CLIENT;
         true
     }
 
@@ -599,12 +606,14 @@ impl<A: FlowAddr> Flow<A> {
     /// its segments once it sent data, and keep the flow half-open; not
     /// placed, the flow becomes established at the client's first ACK
     /// there, as before records said where the client stood (found in
-    /// review).
+    /// review). A place a sync peer gave and no segment confirmed here yet
+    /// (`UNSURE_CLIENT` beside `SEEN_CLIENT`) goes on as it came: a bulk
+    /// pass hands it back to a peer that restarted without it.
     pub(super) fn client_seq(&self) -> Option<ClientSeq> {
         (self.proto == u8::from(IpProtocol::Tcp)
             && self.method != ForwardingMethod::Nat
             && self.state != FlowState::SynSent
-            && self.seq_known & (SEEN_CLIENT | UNSURE_CLIENT) == SEEN_CLIENT)
+            && self.seq_known & SEEN_CLIENT != 0)
             .then_some(ClientSeq {
                 next: self.client_next,
                 ack: self.real_next,
@@ -617,13 +626,17 @@ impl<A: FlowAddr> Flow<A> {
     /// further than the windows allow since the peer's record is not
     /// followed, as an unplaced one (the flow ends by its timeout). Also
     /// remembered as what the peer was last told, for
-    /// [`Self::client_drifted`] once the flow is ours.
+    /// [`Self::client_drifted`] once the flow is ours. [`UNSURE_CLIENT`]
+    /// stays until a segment of the client's is believed here (found in
+    /// review: a stale place made ICMP errors quoting where the client
+    /// really is look forged, and a tunnel's "packet too big" for it was
+    /// not relayed for the rest of the flow's life).
     pub(super) fn place_synced_client(&mut self, c: ClientSeq) {
         self.client_next = c.next;
         self.real_next = c.ack;
         self.proxy_seq = c.next;
         self.proxy_ts = c.ack;
-        self.seq_known = (self.seq_known | SEEN_CLIENT) & !UNSURE_CLIENT;
+        self.seq_known |= SEEN_CLIENT;
     }
 
     /// Whether this TUN or DR flow's client moved, since the sync peer was
@@ -674,7 +687,8 @@ impl<A: FlowAddr> Flow<A> {
     /// Whether `seq`, a TCP sequence number an ICMP error quotes as the
     /// client's, lies near where the client was seen to stand (RFC 5927:
     /// an error that quotes a segment nobody sent is not believed). True
-    /// while the client's place is not known.
+    /// while the client's place is not known, or is only a sync peer's
+    /// word ([`UNSURE_CLIENT`]).
     pub fn quotes_client_seq(&self, seq: u32) -> bool {
         self.seq_known & SEEN_CLIENT == 0
             || self.seq_known & UNSURE_CLIENT != 0

@@ -1393,12 +1393,25 @@ fn a_synced_tun_flow_is_followed_where_the_primary_had_its_client() {
             "{s:?}"
         );
     }
+    // Until a segment of the client's fits, the place is the peer's word:
+    // an ICMP error quoting the client is not held to it.
+    let k = FlowKey {
+        vip: TUN_VIP,
+        ..key(40000)
+    };
+    assert!(backup.find(&k).unwrap().quotes_client_seq(0x4000_0000));
     // The client goes on from where it was (one segment behind the
     // record: its acknowledgment fits) and closes: believed.
     assert_eq!(
         tun_packet(&mut backup, &snap, 40000, data(1101, 5001 + 3000, 50), 5),
         FlowState::Established
     );
+    let f = backup.find(&k).unwrap();
+    assert!(
+        !f.quotes_client_seq(0x4000_0000),
+        "held to the client's place now"
+    );
+    assert!(f.quotes_client_seq(1151));
     assert_eq!(
         tun_packet(
             &mut backup,
@@ -1478,6 +1491,10 @@ fn a_stale_client_seq_is_not_followed() {
     // 32 MiB of the real's data later (beyond ACK_WINDOW), and 2 MiB of
     // the client's (beyond SEQ_WINDOW).
     let (seq, ack) = (1001 + (2 << 20), 5001 + (32 << 20));
+    let k = FlowKey {
+        vip: TUN_VIP,
+        ..key(40003)
+    };
     for s in [
         data(seq, ack, 100),
         seg(TcpFlags::FIN | TcpFlags::ACK, seq + 100, ack),
@@ -1489,6 +1506,14 @@ fn a_stale_client_seq_is_not_followed() {
             "{s:?}"
         );
     }
+    // An ICMP error quoting where the client really is still counts (a
+    // tunnel's "packet too big" for it is relayed): the place is only the
+    // peer's word until a segment of the client's fits it (found in
+    // review: held to the stale place, such errors were taken for forged).
+    let f = backup.find(&k).unwrap();
+    assert!(f.quotes_client_seq(seq + 100));
+    // What it says of the client is still the peer's word, as it came.
+    assert_eq!(f.client_seq(), client_seq_of(got.last().unwrap()));
 }
 
 /// The refresh sends a TUN or DR flow again once its client moved more
