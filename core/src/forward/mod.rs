@@ -18,6 +18,9 @@ pub mod icmpv6;
 pub mod nat;
 pub mod tunnel;
 
+#[cfg(test)]
+mod recompute_tests;
+
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use lb_config::MacAddr;
