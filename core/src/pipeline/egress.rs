@@ -1293,4 +1293,57 @@ mod tests {
             assert_eq!(taken, last * ICMP_RATE / 1000, "every {every} ms");
         }
     }
+
+    /// `over_mtu` tests the smallest MTU first (ce39cdd): the same verdict
+    /// as the port's own MTU alone, for every port and length, with ports
+    /// of different MTUs (the smaller first or last, lowered by the device
+    /// after compiling or not).
+    #[test]
+    fn over_mtu_is_the_ports_own_mtu_test() {
+        const TWO_PORTS: &str = r#"
+[workers]
+lcores = [1]
+[[ports]]
+name = "wan"
+device = "net_null0"
+address = "198.18.0.2/24"
+mtu = MTU0
+[[ports]]
+name = "lan"
+device = "net_null1"
+address = "198.19.5.2/24"
+mtu = MTU1
+[[services]]
+name = "web"
+vip = "198.18.1.100"
+port = 80
+[[services.reals]]
+address = "198.19.5.11"
+"#;
+        let macs = [MacAddr([2, 0, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 3])];
+        for (m0, m1) in [(1500, 9000), (9000, 1500), (1400, 1500), (1500, 1500)] {
+            for lowered in [None, Some([1300u16, 9000]), Some([9000, 1280])] {
+                let text = TWO_PORTS
+                    .replace("MTU0", &m0.to_string())
+                    .replace("MTU1", &m1.to_string());
+                let mut snap =
+                    super::super::tests::compile(&lb_config::Config::parse(&text).unwrap(), &macs);
+                if let Some(mtus) = lowered {
+                    snap.set_port_mtus(&mtus);
+                }
+                for port in 0..2 {
+                    let mtu = usize::from(snap.ports[port].mtu);
+                    for len in [0, 576, 1280, 1300, 1400, 1500, 1501, 8999, 9000, 9001] {
+                        for l in [len, mtu.saturating_sub(1), mtu, mtu + 1] {
+                            assert_eq!(
+                                over_mtu(&snap, port, IP + l),
+                                l > mtu,
+                                "ports {m0}/{m1}, lowered {lowered:?}, port {port}, length {l}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
