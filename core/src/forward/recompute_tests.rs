@@ -15,6 +15,12 @@ use crate::buffer::{PacketBuf, VecBuf};
 use crate::wire::checksum::{checksum, fold, pseudo_header_sum, pseudo_header_sum_v6, sum};
 use crate::wire::IpProtocol;
 
+/// `v` in network byte order (this file builds whole packets by hand, to
+/// check the rewrites against: `wire/`'s accessors are what it tests).
+fn be16(v: u16) -> [u8; 2] {
+    [(v >> 8) as u8, v as u8]
+}
+
 const ETH_V4: [u8; 2] = [0x08, 0x00];
 const ETH_V6: [u8; 2] = [0x86, 0xdd];
 
@@ -62,7 +68,7 @@ fn fill_transport(l4: &mut [u8], protocol: u8, pseudo: u32, how: Sent, v6: bool)
             if l4.len() >= w + 2 {
                 l4[w..w + 2].copy_from_slice(&[0, 0]);
                 let s = fold(pseudo + sum(l4));
-                l4[w..w + 2].copy_from_slice(&(!s).to_be_bytes());
+                l4[w..w + 2].copy_from_slice(&be16(!s));
             }
         }
         _ => {}
@@ -71,7 +77,7 @@ fn fill_transport(l4: &mut [u8], protocol: u8, pseudo: u32, how: Sent, v6: bool)
     if c == 0 && (udp || matches!(how, Sent::ZeroSum { as_ffff: true })) {
         c = 0xffff;
     }
-    l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    l4[at..at + 2].copy_from_slice(&be16(c));
 }
 
 /// What a full recomputation writes in the transport checksum of `l4`,
@@ -92,7 +98,7 @@ fn recomputed(l4: &[u8], protocol: u8, pseudo: u32, before: u16, v6: bool) -> u1
 }
 
 fn read16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
+    (u16::from(b[at]) << 8) | u16::from(b[at + 1])
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -112,7 +118,7 @@ fn frame4(
     let total = (20 + l4_len) as u16;
     let ip = &mut f[IP..IP + 20];
     ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip[2..4].copy_from_slice(&be16(total));
     ip[4..6].copy_from_slice(&[0x12, 0x34]);
     ip[6] = if df { 0x40 } else { 0 };
     ip[8] = ttl;
@@ -120,10 +126,10 @@ fn frame4(
     ip[12..16].copy_from_slice(&src);
     ip[16..20].copy_from_slice(&dst);
     let c = checksum(ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    ip[10..12].copy_from_slice(&be16(c));
     let l4 = &mut f[IP + 20..];
-    l4[0..2].copy_from_slice(&ports.0.to_be_bytes());
-    l4[2..4].copy_from_slice(&ports.1.to_be_bytes());
+    l4[0..2].copy_from_slice(&be16(ports.0));
+    l4[2..4].copy_from_slice(&be16(ports.1));
     if protocol == 6 {
         l4[4..8].copy_from_slice(&[1, 2, 3, 4]);
         l4[12] = 5 << 4;
@@ -131,7 +137,7 @@ fn frame4(
         l4[14..16].copy_from_slice(&[0xff, 0xff]);
         l4[20..].copy_from_slice(payload);
     } else {
-        l4[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+        l4[4..6].copy_from_slice(&be16(l4_len as u16));
         l4[8..].copy_from_slice(payload);
     }
     let pseudo = pseudo_header_sum(src.into(), dst.into(), protocol, l4_len as u16);
@@ -175,20 +181,20 @@ fn frame6(
     f[12..14].copy_from_slice(&ETH_V6);
     let ip = &mut f[IP..IP + 40];
     ip[0] = 0x60;
-    ip[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+    ip[4..6].copy_from_slice(&be16(l4_len as u16));
     ip[6] = protocol;
     ip[7] = hop;
     ip[8..24].copy_from_slice(&src);
     ip[24..40].copy_from_slice(&dst);
     let l4 = &mut f[IP + 40..];
-    l4[0..2].copy_from_slice(&ports.0.to_be_bytes());
-    l4[2..4].copy_from_slice(&ports.1.to_be_bytes());
+    l4[0..2].copy_from_slice(&be16(ports.0));
+    l4[2..4].copy_from_slice(&be16(ports.1));
     if protocol == 6 {
         l4[12] = 5 << 4;
         l4[13] = 0x10;
         l4[20..].copy_from_slice(payload);
     } else {
-        l4[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+        l4[4..6].copy_from_slice(&be16(l4_len as u16));
         l4[8..].copy_from_slice(payload);
     }
     let pseudo = pseudo_header_sum_v6(src.into(), dst.into(), protocol, l4_len as u32);
