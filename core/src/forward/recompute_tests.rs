@@ -101,6 +101,25 @@ fn read16(b: &[u8], at: usize) -> u16 {
     (u16::from(b[at]) << 8) | u16::from(b[at + 1])
 }
 
+/// A TCP header (ACK, sequence number 0x01020304, window 65535) or a
+/// UDP one (its length) with `ports`, then `payload`, into `l4`, which
+/// holds exactly that; the checksum left for [`fill_transport`].
+fn write_l4(l4: &mut [u8], protocol: u8, ports: (u16, u16), payload: &[u8]) {
+    l4[0..2].copy_from_slice(&be16(ports.0));
+    l4[2..4].copy_from_slice(&be16(ports.1));
+    if protocol == 6 {
+        l4[4..8].copy_from_slice(&[1, 2, 3, 4]);
+        l4[12] = 5 << 4;
+        l4[13] = 0x10;
+        l4[14..16].copy_from_slice(&[0xff, 0xff]);
+        l4[20..].copy_from_slice(payload);
+    } else {
+        let len = l4.len() as u16;
+        l4[4..6].copy_from_slice(&be16(len));
+        l4[8..].copy_from_slice(payload);
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn frame4(
     protocol: u8,
@@ -127,21 +146,9 @@ fn frame4(
     ip[16..20].copy_from_slice(&dst);
     let c = checksum(ip);
     ip[10..12].copy_from_slice(&be16(c));
-    let l4 = &mut f[IP + 20..];
-    l4[0..2].copy_from_slice(&be16(ports.0));
-    l4[2..4].copy_from_slice(&be16(ports.1));
-    if protocol == 6 {
-        l4[4..8].copy_from_slice(&[1, 2, 3, 4]);
-        l4[12] = 5 << 4;
-        l4[13] = 0x10;
-        l4[14..16].copy_from_slice(&[0xff, 0xff]);
-        l4[20..].copy_from_slice(payload);
-    } else {
-        l4[4..6].copy_from_slice(&be16(l4_len as u16));
-        l4[8..].copy_from_slice(payload);
-    }
+    write_l4(&mut f[IP + 20..], protocol, ports, payload);
     let pseudo = pseudo_header_sum(src.into(), dst.into(), protocol, l4_len as u16);
-    fill_transport(l4, protocol, pseudo, how, false);
+    fill_transport(&mut f[IP + 20..], protocol, pseudo, how, false);
     f
 }
 
@@ -186,19 +193,9 @@ fn frame6(
     ip[7] = hop;
     ip[8..24].copy_from_slice(&src);
     ip[24..40].copy_from_slice(&dst);
-    let l4 = &mut f[IP + 40..];
-    l4[0..2].copy_from_slice(&be16(ports.0));
-    l4[2..4].copy_from_slice(&be16(ports.1));
-    if protocol == 6 {
-        l4[12] = 5 << 4;
-        l4[13] = 0x10;
-        l4[20..].copy_from_slice(payload);
-    } else {
-        l4[4..6].copy_from_slice(&be16(l4_len as u16));
-        l4[8..].copy_from_slice(payload);
-    }
+    write_l4(&mut f[IP + 40..], protocol, ports, payload);
     let pseudo = pseudo_header_sum_v6(src.into(), dst.into(), protocol, l4_len as u32);
-    fill_transport(l4, protocol, pseudo, how, true);
+    fill_transport(&mut f[IP + 40..], protocol, pseudo, how, true);
     f
 }
 

@@ -216,34 +216,28 @@ impl Delta {
     /// word by word, so the change is the difference of the two sums,
     /// computed as two additions and one fold.
     #[inline]
-    pub fn change128(mut self, old: Ipv6Addr, new: Ipv6Addr) -> Delta {
+    pub fn change128(self, old: Ipv6Addr, new: Ipv6Addr) -> Delta {
+        // The same word sums whichever order the 128 bits are in.
+        self.change128_raw(u128::from(old), u128::from(new))
+    }
+
+    /// [`Delta::change128`] of a field read in the machine's byte order
+    /// (see [`Delta`]): `old` and `new` as `u128::from_ne_bytes` of its 16
+    /// bytes (or, for [`Delta::change128`], as numbers: the arithmetic is
+    /// the same).
+    #[inline(always)]
+    pub fn change128_raw(mut self, old: u128, new: u128) -> Delta {
         // One sum of the eight 32-bit words of `new` and of `!old`: a
         // 32-bit word's complement is its negation modulo 0xffff (as
         // 0xffff_ffff = 0xffff * 0x1_0001 is 0 there), so the sum is
         // sum(new) - sum(old), folded once (two separate sums of the
         // addresses, each folded, cost twice the instructions).
-        let (o, n) = (!u128::from(old), u128::from(new));
-        let mut acc: u64 = 0;
-        for i in 0..4 {
-            acc += u64::from((o >> (32 * i)) as u32) + u64::from((n >> (32 * i)) as u32);
-        }
-        // Eight words: a carry of up to 7 above bit 31, then at most 1.
-        acc = (acc & 0xffff_ffff) + (acc >> 32);
-        acc = (acc & 0xffff_ffff) + (acc >> 32);
-        self.0 += u32::from(fold(acc as u32));
-        self
-    }
-
-    /// [`Delta::change128`] of a field read in the machine's byte order
-    /// (see [`Delta`]): `old` and `new` as `u128::from_ne_bytes` of its 16
-    /// bytes.
-    #[inline(always)]
-    pub fn change128_raw(mut self, old: u128, new: u128) -> Delta {
         let (o, n) = (!old, new);
         let mut acc: u64 = 0;
         for i in 0..4 {
             acc += u64::from((o >> (32 * i)) as u32) + u64::from((n >> (32 * i)) as u32);
         }
+        // Eight words: a carry of up to 7 above bit 31, then at most 1.
         acc = (acc & 0xffff_ffff) + (acc >> 32);
         acc = (acc & 0xffff_ffff) + (acc >> 32);
         self.0 += u32::from(fold(acc as u32));
