@@ -1036,10 +1036,26 @@ impl<A: FlowAddr> FlowTable<A> {
     /// second holds the times and sequence numbers every packet updates.
     #[inline(always)]
     pub fn prefetch_entry<B: PacketBuf>(&self, hash: u64) {
-        let v = self.index[(hash as usize) & self.mask];
-        if v != EMPTY && self.layout.matches(v, self.layout.tag(hash)) {
-            for line in crate::hint::lines(&self.flows[self.layout.entry(v) as usize]) {
-                B::prefetch(line);
+        let tag = self.layout.tag(hash);
+        let mut i = (hash as usize) & self.mask;
+        loop {
+            let v = self.index[i];
+            if v == EMPTY {
+                return;
+            }
+            if self.layout.matches(v, tag) {
+                for line in crate::hint::lines(&self.flows[self.layout.entry(v) as usize]) {
+                    B::prefetch(line);
+                }
+                return;
+            }
+            // A key pushed along by others (linear probing) sits further
+            // on: followed as long as its slot is in the cache line the
+            // slot prefetch brought in, never to a line not yet loaded.
+            let next = std::ptr::from_ref(&self.index[i]) as usize + std::mem::size_of::<u32>();
+            i = (i + 1) & self.mask;
+            if i == 0 || next % crate::hint::CACHE_LINE == 0 {
+                return;
             }
         }
     }
@@ -1696,6 +1712,102 @@ mod tests {
             index_reply: nat,
             now,
         }
+    }
+
+    thread_local! {
+        /// The lines [`Recorder`] was asked to prefetch.
+        static PREFETCHED: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// A buffer type whose platform writes its prefetches down.
+    struct Recorder;
+
+    impl PacketBuf for Recorder {
+        fn data(&self) -> &[u8] {
+            &[]
+        }
+        fn data_mut(&mut self) -> &mut [u8] {
+            &mut []
+        }
+        fn headroom(&self) -> usize {
+            0
+        }
+        fn prepend(&mut self, _: usize) -> bool {
+            false
+        }
+        fn adj(&mut self, _: usize) -> bool {
+            false
+        }
+        fn trim(&mut self, _: usize) -> bool {
+            false
+        }
+        fn append(&mut self, _: usize) -> bool {
+            false
+        }
+        fn prefetch(line: *const u8) {
+            PREFETCHED.with(|p| p.borrow_mut().push(line as usize));
+        }
+    }
+
+    /// The burst's second prefetch pass finds the entry of a key that
+    /// linear probing pushed past its home slot, as far as the slot's
+    /// cache line goes (found measuring: only the home slot was looked at,
+    /// so at half load a third or so of a NAT table's lookups at 1M flows
+    /// waited for their entry; 72 -> 59 ns a packet).
+    #[test]
+    fn the_entry_of_a_key_past_its_home_slot_is_prefetched() {
+        let mut t = FlowTable::with_seed(4096, IndexSeed::fixed(7, 11));
+        for i in 0..4096 {
+            t.insert(&new(i, true, 0)).unwrap();
+        }
+        let (mut home, mut further, mut beyond, mut same_tag) = (0, 0, 0, 0);
+        for i in 0..4096 {
+            let k = key(i);
+            let h = t.key_hash(&k);
+            let e = t.lookup(&k, h).unwrap();
+            // Where the key's slot is, and whether the chain from its home
+            // slot stays in the home slot's cache line.
+            let start = (h as usize) & t.mask;
+            let mut at = start;
+            while t.index[at] == EMPTY
+                || t.layout.entry(t.index[at]) != e
+                || t.index[at] & DIR_REPLY != 0
+            {
+                at = (at + 1) & t.mask;
+            }
+            let line =
+                |j: usize| std::ptr::from_ref(&t.index[j]) as usize / crate::hint::CACHE_LINE;
+            PREFETCHED.with(|p| p.borrow_mut().clear());
+            t.prefetch_entry::<Recorder>(h);
+            let got = PREFETCHED.with(|p| p.borrow().clone());
+            // The first slot on the way with the key's tag: the key's own,
+            // or rarely another's whose tag is the same (only a lookup's
+            // key compare tells them apart).
+            let mut first = start;
+            while !t.layout.matches(t.index[first], t.layout.tag(h)) {
+                first = (first + 1) & t.mask;
+            }
+            let entry = std::ptr::from_ref(t.get(t.layout.entry(t.index[first]))) as usize;
+            if at == start {
+                home += 1;
+                assert_eq!(got, vec![entry], "key {i} in its home slot");
+            } else if at > start && line(at) == line(start) {
+                further += 1;
+                assert_eq!(got, vec![entry], "key {i}, {} slots on", at - start);
+                if first != at {
+                    same_tag += 1;
+                }
+            } else {
+                beyond += 1;
+                assert!(got.len() <= 1, "key {i}: at most one entry");
+            }
+        }
+        // The table is as the pipeline's is at full capacity: half loaded
+        // (two keys a flow), many keys off their home slot.
+        assert!(
+            further > 400 && same_tag < 10,
+            "{home} home, {further} further ({same_tag} behind another key of their tag), {beyond} beyond"
+        );
     }
 
     #[test]
