@@ -1660,7 +1660,6 @@ mod robustness {
 /// which the burst's lookahead does not see as a VIP.
 #[test]
 fn process_burst_agrees_with_process() {
-    use crate::stats::DropReason as R;
     for scenario in golden::all() {
         let config = Config::parse(&scenario.config).unwrap();
         let snap = compile(&config, &scenario.port_macs);
@@ -1749,58 +1748,69 @@ fn process_burst_agrees_with_process() {
                 frames.push((0, tcp6_hops(real, (ll, 1001), ACK, 64, port_mac)));
             }
         }
-        let mut one = pipeline(&snap, 0, 2, 64);
-        let mut burst = pipeline(&snap, 0, 2, 64);
-        let mut want = Vec::new();
-        for (port, f) in &frames {
-            let mut b = VecBuf::from_bytes(f);
-            let v = one.process(&snap, *port, &mut b, 1000);
-            want.push((v, b.to_vec()));
+        for deep in [false, true] {
+            burst_agrees(&scenario.name, &snap, &frames, deep);
         }
-        // Frames of one port go through together, in order.
-        let mut got = Vec::new();
-        let mut i = 0;
-        while i < frames.len() {
-            let port = frames[i].0;
-            let end = (i..frames.len())
-                .find(|&j| frames[j].0 != port)
-                .unwrap_or(frames.len());
-            let mut bufs: Vec<VecBuf> = frames[i..end]
-                .iter()
-                .map(|(_, f)| VecBuf::from_bytes(f))
-                .collect();
-            let mut verdicts = vec![Verdict::Consumed; bufs.len()];
-            burst.process_burst(&snap, port, &mut bufs, &mut verdicts, 1000);
-            got.extend(verdicts.into_iter().zip(bufs.iter().map(VecBuf::to_vec)));
-            i = end;
+    }
+}
+
+/// [`process_burst_agrees_with_process`] for one scenario's frames, the
+/// burst run in three stages (`deep`) or in one chunk after another.
+fn burst_agrees(name: &str, snap: &Snapshot, frames: &[(usize, Vec<u8>)], deep: bool) {
+    use crate::stats::DropReason as R;
+    let scenario_name = format!("{name} (deep {deep})");
+    let mut one = pipeline(snap, 0, 2, 64);
+    let mut burst = pipeline(snap, 0, 2, 64);
+    burst.set_deep_pipeline_from(if deep { 0 } else { usize::MAX });
+    let mut want = Vec::new();
+    for (port, f) in frames {
+        let mut b = VecBuf::from_bytes(f);
+        let v = one.process(snap, *port, &mut b, 1000);
+        want.push((v, b.to_vec()));
+    }
+    // Frames of one port go through together, in order.
+    let mut got = Vec::new();
+    let mut i = 0;
+    while i < frames.len() {
+        let port = frames[i].0;
+        let end = (i..frames.len())
+            .find(|&j| frames[j].0 != port)
+            .unwrap_or(frames.len());
+        let mut bufs: Vec<VecBuf> = frames[i..end]
+            .iter()
+            .map(|(_, f)| VecBuf::from_bytes(f))
+            .collect();
+        let mut verdicts = vec![Verdict::Consumed; bufs.len()];
+        burst.process_burst(snap, port, &mut bufs, &mut verdicts, 1000);
+        got.extend(verdicts.into_iter().zip(bufs.iter().map(VecBuf::to_vec)));
+        i = end;
+    }
+    for (k, (w, g)) in want.iter().zip(&got).enumerate() {
+        // A dropped frame's bytes go nowhere: the burst settles some
+        // drops in its first pass, before `run` would cut their
+        // trailer.
+        if matches!(w.0, Verdict::Drop(_)) {
+            assert_eq!(w.0, g.0, "{} frame {k}", scenario_name);
+        } else {
+            assert_eq!(w, g, "{} frame {k}", scenario_name);
         }
-        for (k, (w, g)) in want.iter().zip(&got).enumerate() {
-            // A dropped frame's bytes go nowhere: the burst settles some
-            // drops in its first pass, before `run` would cut their
-            // trailer.
-            if matches!(w.0, Verdict::Drop(_)) {
-                assert_eq!(w.0, g.0, "{} frame {k}", scenario.name);
-            } else {
-                assert_eq!(w, g, "{} frame {k}", scenario.name);
-            }
-        }
-        let (a, b) = (one.stats(), burst.stats());
-        for r in R::ALL {
-            assert_eq!(
-                a.dropped(r),
-                b.dropped(r),
-                "{}: {}",
-                scenario.name,
-                r.as_str()
-            );
-        }
-        assert_eq!(one.flows().len(), burst.flows().len());
-        assert_eq!(a.handoffs_out.get(), b.handoffs_out.get());
-        assert_eq!(a.flows_created.get(), b.flows_created.get());
-        assert_eq!(a.icmp_errors_forwarded.get(), b.icmp_errors_forwarded.get());
-        for id in 0..32 {
-            assert_eq!(a.real(id).packets.get(), b.real(id).packets.get());
-        }
+    }
+    let (a, b) = (one.stats(), burst.stats());
+    for r in R::ALL {
+        assert_eq!(
+            a.dropped(r),
+            b.dropped(r),
+            "{}: {}",
+            scenario_name,
+            r.as_str()
+        );
+    }
+    assert_eq!(one.flows().len(), burst.flows().len());
+    assert_eq!(a.handoffs_out.get(), b.handoffs_out.get());
+    assert_eq!(a.flows_created.get(), b.flows_created.get());
+    assert_eq!(a.icmp_errors_forwarded.get(), b.icmp_errors_forwarded.get());
+    for id in 0..32 {
+        assert_eq!(a.real(id).packets.get(), b.real(id).packets.get());
     }
 }
 

@@ -183,7 +183,11 @@ pub fn run_with_summary(data: &[u8]) -> (Violations, String) {
     crate::fix_owners();
     let mut r = Reader { data, pos: 0 };
     let topology = usize::from(r.byte());
-    let workers = 1 + usize::from(r.byte()) % 3;
+    let h1 = r.byte();
+    let workers = 1 + usize::from(h1) % 3;
+    // Its top bit runs bursts in three stages, as a worker does with a
+    // large table (`Pipeline::set_deep_pipeline_from`).
+    let deep = h1 & 0x80 != 0;
     let h2 = r.byte();
     let capacity = 4 + usize::from(h2) % 61;
     // The capacity byte's top values also set a per-source limit the
@@ -202,6 +206,11 @@ pub fn run_with_summary(data: &[u8]) -> (Violations, String) {
     if let Some(limit) = source_limit {
         for w in &mut d.workers {
             w.pipeline.set_source_limit(limit);
+        }
+    }
+    if deep {
+        for w in &mut d.workers {
+            w.pipeline.set_deep_pipeline_from(0);
         }
     }
     while let Some(op) = r.u8() {

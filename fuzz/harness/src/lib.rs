@@ -23,7 +23,7 @@
 //! | bytes | meaning |
 //! |---|---|
 //! | `h0` | topology `h0 % 2`: 0 three-arm (wan, lan, dmz), 1 one-arm ([`configs`]); `h0 & 0x80`: a scarce mbuf pool, every other buffer a worker asks for a SYN it sends again is not there (`no_mbuf`) |
-//! | `h1` | workers: `1 + h1 % 3` |
+//! | `h1` | workers: `1 + h1 % 3`; `h1 & 0x80`: bursts run in three stages, as with a large table (`Pipeline::set_deep_pipeline_from`) |
 //! | `h2` | flow-table capacity per worker: `4 + h2 % 61` |
 //! | `h3` | start of the clock (ms): 0 if `h3 == 0`, else `u32::MAX - h3 * 4096` (wraps soon) |
 //!
