@@ -182,10 +182,13 @@ const SUB: usize = 8;
 /// Flows (both tables together) from which a burst runs in three stages.
 /// Pipeline bench on a 2-vCPU AMD EPYC (session 44, best runs of 4
 /// rounds, alternated): three stages against one chunk after another
-/// 8 to 15 % faster at 64k and 1M flows, within noise at 16k, 0 to 8 %
+/// 8 to 15 % faster at 64k and 1M flows, within noise at 16k, 0 to 19 %
 /// slower at 1k and 4k flows (whose lines are in cache: the stages only
 /// add work). The count is read once per burst.
 const DEEP_FLOWS: usize = 32 * 1024;
+
+// A small table's chunk uses the start of the three stages' ring.
+const _: () = assert!(CHUNK <= 3 * SUB);
 
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
