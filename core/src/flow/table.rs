@@ -870,19 +870,26 @@ pub const MAX_CAPACITY: usize = (1 << 28) - 1;
 /// last-level cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct SlotLayout {
-    bits: u32,
+    /// Where the tag starts: the entry bits plus the direction bit.
+    tag_shift: u32,
+    /// The entry bits, once shifted down past the direction bit. Both are
+    /// kept rather than derived from the entry bits' count on every use:
+    /// some ten instructions a packet (`scripts/bench-instructions.sh`).
+    entry_mask: u32,
 }
 
 impl SlotLayout {
     fn for_capacity(capacity: usize) -> SlotLayout {
+        let bits = usize::BITS - capacity.leading_zeros();
         SlotLayout {
-            bits: usize::BITS - capacity.leading_zeros(),
+            tag_shift: bits + 1,
+            entry_mask: (1 << bits) - 1,
         }
     }
 
     #[inline(always)]
     fn tag_shift(self) -> u32 {
-        self.bits + 1
+        self.tag_shift
     }
 
     /// The tag of a key with index hash `hash`.
@@ -898,7 +905,7 @@ impl SlotLayout {
 
     #[inline(always)]
     fn entry(self, v: u32) -> u32 {
-        ((v >> 1) & ((1 << self.bits) - 1)) - 1
+        ((v >> 1) & self.entry_mask) - 1
     }
 
     /// Whether slot value `v` (not empty) may hold the key of `tag`.
