@@ -122,22 +122,27 @@ impl VecBuf {
 }
 
 impl PacketBuf for VecBuf {
+    #[inline]
     fn rx_ip_checksum(&self) -> RxChecksum {
         self.rx_ip
     }
 
+    #[inline]
     fn data(&self) -> &[u8] {
         &self.buf[self.start..self.end]
     }
 
+    #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
         &mut self.buf[self.start..self.end]
     }
 
+    #[inline]
     fn headroom(&self) -> usize {
         self.start
     }
 
+    #[inline]
     fn prepend(&mut self, n: usize) -> bool {
         if n > self.start {
             return false;
@@ -146,6 +151,7 @@ impl PacketBuf for VecBuf {
         true
     }
 
+    #[inline]
     fn adj(&mut self, n: usize) -> bool {
         if n > self.end - self.start {
             return false;
@@ -154,6 +160,7 @@ impl PacketBuf for VecBuf {
         true
     }
 
+    #[inline]
     fn trim(&mut self, n: usize) -> bool {
         if n > self.end - self.start {
             return false;
@@ -162,6 +169,7 @@ impl PacketBuf for VecBuf {
         true
     }
 
+    #[inline]
     fn append(&mut self, n: usize) -> bool {
         if n > self.buf.len() - self.end {
             return false;

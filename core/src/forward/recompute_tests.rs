@@ -325,5 +325,7 @@ proptest! {
         zeroed[10..12].copy_from_slice(&[0, 0]);
         prop_assert_eq!(read16(h, 10), checksum(&zeroed));
         prop_assert_eq!(&b[IP + 20..], &f[IP..]);
+        // The Ethernet header moved to the new front as it was.
+        prop_assert_eq!(&b[..IP], &f[..IP]);
     }
 }
