@@ -1668,6 +1668,32 @@ mod tests {
     use std::collections::HashMap;
     use std::net::Ipv6Addr;
 
+    proptest! {
+        /// An index slot holds the top bits of its key's hash above the
+        /// entry number plus one and the direction bit, for any capacity:
+        /// what a slot's tag test reads is exactly what was written.
+        #[test]
+        fn a_slot_holds_its_tag_entry_and_direction(
+            capacity in 1usize..=MAX_CAPACITY,
+            hash in any::<u64>(),
+            other in any::<u64>(),
+            entry in any::<u32>(),
+            reply in any::<bool>(),
+        ) {
+            let layout = SlotLayout::for_capacity(capacity);
+            let bits = usize::BITS - capacity.leading_zeros();
+            let entry = entry % (capacity as u32);
+            let v = layout.value(hash, entry, reply);
+            prop_assert_ne!(v, EMPTY);
+            prop_assert_eq!(v >> (bits + 1), ((hash >> 32) as u32) >> (bits + 1));
+            prop_assert_eq!(layout.entry(v), entry);
+            prop_assert_eq!(v & DIR_REPLY != 0, reply);
+            prop_assert!(layout.matches(v, layout.tag(hash)));
+            let same_top = ((other >> 32) as u32) >> (bits + 1) == ((hash >> 32) as u32) >> (bits + 1);
+            prop_assert_eq!(layout.matches(v, layout.tag(other)), same_top);
+        }
+    }
+
     fn key(i: u32) -> FlowKey {
         FlowKey {
             proto: 6,
