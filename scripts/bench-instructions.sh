@@ -19,6 +19,7 @@
 #
 #   scripts/bench-instructions.sh --worker   # the appliance's own build
 #   WORKER_CASES="nat dr" FLOWS=1000 ROUNDS=100 scripts/bench-instructions.sh --worker
+#   CG_OUT=/tmp/cg scripts/bench-instructions.sh --worker   # keep the profiles
 #
 # --worker counts the same function in the appliance itself: the bench's
 # copy of `process_burst` is compiled in the bench's crate (for its own
@@ -37,6 +38,9 @@
 # last two over FLOWS x ROUNDS frames, "new flow" the first over FLOWS.
 # Every frame must come out forwarded (tx equal to rx), else it stops.
 # Cases: nat tun dr nat6 tun6 dr6. No root needed, no hugepages, one CPU.
+# With CG_OUT (a folder, made if missing) each run's callgrind file is kept
+# there as CASE-syn.cg, CASE-first.cg and CASE-all.cg, for a line profile
+# of the worker itself (`callgrind_annotate --auto=yes CG_OUT/nat-all.cg`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +54,9 @@ if [ "${1:-}" = --worker ]; then
     GEN_MAC=02:00:00:00:00:01
     LB_MAC=02:00:00:00:00:02
     command -v valgrind >/dev/null || { echo "valgrind is needed: scripts/install-deps.sh --bench (or apt-get install valgrind)" >&2; exit 1; }
+    if [ -n "${CG_OUT:-}" ]; then
+        mkdir -p "$CG_OUT" || { echo "CG_OUT: cannot make '$CG_OUT'" >&2; exit 1; }
+    fi
     cargo build --release -q -p lb-appliance -p lb-trafficgen
     work=$(mktemp -d)
     pid=""
@@ -92,6 +99,9 @@ if [ "${1:-}" = --worker ]; then
         [ "$rx" = "$3" ] || { cat "$log" >&2; echo "$1: received $rx of $3 frames" >&2; exit 1; }
         tx=$(sed -n 's/^.*worker on lcore [0-9]*: rx [0-9]*, tx \([0-9]*\),.*$/\1/p' "$log")
         [ "$tx" = "$3" ] || { cat "$log" >&2; echo "$1: forwarded $tx of $3 frames" >&2; exit 1; }
+        if [ -n "${CG_OUT:-}" ]; then
+            cp "$work/cg" "$CG_OUT/$1-$(basename "$2" .pcap).cg"
+        fi
         sed -n 's/^summary: //p' "$work/cg"
     }
     echo "commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (with local changes)'), the appliance's worker, $FLOWS flows, $ROUNDS rounds of ACKs, valgrind $(valgrind --version)"
