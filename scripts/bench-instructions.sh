@@ -41,6 +41,12 @@
 # With CG_OUT (a folder, made if missing) each run's callgrind file is kept
 # there as CASE-syn.cg, CASE-first.cg and CASE-all.cg, for a line profile
 # of the worker itself (`callgrind_annotate --auto=yes CG_OUT/nat-all.cg`).
+# CG_ARGS: more callgrind options for the worker's runs, e.g.
+# CG_ARGS=--dump-instr=yes for counts per machine instruction.
+# CG_COLLECT: the function(s) counted instead of `process_burst`, e.g.
+# 'lb_dataplane::worker::Worker::run*' for the whole worker, its driver
+# calls included (net_pcap's here, not memif's). LB: the appliance binary
+# counted [target/release/lb-appliance], e.g. another build's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -80,9 +86,10 @@ if [ "${1:-}" = --worker ]; then
         local toml=$work/$1.toml log=$work/lb.log n=0 rx="" tx="" metrics=""
         appliance_config "$1" "net_pcap0,rx_pcap=$2,tx_pcap=/dev/null" "$(capacity "$FLOWS")" "bi-lb-$$" >"$toml"
         rm -f "$work/cg"
-        valgrind --tool=callgrind --callgrind-out-file="$work/cg" \
-            --toggle-collect='lb_core::pipeline::Pipeline::process_burst*' \
-            target/release/lb-appliance -c "$toml" </dev/null >"$log" 2>&1 &
+        # shellcheck disable=SC2086 # CG_ARGS: words for valgrind
+        valgrind --tool=callgrind --callgrind-out-file="$work/cg" ${CG_ARGS:-} \
+            --toggle-collect="${CG_COLLECT:-lb_core::pipeline::Pipeline::process_burst*}" \
+            "${LB:-target/release/lb-appliance}" -c "$toml" </dev/null >"$log" 2>&1 &
         pid=$!
         while [ "$n" -lt 600 ]; do
             n=$((n + 1))
