@@ -2,8 +2,13 @@
 //! `libdpdk`, and compiles `shim/shim.c`, which gives the `static inline`
 //! functions and the thread-local `rte_errno` a linkable symbol.
 //!
-//! Linking is dynamic: the Debian build of the EAL loads its driver plugins
-//! (net_af_packet, net_pcap, ...) from its plugin folder by itself.
+//! Linking is dynamic by default: the Debian build of the EAL loads its
+//! driver plugins (net_af_packet, net_pcap, ...) from its plugin folder by
+//! itself. With `LB_DPDK_LINK=static` in the build's environment DPDK's
+//! static archives are linked instead, every driver in them (BENCHMARKS.md,
+//! "Session 46": some 26 instructions a forwarded packet fewer in the
+//! worker, mostly `__tls_get_addr`, which a shared library's thread-local
+//! variables cost on every access).
 
 use std::env;
 use std::path::PathBuf;
@@ -12,9 +17,16 @@ fn main() {
     println!("cargo:rerun-if-changed=shim/shim.c");
     println!("cargo:rerun-if-changed=shim/shim.h");
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=LB_DPDK_LINK");
 
+    let link_static = match env::var("LB_DPDK_LINK").as_deref() {
+        Err(_) | Ok("" | "dynamic") => false,
+        Ok("static") => true,
+        Ok(other) => panic!("LB_DPDK_LINK is \"{other}\": it takes \"static\" or \"dynamic\""),
+    };
     let dpdk = match pkg_config::Config::new()
         .atleast_version("21.11")
+        .cargo_metadata(!link_static)
         .probe("libdpdk")
     {
         Ok(lib) => lib,
@@ -71,6 +83,10 @@ fn main() {
         .generate()
         .expect("bindgen could not generate the DPDK bindings");
 
+    if link_static {
+        link_static_libs();
+    }
+
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
     bindings
         .write_to_file(out.join("bindings.rs"))
@@ -81,4 +97,44 @@ fn main() {
 /// arguments, which both clang and cc accept.
 fn split_flags(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_owned).collect()
+}
+
+/// Links DPDK's static archives (`pkg-config --static --libs libdpdk`)
+/// instead of its shared libraries: every archive whole (its drivers
+/// register themselves from constructors nothing else refers to), the
+/// system libraries they need dynamically.
+fn link_static_libs() {
+    let out = std::process::Command::new("pkg-config")
+        .args(["--static", "--libs", "libdpdk"])
+        .output()
+        .expect("pkg-config --static --libs libdpdk");
+    let libs = String::from_utf8(out.stdout).expect("pkg-config output is UTF-8");
+    let mut seen = std::collections::HashSet::new();
+    for f in libs.split_whitespace() {
+        if let Some(path) = f.strip_prefix("-L") {
+            println!("cargo:rustc-link-search=native={path}");
+        } else if let Some(name) = f.strip_prefix("-l:lib").and_then(|n| n.strip_suffix(".a")) {
+            if seen.insert(name.to_owned()) {
+                println!("cargo:rustc-link-lib=static:+whole-archive,-bundle={name}");
+            }
+        } else if let Some(name) = f.strip_prefix("-l") {
+            // The shared builds of what is linked whole above, and
+            // libsystemd (no development package needed: nothing here
+            // calls it).
+            if name.starts_with("rte_") || name == "systemd" {
+                continue;
+            }
+            if seen.insert(name.to_owned()) {
+                println!("cargo:rustc-link-lib=dylib={name}");
+            }
+        }
+    }
+    // Debian's libdpdk.pc names its archives without a folder (`-l:` in
+    // the linker's default path): rustc looks for them in pkg-config's.
+    let libdir = std::process::Command::new("pkg-config")
+        .args(["--variable=libdir", "libdpdk"])
+        .output()
+        .expect("pkg-config --variable=libdir libdpdk");
+    let libdir = String::from_utf8(libdir.stdout).expect("pkg-config output is UTF-8");
+    println!("cargo:rustc-link-search=native={}", libdir.trim());
 }

@@ -30,3 +30,7 @@ echo "== cargo test --doc"
 # --all-targets leaves out doc tests; there are none yet, and this costs
 # about 2 s once the libraries are built.
 cargo test --workspace --doc
+echo "== DPDK linked statically (LB_DPDK_LINK=static): golden packets through that binary"
+# The other way to build the appliance (README, "Deploying on a real box"),
+# in its own target folder: its link is different, its packets must not be.
+LB_DPDK_LINK=static cargo test --target-dir target/static --test forwarding_pcap
