@@ -23,6 +23,9 @@
 #                               the build measured as "this build", e.g.
 #                               target/pgo/lb-appliance (scripts/build-pgo.sh)
 #   IOFWD     [1]               also testpmd io forwarding, once per round
+#   ALTERNATE [1]               run the cases in reverse order in even rounds (A B
+#                               in odd rounds, B A in even ones); 0: always in
+#                               the order of CASES, as before 2026-12-02
 #   HUGEPAGES [1024]            2 MB pages that --hugepages makes sure are free
 #   CLEAN     [90]              CPU share (%) both processes need for a clean run
 #   STEADY    [10]              how far (%) the two macswap runs of a block, before
@@ -132,6 +135,7 @@ DURATION="${DURATION:-5}"
 FLOWS="${FLOWS:-10000 1000000}"
 CASES="${CASES:-nat tun dr}"
 IOFWD="${IOFWD:-1}"
+ALTERNATE="${ALTERNATE:-1}"
 HUGEPAGES="${HUGEPAGES:-1024}"
 CLEAN="${CLEAN:-90}"
 STEADY="${STEADY:-10}"
@@ -161,6 +165,10 @@ done
 for f in $FLOWS; do
     [[ $f =~ ^[1-9][0-9]*$ ]] || die "FLOWS must be a list of positive integers, not '$FLOWS'"
 done
+case $ALTERNATE in
+0 | 1) ;;
+*) die "ALTERNATE must be 0 or 1, not '$ALTERNATE'" ;;
+esac
 case $ORDER in
 scrambled | sequential) ;;
 *) die "ORDER must be scrambled or sequential, not '$ORDER'" ;;
@@ -479,7 +487,14 @@ for ROUND in $(seq 1 "$ROUNDS"); do
     for flows in $FLOWS; do
         run_testpmd macswap "$flows"
         if [ "$HAS_V6" = 1 ]; then run_testpmd macswap "$flows" 6; fi
-        for c in $CASES; do run_appliance "$c" "$flows"; done
+        order=$CASES
+        # In even rounds the cases run in reverse order (A B, then B A),
+        # so that no build or method always runs first in its block: the
+        # position is a bias the rounds should not all share.
+        if [ "$ALTERNATE" = 1 ] && [ $((ROUND % 2)) = 0 ]; then
+            order=$(printf '%s\n' $CASES | tac | tr '\n' ' ')
+        fi
+        for c in $order; do run_appliance "$c" "$flows"; done
         if [ "$IOFWD" = 1 ] && [ "$first" = 1 ]; then run_testpmd io "$flows"; fi
         run_testpmd macswap "$flows" "" again
         if [ "$HAS_V6" = 1 ]; then run_testpmd macswap "$flows" 6 again; fi
