@@ -39,12 +39,7 @@ fn main() {
 
     // `pkg-config --cflags libdpdk` carries `-include rte_config.h` and
     // `-march=...`: every flag must reach both clang (bindgen) and cc.
-    let raw_cflags = std::process::Command::new("pkg-config")
-        .args(["--cflags", "libdpdk"])
-        .output()
-        .expect("pkg-config --cflags libdpdk");
-    let raw_cflags = String::from_utf8(raw_cflags.stdout).expect("pkg-config output is UTF-8");
-    let flags = split_flags(&raw_cflags);
+    let flags = split_flags(&pkg_config_output(&["--cflags", "libdpdk"]));
 
     let mut build = cc::Build::new();
     build.file("shim/shim.c").include("shim").warnings(false);
@@ -104,11 +99,7 @@ fn split_flags(s: &str) -> Vec<String> {
 /// register themselves from constructors nothing else refers to), the
 /// system libraries they need dynamically.
 fn link_static_libs() {
-    let out = std::process::Command::new("pkg-config")
-        .args(["--static", "--libs", "libdpdk"])
-        .output()
-        .expect("pkg-config --static --libs libdpdk");
-    let libs = String::from_utf8(out.stdout).expect("pkg-config output is UTF-8");
+    let libs = pkg_config_output(&["--static", "--libs", "libdpdk"]);
     let mut seen = std::collections::HashSet::new();
     for f in libs.split_whitespace() {
         if let Some(path) = f.strip_prefix("-L") {
@@ -131,10 +122,15 @@ fn link_static_libs() {
     }
     // Debian's libdpdk.pc names its archives without a folder (`-l:` in
     // the linker's default path): rustc looks for them in pkg-config's.
-    let libdir = std::process::Command::new("pkg-config")
-        .args(["--variable=libdir", "libdpdk"])
+    let libdir = pkg_config::get_variable("libdpdk", "libdir").expect("libdpdk's libdir");
+    println!("cargo:rustc-link-search=native={libdir}");
+}
+
+/// What `pkg-config ARGS` prints.
+fn pkg_config_output(args: &[&str]) -> String {
+    let out = std::process::Command::new("pkg-config")
+        .args(args)
         .output()
-        .expect("pkg-config --variable=libdir libdpdk");
-    let libdir = String::from_utf8(libdir.stdout).expect("pkg-config output is UTF-8");
-    println!("cargo:rustc-link-search=native={}", libdir.trim());
+        .unwrap_or_else(|e| panic!("pkg-config {}: {e}", args.join(" ")));
+    String::from_utf8(out.stdout).expect("pkg-config output is UTF-8")
 }
