@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use super::{nat, tunnel, IP};
 use crate::buffer::{PacketBuf, VecBuf};
 use crate::wire::checksum::{checksum, fold, pseudo_header_sum, pseudo_header_sum_v6, sum};
-use crate::wire::IpProtocol;
+use crate::wire::{IpProtocol, Ipv4Packet, Ipv4Repr};
 
 /// `v` in network byte order (this file builds whole packets by hand, to
 /// check the rewrites against: `wire/`'s accessors are what it tests).
@@ -314,13 +314,37 @@ proptest! {
         ports in any::<(u16, u16)>(),
         payload in proptest::collection::vec(any::<u8>(), 0..41),
         outer in any::<([u8; 4], [u8; 4])>(),
+        dscp_ecn in any::<u8>(),
+        ident in any::<u16>(),
+        flags in any::<u8>(),
     ) {
-        let f = frame4(protocol, ttl, df, src, dst, ports, &payload, Sent::Computed);
+        let mut f = frame4(protocol, ttl, df, src, dst, ports, &payload, Sent::Computed);
+        // Fields the outer header copies (the inner checksum is not read);
+        // of the flags and the offset's high bits, only DF.
+        let mut inner = Ipv4Packet::new_unchecked(&mut f[IP..]);
+        inner.set_dscp_ecn(dscp_ecn);
+        inner.set_ident(ident);
+        inner.set_flags_offset(u16::from(flags) << 8);
+        let df = inner.dont_fragment();
         let inner_len = f.len() - IP;
         let mut pkt = VecBuf::with_room(&f, 64, f.len());
         prop_assert!(tunnel::encapsulate(&mut pkt, inner_len, outer.0.into(), outer.1.into()));
         let b = pkt.data();
         let h = &b[IP..IP + 20];
+        // Every byte as the general header writer has it.
+        let mut emitted = [0u8; 20];
+        Ipv4Repr {
+            src: outer.0.into(),
+            dst: outer.1.into(),
+            protocol: IpProtocol::IpIp,
+            payload_len: inner_len,
+            ttl: 64,
+            dont_fragment: df,
+            ident,
+            dscp_ecn,
+        }
+        .emit(&mut Ipv4Packet::new_unchecked(&mut emitted[..]));
+        prop_assert_eq!(h, &emitted[..]);
         let mut zeroed = h.to_vec();
         zeroed[10..12].copy_from_slice(&[0, 0]);
         prop_assert_eq!(read16(h, 10), checksum(&zeroed));

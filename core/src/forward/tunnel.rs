@@ -37,6 +37,13 @@ pub fn encapsulate<B: PacketBuf>(
         return false;
     }
     let b = pkt.data_mut();
+    if let (Some(f), Ok(total)) = (
+        b.first_chunk_mut::<WRAPPED>(),
+        u16::try_from(inner_len + OVERHEAD),
+    ) {
+        write_outer(f, total, src, dst);
+        return true;
+    }
     // The Ethernet header moves to the new front; the caller sets its MACs.
     b.copy_within(OVERHEAD..OVERHEAD + ethernet::HEADER_LEN, 0);
     let (outer, inner) = b[IP..].split_at_mut(OVERHEAD);
@@ -53,6 +60,28 @@ pub fn encapsulate<B: PacketBuf>(
     }
     .emit(&mut Ipv4Packet::new_unchecked(outer));
     true
+}
+
+/// The front of a wrapped frame that [`write_outer`] writes and reads:
+/// the Ethernet header, the outer header and the inner fixed header.
+const WRAPPED: usize = IP + OVERHEAD + ipv4::HEADER_LEN;
+
+/// [`encapsulate`]'s work on a frame whose front is all there (the
+/// pipeline's always is: its inner packet has a whole header), through
+/// views of fixed size: no bounds check per field, the outer header made
+/// in registers ([`ipv4::emit_ipip_outer`]). The same bytes as the
+/// general path (`tunnel_outer_header_checksum_is_right`).
+#[inline(always)]
+fn write_outer(f: &mut [u8; WRAPPED], total_len: u16, src: Ipv4Addr, dst: Ipv4Addr) {
+    let (front, inner) = f.split_at_mut(IP + OVERHEAD);
+    // The Ethernet header moves to the new front; the caller sets its MACs.
+    front.copy_within(OVERHEAD..OVERHEAD + IP, 0);
+    if let (Ok(outer), Ok(inner)) = (
+        <&mut [u8; OVERHEAD]>::try_from(&mut front[IP..]),
+        <&[u8; ipv4::HEADER_LEN]>::try_from(&*inner),
+    ) {
+        ipv4::emit_ipip_outer(outer, inner, total_len, src, dst);
+    }
 }
 
 /// The size of an outer IPv6 header.
