@@ -42,7 +42,11 @@
 # there as CASE-syn.cg, CASE-first.cg and CASE-all.cg, for a line profile
 # of the worker itself (`callgrind_annotate --auto=yes CG_OUT/nat-all.cg`).
 # CG_ARGS: more callgrind options for the worker's runs, e.g.
-# CG_ARGS=--dump-instr=yes for counts per machine instruction.
+# CG_ARGS=--dump-instr=yes for counts per machine instruction, which
+# scripts/cg-tree.py turns into a tree of the inlined frames (which step of
+# the pipeline the instructions belong to, not only their innermost line):
+#   scripts/cg-tree.py CG_OUT/nat-all.cg --minus CG_OUT/nat-first.cg \
+#       --packets $((FLOWS * ROUNDS)) --depth 6 --min 2
 # CG_COLLECT: the function(s) counted instead of `process_burst`, e.g.
 # 'lb_dataplane::worker::Worker::run*' for the whole worker, its driver
 # calls included (net_pcap's here, not memif's). LB: the appliance binary

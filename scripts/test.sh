@@ -20,6 +20,9 @@ if command -v shellcheck >/dev/null 2>&1; then
 else
     echo "shellcheck is not installed: only bash -n"
 fi
+echo "== python scripts: py_compile, and cg-tree.py's profile reader"
+python3 -m py_compile scripts/*.py
+scripts/cg-tree.py --self-check
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
