@@ -658,16 +658,30 @@ pub struct RealRoute<A = Ipv4Addr> {
     /// The port's own MAC, the frame's source.
     pub src_mac: MacAddr,
     /// The static neighbor entry of `next_hop`, if any: it wins over
-    /// anything learned.
-    pub mac: Option<MacAddr>,
+    /// anything learned. Private, as `link` is: made only together, by
+    /// [`RealRoute::with_link`], so that the two never disagree.
+    mac: Option<MacAddr>,
     /// `mac` and `src_mac` joined as a frame's first 12 bytes
     /// (`wire::ethernet::addrs`), when `mac` is known: set in one copy
     /// (read as two MACs and written as four pieces, they were some ten
-    /// instructions more a packet). Made by [`RealRoute::with_link`].
-    pub link: Option<[u8; 12]>,
+    /// instructions more a packet).
+    link: Option<[u8; 12]>,
 }
 
 impl<A> RealRoute<A> {
+    /// The static neighbor entry of the next hop, if any.
+    #[inline]
+    pub fn mac(&self) -> Option<MacAddr> {
+        self.mac
+    }
+
+    /// The frame's destination and source MACs as its first 12 bytes,
+    /// when the next hop's MAC is a static entry.
+    #[inline(always)]
+    pub fn link(&self) -> Option<&[u8; 12]> {
+        self.link.as_ref()
+    }
+
     /// The route with its `link` made from `mac` and `src_mac`.
     fn with_link(self) -> RealRoute<A> {
         RealRoute {
@@ -1791,7 +1805,7 @@ forwarding = "tun"
                     (usize::from(got.port), got.next_hop, got.connected),
                     (long.port, long.next_hop, long.connected)
                 );
-                assert_eq!(got.mac, Some(MacAddr([2, 0, 0, 0, 0, 7])));
+                assert_eq!(got.mac(), Some(MacAddr([2, 0, 0, 0, 0, 7])));
                 assert!(snap
                     .real_route6(r.id, "2001:2::8".parse().unwrap())
                     .is_none());
@@ -1806,7 +1820,7 @@ forwarding = "tun"
                 "{addr}"
             );
             assert_eq!(got.src_mac, snap.ports[long.port].mac);
-            assert_eq!(got.mac, snap.static_neighbor(long.next_hop), "{addr}");
+            assert_eq!(got.mac(), snap.static_neighbor(long.next_hop), "{addr}");
             assert!(snap
                 .real_route(r.id, Ipv4Addr::new(198, 18, 0, 99))
                 .is_none());
@@ -1822,7 +1836,10 @@ forwarding = "tun"
             *snap.real_route(r.unwrap().id, a).unwrap()
         };
         // Static neighbor, learned neighbor, and through the gateway.
-        assert_eq!(by("198.18.0.11").mac, Some(MacAddr([2, 0, 0, 0, 0, 0x11])));
+        assert_eq!(
+            by("198.18.0.11").mac(),
+            Some(MacAddr([2, 0, 0, 0, 0, 0x11]))
+        );
         assert_eq!(by("198.18.0.12").mac, None);
         let far = by("198.19.7.7");
         assert_eq!((far.port, far.connected), (1, false));

@@ -429,7 +429,7 @@ impl Egress {
         now: u32,
     ) -> Verdict {
         // A static neighbor: both MACs in one copy.
-        if let Some(both) = &r.link {
+        if let Some(both) = r.link() {
             forward::set_addrs(pkt.data_mut(), both);
             return Verdict::Transmit(r.port);
         }
@@ -984,7 +984,7 @@ impl Egress {
     #[inline(always)]
     fn real_link_frame(&mut self, frame: &mut [u8], r: &RealRoute, now: u32) -> Verdict {
         // A static neighbor: both MACs in one copy.
-        if let Some(both) = &r.link {
+        if let Some(both) = r.link() {
             forward::set_addrs(frame, both);
             return Verdict::Transmit(r.port);
         }
