@@ -146,6 +146,11 @@ def tree(costs, binary, packets, depth, minimum):
         kids[k[:-1]].append((v, k))
     total = sum(costs.values()) / packets
     print(f"{total:8.1f} instructions a packet in {binary.split('/')[-1]}")
+    below = sum(c for c in costs.values() if c < 0) / packets
+    if below < -0.05 * max(total, 1):
+        # With --minus, work the two runs did differently that is not
+        # per packet (idle polls, start-up) nets out below zero.
+        print(f"{below:8.1f} of it below zero: the two profiles differ in more than the packets")
 
     def show(prefix, indent):
         for v, k in sorted(kids.get(prefix, []), reverse=True):
