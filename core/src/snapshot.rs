@@ -1840,10 +1840,10 @@ forwarding = "tun"
             by("198.18.0.11").mac(),
             Some(MacAddr([2, 0, 0, 0, 0, 0x11]))
         );
-        assert_eq!(by("198.18.0.12").mac, None);
+        assert_eq!(by("198.18.0.12").mac(), None);
         let far = by("198.19.7.7");
         assert_eq!((far.port, far.connected), (1, false));
-        assert_eq!(far.mac, Some(MacAddr([2, 0, 0, 0, 0, 1])));
+        assert_eq!(far.mac(), Some(MacAddr([2, 0, 0, 0, 0, 1])));
         assert!(snap
             .real_route(9_999, Ipv4Addr::new(198, 18, 0, 11))
             .is_none());
@@ -1855,14 +1855,14 @@ forwarding = "tun"
             (usize::from(d.port), d.next_hop, d.connected),
             (off.port, off.next_hop, false)
         );
-        assert_eq!(d.mac, Some(MacAddr([2, 0, 0, 0, 0, 1])));
+        assert_eq!(d.mac(), Some(MacAddr([2, 0, 0, 0, 0, 1])));
         let off6 = route::lookup6(&snap, "2001:2:0:9::1".parse().unwrap()).unwrap();
         let d6 = *snap.default_route6().unwrap();
         assert_eq!(
             (usize::from(d6.port), d6.next_hop, d6.connected),
             (off6.port, off6.next_hop, false)
         );
-        assert_eq!(d6.mac, None, "no static entry: learned per packet");
+        assert_eq!(d6.mac(), None, "no static entry: learned per packet");
         let mut none = config.clone();
         for p in &mut none.ports {
             p.gateway = None;
