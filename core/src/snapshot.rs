@@ -15,6 +15,7 @@ use lb_config::{
 };
 
 use crate::flow::{mix64, FlowAddr, Timeouts};
+use crate::forward::NatSums;
 use crate::keymap::KeyMap;
 use crate::route;
 use crate::scheduler::{Backend, Scheduler};
@@ -642,6 +643,7 @@ fn endpoint_key(proto: u8, addr: Ipv4Addr, port: u16) -> u64 {
 /// packets and are still looked up when `mac` is None. `A`: the real's
 /// family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(align(64))]
 pub struct RealRoute<A = Ipv4Addr> {
     /// The real's address (what a flow to it carries).
     pub addr: A,
@@ -666,6 +668,10 @@ pub struct RealRoute<A = Ipv4Addr> {
     /// (read as two MACs and written as four pieces, they were some ten
     /// instructions more a packet).
     link: Option<[u8; 12]>,
+    /// An IPv4 NAT real's: the checksum changes of rewriting its service's
+    /// VIP and port into its address and port (an id's service, address
+    /// and port never change, [`Ids`]). Default for every other real.
+    nat: NatSums,
 }
 
 impl<A> RealRoute<A> {
@@ -680,6 +686,13 @@ impl<A> RealRoute<A> {
     #[inline(always)]
     pub fn link(&self) -> Option<&[u8; 12]> {
         self.link.as_ref()
+    }
+
+    /// The checksum changes of a NAT request to this real (an IPv4 NAT
+    /// real's; see the field).
+    #[inline(always)]
+    pub fn nat_sums(&self) -> NatSums {
+        self.nat
     }
 
     /// The route with its `link` made from `mac` and `src_mac`.
@@ -705,7 +718,10 @@ fn routes_of_reals<A: Copy>(
     neighbor: impl Fn(A) -> Option<MacAddr>,
 ) -> Vec<RealRoute<A>> {
     let mut routes: Vec<RealRoute<A>> = Vec::new();
-    for r in services.iter().flat_map(|s| &s.reals) {
+    for (s, r) in services
+        .iter()
+        .flat_map(|s| s.reals.iter().map(move |r| (s, r)))
+    {
         let Some(addr) = family(r.address) else {
             continue;
         };
@@ -728,9 +744,16 @@ fn routes_of_reals<A: Copy>(
                     src_mac: MacAddr::ZERO,
                     mac: None,
                     link: None,
+                    nat: NatSums::default(),
                 },
             );
         }
+        let nat = match (s.vip, r.address, r.method) {
+            (IpAddr::V4(vip), IpAddr::V4(real), ForwardingMethod::Nat) => {
+                NatSums::new((vip, s.port), (real, r.port))
+            }
+            _ => NatSums::default(),
+        };
         routes[id] = RealRoute {
             addr,
             port,
@@ -740,6 +763,7 @@ fn routes_of_reals<A: Copy>(
             src_mac: ports[at].mac,
             mac: neighbor(next_hop),
             link: None,
+            nat,
         }
         .with_link();
     }
@@ -768,6 +792,7 @@ fn gateway_route<A: Copy>(
             src_mac: ports[i].mac,
             mac: neighbor(gw),
             link: None,
+            nat: NatSums::default(),
         }
         .with_link(),
     )
@@ -1821,6 +1846,15 @@ forwarding = "tun"
             );
             assert_eq!(got.src_mac, snap.ports[long.port].mac);
             assert_eq!(got.mac(), snap.static_neighbor(long.next_hop), "{addr}");
+            // A NAT real's request sums: its service's VIP and port into
+            // its own address and port.
+            assert_eq!(r.method, ForwardingMethod::Nat);
+            assert_eq!(
+                got.nat_sums(),
+                NatSums::new((Ipv4Addr::new(198, 19, 1, 100), 80), (addr, r.port)),
+                "{addr}"
+            );
+            assert_ne!(got.nat_sums(), NatSums::default());
             assert!(snap
                 .real_route(r.id, Ipv4Addr::new(198, 18, 0, 99))
                 .is_none());

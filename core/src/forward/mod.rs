@@ -68,6 +68,42 @@ pub struct Rewrite {
     /// TCP only: the sequence-space translation of a flow whose handshake
     /// the SYN proxy answered (None for every other flow).
     pub tcp: Option<TcpAdjust>,
+    /// The checksum changes of exactly this rewrite, worked out beforehand
+    /// ([`NatSums`]): the fixed-size path then neither reads the old
+    /// fields nor sums their changes. The caller vouches that the packet
+    /// holds the `from` the sums were made with (debug builds check).
+    pub sums: Option<NatSums>,
+}
+
+/// The checksum changes of a NAT rewrite of one address and port with the
+/// TTL decremented: `from` (address, port) becomes `to`, in the header's
+/// checksum (address and TTL) and the transport's (address and port,
+/// through the pseudo header). A real's are fixed for a snapshot's life
+/// (its service's VIP and port, its own address and port:
+/// `Snapshot::real_route`), so they are worked out once, not per packet.
+/// Each is the same [`Delta`] the per-packet sums make, to the bit: the
+/// TTL's change `!old + new` is the same number whatever the TTL (debug
+/// builds check each against the per-packet sums). Default: no change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NatSums {
+    header: Delta,
+    transport: Delta,
+}
+
+impl NatSums {
+    pub fn new(from: (Ipv4Addr, u16), to: (Ipv4Addr, u16)) -> NatSums {
+        // Addresses and ports as the machine reads their bytes
+        // (`Rewrite::write_raw`'s order).
+        let raw = |a: Ipv4Addr| u32::from_ne_bytes(a.octets());
+        let raw16 = |p: u16| u16::from_ne_bytes([(p >> 8) as u8, p as u8]);
+        let addr = Delta::default().change32(raw(from.0), raw(to.0));
+        // The TTL and protocol word, any TTL above 0, decremented.
+        let ttl = |t: u8| u16::from_ne_bytes([t, 0]);
+        NatSums {
+            header: addr.change16(ttl(2), ttl(1)),
+            transport: addr.change16(raw16(from.1), raw16(to.1)),
+        }
+    }
 }
 
 /// How the SYN proxy translates a segment of a flow it answered the
@@ -216,6 +252,13 @@ impl Rewrite {
     #[inline(always)]
     fn write_raw(&self, packet: &mut [u8], protocol: IpProtocol) {
         debug_assert!(self.tcp.is_none());
+        // Sums stand for one address, one port and the TTL ([`NatSums`]).
+        debug_assert!(
+            self.sums.is_none()
+                || (self.decrement_ttl
+                    && self.src.is_some() != self.dst.is_some()
+                    && self.src_port.is_some() != self.dst_port.is_some())
+        );
         // An address as the machine reads its four bytes.
         let raw = |a: Ipv4Addr| u32::from_ne_bytes(a.octets());
         let mut ip = Ipv4Packet::new_unchecked(&mut *packet);
@@ -237,6 +280,12 @@ impl Rewrite {
             let (old, new) = ip.decrement_ttl_raw();
             header = header.change16(old, new);
         }
+        if let Some(s) = self.sums {
+            // The old fields unread: the sums stand for all of the above
+            // (the compiler drops what is unused), to the bit.
+            debug_assert_eq!(header, s.header, "sums made for another rewrite");
+            header = s.header;
+        }
         let c = ip.checksum_raw();
         ip.set_checksum_raw(header.apply(c));
         let Some(l4) = packet.get_mut(ipv4::HEADER_LEN..) else {
@@ -255,6 +304,10 @@ impl Rewrite {
         if let Some(p) = self.dst_port {
             transport = transport.change16(t.dst_port_raw(), raw16(p));
             t.set_dst_port(p);
+        }
+        if let Some(s) = self.sums {
+            debug_assert_eq!(transport, s.transport, "sums made for another rewrite");
+            transport = s.transport;
         }
         t.update_checksum_raw(transport);
     }
@@ -470,6 +523,7 @@ mod tests {
                     dst_port,
                     decrement_ttl,
                     tcp,
+                    sums: None,
                 },
             )
     }
@@ -532,6 +586,72 @@ mod tests {
             r.apply(&mut general[IP..]);
             r.apply_frame(&mut frame);
             prop_assert_eq!(frame, general);
+        }
+
+        /// A NAT rewrite with its checksum changes made beforehand
+        /// ([`NatSums`], the established path's) writes what the
+        /// per-packet sums do, to the bit: requests (destination) and
+        /// replies (source), TCP and UDP, any TTL a forwarded packet has,
+        /// checksums 0 and 0xffff included (a UDP checksum of 0 stays 0).
+        #[test]
+        fn summed_rewrite_agrees_with_per_packet_sums(
+            vip in any::<[u8; 4]>(),
+            real in any::<[u8; 4]>(),
+            vip_port in any::<u16>(),
+            real_port in any::<u16>(),
+            mut frame in proptest::collection::vec(any::<u8>(), L4 + 20..L4 + 60),
+            ttl in 2u8..,
+            udp in any::<bool>(),
+            ip_check in prop_oneof![Just(0u16), Just(0xffff), any::<u16>()],
+            l4_check in prop_oneof![Just(0u16), Just(0xffff), any::<u16>()],
+            reply in any::<bool>(),
+        ) {
+            let (vip, real) = (Ipv4Addr::from(vip), Ipv4Addr::from(real));
+            let (from, to) = if reply {
+                ((real, real_port), (vip, vip_port))
+            } else {
+                ((vip, vip_port), (real, real_port))
+            };
+            let protocol = if udp { IpProtocol::Udp } else { IpProtocol::Tcp };
+            frame[IP] = 0x45;
+            let (head, l4) = frame.split_at_mut(L4);
+            let mut ip = Ipv4Packet::new_unchecked(&mut head[IP..]);
+            ip.set_ttl(ttl);
+            ip.set_protocol(protocol);
+            ip.set_checksum(ip_check);
+            let mut t = TransportHeader::new_checked(protocol, l4).unwrap();
+            if reply {
+                ip.set_src_addr(from.0);
+                t.set_src_port(from.1);
+            } else {
+                ip.set_dst_addr(from.0);
+                t.set_dst_port(from.1);
+            }
+            let at = L4 + if udp { 6 } else { 16 };
+            frame[at..at + 2].copy_from_slice(&[(l4_check >> 8) as u8, l4_check as u8]);
+            let plain = if reply {
+                Rewrite {
+                    src: Some(to.0),
+                    src_port: Some(to.1),
+                    decrement_ttl: true,
+                    ..Rewrite::default()
+                }
+            } else {
+                Rewrite {
+                    dst: Some(to.0),
+                    dst_port: Some(to.1),
+                    decrement_ttl: true,
+                    ..Rewrite::default()
+                }
+            };
+            let summed = Rewrite {
+                sums: Some(NatSums::new(from, to)),
+                ..plain
+            };
+            let mut want = frame.clone();
+            plain.apply_frame(&mut want);
+            summed.apply_frame(&mut frame);
+            prop_assert_eq!(frame, want);
         }
 
         /// `Rewrite6::apply_frame` writes what `apply` does, with the

@@ -6,7 +6,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::{Rewrite, Rewrite6, TcpAdjust, IP};
+use super::{NatSums, Rewrite, Rewrite6, TcpAdjust, IP};
 use crate::wire::IpProtocol;
 
 /// Client -> VIP:port becomes client -> real:port. `frame` holds a checked
@@ -17,6 +17,21 @@ pub fn rewrite_request(frame: &mut [u8], real: Ipv4Addr, real_port: u16) {
         dst: Some(real),
         dst_port: Some(real_port),
         decrement_ttl: true,
+        ..Rewrite::default()
+    }
+    .apply_frame(frame);
+}
+
+/// [`rewrite_request`] with its checksum changes worked out beforehand
+/// (`sums`, made from the VIP and port the frame is to, and `real` and
+/// `real_port`): the established path's, with the real's route at hand.
+#[inline(always)]
+pub fn rewrite_request_summed(frame: &mut [u8], real: Ipv4Addr, real_port: u16, sums: NatSums) {
+    Rewrite {
+        dst: Some(real),
+        dst_port: Some(real_port),
+        decrement_ttl: true,
+        sums: Some(sums),
         ..Rewrite::default()
     }
     .apply_frame(frame);

@@ -883,10 +883,11 @@ impl Egress {
         rewrite: impl FrameRewrite,
     ) -> Verdict {
         let frame = pkt.data_mut();
-        rewrite.apply(frame);
         let Some(r) = snap.real_route(id, real) else {
+            rewrite.apply(frame);
             return self.route_cold(snap, pkt, real, ip_end, now);
         };
+        rewrite.apply_routed(frame, r);
         if over_mtu(snap, usize::from(r.port), ip_end) {
             return Verdict::Drop(DropReason::TooBig);
         }
@@ -1252,6 +1253,18 @@ fn overruled(snap: &Snapshot, fixed: Option<MacAddr>, mac: MacAddr) -> bool {
 /// there was not: process_burst is too large for the inliner's budget).
 pub(super) trait FrameRewrite {
     fn apply(self, frame: &mut [u8]);
+
+    /// [`Self::apply`] for a frame to a real whose route the snapshot
+    /// has (`route`), which may carry work done beforehand
+    /// ([`RealRoute::nat_sums`]).
+    #[inline(always)]
+    fn apply_routed(self, frame: &mut [u8], route: &RealRoute)
+    where
+        Self: Sized,
+    {
+        let _ = route;
+        self.apply(frame);
+    }
 }
 
 /// Whether a packet ending at `ip_end` in its frame is longer than the

@@ -49,7 +49,7 @@ use crate::flow::{
 };
 use crate::forward::{icmp, nat, L4 as L4_OFFSET};
 use crate::scheduler::Schedulers;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{RealRoute, Snapshot};
 use crate::stats::{DropReason, WorkerStats};
 use crate::synproxy::CookieKey;
 use crate::wire::{EthernetFrame, Icmpv4Type, IpProtocol};
@@ -1538,6 +1538,17 @@ impl FrameRewrite for NatRequest {
     fn apply(self, frame: &mut [u8]) {
         match self.adjust {
             None => nat::rewrite_request(frame, self.real, self.real_port),
+            Some(a) => nat::rewrite_request_translated(frame, self.real, self.real_port, a),
+        }
+    }
+
+    /// The real's route found (so `real` is its address, and the flow's
+    /// VIP, port and real port those its sums were made with: one id,
+    /// one service and real): the checksum changes come with the route.
+    #[inline(always)]
+    fn apply_routed(self, frame: &mut [u8], route: &RealRoute) {
+        match self.adjust {
+            None => nat::rewrite_request_summed(frame, self.real, self.real_port, route.nat_sums()),
             Some(a) => nat::rewrite_request_translated(frame, self.real, self.real_port, a),
         }
     }
