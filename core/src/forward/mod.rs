@@ -71,7 +71,8 @@ pub struct Rewrite {
     /// The checksum changes of exactly this rewrite, worked out beforehand
     /// ([`NatSums`]): the fixed-size path then neither reads the old
     /// fields nor sums their changes. The caller vouches that the packet
-    /// holds the `from` the sums were made with (debug builds check).
+    /// holds the address and port the sums were made from (debug builds
+    /// sum again and compare).
     pub sums: Option<NatSums>,
 }
 
@@ -91,6 +92,8 @@ pub struct NatSums {
 }
 
 impl NatSums {
+    /// The sums of rewriting `from` (address, port) into `to`, with the
+    /// TTL decremented.
     pub fn new(from: (Ipv4Addr, u16), to: (Ipv4Addr, u16)) -> NatSums {
         // Addresses and ports as the machine reads their bytes
         // (`Rewrite::write_raw`'s order).

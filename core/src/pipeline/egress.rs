@@ -1258,11 +1258,10 @@ pub(super) trait FrameRewrite {
     /// has (`route`), which may carry work done beforehand
     /// ([`RealRoute::nat_sums`]).
     #[inline(always)]
-    fn apply_routed(self, frame: &mut [u8], route: &RealRoute)
+    fn apply_routed(self, frame: &mut [u8], _route: &RealRoute)
     where
         Self: Sized,
     {
-        let _ = route;
         self.apply(frame);
     }
 }
